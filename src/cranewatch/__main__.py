@@ -1,0 +1,5 @@
+"""Allow ``python -m cranewatch``."""
+
+from cranewatch.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""Network detectors: pure functions from events (plus profile and baseline) to findings."""

@@ -1,0 +1,1 @@
+"""Crane registry and life cycle with an audit trail."""

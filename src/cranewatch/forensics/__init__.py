@@ -1,0 +1,1 @@
+"""Filesystem-image forensics: safe image access, one check per module, YARA, SBOM."""

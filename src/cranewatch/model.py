@@ -1,0 +1,199 @@
+"""Frozen core records shared by every part: severities, findings and their evidence.
+
+Findings are the contract with users' scripts and SIEMs (DESIGN.md): ``Finding.to_json()``
+gives exactly the documented JSON-lines object. Protocol events live beside their decoder
+(``cranewatch.protocols.<proto>``); this module holds only what every part speaks.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from enum import IntEnum
+from typing import Any
+
+NETWORK_CATEGORIES = (
+    "hidden-uplink",
+    "remote-access",
+    "data-leak",
+    "c2",
+    "egress",
+    "safety-override",
+    "false-reading",
+    "plc-control",
+    "recon",
+    "rogue-master",
+    "new-asset",
+)
+FORENSIC_CATEGORIES = (
+    "backdoor",
+    "remote-access-tool",
+    "oob-connectivity",
+    "persistence",
+    "credential",
+    "hardcoded-endpoint",
+    "vulnerable-component",
+    "weak-config",
+)
+CATEGORIES = NETWORK_CATEGORIES + FORENSIC_CATEGORIES
+
+
+class Severity(IntEnum):
+    """Finding severity, ordered so that ``Severity.HIGH >= Severity.MEDIUM``."""
+
+    INFO = 0
+    LOW = 1
+    MEDIUM = 2
+    HIGH = 3
+    CRITICAL = 4
+
+    @classmethod
+    def parse(cls, text: str) -> Severity:
+        try:
+            return cls[text.strip().upper()]
+        except KeyError:
+            names = "|".join(s.name.lower() for s in cls)
+            raise ValueError(f"unknown severity {text!r} (expected {names})") from None
+
+    def __str__(self) -> str:
+        return self.name.lower()
+
+
+def iso_time(ts: float | None) -> str | None:
+    """Epoch seconds as ISO 8601 UTC with microseconds and a ``Z``; None stays None."""
+    if ts is None:
+        return None
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+@dataclass(frozen=True, slots=True)
+class Evidence:
+    """One piece of proof behind a finding.
+
+    Network evidence names the capture ``source`` and ``frames``; forensic evidence names
+    the ``path`` inside the image and the ``line`` or ``offset``. ``values`` holds the
+    register values, field values or measurements that matter; ``excerpt`` a short, printable
+    extract of the bytes or text.
+    """
+
+    source: str | None = None
+    frames: tuple[int, ...] = ()
+    times: tuple[float, ...] = ()
+    path: str | None = None
+    line: int | None = None
+    offset: int | None = None
+    values: dict[str, Any] = field(default_factory=dict)
+    excerpt: str | None = None
+    note: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        if self.source is not None:
+            out["source"] = self.source
+        if self.frames:
+            out["frames"] = list(self.frames)
+        if self.times:
+            out["times"] = [iso_time(t) for t in self.times]
+        for key in ("path", "line", "offset", "excerpt", "note"):
+            value = getattr(self, key)
+            if value is not None:
+                out[key] = value
+        if self.values:
+            out["values"] = self.values
+        return out
+
+
+def finding_id(rule: str, crane: str | None, *key: object) -> str:
+    """A stable id: the same rule on the same crane about the same thing gives the same id.
+
+    ``key`` is what makes the incident itself (e.g. source, destination, register), never
+    times or counts, so re-running an analysis over the same input yields the same ids.
+    """
+    text = json.dumps([rule, crane, *[str(k) for k in key]], separators=(",", ":"))
+    return "cw-" + hashlib.sha256(text.encode()).hexdigest()[:20]
+
+
+@dataclass(frozen=True, slots=True)
+class Finding:
+    """One incident, aggregated (one finding with a count, never one per packet)."""
+
+    id: str
+    rule: str
+    category: str
+    severity: Severity
+    title: str
+    first_seen: float | None
+    last_seen: float | None
+    count: int = 1
+    crane: str | None = None
+    src: str | None = None
+    dst: str | None = None
+    technique: tuple[str, ...] = ()
+    evidence: tuple[Evidence, ...] = ()
+    remedy: str = ""
+
+    def __post_init__(self) -> None:
+        if self.category not in CATEGORIES:
+            raise ValueError(f"unknown finding category {self.category!r}")
+
+    def to_json(self) -> dict[str, Any]:
+        """The documented JSON-lines object (contract, DESIGN.md)."""
+        return {
+            "type": "finding",
+            "id": self.id,
+            "rule": self.rule,
+            "category": self.category,
+            "severity": str(self.severity),
+            "crane": self.crane,
+            "title": self.title,
+            "first_seen": iso_time(self.first_seen),
+            "last_seen": iso_time(self.last_seen),
+            "count": self.count,
+            "src": self.src,
+            "dst": self.dst,
+            "technique": list(self.technique),
+            "evidence": [e.to_json() for e in self.evidence],
+            "remedy": self.remedy,
+        }
+
+    @classmethod
+    def from_json(cls, obj: dict[str, Any]) -> Finding:
+        """Inverse of ``to_json`` (used by the store and by readers of JSON lines)."""
+
+        def parse_time(text: str | None) -> float | None:
+            if text is None:
+                return None
+            return datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC).timestamp()
+
+        evidence = tuple(
+            Evidence(
+                source=e.get("source"),
+                frames=tuple(e.get("frames", ())),
+                times=tuple(t for t in (parse_time(x) for x in e.get("times", ())) if t is not None),
+                path=e.get("path"),
+                line=e.get("line"),
+                offset=e.get("offset"),
+                values=dict(e.get("values", {})),
+                excerpt=e.get("excerpt"),
+                note=e.get("note"),
+            )
+            for e in obj.get("evidence", ())
+        )
+        return cls(
+            id=obj["id"],
+            rule=obj["rule"],
+            category=obj["category"],
+            severity=Severity.parse(obj["severity"]),
+            title=obj["title"],
+            first_seen=parse_time(obj.get("first_seen")),
+            last_seen=parse_time(obj.get("last_seen")),
+            count=int(obj.get("count", 1)),
+            crane=obj.get("crane"),
+            src=obj.get("src"),
+            dst=obj.get("dst"),
+            technique=tuple(obj.get("technique", ())),
+            evidence=evidence,
+            remedy=obj.get("remedy", ""),
+        )

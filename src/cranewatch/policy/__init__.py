@@ -1,0 +1,1 @@
+"""nftables rulesets: quarantine isolation and in-service allow-lists."""

@@ -1,0 +1,1 @@
+"""Process integrity: crane signals from the wire, crane state, physical-relation checks."""

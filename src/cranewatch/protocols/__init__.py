@@ -1,0 +1,1 @@
+"""Protocol decoders: one module per protocol, pure functions from bytes to typed events."""

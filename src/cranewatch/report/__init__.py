@@ -1,0 +1,1 @@
+"""Renderers of one finished result: text, JSON lines, HTML."""

@@ -1,0 +1,1 @@
+"""Where packets and events come from: capture files, live interfaces, Zeek logs."""

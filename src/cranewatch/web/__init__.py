@@ -1,0 +1,1 @@
+"""Read-only web dashboard over the store."""
