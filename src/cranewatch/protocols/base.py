@@ -1,0 +1,90 @@
+"""What every protocol decoder shares: the event base record and the decoder registry.
+
+A decoder is a small class per protocol that the pipeline creates once per flow it claims
+(by port or by content, see ``DecoderSpec``) and feeds with the contiguous bytes of each
+direction as TCP reassembly releases them (or each UDP datagram). It returns typed events.
+Decoders are pure: bytes in, events out, no I/O. A decoder that meets bytes that break its
+protocol raises ``cranewatch.errors.DecodeError`` for that PDU; the pipeline records a warning
+with the file and frame and keeps going.
+
+Event names follow ``<proto>_<object>_<request|response>`` in their ``kind`` field.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import ClassVar, Protocol
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Event:
+    """Base of every decoded event: when, which frame, who to whom.
+
+    ``src``/``dst`` are IP addresses as text (MAC addresses for layer-2-only events such as
+    ARP); ``sport``/``dport`` are 0 where there is no port. ``source`` is the capture file (or
+    Zeek log) the event came from, so evidence can name it.
+    """
+
+    kind: ClassVar[str] = "event"
+    ts: float
+    frame: int
+    src: str
+    dst: str
+    sport: int = 0
+    dport: int = 0
+    source: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class FlowContext:
+    """What a decoder may know about the flow it decodes (client = the side that opened it)."""
+
+    client: str
+    client_port: int
+    server: str
+    server_port: int
+    transport: str  # "tcp" | "udp"
+    source: str = ""
+
+
+class StreamDecoder(Protocol):
+    """Decodes one flow. ``feed`` gets newly contiguous bytes of one direction.
+
+    ``frame`` and ``ts`` are those of the packet whose bytes complete what is fed (for a
+    PDU split over segments, the last segment: the frame tshark also reports it in).
+    ``gap()`` tells the decoder that bytes were lost in that direction (capture started
+    mid-stream or packets are missing) so it can resynchronise.
+    """
+
+    def feed(self, from_client: bool, data: bytes, ts: float, frame: int) -> list[Event]: ...
+
+    def gap(self, from_client: bool) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class DecoderSpec:
+    """How the pipeline finds flows for a decoder.
+
+    ``ports``: well-known server ports (a hint only). ``probe``: given the first payload bytes
+    the client sent and the first the server sent (either may be empty), says whether this
+    flow speaks the protocol, so a protocol on a lying port is still recognised. ``priority``
+    orders probes (lower first).
+    """
+
+    name: str
+    transport: str  # "tcp" | "udp"
+    ports: frozenset[int]
+    factory: Callable[[FlowContext], StreamDecoder]
+    probe: Callable[[bytes, bytes], bool] | None = None
+    priority: int = 50
+    aliases: tuple[str, ...] = field(default=())
+
+
+REGISTRY: list[DecoderSpec] = []
+
+
+def register(spec: DecoderSpec) -> DecoderSpec:
+    """Add a decoder; protocol modules call this at import (see ``protocols.load_all``)."""
+    REGISTRY.append(spec)
+    return spec
