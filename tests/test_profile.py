@@ -1,0 +1,165 @@
+"""Crane profiles: the shipped STS-07 profile loads, broken ones report every problem located."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from cranewatch.errors import ProfileError
+from cranewatch.profile import bundled_profile, load_profile, parse_profile
+
+REPO = Path(__file__).resolve().parents[1]
+STS07 = REPO / "profiles" / "sts-07.toml"
+
+
+def ts(text: str) -> float:
+    return datetime.fromisoformat(text).astimezone(UTC).timestamp()
+
+
+def test_reference_profile_loads_with_the_reference_crane() -> None:
+    p = load_profile(STS07)
+    assert p.crane_id == "STS-07"
+    assert p.host_by_ip("10.20.7.10").role == "plc"  # type: ignore[union-attr]
+    assert p.zone_of("10.20.7.20") == "crane"
+    assert p.zone_of("10.20.0.5") == "terminal"
+    assert p.zone_of("198.51.100.7") == "outside"
+    assert p.gateway is not None and p.gateway.ip == "10.20.7.254"
+    assert {r.name for r in p.registers} >= {"hoist_load", "safety_bypass", "overload_limit"}
+    assert p.point_at("IR", 1).scale == 0.1  # type: ignore[union-attr]
+
+
+def test_bundled_copy_is_the_same_profile() -> None:
+    assert bundled_profile().read_text() == STS07.read_text()
+
+
+def test_writes_are_bounded_per_client_and_range() -> None:
+    p = load_profile(STS07)
+    plc, cms, ocr, ews = "10.20.7.10", "10.20.7.30", "10.20.7.20", "10.20.0.50"
+    assert p.may_write(cms, plc, "CO", 1, 1)  # fault_reset pulse
+    assert not p.may_write(cms, plc, "CO", 0, 1)  # safety_bypass is not the CMS's to touch
+    assert not p.may_write(ocr, plc, "HR", 0, 1)
+    assert p.may_write(ews, plc, "HR", 0, 2)
+    assert not p.may_write("10.20.7.99", plc, "HR", 0, 1)
+    assert [x.name for x in p.safety_points_in("CO", 0, 2)] == ["safety_bypass"]
+
+
+def test_maintenance_window_in_local_time() -> None:
+    p = load_profile(STS07)
+    ews = "10.20.0.50"
+    # Tuesday 2026-11-24 07:30 in New York is 12:30 UTC.
+    assert p.in_maintenance(ews, ts("2026-11-24T12:30:00+00:00")) is True
+    assert p.in_maintenance(ews, ts("2026-11-24T16:00:00+00:00")) is False  # 11:00 local
+    assert p.in_maintenance(ews, ts("2026-11-25T12:30:00+00:00")) is False  # Wednesday
+    assert p.in_maintenance("10.20.7.30", ts("2026-11-24T12:30:00+00:00")) is None
+
+
+def test_dated_window_and_allowed_outside_endpoint() -> None:
+    text = STS07.read_text() + """
+[[maintenance]]
+hosts = ["ews"]
+from = 2026-12-01T08:00:00Z
+until = 2026-12-01T09:00:00Z
+
+[[outside]]
+name = "vendor"
+address = "203.0.113.40/32"
+port = 443
+clients = ["cms"]
+"""
+    p = parse_profile(text)
+    assert p.in_maintenance("10.20.0.50", ts("2026-12-01T08:30:00+00:00")) is True
+    assert p.in_maintenance("10.20.0.50", ts("2026-12-01T09:30:00+00:00")) is False
+    assert p.allows("10.20.7.30", "203.0.113.40", "tls", 443)
+    assert not p.allows("10.20.7.20", "203.0.113.40", "tls", 443)
+    assert not p.allows("10.20.7.30", "203.0.113.40", "tls", 22)
+
+
+BROKEN = """\
+[crane]
+id = "STS-09"
+
+[zones]
+crane = ["10.20.9.0/33"]
+moon = ["1.2.3.0/24"]
+
+[gateway]
+ip = "10.20.9.254"
+mac = "02:00:zz:00:00:01"
+
+[[hosts]]
+name = "plc"
+ip = "10.20.9.300"
+
+[[hosts]]
+name = "plc"
+ip = "10.20.9.11"
+
+[[allow]]
+client = "nobody"
+server = "plc"
+protocol = "modbus"
+port = 70000
+registers = ["XX:1-2"]
+
+[[maintenance]]
+hosts = ["ews"]
+start = "25:00"
+end = "10:00"
+timezone = "Mars/Olympus"
+
+[[registers]]
+table = "HR"
+address = 0
+name = "overload_limit"
+min = 80
+max = 10
+"""
+
+
+def test_broken_profile_reports_every_problem_with_its_line(tmp_path: Path) -> None:
+    path = tmp_path / "sts-09.toml"
+    path.write_text(BROKEN)
+    with pytest.raises(ProfileError) as caught:
+        load_profile(path)
+    found = {(p.location.line, p.message.split(":")[0]) for p in caught.value.problems if p.location}
+    # Lines checked by reading BROKEN above.
+    expected = {
+        (5, "zones.crane"),  # /33
+        (6, "zones"),  # unknown zone moon
+        (10, "gateway.mac"),
+        (14, "hosts.ip"),
+        (17, "hosts"),  # duplicate name
+        (21, "allow.client"),  # nobody
+        (24, "allow.port"),
+        (25, "allow.registers"),
+        (28, "maintenance.hosts"),
+        (29, "maintenance.start"),
+        (31, "maintenance.timezone"),
+        (38, "registers"),  # min above max
+    }
+    assert expected <= found, sorted(found)
+    assert all(p.location and p.location.file == str(path) for p in caught.value.problems)
+
+
+def test_toml_syntax_error_is_located(tmp_path: Path) -> None:
+    path = tmp_path / "bad.toml"
+    path.write_text('[crane]\nid = "x"\nmodel = \n')
+    with pytest.raises(ProfileError) as caught:
+        load_profile(path)
+    assert caught.value.location is not None and caught.value.location.line == 3
+
+
+def test_profile_check_command(tmp_path: Path) -> None:
+    exe = [sys.executable, "-m", "cranewatch"]
+    ok = subprocess.run([*exe, "profile", "check", str(STS07)], capture_output=True, text=True)
+    assert ok.returncode == 0 and ok.stdout.startswith("OK")
+    path = tmp_path / "sts-09.toml"
+    path.write_text(BROKEN)
+    bad = subprocess.run([*exe, "profile", "check", str(path)], capture_output=True, text=True)
+    assert bad.returncode == 3
+    assert f"{path}:24" in bad.stderr and f"{path}:10" in bad.stderr
+    assert "Traceback" not in bad.stderr
