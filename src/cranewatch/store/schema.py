@@ -1,0 +1,129 @@
+"""The store's schema as named migrations, applied in order, each in one transaction.
+
+A migration is never edited once released: a schema change is a new migration appended to
+``MIGRATIONS``. ``schema_migrations`` records which ran and when, so an old database is
+brought up to date by running only the ones it lacks.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class Migration:
+    """One schema step: a stable name and the SQL statements that make it."""
+
+    name: str
+    statements: tuple[str, ...]
+
+
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration(
+        "0001_fleet",
+        (
+            """CREATE TABLE cranes (
+                name TEXT PRIMARY KEY,
+                maker TEXT NOT NULL DEFAULT '',
+                model TEXT NOT NULL DEFAULT '',
+                commissioned TEXT,
+                control_vendor TEXT NOT NULL DEFAULT '',
+                profile_path TEXT,
+                zone TEXT,
+                state TEXT NOT NULL,
+                created_at REAL NOT NULL
+            )""",
+            """CREATE TABLE crane_components (
+                crane TEXT NOT NULL REFERENCES cranes(name) ON DELETE CASCADE,
+                name TEXT NOT NULL,
+                kind TEXT NOT NULL,
+                mac TEXT,
+                ip TEXT,
+                firmware TEXT,
+                PRIMARY KEY (crane, name)
+            )""",
+            """CREATE TABLE crane_history (
+                seq INTEGER PRIMARY KEY AUTOINCREMENT,
+                crane TEXT NOT NULL REFERENCES cranes(name) ON DELETE CASCADE,
+                at REAL NOT NULL,
+                who TEXT NOT NULL,
+                why TEXT NOT NULL,
+                from_state TEXT,
+                to_state TEXT NOT NULL
+            )""",
+            "CREATE INDEX crane_history_crane ON crane_history(crane, seq)",
+        ),
+    ),
+    Migration(
+        "0002_runs_findings",
+        (
+            """CREATE TABLE runs (
+                id INTEGER PRIMARY KEY AUTOINCREMENT,
+                crane TEXT NOT NULL,
+                kind TEXT NOT NULL CHECK (kind IN ('analyze', 'scan-image', 'gate')),
+                component TEXT,
+                tool_version TEXT NOT NULL,
+                started_at REAL NOT NULL,
+                finished_at REAL,
+                status TEXT NOT NULL CHECK (status IN ('running', 'complete', 'failed')),
+                note TEXT
+            )""",
+            "CREATE INDEX runs_crane ON runs(crane, kind, status)",
+            """CREATE TABLE run_inputs (
+                run_id INTEGER NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
+                path TEXT NOT NULL,
+                sha256 TEXT NOT NULL,
+                size INTEGER NOT NULL,
+                PRIMARY KEY (run_id, path)
+            )""",
+            """CREATE TABLE findings (
+                crane TEXT NOT NULL,
+                id TEXT NOT NULL,
+                rule TEXT NOT NULL,
+                category TEXT NOT NULL,
+                severity TEXT NOT NULL,
+                title TEXT NOT NULL,
+                first_seen REAL,
+                last_seen REAL,
+                count INTEGER NOT NULL,
+                src TEXT,
+                dst TEXT,
+                technique TEXT NOT NULL,
+                evidence TEXT NOT NULL,
+                remedy TEXT NOT NULL,
+                PRIMARY KEY (crane, id)
+            )""",
+            """CREATE TABLE run_findings (
+                run_id INTEGER NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
+                crane TEXT NOT NULL,
+                finding_id TEXT NOT NULL,
+                count INTEGER NOT NULL,
+                PRIMARY KEY (run_id, finding_id)
+            )""",
+        ),
+    ),
+    Migration(
+        "0003_gate_artifacts",
+        (
+            """CREATE TABLE run_artifacts (
+                run_id INTEGER NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
+                name TEXT NOT NULL,
+                content TEXT NOT NULL,
+                PRIMARY KEY (run_id, name)
+            )""",
+            """CREATE TABLE gate_decisions (
+                seq INTEGER PRIMARY KEY AUTOINCREMENT,
+                crane TEXT NOT NULL,
+                run_id INTEGER REFERENCES runs(id),
+                at REAL NOT NULL,
+                who TEXT NOT NULL,
+                decision TEXT NOT NULL CHECK (decision IN ('cleared', 'rejected', 'needs-review')),
+                reasons TEXT NOT NULL,
+                policy TEXT NOT NULL
+            )""",
+            "CREATE INDEX gate_decisions_crane ON gate_decisions(crane, seq)",
+        ),
+    ),
+)
+
+SCHEMA_VERSION = len(MIGRATIONS)

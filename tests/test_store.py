@@ -1,0 +1,266 @@
+"""Store: migrations, finding upserts with stable ids, one writer with concurrent readers, crashes."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from cranewatch.errors import StateError
+from cranewatch.model import Evidence, Finding, Severity, finding_id
+from cranewatch.store import Component, Crane, open_store
+from cranewatch.store import sqlite as store_sqlite
+from cranewatch.store.schema import MIGRATIONS, Migration
+from cranewatch.store.sqlite import Store
+
+
+def make_finding(n: int, *, crane: str = "STS-07", first: float = 1000.0, count: int = 1) -> Finding:
+    return Finding(
+        id=finding_id("remote-access.ssh", crane, f"10.20.0.{n}", "10.20.7.10:22"),
+        rule="remote-access.ssh",
+        category="remote-access",
+        severity=Severity.HIGH,
+        title=f"SSH session from 10.20.0.{n} into the crane PLC",
+        first_seen=first,
+        last_seen=first + 60,
+        count=count,
+        crane=crane,
+        src=f"10.20.0.{n}",
+        dst="10.20.7.10:22",
+        technique=("T0822",),
+        evidence=(Evidence(source="q.pcap", frames=(3, 4), times=(first,), excerpt="SSH-2.0-OpenSSH"),),
+        remedy="Block SSH into the crane zone.",
+    )
+
+
+def tables(db: Path) -> set[str]:
+    with sqlite3.connect(db) as conn:
+        return {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+
+
+def test_migrations_from_empty_are_recorded_in_order(tmp_path: Path) -> None:
+    db = tmp_path / "cw.db"
+    with open_store(db) as store:
+        assert store.applied_migrations() == [m.name for m in MIGRATIONS]
+        assert store.migrate() == []  # idempotent
+    assert {"cranes", "crane_components", "crane_history", "runs", "run_inputs", "findings",
+            "run_findings", "run_artifacts", "gate_decisions", "schema_migrations"} <= tables(db)
+    with sqlite3.connect(db) as conn:
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+@pytest.mark.parametrize("earlier", range(len(MIGRATIONS)))
+def test_migrations_from_each_earlier_schema_keep_data(tmp_path: Path, earlier: int) -> None:
+    db = tmp_path / "cw.db"
+    old = Store(db, migrate=False)
+    old.migrate(upto=earlier)
+    assert old.applied_migrations() == [m.name for m in MIGRATIONS[:earlier]]
+    if earlier >= 1:  # the fleet tables exist: put a crane in them
+        old.add_crane(Crane("STS-07", maker="m", components=(Component("PLC", "plc", ip="10.20.7.10"),)),
+                      who="tester", why="before upgrade")
+    if earlier >= 2:  # runs and findings exist
+        old.record_run("STS-07", "analyze", [], [make_finding(1)])
+    old.close()
+
+    with open_store(db) as store:
+        assert store.applied_migrations() == [m.name for m in MIGRATIONS]
+        if earlier >= 1:
+            crane = store.crane("STS-07")
+            assert crane is not None and crane.components[0].ip == "10.20.7.10"
+            assert [h.why for h in store.history("STS-07")] == ["before upgrade"]
+        if earlier >= 2:
+            assert [f.id for f in store.current_findings("STS-07")] == [make_finding(1).id]
+        # the newest tables work after the upgrade
+        store.record_gate("STS-07", "needs-review", [{"kind": "missing"}], {}, who="tester")
+        assert store.latest_gate("STS-07") is not None
+
+
+def test_a_failing_migration_leaves_nothing_behind(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    broken = (*MIGRATIONS, Migration("9999_broken", ("CREATE TABLE half_done (x INTEGER)", "THIS IS NOT SQL")))
+    monkeypatch.setattr(store_sqlite, "MIGRATIONS", broken)
+    with pytest.raises(sqlite3.OperationalError):
+        Store(tmp_path / "cw.db")
+    assert "half_done" not in tables(tmp_path / "cw.db")
+    monkeypatch.undo()
+    with open_store(tmp_path / "cw.db") as store:
+        assert store.applied_migrations() == [m.name for m in MIGRATIONS]
+
+
+def test_same_analysis_twice_gives_same_ids_and_no_duplicates(tmp_path: Path) -> None:
+    capture = tmp_path / "quarantine.pcap"
+    capture.write_bytes(b"not really a capture, but hashed all the same")
+    with open_store(tmp_path / "cw.db") as store:
+        first = store.record_run("STS-07", "analyze", [capture], [make_finding(1, first=1000.0, count=5),
+                                                                  make_finding(2)])
+        second = store.record_run("STS-07", "analyze", [capture], [make_finding(1, first=900.0, count=3),
+                                                                   make_finding(2)])
+        assert store.count_findings("STS-07") == 2
+        one = {f.id: f for f in store.findings("STS-07")}[make_finding(1).id]
+        assert one.first_seen == 900.0  # earliest of both runs
+        assert one.last_seen == 1060.0  # latest of both runs
+        assert one.count == 3  # from the latest complete run
+        assert [f.id for f in store.findings("STS-07", [first])] == [f.id for f in store.findings("STS-07", [second])]
+        runs = store.runs("STS-07")
+        assert [r.status for r in runs] == ["complete", "complete"]
+        import hashlib
+        assert runs[0].inputs[0].sha256 == hashlib.sha256(capture.read_bytes()).hexdigest()
+        assert store.findings("STS-07")[0].evidence[0].excerpt == "SSH-2.0-OpenSSH"
+
+
+def test_current_findings_follow_the_latest_run_of_each_kind_and_component(tmp_path: Path) -> None:
+    with open_store(tmp_path / "cw.db") as store:
+        store.record_run("STS-07", "scan-image", [], [make_finding(1)], component="CMS")
+        store.record_run("STS-07", "scan-image", [], [make_finding(2)], component="OCR")
+        store.record_run("STS-07", "scan-image", [], [], component="CMS")  # CMS fixed and re-scanned
+        assert [f.src for f in store.current_findings("STS-07")] == ["10.20.0.2"]
+        assert store.count_findings("STS-07") == 2  # history is kept
+
+
+def test_finishing_a_run_twice_is_refused(tmp_path: Path) -> None:
+    with open_store(tmp_path / "cw.db") as store:
+        run = store.begin_run("STS-07", "analyze")
+        store.finish_run(run, [])
+        with pytest.raises(StateError):
+            store.finish_run(run, [make_finding(1)])
+        assert store.count_findings() == 0
+
+
+WRITER = textwrap.dedent(
+    """
+    import sys, time
+    sys.path.insert(0, {tests!r})
+    from test_store import make_finding
+    from cranewatch.store import open_store
+    store = open_store({db!r})
+    for r in range({runs}):
+        findings = [make_finding(n, crane="STS-%02d" % r) for n in range({per_run})]
+        store.record_run("STS-%02d" % r, "analyze", [], findings)
+    print("done", flush=True)
+    """
+)
+
+
+def test_concurrent_readers_never_see_half_a_run(tmp_path: Path) -> None:
+    db = tmp_path / "cw.db"
+    open_store(db).close()
+    runs, per_run = 40, 25
+    writer = subprocess.Popen(
+        [sys.executable, "-c", WRITER.format(tests=str(Path(__file__).parent), db=str(db), runs=runs, per_run=per_run)],
+        stdout=subprocess.PIPE, text=True,
+    )
+    problems: list[str] = []
+    observations = [0]
+
+    def read() -> None:
+        with open_store(db) as reader:
+            while writer.poll() is None:
+                for crane in {f"STS-{r:02d}" for r in range(runs)}:
+                    done = [r for r in reader.runs(crane) if r.status == "complete"]
+                    n = len(reader.findings(crane, [r.id for r in done]))
+                    if n not in (0, per_run) or (done and n != per_run):
+                        problems.append(f"{crane}: {len(done)} complete runs, {n} findings")
+                observations[0] += 1
+
+    readers = [threading.Thread(target=read) for _ in range(3)]
+    for t in readers:
+        t.start()
+    out, _ = writer.communicate(timeout=120)
+    for t in readers:
+        t.join()
+    assert writer.returncode == 0 and out.strip() == "done"
+    assert problems == []
+    assert observations[0] > 3  # the readers really read while the writer wrote
+    with open_store(db) as store:
+        assert store.count_findings() == runs * per_run
+
+
+KILLED_RUN = textwrap.dedent(
+    """
+    import sys, time
+    sys.path.insert(0, {tests!r})
+    from test_store import make_finding
+    from cranewatch.store import open_store
+    store = open_store({db!r})
+    run = store.begin_run("STS-07", "analyze", [{capture!r}])
+    findings = [make_finding(n) for n in range({count})]
+    print("analysing", flush=True)
+    time.sleep({pause})
+    print("writing", flush=True)
+    store.finish_run(run, findings)
+    print("finished", flush=True)
+    """
+)
+
+
+def run_until_killed(db: Path, capture: Path, *, count: int, pause: float, kill_at: str, kill_after: float) -> str:
+    child = subprocess.Popen(
+        [sys.executable, "-c", KILLED_RUN.format(tests=str(Path(__file__).parent), db=str(db),
+                                                 capture=str(capture), count=count, pause=pause)],
+        stdout=subprocess.PIPE, text=True,
+    )
+    assert child.stdout is not None
+    while (line := child.stdout.readline().strip()) != kill_at:
+        assert line, "child ended before the kill point"
+    time.sleep(kill_after)
+    os.kill(child.pid, signal.SIGKILL)
+    out = child.communicate(timeout=30)[0]
+    assert child.returncode == -signal.SIGKILL
+    return out
+
+
+def test_a_run_killed_mid_analysis_leaves_no_findings_and_a_rerun_completes(tmp_path: Path) -> None:
+    db, capture = tmp_path / "cw.db", tmp_path / "q.pcap"
+    capture.write_bytes(b"\xd4\xc3\xb2\xa1" + bytes(100))
+    open_store(db).close()
+    run_until_killed(db, capture, count=50, pause=30, kill_at="analysing", kill_after=0.2)
+    with open_store(db) as store:
+        (killed,) = store.runs("STS-07")
+        assert killed.status == "running" and killed.finished_at is None
+        assert store.count_findings() == 0
+        assert store.current_findings("STS-07") == []
+        rerun = store.record_run("STS-07", "analyze", [capture], [make_finding(n) for n in range(50)])
+        assert store.count_findings() == 50
+        assert [r.id for r in store.latest_complete_runs("STS-07")] == [rerun]
+
+
+def test_a_run_killed_while_writing_its_findings_leaves_all_or_nothing(tmp_path: Path) -> None:
+    db, capture = tmp_path / "cw.db", tmp_path / "q.pcap"
+    capture.write_bytes(b"capture")
+    open_store(db).close()
+    count = 20000  # the write transaction takes ~0.3 s here: the kill lands inside it
+    out = run_until_killed(db, capture, count=count, pause=0, kill_at="writing", kill_after=0.05)
+    assert "finished" not in out
+    with open_store(db) as store:
+        (run,) = store.runs("STS-07")
+        assert run.status == "running"
+        assert store.count_findings() == 0
+        assert store.findings("STS-07", [run.id]) == []
+        store.finish_run(run.id, [make_finding(n) for n in range(count)])  # the re-run completes
+        assert store.count_findings() == count
+
+
+def test_history_and_components_round_trip(tmp_path: Path) -> None:
+    with open_store(tmp_path / "cw.db") as store:
+        crane = Crane("STS-07", maker="Harbour Heavy", model="STS-65", commissioned="2026-11-20",
+                      control_vendor="CraneSoft", zone="10.20.7.0/24",
+                      components=(Component("PLC", "plc", "02:00:00:07:00:10", "10.20.7.10", "4.2.1"),))
+        store.add_crane(crane, who="ana", why="arrived on the quay")
+        with pytest.raises(StateError, match="already registered"):
+            store.add_crane(crane, who="ana", why="again")
+        store.set_state("STS-07", expected="delivered", to_state="quarantined", who="ben", why="firewall up")
+        with pytest.raises(StateError, match="moved meanwhile"):
+            store.set_state("STS-07", expected="delivered", to_state="quarantined", who="ben", why="twice")
+        got = store.crane("STS-07")
+        assert got is not None and got.state == "quarantined" and got.components == crane.components
+        assert [(h.who, h.from_state, h.to_state) for h in store.history("STS-07")] == [
+            ("ana", None, "delivered"), ("ben", "delivered", "quarantined")]
+        assert json.loads(json.dumps(got.to_json()))["components"][0]["mac"] == "02:00:00:07:00:10"
