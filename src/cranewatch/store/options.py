@@ -1,0 +1,19 @@
+"""The ``--db`` option every store-backed command shares, and opening the store from it."""
+
+from __future__ import annotations
+
+import argparse
+
+from cranewatch.store.sqlite import Store, default_db_path, open_store
+
+
+def add_db_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--db",
+        metavar="FILE",
+        help=f"the cranewatch database (default: $CRANEWATCH_HOME/cranewatch.db or {default_db_path()})",
+    )
+
+
+def store_from_args(args: argparse.Namespace) -> Store:
+    return open_store(getattr(args, "db", None))

@@ -1,0 +1,188 @@
+"""Fleet: every allowed and refused life-cycle step, the audit trail, fleet files, the CLI."""
+
+from __future__ import annotations
+
+import itertools
+import time
+from pathlib import Path
+
+import pytest
+
+from cranewatch.cli import main
+from cranewatch.errors import ProfileError, StateError
+from cranewatch.fleet import NEXT, STATES, import_fleet, load_fleet, register, transition
+from cranewatch.store import Crane, Store, open_store
+
+REPO = Path(__file__).resolve().parents[1]
+FLEET_EXAMPLE = REPO / "profiles" / "fleet-example.toml"
+
+# Every step the life cycle allows (checked by hand against crane-reference.md and lifecycle.NEXT).
+ALLOWED = {
+    ("delivered", "quarantined"),
+    ("quarantined", "under-analysis"),
+    ("under-analysis", "cleared"),
+    ("under-analysis", "rejected"),
+    ("cleared", "in-service"),
+    ("cleared", "quarantined"),
+    ("rejected", "quarantined"),
+    ("rejected", "retired"),
+    ("in-service", "quarantined"),
+    ("in-service", "retired"),
+}
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Store:
+    return open_store(tmp_path / "cw.db")
+
+
+def crane_in(store: Store, state: str, *, cleared_by_gate: bool = True) -> str:
+    store.add_crane(Crane("STS-07", state=state), who="setup", why=f"test starts {state}")
+    if cleared_by_gate:
+        store.record_gate("STS-07", "cleared", [], {}, who="gate")
+    return "STS-07"
+
+
+def test_the_allowed_table_is_the_lifecycle_table() -> None:
+    assert {(a, b) for a, nexts in NEXT.items() for b in nexts} == ALLOWED
+
+
+@pytest.mark.parametrize(("current", "target"), sorted(ALLOWED))
+def test_allowed_step_is_made_and_recorded(store: Store, current: str, target: str) -> None:
+    name = crane_in(store, current)
+    before = time.time()
+    entry = transition(store, name, target, by="ana", reason="because the test says so",
+                       by_gate=target == "cleared")
+    crane = store.crane(name)
+    assert crane is not None and crane.state == target
+    last = store.history(name)[-1]
+    assert (last.who, last.why, last.from_state, last.to_state) == (
+        "ana", "because the test says so", current, target)
+    assert before <= last.at <= time.time()
+    assert entry == last
+
+
+REFUSED = sorted(set(itertools.product(STATES, STATES)) - ALLOWED)
+
+
+def expected_reason(current: str, target: str) -> str:
+    if current == target:
+        return "is already"
+    if current == "retired":
+        return "retirement is final"
+    if target == "in-service":
+        return "in-service needs a clearance from `cranewatch gate`"
+    if target == "cleared":
+        return "decided by `cranewatch gate STS-07`"
+    if target == "rejected":
+        return "cleared or rejected after analysis"
+    if target == "under-analysis":
+        return "analysis happens in quarantine"
+    return f"cannot go from {current} to {target}"
+
+
+@pytest.mark.parametrize(("current", "target"), REFUSED)
+def test_refused_step_is_explained_and_changes_nothing(store: Store, current: str, target: str) -> None:
+    name = crane_in(store, current)
+    with pytest.raises(StateError, match=expected_reason(current, target).replace("`", ".")):
+        transition(store, name, target, by="ana", reason="try it")
+    crane = store.crane(name)
+    assert crane is not None and crane.state == current
+    assert len(store.history(name)) == 1
+
+
+def test_in_service_is_refused_without_a_recorded_clearance(store: Store) -> None:
+    name = crane_in(store, "cleared", cleared_by_gate=False)
+    with pytest.raises(StateError, match="in-service needs a clearance from `cranewatch gate`"):
+        transition(store, name, "in-service", reason="hurry")
+    store.record_gate(name, "rejected", [], {}, who="gate")
+    with pytest.raises(StateError, match="in-service needs a clearance"):
+        transition(store, name, "in-service", reason="hurry")
+    store.record_gate(name, "cleared", [], {}, who="gate")
+    assert transition(store, name, "in-service", reason="cleared now").to_state == "in-service"
+
+
+def test_cleared_needs_the_gate_but_rejected_may_be_set_by_hand(store: Store) -> None:
+    name = crane_in(store, "under-analysis")
+    with pytest.raises(StateError, match="not set by hand"):
+        transition(store, name, "cleared", reason="looks fine to me")
+    assert transition(store, name, "rejected", reason="contract breach").to_state == "rejected"
+
+
+def test_a_reason_is_required(store: Store) -> None:
+    name = crane_in(store, "delivered")
+    with pytest.raises(StateError, match="say why"):
+        transition(store, name, "quarantined", reason="  ")
+
+
+def test_the_whole_story_is_in_the_history(store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("USER", "port-ot")
+    register(store, Crane("STS-07", maker="Harbour Heavy"), reason="arrived by ship")
+    for state in ("quarantined", "under-analysis"):
+        transition(store, "STS-07", state, reason=f"to {state}")
+    store.record_gate("STS-07", "cleared", [], {}, who="gate")
+    transition(store, "STS-07", "cleared", reason="gate cleared", by_gate=True, by="cranewatch gate")
+    transition(store, "STS-07", "in-service", reason="go live")
+    transition(store, "STS-07", "retired", reason="end of life")
+    steps = [(h.who, h.from_state, h.to_state) for h in store.history("STS-07")]
+    assert steps == [
+        ("port-ot", None, "delivered"),
+        ("port-ot", "delivered", "quarantined"),
+        ("port-ot", "quarantined", "under-analysis"),
+        ("cranewatch gate", "under-analysis", "cleared"),
+        ("port-ot", "cleared", "in-service"),
+        ("port-ot", "in-service", "retired"),
+    ]
+
+
+def test_fleet_example_imports_both_cranes_with_components(store: Store) -> None:
+    results = import_fleet(store, FLEET_EXAMPLE, by="ana")
+    assert [(r.crane, r.action) for r in results] == [("STS-07", "added"), ("STS-08", "added")]
+    sts07 = store.crane("STS-07")
+    assert sts07 is not None
+    assert sts07.state == "delivered" and sts07.zone == "10.20.7.0/24"
+    assert sts07.profile_path == str(REPO / "profiles" / "sts-07.toml")
+    parts = {c.name: c for c in sts07.components}
+    assert parts["PLC"].ip == "10.20.7.10" and parts["PLC"].mac == "02:00:5e:10:07:0a"
+    assert parts["MODEM-1"].kind == "modem" and parts["MODEM-1"].ip is None
+    # a re-import updates facts but never the life-cycle state
+    transition(store, "STS-07", "quarantined", reason="firewall up")
+    assert [r.action for r in import_fleet(store, FLEET_EXAMPLE)] == ["updated", "updated"]
+    again = store.crane("STS-07")
+    assert again is not None and again.state == "quarantined"
+
+
+def test_a_broken_fleet_file_reports_every_problem_with_its_line(tmp_path: Path) -> None:
+    bad = tmp_path / "fleet.toml"
+    bad.write_text(
+        '[[crane]]\nname = "STS-07"\nzone = "10.20.7.0/33"\n\n'
+        '[[crane]]\nname = "STS 08"\n\n'
+        '[[crane]]\nname = "STS-09"\n  [[crane.component]]\n  name = "PLC"\n  kind = "toaster"\n'
+    )
+    with pytest.raises(ProfileError) as err:
+        load_fleet(bad)
+    text = str(err.value)
+    assert len(err.value.problems) == 3
+    assert f"{bad}:3: zone '10.20.7.0/33' is not a CIDR" in text
+    assert f"{bad}:6: crane name 'STS 08'" in text
+    assert f"{bad}:11: component PLC: kind 'toaster'" in text
+
+
+def test_cli_fleet_commands(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    db = str(tmp_path / "cw.db")
+    assert main(["fleet", "import", str(FLEET_EXAMPLE), "--db", db]) == 0
+    assert main(["fleet", "add", "STS-09", "--db", db, "--maker", "Harbour Heavy", "--zone", "10.20.9.0/24",
+                 "--component", "name=PLC,kind=plc,ip=10.20.9.10,mac=02-00-5E-10-09-0A"]) == 0
+    capsys.readouterr()
+    assert main(["fleet", "set-state", "STS-09", "in-service", "--reason", "now", "--db", db]) == 2
+    assert "in-service needs a clearance from `cranewatch gate`" in capsys.readouterr().err
+    assert main(["fleet", "set-state", "STS-09", "quarantined", "--reason", "firewall up", "--by", "ben",
+                 "--db", db]) == 0
+    assert main(["fleet", "show", "STS-09", "--db", db]) == 0
+    out = capsys.readouterr().out
+    assert "02:00:5e:10:09:0a" in out and "delivered → quarantined: firewall up" in out and " ben " in out
+    assert main(["fleet", "list", "--db", db]) == 0
+    listing = capsys.readouterr().out
+    assert "STS-07" in listing and "STS-08" in listing and "quarantined" in listing
+    assert main(["fleet", "show", "STS-99", "--db", db]) == 2
+    assert "not registered" in capsys.readouterr().err
