@@ -448,6 +448,11 @@ class ModbusDecoder:
         self.unanswered: list[_Pending] = []
         self._ready: list[Event] = []
 
+    def idle(self) -> bool:
+        """Nothing held between PDUs: the fast path may take over this connection."""
+        return not (self._buffer[True] or self._buffer[False] or self._ready
+                    or self._resync[True] or self._resync[False] or self.unanswered)
+
     def gap(self, from_client: bool) -> None:
         self._buffer[from_client] = b""
         self._resync[from_client] = True
@@ -536,3 +541,405 @@ SPEC = register(
     DecoderSpec(name="modbus", transport="tcp", ports=frozenset({502}), factory=ModbusDecoder,
                 probe=probe, priority=10, aliases=("mbtcp",))
 )
+
+
+# --------------------------------------------------------------------------------------------
+# Folding reads into series, and the per-master / per-slave tallies of the analysis
+# --------------------------------------------------------------------------------------------
+
+SeriesKey = tuple[str, str, int, int, int, int]  # master, slave, unit, function, address, quantity
+
+
+@dataclass(slots=True)
+class _SeriesParts:
+    ts: list[np.ndarray] = field(default_factory=list)
+    frame: list[np.ndarray] = field(default_factory=list)
+    values: list[np.ndarray] = field(default_factory=list)
+    row_ts: list[float] = field(default_factory=list)
+    row_frame: list[int] = field(default_factory=list)
+    row_values: list[tuple[int, ...]] = field(default_factory=list)
+    requests: int = 0
+    exceptions: int = 0
+    unanswered: int = 0
+    source: str = ""
+
+
+@dataclass(slots=True)
+class PeerTally:
+    """What one master asked (or one slave was asked): counts by function and by range."""
+
+    address: str
+    peers: set[str] = field(default_factory=set)
+    units: set[int] = field(default_factory=set)
+    functions: dict[int, int] = field(default_factory=dict)
+    ranges: dict[tuple[str, int, int], int] = field(default_factory=dict)
+    exceptions: int = 0
+    first_seen: float = float("inf")
+    last_seen: float = float("-inf")
+
+
+class ModbusBook:
+    """Collects read series and master/slave tallies from both decode paths.
+
+    The slow path (``ModbusDecoder`` events) and the vectorised fast path add the same
+    things here, so what they produce can be compared exactly.
+    """
+
+    def __init__(self) -> None:
+        self.series: dict[SeriesKey, _SeriesParts] = {}
+        self.masters: dict[str, PeerTally] = {}
+        self.slaves: dict[str, PeerTally] = {}
+
+    def _parts(self, key: SeriesKey, source: str) -> _SeriesParts:
+        parts = self.series.get(key)
+        if parts is None:
+            parts = self.series[key] = _SeriesParts(source=source)
+        return parts
+
+    def tally_request(self, master: str, slave: str, unit: int, function: int,
+                      address: int | None, quantity: int | None, first: float, last: float,
+                      count: int = 1) -> None:
+        for book, me, peer in ((self.masters, master, slave), (self.slaves, slave, master)):
+            tally = book.get(me)
+            if tally is None:
+                tally = book[me] = PeerTally(me)
+            tally.peers.add(peer)
+            tally.units.add(unit)
+            tally.functions[function] = tally.functions.get(function, 0) + count
+            if address is not None and function in TABLE_OF_FUNCTION:
+                rng = (TABLE_OF_FUNCTION[function], address, quantity or 1)
+                tally.ranges[rng] = tally.ranges.get(rng, 0) + count
+            tally.first_seen = min(tally.first_seen, first)
+            tally.last_seen = max(tally.last_seen, last)
+
+    def tally_exception(self, master: str, slave: str) -> None:
+        for book, me in ((self.masters, master), (self.slaves, slave)):
+            if me in book:
+                book[me].exceptions += 1
+
+    def read_requests(self, key: SeriesKey, count: int, source: str) -> None:
+        self._parts(key, source).requests += count
+
+    def read_unanswered(self, key: SeriesKey, count: int = 1) -> None:
+        self._parts(key, "").unanswered += count
+
+    def read_exception(self, key: SeriesKey) -> None:
+        self._parts(key, "").exceptions += 1
+
+    def read_answer(self, key: SeriesKey, ts: float, frame: int, values: tuple[int, ...]) -> None:
+        parts = self._parts(key, "")
+        parts.row_ts.append(ts)
+        parts.row_frame.append(frame)
+        parts.row_values.append(values)
+
+    def read_answers(self, key: SeriesKey, ts: np.ndarray, frame: np.ndarray,
+                     values: np.ndarray) -> None:
+        parts = self._parts(key, "")
+        parts.ts.append(ts)
+        parts.frame.append(frame)
+        parts.values.append(values)
+
+    def observe(self, event: Event) -> bool:
+        """Fold a decoded Modbus event; True when it was folded (not for the event stream)."""
+        if isinstance(event, ModbusRequest):
+            self.tally_request(event.src, event.dst, event.unit_id, event.function, event.address,
+                               event.quantity, event.ts, event.ts)
+            if event.function in READ_FUNCTIONS and event.address is not None \
+                    and not event.detail:
+                self.read_requests(self.key_of(event), 1, event.source)
+                return True
+            return False
+        if isinstance(event, ModbusResponse):
+            if event.exception_code is not None:
+                self.tally_exception(event.dst, event.src)
+            folded = event.function in READ_FUNCTIONS and event.request_frame is not None \
+                and event.address is not None
+            if not folded:
+                return False
+            key = self.key_of(event)
+            if event.exception_code is not None:
+                self.read_exception(key)
+                return False  # exceptions stay events too: detectors want each one
+            self.read_answer(key, event.ts, event.frame, event.values)
+            return True
+        return False
+
+    @staticmethod
+    def key_of(event: ModbusRequest | ModbusResponse) -> SeriesKey:
+        if isinstance(event, ModbusRequest):
+            master, slave = event.src, event.dst
+        else:
+            master, slave = event.dst, event.src
+        return (master, slave, event.unit_id, event.function, event.address or 0,
+                event.quantity or 0)
+
+    def unanswered(self, master: str, slave: str, pending: _Pending) -> None:
+        asked = pending.fields
+        if asked.function in READ_FUNCTIONS and asked.address is not None and not asked.detail:
+            self.read_unanswered((master, slave, pending.unit_id, asked.function, asked.address,
+                                  asked.quantity or 0))
+
+    def take_series(self) -> list[RegisterSeries]:
+        """Every series, rows in time order (ties by frame); empties the book's series."""
+        out: list[RegisterSeries] = []
+        for key, parts in sorted(self.series.items()):
+            master, slave, unit, function, address, quantity = key
+            ts = list(parts.ts)
+            frames = list(parts.frame)
+            values = list(parts.values)
+            if parts.row_ts:
+                ts.append(np.array(parts.row_ts, dtype=np.float64))
+                frames.append(np.array(parts.row_frame, dtype=np.int64))
+                values.append(np.array(parts.row_values, dtype=np.uint16).reshape(-1, quantity))
+            all_ts = np.concatenate(ts) if ts else np.zeros(0, dtype=np.float64)
+            all_frames = np.concatenate(frames) if frames else np.zeros(0, dtype=np.int64)
+            all_values = np.concatenate(values) if values else np.zeros((0, quantity), np.uint16)
+            order = np.lexsort((all_frames, all_ts))
+            out.append(RegisterSeries(
+                master=master, slave=slave, unit_id=unit, function=function, address=address,
+                quantity=quantity, ts=all_ts[order], frame=all_frames[order],
+                values=all_values[order], requests=parts.requests, exceptions=parts.exceptions,
+                unanswered=parts.unanswered, source=parts.source,
+            ))
+        self.series.clear()
+        return out
+
+
+# --------------------------------------------------------------------------------------------
+# Fast path: one whole read PDU per segment, in order — decoded for a whole batch at once
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class FastInput:
+    """The payload-carrying packets of the Modbus flows of one batch, in capture order.
+
+    ``flow`` indexes ``next_seq``/``pending`` (per flow: next expected sequence number by
+    direction, None when unknown, and the decoder's pending requests).
+    """
+
+    buf: np.ndarray  # uint8 view of the batch bytes
+    flow: np.ndarray
+    from_client: np.ndarray
+    seq: np.ndarray
+    offset: np.ndarray
+    length: np.ndarray
+    ts: np.ndarray
+    frame: np.ndarray
+    next_seq: list[tuple[int | None, int | None]]  # (to server, to client)
+    pending: list[dict[int, _Pending]]
+
+
+@dataclass(frozen=True, slots=True)
+class FastResult:
+    """Which flows the fast path decoded, and what each left behind."""
+
+    done: np.ndarray  # bool per flow
+    next_seq: dict[int, tuple[int | None, int | None]]
+    pending: dict[int, dict[int, _Pending]]
+    superseded: dict[int, list[_Pending]]  # requests whose transaction id was reused
+
+
+_U32 = 0xFFFFFFFF
+
+
+def fast_reads(data: FastInput, book: ModbusBook, peers: list[tuple[str, str]],
+               source: str) -> FastResult:
+    """Decode the flows whose batch is plain polling; leave the others to the slow path.
+
+    A flow qualifies when every payload segment of it in the batch carries exactly one read
+    request (FC 1–4) or one normal read response, segments follow each other without holes
+    or overlaps from the sequence number the stream expects, and every response answers a
+    request with the same function and a matching byte count. ``peers[flow]`` is the
+    (master, slave) of each flow.
+    """
+    nflows = len(data.next_seq)
+    n = len(data.flow)
+    done = np.zeros(nflows, dtype=bool)
+    result = FastResult(done, {}, {}, {})
+    if n == 0 or nflows == 0:
+        return result
+    buf = data.buf
+    last = len(buf) - 1
+    head = buf[np.minimum(data.offset[:, None] + np.arange(12), last)]
+    h = head.astype(np.uint32)
+    tid = (h[:, 0] << 8) | h[:, 1]
+    protocol_id = (h[:, 2] << 8) | h[:, 3]
+    mbap_len = (h[:, 4] << 8) | h[:, 5]
+    unit = h[:, 6]
+    fc = h[:, 7]
+    length = data.length.astype(np.int64)
+    is_read = (fc >= 1) & (fc <= 4)
+    req = data.from_client
+    qty = (h[:, 10] << 8) | h[:, 11]
+    limit = np.where(fc <= 2, _MAX_READ_BITS, _MAX_READ_REGISTERS)
+    ok_req = req & (length == 12) & (mbap_len == 6) & (qty >= 1) & (qty <= limit)
+    byte_count = h[:, 8]
+    ok_resp = ~req & (length >= 9) & (length == 6 + mbap_len) & (byte_count == mbap_len - 3)
+    ok = is_read & (protocol_id == 0) & np.where(req, ok_req, ok_resp)
+
+    # In order: each segment starts where the previous one of its direction ended.
+    slot = data.flow * 2 + req
+    order = np.argsort(slot, kind="stable")
+    s_slot = slot[order]
+    s_seq = data.seq[order].astype(np.int64)
+    s_end = (s_seq + length[order]) & _U32
+    starts = np.ones(n, dtype=bool)
+    starts[1:] = s_slot[1:] != s_slot[:-1]
+    expected = np.empty(n, dtype=np.int64)
+    expected[1:] = s_end[:-1]
+    first_rows = np.flatnonzero(starts)
+    for r in first_rows.tolist():
+        to_server, to_client = data.next_seq[int(s_slot[r]) >> 1]
+        nxt = to_server if s_slot[r] & 1 else to_client
+        expected[r] = -1 if nxt is None else nxt
+    in_order = np.empty(n, dtype=bool)
+    in_order[order] = s_seq == expected
+    bad = np.bincount(data.flow, weights=~(ok & in_order), minlength=nflows) > 0
+
+    # Pairing by (flow, transaction id): pending requests of earlier batches come first.
+    carried = [(f, t, p) for f in range(nflows) if not bad[f] for t, p in data.pending[f].items()]
+    m = len(carried)
+    p_flow = np.array([c[0] for c in carried], dtype=np.int64)
+    p_tid = np.array([c[1] for c in carried], dtype=np.uint32)
+    p_fc = np.array([c[2].fields.function for c in carried], dtype=np.uint32)
+    p_qty = np.array([c[2].fields.quantity or 0 for c in carried], dtype=np.uint32)
+    rows = np.flatnonzero(~bad[data.flow])
+    all_flow = np.concatenate([p_flow, data.flow[rows]])
+    all_tid = np.concatenate([p_tid, tid[rows]])
+    all_req = np.concatenate([np.ones(m, dtype=bool), req[rows]])
+    all_fc = np.concatenate([p_fc, fc[rows]])
+    all_qty = np.concatenate([p_qty, qty[rows]])
+    position = np.arange(m + len(rows))
+    pair_order = np.lexsort((position, all_tid, all_flow))
+    f_s, t_s, r_s = all_flow[pair_order], all_tid[pair_order], all_req[pair_order]
+    same_next = np.zeros(len(pair_order), dtype=bool)
+    same_next[:-1] = (f_s[1:] == f_s[:-1]) & (t_s[1:] == t_s[:-1])
+    same_prev = np.zeros(len(pair_order), dtype=bool)
+    same_prev[1:] = same_next[:-1]
+    prev_req = np.zeros(len(pair_order), dtype=bool)
+    prev_req[1:] = r_s[:-1]
+    answered_resp = ~r_s & same_prev & prev_req
+    fc_s, qty_s = all_fc[pair_order], all_qty[pair_order]
+    bc_s = np.concatenate([np.zeros(m, dtype=np.uint32), byte_count[rows]])[pair_order]
+    prev_fc = np.zeros_like(fc_s)
+    prev_fc[1:] = fc_s[:-1]
+    prev_qty = np.zeros_like(qty_s)
+    prev_qty[1:] = qty_s[:-1]
+    wanted = np.where(prev_fc <= 2, (prev_qty + 7) // 8, 2 * prev_qty)
+    good_answer = answered_resp & (prev_fc == fc_s) & (bc_s == wanted)
+    broken = ~r_s & ~good_answer
+    bad |= np.bincount(f_s, weights=broken, minlength=nflows) > 0
+    keep = ~bad[f_s]
+    done[:] = ~bad
+    if not done.any():
+        return result
+
+    # Requests: answered (next row is its response), superseded, or still pending.
+    next_is_resp = np.zeros(len(pair_order), dtype=bool)
+    next_is_resp[:-1] = same_next[:-1] & ~r_s[1:]
+    next_is_req = np.zeros(len(pair_order), dtype=bool)
+    next_is_req[:-1] = same_next[:-1] & r_s[1:]
+    src_row = pair_order - m  # row into `rows` (negative: carried)
+    for j in np.flatnonzero(keep & r_s & ~next_is_resp).tolist():
+        f = int(f_s[j])
+        if src_row[j] < 0:
+            pend = carried[int(pair_order[j])][2]
+        else:
+            i = int(rows[src_row[j]])
+            pend = _Pending(int(data.frame[i]), float(data.ts[i]), int(unit[i]),
+                            RequestFields(int(fc[i]), address=int((h[i, 8] << 8) | h[i, 9]),
+                                          quantity=int(qty[i])))
+        if next_is_req[j]:
+            result.superseded.setdefault(f, []).append(pend)
+        else:
+            result.pending.setdefault(f, {})[int(t_s[j])] = pend
+    for f in np.flatnonzero(done).tolist():
+        result.pending.setdefault(f, {})
+
+    # Tallies of the new requests, grouped (a batch holds a few distinct ranges).
+    new_req = rows[req[rows] & done[data.flow[rows]]]
+    address = (h[:, 8] << 8) | h[:, 9]
+    if len(new_req):
+        _fold_requests(book, peers, source, data, new_req, unit, fc, address, qty)
+
+    # Answers: the request's range and the response's values, folded per series.
+    resp_j = np.flatnonzero(keep & good_answer)
+    if len(resp_j):
+        resp_rows = rows[src_row[resp_j]]
+        req_src = src_row[resp_j - 1]
+        req_unit = np.empty(len(resp_j), dtype=np.uint32)
+        req_addr = np.empty(len(resp_j), dtype=np.uint32)
+        from_batch = req_src >= 0
+        batch_req_rows = rows[req_src[from_batch]]
+        req_unit[from_batch] = unit[batch_req_rows]
+        req_addr[from_batch] = address[batch_req_rows]
+        for k in np.flatnonzero(~from_batch).tolist():
+            pend = carried[int(pair_order[resp_j[k] - 1])][2]
+            req_unit[k] = pend.unit_id
+            req_addr[k] = pend.fields.address or 0
+        _fold_answers(book, peers, data, resp_rows, data.flow[resp_rows], req_unit,
+                      fc[resp_rows], req_addr, qty_s[resp_j - 1])
+
+    # Where each fast flow's streams now stand.
+    ends = (data.seq.astype(np.int64) + length) & _U32
+    last_of_slot = np.ones(n, dtype=bool)
+    last_of_slot[:-1] = s_slot[1:] != s_slot[:-1]
+    for r in np.flatnonzero(last_of_slot).tolist():
+        f = int(s_slot[r]) >> 1
+        if not done[f]:
+            continue
+        to_server, to_client = result.next_seq.get(f, data.next_seq[f])
+        end = int(ends[order[r]])
+        result.next_seq[f] = (end, to_client) if s_slot[r] & 1 else (to_server, end)
+    return result
+
+
+def _group(columns: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """Rows grouped by equal values in every column: (first row of each group, group per row)."""
+    key = np.zeros(len(columns[0]), dtype=np.uint64)
+    for column, bits in zip(columns, (16, 8, 8, 16, 16), strict=False):
+        key = (key << np.uint64(bits)) | column.astype(np.uint64)
+    _, first, inverse = np.unique(key, return_index=True, return_inverse=True)
+    return first, inverse.reshape(-1)
+
+
+def _fold_requests(book: ModbusBook, peers: list[tuple[str, str]], source: str, data: FastInput,
+                   rows: np.ndarray, unit: np.ndarray, fc: np.ndarray, address: np.ndarray,
+                   qty: np.ndarray) -> None:
+    flow = data.flow[rows]
+    first, inverse = _group([flow, unit[rows], fc[rows], address[rows], qty[rows]])
+    counts = np.bincount(inverse)
+    ts = data.ts[rows]
+    lo = np.full(len(first), np.inf)
+    hi = np.full(len(first), -np.inf)
+    np.minimum.at(lo, inverse, ts)
+    np.maximum.at(hi, inverse, ts)
+    for g, r in enumerate(first.tolist()):
+        master, slave = peers[int(flow[r])]
+        i = int(rows[r])
+        u, f, a, q = int(unit[i]), int(fc[i]), int(address[i]), int(qty[i])
+        book.tally_request(master, slave, u, f, a, q, float(lo[g]), float(hi[g]), int(counts[g]))
+        book.read_requests((master, slave, u, f, a, q), int(counts[g]), source)
+
+
+def _fold_answers(book: ModbusBook, peers: list[tuple[str, str]], data: FastInput,
+                  rows: np.ndarray, flow: np.ndarray, unit: np.ndarray, fc: np.ndarray,
+                  address: np.ndarray, qty: np.ndarray) -> None:
+    first, inverse = _group([flow, unit, fc, address, qty])
+    order = np.argsort(inverse, kind="stable")
+    bounds = np.searchsorted(inverse[order], np.arange(len(first) + 1))
+    for g, r in enumerate(first.tolist()):
+        members = order[bounds[g] : bounds[g + 1]]
+        picked = rows[members]
+        function, quantity = int(fc[r]), int(qty[r])
+        master, slave = peers[int(flow[r])]
+        offsets = data.offset[picked] + 9
+        if function <= 2:
+            raw = data.buf[offsets[:, None] + np.arange((quantity + 7) // 8)]
+            values = np.unpackbits(raw, axis=1, bitorder="little")[:, :quantity].astype(np.uint16)
+        else:
+            raw = data.buf[offsets[:, None] + np.arange(2 * quantity)]
+            values = (raw[:, 0::2].astype(np.uint16) << 8) | raw[:, 1::2]
+        key = (master, slave, int(unit[r]), function, int(address[r]), quantity)
+        book.read_answers(key, data.ts[picked], data.frame[picked].astype(np.int64), values)

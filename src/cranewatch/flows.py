@@ -1,0 +1,424 @@
+"""Flow table and TCP stream reassembly: who talks to whom, and the bytes in order.
+
+Flows are keyed by the canonical 5-tuple. The client is the side that sent the SYN (or, when
+the capture missed the handshake, the side with the higher port: the lower port is the
+server's). Counters are aggregated per batch with NumPy (one sort per batch, ``bincount``);
+only packets whose payload an application decoder needs reach per-packet Python, in
+``Stream``, which puts one direction's segments back in order: out-of-order segments wait in
+a bounded buffer, retransmissions and overlaps are trimmed, and a hole that does not fill (or
+a capture that starts mid-stream) is reported as a gap so the decoder can resynchronise.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+IPPROTO_TCP = 6
+IPPROTO_UDP = 17
+TCP_FIN = 0x01
+TCP_SYN = 0x02
+TCP_RST = 0x04
+TCP_ACK = 0x10
+
+_KEY_DTYPE = np.dtype([("a", "V16"), ("b", "V16"), ("pa", ">u2"), ("pb", ">u2"), ("proto", "u1"),
+                       ("pad", "V3")])
+_HASH_MULTIPLIERS = np.array([0x9E3779B97F4A7C15, 0xC2B2AE3D27D4EB4F, 0x165667B19E3779F9,
+                              0x27D4EB2F165667C5, 0xFF51AFD7ED558CCD], dtype=np.uint64)
+
+
+def group_keys(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Group equal 40-byte keys: (index of each group's first row, group of each row).
+
+    Sorting 40-byte records is slow, so rows are grouped by a 64-bit hash and the grouping is
+    then verified byte for byte; on a collision (never seen in practice) the exact sort is used.
+    """
+    words = keys.view(np.uint64).reshape(len(keys), -1)
+    mixed = words * _HASH_MULTIPLIERS[: words.shape[1]]
+    digest = np.bitwise_xor.reduce(mixed ^ (mixed >> np.uint64(29)), axis=1)
+    _, first, inverse = np.unique(digest, return_index=True, return_inverse=True)
+    inverse = inverse.reshape(-1)
+    if not np.array_equal(words[first[inverse]], words):
+        packed = keys.view(f"V{keys.dtype.itemsize}")
+        _, first, inverse = np.unique(packed, return_index=True, return_inverse=True)
+        inverse = inverse.reshape(-1)
+    return first, inverse
+
+
+@dataclass(frozen=True, slots=True)
+class Gap:
+    """Bytes of one direction were lost (not captured, or a hole that never filled)."""
+
+    frame: int
+    ts: float
+
+
+@dataclass(frozen=True, slots=True)
+class Chunk:
+    """Newly contiguous bytes; ``frame``/``ts`` of the segment that completed them."""
+
+    data: bytes
+    frame: int
+    ts: float
+
+
+@dataclass(slots=True)
+class _Held:
+    data: bytes
+    frame: int
+    ts: float
+
+
+class Stream:
+    """Reassembles one direction of a TCP connection.
+
+    ``segment`` returns what became contiguous: ``Chunk`` objects, with a ``Gap`` in front
+    whenever bytes before them were lost. At most ``max_buffer`` bytes wait out of order;
+    beyond that the hole is declared lost.
+    """
+
+    __slots__ = ("held", "held_bytes", "max_buffer", "next_seq", "synced")
+
+    def __init__(self, max_buffer: int = 256 * 1024) -> None:
+        self.next_seq: int | None = None
+        self.held: dict[int, _Held] = {}
+        self.held_bytes = 0
+        self.max_buffer = max_buffer
+        self.synced = False  # whether next_seq came from a SYN (no gap at the start)
+
+    def syn(self, seq: int) -> None:
+        if self.next_seq is None:
+            self.next_seq = (seq + 1) & 0xFFFFFFFF
+            self.synced = True
+
+    def segment(self, seq: int, data: bytes, frame: int, ts: float) -> list[Chunk | Gap]:
+        out: list[Chunk | Gap] = []
+        if not data:
+            return out
+        if self.next_seq is None:
+            out.append(Gap(frame, ts))  # capture started mid-stream
+            self.next_seq = seq
+        ahead = ((seq - self.next_seq + 0x80000000) & 0xFFFFFFFF) - 0x80000000
+        if ahead > 0:
+            self._hold(seq, data, frame, ts)
+            if self.held_bytes > self.max_buffer:
+                self._skip_hole(out)
+            return out
+        self._deliver(seq, data, frame, ts, out)
+        self._drain(out)
+        return out
+
+    def flush(self) -> list[Chunk | Gap]:
+        """At the end of the flow: give what still waits behind holes, with gaps."""
+        out: list[Chunk | Gap] = []
+        while self.held:
+            self._skip_hole(out)
+        return out
+
+    def _deliver(self, seq: int, data: bytes, frame: int, ts: float, out: list[Chunk | Gap]) -> None:
+        assert self.next_seq is not None
+        behind = (self.next_seq - seq) & 0xFFFFFFFF
+        if behind >= len(data):
+            return  # a retransmission of bytes already delivered
+        if behind:
+            data = data[behind:]  # overlap: the first copy wins, as most stacks do
+        out.append(Chunk(data, frame, ts))
+        self.next_seq = (self.next_seq + len(data)) & 0xFFFFFFFF
+
+    def _hold(self, seq: int, data: bytes, frame: int, ts: float) -> None:
+        held = self.held.get(seq)
+        if held is not None:
+            if len(held.data) >= len(data):
+                return
+            self.held_bytes -= len(held.data)
+        self.held[seq] = _Held(data, frame, ts)
+        self.held_bytes += len(data)
+
+    def _drain(self, out: list[Chunk | Gap]) -> None:
+        while self.held:
+            base = self.next_seq
+            assert base is not None
+            ready = [s for s in self.held if ((s - base + 0x80000000) & 0xFFFFFFFF) - 0x80000000 <= 0]
+            if not ready:
+                return
+            # Earliest start first: it delivers the most; later ones are then trimmed.
+            for s in sorted(ready, key=lambda s: (base - s) & 0xFFFFFFFF, reverse=True):
+                held = self.held.pop(s)
+                self.held_bytes -= len(held.data)
+                self._deliver(s, held.data, held.frame, held.ts, out)
+
+    def _skip_hole(self, out: list[Chunk | Gap]) -> None:
+        assert self.next_seq is not None
+        base = self.next_seq
+        first = min(self.held, key=lambda s: (s - base) & 0xFFFFFFFF)
+        held = self.held[first]
+        out.append(Gap(held.frame, held.ts))
+        self.next_seq = first
+        self._drain(out)
+
+
+@dataclass(slots=True)
+class Side:
+    """One direction of a flow: counters and the MAC addresses that sent it."""
+
+    packets: int = 0
+    bytes: int = 0
+    payload_bytes: int = 0
+    macs: set[int] = field(default_factory=set)
+    syn: bool = False
+    fin: bool = False
+    rst: bool = False
+    stream: Stream | None = None
+
+
+@dataclass(slots=True)
+class Flow:
+    """A live flow (mutable while packets arrive; ``summary()`` freezes it)."""
+
+    key: bytes
+    proto: int
+    client: bytes  # 16-byte address (IPv4 mapped)
+    client_port: int
+    server: bytes
+    server_port: int
+    client_is_a: bool
+    first_seen: float
+    last_seen: float
+    first_frame: int
+    source: str
+    to_server: Side = field(default_factory=Side)
+    to_client: Side = field(default_factory=Side)
+    protocol: str | None = None  # name of the app decoder, "" when none applies
+    decoder: Any = None
+    client_first: bytes = b""
+    server_first: bytes = b""
+
+    def side(self, from_client: bool) -> Side:
+        return self.to_server if from_client else self.to_client
+
+    @property
+    def closed(self) -> bool:
+        """TCP teardown seen: a RST, or a FIN from each side."""
+        return self.to_server.rst or self.to_client.rst or (self.to_server.fin and self.to_client.fin)
+
+    def summary(self, ip_text: Callable[[bytes], str], mac_text: Callable[[int], str]) -> FlowSummary:
+        return FlowSummary(
+            transport="tcp" if self.proto == IPPROTO_TCP else "udp" if self.proto == IPPROTO_UDP
+            else f"ip{self.proto}",
+            client=ip_text(self.client),
+            client_port=self.client_port,
+            server=ip_text(self.server),
+            server_port=self.server_port,
+            protocol=self.protocol or "",
+            first_seen=self.first_seen,
+            last_seen=self.last_seen,
+            first_frame=self.first_frame,
+            packets_to_server=self.to_server.packets,
+            packets_to_client=self.to_client.packets,
+            bytes_to_server=self.to_server.bytes,
+            bytes_to_client=self.to_client.bytes,
+            client_macs=tuple(sorted(mac_text(m) for m in self.to_server.macs)),
+            server_macs=tuple(sorted(mac_text(m) for m in self.to_client.macs)),
+            handshake=self.to_server.syn,
+            closed=self.closed,
+            source=self.source,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class FlowSummary:
+    """A finished flow, as sinks and reports see it."""
+
+    transport: str
+    client: str
+    client_port: int
+    server: str
+    server_port: int
+    protocol: str
+    first_seen: float
+    last_seen: float
+    first_frame: int
+    packets_to_server: int
+    packets_to_client: int
+    bytes_to_server: int
+    bytes_to_client: int
+    client_macs: tuple[str, ...]
+    server_macs: tuple[str, ...]
+    handshake: bool
+    closed: bool
+    source: str = ""
+
+    @property
+    def packets(self) -> int:
+        return self.packets_to_server + self.packets_to_client
+
+    @property
+    def bytes(self) -> int:
+        return self.bytes_to_server + self.bytes_to_client
+
+
+@dataclass(frozen=True, slots=True)
+class BatchFlows:
+    """Where each packet of a batch belongs: ``index`` into ``flows`` (-1: no flow)."""
+
+    flows: list[Flow]
+    index: np.ndarray  # int64 per packet
+    from_client: np.ndarray  # bool per packet
+    new: list[Flow]
+
+
+def _endpoints_less(ip_a: np.ndarray, port_a: np.ndarray, ip_b: np.ndarray, port_b: np.ndarray) -> np.ndarray:
+    """Element-wise (ip_a, port_a) < (ip_b, port_b), comparing addresses as 128-bit numbers."""
+    a = ip_a.view(">u8").reshape(-1, 2)
+    b = ip_b.view(">u8").reshape(-1, 2)
+    hi_lt = a[:, 0] < b[:, 0]
+    hi_eq = a[:, 0] == b[:, 0]
+    lo_lt = a[:, 1] < b[:, 1]
+    lo_eq = a[:, 1] == b[:, 1]
+    return hi_lt | (hi_eq & (lo_lt | (lo_eq & (port_a < port_b))))
+
+
+class FlowTable:
+    """Live flows by canonical key, with expiry of idle and closed flows."""
+
+    def __init__(self, idle_timeout: float = 300.0, closed_linger: float = 5.0,
+                 max_flows: int = 200_000) -> None:
+        self.flows: dict[bytes, Flow] = {}
+        self.idle_timeout = idle_timeout
+        self.closed_linger = closed_linger
+        self.max_flows = max_flows
+        self.created = 0
+        self.evicted = 0  # flows ended early because the table was full
+
+    def update(self, decoded: Any, batch: Any, source: str) -> BatchFlows:
+        """Account every IP packet of a batch to its flow (creating flows as they appear)."""
+        n = len(batch.frame)
+        index = np.full(n, -1, dtype=np.int64)
+        from_client = np.zeros(n, dtype=bool)
+        ip_rows = np.flatnonzero(decoded.ip_version != 0)
+        if len(ip_rows) == 0:
+            return BatchFlows([], index, from_client, [])
+        src = np.ascontiguousarray(decoded.src_ip[ip_rows])
+        dst = np.ascontiguousarray(decoded.dst_ip[ip_rows])
+        proto = decoded.ip_proto[ip_rows]
+        has_ports = (proto == IPPROTO_TCP) | (proto == IPPROTO_UDP)
+        sport = np.where(has_ports, decoded.sport[ip_rows], 0).astype(np.uint16)
+        dport = np.where(has_ports, decoded.dport[ip_rows], 0).astype(np.uint16)
+        src_is_a = ~_endpoints_less(dst, dport, src, sport)
+        keys = np.empty(len(ip_rows), dtype=_KEY_DTYPE)
+        keys["a"] = np.where(src_is_a, src, dst)
+        keys["b"] = np.where(src_is_a, dst, src)
+        keys["pa"] = np.where(src_is_a, sport, dport)
+        keys["pb"] = np.where(src_is_a, dport, sport)
+        keys["proto"] = proto
+        keys["pad"] = b"\x00\x00\x00"
+        first, inverse = group_keys(keys)
+        uniq = keys.view("V40")[first]
+        flags = decoded.tcp_flags[ip_rows]
+        ts = batch.ts[ip_rows]
+        frames = batch.frame[ip_rows]
+        flows: list[Flow] = []
+        new: list[Flow] = []
+        client_is_a = np.empty(len(uniq), dtype=bool)
+        table = self.flows
+        for i, key_void in enumerate(uniq):
+            key = key_void.tobytes()
+            flow = table.get(key)
+            if flow is None:
+                j = int(first[i])
+                flow = self._create(key, keys[j], bool(src_is_a[j]), int(flags[j]), float(ts[j]),
+                                    int(frames[j]), source)
+                table[key] = flow
+                new.append(flow)
+            flows.append(flow)
+            client_is_a[i] = flow.client_is_a
+        dir_client = src_is_a == client_is_a[inverse]
+        index[ip_rows] = inverse
+        from_client[ip_rows] = dir_client
+        self._count(flows, inverse, dir_client, batch, decoded, ip_rows, flags, ts)
+        return BatchFlows(flows, index, from_client, new)
+
+    def _create(self, key: bytes, row: Any, src_is_a: bool, flags: int, ts: float, frame: int,
+                source: str) -> Flow:
+        proto = int(row["proto"])
+        port_a, port_b = int(row["pa"]), int(row["pb"])
+        if proto == IPPROTO_TCP and flags & TCP_SYN:
+            # SYN: the sender is the client; SYN-ACK: the receiver is.
+            sender_is_client = not flags & TCP_ACK
+            client_is_a = src_is_a == sender_is_client
+        elif port_a != port_b:
+            client_is_a = port_a > port_b
+        else:
+            client_is_a = src_is_a
+        a, b = bytes(row["a"]), bytes(row["b"])
+        self.created += 1
+        return Flow(
+            key=key, proto=proto, client=a if client_is_a else b,
+            client_port=port_a if client_is_a else port_b, server=b if client_is_a else a,
+            server_port=port_b if client_is_a else port_a, client_is_a=client_is_a,
+            first_seen=ts, last_seen=ts, first_frame=frame, source=source,
+        )
+
+    @staticmethod
+    def _count(flows: list[Flow], inverse: np.ndarray, dir_client: np.ndarray, batch: Any,
+               decoded: Any, ip_rows: np.ndarray, flags: np.ndarray, ts: np.ndarray) -> None:
+        nflows = len(flows)
+        slot = inverse * 2 + dir_client  # slot 2k: to client, 2k+1: to server
+        size = 2 * nflows
+        packets = np.bincount(slot, minlength=size)
+        wire = np.bincount(slot, weights=batch.origlen[ip_rows], minlength=size)
+        payload = np.bincount(slot, weights=decoded.payload_len[ip_rows], minlength=size)
+        syn = np.bincount(slot, weights=(flags & TCP_SYN) != 0, minlength=size)
+        fin = np.bincount(slot, weights=(flags & TCP_FIN) != 0, minlength=size)
+        rst = np.bincount(slot, weights=(flags & TCP_RST) != 0, minlength=size)
+        order = np.argsort(inverse, kind="stable")
+        bounds = np.searchsorted(inverse[order], np.arange(nflows + 1))
+        first_ts = ts[order[bounds[:-1]]]
+        last_ts = ts[order[bounds[1:] - 1]]
+        # MACs per side: distinct (slot, source MAC) pairs, a handful per batch.
+        macs = decoded.eth_src[ip_rows]
+        mac_pairs = np.unique((slot.astype(np.uint64) << np.uint64(48)) | macs.astype(np.uint64)) \
+            if size < (1 << 16) else None
+        for k, flow in enumerate(flows):
+            for d, side in ((1, flow.to_server), (0, flow.to_client)):
+                s = 2 * k + d
+                if packets[s]:
+                    side.packets += int(packets[s])
+                    side.bytes += int(wire[s])
+                    side.payload_bytes += int(payload[s])
+                    side.syn = side.syn or bool(syn[s])
+                    side.fin = side.fin or bool(fin[s])
+                    side.rst = side.rst or bool(rst[s])
+            flow.first_seen = min(flow.first_seen, float(first_ts[k]))
+            flow.last_seen = max(flow.last_seen, float(last_ts[k]))
+        if mac_pairs is not None:
+            for pair in mac_pairs.tolist():
+                s, mac = pair >> 48, pair & 0xFFFFFFFFFFFF
+                if mac:
+                    flows[s >> 1].side(bool(s & 1)).macs.add(mac)
+        else:
+            for row, s in zip(macs.tolist(), slot.tolist(), strict=True):
+                if row:
+                    flows[s >> 1].side(bool(s & 1)).macs.add(row)
+
+    def expire(self, now: float) -> list[Flow]:
+        """Remove and return flows idle too long, or closed and quiet for a moment."""
+        done: list[Flow] = []
+        for key, flow in list(self.flows.items()):
+            idle = now - flow.last_seen
+            if idle > self.idle_timeout or (idle > self.closed_linger and flow.closed):
+                done.append(self.flows.pop(key))
+        if len(self.flows) > self.max_flows:
+            by_age = sorted(self.flows.values(), key=lambda f: f.last_seen)
+            for flow in by_age[: len(self.flows) - self.max_flows]:
+                done.append(self.flows.pop(flow.key))
+                self.evicted += 1
+        return done
+
+    def drain(self) -> list[Flow]:
+        done = list(self.flows.values())
+        self.flows.clear()
+        return done

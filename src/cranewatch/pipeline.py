@@ -1,0 +1,669 @@
+"""The capture pipeline: captures in, one frozen analysis document out.
+
+``analyze`` reads one or several captures as one stream in timestamp order, decodes L2–L4
+per batch, keeps the flow table, gives application payloads to the registered decoders
+(``protocols.base.REGISTRY``, chosen per flow by port and content probe), folds Modbus reads
+into register series and hands everything to sinks (detectors): ``on_event`` for each
+decoded event, ``on_series`` for each register series, ``on_flow_end`` for each finished
+flow, and ``finish()`` for their findings. Problems in the input (a truncated capture, a
+malformed PDU) become warnings that name the file and frame; the analysis goes on.
+
+Modbus polling, the bulk of crane traffic, takes a vectorised fast path
+(``protocols.modbus.fast_reads``); everything else goes through TCP reassembly and the
+Python decoders. ``fast_path=False`` sends everything the slow way (the tests compare both).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import pkgutil
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from cranewatch import protocols
+from cranewatch.decode import DecodedBatch, decode_batch, ip_text, mac_text
+from cranewatch.errors import CaptureError, DecodeError, Location
+from cranewatch.flows import (
+    IPPROTO_TCP,
+    IPPROTO_UDP,
+    TCP_SYN,
+    Chunk,
+    Flow,
+    FlowSummary,
+    FlowTable,
+    Stream,
+)
+from cranewatch.model import Finding, Severity
+from cranewatch.protocols import modbus
+from cranewatch.protocols.base import REGISTRY, DecoderSpec, Event, FlowContext
+from cranewatch.protocols.modbus import FastInput, ModbusBook, ModbusDecoder, RegisterSeries
+from cranewatch.sources.pcap import PacketBatch, open_capture
+
+MAX_WARNINGS = 1000  # kept in the result; the rest are counted
+SWEEP_SECONDS = 10.0  # capture time between flow-table sweeps
+BATCH_PACKETS = 65536
+
+
+class Sink(Protocol):
+    """A consumer of the decoded stream, e.g. a detector."""
+
+    def on_event(self, event: Event) -> None: ...
+
+    def on_series(self, series: RegisterSeries) -> None: ...
+
+    def on_flow_end(self, flow: FlowSummary) -> None: ...
+
+    def finish(self) -> list[Finding]: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Warning_:
+    """A problem in the input that did not stop the analysis."""
+
+    message: str
+    file: str | None = None
+    frame: int | None = None
+    kind: str = "decode"  # "capture" (the file itself) | "decode" (a PDU) | "limit"
+
+    def __str__(self) -> str:
+        return f"{Location(file=self.file, frame=self.frame)}: {self.message}"
+
+    def to_json(self) -> dict[str, Any]:
+        return {"type": "warning", "kind": self.kind, "file": self.file, "frame": self.frame,
+                "message": self.message}
+
+
+@dataclass(frozen=True, slots=True)
+class InputSummary:
+    path: str
+    sha256: str
+    packets: int
+    first_seen: float | None
+    last_seen: float | None
+    format: str
+    complete: bool  # False when the capture was truncated, corrupt or unreadable
+    warnings: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class HostSummary:
+    """A sender seen on the wire: by MAC, or by IP address where the link has no MAC."""
+
+    mac: str | None
+    ips: tuple[str, ...]
+    first_seen: float
+    last_seen: float
+    packets: int
+    bytes: int
+
+
+@dataclass(frozen=True, slots=True)
+class ProtocolSummary:
+    """Flows of one application protocol (or ``tcp/PORT`` / ``udp/PORT`` when unknown)."""
+
+    protocol: str
+    flows: int
+    packets: int
+    bytes: int
+    clients: int
+    servers: int
+
+
+@dataclass(frozen=True, slots=True)
+class ModbusPeer:
+    """A Modbus master (client) or slave (server) and what it asked or was asked."""
+
+    role: str  # "master" | "slave"
+    address: str
+    peers: tuple[str, ...]
+    units: tuple[int, ...]
+    functions: tuple[tuple[int, int], ...]  # (function code, requests)
+    ranges: tuple[tuple[str, int, int, int], ...]  # (table, address, quantity, requests)
+    exceptions: int
+    first_seen: float
+    last_seen: float
+
+
+@dataclass(frozen=True, slots=True)
+class AnalysisResult:
+    """The one document every renderer reads."""
+
+    inputs: tuple[InputSummary, ...]
+    hosts: tuple[HostSummary, ...]
+    protocols: tuple[ProtocolSummary, ...]
+    modbus_masters: tuple[ModbusPeer, ...]
+    modbus_slaves: tuple[ModbusPeer, ...]
+    findings: tuple[Finding, ...]
+    warnings: tuple[Warning_, ...]
+    warnings_suppressed: int
+    packets: int
+    flows: int
+    series: int
+    events: dict[str, int] = field(default_factory=dict)
+    profile: str | None = None
+    baseline: str | None = None
+
+    @property
+    def complete(self) -> bool:
+        return all(i.complete for i in self.inputs)
+
+    def max_severity(self) -> Severity | None:
+        return max((f.severity for f in self.findings), default=None)
+
+
+ProgressCallback = Callable[[int, int], None]  # (bytes done, bytes total)
+
+
+# ------------------------------------------------------------------------------------ reading
+
+
+@dataclass(slots=True)
+class _InputState:
+    path: str
+    size: int
+    sha: Any = field(default_factory=hashlib.sha256)
+    packets: int = 0
+    first: float | None = None
+    last: float | None = None
+    format: str = "?"
+    complete: bool = True
+    problems: list[str] = field(default_factory=list)
+
+
+def _hash_file(state: _InputState) -> None:
+    try:
+        with open(state.path, "rb") as handle:
+            while block := handle.read(4 * 1024 * 1024):
+                state.sha.update(block)
+    except OSError:
+        pass
+
+
+def _file_batches(state: _InputState, warn: Callable[[Warning_], None],
+                  batch_packets: int) -> Iterator[PacketBatch]:
+    try:
+        reader = open_capture(state.path)
+    except CaptureError as exc:
+        state.complete = False
+        state.problems.append(exc.message)
+        warn(Warning_(exc.message, state.path, exc.location.frame if exc.location else None,
+                      "capture"))
+        return
+    with reader:
+        state.format = getattr(reader, "format", "?")
+        try:
+            yield from reader.batches(batch_packets)
+        except CaptureError as exc:
+            reader.warnings.append(exc)
+        for problem in reader.warnings:
+            state.complete = False
+            state.problems.append(problem.message)
+            frame = problem.location.frame if problem.location else None
+            warn(Warning_(problem.message, state.path, frame, "capture"))
+
+
+def _slice(batch: PacketBatch, rows: np.ndarray) -> PacketBatch:
+    return PacketBatch(source=batch.source, buf=batch.buf, frame=batch.frame[rows],
+                       ts=batch.ts[rows], ts_ns=batch.ts_ns[rows], linktype=batch.linktype[rows],
+                       interface=batch.interface[rows], offset=batch.offset[rows],
+                       caplen=batch.caplen[rows], origlen=batch.origlen[rows])
+
+
+def merged_batches(streams: list[Iterator[PacketBatch]]) -> Iterator[PacketBatch]:
+    """Batches of several captures in timestamp order, as one stream.
+
+    Each capture is assumed in time order (as capture tools write them). At each step every
+    packet older than the earliest "last timestamp" among the captures' current batches is
+    safe to release; the released pieces of all captures are then given out in time order.
+    Pieces keep their own file (frame numbers stay those of their file).
+    """
+    if len(streams) == 1:
+        yield from streams[0]
+        return
+    current: list[PacketBatch | None] = [next(s, None) for s in streams]
+    while any(b is not None for b in current):
+        live = [b for b in current if b is not None]
+        horizon = min(float(b.ts[-1]) for b in live)
+        pieces: list[tuple[float, int, PacketBatch]] = []
+        for i, b in enumerate(current):
+            if b is None:
+                continue
+            cut = int(np.searchsorted(b.ts, horizon, side="right"))
+            if cut == 0:
+                continue
+            pieces.append((float(b.ts[0]), i, _slice(b, np.arange(cut)) if cut < len(b) else b))
+            if cut < len(b):
+                current[i] = _slice(b, np.arange(cut, len(b)))
+            else:
+                current[i] = next(streams[i], None)
+        yield from _interleave([p for _, _, p in sorted(pieces, key=lambda p: (p[0], p[1]))])
+
+
+def _interleave(pieces: list[PacketBatch]) -> Iterator[PacketBatch]:
+    """Cut overlapping pieces of different captures into runs so packets come in time order."""
+    if len(pieces) == 1:
+        yield pieces[0]
+        return
+    ts = np.concatenate([p.ts for p in pieces])
+    owner = np.concatenate([np.full(len(p), i) for i, p in enumerate(pieces)])
+    local = np.concatenate([np.arange(len(p)) for p in pieces])
+    order = np.argsort(ts, kind="stable")
+    owner, local = owner[order], local[order]
+    cuts = np.flatnonzero(owner[1:] != owner[:-1]) + 1
+    for run in np.split(np.arange(len(order)), cuts):
+        piece = pieces[int(owner[run[0]])]
+        rows = local[run]
+        yield piece if len(rows) == len(piece) else _slice(piece, rows)
+
+
+# ---------------------------------------------------------------------------------- analysis
+
+
+@dataclass(slots=True)
+class _Host:
+    mac: int
+    ip: bytes | None
+    first: float
+    last: float
+    packets: int = 0
+    wire: int = 0
+    ips: set[bytes] = field(default_factory=set)
+
+
+@dataclass(slots=True)
+class _ProtocolTally:
+    flows: int = 0
+    packets: int = 0
+    wire: int = 0
+    clients: set[bytes] = field(default_factory=set)
+    servers: set[bytes] = field(default_factory=set)
+
+
+MAX_IPS_PER_HOST = 64
+_HOST_DTYPE = np.dtype([("mac", "<u8"), ("ip", "V16")])
+
+
+def load_decoders() -> list[DecoderSpec]:
+    """Import every protocol module (each registers its decoder) and return the registry."""
+    for info in pkgutil.iter_modules(protocols.__path__):
+        if info.name != "base":
+            importlib.import_module(f"{protocols.__name__}.{info.name}")
+    return sorted(REGISTRY, key=lambda s: s.priority)
+
+
+class Analysis:
+    """One run over one or several captures. ``run`` returns the result document."""
+
+    def __init__(self, sinks: Sequence[Sink] = (), *, fast_path: bool = True,
+                 decoders: Sequence[DecoderSpec] | None = None,
+                 flow_table: FlowTable | None = None) -> None:
+        self.sinks = list(sinks)
+        self.fast_path = fast_path
+        self.decoders = list(decoders) if decoders is not None else load_decoders()
+        self.flows = flow_table or FlowTable()
+        self.book = ModbusBook()
+        self.warnings: list[Warning_] = []
+        self.suppressed = 0
+        self.hosts: dict[int | bytes, _Host] = {}
+        self.protocol_tally: dict[str, _ProtocolTally] = {}
+        self.events: dict[str, int] = {}
+        self.packets = 0
+        self.flow_count = 0
+        self.series_count = 0
+        self._next_sweep: float | None = None
+
+    # ------------------------------------------------------------------ plumbing
+
+    def warn(self, warning: Warning_) -> None:
+        if len(self.warnings) < MAX_WARNINGS:
+            self.warnings.append(warning)
+        else:
+            self.suppressed += 1
+
+    def emit(self, event: Event) -> None:
+        self.events[event.kind] = self.events.get(event.kind, 0) + 1
+        if self.book.observe(event):
+            return
+        for sink in self.sinks:
+            sink.on_event(event)
+
+    # ------------------------------------------------------------------ the loop
+
+    def run(self, paths: Sequence[str | Path], progress: ProgressCallback | None = None,
+            batch_packets: int = BATCH_PACKETS, profile: str | None = None,
+            baseline: str | None = None) -> AnalysisResult:
+        states = [_InputState(str(p), _size(p)) for p in paths]
+        streams = [self._counted(s, _file_batches(s, self.warn, batch_packets)) for s in states]
+        total = sum(s.size for s in states)
+        done_bytes = 0
+        for batch in merged_batches(streams):
+            self.process(batch)
+            if progress is not None:
+                done_bytes += int(batch.caplen.sum()) + 16 * len(batch)
+                progress(min(done_bytes, total), total)
+        self.close_all()
+        findings: list[Finding] = []
+        for sink in self.sinks:
+            findings.extend(sink.finish())
+        for state in states:
+            _hash_file(state)
+        return self.result(states, findings, profile, baseline)
+
+    def _counted(self, state: _InputState, batches: Iterator[PacketBatch]) -> Iterator[PacketBatch]:
+        for batch in batches:
+            if len(batch):
+                state.packets += len(batch)
+                first, last = float(batch.ts[0]), float(batch.ts[-1])
+                state.first = first if state.first is None else min(state.first, first)
+                state.last = last if state.last is None else max(state.last, last)
+                yield batch
+
+    def process(self, batch: PacketBatch) -> None:
+        """Account, flow and decode one batch."""
+        decoded = decode_batch(batch)
+        self.packets += len(batch)
+        self._count_hosts(batch, decoded)
+        flows = self.flows.update(decoded, batch, batch.source)
+        if flows.flows:
+            self._decode_payloads(batch, decoded, flows.flows, flows.index, flows.from_client)
+        now = float(batch.ts[-1])
+        if self._next_sweep is None:
+            self._next_sweep = now + SWEEP_SECONDS
+        elif now >= self._next_sweep:
+            self._next_sweep = now + SWEEP_SECONDS
+            for flow in self.flows.expire(now):
+                self._end_flow(flow)
+
+    def _count_hosts(self, batch: PacketBatch, decoded: DecodedBatch) -> None:
+        pairs = np.zeros(len(batch), dtype=_HOST_DTYPE)
+        pairs["mac"] = decoded.eth_src
+        has_ip = decoded.ip_version != 0
+        pairs["ip"][has_ip] = decoded.src_ip[has_ip]
+        packed = pairs.view("V24")
+        # Most batches hold few senders: group on a 64-bit digest, then check it byte for byte.
+        words = pairs.view(np.uint64).reshape(-1, 3)
+        digest = words[:, 0] * np.uint64(0x9E3779B97F4A7C15) ^ words[:, 1] * np.uint64(
+            0xC2B2AE3D27D4EB4F) ^ words[:, 2]
+        _, first, inverse = np.unique(digest, return_index=True, return_inverse=True)
+        inverse = inverse.reshape(-1)
+        if not np.array_equal(words[first[inverse]], words):
+            _, first, inverse = np.unique(packed, return_index=True, return_inverse=True)
+            inverse = inverse.reshape(-1)
+        counts = np.bincount(inverse)
+        wire = np.bincount(inverse, weights=batch.origlen)
+        last = np.zeros(len(first), dtype=np.int64)
+        last[inverse] = np.arange(len(batch))  # the last write per group wins: its last row
+        for g, row in enumerate(first.tolist()):
+            mac = int(pairs["mac"][row])
+            ip = bytes(pairs["ip"][row]) if has_ip[row] else None
+            key: int | bytes
+            if mac:
+                key = mac
+            elif ip is not None:
+                key = ip
+            else:
+                continue  # no MAC, no IP: nothing to name the sender by
+            host = self.hosts.get(key)
+            t0, t1 = float(batch.ts[row]), float(batch.ts[last[g]])
+            if host is None:
+                host = self.hosts[key] = _Host(mac, ip if not mac else None, t0, t1)
+            host.first = min(host.first, t0)
+            host.last = max(host.last, t1)
+            host.packets += int(counts[g])
+            host.wire += int(wire[g])
+            if ip is not None and len(host.ips) < MAX_IPS_PER_HOST:
+                host.ips.add(ip)
+
+    # ------------------------------------------------------------------ payloads
+
+    def _choose(self, flow: Flow, payload: bytes, from_client: bool) -> None:
+        """Pick the decoder of a flow on its first payload: port and probe, then probes alone."""
+        transport = "tcp" if flow.proto == IPPROTO_TCP else "udp"
+        client_first = payload if from_client else b""
+        server_first = b"" if from_client else payload
+        candidates = [s for s in self.decoders if s.transport == transport]
+        chosen: DecoderSpec | None = None
+        for spec in candidates:
+            if flow.server_port in spec.ports and (
+                    spec.probe is None or spec.probe(client_first, server_first)):
+                chosen = spec
+                break
+        if chosen is None:
+            for spec in candidates:
+                if spec.probe is not None and spec.probe(client_first, server_first):
+                    chosen = spec
+                    break
+        if chosen is None:
+            flow.protocol = ""
+            return
+        flow.protocol = chosen.name
+        context = FlowContext(client=ip_text(flow.client), client_port=flow.client_port,
+                              server=ip_text(flow.server), server_port=flow.server_port,
+                              transport=transport, source=flow.source)
+        flow.decoder = chosen.factory(context)
+
+    def _decode_payloads(self, batch: PacketBatch, decoded: DecodedBatch, flows: list[Flow],
+                         index: np.ndarray, from_client: np.ndarray) -> None:
+        wants = np.fromiter((f.protocol != "" and f.proto in (IPPROTO_TCP, IPPROTO_UDP)
+                             for f in flows), dtype=bool, count=len(flows))
+        if not wants.any():
+            return
+        in_flow = index >= 0
+        interesting = np.zeros(len(batch), dtype=bool)
+        interesting[in_flow] = wants[index[in_flow]]
+        interesting &= (decoded.payload_len > 0) | ((decoded.tcp_flags & TCP_SYN) != 0)
+        interesting &= decoded.fragment == 0
+        rows = np.flatnonzero(interesting)
+        if len(rows) == 0:
+            return
+        if self.fast_path:
+            rows = self._fast_modbus(batch, decoded, flows, index, from_client, rows)
+        self._slow(batch, decoded, flows, index, from_client, rows)
+
+    def _fast_modbus(self, batch: PacketBatch, decoded: DecodedBatch, flows: list[Flow],
+                     index: np.ndarray, from_client: np.ndarray, rows: np.ndarray) -> np.ndarray:
+        """Run the vectorised Modbus read path; return the rows left for the slow path."""
+        is_modbus = np.fromiter(
+            (isinstance(f.decoder, ModbusDecoder) and f.proto == IPPROTO_TCP
+             and f.to_server.stream is not None and f.to_client.stream is not None
+             and not f.to_server.stream.held and not f.to_client.stream.held
+             and f.decoder.idle() for f in flows), dtype=bool, count=len(flows))
+        candidate = rows[is_modbus[index[rows]]]
+        if len(candidate) == 0:
+            return rows
+        syn = (decoded.tcp_flags[candidate] & TCP_SYN) != 0
+        flow_ids, local = np.unique(index[candidate], return_inverse=True)
+        local = local.reshape(-1)
+        syn_flows = np.zeros(len(flow_ids), dtype=bool)
+        syn_flows[local[syn]] = True
+        keep = ~syn_flows[local]
+        candidate, local = candidate[keep], local[keep]
+        if len(candidate) == 0 or len(flow_ids) >= 1 << 16:
+            return rows
+        fast_flows = [flows[int(f)] for f in flow_ids]
+        data = FastInput(
+            buf=np.frombuffer(batch.buf, dtype=np.uint8), flow=local,
+            from_client=from_client[candidate], seq=decoded.tcp_seq[candidate],
+            offset=decoded.payload_off[candidate], length=decoded.payload_len[candidate],
+            ts=batch.ts[candidate], frame=batch.frame[candidate],
+            next_seq=[(f.to_server.stream.next_seq if f.to_server.stream else None,
+                       f.to_client.stream.next_seq if f.to_client.stream else None)
+                      for f in fast_flows],
+            pending=[f.decoder.pending for f in fast_flows],
+        )
+        peers = [(ip_text(f.client), ip_text(f.server)) for f in fast_flows]
+        result = modbus.fast_reads(data, self.book, peers, batch.source)
+        if not result.done.any():
+            return rows
+        for k, flow in enumerate(fast_flows):
+            if not result.done[k]:
+                continue
+            to_server, to_client = result.next_seq.get(k, data.next_seq[k])
+            assert flow.to_server.stream is not None and flow.to_client.stream is not None
+            flow.to_server.stream.next_seq = to_server
+            flow.to_client.stream.next_seq = to_client
+            flow.decoder.pending = result.pending.get(k, {})
+            for pending in result.superseded.get(k, ()):
+                self.book.unanswered(peers[k][0], peers[k][1], pending)
+        done_flows = np.zeros(len(flows), dtype=bool)
+        done_flows[flow_ids[result.done]] = True
+        count = int(np.count_nonzero(result.done[local]))
+        self.events["modbus_fast_pdus"] = self.events.get("modbus_fast_pdus", 0) + count
+        return rows[~done_flows[index[rows]]]
+
+    def _slow(self, batch: PacketBatch, decoded: DecodedBatch, flows: list[Flow],
+              index: np.ndarray, from_client: np.ndarray, rows: np.ndarray) -> None:
+        buf = batch.buf
+        source = batch.source
+        columns = zip(index[rows].tolist(), from_client[rows].tolist(),
+                      decoded.payload_off[rows].tolist(), decoded.payload_len[rows].tolist(),
+                      decoded.tcp_seq[rows].tolist(), decoded.tcp_flags[rows].tolist(),
+                      batch.ts[rows].tolist(), batch.frame[rows].tolist(), strict=True)
+        for flow_index, to_server, off, size, seq, flags, ts, frame in columns:
+            flow = flows[flow_index]
+            side = flow.side(to_server)
+            tcp = flow.proto == IPPROTO_TCP
+            if tcp and flags & TCP_SYN:
+                if side.stream is None:
+                    side.stream = Stream()
+                side.stream.syn(seq)
+                if not size:
+                    continue
+            data = buf[off : off + size]
+            if flow.protocol is None:
+                self._choose(flow, data, to_server)
+            if not flow.protocol:
+                continue
+            if tcp:
+                if side.stream is None:
+                    side.stream = Stream()
+                if flow.side(not to_server).stream is None:
+                    flow.side(not to_server).stream = Stream()
+                for piece in side.stream.segment(seq, data, frame, ts):
+                    if isinstance(piece, Chunk):
+                        self._feed(flow, to_server, piece.data, piece.ts, piece.frame, source)
+                    else:
+                        flow.decoder.gap(to_server)
+            else:
+                self._feed(flow, to_server, data, ts, frame, source)
+
+    def _feed(self, flow: Flow, to_server: bool, data: bytes, ts: float, frame: int,
+              source: str) -> None:
+        decoder = flow.decoder
+        for _ in range(64):  # a decoder that raised is asked again for what followed
+            try:
+                events = decoder.feed(to_server, data, ts, frame)
+            except DecodeError as exc:
+                self.warn(Warning_(f"{flow.protocol}: {exc.message}", source, frame, "decode"))
+                data = b""
+                continue
+            for event in events:
+                self.emit(event)
+            break
+        if isinstance(decoder, ModbusDecoder) and decoder.unanswered:
+            master, slave = ip_text(flow.client), ip_text(flow.server)
+            for pending in decoder.unanswered:
+                self.book.unanswered(master, slave, pending)
+            decoder.unanswered.clear()
+
+    # ------------------------------------------------------------------ endings
+
+    def _end_flow(self, flow: Flow) -> None:
+        if flow.decoder is not None:
+            for from_client, side in ((True, flow.to_server), (False, flow.to_client)):
+                if side.stream is not None and side.stream.held:
+                    for piece in side.stream.flush():
+                        if isinstance(piece, Chunk):
+                            self._feed(flow, from_client, piece.data, piece.ts, piece.frame,
+                                       flow.source)
+                        else:
+                            flow.decoder.gap(from_client)
+            if isinstance(flow.decoder, ModbusDecoder):
+                master, slave = ip_text(flow.client), ip_text(flow.server)
+                for pending in flow.decoder.pending.values():
+                    self.book.unanswered(master, slave, pending)
+                flow.decoder.pending = {}
+        summary = flow.summary(ip_text, mac_text)
+        self.flow_count += 1
+        name = summary.protocol or (
+            f"{summary.transport}/{summary.server_port}" if summary.server_port
+            else summary.transport)
+        tally = self.protocol_tally.get(name)
+        if tally is None:
+            tally = self.protocol_tally[name] = _ProtocolTally()
+        tally.flows += 1
+        tally.packets += summary.packets
+        tally.wire += summary.bytes
+        if len(tally.clients) < 100_000:
+            tally.clients.add(flow.client)
+            tally.servers.add(flow.server)
+        for sink in self.sinks:
+            sink.on_flow_end(summary)
+
+    def close_all(self) -> None:
+        for flow in self.flows.drain():
+            self._end_flow(flow)
+        for series in self.book.take_series():
+            self.series_count += 1
+            for sink in self.sinks:
+                sink.on_series(series)
+
+    def result(self, states: list[_InputState], findings: list[Finding], profile: str | None,
+               baseline: str | None) -> AnalysisResult:
+        inputs = tuple(
+            InputSummary(path=s.path, sha256=s.sha.hexdigest(), packets=s.packets,
+                         first_seen=s.first, last_seen=s.last, format=s.format,
+                         complete=s.complete, warnings=tuple(s.problems))
+            for s in states
+        )
+        hosts = tuple(sorted(
+            (HostSummary(mac=mac_text(h.mac) if h.mac else None,
+                         ips=tuple(sorted(ip_text(ip) for ip in h.ips)), first_seen=h.first,
+                         last_seen=h.last, packets=h.packets, bytes=h.wire)
+             for h in self.hosts.values()),
+            key=lambda h: (-h.packets, h.mac or "", h.ips),
+        ))
+        summaries = tuple(sorted(
+            (ProtocolSummary(name, t.flows, t.packets, t.wire, len(t.clients), len(t.servers))
+             for name, t in self.protocol_tally.items()),
+            key=lambda p: (-p.packets, p.protocol),
+        ))
+        return AnalysisResult(
+            inputs=inputs, hosts=hosts, protocols=summaries,
+            modbus_masters=_peers("master", self.book.masters),
+            modbus_slaves=_peers("slave", self.book.slaves),
+            findings=tuple(sorted(findings, key=lambda f: (-f.severity, f.first_seen or 0, f.id))),
+            warnings=tuple(self.warnings), warnings_suppressed=self.suppressed,
+            packets=self.packets, flows=self.flow_count, series=self.series_count,
+            events=dict(sorted(self.events.items())), profile=profile, baseline=baseline,
+        )
+
+
+def _peers(role: str, tallies: dict[str, modbus.PeerTally]) -> tuple[ModbusPeer, ...]:
+    return tuple(
+        ModbusPeer(role=role, address=t.address, peers=tuple(sorted(t.peers)),
+                   units=tuple(sorted(t.units)), functions=tuple(sorted(t.functions.items())),
+                   ranges=tuple(sorted((tb, a, q, c) for (tb, a, q), c in t.ranges.items())),
+                   exceptions=t.exceptions, first_seen=t.first_seen, last_seen=t.last_seen)
+        for t in sorted(tallies.values(), key=lambda t: t.address)
+    )
+
+
+def _size(path: str | Path) -> int:
+    try:
+        return Path(path).stat().st_size
+    except OSError:
+        return 0
+
+
+def analyze(paths: Sequence[str | Path], *, progress: ProgressCallback | None = None,
+            sinks: Sequence[Sink] = (), profile: str | None = None, baseline: str | None = None,
+            fast_path: bool = True, batch_packets: int = BATCH_PACKETS) -> AnalysisResult:
+    """Analyse captures (read as one, in timestamp order) and return the result document."""
+    return Analysis(sinks, fast_path=fast_path).run(
+        paths, progress=progress, batch_packets=batch_packets, profile=profile, baseline=baseline)
