@@ -1,0 +1,253 @@
+"""What every detector shares: the crane context it judges against and incident aggregation.
+
+``Context`` answers the questions every detector asks (is this address on the crane LAN,
+outside, allowed to talk to that one?) from the profile when there is one, else from the
+learned baseline, else from generic rules (RFC 1918 / special-use addresses are local, global
+ones are outside). The profile wins over the baseline.
+
+``Incidents`` folds the many packets of one incident into one finding with a count, the
+first and last time, a bounded list of frames and the values that matter.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
+
+from cranewatch.model import Evidence, Finding, Severity, finding_id
+
+if TYPE_CHECKING:
+    from cranewatch.baseline import Baseline
+    from cranewatch.profile import CraneProfile
+
+MAX_FRAMES = 20  # frames kept per incident as evidence
+
+
+class Occurrence(Protocol):
+    """Anything that happened at a time in a frame of a capture (a fact or a decoder event)."""
+
+    @property
+    def ts(self) -> float: ...
+
+    @property
+    def frame(self) -> int: ...
+
+    @property
+    def source(self) -> str: ...
+
+
+@lru_cache(maxsize=65536)
+def is_global(ip: str) -> bool:
+    """A public Internet address (not private, loopback, link-local, multicast ...)."""
+    try:
+        addr = ipaddress.ip_address(ip)
+    except ValueError:
+        return False
+    if addr.version == 6 and addr.ipv4_mapped is not None:
+        addr = addr.ipv4_mapped
+    return bool(addr.is_global) and not addr.is_multicast
+
+
+@lru_cache(maxsize=65536)
+def is_unicast(ip: str) -> bool:
+    try:
+        addr = ipaddress.ip_address(ip)
+    except ValueError:
+        return False
+    if addr.is_multicast or addr.is_unspecified:
+        return False
+    return not (addr.version == 4 and (str(addr) == "255.255.255.255" or str(addr).endswith(".255")))
+
+
+@dataclass
+class Context:
+    """The crane a detector judges: profile (wins), baseline (learned), or generic rules."""
+
+    profile: CraneProfile | None = None
+    baseline: Baseline | None = None
+    crane: str | None = None
+    # MAC bindings seen in this very stream (ARP, DHCP), for gateways named only by IP.
+    bindings: dict[str, set[str]] = field(default_factory=dict)
+
+    def zone_of(self, ip: str) -> str:
+        """``crane``, ``terminal`` or ``outside``."""
+        if self.profile is not None:
+            return self.profile.zone_of(ip)
+        if self.baseline is not None and self.baseline.crane_networks:
+            addr = _addr(ip)
+            if addr is not None and any(addr in n for n in self.baseline.crane_networks):
+                return "crane"
+        if is_global(ip) or not is_unicast(ip):
+            return "outside" if is_global(ip) else "terminal"
+        # Generic: a private address is local; with a baseline the crane subnets say which.
+        return "terminal" if self.baseline is not None and self.baseline.crane_networks else "crane"
+
+    def is_outside(self, ip: str) -> bool:
+        return self.zone_of(ip) == "outside" and is_unicast(ip)
+
+    def is_crane(self, ip: str) -> bool:
+        return self.zone_of(ip) == "crane"
+
+    def host_name(self, ip: str) -> str:
+        if self.profile is not None:
+            host = self.profile.host_by_ip(ip)
+            if host is not None:
+                return host.name
+        return ip
+
+    def allowed(self, client: str, server: str, protocol: str | None, port: int | None) -> bool | None:
+        """Profile verdict on a communication; None without a profile."""
+        if self.profile is None:
+            return None
+        return self.profile.allows(client, server, protocol, port)
+
+    def known_pair(self, client: str, server: str, port: int | None = None) -> bool:
+        """Seen in the baseline (either way round) or allowed by the profile."""
+        if self.profile is not None and self.profile.allows(client, server, None, port):
+            return True
+        if self.baseline is not None:
+            return self.baseline.has_pair(client, server, port)
+        return False
+
+    def gateway_macs(self) -> set[str]:
+        """MAC addresses allowed to carry off-subnet traffic (the sanctioned gateway)."""
+        if self.profile is not None and self.profile.gateway is not None:
+            if self.profile.gateway.mac:
+                return {self.profile.gateway.mac}
+            macs = set(self.bindings.get(self.profile.gateway.ip, set()))
+            if self.baseline is not None:
+                macs |= set(self.baseline.macs_of(self.profile.gateway.ip))
+                if not macs:
+                    macs |= set(self.baseline.gateways)
+            return macs
+        if self.baseline is not None:
+            return set(self.baseline.gateways)
+        return set()
+
+    def judges_routing(self) -> bool:
+        """Whether the sanctioned next hop is known at all (else hidden-uplink cannot judge)."""
+        return bool(self.gateway_macs())
+
+
+def _addr(ip: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    try:
+        return ipaddress.ip_address(ip)
+    except ValueError:
+        return None
+
+
+@dataclass
+class Incident:
+    """Accumulates one incident's occurrences until it becomes a finding."""
+
+    first_seen: float
+    last_seen: float
+    source: str
+    count: int = 0
+    frames: list[int] = field(default_factory=list)
+    times: list[float] = field(default_factory=list)
+    values: dict[str, Any] = field(default_factory=dict)
+    excerpt: str | None = None
+
+    def add(self, fact: Occurrence, values: dict[str, Any] | None = None, excerpt: str | None = None,
+            weight: int = 1) -> None:
+        self.count += weight
+        self.first_seen = min(self.first_seen, fact.ts)
+        self.last_seen = max(self.last_seen, fact.ts)
+        if len(self.frames) < MAX_FRAMES and fact.frame:
+            self.frames.append(fact.frame)
+            self.times.append(fact.ts)
+        for key, value in (values or {}).items():
+            self._merge(key, value)
+        if excerpt and self.excerpt is None:
+            self.excerpt = excerpt[:200]
+
+    def _merge(self, key: str, value: Any) -> None:
+        """Lists of distinct values grow (bounded); scalars keep the first value seen."""
+        if isinstance(value, list | tuple | set | frozenset):
+            held = self.values.setdefault(key, [])
+            for item in value:
+                if item not in held and len(held) < 50:
+                    held.append(item)
+        else:
+            self.values.setdefault(key, value)
+
+
+class Incidents:
+    """Incidents of one rule keyed by what makes the incident (src, dst, register ...)."""
+
+    def __init__(self) -> None:
+        self.by_key: dict[tuple[Any, ...], Incident] = {}
+
+    def add(self, key: tuple[Any, ...], fact: Occurrence, values: dict[str, Any] | None = None,
+            excerpt: str | None = None, weight: int = 1) -> Incident:
+        incident = self.by_key.get(key)
+        if incident is None:
+            incident = Incident(fact.ts, fact.ts, fact.source)
+            self.by_key[key] = incident
+        incident.add(fact, values, excerpt, weight)
+        return incident
+
+    def items(self) -> Iterable[tuple[tuple[Any, ...], Incident]]:
+        return self.by_key.items()
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """How one rule reports: category, severity, technique, title template and remedy."""
+
+    rule: str
+    category: str
+    severity: Severity
+    technique: tuple[str, ...]
+    remedy: str
+
+
+def make_finding(ctx: Context, verdict: Verdict, key: tuple[Any, ...], incident: Incident,
+                 title: str, src: str | None, dst: str | None, severity: Severity | None = None,
+                 note: str | None = None, extra: Iterable[Evidence] = ()) -> Finding:
+    """One finding from an aggregated incident, with a stable id made of rule, crane and key."""
+    evidence = Evidence(
+        source=incident.source or None,
+        frames=tuple(incident.frames),
+        times=tuple(incident.times[:3]) + ((incident.last_seen,) if incident.count > 1 else ()),
+        values=dict(incident.values),
+        excerpt=incident.excerpt,
+        note=note,
+    )
+    return Finding(
+        id=finding_id(verdict.rule, ctx.crane, *key),
+        rule=verdict.rule,
+        category=verdict.category,
+        severity=severity if severity is not None else verdict.severity,
+        title=title,
+        first_seen=incident.first_seen,
+        last_seen=incident.last_seen,
+        count=incident.count,
+        crane=ctx.crane,
+        src=src,
+        dst=dst,
+        technique=verdict.technique,
+        evidence=(evidence, *extra),
+        remedy=verdict.remedy,
+    )
+
+
+def endpoint(ip: str, port: int | None = None) -> str:
+    if not port:
+        return ip
+    return f"[{ip}]:{port}" if ":" in ip else f"{ip}:{port}"
+
+
+class Detector(Protocol):
+    """A detector: sees facts (and Modbus events/series), then reports its findings."""
+
+    name: ClassVar[str]
+    accepts: ClassVar[tuple[type, ...]]
+
+    def observe(self, fact: Any, ctx: Context) -> None: ...
+
+    def finish(self, ctx: Context) -> list[Finding]: ...

@@ -1,0 +1,133 @@
+"""The detection sink: runs every detector over the pipeline's event stream.
+
+``build_sink(profile, baseline, crane)`` gives the object the pipeline feeds
+(``on_event``, ``on_series``, ``on_flow_end``, ``on_payload``, ``finish``). It turns what it
+gets into facts (``adapt``), hands each fact to the detectors that accept its type, and at the
+end collects their findings, dropping catch-all egress findings for pairs a more specific
+rule already reported. Flows no decoder claimed are also checked here for remote-access
+protocols by their first bytes (``remote_access.identify_remote``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from cranewatch.detect import adapt
+from cranewatch.detect.base import Context, Detector
+from cranewatch.detect.c2 import CommandAndControl
+from cranewatch.detect.data_leak import DataLeak
+from cranewatch.detect.egress import Egress
+from cranewatch.detect.facts import Payload, RemoteSession
+from cranewatch.detect.hidden_uplink import HiddenUplink
+from cranewatch.detect.new_asset import NewAsset
+from cranewatch.detect.plc_control import PlcControl
+from cranewatch.detect.recon import Recon
+from cranewatch.detect.remote_access import RemoteAccess, identify_remote
+from cranewatch.detect.rogue_master import RogueMaster
+from cranewatch.detect.safety_override import SafetyOverride
+from cranewatch.model import Finding
+from cranewatch.protocols.modbus import RegisterSeries
+
+FIRST_BYTES = 256  # bytes of each side kept per unclaimed flow to recognise its protocol
+
+
+def all_detectors() -> list[Detector]:
+    """One instance of every detector, in report order."""
+    return [HiddenUplink(), RemoteAccess(), DataLeak(), CommandAndControl(), SafetyOverride(),
+            PlcControl(), Recon(), RogueMaster(), NewAsset(), Egress()]
+
+
+class DetectionSink:
+    """Feeds facts to the detectors; ``finish`` returns their findings."""
+
+    def __init__(self, ctx: Context, detectors: Sequence[Detector] | None = None) -> None:
+        self.ctx = ctx
+        self.detectors = list(detectors) if detectors is not None else all_detectors()
+        self.first: dict[tuple[str, int, str, int], list[bytes]] = {}
+        self.identified: set[tuple[str, int, str, int]] = set()
+
+    def feed(self, fact: Any) -> None:
+        for detector in self.detectors:
+            if isinstance(fact, detector.accepts):
+                detector.observe(fact, self.ctx)
+
+    def on_event(self, event: Any) -> None:
+        for fact in adapt.facts_from_event(event):
+            self.feed(fact)
+
+    def on_series(self, series: RegisterSeries) -> None:
+        self.feed(series)
+
+    def on_flow_end(self, flow: Any) -> None:
+        self.feed(adapt.conversation(flow))
+
+    def on_payload(self, flow: Any, from_client: bool, data: bytes, ts: float, frame: int) -> None:
+        fact = adapt.payload(flow, from_client, data, ts, frame)
+        self.feed(fact)
+        self._identify(fact)
+
+    def _identify(self, fact: Payload) -> None:
+        key = (fact.src, fact.sport, fact.dst, fact.dport)
+        if key in self.identified:
+            return
+        sides = self.first.setdefault(key, [b"", b""])
+        index = 0 if fact.from_client else 1
+        if len(sides[index]) < FIRST_BYTES:
+            sides[index] += fact.data[: FIRST_BYTES - len(sides[index])]
+        protocol = identify_remote(sides[0], sides[1])
+        if protocol is not None:
+            self.identified.add(key)
+            del self.first[key]
+            detail = (sides[1] or sides[0])[:60].decode("latin-1").strip()
+            self.feed(RemoteSession(ts=fact.ts, frame=fact.frame, src=fact.src, dst=fact.dst,
+                                    sport=fact.sport, dport=fact.dport, source=fact.source,
+                                    protocol=protocol, detail=detail))
+        elif len(sides[0]) >= FIRST_BYTES and len(sides[1]) >= FIRST_BYTES:
+            del self.first[key]
+            self.identified.add(key)
+
+    def finish(self) -> list[Finding]:
+        findings: list[Finding] = []
+        for detector in self.detectors:
+            findings.extend(detector.finish(self.ctx))
+        return dedupe(findings)
+
+
+def dedupe(findings: list[Finding]) -> list[Finding]:
+    """Drop egress findings whose hosts another rule already reported."""
+    covered = set()
+    for f in findings:
+        if f.category != "egress":
+            covered.add(frozenset(_host(x) for x in (f.src, f.dst) if x))
+    kept = []
+    for f in findings:
+        if f.category == "egress" and frozenset(_host(x) for x in (f.src, f.dst) if x) in covered:
+            continue
+        kept.append(f)
+    return sorted(kept, key=lambda f: (-f.severity, f.first_seen or 0, f.id))
+
+
+def _host(endpoint: str) -> str:
+    if endpoint.startswith("["):
+        return endpoint[1:].split("]")[0]
+    return endpoint.rsplit(":", 1)[0] if endpoint.count(":") == 1 else endpoint
+
+
+def build_sink(profile: Any = None, baseline: Any = None, crane: str | None = None) -> DetectionSink:
+    """The detector sink for a run. ``profile``/``baseline`` may be objects, paths or None.
+
+    A baseline given as captures is learned first (``baseline.load_baseline``). The crane id
+    comes from ``crane``, else from the profile.
+    """
+    from cranewatch.baseline import Baseline, load_baseline
+    from cranewatch.profile import CraneProfile, load_profile
+
+    if isinstance(profile, str | Path):
+        profile = load_profile(profile)
+    if baseline is not None and not isinstance(baseline, Baseline):
+        baseline = load_baseline(baseline)
+    assert profile is None or isinstance(profile, CraneProfile)
+    crane_id = crane or (profile.crane_id if profile is not None else None)
+    return DetectionSink(Context(profile=profile, baseline=baseline, crane=crane_id))

@@ -1,0 +1,170 @@
+"""recon: device identification sweeps, port and address scans, reads of unusual ranges
+(T0846 Remote System Discovery, T0888 Remote System Information Discovery).
+
+Scans are judged on finished flows: a client that touched many ports of one host, or one
+port of many hosts, with flows that carried (almost) nothing, is scanning. Thresholds are
+counts of distinct targets, not the lab's timings.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Any, ClassVar
+
+from cranewatch.detect.base import Context, Incidents, Verdict, endpoint, make_finding
+from cranewatch.detect.facts import Conversation
+from cranewatch.model import Finding, Severity
+from cranewatch.protocols.modbus import (
+    ENCAPSULATED_INTERFACE,
+    READ_FUNCTIONS,
+    REPORT_SERVER_ID,
+    ModbusRequest,
+    ModbusResponse,
+    RegisterSeries,
+)
+
+PORT_SCAN_PORTS = 10  # distinct ports of one host
+ADDRESS_SCAN_HOSTS = 8  # distinct hosts on one port
+PROBE_PACKETS = 3  # a probe flow: at most this many packets from the scanner
+EXCEPTIONS_FOR_PROBING = 5  # illegal function/address answers to one master
+
+VERDICT = Verdict(
+    rule="recon",
+    category="recon",
+    severity=Severity.HIGH,
+    technique=("T0846", "T0888"),
+    remedy="Find the scanning host and why it scans the crane LAN; a scan usually precedes an "
+    "attack. Block it at the crane gateway and check it for compromise.",
+)
+
+
+class Recon:
+    name: ClassVar[str] = "recon"
+    accepts: ClassVar[tuple[type, ...]] = (ModbusRequest, ModbusResponse, RegisterSeries, Conversation)
+
+    def __init__(self) -> None:
+        self.identify = Incidents()
+        self.unusual = Incidents()
+        self.probes: dict[str, list[Conversation]] = defaultdict(list)
+        self.exceptions = Incidents()
+
+    def observe(self, event: Any, ctx: Context) -> None:
+        if isinstance(event, ModbusRequest):
+            if (event.function == ENCAPSULATED_INTERFACE and (event.sub_function in (None, 14))) or \
+                    event.function == REPORT_SERVER_ID:
+                if ctx.baseline is not None and ctx.baseline.has_function(event.src, event.dst, event.function):
+                    return
+                self.identify.add((event.src,), event, {
+                    "targets": [f"{event.dst}/unit {event.unit_id}"],
+                    "function": event.function,
+                    "objects": [event.detail.get("object_id")] if event.detail.get("object_id") is not None else [],
+                })
+            elif event.function in READ_FUNCTIONS and event.address is not None:
+                self._range(event.src, event.dst, event.function, event.address, event.quantity or 1, event, ctx)
+        elif isinstance(event, ModbusResponse):
+            if event.exception_code in (1, 2):
+                self.exceptions.add((event.dst, event.src), event, {
+                    "exception_codes": [event.exception_code], "functions": [event.function]})
+        elif isinstance(event, RegisterSeries):
+            if len(event.ts):
+                self._range(event.master, event.slave, event.function, event.address, event.quantity,
+                            _SeriesPoint(float(event.ts[0]), int(event.frame[0]), event.source), ctx,
+                            weight=len(event.ts))
+        elif isinstance(event, Conversation) and event.packets_to_server <= PROBE_PACKETS \
+                and event.bytes_to_server - 60 * event.packets_to_server < 64:
+            self.probes[event.src].append(event)
+
+    def _range(self, master: str, slave: str, function: int, address: int, quantity: int,
+               occurrence: Any, ctx: Context, weight: int = 1) -> None:
+        """A read by a known master of a range it never reads (an unknown master is rogue-master's)."""
+        from cranewatch.protocols.modbus import TABLE_OF_FUNCTION
+
+        table = TABLE_OF_FUNCTION.get(function, "?")
+        known_master = False
+        if ctx.profile is not None:
+            allowances = ctx.profile.allowances(master, slave, "modbus")
+            if allowances:
+                known_master = True
+                if any((not a.functions or function in a.functions)
+                       and (not a.ranges or any(r.covers(table, address, quantity) for r in a.ranges))
+                       for a in allowances):
+                    return
+        if ctx.baseline is not None and ctx.baseline.is_master(master, slave):
+            known_master = True
+            if ctx.baseline.has_read(master, slave, function, address, quantity):
+                return
+        if not known_master:
+            return
+        self.unusual.add((master, slave, function, address, quantity), occurrence,
+                         {"function": function, "range": f"{table}:{address}-{address + quantity - 1}"},
+                         weight=weight)
+
+    def finish(self, ctx: Context) -> list[Finding]:
+        findings: list[Finding] = []
+        for key, inc in self.identify.items():
+            targets = inc.values.get("targets", [])
+            sweep = len(targets) > 1
+            title = (f"Modbus device identification {'sweep of ' + str(len(targets)) + ' targets' if sweep else 'request'}"
+                     f" by {ctx.host_name(key[0])}")
+            dst = targets[0].split("/")[0] if len(targets) == 1 else None
+            findings.append(make_finding(ctx, VERDICT, ("identify", *key), inc, title, key[0],
+                                         endpoint(dst, 502) if dst else _first_target(targets),
+                                         Severity.HIGH if sweep else Severity.MEDIUM))
+        for key, inc in self.unusual.items():
+            master, slave, function, _address, _quantity = key
+            title = (f"{ctx.host_name(master)} read {inc.values['range']} (FC {function}) of "
+                     f"{ctx.host_name(slave)}, a range it does not normally read")
+            findings.append(make_finding(ctx, VERDICT, ("range", *key), inc, title, master,
+                                         endpoint(slave, 502), Severity.MEDIUM))
+        for key, inc in self.exceptions.items():
+            if inc.count < EXCEPTIONS_FOR_PROBING:
+                continue
+            title = (f"{ctx.host_name(key[0])} got {inc.count} illegal function/address answers from "
+                     f"{ctx.host_name(key[1])}: probing the process image")
+            findings.append(make_finding(ctx, VERDICT, ("exceptions", *key), inc, title, key[0],
+                                         endpoint(key[1], 502), Severity.MEDIUM))
+        findings.extend(self._scans(ctx))
+        return findings
+
+    def _scans(self, ctx: Context) -> list[Finding]:
+        findings: list[Finding] = []
+        for scanner, flows in self.probes.items():
+            by_host: dict[str, set[int]] = defaultdict(set)
+            by_port: dict[tuple[str, int], set[str]] = defaultdict(set)
+            for f in flows:
+                by_host[f.dst].add(f.dport)
+                by_port[(f.transport, f.dport)].add(f.dst)
+            scanned_hosts = [h for h, ports in by_host.items() if len(ports) >= PORT_SCAN_PORTS]
+            swept = [k for k, hosts in by_port.items() if len(hosts) >= ADDRESS_SCAN_HOSTS]
+            if not scanned_hosts and not swept:
+                continue
+            incidents = Incidents()
+            for f in sorted(flows, key=lambda c: c.ts):
+                if f.dst in scanned_hosts or (f.transport, f.dport) in swept:
+                    incidents.add((scanner,), f, {"targets": [f.dst], "ports": [f.dport]})
+            for key, inc in incidents.items():
+                hosts = inc.values.get("targets", [])
+                ports = sorted(set(inc.values.get("ports", [])))
+                inc.values["ports"] = ports[:50]
+                kind = "port scan" if scanned_hosts else "address sweep"
+                title = (f"{kind} by {ctx.host_name(scanner)}: {len(hosts)} host(s), "
+                         f"{len(ports)}+ port(s) probed")
+                dst = hosts[0] if len(hosts) == 1 else (scanned_hosts[0] if scanned_hosts else None)
+                findings.append(make_finding(ctx, VERDICT, ("scan", *key), inc, title, scanner, dst,
+                                             Severity.HIGH))
+        return findings
+
+
+def _first_target(targets: list[str]) -> str | None:
+    return targets[0].split("/")[0] if targets else None
+
+
+class _SeriesPoint:
+    """The first response of a register series, as an occurrence for the evidence."""
+
+    __slots__ = ("frame", "source", "ts")
+
+    def __init__(self, ts: float, frame: int, source: str) -> None:
+        self.ts = ts
+        self.frame = frame
+        self.source = source

@@ -1,0 +1,99 @@
+"""remote-access: SSH, RDP, VNC, Telnet, TeamViewer, AnyDesk and reverse tunnels into or out
+of the crane zone, recognised by protocol behaviour on any port (T0822 External Remote
+Services, T0886 Remote Services).
+
+Sessions come from the protocol decoders and, for flows no decoder claimed, from the first
+bytes each side sent (``rules/remote_access.yaml``). A session the profile allows raises
+nothing; one the baseline already had is low; an outbound SSH session from a crane host to
+an outside server is the shape of a reverse tunnel.
+"""
+
+from __future__ import annotations
+
+from functools import cache
+from typing import Any, ClassVar
+
+from cranewatch.detect.base import Context, Incidents, Verdict, endpoint, make_finding
+from cranewatch.detect.facts import RemoteSession
+from cranewatch.detect.rules import rule_data
+from cranewatch.model import Finding, Severity
+
+VERDICT = Verdict(
+    rule="remote-access",
+    category="remote-access",
+    severity=Severity.HIGH,
+    technique=("T0886",),
+    remedy="Remote access to crane hosts must go through the port's jump host and be in the "
+    "profile. Find who opened this session, end it, and review what was done over it.",
+)
+
+
+@cache
+def _signatures() -> list[tuple[str, dict[str, list[bytes]]]]:
+    out = []
+    for name, spec in rule_data("remote_access")["protocols"].items():
+        sig = {key: [bytes.fromhex(h) for h in spec.get(key, [])]
+               for key in ("client", "server", "client_contains", "server_contains")}
+        out.append((name, sig))
+    return out
+
+
+def identify_remote(client: bytes, server: bytes) -> str | None:
+    """Which remote-access protocol the first bytes of each side speak, if any."""
+    for name, sig in _signatures():
+        client_ok = bool(client) and any(client.startswith(p) for p in sig["client"])
+        server_ok = bool(server) and any(server.startswith(p) for p in sig["server"])
+        if sig["client_contains"] or sig["server_contains"]:
+            contains = any(p in client for p in sig["client_contains"]) or \
+                any(p in server for p in sig["server_contains"])
+            if sig["client"] or sig["server"]:
+                if (client_ok or server_ok) and contains:
+                    return name
+            elif contains:
+                return name
+            continue
+        if client_ok or server_ok:
+            return name
+    return None
+
+
+class RemoteAccess:
+    name: ClassVar[str] = "remote-access"
+    accepts: ClassVar[tuple[type, ...]] = (RemoteSession,)
+
+    def __init__(self) -> None:
+        self.incidents = Incidents()
+
+    def observe(self, fact: Any, ctx: Context) -> None:
+        if not isinstance(fact, RemoteSession):
+            return
+        if ctx.profile is not None and ctx.profile.allows(fact.src, fact.dst, fact.protocol, fact.dport):
+            return
+        crane_side = ctx.is_crane(fact.src) or ctx.is_crane(fact.dst)
+        if not crane_side:
+            return
+        self.incidents.add((fact.src, fact.dst, fact.protocol), fact, {
+            "protocol": fact.protocol, "server_port": fact.dport,
+            "detail": [fact.detail] if fact.detail else []})
+
+    def finish(self, ctx: Context) -> list[Finding]:
+        findings = []
+        for key, inc in self.incidents.items():
+            client, server, protocol = key
+            outside = ctx.is_outside(client) or ctx.is_outside(server)
+            reverse = protocol == "ssh" and ctx.is_crane(client) and not ctx.is_crane(server)
+            known = ctx.baseline is not None and ctx.baseline.has_remote(client, server, protocol)
+            severity = Severity.CRITICAL if outside else Severity.HIGH
+            if known and not outside:
+                severity = Severity.LOW
+            direction = "out of" if ctx.is_crane(client) and not ctx.is_crane(server) else (
+                "into" if not ctx.is_crane(client) else "inside")
+            title = (f"{protocol.upper()} session {direction} the crane zone: "
+                     f"{ctx.host_name(client)} → {ctx.host_name(server)}:{inc.values.get('server_port')}")
+            if reverse:
+                title += " (outbound SSH from a crane host: possible reverse tunnel)"
+            verdict = Verdict(VERDICT.rule, VERDICT.category, severity,
+                              ("T0822", "T0886") if outside else ("T0886",), VERDICT.remedy)
+            findings.append(make_finding(ctx, verdict, key, inc, title, client,
+                                         endpoint(server, inc.values.get("server_port")), severity))
+        return findings
