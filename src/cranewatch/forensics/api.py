@@ -1,0 +1,156 @@
+"""``scan_image``: the Python API of the forensic scan (the CLI, the gate and the demo use it)."""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import time
+from collections.abc import Iterable
+from pathlib import Path
+
+from cranewatch.errors import InputError, Location
+from cranewatch.forensics.checks import yara_rules
+from cranewatch.forensics.checks.base import EndpointPolicy, ScanContext
+from cranewatch.forensics.image import Entry, Image, Limits, open_image
+from cranewatch.forensics.packages import PackageDb, read_packages
+from cranewatch.forensics.result import ReferenceDiff, ScanResult
+from cranewatch.forensics.scanner import (
+    InputInfo,
+    PassResult,
+    dedupe,
+    default_workers,
+    file_pass,
+    image_checks,
+    input_info,
+    inventory,
+    make_context,
+)
+from cranewatch.forensics.vulndb import load_vulndb, match
+from cranewatch.model import Finding
+
+
+def endpoint_policy(
+    *, profile: str | os.PathLike[str] | None = None, allow: Iterable[str] = ()
+) -> tuple[EndpointPolicy, str | None]:
+    """The endpoint classification from a crane profile and ``--allow`` entries, plus the crane id."""
+    crane_nets: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = []
+    terminal_nets: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = []
+    allowed_nets: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = []
+    allowed_hosts: set[str] = set()
+    crane_id: str | None = None
+    if profile is not None:
+        from cranewatch.profile import load_profile
+
+        loaded = load_profile(Path(profile))
+        crane_id = loaded.crane_id or None
+        crane_nets.extend(loaded.zones.get("crane", ()))
+        terminal_nets.extend(loaded.zones.get("terminal", ()))
+        for endpoint in loaded.outside_endpoints:
+            allowed_nets.append(endpoint.network)
+    for item in allow:
+        item = item.strip()
+        if not item:
+            continue
+        try:
+            allowed_nets.append(ipaddress.ip_network(item, strict=False))
+        except ValueError:
+            allowed_hosts.add(item.lower().rstrip("."))
+    defaults = EndpointPolicy()
+    return (
+        EndpointPolicy(
+            crane_nets=tuple(crane_nets) or defaults.crane_nets,
+            terminal_nets=tuple(terminal_nets) or defaults.terminal_nets,
+            allowed_nets=tuple(allowed_nets),
+            allowed_hosts=frozenset(allowed_hosts),
+        ),
+        crane_id,
+    )
+
+
+def _scan_one(
+    image: Image, crane: str | None, policy: EndpointPolicy, workers: int, want_digest: bool
+) -> tuple[PassResult, list[Finding], PackageDb, ScanContext]:
+    db = read_packages(image)
+    ctx = make_context(image, db, crane, policy)
+    passed = file_pass(image, ctx, workers=workers, want_digest=want_digest)
+    whole = image_checks(image, ctx)
+    return passed, whole, db, ctx
+
+
+def scan_image(
+    path: str | os.PathLike[str],
+    *,
+    reference: str | os.PathLike[str] | None = None,
+    crane: str | None = None,
+    rules: str | os.PathLike[str] | None = None,
+    vulndb: str | os.PathLike[str] | None = None,
+    policy: EndpointPolicy | None = None,
+    limits: Limits | None = None,
+    workers: int | None = None,
+    show_suppressed: bool = False,
+) -> ScanResult:
+    """Scan one image (directory, archive, squashfs or ext image) and return the result.
+
+    With ``reference``, the reference image is scanned too: the result lists files added,
+    changed and removed, and findings also present in the reference move to ``suppressed``
+    (unless ``show_suppressed``).
+    """
+    started = time.time()
+    clock = time.perf_counter()
+    policy = policy or EndpointPolicy()
+    workers = workers or default_workers()
+    ruleset = yara_rules.compile_rules(Path(rules) if rules is not None else None)
+    db_vuln = load_vulndb(Path(vulndb)) if vulndb is not None else None
+    yara_rules.install(ruleset)
+    try:
+        with open_image(path, limits) as image:
+            info = input_info(Path(path), image)
+            passed, whole, db, ctx = _scan_one(image, crane, policy, workers, reference is not None)
+            inv = inventory(image, db, passed.kinds)
+            findings = list(passed.findings) + whole
+            if db_vuln is not None:
+                findings.extend(match(db_vuln, db.packages, db.os_release, ctx))
+            warnings = list(image.warnings) + list(passed.warnings)
+            if not image.entries:
+                raise InputError("the image holds no files", Location(file=str(path)))
+            digests = passed.digests
+            entries = image.entries
+        diff = None
+        suppressed: list[Finding] = []
+        if reference is not None:
+            with open_image(reference, limits) as ref_image:
+                ref_info = input_info(Path(reference), ref_image)
+                ref_pass, ref_whole, ref_db, ref_ctx = _scan_one(ref_image, crane, policy, workers, True)
+                ref_findings = list(ref_pass.findings) + ref_whole
+                if db_vuln is not None:
+                    ref_findings.extend(match(db_vuln, ref_db.packages, ref_db.os_release, ref_ctx))
+                diff = _diff(ref_info, entries, digests, ref_image.entries, ref_pass.digests)
+            known = {f.id for f in ref_findings}
+            if not show_suppressed:
+                suppressed = [f for f in findings if f.id in known]
+                findings = [f for f in findings if f.id not in known]
+    finally:
+        yara_rules.install(None)
+    return ScanResult(
+        inputs=(info,) if diff is None else (info, diff.reference),
+        crane=crane, inventory=inv, findings=dedupe(findings), suppressed=dedupe(suppressed), diff=diff,
+        warnings=tuple(warnings), rules=ruleset.sources, vulndb=db_vuln.sources if db_vuln else (),
+        started=started, seconds=time.perf_counter() - clock,
+    )
+
+
+def _diff(
+    ref_info: InputInfo, entries: dict[str, Entry], digests: dict[str, str],
+    ref_entries: dict[str, Entry], ref_digests: dict[str, str],
+) -> ReferenceDiff:
+    added, changed = [], []
+    for path, entry in entries.items():
+        if entry.type == "dir":
+            continue
+        old = ref_entries.get(path)
+        if old is None or old.type == "dir":
+            added.append(path)
+        elif (old.type, old.mode, old.link, ref_digests.get(path)) != (entry.type, entry.mode, entry.link, digests.get(path)):
+            changed.append(path)
+    removed = [p for p, e in ref_entries.items() if e.type != "dir" and p not in entries]
+    return ReferenceDiff(ref_info, tuple(sorted(added)), tuple(sorted(changed)), tuple(sorted(removed)))

@@ -1,0 +1,130 @@
+"""Hard-coded endpoints: addresses, host names and URLs in configs, scripts and binaries.
+
+Each endpoint is classified as crane-LAN, terminal, private, local or public (``classify_host``)
+and checked against the profile's allowed endpoints. Files that a package owns and that match
+its checksum are the distribution's business and are skipped; binaries are read as strings
+only when no package owns them. Distribution mirrors are ignored by name.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from collections.abc import Iterator
+
+from cranewatch.forensics.checks.base import EndpointPolicy, FileView, ScanContext, active_lines
+from cranewatch.model import Finding, Severity
+
+NAME = "endpoints"
+
+_IPV4 = r"(?<![\w.])(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(?:\.(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)){3}(?![\w.])"
+_URL = r"\b(?:https?|ftp|mqtts?|tcp|udp|ssh|rtsp|wss?|opc\.tcp|sftp|tftp)://(?:[^\s/@\"'<>]+@)?(\[[0-9a-fA-F:]+\]|[A-Za-z0-9.\-]+)"
+_KEYED_HOST = r"^\s*[\w.\-]*(?:server|host|remote|endpoint|broker|peer|addr|address|url|gateway|target)[\w.\-]*\s*[=:]\s*[\"']?([A-Za-z][A-Za-z0-9\-]*(?:\.[A-Za-z0-9\-]+)+)"
+_ENDPOINT_TEXT = re.compile(f"({_IPV4})|{_URL}|{_KEYED_HOST}", re.I | re.M)
+_ENDPOINT_BYTES = re.compile(
+    rb"(?<![\w.])(?:(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\.){3}(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(?![\w.])|"
+    rb"(?:https?|ftp|mqtts?|tcp|ssh|wss?)://[A-Za-z0-9.\-]{4,}"
+)
+# Package mirrors and standards bodies every distribution names; not a vendor's channel home.
+_IGNORED_DOMAINS = re.compile(
+    r"(^|\.)(debian\.org|ubuntu\.com|canonical\.com|gnu\.org|kernel\.org|freedesktop\.org|"
+    r"w3\.org|ietf\.org|iana\.org|python\.org|example\.(com|org|net)|localhost|schemas\.\w+\.\w+)$",
+    re.I,
+)
+_LOCAL_SUFFIX = re.compile(r"\.(local|lan|internal|home\.arpa|localdomain|intranet)$", re.I)
+_VERSIONISH = re.compile(r"(version|ver|v|release|firmware|fw|build)[\s=:\"'_\-]*$", re.I)
+_CGNAT = ipaddress.ip_network("100.64.0.0/10")
+
+
+def classify_host(host: str, policy: EndpointPolicy) -> str:
+    """``allowed``, ``crane-lan``, ``terminal``, ``private``, ``local``, ``ignored`` or ``public``.
+
+    Documentation ranges (192.0.2.0/24 …) count as public: they stand for public addresses.
+    """
+    host = host.strip().strip("[]").rstrip(".").lower()
+    if host in policy.allowed_hosts:
+        return "allowed"
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        if _IGNORED_DOMAINS.search(host):
+            return "ignored"
+        if _LOCAL_SUFFIX.search(host) or "." not in host:
+            return "local"
+        return "public"
+    if any(address in net for net in policy.allowed_nets):
+        return "allowed"
+    if any(address in net for net in policy.crane_nets):
+        return "crane-lan"
+    if any(address in net for net in policy.terminal_nets):
+        return "terminal"
+    if address.is_loopback or address.is_unspecified or address.is_link_local or address.is_multicast:
+        return "local"
+    if address.version == 4 and (
+        any(address in ipaddress.ip_network(n) for n in ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16"))
+        or address in _CGNAT
+    ):
+        return "private"
+    if address.version == 6 and address in ipaddress.ip_network("fc00::/7"):
+        return "private"
+    if address.version == 4 and (address.is_reserved or str(address).startswith(("0.", "255."))):
+        return "local"
+    return "public"
+
+
+_SEVERITY = {"public": Severity.HIGH, "private": Severity.MEDIUM, "crane-lan": Severity.INFO, "terminal": Severity.INFO}
+
+
+def check_file(view: FileView, ctx: ScanContext) -> Iterator[Finding]:
+    if view.pristine:
+        return
+    if view.kind == "text" and view.in_config_scope:
+        yield from _text_endpoints(view, ctx)
+    elif view.kind == "elf" and view.owner is None:
+        yield from _binary_endpoints(view, ctx)
+
+
+def _text_endpoints(view: FileView, ctx: ScanContext) -> Iterator[Finding]:
+    reported: set[str] = set()
+    for number, line in active_lines(view.lines):
+        if "://" not in line and not any(c.isdigit() for c in line) and "=" not in line and ":" not in line:
+            continue
+        for match in _ENDPOINT_TEXT.finditer(line):
+            host = match.group(1) or match.group(2) or match.group(3)
+            if not host or host in reported:
+                continue
+            if match.group(1) and _VERSIONISH.search(line[: match.start(1)]):
+                continue
+            zone = classify_host(host, ctx.endpoints)
+            if zone not in _SEVERITY:
+                continue
+            reported.add(host)
+            severity = _SEVERITY[zone]
+            yield ctx.finding(
+                rule=f"endpoint.{zone}", category="hardcoded-endpoint", severity=severity,
+                title=f"hard-coded {zone} endpoint {host}", path=view.path, line=number, excerpt_text=line,
+                technique=("T0883", "T0869") if zone == "public" else (), key=(host,), values={"host": host, "zone": zone},
+                remedy="Name the endpoint in the crane profile's allowed endpoints if it is expected, "
+                "otherwise remove it and ask the vendor what talks to it.",
+            )
+
+
+def _binary_endpoints(view: FileView, ctx: ScanContext) -> Iterator[Finding]:
+    reported: set[str] = set()
+    for match in _ENDPOINT_BYTES.finditer(view.data):
+        text = match.group(0).decode("ascii", "replace")
+        host = text.split("://", 1)[-1]
+        if host in reported:
+            continue
+        zone = classify_host(host, ctx.endpoints)
+        if zone not in ("public", "private"):
+            continue
+        reported.add(host)
+        yield ctx.finding(
+            rule=f"endpoint.binary-{zone}", category="hardcoded-endpoint",
+            severity=Severity.MEDIUM if zone == "public" else Severity.LOW,
+            title=f"{zone} endpoint {host} compiled into a binary no package owns", path=view.path,
+            offset=match.start(), excerpt_text=text, technique=("T0869",) if zone == "public" else (), key=(host,),
+            values={"host": host, "zone": zone},
+            remedy="Ask the vendor what this program connects to; allow it in the profile or remove the program.",
+        )

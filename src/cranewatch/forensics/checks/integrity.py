@@ -1,0 +1,85 @@
+"""Integrity: what separates the vendor's additions from the distribution.
+
+Package files whose content differs from dpkg's recorded md5sum (a replaced binary or script),
+changed configuration files (reported quietly: admins change them), and files in system paths
+that no package installed — executables, systemd units, kernel modules and PAM modules get a
+severity of their own, everything else is listed for review. Executables in temporary
+directories are flagged wherever they come from.
+"""
+
+from __future__ import annotations
+
+import re
+import stat
+from collections.abc import Iterator
+
+from cranewatch.forensics.checks.base import FileView, ScanContext
+from cranewatch.forensics.image import Image
+from cranewatch.model import Finding, Severity
+
+NAME = "integrity"
+
+_SYSTEM = re.compile(r"^(usr/|bin/|sbin/|lib\w*/|etc/systemd/|etc/init\.d/)")
+_SKIP = re.compile(
+    r"^(usr/share/(info/dir|mime/|icons/.*cache|fonts/.*cache|glib-2\.0/schemas/gschemas\.compiled)|"
+    r"usr/lib/(\w+-linux-gnu/)?(gconv/gconv-modules\.cache|gdk-pixbuf.*cache|locale/locale-archive)|"
+    r"usr/lib/python3[^/]*/.*__pycache__/|usr/lib/locale/)|\.pyc$"
+)
+_UNIT = re.compile(r"^(etc|usr/lib|lib)/systemd/(system|user)/.*\.(service|timer|socket|path|mount)$")
+_KMOD = re.compile(r"^(usr/)?lib/modules/.*\.ko(\.(xz|zst|gz))?$")
+_PAM_MODULE = re.compile(r"^(usr/)?lib\w*/(.*/)?security/pam_[^/]+\.so$")
+_TMP = re.compile(r"^(tmp|var/tmp|dev/shm|run|dev)/")
+
+
+def check_file(view: FileView, ctx: ScanContext) -> Iterator[Finding]:
+    path = view.path
+    if view.owner is not None and view.md5 is not None:
+        recorded = ctx.md5.get(path)
+        if recorded is not None and recorded != view.md5:
+            yield ctx.finding(
+                rule="integrity.package-file-changed", category="backdoor", severity=Severity.HIGH,
+                title=f"file of package {view.owner} differs from the package's checksum",
+                path=path, technique=("T0839",), values={"package": view.owner, "recorded_md5": recorded, "md5": view.md5},
+                remedy=f"Reinstall {view.owner} and compare the vendor's change with the original; a replaced system file is a trojan until proven otherwise.",
+            )
+        conf = ctx.conffiles.get(path)
+        if conf is not None and conf != view.md5:
+            yield ctx.finding(
+                rule="integrity.conffile-changed", category="weak-config", severity=Severity.INFO,
+                title=f"configuration file of package {view.owner} changed from the package default",
+                path=path, values={"package": view.owner},
+                remedy="Review the change (the other checks report risky settings in it).",
+            )
+
+
+def check_image(image: Image, ctx: ScanContext) -> Iterator[Finding]:
+    if not ctx.owner:
+        return  # no package database: every file would be "unowned", which says nothing
+    for entry in image.files():
+        path = entry.path
+        executable = bool(entry.mode & 0o111)
+        if _TMP.match(path) and executable:
+            yield ctx.finding(
+                rule="integrity.tmp-executable", category="backdoor", severity=Severity.HIGH,
+                title="executable file in a temporary directory", path=path, values={"mode": oct(entry.mode)},
+                technique=("T0807",), remedy="Remove it; nothing legitimate ships executables in temporary directories.",
+            )
+            continue
+        if path in ctx.owner or path in ctx.conffiles or not _SYSTEM.match(path) or _SKIP.search(path):
+            continue
+        if entry.mode & (stat.S_ISUID | stat.S_ISGID):
+            continue  # reported by weak_config as an unowned SUID/SGID program
+        if _KMOD.match(path) or _PAM_MODULE.match(path):
+            kind, severity = ("kernel module" if _KMOD.match(path) else "PAM module"), Severity.HIGH
+        elif _UNIT.match(path):
+            kind, severity = "systemd unit", Severity.MEDIUM
+        elif executable and re.match(r"^(usr/)?(local/)?s?bin/", path):
+            kind, severity = "program in a system path", Severity.MEDIUM
+        else:
+            kind, severity = "file in a system path", Severity.INFO
+        yield ctx.finding(
+            rule="integrity.unowned", category="persistence" if kind == "systemd unit" else "backdoor",
+            severity=severity, title=f"{kind} that no installed package owns", path=path,
+            values={"mode": oct(entry.mode), "size": entry.size},
+            remedy="Ask the vendor what installed it and why; compare with the golden image (--reference).",
+        )

@@ -1,0 +1,86 @@
+"""Out-of-band connectivity: cellular modems and dial-up links that bypass the crane gateway.
+
+Finds NetworkManager GSM/CDMA connections, ModemManager, ppp peers and chat scripts with AT
+commands and APNs, wvdial, QMI/MBIM tooling, SIM PINs, and udev/usb_modeswitch rules that flip
+a USB stick into modem mode. Any of these on a crane is an uplink nobody contracted for.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+
+from cranewatch.forensics.checks.base import FileView, ScanContext, active_lines, grep
+from cranewatch.model import Finding, Severity
+
+NAME = "oob"
+_TECH = ("T0883", "T0884")
+_REMEDY = "Remove the modem configuration and the modem itself; the crane's only uplink is its gateway."
+
+_AT_PATTERNS = (
+    ("apn", re.compile(r"AT\+CGDCONT\s*=|\bapn\s*[=:]|\bAPN\b\s*=", re.I)),
+    ("dial", re.compile(r"ATD\s*\*99|ATDT\s*\*99|\*99\*\*\*\d#|\*99#")),
+    ("sim-pin", re.compile(r"AT\+CPIN\s*=|\bpin\s*=\s*\d{4,8}\b", re.I)),
+)
+_NM_GSM = re.compile(r"^\s*type\s*=\s*(gsm|cdma)\s*$|^\s*\[(gsm|cdma)\]\s*$", re.I | re.M)
+_PPP_MODEM = re.compile(r"/dev/(ttyUSB|ttyACM|cdc-wdm|ttyS\d|ttyHS)|\bconnect\s+[\"']?/usr/sbin/chat|\bchat\s+-[vVsSf]", re.I)
+_MODESWITCH = re.compile(r"usb_modeswitch|MessageContent\s*=|TargetVendor", re.I)
+_MODEM_TOOLS = re.compile(
+    r"^(usr/)?(s?bin|local/s?bin)/(ModemManager|mmcli|qmicli|qmi-network|mbimcli|mbim-network|uqmi|"
+    r"usb_modeswitch|wvdial|pppd|comgt|gcom|sakis3g|atinout)$"
+)
+
+
+def check_file(view: FileView, ctx: ScanContext) -> Iterator[Finding]:
+    path = view.path
+    if _MODEM_TOOLS.match(path):
+        tool = path.rsplit("/", 1)[-1]
+        yield ctx.finding(
+            rule="oob.modem-tool", category="oob-connectivity", severity=Severity.MEDIUM,
+            title=f"cellular modem tool {tool} installed", path=path, technique=_TECH,
+            remedy=f"Remove {tool} unless the contract names a modem; it exists to drive one.",
+        )
+        return
+    if view.kind != "text":
+        return
+    if path.startswith("etc/NetworkManager/system-connections/") and _NM_GSM.search(view.text):
+        apn = next(((n, line) for n, line in active_lines(view.lines) if line.lower().startswith("apn")), None)
+        yield ctx.finding(
+            rule="oob.nm-gsm-connection", category="oob-connectivity", severity=Severity.HIGH,
+            title="NetworkManager cellular (GSM/LTE) connection" + (f" with {apn[1]}" if apn else ""),
+            path=path, line=apn[0] if apn else None, excerpt_text=apn[1] if apn else None,
+            technique=_TECH, remedy=_REMEDY,
+        )
+        return
+    if path.startswith("etc/ModemManager/") or path.startswith(("etc/ppp/peers/", "etc/wvdial")):
+        hit = next((n_l for n_l in active_lines(view.lines) if _PPP_MODEM.search(n_l[1]) or "Modem" in n_l[1]), None)
+        if hit is not None or path.startswith("etc/wvdial"):
+            number, line = hit or (None, None)
+            yield ctx.finding(
+                rule="oob.ppp-peer", category="oob-connectivity", severity=Severity.HIGH,
+                title="dial-up/cellular link configured (ppp peer, wvdial or ModemManager)",
+                path=path, line=number, excerpt_text=line, technique=_TECH, remedy=_REMEDY,
+            )
+            return
+    if not view.in_config_scope:
+        return
+    hits = list(grep(view, _AT_PATTERNS))
+    at_command = any("AT" in line.upper() and ("+" in line or "*99" in line) for _, _, line in hits)
+    if hits and (at_command or "chat" in path or "ppp" in path):
+        names = {name for name, _, _ in hits}
+        first = next((h for h in hits if h[0] == "apn"), hits[0])
+        severity = Severity.CRITICAL if "sim-pin" in names else Severity.HIGH
+        yield ctx.finding(
+            rule="oob.chat-script", category="oob-connectivity", severity=severity,
+            title="modem chat script with AT commands (" + ", ".join(sorted(names)) + ")",
+            path=path, line=first[1], excerpt_text=first[2], technique=_TECH, remedy=_REMEDY,
+        )
+        return
+    if ("udev" in path and "rules" in path) or path.startswith("etc/usb_modeswitch"):
+        match = next(((n, line) for n, line in active_lines(view.lines) if _MODESWITCH.search(line)), None)
+        if match:
+            yield ctx.finding(
+                rule="oob.modeswitch", category="oob-connectivity", severity=Severity.HIGH,
+                title="USB mode-switch rule turns a USB stick into a cellular modem",
+                path=path, line=match[0], excerpt_text=match[1], technique=_TECH, remedy=_REMEDY,
+            )

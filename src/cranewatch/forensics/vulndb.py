@@ -1,0 +1,280 @@
+"""Offline vulnerability matching: OSV JSON exports and the Debian security tracker's JSON.
+
+The analyst supplies the database (``--vulndb PATH``, a file or a directory of ``*.json``);
+nothing is fetched at scan time. OSV records match by ecosystem and package name with
+``ECOSYSTEM``/``SEMVER`` ranges (introduced/fixed/last_affected) or exact ``versions``;
+Debian tracker records match the image's release (``VERSION_CODENAME``) by source package,
+``open`` meaning every version and ``resolved`` every version below ``fixed_version``.
+Versions are compared the way each ecosystem does: dpkg's algorithm for Debian and opkg,
+PEP 440 for Python, semver for npm.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from packaging.version import InvalidVersion, Version
+
+from cranewatch.errors import InputError, Location
+from cranewatch.forensics.checks.base import ScanContext
+from cranewatch.forensics.packages import Package
+from cranewatch.model import Finding, Severity
+
+# --- version comparison ---------------------------------------------------------------------------
+
+
+def _dpkg_order(char: str) -> int:
+    if char == "~":
+        return -1
+    if char.isdigit():
+        return 0
+    if not char:
+        return 0
+    if char.isalpha():
+        return ord(char)
+    return ord(char) + 256
+
+
+def _dpkg_part(a: str, b: str) -> int:
+    """dpkg's verrevcmp for one upstream or revision string."""
+    i = j = 0
+    while i < len(a) or j < len(b):
+        first_diff = 0
+        while (i < len(a) and not a[i].isdigit()) or (j < len(b) and not b[j].isdigit()):
+            ac = _dpkg_order(a[i]) if i < len(a) else 0
+            bc = _dpkg_order(b[j]) if j < len(b) else 0
+            if ac != bc:
+                return ac - bc
+            i += 1
+            j += 1
+        while i < len(a) and a[i] == "0":
+            i += 1
+        while j < len(b) and b[j] == "0":
+            j += 1
+        while i < len(a) and a[i].isdigit() and j < len(b) and b[j].isdigit():
+            if not first_diff:
+                first_diff = ord(a[i]) - ord(b[j])
+            i += 1
+            j += 1
+        if i < len(a) and a[i].isdigit():
+            return 1
+        if j < len(b) and b[j].isdigit():
+            return -1
+        if first_diff:
+            return first_diff
+    return 0
+
+
+def _split_dpkg(version: str) -> tuple[int, str, str]:
+    epoch = 0
+    if ":" in version:
+        head, _, version = version.partition(":")
+        epoch = int(head) if head.isdigit() else 0
+    upstream, sep, revision = version.rpartition("-")
+    if not sep:
+        upstream, revision = version, ""
+    return epoch, upstream, revision
+
+
+def compare_dpkg(a: str, b: str) -> int:
+    """<0, 0, >0 like ``dpkg --compare-versions``."""
+    ea, ua, ra = _split_dpkg(a)
+    eb, ub, rb = _split_dpkg(b)
+    if ea != eb:
+        return ea - eb
+    return _dpkg_part(ua, ub) or _dpkg_part(ra, rb)
+
+
+def _semver_key(version: str) -> tuple[tuple[int, ...], int, str]:
+    core, _, pre = version.lstrip("v").partition("-")
+    nums = tuple(int(x) if x.isdigit() else 0 for x in core.split("+")[0].split("."))
+    return nums + (0,) * (3 - len(nums)), 0 if pre else 1, pre
+
+
+def compare(ecosystem: str, a: str, b: str) -> int:
+    eco = ecosystem.split(":")[0].lower()
+    if eco in ("debian", "ubuntu", "opkg", "openwrt"):
+        return compare_dpkg(a, b)
+    if eco == "pypi":
+        try:
+            va, vb = Version(a), Version(b)
+            return (va > vb) - (va < vb)
+        except InvalidVersion:
+            pass
+    ka, kb = _semver_key(a), _semver_key(b)
+    return (ka > kb) - (ka < kb)
+
+
+# --- records ----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Advisory:
+    """One vulnerability as it applies to one package name in one ecosystem."""
+
+    id: str
+    aliases: tuple[str, ...]
+    ecosystem: str  # OSV ecosystem ("Debian:12", "PyPI", "npm") or "debian-tracker:<release>"
+    package: str
+    summary: str
+    severity: Severity
+    events: tuple[tuple[str, str], ...]  # (introduced|fixed|last_affected, version) in order
+    versions: tuple[str, ...]  # exact affected versions
+    fixed: str | None
+    source: str
+
+
+_MANAGER_ECOSYSTEMS = {"dpkg": ("debian", "ubuntu"), "opkg": ("openwrt", "opkg"), "python": ("pypi",), "npm": ("npm",), "apk": ("alpine",), "rpm": ("rocky linux", "almalinux", "red hat", "suse")}
+_URGENCY = {"unimportant": Severity.LOW, "low": Severity.LOW, "medium": Severity.MEDIUM, "high": Severity.HIGH, "critical": Severity.CRITICAL}
+
+
+def _osv_severity(record: dict[str, Any]) -> Severity:
+    text = json.dumps(record.get("database_specific", {})).lower() + json.dumps(record.get("severity", [])).lower()
+    for word, severity in (("critical", Severity.CRITICAL), ("high", Severity.HIGH), ("moderate", Severity.MEDIUM), ("medium", Severity.MEDIUM), ("low", Severity.LOW)):
+        if f'"{word}"' in text:
+            return severity
+    for entry in record.get("severity", []) or []:
+        score = re.search(r"CVSS:3\.\d/AV:(\w)/AC:(\w)", str(entry.get("score", "")))
+        if score:
+            return Severity.HIGH if score.group(1) == "N" else Severity.MEDIUM
+    return Severity.MEDIUM
+
+
+def _osv_advisories(record: dict[str, Any], source: str) -> Iterator[Advisory]:
+    for affected in record.get("affected", []) or []:
+        pkg = affected.get("package", {}) or {}
+        name, ecosystem = pkg.get("name"), pkg.get("ecosystem")
+        if not name or not ecosystem:
+            continue
+        events: list[tuple[str, str]] = []
+        fixed = None
+        for rng in affected.get("ranges", []) or []:
+            if rng.get("type") not in ("ECOSYSTEM", "SEMVER"):
+                continue
+            for event in rng.get("events", []) or []:
+                for key in ("introduced", "fixed", "last_affected"):
+                    if key in event:
+                        events.append((key, str(event[key])))
+                        if key == "fixed":
+                            fixed = str(event[key])
+        yield Advisory(
+            id=str(record.get("id", "?")), aliases=tuple(record.get("aliases", []) or []), ecosystem=str(ecosystem),
+            package=str(name), summary=str(record.get("summary") or record.get("details", "")[:160]),
+            severity=_osv_severity(record), events=tuple(events),
+            versions=tuple(str(v) for v in affected.get("versions", []) or []), fixed=fixed, source=source,
+        )
+
+
+def _tracker_advisories(data: dict[str, Any], source: str) -> Iterator[Advisory]:
+    for package, issues in data.items():
+        if not isinstance(issues, dict):
+            continue
+        for issue_id, issue in issues.items():
+            if not isinstance(issue, dict):
+                continue
+            for release, info in (issue.get("releases") or {}).items():
+                status = info.get("status")
+                if status == "open":
+                    events: tuple[tuple[str, str], ...] = (("introduced", "0"),)
+                    fixed = None
+                elif status == "resolved" and info.get("fixed_version") not in (None, "0"):
+                    fixed = str(info["fixed_version"])
+                    events = (("introduced", "0"), ("fixed", fixed))
+                else:
+                    continue
+                yield Advisory(
+                    id=str(issue_id), aliases=(), ecosystem=f"debian-tracker:{release}", package=str(package),
+                    summary=str(issue.get("description", ""))[:160],
+                    severity=_URGENCY.get(str(info.get("urgency", "medium")).rstrip("*"), Severity.MEDIUM),
+                    events=events, versions=(), fixed=fixed, source=source,
+                )
+
+
+@dataclass(frozen=True)
+class VulnDb:
+    advisories: tuple[Advisory, ...]
+    sources: tuple[str, ...]
+
+
+def load_vulndb(path: Path) -> VulnDb:
+    """Read every ``*.json`` under ``path`` (or ``path`` itself): OSV records or tracker dumps."""
+    files = sorted(path.rglob("*.json")) if path.is_dir() else [path]
+    if not path.exists():
+        raise InputError("no such vulnerability database", Location(file=str(path)))
+    advisories: list[Advisory] = []
+    for file in files:
+        try:
+            data = json.loads(file.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise InputError(f"not a JSON vulnerability database: {exc}", Location(file=str(file))) from None
+        records = data if isinstance(data, list) else [data]
+        for record in records:
+            if isinstance(record, dict) and "affected" in record:
+                advisories.extend(_osv_advisories(record, str(file)))
+            elif isinstance(record, dict):
+                advisories.extend(_tracker_advisories(record, str(file)))
+    return VulnDb(tuple(advisories), tuple(str(f) for f in files))
+
+
+def _affected(advisory: Advisory, version: str, ecosystem: str) -> bool:
+    if version in advisory.versions:
+        return True
+    if not advisory.events:
+        return False
+    state = False
+    for kind, bound in advisory.events:
+        if kind == "introduced":
+            if bound == "0" or compare(ecosystem, version, bound) >= 0:
+                state = True
+        elif kind == "fixed":
+            if compare(ecosystem, version, bound) >= 0:
+                state = False
+        elif kind == "last_affected" and compare(ecosystem, version, bound) > 0:
+            state = False
+    return state
+
+
+def _applies(advisory: Advisory, package: Package, release: str) -> bool:
+    eco = advisory.ecosystem.lower()
+    if eco.startswith("debian-tracker:"):
+        return package.manager == "dpkg" and eco.split(":", 1)[1] == release and advisory.package == (package.source or package.name)
+    family = eco.split(":")[0]
+    if family not in _MANAGER_ECOSYSTEMS.get(package.manager, ()):
+        return False
+    if package.manager == "python":
+        return _norm_py(advisory.package) == _norm_py(package.name)
+    if package.manager == "dpkg":
+        return advisory.package in (package.source, package.name)
+    return advisory.package == package.name
+
+
+def _norm_py(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def match(db: VulnDb, packages: tuple[Package, ...], os_release: dict[str, str], ctx: ScanContext) -> Iterator[Finding]:
+    """Findings for every installed package a record of ``db`` says is vulnerable."""
+    release = os_release.get("VERSION_CODENAME", "")
+    by_name: dict[str, list[Advisory]] = {}
+    for advisory in db.advisories:
+        by_name.setdefault(advisory.package.lower(), []).append(advisory)
+        by_name.setdefault(_norm_py(advisory.package), []).append(advisory)
+    for package in packages:
+        candidates = {id(a): a for key in {package.name.lower(), (package.source or "").lower(), _norm_py(package.name)} for a in by_name.get(key, [])}
+        for advisory in candidates.values():
+            ecosystem = "debian" if advisory.ecosystem.startswith("debian-tracker") else advisory.ecosystem
+            if _applies(advisory, package, release) and _affected(advisory, package.version, ecosystem):
+                names = ", ".join((advisory.id, *advisory.aliases))
+                yield ctx.finding(
+                    rule="vuln.package", category="vulnerable-component", severity=advisory.severity,
+                    title=f"{package.name} {package.version} is affected by {names}" + (f": {advisory.summary}" if advisory.summary else ""),
+                    path=package.path, excerpt_text=f"{package.name} {package.version}", technique=("T0866",),
+                    key=(advisory.id, package.manager, package.name, package.version),
+                    values={"package": package.name, "version": package.version, "fixed": advisory.fixed, "advisory": advisory.id, "database": advisory.source},
+                    remedy=f"Update {package.name} to {advisory.fixed} or later." if advisory.fixed else f"No fixed version of {package.name} yet: mitigate or remove it.",
+                )
