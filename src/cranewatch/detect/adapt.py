@@ -26,10 +26,11 @@ from cranewatch.detect.facts import (
 )
 
 # S7 job functions (s7comm.param.func) and PI services, in plc-control's operation names.
-S7_FUNCTIONS = {0x29: "cpu-stop", 0x1A: "program-download", 0x1B: "program-download",
-                0x1D: "program-upload", 0x1E: "program-upload"}
+# Only the engineering station's opening jobs count: during a download the PLC itself sends
+# the download-block jobs (0x1B/0x1C) back to the station, and one upload is 0x1D then many 0x1E.
+S7_FUNCTIONS = {0x29: "cpu-stop", 0x1A: "program-download", 0x1D: "program-upload"}
 S7_PI_SERVICES = {"P_PROGRAM": "cpu-start", "_DELE": "block-delete", "_INSE": "block-activate",
-                  "_MODU": "program-download", "_GARB": "cpu-start"}
+                  "_MODU": "copy-ram-to-rom", "_GARB": "memory-compress"}
 # CIP request operations (protocols.enip.operation_of) in plc-control's names.
 CIP_OPERATIONS = {"stop": "cip-stop", "reset": "cip-reset", "run": "cip-start",
                   "program_download_initiate": "program-transfer", "program_download": "program-transfer",

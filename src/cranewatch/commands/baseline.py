@@ -1,0 +1,35 @@
+"""``cranewatch baseline CAPTURE... --out FILE``: learn a crane's normal traffic and save it."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from cranewatch.baseline import learn_baseline, save_baseline, summary_text
+from cranewatch.errors import ExitCode
+
+
+def register(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "baseline",
+        help="learn normal traffic from clean captures and save it as JSON",
+        description="Learn hosts, MAC/IP bindings, gateways, DHCP/DNS servers, the communication "
+        "graph, Modbus function codes and register ranges per master, polling periods, DNS and "
+        "TLS names and fingerprints from clean captures; save them as versioned JSON and print "
+        "a readable summary. Use the file with `cranewatch analyze --baseline FILE`.\n\n"
+        "Example:\n  cranewatch baseline normal.pcap --out sts-07.baseline.json",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("captures", nargs="+", metavar="CAPTURE", help="clean pcap/pcapng captures")
+    parser.add_argument("--out", required=True, help="where to write the baseline (JSON)")
+    parser.add_argument("--quiet", action="store_true", help="do not print the summary")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    learned = learn_baseline(args.captures)
+    save_baseline(learned, args.out)
+    if not args.quiet:
+        print(summary_text(learned), end="")
+        print(f"saved to {args.out}")
+    return int(ExitCode.OK)

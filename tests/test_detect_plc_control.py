@@ -1,0 +1,88 @@
+"""plc-control: every operation of rules/plc_control.yaml, replayed from its examples; the
+public S7/CIP captures give the expected findings through the whole pipeline."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from detect_helpers import EWS, PLC, T0, request, run, sts07
+
+from cranewatch.detect import adapt
+from cranewatch.detect.plc_control import operations
+from cranewatch.model import Severity
+from cranewatch.protocols.enip import CipRequest, operation_of
+from cranewatch.protocols.s7comm import S7JobRequest
+
+BASE: dict[str, Any] = {"ts": T0, "frame": 5, "src": "192.0.2.50", "dst": "192.0.2.10", "sport": 1100,
+                        "source": "t.pcap"}
+
+
+def example_event(example: dict[str, Any]) -> Any:
+    """The decoder event an example of the rule data describes."""
+    if example["protocol"] == "modbus":
+        return request(BASE["src"], BASE["dst"], example["function"], sub_function=example["sub_function"])
+    if example["protocol"] == "s7comm":
+        return S7JobRequest(**BASE, dport=102, pdu_ref=1, function=example["function"],
+                            pi_service=example.get("pi_service"))
+    if example["protocol"] == "enip":
+        classes = (example["class"],) if "class" in example else (0x8E,)
+        return CipRequest(**BASE, dport=44818, service=example["service"], classes=classes,
+                          operation=operation_of(example["service"], classes))
+    return None
+
+
+def cases() -> list[tuple[str, dict[str, Any]]]:
+    return [(name, ex) for name, op in operations().items() for ex in op["examples"]
+            if ex["protocol"] != "opcua"]
+
+
+@pytest.mark.parametrize(("operation", "example"), cases())
+def test_rule_data_examples(operation: str, example: dict[str, Any]) -> None:
+    event = example_event(example)
+    findings = [f for f in run([*adapt.facts_from_event(event)], crane=None) if f.category == "plc-control"]
+    assert len(findings) == 1, (operation, example)
+    f = findings[0]
+    assert f.title.startswith(operations()[operation]["title"])
+    assert f.severity == Severity.parse(operations()[operation]["severity"])
+    assert f.src == BASE["src"] and f.dst is not None and f.dst.startswith(BASE["dst"])
+
+
+def test_modbus_echo_diagnostic_is_not_control() -> None:
+    assert run([request(EWS, PLC, 8, sub_function=0)]) == []
+
+
+def test_restart_from_the_ews_in_its_window_is_low() -> None:
+    from datetime import datetime
+    from zoneinfo import ZoneInfo
+
+    in_window = datetime(2026, 11, 24, 8, 0, tzinfo=ZoneInfo("America/New_York")).timestamp()
+    (f,) = run([request(EWS, PLC, 8, ts=in_window, sub_function=1)], profile=sts07())
+    assert f.severity == Severity.LOW and "maintenance window" in f.title
+    (g,) = run([request("10.20.7.30", PLC, 8, ts=in_window, sub_function=1)], profile=sts07())
+    assert g.severity == Severity.CRITICAL
+
+
+PUBLIC = [
+    # (capture under ICS-Security-Tools/pcaps, expected operations) — checked with
+    # tshark -Y 's7comm.param.func in {0x29 0x1a 0x28} or cip.sc in {5 6 7}'
+    ("s7/snap7_s300_stop.pcapng", {"S7 CPU stop"}),
+    ("s7/s7comm_downloading_block_db1.pcap", {"Program download", "Program block inserted"}),
+    ("EthernetIP/cip_stop_plc.pcap", {"CIP stop"}),
+    ("EthernetIP/cip_start_plc.pcap", {"CIP start"}),
+    ("quickdraw/CL5000EIP-Software Download.pcap", {"CIP stop", "CIP reset", "CIP start"}),
+    ("s7/step7_s300_copyRamToRom.pcapng", {"S7 copy RAM to ROM"}),
+]
+
+
+@pytest.mark.parametrize(("capture", "expected"), PUBLIC)
+def test_public_ics_captures(shared_data: Path, capture: str, expected: set[str]) -> None:
+    from cranewatch.detect.engine import build_sink
+    from cranewatch.pipeline import analyze
+
+    result = analyze([shared_data / "pcaps" / "ICS-Security-Tools" / "pcaps" / capture],
+                     sinks=[build_sink()])
+    titles = {f.title for f in result.findings if f.category == "plc-control"}
+    for prefix in expected:
+        assert any(t.startswith(prefix) for t in titles), (prefix, titles)
