@@ -5,10 +5,9 @@ from __future__ import annotations
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
-from detect_helpers import CMS, EWS, OCR, PLC, learn, run, sts07, write
-
 from cranewatch.model import Severity
 from cranewatch.profile import parse_profile
+from detect_helpers import CMS, EWS, OCR, PLC, learn, run, sts07, write
 
 NY = ZoneInfo("America/New_York")
 IN_WINDOW = datetime(2026, 11, 24, 7, 30, tzinfo=NY).timestamp()  # a Tuesday, 07:30 local
