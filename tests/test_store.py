@@ -53,7 +53,7 @@ def test_migrations_from_empty_are_recorded_in_order(tmp_path: Path) -> None:
         assert store.applied_migrations() == [m.name for m in MIGRATIONS]
         assert store.migrate() == []  # idempotent
     assert {"cranes", "crane_components", "crane_history", "runs", "run_inputs", "findings",
-            "run_findings", "run_artifacts", "gate_decisions", "schema_migrations"} <= tables(db)
+            "run_findings", "run_artifacts", "gate_decisions", "rulesets", "schema_migrations"} <= tables(db)
     with sqlite3.connect(db) as conn:
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
 
@@ -82,6 +82,9 @@ def test_migrations_from_each_earlier_schema_keep_data(tmp_path: Path, earlier: 
         # the newest tables work after the upgrade
         store.record_gate("STS-07", "needs-review", [{"kind": "missing"}], {}, who="tester")
         assert store.latest_gate("STS-07") is not None
+        store.record_ruleset("STS-07", "quarantine", "table inet x {}\n", who="tester")
+        stored = store.latest_ruleset("STS-07")
+        assert stored is not None and stored.purpose == "quarantine"
 
 
 def test_a_failing_migration_leaves_nothing_behind(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -102,3 +102,15 @@ class GateRecord:
     reasons: tuple[dict[str, Any], ...]
     policy: dict[str, Any]
     run_id: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class StoredRuleset:
+    """A firewall ruleset generated for a crane, as written out (for the report)."""
+
+    crane: str
+    purpose: str  # quarantine | in-service
+    at: float
+    who: str
+    sha256: str
+    text: str

@@ -124,6 +124,21 @@ MIGRATIONS: tuple[Migration, ...] = (
             "CREATE INDEX gate_decisions_crane ON gate_decisions(crane, seq)",
         ),
     ),
+    Migration(
+        "0004_rulesets",
+        (
+            """CREATE TABLE rulesets (
+                seq INTEGER PRIMARY KEY AUTOINCREMENT,
+                crane TEXT NOT NULL,
+                purpose TEXT NOT NULL CHECK (purpose IN ('quarantine', 'in-service')),
+                at REAL NOT NULL,
+                who TEXT NOT NULL,
+                sha256 TEXT NOT NULL,
+                text TEXT NOT NULL
+            )""",
+            "CREATE INDEX rulesets_crane ON rulesets(crane, seq)",
+        ),
+    ),
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -21,7 +21,15 @@ from typing import Any
 from cranewatch import __version__
 from cranewatch.errors import InputError, Location, StateError, UsageError
 from cranewatch.model import Finding, iso_time
-from cranewatch.store.records import Component, Crane, GateRecord, HistoryEntry, Run, RunInput
+from cranewatch.store.records import (
+    Component,
+    Crane,
+    GateRecord,
+    HistoryEntry,
+    Run,
+    RunInput,
+    StoredRuleset,
+)
 from cranewatch.store.schema import MIGRATIONS
 
 RUN_KINDS = ("analyze", "scan-image", "gate")
@@ -426,6 +434,27 @@ class Store:
     def latest_gate(self, crane: str) -> GateRecord | None:
         decisions = self.gate_decisions(crane)
         return decisions[-1] if decisions else None
+
+    # -- firewall rulesets --------------------------------------------------------------------
+
+    def record_ruleset(self, crane: str, purpose: str, text: str, *, who: str) -> StoredRuleset:
+        digest = hashlib.sha256(text.encode()).hexdigest()
+        now = time.time()
+        with self._write() as db:
+            db.execute(
+                "INSERT INTO rulesets(crane, purpose, at, who, sha256, text) VALUES (?, ?, ?, ?, ?, ?)",
+                (crane, purpose, now, who, digest, text),
+            )
+        return StoredRuleset(crane, purpose, now, who, digest, text)
+
+    def latest_ruleset(self, crane: str, purpose: str | None = None) -> StoredRuleset | None:
+        """The newest ruleset of the crane (of one purpose, if given)."""
+        query = "SELECT * FROM rulesets WHERE crane=?" + (" AND purpose=?" if purpose else "")
+        params = (crane, purpose) if purpose else (crane,)
+        row = self._db.execute(query + " ORDER BY seq DESC LIMIT 1", params).fetchone()
+        if row is None:
+            return None
+        return StoredRuleset(row["crane"], row["purpose"], row["at"], row["who"], row["sha256"], row["text"])
 
 
 _UPSERT_FINDING = """

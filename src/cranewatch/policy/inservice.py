@@ -1,0 +1,276 @@
+"""The in-service allow-list: only the communications the profile (and baseline) allow cross.
+
+Each allowed communication that crosses the crane zone's border becomes one accept rule per
+client, server, protocol and port with its own counter; return traffic of allowed connections
+passes by conntrack (established/related); everything else touching the crane zone is dropped,
+logged with the crane's prefix (``cw STS-07 in-service drop: ``) and counted.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from cranewatch import __version__
+from cranewatch.errors import Location, ProfileError
+from cranewatch.policy.nft import (
+    Chain,
+    Rule,
+    Ruleset,
+    address_match,
+    identifier,
+    log_prefix,
+    render,
+    sorted_addresses,
+    table_name,
+)
+from cranewatch.policy.quarantine import zone_drops, zone_sets
+from cranewatch.profile import CraneProfile
+
+# The transport(s) each profile protocol rides on; None: any transport.
+TRANSPORTS: dict[str, tuple[str, ...] | None] = {
+    "modbus": ("tcp",), "s7comm": ("tcp",), "enip": ("tcp",), "opcua": ("tcp",), "mqtt": ("tcp",),
+    "http": ("tcp",), "https": ("tcp",), "tls": ("tcp",), "rtsp": ("tcp",), "ssh": ("tcp",),
+    "rdp": ("tcp",), "vnc": ("tcp",), "telnet": ("tcp",), "dns": ("tcp", "udp"), "ntp": ("udp",),
+    "syslog": ("udp",), "dhcp": ("udp",), "any": None,
+}
+
+IpNet = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+@dataclass(frozen=True, slots=True)
+class Communication:
+    """One allowed communication with concrete ends: the input of one accept rule."""
+
+    client: tuple[str, ...] | None  # addresses/networks; None = any
+    server: tuple[str, ...] | None
+    transports: tuple[str, ...] | None
+    port: int | None
+    label: str  # e.g. "ocr → broker mqtt/1883"
+    counter: str
+    source: str  # where it comes from: profile file:line, baseline
+
+
+def communications_from_baseline(baseline: Any) -> list[Communication]:
+    """Communications a learned baseline saw.
+
+    Reads a ``cranewatch.baseline.Baseline`` (its ``pairs`` of client, server, server port,
+    with transports from ``services`` and protocol names from ``protocols``) or, for hand-made
+    input, a ``{"communications": [{client, server, port, transport|protocol}]}`` mapping.
+    """
+    if baseline is None:
+        return []
+    if hasattr(baseline, "pairs"):
+        items: list[dict[str, Any]] = []
+        for client, server, port in sorted(baseline.pairs):
+            seen = sorted(t for s, t, p in getattr(baseline, "services", ()) if s == server and p == port)
+            names = sorted(n for s, p, n in getattr(baseline, "protocols", ()) if s == server and p == port)
+            for transport in seen or ["tcp"]:
+                items.append({"client": client, "server": server, "port": port, "transport": transport,
+                              "protocol": names[0] if names else transport})
+    else:
+        items = list(baseline.get("communications", []) if isinstance(baseline, dict) else baseline)
+    out: list[Communication] = []
+    for item in items:
+        client, server, port = item.get("client"), item.get("server"), item.get("port")
+        transport = item.get("transport")
+        protocol = str(item.get("protocol") or "any").lower()
+        transports = (str(transport).lower(),) if transport else TRANSPORTS.get(protocol)
+        if not client or not server:
+            continue
+        out.append(
+            Communication(
+                (str(client),), (str(server),), transports, None if port is None else int(port),
+                f"{client} → {server} {protocol}/{port if port is not None else 'any'}",
+                identifier("learned", str(client), str(server), protocol, str(port or "any")),
+                "baseline",
+            )
+        )
+    return out
+
+
+def _networks(addresses: Sequence[str] | None) -> list[IpNet] | None:
+    return None if addresses is None else [ipaddress.ip_network(a, strict=False) for a in addresses]
+
+
+def _inside(nets: list[IpNet] | None, zone: Sequence[IpNet]) -> str:
+    """``crane`` if every address is in the crane zone, ``other`` if none is, else ``both``."""
+    if nets is None:
+        return "both"
+    inside = [any(n.version == z.version and n.subnet_of(z) for z in zone) for n in nets]  # type: ignore[arg-type]
+    overlaps = [any(n.version == z.version and n.overlaps(z) for z in zone) for n in nets]
+    if all(inside):
+        return "crane"
+    if not any(overlaps):
+        return "other"
+    return "both"
+
+
+def resolve(profile: CraneProfile, pattern: str, where: Location) -> tuple[str, ...] | None:
+    """A profile endpoint (host name, IP, CIDR, ``zone:NAME``, ``*``) as addresses; None = any."""
+    if pattern == "*" or pattern == "zone:outside":
+        return None
+    if pattern.startswith("zone:"):
+        nets = profile.zones.get(pattern[5:])
+        if not nets:
+            raise ProfileError(f"no zone {pattern[5:]!r} in the profile", where)
+        return tuple(str(n) for n in nets)
+    host = profile.host_by_name(pattern)
+    if host is not None:
+        return (host.ip,)
+    try:
+        return (str(ipaddress.ip_network(pattern, strict=False)),)
+    except ValueError:
+        raise ProfileError(f"{pattern!r} is not a host of the profile nor an address", where) from None
+
+
+def communications_from_profile(profile: CraneProfile) -> list[Communication]:
+    comms: list[Communication] = []
+    for allowance in profile.allowed:
+        where = Location(file=profile.source or None, line=allowance.line)
+        port = allowance.port
+        comms.append(
+            Communication(
+                resolve(profile, allowance.client, where),
+                resolve(profile, allowance.server, where),
+                TRANSPORTS.get(allowance.protocol),
+                port,
+                f"{allowance.client} → {allowance.server} {allowance.protocol}/{port if port is not None else 'any'}",
+                identifier("allow", allowance.client.replace("zone:", "zone_"), allowance.server,
+                           *([] if allowance.protocol == allowance.server else [allowance.protocol]),
+                           str(port or "any")),
+                f"profile {where}" if allowance.line else "profile",
+            )
+        )
+    for end in profile.outside_endpoints:
+        clients = (tuple(ip for c in end.clients for ip in (resolve(profile, c, Location(file=profile.source)) or ()))
+                   or tuple(str(n) for n in profile.zones.get("crane", ())))
+        comms.append(
+            Communication(
+                clients, (str(end.network),), TRANSPORTS.get(end.protocol.lower(), ("tcp",)), end.port,
+                f"{'/'.join(end.clients) or 'crane zone'} → outside endpoint {end.name} "
+                f"{end.protocol}/{end.port if end.port is not None else 'any'}",
+                identifier("outside", end.name, str(end.port or "any")),
+                "profile [[outside]]",
+            )
+        )
+    return comms
+
+
+def _l4_match(transports: tuple[str, ...] | None, port: int | None) -> tuple[str, ...]:
+    if transports is None:
+        return ()
+    if len(transports) == 1:
+        return (f"{transports[0]} dport {port}",) if port is not None else (f"meta l4proto {transports[0]}",)
+    protos = f"meta l4proto {{ {', '.join(sorted(transports))} }}"
+    return (protos, f"th dport {port}") if port is not None else (protos,)
+
+
+def _accept_rule(comm: Communication, counter: str) -> Rule:
+    match: list[str] = []
+    if comm.client is not None:
+        match.append(address_match("saddr", sorted_addresses(comm.client)))
+    if comm.server is not None:
+        match.append(address_match("daddr", sorted_addresses(comm.server)))
+    match.extend(_l4_match(comm.transports, comm.port))
+    return Rule(tuple(match), "accept", counter, comments=(f"{comm.label}  ({comm.source})",))
+
+
+def inservice_plan(
+    profile: CraneProfile,
+    baseline: Any = None,
+    *,
+    crane: str | None = None,
+    interface: str | None = None,
+) -> Ruleset:
+    """The in-service allow-list as data (see ``inservice_ruleset``)."""
+    name = crane or profile.crane_id
+    zone = profile.zones.get("crane", ())
+    if not zone:
+        raise ProfileError("the profile names no crane zone ([zones] crane = [CIDR])",
+                           Location(file=profile.source or None))
+    sets = zone_sets([str(n) for n in zone])
+    fam = sets[0].family
+    gateway = profile.gateway.ip if profile.gateway else None
+
+    forward: dict[tuple[str, ...], Rule] = {}
+    to_firewall: dict[tuple[str, ...], Rule] = {}
+    skipped: list[str] = []
+    used_counters: set[str] = set()
+    for comm in [*communications_from_profile(profile), *communications_from_baseline(baseline)]:
+        client_side = _inside(_networks(comm.client), zone)
+        server_side = _inside(_networks(comm.server), zone)
+        to_gateway = (gateway is not None and comm.server is not None and len(comm.server) == 1
+                      and ipaddress.ip_network(comm.server[0]) == ipaddress.ip_network(gateway))
+        if not to_gateway and client_side == server_side != "both":
+            where = "inside the crane LAN" if client_side == "crane" else "outside the crane zone"
+            skipped.append(f"{comm.label}: {where}, does not cross this firewall ({comm.source})")
+            continue
+        counter = comm.counter
+        n = 2
+        while counter in used_counters:  # two allowances with the same words stay apart
+            counter, n = f"{comm.counter}_{n}", n + 1
+        rule = _accept_rule(comm, counter)
+        target = to_firewall if to_gateway else forward
+        if rule.match in target:  # the profile already allows exactly this
+            continue
+        used_counters.add(counter)
+        target[rule.match] = rule
+
+    drops = zone_drops(name, "in-service", fam, interface)
+    def established(counter: str) -> Rule:
+        return Rule(("ct state established,related",), "accept", counter,
+                    comments=("replies within connections an accept rule below allowed",))
+
+    invalid = Rule((f"{fam} saddr @crane_zone", "ct state invalid"), "drop", "invalid_from_crane",
+                   log_prefix(name, "in-service"), ("packets conntrack cannot place (e.g. a stray ACK scan)",))
+    header = (
+        f"cranewatch in-service allow-list for crane {name}",
+        f"generated by cranewatch {__version__} from {profile.source or 'the profile'}"
+        + (" and a learned baseline" if baseline is not None else "") + "; regenerate, do not edit:",
+        f"  cranewatch policy {name}",
+        "",
+        f"crane zone: {', '.join(sets[0].elements)}"
+        + (f" (behind interface {interface})" if interface else ""),
+        "Only the communications below cross the crane zone's border, each with its own counter;",
+        "replies of allowed connections pass by connection tracking;",
+        f'everything else is dropped, logged with prefix "{log_prefix(name, "in-service")}" and counted.',
+        *(["", "not routed through this firewall, so no rule here:"] + [f"  {s}" for s in sorted(skipped)]
+          if skipped else []),
+        "",
+        "check:  nft -c -f FILE      load on the crane's firewall:  nft -f FILE",
+        f"read:   nft list counters table inet {table_name(name)}",
+    )
+
+    def ordered(rules: dict[tuple[str, ...], Rule]) -> tuple[Rule, ...]:
+        return tuple(sorted(rules.values(), key=lambda r: r.counter or ""))
+
+    return Ruleset(
+        table=table_name(name),
+        header=header,
+        sets=sets,
+        chains=(
+            Chain("forward", "forward",
+                  (established("return_traffic"), invalid, *ordered(forward), *drops["forward"])),
+            Chain("input", "input",
+                  (established("return_to_firewall"), *ordered(to_firewall), *drops["input"])),
+            Chain("output", "output", (established("return_from_firewall"), *drops["output"])),
+        ),
+    )
+
+
+def inservice_ruleset(
+    profile: CraneProfile,
+    baseline: Any = None,
+    *,
+    crane: str | None = None,
+    interface: str | None = None,
+) -> str:
+    """nftables text for a crane in service: the profile's (and baseline's) allow-list, rest dropped."""
+    return render(inservice_plan(profile, baseline, crane=crane, interface=interface))
+
+
+def describe(comms: Iterable[Communication]) -> list[str]:
+    return [c.label for c in comms]

@@ -1,0 +1,224 @@
+"""Ruleset generation: nft accepts every ruleset, output is deterministic and says what it allows."""
+
+from __future__ import annotations
+
+import random
+import re
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from cranewatch.errors import ProfileError, UsageError
+from cranewatch.policy import check_ruleset, inservice_ruleset, quarantine_ruleset, table_name
+from cranewatch.profile import load_profile, parse_profile
+from cranewatch.store import Crane
+
+REPO = Path(__file__).resolve().parents[1]
+STS07 = REPO / "profiles" / "sts-07.toml"
+
+VENDOR_PROFILE = """
+[crane]
+id = "STS-11"
+[zones]
+crane = ["10.30.11.0/24", "10.30.111.0/24"]
+terminal = ["10.30.0.0/24"]
+[gateway]
+ip = "10.30.11.254"
+[[hosts]]
+name = "cms"
+role = "cms"
+ip = "10.30.11.30"
+[[hosts]]
+name = "historian"
+role = "historian"
+ip = "10.30.0.40"
+[[allow]]
+client = "cms"
+server = "historian"
+protocol = "opcua"
+port = 4840
+[[allow]]
+client = "*"
+server = "cms"
+protocol = "https"
+port = 443
+[[allow]]
+client = "zone:crane"
+server = "10.30.11.254"
+protocol = "dhcp"
+port = 67
+[[outside]]
+name = "vendor-diagnostics"
+address = "203.0.113.40/32"
+port = 443
+protocol = "https"
+clients = ["cms"]
+"""
+
+
+def rule_lines(text: str) -> list[str]:
+    return [line.strip() for line in text.splitlines() if " counter name " in line]
+
+
+def test_quarantine_ruleset_allows_only_the_station() -> None:
+    text = quarantine_ruleset("STS-07", "10.20.0.100", zone="10.20.7.0/24")
+    assert "table inet cranewatch_sts_07 {" in text
+    assert rule_lines(text) == [
+        'ip saddr @analysis_station ip daddr @crane_zone counter name "station_to_crane" accept',
+        'ip saddr @crane_zone ip daddr @analysis_station counter name "crane_to_station" accept',
+        'ip saddr @crane_zone log prefix "cw STS-07 quarantine drop: " counter name "drop_from_crane" drop',
+        'ip daddr @crane_zone log prefix "cw STS-07 quarantine drop: " counter name "drop_to_crane" drop',
+        'ip saddr @crane_zone log prefix "cw STS-07 quarantine drop: " counter name "drop_crane_to_firewall" drop',
+        'ip daddr @crane_zone log prefix "cw STS-07 quarantine drop: " counter name "drop_firewall_to_crane" drop',
+    ]
+    assert "elements = { 10.20.7.0/24 }" in text and "elements = { 10.20.0.100 }" in text
+
+
+def test_quarantine_takes_the_zone_of_a_registered_crane_and_an_interface() -> None:
+    crane = Crane("STS-07", zone="10.20.7.0/24")
+    text = quarantine_ruleset(crane, ["10.20.0.101", "10.20.0.100"], interface="crane0")
+    assert "elements = { 10.20.0.100, 10.20.0.101 }" in text  # sorted
+    assert 'iifname "crane0" log prefix "cw STS-07 quarantine drop: " counter name "drop_from_crane" drop' in text
+    with pytest.raises(UsageError, match="no crane zone"):
+        quarantine_ruleset(replace(crane, zone=None), "10.20.0.100")
+    with pytest.raises(UsageError, match="analysis station"):
+        quarantine_ruleset(crane, [])
+    with pytest.raises(UsageError, match="not an address"):
+        quarantine_ruleset(crane, "station.example")
+
+
+def test_inservice_ruleset_from_the_sts07_profile() -> None:
+    text = inservice_ruleset(load_profile(STS07))
+    accepts = [line for line in rule_lines(text) if line.startswith("ip saddr") and line.endswith("accept")]
+    # checked by hand against the [[allow]] tables of profiles/sts-07.toml: only those crossing
+    # the crane zone's border; cms/ocr → plc and ocr → cameras stay inside the crane LAN
+    assert accepts == [
+        'ip saddr 10.20.0.50 ip daddr 10.20.7.10 tcp dport 502 counter name "allow_ews_plc_modbus_502" accept',
+        'ip saddr 10.20.0.50 ip daddr 10.20.7.10 tcp dport 102 counter name "allow_ews_plc_s7comm_102" accept',
+        'ip saddr 10.20.7.20 ip daddr 10.20.0.6 tcp dport 1883 counter name "allow_ocr_broker_mqtt_1883" accept',
+        'ip saddr 10.20.0.5 ip daddr 10.20.7.30 tcp dport 8080 counter name "allow_tos_cms_http_8080" accept',
+        'ip saddr 10.20.7.0/24 ip daddr 10.20.0.8 meta l4proto { tcp, udp } th dport 53 counter name "allow_zone_crane_dns_53" accept',
+        'ip saddr 10.20.7.0/24 ip daddr 10.20.0.7 udp dport 123 counter name "allow_zone_crane_ntp_123" accept',
+        'ip saddr 10.20.7.0/24 ip daddr 10.20.0.9 udp dport 514 counter name "allow_zone_crane_syslog_514" accept',
+    ]
+    assert "ocr → camera-1 rtsp/554: inside the crane LAN" in text
+    assert 'ct state established,related counter name "return_traffic" accept' in text
+    assert text.count('log prefix "cw STS-07 in-service drop: "') == 5
+
+
+def test_inservice_handles_any_clients_outside_endpoints_and_the_firewall_itself() -> None:
+    text = inservice_ruleset(parse_profile(VENDOR_PROFILE, "sts-11.toml"))
+    lines = rule_lines(text)
+    assert 'ip daddr 10.30.11.30 tcp dport 443 counter name "allow_cms_https_443" accept' in lines
+    assert ('ip saddr 10.30.11.30 ip daddr 203.0.113.40 tcp dport 443 '
+            'counter name "outside_vendor_diagnostics_443" accept') in lines
+    assert ('ip saddr 10.30.11.30 ip daddr 10.30.0.40 tcp dport 4840 '
+            'counter name "allow_cms_historian_opcua_4840" accept') in lines
+    # DHCP to the gateway is traffic to the firewall itself: an input-chain rule
+    input_chain = text.split("chain input")[1].split("chain output")[0]
+    assert 'udp dport 67 counter name "allow_zone_crane_10_30_11_254_dhcp_67" accept' in input_chain
+    assert "elements = { 10.30.11.0/24, 10.30.111.0/24 }" in text
+    assert "table inet cranewatch_sts_11" in text
+
+
+def test_baseline_communications_are_added_once() -> None:
+    profile = load_profile(STS07)
+    baseline = {"communications": [
+        {"client": "10.20.7.30", "server": "10.20.0.9", "protocol": "syslog", "port": 6514, "transport": "tcp"},
+        {"client": "10.20.0.50", "server": "10.20.7.10", "protocol": "modbus", "port": 502},  # in the profile
+        {"client": "10.20.7.10", "server": "10.20.7.30", "protocol": "modbus", "port": 502},  # inside
+    ]}
+    text = inservice_ruleset(profile, baseline)
+    assert ('ip saddr 10.20.7.30 ip daddr 10.20.0.9 tcp dport 6514 '
+            'counter name "learned_10_20_7_30_10_20_0_9_syslog_6514" accept') in text
+    assert text.count("tcp dport 502 counter") == 1
+    assert "and a learned baseline" in text
+
+
+def test_output_is_deterministic_whatever_the_order_of_the_profile() -> None:
+    profile = load_profile(STS07)
+    shuffled = list(profile.allowed)
+    random.Random(7).shuffle(shuffled)
+    again = replace(profile, allowed=tuple(shuffled))
+    # the comments carry profile line numbers, which travel with each allowance
+    assert inservice_ruleset(profile) == inservice_ruleset(again)
+    assert quarantine_ruleset("STS-07", "10.20.0.100", zone="10.20.7.0/24") == quarantine_ruleset(
+        "STS-07", "10.20.0.100", zone="10.20.7.0/24")
+
+
+def test_a_profile_without_a_crane_zone_is_refused() -> None:
+    with pytest.raises(ProfileError, match="no crane zone"):
+        inservice_ruleset(replace(load_profile(STS07), zones={}))
+
+
+def test_table_names_are_nft_identifiers() -> None:
+    assert table_name("STS-07") == "cranewatch_sts_07"
+    assert re.fullmatch(r"cranewatch_[a-z0-9_]+", table_name("Kai 3 / STS.12"))
+
+
+@pytest.mark.root
+def test_nft_accepts_every_generated_ruleset(as_root: None) -> None:
+    rulesets = [
+        quarantine_ruleset("STS-07", "10.20.0.100", zone="10.20.7.0/24"),
+        quarantine_ruleset("STS-07", ["10.20.0.100", "10.20.0.128/28"], zone=["10.20.7.0/24", "10.20.17.0/24"],
+                           interface="crane0"),
+        quarantine_ruleset("STS-09", "fd00:20::100", zone="fd00:20:9::/64"),
+        inservice_ruleset(load_profile(STS07)),
+        inservice_ruleset(load_profile(STS07), interface="crane0"),
+        inservice_ruleset(load_profile(STS07), {"communications": [
+            {"client": "10.20.7.30", "server": "10.20.0.9", "protocol": "syslog", "port": 6514, "transport": "tcp"}]}),
+        inservice_ruleset(parse_profile(VENDOR_PROFILE, "sts-11.toml")),
+    ]
+    for text in rulesets:
+        check_ruleset(text)
+
+
+@pytest.mark.root
+def test_nft_check_reports_a_broken_ruleset(as_root: None) -> None:
+    from cranewatch.errors import InputError
+    broken = quarantine_ruleset("STS-07", "10.20.0.100", zone="10.20.7.0/24").replace("drop\n", "dorp\n", 1)
+    with pytest.raises(InputError, match="nft refuses the ruleset"):
+        check_ruleset(broken)
+
+
+def test_a_learned_baseline_object_adds_its_pairs() -> None:
+    from cranewatch.baseline import Baseline
+
+    learned = Baseline(
+        pairs=frozenset({("10.20.7.30", "10.20.0.9", 6514), ("10.20.0.50", "10.20.7.10", 502)}),
+        services=frozenset({("10.20.0.9", "tcp", 6514), ("10.20.7.10", "tcp", 502)}),
+        protocols=frozenset({("10.20.7.10", 502, "modbus")}),
+    )
+    text = inservice_ruleset(load_profile(STS07), learned)
+    assert rule_lines(text).count(
+        'ip saddr 10.20.7.30 ip daddr 10.20.0.9 tcp dport 6514 counter name "learned_10_20_7_30_10_20_0_9_tcp_6514" accept'
+    ) == 1
+    assert text.count("tcp dport 502 counter") == 1  # the profile already allows the EWS poll
+
+
+def test_cli_quarantine_and_policy_write_record_and_move_the_crane(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from cranewatch.cli import main
+    from cranewatch.store import open_store
+
+    db = str(tmp_path / "cw.db")
+    assert main(["fleet", "import", str(REPO / "profiles" / "fleet-example.toml"), "--db", db]) == 0
+    out = tmp_path / "q.nft"
+    assert main(["quarantine", "STS-07", "--station", "10.20.0.100", "--out", str(out), "--set-state",
+                 "--by", "ana", "--db", db]) == 0
+    assert out.read_text() == quarantine_ruleset("STS-07", "10.20.0.100", zone="10.20.7.0/24")
+    assert main(["policy", "STS-07", "--db", db]) == 0
+    printed = capsys.readouterr().out
+    assert 'counter name "allow_ocr_broker_mqtt_1883" accept' in printed
+    with open_store(db) as store:
+        crane = store.crane("STS-07")
+        assert crane is not None and crane.state == "quarantined"
+        assert store.history("STS-07")[-1].who == "ana"
+        quarantine = store.latest_ruleset("STS-07", "quarantine")
+        assert quarantine is not None and quarantine.text == out.read_text()
+        latest = store.latest_ruleset("STS-07")
+        assert latest is not None and latest.purpose == "in-service"
+    assert main(["policy", "STS-08", "--db", db]) == 2
+    assert "no registered profile" in capsys.readouterr().err

@@ -1,0 +1,287 @@
+"""Real packets through the generated rulesets, loaded into nftables in a router namespace.
+
+Topology (all namespaces prefixed ``cwpol-``, created and removed here):
+
+    cwpol-crane 10.20.7.10 (PLC: pymodbus server, sshd), 10.20.7.20 (OCR: paho publisher)
+        │ 10.20.7.254
+    cwpol-rt  (the crane's firewall, ruleset under test) ── 198.51.100.1 ── cwpol-out 198.51.100.7
+        │ 10.20.0.254
+    cwpol-term 10.20.0.5 (TOS), .6 (mosquitto), .50 (EWS: pymodbus client), .100 (analysis station)
+
+The verdicts are read from the real nftables counters (``nft -j list counters``) and the
+drop rules' log prefix from ``nft -j list table``.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from cranewatch.policy import inservice_ruleset, quarantine_ruleset
+from cranewatch.profile import load_profile
+
+pytestmark = pytest.mark.root
+
+REPO = Path(__file__).resolve().parents[1]
+NS = {"rt": "cwpol-rt", "crane": "cwpol-crane", "term": "cwpol-term", "out": "cwpol-out"}
+TABLE = "cranewatch_sts_07"
+PLC, OCR, TOS, BROKER, EWS, STATION, OUTSIDE = (
+    "10.20.7.10", "10.20.7.20", "10.20.0.5", "10.20.0.6", "10.20.0.50", "10.20.0.100", "198.51.100.7")
+
+
+def ip(*args: str) -> None:
+    subprocess.run(["ip", *args], check=True, capture_output=True, text=True)
+
+
+def ns_cmd(ns: str, *cmd: str) -> list[str]:
+    return ["ip", "netns", "exec", NS[ns], *cmd]
+
+
+def py_in(ns: str, code: str, timeout: float = 20) -> str:
+    done = subprocess.run(ns_cmd(ns, sys.executable, "-c", textwrap.dedent(code)),
+                          capture_output=True, text=True, timeout=timeout)
+    assert done.returncode == 0, done.stderr
+    return done.stdout.strip()
+
+
+def remove_namespaces() -> None:
+    for name in NS.values():
+        subprocess.run(["ip", "netns", "del", name], capture_output=True)
+
+
+def build_topology() -> None:
+    remove_namespaces()  # leftovers of an interrupted run (only our own names)
+    for name in NS.values():
+        ip("netns", "add", name)
+    links = {"crane": ("cwpol-rc", "cwpol-c", "10.20.7.254/24", [f"{PLC}/24", f"{OCR}/24"]),
+             "term": ("cwpol-rtm", "cwpol-t", "10.20.0.254/24",
+                      [f"{a}/24" for a in (TOS, BROKER, EWS, STATION)]),
+             "out": ("cwpol-ro", "cwpol-o", "198.51.100.1/24", [f"{OUTSIDE}/24"])}
+    for side, (rt_if, side_if, rt_addr, addrs) in links.items():
+        ip("-n", NS["rt"], "link", "add", rt_if, "type", "veth", "peer", "name", side_if, "netns", NS[side])
+        ip("-n", NS["rt"], "addr", "add", rt_addr, "dev", rt_if)
+        ip("-n", NS["rt"], "link", "set", rt_if, "up")
+        for addr in addrs:
+            ip("-n", NS[side], "addr", "add", addr, "dev", side_if)
+        ip("-n", NS[side], "link", "set", side_if, "up")
+        ip("-n", NS[side], "link", "set", "lo", "up")
+        ip("-n", NS[side], "route", "add", "default", "via", rt_addr.split("/")[0])
+    subprocess.run(ns_cmd("rt", "sysctl", "-qw", "net.ipv4.ip_forward=1"), check=True)
+
+
+def wait_listening(ns: str, addr: str, port: int) -> None:
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        out = subprocess.run(ns_cmd(ns, "ss", "-Hltn", f"src {addr}:{port}"),
+                             capture_output=True, text=True).stdout
+        if out.strip():
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"nothing listens on {addr}:{port} in {NS[ns]}")
+
+
+MODBUS_SERVER = f"""
+from pymodbus.datastore import ModbusDeviceContext, ModbusSequentialDataBlock, ModbusServerContext
+from pymodbus.server import StartTcpServer
+# every input register reads 4231: hoist_load 423.1 t would be absurd, but it is easy to spot
+device = ModbusDeviceContext(ir=ModbusSequentialDataBlock(1, [4231] * 32))
+StartTcpServer(context=ModbusServerContext(devices=device, single=True), address=("{PLC}", 502))
+"""
+
+
+@dataclass
+class Lab:
+    tmp: Path
+    daemons: list[subprocess.Popen[bytes]]
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
+    import os
+    if os.geteuid() != 0:
+        pytest.skip("needs root (network namespaces); CI runs as root")
+    for tool in ("nft", "mosquitto", "socat", "ssh-keygen"):
+        if shutil.which(tool) is None:
+            pytest.fail(f"{tool} is not installed: run scripts/install-deps.sh")
+    tmp = tmp_path_factory.mktemp("cwpol")
+    build_topology()
+    daemons: list[subprocess.Popen[bytes]] = []
+    logs: list[Any] = []
+    try:
+        def start(ns: str, *cmd: str) -> None:
+            logs.append((tmp / f"{ns}-{len(daemons)}.log").open("wb"))
+            daemons.append(subprocess.Popen(ns_cmd(ns, *cmd), stdout=subprocess.DEVNULL, stderr=logs[-1]))
+
+        start("crane", sys.executable, "-c", MODBUS_SERVER)
+        (tmp / "mosquitto.conf").write_text(f"listener 1883 {BROKER}\nallow_anonymous true\npersistence false\n")
+        start("term", "mosquitto", "-c", str(tmp / "mosquitto.conf"))
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(tmp / "hostkey")], check=True)
+        (tmp / "sshd_config").write_text(
+            f"ListenAddress {PLC}\nPort 22\nHostKey {tmp / 'hostkey'}\nPidFile {tmp / 'sshd.pid'}\n"
+            "UsePAM no\nPasswordAuthentication no\n")
+        Path("/run/sshd").mkdir(exist_ok=True)  # sshd's privilege-separation directory
+        start("crane", "/usr/sbin/sshd", "-D", "-e", "-f", str(tmp / "sshd_config"))
+        start("out", "socat", f"TCP-LISTEN:443,bind={OUTSIDE},fork,reuseaddr", "SYSTEM:echo outside-service")
+        for ns, addr, port in (("crane", PLC, 502), ("term", BROKER, 1883), ("crane", PLC, 22),
+                               ("out", OUTSIDE, 443)):
+            wait_listening(ns, addr, port)
+        yield Lab(tmp, daemons)
+    finally:
+        for daemon in daemons:
+            daemon.terminate()
+        for daemon in daemons:
+            try:
+                daemon.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                daemon.kill()
+        for log in logs:
+            log.close()
+        remove_namespaces()
+
+
+def load(lab: Lab, ruleset: str) -> None:
+    path = lab.tmp / "ruleset.nft"
+    path.write_text(ruleset)
+    subprocess.run(ns_cmd("rt", "nft", "flush", "ruleset"), check=True)
+    subprocess.run(ns_cmd("rt", "nft", "-f", str(path)), check=True, capture_output=True)
+
+
+def counters() -> dict[str, int]:
+    out = subprocess.run(ns_cmd("rt", "nft", "-j", "list", "counters", "table", "inet", TABLE),
+                         check=True, capture_output=True, text=True).stdout
+    return {o["counter"]["name"]: o["counter"]["packets"] for o in json.loads(out)["nftables"] if "counter" in o}
+
+
+def log_prefixes_by_counter() -> dict[str, str]:
+    """For each rule that logs: its named counter → its log prefix, as the kernel holds them."""
+    out = subprocess.run(ns_cmd("rt", "nft", "-j", "list", "table", "inet", TABLE),
+                         check=True, capture_output=True, text=True).stdout
+    found: dict[str, str] = {}
+    for obj in json.loads(out)["nftables"]:
+        rule = obj.get("rule")
+        if not rule:
+            continue
+        prefix = next((e["log"]["prefix"] for e in rule["expr"] if "log" in e), None)
+        counter = next((e["counter"] for e in rule["expr"] if "counter" in e), None)
+        if prefix and isinstance(counter, str):
+            found[counter] = prefix
+    return found
+
+
+def tcp_talk(ns: str, src: str, dst: str, port: int, timeout: float = 1.0) -> str:
+    """Connect from ``src`` and read the first line: the banner, ``refused`` or ``timeout``."""
+    return py_in(ns, f"""
+        import socket
+        s = socket.socket()
+        s.settimeout({timeout})
+        s.bind(("{src}", 0))
+        try:
+            s.connect(("{dst}", {port}))
+            print(s.recv(64).decode(errors="replace").strip() or "connected")
+        except socket.timeout:
+            print("timeout")
+        except ConnectionRefusedError:
+            print("refused")
+    """)
+
+
+def modbus_poll(src: str) -> str:
+    return py_in("term", f"""
+        from pymodbus.client import ModbusTcpClient
+        client = ModbusTcpClient("{PLC}", port=502, source_address=("{src}", 0), timeout=1, retries=0)
+        if not client.connect():
+            print("blocked")
+        else:
+            reply = client.read_input_registers(1, count=2, device_id=1)
+            print("registers", *reply.registers)
+            client.close()
+    """)
+
+
+def mqtt_publish(payload: str) -> str:
+    return py_in("crane", f"""
+        import paho.mqtt.client as mqtt
+        client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="ocr-sts-07")
+        client.connect_timeout = 1.0
+        try:
+            client.connect("{BROKER}", 1883, keepalive=10, bind_address="{OCR}")
+        except OSError as exc:
+            print("blocked", type(exc).__name__)
+            raise SystemExit(0)
+        client.loop_start()
+        info = client.publish("terminal/cranes/STS-07/ocr", {payload!r}, qos=1, retain=True)
+        info.wait_for_publish(timeout=5)
+        print("published" if info.is_published() else "not published")
+        client.disconnect()
+        client.loop_stop()
+    """)
+
+
+def test_in_service_allow_list_passes_allowed_and_drops_the_rest(lab: Lab) -> None:
+    load(lab, inservice_ruleset(load_profile(REPO / "profiles" / "sts-07.toml")))
+    assert set(log_prefixes_by_counter().values()) == {"cw STS-07 in-service drop: "}
+    assert {"drop_from_crane", "drop_to_crane"} <= set(log_prefixes_by_counter())
+
+    # the EWS polls the PLC over Modbus/TCP: allowed, and the registers come back
+    assert modbus_poll(EWS) == "registers 4231 4231"
+    # the OCR publishes a move event to the terminal broker: allowed; the TOS side receives it
+    event = '{"container": "CSQU3054383", "move": "discharge", "pol": "CNSHA", "pod": "USORF"}'
+    assert mqtt_publish(event) == "published"
+    got = subprocess.run(ns_cmd("term", "mosquitto_sub", "-h", BROKER, "-t", "terminal/cranes/STS-07/ocr",
+                                "-C", "1", "-W", "5"), capture_output=True, text=True, timeout=10)
+    assert got.stdout.strip() == event
+    after_allowed = counters()
+    assert after_allowed["allow_ews_plc_modbus_502"] >= 1
+    assert after_allowed["allow_ocr_broker_mqtt_1883"] >= 1
+    assert after_allowed["return_traffic"] >= 2
+    assert after_allowed["drop_to_crane"] == after_allowed["drop_from_crane"] == 0
+
+    # the sshd on the PLC is real (its banner answers inside the crane LAN) ...
+    assert tcp_talk("crane", OCR, PLC, 22).startswith("SSH-2.0-")
+    # ... but SSH from the terminal is dropped (a timeout, not a refusal) and counted
+    assert tcp_talk("term", TOS, PLC, 22) == "timeout"
+    # the outside service is real (the terminal reaches it: not crane traffic) ...
+    assert tcp_talk("term", TOS, OUTSIDE, 443) == "outside-service"
+    # ... but nothing from the crane reaches the outside
+    assert tcp_talk("crane", PLC, OUTSIDE, 443) == "timeout"
+    # a Modbus poll from the TOS is not in the allow-list either
+    assert modbus_poll(TOS) == "blocked"
+    final = counters()
+    assert final["drop_to_crane"] >= 2  # the SSH SYN and the TOS poll (plus retransmissions)
+    assert final["drop_from_crane"] >= 1  # the SYN to the outside
+    assert final["allow_ews_plc_modbus_502"] == after_allowed["allow_ews_plc_modbus_502"]
+
+
+def test_quarantine_passes_only_the_analysis_station(lab: Lab) -> None:
+    load(lab, quarantine_ruleset("STS-07", STATION, zone="10.20.7.0/24"))
+    assert set(log_prefixes_by_counter().values()) == {"cw STS-07 quarantine drop: "}
+
+    # the analysis station reaches the PLC, and the crane may answer it
+    assert modbus_poll(STATION) == "registers 4231 4231"
+    assert tcp_talk("term", STATION, PLC, 22).startswith("SSH-2.0-")
+    allowed = counters()
+    assert allowed["station_to_crane"] >= 2 and allowed["crane_to_station"] >= 2
+    assert allowed["drop_to_crane"] == allowed["drop_from_crane"] == 0
+
+    # everything else is dropped: the EWS poll allowed in service, the OCR's MQTT event,
+    # SSH from the TOS, and the crane calling outside
+    assert modbus_poll(EWS) == "blocked"
+    assert mqtt_publish('{"container": "CSQU3054383"}').startswith("blocked")
+    assert tcp_talk("term", TOS, PLC, 22) == "timeout"
+    assert tcp_talk("crane", PLC, OUTSIDE, 443) == "timeout"
+    final = counters()
+    assert final["drop_to_crane"] >= 2
+    assert final["drop_from_crane"] >= 2
+    # the firewall itself is out of reach too
+    assert tcp_talk("crane", PLC, "10.20.7.254", 22) == "timeout"
+    assert counters()["drop_crane_to_firewall"] >= 1
