@@ -1,0 +1,19 @@
+#!/bin/sh
+# Regenerate the bundled lab captures under src/cranewatch/data/lab/<scenario>/ (needs root).
+# Each scenario runs for SECONDS (default 30) with its own seed; the parts' logs are dropped.
+#   sudo scripts/make-lab-data.sh            # every scenario
+#   sudo scripts/make-lab-data.sh recon beacon
+set -eu
+cd "$(dirname "$0")/.."
+CRANEWATCH="${CRANEWATCH:-.venv/bin/cranewatch}"
+SECONDS_PER_RUN="${SECONDS_PER_RUN:-30}"
+DATA=src/cranewatch/data/lab
+if [ "$#" -eq 0 ]; then
+    set -- $("$CRANEWATCH" lab list | cut -d' ' -f1)
+fi
+"$CRANEWATCH" lab clean >/dev/null
+for scenario in "$@"; do
+    rm -rf "$DATA/$scenario"
+    "$CRANEWATCH" lab run "$scenario" --out "$DATA/$scenario" --seconds "$SECONDS_PER_RUN" --no-logs
+done
+du -sh "$DATA"
