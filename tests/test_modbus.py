@@ -165,7 +165,11 @@ def test_malformed_pdu_raises_once_and_keeps_the_events_around_it() -> None:
     with pytest.raises(DecodeError, match="FC 3 request"):
         decoder.feed(True, good1 + bad + good2, 1.0, 7)
     events = decoder.feed(True, b"", 1.0, 7)
-    assert [e.transaction_id for e in events] == [1, 3]
+    assert [e.transaction_id for e in events] == [1, 2, 3]
+    malformed = events[1]
+    assert isinstance(malformed, ModbusRequest)
+    assert (malformed.function, malformed.address) == (3, None)
+    assert malformed.detail["data"] == "030000" and "FC 3 request" in malformed.detail["malformed"]
 
 
 def test_garbage_framing_warns_once_then_resynchronises_on_next_feed() -> None:
@@ -195,9 +199,20 @@ def test_reused_transaction_id_leaves_first_request_unanswered() -> None:
     assert (event.address, event.request_frame) == (16, 2)
 
 
+def test_malformed_exception_response_keeps_its_code() -> None:
+    decoder = ModbusDecoder(CTX)
+    with pytest.raises(DecodeError, match="exception response"):
+        decoder.feed(False, adu(1, 10, hexb("81 06 00")), 1.0, 91)
+    (event,) = decoder.feed(False, b"", 1.0, 91)
+    assert (event.function, event.exception_code, event.unit_id) == (1, 6, 10)
+
+
 def test_probe_accepts_mbap_and_rejects_other_protocols() -> None:
     assert probe(adu(1, 1, hexb("03 0000 0001")), b"")
+    assert probe(adu(1, 1, hexb("03 0000 0001")) + adu(2, 1, hexb("04 0000 0001")), b"")
+    assert not probe(adu(1, 1, hexb("03 0000 0001")) + b"\x00", b"")
     assert probe(b"", adu(1, 1, hexb("83 02")))
+    assert not probe(b"\x03\x00\x00\x16\x11\xe0\x00\x00\x00\x01\x00", b"")  # TPKT/COTP (S7)
     assert not probe(b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc", b"")  # TLS ClientHello
     assert not probe(b"GET / HTTP/1.1\r\n", b"")
     assert not probe(b"\x00\x01\x00\x00\x00", b"")

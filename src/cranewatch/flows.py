@@ -193,6 +193,10 @@ class Flow:
     to_client: Side = field(default_factory=Side)
     protocol: str | None = None  # name of the app decoder, "" when none applies
     decoder: Any = None
+    # The decoder sees the roles the other way round: the side that opened the connection
+    # owns the protocol's well-known port (e.g. a test rig whose port-502 side dials out).
+    decoder_reversed: bool = False
+    probes: int = 0  # payloads looked at to choose a decoder
     client_first: bytes = b""
     server_first: bytes = b""
 
@@ -345,7 +349,7 @@ class FlowTable:
                 source: str) -> Flow:
         proto = int(row["proto"])
         port_a, port_b = int(row["pa"]), int(row["pb"])
-        if proto == IPPROTO_TCP and flags & TCP_SYN:
+        if proto == IPPROTO_TCP and (flags & (TCP_SYN | TCP_FIN | TCP_RST)) == TCP_SYN:
             # SYN: the sender is the client; SYN-ACK: the receiver is.
             sender_is_client = not flags & TCP_ACK
             client_is_a = src_is_a == sender_is_client

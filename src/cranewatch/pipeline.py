@@ -47,6 +47,9 @@ from cranewatch.sources.pcap import PacketBatch, open_capture
 MAX_WARNINGS = 1000  # kept in the result; the rest are counted
 SWEEP_SECONDS = 10.0  # capture time between flow-table sweeps
 BATCH_PACKETS = 65536
+# Payloads a flow may show before it is declared not for any decoder: a first segment can be
+# too short or odd (fuzzers, keep-alives) for a probe.
+MAX_PROBES = 4
 
 
 class Sink(Protocol):
@@ -301,9 +304,10 @@ class Analysis:
 
     def __init__(self, sinks: Sequence[Sink] = (), *, fast_path: bool = True,
                  decoders: Sequence[DecoderSpec] | None = None,
-                 flow_table: FlowTable | None = None) -> None:
+                 flow_table: FlowTable | None = None, fold_reads: bool = True) -> None:
         self.sinks = list(sinks)
-        self.fast_path = fast_path
+        self.fast_path = fast_path and fold_reads
+        self.fold_reads = fold_reads
         self.decoders = list(decoders) if decoders is not None else load_decoders()
         self.flows = flow_table or FlowTable()
         self.book = ModbusBook()
@@ -327,7 +331,7 @@ class Analysis:
 
     def emit(self, event: Event) -> None:
         self.events[event.kind] = self.events.get(event.kind, 0) + 1
-        if self.book.observe(event):
+        if self.book.observe(event) and self.fold_reads:
             return
         for sink in self.sinks:
             sink.on_event(event)
@@ -428,10 +432,15 @@ class Analysis:
         server_first = b"" if from_client else payload
         candidates = [s for s in self.decoders if s.transport == transport]
         chosen: DecoderSpec | None = None
+        reversed_roles = False
         for spec in candidates:
             if flow.server_port in spec.ports and (
                     spec.probe is None or spec.probe(client_first, server_first)):
                 chosen = spec
+                break
+            if flow.client_port in spec.ports and flow.server_port not in spec.ports and (
+                    spec.probe is None or spec.probe(server_first, client_first)):
+                chosen, reversed_roles = spec, True  # tshark, too, trusts the port here
                 break
         if chosen is None:
             for spec in candidates:
@@ -439,12 +448,18 @@ class Analysis:
                     chosen = spec
                     break
         if chosen is None:
-            flow.protocol = ""
+            flow.probes += 1
+            if flow.probes >= MAX_PROBES:
+                flow.protocol = ""  # undecided after a few payloads: not for any decoder
             return
         flow.protocol = chosen.name
-        context = FlowContext(client=ip_text(flow.client), client_port=flow.client_port,
-                              server=ip_text(flow.server), server_port=flow.server_port,
-                              transport=transport, source=flow.source)
+        flow.decoder_reversed = reversed_roles
+        client, server = ip_text(flow.client), ip_text(flow.server)
+        client_port, server_port = flow.client_port, flow.server_port
+        if reversed_roles:
+            client, server, client_port, server_port = server, client, server_port, client_port
+        context = FlowContext(client=client, client_port=client_port, server=server,
+                              server_port=server_port, transport=transport, source=flow.source)
         flow.decoder = chosen.factory(context)
 
     def _decode_payloads(self, batch: PacketBatch, decoded: DecodedBatch, flows: list[Flow],
@@ -470,6 +485,7 @@ class Analysis:
         """Run the vectorised Modbus read path; return the rows left for the slow path."""
         is_modbus = np.fromiter(
             (isinstance(f.decoder, ModbusDecoder) and f.proto == IPPROTO_TCP
+             and not f.decoder_reversed
              and f.to_server.stream is not None and f.to_client.stream is not None
              and not f.to_server.stream.held and not f.to_client.stream.held
              and f.decoder.idle() for f in flows), dtype=bool, count=len(flows))
@@ -548,16 +564,17 @@ class Analysis:
                     if isinstance(piece, Chunk):
                         self._feed(flow, to_server, piece.data, piece.ts, piece.frame, source)
                     else:
-                        flow.decoder.gap(to_server)
+                        flow.decoder.gap(to_server != flow.decoder_reversed)
             else:
                 self._feed(flow, to_server, data, ts, frame, source)
 
     def _feed(self, flow: Flow, to_server: bool, data: bytes, ts: float, frame: int,
               source: str) -> None:
         decoder = flow.decoder
+        from_client = to_server != flow.decoder_reversed
         for _ in range(64):  # a decoder that raised is asked again for what followed
             try:
-                events = decoder.feed(to_server, data, ts, frame)
+                events = decoder.feed(from_client, data, ts, frame)
             except DecodeError as exc:
                 self.warn(Warning_(f"{flow.protocol}: {exc.message}", source, frame, "decode"))
                 data = b""
@@ -566,7 +583,7 @@ class Analysis:
                 self.emit(event)
             break
         if isinstance(decoder, ModbusDecoder) and decoder.unanswered:
-            master, slave = ip_text(flow.client), ip_text(flow.server)
+            master, slave = decoder.context.client, decoder.context.server
             for pending in decoder.unanswered:
                 self.book.unanswered(master, slave, pending)
             decoder.unanswered.clear()
@@ -582,9 +599,9 @@ class Analysis:
                             self._feed(flow, from_client, piece.data, piece.ts, piece.frame,
                                        flow.source)
                         else:
-                            flow.decoder.gap(from_client)
+                            flow.decoder.gap(from_client != flow.decoder_reversed)
             if isinstance(flow.decoder, ModbusDecoder):
-                master, slave = ip_text(flow.client), ip_text(flow.server)
+                master, slave = flow.decoder.context.client, flow.decoder.context.server
                 for pending in flow.decoder.pending.values():
                     self.book.unanswered(master, slave, pending)
                 flow.decoder.pending = {}

@@ -127,8 +127,10 @@ class RegisterSeries:
 # --------------------------------------------------------------------------------------------
 
 MBAP_LEN = 7  # transaction id, protocol id, length, unit id
-MAX_ADU_LENGTH = 260  # MBAP length field counts unit id + PDU: at most 254 (1 + 253)
 MAX_MBAP_LENGTH = 254
+# Framing accepts longer ADUs than the standard's 254: some devices send 255 (seen in the
+# public Modicon capture), and tshark decodes them; a length field beyond this is garbage.
+MAX_FRAMING_LENGTH = 1024
 
 # Request byte counts that the standard fixes, to reject what cannot be Modbus.
 _MAX_READ_BITS = 2000
@@ -271,12 +273,14 @@ def parse_request(pdu: bytes) -> RequestFields:
         _need(body, 1, "FC 43 request")
         mei = body[0]
         if mei == 14:
-            _exact(body, 3, "FC 43/14 request")
-            return RequestFields(fc, sub_function=mei,
-                                 detail={"read_code": body[1], "object_id": body[2]})
+            _need(body, 3, "FC 43/14 request")
+            device_detail: dict[str, Any] = {"read_code": body[1], "object_id": body[2]}
+            if len(body) > 3:
+                device_detail["trailing"] = body[3:].hex()  # tshark ignores them as well
+            return RequestFields(fc, sub_function=mei, detail=device_detail)
         return RequestFields(fc, sub_function=mei, detail={"data": body[1:].hex()})
-    if fc & 0x80 or fc == 0:
-        raise DecodeError(f"function code {fc} is not valid in a request")
+    if fc & 0x80:
+        raise DecodeError(f"function code {fc} (an exception response) in a request")
     # User-defined and unassigned codes: keep the bytes, do not guess their meaning.
     return RequestFields(fc, detail={"data": body.hex()})
 
@@ -379,8 +383,6 @@ def parse_response(pdu: bytes, request: RequestFields | None = None) -> Response
         if body[0] == 14:
             return ResponseFields(fc, detail=_device_identification(body))
         return ResponseFields(fc, detail={"mei_type": body[0], "data": body[1:].hex()})
-    if fc == 0:
-        raise DecodeError("function code 0 is not valid")
     return ResponseFields(fc, detail={"data": body.hex()})
 
 
@@ -398,10 +400,12 @@ def _device_identification(body: bytes) -> dict[str, Any]:
             raise DecodeError(f"FC 43/14 response: object {object_id} truncated")
         objects[str(object_id)] = value.decode("latin-1")
         at += 2 + length
+    found: dict[str, Any] = {"mei_type": 14, "read_code": body[1], "conformity": body[2],
+                             "more_follows": body[3], "next_object_id": body[4],
+                             "objects": objects}
     if at != len(body):
-        raise DecodeError("FC 43/14 response: bytes after the object list")
-    return {"mei_type": 14, "read_code": body[1], "conformity": body[2],
-            "more_follows": body[3], "next_object_id": body[4], "objects": objects}
+        found["trailing"] = body[at:].hex()
+    return found
 
 
 @dataclass(frozen=True, slots=True)
@@ -419,7 +423,12 @@ def looks_like_mbap(data: bytes) -> bool:
     if len(data) < 8:
         return False
     length = _u16(data, 4)
-    return data[2] == 0 and data[3] == 0 and 2 <= length <= MAX_MBAP_LENGTH and data[7] != 0
+    if data[2] or data[3] or not 2 <= length <= MAX_FRAMING_LENGTH:
+        return False
+    # The first segment holds whole ADUs (a master writes one at a time): the length must
+    # land on the end of the data or on another MBAP header.
+    end = 6 + length
+    return end == len(data) or (end < len(data) and looks_like_mbap(data[end:]))
 
 
 def probe(client_first: bytes, server_first: bytes) -> bool:
@@ -465,7 +474,7 @@ class ModbusDecoder:
             while len(buffer) - at >= MBAP_LEN + 1:
                 protocol_id = _u16(buffer, at + 2)
                 length = _u16(buffer, at + 4)
-                if protocol_id or not 2 <= length <= MAX_MBAP_LENGTH:
+                if protocol_id or not 2 <= length <= MAX_FRAMING_LENGTH:
                     skipped = len(buffer) - at
                     at = len(buffer)  # framing is lost: drop what we hold and resynchronise
                     if self._resync[from_client]:
@@ -481,25 +490,34 @@ class ModbusDecoder:
                 self._resync[from_client] = False
                 adu = buffer[at:end]
                 at = end
-                event = self._decode_adu(from_client, adu, ts, frame)
-                if event is not None:
-                    events.append(event)
+                event, problem = self._decode_adu(from_client, adu, ts, frame)
+                events.append(event)
+                if problem is not None:
+                    raise problem
         except DecodeError:
             self._buffer[from_client] = buffer[at:]
             self._ready = events
             raise
         self._buffer[from_client] = buffer[at:]
-        if self._resync[from_client] and len(self._buffer[from_client]) > MAX_ADU_LENGTH:
+        if self._resync[from_client] and len(self._buffer[from_client]) > MAX_FRAMING_LENGTH + 6:
             self._buffer[from_client] = b""
         return events
 
-    def _decode_adu(self, from_client: bool, adu: bytes, ts: float, frame: int) -> Event | None:
+    def _decode_adu(self, from_client: bool, adu: bytes, ts: float,
+                    frame: int) -> tuple[Event, DecodeError | None]:
+        """One ADU as an event. A malformed PDU still gives an event (header, function code,
+        ``detail["malformed"]``): a fuzzing master is worth seeing; the error comes with it."""
         ctx = self.context
         transaction_id = _u16(adu, 0)
         unit_id = adu[6]
         pdu = adu[7:]
+        problem: DecodeError | None = None
         if from_client:
-            fields = parse_request(pdu)
+            try:
+                fields = parse_request(pdu)
+            except DecodeError as exc:
+                problem = exc
+                fields = RequestFields(pdu[0], detail={"malformed": exc.message, "data": pdu.hex()})
             if transaction_id in self.pending:
                 self.unanswered.append(self.pending.pop(transaction_id))
             if len(self.pending) >= self.MAX_PENDING:
@@ -513,16 +531,22 @@ class ModbusDecoder:
                 quantity=fields.quantity, values=fields.values, sub_function=fields.sub_function,
                 read_address=fields.read_address, read_quantity=fields.read_quantity,
                 detail=fields.detail,
-            )
-        _need(pdu, 1, "response")
+            ), problem
         request = self.pending.get(transaction_id)
         if request is not None and request.fields.function != pdu[0] & 0x7F:
             request = None  # a different question was asked with this id: not its answer
         if request is not None:
             del self.pending[transaction_id]
-        answer = parse_response(pdu, request.fields if request is not None else None)
+        try:
+            answer = parse_response(pdu, request.fields if request is not None else None)
+        except DecodeError as exc:
+            problem = exc
+            code = pdu[0]
+            answer = ResponseFields(
+                code & 0x7F, exception_code=pdu[1] if code & 0x80 and len(pdu) > 1 else None,
+                detail={"malformed": exc.message, "data": pdu.hex()})
         address, quantity = answer.address, answer.quantity
-        if request is not None:
+        if request is not None and address is None:  # writes echo their own range: keep it
             asked = request.fields
             if asked.function == 23:
                 address, quantity = asked.read_address, asked.read_quantity
@@ -534,7 +558,7 @@ class ModbusDecoder:
             unit_id=unit_id, function=answer.function, exception_code=answer.exception_code,
             address=address, quantity=quantity, values=answer.values,
             request_frame=request.frame if request is not None else None, detail=answer.detail,
-        )
+        ), problem
 
 
 SPEC = register(
