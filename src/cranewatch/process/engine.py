@@ -1,0 +1,167 @@
+"""The process sink: collects register series and writes from the pipeline, then runs every
+process check and returns findings (with a plot of the values around each).
+
+Plugs into the capture pipeline as a sink (``on_event``, ``on_series``, ``on_flow_end``,
+``finish``). ``run_checks`` is the pure core: an aligned frame in, findings out, for callers
+that already hold signals (tests, benchmarks, other plants).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from cranewatch.model import Finding
+from cranewatch.process import plot
+from cranewatch.process.checks import (
+    CheckContext,
+    CraneLimits,
+    Incident,
+    all_checks,
+    incidents_to_findings,
+)
+from cranewatch.process.envelope import ProcessBaseline, learn
+from cranewatch.process.signals import (
+    STS07_REGISTER_MAP,
+    RegisterMap,
+    SignalFrame,
+    build_frame,
+    extract_signals,
+    is_write_event,
+)
+from cranewatch.process.state import crane_states
+from cranewatch.protocols.modbus import RegisterSeries
+
+
+@dataclass(frozen=True, slots=True)
+class ProcessConfig:
+    """What the profile tells the process checks about one crane."""
+
+    register_map: RegisterMap = STS07_REGISTER_MAP
+    limits: CraneLimits = field(default_factory=CraneLimits)
+    maintenance: tuple[tuple[float, float], ...] = ()
+    crane: str | None = None
+
+
+def run_checks(frame: SignalFrame, config: ProcessConfig | None = None,
+               baseline: ProcessBaseline | None = None, with_plots: bool = True) -> list[Finding]:
+    """Every process check over one aligned frame."""
+    config = config or ProcessConfig()
+    if len(frame.t) < 2:
+        return []
+    ctx = CheckContext(frame=frame, states=crane_states(frame, config.maintenance),
+                       limits=config.limits, baseline=baseline,
+                       maintenance=config.maintenance, crane=config.crane)
+    incidents: list[Incident] = []
+    for check in all_checks():
+        incidents.extend(check(ctx))
+    return incidents_to_findings(ctx, incidents, plot.render if with_plots else None)
+
+
+def learn_baseline(frame: SignalFrame, config: ProcessConfig | None = None) -> ProcessBaseline:
+    config = config or ProcessConfig()
+    return learn(frame, crane_states(frame, config.maintenance))
+
+
+@dataclass
+class ProcessSink:
+    """Pipeline sink: keeps what carries signal values, checks them at the end."""
+
+    config: ProcessConfig = field(default_factory=ProcessConfig)
+    baseline: ProcessBaseline | None = None
+    series: list[RegisterSeries] = field(default_factory=list)
+    writes: list[object] = field(default_factory=list)
+
+    def on_event(self, event: object) -> None:
+        if is_write_event(event):
+            self.writes.append(event)
+
+    def on_series(self, series: RegisterSeries) -> None:
+        self.series.append(series)
+
+    def on_flow_end(self, flow: object) -> None:
+        return None
+
+    def frame(self) -> SignalFrame:
+        signals = extract_signals(self.series, self.writes, self.config.register_map)
+        return build_frame(signals)
+
+    def finish(self) -> list[Finding]:
+        return run_checks(self.frame(), self.config, self.baseline)
+
+
+def collect(series: Sequence[RegisterSeries], events: Sequence[object] = (),
+            config: ProcessConfig | None = None) -> SignalFrame:
+    """An aligned frame straight from series and events (no pipeline)."""
+    config = config or ProcessConfig()
+    return build_frame(extract_signals(series, events, config.register_map))
+
+
+def _point_high(profile: object, name: str) -> float | None:
+    for point in getattr(profile, "registers", ()):
+        if getattr(point, "name", None) == name:
+            high = getattr(point, "high", None)
+            return None if high is None else float(high)
+    return None
+
+
+def maintenance_intervals(profile: object, start: float, end: float,
+                          step: float = 60.0) -> tuple[tuple[float, float], ...]:
+    """The profile's maintenance windows that overlap [start, end], as epoch intervals.
+
+    Windows are weekly hours or dated spans (``MaintenanceWindow.covers``): sampled every
+    ``step`` seconds, each edge then refined to 0.1 s by bisection.
+    """
+    windows = tuple(getattr(profile, "maintenance", ()))
+    if not windows or end < start:
+        return ()
+
+    def covered(ts: float) -> bool:
+        return any(w.covers(ts) for w in windows)
+
+    def edge(lo: float, hi: float, inside_lo: bool) -> float:
+        while hi - lo > 0.1:
+            mid = (lo + hi) / 2
+            if covered(mid) == inside_lo:
+                lo = mid
+            else:
+                hi = mid
+        return hi if inside_lo else lo
+
+    samples = [start + i * step for i in range(int((end - start) // step) + 1)] + [end]
+    flags = [covered(ts) for ts in samples]
+    out: list[tuple[float, float]] = []
+    begin = start if flags[0] else None
+    for i in range(1, len(samples)):
+        if flags[i] and not flags[i - 1]:
+            begin = edge(samples[i - 1], samples[i], False)
+        elif not flags[i] and flags[i - 1] and begin is not None:
+            out.append((begin, edge(samples[i - 1], samples[i], True)))
+            begin = None
+    if begin is not None:
+        out.append((begin, end))
+    return tuple(out)
+
+
+def config_from_profile(profile: object, start: float = 0.0, end: float = 0.0) -> ProcessConfig:
+    """The process configuration a crane profile gives (register map, limits, maintenance
+    windows between ``start`` and ``end``)."""
+    defaults = CraneLimits()
+
+    def pick(name: str, default: float) -> float:
+        value = _point_high(profile, name)
+        return default if value is None else value
+
+    limits = CraneLimits(
+        rated_load=pick("hoist_load", defaults.rated_load),
+        overload_limit=pick("overload_limit", defaults.overload_limit),
+        wind_stop_limit=pick("wind_stop_limit", defaults.wind_stop_limit),
+        hoist_speed_limit=pick("hoist_speed_limit", defaults.hoist_speed_limit),
+        trolley_speed_limit=pick("trolley_speed_limit", defaults.trolley_speed_limit),
+    )
+    return ProcessConfig(
+        register_map=RegisterMap.from_profile(profile),
+        limits=limits,
+        maintenance=maintenance_intervals(profile, start, end),
+        crane=getattr(profile, "crane_id", None),
+    )

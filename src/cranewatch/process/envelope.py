@@ -1,0 +1,121 @@
+"""What a clean capture teaches the process checks about one crane (the process baseline).
+
+- the range each sensor really covered (widens the register map's normal range, never narrows);
+- per crane state, the fastest change of each sensor (the rate envelopes);
+- for each sensor that changes often, the longest time it stayed flat;
+- the torque-vs-load line fitted on steady hoisting;
+- optionally the learned-mode model (relations between signals, CUSUM thresholds) when the
+  clean capture is long enough.
+
+Saved as JSON (``to_json``/``from_json``, versioned); the crane baseline file embeds it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from cranewatch.errors import ProfileError
+from cranewatch.process.checks import constant_runs, rolling_mean
+from cranewatch.process.learned import LearnedModel, fit
+from cranewatch.process.signals import SignalFrame
+
+VERSION = 1
+LEARNED_MIN_SECONDS = 600.0  # shorter clean captures cannot calibrate a false-alarm rate
+
+
+@dataclass(frozen=True, slots=True)
+class ProcessBaseline:
+    value_range: dict[str, tuple[float, float]] = field(default_factory=dict)
+    rate: dict[str, dict[int, float]] = field(default_factory=dict)  # signal → state → max |rate|
+    longest_flat_s: dict[str, float] = field(default_factory=dict)
+    torque_fit: tuple[float, float, float] | None = None  # slope, offset, residual σ
+    learned: LearnedModel | None = None
+    duration_s: float = 0.0
+
+    def max_rate(self, name: str, state: int | None) -> float | None:
+        """Fastest change seen in ``state`` (any state when None or never seen)."""
+        by_state = self.rate.get(name)
+        if not by_state:
+            return None
+        if state is not None and state in by_state:
+            return by_state[state]
+        return max(by_state.values())
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "version": VERSION,
+            "duration_s": self.duration_s,
+            "value_range": {k: list(v) for k, v in self.value_range.items()},
+            "rate": {k: {str(s): r for s, r in v.items()} for k, v in self.rate.items()},
+            "longest_flat_s": self.longest_flat_s,
+            "torque_fit": list(self.torque_fit) if self.torque_fit else None,
+            "learned": self.learned.to_json() if self.learned else None,
+        }
+
+    @classmethod
+    def from_json(cls, obj: dict[str, Any]) -> ProcessBaseline:
+        if obj.get("version") != VERSION:
+            raise ProfileError(f"process baseline version {obj.get('version')!r} is not {VERSION}")
+        fit_ = obj.get("torque_fit")
+        return cls(
+            value_range={k: (float(v[0]), float(v[1])) for k, v in obj["value_range"].items()},
+            rate={k: {int(s): float(r) for s, r in v.items()} for k, v in obj["rate"].items()},
+            longest_flat_s={k: float(v) for k, v in obj["longest_flat_s"].items()},
+            torque_fit=(float(fit_[0]), float(fit_[1]), float(fit_[2])) if fit_ else None,
+            learned=LearnedModel.from_json(obj["learned"]) if obj.get("learned") else None,
+            duration_s=float(obj.get("duration_s", 0.0)),
+        )
+
+
+def _analog(frame: SignalFrame) -> list[str]:
+    return [n for n, s in frame.specs.items() if s.table == "IR" and s.type != "bit"
+            and n != "heartbeat"]
+
+
+def learn(frame: SignalFrame, states: np.ndarray, *, learned_mode: bool = True) -> ProcessBaseline:
+    """Learn the process baseline from a clean, aligned capture and its crane states."""
+    value_range: dict[str, tuple[float, float]] = {}
+    rate: dict[str, dict[int, float]] = {}
+    longest: dict[str, float] = {}
+    names = _analog(frame)
+    duration = frame.duration
+    for name in names:
+        x = frame[name]
+        known = ~np.isnan(x)
+        if known.sum() < 10:
+            continue
+        value_range[name] = (float(np.min(x[known])), float(np.max(x[known])))
+        sample_time = frame.t - frame.age[name]
+        gap = np.diff(sample_time)
+        fresh = (gap > 1e-6) & known[1:] & known[:-1]
+        step_rate = np.abs(np.diff(x))[fresh] / gap[fresh]
+        prior = states[:-1][fresh]
+        rate[name] = {int(s): float(np.max(step_rate[prior == s]))
+                      for s in np.unique(prior) if (prior == s).sum() >= 5}
+        changes = int((np.diff(x[known]) != 0).sum())
+        flat = float((constant_runs(x[known]).max() - 1) * frame.dt)
+        # Only a sensor that changed often and was never flat for long can be judged frozen.
+        if changes >= 20 and flat < 0.25 * duration:
+            longest[name] = flat
+    torque_fit = None
+    if frame.has("hoist_torque", "hoist_load", "hoist_speed"):
+        speed = np.nan_to_num(frame["hoist_speed"], nan=0.0)
+        accel = np.gradient(rolling_mean(speed, max(1, round(0.5 / frame.dt))), frame.t)
+        steady = (np.abs(accel) < 0.1) & ~frame.bit("spreader_landed")
+        load, torque = frame["hoist_load"], frame["hoist_torque"]
+        use = steady & ~np.isnan(load) & ~np.isnan(torque)
+        if use.sum() >= 20 and np.ptp(load[use]) > 5.0:
+            slope, offset = np.polyfit(load[use], torque[use], 1)
+            resid = torque[use] - (slope * load[use] + offset)
+            torque_fit = (float(slope), float(offset), float(np.std(resid)))
+    learned = None
+    if learned_mode and duration >= LEARNED_MIN_SECONDS and names:
+        step = max(1, round(1.0 / frame.dt))  # the learned mode runs at 1 Hz
+        matrix = np.column_stack([frame[n][::step] for n in names])
+        ok = ~np.isnan(matrix).any(axis=1)
+        if ok.sum() > 10 * len(names):
+            learned = fit(matrix[ok], tuple(names), samples_per_day=86400.0 / (step * frame.dt))
+    return ProcessBaseline(value_range, rate, longest, torque_fit, learned, duration)

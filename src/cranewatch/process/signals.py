@@ -1,0 +1,344 @@
+"""Crane signals from the wire: the register map turns Modbus reads and writes into samples.
+
+A *signal* is one named crane quantity (``hoist_load``, ``wind_speed_1``, ``safety_bypass``)
+as timestamped, scaled samples. Every master that reads the same register contributes to the
+same signal (the CMS and the OCR both reading the spreader bits give one ``spreader_landed``);
+writes to holding registers and coils are samples too (the value the register holds from then
+on). ``SignalFrame`` puts every signal on one regular time grid (sample-and-hold) so the checks
+can work on aligned NumPy columns.
+
+The register map is the profile's (``cranewatch.profile``); ``RegisterMap.from_profile``
+adapts it, and ``STS07_REGISTER_MAP`` is the reference crane's table of crane-reference.md.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from cranewatch.protocols.modbus import (
+    TABLE_OF_FUNCTION,
+    WRITE_FUNCTIONS,
+    ModbusRequest,
+    ModbusResponse,
+    RegisterSeries,
+)
+
+BIT_TABLES = frozenset({"DI", "CO"})
+
+
+@dataclass(frozen=True, slots=True)
+class RegisterSpec:
+    """One row of a crane's register map: where a signal lives and how to read it."""
+
+    table: str  # "IR" | "HR" | "DI" | "CO"
+    address: int
+    name: str
+    type: str = "uint16"  # "uint16" | "int16" | "bit"
+    scale: float = 1.0  # engineering value = raw × scale
+    unit: str = ""
+    normal_min: float | None = None  # engineering units
+    normal_max: float | None = None
+    safety: bool = False
+
+    def engineering(self, raw: np.ndarray) -> np.ndarray:
+        """Raw register words (or bits) as engineering values (float64)."""
+        words = np.asarray(raw, dtype=np.int64)
+        if self.type == "int16":
+            words = np.where(words >= 0x8000, words - 0x10000, words)
+        elif self.type == "bit" or self.table in BIT_TABLES:
+            return (words != 0).astype(np.float64)
+        return words.astype(np.float64) * self.scale
+
+
+@dataclass(frozen=True, slots=True)
+class RegisterMap:
+    """A crane's register map: which (table, address) holds which signal, on which unit."""
+
+    registers: tuple[RegisterSpec, ...]
+    unit_id: int | None = None  # None: any unit id
+
+    def lookup(self, table: str, address: int) -> RegisterSpec | None:
+        for spec in self.registers:
+            if spec.table == table and spec.address == address:
+                return spec
+        return None
+
+    def by_name(self) -> dict[str, RegisterSpec]:
+        return {spec.name: spec for spec in self.registers}
+
+    @classmethod
+    def from_profile(cls, profile: Any) -> RegisterMap:
+        """Adapt a profile's register map (``profile.registers`` rows with table, address,
+        name, type, scale, unit, normal range, safety flag) to this record."""
+        rows = getattr(profile, "registers", None)
+        if rows is None:
+            rows = getattr(profile, "register_map", None)
+        if rows is None:
+            return STS07_REGISTER_MAP
+        if isinstance(rows, RegisterMap):
+            return rows
+        if hasattr(rows, "registers"):
+            rows = rows.registers
+        specs = []
+        for row in rows:
+            get = row.get if isinstance(row, Mapping) else lambda k, d=None, r=row: getattr(r, k, d)
+            low = get("low", get("normal_min", get("min")))
+            high = get("high", get("normal_max", get("max")))
+            table = str(get("table")).upper()
+            specs.append(in_si_units(
+                RegisterSpec(
+                    table=table,
+                    address=int(get("address", 0) or 0),
+                    name=str(get("name")),
+                    type="bit" if table in BIT_TABLES else str(get("type", "uint16") or "uint16"),
+                    scale=float(get("scale", 1.0) or 1.0),
+                    unit=str(get("unit", "") or ""),
+                    normal_min=None if low is None else float(low),
+                    normal_max=None if high is None else float(high),
+                    safety=bool(get("safety", False)),
+                )
+            ))
+        unit_id = getattr(profile, "unit_id", None)
+        return cls(tuple(specs), unit_id if isinstance(unit_id, int) else None)
+
+
+# Lengths and speeds are judged in metres and m/s whatever unit the register carries.
+SI_UNITS: dict[str, tuple[float, str]] = {
+    "mm": (0.001, "m"), "cm": (0.01, "m"), "dm": (0.1, "m"), "m": (1.0, "m"),
+    "mm/s": (0.001, "m/s"), "cm/s": (0.01, "m/s"), "dm/s": (0.1, "m/s"), "m/s": (1.0, "m/s"),
+    "m/min": (1.0 / 60.0, "m/s"), "km/h": (1.0 / 3.6, "m/s"),
+}
+
+
+def in_si_units(spec: RegisterSpec) -> RegisterSpec:
+    """The same register with scale, unit and range converted to metres / metres per second."""
+    factor, unit = SI_UNITS.get(spec.unit, (1.0, spec.unit))
+    if factor == 1.0:
+        return spec
+    return RegisterSpec(
+        spec.table, spec.address, spec.name, spec.type, spec.scale * factor, unit,
+        None if spec.normal_min is None else spec.normal_min * factor,
+        None if spec.normal_max is None else spec.normal_max * factor, spec.safety)
+
+
+def _ir(address: int, name: str, type_: str, scale: float, unit: str, low: float, high: float,
+        safety: bool = False) -> RegisterSpec:
+    return RegisterSpec("IR", address, name, type_, scale, unit, low, high, safety)
+
+
+# The reference crane STS-07 (crane-reference.md), in engineering units.
+STS07_REGISTER_MAP = RegisterMap(
+    (
+        _ir(0, "heartbeat", "uint16", 1.0, "count", 0, 65535),
+        _ir(1, "hoist_load", "uint16", 0.1, "t", 0, 65.0, safety=True),
+        _ir(2, "hoist_height", "int16", 0.01, "m", -20.0, 45.0),
+        _ir(3, "hoist_speed", "int16", 0.01, "m/s", -3.0, 3.0),
+        _ir(4, "hoist_torque", "int16", 0.1, "%", -150.0, 150.0),
+        _ir(5, "trolley_position", "uint16", 0.01, "m", 0, 90.0),
+        _ir(6, "trolley_speed", "int16", 0.01, "m/s", -4.0, 4.0),
+        _ir(7, "gantry_position", "uint16", 0.1, "m", 0, 1200.0),
+        _ir(8, "gantry_speed", "int16", 0.01, "m/s", -0.75, 0.75),
+        _ir(9, "wind_speed_1", "uint16", 0.1, "m/s", 0, 40.0, safety=True),
+        _ir(10, "wind_speed_2", "uint16", 0.1, "m/s", 0, 40.0, safety=True),
+        _ir(11, "sway_angle", "int16", 0.01, "deg", -3.0, 3.0),
+        RegisterSpec("DI", 0, "twistlocks_locked", "bit", safety=True),
+        RegisterSpec("DI", 1, "spreader_landed", "bit", safety=True),
+        RegisterSpec("DI", 2, "overload_trip", "bit", safety=True),
+        RegisterSpec("DI", 3, "wind_stop", "bit", safety=True),
+        RegisterSpec("DI", 4, "storm_pins_engaged", "bit", safety=True),
+        RegisterSpec("DI", 5, "estop_active", "bit", safety=True),
+        RegisterSpec("DI", 6, "anti_collision_stop", "bit", safety=True),
+        RegisterSpec("HR", 0, "overload_limit", "uint16", 0.1, "t", 0, 71.5, safety=True),
+        RegisterSpec("HR", 1, "wind_stop_limit", "uint16", 0.1, "m/s", 0, 20.0, safety=True),
+        RegisterSpec("HR", 2, "hoist_speed_limit", "uint16", 1.0, "%", 0, 100.0, safety=True),
+        RegisterSpec("HR", 3, "trolley_speed_limit", "uint16", 1.0, "%", 0, 100.0, safety=True),
+        RegisterSpec("CO", 0, "safety_bypass", "bit", safety=True),
+        RegisterSpec("CO", 1, "fault_reset", "bit"),
+    ),
+    unit_id=1,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Signal:
+    """All samples of one crane signal, sorted by time, from every master that read it."""
+
+    spec: RegisterSpec
+    ts: np.ndarray  # float64 epoch seconds
+    values: np.ndarray  # float64 engineering values
+    frames: np.ndarray  # int64 capture frame of each sample (0 when unknown)
+    origin: np.ndarray  # int16 index into ``origins`` for each sample
+    origins: tuple[str, ...]  # "read by 10.20.7.30" / "written by 10.20.0.50"
+    source: str = ""
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+
+@dataclass(slots=True)
+class _Parts:
+    ts: list[np.ndarray] = field(default_factory=list)
+    raw: list[np.ndarray] = field(default_factory=list)
+    frames: list[np.ndarray] = field(default_factory=list)
+    origin: list[str] = field(default_factory=list)
+    source: str = ""
+
+
+def extract_signals(
+    series: Iterable[RegisterSeries],
+    events: Iterable[object] = (),
+    register_map: RegisterMap = STS07_REGISTER_MAP,
+) -> dict[str, Signal]:
+    """Samples per signal from folded read series and write events (requests and echoes).
+
+    Reads from different masters of the same register merge into one signal; a sample read
+    at the same instant by two masters stays two samples (both are evidence).
+    """
+    parts: dict[str, _Parts] = {}
+
+    def add(spec: RegisterSpec, ts: np.ndarray, raw: np.ndarray, frames: np.ndarray, origin: str,
+            source: str) -> None:
+        entry = parts.setdefault(spec.name, _Parts())
+        entry.ts.append(np.asarray(ts, dtype=np.float64))
+        entry.raw.append(np.asarray(raw, dtype=np.int64))
+        entry.frames.append(np.asarray(frames, dtype=np.int64))
+        entry.origin.append(origin)
+        entry.source = entry.source or source
+
+    for one in series:
+        if register_map.unit_id is not None and one.unit_id != register_map.unit_id:
+            continue
+        values = np.asarray(one.values)
+        if values.ndim != 2 or values.shape[0] == 0:
+            continue
+        for column in range(min(one.quantity, values.shape[1])):
+            spec = register_map.lookup(one.table, one.address + column)
+            if spec is not None:
+                add(spec, one.ts, values[:, column], one.frame, f"read by {one.master}", one.source)
+
+    for event in events:
+        # A write request says what the register holds from then on; its echo repeats it.
+        if not isinstance(event, ModbusRequest) or event.function not in WRITE_FUNCTIONS:
+            continue
+        if register_map.unit_id is not None and event.unit_id != register_map.unit_id:
+            continue
+        table = TABLE_OF_FUNCTION.get(event.function)
+        if table is None or event.address is None or not event.values:
+            continue
+        # FC 5 carries 0xFF00 / 0x0000 for on / off.
+        written = [1 if event.values[0] else 0] if event.function == 5 else list(event.values)
+        for i, word in enumerate(written):
+            spec = register_map.lookup(table, event.address + i)
+            if spec is not None:
+                add(spec, np.array([event.ts]), np.array([word]), np.array([event.frame]),
+                    f"written by {event.src}", event.source)
+
+    signals: dict[str, Signal] = {}
+    specs = register_map.by_name()
+    for name, entry in parts.items():
+        ts = np.concatenate(entry.ts)
+        order = np.argsort(ts, kind="stable")
+        origin_names = tuple(dict.fromkeys(entry.origin))
+        origin_idx = np.concatenate(
+            [np.full(len(t), origin_names.index(o), dtype=np.int16) for t, o in zip(entry.ts, entry.origin, strict=True)]
+        )
+        spec = specs[name]
+        signals[name] = Signal(
+            spec=spec,
+            ts=ts[order],
+            values=spec.engineering(np.concatenate(entry.raw)[order]),
+            frames=np.concatenate(entry.frames)[order],
+            origin=origin_idx[order],
+            origins=origin_names,
+            source=entry.source,
+        )
+    return signals
+
+
+def is_write_event(event: object) -> bool:
+    """Whether the process sink keeps this event (writes carry signal samples)."""
+    return isinstance(event, ModbusRequest | ModbusResponse) and event.function in WRITE_FUNCTIONS
+
+
+@dataclass(frozen=True, slots=True)
+class SignalFrame:
+    """Every signal on one regular time grid (sample-and-hold), ready for vectorised checks.
+
+    ``columns[name][k]`` is the last sample of ``name`` at or before ``t[k]`` (NaN before its
+    first sample); ``age[name][k]`` how old that sample is (seconds), so a check can tell a
+    held value from a fresh one.
+    """
+
+    t: np.ndarray
+    dt: float
+    columns: dict[str, np.ndarray]
+    age: dict[str, np.ndarray]
+    specs: dict[str, RegisterSpec]
+    source: str = ""
+
+    def __contains__(self, name: object) -> bool:
+        return name in self.columns
+
+    def has(self, *names: str) -> bool:
+        return all(n in self.columns for n in names)
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        return self.columns[name]
+
+    def bit(self, name: str) -> np.ndarray:
+        """A status bit as booleans (unknown = False); all False when the bit is not read."""
+        if name not in self.columns:
+            return np.zeros(len(self.t), dtype=bool)
+        return np.nan_to_num(self.columns[name], nan=0.0) > 0.5
+
+    def index_at(self, ts: float) -> int:
+        return int(np.clip(np.searchsorted(self.t, ts), 0, len(self.t) - 1))
+
+    @property
+    def duration(self) -> float:
+        return float(self.t[-1] - self.t[0]) if len(self.t) else 0.0
+
+    @classmethod
+    def from_columns(cls, t: np.ndarray, columns: Mapping[str, np.ndarray],
+                     register_map: RegisterMap = STS07_REGISTER_MAP, source: str = "") -> SignalFrame:
+        """A frame from already aligned columns (synthetic data, other plants, tests)."""
+        t = np.asarray(t, dtype=np.float64)
+        dt = float(np.median(np.diff(t))) if len(t) > 1 else 1.0
+        specs = register_map.by_name()
+        cols = {k: np.asarray(v, dtype=np.float64) for k, v in columns.items()}
+        return cls(
+            t=t,
+            dt=dt,
+            columns=cols,
+            age={k: np.zeros(len(t)) for k in cols},
+            specs={k: specs.get(k, RegisterSpec("IR", -1, k)) for k in cols},
+            source=source,
+        )
+
+
+def build_frame(signals: Mapping[str, Signal], dt: float | None = None) -> SignalFrame:
+    """Align signals on one grid. ``dt`` defaults to the fastest signal's median poll period."""
+    if not signals:
+        return SignalFrame(np.zeros(0), 1.0, {}, {}, {})
+    if dt is None:
+        periods = [float(np.median(np.diff(np.unique(s.ts)))) for s in signals.values()
+                   if len(np.unique(s.ts)) > 10]
+        dt = float(np.clip(min(periods), 0.02, 10.0)) if periods else 1.0
+    start = min(float(s.ts[0]) for s in signals.values())
+    end = max(float(s.ts[-1]) for s in signals.values())
+    t = start + dt * np.arange(int(np.floor((end - start) / dt)) + 1)
+    columns: dict[str, np.ndarray] = {}
+    age: dict[str, np.ndarray] = {}
+    for name, signal in signals.items():
+        idx = np.searchsorted(signal.ts, t + 1e-9, side="right") - 1
+        known = idx >= 0
+        safe = np.where(known, idx, 0)
+        columns[name] = np.where(known, signal.values[safe], np.nan)
+        age[name] = np.where(known, t - signal.ts[safe], np.inf)
+    source = next((s.source for s in signals.values() if s.source), "")
+    return SignalFrame(t, dt, columns, age, {n: s.spec for n, s in signals.items()}, source)
