@@ -39,16 +39,26 @@ class Occurrence(Protocol):
     def source(self) -> str: ...
 
 
+LOCAL_NETWORKS = tuple(ipaddress.ip_network(n) for n in (
+    "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "127.0.0.0/8", "169.254.0.0/16",
+    "100.64.0.0/10", "0.0.0.0/8", "224.0.0.0/4", "240.0.0.0/4",
+    "fc00::/7", "fe80::/10", "::1/128", "ff00::/8", "::/128"))
+
+
 @lru_cache(maxsize=65536)
 def is_global(ip: str) -> bool:
-    """A public Internet address (not private, loopback, link-local, multicast ...)."""
+    """An address outside every private, loopback, link-local and multicast range.
+
+    Documentation ranges (192.0.2.0/24, 198.51.100.0/24, 203.0.113.0/24) count as outside:
+    they stand for Internet hosts in labs and examples, which is exactly what they mean here.
+    """
     try:
         addr = ipaddress.ip_address(ip)
     except ValueError:
         return False
     if addr.version == 6 and addr.ipv4_mapped is not None:
         addr = addr.ipv4_mapped
-    return bool(addr.is_global) and not addr.is_multicast
+    return not any(addr in net for net in LOCAL_NETWORKS if net.version == addr.version)
 
 
 @lru_cache(maxsize=65536)

@@ -1,0 +1,42 @@
+"""new-asset: new hosts, MACs, services and protocols on the crane LAN."""
+
+from __future__ import annotations
+
+from cranewatch.detect.facts import Binding
+from cranewatch.model import Severity
+from detect_helpers import CMS, OCR, PLC, T0, conv, learn, normal_crane, run, sts07
+
+
+def test_new_host_on_the_crane_lan() -> None:
+    baseline = learn(normal_crane())
+    findings = run([conv("10.20.7.77", PLC, 502, T0, client_macs=("02:00:00:00:07:77",))],
+                   profile=sts07(), baseline=baseline)
+    (f,) = [f for f in findings if f.category == "new-asset"]
+    assert f.title == "New host 10.20.7.77 on the crane LAN (MAC 02:00:00:00:07:77)"
+    assert f.severity == Severity.MEDIUM
+
+
+def test_known_traffic_is_quiet() -> None:
+    baseline = learn(normal_crane())
+    assert [f for f in run(normal_crane(T0 + 3600), profile=sts07(), baseline=baseline)
+            if f.category == "new-asset"] == []
+
+
+def test_new_service_on_a_known_host_is_low() -> None:
+    baseline = learn(normal_crane())
+    findings = run([conv(OCR, CMS, 2323, T0, protocol="telnet")], baseline=baseline)
+    (f,) = [f for f in findings if f.category == "new-asset"]
+    assert f.severity == Severity.LOW and "TCP/2323" in f.title
+
+
+def test_half_open_probes_do_not_make_services() -> None:
+    baseline = learn(normal_crane())
+    probe = conv(OCR, CMS, 2323, T0, to_server=1, to_client=1)
+    assert [f for f in run([probe], baseline=baseline) if f.category == "new-asset"] == []
+
+
+def test_a_known_ip_answering_from_a_new_mac() -> None:
+    baseline = learn(normal_crane())
+    spoof = Binding(ts=T0, frame=2, src=PLC, dst=CMS, source="t.pcap", ip=PLC, mac="02:66:66:66:66:66")
+    (f,) = [f for f in run([spoof], baseline=baseline) if f.category == "new-asset"]
+    assert "02:66:66:66:66:66" in f.title

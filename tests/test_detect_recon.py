@@ -1,0 +1,54 @@
+"""recon: device identification sweeps, port and address scans, unusual register ranges."""
+
+from __future__ import annotations
+
+from cranewatch.model import Severity
+from cranewatch.protocols.modbus import ModbusResponse
+from detect_helpers import CMS, OCR, PLC, T0, conv, learn, normal_crane, request, run, series, sts07
+
+
+def probe(src: str, dst: str, port: int, i: int):  # type: ignore[no-untyped-def]
+    return conv(src, dst, port, T0 + i * 0.01, to_server=1, to_client=1, bytes_to_server=60,
+                bytes_to_client=54, frame=i + 1, sport=33000)
+
+
+def test_port_scan_of_one_host() -> None:
+    scanner = "10.20.7.66"
+    findings = run([probe(scanner, PLC, port, i) for i, port in enumerate(range(1, 200, 7))], profile=sts07())
+    (f,) = [f for f in findings if f.category == "recon"]
+    assert f.src == scanner and f.dst == PLC and f.severity == Severity.HIGH
+    assert "port scan" in f.title and f.count == len(range(1, 200, 7))
+
+
+def test_address_sweep_on_one_port() -> None:
+    findings = run([probe("172.16.3.9", f"172.16.3.{h}", 502, h) for h in range(1, 30)], crane=None)
+    (f,) = [f for f in findings if f.category == "recon"]
+    assert "address sweep" in f.title and len(f.evidence[0].values["targets"]) == 29
+
+
+def test_a_few_connections_are_not_a_scan() -> None:
+    items = [probe(CMS, PLC, p, i) for i, p in enumerate((502, 102, 80))]
+    assert [f for f in run(items, profile=sts07()) if f.category == "recon"] == []
+
+
+def test_device_identification_sweep_over_units() -> None:
+    items = [request("10.20.7.66", PLC, 43, frame=i + 1, unit_id=u, sub_function=14) for i, u in enumerate(range(1, 6))]
+    (f,) = [f for f in run(items, profile=sts07()) if f.category == "recon"]
+    assert "sweep of 5 targets" in f.title and f.severity == Severity.HIGH
+
+
+def test_known_master_reading_an_unusual_range() -> None:
+    baseline = learn(normal_crane())
+    findings = run([series(CMS, PLC, 3, 100, 50, n=5)], baseline=baseline)
+    (f,) = [f for f in findings if f.category == "recon"]
+    assert "HR:100-149" in f.title and f.src == CMS
+    # the normal ranges stay quiet
+    assert [f for f in run(normal_crane(), baseline=baseline) if f.category == "recon"] == []
+
+
+def test_many_illegal_address_answers() -> None:
+    answers = [ModbusResponse(ts=T0 + i, frame=i + 1, src=PLC, dst=OCR, sport=502, dport=40000,
+                              source="t.pcap", transaction_id=i, unit_id=1, function=3, exception_code=2)
+               for i in range(6)]
+    (f,) = [f for f in run(answers, profile=sts07()) if f.category == "recon"]
+    assert f.src == OCR and f.count == 6
