@@ -1,0 +1,95 @@
+"""Baseline: learned from captures through the pipeline, checked against tshark; saved as
+versioned JSON and loaded back unchanged; `analyze --baseline` accepts either form."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+import pytest
+
+from cranewatch.baseline import (
+    SCHEMA_VERSION,
+    from_json,
+    learn_baseline,
+    load_baseline,
+    read_baseline,
+    save_baseline,
+    summary_text,
+    to_json,
+)
+from cranewatch.errors import ProfileError
+from detect_helpers import CMS, GW_MAC, OCR, PLC, learn, normal_crane
+
+MODBUS_TEST = "pcaps/ICS-Security-Tools/pcaps/ModbusTCP/Modbus/modbus_test.pcap"
+
+
+def test_learns_hosts_gateway_networks_and_masters_from_facts() -> None:
+    b = learn(normal_crane())
+    assert b.gateways == {GW_MAC}
+    assert b.macs_of(PLC) == {"02:00:00:00:07:10"}
+    assert b.macs_of("10.20.0.5") == frozenset()  # behind the gateway: no own MAC on this LAN
+    assert [str(n) for n in b.crane_networks] == ["10.20.7.0/24"]
+    assert b.is_master(CMS, PLC) and b.is_master(OCR, PLC) and not b.is_master(PLC, CMS)
+    assert b.has_read(CMS, PLC, 4, 1, 5) and not b.has_read(CMS, PLC, 4, 10, 5)
+    assert b.has_pair(OCR, "10.20.0.6", 1883) and b.has_pair("10.20.0.6", OCR)
+    assert abs(b.periods[f"{CMS}>{PLC} fc4 0+12"] - 0.2) < 1e-6
+
+
+def test_save_and_load_round_trip(tmp_path: Path) -> None:
+    b = learn(normal_crane())
+    path = tmp_path / "sts-07.baseline.json"
+    save_baseline(b, path)
+    data = json.loads(path.read_text())
+    assert data["schema"] == SCHEMA_VERSION and data["tool_version"]
+    assert read_baseline(path) == b
+    assert load_baseline(path) == b
+    assert from_json(to_json(b)) == b
+    assert "Modbus masters:" in summary_text(b)
+
+
+def test_damaged_or_foreign_json_is_a_located_error(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"schema": 1,\n "hosts": ')
+    with pytest.raises(ProfileError) as caught:
+        read_baseline(bad)
+    assert caught.value.location is not None and caught.value.location.line == 2
+    other = tmp_path / "other.json"
+    other.write_text('{"schema": 99}')
+    with pytest.raises(ProfileError, match="schema 99"):
+        read_baseline(other)
+
+
+def tshark_modbus(tshark: str, capture: Path) -> dict[tuple[str, str], set[int]]:
+    out = subprocess.run(
+        [tshark, "-r", str(capture), "-Y", "modbus && tcp.dstport == 502", "-T", "fields",
+         "-e", "ip.src", "-e", "ip.dst", "-e", "modbus.func_code"],
+        capture_output=True, text=True, check=True).stdout
+    pairs: dict[tuple[str, str], set[int]] = defaultdict(set)
+    for line in out.splitlines():
+        src, dst, codes = line.split("\t")
+        pairs[(src, dst)].update(int(c) for c in codes.split(",") if c)
+    return pairs
+
+
+def test_learned_masters_and_function_codes_match_tshark(shared_data: Path, tshark: str) -> None:
+    capture = shared_data / MODBUS_TEST
+    b = learn_baseline([capture])
+    expected = tshark_modbus(tshark, capture)
+    assert set(b.masters) == set(expected)
+    for (master, slave), codes in expected.items():
+        assert {f for m, s, f in b.functions if (m, s) == (master, slave)} == codes
+    assert b.inputs[0]["sha256"] and b.inputs[0]["packets"] == 2257
+    assert load_baseline([capture]).masters == b.masters  # captures are learned on the fly
+
+
+def test_baseline_command(shared_data: Path, tmp_path: Path) -> None:
+    out = tmp_path / "b.json"
+    done = subprocess.run([sys.executable, "-m", "cranewatch", "baseline", str(shared_data / MODBUS_TEST),
+                           "--out", str(out)], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert "192.168.0.156 → 192.168.0.20: FC 6" in done.stdout
+    assert read_baseline(out).has_write("192.168.0.156", "192.168.0.20", "HR", 4, 1)
