@@ -197,6 +197,7 @@ class Flow:
     # owns the protocol's well-known port (e.g. a test rig whose port-502 side dials out).
     decoder_reversed: bool = False
     probes: int = 0  # payloads looked at to choose a decoder
+    payloads_shown: int = 0  # payloads of an unclaimed flow given to sinks' on_payload
     client_first: bytes = b""
     server_first: bytes = b""
 

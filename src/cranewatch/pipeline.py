@@ -50,10 +50,18 @@ BATCH_PACKETS = 65536
 # Payloads a flow may show before it is declared not for any decoder: a first segment can be
 # too short or odd (fuzzers, keep-alives) for a probe.
 MAX_PROBES = 4
+# Payload packets per unclaimed flow shown to sinks with ``on_payload`` (enough to recognise
+# a remote-access protocol or a clear-text leak by its first bytes, bounded in cost).
+PAYLOADS_SHOWN = 8
 
 
 class Sink(Protocol):
-    """A consumer of the decoded stream, e.g. a detector."""
+    """A consumer of the decoded stream, e.g. a detector.
+
+    A sink may also have ``on_payload(flow, from_client, data, ts, frame)``: it then gets the
+    first ``PAYLOADS_SHOWN`` payload packets (in capture order) of every flow no
+    decoder claimed.
+    """
 
     def on_event(self, event: Event) -> None: ...
 
@@ -320,6 +328,7 @@ class Analysis:
         self.flow_count = 0
         self.series_count = 0
         self._next_sweep: float | None = None
+        self._payload_sinks = [s for s in self.sinks if hasattr(s, "on_payload")]
 
     # ------------------------------------------------------------------ plumbing
 
@@ -464,8 +473,11 @@ class Analysis:
 
     def _decode_payloads(self, batch: PacketBatch, decoded: DecodedBatch, flows: list[Flow],
                          index: np.ndarray, from_client: np.ndarray) -> None:
-        wants = np.fromiter((f.protocol != "" and f.proto in (IPPROTO_TCP, IPPROTO_UDP)
-                             for f in flows), dtype=bool, count=len(flows))
+        show = bool(self._payload_sinks)
+        wants = np.fromiter(
+            (f.proto in (IPPROTO_TCP, IPPROTO_UDP)
+             and (f.protocol != "" or (show and f.payloads_shown < PAYLOADS_SHOWN))
+             for f in flows), dtype=bool, count=len(flows))
         if not wants.any():
             return
         in_flow = index >= 0
@@ -554,6 +566,10 @@ class Analysis:
             if flow.protocol is None:
                 self._choose(flow, data, to_server)
             if not flow.protocol:
+                if self._payload_sinks and flow.payloads_shown < PAYLOADS_SHOWN:
+                    flow.payloads_shown += 1
+                    for sink in self._payload_sinks:
+                        sink.on_payload(flow, to_server, data, ts, frame)
                 continue
             if tcp:
                 if side.stream is None:

@@ -1,0 +1,60 @@
+"""The analysis result as JSON lines: one object per line, each with a ``type``.
+
+Types, in this order: ``input``, ``host``, ``flow-summary`` (one per protocol),
+``modbus-master``, ``modbus-slave``, ``warning``, ``finding`` (exactly ``Finding.to_json()``,
+the contract in DESIGN.md). Times are ISO 8601 UTC.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+from cranewatch.model import iso_time
+from cranewatch.pipeline import AnalysisResult, ModbusPeer
+
+
+def _peer(peer: ModbusPeer) -> dict[str, Any]:
+    return {
+        "type": f"modbus-{peer.role}",
+        "address": peer.address,
+        "peers": list(peer.peers),
+        "units": list(peer.units),
+        "functions": {str(fc): n for fc, n in peer.functions},
+        "ranges": [{"table": t, "address": a, "quantity": q, "requests": n}
+                   for t, a, q, n in peer.ranges],
+        "exceptions": peer.exceptions,
+        "first_seen": iso_time(peer.first_seen),
+        "last_seen": iso_time(peer.last_seen),
+    }
+
+
+def records(result: AnalysisResult) -> Iterator[dict[str, Any]]:
+    for i in result.inputs:
+        yield {"type": "input", "path": i.path, "sha256": i.sha256, "format": i.format,
+               "packets": i.packets, "first_seen": iso_time(i.first_seen),
+               "last_seen": iso_time(i.last_seen), "complete": i.complete,
+               "warnings": list(i.warnings)}
+    for h in result.hosts:
+        yield {"type": "host", "mac": h.mac, "ips": list(h.ips), "packets": h.packets,
+               "bytes": h.bytes, "first_seen": iso_time(h.first_seen),
+               "last_seen": iso_time(h.last_seen)}
+    for p in result.protocols:
+        yield {"type": "flow-summary", "protocol": p.protocol, "flows": p.flows,
+               "packets": p.packets, "bytes": p.bytes, "clients": p.clients,
+               "servers": p.servers}
+    for peer in (*result.modbus_masters, *result.modbus_slaves):
+        yield _peer(peer)
+    for w in result.warnings:
+        yield w.to_json()
+    if result.warnings_suppressed:
+        yield {"type": "warning", "kind": "limit", "file": None, "frame": None,
+               "message": f"{result.warnings_suppressed} more warnings not listed"}
+    for f in result.findings:
+        yield f.to_json()
+
+
+def render(result: AnalysisResult) -> str:
+    return "".join(json.dumps(r, separators=(",", ":"), ensure_ascii=False) + "\n"
+                   for r in records(result))

@@ -1,0 +1,105 @@
+"""The analysis result as a plain-text summary for a person at a terminal."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+from cranewatch.model import Severity, iso_time
+from cranewatch.pipeline import AnalysisResult, ModbusPeer
+
+MAX_HOSTS = 50
+MAX_RANGES = 12
+MAX_WARNINGS = 20
+
+FUNCTION_NAMES = {
+    1: "read coils", 2: "read discrete inputs", 3: "read holding registers",
+    4: "read input registers", 5: "write single coil", 6: "write single register",
+    7: "read exception status", 8: "diagnostics", 11: "get comm event counter",
+    12: "get comm event log", 15: "write multiple coils", 16: "write multiple registers",
+    17: "report server id", 20: "read file record", 21: "write file record",
+    22: "mask write register", 23: "read/write multiple registers", 24: "read FIFO queue",
+    43: "encapsulated interface (device id)",
+}
+
+
+def _when(ts: float | None) -> str:
+    text = iso_time(ts)
+    return text[:19].replace("T", " ") if text else "-"
+
+
+def _peer_lines(peer: ModbusPeer) -> list[str]:
+    other = "slaves" if peer.role == "master" else "masters"
+    lines = [f"  {peer.address}  units {','.join(map(str, peer.units))}  "
+             f"{other} {', '.join(peer.peers)}"]
+    functions = ", ".join(f"FC{fc} {FUNCTION_NAMES.get(fc, 'code ' + str(fc))} ×{n}"
+                          for fc, n in peer.functions)
+    lines.append(f"      functions: {functions}")
+    if peer.exceptions:
+        lines.append(f"      exception responses: {peer.exceptions}")
+    ranked = sorted(peer.ranges, key=lambda r: (-r[3], r[0], r[1]))
+    for table, address, quantity, count in ranked[:MAX_RANGES]:
+        last = address + quantity - 1
+        lines.append(f"      {table} {address}–{last} ({quantity})  ×{count}")
+    if len(ranked) > MAX_RANGES:
+        lines.append(f"      … {len(ranked) - MAX_RANGES} more ranges")
+    return lines
+
+
+def render(result: AnalysisResult) -> str:
+    out: list[str] = []
+    add = out.append
+    add("cranewatch analysis")
+    add("")
+    add("Inputs")
+    for i in result.inputs:
+        state = "ok" if i.complete else "INCOMPLETE"
+        add(f"  {i.path}  {i.format}  {i.packets:,} packets  "
+            f"{_when(i.first_seen)} → {_when(i.last_seen)}  {state}")
+        add(f"      sha256 {i.sha256}")
+    if result.profile or result.baseline:
+        add(f"  profile {result.profile or '-'}  baseline {result.baseline or '-'}")
+    add("")
+    add(f"Hosts ({len(result.hosts)})")
+    for h in result.hosts[:MAX_HOSTS]:
+        ips = ", ".join(h.ips) if h.ips else "-"
+        add(f"  {h.mac or '(no MAC)':17}  {ips}  {h.packets:,} packets  "
+            f"{_when(h.first_seen)} → {_when(h.last_seen)}")
+    if len(result.hosts) > MAX_HOSTS:
+        add(f"  … {len(result.hosts) - MAX_HOSTS} more hosts (see --format jsonl)")
+    add("")
+    add(f"Flows by protocol ({result.flows:,} flows)")
+    for p in result.protocols:
+        add(f"  {p.protocol:16} {p.flows:8,} flows {p.packets:12,} packets {p.bytes:14,} bytes  "
+            f"{p.clients} clients → {p.servers} servers")
+    add("")
+    add(f"Modbus masters ({len(result.modbus_masters)})")
+    for peer in result.modbus_masters:
+        out.extend(_peer_lines(peer))
+    add(f"Modbus slaves ({len(result.modbus_slaves)})")
+    for peer in result.modbus_slaves:
+        out.extend(_peer_lines(peer))
+    add("")
+    total_warnings = len(result.warnings) + result.warnings_suppressed
+    add(f"Warnings ({total_warnings})")
+    for w in result.warnings[:MAX_WARNINGS]:
+        add(f"  {w}")
+    if total_warnings > MAX_WARNINGS:
+        add(f"  … {total_warnings - MAX_WARNINGS} more (see --format jsonl)")
+    add("")
+    by_severity = Counter(f.severity for f in result.findings)
+    counts = ", ".join(f"{by_severity[s]} {s}" for s in sorted(by_severity, reverse=True))
+    add(f"Findings ({len(result.findings)}{': ' + counts if counts else ''})")
+    for severity in sorted(Severity, reverse=True):
+        group = [f for f in result.findings if f.severity == severity]
+        if not group:
+            continue
+        add(f"  {str(severity).upper()}")
+        for f in group:
+            where = " → ".join(x for x in (f.src, f.dst) if x)
+            add(f"    [{f.category}] {f.title}  ×{f.count}  {where}  ({f.rule}, {f.id})")
+            if f.remedy:
+                add(f"        remedy: {f.remedy}")
+    if not result.findings:
+        add("  none")
+    return "\n".join(out) + "\n"
+
