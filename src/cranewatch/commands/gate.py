@@ -1,0 +1,74 @@
+"""``cranewatch gate CRANE``: decide cleared, rejected or needs-review from the recorded evidence."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any
+
+from cranewatch.gate import GateDecision, GatePolicy, decide, load_gate_policy, run_label
+from cranewatch.store.options import add_db_option, store_from_args
+
+HEADINGS = {
+    "blocking-finding": "blocking findings",
+    "review-finding": "findings to review",
+    "incomplete-run": "incomplete runs",
+    "review-component": "components to confirm",
+    "missing-evidence": "missing evidence",
+}
+
+
+def register(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "gate",
+        help="decide whether a crane may enter service, from its recorded evidence",
+        description="Combine a crane's recorded image scans, the analysis of its quarantine traffic "
+        "and its profile into a decision — cleared, rejected or needs-review — with the reasons "
+        "(which findings block, which evidence is missing). The decision is recorded, and a crane "
+        "under analysis moves to cleared or rejected. By default any critical or high finding "
+        "blocks, and oob-connectivity, hidden-uplink, remote-access-tool and remote-access findings "
+        "always block; change that with --policy.\n\nExample:\n"
+        "  cranewatch gate STS-07\n"
+        "  cranewatch gate STS-07 --policy gate-policy.toml --format json",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("crane", help="a registered crane, e.g. STS-07")
+    parser.add_argument("--policy", metavar="FILE",
+                        help="gate policy TOML: block_severity, review_severity, always_block, required_evidence")
+    parser.add_argument("--format", choices=("text", "json"), default="text")
+    parser.add_argument("--no-move", action="store_true", help="record the decision but leave the life cycle alone")
+    parser.add_argument("--exit-code", action="store_true", help="exit 1 unless the crane is cleared")
+    parser.add_argument("--by", help="who runs the gate (default: $USER)")
+    add_db_option(parser)
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    policy = load_gate_policy(args.policy) if args.policy else GatePolicy()
+    with store_from_args(args) as store:
+        decision = decide(store, args.crane, policy, who=args.by, move=not args.no_move)
+    if args.format == "json":
+        print(json.dumps(decision.to_json(), indent=2))
+    else:
+        print(format_decision(decision))
+    return 1 if args.exit_code and decision.decision != "cleared" else 0
+
+
+def format_decision(decision: GateDecision) -> str:
+    lines = [f"{decision.crane}: {decision.decision.upper()}"]
+    for kind, heading in HEADINGS.items():
+        reasons = [r for r in decision.reasons if r.kind == kind]
+        if not reasons:
+            continue
+        lines.append(f"  {heading}:")
+        for r in reasons:
+            where = f"  [{r.source}]" if r.source and r.finding else ""
+            ident = f" ({r.finding})" if r.finding else ""
+            lines.append(f"    - {r.text}{ident}{where}")
+    if decision.runs:
+        lines.append("  evidence considered:")
+        lines.extend(f"    - {run_label(r)}" for r in decision.runs)
+    if decision.state_change:
+        lines.append(f"  life cycle: {decision.state_change}")
+    return "\n".join(lines)
+

@@ -1,0 +1,182 @@
+"""Gate: decisions from recorded evidence, the reasons, the policy, and the life-cycle move."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from cranewatch.cli import main
+from cranewatch.errors import InputError
+from cranewatch.fleet import import_fleet, transition
+from cranewatch.gate import GatePolicy, decide, load_gate_policy, scan_and_record
+from cranewatch.model import Evidence, Finding, Severity, finding_id
+from cranewatch.store import Component, Crane, Store, open_store
+
+REPO = Path(__file__).resolve().parents[1]
+PROFILE = REPO / "profiles" / "sts-07.toml"
+
+
+def finding(rule: str, category: str, severity: Severity, title: str, key: str = "x") -> Finding:
+    return Finding(id=finding_id(rule, "STS-07", key), rule=rule, category=category, severity=severity,
+                   title=title, first_seen=None, last_seen=None, crane="STS-07",
+                   evidence=(Evidence(path="etc/x", line=3, excerpt="x"),), remedy="fix it")
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Store:
+    s = open_store(tmp_path / "cw.db")
+    s.add_crane(Crane("STS-07", profile_path=str(PROFILE), zone="10.20.7.0/24",
+                      components=(Component("CMS", "cms", ip="10.20.7.30"), Component("OCR", "ocr", ip="10.20.7.20"),
+                                  Component("PLC", "plc", ip="10.20.7.10")),
+                      state="under-analysis"), who="setup", why="test")
+    return s
+
+
+def full_evidence(store: Store, *extra: Finding) -> None:
+    store.record_run("STS-07", "scan-image", [], list(extra), component="CMS")
+    store.record_run("STS-07", "scan-image", [], [], component="OCR")
+    store.record_run("STS-07", "analyze", [], [])
+
+
+def texts(decision: object) -> list[str]:
+    return [r.text for r in decision.reasons]  # type: ignore[attr-defined]
+
+
+def test_no_evidence_needs_review_and_says_what_is_missing(store: Store) -> None:
+    decision = decide(store, "STS-07")
+    assert decision.decision == "needs-review"
+    assert texts(decision) == [
+        "no image scan recorded for CMS",
+        "no image scan recorded for OCR",
+        "no analysis of traffic recorded in quarantine for STS-07",
+    ]
+    crane = store.crane("STS-07")
+    assert crane is not None and crane.state == "under-analysis"  # needs-review does not move it
+    assert store.latest_gate("STS-07") is not None
+
+
+def test_clean_evidence_clears_and_opens_the_way_to_service(store: Store) -> None:
+    full_evidence(store, finding("weak.banner", "weak-config", Severity.LOW, "login banner names the vendor"))
+    decision = decide(store, "STS-07", who="ana")
+    assert decision.decision == "cleared" and decision.reasons == ()
+    assert decision.state_change == "under-analysis → cleared"
+    last = store.history("STS-07")[-1]
+    assert (last.who, last.to_state) == ("cranewatch gate (ana)", "cleared")
+    assert transition(store, "STS-07", "in-service", reason="cleared by the gate").to_state == "in-service"
+
+
+def test_a_high_finding_rejects_with_the_finding_named(store: Store) -> None:
+    bad = finding("ssh.permit-root-login", "weak-config", Severity.HIGH, "root login over SSH allowed")
+    full_evidence(store, bad)
+    decision = decide(store, "STS-07")
+    assert decision.decision == "rejected"
+    (reason,) = decision.reasons
+    assert (reason.kind, reason.finding, reason.severity) == ("blocking-finding", bad.id, "high")
+    assert reason.text == "high weak-config: root login over SSH allowed"
+    assert reason.source is not None and reason.source.startswith("image scan of CMS (run ")
+    assert decision.state_change == "under-analysis → rejected"
+    assert [f.id for f in decision.findings] == [bad.id]
+
+
+@pytest.mark.parametrize("category", ["oob-connectivity", "hidden-uplink", "remote-access-tool", "remote-access"])
+def test_always_blocking_categories_block_whatever_their_severity(store: Store, category: str) -> None:
+    full_evidence(store, finding("r", category, Severity.LOW, "a low one"))
+    decision = decide(store, "STS-07")
+    assert decision.decision == "rejected"
+    assert decision.reasons[0].text == f"{category} always blocks: a low one"
+
+
+def test_a_medium_finding_and_missing_evidence_need_review_together(store: Store) -> None:
+    store.record_run("STS-07", "scan-image", [], [finding("c", "credential", Severity.MEDIUM, "vendor key")],
+                     component="CMS")
+    decision = decide(store, "STS-07")
+    assert decision.decision == "needs-review"
+    assert [r.kind for r in decision.reasons] == ["review-finding", "missing-evidence", "missing-evidence"]
+
+
+def test_a_killed_run_needs_review_until_it_is_rerun(store: Store) -> None:
+    full_evidence(store)
+    store.begin_run("STS-07", "scan-image", component="CMS")  # never finishes: killed
+    decision = decide(store, "STS-07", move=False)
+    assert decision.decision == "needs-review"
+    assert texts(decision)[0].startswith("image scan of CMS (run 4) did not complete (running")
+    store.record_run("STS-07", "scan-image", [], [], component="CMS")
+    assert decide(store, "STS-07").decision == "cleared"
+
+
+def test_a_registered_modem_and_a_broken_profile_are_reasons(store: Store, tmp_path: Path) -> None:
+    full_evidence(store)
+    broken = tmp_path / "broken.toml"
+    broken.write_text('[crane]\nid = "STS-07"\n')
+    crane = store.crane("STS-07")
+    assert crane is not None
+    store.update_crane_facts(replace(crane, profile_path=str(broken),
+                                     components=(*crane.components, Component("MODEM-1", "modem"))))
+    decision = decide(store, "STS-07")
+    assert decision.decision == "needs-review"
+    assert texts(decision)[0].startswith("MODEM-1 (modem) is registered on the crane")
+    assert texts(decision)[1].startswith("the profile of STS-07 does not load")
+
+
+def test_policy_from_toml_changes_what_blocks(store: Store, tmp_path: Path) -> None:
+    full_evidence(store, finding("h", "weak-config", Severity.HIGH, "a high one"),
+                  finding("r", "remote-access-tool", Severity.LOW, "a tool", key="y"))
+    policy_file = tmp_path / "gate.toml"
+    policy_file.write_text('[gate]\nblock_severity = "critical"\nalways_block = []\n'
+                           'required_evidence = ["image-scan"]\n')
+    policy = load_gate_policy(policy_file)
+    assert policy == GatePolicy(block_severity=Severity.CRITICAL, always_block=frozenset(),
+                                required_evidence=("image-scan",))
+    decision = decide(store, "STS-07", policy)
+    assert decision.decision == "needs-review"  # the high one only needs review now
+    assert [r.kind for r in decision.reasons] == ["review-finding"]
+    policy_file.write_text('block_severity = "severe"\n')
+    with pytest.raises(InputError, match="unknown severity"):
+        load_gate_policy(policy_file)
+    policy_file.write_text('blocks = "high"\n')
+    with pytest.raises(InputError, match="unknown gate policy keys"):
+        load_gate_policy(policy_file)
+
+
+def test_real_image_scans_through_the_gate(tmp_path: Path) -> None:
+    """The forensic scanner's own findings on planted artefacts reach the gate and reject."""
+    cms = tmp_path / "cms-root"
+    (cms / "etc/NetworkManager/system-connections").mkdir(parents=True)
+    (cms / "etc/NetworkManager/system-connections/lte.nmconnection").write_text(
+        "[connection]\nid=lte\ntype=gsm\n\n[gsm]\napn=m2m.example-carrier.net\n")
+    (cms / "etc/hostname").write_text("cms\n")
+    ocr = tmp_path / "ocr-root"
+    (ocr / "etc").mkdir(parents=True)
+    (ocr / "etc/hostname").write_text("ocr\n")
+    with open_store(tmp_path / "cw.db") as store:
+        import_fleet(store, REPO / "profiles" / "fleet-example.toml")
+        for state in ("quarantined", "under-analysis"):
+            transition(store, "STS-07", state, reason="test")
+        scan_and_record(store, "STS-07", cms, component="CMS")
+        scan_and_record(store, "STS-07", ocr, component="OCR")
+        store.record_run("STS-07", "analyze", [], [])
+        decision = decide(store, "STS-07")
+        assert decision.decision == "rejected"
+        blocking = [r for r in decision.reasons if r.kind == "blocking-finding"]
+        assert any(r.category == "oob-connectivity" and "m2m.example-carrier.net" in r.text for r in blocking)
+        assert all(r.source and "CMS" in r.source for r in blocking)
+        runs = store.runs("STS-07", "scan-image")
+        assert runs[0].inputs[0].path == str(cms) and len(runs[0].inputs[0].sha256) == 64
+        assert store.run_artifact(runs[0].id, "sbom") is not None
+        crane = store.crane("STS-07")
+        assert crane is not None and crane.state == "rejected"
+
+
+def test_cli_gate(store: Store, capsys: pytest.CaptureFixture[str]) -> None:
+    full_evidence(store, finding("r", "remote-access-tool", Severity.CRITICAL, "TeamViewer-like agent"))
+    db = str(store.path)
+    assert main(["gate", "STS-07", "--db", db, "--exit-code"]) == 1
+    out = capsys.readouterr().out
+    assert out.startswith("STS-07: REJECTED\n  blocking findings:\n    - critical remote-access-tool: TeamViewer-like agent")
+    assert "life cycle: under-analysis → rejected" in out
+    assert main(["gate", "STS-07", "--db", db, "--format", "json"]) == 0
+    import json
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["decision"] == "rejected" and doc["state_change"].startswith("life cycle unchanged")
