@@ -11,9 +11,11 @@ import pytest
 from cranewatch.detect import adapt
 from cranewatch.detect.plc_control import operations
 from cranewatch.model import Severity
-from cranewatch.protocols.enip import CipRequest, operation_of
-from cranewatch.protocols.s7comm import S7JobRequest
 from detect_helpers import EWS, PLC, T0, request, run, sts07
+
+enip = pytest.importorskip("cranewatch.protocols.enip")
+s7comm = pytest.importorskip("cranewatch.protocols.s7comm")
+CipRequest, operation_of, S7JobRequest = enip.CipRequest, enip.operation_of, s7comm.S7JobRequest
 
 BASE: dict[str, Any] = {"ts": T0, "frame": 5, "src": "192.0.2.50", "dst": "192.0.2.10", "sport": 1100,
                         "source": "t.pcap"}

@@ -38,6 +38,8 @@ CIP_OPERATIONS = {"stop": "cip-stop", "reset": "cip-reset", "run": "cip-start",
                   "program_upload_initiate": "program-upload", "program_upload": "program-upload"}
 # OPC UA service request node ids (binary encoding ids) that change or command the server.
 OPCUA_SERVICES = {673: "opcua-write", 712: "opcua-call"}
+DNS_TYPES = {1: "A", 2: "NS", 5: "CNAME", 12: "PTR", 15: "MX", 16: "TXT", 28: "AAAA", 33: "SRV",
+             65: "HTTPS", 255: "ANY"}
 REMOTE_KINDS = {"ssh": "ssh", "rdp": "rdp", "vnc": "vnc", "rfb": "vnc", "telnet": "telnet",
                 "teamviewer": "teamviewer", "anydesk": "anydesk"}
 
@@ -78,9 +80,9 @@ def facts_from_event(event: Any) -> Iterator[Any]:
             yield PlcCommand(**_base(event), protocol="enip", operation=operation,
                              target=_text(getattr(event, "tag", None) or ""),
                              values={"service": event.service, "classes": list(event.classes)})
-    elif proto == "opcua":
-        service = getattr(event, "service_node_id", None) or getattr(event, "service", None)
-        if isinstance(service, int) and service in OPCUA_SERVICES and kind.endswith("request"):
+    elif kind == "opcua_service_request":
+        service = getattr(event, "service_id", None)
+        if isinstance(service, int) and service in OPCUA_SERVICES:
             yield PlcCommand(**_base(event), protocol="opcua", operation=OPCUA_SERVICES[service],
                              target=_text(getattr(event, "node_ids", "") or ""),
                              values={"service": service})
@@ -90,7 +92,7 @@ def facts_from_event(event: Any) -> Iterator[Any]:
             yield Binding(**_base(event), ip=ip, mac=mac)
     elif proto == "dns" and kind.endswith("request"):
         for name in _names(event):
-            yield DnsQuery(**_base(event), name=name, qtype=_text(getattr(event, "qtype", "A")) or "A")
+            yield DnsQuery(**_base(event), name=name, qtype=_qtype(getattr(event, "qtype", 1)))
     elif proto == "tls" and ("client_hello" in kind or kind.endswith("hello_request")):
         yield TlsHello(**_base(event), sni=getattr(event, "sni", None) or getattr(event, "server_name", None),
                        ja3=getattr(event, "ja3", None) or getattr(event, "ja3_md5", None),
@@ -110,12 +112,18 @@ def facts_from_event(event: Any) -> Iterator[Any]:
 
 
 def _names(event: Any) -> list[str]:
-    for attr in ("names", "questions", "queries"):
-        value = getattr(event, attr, None)
-        if value:
-            return [_text(getattr(v, "name", v)) for v in value]
-    name = getattr(event, "name", None) or getattr(event, "qname", None) or getattr(event, "query", None)
+    """Every question's name of a DNS query (``protocols.dns.DnsQueryRequest``)."""
+    names = getattr(event, "qnames", None)
+    if isinstance(names, tuple | list) and names:
+        return [_text(n) for n in names]
+    name = getattr(event, "qname", None) or getattr(event, "name", None)
     return [_text(name)] if name else []
+
+
+def _qtype(value: Any) -> str:
+    if isinstance(value, int):
+        return DNS_TYPES.get(value, str(value))
+    return _text(value) or "A"
 
 
 def _s7(event: Any) -> Iterator[PlcCommand]:
