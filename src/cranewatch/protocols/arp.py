@@ -1,0 +1,70 @@
+"""ARP (ethertype 0x0806): who has which IP address, which MAC answers; learns hosts and gateways.
+
+ARP is not TCP or UDP, so there is no DecoderSpec: the pipeline calls ``decode_arp`` with the
+payload of every frame whose ethertype is 0x0806. A reply or a gratuitous announcement binds
+an IP to a MAC; two MACs claiming one IP (the gateway, typically) is how spoofing shows.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+from cranewatch.errors import DecodeError, Location
+from cranewatch.protocols.base import Event
+
+OP_REQUEST = 1
+OP_REPLY = 2
+
+
+def format_mac(raw: bytes) -> str:
+    return ":".join(f"{b:02x}" for b in raw)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ArpEvent(Event):
+    """An ARP request (operation 1, or any other than reply); ``ArpResponse`` for replies.
+
+    ``src``/``dst`` of the event are the sender and target MACs of the ARP body.
+    ``gratuitous``: sender IP == target IP (an announcement of one's own binding).
+    """
+
+    kind: ClassVar[str] = "arp_address_request"
+    operation: int
+    sender_mac: str
+    sender_ip: str
+    target_mac: str
+    target_ip: str
+    gratuitous: bool = False
+
+
+ArpRequest = ArpEvent
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ArpResponse(ArpEvent):
+    """An ARP reply: ``sender_mac`` is at ``sender_ip``."""
+
+    kind: ClassVar[str] = "arp_address_response"
+
+
+def decode_arp(data: bytes, *, ts: float = 0.0, frame: int = 0, source: str = "") -> ArpEvent:
+    """Decode an Ethernet/IPv4 ARP body (the bytes after the ethertype)."""
+    if len(data) < 28:
+        raise DecodeError(f"ARP body of {len(data)} bytes, 28 needed",
+                          Location(file=source or None, frame=frame))
+    hw_type = data[0] << 8 | data[1]
+    proto_type = data[2] << 8 | data[3]
+    hw_len, proto_len = data[4], data[5]
+    if hw_type != 1 or proto_type != 0x0800 or hw_len != 6 or proto_len != 4:
+        raise DecodeError(f"ARP for hardware {hw_type}/protocol 0x{proto_type:04x} is not Ethernet/IPv4",
+                          Location(file=source or None, frame=frame))
+    operation = data[6] << 8 | data[7]
+    sender_mac = format_mac(data[8:14])
+    sender_ip = ".".join(str(b) for b in data[14:18])
+    target_mac = format_mac(data[18:24])
+    target_ip = ".".join(str(b) for b in data[24:28])
+    cls = ArpResponse if operation == OP_REPLY else ArpEvent
+    return cls(ts=ts, frame=frame, src=sender_mac, dst=target_mac, source=source,
+               operation=operation, sender_mac=sender_mac, sender_ip=sender_ip,
+               target_mac=target_mac, target_ip=target_ip, gratuitous=sender_ip == target_ip)

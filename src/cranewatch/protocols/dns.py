@@ -1,0 +1,244 @@
+"""DNS over UDP and TCP (port 53, and mDNS 5353): queries, answers, TXT, label measurements.
+
+What matters on a crane: which names its hosts resolve (a PLC or drive should resolve none;
+a gateway a few known ones), and whether names look like a tunnel: long labels and
+high-entropy subdomains carry data out. Each query records its longest label and the Shannon
+entropy of its subdomain part (everything left of the last two labels).
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+from typing import ClassVar
+
+from cranewatch.errors import DecodeError
+from cranewatch.protocols import identify
+from cranewatch.protocols.base import DecoderSpec, Event, FlowContext, register
+from cranewatch.protocols.framing import PduBuffer, decode_error, endpoints, shannon_entropy
+
+TYPE_NAMES: dict[int, str] = {
+    1: "A", 2: "NS", 5: "CNAME", 6: "SOA", 12: "PTR", 13: "HINFO", 15: "MX", 16: "TXT",
+    28: "AAAA", 33: "SRV", 35: "NAPTR", 41: "OPT", 43: "DS", 46: "RRSIG", 47: "NSEC",
+    48: "DNSKEY", 52: "TLSA", 64: "SVCB", 65: "HTTPS", 99: "SPF", 249: "TKEY", 250: "TSIG",
+    251: "IXFR", 252: "AXFR", 255: "ANY", 257: "CAA",
+}
+MAX_RECORDS = 256
+MAX_POINTER_HOPS = 64
+
+
+@dataclass(frozen=True, slots=True)
+class DnsAnswer:
+    """One resource record of the answer section; ``data`` is text (address, name, TXT...)."""
+
+    name: str
+    rtype: int
+    ttl: int
+    data: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DnsQueryRequest(Event):
+    """A DNS query: first question's name/type/class, and the measurements of that name.
+
+    ``longest_label``: length of the longest label; ``entropy``: Shannon entropy (bits per
+    character) of the subdomain part, the labels left of the last two.
+    """
+
+    kind: ClassVar[str] = "dns_query_request"
+    transaction_id: int
+    opcode: int
+    qname: str
+    qtype: int
+    qclass: int = 1
+    questions: int = 1
+    qnames: tuple[str, ...] = ()  # every question's name (almost always just ``qname``)
+    records: tuple[DnsAnswer, ...] = ()  # authority/additional (dynamic update: the updates)
+    longest_label: int = 0
+    entropy: float = 0.0
+    transport: str = "udp"
+
+    @property
+    def qtype_name(self) -> str:
+        return TYPE_NAMES.get(self.qtype, str(self.qtype))
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DnsQueryResponse(DnsQueryRequest):
+    """A DNS response: rcode, answers (with TXT strings), and the frame of the query.
+
+    ``records``: authority and additional records (name servers, glue addresses).
+    """
+
+    kind: ClassVar[str] = "dns_query_response"
+    rcode: int = 0
+    authoritative: bool = False
+    truncated: bool = False
+    answers: tuple[DnsAnswer, ...] = ()
+    txt: tuple[str, ...] = ()
+    request_frame: int | None = None
+
+
+def read_name(msg: bytes, pos: int) -> tuple[str, int]:
+    """A possibly compressed domain name at ``pos``; returns the name and the offset after it."""
+    labels: list[str] = []
+    end = -1
+    hops = 0
+    total = 0
+    while True:
+        if pos >= len(msg):
+            raise DecodeError("DNS name runs past the message")
+        length = msg[pos]
+        if length == 0:
+            pos += 1
+            break
+        if length & 0xC0 == 0xC0:
+            if pos + 1 >= len(msg):
+                raise DecodeError("DNS compression pointer cut short")
+            if end < 0:
+                end = pos + 2
+            pos = (length & 0x3F) << 8 | msg[pos + 1]
+            hops += 1
+            if hops > MAX_POINTER_HOPS:
+                raise DecodeError("DNS compression pointer loop")
+            continue
+        if length & 0xC0:
+            raise DecodeError(f"DNS label type 0x{length & 0xC0:02x} is not supported")
+        label = msg[pos + 1:pos + 1 + length]
+        if len(label) < length:
+            raise DecodeError("DNS label cut short")
+        labels.append(label.decode("latin-1"))
+        total += length + 1
+        if total > 255:
+            raise DecodeError("DNS name longer than 255 bytes")
+        pos += 1 + length
+    return ".".join(labels), (end if end >= 0 else pos)
+
+
+def measure_name(name: str) -> tuple[int, float]:
+    """Longest label and Shannon entropy of the subdomain part (left of the last two labels)."""
+    labels = name.split(".") if name else []
+    longest = max((len(label) for label in labels), default=0)
+    sub = "".join(labels[:-2]) if len(labels) > 2 else "".join(labels)
+    return longest, round(shannon_entropy(sub), 4)
+
+
+def _rdata_text(msg: bytes, rtype: int, start: int, size: int) -> tuple[str, tuple[str, ...]]:
+    rdata = msg[start:start + size]
+    if rtype == 1 and size == 4:
+        return ".".join(str(b) for b in rdata), ()
+    if rtype == 28 and size == 16:
+        import ipaddress
+
+        return str(ipaddress.IPv6Address(rdata)), ()
+    if rtype in (2, 5, 12):
+        return read_name(msg, start)[0], ()
+    if rtype == 15 and size > 2:
+        return read_name(msg, start + 2)[0], ()
+    if rtype == 16:
+        strings: list[str] = []
+        pos = 0
+        while pos < size:
+            length = rdata[pos]
+            strings.append(rdata[pos + 1:pos + 1 + length].decode("utf-8", "replace"))
+            pos += 1 + length
+        return " ".join(strings), tuple(strings)
+    if rtype == 33 and size > 6:
+        return f"{read_name(msg, start + 6)[0]}:{rdata[4] << 8 | rdata[5]}", ()
+    return rdata.hex(), ()
+
+
+def parse_message(msg: bytes) -> dict[str, object]:
+    """Header, first question and answer records of one DNS message."""
+    if len(msg) < 12:
+        raise DecodeError(f"DNS header needs 12 bytes, got {len(msg)}")
+    tid, flags, qdcount, ancount, nscount, arcount = struct.unpack_from(">HHHHHH", msg)
+    pos = 12
+    qname, qtype, qclass = "", 0, 0
+    qnames: list[str] = []
+    for index in range(min(qdcount, MAX_RECORDS)):
+        name, pos = read_name(msg, pos)
+        if pos + 4 > len(msg):
+            raise DecodeError("DNS question cut short")
+        qnames.append(name)
+        if index == 0:
+            qname = name
+            qtype, qclass = struct.unpack_from(">HH", msg, pos)
+        pos += 4
+    txt: list[str] = []
+    records: list[DnsAnswer] = []  # answer, then authority and additional sections
+    for index in range(min(ancount + nscount + arcount, MAX_RECORDS)):
+        name, pos = read_name(msg, pos)
+        if pos + 10 > len(msg):
+            raise DecodeError("DNS resource record cut short")
+        rtype, _rclass, ttl, size = struct.unpack_from(">HHIH", msg, pos)
+        pos += 10
+        if pos + size > len(msg):
+            raise DecodeError("DNS record data runs past the message")
+        data, strings = _rdata_text(msg, rtype, pos, size)
+        if index < ancount:
+            txt.extend(strings)
+        records.append(DnsAnswer(name, rtype, ttl, data))
+        pos += size
+    return {"tid": tid, "flags": flags, "qdcount": qdcount, "qname": qname, "qtype": qtype,
+            "qclass": qclass & 0x7FFF, "answers": tuple(records[:ancount]), "txt": tuple(txt),
+            "records": tuple(records[ancount:]), "qnames": tuple(qnames)}
+
+
+def dns_tcp_length(buf: bytes | bytearray, pos: int) -> int | None:
+    if len(buf) - pos < 2:
+        return None
+    return 2 + (buf[pos] << 8 | buf[pos + 1])
+
+
+class DnsDecoder:
+    """Decodes DNS messages of one UDP exchange or TCP connection."""
+
+    def __init__(self, ctx: FlowContext) -> None:
+        self.ctx = ctx
+        self._buffers = (PduBuffer(limit=65537, source=ctx.source),
+                         PduBuffer(limit=65537, source=ctx.source))
+        self._queries: dict[int, int] = {}
+
+    def gap(self, from_client: bool) -> None:
+        self._buffers[from_client].gap()
+
+    def feed(self, from_client: bool, data: bytes, ts: float, frame: int) -> list[Event]:
+        if self.ctx.transport == "udp":
+            return [self._message(from_client, data, ts, frame)]
+        return [self._message(from_client, pdu[2:], ts, frame)
+                for pdu in self._buffers[from_client].pdus(data, dns_tcp_length, frame)]
+
+    def _message(self, from_client: bool, msg: bytes, ts: float, frame: int) -> Event:
+        try:
+            parsed = parse_message(msg)
+        except DecodeError as exc:
+            raise decode_error(f"DNS: {exc.message}", self.ctx, frame) from None
+        flags = int(parsed["flags"])  # type: ignore[call-overload]
+        qname = str(parsed["qname"])
+        longest, entropy = measure_name(qname)
+        tid = int(parsed["tid"])  # type: ignore[call-overload]
+        common = {"ts": ts, "frame": frame, "transaction_id": tid, "opcode": (flags >> 11) & 0xF,
+                  "qname": qname, "qtype": parsed["qtype"], "qclass": parsed["qclass"],
+                  "questions": parsed["qdcount"], "qnames": parsed["qnames"],
+                  "records": parsed["records"],
+                  "longest_label": longest, "entropy": entropy,
+                  "transport": self.ctx.transport, **endpoints(self.ctx, from_client)}
+        if not flags & 0x8000:
+            self._queries[tid] = frame
+            if len(self._queries) > 1024:
+                self._queries.pop(next(iter(self._queries)))
+            return DnsQueryRequest(**common)
+        return DnsQueryResponse(rcode=flags & 0xF, authoritative=bool(flags & 0x0400),
+                                truncated=bool(flags & 0x0200),
+                                answers=parsed["answers"],  # type: ignore[arg-type]
+                                txt=parsed["txt"],  # type: ignore[arg-type]
+                                request_frame=self._queries.pop(tid, None),
+                                **common)
+
+
+SPEC_UDP = register(DecoderSpec(name="dns", transport="udp", ports=frozenset({53, 5353, 5355}),
+                                factory=DnsDecoder, probe=identify.is_dns_udp, priority=60,
+                                aliases=("mdns", "llmnr")))
+SPEC_TCP = register(DecoderSpec(name="dns", transport="tcp", ports=frozenset({53}),
+                                factory=DnsDecoder, probe=identify.is_dns_tcp, priority=80))

@@ -1,0 +1,453 @@
+"""EtherNet/IP encapsulation (TCP/UDP 44818) and the CIP messages it carries; CIP I/O (UDP 2222).
+
+What matters on a crane: who lists identities (vendor, product, revision: reconnaissance),
+which CIP services reach which class/instance/attribute, and above all the services that
+change the controller: Start/Stop/Reset (run/stop/reset, e.g. on the Logix controller object
+0x8E), and program transfer through the File object (class 0x37: initiate upload/download,
+transfer). Multiple-service packets and Unconnected Send are unwrapped so each embedded
+request is its own event, in the order tshark lists ``cip.sc``.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections import deque
+from dataclasses import dataclass, field
+from typing import ClassVar
+
+from cranewatch.errors import DecodeError
+from cranewatch.protocols import identify
+from cranewatch.protocols.base import DecoderSpec, Event, FlowContext, register
+from cranewatch.protocols.framing import PduBuffer, decode_error, endpoints
+
+COMMAND_NAMES: dict[int, str] = {
+    0x0001: "list_targets", 0x0004: "list_services", 0x0063: "list_identity",
+    0x0064: "list_interfaces", 0x0065: "register_session", 0x0066: "unregister_session",
+    0x006F: "send_rr_data", 0x0070: "send_unit_data", 0x0072: "indicate_status",
+}
+SERVICE_NAMES: dict[int, str] = {
+    0x01: "get_attributes_all", 0x02: "set_attributes_all", 0x03: "get_attribute_list",
+    0x04: "set_attribute_list", 0x05: "reset", 0x06: "start", 0x07: "stop", 0x08: "create",
+    0x09: "delete", 0x0A: "multiple_service_packet", 0x0D: "apply_attributes",
+    0x0E: "get_attribute_single", 0x10: "set_attribute_single", 0x11: "find_next_object_instance",
+    0x15: "restore", 0x16: "save", 0x18: "get_member", 0x19: "set_member",
+    0x4B: "execute_pccc", 0x4C: "read_tag", 0x4D: "write_tag", 0x4E: "forward_close",
+    0x4F: "read_modify_write_tag", 0x52: "unconnected_send", 0x53: "write_tag_fragmented",
+    0x54: "forward_open", 0x5B: "large_forward_open",
+}
+FILE_OBJECT_CLASS = 0x37
+CONNECTION_MANAGER_CLASS = 0x06
+# File object services (CIP Vol. 1, 5-42): the program transfer path.
+FILE_SERVICES: dict[int, str] = {
+    0x4B: "program_upload_initiate", 0x4C: "program_download_initiate",
+    0x4D: "program_read_partial", 0x4E: "program_write_partial", 0x4F: "program_upload",
+    0x50: "program_download", 0x51: "program_clear",
+}
+CONTROL_SERVICES: dict[int, str] = {0x05: "reset", 0x06: "run", 0x07: "stop"}
+DATA_LIMIT = 256
+MAX_NESTING = 4  # embedded requests inside embedded requests: real traffic needs two
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class EnipCommandRequest(Event):
+    """One encapsulation PDU from the client (``enip.command``) with its session and status."""
+
+    kind: ClassVar[str] = "enip_command_request"
+    command: int
+    session: int
+    status: int = 0
+    length: int = 0
+
+    @property
+    def command_name(self) -> str:
+        return COMMAND_NAMES.get(self.command, f"0x{self.command:04x}")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class EnipCommandResponse(EnipCommandRequest):
+    """One encapsulation PDU from the target (the device)."""
+
+    kind: ClassVar[str] = "enip_command_response"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class EnipIdentityResponse(Event):
+    """A List Identity answer item: what the device says it is."""
+
+    kind: ClassVar[str] = "enip_identity_response"
+    vendor_id: int
+    device_type: int
+    product_code: int
+    revision: str
+    serial: int
+    product_name: str
+    state: int | None = None
+    device_ip: str = ""
+    status: int = 0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CipRequest(Event):
+    """A CIP request: service (``cip.sc``) on a path (``cip.class``/instance/attribute).
+
+    ``classes``/``instances``/``attributes`` hold every logical segment of the path (tshark
+    lists each); ``cip_class`` etc. are the first. ``tag``: an ANSI symbolic segment (Logix tag
+    name). ``operation``: ``run``/``stop``/``reset`` for controller control services and
+    ``program_*`` for File-object transfer, else the service name. ``depth``: 0 for a request
+    carried directly, 1+ when embedded in a multiple-service packet or unconnected send.
+    """
+
+    kind: ClassVar[str] = "cip_service_request"
+    service: int
+    classes: tuple[int, ...] = ()
+    instances: tuple[int, ...] = ()
+    attributes: tuple[int, ...] = ()
+    tag: str | None = None
+    operation: str = ""
+    connection_id: int | None = None
+    depth: int = 0
+    data: bytes = b""
+
+    @property
+    def cip_class(self) -> int | None:
+        return self.classes[0] if self.classes else None
+
+    @property
+    def instance(self) -> int | None:
+        return self.instances[0] if self.instances else None
+
+    @property
+    def attribute(self) -> int | None:
+        return self.attributes[0] if self.attributes else None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CipResponse(Event):
+    """A CIP reply: service (without the reply bit), general status (0 success), extended status.
+
+    Paired with its request (connected: by CIP sequence count; unconnected: in order), it
+    carries the request's classes so a reply can be read without its request at hand.
+    """
+
+    kind: ClassVar[str] = "cip_service_response"
+    service: int
+    general_status: int
+    extended_status: tuple[int, ...] = ()
+    classes: tuple[int, ...] = ()  # from the paired request (for Unconnected Send: both paths)
+    request_frame: int | None = None
+    connection_id: int | None = None
+    depth: int = 0
+    data: bytes = b""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class EnipIoRequest(Event):
+    """A class-1 (implicit, UDP 2222) I/O packet: cyclic drive/IO data on a connection."""
+
+    kind: ClassVar[str] = "enip_io_request"
+    connection_id: int
+    sequence: int
+    size: int
+    data: bytes = field(default=b"")
+
+
+def enip_length(buf: bytes | bytearray, pos: int) -> int | None:
+    if len(buf) - pos < 24:
+        return None
+    command = buf[pos] | buf[pos + 1] << 8
+    if command not in COMMAND_NAMES and command not in identify.ENIP_COMMANDS:
+        raise DecodeError(f"unknown EtherNet/IP command 0x{command:04x}")
+    return 24 + (buf[pos + 2] | buf[pos + 3] << 8)
+
+
+def parse_epath(path: bytes) -> tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...], str | None]:
+    """Logical class/instance/attribute segments and an ANSI symbolic tag of a CIP path."""
+    classes: list[int] = []
+    instances: list[int] = []
+    attributes: list[int] = []
+    tags: list[str] = []
+    pos = 0
+    while pos < len(path):
+        segment = path[pos]
+        if segment == 0x91:  # ANSI extended symbol: length, name, pad to even
+            size = path[pos + 1] if pos + 1 < len(path) else 0
+            tags.append(path[pos + 2:pos + 2 + size].decode("latin-1"))
+            pos += 2 + size + (size % 2)
+            continue
+        kind = segment & 0xE0
+        if kind == 0x20:  # logical segment
+            logical = (segment >> 2) & 0x07
+            fmt = segment & 0x03
+            if fmt == 0:
+                value = path[pos + 1] if pos + 1 < len(path) else 0
+                pos += 2
+            elif fmt == 1:
+                value = int.from_bytes(path[pos + 2:pos + 4], "little")
+                pos += 4
+            else:
+                value = int.from_bytes(path[pos + 2:pos + 6], "little")
+                pos += 6
+            if logical == 0:
+                classes.append(value)
+            elif logical in (1, 3):  # instance, or connection point used as instance
+                instances.append(value)
+            elif logical == 4:
+                attributes.append(value)
+            continue
+        if kind == 0x00:  # port segment: port, link address (extended forms are rare here)
+            if segment & 0x10:
+                size = path[pos + 1] if pos + 1 < len(path) else 0
+                pos += 2 + size + (size % 2)
+            else:
+                pos += 2
+            continue
+        if segment == 0x80 or kind == 0x80:  # data segment: simple data, length in words
+            size = path[pos + 1] if pos + 1 < len(path) else 0
+            pos += 2 + 2 * size
+            continue
+        break  # a segment type we do not walk: keep what we have
+    return tuple(classes), tuple(instances), tuple(attributes), ("." .join(tags) if tags else None)
+
+
+def operation_of(service: int, classes: tuple[int, ...]) -> str:
+    """What a request does to the controller, in the words a crane engineer uses."""
+    if classes and classes[0] == FILE_OBJECT_CLASS and service in FILE_SERVICES:
+        return FILE_SERVICES[service]
+    if service in CONTROL_SERVICES:
+        return CONTROL_SERVICES[service]
+    return SERVICE_NAMES.get(service, f"service_0x{service:02x}")
+
+
+class EnipDecoder:
+    """Decodes one EtherNet/IP session (TCP) or explicit datagrams (UDP 44818)."""
+
+    def __init__(self, ctx: FlowContext) -> None:
+        self.ctx = ctx
+        self._buffers = (PduBuffer(source=ctx.source), PduBuffer(source=ctx.source))
+        # requests awaiting a reply: classes per CIP message in pre-order, and the frame
+        self._connected: dict[int, tuple[list[tuple[int, ...]], int]] = {}
+        self._unconnected: deque[tuple[list[tuple[int, ...]], int]] = deque(maxlen=64)
+        self._reply: tuple[list[tuple[int, ...]], int] | None = None  # being matched now
+        self._request: list[tuple[int, ...]] = []  # being built now
+        # connection id -> classes of the forward open's connection path (class-3 messaging)
+        self._connections: dict[int, tuple[int, ...]] = {}
+        self._open_path: tuple[int, ...] = ()
+
+    def gap(self, from_client: bool) -> None:
+        self._buffers[from_client].gap()
+
+    def feed(self, from_client: bool, data: bytes, ts: float, frame: int) -> list[Event]:
+        events: list[Event] = []
+        if self.ctx.transport == "udp":
+            self._buffers[from_client].clear()  # a datagram never continues another
+        for pdu in self._buffers[from_client].pdus(data, enip_length, frame):
+            self._encapsulation(from_client, pdu, ts, frame, events)
+        return events
+
+    def _encapsulation(self, from_client: bool, pdu: bytes, ts: float, frame: int,
+                       events: list[Event]) -> None:
+        command, length, session, status = struct.unpack_from("<HHII", pdu, 0)
+        where = endpoints(self.ctx, from_client)
+        cls = EnipCommandRequest if from_client else EnipCommandResponse
+        events.append(cls(ts=ts, frame=frame, command=command, session=session, status=status,
+                          length=length, **where))  # type: ignore[arg-type]
+        body = pdu[24:]
+        if command in (0x006F, 0x0070):
+            if len(body) < 8:
+                raise decode_error("SendRRData/SendUnitData body cut short", self.ctx, frame)
+            self._items(from_client, body[6:], ts, frame, events, where)
+        elif command == 0x0063 and body:
+            self._items(from_client, body, ts, frame, events, where)
+
+    def _items(self, from_client: bool, cpf: bytes, ts: float, frame: int, events: list[Event],
+               where: dict[str, str | int]) -> None:
+        if len(cpf) < 2:
+            raise decode_error("common packet format without item count", self.ctx, frame)
+        count = cpf[0] | cpf[1] << 8
+        pos = 2
+        connection_id: int | None = None
+        for _ in range(min(count, 16)):
+            if pos + 4 > len(cpf):
+                raise decode_error("CPF item header cut short", self.ctx, frame)
+            type_id, size = struct.unpack_from("<HH", cpf, pos)
+            item = cpf[pos + 4:pos + 4 + size]
+            if len(item) < size:
+                raise decode_error("CPF item longer than the PDU", self.ctx, frame)
+            pos += 4 + size
+            if type_id == 0x00A1 and size >= 4:
+                connection_id = struct.unpack_from("<I", item)[0]
+            elif type_id == 0x00B2:
+                self._message(from_client, item, ts, frame, events, where, connection_id, None)
+            elif type_id == 0x00B1 and size >= 2:
+                sequence = item[0] | item[1] << 8
+                self._message(from_client, item[2:], ts, frame, events, where, connection_id,
+                              sequence)
+            elif type_id == 0x000C:
+                events.append(parse_identity(item, ts, frame, where))
+
+    def _message(self, from_client: bool, msg: bytes, ts: float, frame: int,
+                 events: list[Event], where: dict[str, str | int], connection_id: int | None,
+                 sequence: int | None) -> None:
+        """One top-level CIP message; remembers a request's paths to label its reply."""
+        if msg and msg[0] & 0x80:
+            if sequence is not None:
+                self._reply = self._connected.pop(sequence, None)
+            else:
+                self._reply = self._unconnected.popleft() if self._unconnected else None
+            if self._reply is not None:
+                classes, request_frame = self._reply
+                if msg[0] & 0x7F == 0x52:  # routing itself failed: only the outer path
+                    classes = classes[:1]
+                elif msg[0] & 0x7F != 0x0A:  # an unwrapped reply answers every path
+                    classes = [tuple(c for path in classes for c in path)]
+                self._reply = (classes, request_frame)
+            self._cip(from_client, msg, ts, frame, events, where, connection_id, 0)
+            self._reply = None
+            return
+        self._request = []
+        self._cip(from_client, msg, ts, frame, events, where, connection_id, 0)
+        if sequence is not None:
+            self._connected[sequence] = (self._request, frame)
+            if len(self._connected) > 256:
+                self._connected.pop(next(iter(self._connected)))
+        else:
+            self._unconnected.append((self._request, frame))
+
+    def _cip(self, from_client: bool, msg: bytes, ts: float, frame: int, events: list[Event],
+             where: dict[str, str | int], connection_id: int | None, depth: int) -> None:
+        if len(msg) < 2:
+            raise decode_error("CIP message cut short", self.ctx, frame)
+        service = msg[0]
+        if service & 0x80:
+            if len(msg) < 4:
+                raise decode_error("CIP reply header cut short", self.ctx, frame)
+            extra = msg[3]
+            extended = tuple(int.from_bytes(msg[4 + 2 * i:6 + 2 * i], "little") for i in range(extra))
+            payload = msg[4 + 2 * extra:]
+            classes: tuple[int, ...] = ()
+            request_frame = None
+            if self._reply is not None:
+                paths, request_frame = self._reply
+                index = sum(1 for e in events if isinstance(e, CipResponse) and e.frame == frame
+                            and e.request_frame == request_frame)
+                classes = paths[index] if index < len(paths) else ()
+            if (service & 0x7F) in (0x54, 0x5B) and msg[2] == 0 and len(payload) >= 8:
+                o_to_t, t_to_o = struct.unpack_from("<II", payload)
+                self._connections[o_to_t] = self._connections[t_to_o] = self._open_path
+            elif depth == 0 and connection_id is not None and self._reply is None:
+                classes = self._connections.get(connection_id, ())
+            events.append(CipResponse(ts=ts, frame=frame, service=service & 0x7F,
+                                      general_status=msg[2], extended_status=extended,
+                                      classes=classes, request_frame=request_frame,
+                                      connection_id=connection_id, depth=depth,
+                                      data=payload[:DATA_LIMIT], **where))  # type: ignore[arg-type]
+            if service & 0x7F == 0x0A and msg[2] in (0, 0x1E) and depth < MAX_NESTING:
+                self._multiple(from_client, payload, ts, frame, events, where, connection_id, depth)
+            return
+        path_words = msg[1]
+        path_end = 2 + 2 * path_words
+        if path_end > len(msg):
+            raise decode_error("CIP request path longer than the message", self.ctx, frame)
+        classes, instances, attributes, tag = parse_epath(msg[2:path_end])
+        payload = msg[path_end:]
+        if service in (0x54, 0x5B, 0x4E) and classes[:1] == (CONNECTION_MANAGER_CLASS,):
+            # the connection path of a forward open/close names the object the connection reaches
+            at = {0x54: 35, 0x5B: 39, 0x4E: 10}[service]
+            if len(payload) > at:
+                skip = 2 if service == 0x4E else 1  # forward close has a reserved byte
+                target = parse_epath(payload[at + skip:at + skip + 2 * payload[at]])
+                classes, instances = classes + target[0], instances + target[1]
+                if service != 0x4E:
+                    self._open_path = target[0]
+        elif depth == 0 and connection_id is not None:
+            classes = self._connections.get(connection_id, ()) + classes
+        self._request.append(classes)
+        events.append(CipRequest(ts=ts, frame=frame, service=service, classes=classes,
+                                 instances=instances, attributes=attributes, tag=tag,
+                                 operation=operation_of(service, classes),
+                                 connection_id=connection_id, depth=depth,
+                                 data=payload[:DATA_LIMIT], **where))  # type: ignore[arg-type]
+        if depth >= MAX_NESTING:
+            return
+        if service == 0x0A:
+            self._multiple(from_client, payload, ts, frame, events, where, connection_id, depth)
+        elif service == 0x52 and classes[:1] == (CONNECTION_MANAGER_CLASS,) and len(payload) >= 4:
+            size = payload[2] | payload[3] << 8
+            embedded = payload[4:4 + size]
+            if len(embedded) == size and size:
+                self._cip(from_client, embedded, ts, frame, events, where, connection_id, depth + 1)
+
+    def _multiple(self, from_client: bool, payload: bytes, ts: float, frame: int,
+                  events: list[Event], where: dict[str, str | int], connection_id: int | None,
+                  depth: int) -> None:
+        if len(payload) < 2:
+            return
+        count = payload[0] | payload[1] << 8
+        offsets = [int.from_bytes(payload[2 + 2 * i:4 + 2 * i], "little") for i in range(count)]
+        if 2 + 2 * count > len(payload):
+            raise decode_error("multiple-service packet offsets beyond the message", self.ctx, frame)
+        bounds = [*offsets, len(payload)]
+        for index in range(count):
+            start, end = bounds[index], bounds[index + 1]
+            if not 0 < start < end <= len(payload):
+                raise decode_error("multiple-service packet offset out of order", self.ctx, frame)
+            self._cip(from_client, payload[start:end], ts, frame, events, where, connection_id,
+                      depth + 1)
+
+
+def parse_identity(item: bytes, ts: float, frame: int, where: dict[str, str | int]) -> EnipIdentityResponse:
+    """A List Identity CPF item (type 0x0C): version, socket address, then the identity."""
+    if len(item) < 33:
+        raise DecodeError("List Identity item cut short")
+    device_ip = ".".join(str(b) for b in item[6:10])
+    vendor, device_type, product_code = struct.unpack_from("<HHH", item, 18)
+    major, minor = item[24], item[25]
+    status, serial = struct.unpack_from("<HI", item, 26)
+    name_len = item[32]
+    name = item[33:33 + name_len].decode("latin-1")
+    state = item[33 + name_len] if len(item) > 33 + name_len else None
+    return EnipIdentityResponse(ts=ts, frame=frame, vendor_id=vendor, device_type=device_type,
+                                product_code=product_code, revision=f"{major}.{minor}",
+                                serial=serial, product_name=name, state=state,
+                                device_ip=device_ip, status=status,
+                                **where)  # type: ignore[arg-type]
+
+
+class EnipIoDecoder:
+    """Class-1 implicit I/O over UDP 2222: sequenced address item + connected data item."""
+
+    def __init__(self, ctx: FlowContext) -> None:
+        self.ctx = ctx
+
+    def gap(self, from_client: bool) -> None:
+        return None
+
+    def feed(self, from_client: bool, data: bytes, ts: float, frame: int) -> list[Event]:
+        if len(data) < 2:
+            raise decode_error("CIP I/O packet cut short", self.ctx, frame)
+        count = data[0] | data[1] << 8
+        pos = 2
+        connection_id = sequence = 0
+        payload = b""
+        for _ in range(min(count, 8)):
+            if pos + 4 > len(data):
+                raise decode_error("CIP I/O item cut short", self.ctx, frame)
+            type_id, size = struct.unpack_from("<HH", data, pos)
+            item = data[pos + 4:pos + 4 + size]
+            pos += 4 + size
+            if type_id == 0x8002 and size >= 8:
+                connection_id, sequence = struct.unpack_from("<II", item)
+            elif type_id == 0x00B1:
+                payload = item
+        return [EnipIoRequest(ts=ts, frame=frame, connection_id=connection_id, sequence=sequence,
+                              size=len(payload), data=payload[:DATA_LIMIT],
+                              **endpoints(self.ctx, from_client))]  # type: ignore[arg-type]
+
+
+SPEC_TCP = register(DecoderSpec(name="enip", transport="tcp", ports=frozenset({44818}),
+                                factory=EnipDecoder, probe=identify.is_enip, priority=40,
+                                aliases=("cip", "ethernet-ip")))
+SPEC_UDP = register(DecoderSpec(name="enip", transport="udp", ports=frozenset({44818}),
+                                factory=EnipDecoder, probe=identify.is_enip, priority=40))
+SPEC_IO = register(DecoderSpec(name="enip_io", transport="udp", ports=frozenset({2222}),
+                               factory=EnipIoDecoder, probe=None, priority=90))
