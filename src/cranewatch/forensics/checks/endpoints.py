@@ -32,7 +32,7 @@ _IGNORED_DOMAINS = re.compile(
     re.I,
 )
 _LOCAL_SUFFIX = re.compile(r"\.(local|lan|internal|home\.arpa|localdomain|intranet)$", re.I)
-_VERSIONISH = re.compile(r"(version|ver|v|release|firmware|fw|build)[\s=:\"'_\-]*$", re.I)
+_VERSIONISH = re.compile(r"\b(version|ver|v|release|firmware|fw|build)[\s=:\"'_\-]*$", re.I)
 _CGNAT = ipaddress.ip_network("100.64.0.0/10")
 
 

@@ -1,0 +1,92 @@
+"""``cranewatch scan-image``: forensic scan of a crane computer's filesystem image."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from cranewatch.errors import ExitCode, UsageError
+from cranewatch.forensics import Limits, endpoint_policy, scan_image
+from cranewatch.forensics.render import render_html, render_jsonl, render_text
+from cranewatch.forensics.sbom import write_sbom
+from cranewatch.model import Severity
+
+EXAMPLE = """\
+Example:
+  cranewatch scan-image cms-pc.tar.gz --crane STS-07 --profile profiles/sts-07.toml \\
+      --reference cms-pc-golden.squashfs --vulndb osv/ --sbom cms-pc.cdx.json --fail-on high
+
+Inputs: a directory tree, tar (.gz/.xz/.bz2/.zst), zip, cpio (newc), squashfs or a raw
+ext2/3/4 partition image (read with debugfs, never mounted). Nothing from the image is run,
+and symlinks resolve inside the image, never on the analysis station.
+"""
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = subparsers.add_parser(
+        "scan-image",
+        help="find backdoors, modems, remote access and weak settings in a filesystem image",
+        description="Pre-commissioning forensics of one crane computer's filesystem image.",
+        epilog=EXAMPLE,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("image", help="directory, tar/zip/cpio archive, squashfs or ext2/3/4 image")
+    parser.add_argument("--crane", help="crane id for the findings (default: the profile's crane id)")
+    parser.add_argument("--reference", metavar="PATH", help="golden or previous image: report what was added or changed and suppress findings it has too")
+    parser.add_argument("--show-suppressed", action="store_true", help="with --reference, keep findings the reference has too")
+    parser.add_argument("--profile", metavar="TOML", help="crane profile: its zones and allowed outside endpoints classify addresses")
+    parser.add_argument("--allow", action="append", default=[], metavar="CIDR|HOST", help="an endpoint that is expected (repeatable)")
+    parser.add_argument("--rules", metavar="DIR", help="directory of extra YARA rules (*.yar)")
+    parser.add_argument("--vulndb", metavar="PATH", help="OSV JSON file/directory or Debian security tracker JSON (offline)")
+    parser.add_argument("--sbom", metavar="FILE", help="write a CycloneDX 1.5 JSON SBOM of the image's packages")
+    parser.add_argument("--format", choices=("text", "jsonl", "html"), default="text")
+    parser.add_argument("--out", metavar="FILE", help="write the report here instead of stdout")
+    parser.add_argument("--min-severity", default="info", help="text output: hide findings below this severity")
+    parser.add_argument("--fail-on", metavar="SEVERITY", help="exit 1 when a finding of this severity or worse is found")
+    parser.add_argument("--workers", type=int, default=0, help="worker processes (default: the available cores)")
+    parser.add_argument("--max-bytes", type=int, default=Limits().max_total_bytes, help="refuse images that unpack to more bytes")
+    parser.add_argument("--max-files", type=int, default=Limits().max_files, help="refuse images with more files")
+    parser.set_defaults(func=run)
+
+
+def _severity(text: str | None, option: str) -> Severity | None:
+    if text is None:
+        return None
+    try:
+        return Severity.parse(text)
+    except ValueError as exc:
+        raise UsageError(f"{option}: {exc}") from None
+
+
+def run(args: argparse.Namespace) -> int:
+    fail_on = _severity(args.fail_on, "--fail-on")
+    min_severity = _severity(args.min_severity, "--min-severity") or Severity.INFO
+    policy, profile_crane = endpoint_policy(profile=args.profile, allow=args.allow)
+    result = scan_image(
+        args.image,
+        reference=args.reference,
+        crane=args.crane or profile_crane,
+        rules=args.rules,
+        vulndb=args.vulndb,
+        policy=policy,
+        limits=Limits(max_total_bytes=args.max_bytes, max_files=args.max_files),
+        workers=args.workers or None,
+        show_suppressed=args.show_suppressed,
+    )
+    if args.format == "text":
+        output = render_text(result, min_severity=min_severity)
+    elif args.format == "jsonl":
+        output = "".join(line + "\n" for line in render_jsonl(result))
+    else:
+        output = render_html(result)
+    if args.out:
+        Path(args.out).write_text(output, encoding="utf-8")
+    else:
+        sys.stdout.write(output)
+    if args.sbom:
+        write_sbom(result, Path(args.sbom))
+    worst = result.worst()
+    if fail_on is not None and worst is not None and worst >= fail_on:
+        return int(ExitCode.FINDINGS)
+    return int(ExitCode.OK)

