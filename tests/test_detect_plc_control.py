@@ -88,3 +88,21 @@ def test_public_ics_captures(shared_data: Path, capture: str, expected: set[str]
     titles = {f.title for f in result.findings if f.category == "plc-control"}
     for prefix in expected:
         assert any(t.startswith(prefix) for t in titles), (prefix, titles)
+
+
+def test_modbus_diagnostics_counts_match_tshark(shared_data: Path, tshark: str) -> None:
+    import subprocess
+
+    from cranewatch.detect.engine import build_sink
+    from cranewatch.pipeline import analyze
+
+    capture = shared_data / "pcaps/ICS-Security-Tools/pcaps/ModbusTCP/modbus_test_data_part1.pcap"
+    out = subprocess.run([tshark, "-r", str(capture), "-Y", "modbus.func_code == 8 && tcp.dstport == 502",
+                          "-T", "fields", "-e", "modbus.diagnostic_code"],
+                         capture_output=True, text=True, check=True).stdout.split()
+    result = analyze([capture], sinks=[build_sink()])
+    counts = {f.evidence[0].values["sub_function"]: f.count for f in result.findings
+              if f.category == "plc-control" and f.evidence[0].values.get("function") == 8
+              and f.evidence[0].values["sub_function"] in (1, 4)}
+    assert counts == {1: out.count("1"), 4: out.count("4")}
+    assert counts[1] > 0 and counts[4] > 0

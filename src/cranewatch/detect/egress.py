@@ -49,9 +49,12 @@ class Egress:
         for key, inc in self.incidents.items():
             src, dst, port, transport = key
             inbound = ctx.is_outside(src)
-            title = (f"{'Inbound' if inbound else 'Outbound'} {transport.upper()}/{port} between "
-                     f"{ctx.host_name(src)} and outside host {ctx.host_name(dst) if not inbound else src}"
-                     f" ({inc.count} connection(s))")
+            if inbound:
+                title = (f"Inbound {transport.upper()}/{port} from outside host {src} to crane host "
+                         f"{ctx.host_name(dst)} ({inc.count} connection(s))")
+            else:
+                title = (f"Outbound {transport.upper()}/{port} from crane host {ctx.host_name(src)} to "
+                         f"outside host {dst} ({inc.count} connection(s))")
             findings.append(make_finding(ctx, VERDICT, key, inc, title, src, endpoint(dst, port),
                                          Severity.HIGH if inbound else Severity.MEDIUM))
         return findings
