@@ -118,10 +118,17 @@ def scores(alarm: np.ndarray, truth: np.ndarray, times: np.ndarray,
     }
 
 
+# Chosen on the two development sets (dataset03 and the normal hours of dataset04), never on
+# the test set: dataset03 is a full-precision simulation, the others are rounded to 0.01 and
+# drift, so residuals finer than 0.3 σ of a signal and CUSUM drifts under 1 σ only measure that.
+NOISE_FLOOR = 0.3
+DRIFT = 1.0
+
+
 def train(folder: Path, target_per_day: float = 0.1) -> LearnedModel:
     clean = load(folder / DATASET03)
     return fit(clean.values, clean.names, samples_per_day=HOURS_PER_DAY,
-               target_per_day=target_per_day)
+               target_per_day=target_per_day, noise_floor=NOISE_FLOOR, drift=DRIFT)
 
 
 def evaluate(folder: Path, target_per_day: float = 0.1) -> dict[str, Any]:

@@ -104,9 +104,30 @@ def excursion_peaks(stat: np.ndarray) -> np.ndarray:
     return np.maximum.reduceat(stat, starts)[: len(ends)]
 
 
+def tail_threshold(peaks: np.ndarray, days: float, per_day: float) -> float:
+    """The CUSUM level that excursions exceed ``per_day`` times a day.
+
+    Peaks over a threshold: excursion peaks above their median are taken as exponential
+    (CUSUM excursions of light-tailed residuals are), their mean excess gives the decay, and
+    the level is extrapolated to the target rate, which is usually far rarer than anything the
+    held-out period shows. With few excursions, a margin over the largest one stands in.
+    """
+    peaks = np.sort(np.asarray(peaks, dtype=np.float64))
+    if len(peaks) < 10:
+        return max(1.0, 1.5 * float(peaks[-1])) if len(peaks) else 5.0
+    u = float(np.median(peaks))
+    excess = peaks[peaks > u] - u
+    beta = float(np.mean(excess)) if len(excess) else 1.0
+    rate_over_u = len(excess) / days
+    level = u + beta * np.log(max(rate_over_u / per_day, 1.0))
+    # Rarer than once in the held-out period: never below the largest excursion seen there.
+    seen_max = float(peaks[-1]) if per_day * days < 1.0 else 0.0
+    return max(1.0, float(level), seen_max)
+
+
 def fit(clean: np.ndarray, names: tuple[str, ...], *, samples_per_day: float,
         target_per_day: float = 0.1, drift: float = 1.0, ridge: float = 1.0,
-        holdout: float = 0.3, noise_floor: float = 0.3) -> LearnedModel:
+        holdout: float = 0.3, noise_floor: float = 0.0) -> LearnedModel:
     """Learn the relations on the first part of ``clean`` and the thresholds on its tail."""
     x = np.asarray(clean, dtype=np.float64)
     n, m = x.shape
@@ -134,23 +155,13 @@ def fit(clean: np.ndarray, names: tuple[str, ...], *, samples_per_day: float,
     resid = np.nan_to_num(held - design[cut:] @ coef, nan=0.0)
     resid_std = resid.std(axis=0)
     # A simulated clean period explains some signals almost exactly; real readings carry
-    # rounding and drift, so no residual is trusted finer than ``noise_floor`` σ.
-    resid_std = np.maximum(resid_std, noise_floor)
+    # rounding and drift, so no residual is trusted finer than ``noise_floor`` σ (0 = trust
+    # the clean period).
+    resid_std = np.maximum(resid_std, max(noise_floor, 1e-9))
     stat = cusum(resid / resid_std, drift)
     days = (n - cut) / samples_per_day
-    allowed_per_signal = target_per_day * days / m
-    threshold = np.zeros(m)
-    for j in range(m):
-        peaks = np.sort(excursion_peaks(stat[:, j]))[::-1]
-        k = int(np.floor(allowed_per_signal))
-        if len(peaks) == 0:
-            threshold[j] = 5.0
-        elif k < len(peaks):
-            # Above all but k held-out excursions; when no excursion may pass, a margin over
-            # the largest one stands for the unseen tail.
-            threshold[j] = peaks[k] * (1.25 if k == 0 else 1.0)
-        else:
-            threshold[j] = peaks[-1]
-        threshold[j] = max(threshold[j], 1.0)
+    per_signal = target_per_day / m
+    threshold = np.array([tail_threshold(excursion_peaks(stat[:, j]), days, per_signal)
+                          for j in range(m)])
     return LearnedModel(names, mean, std, coef, resid_std, threshold, drift, target_per_day,
                         samples_per_day)

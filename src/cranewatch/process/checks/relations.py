@@ -179,17 +179,17 @@ def check_twistlock_logic(ctx: CheckContext) -> list[Incident]:
                     start=int(k), end=int(k), detect=int(k),
                     remedy="Twistlock or landed status is spoofed; check the spreader sensors.",
                 ))
-    if frame.has("hoist_load", "hoist_speed"):
+    if frame.has("hoist_load"):
         load = _filled(ctx, "hoist_load")
-        lifting = (np.abs(_filled(ctx, "hoist_speed")) > StateThresholds().hoist_moving) & \
-            (load >= StateThresholds().loaded) & ~frame.bit("spreader_landed")
-        loose = lifting & ~locked
+        # A load hangs on the ropes only through locked twistlocks, moving or not.
+        suspended = (load >= StateThresholds().loaded) & ~frame.bit("spreader_landed")
+        loose = suspended & ~locked
         for s, e, d in persistent(loose, ctx.seconds(2.0), merge_gap=ctx.seconds(1.0)):
             out.append(Incident(
                 rule="process-twistlock-logic", category="false-reading", severity=Severity.HIGH,
-                title="a load is hoisted while the twistlocks report unlocked",
+                title="a load hangs on the spreader while the twistlocks report unlocked",
                 signal="twistlocks_locked", related=("hoist_load", "hoist_speed"),
-                relation="hoisting with hoist_load > 0 needs twistlocks_locked",
+                relation="a suspended load (hoist_load > 0, not landed) needs twistlocks_locked",
                 start=s, end=e, detect=d, residual=load[s: e + 1],
                 threshold=StateThresholds().loaded,
                 remedy="Either the load or the twistlock status is false; check both.",

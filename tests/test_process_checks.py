@@ -1,0 +1,279 @@
+"""Each process check on series from the lab's physics model, honest, tampered and near-misses.
+
+The crane is the lab's 10 Hz STS-07 model polled at 5 Hz (``process.simulate``); faults are the
+lab's own compromised-PLC behaviours (``lab.faults.Tamper``) or small hooks that change what the
+PLC serves. Near-misses (a gust both anemometers see, a snag load that trips the overload, a
+parked crane, a maintenance window with the bypass set, an e-stop) must raise nothing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+
+from cranewatch.lab.faults import Tamper
+from cranewatch.lab.physics import Panel, ProcessImage, Setpoints
+from cranewatch.model import Finding
+from cranewatch.process.engine import ProcessConfig, learn_baseline, run_checks
+from cranewatch.process.envelope import ProcessBaseline
+from cranewatch.process.simulate import simulate
+
+T0 = 1_700_000_000.0
+
+
+@pytest.fixture(scope="module")
+def baseline() -> ProcessBaseline:
+    return learn_baseline(simulate(600, seed=7, start=T0 - 10_000))
+
+
+def _by_rule(findings: list[Finding]) -> dict[str, list[Finding]]:
+    out: dict[str, list[Finding]] = {}
+    for f in findings:
+        out.setdefault(f.rule, []).append(f)
+    return out
+
+
+def _one(findings: list[Finding], rule: str, signal: str) -> Finding:
+    hits = [f for f in findings if f.rule == rule and f.evidence[0].values["signal"] == signal]
+    assert hits, f"no {rule} on {signal}; got {[(f.rule, f.title) for f in findings]}"
+    return hits[0]
+
+
+def _image(image: ProcessImage, ir: dict[int, int] | None = None,
+           di: dict[int, bool] | None = None) -> ProcessImage:
+    words = list(image.ir)
+    bits = list(image.di)
+    for k, v in (ir or {}).items():
+        words[k] = v & 0xFFFF
+    for k, b in (di or {}).items():
+        bits[k] = b
+    return ProcessImage(tuple(words), tuple(bits))
+
+
+@pytest.mark.parametrize("seed", [8, 9, 10])
+def test_honest_crane_raises_nothing(baseline: ProcessBaseline, seed: int) -> None:
+    assert run_checks(simulate(300, seed=seed, start=T0), baseline=baseline) == []
+
+
+def test_honest_crane_without_baseline_raises_nothing() -> None:
+    assert run_checks(simulate(300, seed=12, start=T0)) == []
+
+
+def test_false_load_is_caught_by_torque(baseline: ProcessBaseline) -> None:
+    frame = simulate(120, seed=11, start=T0, tamper=Tamper("false-load", T0 + 60, T0 + 90))
+    findings = run_checks(frame, baseline=baseline)
+    f = _one(findings, "process-torque-load", "hoist_load")
+    assert f.category == "false-reading"
+    ev = f.evidence[0].values
+    assert T0 + 60 <= ev["onset"] < T0 + 90
+    assert 0 < ev["detection_delay_s"] <= 2.0
+    assert ev["residual_max"] > 8.0 and ev["threshold"] >= 8.0
+    assert "hoist_torque" in ev["window"] and "hoist_load" in ev["window"]
+    assert {g.category for g in findings} == {"false-reading"}
+
+
+def test_wind_freeze_names_the_stuck_anemometer(baseline: ProcessBaseline) -> None:
+    frame = simulate(120, seed=11, start=T0, tamper=Tamper("wind-freeze", T0 + 60, T0 + 90))
+    findings = run_checks(frame, baseline=baseline)
+    frozen = _one(findings, "process-frozen", "wind_speed_2")
+    ev = frozen.evidence[0].values
+    assert ev["onset"] == pytest.approx(T0 + 60, abs=1.0)
+    assert ev["detection_delay_s"] <= 12.0
+    assert all(f.evidence[0].values["signal"] == "wind_speed_2" for f in findings)
+
+
+def test_replay_is_reported_with_its_lag(baseline: ProcessBaseline) -> None:
+    frame = simulate(120, seed=11, start=T0, tamper=Tamper("replay", T0 + 60, T0 + 90))
+    findings = run_checks(frame, baseline=baseline)
+    replay = [f for f in findings if f.rule == "process-replay"]
+    assert len(replay) == 1
+    ev = replay[0].evidence[0].values
+    assert ev["replay_lag_s"] == pytest.approx(10.0, abs=0.2)  # the tamper loops 10 s back
+    assert ev["onset"] == pytest.approx(T0 + 60, abs=0.5)
+    assert ev["detection_delay_s"] <= 3.0
+    assert {"hoist_load", "wind_speed_1", "hoist_height"} <= {ev["signal"], *ev["replayed_signals"]}
+
+
+def test_replay_with_the_heartbeat_shows_it_going_back(baseline: ProcessBaseline) -> None:
+    history: list[ProcessImage] = []
+
+    def replay_all(now: float, image: ProcessImage) -> ProcessImage:
+        history.append(image)
+        if now >= T0 + 60:
+            return history[len(history) - 1 - 150]  # 15 s ago, heartbeat included
+        return image
+
+    findings = run_checks(simulate(90, seed=11, start=T0, hook=replay_all), baseline=baseline)
+    back = _one(findings, "process-heartbeat-back", "heartbeat")
+    assert back.evidence[0].values["replay_lag_s"] == pytest.approx(15.0, abs=0.3)
+    assert back.first_seen == pytest.approx(T0 + 60, abs=0.3)
+
+
+def test_stuck_heartbeat() -> None:
+    def stuck(now: float, image: ProcessImage) -> ProcessImage:
+        return _image(image, ir={0: 4242}) if now >= T0 + 30 else image
+
+    findings = run_checks(simulate(60, seed=3, start=T0, hook=stuck))
+    f = _one(findings, "process-heartbeat", "heartbeat")
+    assert f.first_seen == pytest.approx(T0 + 30, abs=0.5)
+    assert f.evidence[0].values["detection_delay_s"] == pytest.approx(1.2, abs=0.3)
+
+
+def test_frozen_position_while_the_drive_runs() -> None:
+    frozen_at: list[int] = []
+
+    def freeze_trolley(now: float, image: ProcessImage) -> ProcessImage:
+        if now < T0 + 20:
+            return image
+        if not frozen_at:
+            frozen_at.append(image.ir[5])
+        return _image(image, ir={5: frozen_at[0]})
+
+    findings = run_checks(simulate(120, seed=4, start=T0, hook=freeze_trolley))
+    f = _one(findings, "process-frozen", "trolley_position")
+    assert f.category == "false-reading"
+    _one(findings, "process-position-speed", "trolley_position")
+
+
+def test_safety_bypass_and_raised_limit(baseline: ProcessBaseline) -> None:
+    def tampered(now: float) -> Setpoints:
+        on = now >= T0 + 60
+        return Setpoints(safety_bypass=on, overload_limit=1000 if on else 715)
+
+    findings = run_checks(simulate(120, seed=11, start=T0, setpoints=tampered), baseline=baseline)
+    bypass = _one(findings, "process-safety-bypass", "safety_bypass")
+    assert bypass.category == "safety-override"
+    assert bypass.first_seen == pytest.approx(T0 + 60, abs=0.3)
+    limit = _one(findings, "process-limit-raised", "overload_limit")
+    assert "100" in limit.title and "71.5" in limit.title
+    assert {f.category for f in findings} == {"safety-override"}
+
+
+def test_overload_without_trip_under_bypass() -> None:
+    # The PLC's interlock is bypassed; a 80 t load is hoisted and no trip comes.
+    def heavy(now: float, image: ProcessImage) -> ProcessImage:
+        if T0 + 40 <= now < T0 + 50:
+            return _image(image, ir={1: 800, 4: round(800 / 650 * 1000)}, di={2: False})
+        return image
+
+    findings = run_checks(simulate(60, seed=5, start=T0, hook=heavy,
+                                   setpoints=lambda now: Setpoints(safety_bypass=now >= T0 + 39)))
+    f = _one(findings, "process-overload-no-trip", "overload_trip")
+    assert f.severity.name == "CRITICAL"
+    assert f.first_seen == pytest.approx(T0 + 40, abs=0.3)
+    assert f.evidence[0].values["detection_delay_s"] == pytest.approx(1.0, abs=0.3)
+
+
+def test_wind_over_limit_without_stop() -> None:
+    def storm(now: float, image: ProcessImage) -> ProcessImage:
+        if now >= T0 + 30:
+            return _image(image, ir={9: 250, 10: 245}, di={3: False})
+        return image
+
+    findings = run_checks(simulate(60, seed=5, start=T0, hook=storm))
+    f = _one(findings, "process-wind-no-stop", "wind_stop")
+    assert f.category == "safety-override"
+    assert f.first_seen == pytest.approx(T0 + 30, abs=0.3)
+
+
+def test_motion_under_estop_status() -> None:
+    # The e-stop bit says stopped while the drives keep moving: the stop is overridden.
+    def estop_bit(now: float, image: ProcessImage) -> ProcessImage:
+        return _image(image, di={5: True}) if T0 + 20 <= now < T0 + 60 else image
+
+    findings = run_checks(simulate(80, seed=6, start=T0, hook=estop_bit))
+    moving = [f for f in findings if f.rule == "process-motion-under-stop"]
+    assert moving and all(f.category == "safety-override" for f in moving)
+    assert min(f.first_seen or 0 for f in moving) >= T0 + 23 - 0.3  # after the braking grace
+
+
+def test_twistlocks_locking_in_the_air() -> None:
+    # seed 6: the spreader lifts a 31 t box at ~7 s, sets it down at ~38 s, lifts empty at ~40 s.
+    def lock_in_air(now: float, image: ProcessImage) -> ProcessImage:
+        if T0 + 45 <= now < T0 + 46:
+            return _image(image, di={0: True})
+        return image
+
+    findings = run_checks(simulate(60, seed=6, start=T0, hook=lock_in_air))
+    f = _one(findings, "process-twistlock-logic", "twistlocks_locked")
+    assert f.first_seen == pytest.approx(T0 + 45, abs=0.3)
+    assert "not landed" in f.title
+
+
+def test_load_hoisted_with_open_twistlocks() -> None:
+    def unlocked(now: float, image: ProcessImage) -> ProcessImage:
+        if T0 + 10 <= now < T0 + 20:
+            return _image(image, di={0: False})
+        return image
+
+    findings = run_checks(simulate(30, seed=6, start=T0, hook=unlocked))
+    f = _one(findings, "process-twistlock-logic", "twistlocks_locked")
+    assert "unlocked" in f.title
+    assert f.evidence[0].values["detection_delay_s"] == pytest.approx(1.8, abs=0.3)
+
+
+def test_spoofed_trip_without_cause() -> None:
+    def trip(now: float, image: ProcessImage) -> ProcessImage:
+        return _image(image, di={2: True}) if now >= T0 + 20 else image
+
+    findings = run_checks(simulate(40, seed=6, start=T0, hook=trip))
+    f = _one(findings, "process-trip-cause", "overload_trip")
+    assert f.category == "false-reading"
+
+
+def test_range_impossible_wind() -> None:
+    def gale(now: float, image: ProcessImage) -> ProcessImage:
+        return _image(image, ir={9: 900}) if T0 + 20 <= now < T0 + 21 else image
+
+    findings = run_checks(simulate(40, seed=6, start=T0, hook=gale))
+    _one(findings, "process-range", "wind_speed_1")
+
+
+# --- near-misses: real events that must not alert --------------------------------------------
+
+def test_gust_both_anemometers_see(baseline: ProcessBaseline) -> None:
+    def gust(now: float, image: ProcessImage) -> ProcessImage:
+        if T0 + 30 <= now < T0 + 38:
+            ramp = min(1.0, (now - T0 - 30) / 2.0) * 60  # +6 m/s over 2 s, held
+            return _image(image, ir={9: image.ir[9] + round(ramp), 10: image.ir[10] + round(ramp * 0.97)})
+        return image
+
+    assert run_checks(simulate(60, seed=13, start=T0, hook=gust), baseline=baseline) == []
+
+
+def test_snag_load_with_trip(baseline: ProcessBaseline) -> None:
+    # A container snags in the cell guides: load and torque jump together, the PLC trips.
+    def snag(now: float, image: ProcessImage) -> ProcessImage:
+        if T0 + 30 <= now < T0 + 31.5:
+            return _image(image, ir={1: 750, 4: round(750 / 650 * 1000)}, di={0: True, 2: True})
+        return image
+
+    findings = run_checks(simulate(60, seed=13, start=T0, hook=snag), baseline=baseline)
+    assert [f for f in findings if f.category == "safety-override"] == []
+    assert [f for f in findings if f.rule in ("process-range", "process-trip-cause",
+                                              "process-torque-load")] == []
+
+
+def test_parked_crane_with_storm_pins(baseline: ProcessBaseline) -> None:
+    frame = simulate(400, seed=14, start=T0, panel=lambda now: Panel(storm_pins=now >= T0 + 20))
+    assert run_checks(frame, baseline=baseline) == []
+
+
+def test_estop_really_stops(baseline: ProcessBaseline) -> None:
+    frame = simulate(120, seed=14, start=T0, panel=lambda now: Panel(estop=T0 + 30 <= now < T0 + 60))
+    assert run_checks(frame, baseline=baseline) == []
+
+
+def test_bypass_inside_a_maintenance_window(baseline: ProcessBaseline) -> None:
+    def maintenance(now: float) -> Setpoints:
+        inside = T0 + 30 <= now < T0 + 90
+        return Setpoints(safety_bypass=inside, overload_limit=800 if inside else 715)
+
+    frame = simulate(120, seed=15, start=T0, setpoints=maintenance,
+                     panel=lambda now: Panel(storm_pins=T0 + 25 <= now < T0 + 95))
+    config = ProcessConfig(maintenance=((T0 + 28, T0 + 92),))
+    assert run_checks(frame, config, baseline) == []
+    # The same bypass outside the window is an override.
+    outside = run_checks(frame, replace(config, maintenance=()), baseline)
+    assert {f.rule for f in outside} == {"process-safety-bypass", "process-limit-raised"}

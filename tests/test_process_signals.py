@@ -1,0 +1,89 @@
+"""Register map → crane signals: scaling, int16, two masters as one signal, writes, grid."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from cranewatch.process.signals import (
+    STS07_REGISTER_MAP,
+    RegisterMap,
+    build_frame,
+    extract_signals,
+)
+from cranewatch.profile import load_profile
+from cranewatch.protocols.modbus import ModbusRequest, RegisterSeries
+
+PROFILE = "src/cranewatch/data/profiles/sts-07.toml"
+
+
+def _series(master: str, ts: list[float], rows: list[list[int]], function: int = 4,
+            address: int = 0) -> RegisterSeries:
+    values = np.array(rows, dtype=np.int64)
+    return RegisterSeries(master=master, slave="10.20.7.10", unit_id=1, function=function,
+                          address=address, quantity=values.shape[1], ts=np.array(ts),
+                          frame=np.arange(1, len(ts) + 1), values=values, source="t.pcap")
+
+
+def test_input_registers_scale_and_sign() -> None:
+    # hoist_load 0.1 t, hoist_height int16 cm (-150 cm = 0xFF6A), hoist_speed int16 cm/s.
+    s = _series("10.20.7.30", [1.0, 1.2], [[5, 305, 0xFF6A, 0xFFCE], [6, 306, 0xFF60, 0x0032]])
+    signals = extract_signals([s])
+    assert signals["heartbeat"].values.tolist() == [5.0, 6.0]
+    assert signals["hoist_load"].values.tolist() == pytest.approx([30.5, 30.6])
+    assert signals["hoist_height"].values.tolist() == pytest.approx([-1.50, -1.60])
+    assert signals["hoist_speed"].values.tolist() == pytest.approx([-0.50, 0.50])
+    assert signals["hoist_load"].origins == ("read by 10.20.7.30",)
+
+
+def test_two_masters_reading_one_register_are_one_signal() -> None:
+    cms = _series("10.20.7.30", [1.0, 1.2, 1.4], [[1], [3], [5]], function=2)
+    ocr = _series("10.20.7.20", [1.1, 1.3], [[0], [1]], function=2)
+    signals = extract_signals([cms, ocr])
+    landed = signals["twistlocks_locked"]
+    assert landed.ts.tolist() == [1.0, 1.1, 1.2, 1.3, 1.4]
+    assert landed.values.tolist() == [1.0, 0.0, 1.0, 1.0, 1.0]
+    assert set(landed.origins) == {"read by 10.20.7.30", "read by 10.20.7.20"}
+    assert [landed.origins[i] for i in landed.origin] == [
+        "read by 10.20.7.30", "read by 10.20.7.20", "read by 10.20.7.30",
+        "read by 10.20.7.20", "read by 10.20.7.30"]
+
+
+def test_writes_are_samples_of_setpoints_and_coils() -> None:
+    events = [
+        ModbusRequest(ts=5.0, frame=9, src="10.20.0.50", dst="10.20.7.10", transaction_id=1,
+                      unit_id=1, function=5, address=0, quantity=1, values=(0xFF00,)),
+        ModbusRequest(ts=6.0, frame=12, src="10.20.0.50", dst="10.20.7.10", transaction_id=2,
+                      unit_id=1, function=6, address=0, quantity=1, values=(1000,)),
+        ModbusRequest(ts=7.0, frame=15, src="10.20.0.50", dst="10.20.7.10", transaction_id=3,
+                      unit_id=9, function=6, address=1, quantity=1, values=(999,)),
+    ]
+    signals = extract_signals([], events)
+    assert signals["safety_bypass"].values.tolist() == [1.0]
+    assert signals["safety_bypass"].origins == ("written by 10.20.0.50",)
+    assert signals["overload_limit"].values.tolist() == pytest.approx([100.0])
+    assert "wind_stop_limit" not in signals  # unit 9 is not the crane PLC
+
+
+def test_frame_holds_the_last_sample_and_its_age() -> None:
+    s = _series("10.20.7.30", [10.0, 10.1, 10.2, 10.5], [[1], [2], [3], [4]])
+    frame = build_frame(extract_signals([s]))
+    assert frame.dt == pytest.approx(0.1)
+    assert frame.t.tolist() == pytest.approx([10.0, 10.1, 10.2, 10.3, 10.4, 10.5])
+    assert frame["heartbeat"].tolist() == [1, 2, 3, 3, 3, 4]
+    assert frame.age["heartbeat"].tolist() == pytest.approx([0, 0, 0, 0.1, 0.2, 0])
+
+
+def test_profile_register_map_in_si_units() -> None:
+    regmap = RegisterMap.from_profile(load_profile(PROFILE))
+    by_name = regmap.by_name()
+    # The profile carries cm and cm/s; the checks judge metres and m/s.
+    assert by_name["hoist_height"].unit == "m"
+    assert by_name["hoist_height"].scale == pytest.approx(0.01)
+    assert by_name["hoist_height"].normal_min == pytest.approx(-20.0)
+    assert by_name["hoist_speed"].unit == "m/s"
+    assert by_name["gantry_position"].unit == "m"
+    assert by_name["gantry_position"].scale == pytest.approx(STS07_REGISTER_MAP.by_name()["gantry_position"].scale)
+    assert by_name["overload_limit"].normal_max == pytest.approx(71.5)
+    assert by_name["safety_bypass"].type == "bit"
+    assert {s.name for s in regmap.registers} == {s.name for s in STS07_REGISTER_MAP.registers}
