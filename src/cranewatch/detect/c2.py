@@ -89,6 +89,8 @@ class CommandAndControl:
                 return
             if ctx.known_pair(fact.src, fact.dst, fact.dport):
                 return
+            if ctx.profile is None and ctx.baseline is None and not ctx.is_outside(fact.dst):
+                return  # without context, periodic internal traffic is polling, not a callback
             self.callbacks[(fact.src, fact.dst, fact.dport, fact.transport)].append(fact)
         elif isinstance(fact, DnsQuery):
             if fact.name.endswith((".arpa", ".local")) or (

@@ -62,7 +62,8 @@ class SafetyOverride:
         if reason is None:
             return
         names = tuple(p.name for p in points)
-        key = (req.src, req.dst, reason, names or (f"{table}:{address}+{count}",))
+        # One incident per writer, target and reason; safety points each make their own.
+        key = (req.src, req.dst, reason, names)
         self.incidents.add(key, req, {
             "function": req.function,
             "written": [_value_text(ctx, table, address, req.values)],
@@ -95,11 +96,14 @@ class SafetyOverride:
                 severity = Severity.LOW
             else:
                 severity = Severity.HIGH
-            target = ", ".join(what)
-            written = incident.values.get("written", [{}])[0]
-            shown = ", ".join(f"{k}={v}" for k, v in list(written.items())[:4])
-            title = (f"{ctx.host_name(src)} wrote {shown or target} on PLC {ctx.host_name(dst)}"
-                     f" ({reason})")
+            if what:
+                written = incident.values.get("written", [{}])[0]
+                shown = ", ".join(f"{k}={v}" for k, v in written.items() if k in what)
+            else:
+                spans = incident.values.get("range", [])
+                shown = ", ".join(spans[:4]) + (f" and {len(spans) - 4} more ranges" if len(spans) > 4 else "")
+            title = (f"{ctx.host_name(src)} wrote {shown} on PLC {ctx.host_name(dst)}"
+                     f" ({reason}, {incident.count} write(s))")
             verdict = VERDICT if not safety else Verdict(
                 VERDICT.rule, VERDICT.category, severity, ("T0836", "T0855", "T0880"), VERDICT.remedy)
             findings.append(make_finding(ctx, verdict, key, incident, title, src,
