@@ -1,0 +1,146 @@
+"""The commissioning report as one frozen document, built from the store, read by every renderer.
+
+``build_report`` gathers a crane's facts, its life-cycle history, the latest gate decision and
+the evidence it rests on (runs with hashed inputs, their findings, SBOM summaries) and the
+firewall rulesets. ``report_records`` is its JSON-lines form; ``report_digest`` a sha256 over
+those records that the signature block quotes, so a signed paper copy can be matched to data.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections import Counter
+from dataclasses import dataclass
+from typing import Any
+
+from cranewatch import __version__
+from cranewatch.fleet import require_crane
+from cranewatch.gate import GateDecision, latest_decision, run_label
+from cranewatch.model import Finding, iso_time
+from cranewatch.store import Crane, HistoryEntry, Run, Store, StoredRuleset
+
+SIGNATURE_ROLES = ("Analyst", "OT security lead", "Facility security officer")
+
+
+@dataclass(frozen=True, slots=True)
+class SbomSummary:
+    """What one image scan's SBOM holds, in brief."""
+
+    run: int
+    component: str | None
+    image: str
+    os: str | None
+    packages: int
+    by_manager: tuple[tuple[str, int], ...]
+    vulnerabilities: int
+    sample: tuple[tuple[str, str, str], ...]  # (name, version, manager), first of the sorted list
+
+
+@dataclass(frozen=True, slots=True)
+class CommissioningReport:
+    crane: Crane
+    history: tuple[HistoryEntry, ...]
+    decision: GateDecision | None
+    findings: tuple[Finding, ...]
+    finding_sources: dict[str, str]  # finding id → "image scan of CMS (run 3)"
+    runs: tuple[Run, ...]  # every analysis run of the crane, for the inputs table
+    sboms: tuple[SbomSummary, ...]
+    rulesets: tuple[StoredRuleset, ...]
+    generated_at: float
+    tool_version: str = __version__
+
+
+def _sbom_summary(store: Store, run: Run) -> SbomSummary | None:
+    text = store.run_artifact(run.id, "sbom")
+    if text is None:
+        return None
+    doc = json.loads(text)
+    components = doc.get("components", [])
+    managers: Counter[str] = Counter()
+    rows: list[tuple[str, str, str]] = []
+    for c in components:
+        props = {p.get("name"): p.get("value") for p in c.get("properties", [])}
+        manager = str(props.get("cranewatch:manager", c.get("type", "?")))
+        managers[manager] += 1
+        rows.append((str(c.get("name", "?")), str(c.get("version", "")), manager))
+    meta = doc.get("metadata", {}).get("component", {})
+    return SbomSummary(
+        run=run.id,
+        component=run.component,
+        image=str(meta.get("name", "")),
+        os=meta.get("description"),
+        packages=len(components),
+        by_manager=tuple(sorted(managers.items())),
+        vulnerabilities=len(doc.get("vulnerabilities", [])),
+        sample=tuple(sorted(rows)[:25]),
+    )
+
+
+def build_report(store: Store, crane: str, *, decision: GateDecision | None = None) -> CommissioningReport:
+    """Everything the commissioning report shows, read from the store (decision: latest recorded)."""
+    record = require_crane(store, crane)
+    decision = decision or latest_decision(store, record.name)
+    evidence_runs = store.latest_complete_runs(record.name)
+    sources: dict[str, str] = {}
+    findings: dict[str, Finding] = {}
+    for run in evidence_runs:
+        for f in store.findings(record.name, [run.id]):
+            findings.setdefault(f.id, f)
+            sources.setdefault(f.id, run_label(run))
+    ordered = tuple(sorted(findings.values(), key=lambda f: (-int(f.severity), f.category, f.id)))
+    sboms = tuple(s for s in (_sbom_summary(store, r) for r in evidence_runs if r.kind == "scan-image") if s)
+    rulesets = tuple(r for r in (store.latest_ruleset(record.name, p) for p in ("quarantine", "in-service")) if r)
+    return CommissioningReport(
+        crane=record,
+        history=tuple(store.history(record.name)),
+        decision=decision,
+        findings=ordered,
+        finding_sources=sources,
+        runs=tuple(r for r in store.runs(record.name) if r.kind != "gate"),
+        sboms=sboms,
+        rulesets=rulesets,
+        generated_at=time.time(),
+    )
+
+
+def report_records(report: CommissioningReport) -> list[dict[str, Any]]:
+    """The report as JSON-lines records, each with a ``type`` (findings exactly ``Finding.to_json()``)."""
+    out: list[dict[str, Any]] = [
+        {"type": "report", "crane": report.crane.name, "generated": iso_time(report.generated_at),
+         "tool_version": report.tool_version},
+        {"type": "crane", **report.crane.to_json()},
+    ]
+    if report.decision is not None:
+        out.append(report.decision.to_json())
+    else:
+        out.append({"type": "decision", "crane": report.crane.name, "decision": None,
+                    "reasons": [{"kind": "missing-evidence", "text": "the gate has not been run"}]})
+    for f in report.findings:
+        out.append({**f.to_json(), "evidence_run": report.finding_sources.get(f.id)})
+    for s in report.sboms:
+        out.append({"type": "sbom-summary", "run": s.run, "component": s.component, "image": s.image,
+                    "os": s.os, "packages": s.packages, "by_manager": dict(s.by_manager),
+                    "vulnerabilities": s.vulnerabilities})
+    for r in report.rulesets:
+        out.append({"type": "ruleset", "purpose": r.purpose, "at": iso_time(r.at), "who": r.who,
+                    "sha256": r.sha256, "text": r.text})
+    for run in report.runs:
+        for i in run.inputs or ():
+            out.append({"type": "input", "run": run.id, "kind": run.kind, "component": run.component,
+                        "status": run.status, "tool_version": run.tool_version,
+                        "started": iso_time(run.started_at), "path": i.path, "size": i.size,
+                        "sha256": i.sha256})
+    for h in report.history:
+        out.append({"type": "history", "at": iso_time(h.at), "who": h.who, "why": h.why,
+                    "from": h.from_state, "to": h.to_state})
+    out.append({"type": "signature", "digest": report_digest(out), "roles": list(SIGNATURE_ROLES)})
+    return out
+
+
+def report_digest(records: list[dict[str, Any]]) -> str:
+    """sha256 over the records (without the report header's time and the signature record)."""
+    body = [r for r in records if r.get("type") not in ("report", "signature")]
+    text = "\n".join(json.dumps(r, sort_keys=True, separators=(",", ":")) for r in body)
+    return hashlib.sha256(text.encode()).hexdigest()
