@@ -95,8 +95,8 @@ def facts_from_event(event: Any) -> Iterator[Any]:
             yield DnsQuery(**_base(event), name=name, qtype=_qtype(getattr(event, "qtype", 1)))
     elif proto == "tls" and ("client_hello" in kind or kind.endswith("hello_request")):
         yield TlsHello(**_base(event), sni=getattr(event, "sni", None) or getattr(event, "server_name", None),
-                       ja3=getattr(event, "ja3", None) or getattr(event, "ja3_md5", None),
-                       ja4=getattr(event, "ja4", None))
+                       ja3=getattr(event, "ja3_md5", None) or getattr(event, "ja3", None) or None,
+                       ja4=getattr(event, "ja4", None) or None)
     elif proto == "http" and kind.endswith("request"):
         yield HttpRequest(**_base(event), method=_text(getattr(event, "method", "")),
                           host=getattr(event, "host", None), uri=_text(getattr(event, "uri", "")),

@@ -80,20 +80,22 @@ class HiddenUplink:
                 for mac in far_macs:
                     if mac in sanctioned:
                         continue
-                    paths.add((mac, conv.src, conv.dst), conv, {
+                    paths.add((mac, crane_host, far_host), conv, {
                         "next_hop_mac": mac, "sanctioned_gateway_macs": sorted(sanctioned),
                         "crane_host": crane_host, "far_host": far_host,
-                        "ports": [conv.dport], "protocols": [conv.protocol or conv.transport]},
+                        "ports": [conv.dport], "protocols": [conv.protocol or conv.transport],
+                        "flows": [f"{endpoint(conv.src, conv.sport)} > {endpoint(conv.dst, conv.dport)}"]},
                         weight=conv.packets_to_server + conv.packets_to_client)
             for key, inc in paths.items():
-                mac, client, server = key
-                far = inc.values["far_host"]
+                mac = key[0]
+                crane_host, far = inc.values["crane_host"], inc.values["far_host"]
+                router = router_ip(ctx, mac)
+                if router:
+                    inc.values["next_hop_ip"] = router
                 zone = ctx.zone_of(far)
-                title = (f"{ctx.host_name(inc.values['crane_host'])} reaches {zone} host "
-                         f"{ctx.host_name(far)} through {mac}, not the crane gateway")
-                port = (inc.values.get("ports") or [0])[0]
-                findings.append(make_finding(ctx, VERDICT, key, inc, title, client,
-                                             endpoint(server, port)))
+                title = (f"{router or mac} carries traffic between {ctx.host_name(crane_host)} and "
+                         f"{zone} host {ctx.host_name(far)}, bypassing the crane gateway")
+                findings.append(make_finding(ctx, VERDICT, key, inc, title, router or crane_host, far))
         for key, inc in self.dhcp.items():
             if key[0] == "dhcp-server":
                 title = f"New DHCP server {key[1]} on the crane LAN"
@@ -102,3 +104,15 @@ class HiddenUplink:
             findings.append(make_finding(ctx, VERDICT, key, inc, title, key[1], None,
                                          Severity.HIGH if key[0] == "dhcp-server" else Severity.CRITICAL))
         return findings
+
+
+def router_ip(ctx: Context, mac: str) -> str | None:
+    """The IP address a next-hop MAC answers for on the crane LAN (ARP, DHCP, baseline)."""
+    for ip, macs in ctx.bindings.items():
+        if mac in macs and ctx.is_crane(ip):
+            return ip
+    if ctx.baseline is not None:
+        for ip, macs in ctx.baseline.hosts.items():
+            if mac in macs and ctx.is_crane(ip):
+                return ip
+    return None
