@@ -112,7 +112,7 @@ def router_ip(ctx: Context, mac: str) -> str | None:
         if mac in macs and ctx.is_crane(ip):
             return ip
     if ctx.baseline is not None:
-        for ip, macs in ctx.baseline.hosts.items():
-            if mac in macs and ctx.is_crane(ip):
+        for ip, learned in ctx.baseline.hosts.items():
+            if mac in learned and ctx.is_crane(ip):
                 return ip
     return None
