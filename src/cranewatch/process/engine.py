@@ -8,9 +8,12 @@ that already hold signals (tests, benchmarks, other plants).
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from pathlib import Path
 
+from cranewatch.errors import InputError, Location
 from cranewatch.model import Finding
 from cranewatch.process import plot
 from cranewatch.process.checks import (
@@ -65,10 +68,16 @@ def learn_baseline(frame: SignalFrame, config: ProcessConfig | None = None) -> P
 
 @dataclass
 class ProcessSink:
-    """Pipeline sink: keeps what carries signal values, checks them at the end."""
+    """Pipeline sink: keeps what carries signal values, checks them at the end.
 
-    config: ProcessConfig = field(default_factory=ProcessConfig)
+    ``profile`` (a ``CraneProfile``) gives the register map, the limits and the maintenance
+    windows once the capture's time span is known; ``config`` overrides it.
+    """
+
+    profile: object | None = None
+    config: ProcessConfig | None = None
     baseline: ProcessBaseline | None = None
+    crane: str | None = None  # overrides the profile's crane id
     series: list[RegisterSeries] = field(default_factory=list)
     writes: list[object] = field(default_factory=list)
 
@@ -82,12 +91,88 @@ class ProcessSink:
     def on_flow_end(self, flow: object) -> None:
         return None
 
+    def resolved(self, frame: SignalFrame | None = None) -> ProcessConfig:
+        """The configuration for this run (maintenance windows need the frame's time span)."""
+        if self.config is not None:
+            config = self.config
+        elif self.profile is None:
+            config = ProcessConfig()
+        elif frame is None or len(frame.t) == 0:
+            config = config_from_profile(self.profile)
+        else:
+            config = config_from_profile(self.profile, float(frame.t[0]), float(frame.t[-1]))
+        return replace(config, crane=self.crane) if self.crane else config
+
     def frame(self) -> SignalFrame:
-        signals = extract_signals(self.series, self.writes, self.config.register_map)
+        signals = extract_signals(self.series, self.writes, self.resolved().register_map)
         return build_frame(signals)
 
     def finish(self) -> list[Finding]:
-        return run_checks(self.frame(), self.config, self.baseline)
+        frame = self.frame()
+        return run_checks(frame, self.resolved(frame), self.baseline)
+
+
+def read_process_baseline(path: str | Path) -> ProcessBaseline:
+    """A saved process baseline: its own JSON, or the ``"process"`` part of a crane baseline."""
+    try:
+        obj = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise InputError(f"cannot read the process baseline: {exc}", Location(file=str(path))) from exc
+    if isinstance(obj, dict) and isinstance(obj.get("process"), dict):
+        obj = obj["process"]
+    if not isinstance(obj, dict) or "value_range" not in obj:
+        raise InputError("no process baseline in this file", Location(file=str(path)))
+    try:
+        return ProcessBaseline.from_json(obj)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise InputError(f"bad process baseline: {exc}", Location(file=str(path))) from exc
+
+
+def capture_frame(captures: Sequence[str | Path], profile: object | None = None) -> SignalFrame:
+    """Run the capture pipeline over ``captures`` and return the aligned signals."""
+    from cranewatch.pipeline import analyze
+
+    sink = ProcessSink(profile=profile)
+    analyze(list(captures), sinks=[sink])
+    return sink.frame()
+
+
+def learn_from_captures(captures: Sequence[str | Path], profile: object | None = None) -> ProcessBaseline:
+    sink = ProcessSink(profile=profile)
+    from cranewatch.pipeline import analyze
+
+    analyze(list(captures), sinks=[sink])
+    frame = sink.frame()
+    return learn_baseline(frame, sink.resolved(frame))
+
+
+def build_sink(profile: object | str | Path | None = None,
+               baseline: ProcessBaseline | str | Path | Sequence[str | Path] | None = None,
+               crane: str | None = None) -> ProcessSink:
+    """The process sink for a run; ``profile`` and ``baseline`` may be objects or paths.
+
+    A baseline given as captures is learned from them first; a JSON file is read as a process
+    baseline (its own, or the ``"process"`` part of a crane baseline file). A crane baseline
+    without a process part gives no process baseline: the checks then use physics and the
+    register map alone.
+    """
+    if isinstance(profile, str | Path):
+        from cranewatch.profile import load_profile
+
+        profile = load_profile(profile)
+    learned: ProcessBaseline | None = None
+    if isinstance(baseline, ProcessBaseline):
+        learned = baseline
+    elif baseline is not None:
+        paths = [baseline] if isinstance(baseline, str | Path) else list(baseline)
+        if len(paths) == 1 and Path(paths[0]).suffix == ".json":
+            try:
+                learned = read_process_baseline(paths[0])
+            except InputError:
+                learned = None
+        else:
+            learned = learn_from_captures(paths, profile)
+    return ProcessSink(profile=profile, baseline=learned, crane=crane)
 
 
 def collect(series: Sequence[RegisterSeries], events: Sequence[object] = (),
