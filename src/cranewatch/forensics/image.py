@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import bz2
 import gzip
+import io
 import lzma
 import os
 import re
@@ -33,7 +34,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, BinaryIO, Literal
+from typing import IO, Any, BinaryIO, Literal
 
 import zstandard
 
@@ -317,7 +318,49 @@ def _compression(head: bytes) -> str | None:
     return None
 
 
+_DECOMPRESSORS = {"gz": ("gzip", "-dc"), "xz": ("xz", "-dc"), "bz2": ("bzip2", "-dc"), "zst": ("zstd", "-dcq")}
+
+
+class _PipeReader(io.RawIOBase):
+    """stdout of a decompressor process (the image's bytes go in, never out to a shell)."""
+
+    def __init__(self, argv: list[str], path: Path) -> None:
+        self._source = open(path, "rb")  # noqa: SIM115 - closed in close()
+        self._proc = subprocess.Popen(argv, stdin=self._source, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        assert self._proc.stdout is not None
+        self._out = self._proc.stdout
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        data = self._out.read1(len(buffer)) if hasattr(self._out, "read1") else self._out.read(len(buffer))
+        if not data:
+            if self._proc.wait() != 0:
+                err = self._proc.stderr.read().decode("utf-8", "replace").strip() if self._proc.stderr else ""
+                raise OSError(f"decompression failed: {err[-200:]}")
+            return 0
+        buffer[: len(data)] = data
+        return len(data)
+
+    def close(self) -> None:
+        if not self.closed:
+            self._out.close()
+            if self._proc.poll() is None:
+                self._proc.kill()
+            self._proc.wait()
+            if self._proc.stderr:
+                self._proc.stderr.close()
+            self._source.close()
+        super().close()
+
+
 def _open_decompressed(path: Path, compression: str | None) -> BinaryIO:
+    """A stream of the decompressed bytes; the standard tool in a second process when it is
+    installed (decompression then runs on another core), else Python's own module."""
+    tool = _DECOMPRESSORS.get(compression or "")
+    if tool is not None and shutil.which(tool[0]):
+        return io.BufferedReader(_PipeReader([shutil.which(tool[0]) or tool[0], tool[1]], path), 1 << 20)
     if compression == "gz":
         return gzip.open(path, "rb")  # type: ignore[return-value]
     if compression == "xz":
