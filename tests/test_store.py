@@ -239,8 +239,8 @@ def test_a_run_killed_while_writing_its_findings_leaves_all_or_nothing(tmp_path:
     db, capture = tmp_path / "cw.db", tmp_path / "q.pcap"
     capture.write_bytes(b"capture")
     open_store(db).close()
-    count = 20000  # the write transaction takes ~0.3 s here: the kill lands inside it
-    out = run_until_killed(db, capture, count=count, pause=0, kill_at="writing", kill_after=0.05)
+    count = 40000  # the write transaction takes ~0.6 s on a 2-core box: the kill lands inside it
+    out = run_until_killed(db, capture, count=count, pause=0, kill_at="writing", kill_after=0.02)
     assert "finished" not in out
     with open_store(db) as store:
         (run,) = store.runs("STS-07")
@@ -267,3 +267,17 @@ def test_history_and_components_round_trip(tmp_path: Path) -> None:
         assert [(h.who, h.from_state, h.to_state) for h in store.history("STS-07")] == [
             ("ana", None, "delivered"), ("ben", "delivered", "quarantined")]
         assert json.loads(json.dumps(got.to_json()))["components"][0]["mac"] == "02:00:00:07:00:10"
+
+
+def test_a_readonly_store_reads_but_cannot_write(tmp_path: Path) -> None:
+    from cranewatch.errors import InputError
+
+    db = tmp_path / "cw.db"
+    with pytest.raises(InputError, match="no cranewatch database"):
+        open_store(db, readonly=True)
+    with open_store(db) as writer:
+        writer.add_crane(Crane("STS-07"), who="a", why="b")
+        with open_store(db, readonly=True) as reader:
+            assert [c.name for c in reader.cranes()] == ["STS-07"]
+            with pytest.raises(sqlite3.OperationalError, match="readonly"):
+                reader.add_crane(Crane("STS-08"), who="a", why="b")

@@ -70,19 +70,29 @@ def hash_input(path: str | Path) -> RunInput:
 class Store:
     """A cranewatch database. Use ``open_store(path)``; close with ``close()`` or ``with``."""
 
-    def __init__(self, path: str | Path, *, migrate: bool = True) -> None:
+    def __init__(self, path: str | Path, *, migrate: bool = True, readonly: bool = False) -> None:
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.readonly = readonly
         try:
-            # isolation_level=None: we issue BEGIN/COMMIT ourselves, one transaction per write
-            self._db = sqlite3.connect(str(self.path), timeout=BUSY_TIMEOUT_S, isolation_level=None)
-            self._db.execute("PRAGMA journal_mode=WAL")
+            if readonly:
+                # a reader (the web dashboard) can never write, whatever the code asks
+                if not self.path.is_file():
+                    raise InputError("no cranewatch database here yet", Location(file=str(self.path)))
+                uri = f"{self.path.resolve().as_uri()}?mode=ro"
+                self._db = sqlite3.connect(uri, uri=True, timeout=BUSY_TIMEOUT_S, isolation_level=None,
+                                           check_same_thread=False)
+            else:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                # isolation_level=None: we issue BEGIN/COMMIT ourselves, one transaction per write
+                self._db = sqlite3.connect(str(self.path), timeout=BUSY_TIMEOUT_S, isolation_level=None)
+                self._db.execute("PRAGMA journal_mode=WAL")
         except sqlite3.DatabaseError as exc:
             raise InputError(f"not a cranewatch database: {exc}", Location(file=str(self.path))) from None
         self._db.execute("PRAGMA foreign_keys=ON")
-        self._db.execute("PRAGMA synchronous=NORMAL")
+        if not readonly:
+            self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.row_factory = sqlite3.Row
-        if migrate:
+        if migrate and not readonly:
             self.migrate()
 
     # -- plumbing -----------------------------------------------------------------------------
@@ -532,6 +542,9 @@ def _crane_from_row(row: sqlite3.Row, parts: Iterable[sqlite3.Row]) -> Crane:
     )
 
 
-def open_store(path: str | Path | None = None) -> Store:
-    """Open (creating and migrating as needed) the store at ``path`` or the default location."""
-    return Store(default_db_path() if path is None else path)
+def open_store(path: str | Path | None = None, *, readonly: bool = False) -> Store:
+    """Open (creating and migrating as needed) the store at ``path`` or the default location.
+
+    ``readonly`` opens an existing database for reading only (SQLite ``mode=ro``).
+    """
+    return Store(default_db_path() if path is None else path, readonly=readonly)
