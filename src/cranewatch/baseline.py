@@ -48,7 +48,7 @@ from cranewatch.protocols.modbus import (
 )
 
 SCHEMA_VERSION = 1
-ROUTER_MIN_ADDRESSES = 3  # a MAC that sends for this many IPs (or any public one) is a router
+ROUTER_MIN_ADDRESSES = 2  # a MAC that sends for this many IPs (or any public one) is a router
 
 Span = tuple[str, int, int]  # table, first address, count
 

@@ -81,6 +81,12 @@ class Context:
     crane: str | None = None
     # MAC bindings seen in this very stream (ARP, DHCP), for gateways named only by IP.
     bindings: dict[str, set[str]] = field(default_factory=dict)
+    # Server port of each (client, server, protocol) flow seen, for findings built from
+    # register series (which carry no ports).
+    ports: dict[tuple[str, str, str], int] = field(default_factory=dict)
+
+    def port_of(self, client: str, server: str, protocol: str, default: int) -> int:
+        return self.ports.get((client, server, protocol), default)
 
     def zone_of(self, ip: str) -> str:
         """``crane``, ``terminal`` or ``outside``."""

@@ -61,7 +61,10 @@ class DetectionSink:
         self.feed(series)
 
     def on_flow_end(self, flow: Any) -> None:
-        self.feed(adapt.conversation(flow))
+        conversation = adapt.conversation(flow)
+        if conversation.protocol:
+            self.ctx.ports[(conversation.src, conversation.dst, conversation.protocol)] = conversation.dport
+        self.feed(conversation)
 
     def on_payload(self, flow: Any, from_client: bool, data: bytes, ts: float, frame: int) -> None:
         fact = adapt.payload(flow, from_client, data, ts, frame)

@@ -66,6 +66,7 @@ class RogueMaster:
             inc.values["functions"] = functions
             title = (f"New Modbus master {ctx.host_name(master)} {'writes to' if writes else 'polls'} "
                      f"PLC {ctx.host_name(slave)} (FC {', '.join(map(str, functions))})")
-            findings.append(make_finding(ctx, VERDICT, key, inc, title, master, endpoint(slave, 502),
+            port = ctx.port_of(master, slave, "modbus", 502)
+            findings.append(make_finding(ctx, VERDICT, key, inc, title, master, endpoint(slave, port),
                                          Severity.CRITICAL if writes else Severity.HIGH))
         return findings

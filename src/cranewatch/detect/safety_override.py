@@ -70,6 +70,7 @@ class SafetyOverride:
             "reason": reason,
             "safety_points": list(names),
             "range": [f"{table}:{address}-{address + count - 1}"],
+            "port": req.dport,
         })
 
     def _reason(self, req: ModbusRequest, ctx: Context, table: str, address: int, count: int) -> str | None:
@@ -106,6 +107,7 @@ class SafetyOverride:
                      f" ({reason}, {incident.count} write(s))")
             verdict = VERDICT if not safety else Verdict(
                 VERDICT.rule, VERDICT.category, severity, ("T0836", "T0855", "T0880"), VERDICT.remedy)
+            port = incident.values.get("port") or ctx.port_of(src, dst, "modbus", 502)
             findings.append(make_finding(ctx, verdict, key, incident, title, src,
-                                         endpoint(dst, 502), severity))
+                                         endpoint(dst, port), severity))
         return findings
