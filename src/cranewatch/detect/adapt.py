@@ -97,6 +97,10 @@ def facts_from_event(event: Any) -> Iterator[Any]:
         yield TlsHello(**_base(event), sni=getattr(event, "sni", None) or getattr(event, "server_name", None),
                        ja3=getattr(event, "ja3_md5", None) or getattr(event, "ja3", None) or None,
                        ja4=getattr(event, "ja4", None) or None)
+    elif proto == "http" and kind.endswith("response"):
+        body = _bytes(getattr(event, "body", b""))
+        if body:  # a response carries data from the server (src) to the client (dst)
+            yield Payload(**_base(event), from_client=True, data=body, transport="http")
     elif proto == "http" and kind.endswith("request"):
         yield HttpRequest(**_base(event), method=_text(getattr(event, "method", "")),
                           host=getattr(event, "host", None), uri=_text(getattr(event, "uri", "")),
