@@ -183,7 +183,7 @@ def test_user_rules_directory(tree: Path, tmp_path: Path) -> None:
     finding = next(f for f in scan_image(tree, workers=1, rules=rules).findings if f.rule == "yara.port_secret_marker")
     assert (finding.category, finding.severity, finding.evidence[0].line) == ("credential", Severity.HIGH, 2)
     (rules / "broken.yar").write_text("rule broken { condition: nonsense }\n")
-    with pytest.raises(InputError, match="broken.yar"):
+    with pytest.raises(InputError, match=r"broken\.yar"):
         scan_image(tree, workers=1, rules=rules)
 
 

