@@ -10,7 +10,13 @@ import pytest
 from cranewatch.cli import main
 from cranewatch.errors import InputError
 from cranewatch.fleet import import_fleet, transition
-from cranewatch.gate import GatePolicy, decide, load_gate_policy, scan_and_record
+from cranewatch.gate import (
+    GatePolicy,
+    analyze_and_record,
+    decide,
+    load_gate_policy,
+    scan_and_record,
+)
 from cranewatch.model import Evidence, Finding, Severity, finding_id
 from cranewatch.store import Component, Crane, Store, open_store
 
@@ -180,3 +186,59 @@ def test_cli_gate(store: Store, capsys: pytest.CaptureFixture[str]) -> None:
     import json
     doc = json.loads(capsys.readouterr().out)
     assert doc["decision"] == "rejected" and doc["state_change"].startswith("life cycle unchanged")
+
+
+LAB_SSH = REPO / "src" / "cranewatch" / "data" / "lab" / "remote-ssh" / "crane-lan.pcap"
+
+KILLED_ANALYSIS = """
+import sys
+from cranewatch.store import open_store
+from cranewatch.gate import analyze_and_record
+store = open_store(sys.argv[1])
+analyze_and_record(store, "STS-07", [sys.argv[2], sys.argv[2]], profile=sys.argv[3])
+print("finished", flush=True)
+"""
+
+
+def test_real_quarantine_analysis_killed_rerun_and_repeated(tmp_path: Path) -> None:
+    """The real pipeline and detectors: SIGKILL mid-analysis leaves no findings; re-runs agree."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    if not LAB_SSH.is_file():
+        pytest.skip("lab capture remote-ssh not built in this checkout")
+    db = tmp_path / "cw.db"
+    with open_store(db) as store:
+        import_fleet(store, REPO / "profiles" / "fleet-example.toml")
+    child = subprocess.Popen([sys.executable, "-c", KILLED_ANALYSIS, str(db), str(LAB_SSH), str(PROFILE)],
+                             stdout=subprocess.PIPE, text=True)
+    with open_store(db) as store:
+        deadline = time.monotonic() + 60
+        while not store.runs("STS-07") and time.monotonic() < deadline:
+            time.sleep(0.01)
+        os.kill(child.pid, signal.SIGKILL)
+        out = child.communicate(timeout=30)[0]
+        (killed,) = store.runs("STS-07")
+        assert "finished" not in out and killed.status == "running"
+        assert store.count_findings("STS-07") == 0
+        assert len(killed.inputs) == 1 and len(killed.inputs[0].sha256) == 64
+
+        first = analyze_and_record(store, "STS-07", [LAB_SSH], profile=str(PROFILE))
+        second = analyze_and_record(store, "STS-07", [LAB_SSH], profile=str(PROFILE))
+        ids_first = sorted(f.id for f in store.findings("STS-07", [first]))
+        ids_second = sorted(f.id for f in store.findings("STS-07", [second]))
+        assert ids_first == ids_second and ids_first
+        assert store.count_findings("STS-07") == len(ids_first)  # no duplicates
+        remote = [f for f in store.current_findings("STS-07") if f.category == "remote-access"]
+        assert remote and remote[0].dst is not None and remote[0].dst.endswith(":22")
+
+        transition(store, "STS-07", "quarantined", reason="test")
+        transition(store, "STS-07", "under-analysis", reason="test")
+        decision = decide(store, "STS-07")
+        assert decision.decision == "rejected"
+        assert any(r.category == "remote-access" and r.kind == "blocking-finding" for r in decision.reasons)
+        # the killed run no longer counts: a complete analysis came after it
+        assert not any(r.kind == "incomplete-run" for r in decision.reasons)
