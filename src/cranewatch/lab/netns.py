@@ -102,6 +102,7 @@ def add_namespace(name: str) -> None:
 def add_bridge(bridge: str) -> None:
     """A bridge in the switch namespace (a segment of the lab network)."""
     ip("link", "add", bridge, "type", "bridge", "stp_state", "0", "forward_delay", "0",
+       "mcast_snooping", "0",
        netns=SWITCH)
     ip("link", "set", bridge, "up", netns=SWITCH)
 

@@ -179,8 +179,11 @@ class Axis:
             new_speed = 0.0
         else:
             error = target - self.position
-            # Fastest speed from which the axis can still brake to the target.
-            reachable = math.sqrt(2.0 * max_accel * abs(error))
+            # Fastest speed from which the axis can still brake to the target when the
+            # speed drops by max_accel·DT per cycle (the discrete form of sqrt(2·a·d)).
+            step_speed = max_accel * DT
+            cycles = (-1.0 + math.sqrt(1.0 + 8.0 * abs(error) / (step_speed * DT))) / 2.0
+            reachable = cycles * step_speed
             wanted = math.copysign(min(max_speed, reachable), error)
             if abs(error) < 0.5:
                 wanted = 0.0
@@ -339,10 +342,12 @@ class Crane:
         """(hoist, trolley, gantry) targets of the current phase."""
         m = self.move
         hoist, trolley, gantry = self.hoist.position, self.trolley.position, self.gantry.position
-        if self.phase in (Phase.IDLE, Phase.LOCK, Phase.UNLOCK):
-            return hoist, trolley, gantry
-        if self.phase is Phase.GANTRY:
-            return TRAVEL_HEIGHT, trolley, m.bay_gantry_cm
+        if self.phase in (Phase.LOCK, Phase.UNLOCK):
+            return hoist, trolley, gantry  # landed: only the twistlocks move
+        if self.phase in (Phase.IDLE, Phase.GANTRY):
+            # the hoist finishes rising to travel height while the driver waits or gantries
+            gantry_target = m.bay_gantry_cm if self.phase is Phase.GANTRY else gantry
+            return TRAVEL_HEIGHT, trolley, gantry_target
         if self.phase is Phase.TO_PICK:
             # Hoist up first; the trolley only travels once the spreader clears the stacks.
             at_height = self.hoist.position >= TRAVEL_HEIGHT - 100

@@ -56,6 +56,7 @@ class Part:
     host: str
     process: subprocess.Popen[bytes]
     log: Path
+    finished: bool = False  # a tool that ran to completion (not a service that died)
 
     def alive(self) -> bool:
         return self.process.poll() is None
@@ -130,6 +131,7 @@ class Lab:
             raise EnvironmentProblem(f"{part.name} in {part.host} ran over {timeout:.0f} s") from None
         if code != 0:
             raise EnvironmentProblem(f"{part.name} in {part.host} failed ({code}): {tail(part.log)}")
+        part.finished = True
 
     def wait_listening(self, host: str, port: int, part: Part, udp: bool = False,
                        timeout: float = 15.0) -> None:
@@ -174,12 +176,9 @@ def tail(path: Path, lines: int = 5) -> str:
         return "(no log)"
 
 
-class _Terminated(Exception):
-    """SIGTERM arrived: unwind through the cleanup like Ctrl-C does."""
-
-
 def _on_sigterm(signum: int, frame: FrameType | None) -> None:
-    raise _Terminated()
+    # Unwind through the clean-up exactly as Ctrl-C does (the CLI then exits 130).
+    raise KeyboardInterrupt("SIGTERM")
 
 
 def _wait_capture(part: Part, timeout: float = 10.0) -> None:
@@ -233,7 +232,7 @@ def run_scenario(scenario: Scenario, out: Path, seconds: float, seed: int | None
         windows = _perform_attack(lab, scenario, attack_start, attack_end)
         _sleep_until(t0 + seconds)
         for part in lab.parts:
-            if part not in captures and not part.alive():
+            if part not in captures and not part.finished and not part.alive():
                 raise EnvironmentProblem(f"{part.name} in {part.host} died during the run: "
                                          f"{tail(part.log)}")
         for part in reversed(lab.parts):  # masters before the PLC, clients before servers

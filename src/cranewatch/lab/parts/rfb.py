@@ -84,7 +84,7 @@ def serve_client(conn: socket.socket, log: logging.Logger) -> None:
     while not stopping.is_set():
         kind = recv_exact(conn, 1)[0]
         if kind == 2:  # SetEncodings
-            _, count = struct.unpack("!xH", recv_exact(conn, 3))
+            (count,) = struct.unpack("!xH", recv_exact(conn, 3))
             encodings = struct.unpack(f"!{count}i", recv_exact(conn, 4 * count))
             log.info("encodings %s", encodings)
         elif kind == 6:  # ClientCutText

@@ -37,6 +37,8 @@ def act(lab: Lab, until: float) -> None:
         done = lab.run("vendor", [
             "ssh", "-i", str(key), "-o", "StrictHostKeyChecking=no", "-o",
             "UserKnownHostsFile=/dev/null", "-o", "BatchMode=yes", "-o", "ConnectTimeout=5",
+            # curve25519: the hybrid post-quantum KEX of new OpenSSH is not yet in tshark 4.0
+            "-o", "KexAlgorithms=curve25519-sha256",
             f"root@{MODEM_OUTSIDE}"], timeout=30)
         if done.returncode != 0:
             raise EnvironmentProblem(f"ssh through the modem failed: {done.stderr.strip()}")
