@@ -11,7 +11,6 @@ capture at all raises ``CaptureError``.
 
 from __future__ import annotations
 
-import gzip
 import os
 import struct
 import zlib
@@ -133,6 +132,53 @@ def _ticks_to_ns(ticks: np.ndarray, units: int) -> np.ndarray:
     return (seconds * np.uint64(1_000_000_000) + frac_ns).astype(np.int64)
 
 
+class _GunzipStream:
+    """Streaming gzip decompression that hands over every byte it could decompress.
+
+    ``gzip.GzipFile.read`` raises on a cut-short file and loses the block it was working on;
+    here the data before the damage is returned first and the error comes on the next read.
+    Concatenated gzip members are read one after the other, as gzip(1) does.
+    """
+
+    def __init__(self, raw: BinaryIO) -> None:
+        self._raw = raw
+        self._inflate = zlib.decompressobj(wbits=31)
+        self._ready = b""
+        self._failure: Exception | None = None
+        self._done = False
+
+    def read(self, size: int) -> bytes:
+        parts = [self._ready]
+        have = len(self._ready)
+        while have < size and not self._done and self._failure is None:
+            compressed = self._raw.read(1024 * 1024)
+            try:
+                if not compressed:
+                    if not self._inflate.eof:
+                        raise EOFError("compressed file ended before the end-of-stream marker")
+                    self._done = True
+                    break
+                parts.append(self._inflate.decompress(compressed))
+                have += len(parts[-1])
+                while self._inflate.eof and self._inflate.unused_data:
+                    rest = self._inflate.unused_data
+                    self._inflate = zlib.decompressobj(wbits=31)
+                    parts.append(self._inflate.decompress(rest))
+                    have += len(parts[-1])
+            except (zlib.error, EOFError) as exc:
+                self._failure = exc
+        ready = b"".join(parts)
+        if not ready and self._failure is not None:
+            failure, self._failure = self._failure, None
+            self._done = True
+            raise failure
+        self._ready = ready[size:]
+        return ready[:size]
+
+    def close(self) -> None:
+        self._raw.close()
+
+
 class CaptureReader:
     """Streams ``PacketBatch``es out of one capture file; use as a context manager."""
 
@@ -235,7 +281,8 @@ class CaptureReader:
             source=self.path,
             buf=buf,
             frame=frame,
-            ts=ts_ns / 1e9,
+            # whole seconds and fraction apart: ns since 1970 do not fit a float exactly
+            ts=(ts_ns // 1_000_000_000).astype(np.float64) + (ts_ns % 1_000_000_000) / 1e9,
             ts_ns=ts_ns,
             linktype=linktype,
             interface=interface,
@@ -535,7 +582,7 @@ def open_capture(path: str | os.PathLike[str]) -> CaptureReader:
         head = raw.read(4)
         if head[:2] == _GZIP_MAGIC:
             raw.seek(0)
-            stream = gzip.GzipFile(fileobj=raw, mode="rb")  # type: ignore[assignment]
+            stream = _GunzipStream(raw)  # type: ignore[assignment]
             try:
                 head = stream.read(4)
             except (OSError, EOFError, zlib.error) as exc:
@@ -553,4 +600,4 @@ def open_capture(path: str | os.PathLike[str]) -> CaptureReader:
         stream.close()
         raw.close()
         raise
-    return CaptureReader(name, stream, head, raw if stream is not raw else None)
+    return CaptureReader(name, stream, head)

@@ -1,0 +1,461 @@
+"""The capture reader: every pcap/pcapng variant, gzip, batching, truncation and garbage."""
+
+from __future__ import annotations
+
+import gzip
+import io
+import struct
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from cranewatch.decode import decode_batch
+from cranewatch.errors import CaptureError
+from cranewatch.sources import pcap as pcap_module
+from cranewatch.sources.pcap import PacketBatch, open_capture
+from cranewatch.sources.pcapwrite import (
+    LINKTYPE_ETHERNET,
+    LINKTYPE_IPV4,
+    LINKTYPE_LINUX_SLL2,
+    PCAPNG_EPB,
+    PcapngWriter,
+    PcapWriter,
+)
+
+T0 = 1_700_000_000_123_456_789  # ns; has sub-microsecond digits on purpose
+PACKETS = [bytes([i]) * (20 + i) for i in range(5)]
+
+
+def read_all(path: Path, max_packets: int = 65536) -> tuple[list[PacketBatch], list[CaptureError]]:
+    with open_capture(path) as reader:
+        batches = list(reader.batches(max_packets))
+        return batches, list(reader.warnings)
+
+
+def packets_of(batches: list[PacketBatch]) -> list[bytes]:
+    return [b.packet(i) for b in batches for i in range(len(b))]
+
+
+def column(batches: list[PacketBatch], name: str) -> list[int]:
+    return [int(v) for b in batches for v in getattr(b, name)]
+
+
+def write_pcap(path: Path, nanosecond: bool = False, big_endian: bool = False, linktype: int = 1) -> bytes:
+    out = io.BytesIO()
+    writer = PcapWriter(out, linktype=linktype, nanosecond=nanosecond, big_endian=big_endian)
+    for i, data in enumerate(PACKETS):
+        writer.write(T0 + i * 1_000_000, data, origlen=len(data) + i)
+    path.write_bytes(out.getvalue())
+    return out.getvalue()
+
+
+# --------------------------------------------------------------------------- classic pcap
+
+
+def test_hand_written_pcap_little_endian_microseconds(tmp_path: Path) -> None:
+    # written byte by byte, independent of pcapwrite: header, then one 4-byte record
+    header = bytes.fromhex("d4c3b2a1 0200 0400 00000000 00000000 00000400 01000000".replace(" ", ""))
+    record = struct.pack("<IIII", 1_600_000_000, 250_000, 4, 60) + b"\xde\xad\xbe\xef"
+    path = tmp_path / "one.pcap"
+    path.write_bytes(header + record)
+    batches, warnings = read_all(path)
+    assert warnings == []
+    (batch,) = batches
+    assert batch.packet(0) == b"\xde\xad\xbe\xef"
+    assert batch.frame.tolist() == [1]
+    assert batch.ts_ns.tolist() == [1_600_000_000_250_000_000]
+    assert batch.ts.tolist() == [1_600_000_000.25]
+    assert batch.caplen.tolist() == [4]
+    assert batch.origlen.tolist() == [60]
+    assert batch.linktype.tolist() == [1]
+    assert batch.interface.tolist() == [0]
+    assert batch.offset.tolist() == [24 + 16]
+    assert batch.source == str(path)
+
+
+def test_hand_written_pcap_big_endian_nanoseconds(tmp_path: Path) -> None:
+    header = bytes.fromhex("a1b23c4d 0002 0004 00000000 00000000 00040000 000000e4".replace(" ", ""))
+    record = struct.pack(">IIII", 1_600_000_000, 123_456_789, 2, 2) + b"\x45\x00"
+    path = tmp_path / "be.pcap"
+    path.write_bytes(header + record)
+    (batch,), warnings = read_all(path)
+    assert warnings == []
+    assert batch.ts_ns.tolist() == [1_600_000_000_123_456_789]
+    assert batch.linktype.tolist() == [LINKTYPE_IPV4]
+    assert batch.packet(0) == b"\x45\x00"
+
+
+@pytest.mark.parametrize("big_endian", [False, True])
+@pytest.mark.parametrize("nanosecond", [False, True])
+def test_pcap_byte_orders_and_resolutions(tmp_path: Path, big_endian: bool, nanosecond: bool) -> None:
+    path = tmp_path / "x.pcap"
+    write_pcap(path, nanosecond=nanosecond, big_endian=big_endian)
+    batches, warnings = read_all(path)
+    assert warnings == []
+    assert packets_of(batches) == PACKETS
+    expected_ts = [T0 + i * 1_000_000 for i in range(5)]
+    if not nanosecond:
+        expected_ts = [t // 1000 * 1000 for t in expected_ts]
+    assert column(batches, "ts_ns") == expected_ts
+    assert column(batches, "origlen") == [len(p) + i for i, p in enumerate(PACKETS)]
+    assert column(batches, "frame") == [1, 2, 3, 4, 5]
+
+
+def test_batches_respect_max_packets_and_keep_frame_numbers(tmp_path: Path) -> None:
+    path = tmp_path / "x.pcap"
+    write_pcap(path)
+    batches, _ = read_all(path, max_packets=2)
+    assert [len(b) for b in batches] == [2, 2, 1]
+    assert column(batches, "frame") == [1, 2, 3, 4, 5]
+    assert packets_of(batches) == PACKETS
+
+
+def test_records_straddling_read_blocks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # tiny read blocks force every record (and one bigger than a block) across block edges
+    monkeypatch.setattr(pcap_module, "CHUNK_BYTES", 37)
+    out = io.BytesIO()
+    writer = PcapWriter(out)
+    packets = [bytes([i % 251]) * (i * 7 % 90 + 1) for i in range(200)]
+    for i, data in enumerate(packets):
+        writer.write(T0 + i, data)
+    path = tmp_path / "x.pcap"
+    path.write_bytes(out.getvalue())
+    batches, warnings = read_all(path, max_packets=16)
+    assert warnings == []
+    assert packets_of(batches) == packets
+    assert column(batches, "frame") == list(range(1, 201))
+    # memory stays bounded: no batch holds more than a block plus one record
+    assert max(len(b.buf) for b in batches) <= 37 + 16 + 90
+
+
+def test_truncated_last_record_is_a_warning_with_location(tmp_path: Path) -> None:
+    path = tmp_path / "cut.pcap"
+    data = write_pcap(path)
+    path.write_bytes(data[:-7])  # cut inside the data of packet 5
+    batches, warnings = read_all(path)
+    assert packets_of(batches) == PACKETS[:4]
+    (warning,) = warnings
+    assert warning.location is not None
+    assert warning.location.file == str(path)
+    assert warning.location.frame == 5
+    assert warning.location.offset == len(data) - 16 - len(PACKETS[4])
+    assert "cut short" in str(warning)
+
+
+def test_truncated_record_header_is_a_warning(tmp_path: Path) -> None:
+    path = tmp_path / "cut.pcap"
+    data = write_pcap(path)
+    path.write_bytes(data[: len(data) - len(PACKETS[4]) - 10])  # 6 bytes of the 5th header
+    batches, warnings = read_all(path)
+    assert len(packets_of(batches)) == 4
+    assert len(warnings) == 1 and warnings[0].location is not None
+    assert warnings[0].location.frame == 5
+
+
+def test_corrupt_record_length_stops_with_a_warning(tmp_path: Path) -> None:
+    path = tmp_path / "bad.pcap"
+    data = bytearray(write_pcap(path))
+    third = 24 + sum(16 + len(p) for p in PACKETS[:2])
+    data[third + 8 : third + 12] = struct.pack("<I", 0x7FFFFFF0)
+    path.write_bytes(bytes(data))
+    batches, warnings = read_all(path)
+    assert packets_of(batches) == PACKETS[:2]
+    (warning,) = warnings
+    assert "corrupt record" in warning.message
+    assert warning.location is not None and warning.location.offset == third
+
+
+def test_header_only_pcap_has_no_packets(tmp_path: Path) -> None:
+    path = tmp_path / "empty.pcap"
+    path.write_bytes(write_pcap(path)[:24])
+    batches, warnings = read_all(path)
+    assert batches == [] and warnings == []
+
+
+def test_short_pcap_header_is_an_error(tmp_path: Path) -> None:
+    path = tmp_path / "short.pcap"
+    path.write_bytes(write_pcap(path)[:20])
+    with pytest.raises(CaptureError, match="header cut short"), open_capture(path) as reader:
+        list(reader)
+
+
+# --------------------------------------------------------------------------- not a capture
+
+
+def test_not_a_capture_names_file_and_magic(tmp_path: Path) -> None:
+    path = tmp_path / "notes.pcap"
+    path.write_text("hello world\n")
+    with pytest.raises(CaptureError) as info:
+        open_capture(path)
+    assert str(path) in str(info.value)
+    assert "68656c6c" in str(info.value)  # 'hell' as hex
+
+
+@pytest.mark.parametrize("content", [b"", b"\xd4\xc3"])
+def test_empty_or_tiny_file_is_an_error(tmp_path: Path, content: bytes) -> None:
+    path = tmp_path / "tiny.pcap"
+    path.write_bytes(content)
+    with pytest.raises(CaptureError, match="not a packet capture"):
+        open_capture(path)
+
+
+def test_missing_file_is_a_capture_error(tmp_path: Path) -> None:
+    with pytest.raises(CaptureError, match="cannot open"):
+        open_capture(tmp_path / "nope.pcap")
+
+
+# --------------------------------------------------------------------------- gzip
+
+
+@pytest.mark.parametrize("name", ["plain.pcap", "x.pcap.gz", "x.cap"])
+def test_gzip_is_detected_by_magic_not_name(tmp_path: Path, name: str) -> None:
+    raw = write_pcap(tmp_path / "raw.pcap")
+    path = tmp_path / name
+    path.write_bytes(gzip.compress(raw))
+    batches, warnings = read_all(path)
+    assert warnings == []
+    assert packets_of(batches) == PACKETS
+
+
+def test_gzip_pcapng(tmp_path: Path) -> None:
+    out = io.BytesIO()
+    writer = PcapngWriter(out)
+    writer.interface(LINKTYPE_ETHERNET)
+    for i, data in enumerate(PACKETS):
+        writer.write(0, T0 + i, data)
+    path = tmp_path / "x.ng"
+    path.write_bytes(gzip.compress(out.getvalue()))
+    batches, warnings = read_all(path)
+    assert warnings == []
+    assert packets_of(batches) == PACKETS
+
+
+def test_gzip_cut_short_keeps_packets_and_warns(tmp_path: Path) -> None:
+    raw = b"".join([write_pcap(tmp_path / "raw.pcap")] + [b""])
+    packed = gzip.compress(raw * 1)
+    path = tmp_path / "cut.pcap.gz"
+    path.write_bytes(packed[: len(packed) - 12])  # loses the gzip trailer and some data
+    batches, warnings = read_all(path)
+    assert len(warnings) >= 1
+    assert packets_of(batches) == PACKETS[: len(packets_of(batches))]
+
+
+# --------------------------------------------------------------------------- pcapng
+
+
+def test_hand_written_pcapng_epb(tmp_path: Path) -> None:
+    shb = struct.pack("<IIIHHq", 0x0A0D0D0A, 28, 0x1A2B3C4D, 1, 0, -1) + struct.pack("<I", 28)
+    idb = struct.pack("<IIHHI", 1, 20, 1, 0, 0) + struct.pack("<I", 20)
+    ticks = 1_600_000_000_000_001  # microseconds (default resolution)
+    epb = struct.pack("<IIIIIII", 6, 36, 0, ticks >> 32, ticks & 0xFFFFFFFF, 3, 64) + b"abc\x00"
+    epb += struct.pack("<I", 36)
+    path = tmp_path / "x.pcapng"
+    path.write_bytes(shb + idb + epb)
+    (batch,), warnings = read_all(path)
+    assert warnings == []
+    assert batch.packet(0) == b"abc"
+    assert batch.ts_ns.tolist() == [1_600_000_000_000_001_000]
+    assert batch.caplen.tolist() == [3] and batch.origlen.tolist() == [64]
+    assert batch.interface.tolist() == [0] and batch.linktype.tolist() == [1]
+
+
+def test_pcapng_two_interfaces_link_types_and_resolutions(tmp_path: Path) -> None:
+    out = io.BytesIO()
+    writer = PcapngWriter(out)
+    eth = writer.interface(LINKTYPE_ETHERNET, name="eth0")  # default µs
+    raw = writer.interface(LINKTYPE_IPV4, tsresol=9, tsoffset=100)  # ns, 100 s offset
+    binary = writer.interface(LINKTYPE_LINUX_SLL2, tsresol=0x80 | 20)  # 2^-20 s
+    writer.write(eth, T0, b"e0")
+    writer.write(raw, T0 + 1, b"r0")
+    writer.write(binary, T0 + 2, b"b0")
+    writer.block(0x0BAD, b"unknown block body")  # must be skipped
+    writer.write(raw, T0 + 3, b"r1")
+    path = tmp_path / "multi.pcapng"
+    path.write_bytes(out.getvalue())
+    batches, warnings = read_all(path)
+    assert warnings == []
+    assert packets_of(batches) == [b"e0", b"r0", b"b0", b"r1"]
+    assert column(batches, "interface") == [0, 1, 2, 1]
+    assert column(batches, "linktype") == [1, LINKTYPE_IPV4, LINKTYPE_LINUX_SLL2, LINKTYPE_IPV4]
+    ticks = (T0 + 2) * 2**20 // 10**9  # what the writer stored for the 2^-20 interface
+    assert column(batches, "ts_ns") == [
+        T0 // 1000 * 1000,
+        T0 + 1,
+        ticks // 2**20 * 10**9 + (ticks % 2**20) * 10**9 // 2**20,
+        T0 + 3,
+    ]
+
+
+def test_pcapng_sections_with_both_byte_orders(tmp_path: Path) -> None:
+    out = io.BytesIO()
+    writer = PcapngWriter(out, big_endian=False)
+    writer.interface(LINKTYPE_ETHERNET)
+    writer.write(0, T0, b"little-1")
+    writer.section(big_endian=True)
+    writer.interface(LINKTYPE_IPV4, tsresol=9)
+    writer.write(0, T0 + 5, b"big-1")
+    writer.write(0, T0 + 6, b"big-2")
+    writer.section(big_endian=False)
+    writer.interface(LINKTYPE_ETHERNET)
+    writer.write(0, T0 + 7_000, b"little-2")
+    path = tmp_path / "sections.pcapng"
+    path.write_bytes(out.getvalue())
+    batches, warnings = read_all(path)
+    assert warnings == []
+    assert packets_of(batches) == [b"little-1", b"big-1", b"big-2", b"little-2"]
+    assert column(batches, "linktype") == [1, LINKTYPE_IPV4, LINKTYPE_IPV4, 1]
+    assert column(batches, "frame") == [1, 2, 3, 4]
+    assert column(batches, "ts_ns") == [T0 // 1000 * 1000, T0 + 5, T0 + 6, (T0 + 7_000) // 1000 * 1000]
+
+
+def test_pcapng_simple_and_obsolete_packet_blocks(tmp_path: Path) -> None:
+    out = io.BytesIO()
+    writer = PcapngWriter(out, big_endian=True)
+    writer.interface(LINKTYPE_ETHERNET, snaplen=4)
+    writer.write_simple(b"abcdefgh")  # snaplen 4 cuts it to 4 captured bytes
+    writer.write_obsolete(0, T0, b"xyz", origlen=99)
+    writer.write(0, T0 + 1000, b"epb")
+    path = tmp_path / "old.pcapng"
+    path.write_bytes(out.getvalue())
+    batches, warnings = read_all(path)
+    assert warnings == []
+    assert packets_of(batches) == [b"abcd", b"xyz", b"epb"]
+    assert column(batches, "origlen") == [8, 99, 3]
+    assert column(batches, "ts_ns") == [0, T0 // 1000 * 1000, (T0 + 1000) // 1000 * 1000]
+
+
+def pcapng_bytes(count: int = 5) -> bytes:
+    out = io.BytesIO()
+    writer = PcapngWriter(out)
+    writer.interface(LINKTYPE_ETHERNET)
+    for i in range(count):
+        writer.write(0, T0 + i, PACKETS[i % len(PACKETS)])
+    return out.getvalue()
+
+
+def test_pcapng_truncated_last_block_warns(tmp_path: Path) -> None:
+    data = pcapng_bytes()
+    path = tmp_path / "cut.pcapng"
+    path.write_bytes(data[:-5])
+    batches, warnings = read_all(path)
+    assert packets_of(batches) == PACKETS[:4]
+    (warning,) = warnings
+    assert warning.location is not None and warning.location.frame == 5
+    assert "cut short" in warning.message
+
+
+def test_pcapng_corrupt_block_length_stops_with_location(tmp_path: Path) -> None:
+    data = bytearray(pcapng_bytes())
+    # the third EPB: after SHB (28) and IDB (20) and two EPBs
+    at = 28 + 20
+    for i in range(2):
+        at += struct.unpack_from("<I", data, at + 4)[0]
+    assert struct.unpack_from("<I", data, at)[0] == PCAPNG_EPB
+    data[at + 4 : at + 8] = struct.pack("<I", 13)  # not a multiple of 4
+    path = tmp_path / "bad.pcapng"
+    path.write_bytes(bytes(data))
+    batches, warnings = read_all(path)
+    assert packets_of(batches) == PACKETS[:2]
+    (warning,) = warnings
+    assert "corrupt block length 13" in warning.message
+    assert warning.location is not None
+    assert warning.location.offset == at and warning.location.frame == 3
+
+
+def test_pcapng_unknown_interface_stops_with_warning(tmp_path: Path) -> None:
+    out = io.BytesIO()
+    writer = PcapngWriter(out)
+    writer.interface(LINKTYPE_ETHERNET)
+    writer.write(0, T0, b"ok")
+    writer.interfaces.append((1, 1_000_000, 0))  # the writer believes in an undeclared interface
+    writer.write(1, T0, b"orphan")
+    path = tmp_path / "orphan.pcapng"
+    path.write_bytes(out.getvalue())
+    batches, warnings = read_all(path)
+    assert packets_of(batches) == [b"ok"]
+    assert "interface 1" in warnings[0].message
+
+
+# --------------------------------------------------------------------------- fuzzing
+
+
+def _read_everything(path: Path) -> int:
+    count = 0
+    with open_capture(path) as reader:
+        for batch in reader.batches(max_packets=7):
+            decoded = decode_batch(batch)
+            assert len(decoded) == len(batch)
+            count += len(batch)
+    return count
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.binary(max_size=400), magic=st.sampled_from([b"", b"\xd4\xc3\xb2\xa1", b"\x0a\x0d\x0d\x0a", b"\x1f\x8b"]))
+def test_random_bytes_raise_only_capture_error(tmp_path: Path, data: bytes, magic: bytes) -> None:
+    path = tmp_path / "fuzz.bin"
+    path.write_bytes(magic + data)
+    try:
+        _read_everything(path)
+    except CaptureError:
+        pass
+
+
+def _valid_captures() -> list[bytes]:
+    out = io.BytesIO()
+    writer = PcapWriter(out, big_endian=True, nanosecond=True)
+    for i, data in enumerate(PACKETS):
+        writer.write(T0 + i, b"\x00" * 12 + b"\x08\x00" + b"\x45" + data)
+    return [out.getvalue(), pcapng_bytes(6)]
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    which=st.integers(0, 1),
+    edits=st.lists(st.tuples(st.integers(0, 10_000), st.integers(0, 255)), max_size=6),
+    cut=st.integers(0, 10_000),
+)
+def test_mutated_captures_raise_only_capture_error(
+    tmp_path: Path, which: int, edits: list[tuple[int, int]], cut: int
+) -> None:
+    data = bytearray(_valid_captures()[which])
+    for at, value in edits:
+        data[at % len(data)] = value
+    path = tmp_path / "mutant.bin"
+    path.write_bytes(bytes(data[: max(cut % (len(data) + 1), 1)]) if cut % 3 == 0 else bytes(data))
+    try:
+        count = _read_everything(path)
+    except CaptureError:
+        return
+    assert count >= 0
+
+
+def test_gzip_of_garbage_is_a_capture_error(tmp_path: Path) -> None:
+    path = tmp_path / "garbage.gz"
+    path.write_bytes(gzip.compress(b"this is not a capture at all"))
+    with pytest.raises(CaptureError, match="not a packet capture"):
+        open_capture(path)
+
+
+def test_broken_gzip_header_is_a_capture_error(tmp_path: Path) -> None:
+    path = tmp_path / "broken.gz"
+    path.write_bytes(b"\x1f\x8b\x08\x00garbage-garbage")
+    with pytest.raises(CaptureError):
+        open_capture(path)
+
+
+def test_packet_batch_columns_have_contract_dtypes(tmp_path: Path) -> None:
+    path = tmp_path / "x.pcap"
+    write_pcap(path)
+    (batch,), _ = read_all(path)
+    assert batch.frame.dtype == np.int64
+    assert batch.ts.dtype == np.float64
+    assert batch.ts_ns.dtype == np.int64
+    assert batch.linktype.dtype == np.uint16
+    assert batch.interface.dtype == np.uint16
+    assert batch.offset.dtype == np.int64
+    assert batch.caplen.dtype == np.int32
+    assert batch.origlen.dtype == np.int32
+    assert isinstance(batch.buf, bytes)
