@@ -25,9 +25,9 @@ from cranewatch.lab.physics import (
 CYCLES = 6000  # ten minutes of crane time: about eight container moves
 
 
-def run(seed: int, cycles: int = CYCLES, setpoints: Setpoints = Setpoints()) -> list[ProcessImage]:
+def run(seed: int, cycles: int = CYCLES, setpoints: Setpoints | None = None) -> list[ProcessImage]:
     crane = Crane(seed=seed)
-    return [crane.step(setpoints) for _ in range(cycles)]
+    return [crane.step(setpoints or Setpoints()) for _ in range(cycles)]
 
 
 @pytest.fixture(scope="module", params=[7, 11, 23])
