@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import re
 import time
 from pathlib import Path
 
@@ -186,3 +187,28 @@ def test_cli_fleet_commands(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
     assert "STS-07" in listing and "STS-08" in listing and "quarantined" in listing
     assert main(["fleet", "show", "STS-99", "--db", db]) == 2
     assert "not registered" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("command", [
+    ["fleet"], ["fleet", "add"], ["fleet", "import"], ["fleet", "list"], ["fleet", "show"],
+    ["fleet", "set-state"], ["quarantine"], ["policy"], ["gate"], ["report"], ["serve"],
+])
+def test_every_command_of_the_fleet_story_has_an_example(command: list[str],
+                                                         capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as done:
+        main([*command, "--help"])
+    assert done.value.code == 0
+    help_text = capsys.readouterr().out
+    assert "Example:\n  cranewatch " + command[0] in help_text
+
+
+def test_list_and_show_mention_the_latest_gate_decision(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    db = str(tmp_path / "cw.db")
+    with open_store(db) as store:
+        import_fleet(store, FLEET_EXAMPLE)
+        store.record_gate("STS-07", "needs-review", [{"kind": "missing-evidence", "text": "x"}], {}, who="gate")
+    capsys.readouterr()
+    assert main(["fleet", "list", "--db", db]) == 0
+    assert re.search(r"STS-07 +delivered +needs-review", capsys.readouterr().out)
+    assert main(["fleet", "show", "STS-07", "--db", db]) == 0
+    assert "gate:           needs-review" in capsys.readouterr().out

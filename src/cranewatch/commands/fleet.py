@@ -126,9 +126,11 @@ def run_list(args: argparse.Namespace) -> int:
         if not cranes:
             print("no cranes registered; try: cranewatch fleet import profiles/fleet-example.toml")
             return 0
-        print(f"{'crane':<10} {'state':<15} {'maker':<36} model")
+        print(f"{'crane':<10} {'state':<15} {'gate':<13} {'maker':<36} model")
         for crane in cranes:
-            print(f"{crane.name:<10} {crane.state:<15} {crane.maker:<36} {crane.model}")
+            gate = store.latest_gate(crane.name)
+            decision = gate.decision if gate else "-"
+            print(f"{crane.name:<10} {crane.state:<15} {decision:<13} {crane.maker:<36} {crane.model}")
     return 0
 
 
@@ -159,6 +161,10 @@ def print_crane(store: Store, crane: Crane) -> None:
         print("  components:")
         for c in crane.components:
             print(f"    {c.name:<10} {c.kind:<8} ip {c.ip or '-':<15} mac {c.mac or '-':<17} firmware {c.firmware or '-'}")
+    gate = store.latest_gate(crane.name)
+    if gate is not None:
+        print(f"  gate:           {gate.decision} ({iso_time(gate.at)}, {len(gate.reasons)} reason(s); "
+              f"details: cranewatch report {crane.name})")
     print("  history:")
     for h in store.history(crane.name):
         step = f"{h.from_state} → {h.to_state}" if h.from_state else f"registered as {h.to_state}"
