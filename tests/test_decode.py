@@ -10,7 +10,14 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cranewatch.decode import DecodedBatch, DecodeStatus, Defragmenter, decode_batch, ip_text, mac_text
+from cranewatch.decode import (
+    DecodedBatch,
+    DecodeStatus,
+    Defragmenter,
+    decode_batch,
+    ip_text,
+    mac_text,
+)
 from cranewatch.sources.pcap import PacketBatch, open_capture
 from cranewatch.sources.pcapwrite import (
     LINKTYPE_ETHERNET,

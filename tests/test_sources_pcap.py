@@ -234,8 +234,7 @@ def test_gzip_pcapng(tmp_path: Path) -> None:
 
 
 def test_gzip_cut_short_keeps_packets_and_warns(tmp_path: Path) -> None:
-    raw = b"".join([write_pcap(tmp_path / "raw.pcap")] + [b""])
-    packed = gzip.compress(raw * 1)
+    packed = gzip.compress(write_pcap(tmp_path / "raw.pcap"))
     path = tmp_path / "cut.pcap.gz"
     path.write_bytes(packed[: len(packed) - 12])  # loses the gzip trailer and some data
     batches, warnings = read_all(path)
@@ -351,7 +350,7 @@ def test_pcapng_corrupt_block_length_stops_with_location(tmp_path: Path) -> None
     data = bytearray(pcapng_bytes())
     # the third EPB: after SHB (28) and IDB (20) and two EPBs
     at = 28 + 20
-    for i in range(2):
+    for _ in range(2):
         at += struct.unpack_from("<I", data, at + 4)[0]
     assert struct.unpack_from("<I", data, at)[0] == PCAPNG_EPB
     data[at + 4 : at + 8] = struct.pack("<I", 13)  # not a multiple of 4
