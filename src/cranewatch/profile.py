@@ -175,20 +175,30 @@ class CraneProfile:
     source: str = ""
 
     # -- who is who ------------------------------------------------------------------------
+    # Lookup tables built once (profiles are asked about every flow).
+    _by_ip: dict[str, Host] = field(init=False, repr=False, compare=False)
+    _by_name: dict[str, Host] = field(init=False, repr=False, compare=False)
+    _zone_cache: dict[str, str] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_by_ip", {h.ip: h for h in reversed(self.hosts)})
+        object.__setattr__(self, "_by_name", {h.name: h for h in reversed(self.hosts)})
+        object.__setattr__(self, "_zone_cache", {})
+
     def host_by_ip(self, ip: str) -> Host | None:
-        for host in self.hosts:
-            if host.ip == ip:
-                return host
-        return None
+        return self._by_ip.get(ip)
 
     def host_by_name(self, name: str) -> Host | None:
-        for host in self.hosts:
-            if host.name == name:
-                return host
-        return None
+        return self._by_name.get(name)
 
     def zone_of(self, ip: str) -> str:
         """``crane``, ``terminal`` or ``outside`` (anything not in the first two)."""
+        zone = self._zone_cache.get(ip)
+        if zone is None:
+            zone = self._zone_cache[ip] = self._find_zone(ip)
+        return zone
+
+    def _find_zone(self, ip: str) -> str:
         try:
             addr = ipaddress.ip_address(ip)
         except ValueError:
@@ -282,6 +292,7 @@ def _zone(name: str) -> ZoneInfo:
     return ZoneInfo(name)
 
 
+@lru_cache(maxsize=65536)
 def _ip_in(ip: str, pattern: str) -> bool:
     try:
         return ipaddress.ip_address(ip) in ipaddress.ip_network(pattern, strict=False)

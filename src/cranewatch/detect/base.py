@@ -88,8 +88,17 @@ class Context:
     def port_of(self, client: str, server: str, protocol: str, default: int) -> int:
         return self.ports.get((client, server, protocol), default)
 
+    _zones: dict[str, str] = field(default_factory=dict)
+    _pairs: dict[tuple[str, str, int | None], bool] = field(default_factory=dict)
+
     def zone_of(self, ip: str) -> str:
-        """``crane``, ``terminal`` or ``outside``."""
+        """``crane``, ``terminal`` or ``outside`` (cached: asked for every flow)."""
+        zone = self._zones.get(ip)
+        if zone is None:
+            zone = self._zones[ip] = self._find_zone(ip)
+        return zone
+
+    def _find_zone(self, ip: str) -> str:
         if self.profile is not None:
             return self.profile.zone_of(ip)
         if self.baseline is not None and self.baseline.crane_networks:
@@ -122,6 +131,13 @@ class Context:
 
     def known_pair(self, client: str, server: str, port: int | None = None) -> bool:
         """Seen in the baseline (either way round) or allowed by the profile."""
+        key = (client, server, port)
+        known = self._pairs.get(key)
+        if known is None:
+            known = self._pairs[key] = self._find_pair(client, server, port)
+        return known
+
+    def _find_pair(self, client: str, server: str, port: int | None) -> bool:
         if self.profile is not None and self.profile.allows(client, server, None, port):
             return True
         if self.baseline is not None:

@@ -18,7 +18,8 @@ def rule_data(name: str) -> dict[str, Any]:
     """The parsed ``rules/<name>.yaml``; a broken file is a located error, not a crash."""
     path = RULES_DIR / f"{name}.yaml"
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # the C loader is 10x faster
+        data = yaml.load(path.read_text(encoding="utf-8"), Loader=loader)  # a safe loader
     except (OSError, yaml.YAMLError) as exc:
         line = getattr(getattr(exc, "problem_mark", None), "line", None)
         raise ProfileError(f"cannot read rule data: {exc}",
