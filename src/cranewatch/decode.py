@@ -172,10 +172,11 @@ def _addresses(hi: np.ndarray, lo: np.ndarray) -> np.ndarray:
 def decode_batch(batch: PacketBatch) -> DecodedBatch:
     """Decode L2-L4 headers of every packet in ``batch``; never raises on any bytes."""
     buf = batch.buf
-    start = np.asarray(batch.offset, dtype=np.int64)
+    offset = np.asarray(batch.offset, dtype=np.int64)
     caplen = np.maximum(np.asarray(batch.caplen, dtype=np.int64), 0)
-    end = np.clip(start + caplen, start, len(buf))
-    end = np.maximum(end, start)
+    # a packet's bytes are what lies inside both its record and the buffer
+    start = np.clip(offset, 0, len(buf))
+    end = np.clip(offset + caplen, start, len(buf))
 
     link = _link_layer(buf, np.asarray(batch.linktype), start, end)
     vlan = _vlan_tags(buf, end, link)
