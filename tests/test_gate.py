@@ -242,3 +242,20 @@ def test_real_quarantine_analysis_killed_rerun_and_repeated(tmp_path: Path) -> N
         assert any(r.category == "remote-access" and r.kind == "blocking-finding" for r in decision.reasons)
         # the killed run no longer counts: a complete analysis came after it
         assert not any(r.kind == "incomplete-run" for r in decision.reasons)
+
+
+def test_profile_review_flags_parts_the_profile_does_not_know(store: Store, tmp_path: Path) -> None:
+    full_evidence(store)
+    crane = store.crane("STS-07")
+    assert crane is not None
+    store.update_crane_facts(replace(crane, components=(*crane.components,
+                                                        Component("CAM-9", "camera", ip="10.20.7.99"))))
+    decision = decide(store, "STS-07")
+    assert decision.decision == "needs-review"
+    assert texts(decision) == ["CAM-9 (10.20.7.99) is not a host of the profile"]
+    profile = tmp_path / "with-macs.toml"
+    profile.write_text(PROFILE.read_text().replace('ip = "10.20.7.30"', 'ip = "10.20.7.30"\nmac = "02:00:5e:10:07:1e"'))
+    store.update_crane_facts(replace(crane, profile_path=str(profile), components=(
+        Component("CMS", "cms", mac="02:00:5e:99:99:99", ip="10.20.7.30"), Component("OCR", "ocr", ip="10.20.7.20"))))
+    assert texts(decide(store, "STS-07")) == [
+        "CMS has MAC 02:00:5e:99:99:99 but the profile's cms has 02:00:5e:10:07:1e"]

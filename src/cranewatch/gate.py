@@ -118,6 +118,7 @@ class Evidence:
     findings_by_run: dict[int, tuple[Finding, ...]]
     stale_runs: tuple[Run, ...] = ()  # started but never completed, with no complete rerun
     profile_problem: str | None = None  # None when the profile loaded
+    profile_hosts: dict[str, tuple[str, str | None]] | None = None  # ip → (host name, MAC) of the profile
 
 
 @dataclass(frozen=True, slots=True)
@@ -188,6 +189,7 @@ def assess(crane: Crane, evidence: Evidence, policy: GatePolicy) -> tuple[str, t
                               f"no analysis of traffic recorded in quarantine for {crane.name}"))
     if "profile" in policy.required_evidence and evidence.profile_problem is not None:
         missing.append(Reason("missing-evidence", evidence.profile_problem))
+    review.extend(profile_review(crane, evidence.profile_hosts))
     for run in evidence.stale_runs:
         review.append(Reason("incomplete-run", f"{run_label(run)} did not complete ({run.status}"
                              f"{': ' + run.note if run.note else ''}); re-run it", source=run_label(run)))
@@ -207,6 +209,26 @@ def assess(crane: Crane, evidence: Evidence, policy: GatePolicy) -> tuple[str, t
     return decision, (*blocking, *review, *missing)
 
 
+def profile_review(crane: Crane, hosts: dict[str, tuple[str, str | None]] | None) -> list[Reason]:
+    """Registered parts the profile does not know, or knows with another MAC: the profile is wrong
+    or the crane is not what was delivered; either way a person must look."""
+    if hosts is None:
+        return []
+    reasons: list[Reason] = []
+    for part in crane.components:
+        if part.ip is None:
+            continue
+        known = hosts.get(part.ip)
+        if known is None:
+            reasons.append(Reason("review-component", f"{part.name} ({part.ip}) is not a host of the profile",
+                                  source=f"component {part.name}"))
+        elif part.mac and known[1] and part.mac != known[1].lower():
+            reasons.append(Reason("review-component",
+                                  f"{part.name} has MAC {part.mac} but the profile's {known[0]} has {known[1]}",
+                                  source=f"component {part.name}"))
+    return reasons
+
+
 def gather_evidence(store: Store, crane: Crane) -> Evidence:
     runs = store.runs(crane.name)
     latest = store.latest_complete_runs(crane.name)
@@ -217,19 +239,21 @@ def gather_evidence(store: Store, crane: Crane) -> Evidence:
         and not any((d.kind, d.component) == (r.kind, r.component) and d.id > r.id for d in latest)
     )
     findings = {r.id: tuple(store.findings(crane.name, [r.id])) for r in latest}
-    return Evidence(tuple(latest), findings, stale, profile_problem(crane))
+    problem, hosts = read_profile(crane)
+    return Evidence(tuple(latest), findings, stale, problem, hosts)
 
 
-def profile_problem(crane: Crane) -> str | None:
+def read_profile(crane: Crane) -> tuple[str | None, dict[str, tuple[str, str | None]] | None]:
+    """(what is wrong with the crane's profile or None, the profile's hosts by IP)."""
     if not crane.profile_path:
-        return f"no profile registered for {crane.name} (cranewatch fleet add --profile, or in the fleet file)"
+        return f"no profile registered for {crane.name} (cranewatch fleet add --profile, or in the fleet file)", None
     from cranewatch.profile import load_profile
 
     try:
-        load_profile(crane.profile_path)
+        profile = load_profile(crane.profile_path)
     except CranewatchError as exc:
-        return f"the profile of {crane.name} does not load: {exc.message}"
-    return None
+        return f"the profile of {crane.name} does not load: {exc.message}", None
+    return None, {h.ip: (h.name, h.mac) for h in profile.hosts}
 
 
 def decide(

@@ -233,7 +233,9 @@ def inservice_plan(
         f"  cranewatch policy {name}",
         "",
         f"crane zone: {', '.join(sets[0].elements)}"
-        + (f" (behind interface {interface})" if interface else ""),
+        + (f" (behind interface {interface})" if interface else
+           " (matched by address: name the crane-side interface with --interface to also drop"
+           " spoofed sources and IPv6)"),
         "Only the communications below cross the crane zone's border, each with its own counter;",
         "replies of allowed connections pass by connection tracking;",
         f'everything else is dropped, logged with prefix "{log_prefix(name, "in-service")}" and counted.',

@@ -101,6 +101,8 @@ def quarantine_plan(
         + (f" --interface {interface}" if interface else ""),
         "",
         f"crane zone:        {zone_text}" + (f" (behind interface {interface})" if interface else ""),
+        *([] if interface else ["(matched by address: name the crane-side interface with --interface to also",
+                                " drop spoofed sources and IPv6)"]),
         f"analysis station:  {station_text}",
         "Nothing enters or leaves the crane zone except traffic with the analysis station;",
         f'everything else is dropped, logged with prefix "{log_prefix(name, "quarantine")}"',
