@@ -1,11 +1,14 @@
 """Run every detector over a set of captures and print a Markdown table of what was found.
 
-Used to regenerate the public-capture table of ``docs/detections.md``::
+Used to regenerate the tables of ``docs/detections.md``::
 
     python -m cranewatch.detect.survey ../shared/data/pcaps/MANIFEST.tsv
+    python -m cranewatch.detect.survey --lab src/cranewatch/data/lab --profile profiles/sts-07.toml
 
 With a MANIFEST.tsv (path and protocols per capture), only captures speaking an industrial
 protocol cranewatch decodes are run, each content (sha256) once; with capture paths, those.
+With ``--lab``, every scenario of the lab's bundled data is analysed against the ``normal``
+baseline (and the profile, if given) and listed beside its labels.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ from collections import defaultdict
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-from cranewatch.model import Finding
+from cranewatch.model import Finding, Severity
 
 ICS_PROTOCOLS = frozenset({"s7comm", "enip", "cip", "mbtcp", "opcua"})
 MAX_PACKETS = 200_000
@@ -57,10 +60,38 @@ def row(findings: Sequence[Finding]) -> str:
         for (c, s, text), fs in sorted(groups.items()))
 
 
+def lab_table(lab: Path, profile: str | None) -> None:
+    import json
+
+    from cranewatch.baseline import learn_baseline
+    from cranewatch.detect.engine import build_sink
+    from cranewatch.pipeline import analyze
+
+    baseline = learn_baseline([lab / "normal" / "crane-lan.pcap"])
+    print("| scenario | labelled attacks | findings of medium severity and above |\n|---|---|---|")
+    for scenario in sorted(d for d in lab.iterdir() if (d / "labels.json").exists()):
+        if scenario.name == "normal":
+            continue
+        labels = json.loads((scenario / "labels.json").read_text())
+        result = analyze([scenario / "crane-lan.pcap"], sinks=[build_sink(profile, baseline)])
+        start = labels["start"]
+        attacks = "<br>".join(f"{a['category']} {a['src']} → {a['dst']} "
+                              f"(+{a['start'] - start:.1f}–{a['end'] - start:.1f} s)"
+                              for a in labels.get("attacks", [])) or "— (clean)"
+        found = "<br>".join(f"**{f.severity}** {f.category} {f.src} → {f.dst} "
+                            f"(+{(f.first_seen or start) - start:.1f} s, ×{f.count}): {f.title}"
+                            for f in result.findings if f.severity >= Severity.MEDIUM) or "—"
+        print(f"| {scenario.name} | {attacks} | {found} |")
+
+
 def main(argv: Sequence[str]) -> int:
     from cranewatch.detect.engine import build_sink
     from cranewatch.pipeline import analyze
 
+    if argv and argv[0] == "--lab":
+        profile = argv[argv.index("--profile") + 1] if "--profile" in argv else None
+        lab_table(Path(argv[1]), profile)
+        return 0
     items: list[tuple[Path, str, int]] = []
     for arg in argv:
         path = Path(arg)
