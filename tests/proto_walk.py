@@ -39,6 +39,15 @@ class Packet:
     ack: int = 0
 
 
+def readable(path: Path) -> bool:
+    """Whether dpkt can open the capture (a few Zeek traces use formats it does not read)."""
+    try:
+        next(iter(_records(path)), None)
+    except (ValueError, dpkt.UnpackError, dpkt.NeedData):
+        return False
+    return True
+
+
 def _records(path: Path) -> Iterator[tuple[float, bytes, int]]:
     with path.open("rb") as handle:
         magic = handle.read(4)
@@ -57,6 +66,14 @@ def _ip_layer(buf: bytes, linktype: int) -> tuple[Any, int] | None:
     if linktype == 113:
         sll = dpkt.sll.SLL(buf)
         return sll.data, sll.ethtype
+    if linktype == 276:  # Linux cooked v2: protocol type, then 18 more header bytes
+        ethertype = int.from_bytes(buf[:2], "big")
+        inner = buf[20:]
+        if ethertype == 0x0800:
+            return dpkt.ip.IP(inner), ethertype
+        if ethertype == 0x86DD:
+            return dpkt.ip6.IP6(inner), ethertype
+        return inner, ethertype
     if linktype in (101, 12, 14, 228, 229):
         version = buf[0] >> 4 if buf else 0
         if version == 4:

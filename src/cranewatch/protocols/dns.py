@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import struct
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from cranewatch.errors import DecodeError
 from cranewatch.protocols import identify
@@ -148,7 +148,7 @@ def _rdata_text(msg: bytes, rtype: int, start: int, size: int) -> tuple[str, tup
     return rdata.hex(), ()
 
 
-def parse_message(msg: bytes) -> dict[str, object]:
+def parse_message(msg: bytes) -> dict[str, Any]:
     """Header, first question and answer records of one DNS message."""
     if len(msg) < 12:
         raise DecodeError(f"DNS header needs 12 bytes, got {len(msg)}")
@@ -214,10 +214,10 @@ class DnsDecoder:
             parsed = parse_message(msg)
         except DecodeError as exc:
             raise decode_error(f"DNS: {exc.message}", self.ctx, frame) from None
-        flags = int(parsed["flags"])  # type: ignore[call-overload]
+        flags = int(parsed["flags"])
         qname = str(parsed["qname"])
         longest, entropy = measure_name(qname)
-        tid = int(parsed["tid"])  # type: ignore[call-overload]
+        tid = int(parsed["tid"])
         common = {"ts": ts, "frame": frame, "transaction_id": tid, "opcode": (flags >> 11) & 0xF,
                   "qname": qname, "qtype": parsed["qtype"], "qclass": parsed["qclass"],
                   "questions": parsed["qdcount"], "qnames": parsed["qnames"],
@@ -231,8 +231,8 @@ class DnsDecoder:
             return DnsQueryRequest(**common)
         return DnsQueryResponse(rcode=flags & 0xF, authoritative=bool(flags & 0x0400),
                                 truncated=bool(flags & 0x0200),
-                                answers=parsed["answers"],  # type: ignore[arg-type]
-                                txt=parsed["txt"],  # type: ignore[arg-type]
+                                answers=parsed["answers"],
+                                txt=parsed["txt"],
                                 request_frame=self._queries.pop(tid, None),
                                 **common)
 

@@ -18,7 +18,7 @@ from typing import ClassVar
 from cranewatch.errors import DecodeError
 from cranewatch.protocols import identify
 from cranewatch.protocols.base import DecoderSpec, Event, FlowContext, register
-from cranewatch.protocols.framing import PduBuffer, decode_error, endpoints
+from cranewatch.protocols.framing import Endpoints, PduBuffer, decode_error, endpoints
 
 COMMAND_NAMES: dict[int, str] = {
     0x0001: "list_targets", 0x0004: "list_services", 0x0063: "list_identity",
@@ -250,7 +250,7 @@ class EnipDecoder:
         where = endpoints(self.ctx, from_client)
         cls = EnipCommandRequest if from_client else EnipCommandResponse
         events.append(cls(ts=ts, frame=frame, command=command, session=session, status=status,
-                          length=length, **where))  # type: ignore[arg-type]
+                          length=length, **where))
         body = pdu[24:]
         if command in (0x006F, 0x0070):
             if len(body) < 8:
@@ -260,7 +260,7 @@ class EnipDecoder:
             self._items(from_client, body, ts, frame, events, where)
 
     def _items(self, from_client: bool, cpf: bytes, ts: float, frame: int, events: list[Event],
-               where: dict[str, str | int]) -> None:
+               where: Endpoints) -> None:
         if len(cpf) < 2:
             raise decode_error("common packet format without item count", self.ctx, frame)
         count = cpf[0] | cpf[1] << 8
@@ -286,7 +286,7 @@ class EnipDecoder:
                 events.append(parse_identity(item, ts, frame, where))
 
     def _message(self, from_client: bool, msg: bytes, ts: float, frame: int,
-                 events: list[Event], where: dict[str, str | int], connection_id: int | None,
+                 events: list[Event], where: Endpoints, connection_id: int | None,
                  sequence: int | None) -> None:
         """One top-level CIP message; remembers a request's paths to label its reply."""
         if msg and msg[0] & 0x80:
@@ -314,7 +314,7 @@ class EnipDecoder:
             self._unconnected.append((self._request, frame))
 
     def _cip(self, from_client: bool, msg: bytes, ts: float, frame: int, events: list[Event],
-             where: dict[str, str | int], connection_id: int | None, depth: int) -> None:
+             where: Endpoints, connection_id: int | None, depth: int) -> None:
         if len(msg) < 2:
             raise decode_error("CIP message cut short", self.ctx, frame)
         service = msg[0]
@@ -340,7 +340,7 @@ class EnipDecoder:
                                       general_status=msg[2], extended_status=extended,
                                       classes=classes, request_frame=request_frame,
                                       connection_id=connection_id, depth=depth,
-                                      data=payload[:DATA_LIMIT], **where))  # type: ignore[arg-type]
+                                      data=payload[:DATA_LIMIT], **where))
             if service & 0x7F == 0x0A and msg[2] in (0, 0x1E) and depth < MAX_NESTING:
                 self._multiple(from_client, payload, ts, frame, events, where, connection_id, depth)
             return
@@ -366,7 +366,7 @@ class EnipDecoder:
                                  instances=instances, attributes=attributes, tag=tag,
                                  operation=operation_of(service, classes),
                                  connection_id=connection_id, depth=depth,
-                                 data=payload[:DATA_LIMIT], **where))  # type: ignore[arg-type]
+                                 data=payload[:DATA_LIMIT], **where))
         if depth >= MAX_NESTING:
             return
         if service == 0x0A:
@@ -378,7 +378,7 @@ class EnipDecoder:
                 self._cip(from_client, embedded, ts, frame, events, where, connection_id, depth + 1)
 
     def _multiple(self, from_client: bool, payload: bytes, ts: float, frame: int,
-                  events: list[Event], where: dict[str, str | int], connection_id: int | None,
+                  events: list[Event], where: Endpoints, connection_id: int | None,
                   depth: int) -> None:
         if len(payload) < 2:
             return
@@ -395,7 +395,7 @@ class EnipDecoder:
                       depth + 1)
 
 
-def parse_identity(item: bytes, ts: float, frame: int, where: dict[str, str | int]) -> EnipIdentityResponse:
+def parse_identity(item: bytes, ts: float, frame: int, where: Endpoints) -> EnipIdentityResponse:
     """A List Identity CPF item (type 0x0C): version, socket address, then the identity."""
     if len(item) < 33:
         raise DecodeError("List Identity item cut short")
@@ -410,7 +410,7 @@ def parse_identity(item: bytes, ts: float, frame: int, where: dict[str, str | in
                                 product_code=product_code, revision=f"{major}.{minor}",
                                 serial=serial, product_name=name, state=state,
                                 device_ip=device_ip, status=status,
-                                **where)  # type: ignore[arg-type]
+                                **where)
 
 
 class EnipIoDecoder:
@@ -441,7 +441,7 @@ class EnipIoDecoder:
                 payload = item
         return [EnipIoRequest(ts=ts, frame=frame, connection_id=connection_id, sequence=sequence,
                               size=len(payload), data=payload[:DATA_LIMIT],
-                              **endpoints(self.ctx, from_client))]  # type: ignore[arg-type]
+                              **endpoints(self.ctx, from_client))]
 
 
 SPEC_TCP = register(DecoderSpec(name="enip", transport="tcp", ports=frozenset({44818}),

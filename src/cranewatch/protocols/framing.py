@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 from collections import Counter
 from collections.abc import Callable, Iterator
+from typing import TypedDict
 
 from cranewatch.errors import DecodeError, Location
 from cranewatch.protocols.base import FlowContext
@@ -95,7 +96,17 @@ class PduBuffer:
             self._data = bytearray(buf[pos:])
 
 
-def endpoints(ctx: FlowContext, from_client: bool) -> dict[str, str | int]:
+class Endpoints(TypedDict):
+    """The addressing fields every Event takes, for ``Event(**endpoints(...))``."""
+
+    src: str
+    dst: str
+    sport: int
+    dport: int
+    source: str
+
+
+def endpoints(ctx: FlowContext, from_client: bool) -> Endpoints:
     """``src``/``dst``/``sport``/``dport``/``source`` of a PDU sent in the given direction."""
     if from_client:
         return {"src": ctx.client, "dst": ctx.server, "sport": ctx.client_port,

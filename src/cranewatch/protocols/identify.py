@@ -24,6 +24,8 @@ def _first(client: bytes, server: bytes) -> bytes:
 def is_tls(client: bytes, server: bytes) -> bool:
     """A TLS handshake record (type 22) of version 3.x carrying a ClientHello/ServerHello."""
     data = _first(client, server)
+    if len(data) >= 5 and data[0] & 0x80 and data[2] == 1 and data[3] in (0, 2, 3):
+        return True  # SSLv2-format ClientHello (still sent by old stacks offering SSLv3/TLS)
     return (len(data) >= 6 and data[0] == 0x16 and data[1] == 3 and data[2] <= 4
             and data[5] in (1, 2))
 

@@ -205,13 +205,13 @@ class MqttDecoder:
                                       protocol_level=level, username_present=bool(cflags & 0x80),
                                       password_present=bool(cflags & 0x40), username=username,
                                       clean_session=bool(cflags & 0x02), keep_alive=keep_alive,
-                                      will_topic=will_topic, **where)  # type: ignore[arg-type]
+                                      will_topic=will_topic, **where)
         if ptype == CONNACK:
             ack_flags = body.u8()
             code = body.u8()
             return MqttConnectResponse(ts=ts, frame=frame, return_code=code,
                                        session_present=bool(ack_flags & 1),
-                                       **where)  # type: ignore[arg-type]
+                                       **where)
         if ptype == PUBLISH:
             qos = (flags >> 1) & 3
             if qos == 3:
@@ -225,7 +225,7 @@ class MqttDecoder:
                                       retain=bool(flags & 1), dup=bool(flags & 8),
                                       packet_id=packet_id, payload=payload[:PAYLOAD_LIMIT],
                                       payload_size=len(payload), from_client=from_client,
-                                      **where)  # type: ignore[arg-type]
+                                      **where)
         if ptype in (SUBSCRIBE, UNSUBSCRIBE):
             packet_id = body.u16()
             if v5:
@@ -239,12 +239,12 @@ class MqttDecoder:
             return MqttSubscribeRequest(ts=ts, frame=frame, packet_id=packet_id,
                                         topics=tuple(topics), qos=tuple(qos_list),
                                         unsubscribe=ptype == UNSUBSCRIBE,
-                                        **where)  # type: ignore[arg-type]
+                                        **where)
         packet_id = None
         if 4 <= ptype <= 11 and len(packet) >= body.pos + 2:
             packet_id = body.u16()
         return MqttControlRequest(ts=ts, frame=frame, packet_type=ptype, packet_id=packet_id,
-                                  from_client=from_client, **where)  # type: ignore[arg-type]
+                                  from_client=from_client, **where)
 
 
 SPEC = register(DecoderSpec(name="mqtt", transport="tcp", ports=frozenset({1883}),

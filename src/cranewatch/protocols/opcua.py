@@ -17,7 +17,7 @@ from typing import ClassVar
 from cranewatch.errors import DecodeError
 from cranewatch.protocols import identify
 from cranewatch.protocols.base import DecoderSpec, Event, FlowContext, register
-from cranewatch.protocols.framing import PduBuffer, decode_error, endpoints
+from cranewatch.protocols.framing import Endpoints, PduBuffer, decode_error, endpoints
 
 POLICY_NONE = "http://opcfoundation.org/UA/SecurityPolicy#None"
 SECURITY_MODES: dict[int, str] = {1: "None", 2: "Sign", 3: "SignAndEncrypt"}
@@ -254,7 +254,7 @@ class OpcuaDecoder:
                 url, _ = read_string(msg, 28)
                 return OpcuaHelloRequest(ts=ts, frame=frame, endpoint_url=url or "",
                                          version=version, receive_buffer=rbs, send_buffer=sbs,
-                                         **where)  # type: ignore[arg-type]
+                                         **where)
             if mtype in ("ACK", "ERR", "RHE"):
                 error = reason = None
                 version = 0
@@ -265,7 +265,7 @@ class OpcuaDecoder:
                     version = struct.unpack_from("<I", msg, 8)[0]
                 return OpcuaHelloResponse(ts=ts, frame=frame, message_type=mtype, version=version,
                                           error=error, reason=reason or "",
-                                          **where)  # type: ignore[arg-type]
+                                          **where)
             if len(msg) < 12:
                 raise DecodeError(f"{mtype} cut short")
             channel_id = struct.unpack_from("<I", msg, 8)[0]
@@ -276,7 +276,7 @@ class OpcuaDecoder:
             raise decode_error(f"OPC UA {mtype}: {exc.message}", self.ctx, frame) from None
 
     def _open(self, from_client: bool, msg: bytes, channel_id: int, ts: float, frame: int,
-              where: dict[str, str | int]) -> Event:
+              where: Endpoints) -> Event:
         policy, pos = read_string(msg, 12)
         certificate, pos = read_string(msg, pos)
         _, pos = read_string(msg, pos)  # receiver thumbprint
@@ -294,7 +294,7 @@ class OpcuaDecoder:
                                        security_mode=mode, request_type=request_type,
                                        channel_id=channel_id, has_certificate=bool(certificate),
                                        service_id=service,
-                                       **where)  # type: ignore[arg-type]
+                                       **where)
         token = None
         if policy == POLICY_NONE:
             _, body_pos = read_nodeid(msg, pos)
@@ -306,10 +306,10 @@ class OpcuaDecoder:
                     token = struct.unpack_from("<I", msg, header_end + 4 + 4)[0]
         return OpcuaChannelResponse(ts=ts, frame=frame, message_type="OPN", policy_uri=policy,
                                     channel_id=channel_id, token_id=token, service_id=service,
-                                    **where)  # type: ignore[arg-type]
+                                    **where)
 
     def _service(self, from_client: bool, mtype: str, chunk: bytes, msg: bytes, channel_id: int,
-                 ts: float, frame: int, where: dict[str, str | int]) -> Event | None:
+                 ts: float, frame: int, where: Endpoints) -> Event | None:
         if len(msg) < 24:
             raise DecodeError("symmetric security header cut short")
         request_id = struct.unpack_from("<I", msg, 20)[0]
@@ -343,7 +343,7 @@ class OpcuaDecoder:
         if mtype == "CLO" and from_client:
             return OpcuaChannelRequest(ts=ts, frame=frame, message_type="CLO",
                                        channel_id=channel_id, service_id=service_id,
-                                       **where)  # type: ignore[arg-type]
+                                       **where)
         rest = body[body_pos:] if not encrypted else b""
         if from_client:
             self._requests[request_id] = frame
@@ -352,13 +352,13 @@ class OpcuaDecoder:
             return OpcuaServiceRequest(ts=ts, frame=frame, service_id=service_id,
                                        request_id=request_id, channel_id=channel_id,
                                        encrypted=encrypted, body=rest[:BODY_LIMIT],
-                                       **where)  # type: ignore[arg-type]
+                                       **where)
         status = struct.unpack_from("<I", rest, 12)[0] if len(rest) >= 16 else None
         return OpcuaServiceResponse(ts=ts, frame=frame, service_id=service_id,
                                     request_id=request_id, channel_id=channel_id,
                                     encrypted=encrypted, body=rest[:BODY_LIMIT], status=status,
                                     request_frame=self._requests.pop(request_id, None),
-                                    **where)  # type: ignore[arg-type]
+                                    **where)
 
 
 SPEC = register(DecoderSpec(name="opcua", transport="tcp", ports=frozenset({4840, 4843}),

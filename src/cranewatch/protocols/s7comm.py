@@ -14,12 +14,12 @@ from __future__ import annotations
 
 import struct
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from cranewatch.errors import DecodeError
 from cranewatch.protocols import identify
 from cranewatch.protocols.base import DecoderSpec, Event, FlowContext, register
-from cranewatch.protocols.framing import PduBuffer, decode_error, endpoints
+from cranewatch.protocols.framing import Endpoints, PduBuffer, decode_error, endpoints
 
 ROSCTR_JOB = 1
 ROSCTR_ACK = 2
@@ -299,7 +299,7 @@ class S7Decoder:
                     tsaps[code] = packet[pos + 2:pos + 2 + plen]
                 pos += 2 + plen
             return S7ConnectRequest(ts=ts, frame=frame, pdu_type=pdu_type, src_tsap=tsaps[0xC1],
-                                    dst_tsap=tsaps[0xC2], **where)  # type: ignore[arg-type]
+                                    dst_tsap=tsaps[0xC2], **where)
         if pdu_type != 0xF0:
             return None  # DR/DC/ER/AK: connection management without S7 content
         last = bool(packet[6] & 0x80)
@@ -323,7 +323,7 @@ class S7Decoder:
         return self._s7(payload, ts, frame, where)
 
     def _s7plus(self, from_client: bool, payload: bytes, ts: float, frame: int,
-                where: dict[str, str | int]) -> Event:
+                where: Endpoints) -> Event:
         version = payload[1] if len(payload) > 1 else 0
         opcode = function = 0
         if len(payload) >= 10 and version in (1, 2):
@@ -337,9 +337,9 @@ class S7Decoder:
                 function = payload[offset + 3] << 8 | payload[offset + 4]
         return S7PlusRequest(ts=ts, frame=frame, version=version, opcode=opcode,
                              function=function, from_client=from_client,
-                             **where)  # type: ignore[arg-type]
+                             **where)
 
-    def _s7(self, pdu: bytes, ts: float, frame: int, where: dict[str, str | int]) -> Event | None:
+    def _s7(self, pdu: bytes, ts: float, frame: int, where: Endpoints) -> Event | None:
         if len(pdu) < 10:
             raise decode_error("S7 header cut short", self.ctx, frame)
         rosctr = pdu[1]
@@ -368,13 +368,13 @@ class S7Decoder:
                                  rosctr=rosctr, error_class=error_class, error_code=error_code,
                                  return_codes=return_codes, pdu_size=pdu_size,
                                  request_frame=request[0] if request else None,
-                                 **where)  # type: ignore[arg-type]
+                                 **where)
         if rosctr == ROSCTR_USERDATA:
             return self._userdata_pdu(pdu_ref, param, data, ts, frame, where)
         raise decode_error(f"unknown S7 ROSCTR {rosctr}", self.ctx, frame)
 
     def _job(self, pdu_ref: int, param: bytes, data: bytes, ts: float, frame: int,
-             where: dict[str, str | int]) -> Event:
+             where: Endpoints) -> Event:
         if not param:
             raise decode_error("S7 job without parameters", self.ctx, frame)
         function = param[0]
@@ -410,10 +410,10 @@ class S7Decoder:
         return S7JobRequest(ts=ts, frame=frame, pdu_ref=pdu_ref, function=function,
                             items=tuple(items), values=values, block=block, filename=filename,
                             pi_service=pi_service, pi_arguments=pi_arguments, pdu_size=pdu_size,
-                            **where)  # type: ignore[arg-type]
+                            **where)
 
     def _userdata_pdu(self, pdu_ref: int, param: bytes, data: bytes, ts: float, frame: int,
-                      where: dict[str, str | int]) -> Event:
+                      where: Endpoints) -> Event:
         if len(param) < 8:
             raise decode_error("S7 user-data parameters cut short", self.ctx, frame)
         method_type = param[5] >> 4
@@ -432,16 +432,16 @@ class S7Decoder:
                 szl_id, szl_index = struct.unpack_from(">HH", data, 4)
                 if not is_request and szl_id & 0x00FF == 0x11 and len(data) >= 14 + 22:
                     order_number = data[14 + 2:14 + 22].decode("latin-1").strip(" \x00")
-        fields = {"ts": ts, "frame": frame, "pdu_ref": pdu_ref, "group": group,
+        fields: dict[str, Any] = {"ts": ts, "frame": frame, "pdu_ref": pdu_ref, "group": group,
                   "subfunction": subfunction, "method_type": method_type, "sequence": sequence,
                   "szl_id": szl_id, "szl_index": szl_index, "return_code": return_code,
                   "order_number": order_number, **where}
         key = (group, subfunction)
         if is_request or method_type == 0:
             self._userdata[key] = frame
-            return S7UserDataRequest(**fields)  # type: ignore[arg-type]
+            return S7UserDataRequest(**fields)
         return S7UserDataResponse(request_frame=self._userdata.pop(key, None),
-                                  **fields)  # type: ignore[arg-type]
+                                  **fields)
 
 
 def _read_return_codes(data: bytes, count: int) -> list[int]:
