@@ -259,3 +259,27 @@ def test_profile_review_flags_parts_the_profile_does_not_know(store: Store, tmp_
         Component("CMS", "cms", mac="02:00:5e:99:99:99", ip="10.20.7.30"), Component("OCR", "ocr", ip="10.20.7.20"))))
     assert texts(decide(store, "STS-07")) == [
         "CMS has MAC 02:00:5e:99:99:99 but the profile's cms has 02:00:5e:10:07:1e"]
+
+
+def test_cli_gate_records_images_and_captures_first(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    if not LAB_SSH.is_file():
+        pytest.skip("lab capture remote-ssh not built in this checkout")
+    db = str(tmp_path / "cw.db")
+    cms = tmp_path / "cms"
+    (cms / "etc").mkdir(parents=True)
+    (cms / "etc/hostname").write_text("cms\n")
+    assert main(["fleet", "import", str(REPO / "profiles" / "fleet-example.toml"), "--db", db]) == 0
+    for state in ("quarantined", "under-analysis"):
+        assert main(["fleet", "set-state", "STS-07", state, "--reason", "test", "--db", db]) == 0
+    capsys.readouterr()
+    assert main(["gate", "STS-07", "--db", db, "--image", f"CMS={cms}", "--image", f"OCR={cms}",
+                 "--capture", str(LAB_SSH), "--format", "json"]) == 0
+    captured = capsys.readouterr()
+    assert "recorded image scan of CMS: run 1" in captured.err
+    assert "recorded quarantine traffic analysis: run 3" in captured.err
+    import json
+    doc = json.loads(captured.out)
+    assert doc["decision"] == "rejected" and doc["state_change"] == "under-analysis → rejected"
+    assert not any(r["kind"] == "missing-evidence" for r in doc["reasons"])
+    assert any(r["category"] == "remote-access" for r in doc["reasons"] if r["kind"] == "blocking-finding")
+    assert main(["gate", "STS-07", "--db", db, "--image", "CMS"]) == 2

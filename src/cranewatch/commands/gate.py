@@ -4,9 +4,21 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from typing import Any
 
-from cranewatch.gate import GateDecision, GatePolicy, decide, load_gate_policy, run_label
+from cranewatch.errors import UsageError
+from cranewatch.fleet import require_crane
+from cranewatch.gate import (
+    GateDecision,
+    GatePolicy,
+    analyze_and_record,
+    decide,
+    load_gate_policy,
+    run_label,
+    scan_and_record,
+)
+from cranewatch.store import Store
 from cranewatch.store.options import add_db_option, store_from_args
 
 HEADINGS = {
@@ -28,13 +40,18 @@ def register(subparsers: Any) -> None:
         "under analysis moves to cleared or rejected. By default any critical or high finding "
         "blocks, and oob-connectivity, hidden-uplink, remote-access-tool and remote-access findings "
         "always block; change that with --policy.\n\nExample:\n"
-        "  cranewatch gate STS-07\n"
+        "  cranewatch gate STS-07 --image CMS=cms-rootfs.tar.gz --capture quarantine.pcap\n"
         "  cranewatch gate STS-07 --policy gate-policy.toml --format json",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("crane", help="a registered crane, e.g. STS-07")
     parser.add_argument("--policy", metavar="FILE",
                         help="gate policy TOML: block_severity, review_severity, always_block, required_evidence")
+    parser.add_argument("--image", action="append", default=[], metavar="COMPONENT=PATH",
+                        help="first scan this component's filesystem image and record it (repeatable)")
+    parser.add_argument("--capture", action="append", default=[], metavar="FILE",
+                        help="first analyse this capture recorded in quarantine and record it (repeatable; "
+                        "all captures form one analysis, with the crane's registered profile)")
     parser.add_argument("--format", choices=("text", "json"), default="text")
     parser.add_argument("--no-move", action="store_true", help="record the decision but leave the life cycle alone")
     parser.add_argument("--exit-code", action="store_true", help="exit 1 unless the crane is cleared")
@@ -45,13 +62,33 @@ def register(subparsers: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     policy = load_gate_policy(args.policy) if args.policy else GatePolicy()
+    images = [parse_image_option(text) for text in args.image]
     with store_from_args(args) as store:
+        record_evidence(store, args.crane, images, args.capture)
         decision = decide(store, args.crane, policy, who=args.by, move=not args.no_move)
     if args.format == "json":
         print(json.dumps(decision.to_json(), indent=2))
     else:
         print(format_decision(decision))
     return 1 if args.exit_code and decision.decision != "cleared" else 0
+
+
+def parse_image_option(text: str) -> tuple[str, str]:
+    component, sep, path = text.partition("=")
+    if not sep or not component or not path:
+        raise UsageError(f"--image {text!r}: expected COMPONENT=PATH, e.g. CMS=cms-rootfs.tar.gz")
+    return component, path
+
+
+def record_evidence(store: Store, crane: str, images: list[tuple[str, str]], captures: list[str]) -> None:
+    """Scan images and analyse captures into the store before the decision (runs recorded first)."""
+    record = require_crane(store, crane)
+    for component, path in images:
+        run = scan_and_record(store, record.name, path, component=component)
+        print(f"recorded image scan of {component}: run {run}", file=sys.stderr)
+    if captures:
+        run = analyze_and_record(store, record.name, captures, profile=record.profile_path)
+        print(f"recorded quarantine traffic analysis: run {run}", file=sys.stderr)
 
 
 def format_decision(decision: GateDecision) -> str:
