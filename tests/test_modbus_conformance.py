@@ -50,6 +50,12 @@ _FUZZED_SEQUENCE = (
     "whole MBAP ADUs that cranewatch decodes"
 )
 
+_TRAILING_BYTES = (
+    "the segment before carried bytes beyond its ADU (its MBAP length is shorter than the "
+    "segment); tshark takes them for the start of the next header and gives up on this segment; "
+    "cranewatch warns, skips them and decodes the whole ADU this segment holds"
+)
+
 # capture path (relative to pcaps/) -> {frame: reason}
 TSHARK_DIFFERS: dict[str, dict[int, str]] = {
     "ICS-Security-Tools/pcaps/ModbusTCP/mb2.pcap": {
@@ -62,9 +68,15 @@ TSHARK_DIFFERS: dict[str, dict[int, str]] = {
         3150: "tshark calls the only copy of this response a 'spurious retransmission' because the"
               " client's ACK of it was captured first, and does not dissect it",
     },
-    "ICS-Security-Tools/pcaps/bro/modbus/fuzz-72.pcap": dict.fromkeys(
-        (19, 21, 23, 25, 26, 27, 32), _FUZZED_SEQUENCE),
+    "ICS-Security-Tools/pcaps/bro/modbus/fuzz-72.pcap": {
+        **dict.fromkeys((19, 21, 23, 25, 26, 27, 32), _FUZZED_SEQUENCE),
+        7: _TRAILING_BYTES,
+    },
+    "ICS-Security-Tools/pcaps/ModbusTCP/modbus_test_data_part1.pcap": {113: _TRAILING_BYTES},
 }
+for _copy in ("openics/MODBUS-TestDataPart1.pcap", "quickdraw/modbus_test_data_part1.pcap"):
+    TSHARK_DIFFERS[f"ICS-Security-Tools/pcaps/{_copy}"] = TSHARK_DIFFERS[
+        "ICS-Security-Tools/pcaps/ModbusTCP/modbus_test_data_part1.pcap"]
 TSHARK_DIFFERS["zeek/testing/btest/Traces/modbus/modbusBig.pcap"] = TSHARK_DIFFERS[
     "ICS-Security-Tools/pcaps/bro/modbus/modbusBig.pcap"]
 TSHARK_DIFFERS["zeek/testing/btest/Traces/modbus/fuzz-72.pcap"] = TSHARK_DIFFERS[

@@ -108,7 +108,7 @@ class Stream:
                 self._skip_hole(out)
             return out
         self._deliver(seq, data, frame, ts, out)
-        self._drain(out)
+        self._drain(out, frame, ts)
         return out
 
     def flush(self) -> list[Chunk | Gap]:
@@ -137,7 +137,9 @@ class Stream:
         self.held[seq] = _Held(data, frame, ts)
         self.held_bytes += len(data)
 
-    def _drain(self, out: list[Chunk | Gap]) -> None:
+    def _drain(self, out: list[Chunk | Gap], frame: int | None = None, ts: float = 0.0) -> None:
+        """Deliver held segments that became contiguous; with ``frame``, as of that frame
+        (the segment that filled the hole completes them), else as of their own."""
         while self.held:
             base = self.next_seq
             assert base is not None
@@ -148,7 +150,10 @@ class Stream:
             for s in sorted(ready, key=lambda s: (base - s) & 0xFFFFFFFF, reverse=True):
                 held = self.held.pop(s)
                 self.held_bytes -= len(held.data)
-                self._deliver(s, held.data, held.frame, held.ts, out)
+                if frame is None:
+                    self._deliver(s, held.data, held.frame, held.ts, out)
+                else:
+                    self._deliver(s, held.data, frame, ts, out)
 
     def _skip_hole(self, out: list[Chunk | Gap]) -> None:
         assert self.next_seq is not None
@@ -197,6 +202,7 @@ class Flow:
     # owns the protocol's well-known port (e.g. a test rig whose port-502 side dials out).
     decoder_reversed: bool = False
     probes: int = 0  # payloads looked at to choose a decoder
+    probed_frame: int = -1
     payloads_shown: int = 0  # payloads of an unclaimed flow given to sinks' on_payload
     client_first: bytes = b""
     server_first: bytes = b""

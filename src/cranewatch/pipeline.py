@@ -50,6 +50,7 @@ BATCH_PACKETS = 65536
 # Payloads a flow may show before it is declared not for any decoder: a first segment can be
 # too short or odd (fuzzers, keep-alives) for a probe.
 MAX_PROBES = 4
+MIN_PROBE_BYTES = 8
 # Payload packets per unclaimed flow shown to sinks with ``on_payload`` (enough to recognise
 # a remote-access protocol or a clear-text leak by its first bytes, bounded in cost).
 PAYLOADS_SHOWN = 8
@@ -434,8 +435,11 @@ class Analysis:
 
     # ------------------------------------------------------------------ payloads
 
-    def _choose(self, flow: Flow, payload: bytes, from_client: bool) -> None:
+    def _choose(self, flow: Flow, payload: bytes, from_client: bool, frame: int) -> None:
         """Pick the decoder of a flow on its first payload: port and probe, then probes alone."""
+        if flow.probed_frame == frame:
+            return  # this payload was looked at already (ahead of the fast path)
+        flow.probed_frame = frame
         transport = "tcp" if flow.proto == IPPROTO_TCP else "udp"
         client_first = payload if from_client else b""
         server_first = b"" if from_client else payload
@@ -443,8 +447,11 @@ class Analysis:
         chosen: DecoderSpec | None = None
         reversed_roles = False
         for spec in candidates:
+            # On its own port a protocol is trusted unless the probe, given enough bytes to
+            # judge (a first segment can be a few bytes of a split PDU), says otherwise.
             if flow.server_port in spec.ports and (
-                    spec.probe is None or spec.probe(client_first, server_first)):
+                    spec.probe is None or len(payload) < MIN_PROBE_BYTES
+                    or spec.probe(client_first, server_first)):
                 chosen = spec
                 break
             if flow.client_port in spec.ports and flow.server_port not in spec.ports and (
@@ -489,8 +496,39 @@ class Analysis:
         if len(rows) == 0:
             return
         if self.fast_path:
+            self._prepare_new_flows(batch, decoded, flows, index, from_client, rows)
             rows = self._fast_modbus(batch, decoded, flows, index, from_client, rows)
         self._slow(batch, decoded, flows, index, from_client, rows)
+
+    def _prepare_new_flows(self, batch: PacketBatch, decoded: DecodedBatch, flows: list[Flow],
+                           index: np.ndarray, from_client: np.ndarray, rows: np.ndarray) -> None:
+        """Handshakes and decoder choice of flows new in this batch, ahead of the fast path.
+
+        Connections come and go all the time on a crane LAN; a flow opened in this batch can
+        then take the fast path for the rest of the batch instead of the slow one.
+        """
+        new = np.fromiter((f.protocol is None and f.proto == IPPROTO_TCP for f in flows),
+                          dtype=bool, count=len(flows))
+        if not new.any():
+            return
+        mine = rows[new[index[rows]]]
+        flags = decoded.tcp_flags[mine]
+        syn_rows = mine[(flags & TCP_SYN) != 0]
+        for r in syn_rows.tolist():
+            side = flows[int(index[r])].side(bool(from_client[r]))
+            if side.stream is None:
+                side.stream = Stream()
+            side.stream.syn(int(decoded.tcp_seq[r]))
+        with_data = mine[decoded.payload_len[mine] > 0]
+        _, first = np.unique(index[with_data], return_index=True)
+        for r in with_data[first].tolist():
+            flow = flows[int(index[r])]
+            off, size = int(decoded.payload_off[r]), int(decoded.payload_len[r])
+            self._choose(flow, batch.buf[off : off + size], bool(from_client[r]), int(batch.frame[r]))
+            if flow.protocol:
+                for side in (flow.to_server, flow.to_client):
+                    if side.stream is None:
+                        side.stream = Stream()
 
     def _fast_modbus(self, batch: PacketBatch, decoded: DecodedBatch, flows: list[Flow],
                      index: np.ndarray, from_client: np.ndarray, rows: np.ndarray) -> np.ndarray:
@@ -504,13 +542,10 @@ class Analysis:
         candidate = rows[is_modbus[index[rows]]]
         if len(candidate) == 0:
             return rows
-        syn = (decoded.tcp_flags[candidate] & TCP_SYN) != 0
+        # Handshake segments were taken care of by _prepare_new_flows.
+        candidate = candidate[decoded.payload_len[candidate] > 0]
         flow_ids, local = np.unique(index[candidate], return_inverse=True)
         local = local.reshape(-1)
-        syn_flows = np.zeros(len(flow_ids), dtype=bool)
-        syn_flows[local[syn]] = True
-        keep = ~syn_flows[local]
-        candidate, local = candidate[keep], local[keep]
         if len(candidate) == 0 or len(flow_ids) >= 1 << 16:
             return rows
         fast_flows = [flows[int(f)] for f in flow_ids]
@@ -564,7 +599,7 @@ class Analysis:
                     continue
             data = buf[off : off + size]
             if flow.protocol is None:
-                self._choose(flow, data, to_server)
+                self._choose(flow, data, to_server, frame)
             if not flow.protocol:
                 if self._payload_sinks and flow.payloads_shown < PAYLOADS_SHOWN:
                     flow.payloads_shown += 1

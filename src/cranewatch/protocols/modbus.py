@@ -408,6 +408,30 @@ def _device_identification(body: bytes) -> dict[str, Any]:
     return found
 
 
+def _header_fits(buffer: bytes, at: int) -> bool:
+    """Whether an MBAP header can start at ``at`` (protocol id 0, a sane length)."""
+    return not (buffer[at + 2] or buffer[at + 3]) and 2 <= _u16(buffer, at + 4) <= MAX_FRAMING_LENGTH
+
+
+def _resync_point(buffer: bytes, start: int) -> int | None:
+    """Where framing most likely resumes after lost bytes.
+
+    Best: a header whose ADU ends where the data ends (or too close to it to judge) or where
+    another header starts. Else the first header whose ADU runs past the data (more bytes
+    will tell).
+    """
+    runs_past: int | None = None
+    for at in range(start, len(buffer) - MBAP_LEN):
+        if not _header_fits(buffer, at):
+            continue
+        end = at + 6 + _u16(buffer, at + 4)
+        if end <= len(buffer) and (len(buffer) - end <= MBAP_LEN or _header_fits(buffer, end)):
+            return at  # too few bytes after it to judge the next header count as a fit
+        if end > len(buffer) and runs_past is None:
+            runs_past = at
+    return runs_past
+
+
 @dataclass(frozen=True, slots=True)
 class _Pending:
     """A request waiting for its response (kept per flow, keyed by transaction id)."""
@@ -472,19 +496,24 @@ class ModbusDecoder:
         at = 0
         try:
             while len(buffer) - at >= MBAP_LEN + 1:
-                protocol_id = _u16(buffer, at + 2)
-                length = _u16(buffer, at + 4)
-                if protocol_id or not 2 <= length <= MAX_FRAMING_LENGTH:
-                    skipped = len(buffer) - at
-                    at = len(buffer)  # framing is lost: drop what we hold and resynchronise
-                    if self._resync[from_client]:
-                        break  # still searching after a gap: no new warning
-                    self._resync[from_client] = True
-                    raise DecodeError(
-                        f"not a Modbus/TCP header (protocol id {protocol_id}, length {length});"
-                        f" {skipped} bytes skipped"
-                    )
-                end = at + 6 + length
+                resync = self._resync[from_client]
+                fits = _header_fits(buffer, at)
+                if resync or not fits:
+                    found = _resync_point(buffer, at)
+                    if found != at:
+                        skipped = (found if found is not None else len(buffer)) - at
+                        protocol_id, length = _u16(buffer, at + 2), _u16(buffer, at + 4)
+                        # Keep what may be the start of the next header.
+                        at = found if found is not None else max(at, len(buffer) - MBAP_LEN)
+                        if not resync:
+                            self._resync[from_client] = True
+                            raise DecodeError(
+                                f"not a Modbus/TCP header (protocol id {protocol_id}, length"
+                                f" {length}); {skipped} bytes skipped")
+                        if found is None:
+                            break
+                        continue
+                end = at + 6 + _u16(buffer, at + 4)
                 if end > len(buffer):
                     break
                 self._resync[from_client] = False
@@ -706,7 +735,8 @@ class ModbusBook:
     def take_series(self) -> list[RegisterSeries]:
         """Every series, rows in time order (ties by frame); empties the book's series."""
         out: list[RegisterSeries] = []
-        for key, parts in sorted(self.series.items()):
+        for key in sorted(self.series):
+            parts = self.series.pop(key)  # let each series' pieces go once it is whole
             master, slave, unit, function, address, quantity = key
             ts = list(parts.ts)
             frames = list(parts.frame)
