@@ -106,3 +106,27 @@ def test_normal_2_against_the_normal_baseline_is_quiet(with_profile: bool) -> No
         pytest.skip("lab data not bundled in this checkout")
     loud = [(f.category, f.title) for f in run("normal-2", with_profile) if f.severity >= Severity.MEDIUM]
     assert loud == []
+
+
+def test_analyze_command_with_saved_baseline_and_profile(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    pytest.importorskip("cranewatch.commands.analyze")
+    if not (LAB / "remote-ssh" / "crane-lan.pcap").exists():
+        pytest.skip("lab data not bundled in this checkout")
+    exe = [sys.executable, "-m", "cranewatch"]
+    saved = tmp_path / "sts-07.baseline.json"
+    learned = subprocess.run([*exe, "baseline", str(LAB / "normal" / "crane-lan.pcap"), "--out", str(saved)],
+                             capture_output=True, text=True)
+    assert learned.returncode == 0, learned.stderr
+    for baseline_arg in (saved, LAB / "normal" / "crane-lan.pcap"):  # a saved baseline or captures
+        done = subprocess.run([*exe, "analyze", str(LAB / "remote-ssh" / "crane-lan.pcap"),
+                               "--profile", str(REPO / "profiles" / "sts-07.toml"),
+                               "--baseline", str(baseline_arg), "--format", "jsonl", "--fail-on", "high"],
+                              capture_output=True, text=True)
+        assert done.returncode == 1, done.stderr  # --fail-on high met
+        lines = [json.loads(line) for line in done.stdout.splitlines() if line.strip()]
+        found = {(o["category"], o["src"], o["dst"]) for o in lines if o.get("type") == "finding"}
+        assert ("remote-access", "203.0.113.10", "10.20.7.30:22") in found
+        assert all(o["crane"] == "STS-07" for o in lines if o.get("type") == "finding")
