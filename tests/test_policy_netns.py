@@ -254,10 +254,11 @@ def test_in_service_allow_list_passes_allowed_and_drops_the_rest(lab: Lab) -> No
     assert tcp_talk("term", TOS, OUTSIDE, 443) == "outside-service"
     # ... but nothing from the crane reaches the outside
     assert tcp_talk("crane", PLC, OUTSIDE, 443) == "timeout"
-    # a Modbus poll from the TOS is not in the allow-list either
+    # a Modbus poll from the TOS is not in the allow-list either, nor is the outside polling the PLC
     assert modbus_poll(TOS) == "blocked"
+    assert tcp_talk("out", OUTSIDE, PLC, 502) == "timeout"
     final = counters()
-    assert final["drop_to_crane"] >= 2  # the SSH SYN and the TOS poll (plus retransmissions)
+    assert final["drop_to_crane"] >= 3  # the SSH SYN, the TOS poll, the outside poll
     assert final["drop_from_crane"] >= 1  # the SYN to the outside
     assert final["allow_ews_plc_modbus_502"] == after_allowed["allow_ews_plc_modbus_502"]
 

@@ -240,3 +240,11 @@ def test_report_renders_in_headless_chromium(story: Path, tmp_path: Path) -> Non
     assert len(colours) > 50  # text, the red decision badge, tables: far from a blank page
     red = (pixels[..., 0] > 150) & (pixels[..., 1] < 70) & (pixels[..., 2] < 70)
     assert red.sum() > 500  # the "rejected" badge is drawn
+
+    # printed to PDF, the findings and the firewall sections start new pages
+    pdf = tmp_path / "report.pdf"
+    printed = chromium("--no-pdf-header-footer", f"--print-to-pdf={pdf}", page.as_uri())
+    assert printed.returncode == 0, printed.stderr[-2000:]
+    assert pdf.read_bytes().startswith(b"%PDF-")
+    pages = len(re.findall(rb"/Type\s*/Page[^s]", pdf.read_bytes()))
+    assert pages >= 3
