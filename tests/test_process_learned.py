@@ -57,7 +57,7 @@ def test_threshold_meets_the_false_alarm_target_on_fresh_clean_data() -> None:
 
 
 def test_crane_learned_mode_from_a_long_clean_capture() -> None:
-    baseline = learn_baseline(simulate(1800, seed=21, start=T0 - 100_000))
+    baseline = learn_baseline(simulate(1800, seed=21, start=T0 - 100_000), learned_mode=True)
     assert baseline.learned is not None
     assert run_checks(simulate(600, seed=22, start=T0), baseline=baseline, with_plots=False) == []
 

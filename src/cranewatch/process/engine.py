@@ -61,9 +61,13 @@ def run_checks(frame: SignalFrame, config: ProcessConfig | None = None,
     return incidents_to_findings(ctx, incidents, plot.render if with_plots else None)
 
 
-def learn_baseline(frame: SignalFrame, config: ProcessConfig | None = None) -> ProcessBaseline:
+def learn_baseline(frame: SignalFrame, config: ProcessConfig | None = None, *,
+                   learned_mode: bool = False) -> ProcessBaseline:
+    """The process baseline of a clean frame. ``learned_mode`` also fits the learned relations
+    (for plants without a physics model; on a crane the physics checks need no such fit, and
+    the learned thresholds are only as good as the weather and work the clean period saw)."""
     config = config or ProcessConfig()
-    return learn(frame, crane_states(frame, config.maintenance))
+    return learn(frame, crane_states(frame, config.maintenance), learned_mode=learned_mode)
 
 
 @dataclass

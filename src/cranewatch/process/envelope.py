@@ -23,7 +23,8 @@ from cranewatch.process.learned import LearnedModel, fit
 from cranewatch.process.signals import SignalFrame
 
 VERSION = 1
-LEARNED_MIN_SECONDS = 600.0  # shorter clean captures cannot calibrate a false-alarm rate
+LEARNED_MIN_SECONDS = 600.0
+POSITIONS = frozenset({"hoist_height", "trolley_position", "gantry_position"})  # shorter clean captures cannot calibrate a false-alarm rate
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,7 +76,7 @@ def _analog(frame: SignalFrame) -> list[str]:
             and n != "heartbeat"]
 
 
-def learn(frame: SignalFrame, states: np.ndarray, *, learned_mode: bool = True) -> ProcessBaseline:
+def learn(frame: SignalFrame, states: np.ndarray, *, learned_mode: bool = False) -> ProcessBaseline:
     """Learn the process baseline from a clean, aligned capture and its crane states."""
     value_range: dict[str, tuple[float, float]] = {}
     rate: dict[str, dict[int, float]] = {}
@@ -112,10 +113,14 @@ def learn(frame: SignalFrame, states: np.ndarray, *, learned_mode: bool = True) 
             resid = torque[use] - (slope * load[use] + offset)
             torque_fit = (float(slope), float(offset), float(np.std(resid)))
     learned = None
-    if learned_mode and duration >= LEARNED_MIN_SECONDS and names:
+    # Positions wander from bay to bay (a level the clean capture may never have seen): the
+    # learned relations use the stationary signals, and the drive relations judge positions.
+    stationary = [n for n in names if n not in POSITIONS]
+    if learned_mode and duration >= LEARNED_MIN_SECONDS and stationary:
         step = max(1, round(1.0 / frame.dt))  # the learned mode runs at 1 Hz
-        matrix = np.column_stack([frame[n][::step] for n in names])
+        matrix = np.column_stack([frame[n][::step] for n in stationary])
         ok = ~np.isnan(matrix).any(axis=1)
-        if ok.sum() > 10 * len(names):
-            learned = fit(matrix[ok], tuple(names), samples_per_day=86400.0 / (step * frame.dt))
+        if ok.sum() > 10 * len(stationary):
+            learned = fit(matrix[ok], tuple(stationary),
+                          samples_per_day=86400.0 / (step * frame.dt))
     return ProcessBaseline(value_range, rate, longest, torque_fit, learned, duration)

@@ -280,6 +280,13 @@ class SignalFrame:
     age: dict[str, np.ndarray]
     specs: dict[str, RegisterSpec]
     source: str = ""
+    _filled: dict[str, np.ndarray] = field(default_factory=dict, repr=False, compare=False)
+
+    def filled(self, name: str) -> np.ndarray:
+        """The column with unknown samples as 0 (computed once; do not modify)."""
+        if name not in self._filled:
+            self._filled[name] = np.nan_to_num(self.columns[name], nan=0.0)
+        return self._filled[name]
 
     def __contains__(self, name: object) -> bool:
         return name in self.columns
@@ -294,7 +301,7 @@ class SignalFrame:
         """A status bit as booleans (unknown = False); all False when the bit is not read."""
         if name not in self.columns:
             return np.zeros(len(self.t), dtype=bool)
-        return np.nan_to_num(self.columns[name], nan=0.0) > 0.5
+        return self.filled(name) > 0.5
 
     def index_at(self, ts: float) -> int:
         return int(np.clip(np.searchsorted(self.t, ts), 0, len(self.t) - 1))

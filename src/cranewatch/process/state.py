@@ -59,7 +59,7 @@ class StateThresholds:
 def _speed(frame: SignalFrame, name: str) -> np.ndarray:
     if name not in frame:
         return np.zeros(len(frame.t))
-    return np.abs(np.nan_to_num(frame[name], nan=0.0))
+    return np.abs(frame.filled(name))
 
 
 def raw_states(frame: SignalFrame, maintenance: Sequence[tuple[float, float]] = (),
@@ -72,7 +72,7 @@ def raw_states(frame: SignalFrame, maintenance: Sequence[tuple[float, float]] = 
     state[_speed(frame, "gantry_speed") > limits.gantry_moving] = CraneState.GANTRY
     state[_speed(frame, "trolley_speed") > limits.trolley_moving] = CraneState.TROLLEYING
     hoisting = _speed(frame, "hoist_speed") > limits.hoist_moving
-    load = np.nan_to_num(frame["hoist_load"], nan=0.0) if "hoist_load" in frame else np.zeros(n)
+    load = frame.filled("hoist_load") if "hoist_load" in frame else np.zeros(n)
     state[hoisting & (load < limits.loaded)] = CraneState.HOISTING_EMPTY
     state[hoisting & (load >= limits.loaded)] = CraneState.HOISTING_LOADED
     state[frame.bit("storm_pins_engaged")] = CraneState.LOCKED

@@ -119,14 +119,42 @@ def rolling_mean(x: np.ndarray, w: int) -> np.ndarray:
     return rolling_sum(x, w) / n
 
 
+def rolling_max(x: np.ndarray, w: int) -> np.ndarray:
+    """Max over the last ``w`` samples, O(n) whatever ``w`` (van Herk / Gil-Werman): block-wise
+    running maxima from the left and from the right; a window straddles at most two blocks.
+    The first ``w - 1`` samples see only the samples before them."""
+    x = np.asarray(x, dtype=np.float64)
+    n = len(x)
+    if w <= 1 or n == 0:
+        return x.copy()
+    blocks = -(-n // w)
+    padded = np.full(blocks * w, -np.inf)
+    padded[:n] = x
+    grid = padded.reshape(blocks, w)
+    prefix = np.maximum.accumulate(grid, axis=1).ravel()
+    suffix = np.maximum.accumulate(grid[:, ::-1], axis=1)[:, ::-1].ravel()
+    idx = np.arange(n)
+    start = idx - w + 1
+    out = prefix[:n].copy()
+    full = start >= 0
+    out[full] = np.maximum(suffix[start[full]], prefix[idx[full]])
+    out[~full] = np.maximum.accumulate(x[: min(n, w - 1)])[: int((~full).sum())]
+    return out
+
+
 def rolling_extent(x: np.ndarray, w: int) -> np.ndarray:
-    """max − min over the last ``w`` samples (NumPy sliding windows, exact)."""
+    """max − min over the last ``w`` samples (NaN for the first ``w - 1``)."""
     x = np.asarray(x, dtype=np.float64)
     if len(x) < w or w <= 1:
         return np.zeros(len(x))
-    view = np.lib.stride_tricks.sliding_window_view(x, w)
-    ext = view.max(axis=1) - view.min(axis=1)
-    return np.concatenate((np.full(w - 1, np.nan), ext))
+    ext = rolling_max(x, w) + rolling_max(-x, w)
+    ext[: w - 1] = np.nan
+    return ext
+
+
+def flat_for(x: np.ndarray, w: int) -> np.ndarray:
+    """True where the last ``w`` samples are all equal (and known)."""
+    return (constant_runs(x) >= w) & ~np.isnan(np.asarray(x, dtype=np.float64))
 
 
 def constant_runs(x: np.ndarray) -> np.ndarray:

@@ -20,6 +20,7 @@ from cranewatch.process.checks import (
     CheckContext,
     Incident,
     constant_runs,
+    flat_for,
     persistent,
     rolling_extent,
     rolling_mean,
@@ -40,8 +41,8 @@ def check_frozen_vs_motion(ctx: CheckContext) -> list[Incident]:
     for position, speed, axis in AXES:
         if not frame.has(position, speed):
             continue
-        flat = rolling_extent(frame[position], w) == 0
-        drive = rolling_mean(np.abs(np.nan_to_num(frame[speed], nan=0.0)), w)
+        flat = flat_for(frame[position], w)
+        drive = rolling_mean(np.abs(frame.filled(speed)), w)
         frozen = flat & (drive > 0.1)
         for s, e, d in persistent(frozen, ctx.seconds(1.0), merge_gap=ctx.seconds(1.0)):
             onset = max(0, s - w + 1)
@@ -58,7 +59,7 @@ def check_frozen_vs_motion(ctx: CheckContext) -> list[Incident]:
         if not frame.has(name, twin):
             continue
         wt = ctx.seconds(TWIN_WINDOW_S)
-        flat = rolling_extent(frame[name], wt) == 0
+        flat = flat_for(frame[name], wt)
         twin_moves = rolling_extent(frame[twin], wt) >= TWIN_MOVES
         frozen = flat & twin_moves
         for s, e, d in persistent(frozen, 1, merge_gap=ctx.seconds(2.0)):

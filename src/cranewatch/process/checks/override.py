@@ -32,7 +32,7 @@ def check_overload_without_trip(ctx: CheckContext) -> list[Incident]:
     if not frame.has("hoist_load", "overload_trip"):
         return []
     limit = ctx.limits.overload_limit
-    load = np.nan_to_num(frame["hoist_load"], nan=0.0)
+    load = frame.filled("hoist_load")
     bad = (load > limit) & ~frame.bit("overload_trip") & _operating(ctx)
     out = []
     for s, e, d in persistent(bad, ctx.seconds(TRIP_LATENCY_S), merge_gap=ctx.seconds(1.0)):
@@ -58,7 +58,7 @@ def check_wind_without_stop(ctx: CheckContext) -> list[Incident]:
     if not names or "wind_stop" not in frame:
         return []
     limit = ctx.limits.wind_stop_limit
-    wind = np.max(np.vstack([np.nan_to_num(frame[n], nan=0.0) for n in names]), axis=0)
+    wind = np.max(np.vstack([frame.filled(n) for n in names]), axis=0)
     bad = (wind > limit) & ~frame.bit("wind_stop") & _operating(ctx)
     out = []
     for s, e, d in persistent(bad, ctx.seconds(TRIP_LATENCY_S), merge_gap=ctx.seconds(1.0)):

@@ -34,7 +34,7 @@ POSITION_TOLERANCE_REL = 0.15  # of the distance travelled in the window
 
 
 def _filled(ctx: CheckContext, name: str) -> np.ndarray:
-    return np.nan_to_num(ctx.frame[name], nan=0.0)
+    return ctx.frame.filled(name)
 
 
 def check_position_vs_speed(ctx: CheckContext) -> list[Incident]:

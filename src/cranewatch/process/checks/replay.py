@@ -26,23 +26,31 @@ MIN_CHANGING_SIGNALS = 2
 _ROW_SALTS = np.random.default_rng(0x6372616E).integers(1, 2**63, size=64, dtype=np.uint64) | 1
 
 
+UNKNOWN = -(2**40)
+
+
 def _quantised(ctx: CheckContext, names: list[str], near: float) -> np.ndarray:
+    """Register counts (at ``near`` × resolution), one *row* per signal (contiguous in time);
+    unknown = UNKNOWN."""
     frame = ctx.frame
-    cols = []
-    for name in names:
+    q = np.empty((len(names), len(frame.t)), dtype=np.int64)
+    for i, name in enumerate(names):
         step = frame.specs[name].scale if frame.specs[name].scale > 0 else 1.0
-        x = frame[name] / (step * near)
-        q = np.where(np.isnan(x), -(2**40), np.floor(x + 0.5)).astype(np.int64)
-        cols.append(q)
-    return np.stack(cols, axis=1)
+        x = np.rint(frame[name] / (step * near))
+        x[np.isnan(x)] = UNKNOWN
+        q[i] = x
+    return q
 
 
 def row_hashes(q: np.ndarray) -> np.ndarray:
-    """One 64-bit hash per row of quantised values."""
-    m = q.shape[1]
+    """One 64-bit hash per instant of quantised values (``q``: one row per signal)."""
+    m = q.shape[0]
     salts = _ROW_SALTS[np.arange(m) % len(_ROW_SALTS)]
+    words = q.view(np.uint64)
+    rows = np.zeros(q.shape[1], dtype=np.uint64)
     with np.errstate(over="ignore"):
-        rows = (q.astype(np.uint64) * salts[None, :]).sum(axis=1, dtype=np.uint64)
+        for i in range(m):
+            rows += words[i] * salts[i]
         rows ^= rows >> np.uint64(29)
         rows *= np.uint64(0xBF58476D1CE4E5B9)
         rows ^= rows >> np.uint64(32)
@@ -68,11 +76,14 @@ def check_replay(ctx: CheckContext, near: float = 1.0) -> list[Incident]:
         return []
     q = _quantised(ctx, names, near)
     changed = np.zeros_like(q, dtype=bool)
-    changed[1:] = q[1:] != q[:-1]
+    changed[:, 1:] = q[:, 1:] != q[:, :-1]
     # Per signal: did it change within the window? A busy window has several that did.
-    moving = np.stack([rolling_sum(changed[:, i], w) >= 2 for i in range(len(names))], axis=1)
-    busy = moving.sum(axis=1) >= MIN_CHANGING_SIGNALS
-    unknown = (q == -(2**40)).any(axis=1)
+    counts = np.cumsum(changed, axis=1, dtype=np.int32)
+    window_changes = counts.copy()
+    window_changes[:, w:] -= counts[:, :-w]
+    moving = window_changes >= 2
+    busy = moving.sum(axis=0) >= MIN_CHANGING_SIGNALS
+    unknown = (q == UNKNOWN).any(axis=0)
     h = row_hashes(q)
     prev = previous_occurrence(h)
     idx = np.arange(n)
@@ -88,8 +99,8 @@ def check_replay(ctx: CheckContext, near: float = 1.0) -> list[Incident]:
         onset = max(0, s - w + 1)
         run_lags = lag[onset: e + 1][steady[onset: e + 1]]
         lag_rows = int(np.median(run_lags)) if len(run_lags) else int(lag[s])
-        active = [names[i] for i in np.flatnonzero(moving[onset: e + 1].any(axis=0))]
-        counts = changed[onset: e + 1].sum(axis=0)
+        active = [names[i] for i in np.flatnonzero(moving[:, onset: e + 1].any(axis=1))]
+        counts = changed[:, onset: e + 1].sum(axis=1)
         accused = names[int(np.argmax(counts))]
         lag_s = lag_rows * frame.dt
         matched = float(np.mean(steady[onset: e + 1]))
