@@ -283,3 +283,15 @@ def test_cli_gate_records_images_and_captures_first(tmp_path: Path, capsys: pyte
     assert not any(r["kind"] == "missing-evidence" for r in doc["reasons"])
     assert any(r["category"] == "remote-access" for r in doc["reasons"] if r["kind"] == "blocking-finding")
     assert main(["gate", "STS-07", "--db", db, "--image", "CMS"]) == 2
+
+
+def test_the_recorded_decision_keeps_its_policy(store: Store) -> None:
+    from cranewatch.gate import latest_decision, policy_from_json
+
+    custom = GatePolicy(block_severity=Severity.CRITICAL, review_severity=None, always_block=frozenset({"c2"}),
+                        required_evidence=("profile",), image_scan_kinds=("plc",), review_component_kinds=())
+    assert policy_from_json(custom.to_json()) == custom
+    assert policy_from_json(GatePolicy().to_json()) == GatePolicy()
+    decide(store, "STS-07", custom)
+    recorded = latest_decision(store, "STS-07")
+    assert recorded is not None and recorded.policy == custom and recorded.decision == "cleared"

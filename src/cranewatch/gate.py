@@ -52,6 +52,21 @@ class GatePolicy:
         }
 
 
+def policy_from_json(data: dict[str, Any]) -> GatePolicy:
+    """The inverse of ``GatePolicy.to_json`` (a recorded decision keeps the policy it used)."""
+    if not data:
+        return GatePolicy()
+    review = data.get("review_severity")
+    return GatePolicy(
+        block_severity=Severity.parse(data["block_severity"]),
+        review_severity=None if review is None else Severity.parse(review),
+        always_block=frozenset(data.get("always_block", ())),
+        required_evidence=tuple(data.get("required_evidence", EVIDENCE_KINDS)),
+        image_scan_kinds=tuple(data.get("image_scan_kinds", ())),
+        review_component_kinds=tuple(data.get("review_component_kinds", ())),
+    )
+
+
 def load_gate_policy(path: str | Path) -> GatePolicy:
     """A gate policy from TOML (a ``[gate]`` table or top-level keys); unknown keys are errors."""
     file = Path(path)
@@ -293,8 +308,8 @@ def decide(
     return GateDecision(record.name, decision, reasons, ordered, evidence.runs, policy, change, stored.at)
 
 
-def latest_decision(store: Store, crane: str, policy: GatePolicy | None = None) -> GateDecision | None:
-    """The last recorded decision, with today's evidence (for reports); None if never gated."""
+def latest_decision(store: Store, crane: str) -> GateDecision | None:
+    """The last recorded decision with the policy it used and today's evidence; None if never gated."""
     record = require_crane(store, crane)
     gate = store.latest_gate(crane)
     if gate is None:
@@ -303,7 +318,7 @@ def latest_decision(store: Store, crane: str, policy: GatePolicy | None = None) 
     reasons = tuple(Reason(**r) for r in gate.reasons)
     findings = {f.id: f for r in evidence.runs for f in evidence.findings_by_run.get(r.id, ())}
     ordered = tuple(sorted(findings.values(), key=lambda f: (-int(f.severity), f.category, f.id)))
-    return GateDecision(crane, gate.decision, reasons, ordered, evidence.runs, policy or GatePolicy(),
+    return GateDecision(crane, gate.decision, reasons, ordered, evidence.runs, policy_from_json(gate.policy),
                         None, gate.at)
 
 
