@@ -222,3 +222,25 @@ def test_cli_quarantine_and_policy_write_record_and_move_the_crane(
         assert latest is not None and latest.purpose == "in-service"
     assert main(["policy", "STS-08", "--db", db]) == 2
     assert "no registered profile" in capsys.readouterr().err
+
+
+def test_python_api_quarantines_and_writes_the_allow_list(tmp_path: Path) -> None:
+    from cranewatch.errors import StateError
+    from cranewatch.fleet import import_fleet, inservice_policy, quarantine_crane, transition
+    from cranewatch.store import open_store
+
+    with open_store(tmp_path / "cw.db") as store:
+        import_fleet(store, REPO / "profiles" / "fleet-example.toml")
+        stored = quarantine_crane(store, "STS-07", "10.20.0.100", out=tmp_path / "q.nft", by="ana")
+        assert (tmp_path / "q.nft").read_text() == stored.text
+        crane = store.crane("STS-07")
+        assert crane is not None and crane.state == "quarantined"
+        assert store.history("STS-07")[-1].why == (
+            f"quarantine ruleset written to {tmp_path / 'q.nft'} (analysis station 10.20.0.100)")
+        transition(store, "STS-07", "under-analysis", reason="scan")
+        with pytest.raises(StateError, match="cannot go from under-analysis to quarantined"):
+            quarantine_crane(store, "STS-07", "10.20.0.100", out=tmp_path / "again.nft")
+        assert not (tmp_path / "again.nft").exists()
+        allow = inservice_policy(store, "STS-07", baseline={"communications": []})
+        assert 'counter name "allow_ews_plc_modbus_502" accept' in allow.text
+        assert store.latest_ruleset("STS-07", "in-service") == allow

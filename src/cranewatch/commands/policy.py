@@ -5,12 +5,8 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from cranewatch.baseline import load_baseline
-from cranewatch.commands.quarantine import write_ruleset
-from cranewatch.errors import UsageError
-from cranewatch.fleet import current_user, require_crane
-from cranewatch.policy import check_ruleset, inservice_ruleset
-from cranewatch.profile import load_profile
+from cranewatch.commands.quarantine import report_written
+from cranewatch.fleet import inservice_policy
 from cranewatch.store.options import add_db_option, store_from_args
 
 
@@ -39,15 +35,7 @@ def register(subparsers: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     with store_from_args(args) as store:
-        crane = require_crane(store, args.crane)
-        profile_path = args.profile or crane.profile_path
-        if not profile_path:
-            raise UsageError(f"{crane.name} has no registered profile: give --profile FILE")
-        profile = load_profile(profile_path)
-        baseline = load_baseline(args.baseline) if args.baseline else None
-        text = inservice_ruleset(profile, baseline, crane=crane.name, interface=args.interface)
-        if args.check:
-            check_ruleset(text)
-        write_ruleset(text, args.out)
-        store.record_ruleset(crane.name, "in-service", text, who=args.by or current_user())
+        stored = inservice_policy(store, args.crane, profile=args.profile, baseline=args.baseline,
+                                  interface=args.interface, out=args.out, check=args.check, by=args.by)
+    report_written(stored.text, args.out)
     return 0

@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 from typing import Any
 
-from cranewatch.fleet import current_user, require_crane, transition
-from cranewatch.policy import check_ruleset, quarantine_ruleset
+from cranewatch.fleet import quarantine_crane, require_crane
 from cranewatch.store.options import add_db_option, store_from_args
 
 
@@ -39,23 +37,18 @@ def register(subparsers: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     with store_from_args(args) as store:
-        crane = require_crane(store, args.crane)
-        text = quarantine_ruleset(crane, args.station, zone=args.zone, interface=args.interface)
-        if args.check:
-            check_ruleset(text)
-        write_ruleset(text, args.out)
-        store.record_ruleset(crane.name, "quarantine", text, who=args.by or current_user())
-        if args.set_state:
-            where = args.out or "standard output"
-            entry = transition(store, crane.name, "quarantined", by=args.by,
-                               reason=f"quarantine ruleset written to {where} (station {', '.join(args.station)})")
-            print(f"{crane.name}: {entry.from_state} → {entry.to_state}")
+        before = require_crane(store, args.crane).state
+        stored = quarantine_crane(store, args.crane, args.station, zone=args.zone, interface=args.interface,
+                                  out=args.out, check=args.check, move=args.set_state, by=args.by)
+        after = require_crane(store, args.crane).state
+    report_written(stored.text, args.out)
+    if after != before:
+        print(f"{args.crane}: {before} → {after}")
     return 0
 
 
-def write_ruleset(text: str, out: str | None) -> None:
+def report_written(text: str, out: str | None) -> None:
     if out is None:
         print(text, end="")
-        return
-    Path(out).write_text(text, encoding="utf-8")
-    print(f"ruleset written to {out} (load with: nft -f {out})")
+    else:
+        print(f"ruleset written to {out} (load with: nft -f {out})")

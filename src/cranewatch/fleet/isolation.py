@@ -1,0 +1,85 @@
+"""Put a registered crane behind its firewall: generate, check, write and record its rulesets.
+
+The Python face of ``cranewatch quarantine`` and ``cranewatch policy`` (the demo calls these):
+the ruleset is generated from the crane's record (and profile), optionally checked by
+``nft -c``, written to a file, kept in the store for the commissioning report, and — for
+quarantine — the crane's life cycle moves to quarantined.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from cranewatch.errors import UsageError
+from cranewatch.fleet.lifecycle import check_transition
+from cranewatch.fleet.registry import current_user, require_crane, transition
+from cranewatch.policy import check_ruleset, inservice_ruleset, quarantine_ruleset
+from cranewatch.store import Store, StoredRuleset
+
+
+def quarantine_crane(
+    store: Store,
+    crane: str,
+    station: str | Sequence[str],
+    *,
+    zone: str | Sequence[str] | None = None,
+    interface: str | None = None,
+    out: str | Path | None = None,
+    check: bool = False,
+    move: bool = True,
+    by: str | None = None,
+) -> StoredRuleset:
+    """Generate (and check, write, record) the quarantine ruleset; move the crane to quarantined."""
+    record = require_crane(store, crane)
+    if move and record.state != "quarantined":  # refuse before writing anything
+        check_transition(record.name, record.state, "quarantined")
+    text = quarantine_ruleset(record, station, zone=zone, interface=interface)
+    if check:
+        check_ruleset(text)
+    if out is not None:
+        Path(out).write_text(text, encoding="utf-8")
+    stored = store.record_ruleset(record.name, "quarantine", text, who=by or current_user())
+    if move and record.state != "quarantined":
+        stations = ", ".join([station] if isinstance(station, str) else station)
+        where = f"written to {out}" if out is not None else "generated"
+        transition(store, record.name, "quarantined", by=by,
+                   reason=f"quarantine ruleset {where} (analysis station {stations})")
+    return stored
+
+
+def inservice_policy(
+    store: Store,
+    crane: str,
+    *,
+    profile: Any = None,
+    baseline: Any = None,
+    interface: str | None = None,
+    out: str | Path | None = None,
+    check: bool = False,
+    by: str | None = None,
+) -> StoredRuleset:
+    """Generate (and check, write, record) the in-service allow-list from profile and baseline.
+
+    ``profile``: a ``CraneProfile``, a path, or None for the crane's registered profile;
+    ``baseline``: a ``Baseline``, a saved baseline path, captures to learn from, or None.
+    """
+    from cranewatch.baseline import Baseline, load_baseline
+    from cranewatch.profile import CraneProfile, load_profile
+
+    record = require_crane(store, crane)
+    if profile is None:
+        profile = record.profile_path
+    if profile is None:
+        raise UsageError(f"{record.name} has no registered profile: give --profile FILE")
+    if not isinstance(profile, CraneProfile):
+        profile = load_profile(profile)
+    if baseline is not None and not isinstance(baseline, Baseline | dict):
+        baseline = load_baseline(baseline)
+    text = inservice_ruleset(profile, baseline, crane=record.name, interface=interface)
+    if check:
+        check_ruleset(text)
+    if out is not None:
+        Path(out).write_text(text, encoding="utf-8")
+    return store.record_ruleset(record.name, "in-service", text, who=by or current_user())
