@@ -193,3 +193,11 @@ def test_language_packages_are_inventoried(tree: Path) -> None:
     _write(tree, "opt/cms/web/node_modules/@scope/ui/package.json", '{"name": "@scope/ui", "version": "1.0.0"}')
     packages = {(p.manager, p.name, p.version) for p in scan_image(tree, workers=1).inventory.packages}
     assert {("python", "requests", "2.31.0"), ("npm", "express", "4.18.2"), ("npm", "@scope/ui", "1.0.0")} <= packages
+
+
+def test_apn_and_sim_pin_file_and_host_keys(tree: Path) -> None:
+    _write(tree, "opt/cms/etc/modem.conf", "[cellular]\napn = m2m.vendor-iot.net\npin = 4711\n")
+    _write(tree, "etc/ssh/ssh_host_ed25519_key", "-----BEGIN OPENSSH PRIVATE KEY-----\nAAAA\n-----END OPENSSH PRIVATE KEY-----\n", 0o600)
+    found = _found(scan_image(tree, workers=1))
+    assert ("oob.apn-file", "oob-connectivity", "opt/cms/etc/modem.conf") in found
+    assert ("credential.ssh-host-key", "credential", "etc/ssh/ssh_host_ed25519_key") in found

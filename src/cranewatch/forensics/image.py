@@ -32,7 +32,7 @@ import tempfile
 import zipfile
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import IO, Any, BinaryIO, Literal
 
@@ -44,6 +44,7 @@ EntryType = Literal["file", "dir", "symlink"]
 ImageFormat = Literal["dir", "tar", "zip", "cpio", "squashfs", "ext"]
 
 _COPY_BLOCK = 1 << 20
+_RAW_RATIO = 4.0  # content bytes per byte of an uncompressed filesystem image
 _MAX_LINK_HOPS = 40
 
 
@@ -209,8 +210,8 @@ class _Budget:
             )
         if self.bytes > self.limits.ratio_floor and self.bytes / self.packed_size > self.limits.max_ratio:
             raise ImageError(
-                f"archive expands more than {self.limits.max_ratio:.0f}x ({self.bytes} bytes from "
-                f"{self.packed_size}): looks like an archive bomb, refusing to go on",
+                f"content expands more than {self.limits.max_ratio:.0f}x ({self.bytes} bytes from "
+                f"{self.packed_size}): looks like an archive bomb (or sparse-file bomb), refusing to go on",
                 Location(file=str(self.source), path=path),
             )
 
@@ -722,31 +723,16 @@ def _open_squashfs(source: Path, out: _Unpacker, limits: Limits) -> Image:
     return image
 
 
-def _open_ext(source: Path, out: _Unpacker, limits: Limits) -> Image:
-    debugfs = _tool("debugfs")
-    where = Location(file=str(source))
-    target_dir = Path(out.tmp.name) / "ext"
-    target_dir.mkdir(mode=0o700)
-    # debugfs opens the image read-only (no -w) and rdump writes only directories, regular files
-    # and symlinks (device files, FIFOs and sockets are left out). Modes, owners and setuid bits
-    # are then read from the inodes themselves (``ls -p``), since a chown on the copy clears them.
-    run = subprocess.run(
-        [debugfs, "-R", f"rdump / {target_dir}", str(source)],
-        capture_output=True, text=True, errors="replace", check=False,
-    )
-    if run.returncode != 0 or "Bad magic" in run.stderr or "Couldn't find valid filesystem" in run.stderr:
-        raise ImageError(f"debugfs cannot read the ext image: {run.stderr.strip()[-300:]}", where)
-    directories = [""]
-    for dirpath, dirnames, _ in os.walk(target_dir):
-        rel = os.path.relpath(dirpath, target_dir)
-        directories.extend(os.path.normpath(os.path.join(rel, d)) for d in dirnames)
-    commands = Path(out.tmp.name) / "ls.cmds"
+def _debugfs_ls(debugfs: str, source: Path, directories: list[str], scratch: Path) -> list[tuple[str, int, int, int, int]]:
+    """(path, mode, uid, gid, size) of every entry of ``directories``, in one debugfs run."""
+    commands = scratch / "ls.cmds"
     safe = [d for d in directories if '"' not in d and "\n" not in d]
     commands.write_text("".join(f'ls -p "/{d}"\n' for d in safe), errors="surrogateescape")
     listing = subprocess.run(
         [debugfs, "-f", str(commands), str(source)],
         capture_output=True, text=True, errors="surrogateescape", check=False,
     )
+    rows = []
     current: str | None = None
     for line in listing.stdout.splitlines():
         if line.startswith("debugfs: ls -p "):
@@ -759,22 +745,62 @@ def _open_ext(source: Path, out: _Unpacker, limits: Limits) -> Image:
         path = f"{current}/{name}" if current else name
         if _clean_member_name(path) != path:
             continue
-        mode = int(fields[2], 8)
-        uid, gid = int(fields[3]), int(fields[4])
-        size = int(fields[-2] or 0)
+        rows.append((path, int(fields[2], 8), int(fields[3]), int(fields[4]), int(fields[-2] or 0)))
+    return rows
+
+
+def _open_ext(source: Path, out: _Unpacker, limits: Limits) -> Image:
+    debugfs = _tool("debugfs")
+    where = Location(file=str(source))
+    scratch = Path(out.tmp.name)
+    # A raw partition holds at most its own size; content several times larger is sparse files.
+    out.budget = _Budget(replace(limits, max_ratio=min(limits.max_ratio, _RAW_RATIO)), source, source.stat().st_size)
+    check = subprocess.run([debugfs, "-R", "stats", str(source)], capture_output=True, text=True, errors="replace", check=False)
+    if check.returncode != 0 or "Filesystem magic number" not in check.stdout:
+        raise ImageError(f"debugfs cannot read the ext image: {check.stderr.strip()[-300:]}", where)
+    # List every inode first, level by level (one debugfs run per directory depth), so the
+    # size and count limits apply before anything is written: a sparse-file bomb is refused
+    # here. Modes, owners and setuid bits come from the inodes themselves.
+    level = [""]
+    files: list[str] = []
+    while level:
+        rows = _debugfs_ls(debugfs, source, level, scratch)
+        level = []
+        for path, mode, uid, gid, size in rows:
+            if stat.S_ISDIR(mode):
+                out.entries[path] = Entry(path, "dir", stat.S_IMODE(mode), uid, gid, 0)
+                level.append(path)
+            elif stat.S_ISLNK(mode):
+                out.budget.add_file()
+                out.entries[path] = Entry(path, "symlink", stat.S_IMODE(mode), uid, gid, size, "")
+            elif stat.S_ISREG(mode):
+                out.budget.add_file()
+                out.budget.add_bytes(size, path)
+                out.entries[path] = Entry(path, "file", stat.S_IMODE(mode), uid, gid, size)
+                files.append(path)
+            else:
+                out.add_special(path)
+    target_dir = scratch / "ext"
+    target_dir.mkdir(mode=0o700)
+    # debugfs opens the image read-only (no -w); rdump writes only directories, regular files
+    # and symlinks (device files, FIFOs and sockets are left out).
+    run = subprocess.run(
+        [debugfs, "-R", f"rdump / {target_dir}", str(source)],
+        capture_output=True, text=True, errors="replace", check=False,
+    )
+    if run.returncode != 0:
+        raise ImageError(f"debugfs cannot dump the ext image: {run.stderr.strip()[-300:]}", where)
+    for path, entry in list(out.entries.items()):
         on_disk = target_dir / path
-        if stat.S_ISDIR(mode):
-            out.entries[path] = Entry(path, "dir", stat.S_IMODE(mode), uid, gid, 0)
-        elif stat.S_ISLNK(mode) and on_disk.is_symlink():
-            out.budget.add_file()
-            link = os.readlink(on_disk)
-            out.entries[path] = Entry(path, "symlink", stat.S_IMODE(mode), uid, gid, len(link), link)
-        elif stat.S_ISREG(mode) and on_disk.is_file() and not on_disk.is_symlink():
-            out.budget.add_file()
-            out.budget.add_bytes(size, path)
-            out.entries[path] = Entry(path, "file", stat.S_IMODE(mode), uid, gid, size)
-        elif not (stat.S_ISREG(mode) or stat.S_ISLNK(mode)):
-            out.add_special(path)
+        if entry.type == "symlink":
+            if on_disk.is_symlink():
+                link = os.readlink(on_disk)
+                out.entries[path] = Entry(path, "symlink", entry.mode, entry.uid, entry.gid, len(link), link)
+            else:
+                del out.entries[path]
+        elif entry.type == "file" and (on_disk.is_symlink() or not on_disk.is_file()):
+            out.warnings.append(f"{path}: debugfs did not dump this file")
+            del out.entries[path]
     out.root.rmdir()
     target_dir.rename(out.root)
     return out.finish("ext")

@@ -143,6 +143,14 @@ def check_file(view: FileView, ctx: ScanContext) -> Iterator[Finding]:
         return
     for number, line in enumerate(view.lines, 1):
         match = _PRIVATE_KEY.search(line)
+        if match and re.search(r"(^|/)etc/ssh/ssh_host_\w+_key$", view.path):
+            yield ctx.finding(
+                rule="credential.ssh-host-key", category="credential", severity=Severity.MEDIUM,
+                title="SSH host key baked into the image (every crane built from it shares the key)",
+                path=view.path, line=number, excerpt_text=match.group(0), technique=("T0859",),
+                remedy="Delete the host keys from the image; let each crane generate its own on first boot.",
+            )
+            return
         if match:
             encrypted = "ENCRYPTED" in match.group(1) or "Proc-Type: 4,ENCRYPTED" in view.text
             yield ctx.finding(

@@ -25,6 +25,13 @@ _AT_PATTERNS = (
 _NM_GSM = re.compile(r"^\s*type\s*=\s*(gsm|cdma)\s*$|^\s*\[(gsm|cdma)\]\s*$", re.I | re.M)
 _PPP_MODEM = re.compile(r"/dev/(ttyUSB|ttyACM|cdc-wdm|ttyS\d|ttyHS)|\bconnect\s+[\"']?/usr/sbin/chat|\bchat\s+-[vVsSf]", re.I)
 _MODESWITCH = re.compile(r"usb_modeswitch|MessageContent\s*=|TargetVendor", re.I)
+_MODEM_FILE = re.compile(r"apn|modem|sim|lte|gsm|wwan|cellular|[345]g|umts|ppp", re.I)
+
+
+def names_of(hits: list[tuple[str, int, str]]) -> set[str]:
+    return {name for name, _, _ in hits}
+
+
 _MODEM_TOOLS = re.compile(
     r"^(usr/)?(s?bin|local/s?bin)/(ModemManager|mmcli|qmicli|qmi-network|mbimcli|mbim-network|uqmi|"
     r"usb_modeswitch|wvdial|pppd|comgt|gcom|sakis3g|atinout)$"
@@ -74,6 +81,14 @@ def check_file(view: FileView, ctx: ScanContext) -> Iterator[Finding]:
             rule="oob.chat-script", category="oob-connectivity", severity=severity,
             title="modem chat script with AT commands (" + ", ".join(sorted(names)) + ")",
             path=path, line=first[1], excerpt_text=first[2], technique=_TECH, remedy=_REMEDY,
+        )
+        return
+    if hits and _MODEM_FILE.search(path.rsplit("/", 1)[-1]) and names_of(hits) & {"apn", "sim-pin"}:
+        first = hits[0]
+        yield ctx.finding(
+            rule="oob.apn-file", category="oob-connectivity", severity=Severity.HIGH,
+            title="cellular APN or SIM PIN configuration", path=path, line=first[1], excerpt_text=first[2],
+            technique=_TECH, remedy=_REMEDY,
         )
         return
     if ("udev" in path and "rules" in path) or path.startswith("etc/usb_modeswitch"):
