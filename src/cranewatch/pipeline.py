@@ -561,11 +561,10 @@ class Analysis:
         )
         peers = [(ip_text(f.client), ip_text(f.server)) for f in fast_flows]
         result = modbus.fast_reads(data, self.book, peers, batch.source)
-        if not result.done.any():
+        if not result.handled.any():
             return rows
-        for k, flow in enumerate(fast_flows):
-            if not result.done[k]:
-                continue
+        for k in np.flatnonzero(result.touched).tolist():
+            flow = fast_flows[k]
             to_server, to_client = result.next_seq.get(k, data.next_seq[k])
             assert flow.to_server.stream is not None and flow.to_client.stream is not None
             flow.to_server.stream.next_seq = to_server
@@ -573,11 +572,11 @@ class Analysis:
             flow.decoder.pending = result.pending.get(k, {})
             for pending in result.superseded.get(k, ()):
                 self.book.unanswered(peers[k][0], peers[k][1], pending)
-        done_flows = np.zeros(len(flows), dtype=bool)
-        done_flows[flow_ids[result.done]] = True
-        count = int(np.count_nonzero(result.done[local]))
+        done = np.zeros(len(batch), dtype=bool)
+        done[candidate[result.handled]] = True
+        count = int(np.count_nonzero(result.handled))
         self.events["modbus_fast_pdus"] = self.events.get("modbus_fast_pdus", 0) + count
-        return rows[~done_flows[index[rows]]]
+        return rows[~done[rows]]
 
     def _slow(self, batch: PacketBatch, decoded: DecodedBatch, flows: list[Flow],
               index: np.ndarray, from_client: np.ndarray, rows: np.ndarray) -> None:

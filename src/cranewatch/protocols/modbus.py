@@ -786,31 +786,37 @@ class FastInput:
 
 @dataclass(frozen=True, slots=True)
 class FastResult:
-    """Which flows the fast path decoded, and what each left behind."""
+    """How far the fast path decoded each flow, and what each flow left behind.
 
-    done: np.ndarray  # bool per flow
+    ``handled`` marks the input rows decoded here: for each flow, the rows before its first
+    irregular one (the slow path takes that one and the rest, from the state left here).
+    """
+
+    handled: np.ndarray  # bool per input row
+    touched: np.ndarray  # bool per flow: some rows handled, state below must be applied
     next_seq: dict[int, tuple[int | None, int | None]]
     pending: dict[int, dict[int, _Pending]]
     superseded: dict[int, list[_Pending]]  # requests whose transaction id was reused
 
 
 _U32 = 0xFFFFFFFF
+_PAIRING_ROUNDS = 4
 
 
 def fast_reads(data: FastInput, book: ModbusBook, peers: list[tuple[str, str]],
                source: str) -> FastResult:
-    """Decode the flows whose batch is plain polling; leave the others to the slow path.
+    """Decode plain polling vectorised; leave each flow's first irregularity on to the slow path.
 
-    A flow qualifies when every payload segment of it in the batch carries exactly one read
-    request (FC 1–4) or one normal read response, segments follow each other without holes
-    or overlaps from the sequence number the stream expects, and every response answers a
-    request with the same function and a matching byte count. ``peers[flow]`` is the
-    (master, slave) of each flow.
+    A row qualifies when it carries exactly one read request (FC 1–4) or one normal read
+    response, starts where the previous segment of its direction ended (from the sequence
+    number the stream expects), and, for a response, answers a pending request with the same
+    function and a matching byte count. For each flow the rows before its first row that does
+    not qualify are decoded here. ``peers[flow]`` is the (master, slave) of each flow.
     """
     nflows = len(data.next_seq)
     n = len(data.flow)
-    done = np.zeros(nflows, dtype=bool)
-    result = FastResult(done, {}, {}, {})
+    handled = np.zeros(n, dtype=bool)
+    result = FastResult(handled, np.zeros(nflows, dtype=bool), {}, {}, {})
     if n == 0 or nflows == 0:
         return result
     buf = data.buf
@@ -822,15 +828,15 @@ def fast_reads(data: FastInput, book: ModbusBook, peers: list[tuple[str, str]],
     mbap_len = (h[:, 4] << 8) | h[:, 5]
     unit = h[:, 6]
     fc = h[:, 7]
-    length = data.length.astype(np.int64)
-    is_read = (fc >= 1) & (fc <= 4)
-    req = data.from_client
+    address = (h[:, 8] << 8) | h[:, 9]
     qty = (h[:, 10] << 8) | h[:, 11]
+    byte_count = h[:, 8]
+    length = data.length.astype(np.int64)
+    req = data.from_client
     limit = np.where(fc <= 2, _MAX_READ_BITS, _MAX_READ_REGISTERS)
     ok_req = req & (length == 12) & (mbap_len == 6) & (qty >= 1) & (qty <= limit)
-    byte_count = h[:, 8]
     ok_resp = ~req & (length >= 9) & (length == 6 + mbap_len) & (byte_count == mbap_len - 3)
-    ok = is_read & (protocol_id == 0) & np.where(req, ok_req, ok_resp)
+    ok = (fc >= 1) & (fc <= 4) & (protocol_id == 0) & np.where(req, ok_req, ok_resp)
 
     # In order: each segment starts where the previous one of its direction ended.
     slot = data.flow * 2 + req
@@ -842,111 +848,136 @@ def fast_reads(data: FastInput, book: ModbusBook, peers: list[tuple[str, str]],
     starts[1:] = s_slot[1:] != s_slot[:-1]
     expected = np.empty(n, dtype=np.int64)
     expected[1:] = s_end[:-1]
-    first_rows = np.flatnonzero(starts)
-    for r in first_rows.tolist():
+    for r in np.flatnonzero(starts).tolist():
         to_server, to_client = data.next_seq[int(s_slot[r]) >> 1]
         nxt = to_server if s_slot[r] & 1 else to_client
         expected[r] = -1 if nxt is None else nxt
     in_order = np.empty(n, dtype=bool)
     in_order[order] = s_seq == expected
-    bad = np.bincount(data.flow, weights=~(ok & in_order), minlength=nflows) > 0
 
-    # Pairing by (flow, transaction id): pending requests of earlier batches come first.
-    carried = [(f, t, p) for f in range(nflows) if not bad[f] for t, p in data.pending[f].items()]
+    # Each flow is decoded here up to its first irregular row (position in capture order).
+    position = np.arange(n)
+    cut = np.full(nflows, n, dtype=np.int64)
+    irregular = ~(ok & in_order)
+    np.minimum.at(cut, data.flow[irregular], position[irregular])
+
+    carried = [(f, t, p) for f in range(nflows) for t, p in data.pending[f].items()]
     m = len(carried)
-    p_flow = np.array([c[0] for c in carried], dtype=np.int64)
-    p_tid = np.array([c[1] for c in carried], dtype=np.uint32)
-    p_fc = np.array([c[2].fields.function for c in carried], dtype=np.uint32)
-    p_qty = np.array([c[2].fields.quantity or 0 for c in carried], dtype=np.uint32)
-    rows = np.flatnonzero(~bad[data.flow])
-    all_flow = np.concatenate([p_flow, data.flow[rows]])
-    all_tid = np.concatenate([p_tid, tid[rows]])
-    all_req = np.concatenate([np.ones(m, dtype=bool), req[rows]])
-    all_fc = np.concatenate([p_fc, fc[rows]])
-    all_qty = np.concatenate([p_qty, qty[rows]])
-    position = np.arange(m + len(rows))
-    pair_order = np.lexsort((position, all_tid, all_flow))
-    f_s, t_s, r_s = all_flow[pair_order], all_tid[pair_order], all_req[pair_order]
+    c_flow = np.array([c[0] for c in carried], dtype=np.int64)
+    c_tid = np.array([c[1] for c in carried], dtype=np.uint32)
+    c_fc = np.array([c[2].fields.function for c in carried], dtype=np.uint32)
+    c_qty = np.array([c[2].fields.quantity or 0 for c in carried], dtype=np.uint32)
+    c_read = np.array([c[2].fields.function in READ_FUNCTIONS and not c[2].fields.detail
+                       for c in carried], dtype=bool)
+    for _ in range(_PAIRING_ROUNDS):
+        rows = np.flatnonzero(position < cut[data.flow])
+        pairing = _pair(m, c_flow, c_tid, c_fc, c_qty, c_read, rows, data.flow, tid, req, fc,
+                        qty, byte_count)
+        f_s, broken = pairing[0], pairing[5]
+        if not broken.any():
+            break
+        # A response that pairs with nothing here: the slow path takes it and what follows.
+        src = pairing[6]
+        bad_rows = rows[src[broken]]
+        np.minimum.at(cut, data.flow[bad_rows], bad_rows)
+    else:
+        return result  # irregular everywhere: all of it to the slow path
+    f_s, t_s, r_s, pair_order, answered, _, src_row = pairing
+    handled[rows] = True
+    touched = result.touched
+    touched[data.flow[rows]] = True
+
+    # Requests: answered (the next row is its response), superseded, or still pending.
     same_next = np.zeros(len(pair_order), dtype=bool)
     same_next[:-1] = (f_s[1:] == f_s[:-1]) & (t_s[1:] == t_s[:-1])
-    same_prev = np.zeros(len(pair_order), dtype=bool)
-    same_prev[1:] = same_next[:-1]
-    prev_req = np.zeros(len(pair_order), dtype=bool)
-    prev_req[1:] = r_s[:-1]
-    answered_resp = ~r_s & same_prev & prev_req
-    fc_s, qty_s = all_fc[pair_order], all_qty[pair_order]
-    bc_s = np.concatenate([np.zeros(m, dtype=np.uint32), byte_count[rows]])[pair_order]
-    prev_fc = np.zeros_like(fc_s)
-    prev_fc[1:] = fc_s[:-1]
-    prev_qty = np.zeros_like(qty_s)
-    prev_qty[1:] = qty_s[:-1]
-    wanted = np.where(prev_fc <= 2, (prev_qty + 7) // 8, 2 * prev_qty)
-    good_answer = answered_resp & (prev_fc == fc_s) & (bc_s == wanted)
-    broken = ~r_s & ~good_answer
-    bad |= np.bincount(f_s, weights=broken, minlength=nflows) > 0
-    keep = ~bad[f_s]
-    done[:] = ~bad
-    if not done.any():
-        return result
-
-    # Requests: answered (next row is its response), superseded, or still pending.
     next_is_resp = np.zeros(len(pair_order), dtype=bool)
     next_is_resp[:-1] = same_next[:-1] & ~r_s[1:]
     next_is_req = np.zeros(len(pair_order), dtype=bool)
     next_is_req[:-1] = same_next[:-1] & r_s[1:]
-    src_row = pair_order - m  # row into `rows` (negative: carried)
-    for j in np.flatnonzero(keep & r_s & ~next_is_resp).tolist():
+    for j in np.flatnonzero(r_s & ~next_is_resp & touched[f_s]).tolist():
         f = int(f_s[j])
         if src_row[j] < 0:
             pend = carried[int(pair_order[j])][2]
         else:
             i = int(rows[src_row[j]])
             pend = _Pending(int(data.frame[i]), float(data.ts[i]), int(unit[i]),
-                            RequestFields(int(fc[i]), address=int((h[i, 8] << 8) | h[i, 9]),
+                            RequestFields(int(fc[i]), address=int(address[i]),
                                           quantity=int(qty[i])))
         if next_is_req[j]:
             result.superseded.setdefault(f, []).append(pend)
         else:
             result.pending.setdefault(f, {})[int(t_s[j])] = pend
-    for f in np.flatnonzero(done).tolist():
+    for f in np.flatnonzero(touched).tolist():
         result.pending.setdefault(f, {})
 
-    # Tallies of the new requests, grouped (a batch holds a few distinct ranges).
-    new_req = rows[req[rows] & done[data.flow[rows]]]
-    address = (h[:, 8] << 8) | h[:, 9]
+    new_req = rows[req[rows]]
     if len(new_req):
         _fold_requests(book, peers, source, data, new_req, unit, fc, address, qty)
 
-    # Answers: the request's range and the response's values, folded per series.
-    resp_j = np.flatnonzero(keep & good_answer)
+    resp_j = np.flatnonzero(answered)
     if len(resp_j):
         resp_rows = rows[src_row[resp_j]]
         req_src = src_row[resp_j - 1]
         req_unit = np.empty(len(resp_j), dtype=np.uint32)
         req_addr = np.empty(len(resp_j), dtype=np.uint32)
+        req_qty = np.empty(len(resp_j), dtype=np.uint32)
         from_batch = req_src >= 0
         batch_req_rows = rows[req_src[from_batch]]
         req_unit[from_batch] = unit[batch_req_rows]
         req_addr[from_batch] = address[batch_req_rows]
+        req_qty[from_batch] = qty[batch_req_rows]
         for k in np.flatnonzero(~from_batch).tolist():
             pend = carried[int(pair_order[resp_j[k] - 1])][2]
             req_unit[k] = pend.unit_id
             req_addr[k] = pend.fields.address or 0
+            req_qty[k] = pend.fields.quantity or 0
         _fold_answers(book, peers, data, resp_rows, data.flow[resp_rows], req_unit,
-                      fc[resp_rows], req_addr, qty_s[resp_j - 1])
+                      fc[resp_rows], req_addr, req_qty)
 
-    # Where each fast flow's streams now stand.
+    # Where each touched flow's streams now stand: after its last handled row per direction.
     ends = (data.seq.astype(np.int64) + length) & _U32
-    last_of_slot = np.ones(n, dtype=bool)
-    last_of_slot[:-1] = s_slot[1:] != s_slot[:-1]
-    for r in np.flatnonzero(last_of_slot).tolist():
-        f = int(s_slot[r]) >> 1
-        if not done[f]:
-            continue
+    h_slot = slot[rows]
+    h_order = np.argsort(h_slot, kind="stable")
+    last_of_slot = np.ones(len(rows), dtype=bool)
+    last_of_slot[:-1] = h_slot[h_order][1:] != h_slot[h_order][:-1]
+    for r in h_order[last_of_slot].tolist():
+        f = int(h_slot[r]) >> 1
         to_server, to_client = result.next_seq.get(f, data.next_seq[f])
-        end = int(ends[order[r]])
-        result.next_seq[f] = (end, to_client) if s_slot[r] & 1 else (to_server, end)
+        end = int(ends[rows[r]])
+        result.next_seq[f] = (end, to_client) if h_slot[r] & 1 else (to_server, end)
     return result
+
+
+def _pair(m: int, c_flow: np.ndarray, c_tid: np.ndarray, c_fc: np.ndarray, c_qty: np.ndarray,
+          c_read: np.ndarray, rows: np.ndarray, flow: np.ndarray, tid: np.ndarray,
+          req: np.ndarray, fc: np.ndarray, qty: np.ndarray,
+          byte_count: np.ndarray) -> tuple[np.ndarray, ...]:
+    """Pair responses with requests by (flow, transaction id), carried requests first.
+
+    Returns, in pairing order: flow, transaction id, is-request, the order itself, whether
+    each row is a well-answered response, whether it is a response that cannot be paired
+    (or a carried request that is no plain read, answered here), and the source row (index
+    into ``rows``; negative for carried requests).
+    """
+    all_flow = np.concatenate([c_flow, flow[rows]])
+    all_tid = np.concatenate([c_tid, tid[rows]])
+    all_req = np.concatenate([np.ones(m, dtype=bool), req[rows]])
+    all_fc = np.concatenate([c_fc, fc[rows]])
+    all_qty = np.concatenate([c_qty, qty[rows]])
+    all_read = np.concatenate([c_read, np.ones(len(rows), dtype=bool)])
+    all_bc = np.concatenate([np.zeros(m, dtype=np.uint32), byte_count[rows]])
+    pair_order = np.lexsort((np.arange(len(all_flow)), all_tid, all_flow))
+    f_s, t_s, r_s = all_flow[pair_order], all_tid[pair_order], all_req[pair_order]
+    fc_s, qty_s = all_fc[pair_order], all_qty[pair_order]
+    bc_s, read_s = all_bc[pair_order], all_read[pair_order]
+    same_prev = np.zeros(len(pair_order), dtype=bool)
+    same_prev[1:] = (f_s[1:] == f_s[:-1]) & (t_s[1:] == t_s[:-1])
+    prev = np.maximum(np.arange(len(pair_order)) - 1, 0)
+    wanted = np.where(fc_s[prev] <= 2, (qty_s[prev] + 7) // 8, 2 * qty_s[prev])
+    answered = (~r_s & same_prev & r_s[prev] & read_s[prev] & (fc_s[prev] == fc_s)
+                & (bc_s == wanted))
+    broken = ~r_s & ~answered
+    return f_s, t_s, r_s, pair_order, answered, broken, pair_order - m
 
 
 def _group(columns: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:

@@ -1,0 +1,260 @@
+"""The pipeline: fast and slow Modbus paths agree, series fold correctly, captures merge in
+time order, input problems become located warnings, and the result document adds up."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from cranewatch.flows import FlowSummary
+from cranewatch.model import Finding, Severity, finding_id
+from cranewatch.pipeline import Analysis, analyze
+from cranewatch.protocols.base import Event
+from cranewatch.protocols.modbus import ModbusRequest, ModbusResponse, RegisterSeries
+from modbus_capture import (
+    ACK,
+    Conversation,
+    mbap,
+    read_request,
+    read_response,
+    udp_frame,
+    write_pcap,
+)
+
+
+class Recorder:
+    def __init__(self, findings: list[Finding] | None = None) -> None:
+        self.events: list[Event] = []
+        self.flows: list[FlowSummary] = []
+        self.series: list[RegisterSeries] = []
+        self.findings = findings or []
+
+    def on_event(self, event: Event) -> None:
+        self.events.append(event)
+
+    def on_series(self, series: RegisterSeries) -> None:
+        self.series.append(series)
+
+    def on_flow_end(self, flow: FlowSummary) -> None:
+        self.flows.append(flow)
+
+    def finish(self) -> list[Finding]:
+        return self.findings
+
+
+def polling_capture(path: Path, seed: int = 7) -> Path:
+    """Three masters polling two PLCs, with the irregular things real polling has.
+
+    Transaction ids reused before an answer, unanswered requests, exception answers, writes,
+    several PDUs in a segment, a PDU split over two segments, a retransmission and a
+    reconnect; between them long runs of plain one-PDU-per-segment reads.
+    """
+    rng = random.Random(seed)
+    conversations = [
+        Conversation(master, plc, client_port=41000 + i, client_mac=f"02:00:00:00:01:{i:02x}",
+                     server_mac=f"02:00:00:00:02:{j:02x}")
+        for i, master in enumerate(("10.20.7.20", "10.20.7.30", "10.20.0.50"))
+        for j, plc in enumerate(("10.20.7.10", "10.20.7.11"))
+    ]
+    frames: list[bytes] = []
+    for c in conversations:
+        frames += c.handshake()
+    tid = dict.fromkeys(range(len(conversations)), 0)
+    for step in range(1500):
+        k = step % len(conversations)
+        c = conversations[k]
+        tid[k] = (tid[k] + 1) & 0xFFFF
+        t = tid[k]
+        fc, address, quantity = [(4, 0, 12), (2, 0, 7), (3, 100, 4), (1, 5, 3)][t % 4]
+        values = [rng.randrange(2) for _ in range(quantity)] if fc <= 2 else \
+            [rng.randrange(65536) for _ in range(quantity)]
+        event = rng.random()
+        if event < 0.01:  # unanswered
+            frames.append(c.send(True, read_request(t, fc, address, quantity)))
+        elif event < 0.02:  # exception answer
+            frames.append(c.send(True, read_request(t, fc, address, quantity)))
+            frames.append(c.send(False, mbap(t, 1, bytes([fc | 0x80, 2]))))
+        elif event < 0.03:  # the id reused before the answer
+            frames.append(c.send(True, read_request(t, fc, address, quantity)))
+            frames.append(c.send(True, read_request(t, 3, 200, 2)))
+            frames.append(c.send(False, read_response(t, 3, [1, 2])))
+        elif event < 0.04:  # a write
+            frames.append(c.send(True, mbap(t, 1, bytes.fromhex("06 0010 0100"))))
+            frames.append(c.send(False, mbap(t, 1, bytes.fromhex("06 0010 0100"))))
+        elif event < 0.05:  # two requests in one segment, answers in two
+            frames.append(c.send(True, read_request(t, fc, address, quantity)
+                                 + read_request(t + 1000, 4, 0, 1)))
+            frames.append(c.send(False, read_response(t, fc, values)))
+            frames.append(c.send(False, read_response(t + 1000, 4, [9])))
+        elif event < 0.06:  # a response split over two segments
+            frames.append(c.send(True, read_request(t, fc, address, quantity)))
+            answer = read_response(t, fc, values)
+            frames.append(c.send(False, answer[:5]))
+            frames.append(c.send(False, answer[5:]))
+        elif event < 0.065:  # a retransmitted request
+            request = read_request(t, fc, address, quantity)
+            seq = c.seq[True]
+            frames.append(c.send(True, request))
+            frames.append(c.frame(True, 0x18, request, seq=seq))
+            frames.append(c.send(False, read_response(t, fc, values)))
+        elif event < 0.068:  # reconnect from a new port
+            frames += c.close()
+            c.client_port += 100
+            frames += c.handshake()
+        else:
+            frames.append(c.send(True, read_request(t, fc, address, quantity)))
+            frames.append(c.send(False, read_response(t, fc, values)))
+            if rng.random() < 0.5:
+                frames.append(c.send(True, b"", ACK))
+        if step % 97 == 0:
+            frames.append(udp_frame("10.20.7.30", "10.20.0.8", 5353, 53, bytes.fromhex(
+                "1234010000010000000000000377777707657861 6d706c6503636f6d0000010001".replace(" ", ""))))
+    return write_pcap(path, frames, step=0.001)
+
+
+def series_rows(recorder: Recorder) -> list[tuple[Any, ...]]:
+    return [(s.master, s.slave, s.unit_id, s.function, s.address, s.quantity, s.requests,
+             s.exceptions, s.unanswered, s.ts.tolist(), s.frame.tolist(), s.values.tolist())
+            for s in recorder.series]
+
+
+@pytest.mark.parametrize("batch", [64, 1000, 65536])
+def test_fast_and_slow_paths_give_identical_events_and_series(tmp_path: Path, batch: int) -> None:
+    path = polling_capture(tmp_path / "poll.pcap")
+    fast, slow = Recorder(), Recorder()
+    fast_result = Analysis([fast], fast_path=True).run([path], batch_packets=batch)
+    slow_result = Analysis([slow], fast_path=False).run([path], batch_packets=batch)
+    if batch < 65536:  # one batch: nothing is known about a flow before it, all goes slow
+        assert fast_result.events.get("modbus_fast_pdus", 0) > 1000
+    assert slow_result.events.get("modbus_fast_pdus", 0) == 0
+    assert fast.events == slow.events
+    assert series_rows(fast) == series_rows(slow)
+    assert fast_result.modbus_masters == slow_result.modbus_masters
+    assert fast_result.modbus_slaves == slow_result.modbus_slaves
+    assert [f.packets for f in fast.flows] == [f.packets for f in slow.flows]
+
+
+def test_fast_and_slow_paths_agree_on_public_capture(shared_data: Path) -> None:
+    path = shared_data / "pcaps/ICS-Security-Tools/pcaps/ModbusTCP/ModbusTCP.pcap"
+    fast, slow = Recorder(), Recorder()
+    result = Analysis([fast]).run([path], batch_packets=200)
+    Analysis([slow], fast_path=False).run([path], batch_packets=200)
+    assert result.events["modbus_fast_pdus"] > 2000
+    assert fast.events == slow.events
+    assert series_rows(fast) == series_rows(slow)
+
+
+def test_series_hold_the_values_read(tmp_path: Path) -> None:
+    c = Conversation("10.20.7.20", "10.20.7.10")
+    frames = c.handshake()  # 1-3
+    frames += [c.send(True, read_request(1, 4, 1, 3)),  # 4
+               c.send(False, read_response(1, 4, [412, 1830, 65535])),  # 5
+               c.send(True, read_request(2, 2, 0, 7)),  # 6
+               c.send(False, read_response(2, 2, [1, 0, 0, 1, 0, 0, 0])),  # 7
+               c.send(True, read_request(3, 4, 1, 3)),  # 8
+               c.send(False, read_response(3, 4, [415, 1829, 0])),  # 9
+               c.send(True, read_request(4, 4, 1, 3)),  # 10: never answered
+               c.send(True, read_request(5, 2, 0, 7)),  # 11
+               c.send(False, mbap(5, 1, bytes([0x82, 4])))]  # 12: exception
+    path = write_pcap(tmp_path / "s.pcap", frames, start=1000.0, step=0.5)
+    rec = Recorder()
+    analyze([path], sinks=[rec])
+    by_function = {s.function: s for s in rec.series}
+    ir = by_function[4]
+    assert (ir.master, ir.slave, ir.unit_id, ir.address, ir.quantity, ir.table) == (
+        "10.20.7.20", "10.20.7.10", 1, 1, 3, "IR")
+    assert ir.values.tolist() == [[412, 1830, 65535], [415, 1829, 0]]
+    assert ir.frame.tolist() == [5, 9] and ir.ts.tolist() == [1002.0, 1004.0]
+    assert (ir.requests, ir.exceptions, ir.unanswered) == (3, 0, 1)
+    di = by_function[2]
+    assert di.values.tolist() == [[1, 0, 0, 1, 0, 0, 0]] and (di.requests, di.exceptions) == (2, 1)
+    # Reads are folded: only the exception is an event.
+    (event,) = [e for e in rec.events if isinstance(e, ModbusRequest | ModbusResponse)]
+    assert isinstance(event, ModbusResponse) and (event.exception_code, event.frame) == (4, 12)
+
+
+def test_several_captures_are_read_as_one_in_time_order(tmp_path: Path) -> None:
+    a = Conversation("10.20.7.20", "10.20.7.10")
+    b = Conversation("10.20.7.30", "10.20.7.10", client_port=42000)
+    a_frames = [a.send(True, mbap(i, 1, bytes.fromhex("06 0001 0002"))) for i in range(1, 6)]
+    b_frames = [b.send(True, mbap(i, 1, bytes.fromhex("06 0001 0003"))) for i in range(1, 6)]
+    first = write_pcap(tmp_path / "a.pcap", a_frames, start=100.0, step=1.0)  # 100, 101, ...
+    second = write_pcap(tmp_path / "b.pcap", b_frames, start=100.5, step=1.0)  # 100.5, ...
+    rec = Recorder()
+    result = Analysis([rec]).run([second, first], batch_packets=2)
+    order = [(Path(e.source).name, e.frame, e.ts) for e in rec.events]
+    assert [t for _, _, t in order] == sorted(t for _, _, t in order)
+    assert order[:3] == [("a.pcap", 1, 100.0), ("b.pcap", 1, 100.5), ("a.pcap", 2, 101.0)]
+    assert [i.packets for i in result.inputs] == [5, 5]
+    assert result.packets == 10
+
+
+def test_malformed_pdu_is_a_warning_with_file_and_frame(tmp_path: Path) -> None:
+    c = Conversation("10.20.7.20", "10.20.7.10")
+    frames = c.handshake()
+    frames.append(c.send(True, mbap(1, 1, bytes.fromhex("10 0000 0002 04 0001"))))  # 4: short
+    frames.append(c.send(True, read_request(2, 3, 0, 1)))  # 5
+    path = write_pcap(tmp_path / "bad.pcap", frames)
+    rec = Recorder()
+    result = analyze([path], sinks=[rec])
+    (warning,) = result.warnings
+    assert (warning.file, warning.frame, warning.kind) == (str(path), 4, "decode")
+    assert "FC 16 request" in warning.message
+    (malformed,) = [e for e in rec.events if isinstance(e, ModbusRequest)]
+    assert malformed.frame == 4 and "malformed" in malformed.detail
+    assert result.complete  # the capture itself was read whole
+    assert sum(s.requests for s in rec.series) == 1  # frame 5 still decoded
+
+
+def test_truncated_capture_keeps_what_was_read(tmp_path: Path) -> None:
+    c = Conversation("10.20.7.20", "10.20.7.10")
+    frames = [*c.handshake(), c.send(True, read_request(1, 3, 0, 1)),
+              c.send(False, read_response(1, 3, [5]))]
+    path = write_pcap(tmp_path / "cut.pcap", frames)
+    data = path.read_bytes()
+    path.write_bytes(data[:-10])  # the last record loses its end
+    result = analyze([path])
+    assert not result.complete
+    capture_warnings = [w for w in result.warnings if w.kind == "capture"]
+    assert capture_warnings and capture_warnings[0].file == str(path)
+    assert capture_warnings[0].frame == 5
+    assert result.inputs[0].packets == 4
+    assert result.modbus_masters[0].functions == ((3, 1),)
+
+
+def test_not_a_capture_is_reported_and_other_inputs_still_analysed(tmp_path: Path) -> None:
+    text = tmp_path / "notes.txt"
+    text.write_text("this is not a capture\n")
+    c = Conversation("10.20.7.20", "10.20.7.10")
+    good = write_pcap(tmp_path / "good.pcap", [*c.handshake()])
+    result = analyze([text, good])
+    assert [i.complete for i in result.inputs] == [False, True]
+    assert "not a packet capture" in result.inputs[0].warnings[0]
+    assert result.packets == 3
+
+
+def test_result_document_hosts_protocols_and_findings(tmp_path: Path) -> None:
+    path = polling_capture(tmp_path / "poll.pcap")
+    finding = Finding(id=finding_id("test", None, "x"), rule="test", category="recon",
+                      severity=Severity.HIGH, title="t", first_seen=1.0, last_seen=2.0)
+    low = Finding(id=finding_id("test", None, "y"), rule="test", category="recon",
+                  severity=Severity.LOW, title="t", first_seen=0.5, last_seen=2.0)
+    rec = Recorder([low, finding])
+    result = analyze([path], sinks=[rec])
+    assert result.findings == (finding, low)  # most severe first
+    assert result.max_severity() == Severity.HIGH
+    masters = {h.mac: h for h in result.hosts}
+    assert masters["02:00:00:00:01:00"].ips == ("10.20.7.20",)
+    assert sum(h.packets for h in result.hosts) == result.packets
+    protocols = {p.protocol: p for p in result.protocols}
+    assert protocols["modbus"].clients == 3 and protocols["modbus"].servers == 2
+    assert sum(p.packets for p in result.protocols) == result.packets
+    assert result.flows == len(rec.flows)
+    ranges = {r[:3] for r in result.modbus_masters[0].ranges}
+    assert ("IR", 0, 12) in ranges and ("DI", 0, 7) in ranges
+    assert len(rec.series) == result.series
+    assert np.all(np.diff(rec.series[0].ts) >= 0)
