@@ -1,0 +1,631 @@
+"""Zeek logs as a source: TSV (``#fields`` headers) and JSON-lines logs → cranewatch events.
+
+Ports that already run Zeek (alone, in Malcolm or Security Onion) feed its logs instead of
+captures. ``read_zeek`` takes files or directories, reads every log it recognises by its
+``#path`` header or file name (conn, dns, ssl + x509, http, ssh, modbus, the ICSNPP
+modbus_detailed, s7comm, enip and cip logs, mqtt_connect/publish/subscribe) and maps each
+record to the same event classes the protocol decoders produce, so the same detectors run.
+
+A log carries less than a capture: ``ZeekResult.notes`` says what could not be known (for
+example Modbus register values when only ``modbus.log`` is present, masked timestamps of
+test baselines, fields a trimmed log left out). Malformed lines raise ``InputError`` with
+the file and line.
+"""
+
+from __future__ import annotations
+
+import gzip
+import itertools
+import json
+import math
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+from cranewatch.errors import InputError, Location
+from cranewatch.protocols.base import Event
+from cranewatch.protocols.dns import DnsAnswer, DnsQueryRequest, DnsQueryResponse, measure_name
+from cranewatch.protocols.enip import (
+    CipRequest,
+    CipResponse,
+    EnipCommandRequest,
+    EnipCommandResponse,
+    operation_of,
+)
+from cranewatch.protocols.http import HttpRequest, HttpResponse
+from cranewatch.protocols.modbus import ModbusRequest, ModbusResponse
+from cranewatch.protocols.mqtt import MqttConnectRequest, MqttPublishRequest, MqttSubscribeRequest
+from cranewatch.protocols.s7comm import (
+    S7JobRequest,
+    S7JobResponse,
+    S7UserDataRequest,
+    S7UserDataResponse,
+)
+from cranewatch.protocols.ssh import (
+    SshBannerRequest,
+    SshBannerResponse,
+    SshKexinitRequest,
+    SshKexinitResponse,
+)
+from cranewatch.protocols.tls import (
+    TlsCertificateResponse,
+    TlsClientHelloRequest,
+    TlsServerHelloResponse,
+)
+
+SUPPORTED = ("conn", "dns", "ssl", "x509", "http", "ssh", "modbus", "modbus_detailed", "s7comm",
+             "enip", "cip", "mqtt_connect", "mqtt_publish", "mqtt_subscribe")
+TLS_VERSIONS = {"SSLv2": 0x0200, "SSLv3": 0x0300, "TLSv10": 0x0301, "TLSv11": 0x0302,
+                "TLSv12": 0x0303, "TLSv13": 0x0304, "DTLSv10": 0xFEFF, "DTLSv12": 0xFEFD}
+MODBUS_FUNCTIONS = {
+    "READ_COILS": 1, "READ_DISCRETE_INPUTS": 2, "READ_HOLDING_REGISTERS": 3,
+    "READ_INPUT_REGISTERS": 4, "WRITE_SINGLE_COIL": 5, "WRITE_SINGLE_REGISTER": 6,
+    "READ_EXCEPTION_STATUS": 7, "DIAGNOSTICS": 8, "GET_COMM_EVENT_COUNTER": 11,
+    "GET_COMM_EVENT_LOG": 12, "WRITE_MULTIPLE_COILS": 15, "WRITE_MULTIPLE_REGISTERS": 16,
+    "REPORT_SLAVE_ID": 17, "READ_FILE_RECORD": 20, "WRITE_FILE_RECORD": 21,
+    "MASK_WRITE_REGISTER": 22, "READ_WRITE_MULTIPLE_REGISTERS": 23, "READ_FIFO_QUEUE": 24,
+    "ENCAP_INTERFACE_TRANSPORT": 43,
+}
+DNS_QTYPES = {"A": 1, "NS": 2, "CNAME": 5, "SOA": 6, "PTR": 12, "MX": 15, "TXT": 16, "AAAA": 28,
+              "SRV": 33, "NAPTR": 35, "OPT": 41, "DS": 43, "RRSIG": 46, "NSEC": 47, "DNSKEY": 48,
+              "SVCB": 64, "HTTPS": 65, "ANY": 255, "AXFR": 252, "IXFR": 251, "CAA": 257}
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ConnEvent(Event):
+    """A connection summary from Zeek's conn.log (one per finished connection).
+
+    ``src``/``sport`` are the originator, ``dst``/``dport`` the responder. ``service``: the
+    protocols Zeek recognised (comma-separated); ``state``: Zeek's ``conn_state`` (S0, SF,
+    REJ, ...); ``history`` its flag history. Byte and packet counts are None when absent.
+    """
+
+    kind: ClassVar[str] = "conn_session_response"
+    uid: str
+    transport: str = ""
+    service: str = ""
+    duration: float | None = None
+    orig_bytes: int | None = None
+    resp_bytes: int | None = None
+    state: str = ""
+    history: str = ""
+    orig_pkts: int | None = None
+    resp_pkts: int | None = None
+
+
+@dataclass
+class ZeekResult:
+    """Events read from Zeek logs, what the logs could not tell, and which logs were read."""
+
+    events: list[Event] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    logs: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+
+    def note(self, text: str) -> None:
+        if text not in self.notes:
+            self.notes.append(text)
+
+
+@dataclass(frozen=True, slots=True)
+class ZeekRecord:
+    """One log line as a mapping of field name to parsed value, with where it came from."""
+
+    path: str
+    values: dict[str, Any]
+    file: str
+    line: int
+
+    def get(self, name: str, default: Any = None) -> Any:
+        value = self.values.get(name, default)
+        return default if value is None else value
+
+
+# --- reading --------------------------------------------------------------------------------
+
+def _open_text(path: Path) -> Iterator[str]:
+    opener: Any = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rt", encoding="utf-8", errors="replace") as handle:
+        yield from handle
+
+
+def _unescape(text: str) -> str:
+    r"""Zeek escapes the separator and non-printables as ``\xNN`` in TSV logs."""
+    if "\\x" not in text:
+        return text
+    return bytes(text, "latin-1").decode("unicode_escape").encode("latin-1").decode("utf-8", "replace")
+
+
+def _convert(text: str, type_name: str, meta: dict[str, str]) -> Any:
+    if text == meta.get("unset_field", "-"):
+        return None
+    container = type_name.startswith(("set[", "vector[", "table["))
+    if container:
+        if text == meta.get("empty_field", "(empty)"):
+            return ()
+        inner = type_name[type_name.index("[") + 1:-1]
+        return tuple(_convert(part, inner, meta) for part in text.split(meta.get("set_separator", ",")))
+    if text == meta.get("empty_field", "(empty)"):
+        return ""
+    if type_name in ("count", "int", "port"):
+        try:
+            return int(text)
+        except ValueError:
+            return None
+    if type_name in ("double", "interval", "time"):
+        try:
+            return float(text)
+        except ValueError:
+            return None  # test baselines mask times as XXXXXXXXXX.XXXXXX
+    if type_name == "bool":
+        return text == "T"
+    return _unescape(text)
+
+
+def read_log(path: Path) -> tuple[str, Iterator[ZeekRecord]]:
+    """The log's path name (``dns``, ``conn``...) and its records; TSV or JSON lines.
+
+    Streams: only the header is read here; records are parsed as the iterator is consumed.
+    """
+    numbered = enumerate(_open_text(path), start=1)
+    meta: dict[str, str] = {"separator": "\t"}
+    fields: list[str] = []
+    types: list[str] = []
+    first: tuple[int, str] | None = None
+    for number, raw in numbered:
+        if raw.startswith("### ") or not raw.strip():
+            continue  # btest baselines start with a comment line
+        if raw.lstrip().startswith("{"):
+            name = path.name.split(".")[0]
+            return name, _json_records(name, path, [(number, raw)], numbered)
+        if not raw.startswith("#"):
+            if not fields and _looks_like_field_names(raw):
+                # zeek-cut output keeps one plain header line of field names and no types
+                fields = raw.rstrip("\n").split("\t")
+                types = [_type_by_name(f) for f in fields]
+                meta["path"] = path.name.split(".")[0]
+                continue
+            first = (number, raw)
+            break
+        line = raw.rstrip("\n")
+        if line.startswith("#separator "):
+            meta["separator"] = line[len("#separator "):].encode().decode("unicode_escape")
+            continue
+        key, _, value = line[1:].partition(meta["separator"])
+        if key == "fields":
+            fields = value.split(meta["separator"])
+        elif key == "types":
+            types = value.split(meta["separator"])
+        else:
+            meta[key] = value
+    name = meta.get("path", path.name.split(".")[0])
+    if not fields and first is None:
+        return name, iter(())  # an empty log: nothing happened
+    if not fields:
+        raise InputError("Zeek log without a #fields header (neither TSV nor JSON lines)",
+                         Location(file=str(path), line=1))
+    if len(types) != len(fields):
+        types = ["string"] * len(fields)
+    separator = meta["separator"]
+
+    def records() -> Iterator[ZeekRecord]:
+        lines = [first] if first is not None else []
+        for number, raw in itertools.chain(lines, numbered):
+            if raw.startswith("#") or not raw.strip():
+                continue
+            parts = raw.rstrip("\n").split(separator)
+            if len(parts) != len(fields):
+                raise InputError(f"{len(parts)} values for {len(fields)} fields",
+                                 Location(file=str(path), line=number))
+            values = {f: _convert(v, t, meta) for f, v, t in zip(fields, parts, types, strict=True)}
+            yield ZeekRecord(name, values, str(path), number)
+
+    return name, records()
+
+
+# Types of common fields, for logs whose #types header was cut away (zeek-cut output).
+_NAMED_TYPES = {"ts": "time", "id.orig_p": "port", "id.resp_p": "port", "duration": "interval",
+                "rtt": "interval", "answers": "vector[string]", "TTLs": "vector[interval]",
+                "tags": "set[string]", "cert_chain_fps": "vector[string]",
+                "client_cert_chain_fps": "vector[string]", "topics": "vector[string]",
+                "qos_levels": "vector[count]", "values": "vector[count]"}
+_BOOL_FIELDS = frozenset({"AA", "TC", "RD", "RA", "rejected", "resumed", "established",
+                          "from_client", "retain", "is_orig", "local_orig", "local_resp",
+                          "auth_success", "sni_matches_cert", "ack"})
+_COUNT_SUFFIXES = ("_len", "_bytes", "_pkts", "_ip_bytes", "trans_depth", "status_code",
+                   "info_code", "trans_id", "qclass", "qtype", "rcode", "opcode", "Z", "tid",
+                   "unit", "auth_attempts", "missed_bytes")
+
+
+def _type_by_name(name: str) -> str:
+    if name in _NAMED_TYPES:
+        return _NAMED_TYPES[name]
+    if name in _BOOL_FIELDS:
+        return "bool"
+    if name.endswith(("fuids", "filenames", "mime_types")):
+        return "vector[string]"
+    if name.endswith(_COUNT_SUFFIXES):
+        return "count"
+    return "string"
+
+
+def _looks_like_field_names(line: str) -> bool:
+    names = line.rstrip("\n").split("\t")
+    return ("uid" in names or "ts" in names) and all(n and " " not in n for n in names)
+
+
+def _json_records(name: str, path: Path, first: list[tuple[int, str]],
+                  rest: Iterable[tuple[int, str]]) -> Iterator[ZeekRecord]:
+    for number, raw in itertools.chain(first, rest):
+        if not raw.strip():
+            continue
+        try:
+            values = json.loads(raw)
+        except json.JSONDecodeError as exc:
+            raise InputError(f"not a JSON log line: {exc.msg}", Location(file=str(path), line=number)) from None
+        if not isinstance(values, dict):
+            raise InputError("JSON log line is not an object", Location(file=str(path), line=number))
+        if "_path" in values:
+            name = str(values["_path"])
+        yield ZeekRecord(name, _flatten(values), str(path), number)
+
+
+def _flatten(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """JSON logs may nest ``id`` as an object; TSV names are dotted (``id.orig_h``)."""
+    flat: dict[str, Any] = {}
+    for key, value in values.items():
+        if isinstance(value, dict):
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = tuple(value) if isinstance(value, list) else value
+    return flat
+
+
+def log_files(paths: Iterable[Path]) -> list[Path]:
+    """Every ``*.log``/``*.log.gz``/``*.json`` under the given files and directories."""
+    found: list[Path] = []
+    for path in paths:
+        if path.is_dir():
+            found.extend(sorted(p for p in path.rglob("*") if p.is_file() and
+                                p.name.endswith((".log", ".log.gz", ".json", ".json.gz"))))
+        elif path.exists():
+            found.append(path)
+        else:
+            raise InputError("no such Zeek log file or directory", Location(file=str(path)))
+    return found
+
+
+def read_zeek(paths: Iterable[Path]) -> ZeekResult:
+    """Read Zeek logs (files or directories) into events, in time order where times exist."""
+    result = ZeekResult()
+    x509: dict[str, ZeekRecord] = {}
+    ssl_records: list[ZeekRecord] = []
+    mappers = _mappers()
+    for path in log_files(paths):
+        try:
+            name, records = read_log(path)
+        except InputError:
+            if path.name.split(".")[0] in SUPPORTED:
+                raise
+            result.skipped.append(str(path))  # a log we do not use, in a form we cannot read
+            continue
+        if name not in SUPPORTED:
+            result.skipped.append(str(path))
+            continue
+        result.logs.append(str(path))
+        for record in records:
+            if record.values.get("ts") is None and "ts" in record.values:
+                result.note(f"{path.name}: timestamps are masked or absent; events carry ts 0")
+            if name == "x509":
+                fingerprint = record.get("fingerprint") or record.get("id")
+                if fingerprint:
+                    x509[str(fingerprint)] = record
+                continue
+            if name == "ssl":
+                ssl_records.append(record)
+            result.events.extend(mappers[name](record, result))
+    for record in ssl_records:
+        result.events.extend(_ssl_certificate(record, x509, result))
+    result.events.sort(key=lambda e: e.ts)
+    return result
+
+
+# --- mapping --------------------------------------------------------------------------------
+
+def _ts(record: ZeekRecord) -> float:
+    value = record.get("ts")
+    return float(value) if isinstance(value, (int, float)) and not math.isnan(value) else 0.0
+
+
+def _ends(record: ZeekRecord, from_orig: bool = True) -> dict[str, Any]:
+    orig = (str(record.get("id.orig_h", "")), int(record.get("id.orig_p", 0) or 0))
+    resp = (str(record.get("id.resp_h", "")), int(record.get("id.resp_p", 0) or 0))
+    src, dst = (orig, resp) if from_orig else (resp, orig)
+    return {"ts": _ts(record), "frame": record.line, "src": src[0], "sport": src[1],
+            "dst": dst[0], "dport": dst[1], "source": record.file}
+
+
+def _int(value: Any) -> int | None:
+    """A number from a count, ``0x4c`` text or decimal text."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, (int, float)):
+        return int(value)
+    text = str(value).strip()
+    try:
+        return int(text, 16) if text.lower().startswith("0x") else int(text)
+    except ValueError:
+        return None
+
+
+def _is_orig(record: ZeekRecord) -> bool:
+    value = record.get("is_orig")
+    if value is None:
+        direction = str(record.get("direction", record.get("request_response", ""))).lower()
+        return not direction.startswith(("resp", "t->o", "target"))
+    return bool(value)
+
+
+def _conn(record: ZeekRecord, result: ZeekResult) -> list[Event]:
+    if record.get("id.orig_h") is None:
+        result.note(f"{Path(record.file).name}: connection endpoints absent (trimmed log); "
+                    "connections not reported")
+        return []
+    return [ConnEvent(uid=str(record.get("uid", "")), transport=str(record.get("proto", "")),
+                      service=str(record.get("service", "") or ""), duration=record.get("duration"),
+                      orig_bytes=record.get("orig_bytes"), resp_bytes=record.get("resp_bytes"),
+                      state=str(record.get("conn_state", "") or ""),
+                      history=str(record.get("history", "") or ""),
+                      orig_pkts=record.get("orig_pkts"), resp_pkts=record.get("resp_pkts"),
+                      **_ends(record))]
+
+
+def _dns(record: ZeekRecord, result: ZeekResult) -> list[Event]:
+    name = str(record.get("query", "") or "")
+    qtype = _int(record.get("qtype")) or DNS_QTYPES.get(str(record.get("qtype_name", "")), 0)
+    longest, entropy = measure_name(name)
+    common: dict[str, Any] = {
+        "transaction_id": _int(record.get("trans_id")) or 0, "opcode": _int(record.get("opcode")) or 0,
+        "qname": name, "qtype": qtype, "qclass": _int(record.get("qclass")) or 1,
+        "qnames": (name,) if name else (), "longest_label": longest, "entropy": entropy,
+        "transport": str(record.get("proto", "udp"))}
+    events: list[Event] = [DnsQueryRequest(**common, **_ends(record))]
+    if record.get("rcode") is not None or record.get("answers"):
+        answers = tuple(record.get("answers", ()) or ())
+        ttls = tuple(record.get("TTLs", ()) or ())
+        records = tuple(DnsAnswer(name, 0, int(ttls[i]) if i < len(ttls) and ttls[i] is not None else 0,
+                                  str(answer)) for i, answer in enumerate(answers))
+        result.note("dns.log: answer record types are not logged; answers carry type 0")
+        events.append(DnsQueryResponse(rcode=_int(record.get("rcode")) or 0,
+                                       authoritative=bool(record.get("AA", False)),
+                                       truncated=bool(record.get("TC", False)), answers=records,
+                                       request_frame=record.line, **common,
+                                       **_ends(record, from_orig=False)))
+    return events
+
+
+def _ssl(record: ZeekRecord, result: ZeekResult) -> list[Event]:
+    version = TLS_VERSIONS.get(str(record.get("version", "")), 0)
+    events: list[Event] = []
+    ja3 = record.get("ja3")
+    result.note("ssl.log: cipher suites and extension lists are not logged; JA3/JA4 only "
+                "where a Zeek package adds them")
+    events.append(TlsClientHelloRequest(version=version, sni=record.get("server_name"),
+                                        alpn=tuple((record.get("next_protocol", "") and
+                                                   [record.get("next_protocol")]) or ()),
+                                        ja3_md5=str(ja3 or ""), ja4=str(record.get("ja4", "") or ""),
+                                        **_ends(record)))
+    if record.get("cipher") is not None or record.get("version") is not None:
+        events.append(TlsServerHelloResponse(version=version, cipher=0,
+                                             selected_version=version if version == 0x0304 else None,
+                                             alpn=record.get("next_protocol"),
+                                             ja3s_md5=str(record.get("ja3s", "") or ""),
+                                             **_ends(record, from_orig=False)))
+    return events
+
+
+def _ssl_certificate(record: ZeekRecord, x509: dict[str, ZeekRecord], result: ZeekResult) -> list[Event]:
+    subject, issuer = record.get("subject"), record.get("issuer")
+    chain = record.get("cert_chain_fps") or record.get("cert_chain_fuids") or ()
+    if subject is None and chain:
+        leaf = x509.get(str(chain[0]))
+        if leaf is None:
+            result.note("ssl.log names certificates that no x509.log in the input describes")
+            return []
+        subject, issuer = leaf.get("certificate.subject"), leaf.get("certificate.issuer")
+    if subject is None:
+        return []
+    return [TlsCertificateResponse(subject=str(subject), issuer=str(issuer or ""),
+                                   chain_length=max(len(chain), 1),
+                                   self_signed=subject == issuer, **_ends(record, from_orig=False))]
+
+
+def _http(record: ZeekRecord, result: ZeekResult) -> list[Event]:
+    result.note("http.log: bodies are not logged (only their lengths); content checks on "
+                "HTTP bodies cannot run")
+    version = record.get("version")
+    version_text = f"HTTP/{version}" if version else ""
+    events: list[Event] = []
+    if record.get("method") is not None:
+        events.append(HttpRequest(method=str(record.get("method")), uri=str(record.get("uri", "") or ""),
+                                  version=version_text, host=record.get("host"),
+                                  user_agent=record.get("user_agent"),
+                                  body_size=_int(record.get("request_body_len")) or 0,
+                                  **_ends(record)))
+    status = _int(record.get("status_code"))
+    if status is not None:
+        events.append(HttpResponse(status=status, reason=str(record.get("status_msg", "") or ""),
+                                   version=version_text,
+                                   body_size=_int(record.get("response_body_len")) or 0,
+                                   method=record.get("method"), uri=record.get("uri"),
+                                   request_frame=record.line, **_ends(record, from_orig=False)))
+    return events
+
+
+def _ssh(record: ZeekRecord, result: ZeekResult) -> list[Event]:
+    events: list[Event] = []
+    for banner_field, cls, orig in (("client", SshBannerRequest, True), ("server", SshBannerResponse, False)):
+        banner = record.get(banner_field)
+        if banner:
+            parts = str(banner).split("-", 2)
+            events.append(cls(banner=str(banner), proto_version=parts[1] if len(parts) > 1 else "",
+                              software=parts[2].split(" ", 1)[0] if len(parts) > 2 else "",
+                              from_client=orig, **_ends(record, from_orig=orig)))
+    if record.get("hassh"):
+        events.append(SshKexinitRequest(hassh=str(record.get("hassh")),
+                                        hassh_string=str(record.get("hasshAlgorithms", "") or ""),
+                                        **_ends(record)))
+    if record.get("hasshServer"):
+        events.append(SshKexinitResponse(hassh=str(record.get("hasshServer")),
+                                         hassh_string=str(record.get("hasshServerAlgorithms", "") or ""),
+                                         **_ends(record, from_orig=False)))
+    if not record.get("hassh"):
+        result.note("ssh.log: HASSH is only logged with the hassh Zeek package")
+    return events
+
+
+def _modbus_function(value: Any) -> int:
+    code = _int(value)
+    if code is not None:
+        return code
+    text = str(value or "").upper()
+    if text.startswith("UNKNOWN-"):
+        return _int(text.split("-", 1)[1]) or 0
+    return MODBUS_FUNCTIONS.get(text.removesuffix("_EXCEPTION"), 0)
+
+
+def _modbus(record: ZeekRecord, result: ZeekResult) -> list[Event]:
+    result.note("modbus.log: register addresses and values are not logged; only function "
+                "codes and exceptions (ICSNPP modbus_detailed.log carries them)")
+    function = _modbus_function(record.get("func"))
+    common: dict[str, Any] = {"transaction_id": _int(record.get("tid")) or 0,
+                              "unit_id": _int(record.get("unit")) or 0,
+                              "function": function}
+    pdu_type = str(record.get("pdu_type", "") or "")
+    if pdu_type == "REQ":
+        return [ModbusRequest(**common, **_ends(record))]
+    exception = record.get("exception")
+    return [ModbusResponse(**common, exception_code=_exception_code(exception),
+                           **_ends(record, from_orig=False))]
+
+
+MODBUS_EXCEPTIONS = {"ILLEGAL_FUNCTION": 1, "ILLEGAL_DATA_ADDRESS": 2, "ILLEGAL_DATA_VALUE": 3,
+                     "SLAVE_DEVICE_FAILURE": 4, "ACKNOWLEDGE": 5, "SLAVE_DEVICE_BUSY": 6,
+                     "MEMORY_PARITY_ERROR": 8, "GATEWAY_PATH_UNAVAILABLE": 10,
+                     "GATEWAY_TARGET_DEVICE_FAILED_TO_RESPOND": 11}
+
+
+def _exception_code(value: Any) -> int | None:
+    if value in (None, "", "-"):
+        return None
+    return _int(value) or MODBUS_EXCEPTIONS.get(str(value).upper(), 0)
+
+
+def _values(value: Any) -> tuple[int, ...]:
+    if value in (None, ""):
+        return ()
+    items = value if isinstance(value, tuple) else str(value).split(",")
+    out: list[int] = []
+    for item in items:
+        number = _int(item)
+        if number is not None:
+            out.append(number)
+    return tuple(out)
+
+
+def _modbus_detailed(record: ZeekRecord, result: ZeekResult) -> list[Event]:
+    function = _modbus_function(record.get("func"))
+    common: dict[str, Any] = {"transaction_id": _int(record.get("tid")) or 0,
+                              "unit_id": _int(record.get("unit_id", record.get("unit"))) or 0,
+                              "function": function, "address": _int(record.get("address")),
+                              "quantity": _int(record.get("quantity")),
+                              "values": _values(record.get("values"))}
+    if _is_orig(record) and str(record.get("request_response", "REQUEST")).upper().startswith("REQ"):
+        return [ModbusRequest(**common, **_ends(record))]
+    return [ModbusResponse(**common, exception_code=_exception_code(record.get("exception_code")),
+                           **_ends(record, from_orig=False))]
+
+
+def _s7comm(record: ZeekRecord, result: ZeekResult) -> list[Event]:
+    result.note("s7comm.log: item addresses, block names and SZL ids are not in the base ICSNPP "
+                "s7comm log")
+    rosctr = _int(record.get("rosctr_code", record.get("rosctr"))) or 0
+    function = _int(record.get("function_code"))
+    pdu_ref = _int(record.get("pdu_reference")) or 0
+    orig = _is_orig(record)
+    if rosctr == 1 and function is not None:
+        return [S7JobRequest(pdu_ref=pdu_ref, function=function, **_ends(record, orig))]
+    if rosctr in (2, 3):
+        return [S7JobResponse(pdu_ref=pdu_ref, function=function, rosctr=rosctr,
+                              error_class=_int(record.get("error_class")) or 0,
+                              error_code=_int(record.get("error_code")) or 0, **_ends(record, orig))]
+    if rosctr == 7:
+        group = _int(record.get("function_code")) or 0
+        sub = _int(record.get("subfunction_code")) or 0
+        cls = S7UserDataRequest if orig else S7UserDataResponse
+        return [cls(pdu_ref=pdu_ref, group=group, subfunction=sub, method_type=4 if orig else 8,
+                    **_ends(record, orig))]
+    return []
+
+
+def _enip(record: ZeekRecord, result: ZeekResult) -> list[Event]:
+    command = _int(record.get("enip_command_code", record.get("command"))) or 0
+    cls = EnipCommandRequest if _is_orig(record) else EnipCommandResponse
+    return [cls(command=command, session=_int(record.get("session_handle")) or 0,
+                status=_int(record.get("enip_status")) or 0,
+                length=_int(record.get("length", record.get("enip_length"))) or 0,
+                **_ends(record, _is_orig(record)))]
+
+
+def _cip(record: ZeekRecord, result: ZeekResult) -> list[Event]:
+    service = _int(record.get("cip_service_code")) or 0
+    orig = _is_orig(record)
+    classes = tuple(c for c in (_int(record.get("class_id")),) if c is not None)
+    if service & 0x80 or not orig:
+        return [CipResponse(service=service & 0x7F, general_status=_int(record.get("cip_status_code")) or 0,
+                            classes=classes, **_ends(record, orig))]
+    instances = tuple(i for i in (_int(record.get("instance_id")),) if i is not None)
+    attributes = tuple(a for a in (_int(record.get("attribute_id")),) if a is not None)
+    return [CipRequest(service=service, classes=classes, instances=instances, attributes=attributes,
+                       operation=operation_of(service, classes), **_ends(record))]
+
+
+def _mqtt_connect(record: ZeekRecord, result: ZeekResult) -> list[Event]:
+    version = str(record.get("proto_version", ""))
+    level = {"3.1": 3, "3.1.1": 4, "5.0": 5}.get(version, 0)
+    result.note("mqtt_connect.log: whether a user name or password was sent is not logged")
+    return [MqttConnectRequest(client_id=str(record.get("client_id", "") or ""),
+                               protocol_name=str(record.get("proto_name", "") or ""),
+                               protocol_level=level, will_topic=record.get("will_topic"),
+                               **_ends(record))]
+
+
+def _mqtt_publish(record: ZeekRecord, result: ZeekResult) -> list[Event]:
+    qos_text = str(record.get("qos", ""))
+    qos = {"at most once": 0, "at least once": 1, "exactly once": 2}.get(qos_text, _int(qos_text) or 0)
+    payload = str(record.get("payload", "") or "").encode("utf-8", "replace")
+    size = _int(record.get("payload_len")) or len(payload)
+    if size > len(payload):
+        result.note("mqtt_publish.log: payloads are cut to Zeek's payload size limit")
+    from_client = bool(record.get("from_client", True))
+    return [MqttPublishRequest(topic=str(record.get("topic", "") or ""), qos=qos,
+                               retain=bool(record.get("retain", False)), payload=payload,
+                               payload_size=size, from_client=from_client,
+                               **_ends(record, from_client))]
+
+
+def _mqtt_subscribe(record: ZeekRecord, result: ZeekResult) -> list[Event]:
+    topics = record.get("topics", ()) or ()
+    topics = topics if isinstance(topics, tuple) else (str(topics),)
+    qos = tuple(_int(q) or 0 for q in (record.get("qos_levels", ()) or ()))
+    return [MqttSubscribeRequest(packet_id=0, topics=tuple(str(t) for t in topics), qos=qos,
+                                 unsubscribe="UNSUBSCRIBE" in str(record.get("action", "")),
+                                 **_ends(record))]
+
+
+def _mappers() -> dict[str, Any]:
+    return {"conn": _conn, "dns": _dns, "ssl": _ssl, "http": _http, "ssh": _ssh, "modbus": _modbus,
+            "modbus_detailed": _modbus_detailed, "s7comm": _s7comm, "enip": _enip, "cip": _cip,
+            "mqtt_connect": _mqtt_connect, "mqtt_publish": _mqtt_publish,
+            "mqtt_subscribe": _mqtt_subscribe}
