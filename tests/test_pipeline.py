@@ -258,3 +258,38 @@ def test_result_document_hosts_protocols_and_findings(tmp_path: Path) -> None:
     assert ("IR", 0, 12) in ranges and ("DI", 0, 7) in ranges
     assert len(rec.series) == result.series
     assert np.all(np.diff(rec.series[0].ts) >= 0)
+
+
+def test_flow_table_cap_ends_the_quietest_flows_with_a_warning(tmp_path: Path) -> None:
+    from cranewatch.flows import FlowTable
+
+    frames = []
+    for i in range(10):
+        c = Conversation(f"10.20.7.{40 + i}", "10.20.7.10", client_port=43000 + i)
+        frames += c.handshake()
+    path = write_pcap(tmp_path / "many.pcap", frames)
+    rec = Recorder()
+    result = Analysis([rec], flow_table=FlowTable(max_flows=3)).run([path], batch_packets=6)
+    assert len(rec.flows) == 10  # every flow still reported, some of them early
+    (warning,) = [w for w in result.warnings if w.kind == "limit"]
+    assert "more than 3 flows" in warning.message
+
+
+def test_bytes_held_behind_holes_are_capped(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import cranewatch.pipeline as pipeline
+
+    monkeypatch.setattr(pipeline, "MAX_HELD_BYTES", 20)
+    c = Conversation("10.20.7.20", "10.20.7.10")
+    frames = c.handshake()
+    lost = read_request(1, 3, 0, 1)
+    seq = c.seq[True]
+    c.seq[True] += len(lost)  # this segment is never captured
+    frames += [c.send(True, read_request(t, 3, 0, 1)) for t in range(2, 5)]  # 36 bytes held
+    frames += [c.frame(True, 0x10, b"")] * 20  # 20 s of ACKs: a sweep comes
+    path = write_pcap(tmp_path / "hole.pcap", frames, step=1.0)
+    rec = Recorder()
+    result = Analysis([rec], fold_reads=False).run([path], batch_packets=4)
+    assert any(w.kind == "limit" and "TCP holes" in w.message for w in result.warnings)
+    requests = [e for e in rec.events if isinstance(e, ModbusRequest)]
+    assert [e.transaction_id for e in requests] == [2, 3, 4]
+    assert seq  # the lost request's sequence number was skipped

@@ -45,6 +45,7 @@ from cranewatch.protocols.modbus import FastInput, ModbusBook, ModbusDecoder, Re
 from cranewatch.sources.pcap import PacketBatch, open_capture
 
 MAX_WARNINGS = 1000  # kept in the result; the rest are counted
+MAX_HELD_BYTES = 64 * 1024 * 1024  # out-of-order bytes held by all TCP streams together
 SWEEP_SECONDS = 10.0  # capture time between flow-table sweeps
 BATCH_PACKETS = 65536
 # Payloads a flow may show before it is declared not for any decoder: a first segment can be
@@ -330,6 +331,7 @@ class Analysis:
         self.series_count = 0
         self._next_sweep: float | None = None
         self._payload_sinks = [s for s in self.sinks if hasattr(s, "on_payload")]
+        self._limits_hit: set[str] = set()
 
     # ------------------------------------------------------------------ plumbing
 
@@ -388,10 +390,38 @@ class Analysis:
         now = float(batch.ts[-1])
         if self._next_sweep is None:
             self._next_sweep = now + SWEEP_SECONDS
-        elif now >= self._next_sweep:
+        elif now >= self._next_sweep or len(self.flows.flows) > self.flows.max_flows:
             self._next_sweep = now + SWEEP_SECONDS
-            for flow in self.flows.expire(now):
-                self._end_flow(flow)
+            self._sweep(now, batch.source)
+
+    def _sweep(self, now: float, source: str) -> None:
+        """End idle flows; keep the flow table and the reassembly buffers within their caps."""
+        evicted = self.flows.evicted
+        for flow in self.flows.expire(now):
+            self._end_flow(flow)
+        if self.flows.evicted > evicted and "flows" not in self._limits_hit:
+            self._limits_hit.add("flows")  # once per run: the cap is hit again and again
+            self.warn(Warning_(
+                f"more than {self.flows.max_flows:,} flows at once: the "
+                f"{self.flows.evicted - evicted:,} quietest were ended early", source, None,
+                "limit"))
+        held = [(side.stream.held_bytes, flow, from_client)
+                for flow in self.flows.flows.values() if flow.decoder is not None
+                for from_client, side in ((True, flow.to_server), (False, flow.to_client))
+                if side.stream is not None and side.stream.held_bytes]
+        total = sum(h[0] for h in held)
+        if total <= MAX_HELD_BYTES:
+            return
+        if "held" not in self._limits_hit:
+            self._limits_hit.add("held")
+            self.warn(Warning_(
+                f"{total:,} bytes waiting behind TCP holes (cap {MAX_HELD_BYTES:,}): the largest"
+                " holes were given up", source, None, "limit"))
+        for size, flow, from_client in sorted(held, key=lambda h: -h[0]):
+            self._flush_stream(flow, from_client)
+            total -= size
+            if total <= MAX_HELD_BYTES // 2:
+                break
 
     def _count_hosts(self, batch: PacketBatch, decoded: DecodedBatch) -> None:
         pairs = np.zeros(len(batch), dtype=_HOST_DTYPE)
@@ -640,16 +670,21 @@ class Analysis:
 
     # ------------------------------------------------------------------ endings
 
+    def _flush_stream(self, flow: Flow, from_client: bool) -> None:
+        """Give the decoder what waits behind holes in one direction (the holes become gaps)."""
+        side = flow.side(from_client)
+        if side.stream is None or not side.stream.held:
+            return
+        for piece in side.stream.flush():
+            if isinstance(piece, Chunk):
+                self._feed(flow, from_client, piece.data, piece.ts, piece.frame, flow.source)
+            else:
+                flow.decoder.gap(from_client != flow.decoder_reversed)
+
     def _end_flow(self, flow: Flow) -> None:
         if flow.decoder is not None:
-            for from_client, side in ((True, flow.to_server), (False, flow.to_client)):
-                if side.stream is not None and side.stream.held:
-                    for piece in side.stream.flush():
-                        if isinstance(piece, Chunk):
-                            self._feed(flow, from_client, piece.data, piece.ts, piece.frame,
-                                       flow.source)
-                        else:
-                            flow.decoder.gap(from_client != flow.decoder_reversed)
+            self._flush_stream(flow, True)
+            self._flush_stream(flow, False)
             if isinstance(flow.decoder, ModbusDecoder):
                 master, slave = flow.decoder.context.client, flow.decoder.context.server
                 for pending in flow.decoder.pending.values():
