@@ -43,7 +43,11 @@ def matches(label: Label, f: Finding) -> bool:
         return False
     src_ok = host_of(f.src) == host_of(label.src)
     if "/" in label.dst:
-        dst_ok = f.dst is not None and ipaddress.ip_address(host_of(f.dst)) in ipaddress.ip_network(label.dst)
+        net = ipaddress.ip_network(label.dst)
+        if f.dst is not None and "/" in f.dst:
+            dst_ok = ipaddress.ip_network(f.dst).subnet_of(net)  # type: ignore[arg-type]
+        else:
+            dst_ok = f.dst is not None and ipaddress.ip_address(host_of(f.dst)) in net
     else:
         dst_ok = host_of(f.dst) == host_of(label.dst) and (":" not in label.dst or f.dst == label.dst)
     return src_ok and dst_ok

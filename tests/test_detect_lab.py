@@ -66,7 +66,12 @@ def host(endpoint: str | None) -> str:
 def same_end(label_end: str, finding_end: str | None, label: dict[str, Any], macs: dict[str, str],
              f: Finding) -> bool:
     if "/" in label_end:
-        return bool(finding_end) and ipaddress.ip_address(host(finding_end)) in ipaddress.ip_network(label_end)
+        if not finding_end:
+            return False
+        net = ipaddress.ip_network(label_end)
+        if "/" in finding_end:
+            return ipaddress.ip_network(finding_end).subnet_of(net)  # type: ignore[arg-type]
+        return ipaddress.ip_address(host(finding_end)) in net
     if host(finding_end) == host(label_end):
         return ":" not in label_end or finding_end == label_end
     # A router the capture names only by its MAC (no ARP seen): the label's host list says

@@ -24,6 +24,15 @@ def test_address_sweep_on_one_port() -> None:
     findings = run([probe("172.16.3.9", f"172.16.3.{h}", 502, h) for h in range(1, 30)], crane=None)
     (f,) = [f for f in findings if f.category == "recon"]
     assert "address sweep" in f.title and len(f.evidence[0].values["targets"]) == 29
+    assert f.dst == "172.16.3.0/24"
+
+
+def test_a_few_ports_on_several_hosts_is_a_scan() -> None:
+    items = [probe("10.20.7.66", f"10.20.7.{h}", p, h * 10 + i)
+             for h in (10, 20, 30, 254, 199) for i, p in enumerate((22, 8080, 502))]
+    (f,) = [f for f in run(items, profile=sts07()) if f.category == "recon"]
+    assert f.title.startswith("scan by 10.20.7.66: 5 host(s), 3 port(s), 15 probes")
+    assert f.dst == "10.20.7.0/24" and f.first_seen == items[0].ts
 
 
 def test_a_few_connections_are_not_a_scan() -> None:
@@ -34,7 +43,8 @@ def test_a_few_connections_are_not_a_scan() -> None:
 def test_device_identification_sweep_over_units() -> None:
     items = [request("10.20.7.66", PLC, 43, frame=i + 1, unit_id=u, sub_function=14) for i, u in enumerate(range(1, 6))]
     (f,) = [f for f in run(items, profile=sts07()) if f.category == "recon"]
-    assert "sweep of 5 targets" in f.title and f.severity == Severity.HIGH
+    assert "sweep of 5 targets (1 host(s))" in f.title and f.severity == Severity.HIGH
+    assert f.dst == f"{PLC}:502"
 
 
 def test_known_master_reading_an_unusual_range() -> None:

@@ -8,6 +8,7 @@ counts of distinct targets, not the lab's timings.
 
 from __future__ import annotations
 
+import ipaddress
 from collections import defaultdict
 from typing import Any, ClassVar
 
@@ -23,8 +24,9 @@ from cranewatch.protocols.modbus import (
     RegisterSeries,
 )
 
-PORT_SCAN_PORTS = 10  # distinct ports of one host
-ADDRESS_SCAN_HOSTS = 8  # distinct hosts on one port
+SCAN_TARGETS = 10  # distinct (host, port) probed by one client before it counts as a scan
+PORT_SCAN_PORTS = 10  # distinct ports of one host: a port scan
+ADDRESS_SCAN_HOSTS = 8  # distinct hosts on one port: an address sweep
 PROBE_PACKETS = 3  # a probe flow: at most this many packets from the scanner
 EXCEPTIONS_FOR_PROBING = 5  # illegal function/address answers to one master
 
@@ -103,12 +105,13 @@ class Recon:
         findings: list[Finding] = []
         for key, inc in self.identify.items():
             targets = inc.values.get("targets", [])
+            hosts = sorted({target.split("/")[0] for target in targets}, key=_ip_sort)
             sweep = len(targets) > 1
-            title = (f"Modbus device identification {'sweep of ' + str(len(targets)) + ' targets' if sweep else 'request'}"
-                     f" by {ctx.host_name(key[0])}")
-            dst = targets[0].split("/")[0] if len(targets) == 1 else None
+            what = (f"sweep of {len(targets)} targets ({len(hosts)} host(s))" if sweep else "request")
+            title = f"Modbus device identification {what} by {ctx.host_name(key[0])}"
+            dst = covering(hosts)
             findings.append(make_finding(ctx, VERDICT, ("identify", *key), inc, title, key[0],
-                                         endpoint(dst, 502) if dst else _first_target(targets),
+                                         endpoint(dst, 502) if dst and len(hosts) == 1 else dst,
                                          Severity.HIGH if sweep else Severity.MEDIUM))
         for key, inc in self.unusual.items():
             master, slave, function, _address, _quantity = key
@@ -129,34 +132,56 @@ class Recon:
     def _scans(self, ctx: Context) -> list[Finding]:
         findings: list[Finding] = []
         for scanner, flows in self.probes.items():
-            by_host: dict[str, set[int]] = defaultdict(set)
-            by_port: dict[tuple[str, int], set[str]] = defaultdict(set)
-            for f in flows:
-                by_host[f.dst].add(f.dport)
-                by_port[(f.transport, f.dport)].add(f.dst)
-            scanned_hosts = [h for h, ports in by_host.items() if len(ports) >= PORT_SCAN_PORTS]
-            swept = [k for k, hosts in by_port.items() if len(hosts) >= ADDRESS_SCAN_HOSTS]
-            if not scanned_hosts and not swept:
+            targets = {(f.dst, f.dport) for f in flows}
+            if len(targets) < SCAN_TARGETS:
                 continue
+            by_host: dict[str, set[int]] = defaultdict(set)
+            by_port: dict[int, set[str]] = defaultdict(set)
+            for host, port in targets:
+                by_host[host].add(port)
+                by_port[port].add(host)
+            if any(len(ports) >= PORT_SCAN_PORTS for ports in by_host.values()):
+                kind = "port scan"
+            elif any(len(hosts) >= ADDRESS_SCAN_HOSTS for hosts in by_port.values()):
+                kind = "address sweep"
+            else:
+                kind = "scan"
             incidents = Incidents()
             for f in sorted(flows, key=lambda c: c.ts):
-                if f.dst in scanned_hosts or (f.transport, f.dport) in swept:
-                    incidents.add((scanner,), f, {"targets": [f.dst], "ports": [f.dport]})
-            for key, inc in incidents.items():
-                hosts = inc.values.get("targets", [])
-                ports = sorted(set(inc.values.get("ports", [])))
-                inc.values["ports"] = ports[:50]
-                kind = "port scan" if scanned_hosts else "address sweep"
-                title = (f"{kind} by {ctx.host_name(scanner)}: {len(hosts)} host(s), "
-                         f"{len(ports)}+ port(s) probed")
-                dst = hosts[0] if len(hosts) == 1 else (scanned_hosts[0] if scanned_hosts else None)
-                findings.append(make_finding(ctx, VERDICT, ("scan", *key), inc, title, scanner, dst,
-                                             Severity.HIGH))
+                incidents.add((scanner,), f, {"targets": [f.dst], "ports": [f.dport]})
+            inc = incidents.by_key[(scanner,)]
+            inc.values["ports"] = sorted(by_port)[:50]
+            inc.values["targets"] = sorted(by_host, key=_ip_sort)[:50]
+            title = (f"{kind} by {ctx.host_name(scanner)}: {len(by_host)} host(s), "
+                     f"{len(by_port)} port(s), {len(targets)} probes")
+            findings.append(make_finding(ctx, VERDICT, ("scan", scanner), inc, title, scanner,
+                                         covering(list(by_host)), Severity.HIGH))
         return findings
 
 
-def _first_target(targets: list[str]) -> str | None:
-    return targets[0].split("/")[0] if targets else None
+def covering(hosts: list[str]) -> str | None:
+    """One host, or the smallest network holding all the scanned hosts (e.g. 10.20.7.0/24)."""
+    if len(hosts) == 1:
+        return hosts[0]
+    try:
+        addresses = [ipaddress.ip_address(h) for h in hosts]
+    except ValueError:
+        return None
+    if len({a.version for a in addresses}) != 1:
+        return None
+    bits = addresses[0].max_prefixlen
+    values = [int(a) for a in addresses]
+    prefix = bits - (min(values) ^ max(values)).bit_length()
+    prefix = min(prefix, 24) if bits == 32 else prefix  # a sweep reads as the LAN it swept
+    return str(ipaddress.ip_network(f"{addresses[0]}/{prefix}", strict=False))
+
+
+def _ip_sort(ip: str) -> tuple[int, int]:
+    try:
+        addr = ipaddress.ip_address(ip)
+    except ValueError:
+        return (9, 0)
+    return (addr.version, int(addr))
 
 
 class _SeriesPoint:
