@@ -49,11 +49,17 @@ class Polls:
 def run_polls(seconds: float, *, seed: int = 7, start: float = 1_700_000_000.0,
               poll_cycles: int = 2, setpoints: Callable[[float], Setpoints] | None = None,
               panel: Callable[[float], Panel] | None = None, tamper: Tamper | None = None,
-              hook: ImageHook | None = None) -> Polls:
-    """Run the crane for ``seconds``; return what a master polling every ``poll_cycles`` read."""
+              hook: ImageHook | None = None, drift: float = 0.0) -> Polls:
+    """Run the crane for ``seconds``; return what a master polling every ``poll_cycles`` read.
+
+    ``drift``: the chance that a poll lands one PLC cycle late, as a real master's timer
+    drifts against the PLC's scan (0: every poll on the same phase).
+    """
     crane = Crane(seed=seed)
     cycles = round(seconds / DT)
     polls = (cycles + poll_cycles - 1) // poll_cycles
+    late = np.random.default_rng(seed).random(polls) < drift
+    poll_at = set((np.arange(polls) * poll_cycles + late).tolist())
     ir = np.zeros((polls, 12), dtype=np.int64)
     di = np.zeros((polls, 7), dtype=np.int64)
     hr = np.zeros((polls, 4), dtype=np.int64)
@@ -68,7 +74,7 @@ def run_polls(seconds: float, *, seed: int = 7, start: float = 1_700_000_000.0,
             image = tamper.apply(image, now)
         if hook is not None:
             image = hook(now, image)
-        if cycle % poll_cycles == 0:
+        if cycle in poll_at and row < polls:
             t[row] = now
             ir[row] = image.ir
             di[row] = image.di
@@ -76,7 +82,7 @@ def run_polls(seconds: float, *, seed: int = 7, start: float = 1_700_000_000.0,
             hr[row] = [values[n] for n in SETPOINT_NAMES]
             co[row] = [int(sp.safety_bypass), int(sp.fault_reset)]
             row += 1
-    return Polls(t, {"IR": ir, "DI": di, "HR": hr, "CO": co})
+    return Polls(t[:row], {"IR": ir[:row], "DI": di[:row], "HR": hr[:row], "CO": co[:row]})
 
 
 def simulate(seconds: float, *, register_map: RegisterMap = STS07_REGISTER_MAP,

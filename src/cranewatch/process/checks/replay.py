@@ -14,15 +14,21 @@ never judged: they repeat honestly, and the frozen checks cover them.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 
 from cranewatch.model import Severity
 from cranewatch.process.checks import CheckContext, Incident, persistent, rolling_sum
 from cranewatch.process.checks.range_rate import analog_signals
 
-REPLAY_WINDOW_S = 2.0
-MIN_MATCHING = 0.8  # share of rows in the window that repeat at the lag
-MIN_CHANGING_SIGNALS = 2
+REPLAY_WINDOW_S = 3.0
+# Share of rows in the window that repeat an earlier row exactly at a steady lag. Polls and PLC
+# cycles drift against each other, so a replayed poll often reads a cycle its original poll
+# skipped (noise differs): a third of the rows is already far beyond chance.
+MIN_MATCHING = 0.3
+LAG_WOBBLE = 2  # rows
+MIN_CHANGING_SIGNALS = 3
 _ROW_SALTS = np.random.default_rng(0x6372616E).integers(1, 2**63, size=64, dtype=np.uint64) | 1
 
 
@@ -67,7 +73,23 @@ def previous_occurrence(h: np.ndarray) -> np.ndarray:
     return prev
 
 
-def check_replay(ctx: CheckContext, near: float = 1.0) -> list[Incident]:
+def check_replay(ctx: CheckContext) -> list[Incident]:
+    """Exact replays anywhere, and near replays that start with a jump back in time."""
+    found = sorted(exact_replays(ctx) + near_replays(ctx), key=lambda i: i.start)
+    # One replay seen both ways is one incident: the earliest view of it, to the latest end.
+    merged: list[Incident] = []
+    for inc in found:
+        if merged and inc.start <= merged[-1].end:
+            last = merged[-1]
+            merged[-1] = replace(last, end=max(last.end, inc.end),
+                                 residual=None if last.residual is None else
+                                 np.resize(last.residual, max(last.end, inc.end) - last.start + 1))
+        else:
+            merged.append(inc)
+    return merged
+
+
+def exact_replays(ctx: CheckContext, near: float = 1.0) -> list[Incident]:
     frame = ctx.frame
     names = [n for n in analog_signals(ctx) if n in frame]
     w = ctx.seconds(REPLAY_WINDOW_S)
@@ -88,22 +110,27 @@ def check_replay(ctx: CheckContext, near: float = 1.0) -> list[Incident]:
     prev = previous_occurrence(h)
     idx = np.arange(n)
     lag = np.where((prev >= 0) & ~unknown, idx - prev, 0)
-    # A row "repeats at the window's lag" when its lag is within one step of the lag of the
-    # row before it and reaches back further than the window itself.
-    steady = np.zeros(n, dtype=bool)
-    steady[1:] = (np.abs(np.diff(lag)) <= 1) & (lag[1:] >= w) & (lag[:-1] >= w)
+    # A row repeats an earlier one when the same values were served more than a window ago;
+    # it repeats "at a steady lag" when the previous repeating row had (nearly) the same lag.
+    matched = lag >= w
+    last = np.maximum.accumulate(np.where(matched, idx, -1))
+    before = np.concatenate(([-1], last[:-1]))
+    prev_lag = np.where(before >= 0, lag[np.maximum(before, 0)], -10 * w)
+    steady = matched & (np.abs(lag - prev_lag) <= LAG_WOBBLE)
     share = rolling_sum(steady, w) / w
     candidate = busy & (share >= MIN_MATCHING)
     out: list[Incident] = []
     for s, e, d in persistent(candidate, 1, merge_gap=ctx.seconds(1.0)):
-        onset = max(0, s - w + 1)
+        # The replay began at the first repeating row of the window that gave it away.
+        lo = max(0, s - w + 1)
+        onset = lo + int(np.argmax(matched[lo: e + 1]))
         run_lags = lag[onset: e + 1][steady[onset: e + 1]]
         lag_rows = int(np.median(run_lags)) if len(run_lags) else int(lag[s])
         active = [names[i] for i in np.flatnonzero(moving[:, onset: e + 1].any(axis=1))]
         counts = changed[:, onset: e + 1].sum(axis=1)
         accused = names[int(np.argmax(counts))]
         lag_s = lag_rows * frame.dt
-        matched = float(np.mean(steady[onset: e + 1]))
+        share_matching = float(np.mean(steady[onset: e + 1]))
         out.append(Incident(
             rule="process-replay", category="false-reading", severity=Severity.HIGH,
             title=f"{len(active)} sensors repeat, value for value, what they read {lag_s:.1f} s "
@@ -115,7 +142,120 @@ def check_replay(ctx: CheckContext, near: float = 1.0) -> list[Incident]:
             threshold=REPLAY_WINDOW_S,
             extra={"replay_lag_s": round(lag_s, 3),
                    "replayed_from": float(frame.t[onset] - lag_s),
-                   "replayed_signals": active, "rows_matching": round(matched, 3)},
+                   "replayed_signals": active, "rows_matching": round(share_matching, 3)},
+            remedy="The crane's answers are replayed from a recording: someone sits between the "
+                   "PLC and its masters, or the PLC is tampered with. Trace the path (ARP, "
+                   "switch ports) and check the PLC program.",
+        ))
+    return out
+
+
+# --- near replays ------------------------------------------------------------------------------
+# A replayed PLC serves old cycles; a master's polls drift against the PLC's cycles, so what it
+# reads during the replay is the old trajectory sampled at other instants: each value lies
+# within one poll's change of the old value (plus the sensor's noise), not on it. Searching
+# every window for such near copies costs O(n²); but a replay that starts while the crane moves
+# starts with a jump back in time (a position leaps to where it was), so the search runs only
+# from the rows where a position or a drive speed jumps.
+
+NEAR_SEARCH_S = 600.0  # how far back a replay's source is looked for
+NEAR_MATCHING = 0.8  # share of rows within tolerance of the earlier window
+SPEED_JUMP = 1.0  # m/s between two polls: no drive accelerates so
+POSITION_SPEED = (("hoist_height", "hoist_speed"), ("trolley_position", "trolley_speed"),
+                  ("gantry_position", "gantry_speed"))
+
+
+def _jumps(ctx: CheckContext) -> np.ndarray:
+    """Rows where a position or a drive speed leaps further than the crane can move."""
+    frame = ctx.frame
+    n = len(frame.t)
+    jump = np.zeros(n, dtype=bool)
+    for position, speed in POSITION_SPEED:
+        if position in frame:
+            spec = frame.specs.get(speed)
+            top = max(abs(spec.normal_max or 0.0), abs(spec.normal_min or 0.0)) if spec else 0.0
+            limit = 1.5 * (top or 4.0) * frame.dt + 0.1
+            jump[1:] |= np.abs(np.diff(frame.filled(position))) > limit
+        if speed in frame:
+            jump[1:] |= np.abs(np.diff(frame.filled(speed))) > SPEED_JUMP
+    return jump
+
+
+def _tolerances(ctx: CheckContext, names: list[str]) -> np.ndarray:
+    """Per signal and row: how far a value read one PLC cycle off may honestly lie."""
+    frame = ctx.frame
+    out = np.empty((len(names), len(frame.t)))
+    for i, name in enumerate(names):
+        x = frame.filled(name)
+        step = np.abs(np.diff(x))
+        local = np.maximum(np.concatenate(([0.0], step)), np.concatenate((step, [0.0])))
+        resolution = frame.specs[name].scale if frame.specs[name].scale > 0 else 0.0
+        out[i] = local + 2.0 * resolution + 0.03 * np.abs(x)
+    return out
+
+
+def near_replays(ctx: CheckContext) -> list[Incident]:
+    frame = ctx.frame
+    names = [n for n in analog_signals(ctx) if n in frame]
+    w = ctx.seconds(REPLAY_WINDOW_S)
+    n = len(frame.t)
+    if len(names) < MIN_CHANGING_SIGNALS or n < 3 * w:
+        return []
+    anchors = np.flatnonzero(_jumps(ctx))
+    if len(anchors) == 0:
+        return []
+    x = np.stack([frame.filled(name) for name in names])
+    tol = _tolerances(ctx, names)
+    resolution = np.array([max(frame.specs[m].scale, 1e-9) for m in names])
+    horizon = ctx.seconds(NEAR_SEARCH_S)
+    out: list[Incident] = []
+    covered_until = -1
+    for k in anchors.tolist():
+        if k <= covered_until or k + w > n:
+            continue
+        first = max(0, k - horizon)
+        last = k - w  # the source window ends before the replayed one starts
+        if last <= first:
+            continue
+        sources = np.arange(first, last)
+        score = np.zeros(len(sources), dtype=np.float64)
+        for i in range(w):
+            near = np.abs(x[:, k + i][:, None] - x[:, sources + i]) <= tol[:, sources + i]
+            score += near.all(axis=0)
+        score /= w
+        best = int(np.flatnonzero(score == score.max())[-1])  # the most recent best source
+        if score[best] < NEAR_MATCHING:
+            continue
+        j = int(sources[best])
+        source = x[:, j: j + w]
+        busy = int((np.ptp(source, axis=1) > 10 * resolution).sum())
+        if busy < MIN_CHANGING_SIGNALS - 1:
+            continue  # a flat source window would match any flat stretch
+        lag = k - j
+        # Follow the replay while rows keep matching the rows one lag earlier.
+        rows = np.arange(k, n)
+        near_rows = (np.abs(x[:, rows] - x[:, rows - lag]) <= tol[:, rows - lag]).all(axis=0)
+        keep = rolling_sum(near_rows, w) / np.minimum(np.arange(1, len(rows) + 1), w) >= 0.5
+        stop = np.flatnonzero(~keep)
+        end = int(rows[stop[0] - 1]) if len(stop) and stop[0] > 0 else int(rows[-1])
+        end = max(end, k + w - 1)
+        covered_until = end
+        active = [names[i] for i in np.flatnonzero(np.ptp(x[:, k: end + 1], axis=1) > 10 * resolution)]
+        accused = active[0] if active else names[0]
+        lag_s = float(frame.t[k] - frame.t[j])
+        out.append(Incident(
+            rule="process-replay", category="false-reading", severity=Severity.HIGH,
+            title=f"{len(active)} sensors jump back to what they read {lag_s:.1f} s earlier and "
+                  "repeat it",
+            signal=accused, related=tuple(a for a in active if a != accused),
+            relation=f"after a jump, the next {REPLAY_WINDOW_S:g} s stay within one poll's "
+                     f"change of a window {lag_s:.1f} s earlier in {NEAR_MATCHING:.0%} of rows",
+            start=k, end=end, detect=k + w - 1,
+            residual=np.abs(x[:, k: end + 1] - x[:, k - lag: end + 1 - lag]).max(axis=0),
+            threshold=NEAR_MATCHING,
+            extra={"replay_lag_s": round(lag_s, 3), "replayed_from": float(frame.t[j]),
+                   "replayed_signals": active,
+                   "rows_matching": round(float(score[best]), 3), "match": "near"},
             remedy="The crane's answers are replayed from a recording: someone sits between the "
                    "PLC and its masters, or the PLC is tampered with. Trace the path (ARP, "
                    "switch ports) and check the PLC program.",
