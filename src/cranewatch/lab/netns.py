@@ -8,12 +8,14 @@ namespaces removes every link. ``clean`` finds and removes what a killed run lef
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
 import shutil
 import signal
 import subprocess
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from cranewatch.errors import EnvironmentProblem
@@ -37,6 +39,33 @@ __all__ = [
 PREFIX = "cwlab-"
 SWITCH = "cwlab-sw"  # the namespace that holds the bridges: the lab's switch
 TEMP_PREFIX = "cwlab-run-"  # temporary directories (configs, keys, logs of a run)
+LOCK_PATH = Path("/run/lock/cwlab.lock") if Path("/run/lock").is_dir() else Path("/tmp/cwlab.lock")
+
+
+@contextlib.contextmanager
+def run_lock(wait: float) -> Iterator[None]:
+    """Hold the lab lock: one run at a time on a machine (the namespace names are fixed).
+
+    Waits up to ``wait`` seconds for a run in progress to finish. While the lock is held,
+    any ``cwlab-*`` namespace that exists belongs to the holder; when it is free, they are
+    leftovers of a killed run.
+    """
+    with LOCK_PATH.open("a") as handle:
+        deadline = time.monotonic() + wait
+        while True:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    raise EnvironmentProblem(
+                        f"another lab run is active (lock {LOCK_PATH}); wait for it to end"
+                    ) from None
+                time.sleep(0.5)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def run(argv: Sequence[str], *, check: bool = True, timeout: float = 30.0) -> str:
@@ -140,8 +169,15 @@ def delete_namespace(netns: str) -> None:
 def clean() -> list[str]:
     """Remove every lab namespace (and its processes and links) and lab temp directories.
 
+    Refuses while a run is active (it holds the lab lock); the caller holds no lock.
     Returns the names removed, the switch namespace last so hosts lose their links first.
     """
+    with run_lock(wait=0.0):
+        return remove_leftovers()
+
+
+def remove_leftovers() -> list[str]:
+    """``clean`` for a caller that already holds the lab lock."""
     names = sorted(lab_namespaces(), key=lambda name: name == SWITCH)
     for name in names:
         delete_namespace(name)

@@ -31,6 +31,8 @@ __all__ = ["CAPTURE_NAME", "OUTSIDE_CAPTURE_NAME", "Lab", "Part", "iso", "run_sc
 CAPTURE_NAME = "crane-lan.pcap"
 OUTSIDE_CAPTURE_NAME = "outside.pcap"
 TOOLS = ("ip", "tcpdump", "nft", "mosquitto", "dnsmasq", "ss")
+PLC_HISTORY_S = 11.0  # seconds a faulty PLC runs honestly before its fault window
+LOCK_WAIT = 600.0  # a run waits this long for another run on the machine to finish
 
 # Masters and the reads they repeat (documented for the tests and the baseline learner).
 POLLING = (
@@ -199,12 +201,16 @@ def run_scenario(scenario: Scenario, out: Path, seconds: float, seed: int | None
     Returns the labels document.
     """
     netns.require_root_and_tools(TOOLS)
-    if netns.lab_namespaces():
-        raise EnvironmentProblem(
-            "lab namespaces of another run exist (cwlab-*): if no run is active, remove "
-            "them with `cranewatch lab clean`")
     if seconds < 10:
         raise EnvironmentProblem("a lab run needs at least 10 seconds")
+    with netns.run_lock(wait=LOCK_WAIT):
+        # Holding the lock, any cwlab-* namespace is a leftover of a killed run.
+        netns.remove_leftovers()
+        return _run_locked(scenario, out, seconds, seed, outside_capture, keep_logs)
+
+
+def _run_locked(scenario: Scenario, out: Path, seconds: float, seed: int | None,
+                outside_capture: bool, keep_logs: bool) -> dict[str, Any]:
     seed = scenario.seed if seed is None else seed
     out.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=netns.TEMP_PREFIX))
@@ -223,9 +229,12 @@ def run_scenario(scenario: Scenario, out: Path, seconds: float, seed: int | None
         if outside_capture:
             captures.append(_start_capture(lab, "gw", "eth2", out / OUTSIDE_CAPTURE_NAME))
         t0 = time.time()
-        attack_start = t0 + max(6.0, 0.35 * seconds)
-        attack_end = t0 + 0.85 * seconds
         services.start_terminal(lab)
+        attack_start = t0 + max(6.0, 0.35 * seconds)
+        if scenario.plc_fault:
+            # A tampered PLC needs its own history first (a replay reaches back 10 s).
+            attack_start = max(attack_start, time.time() + PLC_HISTORY_S)
+        attack_end = max(t0 + 0.85 * seconds, min(attack_start + 5.0, t0 + seconds - 0.5))
         services.start_crane(lab, scenario.plc_fault, attack_start, attack_end)
         if scenario.prepare:
             scenario.prepare(lab)

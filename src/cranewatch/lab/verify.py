@@ -118,6 +118,7 @@ def load(directory: Path) -> Capture:
     return Capture(directory / labels["captures"]["crane_lan"], labels)
 
 
+REPLAY_CYCLES = 100  # the tampered PLC replays the 10 s before the window (faults.Tamper)
 ERROR_SEVERITY = 8388608  # PI_ERROR in Wireshark's expert info
 
 
@@ -314,9 +315,21 @@ def check_false_reading(capture: Capture, attack: dict[str, Any]) -> list[str]:
         if len(wind_2) != 1 or len(wind_1) < 3:
             return [f"{name}: wind_speed_2 took {len(wind_2)} values, wind_speed_1 {len(wind_1)}"]
     elif name == "sensor-replay":
-        earlier = {image.ir[1:] for when, image in before}
-        replayed = sum(1 for image in inside if image.ir[1:] in earlier)
-        if replayed < 0.9 * len(inside):
-            return [f"{name}: only {replayed} of {len(inside)} polls repeat earlier values"]
+        # The live heartbeat dates each poll: the PLC serves, at heartbeat h, what it served
+        # at h - 100 (or h - 200 on the second pass through its 10 s recording). Compare
+        # wherever the CMS happened to poll that earlier cycle too.
+        earlier = {image.value("heartbeat"): image.ir[1:] for _, image in before}
+        compared = repeated = 0
+        for image in inside:
+            beat = image.value("heartbeat")
+            for back in (REPLAY_CYCLES, 2 * REPLAY_CYCLES):
+                recorded = earlier.get((beat - back) % 65536)
+                if recorded is not None:
+                    compared += 1
+                    repeated += recorded == image.ir[1:]
+                    break
+        if compared < 5 or repeated < compared:
+            return [f"{name}: {repeated} of {compared} polls repeat the values served "
+                    f"{REPLAY_CYCLES} cycles earlier"]
     return []
 
