@@ -309,18 +309,19 @@ class CaptureReader:
             starts: list[int] = []
             note = starts.append
             pos = self._pos
-            # the hot loop: only find where each record starts
-            for _ in range(max_packets):
-                if pos + 16 > size:
-                    break
-                end = pos + 16 + length_at(buf, pos + 8)[0]
-                if end > size:
-                    break
-                note(pos)
-                pos = end
+            # The hot loop: only note where each record starts, until a header runs past the
+            # end of the block (struct.error). Bounds are checked once afterwards, not per record.
+            try:
+                while True:
+                    note(pos)
+                    pos += 16 + length_at(buf, pos + 8)[0]
+            except struct.error:
+                pos = starts.pop()  # its header is not whole
+            if starts and pos > size:
+                pos = starts.pop()  # its data is not whole
             self._pos = pos
-            if starts:
-                offsets = np.array(starts, dtype=np.int64)
+            for first in range(0, len(starts), max_packets):
+                offsets = np.array(starts[first : first + max_packets], dtype=np.int64)
                 words = _gather_words(buf, offsets, 4, order)
                 ts_ns = words[:, 0] * 1_000_000_000 + words[:, 1] * frac_scale
                 count = len(offsets)
@@ -333,8 +334,6 @@ class CaptureReader:
                     np.full(count, linktype_value, dtype=np.uint16),
                     np.zeros(count, dtype=np.uint16),
                 )
-                if count == max_packets:
-                    continue
             # the next record is not whole in memory: read more, or report why we stop
             need = 16
             if self._left >= 16:
