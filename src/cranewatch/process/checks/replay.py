@@ -14,7 +14,7 @@ never judged: they repeat honestly, and the frozen checks cover them.
 
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -181,17 +181,51 @@ def _jumps(ctx: CheckContext) -> np.ndarray:
     return jump
 
 
-def _tolerances(ctx: CheckContext, names: list[str]) -> np.ndarray:
-    """Per signal and row: how far a value read one PLC cycle off may honestly lie."""
-    frame = ctx.frame
-    out = np.empty((len(names), len(frame.t)))
-    for i, name in enumerate(names):
-        x = frame.filled(name)
-        step = np.abs(np.diff(x))
-        local = np.maximum(np.concatenate(([0.0], step)), np.concatenate((step, [0.0])))
-        resolution = frame.specs[name].scale if frame.specs[name].scale > 0 else 0.0
-        out[i] = local + 2.0 * resolution + 0.03 * np.abs(x)
-    return out
+@dataclass(frozen=True, slots=True)
+class _Slice:
+    """Values and tolerances of rows [lo, hi): how far a value read one PLC cycle off may
+    honestly lie from each (one poll's change either side, two register steps, 3 % noise)."""
+
+    lo: int
+    x: np.ndarray  # (signals, rows)
+    tol: np.ndarray
+
+    @classmethod
+    def of(cls, ctx: CheckContext, names: list[str], lo: int, hi: int) -> _Slice:
+        frame = ctx.frame
+        a, b = max(0, lo - 1), min(len(frame.t), hi + 1)
+        x = np.stack([frame.filled(n)[a:b] for n in names])
+        step = np.abs(np.diff(x, axis=1))
+        zero = np.zeros((len(names), 1))
+        local = np.maximum(np.hstack((zero, step)), np.hstack((step, zero)))
+        resolution = np.array([max(frame.specs[n].scale, 0.0) for n in names])[:, None]
+        tol = local + 2.0 * resolution + 0.03 * np.abs(x)
+        return cls(a, x, tol)
+
+    def rows(self, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return self.x[:, idx - self.lo], self.tol[:, idx - self.lo]
+
+
+def _follow(ctx: CheckContext, names: list[str], k: int, lag: int, w: int,
+            chunk: int = 20_000) -> int:
+    """The last row of a replay that starts at ``k`` with ``lag``: rows keep matching the rows
+    one lag earlier (half of every window); followed chunk by chunk, not to the end of a day."""
+    n = len(ctx.frame.t)
+    start = k
+    while True:
+        stop = min(n, start + chunk)
+        rows = np.arange(start, stop)
+        part = _Slice.of(ctx, names, start - lag, stop)
+        now, _ = part.rows(rows)
+        then, tol = part.rows(rows - lag)
+        near_rows = (np.abs(now - then) <= tol).all(axis=0)
+        keep = rolling_sum(near_rows, w) / np.minimum(np.arange(1, len(rows) + 1), w) >= 0.5
+        broken = np.flatnonzero(~keep)
+        if len(broken):
+            return max(int(rows[broken[0] - 1]) if broken[0] > 0 else start, k + w - 1)
+        if stop == n:
+            return n - 1
+        start = stop - w  # overlap one window so the rolling share stays honest
 
 
 def near_replays(ctx: CheckContext) -> list[Incident]:
@@ -204,8 +238,6 @@ def near_replays(ctx: CheckContext) -> list[Incident]:
     anchors = np.flatnonzero(_jumps(ctx))
     if len(anchors) == 0:
         return []
-    x = np.stack([frame.filled(name) for name in names])
-    tol = _tolerances(ctx, names)
     resolution = np.array([max(frame.specs[m].scale, 1e-9) for m in names])
     horizon = ctx.seconds(NEAR_SEARCH_S)
     out: list[Incident] = []
@@ -218,29 +250,28 @@ def near_replays(ctx: CheckContext) -> list[Incident]:
         if last <= first:
             continue
         sources = np.arange(first, last)
+        around = _Slice.of(ctx, names, first, k + w)
+        replayed, _ = around.rows(np.arange(k, k + w))
         score = np.zeros(len(sources), dtype=np.float64)
         for i in range(w):
-            near = np.abs(x[:, k + i][:, None] - x[:, sources + i]) <= tol[:, sources + i]
-            score += near.all(axis=0)
+            then, tol = around.rows(sources + i)
+            score += (np.abs(replayed[:, i][:, None] - then) <= tol).all(axis=0)
         score /= w
         best = int(np.flatnonzero(score == score.max())[-1])  # the most recent best source
         if score[best] < NEAR_MATCHING:
             continue
         j = int(sources[best])
-        source = x[:, j: j + w]
+        source, _ = around.rows(np.arange(j, j + w))
         busy = int((np.ptp(source, axis=1) > 10 * resolution).sum())
         if busy < MIN_CHANGING_SIGNALS - 1:
             continue  # a flat source window would match any flat stretch
         lag = k - j
-        # Follow the replay while rows keep matching the rows one lag earlier.
-        rows = np.arange(k, n)
-        near_rows = (np.abs(x[:, rows] - x[:, rows - lag]) <= tol[:, rows - lag]).all(axis=0)
-        keep = rolling_sum(near_rows, w) / np.minimum(np.arange(1, len(rows) + 1), w) >= 0.5
-        stop = np.flatnonzero(~keep)
-        end = int(rows[stop[0] - 1]) if len(stop) and stop[0] > 0 else int(rows[-1])
-        end = max(end, k + w - 1)
+        end = _follow(ctx, names, k, lag, w)
         covered_until = end
-        active = [names[i] for i in np.flatnonzero(np.ptp(x[:, k: end + 1], axis=1) > 10 * resolution)]
+        span = _Slice.of(ctx, names, k - lag, end + 1)
+        now, _ = span.rows(np.arange(k, end + 1))
+        then, _ = span.rows(np.arange(k - lag, end + 1 - lag))
+        active = [names[i] for i in np.flatnonzero(np.ptp(now, axis=1) > 10 * resolution)]
         accused = active[0] if active else names[0]
         lag_s = float(frame.t[k] - frame.t[j])
         out.append(Incident(
@@ -251,7 +282,7 @@ def near_replays(ctx: CheckContext) -> list[Incident]:
             relation=f"after a jump, the next {REPLAY_WINDOW_S:g} s stay within one poll's "
                      f"change of a window {lag_s:.1f} s earlier in {NEAR_MATCHING:.0%} of rows",
             start=k, end=end, detect=k + w - 1,
-            residual=np.abs(x[:, k: end + 1] - x[:, k - lag: end + 1 - lag]).max(axis=0),
+            residual=np.abs(now - then).max(axis=0),
             threshold=NEAR_MATCHING,
             extra={"replay_lag_s": round(lag_s, 3), "replayed_from": float(frame.t[j]),
                    "replayed_signals": active,
