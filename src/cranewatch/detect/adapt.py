@@ -109,6 +109,13 @@ def facts_from_event(event: Any) -> Iterator[Any]:
     elif proto == "mqtt" and "publish" in kind:
         yield MqttPublish(**_base(event), topic=_text(getattr(event, "topic", "")),
                           payload=_bytes(getattr(event, "payload", b"")))
+    elif kind == "conn_session_response":
+        conversation = _zeek_conn(event)
+        yield conversation
+        remote = REMOTE_KINDS.get(conversation.protocol)
+        if remote is not None:  # conn.log alone still says which connections were SSH, RDP ...
+            fields = {k: getattr(conversation, k) for k in ("ts", "frame", "src", "dst", "sport", "dport", "source")}
+            yield RemoteSession(**fields, protocol=remote, detail=f"Zeek service {conversation.protocol}")
     elif proto == "dhcp":
         yield from _dhcp(event)
     elif proto in REMOTE_KINDS or proto == "remote":
@@ -193,6 +200,31 @@ def conversation(flow: Any) -> Conversation:
         bytes_to_server=int(flow.bytes_to_server), bytes_to_client=int(flow.bytes_to_client),
         client_macs=tuple(flow.client_macs), server_macs=tuple(flow.server_macs),
         handshake=bool(flow.handshake),
+    )
+
+
+# Zeek's service names where they differ from the decoders' protocol names.
+ZEEK_SERVICES = {"ssl": "tls", "dtls": "tls", "krb": "kerberos", "krb_tcp": "kerberos"}
+
+
+def _zeek_conn(event: Any) -> Conversation:
+    """A Zeek conn.log record (``sources.zeek.ConnEvent``) as a finished flow without MACs.
+
+    Zeek logs no Ethernet addresses by default, so hidden-uplink cannot judge these; the
+    handshake is Zeek's ``S`` (SYN) then ``h`` (SYN-ACK) history, or an established state.
+    """
+    service = str(getattr(event, "service", "") or "").split(",")[0]
+    history = str(getattr(event, "history", "") or "")
+    state = str(getattr(event, "state", "") or "")
+    duration = getattr(event, "duration", None) or 0.0
+    return Conversation(
+        **_base(event), transport=str(getattr(event, "transport", "") or "tcp"),
+        protocol=ZEEK_SERVICES.get(service, service), last_ts=float(event.ts) + float(duration),
+        packets_to_server=int(getattr(event, "orig_pkts", None) or 0),
+        packets_to_client=int(getattr(event, "resp_pkts", None) or 0),
+        bytes_to_server=int(getattr(event, "orig_bytes", None) or 0),
+        bytes_to_client=int(getattr(event, "resp_bytes", None) or 0),
+        handshake=("S" in history and "h" in history) or state in ("SF", "S1", "S2", "S3", "RSTO", "RSTR"),
     )
 
 
