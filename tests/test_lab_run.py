@@ -6,6 +6,7 @@ interrupted run and a leftover clean-up.
 
 from __future__ import annotations
 
+import itertools
 import os
 import signal
 import subprocess
@@ -50,9 +51,10 @@ def lab_processes() -> list[str]:
     return found
 
 
-def run_lab(scenario: str, out: Path, seconds: int = 15) -> subprocess.CompletedProcess[str]:
+def run_lab(scenario: str, out: Path, seconds: int = 15,
+            *options: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([*CLI, "lab", "run", scenario, "--out", str(out), "--seconds",
-                           str(seconds)], capture_output=True, text=True, timeout=180)
+                           str(seconds), *options], capture_output=True, text=True, timeout=180)
 
 
 def assert_nothing_left(before: tuple[str, str, str]) -> None:
@@ -102,6 +104,33 @@ def test_safety_bypass_run_shows_the_write_and_the_plc_obeys(as_root: None, tsha
     readbacks = [row["modbus.regval_uint16"] for row in inside if row["ip.src"] == "10.20.7.10"
                  and row["ip.dst"] == "10.20.0.50" and row["modbus.func_code"] == "3"]
     assert readbacks[0].startswith("715,") and readbacks[-1].startswith("900,")
+
+
+@pytest.mark.root
+@pytest.mark.slow
+def test_beacon_leaves_through_the_gateway_nat(as_root: None, tshark: str, tmp_path: Path) -> None:
+    done = run_lab("beacon", tmp_path, 20, "--outside-capture")
+    assert done.returncode == 0, done.stderr
+    capture = verify.load(tmp_path)
+    assert verify.check_capture(capture) == []
+    assert verify.check_attacks(capture) == []
+    (attack,) = capture.labels["attacks"]
+    # Outside the gateway the crane's TLS calls come from the gateway's NAT address.
+    outside = verify.Capture(tmp_path / "outside.pcap", capture.labels)
+    hellos = outside.times(lambda row: row["tls.handshake.extensions_server_name"] != ""
+                           and row["ip.src"] == "198.51.100.2" and row["ip.dst"] == "203.0.113.80")
+    inside = capture.times(verify.EVIDENCE["tls-beacon"])
+    assert len(hellos) == len(inside) >= 2
+    assert all(attack["start"] - 1 <= t <= attack["end"] + 1 for t in hellos)
+    gaps = [b - a for a, b in itertools.pairwise(hellos)]
+    assert all(4.0 <= gap <= 6.5 for gap in gaps), gaps  # 5 s ± 15 % plus the curl time
+    assert not outside.times(lambda row: row["ip.src"].startswith("10.20.")), "NAT leaked"
+
+
+@pytest.mark.root
+def test_clean_refuses_while_a_run_holds_the_lock(as_root: None) -> None:
+    with netns.run_lock(wait=0.0), pytest.raises(EnvironmentProblem, match="another lab run"):
+        netns.clean()
 
 
 @pytest.mark.root

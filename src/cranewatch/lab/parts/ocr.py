@@ -78,7 +78,7 @@ def main() -> None:
     mqttc.connect(broker, 1883, keepalive=30)
     mqttc.loop_start()
     plc = ModbusTcpClient(args.plc, port=502, timeout=1)
-    was_carrying = True  # do not report a lift already under way when we start
+    was_carrying = False  # a lift already under way when we start is reported too
     next_poll = time.monotonic()
     while not stopping.is_set():
         if not plc.connected:
