@@ -113,7 +113,8 @@ def test_batches_respect_max_packets_and_keep_frame_numbers(tmp_path: Path) -> N
     assert packets_of(batches) == PACKETS
 
 
-def test_records_straddling_read_blocks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("compressed", [False, True])
+def test_records_straddling_read_blocks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, compressed: bool) -> None:
     # tiny read blocks force every record (and one bigger than a block) across block edges
     monkeypatch.setattr(pcap_module, "CHUNK_BYTES", 37)
     out = io.BytesIO()
@@ -122,7 +123,7 @@ def test_records_straddling_read_blocks(tmp_path: Path, monkeypatch: pytest.Monk
     for i, data in enumerate(packets):
         writer.write(T0 + i, data)
     path = tmp_path / "x.pcap"
-    path.write_bytes(out.getvalue())
+    path.write_bytes(gzip.compress(out.getvalue()) if compressed else out.getvalue())
     batches, warnings = read_all(path, max_packets=16)
     assert warnings == []
     assert packets_of(batches) == packets
@@ -458,3 +459,23 @@ def test_packet_batch_columns_have_contract_dtypes(tmp_path: Path) -> None:
     assert batch.caplen.dtype == np.int32
     assert batch.origlen.dtype == np.int32
     assert isinstance(batch.buf, bytes)
+
+
+def test_pcapng_blocks_straddling_read_blocks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(pcap_module, "CHUNK_BYTES", 41)
+    out = io.BytesIO()
+    writer = PcapngWriter(out)
+    writer.interface(LINKTYPE_ETHERNET)
+    packets = [bytes([i % 251]) * (i * 13 % 150 + 1) for i in range(120)]
+    for i, data in enumerate(packets):
+        if i == 60:
+            writer.section(big_endian=True)
+            writer.interface(LINKTYPE_IPV4, tsresol=9)
+        writer.write(0, T0 + i, data)
+    path = tmp_path / "x.pcapng"
+    path.write_bytes(out.getvalue())
+    batches, warnings = read_all(path, max_packets=9)
+    assert warnings == []
+    assert packets_of(batches) == packets
+    assert column(batches, "frame") == list(range(1, 121))
+    assert column(batches, "linktype") == [1] * 60 + [LINKTYPE_IPV4] * 60

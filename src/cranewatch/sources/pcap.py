@@ -1,6 +1,6 @@
 """Stream packets out of pcap, pcapng and gzip-compressed capture files, in NumPy batches.
 
-The reader reads large blocks (16 MB), walks the record headers in one tight Python loop that
+The reader reads large blocks (8 MB), walks the record headers in one tight Python loop that
 only notes where each record starts, then gathers timestamps and lengths for the whole batch with
 NumPy. A batch keeps one ``bytes`` block and offsets into it, so nothing is copied per packet
 and memory stays flat whatever the size of the capture. Formats are told apart by magic number,
@@ -11,6 +11,7 @@ capture at all raises ``CaptureError``.
 
 from __future__ import annotations
 
+import io
 import os
 import struct
 import zlib
@@ -25,7 +26,7 @@ from cranewatch.errors import CaptureError, Location
 
 __all__ = ["CaptureReader", "PacketBatch", "gather_bytes", "open_capture"]
 
-CHUNK_BYTES = 16 * 1024 * 1024
+CHUNK_BYTES = 8 * 1024 * 1024
 # Larger than any snaplen a real capture tool writes (Wireshark's own limit is 256 KB, 16 MB for
 # a few link types); a record claiming more is a corrupt length, not a packet.
 MAX_RECORD_BYTES = 64 * 1024 * 1024
@@ -195,6 +196,7 @@ class CaptureReader:
         self._pos = 0  # how far into _buf the records are consumed
         self._buf_at = 0  # file offset of _buf[0]
         self._eof = False
+        self._seekable = isinstance(stream, io.BufferedReader) and stream.seekable()
 
     # ----------------------------------------------------------------- plumbing
 
@@ -226,6 +228,16 @@ class CaptureReader:
         """
         if self._left >= need:
             return True
+        if self._seekable and not self._eof:
+            # read the unconsumed tail again from the file: no copy of it, no join
+            start = self._buf_at + self._pos
+            self._buf = b""  # let the old block go before the new one is allocated
+            self._stream.seek(start)
+            self._buf = self._stream.read(max(CHUNK_BYTES, need))
+            self._buf_at, self._pos = start, 0
+            if len(self._buf) < max(CHUNK_BYTES, need):
+                self._eof = True
+            return len(self._buf) >= need
         parts = [self._buf[self._pos :]]
         have = len(parts[0])
         while have < need and not self._eof:
