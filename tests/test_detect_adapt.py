@@ -101,3 +101,41 @@ def test_arp_binding() -> None:
                          operation=1, sender_mac="02:00:00:00:00:1e", sender_ip="0.0.0.0",
                          target_mac="00:00:00:00:00:00", target_ip="10.20.7.5")
     assert facts(probe) == []  # an address probe binds nothing
+
+
+def test_dhcp_offer_and_ack() -> None:
+    dhcp = pytest.importorskip("cranewatch.protocols.dhcp")
+    where = {**WHERE, "src": "10.20.7.200", "dst": "255.255.255.255", "sport": 67, "dport": 68}
+    offer = dhcp.DhcpMessageResponse(**where, message_type="offer", transaction_id=7,
+                                     client_mac="02:00:00:00:07:21", your_ip="10.20.7.21",
+                                     server_id="10.20.7.200", router=("10.20.7.200",), dns_servers=("8.8.8.8",))
+    (msg,) = facts(offer)
+    assert (msg.message_type, msg.server_ip, msg.router, msg.dns) == ("offer", "10.20.7.200", ("10.20.7.200",), ("8.8.8.8",))
+    ack = dhcp.DhcpMessageResponse(**where, message_type="ack", transaction_id=7,
+                                   client_mac="02:00:00:00:07:21", your_ip="10.20.7.21", server_id="10.20.7.200")
+    kinds = [type(f).__name__ for f in facts(ack)]
+    assert kinds == ["DhcpMessage", "Binding"]
+
+
+def test_remote_sessions_take_the_client_side() -> None:
+    remote = pytest.importorskip("cranewatch.protocols.remote")
+    banner = remote.RemoteSessionResponse(**{**WHERE, "src": "10.20.7.30", "dst": "203.0.113.10",
+                                             "sport": 5900, "dport": 50123},
+                                          protocol="vnc", detail="RFB 003.008")
+    (session,) = facts(banner)
+    assert (session.protocol, session.src, session.dst, session.dport) == ("vnc", "203.0.113.10", "10.20.7.30", 5900)
+    ssh = pytest.importorskip("cranewatch.protocols.ssh")
+    client = ssh.SshBannerRequest(**{**WHERE, "dport": 22}, banner="SSH-2.0-OpenSSH_9.2",
+                                  proto_version="2.0", software="OpenSSH_9.2")
+    (s,) = facts(client)
+    assert (s.protocol, s.src, s.dport, s.detail) == ("ssh", WHERE["src"], 22, "SSH-2.0-OpenSSH_9.2")
+
+
+def test_zeek_connection_summary() -> None:
+    zeek = pytest.importorskip("cranewatch.sources.zeek")
+    conn = zeek.ConnEvent(**{**WHERE, "dport": 22}, uid="C1", transport="tcp", service="ssh",
+                          duration=4.5, orig_bytes=1200, resp_bytes=3400, state="SF",
+                          history="ShAdDaFf", orig_pkts=20, resp_pkts=18)
+    flow, session = facts(conn)
+    assert (flow.protocol, flow.handshake, flow.last_ts, flow.packets_to_client) == ("ssh", True, T0 + 4.5, 18)
+    assert session.protocol == "ssh" and session.dst == WHERE["dst"]
