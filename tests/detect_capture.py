@@ -308,3 +308,13 @@ def attacks(cap: Capture, crane: Crane, t0: float, ews: Host, outside: dict[str,
     labels.append(Label("rogue-master", rogue.ip, f"{crane.plc.ip}:{port}", t, end))
     labels.append(Label("plc-control", rogue.ip, f"{crane.plc.ip}:{port}", t, end))
     return labels
+
+
+def dhcp_offer(xid: int, client_mac: str, offered: str, server: str, router: str, message_type: int = 2) -> bytes:
+    """A BOOTP reply carrying DHCP options 53 (type), 54 (server id), 3 (router), 51 (lease)."""
+    chaddr = bytes(int(x, 16) for x in client_mac.split(":")) + bytes(10)
+    fixed = struct.pack(">BBBBIHH4s4s4s4s", 2, 1, 6, 0, xid, 0, 0, bytes(4), ipv4_address(offered),
+                        ipv4_address(server), bytes(4)) + chaddr + bytes(64) + bytes(128)
+    options = (b"\x63\x82\x53\x63" + bytes([53, 1, message_type]) + bytes([54, 4]) + ipv4_address(server)
+               + bytes([3, 4]) + ipv4_address(router) + bytes([51, 4]) + struct.pack(">I", 3600) + b"\xff")
+    return fixed + options

@@ -143,3 +143,21 @@ until = {time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime(T0 + 86400 + 600))}
     writes = [f for f in result.findings if f.category == "safety-override" and f.src == EWS.ip]
     assert writes == []
     assert replace(profile, maintenance=()).maintenance == ()
+
+
+def test_rogue_dhcp_server_offering_itself_as_gateway(sts07_captures: dict, tmp_path: Path) -> None:
+    from detect_capture import dhcp_offer
+
+    crane = Crane()
+    cap = new_capture(crane, seed=9)
+    normal_day(cap, crane, T0 + 86400, 30)
+    rogue = Host("10.20.7.200", "02:dd:00:00:00:c8")
+    broadcast = Host("255.255.255.255", "ff:ff:ff:ff:ff:ff")
+    cap.udp(T0 + 86400 + 4, rogue, broadcast, 67, 68,
+            dhcp_offer(0x1234, "02:00:0a:14:07:1e", "10.20.7.31", rogue.ip, rogue.ip))
+    baseline = learn_baseline([sts07_captures["normal"]])
+    result = analyze([cap.write(tmp_path / "dhcp.pcap")],
+                     sinks=[build_sink(REPO / "profiles" / "sts-07.toml", baseline)])
+    titles = sorted(f.title for f in result.findings if f.category == "hidden-uplink")
+    assert titles == ["DHCP server 10.20.7.200 hands out default gateway 10.20.7.200, not the crane gateway",
+                      "New DHCP server 10.20.7.200 on the crane LAN"]
