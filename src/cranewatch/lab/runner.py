@@ -251,7 +251,7 @@ def _run_locked(scenario: Scenario, out: Path, seconds: float, seed: int | None,
         for part in captures:
             part.stop()
         t_end = time.time()
-        labels = _labels(scenario, seed, t0, t_end, lab, windows, out, outside_capture)
+        labels = _labels(scenario, seed, t0, t_end, lab, windows, outside_capture)
         (out / "labels.json").write_text(json.dumps(labels, indent=2) + "\n")
         return labels
     finally:
@@ -303,7 +303,7 @@ def _window(plan: AttackPlan, start: float, end: float) -> dict[str, Any]:
 
 
 def _labels(scenario: Scenario, seed: int, t0: float, t_end: float, lab: Lab,
-            windows: list[dict[str, Any]], out: Path, outside_capture: bool) -> dict[str, Any]:
+            windows: list[dict[str, Any]], outside_capture: bool) -> dict[str, Any]:
     journal = lab.tmp / "ocr-journal.jsonl"
     cargo = []
     if journal.exists():
