@@ -161,3 +161,19 @@ def test_rogue_dhcp_server_offering_itself_as_gateway(sts07_captures: dict, tmp_
     titles = sorted(f.title for f in result.findings if f.category == "hidden-uplink")
     assert titles == ["DHCP server 10.20.7.200 hands out default gateway 10.20.7.200, not the crane gateway",
                       "New DHCP server 10.20.7.200 on the crane LAN"]
+
+
+def test_findings_are_json_and_their_ids_stable(sts07_captures: dict) -> None:
+    import json
+
+    baseline = learn_baseline([sts07_captures["normal"]])
+    runs = [analyze([sts07_captures["attack"]], sinks=[build_sink(REPO / "profiles" / "sts-07.toml", baseline)])
+            for _ in range(2)]
+    first, second = ([f.to_json() for f in r.findings] for r in runs)
+    assert [f["id"] for f in first] == [f["id"] for f in second]
+    assert len({f["id"] for f in first}) == len(first)
+    for obj in first:
+        text = json.dumps(obj)
+        assert Finding.from_json(json.loads(text)).to_json() == obj
+        assert obj["evidence"][0]["source"].endswith("attack.pcap") and obj["evidence"][0]["frames"]
+        assert obj["remedy"] and obj["technique"]
