@@ -430,8 +430,9 @@ class S7Decoder:
             first_part = len(param) < 12 or param[9] == 0 or is_request
             if first_part:
                 szl_id, szl_index = struct.unpack_from(">HH", data, 4)
-                if not is_request and szl_id & 0x00FF == 0x11 and len(data) >= 14 + 22:
-                    order_number = data[14 + 2:14 + 22].decode("latin-1").strip(" \x00")
+                if not is_request and szl_id & 0x00FF == 0x11 and len(data) >= 34:
+                    # list header (length, count), then per item: index, 20-char order number
+                    order_number = data[14:34].decode("latin-1").strip(" \x00")
         fields: dict[str, Any] = {"ts": ts, "frame": frame, "pdu_ref": pdu_ref, "group": group,
                   "subfunction": subfunction, "method_type": method_type, "sequence": sequence,
                   "szl_id": szl_id, "szl_index": szl_index, "return_code": return_code,
