@@ -123,12 +123,6 @@ class Context:
                 return host.name
         return ip
 
-    def allowed(self, client: str, server: str, protocol: str | None, port: int | None) -> bool | None:
-        """Profile verdict on a communication; None without a profile."""
-        if self.profile is None:
-            return None
-        return self.profile.allows(client, server, protocol, port)
-
     def known_pair(self, client: str, server: str, port: int | None = None) -> bool:
         """Seen in the baseline (either way round) or allowed by the profile."""
         key = (client, server, port)
@@ -158,10 +152,6 @@ class Context:
         if self.baseline is not None:
             return set(self.baseline.gateways)
         return set()
-
-    def judges_routing(self) -> bool:
-        """Whether the sanctioned next hop is known at all (else hidden-uplink cannot judge)."""
-        return bool(self.gateway_macs())
 
 
 def _addr(ip: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
