@@ -75,9 +75,10 @@ def test_debian_tracker_matches_by_source_package_and_release(tmp_path: Path) ->
     # login is built from the shadow source package, as in Debian.
     status.write_text(status.read_text().replace("Package: login\n", "Package: login\nSource: shadow\n"))
     result = scan_image(tree, vulndb=_tracker(tmp_path), workers=1)
-    hits = sorted((f.evidence[0].values["advisory"], f.evidence[0].values["package"], str(f.severity)) for f in result.findings)
+    vulns = [f for f in result.findings if f.category == "vulnerable-component"]
+    hits = sorted((f.evidence[0].values["advisory"], f.evidence[0].values["package"], str(f.severity)) for f in vulns)
     assert hits == [("CVE-2099-0001", "debianutils", "high"), ("CVE-2099-0003", "login", "medium")]
-    fixed = next(f for f in result.findings if f.evidence[0].values["advisory"] == "CVE-2099-0001")
+    fixed = next(f for f in vulns if f.evidence[0].values["advisory"] == "CVE-2099-0001")
     assert fixed.evidence[0].values["fixed"] == "5.7-0.5~deb12u2"
     assert fixed.category == "vulnerable-component" and fixed.evidence[0].path == "var/lib/dpkg/status"
 
@@ -104,7 +105,7 @@ def test_osv_debian_ecosystem_ranges_and_exact_versions(tmp_path: Path) -> None:
     db = tmp_path / "osv"
     db.mkdir()
     (db / "all.json").write_text(json.dumps(records))
-    ids = sorted(f.evidence[0].values["advisory"] for f in scan_image(tree, vulndb=db, workers=1).findings)
+    ids = sorted(f.evidence[0].values["advisory"] for f in scan_image(tree, vulndb=db, workers=1).findings if f.category == "vulnerable-component")
     assert ids == ["DSA-9999-1", "OSV-EXACT", "OSV-LAST"]
 
 

@@ -43,8 +43,9 @@ def test_clean_tree_exits_0_even_with_fail_on(tmp_path: Path, capsys: pytest.Cap
     tree = tmp_path / "root"
     tree.mkdir()
     build_tree(tree)
-    assert main(["scan-image", str(tree), "--fail-on", "info"]) == 0
-    assert "findings  0" in capsys.readouterr().out
+    assert main(["scan-image", str(tree), "--fail-on", "low"]) == 0
+    assert "(2 info)" in capsys.readouterr().out
+    assert main(["scan-image", str(tree), "--fail-on", "info"]) == 1
 
 
 def test_html_report_escapes_image_content(tmp_path: Path) -> None:

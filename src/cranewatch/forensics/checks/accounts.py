@@ -161,8 +161,8 @@ def check_file(view: FileView, ctx: ScanContext) -> Iterator[Finding]:
                 remedy="Remove the key and revoke it everywhere it is trusted; keys are issued per crane by the port.",
             )
             return
-    if not view.in_config_scope:
-        return
+    if not view.in_config_scope or view.distribution:
+        return  # a distribution's default configs and examples hold placeholders, not secrets
     for number, line in active_lines(view.lines):
         for name, pattern in _SECRETS:
             match = pattern.search(line)

@@ -75,8 +75,11 @@ def classify_host(host: str, policy: EndpointPolicy) -> str:
 _SEVERITY = {"public": Severity.HIGH, "private": Severity.MEDIUM, "crane-lan": Severity.INFO, "terminal": Severity.INFO}
 
 
+_MARKUP_ID = re.compile(r"xmlns|DOCTYPE|systemId|publicId|\.dtd\b|\.xsd\b|schemaLocation|\$schema|@context", re.I)
+
+
 def check_file(view: FileView, ctx: ScanContext) -> Iterator[Finding]:
-    if view.pristine:
+    if view.distribution:
         return
     if view.kind == "text" and view.in_config_scope:
         yield from _text_endpoints(view, ctx)
@@ -95,6 +98,8 @@ def _text_endpoints(view: FileView, ctx: ScanContext) -> Iterator[Finding]:
                 continue
             if match.group(1) and _VERSIONISH.search(line[: match.start(1)]):
                 continue
+            if match.group(2) and _MARKUP_ID.search(line):
+                continue  # a namespace or schema identifier, not a place anything connects to
             zone = classify_host(host, ctx.endpoints)
             if zone not in _SEVERITY:
                 continue
