@@ -30,6 +30,10 @@ name = "cms"
 role = "cms"
 ip = "10.30.11.30"
 [[hosts]]
+name = "spreader-io"
+role = "plc"
+ip = "10.30.111.12"
+[[hosts]]
 name = "historian"
 role = "historian"
 ip = "10.30.0.40"
@@ -43,6 +47,11 @@ client = "*"
 server = "cms"
 protocol = "https"
 port = 443
+[[allow]]
+client = "cms"
+server = "spreader-io"
+protocol = "modbus"
+port = 502
 [[allow]]
 client = "zone:crane"
 server = "10.30.11.254"
@@ -119,6 +128,9 @@ def test_inservice_handles_any_clients_outside_endpoints_and_the_firewall_itself
     input_chain = text.split("chain input")[1].split("chain output")[0]
     assert 'udp dport 67 counter name "allow_zone_crane_10_30_11_254_dhcp_67" accept' in input_chain
     assert "elements = { 10.30.11.0/24, 10.30.111.0/24 }" in text
+    # two crane subnets: traffic between them is routed by the crane's firewall, so it needs a rule
+    assert ('ip saddr 10.30.11.30 ip daddr 10.30.111.12 tcp dport 502 '
+            'counter name "allow_cms_spreader_io_modbus_502" accept') in lines
     assert "table inet cranewatch_sts_11" in text
 
 

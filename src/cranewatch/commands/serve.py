@@ -37,6 +37,8 @@ def run(args: argparse.Namespace) -> int:
     print(f"cranewatch dashboard on http://{host}:{port}/ (read-only; Ctrl-C stops)", flush=True)
     try:
         server.serve_forever()
+    except KeyboardInterrupt:  # Ctrl-C is how one stops a dashboard: not an error
+        print("dashboard stopped")
     finally:
         server.server_close()
     return 0

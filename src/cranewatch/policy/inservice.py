@@ -108,6 +108,12 @@ def _inside(nets: list[IpNet] | None, zone: Sequence[IpNet]) -> str:
     return "both"
 
 
+def _one_subnet(comm: Communication, zone: Sequence[IpNet]) -> bool:
+    """Both ends inside one crane subnet: their traffic never reaches the crane's router."""
+    ends = [*(_networks(comm.client) or []), *(_networks(comm.server) or [])]
+    return any(all(e.version == z.version and e.subnet_of(z) for e in ends) for z in zone)  # type: ignore[arg-type]
+
+
 def resolve(profile: CraneProfile, pattern: str, where: Location) -> tuple[str, ...] | None:
     """A profile endpoint (host name, IP, CIDR, ``zone:NAME``, ``*``) as addresses; None = any."""
     if pattern == "*" or pattern == "zone:outside":
@@ -204,7 +210,9 @@ def inservice_plan(
         server_side = _inside(_networks(comm.server), zone)
         to_gateway = (gateway is not None and comm.server is not None and len(comm.server) == 1
                       and ipaddress.ip_network(comm.server[0]) == ipaddress.ip_network(gateway))
-        if not to_gateway and client_side == server_side != "both":
+        crossing = client_side != server_side or client_side == "both" or (
+            client_side == "crane" and not _one_subnet(comm, zone))  # routed between crane subnets
+        if not to_gateway and not crossing:
             where = "inside the crane LAN" if client_side == "crane" else "outside the crane zone"
             skipped.append(f"{comm.label}: {where}, does not cross this firewall ({comm.source})")
             continue
