@@ -247,8 +247,9 @@ def test_a_run_killed_while_writing_its_findings_leaves_all_or_nothing(tmp_path:
         assert run.status == "running"
         assert store.count_findings() == 0
         assert store.findings("STS-07", [run.id]) == []
-        store.finish_run(run.id, [make_finding(n) for n in range(count)])  # the re-run completes
-        assert store.count_findings() == count
+        rerun = store.record_run("STS-07", "analyze", [capture], [make_finding(n) for n in range(50)])
+        assert store.count_findings() == 50
+        assert [r.id for r in store.latest_complete_runs("STS-07")] == [rerun]
 
 
 def test_history_and_components_round_trip(tmp_path: Path) -> None:
