@@ -16,7 +16,6 @@ from cranewatch.protocols.enip import (
     EnipIoRequest,
     parse_epath,
 )
-
 from proto_helpers import context, feed_all, h
 
 # cip_stop_plc.pcap frame 1: Send Unit Data, CIP Stop (0x07) to class 0x8E instance 1.

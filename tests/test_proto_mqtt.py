@@ -13,7 +13,6 @@ from cranewatch.protocols.mqtt import (
     MqttPublishRequest,
     MqttSubscribeRequest,
 )
-
 from proto_helpers import context, feed_all, h
 
 CONNECT_31 = h("102500064d51497364700302000500177061686f2f333441414535344137354438333935363645")

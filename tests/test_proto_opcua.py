@@ -14,7 +14,6 @@ from cranewatch.protocols.opcua import (
     OpcuaServiceRequest,
     OpcuaServiceResponse,
 )
-
 from proto_helpers import context, feed_all, h
 
 HEL = h("48454c463800000000000000ffff0000ffff00000000000000000000180000006f70632e7463703a2f2f6c6f"

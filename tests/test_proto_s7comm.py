@@ -14,7 +14,6 @@ from cranewatch.protocols.s7comm import (
     S7UserDataResponse,
     parse_block_name,
 )
-
 from proto_helpers import context, feed_all, h
 
 # snap7_s300_everything.pcapng frames 1-4: setup communication and an SZL 0x0011 read.
