@@ -84,8 +84,9 @@ class HiddenUplink:
                         "next_hop_mac": mac, "sanctioned_gateway_macs": sorted(sanctioned),
                         "crane_host": crane_host, "far_host": far_host,
                         "ports": [conv.dport], "protocols": [conv.protocol or conv.transport],
-                        "flows": [f"{endpoint(conv.src, conv.sport)} > {endpoint(conv.dst, conv.dport)}"]},
-                        weight=conv.packets_to_server + conv.packets_to_client)
+                        "flows": [f"{endpoint(conv.src, conv.sport)} > {endpoint(conv.dst, conv.dport)}"]})
+                    inc = paths.by_key[(mac, crane_host, far_host)]
+                    inc.values["packets"] = inc.values.get("packets", 0) + conv.packets_to_server + conv.packets_to_client
             for key, inc in paths.items():
                 mac = key[0]
                 crane_host, far = inc.values["crane_host"], inc.values["far_host"]

@@ -63,6 +63,7 @@ class RemoteAccess:
 
     def __init__(self) -> None:
         self.incidents = Incidents()
+        self.sessions: set[tuple[str, int, str, int]] = set()
 
     def observe(self, fact: Any, ctx: Context) -> None:
         if not isinstance(fact, RemoteSession):
@@ -72,9 +73,14 @@ class RemoteAccess:
         crane_side = ctx.is_crane(fact.src) or ctx.is_crane(fact.dst)
         if not crane_side:
             return
+        # Decoders report a session by several events (both banners, key exchanges): the
+        # incident counts sessions, the evidence keeps every event's frame and detail.
+        session = (fact.src, fact.sport, fact.dst, fact.dport)
+        weight = 0 if session in self.sessions else 1
+        self.sessions.add(session)
         self.incidents.add((fact.src, fact.dst, fact.protocol), fact, {
             "protocol": fact.protocol, "server_port": fact.dport,
-            "detail": [fact.detail] if fact.detail else []})
+            "detail": [fact.detail] if fact.detail else []}, weight=weight)
 
     def finish(self, ctx: Context) -> list[Finding]:
         findings = []
