@@ -295,3 +295,20 @@ def test_the_recorded_decision_keeps_its_policy(store: Store) -> None:
     decide(store, "STS-07", custom)
     recorded = latest_decision(store, "STS-07")
     assert recorded is not None and recorded.policy == custom and recorded.decision == "cleared"
+
+
+LAB_NORMAL = REPO / "src" / "cranewatch" / "data" / "lab" / "normal" / "crane-lan.pcap"
+
+
+def test_baseline_review_against_the_profile(store: Store) -> None:
+    from cranewatch.baseline import Baseline
+
+    full_evidence(store)
+    learned = Baseline(pairs=frozenset({("10.20.7.30", "203.0.113.40", 443), ("10.20.7.20", "10.20.0.6", 1883)}),
+                       protocols=frozenset({("203.0.113.40", 443, "tls"), ("10.20.0.6", 1883, "mqtt")}))
+    decision = decide(store, "STS-07", move=False, baseline=learned)
+    assert decision.decision == "needs-review"
+    assert texts(decision) == [
+        "the baseline saw 10.20.7.30 → 203.0.113.40:443 (tls), which the profile does not allow"]
+    if LAB_NORMAL.is_file():  # the lab's clean capture, learned for real, stays within the profile
+        assert decide(store, "STS-07", baseline=[LAB_NORMAL]).decision == "cleared"

@@ -134,6 +134,7 @@ class Evidence:
     stale_runs: tuple[Run, ...] = ()  # started but never completed, with no complete rerun
     profile_problem: str | None = None  # None when the profile loaded
     profile_hosts: dict[str, tuple[str, str | None]] | None = None  # ip → (host name, MAC) of the profile
+    baseline_beyond_profile: tuple[str, ...] = ()  # learned communications the profile does not allow
 
 
 @dataclass(frozen=True, slots=True)
@@ -205,6 +206,8 @@ def assess(crane: Crane, evidence: Evidence, policy: GatePolicy) -> tuple[str, t
     if "profile" in policy.required_evidence and evidence.profile_problem is not None:
         missing.append(Reason("missing-evidence", evidence.profile_problem))
     review.extend(profile_review(crane, evidence.profile_hosts))
+    review.extend(Reason("review-baseline", f"the baseline saw {text}, which the profile does not allow",
+                         source="baseline") for text in evidence.baseline_beyond_profile)
     for run in evidence.stale_runs:
         review.append(Reason("incomplete-run", f"{run_label(run)} did not complete ({run.status}"
                              f"{': ' + run.note if run.note else ''}); re-run it", source=run_label(run)))
@@ -244,7 +247,22 @@ def profile_review(crane: Crane, hosts: dict[str, tuple[str, str | None]] | None
     return reasons
 
 
-def gather_evidence(store: Store, crane: Crane) -> Evidence:
+def baseline_beyond_profile(profile: Any, baseline: Any) -> tuple[str, ...]:
+    """Communications a learned baseline saw that the profile does not allow (``client → server:port``).
+
+    Before a crane enters service its baseline becomes the allow-list; anything it adds to the
+    profile is a question for a person (a forgotten allowance, or traffic that should not be).
+    """
+    names = {(server, port): name for server, port, name in getattr(baseline, "protocols", ())}
+    out = []
+    for client, server, port in sorted(getattr(baseline, "pairs", ())):
+        protocol = names.get((server, port))
+        if not profile.allows(client, server, protocol, port):
+            out.append(f"{client} → {server}:{port}" + (f" ({protocol})" if protocol else ""))
+    return tuple(out)
+
+
+def gather_evidence(store: Store, crane: Crane, baseline: Any = None) -> Evidence:
     runs = store.runs(crane.name)
     latest = store.latest_complete_runs(crane.name)
     # a run that never completed matters only if nothing of its kind completed after it
@@ -254,21 +272,28 @@ def gather_evidence(store: Store, crane: Crane) -> Evidence:
         and not any((d.kind, d.component) == (r.kind, r.component) and d.id > r.id for d in latest)
     )
     findings = {r.id: tuple(store.findings(crane.name, [r.id])) for r in latest}
-    problem, hosts = read_profile(crane)
-    return Evidence(tuple(latest), findings, stale, problem, hosts)
+    problem, profile = read_profile(crane)
+    hosts = None if profile is None else {h.ip: (h.name, h.mac) for h in profile.hosts}
+    beyond: tuple[str, ...] = ()
+    if baseline is not None and profile is not None:
+        from cranewatch.baseline import Baseline, load_baseline
+
+        if not isinstance(baseline, Baseline):
+            baseline = load_baseline(baseline)
+        beyond = baseline_beyond_profile(profile, baseline)
+    return Evidence(tuple(latest), findings, stale, problem, hosts, beyond)
 
 
-def read_profile(crane: Crane) -> tuple[str | None, dict[str, tuple[str, str | None]] | None]:
-    """(what is wrong with the crane's profile or None, the profile's hosts by IP)."""
+def read_profile(crane: Crane) -> tuple[str | None, Any]:
+    """(what is wrong with the crane's profile or None, the loaded ``CraneProfile`` or None)."""
     if not crane.profile_path:
         return f"no profile registered for {crane.name} (cranewatch fleet add --profile, or in the fleet file)", None
     from cranewatch.profile import load_profile
 
     try:
-        profile = load_profile(crane.profile_path)
+        return None, load_profile(crane.profile_path)
     except CranewatchError as exc:
         return f"the profile of {crane.name} does not load: {exc.message}", None
-    return None, {h.ip: (h.name, h.mac) for h in profile.hosts}
 
 
 def decide(
@@ -278,11 +303,16 @@ def decide(
     *,
     who: str | None = None,
     move: bool = True,
+    baseline: Any = None,
 ) -> GateDecision:
-    """Decide on ``crane`` from its recorded evidence, record the decision, move the life cycle."""
+    """Decide on ``crane`` from its recorded evidence, record the decision, move the life cycle.
+
+    ``baseline`` (a ``Baseline``, a saved baseline or clean captures) is reviewed against the
+    profile: what it saw beyond the profile needs a person's review.
+    """
     policy = policy or GatePolicy()
     record = require_crane(store, crane)
-    evidence = gather_evidence(store, record)
+    evidence = gather_evidence(store, record, baseline)
     decision, reasons = assess(record, evidence, policy)
     actor = who or current_user()
     run_id = store.begin_run(

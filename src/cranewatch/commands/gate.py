@@ -26,6 +26,7 @@ HEADINGS = {
     "review-finding": "findings to review",
     "incomplete-run": "incomplete runs",
     "review-component": "components to confirm",
+    "review-baseline": "baseline beyond the profile",
     "missing-evidence": "missing evidence",
 }
 
@@ -52,6 +53,8 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--capture", action="append", default=[], metavar="FILE",
                         help="first analyse this capture recorded in quarantine and record it (repeatable; "
                         "all captures form one analysis, with the crane's registered profile)")
+    parser.add_argument("--baseline", nargs="+", metavar="FILE",
+                        help="review a saved baseline (or clean captures) against the crane's profile")
     parser.add_argument("--format", choices=("text", "json"), default="text")
     parser.add_argument("--no-move", action="store_true", help="record the decision but leave the life cycle alone")
     parser.add_argument("--exit-code", action="store_true", help="exit 1 unless the crane is cleared")
@@ -65,7 +68,7 @@ def run(args: argparse.Namespace) -> int:
     images = [parse_image_option(text) for text in args.image]
     with store_from_args(args) as store:
         record_evidence(store, args.crane, images, args.capture)
-        decision = decide(store, args.crane, policy, who=args.by, move=not args.no_move)
+        decision = decide(store, args.crane, policy, who=args.by, move=not args.no_move, baseline=args.baseline)
     if args.format == "json":
         print(json.dumps(decision.to_json(), indent=2))
     else:

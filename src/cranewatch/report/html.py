@@ -21,6 +21,7 @@ REASON_HEADINGS = (
     ("review-finding", "Findings to review"),
     ("incomplete-run", "Incomplete runs"),
     ("review-component", "Components to confirm"),
+    ("review-baseline", "Baseline beyond the profile"),
     ("missing-evidence", "Missing evidence"),
 )
 
