@@ -58,8 +58,11 @@ def run_lab(scenario: str, out: Path, seconds: int = 15,
 
 
 def assert_nothing_left(before: tuple[str, str, str]) -> None:
-    assert netns.lab_namespaces() == []
-    assert lab_processes() == []
+    # Under the lab lock no other run (another checkout's tests) is active, so anything
+    # found is a leftover.
+    with netns.run_lock(wait=600):
+        assert netns.lab_namespaces() == []
+        assert lab_processes() == []
     assert host_network_state() == before, "the host namespace changed"
 
 
@@ -199,7 +202,8 @@ def test_run_reports_a_missing_tool(as_root: None, tmp_path: Path) -> None:
                           env={**os.environ, "PATH": str(tmp_path)})
     assert done.returncode == 4, done.stderr
     assert "tcpdump" in done.stderr and "install-deps" in done.stderr
-    assert netns.lab_namespaces() == []
+    with netns.run_lock(wait=600):
+        assert netns.lab_namespaces() == []
 
 
 def test_list_shows_every_scenario_on_one_line() -> None:

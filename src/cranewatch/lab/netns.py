@@ -163,7 +163,11 @@ def delete_namespace(netns: str) -> None:
         deadline = time.monotonic() + 2.0
         while time.monotonic() < deadline and _pids_in(netns):
             time.sleep(0.05)
-    run(["ip", "netns", "delete", netns], check=False)
+    for _ in range(20):
+        run(["ip", "netns", "delete", netns], check=False)
+        if netns not in lab_namespaces():
+            return
+        time.sleep(0.1)  # a process that was still exiting kept it busy
 
 
 def clean() -> list[str]:
