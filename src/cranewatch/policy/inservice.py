@@ -9,7 +9,7 @@ logged with the crane's prefix (``cw STS-07 in-service drop: ``) and counted.
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -281,6 +281,3 @@ def inservice_ruleset(
     """nftables text for a crane in service: the profile's (and baseline's) allow-list, rest dropped."""
     return render(inservice_plan(profile, baseline, crane=crane, interface=interface))
 
-
-def describe(comms: Iterable[Communication]) -> list[str]:
-    return [c.label for c in comms]
