@@ -282,3 +282,22 @@ def test_a_readonly_store_reads_but_cannot_write(tmp_path: Path) -> None:
             assert [c.name for c in reader.cranes()] == ["STS-07"]
             with pytest.raises(sqlite3.OperationalError, match="readonly"):
                 reader.add_crane(Crane("STS-08"), who="a", why="b")
+
+
+def test_two_writers_take_turns_instead_of_failing(tmp_path: Path) -> None:
+    """BEGIN IMMEDIATE + busy timeout: a second writer waits for the first, nothing is lost."""
+    db = tmp_path / "cw.db"
+    open_store(db).close()
+    writers = [
+        subprocess.Popen(
+            [sys.executable, "-c", WRITER.format(tests=str(Path(__file__).parent), db=str(db), runs=15, per_run=40)
+             .replace('"STS-%02d" % r', f'"W{w}-%02d" % r')],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for w in range(2)
+    ]
+    for writer in writers:
+        out, err = writer.communicate(timeout=120)
+        assert writer.returncode == 0 and out.strip() == "done", err
+    with open_store(db) as store:
+        assert store.count_findings() == 2 * 15 * 40
+        assert len(store.cranes()) == 0 and len(store.runs("W0-00")) == len(store.runs("W1-14")) == 1
