@@ -15,6 +15,7 @@ Python decoders. ``fast_path=False`` sends everything the slow way (the tests co
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib
 import pkgutil
@@ -26,7 +27,9 @@ from typing import Any, Protocol
 import numpy as np
 
 from cranewatch import protocols
-from cranewatch.decode import DecodedBatch, decode_batch, ip_text, mac_text
+from cranewatch.decode import DecodedBatch, decode_batch
+from cranewatch.decode import ip_text as _ip_text
+from cranewatch.decode import mac_text as _mac_text
 from cranewatch.errors import CaptureError, DecodeError, Location
 from cranewatch.flows import (
     IPPROTO_TCP,
@@ -43,6 +46,10 @@ from cranewatch.protocols import modbus
 from cranewatch.protocols.base import REGISTRY, DecoderSpec, Event, FlowContext
 from cranewatch.protocols.modbus import FastInput, ModbusBook, ModbusDecoder, RegisterSeries
 from cranewatch.sources.pcap import PacketBatch, open_capture
+
+# The same few hundred addresses come back in every flow: format each once.
+ip_text = functools.lru_cache(maxsize=65536)(_ip_text)
+mac_text = functools.lru_cache(maxsize=65536)(_mac_text)
 
 MAX_WARNINGS = 1000  # kept in the result; the rest are counted
 MAX_HELD_BYTES = 64 * 1024 * 1024  # out-of-order bytes held by all TCP streams together
@@ -332,6 +339,7 @@ class Analysis:
         self._next_sweep: float | None = None
         self._payload_sinks = [s for s in self.sinks if hasattr(s, "on_payload")]
         self._limits_hit: set[str] = set()
+        self._deferred: list[tuple[int, Event]] | None = None
 
     # ------------------------------------------------------------------ plumbing
 
@@ -525,10 +533,20 @@ class Analysis:
         rows = np.flatnonzero(interesting)
         if len(rows) == 0:
             return
-        if self.fast_path:
-            self._prepare_new_flows(batch, decoded, flows, index, from_client, rows)
-            rows = self._fast_modbus(batch, decoded, flows, index, from_client, rows)
-        self._slow(batch, decoded, flows, index, from_client, rows)
+        # Events of this batch are gathered and given out in capture order: the fast path
+        # and the slow path each make some of them.
+        self._deferred = []
+        try:
+            if self.fast_path:
+                self._prepare_new_flows(batch, decoded, flows, index, from_client, rows)
+                rows = self._fast_modbus(batch, decoded, flows, index, from_client, rows)
+            self._slow(batch, decoded, flows, index, from_client, rows)
+            deferred = self._deferred
+        finally:
+            self._deferred = None
+        deferred.sort(key=lambda item: item[0])
+        for _, event in deferred:
+            self.emit(event)
 
     def _prepare_new_flows(self, batch: PacketBatch, decoded: DecodedBatch, flows: list[Flow],
                            index: np.ndarray, from_client: np.ndarray, rows: np.ndarray) -> None:
@@ -589,10 +607,13 @@ class Analysis:
                       for f in fast_flows],
             pending=[f.decoder.pending for f in fast_flows],
         )
-        peers = [(ip_text(f.client), ip_text(f.server)) for f in fast_flows]
-        result = modbus.fast_reads(data, self.book, peers, batch.source)
+        contexts = [f.decoder.context for f in fast_flows]
+        peers = [(c.client, c.server) for c in contexts]
+        result = modbus.fast_reads(data, self.book, contexts, batch.source)
         if not result.handled.any():
             return rows
+        assert self._deferred is not None
+        self._deferred.extend((int(candidate[i]), event) for i, event in result.events)
         for k in np.flatnonzero(result.touched).tolist():
             flow = fast_flows[k]
             to_server, to_client = result.next_seq.get(k, data.next_seq[k])
@@ -612,11 +633,11 @@ class Analysis:
               index: np.ndarray, from_client: np.ndarray, rows: np.ndarray) -> None:
         buf = batch.buf
         source = batch.source
-        columns = zip(index[rows].tolist(), from_client[rows].tolist(),
+        columns = zip(rows.tolist(), index[rows].tolist(), from_client[rows].tolist(),
                       decoded.payload_off[rows].tolist(), decoded.payload_len[rows].tolist(),
                       decoded.tcp_seq[rows].tolist(), decoded.tcp_flags[rows].tolist(),
                       batch.ts[rows].tolist(), batch.frame[rows].tolist(), strict=True)
-        for flow_index, to_server, off, size, seq, flags, ts, frame in columns:
+        for row, flow_index, to_server, off, size, seq, flags, ts, frame in columns:
             flow = flows[flow_index]
             side = flow.side(to_server)
             tcp = flow.proto == IPPROTO_TCP
@@ -642,14 +663,15 @@ class Analysis:
                     flow.side(not to_server).stream = Stream()
                 for piece in side.stream.segment(seq, data, frame, ts):
                     if isinstance(piece, Chunk):
-                        self._feed(flow, to_server, piece.data, piece.ts, piece.frame, source)
+                        self._feed(flow, to_server, piece.data, piece.ts, piece.frame, source,
+                                   row)
                     else:
                         flow.decoder.gap(to_server != flow.decoder_reversed)
             else:
-                self._feed(flow, to_server, data, ts, frame, source)
+                self._feed(flow, to_server, data, ts, frame, source, row)
 
     def _feed(self, flow: Flow, to_server: bool, data: bytes, ts: float, frame: int,
-              source: str) -> None:
+              source: str, row: int = -1) -> None:
         decoder = flow.decoder
         from_client = to_server != flow.decoder_reversed
         for _ in range(64):  # a decoder that raised is asked again for what followed
@@ -659,8 +681,11 @@ class Analysis:
                 self.warn(Warning_(f"{flow.protocol}: {exc.message}", source, frame, "decode"))
                 data = b""
                 continue
-            for event in events:
-                self.emit(event)
+            if self._deferred is not None:
+                self._deferred.extend((row, event) for event in events)
+            else:
+                for event in events:
+                    self.emit(event)
             break
         if isinstance(decoder, ModbusDecoder) and decoder.unanswered:
             master, slave = decoder.context.client, decoder.context.server

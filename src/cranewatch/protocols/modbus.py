@@ -553,14 +553,7 @@ class ModbusDecoder:
                 oldest = next(iter(self.pending))
                 self.unanswered.append(self.pending.pop(oldest))
             self.pending[transaction_id] = _Pending(frame, ts, unit_id, fields)
-            return ModbusRequest(
-                ts=ts, frame=frame, src=ctx.client, dst=ctx.server, sport=ctx.client_port,
-                dport=ctx.server_port, source=ctx.source, transaction_id=transaction_id,
-                unit_id=unit_id, function=fields.function, address=fields.address,
-                quantity=fields.quantity, values=fields.values, sub_function=fields.sub_function,
-                read_address=fields.read_address, read_quantity=fields.read_quantity,
-                detail=fields.detail,
-            ), problem
+            return request_event(ctx, transaction_id, unit_id, fields, ts, frame), problem
         request = self.pending.get(transaction_id)
         if request is not None and request.fields.function != pdu[0] & 0x7F:
             request = None  # a different question was asked with this id: not its answer
@@ -574,20 +567,37 @@ class ModbusDecoder:
             answer = ResponseFields(
                 code & 0x7F, exception_code=pdu[1] if code & 0x80 and len(pdu) > 1 else None,
                 detail={"malformed": exc.message, "data": pdu.hex()})
-        address, quantity = answer.address, answer.quantity
-        if request is not None and address is None:  # writes echo their own range: keep it
-            asked = request.fields
-            if asked.function == 23:
-                address, quantity = asked.read_address, asked.read_quantity
-            elif asked.address is not None:
-                address, quantity = asked.address, asked.quantity
-        return ModbusResponse(
-            ts=ts, frame=frame, src=ctx.server, dst=ctx.client, sport=ctx.server_port,
-            dport=ctx.client_port, source=ctx.source, transaction_id=transaction_id,
-            unit_id=unit_id, function=answer.function, exception_code=answer.exception_code,
-            address=address, quantity=quantity, values=answer.values,
-            request_frame=request.frame if request is not None else None, detail=answer.detail,
-        ), problem
+        return response_event(ctx, transaction_id, unit_id, answer, request, ts, frame), problem
+
+
+def request_event(ctx: FlowContext, transaction_id: int, unit_id: int, fields: RequestFields,
+                  ts: float, frame: int) -> ModbusRequest:
+    return ModbusRequest(
+        ts=ts, frame=frame, src=ctx.client, dst=ctx.server, sport=ctx.client_port,
+        dport=ctx.server_port, source=ctx.source, transaction_id=transaction_id,
+        unit_id=unit_id, function=fields.function, address=fields.address,
+        quantity=fields.quantity, values=fields.values, sub_function=fields.sub_function,
+        read_address=fields.read_address, read_quantity=fields.read_quantity,
+        detail=fields.detail,
+    )
+
+
+def response_event(ctx: FlowContext, transaction_id: int, unit_id: int, answer: ResponseFields,
+                   request: _Pending | None, ts: float, frame: int) -> ModbusResponse:
+    address, quantity = answer.address, answer.quantity
+    if request is not None and address is None:  # writes echo their own range: keep it
+        asked = request.fields
+        if asked.function == 23:
+            address, quantity = asked.read_address, asked.read_quantity
+        elif asked.address is not None:
+            address, quantity = asked.address, asked.quantity
+    return ModbusResponse(
+        ts=ts, frame=frame, src=ctx.server, dst=ctx.client, sport=ctx.server_port,
+        dport=ctx.client_port, source=ctx.source, transaction_id=transaction_id,
+        unit_id=unit_id, function=answer.function, exception_code=answer.exception_code,
+        address=address, quantity=quantity, values=answer.values,
+        request_frame=request.frame if request is not None else None, detail=answer.detail,
+    )
 
 
 SPEC = register(
@@ -797,26 +807,31 @@ class FastResult:
     next_seq: dict[int, tuple[int | None, int | None]]
     pending: dict[int, dict[int, _Pending]]
     superseded: dict[int, list[_Pending]]  # requests whose transaction id was reused
+    events: list[tuple[int, Event]]  # (input row, event) for the writes decoded here
 
 
 _U32 = 0xFFFFFFFF
+FAST_WRITES = frozenset({5, 6, 15, 16})
+FAST_FUNCTIONS = READ_FUNCTIONS | FAST_WRITES
 _PAIRING_ROUNDS = 4
 
 
-def fast_reads(data: FastInput, book: ModbusBook, peers: list[tuple[str, str]],
+def fast_reads(data: FastInput, book: ModbusBook, contexts: list[FlowContext],
                source: str) -> FastResult:
     """Decode plain polling vectorised; leave each flow's first irregularity on to the slow path.
 
-    A row qualifies when it carries exactly one read request (FC 1–4) or one normal read
-    response, starts where the previous segment of its direction ended (from the sequence
-    number the stream expects), and, for a response, answers a pending request with the same
-    function and a matching byte count. For each flow the rows before its first row that does
-    not qualify are decoded here. ``peers[flow]`` is the (master, slave) of each flow.
+    A row qualifies when it carries exactly one well-formed read (FC 1–4) or single/multiple
+    write (FC 5, 6, 15, 16) request or normal response, starts where the previous segment of
+    its direction ended (from the sequence number the stream expects), and, for a response,
+    answers a pending request with the same function (and, for reads, a matching byte count).
+    For each flow the rows before its first row that does not qualify are decoded here: reads
+    fold into series at once, writes become the same events the slow path makes (built by the
+    same functions). ``contexts[flow]`` is each flow's decoder context.
     """
     nflows = len(data.next_seq)
     n = len(data.flow)
     handled = np.zeros(n, dtype=bool)
-    result = FastResult(handled, np.zeros(nflows, dtype=bool), {}, {}, {})
+    result = FastResult(handled, np.zeros(nflows, dtype=bool), {}, {}, {}, [])
     if n == 0 or nflows == 0:
         return result
     buf = data.buf
@@ -834,9 +849,24 @@ def fast_reads(data: FastInput, book: ModbusBook, peers: list[tuple[str, str]],
     length = data.length.astype(np.int64)
     req = data.from_client
     limit = np.where(fc <= 2, _MAX_READ_BITS, _MAX_READ_REGISTERS)
-    ok_req = req & (length == 12) & (mbap_len == 6) & (qty >= 1) & (qty <= limit)
-    ok_resp = ~req & (length >= 9) & (length == 6 + mbap_len) & (byte_count == mbap_len - 3)
-    ok = (fc >= 1) & (fc <= 4) & (protocol_id == 0) & np.where(req, ok_req, ok_resp)
+    is_read = (fc >= 1) & (fc <= 4)
+    is_write = (fc == 5) | (fc == 6) | (fc == 15) | (fc == 16)
+    fixed = (length == 12) & (mbap_len == 6)
+    ok_req = req & np.where(is_read, fixed & (qty >= 1) & (qty <= limit),
+                            np.where(fc <= 6, fixed, (length == 6 + mbap_len) & (length >= 13)))
+    ok_resp = ~req & np.where(
+        is_read, (length >= 9) & (length == 6 + mbap_len) & (byte_count == mbap_len - 3), fixed)
+    ok = (is_read | is_write) & (protocol_id == 0) & np.where(req, ok_req, ok_resp)
+    # Writes are few: parse them with the slow path's own functions (a malformed one is
+    # irregular and goes the slow way, with its warning).
+    parsed: dict[int, RequestFields | ResponseFields] = {}
+    for i in np.flatnonzero(ok & is_write).tolist():
+        start = int(data.offset[i])
+        pdu = buf[start + 7 : start + int(length[i])].tobytes()
+        try:
+            parsed[i] = parse_request(pdu) if req[i] else parse_response(pdu)
+        except DecodeError:
+            ok[i] = False
 
     # In order: each segment starts where the previous one of its direction ended.
     slot = data.flow * 2 + req
@@ -867,8 +897,7 @@ def fast_reads(data: FastInput, book: ModbusBook, peers: list[tuple[str, str]],
     c_tid = np.array([c[1] for c in carried], dtype=np.uint32)
     c_fc = np.array([c[2].fields.function for c in carried], dtype=np.uint32)
     c_qty = np.array([c[2].fields.quantity or 0 for c in carried], dtype=np.uint32)
-    c_read = np.array([c[2].fields.function in READ_FUNCTIONS and not c[2].fields.detail
-                       for c in carried], dtype=bool)
+    c_read = np.array([_fast_pending(c[2].fields) for c in carried], dtype=bool)
     for _ in range(_PAIRING_ROUNDS):
         rows = np.flatnonzero(position < cut[data.flow])
         pairing = _pair(m, c_flow, c_tid, c_fc, c_qty, c_read, rows, data.flow, tid, req, fc,
@@ -894,15 +923,18 @@ def fast_reads(data: FastInput, book: ModbusBook, peers: list[tuple[str, str]],
     next_is_resp[:-1] = same_next[:-1] & ~r_s[1:]
     next_is_req = np.zeros(len(pair_order), dtype=bool)
     next_is_req[:-1] = same_next[:-1] & r_s[1:]
+    def pending_of(j: int) -> _Pending:
+        if src_row[j] < 0:
+            return carried[int(pair_order[j])][2]
+        i = int(rows[src_row[j]])
+        fields = parsed.get(i)
+        if not isinstance(fields, RequestFields):
+            fields = RequestFields(int(fc[i]), address=int(address[i]), quantity=int(qty[i]))
+        return _Pending(int(data.frame[i]), float(data.ts[i]), int(unit[i]), fields)
+
     for j in np.flatnonzero(r_s & ~next_is_resp & touched[f_s]).tolist():
         f = int(f_s[j])
-        if src_row[j] < 0:
-            pend = carried[int(pair_order[j])][2]
-        else:
-            i = int(rows[src_row[j]])
-            pend = _Pending(int(data.frame[i]), float(data.ts[i]), int(unit[i]),
-                            RequestFields(int(fc[i]), address=int(address[i]),
-                                          quantity=int(qty[i])))
+        pend = pending_of(j)
         if next_is_req[j]:
             result.superseded.setdefault(f, []).append(pend)
         else:
@@ -910,11 +942,29 @@ def fast_reads(data: FastInput, book: ModbusBook, peers: list[tuple[str, str]],
     for f in np.flatnonzero(touched).tolist():
         result.pending.setdefault(f, {})
 
-    new_req = rows[req[rows]]
+    # Writes: events, exactly as the slow path builds them (in pairing order, sorted later).
+    no_carried = np.zeros(m, dtype=bool)
+    write_j = np.flatnonzero(np.concatenate([no_carried, is_write[rows]])[pair_order])
+    for j in write_j.tolist():
+        i = int(rows[src_row[j]])
+        ctx = contexts[int(f_s[j])]
+        fields = parsed[i]
+        ts, frame = float(data.ts[i]), int(data.frame[i])
+        if isinstance(fields, RequestFields):
+            event: Event = request_event(ctx, int(tid[i]), int(unit[i]), fields, ts, frame)
+        else:
+            assert isinstance(fields, ResponseFields)
+            event = response_event(ctx, int(tid[i]), int(unit[i]), fields, pending_of(j - 1),
+                                   ts, frame)
+        result.events.append((i, event))
+    result.events.sort(key=lambda item: item[0])
+
+    new_req = rows[req[rows] & is_read[rows]]
+    peers = [(c.client, c.server) for c in contexts]
     if len(new_req):
         _fold_requests(book, peers, source, data, new_req, unit, fc, address, qty)
 
-    resp_j = np.flatnonzero(answered)
+    resp_j = np.flatnonzero(answered & np.concatenate([no_carried, is_read[rows]])[pair_order])
     if len(resp_j):
         resp_rows = rows[src_row[resp_j]]
         req_src = src_row[resp_j - 1]
@@ -948,6 +998,13 @@ def fast_reads(data: FastInput, book: ModbusBook, peers: list[tuple[str, str]],
     return result
 
 
+def _fast_pending(fields: RequestFields) -> bool:
+    """A pending request (from either path) whose answer the fast path may pair."""
+    if fields.function in READ_FUNCTIONS:
+        return not fields.detail and fields.address is not None
+    return fields.function in FAST_WRITES and "malformed" not in fields.detail
+
+
 def _pair(m: int, c_flow: np.ndarray, c_tid: np.ndarray, c_fc: np.ndarray, c_qty: np.ndarray,
           c_read: np.ndarray, rows: np.ndarray, flow: np.ndarray, tid: np.ndarray,
           req: np.ndarray, fc: np.ndarray, qty: np.ndarray,
@@ -975,7 +1032,7 @@ def _pair(m: int, c_flow: np.ndarray, c_tid: np.ndarray, c_fc: np.ndarray, c_qty
     prev = np.maximum(np.arange(len(pair_order)) - 1, 0)
     wanted = np.where(fc_s[prev] <= 2, (qty_s[prev] + 7) // 8, 2 * qty_s[prev])
     answered = (~r_s & same_prev & r_s[prev] & read_s[prev] & (fc_s[prev] == fc_s)
-                & (bc_s == wanted))
+                & ((bc_s == wanted) | (fc_s > 4)))
     broken = ~r_s & ~answered
     return f_s, t_s, r_s, pair_order, answered, broken, pair_order - m
 
@@ -989,19 +1046,27 @@ def _group(columns: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
     return first, inverse.reshape(-1)
 
 
+def _peer_ids(peers: list[tuple[str, str]]) -> tuple[np.ndarray, list[tuple[str, str]]]:
+    """Flows of the same master and slave (a master reconnects often) share an id."""
+    ids: dict[tuple[str, str], int] = {}
+    of_flow = np.array([ids.setdefault(p, len(ids)) for p in peers], dtype=np.int64)
+    return of_flow, list(ids)
+
+
 def _fold_requests(book: ModbusBook, peers: list[tuple[str, str]], source: str, data: FastInput,
                    rows: np.ndarray, unit: np.ndarray, fc: np.ndarray, address: np.ndarray,
                    qty: np.ndarray) -> None:
-    flow = data.flow[rows]
+    pair_of_flow, pairs = _peer_ids(peers)
+    flow = pair_of_flow[data.flow[rows]]
     first, inverse = _group([flow, unit[rows], fc[rows], address[rows], qty[rows]])
-    counts = np.bincount(inverse)
-    ts = data.ts[rows]
-    lo = np.full(len(first), np.inf)
-    hi = np.full(len(first), -np.inf)
-    np.minimum.at(lo, inverse, ts)
-    np.maximum.at(hi, inverse, ts)
+    order = np.argsort(inverse, kind="stable")
+    bounds = np.searchsorted(inverse[order], np.arange(len(first) + 1))
+    counts = np.diff(bounds)
+    ts = data.ts[rows][order]
+    lo = np.minimum.reduceat(ts, bounds[:-1])
+    hi = np.maximum.reduceat(ts, bounds[:-1])
     for g, r in enumerate(first.tolist()):
-        master, slave = peers[int(flow[r])]
+        master, slave = pairs[int(flow[r])]
         i = int(rows[r])
         u, f, a, q = int(unit[i]), int(fc[i]), int(address[i]), int(qty[i])
         book.tally_request(master, slave, u, f, a, q, float(lo[g]), float(hi[g]), int(counts[g]))
@@ -1011,20 +1076,31 @@ def _fold_requests(book: ModbusBook, peers: list[tuple[str, str]], source: str, 
 def _fold_answers(book: ModbusBook, peers: list[tuple[str, str]], data: FastInput,
                   rows: np.ndarray, flow: np.ndarray, unit: np.ndarray, fc: np.ndarray,
                   address: np.ndarray, qty: np.ndarray) -> None:
+    """Append answered reads to their series: values gathered once per (function, quantity)."""
+    pair_of_flow, pairs = _peer_ids(peers)
+    flow = pair_of_flow[flow]
     first, inverse = _group([flow, unit, fc, address, qty])
-    order = np.argsort(inverse, kind="stable")
-    bounds = np.searchsorted(inverse[order], np.arange(len(first) + 1))
-    for g, r in enumerate(first.tolist()):
-        members = order[bounds[g] : bounds[g + 1]]
-        picked = rows[members]
-        function, quantity = int(fc[r]), int(qty[r])
-        master, slave = peers[int(flow[r])]
-        offsets = data.offset[picked] + 9
+    shape = fc.astype(np.int64) * 65536 + qty
+    for shape_value in np.unique(shape).tolist():
+        sel = np.flatnonzero(shape == shape_value)
+        function, quantity = shape_value >> 16, shape_value & 0xFFFF
+        offsets = data.offset[rows[sel]] + 9
         if function <= 2:
             raw = data.buf[offsets[:, None] + np.arange((quantity + 7) // 8)]
             values = np.unpackbits(raw, axis=1, bitorder="little")[:, :quantity].astype(np.uint16)
         else:
             raw = data.buf[offsets[:, None] + np.arange(2 * quantity)]
             values = (raw[:, 0::2].astype(np.uint16) << 8) | raw[:, 1::2]
-        key = (master, slave, int(unit[r]), function, int(address[r]), quantity)
-        book.read_answers(key, data.ts[picked], data.frame[picked].astype(np.int64), values)
+        groups = inverse[sel]
+        order = np.argsort(groups, kind="stable")
+        cuts = np.flatnonzero(np.diff(groups[order])) + 1
+        ts = data.ts[rows[sel]][order]
+        frames = data.frame[rows[sel]][order].astype(np.int64)
+        values = values[order]
+        for part in np.split(np.arange(len(sel)), cuts):
+            g = int(groups[order[part[0]]])
+            r = int(first[g])
+            master, slave = pairs[int(flow[r])]
+            key = (master, slave, int(unit[r]), function, int(address[r]), quantity)
+            book.read_answers(key, ts[part[0] : part[-1] + 1], frames[part[0] : part[-1] + 1],
+                              values[part[0] : part[-1] + 1])
