@@ -286,3 +286,21 @@ def test_quarantine_passes_only_the_analysis_station(lab: Lab) -> None:
     # the firewall itself is out of reach too
     assert tcp_talk("crane", PLC, "10.20.7.254", 22) == "timeout"
     assert counters()["drop_crane_to_firewall"] >= 1
+
+
+def test_naming_the_crane_interface_also_stops_spoofed_sources(lab: Lab) -> None:
+    spoofed = "192.0.2.77"  # an address outside the crane zone, claimed by a crane host
+    ip("-n", NS["crane"], "addr", "add", f"{spoofed}/32", "dev", "cwpol-c")
+    ip("-n", NS["rt"], "route", "add", f"{spoofed}/32", "dev", "cwpol-rc")  # so replies find it
+    try:
+        # matched by address only (the ruleset's header says so), the spoofed source slips through
+        load(lab, quarantine_ruleset("STS-07", STATION, zone="10.20.7.0/24"))
+        assert tcp_talk("crane", spoofed, OUTSIDE, 443) == "outside-service"
+        # with the crane-side interface named, everything arriving from the crane is covered
+        load(lab, quarantine_ruleset("STS-07", STATION, zone="10.20.7.0/24", interface="cwpol-rc"))
+        assert tcp_talk("crane", spoofed, OUTSIDE, 443) == "timeout"
+        assert counters()["drop_from_crane"] >= 1
+        assert modbus_poll(STATION) == "registers 4231 4231"  # the station still gets through
+    finally:
+        ip("-n", NS["rt"], "route", "del", f"{spoofed}/32", "dev", "cwpol-rc")
+        ip("-n", NS["crane"], "addr", "del", f"{spoofed}/32", "dev", "cwpol-c")
