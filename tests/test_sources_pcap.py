@@ -479,3 +479,19 @@ def test_pcapng_blocks_straddling_read_blocks(tmp_path: Path, monkeypatch: pytes
     assert packets_of(batches) == packets
     assert column(batches, "frame") == list(range(1, 121))
     assert column(batches, "linktype") == [1] * 60 + [LINKTYPE_IPV4] * 60
+
+
+def test_obsolete_packet_block_overrunning_its_block_is_corrupt(tmp_path: Path) -> None:
+    out = io.BytesIO()
+    writer = PcapngWriter(out)
+    writer.interface(LINKTYPE_ETHERNET)
+    writer.write_obsolete(0, T0, b"good")
+    at = len(out.getvalue())
+    writer.write_obsolete(0, T0, b"liar")
+    data = bytearray(out.getvalue())
+    data[at + 20 : at + 24] = struct.pack("<I", 400)  # captured length beyond the block
+    path = tmp_path / "liar.pcapng"
+    path.write_bytes(bytes(data))
+    batches, warnings = read_all(path)
+    assert packets_of(batches) == [b"good"]
+    assert "overruns" in warnings[0].message

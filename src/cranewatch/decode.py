@@ -387,7 +387,11 @@ def _network_layer(buf: bytes, end: np.ndarray, link: _Link) -> _Network:
 
 
 def _ipv4(buf: bytes, end: np.ndarray, link: _Link, net: _Network, mask: np.ndarray) -> None:
-    """IPv4 over whole columns: most packets of a crane capture are IPv4, so no subsetting."""
+    """IPv4 over whole columns: most packets of a crane capture are IPv4, so no subsetting.
+
+    Runs before IPv6 on freshly zeroed columns, so each column can be replaced outright with
+    ``np.where`` (one pass) instead of a masked assignment (two).
+    """
     l3 = link.l3
     status = link.status
     short = mask & (l3 + 20 > end)
@@ -403,20 +407,20 @@ def _ipv4(buf: bytes, end: np.ndarray, link: _Link, net: _Network, mask: np.ndar
     status[bad] = DecodeStatus.BAD_IP_HEADER
     good = mask & ~bad
     status[good & (l3 + header_len > end)] = DecodeStatus.TRUNCATED_L3
-    net.version[good] = 4
-    net.src_lo[good] = head["src"][good].astype(np.uint64) | _IPV4_MAPPED
-    net.dst_lo[good] = head["dst"][good].astype(np.uint64) | _IPV4_MAPPED
-    net.ttl[good] = head["ttl"][good]
-    net.proto[good] = head["proto"][good]
-    net.ident[good] = head["ident"][good]
+    net.version = np.where(good, np.uint8(4), np.uint8(0))
+    net.src_lo = np.where(good, head["src"].astype(np.uint64) | _IPV4_MAPPED, np.uint64(0))
+    net.dst_lo = np.where(good, head["dst"].astype(np.uint64) | _IPV4_MAPPED, np.uint64(0))
+    net.ttl = np.where(good, head["ttl"], np.uint8(0))
+    net.proto = np.where(good, head["proto"], np.uint8(0))
+    net.ident = np.where(good, head["ident"], 0).astype(np.uint16)
     flags = head["flags"]
     more = good & ((flags & 0x2000) != 0)
-    offset = np.where(good, (flags & 0x1FFF).astype(np.int32) * 8, 0)
-    net.more_fragments |= more
-    net.frag_offset[good] = offset[good]
-    net.fragment[good] = np.where(offset > 0, 2, more.astype(np.uint8))[good]
-    net.l4[good] = (l3 + header_len)[good]
-    net.end[good] = (l3 + total)[good]
+    offset = np.where(good, (flags & 0x1FFF).astype(np.int32) * 8, np.int32(0))
+    net.more_fragments = more
+    net.frag_offset = offset
+    net.fragment = np.where(offset > 0, np.uint8(2), more.astype(np.uint8))
+    net.l4 = np.where(good, l3 + header_len, -1)
+    net.end = np.where(good, l3 + total, net.end)
 
 
 def _ipv6(buf: bytes, end: np.ndarray, link: _Link, net: _Network, rows: np.ndarray) -> None:
@@ -502,38 +506,28 @@ def _transport_layer(buf: bytes, end: np.ndarray, status: np.ndarray, net: _Netw
         has_ports=np.zeros(count, dtype=bool),
     )
     ready = (net.version > 0) & (status == DecodeStatus.OK) & (net.fragment < 2)
-    if not ready.any():
-        return out
-    room = np.minimum(end, net.end) - net.l4
     tcp = ready & (net.proto == 6)
     udp = ready & ((net.proto == 17) | (net.proto == 136))  # UDP-Lite has the same header
-
-    if tcp.any():
-        head = _headers(buf, np.where(tcp, net.l4, 0), _TCP)
-        ports = tcp & (room >= 4)
-        out.sport[ports] = head["sport"][ports]
-        out.dport[ports] = head["dport"][ports]
-        whole = tcp & (room >= 20)
-        status[tcp & ~whole] = DecodeStatus.TRUNCATED_L4
-        out.seq[whole] = head["seq"][whole]
-        out.ack[whole] = head["ack"][whole]
-        out.flags[whole] = head["flags"][whole]
-        header_len = (head["offset"] >> 4).astype(np.int64) * 4
-        bad = whole & ((header_len < 20) | (header_len > room))
-        status[bad] = DecodeStatus.BAD_TCP_OFFSET
-        good = whole & ~bad
-        out.has_ports |= good
-        out.payload_off[good] = (net.l4 + header_len)[good]
-
-    if udp.any():
-        head = _headers(buf, np.where(udp, net.l4, 0), _UDP)
-        ports = udp & (room >= 4)
-        out.sport[ports] = head["sport"][ports]
-        out.dport[ports] = head["dport"][ports]
-        whole = udp & (room >= 8)
-        status[udp & ~whole] = DecodeStatus.TRUNCATED_L4
-        out.has_ports |= whole
-        out.payload_off[whole] = (net.l4 + 8)[whole]
+    either = tcp | udp
+    if not either.any():
+        return out
+    room = np.minimum(end, net.end) - net.l4
+    # one gather serves both: UDP's 8 bytes are the first 8 of the 20 read for TCP
+    head = _headers(buf, np.where(either, net.l4, 0), _TCP)
+    ports = either & (room >= 4)
+    out.sport = np.where(ports, head["sport"], 0).astype(np.uint16)
+    out.dport = np.where(ports, head["dport"], 0).astype(np.uint16)
+    whole = np.where(tcp, room >= 20, room >= 8) & either
+    status[either & ~whole] = DecodeStatus.TRUNCATED_L4
+    tcp_whole = tcp & whole
+    out.seq = np.where(tcp_whole, head["seq"], 0).astype(np.uint32)
+    out.ack = np.where(tcp_whole, head["ack"], 0).astype(np.uint32)
+    out.flags = np.where(tcp_whole, head["flags"], np.uint8(0))
+    header_len = np.where(tcp, (head["offset"] >> 4).astype(np.int64) * 4, 8)
+    bad = tcp_whole & ((header_len < 20) | (header_len > room))
+    status[bad] = DecodeStatus.BAD_TCP_OFFSET
+    out.has_ports = whole & ~bad
+    out.payload_off = np.where(out.has_ports, net.l4 + header_len, 0)
     return out
 
 

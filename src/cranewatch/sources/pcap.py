@@ -92,10 +92,10 @@ def gather_bytes(buf: bytes, starts: np.ndarray, width: int) -> np.ndarray:
     size = len(buf)
     if count == 0 or size == 0:
         return np.zeros((count, width), dtype=np.uint8)
-    inside = (starts >= 0) & (starts <= size - width)
-    if size >= width and inside.all():
+    if size >= width and int(starts.min()) >= 0 and int(starts.max()) <= size - width:
         records = np.ndarray(shape=(size - width + 1,), dtype=f"V{width}", buffer=buf, strides=(1,))
         return records[starts].view(np.uint8).reshape(count, width)
+    inside = (starts >= 0) & (starts <= size - width)
     out = np.zeros((count, width), dtype=np.uint8)
     if size >= width and inside.any():
         records = np.ndarray(shape=(size - width + 1,), dtype=f"V{width}", buffer=buf, strides=(1,))
@@ -519,7 +519,6 @@ class CaptureReader:
             caplen[index] = o_caplen
             origlen[index] = o_origlen
             data_offset[index] = o_data
-            lengths[index] = o_caplen + (o_data - offsets[index]) + 4
         bad_at: int | None = None
         reason = ""
         unknown = np.flatnonzero(iface >= len(interfaces))
