@@ -277,3 +277,35 @@ def test_bypass_inside_a_maintenance_window(baseline: ProcessBaseline) -> None:
     # The same bypass outside the window is an override.
     outside = run_checks(frame, replace(config, maintenance=()), baseline)
     assert {f.rule for f in outside} == {"process-safety-bypass", "process-limit-raised"}
+
+
+def test_position_jump_breaks_the_rate_envelope(baseline: ProcessBaseline) -> None:
+    def jump(now: float, image: ProcessImage) -> ProcessImage:
+        if T0 + 30 <= now < T0 + 30.2:
+            return _image(image, ir={5: image.ir[5] + 2000})  # trolley 20 m away for one poll
+        return image
+
+    findings = run_checks(simulate(60, seed=13, start=T0, hook=jump), baseline=baseline)
+    f = _one(findings, "process-rate", "trolley_position")
+    assert f.first_seen == pytest.approx(T0 + 30, abs=0.3)
+    assert f.evidence[0].values["detection_delay_s"] == 0.0
+
+
+def test_both_anemometers_frozen_need_the_baseline(baseline: ProcessBaseline) -> None:
+    # Both stuck: the twins agree, so only the baseline's "never flat this long" can tell.
+    frozen: dict[int, int] = {}
+
+    def freeze_both(now: float, image: ProcessImage) -> ProcessImage:
+        if now < T0 + 20:
+            return image
+        frozen.setdefault(9, image.ir[9])
+        frozen.setdefault(10, image.ir[10])
+        return _image(image, ir=frozen)
+
+    frame = simulate(60, seed=13, start=T0, hook=freeze_both)
+    assert [f for f in run_checks(frame) if f.rule == "process-frozen"] == []
+    findings = run_checks(frame, baseline=baseline)
+    for name in ("wind_speed_1", "wind_speed_2"):
+        f = _one(findings, "process-frozen", name)
+        assert f.first_seen == pytest.approx(T0 + 20, abs=0.5)
+        assert f.evidence[0].values["detection_delay_s"] < 10.0

@@ -94,3 +94,15 @@ def test_honest_capture_against_a_clean_baseline(tmp_path: Path) -> None:
     assert sink.finish() == []
     result = analyze([other], sinks=[sink])
     assert [f for f in result.findings if f.rule.startswith("process-")] == []
+
+
+def test_unwritable_output_is_a_usage_error(false_load_capture: Path, tmp_path: Path,
+                                            capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "missing-dir" / "signals.csv"
+    assert main(["signals", str(false_load_capture), "--out", str(out)]) == 2
+    assert "cannot write" in capsys.readouterr().err
+
+
+def test_missing_capture(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["signals", str(tmp_path / "nope.pcap"), "--out", str(tmp_path / "s.csv")]) == 2
+    assert "no such capture" in capsys.readouterr().err

@@ -87,3 +87,34 @@ def test_profile_register_map_in_si_units() -> None:
     assert by_name["overload_limit"].normal_max == pytest.approx(71.5)
     assert by_name["safety_bypass"].type == "bit"
     assert {s.name for s in regmap.registers} == {s.name for s in STS07_REGISTER_MAP.registers}
+
+
+def _two_masters(spoof_b: bool) -> dict:
+    from cranewatch.process.simulate import run_polls
+
+    polls = run_polls(60, seed=6, start=1000.0, poll_cycles=1)  # every PLC cycle
+    ir = polls.tables["IR"].copy()
+    # The CMS reads the even cycles, a second master (the OCR) the odd ones.
+    cms = _series("10.20.7.30", polls.t[0::2].tolist(), ir[0::2].tolist())
+    ocr_rows = ir[1::2].copy()
+    if spoof_b:
+        window = (polls.t[1::2] >= 1010.0) & (polls.t[1::2] < 1030.0)
+        ocr_rows[window, 1] = 0  # the OCR's answers have hoist_load zeroed on the way
+    ocr = _series("10.20.7.20", polls.t[1::2].tolist(), ocr_rows.tolist())
+    return extract_signals([cms, ocr])
+
+
+def test_masters_reading_different_values() -> None:
+    from cranewatch.process.engine import run_checks
+
+    honest = _two_masters(spoof_b=False)
+    assert run_checks(build_frame(honest), signals=honest) == []
+    spoofed = _two_masters(spoof_b=True)
+    findings = [f for f in run_checks(build_frame(spoofed), signals=spoofed)
+                if f.rule == "process-masters-disagree"]
+    assert findings, "the zeroed answers to one master went unnoticed"
+    ev = findings[0].evidence[0].values
+    assert ev["signal"] == "hoist_load"
+    # Two masters alone cannot say whose answers were altered: the pair is named.
+    assert {ev["master"], ev["other_master"]} == {"10.20.7.20", "10.20.7.30"}
+    assert 1010.0 <= ev["onset"] <= 1030.0

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from cranewatch.errors import EnvironmentProblem, ExitCode, UsageError
+from cranewatch.errors import EnvironmentProblem, ExitCode, Location, UsageError
 from cranewatch.model import iso_time
 from cranewatch.process.signals import Signal, SignalFrame, build_frame, extract_signals
 
@@ -94,7 +94,10 @@ def write_table(columns: Mapping[str, list[Any]], out: Path) -> None:
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(names)
     writer.writerows(zip(*(columns[n] for n in names), strict=True))
-    out.write_text(buffer.getvalue(), encoding="utf-8")
+    try:
+        out.write_text(buffer.getvalue(), encoding="utf-8")
+    except OSError as exc:
+        raise UsageError(f"cannot write {out}: {exc.strerror}", Location(file=str(out))) from exc
 
 
 def run(args: argparse.Namespace) -> int:

@@ -9,7 +9,7 @@ that already hold signals (tests, benchmarks, other plants).
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -27,6 +27,7 @@ from cranewatch.process.envelope import ProcessBaseline, learn
 from cranewatch.process.signals import (
     STS07_REGISTER_MAP,
     RegisterMap,
+    Signal,
     SignalFrame,
     build_frame,
     extract_signals,
@@ -47,14 +48,17 @@ class ProcessConfig:
 
 
 def run_checks(frame: SignalFrame, config: ProcessConfig | None = None,
-               baseline: ProcessBaseline | None = None, with_plots: bool = True) -> list[Finding]:
-    """Every process check over one aligned frame."""
+               baseline: ProcessBaseline | None = None, with_plots: bool = True,
+               signals: Mapping[str, Signal] | None = None) -> list[Finding]:
+    """Every process check over one aligned frame (``signals``: the raw samples behind it,
+    for the checks that compare masters)."""
     config = config or ProcessConfig()
     if len(frame.t) < 2:
         return []
     ctx = CheckContext(frame=frame, states=crane_states(frame, config.maintenance),
                        limits=config.limits, baseline=baseline,
-                       maintenance=config.maintenance, crane=config.crane)
+                       maintenance=config.maintenance, crane=config.crane,
+                       signals=signals or {})
     incidents: list[Incident] = []
     for check in all_checks():
         incidents.extend(check(ctx))
@@ -107,13 +111,16 @@ class ProcessSink:
             config = config_from_profile(self.profile, float(frame.t[0]), float(frame.t[-1]))
         return replace(config, crane=self.crane) if self.crane else config
 
+    def signals(self) -> dict[str, Signal]:
+        return extract_signals(self.series, self.writes, self.resolved().register_map)
+
     def frame(self) -> SignalFrame:
-        signals = extract_signals(self.series, self.writes, self.resolved().register_map)
-        return build_frame(signals)
+        return build_frame(self.signals())
 
     def finish(self) -> list[Finding]:
-        frame = self.frame()
-        return run_checks(frame, self.resolved(frame), self.baseline)
+        signals = self.signals()
+        frame = build_frame(signals)
+        return run_checks(frame, self.resolved(frame), self.baseline, signals=signals)
 
 
 def read_process_baseline(path: str | Path) -> ProcessBaseline:

@@ -9,14 +9,14 @@ to the sample where the check was sure enough to alert).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from cranewatch.model import Evidence, Finding, Severity, finding_id
-from cranewatch.process.signals import SignalFrame
+from cranewatch.process.signals import Signal, SignalFrame
 
 if TYPE_CHECKING:
     from cranewatch.process.envelope import ProcessBaseline
@@ -47,6 +47,7 @@ class CheckContext:
     baseline: ProcessBaseline | None = None
     maintenance: tuple[tuple[float, float], ...] = ()
     crane: str | None = None
+    signals: Mapping[str, Signal] = field(default_factory=dict)  # raw samples, where known
 
     def seconds(self, s: float) -> int:
         """A duration as a number of grid samples (at least 1)."""
@@ -275,6 +276,7 @@ def all_checks() -> tuple[Check, ...]:
     from cranewatch.process.checks import (
         frozen,
         learned_mode,
+        masters,
         override,
         range_rate,
         relations,
@@ -294,6 +296,7 @@ def all_checks() -> tuple[Check, ...]:
         frozen.check_frozen_sensor,
         frozen.check_heartbeat,
         replay.check_replay,
+        masters.check_masters_disagree,
         override.check_overload_without_trip,
         override.check_wind_without_stop,
         override.check_bypass,

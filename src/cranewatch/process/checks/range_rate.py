@@ -101,8 +101,11 @@ def check_rate(ctx: CheckContext) -> list[Incident]:
         sample_time = frame.t - frame.age[name]
         gap = np.diff(sample_time)
         fresh = gap > 1e-6
+        # Two masters may read the PLC a few ms apart across one of its cycles: a change is
+        # judged over at least one grid step, the finest time the frame resolves.
+        step = np.maximum(gap, frame.dt)
         rate = np.zeros(len(x))
-        rate[1:][fresh] = np.abs(np.diff(x)[fresh]) / gap[fresh]
+        rate[1:][fresh] = np.abs(np.diff(x)[fresh]) / step[fresh]
         rate = np.nan_to_num(rate, nan=0.0)
         if name.endswith("_speed"):
             # Drives may brake hard (an e-stop halts them within a cycle): only a speed that
