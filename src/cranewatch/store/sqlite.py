@@ -487,7 +487,7 @@ ON CONFLICT(crane, id) DO UPDATE SET
 def _finding_row(crane: str, f: Finding) -> dict[str, Any]:
     obj = f.to_json()
     return {
-        "crane": f.crane or crane,
+        "crane": crane,  # the run says whose finding it is (a detector may leave crane unset)
         "id": f.id,
         "rule": f.rule,
         "category": f.category,
