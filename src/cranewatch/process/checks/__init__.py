@@ -207,7 +207,8 @@ def incidents_to_findings(ctx: CheckContext, incidents: Sequence[Incident],
         groups.setdefault((inc.rule, inc.signal), []).append(inc)
     findings: list[Finding] = []
     for (rule, signal), group in groups.items():
-        group.sort(key=lambda i: i.start)
+        # The earliest alert first: evidence[0] states how soon the checks knew.
+        group.sort(key=lambda i: (i.detect, i.start))
         first = group[0]
         evidence = []
         for n, inc in enumerate(group[:max_evidence]):
@@ -251,7 +252,7 @@ def incidents_to_findings(ctx: CheckContext, incidents: Sequence[Incident],
                 category=first.category,
                 severity=max(i.severity for i in group),
                 title=first.title,
-                first_seen=float(frame.t[first.start]),
+                first_seen=float(frame.t[min(i.start for i in group)]),
                 last_seen=float(frame.t[max(i.end for i in group)]),
                 count=len(group),
                 crane=ctx.crane,
