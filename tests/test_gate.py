@@ -312,3 +312,19 @@ def test_baseline_review_against_the_profile(store: Store) -> None:
         "the baseline saw 10.20.7.30 → 203.0.113.40:443 (tls), which the profile does not allow"]
     if LAB_NORMAL.is_file():  # the lab's clean capture, learned for real, stays within the profile
         assert decide(store, "STS-07", baseline=[LAB_NORMAL]).decision == "cleared"
+
+
+@pytest.mark.parametrize("policy", [
+    GatePolicy(),
+    GatePolicy(block_severity=Severity.CRITICAL, review_severity=None, always_block=frozenset(),
+               required_evidence=("profile",), image_scan_kinds=("plc", "cms"), review_component_kinds=()),
+])
+def test_printed_policy_loads_back_the_same(policy: GatePolicy, tmp_path: Path,
+                                            capsys: pytest.CaptureFixture[str]) -> None:
+    from cranewatch.gate import policy_to_toml
+
+    path = tmp_path / "gate.toml"
+    path.write_text(policy_to_toml(policy))
+    assert load_gate_policy(path) == policy
+    assert main(["gate", "--print-policy", "--policy", str(path)]) == 0
+    assert capsys.readouterr().out == policy_to_toml(policy)

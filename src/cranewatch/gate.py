@@ -67,6 +67,32 @@ def policy_from_json(data: dict[str, Any]) -> GatePolicy:
     )
 
 
+def policy_to_toml(policy: GatePolicy) -> str:
+    """A gate policy as the TOML ``load_gate_policy`` reads (``cranewatch gate --print-policy``)."""
+    def strings(values: Sequence[str]) -> str:
+        return "[" + ", ".join(json.dumps(v) for v in values) + "]"
+
+    review = "none" if policy.review_severity is None else str(policy.review_severity)
+    return "\n".join([
+        "# cranewatch gate policy: what blocks a crane from service, and which evidence must exist.",
+        "# Use with: cranewatch gate CRANE --policy FILE",
+        "[gate]",
+        "# findings of this severity or above reject the crane (info|low|medium|high|critical)",
+        f'block_severity = "{policy.block_severity}"',
+        '# findings of this severity or above (but below block_severity) need a person\'s review; "none" to skip',
+        f'review_severity = "{review}"',
+        "# finding categories that reject the crane whatever their severity",
+        f"always_block = {strings(sorted(policy.always_block))}",
+        f"# evidence that must be recorded: {', '.join(EVIDENCE_KINDS)}",
+        f"required_evidence = {strings(policy.required_evidence)}",
+        "# component kinds that each need their own image scan",
+        f"image_scan_kinds = {strings(policy.image_scan_kinds)}",
+        "# registered component kinds a person must confirm (e.g. a cellular modem)",
+        f"review_component_kinds = {strings(policy.review_component_kinds)}",
+        "",
+    ])
+
+
 def load_gate_policy(path: str | Path) -> GatePolicy:
     """A gate policy from TOML (a ``[gate]`` table or top-level keys); unknown keys are errors."""
     file = Path(path)

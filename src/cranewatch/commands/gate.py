@@ -15,6 +15,7 @@ from cranewatch.gate import (
     analyze_and_record,
     decide,
     load_gate_policy,
+    policy_to_toml,
     run_label,
     scan_and_record,
 )
@@ -42,10 +43,13 @@ def register(subparsers: Any) -> None:
         "blocks, and oob-connectivity, hidden-uplink, remote-access-tool and remote-access findings "
         "always block; change that with --policy.\n\nExample:\n"
         "  cranewatch gate STS-07 --image CMS=cms-rootfs.tar.gz --capture quarantine.pcap\n"
+        "  cranewatch gate --print-policy > gate-policy.toml   # the default, to edit\n"
         "  cranewatch gate STS-07 --policy gate-policy.toml --format json",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("crane", help="a registered crane, e.g. STS-07")
+    parser.add_argument("crane", nargs="?", help="a registered crane, e.g. STS-07")
+    parser.add_argument("--print-policy", action="store_true",
+                        help="print the policy in use (default, or --policy) as TOML and exit")
     parser.add_argument("--policy", metavar="FILE",
                         help="gate policy TOML: block_severity, review_severity, always_block, required_evidence")
     parser.add_argument("--image", action="append", default=[], metavar="COMPONENT=PATH",
@@ -65,6 +69,11 @@ def register(subparsers: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     policy = load_gate_policy(args.policy) if args.policy else GatePolicy()
+    if args.print_policy:
+        print(policy_to_toml(policy), end="")
+        return 0
+    if not args.crane:
+        raise UsageError("name the crane to decide on, e.g. cranewatch gate STS-07")
     images = [parse_image_option(text) for text in args.image]
     with store_from_args(args) as store:
         record_evidence(store, args.crane, images, args.capture)
