@@ -139,3 +139,16 @@ def test_zeek_connection_summary() -> None:
     flow, session = facts(conn)
     assert (flow.protocol, flow.handshake, flow.last_ts, flow.packets_to_client) == ("ssh", True, T0 + 4.5, 18)
     assert session.protocol == "ssh" and session.dst == WHERE["dst"]
+
+
+def test_syslog_lines_are_checked_for_container_data() -> None:
+    syslog = pytest.importorskip("cranewatch.protocols.syslog")
+    line = syslog.SyslogMessageRequest(**{**WHERE, "dst": "198.51.100.9", "dport": 514}, facility=16,
+                                       severity=6, host="cms", app="workorder",
+                                       message="discharge CSQU3054383 bay 14 to USORF")
+    (payload,) = facts(line)
+    assert isinstance(payload, Payload) and b"CSQU3054383" in payload.data
+    from detect_helpers import run, sts07
+
+    (leak,) = run([payload], profile=sts07())
+    assert leak.category == "data-leak" and leak.dst == "198.51.100.9:514"

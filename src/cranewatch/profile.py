@@ -179,11 +179,13 @@ class CraneProfile:
     _by_ip: dict[str, Host] = field(init=False, repr=False, compare=False)
     _by_name: dict[str, Host] = field(init=False, repr=False, compare=False)
     _zone_cache: dict[str, str] = field(init=False, repr=False, compare=False)
+    _verdicts: dict[tuple[object, ...], object] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "_by_ip", {h.ip: h for h in reversed(self.hosts)})
         object.__setattr__(self, "_by_name", {h.name: h for h in reversed(self.hosts)})
         object.__setattr__(self, "_zone_cache", {})
+        object.__setattr__(self, "_verdicts", {})
 
     def host_by_ip(self, ip: str) -> Host | None:
         return self._by_ip.get(ip)
@@ -221,6 +223,13 @@ class CraneProfile:
 
     # -- what is allowed -------------------------------------------------------------------
     def allowances(self, client: str, server: str, protocol: str | None = None) -> list[Allowance]:
+        key = ("allowances", client, server, protocol)
+        found = self._verdicts.get(key)
+        if found is None:
+            found = self._verdicts[key] = self._allowances(client, server, protocol)
+        return found  # type: ignore[return-value]
+
+    def _allowances(self, client: str, server: str, protocol: str | None) -> list[Allowance]:
         return [
             a for a in self.allowed
             if self.matches(a.client, client) and self.matches(a.server, server)
@@ -246,6 +255,13 @@ class CraneProfile:
 
     def may_write(self, client: str, server: str, table: str, address: int, count: int) -> bool:
         """Whether the profile lets ``client`` write this span of ``server``'s process image."""
+        key = ("write", client, server, table, address, count)
+        verdict = self._verdicts.get(key)
+        if verdict is None:
+            verdict = self._verdicts[key] = self._may_write(client, server, table, address, count)
+        return bool(verdict)
+
+    def _may_write(self, client: str, server: str, table: str, address: int, count: int) -> bool:
         for a in self.allowances(client, server, "modbus"):
             if not a.write:
                 continue
@@ -261,13 +277,22 @@ class CraneProfile:
 
     def in_maintenance(self, client: str, ts: float) -> bool | None:
         """True inside one of the client's windows, False outside; None when it has none."""
-        windows = [w for w in self.maintenance if any(self.matches(h, client) for h in w.hosts)]
+        key = ("windows", client)
+        windows = self._verdicts.get(key)
+        if windows is None:
+            windows = self._verdicts[key] = [w for w in self.maintenance
+                                             if any(self.matches(h, client) for h in w.hosts)]
+        assert isinstance(windows, list)
         if not windows:
             return None
         return any(w.covers(ts) for w in windows)
 
     def may_receive_container_data(self, ip: str) -> bool:
-        return any(self.matches(r, ip) for r in self.data_receivers)
+        key = ("receiver", ip)
+        verdict = self._verdicts.get(key)
+        if verdict is None:
+            verdict = self._verdicts[key] = any(self.matches(r, ip) for r in self.data_receivers)
+        return bool(verdict)
 
     # -- the process image -----------------------------------------------------------------
     def point_at(self, table: str, address: int) -> RegisterPoint | None:
@@ -277,6 +302,13 @@ class CraneProfile:
         return None
 
     def safety_points_in(self, table: str, address: int, count: int) -> list[RegisterPoint]:
+        key = ("safety", table, address, count)
+        found = self._verdicts.get(key)
+        if found is None:
+            found = self._verdicts[key] = self._safety_points_in(table, address, count)
+        return found  # type: ignore[return-value]
+
+    def _safety_points_in(self, table: str, address: int, count: int) -> list[RegisterPoint]:
         return [
             p for p in self.registers
             if p.table == table and address <= p.address < address + max(count, 1)

@@ -40,6 +40,13 @@ CIP_OPERATIONS = {"stop": "cip-stop", "reset": "cip-reset", "run": "cip-start",
 OPCUA_SERVICES = {673: "opcua-write", 712: "opcua-call"}
 DNS_TYPES = {1: "A", 2: "NS", 5: "CNAME", 12: "PTR", 15: "MX", 16: "TXT", 28: "AAAA", 33: "SRV",
              65: "HTTPS", 255: "ANY"}
+# Events no detector reads (answers, connection set-up): skipped without a look.
+IGNORED_KINDS = frozenset({"dns_query_response", "mqtt_connect_request", "mqtt_connect_response",
+                           "mqtt_control_request", "mqtt_subscribe_request", "tls_server_hello_response",
+                           "tls_certificate_response", "s7comm_job_response", "s7comm_connect_request",
+                           "cip_service_response", "enip_command_request", "enip_command_response",
+                           "enip_io_request", "opcua_service_response", "ntp_time_request",
+                           "ntp_time_response"})
 REMOTE_KINDS = {"ssh": "ssh", "rdp": "rdp", "vnc": "vnc", "rfb": "vnc", "telnet": "telnet",
                 "teamviewer": "teamviewer", "anydesk": "anydesk"}
 
@@ -66,13 +73,19 @@ def _bytes(value: Any) -> bytes:
     return str(value).encode()
 
 
-def facts_from_event(event: Any) -> Iterator[Any]:
+def facts_from_event(event: Any) -> list[Any]:
     """Facts one decoder event gives; unknown kinds give nothing."""
     kind: str = getattr(event, "kind", "")
-    proto = kind.split("_", 1)[0]
     if kind.startswith("modbus_"):
-        yield event
-    elif kind == "s7comm_job_request":
+        return [event]  # the common case, first: detectors read Modbus events as they are
+    if kind in IGNORED_KINDS:
+        return []
+    return list(_facts(event, kind))
+
+
+def _facts(event: Any, kind: str) -> Iterator[Any]:
+    proto = kind.split("_", 1)[0]
+    if kind == "s7comm_job_request":
         yield from _s7(event)
     elif kind == "cip_service_request":
         operation = CIP_OPERATIONS.get(getattr(event, "operation", ""))
@@ -109,6 +122,10 @@ def facts_from_event(event: Any) -> Iterator[Any]:
     elif proto == "mqtt" and "publish" in kind:
         yield MqttPublish(**_base(event), topic=_text(getattr(event, "topic", "")),
                           payload=_bytes(getattr(event, "payload", b"")))
+    elif kind == "syslog_message_request":
+        # Log lines leave the crane too: what they say is checked like any clear payload.
+        text = f"{getattr(event, 'host', '')} {getattr(event, 'app', '')}: {getattr(event, 'message', '')}"
+        yield Payload(**_base(event), from_client=True, data=text.encode(), transport="syslog")
     elif kind == "conn_session_response":
         conversation = _zeek_conn(event)
         yield conversation

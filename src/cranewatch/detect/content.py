@@ -11,7 +11,7 @@ import base64
 import binascii
 import re
 from dataclasses import dataclass
-from functools import cache
+from functools import cache, lru_cache
 
 from cranewatch.detect.rules import rule_data
 
@@ -125,8 +125,12 @@ def decoded_views(token: bytes) -> list[tuple[str, bytes]]:
     return views
 
 
+@lru_cache(maxsize=4096)
 def find_container_data_deep(data: bytes) -> ContainerData:
-    """``find_container_data`` on the clear bytes, then on decodings of long tokens in them."""
+    """``find_container_data`` on the clear bytes, then on decodings of long tokens in them.
+
+    Cached: DNS names and URLs repeat all day on a crane network.
+    """
     found = find_container_data(data)
     if found:
         return found

@@ -45,13 +45,16 @@ class DetectionSink:
     def __init__(self, ctx: Context, detectors: Sequence[Detector] | None = None) -> None:
         self.ctx = ctx
         self.detectors = list(detectors) if detectors is not None else all_detectors()
+        self.routes: dict[type, list[Detector]] = {}  # fact type -> detectors accepting it
         self.first: dict[tuple[str, int, str, int], list[bytes]] = {}
         self.identified: set[tuple[str, int, str, int]] = set()
 
     def feed(self, fact: Any) -> None:
-        for detector in self.detectors:
-            if isinstance(fact, detector.accepts):
-                detector.observe(fact, self.ctx)
+        route = self.routes.get(type(fact))
+        if route is None:
+            route = self.routes[type(fact)] = [d for d in self.detectors if isinstance(fact, d.accepts)]
+        for detector in route:
+            detector.observe(fact, self.ctx)
 
     def on_event(self, event: Any) -> None:
         for fact in adapt.facts_from_event(event):
