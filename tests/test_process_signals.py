@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -118,3 +120,32 @@ def test_masters_reading_different_values() -> None:
     # Two masters alone cannot say whose answers were altered: the pair is named.
     assert {ev["master"], ev["other_master"]} == {"10.20.7.20", "10.20.7.30"}
     assert 1010.0 <= ev["onset"] <= 1030.0
+
+
+def test_profile_map_reads_only_the_crane_plc() -> None:
+    regmap = RegisterMap.from_profile(load_profile(PROFILE))
+    assert regmap.slaves == ("10.20.7.10",)
+    plc = _series("10.20.7.30", [1.0, 1.2, 1.4], [[1], [2], [3]])
+    other = RegisterSeries(master="10.20.7.30", slave="10.20.7.99", unit_id=1, function=4,
+                           address=0, quantity=1, ts=np.array([1.1, 1.3, 1.5]),
+                           frame=np.array([7, 8, 9]), values=np.array([[7], [7], [7]]))
+    signals = extract_signals([plc, other], register_map=regmap)
+    assert signals["heartbeat"].values.tolist() == [1.0, 2.0, 3.0]
+
+
+def test_public_modbus_captures_run_clean(shared_data: Path) -> None:
+    """Every public Modbus capture goes through the process sink without an error or a
+    warning; with the STS-07 profile none of them is this crane's PLC, so nothing is found."""
+    from cranewatch.pipeline import analyze
+    from cranewatch.process.engine import build_sink
+
+    captures = sorted(p for p in (shared_data / "pcaps").rglob("*")
+                      if p.suffix in (".pcap", ".pcapng") and "modbus" in str(p).lower())
+    assert len(captures) >= 10
+    for capture in captures:
+        for profile in (None, PROFILE):
+            sink = build_sink(profile=profile)
+            result = analyze([capture], sinks=[sink])
+            process = [f for f in result.findings if f.rule.startswith("process-")]
+            if profile is not None:
+                assert process == [], capture

@@ -89,7 +89,7 @@ def learn(frame: SignalFrame, states: np.ndarray, *, learned_mode: bool = False)
         if known.sum() < 10:
             continue
         value_range[name] = (float(np.min(x[known])), float(np.max(x[known])))
-        sample_time = frame.t - frame.age[name]
+        sample_time = frame.sample_time(name)
         gap = np.diff(sample_time)
         fresh = (gap > 1e-6) & known[1:] & known[:-1]
         step_rate = np.abs(np.diff(x))[fresh] / gap[fresh]

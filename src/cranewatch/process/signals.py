@@ -60,6 +60,13 @@ class RegisterMap:
 
     registers: tuple[RegisterSpec, ...]
     unit_id: int | None = None  # None: any unit id
+    slaves: tuple[str, ...] = ()  # the PLC addresses the map belongs to; empty: any slave
+
+    def serves(self, slave: str, unit_id: int) -> bool:
+        """Whether reads from ``slave``/``unit_id`` are this crane PLC's process image."""
+        if self.unit_id is not None and unit_id != self.unit_id:
+            return False
+        return not self.slaves or slave in self.slaves
 
     def lookup(self, table: str, address: int) -> RegisterSpec | None:
         for spec in self.registers:
@@ -103,7 +110,10 @@ class RegisterMap:
                 )
             ))
         unit_id = getattr(profile, "unit_id", None)
-        return cls(tuple(specs), unit_id if isinstance(unit_id, int) else None)
+        # The register map is the PLC's: other Modbus slaves on the crane LAN are not it.
+        plcs = tuple(str(getattr(h, "ip", "")) for h in getattr(profile, "hosts", ())
+                     if str(getattr(h, "role", "")).lower() == "plc")
+        return cls(tuple(specs), unit_id if isinstance(unit_id, int) else None, plcs)
 
 
 # Lengths and speeds are judged in metres and m/s whatever unit the register carries.
@@ -211,7 +221,7 @@ def extract_signals(
         entry.source = entry.source or source
 
     for one in series:
-        if register_map.unit_id is not None and one.unit_id != register_map.unit_id:
+        if not register_map.serves(one.slave, one.unit_id):
             continue
         values = np.asarray(one.values)
         if values.ndim != 2 or values.shape[0] == 0:
@@ -225,7 +235,7 @@ def extract_signals(
         # A write request says what the register holds from then on; its echo repeats it.
         if not isinstance(event, ModbusRequest) or event.function not in WRITE_FUNCTIONS:
             continue
-        if register_map.unit_id is not None and event.unit_id != register_map.unit_id:
+        if not register_map.serves(event.dst, event.unit_id):
             continue
         table = TABLE_OF_FUNCTION.get(event.function)
         if table is None or event.address is None or not event.values:
@@ -302,6 +312,11 @@ class SignalFrame:
         if name not in self.columns:
             return np.zeros(len(self.t), dtype=bool)
         return self.filled(name) > 0.5
+
+    def sample_time(self, name: str) -> np.ndarray:
+        """When each held value of ``name`` was read (NaN before its first sample)."""
+        age = self.age[name]
+        return np.where(np.isfinite(age), self.t - np.where(np.isfinite(age), age, 0.0), np.nan)
 
     def index_at(self, ts: float) -> int:
         return int(np.clip(np.searchsorted(self.t, ts), 0, len(self.t) - 1))

@@ -137,7 +137,7 @@ def check_heartbeat(ctx: CheckContext) -> list[Incident]:
             remedy="Frozen answers: the PLC has stopped or something answers in its place.",
         ))
     # Steps between successive fresh samples, modulo the 16-bit wrap.
-    sample_time = frame.t - frame.age["heartbeat"]
+    sample_time = frame.sample_time("heartbeat")
     new = np.concatenate(([False], np.diff(sample_time) > 1e-6)) & ~np.isnan(hb)
     idx = np.flatnonzero(new)
     if len(idx) > 1:

@@ -98,7 +98,7 @@ def check_rate(ctx: CheckContext) -> list[Incident]:
     states = ctx.states
     for name in analog_signals(ctx):
         x = frame[name]
-        sample_time = frame.t - frame.age[name]
+        sample_time = frame.sample_time(name)
         gap = np.diff(sample_time)
         fresh = gap > 1e-6
         # Two masters may read the PLC a few ms apart across one of its cycles: a change is
