@@ -138,12 +138,29 @@ def test_fast_and_slow_paths_give_identical_events_and_series(tmp_path: Path, ba
     assert [f.packets for f in fast.flows] == [f.packets for f in slow.flows]
 
 
-def test_fast_and_slow_paths_agree_on_public_capture(shared_data: Path) -> None:
-    path = shared_data / "pcaps/ICS-Security-Tools/pcaps/ModbusTCP/ModbusTCP.pcap"
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_fast_and_slow_paths_agree_whatever_the_irregularities(tmp_path: Path, seed: int) -> None:
+    path = polling_capture(tmp_path / "poll.pcap", seed=seed)
     fast, slow = Recorder(), Recorder()
-    result = Analysis([fast]).run([path], batch_packets=200)
-    Analysis([slow], fast_path=False).run([path], batch_packets=200)
-    assert result.events["modbus_fast_pdus"] > 2000
+    Analysis([fast]).run([path], batch_packets=37)
+    Analysis([slow], fast_path=False).run([path], batch_packets=37)
+    assert fast.events == slow.events
+    assert series_rows(fast) == series_rows(slow)
+
+
+@pytest.mark.parametrize(("capture", "fast_pdus"), [
+    ("ICS-Security-Tools/pcaps/ModbusTCP/ModbusTCP.pcap", 5000),
+    ("ICS-Security-Tools/pcaps/ModbusTCP/mb2.pcap", 1000),
+    ("zeek/testing/btest/Traces/modbus/modbusBig.pcap", 3000),
+    ("ICS-Security-Tools/pcaps/ModbusTCP/Modbus/modbus_test.pcap", 1000),
+])
+def test_fast_and_slow_paths_agree_on_public_captures(shared_data: Path, capture: str,
+                                                      fast_pdus: int) -> None:
+    path = shared_data / "pcaps" / capture
+    fast, slow = Recorder(), Recorder()
+    result = Analysis([fast]).run([path], batch_packets=100)
+    Analysis([slow], fast_path=False).run([path], batch_packets=100)
+    assert result.events["modbus_fast_pdus"] > fast_pdus
     assert fast.events == slow.events
     assert series_rows(fast) == series_rows(slow)
 
@@ -293,3 +310,19 @@ def test_bytes_held_behind_holes_are_capped(tmp_path: Path, monkeypatch: pytest.
     requests = [e for e in rec.events if isinstance(e, ModbusRequest)]
     assert [e.transaction_id for e in requests] == [2, 3, 4]
     assert seq  # the lost request's sequence number was skipped
+
+
+def test_merge_survives_a_clock_stepping_back(tmp_path: Path) -> None:
+    a = Conversation("10.20.7.20", "10.20.7.10")
+    b = Conversation("10.20.7.30", "10.20.7.10", client_port=42000)
+    first = write_pcap(tmp_path / "a.pcap", [a.send(True, b"x") for _ in range(6)], start=100.0)
+    second = write_pcap(tmp_path / "b.pcap", [b.send(True, b"y") for _ in range(6)], start=100.02)
+    data = bytearray(first.read_bytes())
+    # Record 4 of a.pcap claims a time before record 3 (seconds field of its header).
+    records_start = 24
+    size = 16 + len(a.send(True, b"x"))
+    at = records_start + 3 * size
+    data[at : at + 4] = (99).to_bytes(4, "little")
+    first.write_bytes(bytes(data))
+    result = Analysis([]).run([first, second], batch_packets=2)
+    assert result.packets == 12 and [i.packets for i in result.inputs] == [6, 6]

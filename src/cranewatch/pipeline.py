@@ -247,13 +247,16 @@ def merged_batches(streams: list[Iterator[PacketBatch]]) -> Iterator[PacketBatch
         return
     current: list[PacketBatch | None] = [next(s, None) for s in streams]
     while any(b is not None for b in current):
-        live = [b for b in current if b is not None]
-        horizon = min(float(b.ts[-1]) for b in live)
+        live = [i for i, b in enumerate(current) if b is not None]
+        first = min(live, key=lambda i: float(current[i].ts[-1]))  # type: ignore[union-attr]
+        horizon = float(current[first].ts[-1])  # type: ignore[union-attr]
         pieces: list[tuple[float, int, PacketBatch]] = []
         for i, b in enumerate(current):
             if b is None:
                 continue
-            cut = int(np.searchsorted(b.ts, horizon, side="right"))
+            # The capture that sets the horizon gives its whole batch, so every step makes
+            # progress even where a capture's clock steps back.
+            cut = len(b) if i == first else int(np.searchsorted(b.ts, horizon, side="right"))
             if cut == 0:
                 continue
             pieces.append((float(b.ts[0]), i, _slice(b, np.arange(cut)) if cut < len(b) else b))
