@@ -95,6 +95,10 @@ def test_quarantine_takes_the_zone_of_a_registered_crane_and_an_interface() -> N
         quarantine_ruleset(crane, [])
     with pytest.raises(UsageError, match="not an address"):
         quarantine_ruleset(crane, "station.example")
+    with pytest.raises(UsageError, match="mixes IPv4 and IPv6"):
+        quarantine_ruleset(crane, "10.20.0.100", zone=["10.20.7.0/24", "fd00:7::/64"])
+    with pytest.raises(UsageError, match="one IP family"):
+        quarantine_ruleset(crane, "fd00::100")
 
 
 def test_inservice_ruleset_from_the_sts07_profile() -> None:

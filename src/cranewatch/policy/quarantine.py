@@ -26,6 +26,9 @@ from cranewatch.store import Crane
 
 
 def zone_sets(zone: Sequence[str], station: Sequence[str] = ()) -> tuple[AddressSet, ...]:
+    if len({family_of(z) for z in zone}) > 1:
+        # one set per family would double every rule; no crane profile needs it yet
+        raise UsageError(f"crane zone mixes IPv4 and IPv6 ({', '.join(zone)}): give one family")
     sets = [AddressSet("crane_zone", family_of(zone[0]), sorted_addresses(zone))]
     if station:
         sets.append(AddressSet("analysis_station", family_of(station[0]), sorted_addresses(station)))
