@@ -106,3 +106,22 @@ def test_unwritable_output_is_a_usage_error(false_load_capture: Path, tmp_path: 
 def test_missing_capture(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["signals", str(tmp_path / "nope.pcap"), "--out", str(tmp_path / "s.csv")]) == 2
     assert "no such capture" in capsys.readouterr().err
+
+
+def test_evidence_names_the_capture_frames(false_load_capture: Path, tshark: str) -> None:
+    sink = build_sink(profile=PROFILE)
+    result = analyze([false_load_capture], sinks=[sink])
+    finding = next(f for f in result.findings if f.rule == "process-torque-load")
+    frames = finding.evidence[0].frames
+    assert frames
+    # Each named frame is a PLC response carrying hoist_load 0 (tshark, independently).
+    out = subprocess.run(
+        [tshark, "-r", str(false_load_capture), "-Y",
+         " || ".join(f"frame.number == {f}" for f in frames),
+         "-T", "fields", "-e", "tcp.srcport", "-e", "modbus.func_code", "-e", "modbus.regval_uint16"],
+        check=True, capture_output=True, text=True).stdout.splitlines()
+    assert len(out) == len(frames)
+    for line in out:
+        port, function, values = line.split("\t")
+        assert port == "502" and function == "4"
+        assert values.split(",")[1] == "0"

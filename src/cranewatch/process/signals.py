@@ -290,6 +290,7 @@ class SignalFrame:
     age: dict[str, np.ndarray]
     specs: dict[str, RegisterSpec]
     source: str = ""
+    frames: dict[str, np.ndarray] = field(default_factory=dict)  # capture frame of each held value
     _filled: dict[str, np.ndarray] = field(default_factory=dict, repr=False, compare=False)
 
     def filled(self, name: str) -> np.ndarray:
@@ -356,11 +357,14 @@ def build_frame(signals: Mapping[str, Signal], dt: float | None = None) -> Signa
     t = start + dt * np.arange(int(np.floor((end - start) / dt)) + 1)
     columns: dict[str, np.ndarray] = {}
     age: dict[str, np.ndarray] = {}
+    frames: dict[str, np.ndarray] = {}
     for name, signal in signals.items():
         idx = np.searchsorted(signal.ts, t + 1e-9, side="right") - 1
         known = idx >= 0
         safe = np.where(known, idx, 0)
         columns[name] = np.where(known, signal.values[safe], np.nan)
         age[name] = np.where(known, t - signal.ts[safe], np.inf)
+        frames[name] = np.where(known, signal.frames[safe], 0)
     source = next((s.source for s in signals.values() if s.source), "")
-    return SignalFrame(t, dt, columns, age, {n: s.spec for n, s in signals.items()}, source)
+    return SignalFrame(t, dt, columns, age, {n: s.spec for n, s in signals.items()}, source,
+                       frames)

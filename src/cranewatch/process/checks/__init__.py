@@ -237,6 +237,7 @@ def incidents_to_findings(ctx: CheckContext, incidents: Sequence[Incident],
             evidence.append(
                 Evidence(
                     source=frame.source or None,
+                    frames=_frames_of(frame, inc),
                     times=(float(frame.t[inc.start]), float(frame.t[inc.detect]),
                            float(frame.t[inc.end])),
                     values=values,
@@ -263,6 +264,18 @@ def incidents_to_findings(ctx: CheckContext, incidents: Sequence[Incident],
         )
     findings.sort(key=lambda f: (f.first_seen or 0.0, f.rule))
     return findings
+
+
+MAX_EVIDENCE_FRAMES = 20
+
+
+def _frames_of(frame: SignalFrame, inc: Incident) -> tuple[int, ...]:
+    """Capture frames of the accused signal's samples during the incident (the first ones)."""
+    held = frame.frames.get(inc.signal)
+    if held is None:
+        return ()
+    seen = np.unique(held[inc.start: inc.end + 1])
+    return tuple(int(f) for f in seen[seen > 0][:MAX_EVIDENCE_FRAMES])
 
 
 def _states_in(ctx: CheckContext, inc: Incident) -> list[str]:
