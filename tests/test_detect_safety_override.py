@@ -87,3 +87,10 @@ def test_without_profile_a_write_the_baseline_never_saw_is_high() -> None:
     assert [f for f in known if f.category == "safety-override"] == []
     new = run([write(OCR, PLC, 6, 0, (900,))], baseline=baseline)
     assert [f.severity for f in new if f.category == "safety-override"] == [Severity.HIGH]
+
+
+def test_the_register_map_belongs_to_the_profiles_plc() -> None:
+    other_plc = "10.20.7.11"  # a second controller the STS-07 register map does not describe
+    findings = run([write("10.20.7.99", other_plc, 5, 0, (1,))], profile=sts07())
+    (f,) = [f for f in findings if f.category == "safety-override"]
+    assert f.severity == Severity.HIGH and "safety_bypass" not in f.title and "CO:0-0" in f.title

@@ -295,6 +295,12 @@ class CraneProfile:
         return bool(verdict)
 
     # -- the process image -----------------------------------------------------------------
+    def has_register_map(self, ip: str) -> bool:
+        """Whether the register map describes this host: the profile's PLCs (any host when
+        the profile names no PLC)."""
+        plcs = [h.ip for h in self.hosts if h.role == "plc"]
+        return not plcs or ip in plcs
+
     def point_at(self, table: str, address: int) -> RegisterPoint | None:
         for point in self.registers:
             if point.table == table and point.address == address:

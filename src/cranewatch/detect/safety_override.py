@@ -14,6 +14,8 @@ from cranewatch.detect.base import Context, Incidents, Verdict, endpoint, make_f
 from cranewatch.model import Finding, Severity
 from cranewatch.protocols.modbus import TABLE_OF_FUNCTION, WRITE_FUNCTIONS, ModbusRequest
 
+WRITTEN_KEPT = 10  # writes whose values an incident keeps as evidence
+
 VERDICT = Verdict(
     rule="safety-override",
     category="safety-override",
@@ -32,10 +34,11 @@ def written_span(req: ModbusRequest) -> tuple[str, int, int]:
     return table, address, count
 
 
-def _value_text(ctx: Context, table: str, address: int, values: tuple[int, ...]) -> dict[str, Any]:
+def _value_text(ctx: Context, plc: str, table: str, address: int, values: tuple[int, ...]) -> dict[str, Any]:
     out: dict[str, Any] = {}
+    mapped = ctx.profile is not None and ctx.profile.has_register_map(plc)
     for offset, raw in enumerate(values[:32]):
-        point = ctx.profile.point_at(table, address + offset) if ctx.profile else None
+        point = ctx.profile.point_at(table, address + offset) if ctx.profile and mapped else None
         if point is None:
             out[f"{table}:{address + offset}"] = raw
         elif point.type == "bit" or point.scale == 1.0:
@@ -57,21 +60,21 @@ class SafetyOverride:
         if not isinstance(req, ModbusRequest) or req.function not in WRITE_FUNCTIONS:
             return
         table, address, count = written_span(req)
-        points = ctx.profile.safety_points_in(table, address, count) if ctx.profile else []
+        points = (ctx.profile.safety_points_in(table, address, count)
+                  if ctx.profile is not None and ctx.profile.has_register_map(req.dst) else [])
         reason = self._reason(req, ctx, table, address, count)
         if reason is None:
             return
         names = tuple(p.name for p in points)
         # One incident per writer, target and reason; safety points each make their own.
         key = (req.src, req.dst, reason, names)
-        self.incidents.add(key, req, {
-            "function": req.function,
-            "written": [_value_text(ctx, table, address, req.values)],
-            "reason": reason,
-            "safety_points": list(names),
-            "range": [f"{table}:{address}-{address + count - 1}"],
-            "port": req.dport,
-        })
+        seen = self.incidents.by_key.get(key)
+        values: dict[str, Any] = {"range": [f"{table}:{address}-{address + count - 1}"]}
+        if seen is None or len(seen.values.get("written", ())) < WRITTEN_KEPT:
+            # the values of the first writes are the evidence; later ones only count
+            values.update({"function": req.function, "written": [_value_text(ctx, req.dst, table, address, req.values)],
+                           "reason": reason, "safety_points": list(names), "port": req.dport})
+        self.incidents.add(key, req, values)
 
     def _reason(self, req: ModbusRequest, ctx: Context, table: str, address: int, count: int) -> str | None:
         if ctx.profile is not None:
