@@ -1,0 +1,32 @@
+"""The process sink's cost: a crane-day at 10 Hz must be checked in under 10 s on one core.
+
+Six hours of the lab physics at 10 Hz (216 000 instants × 25 signals) are checked, and the
+CPU time must stay within a quarter of the 10 s budget for a day (the checks are linear in
+time; benchmarks/bench_process.py measures the full day).
+"""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from cranewatch.lab.faults import Tamper
+from cranewatch.process.engine import learn_baseline, run_checks
+from cranewatch.process.simulate import run_polls
+
+T0 = 1_700_000_000.0
+
+
+@pytest.mark.slow
+def test_six_crane_hours_at_10_hz_within_budget() -> None:
+    hours = 6
+    frame = run_polls(hours * 3600, seed=31, start=T0, poll_cycles=1,
+                      tamper=Tamper("false-load", T0 + 3 * 3600, T0 + 3 * 3600 + 120)).frame()
+    baseline = learn_baseline(run_polls(1800, seed=32, start=T0 - 10_000, poll_cycles=1).frame())
+    assert len(frame.t) == hours * 36_000
+    started = time.process_time()
+    findings = run_checks(frame, baseline=baseline)
+    cpu = time.process_time() - started
+    assert cpu < 10.0 * hours / 24, f"{cpu:.2f} s CPU for {hours} h"
+    assert [f.rule for f in findings] == ["process-torque-load"]
