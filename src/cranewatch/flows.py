@@ -331,31 +331,37 @@ class FlowTable:
         flags = decoded.tcp_flags[ip_rows]
         ts = batch.ts[ip_rows]
         frames = batch.frame[ip_rows]
-        flows: list[Flow] = []
-        new: list[Flow] = []
-        client_is_a = np.empty(len(uniq), dtype=bool)
         table = self.flows
-        for i, key_void in enumerate(uniq):
-            key = key_void.tobytes()
-            flow = table.get(key)
-            if flow is None:
-                j = int(first[i])
-                flow = self._create(key, keys[j], bool(src_is_a[j]), int(flags[j]), float(ts[j]),
-                                    int(frames[j]), source)
-                table[key] = flow
+        key_bytes = uniq.tobytes()
+        width = uniq.dtype.itemsize
+        key_list = [key_bytes[i * width : (i + 1) * width] for i in range(len(uniq))]
+        found = [table.get(k) for k in key_list]
+        missing = [i for i, f in enumerate(found) if f is None]
+        new: list[Flow] = []
+        if missing:
+            # New flows: read what they need for all of them at once (numpy scalars are slow).
+            rows = first[missing]
+            fresh = zip(missing, keys["a"][rows].tolist(), keys["b"][rows].tolist(),
+                        keys["pa"][rows].tolist(), keys["pb"][rows].tolist(),
+                        keys["proto"][rows].tolist(), src_is_a[rows].tolist(),
+                        flags[rows].tolist(), ts[rows].tolist(), frames[rows].tolist(),
+                        strict=True)
+            for i, a, b, pa, pb, proto_, a_sends, flag, t, frame in fresh:
+                flow = self._create(key_list[i], a, b, pa, pb, proto_, a_sends, flag, t, frame,
+                                    source)
+                table[key_list[i]] = flow
+                found[i] = flow
                 new.append(flow)
-            flows.append(flow)
-            client_is_a[i] = flow.client_is_a
+        flows: list[Flow] = found  # type: ignore[assignment]  # every slot is filled now
+        client_is_a = np.fromiter((f.client_is_a for f in flows), dtype=bool, count=len(flows))
         dir_client = src_is_a == client_is_a[inverse]
         index[ip_rows] = inverse
         from_client[ip_rows] = dir_client
         self._count(flows, inverse, dir_client, batch, decoded, ip_rows, flags, ts)
         return BatchFlows(flows, index, from_client, new)
 
-    def _create(self, key: bytes, row: Any, src_is_a: bool, flags: int, ts: float, frame: int,
-                source: str) -> Flow:
-        proto = int(row["proto"])
-        port_a, port_b = int(row["pa"]), int(row["pb"])
+    def _create(self, key: bytes, a: bytes, b: bytes, port_a: int, port_b: int, proto: int,
+                src_is_a: bool, flags: int, ts: float, frame: int, source: str) -> Flow:
         if proto == IPPROTO_TCP and (flags & (TCP_SYN | TCP_FIN | TCP_RST)) == TCP_SYN:
             # SYN: the sender is the client; SYN-ACK: the receiver is.
             sender_is_client = not flags & TCP_ACK
@@ -364,7 +370,6 @@ class FlowTable:
             client_is_a = port_a > port_b
         else:
             client_is_a = src_is_a
-        a, b = bytes(row["a"]), bytes(row["b"])
         self.created += 1
         return Flow(
             key=key, proto=proto, client=a if client_is_a else b,
