@@ -183,15 +183,12 @@ class _GunzipStream:
 class CaptureReader:
     """Streams ``PacketBatch``es out of one capture file; use as a context manager."""
 
-    def __init__(
-        self, path: str | os.PathLike[str], stream: BinaryIO, head: bytes, raw: BinaryIO | None = None
-    ) -> None:
+    def __init__(self, path: str | os.PathLike[str], stream: BinaryIO, head: bytes) -> None:
         self.path = os.fspath(path)
         self.warnings: list[CaptureError] = []
         self.packets_read = 0
         self.format = "pcapng" if head[:4] == struct.pack("<I", _PCAPNG_SHB) else "pcap"
         self._stream = stream
-        self._raw = raw  # the file under a gzip stream, closed with it
         self._buf = head  # bytes read from the (uncompressed) file, from _buf_at on
         self._pos = 0  # how far into _buf the records are consumed
         self._buf_at = 0  # file offset of _buf[0]
@@ -210,8 +207,6 @@ class CaptureReader:
 
     def close(self) -> None:
         self._stream.close()
-        if self._raw is not None:
-            self._raw.close()
 
     def __iter__(self) -> Iterator[PacketBatch]:
         return self.batches()
@@ -223,8 +218,9 @@ class CaptureReader:
     def _fill(self, need: int) -> bool:
         """Make at least ``need`` unconsumed bytes available; False at end of file.
 
-        Only the unconsumed tail is copied into the new block, so a batch's ``buf`` stays
-        valid (bytes are immutable) and no block is copied twice.
+        A plain file is read again from the first unconsumed byte (no copy of the tail); a
+        gzip stream cannot seek, so its unconsumed tail is joined to the next block. Either
+        way earlier batches keep their own ``buf`` (bytes are immutable).
         """
         if self._left >= need:
             return True
@@ -232,8 +228,12 @@ class CaptureReader:
             # read the unconsumed tail again from the file: no copy of it, no join
             start = self._buf_at + self._pos
             self._buf = b""  # let the old block go before the new one is allocated
-            self._stream.seek(start)
-            self._buf = self._stream.read(max(CHUNK_BYTES, need))
+            try:
+                self._stream.seek(start)
+                self._buf = self._stream.read(max(CHUNK_BYTES, need))
+            except OSError as exc:
+                self._warn(f"read error ({exc.strerror or exc}); stopped reading", None, start)
+                self._buf = b""
             self._buf_at, self._pos = start, 0
             if len(self._buf) < max(CHUNK_BYTES, need):
                 self._eof = True
