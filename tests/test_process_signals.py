@@ -149,3 +149,15 @@ def test_public_modbus_captures_run_clean(shared_data: Path) -> None:
             process = [f for f in result.findings if f.rule.startswith("process-")]
             if profile is not None:
                 assert process == [], capture
+
+
+def test_refused_write_is_no_sample() -> None:
+    from cranewatch.protocols.modbus import ModbusResponse
+
+    events = [
+        ModbusRequest(ts=5.0, frame=9, src="10.20.7.66", dst="10.20.7.10", transaction_id=7,
+                      unit_id=1, function=5, address=0, quantity=1, values=(0xFF00,)),
+        ModbusResponse(ts=5.01, frame=10, src="10.20.7.10", dst="10.20.7.66", transaction_id=7,
+                       unit_id=1, function=5, exception_code=1),
+    ]
+    assert "safety_bypass" not in extract_signals([], events)

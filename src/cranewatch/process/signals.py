@@ -231,9 +231,15 @@ def extract_signals(
             if spec is not None:
                 add(spec, one.ts, values[:, column], one.frame, f"read by {one.master}", one.source)
 
+    events = list(events)
+    # A write the PLC refused (exception response) changed nothing.
+    refused = {(e.dst, e.src, e.transaction_id, e.function) for e in events
+               if isinstance(e, ModbusResponse) and e.exception_code is not None}
     for event in events:
         # A write request says what the register holds from then on; its echo repeats it.
         if not isinstance(event, ModbusRequest) or event.function not in WRITE_FUNCTIONS:
+            continue
+        if (event.src, event.dst, event.transaction_id, event.function) in refused:
             continue
         if not register_map.serves(event.dst, event.unit_id):
             continue
