@@ -19,6 +19,7 @@ from cranewatch.process.checks import (
     Incident,
     persistent,
     rolling_extent,
+    rolling_max,
     rolling_mean,
 )
 from cranewatch.process.state import StateThresholds
@@ -211,8 +212,7 @@ def check_trip_causes(ctx: CheckContext) -> list[Incident]:
         wind = np.max(np.vstack([_filled(ctx, n) for n in names]), axis=0)
         causes.append(("wind_stop", names, wind, ctx.limits.wind_stop_limit, "m/s"))
     for trip, related, cause, limit, unit in causes:
-        peak = np.concatenate((np.zeros(lookback - 1), cause))
-        peak = np.lib.stride_tricks.sliding_window_view(peak, lookback).max(axis=1)
+        peak = rolling_max(cause, lookback)
         for k in _rising(frame.bit(trip)):
             if peak[k] < 0.9 * limit:
                 out.append(Incident(
