@@ -64,7 +64,7 @@ def is_mqtt(client: bytes, server: bytes) -> bool:
     if parsed is None:
         return False
     _, pos = parsed
-    return client[pos:pos + 6] in (b"\x00\x04MQTT", b"\x00\x06MQIsd")
+    return client[pos:pos + 6] in (b"\x00\x04MQTT", b"\x00\x06MQIs")
 
 
 def _is_tpkt_cotp(data: bytes) -> bool:

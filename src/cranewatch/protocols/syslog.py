@@ -107,7 +107,11 @@ class SyslogDecoder:
                 space = self._buffer.find(b" ", 0, 10)
                 if space < 0:
                     break
-                size = int(self._buffer[:space])
+                count = bytes(self._buffer[:space])
+                if not count.isdigit():
+                    self._buffer.clear()
+                    raise decode_error("syslog octet count is not a number", self.ctx, frame)
+                size = int(count)
                 if len(self._buffer) < space + 1 + size:
                     break
                 message = bytes(self._buffer[space + 1:space + 1 + size])

@@ -1,0 +1,66 @@
+"""Remote-access recognition by behaviour: RDP, VNC, Telnet, TeamViewer, AnyDesk."""
+
+from __future__ import annotations
+
+import pytest
+
+from cranewatch.errors import DecodeError
+from cranewatch.protocols.remote import (
+    AnydeskDecoder,
+    RdpDecoder,
+    RemoteSessionRequest,
+    RemoteSessionResponse,
+    TeamViewerDecoder,
+    TelnetDecoder,
+    VncDecoder,
+)
+
+from proto_helpers import context, feed_all, h
+
+# An mstsc connection request: X.224 CR with cookie and RDP_NEG_REQ asking for TLS + CredSSP,
+# and the server's RDP_NEG_RSP choosing CredSSP (MS-RDPBCGR 2.2.1.1 / 2.2.1.2).
+RDP_CR = (h("0300002e 29 e0 0000 0000 00") + b"Cookie: mstshash=operator\r\n"
+          + h("01 00 0800 03000000"))
+RDP_CC = h("03000013 0e d0 0000 1234 00 02 00 0800 02000000")
+
+
+def test_rdp_cookie_user_and_negotiated_security() -> None:
+    request, response = feed_all(RdpDecoder(context(3389)), (True, RDP_CR), (False, RDP_CC))
+    assert isinstance(request, RemoteSessionRequest) and request.protocol == "rdp"
+    assert request.user == "operator" and request.security == ("tls", "credssp")
+    assert isinstance(response, RemoteSessionResponse) and response.security == ("credssp",)
+
+
+def test_vnc_version_and_security_types_offered() -> None:
+    events = feed_all(VncDecoder(context(5900)), (False, b"RFB 003.008\n"), (True, b"RFB 003.008\n"),
+                      (False, h("02 01 02")))
+    assert [type(e).__name__ for e in events] == ["RemoteSessionRequest", "RemoteSessionResponse"]
+    client, server = events
+    assert isinstance(server, RemoteSessionResponse)
+    assert server.version == "003.008" and server.security == ("none", "vnc-auth")
+    assert client.frame == 2 and server.frame == 3
+
+
+def test_telnet_options_and_prompt() -> None:
+    (server,) = TelnetDecoder(context(23)).feed(False, h("fffd18 fffb01") + b"\r\nlogin: ", 1.0, 1)
+    assert server.security == ("DO terminal-type", "WILL echo") and server.detail == "login:"
+
+
+def test_teamviewer_magic() -> None:
+    (event,) = TeamViewerDecoder(context(5938)).feed(True, h("1724 0a 00 0000"), 1.0, 1)
+    assert event.protocol == "teamviewer" and "command 10" in event.detail
+    with pytest.raises(DecodeError):
+        TeamViewerDecoder(context(5938)).feed(True, b"GET / HTTP", 1.0, 1)
+
+
+def test_anydesk_is_tls_with_anydesk_certificates() -> None:
+    from test_proto_tls import _self_signed_der
+
+    cert = _self_signed_der().replace(b"plc.sts07", b"AnyDesk C")
+    chain = len(cert).to_bytes(3, "big") + cert
+    body = len(chain).to_bytes(3, "big") + chain
+    message = h("0b") + len(body).to_bytes(3, "big") + body
+    record = h("160303") + len(message).to_bytes(2, "big") + message
+    events = AnydeskDecoder(context(7070)).feed(False, record, 1.0, 1)
+    assert [e.kind for e in events] == ["tls_certificate_response", "remote_session_response"]
+    assert events[1].protocol == "anydesk"  # type: ignore[attr-defined]
