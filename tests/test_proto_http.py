@@ -7,7 +7,6 @@ import pytest
 from cranewatch.errors import DecodeError
 from cranewatch.protocols import http
 from cranewatch.protocols.http import HttpDecoder, HttpRequest, HttpResponse
-
 from proto_helpers import context, feed_all
 
 UPLOAD = (b"POST /cgi-bin/firmware HTTP/1.1\r\nHost: 10.7.0.20\r\nUser-Agent: curl/8.1\r\n"

@@ -6,7 +6,6 @@ import pytest
 
 from cranewatch.protocols import identify, load_all
 from cranewatch.protocols.base import REGISTRY
-
 from proto_helpers import h
 
 load_all()

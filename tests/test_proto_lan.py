@@ -10,7 +10,6 @@ from cranewatch.protocols.arp import ArpEvent, ArpResponse, decode_arp
 from cranewatch.protocols.dhcp import DhcpDecoder, DhcpMessageRequest, DhcpMessageResponse
 from cranewatch.protocols.ntp import NtpDecoder, NtpTimeRequest, NtpTimeResponse
 from cranewatch.protocols.syslog import SyslogDecoder, SyslogMessageRequest, parse_syslog
-
 from proto_helpers import context, h
 
 MAC = h("02 00 5e 10 00 07")

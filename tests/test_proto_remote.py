@@ -14,7 +14,6 @@ from cranewatch.protocols.remote import (
     TelnetDecoder,
     VncDecoder,
 )
-
 from proto_helpers import context, feed_all, h
 
 # An mstsc connection request: X.224 CR with cookie and RDP_NEG_REQ asking for TLS + CredSSP,

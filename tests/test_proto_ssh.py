@@ -14,7 +14,6 @@ from cranewatch.protocols.ssh import (
     SshKexinitRequest,
     SshKexinitResponse,
 )
-
 from proto_helpers import context, feed_all
 
 

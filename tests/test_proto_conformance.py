@@ -1,0 +1,241 @@
+"""Decoders against tshark, frame by frame, over the public captures of ../shared/data/pcaps.
+
+For each protocol, tshark's fields (``-T fields`` with the dissector's own field names) and
+cranewatch's decoded fields are put side by side per frame; they must agree exactly except
+for the disagreements listed in ``KNOWN``, each with its reason. The captures come from
+MANIFEST.tsv (the protocols column). The default run takes a few captures per protocol;
+``-m slow`` sweeps every capture the manifest lists for the protocol.
+
+The decoders are driven by ``proto_walk`` (dpkt + in-order TCP delivery), not by the
+pipeline, so the comparison tests the decoders alone.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from cranewatch.protocols.base import Event
+from cranewatch.protocols.dns import DnsQueryRequest
+from cranewatch.protocols.enip import CipRequest, CipResponse, EnipCommandRequest
+from cranewatch.protocols.http import HttpRequest, HttpResponse
+from cranewatch.protocols.mqtt import (
+    MqttConnectRequest,
+    MqttControlRequest,
+    MqttPublishRequest,
+    MqttSubscribeRequest,
+)
+from cranewatch.protocols.opcua import (
+    OpcuaChannelRequest,
+    OpcuaChannelResponse,
+    OpcuaHelloRequest,
+    OpcuaHelloResponse,
+    OpcuaServiceRequest,
+)
+from cranewatch.protocols.s7comm import S7JobRequest, S7JobResponse, S7UserDataRequest
+from cranewatch.protocols.ssh import (
+    SshBannerRequest,
+    SshKexinitRequest,
+    SshKexinitResponse,
+)
+from cranewatch.protocols.tls import TlsClientHelloRequest, TlsServerHelloResponse
+from proto_walk import readable, tshark_fields, walk
+
+Row = list[list[str]]
+
+
+def _s7(event: Event) -> list[tuple[int, str]] | None:
+    if isinstance(event, S7JobRequest):
+        return [(0, f"0x{event.function:02x}")]
+    if isinstance(event, S7JobResponse) and event.function is not None:
+        return [(0, f"0x{event.function:02x}")]
+    if isinstance(event, S7UserDataRequest):  # requests and responses (subclass)
+        return [(1, str(event.group))]
+    return None
+
+
+def _enip(event: Event) -> list[tuple[int, str]] | None:
+    if isinstance(event, EnipCommandRequest):  # requests and responses (subclass)
+        return [(0, f"0x{event.command:04x}")]
+    if isinstance(event, CipRequest | CipResponse):
+        return [(1, f"0x{event.service:02x}"), *((2, str(c)) for c in event.classes)]
+    return None
+
+
+def _opcua(event: Event) -> list[tuple[int, str]] | None:
+    if isinstance(event, OpcuaHelloRequest):
+        return [(0, "HEL")]
+    if isinstance(event, OpcuaHelloResponse):
+        return [(0, event.message_type)]
+    if isinstance(event, OpcuaChannelRequest | OpcuaChannelResponse):
+        sid = event.service_id
+        return [(0, event.message_type), *([(1, str(sid))] if sid is not None else [])]
+    if isinstance(event, OpcuaServiceRequest):  # requests and responses (subclass)
+        return [(0, "MSG"), *([(1, str(event.service_id))] if event.service_id is not None else [])]
+    return None
+
+
+def _mqtt(event: Event) -> list[tuple[int, str]] | None:
+    if isinstance(event, MqttConnectRequest):
+        return [(0, "1"), (1, event.client_id)]
+    if isinstance(event, MqttPublishRequest):
+        return [(0, "3"), (2, event.topic), (3, str(event.qos))]
+    if isinstance(event, MqttSubscribeRequest):
+        return [(0, "10" if event.unsubscribe else "8"), *((2, t) for t in event.topics)]
+    if isinstance(event, MqttControlRequest):
+        return [(0, str(event.packet_type))]
+    if event.kind == "mqtt_connect_response":
+        return [(0, "2")]
+    return None
+
+
+def _dns(event: Event) -> list[tuple[int, str]] | None:
+    if not isinstance(event, DnsQueryRequest):
+        return None
+    records = (*getattr(event, "answers", ()), *event.records)
+    return [*((0, name) for name in event.qnames),
+            *((1, r.data) for r in records if r.rtype == 1 and r.data)]
+
+
+def _tls(event: Event) -> list[tuple[int, str]] | None:
+    if isinstance(event, TlsClientHelloRequest):
+        return [*([(0, event.sni)] if event.sni else []), (1, event.ja3_md5)]
+    if isinstance(event, TlsServerHelloResponse):
+        return [(2, event.ja3s_md5)]
+    return None
+
+
+def _http(event: Event) -> list[tuple[int, str]] | None:
+    if isinstance(event, HttpRequest):
+        return [*([(0, event.host)] if event.host is not None else []), (1, event.uri)]
+    if isinstance(event, HttpResponse):
+        return [(2, str(event.status))]
+    return None
+
+
+def _ssh(event: Event) -> list[tuple[int, str]] | None:
+    if isinstance(event, SshBannerRequest):  # both sides (the response class derives from it)
+        return [(0, event.banner)]
+    if isinstance(event, SshKexinitResponse):
+        return [(2, event.hassh)]
+    if isinstance(event, SshKexinitRequest):
+        return [(1, event.hassh)]
+    return None
+
+
+# protocol -> (decoder names, tshark filter, tshark fields, our fields, probe only, sample captures)
+PROTOCOLS: dict[str, tuple[list[str], str, list[str], Callable[[Event], list[tuple[int, str]] | None], bool, list[str]]] = {
+    "s7comm": (["s7comm"], "s7comm", ["s7comm.param.func", "s7comm.param.userdata.funcgroup"], _s7,
+               False, ["snap7_s300_everything.pcapng", "s7comm_downloading_block_db1.pcap",
+                       "step7_s300_stop.pcapng", "s7comm_plus.pcap", "s7comm_reading_plc_status.pcap"]),
+    "enip": (["enip"], "enip", ["enip.command", "cip.sc", "cip.class"], _enip, False,
+             ["cip_stop_plc.pcap", "cip_start_plc.pcap", "cip-multiple-1.pcap", "enip_test.pcap",
+              "EIP-ChangeDateAttempt.pcap", "EIP-RebootorRestart.pcap"]),
+    "opcua": (["opcua"], "opcua", ["opcua.transport.type", "opcua.servicenodeid.numeric"], _opcua,
+              False, ["open62541_client-server_minimal.pcap", "open62541_client-server_encrypted.pcap",
+                      "python_opcua-client-server_encrypted.pcap", "opcua_with-gap.pcap"]),
+    "mqtt": (["mqtt"], "mqtt", ["mqtt.msgtype", "mqtt.clientid", "mqtt.topic", "mqtt.qos"], _mqtt,
+             False, ["mqtt.pcap"]),
+    "dns": (["dns"], "dns && !icmp", ["dns.qry.name", "dns.a"], _dns, False,
+            ["dynamic-update.pcap", "dns-binds.pcap", "dns-edns-bad-length.pcap",
+             "open62541_client-server_mainloop.pcap"]),
+    "tls": (["tls"], "tls.handshake.type==1 || tls.handshake.type==2",
+            ["tls.handshake.extensions_server_name", "tls.handshake.ja3", "tls.handshake.ja3s"], _tls,
+            True, ["tls1_1.pcap", "hrr.pcap", "ssl.v3.pcap", "tls13draft16-ff52.a01.pcap",
+                   "smtp-starttls.pcap"]),
+    "http": (["http"], "http.request || http.response",
+             ["http.host", "http.request.uri", "http.response.code"], _http, False,
+             ["methods.pcap", "http-pipelining.pcap", "putty-upload.pcap", "byteranges.pcap",
+              "missing-zlib-header.pcap"]),
+    "ssh": (["ssh"], "ssh.protocol || ssh.kex.hassh || ssh.kex.hasshserver",
+            ["ssh.protocol", "ssh.kex.hassh", "ssh.kex.hasshserver"], _ssh, False,
+            ["ssh.pcap", "ssh1-ssh2-fingerprints.pcap", "server-pre-banner-data.pcap"]),
+}
+
+# Where tshark and cranewatch differ, by protocol and capture: the frames and why.
+WALKER = "capture lost segments; the test walker and tshark's reassembly resynchronise differently"
+KNOWN: dict[str, dict[str, tuple[tuple[int, ...], str]]] = {}
+
+
+def _manifest(shared: Path, protocol: str) -> list[Path]:
+    names = {"enip": ("enip", "cip")}.get(protocol, (protocol,))
+    paths: list[Path] = []
+    for line in (shared / "pcaps" / "MANIFEST.tsv").read_text().splitlines()[1:]:
+        columns = line.split("\t")
+        if set(columns[6].split(",")) & set(names):
+            path = shared / "pcaps" / columns[2]
+            if path not in paths:
+                paths.append(path)
+    return paths
+
+
+def compare(tshark: str, path: Path, protocol: str) -> dict[int, tuple[Row | None, Row | None]]:
+    """Frames where our decoded fields and tshark's differ: frame -> (ours, tshark's)."""
+    names, display_filter, fields, extract, probe_only, _ = PROTOCOLS[protocol]
+    result = walk(path, names, use_ports=not probe_only)
+    ours: dict[int, Row] = {}
+    for event in result.events:
+        values = extract(event)
+        if values is None:
+            continue
+        row = ours.setdefault(event.frame, [[] for _ in fields])
+        for column, value in values:
+            row[column].append(value)
+    theirs: dict[int, Row] = {}
+    for line in tshark_fields(tshark, path, display_filter, fields):
+        row = [cell.split(",") if cell else [] for cell in line[1:]]
+        if any(row):
+            theirs[int(line[0])] = row
+    if protocol == "enip":  # tshark prints 16-bit classes as 0x0037; compare as numbers
+        for row in theirs.values():
+            row[2] = [str(int(c, 16)) for c in row[2]]
+    if protocol == "mqtt":  # our MQTT QoS is the PUBLISH header's; tshark also shows SUBSCRIBE's
+        for row in theirs.values():
+            if row[0] != ["3"]:
+                row[3] = []
+    return {frame: (ours.get(frame), theirs.get(frame))
+            for frame in sorted(set(ours) | set(theirs)) if ours.get(frame) != theirs.get(frame)}
+
+
+def _check(tshark: str, paths: list[Path], protocol: str) -> None:
+    problems: list[str] = []
+    for path in paths:
+        if not readable(path):
+            continue  # gzip-compressed traces dpkt cannot read; tshark alone is no comparison
+        differences = compare(tshark, path, protocol)
+        known_frames, _reason = KNOWN.get(protocol, {}).get(path.name, ((), ""))
+        unexpected = {f: d for f, d in differences.items() if f not in known_frames}
+        vanished = [f for f in known_frames if f not in differences]
+        for frame, (ours, theirs) in list(unexpected.items())[:5]:
+            problems.append(f"{path.name} frame {frame}: cranewatch {ours} tshark {theirs}")
+        if vanished:
+            problems.append(f"{path.name}: listed disagreements now agree: {vanished[:10]}")
+    assert not problems, "\n".join(problems)
+
+
+def _sample(shared: Path, protocol: str) -> list[Path]:
+    wanted = PROTOCOLS[protocol][5]
+    by_name = {p.name: p for p in _manifest(shared, protocol)}
+    return [by_name[name] for name in wanted if name in by_name]
+
+
+@pytest.mark.shared
+@pytest.mark.parametrize("protocol", sorted(PROTOCOLS))
+def test_decoders_agree_with_tshark_on_sample_captures(shared_data: Path, tshark: str,
+                                                       protocol: str) -> None:
+    paths = _sample(shared_data, protocol)
+    assert paths, f"no sample capture of {protocol} in MANIFEST.tsv"
+    _check(tshark, paths, protocol)
+
+
+@pytest.mark.shared
+@pytest.mark.slow
+@pytest.mark.parametrize("protocol", sorted(PROTOCOLS))
+def test_decoders_agree_with_tshark_on_every_capture(shared_data: Path, tshark: str,
+                                                     protocol: str) -> None:
+    _check(tshark, _manifest(shared_data, protocol), protocol)
