@@ -75,6 +75,10 @@ def test_injected_fault_is_reported(scenario: str, normal_baseline: ProcessBasel
             assert attack["start"] - 1.0 <= ev.values["onset"] <= attack["end"] + 1.0
             assert ev.values["detection_delay_s"] >= 0.0
             assert ev.values["detected"] - attack["start"] <= MAX_LATENCY_S
+    # The findings are the JSON-lines contract: strict JSON (no NaN) that reads back the same.
+    for f in findings:
+        text = json.dumps(f.to_json(), allow_nan=False)
+        assert Finding.from_json(json.loads(text)).to_json() == f.to_json()
     # Nothing the scenario did not inject: every process finding names a labelled signal or
     # follows from it (a replay also breaks the drive relations at its loop boundaries).
     labelled = {s for a in attacks for s in a["signal"].split(",")}
