@@ -326,3 +326,55 @@ def test_merge_survives_a_clock_stepping_back(tmp_path: Path) -> None:
     first.write_bytes(bytes(data))
     result = Analysis([]).run([first, second], batch_packets=2)
     assert result.packets == 12 and [i.packets for i in result.inputs] == [6, 6]
+
+
+def test_arp_frames_become_events_in_capture_order(tmp_path: Path) -> None:
+    from cranewatch.sources.pcapwrite import ETHERTYPE_ARP, ethernet_frame
+
+    def arp(op: int, smac: str, sip: str, tmac: str, tip: str) -> bytes:
+        body = (bytes.fromhex("0001 0800 06 04".replace(" ", "")) + op.to_bytes(2, "big")
+                + bytes.fromhex(smac.replace(":", "")) + bytes(map(int, sip.split(".")))
+                + bytes.fromhex(tmac.replace(":", "")) + bytes(map(int, tip.split("."))))
+        return ethernet_frame("ff:ff:ff:ff:ff:ff", smac, ETHERTYPE_ARP, body, pad=True)
+
+    c = Conversation("10.20.7.30", "10.20.7.10")
+    frames = [arp(1, "02:00:00:00:00:30", "10.20.7.30", "00:00:00:00:00:00", "10.20.7.10"),
+              arp(2, "02:00:00:00:00:10", "10.20.7.10", "02:00:00:00:00:30", "10.20.7.30"),
+              c.send(True, mbap(1, 1, bytes.fromhex("06 0001 0002"))),
+              arp(2, "02:00:00:00:00:66", "10.20.7.10", "02:00:00:00:00:30", "10.20.7.30")]
+    path = write_pcap(tmp_path / "arp.pcap", frames)
+    rec = Recorder()
+    result = analyze([path], sinks=[rec])
+    kinds = [(e.kind, e.frame) for e in rec.events]
+    assert [f for _, f in kinds] == [1, 2, 3, 4]
+    replies = [e for e in rec.events if e.kind.startswith("arp") and e.frame in (2, 4)]
+    assert [e.sender_mac for e in replies] == ["02:00:00:00:00:10", "02:00:00:00:00:66"]
+    hosts = {h.mac for h in result.hosts}
+    assert "02:00:00:00:00:66" in hosts  # an ARP-only sender is a host too
+
+
+def test_a_finished_decoder_gets_no_more_bytes(tmp_path: Path) -> None:
+    from cranewatch.protocols.base import DecoderSpec, FlowContext
+
+    fed: list[int] = []
+
+    class OneShot:
+        finished = False
+
+        def __init__(self, context: FlowContext) -> None:
+            pass
+
+        def feed(self, from_client: bool, data: bytes, ts: float, frame: int) -> list[Event]:
+            fed.append(frame)
+            OneShot.finished = True
+            return []
+
+        def gap(self, from_client: bool) -> None:
+            pass
+
+    spec = DecoderSpec(name="oneshot", transport="tcp", ports=frozenset({7777}), factory=OneShot)
+    c = Conversation("10.20.7.30", "10.20.7.10", server_port=7777)
+    frames = [*c.handshake()] + [c.send(True, b"hello") for _ in range(5)]
+    path = write_pcap(tmp_path / "one.pcap", frames)
+    Analysis([], decoders=[spec]).run([path], batch_packets=100)
+    assert fed == [4]  # frames 5-8 are in the same batch: not fed either

@@ -17,8 +17,6 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import importlib
-import pkgutil
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -66,6 +64,9 @@ PAYLOADS_SHOWN = 8
 
 class Sink(Protocol):
     """A consumer of the decoded stream, e.g. a detector.
+
+    A decoder that has learnt all it can from a flow (e.g. after a TLS handshake) may set
+    ``finished = True``: the pipeline then stops giving it that flow's bytes.
 
     A sink may also have ``on_payload(flow, from_client, data, ts, frame)``: it then gets the
     first ``PAYLOADS_SHOWN`` payload packets (in capture order) of every flow no
@@ -313,10 +314,20 @@ _HOST_DTYPE = np.dtype([("mac", "<u8"), ("ip", "V16")])
 
 def load_decoders() -> list[DecoderSpec]:
     """Import every protocol module (each registers its decoder) and return the registry."""
-    for info in pkgutil.iter_modules(protocols.__path__):
-        if info.name != "base":
-            importlib.import_module(f"{protocols.__name__}.{info.name}")
+    protocols.load_all()
     return sorted(REGISTRY, key=lambda s: s.priority)
+
+
+def _arp_decoder() -> Callable[..., Event] | None:
+    """ARP has no flow: frames with its ethertype go to ``protocols.arp.decode_arp``."""
+    try:
+        from cranewatch.protocols.arp import decode_arp
+    except ModuleNotFoundError:
+        return None
+    return decode_arp
+
+
+ETHERTYPE_ARP = 0x0806
 
 
 class Analysis:
@@ -343,6 +354,7 @@ class Analysis:
         self._payload_sinks = [s for s in self.sinks if hasattr(s, "on_payload")]
         self._limits_hit: set[str] = set()
         self._deferred: list[tuple[int, Event]] | None = None
+        self._arp = _arp_decoder()
 
     # ------------------------------------------------------------------ plumbing
 
@@ -396,8 +408,20 @@ class Analysis:
         self.packets += len(batch)
         self._count_hosts(batch, decoded)
         flows = self.flows.update(decoded, batch, batch.source)
-        if flows.flows:
-            self._decode_payloads(batch, decoded, flows.flows, flows.index, flows.from_client)
+        # Events of this batch are gathered and given out in capture order: the fast path,
+        # the slow path and the link layer each make some of them.
+        self._deferred = []
+        try:
+            if flows.flows:
+                self._decode_payloads(batch, decoded, flows.flows, flows.index,
+                                      flows.from_client)
+            self._decode_arp(batch, decoded)
+            deferred = self._deferred
+        finally:
+            self._deferred = None
+        deferred.sort(key=lambda item: item[0])
+        for _, event in deferred:
+            self.emit(event)
         now = float(batch.ts[-1])
         if self._next_sweep is None:
             self._next_sweep = now + SWEEP_SECONDS
@@ -525,6 +549,7 @@ class Analysis:
         wants = np.fromiter(
             (f.proto in (IPPROTO_TCP, IPPROTO_UDP)
              and (f.protocol != "" or (show and f.payloads_shown < PAYLOADS_SHOWN))
+             and not (f.decoder is not None and getattr(f.decoder, "finished", False))
              for f in flows), dtype=bool, count=len(flows))
         if not wants.any():
             return
@@ -536,20 +561,26 @@ class Analysis:
         rows = np.flatnonzero(interesting)
         if len(rows) == 0:
             return
-        # Events of this batch are gathered and given out in capture order: the fast path
-        # and the slow path each make some of them.
-        self._deferred = []
-        try:
-            if self.fast_path:
-                self._prepare_new_flows(batch, decoded, flows, index, from_client, rows)
-                rows = self._fast_modbus(batch, decoded, flows, index, from_client, rows)
-            self._slow(batch, decoded, flows, index, from_client, rows)
-            deferred = self._deferred
-        finally:
-            self._deferred = None
-        deferred.sort(key=lambda item: item[0])
-        for _, event in deferred:
-            self.emit(event)
+        if self.fast_path:
+            self._prepare_new_flows(batch, decoded, flows, index, from_client, rows)
+            rows = self._fast_modbus(batch, decoded, flows, index, from_client, rows)
+        self._slow(batch, decoded, flows, index, from_client, rows)
+
+    def _decode_arp(self, batch: PacketBatch, decoded: DecodedBatch) -> None:
+        rows = np.flatnonzero((decoded.ethertype == ETHERTYPE_ARP) & (decoded.l3_off >= 0))
+        if len(rows) == 0 or self._arp is None:
+            return
+        assert self._deferred is not None
+        ends = batch.offset[rows] + batch.caplen[rows]
+        for row, start, end, ts, frame in zip(rows.tolist(), decoded.l3_off[rows].tolist(),
+                                              ends.tolist(), batch.ts[rows].tolist(),
+                                              batch.frame[rows].tolist(), strict=True):
+            try:
+                event = self._arp(batch.buf[start:end], ts=ts, frame=frame, source=batch.source)
+            except DecodeError as exc:
+                self.warn(Warning_(f"arp: {exc.message}", batch.source, frame, "decode"))
+                continue
+            self._deferred.append((row, event))
 
     def _prepare_new_flows(self, batch: PacketBatch, decoded: DecodedBatch, flows: list[Flow],
                            index: np.ndarray, from_client: np.ndarray, rows: np.ndarray) -> None:
@@ -658,6 +689,8 @@ class Analysis:
                     flow.payloads_shown += 1
                     for sink in self._payload_sinks:
                         sink.on_payload(flow, to_server, data, ts, frame)
+                continue
+            if getattr(flow.decoder, "finished", False):
                 continue
             if tcp:
                 if side.stream is None:
