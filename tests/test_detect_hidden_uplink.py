@@ -88,3 +88,14 @@ def test_new_dhcp_server_and_default_gateway() -> None:
     assert len(findings) == 2
     assert titles[0].startswith("DHCP server 10.20.7.200 hands out default gateway 10.20.7.200")
     assert titles[1] == "New DHCP server 10.20.7.200 on the crane LAN"
+
+
+def test_profile_only_learns_the_gateway_from_terminal_traffic() -> None:
+    to_terminal = conv(OCR, TOS, 8080, T0, client_macs=("02:00:00:00:07:20",), server_macs=(GW_MAC,))
+    via_modem = conv(CMS, "198.51.100.80", 443, T0 + 5, client_macs=("02:00:00:00:07:30",),
+                     server_macs=(MODEM_MAC,))
+    via_gateway = conv(CMS, "198.51.100.81", 443, T0 + 6, client_macs=("02:00:00:00:07:30",),
+                       server_macs=(GW_MAC,))
+    found = [f for f in run([to_terminal, via_modem, via_gateway], profile=sts07()) if f.category == "hidden-uplink"]
+    assert [(f.src, f.dst) for f in found] == [(CMS, "198.51.100.80")]
+    assert found[0].evidence[0].values["sanctioned_gateway_macs"] == [GW_MAC]

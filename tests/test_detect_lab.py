@@ -86,17 +86,18 @@ def found(attack: dict[str, Any], findings: list[Finding], macs: dict[str, str])
             and same_end(attack["dst"], f.dst, attack, macs, f)]
 
 
-def run(name: str, with_profile: bool) -> list[Finding]:
-    sink = build_sink(profile() if with_profile else None, baseline())
+def run(name: str, with_profile: bool, with_baseline: bool = True) -> list[Finding]:
+    sink = build_sink(profile() if with_profile else None, baseline() if with_baseline else None)
     return list(analyze([LAB / name / "crane-lan.pcap"], sinks=[sink]).findings)
 
 
-@pytest.mark.parametrize("with_profile", [True, False], ids=["profile+baseline", "baseline"])
+@pytest.mark.parametrize(("with_profile", "with_baseline"), [(True, True), (False, True), (True, False)],
+                         ids=["profile+baseline", "baseline", "profile"])
 @pytest.mark.parametrize("scenario", scenarios())
-def test_every_labelled_attack_is_reported(scenario: str, with_profile: bool) -> None:
+def test_every_labelled_attack_is_reported(scenario: str, with_profile: bool, with_baseline: bool) -> None:
     truth = labels(scenario)
     macs = {h["mac"]: h["ip"] for h in truth["hosts"] if h.get("mac")}
-    findings = run(scenario, with_profile)
+    findings = run(scenario, with_profile, with_baseline)
     attacks = [a for a in truth["attacks"] if a["category"] in NETWORK_CATEGORIES]
     for attack in attacks:
         hits = found(attack, findings, macs)

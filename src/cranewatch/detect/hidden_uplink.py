@@ -5,7 +5,8 @@ crane LAN (T0883 Internet Accessible Device, T0884 Connection Proxy).
 On a crane-LAN capture the Ethernet source of packets coming *from* an off-subnet address is
 the router that carried them; a crane host's off-subnet traffic must all pass the gateway's
 MAC (from the profile, or the MAC bound to the gateway's IP, or the gateways the baseline
-learned). Anything else is a path around the crane's firewall.
+learned, or — with a profile only — the MAC that carries the traffic with the terminal zone,
+which only the gateway can reach). Anything else is a path around the crane's firewall.
 """
 
 from __future__ import annotations
@@ -67,9 +68,22 @@ class HiddenUplink:
                               {"offered_router": [router], "server_mac": msg.server_mac or "",
                                "clients": [msg.client_mac or "?"]})
 
+    def _terminal_routers(self, ctx: Context) -> set[str]:
+        """With a profile but no gateway MAC known: the terminal zone is reachable only through
+        the crane gateway, so the MACs that carry crane ↔ terminal traffic are the gateway's."""
+        if ctx.profile is None:
+            return set()
+        macs: set[str] = set()
+        for conv in self.routed:
+            if ctx.zone_of(conv.src) == "terminal" and ctx.is_crane(conv.dst):
+                macs.update(conv.client_macs)
+            elif ctx.zone_of(conv.dst) == "terminal" and ctx.is_crane(conv.src):
+                macs.update(conv.server_macs)
+        return macs
+
     def finish(self, ctx: Context) -> list[Finding]:
         findings = []
-        sanctioned = ctx.gateway_macs()
+        sanctioned = ctx.gateway_macs() or self._terminal_routers(ctx)
         if sanctioned:
             paths = Incidents()
             for conv in self.routed:
