@@ -378,3 +378,42 @@ def test_a_finished_decoder_gets_no_more_bytes(tmp_path: Path) -> None:
     path = write_pcap(tmp_path / "one.pcap", frames)
     Analysis([], decoders=[spec]).run([path], batch_packets=100)
     assert fed == [4]  # frames 5-8 are in the same batch: not fed either
+
+
+def test_fragmented_udp_datagram_reaches_its_decoder_whole(tmp_path: Path) -> None:
+    from cranewatch.protocols.base import DecoderSpec, FlowContext
+    from cranewatch.sources.pcapwrite import (
+        ETHERTYPE_IPV4,
+        ethernet_frame,
+        ipv4_address,
+        ipv4_packet,
+        udp_datagram,
+    )
+
+    got: list[tuple[bool, bytes, int]] = []
+
+    class Record:
+        def __init__(self, context: FlowContext) -> None:
+            pass
+
+        def feed(self, from_client: bool, data: bytes, ts: float, frame: int) -> list[Event]:
+            got.append((from_client, data, frame))
+            return []
+
+        def gap(self, from_client: bool) -> None:
+            pass
+
+    spec = DecoderSpec(name="record", transport="udp", ports=frozenset({7778}), factory=Record)
+    message = bytes(range(256)) * 8  # 2048 bytes: three fragments
+    datagram = udp_datagram(40000, 7778, message, ipv4_address("10.20.7.30"),
+                            ipv4_address("10.20.0.9"))
+    frames = []
+    for start in range(0, len(datagram), 800):
+        part = datagram[start : start + 800]
+        packet = ipv4_packet("10.20.7.30", "10.20.0.9", 17, part, ident=77, dont_fragment=False,
+                             more_fragments=start + 800 < len(datagram), fragment_offset=start)
+        frames.append(ethernet_frame("02:00:00:00:00:09", "02:00:00:00:00:30", ETHERTYPE_IPV4,
+                                     packet))
+    path = write_pcap(tmp_path / "frag.pcap", frames)
+    Analysis([], decoders=[spec]).run([path])
+    assert got == [(True, message, 3)]

@@ -25,7 +25,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from cranewatch import protocols
-from cranewatch.decode import DecodedBatch, decode_batch
+from cranewatch.decode import DecodedBatch, Defragmenter, ReassembledDatagram, decode_batch
 from cranewatch.decode import ip_text as _ip_text
 from cranewatch.decode import mac_text as _mac_text
 from cranewatch.errors import CaptureError, DecodeError, Location
@@ -328,6 +328,7 @@ def _arp_decoder() -> Callable[..., Event] | None:
 
 
 ETHERTYPE_ARP = 0x0806
+AFTER_BATCH = 1 << 62  # order key of events that follow all of a batch's own
 
 
 class Analysis:
@@ -355,6 +356,7 @@ class Analysis:
         self._limits_hit: set[str] = set()
         self._deferred: list[tuple[int, Event]] | None = None
         self._arp = _arp_decoder()
+        self.defragmenter = Defragmenter()
 
     # ------------------------------------------------------------------ plumbing
 
@@ -416,6 +418,9 @@ class Analysis:
                 self._decode_payloads(batch, decoded, flows.flows, flows.index,
                                       flows.from_client)
             self._decode_arp(batch, decoded)
+            if decoded.fragment.any():
+                for datagram in self.defragmenter.feed(decoded):
+                    self._reassembled(datagram)
             deferred = self._deferred
         finally:
             self._deferred = None
@@ -565,6 +570,30 @@ class Analysis:
             self._prepare_new_flows(batch, decoded, flows, index, from_client, rows)
             rows = self._fast_modbus(batch, decoded, flows, index, from_client, rows)
         self._slow(batch, decoded, flows, index, from_client, rows)
+
+    def _reassembled(self, datagram: ReassembledDatagram) -> None:
+        """A UDP datagram put back together from IPv4 fragments goes to its flow's decoder.
+
+        Its first fragment made the flow (it carries the ports); the fragments themselves are
+        kept from the decoders.
+        """
+        data = datagram.payload
+        if datagram.ip_proto != IPPROTO_UDP or len(data) < 8:
+            return
+        sport, dport = int.from_bytes(data[0:2], "big"), int.from_bytes(data[2:4], "big")
+        ends = sorted(((datagram.src_ip, sport), (datagram.dst_ip, dport)))
+        key = (ends[0][0] + ends[1][0] + ends[0][1].to_bytes(2, "big")
+               + ends[1][1].to_bytes(2, "big") + bytes([IPPROTO_UDP]) + bytes(3))
+        flow = self.flows.flows.get(key)
+        if flow is None:
+            return
+        to_server = flow.client == datagram.src_ip and flow.client_port == sport
+        payload = data[8:]
+        if flow.protocol is None:
+            self._choose(flow, payload, to_server, datagram.frame)
+        if flow.protocol and not getattr(flow.decoder, "finished", False):
+            self._feed(flow, to_server, payload, datagram.ts, datagram.frame, datagram.source,
+                       AFTER_BATCH)
 
     def _decode_arp(self, batch: PacketBatch, decoded: DecodedBatch) -> None:
         rows = np.flatnonzero((decoded.ethertype == ETHERTYPE_ARP) & (decoded.l3_off >= 0))
