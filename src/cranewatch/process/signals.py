@@ -355,8 +355,13 @@ def build_frame(signals: Mapping[str, Signal], dt: float | None = None) -> Signa
     if not signals:
         return SignalFrame(np.zeros(0), 1.0, {}, {}, {})
     if dt is None:
-        periods = [float(np.median(np.diff(np.unique(s.ts)))) for s in signals.values()
-                   if len(np.unique(s.ts)) >= 3]
+        # Each master's own poll period (two masters interleaved would halve it).
+        periods = []
+        for s in signals.values():
+            for i in range(len(s.origins)):
+                ts = np.unique(s.ts[s.origin == i])
+                if len(ts) >= 3:
+                    periods.append(float(np.median(np.diff(ts))))
         dt = float(np.clip(min(periods), 0.02, 10.0)) if periods else 1.0
     start = min(float(s.ts[0]) for s in signals.values())
     end = max(float(s.ts[-1]) for s in signals.values())
