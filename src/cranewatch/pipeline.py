@@ -11,6 +11,11 @@ malformed PDU) become warnings that name the file and frame; the analysis goes o
 Modbus polling, the bulk of crane traffic, takes a vectorised fast path
 (``protocols.modbus.fast_reads``); everything else goes through TCP reassembly and the
 Python decoders. ``fast_path=False`` sends everything the slow way (the tests compare both).
+
+Beyond ``protocols.base.StreamDecoder``: a decoder that has learnt all it can from a flow
+(e.g. after a TLS handshake) may set ``finished = True`` and gets no more of its bytes. ARP
+frames go to ``protocols.arp.decode_arp``; UDP datagrams reassembled from IPv4 fragments go
+to their flow's decoder. Events are given to sinks in capture order within each batch.
 """
 
 from __future__ import annotations
@@ -65,9 +70,6 @@ PAYLOADS_SHOWN = 8
 class Sink(Protocol):
     """A consumer of the decoded stream, e.g. a detector.
 
-    A decoder that has learnt all it can from a flow (e.g. after a TLS handshake) may set
-    ``finished = True``: the pipeline then stops giving it that flow's bytes.
-
     A sink may also have ``on_payload(flow, from_client, data, ts, frame)``: it then gets the
     first ``PAYLOADS_SHOWN`` payload packets (in capture order) of every flow no
     decoder claimed.
@@ -83,7 +85,7 @@ class Sink(Protocol):
 
 
 @dataclass(frozen=True, slots=True)
-class Warning_:
+class InputWarning:
     """A problem in the input that did not stop the analysis."""
 
     message: str
@@ -160,7 +162,7 @@ class AnalysisResult:
     modbus_masters: tuple[ModbusPeer, ...]
     modbus_slaves: tuple[ModbusPeer, ...]
     findings: tuple[Finding, ...]
-    warnings: tuple[Warning_, ...]
+    warnings: tuple[InputWarning, ...]
     warnings_suppressed: int
     packets: int
     flows: int
@@ -205,14 +207,14 @@ def _hash_file(state: _InputState) -> None:
         pass
 
 
-def _file_batches(state: _InputState, warn: Callable[[Warning_], None],
+def _file_batches(state: _InputState, warn: Callable[[InputWarning], None],
                   batch_packets: int) -> Iterator[PacketBatch]:
     try:
         reader = open_capture(state.path)
     except CaptureError as exc:
         state.complete = False
         state.problems.append(exc.message)
-        warn(Warning_(exc.message, state.path, exc.location.frame if exc.location else None,
+        warn(InputWarning(exc.message, state.path, exc.location.frame if exc.location else None,
                       "capture"))
         return
     with reader:
@@ -225,7 +227,7 @@ def _file_batches(state: _InputState, warn: Callable[[Warning_], None],
             state.complete = False
             state.problems.append(problem.message)
             frame = problem.location.frame if problem.location else None
-            warn(Warning_(problem.message, state.path, frame, "capture"))
+            warn(InputWarning(problem.message, state.path, frame, "capture"))
 
 
 def _slice(batch: PacketBatch, rows: np.ndarray) -> PacketBatch:
@@ -343,7 +345,7 @@ class Analysis:
         self.decoders = list(decoders) if decoders is not None else load_decoders()
         self.flows = flow_table or FlowTable()
         self.book = ModbusBook()
-        self.warnings: list[Warning_] = []
+        self.warnings: list[InputWarning] = []
         self.suppressed = 0
         self.hosts: dict[int | bytes, _Host] = {}
         self.protocol_tally: dict[str, _ProtocolTally] = {}
@@ -360,7 +362,7 @@ class Analysis:
 
     # ------------------------------------------------------------------ plumbing
 
-    def warn(self, warning: Warning_) -> None:
+    def warn(self, warning: InputWarning) -> None:
         if len(self.warnings) < MAX_WARNINGS:
             self.warnings.append(warning)
         else:
@@ -441,7 +443,7 @@ class Analysis:
             self._end_flow(flow)
         if self.flows.evicted > evicted and "flows" not in self._limits_hit:
             self._limits_hit.add("flows")  # once per run: the cap is hit again and again
-            self.warn(Warning_(
+            self.warn(InputWarning(
                 f"more than {self.flows.max_flows:,} flows at once: the "
                 f"{self.flows.evicted - evicted:,} quietest were ended early", source, None,
                 "limit"))
@@ -454,7 +456,7 @@ class Analysis:
             return
         if "held" not in self._limits_hit:
             self._limits_hit.add("held")
-            self.warn(Warning_(
+            self.warn(InputWarning(
                 f"{total:,} bytes waiting behind TCP holes (cap {MAX_HELD_BYTES:,}): the largest"
                 " holes were given up", source, None, "limit"))
         for size, flow, from_client in sorted(held, key=lambda h: -h[0]):
@@ -607,7 +609,7 @@ class Analysis:
             try:
                 event = self._arp(batch.buf[start:end], ts=ts, frame=frame, source=batch.source)
             except DecodeError as exc:
-                self.warn(Warning_(f"arp: {exc.message}", batch.source, frame, "decode"))
+                self.warn(InputWarning(f"arp: {exc.message}", batch.source, frame, "decode"))
                 continue
             self._deferred.append((row, event))
 
@@ -743,7 +745,7 @@ class Analysis:
             try:
                 events = decoder.feed(from_client, data, ts, frame)
             except DecodeError as exc:
-                self.warn(Warning_(f"{flow.protocol}: {exc.message}", source, frame, "decode"))
+                self.warn(InputWarning(f"{flow.protocol}: {exc.message}", source, frame, "decode"))
                 data = b""
                 continue
             if self._deferred is not None:
