@@ -5,6 +5,7 @@ capture pipeline finds the injected false load and stays quiet on an honest capt
 from __future__ import annotations
 
 import csv
+import json
 import subprocess
 from pathlib import Path
 
@@ -125,3 +126,16 @@ def test_evidence_names_the_capture_frames(false_load_capture: Path, tshark: str
         port, function, values = line.split("\t")
         assert port == "502" and function == "4"
         assert values.split(",")[1] == "0"
+
+
+def test_baseline_files_of_every_kind(false_load_capture: Path, tmp_path: Path) -> None:
+    clean = tmp_path / "clean.pcap"
+    write_capture(run_polls(120, seed=7, start=T0 - 5000), clean)
+    learned = learn_from_captures([clean])
+    saved = tmp_path / "sts-07.process"  # no .json suffix: recognised by its content
+    saved.write_text(json.dumps({"network": {}, "process": learned.to_json()}))
+    assert build_sink(baseline=saved).baseline == learned
+    network_only = tmp_path / "network.json"
+    network_only.write_text(json.dumps({"version": 1, "hosts": []}))
+    assert build_sink(baseline=network_only).baseline is None  # physics and profile alone
+    assert build_sink(baseline=[clean]).baseline is not None

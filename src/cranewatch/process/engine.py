@@ -157,6 +157,15 @@ def learn_from_captures(captures: Sequence[str | Path], profile: object | None =
     return learn_baseline(frame, sink.resolved(frame))
 
 
+def _is_json(path: str | Path) -> bool:
+    """A saved baseline (JSON) rather than a capture, whatever its name."""
+    try:
+        with open(path, "rb") as handle:
+            return handle.read(64).lstrip()[:1] == b"{"
+    except OSError:
+        return Path(path).suffix == ".json"
+
+
 def build_sink(profile: object | str | Path | None = None,
                baseline: ProcessBaseline | str | Path | Sequence[str | Path] | None = None,
                crane: str | None = None) -> ProcessSink:
@@ -176,7 +185,7 @@ def build_sink(profile: object | str | Path | None = None,
         learned = baseline
     elif baseline is not None:
         paths = [baseline] if isinstance(baseline, str | Path) else list(baseline)
-        if len(paths) == 1 and Path(paths[0]).suffix == ".json":
+        if len(paths) == 1 and _is_json(paths[0]):
             try:
                 learned = read_process_baseline(paths[0])
             except InputError:
