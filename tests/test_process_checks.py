@@ -309,3 +309,17 @@ def test_both_anemometers_frozen_need_the_baseline(baseline: ProcessBaseline) ->
         f = _one(findings, "process-frozen", name)
         assert f.first_seen == pytest.approx(T0 + 20, abs=0.5)
         assert f.evidence[0].values["detection_delay_s"] < 10.0
+
+
+def test_an_hour_of_work_with_stops_and_drifting_polls(baseline: ProcessBaseline) -> None:
+    # E-stops, storm pins and anti-collision stops every 20 minutes, fault resets, a master
+    # whose polls drift against the PLC cycle: an honest hour raises nothing.
+    def panel(now: float) -> Panel:
+        m = (now - T0) % 1200
+        return Panel(estop=100 <= m < 160, storm_pins=600 <= m < 700, anti_collision=900 <= m < 930)
+
+    def setpoints(now: float) -> Setpoints:
+        return Setpoints(fault_reset=((now - T0) % 60) < 0.3)
+
+    frame = simulate(3600, seed=2, start=T0, drift=0.3, panel=panel, setpoints=setpoints)
+    assert run_checks(frame, baseline=baseline, with_plots=False) == []
