@@ -270,8 +270,17 @@ def merged_batches(streams: list[Iterator[PacketBatch]]) -> Iterator[PacketBatch
         yield from _interleave([p for _, _, p in sorted(pieces, key=lambda p: (p[0], p[1]))])
 
 
+MAX_RUNS = 64  # runs per merge step beyond which pieces are given whole (see _interleave)
+
+
 def _interleave(pieces: list[PacketBatch]) -> Iterator[PacketBatch]:
-    """Cut overlapping pieces of different captures into runs so packets come in time order."""
+    """Cut overlapping pieces of different captures into runs so packets come in time order.
+
+    Captures taken at the same time on several taps interleave packet by packet; cutting
+    them into thousands of one-packet runs would cost more than it is worth, so beyond
+    ``MAX_RUNS`` runs the pieces are given whole, earliest first: order is then exact per
+    capture and approximate (within one batch's time span) between captures.
+    """
     if len(pieces) == 1:
         yield pieces[0]
         return
@@ -281,6 +290,9 @@ def _interleave(pieces: list[PacketBatch]) -> Iterator[PacketBatch]:
     order = np.argsort(ts, kind="stable")
     owner, local = owner[order], local[order]
     cuts = np.flatnonzero(owner[1:] != owner[:-1]) + 1
+    if len(cuts) >= MAX_RUNS:
+        yield from pieces
+        return
     for run in np.split(np.arange(len(order)), cuts):
         piece = pieces[int(owner[run[0]])]
         rows = local[run]
