@@ -72,7 +72,8 @@ def make_cpio(tree: Path, out: Path) -> Path:
 
 
 def make_squashfs(tree: Path, out: Path) -> Path:
-    subprocess.run(["mksquashfs", str(tree), str(out), "-quiet", "-no-progress", "-noappend"], check=True,
+    # Uncompressed (-noI -noD -noF -noX): the tests read the format, not the compression.
+    subprocess.run(["mksquashfs", str(tree), str(out), "-quiet", "-no-progress", "-noappend", "-noI", "-noD", "-noF", "-noX"], check=True,
                    stdout=subprocess.DEVNULL)
     return out
 

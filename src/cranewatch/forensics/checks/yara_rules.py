@@ -25,11 +25,11 @@ _SCOPES = ("text", "binary", "any")
 
 @dataclass(frozen=True)
 class RuleSet:
-    """Compiled rules by scope; ``sources`` names the rule files for the report."""
+    """Compiled rules for text files and for binaries (``any`` rules are in both), so each
+    file is matched once; ``sources`` names the rule files for the report."""
 
     text: yara.Rules | None
     binary: yara.Rules | None
-    any: yara.Rules | None
     sources: tuple[str, ...]
 
 
@@ -53,28 +53,26 @@ def compile_rules(extra: Path | None = None) -> RuleSet:
         if not extra.is_dir():
             raise InputError("--rules must be a directory of .yar files", Location(file=str(extra)))
         files += _rule_files(extra)
-    compiled: dict[str, list[str]] = {s: [] for s in _SCOPES}
-    # Compile each file once to learn each rule's scope, then once per scope with only the
-    # files that have rules of that scope (YARA cannot split one compiled file's rules).
+    by_kind: dict[str, dict[str, str]] = {"text": {}, "binary": {}}
+    # Compile each file once to learn its rules' scopes, then once per kind of file with the
+    # files that have rules for it (one compiled file's rules cannot be split).
     for number, path in enumerate(files):
         try:
             rules = yara.compile(filepath=str(path))
         except yara.Error as exc:
             raise InputError(f"YARA rule does not compile: {exc}", Location(file=str(path))) from None
         scopes = {_scope_of(rule) for rule in rules}
-        for scope in scopes:
-            compiled[scope].append(f"{number}:{path}")
-    sets: dict[str, yara.Rules | None] = {}
-    for scope, entries in compiled.items():
-        if not entries:
-            sets[scope] = None
-            continue
-        filepaths = {f"n{entry.split(':', 1)[0]}": entry.split(":", 1)[1] for entry in entries}
-        sets[scope] = yara.compile(filepaths=filepaths)
-    return RuleSet(sets["text"], sets["binary"], sets["any"], tuple(str(p) for p in files))
+        for kind in ("text", "binary"):
+            if kind in scopes or "any" in scopes:
+                by_kind[kind][f"n{number}"] = str(path)
+    text = yara.compile(filepaths=by_kind["text"]) if by_kind["text"] else None
+    binary = yara.compile(filepaths=by_kind["binary"]) if by_kind["binary"] else None
+    return RuleSet(text, binary, tuple(str(p) for p in files))
 
 
 _RULES: RuleSet | None = None
+# gzip, xz, bzip2, zstd, PNG, JPEG, GIF, WOFF/OpenType fonts: nothing readable inside.
+_PACKED = (b"\x1f\x8b", b"\xfd7zXZ", b"BZh", b"\x28\xb5\x2f\xfd", b"\x89PNG", b"\xff\xd8\xff", b"GIF8", b"wOF", b"OTTO")
 
 
 def install(rules: RuleSet | None) -> None:
@@ -90,16 +88,17 @@ def check_file(view: FileView, ctx: ScanContext) -> Iterator[Finding]:
     wanted = "text" if view.kind == "text" else "binary"
     if view.kind == "text" and not view.in_config_scope and view.owner is not None:
         return  # a distribution's documentation, not a script anyone runs
-    for scope_rules in (rules.text if wanted == "text" else rules.binary, rules.any):
-        if scope_rules is None:
-            continue
-        try:
-            matches = scope_rules.match(data=view.data, timeout=30)
-        except yara.Error:
-            continue
-        for match in matches:
-            if _scope_of_match(match) not in (wanted, "any"):
-                continue
+    if view.kind == "binary" and (view.distribution or view.data.startswith(_PACKED)):
+        return  # the distribution's data files; compressed or media bytes hide no plain strings
+    compiled = rules.text if wanted == "text" else rules.binary
+    if compiled is None:
+        return
+    try:
+        matches = compiled.match(data=view.data, timeout=30)
+    except yara.Error:
+        return
+    for match in matches:
+        if _scope_of_match(match) in (wanted, "any"):
             yield _finding(match, view, ctx)
 
 
