@@ -106,8 +106,11 @@ def scores(alarm: np.ndarray, truth: np.ndarray, times: np.ndarray,
         duration_h = (attack.end - attack.start) / 3600.0
         ttd = None if len(hits) == 0 else (times[hits[0]] - attack.start) / 3600.0
         ttd_fractions.append(1.0 if ttd is None else ttd / duration_h)
+        # An alarm already on in the hour before the attack says little about detecting it.
+        before = np.flatnonzero(times < attack.start)
+        already = bool(len(before) and alarm[before[-1]])
         per_attack.append({"attack": attack.number, "target": attack.target,
-                           "duration_h": duration_h, "ttd_h": ttd})
+                           "duration_h": duration_h, "ttd_h": ttd, "alarm_before": already})
     s_cm = (recall + tnr) / 2
     s_ttd = 1.0 - float(np.mean(ttd_fractions)) if ttd_fractions else 0.0
     return {
@@ -165,6 +168,7 @@ def format_report(result: dict[str, Any]) -> str:
         )
         for a in r["attacks"]:
             ttd = "missed" if a["ttd_h"] is None else f"{a['ttd_h']:.0f} h"
+            note = " (alarm already on the hour before)" if a["alarm_before"] else ""
             lines.append(f"  attack {a['attack']:2d} {a['target']:<5} "
-                         f"{a['duration_h']:5.0f} h  time-to-detect {ttd}")
+                         f"{a['duration_h']:5.0f} h  time-to-detect {ttd}{note}")
     return "\n".join(lines)
