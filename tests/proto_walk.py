@@ -283,13 +283,17 @@ def _deliver(flow: _Flow, from_client: bool, payload: bytes, ts: float, frame: i
         errors.append((frame, str(exc)))
 
 
+AGGREGATOR = "\x1e"
+
+
 def tshark_fields(tshark: str, path: Path, display_filter: str, fields: list[str]) -> list[list[str]]:
-    """``tshark -T fields`` rows (frame number first) split on tabs; multi-values joined by ','."""
+    """``tshark -T fields`` rows (frame number first) split on tabs; multiple values of a field
+    are joined by ``AGGREGATOR`` (a control character: URIs and names may contain commas)."""
     import subprocess
 
     cmd = [tshark, "-r", str(path), "-n", "-Y", display_filter, "-T", "fields",
-           "-E", "occurrence=a", "-E", "aggregator=,", "-e", "frame.number"]
+           "-E", "occurrence=a", "-E", f"aggregator={AGGREGATOR}", "-e", "frame.number"]
     for name in fields:
         cmd += ["-e", name]
     out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
-    return [line.split("\t") for line in out.splitlines() if line]
+    return [line.split("\t") for line in out.split("\n") if line]  # not splitlines: it splits on \x1e

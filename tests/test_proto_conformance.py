@@ -44,7 +44,7 @@ from cranewatch.protocols.ssh import (
     SshKexinitResponse,
 )
 from cranewatch.protocols.tls import TlsClientHelloRequest, TlsServerHelloResponse
-from proto_walk import readable, tshark_fields, walk
+from proto_walk import AGGREGATOR, readable, tshark_fields, walk
 
 Row = list[list[str]]
 
@@ -112,7 +112,8 @@ def _tls(event: Event) -> list[tuple[int, str]] | None:
 
 def _http(event: Event) -> list[tuple[int, str]] | None:
     if isinstance(event, HttpRequest):
-        return [*([(0, event.host)] if event.host is not None else []), (1, event.uri)]
+        return [*([(0, event.host)] if event.host is not None else []),
+                *([(1, event.uri)] if event.uri else [])]
     if isinstance(event, HttpResponse):
         return [(2, str(event.status))]
     return None
@@ -158,8 +159,115 @@ PROTOCOLS: dict[str, tuple[list[str], str, list[str], Callable[[Event], list[tup
 }
 
 # Where tshark and cranewatch differ, by protocol and capture: the frames and why.
-WALKER = "capture lost segments; the test walker and tshark's reassembly resynchronise differently"
-KNOWN: dict[str, dict[str, tuple[tuple[int, ...], str]]] = {}
+WALKER = ("segments before this frame were not captured; tshark and the test's frame walker "
+          "resynchronise on different PDUs")
+SPURIOUS = ("tshark marks these segments spurious retransmissions (the first copy was never "
+            "captured) and does not dissect them; cranewatch decodes each byte range once")
+FORWARD_CLOSE = ("tshark lists the path of the Forward Open that the Forward Close ends once more "
+                 "in cip.class; cranewatch lists the close's own connection path once")
+CIP_PAIRING = ("an unconnected reply whose request tshark pairs with a different one of two "
+               "outstanding Get_Attribute requests (cranewatch pairs in order)")
+OPCUA_GAP = ("the message follows a lost segment: tshark cannot complete its reassembly, "
+             "cranewatch resynchronises on the next message header")
+LLMNR = "LLMNR (UDP 5355) is DNS-formatted; cranewatch decodes it as DNS, tshark names it llmnr"
+EDNS_BAD = ("a malformed EDNS OPT record: tshark abandons the message and lists no answers; "
+            "cranewatch keeps the A record that precedes the bad record")
+DNS_LOOP = ("a compression pointer loop: cranewatch rejects the message (DecodeError), tshark "
+            "shows a placeholder name")
+HRR = ("the ServerHello after a TLS 1.3 HelloRetryRequest: tshark computes JA3S only once per "
+       "stream, cranewatch for every ServerHello")
+UPGRADE = ("TLS after STARTTLS or an HTTP CONNECT: the flow is claimed by its first, clear-text "
+           "protocol; cranewatch does not follow the upgrade")
+SSDP = "SSDP is HTTP over UDP multicast; cranewatch decodes HTTP over TCP only"
+SMUGGLE_REJECT = ("request smuggling test: an impossible chunk size or negative Content-Length; "
+                  "cranewatch rejects the request (DecodeError), tshark shows it")
+SMUGGLE_CL = ("a Content-Length of 2^64-1 or beyond: cranewatch waits for that body, tshark "
+              "gives up on it and shows the request (and the smuggled one)")
+OBS_FOLD = ("Transfer-Encoding folded onto a continuation line: cranewatch unfolds it (RFC 7230 "
+            "3.2.4) and sees the smuggled request; tshark does not")
+CRUFT = ("clear-text lines after the exchange look like requests (\"GET /\") to cranewatch; "
+         "tshark shows them as continuation data")
+QUERY = ("the QUERY method: on a non-standard port cranewatch's content probe does not know "
+         "it; tshark's heuristics take the answer. On port 80 cranewatch reports the request "
+         "that tshark does not")
+UNTIL_CLOSE = ("a response without length ends at connection close: cranewatch reports it with "
+               "its head; tshark when reassembly ends at FIN (or never, after a lost segment)")
+PRE_BANNER = ("the server sends lines before its SSH banner; tshark then misses the banner and "
+              "the KEXINIT, cranewatch skips the lines as RFC 4253 4.2 allows")
+SSH_PORT = ("SSH on ports 40184/41644: tshark does not dissect it without Decode As; "
+            "cranewatch identifies it by its banner")
+HALF_DUPLEX = ("only the server side was captured: tshark treats the server's KEXINIT as "
+               "encrypted; cranewatch fingerprints it (HASSHserver)")
+SSH1 = "SSH-1.5 banners: tshark's ssh.protocol is for SSH-2 only"
+KNOWN: dict[str, dict[str, tuple[tuple[int, ...], str]]] = {
+    "s7comm": {
+        "s7comm_clean.pcap": ((
+            398, 412, 1273, 1456, 1611, 1746, 2002, 2296, 2299, 2859, 3654, 4060,
+        ), SPURIOUS),
+        "tia_s300_downloadHwConfig.pcapng": ((140,), WALKER),
+        "wincc_s300_setup-alarm-read_2.pcapng": ((422,), WALKER),
+    },
+    "enip": {
+        "cip_only.pcap": ((2884, 10096, 17160, 18743, 18795, 18796, 18798), FORWARD_CLOSE),
+        "EIP-ChangePortConfigurationAttempt.pcap": ((1275,), CIP_PAIRING),
+        "EIP-RebootorRestart.pcap": ((31, 45, 70, 85), FORWARD_CLOSE),
+        "EIP-SoftwareDownload.pcap": ((31, 45, 70, 85), FORWARD_CLOSE),
+        "EIP-SoftwareUpload.pcap": ((33, 159, 224, 684, 702, 716), FORWARD_CLOSE),
+        "CL5000EIP-Change Port Configuration Attempt.pcap": ((1275,), CIP_PAIRING),
+        "CL5000EIP-Reboot or Restart.pcap": ((31, 45, 70, 85), FORWARD_CLOSE),
+        "CL5000EIP-Software Download.pcap": ((31, 45, 70, 85), FORWARD_CLOSE),
+        "CL5000EIP-Software Upload.pcap": ((33, 159, 224, 684, 702, 716), FORWARD_CLOSE),
+    },
+    "opcua": {
+        "opcua_with-gap.pcap": ((30,), OPCUA_GAP),
+        "opcua_with-gap_with-handshake.pcap": ((30,), OPCUA_GAP),
+    },
+    "dns": {
+        "c37118_1100_unclean.pcap": ((
+            74, 75, 77, 78, 1565, 1566, 1567, 1683, 1684, 1769, 1974,
+        ), LLMNR),
+        "dns-edns-bad-length.pcap": ((1,), EDNS_BAD),
+        "dns-invalid-names.pcap": ((2,), DNS_LOOP),
+    },
+    "tls": {
+        "connect-with-header.pcap": ((9, 11), UPGRADE),
+        "hrr.pcap": ((11,), HRR),
+        "imap-starttls.pcap": ((14, 15), UPGRADE),
+        "pop3-starttls.pcap": ((11, 13), UPGRADE),
+        "smtp-starttls.pcap": ((13, 14), UPGRADE),
+        "xmpp-dialback-starttls.pcap": ((11, 13), UPGRADE),
+        "xmpp-starttls.pcap": ((13, 14), UPGRADE),
+    },
+    "http": {
+        "c37118_1100_unclean.pcap": ((
+            31, 32, 47, 48, 60, 61, 86, 87, 101, 102, 129, 130, 138, 139, 149, 150, 179,
+            180, 325, 326, 1119, 1120, 1952, 1953,
+        ), SSDP),
+        "206_example_b.pcap": ((953,), UNTIL_CLOSE),
+        "variant-01-chunk_2pow64_overflow.pcap": ((4,), SMUGGLE_REJECT),
+        "variant-02-cl_uint64max.pcap": ((4,), SMUGGLE_CL),
+        "variant-03-cl_negative.pcap": ((4,), SMUGGLE_REJECT),
+        "variant-09-te_obs_fold.pcap": ((4,), OBS_FOLD),
+        "byteranges.pcap": ((6, 65), UNTIL_CLOSE),
+        "concurrent-range-requests.pcap": ((32,), UNTIL_CLOSE),
+        "content-length-overflow.pcap": ((8,), SMUGGLE_CL),
+        "content-range-gap-skip.pcap": ((6,), UNTIL_CLOSE),
+        "http-11-request-then-cruft.pcap": ((10, 15, 17), CRUFT),
+        "http-bad-content-range-01.pcap": ((12, 20), UNTIL_CLOSE),
+        "http-inner-transfer-encoding-reproducer.pcap": ((12, 16), UNTIL_CLOSE),
+        "putty-upload.pcap": ((27, 29), UNTIL_CLOSE),
+        "query-method-non-standard-port.pcap": ((6,), QUERY),
+        "query-method.pcap": ((4,), QUERY),
+    },
+    "ssh": {
+        "server-pre-banner-data.pcap": ((12, 15), PRE_BANNER),
+        "ssh.pcap": ((49, 51, 54, 55, 203, 205, 208, 210), SSH_PORT),
+        "ssh.server-side-half-duplex.pcap": ((
+            4, 25, 206, 229, 261, 290, 310, 336, 361, 374, 600,
+        ), HALF_DUPLEX),
+        "ssh1-ssh2-fingerprints.pcap": ((36, 38), SSH1),
+    },
+}
 
 
 def _manifest(shared: Path, protocol: str) -> list[Path]:
@@ -188,7 +296,7 @@ def compare(tshark: str, path: Path, protocol: str) -> dict[int, tuple[Row | Non
             row[column].append(value)
     theirs: dict[int, Row] = {}
     for line in tshark_fields(tshark, path, display_filter, fields):
-        row = [cell.split(",") if cell else [] for cell in line[1:]]
+        row = [cell.split(AGGREGATOR) if cell else [] for cell in line[1:]]
         if any(row):
             theirs[int(line[0])] = row
     if protocol == "enip":  # tshark prints 16-bit classes as 0x0037; compare as numbers
@@ -196,7 +304,7 @@ def compare(tshark: str, path: Path, protocol: str) -> dict[int, tuple[Row | Non
             row[2] = [str(int(c, 16)) for c in row[2]]
     if protocol == "mqtt":  # our MQTT QoS is the PUBLISH header's; tshark also shows SUBSCRIBE's
         for row in theirs.values():
-            if row[0] != ["3"]:
+            if "3" not in row[0]:
                 row[3] = []
     return {frame: (ours.get(frame), theirs.get(frame))
             for frame in sorted(set(ours) | set(theirs)) if ours.get(frame) != theirs.get(frame)}

@@ -62,7 +62,7 @@ def test_connect_tunnel_stops_decoding() -> None:
     assert [type(e).__name__ for e in events] == ["HttpRequest", "HttpResponse"]
 
 
-@pytest.mark.parametrize("bad", [b"\x16\x03\x01 junk\r\n\r\n", b"GET\r\n\r\n",
+@pytest.mark.parametrize("bad", [b"\x16\x03\x01 junk\r\n\r\n", b"G@T / HTTP/1.1\r\n\r\n",
                                  b"POST / HTTP/1.1\r\nContent-Length: -1\r\n\r\n"])
 def test_malformed_requests_are_decode_errors(bad: bytes) -> None:
     with pytest.raises(DecodeError):

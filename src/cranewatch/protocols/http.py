@@ -186,9 +186,10 @@ class HttpDecoder:
         fields: dict[str, Any] = {"headers": tuple(headers), "content_length": length,
                                      "content_type": _header(headers, "content-type")}
         if from_client:
-            if len(parts) < 2 or (not parts[0].isalpha() and "-" not in parts[0]):
+            method = parts[0]
+            if not method or not method.replace("-", "").replace("_", "").isalpha():
                 raise decode_error(f"not an HTTP request line: {start[:60]!r}", self.ctx, frame)
-            method, uri = parts[0], parts[1]
+            uri = parts[1] if len(parts) > 1 else ""  # "OPTIONS" alone: a broken but real request
             version = parts[2] if len(parts) > 2 else "HTTP/0.9"
             fields.update(method=method, uri=uri, version=version, host=_header(headers, "host"),
                           user_agent=_header(headers, "user-agent"))
