@@ -339,3 +339,32 @@ def test_readme_first_command_is_the_demo_script() -> None:
     commands = [line.strip() for line in script.splitlines() if line.strip() and not line.lstrip().startswith("#")]
     assert any(re.search(r"\bcranewatch demo\b", c) for c in commands)
     assert "pip install" in script and "-e ." in script
+
+
+# -- pure parts -------------------------------------------------------------------------------
+
+
+def test_without_root_the_rulesets_are_said_to_be_unchecked(monkeypatch: pytest.MonkeyPatch) -> None:
+    from cranewatch import demo as demo_module
+
+    monkeypatch.setattr(demo_module.os, "geteuid", lambda: 1000)
+    checked, note = demo_module.check_with_nft("table inet x { }\n")
+    assert checked is False
+    assert note.startswith("not checked:") and ("root" in note or "not installed" in note)
+
+
+def test_evidence_line_shows_where_when_and_values_but_not_plots() -> None:
+    from cranewatch.commands.demo import evidence_line
+    from cranewatch.model import Evidence
+
+    line = evidence_line(Evidence(
+        source="/x/lab/safety-bypass/crane-lan.pcap", frames=(409, 455, 501, 530, 600, 700, 800),
+        times=(1795654198.787009,), values={"written": [{"safety_bypass": 1}], "function": 5,
+                                            "window": {"t": list(range(500))}, "svg": "<svg/>"},
+    ))
+    assert line.startswith("safety-bypass/crane-lan.pcap frames 409, 455, 501, 530, 600 (+2)")
+    assert "2026-11-26 00:49:58.787 UTC" in line
+    assert "written=safety_bypass=1" in line and "function=5" in line
+    assert "svg" not in line and "window" not in line
+    forensic = evidence_line(Evidence(path="etc/cron.d/cms-sync", line=3, excerpt="*/15 * * * * root bash -i"))
+    assert forensic == "etc/cron.d/cms-sync:3 · '*/15 * * * * root bash -i'"
