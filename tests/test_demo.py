@@ -323,8 +323,9 @@ def test_without_keep_a_demo_workspace_starts_afresh(tmp_path: Path) -> None:
     assert not (ws / "cranewatch.db").exists()
     (tmp_path / "other").mkdir()
     (tmp_path / "other" / "notes.txt").write_text("x")
-    with pytest.raises(UsageError):
-        prepare_workspace(tmp_path / "other", keep=False)
+    for keep in (False, True):
+        with pytest.raises(UsageError, match="did not make"):
+            prepare_workspace(tmp_path / "other", keep=keep)
 
 
 # -- the README's first command ---------------------------------------------------------------

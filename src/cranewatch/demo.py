@@ -125,11 +125,9 @@ def prepare_workspace(workspace: str | Path, *, keep: bool) -> Path:
     if ws.exists() and not ws.is_dir():
         raise UsageError(f"--workspace {ws}: not a folder")
     ws.mkdir(parents=True, exist_ok=True)
-    marked = (ws / MARKER).exists()
-    if not keep and any(ws.iterdir()) and not marked:
-        # never delete a store the demo did not make: it may be the port's real one
-        raise UsageError(f"--workspace {ws} holds files the demo did not make: choose a new or empty folder "
-                         "(or add --keep to add this run to the store there)")
+    if any(ws.iterdir()) and not (ws / MARKER).exists():
+        # never touch a store the demo did not make: it may be the port's real one, with a real STS-07
+        raise UsageError(f"--workspace {ws} holds files the demo did not make: choose a new or empty folder")
     if not keep:
         for name in STORE_FILES:
             (ws / name).unlink(missing_ok=True)

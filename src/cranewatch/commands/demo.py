@@ -81,7 +81,8 @@ def register(subparsers: Any) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--workspace", metavar="DIR",
-                        help="folder for the store, rulesets, SBOM and reports (default: a new temporary folder)")
+                        help="folder for the store, rulesets, SBOM and reports: new, empty or made by an earlier "
+                        "demo (default: a new temporary folder)")
     parser.add_argument("--keep", action="store_true",
                         help="add this run to the store already in --workspace instead of starting afresh")
     parser.add_argument("--format", choices=("text", "jsonl"), default="text", help="output format")
