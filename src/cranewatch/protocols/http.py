@@ -144,6 +144,8 @@ class HttpDecoder:
                 if end < 0:
                     end = side.buffer.find(b"\n\n")
                     sep = 2
+                if end < 0 and from_client:
+                    end, sep = self._simple_request(side.buffer)
                 if end < 0:
                     if len(side.buffer) > HEADER_LIMIT:
                         side.buffer.clear()
@@ -158,6 +160,14 @@ class HttpDecoder:
                 break
             events.append(event)
         return events
+
+    @staticmethod
+    def _simple_request(buffer: bytearray) -> tuple[int, int]:
+        """An HTTP/0.9 request is one line without a version and without headers."""
+        end = buffer.find(b"\n")
+        if end < 0 or b" HTTP/" in buffer[:end] or not buffer[:3].isalpha():
+            return -1, 0
+        return (end - 1, 2) if buffer[end - 1:end] == b"\r" else (end, 1)
 
     @staticmethod
     def _resync(buffer: bytearray, from_client: bool) -> int:
@@ -191,6 +201,8 @@ class HttpDecoder:
                 raise decode_error(f"not an HTTP request line: {start[:60]!r}", self.ctx, frame)
             uri = parts[1] if len(parts) > 1 else ""  # "OPTIONS" alone: a broken but real request
             version = parts[2] if len(parts) > 2 else "HTTP/0.9"
+            if len(parts) == 2 and uri.startswith("HTTP/"):  # "OPTIONS HTTP/1.1": no URI
+                uri, version = "", parts[1]
             fields.update(method=method, uri=uri, version=version, host=_header(headers, "host"),
                           user_agent=_header(headers, "user-agent"))
             remaining = 0 if length is None and not chunked else length

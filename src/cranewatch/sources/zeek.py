@@ -498,7 +498,7 @@ def _modbus_function(value: Any) -> int:
 def _modbus(record: ZeekRecord, result: ZeekResult) -> list[Event]:
     result.note("modbus.log: register addresses and values are not logged; only function "
                 "codes and exceptions (ICSNPP modbus_detailed.log carries them)")
-    function = _modbus_function(record.get("func"))
+    function = _modbus_function(record.get("func")) & 0x7F  # exception replies set bit 7
     common: dict[str, Any] = {"transaction_id": _int(record.get("tid")) or 0,
                               "unit_id": _int(record.get("unit")) or 0,
                               "function": function}

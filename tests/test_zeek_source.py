@@ -1,0 +1,222 @@
+"""Zeek logs as a source: TSV/JSON parsing, and the 85 Zeek baselines against their captures.
+
+For each pair of ../shared/data/zeek-logs/INDEX.tsv, the logs must parse, and the
+connections, DNS names, TLS server names, HTTP requests, SSH banners, MQTT topics and Modbus
+request functions that the logs carry must be those cranewatch decodes from the capture
+itself — except the differences listed in ``KNOWN`` with their reasons.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote
+
+import pytest
+
+from cranewatch.errors import InputError
+from cranewatch.protocols.base import Event
+from cranewatch.protocols.dns import DnsQueryRequest, DnsQueryResponse
+from cranewatch.protocols.http import HttpRequest, HttpResponse
+from cranewatch.protocols.modbus import ModbusRequest, ModbusResponse
+from cranewatch.protocols.tls import TlsCertificateResponse, TlsClientHelloRequest
+from cranewatch.sources.zeek import ConnEvent, read_log, read_zeek
+from proto_walk import packets, readable, walk
+
+DNS_TSV = """#separator \\x09
+#set_separator\t,
+#empty_field\t(empty)
+#unset_field\t-
+#path\tdns
+#fields\tts\tuid\tid.orig_h\tid.orig_p\tid.resp_h\tid.resp_p\tproto\ttrans_id\tquery\tqtype\trcode\tanswers\tTTLs\tAA
+#types\ttime\tstring\taddr\tport\taddr\tport\tenum\tcount\tstring\tcount\tcount\tvector[string]\tvector[interval]\tbool
+1700000000.5\tC1\t10.7.0.10\t5353\t10.7.0.2\t53\tudp\t7\tplc.sts07\\x09x\t1\t0\t10.7.0.20,10.7.0.21\t60.0,60.0\tT
+1700000001.0\tC2\t10.7.0.10\t5354\t10.7.0.2\t53\tudp\t8\tgw.sts07\t28\t-\t(empty)\t(empty)\tF
+"""
+
+
+def test_tsv_log_with_sets_unset_and_escapes(tmp_path: Path) -> None:
+    log = tmp_path / "dns.log"
+    log.write_text(DNS_TSV)
+    name, records = read_log(log)
+    rows = list(records)
+    assert name == "dns" and len(rows) == 2
+    assert rows[0].values["query"] == "plc.sts07\tx"  # \x09 escapes the separator
+    assert rows[0].values["answers"] == ("10.7.0.20", "10.7.0.21")
+    assert rows[0].values["TTLs"] == (60.0, 60.0) and rows[0].values["AA"] is True
+    assert rows[1].values["rcode"] is None and rows[1].values["answers"] == ()
+    result = read_zeek([tmp_path])
+    queries = [e for e in result.events if isinstance(e, DnsQueryRequest) and not isinstance(e, DnsQueryResponse)]
+    answers = [e for e in result.events if isinstance(e, DnsQueryResponse)]
+    assert [(q.qname, q.qtype, q.src, q.dport, q.ts) for q in queries] == [
+        ("plc.sts07\tx", 1, "10.7.0.10", 53, 1700000000.5), ("gw.sts07", 28, "10.7.0.10", 53, 1700000001.0)]
+    assert [a.data for a in answers[0].answers] == ["10.7.0.20", "10.7.0.21"]
+    assert answers[0].src == "10.7.0.2"  # answers travel from the responder
+
+
+def test_json_lines_logs_nested_or_dotted(tmp_path: Path) -> None:
+    lines = [
+        {"_path": "conn", "ts": 1700000000.0, "uid": "C1", "id": {"orig_h": "10.7.0.10", "orig_p": 40000,
+         "resp_h": "10.7.0.20", "resp_p": 502}, "proto": "tcp", "service": "modbus",
+         "conn_state": "SF", "orig_bytes": 120, "resp_bytes": 96},
+        {"ts": 1700000000.1, "uid": "C1", "id.orig_h": "10.7.0.10", "id.orig_p": 40000,
+         "id.resp_h": "10.7.0.20", "id.resp_p": 502, "is_orig": True, "tid": 1, "unit_id": 1,
+         "func": "WRITE_SINGLE_REGISTER", "request_response": "REQUEST", "address": 40,
+         "quantity": 1, "values": "1200"},
+    ]
+    (tmp_path / "conn.json").write_text(json.dumps(lines[0]) + "\n")
+    (tmp_path / "modbus_detailed.log").write_text(json.dumps(lines[1]) + "\n")
+    result = read_zeek([tmp_path])
+    conn = next(e for e in result.events if isinstance(e, ConnEvent))
+    assert (conn.src, conn.sport, conn.dst, conn.dport, conn.service, conn.state) == (
+        "10.7.0.10", 40000, "10.7.0.20", 502, "modbus", "SF")
+    write = next(e for e in result.events if isinstance(e, ModbusRequest))
+    assert (write.function, write.address, write.values, write.unit_id) == (6, 40, (1200,), 1)
+
+
+def test_modbus_log_without_values_says_so(tmp_path: Path) -> None:
+    (tmp_path / "modbus.log").write_text(
+        "#separator \\x09\n#path\tmodbus\n#fields\tts\tuid\tid.orig_h\tid.orig_p\tid.resp_h\tid.resp_p\t"
+        "tid\tunit\tfunc\tpdu_type\texception\n#types\ttime\tstring\taddr\tport\taddr\tport\tcount\t"
+        "count\tstring\tstring\tstring\n1.0\tC\t10.0.0.1\t1\t10.0.0.2\t502\t3\t1\tREAD_HOLDING_REGISTERS\t"
+        "RESP\tILLEGAL_DATA_ADDRESS\n")
+    result = read_zeek([tmp_path / "modbus.log"])
+    (reply,) = result.events
+    assert isinstance(reply, ModbusResponse)
+    assert (reply.function, reply.exception_code, reply.values) == (3, 2, ())
+    assert any("register addresses and values are not logged" in note for note in result.notes)
+
+
+def test_zeek_cut_output_and_empty_logs(tmp_path: Path) -> None:
+    (tmp_path / "http.log").write_text("uid\tmethod\thost\turi\tstatus_code\nC1\tGET\tplc\t/\t200\n")
+    (tmp_path / "ssl.log").write_text("### only a comment\n")
+    result = read_zeek([tmp_path])
+    kinds = sorted(type(e).__name__ for e in result.events)
+    assert kinds == ["HttpRequest", "HttpResponse"]
+
+
+def test_malformed_line_is_an_input_error_with_its_line(tmp_path: Path) -> None:
+    log = tmp_path / "conn.log"
+    log.write_text("#separator \\x09\n#fields\tts\tuid\n#types\ttime\tstring\n1.0\tC1\n2.0\n")
+    with pytest.raises(InputError) as caught:
+        read_zeek([log])
+    assert caught.value.location is not None and caught.value.location.line == 5
+    bad_json = tmp_path / "dns.json"
+    bad_json.write_text('{"ts": 1}\n{not json\n')
+    with pytest.raises(InputError) as caught_json:
+        read_zeek([bad_json])
+    assert caught_json.value.location is not None and caught_json.value.location.line == 2
+    with pytest.raises(InputError):
+        read_zeek([tmp_path / "absent.log"])
+
+
+# --- the 85 baselines against their captures ------------------------------------------------
+
+ASPECT_LOGS = {"dns": "dns.log", "sni": "ssl.log", "http": "http.log", "ssh": "ssh.log",
+               "mqtt": "mqtt_publish.log", "modbus": "modbus.log"}
+
+# Differences between what a Zeek baseline logs and what cranewatch decodes, with reasons.
+KNOWN: dict[tuple[str, str], str] = {
+    ("scripts.base.protocols.dns.dynamic-update", "dns"):
+        "Zeek logs the names a dynamic update adds (update section); cranewatch's query name is "
+        "the zone (the question), the updated names are in its records",
+    ("scripts.base.protocols.dns.mdns-no-assoc", "dns"):
+        "unsolicited mDNS replies without a question: Zeek logs their answer names as queries",
+    ("scripts.base.protocols.dns.notify", "dns"):
+        "a response whose query was not captured (aei.mpg.de): Zeek logs it with the query "
+        "unset; cranewatch reads the name from the response's question section",
+    ("scripts.base.protocols.http.261.chunk-2pow64-overflow", "http"):
+        "request smuggling test: cranewatch rejects the impossible chunk size (DecodeError)",
+    ("scripts.base.protocols.http.261.cl-negative", "http"):
+        "request smuggling test: cranewatch rejects a negative Content-Length (DecodeError)",
+    ("scripts.base.protocols.http.261.cl-uint64max", "http"):
+        "Content-Length 2^64-1: cranewatch waits for that body; Zeek logs the request and the "
+        "smuggled one",
+    ("scripts.base.protocols.http.http-09", "http"):
+        "a bare 'GET' line: cranewatch reports an HTTP/0.9 request without URI, Zeek logs none",
+    ("scripts.base.protocols.http.http-11-request-then-cruft", "http"):
+        "clear-text cruft after the exchange looks like a request ('GET /') to cranewatch",
+    ("scripts.base.protocols.http.http-connect", "http"):
+        "Zeek logs the CONNECT target with the tunnelled request's path appended",
+    ("scripts.base.protocols.http.invalid-content-ranges", "http"):
+        "the baseline's http.log was cut to uid and status: it carries no requests",
+    ("scripts.base.protocols.http.query-method-non-standard-port", "http"):
+        "the QUERY method on a non-standard port is not known to cranewatch's content probe",
+    ("scripts.base.protocols.modbus.exception_handling", "modbus"):
+        "crafted trace whose SYN comes from port 502: Zeek flips the connection so port 502 is "
+        "the responder; cranewatch takes the SYN sender as client, swapping requests and replies",
+    ("scripts.base.protocols.ssh.http-port-22", "http"):
+        "HTTP sent to port 22: the port chooses the SSH decoder, which skips the lines looking "
+        "for a banner; Zeek's dynamic protocol detection finds HTTP",
+}
+
+
+def _aspects(events: list[Event]) -> dict[str, set[Any]]:
+    found: dict[str, set[Any]] = {name: set() for name in ASPECT_LOGS}
+    for event in events:
+        kind = event.kind
+        if isinstance(event, DnsQueryRequest):
+            found["dns"].update(name.lower() for name in event.qnames if name)  # Zeek lowercases
+        elif isinstance(event, TlsClientHelloRequest) and event.sni:
+            found["sni"].add(event.sni)
+        elif isinstance(event, HttpRequest):
+            found["http"].add((event.host or "", unquote(event.uri)))  # Zeek logs URIs unescaped
+        elif kind.startswith("ssh_banner"):
+            found["ssh"].add(event.banner)  # type: ignore[attr-defined]
+        elif kind == "mqtt_publish_request":
+            found["mqtt"].add(event.topic)  # type: ignore[attr-defined]
+        elif isinstance(event, ModbusRequest):
+            found["modbus"].add(event.function)
+    return found
+
+
+def _pairs(shared: Path) -> list[tuple[str, Path, set[str]]]:
+    rows = (shared / "zeek-logs" / "INDEX.tsv").read_text().splitlines()[1:]
+    return [(c[0], shared / "pcaps" / c[1], set(c[2].split())) for c in (r.split("\t") for r in rows)]
+
+
+@pytest.mark.shared
+def test_every_baseline_agrees_with_its_capture(shared_data: Path) -> None:
+    pairs = _pairs(shared_data)
+    assert len(pairs) == 85
+    problems: list[str] = []
+    seen_known: set[tuple[str, str]] = set()
+    compared = 0
+    for baseline, capture, logs in pairs:
+        result = read_zeek([shared_data / "zeek-logs" / baseline])  # must parse
+        if not readable(capture):
+            continue  # a gzip-compressed trace: the logs still parsed above
+        decoded = walk(capture)
+        ours, theirs = _aspects(decoded.events), _aspects(result.events)
+        for aspect, log in ASPECT_LOGS.items():
+            if log not in logs:
+                continue
+            compared += 1
+            if ours[aspect] != theirs[aspect]:
+                if (baseline, aspect) in KNOWN:
+                    seen_known.add((baseline, aspect))
+                    continue
+                problems.append(f"{baseline} {aspect}: only in Zeek {theirs[aspect] - ours[aspect]}, "
+                                f"only decoded {ours[aspect] - theirs[aspect]}")
+        connections = {(e.src, e.sport, e.dst, e.dport) for e in result.events
+                       if isinstance(e, ConnEvent) and e.transport in ("tcp", "udp")}
+        if connections:
+            compared += 1
+            seen = {(p.src, p.sport, p.dst, p.dport) for p in packets(capture) if not isinstance(p, tuple)}
+            missing = {c for c in connections if c not in seen and (c[2], c[3], c[0], c[1]) not in seen}
+            if missing:
+                problems.append(f"{baseline}: Zeek connections not in the capture: {sorted(missing)[:3]}")
+    assert not problems, "\n".join(problems)
+    assert seen_known == set(KNOWN), f"listed differences that no longer occur: {set(KNOWN) - seen_known}"
+    assert compared >= 60
+
+
+@pytest.mark.shared
+def test_baselines_give_certificates_and_notes(shared_data: Path) -> None:
+    result = read_zeek([shared_data / "zeek-logs"])
+    subjects = {e.subject for e in result.events if isinstance(e, TlsCertificateResponse)}
+    assert "CN=*.gstatic.com,O=Google Inc,L=Mountain View,ST=California,C=US" in subjects
+    assert any(isinstance(e, HttpResponse) for e in result.events)
+    assert any("timestamps are masked" in note for note in result.notes)
+    assert len(result.logs) >= 100
