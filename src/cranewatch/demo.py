@@ -193,6 +193,7 @@ def scan_cms(store: Store, ws: Path) -> ImageScan:
 class Judges:
     """What captures are judged against: the profile, and the baselines learned from a clean capture."""
 
+    profile_path: Path
     profile: Any  # CraneProfile
     baseline: Any  # Baseline (communications)
     process_baseline: Any  # ProcessBaseline (signal envelopes)
@@ -205,7 +206,7 @@ def learn_judges(profile_path: str) -> Judges:
 
     profile = load_profile(profile_path)
     clean = capture_path(BASELINE_SCENARIO)
-    return Judges(profile, load_baseline(clean), learn_from_captures([clean], profile))
+    return Judges(Path(profile_path), profile, load_baseline(clean), learn_from_captures([clean], profile))
 
 
 def analyse(captures: Sequence[Path], judges: Judges) -> tuple[int, tuple[Finding, ...], Any]:
@@ -233,7 +234,8 @@ def analyse(captures: Sequence[Path], judges: Judges) -> tuple[int, tuple[Findin
 def analyse_quarantine_traffic(store: Store, judges: Judges) -> TrafficAnalysis:
     """Analyse the quarantine captures as one recorded run: begun first, findings only when complete."""
     captures = tuple(capture_path(s) for s in QUARANTINE_SCENARIOS)
-    run = store.begin_run(CRANE, "analyze", list(captures))
+    # the baseline capture and the profile are read too: the report lists them with their hashes
+    run = store.begin_run(CRANE, "analyze", [*captures, capture_path(BASELINE_SCENARIO), judges.profile_path])
     try:
         packets, findings, _ = analyse(captures, judges)
     except BaseException as exc:
