@@ -251,6 +251,18 @@ def test_report_holds_every_stored_finding_and_the_decision(demo: DemoRuns) -> N
     assert {r["purpose"] for r in records if r["type"] == "ruleset"} == {"quarantine", "in-service"}
 
 
+def test_report_lists_every_input_read_with_its_sha256(demo: DemoRuns) -> None:
+    import hashlib
+
+    records = [json.loads(line) for line in (demo.workspace / "sts-07-commissioning.jsonl").read_text().splitlines()]
+    inputs = {Path(r["path"]): r["sha256"] for r in records if r["type"] == "input"}
+    expected = [capture_path(s) for s in ("remote-ssh", "ocr-exfil", "safety-bypass", "false-load", "normal")]
+    expected += [data_path("images", "sts07-cms.tar.gz"), data_path("profiles", "sts-07.toml")]
+    assert set(expected) <= set(inputs)
+    for path in expected:
+        assert inputs[path] == hashlib.sha256(path.read_bytes()).hexdigest(), path
+
+
 def test_second_run_keeps_the_finding_ids_without_duplicates(demo: DemoRuns) -> None:
     with open_store(demo.workspace / "cranewatch.db", readonly=True) as store:
         ids = [f.id for f in store.findings("STS-07")]
