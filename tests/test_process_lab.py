@@ -86,3 +86,31 @@ def test_injected_fault_is_reported(scenario: str, normal_baseline: ProcessBasel
         ev = f.evidence[0].values
         involved = {ev["signal"], *ev["related"], *ev.get("replayed_signals", [])}
         assert involved & labelled or f.rule in ("process-position-speed", "process-rate"), f.title
+
+
+def test_ocr_weight_published_over_mqtt_matches_the_load_cell() -> None:
+    """MQTT telemetry where mapped: the OCR publishes each lifted box's weight; it read it from
+    the PLC's hoist_load, so the published value matches what the CMS polled around then."""
+    from dataclasses import replace
+
+    import numpy as np
+
+    from cranewatch.process.engine import ProcessConfig, ProcessSink
+    from cranewatch.process.signals import STS07_REGISTER_MAP, TelemetryPoint
+
+    capture, _ = _capture("normal")
+    point = TelemetryPoint("terminal/cranes/+/ocr", "weight_kg", "ocr_weight", scale=0.001,
+                           unit="t", normal_min=0.0, normal_max=65.0)
+    sink = ProcessSink(config=ProcessConfig(register_map=replace(STS07_REGISTER_MAP,
+                                                                 telemetry=(point,))))
+    analyze([capture], sinks=[sink])
+    signals = sink.signals()
+    weight, load = signals["ocr_weight"], signals["hoist_load"]
+    assert len(weight.ts) >= 1
+    assert weight.origins == ("published by 10.20.7.20",)
+    for ts, value in zip(weight.ts, weight.values, strict=True):
+        near = np.abs(load.ts - ts) < 3.0
+        assert near.any()
+        # The OCR rounds to 100 kg; the load cell carries ±0.2 t of noise.
+        assert np.min(np.abs(load.values[near] - value)) <= 0.3
+    assert sink.finish() == []

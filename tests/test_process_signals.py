@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -161,3 +162,42 @@ def test_refused_write_is_no_sample() -> None:
                        unit_id=1, function=5, exception_code=1),
     ]
     assert "safety_bypass" not in extract_signals([], events)
+
+
+def test_mqtt_telemetry_where_mapped() -> None:
+    from dataclasses import replace
+
+    from cranewatch.process.engine import ProcessConfig, run_checks
+    from cranewatch.process.signals import TelemetryPoint
+    from cranewatch.protocols.mqtt import MqttPublishRequest
+
+    point = TelemetryPoint("terminal/cranes/+/ocr", "weight_kg", "ocr_weight", scale=0.001,
+                           unit="t", normal_min=0.0, normal_max=65.0)
+    regmap = replace(STS07_REGISTER_MAP, telemetry=(point,))
+
+    def publish(ts: float, weight: object, topic: str = "terminal/cranes/STS-07/ocr",
+                from_client: bool = True) -> MqttPublishRequest:
+        payload = json.dumps({"container": "CSQU3054383", "weight_kg": weight}).encode()
+        return MqttPublishRequest(ts=ts, frame=int(ts * 10), src="10.20.7.20", dst="10.20.0.6",
+                                  topic=topic, qos=1, payload=payload,
+                                  payload_size=len(payload), from_client=from_client)
+
+    events = [
+        publish(10.0, 21800),
+        publish(10.1, 21800, from_client=False),  # the broker's copy to the TOS
+        publish(20.0, 9600),
+        publish(25.0, "heavy"),  # not a number: no sample
+        publish(30.0, 250000),  # 250 t: impossible for this crane
+        publish(31.0, 5000, topic="terminal/cranes/STS-07/status"),
+    ]
+    signals = extract_signals([], events, regmap)
+    weight = signals["ocr_weight"]
+    assert weight.ts.tolist() == [10.0, 20.0, 30.0]
+    assert weight.values.tolist() == pytest.approx([21.8, 9.6, 250.0])
+    assert weight.origins == ("published by 10.20.7.20",)
+    assert point.matches("terminal/cranes/STS-07/ocr") and not point.matches("terminal/cranes/ocr")
+    assert TelemetryPoint("terminal/#", "x", "x").matches("terminal/cranes/STS-07/ocr")
+    frame = build_frame(signals, dt=1.0)
+    findings = run_checks(frame, ProcessConfig(register_map=regmap), signals=signals)
+    assert [(f.rule, f.evidence[0].values["signal"]) for f in findings] == [
+        ("process-range", "ocr_weight")]

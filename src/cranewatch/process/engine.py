@@ -88,10 +88,19 @@ class ProcessSink:
     crane: str | None = None  # overrides the profile's crane id
     series: list[RegisterSeries] = field(default_factory=list)
     writes: list[object] = field(default_factory=list)
+    _register_map: RegisterMap | None = field(default=None, repr=False)
 
     def on_event(self, event: object) -> None:
         if is_write_event(event):
+            # MQTT publishes matter only when the map names telemetry topics.
+            if type(event).__name__ == "MqttPublishRequest" and not self.register_map().telemetry:
+                return
             self.writes.append(event)
+
+    def register_map(self) -> RegisterMap:
+        if self._register_map is None:
+            self._register_map = self.resolved().register_map
+        return self._register_map
 
     def on_series(self, series: RegisterSeries) -> None:
         self.series.append(series)
@@ -112,7 +121,7 @@ class ProcessSink:
         return replace(config, crane=self.crane) if self.crane else config
 
     def signals(self) -> dict[str, Signal]:
-        return extract_signals(self.series, self.writes, self.resolved().register_map)
+        return extract_signals(self.series, self.writes, self.register_map())
 
     def frame(self) -> SignalFrame:
         return build_frame(self.signals())

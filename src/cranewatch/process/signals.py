@@ -9,10 +9,13 @@ can work on aligned NumPy columns.
 
 The register map is the profile's (``cranewatch.profile``); ``RegisterMap.from_profile``
 adapts it, and ``STS07_REGISTER_MAP`` is the reference crane's table of crane-reference.md.
+Telemetry published over MQTT (JSON payloads) becomes signals too where the map names a topic
+and a field (``TelemetryPoint``).
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -28,6 +31,51 @@ from cranewatch.protocols.modbus import (
 )
 
 BIT_TABLES = frozenset({"DI", "CO"})
+TELEMETRY_TABLE = "MQTT"
+
+
+@dataclass(frozen=True, slots=True)
+class TelemetryPoint:
+    """A crane value published over MQTT: a JSON field of the payloads on one topic.
+
+    ``topic`` may use the MQTT wildcards ``+`` (one level) and ``#`` (the rest); ``field`` is a
+    dotted path into the JSON object (``"weight_kg"``, ``"drive.hoist.load"``).
+    """
+
+    topic: str
+    field: str
+    name: str
+    scale: float = 1.0
+    unit: str = ""
+    normal_min: float | None = None
+    normal_max: float | None = None
+
+    def matches(self, topic: str) -> bool:
+        want, got = self.topic.split("/"), topic.split("/")
+        for i, level in enumerate(want):
+            if level == "#":
+                return True
+            if i >= len(got) or (level != "+" and level != got[i]):
+                return False
+        return len(want) == len(got)
+
+    def value(self, payload: bytes) -> float | None:
+        """The field of one JSON payload as an engineering value (None when absent)."""
+        try:
+            node: Any = json.loads(payload)
+        except (ValueError, UnicodeDecodeError):
+            return None
+        for key in self.field.split("."):
+            if not isinstance(node, dict) or key not in node:
+                return None
+            node = node[key]
+        if isinstance(node, bool) or not isinstance(node, int | float):
+            return None
+        return float(node) * self.scale
+
+    def spec(self) -> RegisterSpec:
+        return RegisterSpec(TELEMETRY_TABLE, -1, self.name, "float", abs(self.scale) or 1.0,
+                            self.unit, self.normal_min, self.normal_max)
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,6 +109,7 @@ class RegisterMap:
     registers: tuple[RegisterSpec, ...]
     unit_id: int | None = None  # None: any unit id
     slaves: tuple[str, ...] = ()  # the PLC addresses the map belongs to; empty: any slave
+    telemetry: tuple[TelemetryPoint, ...] = ()
 
     def serves(self, slave: str, unit_id: int) -> bool:
         """Whether reads from ``slave``/``unit_id`` are this crane PLC's process image."""
@@ -75,7 +124,9 @@ class RegisterMap:
         return None
 
     def by_name(self) -> dict[str, RegisterSpec]:
-        return {spec.name: spec for spec in self.registers}
+        specs = {spec.name: spec for spec in self.registers}
+        specs.update((point.name, point.spec()) for point in self.telemetry)
+        return specs
 
     @classmethod
     def from_profile(cls, profile: Any) -> RegisterMap:
@@ -113,7 +164,16 @@ class RegisterMap:
         # The register map is the PLC's: other Modbus slaves on the crane LAN are not it.
         plcs = tuple(str(getattr(h, "ip", "")) for h in getattr(profile, "hosts", ())
                      if str(getattr(h, "role", "")).lower() == "plc")
-        return cls(tuple(specs), unit_id if isinstance(unit_id, int) else None, plcs)
+        telemetry = []
+        for row in getattr(profile, "telemetry", ()) or ():
+            get = row.get if isinstance(row, Mapping) else lambda k, d=None, r=row: getattr(r, k, d)
+            low, high = get("low", get("min")), get("high", get("max"))
+            telemetry.append(TelemetryPoint(
+                str(get("topic")), str(get("field")), str(get("name")),
+                float(get("scale", 1.0) or 1.0), str(get("unit", "") or ""),
+                None if low is None else float(low), None if high is None else float(high)))
+        return cls(tuple(specs), unit_id if isinstance(unit_id, int) else None, plcs,
+                   tuple(telemetry))
 
 
 # Lengths and speeds are judged in metres and m/s whatever unit the register carries.
@@ -210,6 +270,16 @@ def extract_signals(
     at the same instant by two masters stays two samples (both are evidence).
     """
     parts: dict[str, _Parts] = {}
+    published: dict[str, _Parts] = {}
+
+    def add_value(point: TelemetryPoint, ts: float, value: float, frame: int, origin: str,
+                  source: str) -> None:
+        entry = published.setdefault(point.name, _Parts())
+        entry.ts.append(np.array([ts]))
+        entry.raw.append(np.array([value]))
+        entry.frames.append(np.array([frame], dtype=np.int64))
+        entry.origin.append(origin)
+        entry.source = entry.source or source
 
     def add(spec: RegisterSpec, ts: np.ndarray, raw: np.ndarray, frames: np.ndarray, origin: str,
             source: str) -> None:
@@ -254,9 +324,23 @@ def extract_signals(
                 add(spec, np.array([event.ts]), np.array([word]), np.array([event.frame]),
                     f"written by {event.src}", event.source)
 
+    if register_map.telemetry:
+        from cranewatch.protocols.mqtt import MqttPublishRequest
+
+        for event in events:
+            # The publisher's copy only: the broker's copies to each subscriber repeat it.
+            if not isinstance(event, MqttPublishRequest) or not event.from_client:
+                continue
+            for point in register_map.telemetry:
+                if point.matches(event.topic):
+                    value = point.value(event.payload)
+                    if value is not None:
+                        add_value(point, event.ts, value, event.frame, f"published by {event.src}",
+                                  event.source)
+
     signals: dict[str, Signal] = {}
     specs = register_map.by_name()
-    for name, entry in parts.items():
+    for name, entry in [*parts.items(), *published.items()]:
         ts = np.concatenate(entry.ts)
         order = np.argsort(ts, kind="stable")
         origin_names = tuple(dict.fromkeys(entry.origin))
@@ -264,10 +348,11 @@ def extract_signals(
             [np.full(len(t), origin_names.index(o), dtype=np.int16) for t, o in zip(entry.ts, entry.origin, strict=True)]
         )
         spec = specs[name]
+        raw = np.concatenate(entry.raw)[order]
         signals[name] = Signal(
             spec=spec,
             ts=ts[order],
-            values=spec.engineering(np.concatenate(entry.raw)[order]),
+            values=raw.astype(np.float64) if name in published else spec.engineering(raw),
             frames=np.concatenate(entry.frames)[order],
             origin=origin_idx[order],
             origins=origin_names,
@@ -277,8 +362,11 @@ def extract_signals(
 
 
 def is_write_event(event: object) -> bool:
-    """Whether the process sink keeps this event (writes carry signal samples)."""
-    return isinstance(event, ModbusRequest | ModbusResponse) and event.function in WRITE_FUNCTIONS
+    """Whether the process sink keeps this event (writes carry signal samples; MQTT
+    publishes may carry telemetry)."""
+    if isinstance(event, ModbusRequest | ModbusResponse):
+        return event.function in WRITE_FUNCTIONS
+    return type(event).__name__ == "MqttPublishRequest"
 
 
 @dataclass(frozen=True, slots=True)

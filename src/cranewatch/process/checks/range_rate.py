@@ -15,6 +15,7 @@ import numpy as np
 
 from cranewatch.model import Severity
 from cranewatch.process.checks import CheckContext, Incident, persistent
+from cranewatch.process.signals import TELEMETRY_TABLE
 from cranewatch.process.state import CraneState
 
 RANGE_MARGIN = 0.25  # fraction of the register-map span beyond which a value is impossible
@@ -37,7 +38,8 @@ def analog_signals(ctx: CheckContext) -> list[str]:
 def check_range(ctx: CheckContext) -> list[Incident]:
     out: list[Incident] = []
     frame = ctx.frame
-    for name in analog_signals(ctx):
+    telemetry = [n for n, spec in frame.specs.items() if spec.table == TELEMETRY_TABLE]
+    for name in [*analog_signals(ctx), *telemetry]:
         spec = frame.specs[name]
         if spec.normal_min is None or spec.normal_max is None:
             continue
