@@ -11,6 +11,7 @@ import json
 import shlex
 import sys
 import tempfile
+import textwrap
 from collections import Counter, defaultdict
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -66,17 +67,18 @@ def register(subparsers: Any) -> None:
     parser = subparsers.add_parser(
         "demo",
         help="run the whole STS-07 story on the bundled data (under a minute, no root)",
-        description="Run the commissioning story of the reference crane STS-07 on the bundled data: "
-        "register it, write its quarantine firewall, scan its CMS image, analyse the traffic "
-        "recorded in quarantine against its profile and a clean baseline, let the gate decide "
-        "(rejected: the bundled crane is compromised), write the commissioning report, then show "
-        "the in-service watch on a quiet capture and on an attack. Needs no root and no network.\n\n"
-        "The workspace keeps the store, the rulesets, the SBOM and the reports. Without "
-        "--workspace a new temporary folder is made (and kept, so the report can be opened). "
-        "Without --keep the story starts afresh in a workspace the demo made; with --keep the "
-        "run is added to the store there (the rejected crane goes back to quarantine and the same "
-        "findings keep their ids).\n\n"
-        "Example:\n  cranewatch demo\n  cranewatch demo --workspace demo-sts07 --keep\n"
+        description=_paragraphs(
+            "Run the commissioning story of the reference crane STS-07 on the bundled data: register "
+            "it, write its quarantine firewall, scan its CMS image, analyse the traffic recorded in "
+            "quarantine against its profile and a clean baseline, let the gate decide (rejected: the "
+            "bundled crane is compromised), write the commissioning report, then show the in-service "
+            "watch on a quiet capture and on an attack. Needs no root and no network.",
+            "The workspace keeps the store, the rulesets, the SBOM and the reports. Without "
+            "--workspace a new temporary folder is made (and kept, so the report can be opened). "
+            "Without --keep the story starts afresh in a workspace the demo made; with --keep the "
+            "run is added to the store there (the rejected crane goes back to quarantine and the "
+            "same findings keep their ids).",
+        ) + "\n\nExample:\n  cranewatch demo\n  cranewatch demo --workspace demo-sts07 --keep\n"
         "  cranewatch demo --format jsonl > demo.jsonl",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -87,6 +89,10 @@ def register(subparsers: Any) -> None:
                         help="add this run to the store already in --workspace instead of starting afresh")
     parser.add_argument("--format", choices=("text", "jsonl"), default="text", help="output format")
     parser.set_defaults(func=run)
+
+
+def _paragraphs(*texts: str) -> str:
+    return "\n\n".join(textwrap.fill(t, 92) for t in texts)
 
 
 def run(args: argparse.Namespace) -> int:
