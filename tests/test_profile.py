@@ -163,3 +163,90 @@ def test_profile_check_command(tmp_path: Path) -> None:
     assert bad.returncode == 3
     assert f"{path}:24" in bad.stderr and f"{path}:10" in bad.stderr
     assert "Traceback" not in bad.stderr
+
+
+MODEL = """\
+# a crane model: what every crane of the type has
+[crane]
+model = "STS, single hoist, 65 t"
+
+[zones]
+crane = ["10.20.0.0/16"]
+
+[[hosts]]
+name = "plc"
+role = "plc"
+ip = "10.20.99.10"
+
+[[hosts]]
+name = "ews"
+role = "ews"
+ip = "10.20.0.50"
+
+[[allow]]
+client = "ews"
+server = "plc"
+protocol = "modbus"
+port = 502
+write = true
+
+[safety]
+points = ["safety_bypass"]
+
+[[registers]]
+table = "CO"
+address = 0
+name = "safety_bypass"
+"""
+
+CRANE = """\
+[crane]
+id = "STS-11"
+extends = "model.toml"
+
+[zones]
+crane = ["10.20.11.0/24"]
+terminal = ["10.20.0.0/24"]
+
+[[hosts]]
+name = "plc"
+role = "plc"
+ip = "10.20.11.10"
+
+[[registers]]
+table = "CO"
+address = 1
+name = "fault_reset"
+"""
+
+
+def test_a_crane_extends_its_model_profile(tmp_path: Path) -> None:
+    (tmp_path / "model.toml").write_text(MODEL)
+    (tmp_path / "sts-11.toml").write_text(CRANE)
+    p = load_profile(tmp_path / "sts-11.toml")
+    assert (p.crane_id, p.model) == ("STS-11", "STS, single hoist, 65 t")
+    assert p.host_by_name("plc").ip == "10.20.11.10"  # type: ignore[union-attr]  # the crane's own
+    assert p.host_by_name("ews").ip == "10.20.0.50"  # type: ignore[union-attr]  # from the model
+    assert p.zone_of("10.20.99.10") == "outside"  # the crane's zones replace the model's
+    assert [r.name for r in p.registers] == ["safety_bypass", "fault_reset"]
+    assert p.may_write("10.20.0.50", "10.20.11.10", "CO", 0, 1)
+    assert [x.name for x in p.safety_points_in("CO", 0, 2)] == ["safety_bypass"]
+
+
+def test_problems_are_located_in_the_file_that_says_them(tmp_path: Path) -> None:
+    (tmp_path / "model.toml").write_text(MODEL.replace('port = 502', 'port = 99999'))
+    (tmp_path / "sts-11.toml").write_text(CRANE.replace('ip = "10.20.11.10"', 'ip = "10.20.11.300"'))
+    with pytest.raises(ProfileError) as caught:
+        load_profile(tmp_path / "sts-11.toml")
+    where = {(Path(p.location.file).name, p.location.line) for p in caught.value.problems if p.location}
+    assert where == {("model.toml", 22), ("sts-11.toml", 12)}  # port; ip (counted by hand)
+
+
+def test_extends_errors(tmp_path: Path) -> None:
+    (tmp_path / "loop.toml").write_text('[crane]\nid = "X"\nextends = "loop.toml"\n')
+    with pytest.raises(ProfileError, match="extends itself") as caught:
+        load_profile(tmp_path / "loop.toml")
+    assert caught.value.location is not None and caught.value.location.line == 3
+    (tmp_path / "lost.toml").write_text('[crane]\nid = "X"\nextends = "nowhere.toml"\n')
+    with pytest.raises(ProfileError, match="cannot read model profile"):
+        load_profile(tmp_path / "lost.toml")

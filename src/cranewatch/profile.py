@@ -16,7 +16,7 @@ from __future__ import annotations
 import ipaddress
 import re
 import tomllib
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time
 from functools import lru_cache
@@ -374,6 +374,15 @@ class _Lines:
                 return number
         return start
 
+    def find(self, table: str, key: str | None) -> int | None:
+        """Line of ``[table]`` (and ``key`` in it) when this file has them, else None."""
+        if not any(h[1] == table for h in self.headers):
+            return None
+        line = self.of(table, None, key)
+        if key is None:
+            return line
+        return line if re.match(rf"^\s*\"?{re.escape(key)}\"?\s*=", self.lines[line - 1]) else None
+
     def _key_anywhere(self, key: str | None) -> int | None:
         if key is None:
             return None
@@ -384,18 +393,88 @@ class _Lines:
         return None
 
 
-class _Collector:
-    """Gathers located problems while a profile is read."""
+@dataclass
+class _Layer:
+    """One file of a profile: the crane's own, or a model profile it ``extends``."""
 
-    def __init__(self, path: str, lines: _Lines) -> None:
-        self.path = path
-        self.lines = lines
+    path: str
+    lines: _Lines
+    data: dict[str, Any]
+
+
+class _Collector:
+    """Gathers located problems while a profile is read.
+
+    A profile may extend a model profile: ``origins`` says, for each entry of a merged array
+    of tables, which file and which entry of that file it came from, so a problem is located
+    in the file that says it.
+    """
+
+    def __init__(self, layers: list[_Layer], origins: dict[str, list[tuple[int, int]]] | None = None) -> None:
+        self.layers = layers
+        self.origins = origins or {}
         self.problems: list[InputError] = []
+
+    @property
+    def path(self) -> str:
+        return self.layers[0].path
+
+    def where(self, table: str | None, index: int | None = None, key: str | None = None) -> tuple[str, int]:
+        if table is not None and index is not None and table in self.origins:
+            entries = self.origins[table]
+            if 0 <= index < len(entries):
+                number, original = entries[index]
+                return self.layers[number].path, self.layers[number].lines.of(table, original, key)
+        if table is not None and index is None:
+            for layer in self.layers:
+                line = layer.lines.find(table, key)
+                if line is not None:
+                    return layer.path, line
+        return self.path, self.layers[0].lines.of(table, index, key)
 
     def add(self, message: str, table: str | None, index: int | None = None,
             key: str | None = None) -> None:
-        line = self.lines.of(table, index, key)
-        self.problems.append(InputError(message, Location(file=self.path, line=line)))
+        path, line = self.where(table, index, key)
+        self.problems.append(InputError(message, Location(file=path, line=line)))
+
+
+# Arrays of tables and what identifies an entry: a crane's entry replaces the model's entry
+# with the same identity; entries without identity are added to the model's.
+ARRAY_TABLES: dict[str, Callable[[dict[str, Any]], object] | None] = {
+    "hosts": lambda h: h.get("name"),
+    "registers": lambda r: (str(r.get("table", "")).upper(), r.get("address")),
+    "allow": None,
+    "outside": None,
+    "maintenance": None,
+}
+MAX_EXTENDS = 5
+
+
+def _merge(layers: list[_Layer]) -> tuple[dict[str, Any], dict[str, list[tuple[int, int]]]]:
+    """The crane's profile over its model profiles (``layers[0]`` wins)."""
+    merged: dict[str, Any] = {}
+    origins: dict[str, list[tuple[int, int]]] = {}
+    for number in range(len(layers) - 1, -1, -1):  # the deepest model first
+        data = layers[number].data
+        for key, value in data.items():
+            identity = ARRAY_TABLES.get(key)
+            if key in ARRAY_TABLES and isinstance(value, list):
+                entries = list(merged.get(key, []))
+                where = list(origins.get(key, []))
+                if identity is not None:
+                    mine = {identity(v) for v in value if isinstance(v, dict)}
+                    keep = [i for i, e in enumerate(entries) if not (isinstance(e, dict) and identity(e) in mine)]
+                    entries = [entries[i] for i in keep]
+                    where = [where[i] for i in keep]
+                merged[key] = entries + value
+                origins[key] = where + [(number, i) for i in range(len(value))]
+            elif isinstance(value, dict) and isinstance(merged.get(key), dict):
+                merged[key] = {**merged[key], **value}
+            else:
+                merged[key] = value
+    if isinstance(merged.get("crane"), dict):
+        merged["crane"] = {k: v for k, v in merged["crane"].items() if k != "extends"}
+    return merged, origins
 
 
 def load_profile(path: str | Path) -> CraneProfile:
@@ -409,14 +488,15 @@ def load_profile(path: str | Path) -> CraneProfile:
 
 
 def parse_profile(text: str, source: str = "<profile>") -> CraneProfile:
-    """Parse profile text (``source`` names it in problems)."""
-    try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        m = re.search(r"at line (\d+), column (\d+)", str(exc))
-        loc = Location(file=source, line=int(m.group(1)), column=int(m.group(2))) if m else Location(file=source)
-        raise ProfileError(f"not valid TOML: {exc}", loc) from None
-    problems = _Collector(source, _Lines(text))
+    """Parse profile text (``source`` names it in problems; relative ``extends`` paths are
+    resolved from its directory)."""
+    layers = _layers(text, source, [])
+    if len(layers) == 1:
+        problems = _Collector(layers)
+        data = layers[0].data
+    else:
+        data, origins = _merge(layers)
+        problems = _Collector(layers, origins)
     profile = _build(data, problems, source)
     if problems.problems:
         count = len(problems.problems)
@@ -426,6 +506,34 @@ def parse_profile(text: str, source: str = "<profile>") -> CraneProfile:
             problems=list(problems.problems),
         )
     return profile
+
+
+def _layers(text: str, source: str, seen: list[str]) -> list[_Layer]:
+    """This file and the model profiles it extends, the crane's own first."""
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        m = re.search(r"at line (\d+), column (\d+)", str(exc))
+        loc = Location(file=source, line=int(m.group(1)), column=int(m.group(2))) if m else Location(file=source)
+        raise ProfileError(f"not valid TOML: {exc}", loc) from None
+    lines = _Lines(text)
+    layer = _Layer(source, lines, data)
+    crane = data.get("crane")
+    base = crane.get("extends") if isinstance(crane, dict) else None
+    if base is None:
+        return [layer]
+    where = Location(file=source, line=lines.of("crane", None, "extends"))
+    if not isinstance(base, str) or not base.strip():
+        raise ProfileError(f"crane.extends: expected the path of a model profile, got {base!r}", where)
+    path = (Path(source).parent / base) if not Path(base).is_absolute() else Path(base)
+    key = str(path.resolve())
+    if key in seen or len(seen) >= MAX_EXTENDS:
+        raise ProfileError(f"crane.extends: {base} extends itself (or nests deeper than {MAX_EXTENDS})", where)
+    try:
+        base_text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ProfileError(f"crane.extends: cannot read model profile {base}: {exc.strerror}", where) from None
+    return [layer, *_layers(base_text, str(path), [*seen, str(Path(source).resolve()), key])]
 
 
 def _str(d: dict[str, Any], key: str, p: _Collector, table: str, index: int | None = None,
@@ -581,7 +689,7 @@ def _build(data: dict[str, Any], p: _Collector, source: str) -> CraneProfile:
             write = False
         allowed.append(Allowance(client, server, protocol, _port(a.get("port"), p, "allow", i),
                                  frozenset(functions), tuple(ranges), write,
-                                 p.lines.of("allow", i)))
+                                 p.where("allow", i)[1]))
 
     outside: list[OutsideEndpoint] = []
     for i, o in _list_of_tables(data, "outside", p):
