@@ -18,7 +18,7 @@ import numpy as np
 
 from cranewatch.errors import EnvironmentProblem, ExitCode, Location, UsageError
 from cranewatch.model import iso_time
-from cranewatch.process.signals import Signal, SignalFrame, build_frame, extract_signals
+from cranewatch.process.signals import Signal, SignalFrame, build_frame
 
 LONG_COLUMNS = ("time", "epoch", "signal", "value", "unit", "origin", "frame")
 
@@ -101,8 +101,7 @@ def write_table(columns: Mapping[str, list[Any]], out: Path) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from cranewatch.pipeline import analyze
-    from cranewatch.process.engine import ProcessSink
+    from cranewatch.process.engine import read_captures
 
     for path in args.captures:
         if not Path(path).exists():
@@ -112,10 +111,7 @@ def run(args: argparse.Namespace) -> int:
         from cranewatch.profile import load_profile
 
         profile = load_profile(args.profile)
-    sink = ProcessSink(profile=profile)
-    analyze(args.captures, sinks=[sink])
-    register_map = sink.resolved().register_map
-    signals = extract_signals(sink.series, sink.writes, register_map)
+    signals = read_captures(args.captures, profile).signals()
     out = Path(args.out)
     columns = wide_rows(build_frame(signals)) if args.wide else long_rows(signals)
     write_table(columns, out)

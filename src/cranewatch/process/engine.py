@@ -148,22 +148,21 @@ def read_process_baseline(path: str | Path) -> ProcessBaseline:
         raise InputError(f"bad process baseline: {exc}", Location(file=str(path))) from exc
 
 
-def capture_frame(captures: Sequence[str | Path], profile: object | None = None) -> SignalFrame:
-    """Run the capture pipeline over ``captures`` and return the aligned signals."""
+def read_captures(captures: Sequence[str | Path], profile: object | None = None) -> ProcessSink:
+    """Run the capture pipeline over ``captures`` into a process sink (checks not yet run)."""
     from cranewatch.pipeline import analyze
 
     sink = ProcessSink(profile=profile)
     analyze(list(captures), sinks=[sink])
-    return sink.frame()
+    return sink
 
 
-def learn_from_captures(captures: Sequence[str | Path], profile: object | None = None) -> ProcessBaseline:
-    sink = ProcessSink(profile=profile)
-    from cranewatch.pipeline import analyze
-
-    analyze(list(captures), sinks=[sink])
+def learn_from_captures(captures: Sequence[str | Path], profile: object | None = None,
+                        *, learned_mode: bool = False) -> ProcessBaseline:
+    """The process baseline of clean captures."""
+    sink = read_captures(captures, profile)
     frame = sink.frame()
-    return learn_baseline(frame, sink.resolved(frame))
+    return learn_baseline(frame, sink.resolved(frame), learned_mode=learned_mode)
 
 
 def _is_json(path: str | Path) -> bool:
