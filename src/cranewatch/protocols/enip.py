@@ -13,6 +13,7 @@ from __future__ import annotations
 import struct
 from collections import deque
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import ClassVar
 
 from cranewatch.errors import DecodeError
@@ -160,6 +161,7 @@ def enip_length(buf: bytes | bytearray, pos: int) -> int | None:
     return 24 + (buf[pos + 2] | buf[pos + 3] << 8)
 
 
+@lru_cache(maxsize=4096)  # controllers are polled over the same few paths again and again
 def parse_epath(path: bytes) -> tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...], str | None]:
     """Logical class/instance/attribute segments and an ANSI symbolic tag of a CIP path."""
     classes: list[int] = []
@@ -228,6 +230,7 @@ class EnipDecoder:
         self._connected: dict[int, tuple[list[tuple[int, ...]], int]] = {}
         self._unconnected: deque[tuple[list[tuple[int, ...]], int]] = deque(maxlen=64)
         self._reply: tuple[list[tuple[int, ...]], int] | None = None  # being matched now
+        self._reply_index = 0
         self._request: list[tuple[int, ...]] = []  # being built now
         # connection id -> classes of the forward open's connection path (class-3 messaging)
         self._connections: dict[int, tuple[int, ...]] = {}
@@ -301,6 +304,7 @@ class EnipDecoder:
                 elif msg[0] & 0x7F != 0x0A:  # an unwrapped reply answers every path
                     classes = [tuple(c for path in classes for c in path)]
                 self._reply = (classes, request_frame)
+            self._reply_index = 0
             self._cip(from_client, msg, ts, frame, events, where, connection_id, 0)
             self._reply = None
             return
@@ -328,8 +332,8 @@ class EnipDecoder:
             request_frame = None
             if self._reply is not None:
                 paths, request_frame = self._reply
-                index = sum(1 for e in events if isinstance(e, CipResponse) and e.frame == frame
-                            and e.request_frame == request_frame)
+                index = self._reply_index  # replies come in the pre-order of their requests
+                self._reply_index += 1
                 classes = paths[index] if index < len(paths) else ()
             if (service & 0x7F) in (0x54, 0x5B) and msg[2] == 0 and len(payload) >= 8:
                 o_to_t, t_to_o = struct.unpack_from("<II", payload)
