@@ -92,7 +92,8 @@ def learn(frame: SignalFrame, states: np.ndarray, *, learned_mode: bool = False)
         sample_time = frame.sample_time(name)
         gap = np.diff(sample_time)
         fresh = (gap > 1e-6) & known[1:] & known[:-1]
-        step_rate = np.abs(np.diff(x))[fresh] / gap[fresh]
+        # As the rate check measures it: over at least one grid step.
+        step_rate = np.abs(np.diff(x))[fresh] / np.maximum(gap[fresh], frame.dt)
         prior = states[:-1][fresh]
         rate[name] = {int(s): float(np.max(step_rate[prior == s]))
                       for s in np.unique(prior) if (prior == s).sum() >= 5}
