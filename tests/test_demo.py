@@ -213,22 +213,22 @@ def test_data_leak_frames_carry_the_container_numbers(demo: DemoRuns) -> None:
 
 def test_safety_bypass_write_is_a_modbus_coil_write(demo: DemoRuns) -> None:
     finding = one(quarantine_findings(demo), "safety-override", "wrote safety_bypass=1")
-    within_attack(finding, "safety-bypass")
+    attack = within_attack(finding, "safety-bypass")
     rows = tshark_rows(capture_path("safety-bypass"), finding["evidence"][0]["frames"],
                        "ip.src", "ip.dst", "modbus.func_code", "modbus.reference_num", "modbus.data")
     # write single coil 0 (safety_bypass in the profile's register map) with ON (0xff00)
-    assert rows == [["10.20.0.50", "10.20.7.10", "5", "0", "ff00"]]
+    assert rows == [[attack["src"], attack["dst"].split(":")[0], "5", "0", "ff00"]]
 
 
 def test_frozen_load_cell_frames_read_zero_load_under_torque(demo: DemoRuns) -> None:
     finding = one(quarantine_findings(demo), "false-reading", "hoist_load")
-    within_attack(finding, "false-load")
+    attack = within_attack(finding, "false-load")
     rows = tshark_rows(capture_path("false-load"), finding["evidence"][0]["frames"][:10],
                        "ip.src", "modbus.func_code", "modbus.regnum16", "modbus.regval_uint16")
     assert rows
     for src, function, numbers, values in rows:
         registers = dict(zip(numbers.split(","), values.split(","), strict=True))
-        assert (src, function) == ("10.20.7.10", "4")
+        assert (src, function) == (attack["src"], "4")  # read input registers answered by the PLC
         assert registers["1"] == "0"  # IR 1 hoist_load reads 0 t …
         assert int(registers["4"]) > 50  # … while IR 4 hoist_torque (0.1 %) shows a load
 
