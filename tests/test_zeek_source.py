@@ -21,7 +21,7 @@ from cranewatch.protocols.dns import DnsQueryRequest, DnsQueryResponse
 from cranewatch.protocols.http import HttpRequest, HttpResponse
 from cranewatch.protocols.modbus import ModbusRequest, ModbusResponse
 from cranewatch.protocols.tls import TlsCertificateResponse, TlsClientHelloRequest
-from cranewatch.sources.zeek import ConnEvent, read_log, read_zeek
+from cranewatch.sources.zeek import ConnEvent, is_zeek_input, read_log, read_zeek
 from proto_walk import packets, readable, walk
 
 DNS_TSV = """#separator \\x09
@@ -109,6 +109,16 @@ def test_malformed_line_is_an_input_error_with_its_line(tmp_path: Path) -> None:
     assert caught_json.value.location is not None and caught_json.value.location.line == 2
     with pytest.raises(InputError):
         read_zeek([tmp_path / "absent.log"])
+
+
+def test_zeek_inputs_are_told_from_captures(tmp_path: Path, shared_data: Path) -> None:
+    log = tmp_path / "dns.log"
+    log.write_text(DNS_TSV)
+    (tmp_path / "x.json").write_text('{"_path": "conn", "uid": "C1"}\n')
+    assert is_zeek_input(log) and is_zeek_input(tmp_path / "x.json") and is_zeek_input(tmp_path)
+    capture = shared_data / "pcaps" / "zeek" / "testing" / "btest" / "Traces" / "mqtt.pcap"
+    assert not is_zeek_input(capture)
+    assert is_zeek_input(shared_data / "zeek-logs" / "scripts.base.protocols.ssl.basic")
 
 
 # --- the 85 baselines against their captures ------------------------------------------------

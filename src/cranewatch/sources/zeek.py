@@ -296,6 +296,35 @@ def log_files(paths: Iterable[Path]) -> list[Path]:
     return found
 
 
+def is_zeek_input(path: Path) -> bool:
+    """Whether ``path`` is Zeek output (a log file, or a directory holding some), not a capture.
+
+    For ``cranewatch analyze`` to route an input: captures start with a pcap/pcapng magic;
+    Zeek logs with ``#separator``/``#fields`` headers, a zeek-cut header line, or a JSON object.
+    """
+    if path.is_dir():
+        return any(p.name.split(".")[0] in SUPPORTED for p in log_files([path]))
+    if not path.is_file():
+        return False
+    try:
+        with path.open("rb") as handle:
+            head = handle.read(4096)
+    except OSError:
+        return False
+    if path.suffix == ".gz":
+        try:
+            with gzip.open(path, "rb") as unzipped:
+                head = unzipped.read(4096)
+        except OSError:
+            return False
+    text = head.decode("utf-8", "replace").lstrip()
+    while text.startswith("### "):  # btest baseline comment
+        text = text.split("\n", 1)[1] if "\n" in text else ""
+    return (text.startswith(("#separator", "#fields", "#path"))
+            or (text.startswith("{") and ('"_path"' in text or '"uid"' in text or '"id.orig_h"' in text))
+            or _looks_like_field_names(text.split("\n", 1)[0]))
+
+
 def read_zeek(paths: Iterable[Path]) -> ZeekResult:
     """Read Zeek logs (files or directories) into events, in time order where times exist."""
     result = ZeekResult()
