@@ -218,3 +218,31 @@ def test_sparse_file_bomb_is_refused_before_unpacking(tmp_path: Path, fmt: str) 
     assert image.stat().st_size < 64 << 20
     with pytest.raises(ImageError, match="archive bomb"):
         open_image(image)
+
+
+def test_zip_slip_and_absolute_zip_members_are_refused(tmp_path: Path) -> None:
+    victim_dir = tmp_path / "victim"
+    victim_dir.mkdir()
+    archive = tmp_path / "slip.zip"
+    with zipfile.ZipFile(archive, "w") as z:
+        z.writestr("etc/hostname", "cms\n")
+        z.writestr("../../victim/owned", CANARY)
+        z.writestr(f"{victim_dir}/abs", CANARY)
+        z.writestr("..\\..\\victim\\win", CANARY)
+    with open_image(archive) as image:
+        assert set(image.entries) == {"etc", "etc/hostname"}
+        assert "refused 3 member(s)" in " ".join(image.warnings)
+    assert list(victim_dir.iterdir()) == []
+
+
+def test_unreadable_file_is_a_warning_not_a_crash(tmp_path: Path) -> None:
+    tree = _tree(tmp_path / "tree")
+    with open_image(tree) as image:
+        (tree / "etc/hostname").unlink()  # gone between listing and reading
+        from cranewatch.forensics.checks.base import EndpointPolicy
+        from cranewatch.forensics.packages import read_packages
+        from cranewatch.forensics.scanner import file_pass, make_context
+
+        ctx = make_context(image, read_packages(image), None, EndpointPolicy())
+        result = file_pass(image, ctx, workers=1, want_digest=False)
+    assert any(w.startswith("etc/hostname: cannot read") for w in result.warnings)

@@ -551,8 +551,8 @@ def _unpack_zip(source: Path, out: _Unpacker, limits: Limits) -> None:
                     elif stat.S_ISLNK(mode):
                         target = archive.read(info).decode("utf-8", "replace")
                         out.add_symlink(name, target, mode, 0, 0)
-                    elif mode and not stat.S_ISREG(mode):
-                        out.add_special(name)
+                    elif stat.S_IFMT(mode) and not stat.S_ISREG(mode):
+                        out.add_special(name)  # zips without Unix type bits hold plain files
                     else:
                         with archive.open(info) as stream:
                             out.add_file(name, stream, stat.S_IMODE(mode) or 0o644, 0, 0)

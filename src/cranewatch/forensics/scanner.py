@@ -58,9 +58,10 @@ class Inventory:
 @dataclass(frozen=True, slots=True)
 class FileOutcome:
     path: str
-    kind: FileKind
+    kind: FileKind | None  # None when the file could not be read
     findings: tuple[Finding, ...]
     sha256: str | None
+    warning: str | None = None
 
 
 @dataclass(frozen=True)
@@ -149,9 +150,16 @@ def _scan_file(state: _PassState, entry: Entry) -> FileOutcome:
     return FileOutcome(path, kind, tuple(findings), sha.hexdigest() if sha is not None else None)
 
 
+def _scan_or_note(state: _PassState, entry: Entry) -> FileOutcome:
+    try:
+        return _scan_file(state, entry)
+    except OSError as exc:
+        return FileOutcome(entry.path, None, (), None, f"{entry.path}: cannot read ({exc.strerror or exc})")
+
+
 def _scan_chunk(entries: Sequence[Entry]) -> list[FileOutcome]:
     assert _STATE is not None, "worker started without scan state"
-    return [_scan_file(_STATE, entry) for entry in entries]
+    return [_scan_or_note(_STATE, entry) for entry in entries]
 
 
 def _chunks(entries: list[Entry], workers: int) -> list[list[Entry]]:
@@ -179,16 +187,15 @@ def file_pass(image: Image, ctx: ScanContext, *, workers: int, want_digest: bool
         finally:
             _STATE = None
     else:
-        for entry in entries:
-            try:
-                outcomes.append(_scan_file(state, entry))
-            except OSError as exc:
-                warnings.append(f"{entry.path}: cannot read ({exc.strerror})")
+        outcomes.extend(_scan_or_note(state, entry) for entry in entries)
     kinds: dict[str, int] = {}
     digests: dict[str, str] = {}
     findings: list[Finding] = []
-    for outcome in outcomes:
-        kinds[outcome.kind] = kinds.get(outcome.kind, 0) + 1
+    for outcome in sorted(outcomes, key=lambda o: o.path):
+        if outcome.warning is not None:
+            warnings.append(outcome.warning)
+        if outcome.kind is not None:
+            kinds[outcome.kind] = kinds.get(outcome.kind, 0) + 1
         findings.extend(outcome.findings)
         if outcome.sha256 is not None:
             digests[outcome.path] = outcome.sha256
