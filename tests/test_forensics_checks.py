@@ -230,3 +230,19 @@ def test_opkg_and_apk_databases_are_inventoried(tree: Path) -> None:
     _write(tree, "lib/apk/db/installed", "C:Q1abc=\nP:busybox\nV:1.36.1-r5\nA:x86_64\no:busybox\n\nP:openssl\nV:3.1.4-r1\nA:x86_64\n\n")
     packages = {(p.manager, p.name, p.version) for p in scan_image(tree, workers=1).inventory.packages}
     assert {("opkg", "dropbear", "2022.82-2"), ("apk", "busybox", "1.36.1-r5"), ("apk", "openssl", "3.1.4-r1")} <= packages
+
+
+def test_default_password_found_under_yescrypt_debians_default_scheme(tree: Path) -> None:
+    from cranewatch.forensics import crypt
+
+    setting = crypt.gensalt("$y$")
+    if setting is None:
+        pytest.skip("libcrypt without crypt_gensalt")
+    hashed = crypt.crypt("operator", setting)
+    assert hashed is not None and hashed.startswith("$y$")
+    with open(tree / "etc/passwd", "a") as fh:
+        fh.write("op:x:1003:1003::/home/op:/bin/bash\n")
+    with open(tree / "etc/shadow", "a") as fh:
+        fh.write(f"op:{hashed}:19700:0:99999:7:::\n")
+    found = [f for f in scan_image(tree, workers=1).findings if f.rule == "account.default-password"]
+    assert [(f.evidence[0].values["user"], f.evidence[0].values["scheme"]) for f in found] == [("op", "y")]

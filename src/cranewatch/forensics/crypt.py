@@ -34,6 +34,17 @@ def _libcrypt() -> ctypes.CDLL | None:
     return None
 
 
+def gensalt(prefix: str) -> str | None:
+    """A fresh setting for ``prefix`` (``$y$`` yescrypt, ``$6$`` sha512, …) from libcrypt."""
+    lib = _libcrypt()
+    if lib is None or not hasattr(lib, "crypt_gensalt"):
+        return None
+    lib.crypt_gensalt.restype = ctypes.c_char_p
+    lib.crypt_gensalt.argtypes = [ctypes.c_char_p, ctypes.c_ulong, ctypes.c_char_p, ctypes.c_int]
+    result = lib.crypt_gensalt(prefix.encode(), 0, None, 0)
+    return result.decode("ascii") if result else None
+
+
 def available() -> bool:
     return _libcrypt() is not None
 
