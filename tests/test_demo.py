@@ -381,3 +381,22 @@ def test_evidence_line_shows_where_when_and_values_but_not_plots() -> None:
     assert "svg" not in line and "window" not in line
     forensic = evidence_line(Evidence(path="etc/cron.d/cms-sync", line=3, excerpt="*/15 * * * * root bash -i"))
     assert forensic == "etc/cron.d/cms-sync:3 · '*/15 * * * * root bash -i'"
+
+
+def test_the_next_commands_it_prints_work(demo: DemoRuns) -> None:
+    import shlex
+
+    printed = demo.first.stdout.split("\nNext:\n", 1)[1].splitlines()
+    commands = [shlex.split(line) for line in printed if line.strip().startswith("cranewatch ")]
+    wanted = {("fleet", "show"): "STS-07  (rejected)", ("gate", "STS-07"): "STS-07: REJECTED"}
+    ran = 0
+    for argv in commands:
+        expect = wanted.get((argv[1], argv[2]))
+        if expect is None:
+            continue
+        done = subprocess.run([sys.executable, "-m", "cranewatch", *argv[1:]], capture_output=True, text=True,
+                              timeout=120)
+        assert done.returncode == 0, done.stderr
+        assert expect in done.stdout
+        ran += 1
+    assert ran == len(wanted)

@@ -289,20 +289,21 @@ def render_text(result: DemoResult) -> str:
 
 
 def next_commands(result: DemoResult) -> list[str]:
+    """What to try next, each command under a comment saying what it shows."""
     db = shlex.quote(str(result.db))
     crane = result.crane
     profile = shlex.quote(str(result.facts["profile"]))
-    capture = shlex.quote(str(capture_path("remote-ssh")))
-    baseline = shlex.quote(str(capture_path(BASELINE_SCENARIO)))
-    image = shlex.quote(str(data_path("images", "sts07-cms.tar.gz")))
-    return [
-        f"xdg-open {shlex.quote(str(result.report_html))}          # the commissioning report",
-        f"cranewatch fleet show {crane} --db {db}        # the crane and its history",
-        f"cranewatch gate {crane} --db {db} --no-move    # the decision again, with every reason",
-        f"cranewatch analyze {capture} --profile {profile} --baseline {baseline}",
-        f"cranewatch scan-image {image}",
-        f"cranewatch serve --db {db}                     # the dashboard on http://127.0.0.1:8077/",
+    pairs = [
+        ("the commissioning report", f"xdg-open {shlex.quote(str(result.report_html))}"),
+        ("the crane, its parts and its history", f"cranewatch fleet show {crane} --db {db}"),
+        ("the decision again, with every reason", f"cranewatch gate {crane} --db {db} --no-move"),
+        ("one quarantine capture on its own",
+         f"cranewatch analyze {shlex.quote(str(capture_path('remote-ssh')))} --profile {profile} "
+         f"--baseline {shlex.quote(str(capture_path(BASELINE_SCENARIO)))}"),
+        ("the CMS image on its own", f"cranewatch scan-image {shlex.quote(str(data_path('images', 'sts07-cms.tar.gz')))}"),
+        ("the dashboard on http://127.0.0.1:8077/", f"cranewatch serve --db {db}"),
     ]
+    return [line for comment, command in pairs for line in (f"# {comment}", command)]
 
 
 # -- JSON lines -------------------------------------------------------------------------------
