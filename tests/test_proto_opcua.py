@@ -84,3 +84,17 @@ def test_truncated_messages_are_decode_errors(cut: int) -> None:
     broken[4:8] = cut.to_bytes(4, "little")
     with pytest.raises(DecodeError):
         OpcuaDecoder(context(4840)).feed(True, bytes(broken), 1.0, 1)
+
+
+# open62541_read_service_test_data.pcap frame 25: ReadRequest of ns=1;s=Boolean.Variable
+# (tshark: opcua.nodeid.string "Boolean.Variable", nsindex 1).
+READ_REQUEST = h("4d5347467f0000000100000001000000050000000500000001007702040100a652a8f997e4a4d416f1"
+                 "1fd1fbef7ed7d6af004ba2d9d8010600000000000000ffffffff0000000000000000000000000000"
+                 "00000000000100000003010010000000426f6f6c65616e2e5661726961626c650d000000ffffffff"
+                 "0000ffffffff")
+
+
+def test_read_request_names_the_nodes_it_reads() -> None:
+    (event,) = OpcuaDecoder(context(4840)).feed(True, READ_REQUEST, 1.0, 25)
+    assert isinstance(event, OpcuaServiceRequest)
+    assert event.service_name == "ReadRequest" and event.node_ids == ("ns=1;s=Boolean.Variable",)

@@ -127,6 +127,7 @@ class OpcuaServiceRequest(Event):
     channel_id: int = 0
     encrypted: bool = False
     body: bytes = b""
+    node_ids: tuple[str, ...] = ()  # nodes read, written (first) or called, when readable
 
     @property
     def service_name(self) -> str:
@@ -200,21 +201,84 @@ def read_nodeid(data: bytes, pos: int) -> tuple[int | None, int]:
     return value, pos
 
 
-def _security_mode_of_open(body: bytes, pos: int) -> tuple[int | None, str | None]:
-    """Request type and mode of an OpenSecureChannelRequest body after its type id."""
-    # RequestHeader: authentication token, timestamp, handle, diagnostics, audit id, timeout,
-    # additional header (ExtensionObject: type id, encoding byte, optional body)
+def nodeid_text(data: bytes, pos: int) -> tuple[str, int]:
+    """A NodeId as text in the usual notation (``ns=2;i=5``, ``ns=3;s=Hoist.Load``)."""
+    if pos >= len(data):
+        raise DecodeError("NodeId cut short")
+    mask = data[pos]
+    encoding = mask & 0x0F
+    value, end = read_nodeid(data, pos)
+    if encoding == 0:
+        namespace = 0
+    elif encoding == 1:
+        namespace = data[pos + 1]
+    else:
+        namespace = data[pos + 1] | data[pos + 2] << 8
+    prefix = f"ns={namespace};" if namespace else ""
+    if value is not None:
+        return f"{prefix}i={value}", end
+    if encoding == 3:
+        text, _ = read_string(data, pos + 3)
+        return f"{prefix}s={text}", end
+    if encoding == 4:
+        return f"{prefix}g={data[pos + 3:pos + 19].hex()}", end
+    raw, _ = read_string(data, pos + 3)
+    return f"{prefix}b={raw}", end
+
+
+def skip_request_header(body: bytes, pos: int) -> int:
+    """Offset after a RequestHeader: token, timestamp, handle, diagnostics, audit id, timeout,
+    additional header (ExtensionObject: type id, encoding byte, optional body)."""
     _, pos = read_nodeid(body, pos)
     pos += 8 + 4 + 4
     _, pos = read_string(body, pos)
     pos += 4
     _, pos = read_nodeid(body, pos)
     if pos >= len(body):
-        raise DecodeError("OpenSecureChannelRequest cut short")
+        raise DecodeError("RequestHeader cut short")
     encoding = body[pos]
     pos += 1
-    if encoding & 1:
+    if encoding & 3:
         _, pos = read_string(body, pos)
+    return pos
+
+
+NODE_LIMIT = 32
+
+
+def request_node_ids(service: int, body: bytes) -> tuple[str, ...]:
+    """The nodes a Read, Write or Call request addresses (``body`` starts at its header).
+
+    Read: every ReadValueId; Write: the first WriteValue (its DataValue is not walked);
+    Call: object and method of the first call. Empty for other services.
+    """
+    if service not in (631, 673, 712):
+        return ()
+    pos = skip_request_header(body, 0)
+    if service == 631:
+        pos += 8 + 4  # maxAge, timestampsToReturn
+    if pos + 4 > len(body):
+        raise DecodeError("request array length cut short")
+    count = struct.unpack_from("<i", body, pos)[0]
+    pos += 4
+    nodes: list[str] = []
+    for _ in range(min(max(count, 0), NODE_LIMIT if service == 631 else 1)):
+        node, pos = nodeid_text(body, pos)
+        nodes.append(node)
+        if service == 712:
+            method, pos = nodeid_text(body, pos)
+            nodes.append(method)
+        elif service == 631:  # attribute id, index range, data encoding (QualifiedName)
+            pos += 4
+            _, pos = read_string(body, pos)
+            pos += 2
+            _, pos = read_string(body, pos)
+    return tuple(nodes)
+
+
+def _security_mode_of_open(body: bytes, pos: int) -> tuple[int | None, str | None]:
+    """Request type and mode of an OpenSecureChannelRequest body after its type id."""
+    pos = skip_request_header(body, pos)
     if pos + 12 > len(body):
         raise DecodeError("OpenSecureChannelRequest cut short")
     _version, request_type, mode = struct.unpack_from("<III", body, pos)
@@ -349,9 +413,15 @@ class OpcuaDecoder:
             self._requests[request_id] = frame
             if len(self._requests) > 1024:
                 self._requests.pop(next(iter(self._requests)))
+            nodes: tuple[str, ...] = ()
+            if service_id is not None and not encrypted:
+                try:
+                    nodes = request_node_ids(service_id, rest)
+                except DecodeError:
+                    nodes = ()  # a chunked or cut body: the service is known, its nodes not
             return OpcuaServiceRequest(ts=ts, frame=frame, service_id=service_id,
                                        request_id=request_id, channel_id=channel_id,
-                                       encrypted=encrypted, body=rest[:BODY_LIMIT],
+                                       encrypted=encrypted, body=rest[:BODY_LIMIT], node_ids=nodes,
                                        **where)
         status = struct.unpack_from("<I", rest, 12)[0] if len(rest) >= 16 else None
         return OpcuaServiceResponse(ts=ts, frame=frame, service_id=service_id,
