@@ -93,3 +93,27 @@ def test_baseline_command(shared_data: Path, tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
     assert "192.168.0.156 → 192.168.0.20: FC 6" in done.stdout
     assert read_baseline(out).has_write("192.168.0.156", "192.168.0.20", "HR", 4, 1)
+
+
+def test_not_a_capture_teaches_nothing(tmp_path: Path) -> None:
+    from cranewatch.errors import CaptureError
+
+    bad = tmp_path / "notes.pcap"
+    bad.write_text("this is not a capture\n")
+    with pytest.raises(CaptureError, match="cannot learn a baseline"):
+        learn_baseline([bad])
+    done = subprocess.run([sys.executable, "-m", "cranewatch", "baseline", str(bad), "--out", str(tmp_path / "b.json")],
+                          capture_output=True, text=True)
+    assert done.returncode == 3 and "notes.pcap" in done.stderr and "Traceback" not in done.stderr
+    assert not (tmp_path / "b.json").exists()
+
+
+def test_a_capture_cut_short_is_learned_and_said(shared_data: Path, tmp_path: Path) -> None:
+    data = (shared_data / MODBUS_TEST).read_bytes()
+    cut = tmp_path / "cut.pcap"
+    cut.write_bytes(data[: len(data) // 2 + 7])  # ends inside a record
+    done = subprocess.run([sys.executable, "-m", "cranewatch", "baseline", str(cut), "--out", str(tmp_path / "b.json"),
+                           "--quiet"], capture_output=True, text=True)
+    assert done.returncode == 3 and "cut.pcap" in done.stderr
+    learned = read_baseline(tmp_path / "b.json")
+    assert learned.masters and learned.inputs[0]["complete"] is False

@@ -38,7 +38,7 @@ from cranewatch.detect.facts import (
     RemoteSession,
     TlsHello,
 )
-from cranewatch.errors import Location, ProfileError
+from cranewatch.errors import CaptureError, Location, ProfileError
 from cranewatch.model import Finding
 from cranewatch.protocols.modbus import (
     TABLE_OF_FUNCTION,
@@ -319,7 +319,12 @@ def learn_baseline(captures: Sequence[str | Path]) -> Baseline:
 
     learner = BaselineLearner()
     result = analyze([str(c) for c in captures], sinks=[learner])
-    inputs = [{"path": str(i.path), "sha256": i.sha256, "packets": i.packets} for i in result.inputs]
+    for item in result.inputs:
+        if item.packets == 0 and not item.complete:
+            problem = item.warnings[0] if item.warnings else "not a readable capture"
+            raise CaptureError(f"cannot learn a baseline from it: {problem}", Location(file=str(item.path)))
+    inputs = [{"path": str(i.path), "sha256": i.sha256, "packets": i.packets, "complete": i.complete,
+               **({"warnings": list(i.warnings)} if i.warnings else {})} for i in result.inputs]
     return learner.baseline(inputs)
 
 

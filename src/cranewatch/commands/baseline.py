@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from typing import Any
 
 from cranewatch.baseline import learn_baseline, save_baseline, summary_text
@@ -32,4 +33,10 @@ def run(args: argparse.Namespace) -> int:
     if not args.quiet:
         print(summary_text(learned), end="")
         print(f"saved to {args.out}")
-    return int(ExitCode.OK)
+    # A capture cut short still teaches what it holds; the baseline is saved, the exit code
+    # says the input was not read whole.
+    incomplete = [i for i in learned.inputs if not i.get("complete", True)]
+    for item in incomplete:
+        for warning in item.get("warnings", ["capture not read whole"]):
+            print(f"cranewatch: error: {item['path']}: {warning}", file=sys.stderr)
+    return int(ExitCode.INPUT if incomplete else ExitCode.OK)
