@@ -7,6 +7,8 @@ database whose md5sums match) plus the files under test; no root needed.
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -246,3 +248,23 @@ def test_default_password_found_under_yescrypt_debians_default_scheme(tree: Path
         fh.write(f"op:{hashed}:19700:0:99999:7:::\n")
     found = [f for f in scan_image(tree, workers=1).findings if f.rule == "account.default-password"]
     assert [(f.evidence[0].values["user"], f.evidence[0].values["scheme"]) for f in found] == [("op", "y")]
+
+
+@pytest.mark.skipif(shutil.which("rpmbuild") is None, reason="needs rpm/rpmbuild (Debian package rpm) to make a real rpmdb")
+def test_rpm_database_is_inventoried(tree: Path, tmp_path: Path) -> None:
+    top = tmp_path / "rpmbuild"
+    (top / "SPECS").mkdir(parents=True)
+    (top / "SPECS/agent.spec").write_text(
+        "Name: cms-agent\nVersion: 2.4.1\nRelease: 3\nEpoch: 1\nSummary: CMS agent\nLicense: MIT\nBuildArch: noarch\n"
+        "%description\nCMS agent\n%install\nmkdir -p %{buildroot}/opt/cms\necho x > %{buildroot}/opt/cms/agent\n"
+        "%files\n/opt/cms/agent\n"
+    )
+    subprocess.run(["rpmbuild", "--quiet", "--define", f"_topdir {top}", "-bb", str(top / "SPECS/agent.spec")], check=True, capture_output=True)
+    (rpm_file,) = (top / "RPMS/noarch").glob("*.rpm")
+    subprocess.run(["rpm", "--root", str(tree), "--dbpath", "/var/lib/rpm", "--initdb"], check=True, capture_output=True)
+    subprocess.run(["rpm", "--root", str(tree), "--dbpath", "/var/lib/rpm", "-i", "--justdb", "--nodeps", "--noscripts", str(rpm_file)],
+                   check=True, capture_output=True)
+    before = sorted(p.name for p in (tree / "var/lib/rpm").iterdir())
+    packages = {(p.manager, p.name, p.version, p.arch) for p in scan_image(tree, workers=1).inventory.packages}
+    assert ("rpm", "cms-agent", "1:2.4.1-3", "noarch") in packages
+    assert sorted(p.name for p in (tree / "var/lib/rpm").iterdir()) == before  # the image is not written

@@ -10,11 +10,14 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import sqlite3
 import struct
+import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from email.parser import HeaderParser
+from pathlib import Path
 from urllib.parse import quote
 
 from cranewatch.forensics.image import Image
@@ -167,19 +170,29 @@ def _rpm(image: Image) -> list[Package]:
     if path is None or image.entries[path].type != "file":
         return []
     found = []
-    # Opened read-only and immutable: sqlite must not create journals beside the image's copy.
-    uri = f"file:{image.disk_path(path)}?mode=ro&immutable=1"
-    try:
-        with sqlite3.connect(uri, uri=True) as conn:
-            for (blob,) in conn.execute("SELECT blob FROM Packages"):
-                tags = _rpm_header_tags(bytes(blob))
-                if 1000 in tags:
-                    version = f"{tags.get(1001, '')}-{tags.get(1002, '')}"
-                    if tags.get(1003):
-                        version = f"{tags[1003]}:{version}"
-                    found.append(Package("rpm", tags[1000], version, tags.get(1044), tags.get(1022), path))
-    except sqlite3.Error:
-        return []
+    # sqlite writes beside a database it opens (journal, WAL recovery): work on a private copy
+    # of the database and its write-ahead log, never on the image.
+    with tempfile.TemporaryDirectory(prefix="cranewatch-rpmdb-") as tmp:
+        copy = Path(tmp) / "rpmdb.sqlite"
+        for suffix in ("", "-wal"):
+            member = image.resolve(path + suffix)
+            if member is not None and image.entries[member].type == "file":
+                with image.open(member) as src, open(f"{copy}{suffix}", "wb") as dst:
+                    shutil.copyfileobj(src, dst)
+        try:
+            conn = sqlite3.connect(copy)
+            try:
+                for (blob,) in conn.execute("SELECT blob FROM Packages"):
+                    tags = _rpm_header_tags(bytes(blob))
+                    if 1000 in tags:
+                        version = f"{tags.get(1001, '')}-{tags.get(1002, '')}"
+                        if tags.get(1003):
+                            version = f"{tags[1003]}:{version}"
+                        found.append(Package("rpm", tags[1000], version, tags.get(1044), tags.get(1022), path))
+            finally:
+                conn.close()
+        except sqlite3.Error:
+            return []
     return found
 
 
