@@ -279,3 +279,17 @@ def test_fin_from_both_sides_closes(tmp_path: Path) -> None:
     rec, _ = run(tmp_path, frames)
     assert rec.flows[0].closed
     assert ACK  # imported for the helpers above
+
+
+def test_udp_flows_go_idle_sooner_than_tcp(tmp_path: Path) -> None:
+    from modbus_capture import udp_frame
+
+    c = Conversation("10.20.7.30", "10.20.7.10")
+    frames = [udp_frame("10.20.7.30", "10.20.0.8", 40001, 53, b"q"), *c.handshake()]
+    frames += [c.send(True, b"", ACK) for _ in range(100)]  # 100 s of a quiet TCP connection
+    path = write_pcap(tmp_path / "t.pcap", frames, step=1.0)
+    rec = Recorder()
+    Analysis([rec]).run([path], batch_packets=10)
+    ended = [(f.transport, f.last_seen - 1_700_000_000.0) for f in rec.flows]
+    # The DNS query ended in a sweep (after 60 s idle); the TCP flow only at the end.
+    assert ended == [("udp", 0.0), ("tcp", 103.0)]

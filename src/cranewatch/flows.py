@@ -296,9 +296,13 @@ class FlowTable:
     """Live flows by canonical key, with expiry of idle and closed flows."""
 
     def __init__(self, idle_timeout: float = 300.0, closed_linger: float = 5.0,
+                 udp_idle_timeout: float = 60.0,
                  max_flows: int = 200_000) -> None:
         self.flows: dict[bytes, Flow] = {}
         self.idle_timeout = idle_timeout
+        # UDP has no teardown: a DNS query is a flow of its own that ends with its answer,
+        # so idle UDP flows go sooner (Zeek's default inactivity timeout is one minute too).
+        self.udp_idle_timeout = udp_idle_timeout
         self.closed_linger = closed_linger
         self.max_flows = max_flows
         self.created = 0
@@ -425,7 +429,8 @@ class FlowTable:
         done: list[Flow] = []
         for key, flow in list(self.flows.items()):
             idle = now - flow.last_seen
-            if idle > self.idle_timeout or (idle > self.closed_linger and flow.closed):
+            limit = self.udp_idle_timeout if flow.proto == IPPROTO_UDP else self.idle_timeout
+            if idle > limit or (idle > self.closed_linger and flow.closed):
                 done.append(self.flows.pop(key))
         if len(self.flows) > self.max_flows:
             by_age = sorted(self.flows.values(), key=lambda f: f.last_seen)

@@ -10,6 +10,7 @@ else (writes, diagnostics, device identification, exceptions, unknown codes) is 
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -694,6 +695,8 @@ class ModbusBook:
         parts.row_ts.append(ts)
         parts.row_frame.append(frame)
         parts.row_values.append(values)
+        if len(parts.row_ts) >= ROWS_PACKED:
+            _pack_rows(parts, key[5])
 
     def read_answers(self, key: SeriesKey, ts: np.ndarray, frame: np.ndarray,
                      values: np.ndarray) -> None:
@@ -742,31 +745,43 @@ class ModbusBook:
             self.read_unanswered((master, slave, pending.unit_id, asked.function, asked.address,
                                   asked.quantity or 0))
 
-    def take_series(self) -> list[RegisterSeries]:
-        """Every series, rows in time order (ties by frame); empties the book's series."""
-        out: list[RegisterSeries] = []
+    def take_series(self) -> Iterator[RegisterSeries]:
+        """Every series, rows in time order (ties by frame), one at a time; empties the book.
+
+        Each series' pieces are let go as it is built, so memory does not double at the end.
+        """
         for key in sorted(self.series):
-            parts = self.series.pop(key)  # let each series' pieces go once it is whole
+            parts = self.series.pop(key)
             master, slave, unit, function, address, quantity = key
-            ts = list(parts.ts)
-            frames = list(parts.frame)
-            values = list(parts.values)
-            if parts.row_ts:
-                ts.append(np.array(parts.row_ts, dtype=np.float64))
-                frames.append(np.array(parts.row_frame, dtype=np.int64))
-                values.append(np.array(parts.row_values, dtype=np.uint16).reshape(-1, quantity))
+            _pack_rows(parts, quantity)
+            ts, frames, values = parts.ts, parts.frame, parts.values
             all_ts = np.concatenate(ts) if ts else np.zeros(0, dtype=np.float64)
             all_frames = np.concatenate(frames) if frames else np.zeros(0, dtype=np.int64)
             all_values = np.concatenate(values) if values else np.zeros((0, quantity), np.uint16)
+            key_counts = (parts.requests, parts.exceptions, parts.unanswered, parts.source)
+            del parts, ts, frames, values
             order = np.lexsort((all_frames, all_ts))
-            out.append(RegisterSeries(
+            if not np.array_equal(order, np.arange(len(order))):  # mostly in order already
+                all_ts, all_frames, all_values = all_ts[order], all_frames[order], all_values[order]
+            yield RegisterSeries(
                 master=master, slave=slave, unit_id=unit, function=function, address=address,
-                quantity=quantity, ts=all_ts[order], frame=all_frames[order],
-                values=all_values[order], requests=parts.requests, exceptions=parts.exceptions,
-                unanswered=parts.unanswered, source=parts.source,
-            ))
-        self.series.clear()
-        return out
+                quantity=quantity, ts=all_ts, frame=all_frames,
+                values=all_values, requests=key_counts[0], exceptions=key_counts[1],
+                unanswered=key_counts[2], source=key_counts[3],
+            )
+
+
+ROWS_PACKED = 4096  # answers kept as Python rows before they are packed into arrays
+
+
+def _pack_rows(parts: _SeriesParts, quantity: int) -> None:
+    """Move answers kept row by row (slow path) into arrays: a Python row costs ~10x more."""
+    if not parts.row_ts:
+        return
+    parts.ts.append(np.array(parts.row_ts, dtype=np.float64))
+    parts.frame.append(np.array(parts.row_frame, dtype=np.int64))
+    parts.values.append(np.array(parts.row_values, dtype=np.uint16).reshape(-1, quantity))
+    parts.row_ts, parts.row_frame, parts.row_values = [], [], []
 
 
 # --------------------------------------------------------------------------------------------
