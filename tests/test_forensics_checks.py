@@ -124,6 +124,8 @@ def test_accounts_empty_default_and_shared_keys(tree: Path) -> None:
     keys = [f for f in result.findings if f.rule == "account.authorized-key"]
     assert {f.evidence[0].path for f in keys} == {"home/cms/.ssh/authorized_keys", "root/.ssh/authorized_keys"}
     assert len({f.evidence[0].values["fingerprint"] for f in keys}) == 1  # one vendor key, two accounts
+    (shared,) = [f for f in result.findings if f.rule == "account.shared-key"]
+    assert shared.evidence[0].values["files"] == ["home/cms/.ssh/authorized_keys", "root/.ssh/authorized_keys"]
 
 
 def test_secrets_in_configs_are_masked_in_the_evidence(tree: Path) -> None:

@@ -53,6 +53,7 @@ def default_passwords() -> tuple[tuple[str, str], ...]:
 
 
 def check_image(image: Image, ctx: ScanContext) -> Iterator[Finding]:
+    yield from _shared_keys(image, ctx)
     passwd_path = image.resolve("etc/passwd")
     passwd = image.read_text("etc/passwd") or ""
     shells: dict[str, str] = {}
@@ -111,6 +112,27 @@ def check_image(image: Image, ctx: ScanContext) -> Iterator[Finding]:
                     remedy=f"Set a unique password for {user} (or lock it) before the crane enters service.",
                 )
                 break
+
+
+def _shared_keys(image: Image, ctx: ScanContext) -> Iterator[Finding]:
+    """One key in several accounts' authorized_keys: one credential opens them all."""
+    holders: dict[str, list[str]] = {}
+    for entry in image.files():
+        if not _AUTHORIZED_KEYS.search(entry.path) or entry.size > 1 << 20:
+            continue
+        for _, line in active_lines((image.read_text(entry.path) or "").splitlines()):
+            match = _KEY_LINE.search(line)
+            if match:
+                holders.setdefault(_fingerprint(match.group(2)), []).append(entry.path)
+    for fingerprint, paths in sorted(holders.items()):
+        if len(set(paths)) > 1:
+            files = sorted(set(paths))
+            yield ctx.finding(
+                rule="account.shared-key", category="credential", severity=Severity.HIGH,
+                title=f"one SSH key opens {len(files)} accounts ({', '.join(files)})", path=files[0],
+                technique=_TECH, key=(fingerprint,), values={"fingerprint": fingerprint, "files": files},
+                remedy="Give every person and service its own key; remove the shared one.",
+            )
 
 
 def _fingerprint(blob: str) -> str:
