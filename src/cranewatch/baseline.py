@@ -48,7 +48,9 @@ from cranewatch.protocols.modbus import (
 )
 
 SCHEMA_VERSION = 1
-ROUTER_MIN_ADDRESSES = 2  # a MAC that sends for this many IPs (or any public one) is a router
+# A MAC that sends for this many IPv4 addresses is a router. (Not "any public address": some
+# plant LANs are numbered from public ranges, and every host there would look like a router.)
+ROUTER_MIN_ADDRESSES = 2
 
 Span = tuple[str, int, int]  # table, first address, count
 
@@ -227,7 +229,7 @@ class BaselineLearner:
         from cranewatch.detect.base import is_global
 
         gateways = {mac for mac, ips in self.mac_ips.items()
-                    if len(ips) >= ROUTER_MIN_ADDRESSES or any(is_global(ip) for ip in ips)}
+                    if len({ip for ip in ips if "." in ip}) >= ROUTER_MIN_ADDRESSES}
         hosts: dict[str, frozenset[str]] = {}
         for ip in set(self.ip_macs) | set(self.bound):
             own = self.bound.get(ip) or {m for m in self.ip_macs.get(ip, set()) if m not in gateways}
