@@ -34,3 +34,18 @@ def test_known_masters_are_quiet_with_baseline_or_profile() -> None:
 def test_without_baseline_or_profile_the_rule_is_silent() -> None:
     assert [f for f in run([series("10.1.1.1", "10.1.1.2", 3, 0, 4)], crane=None)
             if f.category == "rogue-master"] == []
+
+
+def test_new_s7_client_of_the_plc() -> None:
+    from detect_helpers import EWS, T0, conv
+
+    baseline = learn(normal_crane())
+    new = conv("10.20.7.88", PLC, 102, T0, protocol="s7comm")
+    (f,) = [f for f in run([new], baseline=baseline) if f.category == "rogue-master"]
+    assert f.title == "New s7comm client 10.20.7.88 of PLC 10.20.7.10" and f.dst == f"{PLC}:102"
+    # the EWS may: the profile allows it S7comm to the PLC
+    assert [f for f in run([conv(EWS, PLC, 102, T0, protocol="s7comm")], profile=sts07(), baseline=baseline)
+            if f.category == "rogue-master"] == []
+    # an S7 flow the baseline already had is not new
+    again = learn([*normal_crane(), new])
+    assert [f for f in run([new], baseline=again) if f.category == "rogue-master"] == []

@@ -2,6 +2,8 @@
 
 The masters of each PLC come from the baseline and from the profile's allowed Modbus
 clients; without either there is no "never did" to judge against and the rule is silent.
+Modbus is judged request by request; S7comm, EtherNet/IP and OPC UA sessions by their flows
+(a new engineering client of the PLC).
 """
 
 from __future__ import annotations
@@ -9,9 +11,12 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 from cranewatch.detect.base import Context, Incidents, Verdict, endpoint, make_finding
+from cranewatch.detect.facts import Conversation
 from cranewatch.detect.recon import _SeriesPoint
 from cranewatch.model import Finding, Severity
 from cranewatch.protocols.modbus import WRITE_FUNCTIONS, ModbusRequest, RegisterSeries
+
+OTHER_ICS_PROTOCOLS = frozenset({"s7comm", "enip", "opcua"})
 
 VERDICT = Verdict(
     rule="rogue-master",
@@ -25,12 +30,15 @@ VERDICT = Verdict(
 
 class RogueMaster:
     name: ClassVar[str] = "rogue-master"
-    accepts: ClassVar[tuple[type, ...]] = (ModbusRequest, RegisterSeries)
+    accepts: ClassVar[tuple[type, ...]] = (ModbusRequest, RegisterSeries, Conversation)
 
     def __init__(self) -> None:
         self.incidents = Incidents()
 
     def observe(self, event: Any, ctx: Context) -> None:
+        if isinstance(event, Conversation):
+            self._session(event, ctx)
+            return
         if isinstance(event, RegisterSeries):
             master, slave, function = event.master, event.slave, event.function
             if not len(event.ts):
@@ -49,6 +57,16 @@ class RogueMaster:
         if function in WRITE_FUNCTIONS:
             self.incidents.by_key[(master, slave)].values["writes"] = True
 
+    def _session(self, conv: Conversation, ctx: Context) -> None:
+        if conv.protocol not in OTHER_ICS_PROTOCOLS or (ctx.profile is None and ctx.baseline is None):
+            return
+        if ctx.profile is not None and ctx.profile.allows(conv.src, conv.dst, conv.protocol, conv.dport):
+            return
+        if ctx.baseline is not None and ctx.baseline.has_pair(conv.src, conv.dst, conv.dport):
+            return
+        self.incidents.add((conv.src, conv.dst), conv, {"protocols": [conv.protocol], "writes": False,
+                                                        "port": conv.dport})
+
     @staticmethod
     def _known(master: str, slave: str, ctx: Context) -> bool | None:
         if ctx.profile is None and ctx.baseline is None:
@@ -64,9 +82,14 @@ class RogueMaster:
             writes = bool(inc.values.get("writes"))
             functions = sorted(set(inc.values.get("functions", [])))
             inc.values["functions"] = functions
-            title = (f"New Modbus master {ctx.host_name(master)} {'writes to' if writes else 'polls'} "
-                     f"PLC {ctx.host_name(slave)} (FC {', '.join(map(str, functions))})")
-            port = ctx.port_of(master, slave, "modbus", 502)
+            if functions:
+                title = (f"New Modbus master {ctx.host_name(master)} {'writes to' if writes else 'polls'} "
+                         f"PLC {ctx.host_name(slave)} (FC {', '.join(map(str, functions))})")
+                port = ctx.port_of(master, slave, "modbus", 502)
+            else:
+                protocols = ", ".join(inc.values.get("protocols", []))
+                title = f"New {protocols} client {ctx.host_name(master)} of PLC {ctx.host_name(slave)}"
+                port = inc.values.get("port") or 0
             findings.append(make_finding(ctx, VERDICT, key, inc, title, master, endpoint(slave, port),
                                          Severity.CRITICAL if writes else Severity.HIGH))
         return findings
