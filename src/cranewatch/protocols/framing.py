@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 from collections import Counter
 from collections.abc import Callable, Iterator
+from functools import lru_cache
 from typing import TypedDict
 
 from cranewatch.errors import DecodeError, Location
@@ -73,16 +74,19 @@ class PduBuffer:
             if size is None:
                 if end - pos > self.limit:
                     self._data.clear()
+                    self.resyncing = True
                     raise DecodeError(f"PDU header announces more than {self.limit} bytes",
                                       Location(file=self.source or None, frame=frame))
                 break
             if size <= 0:
                 self._data.clear()
+                self.resyncing = True
                 raise DecodeError("PDU length of zero", Location(file=self.source or None, frame=frame))
             if size > self.limit:
                 self._data.clear()
                 if self.resyncing:
                     return
+                self.resyncing = True
                 raise DecodeError(f"PDU of {size} bytes exceeds the {self.limit}-byte bound",
                                   Location(file=self.source or None, frame=frame))
             if end - pos < size:
@@ -106,6 +110,7 @@ class Endpoints(TypedDict):
     source: str
 
 
+@lru_cache(maxsize=8192)  # one pair per live flow; callers only unpack it (``**``), never change it
 def endpoints(ctx: FlowContext, from_client: bool) -> Endpoints:
     """``src``/``dst``/``sport``/``dport``/``source`` of a PDU sent in the given direction."""
     if from_client:
