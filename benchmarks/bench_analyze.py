@@ -157,7 +157,7 @@ def bench_one(path: Path, skip: set[str], pin: bool) -> list[Timing]:
     if "reader" not in skip:
         timings.append(measure("reader+decode_batch", [python, __file__, "--reader-only", str(path)], packets, pin))
     if "tshark" not in skip and shutil.which("tshark"):
-        command = ["tshark", "-n", "-r", str(path), "-Y", "mbtcp", "-T", "fields"]
+        command = ["tshark", "-r", str(path), "-Y", "mbtcp", "-T", "fields"]
         for field in TSHARK_FIELDS:
             command += ["-e", field]
         timings.append(measure("tshark -Y mbtcp -T fields", command, packets, pin))
