@@ -57,7 +57,7 @@ def test_threshold_meets_the_false_alarm_target_on_fresh_clean_data() -> None:
 
 
 def test_crane_learned_mode_from_a_long_clean_capture() -> None:
-    baseline = learn_baseline(simulate(1800, seed=21, start=T0 - 100_000), learned_mode=True)
+    baseline = learn_baseline(simulate(3600, seed=21, start=T0 - 100_000), learned_mode=True)
     assert baseline.learned is not None
     assert run_checks(simulate(600, seed=22, start=T0), baseline=baseline, with_plots=False) == []
 
@@ -77,3 +77,19 @@ def test_batadal_learned_mode(shared_data: Path) -> None:
     # Labels are only read for scoring: the attack-hour counts match the published label files.
     assert test["attack_hours"] == 407
     assert result["dataset04"]["attack_hours"] == 219
+
+
+def test_crane_learned_mode_catches_a_false_load_and_stays_quiet_honestly() -> None:
+    from cranewatch.lab.faults import Tamper
+
+    baseline = learn_baseline(simulate(3600, seed=41, start=T0 - 100_000), learned_mode=True)
+    assert baseline.learned is not None and baseline.learned.level_gain is not None
+    honest = simulate(3600, seed=42, start=T0, drift=0.3)
+    assert run_checks(honest, baseline=baseline, with_plots=False) == []
+    tampered = simulate(1200, seed=43, start=T0, tamper=Tamper("false-load", T0 + 600, T0 + 900))
+    learned = [f for f in run_checks(tampered, baseline=baseline, with_plots=False)
+               if f.rule == "process-learned"]
+    assert learned, "the learned relations did not notice the zeroed load cell"
+    ev = learned[0].evidence[0].values
+    assert ev["signal"] in ("hoist_load", "hoist_torque")
+    assert T0 + 600 <= ev["detected"] <= T0 + 900

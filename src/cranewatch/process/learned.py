@@ -29,15 +29,24 @@ class LearnedModel:
     drift: float
     target_per_day: float
     samples_per_day: float
+    # Noise that grows with the level (an anemometer's 2 % of reading): residual σ is
+    # resid_std × (1 + level_gain × |predicted value|) in the signal's own units; 0 = constant.
+    level_gain: np.ndarray | None = None
 
     def residuals(self, values: np.ndarray) -> np.ndarray:
         """Standardised residuals (n, m); the first row has no previous step and reads 0."""
         z = (np.asarray(values, dtype=np.float64) - self.mean) / self.std
         design = _design(z)
         predicted = _predict(design, self.coef)
-        r = (z - predicted) / self.resid_std
+        r = (z - predicted) / (self.resid_std * self._level_factor(predicted))
         r[0] = 0.0
         return np.nan_to_num(r, nan=0.0, posinf=0.0, neginf=0.0)
+
+    def _level_factor(self, predicted: np.ndarray) -> np.ndarray:
+        if self.level_gain is None:
+            return np.ones(predicted.shape[1])
+        level = np.abs(np.nan_to_num(predicted, nan=0.0) * self.std + self.mean)
+        return 1.0 + self.level_gain * level
 
     def statistic(self, values: np.ndarray) -> np.ndarray:
         """Two-sided CUSUM statistic per signal (n, m)."""
@@ -58,6 +67,7 @@ class LearnedModel:
             "drift": self.drift,
             "target_per_day": self.target_per_day,
             "samples_per_day": self.samples_per_day,
+            "level_gain": None if self.level_gain is None else self.level_gain.tolist(),
         }
 
     @classmethod
@@ -72,6 +82,8 @@ class LearnedModel:
             drift=float(obj["drift"]),
             target_per_day=float(obj["target_per_day"]),
             samples_per_day=float(obj["samples_per_day"]),
+            level_gain=None if obj.get("level_gain") is None
+            else np.asarray(obj["level_gain"], dtype=np.float64),
         )
 
 
@@ -127,7 +139,8 @@ def tail_threshold(peaks: np.ndarray, days: float, per_day: float) -> float:
 
 def fit(clean: np.ndarray, names: tuple[str, ...], *, samples_per_day: float,
         target_per_day: float = 0.1, drift: float = 1.0, ridge: float = 1.0,
-        holdout: float = 0.3, noise_floor: float = 0.0) -> LearnedModel:
+        holdout: float = 0.3, noise_floor: float = 0.0,
+        level_noise: bool = False) -> LearnedModel:
     """Learn the relations on the first part of ``clean`` and the thresholds on its tail."""
     x = np.asarray(clean, dtype=np.float64)
     n, m = x.shape
@@ -151,8 +164,23 @@ def fit(clean: np.ndarray, names: tuple[str, ...], *, samples_per_day: float,
         b = np.nan_to_num(z[:cut, j], nan=0.0)
         gram = a.T @ a + ridge * np.eye(a.shape[1])
         coef[use, j] = np.linalg.solve(gram, a.T @ b)
+    level_gain = None
+    if level_noise:
+        # |residual| ≈ a + b·level on the training part; the gain is b / a (never negative).
+        fitted = design[:cut] @ coef
+        level = np.abs(fitted * std + mean)
+        gains = np.zeros(m)
+        for j in range(m):
+            absres = np.abs(np.nan_to_num(z[:cut, j] - fitted[:, j], nan=0.0))
+            slope, intercept = np.polyfit(level[:, j], absres, 1) if np.ptp(level[:, j]) > 0 \
+                else (0.0, float(absres.mean()))
+            gains[j] = max(0.0, slope) / intercept if intercept > 1e-12 else 0.0
+        level_gain = gains
     held = z[cut:]
-    resid = np.nan_to_num(held - design[cut:] @ coef, nan=0.0)
+    predicted_held = design[cut:] @ coef
+    resid = np.nan_to_num(held - predicted_held, nan=0.0)
+    if level_gain is not None:
+        resid = resid / (1.0 + level_gain * np.abs(predicted_held * std + mean))
     resid_std = resid.std(axis=0)
     # A simulated clean period explains some signals almost exactly; real readings carry
     # rounding and drift, so no residual is trusted finer than ``noise_floor`` σ (0 = trust
@@ -164,4 +192,4 @@ def fit(clean: np.ndarray, names: tuple[str, ...], *, samples_per_day: float,
     threshold = np.array([tail_threshold(excursion_peaks(stat[:, j]), days, per_signal)
                           for j in range(m)])
     return LearnedModel(names, mean, std, coef, resid_std, threshold, drift, target_per_day,
-                        samples_per_day)
+                        samples_per_day, level_gain)
