@@ -376,3 +376,14 @@ def test_decoders_agree_with_tshark_on_sample_captures(shared_data: Path, tshark
 def test_decoders_agree_with_tshark_on_every_capture(shared_data: Path, tshark: str,
                                                      protocol: str) -> None:
     _check(tshark, _manifest(shared_data, protocol), protocol)
+
+
+def test_mqtt5_session_through_mosquitto_agrees_with_tshark(tshark: str) -> None:
+    capture = Path(__file__).parent / "data" / "proto" / "mqtt5-mosquitto.pcap"
+    assert compare(tshark, capture, "mqtt") == {}
+    events = walk(capture, ["mqtt"]).events
+    connects = {e.client_id: e for e in events if isinstance(e, MqttConnectRequest)}
+    assert connects["gw01"].protocol_level == 5 and connects["gw01"].username == "crane"
+    assert connects["gw01"].password_present and not connects["crane-sub"].username_present
+    publishes = [(e.topic, e.qos, e.payload) for e in events if isinstance(e, MqttPublishRequest)]
+    assert ("sts07/load", 1, b"42.5") in publishes and ("sts07/wind", 2, b'{"speed": 12.5}') in publishes
