@@ -10,11 +10,15 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from cranewatch.lab.faults import Tamper
 from cranewatch.lab.physics import Panel, ProcessImage, Setpoints
 from cranewatch.model import Finding
+from cranewatch.process.checks import constant_runs, rolling_max, runs
 from cranewatch.process.engine import ProcessConfig, learn_baseline, run_checks
 from cranewatch.process.envelope import ProcessBaseline
 from cranewatch.process.simulate import simulate
@@ -323,3 +327,36 @@ def test_an_hour_of_work_with_stops_and_drifting_polls(baseline: ProcessBaseline
 
     frame = simulate(3600, seed=2, start=T0, drift=0.3, panel=panel, setpoints=setpoints)
     assert run_checks(frame, baseline=baseline, with_plots=False) == []
+
+
+# --- the vectorised helpers every check stands on, against plain loops ------------------------
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.integers(-5, 5), min_size=1, max_size=60), st.integers(1, 12))
+def test_rolling_max_is_the_windowed_max(values: list[int], w: int) -> None:
+    expected = [max(values[max(0, i - w + 1): i + 1]) for i in range(len(values))]
+    assert rolling_max(np.array(values, dtype=float), w).tolist() == expected
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.booleans(), max_size=60), st.integers(1, 5), st.integers(0, 3))
+def test_runs_are_the_stretches_of_true(mask: list[bool], min_len: int, gap: int) -> None:
+    # Plain loop: stretches of True, merged across gaps of at most `gap`, at least `min_len` long.
+    stretches: list[list[int]] = []
+    for i, on in enumerate(mask):
+        if on:
+            if stretches and i - stretches[-1][1] - 1 <= gap:
+                stretches[-1][1] = i
+            else:
+                stretches.append([i, i])
+    expected = [(s, e) for s, e in stretches if e - s + 1 >= min_len]
+    assert runs(np.array(mask, dtype=bool), min_len, gap) == expected
+
+
+@given(st.lists(st.integers(0, 2), min_size=1, max_size=40))
+def test_constant_runs_count_repeats(values: list[int]) -> None:
+    expected = []
+    for i, v in enumerate(values):
+        expected.append(expected[-1] + 1 if i and values[i - 1] == v else 1)
+    assert constant_runs(np.array(values)).tolist() == expected
