@@ -118,15 +118,13 @@ class RdpDecoder(_OnceDecoder):
                 user = cookie[len("mstshash="):]
             body = body[end + 2:] if end >= 0 else b""
         security: tuple[str, ...] = ()
-        if len(body) >= 8 and body[0] in (1, 2, 3):
+        if len(body) >= 8 and body[0] in (1, 2, 3):  # RDP_NEG_REQ / RDP_NEG_RSP / RDP_NEG_FAILURE
             value = int.from_bytes(body[4:8], "little")
             if body[0] == 3:
                 security = (f"failure-{value}",)
             else:
-                names = [name for bit, name in RDP_PROTOCOLS.items() if bit and value & bit]
-                security = tuple(names) if names or body[0] == 1 else ("rdp",)
-                if body[0] == 1 and not names:
-                    security = ("rdp",)
+                # a value of 0 is standard RDP security (no TLS): worth seeing on a crane
+                security = tuple(name for bit, name in RDP_PROTOCOLS.items() if bit and value & bit) or ("rdp",)
         detail.append(",".join(security))
         return self.session(from_client, ts, frame, user=user, security=security,
                             detail="; ".join(d for d in detail if d))
