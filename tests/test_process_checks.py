@@ -360,3 +360,15 @@ def test_constant_runs_count_repeats(values: list[int]) -> None:
     for i, v in enumerate(values):
         expected.append(expected[-1] + 1 if i and values[i - 1] == v else 1)
     assert constant_runs(np.array(values)).tolist() == expected
+
+
+def test_lowered_overload_limit_explains_its_trips() -> None:
+    # Someone lowers overload_limit to 10 t: a 31 t lift trips, honestly by the PLC's logic.
+    frame = simulate(60, seed=6, start=T0, setpoints=lambda now: Setpoints(
+        overload_limit=100 if now >= T0 + 3 else 715, fault_reset=False))
+    findings = run_checks(frame)
+    rules = {f.rule for f in findings}
+    assert "process-limit-lowered" in rules
+    assert "process-trip-cause" not in rules  # the trip is real, not spoofed
+    f = _one(findings, "process-limit-lowered", "overload_limit")
+    assert f.category == "safety-override" and "10 t" in f.title

@@ -315,5 +315,6 @@ def all_checks() -> tuple[Check, ...]:
         override.check_wind_without_stop,
         override.check_bypass,
         override.check_limits_raised,
+        override.check_limits_lowered,
         learned_mode.check_learned,
     )

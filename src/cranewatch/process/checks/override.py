@@ -5,7 +5,9 @@
   wind_stop clear;
 - safety_bypass set outside an announced maintenance window (critical when the crane works
   under it);
-- limits raised: a limit register above the configured (profile) value.
+- limits raised: a limit register above the configured (profile) value; limits lowered
+  (the overload or wind-stop limit below it: the crane trips on honest loads and breezes, a
+  stop of operations by parameter) at a lower severity.
 
 The yardstick is always the configured limit, never the one read off the PLC: an attacker who
 raised overload_limit to 100 t must not thereby make a 75 t lift look legal. Inside an announced
@@ -99,14 +101,45 @@ def check_bypass(ctx: CheckContext) -> list[Incident]:
     return out
 
 
-def check_limits_raised(ctx: CheckContext) -> list[Incident]:
-    frame = ctx.frame
-    configured = {
+def configured_limits(ctx: CheckContext) -> dict[str, float]:
+    return {
         "overload_limit": ctx.limits.overload_limit,
         "wind_stop_limit": ctx.limits.wind_stop_limit,
         "hoist_speed_limit": ctx.limits.hoist_speed_limit,
         "trolley_speed_limit": ctx.limits.trolley_speed_limit,
     }
+
+
+TRIP_LIMITS = ("overload_limit", "wind_stop_limit")
+
+
+def check_limits_lowered(ctx: CheckContext) -> list[Incident]:
+    frame = ctx.frame
+    out = []
+    for name in TRIP_LIMITS:
+        value = configured_limits(ctx)[name]
+        if name not in frame:
+            continue
+        x = frame[name]
+        lowered = (np.nan_to_num(x, nan=np.inf) < value * 0.999 - 1e-9) & _operating(ctx)
+        for s, e, d in persistent(lowered, 1, merge_gap=ctx.seconds(1.0)):
+            unit = frame.specs[name].unit
+            out.append(Incident(
+                rule="process-limit-lowered", category="safety-override",
+                severity=Severity.MEDIUM,
+                title=f"{name} lowered to {float(np.nanmin(x[s: e + 1])):g} {unit} "
+                      f"(configured {value:g} {unit}): the crane will trip on honest work",
+                signal=name, related=(),
+                relation=f"{name} = {value:g} {unit} (the profile's value)",
+                start=s, end=e, detect=d, residual=x[s: e + 1] - value, threshold=value,
+                remedy=f"Restore {name} to {value:g} {unit} and find who wrote it.",
+            ))
+    return out
+
+
+def check_limits_raised(ctx: CheckContext) -> list[Incident]:
+    frame = ctx.frame
+    configured = configured_limits(ctx)
     out = []
     for name, value in configured.items():
         if name not in frame:

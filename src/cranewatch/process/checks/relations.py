@@ -211,10 +211,15 @@ def check_trip_causes(ctx: CheckContext) -> list[Incident]:
         names = tuple(n for n in ("wind_speed_1", "wind_speed_2") if n in frame)
         wind = np.max(np.vstack([_filled(ctx, n) for n in names]), axis=0)
         causes.append(("wind_stop", names, wind, ctx.limits.wind_stop_limit, "m/s"))
+    limit_of = {"overload_trip": "overload_limit", "wind_stop": "wind_stop_limit"}
     for trip, related, cause, limit, unit in causes:
         peak = rolling_max(cause, lookback)
+        # A limit lowered on the PLC explains its trip (process-limit-lowered reports that).
+        wire = limit_of[trip]
+        acting = np.minimum(limit, np.nan_to_num(frame[wire], nan=limit)) if wire in frame \
+            else np.full(len(frame.t), limit)
         for k in _rising(frame.bit(trip)):
-            if peak[k] < 0.9 * limit:
+            if peak[k] < 0.9 * acting[k]:
                 out.append(Incident(
                     rule="process-trip-cause", category="false-reading", severity=Severity.MEDIUM,
                     title=f"{trip} set while {related[0]} peaks at {peak[k]:.1f} {unit}, "
