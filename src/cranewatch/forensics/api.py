@@ -6,17 +6,19 @@ import ipaddress
 import os
 import time
 from collections.abc import Iterable
+from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 from cranewatch.errors import InputError, Location
 from cranewatch.forensics.checks import yara_rules
-from cranewatch.forensics.checks.base import EndpointPolicy, ScanContext
-from cranewatch.forensics.image import Entry, Image, Limits, open_image
-from cranewatch.forensics.packages import PackageDb, read_packages
+from cranewatch.forensics.checks.base import EndpointPolicy
+from cranewatch.forensics.image import Entry, Limits, open_image
+from cranewatch.forensics.packages import read_packages
 from cranewatch.forensics.result import ReferenceDiff, ScanResult
 from cranewatch.forensics.scanner import (
     InputInfo,
-    PassResult,
+    Inventory,
     dedupe,
     default_workers,
     file_pass,
@@ -25,7 +27,7 @@ from cranewatch.forensics.scanner import (
     inventory,
     make_context,
 )
-from cranewatch.forensics.vulndb import load_vulndb, match
+from cranewatch.forensics.vulndb import VulnDb, load_vulndb, match
 from cranewatch.model import Finding
 
 
@@ -67,14 +69,36 @@ def endpoint_policy(
     )
 
 
-def _scan_one(
-    image: Image, crane: str | None, policy: EndpointPolicy, workers: int, want_digest: bool
-) -> tuple[PassResult, list[Finding], PackageDb, ScanContext]:
-    db = read_packages(image)
-    ctx = make_context(image, db, crane, policy)
-    passed = file_pass(image, ctx, workers=workers, want_digest=want_digest)
-    whole = image_checks(image, ctx)
-    return passed, whole, db, ctx
+@dataclass(frozen=True)
+class _Scanned:
+    """One image's part of the result (the scanned image's, or the reference's)."""
+
+    info: InputInfo
+    findings: list[Finding]
+    inventory: Inventory
+    digests: dict[str, str]
+    entries: dict[str, Entry]
+    warnings: list[str]
+
+
+def _scan_whole(
+    path: str | os.PathLike[str], *, crane: str | None, policy: EndpointPolicy, workers: int,
+    want_digest: bool, limits: Limits | None, vulns: VulnDb | None,
+) -> _Scanned:
+    with open_image(path, limits) as image:
+        if not image.entries:
+            raise InputError("the image holds no files", Location(file=str(path)))
+        info = input_info(Path(path), image)
+        db = read_packages(image)
+        ctx = make_context(image, db, crane, policy)
+        passed = file_pass(image, ctx, workers=workers, want_digest=want_digest)
+        findings = [*passed.findings, *image_checks(image, ctx)]
+        if vulns is not None:
+            findings.extend(match(vulns, db.packages, db.os_release, ctx))
+        return _Scanned(
+            info, findings, inventory(image, db, passed.kinds), passed.digests, image.entries,
+            [*image.warnings, *passed.warnings],
+        )
 
 
 def scan_image(
@@ -97,45 +121,32 @@ def scan_image(
     """
     started = time.time()
     clock = time.perf_counter()
-    policy = policy or EndpointPolicy()
-    workers = workers or default_workers()
     ruleset = yara_rules.compile_rules(Path(rules) if rules is not None else None)
-    db_vuln = load_vulndb(Path(vulndb)) if vulndb is not None else None
+    vulns = load_vulndb(Path(vulndb)) if vulndb is not None else None
+    scan = partial(
+        _scan_whole, crane=crane, policy=policy or EndpointPolicy(), workers=workers or default_workers(),
+        want_digest=reference is not None, limits=limits, vulns=vulns,
+    )
     yara_rules.install(ruleset)
     try:
-        with open_image(path, limits) as image:
-            info = input_info(Path(path), image)
-            passed, whole, db, ctx = _scan_one(image, crane, policy, workers, reference is not None)
-            inv = inventory(image, db, passed.kinds)
-            findings = list(passed.findings) + whole
-            if db_vuln is not None:
-                findings.extend(match(db_vuln, db.packages, db.os_release, ctx))
-            warnings = list(image.warnings) + list(passed.warnings)
-            if not image.entries:
-                raise InputError("the image holds no files", Location(file=str(path)))
-            digests = passed.digests
-            entries = image.entries
+        scanned = scan(path)
+        findings = scanned.findings
         diff = None
         suppressed: list[Finding] = []
         if reference is not None:
-            with open_image(reference, limits) as ref_image:
-                ref_info = input_info(Path(reference), ref_image)
-                ref_pass, ref_whole, ref_db, ref_ctx = _scan_one(ref_image, crane, policy, workers, True)
-                ref_findings = list(ref_pass.findings) + ref_whole
-                if db_vuln is not None:
-                    ref_findings.extend(match(db_vuln, ref_db.packages, ref_db.os_release, ref_ctx))
-                diff = _diff(ref_info, entries, digests, ref_image.entries, ref_pass.digests)
-            known = {f.id for f in ref_findings}
+            golden = scan(reference)
+            diff = _diff(golden.info, scanned.entries, scanned.digests, golden.entries, golden.digests)
+            known = {f.id for f in golden.findings}
             if not show_suppressed:
                 suppressed = [f for f in findings if f.id in known]
                 findings = [f for f in findings if f.id not in known]
     finally:
         yara_rules.install(None)
     return ScanResult(
-        inputs=(info,) if diff is None else (info, diff.reference),
-        crane=crane, inventory=inv, findings=dedupe(findings), suppressed=dedupe(suppressed), diff=diff,
-        warnings=tuple(warnings), rules=ruleset.sources, vulndb=db_vuln.sources if db_vuln else (),
-        started=started, seconds=time.perf_counter() - clock,
+        inputs=(scanned.info,) if diff is None else (scanned.info, diff.reference),
+        crane=crane, inventory=scanned.inventory, findings=dedupe(findings), suppressed=dedupe(suppressed),
+        diff=diff, warnings=tuple(scanned.warnings), rules=ruleset.sources,
+        vulndb=vulns.sources if vulns else (), started=started, seconds=time.perf_counter() - clock,
     )
 
 

@@ -591,8 +591,7 @@ def _read_exact(stream: BinaryIO, n: int) -> bytes:
 
 
 def _unpack_cpio(source: Path, compression: str | None, out: _Unpacker) -> None:
-    where = Location(file=str(source))
-    offset = 0
+    offset = 0  # in the decompressed stream, for the error message
     try:
         with _open_decompressed(source, compression) as stream:
             while True:
@@ -626,7 +625,6 @@ def _unpack_cpio(source: Path, compression: str | None, out: _Unpacker) -> None:
                 offset += filesize + (-filesize) % 4
     except (EOFError, OSError, ValueError, lzma.LZMAError, zstandard.ZstdError) as exc:
         raise ImageError(f"corrupt or truncated cpio archive: {exc}", Location(file=str(source), offset=offset)) from None
-    del where
 
 
 # --- squashfs and ext: unpacked by their own tools into the private directory ----------------------
