@@ -161,7 +161,7 @@ PROTOCOLS: dict[str, tuple[list[str], str, list[str], Callable[[Event], list[tup
     "dns": (["dns"], "dns && !icmp", ["dns.qry.name", "dns.a"], _dns, False,
             ["dynamic-update.pcap", "dns-binds.pcap", "dns-edns-bad-length.pcap",
              "open62541_client-server_mainloop.pcap"]),
-    "tls": (["tls"], "tls.handshake.type==1 || tls.handshake.type==2",
+    "tls": (["tls", "http"], "tls.handshake.type==1 || tls.handshake.type==2",
             ["tls.handshake.extensions_server_name", "tls.handshake.ja3", "tls.handshake.ja3s"], _tls,
             True, ["tls1_1.pcap", "hrr.pcap", "ssl.v3.pcap", "tls13draft16-ff52.a01.pcap",
                    "smtp-starttls.pcap"]),
@@ -195,8 +195,8 @@ DNS_LOOP = ("a compression pointer loop: cranewatch rejects the message (DecodeE
             "shows a placeholder name")
 HRR = ("the ServerHello after a TLS 1.3 HelloRetryRequest: tshark computes JA3S only once per "
        "stream, cranewatch for every ServerHello")
-UPGRADE = ("TLS after STARTTLS or an HTTP CONNECT: the flow is claimed by its first, clear-text "
-           "protocol; cranewatch does not follow the upgrade")
+UPGRADE = ("TLS after STARTTLS: the flow is claimed by its first, clear-text protocol (SMTP, "
+           "IMAP, POP3, XMPP), which cranewatch does not decode, so the upgrade is not followed")
 SSDP = "SSDP is HTTP over UDP multicast; cranewatch decodes HTTP over TCP only"
 SMUGGLE_REJECT = ("request smuggling test: an impossible chunk size or negative Content-Length; "
                   "cranewatch rejects the request (DecodeError), tshark shows it")
@@ -253,7 +253,6 @@ KNOWN: dict[str, dict[str, tuple[tuple[int, ...], str]]] = {
         "dns-invalid-names.pcap": ((2,), DNS_LOOP),
     },
     "tls": {
-        "connect-with-header.pcap": ((9, 11), UPGRADE),
         "hrr.pcap": ((11,), HRR),
         "imap-starttls.pcap": ((14, 15), UPGRADE),
         "pop3-starttls.pcap": ((11, 13), UPGRADE),

@@ -54,12 +54,23 @@ def test_response_until_close_is_reported_with_its_head() -> None:
     assert isinstance(event, HttpResponse) and event.body == b"<html>"
 
 
-def test_connect_tunnel_stops_decoding() -> None:
+def test_connect_tunnel_hands_its_tls_to_the_tls_decoder() -> None:
+    from test_proto_tls import CLIENT_HELLO_11
+
     events = feed_all(HttpDecoder(context(3128)),
                       (True, b"CONNECT plc:443 HTTP/1.1\r\nHost: plc:443\r\n\r\n"),
                       (False, b"HTTP/1.1 200 Connection established\r\n\r\n"),
-                      (True, b"\x16\x03\x01\x00\x05hello"))
-    assert [type(e).__name__ for e in events] == ["HttpRequest", "HttpResponse"]
+                      (True, CLIENT_HELLO_11))
+    assert [e.kind for e in events] == ["http_exchange_request", "http_exchange_response",
+                                        "tls_client_hello_request"]
+
+
+def test_websocket_upgrade_stops_decoding() -> None:
+    events = feed_all(HttpDecoder(context(80)),
+                      (True, b"GET /ws HTTP/1.1\r\nUpgrade: websocket\r\n\r\n"),
+                      (False, b"HTTP/1.1 101 Switching Protocols\r\n\r\n"),
+                      (True, b"\x81\x05hello"))
+    assert [e.kind for e in events] == ["http_exchange_request", "http_exchange_response"]
 
 
 @pytest.mark.parametrize("bad", [b"\x16\x03\x01 junk\r\n\r\n", b"G@T / HTTP/1.1\r\n\r\n",

@@ -144,10 +144,11 @@ def test_truncated_client_hello_is_a_decode_error(cut: int) -> None:
         TlsDecoder(context(443)).feed(True, broken, 1.0, 1)
 
 
-# ClientHellos after a STARTTLS or HTTP CONNECT upgrade: the flow is claimed by its first
-# (clear-text) protocol and the TLS that follows the upgrade is not decoded.
-UPGRADED = {"connect-with-header.pcap", "imap-starttls.pcap", "pop3-starttls.pcap",
-            "smtp-starttls.pcap", "xmpp-dialback-starttls.pcap", "xmpp-starttls.pcap"}
+# ClientHellos after a STARTTLS upgrade: the flow is claimed by its first (clear-text)
+# protocol, which cranewatch does not decode, and the TLS that follows is not seen. (TLS in an
+# HTTP CONNECT tunnel is: the HTTP decoder hands it to the TLS decoder.)
+UPGRADED = {"imap-starttls.pcap", "pop3-starttls.pcap", "smtp-starttls.pcap",
+            "xmpp-dialback-starttls.pcap", "xmpp-starttls.pcap"}
 
 
 @pytest.mark.shared
@@ -158,9 +159,9 @@ def test_ja4_agrees_with_the_ja4plus_reference_implementation(shared_data: Path)
         path = shared_data / "pcaps" / capture
         if path.name in UPGRADED:
             continue
-        ours = {e.frame: e.ja4 for e in walk(path, ["tls"], use_ports=False).events
+        ours = {e.frame: e.ja4 for e in walk(path, ["tls", "http"], use_ports=False).events
                 if isinstance(e, TlsClientHelloRequest)}
         for frame, ja4 in expected:
             assert ours.get(frame) == ja4, f"{capture} frame {frame}"
             checked += 1
-    assert checked >= 70
+    assert checked >= 72

@@ -16,6 +16,7 @@ from typing import Any, ClassVar
 from cranewatch.protocols import identify
 from cranewatch.protocols.base import DecoderSpec, Event, FlowContext, register
 from cranewatch.protocols.framing import decode_error, endpoints
+from cranewatch.protocols.tls import TlsDecoder
 
 BODY_LIMIT = 8192
 HEADER_LIMIT = 64 * 1024
@@ -117,6 +118,8 @@ class HttpDecoder:
         self._dirs = (_Direction(), _Direction())
         self._pending: deque[tuple[str, str, int | None]] = deque(maxlen=64)  # method, uri, frame
         self._upgraded = False
+        self._connect = False  # the upgrade is a CONNECT tunnel
+        self._tunnel: TlsDecoder | None = None
 
     def gap(self, from_client: bool) -> None:
         side = self._dirs[from_client]
@@ -126,7 +129,11 @@ class HttpDecoder:
 
     def feed(self, from_client: bool, data: bytes, ts: float, frame: int) -> list[Event]:
         if self._upgraded:
-            return []  # after CONNECT or a 101 Switching Protocols the bytes are not HTTP
+            # after CONNECT or 101 Switching Protocols the bytes are not HTTP; a CONNECT tunnel
+            # usually carries TLS, whose handshake says where the tunnel really goes
+            if self._tunnel is None and self._connect and identify.is_tls(data, b""):
+                self._tunnel = TlsDecoder(self.ctx)
+            return self._tunnel.feed(from_client, data, ts, frame) if self._tunnel else []
         side = self._dirs[from_client]
         events: list[Event] = []
         side.buffer += data
@@ -219,6 +226,7 @@ class HttpDecoder:
             no_body = method == "HEAD" or status in (204, 304) or 100 <= status < 200
             if status == 101 or (method == "CONNECT" and 200 <= status < 300):
                 self._upgraded = True
+                self._connect = method == "CONNECT"
                 no_body = True
             remaining = 0 if no_body else (length if length is not None or chunked else None)
         return _Message(head=fields, remaining=remaining, chunked=chunked and remaining != 0)
