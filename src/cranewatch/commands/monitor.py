@@ -1,0 +1,201 @@
+"""``cranewatch monitor IFACE``: watch a live interface with the same detectors as ``analyze``.
+
+Exit codes: 0 stopped cleanly (SIGINT/SIGTERM, --seconds, --packets); 1 --fail-on met;
+2 usage; 3 the interface, namespace, profile or baseline does not exist; 4 tcpdump missing or
+not allowed to capture.
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from cranewatch.commands.analyze import _severity, detector_sinks
+from cranewatch.errors import ExitCode, UsageError
+from cranewatch.model import iso_time
+from cranewatch.monitor import (
+    FindingOutput,
+    JsonLinesOutput,
+    Monitor,
+    MonitorSettings,
+    MonitorSummary,
+    StoreOutput,
+    TextOutput,
+)
+from cranewatch.sources.live import CaptureTool, LiveCapture, RingWriter
+
+
+def register(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "monitor",
+        help="watch a live interface: findings as they happen (tcpdump underneath)",
+        description="Capture IFACE with tcpdump and run the analyze pipeline and detectors on "
+        "the packets as they arrive. Each finding is printed on stdout as one line when it is "
+        "confirmed, and again when it grows (count, severity), at most every --update-every "
+        "seconds; --out appends the same reports as JSON lines (Finding objects, stable ids: "
+        "the last line of an id is its latest state); --db checkpoints the session's findings "
+        "into the store. --ring keeps the raw packets in rolling pcap files, and the findings' "
+        "evidence names those files and their frame numbers. SIGINT/SIGTERM stop cleanly: "
+        "last packets analysed, final reports, a summary on stderr.\n\n"
+        "Exit codes: 0 stopped cleanly, 1 --fail-on met, 3 no such interface/namespace or "
+        "unreadable profile/baseline, 4 tcpdump missing or not allowed to capture.\n\n"
+        "Example:\n  cranewatch monitor eth1 --profile profiles/sts-07.toml --out findings.jsonl\n"
+        "  cranewatch monitor veth0 --netns crane-lan --ring /var/lib/cranewatch/ring "
+        "--ring-size 100 --ring-files 20 --db cranewatch.db\n"
+        "  cranewatch monitor eth1 --seconds 600 --fail-on high --filter 'not port 443'",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("interface", metavar="IFACE", help="network interface to capture on")
+    parser.add_argument("--filter", metavar="BPF",
+                        help="capture filter in tcpdump syntax, e.g. 'tcp port 502 or tcp port 22'")
+    parser.add_argument("--netns", metavar="NAME", help="capture inside this network namespace")
+    parser.add_argument("--snaplen", type=_positive_int, metavar="BYTES",
+                        help="bytes kept per packet (tcpdump -s; default: whole packets)")
+    parser.add_argument("--profile", metavar="P", help="crane profile (TOML)")
+    parser.add_argument("--baseline", metavar="B",
+                        help="baseline: a saved baseline file, or a clean capture to learn from")
+    parser.add_argument("--crane", metavar="ID", help="crane id for the findings and the store")
+    parser.add_argument("--out", metavar="FILE", help="append findings here as JSON lines")
+    parser.add_argument("--db", metavar="FILE",
+                        help="checkpoint findings into this cranewatch database")
+    parser.add_argument("--quiet", action="store_true", help="no finding lines on stdout")
+    parser.add_argument("--ring", metavar="DIR", help="keep the raw packets in rolling pcap files here")
+    parser.add_argument("--ring-size", type=_positive_float, default=100.0, metavar="MB",
+                        help="size of one ring file in MB (default 100)")
+    parser.add_argument("--ring-files", type=_positive_int, default=10, metavar="N",
+                        help="ring files kept, besides those holding evidence (default 10)")
+    parser.add_argument("--seconds", type=_positive_float, metavar="N", help="stop after N seconds")
+    parser.add_argument("--packets", type=_positive_int, metavar="N", help="stop after N packets")
+    parser.add_argument("--window", type=_positive_float, default=2.0, metavar="S",
+                        help="seconds between looks at the detectors (default 2)")
+    parser.add_argument("--update-every", type=_positive_float, default=60.0, metavar="S",
+                        help="least seconds between two reports of a growing finding (default 60)")
+    parser.add_argument("--fail-on", metavar="SEVERITY", type=_severity,
+                        help="exit 1 when a finding of this severity or higher was reported")
+    parser.set_defaults(func=run)
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1: {text!r}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be more than 0: {text!r}")
+    return value
+
+
+def _crane_of(args: argparse.Namespace) -> str | None:
+    if args.crane:
+        return str(args.crane)
+    if args.profile:
+        from cranewatch.profile import load_profile
+
+        return load_profile(args.profile).crane_id
+    return None
+
+
+def _outputs(args: argparse.Namespace, source: str) -> list[FindingOutput]:
+    outputs: list[FindingOutput] = []
+    if not args.quiet:
+        outputs.append(TextOutput(sys.stdout))
+    if args.out:
+        outputs.append(JsonLinesOutput(Path(args.out)))
+    if args.db:
+        crane = _crane_of(args)
+        if not crane:
+            raise UsageError("--db needs the crane: give --crane or a --profile that names it")
+        from cranewatch.store import open_store
+
+        outputs.append(StoreOutput(open_store(args.db), crane, f"monitor:{source}"))
+    return outputs
+
+
+class _StopOnSignal:
+    """SIGINT and SIGTERM set an event instead of raising: the session then ends cleanly."""
+
+    def __init__(self) -> None:
+        self.event = threading.Event()
+        self.received: str | None = None
+        self._old: dict[int, Any] = {}
+
+    def __enter__(self) -> threading.Event:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            self._old[sig] = signal.signal(sig, self._handle)
+        return self.event
+
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
+        self.received = signal.Signals(signum).name
+        self.event.set()
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+
+
+def run(args: argparse.Namespace) -> int:
+    for option in ("profile", "baseline"):
+        value = getattr(args, option)
+        if value is not None and not Path(value).exists():
+            raise UsageError(f"--{option} {value}: no such file")
+    tool = CaptureTool(interface=args.interface, netns=args.netns, snaplen=args.snaplen,
+                       packets=args.packets, bpf=(args.filter,) if args.filter else ())
+    crane = args.crane
+    sinks = detector_sinks(args.profile, args.baseline, crane)
+    ring = None
+    if args.ring:
+        prefix = f"{tool.netns + '-' if tool.netns else ''}{tool.interface}"
+        ring = RingWriter(Path(args.ring), prefix, int(args.ring_size * 1024 * 1024),
+                          args.ring_files)
+    outputs = _outputs(args, tool.source_name)
+    settings = MonitorSettings(window=args.window, update_every=args.update_every,
+                               seconds=args.seconds)
+    monitor = Monitor(sinks, outputs, settings, ring=ring)
+    with _StopOnSignal() as stop, LiveCapture(tool) as capture:
+        print(f"cranewatch: monitoring {tool.source_name} (tcpdump pid "
+              f"{capture.process.pid if capture.process else '?'}); Ctrl-C to stop",
+              file=sys.stderr, flush=True)
+        batches: Iterator[Any] = capture.batches()
+        summary = monitor.run(batches, stop, capture.stop)
+        failure = capture.failure()
+    _print_summary(summary, capture.statistics())
+    if failure is not None:
+        raise failure
+    worst = summary.max_severity()
+    if args.fail_on is not None and worst is not None and worst >= args.fail_on:
+        return int(ExitCode.FINDINGS)
+    return int(ExitCode.OK)
+
+
+def _print_summary(summary: MonitorSummary, counts: dict[str, int]) -> None:
+    by_severity: dict[str, int] = {}
+    for f in summary.findings:
+        by_severity[str(f.severity)] = by_severity.get(str(f.severity), 0) + 1
+    severities = ", ".join(f"{n} {s}" for s, n in by_severity.items()) or "none"
+    dropped = counts.get("packets dropped by kernel")
+    lines = [f"cranewatch: stopped after {summary.seconds:.1f} s: {summary.packets} packets "
+             f"in {summary.batches} batches, {len(summary.findings)} findings ({severities})"
+             + (f", {dropped} dropped by the kernel" if dropped else "")]
+    for f in summary.findings:
+        lines.append(f"  {str(f.severity).upper():8} {f.category:15} {f.src or '-'} → "
+                     f"{f.dst or '-'}  count {f.count}, last {iso_time(f.last_seen)}")
+    if summary.ring_files:
+        lines.append(f"  raw packets: {len(summary.ring_files)} ring file(s), last "
+                     f"{summary.ring_files[-1]}")
+    print("\n".join(lines), file=sys.stderr, flush=True)

@@ -1,0 +1,322 @@
+"""Live monitoring: an endless stream of packet batches through the pipeline, findings as they
+are confirmed.
+
+The capture pipeline (``pipeline.Analysis``) is built for a stream that ends; a monitoring
+session never does. ``Monitor`` composes the pipeline's public pieces for that: it gives each
+batch to ``Analysis.process`` as it arrives, and every ``window`` seconds (wall clock) asks the
+sinks for their findings so far (``finish()`` only reads the detectors' aggregated incidents,
+so asking again is safe). ``Ledger`` (pure) decides what is worth reporting: a finding the
+first time it is seen, then again only when its count, title or severity changed, at most
+every ``update_every`` seconds (at once when the severity rises), and its last state when the
+session ends. One incident stays one finding with a growing count, never one per packet.
+
+Modbus register series are handed to the sinks every ``series_every`` seconds (the book is
+emptied each time, which also bounds the memory a long session holds), and flows end when the
+flow table sweeps them idle, as in a file analysis.
+
+Outputs get the findings the ledger lets through (``emit``) and, at each window, the whole set
+(``checkpoint``): text lines on stdout, JSON lines appended to a file, checkpoints in the store.
+"""
+
+from __future__ import annotations
+
+import json
+import queue
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol, TextIO
+
+from cranewatch.model import Finding, Severity, iso_time
+from cranewatch.pipeline import Analysis, Sink
+from cranewatch.sources.live import RingWriter
+from cranewatch.sources.pcap import PacketBatch
+
+__all__ = [
+    "FindingOutput",
+    "JsonLinesOutput",
+    "Ledger",
+    "Monitor",
+    "MonitorSettings",
+    "MonitorSummary",
+    "StoreOutput",
+    "TextOutput",
+    "finding_line",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class MonitorSettings:
+    window: float = 2.0  # seconds between looks at the detectors' findings
+    update_every: float = 60.0  # least time between two reports of one finding's growth
+    series_every: float = 60.0  # seconds of register values handed to the sinks at a time
+    seconds: float | None = None  # stop after this long (None: until stopped)
+
+
+@dataclass(frozen=True, slots=True)
+class MonitorSummary:
+    packets: int
+    batches: int
+    seconds: float
+    findings: tuple[Finding, ...]
+    reported_lines: int  # finding reports written (new + updates)
+    ring_files: tuple[str, ...] = ()
+
+    def max_severity(self) -> Severity | None:
+        return max((f.severity for f in self.findings), default=None)
+
+
+# ---------------------------------------------------------------------------------- the ledger
+
+Signature = tuple[int, Severity, str]
+
+
+@dataclass(slots=True)
+class Ledger:
+    """What was reported of each finding, and when (pure: time is given, not read)."""
+
+    update_every: float = 60.0
+    reported: dict[str, Signature] = field(default_factory=dict)
+    reported_at: dict[str, float] = field(default_factory=dict)
+
+    def due(self, findings: Sequence[Finding], now: float,
+            final: bool = False) -> tuple[list[Finding], list[Finding]]:
+        """(new findings, findings grown since last reported and due a report now)."""
+        new: list[Finding] = []
+        grown: list[Finding] = []
+        for f in findings:
+            signature = (f.count, f.severity, f.title)
+            before = self.reported.get(f.id)
+            if before is None:
+                new.append(f)
+            elif before == signature:
+                continue
+            elif final or f.severity > before[1] or now - self.reported_at[f.id] >= self.update_every:
+                grown.append(f)
+            else:
+                continue
+            self.reported[f.id] = signature
+            self.reported_at[f.id] = now
+        return new, grown
+
+
+# ---------------------------------------------------------------------------------- outputs
+
+
+class FindingOutput(Protocol):
+    def emit(self, finding: Finding, new: bool) -> None: ...
+
+    def checkpoint(self, findings: Sequence[Finding], now: float, final: bool) -> None: ...
+
+    def close(self) -> None: ...
+
+
+def finding_line(finding: Finding, new: bool) -> str:
+    """One line per report: time, severity, category, src → dst, title, count, id."""
+    mark = "" if new else "(update) "
+    ends = f"{finding.src or '-'} → {finding.dst or '-'}"
+    return (f"{iso_time(finding.last_seen) or '-'} {str(finding.severity).upper():8} "
+            f"{finding.category:15} {ends}  {mark}{finding.title} [count {finding.count}, "
+            f"id {finding.id}]")
+
+
+@dataclass(slots=True)
+class TextOutput:
+    stream: TextIO = field(default_factory=lambda: sys.stdout)
+
+    def emit(self, finding: Finding, new: bool) -> None:
+        self.stream.write(finding_line(finding, new) + "\n")
+        self.stream.flush()
+
+    def checkpoint(self, findings: Sequence[Finding], now: float, final: bool) -> None:
+        return None
+
+    def close(self) -> None:
+        return None
+
+
+@dataclass(slots=True)
+class JsonLinesOutput:
+    """Appends each report as one ``Finding.to_json()`` line, flushed at once.
+
+    A finding reported again (it grew) gets another line with the same id; the last line of
+    an id is its latest state.
+    """
+
+    path: Path
+    _handle: TextIO | None = None
+
+    def emit(self, finding: Finding, new: bool) -> None:
+        if self._handle is None:
+            self._handle = self.path.open("a", encoding="utf-8")
+        self._handle.write(json.dumps(finding.to_json(), separators=(",", ":"),
+                                      ensure_ascii=False) + "\n")
+        self._handle.flush()
+
+    def checkpoint(self, findings: Sequence[Finding], now: float, final: bool) -> None:
+        return None
+
+    def close(self) -> None:
+        if self._handle is not None:
+            self._handle.close()
+            self._handle = None
+
+
+@dataclass(slots=True)
+class StoreOutput:
+    """Checkpoints the session's findings into the store, each in one transaction.
+
+    The store's public API records a run's findings when the run completes; a checkpoint is
+    therefore one complete run (kind ``analyze``, component ``monitor:<source>``) holding
+    every finding of the session so far, so the latest checkpoint is the crane's current
+    monitoring evidence and a crash loses nothing already checkpointed. A checkpoint is
+    written when a new finding appeared, else at most every ``every`` seconds while
+    findings change, and at the end.
+    """
+
+    store: Any  # cranewatch.store.Store
+    crane: str
+    component: str
+    every: float = 30.0
+    runs: list[int] = field(default_factory=list)
+    _written: dict[str, tuple[int, float | None, Severity]] = field(default_factory=dict)
+    _at: float | None = None
+
+    def emit(self, finding: Finding, new: bool) -> None:
+        return None
+
+    def checkpoint(self, findings: Sequence[Finding], now: float, final: bool) -> None:
+        state = {f.id: (f.count, f.last_seen, f.severity) for f in findings}
+        if state == self._written and not (final and not self.runs):
+            return
+        appeared = bool(set(state) - set(self._written))
+        if not (final or appeared or self._at is None or now - self._at >= self.every):
+            return
+        self.runs.append(self.store.record_run(self.crane, "analyze", [], list(findings),
+                                               component=self.component))
+        self._written, self._at = state, now
+
+    def close(self) -> None:
+        return None
+
+
+# ---------------------------------------------------------------------------------- the loop
+
+_END = object()
+
+
+def _pump(batches: Iterator[PacketBatch], out: queue.Queue[Any]) -> None:
+    """Reader thread: batches into the queue, then the end mark (or the error that ended it)."""
+    try:
+        for batch in batches:
+            out.put(batch)
+    except BaseException as exc:  # handed to the main thread, which raises it there
+        out.put(exc)
+    out.put(_END)
+
+
+class Monitor:
+    """One monitoring session over a stream of batches."""
+
+    def __init__(self, sinks: Sequence[Sink], outputs: Sequence[FindingOutput],
+                 settings: MonitorSettings = MonitorSettings(), *, ring: RingWriter | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.sinks = list(sinks)
+        self.outputs = list(outputs)
+        self.settings = settings
+        self.ring = ring
+        self.clock = clock
+        self.analysis = Analysis(self.sinks)
+        self.ledger = Ledger(settings.update_every)
+        self.batches = 0
+        self.reported_lines = 0
+        self.findings: list[Finding] = []
+
+    def run(self, batches: Iterator[PacketBatch], stop: threading.Event,
+            end_capture: Callable[[], None]) -> MonitorSummary:
+        """Analyse until the stream ends; ``stop`` (or ``settings.seconds``) ends the capture.
+
+        After ``end_capture()`` the stream is read to its end, so the last packets the capture
+        tool held are analysed too.
+        """
+        started = self.clock()
+        deadline = started + self.settings.seconds if self.settings.seconds is not None else None
+        arrivals: queue.Queue[Any] = queue.Queue(maxsize=64)
+        reader = threading.Thread(target=_pump, args=(batches, arrivals), daemon=True,
+                                  name="cranewatch-capture")
+        reader.start()
+        next_window = started + self.settings.window
+        next_series = started + self.settings.series_every
+        ending = False
+        failure: BaseException | None = None
+        while True:
+            now = self.clock()
+            if not ending and (stop.is_set() or (deadline is not None and now >= deadline)):
+                ending = True
+                end_capture()
+            wait = max(0.0, min(next_window, deadline or next_window) - now)
+            try:
+                item = arrivals.get(timeout=min(wait, 0.25))
+            except queue.Empty:
+                item = None
+            if item is _END:
+                break
+            if isinstance(item, BaseException):
+                failure = item
+                continue
+            if isinstance(item, PacketBatch) and len(item):
+                self.feed(item)
+            now = self.clock()
+            if now >= next_series:
+                self.hand_series()
+                next_series = now + self.settings.series_every
+            if now >= next_window:
+                self.look(now, final=False)
+                next_window = now + self.settings.window
+        reader.join(1.0)
+        self.analysis.close_all()
+        self.look(self.clock(), final=True)
+        for output in self.outputs:
+            output.close()
+        if self.ring is not None:
+            self.ring.close()
+        if failure is not None:
+            raise failure
+        return MonitorSummary(
+            packets=self.analysis.packets, batches=self.batches,
+            seconds=self.clock() - started, findings=tuple(self.findings),
+            reported_lines=self.reported_lines,
+            ring_files=tuple(str(p) for p in self.ring.written) if self.ring else ())
+
+    def feed(self, batch: PacketBatch) -> None:
+        if self.ring is not None:
+            batch = self.ring.write(batch)
+        self.batches += 1
+        self.analysis.process(batch)
+
+    def hand_series(self) -> None:
+        """Give the sinks the register values gathered since the last time."""
+        for series in self.analysis.book.take_series():
+            self.analysis.series_count += 1
+            for sink in self.sinks:
+                sink.on_series(series)
+
+    def look(self, now: float, final: bool) -> None:
+        """Ask the sinks for their findings; report what is new or grew; checkpoint."""
+        findings: list[Finding] = []
+        for sink in self.sinks:
+            findings.extend(sink.finish())
+        findings.sort(key=lambda f: (-f.severity, f.first_seen or 0, f.id))
+        self.findings = findings
+        new, grown = self.ledger.due(findings, now, final)
+        for finding, is_new in [*((f, True) for f in new), *((f, False) for f in grown)]:
+            self.reported_lines += 1
+            for output in self.outputs:
+                output.emit(finding, is_new)
+        for output in self.outputs:
+            output.checkpoint(findings, now, final)
+        if self.ring is not None:
+            self.ring.pin([e.source for f in findings for e in f.evidence if e.source])

@@ -1,0 +1,360 @@
+"""cranewatch monitor: live capture through tcpdump, windowed findings, ring files, clean stops.
+
+The end-to-end test builds two network namespaces (``cwmon-*``) joined by a veth pair, runs a
+real pymodbus server and a real OpenSSH server in one, attacks from the other with the
+pymodbus client and the OpenSSH client, and watches the server's interface with
+``cranewatch monitor --netns``. The frames the evidence names are checked in the ring files
+with tshark.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from cranewatch.cli import main
+from cranewatch.commands.analyze import detector_sinks
+from cranewatch.model import Finding, Severity
+from cranewatch.monitor import JsonLinesOutput, Ledger, Monitor, MonitorSettings
+from cranewatch.pipeline import analyze
+from cranewatch.sources import live
+from cranewatch.sources.live import CaptureTool, PromptPipe, RingWriter, capture_argv
+from cranewatch.sources.pcap import PacketBatch, open_capture
+
+REPO = Path(__file__).resolve().parents[1]
+PROFILE = REPO / "profiles" / "sts-07.toml"
+LAB_CAPTURE = REPO / "src" / "cranewatch" / "data" / "lab" / "safety-bypass" / "crane-lan.pcap"
+PYTHON = sys.executable
+
+
+def _finding(fid: str, count: int, severity: Severity = Severity.HIGH) -> Finding:
+    return Finding(id=fid, rule="plc-control", category="plc-control", severity=severity,
+                   title=f"t {fid}", first_seen=1.0, last_seen=2.0, count=count)
+
+
+# ------------------------------------------------------------------------------ pure parts
+
+
+def test_ledger_reports_a_finding_once_then_its_growth_at_most_every_interval() -> None:
+    ledger = Ledger(update_every=60.0)
+    assert ledger.due([_finding("a", 1)], now=0.0) == ([_finding("a", 1)], [])
+    assert ledger.due([_finding("a", 1)], now=100.0) == ([], [])  # unchanged: nothing
+    assert ledger.due([_finding("a", 5)], now=10.0) == ([], [])  # grew, but too soon
+    assert ledger.due([_finding("a", 7)], now=61.0) == ([], [_finding("a", 7)])
+    # a rise in severity is reported at once
+    hot = _finding("a", 8, Severity.CRITICAL)
+    assert ledger.due([hot], now=62.0) == ([], [hot])
+    # at the end the last state is reported whatever the interval
+    assert ledger.due([_finding("a", 9, Severity.CRITICAL)], now=63.0, final=True)[1][0].count == 9
+
+
+def test_capture_argv_is_packet_buffered_pcap_on_stdout_inside_the_namespace() -> None:
+    tool = CaptureTool("eth0", netns="cwmon-x", snaplen=128, packets=10, bpf=("tcp port 502",))
+    assert capture_argv(tool) == ["ip", "netns", "exec", "cwmon-x", "tcpdump", "-i", "eth0", "-U",
+                                  "-w", "-", "-n", "-s", "128", "-c", "10", "tcp port 502"]
+
+
+def test_failures_of_tcpdump_become_located_errors_with_documented_exit_codes() -> None:
+    tool = CaptureTool("eth9")
+    missing = live.classify_failure(tool, "tcpdump: eth9: No such device exists\n(SIOCGIFHWADDR: No such device)")
+    assert missing.exit_code == 3 and "'eth9'" in str(missing)  # type: ignore[attr-defined]
+    denied = live.classify_failure(tool, "tcpdump: eth9: You don't have permission to perform this capture on that device\n(socket: Operation not permitted)")
+    assert denied.exit_code == 4  # type: ignore[attr-defined]
+
+
+def test_prompt_pipe_hands_over_a_packet_without_waiting_for_a_full_block() -> None:
+    read_end, write_end = os.pipe()
+    pipe = PromptPipe(read_end, linger=0.05)
+    try:
+        os.write(write_end, b"x" * 100)
+        started = time.monotonic()
+        got = pipe.read(8 * 1024 * 1024)
+        assert got == b"x" * 100
+        assert time.monotonic() - started < 0.5
+        os.close(write_end)
+        assert pipe.read(10) == b""  # end of file
+    finally:
+        os.close(read_end)
+
+
+def _lab_batches(batch_packets: int) -> Iterator[PacketBatch]:
+    with open_capture(LAB_CAPTURE) as reader:
+        yield from reader.batches(batch_packets)
+
+
+def test_ring_files_hold_the_packets_and_the_frames_the_batches_name(tmp_path: Path, tshark: str) -> None:
+    ring = RingWriter(tmp_path / "ring", "eth0", size_bytes=200_000, files=2)
+    batches = list(_lab_batches(500))
+    renamed = [ring.write(b) for b in batches[:6]]
+    ring.pin([renamed[0].source])  # the first file holds evidence: kept whatever the rotation
+    renamed += [ring.write(b) for b in batches[6:]]
+    ring.close()
+    files = sorted((tmp_path / "ring").iterdir())
+    assert len(ring.written) == len(files) <= 3
+    assert Path(renamed[0].source) in files
+    # every kept batch's packets are in its file at the frame numbers the batch says
+    checked = 0
+    for original, batch in zip(batches, renamed, strict=True):
+        if not Path(batch.source).exists():
+            continue
+        row = len(batch) // 2
+        out = subprocess.run([tshark, "-r", batch.source, "-Y", f"frame.number == {batch.frame[row]}",
+                              "-T", "fields", "-e", "frame.time_epoch", "-e", "frame.len"],
+                             capture_output=True, text=True, check=True).stdout.split()
+        assert abs(float(out[0]) - float(original.ts[row])) < 1e-6
+        assert int(out[1]) == int(original.origlen[row])
+        checked += 1
+    assert checked >= 2
+
+
+def test_windowed_monitoring_ends_with_the_findings_of_a_file_analysis(tmp_path: Path) -> None:
+    """The same packets, given in small batches with a look after each, give analyze's findings."""
+    expected = analyze([LAB_CAPTURE], sinks=detector_sinks(str(PROFILE), None, None)).findings
+    out = tmp_path / "findings.jsonl"
+    monitor = Monitor(detector_sinks(str(PROFILE), None, None), [JsonLinesOutput(out)],
+                      MonitorSettings(window=1e-9, update_every=0.0, series_every=1e-9))
+    summary = monitor.run(_lab_batches(2000), threading.Event(), lambda: None)
+    assert summary.packets == sum(len(b) for b in _lab_batches(65536))
+    # the windows saw the safety write before the end of the capture ...
+    lines = [json.loads(line) for line in out.read_text().splitlines()]
+    first = [line["rule"] for line in lines]
+    assert "safety-override" in first
+    # ... and the last line of each id is the final state, equal to the file analysis'
+    last = {line["id"]: line for line in lines}
+    by_id = {f.id: f for f in summary.findings}
+    assert set(last) == set(by_id)
+    for fid, line in last.items():
+        assert line["count"] == by_id[fid].count
+    windowed = {(f.id, f.count) for f in summary.findings if f.rule != "false-reading"}
+    filed = {(f.id, f.count) for f in expected if f.rule != "false-reading"}
+    assert {i for i, _ in windowed} == {i for i, _ in filed}
+    assert windowed == filed
+
+
+def test_a_missing_interface_is_named_and_exits_3(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["monitor", "cwmon-none0", "--seconds", "1"]) == 3
+    assert "cwmon-none0" in capsys.readouterr().err
+
+
+def test_a_missing_tcpdump_exits_4(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setattr(live.shutil, "which", lambda *a, **k: None)
+    assert main(["monitor", "lo", "--seconds", "1"]) == 4
+    assert "tcpdump is not installed" in capsys.readouterr().err
+
+
+def test_a_missing_namespace_is_named_and_exits_3(as_root: None, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["monitor", "eth0", "--netns", "cwmon-absent", "--seconds", "1"]) == 3
+    assert "cwmon-absent" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------- live, end to end
+
+PLC_IP, INTRUDER_IP = "10.20.7.10", "10.20.7.66"
+
+MODBUS_SERVER = textwrap.dedent("""
+    import asyncio, logging, sys
+    from pymodbus.server import ModbusTcpServer
+    from pymodbus.simulator import DataType, SimData, SimDevice
+    logging.getLogger("pymodbus").setLevel(logging.CRITICAL)
+    def bits(n): return [SimData(0, values=[False] * n, datatype=DataType.BITS)]
+    def regs(n): return [SimData(0, count=n, values=0, datatype=DataType.REGISTERS)]
+    device = SimDevice(id=1, simdata=(bits(16), bits(16), regs(16), regs(16)),
+                       use_bit_addressing=True)
+    async def serve():
+        server = ModbusTcpServer(device, address=(sys.argv[1], 502))
+        await server.serve_forever()
+    asyncio.run(serve())
+""")
+
+MODBUS_CLIENT = textwrap.dedent("""
+    import sys
+    from pymodbus.client import ModbusTcpClient
+    client = ModbusTcpClient(sys.argv[1], port=502, timeout=2, retries=0)
+    assert client.connect(), "no connection"
+    step = sys.argv[2]
+    if step == "bypass":
+        print(client.write_coil(0, True, device_id=1))
+        print(client.read_coils(0, count=1, device_id=1).bits[0])
+    else:
+        print(client.diag_restart_communication(False, device_id=1))
+    client.close()
+""")
+
+
+def _ns(name: str, *argv: str) -> list[str]:
+    return ["ip", "netns", "exec", name, *argv]
+
+
+def _sh(*argv: str) -> str:
+    return subprocess.run(argv, check=True, capture_output=True, text=True, timeout=30).stdout
+
+
+def _wait_listening(ns: str, port: int, timeout: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if f":{port} " in _sh(*_ns(ns, "ss", "-ltnH")):
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"nothing listens on port {port} in {ns}")
+
+
+class _Lines:
+    """A process's stdout lines, each with the time it arrived."""
+
+    def __init__(self, stream: Iterator[str]) -> None:
+        self.lines: queue.Queue[tuple[float, str]] = queue.Queue()
+        self.seen: list[tuple[float, str]] = []
+        threading.Thread(target=self._read, args=(stream,), daemon=True).start()
+
+    def _read(self, stream: Iterator[str]) -> None:
+        for line in stream:
+            self.lines.put((time.monotonic(), line.rstrip("\n")))
+
+    def wait_for(self, words: tuple[str, ...], timeout: float) -> float:
+        deadline = time.monotonic() + timeout
+        for at, line in self.seen:
+            if all(w in line for w in words):
+                return at
+        while time.monotonic() < deadline:
+            try:
+                at, line = self.lines.get(timeout=deadline - time.monotonic())
+            except queue.Empty:
+                break
+            self.seen.append((at, line))
+            if all(w in line for w in words):
+                return at
+        raise AssertionError(f"no line with {words} within {timeout} s; got {self.seen}")
+
+
+def _frame_field(tshark: str, capture: str, frame: int, field: str) -> str:
+    return _sh(tshark, "-r", capture, "-Y", f"frame.number == {frame}", "-T", "fields", "-e", field).strip()
+
+
+def test_monitor_reports_live_attacks_once_with_the_right_hosts(as_root: None, tmp_path: Path,
+                                                                tshark: str) -> None:
+    tag = str(os.getpid())
+    plc_ns, intruder_ns = f"cwmon-plc-{tag}", f"cwmon-int-{tag}"
+    procs: list[subprocess.Popen[str]] = []
+    try:
+        for ns in (plc_ns, intruder_ns):
+            _sh("ip", "netns", "add", ns)
+            _sh("ip", "-n", ns, "link", "set", "lo", "up")
+        _sh("ip", "-n", plc_ns, "link", "add", "eth0", "type", "veth", "peer", "name", "eth0",
+            "netns", intruder_ns)
+        for ns, ip in ((plc_ns, PLC_IP), (intruder_ns, INTRUDER_IP)):
+            _sh("ip", "-n", ns, "addr", "add", f"{ip}/24", "dev", "eth0")
+            _sh("ip", "-n", ns, "link", "set", "eth0", "up")
+        (tmp_path / "server.py").write_text(MODBUS_SERVER)
+        (tmp_path / "client.py").write_text(MODBUS_CLIENT)
+        procs.append(subprocess.Popen(_ns(plc_ns, PYTHON, str(tmp_path / "server.py"), PLC_IP),
+                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, text=True))
+        Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)  # sshd's privilege-separation dir
+        key = tmp_path / "host_key"
+        _sh("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key))
+        (tmp_path / "sshd_config").write_text(
+            f"Port 22\nListenAddress {PLC_IP}\nHostKey {key}\nPidFile none\nUsePAM no\n"
+            "PasswordAuthentication no\nKbdInteractiveAuthentication no\n")
+        procs.append(subprocess.Popen(_ns(plc_ns, "/usr/sbin/sshd", "-D", "-e", "-f",
+                                          str(tmp_path / "sshd_config")),
+                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, text=True))
+        _wait_listening(plc_ns, 502)
+        _wait_listening(plc_ns, 22)
+
+        out, db, ring = tmp_path / "findings.jsonl", tmp_path / "cw.db", tmp_path / "ring"
+        monitor = subprocess.Popen(
+            [PYTHON, "-m", "cranewatch", "monitor", "eth0", "--netns", plc_ns, "--profile",
+             str(PROFILE), "--out", str(out), "--db", str(db), "--ring", str(ring),
+             "--window", "0.5"],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path)
+        procs.append(monitor)
+        assert monitor.stdout is not None and monitor.stderr is not None
+        started = monitor.stderr.readline()
+        assert "monitoring" in started, started + monitor.stderr.read()
+        lines = _Lines(monitor.stdout)
+
+        acted = time.monotonic()
+        assert "True" in _sh(*_ns(intruder_ns, PYTHON, str(tmp_path / "client.py"), PLC_IP, "bypass"))
+        seen = lines.wait_for(("safety-override", f"{INTRUDER_IP} → {PLC_IP}:502"), 10)
+        assert seen - acted < 5
+        assert "CRITICAL" in lines.seen[-1][1] and "safety_bypass=1" in lines.seen[-1][1]
+
+        acted = time.monotonic()
+        _sh(*_ns(intruder_ns, PYTHON, str(tmp_path / "client.py"), PLC_IP, "restart"))
+        assert lines.wait_for(("plc-control", f"{INTRUDER_IP} → {PLC_IP}:502"), 10) - acted < 5
+
+        acted = time.monotonic()
+        ssh = subprocess.run(_ns(intruder_ns, "ssh", "-o", "BatchMode=yes", "-o",
+                                 "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
+                                 "-o", "ConnectTimeout=5", f"operator@{PLC_IP}", "true"),
+                             capture_output=True, text=True, timeout=30)
+        assert "Permission denied" in ssh.stderr  # a real key exchange, then refused
+        assert lines.wait_for(("remote-access", f"{INTRUDER_IP} → {PLC_IP}:22"), 10) - acted < 5
+
+        monitor.send_signal(signal.SIGINT)
+        assert monitor.wait(15) == 0
+        summary = monitor.stderr.read()
+        assert "stopped after" in summary and "findings" in summary
+
+        # JSON lines: the attacks happened once each, so one line each; findings that grew
+        # (the new host, the new master) have later lines, the last of which the store holds
+        records = [json.loads(line) for line in out.read_text().splitlines()]
+        wanted = {"safety-override": 502, "plc-control": 502, "remote-access": 22}
+        for rule, port in wanted.items():
+            mine = [r for r in records if r["rule"] == rule]
+            assert len(mine) == 1, (rule, mine)
+            assert (mine[0]["src"], mine[0]["dst"], mine[0]["count"]) == (INTRUDER_IP, f"{PLC_IP}:{port}", 1)
+        last = {r["id"]: r for r in records}
+        from cranewatch.store import open_store
+
+        with open_store(db) as store:
+            stored = store.findings("STS-07")
+            assert len(stored) == len({f.id for f in stored}) == len(last)
+            assert {f.id: f.count for f in stored} == {i: r["count"] for i, r in last.items()}
+            runs = store.runs("STS-07")
+            assert runs and all(r.status == "complete" for r in runs)
+            assert {f.id for f in store.current_findings("STS-07")} == set(last)
+
+        # the evidence names ring files that exist, at frames tshark reads as the attack
+        bypass = next(r for r in records if r["rule"] == "safety-override")["evidence"][0]
+        assert Path(bypass["source"]).parent == ring and Path(bypass["source"]).exists()
+        assert _frame_field(tshark, bypass["source"], bypass["frames"][0], "modbus.func_code") == "5"
+        restart = next(r for r in records if r["rule"] == "plc-control")["evidence"][0]
+        assert _frame_field(tshark, restart["source"], restart["frames"][0], "modbus.func_code") == "8"
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+            proc.wait(10)
+            for pipe in (proc.stdout, proc.stderr):
+                if pipe is not None:
+                    pipe.close()
+        for ns in (plc_ns, intruder_ns):
+            subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+    assert tag not in _sh("ip", "netns", "list")
+
+
+def test_bounded_run_by_packets_stops_by_itself(as_root: None) -> None:
+    monitor = subprocess.Popen(
+        [PYTHON, "-m", "cranewatch", "monitor", "lo", "--packets", "4", "--seconds", "20",
+         "--filter", "tcp port 5998"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert monitor.stderr is not None
+    assert "monitoring" in monitor.stderr.readline()
+    started = time.monotonic()
+    for _ in range(2):  # a SYN and its RST each: a closed port on loopback
+        subprocess.run(["socat", "-u", "/dev/null", "TCP:127.0.0.1:5998"], capture_output=True,
+                       timeout=10)
+    _, err = monitor.communicate(timeout=15)
+    assert monitor.returncode == 0
+    assert time.monotonic() - started < 10  # long before --seconds 20
+    assert "4 packets" in err
