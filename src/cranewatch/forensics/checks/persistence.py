@@ -24,7 +24,7 @@ _STARTUP = re.compile(
     r"(root|home/[^/]+)/\.(bashrc|profile|bash_profile|bash_login|zshrc)$|"
     r"etc/(udev|(usr/)?lib/udev)/rules\.d/|(usr/)?lib/udev/rules\.d/|etc/xdg/autostart/|"
     r"etc/inittab$|etc/supervisor/|etc/ld\.so\.preload$|etc/modules$|etc/modules-load\.d/|"
-    r"(usr/)?lib/modules-load\.d/)"
+    r"(usr/)?lib/modules-load\.d/|etc/modprobe\.d/|etc/environment$|etc/security/pam_env\.conf$)"
 )
 
 # (name, severity, what it is, pattern). Ordered from worst to mildest; one finding per file
@@ -40,6 +40,8 @@ _COMMANDS: tuple[tuple[str, Severity, str, re.Pattern[str]], ...] = (
     ("encoded-exec", Severity.HIGH, "decodes a hidden command and runs it",
      re.compile(r"base64\s+(-d|--decode)[^|\n]*\|\s*(ba)?sh\b|echo\s+[A-Za-z0-9+/=]{40,}\s*\|\s*base64|"
                 r"\beval\s+\"?\$\(\s*echo\s+[A-Za-z0-9+/=]{20,}", re.I)),
+    ("preload-env", Severity.HIGH, "preloads a library into every program it starts",
+     re.compile(r"\bLD_PRELOAD\s*=")),
     ("network-tool", Severity.MEDIUM, "runs a network tool at start-up",
      re.compile(r"(^|[\s;|&=/\"'])(nc|ncat|netcat|socat|telnet|curl|wget|ssh|autossh|frpc|ngrok|chisel)(\s|$)")),
 )
