@@ -7,7 +7,7 @@ set -eu
 cd "$(dirname "$0")/.."
 CRANEWATCH="${CRANEWATCH:-.venv/bin/cranewatch}"
 SECONDS_PER_RUN="${SECONDS_PER_RUN:-30}"
-DATA=src/cranewatch/data/lab
+DATA="${LAB_DATA:-src/cranewatch/data/lab}"  # LAB_DATA=DIR writes elsewhere
 if [ "$#" -eq 0 ]; then
     set -- $("$CRANEWATCH" lab list | cut -d' ' -f1)
 fi

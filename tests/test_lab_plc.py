@@ -1,4 +1,4 @@
-"""The lab PLC as a Modbus server and the RFB parts, on loopback (no root needed).
+"""The lab PLC as a Modbus server, the RFB and RTSP parts, on loopback (no root needed).
 
 The PLC process serves the register map of ``crane-reference.md`` through pymodbus; a
 pymodbus client reads and writes it the way the CMS, the EWS and an intruder do.
@@ -6,9 +6,11 @@ pymodbus client reads and writes it the way the CMS, the EWS and an intruder do.
 
 from __future__ import annotations
 
+import logging
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,6 +18,7 @@ from pathlib import Path
 import pytest
 from pymodbus.client import ModbusTcpClient
 
+from cranewatch.lab.parts.camera import CameraSession
 from cranewatch.lab.parts.common import dns_query_packet
 from cranewatch.lab.physics import from_u16
 
@@ -112,6 +115,30 @@ def test_rfb_session_over_loopback(tmp_path: Path) -> None:
     assert "security 1 shared 1" in log
     assert "encodings (2, 0)" in log
     assert "key down 0x64" in log  # 'd' of the vendor typing "diag"
+
+
+def test_camera_streams_jpeg_over_rtsp_until_teardown() -> None:
+    port = free_port()
+    camera = subprocess.Popen([sys.executable, "-m", "cranewatch.lab.parts.camera", "server",
+                               "--name", "spreader", "--port", str(port)],
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        wait_for_port(port, camera)
+        session = CameraSession("127.0.0.1", logging.getLogger("test"), port=port)
+        session.start()
+        reader = threading.Thread(target=session.read_frames)
+        reader.start()
+        time.sleep(1.6)
+        session.teardown()
+        reader.join(5)
+        session.close()
+        assert not reader.is_alive(), "the camera did not answer TEARDOWN"
+        assert 3 <= session.frames <= 5  # 2 frames per second
+    finally:
+        camera.terminate()
+        log = camera.communicate(timeout=10)[0].decode()
+    for method in ("OPTIONS", "DESCRIBE", "SETUP", "PLAY", "TEARDOWN"):
+        assert f"{method} rtsp://127.0.0.1:{port}/live" in log
 
 
 def test_dns_query_bytes() -> None:

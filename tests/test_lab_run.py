@@ -69,17 +69,23 @@ def assert_nothing_left(before: tuple[str, str, str]) -> None:
 @pytest.mark.root
 def test_normal_run_captures_a_working_crane(as_root: None, tshark: str, tmp_path: Path) -> None:
     before = host_network_state()
-    done = run_lab("normal", tmp_path)
+    done = run_lab("normal", tmp_path, 15, "--cameras")
     assert done.returncode == 0, done.stderr
     assert_nothing_left(before)
     capture = verify.load(tmp_path)
     assert capture.end - capture.start >= 15
+    # the cameras stream JPEG over RTP interleaved in RTSP to the OCR (tshark decodes it)
+    assert {"10.20.7.21", "10.20.7.22"} == {row["ip.src"] for row in capture.frames
+                                            if row["_ws.col.Protocol"] in ("RTP", "JPEG")}
     assert verify.check_capture(capture) == []
     assert verify.check_hosts(capture) == []
     assert verify.check_polling(capture) == []
     assert verify.check_values(capture) == []
     assert verify.check_mqtt(capture, minimum=1) == []
     assert verify.check_attacks(capture) == []  # none of the attacks' traces
+    unexpected = {h["name"].split(":")[0] for h in capture.labels["hosts"] if not h["expected"]}
+    assert unexpected == {"modem", "inet", "vendor", "resolver", "collector"}
+    assert capture.labels["maintenance_windows"] == []
     loads = [image.value("hoist_load") for _, image in verify.register_series(capture)]
     assert max(loads) > 0, "the crane lifted a container during the run"
 

@@ -36,6 +36,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     run.add_argument("--seed", type=int, help="physics/cargo seed (default: the scenario's)")
     run.add_argument("--outside-capture", action="store_true",
                      help="also capture the gateway's outside interface (outside.pcap)")
+    run.add_argument("--cameras", action="store_true",
+                     help="add two IP cameras streaming RTSP/RTP to the OCR controller")
     run.add_argument("--no-logs", action="store_true", help="do not keep the parts' logs")
     run.set_defaults(func=_run)
 
@@ -73,7 +75,8 @@ def _run(args: argparse.Namespace) -> int:
     if args.seconds > 3600:
         raise UsageError("--seconds above 3600: the lab is for short captures")
     labels = run_scenario(scenario, args.out, args.seconds, seed=args.seed,
-                          outside_capture=args.outside_capture, keep_logs=not args.no_logs)
+                          outside_capture=args.outside_capture, keep_logs=not args.no_logs,
+                          cameras=args.cameras)
     attacks = ", ".join(f"{a['name']} {a['start_iso']}..{a['end_iso']}" for a in labels["attacks"])
     print(f"{scenario.name}: {args.out / labels['captures']['crane_lan']} "
           f"({labels['end'] - labels['start']:.1f} s)" + (f"; attack {attacks}" if attacks else ""))

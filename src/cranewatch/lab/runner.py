@@ -195,9 +195,12 @@ def _wait_capture(part: Part, timeout: float = 10.0) -> None:
 
 
 def run_scenario(scenario: Scenario, out: Path, seconds: float, seed: int | None = None,
-                 outside_capture: bool = False, keep_logs: bool = True) -> dict[str, Any]:
+                 outside_capture: bool = False, keep_logs: bool = True,
+                 cameras: bool = False) -> dict[str, Any]:
     """Run ``scenario`` for ``seconds`` (capture time) and write capture + labels.json to ``out``.
 
+    ``cameras`` adds the two IP cameras and the OCR's RTSP sessions with them (off by
+    default: the bundled captures and the baselines learned from them have no cameras).
     Returns the labels document.
     """
     netns.require_root_and_tools(TOOLS)
@@ -206,11 +209,11 @@ def run_scenario(scenario: Scenario, out: Path, seconds: float, seed: int | None
     with netns.run_lock(wait=LOCK_WAIT):
         # Holding the lock, any cwlab-* namespace is a leftover of a killed run.
         netns.remove_leftovers()
-        return _run_locked(scenario, out, seconds, seed, outside_capture, keep_logs)
+        return _run_locked(scenario, out, seconds, seed, outside_capture, keep_logs, cameras)
 
 
 def _run_locked(scenario: Scenario, out: Path, seconds: float, seed: int | None,
-                outside_capture: bool, keep_logs: bool) -> dict[str, Any]:
+                outside_capture: bool, keep_logs: bool, cameras: bool) -> dict[str, Any]:
     seed = scenario.seed if seed is None else seed
     out.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=netns.TEMP_PREFIX))
@@ -218,7 +221,7 @@ def _run_locked(scenario: Scenario, out: Path, seconds: float, seed: int | None,
     if logs.exists():
         shutil.rmtree(logs)
     logs.mkdir()
-    hosts = topology.hosts_for(scenario.extra_hosts)
+    hosts = topology.hosts_for(scenario.extra_hosts + (topology.CAMERAS if cameras else ()))
     lab = Lab(tmp, logs, seed, hosts)
     previous = signal.signal(signal.SIGTERM, _on_sigterm)
     created: list[str] = []
@@ -315,7 +318,7 @@ def _labels(scenario: Scenario, seed: int, t0: float, t_end: float, lab: Lab,
         for index, iface in enumerate(lab_host.interfaces):
             hosts.append({"name": lab_host.name if index == 0 else f"{lab_host.name}:eth{index}",
                           "role": lab_host.role, "zone": iface.segment, "ip": iface.ip,
-                          "mac": iface.mac})
+                          "mac": iface.mac, "expected": lab_host.expected})
     return {
         "scenario": scenario.name,
         "summary": scenario.summary,
@@ -327,6 +330,7 @@ def _labels(scenario: Scenario, seed: int, t0: float, t_end: float, lab: Lab,
                      **({"outside": OUTSIDE_CAPTURE_NAME} if outside_capture else {})},
         "hosts": hosts,
         "polling": list(POLLING),
+        "maintenance_windows": [],  # none announced: every PLC write in the lab is unannounced
         "attacks": windows,
         "ocr_journal": cargo,
         "generated_by": f"cranewatch lab run {scenario.name} --seconds {t_end - t0:.0f} --seed {seed}",

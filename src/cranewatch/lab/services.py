@@ -3,7 +3,8 @@
 Terminal zone: mosquitto (:1883), dnsmasq (:53, forwarding two outside domains to the
 outside resolver), chronyd as NTP server (when installed; ``-x``: it never touches the
 clock), a syslog receiver. Outside: a resolver (dnsmasq) and an HTTP collector. Crane zone:
-the PLC, then the CMS, the OCR controller and the TOS that depend on it. Routers: the crane
+the PLC (and, when asked for, two IP cameras), then the CMS, the OCR controller (Modbus,
+MQTT, RTSP from the cameras) and the TOS that depend on them. Routers: the crane
 gateway (forwarding and NAT to the outside, nftables) and the hidden modem (NAT).
 """
 
@@ -12,6 +13,8 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING
+
+from cranewatch.lab import topology
 
 if TYPE_CHECKING:
     from cranewatch.lab.runner import Lab, Part
@@ -122,16 +125,26 @@ def _start_chrony(lab: Lab) -> Part | None:
 
 
 def start_crane(lab: Lab, fault: str | None, fault_start: float, fault_end: float) -> None:
-    """The PLC, then its masters: CMS and OCR; then the TOS that talks to both."""
+    """The PLC and the cameras, then their clients: CMS and OCR; then the TOS."""
     args = ["--seed", str(lab.seed)]
     if fault:
         args += ["--fault", fault, "--fault-start", f"{fault_start:.3f}",
                  "--fault-end", f"{fault_end:.3f}"]
     plc = lab.python("plc", "plc", *args, name="plc")
+    with_cameras = any(h.name in topology.CAMERAS for h in lab.hosts)
+    names = {"cam1": "spreader", "cam2": "trolley"}
+    cameras = [lab.python(cam, "parts.camera", "server", "--name", names[cam],
+                          name=f"camera-{names[cam]}")
+               for cam in topology.CAMERAS] if with_cameras else []
     lab.wait_listening("plc", 502, plc)
+    for cam, camera in zip(topology.CAMERAS, cameras, strict=False):
+        lab.wait_listening(cam, 554, camera)
     cms = lab.python("cms", "parts.cms", name="cms")
     lab.python("ocr", "parts.ocr", "--seed", str(lab.seed),
                "--journal", str(lab.tmp / "ocr-journal.jsonl"), name="ocr")
+    if with_cameras:
+        lab.python("ocr", "parts.camera", "client", "--cameras",
+                   *(lab.host(cam).ip for cam in topology.CAMERAS), name="ocr-cameras")
     lab.wait_listening("cms", 8080, cms)
     lab.python("tos", "parts.tos", "--seed", str(lab.seed), name="tos")
 

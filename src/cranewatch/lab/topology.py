@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from cranewatch.lab import netns
 
-__all__ = ["HOSTS", "SEGMENTS", "Host", "Interface", "Segment", "build", "host", "hosts_for"]
+__all__ = ["CAMERAS", "HOSTS", "SEGMENTS", "Host", "Interface", "Segment", "build", "host", "hosts_for"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,6 +43,7 @@ class Host:
     routes: tuple[tuple[str, str], ...] = ()  # (destination, via)
     forwards: bool = False  # routes between its interfaces
     optional: bool = False  # only started by scenarios that name it
+    expected: bool = True  # part of the reference network (crane-reference.md)
 
     @property
     def netns(self) -> str:
@@ -70,6 +71,7 @@ def _mac(zone: int, last: int) -> str:
     return f"02:c7:{zone:02x}:00:00:{last:02x}"
 
 
+CAMERAS = ("cam1", "cam2")  # optional: `lab run --cameras` adds them and their RTSP streams
 CRANE_GW = "10.20.7.254"
 TERMINAL_GW = "10.20.0.254"
 OUTSIDE_ROUTER = "198.51.100.1"
@@ -78,6 +80,10 @@ HOSTS: tuple[Host, ...] = (
     Host("plc", "crane PLC (Modbus/TCP :502)", "crane",
          (Interface("crane", "10.20.7.10", _mac(7, 10)),), CRANE_GW),
     Host("ocr", "OCR controller", "crane", (Interface("crane", "10.20.7.20", _mac(7, 20)),), CRANE_GW),
+    Host("cam1", "IP camera at the spreader (RTSP :554)", "crane",
+         (Interface("crane", "10.20.7.21", _mac(7, 21)),), CRANE_GW, optional=True),
+    Host("cam2", "IP camera at the trolley (RTSP :554)", "crane",
+         (Interface("crane", "10.20.7.22", _mac(7, 22)),), CRANE_GW, optional=True),
     Host("cms", "crane management system PC (HTTP :8080)", "crane",
          (Interface("crane", "10.20.7.30", _mac(7, 30)),), CRANE_GW),
     Host("gw", "crane gateway (router/firewall, NAT to outside)", "crane",
@@ -88,9 +94,10 @@ HOSTS: tuple[Host, ...] = (
     Host("modem", "hidden cellular modem router", "crane",
          (Interface("crane", "10.20.7.199", "02:5c:11:0a:77:c3"),
           Interface("outside", "198.51.100.77", "02:5c:11:0a:77:c4")),
-         OUTSIDE_ROUTER, forwards=True),
+         OUTSIDE_ROUTER, forwards=True, expected=False),
     Host("rogue", "unknown host on the crane LAN", "crane",
-         (Interface("crane", "10.20.7.66", "02:66:66:00:07:42"),), CRANE_GW, optional=True),
+         (Interface("crane", "10.20.7.66", "02:66:66:00:07:42"),), CRANE_GW, optional=True,
+         expected=False),
     Host("tos", "terminal operating system", "terminal",
          (Interface("terminal", "10.20.0.5", _mac(0, 5)),), TERMINAL_GW),
     Host("mqtt", "terminal MQTT broker (mosquitto :1883)", "terminal",
@@ -106,13 +113,13 @@ HOSTS: tuple[Host, ...] = (
     Host("inet", "internet router (outside)", "outside",
          (Interface("outside", OUTSIDE_ROUTER, _mac(0x64, 1)),
           Interface("internet", "203.0.113.1", _mac(0x71, 1))),
-         routes=(("10.20.0.0/16", "198.51.100.2"),), forwards=True),
+         routes=(("10.20.0.0/16", "198.51.100.2"),), forwards=True, expected=False),
     Host("vendor", "outside host: vendor / attacker", "outside",
-         (Interface("internet", "203.0.113.10", _mac(0x71, 10)),), "203.0.113.1"),
+         (Interface("internet", "203.0.113.10", _mac(0x71, 10)),), "203.0.113.1", expected=False),
     Host("resolver", "outside DNS resolver (dnsmasq)", "outside",
-         (Interface("internet", "203.0.113.53", _mac(0x71, 53)),), "203.0.113.1"),
+         (Interface("internet", "203.0.113.53", _mac(0x71, 53)),), "203.0.113.1", expected=False),
     Host("collector", "outside collector: HTTP and TLS server", "outside",
-         (Interface("internet", "203.0.113.80", _mac(0x71, 80)),), "203.0.113.1"),
+         (Interface("internet", "203.0.113.80", _mac(0x71, 80)),), "203.0.113.1", expected=False),
 )
 
 

@@ -139,10 +139,14 @@ def check_capture(capture: Capture) -> list[str]:
     return problems
 
 
-def check_hosts(capture: Capture, required: tuple[str, ...] = (PLC, OCR, CMS, "10.20.0.5",
-                                                               "10.20.0.6", "10.20.0.8",
-                                                               "10.20.0.9")) -> list[str]:
+WORKING_CRANE = (PLC, OCR, CMS, "10.20.0.5", "10.20.0.6", "10.20.0.8", "10.20.0.9")
+CAMERA_IPS = ("10.20.7.21", "10.20.7.22")
+
+
+def check_hosts(capture: Capture, required: tuple[str, ...] = WORKING_CRANE) -> list[str]:
     """Every talker and MAC is a labelled host; the hosts of a working crane all talk."""
+    if any(host["name"] in ("cam1", "cam2") for host in capture.labels["hosts"]):
+        required = required + CAMERA_IPS
     rows = [row for row in capture.frames if row["ip.src"]]
     seen = {row["ip.src"] for row in rows} | {row["ip.dst"] for row in rows}
     macs = {row["eth.src"] for row in capture.frames}

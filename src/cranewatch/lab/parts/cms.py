@@ -147,7 +147,11 @@ def main() -> None:
     syslog = logging.getLogger("cms.syslog")
     handler = logging.handlers.SysLogHandler(
         address=(syslog_ip, 514), facility=logging.handlers.SysLogHandler.LOG_LOCAL0)
-    handler.setFormatter(logging.Formatter("sts07-cms cms[%(process)d]: %(message)s"))
+    # RFC 3164: "Mmm dd hh:mm:ss HOSTNAME TAG[PID]: MSG" after the <PRI> the handler adds
+    rfc3164 = logging.Formatter("%(asctime)s sts07-cms cms[%(process)d]: %(message)s",
+                                datefmt="%b %d %H:%M:%S")
+    rfc3164.converter = time.gmtime
+    handler.setFormatter(rfc3164)
     syslog.addHandler(handler)
     state = CmsState()
     server = ThreadingHTTPServer(("0.0.0.0", args.port), http_handler(state, syslog))
