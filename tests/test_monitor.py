@@ -155,7 +155,53 @@ def test_a_missing_tcpdump_exits_4(monkeypatch: pytest.MonkeyPatch, capsys: pyte
 
 def test_a_missing_namespace_is_named_and_exits_3(as_root: None, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["monitor", "eth0", "--netns", "cwmon-absent", "--seconds", "1"]) == 3
-    assert "cwmon-absent" in capsys.readouterr().err
+    assert "namespace 'cwmon-absent' does not exist" in capsys.readouterr().err
+
+
+def test_interfaces_missing_or_down_inside_a_namespace_are_told_apart(
+        as_root: None, capsys: pytest.CaptureFixture[str]) -> None:
+    ns = f"cwmon-if-{os.getpid()}"
+    _sh("ip", "netns", "add", ns)
+    try:
+        assert main(["monitor", "veth9", "--netns", ns, "--seconds", "1"]) == 3
+        assert f"interface 'veth9' does not exist in namespace '{ns}'" in capsys.readouterr().err
+        assert main(["monitor", "lo", "--netns", ns, "--seconds", "1"]) == 4  # lo is down there
+        assert "is down" in capsys.readouterr().err
+        _sh("ip", "-n", ns, "link", "set", "lo", "up")
+        assert main(["monitor", "lo", "--netns", ns, "--filter", "tcp portx 5", "--seconds", "1"]) == 3
+        assert "capture filter rejected" in capsys.readouterr().err
+    finally:
+        subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+
+
+def test_an_interface_that_disappears_ends_the_session_with_exit_3(as_root: None, tmp_path: Path) -> None:
+    ns = f"cwmon-gone-{os.getpid()}"
+    _sh("ip", "netns", "add", ns)
+    try:
+        _sh("ip", "-n", ns, "link", "add", "a0", "type", "veth", "peer", "name", "a1")
+        _sh("ip", "-n", ns, "link", "set", "a0", "up")
+        _sh("ip", "-n", ns, "link", "set", "a1", "up")
+        monitor = subprocess.Popen([PYTHON, "-m", "cranewatch", "monitor", "a0", "--netns", ns,
+                                    "--seconds", "20"], stdout=subprocess.PIPE,
+                                   stderr=subprocess.PIPE, text=True, cwd=tmp_path)
+        assert monitor.stderr is not None
+        assert "monitoring" in monitor.stderr.readline()
+        _sh("ip", "-n", ns, "link", "del", "a0")
+        _, err = monitor.communicate(timeout=15)
+        assert monitor.returncode == 3
+        assert "stopped after" in err  # the session still ended with its summary
+        assert "interface 'a0' in namespace" in err and "disappeared" in err
+    finally:
+        subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+
+
+def test_no_capture_privilege_exits_4(as_root: None, tmp_path: Path) -> None:
+    """Root without CAP_NET_RAW (dropped from the bounding set) may not capture."""
+    done = subprocess.run(["setpriv", "--bounding-set", "-net_raw,-net_admin", PYTHON, "-m",
+                           "cranewatch", "monitor", "lo", "--seconds", "1"],
+                          capture_output=True, text=True, timeout=30, cwd=tmp_path)
+    assert done.returncode == 4
+    assert "not allowed to capture on 'lo'" in done.stderr
 
 
 # ------------------------------------------------------------------------- live, end to end
@@ -358,3 +404,18 @@ def test_bounded_run_by_packets_stops_by_itself(as_root: None) -> None:
     assert monitor.returncode == 0
     assert time.monotonic() - started < 10  # long before --seconds 20
     assert "4 packets" in err
+
+
+def test_sigterm_stops_cleanly_and_leaves_no_tcpdump(as_root: None, tmp_path: Path) -> None:
+    monitor = subprocess.Popen([PYTHON, "-m", "cranewatch", "monitor", "lo", "--filter",
+                                "tcp port 5997", "--out", str(tmp_path / "f.jsonl")],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert monitor.stderr is not None
+    banner = monitor.stderr.readline()
+    tcpdump_pid = int(banner.split("tcpdump pid ")[1].split(")")[0])
+    assert Path(f"/proc/{tcpdump_pid}").exists()
+    monitor.send_signal(signal.SIGTERM)
+    _, err = monitor.communicate(timeout=15)
+    assert monitor.returncode == 0
+    assert "stopped after" in err and "0 findings" in err
+    assert not Path(f"/proc/{tcpdump_pid}").exists()

@@ -84,24 +84,31 @@ def capture_argv(tool: CaptureTool, tcpdump: str = "tcpdump", ip: str = "ip") ->
 
 def classify_failure(tool: CaptureTool, stderr: str) -> Exception:
     """Turn what tcpdump (or ip netns) said when it failed into a located cranewatch error."""
-    text = stderr.strip()
+    # What it said beyond its banner and its closing packet counts
+    lines = [line.strip() for line in stderr.splitlines() if line.strip()
+             and "listening on" not in line and not line.split()[0].isdigit()]
+    text = "\n".join(lines)
     low = text.lower()
-    last = text.splitlines()[-1] if text else "tcpdump exited without saying why"
+    said = lines[-1].strip("()") if lines else "tcpdump exited without saying why"
     where = Location(file=tool.source_name)
+    inside = f" in namespace {tool.netns!r}" if tool.netns else ""
     if tool.netns and ("cannot open network namespace" in low or "setting the network namespace" in low):
-        return InputError(f"network namespace {tool.netns!r} does not exist ({last})", where)
-    if ("no such device" in low or "doesn't exist" in low or "no such interface" in low
-            or "that device is not up" in low):
-        return InputError(f"interface {tool.interface!r} does not exist"
-                          + (f" in namespace {tool.netns!r}" if tool.netns else "") + f" ({last})",
-                          where)
+        return InputError(f"network namespace {tool.netns!r} does not exist ({said})", where)
+    if "interface disappeared" in low:
+        return InputError(f"interface {tool.interface!r}{inside} disappeared during the capture "
+                          f"({said})", where)
+    if "no such device" in low or "doesn't exist" in low or "no such interface" in low:
+        return InputError(f"interface {tool.interface!r} does not exist{inside} ({said})", where)
+    if "device is not up" in low or "went down" in low:
+        return EnvironmentProblem(f"interface {tool.interface!r}{inside} is down: bring it up "
+                                  f"(ip link set {tool.interface} up) ({said})", where)
     if "permission" in low or "not permitted" in low or "cap_net_raw" in low:
         return EnvironmentProblem(
             f"not allowed to capture on {tool.interface!r}: run as root or give tcpdump "
-            f"CAP_NET_RAW ({last})", where)
+            f"CAP_NET_RAW and CAP_NET_ADMIN ({said})", where)
     if "syntax error" in low or "can't parse filter" in low or "illegal" in low:
-        return InputError(f"capture filter rejected by tcpdump: {last}", where)
-    return EnvironmentProblem(f"tcpdump failed on {tool.interface!r}: {last}", where)
+        return InputError(f"capture filter rejected by tcpdump: {said}", where)
+    return EnvironmentProblem(f"tcpdump failed on {tool.interface!r}{inside}: {said}", where)
 
 
 class PromptPipe:
