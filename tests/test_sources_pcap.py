@@ -495,3 +495,22 @@ def test_obsolete_packet_block_overrunning_its_block_is_corrupt(tmp_path: Path) 
     batches, warnings = read_all(path)
     assert packets_of(batches) == [b"good"]
     assert "overruns" in warnings[0].message
+
+
+@pytest.mark.parametrize(
+    ("bad_length", "message"),
+    [(38, "corrupt block length 38"), (0x7FFFFFF0, "corrupt block length 2147483632")],
+)
+def test_pcapng_bad_length_inside_a_run_of_packets(tmp_path: Path, bad_length: int, message: str) -> None:
+    data = bytearray(pcapng_bytes(6))
+    at = 28 + 20
+    for _ in range(3):
+        at += struct.unpack_from("<I", data, at + 4)[0]
+    data[at + 4 : at + 8] = struct.pack("<I", bad_length)  # the 4th EPB: misaligned / absurd
+    path = tmp_path / "bad.pcapng"
+    path.write_bytes(bytes(data))
+    batches, warnings = read_all(path, max_packets=2)
+    assert packets_of(batches) == PACKETS[:3]
+    (warning,) = warnings
+    assert message in warning.message
+    assert warning.location is not None and warning.location.offset == at and warning.location.frame == 4

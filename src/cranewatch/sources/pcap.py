@@ -385,10 +385,25 @@ class CaptureReader:
             odd: dict[int, tuple[int, int, int, int, int]] = {}  # SPB / obsolete PB fields
             first = pos = self._pos
             stop: str | None = None  # why the walk ended early, when it is not "need more bytes"
-            # the hot loop: find where each Enhanced Packet Block starts; other blocks are rare
-            for _ in range(max_packets):
+            while True:
+                if section_seen:
+                    # The hot loop: a run of Enhanced Packet Blocks, noting where each starts.
+                    # Lengths are checked for alignment and overrun afterwards, with NumPy.
+                    try:
+                        while True:
+                            block_type, length = head_at(buf, pos)
+                            if block_type != _BLOCK_EPB or length < 32:
+                                break
+                            note(pos)
+                            pos += length
+                    except struct.error:
+                        pass
+                    if pos > size:  # the last EPB is not whole in this block
+                        pos = starts.pop()
+                        break
                 if pos + 12 > size:
                     break
+                # one block of any other kind (or a malformed EPB), the slow way
                 block_type, length = head_at(buf, pos)
                 if block_type == _PCAPNG_SHB:
                     if section_seen and pos != first:
@@ -423,11 +438,9 @@ class CaptureReader:
                 if end > size:
                     break
                 if block_type == _BLOCK_EPB:
-                    if length < 32:
-                        stop = f"corrupt enhanced packet block length {length}"
-                        break
-                    note(pos)
-                elif block_type == _BLOCK_IDB:
+                    stop = f"corrupt enhanced packet block length {length}"
+                    break
+                if block_type == _BLOCK_IDB:
                     if length < 20:
                         stop = f"corrupt interface description block length {length}"
                         break
@@ -454,11 +467,9 @@ class CaptureReader:
                     note(pos)
                 pos = end
             self._pos = pos
-            count = len(starts)
-            if count:
-                batch, bad = self._pcapng_batch(buf, starts, odd, interfaces, order)
-                if batch is not None:
-                    yield batch
+            if starts:
+                columns, bad = self._pcapng_columns(buf, starts, odd, interfaces, order)
+                yield from self._slices(buf, columns, max_packets)
                 if bad is not None:
                     self._warn(bad[0] + "; stopped reading", self.packets_read + 1, self._buf_at + bad[1])
                     return
@@ -467,8 +478,6 @@ class CaptureReader:
             if stop is not None:
                 self._warn(stop + "; stopped reading", self.packets_read + 1, self._buf_at + pos)
                 return
-            if count == max_packets:
-                continue
             need = 12
             if self._left >= 12:
                 block_type, length = struct.unpack_from(order + "II", buf, pos)
@@ -494,15 +503,24 @@ class CaptureReader:
                 )
             return
 
-    def _pcapng_batch(
+    def _slices(self, buf: bytes, columns: tuple[np.ndarray, ...], max_packets: int) -> Iterator[PacketBatch]:
+        """Cut the columns of one read block into batches of at most ``max_packets``."""
+        for first in range(0, len(columns[0]), max_packets):
+            yield self._batch(buf, *(c[first : first + max_packets] for c in columns))
+
+    def _pcapng_columns(
         self,
         buf: bytes,
         starts: list[int],
         odd: dict[int, tuple[int, int, int, int, int]],
         interfaces: list[_Interface],
         order: str,
-    ) -> tuple[PacketBatch | None, tuple[str, int] | None]:
-        """Gather the packet columns of the blocks at ``starts``; cut at the first bad block."""
+    ) -> tuple[tuple[np.ndarray, ...], tuple[str, int] | None]:
+        """Packet columns of the blocks at ``starts``, cut at the first bad block.
+
+        Returns (data offset, ts_ns, caplen, origlen, linktype, interface) and, when a block
+        is bad, why and where.
+        """
         offsets = np.array(starts, dtype=np.int64)
         words = _gather_words(buf, offsets, 7, order)
         lengths = words[:, 1]
@@ -519,40 +537,33 @@ class CaptureReader:
             caplen[index] = o_caplen
             origlen[index] = o_origlen
             data_offset[index] = o_data
-        bad_at: int | None = None
-        reason = ""
-        unknown = np.flatnonzero(iface >= len(interfaces))
-        if len(unknown):
-            bad_at = int(unknown[0])
-            reason = f"packet block names interface {int(iface[bad_at])} but only {len(interfaces)} are described"
-        overrun = np.flatnonzero(caplen > lengths - (data_offset - offsets) - 4)
-        if len(overrun) and (bad_at is None or overrun[0] < bad_at):
-            bad_at = int(overrun[0])
-            reason = f"packet block captured length {int(caplen[bad_at])} overruns its block"
-        keep = len(offsets) if bad_at is None else bad_at
-        bad = None if bad_at is None else (reason, int(offsets[bad_at]))
-        if keep == 0:
-            return None, bad
+        checks = (
+            (lengths % 4 != 0, "corrupt block length {length} (block type 0x6)"),
+            (iface >= len(interfaces), "packet block names interface {iface} but only {known} are described"),
+            (caplen > lengths - (data_offset - offsets) - 4, "packet block captured length {caplen} overruns its block"),
+        )
+        keep = len(offsets)
+        bad: tuple[str, int] | None = None
+        for failed, message in checks:
+            where = np.flatnonzero(failed[:keep])
+            if len(where):
+                keep = int(where[0])
+                text = message.format(
+                    length=int(lengths[keep]), iface=int(iface[keep]), known=len(interfaces), caplen=int(caplen[keep])
+                )
+                bad = (text, int(offsets[keep]))
         sl = slice(0, keep)
         iface = iface[sl]
         ticks = ticks[sl]
         ts_ns = np.zeros(keep, dtype=np.int64)
-        table = np.array([i.linktype for i in interfaces], dtype=np.uint16)
+        table = np.array([i.linktype for i in interfaces] or [0], dtype=np.uint16)
         for number in np.unique(iface):
             info = interfaces[int(number)]
             rows = iface == number
             ts_ns[rows] = _ticks_to_ns(ticks[rows], info.units) + info.offset_s * 1_000_000_000
         ts_ns[~has_ts[sl]] = 0
-        batch = self._batch(
-            buf,
-            data_offset[sl],
-            ts_ns,
-            caplen[sl],
-            origlen[sl],
-            table[iface],
-            iface.astype(np.uint16),
-        )
-        return batch, bad
+        columns = (data_offset[sl], ts_ns, caplen[sl], origlen[sl], table[iface], iface.astype(np.uint16))
+        return columns, bad
 
 
 def _parse_idb(buf: bytes, pos: int, length: int, order: str) -> _Interface:
