@@ -170,8 +170,12 @@ def _osv_advisories(record: dict[str, Any], source: str) -> Iterator[Advisory]:
         )
 
 
-def _tracker_advisories(data: dict[str, Any], source: str) -> Iterator[Advisory]:
-    for package, issues in data.items():
+def _tracker_advisories(data: dict[str, Any], source: str, packages: set[str] | None = None) -> Iterator[Advisory]:
+    """Advisories of a tracker dump, only for ``packages`` (source names) when given: the full
+    dump names tens of thousands of packages, an image a few hundred."""
+    names = data.keys() if packages is None else (p for p in packages if p in data)
+    for package in names:
+        issues = data[package]
         if not isinstance(issues, dict):
             continue
         for issue_id, issue in issues.items():
@@ -197,8 +201,11 @@ def _tracker_advisories(data: dict[str, Any], source: str) -> Iterator[Advisory]
 
 @dataclass(frozen=True)
 class VulnDb:
+    """OSV advisories, and Debian tracker dumps kept as read (expanded per image in ``match``)."""
+
     advisories: tuple[Advisory, ...]
     sources: tuple[str, ...]
+    trackers: tuple[tuple[str, dict[str, Any]], ...] = ()
 
 
 def load_vulndb(path: Path) -> VulnDb:
@@ -207,6 +214,7 @@ def load_vulndb(path: Path) -> VulnDb:
     if not path.exists():
         raise InputError("no such vulnerability database", Location(file=str(path)))
     advisories: list[Advisory] = []
+    trackers: list[tuple[str, dict[str, Any]]] = []
     for file in files:
         try:
             data = json.loads(file.read_text(encoding="utf-8"))
@@ -217,8 +225,8 @@ def load_vulndb(path: Path) -> VulnDb:
             if isinstance(record, dict) and "affected" in record:
                 advisories.extend(_osv_advisories(record, str(file)))
             elif isinstance(record, dict):
-                advisories.extend(_tracker_advisories(record, str(file)))
-    return VulnDb(tuple(advisories), tuple(str(f) for f in files))
+                trackers.append((str(file), record))
+    return VulnDb(tuple(advisories), tuple(str(f) for f in files), tuple(trackers))
 
 
 def _affected(advisory: Advisory, version: str, ecosystem: str) -> bool:
@@ -260,8 +268,10 @@ def _norm_py(name: str) -> str:
 def match(db: VulnDb, packages: tuple[Package, ...], os_release: dict[str, str], ctx: ScanContext) -> Iterator[Finding]:
     """Findings for every installed package a record of ``db`` says is vulnerable."""
     release = os_release.get("VERSION_CODENAME", "")
+    sources = {p.source or p.name for p in packages if p.manager == "dpkg"}
+    tracked = [a for source, dump in db.trackers for a in _tracker_advisories(dump, source, sources)]
     by_name: dict[str, list[Advisory]] = {}
-    for advisory in db.advisories:
+    for advisory in (*db.advisories, *tracked):
         by_name.setdefault(advisory.package.lower(), []).append(advisory)
         by_name.setdefault(_norm_py(advisory.package), []).append(advisory)
     for package in packages:
