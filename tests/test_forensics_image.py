@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from cranewatch.cli import main
-from cranewatch.errors import ImageError
+from cranewatch.errors import EnvironmentProblem, ImageError
 from cranewatch.forensics import Limits, open_image, scan_image
 from cranewatch.forensics.image import detect_format
 from forensics_helpers import make_cpio, make_ext4, make_squashfs, make_tar, make_zip
@@ -246,3 +246,18 @@ def test_unreadable_file_is_a_warning_not_a_crash(tmp_path: Path) -> None:
         ctx = make_context(image, read_packages(image), None, EndpointPolicy())
         result = file_pass(image, ctx, workers=1, want_digest=False)
     assert any(w.startswith("etc/hostname: cannot read") for w in result.warnings)
+
+
+def test_full_unpack_disk_is_an_environment_problem(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    tree = _tree(tmp_path / "tree")
+    archive = make_tar(tree, tmp_path / "t.tar.gz")
+    real_open = os.open
+
+    def full_disk(path: object, flags: int, *args: object, **kwargs: object) -> int:
+        if flags & os.O_CREAT:
+            raise OSError(28, "No space left on device")
+        return real_open(path, flags, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(os, "open", full_disk)
+    with pytest.raises(EnvironmentProblem, match="set TMPDIR"):
+        open_image(archive)

@@ -19,6 +19,7 @@ Safety rules, the lessons of the tools analysts use today:
 from __future__ import annotations
 
 import bz2
+import errno
 import gzip
 import io
 import lzma
@@ -259,15 +260,24 @@ class _Unpacker:
             self.warnings.append(f"{path}: a file and a directory share this name; kept the directory")
             return
         size = 0
-        fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
-        with os.fdopen(fd, "wb") as out:
-            while True:
-                block = stream.read(_COPY_BLOCK)
-                if not block:
-                    break
-                size += len(block)
-                self.budget.add_bytes(len(block), path)
-                out.write(block)
+        try:
+            fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+            with os.fdopen(fd, "wb") as out:
+                while True:
+                    block = stream.read(_COPY_BLOCK)
+                    if not block:
+                        break
+                    size += len(block)
+                    self.budget.add_bytes(len(block), path)
+                    out.write(block)
+        except OSError as exc:
+            if exc.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES):
+                raise  # a read error of the archive: reported as a corrupt archive
+            raise EnvironmentProblem(
+                f"cannot unpack into {tempfile.gettempdir()}: {exc.strerror} (set TMPDIR to a "
+                "directory on a disk with room for the unpacked image)",
+                Location(file=str(self.source), path=path),
+            ) from None
         self.entries[path] = Entry(path, "file", stat.S_IMODE(mode), uid, gid, size)
 
     def _mkdirs(self, path: str) -> None:
