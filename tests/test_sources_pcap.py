@@ -514,3 +514,13 @@ def test_pcapng_bad_length_inside_a_run_of_packets(tmp_path: Path, bad_length: i
     (warning,) = warnings
     assert message in warning.message
     assert warning.location is not None and warning.location.offset == at and warning.location.frame == 4
+
+
+def test_a_reader_streams_once(tmp_path: Path) -> None:
+    path = tmp_path / "x.pcap"
+    write_pcap(path)
+    with open_capture(path) as reader:
+        assert sum(len(b) for b in reader) == 5
+        assert reader.packets_read == 5
+        with pytest.raises(ValueError, match="streams once"):
+            list(reader.batches())

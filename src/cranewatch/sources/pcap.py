@@ -193,6 +193,7 @@ class CaptureReader:
         self._pos = 0  # how far into _buf the records are consumed
         self._buf_at = 0  # file offset of _buf[0]
         self._eof = False
+        self._started = False
         self._seekable = isinstance(stream, io.BufferedReader) and stream.seekable()
 
     # ----------------------------------------------------------------- plumbing
@@ -268,9 +269,12 @@ class CaptureReader:
     # ----------------------------------------------------------------- public
 
     def batches(self, max_packets: int = 65536) -> Iterator[PacketBatch]:
-        """Yield batches of at most ``max_packets`` packets in file order."""
+        """Yield batches of at most ``max_packets`` packets in file order (once per reader)."""
         if max_packets < 1:
             raise ValueError("max_packets must be at least 1")
+        if self._started:
+            raise ValueError(f"{self.path}: a capture reader streams once; open the file again")
+        self._started = True
         if self.format == "pcap":
             yield from self._pcap_batches(max_packets)
         else:
