@@ -147,6 +147,7 @@ WRITER = textwrap.dedent(
     for r in range({runs}):
         findings = [make_finding(n, crane="STS-%02d" % r) for n in range({per_run})]
         store.record_run("STS-%02d" % r, "analyze", [], findings)
+        time.sleep(0.05)  # leave the readers time to look between runs, even on a loaded machine
     print("done", flush=True)
     """
 )
