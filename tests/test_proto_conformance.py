@@ -23,7 +23,12 @@ sys.path.insert(0, str(Path(__file__).parent))
 from cranewatch.protocols.base import Event
 from cranewatch.protocols.dhcp import MESSAGE_TYPES, DhcpMessageRequest
 from cranewatch.protocols.dns import DnsQueryRequest
-from cranewatch.protocols.enip import CipRequest, CipResponse, EnipCommandRequest
+from cranewatch.protocols.enip import (
+    CipRequest,
+    CipResponse,
+    EnipCommandRequest,
+    EnipIdentityResponse,
+)
 from cranewatch.protocols.http import HttpRequest, HttpResponse
 from cranewatch.protocols.mqtt import (
     MqttConnectRequest,
@@ -57,13 +62,16 @@ def _s7(event: Event) -> list[tuple[int, str]] | None:
     if isinstance(event, S7JobResponse) and event.function is not None:
         return [(0, f"0x{event.function:02x}")]
     if isinstance(event, S7UserDataRequest):  # requests and responses (subclass)
-        return [(1, str(event.group))]
+        szl = [(2, f"0x{event.szl_id:04x}")] if event.szl_id is not None else []
+        return [(1, str(event.group)), *szl]
     return None
 
 
 def _enip(event: Event) -> list[tuple[int, str]] | None:
     if isinstance(event, EnipCommandRequest):  # requests and responses (subclass)
         return [(0, f"0x{event.command:04x}")]
+    if isinstance(event, EnipIdentityResponse):
+        return [(3, event.product_name), (4, f"0x{event.vendor_id:04x}")]
     if isinstance(event, CipRequest | CipResponse):
         return [(1, f"0x{event.service:02x}"), *((2, str(c)) for c in event.classes)]
     return None
@@ -147,10 +155,12 @@ def _ntp(event: Event) -> list[tuple[int, str]] | None:
 
 # protocol -> (decoder names, tshark filter, tshark fields, our fields, probe only, sample captures)
 PROTOCOLS: dict[str, tuple[list[str], str, list[str], Callable[[Event], list[tuple[int, str]] | None], bool, list[str]]] = {
-    "s7comm": (["s7comm"], "s7comm", ["s7comm.param.func", "s7comm.param.userdata.funcgroup"], _s7,
+    "s7comm": (["s7comm"], "s7comm",
+               ["s7comm.param.func", "s7comm.param.userdata.funcgroup", "s7comm.data.userdata.szl_id"], _s7,
                False, ["snap7_s300_everything.pcapng", "s7comm_downloading_block_db1.pcap",
                        "step7_s300_stop.pcapng", "s7comm_plus.pcap", "s7comm_reading_plc_status.pcap"]),
-    "enip": (["enip"], "enip", ["enip.command", "cip.sc", "cip.class"], _enip, False,
+    "enip": (["enip"], "enip", ["enip.command", "cip.sc", "cip.class", "enip.lir.name", "enip.lir.vendor"],
+             _enip, False,
              ["cip_stop_plc.pcap", "cip_start_plc.pcap", "cip-multiple-1.pcap", "enip_test.pcap",
               "EIP-ChangeDateAttempt.pcap", "EIP-RebootorRestart.pcap"]),
     "opcua": (["opcua"], "opcua", ["opcua.transport.type", "opcua.servicenodeid.numeric"], _opcua,

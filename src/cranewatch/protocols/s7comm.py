@@ -269,6 +269,7 @@ class S7Decoder:
         self._segments: list[bytearray] = [bytearray(), bytearray()]
         self._jobs: dict[int, tuple[int, int]] = {}  # pdu_ref -> (frame, function)
         self._userdata: dict[tuple[int, int], int] = {}  # (group, subfunction) -> frame
+        self._szl_parts: dict[int, tuple[int, int, str | None]] = {}  # data unit ref -> header
 
     def gap(self, from_client: bool) -> None:
         self._buffers[from_client].gap()
@@ -425,14 +426,8 @@ class S7Decoder:
         if data:
             return_code = data[0]
         is_request = method_type == 4
-        if group == 4 and subfunction in (1, 2) and len(data) >= 8 and return_code == 0xFF:
-            # the SZL header is only in a request and in the first part of an answer
-            first_part = len(param) < 12 or param[9] == 0 or is_request
-            if first_part:
-                szl_id, szl_index = struct.unpack_from(">HH", data, 4)
-                if not is_request and szl_id & 0x00FF == 0x11 and len(data) >= 34:
-                    # list header (length, count), then per item: index, 20-char order number
-                    order_number = data[14:34].decode("latin-1").strip(" \x00")
+        if group == 4 and subfunction == 1:  # CPU functions: read SZL (2 is the message service)
+            szl_id, szl_index, order_number = self._szl(is_request, param, data, return_code)
         fields: dict[str, Any] = {"ts": ts, "frame": frame, "pdu_ref": pdu_ref, "group": group,
                   "subfunction": subfunction, "method_type": method_type, "sequence": sequence,
                   "szl_id": szl_id, "szl_index": szl_index, "return_code": return_code,
@@ -443,6 +438,39 @@ class S7Decoder:
             return S7UserDataRequest(**fields)
         return S7UserDataResponse(request_frame=self._userdata.pop(key, None),
                                   **fields)
+
+    def _szl(self, is_request: bool, param: bytes, data: bytes,
+             return_code: int | None) -> tuple[int | None, int | None, str | None]:
+        """SZL id, index and order number of an SZL read, reported as tshark does: a long
+        answer comes in parts (data unit reference, "more follows"); the SZL header is in the
+        first part but belongs to the whole answer, reported with its last part."""
+        if is_request:
+            if return_code == 0xFF and len(data) >= 8:
+                return _szl_header(data, with_list=False)
+            return None, None, None
+        reference = param[8] if len(param) >= 12 else 0
+        more = len(param) >= 12 and param[9] != 0
+        if reference and reference in self._szl_parts:
+            header = self._szl_parts[reference] if more else self._szl_parts.pop(reference)
+            return (None, None, None) if more else header
+        if return_code != 0xFF or len(data) < 8:
+            return None, None, None
+        header = _szl_header(data, with_list=True)
+        if more and reference:
+            self._szl_parts[reference] = header
+            if len(self._szl_parts) > 64:
+                self._szl_parts.pop(next(iter(self._szl_parts)))
+            return None, None, None
+        return header
+
+
+def _szl_header(data: bytes, with_list: bool) -> tuple[int, int, str | None]:
+    szl_id, szl_index = struct.unpack_from(">HH", data, 4)
+    order_number = None
+    if with_list and szl_id & 0x00FF == 0x11 and len(data) >= 34:
+        # list header (length, count), then per item: index, 20-character order number
+        order_number = data[14:34].decode("latin-1").strip(" \x00")
+    return szl_id, szl_index, order_number
 
 
 def _read_return_codes(data: bytes, count: int) -> list[int]:
