@@ -73,6 +73,16 @@ def test_failures_of_tcpdump_become_located_errors_with_documented_exit_codes() 
     assert denied.exit_code == 4  # type: ignore[attr-defined]
 
 
+def test_tcpdump_closing_counts_are_read_with_their_drops() -> None:
+    capture = live.LiveCapture(CaptureTool("eth0"))
+    capture.stderr_lines = ["tcpdump: listening on eth0, link-type EN10MB (Ethernet), snapshot length 262144 bytes",
+                            "261363 packets captured", "400000 packets received by filter",
+                            "138637 packets dropped by kernel"]
+    assert capture.statistics() == {"packets captured": 261363,
+                                    "packets received by filter": 400000,
+                                    "packets dropped by kernel": 138637}
+
+
 def test_prompt_pipe_hands_over_a_packet_without_waiting_for_a_full_block() -> None:
     read_end, write_end = os.pipe()
     pipe = PromptPipe(read_end, linger=0.05)

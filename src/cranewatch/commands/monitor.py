@@ -57,6 +57,9 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--netns", metavar="NAME", help="capture inside this network namespace")
     parser.add_argument("--snaplen", type=_positive_int, metavar="BYTES",
                         help="bytes kept per packet (tcpdump -s; default: whole packets)")
+    parser.add_argument("--buffer", type=_positive_int, metavar="MB",
+                        help="kernel capture buffer in MB (tcpdump -B; default tcpdump's 2 MB): "
+                        "absorbs bursts faster than the analysis")
     parser.add_argument("--profile", metavar="P", help="crane profile (TOML)")
     parser.add_argument("--baseline", metavar="B",
                         help="baseline: a saved baseline file, or a clean capture to learn from")
@@ -155,7 +158,8 @@ def run(args: argparse.Namespace) -> int:
         if value is not None and not Path(value).exists():
             raise UsageError(f"--{option} {value}: no such file")
     tool = CaptureTool(interface=args.interface, netns=args.netns, snaplen=args.snaplen,
-                       packets=args.packets, bpf=(args.filter,) if args.filter else ())
+                       packets=args.packets, bpf=(args.filter,) if args.filter else (),
+                       buffer_kib=args.buffer * 1024 if args.buffer else None)
     crane = args.crane
     sinks = detector_sinks(args.profile, args.baseline, crane)
     ring = None
@@ -191,7 +195,8 @@ def _print_summary(summary: MonitorSummary, counts: dict[str, int]) -> None:
     dropped = counts.get("packets dropped by kernel")
     lines = [f"cranewatch: stopped after {summary.seconds:.1f} s: {summary.packets} packets "
              f"in {summary.batches} batches, {len(summary.findings)} findings ({severities})"
-             + (f", {dropped} dropped by the kernel" if dropped else "")]
+             + (f"; {dropped} packets dropped by the kernel (analysis slower than the wire: "
+                "use --filter, a larger --buffer, or analyze the ring files)" if dropped else "")]
     for f in summary.findings:
         lines.append(f"  {str(f.severity).upper():8} {f.category:15} {f.src or '-'} → "
                      f"{f.dst or '-'}  count {f.count}, last {iso_time(f.last_seen)}")

@@ -61,6 +61,7 @@ class CaptureTool:
     snaplen: int | None = None
     packets: int | None = None  # tcpdump -c: stop after this many packets
     bpf: tuple[str, ...] = ()
+    buffer_kib: int | None = None  # tcpdump -B: kernel capture buffer, absorbs bursts
 
     @property
     def source_name(self) -> str:
@@ -76,6 +77,8 @@ def capture_argv(tool: CaptureTool, tcpdump: str = "tcpdump", ip: str = "ip") ->
         argv += ["-s", str(tool.snaplen)]
     if tool.packets is not None:
         argv += ["-c", str(tool.packets)]
+    if tool.buffer_kib is not None:
+        argv += ["-B", str(tool.buffer_kib)]
     argv += list(tool.bpf)
     if tool.netns:
         argv = [ip, "netns", "exec", tool.netns, *argv]
@@ -293,7 +296,7 @@ class LiveCapture:
         for line in self.stderr_lines:
             words = line.split()
             if len(words) >= 3 and words[0].isdigit() and words[1] == "packets":
-                out[" ".join(words[2:])] = int(words[0])
+                out[" ".join(words[1:])] = int(words[0])
         return out
 
 
