@@ -120,8 +120,9 @@ def mac_text(mac: int) -> str:
 
 # Header layouts as NumPy record types: gathering N headers and viewing them with one of these
 # gives every field as a column, with the network byte order handled by NumPy.
+# Overlapping 8-byte fields: a MAC is the top 48 bits of the big-endian word read at its start.
 _ETHERNET = np.dtype(
-    [("dst_hi", ">u2"), ("dst_lo", ">u4"), ("src_hi", ">u2"), ("src_lo", ">u4"), ("type", ">u2")]
+    {"names": ["dst", "src", "type"], "formats": [">u8", ">u8", ">u2"], "offsets": [0, 6, 12], "itemsize": 14}
 )
 _SLL = np.dtype(
     [("packet_type", ">u2"), ("hatype", ">u2"), ("halen", ">u2"), ("addr_hi", ">u2"),
@@ -257,18 +258,27 @@ def _link_layer(buf: bytes, linktype: np.ndarray, start: np.ndarray, end: np.nda
 def _set_l3(link: _Link, group: np.ndarray | slice, ok: np.ndarray, kind: np.ndarray, l3: np.ndarray, short: int) -> None:
     """Store ethertype/l3 for the rows of ``group``; rows not ``ok`` are truncated at L2."""
     is_type = ok & (kind >= 0x0600)  # smaller values are 802.3 lengths / LLC, not ethertypes
-    link.status[group] = np.where(ok, DecodeStatus.OK, short)
-    link.ethertype[group] = np.where(is_type, kind, 0)
-    link.l3[group] = np.where(is_type, l3, -1)
+    link.status[group] = np.where(ok, np.uint8(DecodeStatus.OK), np.uint8(short))
+    if is_type.all():
+        link.ethertype[group] = kind
+        link.l3[group] = l3
+    else:
+        link.ethertype[group] = np.where(is_type, kind, 0)
+        link.l3[group] = np.where(is_type, l3, -1)
 
 
 def _ethernet(buf: bytes, start: np.ndarray, caplen: np.ndarray, link: _Link, group: np.ndarray | slice) -> None:
     first = start[group]
     ok = caplen[group] >= 14
     head = _headers(buf, first, _ETHERNET)
-    link.eth_dst[group] = np.where(ok, _mac(head["dst_hi"], head["dst_lo"]), 0)
-    link.eth_src[group] = np.where(ok, _mac(head["src_hi"], head["src_lo"]), 0)
+    link.eth_dst[group] = _only(ok, head["dst"] >> np.uint64(16))
+    link.eth_src[group] = _only(ok, head["src"] >> np.uint64(16))
     _set_l3(link, group, ok, head["type"].astype(np.int64), first + 14, DecodeStatus.TRUNCATED_L2)
+
+
+def _only(ok: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """``values`` where ``ok``, else 0; skips the select when every row is ok (the usual case)."""
+    return values if ok.all() else np.where(ok, values, values.dtype.type(0))
 
 
 def _linux_cooked(
