@@ -50,8 +50,8 @@ def test_text_report_shows_hosts_flows_and_modbus_roles(tmp_path: Path,
     assert "Modbus masters (1)" in out and "Modbus slaves (1)" in out
     assert "FC4 read input registers ×20" in out
     assert "FC6 write single register ×1" in out
-    assert "IR 0–11 (12)  ×20" in out
-    assert "HR 5–5 (1)  ×1" in out
+    assert "read  IR 0–11 (12)  ×20" in out
+    assert "write HR 5–5 (1)  ×1" in out
     assert f"{path}  pcap  49 packets" in out
 
 
@@ -66,7 +66,10 @@ def test_jsonl_report_lines_and_types(tmp_path: Path, capsys: pytest.CaptureFixt
     assert source["packets"] == 49 and source["complete"] and len(source["sha256"]) == 64
     (master,) = [x for x in lines if x["type"] == "modbus-master"]
     assert master["address"] == "10.20.7.30" and master["functions"] == {"4": 20, "6": 1}
-    assert {"table": "IR", "address": 0, "quantity": 12, "requests": 20} in master["ranges"]
+    assert {"table": "IR", "address": 0, "quantity": 12, "access": "read",
+            "requests": 20} in master["ranges"]
+    assert {"table": "HR", "address": 5, "quantity": 1, "access": "write",
+            "requests": 1} in master["ranges"]
     flows = {x["protocol"]: x for x in lines if x["type"] == "flow-summary"}
     assert flows["modbus"]["flows"] == 1 and flows["modbus"]["packets"] == 48
     for finding in (x for x in lines if x["type"] == "finding"):

@@ -272,8 +272,9 @@ def test_result_document_hosts_protocols_and_findings(tmp_path: Path) -> None:
     assert protocols["modbus"].clients == 3 and protocols["modbus"].servers == 2
     assert sum(p.packets for p in result.protocols) == result.packets
     assert result.flows == len(rec.flows)
-    ranges = {r[:3] for r in result.modbus_masters[0].ranges}
-    assert ("IR", 0, 12) in ranges and ("DI", 0, 7) in ranges
+    ranges = {r[:4] for r in result.modbus_masters[0].ranges}
+    assert ("IR", 0, 12, "read") in ranges and ("DI", 0, 7, "read") in ranges
+    assert ("HR", 16, 1, "write") in ranges
     assert len(rec.series) == result.series
     assert np.all(np.diff(rec.series[0].ts) >= 0)
 

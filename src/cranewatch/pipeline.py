@@ -146,7 +146,8 @@ class ModbusPeer:
     peers: tuple[str, ...]
     units: tuple[int, ...]
     functions: tuple[tuple[int, int], ...]  # (function code, requests)
-    ranges: tuple[tuple[str, int, int, int], ...]  # (table, address, quantity, requests)
+    # (table, address, quantity, "read" | "write", requests); FC 23 counts its write range
+    ranges: tuple[tuple[str, int, int, str, int], ...]
     exceptions: int
     first_seen: float
     last_seen: float
@@ -854,7 +855,7 @@ def _peers(role: str, tallies: dict[str, modbus.PeerTally]) -> tuple[ModbusPeer,
     return tuple(
         ModbusPeer(role=role, address=t.address, peers=tuple(sorted(t.peers)),
                    units=tuple(sorted(t.units)), functions=tuple(sorted(t.functions.items())),
-                   ranges=tuple(sorted((tb, a, q, c) for (tb, a, q), c in t.ranges.items())),
+                   ranges=tuple(sorted((*key, c) for key, c in t.ranges.items())),
                    exceptions=t.exceptions, first_seen=t.first_seen, last_seen=t.last_seen)
         for t in sorted(tallies.values(), key=lambda t: t.address)
     )

@@ -636,7 +636,8 @@ class PeerTally:
     peers: set[str] = field(default_factory=set)
     units: set[int] = field(default_factory=set)
     functions: dict[int, int] = field(default_factory=dict)
-    ranges: dict[tuple[str, int, int], int] = field(default_factory=dict)
+    # (table, address, quantity, "read" | "write") -> requests
+    ranges: dict[tuple[str, int, int, str], int] = field(default_factory=dict)
     exceptions: int = 0
     first_seen: float = float("inf")
     last_seen: float = float("-inf")
@@ -671,7 +672,8 @@ class ModbusBook:
             tally.units.add(unit)
             tally.functions[function] = tally.functions.get(function, 0) + count
             if address is not None and function in TABLE_OF_FUNCTION:
-                rng = (TABLE_OF_FUNCTION[function], address, quantity or 1)
+                access = "read" if function in READ_FUNCTIONS or function == 24 else "write"
+                rng = (TABLE_OF_FUNCTION[function], address, quantity or 1, access)
                 tally.ranges[rng] = tally.ranges.get(rng, 0) + count
             tally.first_seen = min(tally.first_seen, first)
             tally.last_seen = max(tally.last_seen, last)

@@ -22,8 +22,8 @@ def _peer(peer: ModbusPeer) -> dict[str, Any]:
         "peers": list(peer.peers),
         "units": list(peer.units),
         "functions": {str(fc): n for fc, n in peer.functions},
-        "ranges": [{"table": t, "address": a, "quantity": q, "requests": n}
-                   for t, a, q, n in peer.ranges],
+        "ranges": [{"table": t, "address": a, "quantity": q, "access": access, "requests": n}
+                   for t, a, q, access, n in peer.ranges],
         "exceptions": peer.exceptions,
         "first_seen": iso_time(peer.first_seen),
         "last_seen": iso_time(peer.last_seen),

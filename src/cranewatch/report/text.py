@@ -36,10 +36,10 @@ def _peer_lines(peer: ModbusPeer) -> list[str]:
     lines.append(f"      functions: {functions}")
     if peer.exceptions:
         lines.append(f"      exception responses: {peer.exceptions}")
-    ranked = sorted(peer.ranges, key=lambda r: (-r[3], r[0], r[1]))
-    for table, address, quantity, count in ranked[:MAX_RANGES]:
+    ranked = sorted(peer.ranges, key=lambda r: (-r[4], r[0], r[1]))
+    for table, address, quantity, access, count in ranked[:MAX_RANGES]:
         last = address + quantity - 1
-        lines.append(f"      {table} {address}–{last} ({quantity})  ×{count}")
+        lines.append(f"      {access:5} {table} {address}–{last} ({quantity})  ×{count}")
     if len(ranked) > MAX_RANGES:
         lines.append(f"      … {len(ranked) - MAX_RANGES} more ranges")
     return lines
