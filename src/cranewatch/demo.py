@@ -211,16 +211,14 @@ def learn_judges(profile_path: str) -> Judges:
 
 def analyse(captures: Sequence[Path], judges: Judges) -> tuple[int, tuple[Finding, ...], Any]:
     """Network detectors and process checks over each capture; findings of all, once each."""
-    from cranewatch.detect.engine import build_sink as detector_sink
-    from cranewatch.pipeline import Sink, analyze
-    from cranewatch.process.engine import build_sink as process_sink
+    from cranewatch.pipeline import analyze
+    from cranewatch.sinks import build_sinks
 
     packets = 0
     found: dict[str, Finding] = {}
     last: Any = None
     for capture in captures:
-        sinks: list[Sink] = [detector_sink(judges.profile, judges.baseline, CRANE),
-                 process_sink(judges.profile, judges.process_baseline, CRANE)]
+        sinks = build_sinks(judges.profile, judges.baseline, CRANE, process_baseline=judges.process_baseline)
         last = analyze([str(capture)], sinks=sinks)
         if not last.complete:
             raise InputError("bundled capture did not read whole: reinstall cranewatch", Location(file=str(capture)))

@@ -418,13 +418,13 @@ def analyze_and_record(
     baseline: str | None = None,
 ) -> int:
     """Analyse captures recorded in quarantine into the store, findings written when complete."""
-    from cranewatch.detect.engine import build_sink
     from cranewatch.pipeline import analyze
+    from cranewatch.sinks import build_sinks
 
     run_id = store.begin_run(crane, "analyze", list(captures))
     try:
-        sink = build_sink(profile, baseline, crane)
-        result = analyze([str(c) for c in captures], sinks=[sink], profile=profile, baseline=baseline)
+        sinks = build_sinks(profile, baseline, crane)
+        result = analyze([str(c) for c in captures], sinks=sinks, profile=profile, baseline=baseline)
     except BaseException as exc:
         store.fail_run(run_id, f"{type(exc).__name__}: {exc}")
         raise

@@ -55,15 +55,19 @@ def _severity(text: str) -> Severity:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
-def detector_sinks(profile: str | None, baseline: str | None, crane: str | None) -> list[Sink]:
-    """The detectors, when this checkout has them (``cranewatch.detect.engine``)."""
-    try:
-        from cranewatch.detect.engine import build_sink
-    except ModuleNotFoundError as exc:
-        if exc.name and exc.name.startswith("cranewatch.detect"):
-            return []
-        raise
-    return [build_sink(profile=profile, baseline=baseline, crane=crane)]
+def detector_sinks(profile: Any, baseline: Any, crane: str | None) -> list[Sink]:
+    """The network detectors alone (``cranewatch monitor`` asks them window after window)."""
+    from cranewatch import sinks
+
+    return sinks.detector_sinks(profile, baseline, crane)
+
+
+def analysis_sinks(profile: str | None, baseline: str | None, crane: str | None) -> list[Sink]:
+    """What ``analyze`` runs: the network detectors and the process checks (``sinks.build_sinks``)."""
+    from cranewatch.sinks import build_sinks
+
+    # the detectors through this module's hook, which monitor shares and tests swap
+    return build_sinks(profile, baseline, crane, detectors=detector_sinks)
 
 
 def render(result: AnalysisResult, fmt: str) -> str:
@@ -81,7 +85,7 @@ def run(args: argparse.Namespace) -> int:
         value = getattr(args, option)
         if value is not None and not Path(value).exists():
             raise UsageError(f"--{option} {value}: no such file")
-    sinks = detector_sinks(args.profile, args.baseline, args.crane)
+    sinks = analysis_sinks(args.profile, args.baseline, args.crane)
     bar = ProgressBar(sys.stderr) if wants_progress(sys.stderr, args.progress) else None
     try:
         result = analyze(args.captures, progress=bar, sinks=sinks, profile=args.profile,
