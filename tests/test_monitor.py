@@ -26,7 +26,13 @@ import pytest
 from cranewatch.cli import main
 from cranewatch.commands.analyze import detector_sinks
 from cranewatch.model import Finding, Severity
-from cranewatch.monitor import JsonLinesOutput, Ledger, Monitor, MonitorSettings
+from cranewatch.monitor import (
+    JsonLinesOutput,
+    Ledger,
+    Monitor,
+    MonitorSettings,
+    RollingProcessChecks,
+)
 from cranewatch.pipeline import analyze
 from cranewatch.sources import live
 from cranewatch.sources.live import CaptureTool, PromptPipe, RingWriter, capture_argv
@@ -57,6 +63,20 @@ def test_ledger_reports_a_finding_once_then_its_growth_at_most_every_interval() 
     assert ledger.due([hot], now=62.0) == ([], [hot])
     # at the end the last state is reported whatever the interval
     assert ledger.due([_finding("a", 9, Severity.CRITICAL)], now=63.0, final=True)[1][0].count == 9
+
+
+def test_runs_of_the_process_checks_merge_overlapping_incidents_and_add_later_ones() -> None:
+    from dataclasses import replace
+
+    from cranewatch.monitor import merge_finding
+
+    first = replace(_finding("p", 2), first_seen=100.0, last_seen=130.0)
+    again = replace(_finding("p", 3), first_seen=110.0, last_seen=150.0)  # same episode, longer
+    merged = merge_finding(first, again)
+    assert (merged.count, merged.first_seen, merged.last_seen) == (3, 100.0, 150.0)
+    later = replace(_finding("p", 1, Severity.CRITICAL), first_seen=300.0, last_seen=310.0)
+    merged = merge_finding(merged, later)
+    assert (merged.count, merged.last_seen, merged.severity) == (4, 310.0, Severity.CRITICAL)
 
 
 def test_capture_argv_is_packet_buffered_pcap_on_stdout_inside_the_namespace() -> None:
@@ -150,6 +170,52 @@ def test_windowed_monitoring_ends_with_the_findings_of_a_file_analysis(tmp_path:
     filed = {(f.id, f.count) for f in expected if f.rule != "false-reading"}
     assert {i for i, _ in windowed} == {i for i, _ in filed}
     assert windowed == filed
+
+
+class _Recorder:
+    """An output that notes how far into the capture the monitor was at each report."""
+
+    def __init__(self) -> None:
+        self.monitor: Monitor | None = None
+        self.reports: list[tuple[float | None, Finding]] = []
+
+    def emit(self, finding: Finding, new: bool) -> None:
+        assert self.monitor is not None
+        self.reports.append((self.monitor.capture_time, finding))
+
+    def checkpoint(self, findings: object, now: float, final: bool) -> None:
+        return None
+
+    def close(self) -> None:
+        return None
+
+
+@pytest.mark.parametrize("scenario", ["false-load", "wind-freeze", "replay"])
+def test_process_checks_over_a_rolling_stretch_find_what_the_whole_file_shows(scenario: str) -> None:
+    from cranewatch.process.engine import build_sink
+    from cranewatch.process.signals import is_write_event
+
+    capture = LAB_CAPTURE.parent.parent / scenario / "crane-lan.pcap"
+    whole = analyze([capture], sinks=[build_sink(str(PROFILE))]).findings
+    assert whole  # the lab's labels: each of these scenarios falsifies readings
+    template = build_sink(str(PROFILE))
+    rolling = RollingProcessChecks(lambda: build_sink(template.profile), is_write_event,
+                                   span=120.0, every=10.0)
+    recorder = _Recorder()
+    monitor = Monitor([rolling], [recorder], MonitorSettings(window=1e-9, series_every=5.0))
+    recorder.monitor = monitor
+
+    def batches() -> Iterator[PacketBatch]:
+        with open_capture(capture) as reader:
+            yield from reader.batches(50)
+
+    summary = monitor.run(batches(), threading.Event(), lambda: None)
+    assert rolling.runs >= 3
+    assert {f.id for f in summary.findings} == {f.id for f in whole}
+    end = max(float(b.ts[-1]) for b in batches())
+    # the first process finding was reported while the capture was still running
+    first_at = min(at for at, _ in recorder.reports if at is not None)
+    assert first_at < end - 5.0, (first_at, end)
 
 
 def test_a_missing_interface_is_named_and_exits_3(capsys: pytest.CaptureFixture[str]) -> None:

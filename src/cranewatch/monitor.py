@@ -10,9 +10,12 @@ first time it is seen, then again only when its count, title or severity changed
 every ``update_every`` seconds (at once when the severity rises), and its last state when the
 session ends. One incident stays one finding with a growing count, never one per packet.
 
-Modbus register series are handed to the sinks every ``series_every`` seconds (the book is
-emptied each time, which also bounds the memory a long session holds), and flows end when the
-flow table sweeps them idle, as in a file analysis.
+Modbus register series are handed to the sinks every ``series_every`` seconds of capture time
+(the book is emptied each time, which also bounds the memory a long session holds), and flows
+end when the flow table sweeps them idle, as in a file analysis. The process checks need a
+stretch of values, not a running tally: ``RollingProcessChecks`` keeps the last ``span``
+seconds of register values and writes and runs the checks over them every ``every`` seconds
+of capture time, merging what each run finds into one finding per id.
 
 Outputs get the findings the ledger lets through (``emit``) and, at each window, the whole set
 (``checkpoint``): text lines on stdout, JSON lines appended to a file, checkpoints in the store.
@@ -25,13 +28,15 @@ import queue
 import sys
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol, TextIO
 
 from cranewatch.model import Finding, Severity, iso_time
 from cranewatch.pipeline import Analysis, Sink
+from cranewatch.protocols.modbus import RegisterSeries
 from cranewatch.sources.live import RingWriter
 from cranewatch.sources.pcap import PacketBatch
 
@@ -42,6 +47,7 @@ __all__ = [
     "Monitor",
     "MonitorSettings",
     "MonitorSummary",
+    "RollingProcessChecks",
     "StoreOutput",
     "TextOutput",
     "finding_line",
@@ -52,7 +58,7 @@ __all__ = [
 class MonitorSettings:
     window: float = 2.0  # seconds between looks at the detectors' findings
     update_every: float = 60.0  # least time between two reports of one finding's growth
-    series_every: float = 60.0  # seconds of register values handed to the sinks at a time
+    series_every: float = 10.0  # capture seconds of register values handed to the sinks at a time
     seconds: float | None = None  # stop after this long (None: until stopped)
 
 
@@ -203,6 +209,92 @@ class StoreOutput:
         return None
 
 
+# ------------------------------------------------------------------------- process checks
+
+
+class ProcessChecks(Protocol):
+    """What ``RollingProcessChecks`` needs of a fresh process sink (``process.engine``)."""
+
+    def on_event(self, event: Any) -> None: ...
+
+    def on_series(self, series: RegisterSeries) -> None: ...
+
+    def finish(self) -> list[Finding]: ...
+
+
+def merge_finding(before: Finding, now: Finding) -> Finding:
+    """One finding from two runs of the checks over overlapping stretches of values.
+
+    An incident both runs saw (it overlaps in time) counts once, with the larger count; one
+    that started after the last one ended adds its count. The first evidence stays.
+    """
+    overlaps = (now.first_seen or 0.0) <= (before.last_seen or 0.0)
+    count = max(before.count, now.count) if overlaps else before.count + now.count
+    firsts = [t for t in (before.first_seen, now.first_seen) if t is not None]
+    lasts = [t for t in (before.last_seen, now.last_seen) if t is not None]
+    return replace(before, count=count, severity=max(before.severity, now.severity),
+                   first_seen=min(firsts, default=None), last_seen=max(lasts, default=None))
+
+
+class RollingProcessChecks:
+    """Process checks over the last ``span`` seconds of values, run every ``every`` seconds.
+
+    A pipeline sink: keeps register series and the events that carry values (writes,
+    telemetry), drops what is older than ``span`` and, when ``check`` is called (by the
+    monitor, as capture time passes), runs a fresh process sink from ``make_checks`` over what
+    it holds. ``finish`` returns the merged findings so far (cheap: asked every window).
+    """
+
+    def __init__(self, make_checks: Callable[[], ProcessChecks], keeps: Callable[[Any], bool],
+                 span: float = 120.0, every: float = 30.0) -> None:
+        self.make_checks = make_checks
+        self.keeps = keeps
+        self.span = span
+        self.every = every
+        self.series: deque[RegisterSeries] = deque()
+        self.events: deque[Any] = deque()
+        self.findings: dict[str, Finding] = {}
+        self.last_check: float | None = None
+        self.runs = 0
+
+    def on_event(self, event: Any) -> None:
+        if self.keeps(event):
+            self.events.append(event)
+
+    def on_series(self, series: RegisterSeries) -> None:
+        if len(series.ts):
+            self.series.append(series)
+
+    def on_flow_end(self, flow: Any) -> None:
+        return None
+
+    def due(self, now: float) -> bool:
+        return self.last_check is None or now - self.last_check >= self.every
+
+    def check(self, now: float) -> None:
+        """Run the checks over the values of the last ``span`` seconds before ``now``."""
+        self.last_check = now
+        horizon = now - self.span
+        while self.series and float(self.series[0].ts[-1]) < horizon:
+            self.series.popleft()
+        while self.events and float(getattr(self.events[0], "ts", now)) < horizon:
+            self.events.popleft()
+        if not self.series and not self.events:
+            return
+        checks = self.make_checks()
+        for series in self.series:
+            checks.on_series(series)
+        for event in self.events:
+            checks.on_event(event)
+        self.runs += 1
+        for finding in checks.finish():
+            before = self.findings.get(finding.id)
+            self.findings[finding.id] = finding if before is None else merge_finding(before, finding)
+
+    def finish(self) -> list[Finding]:
+        return list(self.findings.values())
+
+
 # ---------------------------------------------------------------------------------- the loop
 
 _END = object()
@@ -234,6 +326,8 @@ class Monitor:
         self.batches = 0
         self.reported_lines = 0
         self.findings: list[Finding] = []
+        self.capture_time: float | None = None  # timestamp of the last packet analysed
+        self._next_series: float | None = None
 
     def run(self, batches: Iterator[PacketBatch], stop: threading.Event,
             end_capture: Callable[[], None]) -> MonitorSummary:
@@ -249,7 +343,6 @@ class Monitor:
                                   name="cranewatch-capture")
         reader.start()
         next_window = started + self.settings.window
-        next_series = started + self.settings.series_every
         ending = False
         failure: BaseException | None = None
         while True:
@@ -270,14 +363,13 @@ class Monitor:
             if isinstance(item, PacketBatch) and len(item):
                 self.feed(item)
             now = self.clock()
-            if now >= next_series:
-                self.hand_series()
-                next_series = now + self.settings.series_every
             if now >= next_window:
                 self.look(now, final=False)
                 next_window = now + self.settings.window
         reader.join(1.0)
         self.analysis.close_all()
+        if self.capture_time is not None:
+            self.run_process_checks(self.capture_time, force=True)
         self.look(self.clock(), final=True)
         for output in self.outputs:
             output.close()
@@ -296,6 +388,15 @@ class Monitor:
             batch = self.ring.write(batch)
         self.batches += 1
         self.analysis.process(batch)
+        # Register values go to the sinks by capture time, so a capture replayed faster than
+        # it was taken is cut into the same stretches as the live wire.
+        self.capture_time = now = float(batch.ts[-1])
+        if self._next_series is None:
+            self._next_series = now + self.settings.series_every
+        elif now >= self._next_series:
+            self._next_series = now + self.settings.series_every
+            self.hand_series()
+            self.run_process_checks(now)
 
     def hand_series(self) -> None:
         """Give the sinks the register values gathered since the last time."""
@@ -303,6 +404,11 @@ class Monitor:
             self.analysis.series_count += 1
             for sink in self.sinks:
                 sink.on_series(series)
+
+    def run_process_checks(self, now: float, force: bool = False) -> None:
+        for sink in self.sinks:
+            if isinstance(sink, RollingProcessChecks) and (force or sink.due(now)):
+                sink.check(now)
 
     def look(self, now: float, final: bool) -> None:
         """Ask the sinks for their findings; report what is new or grew; checkpoint."""

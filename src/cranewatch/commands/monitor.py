@@ -12,6 +12,7 @@ import signal
 import sys
 import threading
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -25,6 +26,7 @@ from cranewatch.monitor import (
     Monitor,
     MonitorSettings,
     MonitorSummary,
+    RollingProcessChecks,
     StoreOutput,
     TextOutput,
 )
@@ -79,6 +81,10 @@ def register(subparsers: Any) -> None:
                         help="seconds between looks at the detectors (default 2)")
     parser.add_argument("--update-every", type=_positive_float, default=60.0, metavar="S",
                         help="least seconds between two reports of a growing finding (default 60)")
+    parser.add_argument("--process-span", type=_positive_float, default=120.0, metavar="S",
+                        help="seconds of register values the process checks look at (default 120)")
+    parser.add_argument("--process-every", type=_positive_float, default=30.0, metavar="S",
+                        help="seconds of capture between two runs of the process checks (default 30)")
     parser.add_argument("--fail-on", metavar="SEVERITY", type=_severity,
                         help="exit 1 when a finding of this severity or higher was reported")
     parser.set_defaults(func=run)
@@ -112,6 +118,21 @@ def _crane_of(args: argparse.Namespace) -> str | None:
 
         return load_profile(args.profile).crane_id
     return None
+
+
+def process_checks(args: argparse.Namespace) -> list[RollingProcessChecks]:
+    """The process checks over a rolling stretch of values, when this checkout has them."""
+    try:
+        from cranewatch.process.engine import build_sink
+        from cranewatch.process.signals import is_write_event
+    except ModuleNotFoundError as exc:
+        if exc.name and exc.name.startswith("cranewatch.process"):
+            return []
+        raise
+    # Built once: a baseline given as captures is learned here, not at every run of the checks.
+    template = build_sink(profile=args.profile, baseline=args.baseline, crane=args.crane)
+    return [RollingProcessChecks(lambda: replace(template, series=[], writes=[]), is_write_event,
+                                 span=args.process_span, every=args.process_every)]
 
 
 def _outputs(args: argparse.Namespace, source: str) -> list[FindingOutput]:
@@ -161,7 +182,7 @@ def run(args: argparse.Namespace) -> int:
                        packets=args.packets, bpf=(args.filter,) if args.filter else (),
                        buffer_kib=args.buffer * 1024 if args.buffer else None)
     crane = args.crane
-    sinks = detector_sinks(args.profile, args.baseline, crane)
+    sinks = [*detector_sinks(args.profile, args.baseline, crane), *process_checks(args)]
     ring = None
     if args.ring:
         prefix = f"{tool.netns + '-' if tool.netns else ''}{tool.interface}"
