@@ -84,7 +84,8 @@ def _opcua(event: Event) -> list[tuple[int, str]] | None:
         return [(0, event.message_type)]
     if isinstance(event, OpcuaChannelRequest | OpcuaChannelResponse):
         sid = event.service_id
-        return [(0, event.message_type), *([(1, str(sid))] if sid is not None else [])]
+        return [(0, event.message_type), *([(1, str(sid))] if sid is not None else []),
+                *([(2, event.policy_uri)] if event.message_type == "OPN" else [])]
     if isinstance(event, OpcuaServiceRequest):  # requests and responses (subclass)
         return [(0, "MSG"), *([(1, str(event.service_id))] if event.service_id is not None else [])]
     return None
@@ -114,9 +115,10 @@ def _dns(event: Event) -> list[tuple[int, str]] | None:
 
 def _tls(event: Event) -> list[tuple[int, str]] | None:
     if isinstance(event, TlsClientHelloRequest):
-        return [*([(0, event.sni)] if event.sni else []), (1, event.ja3_md5)]
+        return [*([(0, event.sni)] if event.sni else []), (1, event.ja3_md5),
+                *((3, name) for name in event.alpn)]
     if isinstance(event, TlsServerHelloResponse):
-        return [(2, event.ja3s_md5)]
+        return [(2, event.ja3s_md5), *([(3, event.alpn)] if event.alpn else [])]
     return None
 
 
@@ -163,7 +165,8 @@ PROTOCOLS: dict[str, tuple[list[str], str, list[str], Callable[[Event], list[tup
              _enip, False,
              ["cip_stop_plc.pcap", "cip_start_plc.pcap", "cip-multiple-1.pcap", "enip_test.pcap",
               "EIP-ChangeDateAttempt.pcap", "EIP-RebootorRestart.pcap"]),
-    "opcua": (["opcua"], "opcua", ["opcua.transport.type", "opcua.servicenodeid.numeric"], _opcua,
+    "opcua": (["opcua"], "opcua",
+              ["opcua.transport.type", "opcua.servicenodeid.numeric", "opcua.security.spu"], _opcua,
               False, ["open62541_client-server_minimal.pcap", "open62541_client-server_encrypted.pcap",
                       "python_opcua-client-server_encrypted.pcap", "opcua_with-gap.pcap"]),
     "mqtt": (["mqtt"], "mqtt", ["mqtt.msgtype", "mqtt.clientid", "mqtt.topic", "mqtt.qos"], _mqtt,
@@ -172,7 +175,8 @@ PROTOCOLS: dict[str, tuple[list[str], str, list[str], Callable[[Event], list[tup
             ["dynamic-update.pcap", "dns-binds.pcap", "dns-edns-bad-length.pcap",
              "open62541_client-server_mainloop.pcap"]),
     "tls": (["tls", "http"], "tls.handshake.type==1 || tls.handshake.type==2",
-            ["tls.handshake.extensions_server_name", "tls.handshake.ja3", "tls.handshake.ja3s"], _tls,
+            ["tls.handshake.extensions_server_name", "tls.handshake.ja3", "tls.handshake.ja3s",
+             "tls.handshake.extensions_alpn_str"], _tls,
             True, ["tls1_1.pcap", "hrr.pcap", "ssl.v3.pcap", "tls13draft16-ff52.a01.pcap",
                    "smtp-starttls.pcap"]),
     "http": (["http"], "http.request || http.response",
