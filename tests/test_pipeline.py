@@ -438,3 +438,17 @@ def test_captures_interleaved_packet_by_packet_are_merged_in_whole_pieces(
     # Between the captures, order holds to within one batch (200 s here).
     times = [e.ts for e in rec.events]
     assert all(later > earlier - 200 for earlier, later in itertools.pairwise(times))
+
+
+def test_zeek_logs_are_an_input_too_and_agree_with_the_capture(shared_data: Path) -> None:
+    """Zeek's own logs of a trace and cranewatch's decode of the trace: the same Modbus roles."""
+    logs = shared_data / "zeek-logs/scripts.base.protocols.modbus.modbus_and_non_modbus_on_port_502"
+    trace = shared_data / "pcaps/zeek/testing/btest/Traces/modbus/modbus-and-non-modbus-p502.pcap"
+    from_logs = analyze([logs])
+    from_trace = analyze([trace])
+    (source,) = from_logs.inputs
+    assert (source.format, source.complete, source.events) == ("zeek", True, 20)
+    assert {w.kind for w in from_logs.warnings} == {"zeek"}  # masked test timestamps, said so
+    assert [(m.address, m.peers, m.functions) for m in from_logs.modbus_masters] == \
+        [(m.address, m.peers, m.functions) for m in from_trace.modbus_masters] == \
+        [("10.0.0.9", ("10.0.0.3",), ((1, 2), (3, 1), (5, 2), (6, 1)))]

@@ -91,7 +91,8 @@ class InputWarning:
     message: str
     file: str | None = None
     frame: int | None = None
-    kind: str = "decode"  # "capture" (the file itself) | "decode" (a PDU) | "limit"
+    # "capture" (the file itself) | "decode" (a PDU) | "limit" | "zeek" (what logs lack)
+    kind: str = "decode"
 
     def __str__(self) -> str:
         return f"{Location(file=self.file, frame=self.frame)}: {self.message}"
@@ -108,9 +109,10 @@ class InputSummary:
     packets: int
     first_seen: float | None
     last_seen: float | None
-    format: str
+    format: str  # "pcap" | "pcapng" | "zeek"
     complete: bool  # False when the capture was truncated, corrupt or unreadable
     warnings: tuple[str, ...] = ()
+    events: int = 0  # for Zeek logs: the events they gave (they have no packets)
 
 
 @dataclass(frozen=True, slots=True)
@@ -197,15 +199,29 @@ class _InputState:
     format: str = "?"
     complete: bool = True
     problems: list[str] = field(default_factory=list)
+    events: int = 0  # events read from Zeek logs
 
 
 def _hash_file(state: _InputState) -> None:
+    _hash_into(state, state.path)
+
+
+def _hash_into(state: _InputState, path: str) -> None:
     try:
-        with open(state.path, "rb") as handle:
+        with open(path, "rb") as handle:
             while block := handle.read(4 * 1024 * 1024):
                 state.sha.update(block)
     except OSError:
         pass
+
+
+def _is_zeek(path: str) -> bool:
+    """Zeek logs (a log file or a directory of them) rather than a capture."""
+    try:
+        from cranewatch.sources.zeek import is_zeek_input
+    except ModuleNotFoundError:
+        return False
+    return is_zeek_input(Path(path))
 
 
 def _file_batches(state: _InputState, warn: Callable[[InputWarning], None],
@@ -394,8 +410,12 @@ class Analysis:
             batch_packets: int = BATCH_PACKETS, profile: str | None = None,
             baseline: str | None = None) -> AnalysisResult:
         states = [_InputState(str(p), _size(p)) for p in paths]
-        streams = [self._counted(s, _file_batches(s, self.warn, batch_packets)) for s in states]
-        total = sum(s.size for s in states)
+        zeek = [s for s in states if _is_zeek(s.path)]
+        for state in zeek:
+            self._read_zeek(state)
+        captures = [s for s in states if s not in zeek]
+        streams = [self._counted(s, _file_batches(s, self.warn, batch_packets)) for s in captures]
+        total = sum(s.size for s in captures)
         done_bytes = 0
         for batch in merged_batches(streams):
             self.process(batch)
@@ -407,8 +427,35 @@ class Analysis:
         for sink in self.sinks:
             findings.extend(sink.finish())
         for state in states:
-            _hash_file(state)
+            if state not in zeek:
+                _hash_file(state)
         return self.result(states, findings, profile, baseline)
+
+    def _read_zeek(self, state: _InputState) -> None:
+        """Zeek logs instead of a capture: their events go to the sinks as decoded ones do."""
+        from cranewatch.errors import InputError
+        from cranewatch.sources.zeek import read_zeek
+
+        state.format = "zeek"
+        try:
+            logs = read_zeek([Path(state.path)])
+        except InputError as exc:
+            state.complete = False
+            state.problems.append(exc.message)
+            where = exc.location
+            self.warn(InputWarning(exc.message, where.file if where and where.file else state.path,
+                                   None, "capture"))
+            return
+        state.events = len(logs.events)
+        for event in logs.events:
+            if event.ts:
+                state.first = event.ts if state.first is None else min(state.first, event.ts)
+                state.last = event.ts if state.last is None else max(state.last, event.ts)
+            self.emit(event)
+        for note in logs.notes:
+            self.warn(InputWarning(note, state.path, None, "zeek"))
+        for log in logs.logs:  # what was read, hashed as one input
+            _hash_into(state, log)
 
     def _counted(self, state: _InputState, batches: Iterator[PacketBatch]) -> Iterator[PacketBatch]:
         for batch in batches:
@@ -825,7 +872,7 @@ class Analysis:
         inputs = tuple(
             InputSummary(path=s.path, sha256=s.sha.hexdigest(), packets=s.packets,
                          first_seen=s.first, last_seen=s.last, format=s.format,
-                         complete=s.complete, warnings=tuple(s.problems))
+                         complete=s.complete, warnings=tuple(s.problems), events=s.events)
             for s in states
         )
         hosts = tuple(sorted(

@@ -35,7 +35,7 @@ def records(result: AnalysisResult) -> Iterator[dict[str, Any]]:
         yield {"type": "input", "path": i.path, "sha256": i.sha256, "format": i.format,
                "packets": i.packets, "first_seen": iso_time(i.first_seen),
                "last_seen": iso_time(i.last_seen), "complete": i.complete,
-               "warnings": list(i.warnings)}
+               "events": i.events, "warnings": list(i.warnings)}
     for h in result.hosts:
         yield {"type": "host", "mac": h.mac, "ips": list(h.ips), "packets": h.packets,
                "bytes": h.bytes, "first_seen": iso_time(h.first_seen),

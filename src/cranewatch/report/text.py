@@ -53,7 +53,8 @@ def render(result: AnalysisResult) -> str:
     add("Inputs")
     for i in result.inputs:
         state = "ok" if i.complete else "INCOMPLETE"
-        add(f"  {i.path}  {i.format}  {i.packets:,} packets  "
+        amount = f"{i.events:,} events" if i.format == "zeek" else f"{i.packets:,} packets"
+        add(f"  {i.path}  {i.format}  {amount}  "
             f"{_when(i.first_seen)} → {_when(i.last_seen)}  {state}")
         add(f"      sha256 {i.sha256}")
     if result.profile or result.baseline:
