@@ -16,7 +16,7 @@ from cranewatch.model import Severity
 from cranewatch.pipeline import AnalysisResult, Sink, analyze
 from cranewatch.progress import ProgressBar, wants_progress
 
-FORMATS = ("text", "jsonl")
+FORMATS = ("text", "jsonl", "html")
 
 
 def register(subparsers: Any) -> None:
@@ -30,7 +30,9 @@ def register(subparsers: Any) -> None:
         "Exit codes: 0 done, 1 --fail-on met, 3 an input is not a capture or is "
         "truncated/corrupt (what could be read is still reported).\n\n"
         "Example:\n  cranewatch analyze sts-07-monday.pcapng --profile sts-07.toml --fail-on high\n"
-        "  cranewatch analyze part1.pcap part2.pcap.gz --format jsonl --out result.jsonl",
+        "  cranewatch analyze part1.pcap part2.pcap.gz --format jsonl --out result.jsonl\n"
+        "  cranewatch analyze false-load.pcap --profile sts-07.toml --baseline normal.pcap "
+        "--format html --out analysis.html",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("captures", nargs="+", metavar="CAPTURE", help="pcap/pcapng files")
@@ -71,6 +73,10 @@ def analysis_sinks(profile: str | None, baseline: str | None, crane: str | None)
 
 
 def render(result: AnalysisResult, fmt: str) -> str:
+    if fmt == "html":
+        from cranewatch.report import analysis_html
+
+        return analysis_html.render(result)
     if fmt == "jsonl":
         from cranewatch.report import jsonl
 

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import json
+import xml.etree.ElementTree as ET
+from collections.abc import Mapping
 from typing import Any
 
 from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
+from markupsafe import Markup
 
 from cranewatch.gate import GateDecision
 from cranewatch.model import iso_time
@@ -26,7 +30,52 @@ REASON_HEADINGS = (
 )
 
 
-def _environment() -> Environment:
+# what a plot of the process checks is drawn with (process/plot.py); anything else is not embedded
+SVG_ELEMENTS = frozenset({"svg", "g", "title", "desc", "rect", "line", "polyline", "polygon", "path",
+                          "circle", "ellipse", "text", "tspan"})
+# evidence values the page shows otherwise (the plot) or that are too long to read as text
+PLOT_VALUES = frozenset({"svg", "window", "residual"})
+
+
+def inline_svg(svg: object) -> Markup:
+    """A process plot as markup to embed, when it is plain drawing: SVG elements only, no
+    scripts, event handlers, links, entities or styles. Anything else is shown as text."""
+    text = str(svg)
+    try:
+        root = ET.fromstring(text) if "<!" not in text else None
+    except ET.ParseError:
+        root = None
+    if root is not None and all(_plain_element(el) for el in root.iter()):
+        return Markup(text)
+    return Markup("<pre>") + text + Markup("</pre>")
+
+
+def _plain_element(element: ET.Element) -> bool:
+    tag = element.tag.rsplit("}", 1)[-1]
+    return tag in SVG_ELEMENTS and not any(
+        name.rsplit("}", 1)[-1].lower().startswith("on") or name.rsplit("}", 1)[-1].lower() in ("href", "style")
+        for name in element.attrib
+    )
+
+
+def shown_values(values: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """Evidence values as ``key=value`` text, without the plot and its raw series."""
+    out = []
+    for key, value in sorted(values.items()):
+        if key in PLOT_VALUES:
+            continue
+        if isinstance(value, list | tuple):
+            text = ", ".join(v if isinstance(v, str) else json.dumps(v) for v in value)
+        elif isinstance(value, dict):
+            text = json.dumps(value, sort_keys=True)
+        else:
+            text = str(value)
+        out.append((key, text))
+    return out
+
+
+def environment() -> Environment:
+    """The Jinja environment of cranewatch's HTML pages (autoescaped, strict, shared filters)."""
     env = Environment(
         loader=PackageLoader("cranewatch.report", "templates"),
         autoescape=select_autoescape(["html", "j2"]),
@@ -35,6 +84,8 @@ def _environment() -> Environment:
         lstrip_blocks=True,
     )
     env.filters["iso"] = lambda ts: (iso_time(ts) or "")[:19].replace("T", " ") + (" UTC" if ts else "")
+    env.filters["inline_svg"] = inline_svg
+    env.filters["shown_values"] = shown_values
     return env
 
 
@@ -52,7 +103,7 @@ def render_html(report: CommissioningReport) -> str:
         "digest": records[-1]["digest"],
         "roles": SIGNATURE_ROLES,
     }
-    return _environment().get_template("commissioning.html.j2").render(**context)
+    return environment().get_template("commissioning.html.j2").render(**context)
 
 
 def render_report(store: Store, crane: str, *, decision: GateDecision | None = None) -> str:
