@@ -110,7 +110,8 @@ def _dns(event: Event) -> list[tuple[int, str]] | None:
         return None
     records = (*getattr(event, "answers", ()), *event.records)
     return [*((0, name) for name in event.qnames),
-            *((1, r.data) for r in records if r.rtype == 1 and r.data)]
+            *((1, r.data) for r in records if r.rtype == 1 and r.data),
+            *((2, str(qtype)) for qtype in event.qtypes)]
 
 
 def _tls(event: Event) -> list[tuple[int, str]] | None:
@@ -125,7 +126,8 @@ def _tls(event: Event) -> list[tuple[int, str]] | None:
 def _http(event: Event) -> list[tuple[int, str]] | None:
     if isinstance(event, HttpRequest):
         return [*([(0, event.host)] if event.host is not None else []),
-                *([(1, event.uri)] if event.uri else [])]
+                *([(1, event.uri)] if event.uri else []),
+                *([(3, event.user_agent)] if event.user_agent is not None else [])]
     if isinstance(event, HttpResponse):
         return [(2, str(event.status))]
     return None
@@ -171,7 +173,7 @@ PROTOCOLS: dict[str, tuple[list[str], str, list[str], Callable[[Event], list[tup
                       "python_opcua-client-server_encrypted.pcap", "opcua_with-gap.pcap"]),
     "mqtt": (["mqtt"], "mqtt", ["mqtt.msgtype", "mqtt.clientid", "mqtt.topic", "mqtt.qos"], _mqtt,
              False, ["mqtt.pcap"]),
-    "dns": (["dns"], "dns && !icmp", ["dns.qry.name", "dns.a"], _dns, False,
+    "dns": (["dns"], "dns && !icmp", ["dns.qry.name", "dns.a", "dns.qry.type"], _dns, False,
             ["dynamic-update.pcap", "dns-binds.pcap", "dns-edns-bad-length.pcap",
              "open62541_client-server_mainloop.pcap"]),
     "tls": (["tls", "http"], "tls.handshake.type==1 || tls.handshake.type==2",
@@ -180,7 +182,7 @@ PROTOCOLS: dict[str, tuple[list[str], str, list[str], Callable[[Event], list[tup
             True, ["tls1_1.pcap", "hrr.pcap", "ssl.v3.pcap", "tls13draft16-ff52.a01.pcap",
                    "smtp-starttls.pcap"]),
     "http": (["http"], "http.request || http.response",
-             ["http.host", "http.request.uri", "http.response.code"], _http, False,
+             ["http.host", "http.request.uri", "http.response.code", "http.user_agent"], _http, False,
              ["methods.pcap", "http-pipelining.pcap", "putty-upload.pcap", "byteranges.pcap",
               "missing-zlib-header.pcap"]),
     "dhcp": (["dhcp"], "dhcp", ["dhcp.option.dhcp", "dhcp.hw.mac_addr"], _dhcp, False,

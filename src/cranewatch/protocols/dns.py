@@ -53,6 +53,7 @@ class DnsQueryRequest(Event):
     qclass: int = 1
     questions: int = 1
     qnames: tuple[str, ...] = ()  # every question's name (almost always just ``qname``)
+    qtypes: tuple[int, ...] = ()  # and its type
     records: tuple[DnsAnswer, ...] = ()  # authority/additional (dynamic update: the updates)
     longest_label: int = 0
     entropy: float = 0.0
@@ -156,11 +157,13 @@ def parse_message(msg: bytes) -> dict[str, Any]:
     pos = 12
     qname, qtype, qclass = "", 0, 0
     qnames: list[str] = []
+    qtypes: list[int] = []
     for index in range(min(qdcount, MAX_RECORDS)):
         name, pos = read_name(msg, pos)
         if pos + 4 > len(msg):
             raise DecodeError("DNS question cut short")
         qnames.append(name)
+        qtypes.append(msg[pos] << 8 | msg[pos + 1])
         if index == 0:
             qname = name
             qtype, qclass = struct.unpack_from(">HH", msg, pos)
@@ -182,7 +185,8 @@ def parse_message(msg: bytes) -> dict[str, Any]:
         pos += size
     return {"tid": tid, "flags": flags, "qdcount": qdcount, "qname": qname, "qtype": qtype,
             "qclass": qclass & 0x7FFF, "answers": tuple(records[:ancount]), "txt": tuple(txt),
-            "records": tuple(records[ancount:]), "qnames": tuple(qnames)}
+            "records": tuple(records[ancount:]), "qnames": tuple(qnames),
+            "qtypes": tuple(qtypes)}
 
 
 def dns_tcp_length(buf: bytes | bytearray, pos: int) -> int | None:
@@ -221,6 +225,7 @@ class DnsDecoder:
         common = {"ts": ts, "frame": frame, "transaction_id": tid, "opcode": (flags >> 11) & 0xF,
                   "qname": qname, "qtype": parsed["qtype"], "qclass": parsed["qclass"],
                   "questions": parsed["qdcount"], "qnames": parsed["qnames"],
+                  "qtypes": parsed["qtypes"],
                   "records": parsed["records"],
                   "longest_label": longest, "entropy": entropy,
                   "transport": self.ctx.transport, **endpoints(self.ctx, from_client)}

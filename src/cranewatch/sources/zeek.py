@@ -417,7 +417,8 @@ def _dns(record: ZeekRecord, result: ZeekResult) -> list[Event]:
     common: dict[str, Any] = {
         "transaction_id": _int(record.get("trans_id")) or 0, "opcode": _int(record.get("opcode")) or 0,
         "qname": name, "qtype": qtype, "qclass": _int(record.get("qclass")) or 1,
-        "qnames": (name,) if name else (), "longest_label": longest, "entropy": entropy,
+        "qnames": (name,) if name else (), "qtypes": (qtype,) if name else (),
+        "longest_label": longest, "entropy": entropy,
         "transport": str(record.get("proto", "udp"))}
     events: list[Event] = [DnsQueryRequest(**common, **_ends(record))]
     if record.get("rcode") is not None or record.get("answers"):
