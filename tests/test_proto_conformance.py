@@ -44,7 +44,12 @@ from cranewatch.protocols.opcua import (
     OpcuaHelloResponse,
     OpcuaServiceRequest,
 )
-from cranewatch.protocols.s7comm import S7JobRequest, S7JobResponse, S7UserDataRequest
+from cranewatch.protocols.s7comm import (
+    NUMBERED_AREAS,
+    S7JobRequest,
+    S7JobResponse,
+    S7UserDataRequest,
+)
 from cranewatch.protocols.ssh import (
     SshBannerRequest,
     SshKexinitRequest,
@@ -58,7 +63,12 @@ Row = list[list[str]]
 
 def _s7(event: Event) -> list[tuple[int, str]] | None:
     if isinstance(event, S7JobRequest):
-        return [(0, f"0x{event.function:02x}")]
+        items = [(column, value) for item in event.items for column, value in (
+            (3, f"0x{item.area:02x}"), (4, str(item.db)),
+            *(((8, str(item.byte_address)),) if item.area in NUMBERED_AREAS else
+              ((5, str(item.byte_address)), (6, str(item.bit_address)))),
+            (7, str(item.count)))]
+        return [(0, f"0x{event.function:02x}"), *items]
     if isinstance(event, S7JobResponse) and event.function is not None:
         return [(0, f"0x{event.function:02x}")]
     if isinstance(event, S7UserDataRequest):  # requests and responses (subclass)
@@ -160,7 +170,10 @@ def _ntp(event: Event) -> list[tuple[int, str]] | None:
 # protocol -> (decoder names, tshark filter, tshark fields, our fields, probe only, sample captures)
 PROTOCOLS: dict[str, tuple[list[str], str, list[str], Callable[[Event], list[tuple[int, str]] | None], bool, list[str]]] = {
     "s7comm": (["s7comm"], "s7comm",
-               ["s7comm.param.func", "s7comm.param.userdata.funcgroup", "s7comm.data.userdata.szl_id"], _s7,
+               ["s7comm.param.func", "s7comm.param.userdata.funcgroup", "s7comm.data.userdata.szl_id",
+                "s7comm.param.item.area", "s7comm.param.item.db", "s7comm.param.item.address.byte",
+                "s7comm.param.item.address.bit", "s7comm.param.item.length",
+                "s7comm.param.item.address.number"], _s7,
                False, ["snap7_s300_everything.pcapng", "s7comm_downloading_block_db1.pcap",
                        "step7_s300_stop.pcapng", "s7comm_plus.pcap", "s7comm_reading_plc_status.pcap"]),
     "enip": (["enip"], "enip", ["enip.command", "cip.sc", "cip.class", "enip.lir.name", "enip.lir.vendor"],

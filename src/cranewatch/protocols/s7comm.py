@@ -38,6 +38,7 @@ AREA_NAMES: dict[int, str] = {
     0x1E: "IEC_C", 0x1F: "IEC_T", 0x80: "P", 0x81: "I", 0x82: "Q", 0x83: "M", 0x84: "DB",
     0x85: "DI", 0x86: "L", 0x87: "V",
 }
+NUMBERED_AREAS = frozenset({0x1C, 0x1D, 0x1E, 0x1F})  # C, T, IEC counters, IEC timers
 BLOCK_TYPES: dict[str, str] = {"08": "OB", "0A": "DB", "0B": "SDB", "0C": "FC", "0D": "SFC",
                                "0E": "FB", "0F": "SFB"}
 USERDATA_GROUPS: dict[int, str] = {
@@ -50,7 +51,10 @@ VALUE_LIMIT = 64  # bytes of written data kept per item
 
 @dataclass(frozen=True, slots=True)
 class S7Item:
-    """One variable address of a read/write var job (``DB1.DBX 0.0 BYTE 2`` in Step 7 terms)."""
+    """One variable address of a read/write var job (``DB1.DBX 0.0 BYTE 2`` in Step 7 terms).
+
+    For timers and counters (``NUMBERED_AREAS``) ``byte_address`` is the timer/counter number.
+    """
 
     area: int
     db: int
@@ -201,6 +205,9 @@ def parse_item(param: bytes, pos: int) -> tuple[S7Item | None, int]:
     if spec_len >= 10 and param[pos + 2] == 0x10:
         tsize, count, db, area = struct.unpack_from(">BHHB", param, pos + 3)
         address = param[pos + 9] << 16 | param[pos + 10] << 8 | param[pos + 11]
+        if area in NUMBERED_AREAS:  # timers and counters are addressed by number, not byte.bit
+            return S7Item(area=area, db=db, byte_address=address, bit_address=0,
+                          transport_size=tsize, count=count), end
         return S7Item(area=area, db=db, byte_address=address >> 3, bit_address=address & 7,
                       transport_size=tsize, count=count), end
     return None, end
