@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from cranewatch.errors import CranewatchError, InputError, Location
+from cranewatch.errors import CranewatchError, InputError, Location, UsageError
 from cranewatch.fleet import current_user, require_crane, transition
 from cranewatch.model import CATEGORIES, Finding, Severity, iso_time
 from cranewatch.store import Crane, Run, RunInput, Store
@@ -407,10 +407,52 @@ def scan_and_record(store: Store, crane: str, image: str | Path, *, component: s
 
 
 def record_traffic_analysis(store: Store, crane: str, result: Any) -> int:
-    """Store a finished ``pipeline.AnalysisResult`` (quarantine traffic) as a complete analyze run."""
+    """Store a finished ``pipeline.AnalysisResult`` (quarantine traffic) as a complete analyze run.
+
+    Its inputs are the captures and the profile and baseline files it was judged against, each
+    with its sha256. A capture not read whole is said in the run's note.
+    """
     inputs = [RunInput(i.path, i.sha256, _size(i.path)) for i in result.inputs]
-    return store.record_run(crane, "analyze", inputs, result.findings,
-                            artifacts={"analysis": json.dumps(_analysis_summary(result))})
+    judged_by = [p for p in (result.profile, result.baseline) if p and Path(p).is_file()]
+    run_id = store.begin_run(crane, "analyze", [*inputs, *judged_by])
+    note = None if result.complete else "an input was truncated or corrupt; findings cover what was read"
+    store.finish_run(run_id, result.findings, artifacts={"analysis": json.dumps(_analysis_summary(result))},
+                     note=note)
+    return run_id
+
+
+def open_recording_store(db: str | Path) -> Store:
+    """The database a command records its result into (``--db``). It must exist already (the
+    crane is registered there with ``cranewatch fleet``): a mistyped path creates nothing."""
+    from cranewatch.store import open_store
+
+    if not Path(db).is_file():
+        raise UsageError(f"--db {db}: no such database (register the crane first: "
+                         f"cranewatch fleet add ... --db {db})")
+    return open_store(db)
+
+
+def recording_crane(store: Store, crane: str | None, *, component: str | None = None,
+                    profile: str | None = None) -> str:
+    """The registered crane a command's result will be recorded for, checked before the work.
+
+    ``crane`` defaults to the profile's crane id. A ``component`` must be one of the crane's
+    registered parts when it has any (the gate matches image scans to parts by name).
+    """
+    if crane is None and profile is not None:
+        from cranewatch.profile import load_profile
+
+        crane = load_profile(profile).crane_id
+    if not crane:
+        raise UsageError("--db needs --crane ID (the registered crane to record the result for)")
+    record = require_crane(store, crane)
+    if component is not None and record.components:
+        names = {c.name.lower() for c in record.components}
+        if component.lower() not in names:
+            known = ", ".join(c.name for c in record.components)
+            raise UsageError(f"--component {component}: {record.name} has no such registered part "
+                             f"(registered: {known})")
+    return record.name
 
 
 def analyze_and_record(

@@ -32,7 +32,8 @@ def register(subparsers: Any) -> None:
         "Example:\n  cranewatch analyze sts-07-monday.pcapng --profile sts-07.toml --fail-on high\n"
         "  cranewatch analyze part1.pcap part2.pcap.gz --format jsonl --out result.jsonl\n"
         "  cranewatch analyze false-load.pcap --profile sts-07.toml --baseline normal.pcap "
-        "--format html --out analysis.html",
+        "--format html --out analysis.html\n"
+        "  cranewatch analyze quarantine.pcap --profile sts-07.toml --db cranewatch.db --crane STS-07",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("captures", nargs="+", metavar="CAPTURE", help="pcap/pcapng files")
@@ -44,7 +45,11 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--profile", metavar="P", help="crane profile (TOML)")
     parser.add_argument("--baseline", metavar="B",
                         help="baseline: a saved baseline file, or a clean capture to learn from")
-    parser.add_argument("--crane", metavar="ID", help="crane id for the findings")
+    parser.add_argument("--crane", metavar="ID", help="crane id for the findings (with --db: the "
+                        "registered crane to record for; default: the profile's crane id)")
+    parser.add_argument("--db", metavar="FILE",
+                        help="record the run (inputs with sha256, findings) in this cranewatch "
+                        "database for --crane; without --db nothing is written")
     parser.add_argument("--progress", action="store_true",
                         help="draw the progress bar even when stderr is not a terminal")
     parser.set_defaults(func=run)
@@ -91,20 +96,24 @@ def run(args: argparse.Namespace) -> int:
         value = getattr(args, option)
         if value is not None and not Path(value).exists():
             raise UsageError(f"--{option} {value}: no such file")
-    sinks = analysis_sinks(args.profile, args.baseline, args.crane)
-    bar = ProgressBar(sys.stderr) if wants_progress(sys.stderr, args.progress) else None
+    from cranewatch.gate import open_recording_store, record_traffic_analysis, recording_crane
+
+    store = open_recording_store(args.db) if args.db else None
     try:
-        result = analyze(args.captures, progress=bar, sinks=sinks, profile=args.profile,
-                         baseline=args.baseline)
+        crane = recording_crane(store, args.crane, profile=args.profile) if store else args.crane
+        result = _analyze(args, crane)
+        report = render(result, args.format)
+        if args.out:
+            Path(args.out).write_text(report, encoding="utf-8")
+        else:
+            sys.stdout.write(report)
+            sys.stdout.flush()
+        if store is not None and crane is not None:
+            run_id = record_traffic_analysis(store, crane, result)
+            print(f"cranewatch: recorded as run {run_id} of {crane} in {args.db}", file=sys.stderr)
     finally:
-        if bar is not None:
-            bar.close()
-    report = render(result, args.format)
-    if args.out:
-        Path(args.out).write_text(report, encoding="utf-8")
-    else:
-        sys.stdout.write(report)
-        sys.stdout.flush()
+        if store is not None:
+            store.close()
     if not result.complete:
         for warning in result.warnings:
             if warning.kind == "capture":
@@ -114,3 +123,14 @@ def run(args: argparse.Namespace) -> int:
     if args.fail_on is not None and worst is not None and worst >= args.fail_on:
         return int(ExitCode.FINDINGS)
     return int(ExitCode.OK)
+
+
+def _analyze(args: argparse.Namespace, crane: str | None) -> AnalysisResult:
+    sinks = analysis_sinks(args.profile, args.baseline, crane)
+    bar = ProgressBar(sys.stderr) if wants_progress(sys.stderr, args.progress) else None
+    try:
+        return analyze(args.captures, progress=bar, sinks=sinks, profile=args.profile,
+                       baseline=args.baseline)
+    finally:
+        if bar is not None:
+            bar.close()

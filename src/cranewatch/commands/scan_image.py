@@ -9,6 +9,7 @@ from pathlib import Path
 from cranewatch.errors import ExitCode, UsageError
 from cranewatch.forensics import Limits, endpoint_policy, scan_image
 from cranewatch.forensics.render import render_html, render_jsonl, render_text
+from cranewatch.forensics.result import ScanResult
 from cranewatch.forensics.sbom import write_sbom
 from cranewatch.model import Severity
 
@@ -16,6 +17,7 @@ EXAMPLE = """\
 Example:
   cranewatch scan-image cms-pc.tar.gz --crane STS-07 --profile profiles/sts-07.toml \\
       --reference cms-pc-golden.squashfs --vulndb osv/ --sbom cms-pc.cdx.json --fail-on high
+  cranewatch scan-image cms-pc.tar.gz --db cranewatch.db --crane STS-07 --component CMS
 
 Inputs: a directory tree, tar (.gz/.xz/.bz2/.zst), zip, cpio (newc), squashfs or a raw
 ext2/3/4 partition image (read with debugfs, never mounted). Nothing from the image is run,
@@ -47,6 +49,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument("--workers", type=int, default=0, help="worker processes (default: the available cores)")
     parser.add_argument("--max-bytes", type=int, default=Limits().max_total_bytes, help="refuse images that unpack to more bytes")
     parser.add_argument("--max-files", type=int, default=Limits().max_files, help="refuse images with more files")
+    parser.add_argument("--db", metavar="FILE", help="record the scan (inputs with sha256, findings, SBOM) in this cranewatch database for --crane; without --db nothing is written")
+    parser.add_argument("--component", metavar="NAME", help="with --db: the registered part of the crane this image is from (e.g. CMS, OCR)")
     parser.set_defaults(func=run)
 
 
@@ -63,17 +67,40 @@ def run(args: argparse.Namespace) -> int:
     fail_on = _severity(args.fail_on, "--fail-on")
     min_severity = _severity(args.min_severity, "--min-severity") or Severity.INFO
     policy, profile_crane = endpoint_policy(profile=args.profile, allow=args.allow)
-    result = scan_image(
-        args.image,
-        reference=args.reference,
-        crane=args.crane or profile_crane,
-        rules=args.rules,
-        vulndb=args.vulndb,
-        policy=policy,
-        limits=Limits(max_total_bytes=args.max_bytes, max_files=args.max_files),
-        workers=args.workers or None,
-        show_suppressed=args.show_suppressed,
-    )
+    if args.component and not args.db:
+        raise UsageError("--component needs --db (it names the part the recorded scan is of)")
+    from cranewatch.gate import open_recording_store, record_image_scan, recording_crane
+
+    # checked before the scan, which may take minutes: the crane must be registered to record for
+    store = open_recording_store(args.db) if args.db else None
+    try:
+        crane = (recording_crane(store, args.crane or profile_crane, component=args.component)
+                 if store else args.crane or profile_crane)
+        result = scan_image(
+            args.image,
+            reference=args.reference,
+            crane=crane,
+            rules=args.rules,
+            vulndb=args.vulndb,
+            policy=policy,
+            limits=Limits(max_total_bytes=args.max_bytes, max_files=args.max_files),
+            workers=args.workers or None,
+            show_suppressed=args.show_suppressed,
+        )
+        _write_report(args, result, min_severity)
+        if store is not None and crane is not None:
+            run_id = record_image_scan(store, crane, result, component=args.component)
+            print(f"cranewatch: recorded as run {run_id} of {crane} in {args.db}", file=sys.stderr)
+    finally:
+        if store is not None:
+            store.close()
+    worst = result.worst()
+    if fail_on is not None and worst is not None and worst >= fail_on:
+        return int(ExitCode.FINDINGS)
+    return int(ExitCode.OK)
+
+
+def _write_report(args: argparse.Namespace, result: ScanResult, min_severity: Severity) -> None:
     if args.format == "text":
         output = render_text(result, min_severity=min_severity)
     elif args.format == "jsonl":
@@ -89,7 +116,3 @@ def run(args: argparse.Namespace) -> int:
         sys.stdout.buffer.flush()
     if args.sbom:
         write_sbom(result, Path(args.sbom))
-    worst = result.worst()
-    if fail_on is not None and worst is not None and worst >= fail_on:
-        return int(ExitCode.FINDINGS)
-    return int(ExitCode.OK)
