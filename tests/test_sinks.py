@@ -19,7 +19,7 @@ from cranewatch.detect.engine import DetectionSink
 from cranewatch.fleet import import_fleet
 from cranewatch.gate import analyze_and_record
 from cranewatch.process.engine import ProcessSink, learn_from_captures
-from cranewatch.sinks import build_sinks
+from cranewatch.sinks import build_sinks, process_sinks
 from cranewatch.store import open_store
 
 DATA = Path(__file__).resolve().parents[1] / "src" / "cranewatch" / "data"
@@ -105,3 +105,38 @@ def test_gate_quarantine_analysis_records_process_findings(tmp_path: Path) -> No
         run = analyze_and_record(store, "STS-07", [FALSE_LOAD], profile=str(PROFILE), baseline=str(NORMAL))
         stored = store.findings("STS-07", [run])
     assert any(f.category == "false-reading" and f.rule.startswith("process-") for f in stored)
+
+
+def test_saved_baseline_with_a_process_part_gives_the_envelopes(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # the crane baseline file as the process checks ask it to be: the communications, and the
+    # signal envelopes of the same clean capture under "process"
+    saved = tmp_path / "sts-07.baseline.json"
+    assert main(["baseline", str(NORMAL), "--out", str(saved), "--quiet"]) == 0
+    capsys.readouterr()
+    document = json.loads(saved.read_text())
+    document["process"] = learn_from_captures([NORMAL], str(PROFILE)).to_json()
+    saved.write_text(json.dumps(document))
+
+    process = build_sinks(PROFILE, saved, "STS-07")[1]
+    assert isinstance(process, ProcessSink) and process.baseline is not None
+    assert process.baseline.to_json() == document["process"]
+
+    assert main(["analyze", str(FALSE_LOAD), "--profile", str(PROFILE), "--baseline", str(saved),
+                 "--format", "jsonl"]) == 0
+    _assert_false_load_reported(_findings(capsys.readouterr().out))
+    assert main(["analyze", str(LAB / "normal-2" / "crane-lan.pcap"), "--profile", str(PROFILE),
+                 "--baseline", str(saved), "--format", "jsonl", "--fail-on", "medium"]) == 0
+
+
+def test_a_loaded_baseline_carrying_process_json_gives_the_envelopes() -> None:
+    from dataclasses import dataclass
+
+    @dataclass(frozen=True)
+    class WithProcess:  # what baseline.Baseline will look like once it keeps the "process" part
+        process: dict[str, object]
+
+    learned = learn_from_captures([NORMAL], str(PROFILE))
+    (process,) = process_sinks(PROFILE, WithProcess(learned.to_json()), "STS-07")
+    assert isinstance(process, ProcessSink) and process.baseline is not None
+    assert process.baseline.to_json() == learned.to_json()

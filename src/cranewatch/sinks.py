@@ -52,7 +52,9 @@ def _process_part(baseline: Baseline | None) -> Any:
         return baseline
     if isinstance(baseline, Sequence) and all(isinstance(b, str | Path) for b in baseline):
         return baseline
-    return getattr(baseline, "process", None)
+    process = getattr(baseline, "process", None)
+    # a saved crane baseline keeps the envelopes as JSON under "process"
+    return ProcessBaseline.from_json(process) if isinstance(process, dict) else process
 
 
 def build_sinks(profile: Any = None, baseline: Baseline | None = None, crane: str | None = None,
