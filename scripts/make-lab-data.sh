@@ -16,4 +16,8 @@ for scenario in "$@"; do
     rm -rf "$DATA/$scenario"
     "$CRANEWATCH" lab run "$scenario" --out "$DATA/$scenario" --seconds "$SECONDS_PER_RUN" --no-logs
 done
+# Check every capture against its labels with tshark before anyone commits it.
+PYTHON="$(dirname "$CRANEWATCH")/python"
+for scenario in "$@"; do set -- "$@" "$DATA/$scenario"; shift; done  # names -> directories
+"$PYTHON" -m cranewatch.lab.verify "$@"
 du -sh "$DATA"

@@ -6,6 +6,7 @@ Regenerate with ``sudo scripts/make-lab-data.sh`` (every scenario, 30 s each).
 from __future__ import annotations
 
 import datetime as dt
+import json
 import re
 from pathlib import Path
 
@@ -134,3 +135,16 @@ def test_checks_catch_a_wrong_polling_rate(tshark: str) -> None:
                for poll in verify.load(DATA / "normal").labels["polling"]]
     problems = verify.check_polling(relabelled("normal", {"polling": polling}))
     assert len(problems) == 3 and all("median interval" in p for p in problems)
+
+
+def test_verify_command_passes_good_data_and_fails_bad_labels(
+        tshark: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert verify.main([str(DATA / "normal")]) == 0
+    broken = tmp_path / "normal"
+    broken.mkdir()
+    (broken / "crane-lan.pcap").write_bytes((DATA / "normal" / "crane-lan.pcap").read_bytes())
+    labels = verify.load(DATA / "normal").labels
+    labels = {**labels, "attacks": verify.load(DATA / "recon").labels["attacks"]}
+    (broken / "labels.json").write_text(json.dumps(labels))
+    assert verify.main([str(broken)]) == 1
+    assert "scan-and-identify: no evidence" in capsys.readouterr().out

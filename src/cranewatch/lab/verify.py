@@ -28,6 +28,7 @@ CMS, OCR, PLC, ROGUE = "10.20.7.30", "10.20.7.20", "10.20.7.10", "10.20.7.66"
 __all__ = [
     "EVIDENCE",
     "Capture",
+    "check_all",
     "check_attacks",
     "check_capture",
     "check_hosts",
@@ -337,3 +338,32 @@ def check_false_reading(capture: Capture, attack: dict[str, Any]) -> list[str]:
                     f"{REPLAY_CYCLES} cycles earlier"]
     return []
 
+
+
+def check_all(capture: Capture) -> list[str]:
+    """Every check, with the values checked only up to the first false reading."""
+    lies = [a["start"] for a in capture.labels["attacks"] if a["category"] == "false-reading"]
+    return [*check_capture(capture), *check_hosts(capture), *check_polling(capture),
+            *check_values(capture, honest_until=min(lies, default=None)),
+            *check_mqtt(capture), *check_attacks(capture)]
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m cranewatch.lab.verify DIR...``: check lab outputs, exit 1 on a problem."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m cranewatch.lab.verify")
+    parser.add_argument("directories", nargs="+", type=Path, help="lab run output (labels.json)")
+    args = parser.parse_args(argv)
+    failed = False
+    for directory in args.directories:
+        problems = check_all(load(directory))
+        failed = failed or bool(problems)
+        print(f"{directory}: " + ("ok" if not problems else f"{len(problems)} problem(s)"))
+        for problem in problems:
+            print(f"  {problem}")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
