@@ -82,8 +82,12 @@ def _enip(event: Event) -> list[tuple[int, str]] | None:
         return [(0, f"0x{event.command:04x}")]
     if isinstance(event, EnipIdentityResponse):
         return [(3, event.product_name), (4, f"0x{event.vendor_id:04x}")]
-    if isinstance(event, CipRequest | CipResponse):
-        return [(1, f"0x{event.service:02x}"), *((2, str(c)) for c in event.classes)]
+    if isinstance(event, CipRequest):
+        return [(1, f"0x{event.service:02x}"), *((2, str(c)) for c in event.classes),
+                *((5, str(i)) for i in event.instances)]
+    if isinstance(event, CipResponse):
+        return [(1, f"0x{event.service:02x}"), *((2, str(c)) for c in event.classes),
+                *((5, str(i)) for i in event.instances)]
     return None
 
 
@@ -176,7 +180,8 @@ PROTOCOLS: dict[str, tuple[list[str], str, list[str], Callable[[Event], list[tup
                 "s7comm.param.item.address.number"], _s7,
                False, ["snap7_s300_everything.pcapng", "s7comm_downloading_block_db1.pcap",
                        "step7_s300_stop.pcapng", "s7comm_plus.pcap", "s7comm_reading_plc_status.pcap"]),
-    "enip": (["enip"], "enip", ["enip.command", "cip.sc", "cip.class", "enip.lir.name", "enip.lir.vendor"],
+    "enip": (["enip"], "enip", ["enip.command", "cip.sc", "cip.class", "enip.lir.name", "enip.lir.vendor",
+                                "cip.instance"],
              _enip, False,
              ["cip_stop_plc.pcap", "cip_start_plc.pcap", "cip-multiple-1.pcap", "enip_test.pcap",
               "EIP-ChangeDateAttempt.pcap", "EIP-RebootorRestart.pcap"]),
@@ -355,7 +360,8 @@ def compare(tshark: str, path: Path, protocol: str) -> dict[int, tuple[Row | Non
             theirs[int(line[0])] = row
     if protocol == "enip":  # tshark prints 16-bit classes as 0x0037; compare as numbers
         for row in theirs.values():
-            row[2] = [str(int(c, 16)) for c in row[2]]
+            for column in (2, 5):
+                row[column] = [str(int(c, 16)) for c in row[column]]
     if protocol == "dhcp":  # tshark lists the client MAC twice when option 61 repeats it
         for row in theirs.values():
             row[1] = sorted(set(row[1]))

@@ -46,6 +46,7 @@ FILE_SERVICES: dict[int, str] = {
 }
 CONTROL_SERVICES: dict[int, str] = {0x05: "reset", 0x06: "run", 0x07: "stop"}
 DATA_LIMIT = 256
+CipPath = tuple[tuple[int, ...], tuple[int, ...]]  # classes and instances of one request path
 MAX_NESTING = 4  # embedded requests inside embedded requests: real traffic needs two
 
 
@@ -135,6 +136,7 @@ class CipResponse(Event):
     general_status: int
     extended_status: tuple[int, ...] = ()
     classes: tuple[int, ...] = ()  # from the paired request (for Unconnected Send: both paths)
+    instances: tuple[int, ...] = ()
     request_frame: int | None = None
     connection_id: int | None = None
     depth: int = 0
@@ -227,14 +229,14 @@ class EnipDecoder:
         self.ctx = ctx
         self._buffers = (PduBuffer(source=ctx.source), PduBuffer(source=ctx.source))
         # requests awaiting a reply: classes per CIP message in pre-order, and the frame
-        self._connected: dict[int, tuple[list[tuple[int, ...]], int]] = {}
-        self._unconnected: deque[tuple[list[tuple[int, ...]], int]] = deque(maxlen=64)
-        self._reply: tuple[list[tuple[int, ...]], int] | None = None  # being matched now
+        self._connected: dict[int, tuple[list[CipPath], int]] = {}
+        self._unconnected: deque[tuple[list[CipPath], int]] = deque(maxlen=64)
+        self._reply: tuple[list[CipPath], int] | None = None  # being matched now
         self._reply_index = 0
-        self._request: list[tuple[int, ...]] = []  # being built now
+        self._request: list[CipPath] = []  # being built now
         # connection id -> classes of the forward open's connection path (class-3 messaging)
-        self._connections: dict[int, tuple[int, ...]] = {}
-        self._open_path: tuple[int, ...] = ()
+        self._connections: dict[int, CipPath] = {}
+        self._open_path: CipPath = ((), ())
 
     def gap(self, from_client: bool) -> None:
         self._buffers[from_client].gap()
@@ -298,12 +300,12 @@ class EnipDecoder:
             else:
                 self._reply = self._unconnected.popleft() if self._unconnected else None
             if self._reply is not None:
-                classes, request_frame = self._reply
+                paths, request_frame = self._reply
                 if msg[0] & 0x7F == 0x52:  # routing itself failed: only the outer path
-                    classes = classes[:1]
+                    paths = paths[:1]
                 elif msg[0] & 0x7F != 0x0A:  # an unwrapped reply answers every path
-                    classes = [tuple(c for path in classes for c in path)]
-                self._reply = (classes, request_frame)
+                    paths = [(tuple(c for p in paths for c in p[0]), tuple(i for p in paths for i in p[1]))]
+                self._reply = (paths, request_frame)
             self._reply_index = 0
             self._cip(from_client, msg, ts, frame, events, where, connection_id, 0)
             self._reply = None
@@ -329,20 +331,22 @@ class EnipDecoder:
             extended = tuple(int.from_bytes(msg[4 + 2 * i:6 + 2 * i], "little") for i in range(extra))
             payload = msg[4 + 2 * extra:]
             classes: tuple[int, ...] = ()
+            instances: tuple[int, ...] = ()
             request_frame = None
             if self._reply is not None:
                 paths, request_frame = self._reply
                 index = self._reply_index  # replies come in the pre-order of their requests
                 self._reply_index += 1
-                classes = paths[index] if index < len(paths) else ()
+                classes, instances = paths[index] if index < len(paths) else ((), ())
             if (service & 0x7F) in (0x54, 0x5B) and msg[2] == 0 and len(payload) >= 8:
                 o_to_t, t_to_o = struct.unpack_from("<II", payload)
                 self._connections[o_to_t] = self._connections[t_to_o] = self._open_path
             elif depth == 0 and connection_id is not None and self._reply is None:
-                classes = self._connections.get(connection_id, ())
+                classes, instances = self._connections.get(connection_id, ((), ()))
             events.append(CipResponse(ts=ts, frame=frame, service=service & 0x7F,
                                       general_status=msg[2], extended_status=extended,
-                                      classes=classes, request_frame=request_frame,
+                                      classes=classes, instances=instances,
+                                      request_frame=request_frame,
                                       connection_id=connection_id, depth=depth,
                                       data=payload[:DATA_LIMIT], **where))
             if service & 0x7F == 0x0A and msg[2] in (0, 0x1E) and depth < MAX_NESTING:
@@ -362,10 +366,11 @@ class EnipDecoder:
                 target = parse_epath(payload[at + skip:at + skip + 2 * payload[at]])
                 classes, instances = classes + target[0], instances + target[1]
                 if service != 0x4E:
-                    self._open_path = target[0]
+                    self._open_path = (target[0], target[1])
         elif depth == 0 and connection_id is not None:
-            classes = self._connections.get(connection_id, ()) + classes
-        self._request.append(classes)
+            connection_classes, connection_instances = self._connections.get(connection_id, ((), ()))
+            classes, instances = connection_classes + classes, connection_instances + instances
+        self._request.append((classes, instances))
         events.append(CipRequest(ts=ts, frame=frame, service=service, classes=classes,
                                  instances=instances, attributes=attributes, tag=tag,
                                  operation=operation_of(service, classes),
