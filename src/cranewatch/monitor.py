@@ -70,6 +70,9 @@ class MonitorSummary:
     findings: tuple[Finding, ...]
     reported_lines: int  # finding reports written (new + updates)
     ring_files: tuple[str, ...] = ()
+    process_runs: int = 0
+    process_slowest: float = 0.0  # seconds of the longest run of the process checks
+    process_every: float | None = None  # seconds between runs at the end (stretched if slow)
 
     def max_severity(self) -> Severity | None:
         return max((f.severity for f in self.findings), default=None)
@@ -243,14 +246,22 @@ class RollingProcessChecks:
     telemetry), drops what is older than ``span`` and, when ``check`` is called (by the
     monitor, as capture time passes), runs a fresh process sink from ``make_checks`` over what
     it holds. ``finish`` returns the merged findings so far (cheap: asked every window).
+
+    The checks run in the thread that reads the packets: a run that takes long holds the
+    capture back. When a run takes more than ``budget`` of the time between runs, the time
+    between runs is stretched (``every``) so that the packets keep flowing; ``slowest`` and
+    ``every`` tell how it went.
     """
 
     def __init__(self, make_checks: Callable[[], ProcessChecks], keeps: Callable[[Any], bool],
-                 span: float = 120.0, every: float = 30.0) -> None:
+                 span: float = 120.0, every: float = 30.0, budget: float = 0.25) -> None:
         self.make_checks = make_checks
         self.keeps = keeps
         self.span = span
         self.every = every
+        self.asked_every = every
+        self.budget = budget
+        self.slowest = 0.0
         self.series: deque[RegisterSeries] = deque()
         self.events: deque[Any] = deque()
         self.findings: dict[str, Finding] = {}
@@ -281,6 +292,7 @@ class RollingProcessChecks:
             self.events.popleft()
         if not self.series and not self.events:
             return
+        started = time.perf_counter()
         checks = self.make_checks()
         for series in self.series:
             checks.on_series(series)
@@ -290,6 +302,9 @@ class RollingProcessChecks:
         for finding in checks.finish():
             before = self.findings.get(finding.id)
             self.findings[finding.id] = finding if before is None else merge_finding(before, finding)
+        took = time.perf_counter() - started
+        self.slowest = max(self.slowest, took)
+        self.every = max(self.asked_every, took / self.budget)
 
     def finish(self) -> list[Finding]:
         return list(self.findings.values())
@@ -381,7 +396,16 @@ class Monitor:
             packets=self.analysis.packets, batches=self.batches,
             seconds=self.clock() - started, findings=tuple(self.findings),
             reported_lines=self.reported_lines,
-            ring_files=tuple(str(p) for p in self.ring.written) if self.ring else ())
+            ring_files=tuple(str(p) for p in self.ring.written) if self.ring else (),
+            **self._process_stats())
+
+    def _process_stats(self) -> dict[str, Any]:
+        rolling = [s for s in self.sinks if isinstance(s, RollingProcessChecks)]
+        if not rolling:
+            return {}
+        return {"process_runs": sum(r.runs for r in rolling),
+                "process_slowest": max(r.slowest for r in rolling),
+                "process_every": max(r.every for r in rolling)}
 
     def feed(self, batch: PacketBatch) -> None:
         if self.ring is not None:

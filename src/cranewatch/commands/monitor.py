@@ -221,6 +221,9 @@ def _print_summary(summary: MonitorSummary, counts: dict[str, int]) -> None:
     for f in summary.findings:
         lines.append(f"  {str(f.severity).upper():8} {f.category:15} {f.src or '-'} → "
                      f"{f.dst or '-'}  count {f.count}, last {iso_time(f.last_seen)}")
+    if summary.process_runs:
+        lines.append(f"  process checks: {summary.process_runs} run(s), longest "
+                     f"{summary.process_slowest:.1f} s, every {summary.process_every:.0f} s of capture")
     if summary.ring_files:
         lines.append(f"  raw packets: {len(summary.ring_files)} ring file(s), last "
                      f"{summary.ring_files[-1]}")
