@@ -6,7 +6,8 @@ captures. ``read_zeek`` takes files or directories, reads every log it recognise
 modbus_detailed, s7comm, enip and cip logs, mqtt_connect/publish/subscribe) and maps each
 record to the same event classes the protocol decoders produce, so the same detectors run.
 
-A log carries less than a capture: ``ZeekResult.notes`` says what could not be known (for
+Events from logs carry the log file in ``source`` and the line number in ``frame`` (the
+evidence a finding can point to). A log carries less than a capture: ``ZeekResult.notes`` says what could not be known (for
 example Modbus register values when only ``modbus.log`` is present, masked timestamps of
 test baselines, fields a trimmed log left out). Malformed lines raise ``InputError`` with
 the file and line.
