@@ -140,3 +140,16 @@ def test_a_loaded_baseline_carrying_process_json_gives_the_envelopes() -> None:
     (process,) = process_sinks(PROFILE, WithProcess(learned.to_json()), "STS-07")
     assert isinstance(process, ProcessSink) and process.baseline is not None
     assert process.baseline.to_json() == learned.to_json()
+
+
+def test_without_a_profile_no_process_checks_guess_at_another_plants_registers(
+        shared_data: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # a public Modbus test capture (not a crane): read with STS-07's register map it looked
+    # like a load cell of 2,145 t and a stopped PLC heartbeat
+    capture = shared_data / "pcaps" / "ICS-Security-Tools" / "pcaps" / "ModbusTCP" / "Modbus" / "modbus_test.pcap"
+    if not capture.exists():
+        pytest.skip(f"{capture} not present")
+    assert [type(s) for s in build_sinks(None, None, None)] == [DetectionSink]
+    assert main(["analyze", str(capture), "--format", "jsonl"]) == 0
+    findings = _findings(capsys.readouterr().out)
+    assert not [f for f in findings if f["rule"].startswith("process-")]

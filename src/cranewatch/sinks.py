@@ -6,6 +6,11 @@ profile is loaded once and shared. A baseline given as captures is learned by ea
 them (communications for the detectors, signal envelopes for the process checks); a saved
 baseline file gives the detectors its communications and the process checks its ``"process"``
 part when it has one (without it they judge by physics and the register map alone).
+
+The process checks run only with a profile: its register map says which Modbus registers are
+which crane signals. Without one, another plant's registers would be read as STS-07's hoist
+load and wind speed, and every such capture would raise nonsense (a public Modbus test
+capture gave six high "findings" that way).
 """
 
 from __future__ import annotations
@@ -64,8 +69,10 @@ def build_sinks(profile: Any = None, baseline: Baseline | None = None, crane: st
     ``process_baseline`` (a ``ProcessBaseline`` already learned) replaces what the process
     checks would otherwise learn from ``baseline``: a caller judging many captures against the
     same clean one learns it once. ``detectors`` replaces ``detector_sinks`` (a command's own
-    hook, which its tests swap for fixed findings).
+    hook, which its tests swap for fixed findings). Without a profile only the detectors run.
     """
     loaded = load_profile_once(profile)
-    return [*(detectors or detector_sinks)(loaded, baseline, crane),
-            *process_sinks(loaded, process_baseline if process_baseline is not None else baseline, crane)]
+    found = (detectors or detector_sinks)(loaded, baseline, crane)
+    if loaded is None:
+        return list(found)
+    return [*found, *process_sinks(loaded, process_baseline if process_baseline is not None else baseline, crane)]
