@@ -1,8 +1,9 @@
 """``cranewatch monitor IFACE``: watch a live interface with the same detectors as ``analyze``.
 
 Exit codes: 0 stopped cleanly (SIGINT/SIGTERM, --seconds, --packets); 1 --fail-on met;
-2 usage; 3 the interface, namespace, profile or baseline does not exist; 4 tcpdump missing or
-not allowed to capture.
+2 bad options (a --profile or --baseline that does not exist too); 3 no such interface or
+namespace, the interface vanished, a filter tcpdump rejects, an invalid profile or baseline;
+4 tcpdump missing, not allowed to capture, or the interface is down.
 """
 
 from __future__ import annotations
@@ -45,8 +46,9 @@ def register(subparsers: Any) -> None:
         "into the store. --ring keeps the raw packets in rolling pcap files, and the findings' "
         "evidence names those files and their frame numbers. SIGINT/SIGTERM stop cleanly: "
         "last packets analysed, final reports, a summary on stderr.\n\n"
-        "Exit codes: 0 stopped cleanly, 1 --fail-on met, 3 no such interface/namespace or "
-        "unreadable profile/baseline, 4 tcpdump missing or not allowed to capture.\n\n"
+        "Exit codes: 0 stopped cleanly, 1 --fail-on met, 2 bad options, 3 no such interface or "
+        "namespace (or it vanished), a filter tcpdump rejects, an invalid profile/baseline, "
+        "4 tcpdump missing, not allowed to capture, or the interface is down.\n\n"
         "Example:\n  cranewatch monitor eth1 --profile profiles/sts-07.toml --out findings.jsonl\n"
         "  cranewatch monitor veth0 --netns crane-lan --ring /var/lib/cranewatch/ring "
         "--ring-size 100 --ring-files 20 --db cranewatch.db\n"
