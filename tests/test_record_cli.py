@@ -159,3 +159,15 @@ def test_crane_defaults_to_the_profiles_crane_id(db: Path, capsys: pytest.Captur
     capsys.readouterr()
     with open_store(db) as store:
         assert len(store.runs("STS-07", "analyze")) == 1
+
+
+def test_a_capture_cut_short_is_recorded_with_a_note_and_exit_3(
+        db: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    cut = tmp_path / "cut.pcap"
+    cut.write_bytes(FALSE_LOAD.read_bytes()[:-37])  # the last record loses its end
+    assert main(["analyze", str(cut), "--profile", str(PROFILE), "--db", str(db), "--crane", "STS-07"]) == 3
+    capsys.readouterr()
+    with open_store(db) as store:
+        (run,) = store.runs("STS-07", "analyze")
+    assert run.status == "complete" and run.note and "truncated" in run.note
+    assert [i.sha256 for i in run.inputs if Path(i.path) == cut] == [_sha256(cut)]
