@@ -86,8 +86,43 @@ def test_twistlocks_and_landing_interlocks_hold(images: list[ProcessImage]) -> N
             assert after.bit("spreader_landed"), "twistlocks turn only on a landed spreader"
             assert after.value("hoist_speed") == 0
         if after.value("hoist_load") > 0:
-            assert after.bit("twistlocks_locked") and not after.bit("spreader_landed")
+            assert after.bit("twistlocks_locked")
+            if after.bit("spreader_landed"):
+                # only while the ropes take up or give back the weight (the hoist stands
+                # still) or in the first cycles of lift-off, the spreader < 2 cm up
+                assert 0 <= after.value("hoist_speed") <= 3 * HOIST_LOADED[1] * DT + 1
     assert locks >= 10
+
+
+def _ramps(images: list[ProcessImage]) -> list[list[int]]:
+    """The load readings of each take-up (lift-off) and set-down, while the spreader is landed."""
+    ramps: list[list[int]] = []
+    current: list[int] = []
+    for image in images:
+        if image.bit("spreader_landed") and image.bit("twistlocks_locked"):
+            current.append(image.value("hoist_load"))
+        elif current:
+            ramps.append(current)
+            current = []
+    return ramps
+
+
+def test_the_load_cell_ramps_at_lift_off_and_landing(images: list[ProcessImage]) -> None:
+    """The ropes take the weight over 0.5–2 s: no load step of a whole container in one cycle."""
+    take_ups = [r for r in _ramps(images) if r[-1] > 0]
+    set_downs = [r for r in _ramps(images) if r[0] > 0]
+    assert len(take_ups) >= 3 and len(set_downs) >= 3
+    for ramp in take_ups + set_downs:
+        partial = [load for load in ramp if 0 < load < max(ramp) - 10]
+        rising = ramp[-1] > 0
+        assert ramp[0 if rising else -1] == 0
+        for before, after in itertools.pairwise(ramp):
+            # a 0.5 s take-up moves at most a fifth of the box per cycle (+ ±0.2 t noise twice);
+            # a set-down's first landed reading already holds only 4/5 of it
+            assert abs(after - before) <= max(ramp) / 4 + 4 + 1, ramp
+        # every ramp passes through intermediate readings for 4–20 cycles (0.5–2 s)
+        assert 3 <= len(partial) + 1 <= 20, ramp
+        assert (ramp.index(max(ramp)) > ramp.index(partial[0])) is rising, ramp
 
 
 def test_no_trips_in_normal_operation(images: list[ProcessImage]) -> None:

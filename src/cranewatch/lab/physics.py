@@ -10,7 +10,8 @@ pick position, lower until the spreader lands, lock the twistlocks, lift, trolle
 place position, lower, land, unlock, lift empty. Every few moves it gantries to another bay.
 Each axis follows its target with a speed limit and an acceleration limit, and positions are
 integrated from speeds, so the physical relations the process checks rely on hold exactly
-(up to the rounding of the registers).
+(up to the rounding of the registers). At lift-off and landing the load cell ramps over
+0.5–2 s while the hoist stands still: the ropes tension (or slacken) before the box moves.
 """
 
 from __future__ import annotations
@@ -57,6 +58,9 @@ TROLLEY = (400.0, 80.0)
 GANTRY = (75.0, 20.0)
 
 LOCK_DWELL_CYCLES = 15  # the driver takes ~1.5 s to lock or unlock once landed
+# The ropes take up (or give back) the container's weight gradually as they tension and
+# stretch: the load cell ramps over this many seconds at lift-off and landing.
+TAKE_UP_S = (0.5, 2.0)
 IDLE_CYCLES = (10, 40)
 
 
@@ -158,6 +162,7 @@ class Move:
 
     discharge: bool  # ship → quay; otherwise load quay → ship
     weight_t: float
+    take_up_s: float  # how long the ropes take to tension under this box (and to slacken)
     pick_trolley: float
     pick_height: float
     place_trolley: float
@@ -233,6 +238,7 @@ class Crane:
     locked: bool = field(init=False, default=False)
     landed: bool = field(init=False, default=False)
     carrying: bool = field(init=False, default=False)  # container hanging on the ropes
+    rope_share: float = field(init=False, default=0.0)  # share of the box's weight on the ropes
     dwell: int = field(init=False, default=0)
     overload_trip: bool = field(init=False, default=False)
     wind_stop: bool = field(init=False, default=False)
@@ -274,7 +280,8 @@ class Crane:
             self.bay_index += rng.choice((-1, 1))
             self.bay_index = min(max(self.bay_index, 0), 40)
         bay_cm = GANTRY_BAY0_DM * 10.0 + self.bay_index * BAY_PITCH_DM * 10.0
-        return Move(discharge, round(weight, 1), pick[0], pick[1], place[0], place[1], bay_cm)
+        take_up = round(rng.uniform(*TAKE_UP_S), 1)
+        return Move(discharge, round(weight, 1), take_up, pick[0], pick[1], place[0], place[1], bay_cm)
 
     # -- one cycle ------------------------------------------------------------------------
 
@@ -292,16 +299,16 @@ class Crane:
         if not (halted or tripped):
             self._advance_phase()
 
-        load_reading = round(self.move.weight_t * 10) if self.carrying else 0
+        suspended_t = self.move.weight_t * self.rope_share
+        load_reading = round(suspended_t * 10)
         if load_reading:
             load_reading = max(1, load_reading + self.rng.randint(-2, 2))
         # Trips act on the drives from the next cycle on, as in a scanned PLC program.
         self._update_trips(setpoints, load_reading, wind_regs)
 
-        suspended_t = self.move.weight_t if self.carrying else 0.0
         accel_factor = 1.0 + (self.hoist.accel / 100.0) / G
         torque = suspended_t / RATED_LOAD_T * 1000.0 * accel_factor
-        if self.carrying:
+        if load_reading:
             torque += self.rng.gauss(0.0, 2.0)
         self._swing()
 
@@ -354,6 +361,8 @@ class Crane:
             return TRAVEL_HEIGHT, m.pick_trolley if at_height else trolley, gantry
         if self.phase is Phase.LOWER_PICK:
             return m.pick_height, trolley, gantry
+        if self.phase is Phase.LIFT and self.rope_share < 1.0:
+            return hoist, trolley, gantry  # the ropes tension before the box lifts off
         if self.phase in (Phase.LIFT, Phase.LIFT_EMPTY):
             return TRAVEL_HEIGHT, trolley, gantry
         if self.phase is Phase.TO_PLACE:
@@ -408,15 +417,22 @@ class Crane:
                 self.locked = True  # twistlocks only turn on a landed spreader
                 self.phase = Phase.LIFT
         elif phase is Phase.LIFT:
-            if self._arrived(self.hoist, TRAVEL_HEIGHT):
+            if self.rope_share < 1.0:
+                # (rounded so that whole cycles reach exactly 0 or 1, not 1 - 1e-16)
+                self.rope_share = min(1.0, round(self.rope_share + DT / m.take_up_s, 9))
+                self.carrying = self.rope_share >= 1.0  # the box hangs once the ropes hold it all
+            elif self._arrived(self.hoist, TRAVEL_HEIGHT):
                 self.phase = Phase.TO_PLACE
         elif phase is Phase.TO_PLACE:
             if self._arrived(self.trolley, m.place_trolley):
                 self.phase = Phase.LOWER_PLACE
         elif phase is Phase.LOWER_PLACE:
             if self.landed:
-                self.carrying = False  # the container now stands on the chassis or ship
-                self.phase, self.dwell = Phase.UNLOCK, LOCK_DWELL_CYCLES
+                # The box now stands on the chassis or ship; the ropes slacken gradually.
+                self.carrying = False
+                self.rope_share = max(0.0, round(self.rope_share - DT / m.take_up_s, 9))
+                if self.rope_share <= 0.0:
+                    self.phase, self.dwell = Phase.UNLOCK, LOCK_DWELL_CYCLES
         elif phase is Phase.UNLOCK:
             self.dwell -= 1
             if self.dwell <= 0 and self.landed:
