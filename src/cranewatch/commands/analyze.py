@@ -1,4 +1,5 @@
-"""``cranewatch analyze CAPTURE...``: run the pipeline and the detectors, print the result.
+"""``cranewatch analyze CAPTURE...``: run the pipeline, the detectors and the process checks;
+print the result as text, JSON lines or one HTML page; with ``--db`` record it in the store.
 
 Exit codes: 0 analysis complete; 1 ``--fail-on`` met; 3 an input could not be read whole
 (not a capture, truncated, corrupt: the analysis of what was read is still printed).
@@ -26,8 +27,12 @@ def register(subparsers: Any) -> None:
         description="Read one or several pcap/pcapng captures (gzip too) as one stream in "
         "timestamp order; report hosts (MAC/IP), flows by protocol, Modbus masters and slaves "
         "with function-code and register-range counts, warnings about the input, and the "
-        "findings of the detectors (judged against --profile and/or --baseline when given).\n\n"
-        "Exit codes: 0 done, 1 --fail-on met, 3 an input is not a capture or is "
+        "findings of the detectors (judged against --profile and/or --baseline when given) and, "
+        "with --profile (its register map), of the process checks on the crane's signals. "
+        "--format html writes one self-contained page with a plot per process finding; "
+        "--db records the run for a registered crane.\n\n"
+        "Exit codes: 0 done, 1 --fail-on met, 2 bad usage (also: --db not a database, the "
+        "crane not registered there), 3 an input is not a capture or is "
         "truncated/corrupt (what could be read is still reported).\n\n"
         "Example:\n  cranewatch analyze sts-07-monday.pcapng --profile sts-07.toml --fail-on high\n"
         "  cranewatch analyze part1.pcap part2.pcap.gz --format jsonl --out result.jsonl\n"
