@@ -495,3 +495,43 @@ def test_sigterm_stops_cleanly_and_leaves_no_tcpdump(as_root: None, tmp_path: Pa
     assert monitor.returncode == 0
     assert "stopped after" in err and "0 findings" in err
     assert not Path(f"/proc/{tcpdump_pid}").exists()
+
+
+def test_a_killed_monitor_loses_no_finding_already_reported(as_root: None, tmp_path: Path) -> None:
+    """SIGKILL right after a finding was printed: the store and the JSON lines already hold it."""
+    out, db = tmp_path / "f.jsonl", tmp_path / "cw.db"
+    monitor = subprocess.Popen([PYTHON, "-m", "cranewatch", "monitor", "lo", "--filter",
+                                "tcp port 5996", "--crane", "T-1", "--out", str(out), "--db",
+                                str(db), "--window", "0.2"],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    server = subprocess.Popen(["socat", "TCP-LISTEN:5996,bind=127.0.0.1,reuseaddr",
+                               "SYSTEM:'echo SSH-2.0-OpenSSH_9.2p1; sleep 1'"],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    tcpdump_pid = 0
+    try:
+        assert monitor.stdout is not None and monitor.stderr is not None
+        banner = monitor.stderr.readline()
+        tcpdump_pid = int(banner.split("tcpdump pid ")[1].split(")")[0])
+        subprocess.run(["socat", "-", "TCP:127.0.0.1:5996"], input="SSH-2.0-OpenSSH_9.6\r\n",
+                       capture_output=True, text=True, timeout=10)
+        lines = _Lines(monitor.stdout)
+        lines.wait_for(("remote-access", "127.0.0.1 → 127.0.0.1:5996"), 10)
+        monitor.kill()
+        monitor.wait(10)
+    finally:
+        for proc in (monitor, server):
+            if proc.poll() is None:
+                proc.kill()
+            proc.wait(10)
+        for pipe in (monitor.stdout, monitor.stderr):
+            if pipe is not None:
+                pipe.close()
+        if tcpdump_pid and Path(f"/proc/{tcpdump_pid}").exists():
+            os.kill(tcpdump_pid, signal.SIGTERM)  # it would end at its next packet (SIGPIPE)
+    records = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [(r["rule"], r["src"], r["dst"]) for r in records] == [
+        ("remote-access", "127.0.0.1", "127.0.0.1:5996")]
+    from cranewatch.store import open_store
+
+    with open_store(db) as store:
+        assert [f.id for f in store.current_findings("T-1")] == [records[0]["id"]]

@@ -209,7 +209,7 @@ class StoreOutput:
         self._written, self._at = state, now
 
     def close(self) -> None:
-        return None
+        self.store.close()
 
 
 # ------------------------------------------------------------------------- process checks
@@ -442,11 +442,13 @@ class Monitor:
         findings.sort(key=lambda f: (-f.severity, f.first_seen or 0, f.id))
         self.findings = findings
         new, grown = self.ledger.due(findings, now, final)
-        for finding, is_new in [*((f, True) for f in new), *((f, False) for f in grown)]:
-            self.reported_lines += 1
-            for output in self.outputs:
-                output.emit(finding, is_new)
+        reports = [*((f, True) for f in new), *((f, False) for f in grown)]
+        self.reported_lines += len(reports)
+        # Output by output, in the order given: durable ones first (the command puts the
+        # screen last), so a finding shown is a finding already on disk.
         for output in self.outputs:
+            for finding, is_new in reports:
+                output.emit(finding, is_new)
             output.checkpoint(findings, now, final)
         if self.ring is not None:
             self.ring.pin([e.source for f in findings for e in f.evidence if e.source])

@@ -139,8 +139,6 @@ def process_checks(args: argparse.Namespace) -> list[RollingProcessChecks]:
 
 def _outputs(args: argparse.Namespace, source: str) -> list[FindingOutput]:
     outputs: list[FindingOutput] = []
-    if not args.quiet:
-        outputs.append(TextOutput(sys.stdout))
     if args.out:
         outputs.append(JsonLinesOutput(Path(args.out)))
     if args.db:
@@ -150,6 +148,8 @@ def _outputs(args: argparse.Namespace, source: str) -> list[FindingOutput]:
         from cranewatch.store import open_store
 
         outputs.append(StoreOutput(open_store(args.db), crane, f"monitor:{source}"))
+    if not args.quiet:
+        outputs.append(TextOutput(sys.stdout))  # last: what is shown is already on disk
     return outputs
 
 
