@@ -524,3 +524,15 @@ def test_a_reader_streams_once(tmp_path: Path) -> None:
         assert reader.packets_read == 5
         with pytest.raises(ValueError, match="streams once"):
             list(reader.batches())
+
+
+def test_pcapng_absurd_tsoffset_is_ignored_not_a_crash(tmp_path: Path) -> None:
+    out = io.BytesIO()
+    writer = PcapngWriter(out)
+    writer.interface(LINKTYPE_ETHERNET, tsoffset=2**62)
+    writer.interfaces[0] = (LINKTYPE_ETHERNET, 1_000_000, 0)  # write plain ticks
+    writer.write(0, T0, b"x")
+    path = tmp_path / "offset.pcapng"
+    path.write_bytes(out.getvalue())
+    batches, warnings = read_all(path)
+    assert warnings == [] and column(batches, "ts_ns") == [T0 // 1000 * 1000]

@@ -591,6 +591,8 @@ def _parse_idb(buf: bytes, pos: int, length: int, order: str) -> _Interface:
                 units = 10**exponent if exponent <= 19 else 1_000_000
         elif code == 14 and size >= 8:
             offset_s = struct.unpack_from(order + "q", buf, value_at)[0]
+            # beyond ±2^32 s (136 years) it is a corrupt option, and it would overflow int64 ns
+            offset_s = offset_s if abs(offset_s) < 2**32 else 0
         at = value_at + size + (-size % 4)
     return _Interface(linktype=linktype, snaplen=snaplen, units=max(units, 1), offset_s=offset_s)
 
