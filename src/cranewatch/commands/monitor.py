@@ -123,14 +123,16 @@ def _crane_of(args: argparse.Namespace) -> str | None:
 
 
 def process_checks(args: argparse.Namespace) -> list[RollingProcessChecks]:
-    """The process checks over a rolling stretch of values, when this checkout has them."""
-    try:
-        from cranewatch.process.engine import build_sink
-        from cranewatch.process.signals import is_write_event
-    except ModuleNotFoundError as exc:
-        if exc.name and exc.name.startswith("cranewatch.process"):
-            return []
-        raise
+    """The process checks over a rolling stretch of values.
+
+    Only with a profile: its register map says what the values mean. Without one the checks
+    would read any Modbus device's registers as STS-07's (as ``cranewatch.sinks`` does too).
+    """
+    if args.profile is None:
+        return []
+    from cranewatch.process.engine import build_sink
+    from cranewatch.process.signals import is_write_event
+
     # Built once: a baseline given as captures is learned here, not at every run of the checks.
     template = build_sink(profile=args.profile, baseline=args.baseline, crane=args.crane)
     return [RollingProcessChecks(lambda: replace(template, series=[], writes=[]), is_write_event,
