@@ -408,12 +408,20 @@ def _valid_captures() -> list[bytes]:
     writer = PcapWriter(out, big_endian=True, nanosecond=True)
     for i, data in enumerate(PACKETS):
         writer.write(T0 + i, b"\x00" * 12 + b"\x08\x00" + b"\x45" + data)
-    return [out.getvalue(), pcapng_bytes(6)]
+    rich = io.BytesIO()
+    ng = PcapngWriter(rich)
+    ng.interface(LINKTYPE_ETHERNET, tsresol=0x80 | 24, tsoffset=5, name="eth0")
+    ng.interface(LINKTYPE_IPV4, tsresol=9)
+    ng.write(0, T0, PACKETS[0])
+    ng.write_simple(PACKETS[1])
+    ng.write_obsolete(1, T0, PACKETS[2])
+    ng.write(1, T0, b"\x45" + bytes(30))
+    return [out.getvalue(), pcapng_bytes(6), rich.getvalue()]
 
 
-@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(
-    which=st.integers(0, 1),
+    which=st.integers(0, 2),
     edits=st.lists(st.tuples(st.integers(0, 10_000), st.integers(0, 255)), max_size=6),
     cut=st.integers(0, 10_000),
 )
@@ -536,3 +544,17 @@ def test_pcapng_absurd_tsoffset_is_ignored_not_a_crash(tmp_path: Path) -> None:
     path.write_bytes(out.getvalue())
     batches, warnings = read_all(path)
     assert warnings == [] and column(batches, "ts_ns") == [T0 // 1000 * 1000]
+
+
+def test_timestamps_with_the_top_bit_set_do_not_overflow(tmp_path: Path) -> None:
+    # found by fuzzing: a 64-bit tick count >= 2^63 in an obsolete Packet Block
+    out = io.BytesIO()
+    writer = PcapngWriter(out)
+    writer.interface(LINKTYPE_ETHERNET, tsresol=9)
+    writer.block(2, struct.pack("<HHIIII", 0, 0, 0xFFFFFFFF, 0xFFFFFFFF, 1, 1) + b"z")
+    writer.write(0, T0, b"after")
+    path = tmp_path / "top.pcapng"
+    path.write_bytes(out.getvalue())
+    batches, warnings = read_all(path)
+    assert warnings == [] and packets_of(batches) == [b"z", b"after"]
+    assert column(batches, "ts_ns")[1] == T0

@@ -529,7 +529,7 @@ class CaptureReader:
         words = _gather_words(buf, offsets, 7, order)
         lengths = words[:, 1]
         iface = words[:, 2]
-        ticks = (words[:, 3] << 32) | words[:, 4]
+        ticks = (words[:, 3].astype(np.uint64) << np.uint64(32)) | words[:, 4].astype(np.uint64)
         caplen = words[:, 5]
         origlen = words[:, 6]
         data_offset = offsets + 28
