@@ -25,7 +25,7 @@ PROFILE = "src/cranewatch/data/profiles/sts-07.toml"
 def false_load_capture(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("cap") / "false-load.pcap"
     write_capture(run_polls(120, seed=11, start=T0,
-                            tamper=Tamper("false-load", T0 + 60, T0 + 90)), path)
+                            tamper=Tamper("false-load", T0 + 10, T0 + 40)), path)
     return path
 
 
@@ -84,7 +84,7 @@ def test_sink_in_the_pipeline_finds_the_false_load(false_load_capture: Path, tmp
     assert finding.crane == "STS-07"
     assert finding.evidence[0].source == str(false_load_capture)
     ev = finding.evidence[0].values
-    assert T0 + 60 <= ev["onset"] <= T0 + 90 and ev["detection_delay_s"] <= 2.0
+    assert T0 + 10 <= ev["onset"] <= T0 + 40 and ev["detection_delay_s"] <= 2.0
 
 
 def test_honest_capture_against_a_clean_baseline(tmp_path: Path) -> None:

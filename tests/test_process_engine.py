@@ -29,4 +29,10 @@ def test_six_crane_hours_at_10_hz_within_budget() -> None:
     findings = run_checks(frame, baseline=baseline)
     cpu = time.process_time() - started
     assert cpu < 10.0 * hours / 24, f"{cpu:.2f} s CPU for {hours} h"
-    assert [f.rule for f in findings] == ["process-torque-load"]
+    assert "process-torque-load" in [f.rule for f in findings]
+    # The false load also drops a carried box's weight to 0 in one cycle, which no rope
+    # slackens that fast (the load cell ramps over 0.5–2 s): a rate finding at its onset.
+    for f in findings:
+        ev = f.evidence[0].values
+        assert f.rule in ("process-torque-load", "process-rate") and ev["signal"] == "hoist_load"
+        assert T0 + 3 * 3600 - 1 <= ev["onset"] <= T0 + 3 * 3600 + 121

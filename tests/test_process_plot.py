@@ -13,7 +13,7 @@ SVG = "{http://www.w3.org/2000/svg}"
 
 
 def test_finding_svg_is_wellformed_and_static() -> None:
-    frame = simulate(120, seed=11, start=T0, tamper=Tamper("false-load", T0 + 60, T0 + 90))
+    frame = simulate(120, seed=11, start=T0, tamper=Tamper("false-load", T0 + 10, T0 + 40))
     finding = next(f for f in run_checks(frame) if f.rule == "process-torque-load")
     svg = finding.evidence[0].values["svg"]
     root = ET.fromstring(svg)

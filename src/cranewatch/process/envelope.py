@@ -1,17 +1,22 @@
 """What a clean capture teaches the process checks about one crane (the process baseline).
 
 - the range each sensor really covered (widens the register map's normal range, never narrows);
-- per crane state, the fastest change of each sensor (the rate envelopes);
+- per crane state, the fastest change of each sensor (the rate envelopes), kept only for
+  states the capture saw long enough; and the fastest change in any state;
 - for each sensor that changes often, the longest time it stayed flat;
 - the torque-vs-load line fitted on steady hoisting;
 - optionally the learned-mode model (relations between signals, CUSUM thresholds) when the
   clean capture is long enough.
+
+A short clean capture shows only part of honest operation: ``rate_margin`` widens what it
+saw the more, the shorter it was, and the checks never judge tighter than the crane's physics.
 
 Saved as JSON (``to_json``/``from_json``, versioned); the crane baseline file embeds it.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,6 +31,14 @@ VERSION = 1
 # Shorter clean captures cannot calibrate a false-alarm rate (measured on the lab physics: 30 min
 # still gave a false alarm now and then, 1 h none in 9 honest hours).
 LEARNED_MIN_SECONDS = 1800.0
+# A per-state rate envelope needs this much time in the state: a state glimpsed for a few
+# samples (one gantry creep, one lift) says little about its fastest honest change.
+MIN_STATE_SECONDS = 10.0
+# The rate margin is 2× what the capture saw at this length and grows as 1 + sqrt(REF / T) for
+# shorter ones (the fastest of N samples underestimates the fastest honest change the less, the
+# more samples): ×5.5 at 30 s, ×2.8 at 3 min, ×1.4 at 1 h.
+MARGIN_REFERENCE_S = 600.0
+MARGIN_MIN_SECONDS = 10.0  # a baseline of unknown or tiny length gets the widest margin
 DRIVES = frozenset({"hoist_height", "trolley_position", "gantry_position", "hoist_speed",
                     "trolley_speed", "gantry_speed"})
 
@@ -38,15 +51,21 @@ class ProcessBaseline:
     torque_fit: tuple[float, float, float] | None = None  # slope, offset, residual σ
     learned: LearnedModel | None = None
     duration_s: float = 0.0
+    rate_any: dict[str, float] = field(default_factory=dict)  # signal → max |rate| in any state
 
     def max_rate(self, name: str, state: int | None) -> float | None:
-        """Fastest change seen in ``state`` (any state when None or never seen)."""
-        by_state = self.rate.get(name)
-        if not by_state:
-            return None
+        """Fastest change seen in ``state`` (in any state when None or not seen long enough)."""
+        by_state = self.rate.get(name, {})
         if state is not None and state in by_state:
             return by_state[state]
-        return max(by_state.values())
+        if name in self.rate_any:
+            return self.rate_any[name]
+        return max(by_state.values()) if by_state else None
+
+    def rate_margin(self) -> float:
+        """How many times the fastest change seen an honest change may reach (2 at 10 min)."""
+        seconds = max(self.duration_s, MARGIN_MIN_SECONDS)
+        return 1.0 + math.sqrt(MARGIN_REFERENCE_S / seconds)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -54,6 +73,7 @@ class ProcessBaseline:
             "duration_s": self.duration_s,
             "value_range": {k: list(v) for k, v in self.value_range.items()},
             "rate": {k: {str(s): r for s, r in v.items()} for k, v in self.rate.items()},
+            "rate_any": self.rate_any,
             "longest_flat_s": self.longest_flat_s,
             "torque_fit": list(self.torque_fit) if self.torque_fit else None,
             "learned": self.learned.to_json() if self.learned else None,
@@ -71,6 +91,8 @@ class ProcessBaseline:
             torque_fit=(float(fit_[0]), float(fit_[1]), float(fit_[2])) if fit_ else None,
             learned=LearnedModel.from_json(obj["learned"]) if obj.get("learned") else None,
             duration_s=float(obj.get("duration_s", 0.0)),
+            # baselines saved before rate_any fall back on the per-state maxima
+            rate_any={k: float(v) for k, v in obj.get("rate_any", {}).items()},
         )
 
 
@@ -83,6 +105,7 @@ def learn(frame: SignalFrame, states: np.ndarray, *, learned_mode: bool = False)
     """Learn the process baseline from a clean, aligned capture and its crane states."""
     value_range: dict[str, tuple[float, float]] = {}
     rate: dict[str, dict[int, float]] = {}
+    rate_any: dict[str, float] = {}
     longest: dict[str, float] = {}
     names = _analog(frame)
     duration = frame.duration
@@ -98,8 +121,13 @@ def learn(frame: SignalFrame, states: np.ndarray, *, learned_mode: bool = False)
         # As the rate check measures it: over at least one grid step.
         step_rate = np.abs(np.diff(x))[fresh] / np.maximum(gap[fresh], frame.dt)
         prior = states[:-1][fresh]
+        if len(step_rate):
+            rate_any[name] = float(np.max(step_rate))
+        # Time in each state, counted on the grid (every instant, fresh sample or not).
+        state_seconds = {int(s): float((states == s).sum() * frame.dt) for s in np.unique(prior)}
         rate[name] = {int(s): float(np.max(step_rate[prior == s]))
-                      for s in np.unique(prior) if (prior == s).sum() >= 5}
+                      for s in np.unique(prior)
+                      if (prior == s).sum() >= 5 and state_seconds[int(s)] >= MIN_STATE_SECONDS}
         changes = int((np.diff(x[known]) != 0).sum())
         flat = float((constant_runs(x[known]).max() - 1) * frame.dt)
         # Only a sensor that changed often and was never flat for long can be judged frozen.
@@ -129,4 +157,4 @@ def learn(frame: SignalFrame, states: np.ndarray, *, learned_mode: bool = False)
             # Anemometers and load cells carry noise proportional to their reading.
             learned = fit(matrix[ok], tuple(stationary),
                           samples_per_day=86400.0 / (step * frame.dt), level_noise=True)
-    return ProcessBaseline(value_range, rate, longest, torque_fit, learned, duration)
+    return ProcessBaseline(value_range, rate, longest, torque_fit, learned, duration, rate_any)
