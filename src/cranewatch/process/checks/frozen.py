@@ -90,7 +90,9 @@ def check_frozen_sensor(ctx: CheckContext) -> list[Incident]:
         longest = base.longest_flat_s.get(name)
         if longest is None or name not in frame:
             continue
-        limit = max(3.0 * longest, longest + 5.0)
+        # 3× the longest flat a 10-minute capture saw, more after a shorter one (its longest
+        # flat stretch underestimates the honest longest the more, the fewer stretches it saw)
+        limit = max(1.5 * base.rate_margin() * longest, longest + 5.0)
         x = frame[name]
         flat_s = (constant_runs(x) - 1) * frame.dt
         frozen = (flat_s > limit) & ~np.isnan(x)
