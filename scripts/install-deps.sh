@@ -28,3 +28,5 @@ if [ ! -x .venv/bin/python ]; then
 fi
 .venv/bin/python -m pip install -q --upgrade pip
 .venv/bin/python -m pip install -q -e ".[test]"
+# scripts/demo.sh installs only when this stamp is older than pyproject.toml.
+touch .venv/.cranewatch-installed
