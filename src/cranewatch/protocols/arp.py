@@ -8,6 +8,7 @@ an IP to a MAC; two MACs claiming one IP (the gateway, typically) is how spoofin
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import ClassVar
 
 from cranewatch.errors import DecodeError, Location
@@ -53,18 +54,27 @@ def decode_arp(data: bytes, *, ts: float = 0.0, frame: int = 0, source: str = ""
     if len(data) < 28:
         raise DecodeError(f"ARP body of {len(data)} bytes, 28 needed",
                           Location(file=source or None, frame=frame))
-    hw_type = data[0] << 8 | data[1]
-    proto_type = data[2] << 8 | data[3]
-    hw_len, proto_len = data[4], data[5]
-    if hw_type != 1 or proto_type != 0x0800 or hw_len != 6 or proto_len != 4:
-        raise DecodeError(f"ARP for hardware {hw_type}/protocol 0x{proto_type:04x} is not Ethernet/IPv4",
-                          Location(file=source or None, frame=frame))
-    operation = data[6] << 8 | data[7]
-    sender_mac = format_mac(data[8:14])
-    sender_ip = ".".join(str(b) for b in data[14:18])
-    target_mac = format_mac(data[18:24])
-    target_ip = ".".join(str(b) for b in data[24:28])
-    cls = ArpResponse if operation == OP_REPLY else ArpEvent
+    fields = _arp_fields(bytes(data[:28]))
+    if isinstance(fields, str):
+        raise DecodeError(fields, Location(file=source or None, frame=frame))
+    cls, operation, sender_mac, sender_ip, target_mac, target_ip = fields
     return cls(ts=ts, frame=frame, src=sender_mac, dst=target_mac, source=source,
                operation=operation, sender_mac=sender_mac, sender_ip=sender_ip,
                target_mac=target_mac, target_ip=target_ip, gratuitous=sender_ip == target_ip)
+
+
+_ArpFields = tuple[type[ArpEvent], int, str, str, str, str]
+
+
+@lru_cache(maxsize=8192)  # the same requests and replies recur all day: format each once
+def _arp_fields(body: bytes) -> _ArpFields | str:
+    """Event class and text fields of a 28-byte ARP body, or the reason it is not Ethernet/IPv4."""
+    hw_type = body[0] << 8 | body[1]
+    proto_type = body[2] << 8 | body[3]
+    hw_len, proto_len = body[4], body[5]
+    if hw_type != 1 or proto_type != 0x0800 or hw_len != 6 or proto_len != 4:
+        return f"ARP for hardware {hw_type}/protocol 0x{proto_type:04x} is not Ethernet/IPv4"
+    operation = body[6] << 8 | body[7]
+    cls = ArpResponse if operation == OP_REPLY else ArpEvent
+    return (cls, operation, format_mac(body[8:14]), ".".join(str(b) for b in body[14:18]),
+            format_mac(body[18:24]), ".".join(str(b) for b in body[24:28]))

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import struct
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any, ClassVar
 
 from cranewatch.errors import DecodeError
@@ -116,6 +117,7 @@ def read_name(msg: bytes, pos: int) -> tuple[str, int]:
     return ".".join(labels), (end if end >= 0 else pos)
 
 
+@lru_cache(maxsize=4096)  # a crane's hosts ask for the same few names again and again
 def measure_name(name: str) -> tuple[int, float]:
     """Longest label and Shannon entropy of the subdomain part (left of the last two labels)."""
     labels = name.split(".") if name else []
@@ -153,6 +155,19 @@ def parse_message(msg: bytes) -> dict[str, Any]:
     """Header, first question and answer records of one DNS message."""
     if len(msg) < 12:
         raise DecodeError(f"DNS header needs 12 bytes, got {len(msg)}")
+    # Queries and answers repeat but for their transaction id: parse each once (the id
+    # bytes zeroed, so the cache key is the rest), then put the id back.
+    parsed = _parse_cached(b"\0\0" + msg[2:])
+    return {**parsed, "tid": msg[0] << 8 | msg[1]}
+
+
+@lru_cache(maxsize=4096)
+def _parse_cached(msg: bytes) -> dict[str, Any]:
+    """``parse_message`` of a message whose id is zero; callers copy, never change, it."""
+    return _parse(msg)
+
+
+def _parse(msg: bytes) -> dict[str, Any]:
     tid, flags, qdcount, ancount, nscount, arcount = struct.unpack_from(">HHHHHH", msg)
     pos = 12
     qname, qtype, qclass = "", 0, 0

@@ -107,6 +107,11 @@ class SshDecoder:
                          PduBuffer(limit=1 << 18, source=ctx.source))
         self._done = [False, False]
 
+    @property
+    def finished(self) -> bool:
+        """Both sides past their KEXINIT (or given up): the pipeline stops feeding the flow."""
+        return self._done[0] and self._done[1]
+
     def gap(self, from_client: bool) -> None:
         side = int(from_client)
         if self._banner_seen[side]:
