@@ -2,7 +2,8 @@
 # Regenerate the bundled lab captures under src/cranewatch/data/lab/<scenario>/ (needs root).
 # Each scenario runs for SECONDS_PER_RUN (default 30) with its own seed; the clean captures run
 # longer so that a baseline learned from `normal` sees several moves with varied loads
-# (NORMAL_SECONDS, default 180) and `normal-2` tests it on other moves (NORMAL_2_SECONDS, 120).
+# (NORMAL_SECONDS, default 180) and `normal-2` tests it on other moves (NORMAL_2_SECONDS, 120);
+# wind-freeze runs WIND_FREEZE_SECONDS (40).
 # The parts' logs are dropped.
 #   sudo scripts/make-lab-data.sh            # every scenario
 #   sudo scripts/make-lab-data.sh recon beacon
@@ -22,6 +23,9 @@ for scenario in "$@"; do
     case "$scenario" in
         normal) seconds="$NORMAL_SECONDS" ;;
         normal-2) seconds="$NORMAL_2_SECONDS" ;;
+        # the frozen-anemometer check needs 10 s of a stuck sensor: 40 s puts its finding well
+        # before the end of the capture, also for the monitor's checks every 10 s
+        wind-freeze) seconds="${WIND_FREEZE_SECONDS:-40}" ;;
         *) seconds="$SECONDS_PER_RUN" ;;
     esac
     "$CRANEWATCH" lab run "$scenario" --out "$DATA/$scenario" --seconds "$seconds" --no-logs

@@ -1,6 +1,7 @@
 """The bundled lab captures: present, labelled consistently, and what the labels say (tshark).
 
-Regenerate with ``sudo scripts/make-lab-data.sh`` (every scenario, 30 s each).
+Regenerate with ``sudo scripts/make-lab-data.sh`` (every scenario: 30 s each, wind-freeze 40 s,
+the clean ``normal`` 3 min and ``normal-2`` 2 min).
 """
 
 from __future__ import annotations
@@ -38,6 +39,35 @@ def test_bundled_data_stays_small() -> None:
     total = sum(path.stat().st_size for path in DATA.rglob("*") if path.is_file())
     assert total < 8_000_000, f"{total} bytes of lab data"
     assert not list(DATA.rglob("logs")), "logs are not bundled (--no-logs)"
+
+
+def _lifts(capture: verify.Capture) -> list[tuple[float, float]]:
+    """(start, median t) of every carried box, from the CMS's polls as tshark decodes them."""
+    series = verify.register_series(capture)
+    lifts: list[tuple[float, list[int]]] = []
+    for when, image in series:
+        load = image.value("hoist_load")
+        if load > 10:  # > 1 t: the spreader is tared, so a box hangs on it
+            if not lifts or when - lifts[-1][0] - 0.2 * len(lifts[-1][1]) > 2.0:
+                lifts.append((when, []))
+            lifts[-1][1].append(load)
+    return [(start, sorted(loads)[len(loads) // 2] / 10) for start, loads in lifts if len(loads) > 10]
+
+
+@pytest.mark.parametrize(("scenario", "seconds", "boxes"), [("normal", 170, 3), ("normal-2", 110, 2)])
+def test_clean_captures_are_long_with_several_lifts(tshark: str, scenario: str, seconds: float,
+                                                    boxes: int) -> None:
+    # A baseline learned from one light lift flags every heavier honest one: the clean
+    # captures hold several moves, with boxes of different weights.
+    capture = verify.load(DATA / scenario)
+    assert capture.labels["end"] - capture.labels["start"] >= seconds
+    weights = [weight for _, weight in _lifts(capture)]
+    assert len(weights) >= boxes, weights
+    assert max(weights) - min(weights) >= 5.0, weights
+    # normal-2 lifts a heavier box than any in normal: the baseline must generalise
+    if scenario == "normal-2":
+        seen = [weight for _, weight in _lifts(verify.load(DATA / "normal"))]
+        assert max(weights) > max(seen) + 5.0
 
 
 def _iso_matches(epoch: float, text: str) -> bool:
