@@ -808,8 +808,12 @@ class Analysis:
                 self.warn(InputWarning(f"{flow.protocol}: {exc.message}", source, frame, "decode"))
                 data = b""
                 continue
-            if self._deferred is not None:
-                self._deferred.extend((row, event) for event in events)
+            if not events:
+                break
+            deferred = self._deferred
+            if deferred is not None:
+                for event in events:
+                    deferred.append((row, event))
             else:
                 for event in events:
                     self.emit(event)

@@ -155,15 +155,6 @@ def parse_message(msg: bytes) -> dict[str, Any]:
     """Header, first question and answer records of one DNS message."""
     if len(msg) < 12:
         raise DecodeError(f"DNS header needs 12 bytes, got {len(msg)}")
-    # Queries and answers repeat but for their transaction id: parse each once (the id
-    # bytes zeroed, so the cache key is the rest), then put the id back.
-    parsed = _parse_cached(b"\0\0" + msg[2:])
-    return {**parsed, "tid": msg[0] << 8 | msg[1]}
-
-
-@lru_cache(maxsize=4096)
-def _parse_cached(msg: bytes) -> dict[str, Any]:
-    """``parse_message`` of a message whose id is zero; callers copy, never change, it."""
     return _parse(msg)
 
 
@@ -229,32 +220,46 @@ class DnsDecoder:
                 for pdu in self._buffers[from_client].pdus(data, dns_tcp_length, frame)]
 
     def _message(self, from_client: bool, msg: bytes, ts: float, frame: int) -> Event:
+        if len(msg) < 12:
+            raise decode_error(f"DNS: DNS header needs 12 bytes, got {len(msg)}", self.ctx, frame)
         try:
-            parsed = parse_message(msg)
+            response, fields = _event_fields(b"\0\0" + msg[2:])
         except DecodeError as exc:
             raise decode_error(f"DNS: {exc.message}", self.ctx, frame) from None
-        flags = int(parsed["flags"])
-        qname = str(parsed["qname"])
-        longest, entropy = measure_name(qname)
-        tid = int(parsed["tid"])
-        common = {"ts": ts, "frame": frame, "transaction_id": tid, "opcode": (flags >> 11) & 0xF,
-                  "qname": qname, "qtype": parsed["qtype"], "qclass": parsed["qclass"],
-                  "questions": parsed["qdcount"], "qnames": parsed["qnames"],
-                  "qtypes": parsed["qtypes"],
-                  "records": parsed["records"],
-                  "longest_label": longest, "entropy": entropy,
-                  "transport": self.ctx.transport, **endpoints(self.ctx, from_client)}
-        if not flags & 0x8000:
+        tid = msg[0] << 8 | msg[1]
+        where = endpoints(self.ctx, from_client)
+        if not response:
             self._queries[tid] = frame
             if len(self._queries) > 1024:
                 self._queries.pop(next(iter(self._queries)))
-            return DnsQueryRequest(**common)
-        return DnsQueryResponse(rcode=flags & 0xF, authoritative=bool(flags & 0x0400),
-                                truncated=bool(flags & 0x0200),
-                                answers=parsed["answers"],
-                                txt=parsed["txt"],
-                                request_frame=self._queries.pop(tid, None),
-                                **common)
+            return DnsQueryRequest(ts=ts, frame=frame, transaction_id=tid,
+                                   transport=self.ctx.transport, **fields, **where)
+        return DnsQueryResponse(ts=ts, frame=frame, transaction_id=tid,
+                                transport=self.ctx.transport,
+                                request_frame=self._queries.pop(tid, None), **fields, **where)
+
+
+@lru_cache(maxsize=4096)
+def _event_fields(msg: bytes) -> tuple[bool, dict[str, Any]]:
+    """Whether a message (its id zeroed) is a response, and the event fields its bytes give.
+
+    Cached: queries and answers repeat but for their id. Callers unpack the dict, never
+    change it.
+    """
+    parsed = _parse(msg)
+    flags = int(parsed["flags"])
+    qname = str(parsed["qname"])
+    longest, entropy = measure_name(qname)
+    fields: dict[str, Any] = {
+        "opcode": (flags >> 11) & 0xF, "qname": qname, "qtype": parsed["qtype"],
+        "qclass": parsed["qclass"], "questions": parsed["qdcount"], "qnames": parsed["qnames"],
+        "qtypes": parsed["qtypes"], "records": parsed["records"], "longest_label": longest,
+        "entropy": entropy}
+    if not flags & 0x8000:
+        return False, fields
+    fields.update(rcode=flags & 0xF, authoritative=bool(flags & 0x0400),
+                  truncated=bool(flags & 0x0200), answers=parsed["answers"], txt=parsed["txt"])
+    return True, fields
 
 
 SPEC_UDP = register(DecoderSpec(name="dns", transport="udp", ports=frozenset({53, 5353, 5355}),
