@@ -402,18 +402,23 @@ class FlowTable:
         macs = decoded.eth_src[ip_rows]
         mac_pairs = np.unique((slot.astype(np.uint64) << np.uint64(48)) | macs.astype(np.uint64)) \
             if size < (1 << 16) else None
-        for k, flow in enumerate(flows):
-            for d, side in ((1, flow.to_server), (0, flow.to_client)):
-                s = 2 * k + d
-                if packets[s]:
-                    side.packets += int(packets[s])
-                    side.bytes += int(wire[s])
-                    side.payload_bytes += int(payload[s])
-                    side.syn = side.syn or bool(syn[s])
-                    side.fin = side.fin or bool(fin[s])
-                    side.rst = side.rst or bool(rst[s])
-            flow.first_seen = min(flow.first_seen, float(first_ts[k]))
-            flow.last_seen = max(flow.last_seen, float(last_ts[k]))
+        # Python lists: reading numpy scalars one by one costs more than converting once.
+        packets_l, wire_l, payload_l = packets.tolist(), wire.tolist(), payload.tolist()
+        syn_l, fin_l, rst_l = syn.tolist(), fin.tolist(), rst.tolist()
+        for k, (flow, t0, t1) in enumerate(zip(flows, first_ts.tolist(), last_ts.tolist(),
+                                               strict=True)):
+            for s, side in ((2 * k + 1, flow.to_server), (2 * k, flow.to_client)):
+                if packets_l[s]:
+                    side.packets += packets_l[s]
+                    side.bytes += int(wire_l[s])
+                    side.payload_bytes += int(payload_l[s])
+                    side.syn = side.syn or bool(syn_l[s])
+                    side.fin = side.fin or bool(fin_l[s])
+                    side.rst = side.rst or bool(rst_l[s])
+            if t0 < flow.first_seen:
+                flow.first_seen = t0
+            if t1 > flow.last_seen:
+                flow.last_seen = t1
         if mac_pairs is not None:
             for pair in mac_pairs.tolist():
                 s, mac = pair >> 48, pair & 0xFFFFFFFFFFFF

@@ -372,6 +372,9 @@ class Analysis:
         self.fast_path = fast_path and fold_reads
         self.fold_reads = fold_reads
         self.decoders = list(decoders) if decoders is not None else load_decoders()
+        # Each new flow (every DNS lookup is one) looks through its transport's decoders.
+        self._candidates = {t: [s for s in self.decoders if s.transport == t]
+                            for t in ("tcp", "udp")}
         self.flows = flow_table or FlowTable()
         self.book = ModbusBook()
         self.warnings: list[InputWarning] = []
@@ -575,7 +578,7 @@ class Analysis:
         transport = "tcp" if flow.proto == IPPROTO_TCP else "udp"
         client_first = payload if from_client else b""
         server_first = b"" if from_client else payload
-        candidates = [s for s in self.decoders if s.transport == transport]
+        candidates = self._candidates[transport]
         chosen: DecoderSpec | None = None
         reversed_roles = False
         for spec in candidates:
