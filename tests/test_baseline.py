@@ -117,3 +117,37 @@ def test_a_capture_cut_short_is_learned_and_said(shared_data: Path, tmp_path: Pa
     assert done.returncode == 3 and "cut.pcap" in done.stderr
     learned = read_baseline(tmp_path / "b.json")
     assert learned.masters and learned.inputs[0]["complete"] is False
+
+
+# -- the process checks' envelopes in a saved baseline ---------------------------------------
+
+_LAB = Path(__file__).resolve().parents[1] / "src" / "cranewatch" / "data" / "lab"
+_PROFILE = Path(__file__).resolve().parents[1] / "src" / "cranewatch" / "data" / "profiles" / "sts-07.toml"
+
+
+def test_saved_baseline_with_a_profile_carries_process_envelopes_that_the_checks_use(tmp_path: Path) -> None:
+    from cranewatch.cli import main as cli_main
+    from cranewatch.model import Finding
+
+    saved = tmp_path / "b.json"
+    assert cli_main(["baseline", str(_LAB / "normal" / "crane-lan.pcap"), "--profile", str(_PROFILE),
+                     "--out", str(saved), "--quiet"]) == 0
+    data = json.loads(saved.read_text())
+    # the envelope of the load cell was learned from the values read (normal lifts up to ~14 t)
+    assert "hoist_load" in data["process"]["value_range"]
+    # without a profile there is nothing to say what the registers mean: no process part
+    plain = tmp_path / "plain.json"
+    assert cli_main(["baseline", str(_LAB / "normal" / "crane-lan.pcap"), "--out", str(plain), "--quiet"]) == 0
+    assert "process" not in json.loads(plain.read_text())
+
+    out = tmp_path / "findings.jsonl"
+    false_load = _LAB / "false-load"
+    cli_main(["analyze", str(false_load / "crane-lan.pcap"), "--profile", str(_PROFILE),
+              "--baseline", str(saved), "--format", "jsonl", "--out", str(out)])
+    labels = json.loads((false_load / "labels.json").read_text())
+    attack = next(a for a in labels["attacks"] if a.get("signal") == "hoist_load")
+    findings = [r for r in map(json.loads, out.read_text().splitlines()) if r.get("type") == "finding"]
+    hits = [f for f in findings if f["category"] == "false-reading" and "hoist_load" in f["title"]]
+    assert hits, [f["title"] for f in findings]
+    first = Finding.from_json(hits[0]).first_seen
+    assert first is not None and attack["start"] - 1 <= first <= attack["end"] + 1

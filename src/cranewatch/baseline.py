@@ -82,6 +82,9 @@ class Baseline:
     inputs: tuple[dict[str, Any], ...] = ()
     created: str = ""
     tool_version: str = __version__
+    # The process checks' envelopes (``process.envelope.ProcessBaseline`` as JSON), learned
+    # when a profile gave the register map; None otherwise.
+    process: dict[str, Any] | None = None
 
     # -- questions detectors ask -----------------------------------------------------------
     def macs_of(self, ip: str) -> frozenset[str]:
@@ -269,6 +272,8 @@ def to_json(b: Baseline) -> dict[str, Any]:
     for name in _SET_FIELDS:
         out[name] = sorted([list(x) if isinstance(x, tuple) else x for x in getattr(b, name)])
     out["periods"] = dict(sorted(b.periods.items()))
+    if b.process is not None:
+        out["process"] = b.process
     return out
 
 
@@ -286,6 +291,7 @@ def from_json(data: dict[str, Any], source: str = "<baseline>") -> Baseline:
             periods={k: float(v) for k, v in data.get("periods", {}).items()},
             inputs=tuple(data.get("inputs", [])), created=str(data.get("created", "")),
             tool_version=str(data.get("tool_version", "")),
+            process=data["process"] if isinstance(data.get("process"), dict) else None,
             **sets,  # type: ignore[arg-type]
         )
     except (TypeError, ValueError, AttributeError) as exc:
@@ -315,19 +321,35 @@ def _sha256(path: str | Path) -> str:
     return digest.hexdigest()
 
 
-def learn_baseline(captures: Sequence[str | Path]) -> Baseline:
-    """Run the pipeline over clean captures with a learner and return what it learned."""
+def learn_baseline(captures: Sequence[str | Path], profile: object | None = None) -> Baseline:
+    """Run the pipeline over clean captures with a learner and return what it learned.
+
+    With a ``profile`` (a loaded ``CraneProfile``) the same pass also learns the process
+    checks' envelopes from the register values, kept under ``process``.
+    """
+    from dataclasses import replace
+
     from cranewatch.pipeline import analyze
+    from cranewatch.process.engine import ProcessSink
+    from cranewatch.process.engine import learn_baseline as learn_process
 
     learner = BaselineLearner()
-    result = analyze([str(c) for c in captures], sinks=[learner])
+    process_sink = ProcessSink(profile=profile) if profile is not None else None
+    sinks: list[Any] = [learner] if process_sink is None else [learner, process_sink]
+    result = analyze([str(c) for c in captures], sinks=sinks)
     for item in result.inputs:
         if item.packets == 0 and not item.complete:
             problem = item.warnings[0] if item.warnings else "not a readable capture"
             raise CaptureError(f"cannot learn a baseline from it: {problem}", Location(file=str(item.path)))
     inputs = [{"path": str(i.path), "sha256": i.sha256, "packets": i.packets, "complete": i.complete,
                **({"warnings": list(i.warnings)} if i.warnings else {})} for i in result.inputs]
-    return learner.baseline(inputs)
+    learned = learner.baseline(inputs)
+    if process_sink is not None:
+        frame = process_sink.frame()
+        if len(frame.t):
+            envelopes = learn_process(frame, process_sink.resolved(frame))
+            learned = replace(learned, process=envelopes.to_json())
+    return learned
 
 
 def is_saved_baseline(path: str | Path) -> bool:

@@ -18,17 +18,27 @@ def register(subparsers: Any) -> None:
         "graph, Modbus function codes and register ranges per master, polling periods, DNS and "
         "TLS names and fingerprints from clean captures; save them as versioned JSON and print "
         "a readable summary. Use the file with `cranewatch analyze --baseline FILE`.\n\n"
-        "Example:\n  cranewatch baseline normal.pcap --out sts-07.baseline.json",
+        "With --profile, the register map turns the values read into signals and the baseline "
+        "also keeps the process checks' envelopes.\n\n"
+        "Example:\n  cranewatch baseline normal.pcap --out sts-07.baseline.json\n"
+        "  cranewatch baseline normal.pcap --profile profiles/sts-07.toml --out sts-07.baseline.json",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("captures", nargs="+", metavar="CAPTURE", help="clean pcap/pcapng captures")
     parser.add_argument("--out", required=True, help="where to write the baseline (JSON)")
+    parser.add_argument("--profile", metavar="P",
+                        help="crane profile (TOML): also learn the process envelopes")
     parser.add_argument("--quiet", action="store_true", help="do not print the summary")
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    learned = learn_baseline(args.captures)
+    profile = None
+    if args.profile is not None:
+        from cranewatch.profile import load_profile
+
+        profile = load_profile(args.profile)
+    learned = learn_baseline(args.captures, profile)
     save_baseline(learned, args.out)
     if not args.quiet:
         print(summary_text(learned), end="")
