@@ -44,7 +44,9 @@ class _Parser(argparse.ArgumentParser):
         self.exit(int(ExitCode.USAGE), f"{self.prog}: error: {message}\n")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The parser with every command, or with only the module ``only`` (start-up cost: each
+    command module imports what its work needs, NumPy and the pipeline among them)."""
     parser = _Parser(
         prog="cranewatch",
         description="Protect ship-to-shore container cranes: isolate, examine, watch.",
@@ -56,7 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--debug", action="store_true", help="show full tracebacks and debug messages"
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
-    for name in COMMAND_MODULES:
+    for name in COMMAND_MODULES if only is None else (only,):
         try:
             module = importlib.import_module(f"cranewatch.commands.{name}")
         except ModuleNotFoundError as exc:
@@ -67,8 +69,21 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _chosen_module(argv: Sequence[str]) -> str | None:
+    """The command module the command line names, if it names one (else None: build all)."""
+    for arg in argv:
+        if arg.startswith("-"):
+            if arg in ("-h", "--help", "--version"):
+                return None
+            continue
+        name = arg.replace("-", "_")
+        return name if name in COMMAND_MODULES else None
+    return None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser(_chosen_module(argv))
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help(sys.stderr)
