@@ -19,7 +19,7 @@ import threading
 import time
 from typing import BinaryIO
 
-from cranewatch.lab.parts.common import setup_part, stopping
+from cranewatch.lab.parts.common import serve_tcp, setup_part, stopping
 
 FPS = 2.0
 FRAME_BYTES = 600
@@ -117,24 +117,8 @@ def stream(conn: socket.socket, reader: BinaryIO, rng: random.Random, log: loggi
 
 def server(args: argparse.Namespace) -> None:
     log = setup_part(f"camera-{args.name}")
-    listener = socket.create_server(("0.0.0.0", args.port))
-    listener.settimeout(0.5)
-    while not stopping.is_set():
-        try:
-            conn, peer = listener.accept()
-        except TimeoutError:
-            continue
-        log.info("connection from %s:%d", *peer)
-        local = conn.getsockname()[0]
-
-        def session(conn: socket.socket = conn, local: str = local) -> None:
-            with conn:
-                try:
-                    serve_session(conn, local, args.name, log)
-                except OSError as exc:
-                    log.info("session ended: %s", exc)
-
-        threading.Thread(target=session, daemon=True).start()
+    serve_tcp(args.port,
+              lambda conn: serve_session(conn, conn.getsockname()[0], args.name, log), log)
 
 
 class CameraSession:

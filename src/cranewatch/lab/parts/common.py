@@ -15,6 +15,7 @@ import struct
 import sys
 import threading
 import time
+from collections.abc import Callable
 from types import FrameType
 
 __all__ = ["dns_query", "dns_query_packet", "setup_part", "sntp_query", "stopping"]
@@ -100,3 +101,25 @@ def sntp_query(server: str, timeout: float = 2.0) -> float | None:
     transmit_s, transmit_f = struct.unpack("!II", reply[40:48])
     server_time = transmit_s - NTP_EPOCH_OFFSET + transmit_f / 2**32
     return server_time - (now + time.time()) / 2
+
+
+def serve_tcp(port: int, handle: Callable[[socket.socket], None], log: logging.Logger) -> None:
+    """Accept TCP clients on ``port`` until the part is stopped; each session in its own
+    thread, closed when ``handle`` returns; a session that breaks is logged, not fatal."""
+    listener = socket.create_server(("0.0.0.0", port))
+    listener.settimeout(0.5)
+    while not stopping.is_set():
+        try:
+            conn, peer = listener.accept()
+        except TimeoutError:
+            continue
+        log.info("connection from %s:%d", *peer)
+
+        def session(conn: socket.socket = conn) -> None:
+            with conn:
+                try:
+                    handle(conn)
+                except OSError as exc:
+                    log.info("session ended: %s", exc)
+
+        threading.Thread(target=session, daemon=True).start()

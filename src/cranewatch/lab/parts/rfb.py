@@ -14,10 +14,9 @@ import argparse
 import logging
 import socket
 import struct
-import threading
 import time
 
-from cranewatch.lab.parts.common import setup_part, stopping
+from cranewatch.lab.parts.common import serve_tcp, setup_part, stopping
 
 VERSION = b"RFB 003.008\n"
 WIDTH, HEIGHT = 1024, 768
@@ -106,23 +105,7 @@ def serve_client(conn: socket.socket, log: logging.Logger) -> None:
 
 def server(args: argparse.Namespace) -> None:
     log = setup_part("rfb-server")
-    listener = socket.create_server(("0.0.0.0", args.port))
-    listener.settimeout(0.5)
-    while not stopping.is_set():
-        try:
-            conn, peer = listener.accept()
-        except TimeoutError:
-            continue
-        log.info("connection from %s:%d", *peer)
-
-        def session(conn: socket.socket = conn) -> None:
-            with conn:
-                try:
-                    serve_client(conn, log)
-                except (ConnectionError, OSError) as exc:
-                    log.info("session ended: %s", exc)
-
-        threading.Thread(target=session, daemon=True).start()
+    serve_tcp(args.port, lambda conn: serve_client(conn, log), log)
 
 
 def read_update(sock: socket.socket) -> int:
