@@ -12,8 +12,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from cranewatch.commands import severity_option
 from cranewatch.errors import ExitCode, UsageError
-from cranewatch.model import Severity
 from cranewatch.pipeline import AnalysisResult, Sink, analyze
 from cranewatch.progress import ProgressBar, wants_progress
 
@@ -44,7 +44,7 @@ def register(subparsers: Any) -> None:
     parser.add_argument("captures", nargs="+", metavar="CAPTURE", help="pcap/pcapng files")
     parser.add_argument("--format", choices=FORMATS, default="text", help="output format")
     parser.add_argument("--out", metavar="FILE", help="write the report here instead of stdout")
-    parser.add_argument("--fail-on", metavar="SEVERITY", type=_severity,
+    parser.add_argument("--fail-on", metavar="SEVERITY", type=severity_option,
                         help="exit 1 when a finding of this severity or higher is reported "
                         "(info|low|medium|high|critical)")
     parser.add_argument("--profile", metavar="P", help="crane profile (TOML)")
@@ -58,13 +58,6 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--progress", action="store_true",
                         help="draw the progress bar even when stderr is not a terminal")
     parser.set_defaults(func=run)
-
-
-def _severity(text: str) -> Severity:
-    try:
-        return Severity.parse(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def detector_sinks(profile: Any, baseline: Any, crane: str | None) -> list[Sink]:

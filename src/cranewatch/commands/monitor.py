@@ -18,7 +18,8 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from cranewatch.commands.analyze import _severity, detector_sinks
+from cranewatch.commands import severity_option
+from cranewatch.commands.analyze import detector_sinks
 from cranewatch.errors import ExitCode, UsageError
 from cranewatch.model import iso_time
 from cranewatch.monitor import (
@@ -87,7 +88,7 @@ def register(subparsers: Any) -> None:
                         help="seconds of register values the process checks look at (default 120)")
     parser.add_argument("--process-every", type=_positive_float, default=30.0, metavar="S",
                         help="seconds of capture between two runs of the process checks (default 30)")
-    parser.add_argument("--fail-on", metavar="SEVERITY", type=_severity,
+    parser.add_argument("--fail-on", metavar="SEVERITY", type=severity_option,
                         help="exit 1 when a finding of this severity or higher was reported")
     parser.set_defaults(func=run)
 
