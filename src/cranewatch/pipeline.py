@@ -14,7 +14,7 @@ Python decoders. ``fast_path=False`` sends everything the slow way (the tests co
 
 Beyond ``protocols.base.StreamDecoder``: a decoder that has learnt all it can from a flow
 (e.g. after a TLS handshake) may set ``finished = True`` and gets no more of its bytes. ARP
-frames go to ``protocols.arp.decode_arp``; UDP datagrams reassembled from IPv4 fragments go
+frames go to ``protocols.arp.decode_arp_frames``; UDP datagrams reassembled from IPv4 fragments go
 to their flow's decoder. Events are given to sinks in capture order within each batch.
 """
 
@@ -349,16 +349,17 @@ def load_decoders() -> list[DecoderSpec]:
     return sorted(REGISTRY, key=lambda s: s.priority)
 
 
-def _arp_decoder() -> Callable[..., Event] | None:
-    """ARP has no flow: frames with its ethertype go to ``protocols.arp.decode_arp``."""
+def _arp_decoder() -> Callable[..., list[Any]] | None:
+    """ARP has no flow: frames with its ethertype go to ``protocols.arp.decode_arp_frames``."""
     try:
-        from cranewatch.protocols.arp import decode_arp
+        from cranewatch.protocols.arp import decode_arp_frames
     except ModuleNotFoundError:
         return None
-    return decode_arp
+    return decode_arp_frames
 
 
 ETHERTYPE_ARP = 0x0806
+ARP_BODY = 28  # bytes of an Ethernet/IPv4 ARP body (what follows is Ethernet padding)
 AFTER_BATCH = 1 << 62  # order key of events that follow all of a batch's own
 
 
@@ -665,16 +666,17 @@ class Analysis:
         if len(rows) == 0 or self._arp is None:
             return
         assert self._deferred is not None
-        ends = batch.offset[rows] + batch.caplen[rows]
-        for row, start, end, ts, frame in zip(rows.tolist(), decoded.l3_off[rows].tolist(),
-                                              ends.tolist(), batch.ts[rows].tolist(),
-                                              batch.frame[rows].tolist(), strict=True):
-            try:
-                event = self._arp(batch.buf[start:end], ts=ts, frame=frame, source=batch.source)
-            except DecodeError as exc:
-                self.warn(InputWarning(f"arp: {exc.message}", batch.source, frame, "decode"))
-                continue
-            self._deferred.append((row, event))
+        starts = decoded.l3_off[rows]
+        ends = np.minimum(batch.offset[rows] + batch.caplen[rows], starts + ARP_BODY)
+        buf = batch.buf
+        bodies = [buf[start:end] for start, end in zip(starts.tolist(), ends.tolist(), strict=True)]
+        frames = batch.frame[rows].tolist()
+        events = self._arp(bodies, batch.ts[rows].tolist(), frames, batch.source)
+        for row, frame, event in zip(rows.tolist(), frames, events, strict=True):
+            if isinstance(event, DecodeError):
+                self.warn(InputWarning(f"arp: {event.message}", batch.source, frame, "decode"))
+            else:
+                self._deferred.append((row, event))
 
     def _prepare_new_flows(self, batch: PacketBatch, decoded: DecodedBatch, flows: list[Flow],
                            index: np.ndarray, from_client: np.ndarray, rows: np.ndarray) -> None:
@@ -761,15 +763,16 @@ class Analysis:
               index: np.ndarray, from_client: np.ndarray, rows: np.ndarray) -> None:
         buf = batch.buf
         source = batch.source
+        feed = self._feed
         columns = zip(rows.tolist(), index[rows].tolist(), from_client[rows].tolist(),
                       decoded.payload_off[rows].tolist(), decoded.payload_len[rows].tolist(),
                       decoded.tcp_seq[rows].tolist(), decoded.tcp_flags[rows].tolist(),
                       batch.ts[rows].tolist(), batch.frame[rows].tolist(), strict=True)
         for row, flow_index, to_server, off, size, seq, flags, ts, frame in columns:
             flow = flows[flow_index]
-            side = flow.side(to_server)
             tcp = flow.proto == IPPROTO_TCP
             if tcp and flags & TCP_SYN:
+                side = flow.to_server if to_server else flow.to_client
                 if side.stream is None:
                     side.stream = Stream()
                 side.stream.syn(seq)
@@ -784,48 +787,60 @@ class Analysis:
                     for sink in self._payload_sinks:
                         sink.on_payload(flow, to_server, data, ts, frame)
                 continue
-            if getattr(flow.decoder, "finished", False):
+            decoder = flow.decoder
+            if getattr(decoder, "finished", False):
                 continue
-            if tcp:
-                if side.stream is None:
-                    side.stream = Stream()
-                if flow.side(not to_server).stream is None:
-                    flow.side(not to_server).stream = Stream()
-                for piece in side.stream.segment(seq, data, frame, ts):
-                    if isinstance(piece, Chunk):
-                        self._feed(flow, to_server, piece.data, piece.ts, piece.frame, source,
-                                   row)
-                    else:
-                        flow.decoder.gap(to_server != flow.decoder_reversed)
-            else:
-                self._feed(flow, to_server, data, ts, frame, source, row)
+            if not tcp:
+                feed(flow, to_server, data, ts, frame, source, row)
+                continue
+            ahead, back = (flow.to_server, flow.to_client) if to_server else (
+                flow.to_client, flow.to_server)
+            if back.stream is None:
+                back.stream = Stream()
+            stream = ahead.stream
+            if stream is None:
+                stream = ahead.stream = Stream()
+            if stream.in_order(seq, size):
+                feed(flow, to_server, data, ts, frame, source, row)
+                continue
+            for piece in stream.segment(seq, data, frame, ts):
+                if isinstance(piece, Chunk):
+                    feed(flow, to_server, piece.data, piece.ts, piece.frame, source, row)
+                else:
+                    decoder.gap(to_server != flow.decoder_reversed)
 
     def _feed(self, flow: Flow, to_server: bool, data: bytes, ts: float, frame: int,
               source: str, row: int = -1) -> None:
         decoder = flow.decoder
         from_client = to_server != flow.decoder_reversed
-        for _ in range(64):  # a decoder that raised is asked again for what followed
-            try:
-                events = decoder.feed(from_client, data, ts, frame)
-            except DecodeError as exc:
-                self.warn(InputWarning(f"{flow.protocol}: {exc.message}", source, frame, "decode"))
-                data = b""
-                continue
-            if not events:
-                break
+        try:
+            events = decoder.feed(from_client, data, ts, frame)
+        except DecodeError as exc:
+            events = self._feed_after_error(flow, from_client, exc, ts, frame, source)
+        if events:
             deferred = self._deferred
             if deferred is not None:
-                for event in events:
-                    deferred.append((row, event))
+                deferred.extend([(row, event) for event in events])
             else:
                 for event in events:
                     self.emit(event)
-            break
         if isinstance(decoder, ModbusDecoder) and decoder.unanswered:
             master, slave = decoder.context.client, decoder.context.server
             for pending in decoder.unanswered:
                 self.book.unanswered(master, slave, pending)
             decoder.unanswered.clear()
+
+    def _feed_after_error(self, flow: Flow, from_client: bool, error: DecodeError, ts: float,
+                          frame: int, source: str) -> list[Event]:
+        """Warn about a PDU the decoder refused; ask it for what followed the broken one."""
+        for _ in range(63):  # bounded: a decoder that keeps raising is given up on
+            self.warn(InputWarning(f"{flow.protocol}: {error.message}", source, frame, "decode"))
+            try:
+                return list(flow.decoder.feed(from_client, b"", ts, frame))
+            except DecodeError as exc:
+                error = exc
+        self.warn(InputWarning(f"{flow.protocol}: {error.message}", source, frame, "decode"))
+        return []
 
     # ------------------------------------------------------------------ endings
 

@@ -1,8 +1,9 @@
 """ARP (ethertype 0x0806): who has which IP address, which MAC answers; learns hosts and gateways.
 
-ARP is not TCP or UDP, so there is no DecoderSpec: the pipeline calls ``decode_arp`` with the
-payload of every frame whose ethertype is 0x0806. A reply or a gratuitous announcement binds
-an IP to a MAC; two MACs claiming one IP (the gateway, typically) is how spoofing shows.
+ARP is not TCP or UDP, so there is no DecoderSpec: the pipeline calls ``decode_arp_frames``
+with the payload of the frames whose ethertype is 0x0806 (all of a batch's at once).
+A reply or a gratuitous announcement binds an IP to a MAC; two MACs claiming one IP (the
+gateway, typically) is how spoofing shows.
 """
 
 from __future__ import annotations
@@ -51,16 +52,32 @@ class ArpResponse(ArpEvent):
 
 def decode_arp(data: bytes, *, ts: float = 0.0, frame: int = 0, source: str = "") -> ArpEvent:
     """Decode an Ethernet/IPv4 ARP body (the bytes after the ethertype)."""
-    if len(data) < 28:
-        raise DecodeError(f"ARP body of {len(data)} bytes, 28 needed",
-                          Location(file=source or None, frame=frame))
-    fields = _arp_fields(bytes(data[:28]))
-    if isinstance(fields, str):
-        raise DecodeError(fields, Location(file=source or None, frame=frame))
-    cls, operation, sender_mac, sender_ip, target_mac, target_ip = fields
-    return cls(ts=ts, frame=frame, src=sender_mac, dst=target_mac, source=source,
-               operation=operation, sender_mac=sender_mac, sender_ip=sender_ip,
-               target_mac=target_mac, target_ip=target_ip, gratuitous=sender_ip == target_ip)
+    (event,) = decode_arp_frames([data], [ts], [frame], source)
+    if isinstance(event, DecodeError):
+        raise event
+    return event
+
+
+def decode_arp_frames(bodies: list[bytes], ts: list[float], frames: list[int],
+                      source: str = "") -> list[ArpEvent | DecodeError]:
+    """Decode the ARP bodies of many frames: an event, or the DecodeError, per body.
+
+    The pipeline gives a whole batch's ARP frames at once; one broken frame must not cost the
+    others, so its error takes its place in the list instead of being raised.
+    """
+    out: list[ArpEvent | DecodeError] = []
+    for data, stamp, frame in zip(bodies, ts, frames, strict=True):
+        fields = _arp_fields(bytes(data[:28])) if len(data) >= 28 else (
+            f"ARP body of {len(data)} bytes, 28 needed")
+        if isinstance(fields, str):
+            out.append(DecodeError(fields, Location(file=source or None, frame=frame)))
+            continue
+        cls, operation, sender_mac, sender_ip, target_mac, target_ip = fields
+        out.append(cls(ts=stamp, frame=frame, src=sender_mac, dst=target_mac, source=source,
+                       operation=operation, sender_mac=sender_mac, sender_ip=sender_ip,
+                       target_mac=target_mac, target_ip=target_ip,
+                       gratuitous=sender_ip == target_ip))
+    return out
 
 
 _ArpFields = tuple[type[ArpEvent], int, str, str, str, str]

@@ -206,15 +206,19 @@ class DnsDecoder:
 
     def __init__(self, ctx: FlowContext) -> None:
         self.ctx = ctx
-        self._buffers = (PduBuffer(limit=65537, source=ctx.source),
-                         PduBuffer(limit=65537, source=ctx.source))
+        # Over UDP (nearly all DNS: one short flow per lookup) a datagram is a message and
+        # needs no framing buffers.
+        self._udp = ctx.transport == "udp"
+        self._buffers = None if self._udp else (PduBuffer(limit=65537, source=ctx.source),
+                                                PduBuffer(limit=65537, source=ctx.source))
         self._queries: dict[int, int] = {}
 
     def gap(self, from_client: bool) -> None:
-        self._buffers[from_client].gap()
+        if self._buffers is not None:
+            self._buffers[from_client].gap()
 
     def feed(self, from_client: bool, data: bytes, ts: float, frame: int) -> list[Event]:
-        if self.ctx.transport == "udp":
+        if self._buffers is None:
             return [self._message(from_client, data, ts, frame)]
         return [self._message(from_client, pdu[2:], ts, frame)
                 for pdu in self._buffers[from_client].pdus(data, dns_tcp_length, frame)]

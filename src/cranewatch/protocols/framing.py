@@ -13,7 +13,6 @@ from __future__ import annotations
 import math
 from collections import Counter
 from collections.abc import Callable, Iterator
-from functools import lru_cache
 from typing import TypedDict
 
 from cranewatch.errors import DecodeError, Location
@@ -110,9 +109,13 @@ class Endpoints(TypedDict):
     source: str
 
 
-@lru_cache(maxsize=8192)  # one pair per live flow; callers only unpack it (``**``), never change it
 def endpoints(ctx: FlowContext, from_client: bool) -> Endpoints:
-    """``src``/``dst``/``sport``/``dport``/``source`` of a PDU sent in the given direction."""
+    """``src``/``dst``/``sport``/``dport``/``source`` of a PDU sent in the given direction.
+
+    Not cached: building the small dict costs less than hashing the context field by field
+    for a cache lookup (and a DNS flow asks once or twice, a miss every time). Decoders of
+    long-lived flows may keep both directions' dicts; they only unpack them (``**``).
+    """
     if from_client:
         return {"src": ctx.client, "dst": ctx.server, "sport": ctx.client_port,
                 "dport": ctx.server_port, "source": ctx.source}

@@ -96,6 +96,8 @@ def mqtt_length(buf: bytes | bytearray, pos: int) -> int | None:
         return None
     if buf[pos] >> 4 == 0:
         raise DecodeError("MQTT packet type 0 is reserved")
+    if buf[pos + 1] < 0x80:  # under 128 bytes: a one-byte length, most telemetry
+        return 2 + buf[pos + 1]
     value = 0
     for i in range(4):
         if pos + 1 + i >= len(buf):
@@ -162,6 +164,7 @@ class MqttDecoder:
         self._buffers = (PduBuffer(limit=PACKET_LIMIT, source=ctx.source),
                          PduBuffer(limit=PACKET_LIMIT, source=ctx.source))
         self.level = 4
+        self._where = (endpoints(ctx, False), endpoints(ctx, True))
 
     def gap(self, from_client: bool) -> None:
         self._buffers[from_client].gap()
@@ -182,8 +185,22 @@ class MqttDecoder:
         while packet[pos] & 0x80:
             pos += 1
         body = _Reader(packet, pos + 1)
-        where = endpoints(self.ctx, from_client)
+        where = self._where[from_client]
         v5 = self.level == 5
+        if ptype == PUBLISH:  # first: nearly every packet of a telemetry connection
+            qos = (flags >> 1) & 3
+            if qos == 3:
+                raise DecodeError("PUBLISH with QoS 3")
+            topic = body.text()
+            packet_id = body.u16() if qos else None
+            if v5:
+                body.skip_properties()
+            payload = packet[body.pos:]
+            return MqttPublishRequest(ts=ts, frame=frame, topic=topic, qos=qos,
+                                      retain=bool(flags & 1), dup=bool(flags & 8),
+                                      packet_id=packet_id, payload=payload[:PAYLOAD_LIMIT],
+                                      payload_size=len(payload), from_client=from_client,
+                                      **where)
         if ptype == CONNECT:
             name = body.text()
             level = body.u8()
@@ -212,20 +229,6 @@ class MqttDecoder:
             return MqttConnectResponse(ts=ts, frame=frame, return_code=code,
                                        session_present=bool(ack_flags & 1),
                                        **where)
-        if ptype == PUBLISH:
-            qos = (flags >> 1) & 3
-            if qos == 3:
-                raise DecodeError("PUBLISH with QoS 3")
-            topic = body.text()
-            packet_id = body.u16() if qos else None
-            if v5:
-                body.skip_properties()
-            payload = packet[body.pos:]
-            return MqttPublishRequest(ts=ts, frame=frame, topic=topic, qos=qos,
-                                      retain=bool(flags & 1), dup=bool(flags & 8),
-                                      packet_id=packet_id, payload=payload[:PAYLOAD_LIMIT],
-                                      payload_size=len(payload), from_client=from_client,
-                                      **where)
         if ptype in (SUBSCRIBE, UNSUBSCRIBE):
             packet_id = body.u16()
             if v5:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import struct
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import ClassVar
 
 from cranewatch.protocols.base import DecoderSpec, Event, FlowContext, register
@@ -46,6 +47,7 @@ class NtpTimeResponse(NtpTimeRequest):
     kind: ClassVar[str] = "ntp_time_response"
 
 
+@lru_cache(maxsize=1024)  # a crane's few time sources name the same references all day
 def reference_id(stratum: int, raw: bytes) -> str:
     """Stratum 0/1: ASCII source code (GPS, PPS, kiss code); higher strata: an IPv4 address."""
     if stratum <= 1:
@@ -53,9 +55,13 @@ def reference_id(stratum: int, raw: bytes) -> str:
     return ".".join(str(b) for b in raw)
 
 
+_STRATUM_POLL_TRANSMIT = struct.Struct(">xBb37xII")  # bytes 1, 2 and 40-47 of the header
+
+
 class NtpDecoder:
     def __init__(self, ctx: FlowContext) -> None:
         self.ctx = ctx
+        self._where = (endpoints(ctx, False), endpoints(ctx, True))
 
     def gap(self, from_client: bool) -> None:
         return None
@@ -64,14 +70,13 @@ class NtpDecoder:
         if not data:
             raise decode_error("empty NTP datagram", self.ctx, frame)
         leap, version, mode = data[0] >> 6, (data[0] >> 3) & 7, data[0] & 7
-        where = endpoints(self.ctx, from_client)
+        where = self._where[from_client]
         cls = NtpTimeResponse if mode in SERVER_MODES else NtpTimeRequest
         if mode in (6, 7):  # control and private messages have their own short layouts
             return [cls(ts=ts, frame=frame, mode=mode, version=version, leap=leap, **where)]
         if len(data) < 48:
             raise decode_error(f"NTP packet of {len(data)} bytes, 48 needed", self.ctx, frame)
-        stratum, poll = data[1], struct.unpack_from(">b", data, 2)[0]
-        seconds, fraction = struct.unpack_from(">II", data, 40)
+        stratum, poll, seconds, fraction = _STRATUM_POLL_TRANSMIT.unpack_from(data)
         transmit = seconds - NTP_EPOCH_OFFSET + fraction / 2**32 if seconds else None
         return [cls(ts=ts, frame=frame, mode=mode, version=version, stratum=stratum,
                     reference=reference_id(stratum, data[12:16]), leap=leap, poll=poll,

@@ -155,7 +155,14 @@ class SshDecoder:
             pending.clear()
             if not data:
                 return events
-        for packet in self._packets[from_client].pdus(data, ssh_packet_length, frame):
+        try:
+            packet = next(self._packets[from_client].pdus(data, ssh_packet_length, frame), None)
+        except DecodeError:
+            # No binary packet header where the KEXINIT must start: nothing more in this
+            # direction can be read (one warning, not one per segment that follows).
+            self._done[side] = True
+            raise
+        if packet is not None:
             padding = packet[4]
             payload = packet[5:len(packet) - padding] if padding < len(packet) - 5 else b""
             # the first binary packet of each side is its KEXINIT; after it, nothing is clear
@@ -169,7 +176,6 @@ class SshDecoder:
                 cls2 = SshKexinitRequest if from_client else SshKexinitResponse
                 events.append(cls2(ts=ts, frame=frame, from_client=from_client,
                                    **fields, **where))  # type: ignore[arg-type]
-            break
         return events
 
 
