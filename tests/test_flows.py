@@ -120,6 +120,31 @@ def test_stream_flush_gives_what_waits_behind_a_hole() -> None:
     assert s.flush() == [Gap(4, 1.0), Chunk(b"zz", 4, 1.0)]
 
 
+def test_stream_in_order_takes_only_the_exact_next_segment() -> None:
+    s = Stream()
+    s.syn(99)
+    assert s.in_order(100, 3) and s.next_seq == 103
+    assert not s.in_order(100, 3)  # a retransmission: segment() trims it
+    assert not s.in_order(110, 2)  # ahead of a hole: segment() holds it
+    assert not s.in_order(103, 0)  # no bytes: nothing to take
+    assert s.next_seq == 103
+
+
+def test_stream_in_order_waits_while_bytes_are_held_and_wraps() -> None:
+    s = Stream()
+    s.syn(0xFFFFFFFE)
+    s.segment(2, b"cd", 2, 2.0)  # held behind the hole 0xFFFFFFFF..1
+    assert not s.in_order(0xFFFFFFFF, 3)  # the hole filler must release what waits
+    assert s.segment(0xFFFFFFFF, b"abc", 3, 3.0) == [Chunk(b"abc", 3, 3.0), Chunk(b"cd", 3, 3.0)]
+    assert s.in_order(4, 2) and s.next_seq == 6
+
+
+def test_stream_in_order_without_a_known_start_is_refused() -> None:
+    s = Stream()  # mid-stream: the first segment must report the gap
+    assert not s.in_order(5000, 2)
+    assert s.segment(5000, b"xy", 7, 1.0) == [Gap(7, 1.0), Chunk(b"xy", 7, 1.0)]
+
+
 # -------------------------------------------------------------------- reassembly + Modbus
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from cranewatch.errors import DecodeError
-from cranewatch.protocols.arp import ArpEvent, ArpResponse, decode_arp
+from cranewatch.protocols.arp import ArpEvent, ArpResponse, decode_arp, decode_arp_frames
 from cranewatch.protocols.dhcp import DhcpDecoder, DhcpMessageRequest, DhcpMessageResponse
 from cranewatch.protocols.ntp import NtpDecoder, NtpTimeRequest, NtpTimeResponse
 from cranewatch.protocols.syslog import SyslogDecoder, SyslogMessageRequest, parse_syslog
@@ -53,6 +53,20 @@ def test_arp_request_and_gratuitous_reply() -> None:
     assert isinstance(gratuitous, ArpResponse) and gratuitous.gratuitous
     with pytest.raises(DecodeError):
         decode_arp(request[:20])
+
+
+def test_arp_frames_of_a_batch_with_a_broken_one_in_between() -> None:
+    request = h("0001 0800 06 04 0001") + MAC + h("0a070032") + bytes(6) + h("0a070001")
+    token_ring = h("0006 0800 06 04 0001") + MAC + h("0a070032") + bytes(6) + h("0a070001")
+    good, broken, short, again = decode_arp_frames(
+        [request, token_ring, request[:27], request], [1.0, 2.0, 3.0, 4.0], [10, 11, 12, 13],
+        "lan.pcap")
+    assert isinstance(good, ArpEvent) and isinstance(again, ArpEvent)
+    assert (good.frame, good.ts, again.frame, again.ts) == (10, 1.0, 13, 4.0)
+    assert (again.sender_ip, again.target_ip, again.source) == ("10.7.0.50", "10.7.0.1", "lan.pcap")
+    assert isinstance(broken, DecodeError) and "hardware 6" in broken.message
+    assert broken.location is not None and broken.location.frame == 11
+    assert isinstance(short, DecodeError) and "27 bytes" in short.message
 
 
 def test_ntp_client_and_server_stratum_one() -> None:

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import hashlib
+from pathlib import Path
+from typing import Any
 
 import pytest
 
 from cranewatch.errors import DecodeError
+from cranewatch.pipeline import Analysis
+from cranewatch.protocols.base import Event
 from cranewatch.protocols.ssh import (
     SshBannerRequest,
     SshBannerResponse,
@@ -15,6 +19,8 @@ from cranewatch.protocols.ssh import (
     SshKexinitResponse,
 )
 from proto_helpers import context, feed_all
+
+OPENSSH_CAPTURE = Path(__file__).parent / "data" / "proto" / "openssh-loopback.pcap"
 
 
 def _namelist(text: str) -> bytes:
@@ -66,3 +72,46 @@ def test_truncated_kexinit_is_a_decode_error() -> None:
 def test_no_banner_in_8_kib_is_a_decode_error() -> None:
     with pytest.raises(DecodeError):
         SshDecoder(context(22)).feed(True, b"x" * 9000, 1.0, 1)
+
+
+def test_bytes_that_are_no_binary_packet_end_that_direction_with_one_error() -> None:
+    decoder = SshDecoder(context(22))
+    decoder.feed(False, b"SSH-2.0-b\r\n" + kexinit("k", "e", "m", "c"), 1.0, 1)
+    decoder.feed(True, b"SSH-2.0-a\r\n", 2.0, 2)
+    with pytest.raises(DecodeError, match="SSH packet length"):
+        decoder.feed(True, b"\xff" * 52, 3.0, 3)  # no KEXINIT: a length of 4 GiB
+    assert decoder.feed(True, b"\xff" * 52, 4.0, 4) == []  # no error per segment that follows
+    assert decoder.finished  # both directions: the pipeline stops feeding the flow
+
+
+class _Events:
+    def __init__(self) -> None:
+        self.events: list[Event] = []
+
+    def on_event(self, event: Event) -> None:
+        self.events.append(event)
+
+    def on_series(self, series: Any) -> None: ...
+
+    def on_flow_end(self, flow: Any) -> None: ...
+
+    def finish(self) -> list[Any]:
+        return []
+
+
+def test_real_openssh_session_gives_banners_and_hassh_without_warnings() -> None:
+    """OpenSSH 9.2 client and server on loopback (tests/data/proto/README.md): the decoder
+    reads both banners and KEXINITs, matches tshark's HASSH, and nothing after them (the
+    key exchange, NEWKEYS and the encrypted session) makes a warning or an event."""
+    sink = _Events()
+    result = Analysis([sink]).run([OPENSSH_CAPTURE])
+    assert result.warnings == ()
+    kinds = [(e.kind, e.frame) for e in sink.events]
+    assert kinds == [("ssh_banner_request", 4), ("ssh_banner_response", 6),
+                     ("ssh_kexinit_response", 8), ("ssh_kexinit_request", 10)]
+    kex = {e.kind: e for e in sink.events if isinstance(e, SshKexinitRequest)}
+    # tshark -d tcp.port==2222,ssh -T fields -e ssh.kex.hassh -e ssh.kex.hasshserver
+    assert kex["ssh_kexinit_request"].hassh == "472b5de333ad665af5cbf10ff892c4df"
+    assert kex["ssh_kexinit_response"].hassh == "425d29fe50d8e4f5e37efb6e24bcf660"
+    banner = next(e for e in sink.events if isinstance(e, SshBannerRequest))
+    assert banner.software == "OpenSSH_9.2p1"
