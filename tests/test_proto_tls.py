@@ -107,6 +107,16 @@ def test_server_hello_and_certificate_subject() -> None:
     assert cert_event.subject == "CN=plc.sts07,O=Crane Works" and cert_event.self_signed
 
 
+def test_decoder_is_finished_once_both_directions_are_encrypted() -> None:
+    decoder = TlsDecoder(context(443))
+    decoder.feed(True, CLIENT_HELLO_11, 1.0, 1)
+    app_data = h("170303 0004 deadbeef")
+    decoder.feed(True, app_data, 2.0, 2)
+    assert not decoder.finished  # the server may still send its hello and certificate
+    assert decoder.feed(False, app_data, 3.0, 3) == []
+    assert decoder.finished
+
+
 def _self_signed_der() -> bytes:
     """A minimal DER certificate shape (tbs with version, serial, alg, names, validity)."""
     def tlv(tag: int, body: bytes) -> bytes:

@@ -333,6 +333,11 @@ class TlsDecoder:
         self._encrypted = [False, False]
         self._tls13 = False
 
+    @property
+    def finished(self) -> bool:
+        """Both directions encrypted: nothing more to read, the pipeline stops feeding the flow."""
+        return self._encrypted[0] and self._encrypted[1]
+
     def gap(self, from_client: bool) -> None:
         self._records[from_client].gap()
         self._handshake[from_client].clear()
