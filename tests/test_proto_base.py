@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from cranewatch import protocols
-from cranewatch.protocols.base import Event
+from cranewatch.protocols.base import Event, FlowContext
 
 
 def _event_classes() -> list[type[Event]]:
@@ -99,3 +99,13 @@ def test_post_init_and_hand_written_init_are_kept() -> None:
             object.__setattr__(self, "source", "")
 
     assert Positional(55.0).overload_limit == 55.0
+
+
+def test_flow_context_has_the_fast_init_with_positional_fields() -> None:
+    assert "_set_client" in FlowContext.__init__.__code__.co_names
+    ctx = FlowContext("10.20.7.30", 50123, "10.20.7.10", 502, "tcp")
+    assert ctx == FlowContext(client="10.20.7.30", client_port=50123, server="10.20.7.10",
+                              server_port=502, transport="tcp", source="")
+    assert hash(ctx) == hash(FlowContext("10.20.7.30", 50123, "10.20.7.10", 502, "tcp", ""))
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        ctx.server_port = 503  # type: ignore[misc]

@@ -131,11 +131,15 @@ class _Reader:
         return self.data[self.pos - 2] << 8 | self.data[self.pos - 1]
 
     def blob(self) -> bytes:
-        size = self.u16()
-        if self.pos + size > len(self.data):
+        data, start = self.data, self.pos + 2  # u16 length, then the bytes (read inline: hot)
+        if start > len(data):
+            raise DecodeError("MQTT packet cut short")
+        end = start + (data[start - 2] << 8 | data[start - 1])
+        if end > len(data):
+            self.pos = start
             raise DecodeError("MQTT string longer than its packet")
-        self.pos += size
-        return self.data[self.pos - size:self.pos]
+        self.pos = end
+        return data[start:end]
 
     def text(self) -> str:
         return self.blob().decode("utf-8", "replace")
