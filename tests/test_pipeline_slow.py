@@ -1,0 +1,90 @@
+"""The slow path of the pipeline: a decoder that refuses a PDU is warned about and asked again
+for what followed, at most 64 times per feed; in-order segments reach the decoder unchanged."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from cranewatch.errors import DecodeError
+from cranewatch.flows import IPPROTO_TCP, Flow
+from cranewatch.pipeline import Analysis
+from cranewatch.protocols.base import Event
+from cranewatch.protocols.ssh import SshBannerRequest, SshBannerResponse
+from modbus_capture import Conversation, write_pcap
+
+
+class _Refusing:
+    """Raises ``errors`` times, then gives one event per call."""
+
+    def __init__(self, errors: int) -> None:
+        self.errors = errors
+        self.calls: list[bytes] = []
+
+    def feed(self, from_client: bool, data: bytes, ts: float, frame: int) -> list[Event]:
+        self.calls.append(data)
+        if self.errors:
+            self.errors -= 1
+            raise DecodeError(f"broken PDU, {self.errors} more")
+        return [SshBannerRequest(ts=ts, frame=frame, src="a", dst="b", banner="SSH-2.0-x")]
+
+    def gap(self, from_client: bool) -> None: ...
+
+
+def _flow(decoder: _Refusing) -> Flow:
+    flow = Flow(key=b"k", proto=IPPROTO_TCP, client=bytes(16), client_port=50000,
+                server=bytes(16), server_port=22, client_is_a=True, first_seen=0.0,
+                last_seen=0.0, first_frame=1, source="t.pcap")
+    flow.protocol, flow.decoder = "ssh", decoder
+    return flow
+
+
+def _emitted(analysis: Analysis) -> list[Event]:
+    events: list[Event] = []
+    analysis.emit = events.append  # type: ignore[method-assign]
+    return events
+
+
+def test_after_a_refused_pdu_the_decoder_is_asked_for_what_followed() -> None:
+    analysis = Analysis()
+    events = _emitted(analysis)
+    decoder = _Refusing(errors=2)
+    analysis._feed(_flow(decoder), True, b"\x00" * 8, 1.5, 7, "t.pcap")
+    assert decoder.calls == [b"\x00" * 8, b"", b""]  # the bytes once, then only what it kept
+    assert [(w.message, w.frame, w.kind) for w in analysis.warnings] == [
+        ("ssh: broken PDU, 1 more", 7, "decode"), ("ssh: broken PDU, 0 more", 7, "decode")]
+    assert [e.frame for e in events] == [7]
+
+
+def test_a_decoder_that_keeps_refusing_is_given_up_after_64_tries() -> None:
+    analysis = Analysis()
+    events = _emitted(analysis)
+    decoder = _Refusing(errors=1000)
+    analysis._feed(_flow(decoder), True, b"\x00", 1.0, 3, "t.pcap")
+    assert len(decoder.calls) == 64 and len(analysis.warnings) == 64
+    assert events == []
+
+
+def test_ssh_banners_split_over_in_order_segments(tmp_path: Path) -> None:
+    c = Conversation("10.20.0.50", "10.20.7.10", client_port=40100, server_port=22)
+    frames = c.handshake()
+    frames.append(c.send(False, b"SSH-2.0-Open"))  # 4
+    frames.append(c.send(False, b"SSH_9.2p1\r\n"))  # 5: completes the server banner
+    frames.append(c.send(True, b"SSH-2.0-dropbear_2022.83\r\n"))  # 6
+    events: list[Event] = []
+
+    class Sink:
+        def on_event(self, event: Event) -> None:
+            events.append(event)
+
+        def on_series(self, series: object) -> None: ...
+
+        def on_flow_end(self, flow: object) -> None: ...
+
+        def finish(self) -> list[object]:
+            return []
+
+    Analysis([Sink()]).run([write_pcap(tmp_path / "ssh.pcap", frames)])
+    server, client = events
+    assert isinstance(server, SshBannerResponse) and server.frame == 5
+    assert server.software == "OpenSSH_9.2p1"
+    assert isinstance(client, SshBannerRequest) and client.frame == 6
