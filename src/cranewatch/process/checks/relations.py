@@ -117,10 +117,14 @@ def check_torque_vs_load(ctx: CheckContext) -> list[Incident]:
     for s, e, d in persistent(broken, ctx.seconds(1.0), merge_gap=ctx.seconds(2.0)):
         seg = residual[s: e + 1]
         implied = float(np.nanmedian((torque[s: e + 1] - offset) / slope))
+        # A load cell that repeats one value while the torque moves is stuck, not just off.
+        stuck = float(np.nanmax(load[s: e + 1]) - np.nanmin(load[s: e + 1])) == 0.0 \
+            and float(np.nanmax(torque[s: e + 1]) - np.nanmin(torque[s: e + 1])) > 0.0
         out.append(Incident(
             rule="process-torque-load", category="false-reading", severity=Severity.HIGH,
-            title=f"hoist_load reads {float(np.nanmedian(load[s: e + 1])):.1f} t while the "
-                  f"hoist torque says {implied:.1f} t",
+            title=f"hoist_load {'stuck at' if stuck else 'reads'} "
+                  f"{float(np.nanmedian(load[s: e + 1])):.1f} t while the hoist torque says "
+                  f"{implied:.1f} t",
             signal="hoist_load", related=("hoist_torque", "hoist_speed"),
             relation=f"hoist_torque ≈ {slope:.3g} %/t × hoist_load {_signed(offset)} % "
                      f"(± {tolerance:.3g} % of rated torque) while the hoist is steady",
