@@ -30,21 +30,52 @@ _HASH_MULTIPLIERS = np.array([0x9E3779B97F4A7C15, 0xC2B2AE3D27D4EB4F, 0x165667B1
                               0x27D4EB2F165667C5, 0xFF51AFD7ED558CCD], dtype=np.uint64)
 
 
-def group_keys(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Group equal 40-byte keys: (index of each group's first row, group of each row).
+def group_values(values: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Group equal values: (first row, last row, group of each row), groups in value order.
+
+    What ``np.unique(..., return_index=True, return_inverse=True)`` gives (and the same
+    numbering), about three times faster: an unstable sort suffices because each group's
+    first and last rows are taken as the least and greatest row number in its run.
+    """
+    count = len(values)
+    if count == 0:
+        empty = np.zeros(0, dtype=np.intp)
+        return empty, empty, empty
+    order = np.argsort(values)
+    ordered = values[order]
+    starts_run = np.empty(count, dtype=bool)
+    starts_run[0] = True
+    np.not_equal(ordered[1:], ordered[:-1], out=starts_run[1:])
+    runs = np.flatnonzero(starts_run)
+    inverse = np.empty(count, dtype=np.intp)
+    inverse[order] = np.cumsum(starts_run) - 1
+    return np.minimum.reduceat(order, runs), np.maximum.reduceat(order, runs), inverse
+
+
+def group_rows(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Group equal fixed-size records (a multiple of 8 bytes): (first row, last row, group).
 
     Sorting 40-byte records is slow, so rows are grouped by a 64-bit hash and the grouping is
     then verified byte for byte; on a collision (never seen in practice) the exact sort is used.
     """
     words = keys.view(np.uint64).reshape(len(keys), -1)
-    mixed = words * _HASH_MULTIPLIERS[: words.shape[1]]
-    digest = np.bitwise_xor.reduce(mixed ^ (mixed >> np.uint64(29)), axis=1)
-    _, first, inverse = np.unique(digest, return_index=True, return_inverse=True)
-    inverse = inverse.reshape(-1)
+    digest = np.zeros(len(keys), dtype=np.uint64)
+    for column, multiplier in zip(words.T, _HASH_MULTIPLIERS, strict=False):
+        mixed = column * multiplier
+        digest ^= mixed ^ (mixed >> np.uint64(29))
+    first, last, inverse = group_values(digest)
     if not np.array_equal(words[first[inverse]], words):
-        packed = keys.view(f"V{keys.dtype.itemsize}")
+        packed = keys.view(f"V{keys.dtype.itemsize}").reshape(len(keys))
         _, first, inverse = np.unique(packed, return_index=True, return_inverse=True)
         inverse = inverse.reshape(-1)
+        last = np.zeros(len(first), dtype=np.intp)
+        np.maximum.at(last, inverse, np.arange(len(keys)))
+    return first, last, inverse
+
+
+def group_keys(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Group equal 40-byte keys: (index of each group's first row, group of each row)."""
+    first, _, inverse = group_rows(keys)
     return first, inverse
 
 
@@ -330,7 +361,7 @@ class FlowTable:
         keys["pb"] = np.where(src_is_a, dport, sport)
         keys["proto"] = proto
         keys["pad"] = b"\x00\x00\x00"
-        first, inverse = group_keys(keys)
+        first, last, inverse = group_rows(keys)
         uniq = keys.view("V40")[first]
         flags = decoded.tcp_flags[ip_rows]
         ts = batch.ts[ip_rows]
@@ -361,7 +392,7 @@ class FlowTable:
         dir_client = src_is_a == client_is_a[inverse]
         index[ip_rows] = inverse
         from_client[ip_rows] = dir_client
-        self._count(flows, inverse, dir_client, batch, decoded, ip_rows, flags, ts)
+        self._count(flows, inverse, dir_client, batch, decoded, ip_rows, flags, ts[first], ts[last])
         return BatchFlows(flows, index, from_client, new)
 
     def _create(self, key: bytes, a: bytes, b: bytes, port_a: int, port_b: int, proto: int,
@@ -384,24 +415,21 @@ class FlowTable:
 
     @staticmethod
     def _count(flows: list[Flow], inverse: np.ndarray, dir_client: np.ndarray, batch: Any,
-               decoded: Any, ip_rows: np.ndarray, flags: np.ndarray, ts: np.ndarray) -> None:
+               decoded: Any, ip_rows: np.ndarray, flags: np.ndarray, first_ts: np.ndarray,
+               last_ts: np.ndarray) -> None:
         nflows = len(flows)
         slot = inverse * 2 + dir_client  # slot 2k: to client, 2k+1: to server
         size = 2 * nflows
         packets = np.bincount(slot, minlength=size)
         wire = np.bincount(slot, weights=batch.origlen[ip_rows], minlength=size)
         payload = np.bincount(slot, weights=decoded.payload_len[ip_rows], minlength=size)
-        syn = np.bincount(slot, weights=(flags & TCP_SYN) != 0, minlength=size)
-        fin = np.bincount(slot, weights=(flags & TCP_FIN) != 0, minlength=size)
-        rst = np.bincount(slot, weights=(flags & TCP_RST) != 0, minlength=size)
-        order = np.argsort(inverse, kind="stable")
-        bounds = np.searchsorted(inverse[order], np.arange(nflows + 1))
-        first_ts = ts[order[bounds[:-1]]]
-        last_ts = ts[order[bounds[1:] - 1]]
-        # MACs per side: distinct (slot, source MAC) pairs, a handful per batch.
-        macs = decoded.eth_src[ip_rows]
-        mac_pairs = np.unique((slot.astype(np.uint64) << np.uint64(48)) | macs.astype(np.uint64)) \
-            if size < (1 << 16) else None
+        # whether a side saw the flag at all: mark the slots of the (few) rows carrying it
+        syn = np.zeros(size, dtype=bool)
+        fin = np.zeros(size, dtype=bool)
+        rst = np.zeros(size, dtype=bool)
+        syn[slot[(flags & TCP_SYN) != 0]] = True
+        fin[slot[(flags & TCP_FIN) != 0]] = True
+        rst[slot[(flags & TCP_RST) != 0]] = True
         # Python lists: reading numpy scalars one by one costs more than converting once.
         packets_l, wire_l, payload_l = packets.tolist(), wire.tolist(), payload.tolist()
         syn_l, fin_l, rst_l = syn.tolist(), fin.tolist(), rst.tolist()
@@ -412,22 +440,25 @@ class FlowTable:
                     side.packets += packets_l[s]
                     side.bytes += int(wire_l[s])
                     side.payload_bytes += int(payload_l[s])
-                    side.syn = side.syn or bool(syn_l[s])
-                    side.fin = side.fin or bool(fin_l[s])
-                    side.rst = side.rst or bool(rst_l[s])
+                    side.syn = side.syn or syn_l[s]
+                    side.fin = side.fin or fin_l[s]
+                    side.rst = side.rst or rst_l[s]
             if t0 < flow.first_seen:
                 flow.first_seen = t0
             if t1 > flow.last_seen:
                 flow.last_seen = t1
-        if mac_pairs is not None:
-            for pair in mac_pairs.tolist():
-                s, mac = pair >> 48, pair & 0xFFFFFFFFFFFF
-                if mac:
-                    flows[s >> 1].side(bool(s & 1)).macs.add(mac)
-        else:
-            for row, s in zip(macs.tolist(), slot.tolist(), strict=True):
-                if row:
-                    flows[s >> 1].side(bool(s & 1)).macs.add(row)
+        # MACs per side: a side nearly always has one sender MAC, so take one row's MAC per
+        # slot and look only at the rows that differ from it (none, usually), not sort them all.
+        macs = decoded.eth_src[ip_rows]
+        seen = np.zeros(size, dtype=np.uint64)
+        seen[slot] = macs
+        other = np.flatnonzero(macs != seen[slot])
+        pairs = set(zip(np.flatnonzero(packets).tolist(), seen[packets > 0].tolist(), strict=True))
+        if len(other):
+            pairs.update(zip(slot[other].tolist(), macs[other].tolist(), strict=True))
+        for s, mac in pairs:
+            if mac:
+                flows[s >> 1].side(bool(s & 1)).macs.add(mac)
 
     def expire(self, now: float) -> list[Flow]:
         """Remove and return flows idle too long, or closed and quiet for a moment."""
