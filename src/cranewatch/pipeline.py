@@ -252,13 +252,16 @@ def _is_zeek(path: str) -> bool:
 
 def _file_batches(state: _InputState, warn: Callable[[InputWarning], None],
                   batch_packets: int) -> Iterator[PacketBatch]:
+    """The batches of one capture; its sha256 is taken from the bytes the reader reads."""
     try:
-        reader = open_capture(state.path)
+        reader = open_capture(state.path, digest=state.sha)
     except CaptureError as exc:
         state.complete = False
         state.problems.append(exc.message)
         warn(InputWarning(exc.message, state.path, exc.location.frame if exc.location else None,
                       "capture"))
+        state.sha = hashlib.sha256()  # not a capture: hash the file as it is, from the start
+        _hash_file(state)
         return
     with reader:
         state.format = getattr(reader, "format", "?")
@@ -266,6 +269,7 @@ def _file_batches(state: _InputState, warn: Callable[[InputWarning], None],
             yield from reader.batches(batch_packets)
         except CaptureError as exc:
             reader.warnings.append(exc)
+        reader.digest_rest()
         for problem in reader.warnings:
             state.complete = False
             state.problems.append(problem.message)
@@ -460,9 +464,6 @@ class Analysis:
         findings: list[Finding] = []
         for sink in self.sinks:
             findings.extend(sink.finish())
-        for state in states:
-            if state not in zeek:
-                _hash_file(state)
         return self.result(states, findings, profile, baseline)
 
     def _read_zeek(self, state: _InputState) -> None:

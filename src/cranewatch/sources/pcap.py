@@ -18,7 +18,7 @@ import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from types import TracebackType
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 import numpy as np
 
@@ -133,6 +133,49 @@ def _ticks_to_ns(ticks: np.ndarray, units: int) -> np.ndarray:
     return (seconds * np.uint64(1_000_000_000) + frac_ns).astype(np.int64)
 
 
+class _DigestFile:
+    """A raw capture file that hands every byte it reads, once and in order, to a digest.
+
+    The reader reads each byte of a plain capture once (it seeks back only over bytes it read
+    already), so the file's sha256 costs no second read of the file; ``digest_rest`` covers
+    what the reader did not get to (a capture it stopped reading early).
+    """
+
+    def __init__(self, raw: BinaryIO, digest: Any) -> None:
+        self._raw = raw
+        self._digest = digest
+        self._at = 0  # file offset of the next read
+        self._hashed = 0  # bytes [0, _hashed) went to the digest
+
+    def read(self, size: int = -1) -> bytes:
+        data = self._raw.read(size)
+        end = self._at + len(data)
+        if end > self._hashed >= self._at:
+            self._digest.update(memoryview(data)[self._hashed - self._at :])
+            self._hashed = end
+        self._at = end
+        return data
+
+    def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
+        self._at = self._raw.seek(offset, whence)
+        return self._at
+
+    def seekable(self) -> bool:
+        return self._raw.seekable()
+
+    def close(self) -> None:
+        self._raw.close()
+
+    def digest_rest(self) -> None:
+        """Give the digest the bytes of the file that were not read yet."""
+        try:
+            self.seek(self._hashed)
+            while self.read(4 * 1024 * 1024):
+                pass
+        except OSError:
+            pass  # an unreadable rest: the digest covers what could be read, as before
+
+
 class _GunzipStream:
     """Streaming gzip decompression that hands over every byte it could decompress.
 
@@ -183,7 +226,8 @@ class _GunzipStream:
 class CaptureReader:
     """Streams ``PacketBatch``es out of one capture file; use as a context manager."""
 
-    def __init__(self, path: str | os.PathLike[str], stream: BinaryIO, head: bytes) -> None:
+    def __init__(self, path: str | os.PathLike[str], stream: BinaryIO, head: bytes,
+                 digest_file: _DigestFile | None = None) -> None:
         self.path = os.fspath(path)
         self.warnings: list[CaptureError] = []
         self.packets_read = 0
@@ -194,7 +238,8 @@ class CaptureReader:
         self._buf_at = 0  # file offset of _buf[0]
         self._eof = False
         self._started = False
-        self._seekable = isinstance(stream, io.BufferedReader) and stream.seekable()
+        self._seekable = isinstance(stream, io.BufferedReader | _DigestFile) and stream.seekable()
+        self._digest_file = digest_file
 
     # ----------------------------------------------------------------- plumbing
 
@@ -208,6 +253,11 @@ class CaptureReader:
 
     def close(self) -> None:
         self._stream.close()
+
+    def digest_rest(self) -> None:
+        """Complete the digest given to ``open_capture`` with the bytes not read (if any)."""
+        if self._digest_file is not None:
+            self._digest_file.digest_rest()
 
     def __iter__(self) -> Iterator[PacketBatch]:
         return self.batches()
@@ -597,13 +647,22 @@ def _parse_idb(buf: bytes, pos: int, length: int, order: str) -> _Interface:
     return _Interface(linktype=linktype, snaplen=snaplen, units=max(units, 1), offset_s=offset_s)
 
 
-def open_capture(path: str | os.PathLike[str]) -> CaptureReader:
-    """Open a pcap, pcapng or gzip-compressed capture, telling them apart by magic number."""
+def open_capture(path: str | os.PathLike[str], digest: Any = None) -> CaptureReader:
+    """Open a pcap, pcapng or gzip-compressed capture, telling them apart by magic number.
+
+    With ``digest`` (e.g. ``hashlib.sha256()``), the file's bytes as stored (compressed, for
+    gzip) go to ``digest.update`` as they are read; call ``digest_rest()`` on the reader when
+    done with it to add the bytes it did not read.
+    """
     name = os.fspath(path)
     try:
         raw: BinaryIO = open(name, "rb")  # noqa: SIM115 - the reader owns and closes it
     except OSError as exc:
         raise CaptureError(f"cannot open capture: {exc.strerror}", Location(file=name)) from None
+    digest_file = None
+    if digest is not None:
+        digest_file = _DigestFile(raw, digest)
+        raw = digest_file  # type: ignore[assignment]
     stream: BinaryIO = raw
     try:
         head = raw.read(4)
@@ -627,4 +686,4 @@ def open_capture(path: str | os.PathLike[str]) -> CaptureReader:
         stream.close()
         raw.close()
         raise
-    return CaptureReader(name, stream, head)
+    return CaptureReader(name, stream, head, digest_file)
