@@ -240,7 +240,9 @@ def _link_layer(buf: bytes, linktype: np.ndarray, start: np.ndarray, end: np.nda
         l3=np.full(count, -1, dtype=np.int64),
     )
     caplen = end - start
-    kinds: list[int] = [int(k) for k in np.unique(linktype)]
+    # One link type per capture is the rule (and np.unique would import numpy.ma, ~10 ms)
+    first = int(linktype[0]) if count else 0
+    kinds = [first] if not count or (linktype == first).all() else [int(k) for k in np.unique(linktype)]
     for value in kinds:
         lt = int(value)
         group: np.ndarray | slice = slice(None) if len(kinds) == 1 else linktype == value

@@ -611,9 +611,10 @@ class CaptureReader:
         ticks = ticks[sl]
         ts_ns = np.zeros(keep, dtype=np.int64)
         table = np.array([i.linktype for i in interfaces] or [0], dtype=np.uint16)
-        for number in np.unique(iface):
-            info = interfaces[int(number)]
+        for number, info in enumerate(interfaces):  # not np.unique: it imports numpy.ma
             rows = iface == number
+            if not rows.any():
+                continue
             ts_ns[rows] = _ticks_to_ns(ticks[rows], info.units) + info.offset_s * 1_000_000_000
         ts_ns[~has_ts[sl]] = 0
         columns = (data_offset[sl], ts_ns, caplen[sl], origlen[sl], table[iface], iface.astype(np.uint16))
