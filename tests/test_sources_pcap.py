@@ -326,7 +326,36 @@ def test_pcapng_simple_and_obsolete_packet_blocks(tmp_path: Path) -> None:
     assert warnings == []
     assert packets_of(batches) == [b"abcd", b"xyz", b"epb"]
     assert column(batches, "origlen") == [8, 99, 3]
-    assert column(batches, "ts_ns") == [0, T0 // 1000 * 1000, (T0 + 1000) // 1000 * 1000]
+    # the simple packet block has no timestamp and nothing before it: it takes the next one
+    assert column(batches, "ts_ns") == [T0 // 1000 * 1000, T0 // 1000 * 1000, (T0 + 1000) // 1000 * 1000]
+
+
+@pytest.mark.parametrize("chunk", [41, pcap_module.CHUNK_BYTES])
+def test_simple_packet_blocks_take_the_previous_timestamp_with_one_note(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, chunk: int) -> None:
+    # tiny read blocks put the packet before a simple block in an earlier block
+    monkeypatch.setattr(pcap_module, "CHUNK_BYTES", chunk)
+    out = io.BytesIO()
+    writer = PcapngWriter(out)
+    writer.interface(LINKTYPE_ETHERNET, tsresol=9)
+    writer.write(0, T0, b"first")
+    writer.write_simple(b"simple-1")
+    writer.write_simple(b"simple-2")
+    writer.write(0, T0 + 500, b"third")
+    writer.write_simple(b"simple-3")
+    path = tmp_path / "spb.pcapng"
+    path.write_bytes(out.getvalue())
+    with open_capture(path) as reader:
+        batches = list(reader.batches(max_packets=2))
+        assert reader.warnings == []
+        (note,) = reader.notes
+    assert column(batches, "ts_ns") == [T0, T0, T0, T0 + 500, T0 + 500]
+    assert "no timestamp" in note.message
+    assert note.location is not None and note.location.frame == 2 and note.location.file == str(path)
+    result = Analysis(decoders=[]).run([path])
+    assert result.complete  # every packet was read: a note, not a damaged capture
+    assert [w.frame for w in result.warnings if "no timestamp" in w.message] == [2]
+    assert result.inputs[0].first_seen == T0 / 1e9
 
 
 def pcapng_bytes(count: int = 5) -> bytes:

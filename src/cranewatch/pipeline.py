@@ -270,6 +270,9 @@ def _file_batches(state: _InputState, warn: Callable[[InputWarning], None],
         except CaptureError as exc:
             reader.warnings.append(exc)
         reader.digest_rest()
+        for note in getattr(reader, "notes", ()):  # the capture is whole all the same
+            warn(InputWarning(note.message, state.path, note.location.frame if note.location else None,
+                              "capture"))
         for problem in reader.warnings:
             state.complete = False
             state.problems.append(problem.message)

@@ -230,6 +230,11 @@ class CaptureReader:
                  digest_file: _DigestFile | None = None) -> None:
         self.path = os.fspath(path)
         self.warnings: list[CaptureError] = []
+        # Oddities that leave every packet readable (the capture is still whole), e.g. packets
+        # that were given a timestamp they do not carry.
+        self.notes: list[CaptureError] = []
+        self._last_ts_ns: int | None = None  # of the last packet given out
+        self._untimed_noted = False
         self.packets_read = 0
         self.format = "pcapng" if head[:4] == struct.pack("<I", _PCAPNG_SHB) else "pcap"
         self._stream = stream
@@ -341,6 +346,8 @@ class CaptureReader:
         interface: np.ndarray,
     ) -> PacketBatch:
         count = len(data_offset)
+        if count:
+            self._last_ts_ns = int(ts_ns[-1])
         frame = np.arange(self.packets_read + 1, self.packets_read + 1 + count, dtype=np.int64)
         self.packets_read += count
         return PacketBatch(
@@ -616,9 +623,33 @@ class CaptureReader:
             if not rows.any():
                 continue
             ts_ns[rows] = _ticks_to_ns(ticks[rows], info.units) + info.offset_s * 1_000_000_000
-        ts_ns[~has_ts[sl]] = 0
+        untimed = ~has_ts[sl]
+        if untimed.any():
+            ts_ns = self._borrow_timestamps(ts_ns, untimed)
         columns = (data_offset[sl], ts_ns, caplen[sl], origlen[sl], table[iface], iface.astype(np.uint16))
         return columns, bad
+
+
+    def _borrow_timestamps(self, ts_ns: np.ndarray, untimed: np.ndarray) -> np.ndarray:
+        """Simple Packet Blocks carry no timestamp: give each the previous packet's.
+
+        Packets before any timestamped one take the first timestamp that follows them (0 if
+        none does). Said once per capture, as a note: no packet is lost or misread.
+        """
+        rows = np.arange(len(ts_ns))
+        timed = np.flatnonzero(~untimed)
+        if not self._untimed_noted:
+            self._untimed_noted = True
+            first = self.packets_read + 1 + int(np.argmax(untimed))
+            self.notes.append(CaptureError(
+                "simple packet blocks carry no timestamp: each was given the timestamp of the "
+                "packet before it", Location(file=self.path, frame=first)))
+        previous = np.maximum.accumulate(np.where(untimed, -1, rows))
+        if self._last_ts_ns is not None:
+            lead = self._last_ts_ns
+        else:
+            lead = int(ts_ns[timed[0]]) if len(timed) else 0
+        return np.where(previous >= 0, ts_ns[np.maximum(previous, 0)], lead)
 
 
 def _parse_idb(buf: bytes, pos: int, length: int, order: str) -> _Interface:
