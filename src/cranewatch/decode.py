@@ -557,6 +557,7 @@ class ReassembledDatagram:
     dst_ip: bytes
     ip_proto: int
     payload: bytes  # the whole L4 datagram (transport header + data)
+    frames: tuple[int, ...] = ()  # frame numbers of its fragments, in capture order
 
 
 @dataclass(slots=True)
@@ -565,6 +566,7 @@ class _Pending:
     parts: dict[int, bytes]
     total: int | None  # known once the last fragment (MF clear) arrives
     size: int
+    frames: list[int]
 
 
 class Defragmenter:
@@ -601,11 +603,12 @@ class Defragmenter:
             offset = int(decoded.frag_offset[row])
             pending = self._pending.get(key)
             if pending is None:
-                pending = _Pending(first_ts=ts, parts={}, total=None, size=0)
+                pending = _Pending(first_ts=ts, parts={}, total=None, size=0, frames=[])
                 self._pending[key] = pending
                 while len(self._pending) > self.max_pending:
                     self._pending.popitem(last=False)
                     self.dropped += 1
+            pending.frames.append(int(batch.frame[row]))
             if offset not in pending.parts:
                 pending.parts[offset] = piece
                 pending.size += len(piece)
@@ -627,6 +630,7 @@ class Defragmenter:
                         dst_ip=key[2],
                         ip_proto=key[3],
                         payload=whole,
+                        frames=tuple(pending.frames),
                     )
                 )
         return done

@@ -424,6 +424,7 @@ class Analysis:
         self._deferred: list[tuple[int, Event]] | None = None
         self._arp = _arp_decoder()
         self.defragmenter = Defragmenter()
+        self._fragmented_flows: set[tuple[str, bytes, int, bytes, int]] = set()
 
     # ------------------------------------------------------------------ plumbing
 
@@ -520,6 +521,8 @@ class Analysis:
             self._decode_arp(batch, decoded)
             if decoded.fragment.any():
                 for datagram in self.defragmenter.feed(decoded):
+                    if datagram.ip_proto == IPPROTO_TCP:
+                        self._fragmented_tcp(datagram)
                     self._reassembled(datagram)
             deferred = self._deferred
         finally:
@@ -533,6 +536,25 @@ class Analysis:
         elif now >= self._next_sweep or len(self.flows.flows) > self.flows.max_flows:
             self._next_sweep = now + SWEEP_SECONDS
             self._sweep(now, batch.source)
+
+    def _fragmented_tcp(self, datagram: ReassembledDatagram) -> None:
+        """TCP in IP fragments is rare in honest traffic and a known way to slip past a
+        monitor: its bytes are not decoded, so say so, once per flow, naming the frames."""
+        data = datagram.payload
+        if len(data) < 4:
+            return
+        sport, dport = int.from_bytes(data[0:2], "big"), int.from_bytes(data[2:4], "big")
+        ends = sorted(((datagram.src_ip, sport), (datagram.dst_ip, dport)))
+        key = (datagram.source, *ends[0], *ends[1])
+        if key in self._fragmented_flows or len(self._fragmented_flows) >= MAX_WARNINGS:
+            return
+        self._fragmented_flows.add(key)
+        frames = ", ".join(str(f) for f in datagram.frames[:20])
+        self.warn(InputWarning(
+            f"tcp {ip_text(datagram.src_ip)}:{sport} -> {ip_text(datagram.dst_ip)}:{dport}: a "
+            f"segment came in {len(datagram.frames)} IPv4 fragments (frames {frames}); TCP in "
+            "fragments is not decoded (first such segment of this flow)",
+            datagram.source, datagram.frame, "decode"))
 
     def _sweep(self, now: float, source: str) -> None:
         """End idle flows; keep the flow table and the reassembly buffers within their caps."""
