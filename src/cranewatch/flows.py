@@ -73,8 +73,9 @@ def group_rows(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         mixed = column * multiplier
         digest ^= mixed ^ (mixed >> np.uint64(29))
     first, last, inverse = group_values(digest)
-    if not np.array_equal(words[first[inverse]], words):
-        packed = keys.view(f"V{keys.dtype.itemsize}").reshape(len(keys))
+    packed = keys.view(f"V{keys.dtype.itemsize}").reshape(len(keys))
+    # gather whole records (one fixed-size copy each), then compare them as words
+    if not (packed[first][inverse].view(np.uint64).reshape(words.shape) == words).all():
         _, first, inverse = np.unique(packed, return_index=True, return_inverse=True)
         inverse = inverse.reshape(-1)
         last = np.zeros(len(first), dtype=np.intp)
@@ -376,9 +377,7 @@ class FlowTable:
         ts = batch.ts[ip_rows]
         frames = batch.frame[ip_rows]
         table = self.flows
-        key_bytes = uniq.tobytes()
-        width = uniq.dtype.itemsize
-        key_list = [key_bytes[i * width : (i + 1) * width] for i in range(len(uniq))]
+        key_list: list[bytes] = uniq.tolist()  # 'V40' records come out as bytes
         found = [table.get(k) for k in key_list]
         missing = [i for i, f in enumerate(found) if f is None]
         new: list[Flow] = []
