@@ -487,3 +487,27 @@ def test_zeek_logs_are_an_input_too_and_agree_with_the_capture(shared_data: Path
     assert [(m.address, m.peers, m.functions) for m in from_logs.modbus_masters] == \
         [(m.address, m.peers, m.functions) for m in from_trace.modbus_masters] == \
         [("10.0.0.9", ("10.0.0.3",), ((1, 2), (3, 1), (5, 2), (6, 1)))]
+
+
+def test_a_run_leaves_the_garbage_collector_as_it_found_it(tmp_path: Path) -> None:
+    import gc
+    import threading
+
+    path = polling_capture(tmp_path / "poll.pcap")
+    before = gc.get_threshold()
+    seen: list[tuple[int, ...]] = []
+
+    class Look(Recorder):
+        def on_flow_end(self, flow: FlowSummary) -> None:
+            seen.append(gc.get_threshold())
+            super().on_flow_end(flow)
+
+    # two runs at once, as the web server may start them: the settings come back after both
+    runs = [threading.Thread(target=lambda: Analysis([Look()]).run([path])) for _ in range(2)]
+    for run in runs:
+        run.start()
+    for run in runs:
+        run.join()
+    assert seen and all(t[0] >= 50_000 for t in seen)  # collections were rarer during the runs
+    assert gc.get_threshold() == before
+    assert gc.get_freeze_count() == 0

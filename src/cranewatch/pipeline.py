@@ -24,6 +24,8 @@ import contextlib
 import functools
 import gc
 import hashlib
+import operator
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -219,6 +221,8 @@ def _hash_into(state: _InputState, path: str) -> None:
 
 
 GC_YOUNG_THRESHOLD = 50_000
+_gc_lock = threading.Lock()
+_gc_runs: list[tuple[int, ...]] = []  # the settings before the first of the runs under way
 
 
 @contextlib.contextmanager
@@ -229,16 +233,25 @@ def _fewer_collections() -> Iterator[None]:
     at the default threshold (a young collection every 700 new objects) the collector took
     ~9 % of an analysis, walking the same live flows and detector state again and again.
     Objects that exist before the run (modules, decoders) are set aside from collection
-    (``gc.freeze``) for its duration. The previous settings come back afterwards.
+    (``gc.freeze``). The previous settings come back when the last of the runs under way
+    (the web server may run several in threads) ends.
     """
-    old = gc.get_threshold()
-    gc.freeze()
-    gc.set_threshold(max(old[0], GC_YOUNG_THRESHOLD), *old[1:])
+    with _gc_lock:
+        if not _gc_runs:
+            old = gc.get_threshold()
+            gc.freeze()
+            gc.set_threshold(max(old[0], GC_YOUNG_THRESHOLD), *old[1:])
+            _gc_runs.append(old)
+        else:
+            _gc_runs.append(_gc_runs[0])
     try:
         yield
     finally:
-        gc.set_threshold(*old)
-        gc.unfreeze()
+        with _gc_lock:
+            settings = _gc_runs.pop()
+            if not _gc_runs:
+                gc.set_threshold(*settings)
+                gc.unfreeze()
 
 
 def _is_zeek(path: str) -> bool:
@@ -393,6 +406,7 @@ def _arp_decoder() -> Callable[..., Event] | None:
 
 ETHERTYPE_ARP = 0x0806
 AFTER_BATCH = 1 << 62  # order key of events that follow all of a batch's own
+_ROW = operator.itemgetter(0)  # the order key of a deferred (row, event)
 
 
 class Analysis:
@@ -527,7 +541,7 @@ class Analysis:
             deferred = self._deferred
         finally:
             self._deferred = None
-        deferred.sort(key=lambda item: item[0])
+        deferred.sort(key=_ROW)
         for _, event in deferred:
             self.emit(event)
         now = float(batch.ts[-1])
