@@ -439,18 +439,22 @@ class FlowTable:
         fin[slot[(flags & TCP_FIN) != 0]] = True
         rst[slot[(flags & TCP_RST) != 0]] = True
         # Python lists: reading numpy scalars one by one costs more than converting once.
-        packets_l, wire_l, payload_l = packets.tolist(), wire.tolist(), payload.tolist()
-        syn_l, fin_l, rst_l = syn.tolist(), fin.tolist(), rst.tolist()
-        for k, (flow, t0, t1) in enumerate(zip(flows, first_ts.tolist(), last_ts.tolist(),
-                                               strict=True)):
-            for s, side in ((2 * k + 1, flow.to_server), (2 * k, flow.to_client)):
-                if packets_l[s]:
-                    side.packets += packets_l[s]
-                    side.bytes += int(wire_l[s])
-                    side.payload_bytes += int(payload_l[s])
-                    side.syn = side.syn or syn_l[s]
-                    side.fin = side.fin or fin_l[s]
-                    side.rst = side.rst or rst_l[s]
+        # Per side, in slot order (to client, then to server, per flow): packets, bytes,
+        # payload bytes, SYN seen, FIN seen, RST seen.
+        sides = zip(packets.tolist(), wire.astype(np.int64).tolist(),
+                    payload.astype(np.int64).tolist(), syn.tolist(), fin.tolist(), rst.tolist(),
+                    strict=True)
+        for flow, to_client, to_server, t0, t1 in zip(flows, sides, sides, first_ts.tolist(),
+                                                      last_ts.tolist(), strict=True):
+            for side, (count, wire_bytes, payload_bytes, syn_seen, fin_seen, rst_seen) in (
+                    (flow.to_server, to_server), (flow.to_client, to_client)):
+                if count:
+                    side.packets += count
+                    side.bytes += wire_bytes
+                    side.payload_bytes += payload_bytes
+                    side.syn = side.syn or syn_seen
+                    side.fin = side.fin or fin_seen
+                    side.rst = side.rst or rst_seen
             if t0 < flow.first_seen:
                 flow.first_seen = t0
             if t1 > flow.last_seen:

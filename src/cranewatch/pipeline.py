@@ -600,10 +600,13 @@ class Analysis:
                 break
 
     def _count_hosts(self, batch: PacketBatch, decoded: DecodedBatch) -> None:
-        pairs = np.zeros(len(batch), dtype=_HOST_DTYPE)
+        pairs = np.empty(len(batch), dtype=_HOST_DTYPE)
         pairs["mac"] = decoded.eth_src
+        pairs["ip"] = decoded.src_ip
         has_ip = decoded.ip_version != 0
-        pairs["ip"][has_ip] = decoded.src_ip[has_ip]
+        no_ip = np.flatnonzero(~has_ip)
+        if len(no_ip):
+            pairs["ip"][no_ip] = np.zeros(1, dtype=_HOST_DTYPE)["ip"]
         # Most batches hold few senders: group on a 64-bit digest, checked byte for byte.
         first, last, inverse = group_rows(pairs)
         counts = np.bincount(inverse)
