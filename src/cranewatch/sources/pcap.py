@@ -6,7 +6,11 @@ NumPy. A batch keeps one ``bytes`` block and offsets into it, so nothing is copi
 and memory stays flat whatever the size of the capture. Formats are told apart by magic number,
 never by file name. Problems that leave the packets before them usable (a truncated last record,
 a corrupt block length) are collected in ``CaptureReader.warnings``; a file that is not a
-capture at all raises ``CaptureError``.
+capture at all raises ``CaptureError``. Oddities that lose nothing (Simple Packet Blocks,
+which carry no timestamp, take the previous packet's) are ``CaptureReader.notes``.
+
+Given a digest (``open_capture(path, digest=hashlib.sha256())``), the reader feeds it the
+file's bytes as it reads them, so the pipeline's sha256 of an input costs no second read.
 """
 
 from __future__ import annotations
