@@ -46,7 +46,8 @@ REPO = Path(__file__).resolve().parents[1]
 NS = {"crane": "cwrem-crane", "term": "cwrem-term", "out": "cwrem-out", "rt": "cwrem-rt"}
 PLC, CMS, EWS, OUTSIDE = "10.20.7.10", "10.20.7.30", "10.20.0.50", "198.51.100.7"
 TOOLS = ("tcpdump", "tshark", "socat", "ssh", "ssh-keygen", "/usr/sbin/sshd", "/usr/sbin/telnetd",
-         "telnet", "Xtigervnc", "vncsnapshot", "xrdp", "xfreerdp", "Xvfb")
+         "telnet", "Xtigervnc", "vncconfig", "vncsnapshot", "xtigervncviewer", "xrdp", "xfreerdp",
+         "Xvfb", "dropbear", "dropbearkey", "dbclient")
 SSH_OPTIONS = ("-F", "/dev/null", "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
                "-o", "BatchMode=yes", "-o", "LogLevel=ERROR", "-o", "ConnectTimeout=5")
 
@@ -112,7 +113,8 @@ def build_topology() -> None:
         for addr in addrs:
             ip("-n", NS[side], "addr", "add", f"{addr}/24", "dev", "eth0")
         ip("-n", NS[side], "link", "set", "eth0", "up")
-        ip("-n", NS[side], "route", "add", "default", "via", rt_addr)
+        # the crane's own connections out leave from the CMS (the crane PC), not the PLC
+        ip("-n", NS[side], "route", "add", "default", "via", rt_addr, "src", addrs[-1])
     for name in NS.values():
         ip("-n", name, "link", "set", "lo", "up")
     subprocess.run(ns_cmd("rt", "sysctl", "-qw", "net.ipv4.ip_forward=1"), check=True)
@@ -123,10 +125,20 @@ def wait_listening(ns: str, addr: str, port: int) -> None:
     while time.monotonic() < deadline:
         out = subprocess.run(ns_cmd(ns, "ss", "-Hltn", f"sport = :{port}"),
                              capture_output=True, text=True).stdout
-        if addr in out or "*:" in out:
+        if any(f"{a}:{port}" in out for a in (addr, "*", "0.0.0.0")):
             return
         time.sleep(0.05)
     raise AssertionError(f"nothing listens on {addr}:{port} in {NS[ns]}")
+
+
+def free_display() -> int:
+    """A display number no X server holds. Not ``-displayfd``: X servers in different network
+    namespaces do not see each other's abstract sockets, so two of them (or one and the
+    host's own) could get the same number, and one's /tmp/.X11-unix socket replace the other's."""
+    for number in range(90, 400):
+        if not any(Path(p).exists() for p in (f"/tmp/.X11-unix/X{number}", f"/tmp/.X{number}-lock")):
+            return number
+    raise AssertionError("no free X display number")
 
 
 def run_client(ns: str, argv: list[str], *, timeout: float = 20, env: dict[str, str] | None = None,
@@ -155,20 +167,18 @@ def captured(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Captured]:
     build_topology()
     daemons: list[subprocess.Popen[bytes]] = []
     try:
-        def start(ns: str, *cmd: str, pass_fds: tuple[int, ...] = ()) -> None:
+        def start(ns: str, *cmd: str) -> None:
             with (tmp / f"{ns}-{len(daemons)}.log").open("wb") as log:
-                daemons.append(subprocess.Popen(ns_cmd(ns, *cmd), stdout=log, stderr=log,
-                                                pass_fds=pass_fds))
+                daemons.append(subprocess.Popen(ns_cmd(ns, *cmd), stdout=log, stderr=log))
 
         def start_x(ns: str, server: str, *options: str) -> str:
-            """An X server on a display it picks (``-displayfd`` on a pipe of its own: given
-            stdout or stderr it would close that and log into the next client's socket)."""
-            read_end, write_end = os.pipe()
-            start(ns, server, "-displayfd", str(write_end), "-nolisten", "tcp", *options,
-                  pass_fds=(write_end,))
-            os.close(write_end)
-            with os.fdopen(read_end) as pipe:
-                return ":" + pipe.readline().strip()
+            display = free_display()
+            start(ns, server, f":{display}", "-nolisten", "tcp", *options)
+            deadline = time.monotonic() + 15
+            while not Path(f"/tmp/.X11-unix/X{display}").exists():
+                assert time.monotonic() < deadline, f"{server} did not start"
+                time.sleep(0.05)
+            return f":{display}"
 
         # OpenSSH on the PLC (22, and 443 where a firewall lets "HTTPS" in) and outside on 443
         subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(tmp / "hostkey")], check=True)
@@ -185,21 +195,34 @@ def captured(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Captured]:
         for port in (23, 2323):
             start("crane", "socat", f"TCP-LISTEN:{port},bind={PLC},reuseaddr,fork",
                   "EXEC:/usr/sbin/telnetd -h -E /bin/sh,nofork")
+        # dropbear, the SSH server of embedded devices, hidden on the Modbus port
+        subprocess.run(["dropbearkey", "-t", "ed25519", "-f", str(tmp / "dropbear_key")],
+                       check=True, capture_output=True)
+        start("crane", "dropbear", "-F", "-E", "-s", "-r", str(tmp / "dropbear_key"),
+              "-P", str(tmp / "dropbear.pid"), "-p", f"{PLC}:502")
         # TigerVNC's X server with its VNC front end, no password (as found on HMIs)
-        for addr, port in ((CMS, 5900), (PLC, 8080)):
-            start_x("crane", "Xtigervnc", "-rfbport", str(port), "-interface", addr,
-                    "-SecurityTypes", "None", "-geometry", "320x240", "-depth", "24")
-        # xrdp (its own packaged config and certificate) on the CMS, on 3389 and on 443
-        ini = Path("/etc/xrdp/xrdp.ini").read_text().replace(
-            "\nport=3389\n", f"\nport=tcp://{CMS}:3389 tcp://{CMS}:443\n", 1)
-        (tmp / "xrdp.ini").write_text(ini)
-        Path("/run/xrdp/sockdir").mkdir(parents=True, exist_ok=True)
-        start("crane", "xrdp", "--nodaemon", "--config", str(tmp / "xrdp.ini"))
-        # FreeRDP's X11 client wants a display even for /auth-only
-        display = start_x("term", "Xvfb", "-screen", "0", "640x480x24")
+        displays = {port: start_x("crane", "Xtigervnc", "-rfbport", str(port), "-interface", addr,
+                                  "-SecurityTypes", "None", "-geometry", "320x240", "-depth", "24")
+                    for addr, port in ((CMS, 5900), (PLC, 8080))}
+        # xrdp (its own packaged config and certificate) on the CMS, on 3389 and on 443, and
+        # at the vendor outside
+        for ns, ports in (("crane", f"tcp://{CMS}:3389 tcp://{CMS}:443"),
+                          ("out", f"tcp://{OUTSIDE}:3389")):
+            ini = Path("/etc/xrdp/xrdp.ini").read_text().replace("\nport=3389\n", f"\nport={ports}\n", 1)
+            (tmp / f"xrdp-{ns}.ini").write_text(ini)
+            Path("/run/xrdp/sockdir").mkdir(parents=True, exist_ok=True)
+            start(ns, "xrdp", "--nodaemon", "--config", str(tmp / f"xrdp-{ns}.ini"))
+        # FreeRDP's X11 client wants a display even for /auth-only; the vendor's listening
+        # VNC viewer (for "reverse" VNC, the crane calling out) shows on it too
+        displays[0] = start_x("term", "Xvfb", "-screen", "0", "640x480x24")
+        with (tmp / "viewer.log").open("wb") as log:
+            daemons.append(subprocess.Popen(
+                ns_cmd("out", "xtigervncviewer", "-listen", "5500"), stdout=log, stderr=log,
+                env={**os.environ, "DISPLAY": displays[0], "HOME": str(tmp)}))
         for ns, addr, port in (("crane", PLC, 22), ("crane", PLC, 443), ("out", OUTSIDE, 443),
                                ("crane", PLC, 23), ("crane", PLC, 2323), ("crane", CMS, 5900),
-                               ("crane", PLC, 8080), ("crane", CMS, 3389), ("crane", CMS, 443)):
+                               ("crane", PLC, 8080), ("crane", CMS, 3389), ("crane", CMS, 443),
+                               ("out", OUTSIDE, 3389), ("out", OUTSIDE, 5500), ("crane", PLC, 502)):
             wait_listening(ns, addr, port)
 
         pcap = tmp / "remote.pcap"
@@ -208,7 +231,7 @@ def captured(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Captured]:
         daemons.append(tcpdump)
         assert tcpdump.stderr is not None
         tcpdump.stderr.readline()  # "listening on cwrem-rc ...": the capture runs
-        sessions = make_sessions(tmp, display)
+        sessions = make_sessions(tmp, displays)
         time.sleep(0.5)  # the last FIN/ACKs
         tcpdump.send_signal(signal.SIGINT)
         tcpdump.communicate(timeout=10)
@@ -231,7 +254,7 @@ def captured(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Captured]:
         remove_namespaces()
 
 
-def make_sessions(tmp: Path, display: str) -> list[Session]:
+def make_sessions(tmp: Path, displays: dict[int, str]) -> list[Session]:
     """Run every client once; return the sessions with the proof each client gave."""
     sessions = []
     ssh = [*SSH_OPTIONS, "-i", str(tmp / "key")]
@@ -245,12 +268,19 @@ def make_sessions(tmp: Path, display: str) -> list[Session]:
                                "-R", f"127.0.0.1:2222:{PLC}:22", "-p", "443", f"root@{OUTSIDE}", inner])
     sessions.append(Session("ssh-reverse-tunnel", "ssh", CMS, OUTSIDE, 443, "critical", out))
 
-    rdp_env = {**os.environ, "DISPLAY": display, "HOME": str(tmp)}  # FreeRDP keeps its cert store there
-    for name, ns, client, port, severity in (("rdp-3389", "term", EWS, 3389, "high"),
-                                              ("rdp-443", "out", OUTSIDE, 443, "critical")):
-        run_client(ns, ["xfreerdp", f"/v:{CMS}:{port}", "/u:engineer", "/p:not-the-password",
+    # embedded SSH on 502: a login attempt without a key the server knows
+    attempt = subprocess.run(ns_cmd("term", "dbclient", "-y", "-y", "-T", "-p", "502", f"root@{PLC}", "true"),
+                             capture_output=True, text=True, timeout=20, env={**os.environ, "HOME": str(tmp)})
+    sessions.append(Session("ssh-dropbear-502", "ssh", EWS, PLC, 502, "high", attempt.stderr))
+
+    rdp_env = {**os.environ, "DISPLAY": displays[0], "HOME": str(tmp)}  # FreeRDP's cert store
+    for name, ns, client, server, port, severity in (
+            ("rdp-3389", "term", EWS, CMS, 3389, "high"),
+            ("rdp-443", "out", OUTSIDE, CMS, 443, "critical"),
+            ("rdp-out-3389", "crane", CMS, OUTSIDE, 3389, "critical")):
+        run_client(ns, ["xfreerdp", f"/v:{server}:{port}", "/u:engineer", "/p:not-the-password",
                         "/cert:ignore", "/auth-only"], env=rdp_env)
-        sessions.append(Session(name, "rdp", client, CMS, port, severity, "xfreerdp exit 0"))
+        sessions.append(Session(name, "rdp", client, server, port, severity, "xfreerdp exit 0"))
 
     for name, ns, client, server, port, severity in (
             ("vnc-5900", "term", EWS, CMS, 5900, "high"),
@@ -264,6 +294,17 @@ def make_sessions(tmp: Path, display: str) -> list[Session]:
         sessions.append(Session(name, "vnc", client, server, port, severity,
                                 f"{shot.stat().st_size} byte snapshot"))
 
+    # reverse VNC: the crane's VNC server calls the vendor's listening viewer
+    run_client("crane", ["vncconfig", "-display", displays[5900], "-connect", f"{OUTSIDE}::5500"])
+    deadline = time.monotonic() + 10
+    while not (established := subprocess.run(
+            ns_cmd("out", "ss", "-Htn", "state", "established", "sport = :5500"),
+            capture_output=True, text=True).stdout):
+        assert time.monotonic() < deadline, "the VNC server did not call the viewer"
+        time.sleep(0.05)
+    time.sleep(1.0)  # the handshake and the first screen
+    sessions.append(Session("vnc-reverse-5500", "vnc", CMS, OUTSIDE, 5500, "critical", established))
+
     for name, ns, client, port, severity in (("telnet-23", "term", EWS, 23, "high"),
                                               ("telnet-2323", "out", OUTSIDE, 2323, "critical")):
         out = run_client(ns, telnet_script(PLC, port))
@@ -271,8 +312,8 @@ def make_sessions(tmp: Path, display: str) -> list[Session]:
     return sessions
 
 
-SESSIONS = ("ssh-in-443", "ssh-reverse-tunnel", "rdp-3389", "rdp-443", "vnc-5900", "vnc-8080",
-            "telnet-23", "telnet-2323")
+SESSIONS = ("ssh-in-443", "ssh-reverse-tunnel", "ssh-dropbear-502", "rdp-3389", "rdp-443",
+            "rdp-out-3389", "vnc-5900", "vnc-8080", "vnc-reverse-5500", "telnet-23", "telnet-2323")
 
 
 def session(captured: Captured, name: str) -> Session:
@@ -308,16 +349,19 @@ def test_the_clients_really_logged_in(captured: Captured) -> None:
     assert "through-the-tunnel" in session(captured, "ssh-reverse-tunnel").proof
     assert "hoist-42" in session(captured, "telnet-23").proof
     assert "hoist-42" in session(captured, "telnet-2323").proof
+    # dbclient got as far as authentication: the SSH handshake was complete
+    assert "No auth methods could be used" in session(captured, "ssh-dropbear-502").proof
+    assert f"{CMS}:" in session(captured, "vnc-reverse-5500").proof
     assert [s.name for s in captured.sessions] == list(SESSIONS)
 
 
 def test_every_session_is_identified_by_its_protocol_not_its_port(captured: Captured) -> None:
     flows = {r["protocol"]: r["flows"] for r in captured.records if r["type"] == "flow-summary"}
-    # the tunnelled login is inside the outer SSH connection: two SSH connections on the wire
+    # the tunnelled login is inside the outer SSH connection: not a connection on the wire
     assert {p: flows.get(p) for p in ("ssh", "rdp", "vnc", "telnet")} == {
-        "ssh": 2, "rdp": 2, "vnc": 2, "telnet": 2}
-    # 443 and 8080 carried no TLS or HTTP: the ports lied and identification saw it
-    assert "tls" not in flows and "http" not in flows
+        "ssh": 3, "rdp": 3, "vnc": 3, "telnet": 2}
+    # 443, 8080 and 502 carried no TLS, HTTP or Modbus: the ports lied and identification saw it
+    assert not {"tls", "http", "modbus"} & set(flows)
 
 
 @pytest.mark.parametrize("name", SESSIONS)
@@ -341,9 +385,13 @@ def test_no_other_remote_access_is_reported(captured: Captured) -> None:
     assert len(captured.findings("remote-access")) == len(SESSIONS)
 
 
-def test_the_reverse_tunnel_is_called_one(captured: Captured) -> None:
-    (finding,) = [f for f in captured.findings("remote-access") if f["src"] == CMS]
-    assert "out of the crane zone" in finding["title"] and "reverse tunnel" in finding["title"]
+def test_sessions_out_of_the_crane_say_so_and_ssh_reads_as_a_reverse_tunnel(captured: Captured) -> None:
+    outbound = {f["title"].split(" ", 1)[0]: f for f in captured.findings("remote-access")
+                if f["src"] == CMS}
+    assert sorted(outbound) == ["RDP", "SSH", "VNC"]
+    assert all("out of the crane zone" in f["title"] for f in outbound.values())
+    assert "reverse tunnel" in outbound["SSH"]["title"]
+    assert "reverse tunnel" not in outbound["RDP"]["title"] + outbound["VNC"]["title"]
 
 
 def test_what_each_handshake_told(captured: Captured) -> None:
@@ -356,3 +404,49 @@ def test_what_each_handshake_told(captured: Captured) -> None:
     assert "003.008" in details[(EWS, f"{CMS}:5900")]  # TigerVNC speaks RFB 3.8
     # inetutils telnetd opens with DO TERMINAL-TYPE and friends; the client answers WILL
     assert "terminal-type" in details[(EWS, f"{PLC}:23")]
+    assert "dropbear_" in details[(EWS, f"{PLC}:502")]
+
+
+class EventRecorder:
+    """A pipeline sink that keeps the decoders' events."""
+
+    def __init__(self) -> None:
+        self.events: list[Any] = []
+
+    def on_event(self, event: Any) -> None:
+        self.events.append(event)
+
+    def on_series(self, series: Any) -> None:
+        pass
+
+    def on_flow_end(self, flow: Any) -> None:
+        pass
+
+    def finish(self) -> list[Any]:
+        return []
+
+
+def test_the_decoders_read_each_real_handshake(captured: Captured) -> None:
+    from cranewatch.pipeline import analyze
+
+    recorder = EventRecorder()
+    analyze([captured.pcap], sinks=[recorder])
+    by_side: dict[tuple[str, int, str], Any] = {}
+    for event in recorder.events:
+        if event.kind.startswith(("remote_session_", "ssh_banner_")):
+            server_port = event.dport if event.from_client else event.sport
+            by_side[(event.src, server_port, event.kind)] = event
+    # TigerVNC offers security type None (as configured); vncsnapshot answers with RFB 3.3
+    assert by_side[(CMS, 5900, "remote_session_response")].security == ("none",)
+    assert by_side[(EWS, 5900, "remote_session_request")].version == "003.003"
+    # reverse VNC: the crane's server (the TCP client) offers None, the viewer picks it
+    reverse = by_side[(CMS, 5500, "remote_session_request")]
+    assert reverse.security == ("none",) and "reverse VNC" in reverse.detail
+    assert by_side[(OUTSIDE, 5500, "remote_session_response")].security == ()
+    # xrdp selects TLS for FreeRDP, who asked for TLS + CredSSP with the user in the cookie
+    request = by_side[(OUTSIDE, 443, "remote_session_request")]
+    assert request.user == "engineer" and request.security == ("tls", "credssp")
+    assert by_side[(CMS, 443, "remote_session_response")].security == ("tls",)
+    assert by_side[(PLC, 502, "ssh_banner_response")].software == "dropbear_2022.83"
+    assert by_side[(PLC, 23, "remote_session_response")].security[:3] == (
+        "WILL authentication", "WILL encryption", "DO terminal-type")
