@@ -25,6 +25,7 @@ connection.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -90,6 +91,8 @@ def remove_namespaces() -> None:
             os.kill(int(pid), signal.SIGKILL)  # only processes inside our own namespaces
         subprocess.run(["ip", "netns", "del", name], capture_output=True)
         shutil.rmtree(Path("/etc/netns") / name, ignore_errors=True)
+    with contextlib.suppress(OSError):
+        Path("/etc/netns").rmdir()  # only when nothing else uses it
 
 
 def build_topology() -> None:
