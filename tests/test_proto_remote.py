@@ -84,3 +84,14 @@ def test_vnc_server_answering_an_rfb_3_3_viewer_names_one_security_type() -> Non
     client, server = events
     assert isinstance(server, RemoteSessionResponse) and server.security == ("none",)
     assert client.version == "003.003"  # type: ignore[attr-defined]
+
+
+def test_rdp_without_negotiation_is_standard_rdp_security() -> None:
+    # FreeRDP /sec:rdp against xrdp (from tests/test_remote_real.py's capture): a cookie and
+    # no RDP_NEG_REQ; a connection confirm without RDP_NEG_RSP
+    request, response = feed_all(
+        RdpDecoder(context(3389)),
+        (True, h("0300002621e00000000000436f6f6b69653a206d737473686173683d656e67696e6565720d0a")),
+        (False, h("0300000b06d00000123400")))
+    assert isinstance(request, RemoteSessionRequest) and request.user == "engineer"
+    assert request.security == ("rdp",) and response.security == ("rdp",)  # type: ignore[attr-defined]

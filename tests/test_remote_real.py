@@ -203,10 +203,15 @@ def captured(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Captured]:
                        check=True, capture_output=True)
         start("crane", "dropbear", "-F", "-E", "-s", "-r", str(tmp / "dropbear_key"),
               "-P", str(tmp / "dropbear.pid"), "-p", f"{PLC}:502")
-        # TigerVNC's X server with its VNC front end, no password (as found on HMIs)
+        # TigerVNC's X server with its VNC front end: without a password on the CMS (as found
+        # on HMIs), with one on 8080 of the PLC's panel (the vendor's)
+        (tmp / "vncpasswd").write_bytes(subprocess.run(["vncpasswd", "-f"], input=b"hoist-07\n", check=True,
+                                                       capture_output=True).stdout)
         displays = {port: start_x("crane", "Xtigervnc", "-rfbport", str(port), "-interface", addr,
-                                  "-SecurityTypes", "None", "-geometry", "320x240", "-depth", "24")
-                    for addr, port in ((CMS, 5900), (PLC, 8080))}
+                                  *security, "-geometry", "320x240", "-depth", "24")
+                    for addr, port, security in (
+                        (CMS, 5900, ("-SecurityTypes", "None")),
+                        (PLC, 8080, ("-SecurityTypes", "VncAuth", "-PasswordFile", str(tmp / "vncpasswd"))))}
         # xrdp (its own packaged config and certificate) on the CMS, on 3389 and on 443, and
         # at the vendor outside
         for ns, ports in (("crane", f"tcp://{CMS}:3389 tcp://{CMS}:443"),
@@ -278,12 +283,18 @@ def make_sessions(tmp: Path, displays: dict[int, str]) -> list[Session]:
 
     rdp_env = {**os.environ, "DISPLAY": displays[0], "HOME": str(tmp)}  # FreeRDP's cert store
     for name, ns, client, server, port, severity in (
-            ("rdp-3389", "term", EWS, CMS, 3389, "high"),
             ("rdp-443", "out", OUTSIDE, CMS, 443, "critical"),
             ("rdp-out-3389", "crane", CMS, OUTSIDE, 3389, "critical")):
         run_client(ns, ["xfreerdp", f"/v:{server}:{port}", "/u:engineer", "/p:not-the-password",
                         "/cert:ignore", "/auth-only"], env=rdp_env)
         sessions.append(Session(name, "rdp", client, server, port, severity, "xfreerdp exit 0"))
+    # an old engineering workstation's Standard RDP Security (no TLS, RC4 keys exchanged in
+    # the clear): without NLA there is nothing to "authenticate only"; xrdp shows its login
+    # screen, FreeRDP hangs up
+    old_rdp = subprocess.run(ns_cmd("term", "xfreerdp", f"/v:{CMS}:3389", "/u:engineer", "/sec:rdp",
+                                    "/p:not-the-password", "/cert:ignore", "/auth-only"),
+                             capture_output=True, text=True, timeout=20, env=rdp_env)
+    sessions.append(Session("rdp-3389", "rdp", EWS, CMS, 3389, "high", old_rdp.stderr))
 
     for name, ns, client, server, port, severity in (
             ("vnc-5900", "term", EWS, CMS, 5900, "high"),
@@ -293,7 +304,9 @@ def make_sessions(tmp: Path, displays: dict[int, str]) -> list[Session]:
         # under its default encodings, and vncsnapshot would wait for pixels that never come
         # vncsnapshot names a server by display (":0" is 5900) or by "::port" beyond them
         where = f"{server}:{port - 5900}" if 5900 <= port < 6000 else f"{server}::{port}"
-        run_client(ns, ["vncsnapshot", "-quiet", "-allowblank", "-encodings", "raw", where, str(shot)])
+        password = ["-passwd", str(tmp / "vncpasswd")] if port == 8080 else []
+        run_client(ns, ["vncsnapshot", "-quiet", "-allowblank", "-encodings", "raw", *password, where,
+                        str(shot)])
         sessions.append(Session(name, "vnc", client, server, port, severity,
                                 f"{shot.stat().st_size} byte snapshot"))
 
@@ -315,8 +328,8 @@ def make_sessions(tmp: Path, displays: dict[int, str]) -> list[Session]:
     return sessions
 
 
-SESSIONS = ("ssh-in-443", "ssh-reverse-tunnel", "ssh-dropbear-502", "rdp-3389", "rdp-443",
-            "rdp-out-3389", "vnc-5900", "vnc-8080", "vnc-reverse-5500", "telnet-23", "telnet-2323")
+SESSIONS = ("ssh-in-443", "ssh-reverse-tunnel", "ssh-dropbear-502", "rdp-443", "rdp-out-3389",
+            "rdp-3389", "vnc-5900", "vnc-8080", "vnc-reverse-5500", "telnet-23", "telnet-2323")
 
 
 def session(captured: Captured, name: str) -> Session:
@@ -355,6 +368,7 @@ def test_the_clients_really_logged_in(captured: Captured) -> None:
     # dbclient got as far as authentication: the SSH handshake was complete
     assert "No auth methods could be used" in session(captured, "ssh-dropbear-502").proof
     assert f"{CMS}:" in session(captured, "vnc-reverse-5500").proof
+    assert "ERRINFO_LOGOFF_BY_USER" in session(captured, "rdp-3389").proof  # got a session
     assert [s.name for s in captured.sessions] == list(SESSIONS)
 
 
@@ -451,5 +465,10 @@ def test_the_decoders_read_each_real_handshake(captured: Captured) -> None:
     assert request.user == "engineer" and request.security == ("tls", "credssp")
     assert by_side[(CMS, 443, "remote_session_response")].security == ("tls",)
     assert by_side[(PLC, 502, "ssh_banner_response")].software == "dropbear_2022.83"
+    # FreeRDP's /sec:rdp asks for nothing but Standard RDP Security, and xrdp agrees
+    assert by_side[(EWS, 3389, "remote_session_request")].security == ("rdp",)
+    assert by_side[(CMS, 3389, "remote_session_response")].security == ("rdp",)
+    # the PLC panel's VNC wants a password (RFB 3.3 with vncsnapshot: one type, VNC auth)
+    assert by_side[(PLC, 8080, "remote_session_response")].security == ("vnc-auth",)
     assert by_side[(PLC, 23, "remote_session_response")].security[:3] == (
         "WILL authentication", "WILL encryption", "DO terminal-type")

@@ -125,6 +125,10 @@ class RdpDecoder(_OnceDecoder):
             else:
                 # a value of 0 is standard RDP security (no TLS): worth seeing on a crane
                 security = tuple(name for bit, name in RDP_PROTOCOLS.items() if bit and value & bit) or ("rdp",)
+        elif not body:
+            # no RDP_NEG_REQ / RDP_NEG_RSP at all is Standard RDP Security too (MS-RDPBCGR
+            # 2.2.1.1, 2.2.1.2): what old clients and FreeRDP's /sec:rdp send
+            security = ("rdp",)
         detail.append(",".join(security))
         return self.session(from_client, ts, frame, user=user, security=security,
                             detail="; ".join(d for d in detail if d))
