@@ -46,9 +46,10 @@ pytestmark = pytest.mark.root
 REPO = Path(__file__).resolve().parents[1]
 NS = {"crane": "cwrem-crane", "term": "cwrem-term", "out": "cwrem-out", "rt": "cwrem-rt"}
 PLC, CMS, EWS, OUTSIDE = "10.20.7.10", "10.20.7.30", "10.20.0.50", "198.51.100.7"
+PROXY = "10.20.0.60"  # the terminal's web proxy
 TOOLS = ("tcpdump", "tshark", "socat", "ssh", "ssh-keygen", "/usr/sbin/sshd", "/usr/sbin/telnetd",
          "telnet", "Xtigervnc", "vncconfig", "vncsnapshot", "xtigervncviewer", "xrdp", "xfreerdp",
-         "Xvfb", "dropbear", "dropbearkey", "dbclient")
+         "Xvfb", "dropbear", "dropbearkey", "dbclient", "tinyproxy", "vncpasswd")
 SSH_OPTIONS = ("-F", "/dev/null", "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
                "-o", "BatchMode=yes", "-o", "LogLevel=ERROR", "-o", "ConnectTimeout=5")
 
@@ -64,6 +65,7 @@ class Session:
     port: int
     severity: str
     proof: str  # what the client printed or produced: the session really happened
+    opening: str = ""  # tshark filter of the frames that open it, when not the first payloads
 
 
 @dataclass
@@ -107,7 +109,7 @@ def build_topology() -> None:
         etc.mkdir(parents=True, exist_ok=True)
         (etc / "resolv.conf").write_text("nameserver 127.0.0.1\n")
     links = {"crane": ("cwrem-rc", "10.20.7.254", [PLC, CMS]),
-             "term": ("cwrem-rtm", "10.20.0.254", [EWS]),
+             "term": ("cwrem-rtm", "10.20.0.254", [PROXY, EWS]),
              "out": ("cwrem-ro", "198.51.100.1", [OUTSIDE])}
     for side, (rt_if, rt_addr, addrs) in links.items():
         ip("-n", NS["rt"], "link", "add", rt_if, "type", "veth", "peer", "name", "eth0", "netns", NS[side])
@@ -203,6 +205,11 @@ def captured(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Captured]:
                        check=True, capture_output=True)
         start("crane", "dropbear", "-F", "-E", "-s", "-r", str(tmp / "dropbear_key"),
               "-P", str(tmp / "dropbear.pid"), "-p", f"{PLC}:502")
+        # the terminal's web proxy, which lets CONNECT through to 443 (as for HTTPS)
+        (tmp / "tinyproxy.conf").write_text(
+            f"User nobody\nGroup nogroup\nPort 3128\nListen {PROXY}\nTimeout 60\n"
+            "Allow 10.20.0.0/16\nConnectPort 443\nLogLevel Info\n")
+        start("term", "tinyproxy", "-d", "-c", str(tmp / "tinyproxy.conf"))
         # TigerVNC's X server with its VNC front end: without a password on the CMS (as found
         # on HMIs), with one on 8080 of the PLC's panel (the vendor's)
         (tmp / "vncpasswd").write_bytes(subprocess.run(["vncpasswd", "-f"], input=b"hoist-07\n", check=True,
@@ -230,7 +237,8 @@ def captured(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Captured]:
         for ns, addr, port in (("crane", PLC, 22), ("crane", PLC, 443), ("out", OUTSIDE, 443),
                                ("crane", PLC, 23), ("crane", PLC, 2323), ("crane", CMS, 5900),
                                ("crane", PLC, 8080), ("crane", CMS, 3389), ("crane", CMS, 443),
-                               ("out", OUTSIDE, 3389), ("out", OUTSIDE, 5500), ("crane", PLC, 502)):
+                               ("out", OUTSIDE, 3389), ("out", OUTSIDE, 5500), ("crane", PLC, 502),
+                               ("term", PROXY, 3128)):
             wait_listening(ns, addr, port)
 
         pcap = tmp / "remote.pcap"
@@ -275,6 +283,13 @@ def make_sessions(tmp: Path, displays: dict[int, str]) -> list[Session]:
     out = run_client("crane", ["ssh", *ssh, "-b", CMS, "-o", "ExitOnForwardFailure=yes",
                                "-R", f"127.0.0.1:2222:{PLC}:22", "-p", "443", f"root@{OUTSIDE}", inner])
     sessions.append(Session("ssh-reverse-tunnel", "ssh", CMS, OUTSIDE, 443, "critical", out))
+
+    # SSH out through the terminal's web proxy (HTTP CONNECT to 443), the way out of a LAN
+    # that has no other
+    proxied = [*ssh, "-o", f"ProxyCommand=socat - PROXY:{PROXY}:%h:%p,proxyport=3128"]
+    out = run_client("crane", ["ssh", *proxied, "-p", "443", f"root@{OUTSIDE}", "echo via-the-proxy"])
+    sessions.append(Session("ssh-via-proxy", "ssh", CMS, PROXY, 3128, "high", out,
+                            opening='frame contains "SSH-2.0-"'))
 
     # embedded SSH on 502: a login attempt without a key the server knows
     attempt = subprocess.run(ns_cmd("term", "dbclient", "-y", "-y", "-T", "-p", "502", f"root@{PLC}", "true"),
@@ -328,7 +343,7 @@ def make_sessions(tmp: Path, displays: dict[int, str]) -> list[Session]:
     return sessions
 
 
-SESSIONS = ("ssh-in-443", "ssh-reverse-tunnel", "ssh-dropbear-502", "rdp-443", "rdp-out-3389",
+SESSIONS = ("ssh-in-443", "ssh-reverse-tunnel", "ssh-via-proxy", "ssh-dropbear-502", "rdp-443", "rdp-out-3389",
             "rdp-3389", "vnc-5900", "vnc-8080", "vnc-reverse-5500", "telnet-23", "telnet-2323")
 
 
@@ -343,7 +358,8 @@ def opening_times(pcap: Path, s: Session) -> set[int]:
     out = subprocess.run(
         ["tshark", "-r", str(pcap), "-Y",
          f"tcp.len>0 && ((ip.src=={s.client} && ip.dst=={s.server} && tcp.dstport=={s.port})"
-         f" || (ip.src=={s.server} && ip.dst=={s.client} && tcp.srcport=={s.port}))",
+         f" || (ip.src=={s.server} && ip.dst=={s.client} && tcp.srcport=={s.port}))"
+         + (f" && ({s.opening})" if s.opening else ""),
          "-T", "fields", "-e", "ip.src", "-e", "frame.time_epoch"],
         capture_output=True, text=True, check=True).stdout.split("\n")
     first: dict[str, int] = {}
@@ -363,6 +379,7 @@ def micros(iso: str) -> int:
 def test_the_clients_really_logged_in(captured: Captured) -> None:
     assert "plc-shell-42" in session(captured, "ssh-in-443").proof
     assert "through-the-tunnel" in session(captured, "ssh-reverse-tunnel").proof
+    assert "via-the-proxy" in session(captured, "ssh-via-proxy").proof
     assert "hoist-42" in session(captured, "telnet-23").proof
     assert "hoist-42" in session(captured, "telnet-2323").proof
     # dbclient got as far as authentication: the SSH handshake was complete
@@ -377,8 +394,9 @@ def test_every_session_is_identified_by_its_protocol_not_its_port(captured: Capt
     # the tunnelled login is inside the outer SSH connection: not a connection on the wire
     assert {p: flows.get(p) for p in ("ssh", "rdp", "vnc", "telnet")} == {
         "ssh": 3, "rdp": 3, "vnc": 3, "telnet": 2}
-    # 443, 8080 and 502 carried no TLS, HTTP or Modbus: the ports lied and identification saw it
-    assert not {"tls", "http", "modbus"} & set(flows)
+    # 443, 8080 and 502 carried no TLS, HTTP or Modbus: the ports lied and identification saw
+    # it; the one HTTP connection is the proxy's, its tunnel decoded as SSH
+    assert not {"tls", "modbus"} & set(flows) and flows.get("http") == 1
 
 
 @pytest.mark.parametrize("name", SESSIONS)
@@ -404,7 +422,7 @@ def test_no_other_remote_access_is_reported(captured: Captured) -> None:
 
 def test_sessions_out_of_the_crane_say_so_and_ssh_reads_as_a_reverse_tunnel(captured: Captured) -> None:
     outbound = {f["title"].split(" ", 1)[0]: f for f in captured.findings("remote-access")
-                if f["src"] == CMS}
+                if f["src"] == CMS and f["dst"].startswith(OUTSIDE)}
     assert sorted(outbound) == ["RDP", "SSH", "VNC"]
     assert all("out of the crane zone" in f["title"] for f in outbound.values())
     assert "reverse tunnel" in outbound["SSH"]["title"]

@@ -19,11 +19,19 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from cranewatch.protocols import identify
-from cranewatch.protocols.base import DecoderSpec, Event, FlowContext, register
+from cranewatch.protocols.base import (
+    REGISTRY,
+    DecoderSpec,
+    Event,
+    FlowContext,
+    StreamDecoder,
+    register,
+)
 from cranewatch.protocols.framing import decode_error, endpoints
 from cranewatch.protocols.tls import TlsDecoder
 
 BODY_LIMIT = 8192
+TUNNEL_PROBES = 4  # payloads of a CONNECT tunnel looked at to tell what it carries besides TLS
 HEADER_LIMIT = 64 * 1024
 
 
@@ -124,7 +132,8 @@ class HttpDecoder:
         self._pending: deque[tuple[str, str, int | None]] = deque(maxlen=64)  # method, uri, frame
         self._upgraded = False
         self._connect = False  # the upgrade is a CONNECT tunnel
-        self._tunnel: TlsDecoder | None = None
+        self._tunnel: StreamDecoder | None = None
+        self._tunnel_probes = 0
 
     def gap(self, from_client: bool) -> None:
         side = self._dirs[from_client]
@@ -136,8 +145,8 @@ class HttpDecoder:
         if self._upgraded:
             # after CONNECT or 101 Switching Protocols the bytes are not HTTP; a CONNECT tunnel
             # usually carries TLS, whose handshake says where the tunnel really goes
-            if self._tunnel is None and self._connect and identify.is_tls(data, b""):
-                self._tunnel = TlsDecoder(self.ctx)
+            if self._tunnel is None and self._connect:
+                self._tunnel = self._tunnel_decoder(from_client, data)
             return self._tunnel.feed(from_client, data, ts, frame) if self._tunnel else []
         side = self._dirs[from_client]
         events: list[Event] = []
@@ -172,6 +181,18 @@ class HttpDecoder:
                 break
             events.append(event)
         return events
+
+    def _tunnel_decoder(self, from_client: bool, data: bytes) -> StreamDecoder | None:
+        """The decoder for what a CONNECT tunnel carries: TLS, or whatever else the proxy
+        lets through (SSH or RDP to a vendor's host through the terminal's web proxy)."""
+        if identify.is_tls(data, b""):
+            return TlsDecoder(self.ctx)
+        if self._tunnel_probes >= TUNNEL_PROBES:
+            return None
+        self._tunnel_probes += 1
+        name = identify.identify(data if from_client else b"", b"" if from_client else data)
+        spec = next((s for s in REGISTRY if s.name == name and s.transport == "tcp"), None)
+        return spec.factory(self.ctx) if spec is not None else None
 
     @staticmethod
     def _simple_request(buffer: bytearray) -> tuple[int, int]:
