@@ -2,25 +2,32 @@
 
 The byte-literal tests (test_proto_remote.py, test_detect_remote_access.py) check the decoders
 against the specs; here the bytes come from the programs attackers and field engineers use:
-OpenSSH (inbound on 443, and a reverse tunnel ``ssh -R`` from the crane out over 443), xrdp
-with FreeRDP's ``xfreerdp`` (3389 and 443), TigerVNC's server with ``vncsnapshot`` (5900 and
-8080) and GNU inetutils telnetd with its telnet client (23 and 2323). Each session runs once,
-on the standard port and on a port that belongs to another protocol, inbound from the
-terminal LAN or from outside.
+
+- OpenSSH: inbound on 443; a reverse tunnel ``ssh -R`` from the crane out over 443 (the
+  attacker logs into the PLC back through it); out through the terminal's web proxy (HTTP
+  CONNECT, tinyproxy); and dropbear, the embedded SSH server, hidden on the Modbus port 502;
+- xrdp with FreeRDP's ``xfreerdp``: TLS + CredSSP on 443 from outside and out of the crane to
+  a vendor's 3389, Standard RDP Security (``/sec:rdp``) from the EWS on 3389;
+- TigerVNC's server with ``vncsnapshot``: no password on 5900, VNC auth on 8080 (an HTTP
+  port), and reverse VNC (``vncconfig -connect``) to a vendor's listening viewer on 5500;
+- GNU inetutils telnetd with its telnet client on 23 and on 2323.
 
 Topology (namespaces ``cwrem-*``, created and removed here; tcpdump runs in the router on its
 crane-side leg, so the capture is what a tap on the crane uplink would see):
 
-    cwrem-crane 10.20.7.10 (plc: sshd, telnetd, VNC on 8080), 10.20.7.30 (cms: xrdp, VNC)
+    cwrem-crane 10.20.7.10 (plc: sshd, dropbear, telnetd, VNC on 8080),
+                10.20.7.30 (cms: xrdp, VNC; the crane's connections out leave from it)
         │ 10.20.7.254
-    cwrem-rt ── 198.51.100.1 ── cwrem-out 198.51.100.7 (attacker / vendor: sshd on 443)
+    cwrem-rt ── 198.51.100.1 ── cwrem-out 198.51.100.7 (attacker / vendor: sshd on 443,
+        │                                    xrdp on 3389, listening VNC viewer on 5500)
         │ 10.20.0.254
-    cwrem-term 10.20.0.50 (the EWS)
+    cwrem-term 10.20.0.50 (the EWS), 10.20.0.60 (web proxy on 3128)
 
-Every expected value is independent of cranewatch: which session ran comes from the client's
-own output (the remote shell's answer, the tunnel's echo, the snapshot file, FreeRDP's exit
-status), and the time a session first shows itself is tshark's first payload frame of that
-connection.
+Every expected value is independent of cranewatch: that a session ran comes from the
+client's own output (the remote shell's answer, the tunnel's echo, the snapshot file,
+FreeRDP's and dbclient's messages, the viewer's established connection), and the time a
+session first shows itself is tshark's first payload frame of each side of that connection.
+The whole module takes about 20 s (one capture, analysed once).
 """
 
 from __future__ import annotations
@@ -146,10 +153,9 @@ def free_display() -> int:
     raise AssertionError("no free X display number")
 
 
-def run_client(ns: str, argv: list[str], *, timeout: float = 20, env: dict[str, str] | None = None,
-               shell_input: str | None = None) -> str:
-    done = subprocess.run(ns_cmd(ns, *argv), capture_output=True, text=True, timeout=timeout,
-                          env=env, input=shell_input)
+def run_client(ns: str, argv: list[str], *, env: dict[str, str] | None = None) -> str:
+    """Run a client in a namespace; it must succeed. Returns what it printed."""
+    done = subprocess.run(ns_cmd(ns, *argv), capture_output=True, text=True, timeout=20, env=env)
     assert done.returncode == 0, f"{argv[0]} failed ({done.returncode}): {done.stderr[-2000:]}"
     return done.stdout
 
