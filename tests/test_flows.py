@@ -10,10 +10,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from cranewatch import flows as flows_module
 from cranewatch.flows import Chunk, FlowSummary, Gap, Stream
 from cranewatch.pipeline import Analysis
 from cranewatch.protocols.base import Event
@@ -345,3 +347,22 @@ def test_stream_rebuilds_the_bytes_whatever_the_segmentation(payload: bytes, dat
             out += piece.data
     assert out == payload
     assert stream.held_bytes == 0
+
+
+@pytest.mark.parametrize("rows", [1, 2, 1000, 70_000])
+def test_group_rows_matches_np_unique(rows: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    rng = np.random.default_rng(rows)
+    distinct = rng.integers(0, 256, size=(max(rows // 50, 1), 40), dtype=np.uint8)
+    keys = distinct[rng.integers(0, len(distinct), size=rows)].view("V40").reshape(rows)
+    _, want_first, want_inverse = np.unique(keys, return_index=True, return_inverse=True)
+    want_last = np.array([np.flatnonzero(want_inverse == g).max() for g in range(len(want_first))])
+    first, last, inverse = flows_module.group_rows(keys)
+    # the same grouping (group numbers may differ: hash order, not byte order)
+    assert np.array_equal(want_first[want_inverse], first[inverse])
+    assert np.array_equal(np.sort(first), np.sort(want_first))
+    assert np.array_equal(want_last[want_inverse], last[inverse])
+    # every hash the same (a collision on every row): the byte-for-byte check catches it
+    monkeypatch.setattr(flows_module, "_HASH_MULTIPLIERS", np.zeros(5, dtype=np.uint64))
+    first, last, inverse = flows_module.group_rows(keys)
+    assert np.array_equal(want_first, first) and np.array_equal(want_inverse, inverse)
+    assert np.array_equal(want_last, last)

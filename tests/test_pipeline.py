@@ -421,6 +421,41 @@ def test_fragmented_udp_datagram_reaches_its_decoder_whole(tmp_path: Path) -> No
     assert got == [(True, message, 3)]
 
 
+def test_tcp_in_ipv4_fragments_is_reported_once_per_flow_with_its_frames(tmp_path: Path) -> None:
+    from cranewatch.sources.pcapwrite import (
+        ETHERTYPE_IPV4,
+        ethernet_frame,
+        ipv4_address,
+        ipv4_packet,
+        tcp_segment,
+    )
+
+    def fragmented(sport: int, seq: int, ident: int) -> list[bytes]:
+        # a write request hidden in three fragments: a monitor reading packets alone sees none
+        segment = tcp_segment(sport, 502, seq, 1, 0x18, mbap(ident, 1, bytes.fromhex("06 0001 0003")) * 40,
+                              src=ipv4_address("10.20.7.66"), dst=ipv4_address("10.20.7.10"))
+        out = []
+        for start in range(0, len(segment), 200):
+            packet = ipv4_packet("10.20.7.66", "10.20.7.10", 6, segment[start : start + 200],
+                                 ident=ident, dont_fragment=False,
+                                 more_fragments=start + 200 < len(segment), fragment_offset=start)
+            out.append(ethernet_frame("02:00:00:00:00:10", "02:00:00:00:00:66", ETHERTYPE_IPV4, packet))
+        return out
+
+    first = fragmented(40000, 1000, 1)
+    frames = first + fragmented(40000, 3000, 2) + fragmented(40001, 1000, 3)
+    path = write_pcap(tmp_path / "tcpfrag.pcap", frames)
+    result = Analysis([], decoders=[]).run([path])
+    reported = [w for w in result.warnings if "fragments" in w.message]
+    # once per flow: the second segment of the first flow is not reported again
+    assert [w.frame for w in reported] == [len(first), 3 * len(first)]
+    assert len(first) == 3
+    assert "tcp 10.20.7.66:40000 -> 10.20.7.10:502" in reported[0].message
+    assert "(frames 1, 2, 3)" in reported[0].message
+    assert "(frames 7, 8, 9)" in reported[1].message
+    assert result.complete  # the capture itself is whole
+
+
 def test_captures_interleaved_packet_by_packet_are_merged_in_whole_pieces(
         tmp_path: Path) -> None:
     a = Conversation("10.20.7.20", "10.20.7.10")
@@ -452,3 +487,27 @@ def test_zeek_logs_are_an_input_too_and_agree_with_the_capture(shared_data: Path
     assert [(m.address, m.peers, m.functions) for m in from_logs.modbus_masters] == \
         [(m.address, m.peers, m.functions) for m in from_trace.modbus_masters] == \
         [("10.0.0.9", ("10.0.0.3",), ((1, 2), (3, 1), (5, 2), (6, 1)))]
+
+
+def test_a_run_leaves_the_garbage_collector_as_it_found_it(tmp_path: Path) -> None:
+    import gc
+    import threading
+
+    path = polling_capture(tmp_path / "poll.pcap")
+    before = gc.get_threshold()
+    seen: list[tuple[int, ...]] = []
+
+    class Look(Recorder):
+        def on_flow_end(self, flow: FlowSummary) -> None:
+            seen.append(gc.get_threshold())
+            super().on_flow_end(flow)
+
+    # two runs at once, as the web server may start them: the settings come back after both
+    runs = [threading.Thread(target=lambda: Analysis([Look()]).run([path])) for _ in range(2)]
+    for run in runs:
+        run.start()
+    for run in runs:
+        run.join()
+    assert seen and all(t[0] >= 50_000 for t in seen)  # collections were rarer during the runs
+    assert gc.get_threshold() == before
+    assert gc.get_freeze_count() == 0

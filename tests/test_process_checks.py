@@ -8,6 +8,7 @@ parked crane, a maintenance window with the bypass set, an e-stop) must raise no
 
 from __future__ import annotations
 
+import re
 from dataclasses import replace
 
 import numpy as np
@@ -76,6 +77,11 @@ def test_false_load_is_caught_by_torque(baseline: ProcessBaseline) -> None:
     assert ev["residual_max"] > 8.0 and ev["threshold"] >= 8.0
     assert "hoist_torque" in ev["window"] and "hoist_load" in ev["window"]
     assert {g.category for g in findings} == {"false-reading"}
+    # The lab's fault holds the load cell at 0 t while the hoist lifts boxes: stuck, not off.
+    assert f.title.startswith("hoist_load stuck at 0.0 t while the hoist torque says"), f.title
+    # The relation reads as arithmetic a person can check: no "+ -0.001".
+    assert re.fullmatch(r"hoist_torque ≈ [\d.]+ %/t × hoist_load [+−] [\d.]+ % \(± [\d.]+ % of "
+                        r"rated torque\) while the hoist is steady", ev["relation"]), ev["relation"]
 
 
 def test_wind_freeze_names_the_stuck_anemometer(baseline: ProcessBaseline) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from cranewatch.errors import DecodeError
-from cranewatch.protocols import http
+from cranewatch.protocols import http, load_all
 from cranewatch.protocols.http import HttpDecoder, HttpRequest, HttpResponse
 from proto_helpers import context, feed_all
 
@@ -63,6 +63,26 @@ def test_connect_tunnel_hands_its_tls_to_the_tls_decoder() -> None:
                       (True, CLIENT_HELLO_11))
     assert [e.kind for e in events] == ["http_exchange_request", "http_exchange_response",
                                         "tls_client_hello_request"]
+
+
+def test_connect_tunnel_carrying_ssh_hands_it_to_the_ssh_decoder() -> None:
+    load_all()  # the tunnel is identified among every registered protocol
+    # ssh -o ProxyCommand through the terminal's web proxy: the server's banner comes first
+    events = feed_all(HttpDecoder(context(3128)),
+                      (True, b"CONNECT 198.51.100.7:443 HTTP/1.1\r\nHost: 198.51.100.7:443\r\n\r\n"),
+                      (False, b"HTTP/1.1 200 Connection established\r\n\r\n"),
+                      (False, b"SSH-2.0-OpenSSH_9.2p1 Debian-2\r\n"),
+                      (True, b"SSH-2.0-OpenSSH_9.2p1 Debian-2\r\n"))
+    assert [e.kind for e in events] == ["http_exchange_request", "http_exchange_response",
+                                        "ssh_banner_response", "ssh_banner_request"]
+
+
+def test_connect_tunnel_of_unknown_bytes_stays_quiet() -> None:
+    events = feed_all(HttpDecoder(context(3128)),
+                      (True, b"CONNECT vendor:9000 HTTP/1.1\r\n\r\n"),
+                      (False, b"HTTP/1.1 200 OK\r\n\r\n"),
+                      *[(True, b"\x8f" + bytes(40))] * 6)
+    assert [e.kind for e in events] == ["http_exchange_request", "http_exchange_response"]
 
 
 def test_websocket_upgrade_stops_decoding() -> None:

@@ -63,3 +63,35 @@ def test_anydesk_is_tls_with_anydesk_certificates() -> None:
     events = AnydeskDecoder(context(7070)).feed(False, record, 1.0, 1)
     assert [e.kind for e in events] == ["tls_certificate_response", "remote_session_response"]
     assert events[1].protocol == "anydesk"  # type: ignore[attr-defined]
+
+
+def test_reverse_vnc_the_server_calls_the_listening_viewer() -> None:
+    # the VNC server is the TCP client (viewer -listen on 5500): its version comes first and
+    # its security types follow from the same side; the viewer's one-byte choice is not a list
+    events = feed_all(VncDecoder(context(5500)), (True, b"RFB 003.008\n"), (False, b"RFB 003.008\n"),
+                      (True, h("01 01")), (False, h("01")))
+    assert [(type(e).__name__, e.security) for e in events] == [  # type: ignore[attr-defined]
+        ("RemoteSessionResponse", ()), ("RemoteSessionRequest", ("none",))]
+    viewer, server = events
+    assert isinstance(server, RemoteSessionRequest) and "reverse VNC" in server.detail
+    assert isinstance(viewer, RemoteSessionResponse) and "reverse" not in viewer.detail
+
+
+def test_vnc_server_answering_an_rfb_3_3_viewer_names_one_security_type() -> None:
+    # RFB 3.3 (RFC 6143 appendix A): the server picks the type and sends it as a u32
+    events = feed_all(VncDecoder(context(5900)), (False, b"RFB 003.008\n"), (True, b"RFB 003.003\n"),
+                      (False, h("00000001")))
+    client, server = events
+    assert isinstance(server, RemoteSessionResponse) and server.security == ("none",)
+    assert client.version == "003.003"  # type: ignore[attr-defined]
+
+
+def test_rdp_without_negotiation_is_standard_rdp_security() -> None:
+    # FreeRDP /sec:rdp against xrdp (from tests/test_remote_real.py's capture): a cookie and
+    # no RDP_NEG_REQ; a connection confirm without RDP_NEG_RSP
+    request, response = feed_all(
+        RdpDecoder(context(3389)),
+        (True, h("0300002621e00000000000436f6f6b69653a206d737473686173683d656e67696e6565720d0a")),
+        (False, h("0300000b06d00000123400")))
+    assert isinstance(request, RemoteSessionRequest) and request.user == "engineer"
+    assert request.security == ("rdp",) and response.security == ("rdp",)  # type: ignore[attr-defined]

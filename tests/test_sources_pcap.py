@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import hashlib
 import io
 import struct
 from pathlib import Path
@@ -14,6 +15,7 @@ from hypothesis import strategies as st
 
 from cranewatch.decode import decode_batch
 from cranewatch.errors import CaptureError
+from cranewatch.pipeline import Analysis
 from cranewatch.sources import pcap as pcap_module
 from cranewatch.sources.pcap import PacketBatch, open_capture
 from cranewatch.sources.pcapwrite import (
@@ -324,7 +326,36 @@ def test_pcapng_simple_and_obsolete_packet_blocks(tmp_path: Path) -> None:
     assert warnings == []
     assert packets_of(batches) == [b"abcd", b"xyz", b"epb"]
     assert column(batches, "origlen") == [8, 99, 3]
-    assert column(batches, "ts_ns") == [0, T0 // 1000 * 1000, (T0 + 1000) // 1000 * 1000]
+    # the simple packet block has no timestamp and nothing before it: it takes the next one
+    assert column(batches, "ts_ns") == [T0 // 1000 * 1000, T0 // 1000 * 1000, (T0 + 1000) // 1000 * 1000]
+
+
+@pytest.mark.parametrize("chunk", [41, pcap_module.CHUNK_BYTES])
+def test_simple_packet_blocks_take_the_previous_timestamp_with_one_note(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, chunk: int) -> None:
+    # tiny read blocks put the packet before a simple block in an earlier block
+    monkeypatch.setattr(pcap_module, "CHUNK_BYTES", chunk)
+    out = io.BytesIO()
+    writer = PcapngWriter(out)
+    writer.interface(LINKTYPE_ETHERNET, tsresol=9)
+    writer.write(0, T0, b"first")
+    writer.write_simple(b"simple-1")
+    writer.write_simple(b"simple-2")
+    writer.write(0, T0 + 500, b"third")
+    writer.write_simple(b"simple-3")
+    path = tmp_path / "spb.pcapng"
+    path.write_bytes(out.getvalue())
+    with open_capture(path) as reader:
+        batches = list(reader.batches(max_packets=2))
+        assert reader.warnings == []
+        (note,) = reader.notes
+    assert column(batches, "ts_ns") == [T0, T0, T0, T0 + 500, T0 + 500]
+    assert "no timestamp" in note.message
+    assert note.location is not None and note.location.frame == 2 and note.location.file == str(path)
+    result = Analysis(decoders=[]).run([path])
+    assert result.complete  # every packet was read: a note, not a damaged capture
+    assert [w.frame for w in result.warnings if "no timestamp" in w.message] == [2]
+    assert result.inputs[0].first_seen == T0 / 1e9
 
 
 def pcapng_bytes(count: int = 5) -> bytes:
@@ -558,3 +589,45 @@ def test_timestamps_with_the_top_bit_set_do_not_overflow(tmp_path: Path) -> None
     batches, warnings = read_all(path)
     assert warnings == [] and packets_of(batches) == [b"z", b"after"]
     assert column(batches, "ts_ns")[1] == T0
+
+
+# --------------------------------------------------------------------------- digest while reading
+
+
+def _cut_and_corrupt(data: bytes) -> list[bytes]:
+    """The file's bytes as stored in many shapes: whole, cut short, corrupt mid-way, garbage."""
+    corrupt = bytearray(data)
+    third = 24 + sum(16 + len(p) for p in PACKETS[:2])
+    corrupt[third + 8 : third + 12] = struct.pack("<I", 0x7FFFFFF0)  # the reader stops here
+    return [data, data[:-7], bytes(corrupt), gzip.compress(data), gzip.compress(data)[:-12],
+            b"not a capture at all", b""]
+
+
+@pytest.mark.parametrize("chunk", [37, pcap_module.CHUNK_BYTES])
+def test_digest_covers_every_byte_of_the_file_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                    chunk: int) -> None:
+    # small read blocks make the reader seek back over bytes it read already: hashed once
+    monkeypatch.setattr(pcap_module, "CHUNK_BYTES", chunk)
+    shapes = [*_cut_and_corrupt(write_pcap(tmp_path / "w.pcap")), pcapng_bytes(9), pcapng_bytes(9)[:-5]]
+    for number, content in enumerate(shapes):
+        path = tmp_path / f"shape{number}"
+        path.write_bytes(content)
+        digest = hashlib.sha256()
+        try:
+            with open_capture(path, digest=digest) as reader:
+                for _ in reader.batches(max_packets=2):
+                    pass
+                reader.digest_rest()
+        except CaptureError:
+            continue  # not a capture: the pipeline hashes such a file itself
+        assert digest.hexdigest() == hashlib.sha256(content).hexdigest(), number
+
+
+def test_analysis_inputs_carry_the_sha256_of_the_file(tmp_path: Path) -> None:
+    shapes = _cut_and_corrupt(write_pcap(tmp_path / "w.pcap"))
+    paths = []
+    for number, content in enumerate(shapes):
+        paths.append(tmp_path / f"shape{number}")
+        paths[-1].write_bytes(content)
+    result = Analysis(decoders=[]).run(paths)
+    assert [i.sha256 for i in result.inputs] == [hashlib.sha256(c).hexdigest() for c in shapes]

@@ -240,7 +240,9 @@ def _link_layer(buf: bytes, linktype: np.ndarray, start: np.ndarray, end: np.nda
         l3=np.full(count, -1, dtype=np.int64),
     )
     caplen = end - start
-    kinds: list[int] = [int(k) for k in np.unique(linktype)]
+    # One link type per capture is the rule (and np.unique would import numpy.ma, ~10 ms)
+    first = int(linktype[0]) if count else 0
+    kinds = [first] if not count or (linktype == first).all() else [int(k) for k in np.unique(linktype)]
     for value in kinds:
         lt = int(value)
         group: np.ndarray | slice = slice(None) if len(kinds) == 1 else linktype == value
@@ -555,6 +557,7 @@ class ReassembledDatagram:
     dst_ip: bytes
     ip_proto: int
     payload: bytes  # the whole L4 datagram (transport header + data)
+    frames: tuple[int, ...] = ()  # frame numbers of its fragments, in capture order
 
 
 @dataclass(slots=True)
@@ -563,6 +566,7 @@ class _Pending:
     parts: dict[int, bytes]
     total: int | None  # known once the last fragment (MF clear) arrives
     size: int
+    frames: list[int]
 
 
 class Defragmenter:
@@ -599,11 +603,12 @@ class Defragmenter:
             offset = int(decoded.frag_offset[row])
             pending = self._pending.get(key)
             if pending is None:
-                pending = _Pending(first_ts=ts, parts={}, total=None, size=0)
+                pending = _Pending(first_ts=ts, parts={}, total=None, size=0, frames=[])
                 self._pending[key] = pending
                 while len(self._pending) > self.max_pending:
                     self._pending.popitem(last=False)
                     self.dropped += 1
+            pending.frames.append(int(batch.frame[row]))
             if offset not in pending.parts:
                 pending.parts[offset] = piece
                 pending.size += len(piece)
@@ -625,6 +630,7 @@ class Defragmenter:
                         dst_ip=key[2],
                         ip_proto=key[3],
                         payload=whole,
+                        frames=tuple(pending.frames),
                     )
                 )
         return done

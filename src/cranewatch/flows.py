@@ -30,21 +30,62 @@ _HASH_MULTIPLIERS = np.array([0x9E3779B97F4A7C15, 0xC2B2AE3D27D4EB4F, 0x165667B1
                               0x27D4EB2F165667C5, 0xFF51AFD7ED558CCD], dtype=np.uint64)
 
 
-def group_keys(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Group equal 40-byte keys: (index of each group's first row, group of each row).
+def group_values(values: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Group equal uint64 hash values: (first row, last row, group of each row).
+
+    What ``np.unique(..., return_index=True, return_inverse=True)`` gives, groups in value
+    order, at about half the cost: the row number goes into the low bits of each value (the
+    hash's low bits give way to it), so one plain sort of numbers, no argsort, orders the
+    groups and the rows within each. Values equal only in their top bits fall into one group:
+    callers check the grouping (as ``group_rows`` does); for hashes this is what a hash
+    collision would do anyway.
+    """
+    count = len(values)
+    if count == 0:
+        empty = np.zeros(0, dtype=np.intp)
+        return empty, empty, empty
+    bits = np.uint64(max(1, (count - 1).bit_length()))
+    packed = ((values.astype(np.uint64) >> bits) << bits) | np.arange(count, dtype=np.uint64)
+    packed.sort()
+    order = (packed & np.uint64((1 << int(bits)) - 1)).astype(np.intp)
+    top = packed >> bits
+    starts_run = np.empty(count, dtype=bool)
+    starts_run[0] = True
+    np.not_equal(top[1:], top[:-1], out=starts_run[1:])
+    runs = np.flatnonzero(starts_run)
+    inverse = np.empty(count, dtype=np.intp)
+    inverse[order] = np.cumsum(starts_run) - 1
+    ends = np.empty_like(runs)
+    ends[:-1] = runs[1:]
+    ends[-1] = count
+    return order[runs], order[ends - 1], inverse
+
+
+def group_rows(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Group equal fixed-size records (a multiple of 8 bytes): (first row, last row, group).
 
     Sorting 40-byte records is slow, so rows are grouped by a 64-bit hash and the grouping is
     then verified byte for byte; on a collision (never seen in practice) the exact sort is used.
     """
     words = keys.view(np.uint64).reshape(len(keys), -1)
-    mixed = words * _HASH_MULTIPLIERS[: words.shape[1]]
-    digest = np.bitwise_xor.reduce(mixed ^ (mixed >> np.uint64(29)), axis=1)
-    _, first, inverse = np.unique(digest, return_index=True, return_inverse=True)
-    inverse = inverse.reshape(-1)
-    if not np.array_equal(words[first[inverse]], words):
-        packed = keys.view(f"V{keys.dtype.itemsize}")
+    digest = np.zeros(len(keys), dtype=np.uint64)
+    for column, multiplier in zip(words.T, _HASH_MULTIPLIERS, strict=False):
+        mixed = column * multiplier
+        digest ^= mixed ^ (mixed >> np.uint64(29))
+    first, last, inverse = group_values(digest)
+    packed = keys.view(f"V{keys.dtype.itemsize}").reshape(len(keys))
+    # gather whole records (one fixed-size copy each), then compare them as words
+    if not (packed[first][inverse].view(np.uint64).reshape(words.shape) == words).all():
         _, first, inverse = np.unique(packed, return_index=True, return_inverse=True)
         inverse = inverse.reshape(-1)
+        last = np.zeros(len(first), dtype=np.intp)
+        np.maximum.at(last, inverse, np.arange(len(keys)))
+    return first, last, inverse
+
+
+def group_keys(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Group equal 40-byte keys: (index of each group's first row, group of each row)."""
+    first, _, inverse = group_rows(keys)
     return first, inverse
 
 
@@ -342,15 +383,13 @@ class FlowTable:
         keys["pb"] = np.where(src_is_a, dport, sport)
         keys["proto"] = proto
         keys["pad"] = b"\x00\x00\x00"
-        first, inverse = group_keys(keys)
+        first, last, inverse = group_rows(keys)
         uniq = keys.view("V40")[first]
         flags = decoded.tcp_flags[ip_rows]
         ts = batch.ts[ip_rows]
         frames = batch.frame[ip_rows]
         table = self.flows
-        key_bytes = uniq.tobytes()
-        width = uniq.dtype.itemsize
-        key_list = [key_bytes[i * width : (i + 1) * width] for i in range(len(uniq))]
+        key_list: list[bytes] = uniq.tolist()  # 'V40' records come out as bytes
         found = [table.get(k) for k in key_list]
         missing = [i for i, f in enumerate(found) if f is None]
         new: list[Flow] = []
@@ -373,7 +412,7 @@ class FlowTable:
         dir_client = src_is_a == client_is_a[inverse]
         index[ip_rows] = inverse
         from_client[ip_rows] = dir_client
-        self._count(flows, inverse, dir_client, batch, decoded, ip_rows, flags, ts)
+        self._count(flows, inverse, dir_client, batch, decoded, ip_rows, flags, ts[first], ts[last])
         return BatchFlows(flows, index, from_client, new)
 
     def _create(self, key: bytes, a: bytes, b: bytes, port_a: int, port_b: int, proto: int,
@@ -396,50 +435,54 @@ class FlowTable:
 
     @staticmethod
     def _count(flows: list[Flow], inverse: np.ndarray, dir_client: np.ndarray, batch: Any,
-               decoded: Any, ip_rows: np.ndarray, flags: np.ndarray, ts: np.ndarray) -> None:
+               decoded: Any, ip_rows: np.ndarray, flags: np.ndarray, first_ts: np.ndarray,
+               last_ts: np.ndarray) -> None:
         nflows = len(flows)
         slot = inverse * 2 + dir_client  # slot 2k: to client, 2k+1: to server
         size = 2 * nflows
         packets = np.bincount(slot, minlength=size)
         wire = np.bincount(slot, weights=batch.origlen[ip_rows], minlength=size)
         payload = np.bincount(slot, weights=decoded.payload_len[ip_rows], minlength=size)
-        syn = np.bincount(slot, weights=(flags & TCP_SYN) != 0, minlength=size)
-        fin = np.bincount(slot, weights=(flags & TCP_FIN) != 0, minlength=size)
-        rst = np.bincount(slot, weights=(flags & TCP_RST) != 0, minlength=size)
-        order = np.argsort(inverse, kind="stable")
-        bounds = np.searchsorted(inverse[order], np.arange(nflows + 1))
-        first_ts = ts[order[bounds[:-1]]]
-        last_ts = ts[order[bounds[1:] - 1]]
-        # MACs per side: distinct (slot, source MAC) pairs, a handful per batch.
-        macs = decoded.eth_src[ip_rows]
-        mac_pairs = np.unique((slot.astype(np.uint64) << np.uint64(48)) | macs.astype(np.uint64)) \
-            if size < (1 << 16) else None
+        # whether a side saw the flag at all: mark the slots of the (few) rows carrying it
+        syn = np.zeros(size, dtype=bool)
+        fin = np.zeros(size, dtype=bool)
+        rst = np.zeros(size, dtype=bool)
+        syn[slot[(flags & TCP_SYN) != 0]] = True
+        fin[slot[(flags & TCP_FIN) != 0]] = True
+        rst[slot[(flags & TCP_RST) != 0]] = True
         # Python lists: reading numpy scalars one by one costs more than converting once.
-        packets_l, wire_l, payload_l = packets.tolist(), wire.tolist(), payload.tolist()
-        syn_l, fin_l, rst_l = syn.tolist(), fin.tolist(), rst.tolist()
-        for k, (flow, t0, t1) in enumerate(zip(flows, first_ts.tolist(), last_ts.tolist(),
-                                               strict=True)):
-            for s, side in ((2 * k + 1, flow.to_server), (2 * k, flow.to_client)):
-                if packets_l[s]:
-                    side.packets += packets_l[s]
-                    side.bytes += int(wire_l[s])
-                    side.payload_bytes += int(payload_l[s])
-                    side.syn = side.syn or bool(syn_l[s])
-                    side.fin = side.fin or bool(fin_l[s])
-                    side.rst = side.rst or bool(rst_l[s])
+        # Per side, in slot order (to client, then to server, per flow): packets, bytes,
+        # payload bytes, SYN seen, FIN seen, RST seen.
+        sides = zip(packets.tolist(), wire.astype(np.int64).tolist(),
+                    payload.astype(np.int64).tolist(), syn.tolist(), fin.tolist(), rst.tolist(),
+                    strict=True)
+        for flow, to_client, to_server, t0, t1 in zip(flows, sides, sides, first_ts.tolist(),
+                                                      last_ts.tolist(), strict=True):
+            for side, (count, wire_bytes, payload_bytes, syn_seen, fin_seen, rst_seen) in (
+                    (flow.to_server, to_server), (flow.to_client, to_client)):
+                if count:
+                    side.packets += count
+                    side.bytes += wire_bytes
+                    side.payload_bytes += payload_bytes
+                    side.syn = side.syn or syn_seen
+                    side.fin = side.fin or fin_seen
+                    side.rst = side.rst or rst_seen
             if t0 < flow.first_seen:
                 flow.first_seen = t0
             if t1 > flow.last_seen:
                 flow.last_seen = t1
-        if mac_pairs is not None:
-            for pair in mac_pairs.tolist():
-                s, mac = pair >> 48, pair & 0xFFFFFFFFFFFF
-                if mac:
-                    flows[s >> 1].side(bool(s & 1)).macs.add(mac)
-        else:
-            for row, s in zip(macs.tolist(), slot.tolist(), strict=True):
-                if row:
-                    flows[s >> 1].side(bool(s & 1)).macs.add(row)
+        # MACs per side: a side nearly always has one sender MAC, so take one row's MAC per
+        # slot and look only at the rows that differ from it (none, usually), not sort them all.
+        macs = decoded.eth_src[ip_rows]
+        seen = np.zeros(size, dtype=np.uint64)
+        seen[slot] = macs
+        other = np.flatnonzero(macs != seen[slot])
+        pairs = set(zip(np.flatnonzero(packets).tolist(), seen[packets > 0].tolist(), strict=True))
+        if len(other):
+            pairs.update(zip(slot[other].tolist(), macs[other].tolist(), strict=True))
+        for s, mac in pairs:
+            if mac:
+                flows[s >> 1].side(bool(s & 1)).macs.add(mac)
 
     def expire(self, now: float) -> list[Flow]:
         """Remove and return flows idle too long, or closed and quiet for a moment."""

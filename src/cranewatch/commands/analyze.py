@@ -94,11 +94,18 @@ def run(args: argparse.Namespace) -> int:
         value = getattr(args, option)
         if value is not None and not Path(value).exists():
             raise UsageError(f"--{option} {value}: no such file")
-    from cranewatch.gate import open_recording_store, record_traffic_analysis, recording_crane
+    store = None
+    if args.db:  # the store and the fleet take ~40 ms to import: only when recording
+        from cranewatch.gate import open_recording_store
 
-    store = open_recording_store(args.db) if args.db else None
+        store = open_recording_store(args.db)
     try:
-        crane = recording_crane(store, args.crane, profile=args.profile) if store else args.crane
+        if store is not None:
+            from cranewatch.gate import recording_crane
+
+            crane = recording_crane(store, args.crane, profile=args.profile)
+        else:
+            crane = args.crane
         result = _analyze(args, crane)
         report = render(result, args.format)
         if args.out:
@@ -107,6 +114,8 @@ def run(args: argparse.Namespace) -> int:
             sys.stdout.write(report)
             sys.stdout.flush()
         if store is not None and crane is not None:
+            from cranewatch.gate import record_traffic_analysis
+
             run_id = record_traffic_analysis(store, crane, result)
             print(f"cranewatch: recorded as run {run_id} of {crane} in {args.db}", file=sys.stderr)
     finally:

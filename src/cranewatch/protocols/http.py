@@ -1,10 +1,15 @@
 """HTTP/1.x on any port: request line, Host, User-Agent, content type and length, bounded body;
-responses' status.
+responses' status. RTSP, which borrows HTTP's syntax, as itself.
 
 What matters on a crane: web interfaces of PLCs, drives and cameras are configured over
 plain HTTP; firmware and configuration uploads, credentials in forms and data sent out all
 show in method, URI, Host and body. Bodies are kept up to ``BODY_LIMIT`` bytes (chunked
 bodies are de-chunked) for the content checks; the rest is counted, not stored.
+
+The cameras' RTSP sessions (OPTIONS, DESCRIBE, SETUP, PLAY, TEARDOWN) are told apart from
+HTTP by their version ``RTSP/1.0``; their requests and responses are reported until the
+video starts to flow over the connection (RTP interleaved behind ``$``), where nothing is
+left to learn.
 """
 
 from __future__ import annotations
@@ -14,11 +19,19 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from cranewatch.protocols import identify
-from cranewatch.protocols.base import DecoderSpec, Event, FlowContext, register
+from cranewatch.protocols.base import (
+    REGISTRY,
+    DecoderSpec,
+    Event,
+    FlowContext,
+    StreamDecoder,
+    register,
+)
 from cranewatch.protocols.framing import decode_error, endpoints
 from cranewatch.protocols.tls import TlsDecoder
 
 BODY_LIMIT = 8192
+TUNNEL_PROBES = 4  # payloads of a CONNECT tunnel looked at to tell what it carries besides TLS
 HEADER_LIMIT = 64 * 1024
 
 
@@ -119,7 +132,8 @@ class HttpDecoder:
         self._pending: deque[tuple[str, str, int | None]] = deque(maxlen=64)  # method, uri, frame
         self._upgraded = False
         self._connect = False  # the upgrade is a CONNECT tunnel
-        self._tunnel: TlsDecoder | None = None
+        self._tunnel: StreamDecoder | None = None
+        self._tunnel_probes = 0
 
     def gap(self, from_client: bool) -> None:
         side = self._dirs[from_client]
@@ -131,8 +145,8 @@ class HttpDecoder:
         if self._upgraded:
             # after CONNECT or 101 Switching Protocols the bytes are not HTTP; a CONNECT tunnel
             # usually carries TLS, whose handshake says where the tunnel really goes
-            if self._tunnel is None and self._connect and identify.is_tls(data, b""):
-                self._tunnel = TlsDecoder(self.ctx)
+            if self._tunnel is None and self._connect:
+                self._tunnel = self._tunnel_decoder(from_client, data)
             return self._tunnel.feed(from_client, data, ts, frame) if self._tunnel else []
         side = self._dirs[from_client]
         events: list[Event] = []
@@ -167,6 +181,18 @@ class HttpDecoder:
                 break
             events.append(event)
         return events
+
+    def _tunnel_decoder(self, from_client: bool, data: bytes) -> StreamDecoder | None:
+        """The decoder for what a CONNECT tunnel carries: TLS, or whatever else the proxy
+        lets through (SSH or RDP to a vendor's host through the terminal's web proxy)."""
+        if identify.is_tls(data, b""):
+            return TlsDecoder(self.ctx)
+        if self._tunnel_probes >= TUNNEL_PROBES:
+            return None
+        self._tunnel_probes += 1
+        name = identify.identify(data if from_client else b"", b"" if from_client else data)
+        spec = next((s for s in REGISTRY if s.name == name and s.transport == "tcp"), None)
+        return spec.factory(self.ctx) if spec is not None else None
 
     @staticmethod
     def _simple_request(buffer: bytearray) -> tuple[int, int]:
@@ -319,6 +345,120 @@ class HttpDecoder:
             message.chunk_left = size
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RtspRequest(Event):
+    """One RTSP request: method, URI (the camera's stream), CSeq, User-Agent, Session and
+    the Transport asked for in a SETUP (``RTP/AVP/TCP;interleaved=0-1``, UDP client ports)."""
+
+    kind: ClassVar[str] = "rtsp_exchange_request"
+    method: str
+    uri: str
+    version: str
+    cseq: int | None = None
+    user_agent: str | None = None
+    session: str | None = None
+    transport: str | None = None
+    headers: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RtspResponse(Event):
+    """One RTSP response, paired with its request by CSeq (``method``, ``uri``,
+    ``request_frame``); ``server`` names the camera's software."""
+
+    kind: ClassVar[str] = "rtsp_exchange_response"
+    status: int
+    reason: str
+    version: str
+    cseq: int | None = None
+    server: str | None = None
+    session: str | None = None
+    transport: str | None = None
+    headers: tuple[tuple[str, str], ...] = ()
+    request_frame: int | None = None
+    method: str | None = None
+    uri: str | None = None
+
+
+class RtspDecoder:
+    """Decodes the control messages of one RTSP connection; stops at interleaved media."""
+
+    def __init__(self, ctx: FlowContext) -> None:
+        self.ctx = ctx
+        self._buffers = (bytearray(), bytearray())
+        self._body_left = [0, 0]  # bytes of a message body (SDP) still to skip, per side
+        self._requests: dict[int, tuple[str, str, int]] = {}  # CSeq -> method, uri, frame
+        self.finished = False
+
+    def gap(self, from_client: bool) -> None:
+        # message boundaries are lost; the requests that matter (DESCRIBE, SETUP, PLAY) are
+        # at the start of the connection
+        self.finished = True
+
+    def feed(self, from_client: bool, data: bytes, ts: float, frame: int) -> list[Event]:
+        if self.finished:
+            return []
+        side = int(from_client)
+        buffer = self._buffers[side]
+        buffer += data
+        events: list[Event] = []
+        while buffer:
+            if self._body_left[side]:
+                take = min(self._body_left[side], len(buffer))
+                del buffer[:take]
+                self._body_left[side] -= take
+                continue
+            if buffer[:1] == b"$":  # RTP/RTCP interleaved: the stream runs
+                self.finished = True
+                buffer.clear()
+                break
+            end = buffer.find(b"\r\n\r\n")
+            if end < 0:
+                if len(buffer) > HEADER_LIMIT:
+                    self.finished = True
+                    raise decode_error("RTSP header block over 64 KiB", self.ctx, frame)
+                break
+            head = bytes(buffer[:end])
+            del buffer[:end + 4]
+            event = self._message(from_client, head, ts, frame)
+            events.append(event)
+        return events
+
+    def _message(self, from_client: bool, head: bytes, ts: float, frame: int) -> Event:
+        start, headers = parse_head(head)
+        parts = start.split(" ", 2)
+        length_text = _header(headers, "content-length") or "0"
+        if not length_text.strip().isdigit():
+            self.finished = True
+            raise decode_error(f"RTSP Content-Length {length_text[:40]!r} is not a number",
+                               self.ctx, frame)
+        self._body_left[int(from_client)] = int(length_text.strip())
+        cseq_text = (_header(headers, "cseq") or "").strip()
+        cseq = int(cseq_text) if cseq_text.isdigit() else None
+        fields: dict[str, Any] = {
+            "cseq": cseq, "session": _header(headers, "session"),
+            "transport": _header(headers, "transport"), "headers": tuple(headers),
+            "ts": ts, "frame": frame, **endpoints(self.ctx, from_client)}
+        if from_client:
+            if len(parts) < 3 or not parts[2].startswith("RTSP/"):
+                self.finished = True
+                raise decode_error(f"not an RTSP request line: {start[:60]!r}", self.ctx, frame)
+            if cseq is not None and len(self._requests) < 256:
+                self._requests[cseq] = (parts[0], parts[1], frame)
+            return RtspRequest(method=parts[0], uri=parts[1], version=parts[2],
+                               user_agent=_header(headers, "user-agent"), **fields)
+        if not start.startswith("RTSP/") or len(parts) < 2 or not parts[1][:3].isdigit():
+            self.finished = True
+            raise decode_error(f"not an RTSP status line: {start[:60]!r}", self.ctx, frame)
+        method, uri, request_frame = self._requests.pop(cseq, (None, None, None)) \
+            if cseq is not None else (None, None, None)
+        return RtspResponse(status=int(parts[1][:3]), reason=parts[2] if len(parts) > 2 else "",
+                            version=parts[0], server=_header(headers, "server"),
+                            request_frame=request_frame, method=method, uri=uri, **fields)
+
+
+SPEC_RTSP = register(DecoderSpec(name="rtsp", transport="tcp", ports=frozenset({554, 8554}),
+                                 factory=RtspDecoder, probe=identify.is_rtsp, priority=14))
 SPEC = register(DecoderSpec(name="http", transport="tcp",
                             ports=frozenset({80, 8080, 8000, 8008, 8081, 8888, 3128}),
                             factory=HttpDecoder, probe=identify.is_http, priority=15))

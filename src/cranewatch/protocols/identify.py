@@ -12,6 +12,7 @@ from cranewatch.protocols.base import REGISTRY
 HTTP_METHODS = (b"GET ", b"POST ", b"PUT ", b"HEAD ", b"DELETE ", b"OPTIONS ", b"PATCH ",
                 b"CONNECT ", b"TRACE ", b"PROPFIND ", b"MKCOL ", b"COPY ", b"MOVE ", b"LOCK ",
                 b"UNLOCK ", b"PROPPATCH ", b"SEARCH ", b"SUBSCRIBE ", b"NOTIFY ", b"M-SEARCH ")
+RTSP_VERSIONS = (b"RTSP/1.0", b"RTSP/2.0")
 OPCUA_TYPES = (b"HEL", b"ACK", b"OPN", b"CLO", b"MSG", b"ERR", b"RHE")
 ENIP_COMMANDS = frozenset({0x0001, 0x0004, 0x0063, 0x0064, 0x0065, 0x0066, 0x006F, 0x0070,
                            0x0071, 0x0072})
@@ -30,13 +31,33 @@ def is_tls(client: bytes, server: bytes) -> bool:
             and data[5] in (1, 2))
 
 
+def _request_line(client: bytes) -> bytes:
+    """The client's first line (or what came of it), without its line end."""
+    end = client.find(b"\n", 0, 4096)
+    return client[:end].rstrip(b"\r") if end >= 0 else client[:4096]
+
+
 def is_http(client: bytes, server: bytes) -> bool:
-    """An HTTP/1.x request line from the client or a status line from the server."""
+    """An HTTP/1.x request line from the client or a status line from the server.
+
+    RTSP borrows HTTP's syntax and some of its methods (OPTIONS, GET_PARAMETER aside): a
+    request line that names RTSP as its version is not HTTP.
+    """
     if client:
         head = client[:10]
         if any(head.startswith(m) for m in HTTP_METHODS):
-            return True
+            return not _request_line(client).endswith(RTSP_VERSIONS)
     return server.startswith(b"HTTP/1.")
+
+
+def is_rtsp(client: bytes, server: bytes) -> bool:
+    """An RTSP request line (``DESCRIBE rtsp://cam/live RTSP/1.0``) or status line
+    (``RTSP/1.0 200 OK``): IP cameras' stream control, on 554 or any other port."""
+    if client:
+        method, _, rest = _request_line(client).partition(b" ")
+        return (method.replace(b"_", b"").isalpha() and method.isupper()
+                and rest.endswith(RTSP_VERSIONS) and b" " in rest)
+    return server.startswith(RTSP_VERSIONS) and server[8:9] == b" "
 
 
 def is_ssh(client: bytes, server: bytes) -> bool:

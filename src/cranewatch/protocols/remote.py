@@ -125,37 +125,58 @@ class RdpDecoder(_OnceDecoder):
             else:
                 # a value of 0 is standard RDP security (no TLS): worth seeing on a crane
                 security = tuple(name for bit, name in RDP_PROTOCOLS.items() if bit and value & bit) or ("rdp",)
+        elif not body:
+            # no RDP_NEG_REQ / RDP_NEG_RSP at all is Standard RDP Security too (MS-RDPBCGR
+            # 2.2.1.1, 2.2.1.2): what old clients and FreeRDP's /sec:rdp send
+            security = ("rdp",)
         detail.append(",".join(security))
         return self.session(from_client, ts, frame, user=user, security=security,
                             detail="; ".join(d for d in detail if d))
 
 
 class VncDecoder(_OnceDecoder):
-    """RFB: both sides send ``RFB xxx.yyy\\n``; the server then lists its security types."""
+    """RFB: both sides send ``RFB xxx.yyy\\n``; the server then lists its security types.
+
+    The RFB server speaks first. Usually it is the TCP server; in "reverse" VNC (a listening
+    viewer, as vendors' support tools use to get through NAT) the VNC server connects out to
+    the viewer, and its version string comes from the TCP client.
+    """
 
     protocol = "vnc"
     needed = 12
 
     def __init__(self, ctx: FlowContext) -> None:
         super().__init__(ctx)
-        self._server_version = ""
+        self._rfb_server: bool | None = None  # the ``from_client`` of the RFB server's side
+        self._viewer_version = ""
 
     def recognise(self, from_client: bool, data: bytes, ts: float, frame: int) -> Event | None:
         if not data.startswith(b"RFB "):
             raise decode_error("RFB session without a version string", self.ctx, frame)
+        if self._rfb_server is None:
+            self._rfb_server = from_client
         version = data[4:11].decode("latin-1")
         rest = data[12:]
         security: tuple[str, ...] = ()
-        if not from_client:
-            if version >= "003.007":
-                if not rest:
-                    return None  # wait for the security type list
+        rfb_server = from_client == self._rfb_server
+        if not rfb_server:
+            self._viewer_version = version
+        else:
+            # the lower of both versions rules: a 3.8 server answers a 3.3 viewer with one
+            # 4-byte security type, not with a list
+            agreed = min(version, self._viewer_version or version)
+            if not rest or (agreed < "003.007" and len(rest) < 4):
+                return None  # wait for the security type (list)
+            if agreed >= "003.007":
                 count = rest[0]
                 security = tuple(RFB_SECURITY.get(t, str(t)) for t in rest[1:1 + count])
-            elif len(rest) >= 4:
+            else:
                 security = (RFB_SECURITY.get(int.from_bytes(rest[:4], "big"), "?"),)
+        detail = f"RFB {version}" + (f" security {','.join(security)}" if security else "")
+        if rfb_server and from_client:
+            detail += " (reverse VNC: the server called the viewer)"
         return self.session(from_client, ts, frame, version=version, security=security,
-                            detail=f"RFB {version}" + (f" security {','.join(security)}" if security else ""))
+                            detail=detail)
 
 
 class TelnetDecoder(_OnceDecoder):

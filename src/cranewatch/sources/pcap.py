@@ -6,7 +6,11 @@ NumPy. A batch keeps one ``bytes`` block and offsets into it, so nothing is copi
 and memory stays flat whatever the size of the capture. Formats are told apart by magic number,
 never by file name. Problems that leave the packets before them usable (a truncated last record,
 a corrupt block length) are collected in ``CaptureReader.warnings``; a file that is not a
-capture at all raises ``CaptureError``.
+capture at all raises ``CaptureError``. Oddities that lose nothing (Simple Packet Blocks,
+which carry no timestamp, take the previous packet's) are ``CaptureReader.notes``.
+
+Given a digest (``open_capture(path, digest=hashlib.sha256())``), the reader feeds it the
+file's bytes as it reads them, so the pipeline's sha256 of an input costs no second read.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from types import TracebackType
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 import numpy as np
 
@@ -133,6 +137,49 @@ def _ticks_to_ns(ticks: np.ndarray, units: int) -> np.ndarray:
     return (seconds * np.uint64(1_000_000_000) + frac_ns).astype(np.int64)
 
 
+class _DigestFile:
+    """A raw capture file that hands every byte it reads, once and in order, to a digest.
+
+    The reader reads each byte of a plain capture once (it seeks back only over bytes it read
+    already), so the file's sha256 costs no second read of the file; ``digest_rest`` covers
+    what the reader did not get to (a capture it stopped reading early).
+    """
+
+    def __init__(self, raw: BinaryIO, digest: Any) -> None:
+        self._raw = raw
+        self._digest = digest
+        self._at = 0  # file offset of the next read
+        self._hashed = 0  # bytes [0, _hashed) went to the digest
+
+    def read(self, size: int = -1) -> bytes:
+        data = self._raw.read(size)
+        end = self._at + len(data)
+        if end > self._hashed >= self._at:
+            self._digest.update(memoryview(data)[self._hashed - self._at :])
+            self._hashed = end
+        self._at = end
+        return data
+
+    def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
+        self._at = self._raw.seek(offset, whence)
+        return self._at
+
+    def seekable(self) -> bool:
+        return self._raw.seekable()
+
+    def close(self) -> None:
+        self._raw.close()
+
+    def digest_rest(self) -> None:
+        """Give the digest the bytes of the file that were not read yet."""
+        try:
+            self.seek(self._hashed)
+            while self.read(4 * 1024 * 1024):
+                pass
+        except OSError:
+            pass  # an unreadable rest: the digest covers what could be read, as before
+
+
 class _GunzipStream:
     """Streaming gzip decompression that hands over every byte it could decompress.
 
@@ -183,9 +230,15 @@ class _GunzipStream:
 class CaptureReader:
     """Streams ``PacketBatch``es out of one capture file; use as a context manager."""
 
-    def __init__(self, path: str | os.PathLike[str], stream: BinaryIO, head: bytes) -> None:
+    def __init__(self, path: str | os.PathLike[str], stream: BinaryIO, head: bytes,
+                 digest_file: _DigestFile | None = None) -> None:
         self.path = os.fspath(path)
         self.warnings: list[CaptureError] = []
+        # Oddities that leave every packet readable (the capture is still whole), e.g. packets
+        # that were given a timestamp they do not carry.
+        self.notes: list[CaptureError] = []
+        self._last_ts_ns: int | None = None  # of the last packet given out
+        self._untimed_noted = False
         self.packets_read = 0
         self.format = "pcapng" if head[:4] == struct.pack("<I", _PCAPNG_SHB) else "pcap"
         self._stream = stream
@@ -194,7 +247,8 @@ class CaptureReader:
         self._buf_at = 0  # file offset of _buf[0]
         self._eof = False
         self._started = False
-        self._seekable = isinstance(stream, io.BufferedReader) and stream.seekable()
+        self._seekable = isinstance(stream, io.BufferedReader | _DigestFile) and stream.seekable()
+        self._digest_file = digest_file
 
     # ----------------------------------------------------------------- plumbing
 
@@ -208,6 +262,11 @@ class CaptureReader:
 
     def close(self) -> None:
         self._stream.close()
+
+    def digest_rest(self) -> None:
+        """Complete the digest given to ``open_capture`` with the bytes not read (if any)."""
+        if self._digest_file is not None:
+            self._digest_file.digest_rest()
 
     def __iter__(self) -> Iterator[PacketBatch]:
         return self.batches()
@@ -291,6 +350,8 @@ class CaptureReader:
         interface: np.ndarray,
     ) -> PacketBatch:
         count = len(data_offset)
+        if count:
+            self._last_ts_ns = int(ts_ns[-1])
         frame = np.arange(self.packets_read + 1, self.packets_read + 1 + count, dtype=np.int64)
         self.packets_read += count
         return PacketBatch(
@@ -561,13 +622,38 @@ class CaptureReader:
         ticks = ticks[sl]
         ts_ns = np.zeros(keep, dtype=np.int64)
         table = np.array([i.linktype for i in interfaces] or [0], dtype=np.uint16)
-        for number in np.unique(iface):
-            info = interfaces[int(number)]
+        for number, info in enumerate(interfaces):  # not np.unique: it imports numpy.ma
             rows = iface == number
+            if not rows.any():
+                continue
             ts_ns[rows] = _ticks_to_ns(ticks[rows], info.units) + info.offset_s * 1_000_000_000
-        ts_ns[~has_ts[sl]] = 0
+        untimed = ~has_ts[sl]
+        if untimed.any():
+            ts_ns = self._borrow_timestamps(ts_ns, untimed)
         columns = (data_offset[sl], ts_ns, caplen[sl], origlen[sl], table[iface], iface.astype(np.uint16))
         return columns, bad
+
+
+    def _borrow_timestamps(self, ts_ns: np.ndarray, untimed: np.ndarray) -> np.ndarray:
+        """Simple Packet Blocks carry no timestamp: give each the previous packet's.
+
+        Packets before any timestamped one take the first timestamp that follows them (0 if
+        none does). Said once per capture, as a note: no packet is lost or misread.
+        """
+        rows = np.arange(len(ts_ns))
+        timed = np.flatnonzero(~untimed)
+        if not self._untimed_noted:
+            self._untimed_noted = True
+            first = self.packets_read + 1 + int(np.argmax(untimed))
+            self.notes.append(CaptureError(
+                "simple packet blocks carry no timestamp: each was given the timestamp of the "
+                "packet before it", Location(file=self.path, frame=first)))
+        previous = np.maximum.accumulate(np.where(untimed, -1, rows))
+        if self._last_ts_ns is not None:
+            lead = self._last_ts_ns
+        else:
+            lead = int(ts_ns[timed[0]]) if len(timed) else 0
+        return np.where(previous >= 0, ts_ns[np.maximum(previous, 0)], lead)
 
 
 def _parse_idb(buf: bytes, pos: int, length: int, order: str) -> _Interface:
@@ -597,13 +683,22 @@ def _parse_idb(buf: bytes, pos: int, length: int, order: str) -> _Interface:
     return _Interface(linktype=linktype, snaplen=snaplen, units=max(units, 1), offset_s=offset_s)
 
 
-def open_capture(path: str | os.PathLike[str]) -> CaptureReader:
-    """Open a pcap, pcapng or gzip-compressed capture, telling them apart by magic number."""
+def open_capture(path: str | os.PathLike[str], digest: Any = None) -> CaptureReader:
+    """Open a pcap, pcapng or gzip-compressed capture, telling them apart by magic number.
+
+    With ``digest`` (e.g. ``hashlib.sha256()``), the file's bytes as stored (compressed, for
+    gzip) go to ``digest.update`` as they are read; call ``digest_rest()`` on the reader when
+    done with it to add the bytes it did not read.
+    """
     name = os.fspath(path)
     try:
         raw: BinaryIO = open(name, "rb")  # noqa: SIM115 - the reader owns and closes it
     except OSError as exc:
         raise CaptureError(f"cannot open capture: {exc.strerror}", Location(file=name)) from None
+    digest_file = None
+    if digest is not None:
+        digest_file = _DigestFile(raw, digest)
+        raw = digest_file  # type: ignore[assignment]
     stream: BinaryIO = raw
     try:
         head = raw.read(4)
@@ -627,4 +722,4 @@ def open_capture(path: str | os.PathLike[str]) -> CaptureReader:
         stream.close()
         raw.close()
         raise
-    return CaptureReader(name, stream, head)
+    return CaptureReader(name, stream, head, digest_file)

@@ -84,6 +84,13 @@ def check_position_vs_speed(ctx: CheckContext) -> list[Incident]:
     return out
 
 
+def _signed(value: float) -> str:
+    """An offset written as a person would: "+ 0.4", "− 0.4", or "+ 0" for a tiny one."""
+    if abs(value) < 0.05:
+        return "+ 0"
+    return f"{'−' if value < 0 else '+'} {abs(value):.2g}"
+
+
 def check_torque_vs_load(ctx: CheckContext) -> list[Incident]:
     frame = ctx.frame
     if not frame.has("hoist_torque", "hoist_load", "hoist_speed") or len(frame.t) < 3:
@@ -110,13 +117,17 @@ def check_torque_vs_load(ctx: CheckContext) -> list[Incident]:
     for s, e, d in persistent(broken, ctx.seconds(1.0), merge_gap=ctx.seconds(2.0)):
         seg = residual[s: e + 1]
         implied = float(np.nanmedian((torque[s: e + 1] - offset) / slope))
+        # A load cell that repeats one value while the torque moves is stuck, not just off.
+        stuck = float(np.nanmax(load[s: e + 1]) - np.nanmin(load[s: e + 1])) == 0.0 \
+            and float(np.nanmax(torque[s: e + 1]) - np.nanmin(torque[s: e + 1])) > 0.0
         out.append(Incident(
             rule="process-torque-load", category="false-reading", severity=Severity.HIGH,
-            title=f"hoist_load reads {float(np.nanmedian(load[s: e + 1])):.1f} t while the "
-                  f"hoist torque says {implied:.1f} t",
+            title=f"hoist_load {'stuck at' if stuck else 'reads'} "
+                  f"{float(np.nanmedian(load[s: e + 1])):.1f} t while the hoist torque says "
+                  f"{implied:.1f} t",
             signal="hoist_load", related=("hoist_torque", "hoist_speed"),
-            relation=f"hoist_torque ≈ {slope:.3g} × hoist_load + {offset:.3g} % "
-                     f"(± {tolerance:.3g} %) while the hoist is steady",
+            relation=f"hoist_torque ≈ {slope:.3g} %/t × hoist_load {_signed(offset)} % "
+                     f"(± {tolerance:.3g} % of rated torque) while the hoist is steady",
             start=s, end=e, detect=d, residual=seg, threshold=tolerance,
             remedy="The load cell reading is spoofed or faulty; a false load defeats the "
                    "overload interlock. Check the load cell against the drive torque.",
