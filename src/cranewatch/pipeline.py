@@ -14,8 +14,9 @@ Python decoders. ``fast_path=False`` sends everything the slow way (the tests co
 
 Beyond ``protocols.base.StreamDecoder``: a decoder that has learnt all it can from a flow
 (e.g. after a TLS handshake) may set ``finished = True`` and gets no more of its bytes. ARP
-frames go to ``protocols.arp.decode_arp_frames``; UDP datagrams reassembled from IPv4 fragments go
-to their flow's decoder. Events are given to sinks in capture order within each batch.
+frames go to ``protocols.arp.decode_arp_frames`` (a batch's at once); UDP datagrams
+reassembled from IPv4 fragments go to their flow's decoder. Events are given to sinks in
+capture order within each batch.
 """
 
 from __future__ import annotations
@@ -407,6 +408,7 @@ def _arp_decoder() -> Callable[..., list[Any]] | None:
 
 
 ETHERTYPE_ARP = 0x0806
+DECODE_TRIES = 64  # feeds of one segment to a decoder that keeps raising before it is given up
 ARP_BODY = 28  # bytes of an Ethernet/IPv4 ARP body (what follows is Ethernet padding)
 AFTER_BATCH = 1 << 62  # order key of events that follow all of a batch's own
 _ROW = operator.itemgetter(0)  # the order key of a deferred (row, event)
@@ -900,7 +902,7 @@ class Analysis:
     def _feed_after_error(self, flow: Flow, from_client: bool, error: DecodeError, ts: float,
                           frame: int, source: str) -> list[Event]:
         """Warn about a PDU the decoder refused; ask it for what followed the broken one."""
-        for _ in range(63):  # bounded: a decoder that keeps raising is given up on
+        for _ in range(DECODE_TRIES - 1):
             self.warn(InputWarning(f"{flow.protocol}: {error.message}", source, frame, "decode"))
             try:
                 return list(flow.decoder.feed(from_client, b"", ts, frame))
