@@ -720,10 +720,17 @@ class Analysis:
             return rows
         # Handshake segments were taken care of by _prepare_new_flows.
         candidate = candidate[decoded.payload_len[candidate] > 0]
-        flow_ids, local = np.unique(index[candidate], return_inverse=True)
-        local = local.reshape(-1)
-        if len(candidate) == 0 or len(flow_ids) >= 1 << 16:
+        if len(candidate) == 0:
             return rows
+        # The fast path numbers its flows 0.. in batch order (a table, not a sort: linear).
+        in_fast = np.zeros(len(flows), dtype=bool)
+        in_fast[index[candidate]] = True
+        flow_ids = np.flatnonzero(in_fast)
+        if len(flow_ids) >= 1 << 16:
+            return rows
+        local_of = np.zeros(len(flows), dtype=np.int64)
+        local_of[flow_ids] = np.arange(len(flow_ids))
+        local = local_of[index[candidate]]
         fast_flows = [flows[int(f)] for f in flow_ids]
         data = FastInput(
             buf=np.frombuffer(batch.buf, dtype=np.uint8), flow=local,
