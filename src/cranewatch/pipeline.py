@@ -748,7 +748,9 @@ class Analysis:
         if not result.handled.any():
             return rows
         assert self._deferred is not None
-        self._deferred.extend((int(candidate[i]), event) for i, event in result.events)
+        if result.events:
+            event_rows = candidate[[i for i, _ in result.events]].tolist()
+            self._deferred.extend(zip(event_rows, (e for _, e in result.events), strict=True))
         for k in np.flatnonzero(result.touched).tolist():
             flow = fast_flows[k]
             to_server, to_client = result.next_seq.get(k, data.next_seq[k])

@@ -10,6 +10,7 @@ else (writes, diagnostics, device identification, exceptions, unknown codes) is 
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from itertools import pairwise
@@ -146,14 +147,14 @@ def _u16(data: bytes, at: int) -> int:
 def _words(data: bytes) -> tuple[int, ...]:
     if len(data) % 2:
         raise DecodeError(f"odd register byte count {len(data)}")
-    return tuple(int(x) for x in np.frombuffer(data, dtype=">u2"))
+    return struct.unpack(f">{len(data) // 2}H", data)
 
 
 def _bits(data: bytes, count: int | None) -> tuple[int, ...]:
     bits = np.unpackbits(np.frombuffer(data, dtype=np.uint8), bitorder="little")
     if count is not None:
         bits = bits[:count]
-    return tuple(int(b) for b in bits)
+    return tuple(bits.tolist())
 
 
 def _need(pdu: bytes, size: int, what: str) -> None:
