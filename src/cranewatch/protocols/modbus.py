@@ -214,15 +214,9 @@ def parse_request(pdu: bytes) -> RequestFields:
         limit = _MAX_READ_BITS if fc in (1, 2) else _MAX_READ_REGISTERS
         read_detail: dict[str, Any] = {} if 1 <= quantity <= limit else {"illegal_quantity": True}
         return RequestFields(fc, address=_u16(body, 0), quantity=quantity, detail=read_detail)
-    if fc == 5:
-        _exact(body, 4, "FC 5 request")
-        raw = _u16(body, 2)
-        coil_detail: dict[str, Any] = {} if raw in (0, 0xFF00) else {"raw_value": raw}
-        return RequestFields(fc, address=_u16(body, 0), quantity=1, values=(1 if raw else 0,),
-                             detail=coil_detail)
-    if fc == 6:
-        _exact(body, 4, "FC 6 request")
-        return RequestFields(fc, address=_u16(body, 0), quantity=1, values=(_u16(body, 2),))
+    if fc in (5, 6):
+        _exact(body, 4, f"FC {fc} request")
+        return single_write(fc, _u16(body, 0), _u16(body, 2))
     if fc in (7, 11, 12, 17):
         _exact(body, 0, f"FC {fc} request")
         return RequestFields(fc)
@@ -288,6 +282,25 @@ def parse_request(pdu: bytes) -> RequestFields:
     return RequestFields(fc, detail={"data": body.hex()})
 
 
+def single_write(fc: int, address: int, raw: int) -> RequestFields:
+    """An FC 5 or FC 6 request from its two words (FC 5 means on / off by 0xFF00 / 0x0000)."""
+    if fc == 5:
+        coil_detail: dict[str, Any] = {} if raw in (0, 0xFF00) else {"raw_value": raw}
+        return RequestFields(fc, address=address, quantity=1, values=(1 if raw else 0,),
+                             detail=coil_detail)
+    return RequestFields(fc, address=address, quantity=1, values=(raw,))
+
+
+def write_echo(fc: int, address: int, word: int) -> ResponseFields:
+    """The answer to a write (FC 5, 6, 15, 16) from its two words: FC 5 and 6 echo the address
+    and value, FC 15 and 16 the address and quantity."""
+    if fc == 5:
+        return ResponseFields(fc, address=address, quantity=1, values=(1 if word else 0,))
+    if fc == 6:
+        return ResponseFields(fc, address=address, quantity=1, values=(word,))
+    return ResponseFields(fc, address=address, quantity=word)
+
+
 def _file_records(data: bytes, what: str) -> list[dict[str, Any]]:
     records: list[dict[str, Any]] = []
     at = 0
@@ -327,11 +340,9 @@ def parse_response(pdu: bytes, request: RequestFields | None = None) -> Response
             if wanted is not None and wanted != len(values):
                 raise DecodeError(f"FC {fc} response: {len(values)} registers for {wanted} asked")
         return ResponseFields(fc, values=values)
-    if fc in (5, 6):
+    if fc in (5, 6, 15, 16):
         _exact(body, 4, f"FC {fc} response")
-        raw = _u16(body, 2)
-        value = (1 if raw else 0) if fc == 5 else raw
-        return ResponseFields(fc, address=_u16(body, 0), quantity=1, values=(value,))
+        return write_echo(fc, _u16(body, 0), _u16(body, 2))
     if fc == 7:
         _exact(body, 1, "FC 7 response")
         return ResponseFields(fc, values=(body[0],))
@@ -348,9 +359,6 @@ def parse_response(pdu: bytes, request: RequestFields | None = None) -> Response
         return ResponseFields(fc, detail={"status": _u16(data, 0), "event_count": _u16(data, 2),
                                           "message_count": _u16(data, 4),
                                           "events": data[6:].hex()})
-    if fc in (15, 16):
-        _exact(body, 4, f"FC {fc} response")
-        return ResponseFields(fc, address=_u16(body, 0), quantity=_u16(body, 2))
     if fc == 17:
         data = _byte_counted(body, 0, "FC 17 response")
         return ResponseFields(fc, detail={"server_id": data.hex()})
@@ -899,18 +907,25 @@ def fast_reads(data: FastInput, book: ModbusBook, contexts: list[FlowContext],
     ok_resp = ~req & np.where(
         is_read, (length >= 9) & (length == 6 + mbap_len) & (byte_count == mbap_len - 3), fixed)
     ok = (is_read | is_write) & (protocol_id == 0) & np.where(req, ok_req, ok_resp)
-    # Writes are few: parse them with the slow path's own functions (a malformed one is
-    # irregular and goes the slow way, with its warning).
+    # Writes are few: decoded by the slow path's own functions. Those of fixed size (FC 5 and 6
+    # requests, every write answer) cannot be malformed once their length fits; FC 15 and 16
+    # requests are parsed whole, and a malformed one is irregular and goes the slow way, with
+    # its warning.
     parsed: dict[int, RequestFields | ResponseFields] = {}
     write_rows = np.flatnonzero(ok & is_write)
-    for i, start, size, asked in zip(write_rows.tolist(), data.offset[write_rows].tolist(),
-                                     length[write_rows].tolist(), req[write_rows].tolist(),
-                                     strict=True):
-        pdu = buf[start + 7 : start + size].tobytes()
-        try:
-            parsed[i] = parse_request(pdu) if asked else parse_response(pdu)
-        except DecodeError:
-            ok[i] = False
+    for i, function, first, second, asked, start, size in zip(
+            write_rows.tolist(), fc[write_rows].tolist(), address[write_rows].tolist(),
+            qty[write_rows].tolist(), req[write_rows].tolist(), data.offset[write_rows].tolist(),
+            length[write_rows].tolist(), strict=True):
+        if not asked:
+            parsed[i] = write_echo(function, first, second)
+        elif function <= 6:
+            parsed[i] = single_write(function, first, second)
+        else:
+            try:
+                parsed[i] = parse_request(buf[start + 7 : start + size].tobytes())
+            except DecodeError:
+                ok[i] = False
 
     # In order: each segment starts where the previous one of its direction ended.
     slot = data.flow * 2 + req
