@@ -579,7 +579,9 @@ class ModbusDecoder:
             answer = ResponseFields(
                 code & 0x7F, exception_code=pdu[1] if code & 0x80 and len(pdu) > 1 else None,
                 detail={"malformed": exc.message, "data": pdu.hex()})
-        return response_event(ctx, transaction_id, unit_id, answer, request, ts, frame), problem
+        asked, asked_frame = (request.fields, request.frame) if request is not None else (None, None)
+        return (response_event(ctx, transaction_id, unit_id, answer, asked, asked_frame, ts, frame),
+                problem)
 
 
 def request_event(ctx: FlowContext, transaction_id: int, unit_id: int, fields: RequestFields,
@@ -595,10 +597,11 @@ def request_event(ctx: FlowContext, transaction_id: int, unit_id: int, fields: R
 
 
 def response_event(ctx: FlowContext, transaction_id: int, unit_id: int, answer: ResponseFields,
-                   request: _Pending | None, ts: float, frame: int) -> ModbusResponse:
+                   asked: RequestFields | None, asked_frame: int | None, ts: float,
+                   frame: int) -> ModbusResponse:
+    """The event of an answer; ``asked`` and ``asked_frame``: its request, None when unseen."""
     address, quantity = answer.address, answer.quantity
-    if request is not None and address is None:  # writes echo their own range: keep it
-        asked = request.fields
+    if asked is not None and address is None:  # writes echo their own range: keep it
         if asked.function == 23:
             address, quantity = asked.read_address, asked.read_quantity
         elif asked.address is not None:
@@ -608,7 +611,7 @@ def response_event(ctx: FlowContext, transaction_id: int, unit_id: int, answer: 
         dport=ctx.client_port, source=ctx.source, transaction_id=transaction_id,
         unit_id=unit_id, function=answer.function, exception_code=answer.exception_code,
         address=address, quantity=quantity, values=answer.values,
-        request_frame=request.frame if request is not None else None, detail=answer.detail,
+        request_frame=asked_frame, detail=answer.detail,
     )
 
 
@@ -987,17 +990,17 @@ def _stable_order(keys: np.ndarray, bound: int) -> np.ndarray:
 
 def _windows(buf: np.ndarray, offsets: np.ndarray, width: int) -> np.ndarray:
     """``width`` bytes from each offset, one row each; bytes past the end of ``buf`` repeat its
-    last byte. Rows of a sliding-window view are copied whole, which is much cheaper than
-    gathering byte by byte with an index matrix."""
+    last byte. The buffer is seen as overlapping ``width``-byte items (one at every byte), so
+    NumPy copies each row whole: much cheaper than gathering byte by byte."""
     size = len(buf)
-    if size < width:
+    if size < width or width == 0:
         return buf[np.minimum(offsets[:, None] + np.arange(width), size - 1)]
-    windows = np.lib.stride_tricks.sliding_window_view(buf, width)
+    items = np.ndarray(shape=(size - width + 1,), dtype=f"V{width}", buffer=buf, strides=(1,))
     late = offsets > size - width
-    if not late.any():
-        return windows[offsets]
-    out = windows[np.minimum(offsets, size - width)]
-    out[late] = buf[np.minimum(offsets[late, None] + np.arange(width), size - 1)]
+    out = items[np.minimum(offsets, size - width) if late.any() else offsets]
+    out = out.view(np.uint8).reshape(len(offsets), width)
+    if late.any():
+        out[late] = buf[np.minimum(offsets[late, None] + np.arange(width), size - 1)]
     return out
 
 
@@ -1168,7 +1171,7 @@ def _write_events(result: FastResult, data: FastInput, contexts: list[FlowContex
     if len(write_j) == 0:
         return
     w_rows = rows[src_row[write_j]]
-    asked: dict[int, _Pending] = {}  # by pairing position: the write requests just seen
+    asked: dict[int, tuple[RequestFields, int]] = {}  # by pairing position: requests seen
     events = result.events
     for j, i, f, transaction, unit_id, ts, frame in zip(
             write_j.tolist(), w_rows.tolist(), f_s[write_j].tolist(), tid[w_rows].tolist(),
@@ -1176,12 +1179,16 @@ def _write_events(result: FastResult, data: FastInput, contexts: list[FlowContex
             strict=True):
         fields = parsed[i]
         if isinstance(fields, RequestFields):
-            asked[j] = _Pending(frame, ts, unit_id, fields)
+            asked[j] = fields, frame
             event: Event = request_event(contexts[f], transaction, unit_id, fields, ts, frame)
         else:
             assert isinstance(fields, ResponseFields)
-            request = asked.get(j - 1) or pending_of(j - 1)
-            event = response_event(contexts[f], transaction, unit_id, fields, request, ts, frame)
+            request = asked.get(j - 1)
+            if request is None:  # asked in an earlier batch
+                carried = pending_of(j - 1)
+                request = carried.fields, carried.frame
+            event = response_event(contexts[f], transaction, unit_id, fields, *request, ts,
+                                   frame)
         events.append((i, event))
     events.sort(key=lambda item: item[0])
 
@@ -1205,13 +1212,11 @@ def _pair(nflows: int, c_flow: np.ndarray, c_tid: np.ndarray, c_fc: np.ndarray,
     into ``rows``; negative for carried requests).
     """
     m = len(c_flow)
-    all_flow = np.concatenate([c_flow, flow[rows]])
-    all_tid = np.concatenate([c_tid, tid[rows]])
-    all_req = np.concatenate([np.ones(m, dtype=bool), req[rows]])
-    all_fc = np.concatenate([c_fc, fc[rows]])
-    all_qty = np.concatenate([c_qty, qty[rows]])
+    all_flow, all_tid, all_req, all_fc, all_qty, all_bc = (
+        np.concatenate([carried, column[rows]]) if m else column[rows]
+        for carried, column in ((c_flow, flow), (c_tid, tid), (np.ones(m, dtype=bool), req),
+                                (c_fc, fc), (c_qty, qty), (np.zeros(m, np.uint32), byte_count)))
     all_read = np.concatenate([c_read, np.ones(len(rows), dtype=bool)])
-    all_bc = np.concatenate([np.zeros(m, dtype=np.uint32), byte_count[rows]])
     # By flow, then transaction id, then arrival: two stable radix sorts, least significant first.
     by_tid = _stable_order(all_tid, 1 << 16)
     pair_order = by_tid[_stable_order(all_flow[by_tid], nflows)]
