@@ -666,7 +666,9 @@ class ModbusBook:
     """Collects read series and master/slave tallies from both decode paths.
 
     The slow path (``ModbusDecoder`` events) and the vectorised fast path add the same
-    things here, so what they produce can be compared exactly.
+    things here, so what they produce can be compared exactly. Answers are kept packed
+    (``_Packed``: polling repeats itself, so a series costs a few bytes an answer) until
+    ``take_series`` hands each series out whole.
     """
 
     def __init__(self) -> None:
