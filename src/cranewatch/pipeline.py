@@ -696,8 +696,10 @@ class Analysis:
                 side.stream = Stream()
             side.stream.syn(int(decoded.tcp_seq[r]))
         with_data = mine[decoded.payload_len[mine] > 0]
-        _, first = np.unique(index[with_data], return_index=True)
-        for r in with_data[first].tolist():
+        # The first payload of each flow, flows in index order (a table, not a sort: linear).
+        first = np.full(len(flows), len(with_data), dtype=np.int64)
+        np.minimum.at(first, index[with_data], np.arange(len(with_data)))
+        for r in with_data[first[first < len(with_data)]].tolist():
             flow = flows[int(index[r])]
             off, size = int(decoded.payload_off[r]), int(decoded.payload_len[r])
             self._choose(flow, batch.buf[off : off + size], bool(from_client[r]), int(batch.frame[r]))
