@@ -1227,13 +1227,20 @@ def _pair(nflows: int, c_flow: np.ndarray, c_tid: np.ndarray, c_fc: np.ndarray,
     bc_s, read_s = all_bc[pair_order], all_read[pair_order]
     same_prev = np.zeros(len(pair_order), dtype=bool)
     same_prev[1:] = (f_s[1:] == f_s[:-1]) & (t_s[1:] == t_s[:-1])
-    prev = np.maximum(np.arange(len(pair_order)) - 1, 0)
-    fc_p, qty_p = fc_s[prev], qty_s[prev]
+    fc_p, qty_p = _previous(fc_s), _previous(qty_s)
     wanted = np.where(fc_p <= 2, (qty_p + 7) // 8, 2 * qty_p)
-    answered = (~r_s & same_prev & r_s[prev] & read_s[prev] & (fc_p == fc_s)
+    answered = (~r_s & same_prev & _previous(r_s) & _previous(read_s) & (fc_p == fc_s)
                 & ((bc_s == wanted) | (fc_s > 4)))
     broken = ~r_s & ~answered
     return f_s, t_s, r_s, pair_order, answered, broken, pair_order - m
+
+
+def _previous(column: np.ndarray) -> np.ndarray:
+    """Each row's predecessor (the first row its own): a shifted copy, cheaper than a gather."""
+    out = np.empty_like(column)
+    out[1:] = column[:-1]
+    out[:1] = column[:1]
+    return out
 
 
 def _series_keys(peer: np.ndarray, unit: np.ndarray, fc: np.ndarray, address: np.ndarray,
