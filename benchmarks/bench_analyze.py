@@ -5,6 +5,8 @@ For each capture size it generates the capture (``gen_crane_capture.py``; or tak
 then runs, each as its own child process pinned to one core (``taskset -c 0``):
 
 - ``cranewatch analyze FILE --format jsonl --out /dev/null``: the whole analysis;
+- the same with ``--profile profiles/sts-07.toml``: detectors judged against the profile and
+  the process checks on the signals of the PLC at STS-07's addresses (crane 7 of the capture);
 - the capture reader + ``decode_batch`` alone (``--reader-only``);
 - ``tshark -r FILE -Y mbtcp -T fields -e frame.number -e mbtcp.trans_id ...``: Modbus fields;
 - a dpkt parse: Ethernet -> IP -> TCP -> MBAP fields for port 502 (``--dpkt-only``);
@@ -33,6 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+PROFILE = HERE.parent / "profiles" / "sts-07.toml"
 TSHARK_FIELDS = (
     "frame.number", "mbtcp.trans_id", "mbtcp.unit_id", "modbus.func_code",
     "modbus.exception_code", "modbus.reference_num", "modbus.word_cnt",
@@ -154,6 +157,11 @@ def bench_one(path: Path, skip: set[str], pin: bool) -> list[Timing]:
     if "analyze" not in skip and Path(cranewatch).exists() and has_analyze(cranewatch):
         command = [cranewatch, "analyze", str(path), "--format", "jsonl", "--out", "/dev/null"]
         timings.append(measure("cranewatch analyze", command, packets, pin))
+        if "profile" not in skip:
+            # With the reference crane's profile the process checks run too: the generator's
+            # crane 7 sits at STS-07's addresses, so its PLC's registers become signals.
+            command += ["--profile", str(PROFILE)]
+            timings.append(measure("cranewatch analyze --profile", command, packets, pin))
     if "reader" not in skip:
         timings.append(measure("reader+decode_batch", [python, __file__, "--reader-only", str(path)], packets, pin))
     if "tshark" not in skip and shutil.which("tshark"):
@@ -191,7 +199,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--workdir", type=Path, default=Path("/tmp"), help="where generated captures go")
     parser.add_argument("--keep", action="store_true", help="keep generated captures")
-    parser.add_argument("--skip", nargs="*", default=[], choices=["analyze", "reader", "tshark", "dpkt"])
+    parser.add_argument("--skip", nargs="*", default=[], choices=["analyze", "profile", "reader", "tshark", "dpkt"])
     parser.add_argument("--no-pin", action="store_true", help="do not pin the children to core 0")
     parser.add_argument("--reader-only", metavar="FILE", help=argparse.SUPPRESS)
     parser.add_argument("--dpkt-only", metavar="FILE", help=argparse.SUPPRESS)

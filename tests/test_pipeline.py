@@ -149,6 +149,60 @@ def test_fast_and_slow_paths_agree_whatever_the_irregularities(tmp_path: Path, s
     assert series_rows(fast) == series_rows(slow)
 
 
+def writes_capture(path: Path) -> Path:
+    """A master polling and writing with every write code the fast path decodes.
+
+    FC 5 with on, off and a non-standard value; FC 6; FC 15 and 16 with their data; an FC 16
+    request whose byte count does not match its quantity (malformed: the slow path's warning);
+    an exception answer to a write; each between runs of plain reads, over a few batches.
+    """
+    c = Conversation("10.20.7.20", "10.20.7.10")
+    frames = c.handshake()
+    writes = [
+        "05 0010 FF00", "05 0011 0000", "05 0012 1234", "06 0020 BEEF",
+        "0F 0030 000A 02 5501", "10 0040 0003 06 0001 0002 FFFF",
+    ]
+    malformed, refused = "10 0050 0002 02 0001", "10 0060 0001 02 0007"
+    for step in range(400):
+        tid = step + 1
+        if step % 9 == 4:
+            pdu = bytes.fromhex(malformed if step == 202 else refused if step == 301
+                                else writes[(step // 9) % len(writes)])
+            frames.append(c.send(True, mbap(tid, 1, pdu)))
+            if pdu[0] == 16 and pdu[2] == 0x60:  # refused
+                frames.append(c.send(False, mbap(tid, 1, bytes([0x90, 2]))))
+            elif pdu[0] in (15, 16):  # echo of address and quantity
+                frames.append(c.send(False, mbap(tid, 1, pdu[:5])))
+            else:
+                frames.append(c.send(False, mbap(tid, 1, pdu)))
+        else:
+            frames.append(c.send(True, read_request(tid, 3, 100, 3)))
+            frames.append(c.send(False, read_response(tid, 3, [step, 7, step % 5])))
+    return write_pcap(path, frames, step=0.001)
+
+
+@pytest.mark.parametrize("batch", [29, 64, 500])
+def test_fast_path_decodes_every_write_code_as_the_slow_path_does(tmp_path: Path,
+                                                                  batch: int) -> None:
+    path = writes_capture(tmp_path / "writes.pcap")
+    fast, slow = Recorder(), Recorder()
+    fast_result = Analysis([fast]).run([path], batch_packets=batch)
+    slow_result = Analysis([slow], fast_path=False).run([path], batch_packets=batch)
+    assert fast_result.events["modbus_fast_pdus"] > 500  # of 800 PDUs
+    writes = [e for e in fast.events if isinstance(e, ModbusRequest | ModbusResponse)
+              and e.function in (5, 6, 15, 16)]
+    assert {(e.kind, e.function) for e in writes} == {
+        (kind, fc) for kind in ("modbus_request", "modbus_response") for fc in (5, 6, 15, 16)}
+    odd_coil = next(e for e in writes if isinstance(e, ModbusRequest) and e.address == 0x12)
+    assert odd_coil.values == (1,) and odd_coil.detail == {"raw_value": 0x1234}
+    echo = next(e for e in writes if isinstance(e, ModbusResponse) and e.address == 0x40)
+    assert (echo.quantity, echo.values) == (3, ())
+    assert fast.events == slow.events
+    assert series_rows(fast) == series_rows(slow)
+    assert [w.message for w in fast_result.warnings] == [w.message for w in slow_result.warnings]
+    assert any("FC 16 request" in w.message for w in fast_result.warnings)
+
+
 @pytest.mark.parametrize(("capture", "fast_pdus"), [
     ("ICS-Security-Tools/pcaps/ModbusTCP/ModbusTCP.pcap", 5000),
     ("ICS-Security-Tools/pcaps/ModbusTCP/mb2.pcap", 1000),

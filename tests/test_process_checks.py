@@ -121,6 +121,41 @@ def test_replay_with_the_heartbeat_shows_it_going_back(baseline: ProcessBaseline
     assert back.first_seen == pytest.approx(T0 + 60, abs=0.3)
 
 
+def test_near_replay_search_starts_only_after_quiet_stretches() -> None:
+    from cranewatch.process.checks.replay import _isolated
+
+    # Jumps at 100 and 400 follow a quiet window; 105 and 120 come in the first one's wake.
+    assert _isolated(np.array([100, 105, 120, 400]), 30).tolist() == [100, 400]
+    assert _isolated(np.array([10, 41, 72]), 30).tolist() == [10, 41, 72]
+    assert _isolated(np.array([10, 40]), 30).tolist() == [10]
+
+
+def test_erratic_values_do_not_make_the_replay_search_quadratic(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # A mis-mapped or noisy register map: every position and speed leaps every cycle. The
+    # near-replay search used to run from every jump (minutes of CPU for a minute of data).
+    from cranewatch.process.checks import replay
+
+    rng = np.random.default_rng(5)
+
+    def erratic(now: float, image: ProcessImage) -> ProcessImage:
+        return _image(image, ir={i: int(rng.integers(0, 60000)) for i in range(1, 12)})
+
+    frame = simulate(120, seed=11, start=T0, hook=erratic)
+    searched: list[int] = []
+    real = replay._best_sources
+
+    def counted(around: object, sources: np.ndarray, k: int, w: int) -> tuple[np.ndarray, np.ndarray]:
+        searched.append(k)
+        return real(around, sources, k, w)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(replay, "_best_sources", counted)
+    findings = run_checks(frame)
+    w = round(replay.REPLAY_WINDOW_S / frame.dt)
+    assert len(searched) <= len(frame.t) // w + 1
+    assert [f for f in findings if f.rule == "process-replay"] == []
+
+
 def test_stuck_heartbeat() -> None:
     def stuck(now: float, image: ProcessImage) -> ProcessImage:
         return _image(image, ir={0: 4242}) if now >= T0 + 30 else image

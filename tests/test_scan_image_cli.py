@@ -108,3 +108,32 @@ def test_undecodable_file_names_do_not_break_any_format(tmp_path: Path) -> None:
         assert "job-" in out.read_text()
     run = subprocess.run([sys.executable, "-m", "cranewatch", "scan-image", str(tree)], capture_output=True, check=False)
     assert run.returncode == 0 and b"job-\\udcff" in run.stdout
+
+
+def test_html_report_renders_in_headless_chromium(tmp_path: Path) -> None:
+    from test_report import chromium, console_lines, png_pixels
+
+    page = tmp_path / "scan.html"
+    jsonl = tmp_path / "scan.jsonl"
+    image = str(bundled_demo_image())
+    assert main(["scan-image", image, "--format", "html", "--out", str(page)]) == 0
+    assert main(["scan-image", image, "--format", "jsonl", "--out", str(jsonl)]) == 0
+    findings = [json.loads(x) for x in jsonl.read_text().splitlines()]
+    findings = [f for f in findings if f["type"] == "finding"]
+    assert findings
+
+    dom = chromium("--dump-dom", page.as_uri())
+    assert dom.returncode == 0, dom.stderr[-2000:]
+    for f in findings:  # every finding is in the page, as an anchor a reviewer can link to
+        assert f'<tr id="{f["id"]}">' in dom.stdout
+    critical = sum(f["severity"] == "critical" for f in findings)
+    assert dom.stdout.count('<span class="sev critical">critical</span>') == critical + 1  # + summary
+
+    shot = tmp_path / "scan.png"
+    drawn = chromium("--window-size=1000,1200", f"--screenshot={shot}", page.as_uri())
+    assert drawn.returncode == 0, drawn.stderr[-2000:]
+    assert console_lines(dom) == [] and console_lines(drawn) == []
+    pixels = png_pixels(shot.read_bytes())
+    assert pixels.shape[:2] == (1200, 1000)
+    dark_red = (abs(pixels[..., 0].astype(int) - 0x8B) < 12) & (pixels[..., 1] < 20) & (pixels[..., 2] < 20)
+    assert dark_red.sum() > 200  # the critical badges are drawn

@@ -767,8 +767,10 @@ class Analysis:
                 side.stream = Stream()
             side.stream.syn(int(decoded.tcp_seq[r]))
         with_data = mine[decoded.payload_len[mine] > 0]
-        _, first = np.unique(index[with_data], return_index=True)
-        for r in with_data[first].tolist():
+        # The first payload of each flow, flows in index order (a table, not a sort: linear).
+        first = np.full(len(flows), len(with_data), dtype=np.int64)
+        np.minimum.at(first, index[with_data], np.arange(len(with_data)))
+        for r in with_data[first[first < len(with_data)]].tolist():
             flow = flows[int(index[r])]
             off, size = int(decoded.payload_off[r]), int(decoded.payload_len[r])
             self._choose(flow, batch.buf[off : off + size], bool(from_client[r]), int(batch.frame[r]))
@@ -791,10 +793,17 @@ class Analysis:
             return rows
         # Handshake segments were taken care of by _prepare_new_flows.
         candidate = candidate[decoded.payload_len[candidate] > 0]
-        flow_ids, local = np.unique(index[candidate], return_inverse=True)
-        local = local.reshape(-1)
-        if len(candidate) == 0 or len(flow_ids) >= 1 << 16:
+        if len(candidate) == 0:
             return rows
+        # The fast path numbers its flows 0.. in batch order (a table, not a sort: linear).
+        in_fast = np.zeros(len(flows), dtype=bool)
+        in_fast[index[candidate]] = True
+        flow_ids = np.flatnonzero(in_fast)
+        if len(flow_ids) >= 1 << 16:
+            return rows
+        local_of = np.zeros(len(flows), dtype=np.int64)
+        local_of[flow_ids] = np.arange(len(flow_ids))
+        local = local_of[index[candidate]]
         fast_flows = [flows[int(f)] for f in flow_ids]
         data = FastInput(
             buf=np.frombuffer(batch.buf, dtype=np.uint8), flow=local,
@@ -812,7 +821,9 @@ class Analysis:
         if not result.handled.any():
             return rows
         assert self._deferred is not None
-        self._deferred.extend((int(candidate[i]), event) for i, event in result.events)
+        if result.events:
+            event_rows = candidate[[i for i, _ in result.events]].tolist()
+            self._deferred.extend(zip(event_rows, (e for _, e in result.events), strict=True))
         for k in np.flatnonzero(result.touched).tolist():
             flow = fast_flows[k]
             to_server, to_client = result.next_seq.get(k, data.next_seq[k])

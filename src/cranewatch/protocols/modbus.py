@@ -10,8 +10,11 @@ else (writes, diagnostics, device identification, exceptions, unknown codes) is 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import math
+import struct
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from itertools import pairwise
 from typing import Any, ClassVar
 
 import numpy as np
@@ -145,14 +148,14 @@ def _u16(data: bytes, at: int) -> int:
 def _words(data: bytes) -> tuple[int, ...]:
     if len(data) % 2:
         raise DecodeError(f"odd register byte count {len(data)}")
-    return tuple(int(x) for x in np.frombuffer(data, dtype=">u2"))
+    return struct.unpack(f">{len(data) // 2}H", data)
 
 
 def _bits(data: bytes, count: int | None) -> tuple[int, ...]:
     bits = np.unpackbits(np.frombuffer(data, dtype=np.uint8), bitorder="little")
     if count is not None:
         bits = bits[:count]
-    return tuple(int(b) for b in bits)
+    return tuple(bits.tolist())
 
 
 def _need(pdu: bytes, size: int, what: str) -> None:
@@ -212,15 +215,9 @@ def parse_request(pdu: bytes) -> RequestFields:
         limit = _MAX_READ_BITS if fc in (1, 2) else _MAX_READ_REGISTERS
         read_detail: dict[str, Any] = {} if 1 <= quantity <= limit else {"illegal_quantity": True}
         return RequestFields(fc, address=_u16(body, 0), quantity=quantity, detail=read_detail)
-    if fc == 5:
-        _exact(body, 4, "FC 5 request")
-        raw = _u16(body, 2)
-        coil_detail: dict[str, Any] = {} if raw in (0, 0xFF00) else {"raw_value": raw}
-        return RequestFields(fc, address=_u16(body, 0), quantity=1, values=(1 if raw else 0,),
-                             detail=coil_detail)
-    if fc == 6:
-        _exact(body, 4, "FC 6 request")
-        return RequestFields(fc, address=_u16(body, 0), quantity=1, values=(_u16(body, 2),))
+    if fc in (5, 6):
+        _exact(body, 4, f"FC {fc} request")
+        return single_write(fc, _u16(body, 0), _u16(body, 2))
     if fc in (7, 11, 12, 17):
         _exact(body, 0, f"FC {fc} request")
         return RequestFields(fc)
@@ -286,6 +283,25 @@ def parse_request(pdu: bytes) -> RequestFields:
     return RequestFields(fc, detail={"data": body.hex()})
 
 
+def single_write(fc: int, address: int, raw: int) -> RequestFields:
+    """An FC 5 or FC 6 request from its two words (FC 5 means on / off by 0xFF00 / 0x0000)."""
+    if fc == 5:
+        coil_detail: dict[str, Any] = {} if raw in (0, 0xFF00) else {"raw_value": raw}
+        return RequestFields(fc, address=address, quantity=1, values=(1 if raw else 0,),
+                             detail=coil_detail)
+    return RequestFields(fc, address=address, quantity=1, values=(raw,))
+
+
+def write_echo(fc: int, address: int, word: int) -> ResponseFields:
+    """The answer to a write (FC 5, 6, 15, 16) from its two words: FC 5 and 6 echo the address
+    and value, FC 15 and 16 the address and quantity."""
+    if fc == 5:
+        return ResponseFields(fc, address=address, quantity=1, values=(1 if word else 0,))
+    if fc == 6:
+        return ResponseFields(fc, address=address, quantity=1, values=(word,))
+    return ResponseFields(fc, address=address, quantity=word)
+
+
 def _file_records(data: bytes, what: str) -> list[dict[str, Any]]:
     records: list[dict[str, Any]] = []
     at = 0
@@ -325,11 +341,9 @@ def parse_response(pdu: bytes, request: RequestFields | None = None) -> Response
             if wanted is not None and wanted != len(values):
                 raise DecodeError(f"FC {fc} response: {len(values)} registers for {wanted} asked")
         return ResponseFields(fc, values=values)
-    if fc in (5, 6):
+    if fc in (5, 6, 15, 16):
         _exact(body, 4, f"FC {fc} response")
-        raw = _u16(body, 2)
-        value = (1 if raw else 0) if fc == 5 else raw
-        return ResponseFields(fc, address=_u16(body, 0), quantity=1, values=(value,))
+        return write_echo(fc, _u16(body, 0), _u16(body, 2))
     if fc == 7:
         _exact(body, 1, "FC 7 response")
         return ResponseFields(fc, values=(body[0],))
@@ -346,9 +360,6 @@ def parse_response(pdu: bytes, request: RequestFields | None = None) -> Response
         return ResponseFields(fc, detail={"status": _u16(data, 0), "event_count": _u16(data, 2),
                                           "message_count": _u16(data, 4),
                                           "events": data[6:].hex()})
-    if fc in (15, 16):
-        _exact(body, 4, f"FC {fc} response")
-        return ResponseFields(fc, address=_u16(body, 0), quantity=_u16(body, 2))
     if fc == 17:
         data = _byte_counted(body, 0, "FC 17 response")
         return ResponseFields(fc, detail={"server_id": data.hex()})
@@ -568,7 +579,9 @@ class ModbusDecoder:
             answer = ResponseFields(
                 code & 0x7F, exception_code=pdu[1] if code & 0x80 and len(pdu) > 1 else None,
                 detail={"malformed": exc.message, "data": pdu.hex()})
-        return response_event(ctx, transaction_id, unit_id, answer, request, ts, frame), problem
+        asked, asked_frame = (request.fields, request.frame) if request is not None else (None, None)
+        return (response_event(ctx, transaction_id, unit_id, answer, asked, asked_frame, ts, frame),
+                problem)
 
 
 def request_event(ctx: FlowContext, transaction_id: int, unit_id: int, fields: RequestFields,
@@ -584,10 +597,11 @@ def request_event(ctx: FlowContext, transaction_id: int, unit_id: int, fields: R
 
 
 def response_event(ctx: FlowContext, transaction_id: int, unit_id: int, answer: ResponseFields,
-                   request: _Pending | None, ts: float, frame: int) -> ModbusResponse:
+                   asked: RequestFields | None, asked_frame: int | None, ts: float,
+                   frame: int) -> ModbusResponse:
+    """The event of an answer; ``asked`` and ``asked_frame``: its request, None when unseen."""
     address, quantity = answer.address, answer.quantity
-    if request is not None and address is None:  # writes echo their own range: keep it
-        asked = request.fields
+    if asked is not None and address is None:  # writes echo their own range: keep it
         if asked.function == 23:
             address, quantity = asked.read_address, asked.read_quantity
         elif asked.address is not None:
@@ -597,7 +611,7 @@ def response_event(ctx: FlowContext, transaction_id: int, unit_id: int, answer: 
         dport=ctx.client_port, source=ctx.source, transaction_id=transaction_id,
         unit_id=unit_id, function=answer.function, exception_code=answer.exception_code,
         address=address, quantity=quantity, values=answer.values,
-        request_frame=request.frame if request is not None else None, detail=answer.detail,
+        request_frame=asked_frame, detail=answer.detail,
     )
 
 
@@ -616,9 +630,14 @@ SeriesKey = tuple[str, str, int, int, int, int]  # master, slave, unit, function
 
 @dataclass(slots=True)
 class _SeriesParts:
+    """One series while it is being read: answers as loose arrays (appended as they come), then
+    packed every ``SEAL_ROWS`` of them; the slow path's answers as Python rows at first."""
+
+    packed: list[_Packed] = field(default_factory=list)
     ts: list[np.ndarray] = field(default_factory=list)
     frame: list[np.ndarray] = field(default_factory=list)
     values: list[np.ndarray] = field(default_factory=list)
+    loose: int = 0  # answers in ts/frame/values
     row_ts: list[float] = field(default_factory=list)
     row_frame: list[int] = field(default_factory=list)
     row_values: list[tuple[int, ...]] = field(default_factory=list)
@@ -647,7 +666,9 @@ class ModbusBook:
     """Collects read series and master/slave tallies from both decode paths.
 
     The slow path (``ModbusDecoder`` events) and the vectorised fast path add the same
-    things here, so what they produce can be compared exactly.
+    things here, so what they produce can be compared exactly. Answers are kept packed
+    (``_Packed``: polling repeats itself, so a series costs a few bytes an answer) until
+    ``take_series`` hands each series out whole.
     """
 
     def __init__(self) -> None:
@@ -699,6 +720,8 @@ class ModbusBook:
         parts.row_values.append(values)
         if len(parts.row_ts) >= ROWS_PACKED:
             _pack_rows(parts, key[5])
+            if parts.loose >= SEAL_ROWS:
+                _seal(parts)
 
     def read_answers(self, key: SeriesKey, ts: np.ndarray, frame: np.ndarray,
                      values: np.ndarray) -> None:
@@ -706,6 +729,9 @@ class ModbusBook:
         parts.ts.append(ts)
         parts.frame.append(frame)
         parts.values.append(values)
+        parts.loose += len(ts)
+        if parts.loose >= SEAL_ROWS:
+            _seal(parts)
 
     def observe(self, event: Event) -> bool:
         """Fold a decoded Modbus event; True when it was folded (not for the event stream)."""
@@ -756,12 +782,15 @@ class ModbusBook:
             parts = self.series.pop(key)
             master, slave, unit, function, address, quantity = key
             _pack_rows(parts, quantity)
-            ts, frames, values = parts.ts, parts.frame, parts.values
+            unpacked = [block.unpack() for block in parts.packed]
+            ts = [u[0] for u in unpacked] + parts.ts
+            frames = [u[1] for u in unpacked] + parts.frame
+            values = [u[2] for u in unpacked] + parts.values
             all_ts = np.concatenate(ts) if ts else np.zeros(0, dtype=np.float64)
             all_frames = np.concatenate(frames) if frames else np.zeros(0, dtype=np.int64)
             all_values = np.concatenate(values) if values else np.zeros((0, quantity), np.uint16)
             key_counts = (parts.requests, parts.exceptions, parts.unanswered, parts.source)
-            del parts, ts, frames, values
+            del parts, unpacked, ts, frames, values
             order = np.lexsort((all_frames, all_ts))
             if not np.array_equal(order, np.arange(len(order))):  # mostly in order already
                 all_ts, all_frames, all_values = all_ts[order], all_frames[order], all_values[order]
@@ -783,7 +812,124 @@ def _pack_rows(parts: _SeriesParts, quantity: int) -> None:
     parts.ts.append(np.array(parts.row_ts, dtype=np.float64))
     parts.frame.append(np.array(parts.row_frame, dtype=np.int64))
     parts.values.append(np.array(parts.row_values, dtype=np.uint16).reshape(-1, quantity))
+    parts.loose += len(parts.row_ts)
     parts.row_ts, parts.row_frame, parts.row_values = [], [], []
+
+
+# Answers of one series kept loose before they are packed: bounds what is not packed yet to
+# SEAL_ROWS per series, and makes packing cost a few array operations per thousand answers.
+SEAL_ROWS = 1024
+
+
+def _seal(parts: _SeriesParts) -> None:
+    """Pack the loose answers of a series into one block (in the order they were added)."""
+    if not parts.loose:
+        return
+    parts.packed.append(_Packed.pack(np.concatenate(parts.ts), np.concatenate(parts.frame),
+                                     np.concatenate(parts.values)))
+    parts.ts, parts.frame, parts.values, parts.loose = [], [], [], 0
+
+
+@dataclass(frozen=True, slots=True)
+class _Packed:
+    """Answers of one series packed without loss, for polling that repeats itself.
+
+    Timestamps as int32 steps in units of a power of two of a second (2**-22 s for today's
+    epoch times) from the first, frames as int32 steps. A register that keeps its value for
+    a while (most of them: set points, states, limits) keeps only its changes: each new value
+    and the answer it starts at; the others keep every value. Where timestamps or frames do
+    not fit (a gap of more than 8.5 minutes between two answers, timestamps off that grid) they
+    are kept as they came. What ``unpack`` returns is bit for bit what was packed (timestamps
+    are put on the grid only when they come back exactly). About 8 bytes an answer plus 2 per
+    register that changes often, instead of 16 + 2 per register.
+    """
+
+    count: int
+    ts: np.ndarray  # float64 as given, or int32 steps after ts_first (when ts_scale > 0)
+    ts_first: int
+    ts_scale: float
+    frame: np.ndarray  # int64 as given, or int32 steps after frame_first (when frame_steps)
+    frame_first: int
+    frame_steps: bool
+    changing: np.ndarray  # bool per register: every value kept, in ``dense``
+    dense: np.ndarray  # uint16, one row per answer, one column per changing register
+    runs: np.ndarray  # uint16: the values of the other registers where they change, in turn
+    starts: np.ndarray  # where each of those values starts: register * count + answer
+
+    @staticmethod
+    def pack(ts: np.ndarray, frame: np.ndarray, values: np.ndarray) -> _Packed:
+        count = len(ts)
+        ts_first, ts_steps, scale = 0, ts, 0.0
+        units = _on_grid(ts)
+        if units is not None:
+            steps = np.diff(units[1])
+            if _fits_int32(steps):
+                ts_first, ts_steps, scale = int(units[1][0]), steps.astype(np.int32), units[0]
+        frame_first, frame_steps, stepped = 0, frame, False
+        # Frame numbers far below 2**62 cannot overflow their steps.
+        if count and frame.min() > -(1 << 62) and frame.max() < 1 << 62:
+            steps = np.diff(frame)
+            if _fits_int32(steps):
+                frame_first, frame_steps, stepped = int(frame[0]), steps.astype(np.int32), True
+        by_register = np.ascontiguousarray(values.T)
+        changed = np.ones(by_register.shape, dtype=bool)
+        changed[:, 1:] = by_register[:, 1:] != by_register[:, :-1]
+        # A change costs its value and where it starts (2 + 4 bytes), an answer 2 bytes.
+        changing = 6 * changed.sum(axis=1) >= 2 * count
+        held_changed = changed[~changing]
+        where = np.flatnonzero(held_changed)
+        return _Packed(count, ts_steps, ts_first, scale, frame_steps, frame_first, stepped,
+                       changing, values[:, changing], by_register[~changing][held_changed],
+                       where.astype(np.int32) if held_changed.size < 1 << 31 else where)
+
+    def unpack(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(ts float64, frame int64, values uint16 rows) as they were packed."""
+        ts = self.ts
+        if self.ts_scale:
+            ts = _running(self.ts_first, self.ts).astype(np.float64) / self.ts_scale
+        frame = _running(self.frame_first, self.frame) if self.frame_steps else self.frame
+        values = np.empty((self.count, len(self.changing)), dtype=np.uint16)
+        values[:, self.changing] = self.dense
+        held = int(np.count_nonzero(~self.changing))
+        if held and self.count:
+            # Number the runs of every held register end to end (each begins at its first
+            # answer), and give each answer its run's value.
+            begins = np.zeros(held * self.count, dtype=bool)
+            begins[self.starts] = True
+            run = np.cumsum(begins) - 1
+            values[:, ~self.changing] = self.runs[run].reshape(held, self.count).T
+        return ts, frame, values
+
+
+def _running(first: int, steps: np.ndarray) -> np.ndarray:
+    out = np.empty(len(steps) + 1, dtype=np.int64)
+    out[0] = first
+    np.cumsum(steps, out=out[1:], dtype=np.int64)
+    out[1:] += first
+    return out
+
+
+def _fits_int32(steps: np.ndarray) -> bool:
+    return not len(steps) or bool(steps.min() >= -(1 << 31) and steps.max() < 1 << 31)
+
+
+def _on_grid(ts: np.ndarray) -> tuple[float, np.ndarray] | None:
+    """(scale, ts * scale as int64) for the power of two that makes every timestamp an integer
+    below 2**53 (the grid of the largest one's last bit), or None when some are finer (or
+    would not come back bit for bit, such as -0.0)."""
+    if not len(ts):
+        return None
+    top = float(np.max(np.abs(ts)))
+    if not np.isfinite(top) or top == 0.0:
+        return None
+    power = 53 - math.frexp(top)[1]
+    if abs(power) > 900:  # far from any clock: not worth the care subnormals would need
+        return None
+    scale = 2.0**power
+    whole = (ts * scale).astype(np.int64)  # below 2**53: exact when on the grid
+    if not np.array_equal((whole.astype(np.float64) / scale).view(np.int64), ts.view(np.int64)):
+        return None
+    return scale, whole
 
 
 # --------------------------------------------------------------------------------------------
@@ -833,6 +979,33 @@ FAST_FUNCTIONS = READ_FUNCTIONS | FAST_WRITES
 _PAIRING_ROUNDS = 4
 
 
+def _stable_order(keys: np.ndarray, bound: int) -> np.ndarray:
+    """Stable argsort of non-negative integer ``keys`` below ``bound``.
+
+    Keys that fit 16 bits are sorted as uint16, which NumPy radix-sorts in linear time (about
+    seven times faster than its stable sort of int64 on a batch).
+    """
+    if bound <= 1 << 16:
+        return np.argsort(keys.astype(np.uint16), kind="stable")
+    return np.argsort(keys, kind="stable")
+
+
+def _windows(buf: np.ndarray, offsets: np.ndarray, width: int) -> np.ndarray:
+    """``width`` bytes from each offset, one row each; bytes past the end of ``buf`` repeat its
+    last byte. The buffer is seen as overlapping ``width``-byte items (one at every byte), so
+    NumPy copies each row whole: much cheaper than gathering byte by byte."""
+    size = len(buf)
+    if size < width or width == 0:
+        return buf[np.minimum(offsets[:, None] + np.arange(width), size - 1)]
+    items = np.ndarray(shape=(size - width + 1,), dtype=f"V{width}", buffer=buf, strides=(1,))
+    late = offsets > size - width
+    out = items[np.minimum(offsets, size - width) if late.any() else offsets]
+    out = out.view(np.uint8).reshape(len(offsets), width)
+    if late.any():
+        out[late] = buf[np.minimum(offsets[late, None] + np.arange(width), size - 1)]
+    return out
+
+
 def fast_reads(data: FastInput, book: ModbusBook, contexts: list[FlowContext],
                source: str) -> FastResult:
     """Decode plain polling vectorised; leave each flow's first irregularity on to the slow path.
@@ -852,17 +1025,13 @@ def fast_reads(data: FastInput, book: ModbusBook, contexts: list[FlowContext],
     if n == 0 or nflows == 0:
         return result
     buf = data.buf
-    last = len(buf) - 1
-    head = buf[np.minimum(data.offset[:, None] + np.arange(12), last)]
-    h = head.astype(np.uint32)
-    tid = (h[:, 0] << 8) | h[:, 1]
-    protocol_id = (h[:, 2] << 8) | h[:, 3]
-    mbap_len = (h[:, 4] << 8) | h[:, 5]
-    unit = h[:, 6]
-    fc = h[:, 7]
-    address = (h[:, 8] << 8) | h[:, 9]
-    qty = (h[:, 10] << 8) | h[:, 11]
-    byte_count = h[:, 8]
+    head = _windows(buf, data.offset, 12)
+    # MBAP header and the first PDU words as uint32 columns (Fortran order: each contiguous).
+    words = head.view(">u2").astype(np.uint32, order="F")
+    tid, protocol_id, mbap_len, address, qty = (words[:, 0], words[:, 1], words[:, 2],
+                                                words[:, 4], words[:, 5])
+    unit_fc_count = head[:, 6:9].astype(np.uint32, order="F")
+    unit, fc, byte_count = unit_fc_count[:, 0], unit_fc_count[:, 1], unit_fc_count[:, 2]
     length = data.length.astype(np.int64)
     req = data.from_client
     limit = np.where(fc <= 2, _MAX_READ_BITS, _MAX_READ_REGISTERS)
@@ -874,20 +1043,29 @@ def fast_reads(data: FastInput, book: ModbusBook, contexts: list[FlowContext],
     ok_resp = ~req & np.where(
         is_read, (length >= 9) & (length == 6 + mbap_len) & (byte_count == mbap_len - 3), fixed)
     ok = (is_read | is_write) & (protocol_id == 0) & np.where(req, ok_req, ok_resp)
-    # Writes are few: parse them with the slow path's own functions (a malformed one is
-    # irregular and goes the slow way, with its warning).
+    # Writes are few: decoded by the slow path's own functions. Those of fixed size (FC 5 and 6
+    # requests, every write answer) cannot be malformed once their length fits; FC 15 and 16
+    # requests are parsed whole, and a malformed one is irregular and goes the slow way, with
+    # its warning.
     parsed: dict[int, RequestFields | ResponseFields] = {}
-    for i in np.flatnonzero(ok & is_write).tolist():
-        start = int(data.offset[i])
-        pdu = buf[start + 7 : start + int(length[i])].tobytes()
-        try:
-            parsed[i] = parse_request(pdu) if req[i] else parse_response(pdu)
-        except DecodeError:
-            ok[i] = False
+    write_rows = np.flatnonzero(ok & is_write)
+    for i, function, first, second, asked, start, size in zip(
+            write_rows.tolist(), fc[write_rows].tolist(), address[write_rows].tolist(),
+            qty[write_rows].tolist(), req[write_rows].tolist(), data.offset[write_rows].tolist(),
+            length[write_rows].tolist(), strict=True):
+        if not asked:
+            parsed[i] = write_echo(function, first, second)
+        elif function <= 6:
+            parsed[i] = single_write(function, first, second)
+        else:
+            try:
+                parsed[i] = parse_request(buf[start + 7 : start + size].tobytes())
+            except DecodeError:
+                ok[i] = False
 
     # In order: each segment starts where the previous one of its direction ended.
     slot = data.flow * 2 + req
-    order = np.argsort(slot, kind="stable")
+    order = _stable_order(slot, 2 * nflows)
     s_slot = slot[order]
     s_seq = data.seq[order].astype(np.int64)
     s_end = (s_seq + length[order]) & _U32
@@ -895,10 +1073,10 @@ def fast_reads(data: FastInput, book: ModbusBook, contexts: list[FlowContext],
     starts[1:] = s_slot[1:] != s_slot[:-1]
     expected = np.empty(n, dtype=np.int64)
     expected[1:] = s_end[:-1]
-    for r in np.flatnonzero(starts).tolist():
-        to_server, to_client = data.next_seq[int(s_slot[r]) >> 1]
-        nxt = to_server if s_slot[r] & 1 else to_client
-        expected[r] = -1 if nxt is None else nxt
+    # Per slot (flow * 2 + to server) the sequence number its stream expects next, -1 unknown.
+    stream_next = np.array([-1 if nxt is None else nxt for to_server, to_client in data.next_seq
+                            for nxt in (to_client, to_server)], dtype=np.int64)
+    expected[starts] = stream_next[s_slot[starts]]
     in_order = np.empty(n, dtype=bool)
     in_order[order] = s_seq == expected
 
@@ -917,8 +1095,8 @@ def fast_reads(data: FastInput, book: ModbusBook, contexts: list[FlowContext],
     c_read = np.array([_fast_pending(c[2].fields) for c in carried], dtype=bool)
     for _ in range(_PAIRING_ROUNDS):
         rows = np.flatnonzero(position < cut[data.flow])
-        pairing = _pair(m, c_flow, c_tid, c_fc, c_qty, c_read, rows, data.flow, tid, req, fc,
-                        qty, byte_count)
+        pairing = _pair(nflows, c_flow, c_tid, c_fc, c_qty, c_read, rows, data.flow, tid, req,
+                        fc, qty, byte_count)
         f_s, broken = pairing[0], pairing[5]
         if not broken.any():
             break
@@ -940,14 +1118,15 @@ def fast_reads(data: FastInput, book: ModbusBook, contexts: list[FlowContext],
     next_is_resp[:-1] = same_next[:-1] & ~r_s[1:]
     next_is_req = np.zeros(len(pair_order), dtype=bool)
     next_is_req[:-1] = same_next[:-1] & r_s[1:]
+
     def pending_of(j: int) -> _Pending:
         if src_row[j] < 0:
             return carried[int(pair_order[j])][2]
         i = int(rows[src_row[j]])
-        fields = parsed.get(i)
-        if not isinstance(fields, RequestFields):
-            fields = RequestFields(int(fc[i]), address=int(address[i]), quantity=int(qty[i]))
-        return _Pending(int(data.frame[i]), float(data.ts[i]), int(unit[i]), fields)
+        asked = parsed.get(i)
+        if not isinstance(asked, RequestFields):
+            asked = RequestFields(int(fc[i]), address=int(address[i]), quantity=int(qty[i]))
+        return _Pending(int(data.frame[i]), float(data.ts[i]), int(unit[i]), asked)
 
     for j in np.flatnonzero(r_s & ~next_is_resp & touched[f_s]).tolist():
         f = int(f_s[j])
@@ -959,60 +1138,61 @@ def fast_reads(data: FastInput, book: ModbusBook, contexts: list[FlowContext],
     for f in np.flatnonzero(touched).tolist():
         result.pending.setdefault(f, {})
 
-    # Writes: events, exactly as the slow path builds them (in pairing order, sorted later).
     no_carried = np.zeros(m, dtype=bool)
-    write_j = np.flatnonzero(np.concatenate([no_carried, is_write[rows]])[pair_order])
-    for j in write_j.tolist():
-        i = int(rows[src_row[j]])
-        ctx = contexts[int(f_s[j])]
-        fields = parsed[i]
-        ts, frame = float(data.ts[i]), int(data.frame[i])
-        if isinstance(fields, RequestFields):
-            event: Event = request_event(ctx, int(tid[i]), int(unit[i]), fields, ts, frame)
-        else:
-            assert isinstance(fields, ResponseFields)
-            event = response_event(ctx, int(tid[i]), int(unit[i]), fields, pending_of(j - 1),
-                                   ts, frame)
-        result.events.append((i, event))
-    result.events.sort(key=lambda item: item[0])
+    _write_events(result, data, contexts, parsed, rows, pair_order, src_row, f_s,
+                  np.concatenate([no_carried, is_write[rows]])[pair_order], tid, unit, pending_of)
 
+    # Reads: requests tallied and counted, answers appended to their series.
     new_req = rows[req[rows] & is_read[rows]]
-    peers = [(c.client, c.server) for c in contexts]
-    if len(new_req):
-        _fold_requests(book, peers, source, data, new_req, unit, fc, address, qty)
-
     resp_j = np.flatnonzero(answered & np.concatenate([no_carried, is_read[rows]])[pair_order])
-    if len(resp_j):
-        resp_rows = rows[src_row[resp_j]]
-        req_src = src_row[resp_j - 1]
-        req_unit = np.empty(len(resp_j), dtype=np.uint32)
-        req_addr = np.empty(len(resp_j), dtype=np.uint32)
-        req_qty = np.empty(len(resp_j), dtype=np.uint32)
-        from_batch = req_src >= 0
-        batch_req_rows = rows[req_src[from_batch]]
-        req_unit[from_batch] = unit[batch_req_rows]
-        req_addr[from_batch] = address[batch_req_rows]
-        req_qty[from_batch] = qty[batch_req_rows]
-        for k in np.flatnonzero(~from_batch).tolist():
-            pend = carried[int(pair_order[resp_j[k] - 1])][2]
-            req_unit[k] = pend.unit_id
-            req_addr[k] = pend.fields.address or 0
-            req_qty[k] = pend.fields.quantity or 0
-        _fold_answers(book, peers, data, resp_rows, data.flow[resp_rows], req_unit,
-                      fc[resp_rows], req_addr, req_qty)
+    if len(new_req) or len(resp_j):
+        _fold_reads(book, contexts, source, data, new_req, resp_j, rows, src_row, pair_order,
+                    carried, unit, fc, address, qty)
 
     # Where each touched flow's streams now stand: after its last handled row per direction.
-    ends = (data.seq.astype(np.int64) + length) & _U32
-    h_slot = slot[rows]
-    h_order = np.argsort(h_slot, kind="stable")
-    last_of_slot = np.ones(len(rows), dtype=bool)
-    last_of_slot[:-1] = h_slot[h_order][1:] != h_slot[h_order][:-1]
-    for r in h_order[last_of_slot].tolist():
-        f = int(h_slot[r]) >> 1
+    # Handled rows are a prefix of each flow, so of each slot in ``order`` too.
+    h_s = handled[order]
+    more = np.zeros(n, dtype=bool)
+    more[:-1] = h_s[1:] & ~starts[1:]
+    for k in np.flatnonzero(h_s & ~more).tolist():
+        f = int(s_slot[k]) >> 1
         to_server, to_client = result.next_seq.get(f, data.next_seq[f])
-        end = int(ends[rows[r]])
-        result.next_seq[f] = (end, to_client) if h_slot[r] & 1 else (to_server, end)
+        end = int(s_end[k])
+        result.next_seq[f] = (end, to_client) if s_slot[k] & 1 else (to_server, end)
     return result
+
+
+def _write_events(result: FastResult, data: FastInput, contexts: list[FlowContext],
+                  parsed: dict[int, RequestFields | ResponseFields], rows: np.ndarray,
+                  pair_order: np.ndarray, src_row: np.ndarray, f_s: np.ndarray,
+                  write_s: np.ndarray, tid: np.ndarray, unit: np.ndarray,
+                  pending_of: Callable[[int], _Pending]) -> None:
+    """Writes become events exactly as the slow path builds them (in pairing order, so each
+    request comes just before its answer; sorted by input row at the end)."""
+    write_j = np.flatnonzero(write_s)
+    if len(write_j) == 0:
+        return
+    w_rows = rows[src_row[write_j]]
+    asked: dict[int, tuple[RequestFields, int]] = {}  # by pairing position: requests seen
+    events = result.events
+    for j, i, f, transaction, unit_id, ts, frame in zip(
+            write_j.tolist(), w_rows.tolist(), f_s[write_j].tolist(), tid[w_rows].tolist(),
+            unit[w_rows].tolist(), data.ts[w_rows].tolist(), data.frame[w_rows].tolist(),
+            strict=True):
+        fields = parsed[i]
+        if isinstance(fields, RequestFields):
+            asked[j] = fields, frame
+            event: Event = request_event(contexts[f], transaction, unit_id, fields, ts, frame)
+        else:
+            assert isinstance(fields, ResponseFields)
+            request = asked.get(j - 1)
+            if request is None:  # asked in an earlier batch
+                carried = pending_of(j - 1)
+                request = carried.fields, carried.frame
+            event = response_event(contexts[f], transaction, unit_id, fields, *request, ts,
+                                   frame)
+        events.append((i, event))
+    events.sort(key=lambda item: item[0])
 
 
 def _fast_pending(fields: RequestFields) -> bool:
@@ -1022,9 +1202,9 @@ def _fast_pending(fields: RequestFields) -> bool:
     return fields.function in FAST_WRITES and "malformed" not in fields.detail
 
 
-def _pair(m: int, c_flow: np.ndarray, c_tid: np.ndarray, c_fc: np.ndarray, c_qty: np.ndarray,
-          c_read: np.ndarray, rows: np.ndarray, flow: np.ndarray, tid: np.ndarray,
-          req: np.ndarray, fc: np.ndarray, qty: np.ndarray,
+def _pair(nflows: int, c_flow: np.ndarray, c_tid: np.ndarray, c_fc: np.ndarray,
+          c_qty: np.ndarray, c_read: np.ndarray, rows: np.ndarray, flow: np.ndarray,
+          tid: np.ndarray, req: np.ndarray, fc: np.ndarray, qty: np.ndarray,
           byte_count: np.ndarray) -> tuple[np.ndarray, ...]:
     """Pair responses with requests by (flow, transaction id), carried requests first.
 
@@ -1033,91 +1213,140 @@ def _pair(m: int, c_flow: np.ndarray, c_tid: np.ndarray, c_fc: np.ndarray, c_qty
     (or a carried request that is no plain read, answered here), and the source row (index
     into ``rows``; negative for carried requests).
     """
-    all_flow = np.concatenate([c_flow, flow[rows]])
-    all_tid = np.concatenate([c_tid, tid[rows]])
-    all_req = np.concatenate([np.ones(m, dtype=bool), req[rows]])
-    all_fc = np.concatenate([c_fc, fc[rows]])
-    all_qty = np.concatenate([c_qty, qty[rows]])
+    m = len(c_flow)
+    all_flow, all_tid, all_req, all_fc, all_qty, all_bc = (
+        np.concatenate([carried, column[rows]]) if m else column[rows]
+        for carried, column in ((c_flow, flow), (c_tid, tid), (np.ones(m, dtype=bool), req),
+                                (c_fc, fc), (c_qty, qty), (np.zeros(m, np.uint32), byte_count)))
     all_read = np.concatenate([c_read, np.ones(len(rows), dtype=bool)])
-    all_bc = np.concatenate([np.zeros(m, dtype=np.uint32), byte_count[rows]])
-    pair_order = np.lexsort((np.arange(len(all_flow)), all_tid, all_flow))
+    # By flow, then transaction id, then arrival: two stable radix sorts, least significant first.
+    by_tid = _stable_order(all_tid, 1 << 16)
+    pair_order = by_tid[_stable_order(all_flow[by_tid], nflows)]
     f_s, t_s, r_s = all_flow[pair_order], all_tid[pair_order], all_req[pair_order]
     fc_s, qty_s = all_fc[pair_order], all_qty[pair_order]
     bc_s, read_s = all_bc[pair_order], all_read[pair_order]
     same_prev = np.zeros(len(pair_order), dtype=bool)
     same_prev[1:] = (f_s[1:] == f_s[:-1]) & (t_s[1:] == t_s[:-1])
-    prev = np.maximum(np.arange(len(pair_order)) - 1, 0)
-    wanted = np.where(fc_s[prev] <= 2, (qty_s[prev] + 7) // 8, 2 * qty_s[prev])
-    answered = (~r_s & same_prev & r_s[prev] & read_s[prev] & (fc_s[prev] == fc_s)
+    fc_p, qty_p = _previous(fc_s), _previous(qty_s)
+    wanted = np.where(fc_p <= 2, (qty_p + 7) // 8, 2 * qty_p)
+    answered = (~r_s & same_prev & _previous(r_s) & _previous(read_s) & (fc_p == fc_s)
                 & ((bc_s == wanted) | (fc_s > 4)))
     broken = ~r_s & ~answered
     return f_s, t_s, r_s, pair_order, answered, broken, pair_order - m
 
 
-def _group(columns: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-    """Rows grouped by equal values in every column: (first row of each group, group per row)."""
-    key = np.zeros(len(columns[0]), dtype=np.uint64)
-    for column, bits in zip(columns, (16, 8, 8, 16, 16), strict=False):
+def _previous(column: np.ndarray) -> np.ndarray:
+    """Each row's predecessor (the first row its own): a shifted copy, cheaper than a gather."""
+    out = np.empty_like(column)
+    out[1:] = column[:-1]
+    out[:1] = column[:1]
+    return out
+
+
+def _series_keys(peer: np.ndarray, unit: np.ndarray, fc: np.ndarray, address: np.ndarray,
+                 qty: np.ndarray) -> np.ndarray:
+    """One uint64 per (master/slave pair, unit, function, address, quantity), ordered as the
+    tuples are."""
+    key = np.zeros(len(peer), dtype=np.uint64)
+    for column, bits in ((peer, 16), (unit, 8), (fc, 8), (address, 16), (qty, 16)):
         key = (key << np.uint64(bits)) | column.astype(np.uint64)
-    _, first, inverse = np.unique(key, return_index=True, return_inverse=True)
-    return first, inverse.reshape(-1)
+    return key
 
 
-def _peer_ids(peers: list[tuple[str, str]]) -> tuple[np.ndarray, list[tuple[str, str]]]:
+def _peer_ids(contexts: list[FlowContext]) -> tuple[np.ndarray, list[tuple[str, str]]]:
     """Flows of the same master and slave (a master reconnects often) share an id."""
     ids: dict[tuple[str, str], int] = {}
-    of_flow = np.array([ids.setdefault(p, len(ids)) for p in peers], dtype=np.int64)
+    of_flow = np.array([ids.setdefault((c.client, c.server), len(ids)) for c in contexts],
+                       dtype=np.int64)
     return of_flow, list(ids)
 
 
-def _fold_requests(book: ModbusBook, peers: list[tuple[str, str]], source: str, data: FastInput,
-                   rows: np.ndarray, unit: np.ndarray, fc: np.ndarray, address: np.ndarray,
-                   qty: np.ndarray) -> None:
-    pair_of_flow, pairs = _peer_ids(peers)
-    flow = pair_of_flow[data.flow[rows]]
-    first, inverse = _group([flow, unit[rows], fc[rows], address[rows], qty[rows]])
-    order = np.argsort(inverse, kind="stable")
-    bounds = np.searchsorted(inverse[order], np.arange(len(first) + 1))
-    counts = np.diff(bounds)
-    ts = data.ts[rows][order]
-    lo = np.minimum.reduceat(ts, bounds[:-1])
-    hi = np.maximum.reduceat(ts, bounds[:-1])
-    for g, r in enumerate(first.tolist()):
-        master, slave = pairs[int(flow[r])]
-        i = int(rows[r])
-        u, f, a, q = int(unit[i]), int(fc[i]), int(address[i]), int(qty[i])
-        book.tally_request(master, slave, u, f, a, q, float(lo[g]), float(hi[g]), int(counts[g]))
-        book.read_requests((master, slave, u, f, a, q), int(counts[g]), source)
+def _group_bounds(group: np.ndarray, ngroups: int) -> tuple[np.ndarray, list[int]]:
+    """Rows ordered by group (stable: capture order within one), and where each run starts
+    (and the last one ends)."""
+    order = _stable_order(group, ngroups)
+    sorted_group = group[order]
+    cuts = np.flatnonzero(sorted_group[1:] != sorted_group[:-1]) + 1
+    return order, [0, *cuts.tolist(), len(order)]
 
 
-def _fold_answers(book: ModbusBook, peers: list[tuple[str, str]], data: FastInput,
-                  rows: np.ndarray, flow: np.ndarray, unit: np.ndarray, fc: np.ndarray,
-                  address: np.ndarray, qty: np.ndarray) -> None:
+def _fold_reads(book: ModbusBook, contexts: list[FlowContext], source: str, data: FastInput,
+                new_req: np.ndarray, resp_j: np.ndarray, rows: np.ndarray, src_row: np.ndarray,
+                pair_order: np.ndarray, carried: list[tuple[int, int, _Pending]],
+                unit: np.ndarray, fc: np.ndarray, address: np.ndarray, qty: np.ndarray) -> None:
+    """Tally the read requests and append the answers to their series.
+
+    Requests and answers are grouped into series once, by the request's key: an answer takes
+    the group of the request it answers (a request carried from an earlier batch is keyed
+    from its fields).
+    """
+    peer_of_flow, pairs = _peer_ids(contexts)
+    resp_rows = rows[src_row[resp_j]]
+    req_src = src_row[resp_j - 1]
+    from_batch = req_src >= 0
+    late = [carried[int(pair_order[j - 1])] for j in resp_j[~from_batch].tolist()]
+    late_key = _series_keys(
+        peer_of_flow[np.array([f for f, _, _ in late], dtype=np.int64)],
+        np.array([p.unit_id for _, _, p in late], dtype=np.uint32),
+        np.array([p.fields.function for _, _, p in late], dtype=np.uint32),
+        np.array([p.fields.address or 0 for _, _, p in late], dtype=np.uint32),
+        np.array([p.fields.quantity or 0 for _, _, p in late], dtype=np.uint32))
+    req_key = _series_keys(peer_of_flow[data.flow[new_req]], unit[new_req], fc[new_req],
+                           address[new_req], qty[new_req])
+    keys, inverse = np.unique(np.concatenate([req_key, late_key]), return_inverse=True)
+    inverse = inverse.reshape(-1)
+    ngroups = len(keys)
+    key_of: list[SeriesKey] = []
+    for key in keys.tolist():  # back to tuples, bit fields as _series_keys packed them
+        master, slave = pairs[key >> 48]
+        key_of.append((master, slave, (key >> 40) & 0xFF, (key >> 32) & 0xFF,
+                       (key >> 16) & 0xFFFF, key & 0xFFFF))
+
+    if len(new_req):
+        req_group = inverse[: len(new_req)]
+        order, bounds = _group_bounds(req_group, ngroups)
+        ts = data.ts[new_req][order]
+        starts = np.array(bounds[:-1])
+        lo = np.minimum.reduceat(ts, starts).tolist()
+        hi = np.maximum.reduceat(ts, starts).tolist()
+        for g, start, end, first_ts, last_ts in zip(req_group[order[starts]].tolist(), bounds,
+                                                    bounds[1:], lo, hi, strict=False):
+            key = key_of[g]
+            master, slave, u, f, a, q = key
+            book.tally_request(master, slave, u, f, a, q, first_ts, last_ts, end - start)
+            book.read_requests(key, end - start, source)
+
+    if len(resp_j) == 0:
+        return
+    # The group of each answer: its request's (looked up by the request's position in new_req).
+    group_of_row = np.full(len(data.flow), -1, dtype=np.int64)
+    group_of_row[new_req] = inverse[: len(new_req)]
+    resp_group = np.empty(len(resp_j), dtype=np.int64)
+    resp_group[from_batch] = group_of_row[rows[req_src[from_batch]]]
+    resp_group[~from_batch] = inverse[len(new_req):]
+    _fold_answers(book, data, resp_rows, resp_group, key_of)
+
+
+def _fold_answers(book: ModbusBook, data: FastInput, rows: np.ndarray, group: np.ndarray,
+                  key_of: list[SeriesKey]) -> None:
     """Append answered reads to their series: values gathered once per (function, quantity)."""
-    pair_of_flow, pairs = _peer_ids(peers)
-    flow = pair_of_flow[flow]
-    first, inverse = _group([flow, unit, fc, address, qty])
-    shape = fc.astype(np.int64) * 65536 + qty
-    for shape_value in np.unique(shape).tolist():
+    shape_of_group = np.array([(k[3] << 16) | k[5] for k in key_of], dtype=np.int64)
+    shape = shape_of_group[group]
+    present = np.bincount(group, minlength=len(key_of)) > 0
+    for shape_value in np.unique(shape_of_group[present]).tolist():
         sel = np.flatnonzero(shape == shape_value)
         function, quantity = shape_value >> 16, shape_value & 0xFFFF
-        offsets = data.offset[rows[sel]] + 9
+        order, bounds = _group_bounds(group[sel], len(key_of))
+        picked = rows[sel[order]]
+        offsets = data.offset[picked] + 9
         if function <= 2:
-            raw = data.buf[offsets[:, None] + np.arange((quantity + 7) // 8)]
+            raw = _windows(data.buf, offsets, (quantity + 7) // 8)
             values = np.unpackbits(raw, axis=1, bitorder="little")[:, :quantity].astype(np.uint16)
         else:
-            raw = data.buf[offsets[:, None] + np.arange(2 * quantity)]
-            values = (raw[:, 0::2].astype(np.uint16) << 8) | raw[:, 1::2]
-        groups = inverse[sel]
-        order = np.argsort(groups, kind="stable")
-        cuts = np.flatnonzero(np.diff(groups[order])) + 1
-        ts = data.ts[rows[sel]][order]
-        frames = data.frame[rows[sel]][order].astype(np.int64)
-        values = values[order]
-        for part in np.split(np.arange(len(sel)), cuts):
-            g = int(groups[order[part[0]]])
-            r = int(first[g])
-            master, slave = pairs[int(flow[r])]
-            key = (master, slave, int(unit[r]), function, int(address[r]), quantity)
-            book.read_answers(key, ts[part[0] : part[-1] + 1], frames[part[0] : part[-1] + 1],
-                              values[part[0] : part[-1] + 1])
+            values = _windows(data.buf, offsets, 2 * quantity).view(">u2").astype(np.uint16)
+        ts = data.ts[picked]
+        frames = data.frame[picked].astype(np.int64)
+        groups = group[sel[order]]
+        for start, end in pairwise(bounds):
+            book.read_answers(key_of[int(groups[start])], ts[start:end], frames[start:end],
+                              values[start:end])

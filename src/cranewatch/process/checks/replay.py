@@ -228,6 +228,41 @@ def _follow(ctx: CheckContext, names: list[str], k: int, lag: int, w: int,
         start = stop - w  # overlap one window so the rolling share stays honest
 
 
+def _isolated(jumps: np.ndarray, w: int) -> np.ndarray:
+    """Jumps after at least a window without one: where a replay can begin.
+
+    An honest crane never jumps, so a replay's onset follows a quiet stretch; where jumps come
+    thick (a noisy or mis-mapped signal) they tell nothing, and searching from each would cost
+    a window's comparison against the whole horizon per row.
+    """
+    if len(jumps) == 0:
+        return jumps
+    gaps = np.diff(jumps, prepend=-(w + 1))
+    return jumps[gaps > w]
+
+
+def _best_sources(around: _Slice, sources: np.ndarray, k: int,
+                  w: int) -> tuple[np.ndarray, np.ndarray]:
+    """Source rows whose window matches rows [k, k + w) in ``NEAR_MATCHING`` of rows, with
+    their share of matching rows.
+
+    Row by row, a source that has missed more rows than the share allows is dropped: few
+    sources survive the first rows, so the search costs about one comparison per source.
+    """
+    replayed, _ = around.rows(np.arange(k, k + w))
+    allowed = int(np.floor((1.0 - NEAR_MATCHING) * w + 1e-9))
+    alive = sources
+    misses = np.zeros(len(alive), dtype=np.int64)
+    for i in range(w):
+        if len(alive) == 0:
+            break
+        then, tol = around.rows(alive + i)
+        misses += ~(np.abs(replayed[:, i][:, None] - then) <= tol).all(axis=0)
+        keep = misses <= allowed
+        alive, misses = alive[keep], misses[keep]
+    return alive, (w - misses) / w
+
+
 def near_replays(ctx: CheckContext) -> list[Incident]:
     frame = ctx.frame
     names = [n for n in analog_signals(ctx) if n in frame]
@@ -235,7 +270,7 @@ def near_replays(ctx: CheckContext) -> list[Incident]:
     n = len(frame.t)
     if len(names) < MIN_CHANGING_SIGNALS or n < 3 * w:
         return []
-    anchors = np.flatnonzero(_jumps(ctx))
+    anchors = _isolated(np.flatnonzero(_jumps(ctx)), w)
     if len(anchors) == 0:
         return []
     resolution = np.array([max(frame.specs[m].scale, 1e-9) for m in names])
@@ -249,17 +284,11 @@ def near_replays(ctx: CheckContext) -> list[Incident]:
         last = k - w  # the source window ends before the replayed one starts
         if last <= first:
             continue
-        sources = np.arange(first, last)
         around = _Slice.of(ctx, names, first, k + w)
-        replayed, _ = around.rows(np.arange(k, k + w))
-        score = np.zeros(len(sources), dtype=np.float64)
-        for i in range(w):
-            then, tol = around.rows(sources + i)
-            score += (np.abs(replayed[:, i][:, None] - then) <= tol).all(axis=0)
-        score /= w
-        best = int(np.flatnonzero(score == score.max())[-1])  # the most recent best source
-        if score[best] < NEAR_MATCHING:
+        sources, score = _best_sources(around, np.arange(first, last), k, w)
+        if len(sources) == 0:
             continue
+        best = int(np.flatnonzero(score == score.max())[-1])  # the most recent best source
         j = int(sources[best])
         source, _ = around.rows(np.arange(j, j + w))
         busy = int((np.ptp(source, axis=1) > 10 * resolution).sum())
