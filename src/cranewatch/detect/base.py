@@ -265,7 +265,12 @@ def endpoint(ip: str, port: int | None = None) -> str:
 
 
 class Detector(Protocol):
-    """A detector: sees facts (and Modbus events/series), then reports its findings."""
+    """A detector: sees facts (and Modbus events/series), then reports its findings.
+
+    A detector may also have ``judges(ctx) -> tuple[type, ...]``: the types among ``accepts``
+    it can find anything in with what ``ctx`` knows. The engine then does not build or hand
+    it the others (without a profile or baseline nothing reads ARP bindings, so none are made).
+    """
 
     name: ClassVar[str]
     accepts: ClassVar[tuple[type, ...]]

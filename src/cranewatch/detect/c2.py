@@ -83,6 +83,11 @@ class CommandAndControl:
         self.domains: dict[str, list[DnsQuery]] = defaultdict(list)
         self.tls = Incidents()
 
+    @staticmethod
+    def judges(ctx: Context) -> tuple[type, ...]:
+        """TLS hellos only with a baseline: a server name is new only against one."""
+        return (Conversation, DnsQuery, TlsHello) if ctx.baseline is not None else (Conversation, DnsQuery)
+
     def observe(self, fact: Any, ctx: Context) -> None:
         if isinstance(fact, Conversation):
             if fact.protocol in thresholds()["beacon"]["exempt_protocols"]:

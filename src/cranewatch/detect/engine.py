@@ -10,7 +10,8 @@ protocols by their first bytes (``remote_access.identify_remote``).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import functools
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -39,26 +40,67 @@ def all_detectors() -> list[Detector]:
             PlcControl(), Recon(), RogueMaster(), NewAsset(), Egress()]
 
 
+Observe = Callable[[Any, Context], None]
+
+
+def _ignore(event: Any) -> None:
+    return None
+
+
 class DetectionSink:
-    """Feeds facts to the detectors; ``finish`` returns their findings."""
+    """Feeds facts to the detectors; ``finish`` returns their findings.
+
+    Routing is decided once per fact type and once per event class, not per event: an event
+    class maps to a handler that converts it (``adapt.adapter_for``) and calls the ``observe``
+    of the detectors that judge the facts it gives in this run (``judged_types``).
+    """
 
     def __init__(self, ctx: Context, detectors: Sequence[Detector] | None = None) -> None:
         self.ctx = ctx
         self.detectors = list(detectors) if detectors is not None else all_detectors()
-        self.routes: dict[type, list[Detector]] = {}  # fact type -> detectors accepting it
+        self.judged = [(d, judged_types(d, ctx)) for d in self.detectors]
+        self.routes: dict[type, list[Observe]] = {}  # fact type -> observe of detectors judging it
+        self.handlers: dict[type, Callable[[Any], None]] = {}  # event class -> what to do with one
         self.first: dict[tuple[str, int, str, int], list[bytes]] = {}
         self.identified: set[tuple[str, int, str, int]] = set()
+
+    def route(self, fact_type: type) -> list[Observe]:
+        route = self.routes.get(fact_type)
+        if route is None:
+            route = self.routes[fact_type] = [d.observe for d, judged in self.judged
+                                              if issubclass(fact_type, judged)]
+        return route
 
     def feed(self, fact: Any) -> None:
         route = self.routes.get(type(fact))
         if route is None:
-            route = self.routes[type(fact)] = [d for d in self.detectors if isinstance(fact, d.accepts)]
-        for detector in route:
-            detector.observe(fact, self.ctx)
+            route = self.route(type(fact))
+        ctx = self.ctx
+        for observe in route:
+            observe(fact, ctx)
 
     def on_event(self, event: Any) -> None:
-        for fact in adapt.facts_from_event(event):
-            self.feed(fact)
+        handler = self.handlers.get(type(event))
+        if handler is None:
+            handler = self.handlers[type(event)] = self._handler(type(event), getattr(event, "kind", ""))
+        handler(event)
+
+    def _handler(self, event_type: type, kind: str) -> Callable[[Any], None]:
+        adapter = adapt.adapter_for(kind)
+        if adapter is None:
+            return _ignore
+        if adapter is adapt.AS_IS:
+            route = self.route(event_type)
+            return functools.partial(_observe_all, route, self.ctx) if route else _ignore
+        if not any(self.route(t) for t in adapter.gives):
+            return _ignore  # no detector of this run judges what the kind would give
+        convert, feed = adapter.convert, self.feed
+
+        def handle(event: Any) -> None:
+            for fact in convert(event):
+                feed(fact)
+
+        return handle
 
     def on_series(self, series: RegisterSeries) -> None:
         self.feed(series)
@@ -99,6 +141,19 @@ class DetectionSink:
         for detector in self.detectors:
             findings.extend(detector.finish(self.ctx))
         return dedupe(findings)
+
+
+def _observe_all(route: list[Observe], ctx: Context, fact: Any) -> None:
+    for observe in route:
+        observe(fact, ctx)
+
+
+def judged_types(detector: Detector, ctx: Context) -> tuple[type, ...]:
+    """The fact types ``detector`` can find anything in with what ``ctx`` knows: its
+    ``judges(ctx)`` when it has one (e.g. nothing is new without a baseline or profile), else
+    every type it accepts."""
+    judges = getattr(detector, "judges", None)
+    return tuple(judges(ctx)) if judges is not None else detector.accepts
 
 
 def dedupe(findings: list[Finding]) -> list[Finding]:

@@ -50,6 +50,14 @@ class Recon:
         self.probes: dict[str, list[Conversation]] = defaultdict(list)
         self.exceptions = Incidents()
 
+    @staticmethod
+    def judges(ctx: Context) -> tuple[type, ...]:
+        """Register series only with a profile or baseline: an unusual range is unusual for a
+        known master."""
+        if ctx.profile is not None or ctx.baseline is not None:
+            return Recon.accepts
+        return (ModbusRequest, ModbusResponse, Conversation)
+
     def observe(self, event: Any, ctx: Context) -> None:
         if isinstance(event, ModbusRequest):
             if (event.function == ENCAPSULATED_INTERFACE and (event.sub_function in (None, 14))) or \
