@@ -12,8 +12,9 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from cranewatch.decode import ip_text, mac_text
 from cranewatch.detect.facts import (
     Binding,
     Conversation,
@@ -27,6 +28,9 @@ from cranewatch.detect.facts import (
     RemoteSession,
     TlsHello,
 )
+
+if TYPE_CHECKING:
+    from cranewatch.flows import Flow
 
 # S7 job functions (s7comm.param.func) and PI services, in plc-control's operation names.
 # Only the engineering station's opening jobs count: during a download the PLC itself sends
@@ -281,6 +285,26 @@ def kind_is_response(event: Any) -> bool:
     return str(getattr(event, "kind", "")).endswith("_response")
 
 
+# Finished flows name the same hosts and routers again and again.
+_ip_name = functools.lru_cache(maxsize=65536)(ip_text)
+_mac_name = functools.lru_cache(maxsize=65536)(mac_text)
+
+
+def flow_conversation(flow: Flow) -> Conversation:
+    """A finished live flow (``flows.Flow``) as a fact: ``conversation`` of its summary,
+    without building the summary."""
+    to_server, to_client = flow.to_server, flow.to_client
+    return Conversation(
+        ts=float(flow.first_seen), frame=int(flow.first_frame), src=_ip_name(flow.client),
+        dst=_ip_name(flow.server), sport=int(flow.client_port), dport=int(flow.server_port),
+        source=flow.source, transport=flow.transport, protocol=flow.protocol or "",
+        last_ts=float(flow.last_seen), packets_to_server=int(to_server.packets),
+        packets_to_client=int(to_client.packets), bytes_to_server=int(to_server.bytes),
+        bytes_to_client=int(to_client.bytes), client_macs=flow.macs(True, _mac_name),
+        server_macs=flow.macs(False, _mac_name), handshake=bool(to_server.syn),
+    )
+
+
 def conversation(flow: Any) -> Conversation:
     """A finished flow (``flows.FlowSummary``) as a fact."""
     return Conversation(
@@ -324,8 +348,6 @@ def payload(flow: Any, from_client: bool, data: bytes, ts: float, frame: int) ->
     client: Any = getattr(flow, "client", "")
     server: Any = getattr(flow, "server", "")
     if isinstance(client, bytes) and isinstance(server, bytes):
-        from cranewatch.decode import ip_text
-
         client, server = ip_text(client), ip_text(server)
     transport = getattr(flow, "transport", None) or ("udp" if getattr(flow, "proto", 6) == 17 else "tcp")
     return Payload(ts=ts, frame=frame, src=str(client), dst=str(server),

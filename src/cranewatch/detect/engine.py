@@ -20,7 +20,7 @@ from cranewatch.detect.base import Context, Detector
 from cranewatch.detect.c2 import CommandAndControl
 from cranewatch.detect.data_leak import DataLeak
 from cranewatch.detect.egress import Egress
-from cranewatch.detect.facts import Payload, RemoteSession
+from cranewatch.detect.facts import Conversation, Payload, RemoteSession
 from cranewatch.detect.hidden_uplink import HiddenUplink
 from cranewatch.detect.new_asset import NewAsset
 from cranewatch.detect.plc_control import PlcControl
@@ -28,6 +28,7 @@ from cranewatch.detect.recon import Recon
 from cranewatch.detect.remote_access import RemoteAccess, identify_remote
 from cranewatch.detect.rogue_master import RogueMaster
 from cranewatch.detect.safety_override import SafetyOverride
+from cranewatch.flows import Flow
 from cranewatch.model import Finding
 from cranewatch.protocols.modbus import RegisterSeries
 
@@ -105,8 +106,14 @@ class DetectionSink:
     def on_series(self, series: RegisterSeries) -> None:
         self.feed(series)
 
+    def on_flow(self, flow: Flow) -> None:
+        """A finished flow straight from the pipeline (no ``FlowSummary`` made for it)."""
+        self._conversation(adapt.flow_conversation(flow))
+
     def on_flow_end(self, flow: Any) -> None:
-        conversation = adapt.conversation(flow)
+        self._conversation(adapt.conversation(flow))
+
+    def _conversation(self, conversation: Conversation) -> None:
         if conversation.protocol:
             self.ctx.ports[(conversation.src, conversation.dst, conversation.protocol)] = conversation.dport
         self.feed(conversation)
