@@ -19,7 +19,7 @@ from cranewatch.detect import adapt
 from cranewatch.detect.base import Context
 from cranewatch.detect.engine import DetectionSink, all_detectors, judged_types
 from cranewatch.detect.facts import Conversation
-from cranewatch.flows import Flow
+from cranewatch.flows import Flow, FlowSummary
 from cranewatch.model import Finding
 from cranewatch.pipeline import Analysis, ip_text, mac_text
 from cranewatch.profile import CraneProfile, load_profile
@@ -53,6 +53,9 @@ class Recorder:
         summary = flow.summary(ip_text, mac_text)
         self.calls.append(("flow_end", summary))
         self.conversations.append((direct, adapt.conversation(summary)))
+
+    def on_flow_end(self, flow: FlowSummary) -> None:
+        raise AssertionError("a sink with on_flow gets no summaries")
 
     def on_payload(self, flow: Any, from_client: bool, data: bytes, ts: float, frame: int) -> None:
         self.calls.append(("payload", (flow, from_client, data, ts, frame)))
