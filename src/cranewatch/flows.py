@@ -222,7 +222,7 @@ class Flow:
 
     def macs(self, from_client: bool, mac_text: Callable[[int], str]) -> tuple[str, ...]:
         """The Ethernet sources of one direction's packets, as sorted text."""
-        return tuple(sorted(mac_text(m) for m in self.side(from_client).macs))
+        return tuple(sorted(map(mac_text, self.side(from_client).macs)))
 
     def summary(self, ip_text: Callable[[bytes], str], mac_text: Callable[[int], str]) -> FlowSummary:
         return FlowSummary(

@@ -27,6 +27,7 @@ from cranewatch.detect.facts import (
     PlcCommand,
     RemoteSession,
     TlsHello,
+    positional,
 )
 
 if TYPE_CHECKING:
@@ -58,11 +59,27 @@ REMOTE_KINDS = {"ssh": "ssh", "rdp": "rdp", "vnc": "vnc", "rfb": "vnc", "telnet"
                 "teamviewer": "teamviewer", "anydesk": "anydesk"}
 
 
-def _where(event: Any) -> dict[str, Any]:
-    """The fields every fact copies from its event (``Fact``'s own), as keyword arguments."""
-    return {"ts": float(event.ts), "frame": int(event.frame), "src": str(event.src),
-            "dst": str(event.dst), "sport": int(getattr(event, "sport", 0) or 0),
-            "dport": int(getattr(event, "dport", 0) or 0), "source": str(getattr(event, "source", ""))}
+Where = tuple[float, int, str, str, int, int, str]
+WHERE_FIELDS = ("ts", "frame", "src", "dst", "sport", "dport", "source")  # Fact's own, in order
+
+
+def _where(event: Any) -> Where:
+    """The fields every fact copies from its event (``Fact``'s own), in order."""
+    return (float(event.ts), int(event.frame), str(event.src), str(event.dst),
+            int(getattr(event, "sport", 0) or 0), int(getattr(event, "dport", 0) or 0),
+            str(getattr(event, "source", "")))
+
+
+def _where_fields(event: Any) -> dict[str, Any]:
+    """``_where`` as keyword arguments."""
+    return dict(zip(WHERE_FIELDS, _where(event), strict=True))
+
+
+# Positional constructors of the facts made for most events and every flow (``positional``).
+_binding = positional(Binding)
+_conversation = positional(Conversation)
+_dns_query = positional(DnsQuery)
+_mqtt_publish = positional(MqttPublish)
 
 
 def _text(value: Any) -> str:
@@ -149,7 +166,7 @@ def _cip(event: Any) -> list[PlcCommand]:
     operation = CIP_OPERATIONS.get(getattr(event, "operation", ""))
     if not operation:
         return []
-    return [PlcCommand(**_where(event), protocol="enip", operation=operation,
+    return [PlcCommand(**_where_fields(event), protocol="enip", operation=operation,
                        target=_text(getattr(event, "tag", None) or ""),
                        values={"service": event.service, "classes": list(event.classes)})]
 
@@ -158,7 +175,7 @@ def _opcua(event: Any) -> list[PlcCommand]:
     service = getattr(event, "service_id", None)
     if not isinstance(service, int) or service not in OPCUA_SERVICES:
         return []
-    return [PlcCommand(**_where(event), protocol="opcua", operation=OPCUA_SERVICES[service],
+    return [PlcCommand(**_where_fields(event), protocol="opcua", operation=OPCUA_SERVICES[service],
                        target=_text(getattr(event, "node_ids", "") or ""), values={"service": service})]
 
 
@@ -166,16 +183,16 @@ def _arp(event: Any) -> list[Binding]:
     mac, ip = getattr(event, "sender_mac", ""), getattr(event, "sender_ip", "")
     if not mac or not ip or ip == "0.0.0.0" or mac == "00:00:00:00:00:00":
         return []
-    return [Binding(**_where(event), ip=ip, mac=mac)]
+    return [_binding(*_where(event), ip, mac)]
 
 
 def _dns(event: Any) -> list[DnsQuery]:
     where, qtype = _where(event), _qtype(getattr(event, "qtype", 1))
-    return [DnsQuery(**where, name=name, qtype=qtype) for name in _names(event)]
+    return [_dns_query(*where, name, qtype) for name in _names(event)]
 
 
 def _tls(event: Any) -> list[TlsHello]:
-    return [TlsHello(**_where(event), sni=getattr(event, "sni", None) or getattr(event, "server_name", None),
+    return [TlsHello(**_where_fields(event), sni=getattr(event, "sni", None) or getattr(event, "server_name", None),
                      ja3=getattr(event, "ja3_md5", None) or getattr(event, "ja3", None) or None,
                      ja4=getattr(event, "ja4", None) or None)]
 
@@ -185,25 +202,25 @@ def _http_response(event: Any) -> list[Payload]:
     if not body:
         return []
     # a response carries data from the server (src) to the client (dst)
-    return [Payload(**_where(event), from_client=True, data=body, transport="http")]
+    return [Payload(**_where_fields(event), from_client=True, data=body, transport="http")]
 
 
 def _http_request(event: Any) -> list[HttpRequest]:
-    return [HttpRequest(**_where(event), method=_text(getattr(event, "method", "")),
+    return [HttpRequest(**_where_fields(event), method=_text(getattr(event, "method", "")),
                         host=getattr(event, "host", None), uri=_text(getattr(event, "uri", "")),
                         body=_bytes(getattr(event, "body", b"")),
                         user_agent=getattr(event, "user_agent", None))]
 
 
 def _mqtt(event: Any) -> list[MqttPublish]:
-    return [MqttPublish(**_where(event), topic=_text(getattr(event, "topic", "")),
-                        payload=_bytes(getattr(event, "payload", b"")))]
+    return [_mqtt_publish(*_where(event), _text(getattr(event, "topic", "")),
+                          _bytes(getattr(event, "payload", b"")))]
 
 
 def _syslog(event: Any) -> list[Payload]:
     # Log lines leave the crane too: what they say is checked like any clear payload.
     text = f"{getattr(event, 'host', '')} {getattr(event, 'app', '')}: {getattr(event, 'message', '')}"
-    return [Payload(**_where(event), from_client=True, data=text.encode(), transport="syslog")]
+    return [Payload(**_where_fields(event), from_client=True, data=text.encode(), transport="syslog")]
 
 
 def _conn(event: Any) -> list[Fact]:
@@ -212,7 +229,7 @@ def _conn(event: Any) -> list[Fact]:
     if remote is None:
         return [conversation]
     # conn.log alone still says which connections were SSH, RDP ...
-    fields = {k: getattr(conversation, k) for k in ("ts", "frame", "src", "dst", "sport", "dport", "source")}
+    fields = {k: getattr(conversation, k) for k in WHERE_FIELDS}
     return [conversation, RemoteSession(**fields, protocol=remote, detail=f"Zeek service {conversation.protocol}")]
 
 
@@ -239,7 +256,7 @@ def _s7(event: Any) -> list[PlcCommand]:
         operation = S7_PI_SERVICES.get(service, "cpu-start" if service else None)
     if not operation:
         return []
-    return [PlcCommand(**_where(event), protocol="s7comm", operation=operation,
+    return [PlcCommand(**_where_fields(event), protocol="s7comm", operation=operation,
                        target=_text(getattr(event, "block", None) or getattr(event, "filename", None)),
                        values={"function": function, "pi_service": getattr(event, "pi_service", None) or ""})]
 
@@ -251,14 +268,14 @@ def _dhcp(event: Any) -> list[Fact]:
     router = getattr(event, "router", None) or getattr(event, "routers", None) or ()
     dns = getattr(event, "dns_servers", None) or getattr(event, "dns", None) or ()
     facts: list[Fact] = [DhcpMessage(
-        **_where(event), message_type=message, client_mac=getattr(event, "client_mac", None),
+        **_where_fields(event), message_type=message, client_mac=getattr(event, "client_mac", None),
         server_ip=getattr(event, "server_id", None) or getattr(event, "server_ip", None)
         or (event.src if message in ("offer", "ack") else None),
         server_mac=getattr(event, "server_mac", None), router=tuple(_as_list(router)),
         dns=tuple(_as_list(dns)))]
     client_mac, your_ip = getattr(event, "client_mac", None), getattr(event, "your_ip", None)
     if message == "ack" and client_mac and your_ip and your_ip != "0.0.0.0":
-        facts.append(Binding(**_where(event), ip=str(your_ip), mac=str(client_mac)))
+        facts.append(Binding(**_where_fields(event), ip=str(your_ip), mac=str(client_mac)))
     return facts
 
 
@@ -274,7 +291,7 @@ def _remote(event: Any, proto: str) -> list[RemoteSession]:
         return []
     detail = getattr(event, "banner", None) or getattr(event, "version", None) or \
         getattr(event, "detail", None) or ""
-    base = _where(event)
+    base = _where_fields(event)
     # Decoders report both directions; the session's client is the flow's client.
     if getattr(event, "from_client", True) is False or kind_is_response(event):
         base.update(src=base["dst"], dst=base["src"], sport=base["dport"], dport=base["sport"])
@@ -294,14 +311,12 @@ def flow_conversation(flow: Flow) -> Conversation:
     """A finished live flow (``flows.Flow``) as a fact: ``conversation`` of its summary,
     without building the summary."""
     to_server, to_client = flow.to_server, flow.to_client
-    return Conversation(
-        ts=float(flow.first_seen), frame=int(flow.first_frame), src=_ip_name(flow.client),
-        dst=_ip_name(flow.server), sport=int(flow.client_port), dport=int(flow.server_port),
-        source=flow.source, transport=flow.transport, protocol=flow.protocol or "",
-        last_ts=float(flow.last_seen), packets_to_server=int(to_server.packets),
-        packets_to_client=int(to_client.packets), bytes_to_server=int(to_server.bytes),
-        bytes_to_client=int(to_client.bytes), client_macs=flow.macs(True, _mac_name),
-        server_macs=flow.macs(False, _mac_name), handshake=bool(to_server.syn),
+    return _conversation(
+        float(flow.first_seen), int(flow.first_frame), _ip_name(flow.client), _ip_name(flow.server),
+        int(flow.client_port), int(flow.server_port), flow.source,
+        flow.transport, flow.protocol or "", float(flow.last_seen),  # transport, protocol, last_ts
+        int(to_server.packets), int(to_client.packets), int(to_server.bytes), int(to_client.bytes),
+        flow.macs(True, _mac_name), flow.macs(False, _mac_name), bool(to_server.syn),
     )
 
 
@@ -333,7 +348,7 @@ def _zeek_conn(event: Any) -> Conversation:
     state = str(getattr(event, "state", "") or "")
     duration = getattr(event, "duration", None) or 0.0
     return Conversation(
-        **_where(event), transport=str(getattr(event, "transport", "") or "tcp"),
+        **_where_fields(event), transport=str(getattr(event, "transport", "") or "tcp"),
         protocol=ZEEK_SERVICES.get(service, service), last_ts=float(event.ts) + float(duration),
         packets_to_server=int(getattr(event, "orig_pkts", None) or 0),
         packets_to_client=int(getattr(event, "resp_pkts", None) or 0),
