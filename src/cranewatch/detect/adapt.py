@@ -83,6 +83,8 @@ _mqtt_publish = positional(MqttPublish)
 
 
 def _text(value: Any) -> str:
+    if type(value) is str:  # the usual case, first
+        return value
     if value is None:
         return ""
     if isinstance(value, bytes):
@@ -91,6 +93,8 @@ def _text(value: Any) -> str:
 
 
 def _bytes(value: Any) -> bytes:
+    if type(value) is bytes:  # the usual case, first
+        return value
     if value is None:
         return b""
     if isinstance(value, bytes | bytearray | memoryview):
@@ -236,7 +240,7 @@ def _conn(event: Any) -> list[Fact]:
 def _names(event: Any) -> list[str]:
     """Every question's name of a DNS query (``protocols.dns.DnsQueryRequest``)."""
     names = getattr(event, "qnames", None)
-    if isinstance(names, tuple | list) and names:
+    if isinstance(names, (tuple, list)) and names:
         return [_text(n) for n in names]
     name = getattr(event, "qname", None) or getattr(event, "name", None)
     return [_text(name)] if name else []

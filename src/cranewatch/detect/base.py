@@ -161,6 +161,9 @@ def _addr(ip: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
         return None
 
 
+_COLLECTIONS = (list, tuple, set, frozenset)
+
+
 @dataclass
 class Incident:
     """Accumulates one incident's occurrences until it becomes a finding."""
@@ -176,26 +179,33 @@ class Incident:
 
     def add(self, fact: Occurrence, values: dict[str, Any] | None = None, excerpt: str | None = None,
             weight: int = 1) -> None:
+        # Called for every occurrence (each Modbus write, each DNS name ...): kept lean.
         self.count += weight
-        self.first_seen = min(self.first_seen, fact.ts)
-        self.last_seen = max(self.last_seen, fact.ts)
+        ts = fact.ts
+        if ts < self.first_seen:
+            self.first_seen = ts
+        if ts > self.last_seen:
+            self.last_seen = ts
         if len(self.frames) < MAX_FRAMES and fact.frame:
             self.frames.append(fact.frame)
-            self.times.append(fact.ts)
-        for key, value in (values or {}).items():
-            self._merge(key, value)
+            self.times.append(ts)
+        if values:
+            for key, value in values.items():
+                self._merge(key, value)
         if excerpt and self.excerpt is None:
             self.excerpt = excerpt[:200]
 
     def _merge(self, key: str, value: Any) -> None:
         """Lists of distinct values grow (bounded); scalars keep the first value seen."""
-        if isinstance(value, list | tuple | set | frozenset):
-            held = self.values.setdefault(key, [])
+        if isinstance(value, _COLLECTIONS):
+            held = self.values.get(key)
+            if held is None:
+                held = self.values[key] = []
             for item in value:
-                if item not in held and len(held) < 50:
+                if len(held) < 50 and item not in held:
                     held.append(item)
-        else:
-            self.values.setdefault(key, value)
+        elif key not in self.values:
+            self.values[key] = value
 
 
 class Incidents:
