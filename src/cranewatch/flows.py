@@ -222,7 +222,11 @@ class Flow:
 
     def macs(self, from_client: bool, mac_text: Callable[[int], str]) -> tuple[str, ...]:
         """The Ethernet sources of one direction's packets, as sorted text."""
-        return tuple(sorted(map(mac_text, self.side(from_client).macs)))
+        macs = self.side(from_client).macs
+        if len(macs) == 1:  # nearly always: the host itself, or the router for far hosts
+            (mac,) = macs
+            return (mac_text(mac),)
+        return tuple(sorted(map(mac_text, macs)))
 
     def summary(self, ip_text: Callable[[bytes], str], mac_text: Callable[[int], str]) -> FlowSummary:
         return FlowSummary(
