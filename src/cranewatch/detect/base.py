@@ -89,6 +89,7 @@ class Context:
         return self.ports.get((client, server, protocol), default)
 
     _zones: dict[str, str] = field(default_factory=dict)
+    _outside: dict[str, bool] = field(default_factory=dict)
     _pairs: dict[tuple[str, str, int | None], bool] = field(default_factory=dict)
 
     def zone_of(self, ip: str) -> str:
@@ -111,7 +112,11 @@ class Context:
         return "terminal" if self.baseline is not None and self.baseline.crane_networks else "crane"
 
     def is_outside(self, ip: str) -> bool:
-        return self.zone_of(ip) == "outside" and is_unicast(ip)
+        """An outside unicast address (cached: asked for every MQTT publish and flow)."""
+        outside = self._outside.get(ip)
+        if outside is None:
+            outside = self._outside[ip] = self.zone_of(ip) == "outside" and is_unicast(ip)
+        return outside
 
     def is_crane(self, ip: str) -> bool:
         return self.zone_of(ip) == "crane"

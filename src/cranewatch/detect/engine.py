@@ -95,11 +95,15 @@ class DetectionSink:
             return functools.partial(_observe_all, route, self.ctx) if route else _ignore
         if not any(self.route(t) for t in adapter.gives):
             return _ignore  # no detector of this run judges what the kind would give
-        convert, feed = adapter.convert, self.feed
+        convert, routes, ctx = adapter.convert, self.routes, self.ctx
 
         def handle(event: Any) -> None:
-            for fact in convert(event):
-                feed(fact)
+            for fact in convert(event):  # ``feed``, inlined: this runs for most events
+                route = routes.get(type(fact))
+                if route is None:
+                    route = self.route(type(fact))
+                for observe in route:
+                    observe(fact, ctx)
 
         return handle
 
