@@ -66,6 +66,7 @@ class DetectionSink:
         self.identified: set[tuple[str, int, str, int]] = set()
 
     def route(self, fact_type: type) -> list[Observe]:
+        """The ``observe`` of every detector judging facts of this type in this run."""
         route = self.routes.get(fact_type)
         if route is None:
             route = self.routes[fact_type] = [d.observe for d, judged in self.judged
@@ -73,14 +74,12 @@ class DetectionSink:
         return route
 
     def feed(self, fact: Any) -> None:
-        route = self.routes.get(type(fact))
-        if route is None:
-            route = self.route(type(fact))
         ctx = self.ctx
-        for observe in route:
+        for observe in self.route(type(fact)):
             observe(fact, ctx)
 
     def on_event(self, event: Any) -> None:
+        # An event class has one kind (a class variable), so its handler is decided once.
         handler = self.handlers.get(type(event))
         if handler is None:
             handler = self.handlers[type(event)] = self._handler(type(event), getattr(event, "kind", ""))
