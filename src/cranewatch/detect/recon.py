@@ -19,6 +19,7 @@ from cranewatch.protocols.modbus import (
     ENCAPSULATED_INTERFACE,
     READ_FUNCTIONS,
     REPORT_SERVER_ID,
+    TABLE_OF_FUNCTION,
     ModbusRequest,
     ModbusResponse,
     RegisterSeries,
@@ -87,8 +88,6 @@ class Recon:
     def _range(self, master: str, slave: str, function: int, address: int, quantity: int,
                occurrence: Any, ctx: Context, weight: int = 1) -> None:
         """A read by a known master of a range it never reads (an unknown master is rogue-master's)."""
-        from cranewatch.protocols.modbus import TABLE_OF_FUNCTION
-
         table = TABLE_OF_FUNCTION.get(function, "?")
         known_master = False
         if ctx.profile is not None:
