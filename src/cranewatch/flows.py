@@ -268,10 +268,22 @@ class Flow:
         """TCP teardown seen: a RST, or a FIN from each side."""
         return self.to_server.rst or self.to_client.rst or (self.to_server.fin and self.to_client.fin)
 
+    @property
+    def transport(self) -> str:
+        """``tcp``, ``udp`` or ``ip<number>``."""
+        return "tcp" if self.proto == IPPROTO_TCP else "udp" if self.proto == IPPROTO_UDP else f"ip{self.proto}"
+
+    def macs(self, from_client: bool, mac_text: Callable[[int], str]) -> tuple[str, ...]:
+        """The Ethernet sources of one direction's packets, as sorted text."""
+        macs = self.side(from_client).macs
+        if len(macs) == 1:  # nearly always: the host itself, or the router for far hosts
+            (mac,) = macs
+            return (mac_text(mac),)
+        return tuple(sorted(map(mac_text, macs)))
+
     def summary(self, ip_text: Callable[[bytes], str], mac_text: Callable[[int], str]) -> FlowSummary:
         return FlowSummary(
-            transport="tcp" if self.proto == IPPROTO_TCP else "udp" if self.proto == IPPROTO_UDP
-            else f"ip{self.proto}",
+            transport=self.transport,
             client=ip_text(self.client),
             client_port=self.client_port,
             server=ip_text(self.server),
@@ -284,8 +296,8 @@ class Flow:
             packets_to_client=self.to_client.packets,
             bytes_to_server=self.to_server.bytes,
             bytes_to_client=self.to_client.bytes,
-            client_macs=tuple(sorted(mac_text(m) for m in self.to_server.macs)),
-            server_macs=tuple(sorted(mac_text(m) for m in self.to_client.macs)),
+            client_macs=self.macs(True, mac_text),
+            server_macs=self.macs(False, mac_text),
             handshake=self.to_server.syn,
             closed=self.closed,
             source=self.source,

@@ -78,7 +78,8 @@ class Sink(Protocol):
 
     A sink may also have ``on_payload(flow, from_client, data, ts, frame)``: it then gets the
     first ``PAYLOADS_SHOWN`` payload packets (in capture order) of every flow no
-    decoder claimed.
+    decoder claimed. A sink with ``on_flow(flow)`` gets each finished ``flows.Flow`` itself
+    instead of ``on_flow_end`` with its summary (to read at once: the flow is not kept).
     """
 
     def on_event(self, event: Event) -> None: ...
@@ -944,21 +945,28 @@ class Analysis:
                 for pending in flow.decoder.pending.values():
                     self.book.unanswered(master, slave, pending)
                 flow.decoder.pending = {}
-        summary = flow.summary(ip_text, mac_text)
         self.flow_count += 1
-        name = summary.protocol or (
-            f"{summary.transport}/{summary.server_port}" if summary.server_port
-            else summary.transport)
+        transport = flow.transport
+        name = flow.protocol or (f"{transport}/{flow.server_port}" if flow.server_port else transport)
         tally = self.protocol_tally.get(name)
         if tally is None:
             tally = self.protocol_tally[name] = _ProtocolTally()
         tally.flows += 1
-        tally.packets += summary.packets
-        tally.wire += summary.bytes
+        tally.packets += flow.to_server.packets + flow.to_client.packets
+        tally.wire += flow.to_server.bytes + flow.to_client.bytes
         if len(tally.clients) < 100_000:
             tally.clients.add(flow.client)
             tally.servers.add(flow.server)
+        # The summary is made only for sinks that want one: most finished flows are single
+        # DNS lookups, and the detectors read the flow itself (``on_flow``).
+        summary: FlowSummary | None = None
         for sink in self.sinks:
+            on_flow = getattr(sink, "on_flow", None)
+            if on_flow is not None:
+                on_flow(flow)
+                continue
+            if summary is None:
+                summary = flow.summary(ip_text, mac_text)
             sink.on_flow_end(summary)
 
     def close_all(self) -> None:

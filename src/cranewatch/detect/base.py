@@ -89,6 +89,7 @@ class Context:
         return self.ports.get((client, server, protocol), default)
 
     _zones: dict[str, str] = field(default_factory=dict)
+    _outside: dict[str, bool] = field(default_factory=dict)
     _pairs: dict[tuple[str, str, int | None], bool] = field(default_factory=dict)
 
     def zone_of(self, ip: str) -> str:
@@ -111,7 +112,11 @@ class Context:
         return "terminal" if self.baseline is not None and self.baseline.crane_networks else "crane"
 
     def is_outside(self, ip: str) -> bool:
-        return self.zone_of(ip) == "outside" and is_unicast(ip)
+        """An outside unicast address (cached: asked for every MQTT publish and flow)."""
+        outside = self._outside.get(ip)
+        if outside is None:
+            outside = self._outside[ip] = self.zone_of(ip) == "outside" and is_unicast(ip)
+        return outside
 
     def is_crane(self, ip: str) -> bool:
         return self.zone_of(ip) == "crane"
@@ -161,6 +166,9 @@ def _addr(ip: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
         return None
 
 
+_COLLECTIONS = (list, tuple, set, frozenset)
+
+
 @dataclass
 class Incident:
     """Accumulates one incident's occurrences until it becomes a finding."""
@@ -176,26 +184,33 @@ class Incident:
 
     def add(self, fact: Occurrence, values: dict[str, Any] | None = None, excerpt: str | None = None,
             weight: int = 1) -> None:
+        # Called for every occurrence (each Modbus write, each DNS name ...): kept lean.
         self.count += weight
-        self.first_seen = min(self.first_seen, fact.ts)
-        self.last_seen = max(self.last_seen, fact.ts)
+        ts = fact.ts
+        if ts < self.first_seen:
+            self.first_seen = ts
+        if ts > self.last_seen:
+            self.last_seen = ts
         if len(self.frames) < MAX_FRAMES and fact.frame:
             self.frames.append(fact.frame)
-            self.times.append(fact.ts)
-        for key, value in (values or {}).items():
-            self._merge(key, value)
+            self.times.append(ts)
+        if values:
+            for key, value in values.items():
+                self._merge(key, value)
         if excerpt and self.excerpt is None:
             self.excerpt = excerpt[:200]
 
     def _merge(self, key: str, value: Any) -> None:
         """Lists of distinct values grow (bounded); scalars keep the first value seen."""
-        if isinstance(value, list | tuple | set | frozenset):
-            held = self.values.setdefault(key, [])
+        if isinstance(value, _COLLECTIONS):
+            held = self.values.get(key)
+            if held is None:
+                held = self.values[key] = []
             for item in value:
-                if item not in held and len(held) < 50:
+                if len(held) < 50 and item not in held:
                     held.append(item)
-        else:
-            self.values.setdefault(key, value)
+        elif key not in self.values:
+            self.values[key] = value
 
 
 class Incidents:
@@ -265,7 +280,12 @@ def endpoint(ip: str, port: int | None = None) -> str:
 
 
 class Detector(Protocol):
-    """A detector: sees facts (and Modbus events/series), then reports its findings."""
+    """A detector: sees facts (and Modbus events/series), then reports its findings.
+
+    A detector may also have ``judges(ctx) -> tuple[type, ...]``: the types among ``accepts``
+    it can find anything in with what ``ctx`` knows. The engine then does not build or hand
+    it the others (without a profile or baseline nothing reads ARP bindings, so none are made).
+    """
 
     name: ClassVar[str]
     accepts: ClassVar[tuple[type, ...]]

@@ -13,7 +13,7 @@ from __future__ import annotations
 import itertools
 import math
 from collections import Counter, defaultdict
-from functools import cache
+from functools import cache, lru_cache
 from statistics import median
 from typing import Any, ClassVar
 
@@ -38,6 +38,11 @@ def thresholds() -> dict[str, Any]:
     return rule_data("c2")
 
 
+@cache
+def _exempt_protocols() -> frozenset[str]:
+    return frozenset(thresholds()["beacon"]["exempt_protocols"])
+
+
 def periodicity(times: list[float]) -> tuple[float, float] | None:
     """(median interval, jitter as MAD/median) of sorted start times, None if too few."""
     if len(times) < 3:
@@ -60,6 +65,7 @@ def entropy(text: str) -> float:
     return -sum(c / n * math.log2(c / n) for c in counts.values())
 
 
+@lru_cache(maxsize=16384)  # asked for every DNS question; a crane asks the same few names all day
 def registered_domain(name: str) -> str:
     """The domain a name belongs to (last two labels; three under ``co.uk``-like suffixes)."""
     labels = [x for x in name.lower().rstrip(".").split(".") if x]
@@ -83,9 +89,14 @@ class CommandAndControl:
         self.domains: dict[str, list[DnsQuery]] = defaultdict(list)
         self.tls = Incidents()
 
+    @staticmethod
+    def judges(ctx: Context) -> tuple[type, ...]:
+        """TLS hellos only with a baseline: a server name is new only against one."""
+        return (Conversation, DnsQuery, TlsHello) if ctx.baseline is not None else (Conversation, DnsQuery)
+
     def observe(self, fact: Any, ctx: Context) -> None:
         if isinstance(fact, Conversation):
-            if fact.protocol in thresholds()["beacon"]["exempt_protocols"]:
+            if fact.protocol in _exempt_protocols():
                 return
             if ctx.known_pair(fact.src, fact.dst, fact.dport):
                 return

@@ -59,23 +59,24 @@ class DataLeak:
             if found:
                 self._report(fact, "dns", found, fact.name, fact.src, fact.dst, fact.dport or 53)
             return
-        if isinstance(fact, HttpRequest):
-            channel = "http"
-            text = f"{fact.method} {fact.uri} Host: {fact.host or ''}\n".encode() + fact.body
-            src, dst, port = fact.src, fact.dst, fact.dport
-        elif isinstance(fact, MqttPublish):
-            channel = "mqtt"
-            text = fact.topic.encode() + b"\n" + fact.payload
-            src, dst, port = fact.src, fact.dst, fact.dport
-        elif isinstance(fact, Payload):
-            channel = fact.transport
-            text = fact.data
+        if isinstance(fact, Payload):
             # the direction the bytes went decides who received them
             src, dst = (fact.src, fact.dst) if fact.from_client else (fact.dst, fact.src)
             port = fact.dport if fact.from_client else fact.sport
         else:
-            return
+            src, dst, port = fact.src, fact.dst, fact.dport
         if may_receive(ctx, dst) is not False:
+            return  # first: most traffic goes where it may, and its text need not be built
+        if isinstance(fact, HttpRequest):
+            channel = "http"
+            text = f"{fact.method} {fact.uri} Host: {fact.host or ''}\n".encode() + fact.body
+        elif isinstance(fact, MqttPublish):
+            channel = "mqtt"
+            text = fact.topic.encode() + b"\n" + fact.payload
+        elif isinstance(fact, Payload):
+            channel = fact.transport
+            text = fact.data
+        else:
             return
         found = find_container_data(text)
         if not found:

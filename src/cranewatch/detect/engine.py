@@ -10,7 +10,8 @@ protocols by their first bytes (``remote_access.identify_remote``).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import functools
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,7 @@ from cranewatch.detect.base import Context, Detector
 from cranewatch.detect.c2 import CommandAndControl
 from cranewatch.detect.data_leak import DataLeak
 from cranewatch.detect.egress import Egress
-from cranewatch.detect.facts import Payload, RemoteSession
+from cranewatch.detect.facts import Conversation, Payload, RemoteSession
 from cranewatch.detect.hidden_uplink import HiddenUplink
 from cranewatch.detect.new_asset import NewAsset
 from cranewatch.detect.plc_control import PlcControl
@@ -27,6 +28,7 @@ from cranewatch.detect.recon import Recon
 from cranewatch.detect.remote_access import RemoteAccess, identify_remote
 from cranewatch.detect.rogue_master import RogueMaster
 from cranewatch.detect.safety_override import SafetyOverride
+from cranewatch.flows import Flow
 from cranewatch.model import Finding
 from cranewatch.protocols.modbus import RegisterSeries
 
@@ -39,32 +41,82 @@ def all_detectors() -> list[Detector]:
             PlcControl(), Recon(), RogueMaster(), NewAsset(), Egress()]
 
 
+Observe = Callable[[Any, Context], None]
+
+
+def _ignore(event: Any) -> None:
+    return None
+
+
 class DetectionSink:
-    """Feeds facts to the detectors; ``finish`` returns their findings."""
+    """Feeds facts to the detectors; ``finish`` returns their findings.
+
+    Routing is decided once per fact type and once per event class, not per event: an event
+    class maps to a handler that converts it (``adapt.adapter_for``) and calls the ``observe``
+    of the detectors that judge the facts it gives in this run (``judged_types``).
+    """
 
     def __init__(self, ctx: Context, detectors: Sequence[Detector] | None = None) -> None:
         self.ctx = ctx
         self.detectors = list(detectors) if detectors is not None else all_detectors()
-        self.routes: dict[type, list[Detector]] = {}  # fact type -> detectors accepting it
+        self.judged = [(d, judged_types(d, ctx)) for d in self.detectors]
+        self.routes: dict[type, list[Observe]] = {}  # fact type -> observe of detectors judging it
+        self.handlers: dict[type, Callable[[Any], None]] = {}  # event class -> what to do with one
         self.first: dict[tuple[str, int, str, int], list[bytes]] = {}
         self.identified: set[tuple[str, int, str, int]] = set()
 
-    def feed(self, fact: Any) -> None:
-        route = self.routes.get(type(fact))
+    def route(self, fact_type: type) -> list[Observe]:
+        """The ``observe`` of every detector judging facts of this type in this run."""
+        route = self.routes.get(fact_type)
         if route is None:
-            route = self.routes[type(fact)] = [d for d in self.detectors if isinstance(fact, d.accepts)]
-        for detector in route:
-            detector.observe(fact, self.ctx)
+            route = self.routes[fact_type] = [d.observe for d, judged in self.judged
+                                              if issubclass(fact_type, judged)]
+        return route
+
+    def feed(self, fact: Any) -> None:
+        ctx = self.ctx
+        for observe in self.route(type(fact)):
+            observe(fact, ctx)
 
     def on_event(self, event: Any) -> None:
-        for fact in adapt.facts_from_event(event):
-            self.feed(fact)
+        # An event class has one kind (a class variable), so its handler is decided once.
+        handler = self.handlers.get(type(event))
+        if handler is None:
+            handler = self.handlers[type(event)] = self._handler(type(event), getattr(event, "kind", ""))
+        handler(event)
+
+    def _handler(self, event_type: type, kind: str) -> Callable[[Any], None]:
+        adapter = adapt.adapter_for(kind)
+        if adapter is None:
+            return _ignore
+        if adapter is adapt.AS_IS:
+            route = self.route(event_type)
+            return functools.partial(_observe_all, route, self.ctx) if route else _ignore
+        if not any(self.route(t) for t in adapter.gives):
+            return _ignore  # no detector of this run judges what the kind would give
+        convert, routes, ctx = adapter.convert, self.routes, self.ctx
+
+        def handle(event: Any) -> None:
+            for fact in convert(event):  # ``feed``, inlined: this runs for most events
+                route = routes.get(type(fact))
+                if route is None:
+                    route = self.route(type(fact))
+                for observe in route:
+                    observe(fact, ctx)
+
+        return handle
 
     def on_series(self, series: RegisterSeries) -> None:
         self.feed(series)
 
+    def on_flow(self, flow: Flow) -> None:
+        """A finished flow straight from the pipeline (no ``FlowSummary`` made for it)."""
+        self._conversation(adapt.flow_conversation(flow))
+
     def on_flow_end(self, flow: Any) -> None:
-        conversation = adapt.conversation(flow)
+        self._conversation(adapt.conversation(flow))
+
+    def _conversation(self, conversation: Conversation) -> None:
         if conversation.protocol:
             self.ctx.ports[(conversation.src, conversation.dst, conversation.protocol)] = conversation.dport
         self.feed(conversation)
@@ -99,6 +151,19 @@ class DetectionSink:
         for detector in self.detectors:
             findings.extend(detector.finish(self.ctx))
         return dedupe(findings)
+
+
+def _observe_all(route: list[Observe], ctx: Context, fact: Any) -> None:
+    for observe in route:
+        observe(fact, ctx)
+
+
+def judged_types(detector: Detector, ctx: Context) -> tuple[type, ...]:
+    """The fact types ``detector`` can find anything in with what ``ctx`` knows: its
+    ``judges(ctx)`` when it has one (e.g. nothing is new without a baseline or profile), else
+    every type it accepts."""
+    judges = getattr(detector, "judges", None)
+    return tuple(judges(ctx)) if judges is not None else detector.accepts
 
 
 def dedupe(findings: list[Finding]) -> list[Finding]:

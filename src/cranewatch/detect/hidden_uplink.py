@@ -36,6 +36,11 @@ class HiddenUplink:
         self.routed: list[Conversation] = []
         self.dhcp = Incidents()
 
+    @staticmethod
+    def judges(ctx: Context) -> tuple[type, ...]:
+        """Nothing without a profile or baseline: no sanctioned gateway, no known DHCP server."""
+        return HiddenUplink.accepts if ctx.profile is not None or ctx.baseline is not None else ()
+
     def observe(self, fact: Any, ctx: Context) -> None:
         if isinstance(fact, Binding):
             ctx.bindings.setdefault(fact.ip, set()).add(fact.mac)

@@ -39,6 +39,10 @@ class NewAsset:
     def _judges(self, ctx: Context) -> bool:
         return ctx.baseline is not None or ctx.profile is not None
 
+    def judges(self, ctx: Context) -> tuple[type, ...]:
+        """Nothing is new without an inventory (baseline or profile) to compare with."""
+        return self.accepts if self._judges(ctx) else ()
+
     def observe(self, fact: Any, ctx: Context) -> None:
         if not self._judges(ctx):
             return

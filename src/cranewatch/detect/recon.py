@@ -19,6 +19,7 @@ from cranewatch.protocols.modbus import (
     ENCAPSULATED_INTERFACE,
     READ_FUNCTIONS,
     REPORT_SERVER_ID,
+    TABLE_OF_FUNCTION,
     ModbusRequest,
     ModbusResponse,
     RegisterSeries,
@@ -50,6 +51,14 @@ class Recon:
         self.probes: dict[str, list[Conversation]] = defaultdict(list)
         self.exceptions = Incidents()
 
+    @staticmethod
+    def judges(ctx: Context) -> tuple[type, ...]:
+        """Register series only with a profile or baseline: an unusual range is unusual for a
+        known master."""
+        if ctx.profile is not None or ctx.baseline is not None:
+            return Recon.accepts
+        return (ModbusRequest, ModbusResponse, Conversation)
+
     def observe(self, event: Any, ctx: Context) -> None:
         if isinstance(event, ModbusRequest):
             if (event.function == ENCAPSULATED_INTERFACE and (event.sub_function in (None, 14))) or \
@@ -79,8 +88,6 @@ class Recon:
     def _range(self, master: str, slave: str, function: int, address: int, quantity: int,
                occurrence: Any, ctx: Context, weight: int = 1) -> None:
         """A read by a known master of a range it never reads (an unknown master is rogue-master's)."""
-        from cranewatch.protocols.modbus import TABLE_OF_FUNCTION
-
         table = TABLE_OF_FUNCTION.get(function, "?")
         known_master = False
         if ctx.profile is not None:

@@ -35,6 +35,11 @@ class RogueMaster:
     def __init__(self) -> None:
         self.incidents = Incidents()
 
+    @staticmethod
+    def judges(ctx: Context) -> tuple[type, ...]:
+        """Nothing without a profile or baseline: no master is known, so none is new."""
+        return RogueMaster.accepts if ctx.profile is not None or ctx.baseline is not None else ()
+
     def observe(self, event: Any, ctx: Context) -> None:
         if isinstance(event, Conversation):
             self._session(event, ctx)

@@ -65,7 +65,7 @@ class SafetyOverride:
         reason = self._reason(req, ctx, table, address, count)
         if reason is None:
             return
-        names = tuple(p.name for p in points)
+        names = tuple([p.name for p in points]) if points else ()
         # One incident per writer, target and reason; safety points each make their own.
         key = (req.src, req.dst, reason, names)
         seen = self.incidents.by_key.get(key)
