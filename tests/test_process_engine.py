@@ -36,3 +36,26 @@ def test_six_crane_hours_at_10_hz_within_budget() -> None:
         ev = f.evidence[0].values
         assert f.rule in ("process-torque-load", "process-rate") and ev["signal"] == "hoist_load"
         assert T0 + 3 * 3600 - 1 <= ev["onset"] <= T0 + 3 * 3600 + 121
+
+
+def test_the_sink_keeps_only_the_series_of_its_own_plc() -> None:
+    # A terminal capture carries every crane's polling; only this crane's PLC becomes signals,
+    # so the other PLCs' series must not be held until the end of the run.
+    from dataclasses import replace
+
+    import numpy as np
+
+    from cranewatch.process.engine import ProcessConfig, ProcessSink
+    from cranewatch.process.signals import STS07_REGISTER_MAP
+    from cranewatch.protocols.modbus import RegisterSeries
+
+    def series(slave: str, unit: int) -> RegisterSeries:
+        return RegisterSeries(master="10.20.0.40", slave=slave, unit_id=unit, function=4,
+                              address=0, quantity=2, ts=np.array([T0, T0 + 0.2]),
+                              frame=np.array([1, 3]), values=np.array([[1, 2], [1, 3]], np.uint16))
+
+    sink = ProcessSink(config=ProcessConfig(
+        register_map=replace(STS07_REGISTER_MAP, slaves=("10.20.7.10",))))
+    for slave, unit in (("10.20.7.10", 1), ("10.20.3.10", 1), ("10.20.7.10", 9)):
+        sink.on_series(series(slave, unit))
+    assert [(s.slave, s.unit_id) for s in sink.series] == [("10.20.7.10", 1)]

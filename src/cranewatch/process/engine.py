@@ -103,7 +103,10 @@ class ProcessSink:
         return self._register_map
 
     def on_series(self, series: RegisterSeries) -> None:
-        self.series.append(series)
+        # Only the crane's own PLC becomes signals: a terminal capture carries every crane's
+        # polling, and holding the others' series until the end would cost memory for nothing.
+        if self.register_map().serves(series.slave, series.unit_id):
+            self.series.append(series)
 
     def on_flow_end(self, flow: object) -> None:
         return None
