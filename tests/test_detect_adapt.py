@@ -152,3 +152,14 @@ def test_syslog_lines_are_checked_for_container_data() -> None:
 
     (leak,) = run([payload], profile=sts07())
     assert leak.category == "data-leak" and leak.dst == "198.51.100.9:514"
+
+
+def test_remote_session_detail_prefers_the_decoders_summary_to_the_bare_version() -> None:
+    from cranewatch.protocols.remote import RemoteSessionResponse
+
+    event = RemoteSessionResponse(**{**WHERE, "src": "10.20.7.30", "dst": "203.0.113.10",
+                                     "sport": 5900, "dport": 5500}, protocol="vnc",
+                                  version="003.008", security=("none",),
+                                  detail="RFB 003.008 security none (reverse VNC)")
+    (session,) = facts(event)
+    assert session.detail == "RFB 003.008 security none (reverse VNC)"

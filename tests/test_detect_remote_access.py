@@ -97,3 +97,15 @@ def test_a_session_the_baseline_had_is_low() -> None:
     baseline = learn([session])
     (f,) = run([session], baseline=baseline)
     assert f.severity == Severity.LOW
+
+
+def test_sessions_to_two_ports_of_one_host_are_two_findings() -> None:
+    # The same outsider on the CMS's SSH port and, hidden, on 443: two ways in, each reported
+    # with its own port (one finding would name only the first).
+    ctx = Context(profile=sts07())
+    sink = DetectionSink(ctx)
+    for i, port in enumerate((22, 443, 22)):
+        sink.on_payload(_Flow("203.0.113.77", CMS, 50000 + i, port), False,
+                        b"SSH-2.0-OpenSSH_9.2p1 Debian-2\r\n", T0 + i, 10 + i)
+    found = sorted((f.dst, f.count) for f in sink.finish() if f.category == "remote-access")
+    assert found == [(f"{CMS}:22", 2), (f"{CMS}:443", 1)]

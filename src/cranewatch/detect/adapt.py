@@ -293,8 +293,10 @@ def _remote(event: Any, proto: str) -> list[RemoteSession]:
     name = REMOTE_KINDS.get(proto) or REMOTE_KINDS.get(_text(getattr(event, "protocol", "")).lower())
     if name is None:
         return []
-    detail = getattr(event, "banner", None) or getattr(event, "version", None) or \
-        getattr(event, "detail", None) or ""
+    # The decoder's own summary (e.g. "RFB 003.008 security none (reverse VNC)") says more
+    # than the bare version number.
+    detail = getattr(event, "banner", None) or getattr(event, "detail", None) or \
+        getattr(event, "version", None) or ""
     base = _where_fields(event)
     # Decoders report both directions; the session's client is the flow's client.
     if getattr(event, "from_client", True) is False or kind_is_response(event):

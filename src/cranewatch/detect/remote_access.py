@@ -78,14 +78,15 @@ class RemoteAccess:
         session = (fact.src, fact.sport, fact.dst, fact.dport)
         weight = 0 if session in self.sessions else 1
         self.sessions.add(session)
-        self.incidents.add((fact.src, fact.dst, fact.protocol), fact, {
+        # One incident per service: SSH to a host's port 22 and to its port 443 are two ways in.
+        self.incidents.add((fact.src, fact.dst, fact.protocol, fact.dport), fact, {
             "protocol": fact.protocol, "server_port": fact.dport,
             "detail": [fact.detail] if fact.detail else []}, weight=weight)
 
     def finish(self, ctx: Context) -> list[Finding]:
         findings = []
         for key, inc in self.incidents.items():
-            client, server, protocol = key
+            client, server, protocol, _ = key
             outside = ctx.is_outside(client) or ctx.is_outside(server)
             reverse = protocol == "ssh" and ctx.is_crane(client) and not ctx.is_crane(server)
             known = ctx.baseline is not None and ctx.baseline.has_remote(client, server, protocol)
