@@ -109,3 +109,22 @@ def test_sessions_to_two_ports_of_one_host_are_two_findings() -> None:
                         b"SSH-2.0-OpenSSH_9.2p1 Debian-2\r\n", T0 + i, 10 + i)
     found = sorted((f.dst, f.count) for f in sink.finish() if f.category == "remote-access")
     assert found == [(f"{CMS}:22", 2), (f"{CMS}:443", 1)]
+
+
+def test_a_session_through_a_web_proxy_is_judged_by_where_the_proxy_goes() -> None:
+    from cranewatch.detect.facts import HttpRequest
+
+    ctx = Context(profile=sts07())
+    sink = DetectionSink(ctx)
+    proxy = "10.20.0.60"
+    where = {"src": CMS, "dst": proxy, "sport": 40001, "dport": 3128, "source": "t.pcap"}
+    sink.feed(HttpRequest(**where, ts=T0, frame=10, method="CONNECT", host="198.51.100.7:443",
+                          uri="198.51.100.7:443"))
+    sink.feed(RemoteSession(**where, ts=T0 + 0.1, frame=12, protocol="ssh",
+                            detail="SSH-2.0-OpenSSH_9.2p1"))
+    # the same session to the proxy without a CONNECT stays a terminal-zone session
+    sink.feed(RemoteSession(**{**where, "sport": 40002}, ts=T0 + 1, frame=20, protocol="ssh",
+                            detail="SSH-2.0-OpenSSH_9.2p1"))
+    (f,) = [f for f in sink.finish() if f.category == "remote-access"]
+    assert "→ 10.20.0.60:3128 through the proxy to 198.51.100.7:443" in f.title
+    assert f.severity == Severity.CRITICAL and f.count == 2 and "T0822" in f.technique

@@ -64,13 +64,18 @@ def test_logs_and_captures_give_the_same_findings(shared_data: Path) -> None:
 
 
 def test_ssh_sessions_from_logs_and_capture(shared_data: Path) -> None:
-    """The richest pair: ssh.pcap has seven sessions in and out of private networks."""
+    """The richest pair: ssh.pcap has sessions between seven host pairs in and out of
+    private networks."""
     row = next(r for r in pairs(shared_data) if r["baseline"] == "scripts.base.protocols.ssh.basic")
     logs = zeek.read_zeek([shared_data / "zeek-logs" / row["baseline"]])
     sink = build_sink(None, None, "X")
     for event in logs.events:
         sink.on_event(event)
     found = [f for f in sink.finish() if f.category == "remote-access"]
-    assert len(found) == 7
+    # seven client/server pairs; 192.168.2.1 reaches 192.168.2.158's SSH on 22 and on 2200:
+    # two services, two findings
+    assert len(found) == 8
+    assert {f.dst for f in found if f.src == "192.168.2.1"} == {"192.168.2.158:22",
+                                                                "192.168.2.158:2200"}
     outbound = [f for f in found if "reverse tunnel" in f.title]
     assert {f.dst for f in outbound} >= {"131.159.21.1:22", "128.2.10.238:22"}

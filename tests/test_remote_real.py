@@ -294,7 +294,8 @@ def make_sessions(tmp: Path, displays: dict[int, str]) -> list[Session]:
     # that has no other
     proxied = [*ssh, "-o", f"ProxyCommand=socat - PROXY:{PROXY}:%h:%p,proxyport=3128"]
     out = run_client("crane", ["ssh", *proxied, "-p", "443", f"root@{OUTSIDE}", "echo via-the-proxy"])
-    sessions.append(Session("ssh-via-proxy", "ssh", CMS, PROXY, 3128, "high", out,
+    # the proxy is in the terminal zone, but it was asked to reach an outside host: critical
+    sessions.append(Session("ssh-via-proxy", "ssh", CMS, PROXY, 3128, "critical", out,
                             opening='frame contains "SSH-2.0-"'))
 
     # embedded SSH on 502: a login attempt without a key the server knows
@@ -433,6 +434,13 @@ def test_sessions_out_of_the_crane_say_so_and_ssh_reads_as_a_reverse_tunnel(capt
     assert all("out of the crane zone" in f["title"] for f in outbound.values())
     assert "reverse tunnel" in outbound["SSH"]["title"]
     assert "reverse tunnel" not in outbound["RDP"]["title"] + outbound["VNC"]["title"]
+
+
+def test_a_proxied_session_names_where_the_proxy_took_it(captured: Captured) -> None:
+    (finding,) = [f for f in captured.findings("remote-access") if f["dst"] == f"{PROXY}:3128"]
+    assert f"through the proxy to {OUTSIDE}:443" in finding["title"]
+    assert finding["evidence"][0]["values"]["via_proxy_to"] == f"{OUTSIDE}:443"
+    assert "T0822" in finding["technique"]  # external remote services: the far end is outside
 
 
 def test_what_each_handshake_told(captured: Captured) -> None:

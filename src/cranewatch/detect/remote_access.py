@@ -5,7 +5,8 @@ Services, T0886 Remote Services).
 Sessions come from the protocol decoders and, for flows no decoder claimed, from the first
 bytes each side sent (``rules/remote_access.yaml``). A session the profile allows raises
 nothing; one the baseline already had is low; an outbound SSH session from a crane host to
-an outside server is the shape of a reverse tunnel.
+an outside server is the shape of a reverse tunnel. A session carried through a web proxy
+(HTTP CONNECT) names the host the proxy was asked to reach and is judged by it.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from functools import cache
 from typing import Any, ClassVar
 
 from cranewatch.detect.base import Context, Incidents, Verdict, endpoint, make_finding
-from cranewatch.detect.facts import RemoteSession
+from cranewatch.detect.facts import HttpRequest, RemoteSession
 from cranewatch.detect.rules import rule_data
 from cranewatch.model import Finding, Severity
 
@@ -59,13 +60,19 @@ def identify_remote(client: bytes, server: bytes) -> str | None:
 
 class RemoteAccess:
     name: ClassVar[str] = "remote-access"
-    accepts: ClassVar[tuple[type, ...]] = (RemoteSession,)
+    # HTTP requests only for CONNECT: where a proxied session really goes.
+    accepts: ClassVar[tuple[type, ...]] = (RemoteSession, HttpRequest)
 
     def __init__(self) -> None:
         self.incidents = Incidents()
         self.sessions: set[tuple[str, int, str, int]] = set()
+        self.tunnels: dict[tuple[str, int, str, int], str] = {}  # connection -> CONNECT target
 
     def observe(self, fact: Any, ctx: Context) -> None:
+        if isinstance(fact, HttpRequest):
+            if fact.method.upper() == "CONNECT" and fact.uri:
+                self.tunnels[(fact.src, fact.sport, fact.dst, fact.dport)] = fact.uri
+            return
         if not isinstance(fact, RemoteSession):
             return
         if ctx.profile is not None and ctx.profile.allows(fact.src, fact.dst, fact.protocol, fact.dport):
@@ -78,16 +85,23 @@ class RemoteAccess:
         session = (fact.src, fact.sport, fact.dst, fact.dport)
         weight = 0 if session in self.sessions else 1
         self.sessions.add(session)
+        values: dict[str, Any] = {"protocol": fact.protocol, "server_port": fact.dport,
+                                  "detail": [fact.detail] if fact.detail else []}
+        tunnel = self.tunnels.get(session)
+        if tunnel:
+            values["via_proxy_to"] = tunnel
         # One incident per service: SSH to a host's port 22 and to its port 443 are two ways in.
-        self.incidents.add((fact.src, fact.dst, fact.protocol, fact.dport), fact, {
-            "protocol": fact.protocol, "server_port": fact.dport,
-            "detail": [fact.detail] if fact.detail else []}, weight=weight)
+        self.incidents.add((fact.src, fact.dst, fact.protocol, fact.dport), fact, values,
+                           weight=weight)
 
     def finish(self, ctx: Context) -> list[Finding]:
         findings = []
         for key, inc in self.incidents.items():
             client, server, protocol, _ = key
-            outside = ctx.is_outside(client) or ctx.is_outside(server)
+            tunnel = inc.values.get("via_proxy_to")
+            target = _host_of(tunnel) if tunnel else None
+            outside = ctx.is_outside(client) or ctx.is_outside(server) or (
+                target is not None and ctx.is_outside(target))
             reverse = protocol == "ssh" and ctx.is_crane(client) and not ctx.is_crane(server)
             known = ctx.baseline is not None and ctx.baseline.has_remote(client, server, protocol)
             severity = Severity.CRITICAL if outside else Severity.HIGH
@@ -97,6 +111,8 @@ class RemoteAccess:
                 "into" if not ctx.is_crane(client) else "inside")
             title = (f"{protocol.upper()} session {direction} the crane zone: "
                      f"{ctx.host_name(client)} → {ctx.host_name(server)}:{inc.values.get('server_port')}")
+            if tunnel:
+                title += f" through the proxy to {tunnel}"
             if reverse:
                 title += " (outbound SSH from a crane host: possible reverse tunnel)"
             verdict = Verdict(VERDICT.rule, VERDICT.category, severity,
@@ -104,3 +120,10 @@ class RemoteAccess:
             findings.append(make_finding(ctx, verdict, key, inc, title, client,
                                          endpoint(server, inc.values.get("server_port")), severity))
         return findings
+
+
+def _host_of(target: str) -> str:
+    """The host of a CONNECT target: ``198.51.100.7:443``, ``[2001:db8::7]:22``, ``h.example``."""
+    if target.startswith("["):
+        return target[1:].split("]", 1)[0]
+    return target.rsplit(":", 1)[0] if target.count(":") == 1 else target
