@@ -19,7 +19,6 @@ import shutil
 import subprocess
 import sys
 import textwrap
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +28,7 @@ import pytest
 
 from cranewatch.policy import inservice_ruleset, quarantine_ruleset
 from cranewatch.profile import load_profile
+from netns_helpers import Link, ip, route_through, wait_listening
 
 pytestmark = pytest.mark.root
 
@@ -37,10 +37,6 @@ NS = {"rt": "cwpol-rt", "crane": "cwpol-crane", "term": "cwpol-term", "out": "cw
 TABLE = "cranewatch_sts_07"
 PLC, OCR, TOS, BROKER, EWS, STATION, OUTSIDE = (
     "10.20.7.10", "10.20.7.20", "10.20.0.5", "10.20.0.6", "10.20.0.50", "10.20.0.100", "198.51.100.7")
-
-
-def ip(*args: str) -> None:
-    subprocess.run(["ip", *args], check=True, capture_output=True, text=True)
 
 
 def ns_cmd(ns: str, *cmd: str) -> list[str]:
@@ -63,31 +59,11 @@ def build_topology() -> None:
     remove_namespaces()  # leftovers of an interrupted run (only our own names)
     for name in NS.values():
         ip("netns", "add", name)
-    links = {"crane": ("cwpol-rc", "cwpol-c", "10.20.7.254/24", [f"{PLC}/24", f"{OCR}/24"]),
-             "term": ("cwpol-rtm", "cwpol-t", "10.20.0.254/24",
-                      [f"{a}/24" for a in (TOS, BROKER, EWS, STATION)]),
-             "out": ("cwpol-ro", "cwpol-o", "198.51.100.1/24", [f"{OUTSIDE}/24"])}
-    for side, (rt_if, side_if, rt_addr, addrs) in links.items():
-        ip("-n", NS["rt"], "link", "add", rt_if, "type", "veth", "peer", "name", side_if, "netns", NS[side])
-        ip("-n", NS["rt"], "addr", "add", rt_addr, "dev", rt_if)
-        ip("-n", NS["rt"], "link", "set", rt_if, "up")
-        for addr in addrs:
-            ip("-n", NS[side], "addr", "add", addr, "dev", side_if)
-        ip("-n", NS[side], "link", "set", side_if, "up")
-        ip("-n", NS[side], "link", "set", "lo", "up")
-        ip("-n", NS[side], "route", "add", "default", "via", rt_addr.split("/")[0])
-    subprocess.run(ns_cmd("rt", "sysctl", "-qw", "net.ipv4.ip_forward=1"), check=True)
-
-
-def wait_listening(ns: str, addr: str, port: int) -> None:
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        out = subprocess.run(ns_cmd(ns, "ss", "-Hltn", f"src {addr}:{port}"),
-                             capture_output=True, text=True).stdout
-        if out.strip():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"nothing listens on {addr}:{port} in {NS[ns]}")
+    route_through(NS["rt"], [
+        Link(NS["crane"], "cwpol-rc", "cwpol-c", "10.20.7.254/24", (f"{PLC}/24", f"{OCR}/24")),
+        Link(NS["term"], "cwpol-rtm", "cwpol-t", "10.20.0.254/24",
+             tuple(f"{a}/24" for a in (TOS, BROKER, EWS, STATION))),
+        Link(NS["out"], "cwpol-ro", "cwpol-o", "198.51.100.1/24", (f"{OUTSIDE}/24",))])
 
 
 MODBUS_SERVER = f"""
@@ -134,7 +110,7 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
         start("out", "socat", f"TCP-LISTEN:443,bind={OUTSIDE},fork,reuseaddr", "SYSTEM:echo outside-service")
         for ns, addr, port in (("crane", PLC, 502), ("term", BROKER, 1883), ("crane", PLC, 22),
                                ("out", OUTSIDE, 443)):
-            wait_listening(ns, addr, port)
+            wait_listening(NS[ns], addr, port)
         yield Lab(tmp, daemons)
     finally:
         for daemon in daemons:

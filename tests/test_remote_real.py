@@ -48,6 +48,8 @@ from typing import Any
 
 import pytest
 
+from netns_helpers import Link, ip, route_through, wait_listening
+
 pytestmark = pytest.mark.root
 
 REPO = Path(__file__).resolve().parents[1]
@@ -89,10 +91,6 @@ def ns_cmd(ns: str, *cmd: str) -> list[str]:
     return ["ip", "netns", "exec", NS[ns], *cmd]
 
 
-def ip(*args: str) -> None:
-    subprocess.run(["ip", *args], check=True, capture_output=True, text=True)
-
-
 def remove_namespaces() -> None:
     for name in NS.values():
         for pid in subprocess.run(["ip", "netns", "pids", name], capture_output=True,
@@ -115,32 +113,11 @@ def build_topology() -> None:
         etc = Path("/etc/netns") / name  # ``ip netns exec`` binds these over /etc
         etc.mkdir(parents=True, exist_ok=True)
         (etc / "resolv.conf").write_text("nameserver 127.0.0.1\n")
-    links = {"crane": ("cwrem-rc", "10.20.7.254", [PLC, CMS]),
-             "term": ("cwrem-rtm", "10.20.0.254", [PROXY, EWS]),
-             "out": ("cwrem-ro", "198.51.100.1", [OUTSIDE])}
-    for side, (rt_if, rt_addr, addrs) in links.items():
-        ip("-n", NS["rt"], "link", "add", rt_if, "type", "veth", "peer", "name", "eth0", "netns", NS[side])
-        ip("-n", NS["rt"], "addr", "add", f"{rt_addr}/24", "dev", rt_if)
-        ip("-n", NS["rt"], "link", "set", rt_if, "up")
-        for addr in addrs:
-            ip("-n", NS[side], "addr", "add", f"{addr}/24", "dev", "eth0")
-        ip("-n", NS[side], "link", "set", "eth0", "up")
-        # the crane's own connections out leave from the CMS (the crane PC), not the PLC
-        ip("-n", NS[side], "route", "add", "default", "via", rt_addr, "src", addrs[-1])
-    for name in NS.values():
-        ip("-n", name, "link", "set", "lo", "up")
-    subprocess.run(ns_cmd("rt", "sysctl", "-qw", "net.ipv4.ip_forward=1"), check=True)
-
-
-def wait_listening(ns: str, addr: str, port: int) -> None:
-    deadline = time.monotonic() + 15
-    while time.monotonic() < deadline:
-        out = subprocess.run(ns_cmd(ns, "ss", "-Hltn", f"sport = :{port}"),
-                             capture_output=True, text=True).stdout
-        if any(f"{a}:{port}" in out for a in (addr, "*", "0.0.0.0")):
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"nothing listens on {addr}:{port} in {NS[ns]}")
+    # the crane's own connections out leave from the CMS (the crane PC), not the PLC
+    route_through(NS["rt"], [
+        Link(NS["crane"], "cwrem-rc", "eth0", "10.20.7.254/24", (f"{PLC}/24", f"{CMS}/24"), CMS),
+        Link(NS["term"], "cwrem-rtm", "eth0", "10.20.0.254/24", (f"{PROXY}/24", f"{EWS}/24"), EWS),
+        Link(NS["out"], "cwrem-ro", "eth0", "198.51.100.1/24", (f"{OUTSIDE}/24",), OUTSIDE)])
 
 
 def free_display() -> int:
@@ -245,7 +222,7 @@ def captured(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Captured]:
                                ("crane", PLC, 8080), ("crane", CMS, 3389), ("crane", CMS, 443),
                                ("out", OUTSIDE, 3389), ("out", OUTSIDE, 5500), ("crane", PLC, 502),
                                ("term", PROXY, 3128)):
-            wait_listening(ns, addr, port)
+            wait_listening(NS[ns], addr, port)
 
         pcap = tmp / "remote.pcap"
         tcpdump = subprocess.Popen(ns_cmd("rt", "tcpdump", "-i", "cwrem-rc", "-U", "-w", str(pcap)),

@@ -1,0 +1,56 @@
+"""Routed test networks in namespaces a test creates: one router namespace, one veth link to
+each side namespace, a default route on each side through the router."""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class Link:
+    """One side of the router: its namespace, the two ends of its veth and its addresses."""
+
+    netns: str
+    router_if: str
+    side_if: str
+    router_addr: str  # with its prefix, e.g. "10.20.7.254/24"
+    addrs: tuple[str, ...]  # the side's addresses, with their prefixes
+    source: str | None = None  # the address the side's own connections leave from
+
+
+def ip(*args: str) -> None:
+    subprocess.run(["ip", *args], check=True, capture_output=True, text=True)
+
+
+def route_through(router: str, links: Iterable[Link]) -> None:
+    """Wire each side to the router (namespaces already made) and let the router forward."""
+    for link in links:
+        ip("-n", router, "link", "add", link.router_if, "type", "veth", "peer", "name",
+           link.side_if, "netns", link.netns)
+        ip("-n", router, "addr", "add", link.router_addr, "dev", link.router_if)
+        ip("-n", router, "link", "set", link.router_if, "up")
+        for addr in link.addrs:
+            ip("-n", link.netns, "addr", "add", addr, "dev", link.side_if)
+        ip("-n", link.netns, "link", "set", link.side_if, "up")
+        ip("-n", link.netns, "link", "set", "lo", "up")
+        gateway = link.router_addr.split("/")[0]
+        source = ("src", link.source) if link.source else ()
+        ip("-n", link.netns, "route", "add", "default", "via", gateway, *source)
+    ip("-n", router, "link", "set", "lo", "up")
+    subprocess.run(["ip", "netns", "exec", router, "sysctl", "-qw", "net.ipv4.ip_forward=1"],
+                   check=True, capture_output=True)
+
+
+def wait_listening(netns: str, addr: str, port: int, timeout: float = 15.0) -> None:
+    """Until a TCP socket listens on ``addr:port`` (or on every address) in ``netns``."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        out = subprocess.run(["ip", "netns", "exec", netns, "ss", "-Hltn", f"sport = :{port}"],
+                             capture_output=True, text=True).stdout
+        if any(f"{a}:{port}" in out for a in (addr, "*", "0.0.0.0")):
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"nothing listens on {addr}:{port} in {netns}")
