@@ -7,6 +7,7 @@ import subprocess
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,3 +55,16 @@ def wait_listening(netns: str, addr: str, port: int, timeout: float = 15.0) -> N
             return
         time.sleep(0.05)
     raise AssertionError(f"nothing listens on {addr}:{port} in {netns}")
+
+
+def stop(daemons: Iterable[subprocess.Popen[Any]]) -> None:
+    """Ask every daemon to end, then kill what is still there after five seconds."""
+    daemons = list(daemons)
+    for daemon in daemons:
+        daemon.terminate()
+    for daemon in daemons:
+        try:
+            daemon.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            daemon.kill()
+            daemon.wait()

@@ -28,7 +28,7 @@ import pytest
 
 from cranewatch.policy import inservice_ruleset, quarantine_ruleset
 from cranewatch.profile import load_profile
-from netns_helpers import Link, ip, route_through, wait_listening
+from netns_helpers import Link, ip, route_through, stop, wait_listening
 
 pytestmark = pytest.mark.root
 
@@ -113,13 +113,7 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
             wait_listening(NS[ns], addr, port)
         yield Lab(tmp, daemons)
     finally:
-        for daemon in daemons:
-            daemon.terminate()
-        for daemon in daemons:
-            try:
-                daemon.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                daemon.kill()
+        stop(daemons)
         for log in logs:
             log.close()
         remove_namespaces()

@@ -48,7 +48,7 @@ from typing import Any
 
 import pytest
 
-from netns_helpers import Link, ip, route_through, wait_listening
+from netns_helpers import Link, ip, route_through, stop, wait_listening
 
 pytestmark = pytest.mark.root
 
@@ -240,14 +240,8 @@ def captured(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Captured]:
         assert done.returncode == 0, done.stderr
         yield Captured(pcap, sessions, [json.loads(line) for line in done.stdout.splitlines()])
     finally:
+        stop(daemons)
         for daemon in daemons:
-            daemon.terminate()
-        for daemon in daemons:
-            try:
-                daemon.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                daemon.kill()
-                daemon.wait()
             if daemon.stderr is not None:
                 daemon.stderr.close()
         remove_namespaces()
