@@ -121,3 +121,40 @@ def test_baseline_receivers_are_allowed_without_profile() -> None:
     baseline = learn([mqtt(BROKER)])
     assert run([mqtt(BROKER)], baseline=baseline) == []
     assert [f.category for f in run([mqtt("10.20.0.99")], baseline=baseline)] == ["data-leak"]
+
+
+@pytest.mark.parametrize("compress", ["gzip", "zlib"])
+def test_compressed_ocr_events_to_an_outside_host(compress: str) -> None:
+    import gzip
+    import zlib
+
+    day = b"\n".join(OCR_EVENT for _ in range(200))
+    body = gzip.compress(day) if compress == "gzip" else zlib.compress(day)
+    assert b"CSQU" not in body  # nothing to see in the clear
+    post = HttpRequest(ts=T0, frame=9, src=OCR, dst="203.0.113.5", dport=443, source="t.pcap",
+                       method="POST", host="collector.example", uri="/upload", body=body)
+    raw = Payload(ts=T0, frame=11, src=OCR, dst="203.0.113.6", dport=9000, source="t.pcap",
+                  from_client=True, data=body[: len(body) // 2])  # cut short by the capture
+    batch = MqttPublish(ts=T0, frame=13, src=OCR, dst="198.51.100.61", dport=1883, source="t.pcap",
+                        topic="cranes/07/ocr/batch", payload=body)
+    found = {f.dst: f for f in run([post, raw, batch], profile=sts07()) if f.category == "data-leak"}
+    assert set(found) == {"203.0.113.5:443", "203.0.113.6:9000", "198.51.100.61:1883"}
+    for f in found.values():
+        assert f.evidence[0].values["encoding"] == compress
+        assert f.evidence[0].values["containers"] == ["CSQU3054383"]
+
+
+def test_compressed_bytes_without_container_data_and_bombs_stay_quiet() -> None:
+    import gzip
+
+    from cranewatch.detect.content import MAX_INFLATED, inflated
+
+    bomb = gzip.compress(b"\0" * (50 * MAX_INFLATED))
+    name, view = inflated(bomb) or ("", b"")
+    assert name == "gzip" and len(view) == MAX_INFLATED  # bounded however large it unpacks
+    assert inflated(b"\x1f\x8b\x08garbage-not-deflate") is None
+    assert not find_container_data_deep(bomb)
+    quiet = HttpRequest(ts=T0, frame=9, src=OCR, dst="203.0.113.5", dport=443, source="t.pcap",
+                        method="POST", host="collector.example", uri="/upload",
+                        body=gzip.compress(b"firmware log line\n" * 100))
+    assert [f for f in run([quiet], profile=sts07()) if f.category == "data-leak"] == []

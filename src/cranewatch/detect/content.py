@@ -2,7 +2,8 @@
 
 ``find_container_data`` is pure: bytes in, what it found out. DNS labels and URLs often carry
 data encoded (hex, base32, base64) to survive the channel, so ``decoded_views`` also offers
-those decodings of a token for the same search.
+those decodings of a token for the same search; and whoever carries a day of OCR events out
+compresses them first, so gzip and zlib streams are inflated (``inflated``, bounded).
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import base64
 import binascii
 import re
+import zlib
 from dataclasses import dataclass
 from functools import cache, lru_cache
 
@@ -20,6 +22,8 @@ WORD5_RE = re.compile(rb"(?<![A-Za-z])([A-Z]{5})(?![A-Za-z])")
 KEYED_LOCODE_RE = re.compile(rb'"?([A-Za-z_]+)"?\s*[:=]\s*"?([A-Z]{2}[A-Z2-9]{3})\b')
 OCR_KEYS = (b"container", b"bay", b"row", b"tier", b"pol", b"pod", b"move")
 ENCODED_RE = re.compile(rb"[A-Za-z0-9+/=_-]{16,}")
+GZIP_MAGIC = b"\x1f\x8b\x08"
+MAX_INFLATED = 1 << 20  # bytes of a compressed stream looked at: a bomb costs no more
 
 
 def letter_value(ch: str) -> int:
@@ -125,15 +129,54 @@ def decoded_views(token: bytes) -> list[tuple[str, bytes]]:
     return views
 
 
+def inflated(data: bytes) -> tuple[str, bytes] | None:
+    """The bytes of a gzip or zlib stream at the start of ``data``, up to ``MAX_INFLATED``
+    (a stream cut short by the capture gives what it held); None when it is neither."""
+    if data[:3] == GZIP_MAGIC:
+        name, wbits = "gzip", 16 + zlib.MAX_WBITS
+    elif len(data) >= 2 and data[0] & 0x0F == 8 and data[0] >> 4 <= 7 \
+            and ((data[0] << 8) | data[1]) % 31 == 0:
+        name, wbits = "zlib", zlib.MAX_WBITS
+    else:
+        return None
+    try:
+        return name, zlib.decompressobj(wbits).decompress(data, MAX_INFLATED)
+    except zlib.error:
+        return None
+
+
+def compressed_views(data: bytes) -> list[tuple[str, bytes]]:
+    """Inflated streams in a payload: at its start, after its first line (an HTTP request's
+    body as the detectors see it), and wherever a gzip header stands in its first 4 KiB."""
+    starts = {0}
+    newline = data.find(b"\n", 0, 4096)
+    if newline >= 0:
+        starts.add(newline + 1)
+    magic = data.find(GZIP_MAGIC, 0, 4096)
+    if magic >= 0:
+        starts.add(magic)
+    views = []
+    for start in sorted(starts):
+        view = inflated(data[start:])
+        if view is not None and view[1]:
+            views.append(view)
+    return views
+
+
 @lru_cache(maxsize=4096)
 def find_container_data_deep(data: bytes) -> ContainerData:
-    """``find_container_data`` on the clear bytes, then on decodings of long tokens in them.
+    """``find_container_data`` on the clear bytes, on what compressed streams in them hold,
+    then on decodings of long tokens in them.
 
     Cached: DNS names and URLs repeat all day on a crane network.
     """
     found = find_container_data(data)
     if found:
         return found
+    for encoding, view in compressed_views(data):
+        hit = find_container_data(view, encoding)
+        if hit:
+            return hit
     joined = data.replace(b".", b"") if len(data) < 512 else data
     for token in [joined, *ENCODED_RE.findall(data)][:32]:
         for encoding, view in decoded_views(token):

@@ -3,7 +3,7 @@ clear text to a destination not allowed to receive them (T0882 Theft of Operatio
 Information, T0802 Automated Collection).
 
 Looked for in HTTP URLs and bodies, MQTT topics and payloads, DNS names (also hex/base32/
-base64-encoded labels) and raw TCP/UDP payloads. Who may receive container data comes from
+base64-encoded labels) and raw TCP/UDP payloads, inside gzip and zlib streams too. Who may receive container data comes from
 the profile (``[data] container_receivers``), else from the baseline (hosts that received it
 in normal operation); without either only outside destinations are judged. Container data in
 DNS names is always a leak: resolvers forward names to whoever owns the domain.
@@ -14,7 +14,12 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 from cranewatch.detect.base import Context, Incidents, Verdict, endpoint, make_finding
-from cranewatch.detect.content import ContainerData, find_container_data, find_container_data_deep
+from cranewatch.detect.content import (
+    ContainerData,
+    find_container_data,
+    find_container_data_deep,
+    inflated,
+)
 from cranewatch.detect.facts import DnsQuery, HttpRequest, MqttPublish, Payload
 from cranewatch.model import Finding, Severity
 
@@ -79,8 +84,10 @@ class DataLeak:
         else:
             return
         found = find_container_data(text)
-        if not found:
-            found = find_container_data_deep(text[:4096]) if channel != "mqtt" else found
+        if not found and channel != "mqtt":
+            found = find_container_data_deep(text[:4096])
+        elif not found and isinstance(fact, MqttPublish) and inflated(fact.payload) is not None:
+            found = find_container_data_deep(fact.payload[:4096])  # a compressed batch of events
         if found:
             self._report(fact, channel, found, text[:EXCERPT].decode("utf-8", "replace"), src, dst, port)
 
