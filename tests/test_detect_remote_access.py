@@ -128,3 +128,28 @@ def test_a_session_through_a_web_proxy_is_judged_by_where_the_proxy_goes() -> No
     (f,) = [f for f in sink.finish() if f.category == "remote-access"]
     assert "→ 10.20.0.60:3128 through the proxy to 198.51.100.7:443" in f.title
     assert f.severity == Severity.CRITICAL and f.count == 2 and "T0822" in f.technique
+
+
+# OpenVPN's opening as RFC-less but stable framing (openvpn/src/openvpn/ssl_pkt.h): opcode in the
+# high 5 bits (7 = client hard reset v2, 8 = server hard reset v2), key id, 8-byte session id.
+OVPN_CLIENT = bytes([7 << 3]) + bytes.fromhex("5d1e2f3a4b5c6d7e") + bytes.fromhex("0000000000")
+OVPN_SERVER = bytes([8 << 3]) + bytes.fromhex("a1b2c3d4e5f60718") + bytes.fromhex("01000000005d1e2f3a4b5c6d7e00000000")
+
+
+def test_openvpn_is_recognised_by_both_hard_resets_over_udp_and_tcp() -> None:
+    assert identify_remote(OVPN_CLIENT, OVPN_SERVER) == "openvpn"
+    framed = [len(p).to_bytes(2, "big") + p for p in (OVPN_CLIENT, OVPN_SERVER)]
+    assert identify_remote(framed[0], framed[1]) == "openvpn"
+    # one side alone, or a server that answers with another opcode, is not enough on UDP
+    assert identify_remote(OVPN_CLIENT, b"") is None
+    assert identify_remote(OVPN_CLIENT, bytes([4 << 3]) + OVPN_SERVER[1:]) is None
+    assert identify_remote(bytes([7 << 3]) + bytes(12), OVPN_SERVER) is None  # no session id
+
+
+def test_an_openvpn_tunnel_out_of_the_crane_is_critical() -> None:
+    flow = _Flow(CMS, "198.51.100.7", 40123, 1194)
+    flow.transport = "udp"
+    findings = _payload_run(flow, [(True, OVPN_CLIENT), (False, OVPN_SERVER)], Context(profile=sts07()))
+    (f,) = [f for f in findings if f.category == "remote-access"]
+    assert f.severity == Severity.CRITICAL and f.dst == "198.51.100.7:1194"
+    assert f.title.startswith("OPENVPN session out of the crane zone")

@@ -1,5 +1,5 @@
-"""remote-access: SSH, RDP, VNC, Telnet, TeamViewer, AnyDesk and reverse tunnels into or out
-of the crane zone, recognised by protocol behaviour on any port (T0822 External Remote
+"""remote-access: SSH, RDP, VNC, Telnet, TeamViewer, AnyDesk, OpenVPN tunnels and reverse
+tunnels into or out of the crane zone, recognised by protocol behaviour on any port (T0822 External Remote
 Services, T0886 Remote Services).
 
 Sessions come from the protocol decoders and, for flows no decoder claimed, from the first
@@ -39,8 +39,30 @@ def _signatures() -> list[tuple[str, dict[str, list[bytes]]]]:
     return out
 
 
+OPENVPN_CLIENT_RESETS = (7, 10)  # P_CONTROL_HARD_RESET_CLIENT_V2, _V3 (tls-crypt-v2)
+OPENVPN_SERVER_RESET = 8  # P_CONTROL_HARD_RESET_SERVER_V2
+
+
+def is_openvpn(client: bytes, server: bytes) -> bool:
+    """OpenVPN's TLS-mode opening, which stays in the clear whatever tls-auth/tls-crypt hide:
+    the client's hard reset and the server's answer, each an opcode (high 5 bits of the first
+    byte) and an 8-byte session id; over TCP each packet carries a 2-byte length first. Both
+    sides must show it: one byte alone is too weak a sign on UDP."""
+    def opens(c: bytes, s: bytes) -> bool:
+        return (len(c) >= 9 and len(s) >= 9 and c[0] >> 3 in OPENVPN_CLIENT_RESETS
+                and s[0] >> 3 == OPENVPN_SERVER_RESET and any(c[1:9]) and any(s[1:9]))
+
+    def framed(data: bytes) -> bool:
+        return len(data) >= 11 and 14 <= int.from_bytes(data[:2], "big") <= 1600
+
+    return opens(client, server) or (framed(client) and framed(server)
+                                     and opens(client[2:], server[2:]))
+
+
 def identify_remote(client: bytes, server: bytes) -> str | None:
     """Which remote-access protocol the first bytes of each side speak, if any."""
+    if is_openvpn(client, server):
+        return "openvpn"
     for name, sig in _signatures():
         client_ok = bool(client) and any(client.startswith(p) for p in sig["client"])
         server_ok = bool(server) and any(server.startswith(p) for p in sig["server"])
