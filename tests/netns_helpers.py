@@ -3,10 +3,15 @@ each side namespace, a default route on each side through the router."""
 
 from __future__ import annotations
 
+import contextlib
+import os
+import shutil
+import signal
 import subprocess
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 
@@ -68,3 +73,16 @@ def stop(daemons: Iterable[subprocess.Popen[Any]]) -> None:
         except subprocess.TimeoutExpired:
             daemon.kill()
             daemon.wait()
+
+
+def remove_namespaces(names: Iterable[str]) -> None:
+    """Delete the test's own namespaces, killing what still runs in them, and their /etc/netns
+    files (``ip netns exec`` binds those over /etc)."""
+    for name in names:
+        for pid in subprocess.run(["ip", "netns", "pids", name], capture_output=True,
+                                  text=True).stdout.split():
+            os.kill(int(pid), signal.SIGKILL)  # only processes inside our own namespaces
+        subprocess.run(["ip", "netns", "del", name], capture_output=True)
+        shutil.rmtree(Path("/etc/netns") / name, ignore_errors=True)
+    with contextlib.suppress(OSError):
+        Path("/etc/netns").rmdir()  # only when nothing else uses it

@@ -28,7 +28,7 @@ import pytest
 
 from cranewatch.policy import inservice_ruleset, quarantine_ruleset
 from cranewatch.profile import load_profile
-from netns_helpers import Link, ip, route_through, stop, wait_listening
+from netns_helpers import Link, ip, remove_namespaces, route_through, stop, wait_listening
 
 pytestmark = pytest.mark.root
 
@@ -50,13 +50,8 @@ def py_in(ns: str, code: str, timeout: float = 20) -> str:
     return done.stdout.strip()
 
 
-def remove_namespaces() -> None:
-    for name in NS.values():
-        subprocess.run(["ip", "netns", "del", name], capture_output=True)
-
-
 def build_topology() -> None:
-    remove_namespaces()  # leftovers of an interrupted run (only our own names)
+    remove_namespaces(NS.values())  # leftovers of an interrupted run (only our own names)
     for name in NS.values():
         ip("netns", "add", name)
     route_through(NS["rt"], [
@@ -116,7 +111,7 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
         stop(daemons)
         for log in logs:
             log.close()
-        remove_namespaces()
+        remove_namespaces(NS.values())
 
 
 def load(lab: Lab, ruleset: str) -> None:

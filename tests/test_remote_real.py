@@ -32,7 +32,6 @@ The whole module takes about 20 s (one capture, analysed once).
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import shutil
@@ -48,7 +47,7 @@ from typing import Any
 
 import pytest
 
-from netns_helpers import Link, ip, route_through, stop, wait_listening
+from netns_helpers import Link, ip, remove_namespaces, route_through, stop, wait_listening
 
 pytestmark = pytest.mark.root
 
@@ -91,19 +90,8 @@ def ns_cmd(ns: str, *cmd: str) -> list[str]:
     return ["ip", "netns", "exec", NS[ns], *cmd]
 
 
-def remove_namespaces() -> None:
-    for name in NS.values():
-        for pid in subprocess.run(["ip", "netns", "pids", name], capture_output=True,
-                                  text=True).stdout.split():
-            os.kill(int(pid), signal.SIGKILL)  # only processes inside our own namespaces
-        subprocess.run(["ip", "netns", "del", name], capture_output=True)
-        shutil.rmtree(Path("/etc/netns") / name, ignore_errors=True)
-    with contextlib.suppress(OSError):
-        Path("/etc/netns").rmdir()  # only when nothing else uses it
-
-
 def build_topology() -> None:
-    remove_namespaces()  # leftovers of an interrupted run (only our own names)
+    remove_namespaces(NS.values())  # leftovers of an interrupted run (only our own names)
     for name in NS.values():
         ip("netns", "add", name)
         # No IPv6 (router solicitations add noise) and no DNS: telnetd looks its peer up, and
@@ -244,7 +232,7 @@ def captured(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Captured]:
         for daemon in daemons:
             if daemon.stderr is not None:
                 daemon.stderr.close()
-        remove_namespaces()
+        remove_namespaces(NS.values())
 
 
 def make_sessions(tmp: Path, displays: dict[int, str]) -> list[Session]:

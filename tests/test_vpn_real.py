@@ -30,7 +30,7 @@ from typing import Any
 
 import pytest
 
-from netns_helpers import Link, ip, route_through, stop
+from netns_helpers import Link, ip, remove_namespaces, route_through, stop
 
 REPO = Path(__file__).resolve().parent.parent
 NS = {"rt": "cwvpn-rt", "crane": "cwvpn-crane", "out": "cwvpn-out"}
@@ -40,14 +40,6 @@ SESSIONS = (("udp", 1194, "10.99.1"), ("tcp", 443, "10.99.2"))  # transport, por
 
 def ns_cmd(ns: str, *cmd: str) -> list[str]:
     return ["ip", "netns", "exec", NS[ns], *cmd]
-
-
-def remove_namespaces() -> None:
-    for name in NS.values():
-        for pid in subprocess.run(["ip", "netns", "pids", name], capture_output=True,
-                                  text=True).stdout.split():
-            os.kill(int(pid), signal.SIGKILL)  # only processes inside our own namespaces
-        subprocess.run(["ip", "netns", "del", name], capture_output=True)
 
 
 def make_certificates(tmp: Path) -> None:
@@ -81,7 +73,7 @@ def captured(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, l
         pytest.fail(f"{', '.join(missing)} not installed: run scripts/install-deps.sh")
     tmp = tmp_path_factory.mktemp("cwvpn")
     make_certificates(tmp)
-    remove_namespaces()
+    remove_namespaces(NS.values())
     for name in NS.values():
         ip("netns", "add", name)
     route_through(NS["rt"], [
@@ -144,7 +136,7 @@ def captured(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, l
         stop(daemons)
         if tcpdump.stderr is not None:
             tcpdump.stderr.close()
-        remove_namespaces()
+        remove_namespaces(NS.values())
 
 
 def test_the_tunnels_really_carried_traffic(captured: tuple[Path, list[dict[str, Any]], list[str]]) -> None:
