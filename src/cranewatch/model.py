@@ -7,12 +7,16 @@ gives exactly the documented JSON-lines object. Protocol events live beside thei
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import IntEnum
-from typing import Any
+from typing import Any, TypeVar
+
+_T = TypeVar("_T")
 
 NETWORK_CATEGORIES = (
     "hidden-uplink",
@@ -197,3 +201,85 @@ class Finding:
             evidence=evidence,
             remedy=obj.get("remedy", ""),
         )
+
+
+# ------------------------------------------------------------ frozen records built in bulk
+
+def _slot_setter_init(cls: type) -> Callable[..., None] | None:
+    """A drop-in ``__init__`` for a frozen slots dataclass that fills the slots directly.
+
+    The ``__init__`` dataclasses writes for a frozen class goes through
+    ``object.__setattr__(self, name, value)`` per field (a bound wrapper and a name lookup in
+    the type each time); calling each slot descriptor's ``__set__`` does the same store in
+    half the instructions (callgrind: ~0.7 k instead of ~1.4 k per field). Decoders build one
+    event per PDU and the detectors a fact per event, so on a busy capture this is several
+    percent of the run. The signature
+    (names, defaults, keyword-only) is the dataclass's own; classes with ``__post_init__``,
+    ``InitVar`` or ``init=False`` fields, or a hand-written ``__init__``, keep theirs
+    (returns None).
+    """
+    params = cls.__dict__.get("__dataclass_params__")
+    if params is None or not params.frozen or hasattr(cls, "__post_init__"):
+        return None
+    generated = getattr(cls.__dict__.get("__init__"), "__code__", None)
+    if generated is None or generated.co_filename != "<string>":
+        return None  # a hand-written __init__ (dataclasses' own is compiled from a string)
+    fields = dataclasses.fields(cls)
+    arguments = generated.co_varnames[1:generated.co_argcount + generated.co_kwonlyargcount]
+    if set(arguments) != {f.name for f in fields if f.init} or not all(f.init for f in fields):
+        return None  # InitVar or init=False: rare enough to leave to dataclasses
+    namespace: dict[str, Any] = {"_FACTORY": object()}
+    positional: list[str] = []
+    keyword: list[str] = []
+    body: list[str] = []
+    for f in fields:
+        slot: Any = getattr(cls, f.name, None)
+        if type(slot).__name__ != "member_descriptor":
+            return None  # not a plain slot: leave it to dataclasses
+        namespace[f"_set_{f.name}"] = slot.__set__
+        if f.default is not dataclasses.MISSING:
+            namespace[f"_default_{f.name}"] = f.default
+            param = f"{f.name}=_default_{f.name}"
+        elif f.default_factory is not dataclasses.MISSING:
+            namespace[f"_factory_{f.name}"] = f.default_factory
+            param = f"{f.name}=_FACTORY"
+            body.append(f" if {f.name} is _FACTORY: {f.name} = _factory_{f.name}()")
+        else:
+            param = f.name
+        (keyword if f.kw_only else positional).append(param)
+        body.append(f" _set_{f.name}(self, {f.name})")
+    signature = ", ".join(["self", *positional, *(["*", *keyword] if keyword else [])])
+    exec(f"def __init__({signature}) -> None:\n" + "\n".join(body or [" pass"]), namespace)
+    init: Callable[..., None] = namespace["__init__"]
+    init.__qualname__ = f"{cls.__qualname__}.__init__"
+    init.__module__ = cls.__module__
+    init.__doc__ = getattr(cls.__dict__.get("__init__"), "__doc__", None)
+    return init
+
+
+def fast_frozen_init(cls: type[_T]) -> type[_T]:
+    """Class decorator (above ``@dataclass(frozen=True, slots=True)``): the faster ``__init__``.
+
+    For frozen records built in bulk that do not derive from ``FastFrozen``; see
+    ``_slot_setter_init``. Classes it cannot serve keep their ``__init__``.
+    """
+    init = _slot_setter_init(cls)
+    if init is not None:
+        cls.__init__ = init  # type: ignore[method-assign]
+    return cls
+
+
+class FastFrozen:
+    """Base of frozen slots dataclasses made by the hundred thousand (decoder events,
+    detector facts): every subclass declared ``@dataclass(frozen=True, slots=True)`` gets
+    ``fast_frozen_init``'s ``__init__``, same signature, still frozen."""
+
+    __slots__ = ()
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        # ``@dataclass(slots=True)`` creates the class a second time, fields and generated
+        # ``__init__`` in hand: that creation is the one to fix up.
+        if "__slots__" in cls.__dict__:
+            fast_frozen_init(cls)
+

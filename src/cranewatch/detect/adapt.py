@@ -27,7 +27,6 @@ from cranewatch.detect.facts import (
     PlcCommand,
     RemoteSession,
     TlsHello,
-    positional,
 )
 
 if TYPE_CHECKING:
@@ -75,11 +74,6 @@ def _where_fields(event: Any) -> dict[str, Any]:
     return dict(zip(WHERE_FIELDS, _where(event), strict=True))
 
 
-# Positional constructors of the facts made for most events and every flow (``positional``).
-_binding = positional(Binding)
-_conversation = positional(Conversation)
-_dns_query = positional(DnsQuery)
-_mqtt_publish = positional(MqttPublish)
 
 
 def _text(value: Any) -> str:
@@ -187,12 +181,12 @@ def _arp(event: Any) -> list[Binding]:
     mac, ip = getattr(event, "sender_mac", ""), getattr(event, "sender_ip", "")
     if not mac or not ip or ip == "0.0.0.0" or mac == "00:00:00:00:00:00":
         return []
-    return [_binding(*_where(event), ip, mac)]
+    return [Binding(**_where_fields(event), ip=ip, mac=mac)]
 
 
 def _dns(event: Any) -> list[DnsQuery]:
-    where, qtype = _where(event), _qtype(getattr(event, "qtype", 1))
-    return [_dns_query(*where, name, qtype) for name in _names(event)]
+    where, qtype = _where_fields(event), _qtype(getattr(event, "qtype", 1))
+    return [DnsQuery(**where, name=name, qtype=qtype) for name in _names(event)]
 
 
 def _tls(event: Any) -> list[TlsHello]:
@@ -217,8 +211,8 @@ def _http_request(event: Any) -> list[HttpRequest]:
 
 
 def _mqtt(event: Any) -> list[MqttPublish]:
-    return [_mqtt_publish(*_where(event), _text(getattr(event, "topic", "")),
-                          _bytes(getattr(event, "payload", b"")))]
+    return [MqttPublish(**_where_fields(event), topic=_text(getattr(event, "topic", "")),
+                        payload=_bytes(getattr(event, "payload", b"")))]
 
 
 def _syslog(event: Any) -> list[Payload]:
@@ -317,12 +311,14 @@ def flow_conversation(flow: Flow) -> Conversation:
     """A finished live flow (``flows.Flow``) as a fact: ``conversation`` of its summary,
     without building the summary."""
     to_server, to_client = flow.to_server, flow.to_client
-    return _conversation(
-        float(flow.first_seen), int(flow.first_frame), _ip_name(flow.client), _ip_name(flow.server),
-        int(flow.client_port), int(flow.server_port), flow.source,
-        flow.transport, flow.protocol or "", float(flow.last_seen),  # transport, protocol, last_ts
-        int(to_server.packets), int(to_client.packets), int(to_server.bytes), int(to_client.bytes),
-        flow.macs(True, _mac_name), flow.macs(False, _mac_name), bool(to_server.syn),
+    return Conversation(
+        ts=float(flow.first_seen), frame=int(flow.first_frame), src=_ip_name(flow.client),
+        dst=_ip_name(flow.server), sport=int(flow.client_port), dport=int(flow.server_port),
+        source=flow.source, transport=flow.transport, protocol=flow.protocol or "",
+        last_ts=float(flow.last_seen), packets_to_server=int(to_server.packets),
+        packets_to_client=int(to_client.packets), bytes_to_server=int(to_server.bytes),
+        bytes_to_client=int(to_client.bytes), client_macs=flow.macs(True, _mac_name),
+        server_macs=flow.macs(False, _mac_name), handshake=bool(to_server.syn),
     )
 
 

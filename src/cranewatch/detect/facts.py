@@ -9,15 +9,17 @@ Every fact carries where it came from (capture ``source`` and ``frame``) for the
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass, field, fields
-from typing import Any, TypeVar
+from dataclasses import dataclass, field
+from typing import Any
 
-F = TypeVar("F", bound="Fact")
+from cranewatch.model import FastFrozen
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class Fact:
+class Fact(FastFrozen):
+    """Where a fact came from; every subclass gets the fast frozen ``__init__``
+    (``model.FastFrozen``): the adapters build one per DNS lookup, MQTT publish and flow."""
+
     ts: float
     frame: int
     src: str
@@ -134,25 +136,3 @@ class Payload(Fact):
     from_client: bool
     data: bytes
     transport: str = "tcp"
-
-
-def positional(cls: type[F]) -> Callable[..., F]:
-    """A constructor of the fact class ``cls`` that takes every field, in declaration order
-    (``dataclasses.fields``: ``Fact``'s seven, then the class's own), and no defaults.
-
-    For the adapters' hot paths (a fact per DNS lookup, MQTT publish and finished flow): a
-    frozen dataclass's ``__init__`` stores each field through ``object.__setattr__``, which
-    makes a fact of 17 fields cost 2.5 µs; this stores straight into the slots, as that
-    ``__init__`` would without the frozen detour, in 1 µs. The object is the same (equal,
-    hashable, frozen), which the adapter tests check against keyword construction.
-    """
-    names = [f.name for f in fields(cls)]
-    # the slots' own descriptors, whose __set__ skips the frozen class's __setattr__
-    setters = {f"set_{name}": getattr(cls, name).__set__ for name in names}
-    body = "".join(f"    set_{name}(fact, {name})\n" for name in names)
-    source = f"def make({', '.join(names)}):\n    fact = new(cls)\n{body}    return fact\n"
-    scope: dict[str, Any] = {"new": object.__new__, "cls": cls, **setters}
-    exec(source, scope)  # generated from the field names only, as dataclasses does
-    make: Callable[..., F] = scope["make"]
-    make.__qualname__ = f"positional({cls.__name__})"
-    return make
