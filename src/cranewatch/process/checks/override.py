@@ -114,46 +114,43 @@ TRIP_LIMITS = ("overload_limit", "wind_stop_limit")
 
 
 def check_limits_lowered(ctx: CheckContext) -> list[Incident]:
-    frame = ctx.frame
-    out = []
-    for name in TRIP_LIMITS:
-        value = configured_limits(ctx)[name]
-        if name not in frame:
-            continue
-        x = frame[name]
-        lowered = (np.nan_to_num(x, nan=np.inf) < value * 0.999 - 1e-9) & _operating(ctx)
-        for s, e, d in persistent(lowered, 1, merge_gap=ctx.seconds(1.0)):
-            unit = frame.specs[name].unit
-            out.append(Incident(
-                rule="process-limit-lowered", category="safety-override",
-                severity=Severity.MEDIUM,
-                title=f"{name} lowered to {float(np.nanmin(x[s: e + 1])):g} {unit} "
-                      f"(configured {value:g} {unit}): the crane will trip on honest work",
-                signal=name, related=(),
-                relation=f"{name} = {value:g} {unit} (the profile's value)",
-                start=s, end=e, detect=d, residual=x[s: e + 1] - value, threshold=value,
-                remedy=f"Restore {name} to {value:g} {unit} and find who wrote it.",
-            ))
-    return out
+    limits = configured_limits(ctx)
+    return _limits_moved(ctx, {name: limits[name] for name in TRIP_LIMITS}, raised=False)
 
 
 def check_limits_raised(ctx: CheckContext) -> list[Incident]:
+    return _limits_moved(ctx, configured_limits(ctx), raised=True)
+
+
+def _limits_moved(ctx: CheckContext, configured: dict[str, float], raised: bool) -> list[Incident]:
+    """Safety limits the PLC serves above (``raised``) or below the profile's values while
+    the crane works: a raised limit lets an overload or a storm through; a lowered one trips
+    the crane on honest work."""
     frame = ctx.frame
-    configured = configured_limits(ctx)
     out = []
     for name, value in configured.items():
         if name not in frame:
             continue
         x = frame[name]
-        raised = (np.nan_to_num(x, nan=-np.inf) > value * 1.001 + 1e-9) & _operating(ctx)
-        for s, e, d in persistent(raised, 1, merge_gap=ctx.seconds(1.0)):
-            unit = frame.specs[name].unit
+        if raised:
+            moved = np.nan_to_num(x, nan=-np.inf) > value * 1.001 + 1e-9
+        else:
+            moved = np.nan_to_num(x, nan=np.inf) < value * 0.999 - 1e-9
+        unit = frame.specs[name].unit
+        for s, e, d in persistent(moved & _operating(ctx), 1, merge_gap=ctx.seconds(1.0)):
+            if raised:
+                rule, severity, relation = ("process-limit-raised", Severity.HIGH,
+                                            f"{name} ≤ {value:g} {unit} (the profile's value)")
+                title = (f"{name} raised to {float(np.nanmax(x[s: e + 1])):g} {unit} "
+                         f"(configured {value:g} {unit})")
+            else:
+                rule, severity, relation = ("process-limit-lowered", Severity.MEDIUM,
+                                            f"{name} = {value:g} {unit} (the profile's value)")
+                title = (f"{name} lowered to {float(np.nanmin(x[s: e + 1])):g} {unit} "
+                         f"(configured {value:g} {unit}): the crane will trip on honest work")
             out.append(Incident(
-                rule="process-limit-raised", category="safety-override", severity=Severity.HIGH,
-                title=f"{name} raised to {float(np.nanmax(x[s: e + 1])):g} {unit} "
-                      f"(configured {value:g} {unit})",
-                signal=name, related=(),
-                relation=f"{name} ≤ {value:g} {unit} (the profile's value)",
+                rule=rule, category="safety-override", severity=severity, title=title,
+                signal=name, related=(), relation=relation,
                 start=s, end=e, detect=d, residual=x[s: e + 1] - value, threshold=value,
                 remedy=f"Restore {name} to {value:g} {unit} and find who wrote it.",
             ))
