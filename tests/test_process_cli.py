@@ -105,8 +105,10 @@ def test_unwritable_output_is_a_usage_error(false_load_capture: Path, tmp_path: 
 
 
 def test_missing_capture(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["signals", str(tmp_path / "nope.pcap"), "--out", str(tmp_path / "s.csv")]) == 2
-    assert "no such capture" in capsys.readouterr().err
+    # exit 3 like analyze and baseline: an input that cannot be read (tests/test_commands.py)
+    assert main(["signals", str(tmp_path / "nope.pcap"), "--out", str(tmp_path / "s.csv")]) == 3
+    assert "No such file or directory" in capsys.readouterr().err
+    assert not (tmp_path / "s.csv").exists()
 
 
 def test_evidence_names_the_capture_frames(false_load_capture: Path, tshark: str) -> None:

@@ -298,8 +298,13 @@ def from_json(data: dict[str, Any], source: str = "<baseline>") -> Baseline:
         raise ProfileError(f"baseline is damaged: {exc}", loc) from None
 
 
+def baseline_text(b: Baseline) -> str:
+    """The saved form of a baseline: versioned JSON."""
+    return json.dumps(to_json(b), indent=1) + "\n"
+
+
 def save_baseline(b: Baseline, path: str | Path) -> None:
-    Path(path).write_text(json.dumps(to_json(b), indent=1) + "\n", encoding="utf-8")
+    Path(path).write_text(baseline_text(b), encoding="utf-8")
 
 
 def read_baseline(path: str | Path) -> Baseline:

@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
 
+from cranewatch.errors import CranewatchError, InputError, Location, UsageError
 from cranewatch.model import Severity
 
 
@@ -13,3 +18,58 @@ def severity_option(text: str) -> Severity:
         return Severity.parse(text)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def check_inputs(paths: Sequence[str], what: str = "capture") -> None:
+    """Fail before any output when an input named on the command line cannot be read.
+
+    Every problem is listed at once (exit 3, like any input that cannot be read). A directory
+    is an input too (Zeek logs): it must be listable.
+    """
+    problems: list[CranewatchError] = []
+    for path in paths:
+        problem = _unreadable(path)
+        if problem:
+            problems.append(InputError(f"cannot read this {what}: {problem}",
+                                       Location(file=path)))
+    if len(problems) == 1:
+        raise problems[0]
+    if problems:
+        raise InputError(f"{len(problems)} of {len(paths)} inputs cannot be read:\n"
+                         + "\n".join(f"  {p}" for p in problems))
+
+
+def _unreadable(path: str) -> str | None:
+    """Why ``path`` cannot be read (None: it can)."""
+    try:
+        if os.path.isdir(path):
+            os.listdir(path)
+        else:
+            with open(path, "rb") as handle:
+                handle.read(1)
+    except OSError as exc:
+        return exc.strerror or str(exc)
+    return None
+
+
+STDOUT = "-"
+OUT_HELP = "; - for standard output"
+
+
+def out_file(out: str | None) -> str | None:
+    """The file an ``--out`` names, or None for standard output (not given, or ``-``)."""
+    return None if out is None or out == STDOUT else out
+
+
+def write_out(text: str, out: str | None, errors: str = "strict") -> None:
+    """Write a command's whole output to ``--out`` (a file, or standard output for None/``-``)."""
+    path = out_file(out)
+    if path is None:
+        sys.stdout.flush()
+        sys.stdout.buffer.write(text.encode("utf-8", errors))
+        sys.stdout.buffer.flush()
+        return
+    try:
+        Path(path).write_text(text, encoding="utf-8", errors=errors)
+    except OSError as exc:
+        raise UsageError(f"cannot write {path}: {exc.strerror}", Location(file=path)) from exc

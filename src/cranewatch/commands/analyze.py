@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from cranewatch.commands import severity_option
+from cranewatch.commands import OUT_HELP, check_inputs, severity_option, write_out
 from cranewatch.errors import ExitCode, UsageError
 from cranewatch.pipeline import AnalysisResult, Sink, analyze
 from cranewatch.progress import ProgressBar, wants_progress
@@ -43,7 +43,7 @@ def register(subparsers: Any) -> None:
     )
     parser.add_argument("captures", nargs="+", metavar="CAPTURE", help="pcap/pcapng files")
     parser.add_argument("--format", choices=FORMATS, default="text", help="output format")
-    parser.add_argument("--out", metavar="FILE", help="write the report here instead of stdout")
+    parser.add_argument("--out", metavar="FILE", help="write the report here instead of stdout" + OUT_HELP)
     parser.add_argument("--fail-on", metavar="SEVERITY", type=severity_option,
                         help="exit 1 when a finding of this severity or higher is reported "
                         "(info|low|medium|high|critical)")
@@ -94,6 +94,7 @@ def run(args: argparse.Namespace) -> int:
         value = getattr(args, option)
         if value is not None and not Path(value).exists():
             raise UsageError(f"--{option} {value}: no such file")
+    check_inputs(args.captures, "capture or Zeek log")  # before any output
     store = None
     if args.db:  # the store and the fleet take ~40 ms to import: only when recording
         from cranewatch.gate import open_recording_store
@@ -108,11 +109,7 @@ def run(args: argparse.Namespace) -> int:
             crane = args.crane
         result = _analyze(args, crane)
         report = render(result, args.format)
-        if args.out:
-            Path(args.out).write_text(report, encoding="utf-8")
-        else:
-            sys.stdout.write(report)
-            sys.stdout.flush()
+        write_out(report, args.out)
         if store is not None and crane is not None:
             from cranewatch.gate import record_traffic_analysis
 

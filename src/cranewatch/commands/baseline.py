@@ -6,7 +6,8 @@ import argparse
 import sys
 from typing import Any
 
-from cranewatch.baseline import learn_baseline, save_baseline, summary_text
+from cranewatch.baseline import baseline_text, learn_baseline, summary_text
+from cranewatch.commands import check_inputs, out_file, write_out
 from cranewatch.errors import ExitCode
 
 
@@ -25,7 +26,9 @@ def register(subparsers: Any) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("captures", nargs="+", metavar="CAPTURE", help="clean pcap/pcapng captures")
-    parser.add_argument("--out", required=True, help="where to write the baseline (JSON)")
+    parser.add_argument("--out", required=True, metavar="FILE",
+                        help="where to write the baseline (JSON); - for standard output (the "
+                        "summary then goes to stderr)")
     parser.add_argument("--profile", metavar="P",
                         help="crane profile (TOML): also learn the process envelopes")
     parser.add_argument("--quiet", action="store_true", help="do not print the summary")
@@ -33,16 +36,19 @@ def register(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    check_inputs(args.captures)
     profile = None
     if args.profile is not None:
         from cranewatch.profile import load_profile
 
         profile = load_profile(args.profile)
     learned = learn_baseline(args.captures, profile)
-    save_baseline(learned, args.out)
+    write_out(baseline_text(learned), args.out)
     if not args.quiet:
-        print(summary_text(learned), end="")
-        print(f"saved to {args.out}")
+        summary = sys.stdout if out_file(args.out) else sys.stderr  # stdout may hold the JSON
+        print(summary_text(learned), end="", file=summary)
+        print(f"saved to {args.out}" if out_file(args.out) else "written to standard output",
+              file=summary)
     # A capture cut short still teaches what it holds; the baseline is saved, the exit code
     # says the input was not read whole.
     incomplete = [i for i in learned.inputs if not i.get("complete", True)]

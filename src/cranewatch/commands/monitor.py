@@ -9,6 +9,7 @@ namespace, the interface vanished, a filter tcpdump rejects, an invalid profile 
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 import threading
@@ -16,9 +17,9 @@ from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import Any, TextIO
 
-from cranewatch.commands import severity_option
+from cranewatch.commands import STDOUT, severity_option
 from cranewatch.commands.analyze import detector_sinks
 from cranewatch.errors import ExitCode, UsageError
 from cranewatch.model import iso_time
@@ -69,7 +70,9 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--baseline", metavar="B",
                         help="baseline: a saved baseline file, or a clean capture to learn from")
     parser.add_argument("--crane", metavar="ID", help="crane id for the findings and the store")
-    parser.add_argument("--out", metavar="FILE", help="append findings here as JSON lines")
+    parser.add_argument("--out", metavar="FILE",
+                        help="append findings here as JSON lines; - for standard output (the "
+                        "finding lines then go to stderr)")
     parser.add_argument("--db", metavar="FILE",
                         help="checkpoint findings into this cranewatch database")
     parser.add_argument("--quiet", action="store_true", help="no finding lines on stdout")
@@ -142,7 +145,10 @@ def process_checks(args: argparse.Namespace) -> list[RollingProcessChecks]:
 
 def _outputs(args: argparse.Namespace, source: str) -> list[FindingOutput]:
     outputs: list[FindingOutput] = []
-    if args.out:
+    to_stdout = args.out == STDOUT
+    if to_stdout:  # the JSON lines own stdout; the finding lines go to stderr
+        outputs.append(JsonLinesOutput(Path(STDOUT), _handle=_stdout_copy()))
+    elif args.out:
         outputs.append(JsonLinesOutput(Path(args.out)))
     if args.db:
         crane = _crane_of(args)
@@ -152,8 +158,15 @@ def _outputs(args: argparse.Namespace, source: str) -> list[FindingOutput]:
 
         outputs.append(StoreOutput(open_store(args.db), crane, f"monitor:{source}"))
     if not args.quiet:
-        outputs.append(TextOutput(sys.stdout))  # last: what is shown is already on disk
+        # last: what is shown is already on disk
+        outputs.append(TextOutput(sys.stderr if to_stdout else sys.stdout))
     return outputs
+
+
+def _stdout_copy() -> TextIO:
+    """Standard output as a file of its own (closing it leaves ``sys.stdout`` open)."""
+    sys.stdout.flush()
+    return open(os.dup(sys.stdout.fileno()), "a", encoding="utf-8")
 
 
 class _StopOnSignal:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from cranewatch.commands import out_file
 from cranewatch.commands.quarantine import report_written
 from cranewatch.fleet import inservice_policy
 from cranewatch.store.options import add_db_option, store_from_args
@@ -26,7 +27,7 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--baseline", metavar="FILE", nargs="+",
                         help="a saved baseline (JSON) or clean captures to learn one from")
     parser.add_argument("--interface", help="the firewall's crane-side interface, when known")
-    parser.add_argument("--out", metavar="FILE", help="write the ruleset here (default: standard output)")
+    parser.add_argument("--out", metavar="FILE", help="write the ruleset here (default, or -: standard output)")
     parser.add_argument("--check", action="store_true", help="have `nft -c` check the ruleset (needs root)")
     parser.add_argument("--by", help="who (default: $USER)")
     add_db_option(parser)
@@ -36,6 +37,6 @@ def register(subparsers: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     with store_from_args(args) as store:
         stored = inservice_policy(store, args.crane, profile=args.profile, baseline=args.baseline,
-                                  interface=args.interface, out=args.out, check=args.check, by=args.by)
-    report_written(stored.text, args.out)
+                                  interface=args.interface, out=out_file(args.out), check=args.check, by=args.by)
+    report_written(stored.text, out_file(args.out))
     return 0

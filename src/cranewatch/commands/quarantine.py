@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from cranewatch.commands import out_file
 from cranewatch.fleet import quarantine_crane, require_crane
 from cranewatch.store.options import add_db_option, store_from_args
 
@@ -26,7 +27,7 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--zone", action="append", metavar="CIDR",
                         help="the crane zone (default: the zone registered with the crane)")
     parser.add_argument("--interface", help="the firewall's crane-side interface, when known")
-    parser.add_argument("--out", metavar="FILE", help="write the ruleset here (default: standard output)")
+    parser.add_argument("--out", metavar="FILE", help="write the ruleset here (default, or -: standard output)")
     parser.add_argument("--check", action="store_true", help="have `nft -c` check the ruleset (needs root)")
     parser.add_argument("--set-state", action="store_true",
                         help="also move the crane to quarantined in its life cycle")
@@ -39,9 +40,9 @@ def run(args: argparse.Namespace) -> int:
     with store_from_args(args) as store:
         before = require_crane(store, args.crane).state
         stored = quarantine_crane(store, args.crane, args.station, zone=args.zone, interface=args.interface,
-                                  out=args.out, check=args.check, move=args.set_state, by=args.by)
+                                  out=out_file(args.out), check=args.check, move=args.set_state, by=args.by)
         after = require_crane(store, args.crane).state
-    report_written(stored.text, args.out)
+    report_written(stored.text, out_file(args.out))
     if after != before:
         print(f"{args.crane}: {before} → {after}")
     return 0

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import argparse
 import json
-from pathlib import Path
 from typing import Any
 
+from cranewatch.commands import out_file, write_out
 from cranewatch.report.commissioning import build_report, report_records
 from cranewatch.report.html import render_html
 from cranewatch.store.options import add_db_option, store_from_args
@@ -26,7 +26,7 @@ def register(subparsers: Any) -> None:
     )
     parser.add_argument("crane", help="a registered crane, e.g. STS-07")
     parser.add_argument("--format", choices=("html", "jsonl"), default="html")
-    parser.add_argument("--out", metavar="FILE", help="write here (default: standard output)")
+    parser.add_argument("--out", metavar="FILE", help="write here (default, or -: standard output)")
     add_db_option(parser)
     parser.set_defaults(func=run)
 
@@ -38,9 +38,7 @@ def run(args: argparse.Namespace) -> int:
         text = "".join(json.dumps(r) + "\n" for r in report_records(report))
     else:
         text = render_html(report)
-    if args.out is None:
-        print(text, end="")
-    else:
-        Path(args.out).write_text(text, encoding="utf-8")
+    write_out(text, args.out)
+    if out_file(args.out) is not None:
         print(f"{args.format} report of {args.crane} written to {args.out}")
     return 0

@@ -6,6 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from cranewatch.commands import OUT_HELP, write_out
 from cranewatch.errors import ExitCode, UsageError
 from cranewatch.forensics import Limits, endpoint_policy, scan_image
 from cranewatch.forensics.render import render_html, render_jsonl, render_text
@@ -43,7 +44,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument("--vulndb", metavar="PATH", help="OSV JSON file/directory or Debian security tracker JSON (offline)")
     parser.add_argument("--sbom", metavar="FILE", help="write a CycloneDX 1.5 JSON SBOM of the image's packages")
     parser.add_argument("--format", choices=("text", "jsonl", "html"), default="text")
-    parser.add_argument("--out", metavar="FILE", help="write the report here instead of stdout")
+    parser.add_argument("--out", metavar="FILE", help="write the report here instead of stdout" + OUT_HELP)
     parser.add_argument("--min-severity", default="info", help="text output: hide findings below this severity")
     parser.add_argument("--fail-on", metavar="SEVERITY", help="exit 1 when a finding of this severity or worse is found")
     parser.add_argument("--workers", type=int, default=0, help="worker processes (default: the available cores)")
@@ -108,11 +109,6 @@ def _write_report(args: argparse.Namespace, result: ScanResult, min_severity: Se
     else:
         output = render_html(result)
     # Image file names need not be valid UTF-8: undecodable bytes are written as escapes.
-    if args.out:
-        Path(args.out).write_text(output, encoding="utf-8", errors="backslashreplace")
-    else:
-        sys.stdout.flush()
-        sys.stdout.buffer.write(output.encode("utf-8", "backslashreplace"))
-        sys.stdout.buffer.flush()
+    write_out(output, args.out, errors="backslashreplace")
     if args.sbom:
         write_sbom(result, Path(args.sbom))

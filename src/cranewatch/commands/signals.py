@@ -10,13 +10,15 @@ from __future__ import annotations
 import argparse
 import csv
 import io
+import sys
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from cranewatch.errors import EnvironmentProblem, ExitCode, Location, UsageError
+from cranewatch.commands import check_inputs, out_file, write_out
+from cranewatch.errors import EnvironmentProblem, ExitCode, UsageError
 from cranewatch.model import iso_time
 from cranewatch.process.signals import Signal, SignalFrame, build_frame
 
@@ -39,7 +41,7 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--profile", metavar="P",
                         help="crane profile (TOML) with the register map (default: STS-07)")
     parser.add_argument("--out", required=True, metavar="FILE",
-                        help="output file: .csv, or .parquet (needs pyarrow)")
+                        help="output file: .csv, or .parquet (needs pyarrow); - for CSV on standard output")
     parser.add_argument("--wide", action="store_true",
                         help="one row per grid instant, one column per signal")
     parser.set_defaults(func=run)
@@ -77,8 +79,9 @@ def wide_rows(frame: SignalFrame) -> dict[str, list[Any]]:
     return cols
 
 
-def write_table(columns: Mapping[str, list[Any]], out: Path) -> None:
-    if out.suffix == ".parquet":
+def write_table(columns: Mapping[str, list[Any]], out: Path | None) -> None:
+    """CSV or Parquet by ``out``'s suffix; None: CSV on standard output."""
+    if out is not None and out.suffix == ".parquet":
         try:
             import pyarrow as pa
             import pyarrow.parquet as pq
@@ -87,34 +90,31 @@ def write_table(columns: Mapping[str, list[Any]], out: Path) -> None:
                 "writing Parquet needs pyarrow (pip install pyarrow); or write a .csv") from None
         pq.write_table(pa.table(dict(columns)), out)
         return
-    if out.suffix not in (".csv", ""):
+    if out is not None and out.suffix not in (".csv", ""):
         raise UsageError(f"--out {out}: write .csv or .parquet")
     names = list(columns)
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(names)
     writer.writerows(zip(*(columns[n] for n in names), strict=True))
-    try:
-        out.write_text(buffer.getvalue(), encoding="utf-8")
-    except OSError as exc:
-        raise UsageError(f"cannot write {out}: {exc.strerror}", Location(file=str(out))) from exc
+    write_out(buffer.getvalue(), None if out is None else str(out))
 
 
 def run(args: argparse.Namespace) -> int:
     from cranewatch.process.engine import read_captures
 
-    for path in args.captures:
-        if not Path(path).exists():
-            raise UsageError(f"{path}: no such capture")
+    check_inputs(args.captures)
     profile = None
     if args.profile:
         from cranewatch.profile import load_profile
 
         profile = load_profile(args.profile)
     signals = read_captures(args.captures, profile).signals()
-    out = Path(args.out)
+    path = out_file(args.out)
+    out = None if path is None else Path(path)
     columns = wide_rows(build_frame(signals)) if args.wide else long_rows(signals)
     write_table(columns, out)
     rows = len(next(iter(columns.values()), []))
-    print(f"{len(signals)} signals, {rows} rows written to {out}")
+    print(f"{len(signals)} signals, {rows} rows written to {out or 'standard output'}",
+          file=sys.stdout if out else sys.stderr)
     return int(ExitCode.OK)
