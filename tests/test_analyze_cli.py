@@ -107,9 +107,15 @@ def test_fail_on(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                         lambda *args: [_FixedFindings([_high_finding()])])
     path = crane_capture(tmp_path / "sts07.pcap")
     assert main(["analyze", str(path), "--format", "jsonl", "--fail-on", fail_on]) == code
-    findings = [json.loads(line) for line in capsys.readouterr().out.splitlines()
+    captured = capsys.readouterr()
+    findings = [json.loads(line) for line in captured.out.splitlines()
                 if '"type":"finding"' in line]
     assert findings == [_high_finding().to_json()]
+    # the exit code alone does not say why: stderr names the findings that met --fail-on
+    finding = _high_finding()
+    assert captured.err == ("" if code == 0 else
+                            f"cranewatch: --fail-on {fail_on} met by 1 finding:\n"
+                            f"  HIGH     {finding.id}  CMS wrote a holding register\n")
 
 
 def test_bad_fail_on_value_is_a_usage_error(tmp_path: Path) -> None:

@@ -130,3 +130,23 @@ def test_monitor_out_dash_writes_json_lines_to_stdout_and_finding_lines_to_stder
     assert json.loads(captured.out) == finding.to_json()
     assert "scan" in captured.err
     assert not (tmp_path / "-").exists()
+
+
+# -- --fail-on says which findings met it ---------------------------------------------------------
+
+
+def test_scan_image_fail_on_names_the_findings_that_met_it(tmp_path: Path) -> None:
+    report = cranewatch("scan-image", str(IMAGE), "--format", "jsonl", cwd=tmp_path)
+    findings = [json.loads(line) for line in report.stdout.splitlines()]
+    high = [f for f in findings if f["type"] == "finding" and f["severity"] in ("high", "critical")]
+    critical = [f for f in high if f["severity"] == "critical"]
+    assert len(high) > 5 and critical  # the bundled image is a compromised one
+    done = cranewatch("scan-image", str(IMAGE), "--fail-on", "high", cwd=tmp_path)
+    assert done.returncode == 1
+    lines = done.stderr.splitlines()
+    assert lines[0] == f"cranewatch: --fail-on high met by {len(high)} findings:"
+    shown = [line.split()[:2] for line in lines[1:6]]
+    # worst first, each with its id; the rest counted
+    assert [s for s, _ in shown] == ["CRITICAL"] * min(5, len(critical)) + ["HIGH"] * (5 - min(5, len(critical)))
+    assert {i for _, i in shown} <= {f["id"] for f in high}
+    assert lines[6:] == [f"  … {len(high) - 5} more"]

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from cranewatch.errors import CranewatchError, InputError, Location, UsageError
-from cranewatch.model import Severity
+from cranewatch.model import Finding, Severity
 
 
 def severity_option(text: str) -> Severity:
@@ -73,3 +73,22 @@ def write_out(text: str, out: str | None, errors: str = "strict") -> None:
         Path(path).write_text(text, encoding="utf-8", errors=errors)
     except OSError as exc:
         raise UsageError(f"cannot write {path}: {exc.strerror}", Location(file=path)) from exc
+
+
+FAIL_ON_SHOWN = 5
+
+
+def fail_on_met(findings: Sequence[Finding], fail_on: Severity | None) -> bool:
+    """Whether ``--fail-on`` is met; when it is, stderr says by which findings (worst first)."""
+    if fail_on is None:
+        return False
+    met = sorted((f for f in findings if f.severity >= fail_on), key=lambda f: -f.severity)
+    if not met:
+        return False
+    print(f"cranewatch: --fail-on {fail_on} met by {len(met)} finding{'s' if len(met) > 1 else ''}:",
+          file=sys.stderr)
+    for f in met[:FAIL_ON_SHOWN]:
+        print(f"  {str(f.severity).upper():8} {f.id}  {f.title}", file=sys.stderr)
+    if len(met) > FAIL_ON_SHOWN:
+        print(f"  … {len(met) - FAIL_ON_SHOWN} more", file=sys.stderr)
+    return True

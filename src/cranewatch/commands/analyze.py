@@ -12,7 +12,13 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from cranewatch.commands import OUT_HELP, check_inputs, severity_option, write_out
+from cranewatch.commands import (
+    OUT_HELP,
+    check_inputs,
+    fail_on_met,
+    severity_option,
+    write_out,
+)
 from cranewatch.errors import ExitCode, UsageError
 from cranewatch.pipeline import AnalysisResult, Sink, analyze
 from cranewatch.progress import ProgressBar, wants_progress
@@ -123,8 +129,7 @@ def run(args: argparse.Namespace) -> int:
             if warning.kind == "capture":
                 print(f"cranewatch: error: {warning}", file=sys.stderr)
         return int(ExitCode.INPUT)
-    worst = result.max_severity()
-    if args.fail_on is not None and worst is not None and worst >= args.fail_on:
+    if fail_on_met(result.findings, args.fail_on):
         return int(ExitCode.FINDINGS)
     return int(ExitCode.OK)
 

@@ -19,7 +19,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any, TextIO
 
-from cranewatch.commands import STDOUT, severity_option
+from cranewatch.commands import STDOUT, fail_on_met, severity_option
 from cranewatch.commands.analyze import detector_sinks
 from cranewatch.errors import ExitCode, UsageError
 from cranewatch.model import iso_time
@@ -220,8 +220,7 @@ def run(args: argparse.Namespace) -> int:
     _print_summary(summary, capture.statistics())
     if failure is not None:
         raise failure
-    worst = summary.max_severity()
-    if args.fail_on is not None and worst is not None and worst >= args.fail_on:
+    if fail_on_met(summary.findings, args.fail_on):
         return int(ExitCode.FINDINGS)
     return int(ExitCode.OK)
 

@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from cranewatch.commands import OUT_HELP, write_out
+from cranewatch.commands import OUT_HELP, fail_on_met, write_out
 from cranewatch.errors import ExitCode, UsageError
 from cranewatch.forensics import Limits, endpoint_policy, scan_image
 from cranewatch.forensics.render import render_html, render_jsonl, render_text
@@ -95,8 +95,7 @@ def run(args: argparse.Namespace) -> int:
     finally:
         if store is not None:
             store.close()
-    worst = result.worst()
-    if fail_on is not None and worst is not None and worst >= fail_on:
+    if fail_on_met(result.findings, fail_on):
         return int(ExitCode.FINDINGS)
     return int(ExitCode.OK)
 
