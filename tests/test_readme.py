@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import argparse
 import os
 import re
 import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -66,3 +68,25 @@ def test_the_first_command_runs_the_demo(tmp_path: Path) -> None:
         assert f"[{category}]" in proc.stdout
     assert (workspace / "sts-07-commissioning.html").stat().st_size > 10_000
     assert "Traceback" not in proc.stderr
+
+
+def _all_parsers(parser: argparse.ArgumentParser) -> Iterator[argparse.ArgumentParser]:
+    yield parser
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for child in dict.fromkeys(action.choices.values()):  # aliases share a parser
+                yield from _all_parsers(child)
+
+
+def test_the_readme_exit_code_table_is_what_every_help_ends_with() -> None:
+    from cranewatch.errors import EXIT_CODE_MEANINGS, ExitCode
+
+    rows = dict(re.findall(r"^\| (\d+) \| (.+) \|$", README.split("## Exit codes")[1], re.M))
+    readme = {ExitCode(int(code)): text.replace("`", "") for code, text in rows.items()}
+    assert readme == EXIT_CODE_MEANINGS
+    parsers = list(_all_parsers(build_parser()))
+    assert len(parsers) > len(COMMAND_MODULES)  # the commands' own subcommands too (fleet add ...)
+    for parser in parsers:
+        help_text = " ".join(parser.format_help().split("Exit codes:\n")[-1].split())
+        expected = " ".join(f"{int(code)} {text}" for code, text in sorted(readme.items()))
+        assert help_text == expected, f"`{parser.prog} --help` does not end with the exit codes"

@@ -15,7 +15,7 @@ import sys
 from collections.abc import Sequence
 
 from cranewatch import __version__
-from cranewatch.errors import CranewatchError, ExitCode
+from cranewatch.errors import CranewatchError, ExitCode, exit_codes_help
 
 # One line per command module; the order is the order in --help.
 COMMAND_MODULES: tuple[str, ...] = (
@@ -37,7 +37,11 @@ COMMAND_MODULES: tuple[str, ...] = (
 
 
 class _Parser(argparse.ArgumentParser):
-    """ArgumentParser whose usage errors use our documented exit code."""
+    """ArgumentParser whose usage errors use our documented exit code, and whose help (every
+    command's, the top level's) ends with the exit codes."""
+
+    def format_help(self) -> str:
+        return super().format_help().rstrip("\n") + "\n\n" + exit_codes_help() + "\n"
 
     def error(self, message: str) -> None:  # type: ignore[override]
         self.print_usage(sys.stderr)
@@ -50,8 +54,6 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     parser = _Parser(
         prog="cranewatch",
         description="Protect ship-to-shore container cranes: isolate, examine, watch.",
-        epilog="Exit codes: 0 ok, 1 --fail-on met, 2 usage, 3 bad input, 4 environment, "
-        "70 internal error, 130 interrupted.",
     )
     parser.add_argument("--version", action="version", version=f"cranewatch {__version__}")
     parser.add_argument(

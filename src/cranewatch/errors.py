@@ -22,6 +22,36 @@ class ExitCode(IntEnum):
     INTERNAL = 70  # a bug in cranewatch: please report with --debug output
 
 
+# What each exit code means: the README's table says the same (tests/test_readme.py checks),
+# and every command's --help ends with it (``exit_codes_help``).
+EXIT_CODE_MEANINGS: dict[ExitCode, str] = {
+    ExitCode.OK: "the command completed (an analysis with findings still exits 0 unless "
+    "--fail-on is met)",
+    ExitCode.FINDINGS: "--fail-on SEVERITY was met: a finding of that severity or above "
+    "(gate --exit-code: the crane was not cleared)",
+    ExitCode.USAGE: "usage error: bad option or argument, unknown crane, refused action "
+    "(e.g. a life-cycle transition)",
+    ExitCode.INPUT: "bad input: an input that is missing or cannot be read (then nothing is "
+    "reported), or a corrupt, truncated or unknown capture, profile, log or image (what could "
+    "be read was still analysed and reported, with file and frame, or line, or path)",
+    ExitCode.ENVIRONMENT: "environment: a needed tool, privilege (root) or service is missing, "
+    "or the disk is full",
+    ExitCode.INTERNAL: "internal error (a bug): re-run with --debug and report the traceback",
+    ExitCode.INTERRUPTED: "interrupted",
+}
+
+
+def exit_codes_help(width: int = 92) -> str:
+    """The exit-code table as the end of a command's --help."""
+    import textwrap
+
+    lines = ["Exit codes:"]
+    for code in sorted(EXIT_CODE_MEANINGS):
+        lines += textwrap.wrap(EXIT_CODE_MEANINGS[code], width, initial_indent=f"  {int(code):<4} ",
+                               subsequent_indent=" " * 7)
+    return "\n".join(lines)
+
+
 @dataclass(frozen=True, slots=True)
 class Location:
     """Where a problem is: a capture frame, a file line, a path inside an image."""
