@@ -71,3 +71,26 @@ def test_errors_name_their_location() -> None:
     perr = ProfileError("2 problems", Location(file="p.toml"),
                         [ProfileError("bad ip", Location(file="p.toml", line=4))])
     assert "p.toml:4: bad ip" in str(perr)
+
+
+def test_instants_among_evidence_values_are_iso_8601_utc_when_serialised_and_shown() -> None:
+    from cranewatch.commands.demo import evidence_line
+    from cranewatch.report.html import shown_values
+
+    # `date -u -d @1795658685.2169192` gives 2026-11-26T02:04:45.216919
+    evidence = Evidence(source="lab/replay/crane-lan.pcap", frames=(7,),
+                        values={"onset": 1795658685.2169192, "detected": 1795658686,
+                                "replayed_from": 1795658675.0, "replay_lag_s": 10.0,
+                                "signal": "hoist_load"})
+    assert evidence.values["onset"] == 1795658685.2169192  # in memory the checks compute with it
+    values = evidence.to_json()["values"]
+    assert values == {"onset": "2026-11-26T02:04:45.216919Z", "detected": "2026-11-26T02:04:46.000000Z",
+                      "replayed_from": "2026-11-26T02:04:35.000000Z", "replay_lag_s": 10.0,
+                      "signal": "hoist_load"}
+    # read back from JSON (the store) and written again: unchanged
+    finding = Finding.from_json({**_finding().to_json(), "evidence": [evidence.to_json()]})
+    assert finding.evidence[0].to_json()["values"] == values
+    assert dict(shown_values(evidence.values))["onset"] == "2026-11-26T02:04:45.216919Z"
+    assert dict(shown_values(finding.evidence[0].values))["onset"] == "2026-11-26T02:04:45.216919Z"
+    assert "replayed_from=2026-11-26T02:04:35.000000Z" in evidence_line(evidence)
+    assert "1795658" not in evidence_line(evidence)

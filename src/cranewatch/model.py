@@ -72,6 +72,18 @@ def iso_time(ts: float | None) -> str | None:
     return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
+# Evidence values that are instants. In memory they stay epoch seconds (checks and tests
+# compute with them); wherever evidence is serialised or shown they are ISO 8601 UTC.
+TIME_VALUES = frozenset({"onset", "detected", "replayed_from"})
+
+
+def evidence_value(key: str, value: Any) -> Any:
+    """``value`` as it is serialised and shown: an instant (``TIME_VALUES``) as ISO 8601 UTC."""
+    if key in TIME_VALUES and isinstance(value, int | float) and not isinstance(value, bool):
+        return iso_time(value)
+    return value
+
+
 @dataclass(frozen=True, slots=True)
 class Evidence:
     """One piece of proof behind a finding.
@@ -105,7 +117,7 @@ class Evidence:
             if value is not None:
                 out[key] = value
         if self.values:
-            out["values"] = self.values
+            out["values"] = {k: evidence_value(k, v) for k, v in self.values.items()}
         return out
 
 

@@ -28,7 +28,7 @@ from cranewatch.demo import (
     data_path,
     run_demo,
 )
-from cranewatch.model import Evidence, Finding, Severity, iso_time
+from cranewatch.model import Evidence, Finding, Severity, evidence_value, iso_time
 
 # ATT&CK for ICS technique names, for the IDs the bundled story shows (others print as bare IDs).
 TECHNIQUES = {
@@ -145,7 +145,8 @@ def evidence_line(evidence: Evidence) -> str:
         parts.append(_when(evidence.times[0]))
     # a process finding's note already states the relation it checked
     skip = BULKY_VALUES | ({"relation"} if evidence.note else set())
-    values = [f"{k}={_value(v)}" for k, v in evidence.values.items() if k not in skip]
+    values = [f"{k}={_value(evidence_value(k, v))}" for k, v in evidence.values.items()
+              if k not in skip]
     if values:
         parts.append(" ".join(values))
     elif evidence.excerpt:

@@ -11,7 +11,7 @@ from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescap
 from markupsafe import Markup
 
 from cranewatch.gate import GateDecision
-from cranewatch.model import iso_time
+from cranewatch.model import evidence_value, iso_time
 from cranewatch.report.commissioning import (
     SIGNATURE_ROLES,
     CommissioningReport,
@@ -61,9 +61,10 @@ def _plain_element(element: ET.Element) -> bool:
 def shown_values(values: Mapping[str, Any]) -> list[tuple[str, str]]:
     """Evidence values as ``key=value`` text, without the plot and its raw series."""
     out = []
-    for key, value in sorted(values.items()):
+    for key, raw in sorted(values.items()):
         if key in PLOT_VALUES:
             continue
+        value = evidence_value(key, raw)
         if isinstance(value, list | tuple):
             text = ", ".join(v if isinstance(v, str) else json.dumps(v) for v in value)
         elif isinstance(value, dict):
