@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -383,20 +384,60 @@ def test_evidence_line_shows_where_when_and_values_but_not_plots() -> None:
     assert forensic == "etc/cron.d/cms-sync:3 · '*/15 * * * * root bash -i'"
 
 
-def test_the_next_commands_it_prints_work(demo: DemoRuns) -> None:
-    import shlex
+NEXT_EXPECTED = {("fleet", "show"): "STS-07  (rejected)", ("gate", "STS-07"): "STS-07: REJECTED",
+                 ("analyze",): "[remote-access]", ("scan-image",): "backdoor"}
 
-    printed = demo.first.stdout.split("\nNext:\n", 1)[1].splitlines()
-    commands = [shlex.split(line) for line in printed if line.strip().startswith("cranewatch ")]
-    wanted = {("fleet", "show"): "STS-07  (rejected)", ("gate", "STS-07"): "STS-07: REJECTED"}
+
+def run_next_commands(stdout: str, cwd: Path) -> int:
+    """Run the "Next:" commands exactly as printed, in a shell whose PATH has no cranewatch
+    (as after scripts/demo.sh), from another folder; returns how many ran."""
+    printed = [line.strip() for line in stdout.split("\nNext:\n", 1)[1].splitlines()]
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(cwd)}
+    assert shutil.which("cranewatch", path=env["PATH"]) is None
     ran = 0
-    for argv in commands:
-        expect = wanted.get((argv[1], argv[2]))
+    for line in printed:
+        if line.startswith("#"):
+            continue
+        tokens = shlex.split(line)
+        starts = [i for i, t in enumerate(tokens) if t == "cranewatch" or t.endswith("/cranewatch")]
+        words = tokens[starts[-1] + 1:] if starts else []
+        expect = NEXT_EXPECTED.get(tuple(words[:2])) or NEXT_EXPECTED.get(tuple(words[:1]))
         if expect is None:
             continue
-        done = subprocess.run([sys.executable, "-m", "cranewatch", *argv[1:]], capture_output=True, text=True,
+        done = subprocess.run(["bash", "-c", line], cwd=cwd, env=env, capture_output=True, text=True,
                               timeout=120)
-        assert done.returncode == 0, done.stderr
-        assert expect in done.stdout
+        assert done.returncode == 0, (line, done.stderr)
+        assert expect in done.stdout, line
         ran += 1
-    assert ran == len(wanted)
+    return ran
+
+
+def test_the_next_commands_it_prints_work(demo: DemoRuns, tmp_path: Path) -> None:
+    # before: bare `cranewatch fleet show ...`, "command not found" after scripts/demo.sh
+    assert run_next_commands(demo.first.stdout, tmp_path) == len(NEXT_EXPECTED)
+
+
+def test_next_commands_name_the_installed_script_unless_path_finds_it(tmp_path: Path) -> None:
+    """Run as a console script (what scripts/demo.sh runs: .venv/bin/cranewatch), the commands
+    start with that script's absolute path; the bare name only when PATH finds that same script."""
+    bin_dir = tmp_path / "venv" / "bin"
+    bin_dir.mkdir(parents=True)
+    script = bin_dir / "cranewatch"
+    script.write_text(f"#!{sys.executable}\nimport sys\nsys.path.insert(0, {str(REPO / 'src')!r})\n"
+                      "from cranewatch.cli import main\nsys.exit(main())\n")
+    script.chmod(0o755)
+    workspace = tmp_path / "ws"
+    for path, prefix in (("/usr/bin:/bin", str(script)), (f"{bin_dir}:/usr/bin:/bin", "cranewatch")):
+        keep = ["--keep"] if workspace.exists() else []
+        done = subprocess.run(["venv/bin/cranewatch", "demo", "--workspace", str(workspace), *keep],
+                              cwd=tmp_path, env={"PATH": path, "HOME": str(tmp_path)},
+                              capture_output=True, text=True, timeout=180)
+        assert done.returncode == 0, done.stderr
+        next_lines = done.stdout.split("\nNext:\n", 1)[1].splitlines()
+        assert f"   {prefix} fleet show STS-07 --db {workspace / 'cranewatch.db'}" in next_lines
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    first = subprocess.run(["venv/bin/cranewatch", "demo", "--workspace", str(workspace), "--keep"], cwd=tmp_path,
+                           env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}, capture_output=True, text=True,
+                           timeout=180)
+    assert run_next_commands(first.stdout, elsewhere) == len(NEXT_EXPECTED)

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shlex
+import shutil
 import sys
 import tempfile
 import textwrap
@@ -98,7 +100,7 @@ def _paragraphs(*texts: str) -> str:
 def run(args: argparse.Namespace) -> int:
     workspace = args.workspace or tempfile.mkdtemp(prefix="cranewatch-demo-")
     result = run_demo(workspace, keep=args.keep)
-    text = render_jsonl(result) if args.format == "jsonl" else render_text(result)
+    text = render_jsonl(result) if args.format == "jsonl" else render_text(result, cranewatch_command())
     sys.stdout.write(text)
     sys.stdout.flush()
     return 0
@@ -195,7 +197,8 @@ def _analysis_heading(analysis: TrafficAnalysis) -> str:
             + (f" ({_count_line(analysis.findings)})" if analysis.findings else ""))
 
 
-def render_text(result: DemoResult) -> str:
+def render_text(result: DemoResult, command: str = "cranewatch") -> str:
+    """The story for a terminal; ``command`` starts the "Next:" commands (``cranewatch_command``)."""
     out: list[str] = []
     add = out.append
     facts = result.facts
@@ -285,26 +288,53 @@ def render_text(result: DemoResult) -> str:
         add(f"   {path.name}")
     add("")
     add("Next:")
-    out.extend(f"   {line}" for line in next_commands(result))
+    out.extend(f"   {line}" for line in next_commands(result, command))
     return "\n".join(out) + "\n"
 
 
-def next_commands(result: DemoResult) -> list[str]:
-    """What to try next, each command under a comment saying what it shows."""
+def cranewatch_command() -> str:
+    """How a shell runs this very cranewatch, as it can be pasted from any folder.
+
+    ``scripts/demo.sh`` installs into the checkout's ``.venv``, which is not on PATH: the bare
+    name works only when PATH finds this same program. Otherwise the absolute path of the
+    running script (``.venv/bin/cranewatch``), or, run as ``python -m cranewatch``, this
+    interpreter with ``-m`` (and the source folder it was imported from, when PYTHONPATH
+    brought it).
+    """
+    script = Path(sys.argv[0]).absolute() if sys.argv and sys.argv[0] else None
+    if script is not None and script.name == "cranewatch" and script.is_file():
+        found = shutil.which("cranewatch")
+        if found is not None and Path(found).resolve() == script.resolve():
+            return "cranewatch"
+        return shlex.quote(str(script))
+    command = f"{shlex.quote(sys.executable)} -m cranewatch"
+    package_root = Path(__file__).resolve().parents[2]
+    searched = [Path(p).absolute() for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+    if package_root in searched:
+        command = f"PYTHONPATH={shlex.quote(str(package_root))} {command}"
+    return command
+
+
+def next_commands(result: DemoResult, command: str = "cranewatch") -> list[str]:
+    """What to try next, each command under a comment saying what it shows; ``command`` runs
+    cranewatch (``cranewatch_command``)."""
     db = shlex.quote(str(result.db))
     crane = result.crane
     profile = shlex.quote(str(result.facts["profile"]))
-    pairs = [
-        ("the commissioning report", f"xdg-open {shlex.quote(str(result.report_html))}"),
-        ("the crane, its parts and its history", f"cranewatch fleet show {crane} --db {db}"),
-        ("the decision again, with every reason", f"cranewatch gate {crane} --db {db} --no-move"),
+    report = shlex.quote(str(result.report_html))
+    pairs: list[tuple[str, str | None]] = [
+        ("the commissioning report", f"xdg-open {report}") if shutil.which("xdg-open")
+        else (f"the commissioning report, to open in a browser: {result.report_html.as_uri()}", None),
+        ("the crane, its parts and its history", f"{command} fleet show {crane} --db {db}"),
+        ("the decision again, with every reason", f"{command} gate {crane} --db {db} --no-move"),
         ("one quarantine capture on its own",
-         f"cranewatch analyze {shlex.quote(str(capture_path('remote-ssh')))} --profile {profile} "
+         f"{command} analyze {shlex.quote(str(capture_path('remote-ssh')))} --profile {profile} "
          f"--baseline {shlex.quote(str(capture_path(BASELINE_SCENARIO)))}"),
-        ("the CMS image on its own", f"cranewatch scan-image {shlex.quote(str(data_path('images', 'sts07-cms.tar.gz')))}"),
-        ("the dashboard on http://127.0.0.1:8077/", f"cranewatch serve --db {db}"),
+        ("the CMS image on its own",
+         f"{command} scan-image {shlex.quote(str(data_path('images', 'sts07-cms.tar.gz')))}"),
+        ("the dashboard on http://127.0.0.1:8077/", f"{command} serve --db {db}"),
     ]
-    return [line for comment, command in pairs for line in (f"# {comment}", command)]
+    return [line for comment, text in pairs for line in (f"# {comment}", text) if line is not None]
 
 
 # -- JSON lines -------------------------------------------------------------------------------
