@@ -2,7 +2,7 @@
 
 Long form (one row per sample: time, signal, value, unit, origin, frame) or, with ``--wide``,
 one row per grid instant with a column per signal (sample-and-hold, as the checks see them).
-CSV always; Parquet when the output ends in ``.parquet`` and pyarrow is installed.
+CSV always; Parquet when the output ends in ``.parquet`` (pyarrow: ``pip install 'cranewatch[parquet]'``).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from cranewatch.commands import check_inputs, out_file, write_out
-from cranewatch.errors import EnvironmentProblem, ExitCode, UsageError
+from cranewatch.errors import EnvironmentProblem, ExitCode, Location, UsageError
 from cranewatch.model import iso_time
 from cranewatch.process.signals import Signal, SignalFrame, build_frame
 
@@ -41,7 +41,8 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--profile", metavar="P",
                         help="crane profile (TOML) with the register map (default: STS-07)")
     parser.add_argument("--out", required=True, metavar="FILE",
-                        help="output file: .csv, or .parquet (needs pyarrow); - for CSV on standard output")
+                        help="output file: .csv, or .parquet (needs pip install 'cranewatch[parquet]'); "
+                        "- for CSV on standard output")
     parser.add_argument("--wide", action="store_true",
                         help="one row per grid instant, one column per signal")
     parser.set_defaults(func=run)
@@ -87,8 +88,12 @@ def write_table(columns: Mapping[str, list[Any]], out: Path | None) -> None:
             import pyarrow.parquet as pq
         except ImportError:
             raise EnvironmentProblem(
-                "writing Parquet needs pyarrow (pip install pyarrow); or write a .csv") from None
-        pq.write_table(pa.table(dict(columns)), out)
+                "writing Parquet needs pyarrow, the optional extra 'parquet': "
+                "pip install 'cranewatch[parquet]' (or write a .csv)") from None
+        try:
+            pq.write_table(pa.table(dict(columns)), out)
+        except OSError as exc:
+            raise UsageError(f"cannot write {out}: {exc}", Location(file=str(out))) from exc
         return
     if out is not None and out.suffix not in (".csv", ""):
         raise UsageError(f"--out {out}: write .csv or .parquet")
