@@ -170,3 +170,15 @@ def test_progress_bar_silent_for_short_runs_then_drawn_and_cleared() -> None:
     assert stream.getvalue() == before  # redraws are rate-limited
     bar.close()
     assert stream.getvalue().endswith("\r")
+
+
+def test_help_names_zeek_log_directories_and_the_jsonl_record_types(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main(["analyze", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "Zeek logs (a log file or a directory of them" in text
+    assert "Zeek log files or directories" in text  # the CAPTURE argument itself
+    for kind in sorted(JSONL_TYPES):
+        assert kind in text, kind
+    assert "docs/jsonl.md" in text

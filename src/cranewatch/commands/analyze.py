@@ -30,11 +30,15 @@ def register(subparsers: Any) -> None:
     parser = subparsers.add_parser(
         "analyze",
         help="analyse captures: hosts, flows, Modbus masters/slaves, findings",
-        description="Read one or several pcap/pcapng captures (gzip too) as one stream in "
-        "timestamp order; report hosts (MAC/IP), flows by protocol, Modbus masters and slaves "
+        description="Read one or several pcap/pcapng captures (gzip too) or Zeek logs (a log "
+        "file or a directory of them: conn, dns, ssl, x509, http, ssh, modbus and the ICSNPP "
+        "logs, TSV or JSON) as one stream in timestamp order; report hosts (MAC/IP), flows by protocol, Modbus masters and slaves "
         "with function-code and register-range counts, warnings about the input, and the "
         "findings of the detectors (judged against --profile and/or --baseline when given) and, "
         "with --profile (its register map), of the process checks on the crane's signals. "
+        "--format jsonl writes one JSON object per line, each with a type: input, host, "
+        "flow-summary, modbus-master, modbus-slave and warning records in the same stream as the "
+        "finding records (docs/jsonl.md; a JSON Schema per type in cranewatch/data/schemas). "
         "--format html writes one self-contained page with a plot per process finding; "
         "--db records the run for a registered crane.\n\n"
         "Exit 2 also when --db is not a database or the crane is not registered there; exit 3 "
@@ -42,12 +46,14 @@ def register(subparsers: Any) -> None:
         "truncated/corrupt (what could be read is still reported).\n\n"
         "Example:\n  cranewatch analyze sts-07-monday.pcapng --profile sts-07.toml --fail-on high\n"
         "  cranewatch analyze part1.pcap part2.pcap.gz --format jsonl --out result.jsonl\n"
+        "  cranewatch analyze zeek-logs/ --profile sts-07.toml   # a directory of Zeek logs\n"
         "  cranewatch analyze false-load.pcap --profile sts-07.toml --baseline normal.pcap "
         "--format html --out analysis.html\n"
         "  cranewatch analyze quarantine.pcap --profile sts-07.toml --db cranewatch.db --crane STS-07",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("captures", nargs="+", metavar="CAPTURE", help="pcap/pcapng files")
+    parser.add_argument("captures", nargs="+", metavar="CAPTURE",
+                        help="pcap/pcapng files (gzip too), or Zeek log files or directories")
     parser.add_argument("--format", choices=FORMATS, default="text", help="output format")
     parser.add_argument("--out", metavar="FILE", help="write the report here instead of stdout" + OUT_HELP)
     parser.add_argument("--fail-on", metavar="SEVERITY", type=severity_option,

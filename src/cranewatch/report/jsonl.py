@@ -2,17 +2,30 @@
 
 Types, in this order: ``input``, ``host``, ``flow-summary`` (one per protocol),
 ``modbus-master``, ``modbus-slave``, ``warning``, ``finding`` (exactly ``Finding.to_json()``,
-the contract in DESIGN.md). Times are ISO 8601 UTC.
+the contract in DESIGN.md). Times are ISO 8601 UTC. Each type has a JSON Schema in
+``cranewatch/data/schemas/TYPE.schema.json`` (``schemas()``; docs/jsonl.md describes them).
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from importlib import resources
 from typing import Any
 
 from cranewatch.model import iso_time
 from cranewatch.pipeline import AnalysisResult, ModbusPeer
+
+
+def schemas() -> dict[str, dict[str, Any]]:
+    """The JSON Schema of every record type of the JSON-lines output, by type."""
+    folder = resources.files("cranewatch") / "data" / "schemas"
+    out: dict[str, dict[str, Any]] = {}
+    for entry in folder.iterdir():
+        if entry.name.endswith(".schema.json"):
+            schema = json.loads(entry.read_text(encoding="utf-8"))
+            out[schema["properties"]["type"]["const"]] = schema
+    return out
 
 
 def _peer(peer: ModbusPeer) -> dict[str, Any]:
