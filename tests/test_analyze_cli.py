@@ -53,6 +53,9 @@ def test_text_report_shows_hosts_flows_and_modbus_roles(tmp_path: Path,
     assert "read  IR 0–11 (12)  ×20" in out
     assert "write HR 5–5 (1)  ×1" in out
     assert f"{path}  pcap  49 packets" in out
+    # times in ISO 8601 UTC, as in the JSON lines
+    assert re.search(r"^  02:00:00:00:00:30  10\.20\.7\.30  \d+ packets  "
+                     r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ → \d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$", out, re.M)
 
 
 def test_jsonl_report_lines_and_types(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -377,7 +377,7 @@ def test_evidence_line_shows_where_when_and_values_but_not_plots() -> None:
                                             "window": {"t": list(range(500))}, "svg": "<svg/>"},
     ))
     assert line.startswith("safety-bypass/crane-lan.pcap frames 409, 455, 501, 530, 600 (+2)")
-    assert "2026-11-26 00:49:58.787 UTC" in line
+    assert "2026-11-26T00:49:58.787Z" in line  # ISO 8601 UTC, as in the JSON lines
     assert "written=safety_bypass=1" in line and "function=5" in line
     assert "svg" not in line and "window" not in line
     forensic = evidence_line(Evidence(path="etc/cron.d/cms-sync", line=3, excerpt="*/15 * * * * root bash -i"))

@@ -110,8 +110,9 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _when(ts: float | None) -> str:
+    """ISO 8601 UTC to the millisecond, as in the JSON lines (which keep the microseconds)."""
     text = iso_time(ts)
-    return f"{text[:10]} {text[11:23]} UTC" if text else "-"
+    return f"{text[:23]}Z" if text else "-"
 
 
 def _short_source(source: str) -> str:

@@ -23,8 +23,9 @@ FUNCTION_NAMES = {
 
 
 def _when(ts: float | None) -> str:
+    """ISO 8601 UTC to the second, as in the JSON lines (which keep the microseconds)."""
     text = iso_time(ts)
-    return text[:19].replace("T", " ") if text else "-"
+    return f"{text[:19]}Z" if text else "-"
 
 
 def _peer_lines(peer: ModbusPeer) -> list[str]:
