@@ -81,6 +81,20 @@ def test_analyze_with_a_baseline_and_its_findings_match_the_schemas(tmp_path: Pa
     assert len({f["category"] for f in findings}) >= 8  # network and process findings alike
     assert any("onset" in e.get("values", {}) for f in findings for e in f["evidence"])
     assert problems(lines) == []
+    # no instant slips through as epoch seconds under any key (the lab ran in 2026-11)
+    epochs = [(f["rule"], path) for f in findings for path, v in _numbers(f["evidence"], "")
+              if 1_790_000_000 < v < 1_800_000_000]
+    assert epochs == []
+
+
+def _numbers(value: Any, path: str) -> list[tuple[str, float]]:
+    if isinstance(value, dict):
+        return [n for k, v in value.items() for n in _numbers(v, f"{path}/{k}")]
+    if isinstance(value, list):
+        return [n for v in value for n in _numbers(v, path)]
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return [(path, float(value))]
+    return []
 
 
 def test_warnings_of_a_cut_and_of_a_foreign_input_match_the_schema(tmp_path: Path) -> None:
