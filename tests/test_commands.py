@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -68,6 +69,23 @@ def test_a_directory_is_an_input_and_an_unreadable_file_is_not(tmp_path: Path) -
     with pytest.raises(InputError) as err:
         check_inputs(["/proc/self/mem"])
     assert str(err.value) == "/proc/self/mem: cannot read this capture: Input/output error"
+
+
+def test_a_capture_from_a_pipe_loses_no_byte_to_the_check(tmp_path: Path) -> None:
+    fifo = tmp_path / "capture.fifo"
+    os.mkfifo(fifo)
+    writer = subprocess.Popen(["sh", "-c", f"cat {NORMAL} > {fifo}"])
+    done = cranewatch("analyze", str(fifo), "--format", "jsonl", cwd=tmp_path)
+    writer.wait(timeout=30)
+    assert done.returncode == 0, done.stderr
+    (first, *_) = done.stdout.splitlines()
+    assert json.loads(first)["packets"] == 6906  # tshark -r normal/crane-lan.pcap | wc -l
+
+
+def test_a_full_disk_is_an_environment_problem(tmp_path: Path) -> None:
+    done = cranewatch("analyze", str(NORMAL), "--out", "/dev/full", cwd=tmp_path)
+    assert done.returncode == 4
+    assert done.stderr == "cranewatch: error: /dev/full: cannot write: No space left on device\n"
 
 
 # -- --out - is standard output ------------------------------------------------------------------

@@ -3,12 +3,20 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import os
+import stat
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from cranewatch.errors import CranewatchError, InputError, Location, UsageError
+from cranewatch.errors import (
+    CranewatchError,
+    EnvironmentProblem,
+    InputError,
+    Location,
+    UsageError,
+)
 from cranewatch.model import Finding, Severity
 
 
@@ -40,13 +48,17 @@ def check_inputs(paths: Sequence[str], what: str = "capture") -> None:
 
 
 def _unreadable(path: str) -> str | None:
-    """Why ``path`` cannot be read (None: it can)."""
+    """Why ``path`` cannot be read (None: it can). A pipe or device is not read ahead: the
+    byte taken would be lost to the analysis."""
     try:
-        if os.path.isdir(path):
+        mode = os.stat(path).st_mode
+        if stat.S_ISDIR(mode):
             os.listdir(path)
-        else:
+        elif stat.S_ISREG(mode):
             with open(path, "rb") as handle:
                 handle.read(1)
+        elif not os.access(path, os.R_OK):
+            return "Permission denied"
     except OSError as exc:
         return exc.strerror or str(exc)
     return None
@@ -72,7 +84,8 @@ def write_out(text: str, out: str | None, errors: str = "strict") -> None:
     try:
         Path(path).write_text(text, encoding="utf-8", errors=errors)
     except OSError as exc:
-        raise UsageError(f"cannot write {path}: {exc.strerror}", Location(file=path)) from exc
+        problem = EnvironmentProblem if exc.errno == errno.ENOSPC else UsageError
+        raise problem(f"cannot write: {exc.strerror}", Location(file=path)) from exc
 
 
 FAIL_ON_SHOWN = 5
