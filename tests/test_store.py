@@ -67,8 +67,13 @@ def test_migrations_from_each_earlier_schema_keep_data(tmp_path: Path, earlier: 
     if earlier >= 1:  # the fleet tables exist: put a crane in them
         old.add_crane(Crane("STS-07", maker="m", components=(Component("PLC", "plc", ip="10.20.7.10"),)),
                       who="tester", why="before upgrade")
-    if earlier >= 2:  # runs and findings exist
-        old.record_run("STS-07", "analyze", [], [make_finding(1)])
+    if earlier >= 2:  # runs and findings exist: written as the schema of then had them
+        with old._write() as conn:
+            conn.execute("INSERT INTO runs(crane, kind, tool_version, started_at, finished_at, status)"
+                         " VALUES ('STS-07', 'analyze', 'old', 1.0, 2.0, 'complete')")
+            conn.execute(store_sqlite._UPSERT_FINDING, store_sqlite._finding_row("STS-07", make_finding(1)))
+            conn.execute("INSERT INTO run_findings(run_id, crane, finding_id, count) VALUES (1, 'STS-07', ?, 1)",
+                       (make_finding(1).id,))
     old.close()
 
     with open_store(db) as store:

@@ -103,21 +103,21 @@ def run_add(args: argparse.Namespace) -> int:
         zone=check_zone(args.zone, where),
         components=tuple(parse_component(parse_component_option(c), where) for c in args.component),
     )
-    with store_from_args(args) as store:
+    with store_from_args(args, create=True) as store:
         added = registry.register(store, crane, by=args.by, reason=args.reason)
     print(f"{added.name}: registered, state {added.state}")
     return 0
 
 
 def run_import(args: argparse.Namespace) -> int:
-    with store_from_args(args) as store:
+    with store_from_args(args, create=True) as store:
         for result in import_fleet(store, args.file, by=args.by):
             print(f"{result.crane}: {result.action}")
     return 0
 
 
 def run_list(args: argparse.Namespace) -> int:
-    with store_from_args(args) as store:
+    with store_from_args(args, readonly=True) as store:
         cranes = store.cranes()
         if args.format == "jsonl":
             for crane in cranes:
@@ -135,7 +135,7 @@ def run_list(args: argparse.Namespace) -> int:
 
 
 def run_show(args: argparse.Namespace) -> int:
-    with store_from_args(args) as store:
+    with store_from_args(args, readonly=True) as store:
         crane = require_crane(store, args.name)
         if args.format == "json":
             doc = crane.to_json()
