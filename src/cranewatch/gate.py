@@ -524,9 +524,12 @@ def scan_options(result: Any) -> dict[str, Any]:
 
 def traffic_coverage(result: Any, *, process: bool) -> Coverage:
     """What an analysis of traffic examined: the network detectors always, the process checks
-    when a profile gave the register map, and every host the traffic held."""
+    when a profile gave the register map and Modbus traffic gave them values, and every host
+    the traffic held."""
     hosts = tuple(ObservedHost(h.mac.lower() if h.mac else None, tuple(h.ips)) for h in result.hosts)
-    return Coverage(("network", "process") if process else ("network",), hosts)
+    # the process checks examined something only when there was register traffic to read
+    checked = process and bool(result.modbus_slaves)
+    return Coverage(("network", "process") if checked else ("network",), hosts)
 
 
 def record_image_scan(store: Store, crane: str, result: Any, *, component: str | None = None,
