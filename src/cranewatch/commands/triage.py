@@ -16,7 +16,8 @@ from cranewatch.errors import UsageError
 from cranewatch.fleet import require_crane
 from cranewatch.gate import disposition_text, run_label
 from cranewatch.model import iso_time
-from cranewatch.store import FINDING_STATES, Run, Store
+from cranewatch.report.commissioning import run_record
+from cranewatch.store import FINDING_STATES, Store
 from cranewatch.store.options import add_db_option, store_from_args
 from cranewatch.triage import dispose, supersede, triaged
 
@@ -126,7 +127,8 @@ def run_runs(args: argparse.Namespace) -> int:
         counts = {r.id: len(store.findings(record.name, [r.id])) for r in runs}
     if args.format == "jsonl":
         for r in runs:
-            print(json.dumps(run_json(r, counts[r.id])))
+            inputs = [{"path": i.path, "sha256": i.sha256, "size": i.size} for i in r.inputs]
+            print(json.dumps({**run_record(r), "crane": r.crane, "findings": counts[r.id], "inputs": inputs}))
         return 0
     if not runs:
         print(f"{record.name}: no runs recorded")
@@ -142,15 +144,6 @@ def run_runs(args: argparse.Namespace) -> int:
         for i in r.inputs:
             print(f"           {i.sha256[:16]}  {i.path}")
     return 0
-
-
-def run_json(r: Run, findings: int) -> dict[str, Any]:
-    return {"type": "run", "run": r.id, "crane": r.crane, "kind": r.kind, "component": r.component,
-            "status": r.status, "started": iso_time(r.started_at), "finished": iso_time(r.finished_at),
-            "recordings": r.recordings, "recorded_by": r.recorded_by, "note": r.note, "findings": findings,
-            "superseded": None if not r.superseded else {"at": iso_time(r.superseded_at), "by": r.superseded_by,
-                                                          "reason": r.superseded_reason},
-            "inputs": [{"path": i.path, "sha256": i.sha256, "size": i.size} for i in r.inputs]}
 
 
 def run_supersede(args: argparse.Namespace) -> int:

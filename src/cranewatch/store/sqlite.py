@@ -113,11 +113,30 @@ def store_error(exc: sqlite3.Error, path: Path) -> CranewatchError | None:
     primary = None if code is None else code & 0xFF
     where = Location(file=str(path))
     if primary in _ENVIRONMENT_CODES:
-        return EnvironmentProblem(f"{_ENVIRONMENT_CODES[primary]} ({exc})", where)
+        return EnvironmentProblem(f"{_os_cause(path) or _ENVIRONMENT_CODES[primary]} ({exc})", where)
     if primary == _SQLITE_NOTADB:
         return InputError(f"not a cranewatch database: {exc}", where)
     if primary == _SQLITE_CORRUPT:
         return InputError(f"the cranewatch database is corrupt: {exc}", where)
+    return None
+
+
+def _os_cause(path: Path) -> str | None:
+    """What the filesystem says is wrong with the store's place, when SQLite cannot tell
+    (it reports a full disk or a read-only mount as "unable to open" or "I/O error")."""
+    where = path if path.exists() else path.parent
+    try:
+        fs = os.statvfs(where)
+    except OSError:
+        return None
+    if fs.f_flag & os.ST_RDONLY:
+        return "the store's filesystem is mounted read-only: cannot write"
+    if fs.f_bavail == 0:
+        return "the disk is full: cannot write"
+    if path.exists() and not os.access(path, os.W_OK):
+        return "the store file is read-only: cannot write"
+    if not os.access(path.parent, os.W_OK):
+        return "the store's directory is read-only: cannot write"
     return None
 
 
@@ -158,6 +177,7 @@ class Store:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
                 # isolation_level=None: we issue BEGIN/COMMIT ourselves, one transaction per write
                 self._db = sqlite3.connect(str(self.path), timeout=BUSY_TIMEOUT_S, isolation_level=None)
+                self._refuse_foreign()  # before WAL mode, which would already change the file
                 self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA foreign_keys=ON")
             if not readonly:
@@ -228,18 +248,19 @@ class Store:
             return _applied(self._db)
 
     def migrate(self, upto: int | None = None) -> list[str]:
-        """Apply the missing migrations (the first ``upto`` only, if given); return their names.
-
-        A database that holds tables but no cranewatch schema is some other program's: refused.
-        """
+        """Apply the missing migrations (the first ``upto`` only, if given); return their names."""
         with _translated(self.path):
             return self._migrate(upto)
 
-    def _migrate(self, upto: int | None) -> list[str]:
+    def _refuse_foreign(self) -> None:
+        """A database that holds tables but no cranewatch schema is some other program's."""
         foreign = _user_tables(self._db) - {"schema_migrations"}
         if foreign and not _applied(self._db):
+            self._db.close()
             raise InputError(f"not a cranewatch database: it holds the tables {sorted(foreign)[:5]} "
                              "but no cranewatch schema", Location(file=str(self.path)))
+
+    def _migrate(self, upto: int | None) -> list[str]:
         self._db.execute(
             "CREATE TABLE IF NOT EXISTS schema_migrations ("
             "seq INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE, applied_at REAL NOT NULL)"
