@@ -188,6 +188,10 @@ class Store:
 
     def _connect_readonly(self) -> sqlite3.Connection:
         uri = f"{self.path.resolve().as_uri()}?mode=ro"
+        if os.statvfs(self.path).f_flag & os.ST_RDONLY:
+            # on a read-only mount nobody can write it, and a WAL database could not be opened
+            # otherwise (its shared-memory file cannot be made): read it as the immutable file it is
+            uri += "&immutable=1"
         return sqlite3.connect(uri, uri=True, timeout=BUSY_TIMEOUT_S, isolation_level=None,
                                check_same_thread=False)
 
