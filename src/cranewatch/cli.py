@@ -29,14 +29,14 @@ COMMAND_MODULES: tuple[str, ...] = (
     "quarantine",
     "policy",
     "gate",
-    "triage",  # also registers runs and supersede
+    "triage",
+    "runs",
+    "supersede",
     "report",
     "monitor",
     "serve",
     "lab",
 )
-# commands registered by another command's module
-COMMAND_ALIASES: dict[str, str] = {"runs": "triage", "supersede": "triage"}
 
 
 class _Parser(argparse.ArgumentParser):
@@ -80,7 +80,6 @@ def _chosen_module(argv: Sequence[str]) -> str | None:
                 return None
             continue
         name = arg.replace("-", "_")
-        name = COMMAND_ALIASES.get(name, name)
         return name if name in COMMAND_MODULES else None
     return None
 

@@ -1,4 +1,5 @@
-"""``cranewatch triage``, ``runs`` and ``supersede``: dispose of stored findings, list and set aside runs.
+"""``cranewatch triage``: dispose of stored findings, or list them with their states; the work of
+``cranewatch runs`` and ``cranewatch supersede`` (their modules only register them).
 
 Thin over ``cranewatch.triage`` (the web console calls the same functions). Listing opens the
 store read-only; a disposition or a supersede is recorded with who, when and why, and shows in
@@ -54,34 +55,6 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--format", choices=("text", "jsonl"), default="text", help="output of --list")
     add_db_option(parser)
     parser.set_defaults(func=run_triage)
-
-    runs = subparsers.add_parser(
-        "runs",
-        help="list a crane's recorded runs (superseded ones too) with their inputs",
-        description="List every run recorded for a crane: kind, component, status, how often the same "
-        "inputs were recorded, whether and why it was superseded, its findings and inputs.\n\n"
-        "Example:\n  cranewatch runs STS-07\n  cranewatch runs STS-07 --format jsonl",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    runs.add_argument("crane")
-    runs.add_argument("--format", choices=("text", "jsonl"), default="text")
-    add_db_option(runs)
-    runs.set_defaults(func=run_runs)
-
-    sup = subparsers.add_parser(
-        "supersede",
-        help="set a recorded run aside (it stays in the store and the report, marked, with the reason)",
-        description="Mark a run superseded: it stays visible, but no longer counts as evidence that exists "
-        "(e.g. the image scan a component needs) nor as remediation evidence. Its findings stay in the "
-        "gate until each is disposed of (cranewatch triage).\n\n"
-        "Example:\n  cranewatch supersede 3 --reason 'captured on the wrong mirror port' --by ana",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    sup.add_argument("run", type=int, metavar="RUN", help="the run id (cranewatch runs CRANE)")
-    sup.add_argument("--reason", required=True, help="why (recorded)")
-    sup.add_argument("--by", help="who (default: $USER)")
-    add_db_option(sup)
-    sup.set_defaults(func=run_supersede)
 
 
 def run_triage(args: argparse.Namespace) -> int:
