@@ -412,3 +412,12 @@ def test_a_full_disk_exits_4_naming_the_cause_and_the_store_stays_intact(
     with open_store(store) as s:
         assert s.crane("STS-07").state == "rejected"  # type: ignore[union-attr]
         assert s.runs("STS-07") == []  # the analysis could not even record its start: nothing half-written
+
+
+def test_coverage_of_several_parts_keeps_only_the_checks_all_ran() -> None:
+    from cranewatch.gate import merge_coverage
+
+    plc, cms = ObservedHost("02:c7:07:00:00:0a", ("10.20.7.10",)), ObservedHost(None, ("10.20.7.30",))
+    merged = merge_coverage([Coverage(("network", "process"), (plc,)), Coverage(("network",), (cms, plc))])
+    assert merged == Coverage(("network",), (plc, cms))
+    assert merge_coverage([]) == Coverage(())

@@ -532,6 +532,17 @@ def traffic_coverage(result: Any, *, process: bool) -> Coverage:
     return Coverage(("network", "process") if checked else ("network",), hosts)
 
 
+def merge_coverage(parts: Sequence[Coverage]) -> Coverage:
+    """One run's coverage from its parts (e.g. captures analysed one after another): a check
+    family counts only if every part ran it; hosts and suppressed findings are the union."""
+    if not parts:
+        return Coverage(())
+    checks = [c for c in parts[0].checks if all(c in p.checks for p in parts[1:])]
+    hosts = tuple(dict.fromkeys(h for p in parts for h in p.hosts))
+    suppressed = tuple(sorted({s for p in parts for s in p.suppressed}))
+    return Coverage(tuple(checks), hosts, suppressed)
+
+
 def record_image_scan(store: Store, crane: str, result: Any, *, component: str | None = None,
                       who: str | None = None, run_id: int | None = None) -> int:
     """Store a finished ``forensics.ScanResult`` as a complete scan-image run (with its SBOM);
