@@ -421,3 +421,11 @@ def test_coverage_of_several_parts_keeps_only_the_checks_all_ran() -> None:
     merged = merge_coverage([Coverage(("network", "process"), (plc,)), Coverage(("network",), (cms, plc))])
     assert merged == Coverage(("network",), (plc, cms))
     assert merge_coverage([]) == Coverage(())
+
+
+def test_an_empty_file_as_store_is_refused_by_readers(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    empty = tmp_path / "empty.db"
+    empty.touch()
+    assert main(["fleet", "list", "--db", str(empty)]) == 3
+    assert "not a cranewatch database: it is empty" in capsys.readouterr().err
+    assert empty.stat().st_size == 0

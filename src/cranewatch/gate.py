@@ -484,6 +484,8 @@ def decide(
             why = f"gate {decision}" + (f": {blocking} blocking finding(s)" if blocking else ": no blocking finding")
             entry = transition(store, record.name, decision, by=f"cranewatch gate ({actor})", reason=why, by_gate=True)
             change = f"{entry.from_state} → {entry.to_state}"
+        elif not move:
+            change = f"life cycle unchanged: {record.name} stays {record.state} (asked not to move it)"
         else:
             change = (f"life cycle unchanged: {record.name} is {record.state} "
                       "(the gate moves only a crane under analysis)")

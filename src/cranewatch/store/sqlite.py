@@ -205,7 +205,10 @@ class Store:
             tables = _user_tables(probe)
         finally:
             probe.close()
-        if not tables or (done and set(done) >= {m.name for m in MIGRATIONS}):
+        if not tables:
+            raise InputError("not a cranewatch database: it is empty (no cranewatch schema to read)",
+                             Location(file=str(self.path)))
+        if done and set(done) >= {m.name for m in MIGRATIONS}:
             return
         try:
             Store(self.path, create=False).close()
