@@ -536,11 +536,15 @@ class Store:
     @staticmethod
     def _reopen_seen_again(db: sqlite3.Connection, crane: str, run_id: int, ids: Sequence[str],
                            now: float) -> None:
+        remediated = {r["finding_id"]: r["evidence_run"] for r in db.execute(
+            "SELECT d.finding_id, d.evidence_run FROM finding_dispositions d WHERE d.crane=? AND d.state='remediated'"
+            " AND d.seq=(SELECT max(seq) FROM finding_dispositions WHERE crane=d.crane AND finding_id=d.finding_id)",
+            (crane,))}
         for finding_id in ids:
-            last = _latest_disposition_row(db, crane, finding_id)
-            if last is None or last["state"] != "remediated" or run_id < last["evidence_run"]:
+            evidence = remediated.get(finding_id)
+            if evidence is None or run_id < evidence:
                 continue
-            why = f"seen again in run {run_id} after its remediation (evidence run {last['evidence_run']})"
+            why = f"seen again in run {run_id} after its remediation (evidence run {evidence})"
             _dispose(db, crane, finding_id, "open", now, "cranewatch", why, None, None, action="reopen")
 
     def fail_run(self, run_id: int, note: str) -> None:
