@@ -167,6 +167,15 @@ class Store:
         self.readonly = readonly
         if (readonly or not create) and not self.path.is_file():
             raise MissingStore(self.path)
+        try:
+            self._open(migrate)
+        except BaseException:
+            if getattr(self, "_db", None) is not None:
+                self._db.close()
+            raise
+
+    def _open(self, migrate: bool) -> None:
+        readonly = self.readonly
         with _translated(self.path):
             if readonly:
                 if migrate:
@@ -263,7 +272,6 @@ class Store:
         """A database that holds tables but no cranewatch schema is some other program's."""
         foreign = _user_tables(self._db) - {"schema_migrations"}
         if foreign and not _applied(self._db):
-            self._db.close()
             raise InputError(f"not a cranewatch database: it holds the tables {sorted(foreign)[:5]} "
                              "but no cranewatch schema", Location(file=str(self.path)))
 
