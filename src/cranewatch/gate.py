@@ -261,9 +261,8 @@ def assess(crane: Crane, evidence: Evidence, policy: GatePolicy) -> tuple[str, t
             closed.append(Reason("closed-finding", f"{f.severity} {f.category}: {f.title} — "
                                  f"{disposition_text(latest, evidence.now)}", **reason_args))
             continue
-        note = ""
-        if latest is not None and latest.state != "open":
-            note = f" [{disposition_text(latest, evidence.now)}]"
+        # acknowledged, an expired acceptance, reopened (by a person, or seen again): say so
+        note = "" if latest is None else f" [{disposition_text(latest, evidence.now)}]"
         if f.severity >= policy.block_severity:
             blocking.append(Reason("blocking-finding", f"{f.severity} {f.category}: {f.title}{note}", **reason_args))
         elif f.category in policy.always_block:
