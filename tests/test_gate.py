@@ -18,7 +18,7 @@ from cranewatch.gate import (
     scan_and_record,
 )
 from cranewatch.model import Evidence, Finding, Severity, finding_id
-from cranewatch.store import Component, Crane, Store, open_store
+from cranewatch.store import Component, Coverage, Crane, ObservedHost, Store, open_store
 
 REPO = Path(__file__).resolve().parents[1]
 PROFILE = REPO / "profiles" / "sts-07.toml"
@@ -40,10 +40,15 @@ def store(tmp_path: Path) -> Store:
     return s
 
 
+# the quarantine traffic saw the three registered parts (and nothing else of the crane zone)
+SEEN = Coverage(("network", "process"), tuple(ObservedHost(None, (ip,)) for ip in ("10.20.7.10", "10.20.7.20",
+                                                                                     "10.20.7.30")))
+
+
 def full_evidence(store: Store, *extra: Finding) -> None:
-    store.record_run("STS-07", "scan-image", [], list(extra), component="CMS")
-    store.record_run("STS-07", "scan-image", [], [], component="OCR")
-    store.record_run("STS-07", "analyze", [], [])
+    store.record_run("STS-07", "scan-image", [], list(extra), component="CMS", coverage=Coverage(("image",)))
+    store.record_run("STS-07", "scan-image", [], [], component="OCR", coverage=Coverage(("image",)))
+    store.record_run("STS-07", "analyze", [], [], coverage=SEEN)
 
 
 def texts(decision: object) -> list[str]:
@@ -224,13 +229,17 @@ def test_real_quarantine_analysis_killed_rerun_and_repeated(tmp_path: Path) -> N
         (killed,) = store.runs("STS-07")
         assert "finished" not in out and killed.status == "running"
         assert store.count_findings("STS-07") == 0
-        assert len(killed.inputs) == 1 and len(killed.inputs[0].sha256) == 64
+        # the capture and the profile it is judged by, each hashed before the work
+        assert sorted(Path(i.path).name for i in killed.inputs) == [LAB_SSH.name, PROFILE.name]
+        assert all(len(i.sha256) == 64 for i in killed.inputs)
 
         first = analyze_and_record(store, "STS-07", [LAB_SSH], profile=str(PROFILE))
         second = analyze_and_record(store, "STS-07", [LAB_SSH], profile=str(PROFILE))
         ids_first = sorted(f.id for f in store.findings("STS-07", [first]))
         ids_second = sorted(f.id for f in store.findings("STS-07", [second]))
         assert ids_first == ids_second and ids_first
+        # the same capture judged by the same profile again replaces its run: one run, two recordings
+        assert second == first and store.run(first).recordings == 2  # type: ignore[union-attr]
         assert store.count_findings("STS-07") == len(ids_first)  # no duplicates
         remote = [f for f in store.current_findings("STS-07") if f.category == "remote-access"]
         assert remote and remote[0].dst is not None and remote[0].dst.endswith(":22")
@@ -252,13 +261,19 @@ def test_profile_review_flags_parts_the_profile_does_not_know(store: Store, tmp_
                                                         Component("CAM-9", "camera", ip="10.20.7.99"))))
     decision = decide(store, "STS-07")
     assert decision.decision == "needs-review"
-    assert texts(decision) == ["CAM-9 (10.20.7.99) is not a host of the profile"]
+    assert texts(decision) == [
+        "CAM-9 (10.20.7.99) is not a host of the profile",
+        "CAM-9 (camera, 10.20.7.99) is registered but never seen in the quarantine traffic: is it connected, "
+        "and was the capture taken where its traffic passes?"]
     profile = tmp_path / "with-macs.toml"
     profile.write_text(PROFILE.read_text().replace('ip = "10.20.7.30"', 'ip = "10.20.7.30"\nmac = "02:00:5e:10:07:1e"'))
     store.update_crane_facts(replace(crane, profile_path=str(profile), components=(
         Component("CMS", "cms", mac="02:00:5e:99:99:99", ip="10.20.7.30"), Component("OCR", "ocr", ip="10.20.7.20"))))
     assert texts(decide(store, "STS-07")) == [
-        "CMS has MAC 02:00:5e:99:99:99 but the profile's cms has 02:00:5e:10:07:1e"]
+        "CMS has MAC 02:00:5e:99:99:99 but the profile's cms has 02:00:5e:10:07:1e",
+        # the PLC is no longer registered, but the quarantine traffic saw it
+        "10.20.7.10 was seen in the quarantine traffic inside the crane zone 10.20.7.0/24 but is not a "
+        "registered part of STS-07"]
 
 
 def test_cli_gate_records_images_and_captures_first(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -69,9 +69,10 @@ def test_analyze_records_inputs_and_findings_and_a_rerun_duplicates_nothing(
     code, again, _ = _analyze(db, capsys, FALSE_LOAD, REMOTE_SSH)
     assert code == 0 and sorted(again) == sorted(printed)
     with open_store(db) as store:
-        runs = store.runs("STS-07", "analyze")
-        assert len(runs) == 2
-        second = [f.id for f in store.findings("STS-07", [runs[1].id])]
+        # the same captures judged by the same files: the run is replaced, not duplicated
+        (again_run,) = store.runs("STS-07", "analyze")
+        assert again_run.id == run.id and again_run.recordings == 2
+        second = [f.id for f in store.findings("STS-07", [again_run.id])]
         assert sorted(second) == sorted(first)
         everything = [f.id for f in store.findings("STS-07")]
         assert len(everything) == len(set(everything)) == len(first)
@@ -97,7 +98,8 @@ def test_scan_image_records_the_scan_with_its_component_and_sbom(
     again = _finding_ids(capsys.readouterr().out)
     assert sorted(again) == sorted(printed)
     with open_store(db) as store:
-        assert len(store.runs("STS-07", "scan-image")) == 2
+        (again_run,) = store.runs("STS-07", "scan-image")  # the same image again replaces its run
+        assert again_run.id == run.id and again_run.recordings == 2
         everything = [f.id for f in store.findings("STS-07")]
         assert len(everything) == len(set(everything)) == len(set(printed))
 

@@ -119,7 +119,10 @@ def test_jsonl_is_the_same_content_with_a_stable_digest(story: Path) -> None:
     finding_records = [r for r in first if r["type"] == "finding"]
     assert {r["id"] for r in finding_records} == set(stored)
     for r in finding_records:
-        assert {k: v for k, v in r.items() if k != "evidence_run"} == stored[r["id"]].to_json()
+        # the Finding contract, plus where it was seen and its triage state
+        added = ("evidence_run", "state", "disposition")
+        assert {k: v for k, v in r.items() if k not in added} == stored[r["id"]].to_json()
+        assert r["state"] == "open" and r["disposition"] is None
     assert first[-1]["digest"] == second[-1]["digest"] and re.fullmatch(r"[0-9a-f]{64}", first[-1]["digest"])
     assert any(r["type"] == "sbom-summary" and r["packages"] == 2 for r in first)
     assert any(r["type"] == "ruleset" and r["purpose"] == "quarantine" for r in first)

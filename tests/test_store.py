@@ -67,8 +67,13 @@ def test_migrations_from_each_earlier_schema_keep_data(tmp_path: Path, earlier: 
     if earlier >= 1:  # the fleet tables exist: put a crane in them
         old.add_crane(Crane("STS-07", maker="m", components=(Component("PLC", "plc", ip="10.20.7.10"),)),
                       who="tester", why="before upgrade")
-    if earlier >= 2:  # runs and findings exist
-        old.record_run("STS-07", "analyze", [], [make_finding(1)])
+    if earlier >= 2:  # runs and findings exist: written as the schema of then had them
+        with old._write() as conn:
+            conn.execute("INSERT INTO runs(crane, kind, tool_version, started_at, finished_at, status)"
+                         " VALUES ('STS-07', 'analyze', 'old', 1.0, 2.0, 'complete')")
+            conn.execute(store_sqlite._UPSERT_FINDING, store_sqlite._finding_row("STS-07", make_finding(1)))
+            conn.execute("INSERT INTO run_findings(run_id, crane, finding_id, count) VALUES (1, 'STS-07', ?, 1)",
+                       (make_finding(1).id,))
     old.close()
 
     with open_store(db) as store:
@@ -98,34 +103,91 @@ def test_a_failing_migration_leaves_nothing_behind(tmp_path: Path, monkeypatch: 
         assert store.applied_migrations() == [m.name for m in MIGRATIONS]
 
 
-def test_same_analysis_twice_gives_same_ids_and_no_duplicates(tmp_path: Path) -> None:
+def test_same_input_recorded_twice_replaces_its_run_with_the_same_ids(tmp_path: Path) -> None:
     capture = tmp_path / "quarantine.pcap"
     capture.write_bytes(b"not really a capture, but hashed all the same")
+    copy = tmp_path / "elsewhere.pcap"
+    copy.write_bytes(capture.read_bytes())
     with open_store(tmp_path / "cw.db") as store:
         first = store.record_run("STS-07", "analyze", [capture], [make_finding(1, first=1000.0, count=5),
-                                                                  make_finding(2)])
-        second = store.record_run("STS-07", "analyze", [capture], [make_finding(1, first=900.0, count=3),
-                                                                   make_finding(2)])
-        assert store.count_findings("STS-07") == 2
+                                                                  make_finding(2)], who="ana")
+        # the same bytes under another name, same options: the same run, recorded a second time
+        second = store.record_run("STS-07", "analyze", [copy], [make_finding(1, first=900.0, count=3)], who="ben")
+        assert second == first
+        assert store.count_findings("STS-07") == 2  # finding 2 stays stored (and open) all the same
         one = {f.id: f for f in store.findings("STS-07")}[make_finding(1).id]
-        assert one.first_seen == 900.0  # earliest of both runs
-        assert one.last_seen == 1060.0  # latest of both runs
-        assert one.count == 3  # from the latest complete run
-        assert [f.id for f in store.findings("STS-07", [first])] == [f.id for f in store.findings("STS-07", [second])]
-        runs = store.runs("STS-07")
-        assert [r.status for r in runs] == ["complete", "complete"]
+        assert one.first_seen == 900.0  # earliest of both recordings
+        assert one.last_seen == 1060.0  # latest of both recordings
+        assert one.count == 3  # from the latest recording
+        assert [f.id for f in store.findings("STS-07", [first])] == [make_finding(1).id]
+        (run,) = store.runs("STS-07")
+        assert (run.status, run.recordings, run.recorded_by) == ("complete", 2, "ben")
         import hashlib
-        assert runs[0].inputs[0].sha256 == hashlib.sha256(capture.read_bytes()).hexdigest()
+        assert run.inputs == (store_sqlite.RunInput(str(copy), hashlib.sha256(capture.read_bytes()).hexdigest(),
+                                                    copy.stat().st_size),)
+        (event,) = store.audit_events("STS-07")
+        assert (event.action, event.subject, event.who) == ("re-record", f"run {first}", "ben")
+        assert event.detail["findings_before"] == 2 and event.detail["recording"] == 2
         assert store.findings("STS-07")[0].evidence[0].excerpt == "SSH-2.0-OpenSSH"
+        # other options, another component, or no inputs at all (a live checkpoint): new runs
+        third = store.record_run("STS-07", "analyze", [capture], [], options={"reference": "abc"})
+        fourth = store.record_run("STS-07", "scan-image", [capture], [], component="CMS")
+        fifth = store.record_run("STS-07", "analyze", [], [])
+        sixth = store.record_run("STS-07", "analyze", [], [])
+        assert len({first, third, fourth, fifth, sixth}) == 5
 
 
-def test_current_findings_follow_the_latest_run_of_each_kind_and_component(tmp_path: Path) -> None:
+def test_a_superseded_run_is_not_replaced_and_stays(tmp_path: Path) -> None:
+    capture = tmp_path / "q.pcap"
+    capture.write_bytes(b"bytes")
+    with open_store(tmp_path / "cw.db") as store:
+        first = store.record_run("STS-07", "analyze", [capture], [make_finding(1)])
+        store.supersede_run(first, who="ana", why="wrong mirror port")
+        with pytest.raises(StateError, match="already superseded by ana"):
+            store.supersede_run(first, who="ana", why="again")
+        second = store.record_run("STS-07", "analyze", [capture], [])
+        assert second != first
+        runs = store.runs("STS-07")
+        assert [(r.id, r.superseded, r.superseded_reason) for r in runs] == [
+            (first, True, "wrong mirror port"), (second, False, None)]
+        assert [r.id for r in store.latest_complete_runs("STS-07")] == [second]
+        # its finding stays stored and counting: only a disposition takes a finding out
+        assert [f.id for f in store.current_findings("STS-07")] == [make_finding(1).id]
+        assert [(e.action, e.subject, e.who, e.why) for e in store.audit_events("STS-07")] == [
+            ("supersede", f"run {first}", "ana", "wrong mirror port")]
+
+
+def test_a_clean_rescan_does_not_drop_an_earlier_finding(tmp_path: Path) -> None:
+    """Regression: current findings were those of the latest run, so a clean rescan hid them."""
     with open_store(tmp_path / "cw.db") as store:
         store.record_run("STS-07", "scan-image", [], [make_finding(1)], component="CMS")
         store.record_run("STS-07", "scan-image", [], [make_finding(2)], component="OCR")
-        store.record_run("STS-07", "scan-image", [], [], component="CMS")  # CMS fixed and re-scanned
+        store.record_run("STS-07", "scan-image", [], [], component="CMS")  # CMS re-scanned, clean
+        assert sorted(f.src or "" for f in store.current_findings("STS-07")) == ["10.20.0.1", "10.20.0.2"]
+        store.record_disposition("STS-07", make_finding(1).id, "false-positive", who="ana", why="lab key")
         assert [f.src for f in store.current_findings("STS-07")] == ["10.20.0.2"]
         assert store.count_findings("STS-07") == 2  # history is kept
+
+
+def test_dispositions_are_recorded_with_an_audit_event_each(tmp_path: Path) -> None:
+    with open_store(tmp_path / "cw.db") as store:
+        run = store.record_run("STS-07", "analyze", [], [make_finding(1)])
+        fid = make_finding(1).id
+        with pytest.raises(StateError, match="no stored finding"):
+            store.record_disposition("STS-07", "cw-nope", "acknowledged", who="ana", why="x")
+        with pytest.raises(sqlite3.IntegrityError):  # the schema itself refuses an acceptance without expiry
+            store.record_disposition("STS-07", fid, "accepted-risk", who="ana", why="x")
+        store.record_disposition("STS-07", fid, "acknowledged", who="ana", why="looking", at=10.0)
+        store.record_disposition("STS-07", fid, "accepted-risk", who="fso", why="ticket 1", until=100.0, at=20.0)
+        store.record_disposition("STS-07", fid, "remediated", who="ana", why="fixed", evidence_run=run, at=30.0)
+        assert [(d.state, d.who) for d in store.dispositions("STS-07", fid)] == [
+            ("acknowledged", "ana"), ("accepted-risk", "fso"), ("remediated", "ana")]
+        assert [(e.action, e.detail) for e in store.audit_events("STS-07")] == [
+            ("disposition", {"state": "acknowledged"}),
+            ("disposition", {"state": "accepted-risk", "until": "1970-01-01T00:01:40.000000Z"}),
+            ("disposition", {"state": "remediated", "evidence_run": run})]
+        accepted = store.dispositions("STS-07", fid)[1]
+        assert accepted.effective(99.9) == "accepted-risk" and accepted.effective(100.0) == "open"
 
 
 def test_finishing_a_run_twice_is_refused(tmp_path: Path) -> None:
@@ -272,17 +334,65 @@ def test_history_and_components_round_trip(tmp_path: Path) -> None:
 
 
 def test_a_readonly_store_reads_but_cannot_write(tmp_path: Path) -> None:
-    from cranewatch.errors import InputError
+    from cranewatch.errors import EnvironmentProblem
+    from cranewatch.store import MissingStore
 
     db = tmp_path / "cw.db"
-    with pytest.raises(InputError, match="no cranewatch database"):
+    with pytest.raises(MissingStore, match="no such database"):
         open_store(db, readonly=True)
+    with pytest.raises(MissingStore, match="no such database"):
+        open_store(tmp_path / "nowhere" / "cw.db", create=False)
+    assert sorted(p.name for p in tmp_path.iterdir()) == []  # nothing created, not even a directory
     with open_store(db) as writer:
         writer.add_crane(Crane("STS-07"), who="a", why="b")
         with open_store(db, readonly=True) as reader:
             assert [c.name for c in reader.cranes()] == ["STS-07"]
-            with pytest.raises(sqlite3.OperationalError, match="readonly"):
+            with pytest.raises(EnvironmentProblem, match="read-only"):
                 reader.add_crane(Crane("STS-08"), who="a", why="b")
+
+
+def test_an_old_store_written_by_the_old_code_migrates_and_its_gate_rejects(tmp_path: Path) -> None:
+    """The fixture was written by cranewatch before 0005 (see its header): safety-bypass, then
+    normal-2, and that code's gate said NEEDS-REVIEW. Migrated, nothing is lost and it rejects."""
+    from cranewatch.gate import decide
+
+    db = tmp_path / "old.db"
+    with sqlite3.connect(db) as conn:
+        conn.executescript((Path(__file__).parent / "data" / "store" / "old-0004.sql").read_text())
+    with sqlite3.connect(db) as conn:
+        assert [r[0] for r in conn.execute("SELECT name FROM schema_migrations ORDER BY seq")] == [
+            m.name for m in MIGRATIONS[:4]]
+    # a reader upgrades it first (the file exists: nothing is created), then reads with mode=ro
+    with open_store(db, readonly=True) as reader:
+        assert reader.applied_migrations() == [m.name for m in MIGRATIONS]
+        runs = reader.runs("STS-07")
+        assert [(r.id, r.kind, r.status, r.fingerprint, r.recordings) for r in runs] == [
+            (1, "analyze", "complete", None, 1), (2, "analyze", "complete", None, 1), (3, "gate", "complete", None, 1)]
+        assert len(reader.findings("STS-07", [1])) == 4 and reader.findings("STS-07", [2]) == []
+        assert [h.to_state for h in reader.history("STS-07")] == ["delivered", "quarantined", "under-analysis"]
+    with open_store(db) as store:
+        decision = decide(store, "STS-07", who="ana", move=False)
+        blocking = [r for r in decision.reasons if r.kind == "blocking-finding"]
+        assert decision.decision == "rejected" and len(blocking) == 4
+        assert {r.source for r in blocking} == {"quarantine traffic analysis (run 1)"}
+        # runs of the old code say nothing of the hosts they saw: that is a gap, said as such
+        assert any(r.kind == "evidence-gap" and "run(s) 1, 2" in r.text for r in decision.reasons)
+
+
+def test_a_foreign_or_garbage_file_is_refused_and_left_alone(tmp_path: Path) -> None:
+    from cranewatch.errors import InputError
+
+    foreign = tmp_path / "other.sqlite"
+    with sqlite3.connect(foreign) as conn:
+        conn.execute("CREATE TABLE customers (name TEXT)")
+    before = foreign.read_bytes()
+    with pytest.raises(InputError, match=r"not a cranewatch database: it holds the tables \['customers'\]"):
+        open_store(foreign)
+    assert foreign.read_bytes() == before and tables(foreign) == {"customers"}
+    garbage = tmp_path / "garbage.db"
+    garbage.write_bytes(b"this is no SQLite file at all, " * 200)
+    with pytest.raises(InputError, match="not a cranewatch database: file is not a database"):
+        open_store(garbage)
 
 
 def test_two_writers_take_turns_instead_of_failing(tmp_path: Path) -> None:

@@ -209,24 +209,28 @@ def learn_judges(profile_path: str) -> Judges:
     return Judges(Path(profile_path), profile, load_baseline(clean), learn_from_captures([clean], profile))
 
 
-def analyse(captures: Sequence[Path], judges: Judges) -> tuple[int, tuple[Finding, ...], Any]:
-    """Network detectors and process checks over each capture; findings of all, once each."""
+def analyse(captures: Sequence[Path], judges: Judges) -> tuple[int, tuple[Finding, ...], Any, Any]:
+    """Network detectors and process checks over each capture; findings of all, once each, and
+    what the captures together examined (the gate's coverage of the run)."""
+    from cranewatch.gate import merge_coverage, traffic_coverage
     from cranewatch.pipeline import analyze
     from cranewatch.sinks import build_sinks
 
     packets = 0
     found: dict[str, Finding] = {}
     last: Any = None
+    parts = []
     for capture in captures:
         sinks = build_sinks(judges.profile, judges.baseline, CRANE, process_baseline=judges.process_baseline)
         last = analyze([str(capture)], sinks=sinks)
         if not last.complete:
             raise InputError("bundled capture did not read whole: reinstall cranewatch", Location(file=str(capture)))
         packets += last.packets
+        parts.append(traffic_coverage(last, process=judges.profile is not None))
         for f in last.findings:
             found.setdefault(f.id, f)
     ordered = tuple(sorted(found.values(), key=lambda f: (-int(f.severity), f.first_seen or 0, f.id)))
-    return packets, ordered, last
+    return packets, ordered, last, merge_coverage(parts)
 
 
 def analyse_quarantine_traffic(store: Store, judges: Judges) -> TrafficAnalysis:
@@ -235,13 +239,13 @@ def analyse_quarantine_traffic(store: Store, judges: Judges) -> TrafficAnalysis:
     # the baseline capture and the profile are read too: the report lists them with their hashes
     run = store.begin_run(CRANE, "analyze", [*captures, capture_path(BASELINE_SCENARIO), judges.profile_path])
     try:
-        packets, findings, _ = analyse(captures, judges)
+        packets, findings, _, coverage = analyse(captures, judges)
     except BaseException as exc:
         store.fail_run(run, f"{type(exc).__name__}: {exc}")
         raise
     summary = {"packets": packets, "captures": [str(c) for c in captures], "baseline": BASELINE_SCENARIO,
                "read": "one after another"}
-    store.finish_run(run, findings, artifacts={"analysis": json.dumps(summary)})
+    store.finish_run(run, findings, artifacts={"analysis": json.dumps(summary)}, coverage=coverage)
     return TrafficAnalysis(", ".join(QUARANTINE_SCENARIOS), captures, packets, findings, run=run)
 
 
@@ -272,7 +276,7 @@ def watch_in_service(ws: Path, judges: Judges) -> tuple[TrafficAnalysis, ...]:
     watched = []
     for scenario in INSERVICE_SCENARIOS:
         capture = capture_path(scenario)
-        packets, findings, result = analyse([capture], judges)
+        packets, findings, result, _ = analyse([capture], judges)
         out = ws / f"in-service-{scenario}.jsonl"
         out.write_text(jsonl.render(result), encoding="utf-8")
         watched.append(TrafficAnalysis(scenario, (capture,), packets, findings, out=out))

@@ -29,13 +29,15 @@ EXIT_CODE_MEANINGS: dict[ExitCode, str] = {
     "--fail-on is met)",
     ExitCode.FINDINGS: "--fail-on SEVERITY was met: a finding of that severity or above "
     "(gate --exit-code: the crane was not cleared)",
-    ExitCode.USAGE: "usage error: bad option or argument, unknown crane, refused action "
-    "(e.g. a life-cycle transition)",
+    ExitCode.USAGE: "usage error: bad option or argument, unknown crane, no store at --db (none "
+    "is created), refused action (e.g. a life-cycle transition, a remediation its evidence does "
+    "not show)",
     ExitCode.INPUT: "bad input: an input that is missing or cannot be read (then nothing is "
     "reported), or a corrupt, truncated or unknown capture, profile, log or image (what could "
     "be read was still analysed and reported, with file and frame, or line, or path)",
-    ExitCode.ENVIRONMENT: "environment: a needed tool, privilege (root) or service is missing, "
-    "or the disk is full",
+    ExitCode.ENVIRONMENT: "environment: a needed tool, privilege (root) or service is missing; "
+    "the store cannot be written (read-only file or mount, disk full, I/O error: the cause is "
+    "named)",
     ExitCode.INTERNAL: "internal error (a bug): re-run with --debug and report the traceback",
     ExitCode.INTERRUPTED: "interrupted",
 }

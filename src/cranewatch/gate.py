@@ -1,26 +1,43 @@
 """The commissioning gate: from a crane's recorded evidence to cleared, rejected or needs-review.
 
-The evidence is what the store holds for the crane: the latest complete image scan of each
-component, the latest complete analysis of traffic recorded in quarantine, and the crane's
-profile. ``assess`` is the pure core (evidence and policy in, decision and reasons out);
+The evidence is everything the store holds for the crane: every finding of every complete run
+(traffic and process analyses, image scans of each component, in quarantine and before, a
+superseded run included), each in the state its latest disposition gave it, and the crane's
+profile. A finding leaves the decision only by a recorded disposition (``cranewatch.triage``):
+a later clean run does not make an earlier finding go away. Which evidence exists (an image
+scan per component, a quarantine capture) is judged from the runs not superseded; registered
+parts never seen in the quarantine traffic, and hosts seen there that are not registered, are
+evidence gaps. ``assess`` is the pure core (evidence and policy in, decision and reasons out);
 ``decide`` reads the store, records the decision and moves the life cycle
 (under-analysis → cleared | rejected). The ``record_*`` / ``*_and_record`` functions put scan
-and analysis results into the store as runs the gate can read.
+and analysis results into the store as runs the gate can read, with what each examined.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import json
+import time
 import tomllib
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from cranewatch.errors import CranewatchError, InputError, Location, UsageError
 from cranewatch.fleet import current_user, require_crane, transition
 from cranewatch.model import CATEGORIES, Finding, Severity, iso_time
-from cranewatch.store import Crane, Run, RunInput, Store
+from cranewatch.store import (
+    COUNTING_STATES,
+    Coverage,
+    Crane,
+    Disposition,
+    ObservedHost,
+    Run,
+    RunInput,
+    Store,
+    hash_input,
+)
 
 DECISIONS = ("cleared", "rejected", "needs-review")
 EVIDENCE_KINDS = ("image-scan", "quarantine-capture", "profile")
@@ -137,7 +154,9 @@ def load_gate_policy(path: str | Path) -> GatePolicy:
 class Reason:
     """One reason behind a decision: a blocking or questionable finding, or missing evidence."""
 
-    kind: str  # blocking-finding | review-finding | missing-evidence | incomplete-run | review-component
+    # blocking-finding | review-finding | missing-evidence | incomplete-run | review-component |
+    # review-baseline | evidence-gap | closed-finding (a disposition took it out: shown, not counted)
+    kind: str
     text: str
     finding: str | None = None  # finding id
     severity: str | None = None
@@ -153,14 +172,22 @@ class Reason:
 
 @dataclass(frozen=True, slots=True)
 class Evidence:
-    """What the store holds for a crane: the runs that count now and their findings."""
+    """What the store holds for a crane: every complete run, its findings and their states."""
 
-    runs: tuple[Run, ...]
+    runs: tuple[Run, ...]  # every complete analysis run, superseded ones too
     findings_by_run: dict[int, tuple[Finding, ...]]
     stale_runs: tuple[Run, ...] = ()  # started but never completed, with no complete rerun
     profile_problem: str | None = None  # None when the profile loaded
     profile_hosts: dict[str, tuple[str, str | None]] | None = None  # ip → (host name, MAC) of the profile
     baseline_beyond_profile: tuple[str, ...] = ()  # learned communications the profile does not allow
+    dispositions: dict[str, Disposition] = field(default_factory=dict)  # finding id → latest
+    coverage: dict[int, Coverage] = field(default_factory=dict)  # run id → what it examined
+    now: float = 0.0  # when the states are judged (an acceptance may have expired)
+
+    @property
+    def standing_runs(self) -> tuple[Run, ...]:
+        """The runs not superseded: what counts as evidence that exists."""
+        return tuple(r for r in self.runs if not r.superseded)
 
 
 @dataclass(frozen=True, slots=True)
@@ -189,33 +216,64 @@ class GateDecision:
 
 def run_label(run: Run) -> str:
     if run.kind == "scan-image":
-        return f"image scan of {run.component or 'the crane'} (run {run.id})"
-    if run.kind == "analyze":
-        return f"quarantine traffic analysis (run {run.id})"
-    return f"{run.kind} (run {run.id})"
+        label = f"image scan of {run.component or 'the crane'} (run {run.id})"
+    elif run.kind == "analyze":
+        label = f"quarantine traffic analysis (run {run.id})"
+    else:
+        label = f"{run.kind} (run {run.id})"
+    return label + (", superseded" if run.superseded else "")
+
+
+def finding_sources(evidence: Evidence) -> dict[str, str]:
+    """finding id → the runs that saw it, e.g. "quarantine traffic analysis (run 1); image scan of CMS (run 3)"."""
+    out: dict[str, list[str]] = {}
+    for run in evidence.runs:
+        for f in evidence.findings_by_run.get(run.id, ()):
+            out.setdefault(f.id, []).append(run_label(run))
+    return {k: "; ".join(v) for k, v in out.items()}
+
+
+def disposition_text(d: Disposition, now: float) -> str:
+    """A disposition in one line: "accepted-risk by ana on 2026-12-07 until 2027-01-31: why"."""
+    day = (iso_time(d.at) or "")[:10]
+    text = f"{d.state} by {d.who} on {day}"
+    if d.until is not None:
+        text += f" until {(iso_time(d.until) or '')[:10]}"
+    if d.evidence_run is not None:
+        text += f" (evidence: run {d.evidence_run})"
+    if d.effective(now) != d.state:
+        text += " — expired, open again"
+    return f"{text}: {d.why}"
 
 
 def assess(crane: Crane, evidence: Evidence, policy: GatePolicy) -> tuple[str, tuple[Reason, ...]]:
     """The decision and its reasons (blocking first, then review, then missing evidence)."""
     blocking: list[Reason] = []
     review: list[Reason] = []
-    seen: set[str] = set()
-    for run in evidence.runs:
-        for f in evidence.findings_by_run.get(run.id, ()):
-            if f.id in seen:
-                continue
-            seen.add(f.id)
-            reason_args = dict(finding=f.id, severity=str(f.severity), category=f.category, source=run_label(run))
-            if f.severity >= policy.block_severity:
-                blocking.append(Reason("blocking-finding", f"{f.severity} {f.category}: {f.title}", **reason_args))
-            elif f.category in policy.always_block:
-                blocking.append(Reason("blocking-finding",
-                                       f"{f.category} always blocks: {f.title}", **reason_args))
-            elif policy.review_severity is not None and f.severity >= policy.review_severity:
-                review.append(Reason("review-finding", f"{f.severity} {f.category}: {f.title}", **reason_args))
+    closed: list[Reason] = []
+    sources = finding_sources(evidence)
+    for f in unique_findings(evidence):
+        reason_args = dict(finding=f.id, severity=str(f.severity), category=f.category, source=sources.get(f.id))
+        latest = evidence.dispositions.get(f.id)
+        state = "open" if latest is None else latest.effective(evidence.now)
+        if state not in COUNTING_STATES:
+            assert latest is not None
+            closed.append(Reason("closed-finding", f"{f.severity} {f.category}: {f.title} — "
+                                 f"{disposition_text(latest, evidence.now)}", **reason_args))
+            continue
+        # acknowledged, an expired acceptance, reopened (by a person, or seen again): say so
+        note = "" if latest is None else f" [{disposition_text(latest, evidence.now)}]"
+        if f.severity >= policy.block_severity:
+            blocking.append(Reason("blocking-finding", f"{f.severity} {f.category}: {f.title}{note}", **reason_args))
+        elif f.category in policy.always_block:
+            blocking.append(Reason("blocking-finding",
+                                   f"{f.category} always blocks: {f.title}{note}", **reason_args))
+        elif policy.review_severity is not None and f.severity >= policy.review_severity:
+            review.append(Reason("review-finding", f"{f.severity} {f.category}: {f.title}{note}", **reason_args))
 
     missing: list[Reason] = []
-    scans = [r for r in evidence.runs if r.kind == "scan-image"]
+    standing = evidence.standing_runs
+    scans = [r for r in standing if r.kind == "scan-image"]
     if "image-scan" in policy.required_evidence:
         scanned = {(r.component or "").lower() for r in scans}
         parts = [c for c in crane.components if c.kind in policy.image_scan_kinds]
@@ -225,7 +283,7 @@ def assess(crane: Crane, evidence: Evidence, policy: GatePolicy) -> tuple[str, t
                                       source=f"component {part.name} ({part.kind})"))
         if not parts and not scans:
             missing.append(Reason("missing-evidence", f"no image scan recorded for {crane.name}"))
-    if "quarantine-capture" in policy.required_evidence and not any(r.kind == "analyze" for r in evidence.runs):
+    if "quarantine-capture" in policy.required_evidence and not any(r.kind == "analyze" for r in standing):
         missing.append(Reason("missing-evidence",
                               f"no analysis of traffic recorded in quarantine for {crane.name}"))
     if "profile" in policy.required_evidence and evidence.profile_problem is not None:
@@ -236,6 +294,7 @@ def assess(crane: Crane, evidence: Evidence, policy: GatePolicy) -> tuple[str, t
     for run in evidence.stale_runs:
         review.append(Reason("incomplete-run", f"{run_label(run)} did not complete ({run.status}"
                              f"{': ' + run.note if run.note else ''}); re-run it", source=run_label(run)))
+    review.extend(evidence_gaps(crane, [(r, evidence.coverage.get(r.id)) for r in standing if r.kind == "analyze"]))
     for part in crane.components:
         if part.kind in policy.review_component_kinds:
             review.append(Reason("review-component",
@@ -249,7 +308,74 @@ def assess(crane: Crane, evidence: Evidence, policy: GatePolicy) -> tuple[str, t
         decision = "needs-review"
     else:
         decision = "cleared"
-    return decision, (*blocking, *review, *missing)
+    return decision, (*blocking, *review, *missing, *closed)
+
+
+def unique_findings(evidence: Evidence) -> tuple[Finding, ...]:
+    """Every finding of every run once, most severe first."""
+    unique = {f.id: f for r in evidence.runs for f in evidence.findings_by_run.get(r.id, ())}
+    return tuple(sorted(unique.values(), key=lambda f: (-int(f.severity), f.category, f.id)))
+
+
+def evidence_gaps(crane: Crane, traffic: Sequence[tuple[Run, Coverage | None]]) -> list[Reason]:
+    """Registered parts never seen in the quarantine traffic (by IP or MAC), a registered part's
+    IP seen with another MAC, and hosts of the crane zone seen there that are not registered."""
+    if not traffic:
+        return []  # no quarantine capture at all is missing evidence, said elsewhere
+    hosts = [h for _, c in traffic if c is not None for h in c.hosts]
+    if not hosts:
+        runs = ", ".join(str(r.id) for r, c in traffic if c is None)
+        return [Reason("evidence-gap", f"the recorded traffic (run(s) {runs}) does not say which hosts it saw "
+                       "(recorded without coverage, e.g. by an older cranewatch): registered parts cannot be "
+                       "matched to it; record the quarantine capture again", source="quarantine traffic")]
+    seen_ips = {ip for h in hosts for ip in h.ips}
+    seen_macs = {h.mac.lower() for h in hosts if h.mac}
+    macs_of: dict[str, set[str]] = {}
+    for h in hosts:
+        for ip in h.ips:
+            if h.mac:
+                macs_of.setdefault(ip, set()).add(h.mac.lower())
+    gaps: list[Reason] = []
+    for part in crane.components:
+        mac = part.mac.lower() if part.mac else None
+        if part.ip is None and mac is None:
+            continue
+        where = ", ".join(x for x in (part.ip, mac) if x)
+        if part.ip not in seen_ips and mac not in seen_macs:
+            gaps.append(Reason("evidence-gap", f"{part.name} ({part.kind}, {where}) is registered but never seen "
+                               "in the quarantine traffic: is it connected, and was the capture taken where "
+                               "its traffic passes?", source=f"component {part.name}"))
+        elif part.ip in seen_ips and mac and macs_of.get(part.ip) and mac not in macs_of[part.ip]:
+            others = ", ".join(sorted(macs_of[part.ip]))
+            gaps.append(Reason("evidence-gap", f"{part.name} ({part.ip}) is registered with MAC {mac} but its "
+                               f"address was seen with MAC {others}", source=f"component {part.name}"))
+    gaps.extend(_unregistered_hosts(crane, hosts))
+    return gaps
+
+
+def _unregistered_hosts(crane: Crane, hosts: Sequence[ObservedHost]) -> list[Reason]:
+    if not crane.zone:
+        return []
+    zone = ipaddress.ip_network(crane.zone, strict=False)
+    known_ips = {c.ip for c in crane.components if c.ip}
+    known_macs = {c.mac.lower() for c in crane.components if c.mac}
+    found: dict[str, set[str]] = {}
+    for h in hosts:
+        if h.mac and h.mac.lower() in known_macs:
+            continue
+        for ip in h.ips:
+            try:
+                addr = ipaddress.ip_address(ip)
+            except ValueError:
+                continue
+            if (addr not in zone or ip in known_ips or addr.is_multicast or addr.is_unspecified
+                    or addr in (zone.network_address, zone.broadcast_address)):
+                continue
+            found.setdefault(ip, set()).update({h.mac.lower()} if h.mac else set())
+    return [Reason("evidence-gap", f"{ip}{' (MAC ' + ', '.join(sorted(macs)) + ')' if macs else ''} was seen in "
+                   f"the quarantine traffic inside the crane zone {crane.zone} but is not a registered part "
+                   f"of {crane.name}", source="quarantine traffic")
+            for ip, macs in sorted(found.items(), key=lambda kv: ipaddress.ip_address(kv[0]))]
 
 
 def profile_review(crane: Crane, hosts: dict[str, tuple[str, str | None]] | None) -> list[Reason]:
@@ -287,16 +413,18 @@ def baseline_beyond_profile(profile: Any, baseline: Any) -> tuple[str, ...]:
     return tuple(out)
 
 
-def gather_evidence(store: Store, crane: Crane, baseline: Any = None) -> Evidence:
+def gather_evidence(store: Store, crane: Crane, baseline: Any = None, *, now: float | None = None) -> Evidence:
     runs = store.runs(crane.name)
-    latest = store.latest_complete_runs(crane.name)
+    complete = tuple(r for r in runs if r.kind != "gate" and r.status == "complete")
+    standing = [r for r in complete if not r.superseded]
     # a run that never completed matters only if nothing of its kind completed after it
     stale = tuple(
         r for r in runs
-        if r.kind != "gate" and r.status != "complete"
-        and not any((d.kind, d.component) == (r.kind, r.component) and d.id > r.id for d in latest)
+        if r.kind != "gate" and r.status != "complete" and not r.superseded
+        and not any((d.kind, d.component) == (r.kind, r.component) and d.id > r.id for d in standing)
     )
-    findings = {r.id: tuple(store.findings(crane.name, [r.id])) for r in latest}
+    findings = {r.id: tuple(store.findings(crane.name, [r.id])) for r in complete}
+    coverage = {r.id: c for r in complete if (c := store.run_coverage(r.id)) is not None}
     problem, profile = read_profile(crane)
     hosts = None if profile is None else {h.ip: (h.name, h.mac) for h in profile.hosts}
     beyond: tuple[str, ...] = ()
@@ -306,7 +434,8 @@ def gather_evidence(store: Store, crane: Crane, baseline: Any = None) -> Evidenc
         if not isinstance(baseline, Baseline):
             baseline = load_baseline(baseline)
         beyond = baseline_beyond_profile(profile, baseline)
-    return Evidence(tuple(latest), findings, stale, problem, hosts, beyond)
+    return Evidence(complete, findings, stale, problem, hosts, beyond, store.latest_dispositions(crane.name),
+                    coverage, time.time() if now is None else now)
 
 
 def read_profile(crane: Crane) -> tuple[str | None, Any]:
@@ -354,13 +483,13 @@ def decide(
             why = f"gate {decision}" + (f": {blocking} blocking finding(s)" if blocking else ": no blocking finding")
             entry = transition(store, record.name, decision, by=f"cranewatch gate ({actor})", reason=why, by_gate=True)
             change = f"{entry.from_state} → {entry.to_state}"
+        elif not move:
+            change = f"life cycle unchanged: {record.name} stays {record.state} (asked not to move it)"
         else:
             change = (f"life cycle unchanged: {record.name} is {record.state} "
                       "(the gate moves only a crane under analysis)")
-    findings = tuple(f for r in evidence.runs for f in evidence.findings_by_run.get(r.id, ()))
-    unique = {f.id: f for f in findings}
-    ordered = tuple(sorted(unique.values(), key=lambda f: (-int(f.severity), f.category, f.id)))
-    return GateDecision(record.name, decision, reasons, ordered, evidence.runs, policy, change, stored.at)
+    return GateDecision(record.name, decision, reasons, unique_findings(evidence), evidence.runs, policy, change,
+                        stored.at)
 
 
 def latest_decision(store: Store, crane: str) -> GateDecision | None:
@@ -371,54 +500,95 @@ def latest_decision(store: Store, crane: str) -> GateDecision | None:
         return None
     evidence = gather_evidence(store, record)
     reasons = tuple(Reason(**r) for r in gate.reasons)
-    findings = {f.id: f for r in evidence.runs for f in evidence.findings_by_run.get(r.id, ())}
-    ordered = tuple(sorted(findings.values(), key=lambda f: (-int(f.severity), f.category, f.id)))
-    return GateDecision(crane, gate.decision, reasons, ordered, evidence.runs, policy_from_json(gate.policy),
-                        None, gate.at)
+    return GateDecision(crane, gate.decision, reasons, unique_findings(evidence), evidence.runs,
+                        policy_from_json(gate.policy), None, gate.at)
 
 
 # -- evidence intake --------------------------------------------------------------------------
 
 
-def record_image_scan(store: Store, crane: str, result: Any, *, component: str | None = None) -> int:
-    """Store a finished ``forensics.ScanResult`` as a complete scan-image run (with its SBOM)."""
+def scan_coverage(result: Any) -> Coverage:
+    """What an image scan examined: every forensic check, the vulnerability and YARA rules only
+    when it had them, and the findings a reference suppressed (they were there all the same)."""
+    checks = ["image"]
+    if result.vulndb:
+        checks.append("image-vulndb")
+    if result.rules:
+        checks.append("image-yara")
+    return Coverage(tuple(checks), suppressed=tuple(sorted({f.id for f in result.suppressed})))
+
+
+def scan_options(result: Any) -> dict[str, Any]:
+    """What shaped a scan besides its inputs (part of the run's fingerprint)."""
+    return {"rules": [str(r) for r in result.rules], "vulndb": [str(v) for v in result.vulndb]}
+
+
+def traffic_coverage(result: Any, *, process: bool) -> Coverage:
+    """What an analysis of traffic examined: the network detectors always, the process checks
+    when a profile gave the register map and Modbus traffic gave them values, and every host
+    the traffic held."""
+    hosts = tuple(ObservedHost(h.mac.lower() if h.mac else None, tuple(h.ips)) for h in result.hosts)
+    # the process checks examined something only when there was register traffic to read
+    checked = process and bool(result.modbus_slaves)
+    return Coverage(("network", "process") if checked else ("network",), hosts)
+
+
+def merge_coverage(parts: Sequence[Coverage]) -> Coverage:
+    """One run's coverage from its parts (e.g. captures analysed one after another): a check
+    family counts only if every part ran it; hosts and suppressed findings are the union."""
+    if not parts:
+        return Coverage(())
+    checks = [c for c in parts[0].checks if all(c in p.checks for p in parts[1:])]
+    hosts = tuple(dict.fromkeys(h for p in parts for h in p.hosts))
+    suppressed = tuple(sorted({s for p in parts for s in p.suppressed}))
+    return Coverage(tuple(checks), hosts, suppressed)
+
+
+def record_image_scan(store: Store, crane: str, result: Any, *, component: str | None = None,
+                      who: str | None = None, run_id: int | None = None) -> int:
+    """Store a finished ``forensics.ScanResult`` as a complete scan-image run (with its SBOM);
+    ``run_id``: the run begun for it (else one is begun now). Returns the id it is kept under."""
     from cranewatch.forensics.sbom import cyclonedx
 
     inputs = [RunInput(i.path, i.sha256, i.size) for i in result.inputs]
+    if run_id is None:
+        run_id = store.begin_run(crane, "scan-image", inputs, component=component, who=who or current_user())
     artifacts = {"scan": json.dumps(result.summary_json()), "sbom": json.dumps(cyclonedx(result))}
-    return store.record_run(crane, "scan-image", inputs, result.findings, component=component, artifacts=artifacts)
+    return store.finish_run(run_id, result.findings, artifacts=artifacts, coverage=scan_coverage(result),
+                            inputs=inputs, options=scan_options(result))
 
 
 def scan_and_record(store: Store, crane: str, image: str | Path, *, component: str | None = None,
-                    **scan_options: Any) -> int:
-    """Scan an image into the store: the run is recorded first, its findings only when it completes."""
+                    who: str | None = None, **scan_options: Any) -> int:
+    """Scan an image into the store: the run is recorded first (a scan killed midway stays as
+    an incomplete run), its findings only when it completes."""
     from cranewatch.forensics.api import scan_image
-    from cranewatch.forensics.sbom import cyclonedx
 
-    run_id = store.begin_run(crane, "scan-image", [image], component=component)
+    run_id = store.begin_run(crane, "scan-image", [image], component=component, who=who or current_user())
     try:
         result = scan_image(image, crane=crane, **scan_options)
     except BaseException as exc:
         store.fail_run(run_id, f"{type(exc).__name__}: {exc}")
         raise
-    store.finish_run(run_id, result.findings,
-                     artifacts={"scan": json.dumps(result.summary_json()), "sbom": json.dumps(cyclonedx(result))})
-    return run_id
+    return record_image_scan(store, crane, result, component=component, run_id=run_id)
 
 
-def record_traffic_analysis(store: Store, crane: str, result: Any) -> int:
+def record_traffic_analysis(store: Store, crane: str, result: Any, *, who: str | None = None,
+                            run_id: int | None = None) -> int:
     """Store a finished ``pipeline.AnalysisResult`` (quarantine traffic) as a complete analyze run.
 
     Its inputs are the captures and the profile and baseline files it was judged against, each
-    with its sha256. A capture not read whole is said in the run's note.
+    with its sha256. A capture not read whole is said in the run's note. The same captures
+    judged by the same files again replace this run (``Store.finish_run``).
     """
-    inputs = [RunInput(i.path, i.sha256, _size(i.path)) for i in result.inputs]
-    judged_by = [p for p in (result.profile, result.baseline) if p and Path(p).is_file()]
-    run_id = store.begin_run(crane, "analyze", [*inputs, *judged_by])
+    captures = [RunInput(i.path, i.sha256, _size(i.path)) for i in result.inputs]
+    judged_by = [hash_input(p) for p in (result.profile, result.baseline) if p and Path(p).is_file()]
+    if run_id is None:
+        run_id = store.begin_run(crane, "analyze", [*captures, *judged_by], who=who or current_user())
     note = None if result.complete else "an input was truncated or corrupt; findings cover what was read"
-    store.finish_run(run_id, result.findings, artifacts={"analysis": json.dumps(_analysis_summary(result))},
-                     note=note)
-    return run_id
+    return store.finish_run(run_id, result.findings, artifacts={"analysis": json.dumps(_analysis_summary(result))},
+                            note=note, coverage=traffic_coverage(result, process=result.profile is not None),
+                            inputs=[*captures, *judged_by])
 
 
 def open_recording_store(db: str | Path) -> Store:
@@ -426,10 +596,7 @@ def open_recording_store(db: str | Path) -> Store:
     crane is registered there with ``cranewatch fleet``): a mistyped path creates nothing."""
     from cranewatch.store import open_store
 
-    if not Path(db).is_file():
-        raise UsageError(f"--db {db}: no such database (register the crane first: "
-                         f"cranewatch fleet add ... --db {db})")
-    return open_store(db)
+    return open_store(db, create=False)
 
 
 def recording_crane(store: Store, crane: str | None, *, component: str | None = None,
@@ -457,23 +624,22 @@ def recording_crane(store: Store, crane: str | None, *, component: str | None = 
 
 def analyze_and_record(
     store: Store, crane: str, captures: Sequence[str | Path], *, profile: str | None = None,
-    baseline: str | None = None,
+    baseline: str | None = None, who: str | None = None,
 ) -> int:
-    """Analyse captures recorded in quarantine into the store, findings written when complete."""
+    """Analyse captures recorded in quarantine into the store: the run is recorded first (an
+    analysis killed midway stays as an incomplete run), its findings only when it completes."""
     from cranewatch.pipeline import analyze
     from cranewatch.sinks import build_sinks
 
-    run_id = store.begin_run(crane, "analyze", list(captures))
+    judged_by = [p for p in (profile, baseline) if p and Path(p).is_file()]
+    run_id = store.begin_run(crane, "analyze", [*captures, *judged_by], who=who or current_user())
     try:
         sinks = build_sinks(profile, baseline, crane)
         result = analyze([str(c) for c in captures], sinks=sinks, profile=profile, baseline=baseline)
     except BaseException as exc:
         store.fail_run(run_id, f"{type(exc).__name__}: {exc}")
         raise
-    note = None if result.complete else "an input was truncated or corrupt; findings cover what was read"
-    store.finish_run(run_id, result.findings, artifacts={"analysis": json.dumps(_analysis_summary(result))},
-                     note=note)
-    return run_id
+    return record_traffic_analysis(store, crane, result, run_id=run_id)
 
 
 def _size(path: str) -> int:

@@ -103,21 +103,21 @@ def run_add(args: argparse.Namespace) -> int:
         zone=check_zone(args.zone, where),
         components=tuple(parse_component(parse_component_option(c), where) for c in args.component),
     )
-    with store_from_args(args) as store:
+    with store_from_args(args, create=True) as store:
         added = registry.register(store, crane, by=args.by, reason=args.reason)
     print(f"{added.name}: registered, state {added.state}")
     return 0
 
 
 def run_import(args: argparse.Namespace) -> int:
-    with store_from_args(args) as store:
+    with store_from_args(args, create=True) as store:
         for result in import_fleet(store, args.file, by=args.by):
             print(f"{result.crane}: {result.action}")
     return 0
 
 
 def run_list(args: argparse.Namespace) -> int:
-    with store_from_args(args) as store:
+    with store_from_args(args, readonly=True) as store:
         cranes = store.cranes()
         if args.format == "jsonl":
             for crane in cranes:
@@ -135,7 +135,7 @@ def run_list(args: argparse.Namespace) -> int:
 
 
 def run_show(args: argparse.Namespace) -> int:
-    with store_from_args(args) as store:
+    with store_from_args(args, readonly=True) as store:
         crane = require_crane(store, args.name)
         if args.format == "json":
             doc = crane.to_json()
@@ -143,6 +143,7 @@ def run_show(args: argparse.Namespace) -> int:
                 {"at": iso_time(h.at), "who": h.who, "why": h.why, "from": h.from_state, "to": h.to_state}
                 for h in store.history(crane.name)
             ]
+            doc["audit"] = [e.to_json() for e in store.audit_events(crane.name)]
             json.dump(doc, sys.stdout, indent=2)
             print()
             return 0
@@ -169,6 +170,14 @@ def print_crane(store: Store, crane: Crane) -> None:
     for h in store.history(crane.name):
         step = f"{h.from_state} → {h.to_state}" if h.from_state else f"registered as {h.to_state}"
         print(f"    {iso_time(h.at)}  {h.who:<10} {step}: {h.why}")
+    audit = store.audit_events(crane.name)
+    if audit:
+        print("  audit (dispositions, supersedes, re-recordings):")
+        for e in audit:
+            state = e.detail.get("state")
+            what = f"{e.action} {e.subject}" + (f" → {state}" if state else "")
+            extra = "".join(f", {k} {e.detail[k]}" for k in ("until", "evidence_run") if k in e.detail)
+            print(f"    {iso_time(e.at)}  {e.who:<10} {what}{extra}: {e.why}")
 
 
 def run_set_state(args: argparse.Namespace) -> int:

@@ -28,7 +28,9 @@ HEADINGS = {
     "incomplete-run": "incomplete runs",
     "review-component": "components to confirm",
     "review-baseline": "baseline beyond the profile",
+    "evidence-gap": "evidence gaps",
     "missing-evidence": "missing evidence",
+    "closed-finding": "findings closed by a disposition (not counted)",
 }
 
 
@@ -38,10 +40,15 @@ def register(subparsers: Any) -> None:
         help="decide whether a crane may enter service, from its recorded evidence",
         description="Combine a crane's recorded image scans, the analysis of its quarantine traffic "
         "and its profile into a decision — cleared, rejected or needs-review — with the reasons "
-        "(which findings block, which evidence is missing). The decision is recorded, and a crane "
+        "(which findings block, which evidence is missing or has gaps). Every finding of every run "
+        "recorded for the crane counts until a disposition (cranewatch triage) takes it out; a later "
+        "clean capture does not. The decision is recorded, and a crane "
         "under analysis moves to cleared or rejected. By default any critical or high finding "
         "blocks, and oob-connectivity, hidden-uplink, remote-access-tool and remote-access findings "
-        "always block; change that with --policy.\n\nExample:\n"
+        "always block; change that with --policy.\n\n"
+        "Exit codes: 0 decided (1 with --exit-code unless cleared), 2 usage (unknown crane, missing "
+        "store), 3 a capture or image could not be read, 4 the store cannot be written (read-only, "
+        "disk full).\n\nExample:\n"
         "  cranewatch gate STS-07 --image CMS=cms-rootfs.tar.gz --capture quarantine.pcap\n"
         "  cranewatch gate --print-policy > gate-policy.toml   # the default, to edit\n"
         "  cranewatch gate STS-07 --policy gate-policy.toml --format json",
@@ -76,7 +83,7 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError("name the crane to decide on, e.g. cranewatch gate STS-07")
     images = [parse_image_option(text) for text in args.image]
     with store_from_args(args) as store:
-        record_evidence(store, args.crane, images, args.capture)
+        record_evidence(store, args.crane, images, args.capture, who=args.by)
         decision = decide(store, args.crane, policy, who=args.by, move=not args.no_move, baseline=args.baseline)
     if args.format == "json":
         print(json.dumps(decision.to_json(), indent=2))
@@ -92,14 +99,15 @@ def parse_image_option(text: str) -> tuple[str, str]:
     return component, path
 
 
-def record_evidence(store: Store, crane: str, images: list[tuple[str, str]], captures: list[str]) -> None:
+def record_evidence(store: Store, crane: str, images: list[tuple[str, str]], captures: list[str],
+                    *, who: str | None = None) -> None:
     """Scan images and analyse captures into the store before the decision (runs recorded first)."""
     record = require_crane(store, crane)
     for component, path in images:
-        run = scan_and_record(store, record.name, path, component=component)
+        run = scan_and_record(store, record.name, path, component=component, who=who)
         print(f"recorded image scan of {component}: run {run}", file=sys.stderr)
     if captures:
-        run = analyze_and_record(store, record.name, captures, profile=record.profile_path)
+        run = analyze_and_record(store, record.name, captures, profile=record.profile_path, who=who)
         print(f"recorded quarantine traffic analysis: run {run}", file=sys.stderr)
 
 

@@ -32,7 +32,7 @@ def register(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    with store_from_args(args) as store:
+    with store_from_args(args, readonly=True) as store:
         report = build_report(store, args.crane)
     if args.format == "jsonl":
         text = "".join(json.dumps(r) + "\n" for r in report_records(report))

@@ -31,7 +31,7 @@ def run(args: argparse.Namespace) -> int:
     from cranewatch.store import open_store
 
     db = args.db or default_db_path()
-    open_store(db).close()  # create and migrate once, so the read-only pages find a schema
+    open_store(db, readonly=True).close()  # never creates a store; an older one is migrated first
     server = make_server(db, args.host, args.port)
     host, port = str(server.server_address[0]), int(server.server_address[1])
     print(f"cranewatch dashboard on http://{host}:{port}/ (read-only; Ctrl-C stops)", flush=True)

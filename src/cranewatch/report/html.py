@@ -26,7 +26,9 @@ REASON_HEADINGS = (
     ("incomplete-run", "Incomplete runs"),
     ("review-component", "Components to confirm"),
     ("review-baseline", "Baseline beyond the profile"),
+    ("evidence-gap", "Evidence gaps"),
     ("missing-evidence", "Missing evidence"),
+    ("closed-finding", "Findings closed by a disposition (not counted)"),
 )
 
 

@@ -1,21 +1,34 @@
 """SQLite store: schema, named migrations, the single writer. Only this package writes SQL."""
 
 from cranewatch.store.records import (
+    COUNTING_STATES,
+    FINDING_STATES,
+    AuditEvent,
     Component,
+    Coverage,
     Crane,
+    Disposition,
     GateRecord,
     HistoryEntry,
+    ObservedHost,
     Run,
     RunInput,
     StoredRuleset,
 )
-from cranewatch.store.sqlite import Store, default_db_path, hash_input, open_store
+from cranewatch.store.sqlite import MissingStore, Store, default_db_path, hash_input, open_store
 
 __all__ = [
+    "COUNTING_STATES",
+    "FINDING_STATES",
+    "AuditEvent",
     "Component",
+    "Coverage",
     "Crane",
+    "Disposition",
     "GateRecord",
     "HistoryEntry",
+    "MissingStore",
+    "ObservedHost",
     "Run",
     "RunInput",
     "Store",

@@ -15,5 +15,7 @@ def add_db_option(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def store_from_args(args: argparse.Namespace) -> Store:
-    return open_store(getattr(args, "db", None))
+def store_from_args(args: argparse.Namespace, *, readonly: bool = False, create: bool = False) -> Store:
+    """The store ``--db`` names. Only commands that register cranes pass ``create``; read-side
+    commands pass ``readonly`` (SQLite ``mode=ro``). A missing store is ``MissingStore`` (exit 2)."""
+    return open_store(getattr(args, "db", None), readonly=readonly, create=create)

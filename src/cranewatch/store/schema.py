@@ -139,6 +139,50 @@ MIGRATIONS: tuple[Migration, ...] = (
             "CREATE INDEX rulesets_crane ON rulesets(crane, seq)",
         ),
     ),
+    # Evidence accumulates: a run says what it was recorded from (fingerprint over its inputs'
+    # sha256 and options, so the same input recorded again replaces it), who recorded it and
+    # whether a person superseded it; a finding's state changes only by a recorded disposition;
+    # every disposition, supersede, re-recording and reopening is an audit event of the crane.
+    Migration(
+        "0005_evidence_triage",
+        (
+            "ALTER TABLE runs ADD COLUMN fingerprint TEXT",
+            "ALTER TABLE runs ADD COLUMN options TEXT NOT NULL DEFAULT '{}'",
+            "ALTER TABLE runs ADD COLUMN recorded_by TEXT",
+            "ALTER TABLE runs ADD COLUMN recordings INTEGER NOT NULL DEFAULT 1",
+            "ALTER TABLE runs ADD COLUMN superseded_at REAL",
+            "ALTER TABLE runs ADD COLUMN superseded_by TEXT",
+            "ALTER TABLE runs ADD COLUMN superseded_reason TEXT",
+            "CREATE INDEX runs_fingerprint ON runs(crane, fingerprint)",
+            "CREATE INDEX run_findings_finding ON run_findings(crane, finding_id)",
+            """CREATE TABLE finding_dispositions (
+                seq INTEGER PRIMARY KEY AUTOINCREMENT,
+                crane TEXT NOT NULL,
+                finding_id TEXT NOT NULL,
+                state TEXT NOT NULL CHECK (state IN
+                    ('open', 'acknowledged', 'false-positive', 'accepted-risk', 'remediated')),
+                at REAL NOT NULL,
+                who TEXT NOT NULL,
+                why TEXT NOT NULL,
+                until REAL,
+                evidence_run INTEGER REFERENCES runs(id),
+                CHECK (state != 'accepted-risk' OR until IS NOT NULL),
+                CHECK (state != 'remediated' OR evidence_run IS NOT NULL)
+            )""",
+            "CREATE INDEX finding_dispositions_finding ON finding_dispositions(crane, finding_id, seq)",
+            """CREATE TABLE audit_events (
+                seq INTEGER PRIMARY KEY AUTOINCREMENT,
+                crane TEXT NOT NULL,
+                at REAL NOT NULL,
+                who TEXT NOT NULL,
+                action TEXT NOT NULL CHECK (action IN ('disposition', 'reopen', 'supersede', 're-record')),
+                subject TEXT NOT NULL,
+                why TEXT NOT NULL,
+                detail TEXT NOT NULL DEFAULT '{}'
+            )""",
+            "CREATE INDEX audit_events_crane ON audit_events(crane, seq)",
+        ),
+    ),
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -19,11 +19,23 @@ from pathlib import Path
 from typing import Any
 
 from cranewatch import __version__
-from cranewatch.errors import InputError, Location, StateError, UsageError
+from cranewatch.errors import (
+    CranewatchError,
+    EnvironmentProblem,
+    InputError,
+    Location,
+    StateError,
+    UsageError,
+)
 from cranewatch.model import Finding, iso_time
 from cranewatch.store.records import (
+    COUNTING_STATES,
+    FINDING_STATES,
+    AuditEvent,
     Component,
+    Coverage,
     Crane,
+    Disposition,
     GateRecord,
     HistoryEntry,
     Run,
@@ -67,33 +79,151 @@ def hash_input(path: str | Path) -> RunInput:
     raise InputError("input to record does not exist or is not a file", Location(file=str(p)))
 
 
-class Store:
-    """A cranewatch database. Use ``open_store(path)``; close with ``close()`` or ``with``."""
+class MissingStore(UsageError):
+    """The named store does not exist (and this command does not create one)."""
 
-    def __init__(self, path: str | Path, *, migrate: bool = True, readonly: bool = False) -> None:
+    def __init__(self, path: Path) -> None:
+        super().__init__(
+            "no such database: no cranewatch store here (register a crane first with "
+            f"`cranewatch fleet add NAME --db {path}`, or point --db or $CRANEWATCH_HOME at the store)",
+            Location(file=str(path)),
+        )
+
+
+# primary SQLite result codes that are the machine's fault, not the database's, and what they mean
+_ENVIRONMENT_CODES = {
+    3: "permission denied",
+    5: "the database is locked by another writer (busy timeout passed)",
+    6: "the database is locked",
+    8: "the store is read-only (file, directory or filesystem): cannot write",
+    10: "disk I/O error",
+    13: "the disk is full: cannot write",
+    14: "the store file cannot be opened (missing directory or no permission)",
+}
+_SQLITE_CORRUPT, _SQLITE_NOTADB = 11, 26
+
+
+def store_error(exc: sqlite3.Error, path: Path) -> CranewatchError | None:
+    """The cranewatch error an SQLite failure stands for, naming its cause; None for a bug.
+
+    An OS fault (read-only, full disk, I/O error, no permission) exits 4 and says so; only a
+    file SQLite itself rejects as no database is called "not a cranewatch database".
+    """
+    code = getattr(exc, "sqlite_errorcode", None)
+    primary = None if code is None else code & 0xFF
+    where = Location(file=str(path))
+    if primary in _ENVIRONMENT_CODES:
+        return EnvironmentProblem(f"{_os_cause(path) or _ENVIRONMENT_CODES[primary]} ({exc})", where)
+    if primary == _SQLITE_NOTADB:
+        return InputError(f"not a cranewatch database: {exc}", where)
+    if primary == _SQLITE_CORRUPT:
+        return InputError(f"the cranewatch database is corrupt: {exc}", where)
+    return None
+
+
+def _os_cause(path: Path) -> str | None:
+    """What the filesystem says is wrong with the store's place, when SQLite cannot tell
+    (it reports a full disk or a read-only mount as "unable to open" or "I/O error")."""
+    where = path if path.exists() else path.parent
+    try:
+        fs = os.statvfs(where)
+    except OSError:
+        return None
+    if fs.f_flag & os.ST_RDONLY:
+        return "the store's filesystem is mounted read-only: cannot write"
+    if fs.f_bavail == 0:
+        return "the disk is full: cannot write"
+    if path.exists() and not os.access(path, os.W_OK):
+        return "the store file is read-only: cannot write"
+    if not os.access(path.parent, os.W_OK):
+        return "the store's directory is read-only: cannot write"
+    return None
+
+
+@contextmanager
+def _translated(path: Path) -> Iterator[None]:
+    """Turn SQLite and OS failures into located cranewatch errors (exit 3 or 4), bugs aside."""
+    try:
+        yield
+    except sqlite3.Error as exc:
+        mapped = store_error(exc, path)
+        if mapped is None:
+            raise
+        raise mapped from exc
+    except OSError as exc:
+        raise EnvironmentProblem(f"cannot use the store: {exc.strerror or exc}", Location(file=str(path))) from exc
+
+
+class Store:
+    """A cranewatch database. Use ``open_store(path)``; close with ``close()`` or ``with``.
+
+    ``readonly`` opens an existing database with SQLite ``mode=ro`` (it can never write);
+    ``create=False`` refuses a path where no database exists yet instead of creating one.
+    """
+
+    def __init__(self, path: str | Path, *, migrate: bool = True, readonly: bool = False,
+                 create: bool = True) -> None:
         self.path = Path(path)
         self.readonly = readonly
+        if (readonly or not create) and not self.path.is_file():
+            raise MissingStore(self.path)
         try:
+            self._open(migrate)
+        except BaseException:
+            if getattr(self, "_db", None) is not None:
+                self._db.close()
+            raise
+
+    def _open(self, migrate: bool) -> None:
+        readonly = self.readonly
+        with _translated(self.path):
             if readonly:
-                # a reader (the web dashboard) can never write, whatever the code asks
-                if not self.path.is_file():
-                    raise InputError("no cranewatch database here yet", Location(file=str(self.path)))
-                uri = f"{self.path.resolve().as_uri()}?mode=ro"
-                self._db = sqlite3.connect(uri, uri=True, timeout=BUSY_TIMEOUT_S, isolation_level=None,
-                                           check_same_thread=False)
+                if migrate:
+                    self._upgrade_before_reading()
+                # a reader (the dashboard, report, fleet show) can never write, whatever the code asks
+                self._db = self._connect_readonly()
             else:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
                 # isolation_level=None: we issue BEGIN/COMMIT ourselves, one transaction per write
                 self._db = sqlite3.connect(str(self.path), timeout=BUSY_TIMEOUT_S, isolation_level=None)
+                self._refuse_foreign()  # before WAL mode, which would already change the file
                 self._db.execute("PRAGMA journal_mode=WAL")
-        except sqlite3.DatabaseError as exc:
-            raise InputError(f"not a cranewatch database: {exc}", Location(file=str(self.path))) from None
-        self._db.execute("PRAGMA foreign_keys=ON")
-        if not readonly:
-            self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.row_factory = sqlite3.Row
-        if migrate and not readonly:
-            self.migrate()
+            self._db.execute("PRAGMA foreign_keys=ON")
+            if not readonly:
+                self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.row_factory = sqlite3.Row
+            if migrate and not readonly:
+                self.migrate()
+
+    def _connect_readonly(self) -> sqlite3.Connection:
+        uri = f"{self.path.resolve().as_uri()}?mode=ro"
+        if os.statvfs(self.path).f_flag & os.ST_RDONLY:
+            # on a read-only mount nobody can write it, and a WAL database could not be opened
+            # otherwise (its shared-memory file cannot be made): read it as the immutable file it is
+            uri += "&immutable=1"
+        return sqlite3.connect(uri, uri=True, timeout=BUSY_TIMEOUT_S, isolation_level=None,
+                               check_same_thread=False)
+
+    def _upgrade_before_reading(self) -> None:
+        """A store written by an older cranewatch is migrated (it exists: nothing is created)
+        before a reader opens it, so read-side commands find today's schema."""
+        probe = self._connect_readonly()
+        try:
+            probe.row_factory = sqlite3.Row
+            done = _applied(probe)
+            tables = _user_tables(probe)
+        finally:
+            probe.close()
+        if not tables:
+            raise InputError("not a cranewatch database: it is empty (no cranewatch schema to read)",
+                             Location(file=str(self.path)))
+        if done and set(done) >= {m.name for m in MIGRATIONS}:
+            return
+        try:
+            Store(self.path, create=False).close()
+        except EnvironmentProblem as exc:
+            raise EnvironmentProblem(f"the store was written by an older cranewatch and needs its schema "
+                                     f"upgraded, which it cannot be: {exc.message}", exc.location) from None
 
     # -- plumbing -----------------------------------------------------------------------------
 
@@ -109,33 +239,43 @@ class Store:
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
         """One write transaction; BEGIN IMMEDIATE takes the write lock up front (one writer)."""
-        self._db.execute("BEGIN IMMEDIATE")
-        try:
-            yield self._db
-        except BaseException:
-            self._db.execute("ROLLBACK")
-            raise
-        self._db.execute("COMMIT")
+        with _translated(self.path):
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+                self._db.execute("COMMIT")
+            except BaseException:
+                if self._db.in_transaction:
+                    self._db.execute("ROLLBACK")
+                raise
 
     @contextmanager
     def _read(self) -> Iterator[sqlite3.Connection]:
         """A consistent snapshot for several SELECTs."""
-        self._db.execute("BEGIN")
-        try:
-            yield self._db
-        finally:
-            self._db.execute("COMMIT")
+        with _translated(self.path):
+            self._db.execute("BEGIN")
+            try:
+                yield self._db
+            finally:
+                self._db.execute("COMMIT")
 
     def applied_migrations(self) -> list[str]:
-        exists = self._db.execute(
-            "SELECT 1 FROM sqlite_master WHERE type='table' AND name='schema_migrations'"
-        ).fetchone()
-        if not exists:
-            return []
-        return [r["name"] for r in self._db.execute("SELECT name FROM schema_migrations ORDER BY seq")]
+        with _translated(self.path):
+            return _applied(self._db)
 
     def migrate(self, upto: int | None = None) -> list[str]:
         """Apply the missing migrations (the first ``upto`` only, if given); return their names."""
+        with _translated(self.path):
+            return self._migrate(upto)
+
+    def _refuse_foreign(self) -> None:
+        """A database that holds tables but no cranewatch schema is some other program's."""
+        foreign = _user_tables(self._db) - {"schema_migrations"}
+        if foreign and not _applied(self._db):
+            raise InputError(f"not a cranewatch database: it holds the tables {sorted(foreign)[:5]} "
+                             "but no cranewatch schema", Location(file=str(self.path)))
+
+    def _migrate(self, upto: int | None) -> list[str]:
         self._db.execute(
             "CREATE TABLE IF NOT EXISTS schema_migrations ("
             "seq INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE, applied_at REAL NOT NULL)"
@@ -255,9 +395,8 @@ class Store:
         return HistoryEntry(name, now, who, why, expected, to_state)
 
     def history(self, name: str) -> list[HistoryEntry]:
-        rows = self._db.execute(
-            "SELECT * FROM crane_history WHERE crane=? ORDER BY seq", (name,)
-        ).fetchall()
+        with self._read() as db:
+            rows = db.execute("SELECT * FROM crane_history WHERE crane=? ORDER BY seq", (name,)).fetchall()
         return [
             HistoryEntry(r["crane"], r["at"], r["who"], r["why"], r["from_state"], r["to_state"])
             for r in rows
@@ -273,16 +412,26 @@ class Store:
         *,
         component: str | None = None,
         tool_version: str = __version__,
+        options: dict[str, Any] | None = None,
+        who: str | None = None,
     ) -> int:
-        """Record that a run started (status ``running``) with its hashed inputs; return its id."""
+        """Record that a run started (status ``running``) with its hashed inputs; return its id.
+
+        ``options`` are what shaped the result besides the inputs (e.g. a reference image); with
+        the inputs' sha256 they make the run's fingerprint: a complete run recorded again with the
+        same fingerprint replaces the earlier one when it completes (see ``finish_run``).
+        """
         if kind not in RUN_KINDS:
             raise UsageError(f"unknown run kind {kind!r} (expected {'|'.join(RUN_KINDS)})")
         hashed = [i if isinstance(i, RunInput) else hash_input(i) for i in inputs]
+        opts = dict(options or {})
+        fingerprint = run_fingerprint(kind, component, hashed, opts) if kind != "gate" else None
         with self._write() as db:
             cur = db.execute(
-                "INSERT INTO runs(crane, kind, component, tool_version, started_at, status)"
-                " VALUES (?, ?, ?, ?, ?, 'running')",
-                (crane, kind, component, tool_version, time.time()),
+                "INSERT INTO runs(crane, kind, component, tool_version, started_at, status, fingerprint,"
+                " options, recorded_by) VALUES (?, ?, ?, ?, ?, 'running', ?, ?, ?)",
+                (crane, kind, component, tool_version, time.time(), fingerprint,
+                 json.dumps(opts, sort_keys=True), who),
             )
             run_id = int(cur.lastrowid or 0)
             db.executemany(
@@ -298,35 +447,113 @@ class Store:
         *,
         artifacts: dict[str, str] | None = None,
         note: str | None = None,
-    ) -> None:
+        coverage: Coverage | None = None,
+        inputs: Sequence[RunInput] | None = None,
+        options: dict[str, Any] | None = None,
+    ) -> int:
         """Write a run's findings, its artifacts (e.g. ``sbom``) and mark it complete: one transaction.
 
+        ``inputs`` and ``options``, when given, restate what the run read and how, as known only
+        at its end (e.g. the reference image a scan also read); the fingerprint follows them.
+
+        Returns the id the run is kept under: when a complete run with the same fingerprint (same
+        input digests, kind, component and options) exists and is not superseded, that run is
+        replaced in place — same id, this recording's findings, artifacts and times, one more
+        recording — the placeholder row goes, and the replacement is an audit event.
+
         A finding is keyed by (crane, id): seen again, it keeps the earliest ``first_seen`` and
-        the latest ``last_seen``; ``count`` and the rest come from this (the latest) run.
+        the latest ``last_seen``; ``count`` and the rest come from this (the latest) recording.
+        A finding remediated on the evidence of an earlier-or-this run that this run sees again
+        is reopened, recorded as a disposition by cranewatch.
         """
         items = list(findings)
+        arts = dict(artifacts or {})
+        if coverage is not None:
+            arts["coverage"] = json.dumps(coverage.to_json(), sort_keys=True)
+        now = time.time()
         with self._write() as db:
-            run = db.execute("SELECT crane, status FROM runs WHERE id=?", (run_id,)).fetchone()
+            run = db.execute("SELECT * FROM runs WHERE id=?", (run_id,)).fetchone()
             if run is None:
                 raise StateError(f"no run {run_id}")
             if run["status"] != "running":
                 raise StateError(f"run {run_id} is already {run['status']}")
             crane = run["crane"]
+            if inputs is not None or options is not None:
+                run = self._restate_run(db, run, inputs, options)
+            kept = self._replaced_run(db, run, now)
             for f in items:
                 db.execute(_UPSERT_FINDING, _finding_row(crane, f))
             db.executemany(
                 "INSERT OR REPLACE INTO run_findings(run_id, crane, finding_id, count) VALUES (?, ?, ?, ?)",
-                [(run_id, crane, f.id, f.count) for f in items],
+                [(kept, crane, f.id, f.count) for f in items],
             )
-            if artifacts:
+            if arts:
                 db.executemany(
                     "INSERT OR REPLACE INTO run_artifacts(run_id, name, content) VALUES (?, ?, ?)",
-                    [(run_id, k, v) for k, v in sorted(artifacts.items())],
+                    [(kept, k, v) for k, v in sorted(arts.items())],
                 )
-            db.execute(
-                "UPDATE runs SET status='complete', finished_at=?, note=? WHERE id=?",
-                (time.time(), note, run_id),
-            )
+            db.execute("UPDATE runs SET status='complete', finished_at=?, note=? WHERE id=?", (now, note, kept))
+            self._reopen_seen_again(db, crane, kept, [f.id for f in items], now)
+        return kept
+
+    @staticmethod
+    def _restate_run(db: sqlite3.Connection, run: sqlite3.Row, inputs: Sequence[RunInput] | None,
+                     options: dict[str, Any] | None) -> sqlite3.Row:
+        if inputs is not None:
+            db.execute("DELETE FROM run_inputs WHERE run_id=?", (run["id"],))
+            db.executemany("INSERT OR REPLACE INTO run_inputs(run_id, path, sha256, size) VALUES (?, ?, ?, ?)",
+                           [(run["id"], i.path, i.sha256, i.size) for i in inputs])
+        opts = json.loads(run["options"]) if options is None else dict(options)
+        stated = [RunInput(r["path"], r["sha256"], r["size"])
+                  for r in db.execute("SELECT * FROM run_inputs WHERE run_id=?", (run["id"],))]
+        fingerprint = run_fingerprint(run["kind"], run["component"], stated, opts) if run["kind"] != "gate" else None
+        db.execute("UPDATE runs SET options=?, fingerprint=? WHERE id=?",
+                   (json.dumps(opts, sort_keys=True), fingerprint, run["id"]))
+        row: sqlite3.Row = db.execute("SELECT * FROM runs WHERE id=?", (run["id"],)).fetchone()
+        return row
+
+    @staticmethod
+    def _replaced_run(db: sqlite3.Connection, run: sqlite3.Row, now: float) -> int:
+        """The id the finishing ``run`` is kept under: an earlier complete run with its fingerprint
+        (emptied, to be filled with this recording), else its own."""
+        if run["fingerprint"] is None:
+            return int(run["id"])
+        old = db.execute(
+            "SELECT * FROM runs WHERE crane=? AND fingerprint=? AND status='complete'"
+            " AND superseded_at IS NULL AND id != ? ORDER BY id LIMIT 1",
+            (run["crane"], run["fingerprint"], run["id"]),
+        ).fetchone()
+        if old is None:
+            return int(run["id"])
+        before = db.execute("SELECT count(*) FROM run_findings WHERE run_id=?", (old["id"],)).fetchone()[0]
+        for table in ("run_findings", "run_artifacts", "run_inputs"):
+            db.execute(f"DELETE FROM {table} WHERE run_id=?", (old["id"],))
+        db.execute("UPDATE run_inputs SET run_id=? WHERE run_id=?", (old["id"], run["id"]))
+        db.execute(
+            "UPDATE runs SET tool_version=?, started_at=?, recorded_by=?, recordings=recordings+1,"
+            " status='running' WHERE id=?",
+            (run["tool_version"], run["started_at"], run["recorded_by"], old["id"]),
+        )
+        db.execute("DELETE FROM runs WHERE id=?", (run["id"],))
+        _audit(db, run["crane"], now, run["recorded_by"] or "cranewatch", "re-record", f"run {old['id']}",
+               "the same inputs recorded again with the same options: the run is replaced, not duplicated",
+               {"run": old["id"], "recording": old["recordings"] + 1, "findings_before": before,
+                "fingerprint": run["fingerprint"]})
+        return int(old["id"])
+
+    @staticmethod
+    def _reopen_seen_again(db: sqlite3.Connection, crane: str, run_id: int, ids: Sequence[str],
+                           now: float) -> None:
+        remediated = {r["finding_id"]: r["evidence_run"] for r in db.execute(
+            "SELECT d.finding_id, d.evidence_run FROM finding_dispositions d WHERE d.crane=? AND d.state='remediated'"
+            " AND d.seq=(SELECT max(seq) FROM finding_dispositions WHERE crane=d.crane AND finding_id=d.finding_id)",
+            (crane,))}
+        for finding_id in ids:
+            evidence = remediated.get(finding_id)
+            if evidence is None or run_id < evidence:
+                continue
+            why = f"seen again in run {run_id} after its remediation (evidence run {evidence})"
+            _dispose(db, crane, finding_id, "open", now, "cranewatch", why, None, None, action="reopen")
 
     def fail_run(self, run_id: int, note: str) -> None:
         with self._write() as db:
@@ -345,13 +572,18 @@ class Store:
         component: str | None = None,
         artifacts: dict[str, str] | None = None,
         tool_version: str = __version__,
+        options: dict[str, Any] | None = None,
+        coverage: Coverage | None = None,
+        who: str | None = None,
+        note: str | None = None,
     ) -> int:
         """``begin_run`` + ``finish_run`` for a result already computed (e.g. a ScanResult)."""
-        run_id = self.begin_run(crane, kind, inputs, component=component, tool_version=tool_version)
-        self.finish_run(run_id, findings, artifacts=artifacts)
-        return run_id
+        run_id = self.begin_run(crane, kind, inputs, component=component, tool_version=tool_version,
+                                options=options, who=who)
+        return self.finish_run(run_id, findings, artifacts=artifacts, coverage=coverage, note=note)
 
     def runs(self, crane: str, kind: str | None = None) -> list[Run]:
+        """Every run of the crane (superseded ones too), oldest first."""
         with self._read() as db:
             if kind is None:
                 rows = db.execute("SELECT * FROM runs WHERE crane=? ORDER BY id", (crane,)).fetchall()
@@ -367,48 +599,172 @@ class Store:
         by_run: dict[int, list[RunInput]] = {}
         for i in inputs:
             by_run.setdefault(i["run_id"], []).append(RunInput(i["path"], i["sha256"], i["size"]))
-        return [
-            Run(r["id"], r["crane"], r["kind"], r["component"], r["tool_version"], r["started_at"],
-                r["finished_at"], r["status"], r["note"], tuple(by_run.get(r["id"], [])))
-            for r in rows
-        ]
+        return [_run_from_row(r, by_run.get(r["id"], [])) for r in rows]
+
+    def run(self, run_id: int) -> Run | None:
+        with self._read() as db:
+            row = db.execute("SELECT * FROM runs WHERE id=?", (run_id,)).fetchone()
+            if row is None:
+                return None
+            inputs = db.execute("SELECT * FROM run_inputs WHERE run_id=? ORDER BY path", (run_id,)).fetchall()
+        return _run_from_row(row, [RunInput(i["path"], i["sha256"], i["size"]) for i in inputs])
 
     def latest_complete_runs(self, crane: str) -> list[Run]:
-        """The newest complete analysis run of each (kind, component): the evidence that counts now."""
+        """The newest complete, not superseded analysis run of each (kind, component)."""
         latest: dict[tuple[str, str | None], Run] = {}
         for run in self.runs(crane):
-            if run.kind != "gate" and run.status == "complete":
+            if run.kind != "gate" and run.status == "complete" and not run.superseded:
                 latest[(run.kind, run.component)] = run
         return sorted(latest.values(), key=lambda r: r.id)
 
+    def supersede_run(self, run_id: int, *, who: str, why: str, at: float | None = None) -> Run:
+        """Set a run aside (it stays, visible, with who, when and why): it no longer counts as
+        evidence that exists, nor as remediation evidence; its findings stay until disposed of.
+        Findings remediated on its evidence are reopened."""
+        if not why.strip():
+            raise UsageError("say why the run is superseded (--reason)")
+        now = time.time() if at is None else at
+        with self._write() as db:
+            row = db.execute("SELECT * FROM runs WHERE id=?", (run_id,)).fetchone()
+            if row is None:
+                raise StateError(f"no run {run_id}")
+            if row["kind"] == "gate":
+                raise StateError(f"run {run_id} is a gate decision, not evidence: it cannot be superseded")
+            if row["superseded_at"] is not None:
+                raise StateError(f"run {run_id} was already superseded by {row['superseded_by']} "
+                                 f"({iso_time(row['superseded_at'])}): {row['superseded_reason']}")
+            db.execute("UPDATE runs SET superseded_at=?, superseded_by=?, superseded_reason=? WHERE id=?",
+                       (now, who, why, run_id))
+            crane = row["crane"]
+            _audit(db, crane, now, who, "supersede", f"run {run_id}", why,
+                   {"run": run_id, "kind": row["kind"], "component": row["component"]})
+            resting = db.execute(
+                "SELECT DISTINCT finding_id FROM finding_dispositions WHERE crane=? AND evidence_run=?",
+                (crane, run_id),
+            ).fetchall()
+            for r in resting:
+                last = _latest_disposition_row(db, crane, r[0])
+                if last is not None and last["state"] == "remediated" and last["evidence_run"] == run_id:
+                    _dispose(db, crane, r[0], "open", now, "cranewatch",
+                             f"its remediation evidence, run {run_id}, was superseded", None, None,
+                             action="reopen")
+        stored = self.run(run_id)
+        assert stored is not None
+        return stored
+
     def run_artifact(self, run_id: int, name: str) -> str | None:
-        row = self._db.execute(
-            "SELECT content FROM run_artifacts WHERE run_id=? AND name=?", (run_id, name)
-        ).fetchone()
+        with self._read() as db:
+            row = db.execute(
+                "SELECT content FROM run_artifacts WHERE run_id=? AND name=?", (run_id, name)
+            ).fetchone()
         return None if row is None else str(row["content"])
+
+    def run_coverage(self, run_id: int) -> Coverage | None:
+        """What the run examined (None for a run recorded without saying: e.g. by an older cranewatch)."""
+        text = self.run_artifact(run_id, "coverage")
+        return None if text is None else Coverage.from_json(json.loads(text))
 
     def findings(self, crane: str, run_ids: Sequence[int] | None = None) -> list[Finding]:
         """Stored findings of a crane (all, or those linked to the given runs), most severe first."""
-        if run_ids is None:
-            rows = self._db.execute("SELECT * FROM findings WHERE crane=?", (crane,)).fetchall()
-        else:
-            marks = ",".join("?" * len(run_ids)) or "NULL"
-            rows = self._db.execute(
-                f"SELECT DISTINCT f.* FROM findings f JOIN run_findings l"
-                f" ON l.crane=f.crane AND l.finding_id=f.id WHERE f.crane=? AND l.run_id IN ({marks})",
-                (crane, *run_ids),
-            ).fetchall()
+        with self._read() as db:
+            if run_ids is None:
+                rows = db.execute("SELECT * FROM findings WHERE crane=?", (crane,)).fetchall()
+            else:
+                marks = ",".join("?" * len(run_ids)) or "NULL"
+                rows = db.execute(
+                    f"SELECT DISTINCT f.* FROM findings f JOIN run_findings l"
+                    f" ON l.crane=f.crane AND l.finding_id=f.id WHERE f.crane=? AND l.run_id IN ({marks})",
+                    (crane, *run_ids),
+                ).fetchall()
         found = [_finding_from_row(r) for r in rows]
         return sorted(found, key=lambda f: (-int(f.severity), f.category, f.id))
 
-    def current_findings(self, crane: str) -> list[Finding]:
-        """Findings of the latest complete run of each kind and component."""
-        return self.findings(crane, [r.id for r in self.latest_complete_runs(crane)])
+    def finding_runs(self, crane: str) -> dict[str, tuple[int, ...]]:
+        """finding id → the runs that saw it, oldest first (one stored finding, every run as evidence)."""
+        with self._read() as db:
+            rows = db.execute(
+                "SELECT finding_id, run_id FROM run_findings WHERE crane=? ORDER BY run_id", (crane,)
+            ).fetchall()
+        out: dict[str, list[int]] = {}
+        for r in rows:
+            out.setdefault(r["finding_id"], []).append(int(r["run_id"]))
+        return {k: tuple(v) for k, v in out.items()}
+
+    def locate_finding(self, finding: str, crane: str | None = None) -> list[tuple[str, str]]:
+        """(crane, id) of the stored findings whose id is ``finding`` or starts with it."""
+        pattern = finding.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+        query = "SELECT crane, id FROM findings WHERE (id=? OR id LIKE ? ESCAPE '\\')"
+        params: tuple[Any, ...] = (finding, pattern)
+        if crane is not None:
+            query += " AND crane=?"
+            params += (crane,)
+        with self._read() as db:
+            rows = db.execute(query + " ORDER BY crane, id", params).fetchall()
+        exact = [(r["crane"], r["id"]) for r in rows if r["id"] == finding]
+        return exact or [(r["crane"], r["id"]) for r in rows]
+
+    def current_findings(self, crane: str, *, now: float | None = None) -> list[Finding]:
+        """The findings that count now: every stored finding of the crane (of every run) whose
+        state — by its latest disposition, an expired acceptance being open — is open or
+        acknowledged."""
+        at = time.time() if now is None else now
+        latest = self.latest_dispositions(crane)
+        return [f for f in self.findings(crane)
+                if f.id not in latest or latest[f.id].effective(at) in COUNTING_STATES]
 
     def count_findings(self, crane: str | None = None) -> int:
-        if crane is None:
-            return int(self._db.execute("SELECT count(*) FROM findings").fetchone()[0])
-        return int(self._db.execute("SELECT count(*) FROM findings WHERE crane=?", (crane,)).fetchone()[0])
+        with self._read() as db:
+            if crane is None:
+                return int(db.execute("SELECT count(*) FROM findings").fetchone()[0])
+            return int(db.execute("SELECT count(*) FROM findings WHERE crane=?", (crane,)).fetchone()[0])
+
+    # -- dispositions and the audit trail -------------------------------------------------------
+
+    def record_disposition(
+        self,
+        crane: str,
+        finding: str,
+        state: str,
+        *,
+        who: str,
+        why: str,
+        until: float | None = None,
+        evidence_run: int | None = None,
+        at: float | None = None,
+    ) -> Disposition:
+        """Record a person's disposition of a stored finding and its audit event, atomically.
+
+        The rules about which disposition is allowed (an expiry, the remediation evidence) are
+        ``cranewatch.triage``'s; this refuses only what would make the record meaningless.
+        """
+        if state not in FINDING_STATES:
+            raise UsageError(f"unknown finding state {state!r} (one of: {', '.join(FINDING_STATES)})")
+        if not why.strip() or not who.strip():
+            raise UsageError("a disposition needs who and why")
+        now = time.time() if at is None else at
+        with self._write() as db:
+            if db.execute("SELECT 1 FROM findings WHERE crane=? AND id=?", (crane, finding)).fetchone() is None:
+                raise StateError(f"{crane} has no stored finding {finding}")
+            seq = _dispose(db, crane, finding, state, now, who, why, until, evidence_run, action="disposition")
+        return Disposition(crane, finding, state, now, who, why, until, evidence_run, seq)
+
+    def dispositions(self, crane: str, finding: str | None = None) -> list[Disposition]:
+        """Every disposition of the crane's findings (or of one), in the order they were made."""
+        query = "SELECT * FROM finding_dispositions WHERE crane=?" + (" AND finding_id=?" if finding else "")
+        params = (crane, finding) if finding else (crane,)
+        with self._read() as db:
+            rows = db.execute(query + " ORDER BY seq", params).fetchall()
+        return [_disposition_from_row(r) for r in rows]
+
+    def latest_dispositions(self, crane: str) -> dict[str, Disposition]:
+        """finding id → its latest disposition (findings never disposed of are absent: open)."""
+        return {d.finding: d for d in self.dispositions(crane)}
+
+    def audit_events(self, crane: str) -> list[AuditEvent]:
+        with self._read() as db:
+            rows = db.execute("SELECT * FROM audit_events WHERE crane=? ORDER BY seq", (crane,)).fetchall()
+        return [AuditEvent(r["crane"], r["at"], r["who"], r["action"], r["subject"], r["why"],
+                           json.loads(r["detail"]), r["seq"]) for r in rows]
 
     # -- gate decisions -----------------------------------------------------------------------
 
@@ -432,9 +788,8 @@ class Store:
         return GateRecord(crane, now, who, decision, tuple(reasons), policy, run_id)
 
     def gate_decisions(self, crane: str) -> list[GateRecord]:
-        rows = self._db.execute(
-            "SELECT * FROM gate_decisions WHERE crane=? ORDER BY seq", (crane,)
-        ).fetchall()
+        with self._read() as db:
+            rows = db.execute("SELECT * FROM gate_decisions WHERE crane=? ORDER BY seq", (crane,)).fetchall()
         return [
             GateRecord(r["crane"], r["at"], r["who"], r["decision"], tuple(json.loads(r["reasons"])),
                        json.loads(r["policy"]), r["run_id"])
@@ -461,7 +816,8 @@ class Store:
         """The newest ruleset of the crane (of one purpose, if given)."""
         query = "SELECT * FROM rulesets WHERE crane=?" + (" AND purpose=?" if purpose else "")
         params = (crane, purpose) if purpose else (crane,)
-        row = self._db.execute(query + " ORDER BY seq DESC LIMIT 1", params).fetchone()
+        with self._read() as db:
+            row = db.execute(query + " ORDER BY seq DESC LIMIT 1", params).fetchone()
         if row is None:
             return None
         return StoredRuleset(row["crane"], row["purpose"], row["at"], row["who"], row["sha256"], row["text"])
@@ -482,6 +838,63 @@ ON CONFLICT(crane, id) DO UPDATE SET
     count=excluded.count, src=excluded.src, dst=excluded.dst, technique=excluded.technique,
     evidence=excluded.evidence, remedy=excluded.remedy
 """
+
+
+def run_fingerprint(kind: str, component: str | None, inputs: Sequence[RunInput],
+                    options: dict[str, Any]) -> str | None:
+    """sha256 over what makes a run's result: kind, component, the inputs' digests (not their
+    paths: a copy is the same input) and the options. None for a run with no inputs (a live
+    monitoring checkpoint): there is nothing to recognise it by."""
+    if not inputs:
+        return None
+    text = json.dumps([kind, (component or "").lower(), sorted(i.sha256 for i in inputs), options],
+                      sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _audit(db: sqlite3.Connection, crane: str, at: float, who: str, action: str, subject: str, why: str,
+           detail: dict[str, Any]) -> None:
+    db.execute(
+        "INSERT INTO audit_events(crane, at, who, action, subject, why, detail) VALUES (?, ?, ?, ?, ?, ?, ?)",
+        (crane, at, who, action, subject, why, json.dumps(detail, sort_keys=True)),
+    )
+
+
+def _dispose(db: sqlite3.Connection, crane: str, finding: str, state: str, at: float, who: str, why: str,
+             until: float | None, evidence_run: int | None, *, action: str) -> int:
+    """Insert a disposition and its audit event (one call, so neither exists without the other)."""
+    cur = db.execute(
+        "INSERT INTO finding_dispositions(crane, finding_id, state, at, who, why, until, evidence_run)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        (crane, finding, state, at, who, why, until, evidence_run),
+    )
+    detail: dict[str, Any] = {"state": state}
+    if until is not None:
+        detail["until"] = iso_time(until)
+    if evidence_run is not None:
+        detail["evidence_run"] = evidence_run
+    _audit(db, crane, at, who, action, finding, why, detail)
+    return int(cur.lastrowid or 0)
+
+
+def _latest_disposition_row(db: sqlite3.Connection, crane: str, finding: str) -> sqlite3.Row | None:
+    row: sqlite3.Row | None = db.execute(
+        "SELECT * FROM finding_dispositions WHERE crane=? AND finding_id=? ORDER BY seq DESC LIMIT 1",
+        (crane, finding),
+    ).fetchone()
+    return row
+
+
+def _disposition_from_row(r: sqlite3.Row) -> Disposition:
+    return Disposition(r["crane"], r["finding_id"], r["state"], r["at"], r["who"], r["why"], r["until"],
+                       r["evidence_run"], r["seq"])
+
+
+def _run_from_row(r: sqlite3.Row, inputs: Sequence[RunInput]) -> Run:
+    return Run(r["id"], r["crane"], r["kind"], r["component"], r["tool_version"], r["started_at"],
+               r["finished_at"], r["status"], r["note"], tuple(inputs), json.loads(r["options"]),
+               r["fingerprint"], r["recorded_by"], r["recordings"], r["superseded_at"], r["superseded_by"],
+               r["superseded_reason"])
 
 
 def _finding_row(crane: str, f: Finding) -> dict[str, Any]:
@@ -542,9 +955,24 @@ def _crane_from_row(row: sqlite3.Row, parts: Iterable[sqlite3.Row]) -> Crane:
     )
 
 
-def open_store(path: str | Path | None = None, *, readonly: bool = False) -> Store:
+def _applied(db: sqlite3.Connection) -> list[str]:
+    exists = db.execute(
+        "SELECT 1 FROM sqlite_master WHERE type='table' AND name='schema_migrations'"
+    ).fetchone()
+    if not exists:
+        return []
+    return [r[0] for r in db.execute("SELECT name FROM schema_migrations ORDER BY seq")]
+
+
+def _user_tables(db: sqlite3.Connection) -> set[str]:
+    return {r[0] for r in db.execute(
+        "SELECT name FROM sqlite_master WHERE type='table' AND name NOT LIKE 'sqlite_%'")}
+
+
+def open_store(path: str | Path | None = None, *, readonly: bool = False, create: bool = True) -> Store:
     """Open (creating and migrating as needed) the store at ``path`` or the default location.
 
-    ``readonly`` opens an existing database for reading only (SQLite ``mode=ro``).
+    ``readonly`` opens an existing database for reading only (SQLite ``mode=ro``); it and
+    ``create=False`` raise ``MissingStore`` where no database exists, creating nothing.
     """
-    return Store(default_db_path() if path is None else path, readonly=readonly)
+    return Store(default_db_path() if path is None else path, readonly=readonly, create=create)
