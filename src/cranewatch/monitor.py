@@ -37,6 +37,7 @@ from typing import Any, Protocol, TextIO
 from cranewatch.model import Finding, Severity, iso_time
 from cranewatch.pipeline import Analysis, Sink
 from cranewatch.protocols.modbus import RegisterSeries
+from cranewatch.report.terminal import printable
 from cranewatch.sources.live import RingWriter
 from cranewatch.sources.pcap import PacketBatch
 
@@ -127,9 +128,9 @@ def finding_line(finding: Finding, new: bool) -> str:
     """One line per report: time, severity, category, src → dst, title, count, id."""
     mark = "" if new else "(update) "
     ends = f"{finding.src or '-'} → {finding.dst or '-'}"
-    return (f"{iso_time(finding.last_seen) or '-'} {str(finding.severity).upper():8} "
-            f"{finding.category:15} {ends}  {mark}{finding.title} [count {finding.count}, "
-            f"id {finding.id}]")
+    return printable(f"{iso_time(finding.last_seen) or '-'} {str(finding.severity).upper():8} "
+                     f"{finding.category:15} {ends}  {mark}{finding.title} [count {finding.count}, "
+                     f"id {finding.id}]")
 
 
 @dataclass(slots=True)
