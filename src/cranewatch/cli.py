@@ -156,7 +156,7 @@ def _run(args: argparse.Namespace) -> int:
     except CranewatchError as exc:
         if args.debug:
             raise
-        print(f"cranewatch: error: {printable(exc)}", file=sys.stderr)
+        print(f"cranewatch: error: {_escaped(exc)}", file=sys.stderr)
         return int(exc.exit_code)
     except KeyboardInterrupt:
         print("cranewatch: interrupted", file=sys.stderr)
@@ -165,8 +165,14 @@ def _run(args: argparse.Namespace) -> int:
         if args.debug:
             raise
         print(
-            f"cranewatch: internal error: {type(exc).__name__}: {printable(exc)}\n"
+            f"cranewatch: internal error: {type(exc).__name__}: {_escaped(exc)}\n"
             "  this is a bug in cranewatch; re-run with --debug and report the traceback",
             file=sys.stderr,
         )
         return int(ExitCode.INTERNAL)
+
+
+def _escaped(exc: BaseException) -> str:
+    """The message with control characters escaped (it may quote a file name or a field), its
+    own line breaks kept: a profile error lists one problem per line."""
+    return "\n".join(printable(line) for line in str(exc).split("\n"))
