@@ -198,7 +198,7 @@ def run(args: argparse.Namespace) -> int:
                                seconds=args.seconds)
     monitor = Monitor(sinks, outputs, settings, ring=ring)
     with _StopOnSignal() as stop, LiveCapture(tool) as capture:
-        print(f"cranewatch: monitoring {tool.source_name} (tcpdump pid "
+        print(f"cranewatch: monitoring {tool.source_name} (capture pid "
               f"{capture.process.pid if capture.process else '?'}); Ctrl-C to stop",
               file=sys.stderr, flush=True)
         batches: Iterator[Any] = capture.batches()
