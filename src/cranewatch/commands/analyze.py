@@ -16,6 +16,7 @@ from cranewatch.commands import severity_option
 from cranewatch.errors import ExitCode, UsageError
 from cranewatch.pipeline import AnalysisResult, Sink, analyze
 from cranewatch.progress import ProgressBar, wants_progress
+from cranewatch.report.terminal import printable
 
 FORMATS = ("text", "jsonl", "html")
 
@@ -124,7 +125,7 @@ def run(args: argparse.Namespace) -> int:
     if not result.complete:
         for warning in result.warnings:
             if warning.kind == "capture":
-                print(f"cranewatch: error: {warning}", file=sys.stderr)
+                print(f"cranewatch: error: {printable(warning)}", file=sys.stderr)
         return int(ExitCode.INPUT)
     worst = result.max_severity()
     if args.fail_on is not None and worst is not None and worst >= args.fail_on:

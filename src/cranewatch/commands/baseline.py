@@ -8,6 +8,7 @@ from typing import Any
 
 from cranewatch.baseline import learn_baseline, save_baseline, summary_text
 from cranewatch.errors import ExitCode
+from cranewatch.report.terminal import printable
 
 
 def register(subparsers: Any) -> None:
@@ -48,5 +49,5 @@ def run(args: argparse.Namespace) -> int:
     incomplete = [i for i in learned.inputs if not i.get("complete", True)]
     for item in incomplete:
         for warning in item.get("warnings", ["capture not read whole"]):
-            print(f"cranewatch: error: {item['path']}: {warning}", file=sys.stderr)
+            print(printable(f"cranewatch: error: {item['path']}: {warning}"), file=sys.stderr)
     return int(ExitCode.INPUT if incomplete else ExitCode.OK)
