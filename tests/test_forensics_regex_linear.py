@@ -14,6 +14,7 @@ import time
 
 import pytest
 
+from cranewatch.forensics import scanner
 from cranewatch.forensics.checks import accounts, endpoints, persistence, remote_access
 
 _KW = r"(password|passwd|passphrase|secret|api[_-]?key|access[_-]?token|auth[_-]?token)"
@@ -41,6 +42,7 @@ OLD = {
         r"(\[[0-9a-fA-F:]+\]|[A-Za-z0-9.\-]+)|"
         r"^\s*[\w.\-]*(?:server|host|remote|endpoint|broker|peer|addr|address|url|gateway|target)[\w.\-]*"
         r"\s*[=:]\s*[\"']?([A-Za-z][A-Za-z0-9\-]*(?:\.[A-Za-z0-9\-]+)+)", re.I | re.M),
+    "distribution-version": re.compile(r"(\+deb\d+u\d+|~deb\d+u?\d*|\+b\d+|ubuntu\d[\w.~+]*)$"),
 }
 NEW = {
     "password-assignment": dict(accounts._SECRETS)["password-assignment"],
@@ -48,6 +50,7 @@ NEW = {
     **{name: pattern for name, _, _, pattern in persistence._COMMANDS},
     "reverse-ssh": dict(remote_access._TEXT_PATTERNS)["reverse-ssh"],
     "endpoint": endpoints._ENDPOINT_TEXT,
+    "distribution-version": scanner._DISTRIBUTION_VERSION,  # a package version in the image's dpkg db
 }
 # words each pattern is made of, so that random lines of them often match
 WORDS = {
@@ -62,6 +65,8 @@ WORDS = {
                      'eval "$(echo '],
     "reverse-ssh": ["ssh", "autossh", " ", " -R", " -fNR", "2222", ":", ":localhost", ":22", "#", "x", ".",
                     " -R 2222:localhost:22", " -NR2222:22"],
+    "distribution-version": ["~deb", "+deb", "+b", "u", "1", "12", "ubuntu", "ubuntu1", ".", "~", "+", "-",
+                             "a", "!"],
     "endpoint": ["server", "host", ".", "-", "x", "=", ":", " ", "'", "srv.example.com", "10.2.3.4", "http",
                  "://", "@", "a"],
 }
@@ -90,7 +95,8 @@ def test_same_answers_as_the_old_patterns(name: str) -> None:
 
 
 HOSTILE = ["a.password.", "a.", "-", "server.", "passwordpassword", "nc ", "curl ", "wget ",
-           "base64 -d ", "ssh ", "autossh ", "socat ", "mkfifo ", "sh -i ", "socket.socket(", "$a.password"]
+           "base64 -d ", "ssh ", "autossh ", "socat ", "mkfifo ", "sh -i ", "socket.socket(", "$a.password",
+           "ubuntu1", "~deb1", "+deb1", "+b1"]
 
 
 @pytest.mark.parametrize("name", sorted(NEW))
@@ -100,3 +106,10 @@ def test_hostile_lines_cost_linear_time(name: str) -> None:
         start = time.perf_counter()
         answer(name, NEW[name], line)
         assert time.perf_counter() - start < 1.0, seed  # the old patterns: minutes to hours
+
+
+def test_a_version_of_200k_digits_costs_linear_time() -> None:
+    for version in ("1.0~deb" + "1" * 200_000 + "!", "1.0+deb" + "1" * 200_000 + "u!", "ubuntu1" * 30_000 + "!"):
+        start = time.perf_counter()
+        assert scanner._DISTRIBUTION_VERSION.search(version) is None
+        assert time.perf_counter() - start < 1.0  # "~deb" and 16,000 digits: 2.3 s before, n²

@@ -32,6 +32,7 @@ from cranewatch.monitor import (
     StoreOutput,
     TextOutput,
 )
+from cranewatch.report.terminal import printable_lines
 from cranewatch.sources.live import CaptureTool, LiveCapture, RingWriter
 
 
@@ -232,4 +233,4 @@ def _print_summary(summary: MonitorSummary, counts: dict[str, int]) -> None:
     if summary.ring_files:
         lines.append(f"  raw packets: {len(summary.ring_files)} ring file(s), last "
                      f"{summary.ring_files[-1]}")
-    print("\n".join(lines), file=sys.stderr, flush=True)
+    print(printable_lines(lines), file=sys.stderr, end="", flush=True)
