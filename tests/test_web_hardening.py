@@ -102,7 +102,8 @@ def recv_all(conn: socket.socket) -> bytes:
     return data
 
 
-def test_half_sent_requests_are_bounded_and_cut_off(served: DashboardServer, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_half_sent_requests_are_bounded_and_cut_off(served: DashboardServer, monkeypatch: pytest.MonkeyPatch,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
     monkeypatch.setattr(served, "header_timeout", 1.0)
     port = int(served.server_address[1])
     threads_before = threading.active_count()
@@ -112,14 +113,13 @@ def test_half_sent_requests_are_bounded_and_cut_off(served: DashboardServer, mon
             conn = socket.create_connection(("127.0.0.1", port), timeout=10)
             conn.sendall(b"GET / HTTP/1.1\r\nHost: local")  # and never the end of the head
             clients.append(conn)
-        time.sleep(0.5)
+        time.sleep(0.3)
         assert threading.active_count() - threads_before <= DashboardServer.max_connections
-        answers = []
-        for conn in clients:  # every one ends within the deadline: refused now, or cut off
-            answers.append(recv_all(conn))
-        refused = sum(a.startswith(b"HTTP/1.1 503") for a in answers)
-        assert refused >= 150 - DashboardServer.max_connections
-        assert all(a == b"" or a.startswith(b"HTTP/1.1 503") or b" 408 " in a[:20] for a in answers)
+        # a client that sends its request at once is answered in the middle of the flood
+        assert get(port, "localhost").startswith(b"HTTP/1.0 200")
+        for conn in clients:  # every one ends within the deadline: made room for others, or cut off
+            assert recv_all(conn) in (b"", b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 1\r\n"
+                                           b"Content-Length: 0\r\nConnection: close\r\n\r\n")
     finally:
         for conn in clients:
             conn.close()
@@ -129,6 +129,7 @@ def test_half_sent_requests_are_bounded_and_cut_off(served: DashboardServer, mon
     assert threading.active_count() <= threads_before  # every connection thread ended
     assert served.waiting_heads == 0
     assert get(port, "localhost").startswith(b"HTTP/1.0 200")  # and the dashboard still answers
+    assert "Traceback" not in capsys.readouterr().err  # a cut-off head is not taken for a request
 
 
 def test_a_slow_client_trickling_bytes_is_cut_off(served: DashboardServer, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -13,16 +13,19 @@ machine's host name; names given with ``--allow-host`` (a reverse proxy's name, 
 
 The server holds out against slow or many clients (``DashboardServer``): a request head must
 arrive whole within ``header_timeout`` seconds (and an idle keep-alive connection is closed
-after as long), at most ``max_connections`` are served at once (one thread each; beyond, an
-immediate 503), and the listen backlog is ``request_queue_size``. These are properties of the
+after as long), at most ``max_connections`` are served at once (one thread each); when all are
+taken, the one that has waited longest for its head is closed to make room (503 only when
+every one is being answered), and the listen backlog is ``request_queue_size``. These are properties of the
 server, not of the pages: whatever serves ``Dashboard`` next should keep them.
 """
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import json
 import socket
+import sys
 import threading
 import time
 from collections.abc import Iterable
@@ -214,14 +217,16 @@ class DashboardServer(ThreadingHTTPServer):
                  allow_hosts: Iterable[str] = ()) -> None:
         self._slots = threading.BoundedSemaphore(self.max_connections)
         self._deadlines: dict[socket.socket, float] = {}
+        self._cut: set[socket.socket] = set()  # closed by us: what arrived is not a request
         self._lock = threading.Lock()
         super().__init__(address, handler)
         self.host_check = HostCheck.for_server(str(self.server_address[0]), int(self.server_address[1]),
                                                allow_hosts)
 
     def process_request(self, request: Any, client_address: Any) -> None:
-        if not self._slots.acquire(blocking=False):
-            try:  # full: say so at once rather than start one more thread
+        if not self._slots.acquire(blocking=False) and not (
+                self._evict_slowest() and self._slots.acquire(timeout=1.0)):
+            try:  # full of requests being served: say so at once rather than start a thread
                 request.sendall(b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 1\r\n"
                                 b"Content-Length: 0\r\nConnection: close\r\n\r\n")
             except OSError:
@@ -238,8 +243,41 @@ class DashboardServer(ThreadingHTTPServer):
         try:
             super().process_request_thread(request, client_address)
         finally:
-            self.disarm(request)
+            with self._lock:
+                self._deadlines.pop(request, None)
+                self._cut.discard(request)
             self._slots.release()
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        if isinstance(sys.exc_info()[1], OSError):
+            return  # the client went away or was cut off: nothing to report, no traceback
+        super().handle_error(request, client_address)
+
+    def _evict_slowest(self) -> bool:
+        """Full: close the connection that has waited longest for its request head (a slow
+        client, or an idle keep-alive), so that a client that sends its request at once is
+        served even while hundreds trickle. False when every connection is being answered."""
+        with self._lock:
+            if not self._deadlines:
+                return False
+            oldest = min(self._deadlines, key=self._deadlines.__getitem__)
+        self._cut_off([oldest])
+        return True
+
+    def _cut_off(self, connections: list[socket.socket]) -> None:
+        """Close connections whose head has not come: their handlers' reads return at once,
+        and what they read is not taken for a request (``was_cut``)."""
+        with self._lock:
+            for conn in connections:
+                self._deadlines.pop(conn, None)
+                self._cut.add(conn)
+        for conn in connections:
+            with contextlib.suppress(OSError):
+                conn.shutdown(socket.SHUT_RDWR)
+
+    def was_cut(self, connection: socket.socket) -> bool:
+        with self._lock:
+            return connection in self._cut
 
     def arm(self, connection: socket.socket) -> None:
         """A request head is awaited on ``connection``: it must be whole by the deadline."""
@@ -256,13 +294,8 @@ class DashboardServer(ThreadingHTTPServer):
         now = time.monotonic()
         with self._lock:
             late = [conn for conn, deadline in self._deadlines.items() if deadline < now]
-            for conn in late:
-                del self._deadlines[conn]
-        for conn in late:
-            try:
-                conn.shutdown(socket.SHUT_RDWR)  # the handler's read returns: its thread ends
-            except OSError:
-                pass
+        if late:
+            self._cut_off(late)
 
     @property
     def waiting_heads(self) -> int:
@@ -291,8 +324,16 @@ def make_server(db: str | Path, host: str = "127.0.0.1", port: int = 8077,
             super().handle_one_request()
 
         def parse_request(self) -> bool:
+            # A connection cut off while its head trickled in reads end-of-file; http.server
+            # would take the part that came for a request: answer nothing instead.
+            if self.server.was_cut(self.connection):
+                self.close_connection = True
+                return False
             parsed = super().parse_request()  # reads the header lines
             self.server.disarm(self.connection)  # the head has arrived
+            if self.server.was_cut(self.connection):
+                self.close_connection = True
+                return False
             return parsed
 
         def log_message(self, format: str, *args: Any) -> None:
