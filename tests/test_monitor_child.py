@@ -135,3 +135,38 @@ def test_the_guard_dies_with_the_thread_that_started_it() -> None:
                 os.kill(pid, signal.SIGKILL)
         if parent.stdout is not None:
             parent.stdout.close()
+
+
+def test_a_monitor_whose_reader_went_away_stops_cleanly(as_root: None) -> None:
+    """``monitor lo | head -1``: the first finding line meets a closed pipe; the session ends
+    as if stopped (summary, exit 0), not with a traceback, and not running on unread."""
+    if shutil.which("socat") is None:
+        pytest.fail("socat is not installed: run scripts/install-deps.sh")
+    read, write = os.pipe()
+    os.close(read)
+    server = subprocess.Popen(["socat", "TCP-LISTEN:5991,bind=127.0.0.1,reuseaddr",
+                               "SYSTEM:'echo SSH-2.0-OpenSSH_9.2p1; sleep 1'"],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    monitor = subprocess.Popen(
+        [sys.executable, "-m", "cranewatch", "monitor", "lo", "--filter", "tcp port 5991",
+         "--window", "0.2", "--seconds", "60"],
+        stdout=write, stderr=subprocess.PIPE, text=True,
+        env={**os.environ, "PYTHONPATH": str(REPO / "src")})
+    os.close(write)
+    try:
+        assert monitor.stderr is not None
+        assert "monitoring live:lo" in monitor.stderr.readline()
+        started = time.monotonic()
+        subprocess.run(["socat", "-", "TCP:127.0.0.1:5991"], input="SSH-2.0-OpenSSH_9.6\r\n",
+                       capture_output=True, text=True, timeout=10)
+        err = monitor.communicate(timeout=30)[1]
+        assert monitor.returncode == 0, err
+        assert time.monotonic() - started < 20  # long before --seconds 60
+        assert "stopped after" in err and "1 findings" in err and "Traceback" not in err
+    finally:
+        for proc in (monitor, server):
+            if proc.poll() is None:
+                proc.kill()
+            proc.wait(10)
+        if monitor.stderr is not None:
+            monitor.stderr.close()

@@ -102,6 +102,11 @@ class _ClosedPipeGuard:
     def buffer(self) -> _ClosedPipeGuard:
         return _ClosedPipeGuard(self._stream.buffer, self._broken)
 
+    @property
+    def reader_gone(self) -> bool:
+        """The reader closed the pipe (a long-running command may take it as a stop)."""
+        return self._broken[0]
+
     def write(self, data: Any) -> int:
         if not self._broken[0]:
             try:

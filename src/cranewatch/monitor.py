@@ -135,11 +135,18 @@ def finding_line(finding: Finding, new: bool) -> str:
 
 @dataclass(slots=True)
 class TextOutput:
+    """Finding lines on a terminal or a pipe. When the pipe's reader has gone
+    (``monitor eth1 | head -3``; the CLI's guarded stdout says ``reader_gone``), ``reader_gone``
+    is set: the command stops the session cleanly, as SIGPIPE would have, summary and all."""
+
     stream: TextIO = field(default_factory=lambda: sys.stdout)
+    reader_gone: threading.Event | None = None
 
     def emit(self, finding: Finding, new: bool) -> None:
         self.stream.write(finding_line(finding, new) + "\n")
         self.stream.flush()
+        if self.reader_gone is not None and getattr(self.stream, "reader_gone", False):
+            self.reader_gone.set()
 
     def checkpoint(self, findings: Sequence[Finding], now: float, final: bool) -> None:
         return None

@@ -141,7 +141,7 @@ def process_checks(args: argparse.Namespace) -> list[RollingProcessChecks]:
                                  span=args.process_span, every=args.process_every)]
 
 
-def _outputs(args: argparse.Namespace, source: str) -> list[FindingOutput]:
+def _outputs(args: argparse.Namespace, source: str, stop: threading.Event) -> list[FindingOutput]:
     outputs: list[FindingOutput] = []
     if args.out:
         outputs.append(JsonLinesOutput(Path(args.out)))
@@ -153,7 +153,7 @@ def _outputs(args: argparse.Namespace, source: str) -> list[FindingOutput]:
 
         outputs.append(StoreOutput(open_store(args.db), crane, f"monitor:{source}"))
     if not args.quiet:
-        outputs.append(TextOutput(sys.stdout))  # last: what is shown is already on disk
+        outputs.append(TextOutput(sys.stdout, stop))  # last: what is shown is already on disk
     return outputs
 
 
@@ -194,11 +194,12 @@ def run(args: argparse.Namespace) -> int:
         prefix = f"{tool.netns + '-' if tool.netns else ''}{tool.interface}"
         ring = RingWriter(Path(args.ring), prefix, int(args.ring_size * 1024 * 1024),
                           args.ring_files)
-    outputs = _outputs(args, tool.source_name)
+    stopper = _StopOnSignal()
+    outputs = _outputs(args, tool.source_name, stopper.event)
     settings = MonitorSettings(window=args.window, update_every=args.update_every,
                                seconds=args.seconds)
     monitor = Monitor(sinks, outputs, settings, ring=ring)
-    with _StopOnSignal() as stop, LiveCapture(tool) as capture:
+    with stopper as stop, LiveCapture(tool) as capture:
         print(f"cranewatch: monitoring {tool.source_name} (capture pid "
               f"{capture.process.pid if capture.process else '?'}); Ctrl-C to stop",
               file=sys.stderr, flush=True)
