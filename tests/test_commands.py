@@ -132,13 +132,14 @@ def test_every_out_option_takes_a_dash_for_stdout(tmp_path: Path) -> None:
 def test_monitor_out_dash_writes_json_lines_to_stdout_and_finding_lines_to_stderr(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]) -> None:
     import argparse
+    import threading
 
     from cranewatch.commands import monitor
     from cranewatch.model import Finding, Severity
 
     monkeypatch.chdir(tmp_path)
     args = argparse.Namespace(out="-", db=None, quiet=False)
-    outputs = monitor._outputs(args, "lo")
+    outputs = monitor._outputs(args, "lo", threading.Event())
     finding = Finding(id="cw-1", rule="r", category="recon", severity=Severity.HIGH, title="scan",
                       first_seen=1.0, last_seen=2.0)
     for output in outputs:

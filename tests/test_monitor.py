@@ -488,7 +488,7 @@ def test_sigterm_stops_cleanly_and_leaves_no_tcpdump(as_root: None, tmp_path: Pa
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     assert monitor.stderr is not None
     banner = monitor.stderr.readline()
-    tcpdump_pid = int(banner.split("tcpdump pid ")[1].split(")")[0])
+    tcpdump_pid = int(banner.split("capture pid ")[1].split(")")[0])
     assert Path(f"/proc/{tcpdump_pid}").exists()
     monitor.send_signal(signal.SIGTERM)
     _, err = monitor.communicate(timeout=15)
@@ -511,7 +511,7 @@ def test_a_killed_monitor_loses_no_finding_already_reported(as_root: None, tmp_p
     try:
         assert monitor.stdout is not None and monitor.stderr is not None
         banner = monitor.stderr.readline()
-        tcpdump_pid = int(banner.split("tcpdump pid ")[1].split(")")[0])
+        tcpdump_pid = int(banner.split("capture pid ")[1].split(")")[0])
         subprocess.run(["socat", "-", "TCP:127.0.0.1:5996"], input="SSH-2.0-OpenSSH_9.6\r\n",
                        capture_output=True, text=True, timeout=10)
         lines = _Lines(monitor.stdout)
@@ -527,7 +527,7 @@ def test_a_killed_monitor_loses_no_finding_already_reported(as_root: None, tmp_p
             if pipe is not None:
                 pipe.close()
         if tcpdump_pid and Path(f"/proc/{tcpdump_pid}").exists():
-            os.kill(tcpdump_pid, signal.SIGTERM)  # it would end at its next packet (SIGPIPE)
+            os.kill(tcpdump_pid, signal.SIGTERM)  # a guard that outlived the monitor: a bug
     records = [json.loads(line) for line in out.read_text().splitlines()]
     assert [(r["rule"], r["src"], r["dst"]) for r in records] == [
         ("remote-access", "127.0.0.1", "127.0.0.1:5996")]

@@ -412,7 +412,9 @@ def summary_text(b: Baseline) -> str:
     lines.append(f"TLS server names ({len(b.tls_names)}): {', '.join(sorted(b.tls_names)[:20])}")
     lines.append(f"JA3 ({len(b.ja3)}), JA4 ({len(b.ja4)}); remote sessions: {len(b.remote)}")
     lines.append(f"container data receivers: {', '.join(sorted(b.container_receivers)) or 'none'}")
-    return "\n".join(lines) + "\n"
+    from cranewatch.report.terminal import printable_lines  # DNS and TLS names are the wire's
+
+    return printable_lines(lines)
 
 
 def _ip_key(ip: str) -> tuple[int, int]:

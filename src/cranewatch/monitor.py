@@ -37,6 +37,7 @@ from typing import Any, Protocol, TextIO
 from cranewatch.model import Finding, Severity, iso_time
 from cranewatch.pipeline import Analysis, Sink
 from cranewatch.protocols.modbus import RegisterSeries
+from cranewatch.report.terminal import printable
 from cranewatch.sources.live import RingWriter
 from cranewatch.sources.pcap import PacketBatch
 
@@ -127,18 +128,25 @@ def finding_line(finding: Finding, new: bool) -> str:
     """One line per report: time, severity, category, src → dst, title, count, id."""
     mark = "" if new else "(update) "
     ends = f"{finding.src or '-'} → {finding.dst or '-'}"
-    return (f"{iso_time(finding.last_seen) or '-'} {str(finding.severity).upper():8} "
-            f"{finding.category:15} {ends}  {mark}{finding.title} [count {finding.count}, "
-            f"id {finding.id}]")
+    return printable(f"{iso_time(finding.last_seen) or '-'} {str(finding.severity).upper():8} "
+                     f"{finding.category:15} {ends}  {mark}{finding.title} [count {finding.count}, "
+                     f"id {finding.id}]")
 
 
 @dataclass(slots=True)
 class TextOutput:
+    """Finding lines on a terminal or a pipe. When the pipe's reader has gone
+    (``monitor eth1 | head -3``; the CLI's guarded stdout says ``reader_gone``), ``reader_gone``
+    is set: the command stops the session cleanly, as SIGPIPE would have, summary and all."""
+
     stream: TextIO = field(default_factory=lambda: sys.stdout)
+    reader_gone: threading.Event | None = None
 
     def emit(self, finding: Finding, new: bool) -> None:
         self.stream.write(finding_line(finding, new) + "\n")
         self.stream.flush()
+        if self.reader_gone is not None and getattr(self.stream, "reader_gone", False):
+            self.reader_gone.set()
 
     def checkpoint(self, findings: Sequence[Finding], now: float, final: bool) -> None:
         return None

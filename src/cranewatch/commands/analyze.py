@@ -22,6 +22,7 @@ from cranewatch.commands import (
 from cranewatch.errors import ExitCode, UsageError
 from cranewatch.pipeline import AnalysisResult, Sink, analyze
 from cranewatch.progress import ProgressBar, wants_progress
+from cranewatch.report.terminal import printable
 
 FORMATS = ("text", "jsonl", "html")
 
@@ -133,7 +134,7 @@ def run(args: argparse.Namespace) -> int:
     if not result.complete:
         for warning in result.warnings:
             if warning.kind == "capture":
-                print(f"cranewatch: error: {warning}", file=sys.stderr)
+                print(f"cranewatch: error: {printable(warning)}", file=sys.stderr)
         return int(ExitCode.INPUT)
     if fail_on_met(result.findings, args.fail_on):
         return int(ExitCode.FINDINGS)

@@ -9,6 +9,7 @@ from typing import Any
 from cranewatch.baseline import baseline_text, learn_baseline, summary_text
 from cranewatch.commands import check_inputs, out_file, write_out
 from cranewatch.errors import ExitCode
+from cranewatch.report.terminal import printable
 
 
 def register(subparsers: Any) -> None:
@@ -54,5 +55,5 @@ def run(args: argparse.Namespace) -> int:
     incomplete = [i for i in learned.inputs if not i.get("complete", True)]
     for item in incomplete:
         for warning in item.get("warnings", ["capture not read whole"]):
-            print(f"cranewatch: error: {item['path']}: {warning}", file=sys.stderr)
+            print(printable(f"cranewatch: error: {item['path']}: {warning}"), file=sys.stderr)
     return int(ExitCode.INPUT if incomplete else ExitCode.OK)

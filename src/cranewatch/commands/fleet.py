@@ -11,8 +11,15 @@ from cranewatch import fleet as registry
 from cranewatch.errors import Location, UsageError
 from cranewatch.fleet import STATES, import_fleet, parse_component, require_crane, transition
 from cranewatch.model import iso_time
+from cranewatch.report.terminal import printable
 from cranewatch.store import Crane, Store
 from cranewatch.store.options import add_db_option, store_from_args
+
+
+def say(text: str) -> None:
+    """One line of text output: names, reasons and makers come from fleet files and people,
+    so control characters in them are escaped (``report.terminal``)."""
+    print(printable(text))
 
 
 def register_parser(parent: Any, name: str, help_text: str, example: str) -> argparse.ArgumentParser:
@@ -105,14 +112,14 @@ def run_add(args: argparse.Namespace) -> int:
     )
     with store_from_args(args, create=True) as store:
         added = registry.register(store, crane, by=args.by, reason=args.reason)
-    print(f"{added.name}: registered, state {added.state}")
+    say(f"{added.name}: registered, state {added.state}")
     return 0
 
 
 def run_import(args: argparse.Namespace) -> int:
     with store_from_args(args, create=True) as store:
         for result in import_fleet(store, args.file, by=args.by):
-            print(f"{result.crane}: {result.action}")
+            say(f"{result.crane}: {result.action}")
     return 0
 
 
@@ -126,11 +133,11 @@ def run_list(args: argparse.Namespace) -> int:
         if not cranes:
             print("no cranes registered; try: cranewatch fleet import profiles/fleet-example.toml")
             return 0
-        print(f"{'crane':<10} {'state':<15} {'gate':<13} {'maker':<36} model")
+        say(f"{'crane':<10} {'state':<15} {'gate':<13} {'maker':<36} model")
         for crane in cranes:
             gate = store.latest_gate(crane.name)
             decision = gate.decision if gate else "-"
-            print(f"{crane.name:<10} {crane.state:<15} {decision:<13} {crane.maker:<36} {crane.model}")
+            say(f"{crane.name:<10} {crane.state:<15} {decision:<13} {crane.maker:<36} {crane.model}")
     return 0
 
 
@@ -152,36 +159,36 @@ def run_show(args: argparse.Namespace) -> int:
 
 
 def print_crane(store: Store, crane: Crane) -> None:
-    print(f"{crane.name}  ({crane.state})")
+    say(f"{crane.name}  ({crane.state})")
     for label, value in (
         ("maker", crane.maker), ("model", crane.model), ("commissioned", crane.commissioned),
         ("control vendor", crane.control_vendor), ("crane zone", crane.zone), ("profile", crane.profile_path),
     ):
-        print(f"  {label + ':':<16}{value or '-'}")
+        say(f"  {label + ':':<16}{value or '-'}")
     if crane.components:
-        print("  components:")
+        say("  components:")
         for c in crane.components:
-            print(f"    {c.name:<10} {c.kind:<8} ip {c.ip or '-':<15} mac {c.mac or '-':<17} firmware {c.firmware or '-'}")
+            say(f"    {c.name:<10} {c.kind:<8} ip {c.ip or '-':<15} mac {c.mac or '-':<17} firmware {c.firmware or '-'}")
     gate = store.latest_gate(crane.name)
     if gate is not None:
-        print(f"  gate:           {gate.decision} ({iso_time(gate.at)}, {len(gate.reasons)} reason(s); "
+        say(f"  gate:           {gate.decision} ({iso_time(gate.at)}, {len(gate.reasons)} reason(s); "
               f"details: cranewatch report {crane.name})")
-    print("  history:")
+    say("  history:")
     for h in store.history(crane.name):
         step = f"{h.from_state} → {h.to_state}" if h.from_state else f"registered as {h.to_state}"
-        print(f"    {iso_time(h.at)}  {h.who:<10} {step}: {h.why}")
+        say(f"    {iso_time(h.at)}  {h.who:<10} {step}: {h.why}")
     audit = store.audit_events(crane.name)
     if audit:
-        print("  audit (dispositions, supersedes, re-recordings):")
+        say("  audit (dispositions, supersedes, re-recordings):")
         for e in audit:
             state = e.detail.get("state")
             what = f"{e.action} {e.subject}" + (f" → {state}" if state else "")
             extra = "".join(f", {k} {e.detail[k]}" for k in ("until", "evidence_run") if k in e.detail)
-            print(f"    {iso_time(e.at)}  {e.who:<10} {what}{extra}: {e.why}")
+            say(f"    {iso_time(e.at)}  {e.who:<10} {what}{extra}: {e.why}")
 
 
 def run_set_state(args: argparse.Namespace) -> int:
     with store_from_args(args) as store:
         entry = transition(store, args.name, args.state, by=args.by, reason=args.reason)
-    print(f"{entry.crane}: {entry.from_state} → {entry.to_state} (by {entry.who}: {entry.why})")
+    say(f"{entry.crane}: {entry.from_state} → {entry.to_state} (by {entry.who}: {entry.why})")
     return 0

@@ -19,6 +19,7 @@ from cranewatch.gate import (
     run_label,
     scan_and_record,
 )
+from cranewatch.report.terminal import printable_lines
 from cranewatch.store import Store
 from cranewatch.store.options import add_db_option, store_from_args
 
@@ -127,5 +128,5 @@ def format_decision(decision: GateDecision) -> str:
         lines.extend(f"    - {run_label(r)}" for r in decision.runs)
     if decision.state_change:
         lines.append(f"  life cycle: {decision.state_change}")
-    return "\n".join(lines)
+    return printable_lines(lines).rstrip("\n")
 

@@ -33,6 +33,7 @@ from cranewatch.monitor import (
     StoreOutput,
     TextOutput,
 )
+from cranewatch.report.terminal import printable_lines
 from cranewatch.sources.live import CaptureTool, LiveCapture, RingWriter
 
 
@@ -143,7 +144,7 @@ def process_checks(args: argparse.Namespace) -> list[RollingProcessChecks]:
                                  span=args.process_span, every=args.process_every)]
 
 
-def _outputs(args: argparse.Namespace, source: str) -> list[FindingOutput]:
+def _outputs(args: argparse.Namespace, source: str, stop: threading.Event) -> list[FindingOutput]:
     outputs: list[FindingOutput] = []
     to_stdout = args.out == STDOUT
     if to_stdout:  # the JSON lines own stdout; the finding lines go to stderr
@@ -159,7 +160,7 @@ def _outputs(args: argparse.Namespace, source: str) -> list[FindingOutput]:
         outputs.append(StoreOutput(open_store(args.db), crane, f"monitor:{source}"))
     if not args.quiet:
         # last: what is shown is already on disk
-        outputs.append(TextOutput(sys.stderr if to_stdout else sys.stdout))
+        outputs.append(TextOutput(sys.stderr if to_stdout else sys.stdout, stop))
     return outputs
 
 
@@ -206,12 +207,13 @@ def run(args: argparse.Namespace) -> int:
         prefix = f"{tool.netns + '-' if tool.netns else ''}{tool.interface}"
         ring = RingWriter(Path(args.ring), prefix, int(args.ring_size * 1024 * 1024),
                           args.ring_files)
-    outputs = _outputs(args, tool.source_name)
+    stopper = _StopOnSignal()
+    outputs = _outputs(args, tool.source_name, stopper.event)
     settings = MonitorSettings(window=args.window, update_every=args.update_every,
                                seconds=args.seconds)
     monitor = Monitor(sinks, outputs, settings, ring=ring)
-    with _StopOnSignal() as stop, LiveCapture(tool) as capture:
-        print(f"cranewatch: monitoring {tool.source_name} (tcpdump pid "
+    with stopper as stop, LiveCapture(tool) as capture:
+        print(f"cranewatch: monitoring {tool.source_name} (capture pid "
               f"{capture.process.pid if capture.process else '?'}); Ctrl-C to stop",
               file=sys.stderr, flush=True)
         batches: Iterator[Any] = capture.batches()
@@ -244,4 +246,4 @@ def _print_summary(summary: MonitorSummary, counts: dict[str, int]) -> None:
     if summary.ring_files:
         lines.append(f"  raw packets: {len(summary.ring_files)} ring file(s), last "
                      f"{summary.ring_files[-1]}")
-    print("\n".join(lines), file=sys.stderr, flush=True)
+    print(printable_lines(lines), file=sys.stderr, end="", flush=True)

@@ -19,11 +19,20 @@ from cranewatch.detect.rules import rule_data
 
 CONTAINER_RE = re.compile(rb"(?<![A-Z0-9])([A-Z]{3}[UJZ])\s?(\d{6})\s?-?(\d)(?![0-9])")
 WORD5_RE = re.compile(rb"(?<![A-Za-z])([A-Z]{5})(?![A-Za-z])")
-KEYED_LOCODE_RE = re.compile(rb'"?([A-Za-z_]+)"?\s*[:=]\s*"?([A-Z]{2}[A-Z2-9]{3})\b')
+# Linear time on attacker text: the key starts only where a word starts (the lookbehind) and
+# its letters are taken whole (possessive ``++``); without both, a run of n letters cost n²
+# steps (20 KB of letters: 5.6 s). The same match as the plain pattern: the continuation never
+# starts with a letter, so a key is always a whole run of letters.
+KEYED_LOCODE_RE = re.compile(rb'"?(?<![A-Za-z_])([A-Za-z_]++)"?\s*+[:=]\s*+"?([A-Z]{2}[A-Z2-9]{3})\b')
 OCR_KEYS = (b"container", b"bay", b"row", b"tier", b"pol", b"pod", b"move")
 ENCODED_RE = re.compile(rb"[A-Za-z0-9+/=_-]{16,}")
 GZIP_MAGIC = b"\x1f\x8b\x08"
 MAX_INFLATED = 1 << 20  # bytes of a compressed stream looked at: a bomb costs no more
+# Length budgets (the attacker writes the text): the clear search reads at most SCAN_BUDGET
+# bytes of one payload (more than any decoder keeps: a 64 KiB URI and Host, an 8 KiB body),
+# the deep search (decodings, inflated streams; cached) at most DEEP_BUDGET.
+SCAN_BUDGET = 256 * 1024
+DEEP_BUDGET = 4096
 
 
 def letter_value(ch: str) -> int:
@@ -81,7 +90,9 @@ def _context_keys() -> frozenset[str]:
 
 
 def find_container_data(data: bytes, encoding: str = "clear") -> ContainerData:
-    """Search one payload (any bytes) for container data; cheap when there is none."""
+    """Search one payload (any bytes, its first ``SCAN_BUDGET``) for container data; cheap
+    when there is none, linear in the length always."""
+    data = data[:SCAN_BUDGET]
     containers: list[str] = []
     upper = data.upper()
     for m in CONTAINER_RE.finditer(upper):
@@ -163,13 +174,15 @@ def compressed_views(data: bytes) -> list[tuple[str, bytes]]:
     return views
 
 
-@lru_cache(maxsize=4096)
 def find_container_data_deep(data: bytes) -> ContainerData:
-    """``find_container_data`` on the clear bytes, on what compressed streams in them hold,
-    then on decodings of long tokens in them.
+    """``find_container_data`` on the clear bytes (their first ``DEEP_BUDGET``), on what
+    compressed streams in them hold, then on decodings of long tokens in them."""
+    return _find_container_data_deep(data[:DEEP_BUDGET])
 
-    Cached: DNS names and URLs repeat all day on a crane network.
-    """
+
+@lru_cache(maxsize=4096)
+def _find_container_data_deep(data: bytes) -> ContainerData:
+    """Cached, and bounded by the budget: DNS names and URLs repeat all day on a crane network."""
     found = find_container_data(data)
     if found:
         return found

@@ -9,6 +9,7 @@ import jinja2
 
 from cranewatch.forensics.result import ScanResult
 from cranewatch.model import Finding, Severity, iso_time
+from cranewatch.report.terminal import printable_lines
 
 
 def _where(finding: Finding) -> str:
@@ -57,7 +58,7 @@ def render_text(result: ScanResult, *, min_severity: Severity = Severity.INFO) -
                 lines.append(f"  {label} … {len(paths) - 200} more")
     for warning in result.warnings:
         lines.append(f"warning: {warning}")
-    return "\n".join(lines) + "\n"
+    return printable_lines(lines)  # a file name's newline or ESC is shown, never obeyed
 
 
 def render_jsonl(result: ScanResult) -> Iterator[str]:

@@ -1,4 +1,5 @@
-"""The analysis result as a plain-text summary for a person at a terminal."""
+"""The analysis result as a plain-text summary for a person at a terminal (control characters
+in any field escaped: ``report.terminal``)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ from collections import Counter
 
 from cranewatch.model import Severity, iso_time
 from cranewatch.pipeline import AnalysisResult, ModbusPeer
+from cranewatch.report.terminal import printable_lines
 
 MAX_HOSTS = 50
 MAX_RANGES = 12
@@ -103,5 +105,5 @@ def render(result: AnalysisResult) -> str:
                 add(f"        remedy: {f.remedy}")
     if not result.findings:
         add("  none")
-    return "\n".join(out) + "\n"
+    return printable_lines(out)
 

@@ -15,11 +15,19 @@ a finding are pinned (``pin``) and never rotated away.
 Failures to start become located errors: tcpdump missing or not allowed to capture →
 ``EnvironmentProblem`` (exit 4); an interface or namespace that does not exist →
 ``InputError`` naming it (exit 3).
+
+tcpdump dies with cranewatch, however cranewatch ends (SIGKILL, the OOM killer, a crash): it
+runs under a small ``sh`` (``CAPTURE_GUARD``) to which the kernel sends SIGTERM when the
+thread that started it ends (``PR_SET_PDEATHSIG``), and which then stops tcpdump. The signal
+cannot be set on tcpdump itself: the kernel clears it when tcpdump drops root for its own user
+(``-Z``, Debian's default), and a capture left running would hold the interface and fill a
+pipe nobody reads. Start a ``LiveCapture`` from the thread that outlives it (the main thread).
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
 import select
 import shutil
@@ -28,7 +36,7 @@ import struct
 import subprocess
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import BinaryIO
@@ -48,6 +56,20 @@ __all__ = [
 ]
 
 LINGER_S = 0.05  # longest a batch waits for more packets once the first has arrived
+PR_SET_PDEATHSIG = 1
+# Runs "$@" (the capture) and stops it on SIGTERM/HUP/INT (sent by cranewatch's stop(), or by
+# the kernel when cranewatch ends); exits with the capture's status. ``wait`` returns early
+# when a trapped signal arrives, so it is repeated until the capture has really ended.
+CAPTURE_GUARD = r"""
+"$@" &
+child=$!
+trap 'kill -TERM "$child" 2>/dev/null' TERM HUP INT
+while :; do
+    wait "$child"
+    status=$?
+    kill -0 "$child" 2>/dev/null || exit "$status"
+done
+"""
 READY_TIMEOUT_S = 10.0  # how long tcpdump may take to open the interface
 DEFAULT_SNAPLEN = 262144
 
@@ -112,6 +134,28 @@ def classify_failure(tool: CaptureTool, stderr: str) -> Exception:
     if "syntax error" in low or "can't parse filter" in low or "illegal" in low:
         return InputError(f"capture filter rejected by tcpdump: {said}", where)
     return EnvironmentProblem(f"tcpdump failed on {tool.interface!r}{inside}: {said}", where)
+
+
+def guarded_argv(argv: Sequence[str]) -> list[str]:
+    """``argv`` run under ``CAPTURE_GUARD`` (see the module docstring)."""
+    return ["/bin/sh", "-c", CAPTURE_GUARD, "cranewatch-capture", *argv]
+
+
+def die_with_this_process() -> Callable[[], None] | None:
+    """A ``preexec_fn`` asking the kernel to send the child SIGTERM when its parent ends (and
+    ending the child at once if the parent already has); None where prctl is unavailable."""
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+    parent, sigterm = os.getpid(), int(signal.SIGTERM)
+
+    def preexec() -> None:  # in the child, between fork and exec: as little as can be
+        prctl(PR_SET_PDEATHSIG, sigterm, 0, 0, 0)
+        if os.getppid() != parent:  # the parent died before the request took effect
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    return preexec
 
 
 class PromptPipe:
@@ -217,11 +261,11 @@ class LiveCapture:
                              Location(file=self.tool.source_name))
         try:
             self.process = subprocess.Popen(
-                capture_argv(self.tool, tcpdump, ip), stdout=subprocess.PIPE,
+                guarded_argv(capture_argv(self.tool, tcpdump, ip)), stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
                 # its own session: a Ctrl-C at the terminal reaches cranewatch only, which then
                 # stops tcpdump itself after the last packets are read
-                start_new_session=True)
+                start_new_session=True, preexec_fn=die_with_this_process())
         except OSError as exc:
             raise EnvironmentProblem(f"cannot run tcpdump: {exc}") from None
         self._stderr_thread = threading.Thread(target=self._watch_stderr, daemon=True)
@@ -274,11 +318,12 @@ class LiveCapture:
         if process is None or process.poll() is not None:
             return
         with contextlib.suppress(ProcessLookupError):
-            process.send_signal(signal.SIGTERM)
+            process.send_signal(signal.SIGTERM)  # the guard passes it on to tcpdump
         try:
             process.wait(5.0)
         except subprocess.TimeoutExpired:
-            process.kill()
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)  # the guard and tcpdump: its own session
             process.wait(5.0)
 
     def failure(self) -> Exception | None:

@@ -31,12 +31,19 @@ _SECRETS = (
     ("aws-key", re.compile(r"\b(AKIA|ASIA)[0-9A-Z]{16}\b")),
     ("github-token", re.compile(r"\bgh[pousr]_[A-Za-z0-9]{36,}\b")),
     ("slack-token", re.compile(r"\bxox[abpr]-[A-Za-z0-9-]{10,}")),
+    # Linear time on hostile lines ("a.password.a.password..." cost n³ steps): the key, a run of
+    # [\w.-] holding a keyword, is tried once per run (at its start, or after its first . or -
+    # when a $, @ or % stands before it: the earliest start the old lookbehind allowed), its
+    # keyword looked for ahead and the run taken whole (*+). The same matches as
+    # (?<![$@%\w])[\w.\-]*(KEYWORD)[\w.\-]*: the key always ends where its run ends.
     ("password-assignment", re.compile(
-        r"(?i)(?<![$@%\w])[\w.\-]*(password|passwd|passphrase|secret|api[_-]?key|access[_-]?token|auth[_-]?token)[\w.\-]*"
-        r"\s*(?:=|:(?=\s*[\"']))\s*[\"']([^\s\"'$%{<]{4,})[\"']|"
-        r"^\s*[\w.\-]*(password|passphrase|secret|api[_-]?key|access[_-]?token|auth[_-]?token)[\w.\-]*\s*=\s*"
+        r"(?i)(?:(?<![$@%\w.\-])|(?<=[$@%])\w*+[.\-])"
+        r"(?=[\w.\-]*?(password|passwd|passphrase|secret|api[_-]?key|access[_-]?token|auth[_-]?token))[\w.\-]*+"
+        r"\s*(?:=|:(?=\s*[\"']))\s*[\"']([^\s\"'$%{<]{4,}+)[\"']|"
+        r"^\s*+(?=[\w.\-]*?(password|passphrase|secret|api[_-]?key|access[_-]?token|auth[_-]?token))[\w.\-]*+\s*=\s*"
         r"(?!\$|%|<|\{|\*+$|changeme|none|null|false|true|yes|no\b)([^\s\"'#;,$]{4,})", re.M)),
-    ("url-credentials", re.compile(r"\b[a-z][\w+.\-]*://[^\s:/@\"']+:([^\s@/\"']{3,})@[\w.\-]+")),
+    # a scheme is at most 32 characters: a start inside a long run of "a.a.a..." looks no further
+    ("url-credentials", re.compile(r"\b[a-z][\w+.\-]{0,31}://[^\s:/@\"']++:([^\s@/\"']{3,}+)@[\w.\-]+")),
 )
 
 

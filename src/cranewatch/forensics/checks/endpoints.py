@@ -19,7 +19,11 @@ NAME = "endpoints"
 
 _IPV4 = r"(?<![\w.])(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(?:\.(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)){3}(?![\w.])"
 _URL = r"\b(?:https?|ftp|mqtts?|tcp|udp|ssh|rtsp|wss?|opc\.tcp|sftp|tftp)://(?:[^\s/@\"'<>]+@)?(\[[0-9a-fA-F:]+\]|[A-Za-z0-9.\-]+)"
-_KEYED_HOST = r"^\s*[\w.\-]*(?:server|host|remote|endpoint|broker|peer|addr|address|url|gateway|target)[\w.\-]*\s*[=:]\s*[\"']?([A-Za-z][A-Za-z0-9\-]*(?:\.[A-Za-z0-9\-]+)+)"
+# The key is one run of [\w.-] holding a keyword: looked for ahead, then taken whole
+# (``*+``), so "server.server.server..." costs n steps, not n² (the same matches as
+# ``[\w.\-]*(?:KEYWORD)[\w.\-]*``, whose continuation never starts with a key character).
+_KEYED_HOST = (r"^\s*+(?=[\w.\-]*?(?:server|host|remote|endpoint|broker|peer|addr|address|url|gateway|target))"
+               r"[\w.\-]*+\s*[=:]\s*[\"']?([A-Za-z][A-Za-z0-9\-]*(?:\.[A-Za-z0-9\-]+)+)")
 _ENDPOINT_TEXT = re.compile(f"({_IPV4})|{_URL}|{_KEYED_HOST}", re.I | re.M)
 _ENDPOINT_BYTES = re.compile(
     rb"(?<![\w.])(?:(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\.){3}(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(?![\w.])|"

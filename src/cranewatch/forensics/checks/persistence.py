@@ -29,16 +29,25 @@ _STARTUP = re.compile(
 
 # (name, severity, what it is, pattern). Ordered from worst to mildest; one finding per file
 # carries the worst hit.
+# Linear time on a hostile line (a line of "nc nc nc ..." cost n² steps): where a command word
+# is followed by "anything, then X", the anything stops at the next same command word
+# (``(?:(?!WORD)[^...])*``): a match from a later word is found from that word, so search()
+# answers as before; ``socket.socket(`` is anchored at its first occurrence (a later one can
+# match only where the first does).
 _COMMANDS: tuple[tuple[str, Severity, str, re.Pattern[str]], ...] = (
     ("reverse-shell", Severity.CRITICAL, "reverse shell",
-     re.compile(r"/dev/(tcp|udp)/[\w.\-]+/\d+|\b(nc|ncat|netcat)\b[^|;&]*\s-[a-z]*[ec]\s|"
-                r"\bbash\s+-i\s*>&|socat\b[^\n]*\bexec:|\bpty\.spawn\(|socket\.socket\([^)]*\).*connect|"
-                r"mkfifo\b[^\n]*\|\s*(nc|ncat|netcat)\b|\bsh\s+-i\b[^\n]*\|\s*(nc|ncat)\b", re.I)),
+     re.compile(r"/dev/(tcp|udp)/[\w.\-]+/\d+|\b(nc|ncat|netcat)\b(?:(?!\b(?:nc|ncat|netcat)\b)[^|;&])*\s-[a-z]*[ec]\s|"
+                r"\bbash\s+-i\s*>&|socat\b(?:(?!socat\b)[^\n])*\bexec:|\bpty\.spawn\(|"
+                r"^(?:(?!socket\.socket\().)*+socket\.socket\([^)]*+\).*connect|"
+                r"mkfifo\b(?:(?!mkfifo\b)[^\n])*\|\s*(nc|ncat|netcat)\b|"
+                r"\bsh\s+-i\b(?:(?!\bsh\s+-i\b)[^\n])*\|\s*(nc|ncat)\b", re.I)),
     ("download-exec", Severity.HIGH, "downloads and runs code",
-     re.compile(r"\b(curl|wget|fetch)\b[^|;\n]*\|\s*(sudo\s+)?(ba|da|z)?sh\b|"
-                r"\b(curl|wget)\b[^;\n]*&&\s*(ba)?sh\s|(ba)?sh\s+-c\s+[\"']?\$\((curl|wget)\b", re.I)),
+     re.compile(r"\b(curl|wget|fetch)\b(?:(?!\b(?:curl|wget|fetch)\b)[^|;\n])*\|\s*(sudo\s+)?(ba|da|z)?sh\b|"
+                r"\b(curl|wget)\b(?:(?!\b(?:curl|wget)\b)[^;\n])*&&\s*(ba)?sh\s|"
+                r"(ba)?sh\s+-c\s+[\"']?\$\((curl|wget)\b", re.I)),
     ("encoded-exec", Severity.HIGH, "decodes a hidden command and runs it",
-     re.compile(r"base64\s+(-d|--decode)[^|\n]*\|\s*(ba)?sh\b|echo\s+[A-Za-z0-9+/=]{40,}\s*\|\s*base64|"
+     re.compile(r"base64\s+(-d|--decode)(?:(?!base64\s+(?:-d|--decode))[^|\n])*\|\s*(ba)?sh\b|"
+                r"echo\s+[A-Za-z0-9+/=]{40,}+\s*\|\s*base64|"
                 r"\beval\s+\"?\$\(\s*echo\s+[A-Za-z0-9+/=]{20,}", re.I)),
     ("preload-env", Severity.HIGH, "preloads a library into every program it starts",
      re.compile(r"\bLD_PRELOAD\s*=")),

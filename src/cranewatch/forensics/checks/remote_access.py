@@ -31,7 +31,8 @@ _TOOL_PATHS: tuple[tuple[str, re.Pattern[str]], ...] = (
 )
 _BIN_DIR = re.compile(r"^(usr/|usr/local/)?s?bin/|^opt/|^usr/lib/|^etc/")
 _TEXT_PATTERNS = (
-    ("reverse-ssh", re.compile(r"\b(auto)?ssh\b[^\n#]*\s-[a-zA-Z]*R\s*\d+(:[\w.\-]+)?:\d+")),
+    # the gap stops at the next ssh word (linear on "ssh ssh ssh ..."; that word matches instead)
+    ("reverse-ssh", re.compile(r"\b(auto)?ssh\b(?:(?!\b(?:auto)?ssh\b)[^\n#])*\s-[a-zA-Z]*R\s*\d+(:[\w.\-]+)?:\d+")),
     ("frp-server", re.compile(r"^\s*(server_addr|serverAddr)\s*[=:]", re.I)),
     ("ngrok-token", re.compile(r"^\s*authtoken\s*:", re.I)),
     ("chisel-client", re.compile(r"\bchisel\s+client\b")),
