@@ -54,6 +54,7 @@ from cranewatch.model import Finding, Severity
 from cranewatch.protocols import modbus
 from cranewatch.protocols.base import REGISTRY, DecoderSpec, Event, FlowContext
 from cranewatch.protocols.modbus import FastInput, ModbusBook, ModbusDecoder, RegisterSeries
+from cranewatch.segments import FileSpan, Segment, SegmentPlanner
 from cranewatch.sources.pcap import PacketBatch, open_capture
 
 # The same few hundred addresses come back in every flow: format each once.
@@ -80,6 +81,8 @@ class Sink(Protocol):
     first ``PAYLOADS_SHOWN`` payload packets (in capture order) of every flow no
     decoder claimed. A sink with ``on_flow(flow)`` gets each finished ``flows.Flow`` itself
     instead of ``on_flow_end`` with its summary (to read at once: the flow is not kept).
+    A sink with ``on_segments(segments)`` is told, before ``finish``, the ``segments.Segment``s
+    the captures were cut into, and compares nothing across them.
     """
 
     def on_event(self, event: Event) -> None: ...
@@ -180,6 +183,7 @@ class AnalysisResult:
     events: dict[str, int] = field(default_factory=dict)
     profile: str | None = None
     baseline: str | None = None
+    segments: tuple[Segment, ...] = ()  # the captures' continuous recordings (``segments``)
 
     @property
     def complete(self) -> bool:
@@ -207,6 +211,8 @@ class _InputState:
     complete: bool = True
     problems: list[str] = field(default_factory=list)
     events: int = 0  # events read from Zeek logs
+    headers: tuple[Any, ...] = ()  # the capture's ``sources.pcap.CaptureHeader``s
+    silence: float = 0.0  # the longest time between two of its packets
 
 
 def _hash_file(state: _InputState) -> None:
@@ -286,6 +292,7 @@ def _file_batches(state: _InputState, warn: Callable[[InputWarning], None],
             yield from reader.batches(batch_packets)
         except CaptureError as exc:
             reader.warnings.append(exc)
+        state.headers = tuple(reader.headers)
         reader.digest_rest()
         for note in getattr(reader, "notes", ()):  # the capture is whole all the same
             warn(InputWarning(note.message, state.path, note.location.frame if note.location else None,
@@ -445,6 +452,7 @@ class Analysis:
         self._arp = _arp_decoder()
         self.defragmenter = Defragmenter()
         self._fragmented_flows: set[tuple[str, bytes, int, bytes, int]] = set()
+        self._segmenter: SegmentPlanner | None = None
 
     # ------------------------------------------------------------------ plumbing
 
@@ -484,11 +492,20 @@ class Analysis:
             if progress is not None:
                 done_bytes += int(batch.caplen.sum()) + 16 * len(batch)
                 progress(min(done_bytes, total), total)
-        self.close_all()
+        spans = [FileSpan(s.path, s.first, s.last, s.packets, s.headers, s.silence)
+                 for s in captures if s.packets and s.first is not None and s.last is not None]
+        self._segmenter = SegmentPlanner(spans)
+        self.close_all()  # the register series go by the segmenter too
+        segments = self._segmenter.segments()
+        self._segmenter = None
+        for sink in self.sinks:
+            on_segments = getattr(sink, "on_segments", None)
+            if on_segments is not None:
+                on_segments(segments)
         findings: list[Finding] = []
         for sink in self.sinks:
             findings.extend(sink.finish())
-        return self.result(states, findings, profile, baseline)
+        return self.result(states, findings, profile, baseline, segments)
 
     def _read_zeek(self, state: _InputState) -> None:
         """Zeek logs instead of a capture: their events go to the sinks as decoded ones do."""
@@ -521,6 +538,9 @@ class Analysis:
             if len(batch):
                 state.packets += len(batch)
                 first, last = float(batch.ts[0]), float(batch.ts[-1])
+                inside = float(np.max(np.diff(batch.ts))) if len(batch) > 1 else 0.0
+                since = first - state.last if state.last is not None else 0.0
+                state.silence = max(state.silence, inside, since)
                 state.first = first if state.first is None else min(state.first, first)
                 state.last = last if state.last is None else max(state.last, last)
                 yield batch
@@ -974,11 +994,13 @@ class Analysis:
             self._end_flow(flow)
         for series in self.book.take_series():
             self.series_count += 1
+            if self._segmenter is not None:
+                self._segmenter.observe(series)
             for sink in self.sinks:
                 sink.on_series(series)
 
     def result(self, states: list[_InputState], findings: list[Finding], profile: str | None,
-               baseline: str | None) -> AnalysisResult:
+               baseline: str | None, segments: tuple[Segment, ...] = ()) -> AnalysisResult:
         inputs = tuple(
             InputSummary(path=s.path, sha256=s.sha.hexdigest(), packets=s.packets,
                          first_seen=s.first, last_seen=s.last, format=s.format,
@@ -1005,6 +1027,7 @@ class Analysis:
             warnings=tuple(self.warnings), warnings_suppressed=self.suppressed,
             packets=self.packets, flows=self.flow_count, series=self.series_count,
             events=dict(sorted(self.events.items())), profile=profile, baseline=baseline,
+            segments=segments,
         )
 
 
