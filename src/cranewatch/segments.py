@@ -42,6 +42,7 @@ MIN_READS = 8  # reads a poll (or counter) needs before a boundary to be judged
 MAX_JITTER = 0.5  # a regular poll: median absolute deviation of its intervals / its period
 COUNTER_SHARE = 0.9  # of the steps before the boundary that must be small and forward
 MAX_COUNTER_STEP = 1024  # register units per poll a counter may advance
+CUT_KINDS = ("session", "gap", "counter")  # the order reasons are given in
 REGISTER_FUNCTIONS = frozenset({3, 4})  # reads of holding and input registers (counters)
 LINKTYPE_NAMES = {0: "BSD loopback", 1: "Ethernet", 101: "raw IP", 105: "IEEE 802.11",
                   113: "Linux cooked", 127: "802.11 radiotap", 276: "Linux cooked v2"}
@@ -251,6 +252,9 @@ class SegmentPlanner:
         for boundary in self.boundaries:
             self._judge_gap(boundary)
             if boundary.kinds:
+                order = sorted(range(len(boundary.kinds)), key=lambda i: CUT_KINDS.index(boundary.kinds[i]))
+                boundary.kinds = [boundary.kinds[i] for i in order]
+                boundary.reasons = [boundary.reasons[i] for i in order]
                 cuts[id(boundary.after)] = boundary
         groups: list[tuple[list[FileSpan], _Boundary | None]] = []
         for span in self.files:

@@ -84,6 +84,9 @@ class Context:
     # Server port of each (client, server, protocol) flow seen, for findings built from
     # register series (which carry no ports).
     ports: dict[tuple[str, str, str], int] = field(default_factory=dict)
+    # Where the captures were cut into separate recordings (start of every segment after the
+    # first, ``segments``): intervals and rates are never measured across one.
+    segment_starts: tuple[float, ...] = ()
 
     def port_of(self, client: str, server: str, protocol: str, default: int) -> int:
         return self.ports.get((client, server, protocol), default)
