@@ -27,7 +27,7 @@ from cranewatch.process.checks import (
     all_checks,
     segment_findings,
 )
-from cranewatch.process.envelope import ProcessBaseline, learn
+from cranewatch.process.envelope import ProcessBaseline, learn, merge
 from cranewatch.process.signals import (
     STS07_REGISTER_MAP,
     RegisterMap,
@@ -201,8 +201,19 @@ def learn_from_captures(captures: Sequence[str | Path], profile: object | None =
                         *, learned_mode: bool = False) -> ProcessBaseline:
     """The process baseline of clean captures."""
     sink = read_captures(captures, profile)
-    frame = sink.frame()
-    return learn_baseline(frame, sink.resolved(frame), learned_mode=learned_mode)
+    learned = learn_from_sink(sink, learned_mode=learned_mode)
+    if learned is None:
+        frame = sink.frame()
+        return learn_baseline(frame, sink.resolved(frame), learned_mode=learned_mode)
+    return learned
+
+
+def learn_from_sink(sink: ProcessSink, *, learned_mode: bool = False) -> ProcessBaseline | None:
+    """The process baseline of what a sink collected, learned per segment (never across the
+    join of two recordings) and merged; None when it holds no samples."""
+    parts = [learn_baseline(frame, sink.resolved(frame), learned_mode=learned_mode)
+             for _, frame, _ in sink.frames() if len(frame.t)]
+    return merge(parts) if parts else None
 
 
 def _is_json(path: str | Path) -> bool:
