@@ -89,7 +89,7 @@ def test_new_dhcp_server_and_default_gateway() -> None:
     assert titles[0].startswith("DHCP server 10.20.7.200 hands out default gateway 10.20.7.200")
     assert titles[1] == "New DHCP server 10.20.7.200 on the crane LAN"
     # the foreign gateway the lease hands out is where the clients' traffic would go
-    assert sorted((f.src, f.dst) for f in findings) == [("10.20.7.200", None), ("10.20.7.200", "10.20.7.200")]
+    assert sorted((f.src, f.dst or "") for f in findings) == [("10.20.7.200", ""), ("10.20.7.200", "10.20.7.200")]
 
 
 def test_profile_only_learns_the_gateway_from_terminal_traffic() -> None:
