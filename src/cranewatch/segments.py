@@ -11,8 +11,8 @@ into segments where they do not join, judged by the traffic itself:
 - **gap**: the silence between one file's last packet and the next file's first is longer than
   ``GAP_POLLS`` polls of the fastest regular Modbus poll still running at the boundary (without
   polling, longer than any silence inside the files on either side);
-- **counter**: a register that counts steadily (a PLC heartbeat) does not continue across the
-  boundary as its own rate says it should.
+- **counter**: a register that counts steadily (a PLC heartbeat) jumps further across the
+  boundary than its own rate allows, or back.
 
 Only file boundaries are ever cut: a silence inside one file is something that capture saw
 (a PLC restart, a link down), which is evidence, not a join. Files that overlap in time are
@@ -204,7 +204,10 @@ class SegmentPlanner:
         for k, column in enumerate(counters.tolist()):
             if expected[k] + tolerance[k] >= 32768:
                 continue  # it may have wrapped around: the counter cannot tell
-            if abs(jump[k] - expected[k]) <= tolerance[k]:
+            # Less than the time says is no break: some counters count polls, not time
+            # (a transaction counter); a counter of another recording lands anywhere (going
+            # back lands near 65536).
+            if jump[k] <= expected[k] + tolerance[k]:
                 continue
             register = f"{series.table} {series.address + column}"
             boundary.kinds.append("counter")
