@@ -73,6 +73,10 @@ def in_whole_numbering(finding: dict, whole: Path, packets: int) -> dict:
         evidence["source"] = str(whole)
         if frames:
             evidence["frames"] = frames
+        read = evidence.get("values", {}).get("frames")  # a master's reads (masters-disagree)
+        if read and isinstance(read[0], dict):
+            evidence["values"]["frames"] = [int(Path(r["source"]).stem.split("_")[1]) * packets + n
+                                            for r in read for n in r["frames"]]
     return finding
 
 
@@ -109,6 +113,37 @@ def test_evidence_frames_across_rotated_files_name_each_file(editcap: str, tmp_p
     (more,) = evidence["values"]["frames_in"]
     assert more["source"] == str(parts[1]) and all(f <= 80 for f in more["frames"])
     assert len(evidence["frames"]) + len(more["frames"]) == 20
+
+
+def test_events_of_a_flow_that_goes_on_into_the_next_file_name_that_file(
+        editcap: str, tmp_path: Path) -> None:
+    # tshark: frame 445 of safety-bypass is the EWS's FC 5 write to coil 0 (safety_bypass) on
+    # the connection opened at frame 436; split at 440 it is frame 5 of the second part
+    parts = split(editcap, capture("safety-bypass"), tmp_path, 440)
+    result = analyze(parts, sinks=build_sinks(load_profile(PROFILE), None, "STS-07"))
+    override = next(f for f in result.findings if f.rule == "safety-override"
+                    and "safety_bypass" in f.title)
+    assert override.evidence[0].source == str(parts[1])
+    assert override.evidence[0].frames[0] == 5
+
+
+def test_network_evidence_across_rotated_files_names_each_file() -> None:
+    from cranewatch.detect.base import Incidents
+
+    class Write:
+        def __init__(self, ts: float, frame: int, source: str) -> None:
+            self.ts, self.frame, self.source = ts, frame, source
+
+    incidents = Incidents()
+    for ts, frame, source in ((1.0, 999, "a"), (2.0, 1000, "a"), (3.0, 1, "b"), (4.0, 7, "b")):
+        incident = incidents.add(("k",), Write(ts, frame, source))  # type: ignore[arg-type]
+    from cranewatch.detect.base import Context, Verdict, make_finding
+    from cranewatch.model import Severity
+
+    verdict = Verdict("r", "plc-control", Severity.LOW, (), "")
+    evidence = make_finding(Context(), verdict, ("k",), incident, "t", "s", "d").evidence[0]
+    assert (evidence.source, evidence.frames) == ("a", (999, 1000))
+    assert evidence.values["frames_in"] == [{"source": "b", "frames": [1, 7]}]
 
 
 # ------------------------------------------------------------------------ separate runs

@@ -22,6 +22,7 @@ capture order within each batch.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import gc
 import hashlib
@@ -453,6 +454,7 @@ class Analysis:
         self.defragmenter = Defragmenter()
         self._fragmented_flows: set[tuple[str, bytes, int, bytes, int]] = set()
         self._segmenter: SegmentPlanner | None = None
+        self._several_captures = False
 
     # ------------------------------------------------------------------ plumbing
 
@@ -484,6 +486,7 @@ class Analysis:
         for state in zeek:
             self._read_zeek(state)
         captures = [s for s in states if s not in zeek]
+        self._several_captures = len(captures) > 1
         streams = [self._counted(s, _file_batches(s, self.warn, batch_packets)) for s in captures]
         total = sum(s.size for s in captures)
         done_bytes = 0
@@ -551,6 +554,8 @@ class Analysis:
         self.packets += len(batch)
         self._count_hosts(batch, decoded)
         flows = self.flows.update(decoded, batch, batch.source)
+        if self._several_captures:
+            _events_name_their_capture(flows.flows, batch.source)
         # Events of this batch are gathered and given out in capture order: the fast path,
         # the slow path and the link layer each make some of them.
         self._deferred = []
@@ -1029,6 +1034,20 @@ class Analysis:
             events=dict(sorted(self.events.items())), profile=profile, baseline=baseline,
             segments=segments,
         )
+
+
+def _events_name_their_capture(flows: list[Flow], source: str) -> None:
+    """A flow that goes on into the next rotated file: its decoder's events from now on name
+    that file (their frame numbers are that file's). The flow itself keeps the file it began in
+    (its first frame is there)."""
+    for flow in flows:
+        decoder = flow.decoder
+        if decoder is None:
+            continue
+        for attribute in ("context", "ctx"):
+            context = getattr(decoder, attribute, None)
+            if isinstance(context, FlowContext) and context.source != source:
+                setattr(decoder, attribute, dataclasses.replace(context, source=source))
 
 
 def _peers(role: str, tallies: dict[str, modbus.PeerTally]) -> tuple[ModbusPeer, ...]:

@@ -311,17 +311,26 @@ def _frames_of(ctx: CheckContext, inc: Incident
     span = slice(inc.start, inc.end + 1)
     frames = held[span]
     known = frames > 0
-    files = segment.file_of(frame.sample_time(inc.signal)[span][known], frames[known])
-    # In time order across the files: each file's frames in its order, the files in theirs.
-    pairs = np.unique(np.stack((files, frames[known])), axis=1)[:, :MAX_EVIDENCE_FRAMES]
-    if pairs.shape[1] == 0:
+    located = locate(segment, frame.sample_time(inc.signal)[span][known], frames[known], distinct=True)
+    if not located:
         return segment.files[0].path, (), []
+    (source, numbers), *rest = located
+    return source, tuple(numbers), [{"source": path, "frames": more} for path, more in rest]
+
+
+def locate(segment: Segment, ts: np.ndarray, frames: np.ndarray, *, distinct: bool = False,
+           limit: int = MAX_EVIDENCE_FRAMES) -> list[tuple[str, list[int]]]:
+    """The first ``limit`` samples (times, file-local frame numbers) of a segment of several
+    files, as (file, frames) in time order: each file's frames in its order, the files in
+    theirs. ``distinct``: each frame once."""
+    files = segment.file_of(ts, frames)
+    pairs = np.stack((files, np.asarray(frames, dtype=np.int64)))
+    if distinct:
+        pairs = np.unique(pairs, axis=1)
     by_file: dict[int, list[int]] = {}
-    for index, number in pairs.T.tolist():
+    for index, number in pairs[:, :limit].T.tolist():
         by_file.setdefault(index, []).append(number)
-    (first, numbers), *rest = by_file.items()
-    return (segment.files[first].path, tuple(numbers),
-            [{"source": segment.files[i].path, "frames": more} for i, more in rest])
+    return [(segment.files[i].path, numbers) for i, numbers in by_file.items()]
 
 
 def _masters(ctx: CheckContext, inc: Incident) -> list[str]:
@@ -344,6 +353,8 @@ def _hosts(ctx: CheckContext, inc: Incident) -> tuple[str | None, str | None]:
     signal = ctx.signals.get(inc.signal)
     if signal is None:
         return None, None
+    if inc.extra.get("master"):  # the check names the master it accuses
+        return signal.device or None, str(inc.extra["master"])
     masters = _masters(ctx, inc)
     written = [m for m in masters if m.startswith("written by ")]
     read = [m for m in masters if m.startswith("read by ")]
