@@ -541,9 +541,10 @@ class Analysis:
             if len(batch):
                 state.packets += len(batch)
                 first, last = float(batch.ts[0]), float(batch.ts[-1])
-                inside = float(np.max(np.diff(batch.ts))) if len(batch) > 1 else 0.0
-                since = first - state.last if state.last is not None else 0.0
-                state.silence = max(state.silence, inside, since)
+                if self._several_captures:  # what segments.SegmentPlanner may time gaps by
+                    inside = float(np.max(np.diff(batch.ts))) if len(batch) > 1 else 0.0
+                    since = first - state.last if state.last is not None else 0.0
+                    state.silence = max(state.silence, inside, since)
                 state.first = first if state.first is None else min(state.first, first)
                 state.last = last if state.last is None else max(state.last, last)
                 yield batch
