@@ -309,3 +309,29 @@ def test_pcapng_interface_names_tell_sessions_apart(tmp_path: Path) -> None:
     assert [[f.path for f in s.files] for s in result.segments] == [[str(a)], [str(b), str(c)]]
     assert result.segments[1].kinds == ("session",)
     assert "interface eth0 vs eth1" in result.segments[1].reasons[0]
+
+
+def test_every_sample_falls_in_a_segment() -> None:
+    from cranewatch.process.engine import split_signals
+    from cranewatch.process.signals import STS07_REGISTER_MAP, Signal
+
+    segments = plan_segments([span("a", 10.0, 20.0, silence=0.1), span("b", 30.0, 40.0, silence=0.1)])
+    assert len(segments) == 2
+    # samples before, inside, between and after the captures (e.g. from Zeek logs read too)
+    ts = np.array([5.0, 15.0, 25.0, 30.0, 45.0])
+    spec = STS07_REGISTER_MAP.by_name()["hoist_load"]
+    signal = Signal(spec, ts, ts * 0, np.arange(1, 6), np.zeros(5, dtype=np.int16), ("read by m",))
+    parts = split_signals({"hoist_load": signal}, segments)
+    assert [p[1]["hoist_load"].ts.tolist() for p in parts] == [[5.0, 15.0, 25.0], [30.0, 45.0]]
+
+
+@pytest.mark.parametrize("scenario", ATTACKS)
+def test_every_finding_of_an_attack_names_its_hosts(scenario: str) -> None:
+    # the Finding contract: src/dst wherever a host is involved; a new host (or a host's new
+    # MAC) is one host, so it alone has no dst
+    result = analyze([capture(scenario)], sinks=build_sinks(load_profile(PROFILE), None, "STS-07"))
+    assert result.findings
+    for finding in result.findings:
+        assert finding.src, (finding.rule, finding.title)
+        assert finding.dst or (finding.category == "new-asset" and "New host" in finding.title), \
+            (finding.rule, finding.title)

@@ -17,6 +17,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+import numpy as np
+
 from cranewatch.errors import InputError, Location
 from cranewatch.model import Finding
 from cranewatch.process import plot
@@ -83,9 +85,13 @@ def split_signals(signals: Mapping[str, Signal], segments: Sequence[Segment]
     if len(segments) <= 1:
         return [(segments[0] if segments else None, dict(signals))]
     parts: list[tuple[Segment | None, dict[str, Signal]]] = []
-    for segment in segments:
+    # A segment holds the samples from its start to the next one's (the first from the
+    # beginning): samples of no capture (Zeek logs read with them) are kept too.
+    starts = [-np.inf, *(s.start for s in segments[1:])]
+    ends = [float(np.nextafter(s.start, -np.inf)) for s in segments[1:]] + [np.inf]
+    for segment, start, end in zip(segments, starts, ends, strict=True):
         own = {name: part for name, signal in signals.items()
-               if (part := signal.between(segment.start, segment.end)) is not None}
+               if (part := signal.between(start, end)) is not None}
         if own:
             parts.append((segment, own))
     return parts
