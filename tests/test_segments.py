@@ -335,3 +335,19 @@ def test_every_finding_of_an_attack_names_its_hosts(scenario: str) -> None:
         assert finding.src, (finding.rule, finding.title)
         assert finding.dst or (finding.category == "new-asset" and "New host" in finding.title), \
             (finding.rule, finding.title)
+
+
+def test_a_boundary_silence_no_longer_than_one_inside_the_files_joins() -> None:
+    from cranewatch.protocols.modbus import RegisterSeries
+
+    # a poll every 0.2 s on both sides (allows 1.0 s); the first file fell silent for 2.5 s
+    # once (a PLC restart), so a 2.0 s silence at the boundary may be the same recording
+    ts = np.concatenate((np.arange(0.0, 50.0, 0.2), np.arange(52.0, 90.0, 0.2)))
+    poll = RegisterSeries("10.20.7.30", "10.20.7.10", 1, 2, 0, 7, ts, np.arange(len(ts)),
+                          np.zeros((len(ts), 7), dtype=np.uint16))
+    last = float(ts[ts < 50][-1])
+    files = [span("a", 0.0, last, silence=2.5), span("b", 52.0, 90.0, silence=0.2)]
+    assert len(plan_segments(files, [poll])) == 1
+    files = [span("a", 0.0, last, silence=0.2), span("b", 52.0, 90.0, silence=0.2)]
+    cut = plan_segments(files, [poll])
+    assert cut[1].kinds == ("gap",) and "allows 1.000 s" in cut[1].reasons[0]

@@ -9,8 +9,8 @@ into segments where they do not join, judged by the traffic itself:
 
 - **capture session**: the file headers differ (link types, snap lengths, interface names);
 - **gap**: the silence between one file's last packet and the next file's first is longer than
-  ``GAP_POLLS`` polls of the fastest regular Modbus poll still running at the boundary (without
-  polling, longer than any silence inside the files on either side);
+  ``GAP_POLLS`` polls of the fastest regular Modbus poll still running at the boundary, and
+  longer than any silence inside the files on either side (without polling: the latter alone);
 - **counter**: a register that counts steadily (a PLC heartbeat) jumps further across the
   boundary than its own rate allows, or back.
 
@@ -233,16 +233,18 @@ class SegmentPlanner:
 
     def _judge_gap(self, boundary: _Boundary) -> None:
         gap = boundary.gap
+        # A silence the recordings show inside themselves may fall on a file boundary too.
+        silence = max(max(f.longest_silence for f in boundary.before), boundary.after.longest_silence)
         if boundary.rhythm is not None:
             period, who = boundary.rhythm
             allowed = GAP_POLLS * period
-            if gap > allowed:
+            if gap > max(allowed, silence):
                 boundary.kinds.append("gap")
                 boundary.reasons.append(
                     f"{gap:.3f} s without a packet; the polling rhythm ({who} every "
-                    f"{period:.3f} s) allows {allowed:.3f} s")
+                    f"{period:.3f} s) allows {allowed:.3f} s"
+                    + (f", the longest silence inside the files {silence:.3f} s" if silence > allowed else ""))
             return
-        silence = max(max(f.longest_silence for f in boundary.before), boundary.after.longest_silence)
         if gap > silence:
             boundary.kinds.append("gap")
             boundary.reasons.append(
