@@ -242,10 +242,11 @@ def test_without_polling_a_gap_is_judged_by_the_silences_inside_the_files() -> N
 
 
 def test_file_of_resolves_rotated_files_by_time_and_frame() -> None:
-    (segment,) = plan_segments([span("a", 0.0, 10.0), span("b", 10.0, 20.0)])
-    files = segment.file_of(np.array([1.0, 10.0, 10.0, 15.0]), np.array([5, 100, 1, 50]))
-    # at 10.0 s frame 100 can only be a's last; frame 1 fits both: the earlier file is taken
-    assert files.tolist() == [0, 0, 0, 1]
+    a = FileSpan("a", 0.0, 10.0, 1000, (CaptureHeader(1, 262144),), 1.0)
+    (segment,) = plan_segments([a, span("b", 10.0, 20.0)])  # b: 100 packets
+    files = segment.file_of(np.array([1.0, 10.0, 10.0, 15.0, 20.0]), np.array([5, 1000, 1, 50, 100]))
+    # at 10.0 s frame 1000 can only be a's; frame 1 fits both: the later file is taken
+    assert files.tolist() == [0, 0, 1, 1, 1]
 
 
 def test_beacon_intervals_never_span_a_segment_boundary() -> None:
