@@ -352,3 +352,28 @@ def test_a_boundary_silence_no_longer_than_one_inside_the_files_joins() -> None:
     files = [span("a", 0.0, last, silence=0.2), span("b", 52.0, 90.0, silence=0.2)]
     cut = plan_segments(files, [poll])
     assert cut[1].kinds == ("gap",) and "allows 1.000 s" in cut[1].reasons[0]
+
+
+def test_a_ramp_that_starts_over_is_no_counter_but_a_heartbeat_is() -> None:
+    from cranewatch.protocols.modbus import RegisterSeries
+
+    # reads every 0.1 s; column 0 ramps 1500 -> 3975 by 25 and starts over at 1500 (the
+    # benchmark generator's positions), column 1 counts +2 a read (a heartbeat); the second
+    # file begins right where the ramp starts over
+    ts = np.round(np.arange(0.0, 40.0, 0.1), 3)
+    ramp = 1500 + 25 * (np.arange(len(ts)) % 100)
+    beat = (40000 + 2 * np.arange(len(ts))) % 65536
+    boundary = 200  # ramp[200] == 1500
+    files = [span("a", 0.0, float(ts[boundary - 1]), silence=0.1),
+             span("b", float(ts[boundary]), 40.0, silence=0.1)]
+
+    def series(beats: np.ndarray) -> RegisterSeries:
+        values = np.stack((ramp, beats), axis=1).astype(np.uint16)
+        return RegisterSeries("10.20.7.30", "10.20.7.10", 1, 4, 0, 2, ts, np.arange(len(ts)), values)
+
+    assert len(plan_segments(files, [series(beat)])) == 1
+    other_run = beat.copy()
+    other_run[boundary:] = (other_run[boundary:] + 20000) % 65536
+    cut = plan_segments(files, [series(other_run)])
+    assert cut[1].kinds == ("counter",)
+    assert cut[1].reasons[0].startswith("counter IR 1 of 10.20.7.10") and "from 40398 to 60400" in cut[1].reasons[0]
