@@ -17,6 +17,11 @@ Beyond ``protocols.base.StreamDecoder``: a decoder that has learnt all it can fr
 frames go to ``protocols.arp.decode_arp_frames`` (a batch's at once); UDP datagrams
 reassembled from IPv4 fragments go to their flow's decoder. Events are given to sinks in
 capture order within each batch.
+
+Several captures are cut into segments where they do not join (``segments``): after the
+read, the file boundaries are judged by the files' headers and silences and by the register
+series as they are handed out; sinks with ``on_segments`` then learn the segments before
+``finish``, and the result document lists them.
 """
 
 from __future__ import annotations
