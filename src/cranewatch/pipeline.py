@@ -27,7 +27,6 @@ series as they are handed out; sinks with ``on_segments`` then learn the segment
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import functools
 import gc
 import hashlib
@@ -1053,7 +1052,9 @@ def _events_name_their_capture(flows: list[Flow], source: str) -> None:
         for attribute in ("context", "ctx"):
             context = getattr(decoder, attribute, None)
             if isinstance(context, FlowContext) and context.source != source:
-                setattr(decoder, attribute, dataclasses.replace(context, source=source))
+                setattr(decoder, attribute, FlowContext(
+                    context.client, context.client_port, context.server, context.server_port,
+                    context.transport, source))
 
 
 def _peers(role: str, tallies: dict[str, modbus.PeerTally]) -> tuple[ModbusPeer, ...]:
