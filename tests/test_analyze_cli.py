@@ -17,7 +17,7 @@ from cranewatch.model import Evidence, Finding, Severity, finding_id
 from cranewatch.progress import ProgressBar
 from modbus_capture import Conversation, mbap, read_request, read_response, udp_frame, write_pcap
 
-JSONL_TYPES = {"input", "host", "flow-summary", "modbus-master", "modbus-slave", "warning",
+JSONL_TYPES = {"input", "segment", "host", "flow-summary", "modbus-master", "modbus-slave", "warning",
                "finding"}
 
 

@@ -88,6 +88,8 @@ def test_new_dhcp_server_and_default_gateway() -> None:
     assert len(findings) == 2
     assert titles[0].startswith("DHCP server 10.20.7.200 hands out default gateway 10.20.7.200")
     assert titles[1] == "New DHCP server 10.20.7.200 on the crane LAN"
+    # the foreign gateway the lease hands out is where the clients' traffic would go
+    assert sorted((f.src, f.dst or "") for f in findings) == [("10.20.7.200", ""), ("10.20.7.200", "10.20.7.200")]
 
 
 def test_profile_only_learns_the_gateway_from_terminal_traffic() -> None:

@@ -335,8 +335,7 @@ def learn_baseline(captures: Sequence[str | Path], profile: object | None = None
     from dataclasses import replace
 
     from cranewatch.pipeline import analyze
-    from cranewatch.process.engine import ProcessSink
-    from cranewatch.process.engine import learn_baseline as learn_process
+    from cranewatch.process.engine import ProcessSink, learn_from_sink
 
     learner = BaselineLearner()
     process_sink = ProcessSink(profile=profile) if profile is not None else None
@@ -350,9 +349,8 @@ def learn_baseline(captures: Sequence[str | Path], profile: object | None = None
                **({"warnings": list(i.warnings)} if i.warnings else {})} for i in result.inputs]
     learned = learner.baseline(inputs)
     if process_sink is not None:
-        frame = process_sink.frame()
-        if len(frame.t):
-            envelopes = learn_process(frame, process_sink.resolved(frame))
+        envelopes = learn_from_sink(process_sink)  # per segment: never across two recordings
+        if envelopes is not None:
             learned = replace(learned, process=envelopes.to_json())
     return learned
 

@@ -656,4 +656,5 @@ def _analysis_summary(result: Any) -> dict[str, Any]:
         "hosts": len(result.hosts),
         "complete": bool(result.complete),
         "inputs": [{"path": i.path, "sha256": i.sha256, "packets": i.packets} for i in result.inputs],
+        "segments": [s.to_json() for s in getattr(result, "segments", ())],
     }

@@ -17,6 +17,11 @@ Beyond ``protocols.base.StreamDecoder``: a decoder that has learnt all it can fr
 frames go to ``protocols.arp.decode_arp_frames`` (a batch's at once); UDP datagrams
 reassembled from IPv4 fragments go to their flow's decoder. Events are given to sinks in
 capture order within each batch.
+
+Several captures are cut into segments where they do not join (``segments``): after the
+read, the file boundaries are judged by the files' headers and silences and by the register
+series as they are handed out; sinks with ``on_segments`` then learn the segments before
+``finish``, and the result document lists them.
 """
 
 from __future__ import annotations
@@ -54,6 +59,7 @@ from cranewatch.model import Finding, Severity
 from cranewatch.protocols import modbus
 from cranewatch.protocols.base import REGISTRY, DecoderSpec, Event, FlowContext
 from cranewatch.protocols.modbus import FastInput, ModbusBook, ModbusDecoder, RegisterSeries
+from cranewatch.segments import FileSpan, Segment, SegmentPlanner
 from cranewatch.sources.pcap import PacketBatch, open_capture
 
 # The same few hundred addresses come back in every flow: format each once.
@@ -80,6 +86,8 @@ class Sink(Protocol):
     first ``PAYLOADS_SHOWN`` payload packets (in capture order) of every flow no
     decoder claimed. A sink with ``on_flow(flow)`` gets each finished ``flows.Flow`` itself
     instead of ``on_flow_end`` with its summary (to read at once: the flow is not kept).
+    A sink with ``on_segments(segments)`` is told, before ``finish``, the ``segments.Segment``s
+    the captures were cut into, and compares nothing across them.
     """
 
     def on_event(self, event: Event) -> None: ...
@@ -180,6 +188,7 @@ class AnalysisResult:
     events: dict[str, int] = field(default_factory=dict)
     profile: str | None = None
     baseline: str | None = None
+    segments: tuple[Segment, ...] = ()  # the captures' continuous recordings (``segments``)
 
     @property
     def complete(self) -> bool:
@@ -207,6 +216,8 @@ class _InputState:
     complete: bool = True
     problems: list[str] = field(default_factory=list)
     events: int = 0  # events read from Zeek logs
+    headers: tuple[Any, ...] = ()  # the capture's ``sources.pcap.CaptureHeader``s
+    silence: float = 0.0  # the longest time between two of its packets
 
 
 def _hash_file(state: _InputState) -> None:
@@ -286,6 +297,7 @@ def _file_batches(state: _InputState, warn: Callable[[InputWarning], None],
             yield from reader.batches(batch_packets)
         except CaptureError as exc:
             reader.warnings.append(exc)
+        state.headers = tuple(reader.headers)
         reader.digest_rest()
         for note in getattr(reader, "notes", ()):  # the capture is whole all the same
             warn(InputWarning(note.message, state.path, note.location.frame if note.location else None,
@@ -445,6 +457,8 @@ class Analysis:
         self._arp = _arp_decoder()
         self.defragmenter = Defragmenter()
         self._fragmented_flows: set[tuple[str, bytes, int, bytes, int]] = set()
+        self._segmenter: SegmentPlanner | None = None
+        self._several_captures = False
 
     # ------------------------------------------------------------------ plumbing
 
@@ -476,6 +490,7 @@ class Analysis:
         for state in zeek:
             self._read_zeek(state)
         captures = [s for s in states if s not in zeek]
+        self._several_captures = len(captures) > 1
         streams = [self._counted(s, _file_batches(s, self.warn, batch_packets)) for s in captures]
         total = sum(s.size for s in captures)
         done_bytes = 0
@@ -484,11 +499,20 @@ class Analysis:
             if progress is not None:
                 done_bytes += int(batch.caplen.sum()) + 16 * len(batch)
                 progress(min(done_bytes, total), total)
-        self.close_all()
+        spans = [FileSpan(s.path, s.first, s.last, s.packets, s.headers, s.silence)
+                 for s in captures if s.packets and s.first is not None and s.last is not None]
+        self._segmenter = SegmentPlanner(spans)
+        self.close_all()  # the register series go by the segmenter too
+        segments = self._segmenter.segments()
+        self._segmenter = None
+        for sink in self.sinks:
+            on_segments = getattr(sink, "on_segments", None)
+            if on_segments is not None:
+                on_segments(segments)
         findings: list[Finding] = []
         for sink in self.sinks:
             findings.extend(sink.finish())
-        return self.result(states, findings, profile, baseline)
+        return self.result(states, findings, profile, baseline, segments)
 
     def _read_zeek(self, state: _InputState) -> None:
         """Zeek logs instead of a capture: their events go to the sinks as decoded ones do."""
@@ -521,6 +545,10 @@ class Analysis:
             if len(batch):
                 state.packets += len(batch)
                 first, last = float(batch.ts[0]), float(batch.ts[-1])
+                if self._several_captures:  # what segments.SegmentPlanner may time gaps by
+                    inside = float(np.max(np.diff(batch.ts))) if len(batch) > 1 else 0.0
+                    since = first - state.last if state.last is not None else 0.0
+                    state.silence = max(state.silence, inside, since)
                 state.first = first if state.first is None else min(state.first, first)
                 state.last = last if state.last is None else max(state.last, last)
                 yield batch
@@ -531,6 +559,8 @@ class Analysis:
         self.packets += len(batch)
         self._count_hosts(batch, decoded)
         flows = self.flows.update(decoded, batch, batch.source)
+        if self._several_captures:
+            _events_name_their_capture(flows.flows, batch.source)
         # Events of this batch are gathered and given out in capture order: the fast path,
         # the slow path and the link layer each make some of them.
         self._deferred = []
@@ -974,11 +1004,13 @@ class Analysis:
             self._end_flow(flow)
         for series in self.book.take_series():
             self.series_count += 1
+            if self._segmenter is not None:
+                self._segmenter.observe(series)
             for sink in self.sinks:
                 sink.on_series(series)
 
     def result(self, states: list[_InputState], findings: list[Finding], profile: str | None,
-               baseline: str | None) -> AnalysisResult:
+               baseline: str | None, segments: tuple[Segment, ...] = ()) -> AnalysisResult:
         inputs = tuple(
             InputSummary(path=s.path, sha256=s.sha.hexdigest(), packets=s.packets,
                          first_seen=s.first, last_seen=s.last, format=s.format,
@@ -1005,7 +1037,24 @@ class Analysis:
             warnings=tuple(self.warnings), warnings_suppressed=self.suppressed,
             packets=self.packets, flows=self.flow_count, series=self.series_count,
             events=dict(sorted(self.events.items())), profile=profile, baseline=baseline,
+            segments=segments,
         )
+
+
+def _events_name_their_capture(flows: list[Flow], source: str) -> None:
+    """A flow that goes on into the next rotated file: its decoder's events from now on name
+    that file (their frame numbers are that file's). The flow itself keeps the file it began in
+    (its first frame is there)."""
+    for flow in flows:
+        decoder = flow.decoder
+        if decoder is None:
+            continue
+        for attribute in ("context", "ctx"):
+            context = getattr(decoder, attribute, None)
+            if isinstance(context, FlowContext) and context.source != source:
+                setattr(decoder, attribute, FlowContext(
+                    context.client, context.client_port, context.server, context.server_port,
+                    context.transport, source))
 
 
 def _peers(role: str, tallies: dict[str, modbus.PeerTally]) -> tuple[ModbusPeer, ...]:

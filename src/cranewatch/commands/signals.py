@@ -11,7 +11,7 @@ import argparse
 import csv
 import io
 import sys
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -80,6 +80,23 @@ def wide_rows(frame: SignalFrame) -> dict[str, list[Any]]:
     return cols
 
 
+def wide_segment_rows(frames: Sequence[SignalFrame]) -> dict[str, list[Any]]:
+    """``wide_rows`` of each segment's own grid, one after the other (a grid never spans the
+    gap between two recordings); a ``segment`` column (1, 2, ...) when there are several."""
+    if len(frames) == 1:
+        return wide_rows(frames[0])
+    parts = [wide_rows(frame) for frame in frames]
+    names = list(dict.fromkeys(["time", "epoch", *sorted({n for p in parts for n in p} - {"time", "epoch"})]))
+    cols: dict[str, list[Any]] = {"segment": []}
+    cols.update({name: [] for name in names})
+    for number, part in enumerate(parts, start=1):
+        rows = len(part["time"])
+        cols["segment"].extend([number] * rows)
+        for name in names:
+            cols[name].extend(part.get(name, [None] * rows))
+    return cols
+
+
 def write_table(columns: Mapping[str, list[Any]], out: Path | None) -> None:
     """CSV or Parquet by ``out``'s suffix; None: CSV on standard output."""
     if out is not None and out.suffix == ".parquet":
@@ -114,10 +131,15 @@ def run(args: argparse.Namespace) -> int:
         from cranewatch.profile import load_profile
 
         profile = load_profile(args.profile)
-    signals = read_captures(args.captures, profile).signals()
+    sink = read_captures(args.captures, profile)
+    signals = sink.signals()
     path = out_file(args.out)
     out = None if path is None else Path(path)
-    columns = wide_rows(build_frame(signals)) if args.wide else long_rows(signals)
+    if args.wide:
+        frames = [frame for _, frame, _ in sink.frames()] or [build_frame(signals)]
+        columns = wide_segment_rows(frames)
+    else:
+        columns = long_rows(signals)
     write_table(columns, out)
     rows = len(next(iter(columns.values()), []))
     print(f"{len(signals)} signals, {rows} rows written to {out or 'standard output'}",

@@ -84,6 +84,9 @@ class Context:
     # Server port of each (client, server, protocol) flow seen, for findings built from
     # register series (which carry no ports).
     ports: dict[tuple[str, str, str], int] = field(default_factory=dict)
+    # Where the captures were cut into separate recordings (start of every segment after the
+    # first, ``segments``): intervals and rates are never measured across one.
+    segment_starts: tuple[float, ...] = ()
 
     def port_of(self, client: str, server: str, protocol: str, default: int) -> int:
         return self.ports.get((client, server, protocol), default)
@@ -171,7 +174,11 @@ _COLLECTIONS = (list, tuple, set, frozenset)
 
 @dataclass
 class Incident:
-    """Accumulates one incident's occurrences until it becomes a finding."""
+    """Accumulates one incident's occurrences until it becomes a finding.
+
+    ``sources`` names the capture of each kept frame once frames of more than one capture
+    were kept (rotated files of one recording number their frames each from 1).
+    """
 
     first_seen: float
     last_seen: float
@@ -181,6 +188,7 @@ class Incident:
     times: list[float] = field(default_factory=list)
     values: dict[str, Any] = field(default_factory=dict)
     excerpt: str | None = None
+    sources: list[str] | None = None
 
     def add(self, fact: Occurrence, values: dict[str, Any] | None = None, excerpt: str | None = None,
             weight: int = 1) -> None:
@@ -192,6 +200,10 @@ class Incident:
         if ts > self.last_seen:
             self.last_seen = ts
         if len(self.frames) < MAX_FRAMES and fact.frame:
+            if self.sources is not None:
+                self.sources.append(fact.source)
+            elif fact.source != self.source:
+                self.sources = [self.source] * len(self.frames) + [fact.source]
             self.frames.append(fact.frame)
             self.times.append(ts)
         if values:
@@ -247,11 +259,19 @@ def make_finding(ctx: Context, verdict: Verdict, key: tuple[Any, ...], incident:
                  title: str, src: str | None, dst: str | None, severity: Severity | None = None,
                  note: str | None = None, extra: Iterable[Evidence] = ()) -> Finding:
     """One finding from an aggregated incident, with a stable id made of rule, crane and key."""
+    values = dict(incident.values)
+    frames = incident.frames
+    if incident.sources is not None:  # frames of several captures: each capture's own
+        by_source: dict[str, list[int]] = {}
+        for source, frame in zip(incident.sources, incident.frames, strict=True):
+            by_source.setdefault(source, []).append(frame)
+        frames = by_source.pop(incident.source, [])
+        values["frames_in"] = [{"source": s, "frames": f} for s, f in by_source.items()]
     evidence = Evidence(
         source=incident.source or None,
-        frames=tuple(incident.frames),
+        frames=tuple(frames),
         times=tuple(incident.times[:3]) + ((incident.last_seen,) if incident.count > 1 else ()),
-        values=dict(incident.values),
+        values=values,
         excerpt=incident.excerpt,
         note=note,
     )

@@ -13,6 +13,7 @@ from __future__ import annotations
 import itertools
 import math
 from collections import Counter, defaultdict
+from collections.abc import Sequence
 from functools import cache, lru_cache
 from statistics import median
 from typing import Any, ClassVar
@@ -43,12 +44,18 @@ def _exempt_protocols() -> frozenset[str]:
     return frozenset(thresholds()["beacon"]["exempt_protocols"])
 
 
-def periodicity(times: list[float]) -> tuple[float, float] | None:
-    """(median interval, jitter as MAD/median) of sorted start times, None if too few."""
+def periodicity(times: list[float], cuts: Sequence[float] = ()) -> tuple[float, float] | None:
+    """(median interval, jitter as MAD/median) of sorted start times, None if too few.
+
+    An interval that spans one of ``cuts`` (where separate recordings meet) is no interval.
+    """
     if len(times) < 3:
         return None
     times = sorted(times)
-    gaps = [b - a for a, b in itertools.pairwise(times)]
+    gaps = [b - a for a, b in itertools.pairwise(times)
+            if not any(a < cut <= b for cut in cuts)]
+    if len(gaps) < 2:
+        return None
     period = median(gaps)
     if period <= 0:
         return None
@@ -136,7 +143,7 @@ class CommandAndControl:
             if len(convs) < rules["min_connections"]:
                 continue
             convs.sort(key=lambda c: c.ts)
-            shape = periodicity([c.ts for c in convs])
+            shape = periodicity([c.ts for c in convs], ctx.segment_starts)
             if shape is None:
                 continue
             period, jitter = shape

@@ -121,6 +121,9 @@ class DetectionSink:
             self.ctx.ports[(conversation.src, conversation.dst, conversation.protocol)] = conversation.dport
         self.feed(conversation)
 
+    def on_segments(self, segments: Sequence[Any]) -> None:
+        self.ctx.segment_starts = tuple(s.start for s in segments[1:])
+
     def on_payload(self, flow: Any, from_client: bool, data: bytes, ts: float, frame: int) -> None:
         fact = adapt.payload(flow, from_client, data, ts, frame)
         self.feed(fact)

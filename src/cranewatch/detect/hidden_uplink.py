@@ -121,7 +121,10 @@ class HiddenUplink:
                 title = f"New DHCP server {key[1]} on the crane LAN"
             else:
                 title = f"DHCP server {key[1]} hands out default gateway {key[2]}, not the crane gateway"
-            findings.append(make_finding(ctx, VERDICT, key, inc, title, key[1], None,
+            # dst: the gateway the leases steer traffic to (a rogue DHCP server's clients are
+            # known by MAC only: the evidence lists them)
+            gateway = key[2] if key[0] == "default-gateway" else None
+            findings.append(make_finding(ctx, VERDICT, key, inc, title, key[1], gateway,
                                          Severity.HIGH if key[0] == "dhcp-server" else Severity.CRITICAL))
         return findings
 

@@ -4,6 +4,10 @@ process check and returns findings (with a plot of the values around each).
 Plugs into the capture pipeline as a sink (``on_event``, ``on_series``, ``on_flow_end``,
 ``finish``). ``run_checks`` is the pure core: an aligned frame in, findings out, for callers
 that already hold signals (tests, benchmarks, other plants).
+
+Captures read together may be separate recordings: the pipeline tells the sink its
+``segments`` (``on_segments``), and every segment's signals get their own frame and their own
+run of the checks, so no check compares values across two recordings.
 """
 
 from __future__ import annotations
@@ -13,6 +17,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+import numpy as np
+
 from cranewatch.errors import InputError, Location
 from cranewatch.model import Finding
 from cranewatch.process import plot
@@ -21,9 +27,9 @@ from cranewatch.process.checks import (
     CraneLimits,
     Incident,
     all_checks,
-    incidents_to_findings,
+    segment_findings,
 )
-from cranewatch.process.envelope import ProcessBaseline, learn
+from cranewatch.process.envelope import ProcessBaseline, learn, merge
 from cranewatch.process.signals import (
     STS07_REGISTER_MAP,
     RegisterMap,
@@ -35,6 +41,7 @@ from cranewatch.process.signals import (
 )
 from cranewatch.process.state import crane_states
 from cranewatch.protocols.modbus import RegisterSeries
+from cranewatch.segments import Segment
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,17 +59,42 @@ def run_checks(frame: SignalFrame, config: ProcessConfig | None = None,
                signals: Mapping[str, Signal] | None = None) -> list[Finding]:
     """Every process check over one aligned frame (``signals``: the raw samples behind it,
     for the checks that compare masters)."""
+    incidents = check_frame(frame, config, baseline, signals)
+    return segment_findings(incidents, plot.render if with_plots else None)
+
+
+def check_frame(frame: SignalFrame, config: ProcessConfig | None = None,
+                baseline: ProcessBaseline | None = None,
+                signals: Mapping[str, Signal] | None = None,
+                segment: Segment | None = None) -> list[tuple[CheckContext, Incident]]:
+    """The incidents of every process check over one frame (one segment), with their context."""
     config = config or ProcessConfig()
     if len(frame.t) < 2:
         return []
     ctx = CheckContext(frame=frame, states=crane_states(frame, config.maintenance),
                        limits=config.limits, baseline=baseline,
                        maintenance=config.maintenance, crane=config.crane,
-                       signals=signals or {})
-    incidents: list[Incident] = []
-    for check in all_checks():
-        incidents.extend(check(ctx))
-    return incidents_to_findings(ctx, incidents, plot.render if with_plots else None)
+                       signals=signals or {}, segment=segment)
+    return [(ctx, incident) for check in all_checks() for incident in check(ctx)]
+
+
+def split_signals(signals: Mapping[str, Signal], segments: Sequence[Segment]
+                  ) -> list[tuple[Segment | None, dict[str, Signal]]]:
+    """Each segment's samples of every signal (segments without samples left out); one part
+    with every sample when there are no segments or one."""
+    if len(segments) <= 1:
+        return [(segments[0] if segments else None, dict(signals))]
+    parts: list[tuple[Segment | None, dict[str, Signal]]] = []
+    # A segment holds the samples from its start to the next one's (the first from the
+    # beginning): samples of no capture (Zeek logs read with them) are kept too.
+    starts = [-np.inf, *(s.start for s in segments[1:])]
+    ends = [float(np.nextafter(s.start, -np.inf)) for s in segments[1:]] + [np.inf]
+    for segment, start, end in zip(segments, starts, ends, strict=True):
+        own = {name: part for name, signal in signals.items()
+               if (part := signal.between(start, end)) is not None}
+        if own:
+            parts.append((segment, own))
+    return parts
 
 
 def learn_baseline(frame: SignalFrame, config: ProcessConfig | None = None, *,
@@ -88,7 +120,11 @@ class ProcessSink:
     crane: str | None = None  # overrides the profile's crane id
     series: list[RegisterSeries] = field(default_factory=list)
     writes: list[object] = field(default_factory=list)
+    segments: tuple[Segment, ...] = ()
     _register_map: RegisterMap | None = field(default=None, repr=False)
+
+    def on_segments(self, segments: Sequence[Segment]) -> None:
+        self.segments = tuple(segments)
 
     def on_event(self, event: object) -> None:
         if is_write_event(event):
@@ -127,12 +163,19 @@ class ProcessSink:
         return extract_signals(self.series, self.writes, self.register_map())
 
     def frame(self) -> SignalFrame:
+        """All signals on one grid (across segments: for tables and plots, not for checks)."""
         return build_frame(self.signals())
 
+    def frames(self) -> list[tuple[Segment | None, SignalFrame, dict[str, Signal]]]:
+        """One frame per segment, with the segment and its signals."""
+        return [(segment, build_frame(own), own)
+                for segment, own in split_signals(self.signals(), self.segments)]
+
     def finish(self) -> list[Finding]:
-        signals = self.signals()
-        frame = build_frame(signals)
-        return run_checks(frame, self.resolved(frame), self.baseline, signals=signals)
+        incidents: list[tuple[CheckContext, Incident]] = []
+        for segment, frame, own in self.frames():
+            incidents.extend(check_frame(frame, self.resolved(frame), self.baseline, own, segment))
+        return segment_findings(incidents, plot.render)
 
 
 def read_process_baseline(path: str | Path) -> ProcessBaseline:
@@ -164,8 +207,19 @@ def learn_from_captures(captures: Sequence[str | Path], profile: object | None =
                         *, learned_mode: bool = False) -> ProcessBaseline:
     """The process baseline of clean captures."""
     sink = read_captures(captures, profile)
-    frame = sink.frame()
-    return learn_baseline(frame, sink.resolved(frame), learned_mode=learned_mode)
+    learned = learn_from_sink(sink, learned_mode=learned_mode)
+    if learned is None:
+        frame = sink.frame()
+        return learn_baseline(frame, sink.resolved(frame), learned_mode=learned_mode)
+    return learned
+
+
+def learn_from_sink(sink: ProcessSink, *, learned_mode: bool = False) -> ProcessBaseline | None:
+    """The process baseline of what a sink collected, learned per segment (never across the
+    join of two recordings) and merged; None when it holds no samples."""
+    parts = [learn_baseline(frame, sink.resolved(frame), learned_mode=learned_mode)
+             for _, frame, _ in sink.frames() if len(frame.t)]
+    return merge(parts) if parts else None
 
 
 def _is_json(path: str | Path) -> bool:

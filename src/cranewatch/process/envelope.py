@@ -17,6 +17,7 @@ Saved as JSON (``to_json``/``from_json``, versioned); the crane baseline file em
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -158,3 +159,34 @@ def learn(frame: SignalFrame, states: np.ndarray, *, learned_mode: bool = False)
             learned = fit(matrix[ok], tuple(stationary),
                           samples_per_day=86400.0 / (step * frame.dt), level_noise=True)
     return ProcessBaseline(value_range, rate, longest, torque_fit, learned, duration, rate_any)
+
+
+def merge(parts: Sequence[ProcessBaseline]) -> ProcessBaseline:
+    """One baseline from those learned on separate recordings (segments), as if learned on
+    all of them without the joins: ranges and rates the widest seen, durations added. A
+    sensor is judged for freezing only where every recording that saw it could judge it; the
+    torque fit and the learned model are the longest recording's."""
+    if len(parts) == 1:
+        return parts[0]
+    value_range: dict[str, tuple[float, float]] = {}
+    rate: dict[str, dict[int, float]] = {}
+    rate_any: dict[str, float] = {}
+    for part in parts:
+        for name, (low, high) in part.value_range.items():
+            old = value_range.get(name, (low, high))
+            value_range[name] = (min(old[0], low), max(old[1], high))
+        for name, by_state in part.rate.items():
+            mine = rate.setdefault(name, {})
+            for state, fastest in by_state.items():
+                mine[state] = max(mine.get(state, fastest), fastest)
+        for name, fastest in part.rate_any.items():
+            rate_any[name] = max(rate_any.get(name, fastest), fastest)
+    longest = {name: max(p.longest_flat_s[name] for p in parts if name in p.longest_flat_s)
+               for part in parts for name in part.longest_flat_s
+               if all(name in p.longest_flat_s for p in parts if name in p.value_range)}
+    by_length = sorted(parts, key=lambda p: p.duration_s, reverse=True)
+    torque_fit = next((p.torque_fit for p in by_length if p.torque_fit is not None), None)
+    learned = next((p.learned for p in by_length if p.learned is not None), None)
+    return ProcessBaseline(value_range, rate, longest, torque_fit, learned,
+                           sum(p.duration_s for p in parts), rate_any)
+

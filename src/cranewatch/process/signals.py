@@ -244,10 +244,33 @@ class Signal:
     origin: np.ndarray  # int16 index into ``origins`` for each sample
     origins: tuple[str, ...]  # "read by 10.20.7.30" / "written by 10.20.0.50"
     source: str = ""
+    device: str = ""  # the PLC (or publisher) whose value this is, as first seen
 
     @property
     def name(self) -> str:
         return self.spec.name
+
+    def between(self, start: float, end: float) -> Signal | None:
+        """The samples from ``start`` to ``end`` (inclusive), None when there are none."""
+        lo = int(np.searchsorted(self.ts, start, side="left"))
+        hi = int(np.searchsorted(self.ts, end, side="right"))
+        if hi <= lo:
+            return None
+        if lo == 0 and hi == len(self.ts):
+            return self
+        return Signal(self.spec, self.ts[lo:hi], self.values[lo:hi], self.frames[lo:hi],
+                      self.origin[lo:hi], self.origins, self.source, self.device)
+
+    def masters(self, start: float, end: float) -> list[str]:
+        """Who read or wrote the samples from ``start`` to ``end``, in order of their first
+        sample there (``origins`` entries: "read by ...", "written by ...")."""
+        lo = int(np.searchsorted(self.ts, start, side="left"))
+        hi = int(np.searchsorted(self.ts, end, side="right"))
+        seen = self.origin[lo:hi]
+        if len(seen) == 0:
+            return []
+        _, first = np.unique(seen, return_index=True)
+        return [self.origins[int(seen[i])] for i in sorted(first.tolist())]
 
 
 @dataclass(slots=True)
@@ -257,6 +280,7 @@ class _Parts:
     frames: list[np.ndarray] = field(default_factory=list)
     origin: list[str] = field(default_factory=list)
     source: str = ""
+    device: str = ""
 
 
 def extract_signals(
@@ -273,22 +297,24 @@ def extract_signals(
     published: dict[str, _Parts] = {}
 
     def add_value(point: TelemetryPoint, ts: float, value: float, frame: int, origin: str,
-                  source: str) -> None:
+                  source: str, device: str) -> None:
         entry = published.setdefault(point.name, _Parts())
         entry.ts.append(np.array([ts]))
         entry.raw.append(np.array([value]))
         entry.frames.append(np.array([frame], dtype=np.int64))
         entry.origin.append(origin)
         entry.source = entry.source or source
+        entry.device = entry.device or device
 
     def add(spec: RegisterSpec, ts: np.ndarray, raw: np.ndarray, frames: np.ndarray, origin: str,
-            source: str) -> None:
+            source: str, device: str) -> None:
         entry = parts.setdefault(spec.name, _Parts())
         entry.ts.append(np.asarray(ts, dtype=np.float64))
         entry.raw.append(np.asarray(raw, dtype=np.int64))
         entry.frames.append(np.asarray(frames, dtype=np.int64))
         entry.origin.append(origin)
         entry.source = entry.source or source
+        entry.device = entry.device or device
 
     for one in series:
         if not register_map.serves(one.slave, one.unit_id):
@@ -299,7 +325,8 @@ def extract_signals(
         for column in range(min(one.quantity, values.shape[1])):
             spec = register_map.lookup(one.table, one.address + column)
             if spec is not None:
-                add(spec, one.ts, values[:, column], one.frame, f"read by {one.master}", one.source)
+                add(spec, one.ts, values[:, column], one.frame, f"read by {one.master}", one.source,
+                    one.slave)
 
     events = list(events)
     # A write the PLC refused (exception response) changed nothing.
@@ -322,7 +349,7 @@ def extract_signals(
             spec = register_map.lookup(table, event.address + i)
             if spec is not None:
                 add(spec, np.array([event.ts]), np.array([word]), np.array([event.frame]),
-                    f"written by {event.src}", event.source)
+                    f"written by {event.src}", event.source, event.dst)
 
     if register_map.telemetry:
         from cranewatch.protocols.mqtt import MqttPublishRequest
@@ -336,7 +363,7 @@ def extract_signals(
                     value = point.value(event.payload)
                     if value is not None:
                         add_value(point, event.ts, value, event.frame, f"published by {event.src}",
-                                  event.source)
+                                  event.source, event.src)
 
     signals: dict[str, Signal] = {}
     specs = register_map.by_name()
@@ -357,6 +384,7 @@ def extract_signals(
             origin=origin_idx[order],
             origins=origin_names,
             source=entry.source,
+            device=entry.device,
         )
     return signals
 

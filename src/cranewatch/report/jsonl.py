@@ -49,6 +49,8 @@ def records(result: AnalysisResult) -> Iterator[dict[str, Any]]:
                "packets": i.packets, "first_seen": iso_time(i.first_seen),
                "last_seen": iso_time(i.last_seen), "complete": i.complete,
                "events": i.events, "warnings": list(i.warnings)}
+    for segment in result.segments:
+        yield segment.to_json()
     for h in result.hosts:
         yield {"type": "host", "mac": h.mac, "ips": list(h.ips), "packets": h.packets,
                "bytes": h.bytes, "first_seen": iso_time(h.first_seen),

@@ -63,6 +63,16 @@ def render(result: AnalysisResult) -> str:
     if result.profile or result.baseline:
         add(f"  profile {result.profile or '-'}  baseline {result.baseline or '-'}")
     add("")
+    if len(result.segments) > 1 or any(len(s.files) > 1 for s in result.segments):
+        add(f"Segments ({len(result.segments)}: compared within, never across)")
+        for segment in result.segments:
+            add(f"  {segment.number}  {_when(segment.start)} → {_when(segment.end)}  "
+                f"{segment.packets:,} packets")
+            for part in segment.files:
+                add(f"      {part.path}  frames {part.first_frame}–{part.last_frame}")
+            for reason in segment.reasons:
+                add(f"      cut: {reason}")
+        add("")
     add(f"Hosts ({len(result.hosts)})")
     for h in result.hosts[:MAX_HOSTS]:
         ips = ", ".join(h.ips) if h.ips else "-"

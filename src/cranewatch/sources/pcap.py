@@ -28,7 +28,7 @@ import numpy as np
 
 from cranewatch.errors import CaptureError, Location
 
-__all__ = ["CaptureReader", "PacketBatch", "gather_bytes", "open_capture"]
+__all__ = ["CaptureHeader", "CaptureReader", "PacketBatch", "gather_bytes", "open_capture"]
 
 CHUNK_BYTES = 8 * 1024 * 1024
 # Larger than any snaplen a real capture tool writes (Wireshark's own limit is 256 KB, 16 MB for
@@ -83,6 +83,17 @@ class _Interface:
     snaplen: int
     units: int  # ticks per second (if_tsresol)
     offset_s: int  # if_tsoffset, seconds added to every timestamp
+    name: str = ""  # if_name, when the capture tool wrote it
+
+
+@dataclass(frozen=True, slots=True)
+class CaptureHeader:
+    """What a file header (classic pcap) or an interface block (pcapng) says about how the
+    packets were taken: link type, snap length, interface name ("" when not written)."""
+
+    linktype: int
+    snaplen: int
+    interface: str = ""
 
 
 def gather_bytes(buf: bytes, starts: np.ndarray, width: int) -> np.ndarray:
@@ -249,6 +260,9 @@ class CaptureReader:
         self._started = False
         self._seekable = isinstance(stream, io.BufferedReader | _DigestFile) and stream.seekable()
         self._digest_file = digest_file
+        # The capture's headers in the order read (one for classic pcap, one per pcapng
+        # interface block): ``segments`` tells separate capture sessions apart by them.
+        self.headers: list[CaptureHeader] = []
 
     # ----------------------------------------------------------------- plumbing
 
@@ -376,6 +390,7 @@ class CaptureReader:
         order, nanosecond = _PCAP_MAGICS[struct.unpack_from("<I", self._buf)[0]]
         _, _, _, _, snaplen, network = struct.unpack_from(order + "HHiIII", self._buf, 4)
         linktype_value = network & 0xFFFF  # upper bits carry FCS information
+        self.headers.append(CaptureHeader(linktype_value, snaplen))
         self._pos = 24
         length_at = struct.Struct(order + "I").unpack_from
         frac_scale = 1 if nanosecond else 1000
@@ -510,6 +525,8 @@ class CaptureReader:
                         stop = f"corrupt interface description block length {length}"
                         break
                     interfaces.append(_parse_idb(buf, pos, length, order))
+                    described = interfaces[-1]
+                    self.headers.append(CaptureHeader(described.linktype, described.snaplen, described.name))
                 elif block_type == _BLOCK_SPB:
                     if not interfaces:
                         stop = "simple packet block before any interface description"
@@ -661,6 +678,7 @@ def _parse_idb(buf: bytes, pos: int, length: int, order: str) -> _Interface:
     linktype, _, snaplen = struct.unpack_from(order + "HHI", buf, pos + 8)
     units = 1_000_000
     offset_s = 0
+    name = ""
     at = pos + 16
     end = pos + length - 4
     while at + 4 <= end:
@@ -668,7 +686,9 @@ def _parse_idb(buf: bytes, pos: int, length: int, order: str) -> _Interface:
         value_at = at + 4
         if code == 0 or value_at + size > end:
             break
-        if code == 9 and size >= 1:
+        if code == 2:  # if_name
+            name = buf[value_at : value_at + size].split(b"\0", 1)[0].decode("utf-8", "replace")
+        elif code == 9 and size >= 1:
             resol = buf[value_at]
             exponent = resol & 0x7F
             if resol & 0x80:
@@ -680,7 +700,8 @@ def _parse_idb(buf: bytes, pos: int, length: int, order: str) -> _Interface:
             # beyond ±2^32 s (136 years) it is a corrupt option, and it would overflow int64 ns
             offset_s = offset_s if abs(offset_s) < 2**32 else 0
         at = value_at + size + (-size % 4)
-    return _Interface(linktype=linktype, snaplen=snaplen, units=max(units, 1), offset_s=offset_s)
+    return _Interface(linktype=linktype, snaplen=snaplen, units=max(units, 1), offset_s=offset_s,
+                      name=name)
 
 
 def open_capture(path: str | os.PathLike[str], digest: Any = None) -> CaptureReader:

@@ -4,7 +4,12 @@ A check is a pure function ``check(ctx) -> list[Incident]``; ``ALL_CHECKS`` list
 a check is one module plus one line). ``incidents_to_findings`` folds the incidents of one
 rule and signal into one ``Finding`` with the window of values as evidence, the expected
 relation, the residual and the detection delay (from the first sample that broke the relation
-to the sample where the check was sure enough to alert).
+to the sample where the check was sure enough to alert). Incidents of several segments (each
+checked on its own frame, ``segments``) fold the same way with ``segment_findings``.
+
+A process finding names its hosts: ``src`` is the device whose values are false or whose
+interlock was overridden (the PLC), ``dst`` the master that read them, or wrote them where a
+write is part of the incident (each evidence lists every master).
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from cranewatch.process.signals import Signal, SignalFrame
 
 if TYPE_CHECKING:
     from cranewatch.process.envelope import ProcessBaseline
+    from cranewatch.segments import Segment
 
 FALSE_READING_TECHNIQUES = ("T0856", "T0832")
 SAFETY_OVERRIDE_TECHNIQUES = ("T0836", "T0880")
@@ -48,6 +54,7 @@ class CheckContext:
     maintenance: tuple[tuple[float, float], ...] = ()
     crane: str | None = None
     signals: Mapping[str, Signal] = field(default_factory=dict)  # raw samples, where known
+    segment: Segment | None = None  # the recording the frame covers, when captures were cut
 
     def seconds(self, s: float) -> int:
         """A duration as a number of grid samples (at least 1)."""
@@ -201,17 +208,27 @@ def incidents_to_findings(ctx: CheckContext, incidents: Sequence[Incident],
                           plot: Callable[[CheckContext, Incident], str] | None = None,
                           max_evidence: int = 3) -> list[Finding]:
     """One finding per (rule, accused signal), with up to ``max_evidence`` windows."""
-    frame = ctx.frame
-    groups: dict[tuple[str, str], list[Incident]] = {}
-    for inc in incidents:
-        groups.setdefault((inc.rule, inc.signal), []).append(inc)
+    return segment_findings([(ctx, inc) for inc in incidents], plot, max_evidence)
+
+
+def segment_findings(incidents: Sequence[tuple[CheckContext, Incident]],
+                     plot: Callable[[CheckContext, Incident], str] | None = None,
+                     max_evidence: int = 3) -> list[Finding]:
+    """One finding per (rule, accused signal) over the incidents of every segment, each
+    incident with the context (frame, segment) it was found in."""
+    groups: dict[tuple[str, str], list[tuple[CheckContext, Incident]]] = {}
+    for ctx, inc in incidents:
+        groups.setdefault((inc.rule, inc.signal), []).append((ctx, inc))
     findings: list[Finding] = []
     for (rule, signal), group in groups.items():
         # The earliest alert first: evidence[0] states how soon the checks knew.
-        group.sort(key=lambda i: (i.detect, i.start))
-        first = group[0]
+        group.sort(key=lambda pair: (float(pair[0].frame.t[pair[1].detect]),
+                                     float(pair[0].frame.t[pair[1].start])))
+        first_ctx, first = group[0]
         evidence = []
-        for n, inc in enumerate(group[:max_evidence]):
+        src, dst = _hosts(first_ctx, first)
+        for n, (ctx, inc) in enumerate(group[:max_evidence]):
+            frame = ctx.frame
             delay = float(frame.t[inc.detect] - frame.t[inc.start])
             values: dict[str, Any] = {
                 "signal": inc.signal,
@@ -231,13 +248,19 @@ def incidents_to_findings(ctx: CheckContext, incidents: Sequence[Incident],
                 values["residual"] = _round(res[::step])
             if inc.threshold is not None:
                 values["threshold"] = round(float(inc.threshold), 4)
+            masters = _masters(ctx, inc)
+            if masters:
+                values["masters"] = masters
             values.update(inc.extra)
             if plot is not None and n == 0:
                 values["svg"] = plot(ctx, inc)
+            source, frames, elsewhere = _frames_of(ctx, inc)
+            if elsewhere:
+                values["frames_in"] = elsewhere
             evidence.append(
                 Evidence(
-                    source=frame.source or None,
-                    frames=_frames_of(frame, inc),
+                    source=source,
+                    frames=frames,
                     times=(float(frame.t[inc.start]), float(frame.t[inc.detect]),
                            float(frame.t[inc.end])),
                     values=values,
@@ -248,15 +271,17 @@ def incidents_to_findings(ctx: CheckContext, incidents: Sequence[Incident],
                       else SAFETY_OVERRIDE_TECHNIQUES)
         findings.append(
             Finding(
-                id=finding_id(rule, ctx.crane, signal),
+                id=finding_id(rule, first_ctx.crane, signal),
                 rule=rule,
                 category=first.category,
-                severity=max(i.severity for i in group),
+                severity=max(i.severity for _, i in group),
                 title=first.title,
-                first_seen=float(frame.t[min(i.start for i in group)]),
-                last_seen=float(frame.t[max(i.end for i in group)]),
+                first_seen=min(float(c.frame.t[i.start]) for c, i in group),
+                last_seen=max(float(c.frame.t[i.end]) for c, i in group),
                 count=len(group),
-                crane=ctx.crane,
+                crane=first_ctx.crane,
+                src=src,
+                dst=dst,
                 technique=techniques,
                 evidence=tuple(evidence),
                 remedy=first.remedy,
@@ -269,13 +294,73 @@ def incidents_to_findings(ctx: CheckContext, incidents: Sequence[Incident],
 MAX_EVIDENCE_FRAMES = 20
 
 
-def _frames_of(frame: SignalFrame, inc: Incident) -> tuple[int, ...]:
-    """Capture frames of the accused signal's samples during the incident (the first ones)."""
+def _frames_of(ctx: CheckContext, inc: Incident
+               ) -> tuple[str | None, tuple[int, ...], list[dict[str, Any]]]:
+    """Where the accused signal's samples during the incident are (the first ones): the
+    capture, its frames and, where the segment's rotated files split them, the frames in each
+    further file (``[{"source", "frames"}]``)."""
+    frame = ctx.frame
+    segment = ctx.segment
     held = frame.frames.get(inc.signal)
-    if held is None:
-        return ()
-    seen = np.unique(held[inc.start: inc.end + 1])
-    return tuple(int(f) for f in seen[seen > 0][:MAX_EVIDENCE_FRAMES])
+    if segment is None or len(segment.files) == 1 or held is None:
+        source = segment.files[0].path if segment is not None else (frame.source or None)
+        if held is None:
+            return source, (), []
+        seen = np.unique(held[inc.start: inc.end + 1])
+        return source, tuple(int(f) for f in seen[seen > 0][:MAX_EVIDENCE_FRAMES]), []
+    span = slice(inc.start, inc.end + 1)
+    frames = held[span]
+    known = frames > 0
+    located = locate(segment, frame.sample_time(inc.signal)[span][known], frames[known], distinct=True)
+    if not located:
+        return segment.files[0].path, (), []
+    (source, numbers), *rest = located
+    return source, tuple(numbers), [{"source": path, "frames": more} for path, more in rest]
+
+
+def locate(segment: Segment, ts: np.ndarray, frames: np.ndarray, *, distinct: bool = False,
+           limit: int = MAX_EVIDENCE_FRAMES) -> list[tuple[str, list[int]]]:
+    """The first ``limit`` samples (times, file-local frame numbers) of a segment of several
+    files, as (file, frames) in time order: each file's frames in its order, the files in
+    theirs. ``distinct``: each frame once."""
+    files = segment.file_of(ts, frames)
+    pairs = np.stack((files, np.asarray(frames, dtype=np.int64)))
+    if distinct:
+        pairs = np.unique(pairs, axis=1)
+    by_file: dict[int, list[int]] = {}
+    for index, number in pairs[:, :limit].T.tolist():
+        by_file.setdefault(index, []).append(number)
+    return [(segment.files[i].path, numbers) for i, numbers in by_file.items()]
+
+
+def _masters(ctx: CheckContext, inc: Incident) -> list[str]:
+    """Who read (or wrote) the accused signal's samples during the incident, first first."""
+    signal = ctx.signals.get(inc.signal)
+    if signal is None:
+        return []
+    frame = ctx.frame
+    start = float(frame.t[inc.start])
+    if inc.signal in frame:  # the value held at the start may have been read before it
+        held = frame.sample_time(inc.signal)[inc.start: inc.end + 1]
+        if np.isfinite(held).any():
+            start = min(start, float(np.nanmin(held)))
+    return signal.masters(start, float(frame.t[inc.end]))
+
+
+def _hosts(ctx: CheckContext, inc: Incident) -> tuple[str | None, str | None]:
+    """``src``: the device whose value the incident accuses (the PLC); ``dst``: the master
+    that wrote it, where a write is part of the incident, else the first that read it."""
+    signal = ctx.signals.get(inc.signal)
+    if signal is None:
+        return None, None
+    if inc.extra.get("master"):  # the check names the master it accuses
+        return signal.device or None, str(inc.extra["master"])
+    masters = _masters(ctx, inc)
+    written = [m for m in masters if m.startswith("written by ")]
+    read = [m for m in masters if m.startswith("read by ")]
+    chosen = (written or read or [""])[0]
+    dst = chosen.split(" by ", 1)[1] if " by " in chosen else None
+    return signal.device or None, dst
 
 
 def _states_in(ctx: CheckContext, inc: Incident) -> list[str]:

@@ -10,10 +10,12 @@ the sample differs from both, the masters disagree.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from cranewatch.model import Severity
-from cranewatch.process.checks import CheckContext, Incident, persistent
+from cranewatch.process.checks import CheckContext, Incident, locate, persistent
 from cranewatch.process.signals import Signal
 
 MAX_GAP_S = 0.6  # the other master's bracketing samples must be this close
@@ -77,8 +79,19 @@ def check_masters_disagree(ctx: CheckContext) -> list[Incident]:
                         start=start, end=max(end, start), detect=max(detect, start),
                         residual=residual[s: e + 1], threshold=0.0,
                         extra={"master": who, "other_master": peer,
-                               "frames": signal.frames[signal.origin == one][s: e + 1][:20].tolist()},
+                               "frames": _frames(ctx, signal, one, s, e)},
                         remedy=f"The PLC's answers to {who} are altered on the way (or {who}'s "
                                "readings are): look for ARP spoofing or a device in the path.",
                     ))
     return out
+
+
+def _frames(ctx: CheckContext, signal: Signal, reader: int, s: int, e: int) -> list[Any]:
+    """The frames of one master's disagreeing reads (the first 20): numbers, or where the
+    segment's rotated files split them, ``{"source", "frames"}`` per file."""
+    mine = signal.origin == reader
+    frames = signal.frames[mine][s: e + 1]
+    if ctx.segment is None or len(ctx.segment.files) == 1:
+        return frames[:20].tolist()
+    located = locate(ctx.segment, signal.ts[mine][s: e + 1], frames, limit=20)
+    return [{"source": path, "frames": numbers} for path, numbers in located]
