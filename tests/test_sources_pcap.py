@@ -565,7 +565,7 @@ def test_a_reader_streams_once(tmp_path: Path) -> None:
             list(reader.batches())
 
 
-def test_pcapng_absurd_tsoffset_is_ignored_not_a_crash(tmp_path: Path) -> None:
+def test_pcapng_absurd_tsoffset_is_ignored_and_reported(tmp_path: Path) -> None:
     out = io.BytesIO()
     writer = PcapngWriter(out)
     writer.interface(LINKTYPE_ETHERNET, tsoffset=2**62)
@@ -574,7 +574,10 @@ def test_pcapng_absurd_tsoffset_is_ignored_not_a_crash(tmp_path: Path) -> None:
     path = tmp_path / "offset.pcapng"
     path.write_bytes(out.getvalue())
     batches, warnings = read_all(path)
-    assert warnings == [] and column(batches, "ts_ns") == [T0 // 1000 * 1000]
+    assert column(batches, "ts_ns") == [T0 // 1000 * 1000]
+    (warning,) = warnings
+    assert "if_tsoffset 4611686018427387904 s" in warning.message and "ignored" in warning.message
+    assert warning.location is not None and warning.location.offset == 28  # the IDB after the SHB
 
 
 def test_timestamps_with_the_top_bit_set_do_not_overflow(tmp_path: Path) -> None:
@@ -587,8 +590,12 @@ def test_timestamps_with_the_top_bit_set_do_not_overflow(tmp_path: Path) -> None
     path = tmp_path / "top.pcapng"
     path.write_bytes(out.getvalue())
     batches, warnings = read_all(path)
-    assert warnings == [] and packets_of(batches) == [b"z", b"after"]
-    assert column(batches, "ts_ns")[1] == T0
+    assert packets_of(batches) == [b"z", b"after"]
+    # 2^64-1 ns is past 2262: clipped to the last int64 nanosecond and said, never wrapped to -1
+    assert column(batches, "ts_ns") == [2**63 - 1, T0]
+    (warning,) = warnings
+    assert "past 2262-04-11" in warning.message and "clipped" in warning.message
+    assert warning.location is not None and warning.location.frame == 1
 
 
 # --------------------------------------------------------------------------- digest while reading
