@@ -96,19 +96,27 @@ def test_zeek_cut_output_and_empty_logs(tmp_path: Path) -> None:
     assert kinds == ["HttpRequest", "HttpResponse"]
 
 
-def test_malformed_line_is_an_input_error_with_its_line(tmp_path: Path) -> None:
+def test_malformed_line_is_a_problem_with_its_line_and_reading_goes_on(tmp_path: Path) -> None:
     log = tmp_path / "conn.log"
-    log.write_text("#separator \\x09\n#fields\tts\tuid\n#types\ttime\tstring\n1.0\tC1\n2.0\n")
-    with pytest.raises(InputError) as caught:
-        read_zeek([log])
-    assert caught.value.location is not None and caught.value.location.line == 5
+    log.write_text("#separator \\x09\n#fields\tts\tuid\n#types\ttime\tstring\n1.0\tC1\n2.0\n3.0\tC3\n")
+    result = read_zeek([log])
+    assert [(p.location.file, p.location.line) for p in result.problems if p.location] == [(str(log), 5)]
+    assert "2 values for" not in str(result.problems[0]) and "1 values for 2 fields" in str(result.problems[0])
+    # the lines around the bad one are still read (conn.log without endpoints gives no events)
+    assert result.logs == [str(log)]
     bad_json = tmp_path / "dns.json"
-    bad_json.write_text('{"ts": 1}\n{not json\n')
-    with pytest.raises(InputError) as caught_json:
-        read_zeek([bad_json])
-    assert caught_json.value.location is not None and caught_json.value.location.line == 2
+    bad_json.write_text('{"ts": 1}\n{not json\n{"ts": 2, "query": "a.example"}\n')
+    result_json = read_zeek([bad_json])
+    (problem,) = result_json.problems
+    assert problem.location is not None and problem.location.line == 2
+    # a missing input file is still an error of its own: nothing to read at all
     with pytest.raises(InputError):
         read_zeek([tmp_path / "absent.log"])
+    # read_log without a problems list raises the first problem, as before
+    _, records = read_log(log)
+    with pytest.raises(InputError) as caught:
+        list(records)
+    assert caught.value.location is not None and caught.value.location.line == 5
 
 
 def test_zeek_inputs_are_told_from_captures(tmp_path: Path, shared_data: Path) -> None:
