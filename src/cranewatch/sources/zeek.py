@@ -158,12 +158,13 @@ class _Problems:
         self._into = into  # None: raise the first problem
         self.count = 0
 
-    def add(self, message: str, line: int | None) -> None:
+    def add(self, message: str, line: int | None, always: bool = False) -> None:
+        """Note a problem; ``always``: listed even past the limit (a damaged file, said once)."""
         problem = InputError(message, Location(file=self.path, line=line))
         if self._into is None:
             raise problem
-        self.count += 1
-        if self.count <= MAX_PROBLEMS_PER_LOG:
+        self.count += not always
+        if always or self.count <= MAX_PROBLEMS_PER_LOG:
             self._into.append(problem)
 
     def close(self) -> None:
@@ -190,7 +191,8 @@ def _numbered_lines(path: Path, problems: _Problems) -> Iterator[tuple[int, str]
             try:
                 block = stream.read(_READ_BLOCK)
             except DamagedCompression as exc:
-                problems.add(f"{exc.message}; the lines before it were read", number + 1)
+                where = f" at compressed byte {exc.location.offset}" if exc.location else ""
+                problems.add(f"{exc.message}{where}; the lines before it were read", number + 1, always=True)
                 block = b""
             if not block:
                 break
@@ -234,7 +236,7 @@ def _unescape(text: str) -> str:
 def _separator(value: str) -> str | None:
     r"""The ``#separator`` header's value (``\x09``, or literal text); None if unusable."""
     text = _unescape(value)
-    return text if text and "\n" not in text and "\r" not in text else None
+    return text if text and not any(c in text for c in ("\n", "\r", "\\x")) else None
 
 
 def _convert(text: str, type_name: str, meta: dict[str, str]) -> Any:
@@ -620,7 +622,7 @@ def _conn(record: ZeekRecord, result: ZeekResult) -> list[Event]:
 
 
 def _dns(record: ZeekRecord, result: ZeekResult) -> list[Event]:
-    name = str(record.get("query", "") or "")
+    name = _text(record.get("query"))
     qtype = _int(record.get("qtype")) or DNS_QTYPES.get(str(record.get("qtype_name", "")), 0)
     longest, entropy = measure_name(name)
     common: dict[str, Any] = {
