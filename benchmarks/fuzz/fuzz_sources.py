@@ -176,7 +176,7 @@ def mutate_bytes(data: bytes, rng: random.Random, others: list[bytes]) -> bytes:
         elif op == 6:
             end = min(size, at + rng.randrange(1, 512))
             out[at:at] = out[at:end] * rng.randrange(1, 4)
-        elif op == 7:
+        elif op == 7 or not others:
             out[at:at] = rng.randbytes(rng.randrange(1, 64))
         else:
             other = rng.choice(others)

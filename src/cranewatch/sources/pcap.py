@@ -11,6 +11,11 @@ which carry no timestamp, take the previous packet's) are ``CaptureReader.notes`
 
 Given a digest (``open_capture(path, digest=hashlib.sha256())``), the reader feeds it the
 file's bytes as it reads them, so the pipeline's sha256 of an input costs no second read.
+
+The file is written by whoever we watch: no length in it decides an allocation. A packet is at
+most ``MAX_PACKET_BYTES`` and a pcapng block ``MAX_RECORD_BYTES``, whatever the snaplen says;
+gzip is inflated within the limits of ``input_files``; timestamps past 2262 are clipped and
+reported; devices and FIFOs are refused before a byte is read (``NotARegularFile``).
 """
 
 from __future__ import annotations
