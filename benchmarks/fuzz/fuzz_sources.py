@@ -49,6 +49,7 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 SHARED = HERE.parents[1].parent / "shared" / "data"
 FAMILIES = ("pcap", "pcapng", "gzip", "zeek")
+WORKER_CASES = 500
 INTERESTING_32 = (0, 1, 0x7F, 0x80, 0xFF, 0xFFFF, 0x10000, 0x3FFFF, 0x40001, 0x7FFFFFFF, 0x80000000,
                   0xFFFFFFF0, 0xFFFFFFFF, 0x0A0D0D0A, 0x1A2B3C4D, 0xA1B2C3D4)
 HOSTILE_VALUES = ("abc", "-1", "1e300", "-1e300", "inf", "nan", "99999", "4294967296", "0x",
@@ -362,6 +363,7 @@ class Tally:
     slowest: tuple[float, str] = (0.0, "")
     peak_rss_kb: int = 0
     base_rss_kb: int = 0
+    peak_case: str = ""  # the case that raised the worker's peak RSS the most
     wall: float = 0.0
 
 
@@ -372,8 +374,12 @@ def fuzz_family(family: str, count: int, seed: int, workdir: Path, timeout: floa
     started = time.perf_counter()
     while index < count:
         parent, child = context.Pipe()
-        process = context.Process(target=worker, args=(family, index, count - index, seed, str(workdir), child))
+        # a fresh worker every WORKER_CASES cases: its peak RSS is then that of a few cases, not
+        # the heap fragmentation of thousands
+        batch = min(WORKER_CASES, count - index)
+        process = context.Process(target=worker, args=(family, index, batch, seed, str(workdir), child))
         process.start()
+        child.close()  # the worker's end: when the worker exits, recv() here says EOF
         current: tuple[int, str] | None = None
         while True:
             if not parent.poll(timeout if current is not None else 600):
@@ -388,22 +394,18 @@ def fuzz_family(family: str, count: int, seed: int, workdir: Path, timeout: floa
                 break
             try:
                 message = parent.recv()
-            except EOFError:  # the worker died (killed by the kernel?): count the case, go on
+            except EOFError:  # the worker ended: its cases are done, or it died in one (counted)
                 if current is not None:
                     tally.exits["died"] += 1
                     tally.crash_files.append(current[1])
                     tally.cases += 1
                     index = current[0] + 1
-                else:
-                    index = count
                 break
             if message[0] == "ready":
                 tally.base_rss_kb = max(tally.base_rss_kb, message[1])
             elif message[0] == "skip":
                 tally.exits["not made"] += 1
                 index = message[1] + 1
-                if index >= count:
-                    break
             elif message[0] == "start":
                 current = (message[1], message[2])
             else:
@@ -417,11 +419,11 @@ def fuzz_family(family: str, count: int, seed: int, workdir: Path, timeout: floa
                     tally.classes[detail] += 1
                 if seconds > tally.slowest[0]:
                     tally.slowest = (seconds, current[1] if current else "?")
+                if rss - max(tally.peak_rss_kb, tally.base_rss_kb) > 8 * 1024:  # a new high of 8 MB more
+                    tally.peak_case = f"case {case} (+{(rss - max(tally.peak_rss_kb, tally.base_rss_kb)) // 1024} MB)"
                 tally.peak_rss_kb = max(tally.peak_rss_kb, rss)
                 current = None
                 index = case + 1
-                if index >= count:
-                    break
         process.join(timeout=30)
         if process.is_alive():
             process.kill()
@@ -464,6 +466,8 @@ def report(tallies: list[Tally], args: argparse.Namespace) -> str:
             lines.append(f"- {t.family}: hang, case saved as `{path}`")
     if not any_bug:
         lines.append("- none")
+    lines += ["", "The case that raised each worker's peak RSS most (remake it with `make_case`):", ""]
+    lines += [f"- {t.family}: {t.peak_case or 'none over 8 MB'}" for t in tallies]
     lines.append("")
     return "\n".join(lines)
 
