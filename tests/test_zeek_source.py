@@ -400,3 +400,42 @@ def test_analyze_reports_the_bad_lines_and_exits_3(tmp_path: Path) -> None:
     assert len(warnings) == 1 and warnings[0]["file"] == str(log)
     (source,) = [r for r in records if r.get("type") == "input"]
     assert source["events"] == 4  # two good lines, a query and a response each
+
+
+def test_a_gzip_bomb_log_stops_at_the_ratio_limit(tmp_path: Path) -> None:
+    import zlib
+
+    packer = zlib.compressobj(9, zlib.DEFLATED, 31)
+    parts = [packer.compress(json.dumps(GOOD_DNS).encode() + b"\n")]
+    parts += [packer.compress(b"\n" * (1 << 20)) for _ in range(48)]  # 48 MB of empty lines
+    log = tmp_path / "dns.log.gz"
+    log.write_bytes(b"".join(parts) + packer.flush())
+    result = read_zeek([log])
+    assert len([e for e in result.events if type(e) is DnsQueryRequest]) == 1
+    (problem,) = result.problems
+    assert "decompression bomb" in problem.message and problem.location is not None
+    assert problem.location.line is not None and problem.location.line < 17 * 1024 * 1024  # not 48 M lines
+
+
+@pytest.mark.parametrize("block", [1, 3, 7, 64])
+def test_line_numbers_survive_block_edges_empty_lines_and_long_lines(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, block: int) -> None:
+    import random
+
+    from cranewatch.sources import zeek as zeek_module
+
+    monkeypatch.setattr(zeek_module, "_READ_BLOCK", block)
+    monkeypatch.setattr(zeek_module, "MAX_LINE_BYTES", 20)
+    rng = random.Random(block)
+    lines = [rng.choice(["", "", "a", "bc\r", "x" * 20, "y" * 21, "z" * 45, "é"]) for _ in range(400)]
+    text = "\n".join(lines) + rng.choice(["", "\n"])
+    log = tmp_path / "conn.log"
+    log.write_text(text, encoding="utf-8")
+    problems: list[InputError] = []
+    got = list(zeek_module._numbered_lines(log, zeek_module._Problems(log, problems)))
+    # by hand: every non-empty line within the limit with its 1-based number, '\r' dropped
+    expected = [(n, line.removesuffix("\r")) for n, line in enumerate(text.split("\n"), start=1)
+                if line and len(line.encode()) <= 20]
+    assert got == expected
+    too_long = [n for n, line in enumerate(text.split("\n"), start=1) if len(line.encode()) > 20]
+    assert sorted(p.location.line for p in problems if p.location and p.location.line) == too_long[:50]

@@ -173,18 +173,22 @@ class _Problems:
                                          "problems in this log, not listed", Location(file=self.path)))
 
 
-def _numbered_lines(path: Path, problems: _Problems) -> Iterator[tuple[int, str]]:
-    """The log's lines (without the line end) with their numbers, plain or gzip, in blocks.
+_TEXT_RUN = re.compile(rb"[^\n]+")
 
-    A line over ``MAX_LINE_BYTES`` is reported and skipped as it streams by: at most one block
-    and ``MAX_LINE_BYTES`` are held, whatever the line's length.
+
+def _numbered_lines(path: Path, problems: _Problems) -> Iterator[tuple[int, str]]:
+    """The log's non-empty lines (without the line end) with their numbers, plain or gzip.
+
+    Read in blocks; a line over ``MAX_LINE_BYTES`` is reported and skipped as it streams by: at
+    most one block and ``MAX_LINE_BYTES`` are held, whatever the line's length. Empty lines are
+    counted, not visited one by one (a megabyte of newlines is one ``count``).
     """
     with open_regular_file(str(path), "Zeek log") as raw:
         stream: Any = raw
         if raw.read(2) == GZIP_MAGIC:
             stream = GunzipStream(raw, str(path))
         raw.seek(0)
-        number = 0
+        number = 0  # of the last line that ended
         tail = b""  # the start of a line that continues in the next block
         skipping = False  # inside a line already reported as too long
         while True:
@@ -196,26 +200,34 @@ def _numbered_lines(path: Path, problems: _Problems) -> Iterator[tuple[int, str]
                 block = b""
             if not block:
                 break
-            pieces = block.split(b"\n")
-            for piece in itertools.islice(pieces, len(pieces) - 1):
-                number += 1
-                if skipping:
-                    skipping = False
-                    tail = b""
-                    continue
-                if tail:
-                    piece, tail = tail + piece, b""
-                if len(piece) > MAX_LINE_BYTES:
-                    problems.add(f"line longer than {MAX_LINE_BYTES} bytes: skipped", number)
-                    continue
-                yield number, piece.removesuffix(b"\r").decode("utf-8", "replace")
+            last_end = block.rfind(b"\n")
+            if last_end >= 0:
+                first_end = block.find(b"\n")
+                number += 1  # the line that was going on when the block began ends here
+                if not skipping:
+                    yield from _line(number, tail + block[:first_end], problems)
+                tail, skipping = b"", False
+                at = first_end + 1
+                for run in _TEXT_RUN.finditer(block, at, last_end):
+                    number += run.start() - at + 1  # the empty lines before it, and itself
+                    yield from _line(number, run.group(), problems)
+                    at = run.end() + 1
+                number += last_end + 1 - at  # empty lines at the end of the block
+                block = block[last_end + 1 :]
             if not skipping:
-                tail += pieces[-1]
+                tail += block
                 if len(tail) > MAX_LINE_BYTES:
                     problems.add(f"line longer than {MAX_LINE_BYTES} bytes: skipped", number + 1)
                     skipping, tail = True, b""
         if tail and not skipping:
-            yield number + 1, tail.removesuffix(b"\r").decode("utf-8", "replace")
+            yield from _line(number + 1, tail, problems)
+
+
+def _line(number: int, data: bytes, problems: _Problems) -> Iterator[tuple[int, str]]:
+    if len(data) > MAX_LINE_BYTES:
+        problems.add(f"line longer than {MAX_LINE_BYTES} bytes: skipped", number)
+    elif data:
+        yield number, data.removesuffix(b"\r").decode("utf-8", "replace")
 
 
 _ESCAPE = re.compile(rb"\\x([0-9a-fA-F]{2})")
