@@ -960,3 +960,15 @@ def test_origlen_over_2_gib_does_not_wrap_negative(tmp_path: Path) -> None:
     path.write_bytes(struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, 1) + record)
     batches, warnings = read_all(path)
     assert warnings == [] and column(batches, "origlen") == [2**31 - 1]
+
+
+def test_gzip_absolute_limit_stops_reading_with_the_packets_before(tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    # the limit is judged after each inflate call (at most _OUT_PIECE bytes): small calls here
+    monkeypatch.setattr(input_files, "MAX_DECOMPRESSED_BYTES", 100)
+    monkeypatch.setattr(input_files, "_OUT_PIECE", 50)
+    path = tmp_path / "x.pcap.gz"
+    path.write_bytes(gzip.compress(write_pcap(tmp_path / "raw.pcap")))  # 24 + 5 records, 210 bytes
+    batches, warnings = read_all(path)
+    assert packets_of(batches) == PACKETS[: len(packets_of(batches))] and len(packets_of(batches)) < 5
+    assert any("more than 100 bytes inflated" in w.message for w in warnings)

@@ -182,7 +182,7 @@ class GunzipStream:
             self._inflate = zlib.decompressobj(wbits=31)
             self._member_open = False
         if self._produced > MAX_DECOMPRESSED_BYTES:
-            self._fail(f"more than {MAX_DECOMPRESSED_BYTES // 1024**3} GiB inflated from one file: "
+            self._fail(f"more than {MAX_DECOMPRESSED_BYTES:,} bytes inflated from one file: "
                        "stopped there (cranewatch's limit)", self._consumed)
         elif self._produced > RATIO_FREE_BYTES and self._produced > MAX_RATIO * self._consumed:
             self._fail(f"decompression bomb: {self._produced // 1024**2} MiB inflated from "
