@@ -5,8 +5,15 @@ from __future__ import annotations
 import gzip
 import hashlib
 import io
+import os
+import shutil
 import struct
+import subprocess
+import sys
+import zlib
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -16,7 +23,9 @@ from hypothesis import strategies as st
 from cranewatch.decode import decode_batch
 from cranewatch.errors import CaptureError
 from cranewatch.pipeline import Analysis
+from cranewatch.sources import input_files
 from cranewatch.sources import pcap as pcap_module
+from cranewatch.sources.input_files import NotARegularFile
 from cranewatch.sources.pcap import PacketBatch, open_capture
 from cranewatch.sources.pcapwrite import (
     LINKTYPE_ETHERNET,
@@ -565,7 +574,7 @@ def test_a_reader_streams_once(tmp_path: Path) -> None:
             list(reader.batches())
 
 
-def test_pcapng_absurd_tsoffset_is_ignored_not_a_crash(tmp_path: Path) -> None:
+def test_pcapng_absurd_tsoffset_is_ignored_and_reported(tmp_path: Path) -> None:
     out = io.BytesIO()
     writer = PcapngWriter(out)
     writer.interface(LINKTYPE_ETHERNET, tsoffset=2**62)
@@ -574,7 +583,10 @@ def test_pcapng_absurd_tsoffset_is_ignored_not_a_crash(tmp_path: Path) -> None:
     path = tmp_path / "offset.pcapng"
     path.write_bytes(out.getvalue())
     batches, warnings = read_all(path)
-    assert warnings == [] and column(batches, "ts_ns") == [T0 // 1000 * 1000]
+    assert column(batches, "ts_ns") == [T0 // 1000 * 1000]
+    (warning,) = warnings
+    assert "if_tsoffset 4611686018427387904 s" in warning.message and "ignored" in warning.message
+    assert warning.location is not None and warning.location.offset == 28  # the IDB after the SHB
 
 
 def test_timestamps_with_the_top_bit_set_do_not_overflow(tmp_path: Path) -> None:
@@ -587,8 +599,12 @@ def test_timestamps_with_the_top_bit_set_do_not_overflow(tmp_path: Path) -> None
     path = tmp_path / "top.pcapng"
     path.write_bytes(out.getvalue())
     batches, warnings = read_all(path)
-    assert warnings == [] and packets_of(batches) == [b"z", b"after"]
-    assert column(batches, "ts_ns")[1] == T0
+    assert packets_of(batches) == [b"z", b"after"]
+    # 2^64-1 ns is past 2262: clipped to the last int64 nanosecond and said, never wrapped to -1
+    assert column(batches, "ts_ns") == [2**63 - 1, T0]
+    (warning,) = warnings
+    assert "past 2262-04-11" in warning.message and "clipped" in warning.message
+    assert warning.location is not None and warning.location.frame == 1
 
 
 # --------------------------------------------------------------------------- digest while reading
@@ -631,3 +647,328 @@ def test_analysis_inputs_carry_the_sha256_of_the_file(tmp_path: Path) -> None:
         paths[-1].write_bytes(content)
     result = Analysis(decoders=[]).run(paths)
     assert [i.sha256 for i in result.inputs] == [hashlib.sha256(c).hexdigest() for c in shapes]
+
+
+# --------------------------------------------------------------------------- hostile inputs (issue 19)
+
+PCAP_HEADER_HUGE_SNAPLEN = struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 0xFFFFFFFF, 1)
+
+
+def _record(caplen: int, data: bytes = b"") -> bytes:
+    return struct.pack("<IIII", 1_700_000_000, 0, caplen, caplen) + data
+
+
+def _peak_bytes_while(action: Any) -> int:
+    """Peak Python allocation (tracemalloc) while ``action()`` runs: big reads show up here."""
+    import tracemalloc
+
+    tracemalloc.start()
+    try:
+        action()
+        return tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+def test_zero_bomb_pcap_gz_stops_at_the_ratio_limit(tmp_path: Path) -> None:
+    # a pcap header then 48 MB of zeros (empty 16-byte records) in 47 KB of gzip: ~1000:1
+    packer = zlib.compressobj(9, zlib.DEFLATED, 31)
+    parts = [packer.compress(PCAP_HEADER_HUGE_SNAPLEN)]
+    parts += [packer.compress(bytes(1 << 20)) for _ in range(48)]
+    path = tmp_path / "zeros.pcap.gz"
+    path.write_bytes(b"".join(parts) + packer.flush())
+    result: list[Any] = []
+    peak = _peak_bytes_while(lambda: result.extend(read_all(path)))
+    batches, warnings = result
+    limit = input_files.RATIO_FREE_BYTES
+    # it stops once 16 MiB are out (not after 48 MB), with the packets before kept
+    assert limit // 16 - 70_000 < sum(len(b) for b in batches) <= limit // 16
+    bomb = [w for w in warnings if "decompression bomb" in w.message]
+    assert len(bomb) == 1 and bomb[0].location is not None
+    assert bomb[0].location.file == str(path) and 0 < (bomb[0].location.offset or 0) < path.stat().st_size
+    # blocks of 8 MB (half a million empty records each: their columns weigh most), bounded
+    assert peak < 128 * 1024 * 1024
+
+
+@pytest.mark.parametrize("compressed", [False, True])
+def test_a_record_claiming_gigabytes_is_reported_not_read(tmp_path: Path, compressed: bool) -> None:
+    # snaplen 0xffffffff and one record saying 3 GiB (gzip) / 300 MB (plain, a sparse file):
+    # the header's snaplen does not raise cranewatch's limit, nothing is allocated from it
+    caplen = 3 << 30 if compressed else 300_000_000
+    head = PCAP_HEADER_HUGE_SNAPLEN + _record(40, bytes(40)) + _record(caplen, bytes(4096))
+    path = tmp_path / ("huge.pcap.gz" if compressed else "huge.pcap")
+    if compressed:
+        path.write_bytes(gzip.compress(head))
+    else:
+        with path.open("wb") as handle:
+            handle.write(head)
+            handle.truncate(24 + 56 + 16 + caplen)
+    result: list[Any] = []
+    peak = _peak_bytes_while(lambda: result.extend(read_all(path)))
+    batches, warnings = result
+    assert packets_of(batches) == [bytes(40)]
+    (warning,) = warnings
+    assert f"captured length {caplen}" in warning.message and "262144" in warning.message
+    assert warning.location is not None and warning.location.frame == 2
+    assert warning.location.offset == 24 + 56
+    assert peak < 32 * 1024 * 1024
+
+
+def test_an_oversized_record_inside_a_read_block_is_caught_too(tmp_path: Path) -> None:
+    # 1 MiB fits a read block, so the hot loop walks over it: the check is on every record
+    data = write_pcap(tmp_path / "raw.pcap") + _record(1 << 20, bytes(1 << 20)) + _record(3, b"abc")
+    path = tmp_path / "mib.pcap"
+    path.write_bytes(data)
+    batches, warnings = read_all(path)
+    assert packets_of(batches) == PACKETS
+    (warning,) = warnings
+    assert "captured length 1048576" in warning.message
+    assert warning.location is not None and warning.location.offset == len(data) - 19 - (1 << 20) - 16
+
+
+def test_packets_of_jumbo_and_loopback_sizes_are_read(tmp_path: Path) -> None:
+    sizes = [9_000, 65_535, 65_536 + 1_500, pcap_module.MAX_PACKET_BYTES]
+    out = io.BytesIO()
+    writer = PcapWriter(out)
+    for i, size in enumerate(sizes):
+        writer.write(T0 + i, bytes([i]) * size)
+    path = tmp_path / "big.pcap"
+    path.write_bytes(out.getvalue())
+    batches, warnings = read_all(path)
+    assert warnings == [] and column(batches, "caplen") == sizes
+
+
+def test_pcapng_packet_over_the_limit_is_reported(tmp_path: Path) -> None:
+    out = io.BytesIO()
+    writer = PcapngWriter(out)
+    writer.interface(LINKTYPE_ETHERNET)
+    writer.write(0, T0, b"first")
+    writer.write(0, T0 + 1, bytes(pcap_module.MAX_PACKET_BYTES + 4))
+    path = tmp_path / "big.pcapng"
+    path.write_bytes(out.getvalue())
+    batches, warnings = read_all(path)
+    assert packets_of(batches) == [b"first"]
+    (warning,) = warnings
+    assert f"captured length {pcap_module.MAX_PACKET_BYTES + 4}" in warning.message
+    assert warning.location is not None and warning.location.frame == 2
+
+
+def _independent_pcap_walk(data: bytes) -> list[bytes]:
+    """Packets of a little-endian pcap by a plain struct walk, stopping at the first cut record."""
+    packets, pos = [], 24
+    while pos + 16 <= len(data):
+        caplen = struct.unpack_from("<I", data, pos + 8)[0]
+        if pos + 16 + caplen > len(data):
+            break
+        packets.append(data[pos + 16 : pos + 16 + caplen])
+        pos += 16 + caplen
+    return packets
+
+
+def _gzip_dc(data: bytes) -> bytes:
+    """What ``gzip -dc`` writes for these bytes (it exits non-zero on damage but keeps the output)."""
+    return subprocess.run(["gzip", "-dc"], input=data, capture_output=True, check=False).stdout
+
+
+def _damaged_copies(packed: bytes, count: int) -> list[tuple[int, bytes]]:
+    positions = sorted({20 + (len(packed) - 30) * i // count for i in range(count)})
+    copies = []
+    for at in positions:
+        damaged = bytearray(packed)
+        damaged[at] ^= 0x5A
+        copies.append((at, bytes(damaged)))
+    return copies
+
+
+def _common_prefix(a: bytes, b: bytes) -> int:
+    n = min(len(a), len(b))
+    differ = np.flatnonzero(np.frombuffer(a, np.uint8, n) != np.frombuffer(b, np.uint8, n))
+    return int(differ[0]) if len(differ) else n
+
+
+def _inflate_all(data: bytes) -> bytes:
+    stream = input_files.GunzipStream(io.BytesIO(data), "x.gz")
+    parts = []
+    try:
+        while part := stream.read(1 << 16):
+            parts.append(part)
+    except input_files.DamagedCompression:
+        pass
+    return b"".join(parts)
+
+
+@pytest.mark.skipif(shutil.which("gzip") is None, reason="needs gzip(1)")
+def test_damaged_gzip_keeps_every_packet_before_the_damage_as_gzip_dc_does(tmp_path: Path) -> None:
+    out = io.BytesIO()
+    writer = PcapWriter(out)
+    for i in range(600):  # ~125 KB: the damage lands in many different deflate blocks
+        writer.write(T0 + i, struct.pack("<I", i) * (10 + i % 80))
+    raw = out.getvalue()
+    original = _independent_pcap_walk(raw)
+    packed = gzip.compress(raw, 6)
+    ours_total = gzip_total = 0
+    for at, damaged in _damaged_copies(packed, 40):
+        reference = _gzip_dc(damaged)
+        # byte for byte what gzip -dc writes, up to where zlib sees the damage; gzip -dc goes on
+        # writing there (garbled: it does not check e.g. distances too far back), cranewatch stops
+        assert reference.startswith(_inflate_all(damaged)), at
+        path = tmp_path / f"damaged-{at}.pcap.gz"
+        path.write_bytes(damaged)
+        try:
+            batches, warnings = read_all(path)
+        except CaptureError as exc:  # the damage is in the gzip header or the first bytes
+            assert "gzip" in exc.message and _common_prefix(reference, raw) < 24 + 16 + 40 + 16 + 44
+            continue
+        got = packets_of(batches)
+        assert got == _independent_pcap_walk(reference)[: len(got)], at
+        assert warnings and warnings[0].location is not None and warnings[0].location.offset is not None
+        if at > 1000:
+            assert len(got) > 10, at  # the damage never loses what came before it
+        ours_total += sum(1 for g, o in zip(got, original, strict=False) if g == o)
+        agreeing = _common_prefix(reference, raw)
+        gzip_total += sum(1 for end in _packet_ends(raw) if end <= agreeing)
+    # the genuine packets gzip -dc gives (its output agreeing with the original) are read too,
+    # but for the few it writes past the damage by luck (zeros copied from an empty window)
+    assert ours_total >= gzip_total * 0.95 and gzip_total > 5000
+
+
+def _packet_ends(data: bytes) -> Iterator[int]:
+    pos = 24
+    while pos + 16 <= len(data):
+        pos += 16 + struct.unpack_from("<I", data, pos + 8)[0]
+        yield pos
+
+
+def test_damaged_gzip_early_in_the_first_mib_loses_nothing_before_it(tmp_path: Path, shared_data: Path) -> None:
+    # the issue's report: a corrupt byte in the first MiB lost all packets; gzip -dc kept them
+    capture = shared_data / "pcaps" / "ICS-Security-Tools" / "pcaps" / "C37.118" / "C37.118_1PMU_TCP.pcap"
+    original = capture.read_bytes()
+    packed = gzip.compress(original, 6)
+    damaged = bytearray(packed)
+    damaged[len(packed) - 200] ^= 0xFF  # near the end: the packets before it are most of the file
+    path = tmp_path / "late-damage.pcap.gz"
+    path.write_bytes(bytes(damaged))
+    batches, warnings = read_all(path)
+    got = packets_of(batches)
+    reference = _gzip_dc(bytes(damaged))
+    agreeing = _common_prefix(reference, original)
+    genuine_by_gzip = sum(1 for end in _packet_ends(original) if end <= agreeing)
+    assert genuine_by_gzip > 390  # of 417 packets
+    assert got[:genuine_by_gzip] == _independent_pcap_walk(original)[:genuine_by_gzip]
+    assert warnings and "damaged" in warnings[0].message
+
+
+def test_gzip_stream_gives_back_what_a_limited_call_held(tmp_path: Path) -> None:
+    # 20 MB of mostly-zero packets (79:1, twice the most compressible public capture, under
+    # the 250:1 limit): inflated in limited pieces, none of it lost between the pieces
+    out = io.BytesIO()
+    writer = PcapWriter(out)
+    packets = [struct.pack("<I", i * 2654435761 % 2**32) * 4 + bytes(984) for i in range(20_000)]
+    for i, data in enumerate(packets):
+        writer.write(T0 + i * 1000, data)
+    path = tmp_path / "dense.pcap.gz"
+    path.write_bytes(gzip.compress(out.getvalue(), 9))
+    batches, warnings = read_all(path)
+    assert warnings == [] and packets_of(batches) == packets
+
+
+def test_trailing_garbage_after_gzip_is_reported_without_loss(tmp_path: Path) -> None:
+    path = tmp_path / "tail.pcap.gz"
+    path.write_bytes(gzip.compress(write_pcap(tmp_path / "raw.pcap")) + b"not gzip at all")
+    batches, warnings = read_all(path)
+    assert packets_of(batches) == PACKETS
+    (warning,) = warnings
+    assert "after the end of the gzip stream" in warning.message
+
+
+@pytest.mark.parametrize("kind", ["device", "fifo", "directory"])
+def test_non_regular_inputs_are_refused_before_reading(tmp_path: Path, kind: str) -> None:
+    if kind == "device":
+        path = Path("/dev/zero")
+    elif kind == "fifo":
+        path = tmp_path / "pipe.pcap"
+        os.mkfifo(path)  # opening it for reading would block until a writer came
+    else:
+        path = tmp_path / "folder"
+        path.mkdir()
+    with pytest.raises(NotARegularFile, match="refused") as caught:
+        open_capture(path)
+    assert not isinstance(caught.value, CaptureError)  # the pipeline must not go on to hash it
+    assert caught.value.exit_code == 3 and caught.value.location is not None
+
+
+@pytest.mark.parametrize("kind", ["device", "fifo", "directory"])
+def test_analyze_refuses_a_device_a_fifo_or_a_plain_directory(tmp_path: Path, kind: str) -> None:
+    if kind == "device":
+        path = "/dev/zero"  # was read to its end: never
+    elif kind == "fifo":
+        path = str(tmp_path / "pipe")
+        os.mkfifo(path)
+    else:
+        path = str(tmp_path)
+        (tmp_path / "notes.txt").write_text("no logs here")
+    done = subprocess.run([sys.executable, "-m", "cranewatch", "analyze", path],
+                          capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 3, done.stderr
+    assert "refused" in done.stderr and path in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def _pcapng_with_ticks(tsresol: int, ticks: list[int]) -> bytes:
+    out = io.BytesIO()
+    writer = PcapngWriter(out)
+    writer.interface(LINKTYPE_ETHERNET, tsresol=tsresol)
+    for i, tick in enumerate(ticks):
+        writer.block(PCAPNG_EPB, struct.pack("<IIIII", 0, tick >> 32, tick & 0xFFFFFFFF, 4, 4) + bytes([i]) * 4)
+    return out.getvalue()
+
+
+@pytest.mark.parametrize(("tsresol", "late_ticks"), [
+    (9, 2**63 + 5),  # ns: past 2^63 wrapped to negative before
+    (6, 10**17),  # µs: year 5138 * 1000 ns overflowed int64
+    (0, 2**40),  # whole seconds (10^0): 34,000 years
+    (0x80 | 10, 2**63),  # binary 2^-10 s
+])
+def test_pcapng_timestamps_past_2262_are_clipped_and_reported(tmp_path: Path, tsresol: int, late_ticks: int) -> None:
+    units = 2 ** (tsresol & 0x7F) if tsresol & 0x80 else 10**tsresol
+    early = 1_700_000_000 * units
+    path = tmp_path / "late.pcapng"
+    path.write_bytes(_pcapng_with_ticks(tsresol, [early, late_ticks, late_ticks + 1, early + units]))
+    batches, warnings = read_all(path)
+    ts = column(batches, "ts_ns")
+    # clipped to the last tick of the interface's resolution that fits: 2262-04-11T23:47:16Z
+    assert ts[0] == 1_700_000_000 * 10**9 and ts[3] == 1_700_000_001 * 10**9
+    assert ts[1] == ts[2] and 2**63 - 10**9 <= ts[1] <= 2**63 - 1  # never wrapped negative
+    (warning,) = warnings  # said once
+    assert "past 2262-04-11" in warning.message and warning.location is not None
+    assert warning.location.frame == 2
+    assert float(batches[0].ts[1]) == pytest.approx(9_223_372_036.0, abs=1.0)
+
+
+def test_pcapng_unusable_tsresol_is_reported(tmp_path: Path) -> None:
+    path = tmp_path / "resol.pcapng"
+    path.write_bytes(_pcapng_with_ticks(0x7F, [1_700_000_000 * 10**6]))  # 10^-127 s
+    batches, warnings = read_all(path)
+    assert column(batches, "ts_ns") == [1_700_000_000 * 10**9]  # microseconds assumed
+    (warning,) = warnings
+    assert "if_tsresol 0x7f" in warning.message
+
+
+def test_origlen_over_2_gib_does_not_wrap_negative(tmp_path: Path) -> None:
+    path = tmp_path / "orig.pcap"
+    record = struct.pack("<IIII", 1_700_000_000, 0, 2, 0xFFFFFFF0) + b"ab"
+    path.write_bytes(struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, 1) + record)
+    batches, warnings = read_all(path)
+    assert warnings == [] and column(batches, "origlen") == [2**31 - 1]
+
+
+def test_gzip_absolute_limit_stops_reading_with_the_packets_before(tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    # the limit is judged after each inflate call (at most _OUT_PIECE bytes): small calls here
+    monkeypatch.setattr(input_files, "MAX_DECOMPRESSED_BYTES", 100)
+    monkeypatch.setattr(input_files, "_OUT_PIECE", 50)
+    path = tmp_path / "x.pcap.gz"
+    path.write_bytes(gzip.compress(write_pcap(tmp_path / "raw.pcap")))  # 24 + 5 records, 210 bytes
+    batches, warnings = read_all(path)
+    assert packets_of(batches) == PACKETS[: len(packets_of(batches))] and len(packets_of(batches)) < 5
+    assert any("more than 100 bytes inflated" in w.message for w in warnings)

@@ -32,8 +32,8 @@ EXIT_CODE_MEANINGS: dict[ExitCode, str] = {
     ExitCode.USAGE: "usage error: bad option or argument, unknown crane, no store at --db (none "
     "is created), refused action (e.g. a life-cycle transition, a remediation its evidence does "
     "not show)",
-    ExitCode.INPUT: "bad input: an input that is missing or cannot be read (then nothing is "
-    "reported), or a corrupt, truncated or unknown capture, profile, log or image (what could "
+    ExitCode.INPUT: "bad input: an input that is missing or cannot be read, or is a device, "
+    "FIFO or directory that is not a log directory (then nothing is reported), or a corrupt, truncated or unknown capture, profile, log or image (what could "
     "be read was still analysed and reported, with file and frame, or line, or path)",
     ExitCode.ENVIRONMENT: "environment: a needed tool, privilege (root) or service is missing; "
     "the store cannot be written (read-only file or mount, disk full, I/O error: the cause is "

@@ -537,6 +537,12 @@ class Analysis:
             self.emit(event)
         for note in logs.notes:
             self.warn(InputWarning(note, state.path, None, "zeek"))
+        for problem in logs.problems:  # lines skipped: what was read is analysed, the input is not whole
+            state.complete = False
+            state.problems.append(problem.message)
+            line = f"line {problem.location.line}: " if problem.location and problem.location.line else ""
+            file = problem.location.file if problem.location and problem.location.file else state.path
+            self.warn(InputWarning(line + problem.message, file, None, "capture"))
         for log in logs.logs:  # what was read, hashed as one input
             _hash_into(state, log)
 

@@ -11,6 +11,11 @@ which carry no timestamp, take the previous packet's) are ``CaptureReader.notes`
 
 Given a digest (``open_capture(path, digest=hashlib.sha256())``), the reader feeds it the
 file's bytes as it reads them, so the pipeline's sha256 of an input costs no second read.
+
+The file is written by whoever we watch: no length in it decides an allocation. A packet is at
+most ``MAX_PACKET_BYTES`` and a pcapng block ``MAX_RECORD_BYTES``, whatever the snaplen says;
+gzip is inflated within the limits of ``input_files``; timestamps past 2262 are clipped and
+reported; devices and FIFOs are refused before a byte is read (``NotARegularFile``).
 """
 
 from __future__ import annotations
@@ -18,7 +23,6 @@ from __future__ import annotations
 import io
 import os
 import struct
-import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from types import TracebackType
@@ -27,13 +31,21 @@ from typing import Any, BinaryIO
 import numpy as np
 
 from cranewatch.errors import CaptureError, Location
+from cranewatch.sources.input_files import DamagedCompression, GunzipStream, open_regular_file
 
 __all__ = ["CaptureHeader", "CaptureReader", "PacketBatch", "gather_bytes", "open_capture"]
 
 CHUNK_BYTES = 8 * 1024 * 1024
-# Larger than any snaplen a real capture tool writes (Wireshark's own limit is 256 KB, 16 MB for
-# a few link types); a record claiming more is a corrupt length, not a packet.
-MAX_RECORD_BYTES = 64 * 1024 * 1024
+# The largest packet cranewatch accepts, whatever the file's snaplen says: tcpdump's largest
+# snaplen and Wireshark's limit for Ethernet, raw IP, Linux cooked and loopback captures
+# (WTAP_MAX_PACKET_SIZE_STANDARD); jumbo frames (9 KB) and GSO/TSO loopback packets (64 KiB
+# and more) fit. A record claiming more is a corrupt or hostile length: reported, never read.
+MAX_PACKET_BYTES = 256 * 1024
+# The largest pcapng block of any kind (name resolution, decryption secrets): Wireshark's
+# MAX_BLOCK_SIZE. Nothing is allocated from a length in the file beyond these two limits.
+MAX_RECORD_BYTES = 16 * 1024 * 1024
+# The last instant int64 nanoseconds since 1970 can hold: 2262-04-11T23:47:16.854775807Z.
+MAX_TS_NS = 2**63 - 1
 
 _GZIP_MAGIC = b"\x1f\x8b"
 _PCAPNG_SHB = 0x0A0D0D0A
@@ -84,6 +96,7 @@ class _Interface:
     units: int  # ticks per second (if_tsresol)
     offset_s: int  # if_tsoffset, seconds added to every timestamp
     name: str = ""  # if_name, when the capture tool wrote it
+    problem: str = ""  # an if_tsresol or if_tsoffset that cannot be right, replaced by a default
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,6 +143,13 @@ def _gather_words(buf: bytes, starts: np.ndarray, words: int, order: str) -> np.
     return matrix.view(np.dtype(order + "u4")).astype(np.int64)
 
 
+def _first_oversized(caplen: np.ndarray) -> int | None:
+    """The index of the first captured length over ``MAX_PACKET_BYTES``, or None."""
+    if not len(caplen) or int(caplen.max()) <= MAX_PACKET_BYTES:
+        return None
+    return int(np.argmax(caplen > MAX_PACKET_BYTES))
+
+
 def _ticks_to_ns(ticks: np.ndarray, units: int) -> np.ndarray:
     """Integer nanoseconds from timestamp ticks at ``units`` per second, truncating like tshark."""
     ticks = ticks.astype(np.uint64)
@@ -146,6 +166,13 @@ def _ticks_to_ns(ticks: np.ndarray, units: int) -> np.ndarray:
     else:  # rare resolutions finer than ~0.1 ns: exact Python integers
         frac_ns = np.array([int(f) * 1_000_000_000 // units for f in fraction], dtype=np.uint64)
     return (seconds * np.uint64(1_000_000_000) + frac_ns).astype(np.int64)
+
+
+def _max_ticks(units: int, offset_s: int) -> int:
+    """The largest tick count at ``units`` per second whose nanoseconds (+ offset) fit int64."""
+    # floor(t * 1e9 / units) must fit int64 itself, and after the offset is added
+    room = MAX_TS_NS - max(offset_s, 0) * 1_000_000_000
+    return min(((room + 1) * units - 1) // 1_000_000_000, 2**64 - 1)
 
 
 class _DigestFile:
@@ -191,53 +218,6 @@ class _DigestFile:
             pass  # an unreadable rest: the digest covers what could be read, as before
 
 
-class _GunzipStream:
-    """Streaming gzip decompression that hands over every byte it could decompress.
-
-    ``gzip.GzipFile.read`` raises on a cut-short file and loses the block it was working on;
-    here the data before the damage is returned first and the error comes on the next read.
-    Concatenated gzip members are read one after the other, as gzip(1) does.
-    """
-
-    def __init__(self, raw: BinaryIO) -> None:
-        self._raw = raw
-        self._inflate = zlib.decompressobj(wbits=31)
-        self._ready = b""
-        self._failure: Exception | None = None
-        self._done = False
-
-    def read(self, size: int) -> bytes:
-        parts = [self._ready]
-        have = len(self._ready)
-        while have < size and not self._done and self._failure is None:
-            compressed = self._raw.read(1024 * 1024)
-            try:
-                if not compressed:
-                    if not self._inflate.eof:
-                        raise EOFError("compressed file ended before the end-of-stream marker")
-                    self._done = True
-                    break
-                parts.append(self._inflate.decompress(compressed))
-                have += len(parts[-1])
-                while self._inflate.eof and self._inflate.unused_data:
-                    rest = self._inflate.unused_data
-                    self._inflate = zlib.decompressobj(wbits=31)
-                    parts.append(self._inflate.decompress(rest))
-                    have += len(parts[-1])
-            except (zlib.error, EOFError) as exc:
-                self._failure = exc
-        ready = b"".join(parts)
-        if not ready and self._failure is not None:
-            failure, self._failure = self._failure, None
-            self._done = True
-            raise failure
-        self._ready = ready[size:]
-        return ready[:size]
-
-    def close(self) -> None:
-        self._raw.close()
-
-
 class CaptureReader:
     """Streams ``PacketBatch``es out of one capture file; use as a context manager."""
 
@@ -250,6 +230,7 @@ class CaptureReader:
         self.notes: list[CaptureError] = []
         self._last_ts_ns: int | None = None  # of the last packet given out
         self._untimed_noted = False
+        self._late_warned = False  # a pcapng timestamp past 2262 was clipped (said once)
         self.packets_read = 0
         self.format = "pcapng" if head[:4] == struct.pack("<I", _PCAPNG_SHB) else "pcap"
         self._stream = stream
@@ -317,11 +298,14 @@ class CaptureReader:
         while have < need and not self._eof:
             try:
                 more = self._stream.read(max(CHUNK_BYTES, need - have))
-            except (OSError, EOFError, zlib.error) as exc:
-                # a gzip file cut short or damaged: keep what was decompressed so far
-                self._warn(
-                    f"compressed data is damaged or cut short ({exc})", None, self._buf_at + len(self._buf)
-                )
+            except DamagedCompression as exc:
+                # a gzip file cut short, damaged or a bomb: what was inflated before is kept
+                where = exc.location.offset if exc.location else None
+                self._warn(f"{exc.message} (decompressed byte {self._buf_at + self._pos + have})",
+                           self.packets_read + 1, where)
+                more = b""
+            except OSError as exc:
+                self._warn(f"read error ({exc.strerror or exc}); stopped reading", None, None)
                 more = b""
             if not more:
                 self._eof = True
@@ -338,6 +322,16 @@ class CaptureReader:
 
     def _corrupt(self, message: str, offset: int | None = None) -> CaptureError:
         return CaptureError(message, Location(file=self.path, offset=offset))
+
+    def _oversized(self, caplen: int, snaplen: int, offset: int) -> None:
+        """A record claims more bytes than any packet: a corrupt length; reading stops there."""
+        self._warn(
+            f"corrupt record: captured length {caplen} is larger than any packet (cranewatch reads "
+            f"at most {MAX_PACKET_BYTES} bytes a packet; the file's snaplen says {snaplen}); "
+            "stopped reading",
+            self.packets_read + 1,
+            offset,
+        )
 
     # ----------------------------------------------------------------- public
 
@@ -379,7 +373,7 @@ class CaptureReader:
             interface=interface,
             offset=data_offset,
             caplen=caplen.astype(np.int32),
-            origlen=origlen.astype(np.int32),
+            origlen=np.minimum(origlen, 2**31 - 1).astype(np.int32),  # a 4 GB claim must not wrap
         )
 
     # ----------------------------------------------------------------- classic pcap
@@ -394,7 +388,6 @@ class CaptureReader:
         self._pos = 24
         length_at = struct.Struct(order + "I").unpack_from
         frac_scale = 1 if nanosecond else 1000
-        limit = max(MAX_RECORD_BYTES, snaplen)
         while True:
             buf = self._buf
             size = len(buf)
@@ -415,8 +408,19 @@ class CaptureReader:
             for first in range(0, len(starts), max_packets):
                 offsets = np.array(starts[first : first + max_packets], dtype=np.int64)
                 words = _gather_words(buf, offsets, 4, order)
+                oversized = _first_oversized(words[:, 2])
+                if oversized is not None:
+                    offsets, words = offsets[:oversized], words[:oversized]
                 ts_ns = words[:, 0] * 1_000_000_000 + words[:, 1] * frac_scale
                 count = len(offsets)
+                if oversized is not None:
+                    if count:
+                        yield self._batch(buf, offsets + 16, ts_ns, words[:, 2], words[:, 3],
+                                          np.full(count, linktype_value, dtype=np.uint16),
+                                          np.zeros(count, dtype=np.uint16))
+                    at = starts[first + oversized]
+                    self._oversized(length_at(buf, at + 8)[0], snaplen, self._buf_at + at)
+                    return
                 yield self._batch(
                     buf,
                     offsets + 16,
@@ -430,13 +434,8 @@ class CaptureReader:
             need = 16
             if self._left >= 16:
                 caplen = length_at(buf, pos + 8)[0]
-                if caplen > limit:
-                    self._warn(
-                        f"corrupt record: captured length {caplen} is larger than any packet "
-                        f"(snaplen {snaplen}); stopped reading",
-                        self.packets_read + 1,
-                        self._buf_at + pos,
-                    )
+                if caplen > MAX_PACKET_BYTES:
+                    self._oversized(caplen, snaplen, self._buf_at + pos)
                     return
                 need = 16 + caplen
             if self._fill(need):
@@ -527,6 +526,9 @@ class CaptureReader:
                     interfaces.append(_parse_idb(buf, pos, length, order))
                     described = interfaces[-1]
                     self.headers.append(CaptureHeader(described.linktype, described.snaplen, described.name))
+                    if described.problem:  # timestamps may be off; every packet is read
+                        self._warn(f"interface {len(interfaces) - 1}: {described.problem}",
+                                   self.packets_read + len(starts) + 1, self._buf_at + pos)
                 elif block_type == _BLOCK_SPB:
                     if not interfaces:
                         stop = "simple packet block before any interface description"
@@ -622,6 +624,8 @@ class CaptureReader:
         checks = (
             (lengths % 4 != 0, "corrupt block length {length} (block type 0x6)"),
             (iface >= len(interfaces), "packet block names interface {iface} but only {known} are described"),
+            (caplen > MAX_PACKET_BYTES, "corrupt packet block: captured length {caplen} is larger than any "
+             f"packet (cranewatch reads at most {MAX_PACKET_BYTES} bytes a packet)"),
             (caplen > lengths - (data_offset - offsets) - 4, "packet block captured length {caplen} overruns its block"),
         )
         keep = len(offsets)
@@ -643,13 +647,36 @@ class CaptureReader:
             rows = iface == number
             if not rows.any():
                 continue
-            ts_ns[rows] = _ticks_to_ns(ticks[rows], info.units) + info.offset_s * 1_000_000_000
+            ticks_here = self._clip_late_ticks(ticks[rows], info, np.flatnonzero(rows), offsets)
+            ts_ns[rows] = _ticks_to_ns(ticks_here, info.units) + info.offset_s * 1_000_000_000
         untimed = ~has_ts[sl]
         if untimed.any():
             ts_ns = self._borrow_timestamps(ts_ns, untimed)
         columns = (data_offset[sl], ts_ns, caplen[sl], origlen[sl], table[iface], iface.astype(np.uint16))
         return columns, bad
 
+
+    def _clip_late_ticks(self, ticks: np.ndarray, info: _Interface, rows: np.ndarray,
+                         offsets: np.ndarray) -> np.ndarray:
+        """Timestamps past 2262-04-11 do not fit int64 nanoseconds: clip them, and say so once.
+
+        ``rows`` are the packets' indexes among ``offsets`` (for the frame and byte reported).
+        """
+        top = _max_ticks(info.units, info.offset_s)
+        late = ticks > np.uint64(top)
+        if not late.any():
+            return ticks
+        if not self._late_warned:
+            self._late_warned = True
+            row = int(rows[int(np.argmax(late))])
+            self._warn(
+                f"timestamp of {int(ticks[int(np.argmax(late))])} ticks at {info.units}/s is past "
+                "2262-04-11, the last instant nanoseconds since 1970 can hold: clipped to "
+                "2262-04-11T23:47:16Z (this and any later such packet)",
+                self.packets_read + 1 + row,
+                self._buf_at + int(offsets[row]),
+            )
+        return np.minimum(ticks, np.uint64(top))
 
     def _borrow_timestamps(self, ts_ns: np.ndarray, untimed: np.ndarray) -> np.ndarray:
         """Simple Packet Blocks carry no timestamp: give each the previous packet's.
@@ -679,6 +706,7 @@ def _parse_idb(buf: bytes, pos: int, length: int, order: str) -> _Interface:
     units = 1_000_000
     offset_s = 0
     name = ""
+    problem = ""
     at = pos + 16
     end = pos + length - 4
     while at + 4 <= end:
@@ -691,17 +719,20 @@ def _parse_idb(buf: bytes, pos: int, length: int, order: str) -> _Interface:
         elif code == 9 and size >= 1:
             resol = buf[value_at]
             exponent = resol & 0x7F
-            if resol & 0x80:
-                units = 2**exponent if exponent <= 63 else 1_000_000
+            # finer than 2^-63 or 10^-19 s: more ticks than a 64-bit count can carry in a second
+            if (exponent <= 63) if resol & 0x80 else (exponent <= 19):
+                units = 2**exponent if resol & 0x80 else 10**exponent
             else:
-                units = 10**exponent if exponent <= 19 else 1_000_000
+                problem = f"if_tsresol 0x{resol:02x} is not a usable resolution: microseconds assumed"
         elif code == 14 and size >= 8:
             offset_s = struct.unpack_from(order + "q", buf, value_at)[0]
             # beyond ±2^32 s (136 years) it is a corrupt option, and it would overflow int64 ns
-            offset_s = offset_s if abs(offset_s) < 2**32 else 0
+            if abs(offset_s) >= 2**32:
+                problem = f"if_tsoffset {offset_s} s is over 136 years: ignored"
+                offset_s = 0
         at = value_at + size + (-size % 4)
     return _Interface(linktype=linktype, snaplen=snaplen, units=max(units, 1), offset_s=offset_s,
-                      name=name)
+                      name=name, problem=problem)
 
 
 def open_capture(path: str | os.PathLike[str], digest: Any = None) -> CaptureReader:
@@ -713,7 +744,7 @@ def open_capture(path: str | os.PathLike[str], digest: Any = None) -> CaptureRea
     """
     name = os.fspath(path)
     try:
-        raw: BinaryIO = open(name, "rb")  # noqa: SIM115 - the reader owns and closes it
+        raw: BinaryIO = open_regular_file(name)  # devices and FIFOs: NotARegularFile (exit 3)
     except OSError as exc:
         raise CaptureError(f"cannot open capture: {exc.strerror}", Location(file=name)) from None
     digest_file = None
@@ -725,11 +756,12 @@ def open_capture(path: str | os.PathLike[str], digest: Any = None) -> CaptureRea
         head = raw.read(4)
         if head[:2] == _GZIP_MAGIC:
             raw.seek(0)
-            stream = _GunzipStream(raw)  # type: ignore[assignment]
+            stream = GunzipStream(raw, name)  # type: ignore[assignment]
             try:
                 head = stream.read(4)
-            except (OSError, EOFError, zlib.error) as exc:
-                raise CaptureError(f"gzip data cannot be decompressed ({exc})", Location(file=name)) from None
+            except DamagedCompression as exc:
+                raise CaptureError(f"gzip data cannot be decompressed ({exc.message})",
+                                   exc.location) from None
         if len(head) < 4:
             what = "empty file" if not head else f"file too short ({len(head)} bytes)"
             raise CaptureError(f"not a packet capture: {what}", Location(file=name, offset=0))

@@ -9,18 +9,24 @@ record to the same event classes the protocol decoders produce, so the same dete
 Events from logs carry the log file in ``source`` and the line number in ``frame`` (the
 evidence a finding can point to). A log carries less than a capture: ``ZeekResult.notes`` says what could not be known (for
 example Modbus register values when only ``modbus.log`` is present, masked timestamps of
-test baselines, fields a trimmed log left out). Malformed lines raise ``InputError`` with
-the file and line.
+test baselines, fields a trimmed log left out).
+
+The logs may come from a compromised sensor, so nothing in them can end the reading: a line
+that is not JSON, has the wrong number of fields, or values of the wrong type (a text port, a
+timestamp of 1e300, a number where a list belongs), a bad ``#separator``, a damaged gzip file
+or a line over ``MAX_LINE_BYTES`` (skipped without being held in memory) is a problem in
+``ZeekResult.problems`` located at file:line, and reading goes on with the next line or log.
 """
 
 from __future__ import annotations
 
-import gzip
 import itertools
 import json
 import math
+import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -54,6 +60,13 @@ from cranewatch.protocols.tls import (
     TlsClientHelloRequest,
     TlsServerHelloResponse,
 )
+from cranewatch.sources.input_files import (
+    GZIP_MAGIC,
+    DamagedCompression,
+    GunzipStream,
+    open_regular_file,
+    refuse_unless_regular,
+)
 
 SUPPORTED = ("conn", "dns", "ssl", "x509", "http", "ssh", "modbus", "modbus_detailed", "s7comm",
              "enip", "cip", "mqtt_connect", "mqtt_publish", "mqtt_subscribe")
@@ -68,6 +81,16 @@ MODBUS_FUNCTIONS = {
     "MASK_WRITE_REGISTER": 22, "READ_WRITE_MULTIPLE_REGISTERS": 23, "READ_FIFO_QUEUE": 24,
     "ENCAP_INTERFACE_TRANSPORT": 43,
 }
+# A Zeek log line longer than this is skipped (and reported) without being held in memory;
+# real lines stay far below (an http.log line with an 8 KB URI, an x509 line of a long SAN list).
+MAX_LINE_BYTES = 1024 * 1024
+MAX_PROBLEMS_PER_LOG = 50  # listed per log file; the rest are counted
+# Zeek timestamps are epoch seconds; past 2262 they no longer fit the nanoseconds of captures
+MAX_TS = 9_223_372_036.0
+_READ_BLOCK = 1024 * 1024
+# What a value of the wrong type raises while a record is mapped to events: a problem of that
+# line, never the end of the reading. (RecursionError: JSON nested thousands deep.)
+_BAD_VALUE = (ValueError, TypeError, OverflowError, AttributeError, KeyError, IndexError, RecursionError)
 DNS_QTYPES = {"A": 1, "NS": 2, "CNAME": 5, "SOA": 6, "PTR": 12, "MX": 15, "TXT": 16, "AAAA": 28,
               "SRV": 33, "NAPTR": 35, "OPT": 41, "DS": 43, "RRSIG": 46, "NSEC": 47, "DNSKEY": 48,
               "SVCB": 64, "HTTPS": 65, "ANY": 255, "AXFR": 252, "IXFR": 251, "CAA": 257}
@@ -103,6 +126,8 @@ class ZeekResult:
     notes: list[str] = field(default_factory=list)
     logs: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
+    # lines (or whole logs) that could not be read, each at file:line; reading went on
+    problems: list[InputError] = field(default_factory=list)
 
     def note(self, text: str) -> None:
         if text not in self.notes:
@@ -125,17 +150,105 @@ class ZeekRecord:
 
 # --- reading --------------------------------------------------------------------------------
 
-def _open_text(path: Path) -> Iterator[str]:
-    opener: Any = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rt", encoding="utf-8", errors="replace") as handle:
-        yield from handle
+class _Problems:
+    """The problems of one log: the first ``MAX_PROBLEMS_PER_LOG`` kept, the rest counted."""
+
+    def __init__(self, path: Path, into: list[InputError] | None) -> None:
+        self.path = str(path)
+        self._into = into  # None: raise the first problem
+        self.count = 0
+
+    def add(self, message: str, line: int | None, always: bool = False) -> None:
+        """Note a problem; ``always``: listed even past the limit (a damaged file, said once)."""
+        problem = InputError(message, Location(file=self.path, line=line))
+        if self._into is None:
+            raise problem
+        self.count += not always
+        if always or self.count <= MAX_PROBLEMS_PER_LOG:
+            self._into.append(problem)
+
+    def close(self) -> None:
+        if self._into is not None and self.count > MAX_PROBLEMS_PER_LOG:
+            self._into.append(InputError(f"{self.count - MAX_PROBLEMS_PER_LOG} more lines with "
+                                         "problems in this log, not listed", Location(file=self.path)))
+
+
+_TEXT_RUN = re.compile(rb"[^\n]+")
+
+
+def _numbered_lines(path: Path, problems: _Problems) -> Iterator[tuple[int, str]]:
+    """The log's non-empty lines (without the line end) with their numbers, plain or gzip.
+
+    Read in blocks; a line over ``MAX_LINE_BYTES`` is reported and skipped as it streams by: at
+    most one block and ``MAX_LINE_BYTES`` are held, whatever the line's length. Empty lines are
+    counted, not visited one by one (a megabyte of newlines is one ``count``).
+    """
+    with open_regular_file(str(path), "Zeek log") as raw:
+        stream: Any = raw
+        if raw.read(2) == GZIP_MAGIC:
+            stream = GunzipStream(raw, str(path))
+        raw.seek(0)
+        number = 0  # of the last line that ended
+        tail = b""  # the start of a line that continues in the next block
+        skipping = False  # inside a line already reported as too long
+        while True:
+            try:
+                block = stream.read(_READ_BLOCK)
+            except DamagedCompression as exc:
+                where = f" at compressed byte {exc.location.offset}" if exc.location else ""
+                problems.add(f"{exc.message}{where}; the lines before it were read", number + 1, always=True)
+                block = b""
+            if not block:
+                break
+            last_end = block.rfind(b"\n")
+            if last_end >= 0:
+                first_end = block.find(b"\n")
+                number += 1  # the line that was going on when the block began ends here
+                if not skipping:
+                    yield from _line(number, tail + block[:first_end], problems)
+                tail, skipping = b"", False
+                at = first_end + 1
+                for run in _TEXT_RUN.finditer(block, at, last_end):
+                    number += run.start() - at + 1  # the empty lines before it, and itself
+                    yield from _line(number, run.group(), problems)
+                    at = run.end() + 1
+                number += last_end + 1 - at  # empty lines at the end of the block
+                block = block[last_end + 1 :]
+            if not skipping:
+                tail += block
+                if len(tail) > MAX_LINE_BYTES:
+                    problems.add(f"line longer than {MAX_LINE_BYTES} bytes: skipped", number + 1)
+                    skipping, tail = True, b""
+        if tail and not skipping:
+            yield from _line(number + 1, tail, problems)
+
+
+def _line(number: int, data: bytes, problems: _Problems) -> Iterator[tuple[int, str]]:
+    if len(data) > MAX_LINE_BYTES:
+        problems.add(f"line longer than {MAX_LINE_BYTES} bytes: skipped", number)
+    elif data:
+        yield number, data.removesuffix(b"\r").decode("utf-8", "replace")
+
+
+_ESCAPE = re.compile(rb"\\x([0-9a-fA-F]{2})")
 
 
 def _unescape(text: str) -> str:
-    r"""Zeek escapes the separator and non-printables as ``\xNN`` in TSV logs."""
+    r"""Zeek escapes the separator and non-printables as ``\xNN`` in TSV logs.
+
+    The escaped bytes are put back and the whole decoded as UTF-8 (an escaped multi-byte
+    character comes back whole); a ``\x`` not followed by two hex digits stays as it is.
+    """
     if "\\x" not in text:
         return text
-    return bytes(text, "latin-1").decode("unicode_escape").encode("latin-1").decode("utf-8", "replace")
+    raw = _ESCAPE.sub(lambda m: bytes((int(m.group(1), 16),)), text.encode("utf-8", "surrogatepass"))
+    return raw.decode("utf-8", "replace")
+
+
+def _separator(value: str) -> str | None:
+    r"""The ``#separator`` header's value (``\x09``, or literal text); None if unusable."""
+    text = _unescape(value)
+    return text if text and not any(c in text for c in ("\n", "\r", "\\x")) else None
 
 
 def _convert(text: str, type_name: str, meta: dict[str, str]) -> Any:
@@ -164,44 +277,56 @@ def _convert(text: str, type_name: str, meta: dict[str, str]) -> Any:
     return _unescape(text)
 
 
-def read_log(path: Path) -> tuple[str, Iterator[ZeekRecord]]:
+def read_log(path: Path, problems: list[InputError] | None = None) -> tuple[str, Iterator[ZeekRecord]]:
     """The log's path name (``dns``, ``conn``...) and its records; TSV or JSON lines.
 
     Streams: only the header is read here; records are parsed as the iterator is consumed.
+    A line that cannot be read is added to ``problems`` (file:line) and skipped; without a
+    ``problems`` list the first one is raised. A log that is no Zeek log at all (no
+    ``#fields`` header, not JSON) raises ``InputError``.
     """
-    numbered = enumerate(_open_text(path), start=1)
+    log_problems = _Problems(path, problems)
+    numbered = _numbered_lines(path, log_problems)
     meta: dict[str, str] = {"separator": "\t"}
     fields: list[str] = []
     types: list[str] = []
     first: tuple[int, str] | None = None
-    for number, raw in numbered:
-        if raw.startswith("### ") or not raw.strip():
-            continue  # btest baselines start with a comment line
-        if raw.lstrip().startswith("{"):
-            name = path.name.split(".")[0]
-            return name, _json_records(name, path, [(number, raw)], numbered)
-        if not raw.startswith("#"):
-            if not fields and _looks_like_field_names(raw):
-                # zeek-cut output keeps one plain header line of field names and no types
-                fields = raw.rstrip("\n").split("\t")
-                types = [_type_by_name(f) for f in fields]
-                meta["path"] = path.name.split(".")[0]
+    try:
+        for number, line in numbered:
+            if line.startswith("### ") or not line.strip():
+                continue  # btest baselines start with a comment line
+            if line.lstrip().startswith("{"):
+                name = path.name.split(".")[0]
+                return name, _json_records(name, path, [(number, line)], numbered, log_problems)
+            if not line.startswith("#"):
+                if not fields and _looks_like_field_names(line):
+                    # zeek-cut output keeps one plain header line of field names and no types
+                    fields = line.split("\t")
+                    types = [_type_by_name(f) for f in fields]
+                    meta["path"] = path.name.split(".")[0]
+                    continue
+                first = (number, line)
+                break
+            if line.startswith("#separator"):
+                value = line[len("#separator"):]
+                separator = _separator(value[1:] if value.startswith(" ") else value)
+                if separator is None:
+                    log_problems.add(f"unusable #separator {value[:20]!r}: tab assumed", number)
+                else:
+                    meta["separator"] = separator
                 continue
-            first = (number, raw)
-            break
-        line = raw.rstrip("\n")
-        if line.startswith("#separator "):
-            meta["separator"] = line[len("#separator "):].encode().decode("unicode_escape")
-            continue
-        key, _, value = line[1:].partition(meta["separator"])
-        if key == "fields":
-            fields = value.split(meta["separator"])
-        elif key == "types":
-            types = value.split(meta["separator"])
-        else:
-            meta[key] = value
+            key, _, value = line[1:].partition(meta["separator"])
+            if key == "fields":
+                fields = value.split(meta["separator"])
+            elif key == "types":
+                types = value.split(meta["separator"])
+            else:
+                meta[key] = value
+    except OSError as exc:
+        raise InputError(f"cannot read Zeek log: {exc.strerror or exc}", Location(file=str(path))) from None
     name = meta.get("path", path.name.split(".")[0])
     if not fields and first is None:
+        log_problems.close()
         return name, iter(())  # an empty log: nothing happened
     if not fields:
         raise InputError("Zeek log without a #fields header (neither TSV nor JSON lines)",
@@ -212,17 +337,29 @@ def read_log(path: Path) -> tuple[str, Iterator[ZeekRecord]]:
 
     def records() -> Iterator[ZeekRecord]:
         lines = [first] if first is not None else []
-        for number, raw in itertools.chain(lines, numbered):
-            if raw.startswith("#") or not raw.strip():
+        for number, line in itertools.chain(lines, numbered):
+            if line.startswith("#") or not line.strip():
                 continue
-            parts = raw.rstrip("\n").split(separator)
+            parts = line.split(separator)
             if len(parts) != len(fields):
-                raise InputError(f"{len(parts)} values for {len(fields)} fields",
-                                 Location(file=str(path), line=number))
-            values = {f: _convert(v, t, meta) for f, v, t in zip(fields, parts, types, strict=True)}
+                log_problems.add(f"{len(parts)} values for {len(fields)} fields: line skipped", number)
+                continue
+            try:
+                values = {f: _convert(v, t, meta) for f, v, t in zip(fields, parts, types, strict=True)}
+            except _BAD_VALUE as exc:
+                log_problems.add(f"unreadable value ({type(exc).__name__}: {_short(exc)}): line skipped",
+                                 number)
+                continue
             yield ZeekRecord(name, values, str(path), number)
+        log_problems.close()
 
     return name, records()
+
+
+def _short(exc: BaseException) -> str:
+    """An exception's text cut to 120 characters (it may quote a megabyte of attacker data)."""
+    text = str(exc)
+    return text if len(text) <= 120 else text[:117] + "..."
 
 
 # Types of common fields, for logs whose #types header was cut away (zeek-cut output).
@@ -257,19 +394,26 @@ def _looks_like_field_names(line: str) -> bool:
 
 
 def _json_records(name: str, path: Path, first: list[tuple[int, str]],
-                  rest: Iterable[tuple[int, str]]) -> Iterator[ZeekRecord]:
+                  rest: Iterable[tuple[int, str]], problems: _Problems) -> Iterator[ZeekRecord]:
     for number, raw in itertools.chain(first, rest):
         if not raw.strip():
             continue
         try:
             values = json.loads(raw)
+            if not isinstance(values, dict):
+                problems.add("JSON log line is not an object: line skipped", number)
+                continue
+            flat = _flatten(values)
         except json.JSONDecodeError as exc:
-            raise InputError(f"not a JSON log line: {exc.msg}", Location(file=str(path), line=number)) from None
-        if not isinstance(values, dict):
-            raise InputError("JSON log line is not an object", Location(file=str(path), line=number))
+            problems.add(f"not a JSON log line ({exc.msg}): line skipped", number)
+            continue
+        except _BAD_VALUE as exc:  # numbers of 5,000 digits, nesting thousands deep
+            problems.add(f"unreadable JSON ({type(exc).__name__}: {_short(exc)}): line skipped", number)
+            continue
         if "_path" in values:
             name = str(values["_path"])
-        yield ZeekRecord(name, _flatten(values), str(path), number)
+        yield ZeekRecord(name, flat, str(path), number)
+    problems.close()
 
 
 def _flatten(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -283,14 +427,25 @@ def _flatten(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return flat
 
 
+_LOG_SUFFIXES = (".log", ".log.gz", ".json", ".json.gz")
+
+
+def _logs_under(directory: Path) -> Iterator[Path]:
+    """The regular ``*.log``/``*.json`` files under a directory (FIFOs and devices left out)."""
+    return (p for p in directory.rglob("*") if p.name.endswith(_LOG_SUFFIXES) and p.is_file())
+
+
 def log_files(paths: Iterable[Path]) -> list[Path]:
-    """Every ``*.log``/``*.log.gz``/``*.json`` under the given files and directories."""
+    """Every ``*.log``/``*.log.gz``/``*.json`` under the given files and directories.
+
+    A path given by name that is a device, FIFO or socket is refused (``NotARegularFile``).
+    """
     found: list[Path] = []
     for path in paths:
         if path.is_dir():
-            found.extend(sorted(p for p in path.rglob("*") if p.is_file() and
-                                p.name.endswith((".log", ".log.gz", ".json", ".json.gz"))))
+            found.extend(sorted(_logs_under(path)))
         elif path.exists():
+            refuse_unless_regular(str(path), path.stat().st_mode, "Zeek log")
             found.append(path)
         else:
             raise InputError("no such Zeek log file or directory", Location(file=str(path)))
@@ -304,20 +459,17 @@ def is_zeek_input(path: Path) -> bool:
     Zeek logs with ``#separator``/``#fields`` headers, a zeek-cut header line, or a JSON object.
     """
     if path.is_dir():
-        return any(p.name.split(".")[0] in SUPPORTED for p in log_files([path]))
+        return any(p.name.split(".")[0] in SUPPORTED for p in _logs_under(path))
     if not path.is_file():
-        return False
+        return False  # devices and FIFOs are never opened here
     try:
-        with path.open("rb") as handle:
+        with open_regular_file(str(path), "Zeek log") as handle:
             head = handle.read(4096)
-    except OSError:
+            if head.startswith(GZIP_MAGIC):
+                handle.seek(0)
+                head = GunzipStream(handle, str(path)).read(4096)
+    except (OSError, InputError):  # unreadable, damaged gzip, or swapped for a device: not a log
         return False
-    if path.suffix == ".gz":
-        try:
-            with gzip.open(path, "rb") as unzipped:
-                head = unzipped.read(4096)
-        except OSError:
-            return False
     text = head.decode("utf-8", "replace").lstrip()
     while text.startswith("### "):  # btest baseline comment
         text = text.split("\n", 1)[1] if "\n" in text else ""
@@ -334,59 +486,130 @@ def read_zeek(paths: Iterable[Path]) -> ZeekResult:
     mappers = _mappers()
     for path in log_files(paths):
         try:
-            name, records = read_log(path)
-        except InputError:
+            name, records = read_log(path, result.problems)
+        except InputError as exc:
             if path.name.split(".")[0] in SUPPORTED:
-                raise
-            result.skipped.append(str(path))  # a log we do not use, in a form we cannot read
+                result.problems.append(exc)  # a log we use, unreadable: the others are still read
+            else:
+                result.skipped.append(str(path))  # a log we do not use, in a form we cannot read
             continue
         if name not in SUPPORTED:
             result.skipped.append(str(path))
             continue
         result.logs.append(str(path))
+        line_problems = _Problems(path, result.problems)
         for record in records:
-            if record.values.get("ts") is None and "ts" in record.values:
-                result.note(f"{path.name}: timestamps are masked or absent; events carry ts 0")
-            if name == "x509":
-                fingerprint = record.get("fingerprint") or record.get("id")
-                if fingerprint:
-                    x509[str(fingerprint)] = record
-                continue
-            if name == "ssl":
-                ssl_records.append(record)
-            result.events.extend(mappers[name](record, result))
+            try:
+                _map_record(name, record, result, mappers, x509, ssl_records)
+            except _BAD_VALUE as exc:
+                line_problems.add(f"{name} record with a value of the wrong type or range "
+                                  f"({type(exc).__name__}: {_short(exc)}): line skipped", record.line)
+        line_problems.close()
     for record in ssl_records:
-        result.events.extend(_ssl_certificate(record, x509, result))
+        try:
+            result.events.extend(_ssl_certificate(record, x509, result))
+        except _BAD_VALUE as exc:
+            result.problems.append(InputError(
+                f"ssl record with a certificate value of the wrong type ({type(exc).__name__}: "
+                f"{_short(exc)})", Location(file=record.file, line=record.line)))
     result.events.sort(key=lambda e: e.ts)
     return result
+
+
+def _map_record(name: str, record: ZeekRecord, result: ZeekResult, mappers: dict[str, Any],
+                x509: dict[str, ZeekRecord], ssl_records: list[ZeekRecord]) -> None:
+    """One record's events into ``result`` (x509 and ssl records are also kept for the join)."""
+    if record.values.get("ts") is None and "ts" in record.values:
+        result.note(f"{Path(record.file).name}: timestamps are masked or absent; events carry ts 0")
+    if name == "x509":
+        fingerprint = record.get("fingerprint") or record.get("id")
+        if fingerprint:
+            x509[_text(fingerprint)] = record
+        return
+    events = mappers[name](record, result)  # all of the line's events, or none of them
+    if name == "ssl":
+        ssl_records.append(record)
+    result.events.extend(events)
 
 
 # --- mapping --------------------------------------------------------------------------------
 
 def _ts(record: ZeekRecord) -> float:
+    """Epoch seconds: a number, or ISO 8601 text (``JSON::TS_ISO8601``); 0 when masked.
+
+    Raises ``ValueError``/``TypeError`` for a time outside 1970-2262 or of another type.
+    """
     value = record.get("ts")
-    return float(value) if isinstance(value, (int, float)) and not math.isnan(value) else 0.0
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return 0.0  # test baselines mask their times
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value.strip()).timestamp()
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"ts is {type(value).__name__}, not a time")
+    if not 0 <= value <= MAX_TS:  # also inf; 1e300 would overflow every date conversion
+        raise ValueError(f"ts {value:.6g} is outside 1970-2262")
+    return float(value)
+
+
+def _port(value: Any) -> int:
+    """A port number 0-65535 (``TypeError``/``ValueError`` for anything else)."""
+    if value is None:
+        return 0
+    if (isinstance(value, str) and value.strip().isdigit()) or (isinstance(value, float) and value.is_integer()):
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"port {_short(ValueError(repr(value)))} is not a number")
+    if not 0 <= value <= 0xFFFF:
+        raise ValueError(f"port {value} is not 0-65535")
+    return value
+
+
+def _text(value: Any) -> str:
+    """A text field: text or a number as text, "" when unset; a list or object is a ``TypeError``."""
+    if value is None:
+        return ""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, (int, float)):
+        return str(value)
+    raise TypeError(f"{type(value).__name__} where text belongs")
+
+
+def _opt_text(value: Any) -> str | None:
+    return None if value is None else _text(value)
 
 
 def _ends(record: ZeekRecord, from_orig: bool = True) -> dict[str, Any]:
-    orig = (str(record.get("id.orig_h", "")), int(record.get("id.orig_p", 0) or 0))
-    resp = (str(record.get("id.resp_h", "")), int(record.get("id.resp_p", 0) or 0))
+    orig = (_text(record.get("id.orig_h")), _port(record.get("id.orig_p")))
+    resp = (_text(record.get("id.resp_h")), _port(record.get("id.resp_p")))
     src, dst = (orig, resp) if from_orig else (resp, orig)
     return {"ts": _ts(record), "frame": record.line, "src": src[0], "sport": src[1],
             "dst": dst[0], "dport": dst[1], "source": record.file}
 
 
 def _int(value: Any) -> int | None:
-    """A number from a count, ``0x4c`` text or decimal text."""
+    """A number from a count, ``0x4c`` text or decimal text; None if none fits int64."""
     if value is None or value == "":
         return None
-    if isinstance(value, (int, float)):
-        return int(value)
-    text = str(value).strip()
-    try:
-        return int(text, 16) if text.lower().startswith("0x") else int(text)
-    except ValueError:
-        return None
+    if isinstance(value, float):
+        number = int(value) if math.isfinite(value) else None
+    elif isinstance(value, int):
+        number = value
+    else:
+        text = str(value).strip()
+        try:
+            number = int(text, 16) if text.lower().startswith("0x") else int(text)
+        except ValueError:
+            return None
+    return number if number is not None and -(2**63) <= number < 2**63 else None
+
+
+def _float(value: Any) -> float | None:
+    """A finite number, or None."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        number = float(value)
+        return number if math.isfinite(number) else None
+    return None
 
 
 def _is_orig(record: ZeekRecord) -> bool:
@@ -402,17 +625,16 @@ def _conn(record: ZeekRecord, result: ZeekResult) -> list[Event]:
         result.note(f"{Path(record.file).name}: connection endpoints absent (trimmed log); "
                     "connections not reported")
         return []
-    return [ConnEvent(uid=str(record.get("uid", "")), transport=str(record.get("proto", "")),
-                      service=str(record.get("service", "") or ""), duration=record.get("duration"),
-                      orig_bytes=record.get("orig_bytes"), resp_bytes=record.get("resp_bytes"),
-                      state=str(record.get("conn_state", "") or ""),
-                      history=str(record.get("history", "") or ""),
-                      orig_pkts=record.get("orig_pkts"), resp_pkts=record.get("resp_pkts"),
+    return [ConnEvent(uid=_text(record.get("uid")), transport=_text(record.get("proto")),
+                      service=_text(record.get("service")), duration=_float(record.get("duration")),
+                      orig_bytes=_int(record.get("orig_bytes")), resp_bytes=_int(record.get("resp_bytes")),
+                      state=_text(record.get("conn_state")), history=_text(record.get("history")),
+                      orig_pkts=_int(record.get("orig_pkts")), resp_pkts=_int(record.get("resp_pkts")),
                       **_ends(record))]
 
 
 def _dns(record: ZeekRecord, result: ZeekResult) -> list[Event]:
-    name = str(record.get("query", "") or "")
+    name = _text(record.get("query"))
     qtype = _int(record.get("qtype")) or DNS_QTYPES.get(str(record.get("qtype_name", "")), 0)
     longest, entropy = measure_name(name)
     common: dict[str, Any] = {
@@ -442,15 +664,15 @@ def _ssl(record: ZeekRecord, result: ZeekResult) -> list[Event]:
     ja3 = record.get("ja3")
     result.note("ssl.log: cipher suites and extension lists are not logged; JA3/JA4 only "
                 "where a Zeek package adds them")
-    events.append(TlsClientHelloRequest(version=version, sni=record.get("server_name"),
+    events.append(TlsClientHelloRequest(version=version, sni=_opt_text(record.get("server_name")),
                                         alpn=tuple((record.get("next_protocol", "") and
-                                                   [record.get("next_protocol")]) or ()),
+                                                   [_text(record.get("next_protocol"))]) or ()),
                                         ja3_md5=str(ja3 or ""), ja4=str(record.get("ja4", "") or ""),
                                         **_ends(record)))
     if record.get("cipher") is not None or record.get("version") is not None:
         events.append(TlsServerHelloResponse(version=version, cipher=0,
                                              selected_version=version if version == 0x0304 else None,
-                                             alpn=record.get("next_protocol"),
+                                             alpn=_opt_text(record.get("next_protocol")),
                                              ja3s_md5=str(record.get("ja3s", "") or ""),
                                              **_ends(record, from_orig=False)))
     return events
@@ -479,9 +701,9 @@ def _http(record: ZeekRecord, result: ZeekResult) -> list[Event]:
     version_text = f"HTTP/{version}" if version else ""
     events: list[Event] = []
     if record.get("method") is not None:
-        events.append(HttpRequest(method=str(record.get("method")), uri=str(record.get("uri", "") or ""),
-                                  version=version_text, host=record.get("host"),
-                                  user_agent=record.get("user_agent"),
+        events.append(HttpRequest(method=_text(record.get("method")), uri=_text(record.get("uri")),
+                                  version=version_text, host=_opt_text(record.get("host")),
+                                  user_agent=_opt_text(record.get("user_agent")),
                                   body_size=_int(record.get("request_body_len")) or 0,
                                   **_ends(record)))
     status = _int(record.get("status_code"))
@@ -489,7 +711,7 @@ def _http(record: ZeekRecord, result: ZeekResult) -> list[Event]:
         events.append(HttpResponse(status=status, reason=str(record.get("status_msg", "") or ""),
                                    version=version_text,
                                    body_size=_int(record.get("response_body_len")) or 0,
-                                   method=record.get("method"), uri=record.get("uri"),
+                                   method=_opt_text(record.get("method")), uri=_opt_text(record.get("uri")),
                                    request_frame=record.line, **_ends(record, from_orig=False)))
     return events
 
@@ -628,7 +850,7 @@ def _mqtt_connect(record: ZeekRecord, result: ZeekResult) -> list[Event]:
     result.note("mqtt_connect.log: whether a user name or password was sent is not logged")
     return [MqttConnectRequest(client_id=str(record.get("client_id", "") or ""),
                                protocol_name=str(record.get("proto_name", "") or ""),
-                               protocol_level=level, will_topic=record.get("will_topic"),
+                               protocol_level=level, will_topic=_opt_text(record.get("will_topic")),
                                **_ends(record))]
 
 
