@@ -328,9 +328,10 @@ def test_cli_refuses_an_injected_interface_and_writes_nothing(
 
 
 def test_names_and_comments_from_a_profile_cannot_break_out_of_their_place() -> None:
-    profile = parse_profile(VENDOR_PROFILE.replace('id = "STS-11"', 'id = "STS-11\\nflush ruleset \\"x"'),
-                            "sts-11.toml")
-    assert profile.crane_id == 'STS-11\nflush ruleset "x'
+    # the profile loader refuses control characters; the generator must hold even without it
+    with pytest.raises(ProfileError, match=r"crane\.id: expected a string without control characters"):
+        parse_profile(VENDOR_PROFILE.replace('id = "STS-11"', 'id = "STS-11\\nflush ruleset"'), "sts-11.toml")
+    profile = replace(parse_profile(VENDOR_PROFILE, "sts-11.toml"), crane_id='STS-11\nflush ruleset "x')
     text = inservice_ruleset(profile)
     statements = structure_lines(text)
     assert not any(line.startswith("flush") for line in statements)

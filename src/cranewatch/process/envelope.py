@@ -17,12 +17,25 @@ Saved as JSON (``to_json``/``from_json``, versioned); the crane baseline file em
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from cranewatch.errors import ProfileError
+from cranewatch.configschema import (
+    INT,
+    NUMBER,
+    STR,
+    ListOf,
+    MapOf,
+    Nullable,
+    Shape,
+    Table,
+    Tuple,
+    check,
+)
+from cranewatch.errors import Location, ProfileError
 from cranewatch.process.checks import constant_runs, rolling_mean
 from cranewatch.process.learned import LearnedModel, fit
 from cranewatch.process.signals import SignalFrame
@@ -41,6 +54,47 @@ MARGIN_REFERENCE_S = 600.0
 MARGIN_MIN_SECONDS = 10.0  # a baseline of unknown or tiny length gets the widest margin
 DRIVES = frozenset({"hoist_height", "trolley_position", "gantry_position", "hoist_speed",
                     "trolley_speed", "gantry_speed"})
+
+
+_NUMBERS = ListOf(NUMBER)
+LEARNED_SHAPE: Shape = Table(
+    {"names": ListOf(STR), "mean": _NUMBERS, "std": _NUMBERS, "coef": ListOf(_NUMBERS),
+     "resid_std": _NUMBERS, "threshold": _NUMBERS, "drift": NUMBER, "target_per_day": NUMBER,
+     "samples_per_day": NUMBER, "level_gain": Nullable(_NUMBERS)},
+    required=frozenset({"names", "mean", "std", "coef", "resid_std", "threshold", "drift",
+                        "target_per_day", "samples_per_day"}),
+)
+# What ``ProcessBaseline.to_json`` writes; a saved baseline is checked against it on loading.
+PROCESS_SHAPE: Shape = Table(
+    {"version": INT, "duration_s": NUMBER,
+     "value_range": MapOf(Tuple((NUMBER, NUMBER))),
+     "rate": MapOf(MapOf(NUMBER, re.compile(r"-?\d{1,9}"), "a crane state number")),
+     "rate_any": MapOf(NUMBER), "longest_flat_s": MapOf(NUMBER),
+     "torque_fit": Nullable(Tuple((NUMBER, NUMBER, NUMBER))),
+     "learned": Nullable(LEARNED_SHAPE)},
+    required=frozenset({"version", "value_range", "rate", "longest_flat_s"}),
+)
+
+
+def process_problems(obj: Any) -> list[tuple[tuple[str | int, ...], str]]:
+    """Every way ``obj`` is not a saved process baseline: (path, message) pairs."""
+    cleaned, problems = check(obj, PROCESS_SHAPE)
+    found = [(p.path, p.message) for p in problems]
+    if not found and cleaned.get("version") != VERSION:
+        found.append((("version",), f"process baseline version {cleaned.get('version')!r} is not {VERSION}"))
+    learned = cleaned.get("learned")
+    if not found and learned:
+        n = len(learned["names"])
+        sizes = {k: len(learned[k]) for k in ("mean", "std", "resid_std", "threshold")}
+        if learned.get("level_gain") is not None:
+            sizes["level_gain"] = len(learned["level_gain"])
+        for key, size in sizes.items():
+            if size != n:
+                found.append((("learned", key), f"learned.{key}: {size} values for {n} signals"))
+        rows = learned["coef"]
+        if len(rows) != 2 * n + 1 or any(len(r) != n for r in rows):
+            found.append((("learned", "coef"), f"learned.coef: expected {2 * n + 1} rows of {n} values"))
+    return found
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,9 +134,15 @@ class ProcessBaseline:
         }
 
     @classmethod
-    def from_json(cls, obj: dict[str, Any]) -> ProcessBaseline:
-        if obj.get("version") != VERSION:
-            raise ProfileError(f"process baseline version {obj.get('version')!r} is not {VERSION}")
+    def from_json(cls, obj: dict[str, Any], where: Location | None = None) -> ProcessBaseline:
+        """The envelopes saved by ``to_json``; anything else is a ``ProfileError`` listing every
+        problem (checked against ``PROCESS_SHAPE``), never a stray exception."""
+        found = process_problems(obj)
+        if found:
+            raise ProfileError(
+                f"process baseline: {found[0][1]}" if len(found) == 1
+                else f"process baseline has {len(found)} problems", where,
+                [ProfileError(f"process.{m}", where) for _, m in found] if len(found) > 1 else None)
         fit_ = obj.get("torque_fit")
         return cls(
             value_range={k: (float(v[0]), float(v[1])) for k, v in obj["value_range"].items()},
