@@ -43,7 +43,7 @@ def parse_component(spec: dict[str, Any], where: Location) -> Component:
     if mac is not None:
         mac = str(mac).strip().lower().replace("-", ":")
         if not MAC_RE.match(mac):
-            raise InputError(f"component {name}: MAC {spec['mac']!r} is not like 02:00:5e:10:07:0a", where)
+            raise InputError(f"component {name}: MAC {spec['mac']!r} is not like 02:c7:07:00:00:0a", where)
     ip = spec.get("ip")
     if ip is not None:
         try:
