@@ -440,3 +440,10 @@ def test_check_says_that_nft_accepted_the_ruleset(nft: None, tmp_path: Path,
     captured = capsys.readouterr()
     assert captured.out.startswith("# cranewatch in-service allow-list")  # stdout: the ruleset only
     assert captured.err == "nft -c accepted the ruleset\n"
+
+
+def test_a_dollar_or_hash_in_a_crane_name_does_not_reach_a_quoted_string(nft: None) -> None:
+    """Found by the fuzz test: nft expands `$name` even inside quotes ("unknown identifier")."""
+    text = quarantine_ruleset("$STS #7", "10.20.0.100", zone="10.20.7.0/24")
+    assert 'log prefix "cw ?STS ?7 quarantine drop: "' in text
+    check_ruleset(text)

@@ -27,8 +27,8 @@ import numpy as np
 from cranewatch import __version__
 from cranewatch.configschema import (
     BOOL,
+    FINITE,
     INT,
-    NUMBER,
     STR,
     ListOf,
     MapOf,
@@ -313,7 +313,7 @@ BASELINE_SHAPE: Shape = Table({
     "dns_names": ListOf(STR), "tls_names": ListOf(STR), "ja3": ListOf(STR), "ja4": ListOf(STR),
     "remote": ListOf(Tuple((STR, STR, STR))),
     "container_receivers": _ADDRESSES,
-    "periods": MapOf(NUMBER),
+    "periods": MapOf(FINITE),
     "process": Nullable(Scalar((dict,), "a table")),  # checked by process.envelope
 })
 

@@ -263,7 +263,8 @@ def toml_line(text: str, path: tuple[PathPart, ...]) -> int | None:
             headers.append((number, m.group(2).replace('"', "").replace(" ", ""), bool(m.group(1))))
     scope = (0, len(lines) + 1)  # where the current entry's sub-tables lie
     own = (1, headers[0][0] if headers else len(lines) + 1)  # where its own keys lie
-    prefix, best = "", None
+    prefix = ""
+    best: int | None = None
     i = 0
     while i < len(path):
         part = path[i]
@@ -276,10 +277,12 @@ def toml_line(text: str, path: tuple[PathPart, ...]) -> int | None:
         found = [h for h in headers if scope[0] < h[0] < scope[1] and h[1] == name
                  and (index is None or h[2])]
         pick = found[index if index is not None else 0] if len(found) > (index or 0) else None
-        if pick is None:  # a plain key of the current table
+        if pick is None:  # a plain key of the current table, else a table it defines implicitly
             key = re.compile(rf"^\s*[\"']?{re.escape(part)}[\"']?\s*[=.]")
-            return next((n for n in range(own[0], min(own[1], len(lines) + 1)) if key.match(lines[n - 1])),
-                        best)
+            at = next((n for n in range(own[0], min(own[1], len(lines) + 1)) if key.match(lines[n - 1])), None)
+            implied = next((h[0] for h in headers if scope[0] < h[0] < scope[1]
+                            and h[1].startswith(name + ".")), None)
+            return at or implied or best
         best = pick[0]
         after = [h for h in headers if h[0] > pick[0]]
         scope = (pick[0], next((h[0] for h in after if not h[1].startswith(name + ".")), len(lines) + 1))

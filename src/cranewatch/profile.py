@@ -879,6 +879,10 @@ def _looks_like_net(text: str) -> bool:
 
 
 def _register(r: dict[str, Any], i: int, p: _Collector) -> RegisterPoint | None:
+    for key in ("table", "address"):
+        if key not in r:
+            p.add(f"registers: missing {key!r}", "registers", i, key)
+            return None
     table = str(r.get("table", "")).upper()
     if table not in TABLES:
         p.add(f"registers.table: {r.get('table')!r} is not one of {', '.join(TABLES)}", "registers", i, "table")

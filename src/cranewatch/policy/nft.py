@@ -116,10 +116,14 @@ def identifier(*parts: str) -> str:
     return name
 
 
+NFT_STRING_SAFE = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789 -_.:,/+=@()")
+
+
 def nft_string(text: str, limit: int | None = None) -> str:
-    """Text safe inside an nft double-quoted string: printable ASCII without ``"`` or ``\\``
-    (anything else becomes ``?``), cut to ``limit`` bytes."""
-    safe = "".join(c if " " <= c <= "~" and c not in '"\\' else "?" for c in text)
+    """Text safe inside an nft double-quoted string: letters, digits, space and ``-_.:,/+=@()``;
+    anything else becomes ``?`` (nft has no escapes, and expands ``$name`` even inside quotes).
+    Cut to ``limit`` bytes (all kept characters are ASCII)."""
+    safe = "".join(c if c in NFT_STRING_SAFE else "?" for c in text)
     return safe[:limit] if limit is not None else safe
 
 

@@ -24,8 +24,8 @@ from typing import Any
 import numpy as np
 
 from cranewatch.configschema import (
+    FINITE,
     INT,
-    NUMBER,
     STR,
     ListOf,
     MapOf,
@@ -56,21 +56,22 @@ DRIVES = frozenset({"hoist_height", "trolley_position", "gantry_position", "hois
                     "trolley_speed", "gantry_speed"})
 
 
-_NUMBERS = ListOf(NUMBER)
+_NUMBERS = ListOf(FINITE)
 LEARNED_SHAPE: Shape = Table(
     {"names": ListOf(STR), "mean": _NUMBERS, "std": _NUMBERS, "coef": ListOf(_NUMBERS),
-     "resid_std": _NUMBERS, "threshold": _NUMBERS, "drift": NUMBER, "target_per_day": NUMBER,
-     "samples_per_day": NUMBER, "level_gain": Nullable(_NUMBERS)},
+     "resid_std": _NUMBERS, "threshold": _NUMBERS, "drift": FINITE, "target_per_day": FINITE,
+     "samples_per_day": FINITE, "level_gain": Nullable(_NUMBERS)},
     required=frozenset({"names", "mean", "std", "coef", "resid_std", "threshold", "drift",
                         "target_per_day", "samples_per_day"}),
 )
 # What ``ProcessBaseline.to_json`` writes; a saved baseline is checked against it on loading.
+# Learned envelopes are finite: a NaN or infinity there can only come from a damaged file.
 PROCESS_SHAPE: Shape = Table(
-    {"version": INT, "duration_s": NUMBER,
-     "value_range": MapOf(Tuple((NUMBER, NUMBER))),
-     "rate": MapOf(MapOf(NUMBER, re.compile(r"-?\d{1,9}"), "a crane state number")),
-     "rate_any": MapOf(NUMBER), "longest_flat_s": MapOf(NUMBER),
-     "torque_fit": Nullable(Tuple((NUMBER, NUMBER, NUMBER))),
+    {"version": INT, "duration_s": FINITE,
+     "value_range": MapOf(Tuple((FINITE, FINITE))),
+     "rate": MapOf(MapOf(FINITE, re.compile(r"-?\d{1,9}"), "a crane state number")),
+     "rate_any": MapOf(FINITE), "longest_flat_s": MapOf(FINITE),
+     "torque_fit": Nullable(Tuple((FINITE, FINITE, FINITE))),
      "learned": Nullable(LEARNED_SHAPE)},
     required=frozenset({"version", "value_range", "rate", "longest_flat_s"}),
 )
