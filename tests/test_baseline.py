@@ -254,3 +254,26 @@ def test_analyze_with_a_damaged_baseline_exits_3_with_the_line(saved: Path) -> N
                            "--baseline", str(path)], capture_output=True, text=True)
     assert done.returncode == 3, done.stderr
     assert "process.longest_flat_s: expected a table, got null" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_envelopes_no_learning_could_give_are_refused(saved: Path) -> None:
+    """Found by the long fuzz run: a zero threshold or spread made the process checks divide by
+    zero (RuntimeWarning, NaN residuals); a range running backwards or a negative rate is no
+    envelope either."""
+    def odd(d: dict) -> None:  # type: ignore[type-arg]
+        d["process"]["learned"]["threshold"] = [0.0, 1.0]
+        d["process"]["value_range"]["hoist_load"] = [61.0, 0.0]
+        d["process"]["rate"]["hoist_load"]["1"] = -2.0
+
+    original = saved.read_text()
+    path, _ = damage(saved, odd)
+    assert sorted(m for _, m in problems_of(path)) == [
+        "process.rate.hoist_load.1: is negative",
+        "process.value_range.hoist_load: low 61.0 is above high 0.0",
+    ]  # the learned model is judged once the envelopes are sound
+    saved.write_text(original)
+    path, _ = damage(saved, lambda d: d["process"]["learned"].update(threshold=[0.0, 1.0], std=[1e-300, 1.0]))
+    assert sorted(m for _, m in problems_of(path)) == [
+        "process.learned.std: a value below 1e-09, which fit() never gives",
+        "process.learned.threshold: a value below 1, which fit() never gives",
+    ]

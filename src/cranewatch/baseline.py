@@ -324,7 +324,9 @@ def from_json(data: dict[str, Any], source: str = "<baseline>", text: str | None
     loc = Location(file=source)
     if not isinstance(data, dict) or data.get("schema") != SCHEMA_VERSION:
         found = data.get("schema") if isinstance(data, dict) else None
-        raise ProfileError(f"not a cranewatch baseline of schema {SCHEMA_VERSION} (schema {found!r})", loc)
+        line = (json_line(text, ("schema",)) if text else None) or (1 if text else None)
+        raise ProfileError(f"not a cranewatch baseline of schema {SCHEMA_VERSION} (schema {found!r})",
+                           Location(file=source, line=line))
     cleaned, shape_problems = check(data, BASELINE_SHAPE)
     problems = [(p.path, p.message) for p in shape_problems]
     networks = []

@@ -17,6 +17,7 @@ runtime dependency.
 from __future__ import annotations
 
 import difflib
+import json
 import re
 import reprlib
 from collections.abc import Callable, Mapping
@@ -299,9 +300,9 @@ def json_line(text: str, path: tuple[PathPart, ...]) -> int | None:
     for part in path:
         if isinstance(part, int):
             continue
-        needle = '"' + str(part).replace("\\", "\\\\").replace('"', '\\"') + '"'
+        needles = (json.dumps(str(part)), json.dumps(str(part), ensure_ascii=False))  # as written
         for number in range(at, len(lines)):
-            if needle in lines[number]:
+            if any(needle in lines[number] for needle in needles):
                 at, found = number, number + 1
                 break
         else:

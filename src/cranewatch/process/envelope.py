@@ -83,6 +83,8 @@ def process_problems(obj: Any) -> list[tuple[tuple[str | int, ...], str]]:
     found = [(p.path, p.message) for p in problems]
     if not found and cleaned.get("version") != VERSION:
         found.append((("version",), f"process baseline version {cleaned.get('version')!r} is not {VERSION}"))
+    if not found:
+        found += _envelope_problems(cleaned)
     learned = cleaned.get("learned")
     if not found and learned:
         n = len(learned["names"])
@@ -95,6 +97,29 @@ def process_problems(obj: Any) -> list[tuple[tuple[str | int, ...], str]]:
         rows = learned["coef"]
         if len(rows) != 2 * n + 1 or any(len(r) != n for r in rows):
             found.append((("learned", "coef"), f"learned.coef: expected {2 * n + 1} rows of {n} values"))
+        # The checks divide by these; ``fit`` never gives a spread below 1e-9 nor a threshold below 1.
+        for key, least in (("std", 1e-9), ("resid_std", 1e-9), ("threshold", 1.0)):
+            if any(v < least for v in learned[key]):
+                found.append((("learned", key), f"learned.{key}: a value below {least:g}, which fit() never gives"))
+    return found
+
+
+def _envelope_problems(obj: dict[str, Any]) -> list[tuple[tuple[str | int, ...], str]]:
+    """What a learned envelope cannot be: a range running backwards, a negative rate, time or
+    spread (the checks divide by some of them)."""
+    found: list[tuple[tuple[str | int, ...], str]] = []
+    for name, (low, high) in obj["value_range"].items():
+        if low > high:
+            found.append((("value_range", name), f"value_range.{name}: low {low} is above high {high}"))
+    negative: list[tuple[tuple[str | int, ...], str]] = [
+        (("rate", name, state), f"rate.{name}.{state}") for name, by_state in obj["rate"].items()
+        for state, value in by_state.items() if value < 0]
+    negative += [((key, name), f"{key}.{name}") for key in ("rate_any", "longest_flat_s")
+                 for name, value in obj.get(key, {}).items() if value < 0]
+    negative += [(("duration_s",), "duration_s")] if obj.get("duration_s", 0.0) < 0 else []
+    fit = obj.get("torque_fit")
+    negative += [(("torque_fit",), "torque_fit (its residual spread)")] if fit and fit[2] < 0 else []
+    found += [(path, f"{what}: is negative") for path, what in negative]
     return found
 
 
