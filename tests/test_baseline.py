@@ -241,7 +241,7 @@ def test_every_problem_of_a_baseline_is_reported_at_once(saved: Path) -> None:
         "pairs, services, protocols, masters, functions, reads, writes, dns_names, tls_names, ja3, ja4, "
         "remote, container_receivers, periods, process)",
         "process.rate.hoist_load: key 'hoisting' is not a crane state number",
-        ("process.torque_fit: expected a list of 3 values (a finite number, a finite number, a finite number), "
+("process.torque_fit: expected a list of 3 values (each a number between -1e9 and 1e9), "
          "got a list [1.0, 2.0]"),
     ])
 
@@ -277,3 +277,11 @@ def test_envelopes_no_learning_could_give_are_refused(saved: Path) -> None:
         "process.learned.std: a value below 1e-09, which fit() never gives",
         "process.learned.threshold: a value below 1, which fit() never gives",
     ]
+    saved.write_text(original)  # 1e308 overflowed the learned model's matmul; slope 0 divided by zero
+    path, _ = damage(saved, lambda d: (d["process"]["learned"]["coef"][0].__setitem__(0, 1e308),
+                                       d["process"].update(torque_fit=[0.0, 0.0, 0.1])))
+    assert sorted(m for _, m in problems_of(path)) == [
+        "process.learned.coef[0][0]: expected a number between -1e9 and 1e9, got a number 1e+308"]
+    saved.write_text(original)
+    path, _ = damage(saved, lambda d: d["process"].update(torque_fit=[0.0, 0.0, 0.1]))
+    assert problems_of(path)[0][1] == "process.torque_fit: a slope of 0 (torque not following load)"

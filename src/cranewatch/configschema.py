@@ -121,8 +121,10 @@ class Tuple(Shape):
 
     def fit(self, value: Any, path: tuple[PathPart, ...], problems: list[Problem]) -> Any:
         if not isinstance(value, list) or len(value) != len(self.items):
+            names = [s.name for s in self.items]
+            kinds = f"each {names[0]}" if len(set(names)) == 1 else ", ".join(names)
             problems.append(Problem(path, f"{dotted(path)}: expected a list of {len(self.items)} values "
-                                          f"({', '.join(s.name for s in self.items)}), got {_describe(value)}"))
+                                          f"({kinds}), got {_describe(value)}"))
             return MISSING
         out = [s.fit(v, (*path, i), problems) for i, (s, v) in enumerate(zip(self.items, value, strict=True))]
         return MISSING if any(v is MISSING for v in out) else out
@@ -232,6 +234,8 @@ TEXT = Scalar((str,), "a string without control characters", _plain)
 INT = Scalar((int,), "an integer")
 NUMBER = Scalar((int, float), "a number")
 FINITE = Scalar((int, float), "a finite number", _finite)
+# A learned quantity (an envelope, a model coefficient): finite and far from float overflow.
+MODERATE = Scalar((int, float), "a number between -1e9 and 1e9", lambda v: _finite(v) and abs(v) <= 1e9)
 BOOL = Scalar((bool,), "true or false")
 TIME = Scalar((time, str), "a time of day (HH:MM)", _plain)
 DATE = Scalar((date, str), "a date (YYYY-MM-DD)", _plain)  # datetime is a date too

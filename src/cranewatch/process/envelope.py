@@ -24,8 +24,8 @@ from typing import Any
 import numpy as np
 
 from cranewatch.configschema import (
-    FINITE,
     INT,
+    MODERATE,
     STR,
     ListOf,
     MapOf,
@@ -56,22 +56,23 @@ DRIVES = frozenset({"hoist_height", "trolley_position", "gantry_position", "hois
                     "trolley_speed", "gantry_speed"})
 
 
-_NUMBERS = ListOf(FINITE)
+_NUMBERS = ListOf(MODERATE)
 LEARNED_SHAPE: Shape = Table(
     {"names": ListOf(STR), "mean": _NUMBERS, "std": _NUMBERS, "coef": ListOf(_NUMBERS),
-     "resid_std": _NUMBERS, "threshold": _NUMBERS, "drift": FINITE, "target_per_day": FINITE,
-     "samples_per_day": FINITE, "level_gain": Nullable(_NUMBERS)},
+     "resid_std": _NUMBERS, "threshold": _NUMBERS, "drift": MODERATE, "target_per_day": MODERATE,
+     "samples_per_day": MODERATE, "level_gain": Nullable(_NUMBERS)},
     required=frozenset({"names", "mean", "std", "coef", "resid_std", "threshold", "drift",
                         "target_per_day", "samples_per_day"}),
 )
 # What ``ProcessBaseline.to_json`` writes; a saved baseline is checked against it on loading.
-# Learned envelopes are finite: a NaN or infinity there can only come from a damaged file.
+# Learned envelopes are finite and moderate: a NaN, an infinity or 1e308 there can only come
+# from a damaged file (and would overflow the checks' arithmetic).
 PROCESS_SHAPE: Shape = Table(
-    {"version": INT, "duration_s": FINITE,
-     "value_range": MapOf(Tuple((FINITE, FINITE))),
-     "rate": MapOf(MapOf(FINITE, re.compile(r"-?\d{1,9}"), "a crane state number")),
-     "rate_any": MapOf(FINITE), "longest_flat_s": MapOf(FINITE),
-     "torque_fit": Nullable(Tuple((FINITE, FINITE, FINITE))),
+    {"version": INT, "duration_s": MODERATE,
+     "value_range": MapOf(Tuple((MODERATE, MODERATE))),
+     "rate": MapOf(MapOf(MODERATE, re.compile(r"-?\d{1,9}"), "a crane state number")),
+     "rate_any": MapOf(MODERATE), "longest_flat_s": MapOf(MODERATE),
+     "torque_fit": Nullable(Tuple((MODERATE, MODERATE, MODERATE))),
      "learned": Nullable(LEARNED_SHAPE)},
     required=frozenset({"version", "value_range", "rate", "longest_flat_s"}),
 )
@@ -119,7 +120,11 @@ def _envelope_problems(obj: dict[str, Any]) -> list[tuple[tuple[str | int, ...],
     negative += [(("duration_s",), "duration_s")] if obj.get("duration_s", 0.0) < 0 else []
     fit = obj.get("torque_fit")
     negative += [(("torque_fit",), "torque_fit (its residual spread)")] if fit and fit[2] < 0 else []
+    learned = obj.get("learned")
+    negative += [(("learned", "drift"), "learned.drift")] if learned and learned["drift"] < 0 else []
     found += [(path, f"{what}: is negative") for path, what in negative]
+    if fit and fit[0] == 0:  # the torque check divides by it: a hoist's torque follows its load
+        found.append((("torque_fit",), "torque_fit: a slope of 0 (torque not following load)"))
     return found
 
 
