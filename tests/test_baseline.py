@@ -285,3 +285,6 @@ def test_envelopes_no_learning_could_give_are_refused(saved: Path) -> None:
     saved.write_text(original)
     path, _ = damage(saved, lambda d: d["process"].update(torque_fit=[0.0, 0.0, 0.1]))
     assert problems_of(path)[0][1] == "process.torque_fit: a slope of 0 (torque not following load)"
+    saved.write_text(original)  # seed 19 case 9643: IndexError in the learned-mode check
+    path, _ = damage(saved, lambda d: d["process"]["learned"].update(samples_per_day=1e-300))
+    assert problems_of(path)[0][1] == "process.learned.samples_per_day: fewer than one a day"

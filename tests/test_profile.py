@@ -346,3 +346,14 @@ def test_text_that_is_not_a_profile_is_a_located_error(tmp_path: Path) -> None:
         load_profile(deep)
     with pytest.raises(ProfileError, match=r"crane\.id: expected a string without control characters"):
         parse_profile('[crane]\nid = "STS\\u001b[31m"\n[zones]\ncrane = ["10.0.0.0/24"]\n')
+
+
+def test_what_the_long_fuzz_run_found_is_located(tmp_path: Path) -> None:
+    """benchmarks/fuzz/fuzz_config.py seed 19: an over-long `extends` raised OSError (exit 70),
+    an unterminated string at the end of the file gave an error without a line."""
+    with pytest.raises(ProfileError, match=r"crane\.extends.*File name too long") as caught:
+        parse_profile(f'[crane]\nid = "X"\nextends = "{"m" * 5000}.toml"\n', str(tmp_path / "p.toml"))
+    assert caught.value.location is not None and caught.value.location.line == 3
+    with pytest.raises(ProfileError, match="Unterminated string") as caught:
+        parse_profile('[crane]\nid = """X\n', "p.toml")
+    assert caught.value.location is not None and caught.value.location.line == 2

@@ -25,6 +25,8 @@ from dataclasses import dataclass
 from datetime import date, datetime, time
 from typing import Any
 
+from cranewatch.errors import Location
+
 PathPart = str | int
 
 
@@ -312,3 +314,12 @@ def json_line(text: str, path: tuple[PathPart, ...]) -> int | None:
         else:
             return found
     return found
+
+
+def toml_error_location(exc: Exception, text: str, source: str) -> Location:
+    """Where tomllib says a document broke (``at line L, column C``; ``at end of document``:
+    its last line)."""
+    m = re.search(r"at line (\d+), column (\d+)", str(exc))
+    if m:
+        return Location(file=source, line=int(m.group(1)), column=int(m.group(2)))
+    return Location(file=source, line=max(1, len(text.splitlines())))

@@ -37,6 +37,7 @@ from cranewatch.configschema import (
     Shape,
     Table,
     check,
+    toml_error_location,
 )
 from cranewatch.errors import CranewatchError, InputError, Location, ProfileError
 
@@ -572,9 +573,7 @@ def _layers(text: str, source: str, seen: list[str]) -> list[_Layer]:
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        m = re.search(r"at line (\d+), column (\d+)", str(exc))
-        loc = Location(file=source, line=int(m.group(1)), column=int(m.group(2))) if m else Location(file=source)
-        raise ProfileError(f"not valid TOML: {exc}", loc) from None
+        raise ProfileError(f"not valid TOML: {exc}", toml_error_location(exc, text, source)) from None
     except RecursionError:
         raise ProfileError("not valid TOML: nested too deeply", Location(file=source)) from None
     lines = _Lines(text)
@@ -587,10 +586,13 @@ def _layers(text: str, source: str, seen: list[str]) -> list[_Layer]:
     if not isinstance(base, str) or not base.strip() or not base.isprintable():
         raise ProfileError(f"crane.extends: expected the path of a model profile, got {base!r}", where)
     path = (Path(source).parent / base) if not Path(base).is_absolute() else Path(base)
-    key = str(path.resolve())
+    try:
+        key = str(path.resolve())
+    except (OSError, RuntimeError) as exc:  # a name too long, a symlink loop
+        raise ProfileError(f"crane.extends: cannot use {base[:80]!r}: {exc}", where) from None
     if key in seen or len(seen) >= MAX_EXTENDS:
         raise ProfileError(f"crane.extends: {base} extends itself (or nests deeper than {MAX_EXTENDS})", where)
-    base_text = _read(path, f"model profile {base} (crane.extends)", where)
+    base_text = _read(path, f"model profile {base[:80]} (crane.extends)", where)
     return [layer, *_layers(base_text, str(path), [*seen, str(Path(source).resolve()), key])]
 
 

@@ -14,7 +14,16 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
-from cranewatch.configschema import DATE, TEXT, ListOf, Shape, Table, check, toml_line
+from cranewatch.configschema import (
+    DATE,
+    TEXT,
+    ListOf,
+    Shape,
+    Table,
+    check,
+    toml_error_location,
+    toml_line,
+)
 from cranewatch.errors import CranewatchError, InputError, Location, ProfileError
 from cranewatch.store.records import Component, Crane
 
@@ -97,9 +106,7 @@ def read_toml(file: Path, what: str) -> tuple[str, dict[str, Any]]:
     try:
         return text, tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        m = re.search(r"at line (\d+), column (\d+)", str(exc))
-        loc = Location(file=str(file), line=int(m.group(1)), column=int(m.group(2))) if m else where
-        raise InputError(f"not valid TOML: {exc}", loc) from None
+        raise InputError(f"not valid TOML: {exc}", toml_error_location(exc, text, str(file))) from None
     except RecursionError:
         raise InputError("not valid TOML: nested too deeply", where) from None
 

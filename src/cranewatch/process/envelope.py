@@ -102,6 +102,11 @@ def process_problems(obj: Any) -> list[tuple[tuple[str | int, ...], str]]:
         for key, least in (("std", 1e-9), ("resid_std", 1e-9), ("threshold", 1.0)):
             if any(v < least for v in learned[key]):
                 found.append((("learned", key), f"learned.{key}: a value below {least:g}, which fit() never gives"))
+        # The check samples the frame every 86400 / samples_per_day seconds.
+        if learned["samples_per_day"] < 1:
+            found.append((("learned", "samples_per_day"), "learned.samples_per_day: fewer than one a day"))
+        if learned["target_per_day"] <= 0:
+            found.append((("learned", "target_per_day"), "learned.target_per_day: not above zero"))
     return found
 
 
