@@ -357,3 +357,12 @@ def test_what_the_long_fuzz_run_found_is_located(tmp_path: Path) -> None:
     with pytest.raises(ProfileError, match="Unterminated string") as caught:
         parse_profile('[crane]\nid = """X\n', "p.toml")
     assert caught.value.location is not None and caught.value.location.line == 2
+
+
+def test_an_over_long_timezone_is_an_unknown_timezone() -> None:
+    """Fuzz seed 19 case 2380: ZoneInfo("a" * 5000) raised OSError (exit 70)."""
+    text = STS07.read_text().replace('timezone = "America/New_York"', f'timezone = "{"a" * 5000}"', 1)
+    assert "a" * 5000 in text
+    with pytest.raises(ProfileError) as caught:
+        parse_profile(text, "sts-07.toml")
+    assert [p.message[:40] for p in caught.value.problems] == ["maintenance.timezone: unknown timezone '"]

@@ -839,7 +839,7 @@ def _window(w: dict[str, Any], i: int, p: _Collector, names: set[str]) -> Mainte
     tz = str(w.get("timezone", "UTC"))
     try:
         _zone(tz)
-    except (ZoneInfoNotFoundError, ValueError):
+    except (ZoneInfoNotFoundError, ValueError, OSError):  # OSError: a name too long for a file
         p.add(f"maintenance.timezone: unknown timezone {tz!r}", "maintenance", i, "timezone")
         tz = "UTC"
     if "from" in w or "until" in w:
