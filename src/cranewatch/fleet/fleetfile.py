@@ -111,6 +111,13 @@ def read_toml(file: Path, what: str) -> tuple[str, dict[str, Any]]:
         raise InputError("not valid TOML: nested too deeply", where) from None
 
 
+def _profile_path(file: Path, profile: str, where: Location) -> str:
+    try:
+        return str((file.parent / profile).resolve())
+    except (OSError, RuntimeError) as exc:  # a name too long, a symlink loop
+        raise InputError(f"profile {profile[:80]!r} is not a usable path: {exc}", where) from None
+
+
 def load_fleet(path: str | Path) -> list[Crane]:
     """Cranes of a fleet file; a ``profile`` path is resolved against the file's folder.
 
@@ -152,7 +159,7 @@ def load_fleet(path: str | Path) -> list[Crane]:
                     model=str(table.get("model", "")),
                     commissioned=check_date(table.get("commissioned"), at("crane", i, "commissioned")),
                     control_vendor=str(table.get("control_vendor", "")),
-                    profile_path=None if profile is None else str((file.parent / str(profile)).resolve()),
+                    profile_path=None if profile is None else _profile_path(file, str(profile), at("crane", i, "profile")),
                     zone=check_zone(table.get("zone"), at("crane", i, "zone")),
                     components=tuple(parts),
                 )
