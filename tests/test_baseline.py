@@ -219,7 +219,7 @@ def test_an_unhashable_entry_names_its_key_and_line(saved: Path) -> None:
     path, lines = damage(saved, lambda d: d["pairs"].insert(0, [["10.20.7.30"], "10.20.7.10", 502]))
     line = next(i for i, text in enumerate(lines, 1) if '"pairs"' in text)
     # before: "baseline is damaged: unhashable type: 'list'", without the key
-    assert problems_of(path) == [(line, "pairs[0][0]: expected a string, got a list ['10.20.7.30']")]
+    assert problems_of(path) == [(line, "pairs[0][0]: expected an IP address, got a list ['10.20.7.30']")]
 
 
 def test_every_problem_of_a_baseline_is_reported_at_once(saved: Path) -> None:

@@ -447,3 +447,33 @@ def test_a_dollar_or_hash_in_a_crane_name_does_not_reach_a_quoted_string(nft: No
     text = quarantine_ruleset("$STS #7", "10.20.0.100", zone="10.20.7.0/24")
     assert 'log prefix "cw ?STS ?7 quarantine drop: "' in text
     check_ruleset(text)
+
+
+def test_overlapping_stations_or_zones_give_a_set_nft_accepts(nft: None) -> None:
+    """Found by the fuzz test: `--station 0.0.0.0/0 --station 10.20.0.100` gave
+    `elements = { 0.0.0.0/0, 10.20.0.100 }`, which nft refuses ("conflicting intervals")."""
+    text = quarantine_ruleset("STS-07", ["0.0.0.0/0", "10.20.0.100"], zone=["10.20.7.0/24", "10.20.7.5"], force=True)
+    assert "elements = { 0.0.0.0/0 }" in text and "elements = { 10.20.7.0/24 }" in text
+    check_ruleset(text)
+
+
+def test_policy_with_a_baseline_naming_a_host_by_name_is_a_located_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Before: `ValueError: 'cms' does not appear to be an IPv4 or IPv6 network` (exit 70)."""
+    import json
+
+    from cranewatch.baseline import Baseline, save_baseline
+    from cranewatch.cli import main
+
+    path = tmp_path / "b.json"
+    save_baseline(Baseline(pairs=frozenset({("10.20.7.30", "10.20.0.9", 514)})), path)
+    data = json.loads(path.read_text())
+    data["pairs"].append(["cms", "10.20.0.9", 514])
+    path.write_text(json.dumps(data, indent=1))
+    db = str(tmp_path / "cw.db")
+    assert main(["fleet", "import", str(REPO / "profiles" / "fleet-example.toml"), "--db", db]) == 0
+    capsys.readouterr()
+    assert main(["policy", "STS-07", "--baseline", str(path), "--db", db]) == 3
+    line = next(i for i, text in enumerate(path.read_text().splitlines(), 1) if '"pairs"' in text)
+    assert f"{path}:{line}: pairs[1][0]: expected an IP address, got a string 'cms'" in capsys.readouterr().err

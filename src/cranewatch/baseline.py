@@ -293,25 +293,35 @@ def to_json(b: Baseline) -> dict[str, Any]:
     return out
 
 
+def _is_ip(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
+
+
+# Hosts are IP addresses: the detectors and the in-service ruleset take them as such.
+IP = Scalar((str,), "an IP address", _is_ip)
 _ADDRESSES = ListOf(STR)
 # What ``to_json`` writes: a saved baseline is checked against it, key by key, on loading.
 BASELINE_SHAPE: Shape = Table({
     "schema": INT, "tool_version": STR, "created": STR,
     "inputs": ListOf(Table({"path": STR, "sha256": STR, "packets": INT, "complete": BOOL,
                             "warnings": ListOf(STR)})),
-    "hosts": MapOf(ListOf(STR)),
+    "hosts": MapOf(ListOf(STR), key_test=_is_ip, key_name="an IP address"),
     "crane_networks": _ADDRESSES,
     "gateways": _ADDRESSES, "dhcp_servers": _ADDRESSES, "default_routers": _ADDRESSES,
     "dns_servers": _ADDRESSES,
-    "pairs": ListOf(Tuple((STR, STR, INT))),
-    "services": ListOf(Tuple((STR, STR, INT))),
-    "protocols": ListOf(Tuple((STR, INT, STR))),
-    "masters": ListOf(Tuple((STR, STR))),
-    "functions": ListOf(Tuple((STR, STR, INT))),
-    "reads": ListOf(Tuple((STR, STR, INT, INT, INT))),
-    "writes": ListOf(Tuple((STR, STR, STR, INT, INT))),
+    "pairs": ListOf(Tuple((IP, IP, INT))),
+    "services": ListOf(Tuple((IP, STR, INT))),
+    "protocols": ListOf(Tuple((IP, INT, STR))),
+    "masters": ListOf(Tuple((IP, IP))),
+    "functions": ListOf(Tuple((IP, IP, INT))),
+    "reads": ListOf(Tuple((IP, IP, INT, INT, INT))),
+    "writes": ListOf(Tuple((IP, IP, STR, INT, INT))),
     "dns_names": ListOf(STR), "tls_names": ListOf(STR), "ja3": ListOf(STR), "ja4": ListOf(STR),
-    "remote": ListOf(Tuple((STR, STR, STR))),
+    "remote": ListOf(Tuple((IP, IP, STR))),
     "container_receivers": _ADDRESSES,
     "periods": MapOf(FINITE),
     "process": Nullable(Scalar((dict,), "a table")),  # checked by process.envelope

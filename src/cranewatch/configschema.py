@@ -192,6 +192,7 @@ class MapOf(Shape):
     value: Shape
     key: re.Pattern[str] | None = None
     key_name: str = ""
+    key_test: Callable[[str], bool] | None = None
     name = "a table"
 
     def fit(self, value: Any, path: tuple[PathPart, ...], problems: list[Problem]) -> Any:
@@ -200,7 +201,8 @@ class MapOf(Shape):
             return MISSING
         out: dict[str, Any] = {}
         for key, item in value.items():
-            if self.key is not None and not self.key.fullmatch(str(key)):
+            if (self.key is not None and not self.key.fullmatch(str(key))) or (
+                    self.key_test is not None and not self.key_test(str(key))):
                 problems.append(Problem((*path, key), f"{dotted(path)}: key {key!r} is not {self.key_name}"))
                 continue
             fitted = self.value.fit(item, (*path, key), problems)

@@ -151,9 +151,12 @@ def address_match(direction: str, addresses: Sequence[str]) -> str:
 
 
 def sorted_addresses(addresses: Iterable[str]) -> tuple[str, ...]:
-    """Networks in numeric order, host addresses without /32."""
+    """Networks in numeric order, host addresses without /32; a network inside another one of
+    the list is left out (an nft interval set refuses overlapping elements)."""
     nets = {ipaddress.ip_network(a, strict=False) for a in addresses}
-    ordered = sorted(nets, key=lambda n: (n.version, int(n.network_address), n.prefixlen))
+    outer = [n for n in nets if not any(o != n and o.version == n.version and n.subnet_of(o)  # type: ignore[arg-type]
+                                        for o in nets)]
+    ordered = sorted(outer, key=lambda n: (n.version, int(n.network_address), n.prefixlen))
     return tuple(str(n.network_address) if n.num_addresses == 1 else str(n) for n in ordered)
 
 
