@@ -103,6 +103,7 @@ def saved_baseline(tmp_path_factory: pytest.TempPathFactory) -> dict:  # type: i
 
 def test_mutated_baselines_load_or_fail_located(saved_baseline: dict) -> None:  # type: ignore[type-arg]
     rng = random.Random(70)
+    profile = parse_profile(STS07, "sts-07.toml")
     for _ in range(300):
         text = mutate_json(saved_baseline, rng)
 
@@ -115,6 +116,8 @@ def test_mutated_baselines_load_or_fail_located(saved_baseline: dict) -> None:  
 
         kind, result = outcome(load)
         assert not kind.startswith("crash"), (kind, result, text)
+        if kind == "ok":  # `policy --baseline` (before: ValueError on a host that is no address)
+            assert_safe_ruleset(inservice_ruleset(profile, result))
         if kind == "ok" and result.process is not None:  # type: ignore[attr-defined]
             # what loads is usable: the envelopes build (before: AttributeError here, exit 70)
             ProcessBaseline.from_json(result.process)  # type: ignore[attr-defined]

@@ -10,8 +10,9 @@ it, then used the way they use it:
   ``nft -c`` when this machine can);
 - fleet file: ``load_fleet``; every crane with a zone gets its quarantine ruleset;
 - baseline: ``read_baseline`` of a baseline learned from ``data/lab/normal`` with the STS-07
-  profile (plus a learned model, so that part is fuzzed too); what loads has its process
-  envelopes built and the process checks run against ``data/lab/normal-2``.
+  profile (plus a learned model, so that part is fuzzed too); what loads makes the in-service
+  ruleset with the STS-07 profile (``policy --baseline``), has its process envelopes built and
+  the process checks run against ``data/lab/normal-2``.
 
 A case ends ``ok``, ``error`` (a cranewatch error: exit 3 on the command line; each is
 checked to carry a file and a line or byte offset), ``crash`` (any other exception: exit 70)
@@ -180,7 +181,8 @@ def fuzz_baselines(n: int, seed: int, tmp: Path, timeout: int) -> Family:
     family = Family("baselines")
     rng = random.Random(seed)
     document = base_baseline(tmp)
-    sink = read_captures([LAB / "normal-2" / "crane-lan.pcap"], load_profile(PROFILE))
+    profile = load_profile(PROFILE)
+    sink = read_captures([LAB / "normal-2" / "crane-lan.pcap"], profile)
     signals = sink.signals()
     frame = sink.frame()
     config = sink.resolved(frame)
@@ -189,6 +191,7 @@ def fuzz_baselines(n: int, seed: int, tmp: Path, timeout: int) -> Family:
         path.write_text(mutate_json(document, rng), encoding="utf-8", errors="surrogateescape")
 
         def use(baseline: Any) -> None:
+            inservice_ruleset(profile, baseline)  # `policy --baseline`
             if baseline.process is not None:
                 envelopes = ProcessBaseline.from_json(baseline.process)
                 run_checks(frame, config, envelopes, with_plots=False, signals=signals)
