@@ -477,3 +477,18 @@ def test_policy_with_a_baseline_naming_a_host_by_name_is_a_located_error(
     assert main(["policy", "STS-07", "--baseline", str(path), "--db", db]) == 3
     line = next(i for i, text in enumerate(path.read_text().splitlines(), 1) if '"pairs"' in text)
     assert f"{path}:{line}: pairs[1][0]: expected an IP address, got a string 'cms'" in capsys.readouterr().err
+
+
+def test_learned_communications_other_than_tcp_or_udp_get_no_rule() -> None:
+    """Found by the long fuzz run: a baseline service with transport 'ééé' reached the ruleset
+    (render refused it: exit 70); a learned GRE pair ('ip47') gave 'ip47 dport 0'."""
+    from cranewatch.baseline import Baseline
+
+    learned = Baseline(
+        pairs=frozenset({("10.20.7.30", "10.20.0.9", 514), ("10.20.7.30", "203.0.113.9", 0),
+                         ("10.20.7.30", "10.20.0.6", 1883)}),
+        services=frozenset({("10.20.0.9", "udp", 514), ("203.0.113.9", "ip47", 0), ("10.20.0.6", "ééé", 1883)}),
+    )
+    text = inservice_ruleset(load_profile(STS07), learned)
+    assert "learned_10_20_7_30_203_0_113_9" not in text and "ééé" not in text and "ip47" not in text
+    assert 'ip saddr 10.20.7.30 ip daddr 10.20.0.9 udp dport 514 counter name "learned_10_20_7_30_10_20_0_9_udp_514" accept' in text

@@ -82,6 +82,9 @@ def communications_from_baseline(baseline: Any) -> list[Communication]:
         transports = (str(transport).lower(),) if transport else TRANSPORTS.get(protocol)
         if not client or not server:
             continue
+        if transports is not None and not set(transports) <= {"tcp", "udp"}:
+            # learned ICMP, GRE ("ip47") or a damaged name: no accept rule (fail closed)
+            continue
         out.append(
             Communication(
                 (str(client),), (str(server),), transports, None if port is None else int(port),
