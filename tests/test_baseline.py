@@ -151,3 +151,140 @@ def test_saved_baseline_with_a_profile_carries_process_envelopes_that_the_checks
     assert hits, [f["title"] for f in findings]
     first = Finding.from_json(hits[0]).first_seen
     assert first is not None and attack["start"] - 1 <= first <= attack["end"] + 1
+
+
+# -- every malformed baseline is a located error (issue 19 case 7) ------------------------------
+
+
+@pytest.fixture
+def saved(tmp_path: Path) -> Path:
+    """A saved baseline with process envelopes and a learned model, as `baseline --profile` writes."""
+    from dataclasses import replace
+
+    import numpy as np
+
+    from cranewatch.process.envelope import ProcessBaseline
+    from cranewatch.process.learned import LearnedModel
+
+    learned = LearnedModel(("wind_speed", "hoist_load"), np.zeros(2), np.ones(2), np.zeros((5, 2)),
+                           np.ones(2), np.ones(2), 0.5, 1.0, 86400.0, None)
+    process = ProcessBaseline({"hoist_load": (0.0, 61.0)}, {"hoist_load": {1: 2.0}}, {"hoist_load": 4.0},
+                              (1.0, 0.0, 0.1), learned, 600.0, {"hoist_load": 2.0})
+    path = tmp_path / "sts-07.baseline.json"
+    save_baseline(replace(learn(normal_crane()), process=process.to_json()), path)
+    return path
+
+
+def damage(path: Path, change: object) -> tuple[Path, list[str]]:
+    data = json.loads(path.read_text())
+    change(data)  # type: ignore[operator]
+    path.write_text(json.dumps(data, indent=1))
+    return path, path.read_text().splitlines()
+
+
+def problems_of(path: Path) -> list[tuple[int | None, str]]:
+    with pytest.raises(ProfileError) as caught:
+        read_baseline(path)
+    return [(p.location.line if p.location else None, p.message) for p in caught.value.problems]
+
+
+def test_the_saved_baseline_with_envelopes_loads(saved: Path) -> None:
+    from cranewatch.process.envelope import ProcessBaseline
+
+    loaded = read_baseline(saved)
+    assert loaded.process is not None
+    assert ProcessBaseline.from_json(loaded.process).value_range == {"hoist_load": (0.0, 61.0)}
+
+
+def test_envelopes_of_the_wrong_shape_are_located_not_an_attribute_error(saved: Path) -> None:
+    from cranewatch.process.envelope import ProcessBaseline
+
+    path, lines = damage(saved, lambda d: d["process"].update(value_range=[1, 2]))
+    line = next(i for i, text in enumerate(lines, 1) if '"value_range"' in text)
+    # before: AttributeError: 'list' object has no attribute 'items' (exit 70 from analyze)
+    assert problems_of(path) == [(line, "process.value_range: expected a table, got a list [1, 2]")]
+    with pytest.raises(ProfileError, match="process baseline: value_range: expected a table"):
+        ProcessBaseline.from_json(json.loads(path.read_text())["process"])
+
+
+def test_a_learned_model_whose_arrays_do_not_fit_is_located(saved: Path) -> None:
+    path, lines = damage(saved, lambda d: d["process"]["learned"].update(mean=[0.0], coef=[[0.0, 0.0]]))
+    found = problems_of(path)
+    assert [m for _, m in found] == ["process.learned.mean: 1 values for 2 signals",
+                                     "process.learned.coef: expected 5 rows of 2 values"]
+    assert found[0][0] == next(i for i, text in enumerate(lines, 1) if '"mean"' in text)
+
+
+def test_an_unhashable_entry_names_its_key_and_line(saved: Path) -> None:
+    path, lines = damage(saved, lambda d: d["pairs"].insert(0, [["10.20.7.30"], "10.20.7.10", 502]))
+    line = next(i for i, text in enumerate(lines, 1) if '"pairs"' in text)
+    # before: "baseline is damaged: unhashable type: 'list'", without the key
+    assert problems_of(path) == [(line, "pairs[0][0]: expected an IP address, got a list ['10.20.7.30']")]
+
+
+def test_every_problem_of_a_baseline_is_reported_at_once(saved: Path) -> None:
+    def many(d: dict) -> None:  # type: ignore[type-arg]
+        d["hosts"]["10.20.7.10"] = "02:c7:07:00:00:0a"
+        d["crane_networks"] = ["10.20.7.0/33"]
+        d["periods"] = {"x": "fast"}
+        d["pasirs"] = []
+        d["process"]["rate"] = {"hoist_load": {"hoisting": 2.0}}
+        d["process"]["torque_fit"] = [1.0, 2.0]
+
+    path, _ = damage(saved, many)
+    assert sorted(m for _, m in problems_of(path)) == sorted([
+        "hosts.10.20.7.10: expected a list (a string each), got a string '02:c7:07:00:00:0a'",
+        "crane_networks[0]: '10.20.7.0/33' is not a network (CIDR)",
+        "periods.x: expected a finite number, got a string 'fast'",
+        "top level: unknown key 'pasirs' (did you mean 'pairs'? expected one of schema, tool_version, "
+        "created, inputs, hosts, crane_networks, gateways, dhcp_servers, default_routers, dns_servers, "
+        "pairs, services, protocols, masters, functions, reads, writes, dns_names, tls_names, ja3, ja4, "
+        "remote, container_receivers, periods, process)",
+        "process.rate.hoist_load: key 'hoisting' is not a crane state number",
+("process.torque_fit: expected a list of 3 values (each a number between -1e9 and 1e9), "
+         "got a list [1.0, 2.0]"),
+    ])
+
+
+def test_analyze_with_a_damaged_baseline_exits_3_with_the_line(saved: Path) -> None:
+    path, _ = damage(saved, lambda d: d["process"].update(longest_flat_s=None))
+    done = subprocess.run([sys.executable, "-m", "cranewatch", "analyze",
+                           str(Path(__file__).resolve().parents[1] / "src/cranewatch/data/lab/normal-2/crane-lan.pcap"),
+                           "--profile", str(Path(__file__).resolve().parents[1] / "profiles/sts-07.toml"),
+                           "--baseline", str(path)], capture_output=True, text=True)
+    assert done.returncode == 3, done.stderr
+    assert "process.longest_flat_s: expected a table, got null" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_envelopes_no_learning_could_give_are_refused(saved: Path) -> None:
+    """Found by the long fuzz run: a zero threshold or spread made the process checks divide by
+    zero (RuntimeWarning, NaN residuals); a range running backwards or a negative rate is no
+    envelope either."""
+    def odd(d: dict) -> None:  # type: ignore[type-arg]
+        d["process"]["learned"]["threshold"] = [0.0, 1.0]
+        d["process"]["value_range"]["hoist_load"] = [61.0, 0.0]
+        d["process"]["rate"]["hoist_load"]["1"] = -2.0
+
+    original = saved.read_text()
+    path, _ = damage(saved, odd)
+    assert sorted(m for _, m in problems_of(path)) == [
+        "process.rate.hoist_load.1: is negative",
+        "process.value_range.hoist_load: low 61.0 is above high 0.0",
+    ]  # the learned model is judged once the envelopes are sound
+    saved.write_text(original)
+    path, _ = damage(saved, lambda d: d["process"]["learned"].update(threshold=[0.0, 1.0], std=[1e-300, 1.0]))
+    assert sorted(m for _, m in problems_of(path)) == [
+        "process.learned.std: a value below 1e-09, which fit() never gives",
+        "process.learned.threshold: a value below 1, which fit() never gives",
+    ]
+    saved.write_text(original)  # 1e308 overflowed the learned model's matmul; slope 0 divided by zero
+    path, _ = damage(saved, lambda d: (d["process"]["learned"]["coef"][0].__setitem__(0, 1e308),
+                                       d["process"].update(torque_fit=[0.0, 0.0, 0.1])))
+    assert sorted(m for _, m in problems_of(path)) == [
+        "process.learned.coef[0][0]: expected a number between -1e9 and 1e9, got a number 1e+308"]
+    saved.write_text(original)
+    path, _ = damage(saved, lambda d: d["process"].update(torque_fit=[0.0, 0.0, 0.1]))
+    assert problems_of(path)[0][1] == "process.torque_fit: a slope of 0 (torque not following load)"
+    saved.write_text(original)  # seed 19 case 9643: IndexError in the learned-mode check
+    path, _ = damage(saved, lambda d: d["process"]["learned"].update(samples_per_day=1e-300))
+    assert problems_of(path)[0][1] == "process.learned.samples_per_day: fewer than one a day"

@@ -144,7 +144,7 @@ def test_fleet_example_imports_both_cranes_with_components(store: Store) -> None
     assert sts07.state == "delivered" and sts07.zone == "10.20.7.0/24"
     assert sts07.profile_path == str(REPO / "profiles" / "sts-07.toml")
     parts = {c.name: c for c in sts07.components}
-    assert parts["PLC"].ip == "10.20.7.10" and parts["PLC"].mac == "02:00:5e:10:07:0a"
+    assert parts["PLC"].ip == "10.20.7.10" and parts["PLC"].mac == "02:c7:07:00:00:0a"
     assert parts["MODEM-1"].kind == "modem" and parts["MODEM-1"].ip is None
     # a re-import updates facts but never the life-cycle state
     transition(store, "STS-07", "quarantined", reason="firewall up")
@@ -212,3 +212,66 @@ def test_list_and_show_mention_the_latest_gate_decision(tmp_path: Path, capsys: 
     assert re.search(r"STS-07 +delivered +needs-review", capsys.readouterr().out)
     assert main(["fleet", "show", "STS-07", "--db", db]) == 0
     assert "gate:           needs-review" in capsys.readouterr().out
+
+
+# -- strict fleet files (issue 19 case 7) and MACs that match the captures (issue 12) ----------
+
+
+def test_fleet_example_macs_are_the_macs_in_the_bundled_captures(tshark: str) -> None:
+    """Before: 02:00:5e:10:07:xx, which no bundled capture contains."""
+    import subprocess
+
+    from cranewatch.fleet.fleetfile import load_fleet
+
+    seen: dict[str, set[str]] = {}
+    for scenario in ("normal", "remote-ssh"):
+        capture = Path(__file__).resolve().parents[1] / "src/cranewatch/data/lab" / scenario / "crane-lan.pcap"
+        out = subprocess.run([tshark, "-r", str(capture), "-Y", "ip.src == 10.20.7.0/24 || arp",
+                              "-T", "fields", "-e", "ip.src", "-e", "arp.src.proto_ipv4", "-e", "eth.src"],
+                             capture_output=True, text=True, check=True).stdout
+        for line in out.splitlines():
+            ip, arp_ip, mac = line.split("\t")
+            seen.setdefault(ip or arp_ip, set()).add(mac)
+    (sts07,) = [c for c in load_fleet(FLEET_EXAMPLE) if c.name == "STS-07"]
+    parts = {p.name: p.mac for p in sts07.components}
+    for name, ip in (("PLC", "10.20.7.10"), ("OCR", "10.20.7.20"), ("CMS", "10.20.7.30"),
+                     ("MODEM-1", "10.20.7.199")):  # the modem is registered without an address
+        assert seen[ip] == {parts[name]}, name
+    assert "10.20.7.21" not in seen and "10.20.7.22" not in seen  # the cameras are not in these captures
+
+
+def test_unknown_keys_and_wrong_types_in_a_fleet_file_are_located_errors(tmp_path: Path) -> None:
+    bad = tmp_path / "fleet.toml"
+    bad.write_text(
+        '[[crane]]\nname = "STS-07"\nzoen = "10.20.7.0/24"\nmaker = 5\n'
+        '  [[crane.component]]\n  name = "PLC"\n  kind = "plc"\n  macc = "02:c7:07:00:00:0a"\n'
+        '  firmware = 4.2\n'
+        '[[crane]]\nname = "STS-08"\ncommissioned = 2026\n')
+    with pytest.raises(ProfileError) as err:
+        load_fleet(bad)
+    lines = [(p.location.line if p.location else None, p.message) for p in err.value.problems]
+    assert lines == [
+        (3, "crane[0]: unknown key 'zoen' (did you mean 'zone'? expected one of name, maker, model, "
+            "commissioned, control_vendor, profile, zone, component)"),
+        (4, "crane[0].maker: expected a string without control characters, got an integer 5"),
+        (8, "crane[0].component[0]: unknown key 'macc' (did you mean 'mac'? expected one of name, kind, "
+            "mac, ip, firmware)"),
+        (9, "crane[0].component[0].firmware: expected a string without control characters, got a number 4.2"),
+        (12, "crane[1].commissioned: expected a date (YYYY-MM-DD), got an integer 2026"),
+    ]
+
+
+def test_a_nul_in_a_fleet_file_is_a_located_error_not_a_crash(tmp_path: Path,
+                                                               capsys: pytest.CaptureFixture[str]) -> None:
+    bad = tmp_path / "fleet.toml"
+    bad.write_text('[[crane]]\nname = "STS-07"\nprofile = "sts\\u0000.toml"\n')
+    assert main(["fleet", "import", str(bad), "--db", str(tmp_path / "cw.db")]) == 3  # before: 70
+    assert f"{bad}:3: crane[0].profile: expected a string without control characters" in capsys.readouterr().err
+    raw = tmp_path / "raw.toml"
+    raw.write_bytes(b'[[crane]]\nname = "STS\x00"\n')
+    assert main(["fleet", "import", str(raw), "--db", str(tmp_path / "cw.db")]) == 3
+    assert f"{raw}:2:12: not valid TOML" in capsys.readouterr().err
+    latin = tmp_path / "latin.toml"
+    latin.write_bytes('[[crane]]\nname = "STS-07"\nmaker = "Kr\xe4ne"\n'.encode("latin-1"))
+    assert main(["fleet", "import", str(latin), "--db", str(tmp_path / "cw.db")]) == 3
+    assert "not UTF-8 text" in capsys.readouterr().err

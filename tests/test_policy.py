@@ -95,8 +95,9 @@ def test_quarantine_takes_the_zone_of_a_registered_crane_and_an_interface() -> N
         quarantine_ruleset(crane, [])
     with pytest.raises(UsageError, match="not an address"):
         quarantine_ruleset(crane, "station.example")
-    with pytest.raises(UsageError, match="mixes IPv4 and IPv6"):
-        quarantine_ruleset(crane, "10.20.0.100", zone=["10.20.7.0/24", "fd00:7::/64"])
+    # a zone of both families gets one set per family (an nft set holds one address type)
+    mixed = quarantine_ruleset(crane, "10.20.0.100", zone=["10.20.7.0/24", "fd00:7::/64"])
+    assert "set crane_zone_ip6 {\n\t\ttype ipv6_addr" in mixed
     with pytest.raises(UsageError, match="one IP family"):
         quarantine_ruleset(crane, "fd00::100")
 
@@ -260,3 +261,234 @@ def test_python_api_quarantines_and_writes_the_allow_list(tmp_path: Path) -> Non
         allow = inservice_policy(store, "STS-07", baseline={"communications": []})
         assert 'counter name "allow_ews_plc_modbus_502" accept' in allow.text
         assert store.latest_ruleset("STS-07", "in-service") == allow
+
+
+# -- rulesets that cannot be injected (issue 19, case 6) ---------------------------------------
+
+
+@pytest.fixture
+def nft() -> None:
+    """``nft -c`` works here (installed, and root or CAP_NET_ADMIN); it loads nothing."""
+    import shutil
+
+    from cranewatch.errors import EnvironmentProblem
+
+    if shutil.which("nft") is None:
+        pytest.skip("nft is not installed")
+    try:
+        check_ruleset("table inet cw_probe {\n}\n")
+    except EnvironmentProblem as exc:
+        pytest.skip(str(exc))
+
+
+def structure_lines(text: str) -> list[str]:
+    """The lines nft reads as statements (comments and blank lines dropped)."""
+    return [line.strip() for line in text.splitlines() if line.strip() and not line.strip().startswith("#")]
+
+
+INJECTED_INTERFACES = [
+    'eth0" accept #',  # the red team's: every drop rule became an accept
+    "eth0\nflush ruleset",  # a newline: `flush ruleset` at top level
+    "abcdefghijklmnop",  # 16 characters: over IFNAMSIZ-1
+    "eth0 accept", "eth/0", "eth0;", "", ".", "..", "eth0\\", "ëth0",
+]
+
+
+@pytest.mark.parametrize("interface", INJECTED_INTERFACES)
+def test_interface_names_outside_nfts_grammar_are_refused(interface: str) -> None:
+    with pytest.raises(UsageError, match="not an interface name"):
+        quarantine_ruleset("STS-07", "10.20.0.100", zone="10.20.7.0/24", interface=interface)
+    with pytest.raises(UsageError, match="not an interface name"):
+        inservice_ruleset(load_profile(STS07), interface=interface)
+
+
+def test_longest_legal_interface_name_is_kept() -> None:
+    text = quarantine_ruleset("STS-07", "10.20.0.100", zone="10.20.7.0/24", interface="enp0s31f6.1007")
+    assert 'iifname "enp0s31f6.1007" log prefix' in text
+    assert 'oifname "abcdefghijklmno"' in quarantine_ruleset(
+        "STS-07", "10.20.0.100", zone="10.20.7.0/24", interface="abcdefghijklmno")  # 15: allowed
+
+
+def test_cli_refuses_an_injected_interface_and_writes_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from cranewatch.cli import main
+    from cranewatch.store import open_store
+
+    db = str(tmp_path / "cw.db")
+    assert main(["fleet", "import", str(REPO / "profiles" / "fleet-example.toml"), "--db", db]) == 0
+    out = tmp_path / "q.nft"
+    # before: exit 0 and `iifname "eth0" accept #" ... drop` in the file
+    assert main(["quarantine", "STS-07", "--station", "10.20.0.100", "--interface", 'eth0" accept #',
+                 "--out", str(out), "--db", db]) == 2
+    assert "not an interface name" in capsys.readouterr().err
+    assert not out.exists()
+    with open_store(db) as store:
+        assert store.latest_ruleset("STS-07") is None
+
+
+def test_names_and_comments_from_a_profile_cannot_break_out_of_their_place() -> None:
+    # the profile loader refuses control characters; the generator must hold even without it
+    with pytest.raises(ProfileError, match=r"crane\.id: expected a string without control characters"):
+        parse_profile(VENDOR_PROFILE.replace('id = "STS-11"', 'id = "STS-11\\nflush ruleset"'), "sts-11.toml")
+    profile = replace(parse_profile(VENDOR_PROFILE, "sts-11.toml"), crane_id='STS-11\nflush ruleset "x')
+    text = inservice_ruleset(profile)
+    statements = structure_lines(text)
+    assert not any(line.startswith("flush") for line in statements)
+    assert "# cranewatch in-service allow-list for crane STS-11\\nflush ruleset \"x" in text
+    assert 'log prefix "cw STS-11?flush ruleset ?x in-service drop: "' in text
+    assert "table inet cranewatch_sts_11_flush_ruleset_x {" in text
+
+
+def test_long_names_become_short_distinct_identifiers() -> None:
+    from cranewatch.policy.nft import identifier
+
+    a, b = identifier("allow", "x" * 300, "a"), identifier("allow", "x" * 300, "b")
+    assert a != b and len(a) <= 63 and len(b) <= 63
+    assert re.fullmatch(r"[a-z][a-z0-9_]*", a)
+    assert identifier("7", "up") == "n_7_up"  # an nft identifier starts with a letter
+
+
+def test_render_refuses_what_the_generators_must_never_emit() -> None:
+    from cranewatch.policy.nft import Chain, Rule, Ruleset, render
+
+    for bad in (Rule(('iifname "eth0" accept #"',), "drop", "x"), Rule(("ip saddr 1.2.3.4",), "accept\nflush ruleset"),
+                Rule(("ip saddr 1.2.3.4\nflush ruleset",), "drop")):
+        with pytest.raises(ValueError, match="unsafe"):
+            render(Ruleset("cranewatch_x", (), (), (Chain("forward", "forward", (bad,)),)))
+
+
+def test_mixed_family_stations_get_one_set_and_rule_per_family(nft: None) -> None:
+    text = quarantine_ruleset("STS-07", ["10.20.0.100", "fd00:20::100"], zone=["10.20.7.0/24", "fd00:7::/64"])
+    assert rule_lines(text)[:4] == [
+        'ip saddr @analysis_station ip daddr @crane_zone counter name "station_to_crane" accept',
+        'ip6 saddr @analysis_station_ip6 ip6 daddr @crane_zone_ip6 counter name "station_to_crane" accept',
+        'ip saddr @crane_zone ip daddr @analysis_station counter name "crane_to_station" accept',
+        'ip6 saddr @crane_zone_ip6 ip6 daddr @analysis_station_ip6 counter name "crane_to_station" accept',
+    ]
+    check_ruleset(text)  # before: "Could not resolve hostname: Address family ... not supported"
+    # an IPv6 station beside an IPv4-only zone is declared but has nothing to reach
+    check_ruleset(quarantine_ruleset("STS-07", ["10.20.0.100", "fd00:20::100"], zone="10.20.7.0/24"))
+
+
+def test_inservice_with_a_dual_stack_crane_zone_is_accepted_by_nft(nft: None) -> None:
+    profile = parse_profile(VENDOR_PROFILE.replace(
+        'crane = ["10.30.11.0/24", "10.30.111.0/24"]', 'crane = ["10.30.11.0/24", "fd00:30:11::/64"]'
+    ).replace('name = "historian"', 'name = "historian"\nzone = "terminal"').replace(
+        'ip = "10.30.0.40"', 'ip = "fd00:30::40"'), "sts-11.toml")
+    text = inservice_ruleset(profile)
+    lines = rule_lines(text)
+    assert 'ip6 saddr @crane_zone_ip6 ct state invalid log prefix "cw STS-11 in-service drop: " counter name "invalid_from_crane" drop' in lines
+    # cms (IPv4) → historian (IPv6): no family fits both ends, so no rule rather than a broken one
+    assert not any("allow_cms_historian" in line for line in lines)
+    check_ruleset(text)
+
+
+@pytest.mark.parametrize("station", ["0.0.0.0/0", "::/0", "0.0.0.0/1", "10.0.0.0/8", "fd00::/16"])
+def test_a_station_wider_than_a_station_is_refused_without_force(station: str) -> None:
+    zone = "fd00:7::/64" if ":" in station else "10.20.7.0/24"
+    with pytest.raises(UsageError, match="--force"):
+        quarantine_ruleset("STS-07", station, zone=zone)
+    text = quarantine_ruleset("STS-07", station, zone=zone, force=True)
+    assert f"# WARNING: analysis station {station} covers more than a station should (forced with --force)" in text
+    assert f"--station {station} --force" in text
+
+
+def test_small_station_networks_need_no_force() -> None:
+    assert "WARNING" not in quarantine_ruleset("STS-07", ["10.20.0.0/16", "10.20.0.128/28"], zone="10.20.7.0/24")
+
+
+def test_cli_station_0_0_0_0_needs_force(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from cranewatch.cli import main
+
+    db = str(tmp_path / "cw.db")
+    assert main(["fleet", "import", str(REPO / "profiles" / "fleet-example.toml"), "--db", db]) == 0
+    out = tmp_path / "q.nft"
+    assert main(["quarantine", "STS-07", "--station", "0.0.0.0/0", "--out", str(out), "--db", db]) == 2
+    assert "0.0.0.0/0 is a network, not a station" in capsys.readouterr().err and not out.exists()
+    assert main(["quarantine", "STS-07", "--station", "0.0.0.0/0", "--force", "--out", str(out), "--db", db]) == 0
+    assert "# WARNING: analysis station 0.0.0.0/0" in out.read_text()
+
+
+def test_a_ruleset_nft_refuses_is_never_written(nft: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from cranewatch.errors import InputError
+    from cranewatch.fleet import import_fleet, quarantine_crane
+    from cranewatch.store import open_store
+
+    broken = quarantine_ruleset("STS-07", "10.20.0.100", zone="10.20.7.0/24").replace("drop\n", "dorp\n", 1)
+    monkeypatch.setattr("cranewatch.fleet.isolation.quarantine_ruleset", lambda *a, **k: broken)
+    with open_store(tmp_path / "cw.db") as store:
+        import_fleet(store, REPO / "profiles" / "fleet-example.toml")
+        with pytest.raises(InputError, match="nft refuses the ruleset"):
+            quarantine_crane(store, "STS-07", "10.20.0.100", out=tmp_path / "q.nft")  # no check=True asked
+        assert not (tmp_path / "q.nft").exists()
+        assert store.latest_ruleset("STS-07") is None
+
+
+def test_check_says_that_nft_accepted_the_ruleset(nft: None, tmp_path: Path,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    from cranewatch.cli import main
+
+    db = str(tmp_path / "cw.db")
+    assert main(["fleet", "import", str(REPO / "profiles" / "fleet-example.toml"), "--db", db]) == 0
+    capsys.readouterr()
+    out = tmp_path / "q.nft"
+    assert main(["quarantine", "STS-07", "--station", "10.20.0.100", "--out", str(out), "--check", "--db", db]) == 0
+    assert capsys.readouterr().out.splitlines() == [
+        f"ruleset written to {out} (load with: nft -f {out})", "nft -c accepted the ruleset"]
+    assert main(["policy", "STS-07", "--check", "--db", db]) == 0
+    captured = capsys.readouterr()
+    assert captured.out.startswith("# cranewatch in-service allow-list")  # stdout: the ruleset only
+    assert captured.err == "nft -c accepted the ruleset\n"
+
+
+def test_a_dollar_or_hash_in_a_crane_name_does_not_reach_a_quoted_string(nft: None) -> None:
+    """Found by the fuzz test: nft expands `$name` even inside quotes ("unknown identifier")."""
+    text = quarantine_ruleset("$STS #7", "10.20.0.100", zone="10.20.7.0/24")
+    assert 'log prefix "cw ?STS ?7 quarantine drop: "' in text
+    check_ruleset(text)
+
+
+def test_overlapping_stations_or_zones_give_a_set_nft_accepts(nft: None) -> None:
+    """Found by the fuzz test: `--station 0.0.0.0/0 --station 10.20.0.100` gave
+    `elements = { 0.0.0.0/0, 10.20.0.100 }`, which nft refuses ("conflicting intervals")."""
+    text = quarantine_ruleset("STS-07", ["0.0.0.0/0", "10.20.0.100"], zone=["10.20.7.0/24", "10.20.7.5"], force=True)
+    assert "elements = { 0.0.0.0/0 }" in text and "elements = { 10.20.7.0/24 }" in text
+    check_ruleset(text)
+
+
+def test_policy_with_a_baseline_naming_a_host_by_name_is_a_located_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Before: `ValueError: 'cms' does not appear to be an IPv4 or IPv6 network` (exit 70)."""
+    import json
+
+    from cranewatch.baseline import Baseline, save_baseline
+    from cranewatch.cli import main
+
+    path = tmp_path / "b.json"
+    save_baseline(Baseline(pairs=frozenset({("10.20.7.30", "10.20.0.9", 514)})), path)
+    data = json.loads(path.read_text())
+    data["pairs"].append(["cms", "10.20.0.9", 514])
+    path.write_text(json.dumps(data, indent=1))
+    db = str(tmp_path / "cw.db")
+    assert main(["fleet", "import", str(REPO / "profiles" / "fleet-example.toml"), "--db", db]) == 0
+    capsys.readouterr()
+    assert main(["policy", "STS-07", "--baseline", str(path), "--db", db]) == 3
+    line = next(i for i, text in enumerate(path.read_text().splitlines(), 1) if '"pairs"' in text)
+    assert f"{path}:{line}: pairs[1][0]: expected an IP address, got a string 'cms'" in capsys.readouterr().err
+
+
+def test_learned_communications_other_than_tcp_or_udp_get_no_rule() -> None:
+    """Found by the long fuzz run: a baseline service with transport 'ééé' reached the ruleset
+    (render refused it: exit 70); a learned GRE pair ('ip47') gave 'ip47 dport 0'."""
+    from cranewatch.baseline import Baseline
+
+    learned = Baseline(
+        pairs=frozenset({("10.20.7.30", "10.20.0.9", 514), ("10.20.7.30", "203.0.113.9", 0),
+                         ("10.20.7.30", "10.20.0.6", 1883)}),
+        services=frozenset({("10.20.0.9", "udp", 514), ("203.0.113.9", "ip47", 0), ("10.20.0.6", "ééé", 1883)}),
+    )
+    text = inservice_ruleset(load_profile(STS07), learned)
+    assert "learned_10_20_7_30_203_0_113_9" not in text and "ééé" not in text and "ip47" not in text
+    assert 'ip saddr 10.20.7.30 ip daddr 10.20.0.9 udp dport 514 counter name "learned_10_20_7_30_10_20_0_9_udp_514" accept' in text

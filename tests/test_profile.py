@@ -250,3 +250,119 @@ def test_extends_errors(tmp_path: Path) -> None:
     (tmp_path / "lost.toml").write_text('[crane]\nid = "X"\nextends = "nowhere.toml"\n')
     with pytest.raises(ProfileError, match="cannot read model profile"):
         load_profile(tmp_path / "lost.toml")
+
+
+# -- strict profiles (issue 19 case 7): a misspelt key can never widen an allow-list -----------
+
+OUTSIDE_PROFILE = """\
+[crane]
+id = "STS-11"
+[zones]
+crane = ["10.30.11.0/24"]
+[[hosts]]
+name = "cms"
+ip = "10.30.11.30"
+[[hosts]]
+name = "plc"
+role = "plc"
+ip = "10.30.11.10"
+[[outside]]
+name = "vendor-diagnostics"
+address = "203.0.113.40/32"
+port = 443
+protocol = "https"
+clients = ["cms"]
+"""
+
+
+def test_a_misspelt_registers_key_is_an_error_not_a_lifted_limit() -> None:
+    text = STS07.read_text()
+    first = 'registers = ["IR:0-11", "DI:0-6", "HR:0-3", "CO:1"]'
+    line = text.splitlines().index(first) + 1
+    # before: loaded, and cms (write = true) could then write any register of the PLC
+    assert not load_profile(STS07).may_write("10.20.7.30", "10.20.7.10", "HR", 100, 1)
+    with pytest.raises(ProfileError) as caught:
+        parse_profile(text.replace(first, first.replace("registers", "regsiters")), "sts-07.toml")
+    (problem,) = caught.value.problems
+    assert problem.location is not None and problem.location.line == line
+    assert problem.message.startswith("allow[0]: unknown key 'regsiters' (did you mean 'registers'?")
+
+
+def test_a_misspelt_clients_key_in_outside_is_an_error_not_the_whole_crane_zone() -> None:
+    from cranewatch.policy import inservice_ruleset
+
+    good = inservice_ruleset(parse_profile(OUTSIDE_PROFILE, "sts-11.toml"))
+    assert "ip saddr 10.30.11.30 ip daddr 203.0.113.40 tcp dport 443" in good
+    # before: `client` was ignored and the rule read `ip saddr 10.30.11.0/24` (the PLC included)
+    with pytest.raises(ProfileError) as caught:
+        parse_profile(OUTSIDE_PROFILE.replace("clients = ", "client = "), "sts-11.toml")
+    (problem,) = caught.value.problems
+    assert problem.location is not None and problem.location.line == 17
+    assert "outside[0]: unknown key 'client' (did you mean 'clients'?" in problem.message
+
+
+@pytest.mark.parametrize(("old", "new", "message"), [
+    ('hosts = ["ews"]', 'hosts = "ews"',
+     "maintenance[0].hosts: expected a list (a string without control characters each), got a string 'ews'"),
+    ('weekdays = ["tue"]', 'weekdays = "tue"',
+     "maintenance[0].weekdays: expected a list (a string without control characters each), got a string 'tue'"),
+    ('registers = ["IR:0-11", "DI:0-6"]', 'registers = "IR:0-11"',
+     "allow[1].registers: expected a list (a string without control characters each), got a string 'IR:0-11'"),
+])
+def test_non_list_values_are_located_errors_not_exit_70(tmp_path: Path, old: str, new: str, message: str) -> None:
+    text = STS07.read_text()
+    assert old in text
+    path = tmp_path / "sts-07.toml"
+    path.write_text(text.replace(old, new, 1))
+    expected = text.splitlines().index(next(x for x in text.splitlines() if x.startswith(old))) + 1
+    done = subprocess.run([sys.executable, "-m", "cranewatch", "profile", "check", str(path)],
+                          capture_output=True, text=True)
+    assert done.returncode == 3, done.stderr  # before: 70, a TypeError
+    assert done.stderr.splitlines()[1:] == [f"  {path}:{expected}: {message}"]
+
+
+def test_wrong_types_and_unknown_keys_are_all_reported_at_once_in_line_order() -> None:
+    text = OUTSIDE_PROFILE.replace("port = 443", 'port = "443"').replace(
+        'role = "plc"', 'role = "plc"\nwrite = "yes"') + '\n[[alow]]\nclient = "cms"\n[crane2]\nid = 3\n'
+    with pytest.raises(ProfileError) as caught:
+        parse_profile(text, "p.toml")
+    found = [(p.location.line if p.location else None, p.message.split(" (")[0]) for p in caught.value.problems]
+    assert found == [
+        (11, "hosts[1]: unknown key 'write'"),
+        (16, "outside[0].port: expected an integer, got a string '443'"),
+        (20, "top level: unknown key 'alow'"),
+        (22, "top level: unknown key 'crane2'"),
+    ]
+
+
+def test_text_that_is_not_a_profile_is_a_located_error(tmp_path: Path) -> None:
+    latin = tmp_path / "latin.toml"
+    latin.write_bytes('[crane]\nid = "Kr\xe4n"\n'.encode("latin-1"))
+    with pytest.raises(ProfileError, match="not UTF-8 text"):
+        load_profile(latin)
+    deep = tmp_path / "deep.toml"
+    deep.write_text("x = " + "[" * 5000 + "]" * 5000 + "\n")
+    with pytest.raises(ProfileError, match="not valid TOML"):
+        load_profile(deep)
+    with pytest.raises(ProfileError, match=r"crane\.id: expected a string without control characters"):
+        parse_profile('[crane]\nid = "STS\\u001b[31m"\n[zones]\ncrane = ["10.0.0.0/24"]\n')
+
+
+def test_what_the_long_fuzz_run_found_is_located(tmp_path: Path) -> None:
+    """benchmarks/fuzz/fuzz_config.py seed 19: an over-long `extends` raised OSError (exit 70),
+    an unterminated string at the end of the file gave an error without a line."""
+    with pytest.raises(ProfileError, match=r"crane\.extends.*File name too long") as caught:
+        parse_profile(f'[crane]\nid = "X"\nextends = "{"m" * 5000}.toml"\n', str(tmp_path / "p.toml"))
+    assert caught.value.location is not None and caught.value.location.line == 3
+    with pytest.raises(ProfileError, match="Unterminated string") as caught:
+        parse_profile('[crane]\nid = """X\n', "p.toml")
+    assert caught.value.location is not None and caught.value.location.line == 2
+
+
+def test_an_over_long_timezone_is_an_unknown_timezone() -> None:
+    """Fuzz seed 19 case 2380: ZoneInfo("a" * 5000) raised OSError (exit 70)."""
+    text = STS07.read_text().replace('timezone = "America/New_York"', f'timezone = "{"a" * 5000}"', 1)
+    assert "a" * 5000 in text
+    with pytest.raises(ProfileError) as caught:
+        parse_profile(text, "sts-07.toml")
+    assert [p.message[:40] for p in caught.value.problems] == ["maintenance.timezone: unknown timezone '"]

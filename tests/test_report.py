@@ -89,7 +89,7 @@ def test_report_holds_facts_decision_findings_sbom_ruleset_inputs_and_signatures
         findings = store.current_findings("STS-07")
         runs = store.runs("STS-07")
     assert '<div class="decision rejected" id="decision">rejected</div>' in html
-    assert "Harbour Heavy Industries (example)" in html and "02:00:5e:10:07:0a" in html
+    assert "Harbour Heavy Industries (example)" in html and "02:c7:07:00:00:0a" in html
     assert len(findings) >= 2
     for f in findings:  # every finding, with its id anchor, and the escaped title
         assert f'id="{f.id}"' in html

@@ -25,6 +25,21 @@ from typing import Any
 import numpy as np
 
 from cranewatch import __version__
+from cranewatch.configschema import (
+    BOOL,
+    FINITE,
+    INT,
+    STR,
+    ListOf,
+    MapOf,
+    Nullable,
+    Scalar,
+    Shape,
+    Table,
+    Tuple,
+    check,
+    json_line,
+)
 from cranewatch.detect import adapt
 from cranewatch.detect.content import find_container_data
 from cranewatch.detect.facts import (
@@ -38,8 +53,9 @@ from cranewatch.detect.facts import (
     RemoteSession,
     TlsHello,
 )
-from cranewatch.errors import CaptureError, Location, ProfileError
+from cranewatch.errors import CaptureError, CranewatchError, Location, ProfileError
 from cranewatch.model import Finding
+from cranewatch.process.envelope import process_problems
 from cranewatch.protocols.modbus import (
     TABLE_OF_FUNCTION,
     WRITE_FUNCTIONS,
@@ -277,25 +293,77 @@ def to_json(b: Baseline) -> dict[str, Any]:
     return out
 
 
-def from_json(data: dict[str, Any], source: str = "<baseline>") -> Baseline:
+def _is_ip(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
+
+
+# Hosts are IP addresses: the detectors and the in-service ruleset take them as such.
+IP = Scalar((str,), "an IP address", _is_ip)
+_ADDRESSES = ListOf(STR)
+# What ``to_json`` writes: a saved baseline is checked against it, key by key, on loading.
+BASELINE_SHAPE: Shape = Table({
+    "schema": INT, "tool_version": STR, "created": STR,
+    "inputs": ListOf(Table({"path": STR, "sha256": STR, "packets": INT, "complete": BOOL,
+                            "warnings": ListOf(STR)})),
+    "hosts": MapOf(ListOf(STR), key_test=_is_ip, key_name="an IP address"),
+    "crane_networks": _ADDRESSES,
+    "gateways": _ADDRESSES, "dhcp_servers": _ADDRESSES, "default_routers": _ADDRESSES,
+    "dns_servers": _ADDRESSES,
+    "pairs": ListOf(Tuple((IP, IP, INT))),
+    "services": ListOf(Tuple((IP, STR, INT))),
+    "protocols": ListOf(Tuple((IP, INT, STR))),
+    "masters": ListOf(Tuple((IP, IP))),
+    "functions": ListOf(Tuple((IP, IP, INT))),
+    "reads": ListOf(Tuple((IP, IP, INT, INT, INT))),
+    "writes": ListOf(Tuple((IP, IP, STR, INT, INT))),
+    "dns_names": ListOf(STR), "tls_names": ListOf(STR), "ja3": ListOf(STR), "ja4": ListOf(STR),
+    "remote": ListOf(Tuple((IP, IP, STR))),
+    "container_receivers": _ADDRESSES,
+    "periods": MapOf(FINITE),
+    "process": Nullable(Scalar((dict,), "a table")),  # checked by process.envelope
+})
+
+
+def from_json(data: dict[str, Any], source: str = "<baseline>", text: str | None = None) -> Baseline:
+    """A saved baseline; every key of the wrong type or unknown is a problem located at its line
+    in ``text`` (the file's JSON, when given), all raised together as one ``ProfileError``."""
     loc = Location(file=source)
     if not isinstance(data, dict) or data.get("schema") != SCHEMA_VERSION:
         found = data.get("schema") if isinstance(data, dict) else None
-        raise ProfileError(f"not a cranewatch baseline of schema {SCHEMA_VERSION} (schema {found!r})", loc)
-    try:
-        sets = {name: frozenset(tuple(x) if isinstance(x, list) else x for x in data.get(name, []))
-                for name in _SET_FIELDS}
-        return Baseline(
-            hosts={ip: frozenset(macs) for ip, macs in data.get("hosts", {}).items()},
-            crane_networks=tuple(ipaddress.ip_network(n) for n in data.get("crane_networks", [])),
-            periods={k: float(v) for k, v in data.get("periods", {}).items()},
-            inputs=tuple(data.get("inputs", [])), created=str(data.get("created", "")),
-            tool_version=str(data.get("tool_version", "")),
-            process=data["process"] if isinstance(data.get("process"), dict) else None,
-            **sets,  # type: ignore[arg-type]
-        )
-    except (TypeError, ValueError, AttributeError) as exc:
-        raise ProfileError(f"baseline is damaged: {exc}", loc) from None
+        line = (json_line(text, ("schema",)) if text else None) or (1 if text else None)
+        raise ProfileError(f"not a cranewatch baseline of schema {SCHEMA_VERSION} (schema {found!r})",
+                           Location(file=source, line=line))
+    cleaned, shape_problems = check(data, BASELINE_SHAPE)
+    problems = [(p.path, p.message) for p in shape_problems]
+    networks = []
+    for i, net in enumerate(cleaned.get("crane_networks", [])):
+        try:
+            networks.append(ipaddress.ip_network(net))
+        except ValueError:
+            problems.append((("crane_networks", i), f"crane_networks[{i}]: {net!r} is not a network (CIDR)"))
+    process = cleaned.get("process")
+    if process is not None:
+        problems += [(("process", *path), f"process.{message}") for path, message in process_problems(process)]
+    if problems:
+        located: list[CranewatchError] = [ProfileError(message, Location(file=source, line=json_line(text, path) if text else None))
+                   for path, message in problems]
+        count = len(located)
+        raise ProfileError(f"baseline has {count} problem{'s' if count > 1 else ''}", loc, located)
+    sets = {name: frozenset(tuple(x) if isinstance(x, list) else x for x in cleaned.get(name, []))
+            for name in _SET_FIELDS}
+    return Baseline(
+        hosts={ip: frozenset(macs) for ip, macs in cleaned.get("hosts", {}).items()},
+        crane_networks=tuple(networks),
+        periods={k: float(v) for k, v in cleaned.get("periods", {}).items()},
+        inputs=tuple(cleaned.get("inputs", [])), created=str(cleaned.get("created", "")),
+        tool_version=str(cleaned.get("tool_version", "")),
+        process=process,
+        **sets,  # type: ignore[arg-type]
+    )
 
 
 def baseline_text(b: Baseline) -> str:
@@ -308,14 +376,21 @@ def save_baseline(b: Baseline, path: str | Path) -> None:
 
 
 def read_baseline(path: str | Path) -> Baseline:
+    where = Location(file=str(path))
     try:
-        data = json.loads(Path(path).read_text(encoding="utf-8"))
+        text = Path(path).read_bytes().decode("utf-8")
+        data = json.loads(text)
     except OSError as exc:
-        raise ProfileError(f"cannot read baseline: {exc.strerror}", Location(file=str(path))) from None
+        raise ProfileError(f"cannot read baseline: {exc.strerror}", where) from None
+    except UnicodeDecodeError as exc:
+        raise ProfileError(f"baseline is not UTF-8 text ({exc.reason})",
+                           Location(file=str(path), offset=exc.start)) from None
     except json.JSONDecodeError as exc:
         raise ProfileError(f"baseline is not JSON: {exc.msg}",
                            Location(file=str(path), line=exc.lineno, column=exc.colno)) from None
-    return from_json(data, str(path))
+    except RecursionError:
+        raise ProfileError("baseline is not JSON a baseline could be: nested too deeply", where) from None
+    return from_json(data, str(path), text)
 
 
 def _sha256(path: str | Path) -> str:

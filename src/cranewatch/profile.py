@@ -24,7 +24,22 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from cranewatch.errors import InputError, Location, ProfileError
+from cranewatch.configschema import (
+    BOOL,
+    DATETIME,
+    INT,
+    NUMBER,
+    TEXT,
+    TIME,
+    AnyOf,
+    ListOf,
+    Problem,
+    Shape,
+    Table,
+    check,
+    toml_error_location,
+)
+from cranewatch.errors import CranewatchError, InputError, Location, ProfileError
 
 IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -324,6 +339,27 @@ class CraneProfile:
 
 # -- loading -------------------------------------------------------------------------------
 
+# Every key a profile may hold and its type: anything else is a located error, so a misspelt
+# `regsiters` or `clients` can never silently drop a limit or widen an allow-list.
+PROFILE_SHAPE: Shape = Table({
+    "crane": Table({"id": TEXT, "model": TEXT, "extends": TEXT}),
+    "zones": Table({zone: AnyOf((TEXT, ListOf(TEXT))) for zone in ZONES}),
+    "hosts": ListOf(Table({"name": TEXT, "role": TEXT, "ip": TEXT, "mac": TEXT, "zone": TEXT})),
+    "gateway": Table({"ip": TEXT, "mac": TEXT}),
+    "allow": ListOf(Table({"client": TEXT, "server": TEXT, "protocol": TEXT, "port": INT,
+                           "functions": ListOf(INT), "registers": ListOf(TEXT), "write": BOOL})),
+    "outside": ListOf(Table({"name": TEXT, "address": TEXT, "port": INT, "protocol": TEXT,
+                             "clients": ListOf(TEXT)})),
+    "maintenance": ListOf(Table({"hosts": ListOf(TEXT), "host": TEXT, "timezone": TEXT,
+                                 "weekdays": ListOf(TEXT), "start": TIME, "end": TIME,
+                                 "from": DATETIME, "until": DATETIME})),
+    "safety": Table({"points": ListOf(TEXT)}),
+    "registers": ListOf(Table({"table": TEXT, "address": INT, "name": TEXT, "type": TEXT,
+                               "scale": NUMBER, "unit": TEXT, "min": NUMBER, "max": NUMBER,
+                               "safety": BOOL})),
+    "data": Table({"container_receivers": ListOf(TEXT)}),
+})
+
 
 @lru_cache(maxsize=64)
 def _zone(name: str) -> ZoneInfo:
@@ -414,6 +450,8 @@ class _Collector:
         self.layers = layers
         self.origins = origins or {}
         self.problems: list[InputError] = []
+        # (table, index, key) already reported by the schema: no second problem there
+        self.flagged: set[tuple[str | None, int | None, str | None]] = set()
 
     @property
     def path(self) -> str:
@@ -434,8 +472,20 @@ class _Collector:
 
     def add(self, message: str, table: str | None, index: int | None = None,
             key: str | None = None) -> None:
+        if (table, index, key) in self.flagged:
+            return
         path, line = self.where(table, index, key)
         self.problems.append(InputError(message, Location(file=path, line=line)))
+
+    def add_schema(self, problem: Problem) -> None:
+        """A schema problem, located by its path: ``(table[, index][, key, ...])``."""
+        parts = problem.path
+        table = str(parts[0]) if parts else None
+        index = parts[1] if len(parts) > 1 and isinstance(parts[1], int) else None
+        rest = parts[2:] if index is not None else parts[1:]
+        key = str(rest[0]) if rest else (table if len(parts) == 1 else None)
+        self.add(problem.message, table, index, key)
+        self.flagged.add((table, index, key))
 
 
 # Arrays of tables and what identifies an entry: a crane's entry replaces the model's entry
@@ -480,11 +530,16 @@ def _merge(layers: list[_Layer]) -> tuple[dict[str, Any], dict[str, list[tuple[i
 def load_profile(path: str | Path) -> CraneProfile:
     """Read and check a profile; raise one ``ProfileError`` listing every problem."""
     path = Path(path)
+    return parse_profile(_read(path, "profile", Location(file=str(path))), str(path))
+
+
+def _read(path: Path, what: str, where: Location) -> str:
     try:
-        text = path.read_text(encoding="utf-8")
+        return path.read_bytes().decode("utf-8")
     except OSError as exc:
-        raise ProfileError(f"cannot read profile: {exc.strerror}", Location(file=str(path))) from None
-    return parse_profile(text, str(path))
+        raise ProfileError(f"cannot read {what}: {exc.strerror}", where) from None
+    except UnicodeDecodeError as exc:
+        raise ProfileError(f"{what} is not UTF-8 text ({exc.reason} at byte {exc.start})", where) from None
 
 
 def parse_profile(text: str, source: str = "<profile>") -> CraneProfile:
@@ -503,9 +558,14 @@ def parse_profile(text: str, source: str = "<profile>") -> CraneProfile:
         raise ProfileError(
             f"profile has {count} problem{'s' if count > 1 else ''}",
             Location(file=source),
-            problems=list(problems.problems),
+            problems=sorted(problems.problems, key=_in_file_order),
         )
     return profile
+
+
+def _in_file_order(problem: CranewatchError) -> tuple[str, int]:
+    where = problem.location or Location()
+    return (where.file or "", where.line or 0)
 
 
 def _layers(text: str, source: str, seen: list[str]) -> list[_Layer]:
@@ -513,9 +573,9 @@ def _layers(text: str, source: str, seen: list[str]) -> list[_Layer]:
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        m = re.search(r"at line (\d+), column (\d+)", str(exc))
-        loc = Location(file=source, line=int(m.group(1)), column=int(m.group(2))) if m else Location(file=source)
-        raise ProfileError(f"not valid TOML: {exc}", loc) from None
+        raise ProfileError(f"not valid TOML: {exc}", toml_error_location(exc, text, source)) from None
+    except RecursionError:
+        raise ProfileError("not valid TOML: nested too deeply", Location(file=source)) from None
     lines = _Lines(text)
     layer = _Layer(source, lines, data)
     crane = data.get("crane")
@@ -523,16 +583,16 @@ def _layers(text: str, source: str, seen: list[str]) -> list[_Layer]:
     if base is None:
         return [layer]
     where = Location(file=source, line=lines.of("crane", None, "extends"))
-    if not isinstance(base, str) or not base.strip():
+    if not isinstance(base, str) or not base.strip() or not base.isprintable():
         raise ProfileError(f"crane.extends: expected the path of a model profile, got {base!r}", where)
     path = (Path(source).parent / base) if not Path(base).is_absolute() else Path(base)
-    key = str(path.resolve())
+    try:
+        key = str(path.resolve())
+    except (OSError, RuntimeError) as exc:  # a name too long, a symlink loop
+        raise ProfileError(f"crane.extends: cannot use {base[:80]!r}: {exc}", where) from None
     if key in seen or len(seen) >= MAX_EXTENDS:
         raise ProfileError(f"crane.extends: {base} extends itself (or nests deeper than {MAX_EXTENDS})", where)
-    try:
-        base_text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ProfileError(f"crane.extends: cannot read model profile {base}: {exc.strerror}", where) from None
+    base_text = _read(path, f"model profile {base[:80]} (crane.extends)", where)
     return [layer, *_layers(base_text, str(path), [*seen, str(Path(source).resolve()), key])]
 
 
@@ -541,7 +601,7 @@ def _str(d: dict[str, Any], key: str, p: _Collector, table: str, index: int | No
     value = d.get(key)
     if value is None:
         if required:
-            p.add(f"{table}: missing {key!r}", table, index)
+            p.add(f"{table}: missing {key!r}", table, index, key)
         return default
     if not isinstance(value, str) or not value.strip():
         p.add(f"{table}.{key}: expected a non-empty string, got {value!r}", table, index, key)
@@ -591,6 +651,9 @@ def _list_of_tables(data: dict[str, Any], key: str, p: _Collector) -> Iterable[t
 
 
 def _build(data: dict[str, Any], p: _Collector, source: str) -> CraneProfile:
+    data, problems = check(data, PROFILE_SHAPE)
+    for problem in problems:
+        p.add_schema(problem)
     crane = data.get("crane", {})
     if not isinstance(crane, dict):
         p.add("crane: expected a table [crane]", None, None, "crane")
@@ -603,9 +666,6 @@ def _build(data: dict[str, Any], p: _Collector, source: str) -> CraneProfile:
     if not isinstance(zone_data, dict):
         zone_data = {}
     for name, nets in zone_data.items():
-        if name not in ZONES:
-            p.add(f"zones: unknown zone {name!r} (expected one of {', '.join(ZONES)})", "zones", None, name)
-            continue
         parsed: list[IpNetwork] = []
         for net in nets if isinstance(nets, list) else [nets]:
             try:
@@ -741,12 +801,6 @@ def _build(data: dict[str, Any], p: _Collector, source: str) -> CraneProfile:
                 p.add(f"data.container_receivers: {r!r} is not a host name, IP, CIDR or zone:NAME",
                       "data", None, "container_receivers")
 
-    known = {"crane", "zones", "hosts", "gateway", "allow", "outside", "maintenance", "safety",
-             "registers", "data"}
-    for key in data:
-        if key not in known:
-            p.add(f"unknown section {key!r} (expected one of {', '.join(sorted(known))})", key)
-
     return CraneProfile(
         crane_id=crane_id,
         model=model,
@@ -778,14 +832,14 @@ def _clock(value: Any, p: _Collector, i: int, key: str) -> time | None:
 def _window(w: dict[str, Any], i: int, p: _Collector, names: set[str]) -> MaintenanceWindow | None:
     hosts = w.get("hosts", [w["host"]] if "host" in w else [])
     if not hosts:
-        p.add("maintenance: missing 'hosts'", "maintenance", i)
+        p.add("maintenance: missing 'hosts'", "maintenance", i, "hosts")
     for h in hosts:
         if h not in names and not _looks_like_net(str(h)):
             p.add(f"maintenance.hosts: {h!r} is not a host of the profile", "maintenance", i, "hosts")
     tz = str(w.get("timezone", "UTC"))
     try:
         _zone(tz)
-    except (ZoneInfoNotFoundError, ValueError):
+    except (ZoneInfoNotFoundError, ValueError, OSError):  # OSError: a name too long for a file
         p.add(f"maintenance.timezone: unknown timezone {tz!r}", "maintenance", i, "timezone")
         tz = "UTC"
     if "from" in w or "until" in w:
@@ -827,6 +881,10 @@ def _looks_like_net(text: str) -> bool:
 
 
 def _register(r: dict[str, Any], i: int, p: _Collector) -> RegisterPoint | None:
+    for key in ("table", "address"):
+        if key not in r:
+            p.add(f"registers: missing {key!r}", "registers", i, key)
+            return None
     table = str(r.get("table", "")).upper()
     if table not in TABLES:
         p.add(f"registers.table: {r.get('table')!r} is not one of {', '.join(TABLES)}", "registers", i, "table")

@@ -28,7 +28,9 @@ def register(subparsers: Any) -> None:
                         help="a saved baseline (JSON) or clean captures to learn one from")
     parser.add_argument("--interface", help="the firewall's crane-side interface, when known")
     parser.add_argument("--out", metavar="FILE", help="write the ruleset here (default, or -: standard output)")
-    parser.add_argument("--check", action="store_true", help="have `nft -c` check the ruleset (needs root)")
+    parser.add_argument("--check", action="store_true",
+                        help="require `nft -c` to check the ruleset (needs root; without --check it is "
+                        "checked whenever nft can, and a refused ruleset is never written)")
     parser.add_argument("--by", help="who (default: $USER)")
     add_db_option(parser)
     parser.set_defaults(func=run)
@@ -38,5 +40,5 @@ def run(args: argparse.Namespace) -> int:
     with store_from_args(args) as store:
         stored = inservice_policy(store, args.crane, profile=args.profile, baseline=args.baseline,
                                   interface=args.interface, out=out_file(args.out), check=args.check, by=args.by)
-    report_written(stored.text, out_file(args.out))
+    report_written(stored.text, out_file(args.out), checked=args.check)
     return 0

@@ -1,7 +1,8 @@
 """Read a fleet TOML file (``[[crane]]`` tables with ``[[crane.component]]``) into Crane records.
 
-Every problem is collected, located at ``file:line`` (found by scanning the text for the key,
-as tomllib gives no line numbers), and raised together as one ``InputError``.
+Every problem is collected — unknown keys and wrong types against ``FLEET_SHAPE`` first, then
+bad names, addresses, MACs, dates and zones — located at ``file:line`` (found by scanning the
+text for the key, as tomllib gives no line numbers), and raised together as one ``ProfileError``.
 """
 
 from __future__ import annotations
@@ -13,6 +14,16 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
+from cranewatch.configschema import (
+    DATE,
+    TEXT,
+    ListOf,
+    Shape,
+    Table,
+    check,
+    toml_error_location,
+    toml_line,
+)
 from cranewatch.errors import CranewatchError, InputError, Location, ProfileError
 from cranewatch.store.records import Component, Crane
 
@@ -41,7 +52,7 @@ def parse_component(spec: dict[str, Any], where: Location) -> Component:
     if mac is not None:
         mac = str(mac).strip().lower().replace("-", ":")
         if not MAC_RE.match(mac):
-            raise InputError(f"component {name}: MAC {spec['mac']!r} is not like 02:00:5e:10:07:0a", where)
+            raise InputError(f"component {name}: MAC {spec['mac']!r} is not like 02:c7:07:00:00:0a", where)
     ip = spec.get("ip")
     if ip is not None:
         try:
@@ -72,69 +83,90 @@ def check_date(text: Any, where: Location) -> str | None:
         raise InputError(f"commissioning date {text!r} is not YYYY-MM-DD", where) from None
 
 
-def _line_of(lines: list[str], pattern: str, start: int = 0) -> int | None:
-    for number, line in enumerate(lines[start:], start=start + 1):
-        if pattern in line:
-            return number
-    return None
+FLEET_SHAPE: Shape = Table({
+    "crane": ListOf(Table({
+        "name": TEXT, "maker": TEXT, "model": TEXT, "commissioned": DATE, "control_vendor": TEXT,
+        "profile": TEXT, "zone": TEXT,
+        "component": ListOf(Table({"name": TEXT, "kind": TEXT, "mac": TEXT, "ip": TEXT, "firmware": TEXT})),
+    })),
+})
 
 
-def _key_line(lines: list[str], key: str, start: int | None) -> int | None:
-    """The first ``key = ...`` line after line ``start`` (1-based), or ``start`` itself."""
-    pattern = re.compile(rf"^\s*{re.escape(key)}\s*=")
-    for number, line in enumerate(lines[start or 0:], start=(start or 0) + 1):
-        if pattern.match(line):
-            return number
-    return start
+def read_toml(file: Path, what: str) -> tuple[str, dict[str, Any]]:
+    """The text and data of a TOML file; every way it can fail is a located ``InputError``."""
+    where = Location(file=str(file))
+    try:
+        raw = file.read_bytes()
+    except OSError as exc:
+        raise InputError(f"cannot read {what}: {exc.strerror}", where) from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise InputError(f"{what} is not UTF-8 text ({exc.reason})", Location(file=str(file), offset=exc.start)) from None
+    try:
+        return text, tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise InputError(f"not valid TOML: {exc}", toml_error_location(exc, text, str(file))) from None
+    except RecursionError:
+        raise InputError("not valid TOML: nested too deeply", where) from None
+
+
+def _profile_path(file: Path, profile: str, where: Location) -> str:
+    try:
+        return str((file.parent / profile).resolve())
+    except (OSError, RuntimeError) as exc:  # a name too long, a symlink loop
+        raise InputError(f"profile {profile[:80]!r} is not a usable path: {exc}", where) from None
 
 
 def load_fleet(path: str | Path) -> list[Crane]:
-    """Cranes of a fleet file; a ``profile`` path is resolved against the file's folder."""
+    """Cranes of a fleet file; a ``profile`` path is resolved against the file's folder.
+
+    Unknown keys and wrong types (``FLEET_SHAPE``) and every bad value are collected, each at
+    its ``file:line``, and raised together as one ``ProfileError``.
+    """
     file = Path(path)
-    try:
-        text = file.read_text(encoding="utf-8")
-        data = tomllib.loads(text)
-    except OSError as exc:
-        raise InputError(f"cannot read fleet file: {exc.strerror}", Location(file=str(file))) from None
-    except tomllib.TOMLDecodeError as exc:
-        raise InputError(f"not valid TOML: {exc}", Location(file=str(file))) from None
-    lines = text.splitlines()
-    problems: list[CranewatchError] = []
+    text, raw = read_toml(file, "fleet file")
+
+    def at(*keys: str | int) -> Location:
+        return Location(file=str(file), line=toml_line(text, keys))
+
+    data, shape_problems = check(raw, FLEET_SHAPE)
+    problems: list[CranewatchError] = [InputError(p.message, at(*p.path)) for p in shape_problems]
+    flagged = {p.path for p in shape_problems}
     cranes: list[Crane] = []
     tables = data.get("crane", [])
-    if not isinstance(tables, list) or not tables:
+    if not tables and not problems:
         raise InputError("a fleet file lists cranes as [[crane]] tables", Location(file=str(file)))
     seen: set[str] = set()
-    for table in tables:
+    for i, table in enumerate(tables):
+        if ("crane", i, "name") in flagged:
+            continue
         name = str(table.get("name", ""))
-        line = _line_of(lines, f'"{name}"') if name else None
-        where = Location(file=str(file), line=line)
+        where = at("crane", i, "name") if name else at("crane", i)
         try:
             check_crane_name(name, where)
             if name in seen:
                 raise InputError(f"crane {name} is listed twice", where)
             seen.add(name)
             parts = []
-            for spec in table.get("component", []):
-                part_line = _line_of(lines, f'"{spec.get("name", "")}"', line or 0)
-                parts.append(parse_component(spec, Location(file=str(file), line=part_line)))
+            for j, spec in enumerate(table.get("component", [])):
+                parts.append(parse_component(spec, at("crane", i, "component", j, "name")))
             profile = table.get("profile")
             cranes.append(
                 Crane(
                     name=name,
                     maker=str(table.get("maker", "")),
                     model=str(table.get("model", "")),
-                    commissioned=check_date(
-                        table.get("commissioned"), Location(file=str(file), line=_key_line(lines, "commissioned", line))
-                    ),
+                    commissioned=check_date(table.get("commissioned"), at("crane", i, "commissioned")),
                     control_vendor=str(table.get("control_vendor", "")),
-                    profile_path=None if profile is None else str((file.parent / str(profile)).resolve()),
-                    zone=check_zone(table.get("zone"), Location(file=str(file), line=_key_line(lines, "zone", line))),
+                    profile_path=None if profile is None else _profile_path(file, str(profile), at("crane", i, "profile")),
+                    zone=check_zone(table.get("zone"), at("crane", i, "zone")),
                     components=tuple(parts),
                 )
             )
         except CranewatchError as exc:
             problems.append(exc)
     if problems:
+        problems.sort(key=lambda e: (e.location.line or 0) if e.location else 0)
         raise ProfileError(f"{len(problems)} problem(s) in fleet file", Location(file=str(file)), problems)
     return cranes

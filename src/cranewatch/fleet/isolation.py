@@ -2,7 +2,7 @@
 
 The Python face of ``cranewatch quarantine`` and ``cranewatch policy`` (the demo calls these):
 the ruleset is generated from the crane's record (and profile), optionally checked by
-``nft -c``, written to a file, kept in the store for the commissioning report, and — for
+``nft -c`` (always before it is written, when this machine can; required with ``check``), written to a file, kept in the store for the commissioning report, and — for
 quarantine — the crane's life cycle moves to quarantined.
 """
 
@@ -15,7 +15,7 @@ from typing import Any
 from cranewatch.errors import UsageError
 from cranewatch.fleet.lifecycle import check_transition
 from cranewatch.fleet.registry import current_user, require_crane, transition
-from cranewatch.policy import check_ruleset, inservice_ruleset, quarantine_ruleset
+from cranewatch.policy import inservice_ruleset, quarantine_ruleset, verify_ruleset
 from cranewatch.store import Store, StoredRuleset
 
 
@@ -30,14 +30,17 @@ def quarantine_crane(
     check: bool = False,
     move: bool = True,
     by: str | None = None,
+    force: bool = False,
 ) -> StoredRuleset:
-    """Generate (and check, write, record) the quarantine ruleset; move the crane to quarantined."""
+    """Generate (and check, write, record) the quarantine ruleset; move the crane to quarantined.
+
+    ``force`` lets a station network wider than a station through (the ruleset warns).
+    """
     record = require_crane(store, crane)
     if move and record.state != "quarantined":  # refuse before writing anything
         check_transition(record.name, record.state, "quarantined")
-    text = quarantine_ruleset(record, station, zone=zone, interface=interface)
-    if check:
-        check_ruleset(text)
+    text = quarantine_ruleset(record, station, zone=zone, interface=interface, force=force)
+    verify_ruleset(text, required=check)
     if out is not None:
         Path(out).write_text(text, encoding="utf-8")
     stored = store.record_ruleset(record.name, "quarantine", text, who=by or current_user())
@@ -78,8 +81,7 @@ def inservice_policy(
     if baseline is not None and not isinstance(baseline, Baseline | dict):
         baseline = load_baseline(baseline)
     text = inservice_ruleset(profile, baseline, crane=record.name, interface=interface)
-    if check:
-        check_ruleset(text)
+    verify_ruleset(text, required=check)
     if out is not None:
         Path(out).write_text(text, encoding="utf-8")
     return store.record_ruleset(record.name, "in-service", text, who=by or current_user())

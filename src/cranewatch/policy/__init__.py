@@ -1,6 +1,6 @@
 """nftables rulesets: quarantine isolation and in-service allow-lists."""
 
-from cranewatch.policy.check import check_ruleset
+from cranewatch.policy.check import check_ruleset, verify_ruleset
 from cranewatch.policy.inservice import Communication, inservice_plan, inservice_ruleset
 from cranewatch.policy.nft import Ruleset, render, table_name
 from cranewatch.policy.quarantine import quarantine_plan, quarantine_ruleset
@@ -15,4 +15,5 @@ __all__ = [
     "quarantine_ruleset",
     "render",
     "table_name",
+    "verify_ruleset",
 ]

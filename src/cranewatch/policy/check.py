@@ -1,4 +1,8 @@
-"""Ask the real nftables whether it accepts a ruleset (``nft -c -f``), without loading it."""
+"""Ask the real nftables whether it accepts a ruleset (``nft -c -f``), without loading it.
+
+``verify_ruleset`` is what runs before any ruleset is written: always when nft can check
+(installed, and root or CAP_NET_ADMIN), and required when the user asked for ``--check``.
+"""
 
 from __future__ import annotations
 
@@ -28,3 +32,18 @@ def check_ruleset(text: str) -> None:
     if "Operation not permitted" in message:
         raise EnvironmentProblem("nft -c needs root or CAP_NET_ADMIN to check a ruleset")
     raise InputError(f"nft refuses the ruleset:\n{message}", Location(file="<generated ruleset>"))
+
+
+def verify_ruleset(text: str, *, required: bool = False) -> bool:
+    """``nft -c`` the ruleset when this machine can; True when nft accepted it.
+
+    A refusal is always an error. Without nft (or the privilege to run ``nft -c``) the
+    ruleset is not checked: False, or an ``EnvironmentProblem`` when ``required``.
+    """
+    try:
+        check_ruleset(text)
+    except EnvironmentProblem:
+        if required:
+            raise
+        return False
+    return True

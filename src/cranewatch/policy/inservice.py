@@ -20,13 +20,15 @@ from cranewatch.policy.nft import (
     Rule,
     Ruleset,
     address_match,
+    family_of,
     identifier,
+    interface_name,
     log_prefix,
     render,
     sorted_addresses,
     table_name,
 )
-from cranewatch.policy.quarantine import zone_drops, zone_sets
+from cranewatch.policy.quarantine import sets_by_family, zone_drops, zone_sets
 from cranewatch.profile import CraneProfile
 
 # The transport(s) each profile protocol rides on; None: any transport.
@@ -79,6 +81,9 @@ def communications_from_baseline(baseline: Any) -> list[Communication]:
         protocol = str(item.get("protocol") or "any").lower()
         transports = (str(transport).lower(),) if transport else TRANSPORTS.get(protocol)
         if not client or not server:
+            continue
+        if transports is not None and not set(transports) <= {"tcp", "udp"}:
+            # learned ICMP, GRE ("ip47") or a damaged name: no accept rule (fail closed)
             continue
         out.append(
             Communication(
@@ -174,14 +179,32 @@ def _l4_match(transports: tuple[str, ...] | None, port: int | None) -> tuple[str
     return (protos, f"th dport {port}") if port is not None else (protos,)
 
 
-def _accept_rule(comm: Communication, counter: str) -> Rule:
-    match: list[str] = []
-    if comm.client is not None:
-        match.append(address_match("saddr", sorted_addresses(comm.client)))
-    if comm.server is not None:
-        match.append(address_match("daddr", sorted_addresses(comm.server)))
-    match.extend(_l4_match(comm.transports, comm.port))
-    return Rule(tuple(match), "accept", counter, comments=(f"{comm.label}  ({comm.source})",))
+def _by_family(addresses: tuple[str, ...] | None) -> dict[str, tuple[str, ...]] | None:
+    if addresses is None:
+        return None
+    found: dict[str, list[str]] = {}
+    for address in addresses:
+        found.setdefault(family_of(address), []).append(address)
+    return {fam: sorted_addresses(found[fam]) for fam in ("ip", "ip6") if fam in found}
+
+
+def _accept_rules(comm: Communication, counter: str) -> list[Rule]:
+    """One rule per IP family both ends have (an nft match holds one family), one counter."""
+    clients, servers = _by_family(comm.client), _by_family(comm.server)
+    families = [fam for fam in ("ip", "ip6")
+                if (clients is None or fam in clients) and (servers is None or fam in servers)]
+    if clients is None and servers is None:
+        families = [""]  # no address at all: one rule for both families
+    rules = []
+    for fam in families:
+        match: list[str] = []
+        if clients is not None:
+            match.append(address_match("saddr", clients[fam]))
+        if servers is not None:
+            match.append(address_match("daddr", servers[fam]))
+        match.extend(_l4_match(comm.transports, comm.port))
+        rules.append(Rule(tuple(match), "accept", counter, comments=(f"{comm.label}  ({comm.source})",)))
+    return rules
 
 
 def inservice_plan(
@@ -197,8 +220,9 @@ def inservice_plan(
     if not zone:
         raise ProfileError("the profile names no crane zone ([zones] crane = [CIDR])",
                            Location(file=profile.source or None))
+    if interface is not None:
+        interface_name(interface)
     sets = zone_sets([str(n) for n in zone])
-    fam = sets[0].family
     gateway = profile.gateway.ip if profile.gateway else None
 
     forward: dict[tuple[str, ...], Rule] = {}
@@ -220,27 +244,28 @@ def inservice_plan(
         n = 2
         while counter in used_counters:  # two allowances with the same words stay apart
             counter, n = f"{comm.counter}_{n}", n + 1
-        rule = _accept_rule(comm, counter)
         target = to_firewall if to_gateway else forward
-        if rule.match in target:  # the profile already allows exactly this
+        rules = [r for r in _accept_rules(comm, counter) if r.match not in target]
+        if not rules:  # the profile already allows exactly this (or no family fits both ends)
             continue
         used_counters.add(counter)
-        target[rule.match] = rule
+        target.update((r.match, r) for r in rules)
 
-    drops = zone_drops(name, "in-service", fam, interface)
+    drops = zone_drops(name, "in-service", sets, interface)
     def established(counter: str) -> Rule:
         return Rule(("ct state established,related",), "accept", counter,
                     comments=("replies within connections an accept rule below allowed",))
 
-    invalid = Rule((f"{fam} saddr @crane_zone", "ct state invalid"), "drop", "invalid_from_crane",
-                   log_prefix(name, "in-service"), ("packets conntrack cannot place (e.g. a stray ACK scan)",))
+    invalid = [Rule((f"{fam} saddr @{set_name}", "ct state invalid"), "drop", "invalid_from_crane",
+                    log_prefix(name, "in-service"), ("packets conntrack cannot place (e.g. a stray ACK scan)",))
+               for fam, set_name in sets_by_family(sets, "crane_zone").items()]
     header = (
         f"cranewatch in-service allow-list for crane {name}",
         f"generated by cranewatch {__version__} from {profile.source or 'the profile'}"
         + (" and a learned baseline" if baseline is not None else "") + "; regenerate, do not edit:",
         f"  cranewatch policy {name}",
         "",
-        f"crane zone: {', '.join(sets[0].elements)}"
+        f"crane zone: {', '.join(e for s in sets for e in s.elements)}"
         + (f" (behind interface {interface})" if interface else
            " (matched by address: name the crane-side interface with --interface to also drop"
            " spoofed sources and IPv6)"),
@@ -255,7 +280,7 @@ def inservice_plan(
     )
 
     def ordered(rules: dict[tuple[str, ...], Rule]) -> tuple[Rule, ...]:
-        return tuple(sorted(rules.values(), key=lambda r: r.counter or ""))
+        return tuple(sorted(rules.values(), key=lambda r: (r.counter or "", r.match)))
 
     return Ruleset(
         table=table_name(name),
@@ -263,7 +288,7 @@ def inservice_plan(
         sets=sets,
         chains=(
             Chain("forward", "forward",
-                  (established("return_traffic"), invalid, *ordered(forward), *drops["forward"])),
+                  (established("return_traffic"), *invalid, *ordered(forward), *drops["forward"])),
             Chain("input", "input",
                   (established("return_to_firewall"), *ordered(to_firewall), *drops["input"])),
             Chain("output", "output", (established("return_from_firewall"), *drops["output"])),

@@ -17,13 +17,26 @@ Saved as JSON (``to_json``/``from_json``, versioned); the crane baseline file em
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from cranewatch.errors import ProfileError
+from cranewatch.configschema import (
+    INT,
+    MODERATE,
+    STR,
+    ListOf,
+    MapOf,
+    Nullable,
+    Shape,
+    Table,
+    Tuple,
+    check,
+)
+from cranewatch.errors import Location, ProfileError
 from cranewatch.process.checks import constant_runs, rolling_mean
 from cranewatch.process.learned import LearnedModel, fit
 from cranewatch.process.signals import SignalFrame
@@ -42,6 +55,83 @@ MARGIN_REFERENCE_S = 600.0
 MARGIN_MIN_SECONDS = 10.0  # a baseline of unknown or tiny length gets the widest margin
 DRIVES = frozenset({"hoist_height", "trolley_position", "gantry_position", "hoist_speed",
                     "trolley_speed", "gantry_speed"})
+
+
+_NUMBERS = ListOf(MODERATE)
+LEARNED_SHAPE: Shape = Table(
+    {"names": ListOf(STR), "mean": _NUMBERS, "std": _NUMBERS, "coef": ListOf(_NUMBERS),
+     "resid_std": _NUMBERS, "threshold": _NUMBERS, "drift": MODERATE, "target_per_day": MODERATE,
+     "samples_per_day": MODERATE, "level_gain": Nullable(_NUMBERS)},
+    required=frozenset({"names", "mean", "std", "coef", "resid_std", "threshold", "drift",
+                        "target_per_day", "samples_per_day"}),
+)
+# What ``ProcessBaseline.to_json`` writes; a saved baseline is checked against it on loading.
+# Learned envelopes are finite and moderate: a NaN, an infinity or 1e308 there can only come
+# from a damaged file (and would overflow the checks' arithmetic).
+PROCESS_SHAPE: Shape = Table(
+    {"version": INT, "duration_s": MODERATE,
+     "value_range": MapOf(Tuple((MODERATE, MODERATE))),
+     "rate": MapOf(MapOf(MODERATE, re.compile(r"-?\d{1,9}"), "a crane state number")),
+     "rate_any": MapOf(MODERATE), "longest_flat_s": MapOf(MODERATE),
+     "torque_fit": Nullable(Tuple((MODERATE, MODERATE, MODERATE))),
+     "learned": Nullable(LEARNED_SHAPE)},
+    required=frozenset({"version", "value_range", "rate", "longest_flat_s"}),
+)
+
+
+def process_problems(obj: Any) -> list[tuple[tuple[str | int, ...], str]]:
+    """Every way ``obj`` is not a saved process baseline: (path, message) pairs."""
+    cleaned, problems = check(obj, PROCESS_SHAPE)
+    found = [(p.path, p.message) for p in problems]
+    if not found and cleaned.get("version") != VERSION:
+        found.append((("version",), f"process baseline version {cleaned.get('version')!r} is not {VERSION}"))
+    if not found:
+        found += _envelope_problems(cleaned)
+    learned = cleaned.get("learned")
+    if not found and learned:
+        n = len(learned["names"])
+        sizes = {k: len(learned[k]) for k in ("mean", "std", "resid_std", "threshold")}
+        if learned.get("level_gain") is not None:
+            sizes["level_gain"] = len(learned["level_gain"])
+        for key, size in sizes.items():
+            if size != n:
+                found.append((("learned", key), f"learned.{key}: {size} values for {n} signals"))
+        rows = learned["coef"]
+        if len(rows) != 2 * n + 1 or any(len(r) != n for r in rows):
+            found.append((("learned", "coef"), f"learned.coef: expected {2 * n + 1} rows of {n} values"))
+        # The checks divide by these; ``fit`` never gives a spread below 1e-9 nor a threshold below 1.
+        for key, least in (("std", 1e-9), ("resid_std", 1e-9), ("threshold", 1.0)):
+            if any(v < least for v in learned[key]):
+                found.append((("learned", key), f"learned.{key}: a value below {least:g}, which fit() never gives"))
+        # The check samples the frame every 86400 / samples_per_day seconds.
+        if learned["samples_per_day"] < 1:
+            found.append((("learned", "samples_per_day"), "learned.samples_per_day: fewer than one a day"))
+        if learned["target_per_day"] <= 0:
+            found.append((("learned", "target_per_day"), "learned.target_per_day: not above zero"))
+    return found
+
+
+def _envelope_problems(obj: dict[str, Any]) -> list[tuple[tuple[str | int, ...], str]]:
+    """What a learned envelope cannot be: a range running backwards, a negative rate, time or
+    spread (the checks divide by some of them)."""
+    found: list[tuple[tuple[str | int, ...], str]] = []
+    for name, (low, high) in obj["value_range"].items():
+        if low > high:
+            found.append((("value_range", name), f"value_range.{name}: low {low} is above high {high}"))
+    negative: list[tuple[tuple[str | int, ...], str]] = [
+        (("rate", name, state), f"rate.{name}.{state}") for name, by_state in obj["rate"].items()
+        for state, value in by_state.items() if value < 0]
+    negative += [((key, name), f"{key}.{name}") for key in ("rate_any", "longest_flat_s")
+                 for name, value in obj.get(key, {}).items() if value < 0]
+    negative += [(("duration_s",), "duration_s")] if obj.get("duration_s", 0.0) < 0 else []
+    fit = obj.get("torque_fit")
+    negative += [(("torque_fit",), "torque_fit (its residual spread)")] if fit and fit[2] < 0 else []
+    learned = obj.get("learned")
+    negative += [(("learned", "drift"), "learned.drift")] if learned and learned["drift"] < 0 else []
+    found += [(path, f"{what}: is negative") for path, what in negative]
+    if fit and fit[0] == 0:  # the torque check divides by it: a hoist's torque follows its load
+        found.append((("torque_fit",), "torque_fit: a slope of 0 (torque not following load)"))
+    return found
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,9 +171,15 @@ class ProcessBaseline:
         }
 
     @classmethod
-    def from_json(cls, obj: dict[str, Any]) -> ProcessBaseline:
-        if obj.get("version") != VERSION:
-            raise ProfileError(f"process baseline version {obj.get('version')!r} is not {VERSION}")
+    def from_json(cls, obj: dict[str, Any], where: Location | None = None) -> ProcessBaseline:
+        """The envelopes saved by ``to_json``; anything else is a ``ProfileError`` listing every
+        problem (checked against ``PROCESS_SHAPE``), never a stray exception."""
+        found = process_problems(obj)
+        if found:
+            raise ProfileError(
+                f"process baseline: {found[0][1]}" if len(found) == 1
+                else f"process baseline has {len(found)} problems", where,
+                [ProfileError(f"process.{m}", where) for _, m in found] if len(found) > 1 else None)
         fit_ = obj.get("torque_fit")
         return cls(
             value_range={k: (float(v[0]), float(v[1])) for k, v in obj["value_range"].items()},
