@@ -1,8 +1,8 @@
 """The analysis result as JSON lines: one object per line, each with a ``type``.
 
 Types, in this order: ``input``, ``host``, ``flow-summary`` (one per protocol),
-``modbus-master``, ``modbus-slave``, ``warning``, ``finding`` (exactly ``Finding.to_json()``,
-the contract in DESIGN.md). Times are ISO 8601 UTC. Each type has a JSON Schema in
+``modbus-master``, ``modbus-slave``, ``warning``, ``incident`` (``Incident.to_json()``) and
+``finding`` (exactly ``Finding.to_json()``; both contracts in DESIGN.md). Times are ISO 8601 UTC. Each type has a JSON Schema in
 ``cranewatch/data/schemas/TYPE.schema.json`` (``schemas()``; docs/jsonl.md describes them).
 """
 
@@ -64,6 +64,8 @@ def records(result: AnalysisResult) -> Iterator[dict[str, Any]]:
     if result.warnings_suppressed:
         yield {"type": "warning", "kind": "limit", "file": None, "frame": None,
                "message": f"{result.warnings_suppressed} more warnings not listed"}
+    for incident in result.incidents:
+        yield incident.to_json()
     for f in result.findings:
         yield f.to_json()
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections import Counter
 
+from cranewatch.incidents import Incident
 from cranewatch.model import Severity, iso_time
 from cranewatch.pipeline import AnalysisResult, ModbusPeer
 
@@ -46,11 +47,27 @@ def _peer_lines(peer: ModbusPeer) -> list[str]:
     return lines
 
 
+def incident_lines(incidents: tuple[Incident, ...]) -> list[str]:
+    """The incidents first: each with its severity, time, hosts and its findings in time order."""
+    lines = [f"Incidents ({len(incidents)})"]
+    for n in incidents:
+        lines.append(f"  {str(n.severity).upper():8} {n.title}  ({n.id})")
+        assets = ", ".join(n.assets) if n.assets else "-"
+        lines.append(f"      {_when(n.first_seen)} → {_when(n.last_seen)}  hosts {assets}")
+        for step in n.timeline:
+            lines.append(f"      {_when(step.at)}  [{step.category}] {step.title}  ({step.finding})")
+    if not incidents:
+        lines.append("  none")
+    lines.append("")
+    return lines
+
+
 def render(result: AnalysisResult) -> str:
     out: list[str] = []
     add = out.append
     add("cranewatch analysis")
     add("")
+    out.extend(incident_lines(result.incidents))
     add("Inputs")
     for i in result.inputs:
         state = "ok" if i.complete else "INCOMPLETE"

@@ -1,0 +1,197 @@
+"""Incidents: the findings of one cause, put together with a timeline (findings in, incidents out).
+
+An analyst reading ten findings of one replay attack (replay, position/speed, rates ...) or the
+three steps of one intrusion (a new host on the LAN, a hidden uplink through it, an SSH session
+from outside) should read one incident. Two findings belong to one incident when they overlap
+in time (within ``TIME_SLACK``) and
+
+- share an actor: a host one of them comes from (its ``src``) is a host of the other (``src``
+  or ``dst``). Two findings that merely hit the same target (two hosts each writing to the
+  PLC) are not joined by it: the PLC is everyone's target; the hosts are the causes;
+- or are process findings without hosts (the process checks that do not know the device yet),
+  joined with each other and with the writes and false readings of the network detectors:
+  one tampering shown by several checks.
+
+Every network or process finding is in exactly one incident (a lone finding makes an incident
+of one). Forensic findings (of an image, not of traffic) are left out: they have no time.
+
+An incident's id is made of its crane and its member finding ids, which are stable themselves:
+the same findings make the same incident whatever the order they came in or the time of the run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from cranewatch.model import NETWORK_CATEGORIES, Finding, Severity, iso_time
+
+TIME_SLACK = 60.0  # seconds: findings this close in time may be one incident
+# Network findings a host-less process finding may be the consequence of (a write to the PLC,
+# a false value on the wire).
+PROCESS_CAUSES = frozenset({"safety-override", "plc-control", "rogue-master", "false-reading"})
+
+
+@dataclass(frozen=True, slots=True)
+class Step:
+    """One finding on an incident's timeline."""
+
+    at: float | None
+    finding: str
+    severity: Severity
+    category: str
+    title: str
+    src: str | None
+    dst: str | None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"at": iso_time(self.at), "finding": self.finding, "severity": str(self.severity),
+                "category": self.category, "title": self.title, "src": self.src, "dst": self.dst}
+
+
+@dataclass(frozen=True, slots=True)
+class Incident:
+    """Related findings of one cause (the contract of DESIGN.md, ``"type": "incident"``)."""
+
+    id: str
+    crane: str | None
+    title: str
+    severity: Severity
+    first_seen: float | None
+    last_seen: float | None
+    findings: tuple[str, ...]  # member finding ids, sorted
+    assets: tuple[str, ...]  # hosts the members name, sorted
+    timeline: tuple[Step, ...]  # the members in time order
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "type": "incident",
+            "id": self.id,
+            "crane": self.crane,
+            "title": self.title,
+            "severity": str(self.severity),
+            "first_seen": iso_time(self.first_seen),
+            "last_seen": iso_time(self.last_seen),
+            "findings": list(self.findings),
+            "assets": list(self.assets),
+            "timeline": [s.to_json() for s in self.timeline],
+        }
+
+
+def incident_id(crane: str | None, members: Iterable[str]) -> str:
+    """Stable: the crane and the sorted member finding ids (each stable across runs)."""
+    text = json.dumps([crane, *sorted(members)], separators=(",", ":"))
+    return "cwi-" + hashlib.sha256(text.encode()).hexdigest()[:20]
+
+
+def host(endpoint: str | None) -> str | None:
+    """The host of ``address[:port]`` (``[v6]:port`` too); a network (``10.0.0.0/24``) stays as is."""
+    if endpoint is None:
+        return None
+    if endpoint.startswith("["):
+        return endpoint[1:].split("]", 1)[0]
+    return endpoint.rsplit(":", 1)[0] if endpoint.count(":") == 1 else endpoint
+
+
+def is_process(f: Finding) -> bool:
+    return f.rule.startswith("process-")
+
+
+def _actors(f: Finding) -> set[str]:
+    """The hosts a finding comes from: its src (for a process finding, the device whose values
+    are false; the master that read them is not a cause)."""
+    src = host(f.src)
+    return {src} if src else set()
+
+
+def _hosts(f: Finding) -> set[str]:
+    if is_process(f):
+        return _actors(f)
+    return {h for h in (host(f.src), host(f.dst)) if h}
+
+
+def _close_in_time(a: Finding, b: Finding) -> bool:
+    if a.first_seen is None or b.first_seen is None:
+        return True  # no time to tell them apart by
+    a_last = a.last_seen if a.last_seen is not None else a.first_seen
+    b_last = b.last_seen if b.last_seen is not None else b.first_seen
+    return a.first_seen <= b_last + TIME_SLACK and b.first_seen <= a_last + TIME_SLACK
+
+
+def related(a: Finding, b: Finding) -> bool:
+    """Whether two findings are of one incident (the rules of the module docstring)."""
+    if not _close_in_time(a, b):
+        return False
+    if _actors(a) & _hosts(b) or _actors(b) & _hosts(a):
+        return True
+    for x, y in ((a, b), (b, a)):
+        if is_process(x) and not _actors(x) and (is_process(y) or y.category in PROCESS_CAUSES):
+            return True
+    return False
+
+
+def group_incidents(findings: Sequence[Finding]) -> tuple[Incident, ...]:
+    """The incidents the network and process findings make, most severe first, then by time."""
+    members = sorted((f for f in findings if f.category in NETWORK_CATEGORIES), key=lambda f: f.id)
+    parent = list(range(len(members)))
+
+    def root(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    # Candidate pairs share a host, or involve a host-less process finding: no all-pairs scan
+    # over findings of unrelated hosts.
+    by_host: dict[str, list[int]] = {}
+    hostless: list[int] = []
+    for i, f in enumerate(members):
+        for h in _hosts(f):
+            by_host.setdefault(h, []).append(i)
+        if is_process(f) and not _actors(f):
+            hostless.append(i)
+    candidates = {(i, j) for group in by_host.values() for i in group for j in group if i < j}
+    candidates |= {(min(i, j), max(i, j)) for i in hostless for j in range(len(members)) if i != j}
+    for i, j in sorted(candidates):
+        if root(i) != root(j) and related(members[i], members[j]):
+            parent[max(root(i), root(j))] = min(root(i), root(j))
+    groups: dict[int, list[Finding]] = {}
+    for i, f in enumerate(members):
+        groups.setdefault(root(i), []).append(f)
+    incidents = [_incident(group) for group in groups.values()]
+    return tuple(sorted(incidents, key=lambda n: (-n.severity, n.first_seen or 0.0, n.id)))
+
+
+def _order(f: Finding) -> tuple[bool, float, int, str]:
+    return (f.first_seen is None, f.first_seen or 0.0, -f.severity, f.id)
+
+
+def _incident(group: list[Finding]) -> Incident:
+    timeline = sorted(group, key=_order)
+    lead = min(group, key=lambda f: (-f.severity, *_order(f)))
+    crane = next((f.crane for f in group if f.crane), None)
+    firsts = [f.first_seen for f in group if f.first_seen is not None]
+    lasts = [t for f in group for t in (f.last_seen, f.first_seen) if t is not None]
+    return Incident(
+        id=incident_id(crane, (f.id for f in group)),
+        crane=crane,
+        title=_title(lead, group),
+        severity=max(f.severity for f in group),
+        first_seen=min(firsts, default=None),
+        last_seen=max(lasts, default=None),
+        findings=tuple(sorted(f.id for f in group)),
+        assets=tuple(sorted({h for f in group for h in (host(f.src), host(f.dst)) if h})),
+        timeline=tuple(Step(f.first_seen, f.id, f.severity, f.category, f.title, f.src, f.dst)
+                       for f in timeline),
+    )
+
+
+def _title(lead: Finding, group: list[Finding]) -> str:
+    """The most severe finding's title, and what else the incident holds."""
+    if len(group) == 1:
+        return lead.title
+    others = sorted({f.category for f in group if f is not lead})
+    return f"{lead.title} — with {len(group) - 1} related finding(s): {', '.join(others)}"
