@@ -224,3 +224,21 @@ def test_the_commissioning_report_lists_the_incidents(tmp_path: Path, lab: dict)
     html = render_html(report)
     assert html.index('<section id="incidents">') < html.index('<section id="findings"')
     assert incident.id in html
+
+
+def test_analyze_with_a_db_stores_the_incidents_of_the_run(tmp_path: Path, lab: dict,
+                                                           capsys: pytest.CaptureFixture[str]) -> None:
+    db = tmp_path / "cw.db"
+    with open_store(db) as store:
+        import_fleet(store, REPO / "profiles" / "fleet-example.toml", by="ana")
+    capture = str(LAB / "remote-ssh" / "crane-lan.pcap")
+    for _ in range(2):  # the same capture recorded again replaces its run, incidents included
+        assert main(["analyze", capture, "--profile", str(PROFILE), "--db", str(db), "--crane", "STS-07"]) == 0
+    capsys.readouterr()
+    with open_store(db) as store:
+        assert "0006_incidents" in store.applied_migrations()
+        (run,) = store.runs("STS-07", "analyze")
+        stored = store.incidents("STS-07")
+        assert store.incidents("STS-07", [run.id]) == stored
+        assert store.incidents("STS-07", [run.id + 1]) == []
+    assert stored == list(lab["remote-ssh"].incidents)  # the record read back is the same incident

@@ -27,7 +27,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from cranewatch.model import NETWORK_CATEGORIES, Finding, Severity, iso_time
+from cranewatch.model import NETWORK_CATEGORIES, Finding, Severity, iso_time, parse_time
 
 TIME_SLACK = 60.0  # seconds: findings this close in time may be one incident
 # Network findings a host-less process finding may be the consequence of (a write to the PLC,
@@ -50,6 +50,11 @@ class Step:
     def to_json(self) -> dict[str, Any]:
         return {"at": iso_time(self.at), "finding": self.finding, "severity": str(self.severity),
                 "category": self.category, "title": self.title, "src": self.src, "dst": self.dst}
+
+    @classmethod
+    def from_json(cls, obj: dict[str, Any]) -> Step:
+        return cls(parse_time(obj.get("at")), obj["finding"], Severity.parse(obj["severity"]),
+                   obj["category"], obj["title"], obj.get("src"), obj.get("dst"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,6 +84,21 @@ class Incident:
             "assets": list(self.assets),
             "timeline": [s.to_json() for s in self.timeline],
         }
+
+    @classmethod
+    def from_json(cls, obj: dict[str, Any]) -> Incident:
+        """Inverse of ``to_json`` (the store keeps the record)."""
+        return cls(
+            id=obj["id"],
+            crane=obj.get("crane"),
+            title=obj["title"],
+            severity=Severity.parse(obj["severity"]),
+            first_seen=parse_time(obj.get("first_seen")),
+            last_seen=parse_time(obj.get("last_seen")),
+            findings=tuple(obj["findings"]),
+            assets=tuple(obj.get("assets", ())),
+            timeline=tuple(Step.from_json(s) for s in obj.get("timeline", ())),
+        )
 
 
 def incident_id(crane: str | None, members: Iterable[str]) -> str:

@@ -34,6 +34,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol, TextIO
 
+from cranewatch.incidents import group_incidents
 from cranewatch.model import Finding, Severity, iso_time
 from cranewatch.pipeline import Analysis, Sink
 from cranewatch.protocols.modbus import RegisterSeries
@@ -205,7 +206,8 @@ class StoreOutput:
         if not (final or appeared or self._at is None or now - self._at >= self.every):
             return
         self.runs.append(self.store.record_run(self.crane, "analyze", [], list(findings),
-                                               component=self.component))
+                                               component=self.component,
+                                               incidents=group_incidents(findings)))
         self._written, self._at = state, now
 
     def close(self) -> None:
