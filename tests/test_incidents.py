@@ -242,3 +242,17 @@ def test_analyze_with_a_db_stores_the_incidents_of_the_run(tmp_path: Path, lab: 
         assert store.incidents("STS-07", [run.id]) == stored
         assert store.incidents("STS-07", [run.id + 1]) == []
     assert stored == list(lab["remote-ssh"].incidents)  # the record read back is the same incident
+
+
+def test_process_findings_naming_their_device_group_as_before(lab: dict) -> None:
+    """When the process checks name the device (src, the PLC) and the reader (dst, the CMS), the
+    replay is still one incident, and a beacon from the CMS at the same time is not in it: the
+    reader of false values is not their cause."""
+    named = [replace(f, src=PLC, dst=CMS) for f in lab["replay"].findings]
+    at = min(f.first_seen for f in named)
+    beacon = finding("c2", "c2", CMS, "203.0.113.80:443", at, at + 10)
+    incidents = group_incidents([*named, beacon])
+    assert sorted(len(n.findings) for n in incidents) == [1, 6]
+    write = finding("safety-override", "safety-override", EWS, f"{PLC}:502", at - 1)
+    (joined,) = [n for n in group_incidents([*named, write]) if len(n.findings) > 1]
+    assert len(joined.findings) == 7 and set(joined.assets) == {EWS, PLC, CMS}
