@@ -100,3 +100,14 @@ def test_outbound_fan_out_is_one_finding_per_port() -> None:
     assert by_port["443"].count == 7 and by_port["443"].evidence[0].values["peers"] == 7
     assert by_port["443"].title == "crane host cms talks to 7 outside hosts on port 443 (7 connection(s))"
     assert by_port["8883"].count == 1
+
+
+def test_internet_scanners_of_one_host_are_one_recon_finding() -> None:
+    probes = [conv(f"198.51.100.{s}", PLC, port, T0 + s + port * 0.001, to_server=1, to_client=1,
+                   bytes_to_server=60, bytes_to_client=54, sport=33000 + s)
+              for s in range(1, 31) for port in range(1, 200, 7)]  # 30 scanners, 29 ports each
+    scans = [f for f in run(probes, profile=sts07()) if f.category == "recon"]
+    (scan,) = scans
+    assert scan.dst == PLC and scan.count == 30 * 29 and scan.evidence[0].values["peers"] == 30
+    assert scan.title == "plc scanned by 30 outside hosts (870 probes)"
+    assert scan.src == "198.51.100.1"  # the first to come

@@ -80,11 +80,19 @@ def _hidden_uplink(f: Finding, ctx: Context) -> Fanned | None:
     return Fanned((f.src, str(crane_host)), host_of(f.dst) or "", inbound=False)
 
 
+def _recon(f: Finding, ctx: Context) -> Fanned | None:
+    if f.src is None or f.dst is None:
+        return None
+    kind = "scan" if _first(f, "ports") is not None else "modbus"  # probes, or Modbus requests
+    return Fanned((f.dst, kind), host_of(f.src) or "", inbound=True)
+
+
 FANS: dict[str, Callable[[Finding, Context], Fanned | None]] = {
     "egress": _egress,
     "remote-access": _remote_access,
     "rogue-master": _rogue_master,
     "hidden-uplink": _hidden_uplink,
+    "recon": _recon,
 }
 
 
@@ -211,6 +219,12 @@ def _title(rule: str, lead: Finding, fanned: Fanned, peers: int, zone: str, coun
     if rule == "rogue-master":
         verb = "write to" if fanned.target[1] == "writes" else "poll"
         return f"{peers} new Modbus masters from {zone} hosts {verb} PLC {ctx.host_name(host_of(lead.dst) or '')}"
+    if rule == "recon":
+        host, port = split_endpoint(lead.dst or "")
+        where = ctx.host_name(host) + (f":{port}" if port else "")
+        if fanned.target[1] == "scan":
+            return f"{where} scanned by {hosts} ({count} probes)"
+        return f"Modbus reconnaissance of {where} by {hosts} ({count} requests)"
     router, crane_host = fanned.target
     return (f"{router} carries traffic between {ctx.host_name(crane_host)} and {hosts}, "
             "bypassing the crane gateway")
