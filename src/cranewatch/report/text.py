@@ -11,6 +11,7 @@ from cranewatch.pipeline import AnalysisResult, ModbusPeer
 MAX_HOSTS = 50
 MAX_RANGES = 12
 MAX_WARNINGS = 20
+MAX_STEPS = 20  # findings shown on an incident's timeline
 
 FUNCTION_NAMES = {
     1: "read coils", 2: "read discrete inputs", 3: "read holding registers",
@@ -54,8 +55,10 @@ def incident_lines(incidents: tuple[Incident, ...]) -> list[str]:
         lines.append(f"  {str(n.severity).upper():8} {n.title}  ({n.id})")
         assets = ", ".join(n.assets) if n.assets else "-"
         lines.append(f"      {_when(n.first_seen)} → {_when(n.last_seen)}  hosts {assets}")
-        for step in n.timeline:
+        for step in n.timeline[:MAX_STEPS]:
             lines.append(f"      {_when(step.at)}  [{step.category}] {step.title}  ({step.finding})")
+        if len(n.timeline) > MAX_STEPS:
+            lines.append(f"      … {len(n.timeline) - MAX_STEPS} more findings (see Findings below)")
     if not incidents:
         lines.append("  none")
     lines.append("")
