@@ -111,3 +111,15 @@ def test_internet_scanners_of_one_host_are_one_recon_finding() -> None:
     assert scan.dst == PLC and scan.count == 30 * 29 and scan.evidence[0].values["peers"] == 30
     assert scan.title == "plc scanned by 30 outside hosts (870 probes)"
     assert scan.src == "198.51.100.1"  # the first to come
+
+
+def test_a_peer_s_bytes_are_those_of_all_its_connections() -> None:
+    findings = run([conv("198.51.100.9", PLC, 20000, T0, bytes_to_server=100, bytes_to_client=40),
+                    conv("198.51.100.9", PLC, 20000, T0 + 5, bytes_to_server=7, bytes_to_client=3),
+                    conv("198.51.100.8", PLC, 20000, T0 + 9, bytes_to_server=1, bytes_to_client=1)],
+                   profile=sts07())
+    (f,) = findings
+    first, second = f.evidence[0].values["first_peers"]
+    assert (first["peer"], first["count"], first["bytes"]) == ("198.51.100.9", 2, 150)
+    assert (second["peer"], second["count"], second["bytes"]) == ("198.51.100.8", 1, 2)
+    assert f.evidence[1].values["bytes_out"] == 107 and f.evidence[1].values["bytes_in"] == 43

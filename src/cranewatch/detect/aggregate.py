@@ -169,9 +169,7 @@ def _fold(key: tuple[str, ...], members: list[tuple[Finding, Fanned]], ctx: Cont
     if len(peers) == 1 and len(members) == 1:
         return dataclasses.replace(lead, id=fid)
     findings = [f for f, _ in members]
-    techniques: list[str] = []
-    for f in findings:
-        techniques += [t for t in f.technique if t not in techniques]
+    techniques = sorted({t for f in findings for t in f.technique})
     count = sum(f.count for f in findings)
     summary = Evidence(
         note=f"{len(peers)} {zone} peer(s); the first {min(len(peers), LISTED_PEERS)} listed",
