@@ -256,3 +256,54 @@ def test_process_findings_naming_their_device_group_as_before(lab: dict) -> None
     write = finding("safety-override", "safety-override", EWS, f"{PLC}:502", at - 1)
     (joined,) = [n for n in group_incidents([*named, write]) if len(n.findings) > 1]
     assert len(joined.findings) == 7 and set(joined.assets) == {EWS, PLC, CMS}
+
+
+def _pairwise(findings: list[Finding]) -> set[frozenset[str]]:
+    """Incidents by the definition: join every related pair (all pairs looked at)."""
+    groups = {f.id: {f.id} for f in findings}
+    for a in findings:
+        for b in findings:
+            if a.id < b.id and related(a, b) and groups[a.id] is not groups[b.id]:
+                merged = groups[a.id] | groups[b.id]
+                for fid in merged:
+                    groups[fid] = merged
+    return {frozenset(g) for g in groups.values()}
+
+
+def test_the_grouping_is_that_of_every_related_pair() -> None:
+    """Random findings over a few hosts and times (fixed seeds): the sweep gives the incidents
+    that joining every related pair gives."""
+    hosts = ["10.20.7.10", "10.20.7.30", "10.20.0.50", "10.20.7.66", "203.0.113.10", None]
+    kinds = [("egress", "egress"), ("rogue-master", "rogue-master"), ("c2", "c2"),
+             ("safety-override", "safety-override"), ("process-rate", "false-reading"),
+             ("process-frozen", "false-reading")]
+    joined = 0
+    for seed in range(40):
+        rng = random.Random(seed)
+        findings = []
+        for n in range(rng.randint(1, 25)):
+            rule, category = rng.choice(kinds)
+            src, dst = rng.choice(hosts), rng.choice(hosts)
+            at = T0 + rng.uniform(0, 600)
+            f = finding(rule, category, src, dst and f"{dst}:502", at, at + rng.uniform(0, 90))
+            if rng.random() < 0.05:  # no time: close to any other
+                f = replace(f, first_seen=None, last_seen=None)
+            findings.append(replace(f, id=finding_id("t", None, seed, n)))
+        got = {frozenset(n.findings) for n in group_incidents(findings)}
+        assert got == _pairwise(findings), seed
+        joined += len(findings) - len(got)
+    assert joined > 100  # the cases do join findings, not only leave them alone
+
+
+def test_thousands_of_findings_on_one_host_group_fast() -> None:
+    import time
+
+    findings = [finding("safety-override", "safety-override", "10.0.0.1", f"10.1.{i // 250}.{i % 250}:502",
+                        T0 + 100 * i) for i in range(3000)]
+    started = time.perf_counter()
+    incidents = group_incidents(findings)
+    assert time.perf_counter() - started < 2.0  # pairwise: ~20 s on this machine
+    assert len(incidents) == 3000  # 100 s apart, beyond the 60 s slack: none joins
+    near = [replace(f, first_seen=T0 + 30 * i, last_seen=T0 + 30 * i) for i, f in enumerate(findings)]
+    (chain,) = group_incidents(near)  # 30 s apart: one chain
+    assert len(chain.findings) == 3000
