@@ -182,8 +182,8 @@ def group_incidents(findings: Sequence[Finding]) -> tuple[Incident, ...]:
             hostless.append(i)
         elif is_process(f) or f.category in PROCESS_CAUSES:
             causes.append(i)
-    for h, actors in actors_of.items():
-        links.sweep(actors, named_by.get(h, []), spans)
+    for h, indexes in actors_of.items():
+        links.sweep(indexes, named_by.get(h, []), spans)
     links.sweep(hostless, causes, spans)
     groups: dict[int, list[Finding]] = {}
     for i, f in enumerate(members):
