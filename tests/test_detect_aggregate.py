@@ -123,3 +123,16 @@ def test_a_peer_s_bytes_are_those_of_all_its_connections() -> None:
     assert (first["peer"], first["count"], first["bytes"]) == ("198.51.100.9", 2, 150)
     assert (second["peer"], second["count"], second["bytes"]) == ("198.51.100.8", 1, 2)
     assert f.evidence[1].values["bytes_out"] == 107 and f.evidence[1].values["bytes_in"] == 43
+
+
+def test_a_folded_finding_and_its_incident_match_the_schemas(tmp_path: Path) -> None:
+    from cranewatch.cli import main
+    from test_jsonl_schemas import problems
+
+    out = tmp_path / "flood.jsonl"
+    assert main(["analyze", str(dnp3_flood(tmp_path / "flood.pcap", 30)), "--format", "jsonl",
+                 "--out", str(out)]) == 0
+    lines = out.read_text(encoding="utf-8").splitlines()
+    assert problems(lines) == []
+    kinds = [line.split('"type":"', 1)[1].split('"', 1)[0] for line in lines]
+    assert kinds.count("finding") == 1 and kinds.count("incident") == 1
