@@ -18,7 +18,7 @@ from cranewatch.progress import ProgressBar
 from modbus_capture import Conversation, mbap, read_request, read_response, udp_frame, write_pcap
 
 JSONL_TYPES = {"input", "segment", "host", "flow-summary", "modbus-master", "modbus-slave", "warning",
-               "finding"}
+               "incident", "finding"}
 
 
 def crane_capture(path: Path) -> Path:

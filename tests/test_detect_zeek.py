@@ -33,7 +33,20 @@ KNOWN = {
 
 
 def key(findings: list[Finding] | tuple[Finding, ...]) -> set[tuple[str, str | None, str | None]]:
-    return {(f.category, f.src, f.dst) for f in findings}
+    """(category, src, dst) of each finding; a finding folded over outside peers
+    (``detect.aggregate``) gives one per peer it lists: its first peer is the earliest one, and
+    Zeek's test logs have every time set to 0, so logs and capture name different first peers."""
+    out: set[tuple[str, str | None, str | None]] = set()
+    for f in findings:
+        peers = [p["peer"] for e in f.evidence for p in e.values.get("first_peers", ())]
+        if not peers:
+            out.add((f.category, f.src, f.dst))
+        elif f.src == peers[0]:  # many clients of one service
+            out |= {(f.category, peer, f.dst) for peer in peers}
+        else:  # one crane host to many outside servers on one port
+            port = (f.dst or "").rsplit(":", 1)[-1]
+            out |= {(f.category, f.src, f"{peer}:{port}") for peer in peers}
+    return out
 
 
 def pairs(root: Path) -> list[dict[str, str]]:

@@ -126,3 +126,18 @@ def test_baseline_summary_escapes_names_from_the_wire(tmp_path: Path) -> None:
     text = summary_text(learn_baseline([cap.write(tmp_path / "dns.pcap")], None))
     assert "\x1b" not in text and "\r" not in text
     assert "a\\x1b[2j\\rb.example" in text  # names are kept lower-case
+
+
+def test_a_json_lines_record_is_one_line_for_every_line_splitter() -> None:
+    # an OpenVPN detail with a raw NEL byte once split a record in two (str.splitlines breaks
+    # on U+0085, U+2028, U+2029 and the file/group/record separators; JSON allows them raw)
+    import json
+
+    from cranewatch.report.jsonl import json_line
+
+    value = "vpn\x85detail\u2028and\u2029more\x1c\x1d\x1e é"
+    line = json_line({"type": "finding", "title": value})
+    assert line.endswith("\n")
+    assert len(line.splitlines()) == 1
+    assert json.loads(line) == {"type": "finding", "title": value}
+    assert "é" in line  # UTF-8 text stays readable

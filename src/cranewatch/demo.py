@@ -35,6 +35,7 @@ from cranewatch.fleet import (
 )
 from cranewatch.forensics.result import ScanResult
 from cranewatch.gate import GateDecision, decide
+from cranewatch.incidents import group_incidents
 from cranewatch.model import Finding
 from cranewatch.store import HistoryEntry, Store, open_store
 
@@ -245,7 +246,8 @@ def analyse_quarantine_traffic(store: Store, judges: Judges) -> TrafficAnalysis:
         raise
     summary = {"packets": packets, "captures": [str(c) for c in captures], "baseline": BASELINE_SCENARIO,
                "read": "one after another"}
-    store.finish_run(run, findings, artifacts={"analysis": json.dumps(summary)}, coverage=coverage)
+    store.finish_run(run, findings, artifacts={"analysis": json.dumps(summary)}, coverage=coverage,
+                     incidents=group_incidents(findings))
     return TrafficAnalysis(", ".join(QUARANTINE_SCENARIOS), captures, packets, findings, run=run)
 
 

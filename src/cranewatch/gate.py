@@ -588,7 +588,7 @@ def record_traffic_analysis(store: Store, crane: str, result: Any, *, who: str |
     note = None if result.complete else "an input was truncated or corrupt; findings cover what was read"
     return store.finish_run(run_id, result.findings, artifacts={"analysis": json.dumps(_analysis_summary(result))},
                             note=note, coverage=traffic_coverage(result, process=result.profile is not None),
-                            inputs=[*captures, *judged_by])
+                            inputs=[*captures, *judged_by], incidents=result.incidents)
 
 
 def open_recording_store(db: str | Path) -> Store:

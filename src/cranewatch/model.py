@@ -72,6 +72,13 @@ def iso_time(ts: float | None) -> str | None:
     return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
+def parse_time(text: str | None) -> float | None:
+    """Inverse of ``iso_time``: ISO 8601 UTC with microseconds and a ``Z`` to epoch seconds."""
+    if text is None:
+        return None
+    return datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC).timestamp()
+
+
 # Evidence values that are instants. In memory they stay epoch seconds (checks and tests
 # compute with them); wherever evidence is serialised or shown they are ISO 8601 UTC.
 TIME_VALUES = frozenset({"onset", "detected", "replayed_from"})
@@ -177,12 +184,6 @@ class Finding:
     @classmethod
     def from_json(cls, obj: dict[str, Any]) -> Finding:
         """Inverse of ``to_json`` (used by the store and by readers of JSON lines)."""
-
-        def parse_time(text: str | None) -> float | None:
-            if text is None:
-                return None
-            return datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC).timestamp()
-
         evidence = tuple(
             Evidence(
                 source=e.get("source"),

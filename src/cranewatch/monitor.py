@@ -23,7 +23,6 @@ Outputs get the findings the ledger lets through (``emit``) and, at each window,
 
 from __future__ import annotations
 
-import json
 import queue
 import sys
 import threading
@@ -34,9 +33,11 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol, TextIO
 
+from cranewatch.incidents import group_incidents
 from cranewatch.model import Finding, Severity, iso_time
 from cranewatch.pipeline import Analysis, Sink
 from cranewatch.protocols.modbus import RegisterSeries
+from cranewatch.report.jsonl import json_line
 from cranewatch.report.terminal import printable
 from cranewatch.sources.live import RingWriter
 from cranewatch.sources.pcap import PacketBatch
@@ -169,8 +170,7 @@ class JsonLinesOutput:
     def emit(self, finding: Finding, new: bool) -> None:
         if self._handle is None:
             self._handle = self.path.open("a", encoding="utf-8")
-        self._handle.write(json.dumps(finding.to_json(), separators=(",", ":"),
-                                      ensure_ascii=False) + "\n")
+        self._handle.write(json_line(finding.to_json()))
         self._handle.flush()
 
     def checkpoint(self, findings: Sequence[Finding], now: float, final: bool) -> None:
@@ -213,7 +213,8 @@ class StoreOutput:
         if not (final or appeared or self._at is None or now - self._at >= self.every):
             return
         self.runs.append(self.store.record_run(self.crane, "analyze", [], list(findings),
-                                               component=self.component))
+                                               component=self.component,
+                                               incidents=group_incidents(findings)))
         self._written, self._at = state, now
 
     def close(self) -> None:

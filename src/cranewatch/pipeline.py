@@ -55,6 +55,7 @@ from cranewatch.flows import (
     Stream,
     group_rows,
 )
+from cranewatch.incidents import Incident, group_incidents
 from cranewatch.model import Finding, Severity
 from cranewatch.protocols import modbus
 from cranewatch.protocols.base import REGISTRY, DecoderSpec, Event, FlowContext
@@ -189,6 +190,7 @@ class AnalysisResult:
     profile: str | None = None
     baseline: str | None = None
     segments: tuple[Segment, ...] = ()  # the captures' continuous recordings (``segments``)
+    incidents: tuple[Incident, ...] = ()  # the findings of one cause together (``incidents``)
 
     @property
     def complete(self) -> bool:
@@ -1040,6 +1042,7 @@ class Analysis:
             modbus_masters=_peers("master", self.book.masters),
             modbus_slaves=_peers("slave", self.book.slaves),
             findings=tuple(sorted(findings, key=lambda f: (-f.severity, f.first_seen or 0, f.id))),
+            incidents=group_incidents(findings),
             warnings=tuple(self.warnings), warnings_suppressed=self.suppressed,
             packets=self.packets, flows=self.flow_count, series=self.series_count,
             events=dict(sorted(self.events.items())), profile=profile, baseline=baseline,

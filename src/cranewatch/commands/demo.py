@@ -7,7 +7,6 @@ result document as text for a person at a terminal, or as JSON lines for other t
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shlex
 import shutil
@@ -31,6 +30,7 @@ from cranewatch.demo import (
     run_demo,
 )
 from cranewatch.model import Evidence, Finding, Severity, evidence_value, iso_time
+from cranewatch.report.jsonl import json_line
 
 # ATT&CK for ICS technique names, for the IDs the bundled story shows (others print as bare IDs).
 TECHNIQUES = {
@@ -379,4 +379,4 @@ def _analysis_records(analysis: TrafficAnalysis, stage: str) -> Iterator[dict[st
 
 
 def render_jsonl(result: DemoResult) -> str:
-    return "".join(json.dumps(r, separators=(",", ":"), ensure_ascii=False) + "\n" for r in records(result))
+    return "".join(json_line(r) for r in records(result))

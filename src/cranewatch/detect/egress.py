@@ -39,10 +39,12 @@ class Egress:
             return
         if ctx.profile is not None and ctx.profile.allowed_outside(conv.src, conv.dst, conv.dport):
             return
-        self.incidents.add((conv.src, conv.dst, conv.dport, conv.transport), conv, {
-            "protocols": [conv.protocol or conv.transport],
-            "bytes_out": conv.bytes_to_server, "bytes_in": conv.bytes_to_client},
+        inc = self.incidents.add((conv.src, conv.dst, conv.dport, conv.transport), conv, {
+            "protocols": [conv.protocol or conv.transport], "bytes_out": 0, "bytes_in": 0},
             weight=1)
+        # every connection's bytes, not the first one's (what a folded finding reports per peer)
+        inc.values["bytes_out"] += conv.bytes_to_server
+        inc.values["bytes_in"] += conv.bytes_to_client
 
     def finish(self, ctx: Context) -> list[Finding]:
         findings = []

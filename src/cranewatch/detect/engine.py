@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from cranewatch.detect import adapt
+from cranewatch.detect.aggregate import aggregate
 from cranewatch.detect.base import Context, Detector
 from cranewatch.detect.c2 import CommandAndControl
 from cranewatch.detect.data_leak import DataLeak
@@ -153,7 +154,7 @@ class DetectionSink:
         findings: list[Finding] = []
         for detector in self.detectors:
             findings.extend(detector.finish(self.ctx))
-        return dedupe(findings)
+        return aggregate(dedupe(findings), self.ctx)
 
 
 def _observe_all(route: list[Observe], ctx: Context, fact: Any) -> None:

@@ -2,8 +2,8 @@
 
 ``build_report`` gathers a crane's facts, its life-cycle history and audit trail (dispositions,
 supersedes, re-recordings), the latest gate decision and the evidence it rests on (every run,
-superseded ones marked, with hashed inputs; every finding with its state; SBOM summaries) and
-the firewall rulesets. ``report_records`` is its JSON-lines form; ``report_digest`` a sha256 over
+superseded ones marked, with hashed inputs; the incidents the traffic findings make; every
+finding with its state; SBOM summaries) and the firewall rulesets. ``report_records`` is its JSON-lines form; ``report_digest`` a sha256 over
 those records that the signature block quotes, so a signed paper copy can be matched to data.
 """
 
@@ -25,6 +25,7 @@ from cranewatch.gate import (
     gather_evidence,
     latest_decision,
 )
+from cranewatch.incidents import Incident, group_incidents
 from cranewatch.model import Finding, iso_time
 from cranewatch.store import AuditEvent, Crane, Disposition, HistoryEntry, Run, Store, StoredRuleset
 
@@ -59,6 +60,7 @@ class CommissioningReport:
     tool_version: str = __version__
     audit: tuple[AuditEvent, ...] = ()
     dispositions: dict[str, Disposition] = field(default_factory=dict)  # finding id → latest
+    incidents: tuple[Incident, ...] = ()  # the traffic findings of one cause together
 
     def state(self, finding: str) -> str:
         """The finding's state when the report was made (open unless a disposition says otherwise)."""
@@ -119,6 +121,7 @@ def build_report(store: Store, crane: str, *, decision: GateDecision | None = No
         generated_at=now,
         audit=tuple(store.audit_events(record.name)),
         dispositions=evidence.dispositions,
+        incidents=group_incidents(ordered),
     )
 
 
@@ -144,6 +147,7 @@ def report_records(report: CommissioningReport) -> list[dict[str, Any]]:
     else:
         out.append({"type": "decision", "crane": report.crane.name, "decision": None,
                     "reasons": [{"kind": "missing-evidence", "text": "the gate has not been run"}]})
+    out.extend(n.to_json() for n in report.incidents)
     for f in report.findings:
         d = report.dispositions.get(f.id)
         out.append({**f.to_json(), "evidence_run": report.finding_sources.get(f.id), "state": report.state(f.id),

@@ -1,8 +1,8 @@
 """The analysis result as JSON lines: one object per line, each with a ``type``.
 
 Types, in this order: ``input``, ``host``, ``flow-summary`` (one per protocol),
-``modbus-master``, ``modbus-slave``, ``warning``, ``finding`` (exactly ``Finding.to_json()``,
-the contract in DESIGN.md). Times are ISO 8601 UTC. Each type has a JSON Schema in
+``modbus-master``, ``modbus-slave``, ``warning``, ``incident`` (``Incident.to_json()``) and
+``finding`` (exactly ``Finding.to_json()``; both contracts in DESIGN.md). Times are ISO 8601 UTC. Each type has a JSON Schema in
 ``cranewatch/data/schemas/TYPE.schema.json`` (``schemas()``; docs/jsonl.md describes them).
 """
 
@@ -66,10 +66,23 @@ def records(result: AnalysisResult) -> Iterator[dict[str, Any]]:
     if result.warnings_suppressed:
         yield {"type": "warning", "kind": "limit", "file": None, "frame": None,
                "message": f"{result.warnings_suppressed} more warnings not listed"}
+    for incident in result.incidents:
+        yield incident.to_json()
     for f in result.findings:
         yield f.to_json()
 
 
+# Characters that JSON allows raw inside strings but that line-splitting readers (Python's
+# str.splitlines, some SIEM shippers) take for line breaks: escaped, so one record is one line.
+_LINE_BREAKS = str.maketrans({"\x85": "\\u0085", "\u2028": "\\u2028", "\u2029": "\\u2029",
+                              "\x1c": "\\u001c", "\x1d": "\\u001d", "\x1e": "\\u001e"})
+
+
+def json_line(record: Any) -> str:
+    """One JSON-lines record: compact, UTF-8 text kept, and nothing in it that any reader could
+    take for the end of a line (the attacker writes many of its strings)."""
+    return json.dumps(record, separators=(",", ":"), ensure_ascii=False).translate(_LINE_BREAKS) + "\n"
+
+
 def render(result: AnalysisResult) -> str:
-    return "".join(json.dumps(r, separators=(",", ":"), ensure_ascii=False) + "\n"
-                   for r in records(result))
+    return "".join(json_line(r) for r in records(result))

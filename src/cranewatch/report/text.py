@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections import Counter
 
+from cranewatch.incidents import Incident
 from cranewatch.model import Severity, iso_time
 from cranewatch.pipeline import AnalysisResult, ModbusPeer
 from cranewatch.report.terminal import printable_lines
@@ -12,6 +13,7 @@ from cranewatch.report.terminal import printable_lines
 MAX_HOSTS = 50
 MAX_RANGES = 12
 MAX_WARNINGS = 20
+MAX_STEPS = 20  # findings shown on an incident's timeline
 
 FUNCTION_NAMES = {
     1: "read coils", 2: "read discrete inputs", 3: "read holding registers",
@@ -48,11 +50,29 @@ def _peer_lines(peer: ModbusPeer) -> list[str]:
     return lines
 
 
+def incident_lines(incidents: tuple[Incident, ...]) -> list[str]:
+    """The incidents first: each with its severity, time, hosts and its findings in time order."""
+    lines = [f"Incidents ({len(incidents)})"]
+    for n in incidents:
+        lines.append(f"  {str(n.severity).upper():8} {n.title}  ({n.id})")
+        assets = ", ".join(n.assets) if n.assets else "-"
+        lines.append(f"      {_when(n.first_seen)} → {_when(n.last_seen)}  hosts {assets}")
+        for step in n.timeline[:MAX_STEPS]:
+            lines.append(f"      {_when(step.at)}  [{step.category}] {step.title}  ({step.finding})")
+        if len(n.timeline) > MAX_STEPS:
+            lines.append(f"      … {len(n.timeline) - MAX_STEPS} more findings (see Findings below)")
+    if not incidents:
+        lines.append("  none")
+    lines.append("")
+    return lines
+
+
 def render(result: AnalysisResult) -> str:
     out: list[str] = []
     add = out.append
     add("cranewatch analysis")
     add("")
+    out.extend(incident_lines(result.incidents))
     add("Inputs")
     for i in result.inputs:
         state = "ok" if i.complete else "INCOMPLETE"

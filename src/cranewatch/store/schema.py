@@ -183,6 +183,30 @@ MIGRATIONS: tuple[Migration, ...] = (
             "CREATE INDEX audit_events_crane ON audit_events(crane, seq)",
         ),
     ),
+    # Incidents (cranewatch.incidents): the findings of one cause, keyed like findings by
+    # (crane, id) with the whole record as JSON; each run links the incidents it made.
+    Migration(
+        "0006_incidents",
+        (
+            """CREATE TABLE incidents (
+                crane TEXT NOT NULL,
+                id TEXT NOT NULL,
+                severity TEXT NOT NULL,
+                title TEXT NOT NULL,
+                first_seen REAL,
+                last_seen REAL,
+                record TEXT NOT NULL,
+                PRIMARY KEY (crane, id)
+            )""",
+            """CREATE TABLE run_incidents (
+                run_id INTEGER NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
+                crane TEXT NOT NULL,
+                incident_id TEXT NOT NULL,
+                PRIMARY KEY (run_id, incident_id)
+            )""",
+            "CREATE INDEX run_incidents_incident ON run_incidents(crane, incident_id)",
+        ),
+    ),
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -27,6 +27,7 @@ from cranewatch.errors import (
     StateError,
     UsageError,
 )
+from cranewatch.incidents import Incident
 from cranewatch.model import Finding, iso_time
 from cranewatch.store.records import (
     COUNTING_STATES,
@@ -450,6 +451,7 @@ class Store:
         coverage: Coverage | None = None,
         inputs: Sequence[RunInput] | None = None,
         options: dict[str, Any] | None = None,
+        incidents: Iterable[Incident] = (),
     ) -> int:
         """Write a run's findings, its artifacts (e.g. ``sbom``) and mark it complete: one transaction.
 
@@ -464,9 +466,11 @@ class Store:
         A finding is keyed by (crane, id): seen again, it keeps the earliest ``first_seen`` and
         the latest ``last_seen``; ``count`` and the rest come from this (the latest) recording.
         A finding remediated on the evidence of an earlier-or-this run that this run sees again
-        is reopened, recorded as a disposition by cranewatch.
+        is reopened, recorded as a disposition by cranewatch. ``incidents`` (of these findings)
+        are kept the same way by (crane, id), the latest recording's record winning.
         """
         items = list(findings)
+        grouped = list(incidents)
         arts = dict(artifacts or {})
         if coverage is not None:
             arts["coverage"] = json.dumps(coverage.to_json(), sort_keys=True)
@@ -486,6 +490,11 @@ class Store:
             db.executemany(
                 "INSERT OR REPLACE INTO run_findings(run_id, crane, finding_id, count) VALUES (?, ?, ?, ?)",
                 [(kept, crane, f.id, f.count) for f in items],
+            )
+            db.executemany(_UPSERT_INCIDENT, [_incident_row(crane, n) for n in grouped])
+            db.executemany(
+                "INSERT OR REPLACE INTO run_incidents(run_id, crane, incident_id) VALUES (?, ?, ?)",
+                [(kept, crane, n.id) for n in grouped],
             )
             if arts:
                 db.executemany(
@@ -526,7 +535,7 @@ class Store:
         if old is None:
             return int(run["id"])
         before = db.execute("SELECT count(*) FROM run_findings WHERE run_id=?", (old["id"],)).fetchone()[0]
-        for table in ("run_findings", "run_artifacts", "run_inputs"):
+        for table in ("run_findings", "run_incidents", "run_artifacts", "run_inputs"):
             db.execute(f"DELETE FROM {table} WHERE run_id=?", (old["id"],))
         db.execute("UPDATE run_inputs SET run_id=? WHERE run_id=?", (old["id"], run["id"]))
         db.execute(
@@ -576,11 +585,13 @@ class Store:
         coverage: Coverage | None = None,
         who: str | None = None,
         note: str | None = None,
+        incidents: Iterable[Incident] = (),
     ) -> int:
         """``begin_run`` + ``finish_run`` for a result already computed (e.g. a ScanResult)."""
         run_id = self.begin_run(crane, kind, inputs, component=component, tool_version=tool_version,
                                 options=options, who=who)
-        return self.finish_run(run_id, findings, artifacts=artifacts, coverage=coverage, note=note)
+        return self.finish_run(run_id, findings, artifacts=artifacts, coverage=coverage, note=note,
+                               incidents=incidents)
 
     def runs(self, crane: str, kind: str | None = None) -> list[Run]:
         """Every run of the crane (superseded ones too), oldest first."""
@@ -678,6 +689,21 @@ class Store:
                 ).fetchall()
         found = [_finding_from_row(r) for r in rows]
         return sorted(found, key=lambda f: (-int(f.severity), f.category, f.id))
+
+    def incidents(self, crane: str, run_ids: Sequence[int] | None = None) -> list[Incident]:
+        """Stored incidents of a crane (all, or those the given runs made), most severe first."""
+        with self._read() as db:
+            if run_ids is None:
+                rows = db.execute("SELECT record FROM incidents WHERE crane=?", (crane,)).fetchall()
+            else:
+                marks = ",".join("?" * len(run_ids)) or "NULL"
+                rows = db.execute(
+                    f"SELECT DISTINCT i.record FROM incidents i JOIN run_incidents l"
+                    f" ON l.crane=i.crane AND l.incident_id=i.id WHERE i.crane=? AND l.run_id IN ({marks})",
+                    (crane, *run_ids),
+                ).fetchall()
+        found = [Incident.from_json(json.loads(r["record"])) for r in rows]
+        return sorted(found, key=lambda n: (-int(n.severity), n.first_seen or 0.0, n.id))
 
     def finding_runs(self, crane: str) -> dict[str, tuple[int, ...]]:
         """finding id → the runs that saw it, oldest first (one stored finding, every run as evidence)."""
@@ -821,6 +847,21 @@ class Store:
         if row is None:
             return None
         return StoredRuleset(row["crane"], row["purpose"], row["at"], row["who"], row["sha256"], row["text"])
+
+
+_UPSERT_INCIDENT = """
+INSERT INTO incidents(crane, id, severity, title, first_seen, last_seen, record)
+VALUES (:crane, :id, :severity, :title, :first_seen, :last_seen, :record)
+ON CONFLICT(crane, id) DO UPDATE SET
+    severity=excluded.severity, title=excluded.title, first_seen=excluded.first_seen,
+    last_seen=excluded.last_seen, record=excluded.record
+"""
+
+
+def _incident_row(crane: str, n: Incident) -> dict[str, Any]:
+    return {"crane": crane, "id": n.id, "severity": str(n.severity), "title": n.title,
+            "first_seen": n.first_seen, "last_seen": n.last_seen,
+            "record": json.dumps(n.to_json(), sort_keys=True, ensure_ascii=False)}
 
 
 _UPSERT_FINDING = """
