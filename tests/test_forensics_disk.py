@@ -19,7 +19,7 @@ import pytest
 
 from cranewatch.cli import main
 from cranewatch.errors import ImageError
-from cranewatch.forensics import ScanResult, open_image, scan_image
+from cranewatch.forensics import Limits, ScanResult, open_image, scan_image
 from cranewatch.forensics.artefacts import plant
 from cranewatch.forensics.disk import DiskImage, Partition, read_layout, sniff_container
 from cranewatch.forensics.image import detect_format
@@ -228,6 +228,39 @@ def test_qcow2_with_a_backing_file_on_the_host_is_refused(tmp_path: Path, gpt_di
     subprocess.run([_which("qemu-img"), "create", "-q", "-f", "qcow2", "-F", "raw", "-b", str(gpt_disk), str(image)], check=True)
     with pytest.raises(ImageError, match="backing file"):
         open_image(image)
+
+
+def test_vmdk_descriptor_naming_a_host_file_is_refused(tmp_path: Path) -> None:
+    secret = tmp_path / "host-secret.raw"
+    secret.write_bytes(b"\x00" * MIB)
+    descriptor = tmp_path / "crane.vmdk"
+    descriptor.write_text(
+        '# Disk DescriptorFile\nversion=1\nCID=fffffffe\nparentCID=ffffffff\ncreateType="monolithicFlat"\n\n'
+        f'RW 2048 FLAT "{secret}" 0\n\nddb.virtualHWVersion = "4"\nddb.geometry.cylinders = "2"\n'
+        'ddb.geometry.heads = "16"\nddb.geometry.sectors = "63"\nddb.adapterType = "ide"\n'
+    )
+    assert sniff_container(descriptor) == "vmdk"
+    with pytest.raises(ImageError, match="extent files beside itself"):
+        open_image(descriptor)
+
+
+def test_disk_beyond_the_size_limit_is_refused_before_converting(tmp_path: Path, gpt_disk: Path,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    image = _convert(gpt_disk, "qcow2", tmp_path / "disk.qcow2")
+    converted: list[str] = []
+    real_run = subprocess.run
+
+    def spy(argv, *args, **kwargs):  # type: ignore[no-untyped-def]
+        converted.extend(a for a in argv if a == "convert")
+        return real_run(argv, *args, **kwargs)
+
+    monkeypatch.setattr(subprocess, "run", spy)
+    # 60 MiB virtual, but only the written clusters count (14 of 64 KiB here with e2fsprogs 1.47)
+    with pytest.raises(ImageError, match=r"beyond the 262144-byte size limit") as refused:
+        open_image(image, Limits(max_total_bytes=256 << 10))
+    assert converted == []
+    data = int(refused.value.message.split(" bytes of data")[0].rsplit(" ", 1)[1])
+    assert 256 << 10 < data < 4 * MIB  # the data written, not the 60 MiB virtual size
 
 
 def test_e01_disk(tmp_path: Path, gpt_disk: Path, gpt_result: ScanResult) -> None:

@@ -18,6 +18,7 @@ a directory image; findings name the volume (``p2:/etc/rc.local``). The volume h
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import resource
@@ -159,16 +160,20 @@ def read_layout(read_at: ReadAt, disk_size: int) -> DiskLayout:
     problems: list[str] = []
     if len(mbr) < SECTOR or mbr[510:512] != b"\x55\xaa":
         return DiskLayout("none", SECTOR, (), ("no MBR boot signature (0x55AA) at byte 510: no partition table",))
-    for sector in (SECTOR, 4096):
-        if read_at(sector, 8) == _GPT_SIGNATURE or _has_protective_entry(mbr):
-            gpt = _read_gpt(read_at, disk_size, sector, problems)
-            if gpt is not None:
-                return DiskLayout("gpt", sector, gpt, tuple(problems))
-            if read_at(sector, 8) == _GPT_SIGNATURE or sector == 4096:
-                break
-    if _has_protective_entry(mbr):
-        problems.append("the MBR is a GPT protective MBR but no valid GPT header was found: no partitions read")
-        return DiskLayout("gpt", SECTOR, (), tuple(problems))
+    protective = _has_protective_entry(mbr)
+    gpt_sector = next((size for size in (SECTOR, 4096) if read_at(size, 8) == _GPT_SIGNATURE), SECTOR if protective else None)
+    if gpt_sector is not None:
+        gpt = _read_gpt(read_at, disk_size, gpt_sector, problems)
+        if gpt is not None:
+            if not protective:
+                problems.append("the disk has a GPT but its MBR has no protective (0xEE) entry: "
+                                "the GPT was read, the MBR entries ignored")
+            return DiskLayout("gpt", gpt_sector, gpt, tuple(problems))
+        if protective:
+            problems.append("the MBR is a GPT protective MBR but neither the primary nor the backup GPT is valid: "
+                            "no partitions read")
+            return DiskLayout("gpt", gpt_sector, (), tuple(problems))
+        problems.append("a GPT signature was found but no valid GPT: the MBR partitions were read")
     partitions = _read_mbr(read_at, disk_size, mbr, problems)
     return DiskLayout("mbr", SECTOR, tuple(partitions), tuple(problems))
 
@@ -461,7 +466,16 @@ def _is_root(image: Image) -> bool:
 
 def _open_partition(raw: Path, part: Partition, content: str, scratch: Path, limits: Limits) -> Image:
     copy = scratch / f"{part.label}.img"
-    _copy_sparse(raw, copy, part.offset, part.size)
+    extents = _data_extents(raw, part.offset, part.size)
+    data = sum(length for _, length in extents)
+    where = Location(file=str(raw), offset=part.offset)
+    if data > limits.max_total_bytes:
+        raise ImageError(f"{data} bytes of data, beyond the {limits.max_total_bytes}-byte size limit", where)
+    free = shutil.disk_usage(scratch).free
+    if data > free:
+        raise EnvironmentProblem(f"copying {part.label} needs {data} bytes but {scratch.parent} has only {free} free "
+                                 "(set TMPDIR to a disk with room)", where)
+    _copy_extents(raw, copy, part.offset, part.size, extents)
     try:
         if content == "fat":
             return _open_fat(copy, scratch / f"{part.label}-fat", limits)
@@ -470,32 +484,38 @@ def _open_partition(raw: Path, part: Partition, content: str, scratch: Path, lim
         copy.unlink(missing_ok=True)  # the extracted files are what the scan reads
 
 
-def _copy_sparse(src: Path, dest: Path, offset: int, size: int) -> None:
-    """Copy ``size`` bytes at ``offset`` into ``dest``, skipping holes (the copy stays sparse)."""
+def _data_extents(path: Path, offset: int, size: int) -> list[tuple[int, int]]:
+    """(offset, length) of the data (not holes) of ``path`` between ``offset`` and ``offset + size``."""
+    end = min(offset + size, path.stat().st_size)
+    extents: list[tuple[int, int]] = []
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        pos = offset
+        while pos < end:
+            try:
+                pos = os.lseek(fd, pos, os.SEEK_DATA)
+                hole = os.lseek(fd, pos, os.SEEK_HOLE)
+            except OSError as exc:
+                if exc.errno == errno.ENXIO:
+                    break  # only a hole up to the end of the file
+                return [(pos, end - pos)]  # no hole support: everything is data
+            if pos >= end:
+                break
+            extents.append((pos, min(hole, end) - pos))
+            pos = hole
+    finally:
+        os.close(fd)
+    return extents
+
+
+def _copy_extents(src: Path, dest: Path, offset: int, size: int, extents: list[tuple[int, int]]) -> None:
+    """Copy the data extents of a partition into ``dest`` (sparse, ``size`` bytes long)."""
     fd_in = os.open(src, os.O_RDONLY)
     try:
         fd_out = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         try:
-            end = offset + size
-            pos = offset
-            while pos < end:
-                try:
-                    pos = os.lseek(fd_in, pos, os.SEEK_DATA)
-                except OSError:
-                    break  # only a hole up to the end
-                if pos >= end:
-                    break
-                try:
-                    hole = min(os.lseek(fd_in, pos, os.SEEK_HOLE), end)
-                except OSError:
-                    hole = end
-                while pos < hole:
-                    done = os.copy_file_range(fd_in, fd_out, min(hole - pos, 1 << 30), pos, pos - offset)
-                    if done == 0:
-                        break
-                    pos += done
-                if pos < hole:
-                    break  # the disk file is shorter than its table says
+            for start, length in extents:
+                _copy_range(fd_in, fd_out, start, length, start - offset)
             os.ftruncate(fd_out, size)
         except OSError as exc:
             raise EnvironmentProblem(
@@ -506,6 +526,25 @@ def _copy_sparse(src: Path, dest: Path, offset: int, size: int) -> None:
             os.close(fd_out)
     finally:
         os.close(fd_in)
+
+
+def _copy_range(fd_in: int, fd_out: int, start: int, length: int, out_at: int) -> None:
+    done = 0
+    try:
+        while done < length:
+            n = os.copy_file_range(fd_in, fd_out, min(length - done, 1 << 30), start + done, out_at + done)
+            if n == 0:
+                return  # the disk file ends early
+            done += n
+    except OSError as exc:
+        if exc.errno not in (errno.EXDEV, errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
+            raise
+    while done < length:  # file systems without copy_file_range between them
+        block = os.pread(fd_in, min(length - done, 1 << 20), start + done)
+        if not block:
+            return
+        os.pwrite(fd_out, block, out_at + done)
+        done += len(block)
 
 
 def _open_fat(part: Path, dest: Path, limits: Limits) -> Image:
@@ -552,14 +591,15 @@ def _as_raw(source: Path, container: str, scratch: Path, limits: Limits) -> Path
     return _qemu_to_raw(source, container, scratch, limits)
 
 
-def _check_room(source: Path, virtual_size: int, scratch: Path, limits: Limits) -> None:
+def _check_room(source: Path, data_bytes: int, scratch: Path, limits: Limits) -> None:
+    """Refuse before converting: more data than the size limit, or than the free space for it."""
     where = Location(file=str(source))
-    if virtual_size > limits.max_total_bytes:
-        raise ImageError(f"the disk is {virtual_size} bytes, beyond the {limits.max_total_bytes}-byte size limit "
-                         "(raise it with --max-bytes if the image is genuine)", where)
+    if data_bytes > limits.max_total_bytes:
+        raise ImageError(f"the disk holds {data_bytes} bytes of data, beyond the {limits.max_total_bytes}-byte size "
+                         "limit of the scan", where)
     free = shutil.disk_usage(scratch).free
-    if virtual_size > free:
-        raise EnvironmentProblem(f"converting the disk needs up to {virtual_size} bytes but {scratch.parent} has only "
+    if data_bytes > free:
+        raise EnvironmentProblem(f"converting the disk needs {data_bytes} bytes but {scratch.parent} has only "
                                  f"{free} free (set TMPDIR to a disk with room)", where)
 
 
@@ -586,14 +626,30 @@ def _qemu_to_raw(source: Path, container: str, scratch: Path, limits: Limits) ->
     extents = specific.get("extents") or []
     if any(Path(e.get("filename", "")).resolve() != source.resolve() for e in extents):
         raise ImageError("the VMDK names extent files beside itself: only single-file (monolithic) VMDKs are read", where)
-    virtual = int(info.get("virtual-size") or 0)
-    _check_room(source, virtual, scratch, limits)
+    _check_room(source, _allocated_bytes(qemu_img, fmt, source, int(info.get("virtual-size") or 0)), scratch, limits)
     out = scratch / "disk.raw"
     run = subprocess.run([qemu_img, "convert", "-q", "-f", fmt, "-O", "raw", str(source), str(out)],
                          capture_output=True, text=True, errors="replace", check=False, preexec_fn=_capped)
     if run.returncode != 0:
         raise ImageError(f"qemu-img cannot convert the {container} image: {run.stderr.strip()[-300:]}", where)
     return out
+
+
+def _allocated_bytes(qemu_img: str, fmt: str, source: Path, virtual: int) -> int:
+    """Bytes of data ``qemu-img convert`` will write (it skips zero clusters: the raw copy is sparse).
+
+    A 64 GB VM disk holding 3 GB is 3 GB to convert; the virtual size is the answer when the
+    map cannot be read.
+    """
+    run = subprocess.run([qemu_img, "map", "--output=json", "-f", fmt, str(source)], capture_output=True, text=True,
+                         errors="replace", check=False, preexec_fn=_capped)
+    try:
+        extents = json.loads(run.stdout) if run.returncode == 0 else None
+    except ValueError:
+        extents = None
+    if not isinstance(extents, list):
+        return virtual
+    return sum(int(e.get("length", 0)) for e in extents if isinstance(e, dict) and e.get("data"))
 
 
 def _e01_to_raw(source: Path, scratch: Path, limits: Limits) -> Path:
