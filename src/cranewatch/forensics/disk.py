@@ -470,7 +470,8 @@ def _open_partition(raw: Path, part: Partition, content: str, scratch: Path, lim
     data = sum(length for _, length in extents)
     where = Location(file=str(raw), offset=part.offset)
     if data > limits.max_total_bytes:
-        raise ImageError(f"{data} bytes of data, beyond the {limits.max_total_bytes}-byte size limit", where)
+        raise ImageError(f"{data} bytes of data, beyond the {limits.max_total_bytes}-byte size limit "
+                         "(raise it with --max-bytes if the image is genuine)", where)
     free = shutil.disk_usage(scratch).free
     if data > free:
         raise EnvironmentProblem(f"copying {part.label} needs {data} bytes but {scratch.parent} has only {free} free "
@@ -596,7 +597,7 @@ def _check_room(source: Path, data_bytes: int, scratch: Path, limits: Limits) ->
     where = Location(file=str(source))
     if data_bytes > limits.max_total_bytes:
         raise ImageError(f"the disk holds {data_bytes} bytes of data, beyond the {limits.max_total_bytes}-byte size "
-                         "limit of the scan", where)
+                         "limit (raise it with --max-bytes if the image is genuine)", where)
     free = shutil.disk_usage(scratch).free
     if data_bytes > free:
         raise EnvironmentProblem(f"converting the disk needs {data_bytes} bytes but {scratch.parent} has only "
