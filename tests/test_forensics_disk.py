@@ -20,7 +20,7 @@ import pytest
 from cranewatch.cli import main
 from cranewatch.errors import ImageError
 from cranewatch.forensics import Limits, ScanResult, open_image, scan_image
-from cranewatch.forensics.artefacts import plant
+from cranewatch.forensics.artefacts import Planted, plant
 from cranewatch.forensics.disk import DiskImage, Partition, read_layout, sniff_container
 from cranewatch.forensics.image import detect_format
 
@@ -385,3 +385,41 @@ def test_disk_image_closes_every_volume(gpt_disk: Path) -> None:
 def test_partition_describe_names_index_offset_and_type() -> None:
     part = Partition(2, 35 * MIB, 24 * MIB, "gpt", "Linux filesystem", "root")
     assert part.describe() == "p2 'root' (GPT Linux filesystem, 25165824 bytes at byte 36700160)"
+
+
+# --- the acceptance case on a real Debian (slow: debootstrap tree, ~250 MB disks) ----------------------
+
+
+@pytest.fixture(scope="module")
+def debian_disks(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[Planted], dict[str, Path]]:
+    from forensics_helpers import copy_tree, rootfs
+
+    work = tmp_path_factory.mktemp("debian-disk")
+    tree = copy_tree(rootfs(), work / "tree")
+    planted = plant(tree)
+    esp_tree = work / "esp"
+    (esp_tree / "EFI/debian").mkdir(parents=True)
+    (esp_tree / "EFI/debian/grub.cfg").write_text("set timeout=1\nsearch --fs-uuid --set=root 1234\n")
+    used = int(subprocess.run(["du", "-sm", str(tree)], capture_output=True, text=True, check=True).stdout.split()[0])
+    size = used * 3 // 2 + 32
+    raw = _disk(work / "disk.raw", "gpt", [(_fat(esp_tree, work / "esp.img", 34), 34, ESP),
+                                           (_ext4(tree, work / "root.img", size), size, LINUX)])
+    disks = {"raw": raw, "qcow2": _convert(raw, "qcow2", work / "disk.qcow2"), "vmdk": _convert(raw, "vmdk", work / "disk.vmdk")}
+    return tree, planted, disks
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("fmt", ["qcow2", "vmdk"])
+def test_debian_disk_gives_the_planted_artefacts_of_the_directory_scan(
+    debian_disks: tuple[Path, list[Planted], dict[str, Path]], fmt: str
+) -> None:
+    tree, planted, disks = debian_disks
+    osv = Path(__file__).parent / "data" / "forensics" / "osv"
+    on_dir = scan_image(tree, vulndb=osv)
+    on_disk = scan_image(disks[fmt], vulndb=osv)
+    assert _keys(on_disk, strip="p2:/") == _keys(on_dir)
+    found = {(f.category, f.evidence[0].path) for f in on_disk.findings}
+    missing = [a for a in planted if (a.category, f"p2:/{a.path}") not in found]
+    assert missing == []
+    assert not any(f.severity.name in ("HIGH", "CRITICAL") for f in on_disk.findings if f.evidence[0].path.startswith("p1:/"))
+    assert on_disk.inventory.packages == on_dir.inventory.packages  # the root partition's dpkg database
