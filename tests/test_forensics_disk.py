@@ -423,3 +423,45 @@ def test_debian_disk_gives_the_planted_artefacts_of_the_directory_scan(
     assert missing == []
     assert not any(f.severity.name in ("HIGH", "CRITICAL") for f in on_disk.findings if f.evidence[0].path.startswith("p1:/"))
     assert on_disk.inventory.packages == on_dir.inventory.packages  # the root partition's dpkg database
+
+
+def test_fat_directory_declaring_more_than_the_partition_holds_is_refused(tmp_path: Path, planted_tree: Path) -> None:
+    esp_tree = tmp_path / "esp"
+    esp_tree.mkdir()
+    (esp_tree / "startup.nsh").write_text("fs0:\\EFI\\debian\\grubx64.efi\n")
+    esp = _fat(esp_tree, tmp_path / "esp.img", 16)
+    data = bytearray(esp.read_bytes())
+    entry = data.index(b"STARTUP NSH")  # the 8.3 directory entry; its size field is at +28
+    data[entry + 28 : entry + 32] = struct.pack("<I", 0xFFFF_F000)
+    esp.write_bytes(data)
+    root = _ext4(planted_tree, tmp_path / "root.img", 24)
+    disk = _disk(tmp_path / "disk.raw", "gpt", [(esp, 16, ESP), (root, 24, LINUX)])
+    result = scan_image(disk, workers=1)
+    assert any(w.startswith("p1 (GPT EFI system") and f"declare {0xFFFF_F000} bytes" in w for w in result.warnings), result.warnings
+    assert "p2:/etc/rc.local" in {f.evidence[0].path for f in result.findings}
+
+
+def test_the_size_limit_is_one_budget_for_the_whole_disk(tmp_path: Path, planted_tree: Path) -> None:
+    a = _ext4(planted_tree, tmp_path / "a.img", 24)
+    b = _ext4(planted_tree, tmp_path / "b.img", 24)
+    disk = _disk(tmp_path / "two.raw", "dos", [(a, 24, "83"), (b, 24, "83")])
+    with open_image(disk) as image:
+        per_partition = len(image.entries)
+        assert [v.label for v in image.volumes] == ["p1", "p2"]
+    with open_image(disk, Limits(max_files=per_partition + 5)) as image:
+        assert [v.label for v in image.volumes] == ["p1"]
+        assert any(w.startswith("p2 (MBR 0x83") and "more than 5 files" in w and "one budget for all partitions" in w
+                   for w in image.warnings), image.warnings
+    with open_image(disk, Limits(max_files=per_partition)) as image:
+        assert any(w.startswith("p2 (MBR 0x83") and "used up the size or file-count limit" in w for w in image.warnings)
+
+
+def test_two_root_filesystems_give_two_findings_each(tmp_path: Path, planted_tree: Path) -> None:
+    # A/B update schemes keep two roots: the second one's findings are its own, not merged away
+    a = _ext4(planted_tree, tmp_path / "a.img", 24)
+    b = _ext4(planted_tree, tmp_path / "b.img", 24)
+    disk = _disk(tmp_path / "ab.raw", "gpt", [(a, 24, LINUX), (b, 24, LINUX)])
+    result = scan_image(disk, workers=1)
+    rc = [f for f in result.findings if f.evidence[0].path in ("p1:/etc/rc.local", "p2:/etc/rc.local") and f.category == "backdoor"]
+    assert sorted(f.evidence[0].path for f in rc) == ["p1:/etc/rc.local", "p2:/etc/rc.local"]
+    assert rc[0].id != rc[1].id

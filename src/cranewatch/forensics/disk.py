@@ -21,6 +21,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import re
 import resource
 import shutil
 import struct
@@ -423,18 +424,26 @@ def _open_raw(source: Path, container: str, raw: Path, tmp: tempfile.TemporaryDi
     where = f"{source}" + (f" (converted from {container})" if container != "raw" else "")
     warnings = [f"disk {where}: {p}" for p in layout.problems]
     volumes: list[Volume] = []
+    left = limits  # one budget for the whole disk, not one per partition
     try:
         for part, content in contents:
             if content in _SKIPPED:
                 warnings.append(f"{part.describe()}: {_SKIPPED[content]}")
                 continue
+            if left.max_total_bytes <= 0 or left.max_files <= 0:
+                warnings.append(f"{part.describe()}: not read, the partitions before it used up the size or file-count "
+                                "limit (--max-bytes, --max-files)")
+                continue
             try:
-                image = _open_partition(raw, part, content, Path(tmp.name), limits)
+                image = _open_partition(raw, part, content, Path(tmp.name), left)
             except ImageError as exc:
-                warnings.append(f"{part.describe()}: {content} filesystem not readable: {exc.message}")
+                shared = " (the limits are one budget for all partitions of the disk)" if left != limits else ""
+                warnings.append(f"{part.describe()}: {content} filesystem not readable: {exc.message}{shared}")
                 continue
             volumes.append(Volume(part, content, image))
             warnings.extend(f"{part.label}: {w}" for w in image.warnings)
+            left = replace(left, max_total_bytes=left.max_total_bytes - sum(e.size for e in image.files()),
+                           max_files=left.max_files - len(image.entries))
     except BaseException:
         for volume in volumes:
             volume.image.close()
@@ -551,20 +560,38 @@ def _copy_range(fd_in: int, fd_out: int, start: int, length: int, out_at: int) -
 def _open_fat(part: Path, dest: Path, limits: Limits) -> Image:
     """A FAT/EFI system partition extracted with mtools (FAT has no links or devices)."""
     mdir, mcopy = _tool("mdir", "mtools"), _tool("mcopy", "mtools")
-    env = {**os.environ, "MTOOLS_SKIP_CHECK": "1", "MTOOLS_NO_VFAT": "0"}
-    listing = subprocess.run([mdir, "-/", "-b", "-i", str(part), "::/"], capture_output=True, text=True,
+    env = {**os.environ, "MTOOLS_SKIP_CHECK": "1"}
+    where = Location(file=str(part))
+    listing = subprocess.run([mdir, "-/", "-a", "-i", str(part), "::/"], capture_output=True, text=True,
                              errors="replace", env=env, check=False)
-    if listing.returncode != 0 and listing.stdout.strip():
-        raise ImageError(f"mdir cannot read the FAT filesystem: {listing.stderr.strip()[-300:]}", Location(file=str(part)))
-    if len(listing.stdout.splitlines()) > limits.max_files:
-        raise ImageError(f"more than {limits.max_files} files on the FAT partition (file-count limit)", Location(file=str(part)))
-    dest.mkdir(mode=0o700)
-    if listing.stdout.strip():
+    totals = _FAT_TOTAL.findall(listing.stdout)  # the last one sums every directory
+    if not totals:
+        if 'File "::/" not found' in listing.stderr:  # how mdir says the root directory is empty
+            return open_image(_empty_dir(dest), limits)
+        raise ImageError(f"mdir cannot read the FAT filesystem: {(listing.stderr or listing.stdout).strip()[-300:]}", where)
+    files, size = (int(n.replace(" ", "")) for n in totals[-1])
+    # Cross-linked cluster chains let many directory entries share the same clusters: the sizes
+    # the directories declare are checked before anything is written.
+    if files > limits.max_files:
+        raise ImageError(f"{files} files on the FAT partition: beyond the file-count limit", where)
+    if size > limits.max_total_bytes or size > 4 * part.stat().st_size:
+        raise ImageError(f"the FAT directories declare {size} bytes in a {part.stat().st_size}-byte partition: beyond "
+                         "the size limit or cross-linked clusters (a bomb), refused", where)
+    _empty_dir(dest)
+    if files:
         run = subprocess.run([mcopy, "-s", "-n", "-p", "-i", str(part), "::/*", str(dest)], capture_output=True, text=True,
                              errors="replace", env=env, check=False)
         if run.returncode != 0:
             raise ImageError(f"mcopy cannot extract the FAT filesystem: {run.stderr.strip()[-300:]}", Location(file=str(part)))
     return open_image(dest, limits)
+
+
+_FAT_TOTAL = re.compile(r"^\s*(\d[\d ]*?) files?\s+(\d[\d ]*?) bytes\s*$", re.MULTILINE)
+
+
+def _empty_dir(path: Path) -> Path:
+    path.mkdir(mode=0o700)
+    return path
 
 
 # --- conversion to raw ----------------------------------------------------------------------------------
