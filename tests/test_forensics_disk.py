@@ -465,3 +465,33 @@ def test_two_root_filesystems_give_two_findings_each(tmp_path: Path, planted_tre
     rc = [f for f in result.findings if f.evidence[0].path in ("p1:/etc/rc.local", "p2:/etc/rc.local") and f.category == "backdoor"]
     assert sorted(f.evidence[0].path for f in rc) == ["p1:/etc/rc.local", "p2:/etc/rc.local"]
     assert rc[0].id != rc[1].id
+
+
+@pytest.mark.parametrize("tool", ["gzip", "xz", "zstd"])
+def test_compressed_raw_disk_as_dd_and_gzip_make_it(tmp_path: Path, gpt_disk: Path, gpt_result: ScanResult, tool: str) -> None:
+    packed = tmp_path / f"disk.raw.{tool}"
+    with open(gpt_disk, "rb") as src, open(packed, "wb") as out:
+        subprocess.run([_which(tool), "-1", "-c"], stdin=src, stdout=out, check=True)
+    suffix = {"gzip": "gz", "xz": "xz", "zstd": "zst"}[tool]
+    assert detect_format(packed) == ("disk", suffix)
+    result = scan_image(packed, workers=1)
+    assert _keys(result) == _keys(gpt_result)
+    assert any(f"disk (GPT, raw.{suffix})" in w for w in result.warnings)
+
+
+def test_truncated_compressed_disk_is_a_clear_error(tmp_path: Path, gpt_disk: Path) -> None:
+    packed = tmp_path / "disk.raw.gz"
+    with open(gpt_disk, "rb") as src, open(packed, "wb") as out:
+        subprocess.run(["gzip", "-1", "-c"], stdin=src, stdout=out, check=True)
+    data = packed.read_bytes()
+    packed.write_bytes(data[: len(data) // 3])
+    with pytest.raises(ImageError, match="gz stream"):
+        open_image(packed)
+
+
+def test_reference_directory_against_the_disk_root(gpt_disk: Path, planted_tree: Path) -> None:
+    result = scan_image(gpt_disk, reference=planted_tree, workers=1)
+    assert result.diff is not None
+    assert result.diff.changed == () and result.diff.removed == ()
+    assert result.diff.added == ("p1:/EFI/debian/grub.cfg",)  # the ESP; the root is the reference's tree
+    assert result.findings and all(f.evidence[0].path.startswith("p1:/") for f in result.findings)

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import errno
 import json
+import lzma
 import os
 import re
 import resource
@@ -32,6 +33,8 @@ import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+
+import zstandard
 
 from cranewatch.errors import EnvironmentProblem, ImageError, Location
 from cranewatch.forensics.image import Image, Limits, open_image
@@ -72,13 +75,14 @@ def sniff_container(path: Path) -> ContainerFormat | None:
         return "vhd"
     if head.startswith(b"EVF\x09\x0d\x0a\xff\x00"):
         return "e01"
-    if _looks_like_partition_table(head):
+    if looks_like_partition_table(head):
         return "raw"
     return None
 
 
-def _looks_like_partition_table(head: bytes) -> bool:
-    if len(head) < 1024 or head[510:512] != b"\x55\xaa":
+def looks_like_partition_table(head: bytes) -> bool:
+    """An MBR (protective or not) in the first 512 bytes, or a GPT header after it."""
+    if len(head) < 512 or head[510:512] != b"\x55\xaa":
         return False
     if head[512:520] == _GPT_SIGNATURE or head[4096:4104] == _GPT_SIGNATURE:
         return True
@@ -398,14 +402,22 @@ class DiskImage(Image):
         super().close()
 
 
-def open_disk(source: Path, limits: Limits) -> DiskImage:
-    """Open a whole-disk image: convert it to raw if needed, read its table, open every volume."""
-    container = sniff_container(source)
+def open_disk(source: Path, limits: Limits, compression: str | None = None) -> DiskImage:
+    """Open a whole-disk image: convert it to raw if needed, read its table, open every volume.
+
+    ``compression`` names the outer compression of a raw disk (``dd | gzip``), as
+    ``image.detect_format`` found it.
+    """
+    container = "raw" if compression else sniff_container(source)
     if container is None:
         raise ImageError("not a whole-disk image", Location(file=str(source)))
     tmp = tempfile.TemporaryDirectory(prefix="cranewatch-disk-")
     try:
-        raw = _as_raw(source, container, Path(tmp.name), limits)
+        if compression:
+            raw = _decompress_raw(source, compression, Path(tmp.name), limits)
+            container = f"raw.{compression}"
+        else:
+            raw = _as_raw(source, container, Path(tmp.name), limits)
         return _open_raw(source, container, raw, tmp, limits)
     except BaseException:
         tmp.cleanup()
@@ -660,6 +672,41 @@ def _qemu_to_raw(source: Path, container: str, scratch: Path, limits: Limits) ->
                          capture_output=True, text=True, errors="replace", check=False, preexec_fn=_capped)
     if run.returncode != 0:
         raise ImageError(f"qemu-img cannot convert the {container} image: {run.stderr.strip()[-300:]}", where)
+    return out
+
+
+def _decompress_raw(source: Path, compression: str, scratch: Path, limits: Limits) -> Path:
+    """A compressed raw disk, decompressed sparse: runs of zeros become holes and cost nothing.
+
+    The size limit and the free space apply to the bytes written, checked as they come.
+    """
+    from cranewatch.forensics.image import _open_decompressed
+
+    out = scratch / "disk.raw"
+    block = 1 << 20
+    written = 0
+    where = Location(file=str(source))
+    zero = bytes(block)
+    try:
+        with _open_decompressed(source, compression) as stream, open(out, "wb") as dest:
+            offset = 0
+            while chunk := stream.read(block):
+                if chunk != zero[: len(chunk)]:
+                    written += len(chunk)
+                    if written > limits.max_total_bytes:
+                        raise ImageError(f"the disk holds more than {limits.max_total_bytes} bytes of data: beyond the "
+                                         "size limit (raise it with --max-bytes if the image is genuine)", where)
+                    dest.seek(offset)
+                    dest.write(chunk)
+                offset += len(chunk)
+            dest.truncate(offset)
+    except OSError as exc:
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise EnvironmentProblem(f"cannot decompress the disk into {scratch.parent}: {exc.strerror} (set TMPDIR to "
+                                     "a disk with room)", where) from None
+        raise ImageError(f"corrupt {compression} stream: {exc}", where) from None
+    except (EOFError, ValueError, lzma.LZMAError, zstandard.ZstdError) as exc:
+        raise ImageError(f"corrupt or truncated {compression} stream: {exc}", where) from None
     return out
 
 

@@ -417,8 +417,8 @@ def detect_format(path: Path) -> tuple[ImageFormat, str | None]:
         return "tar", compression
     from cranewatch.forensics import disk  # disk.py builds on this module's Image
 
-    if compression is None and disk.sniff_container(path) is not None:
-        return "disk", None
+    if disk.looks_like_partition_table(head) if compression else disk.sniff_container(path) is not None:
+        return "disk", compression
     raise ImageError(
         "unknown image format (expected a directory, tar[.gz|.xz|.bz2|.zst], zip, cpio (newc), "
         "squashfs, an ext2/3/4 partition image or a whole disk: raw MBR/GPT, qcow2, VMDK, VHD, VHDX, E01)",
@@ -436,7 +436,7 @@ def open_image(path: str | os.PathLike[str], limits: Limits | None = None) -> Im
     if fmt == "disk":
         from cranewatch.forensics.disk import open_disk
 
-        return open_disk(source, limits)
+        return open_disk(source, limits, compression)
     packed = source.stat().st_size
     unpacker = _Unpacker(source, limits, packed)
     try:
