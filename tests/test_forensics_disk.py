@@ -495,3 +495,72 @@ def test_reference_directory_against_the_disk_root(gpt_disk: Path, planted_tree:
     assert result.diff.changed == () and result.diff.removed == ()
     assert result.diff.added == ("p1:/EFI/debian/grub.cfg",)  # the ESP; the root is the reference's tree
     assert result.findings and all(f.evidence[0].path.startswith("p1:/") for f in result.findings)
+
+
+def test_squashfs_root_partition(tmp_path: Path, planted_tree: Path, dir_result: ScanResult) -> None:
+    squash = tmp_path / "root.sqfs"
+    subprocess.run([_which("mksquashfs"), str(planted_tree), str(squash), "-quiet", "-no-progress", "-noappend"], check=True,
+                   stdout=subprocess.DEVNULL)
+    size = squash.stat().st_size // MIB + 1
+    disk = _disk(tmp_path / "sq.raw", "dos", [(squash, size, "83")])
+    result = scan_image(disk, workers=1)
+    assert _keys(result, strip="p1:/") == _keys(dir_result)
+    assert any("p1 squashfs (root)" in w for w in result.warnings)
+
+
+def test_ntfs_and_unknown_partitions_are_named_and_skipped(tmp_path: Path, planted_tree: Path) -> None:
+    ntfs = tmp_path / "ntfs.img"
+    boot = bytearray(MIB)
+    boot[0:11] = b"\xebR\x90NTFS    "  # an NTFS boot sector's jump and OEM id
+    boot[510:512] = b"\x55\xaa"
+    ntfs.write_bytes(bytes(boot))
+    noise = tmp_path / "noise.img"
+    noise.write_bytes(bytes(range(256)) * (MIB // 256))
+    root = _ext4(planted_tree, tmp_path / "root.img", 24)
+    disk = _disk(tmp_path / "mixed.raw", "gpt", [(ntfs, 1, "EBD0A0A2-B9E5-4433-87C0-68B6B72699C7"), (noise, 1, LINUX), (root, 24, LINUX)])
+    result = scan_image(disk, workers=1)
+    assert "p1 (GPT Microsoft basic data, 1048576 bytes at byte 1048576): NTFS: not read yet (Windows disks are a later issue): skipped" in result.warnings
+    assert "p2 (GPT Linux filesystem, 1048576 bytes at byte 2097152): unknown content (no filesystem magic found): skipped" in result.warnings
+    assert "p3:/etc/rc.local" in {f.evidence[0].path for f in result.findings}
+
+
+def test_both_gpt_copies_damaged_names_both_offsets(tmp_path: Path, gpt_disk: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    disk = tmp_path / "dead.raw"
+    shutil.copyfile(gpt_disk, disk)
+    size = disk.stat().st_size
+    with open(disk, "r+b") as fh:
+        for header in (512, size - 512):
+            fh.seek(header + 24)
+            fh.write(b"\xff" * 8)
+    assert main(["scan-image", str(disk)]) == 3
+    err = capsys.readouterr().err
+    assert "GPT header at byte 512: header CRC32 mismatch" in err
+    assert f"GPT header at byte {size - 512}: header CRC32 mismatch" in err
+    assert "neither the primary nor the backup GPT is valid" in err and "Traceback" not in err
+
+
+def test_e01_without_ewf_tools_says_what_to_install(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    e01 = tmp_path / "crane.E01"
+    e01.write_bytes(b"EVF\x09\x0d\x0a\xff\x00" + bytes(4096))
+    real_which = shutil.which
+    monkeypatch.setattr(shutil, "which", lambda name, *a, **k: None if name.startswith("ewf") else real_which(name, *a, **k))
+    assert main(["scan-image", str(e01)]) == 4
+    assert "install the Debian package ewf-tools" in capsys.readouterr().err
+
+
+def test_gpt_on_a_4k_sector_disk(tmp_path: Path, planted_tree: Path) -> None:
+    root = _ext4(planted_tree, tmp_path / "root.img", 24)
+    disk = tmp_path / "4k.raw"
+    subprocess.run(["truncate", "-s", "32M", str(disk)], check=True)
+    # sfdisk follows a file's 512-byte sectors; fdisk -b 4096 writes a 4Kn table (g: new GPT,
+    # n: partition 1 from sector 256 to 6399, w: write)
+    subprocess.run([_which("fdisk"), "-b", "4096", str(disk)], input="g\nn\n1\n256\n6399\nw\n", text=True, check=True,
+                   capture_output=True)
+    with open(disk, "r+b") as fh:
+        fh.seek(MIB)
+        fh.write(root.read_bytes())
+    read_at, size = _read_at(disk)
+    layout = read_layout(read_at, size)
+    assert (layout.sector, [(p.offset, p.size) for p in layout.partitions]) == (4096, [(MIB, 24 * MIB)])
+    assert "p1:/etc/rc.local" in {f.evidence[0].path for f in scan_image(disk, workers=1).findings}
