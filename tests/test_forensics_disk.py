@@ -8,6 +8,7 @@ writes the partition table into a sparse file, ``qemu-img convert`` makes the VM
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 import struct
@@ -16,6 +17,8 @@ import zlib
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from cranewatch.cli import main
 from cranewatch.errors import ImageError
@@ -564,3 +567,30 @@ def test_gpt_on_a_4k_sector_disk(tmp_path: Path, planted_tree: Path) -> None:
     layout = read_layout(read_at, size)
     assert (layout.sector, [(p.offset, p.size) for p in layout.partitions]) == (4096, [(MIB, 24 * MIB)])
     assert "p1:/etc/rc.local" in {f.evidence[0].path for f in scan_image(disk, workers=1).findings}
+
+
+@functools.cache
+def _small_gpt_disk() -> bytes:
+    """A 2 MiB GPT disk with two partitions, by sfdisk."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        disk = Path(tmp) / "d.raw"
+        subprocess.run(["truncate", "-s", "2M", str(disk)], check=True)
+        subprocess.run([_which("sfdisk"), "-q", str(disk)], check=True, text=True, stdout=subprocess.DEVNULL,
+                       input=f"label: gpt\nstart=40, size=1000, type={LINUX}\nstart=2048, size=1000, type={SWAP}\n")
+        return disk.read_bytes()
+
+
+@settings(max_examples=300, deadline=None, derandomize=True)
+@given(st.lists(st.tuples(st.integers(0, 2 * MIB - 1), st.integers(0, 255)), min_size=1, max_size=12))
+def test_mangled_tables_never_crash_and_never_point_outside(flips: list[tuple[int, int]]) -> None:
+    disk = bytearray(_small_gpt_disk())
+    for where, value in flips:
+        # aim most flips at the tables: the MBR, the primary header and array, the backup header
+        where = (where % 1024, 1024 + where % 16384, len(disk) - 512 + where % 512, where)[where % 4]
+        disk[where] = value
+    layout = read_layout(lambda o, n: bytes(disk[o : o + n]), len(disk))
+    for part in layout.partitions:
+        assert part.offset >= 0 and part.offset + part.size <= len(disk)
+
