@@ -594,3 +594,18 @@ def test_mangled_tables_never_crash_and_never_point_outside(flips: list[tuple[in
     for part in layout.partitions:
         assert part.offset >= 0 and part.offset + part.size <= len(disk)
 
+
+
+def test_ext_partition_of_a_dd_image_is_read_in_place_not_copied(tmp_path: Path, planted_tree: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    from cranewatch.forensics import disk as disk_module
+
+    root = _ext4(planted_tree, tmp_path / "root.img", 24)
+    image = _disk(tmp_path / "dd.raw", "dos", [(root, 24, "83")])
+    subprocess.run(["fallocate", "-l", "26M", str(image)], check=True)  # every block allocated, as dd writes them
+    copies: list[object] = []
+    monkeypatch.setattr(disk_module, "_copy_extents", lambda *a: copies.append(a))
+    # The files hold well under 2 MiB; the partition is 24 MiB of allocated blocks.
+    with open_image(image, Limits(max_total_bytes=2 * MIB)) as opened:
+        assert "etc/rc.local" in opened.entries
+    assert copies == []

@@ -33,6 +33,7 @@ import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Literal
 
 import zstandard
 
@@ -51,7 +52,7 @@ _TOOL_CPU_SECONDS = 600
 
 # qemu-img's driver name for each container this module converts.
 _QEMU_FORMATS = {"qcow2": "qcow2", "vmdk": "vmdk", "vhd": "vpc", "vhdx": "vhdx"}
-ContainerFormat = str  # "raw" | "qcow2" | "vmdk" | "vhd" | "vhdx" | "e01"
+ContainerFormat = Literal["raw", "qcow2", "vmdk", "vhd", "vhdx", "e01"]
 
 
 def sniff_container(path: Path) -> ContainerFormat | None:
@@ -415,9 +416,8 @@ def open_disk(source: Path, limits: Limits, compression: str | None = None) -> D
     try:
         if compression:
             raw = _decompress_raw(source, compression, Path(tmp.name), limits)
-            container = f"raw.{compression}"
-        else:
-            raw = _as_raw(source, container, Path(tmp.name), limits)
+            return _open_raw(source, f"raw.{compression}", raw, tmp, limits)
+        raw = _as_raw(source, container, Path(tmp.name), limits)
         return _open_raw(source, container, raw, tmp, limits)
     except BaseException:
         tmp.cleanup()
@@ -436,21 +436,22 @@ def _open_raw(source: Path, container: str, raw: Path, tmp: tempfile.TemporaryDi
     where = f"{source}" + (f" (converted from {container})" if container != "raw" else "")
     warnings = [f"disk {where}: {p}" for p in layout.problems]
     volumes: list[Volume] = []
+    skipped: list[str] = []  # why each partition that is not a volume was left out
     left = limits  # one budget for the whole disk, not one per partition
     try:
         for part, content in contents:
             if content in _SKIPPED:
-                warnings.append(f"{part.describe()}: {_SKIPPED[content]}")
+                skipped.append(f"{part.describe()}: {_SKIPPED[content]}")
                 continue
             if left.max_total_bytes <= 0 or left.max_files <= 0:
-                warnings.append(f"{part.describe()}: not read, the partitions before it used up the size or file-count "
-                                "limit (--max-bytes, --max-files)")
+                skipped.append(f"{part.describe()}: not read, the partitions before it used up the size or file-count "
+                               "limit (--max-bytes, --max-files)")
                 continue
             try:
                 image = _open_partition(raw, part, content, Path(tmp.name), left)
             except ImageError as exc:
                 shared = " (the limits are one budget for all partitions of the disk)" if left != limits else ""
-                warnings.append(f"{part.describe()}: {content} filesystem not readable: {exc.message}{shared}")
+                skipped.append(f"{part.describe()}: {content} filesystem not readable: {exc.message}{shared}")
                 continue
             volumes.append(Volume(part, content, image))
             warnings.extend(f"{part.label}: {w}" for w in image.warnings)
@@ -460,8 +461,9 @@ def _open_raw(source: Path, container: str, raw: Path, tmp: tempfile.TemporaryDi
         for volume in volumes:
             volume.image.close()
         raise
+    warnings.extend(skipped)
     if not volumes:
-        found = "; ".join(f"{p.describe()}: {_SKIPPED.get(c, c)}" for p, c in contents) or "no partitions"
+        found = "; ".join(skipped) or "no partitions"
         problems = "; ".join(layout.problems)
         raise ImageError(
             f"the {layout.scheme.upper() if layout.scheme != 'none' else 'unpartitioned'} disk holds no "
@@ -486,13 +488,12 @@ def _is_root(image: Image) -> bool:
 
 
 def _open_partition(raw: Path, part: Partition, content: str, scratch: Path, limits: Limits) -> Image:
+    if content == "ext" and "?" not in str(raw):
+        return _open_ext_in_place(raw, part, limits)
     copy = scratch / f"{part.label}.img"
     extents = _data_extents(raw, part.offset, part.size)
     data = sum(length for _, length in extents)
     where = Location(file=str(raw), offset=part.offset)
-    if data > limits.max_total_bytes:
-        raise ImageError(f"{data} bytes of data, beyond the {limits.max_total_bytes}-byte size limit "
-                         "(raise it with --max-bytes if the image is genuine)", where)
     free = shutil.disk_usage(scratch).free
     if data > free:
         raise EnvironmentProblem(f"copying {part.label} needs {data} bytes but {scratch.parent} has only {free} free "
@@ -504,6 +505,19 @@ def _open_partition(raw: Path, part: Partition, content: str, scratch: Path, lim
         return open_image(copy, limits)  # ext and squashfs: detected again by their magic
     finally:
         copy.unlink(missing_ok=True)  # the extracted files are what the scan reads
+
+
+def _open_ext_in_place(raw: Path, part: Partition, limits: Limits) -> Image:
+    """An ext partition read by debugfs at its offset in the disk (``disk?offset=N``): no copy,
+    so a 100 GB partition of a ``dd`` image costs only the files extracted from it."""
+    from cranewatch.forensics.image import _open_ext, _Unpacker
+
+    unpacker = _Unpacker(raw, limits, part.size)
+    try:
+        return _open_ext(raw, unpacker, limits, part.offset, part.size)
+    except BaseException:
+        unpacker.tmp.cleanup()
+        raise
 
 
 def _data_extents(path: Path, offset: int, size: int) -> list[tuple[int, int]]:

@@ -739,7 +739,7 @@ def _open_squashfs(source: Path, out: _Unpacker, limits: Limits) -> Image:
     return image
 
 
-def _debugfs_ls(debugfs: str, source: Path, directories: list[str], scratch: Path) -> list[tuple[str, int, int, int, int]]:
+def _debugfs_ls(debugfs: str, source: str | Path, directories: list[str], scratch: Path) -> list[tuple[str, int, int, int, int]]:
     """(path, mode, uid, gid, size) of every entry of ``directories``, in one debugfs run."""
     commands = scratch / "ls.cmds"
     safe = [d for d in directories if '"' not in d and "\n" not in d]
@@ -765,13 +765,14 @@ def _debugfs_ls(debugfs: str, source: Path, directories: list[str], scratch: Pat
     return rows
 
 
-def _open_ext(source: Path, out: _Unpacker, limits: Limits) -> Image:
+def _open_ext(source: Path, out: _Unpacker, limits: Limits, offset: int = 0, size: int | None = None) -> Image:
     debugfs = _tool("debugfs")
-    where = Location(file=str(source))
+    where = Location(file=str(source), offset=offset or None)
+    spec = f"{source}?offset={offset}" if offset else str(source)  # a partition of a disk, read in place
     scratch = Path(out.tmp.name)
     # A raw partition holds at most its own size; content several times larger is sparse files.
-    out.budget = _Budget(replace(limits, max_ratio=min(limits.max_ratio, _RAW_RATIO)), source, source.stat().st_size)
-    check = subprocess.run([debugfs, "-R", "stats", str(source)], capture_output=True, text=True, errors="replace", check=False)
+    out.budget = _Budget(replace(limits, max_ratio=min(limits.max_ratio, _RAW_RATIO)), source, size or source.stat().st_size)
+    check = subprocess.run([debugfs, "-R", "stats", spec], capture_output=True, text=True, errors="replace", check=False)
     if check.returncode != 0 or "Filesystem magic number" not in check.stdout:
         raise ImageError(f"debugfs cannot read the ext image: {check.stderr.strip()[-300:]}", where)
     # List every inode first, level by level (one debugfs run per directory depth), so the
@@ -780,7 +781,7 @@ def _open_ext(source: Path, out: _Unpacker, limits: Limits) -> Image:
     level = [""]
     files: list[str] = []
     while level:
-        rows = _debugfs_ls(debugfs, source, level, scratch)
+        rows = _debugfs_ls(debugfs, spec, level, scratch)
         level = []
         for path, mode, uid, gid, size in rows:
             if stat.S_ISDIR(mode):
@@ -801,7 +802,7 @@ def _open_ext(source: Path, out: _Unpacker, limits: Limits) -> Image:
     # debugfs opens the image read-only (no -w); rdump writes only directories, regular files
     # and symlinks (device files, FIFOs and sockets are left out).
     run = subprocess.run(
-        [debugfs, "-R", f"rdump / {target_dir}", str(source)],
+        [debugfs, "-R", f"rdump / {target_dir}", spec],
         capture_output=True, text=True, errors="replace", check=False,
     )
     if run.returncode != 0:
