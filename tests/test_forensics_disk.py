@@ -95,7 +95,11 @@ def _disk(out: Path, label: str, parts: list[tuple[Path | None, int, str]], extr
 
 
 def _convert(raw: Path, fmt: str, out: Path) -> Path:
-    subprocess.run([_which("qemu-img"), "convert", "-q", "-f", "raw", "-O", fmt, str(raw), str(out)], check=True)
+    """qemu-img's format, or ``vpc-fixed`` (a raw disk with a VHD footer) and ``vmdk-stream``
+    (streamOptimized, the compressed VMDK that OVA appliances carry)."""
+    options = {"vpc-fixed": ["-O", "vpc", "-o", "subformat=fixed"],
+               "vmdk-stream": ["-O", "vmdk", "-o", "subformat=streamOptimized"]}.get(fmt, ["-O", fmt])
+    subprocess.run([_which("qemu-img"), "convert", "-q", "-f", "raw", *options, str(raw), str(out)], check=True)
     return out
 
 
@@ -207,10 +211,10 @@ def test_efi_system_partition_is_extracted_and_scanned(gpt_result: ScanResult) -
     assert "p1:/EFI/debian/grub.cfg" in {f.evidence[0].path for f in esp}, [f.to_json() for f in esp]
 
 
-@pytest.mark.parametrize("fmt", ["qcow2", "vmdk", "vhdx", "vpc"])
+@pytest.mark.parametrize("fmt", ["qcow2", "vmdk", "vhdx", "vpc", "vpc-fixed", "vmdk-stream"])
 def test_vm_disk_formats_give_the_raw_disk_findings(tmp_path: Path, gpt_disk: Path, gpt_result: ScanResult, fmt: str) -> None:
     image = _convert(gpt_disk, fmt, tmp_path / f"disk.{fmt}")
-    expected = {"qcow2": "qcow2", "vmdk": "vmdk", "vhdx": "vhdx", "vpc": "vhd"}[fmt]
+    expected = {"qcow2": "qcow2", "vmdk": "vmdk", "vhdx": "vhdx", "vpc": "vhd", "vpc-fixed": "vhd", "vmdk-stream": "vmdk"}[fmt]
     assert sniff_container(image) == expected
     assert detect_format(image) == ("disk", None)
     result = scan_image(image, workers=1)
