@@ -8,10 +8,10 @@ The partition table (MBR with extended/logical partitions, or GPT with its CRCs 
 header) is parsed here with ``struct``; a bad table is reported with its byte offset and what
 can still be read is read.
 
-Each partition is then judged by its bytes (magic numbers), not its type GUID: ext2/3/4 and
-squashfs are opened by ``image.open_image`` (``debugfs rdump``, ``unsquashfs``), a FAT/EFI
-system partition by mtools (``mcopy``), and swap, LVM, LUKS, NTFS, other filesystems and
-unknown content are reported and skipped. Every readable partition is a *volume*, scanned like
+Each partition is then judged by its bytes (magic numbers), not its type GUID: ext2/3/4 is
+read in place by ``debugfs`` at the partition's offset, squashfs by ``unsquashfs`` and a FAT/EFI
+system partition by mtools (``mcopy``) from a sparse copy in the private directory, and swap,
+LVM, LUKS, NTFS, other filesystems and unknown content are reported and skipped. Every readable partition is a *volume*, scanned like
 a directory image; findings name the volume (``p2:/etc/rc.local``). The volume holding
 ``etc/`` and ``usr/`` is the root, the one ``DiskImage`` presents as its own entries.
 """
