@@ -45,8 +45,9 @@ SECTOR = 512
 _GPT_SIGNATURE = b"EFI PART"
 _MAX_GPT_ENTRIES_BYTES = 1 << 20  # the standard array is 16 KiB; 1 MiB is far beyond any real one
 _MAX_LOGICAL = 128  # logical partitions followed in an extended-partition chain
-_TOOL_MEMORY = 1 << 30  # address-space cap for qemu-img/ewfexport reading a hostile header
-_TOOL_CPU_SECONDS = 600
+_HEADER_MEMORY = 1 << 30  # address-space cap while qemu-img/ewfinfo read a (maybe hostile) header
+_HEADER_CPU_SECONDS = 120
+_CONVERT_CPU_SECONDS = 3600  # converting 16 GB takes minutes; a loop in a hostile image stops here
 
 # --- container formats -----------------------------------------------------------------------
 
@@ -631,10 +632,16 @@ def _tool(name: str, package: str) -> str:
     return found
 
 
-def _capped() -> None:
-    """Run in the child: a hostile header must not make the converter eat the station."""
-    resource.setrlimit(resource.RLIMIT_AS, (_TOOL_MEMORY, _TOOL_MEMORY))
-    resource.setrlimit(resource.RLIMIT_CPU, (_TOOL_CPU_SECONDS, _TOOL_CPU_SECONDS))
+def _header_limits() -> None:
+    """Run in the child reading an image's header: the memory and CPU caps OpenStack puts on
+    ``qemu-img info`` after CVE-2015-5162 (a crafted header made it allocate without bound)."""
+    resource.setrlimit(resource.RLIMIT_AS, (_HEADER_MEMORY, _HEADER_MEMORY))
+    resource.setrlimit(resource.RLIMIT_CPU, (_HEADER_CPU_SECONDS, _HEADER_CPU_SECONDS))
+
+
+def _convert_limits() -> None:
+    """Run in the converting child: CPU only (qemu-img's worker threads need address space)."""
+    resource.setrlimit(resource.RLIMIT_CPU, (_CONVERT_CPU_SECONDS, _CONVERT_CPU_SECONDS))
 
 
 def _as_raw(source: Path, container: str, scratch: Path, limits: Limits) -> Path:
@@ -662,7 +669,7 @@ def _qemu_to_raw(source: Path, container: str, scratch: Path, limits: Limits) ->
     fmt = _QEMU_FORMATS[container]
     where = Location(file=str(source))
     info_run = subprocess.run([qemu_img, "info", "--output=json", "-f", fmt, str(source)], capture_output=True,
-                              text=True, errors="replace", check=False, preexec_fn=_capped)
+                              text=True, errors="replace", check=False, preexec_fn=_header_limits)
     if info_run.returncode != 0:
         raise ImageError(f"qemu-img cannot read the {container} image: {info_run.stderr.strip()[-300:]}", where)
     try:
@@ -683,7 +690,7 @@ def _qemu_to_raw(source: Path, container: str, scratch: Path, limits: Limits) ->
     _check_room(source, _allocated_bytes(qemu_img, fmt, source, int(info.get("virtual-size") or 0)), scratch, limits)
     out = scratch / "disk.raw"
     run = subprocess.run([qemu_img, "convert", "-q", "-f", fmt, "-O", "raw", str(source), str(out)],
-                         capture_output=True, text=True, errors="replace", check=False, preexec_fn=_capped)
+                         capture_output=True, text=True, errors="replace", check=False, preexec_fn=_convert_limits)
     if run.returncode != 0:
         raise ImageError(f"qemu-img cannot convert the {container} image: {run.stderr.strip()[-300:]}", where)
     return out
@@ -731,7 +738,7 @@ def _allocated_bytes(qemu_img: str, fmt: str, source: Path, virtual: int) -> int
     map cannot be read.
     """
     run = subprocess.run([qemu_img, "map", "--output=json", "-f", fmt, str(source)], capture_output=True, text=True,
-                         errors="replace", check=False, preexec_fn=_capped)
+                         errors="replace", check=False, preexec_fn=_header_limits)
     try:
         extents = json.loads(run.stdout) if run.returncode == 0 else None
     except ValueError:
@@ -749,7 +756,7 @@ def _e01_to_raw(source: Path, scratch: Path, limits: Limits) -> Path:
     ewfexport = _tool("ewfexport", "ewf-tools")
     where = Location(file=str(source))
     info = subprocess.run([ewfinfo, str(source)], capture_output=True, text=True, errors="replace", check=False,
-                          preexec_fn=_capped)
+                          preexec_fn=_header_limits)
     media = [line.split(":", 1)[1] for line in info.stdout.splitlines() if line.strip().startswith("Media size")]
     if info.returncode != 0 or not media:
         raise ImageError(f"ewfinfo cannot read the E01 image: {(info.stderr or info.stdout).strip()[-300:]}", where)
@@ -758,7 +765,7 @@ def _e01_to_raw(source: Path, scratch: Path, limits: Limits) -> Path:
     _check_room(source, int(digits) if digits.isdigit() else 0, scratch, limits)
     target = scratch / "disk"
     run = subprocess.run([ewfexport, "-q", "-u", "-f", "raw", "-t", str(target), str(source)], capture_output=True,
-                         text=True, errors="replace", check=False, preexec_fn=_capped, stdin=subprocess.DEVNULL)
+                         text=True, errors="replace", check=False, preexec_fn=_convert_limits, stdin=subprocess.DEVNULL)
     out = scratch / "disk.raw"
     if run.returncode != 0 or not out.is_file():
         raise ImageError(f"ewfexport cannot export the E01 image: {(run.stderr or run.stdout).strip()[-300:]}", where)
