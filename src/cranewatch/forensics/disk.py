@@ -38,7 +38,7 @@ from typing import Literal
 import zstandard
 
 from cranewatch.errors import EnvironmentProblem, ImageError, Location
-from cranewatch.forensics.image import Image, Limits, open_image
+from cranewatch.forensics.image import Entry, Image, Limits, open_image
 from cranewatch.model import Finding, finding_id
 
 SECTOR = 512
@@ -117,6 +117,7 @@ class Partition:
     scheme: str  # "gpt" or "mbr"
     type: str  # the table's type: a GPT type name or GUID, or an MBR type byte as 0x83
     name: str = ""  # GPT partition name
+    partuuid: str = ""  # as fstab's PARTUUID= spells it (GPT unique GUID; MBR disk id-number)
 
     @property
     def label(self) -> str:
@@ -208,10 +209,15 @@ def _read_mbr(read_at: ReadAt, disk_size: int, mbr: bytes, problems: list[str]) 
         if kind in _MBR_EXTENDED:
             partitions.extend(_read_logical(read_at, disk_size, start, entry_offset, problems))
             continue
-        part = Partition(i + 1, start * SECTOR, sectors * SECTOR, "mbr", f"0x{kind:02x}")
+        part = Partition(i + 1, start * SECTOR, sectors * SECTOR, "mbr", f"0x{kind:02x}", partuuid=_mbr_partuuid(mbr, i + 1))
         if _inside(part, disk_size, f"MBR entry {i + 1} at byte {entry_offset}", problems):
             partitions.append(part)
     return partitions
+
+
+def _mbr_partuuid(mbr: bytes, index: int) -> str:
+    """``PARTUUID=`` of an MBR partition: the disk signature at byte 440, a dash, the number."""
+    return f"{struct.unpack_from('<I', mbr, 440)[0]:08x}-{index:02x}"
 
 
 def _read_logical(read_at: ReadAt, disk_size: int, ext_start: int, entry_offset: int, problems: list[str]) -> list[Partition]:
@@ -234,7 +240,9 @@ def _read_logical(read_at: ReadAt, disk_size: int, ext_start: int, entry_offset:
         entries = _mbr_entries(ebr)
         kind, start, sectors = entries[0]
         if kind and sectors:
-            part = Partition(5 + len(partitions), (ebr_lba + start) * SECTOR, sectors * SECTOR, "mbr", f"0x{kind:02x}")
+            index = 5 + len(partitions)
+            part = Partition(index, (ebr_lba + start) * SECTOR, sectors * SECTOR, "mbr", f"0x{kind:02x}",
+                             partuuid=_mbr_partuuid(read_at(0, SECTOR), index))
             if _inside(part, disk_size, f"EBR at byte {where}", problems):
                 partitions.append(part)
         next_kind, next_start, _ = entries[1]
@@ -318,7 +326,8 @@ def _gpt_entries(read_at: ReadAt, disk_size: int, sector: int, header: _GptHeade
             problems.append(f"GPT entry {i + 1} at byte {where + i * header.entry_size}: ends (LBA {last}) before it starts "
                             f"(LBA {first}): skipped")
             continue
-        part = Partition(i + 1, first * sector, (last - first + 1) * sector, "gpt", _GPT_TYPES.get(type_guid, type_guid), name)
+        part = Partition(i + 1, first * sector, (last - first + 1) * sector, "gpt", _GPT_TYPES.get(type_guid, type_guid), name,
+                         str(uuid.UUID(bytes_le=entry[16:32])))
         if _inside(part, disk_size, f"GPT entry {i + 1} at byte {where + i * header.entry_size}", problems):
             partitions.append(part)
     return tuple(partitions)
@@ -358,6 +367,32 @@ def probe_content(read_at: ReadAt, part: Partition) -> str:
     return "unknown"
 
 
+def fstab_names(read_at: ReadAt, part: Partition, content: str) -> frozenset[str]:
+    """How an fstab line can name this partition (lower case): ``uuid=``, ``label=``,
+    ``partuuid=``, ``partlabel=`` and the kernel's device name ending in its number."""
+    names = {f"partuuid={part.partuuid}"} if part.partuuid else set()
+    if part.name:
+        names.add(f"partlabel={part.name.lower()}")
+    if content == "ext":
+        sb = read_at(part.offset + 1024, 256)
+        names.add(f"uuid={uuid.UUID(bytes=sb[104:120])}")
+        label = sb[120:136].split(b"\x00", 1)[0].decode("utf-8", "replace")
+        if label:
+            names.add(f"label={label.lower()}")
+    elif content == "fat":
+        boot = read_at(part.offset, 512)
+        at = 0x43 if boot[82:87] == b"FAT32" else 0x27  # the volume serial, then the 11-byte label
+        serial = struct.unpack_from("<I", boot, at)[0]
+        names.add(f"uuid={serial >> 16:04x}-{serial & 0xFFFF:04x}")
+        label = boot[at + 4 : at + 15].decode("ascii", "replace").strip()
+        if label and label != "NO NAME":
+            names.add(f"label={label.lower()}")
+    return frozenset(names)
+
+
+_DEVICE_NUMBER = re.compile(r"^/dev/(?:[shv]d[a-z]|xvd[a-z]|nvme\d+n\d+p|mmcblk\d+p)(\d+)$")
+
+
 _SKIPPED = {
     "swap": "swap space (not a filesystem): skipped",
     "ntfs": "NTFS: not read yet (Windows disks are a later issue): skipped",
@@ -383,6 +418,8 @@ class Volume:
     content: str
     image: Image
     is_root: bool = False
+    names: frozenset[str] = frozenset()  # how fstab may name it (``fstab_names``)
+    mount_point: str = ""  # where the root's fstab mounts it ("" for a root or an unmounted volume)
 
     @property
     def label(self) -> str:
@@ -395,13 +432,23 @@ class DiskImage(Image):
 
     container: str = "raw"
     layout: DiskLayout | None = None
-    volumes: list[Volume] = field(default_factory=list)
+    volumes: list[Volume] = field(default_factory=list)  # each scanned on its own
+    mounted: list[Volume] = field(default_factory=list)  # moved into the root tree at their mount point
 
     def close(self) -> None:
-        for volume in self.volumes:
+        for volume in [*self.volumes, *self.mounted]:
             volume.image.close()
         self.volumes = []
+        self.mounted = []
         super().close()
+
+    def volume_of(self, volume: Volume, path: str) -> Volume:
+        """The partition that holds ``path`` of ``volume`` (a mounted one, for the root's paths)."""
+        if volume.is_root:
+            for mounted in self.mounted:
+                if path == mounted.mount_point or path.startswith(mounted.mount_point + "/"):
+                    return mounted
+        return volume
 
 
 def open_disk(source: Path, limits: Limits, compression: str | None = None) -> DiskImage:
@@ -434,6 +481,7 @@ def _open_raw(source: Path, container: str, raw: Path, tmp: tempfile.TemporaryDi
 
         layout = read_layout(read_at, disk_size)
         contents = [(part, probe_content(read_at, part)) for part in layout.partitions]
+        names = {part.index: fstab_names(read_at, part, content) for part, content in contents}
     where = f"{source}" + (f" (converted from {container})" if container != "raw" else "")
     warnings = [f"disk {where}: {p}" for p in layout.problems]
     volumes: list[Volume] = []
@@ -454,7 +502,7 @@ def _open_raw(source: Path, container: str, raw: Path, tmp: tempfile.TemporaryDi
                 shared = " (the limits are one budget for all partitions of the disk)" if left != limits else ""
                 skipped.append(f"{part.describe()}: {content} filesystem not readable: {exc.message}{shared}")
                 continue
-            volumes.append(Volume(part, content, image))
+            volumes.append(Volume(part, content, image, names=names[part.index]))
             warnings.extend(f"{part.label}: {w}" for w in image.warnings)
             left = replace(left, max_total_bytes=left.max_total_bytes - sum(e.size for e in image.files()),
                            max_files=left.max_files - len(image.entries))
@@ -475,12 +523,81 @@ def _open_raw(source: Path, container: str, raw: Path, tmp: tempfile.TemporaryDi
     for volume in roots:
         volume.is_root = True
     primary = roots[0]
-    summary = ", ".join(f"{v.label} {v.content}{' (root)' if v.is_root else ''} at byte {v.partition.offset}" for v in volumes)
+    mounted = _mount_by_fstab(primary, [v for v in volumes if not v.is_root], warnings)
+    volumes = [v for v in volumes if v not in mounted]
+
+    def role(v: Volume) -> str:
+        return " (root)" if v.is_root else f" (mounted at /{v.mount_point})" if v.mount_point else ""
+
+    summary = ", ".join(f"{v.label} {v.content}{role(v)} at byte {v.partition.offset}"
+                        for v in sorted([*volumes, *mounted], key=lambda v: v.partition.index))
     warnings.insert(0, f"disk ({layout.scheme.upper()}, {container}): scanned {summary}")
     return DiskImage(
         source, "disk", primary.image.root, primary.image.entries, warnings, tmp,
-        container=container, layout=layout, volumes=volumes,
+        container=container, layout=layout, volumes=volumes, mounted=mounted,
     )
+
+
+def _mount_by_fstab(root: Volume, others: list[Volume], warnings: list[str]) -> list[Volume]:
+    """Place the partitions the root's ``etc/fstab`` mounts (``/home``, ``/var``, ``/boot/efi``)
+    into the root tree, so that path-aware checks (``var/spool/cron``, ``home/*/.bashrc``) see
+    them where the running system does. Nothing is mounted: extracted files are moved."""
+    fstab = root.image.read_text("etc/fstab")
+    if fstab is None:
+        return []
+    wanted: list[tuple[str, int, Volume]] = []
+    for number, line in enumerate(fstab.splitlines(), 1):
+        fields = line.split("#", 1)[0].split()
+        if len(fields) < 2 or not fields[1].startswith("/"):
+            continue
+        target = "/".join(p for p in fields[1].split("/") if p not in ("", "."))
+        volume = _named(fields[0], others)
+        if target and ".." not in target.split("/") and volume is not None and all(v is not volume for _, _, v in wanted):
+            wanted.append((target, number, volume))
+    mounted: list[Volume] = []
+    for target, number, volume in sorted(wanted, key=lambda w: w[0].count("/")):  # /var before /var/log
+        problem = _move_into(root.image, volume.image, target)
+        if problem:
+            warnings.append(f"{volume.label}: scanned on its own, not at /{target} (etc/fstab line {number}): {problem}")
+            continue
+        volume.mount_point = target
+        mounted.append(volume)
+    return mounted
+
+
+def _named(spec: str, volumes: list[Volume]) -> Volume | None:
+    key, sep, value = spec.partition("=")
+    wanted = f"{key.lower()}={value.strip(chr(34)).lower()}" if sep else ""
+    device = _DEVICE_NUMBER.match(spec)
+    for volume in volumes:
+        if wanted in volume.names or (device and int(device[1]) == volume.partition.index):
+            return volume
+    return None
+
+
+def _move_into(root: Image, part: Image, target: str) -> str | None:
+    """Move ``part``'s extracted tree under ``root`` at ``target``; the problem, if it cannot be."""
+    parts = target.split("/")
+    for i in range(1, len(parts) + 1):
+        entry = root.entries.get("/".join(parts[: i]))
+        if entry is not None and entry.type != "dir":
+            return f"/{'/'.join(parts[: i])} is a {entry.type} in the root filesystem"
+    place = root.root / target
+    if place.exists() and any(place.iterdir()):
+        return f"the root filesystem has files under /{target} (hidden below the mount on the running system)"
+    try:
+        place.mkdir(parents=True, exist_ok=True, mode=0o700)
+        for item in sorted(os.listdir(part.root)):
+            os.rename(part.root / item, place / item)
+    except OSError as exc:
+        return f"cannot move its files: {exc.strerror}"
+    for i in range(1, len(parts) + 1):
+        sub = "/".join(parts[: i])
+        root.entries.setdefault(sub, Entry(sub, "dir", 0o755, 0, 0, 0))
+    for path, entry in part.entries.items():
+        root.entries[f"{target}/{path}"] = replace(entry, path=f"{target}/{path}")
+    part.entries.clear()
+    return None
 
 
 def _is_root(image: Image) -> bool:
@@ -780,17 +897,22 @@ def labelled_path(volume: Volume, path: str) -> str:
     return f"{volume.label}:/{path}"
 
 
-def label_finding(finding: Finding, volume: Volume, *, keep_id: bool) -> Finding:
-    """``finding`` with its evidence paths naming ``volume`` (index, offset and content in values).
+def label_finding(finding: Finding, disk: DiskImage, volume: Volume, *, keep_id: bool) -> Finding:
+    """``finding`` with its evidence paths naming the partition that holds each file.
 
-    The root volume's findings keep their ids, so a disk and a directory scan of the same tree
-    share finding history; the other volumes' ids include the partition (two root filesystems of
-    an A/B update scheme give two findings, not one).
+    Paths stay as the running system sees them (``p3:/home/cms/.bashrc`` for a ``/home``
+    partition mounted by the root's fstab); index, offset and content go in the values. The
+    root volume's findings keep their ids, so a disk and a directory scan of the same system
+    share finding history; the other volumes' ids include the partition (two root filesystems
+    of an A/B update scheme give two findings, not one).
     """
-    where = {"partition": volume.label, "partition_offset": volume.partition.offset, "filesystem": volume.content}
-    evidence = tuple(
-        replace(e, path=labelled_path(volume, e.path), values={**e.values, **where}) if e.path is not None else e
-        for e in finding.evidence
-    )
+    evidence = []
+    for e in finding.evidence:
+        if e.path is None:
+            evidence.append(e)
+            continue
+        holder = disk.volume_of(volume, e.path)
+        where = {"partition": holder.label, "partition_offset": holder.partition.offset, "filesystem": holder.content}
+        evidence.append(replace(e, path=labelled_path(holder, e.path), values={**e.values, **where}))
     new_id = finding.id if keep_id else finding_id(finding.rule, finding.crane, volume.label, finding.id)
-    return replace(finding, id=new_id, evidence=evidence)
+    return replace(finding, id=new_id, evidence=tuple(evidence))
