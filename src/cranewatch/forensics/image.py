@@ -417,7 +417,7 @@ def detect_format(path: Path) -> tuple[ImageFormat, str | None]:
         return "tar", compression
     from cranewatch.forensics import disk  # disk.py builds on this module's Image
 
-    if disk.looks_like_partition_table(head) if compression else disk.sniff_container(path) is not None:
+    if (disk.looks_like_partition_table(head) if compression else disk.sniff_container(path) is not None):
         return "disk", compression
     raise ImageError(
         "unknown image format (expected a directory, tar[.gz|.xz|.bz2|.zst], zip, cpio (newc), "
