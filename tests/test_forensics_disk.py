@@ -315,28 +315,30 @@ def test_partition_past_the_end_is_reported_with_its_offset_and_the_rest_scanned
     assert "p1:/etc/rc.local" in {f.evidence[0].path for f in result.findings}
 
 
+def _mbr_entry(block: bytearray, at: int, slot: int, kind: int, start: int, sectors: int) -> None:
+    """Write MBR/EBR entry ``slot`` (0-3) of the sector at byte ``at``, and its boot signature."""
+    block[at + 510 : at + 512] = b"\x55\xaa"
+    entry = at + 446 + 16 * slot
+    block[entry + 4] = kind
+    block[entry + 8 : entry + 16] = struct.pack("<II", start, sectors)
+
+
 def test_ebr_chain_loop_is_reported_not_followed_forever() -> None:
+    # An extended partition at LBA 2048; its first EBR holds a logical partition at +1 and
+    # links to a second EBR at +8 (LBAs relative to the extended partition's start).
     disk = bytearray(4 * MIB)
-    disk[510:512] = b"\x55\xaa"
-    disk[446 + 4] = 0x05
-    disk[446 + 8 : 446 + 16] = struct.pack("<II", 2048, 4096)
-    ebr = 2048 * 512
-    disk[ebr + 510 : ebr + 512] = b"\x55\xaa"
-    disk[ebr + 446 + 4] = 0x83
-    disk[ebr + 446 + 8 : ebr + 446 + 16] = struct.pack("<II", 1, 100)
-    disk[ebr + 462 + 4] = 0x05  # the next EBR is this one again
-    disk[ebr + 462 + 8 : ebr + 462 + 16] = struct.pack("<II", 0 + 0, 4096)
-    disk[ebr + 462 + 8 : ebr + 462 + 12] = struct.pack("<I", 0)
+    _mbr_entry(disk, 0, 0, 0x05, 2048, 4096)
+    first, second = 2048 * 512, (2048 + 8) * 512
+    _mbr_entry(disk, first, 0, 0x83, 1, 100)
+    _mbr_entry(disk, first, 1, 0x05, 8, 100)
+    _mbr_entry(disk, second, 0, 0x83, 1, 50)
     layout = read_layout(lambda o, n: bytes(disk[o : o + n]), len(disk))
-    assert [(p.index, p.offset, p.size) for p in layout.partitions] == [(5, (2048 + 1) * 512, 100 * 512)]
-    # next_start 0 ends the chain; now point it back at itself by its relative offset 0 -> loop via 2048
-    disk[ebr + 462 + 8 : ebr + 462 + 12] = struct.pack("<I", 8)
-    nxt = (2048 + 8) * 512
-    disk[nxt + 510 : nxt + 512] = b"\x55\xaa"
-    disk[nxt + 462 + 4] = 0x05
-    disk[nxt + 462 + 8 : nxt + 462 + 12] = struct.pack("<I", 8)  # points at itself
+    assert [(p.index, p.offset, p.size) for p in layout.partitions] == [(5, 2049 * 512, 100 * 512), (6, 2057 * 512, 50 * 512)]
+    assert layout.problems == ()
+    _mbr_entry(disk, second, 1, 0x05, 8, 100)  # the second EBR links to itself
     layout = read_layout(lambda o, n: bytes(disk[o : o + n]), len(disk))
-    assert any(f"loops back to the EBR at byte {nxt}" in p for p in layout.problems)
+    assert [p.index for p in layout.partitions] == [5, 6]
+    assert layout.problems == (f"extended partition chain loops back to the EBR at byte {second}: stopped there",)
 
 
 def test_damaged_gpt_entries_crc_is_reported_with_offset() -> None:
