@@ -21,8 +21,10 @@ Example:
   cranewatch scan-image cms-pc.tar.gz --db cranewatch.db --crane STS-07 --component CMS
 
 Inputs: a directory tree, tar (.gz/.xz/.bz2/.zst), zip, cpio (newc), squashfs or a raw
-ext2/3/4 partition image (read with debugfs, never mounted). Nothing from the image is run,
-and symlinks resolve inside the image, never on the analysis station.
+ext2/3/4 partition image (read with debugfs, never mounted), or a whole disk: raw MBR/GPT
+(also .gz/.xz/.zst), qcow2, VMDK, VHD, VHDX (qemu-img) or E01 (ewfexport); each partition is
+read by its content and named in the findings (p2:/etc/rc.local). Nothing from the image is
+run, and symlinks resolve inside the image, never on the analysis station.
 """
 
 
@@ -34,7 +36,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         epilog=EXAMPLE,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("image", help="directory, tar/zip/cpio archive, squashfs or ext2/3/4 image")
+    parser.add_argument("image", help="directory, tar/zip/cpio archive, squashfs or ext2/3/4 image, or a whole disk")
     parser.add_argument("--crane", help="crane id for the findings (default: the profile's crane id)")
     parser.add_argument("--reference", metavar="PATH", help="golden or previous image: report what was added or changed and suppress findings it has too")
     parser.add_argument("--show-suppressed", action="store_true", help="with --reference, keep findings the reference has too")

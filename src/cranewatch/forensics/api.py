@@ -13,7 +13,8 @@ from pathlib import Path
 from cranewatch.errors import InputError, Location
 from cranewatch.forensics.checks import yara_rules
 from cranewatch.forensics.checks.base import EndpointPolicy
-from cranewatch.forensics.image import Entry, Limits, open_image
+from cranewatch.forensics.disk import DiskImage, label_finding, labelled_path
+from cranewatch.forensics.image import Entry, Image, Limits, open_image
 from cranewatch.forensics.packages import read_packages
 from cranewatch.forensics.result import ReferenceDiff, ScanResult
 from cranewatch.forensics.scanner import (
@@ -89,16 +90,47 @@ def _scan_whole(
         if not image.entries:
             raise InputError("the image holds no files", Location(file=str(path)))
         info = input_info(Path(path), image)
-        db = read_packages(image)
-        ctx = make_context(image, db, crane, policy)
-        passed = file_pass(image, ctx, workers=workers, want_digest=want_digest)
-        findings = [*passed.findings, *image_checks(image, ctx)]
-        if vulns is not None:
-            findings.extend(match(vulns, db.packages, db.os_release, ctx))
-        return _Scanned(
-            info, findings, inventory(image, db, passed.kinds), passed.digests, image.entries,
-            [*image.warnings, *passed.warnings],
-        )
+        if isinstance(image, DiskImage):
+            return _merge_volumes(image, info, [
+                _scan_opened(v.image, info, crane=crane, policy=policy, workers=workers, want_digest=want_digest,
+                             vulns=vulns)
+                for v in image.volumes
+            ])
+        return _scan_opened(image, info, crane=crane, policy=policy, workers=workers, want_digest=want_digest,
+                            vulns=vulns)
+
+
+def _merge_volumes(disk: DiskImage, info: InputInfo, scans: list[_Scanned]) -> _Scanned:
+    """One result for the disk: each finding names its partition; the first root's inventory."""
+    primary = next(i for i, v in enumerate(disk.volumes) if v.is_root)
+    findings: list[Finding] = []
+    digests: dict[str, str] = {}
+    entries: dict[str, Entry] = {}
+    for i, (volume, scanned) in enumerate(zip(disk.volumes, scans, strict=True)):
+        findings.extend(label_finding(f, disk, volume, keep_id=i == primary) for f in scanned.findings)
+        # The root keeps its own paths, so --reference compares it with a golden root tree.
+        rename = (lambda p: p) if i == primary else partial(labelled_path, volume)
+        digests.update({rename(p): d for p, d in scanned.digests.items()})
+        entries.update({rename(p): e for p, e in scanned.entries.items()})
+    warnings = [*disk.warnings, *(f"{v.label}: {w}" for v, s in zip(disk.volumes, scans, strict=True)
+                                  for w in s.warnings[len(v.image.warnings):])]
+    return _Scanned(info, findings, scans[primary].inventory, digests, entries, warnings)
+
+
+def _scan_opened(
+    image: Image, info: InputInfo, *, crane: str | None, policy: EndpointPolicy, workers: int,
+    want_digest: bool, vulns: VulnDb | None,
+) -> _Scanned:
+    db = read_packages(image)
+    ctx = make_context(image, db, crane, policy)
+    passed = file_pass(image, ctx, workers=workers, want_digest=want_digest)
+    findings = [*passed.findings, *image_checks(image, ctx)]
+    if vulns is not None:
+        findings.extend(match(vulns, db.packages, db.os_release, ctx))
+    return _Scanned(
+        info, findings, inventory(image, db, passed.kinds), passed.digests, image.entries,
+        [*image.warnings, *passed.warnings],
+    )
 
 
 def scan_image(
@@ -113,7 +145,7 @@ def scan_image(
     workers: int | None = None,
     show_suppressed: bool = False,
 ) -> ScanResult:
-    """Scan one image (directory, archive, squashfs or ext image) and return the result.
+    """Scan one image (directory, archive, squashfs or ext image, whole disk) and return the result.
 
     With ``reference``, the reference image is scanned too: the result lists files added,
     changed and removed, and findings also present in the reference move to ``suppressed``

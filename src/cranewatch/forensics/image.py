@@ -42,7 +42,7 @@ import zstandard
 from cranewatch.errors import EnvironmentProblem, ImageError, Location
 
 EntryType = Literal["file", "dir", "symlink"]
-ImageFormat = Literal["dir", "tar", "zip", "cpio", "squashfs", "ext"]
+ImageFormat = Literal["dir", "tar", "zip", "cpio", "squashfs", "ext", "disk"]
 
 _COPY_BLOCK = 1 << 20
 _RAW_RATIO = 4.0  # content bytes per byte of an uncompressed filesystem image
@@ -415,9 +415,13 @@ def detect_format(path: Path) -> tuple[ImageFormat, str | None]:
         return "cpio", compression
     if len(head) >= 262 and head[257:262] == b"ustar":
         return "tar", compression
+    from cranewatch.forensics import disk  # disk.py builds on this module's Image
+
+    if (disk.looks_like_partition_table(head) if compression else disk.sniff_container(path) is not None):
+        return "disk", compression
     raise ImageError(
         "unknown image format (expected a directory, tar[.gz|.xz|.bz2|.zst], zip, cpio (newc), "
-        "squashfs or an ext2/3/4 partition image)",
+        "squashfs, an ext2/3/4 partition image or a whole disk: raw MBR/GPT, qcow2, VMDK, VHD, VHDX, E01)",
         where,
     )
 
@@ -429,6 +433,10 @@ def open_image(path: str | os.PathLike[str], limits: Limits | None = None) -> Im
     fmt, compression = detect_format(source)
     if fmt == "dir":
         return _open_dir(source, limits)
+    if fmt == "disk":
+        from cranewatch.forensics.disk import open_disk
+
+        return open_disk(source, limits, compression)
     packed = source.stat().st_size
     unpacker = _Unpacker(source, limits, packed)
     try:
@@ -731,7 +739,7 @@ def _open_squashfs(source: Path, out: _Unpacker, limits: Limits) -> Image:
     return image
 
 
-def _debugfs_ls(debugfs: str, source: Path, directories: list[str], scratch: Path) -> list[tuple[str, int, int, int, int]]:
+def _debugfs_ls(debugfs: str, source: str | Path, directories: list[str], scratch: Path) -> list[tuple[str, int, int, int, int]]:
     """(path, mode, uid, gid, size) of every entry of ``directories``, in one debugfs run."""
     commands = scratch / "ls.cmds"
     safe = [d for d in directories if '"' not in d and "\n" not in d]
@@ -757,13 +765,14 @@ def _debugfs_ls(debugfs: str, source: Path, directories: list[str], scratch: Pat
     return rows
 
 
-def _open_ext(source: Path, out: _Unpacker, limits: Limits) -> Image:
+def _open_ext(source: Path, out: _Unpacker, limits: Limits, offset: int = 0, size: int | None = None) -> Image:
     debugfs = _tool("debugfs")
-    where = Location(file=str(source))
+    where = Location(file=str(source), offset=offset or None)
+    spec = f"{source}?offset={offset}" if offset else str(source)  # a partition of a disk, read in place
     scratch = Path(out.tmp.name)
     # A raw partition holds at most its own size; content several times larger is sparse files.
-    out.budget = _Budget(replace(limits, max_ratio=min(limits.max_ratio, _RAW_RATIO)), source, source.stat().st_size)
-    check = subprocess.run([debugfs, "-R", "stats", str(source)], capture_output=True, text=True, errors="replace", check=False)
+    out.budget = _Budget(replace(limits, max_ratio=min(limits.max_ratio, _RAW_RATIO)), source, size or source.stat().st_size)
+    check = subprocess.run([debugfs, "-R", "stats", spec], capture_output=True, text=True, errors="replace", check=False)
     if check.returncode != 0 or "Filesystem magic number" not in check.stdout:
         raise ImageError(f"debugfs cannot read the ext image: {check.stderr.strip()[-300:]}", where)
     # List every inode first, level by level (one debugfs run per directory depth), so the
@@ -772,7 +781,7 @@ def _open_ext(source: Path, out: _Unpacker, limits: Limits) -> Image:
     level = [""]
     files: list[str] = []
     while level:
-        rows = _debugfs_ls(debugfs, source, level, scratch)
+        rows = _debugfs_ls(debugfs, spec, level, scratch)
         level = []
         for path, mode, uid, gid, size in rows:
             if stat.S_ISDIR(mode):
@@ -793,7 +802,7 @@ def _open_ext(source: Path, out: _Unpacker, limits: Limits) -> Image:
     # debugfs opens the image read-only (no -w); rdump writes only directories, regular files
     # and symlinks (device files, FIFOs and sockets are left out).
     run = subprocess.run(
-        [debugfs, "-R", f"rdump / {target_dir}", str(source)],
+        [debugfs, "-R", f"rdump / {target_dir}", spec],
         capture_output=True, text=True, errors="replace", check=False,
     )
     if run.returncode != 0:

@@ -16,7 +16,7 @@ def _where(finding: Finding) -> str:
     if not finding.evidence:
         return ""
     e = finding.evidence[0]
-    where = "/" + (e.path or "")
+    where = (e.path or "") if e.values.get("partition") else "/" + (e.path or "")  # p2:/etc/x: its own root
     if e.line is not None:
         where += f":{e.line}"
     elif e.offset is not None:
