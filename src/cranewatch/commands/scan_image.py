@@ -47,8 +47,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument("--min-severity", default="info", help="text output: hide findings below this severity")
     parser.add_argument("--fail-on", metavar="SEVERITY", help="exit 1 when a finding of this severity or worse is found")
     parser.add_argument("--workers", type=int, default=0, help="worker processes (default: the available cores)")
-    parser.add_argument("--max-bytes", type=int, default=Limits().max_total_bytes, help="refuse images that unpack to more bytes")
-    parser.add_argument("--max-files", type=int, default=Limits().max_files, help="refuse images with more files")
+    parser.add_argument("--max-bytes", type=int, default=Limits().max_total_bytes, help="read at most this many content bytes; the rest is reported as not scanned (exit 3)")
+    parser.add_argument("--max-files", type=int, default=Limits().max_files, help="read at most this many members; the rest is reported as not scanned (exit 3)")
     parser.add_argument("--db", metavar="FILE", help="record the scan (inputs with sha256, findings, SBOM) in this cranewatch database for --crane; without --db nothing is written")
     parser.add_argument("--component", metavar="NAME", help="with --db: the registered part of the crane this image is from (e.g. CMS, OCR)")
     parser.set_defaults(func=run)
@@ -94,6 +94,12 @@ def run(args: argparse.Namespace) -> int:
     finally:
         if store is not None:
             store.close()
+    if not result.complete:
+        # What could be read was scanned and reported; the exit code says it was not all.
+        print(f"cranewatch: error: {args.image}: scan incomplete, {len(result.problems)} problem(s):", file=sys.stderr)
+        for problem in result.problems[:10]:
+            print(f"  {problem}", file=sys.stderr)
+        return int(ExitCode.INPUT)
     worst = result.worst()
     if fail_on is not None and worst is not None and worst >= fail_on:
         return int(ExitCode.FINDINGS)

@@ -79,6 +79,7 @@ class _Scanned:
     digests: dict[str, str]
     entries: dict[str, Entry]
     warnings: list[str]
+    problems: list[str]
 
 
 def _scan_whole(
@@ -87,7 +88,8 @@ def _scan_whole(
 ) -> _Scanned:
     with open_image(path, limits) as image:
         if not image.entries:
-            raise InputError("the image holds no files", Location(file=str(path)))
+            why = f": {image.problems[0]}" if image.problems else ""
+            raise InputError(f"the image holds no files{why}", Location(file=str(path)))
         info = input_info(Path(path), image)
         db = read_packages(image)
         ctx = make_context(image, db, crane, policy)
@@ -97,7 +99,7 @@ def _scan_whole(
             findings.extend(match(vulns, db.packages, db.os_release, ctx))
         return _Scanned(
             info, findings, inventory(image, db, passed.kinds), passed.digests, image.entries,
-            [*image.warnings, *passed.warnings],
+            image.warnings, [*image.problems, *passed.problems],
         )
 
 
@@ -133,8 +135,10 @@ def scan_image(
         findings = scanned.findings
         diff = None
         suppressed: list[Finding] = []
+        problems = scanned.problems
         if reference is not None:
             golden = scan(reference)
+            problems = [*problems, *(f"reference {golden.info.path}: {p}" for p in golden.problems)]
             diff = _diff(golden.info, scanned.entries, scanned.digests, golden.entries, golden.digests)
             known = {f.id for f in golden.findings}
             if not show_suppressed:
@@ -145,7 +149,7 @@ def scan_image(
     return ScanResult(
         inputs=(scanned.info,) if diff is None else (scanned.info, diff.reference),
         crane=crane, inventory=scanned.inventory, findings=dedupe(findings), suppressed=dedupe(suppressed),
-        diff=diff, warnings=tuple(scanned.warnings), rules=ruleset.sources,
+        diff=diff, warnings=(*problems, *scanned.warnings), problems=tuple(problems), rules=ruleset.sources,
         vulndb=vulns.sources if vulns else (), started=started, seconds=time.perf_counter() - clock,
     )
 

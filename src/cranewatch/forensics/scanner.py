@@ -19,7 +19,7 @@ from pathlib import Path
 
 from cranewatch.forensics.checks import FILE_CHECKS, IMAGE_CHECKS
 from cranewatch.forensics.checks.base import EndpointPolicy, FileKind, FileView, ScanContext
-from cranewatch.forensics.image import Entry, Image
+from cranewatch.forensics.image import Entry, Image, shown, summarise
 from cranewatch.forensics.packages import Package, PackageDb
 from cranewatch.model import Finding, Severity
 
@@ -61,7 +61,7 @@ class FileOutcome:
     kind: FileKind | None  # None when the file could not be read
     findings: tuple[Finding, ...]
     sha256: str | None
-    warning: str | None = None
+    problem: str | None = None  # why the file could not be read (then it was not scanned)
 
 
 @dataclass(frozen=True)
@@ -71,7 +71,7 @@ class PassResult:
     findings: tuple[Finding, ...]
     digests: dict[str, str]
     kinds: dict[str, int]
-    warnings: tuple[str, ...]
+    problems: tuple[str, ...]  # files that could not be read
 
 
 def _sniff(head: bytes, size: int) -> FileKind:
@@ -154,7 +154,7 @@ def _scan_or_note(state: _PassState, entry: Entry) -> FileOutcome:
     try:
         return _scan_file(state, entry)
     except OSError as exc:
-        return FileOutcome(entry.path, None, (), None, f"{entry.path}: cannot read ({exc.strerror or exc})")
+        return FileOutcome(entry.path, None, (), None, f"{shown(entry.path)}: cannot be read ({exc.strerror or exc}): not scanned")
 
 
 def _scan_chunk(entries: Sequence[Entry]) -> list[FileOutcome]:
@@ -175,7 +175,7 @@ def file_pass(image: Image, ctx: ScanContext, *, workers: int, want_digest: bool
     entries = list(image.files())
     state = _PassState(image.root, ctx, want_digest)
     outcomes: list[FileOutcome] = []
-    warnings: list[str] = []
+    problems: list[str] = []
     if workers > 1 and len(entries) >= _POOL_THRESHOLD:
         _STATE = state
         try:
@@ -192,14 +192,14 @@ def file_pass(image: Image, ctx: ScanContext, *, workers: int, want_digest: bool
     digests: dict[str, str] = {}
     findings: list[Finding] = []
     for outcome in sorted(outcomes, key=lambda o: o.path):
-        if outcome.warning is not None:
-            warnings.append(outcome.warning)
+        if outcome.problem is not None:
+            problems.append(outcome.problem)
         if outcome.kind is not None:
             kinds[outcome.kind] = kinds.get(outcome.kind, 0) + 1
         findings.extend(outcome.findings)
         if outcome.sha256 is not None:
             digests[outcome.path] = outcome.sha256
-    return PassResult(tuple(findings), digests, kinds, tuple(warnings))
+    return PassResult(tuple(findings), digests, kinds, tuple(summarise(problems)))
 
 
 _DISTRIBUTION_MAINTAINER = re.compile(
