@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from cranewatch.errors import ExitCode, UsageError
-from cranewatch.forensics import Limits, endpoint_policy, scan_image
+from cranewatch.forensics import GenuineSource, Limits, endpoint_policy, scan_image
 from cranewatch.forensics.render import render_html, render_jsonl, render_text
 from cranewatch.forensics.result import ScanResult
 from cranewatch.forensics.sbom import write_sbom
@@ -18,10 +18,15 @@ Example:
   cranewatch scan-image cms-pc.tar.gz --crane STS-07 --profile profiles/sts-07.toml \\
       --reference cms-pc-golden.squashfs --vulndb osv/ --sbom cms-pc.cdx.json --fail-on high
   cranewatch scan-image cms-pc.tar.gz --db cranewatch.db --crane STS-07 --component CMS
+  cranewatch scan-image cms-pc.tar.gz --distro-packages /var/cache/apt/archives   # or --fetch-packages
 
 Inputs: a directory tree, tar (.gz/.xz/.bz2/.zst), zip, cpio (newc), squashfs or a raw
 ext2/3/4 partition image (read with debugfs, never mounted). Nothing from the image is run,
 and symlinks resolve inside the image, never on the analysis station.
+
+Trust: the image's package database is the maker's claim. Package files are spared nothing
+unless they match the distribution's genuine packages (--distro-packages, --fetch-packages);
+a file that differs from its genuine package is reported as a backdoor.
 """
 
 
@@ -36,6 +41,13 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument("image", help="directory, tar/zip/cpio archive, squashfs or ext2/3/4 image")
     parser.add_argument("--crane", help="crane id for the findings (default: the profile's crane id)")
     parser.add_argument("--reference", metavar="PATH", help="golden or previous image: report what was added or changed and suppress findings it has too")
+    parser.add_argument("--distro-packages", action="append", default=[], metavar="DIR",
+                        help="the distribution's genuine packages (.deb files: an apt cache, a mirror's pool; repeatable): "
+                        "package files are verified against them, not against the image's own checksums")
+    parser.add_argument("--fetch-packages", action="store_true",
+                        help="download the installed package versions with this machine's apt (apt-get download) into "
+                        "--package-cache and verify against them")
+    parser.add_argument("--package-cache", metavar="DIR", help="where --fetch-packages keeps .deb files (default: ~/.cache/cranewatch/debs)")
     parser.add_argument("--show-suppressed", action="store_true", help="with --reference, keep findings the reference has too")
     parser.add_argument("--profile", metavar="TOML", help="crane profile: its zones and allowed outside endpoints classify addresses")
     parser.add_argument("--allow", action="append", default=[], metavar="CIDR|HOST", help="an endpoint that is expected (repeatable)")
@@ -86,6 +98,9 @@ def run(args: argparse.Namespace) -> int:
             limits=Limits(max_total_bytes=args.max_bytes, max_files=args.max_files),
             workers=args.workers or None,
             show_suppressed=args.show_suppressed,
+            genuine=GenuineSource(
+                tuple(args.distro_packages), args.fetch_packages, Path(args.package_cache) if args.package_cache else None
+            ),
         )
         _write_report(args, result, min_severity)
         if store is not None and crane is not None:

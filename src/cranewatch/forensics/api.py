@@ -13,8 +13,14 @@ from pathlib import Path
 from cranewatch.errors import InputError, Location
 from cranewatch.forensics.checks import yara_rules
 from cranewatch.forensics.checks.base import EndpointPolicy
+from cranewatch.forensics.genuine import (
+    GenuineIndex,
+    default_package_cache,
+    fetch_packages,
+    load_index,
+)
 from cranewatch.forensics.image import Entry, Limits, open_image
-from cranewatch.forensics.packages import read_packages
+from cranewatch.forensics.packages import PackageDb, read_packages
 from cranewatch.forensics.result import ReferenceDiff, ScanResult
 from cranewatch.forensics.scanner import (
     InputInfo,
@@ -82,9 +88,53 @@ class _Scanned:
     problems: list[str]
 
 
+@dataclass(frozen=True)
+class GenuineSource:
+    """Where the distribution's genuine packages come from: folders or files of .deb
+    (``--distro-packages``), and/or the installed versions fetched with apt into ``cache``."""
+
+    paths: tuple[str, ...] = ()
+    fetch: bool = False
+    cache: Path | None = None
+
+    def index(self, db: PackageDb) -> tuple[GenuineIndex | None, list[str]]:
+        """The genuine packages for the image of ``db``, and warnings about what was missing."""
+        if not self.paths and not self.fetch:
+            return None, []
+        notes: list[str] = []
+        paths = list(self.paths)
+        if self.fetch:
+            cache = self.cache or default_package_cache()
+            _present, failed = fetch_packages(db.packages, cache)
+            if failed:
+                notes.append(
+                    f"apt could not provide {len(failed)} installed package version(s); their files stay "
+                    f"unverified: {', '.join(failed[:5])}"
+                )
+            paths.append(str(cache))
+        index = load_index(paths)
+        notes.extend(f"genuine packages: {p}" for p in index.problems)
+        return index, notes
+
+
+def _trust_note(trust: dict[str, int], index: GenuineIndex | None) -> str | None:
+    owned = trust.get("genuine", 0) + trust.get("differs", 0) + trust.get("unverified", 0)
+    if not owned:
+        return None
+    if index is None:
+        return (
+            f"{owned} files are claimed by the image's package database; without the genuine packages "
+            "(--distro-packages DIR or --fetch-packages) none is verified, so every one got every content check"
+        )
+    return (
+        f"verified against {index.count} genuine package(s): {trust.get('genuine', 0)} of {owned} package files "
+        f"genuine, {trust.get('differs', 0)} differ, {trust.get('unverified', 0)} unverified (fully checked)"
+    )
+
+
 def _scan_whole(
     path: str | os.PathLike[str], *, crane: str | None, policy: EndpointPolicy, workers: int,
-    want_digest: bool, limits: Limits | None, vulns: VulnDb | None,
+    want_digest: bool, limits: Limits | None, vulns: VulnDb | None, genuine: GenuineSource,
 ) -> _Scanned:
     with open_image(path, limits) as image:
         if not image.entries:
@@ -92,14 +142,18 @@ def _scan_whole(
             raise InputError(f"the image holds no files{why}", Location(file=str(path)))
         info = input_info(Path(path), image)
         db = read_packages(image)
-        ctx = make_context(image, db, crane, policy)
+        index, notes = genuine.index(db)
+        ctx = make_context(image, db, crane, policy, index)
         passed = file_pass(image, ctx, workers=workers, want_digest=want_digest)
         findings = [*passed.findings, *image_checks(image, ctx)]
         if vulns is not None:
             findings.extend(match(vulns, db.packages, db.os_release, ctx))
+        note = _trust_note(passed.trust, index)
         return _Scanned(
-            info, findings, inventory(image, db, passed.kinds), passed.digests, image.entries,
-            image.warnings, [*image.problems, *passed.problems],
+            info, findings,
+            inventory(image, db, passed.kinds, passed.trust, index.sources if index is not None else ()),
+            passed.digests, image.entries,
+            [*image.warnings, *notes, *([note] if note else [])], [*image.problems, *passed.problems],
         )
 
 
@@ -114,12 +168,14 @@ def scan_image(
     limits: Limits | None = None,
     workers: int | None = None,
     show_suppressed: bool = False,
+    genuine: GenuineSource | None = None,
 ) -> ScanResult:
     """Scan one image (directory, archive, squashfs or ext image) and return the result.
 
     With ``reference``, the reference image is scanned too: the result lists files added,
     changed and removed, and findings also present in the reference move to ``suppressed``
-    (unless ``show_suppressed``).
+    (unless ``show_suppressed``). With ``genuine``, package files are verified against the
+    distribution's genuine packages; without it nothing is spared a check on the image's word.
     """
     started = time.time()
     clock = time.perf_counter()
@@ -127,7 +183,7 @@ def scan_image(
     vulns = load_vulndb(Path(vulndb)) if vulndb is not None else None
     scan = partial(
         _scan_whole, crane=crane, policy=policy or EndpointPolicy(), workers=workers or default_workers(),
-        want_digest=reference is not None, limits=limits, vulns=vulns,
+        want_digest=reference is not None, limits=limits, vulns=vulns, genuine=genuine or GenuineSource(),
     )
     yara_rules.install(ruleset)
     try:

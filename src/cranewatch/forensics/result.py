@@ -64,6 +64,8 @@ class ScanResult:
                 "files": inv.files, "directories": inv.directories, "symlinks": inv.symlinks, "bytes": inv.bytes,
                 "elf": inv.elf, "text": inv.text, "packages": len(inv.packages), "setuid": list(inv.setuid),
                 "os": inv.os_release.get("PRETTY_NAME"),
+                # how much of the image is verified against genuine packages (not the image's word)
+                "trust": dict(inv.trust), "genuine_sources": list(inv.genuine_sources),
             },
             "counts": self.counts(),
             "suppressed": len(self.suppressed),

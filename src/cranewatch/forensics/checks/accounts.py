@@ -33,7 +33,7 @@ _SECRETS = (
     ("slack-token", re.compile(r"\bxox[abpr]-[A-Za-z0-9-]{10,}")),
     ("password-assignment", re.compile(
         r"(?i)(?<![$@%\w])[\w.\-]*(password|passwd|passphrase|secret|api[_-]?key|access[_-]?token|auth[_-]?token)[\w.\-]*"
-        r"\s*(?:=|:(?=\s*[\"']))\s*[\"']([^\s\"'$%{<]{4,})[\"']|"
+        r"\s*(?:=|:(?=\s*[\"']))\s*[\"'](?!(?:define|undef|changeme|none|null|false|true)[\"'])([^\s\"'$%{<]{4,})[\"']|"
         r"^\s*[\w.\-]*(password|passphrase|secret|api[_-]?key|access[_-]?token|auth[_-]?token)[\w.\-]*\s*=\s*"
         r"(?!\$|%|<|\{|\*+$|changeme|none|null|false|true|yes|no\b)([^\s\"'#;,$]{4,})", re.M)),
     ("url-credentials", re.compile(r"\b[a-z][\w+.\-]*://[^\s:/@\"']+:([^\s@/\"']{3,})@[\w.\-]+")),

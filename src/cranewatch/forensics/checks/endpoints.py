@@ -1,9 +1,10 @@
 """Hard-coded endpoints: addresses, host names and URLs in configs, scripts and binaries.
 
 Each endpoint is classified as crane-LAN, terminal, private, local or public (``classify_host``)
-and checked against the profile's allowed endpoints. Files that a package owns and that match
-its checksum are the distribution's business and are skipped; binaries are read as strings
-only when no package owns them. Distribution mirrors are ignored by name.
+and checked against the profile's allowed endpoints. Files verified against the genuine
+distribution package are skipped (the image's own checksums verify nothing); binaries are read
+as strings when no package owns them, and a package's unverified program only past its ELF end
+(appended data). Distribution mirrors are ignored by name.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import re
 from collections.abc import Iterator
 
 from cranewatch.forensics.checks.base import EndpointPolicy, FileView, ScanContext, active_lines
+from cranewatch.forensics.elf import elf_end
 from cranewatch.model import Finding, Severity
 
 NAME = "endpoints"
@@ -85,6 +87,12 @@ def check_file(view: FileView, ctx: ScanContext) -> Iterator[Finding]:
         yield from _text_endpoints(view, ctx)
     elif view.kind == "elf" and view.owner is None:
         yield from _binary_endpoints(view, ctx)
+    elif view.kind == "elf":
+        # A program a package claims, not verified: its own strings name the project's web
+        # sites (and OIDs look like addresses), so only data appended past its ELF end is read.
+        end = elf_end(view.data)
+        if end is not None and end < len(view.data):
+            yield from _binary_endpoints(view, ctx, start=end)
 
 
 def _text_endpoints(view: FileView, ctx: ScanContext) -> Iterator[Finding]:
@@ -105,18 +113,24 @@ def _text_endpoints(view: FileView, ctx: ScanContext) -> Iterator[Finding]:
                 continue
             reported.add(host)
             severity = _SEVERITY[zone]
+            note = None
+            if view.claimed_code and severity > Severity.LOW:
+                # Package modules name their projects' sites; a trojan in one is found by the
+                # behaviour rules and, with the genuine packages, as a differing file.
+                severity, note = Severity.LOW, f"in a file package {view.owner} claims (not verified against the genuine package)"
             yield ctx.finding(
                 rule=f"endpoint.{zone}", category="hardcoded-endpoint", severity=severity,
                 title=f"hard-coded {zone} endpoint {host}", path=view.path, line=number, excerpt_text=line,
-                technique=("T0883", "T0869") if zone == "public" else (), key=(host,), values={"host": host, "zone": zone},
+                technique=("T0883", "T0869") if zone == "public" else (), key=(host,), values={"host": host, "zone": zone}, note=note,
                 remedy="Name the endpoint in the crane profile's allowed endpoints if it is expected, "
                 "otherwise remove it and ask the vendor what talks to it.",
             )
 
 
-def _binary_endpoints(view: FileView, ctx: ScanContext) -> Iterator[Finding]:
+def _binary_endpoints(view: FileView, ctx: ScanContext, start: int = 0) -> Iterator[Finding]:
     reported: set[str] = set()
-    for match in _ENDPOINT_BYTES.finditer(view.data):
+    appended = start > 0
+    for match in _ENDPOINT_BYTES.finditer(view.data, start):
         text = match.group(0).decode("ascii", "replace")
         host = text.split("://", 1)[-1]
         if host in reported:
@@ -125,10 +139,14 @@ def _binary_endpoints(view: FileView, ctx: ScanContext) -> Iterator[Finding]:
         if zone not in ("public", "private"):
             continue
         reported.add(host)
+        if appended:
+            severity = Severity.HIGH if zone == "public" else Severity.MEDIUM
+            title = f"{zone} endpoint {host} in data appended to program of package {view.owner}"
+        else:
+            severity = Severity.MEDIUM if zone == "public" else Severity.LOW
+            title = f"{zone} endpoint {host} compiled into a binary no package owns"
         yield ctx.finding(
-            rule=f"endpoint.binary-{zone}", category="hardcoded-endpoint",
-            severity=Severity.MEDIUM if zone == "public" else Severity.LOW,
-            title=f"{zone} endpoint {host} compiled into a binary no package owns", path=view.path,
+            rule=f"endpoint.binary-{zone}", category="hardcoded-endpoint", severity=severity, title=title, path=view.path,
             offset=match.start(), excerpt_text=text, technique=("T0869",) if zone == "public" else (), key=(host,),
             values={"host": host, "zone": zone},
             remedy="Ask the vendor what this program connects to; allow it in the profile or remove the program.",

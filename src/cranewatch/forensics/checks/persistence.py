@@ -87,8 +87,8 @@ def check_file(view: FileView, ctx: ScanContext) -> Iterator[Finding]:
     if worst is None:
         return
     name, severity, what, number, line = worst
-    if name == "network-tool" and view.pristine:
-        return  # a distribution's own start-up script fetching updates is not a vendor addition
+    if name == "network-tool" and view.distribution:
+        return  # a genuine distribution start-up script fetching updates is not a vendor addition
     yield ctx.finding(
         rule=f"persistence.{name}", category="persistence", severity=severity,
         title=f"start-up file {what}", path=view.path, line=number, excerpt_text=line,
