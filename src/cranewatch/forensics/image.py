@@ -565,13 +565,14 @@ def open_image(path: str | os.PathLike[str], limits: Limits | None = None) -> Im
     """Open ``path`` read-only as an ``Image``; the caller closes it (or uses ``with``).
 
     ``ImageError`` only when nothing at all can be read; a limit reached or damage met after
-    the first members is a problem of the returned image.
+    the first members is a problem of the returned image. A root filesystem wrapped in a
+    folder (``tar czf x.tgz rootfs/``) is found and becomes the image's root.
     """
     source = Path(path)
     limits = limits or Limits()
     fmt, compression = detect_format(source)
     if fmt == "dir":
-        return _open_dir(source, limits)
+        return _rooted(_open_dir(source, limits))
     packed = source.stat().st_size
     unpacker = _Unpacker(source, limits, packed)
     try:
@@ -582,13 +583,67 @@ def open_image(path: str | os.PathLike[str], limits: Limits | None = None) -> Im
         elif fmt == "cpio":
             _unpack_cpio(source, compression, unpacker)
         elif fmt == "squashfs":
-            return _open_squashfs(source, unpacker)
+            return _rooted(_open_squashfs(source, unpacker))
         elif fmt == "ext":
-            return _open_ext(source, unpacker, limits)
+            return _rooted(_open_ext(source, unpacker, limits))
     except BaseException:
         unpacker.tmp.cleanup()
         raise
-    return unpacker.finish(fmt)
+    return _rooted(unpacker.finish(fmt))
+
+
+# What makes a directory the root of an operating system: its package databases first, then
+# the directories every Linux root has.
+_PACKAGE_DATABASES = ("var/lib/dpkg/status", "usr/lib/opkg/status", "var/lib/opkg/status", "lib/apk/db/installed",
+                      "var/lib/rpm", "usr/lib/sysimage/rpm")
+
+
+def _looks_like_root(entries: dict[str, Entry], prefix: str) -> int:
+    """How strongly ``prefix`` (``""`` or ``"dir/"``) looks like a root: 2 with a package
+    database, 1 with ``etc/`` beside ``usr/`` or ``bin/``, 0 otherwise."""
+    def has(path: str) -> bool:
+        return prefix + path in entries
+
+    if any(has(db) for db in _PACKAGE_DATABASES):
+        return 2
+    etc = entries.get(prefix + "etc")
+    return int(etc is not None and etc.type == "dir" and (has("usr") or has("bin")))
+
+
+def find_root(entries: dict[str, Entry]) -> str:
+    """The directory holding the operating system (``""`` when it is the image's top), e.g.
+    ``"rootfs"`` for an archive made with ``tar czf x.tgz rootfs/``."""
+    if _looks_like_root(entries, ""):
+        return ""  # a root already (a chroot inside it is part of it)
+    best = ("", 0, 0)
+    for path, entry in entries.items():
+        if entry.type != "dir" or not path.endswith("/etc"):
+            continue
+        parent = path[: -len("/etc")]
+        score = _looks_like_root(entries, parent + "/")
+        depth = parent.count("/")
+        if score > best[1] or (score == best[1] and score and depth < best[2]):
+            best = (parent, score, depth)
+    return best[0]
+
+
+def _rooted(image: Image) -> Image:
+    """``image`` re-rooted at the folder holding the operating system, if it is wrapped."""
+    root = find_root(image.entries)
+    if not root:
+        return image
+    prefix = root + "/"
+    inside = {path[len(prefix) :]: replace(entry, path=path[len(prefix) :])
+              for path, entry in image.entries.items() if path.startswith(prefix)}
+    outside = sorted(path for path in image.entries if not path.startswith(prefix) and not root.startswith(path + "/") and path != root)
+    image.warnings.append(
+        f"the root filesystem is the folder {shown(root)}/ of the image (its paths are reported from there)"
+        + (f"; {len(outside)} entries beside it are not part of it and not scanned: "
+           f"{', '.join(shown(p) for p in outside[:5])}" if outside else "")
+    )
+    image.entries = inside
+    image.root = image.root / root
+    return image
 
 
 def _damaged(out: _Unpacker, what: str, where: Location) -> None:
