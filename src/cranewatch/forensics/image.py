@@ -65,6 +65,10 @@ class Limits:
     max_member_bytes: int = 4 << 30  # one file's content
     max_path_bytes: int = 4096  # PATH_MAX: no running system can open a longer path
     max_depth: int = 256  # directory levels of one path
+    # Members per MiB of archive, checked past ``member_floor`` members: empty members cost a
+    # few bytes each compressed, but time each; real images hold content (Debian: ~200/MiB).
+    max_members_per_mib: int = 5_000
+    member_floor: int = 20_000
 
 
 _MAX_PROBLEMS = 50  # problems listed one by one; the rest are counted
@@ -140,7 +144,12 @@ class Image:
         entry = self.entries.get(path)
         if entry is None or entry.type != "file":
             raise ImageError("not a regular file in the image", Location(file=str(self.source), path=path))
-        fd = os.open(self.disk_path(path), os.O_RDONLY | os.O_NOFOLLOW | getattr(os, "O_NOCTTY", 0))
+        try:
+            fd = os.open(self.disk_path(path), os.O_RDONLY | os.O_NOFOLLOW | getattr(os, "O_NOCTTY", 0))
+        except FileNotFoundError:
+            if entry.size == 0 and self._tmp is not None:
+                return io.BytesIO(b"")  # unpacked archives keep empty files as entries only
+            raise
         return os.fdopen(fd, "rb")
 
     def read_text(self, path: str, limit: int = 4 << 20) -> str | None:
@@ -249,6 +258,11 @@ class _Budget:
                 f"more than {self.limits.max_files} members (file-count limit; raise it with --max-files "
                 "if the image is genuine)"
             )
+        if self.members > self.limits.member_floor and self.members > self.limits.max_members_per_mib * self.packed_size / (1 << 20):
+            raise _LimitReached(
+                f"more than {self.limits.max_members_per_mib} members per MiB of archive ({self.members} from "
+                f"{self.packed_size} bytes): looks like a member-count bomb"
+            )
 
     def add_content(self, size: int) -> None:
         """Count one member's ``size`` content bytes; ``_SkipMember`` if it alone is too large."""
@@ -289,6 +303,7 @@ class _Unpacker:
         self.warnings: list[str] = []
         self.problems: list[str] = []
         self.budget = _Budget(limits, packed_size)
+        self._made: set[str] = set()  # directories created on disk (they never become anything else)
         self.skipped_special: list[str] = []
         self.refused: list[str] = []
         self.partial = False  # a member was skipped or unpacking stopped early
@@ -329,6 +344,9 @@ class _Unpacker:
         self.entries[path] = Entry(path, "dir", stat.S_IMODE(mode), uid, gid, 0)
 
     def add_symlink(self, path: str, target: str, mode: int, uid: int, gid: int) -> None:
+        existing = self.entries.get(path)
+        if existing is not None and existing.type == "dir":
+            raise _SkipMember("a symlink and a directory share this name; kept the directory")
         self.budget.add_member()
         self._mkdirs(path.rpartition("/")[0])
         self.entries[path] = Entry(path, "symlink", stat.S_IMODE(mode), uid, gid, len(target), target)
@@ -343,8 +361,11 @@ class _Unpacker:
         self.budget.add_member()
         self.budget.add_content(size)
         dest = self._destination(path)
+        if size == 0:  # nothing to write: ``Image.open`` gives empty content for it
+            self.entries[path] = Entry(path, "file", stat.S_IMODE(mode), uid, gid, 0)
+            return
         self._copy(stream, dest, path)
-        self.entries[path] = Entry(path, "file", stat.S_IMODE(mode), uid, gid, dest.stat().st_size)
+        self.entries[path] = Entry(path, "file", stat.S_IMODE(mode), uid, gid, os.stat(dest).st_size)
 
     def add_hardlink(self, path: str, raw_target: str, mode: int, uid: int, gid: int) -> None:
         """A second name for an unpacked file: linked on disk (no copy), counted as read again."""
@@ -357,23 +378,19 @@ class _Unpacker:
         self.budget.add_content(entry.size)  # every name is scanned: a thousand links are read a thousand times
         dest = self._destination(path)
         try:
-            os.link(self.root / target, dest, follow_symlinks=False)
+            if entry.size:
+                os.link(self.root / target, dest, follow_symlinks=False)
         except OSError as exc:
             raise _SkipMember(f"cannot be stored ({exc.strerror})") from None
         self.entries[path] = Entry(path, "file", stat.S_IMODE(mode), uid, gid, entry.size)
 
-    def _destination(self, path: str) -> Path:
+    def _destination(self, path: str) -> str:
         self._mkdirs(path.rpartition("/")[0])
-        dest = self.root / path
-        try:
-            existing = os.lstat(dest).st_mode
-        except FileNotFoundError:
-            existing = 0
-        except OSError as exc:  # a name the analysis station's filesystem cannot hold
-            raise _SkipMember(f"cannot be stored ({exc.strerror})") from None
-        if stat.S_ISDIR(existing):
+        dest = f"{self.root}/{path}"
+        existing = self.entries.get(path)
+        if existing is not None and existing.type == "dir":
             raise _SkipMember("a file and a directory share this name; kept the directory")
-        if path in self.entries:
+        if existing is not None:
             # A member given twice: the later one wins, as with tar -x. Unlink first: the old
             # name may share its inode with a hard link, which must keep its own content.
             del self.entries[path]
@@ -381,7 +398,7 @@ class _Unpacker:
                 os.unlink(dest)
         return dest
 
-    def _copy(self, stream: IO[bytes] | BinaryIO | _Limited, dest: Path, path: str) -> None:
+    def _copy(self, stream: IO[bytes] | BinaryIO | _Limited, dest: str, path: str) -> None:
         try:
             fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
         except OSError as exc:
@@ -414,7 +431,7 @@ class _Unpacker:
         )
 
     def _mkdirs(self, path: str) -> None:
-        if not path:
+        if not path or path in self._made:
             return
         parts = path.split("/")
         for i in range(1, len(parts) + 1):
@@ -423,7 +440,7 @@ class _Unpacker:
                 # A member below a symlink or file: never write through it on disk.
                 raise _SkipMember(f"below the non-directory {shown(sub)}")
         try:
-            (self.root / path).mkdir(parents=True, exist_ok=True, mode=0o700)
+            os.makedirs(f"{self.root}/{path}", mode=0o700, exist_ok=True)
         except OSError as exc:
             if exc.errno in _DISK_FULL:
                 raise self._no_room(exc, path) from None
@@ -433,6 +450,7 @@ class _Unpacker:
             if sub not in self.entries:
                 self.budget.add_member()
                 self.entries[sub] = Entry(sub, "dir", 0o755, 0, 0, 0)
+            self._made.add(sub)
 
     def finish(self, fmt: ImageFormat) -> Image:
         if self.refused:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import hashlib
+import io
 import multiprocessing
 import os
 from collections.abc import Iterable, Sequence
@@ -118,8 +119,9 @@ def _scan_file(state: _PassState, entry: Entry) -> FileOutcome:
     md5 = hashlib.md5(usedforsecurity=False) if (template or compared) else None
     sha = hashlib.sha256() if state.want_digest else None
     hashers = [h for h in (md5, sha) if h is not None]
-    fd = os.open(state.root / path, os.O_RDONLY | os.O_NOFOLLOW | getattr(os, "O_NOCTTY", 0))
-    with os.fdopen(fd, "rb") as fh:
+    # An empty file has nothing to read (unpacked archives do not even write one).
+    fd = os.open(state.root / path, os.O_RDONLY | os.O_NOFOLLOW | getattr(os, "O_NOCTTY", 0)) if entry.size else None
+    with os.fdopen(fd, "rb") if fd is not None else io.BytesIO(b"") as fh:
         head = fh.read(_HEAD)
         kind = _sniff(head, entry.size)
         cap = _TEXT_CAP if kind == "text" else _BINARY_CAP
