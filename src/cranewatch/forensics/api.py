@@ -13,6 +13,7 @@ from pathlib import Path
 from cranewatch.errors import InputError, Location
 from cranewatch.forensics.checks import yara_rules
 from cranewatch.forensics.checks.base import EndpointPolicy
+from cranewatch.forensics.checks.endpoints import claimed_summary
 from cranewatch.forensics.genuine import (
     GenuineIndex,
     default_package_cache,
@@ -145,7 +146,7 @@ def _scan_whole(
         index, notes = genuine.index(db)
         ctx = make_context(image, db, crane, policy, index)
         passed = file_pass(image, ctx, workers=workers, want_digest=want_digest)
-        findings = [*passed.findings, *image_checks(image, ctx)]
+        findings = claimed_summary([*passed.findings, *image_checks(image, ctx)], crane)
         if vulns is not None:
             findings.extend(match(vulns, db.packages, db.os_release, ctx))
         note = _trust_note(passed.trust, index)

@@ -35,7 +35,7 @@ import zstandard
 from cranewatch.errors import EnvironmentProblem, InputError, Location
 from cranewatch.forensics.packages import Package, parse_stanzas
 
-_CACHE_VERSION = 1
+_CACHE_VERSION = 2  # 2: hard links of a package hashed as their targets
 
 
 @dataclass(frozen=True)
@@ -153,6 +153,11 @@ def read_deb(path: Path) -> GenuinePackage:
                 stream = _decompressed(name, io.BufferedReader(_Slice(fh, offset, size), 1 << 20))
                 with tarfile.open(fileobj=stream, mode="r|") as tar:
                     for member in tar:
+                        if member.islnk() and name.startswith("data.tar"):
+                            target = files.get(_clean(member.linkname))  # hashed already: links come after
+                            if target is not None:
+                                files[_clean(member.name)] = target
+                            continue
                         if not member.isreg():
                             continue
                         extracted = tar.extractfile(member)

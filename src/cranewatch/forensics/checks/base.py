@@ -43,6 +43,14 @@ DOCUMENTATION_PREFIXES = (
     "usr/share/doc/", "usr/share/man/", "usr/share/info/", "usr/share/common-licenses/", "usr/share/locale/",
     "usr/share/doc-base/", "usr/share/lintian/", "usr/share/i18n/",
 )
+# Files a program runs or reads as settings, by name, wherever they lie.
+CODE_SUFFIXES = (
+    ".py", ".pm", ".pl", ".sh", ".bash", ".rb", ".lua", ".js", ".mjs", ".php", ".tcl", ".awk", ".sed",
+    ".conf", ".cfg", ".ini", ".cnf", ".toml", ".yaml", ".yml", ".json", ".xml", ".properties", ".env",
+    ".service", ".socket", ".timer", ".path", ".mount", ".target", ".rules", ".desktop", ".policy", ".pkla",
+)
+# A package's tables and headers: nothing runs them or reads settings from them.
+DATA_SUFFIXES = (".hwdb", ".h", ".hpp", ".txt", ".csv", ".enc", ".svg", ".pod", ".ucd")
 _SHEBANG = re.compile(rb"^#!\s*/")
 
 
@@ -92,8 +100,34 @@ class FileView:
             return False
         if self.distribution:
             return False  # verified: exactly what the distribution shipped
-        # A package's documentation and examples are out of scope (YARA still reads them).
-        return not (self.owner is not None and self.pristine and self.path.startswith(DOCUMENTATION_PREFIXES))
+        if self.owner is not None and self.pristine and (
+            self.path.startswith(DOCUMENTATION_PREFIXES) or self.path.endswith(DATA_SUFFIXES)
+        ):
+            return False  # a package's documentation, examples and tables (YARA still reads them)
+        # A package's own data (tables, headers, help texts) runs nowhere: YARA reads it, the
+        # line checks read its code and configuration only.
+        return not self.claimed_code or self.path.endswith(CODE_SUFFIXES)
+
+    def lines_with(self, trigger: re.Pattern[str]) -> Iterator[tuple[int, str]]:
+        """(1-based number, stripped line) of the active lines holding a match of ``trigger``.
+
+        One scan of the whole text in C instead of a Python loop over every line: the line
+        checks of large unverified files (hwdb tables, perl modules, headers) cost 10x less.
+        ``trigger`` must match on every line any of the caller's line patterns can match.
+        """
+        text = self.text
+        number, counted, end = 1, 0, -1
+        for match in trigger.finditer(text):
+            if match.start() < end:
+                continue  # this line was given already
+            number += text.count("\n", counted, match.start())
+            start = text.rfind("\n", 0, match.start()) + 1
+            end = text.find("\n", match.start())
+            end = len(text) if end < 0 else end
+            counted = start
+            line = text[start:end].strip()
+            if line and not line.startswith("#"):
+                yield number, line
 
     def line_at(self, offset: int) -> int:
         """1-based line number of a character offset into ``text``."""
@@ -170,14 +204,18 @@ class ScanContext:
         )
 
 
-def grep(view: FileView, patterns: Iterable[tuple[str, re.Pattern[str]]]) -> Iterator[tuple[str, int, str]]:
+def grep(
+    view: FileView, patterns: Iterable[tuple[str, re.Pattern[str]]], trigger: re.Pattern[str] | None = None
+) -> Iterator[tuple[str, int, str]]:
     """(pattern name, line number, line) for every active line matching one of ``patterns``.
 
     One hit per pattern name and file: a file with a hundred AT commands is one piece of proof.
+    With ``trigger`` (see ``FileView.lines_with``) only the lines it matches are tried.
     """
     seen: set[str] = set()
     compiled = list(patterns)
-    for number, line in active_lines(view.lines):
+    lines = view.lines_with(trigger) if trigger is not None else active_lines(view.lines)
+    for number, line in lines:
         for name, pattern in compiled:
             if name not in seen and pattern.search(line):
                 seen.add(name)

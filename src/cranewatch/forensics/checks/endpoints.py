@@ -12,10 +12,11 @@ from __future__ import annotations
 import ipaddress
 import re
 from collections.abc import Iterator
+from dataclasses import replace
 
-from cranewatch.forensics.checks.base import EndpointPolicy, FileView, ScanContext, active_lines
+from cranewatch.forensics.checks.base import EndpointPolicy, FileView, ScanContext
 from cranewatch.forensics.elf import elf_end
-from cranewatch.model import Finding, Severity
+from cranewatch.model import Finding, Severity, finding_id
 
 NAME = "endpoints"
 
@@ -23,6 +24,10 @@ _IPV4 = r"(?<![\w.])(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(?:\.(?:25[0-5]|2[0-4]\d|
 _URL = r"\b(?:https?|ftp|mqtts?|tcp|udp|ssh|rtsp|wss?|opc\.tcp|sftp|tftp)://(?:[^\s/@\"'<>]+@)?(\[[0-9a-fA-F:]+\]|[A-Za-z0-9.\-]+)"
 _KEYED_HOST = r"^\s*[\w.\-]*(?:server|host|remote|endpoint|broker|peer|addr|address|url|gateway|target)[\w.\-]*\s*[=:]\s*[\"']?([A-Za-z][A-Za-z0-9\-]*(?:\.[A-Za-z0-9\-]+)+)"
 _ENDPOINT_TEXT = re.compile(f"({_IPV4})|{_URL}|{_KEYED_HOST}", re.I | re.M)
+# The same over a whole text at once: a key and its value stay on one line.
+_ENDPOINT_WHOLE = re.compile(
+    f"({_IPV4})|{_URL}|" + _KEYED_HOST.replace(r"^\s*", r"^[ \t]*").replace(r"\s*[=:]\s*", r"[ \t]*[=:][ \t]*"), re.I | re.M
+)
 _ENDPOINT_BYTES = re.compile(
     rb"(?<![\w.])(?:(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\.){3}(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(?![\w.])|"
     rb"(?:https?|ftp|mqtts?|tcp|ssh|wss?)://[A-Za-z0-9.\-]{4,}"
@@ -77,7 +82,7 @@ def classify_host(host: str, policy: EndpointPolicy) -> str:
 _SEVERITY = {"public": Severity.HIGH, "private": Severity.MEDIUM, "crane-lan": Severity.INFO, "terminal": Severity.INFO}
 
 
-_MARKUP_ID = re.compile(r"xmlns|DOCTYPE|systemId|publicId|\.dtd\b|\.xsd\b|schemaLocation|\$schema|@context", re.I)
+_MARKUP_ID = re.compile(r"xmlns|DOCTYPE|systemId|publicId|\.dtd\b|\.xsd\b|schemaLocation|\$schema|@context|^Documentation\s*=", re.I)
 
 
 def check_file(view: FileView, ctx: ScanContext) -> Iterator[Finding]:
@@ -97,34 +102,75 @@ def check_file(view: FileView, ctx: ScanContext) -> Iterator[Finding]:
 
 def _text_endpoints(view: FileView, ctx: ScanContext) -> Iterator[Finding]:
     reported: set[str] = set()
-    for number, line in active_lines(view.lines):
-        if "://" not in line and not any(c.isdigit() for c in line) and "=" not in line and ":" not in line:
+    text = view.text
+    number, counted = 1, 0  # line number at offset ``counted``: matches come in text order
+    for match in _ENDPOINT_WHOLE.finditer(text):  # one scan of the text, not a loop over its lines
+        host = match.group(1) or match.group(2) or match.group(3)
+        if not host or host in reported:
             continue
-        for match in _ENDPOINT_TEXT.finditer(line):
-            host = match.group(1) or match.group(2) or match.group(3)
-            if not host or host in reported:
-                continue
-            if match.group(1) and _VERSIONISH.search(line[: match.start(1)]):
-                continue
-            if match.group(2) and _MARKUP_ID.search(line):
-                continue  # a namespace or schema identifier, not a place anything connects to
-            zone = classify_host(host, ctx.endpoints)
-            if zone not in _SEVERITY:
-                continue
-            reported.add(host)
-            severity = _SEVERITY[zone]
-            note = None
-            if view.claimed_code and severity > Severity.LOW:
-                # Package modules name their projects' sites; a trojan in one is found by the
-                # behaviour rules and, with the genuine packages, as a differing file.
-                severity, note = Severity.LOW, f"in a file package {view.owner} claims (not verified against the genuine package)"
+        at = match.start(1) if match.group(1) else match.start(2) if match.group(2) else match.start(3)
+        start = text.rfind("\n", 0, at) + 1
+        end = text.find("\n", at)
+        line = text[start : end if end >= 0 else len(text)].strip()
+        if not line or line.startswith("#"):
+            continue
+        if match.group(1) and _VERSIONISH.search(text[start:at]):
+            continue
+        if match.group(2) and _MARKUP_ID.search(line):
+            continue  # a namespace or schema identifier, not a place anything connects to
+        zone = classify_host(host, ctx.endpoints)
+        if zone not in _SEVERITY:
+            continue
+        reported.add(host)
+        number += text.count("\n", counted, at)
+        counted = at
+        if view.owner is not None and view.pristine and not view.path.startswith("etc/"):
+            # A package's own scripts and modules name their projects' sites (POD, docstrings,
+            # bug-report addresses): listed once per package (see ``claimed_summary``), low. A
+            # trojan in one is found by the behaviour rules and, with the genuine packages, as a
+            # file that differs.
             yield ctx.finding(
-                rule=f"endpoint.{zone}", category="hardcoded-endpoint", severity=severity,
-                title=f"hard-coded {zone} endpoint {host}", path=view.path, line=number, excerpt_text=line,
-                technique=("T0883", "T0869") if zone == "public" else (), key=(host,), values={"host": host, "zone": zone}, note=note,
-                remedy="Name the endpoint in the crane profile's allowed endpoints if it is expected, "
-                "otherwise remove it and ask the vendor what talks to it.",
+                rule=CLAIMED_RULE, category="hardcoded-endpoint", severity=Severity.LOW,
+                title=f"{zone} endpoint {host} in a file package {view.owner} claims", path=view.path, line=number,
+                excerpt_text=line, key=(host,), values={"host": host, "zone": zone, "package": view.owner},
+                remedy=_CLAIMED_REMEDY,
             )
+            continue
+        yield ctx.finding(
+            rule=f"endpoint.{zone}", category="hardcoded-endpoint", severity=_SEVERITY[zone],
+            title=f"hard-coded {zone} endpoint {host}", path=view.path, line=number, excerpt_text=line,
+            technique=("T0883", "T0869") if zone == "public" else (), key=(host,), values={"host": host, "zone": zone},
+            remedy="Name the endpoint in the crane profile's allowed endpoints if it is expected, "
+            "otherwise remove it and ask the vendor what talks to it.",
+        )
+
+
+CLAIMED_RULE = "endpoint.in-package-file"
+_CLAIMED_REMEDY = (
+    "Verify the package against the distribution's genuine package (--distro-packages or --fetch-packages): "
+    "genuine files are the distribution's business; a file that differs is reported as a backdoor."
+)
+
+
+def claimed_summary(findings: list[Finding], crane: str | None) -> list[Finding]:
+    """``findings`` with the endpoints in package-claimed files folded into one per package
+    (the first ten places as evidence, the number of endpoints as the count)."""
+    by_package: dict[str, list[Finding]] = {}
+    out: list[Finding] = []
+    for finding in findings:
+        if finding.rule == CLAIMED_RULE:
+            by_package.setdefault(str(finding.evidence[0].values.get("package")), []).append(finding)
+        else:
+            out.append(finding)
+    for package, group in sorted(by_package.items()):
+        hosts = sorted({str(f.evidence[0].values.get("host")) for f in group})
+        out.append(replace(
+            group[0], id=finding_id(CLAIMED_RULE, crane, package), count=len(group),
+            title=f"{len(hosts)} endpoint(s) named in files package {package} claims, not verified "
+            f"against the genuine package: {', '.join(hosts[:5])}{' …' if len(hosts) > 5 else ''}",
+            evidence=tuple(f.evidence[0] for f in group[:10]),
+        ))
+    return out
 
 
 def _binary_endpoints(view: FileView, ctx: ScanContext, start: int = 0) -> Iterator[Finding]:

@@ -22,6 +22,7 @@ _AT_PATTERNS = (
     ("dial", re.compile(r"ATD\s*\*99|ATDT\s*\*99|\*99\*\*\*\d#|\*99#")),
     ("sim-pin", re.compile(r"AT\+CPIN\s*=|\bpin\s*=\s*\d{4,8}\b", re.I)),
 )
+_AT_TRIGGER = re.compile(r"cgdcont|apn|\*99|cpin|pin", re.I)  # on every line an _AT_PATTERNS one matches
 _NM_GSM = re.compile(r"^\s*type\s*=\s*(gsm|cdma)\s*$|^\s*\[(gsm|cdma)\]\s*$", re.I | re.M)
 _PPP_MODEM = re.compile(r"/dev/(ttyUSB|ttyACM|cdc-wdm|ttyS\d|ttyHS)|\bconnect\s+[\"']?/usr/sbin/chat|\bchat\s+-[vVsSf]", re.I)
 _MODESWITCH = re.compile(r"usb_modeswitch|MessageContent\s*=|TargetVendor", re.I)
@@ -71,7 +72,7 @@ def check_file(view: FileView, ctx: ScanContext) -> Iterator[Finding]:
             return
     if not view.in_config_scope:
         return
-    hits = list(grep(view, _AT_PATTERNS))
+    hits = list(grep(view, _AT_PATTERNS, _AT_TRIGGER))
     at_command = any("AT" in line.upper() and ("+" in line or "*99" in line) for _, _, line in hits)
     if hits and (at_command or "chat" in path or "ppp" in path):
         names = {name for name, _, _ in hits}

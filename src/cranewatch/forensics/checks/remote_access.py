@@ -36,6 +36,7 @@ _TEXT_PATTERNS = (
     ("ngrok-token", re.compile(r"^\s*authtoken\s*:", re.I)),
     ("chisel-client", re.compile(r"\bchisel\s+client\b")),
 )
+_TEXT_TRIGGER = re.compile(r"ssh|server_?addr|authtoken|chisel", re.I)  # on every line a _TEXT_PATTERNS one matches
 _INETD_CLEAR = re.compile(r"^(telnet|shell|login|exec|ftp|tftp|rsh|rlogin)\s", re.I)
 _CLEAR_TEXT_UNITS = re.compile(r"^(etc|(usr/)?lib)/systemd/system/.*(telnet|rsh|rlogin|rexec|vsftpd|proftpd|tftp)[^/]*\.(service|socket)$")
 
@@ -72,7 +73,7 @@ def check_file(view: FileView, ctx: ScanContext) -> Iterator[Finding]:
     if path.startswith("etc/openvpn/") or path.endswith(".ovpn") or path.startswith("etc/wireguard/"):
         yield from _vpn(view, ctx)
         return
-    for name, number, line in grep(view, _TEXT_PATTERNS):
+    for name, number, line in grep(view, _TEXT_PATTERNS, _TEXT_TRIGGER):
         yield ctx.finding(
             rule=f"remote-access.{name}", category="remote-access-tool", severity=Severity.HIGH,
             title={"reverse-ssh": "reverse SSH tunnel opens the crane to an outside host",
