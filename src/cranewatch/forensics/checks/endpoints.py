@@ -22,7 +22,8 @@ NAME = "endpoints"
 
 _IPV4 = r"(?<![\w.])(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(?:\.(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)){3}(?![\w.])"
 _URL = r"\b(?:https?|ftp|mqtts?|tcp|udp|ssh|rtsp|wss?|opc\.tcp|sftp|tftp)://(?:[^\s/@\"'<>]+@)?(\[[0-9a-fA-F:]+\]|[A-Za-z0-9.\-]+)"
-_KEYED_HOST = r"^\s*[\w.\-]*(?:server|host|remote|endpoint|broker|peer|addr|address|url|gateway|target)[\w.\-]*\s*[=:]\s*[\"']?([A-Za-z][A-Za-z0-9\-]*(?:\.[A-Za-z0-9\-]+)+)"
+# The value is a host name only when it ends there: ``workorders.serve(cfg, log)`` is a call.
+_KEYED_HOST = r"^\s*[\w.\-]*(?:server|host|remote|endpoint|broker|peer|addr|address|url|gateway|target)[\w.\-]*\s*[=:]\s*[\"']?([A-Za-z][A-Za-z0-9\-]*(?:\.[A-Za-z0-9\-]+)+)(?![\w.\-]|\s*\()"
 _ENDPOINT_TEXT = re.compile(f"({_IPV4})|{_URL}|{_KEYED_HOST}", re.I | re.M)
 # The same over a whole text at once: a key and its value stay on one line.
 _ENDPOINT_WHOLE = re.compile(
