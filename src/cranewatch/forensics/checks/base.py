@@ -52,6 +52,7 @@ CODE_SUFFIXES = (
 # A package's tables and headers: nothing runs them or reads settings from them.
 DATA_SUFFIXES = (".hwdb", ".h", ".hpp", ".txt", ".csv", ".enc", ".svg", ".pod", ".ucd")
 _SHEBANG = re.compile(rb"^#!\s*/")
+_KMOD_FILE = re.compile(r"^(?:usr/)?lib/modules/[^/]+/.*?([^/]+)\.ko(?:\.(?:xz|zst|gz))?$")
 
 
 @dataclass(frozen=True)
@@ -172,6 +173,24 @@ class ScanContext:
     genuine: dict[str, frozenset[str]] = field(default_factory=dict)  # path -> contents its owner's genuine packages ship
     genuine_claimed: dict[str, str] = field(default_factory=dict)  # path -> content of the genuine package at the claimed version
     genuine_md5: frozenset[str] = frozenset()  # every genuine content (unowned copies of templates)
+
+    @cached_property
+    def enabled_units(self) -> frozenset[str]:
+        """Names of the units linked into a systemd ``*.wants``/``*.requires`` directory."""
+        return frozenset(
+            path.rsplit("/", 1)[-1] for path, entry in self.entries.items()
+            if entry.type == "symlink" and path.startswith("etc/systemd/") and (".wants/" in path or ".requires/" in path)
+        )
+
+    @cached_property
+    def kernel_modules(self) -> dict[str, list[str]]:
+        """Kernel module files by module name (``-`` read as ``_``, as modprobe does); built once."""
+        found: dict[str, list[str]] = {}
+        for path in self.entries:
+            match = _KMOD_FILE.match(path)
+            if match:
+                found.setdefault(match.group(1).replace("-", "_"), []).append(path)
+        return found
 
     def finding(
         self,

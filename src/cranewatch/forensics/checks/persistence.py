@@ -61,27 +61,10 @@ _PACKAGE_UNIT = re.compile(r"^(usr/)?lib/systemd/(system|user)/[^/]+$")
 def _enabled(ctx: ScanContext, unit_path: str) -> bool:
     """Whether a ``*.wants``/``*.requires`` link starts the unit (templates by their instances)."""
     unit = unit_path.rsplit("/", 1)[-1]
-    stem = unit.split("@", 1)[0] + "@" if "@" in unit else None
-    for path, entry in ctx.entries.items():
-        if entry.type == "symlink" and path.startswith("etc/systemd/") and (".wants/" in path or ".requires/" in path):
-            name = path.rsplit("/", 1)[-1]
-            if name == unit or (stem is not None and name.startswith(stem)):
-                return True
-    return False
-
-
-_KMOD = re.compile(r"^(usr/)?lib/modules/[^/]+/.*?([^/]+)\.ko(\.(xz|zst|gz))?$")
-
-
-def _module_files(ctx: ScanContext, module: str) -> list[str]:
-    """Paths of the kernel module ``module`` (``-`` and ``_`` are the same to modprobe)."""
-    wanted = module.replace("-", "_")
-    out = []
-    for path in ctx.entries:
-        match = _KMOD.match(path)
-        if match and match.group(2).replace("-", "_") == wanted:
-            out.append(path)
-    return out
+    if "@" not in unit:
+        return unit in ctx.enabled_units
+    stem = unit.split("@", 1)[0] + "@"
+    return any(name.startswith(stem) for name in ctx.enabled_units)
 
 
 def check_file(view: FileView, ctx: ScanContext) -> Iterator[Finding]:
@@ -110,7 +93,7 @@ def check_file(view: FileView, ctx: ScanContext) -> Iterator[Finding]:
                     remedy="Ask the vendor why this driver is needed; a crane PC needs no modem or tunnel driver.",
                 )
             elif ctx.owner:
-                unowned = [p for p in _module_files(ctx, module) if p not in ctx.owner]
+                unowned = [p for p in ctx.kernel_modules.get(module.replace("-", "_"), ()) if p not in ctx.owner]
                 if unowned:
                     yield ctx.finding(
                         rule="persistence.unowned-boot-module", category="persistence", severity=Severity.HIGH,
