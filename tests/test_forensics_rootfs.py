@@ -7,6 +7,8 @@ copy gets ``cranewatch.forensics.artefacts.plant`` (one realistic artefact per c
 
 from __future__ import annotations
 
+import os
+import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
@@ -86,8 +88,16 @@ def test_ids_are_stable_across_runs(planted: tuple[Path, list[Planted]], planted
     assert [f.id for f in again.findings] == [f.id for f in planted_result.findings]
 
 
+def _wrapped(tree: Path, out: Path) -> Path:
+    """``tar czf cms.tgz rootfs/``: every path starts with the folder's name."""
+    subprocess.run(["tar", "-C", str(tree), "--numeric-owner", "--transform", "s,^\\.,rootfs,", "-czf", str(out), "."],
+                   check=True, env={**os.environ, "GZIP": "-1"})
+    return out
+
+
 BUILDERS: dict[str, Callable[[Path, Path], Path]] = {
     "tar.gz": lambda tree, out: make_tar(tree, out / "cms.tar.gz"),
+    "wrapped tar.gz": lambda tree, out: _wrapped(tree, out / "cms-wrapped.tgz"),
     "zip": lambda tree, out: make_zip(tree, out / "cms.zip"),
     "squashfs": lambda tree, out: make_squashfs(tree, out / "cms.sqfs"),
     "ext4": lambda tree, out: make_ext4(tree, out / "cms.ext4"),
@@ -100,7 +110,7 @@ def test_every_format_gives_the_same_findings(
 ) -> None:
     image = BUILDERS[fmt](planted[0], tmp_path)
     result = scan_image(image, vulndb=OSV)
-    assert result.inputs[0].format == {"tar.gz": "tar", "zip": "zip", "squashfs": "squashfs", "ext4": "ext"}[fmt]
+    assert result.inputs[0].format == {"tar.gz": "tar", "wrapped tar.gz": "tar", "zip": "zip", "squashfs": "squashfs", "ext4": "ext"}[fmt]
     assert _keys(result) == _keys(planted_result)
     assert [f.id for f in result.findings] == [f.id for f in planted_result.findings]
 

@@ -8,23 +8,29 @@ from pathlib import Path
 
 from cranewatch.commands import OUT_HELP, fail_on_met, write_out
 from cranewatch.errors import ExitCode, UsageError
-from cranewatch.forensics import Limits, endpoint_policy, scan_image
+from cranewatch.forensics import GenuineSource, Limits, endpoint_policy, scan_image
 from cranewatch.forensics.render import render_html, render_jsonl, render_text
 from cranewatch.forensics.result import ScanResult
 from cranewatch.forensics.sbom import write_sbom
 from cranewatch.model import Severity
+from cranewatch.report.terminal import printable
 
 EXAMPLE = """\
 Example:
   cranewatch scan-image cms-pc.tar.gz --crane STS-07 --profile profiles/sts-07.toml \\
       --reference cms-pc-golden.squashfs --vulndb osv/ --sbom cms-pc.cdx.json --fail-on high
   cranewatch scan-image cms-pc.tar.gz --db cranewatch.db --crane STS-07 --component CMS
+  cranewatch scan-image cms-pc.tar.gz --distro-packages /var/cache/apt/archives   # or --fetch-packages
 
 Inputs: a directory tree, tar (.gz/.xz/.bz2/.zst), zip, cpio (newc), squashfs or a raw
 ext2/3/4 partition image (read with debugfs, never mounted), or a whole disk: raw MBR/GPT
 (also .gz/.xz/.zst), qcow2, VMDK, VHD, VHDX (qemu-img) or E01 (ewfexport); each partition is
 read by its content and named in the findings (p2:/etc/rc.local). Nothing from the image is
 run, and symlinks resolve inside the image, never on the analysis station.
+
+Trust: the image's package database is the maker's claim. Package files are spared nothing
+unless they match the distribution's genuine packages (--distro-packages, --fetch-packages);
+a file that differs from its genuine package is reported as a backdoor.
 """
 
 
@@ -39,6 +45,13 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument("image", help="directory, tar/zip/cpio archive, squashfs or ext2/3/4 image, or a whole disk")
     parser.add_argument("--crane", help="crane id for the findings (default: the profile's crane id)")
     parser.add_argument("--reference", metavar="PATH", help="golden or previous image: report what was added or changed and suppress findings it has too")
+    parser.add_argument("--distro-packages", action="append", default=[], metavar="DIR",
+                        help="the distribution's genuine packages (.deb files: an apt cache, a mirror's pool; repeatable): "
+                        "package files are verified against them, not against the image's own checksums")
+    parser.add_argument("--fetch-packages", action="store_true",
+                        help="download the installed package versions with this machine's apt (apt-get download) into "
+                        "--package-cache and verify against them")
+    parser.add_argument("--package-cache", metavar="DIR", help="where --fetch-packages keeps .deb files (default: ~/.cache/cranewatch/debs)")
     parser.add_argument("--show-suppressed", action="store_true", help="with --reference, keep findings the reference has too")
     parser.add_argument("--profile", metavar="TOML", help="crane profile: its zones and allowed outside endpoints classify addresses")
     parser.add_argument("--allow", action="append", default=[], metavar="CIDR|HOST", help="an endpoint that is expected (repeatable)")
@@ -50,8 +63,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument("--min-severity", default="info", help="text output: hide findings below this severity")
     parser.add_argument("--fail-on", metavar="SEVERITY", help="exit 1 when a finding of this severity or worse is found")
     parser.add_argument("--workers", type=int, default=0, help="worker processes (default: the available cores)")
-    parser.add_argument("--max-bytes", type=int, default=Limits().max_total_bytes, help="refuse images that unpack to more bytes")
-    parser.add_argument("--max-files", type=int, default=Limits().max_files, help="refuse images with more files")
+    parser.add_argument("--max-bytes", type=int, default=Limits().max_total_bytes, help="read at most this many content bytes; the rest is reported as not scanned (exit 3)")
+    parser.add_argument("--max-files", type=int, default=Limits().max_files, help="read at most this many members; the rest is reported as not scanned (exit 3)")
     parser.add_argument("--db", metavar="FILE", help="record the scan (inputs with sha256, findings, SBOM) in this cranewatch database for --crane; without --db nothing is written")
     parser.add_argument("--component", metavar="NAME", help="with --db: the registered part of the crane this image is from (e.g. CMS, OCR)")
     parser.set_defaults(func=run)
@@ -89,6 +102,9 @@ def run(args: argparse.Namespace) -> int:
             limits=Limits(max_total_bytes=args.max_bytes, max_files=args.max_files),
             workers=args.workers or None,
             show_suppressed=args.show_suppressed,
+            genuine=GenuineSource(
+                tuple(args.distro_packages), args.fetch_packages, Path(args.package_cache) if args.package_cache else None
+            ),
         )
         _write_report(args, result, min_severity)
         if store is not None and crane is not None:
@@ -97,6 +113,13 @@ def run(args: argparse.Namespace) -> int:
     finally:
         if store is not None:
             store.close()
+    if not result.complete:
+        # What could be read was scanned and reported; the exit code says it was not all.
+        print(f"cranewatch: error: {printable(args.image)}: scan incomplete, {len(result.problems)} problem(s):",
+              file=sys.stderr)
+        for problem in result.problems[:10]:
+            print(f"  {printable(problem)}", file=sys.stderr)
+        return int(ExitCode.INPUT)
     if fail_on_met(result.findings, fail_on):
         return int(ExitCode.FINDINGS)
     return int(ExitCode.OK)

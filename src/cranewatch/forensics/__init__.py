@@ -8,8 +8,8 @@ offline vulnerability matching).
 
 from __future__ import annotations
 
-from cranewatch.forensics.api import endpoint_policy, scan_image
+from cranewatch.forensics.api import GenuineSource, endpoint_policy, scan_image
 from cranewatch.forensics.image import Entry, Image, Limits, open_image
 from cranewatch.forensics.result import ReferenceDiff, ScanResult
 
-__all__ = ["Entry", "Image", "Limits", "ReferenceDiff", "ScanResult", "endpoint_policy", "open_image", "scan_image"]
+__all__ = ["Entry", "GenuineSource", "Image", "Limits", "ReferenceDiff", "ScanResult", "endpoint_policy", "open_image", "scan_image"]

@@ -13,9 +13,16 @@ from pathlib import Path
 from cranewatch.errors import InputError, Location
 from cranewatch.forensics.checks import yara_rules
 from cranewatch.forensics.checks.base import EndpointPolicy
+from cranewatch.forensics.checks.endpoints import claimed_summary
 from cranewatch.forensics.disk import DiskImage, label_finding, labelled_path
+from cranewatch.forensics.genuine import (
+    GenuineIndex,
+    default_package_cache,
+    fetch_packages,
+    load_index,
+)
 from cranewatch.forensics.image import Entry, Image, Limits, open_image
-from cranewatch.forensics.packages import read_packages
+from cranewatch.forensics.packages import PackageDb, read_packages
 from cranewatch.forensics.result import ReferenceDiff, ScanResult
 from cranewatch.forensics.scanner import (
     InputInfo,
@@ -80,24 +87,70 @@ class _Scanned:
     digests: dict[str, str]
     entries: dict[str, Entry]
     warnings: list[str]
+    problems: list[str]
+
+
+@dataclass(frozen=True)
+class GenuineSource:
+    """Where the distribution's genuine packages come from: folders or files of .deb
+    (``--distro-packages``), and/or the installed versions fetched with apt into ``cache``."""
+
+    paths: tuple[str, ...] = ()
+    fetch: bool = False
+    cache: Path | None = None
+
+    def index(self, db: PackageDb) -> tuple[GenuineIndex | None, list[str]]:
+        """The genuine packages for the image of ``db``, and warnings about what was missing."""
+        if not self.paths and not self.fetch:
+            return None, []
+        notes: list[str] = []
+        paths = list(self.paths)
+        if self.fetch:
+            cache = self.cache or default_package_cache()
+            _present, failed = fetch_packages(db.packages, cache)
+            if failed:
+                notes.append(
+                    f"apt could not provide {len(failed)} installed package version(s); their files stay "
+                    f"unverified: {', '.join(failed[:5])}"
+                )
+            paths.append(str(cache))
+        index = load_index(paths)
+        notes.extend(f"genuine packages: {p}" for p in index.problems)
+        return index, notes
+
+
+def _trust_note(trust: dict[str, int], index: GenuineIndex | None) -> str | None:
+    owned = trust.get("genuine", 0) + trust.get("differs", 0) + trust.get("unverified", 0)
+    if not owned:
+        return None
+    if index is None:
+        return (
+            f"{owned} files are claimed by the image's package database; without the genuine packages "
+            "(--distro-packages DIR or --fetch-packages) none is verified, so every one got every content check"
+        )
+    return (
+        f"verified against {index.count} genuine package(s): {trust.get('genuine', 0)} of {owned} package files "
+        f"genuine, {trust.get('differs', 0)} differ, {trust.get('unverified', 0)} unverified (fully checked)"
+    )
 
 
 def _scan_whole(
     path: str | os.PathLike[str], *, crane: str | None, policy: EndpointPolicy, workers: int,
-    want_digest: bool, limits: Limits | None, vulns: VulnDb | None,
+    want_digest: bool, limits: Limits | None, vulns: VulnDb | None, genuine: GenuineSource,
 ) -> _Scanned:
     with open_image(path, limits) as image:
         if not image.entries:
-            raise InputError("the image holds no files", Location(file=str(path)))
+            why = f": {image.problems[0]}" if image.problems else ""
+            raise InputError(f"the image holds no files{why}", Location(file=str(path)))
         info = input_info(Path(path), image)
         if isinstance(image, DiskImage):
             return _merge_volumes(image, info, [
                 _scan_opened(v.image, info, crane=crane, policy=policy, workers=workers, want_digest=want_digest,
-                             vulns=vulns)
+                             vulns=vulns, genuine=genuine)
                 for v in image.volumes
             ])
         return _scan_opened(image, info, crane=crane, policy=policy, workers=workers, want_digest=want_digest,
-                            vulns=vulns)
+                            vulns=vulns, genuine=genuine)
 
 
 def _merge_volumes(disk: DiskImage, info: InputInfo, scans: list[_Scanned]) -> _Scanned:
@@ -114,22 +167,28 @@ def _merge_volumes(disk: DiskImage, info: InputInfo, scans: list[_Scanned]) -> _
         entries.update({rename(p): e for p, e in scanned.entries.items()})
     warnings = [*disk.warnings, *(f"{v.label}: {w}" for v, s in zip(disk.volumes, scans, strict=True)
                                   for w in s.warnings[len(v.image.warnings):])]
-    return _Scanned(info, findings, scans[primary].inventory, digests, entries, warnings)
+    problems = [*disk.problems, *(f"{v.label}: {p}" for v, s in zip(disk.volumes, scans, strict=True)
+                                  for p in s.problems)]
+    return _Scanned(info, findings, scans[primary].inventory, digests, entries, warnings, problems)
 
 
 def _scan_opened(
     image: Image, info: InputInfo, *, crane: str | None, policy: EndpointPolicy, workers: int,
-    want_digest: bool, vulns: VulnDb | None,
+    want_digest: bool, vulns: VulnDb | None, genuine: GenuineSource,
 ) -> _Scanned:
     db = read_packages(image)
-    ctx = make_context(image, db, crane, policy)
+    index, notes = genuine.index(db)
+    ctx = make_context(image, db, crane, policy, index)
     passed = file_pass(image, ctx, workers=workers, want_digest=want_digest)
-    findings = [*passed.findings, *image_checks(image, ctx)]
+    findings = claimed_summary([*passed.findings, *image_checks(image, ctx)], crane)
     if vulns is not None:
         findings.extend(match(vulns, db.packages, db.os_release, ctx))
+    note = _trust_note(passed.trust, index)
     return _Scanned(
-        info, findings, inventory(image, db, passed.kinds), passed.digests, image.entries,
-        [*image.warnings, *passed.warnings],
+        info, findings,
+        inventory(image, db, passed.kinds, passed.trust, index.sources if index is not None else ()),
+        passed.digests, image.entries,
+        [*image.warnings, *notes, *([note] if note else [])], [*image.problems, *passed.problems],
     )
 
 
@@ -144,12 +203,14 @@ def scan_image(
     limits: Limits | None = None,
     workers: int | None = None,
     show_suppressed: bool = False,
+    genuine: GenuineSource | None = None,
 ) -> ScanResult:
     """Scan one image (directory, archive, squashfs or ext image, whole disk) and return the result.
 
     With ``reference``, the reference image is scanned too: the result lists files added,
     changed and removed, and findings also present in the reference move to ``suppressed``
-    (unless ``show_suppressed``).
+    (unless ``show_suppressed``). With ``genuine``, package files are verified against the
+    distribution's genuine packages; without it nothing is spared a check on the image's word.
     """
     started = time.time()
     clock = time.perf_counter()
@@ -157,7 +218,7 @@ def scan_image(
     vulns = load_vulndb(Path(vulndb)) if vulndb is not None else None
     scan = partial(
         _scan_whole, crane=crane, policy=policy or EndpointPolicy(), workers=workers or default_workers(),
-        want_digest=reference is not None, limits=limits, vulns=vulns,
+        want_digest=reference is not None, limits=limits, vulns=vulns, genuine=genuine or GenuineSource(),
     )
     yara_rules.install(ruleset)
     try:
@@ -165,8 +226,10 @@ def scan_image(
         findings = scanned.findings
         diff = None
         suppressed: list[Finding] = []
+        problems = scanned.problems
         if reference is not None:
             golden = scan(reference)
+            problems = [*problems, *(f"reference {golden.info.path}: {p}" for p in golden.problems)]
             diff = _diff(golden.info, scanned.entries, scanned.digests, golden.entries, golden.digests)
             known = {f.id for f in golden.findings}
             if not show_suppressed:
@@ -177,7 +240,7 @@ def scan_image(
     return ScanResult(
         inputs=(scanned.info,) if diff is None else (scanned.info, diff.reference),
         crane=crane, inventory=scanned.inventory, findings=dedupe(findings), suppressed=dedupe(suppressed),
-        diff=diff, warnings=tuple(scanned.warnings), rules=ruleset.sources,
+        diff=diff, warnings=(*problems, *scanned.warnings), problems=tuple(problems), rules=ruleset.sources,
         vulndb=vulns.sources if vulns else (), started=started, seconds=time.perf_counter() - clock,
     )
 

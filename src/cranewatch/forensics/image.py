@@ -10,15 +10,19 @@ reads plain files and each file once.
 Safety rules, the lessons of the tools analysts use today:
 - nothing from the image is ever executed, and symlinks are never followed on the host: they
   are entries, resolved (``Image.resolve``) against the image root, absolute links included;
-- member names that climb out of the root (``../``, absolute paths) are refused with a warning;
+- member names that climb out of the root (``../``, absolute paths) are refused;
 - device files, FIFOs and sockets are skipped with a note;
-- total bytes, file count and the expansion ratio of archives are capped (``Limits``); a bomb
-  stops the scan with a clear ``ImageError``.
+- member counts, sizes, path lengths and depths, total bytes and the expansion ratio of
+  archives are capped (``Limits``). The image is the adversary's: no limit ends the scan. A
+  member over a per-member limit is skipped, a limit of the whole image stops the unpacking,
+  and what was read is scanned; each is a *problem* (``Image.problems``) that marks the scan
+  incomplete, with the member it concerns.
 """
 
 from __future__ import annotations
 
 import bz2
+import contextlib
 import errno
 import gzip
 import io
@@ -31,6 +35,7 @@ import subprocess
 import tarfile
 import tempfile
 import zipfile
+import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
@@ -54,9 +59,36 @@ class Limits:
     """Caps that keep a hostile or broken image from exhausting the analysis station."""
 
     max_total_bytes: int = 16 << 30  # content bytes unpacked or read
-    max_files: int = 1_000_000
+    max_files: int = 1_000_000  # members of every kind (files, directories, links)
     max_ratio: float = 200.0  # unpacked bytes per archive byte, checked past ``ratio_floor``
     ratio_floor: int = 64 << 20  # small archives of zeros are not bombs
+    max_member_bytes: int = 4 << 30  # one file's content
+    max_path_bytes: int = 4096  # PATH_MAX: no running system can open a longer path
+    max_depth: int = 256  # directory levels of one path
+    # Members per MiB of archive, checked past ``member_floor`` members: empty members cost a
+    # few bytes each compressed, but time each; real images hold content (Debian minbase:
+    # ~200/MiB; a zip of 60,000 small source files: ~1,200/MiB).
+    max_members_per_mib: int = 2_000
+    member_floor: int = 20_000
+
+
+_MAX_PROBLEMS = 50  # problems listed one by one; the rest are counted
+
+
+def shown(name: str, limit: int = 120) -> str:
+    """A member name fit for a message: control characters escaped, a long name shortened
+    (head and tail kept, with its length)."""
+    clean = "".join(c if c.isprintable() else f"\\x{ord(c) & 0xFF:02x}" for c in name)
+    if len(clean) <= limit:
+        return clean
+    return f"{clean[: limit * 2 // 3]}…{clean[-limit // 4 :]} ({len(name.encode('utf-8', 'surrogateescape'))} bytes)"
+
+
+def summarise(problems: list[str]) -> list[str]:
+    """``problems`` with at most ``_MAX_PROBLEMS`` listed and the rest counted."""
+    if len(problems) <= _MAX_PROBLEMS:
+        return problems
+    return [*problems[:_MAX_PROBLEMS], f"… and {len(problems) - _MAX_PROBLEMS} more problem(s) of the same kinds"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,6 +121,9 @@ class Image:
     entries: dict[str, Entry]
     warnings: list[str] = field(default_factory=list)
     _tmp: tempfile.TemporaryDirectory[str] | None = None
+    # What could not be read: members skipped or not reached, unreadable files and directories.
+    # Not empty means the scan is incomplete (exit 3), though everything else was scanned.
+    problems: list[str] = field(default_factory=list)
 
     def __enter__(self) -> Image:
         return self
@@ -110,7 +145,12 @@ class Image:
         entry = self.entries.get(path)
         if entry is None or entry.type != "file":
             raise ImageError("not a regular file in the image", Location(file=str(self.source), path=path))
-        fd = os.open(self.disk_path(path), os.O_RDONLY | os.O_NOFOLLOW | getattr(os, "O_NOCTTY", 0))
+        try:
+            fd = os.open(self.disk_path(path), os.O_RDONLY | os.O_NOFOLLOW | getattr(os, "O_NOCTTY", 0))
+        except FileNotFoundError:
+            if entry.size == 0 and self._tmp is not None:
+                return io.BytesIO(b"")  # unpacked archives keep empty files as entries only
+            raise
         return os.fdopen(fd, "rb")
 
     def read_text(self, path: str, limit: int = 4 << 20) -> str | None:
@@ -119,8 +159,11 @@ class Image:
         entry = self.entries.get(real) if real is not None else None
         if entry is None or entry.type != "file" or entry.size > limit or real is None:
             return None
-        with self.open(real) as fh:
-            return fh.read(limit).decode("utf-8", "replace")
+        try:
+            with self.open(real) as fh:
+                return fh.read(limit).decode("utf-8", "replace")
+        except OSError:
+            return None  # unreadable: the file pass reports it as a problem of the scan
 
     def resolve(self, path: str, *, follow_last: bool = True) -> str | None:
         """Resolve ``path`` inside the image as a chroot would; ``None`` if it does not exist.
@@ -182,39 +225,70 @@ def _clean_member_name(name: str) -> str | None:
     return "/".join(parts)
 
 
+class _LimitReached(Exception):
+    """A limit of the whole image was reached: unpacking stops, what was unpacked is scanned."""
+
+
+class _SkipMember(Exception):
+    """This member cannot be kept (the message says why); the next one is read."""
+
+
+_DISK_FULL = (errno.ENOSPC, errno.EDQUOT, errno.EROFS)
+
+
 class _Budget:
-    """Counts bytes and files while unpacking and stops at the limits."""
+    """Counts members and bytes while unpacking, against the limits.
 
-    def __init__(self, limits: Limits, source: Path, packed_size: int) -> None:
+    Sizes are counted as each member declares them, before its content is decompressed, so a
+    bomb is stopped by its header; the running count of written bytes guards formats whose
+    declared sizes could lie.
+    """
+
+    def __init__(self, limits: Limits, packed_size: int) -> None:
         self.limits = limits
-        self.source = source
         self.packed_size = max(packed_size, 1)
-        self.bytes = 0
-        self.files = 0
+        self.members = 0
+        self.bytes = 0  # content kept
+        self.seen = 0  # content decompressed, kept or not: the bomb ratio's numerator
+        self.written = 0
 
-    def add_file(self) -> None:
-        self.files += 1
-        if self.files > self.limits.max_files:
-            raise ImageError(
-                f"more than {self.limits.max_files} files: refusing to go on (file-count limit; "
-                "raise it with --max-files if the image is genuine)",
-                Location(file=str(self.source)),
+    def add_member(self) -> None:
+        self.members += 1
+        if self.members > self.limits.max_files:
+            raise _LimitReached(
+                f"more than {self.limits.max_files} members (file-count limit; raise it with --max-files "
+                "if the image is genuine)"
+            )
+        if self.members > self.limits.member_floor and self.members > self.limits.max_members_per_mib * self.packed_size / (1 << 20):
+            raise _LimitReached(
+                f"more than {self.limits.max_members_per_mib} members per MiB of archive ({self.members} from "
+                f"{self.packed_size} bytes): looks like a member-count bomb"
             )
 
-    def add_bytes(self, n: int, path: str) -> None:
-        self.bytes += n
-        if self.bytes > self.limits.max_total_bytes:
-            raise ImageError(
-                f"unpacked content exceeds {self.limits.max_total_bytes} bytes: refusing to go on "
-                "(size limit; raise it with --max-bytes if the image is genuine)",
-                Location(file=str(self.source), path=path),
+    def add_content(self, size: int) -> None:
+        """Count one member's ``size`` content bytes; ``_SkipMember`` if it alone is too large."""
+        self.seen += size
+        if size <= self.limits.max_member_bytes and self.bytes + size > self.limits.max_total_bytes:
+            raise _LimitReached(
+                f"content exceeds {self.limits.max_total_bytes} bytes (size limit; raise it with --max-bytes "
+                "if the image is genuine)"
             )
-        if self.bytes > self.limits.ratio_floor and self.bytes / self.packed_size > self.limits.max_ratio:
-            raise ImageError(
-                f"content expands more than {self.limits.max_ratio:.0f}x ({self.bytes} bytes from "
-                f"{self.packed_size}): looks like an archive bomb (or sparse-file bomb), refusing to go on",
-                Location(file=str(self.source), path=path),
+        if self.seen > self.limits.ratio_floor and self.seen / self.packed_size > self.limits.max_ratio:
+            # Skipped members count too: the decompressor still has to run through them.
+            raise _LimitReached(
+                f"content expands more than {self.limits.max_ratio:.0f}x ({self.seen} bytes from "
+                f"{self.packed_size}): looks like an archive bomb (or sparse-file bomb)"
             )
+        if size > self.limits.max_member_bytes:
+            raise _SkipMember(
+                f"{size} bytes, more than the {self.limits.max_member_bytes}-byte limit of one file"
+            )
+        self.bytes += size
+
+    def add_written(self, n: int) -> None:
+        self.written += n
+        if self.written > self.bytes:
+            raise _LimitReached("a member holds more content than its header declares")
 
 
 class _Unpacker:
@@ -222,94 +296,178 @@ class _Unpacker:
 
     def __init__(self, source: Path, limits: Limits, packed_size: int) -> None:
         self.source = source
+        self.limits = limits
         self.tmp = tempfile.TemporaryDirectory(prefix="cranewatch-image-")
         self.root = Path(self.tmp.name) / "root"
         self.root.mkdir(mode=0o700)
         self.entries: dict[str, Entry] = {}
         self.warnings: list[str] = []
-        self.budget = _Budget(limits, source, packed_size)
+        self.problems: list[str] = []
+        self.budget = _Budget(limits, packed_size)
+        self._made: set[str] = set()  # directories created on disk (they never become anything else)
         self.skipped_special: list[str] = []
         self.refused: list[str] = []
+        self.partial = False  # a member was skipped or unpacking stopped early
 
     def name(self, raw: str) -> str | None:
+        """The member's image path, or ``None`` (with the reason recorded) if it is not kept."""
         clean = _clean_member_name(raw)
         if clean is None:
             self.refused.append(raw)
+            return None
+        size = len(clean.encode("utf-8", "surrogateescape"))
+        if size > self.limits.max_path_bytes:
+            self.skip(clean, f"path of {size} bytes, longer than the {self.limits.max_path_bytes}-byte limit")
+            return None
+        depth = clean.count("/") + 1
+        if depth > self.limits.max_depth:
+            self.skip(clean, f"{depth} directory levels deep, more than the limit of {self.limits.max_depth}")
+            return None
         return clean
+
+    def skip(self, path: str, why: str) -> None:
+        self.partial = True
+        self.problems.append(f"{shown(path)}: {why}: not scanned")
+
+    def stop(self, path: str, why: str) -> None:
+        """Unpacking ends at member ``path``: the members before it are scanned, the rest are not."""
+        self.partial = True
+        where = f" at member {self.budget.members} ({shown(path)})" if path else ""
+        self.problems.append(
+            f"stopped reading the image{where}: {why}; the {len(self.entries)} entries before it are "
+            "scanned, the rest of the image is not"
+        )
 
     def add_dir(self, path: str, mode: int, uid: int, gid: int) -> None:
         if not path:
             return
-        self._mkdirs(path)
+        self._mkdirs(path)  # counts the directory as a member if it is new
         self.entries[path] = Entry(path, "dir", stat.S_IMODE(mode), uid, gid, 0)
 
     def add_symlink(self, path: str, target: str, mode: int, uid: int, gid: int) -> None:
-        self.budget.add_file()
+        existing = self.entries.get(path)
+        if existing is not None and existing.type == "dir":
+            raise _SkipMember("a symlink and a directory share this name; kept the directory")
+        self.budget.add_member()
         self._mkdirs(path.rpartition("/")[0])
         self.entries[path] = Entry(path, "symlink", stat.S_IMODE(mode), uid, gid, len(target), target)
 
     def add_special(self, path: str) -> None:
         self.skipped_special.append(path)
 
-    def add_file(self, path: str, stream: IO[bytes] | BinaryIO | _Limited, mode: int, uid: int, gid: int) -> None:
-        self.budget.add_file()
-        parent = path.rpartition("/")[0]
-        self._mkdirs(parent)
-        dest = self.root / path
-        if dest.is_dir() and not dest.is_symlink():
-            self.warnings.append(f"{path}: a file and a directory share this name; kept the directory")
+    def add_file(
+        self, path: str, stream: IO[bytes] | BinaryIO | _Limited, mode: int, uid: int, gid: int, size: int
+    ) -> None:
+        """Write one member of ``size`` declared bytes (the limits are checked before reading)."""
+        self.budget.add_member()
+        self.budget.add_content(size)
+        dest = self._destination(path)
+        if size == 0:  # nothing to write: ``Image.open`` gives empty content for it
+            self.entries[path] = Entry(path, "file", stat.S_IMODE(mode), uid, gid, 0)
             return
-        size = 0
+        self._copy(stream, dest, path)
+        self.entries[path] = Entry(path, "file", stat.S_IMODE(mode), uid, gid, os.stat(dest).st_size)
+
+    def add_hardlink(self, path: str, raw_target: str, mode: int, uid: int, gid: int) -> None:
+        """A second name for an unpacked file: linked on disk (no copy), counted as read again."""
+        target = _clean_member_name(raw_target) or ""
+        entry = self.entries.get(target)
+        if entry is None or entry.type != "file":
+            self.warnings.append(f"{shown(path)}: hard link to missing or unsafe {shown(raw_target)!r} skipped")
+            return
+        self.budget.add_member()
+        self.budget.add_content(entry.size)  # every name is scanned: a thousand links are read a thousand times
+        dest = self._destination(path)
         try:
-            fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+            if entry.size:
+                os.link(self.root / target, dest, follow_symlinks=False)
+        except OSError as exc:
+            raise _SkipMember(f"cannot be stored ({exc.strerror})") from None
+        self.entries[path] = Entry(path, "file", stat.S_IMODE(mode), uid, gid, entry.size)
+
+    def _destination(self, path: str) -> str:
+        self._mkdirs(path.rpartition("/")[0])
+        dest = f"{self.root}/{path}"
+        existing = self.entries.get(path)
+        if existing is not None and existing.type == "dir":
+            raise _SkipMember("a file and a directory share this name; kept the directory")
+        if existing is not None:
+            # A member given twice: the later one wins, as with tar -x. Unlink first: the old
+            # name may share its inode with a hard link, which must keep its own content.
+            del self.entries[path]
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(dest)
+        return dest
+
+    def _copy(self, stream: IO[bytes] | BinaryIO | _Limited, dest: str, path: str) -> None:
+        try:
+            fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+        except OSError as exc:
+            if exc.errno in _DISK_FULL:
+                raise self._no_room(exc, path) from None
+            raise _SkipMember(f"cannot be stored ({exc.strerror})") from None
+        try:
             with os.fdopen(fd, "wb") as out:
                 while True:
-                    block = stream.read(_COPY_BLOCK)
+                    block = stream.read(_COPY_BLOCK)  # a read error is the archive's: reported by the caller
                     if not block:
                         break
-                    size += len(block)
-                    self.budget.add_bytes(len(block), path)
-                    out.write(block)
-        except OSError as exc:
-            if exc.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES):
-                raise  # a read error of the archive: reported as a corrupt archive
-            raise EnvironmentProblem(
-                f"cannot unpack into {tempfile.gettempdir()}: {exc.strerror} (set TMPDIR to a "
-                "directory on a disk with room for the unpacked image)",
-                Location(file=str(self.source), path=path),
-            ) from None
-        self.entries[path] = Entry(path, "file", stat.S_IMODE(mode), uid, gid, size)
+                    self.budget.add_written(len(block))
+                    try:
+                        out.write(block)
+                    except OSError as exc:
+                        if exc.errno in _DISK_FULL:
+                            raise self._no_room(exc, path) from None
+                        raise
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(dest)  # no half-written member is scanned
+            raise
+
+    def _no_room(self, exc: OSError, path: str) -> EnvironmentProblem:
+        return EnvironmentProblem(
+            f"cannot unpack into {tempfile.gettempdir()}: {exc.strerror} (set TMPDIR to a "
+            "directory on a disk with room for the unpacked image)",
+            Location(file=str(self.source), path=shown(path)),
+        )
 
     def _mkdirs(self, path: str) -> None:
-        if not path:
+        if not path or path in self._made:
             return
         parts = path.split("/")
         for i in range(1, len(parts) + 1):
             sub = "/".join(parts[:i])
             if sub in self.entries and self.entries[sub].type != "dir":
                 # A member below a symlink or file: never write through it on disk.
-                raise _SkipMember(f"{path}: below the non-directory {sub}")
+                raise _SkipMember(f"below the non-directory {shown(sub)}")
+        try:
+            os.makedirs(f"{self.root}/{path}", mode=0o700, exist_ok=True)
+        except OSError as exc:
+            if exc.errno in _DISK_FULL:
+                raise self._no_room(exc, path) from None
+            raise _SkipMember(f"cannot be stored ({exc.strerror})") from None
+        for i in range(1, len(parts) + 1):
+            sub = "/".join(parts[:i])
             if sub not in self.entries:
+                self.budget.add_member()
                 self.entries[sub] = Entry(sub, "dir", 0o755, 0, 0, 0)
-        (self.root / path).mkdir(parents=True, exist_ok=True, mode=0o700)
+            self._made.add(sub)
 
     def finish(self, fmt: ImageFormat) -> Image:
         if self.refused:
-            shown = ", ".join(repr(r) for r in self.refused[:5])
-            self.warnings.append(
+            listed = ", ".join(repr(shown(r)) for r in self.refused[:5])
+            self.problems.append(
                 f"refused {len(self.refused)} member(s) whose names leave the image root "
-                f"(path traversal): {shown}"
+                f"(path traversal), not scanned: {listed}"
             )
         if self.skipped_special:
-            shown = ", ".join(self.skipped_special[:5])
+            listed = ", ".join(shown(p) for p in self.skipped_special[:5])
             self.warnings.append(
-                f"skipped {len(self.skipped_special)} device file(s), FIFO(s) or socket(s): {shown}"
+                f"skipped {len(self.skipped_special)} device file(s), FIFO(s) or socket(s): {listed}"
             )
-        return Image(self.source, fmt, self.root, self.entries, self.warnings, self.tmp)
-
-
-class _SkipMember(Exception):
-    pass
+        return Image(
+            self.source, fmt, self.root, self.entries, self.warnings, self.tmp, summarise(self.problems)
+        )
 
 
 # --- format detection -------------------------------------------------------------------------
@@ -427,12 +585,17 @@ def detect_format(path: Path) -> tuple[ImageFormat, str | None]:
 
 
 def open_image(path: str | os.PathLike[str], limits: Limits | None = None) -> Image:
-    """Open ``path`` read-only as an ``Image``; the caller closes it (or uses ``with``)."""
+    """Open ``path`` read-only as an ``Image``; the caller closes it (or uses ``with``).
+
+    ``ImageError`` only when nothing at all can be read; a limit reached or damage met after
+    the first members is a problem of the returned image. A root filesystem wrapped in a
+    folder (``tar czf x.tgz rootfs/``) is found and becomes the image's root.
+    """
     source = Path(path)
     limits = limits or Limits()
     fmt, compression = detect_format(source)
     if fmt == "dir":
-        return _open_dir(source, limits)
+        return _rooted(_open_dir(source, limits))
     if fmt == "disk":
         from cranewatch.forensics.disk import open_disk
 
@@ -443,17 +606,79 @@ def open_image(path: str | os.PathLike[str], limits: Limits | None = None) -> Im
         if fmt == "tar":
             _unpack_tar(source, compression, unpacker)
         elif fmt == "zip":
-            _unpack_zip(source, unpacker, limits)
+            _unpack_zip(source, unpacker)
         elif fmt == "cpio":
             _unpack_cpio(source, compression, unpacker)
         elif fmt == "squashfs":
-            return _open_squashfs(source, unpacker, limits)
+            return _rooted(_open_squashfs(source, unpacker))
         elif fmt == "ext":
-            return _open_ext(source, unpacker, limits)
+            return _rooted(_open_ext(source, unpacker, limits))
     except BaseException:
         unpacker.tmp.cleanup()
         raise
-    return unpacker.finish(fmt)
+    return _rooted(unpacker.finish(fmt))
+
+
+# What makes a directory the root of an operating system: its package databases first, then
+# the directories every Linux root has.
+_PACKAGE_DATABASES = ("var/lib/dpkg/status", "usr/lib/opkg/status", "var/lib/opkg/status", "lib/apk/db/installed",
+                      "var/lib/rpm", "usr/lib/sysimage/rpm")
+
+
+def _looks_like_root(entries: dict[str, Entry], prefix: str) -> int:
+    """How strongly ``prefix`` (``""`` or ``"dir/"``) looks like a root: 2 with a package
+    database, 1 with ``etc/`` beside ``usr/`` or ``bin/``, 0 otherwise."""
+    def has(path: str) -> bool:
+        return prefix + path in entries
+
+    if any(has(db) for db in _PACKAGE_DATABASES):
+        return 2
+    etc = entries.get(prefix + "etc")
+    return int(etc is not None and etc.type == "dir" and (has("usr") or has("bin")))
+
+
+def find_root(entries: dict[str, Entry]) -> str:
+    """The directory holding the operating system (``""`` when it is the image's top), e.g.
+    ``"rootfs"`` for an archive made with ``tar czf x.tgz rootfs/``."""
+    if _looks_like_root(entries, ""):
+        return ""  # a root already (a chroot inside it is part of it)
+    best = ("", 0, 0)
+    for path, entry in entries.items():
+        if entry.type != "dir" or not path.endswith("/etc"):
+            continue
+        parent = path[: -len("/etc")]
+        score = _looks_like_root(entries, parent + "/")
+        depth = parent.count("/")
+        if score > best[1] or (score == best[1] and score and depth < best[2]):
+            best = (parent, score, depth)
+    return best[0]
+
+
+def _rooted(image: Image) -> Image:
+    """``image`` re-rooted at the folder holding the operating system, if it is wrapped."""
+    root = find_root(image.entries)
+    if not root:
+        return image
+    prefix = root + "/"
+    inside = {path[len(prefix) :]: replace(entry, path=path[len(prefix) :])
+              for path, entry in image.entries.items() if path.startswith(prefix)}
+    outside = sorted(path for path in image.entries if not path.startswith(prefix) and not root.startswith(path + "/") and path != root)
+    image.warnings.append(
+        f"the root filesystem is the folder {shown(root)}/ of the image (its paths are reported from there)"
+        + (f"; {len(outside)} entries beside it are not part of it and not scanned: "
+           f"{', '.join(shown(p) for p in outside[:5])}" if outside else "")
+    )
+    image.entries = inside
+    image.root = image.root / root
+    return image
+
+
+def _damaged(out: _Unpacker, what: str, where: Location) -> None:
+    """The archive is damaged: an error if nothing was read, else a problem (the rest is scanned)."""
+    if not out.entries:
+        raise ImageError(what, where)
+    out.partial = True
+    out.problems.append(f"{where}: {what}; the {len(out.entries)} entries before the damage are scanned")
 
 
 # --- directory tree -----------------------------------------------------------------------------
@@ -462,122 +687,146 @@ def open_image(path: str | os.PathLike[str], limits: Limits | None = None) -> Im
 def _open_dir(root: Path, limits: Limits, fmt: ImageFormat = "dir") -> Image:
     entries: dict[str, Entry] = {}
     special: list[str] = []
+    problems: list[str] = []
     total = 0
+    over: list[str] = []  # files past the size limit, listed but not scanned
     stack = [""]
-    while stack:
+    stopped = False
+    while stack and not stopped:
         rel = stack.pop()
         try:
             scan = os.scandir(root / rel if rel else root)
         except OSError as exc:
-            special.append(f"{rel or '.'} (unreadable: {exc.strerror})")
+            problems.append(f"{shown(rel or '.')}/: directory cannot be listed ({exc.strerror}): what it holds is not scanned")
             continue
         with scan:
             for item in scan:
                 path = f"{rel}/{item.name}" if rel else item.name
-                st = item.stat(follow_symlinks=False)
+                if len(entries) >= limits.max_files:
+                    problems.append(
+                        f"stopped listing at {shown(path)}: more than {limits.max_files} entries (file-count "
+                        "limit; raise it with --max-files if the image is genuine); the rest is not scanned"
+                    )
+                    stopped = True
+                    break
+                try:
+                    st = item.stat(follow_symlinks=False)
+                    link = os.readlink(item.path) if stat.S_ISLNK(st.st_mode) else None
+                except OSError as exc:
+                    problems.append(f"{shown(path)}: cannot be read ({exc.strerror}): not scanned")
+                    continue
                 mode = st.st_mode
                 if stat.S_ISDIR(mode):
                     entries[path] = Entry(path, "dir", stat.S_IMODE(mode), st.st_uid, st.st_gid, 0)
                     stack.append(path)
-                elif stat.S_ISLNK(mode):
-                    target = os.readlink(item.path)
-                    entries[path] = Entry(path, "symlink", stat.S_IMODE(mode), st.st_uid, st.st_gid, len(target), target)
+                elif link is not None:
+                    entries[path] = Entry(path, "symlink", stat.S_IMODE(mode), st.st_uid, st.st_gid, len(link), link)
                 elif stat.S_ISREG(mode):
+                    if st.st_size > limits.max_member_bytes or total + st.st_size > limits.max_total_bytes:
+                        over.append(path)
+                        continue
                     total += st.st_size
                     entries[path] = Entry(path, "file", stat.S_IMODE(mode), st.st_uid, st.st_gid, st.st_size)
                 else:
                     special.append(path)
-                if len(entries) > limits.max_files:
-                    raise ImageError(
-                        f"more than {limits.max_files} entries: refusing to go on (file-count limit)",
-                        Location(file=str(root)),
-                    )
-    if total > limits.max_total_bytes:
-        raise ImageError(
-            f"the tree holds {total} bytes, more than the {limits.max_total_bytes}-byte limit",
-            Location(file=str(root)),
+    if over:
+        problems.append(
+            f"{len(over)} file(s) over the size limits ({limits.max_member_bytes} bytes a file, "
+            f"{limits.max_total_bytes} in all; --max-bytes) not scanned: {', '.join(shown(p) for p in over[:5])}"
         )
     warnings = []
     if special:
-        shown = ", ".join(sorted(special)[:5])
-        warnings.append(f"skipped {len(special)} device file(s), FIFO(s) or socket(s): {shown}")
-    return Image(root, fmt, root, entries, warnings)
+        listed = ", ".join(shown(p) for p in sorted(special)[:5])
+        warnings.append(f"skipped {len(special)} device file(s), FIFO(s) or socket(s): {listed}")
+    return Image(root, fmt, root, entries, warnings, problems=summarise(problems))
 
 
 # --- tar ------------------------------------------------------------------------------------------
 
+_MAX_EXTENDED_HEADER = 1 << 20  # a pax or GNU long-name header: names and attributes, not content
+
+
+class _GuardedTarInfo(tarfile.TarInfo):
+    """Refuses pax and GNU long-name headers over 1 MiB, which tarfile would read whole."""
+
+    def _proc_member(self, tarfile_: tarfile.TarFile) -> tarfile.TarInfo:
+        extended = (tarfile.GNUTYPE_LONGNAME, tarfile.GNUTYPE_LONGLINK, tarfile.XHDTYPE, tarfile.XGLTYPE, tarfile.SOLARIS_XHDTYPE)
+        if self.type in extended and self.size > _MAX_EXTENDED_HEADER:
+            raise tarfile.ReadError(f"an extended header of {self.size} bytes (limit {_MAX_EXTENDED_HEADER})")
+        return super()._proc_member(tarfile_)  # type: ignore[misc]
+
 
 def _unpack_tar(source: Path, compression: str | None, out: _Unpacker) -> None:
-    where = Location(file=str(source))
+    name = ""
     try:
-        with _open_decompressed(source, compression) as raw, tarfile.open(fileobj=raw, mode="r|") as tar:
+        with (
+            _open_decompressed(source, compression) as raw,
+            tarfile.open(fileobj=raw, mode="r|", tarinfo=_GuardedTarInfo) as tar,
+        ):
             for member in tar:
-                name = out.name(member.name)
-                if name is None or not name:
+                tar.members.clear()  # type: ignore[attr-defined]  # tarfile keeps every header it read; a stream needs none
+                name = member.name
+                clean = out.name(member.name)
+                if not clean:
                     continue
                 try:
                     if member.isdir():
-                        out.add_dir(name, member.mode, member.uid, member.gid)
+                        out.add_dir(clean, member.mode, member.uid, member.gid)
                     elif member.issym():
-                        out.add_symlink(name, member.linkname, member.mode | 0o777, member.uid, member.gid)
+                        out.add_symlink(clean, member.linkname, member.mode | 0o777, member.uid, member.gid)
                     elif member.islnk():
-                        target = _clean_member_name(member.linkname)
-                        if target is None or out.entries.get(target, None) is None or out.entries[target].type != "file":
-                            out.warnings.append(f"{name}: hard link to missing or unsafe {member.linkname!r} skipped")
-                            continue
-                        with open(out.root / target, "rb") as fh:
-                            out.add_file(name, fh, member.mode, member.uid, member.gid)
+                        out.add_hardlink(clean, member.linkname, member.mode, member.uid, member.gid)
                     elif member.isreg():
                         stream = tar.extractfile(member)
-                        if stream is None:
-                            continue
-                        out.add_file(name, stream, member.mode, member.uid, member.gid)
+                        if stream is not None:
+                            out.add_file(clean, stream, member.mode, member.uid, member.gid, member.size)
                     else:
-                        out.add_special(name)
+                        out.add_special(clean)
                 except _SkipMember as skip:
-                    out.warnings.append(f"skipped member: {skip}")
+                    out.skip(clean, str(skip))
+    except _LimitReached as limit:
+        out.stop(name, str(limit))
     except (tarfile.TarError, EOFError, OSError, lzma.LZMAError, zstandard.ZstdError) as exc:
-        raise ImageError(f"corrupt or truncated tar archive: {exc}", where) from None
+        _damaged(out, f"corrupt or truncated tar archive: {exc}", Location(file=str(source), path=shown(name) or None))
 
 
 # --- zip ------------------------------------------------------------------------------------------
 
 
-def _unpack_zip(source: Path, out: _Unpacker, limits: Limits) -> None:
-    where = Location(file=str(source))
+def _unpack_zip(source: Path, out: _Unpacker) -> None:
+    name = ""
     try:
         with zipfile.ZipFile(source) as archive:
-            infos = archive.infolist()
-            declared = sum(i.file_size for i in infos)
-            packed = max(source.stat().st_size, 1)
-            if declared > limits.max_total_bytes or (
-                declared > limits.ratio_floor and declared / packed > limits.max_ratio
-            ):
-                raise ImageError(
-                    f"zip declares {declared} bytes from {packed} ({declared / packed:.0f}x): looks "
-                    "like a zip bomb, refusing to unpack",
-                    where,
-                )
-            for info in infos:
-                name = out.name(info.filename)
-                if name is None or not name:
+            for info in archive.infolist():
+                name = info.filename
+                clean = out.name(info.filename)
+                if not clean:
                     continue
                 mode = info.external_attr >> 16
                 try:
                     if info.is_dir() or stat.S_ISDIR(mode):
-                        out.add_dir(name, mode or 0o755, 0, 0)
+                        out.add_dir(clean, mode or 0o755, 0, 0)
                     elif stat.S_ISLNK(mode):
+                        if info.file_size > out.limits.max_path_bytes:
+                            raise _SkipMember(f"a symlink target of {info.file_size} bytes")
                         target = archive.read(info).decode("utf-8", "replace")
-                        out.add_symlink(name, target, mode, 0, 0)
+                        out.add_symlink(clean, target, mode, 0, 0)
                     elif stat.S_IFMT(mode) and not stat.S_ISREG(mode):
-                        out.add_special(name)  # zips without Unix type bits hold plain files
+                        out.add_special(clean)  # zips without Unix type bits hold plain files
+                    elif info.file_size == 0:  # nothing to read: not even its local header
+                        out.add_file(clean, io.BytesIO(b""), stat.S_IMODE(mode) or 0o644, 0, 0, 0)
                     else:
                         with archive.open(info) as stream:
-                            out.add_file(name, stream, stat.S_IMODE(mode) or 0o644, 0, 0)
+                            out.add_file(clean, stream, stat.S_IMODE(mode) or 0o644, 0, 0, info.file_size)
                 except _SkipMember as skip:
-                    out.warnings.append(f"skipped member: {skip}")
-    except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, OSError, NotImplementedError) as exc:
-        raise ImageError(f"corrupt or unsupported zip archive: {exc}", where) from None
+                    out.skip(clean, str(skip))
+                except (zipfile.BadZipFile, EOFError, NotImplementedError, RuntimeError, zlib.error, lzma.LZMAError) as exc:
+                    # One damaged or encrypted member: the others have their own offsets.
+                    out.skip(clean, f"damaged or unsupported member ({exc})")
+    except _LimitReached as limit:
+        out.stop(name, str(limit))
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, OSError, NotImplementedError, ValueError) as exc:
+        _damaged(out, f"corrupt or unsupported zip archive: {exc}", Location(file=str(source), path=shown(name) or None))
 
 
 # --- cpio (newc / crc) ---------------------------------------------------------------------------
@@ -608,41 +857,61 @@ def _read_exact(stream: BinaryIO, n: int) -> bytes:
     return data
 
 
+def _skip_bytes(stream: BinaryIO, n: int) -> None:
+    while n > 0:
+        block = stream.read(min(n, _COPY_BLOCK))
+        if not block:
+            raise EOFError("truncated cpio archive")
+        n -= len(block)
+
+
 def _unpack_cpio(source: Path, compression: str | None, out: _Unpacker) -> None:
     offset = 0  # in the decompressed stream, for the error message
+    name = ""
     try:
         with _open_decompressed(source, compression) as stream:
             while True:
                 header = _read_exact(stream, 110)
                 if header[:6] not in (b"070701", b"070702"):
-                    raise ImageError("bad cpio header magic (only newc/crc cpio is read)", Location(file=str(source), offset=offset))
+                    raise ValueError("bad cpio header magic (only newc/crc cpio is read)")
                 fields = [int(header[6 + 8 * i : 14 + 8 * i], 16) for i in range(13)]
                 mode, uid, gid, filesize, namesize = fields[1], fields[2], fields[3], fields[6], fields[11]
-                raw_name = _read_exact(stream, namesize)[:-1].decode("utf-8", "surrogateescape")
-                _read_exact(stream, (-(110 + namesize)) % 4)
-                offset += 110 + namesize + (-(110 + namesize)) % 4
+                name_padding = (-(110 + namesize)) % 4
+                if namesize > out.limits.max_path_bytes + 1:
+                    _skip_bytes(stream, namesize + name_padding)  # never held in memory
+                    raw_name = ""
+                    out.budget.add_member()
+                    out.skip(f"<member at byte {offset}>", f"name of {namesize} bytes, longer than the limit")
+                else:
+                    raw_name = _read_exact(stream, namesize)[:-1].decode("utf-8", "surrogateescape")
+                    _read_exact(stream, name_padding)
+                offset += 110 + namesize + name_padding
                 if raw_name == "TRAILER!!!":
                     break
+                name = raw_name
                 body = _Limited(stream, filesize)
-                name = out.name(raw_name)
+                clean = out.name(raw_name) if raw_name else None
                 try:
-                    if name:
+                    if clean:
                         if stat.S_ISDIR(mode):
-                            out.add_dir(name, mode, uid, gid)
+                            out.add_dir(clean, mode, uid, gid)
                         elif stat.S_ISLNK(mode):
-                            out.add_symlink(name, body.read().decode("utf-8", "surrogateescape"), mode, uid, gid)
+                            if filesize > out.limits.max_path_bytes:
+                                raise _SkipMember(f"a symlink target of {filesize} bytes")
+                            out.add_symlink(clean, body.read().decode("utf-8", "surrogateescape"), mode, uid, gid)
                         elif stat.S_ISREG(mode):
-                            out.add_file(name, body, mode, uid, gid)
+                            out.add_file(clean, body, mode, uid, gid, filesize)
                         else:
-                            out.add_special(name)
+                            out.add_special(clean)
                 except _SkipMember as skip:
-                    out.warnings.append(f"skipped member: {skip}")
-                while body.read(_COPY_BLOCK):
-                    pass
+                    out.skip(clean or raw_name, str(skip))
+                _skip_bytes(stream, body.left)
                 _read_exact(stream, (-filesize) % 4)
                 offset += filesize + (-filesize) % 4
+    except _LimitReached as limit:
+        out.stop(name, str(limit))
     except (EOFError, OSError, ValueError, lzma.LZMAError, zstandard.ZstdError) as exc:
-        raise ImageError(f"corrupt or truncated cpio archive: {exc}", Location(file=str(source), offset=offset)) from None
+        _damaged(out, f"corrupt or truncated cpio archive: {exc}", Location(file=str(source), offset=offset))
 
 
 # --- squashfs and ext: unpacked by their own tools into the private directory ----------------------
@@ -675,7 +944,7 @@ def _mode_from_ls(text: str) -> int:
     return bits
 
 
-def _open_squashfs(source: Path, out: _Unpacker, limits: Limits) -> Image:
+def _open_squashfs(source: Path, out: _Unpacker) -> Image:
     unsquashfs = _tool("unsquashfs")
     where = Location(file=str(source))
     listing = subprocess.run(
@@ -685,35 +954,39 @@ def _open_squashfs(source: Path, out: _Unpacker, limits: Limits) -> Image:
     if listing.returncode != 0:
         raise ImageError(f"unsquashfs cannot read the image: {listing.stderr.strip()[-300:]}", where)
     wanted: list[str] = []
-    total = 0
-    for line in listing.stdout.splitlines():
-        match = _LLN_LINE.match(line)
-        if not match:
-            continue
-        kind = match["mode"][0]
-        rest = match["rest"]
-        if kind == "l":
-            name, _, target = rest.partition(" -> ")
-        else:
-            name, target = rest, ""
-        path = _clean_member_name(name.lstrip("/"))
-        if not path:
-            continue
-        mode, uid, gid = _mode_from_ls(match["mode"]), int(match["uid"]), int(match["gid"])
-        size = int(match["size"]) if kind == "-" else 0
-        if kind == "d":
-            out.entries[path] = Entry(path, "dir", mode, uid, gid, 0)
-        elif kind == "l":
-            out.budget.add_file()
-            out.entries[path] = Entry(path, "symlink", mode, uid, gid, len(target), target)
-        elif kind == "-":
-            out.budget.add_file()
-            total += size
-            out.entries[path] = Entry(path, "file", mode, uid, gid, size)
-            wanted.append("/" + path)
-        else:
-            out.add_special(path)
-    out.budget.add_bytes(total, "")
+    path = ""
+    try:
+        for line in listing.stdout.splitlines():
+            match = _LLN_LINE.match(line)
+            if not match:
+                continue
+            kind = match["mode"][0]
+            rest = match["rest"]
+            if kind == "l":
+                name, _, target = rest.partition(" -> ")
+            else:
+                name, target = rest, ""
+            path = out.name(name.lstrip("/")) or ""
+            if not path:
+                continue
+            mode, uid, gid = _mode_from_ls(match["mode"]), int(match["uid"]), int(match["gid"])
+            try:
+                out.budget.add_member()
+                if kind == "d":
+                    out.entries[path] = Entry(path, "dir", mode, uid, gid, 0)
+                elif kind == "l":
+                    out.entries[path] = Entry(path, "symlink", mode, uid, gid, len(target), target)
+                elif kind == "-":
+                    size = int(match["size"])
+                    out.budget.add_content(size)
+                    out.entries[path] = Entry(path, "file", mode, uid, gid, size)
+                    wanted.append("/" + path)
+                else:
+                    out.add_special(path)
+            except _SkipMember as skip:
+                out.skip(path, str(skip))
+    except _LimitReached as limit:
+        out.stop(path, str(limit))
     list_file = Path(out.tmp.name) / "extract.list"
     # -no-wildcards so names are taken literally; only regular files (and their directories) are
     # written: no devices, FIFOs or symlinks reach the disk.
@@ -724,19 +997,47 @@ def _open_squashfs(source: Path, out: _Unpacker, limits: Limits) -> Image:
         capture_output=True, text=True, errors="replace", check=False,
     )
     if run.returncode not in (0, 2):
-        raise ImageError(f"unsquashfs failed: {run.stderr.strip()[-300:]}", where)
+        out.problems.append(f"{where}: unsquashfs failed: {run.stderr.strip()[-300:]}")
     out.root.rmdir()
     if target_dir.is_dir():
+        _make_readable(target_dir)
         target_dir.rename(out.root)
     else:
         out.root.mkdir(mode=0o700)
-    image = out.finish("squashfs")
-    missing = [e.path for e in image.files() if not (image.root / e.path).is_file()]
+    missing = [e.path for e in out.entries.values() if e.type == "file" and not (out.root / e.path).is_file()]
     if missing:
-        image.warnings.append(f"unsquashfs did not extract {len(missing)} file(s): {', '.join(missing[:5])}")
-        for path in missing:
-            image.entries.pop(path, None)
-    return image
+        out.problems.append(
+            f"unsquashfs did not extract {len(missing)} file(s), not scanned: {', '.join(shown(m) for m in missing[:5])}"
+        )
+        for missed in missing:
+            out.entries.pop(missed, None)
+    return out.finish("squashfs")
+
+
+def _make_readable(tree: Path) -> None:
+    """Give the owner (us) read access to what a tool unpacked with the image's modes.
+
+    unsquashfs and debugfs restore modes, so a mode-000 file or directory of the image would be
+    unreadable to a non-root analyst. Only real files and directories of the private directory
+    are changed; a symlink is never followed.
+    """
+    stack = [tree]
+    while stack:
+        directory = stack.pop()
+        with contextlib.suppress(OSError):
+            os.chmod(directory, 0o700)
+        try:
+            items = list(os.scandir(directory))
+        except OSError:
+            continue
+        for item in items:
+            if item.is_dir(follow_symlinks=False):
+                stack.append(Path(item.path))
+            elif item.is_file(follow_symlinks=False):
+                st = item.stat(follow_symlinks=False)
+                if not st.st_mode & stat.S_IRUSR:
+                    with contextlib.suppress(OSError):
+                        os.chmod(item.path, stat.S_IMODE(st.st_mode) | stat.S_IRUSR)
 
 
 def _debugfs_ls(debugfs: str, source: str | Path, directories: list[str], scratch: Path) -> list[tuple[str, int, int, int, int]]:
@@ -771,7 +1072,7 @@ def _open_ext(source: Path, out: _Unpacker, limits: Limits, offset: int = 0, siz
     spec = f"{source}?offset={offset}" if offset else str(source)  # a partition of a disk, read in place
     scratch = Path(out.tmp.name)
     # A raw partition holds at most its own size; content several times larger is sparse files.
-    out.budget = _Budget(replace(limits, max_ratio=min(limits.max_ratio, _RAW_RATIO)), source, size or source.stat().st_size)
+    out.budget = _Budget(replace(limits, max_ratio=min(limits.max_ratio, _RAW_RATIO)), size or source.stat().st_size)
     check = subprocess.run([debugfs, "-R", "stats", spec], capture_output=True, text=True, errors="replace", check=False)
     if check.returncode != 0 or "Filesystem magic number" not in check.stdout:
         raise ImageError(f"debugfs cannot read the ext image: {check.stderr.strip()[-300:]}", where)
@@ -779,48 +1080,100 @@ def _open_ext(source: Path, out: _Unpacker, limits: Limits, offset: int = 0, siz
     # size and count limits apply before anything is written: a sparse-file bomb is refused
     # here. Modes, owners and setuid bits come from the inodes themselves.
     level = [""]
-    files: list[str] = []
-    while level:
-        rows = _debugfs_ls(debugfs, spec, level, scratch)
-        level = []
-        for path, mode, uid, gid, size in rows:
-            if stat.S_ISDIR(mode):
-                out.entries[path] = Entry(path, "dir", stat.S_IMODE(mode), uid, gid, 0)
-                level.append(path)
-            elif stat.S_ISLNK(mode):
-                out.budget.add_file()
-                out.entries[path] = Entry(path, "symlink", stat.S_IMODE(mode), uid, gid, size, "")
-            elif stat.S_ISREG(mode):
-                out.budget.add_file()
-                out.budget.add_bytes(size, path)
-                out.entries[path] = Entry(path, "file", stat.S_IMODE(mode), uid, gid, size)
-                files.append(path)
-            else:
-                out.add_special(path)
+    path = ""
+    try:
+        while level:
+            rows = _debugfs_ls(debugfs, spec, level, scratch)
+            level = []
+            for path, mode, uid, gid, size in rows:
+                if not out.name(path):
+                    continue
+                try:
+                    out.budget.add_member()
+                    if stat.S_ISDIR(mode):
+                        out.entries[path] = Entry(path, "dir", stat.S_IMODE(mode), uid, gid, 0)
+                        level.append(path)
+                    elif stat.S_ISLNK(mode):
+                        out.entries[path] = Entry(path, "symlink", stat.S_IMODE(mode), uid, gid, size, "")
+                    elif stat.S_ISREG(mode):
+                        out.budget.add_content(size)
+                        out.entries[path] = Entry(path, "file", stat.S_IMODE(mode), uid, gid, size)
+                    else:
+                        out.add_special(path)
+                except _SkipMember as skip:
+                    out.skip(path, str(skip))
+    except _LimitReached as limit:
+        out.stop(path, str(limit))
     target_dir = scratch / "ext"
     target_dir.mkdir(mode=0o700)
-    # debugfs opens the image read-only (no -w); rdump writes only directories, regular files
-    # and symlinks (device files, FIFOs and sockets are left out).
-    run = subprocess.run(
-        [debugfs, "-R", f"rdump / {target_dir}", spec],
-        capture_output=True, text=True, errors="replace", check=False,
-    )
-    if run.returncode != 0:
-        raise ImageError(f"debugfs cannot dump the ext image: {run.stderr.strip()[-300:]}", where)
-    for path, entry in list(out.entries.items()):
-        on_disk = target_dir / path
-        if entry.type == "symlink":
-            if on_disk.is_symlink():
-                link = os.readlink(on_disk)
-                out.entries[path] = Entry(path, "symlink", entry.mode, entry.uid, entry.gid, len(link), link)
-            else:
-                del out.entries[path]
-        elif entry.type == "file" and (on_disk.is_symlink() or not on_disk.is_file()):
-            out.warnings.append(f"{path}: debugfs did not dump this file")
+    if out.partial:
+        _debugfs_dump_listed(debugfs, spec, out, target_dir)
+    else:
+        # debugfs opens the image read-only (no -w); rdump writes only directories, regular
+        # files and symlinks (device files, FIFOs and sockets are left out).
+        run = subprocess.run(
+            [debugfs, "-R", f"rdump / {target_dir}", spec],
+            capture_output=True, text=True, errors="replace", check=False,
+        )
+        if run.returncode != 0:
+            raise ImageError(f"debugfs cannot dump the ext image: {run.stderr.strip()[-300:]}", where)
+        _make_readable(target_dir)
+        for path, entry in list(out.entries.items()):
+            on_disk = target_dir / path
+            if entry.type == "symlink":
+                if on_disk.is_symlink():
+                    link = os.readlink(on_disk)
+                    out.entries[path] = Entry(path, "symlink", entry.mode, entry.uid, entry.gid, len(link), link)
+                else:
+                    del out.entries[path]
+    not_dumped = [p for p, e in out.entries.items() if e.type == "file" and (
+        (target_dir / p).is_symlink() or not (target_dir / p).is_file())]
+    if not_dumped:
+        out.problems.append(
+            f"debugfs did not dump {len(not_dumped)} file(s), not scanned: {', '.join(shown(p) for p in not_dumped[:5])}"
+        )
+        for path in not_dumped:
             del out.entries[path]
     out.root.rmdir()
     target_dir.rename(out.root)
     return out.finish("ext")
+
+
+def _debugfs_dump_listed(debugfs: str, source: str | Path, out: _Unpacker, target_dir: Path) -> None:
+    """Dump only the listed files and read the listed symlinks' targets (when a limit stopped
+    the listing, ``rdump /`` would write what the limit refused)."""
+    commands: list[str] = []
+    links = [p for p, e in out.entries.items() if e.type == "symlink"]
+    for path, entry in out.entries.items():
+        if entry.type == "dir":
+            (target_dir / path).mkdir(parents=True, exist_ok=True, mode=0o700)
+    for path, entry in out.entries.items():
+        if entry.type == "file" and '"' not in path and "\n" not in path:
+            commands.append(f'dump "/{path}" "{target_dir}/{path}"')
+    link_dir = Path(out.tmp.name) / "links"
+    link_dir.mkdir(mode=0o700)
+    for number, path in enumerate(links):
+        commands.append(f'stat "/{path}"')
+        commands.append(f'dump "/{path}" "{link_dir}/{number}"')
+    script = Path(out.tmp.name) / "dump.cmds"
+    script.write_text("".join(c + "\n" for c in commands), errors="surrogateescape")
+    run = subprocess.run(
+        [debugfs, "-f", str(script), str(source)], capture_output=True, text=True, errors="surrogateescape", check=False,
+    )
+    fast: dict[str, str] = {}
+    current = ""
+    for line in run.stdout.splitlines():
+        if line.startswith('debugfs: stat "/'):
+            current = line[len('debugfs: stat "/') : -1]
+        elif line.startswith('Fast link dest: "') and current:
+            fast[current] = line[len('Fast link dest: "') : -1]
+    for number, path in enumerate(links):
+        entry = out.entries[path]
+        target = fast.get(path)
+        if target is None:
+            dumped = link_dir / str(number)
+            target = dumped.read_bytes()[: out.limits.max_path_bytes].decode("utf-8", "surrogateescape") if dumped.is_file() else ""
+        out.entries[path] = Entry(path, "symlink", entry.mode, entry.uid, entry.gid, len(target), target)
 
 
 @contextmanager

@@ -21,7 +21,11 @@ class ReferenceDiff:
 
 @dataclass(frozen=True, slots=True)
 class ScanResult:
-    """Inputs (with digests), inventory, findings, what the reference suppressed, warnings."""
+    """Inputs (with digests), inventory, findings, what the reference suppressed, warnings.
+
+    ``problems`` (also listed first in ``warnings``) say what could not be read: skipped or
+    unreachable members, unreadable files. Any problem makes the scan incomplete (exit 3).
+    """
 
     inputs: tuple[InputInfo, ...]
     crane: str | None
@@ -30,10 +34,15 @@ class ScanResult:
     suppressed: tuple[Finding, ...] = ()
     diff: ReferenceDiff | None = None
     warnings: tuple[str, ...] = ()
+    problems: tuple[str, ...] = ()
     rules: tuple[str, ...] = ()
     vulndb: tuple[str, ...] = ()
     started: float = 0.0
     seconds: float = 0.0
+
+    @property
+    def complete(self) -> bool:
+        return not self.problems
 
     def worst(self) -> Severity | None:
         return max((f.severity for f in self.findings), default=None)
@@ -55,12 +64,16 @@ class ScanResult:
                 "files": inv.files, "directories": inv.directories, "symlinks": inv.symlinks, "bytes": inv.bytes,
                 "elf": inv.elf, "text": inv.text, "packages": len(inv.packages), "setuid": list(inv.setuid),
                 "os": inv.os_release.get("PRETTY_NAME"),
+                # how much of the image is verified against genuine packages (not the image's word)
+                "trust": dict(inv.trust), "genuine_sources": list(inv.genuine_sources),
             },
             "counts": self.counts(),
             "suppressed": len(self.suppressed),
             "rules": list(self.rules),
             "vulndb": list(self.vulndb),
             "seconds": round(self.seconds, 3),
+            "complete": self.complete,
+            "problems": list(self.problems),
             "warnings": list(self.warnings),
         }
         if self.diff is not None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import hashlib
+import io
 import multiprocessing
 import os
 import re
@@ -19,7 +20,8 @@ from pathlib import Path
 
 from cranewatch.forensics.checks import FILE_CHECKS, IMAGE_CHECKS
 from cranewatch.forensics.checks.base import EndpointPolicy, FileKind, FileView, ScanContext
-from cranewatch.forensics.image import Entry, Image
+from cranewatch.forensics.genuine import GenuineIndex
+from cranewatch.forensics.image import Entry, Image, shown, summarise
 from cranewatch.forensics.packages import Package, PackageDb
 from cranewatch.model import Finding, Severity
 
@@ -27,6 +29,7 @@ _TEXT_CAP = 4 << 20  # text checks read at most this much of a text file
 _BINARY_CAP = 64 << 20  # binaries up to this size are read whole (YARA, strings)
 _HEAD = 8192
 _TEMPLATE_MAX = 1 << 20  # unowned files up to this size are compared with the distribution's
+_NAMED = re.compile(r"(^|/)(s?bin|libexec|teamviewer|anydesk|rustdesk)/|\.(service|socket|timer|rules|desktop)$", re.I)
 _POOL_THRESHOLD = 3000  # below this many files a pool costs more than it saves
 
 
@@ -53,6 +56,9 @@ class Inventory:
     packages: tuple[Package, ...]
     os_release: dict[str, str] = field(default_factory=dict)
     setuid: tuple[str, ...] = ()
+    # Regular files by trust (genuine, differs, unverified, unowned) and the genuine packages read.
+    trust: dict[str, int] = field(default_factory=dict)
+    genuine_sources: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,7 +67,8 @@ class FileOutcome:
     kind: FileKind | None  # None when the file could not be read
     findings: tuple[Finding, ...]
     sha256: str | None
-    warning: str | None = None
+    problem: str | None = None  # why the file could not be read (then it was not scanned)
+    trust: str = "unowned"  # genuine | differs | unverified (package-owned) | unowned
 
 
 @dataclass(frozen=True)
@@ -71,7 +78,8 @@ class PassResult:
     findings: tuple[Finding, ...]
     digests: dict[str, str]
     kinds: dict[str, int]
-    warnings: tuple[str, ...]
+    problems: tuple[str, ...]  # files that could not be read
+    trust: dict[str, int] = field(default_factory=dict)  # files by FileOutcome.trust
 
 
 def _sniff(head: bytes, size: int) -> FileKind:
@@ -105,14 +113,17 @@ def _scan_file(state: _PassState, entry: Entry) -> FileOutcome:
     ctx = state.ctx
     path = entry.path
     owner = ctx.owner.get(path)
-    # Unowned files are hashed too: a maintainer script's copy of a template the distribution
-    # ships (etc/ppp/peers/provider from usr/share/ppp/provider.peer) is the distribution's.
-    template = owner is None and entry.size <= _TEMPLATE_MAX
-    md5 = hashlib.md5(usedforsecurity=False) if (template or path in ctx.md5 or path in ctx.conffiles) else None
+    # Checksums are taken where something independent or claimed can be compared: the genuine
+    # packages' contents, the image's md5sums (a claim: a mismatch proves a change, a match
+    # proves nothing), and unowned files that may be copies of a genuine template.
+    template = owner is None and entry.size <= _TEMPLATE_MAX and bool(ctx.genuine_md5)
+    compared = path in ctx.genuine or path in ctx.md5 or path in ctx.conffiles
+    md5 = hashlib.md5(usedforsecurity=False) if (template or compared) else None
     sha = hashlib.sha256() if state.want_digest else None
     hashers = [h for h in (md5, sha) if h is not None]
-    fd = os.open(state.root / path, os.O_RDONLY | os.O_NOFOLLOW | getattr(os, "O_NOCTTY", 0))
-    with os.fdopen(fd, "rb") as fh:
+    # An empty file has nothing to read (unpacked archives do not even write one).
+    fd = os.open(state.root / path, os.O_RDONLY | os.O_NOFOLLOW | getattr(os, "O_NOCTTY", 0)) if entry.size else None
+    with os.fdopen(fd, "rb") if fd is not None else io.BytesIO(b"") as fh:
         head = fh.read(_HEAD)
         kind = _sniff(head, entry.size)
         cap = _TEXT_CAP if kind == "text" else _BINARY_CAP
@@ -136,25 +147,30 @@ def _scan_file(state: _PassState, entry: Entry) -> FileOutcome:
     digest_md5 = md5.hexdigest() if md5 is not None else None
     recorded = ctx.md5.get(path) or ctx.conffiles.get(path)
     pristine = owner is not None and (recorded is None or recorded == digest_md5)
-    distribution = (pristine and owner in ctx.distribution_packages) or (
-        owner is None and digest_md5 is not None and digest_md5 in ctx.distribution_md5
+    genuine = digest_md5 is not None and (
+        digest_md5 in ctx.genuine.get(path, ()) if owner is not None else digest_md5 in ctx.genuine_md5
     )
-    view = FileView(entry, kind, data, complete, owner, pristine, digest_md5, distribution)
+    expected = ctx.genuine_claimed.get(path) if owner is not None and not genuine else None
+    view = FileView(entry, kind, data, complete, owner, pristine, digest_md5, genuine, expected)
     findings: list[Finding] = []
-    for _name, check in FILE_CHECKS:
+    # An empty file says something only by its name (a modem tool, a remote-access program) or
+    # by differing from its genuine package; a hundred thousand of them must stay cheap.
+    checks = FILE_CHECKS if entry.size or expected is not None or _NAMED.search(path) else ()
+    for _name, check in checks:
         findings.extend(check(view, ctx))
-    if distribution:
+    if genuine:
         # Exactly what the distribution shipped: the finding is that the package is installed
         # at all (a review item), not evidence of tampering, so it never ranks above medium.
         findings = [replace(f, severity=min(f.severity, Severity.MEDIUM)) for f in findings]
-    return FileOutcome(path, kind, tuple(findings), sha.hexdigest() if sha is not None else None)
+    trust = "genuine" if genuine else "differs" if expected is not None else "unowned" if owner is None else "unverified"
+    return FileOutcome(path, kind, tuple(findings), sha.hexdigest() if sha is not None else None, trust=trust)
 
 
 def _scan_or_note(state: _PassState, entry: Entry) -> FileOutcome:
     try:
         return _scan_file(state, entry)
     except OSError as exc:
-        return FileOutcome(entry.path, None, (), None, f"{entry.path}: cannot read ({exc.strerror or exc})")
+        return FileOutcome(entry.path, None, (), None, f"{shown(entry.path)}: cannot be read ({exc.strerror or exc}): not scanned")
 
 
 def _scan_chunk(entries: Sequence[Entry]) -> list[FileOutcome]:
@@ -175,7 +191,7 @@ def file_pass(image: Image, ctx: ScanContext, *, workers: int, want_digest: bool
     entries = list(image.files())
     state = _PassState(image.root, ctx, want_digest)
     outcomes: list[FileOutcome] = []
-    warnings: list[str] = []
+    problems: list[str] = []
     if workers > 1 and len(entries) >= _POOL_THRESHOLD:
         _STATE = state
         try:
@@ -189,49 +205,43 @@ def file_pass(image: Image, ctx: ScanContext, *, workers: int, want_digest: bool
     else:
         outcomes.extend(_scan_or_note(state, entry) for entry in entries)
     kinds: dict[str, int] = {}
+    trust: dict[str, int] = {}
     digests: dict[str, str] = {}
     findings: list[Finding] = []
     for outcome in sorted(outcomes, key=lambda o: o.path):
-        if outcome.warning is not None:
-            warnings.append(outcome.warning)
+        if outcome.problem is not None:
+            problems.append(outcome.problem)
         if outcome.kind is not None:
             kinds[outcome.kind] = kinds.get(outcome.kind, 0) + 1
+            trust[outcome.trust] = trust.get(outcome.trust, 0) + 1
         findings.extend(outcome.findings)
         if outcome.sha256 is not None:
             digests[outcome.path] = outcome.sha256
-    return PassResult(tuple(findings), digests, kinds, tuple(warnings))
+    return PassResult(tuple(findings), digests, kinds, tuple(summarise(problems)), trust)
 
 
-_DISTRIBUTION_MAINTAINER = re.compile(
-    r"@([\w.-]+\.)?(debian\.(org|net)|ubuntu\.com|canonical\.com|raspberrypi\.(com|org)|openwrt\.org)>", re.I
-)
-
-
-# Debian's stable updates, binary rebuilds and backports carry these version suffixes.
-# Linear on the maker's text (the image's dpkg database): digit runs are taken whole (++,
-# "~deb" and 16,000 digits cost 2.3 s as \d+u?\d*), and an Ubuntu suffix is at most 64
-# characters ("ubuntu1ubuntu1..." cost n² steps); a longer one only loses the "distribution"
-# label, which means more inspection, not less.
-_DISTRIBUTION_VERSION = re.compile(r"(\+deb\d++u\d++|~deb\d++u?\d*+|\+b\d++|ubuntu\d[\w.~+]{0,64})$")
-
-
-def distribution_packages(db: PackageDb) -> frozenset[str]:
-    """Packages the distribution itself built: a Debian/Ubuntu maintainer address or a
-    distribution version suffix. A heuristic (no signature survives installation): a vendor
-    package that imitates both is treated as the distribution's."""
-    return frozenset(
-        p.name for p in db.packages
-        if p.manager in ("dpkg", "opkg")
-        and ((p.maintainer and _DISTRIBUTION_MAINTAINER.search(p.maintainer)) or _DISTRIBUTION_VERSION.search(p.version))
+def make_context(
+    image: Image, db: PackageDb, crane: str | None, policy: EndpointPolicy, index: GenuineIndex | None = None
+) -> ScanContext:
+    """The checks' context; with ``index``, what the genuine packages ship at each image path."""
+    genuine: dict[str, set[str]] = {}
+    claimed: dict[str, str] = {}
+    if index is not None:
+        for package in db.packages:
+            if package.manager != "dpkg":
+                continue
+            for candidate in index.packages.get(package.name, ()):
+                exact = candidate.version == package.version
+                for name, checksum in candidate.files.items():
+                    path = image.canonical(name)
+                    genuine.setdefault(path, set()).add(checksum)
+                    if exact:
+                        claimed[path] = checksum
+    return ScanContext(
+        crane, image.entries, db.owner, db.md5, db.conffiles, policy,
+        {path: frozenset(sums) for path, sums in genuine.items()}, claimed,
+        index.md5s() if index is not None else frozenset(),
     )
-
-
-def make_context(image: Image, db: PackageDb, crane: str | None, policy: EndpointPolicy) -> ScanContext:
-    distro = distribution_packages(db)
-    distro_md5 = frozenset(
-        checksum for path, checksum in (*db.md5.items(), *db.conffiles.items()) if db.owner.get(path) in distro
-    )
-    return ScanContext(crane, image.entries, db.owner, db.md5, db.conffiles, policy, distro, distro_md5)
 
 
 def image_checks(image: Image, ctx: ScanContext) -> list[Finding]:
@@ -255,7 +265,10 @@ def input_info(path: Path, image: Image) -> InputInfo:
     return InputInfo(str(path), image.format, path.stat().st_size, digest.hexdigest())
 
 
-def inventory(image: Image, db: PackageDb, kinds: dict[str, int]) -> Inventory:
+def inventory(
+    image: Image, db: PackageDb, kinds: dict[str, int], trust: dict[str, int] | None = None,
+    genuine_sources: tuple[str, ...] = (),
+) -> Inventory:
     counts = {"file": 0, "dir": 0, "symlink": 0}
     total = 0
     for e in image.entries.values():
@@ -266,6 +279,7 @@ def inventory(image: Image, db: PackageDb, kinds: dict[str, int]) -> Inventory:
         files=counts["file"], directories=counts["dir"], symlinks=counts["symlink"], bytes=total,
         elf=kinds.get("elf", 0), text=kinds.get("text", 0), packages=db.packages, os_release=db.os_release,
         setuid=tuple(sorted(e.path for e in image.files() if e.is_suid)),
+        trust=dict(trust or {}), genuine_sources=genuine_sources,
     )
 
 

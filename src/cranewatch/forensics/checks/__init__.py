@@ -38,4 +38,5 @@ IMAGE_CHECKS: tuple[tuple[str, ImageCheck], ...] = (
     (accounts.NAME, accounts.check_image),
     (weak_config.NAME, weak_config.check_image),
     (integrity.NAME, integrity.check_image),
+    (oob.NAME, oob.check_image),
 )

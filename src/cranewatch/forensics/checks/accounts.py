@@ -39,11 +39,18 @@ _SECRETS = (
     ("password-assignment", re.compile(
         r"(?i)(?:(?<![$@%\w.\-])|(?<=[$@%])\w*+[.\-])"
         r"(?=[\w.\-]*?(password|passwd|passphrase|secret|api[_-]?key|access[_-]?token|auth[_-]?token))[\w.\-]*+"
-        r"\s*(?:=|:(?=\s*[\"']))\s*[\"']([^\s\"'$%{<]{4,}+)[\"']|"
+        r"\s*(?:=|:(?=\s*[\"']))\s*[\"'](?!(?:define|undef|changeme|none|null|false|true)[\"'])([^\s\"'$%{<]{4,}+)[\"']|"
         r"^\s*+(?=[\w.\-]*?(password|passphrase|secret|api[_-]?key|access[_-]?token|auth[_-]?token))[\w.\-]*+\s*=\s*"
         r"(?!\$|%|<|\{|\*+$|changeme|none|null|false|true|yes|no\b)([^\s\"'#;,$]{4,})", re.M)),
     # a scheme is at most 32 characters: a start inside a long run of "a.a.a..." looks no further
     ("url-credentials", re.compile(r"\b[a-z][\w+.\-]{0,31}://[^\s:/@\"']++:([^\s@/\"']{3,}+)@[\w.\-]+")),
+)
+
+
+# Every line a _SECRETS pattern can match holds one of these (see FileView.lines_with).
+_SECRET_TRIGGER = re.compile(
+    r"AKIA|ASIA|gh[pousr]_|xox[abpr]-|passw|passphrase|secret|api[_-]?key|access[_-]?token|auth[_-]?token|"
+    r"://[^\s:/@\"']+:", re.I
 )
 
 
@@ -170,9 +177,10 @@ def check_file(view: FileView, ctx: ScanContext) -> Iterator[Finding]:
         return
     if not view.in_config_scope and view.owner is not None:
         return
-    for number, line in enumerate(view.lines, 1):
-        match = _PRIVATE_KEY.search(line)
-        if match and re.search(r"(^|/)etc/ssh/ssh_host_\w+_key$", view.path):
+    match = _PRIVATE_KEY.search(view.text)  # one scan of the text, not a loop over its lines
+    if match is not None:
+        number = view.line_at(match.start())
+        if re.search(r"(^|/)etc/ssh/ssh_host_\w+_key$", view.path):
             yield ctx.finding(
                 rule="credential.ssh-host-key", category="credential", severity=Severity.MEDIUM,
                 title="SSH host key baked into the image (every crane built from it shares the key)",
@@ -180,19 +188,18 @@ def check_file(view: FileView, ctx: ScanContext) -> Iterator[Finding]:
                 remedy="Delete the host keys from the image; let each crane generate its own on first boot.",
             )
             return
-        if match:
-            encrypted = "ENCRYPTED" in match.group(1) or "Proc-Type: 4,ENCRYPTED" in view.text
-            yield ctx.finding(
-                rule="credential.private-key", category="credential",
-                severity=Severity.MEDIUM if encrypted else Severity.HIGH,
-                title=f"{'encrypted ' if encrypted else ''}private key ({match.group(1).strip()}) in the image",
-                path=view.path, line=number, excerpt_text=match.group(0), technique=_TECH,
-                remedy="Remove the key and revoke it everywhere it is trusted; keys are issued per crane by the port.",
-            )
-            return
+        encrypted = "ENCRYPTED" in match.group(1) or "Proc-Type: 4,ENCRYPTED" in view.text
+        yield ctx.finding(
+            rule="credential.private-key", category="credential",
+            severity=Severity.MEDIUM if encrypted else Severity.HIGH,
+            title=f"{'encrypted ' if encrypted else ''}private key ({match.group(1).strip()}) in the image",
+            path=view.path, line=number, excerpt_text=match.group(0), technique=_TECH,
+            remedy="Remove the key and revoke it everywhere it is trusted; keys are issued per crane by the port.",
+        )
+        return
     if not view.in_config_scope or view.distribution:
         return  # a distribution's default configs and examples hold placeholders, not secrets
-    for number, line in active_lines(view.lines):
+    for number, line in view.lines_with(_SECRET_TRIGGER):
         for name, pattern in _SECRETS:
             match = pattern.search(line)
             if match:

@@ -14,6 +14,7 @@ import stat
 from collections.abc import Iterator
 
 from cranewatch.forensics.checks.base import FileView, ScanContext
+from cranewatch.forensics.elf import elf_end
 from cranewatch.forensics.image import Image
 from cranewatch.model import Finding, Severity
 
@@ -31,8 +32,53 @@ _PAM_MODULE = re.compile(r"^(usr/)?lib\w*/(.*/)?security/pam_[^/]+\.so$")
 _TMP = re.compile(r"^(tmp|var/tmp|dev/shm|run|dev)/")
 
 
+_CRITICAL_KIND = re.compile(
+    r"(^|/)(s?bin|libexec)/|\.so(\.[\d.]+)?$|(^|/)security/pam_|\.ko(\.(xz|zst|gz))?$|"
+    r"^(etc|usr/lib|lib)/systemd/|^etc/(init\.d|rc\.local|cron|profile|bash\.bashrc|ld\.so)|^usr/lib/udev/|^lib/udev/"
+)
+
+
+def _differs_from_genuine(view: FileView, ctx: ScanContext) -> Iterator[Finding]:
+    path, owner = view.path, view.owner
+    conffile = path in ctx.conffiles
+    runs = view.kind == "elf" or view.is_script or bool(view.entry.mode & 0o111) or bool(_CRITICAL_KIND.search(path))
+    if conffile:
+        # Admins change configuration files: reported quietly, the content checks judge it.
+        severity, what = Severity.LOW, "configuration file differs from the genuine package's default"
+    else:
+        severity = Severity.CRITICAL if runs else Severity.HIGH
+        what = f"{'program or library' if runs else 'file'} differs from the genuine package {owner}"
+    yield ctx.finding(
+        rule="integrity.differs-from-genuine", category="weak-config" if conffile else "backdoor",
+        severity=severity, title=what, path=path, technique=() if conffile else ("T0839",),
+        values={"package": owner, "genuine_md5": view.genuine_md5, "md5": view.md5},
+        remedy=f"Compare with {owner} from the distribution; a replaced distribution file is a trojan until "
+        "the vendor proves otherwise. Re-image from a trusted source.",
+    )
+
+
+def _appended_to_program(view: FileView, ctx: ScanContext) -> Iterator[Finding]:
+    end = elf_end(view.data)
+    if end is None or end >= len(view.data):
+        return
+    owned = view.owner is not None
+    yield ctx.finding(
+        rule="integrity.elf-appended-data", category="backdoor", severity=Severity.HIGH if owned else Severity.MEDIUM,
+        title=f"{len(view.data) - end} bytes appended past the end of the program"
+        + (f" (of package {view.owner}, whose programs carry none)" if owned else ""),
+        path=view.path, offset=end, excerpt_text=view.data[end : end + 80].decode("latin-1"), technique=("T0839",),
+        values={"elf_end": end, "size": len(view.data)},
+        remedy="Find out what reads the appended data (configuration, address, a second program); "
+        "distribution programs end where their headers say.",
+    )
+
+
 def check_file(view: FileView, ctx: ScanContext) -> Iterator[Finding]:
     path = view.path
+    if view.genuine_md5 is not None and view.md5 is not None:
+        yield from _differs_from_genuine(view, ctx)
+    if view.kind == "elf" and view.complete and not view.distribution:
+        yield from _appended_to_program(view, ctx)
     if view.owner is not None and view.md5 is not None:
         recorded = ctx.md5.get(path)
         if recorded is not None and recorded != view.md5:
@@ -52,7 +98,35 @@ def check_file(view: FileView, ctx: ScanContext) -> Iterator[Finding]:
             )
 
 
+def _rewritten_records(image: Image, ctx: ScanContext) -> Iterator[Finding]:
+    """The image's checksums that disagree with the genuine package of the claimed version:
+    a package database rewritten to match changed files."""
+    by_package: dict[tuple[str, str], list[str]] = {}
+    for records, where in ((ctx.md5, "md5sums"), (ctx.conffiles, "status")):
+        for path, recorded in records.items():
+            genuine = ctx.genuine_claimed.get(path)
+            if genuine is not None and recorded != genuine:
+                by_package.setdefault((ctx.owner.get(path, "?"), where), []).append(path)
+    for (package, where), paths in sorted(by_package.items()):
+        record = "var/lib/dpkg/status"
+        if where == "md5sums":
+            plain = f"var/lib/dpkg/info/{package}.md5sums"
+            record = plain if plain in image.entries else next(
+                (p for p in image.entries if p.startswith(f"var/lib/dpkg/info/{package}:") and p.endswith(".md5sums")), plain
+            )
+        yield ctx.finding(
+            rule="integrity.package-records-rewritten", category="backdoor", severity=Severity.HIGH,
+            title=f"the image's checksums of {len(paths)} file(s) of {package} disagree with the genuine package",
+            path=record, key=(package, where), technique=("T0839",),
+            values={"package": package, "files": sorted(paths)[:20]},
+            remedy="The package database was edited to match changed files: treat every file it vouches for as "
+            "suspect and re-image from a trusted source.",
+        )
+
+
 def check_image(image: Image, ctx: ScanContext) -> Iterator[Finding]:
+    if ctx.genuine_claimed:
+        yield from _rewritten_records(image, ctx)
     if not ctx.owner:
         return  # no package database: every file would be "unowned", which says nothing
     for entry in image.files():

@@ -11,6 +11,7 @@ import re
 from collections.abc import Iterator
 
 from cranewatch.forensics.checks.base import FileView, ScanContext, active_lines, grep
+from cranewatch.forensics.image import Image
 from cranewatch.model import Finding, Severity
 
 NAME = "oob"
@@ -22,9 +23,15 @@ _AT_PATTERNS = (
     ("dial", re.compile(r"ATD\s*\*99|ATDT\s*\*99|\*99\*\*\*\d#|\*99#")),
     ("sim-pin", re.compile(r"AT\+CPIN\s*=|\bpin\s*=\s*\d{4,8}\b", re.I)),
 )
+_AT_TRIGGER = re.compile(r"cgdcont|apn|\*99|cpin|pin", re.I)  # on every line an _AT_PATTERNS one matches
 _NM_GSM = re.compile(r"^\s*type\s*=\s*(gsm|cdma)\s*$|^\s*\[(gsm|cdma)\]\s*$", re.I | re.M)
 _PPP_MODEM = re.compile(r"/dev/(ttyUSB|ttyACM|cdc-wdm|ttyS\d|ttyHS)|\bconnect\s+[\"']?/usr/sbin/chat|\bchat\s+-[vVsSf]", re.I)
 _MODESWITCH = re.compile(r"usb_modeswitch|MessageContent\s*=|TargetVendor", re.I)
+_UDEV_DIALER = re.compile(
+    r"\b(RUN|PROGRAM)\+?=.*\b(pppd|pon|wvdial|chat|mmcli|qmi-network|mbim-network|qmicli|uqmi|comgt|sakis3g|"
+    r"ifup\s+\S*(ppp|wwan|lte|gsm)|nmcli\b.*\bup)\b"
+)
+_MODEMMANAGER_UNITS = ("ModemManager.service", "dbus-org.freedesktop.ModemManager1.service")
 _MODEM_FILE = re.compile(r"apn|modem|sim|lte|gsm|wwan|cellular|[345]g|umts|ppp", re.I)
 
 
@@ -71,7 +78,7 @@ def check_file(view: FileView, ctx: ScanContext) -> Iterator[Finding]:
             return
     if not view.in_config_scope:
         return
-    hits = list(grep(view, _AT_PATTERNS))
+    hits = list(grep(view, _AT_PATTERNS, _AT_TRIGGER))
     at_command = any("AT" in line.upper() and ("+" in line or "*99" in line) for _, _, line in hits)
     if hits and (at_command or "chat" in path or "ppp" in path):
         names = {name for name, _, _ in hits}
@@ -91,6 +98,15 @@ def check_file(view: FileView, ctx: ScanContext) -> Iterator[Finding]:
             technique=_TECH, remedy=_REMEDY,
         )
         return
+    if "udev" in path and "rules" in path:
+        dialer = next(((n, line) for n, line in active_lines(view.lines) if _UDEV_DIALER.search(line)), None)
+        if dialer:
+            yield ctx.finding(
+                rule="oob.udev-dialer", category="oob-connectivity", severity=Severity.HIGH,
+                title="udev rule brings up a cellular or dial-up link when a device appears",
+                path=path, line=dialer[0], excerpt_text=dialer[1], technique=_TECH, remedy=_REMEDY,
+            )
+            return
     if ("udev" in path and "rules" in path) or path.startswith("etc/usb_modeswitch"):
         match = next(((n, line) for n, line in active_lines(view.lines) if _MODESWITCH.search(line)), None)
         if match:
@@ -99,3 +115,16 @@ def check_file(view: FileView, ctx: ScanContext) -> Iterator[Finding]:
                 title="USB mode-switch rule turns a USB stick into a cellular modem",
                 path=path, line=match[0], excerpt_text=match[1], technique=_TECH, remedy=_REMEDY,
             )
+
+
+def check_image(image: Image, ctx: ScanContext) -> Iterator[Finding]:
+    """ModemManager enabled: it brings up any modem plugged in, at every boot."""
+    for path, entry in image.entries.items():
+        if entry.type == "symlink" and path.startswith("etc/systemd/system/") and path.endswith(_MODEMMANAGER_UNITS):
+            yield ctx.finding(
+                rule="oob.modemmanager-enabled", category="oob-connectivity", severity=Severity.HIGH,
+                title="ModemManager starts at boot (any cellular modem plugged in is brought up)",
+                path=path, technique=_TECH, values={"link": entry.link},
+                remedy="Disable and remove ModemManager unless the contract names a modem.",
+            )
+            return

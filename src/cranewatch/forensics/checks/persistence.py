@@ -49,6 +49,10 @@ _COMMANDS: tuple[tuple[str, Severity, str, re.Pattern[str]], ...] = (
      re.compile(r"base64\s+(-d|--decode)(?:(?!base64\s+(?:-d|--decode))[^|\n])*\|\s*(ba)?sh\b|"
                 r"echo\s+[A-Za-z0-9+/=]{40,}+\s*\|\s*base64|"
                 r"\beval\s+\"?\$\(\s*echo\s+[A-Za-z0-9+/=]{20,}", re.I)),
+    ("tunnel", Severity.HIGH, "starts a tunnel to the outside",
+     re.compile(r"(^|[\s;|&=/\"'])(autossh|frpc|ngrok|chisel|sshuttle|iodine|ptunnel|openvpn|wg-quick|stunnel4?)(\s|$)|"
+                # the gap stops at the next ssh word (linear on "ssh ssh ssh ..."; that word matches instead)
+                r"\bssh\b(?:(?!\bssh\b)[^\n#])*\s-[a-zA-Z]*[RD]\s*\d")),
     ("preload-env", Severity.HIGH, "preloads a library into every program it starts",
      re.compile(r"\bLD_PRELOAD\s*=")),
     ("network-tool", Severity.MEDIUM, "runs a network tool at start-up",
@@ -59,6 +63,18 @@ _PRELOAD = "etc/ld.so.preload"
 _MODULE_FILES = re.compile(r"^(etc/modules|etc/modules-load\.d/.*|(usr/)?lib/modules-load\.d/.*)$")
 # Modules that give a crane an uplink or a covert channel when loaded at boot.
 _RISKY_MODULES = re.compile(r"^(qmi_wwan|cdc_mbim|cdc_ncm|option|usb_wwan|huawei_cdc_ncm|sierra(_net)?|rndis_host|ppp_generic|ppp_async|wireguard|tun)$")
+
+
+_PACKAGE_UNIT = re.compile(r"^(usr/)?lib/systemd/(system|user)/[^/]+$")
+
+
+def _enabled(ctx: ScanContext, unit_path: str) -> bool:
+    """Whether a ``*.wants``/``*.requires`` link starts the unit (templates by their instances)."""
+    unit = unit_path.rsplit("/", 1)[-1]
+    if "@" not in unit:
+        return unit in ctx.enabled_units
+    stem = unit.split("@", 1)[0] + "@"
+    return any(name.startswith(stem) for name in ctx.enabled_units)
 
 
 def check_file(view: FileView, ctx: ScanContext) -> Iterator[Finding]:
@@ -79,12 +95,24 @@ def check_file(view: FileView, ctx: ScanContext) -> Iterator[Finding]:
         for number, line in active_lines(view.lines):
             module = line.split()[0]
             if _RISKY_MODULES.match(module):
+                # A modem or tunnel driver loaded at boot is a way out that starts by itself.
                 yield ctx.finding(
-                    rule="persistence.boot-module", category="persistence", severity=Severity.MEDIUM,
+                    rule="persistence.boot-module", category="persistence", severity=Severity.HIGH,
                     title=f"kernel module {module} loaded at boot (modem, tunnel or VPN driver)",
                     path=view.path, line=number, excerpt_text=line, technique=("T0883",), key=(module,),
                     remedy="Ask the vendor why this driver is needed; a crane PC needs no modem or tunnel driver.",
                 )
+            elif ctx.owner:
+                unowned = [p for p in ctx.kernel_modules.get(module.replace("-", "_"), ()) if p not in ctx.owner]
+                if unowned:
+                    yield ctx.finding(
+                        rule="persistence.unowned-boot-module", category="persistence", severity=Severity.HIGH,
+                        title=f"kernel module {module} loaded at boot is in no installed package",
+                        path=view.path, line=number, excerpt_text=line, technique=("T0839",), key=(module,),
+                        values={"module_files": unowned[:5]},
+                        remedy="Find out who built and installed this module; an out-of-tree module loaded at boot "
+                        "is how kernel rootkits persist.",
+                    )
         return
     worst: tuple[str, Severity, str, int, str] | None = None
     for number, line in active_lines(view.lines):
@@ -96,8 +124,10 @@ def check_file(view: FileView, ctx: ScanContext) -> Iterator[Finding]:
     if worst is None:
         return
     name, severity, what, number, line = worst
-    if name == "network-tool" and view.pristine:
-        return  # a distribution's own start-up script fetching updates is not a vendor addition
+    if name == "network-tool" and view.distribution:
+        return  # a genuine distribution start-up script fetching updates is not a vendor addition
+    if name == "tunnel" and _PACKAGE_UNIT.match(view.path) and not _enabled(ctx, view.path):
+        severity, what = Severity.MEDIUM, what + " (a unit that is not enabled)"
     yield ctx.finding(
         rule=f"persistence.{name}", category="persistence", severity=severity,
         title=f"start-up file {what}", path=view.path, line=number, excerpt_text=line,

@@ -37,6 +37,12 @@ _TEXT_PATTERNS = (
     ("ngrok-token", re.compile(r"^\s*authtoken\s*:", re.I)),
     ("chisel-client", re.compile(r"\bchisel\s+client\b")),
 )
+_AUTOSTART = re.compile(r"^(etc/xdg/autostart/|(root|home/[^/]+)/\.config/autostart/|usr/share/gnome/autostart/).*\.desktop$")
+_AUTOSTART_TOOL = re.compile(
+    r"^(Exec|TryExec)\s*=.*\b(x11vnc|vncserver|x0vncserver|wayvnc|vino-server|teamviewer|anydesk|rustdesk|ngrok|frpc|"
+    r"chisel|autossh)\b", re.I
+)
+_TEXT_TRIGGER = re.compile(r"ssh|server_?addr|authtoken|chisel", re.I)  # on every line a _TEXT_PATTERNS one matches
 _INETD_CLEAR = re.compile(r"^(telnet|shell|login|exec|ftp|tftp|rsh|rlogin)\s", re.I)
 _CLEAR_TEXT_UNITS = re.compile(r"^(etc|(usr/)?lib)/systemd/system/.*(telnet|rsh|rlogin|rexec|vsftpd|proftpd|tftp)[^/]*\.(service|socket)$")
 
@@ -70,10 +76,20 @@ def check_file(view: FileView, ctx: ScanContext) -> Iterator[Finding]:
                     excerpt_text=line, technique=_TECH, remedy="Disable the service; use SSH with keys held by the port.",
                 )
                 return
+    if _AUTOSTART.match(path):
+        start = next(((n, line) for n, line in active_lines(view.lines) if _AUTOSTART_TOOL.search(line)), None)
+        if start:
+            yield ctx.finding(
+                rule="remote-access.autostart", category="remote-access-tool", severity=Severity.HIGH,
+                title="desktop session starts a remote-access tool at log-in (XDG autostart)",
+                path=path, line=start[0], excerpt_text=start[1], technique=_TECH,
+                remedy="Remove the entry and the tool; vendor access, if any, goes through the port's own gateway.",
+            )
+            return
     if path.startswith("etc/openvpn/") or path.endswith(".ovpn") or path.startswith("etc/wireguard/"):
         yield from _vpn(view, ctx)
         return
-    for name, number, line in grep(view, _TEXT_PATTERNS):
+    for name, number, line in grep(view, _TEXT_PATTERNS, _TEXT_TRIGGER):
         yield ctx.finding(
             rule=f"remote-access.{name}", category="remote-access-tool", severity=Severity.HIGH,
             title={"reverse-ssh": "reverse SSH tunnel opens the crane to an outside host",

@@ -86,8 +86,8 @@ def check_file(view: FileView, ctx: ScanContext) -> Iterator[Finding]:
     if rules is None or view.kind == "empty":
         return
     wanted = "text" if view.kind == "text" else "binary"
-    if view.kind == "text" and not view.in_config_scope and view.owner is not None:
-        return  # a distribution's documentation, not a script anyone runs
+    if view.kind == "text" and view.distribution:
+        return  # verified against the genuine package: the distribution's own text
     if view.kind == "binary" and (view.distribution or view.data.startswith(_PACKED)):
         return  # the distribution's data files; compressed or media bytes hide no plain strings
     compiled = rules.text if wanted == "text" else rules.binary
