@@ -21,6 +21,7 @@ from cranewatch.forensics.checks import FILE_CHECKS, IMAGE_CHECKS
 from cranewatch.forensics.checks.base import EndpointPolicy, FileKind, FileView, ScanContext
 from cranewatch.forensics.image import Entry, Image
 from cranewatch.forensics.packages import Package, PackageDb
+from cranewatch.forensics.windows import check_windows
 from cranewatch.model import Finding, Severity
 
 _TEXT_CAP = 4 << 20  # text checks read at most this much of a text file
@@ -238,6 +239,7 @@ def image_checks(image: Image, ctx: ScanContext) -> list[Finding]:
     findings: list[Finding] = []
     for _name, check in IMAGE_CHECKS:
         findings.extend(check(image, ctx))
+    findings.extend(check_windows(image, ctx))  # a Windows tree's registry, tasks and files
     return findings
 
 
