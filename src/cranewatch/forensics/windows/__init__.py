@@ -1,72 +1,39 @@
-"""Windows checks: a copy of a Windows system drive (a triage collection) read file by file.
+"""Windows collections: a copy of a Windows system drive (``C:\\`` as triage tools lay it out).
 
-Runs when the tree holds ``Windows/System32/config`` (any case). ``WINDOWS_CHECKS`` lists the
-checks, one module each (registry through regipy, task and answer-file XML through a hardened
-parser); adding one is a module plus one line. Each takes a ``WindowsTree`` and yields findings;
-what cannot be read (a corrupted hive, a task that does not parse) becomes a located problem
-in the image's warnings and the other checks carry on.
+``check_windows`` runs the checks of ``windows.checks`` when the tree holds
+``Windows/System32/config`` (any case): registry hives through regipy, task and answer-file XML
+through a hardened parser, start-up folders and the hosts file. regipy is the optional extra
+``windows``: without it a Windows tree gets a warning saying so and the generic checks only.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 from cranewatch.forensics.checks.base import ScanContext
 from cranewatch.forensics.image import Image
-from cranewatch.forensics.windows import (
-    autologon,
-    hosts,
-    ifeo,
-    portproxy,
-    rdp,
-    remote_tools,
-    run_keys,
-    services,
-    startup,
-    tasks,
-    unattend,
-    winlogon,
-    wwan,
-)
-from cranewatch.forensics.windows.tree import HIVE_ERRORS, WindowsTree, is_windows
 from cranewatch.model import Finding
 
-__all__ = ["WINDOWS_CHECKS", "WindowsTree", "check_windows", "is_windows"]
+__all__ = ["check_windows", "is_windows"]
 
-WindowsCheck = Callable[[WindowsTree], Iterator[Finding]]
+CONFIG_DIR = "windows/system32/config"
 
-WINDOWS_CHECKS: tuple[tuple[str, WindowsCheck], ...] = (
-    (services.NAME, services.check),
-    (run_keys.NAME, run_keys.check),
-    (winlogon.NAME, winlogon.check),
-    (ifeo.NAME, ifeo.check),
-    (rdp.NAME, rdp.check),
-    (portproxy.NAME, portproxy.check),
-    (remote_tools.NAME, remote_tools.check),
-    (autologon.NAME, autologon.check),
-    (tasks.NAME, tasks.check),
-    (startup.NAME, startup.check),
-    (unattend.NAME, unattend.check),
-    (hosts.NAME, hosts.check),
-    (wwan.NAME, wwan.check),
-)
+
+def is_windows(image: Image) -> bool:
+    """The tree holds ``Windows/System32/config`` (any case): a copy of a Windows system drive."""
+    return any(path.lower() == CONFIG_DIR and e.type == "dir" for path, e in image.entries.items())
 
 
 def check_windows(image: Image, ctx: ScanContext) -> Iterator[Finding]:
-    """Every Windows check over ``image`` (nothing unless it is a Windows tree).
-
-    Problems are appended to ``image.warnings`` as ``image:path: what``; a check that breaks
-    on a hive regipy cannot walk is reported and the next check runs.
-    """
+    """The Windows checks over ``image`` (nothing unless it is a Windows tree)."""
     if not is_windows(image):
         return
-    win = WindowsTree(image, ctx)
-    try:
-        for name, check in WINDOWS_CHECKS:
-            try:
-                yield from check(win)
-            except HIVE_ERRORS as exc:
-                win.problem("Windows", f"check {name} stopped on unreadable registry data ({exc})")
-    finally:
-        image.warnings.extend(p for p in win.problems if p not in image.warnings)
-        win.close()
+    try:  # imported here: the registry reader is an optional extra
+        from cranewatch.forensics.windows.checks import run
+    except ImportError as exc:
+        image.warnings.append(
+            f"{image.source}: a Windows tree, but its registry cannot be read ({exc}); "
+            "install the 'windows' extra (pip install 'cranewatch[windows]') for the Windows checks"
+        )
+        return
+    yield from run(image, ctx)

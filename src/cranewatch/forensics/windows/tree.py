@@ -24,7 +24,7 @@ from regipy.registry import NKRecord, RegistryHive
 from regipy.registry import VKRecord as _VKRecord
 from regipy.structs import REGF_HEADER_SIZE
 
-from cranewatch.forensics.checks.base import ScanContext
+from cranewatch.forensics.checks.base import ScanContext, excerpt
 from cranewatch.forensics.image import Image
 from cranewatch.model import Finding, Severity
 
@@ -56,13 +56,9 @@ HIVE_ERRORS: tuple[type[BaseException], ...] = (
     UnicodeError, AttributeError, TypeError, OverflowError,
 )
 
-CONFIG_DIR = "windows/system32/config"
+_PROBLEMS_PER_FILE = 10  # a badly broken hive gives this many warnings, not one per key
+CONFIG_DIR = "windows/system32/config"  # where the machine hives lie (any case)
 _MACHINE_HIVES = {"SYSTEM": "HKLM\\SYSTEM", "SOFTWARE": "HKLM\\SOFTWARE", "SAM": "HKLM\\SAM", "SECURITY": "HKLM\\SECURITY"}
-
-
-def is_windows(image: Image) -> bool:
-    """The tree holds ``Windows/System32/config`` (any case): a copy of a Windows system drive."""
-    return any(path.lower() == CONFIG_DIR and e.type == "dir" for path, e in image.entries.items())
 
 
 @dataclass(frozen=True)
@@ -105,6 +101,7 @@ class WindowsTree:
     _tmp: tempfile.TemporaryDirectory[str] | None = None
     _services: list[Service] | None = None
     _control_set: str | None = None
+    _problem_count: dict[str, int] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self._index = {path.lower(): path for path in self.image.entries}
@@ -190,7 +187,14 @@ class WindowsTree:
             return disk
 
     def problem(self, path: str, text: str) -> None:
-        note = f"{self.image.source}:{path}: {text}"
+        """Note what could not be read, at ``image:path``: printable, short, at most a few per file."""
+        count = self._problem_count.get(path, 0) + 1
+        self._problem_count[path] = count
+        if count > _PROBLEMS_PER_FILE:
+            return
+        if count == _PROBLEMS_PER_FILE:
+            text = "more unreadable keys or values; the rest of this file is not reported one by one"
+        note = f"{self.image.source}:{path}: {excerpt(_readable(text), 240)}"
         if note not in self.problems:
             self.problems.append(note)
 
@@ -270,6 +274,16 @@ class WindowsTree:
                 if self.key(system, name) is not None:
                     return name
         return "ControlSet001"
+
+
+def _readable(text: str) -> str:
+    """``text`` cut at the first garbage name of a broken hive's key, the error kept."""
+    parts = text.split("\\")
+    for index, part in enumerate(parts):
+        if len(part) > 120 or not part.isprintable() or "\ufffd" in part:
+            cause = text.rfind(" unreadable (")
+            return "\\".join(parts[:index]) + "\\<unreadable name>" + (text[cause:] if cause >= 0 else "")
+    return text
 
 
 def text_of(value: RegValue | None) -> str:
