@@ -161,7 +161,7 @@ class WindowsTree:
         try:
             hive = Hive(real, label, RegistryHive(str(self._recovered(real))))
         except HIVE_ERRORS as exc:
-            self.problem(real, f"unreadable registry hive ({exc}); its checks were skipped")
+            self.problem(real, f"registry hive not readable, its checks skipped ({exc})")
         self._hives[real] = hive
         return hive
 
@@ -194,7 +194,7 @@ class WindowsTree:
             return
         if count == _PROBLEMS_PER_FILE:
             text = "more unreadable keys or values; the rest of this file is not reported one by one"
-        note = f"{self.image.source}:{path}: {excerpt(_readable(text), 240)}"
+        note = f"{self.image.source}:{path}: {excerpt(text, 240)}"
         if note not in self.problems:
             self.problems.append(note)
 
@@ -207,16 +207,16 @@ class WindowsTree:
         except RegipyException as exc:
             if "Did not find" in str(exc) or "No subkey" in str(exc):
                 return None
-            self.problem(hive.path, f"key {hive.label}\\{key_path} unreadable ({exc})")
+            self.problem(hive.path, f"key {shown_key(hive, key_path)} unreadable ({exc})")
         except HIVE_ERRORS as exc:
-            self.problem(hive.path, f"key {hive.label}\\{key_path} unreadable ({exc})")
+            self.problem(hive.path, f"key {shown_key(hive, key_path)} unreadable ({exc})")
         return None
 
     def subkeys(self, hive: Hive, key: NKRecord, where: str) -> list[NKRecord]:
         try:
             return list(key.iter_subkeys() or ())
         except HIVE_ERRORS as exc:
-            self.problem(hive.path, f"subkeys of {hive.label}\\{where} unreadable ({exc})")
+            self.problem(hive.path, f"subkeys of {shown_key(hive, where)} unreadable ({exc})")
             return []
 
     def values(self, hive: Hive, key: NKRecord, where: str) -> dict[str, RegValue]:
@@ -225,11 +225,11 @@ class WindowsTree:
         try:
             for value in key.iter_values(trim_values=False) or ():
                 if value.is_corrupted:
-                    self.problem(hive.path, f"value {hive.label}\\{where}\\{value.name} is corrupted")
+                    self.problem(hive.path, f"value {shown_key(hive, where + chr(92) + str(value.name))} is corrupted")
                     continue
                 out[str(value.name).lower()] = RegValue(str(value.name), value.value, str(value.value_type))
         except HIVE_ERRORS as exc:
-            self.problem(hive.path, f"values of {hive.label}\\{where} unreadable ({exc})")
+            self.problem(hive.path, f"values of {shown_key(hive, where)} unreadable ({exc})")
         return out
 
     def child(self, hive: Hive, key: NKRecord, name: str, where: str) -> NKRecord | None:
@@ -237,7 +237,7 @@ class WindowsTree:
         try:
             found = key.get_subkey(name, raise_on_missing=False)
         except HIVE_ERRORS as exc:
-            self.problem(hive.path, f"subkey {hive.label}\\{where}\\{name} unreadable ({exc})")
+            self.problem(hive.path, f"subkey {shown_key(hive, where + chr(92) + name)} unreadable ({exc})")
             return None
         return found if isinstance(found, NKRecord) else None
 
@@ -276,14 +276,14 @@ class WindowsTree:
         return "ControlSet001"
 
 
-def _readable(text: str) -> str:
-    """``text`` cut at the first garbage name of a broken hive's key, the error kept."""
-    parts = text.split("\\")
+def shown_key(hive: Hive, where: str) -> str:
+    """``hive``'s name and key path for a message, cut at the first garbage name of a broken hive."""
+    parts = where.split("\\")
     for index, part in enumerate(parts):
         if len(part) > 120 or not part.isprintable() or "\ufffd" in part:
-            cause = text.rfind(" unreadable (")
-            return "\\".join(parts[:index]) + "\\<unreadable name>" + (text[cause:] if cause >= 0 else "")
-    return text
+            parts = [*parts[:index], "<unreadable name>"]
+            break
+    return "\\".join([hive.label, *parts])
 
 
 def text_of(value: RegValue | None) -> str:
