@@ -288,3 +288,15 @@ def test_without_the_registry_reader_a_windows_tree_gets_a_warning(
     result = scan_image(implanted, workers=1)
     assert not [f for f in result.findings if f.rule.startswith("windows.")]
     assert any("cranewatch[windows]" in w for w in result.warnings)
+
+
+def test_a_dirty_hive_with_unusable_logs_is_read_as_stored_with_a_warning(shared_data: Path, tmp_path: Path) -> None:
+    """SYSTEM_WIN_10_1709 is dirty (sequence numbers 4317/4316): its logs are tried, then skipped."""
+    root = tmp_path / "C"
+    unpack_hive(shared_data, "SYSTEM_WIN_10_1709", root / "Windows/System32/config/SYSTEM")  # left as shipped: hivex would clean it
+    write(root, "Windows/System32/config/SYSTEM.LOG1", b"regf" + b"\x00" * 508 + b"JUNK" * 256)
+    write(root, "Windows/System32/Tasks/CraneHealth", task_xml("C:\\Users\\Public\\health.exe"))
+    result = scan_image(root, workers=1)
+    # the other checks still ran
+    assert [f.rule for f in result.findings if f.rule.startswith("windows.")] == ["windows.scheduled-task"]
+    assert any("config/SYSTEM: transaction logs not applied" in w for w in result.warnings), result.warnings
