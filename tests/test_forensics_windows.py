@@ -76,11 +76,16 @@ IMPLANTS = (
     ("windows.hosts-redirect", "wdcp.microsoft.com", Severity.HIGH),
     ("windows.wwan-profile", "m2m.vendor-iot.net", Severity.HIGH),
     ("windows.appinit-dlls", "cmshook.dll", Severity.HIGH),
+    ("windows.firewall-inbound", "Crane VNC", Severity.HIGH),
+    ("windows.firewall-off", "public profile", Severity.HIGH),
 )
 
 
+FIREWALL = "ControlSet001\\Services\\SharedAccess\\Parameters\\FirewallPolicy"
+
+
 def implant_tree(shared: Path, root: Path) -> Path:
-    """The stock tree plus eighteen implants of a CMS PC a vendor set up for remote service."""
+    """The stock tree plus twenty implants of a CMS PC a vendor set up for remote service."""
     stock_tree(shared, root)
     config = root / "Windows/System32/config"
     cs = "ControlSet001"  # Select\Current of this hive is 1
@@ -95,6 +100,9 @@ def implant_tree(shared: Path, root: Path) -> Path:
         (f"{cs}\\Control\\Terminal Server\\WinStations\\RDP-Tcp", "UserAuthentication", REG_DWORD, 0),
         (f"{cs}\\Control\\Terminal Server\\WinStations\\RDP-Tcp", "PortNumber", REG_DWORD, 13389),
         (f"{cs}\\Services\\PortProxy\\v4tov4\\tcp", "0.0.0.0/5020", REG_SZ, "10.20.7.10/502"),
+        (f"{FIREWALL}\\FirewallRules", "CraneVNC", REG_SZ,
+         "v2.30|Action=Allow|Active=TRUE|Dir=In|Protocol=6|LPort=5900|App=C:\\ProgramData\\CraneSync\\winvnc.exe|Name=Crane VNC|"),
+        (f"{FIREWALL}\\PublicProfile", "EnableFirewall", REG_DWORD, 0),
     ])
     set_values(config / "SOFTWARE", [
         ("Microsoft\\Windows\\CurrentVersion\\Run", "CraneUpdate", REG_SZ, CRADLE),
@@ -201,7 +209,8 @@ def test_paths_are_found_whatever_their_case(shared_data: Path, tmp_path: Path) 
         ("ControlSet001\\Services\\PortProxy\\v4tov4\\tcp", "0.0.0.0/102", REG_SZ, "10.20.7.11/102"),
     ])
     found = scan_image(root, workers=1).findings
-    assert [f.rule for f in found if f.rule.startswith("windows.")] == ["windows.portproxy"]
+    # (the stock hive's own medium findings, e.g. its OpenSSH firewall rule, are not the point here)
+    assert [f.rule for f in found if f.rule.startswith("windows.") and f.severity >= Severity.HIGH] == ["windows.portproxy"]
 
 
 def test_the_current_control_set_is_followed(shared_data: Path, tmp_path: Path) -> None:
@@ -298,7 +307,8 @@ def test_a_dirty_hive_with_unusable_logs_is_read_as_stored_with_a_warning(shared
     write(root, "Windows/System32/Tasks/CraneHealth", task_xml("C:\\Users\\Public\\health.exe"))
     result = scan_image(root, workers=1)
     # the other checks still ran
-    assert [f.rule for f in result.findings if f.rule.startswith("windows.")] == ["windows.scheduled-task"]
+    assert [f.rule for f in result.findings if f.rule.startswith("windows.") and f.severity >= Severity.HIGH] == [
+        "windows.scheduled-task"]
     assert any("config/SYSTEM: transaction logs not applied" in w for w in result.warnings), result.warnings
 
 

@@ -13,6 +13,7 @@ from cranewatch.forensics.checks.base import ScanContext
 from cranewatch.forensics.image import Image
 from cranewatch.forensics.windows import (
     autologon,
+    firewall,
     hosts,
     ifeo,
     portproxy,
@@ -37,6 +38,7 @@ WINDOWS_CHECKS: tuple[tuple[str, WindowsCheck], ...] = (
     (winlogon.NAME, winlogon.check),
     (ifeo.NAME, ifeo.check),
     (rdp.NAME, rdp.check),
+    (firewall.NAME, firewall.check),
     (portproxy.NAME, portproxy.check),
     (remote_tools.NAME, remote_tools.check),
     (autologon.NAME, autologon.check),
