@@ -23,6 +23,7 @@ from cranewatch.forensics.windows.commands import (
 from cranewatch.forensics.windows.safe_xml import UnsafeXml, parse_xml
 from cranewatch.model import Finding, Severity
 from windows_helpers import (
+    REG_BINARY,
     REG_DWORD,
     REG_EXPAND_SZ,
     REG_SZ,
@@ -78,14 +79,24 @@ IMPLANTS = (
     ("windows.appinit-dlls", "cmshook.dll", Severity.HIGH),
     ("windows.firewall-inbound", "Crane VNC", Severity.HIGH),
     ("windows.firewall-off", "public profile", Severity.HIGH),
+    ("windows.local-account", "Guest (RID 501) needs no password", Severity.HIGH),
+    ("windows.local-account", "Administrator (RID 500) is the built-in Administrator", Severity.MEDIUM),
 )
+
+
+def _with_flags(hive: Path, key: str, flags: int) -> str:
+    """The account's F value (read with regipy) with new account-control flags, as hex."""
+    from regipy.registry import RegistryHive
+
+    f = RegistryHive(str(hive)).get_key("\\" + key).get_value("F")
+    return (f[:0x38] + flags.to_bytes(2, "little") + f[0x3A:]).hex()
 
 
 FIREWALL = "ControlSet001\\Services\\SharedAccess\\Parameters\\FirewallPolicy"
 
 
 def implant_tree(shared: Path, root: Path) -> Path:
-    """The stock tree plus twenty implants of a CMS PC a vendor set up for remote service."""
+    """The stock tree plus twenty-two implants of a CMS PC a vendor set up for remote service."""
     stock_tree(shared, root)
     config = root / "Windows/System32/config"
     cs = "ControlSet001"  # Select\Current of this hive is 1
@@ -121,6 +132,12 @@ def implant_tree(shared: Path, root: Path) -> Path:
     ])
     set_values(root / "Users/cms/NTUSER.DAT", [
         ("Software\\Microsoft\\Windows\\CurrentVersion\\Run", "Updater", REG_SZ, ENCODED),
+    ])
+    # Guest enabled and needing no password, Administrator enabled (account-control flags at F+0x38)
+    users = "SAM\\Domains\\Account\\Users"
+    set_values(config / "SAM", [
+        (f"{users}\\000001F5", "F", REG_BINARY, _with_flags(config / "SAM", f"{users}\\000001F5", 0x0214)),
+        (f"{users}\\000001F4", "F", REG_BINARY, _with_flags(config / "SAM", f"{users}\\000001F4", 0x0210)),
     ])
     mz = b"MZ\x90\x00" + b"\x00" * 60 + b"This program cannot be run in DOS mode."
     write(root, "ProgramData/CraneSync/cranesync.exe", mz)

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 SYSTEM_PYTHON = "/usr/bin/python3"
-REG_SZ, REG_EXPAND_SZ, REG_DWORD, REG_MULTI_SZ = 1, 2, 4, 7
+REG_SZ, REG_EXPAND_SZ, REG_BINARY, REG_DWORD, REG_MULTI_SZ = 1, 2, 3, 4, 7
 
 # Runs under Debian's own Python, where the hivex module lives.
 _HIVEX_SCRIPT = r"""
@@ -35,6 +35,8 @@ for key, name, kind, data in job["set"]:
     node = walk(key)
     if kind == 4:
         raw = struct.pack("<I", data)
+    elif kind == 3:
+        raw = bytes.fromhex(data)
     elif kind == 7:
         raw = b"".join(s.encode("utf-16-le") + b"\0\0" for s in data) + b"\0\0"
     else:
