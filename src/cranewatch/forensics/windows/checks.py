@@ -12,11 +12,13 @@ from collections.abc import Callable, Iterator
 from cranewatch.forensics.checks.base import ScanContext
 from cranewatch.forensics.image import Image
 from cranewatch.forensics.windows import (
+    active_setup,
     autologon,
     firewall,
     hosts,
     ifeo,
     portproxy,
+    powershell_profiles,
     rdp,
     remote_tools,
     run_keys,
@@ -25,6 +27,7 @@ from cranewatch.forensics.windows import (
     startup,
     tasks,
     unattend,
+    vpn,
     winlogon,
     wwan,
 )
@@ -37,6 +40,7 @@ WINDOWS_CHECKS: tuple[tuple[str, WindowsCheck], ...] = (
     (services.NAME, services.check),
     (run_keys.NAME, run_keys.check),
     (winlogon.NAME, winlogon.check),
+    (active_setup.NAME, active_setup.check),
     (ifeo.NAME, ifeo.check),
     (rdp.NAME, rdp.check),
     (firewall.NAME, firewall.check),
@@ -46,9 +50,11 @@ WINDOWS_CHECKS: tuple[tuple[str, WindowsCheck], ...] = (
     (sam.NAME, sam.check),
     (tasks.NAME, tasks.check),
     (startup.NAME, startup.check),
+    (powershell_profiles.NAME, powershell_profiles.check),
     (unattend.NAME, unattend.check),
     (hosts.NAME, hosts.check),
     (wwan.NAME, wwan.check),
+    (vpn.NAME, vpn.check),
 )
 
 
