@@ -81,6 +81,7 @@ IMPLANTS = (
     ("windows.firewall-off", "public profile", Severity.HIGH),
     ("windows.local-account", "Guest (RID 501) needs no password", Severity.HIGH),
     ("windows.active-setup", "firstlogon.exe", Severity.HIGH),
+    ("windows.remote-tool-password", "SecurityPasswordAES", Severity.HIGH),
     ("windows.powershell-profile", "profile.ps1", Severity.CRITICAL),
     ("windows.vpn-outside", "vpn.cranevendor-service.com", Severity.HIGH),
     ("windows.local-account", "Administrator (RID 500) is the built-in Administrator", Severity.MEDIUM),
@@ -99,7 +100,7 @@ FIREWALL = "ControlSet001\\Services\\SharedAccess\\Parameters\\FirewallPolicy"
 
 
 def implant_tree(shared: Path, root: Path) -> Path:
-    """The stock tree plus twenty-five implants of a CMS PC a vendor set up for remote service."""
+    """The stock tree plus twenty-six implants of a CMS PC a vendor set up for remote service."""
     stock_tree(shared, root)
     config = root / "Windows/System32/config"
     cs = "ControlSet001"  # Select\Current of this hive is 1
@@ -130,6 +131,7 @@ def implant_tree(shared: Path, root: Path) -> Path:
         ("Microsoft\\Windows NT\\CurrentVersion\\Windows", "AppInit_DLLs", REG_SZ, "C:\\ProgramData\\CraneSync\\cmshook.dll"),
         ("Microsoft\\Windows NT\\CurrentVersion\\Windows", "LoadAppInit_DLLs", REG_DWORD, 1),
         ("Microsoft\\Windows\\CurrentVersion\\Uninstall\\AnyDesk", "DisplayName", REG_SZ, "AnyDesk"),
+        ("Wow6432Node\\TeamViewer", "SecurityPasswordAES", REG_BINARY, "8f3a1c9e0b7d2f4a6c5e1b3d9a7f0e2c"),
         ("Microsoft\\Active Setup\\Installed Components\\{8C1D3A2E-7B4F-4E1A-9D55-CRANE0000001}", "StubPath", REG_SZ,
          "C:\\ProgramData\\CraneSync\\firstlogon.exe /q"),
         ("Microsoft\\Windows\\CurrentVersion\\Uninstall\\AnyDesk", "InstallLocation", REG_SZ,
@@ -203,6 +205,9 @@ def test_registry_findings_name_the_hive_key_and_value(implanted: Path) -> None:
     assert proxy.evidence[0].values["value"] == "0.0.0.0/5020"
     (autologon,) = _matching(findings, "windows.autologon", "cmsadmin")
     assert "Crane2020!" not in repr(autologon)  # the password is never copied into the report
+    (stored,) = _matching(findings, "windows.remote-tool-password", "SecurityPasswordAES")
+    assert "8f3a1c9e" not in repr(stored) and "\\x8f" not in repr(stored)
+    assert stored.evidence[0].values["key"] == "HKLM\\SOFTWARE\\Wow6432Node\\TeamViewer"
     (teamviewer,) = _matching(findings, "windows.remote-tool", "TeamViewer")
     assert {e.path for e in teamviewer.evidence} == {
         "Windows/System32/config/SYSTEM", "Program Files (x86)/TeamViewer/TeamViewer.exe"}
