@@ -82,6 +82,7 @@ IMPLANTS = (
     ("windows.local-account", "Guest (RID 501) needs no password", Severity.HIGH),
     ("windows.active-setup", "firstlogon.exe", Severity.HIGH),
     ("windows.remote-tool-password", "SecurityPasswordAES", Severity.HIGH),
+    ("windows.amcache-tool", "ngrok.exe", Severity.HIGH),
     ("windows.powershell-profile", "profile.ps1", Severity.CRITICAL),
     ("windows.vpn-outside", "vpn.cranevendor-service.com", Severity.HIGH),
     ("windows.local-account", "Administrator (RID 500) is the built-in Administrator", Severity.MEDIUM),
@@ -100,7 +101,7 @@ FIREWALL = "ControlSet001\\Services\\SharedAccess\\Parameters\\FirewallPolicy"
 
 
 def implant_tree(shared: Path, root: Path) -> Path:
-    """The stock tree plus twenty-six implants of a CMS PC a vendor set up for remote service."""
+    """The stock tree plus twenty-seven implants of a CMS PC a vendor set up for remote service."""
     stock_tree(shared, root)
     config = root / "Windows/System32/config"
     cs = "ControlSet001"  # Select\Current of this hive is 1
@@ -139,6 +140,12 @@ def implant_tree(shared: Path, root: Path) -> Path:
     ])
     set_values(root / "Users/cms/NTUSER.DAT", [
         ("Software\\Microsoft\\Windows\\CurrentVersion\\Run", "Updater", REG_SZ, ENCODED),
+    ])
+    set_values(root / "Windows/AppCompat/Programs/Amcache.hve", [
+        ("Root\\InventoryApplicationFile\\ngrok.exe|5b2c1e7a9f0d3c41", "LowerCaseLongPath", REG_SZ,
+         "c:\\users\\cms\\downloads\\ngrok.exe"),
+        ("Root\\InventoryApplicationFile\\ngrok.exe|5b2c1e7a9f0d3c41", "FileId", REG_SZ,
+         "0000" + "3f" * 20),
     ])
     # Guest enabled and needing no password, Administrator enabled (account-control flags at F+0x38)
     users = "SAM\\Domains\\Account\\Users"

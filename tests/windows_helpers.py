@@ -114,6 +114,7 @@ def stock_tree(shared: Path, root: Path) -> Path:
     unpack_hive(shared, "SECURITY", config / "SECURITY")
     unpack_hive(shared, "NTUSER.DAT", root / "Users/cms/NTUSER.DAT")
     unpack_hive(shared, "UsrClass.dat", root / "Users/cms/AppData/Local/Microsoft/Windows/UsrClass.dat")
+    unpack_hive(shared, "amcache.hve", root / "Windows/AppCompat/Programs/Amcache.hve")
     set_values(config / "SOFTWARE", [
         ("Microsoft\\Windows\\CurrentVersion\\Run", "SecurityHealth", REG_EXPAND_SZ,
          "%windir%\\system32\\SecurityHealthSystray.exe"),

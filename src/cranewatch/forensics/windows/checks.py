@@ -13,6 +13,7 @@ from cranewatch.forensics.checks.base import ScanContext
 from cranewatch.forensics.image import Image
 from cranewatch.forensics.windows import (
     active_setup,
+    amcache,
     autologon,
     firewall,
     hosts,
@@ -48,6 +49,7 @@ WINDOWS_CHECKS: tuple[tuple[str, WindowsCheck], ...] = (
     (portproxy.NAME, portproxy.check),
     (remote_tools.NAME, remote_tools.check),
     (remote_passwords.NAME, remote_passwords.check),
+    (amcache.NAME, amcache.check),
     (autologon.NAME, autologon.check),
     (sam.NAME, sam.check),
     (tasks.NAME, tasks.check),

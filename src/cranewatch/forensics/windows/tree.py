@@ -151,6 +151,10 @@ class WindowsTree:
             if hive is not None:
                 yield user, hive
 
+    def hive_at(self, path: str, label: str) -> Hive | None:
+        """Any other hive of the tree (``Windows/AppCompat/Programs/Amcache.hve`` ...), any case."""
+        return self._hive(path, label)
+
     def _hive(self, path: str, label: str) -> Hive | None:
         real = self.find(path)
         if real is None or self.image.entries[real].type != "file":
