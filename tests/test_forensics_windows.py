@@ -368,3 +368,14 @@ def test_inline_registry_data_is_not_read_from_the_hive_stream() -> None:
     stored = SimpleNamespace(data_size=6, data_offset=0, data_type="REG_SZ")
     stream = io.BytesIO(b"\x00" * 4100 + b"a\x00b\x00c\x00" + b"\x00" * 100)
     assert NKRecord.read_value(stored, stream).value == b"a\x00b\x00c\x00"
+
+
+def test_a_hive_larger_than_the_cap_is_not_read(implanted: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import cranewatch.forensics.windows.tree as tree
+
+    monkeypatch.setattr(tree, "MAX_HIVE_BYTES", 4 << 20)  # the SYSTEM hive is 15 MB, SOFTWARE 2.8 MB
+    result = scan_image(implanted, workers=1)
+    assert any("config/SYSTEM: registry hive of" in w and "not read" in w for w in result.warnings)
+    rules = {f.rule for f in result.findings}
+    assert "windows.portproxy" not in rules  # in SYSTEM
+    assert "windows.ifeo-debugger" in rules  # in SOFTWARE, still read

@@ -56,6 +56,7 @@ HIVE_ERRORS: tuple[type[BaseException], ...] = (
     UnicodeError, AttributeError, TypeError, OverflowError,
 )
 
+MAX_HIVE_BYTES = 1 << 30  # real SOFTWARE hives reach a few hundred MB; regipy reads a hive whole
 _PROBLEMS_PER_FILE = 10  # a badly broken hive gives this many warnings, not one per key
 CONFIG_DIR = "windows/system32/config"  # where the machine hives lie (any case)
 _MACHINE_HIVES = {"SYSTEM": "HKLM\\SYSTEM", "SOFTWARE": "HKLM\\SOFTWARE", "SAM": "HKLM\\SAM", "SECURITY": "HKLM\\SECURITY"}
@@ -162,6 +163,11 @@ class WindowsTree:
         if real in self._hives:
             return self._hives[real]
         hive: Hive | None = None
+        size = self.image.entries[real].size
+        if size > MAX_HIVE_BYTES:  # regipy holds the whole hive in memory
+            self.problem(real, f"registry hive of {size} bytes is larger than {MAX_HIVE_BYTES} and was not read")
+            self._hives[real] = None
+            return None
         try:
             hive = Hive(real, label, RegistryHive(str(self._recovered(real))))
         except HIVE_ERRORS as exc:
