@@ -83,6 +83,7 @@ IMPLANTS = (
     ("windows.active-setup", "firstlogon.exe", Severity.HIGH),
     ("windows.remote-tool-password", "SecurityPasswordAES", Severity.HIGH),
     ("windows.amcache-tool", "ngrok.exe", Severity.HIGH),
+    ("windows.proxy", "198.51.100.40", Severity.HIGH),
     ("windows.powershell-profile", "profile.ps1", Severity.CRITICAL),
     ("windows.vpn-outside", "vpn.cranevendor-service.com", Severity.HIGH),
     ("windows.local-account", "Administrator (RID 500) is the built-in Administrator", Severity.MEDIUM),
@@ -101,7 +102,7 @@ FIREWALL = "ControlSet001\\Services\\SharedAccess\\Parameters\\FirewallPolicy"
 
 
 def implant_tree(shared: Path, root: Path) -> Path:
-    """The stock tree plus twenty-seven implants of a CMS PC a vendor set up for remote service."""
+    """The stock tree plus twenty-eight implants of a CMS PC a vendor set up for remote service."""
     stock_tree(shared, root)
     config = root / "Windows/System32/config"
     cs = "ControlSet001"  # Select\Current of this hive is 1
@@ -140,6 +141,9 @@ def implant_tree(shared: Path, root: Path) -> Path:
     ])
     set_values(root / "Users/cms/NTUSER.DAT", [
         ("Software\\Microsoft\\Windows\\CurrentVersion\\Run", "Updater", REG_SZ, ENCODED),
+        ("Software\\Microsoft\\Windows\\CurrentVersion\\Internet Settings", "ProxyEnable", REG_DWORD, 1),
+        ("Software\\Microsoft\\Windows\\CurrentVersion\\Internet Settings", "ProxyServer", REG_SZ,
+         "http=198.51.100.40:3128;https=198.51.100.40:3128"),
     ])
     set_values(root / "Windows/AppCompat/Programs/Amcache.hve", [
         ("Root\\InventoryApplicationFile\\ngrok.exe|5b2c1e7a9f0d3c41", "LowerCaseLongPath", REG_SZ,

@@ -20,6 +20,7 @@ from cranewatch.forensics.windows import (
     ifeo,
     portproxy,
     powershell_profiles,
+    proxy,
     rdp,
     remote_passwords,
     remote_tools,
@@ -59,6 +60,7 @@ WINDOWS_CHECKS: tuple[tuple[str, WindowsCheck], ...] = (
     (hosts.NAME, hosts.check),
     (wwan.NAME, wwan.check),
     (vpn.NAME, vpn.check),
+    (proxy.NAME, proxy.check),
 )
 
 
