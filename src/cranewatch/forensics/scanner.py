@@ -23,6 +23,7 @@ from cranewatch.forensics.checks.base import EndpointPolicy, FileKind, FileView,
 from cranewatch.forensics.genuine import GenuineIndex
 from cranewatch.forensics.image import Entry, Image, shown, summarise
 from cranewatch.forensics.packages import Package, PackageDb
+from cranewatch.forensics.windows import check_windows
 from cranewatch.model import Finding, Severity
 
 _TEXT_CAP = 4 << 20  # text checks read at most this much of a text file
@@ -248,6 +249,7 @@ def image_checks(image: Image, ctx: ScanContext) -> list[Finding]:
     findings: list[Finding] = []
     for _name, check in IMAGE_CHECKS:
         findings.extend(check(image, ctx))
+    findings.extend(check_windows(image, ctx))  # a Windows tree's registry, tasks and files
     return findings
 
 
