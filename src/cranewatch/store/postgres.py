@@ -94,7 +94,6 @@ class PostgresStore(Store):
                  create: bool = True) -> None:
         self.url = str(path)
         self.where = redact_url(self.url)
-        self.path = Path(self.where)  # only for messages of code that names a store by path
         self.readonly = readonly
         self._create = create
         try:
