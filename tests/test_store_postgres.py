@@ -12,7 +12,6 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from pg_helpers import PASSWORD, Cluster, free_port
 
 from cranewatch.cli import main
 from cranewatch.errors import EnvironmentProblem, InputError
@@ -20,6 +19,7 @@ from cranewatch.model import finding_id
 from cranewatch.store import Crane, MissingStore, RunInput, open_store
 from cranewatch.store.dialect import pyformat, redact_url, statements_for
 from cranewatch.store.schema import MIGRATIONS
+from pg_helpers import PASSWORD, Cluster, free_port
 
 REPO = Path(__file__).resolve().parents[1]
 LAB = REPO / "src" / "cranewatch" / "data" / "lab"
