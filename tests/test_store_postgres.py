@@ -257,3 +257,38 @@ def test_four_writers_at_once_lose_and_double_nothing(pg_url: str, tmp_path: Pat
                     for n in [*range(runs), 100, 101, 102, 103, 999]}
         assert ids == expected and store.count_findings("STS-07") == len(expected)
         assert [e.action for e in store.audit_events("STS-07")] == ["re-record"] * (4 * runs - 1)
+
+
+def test_the_documented_writer_role_records_and_triages_but_cannot_migrate(
+        pg_cluster: Cluster, pg_url: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """The README's sensor/console role: SELECT, INSERT, UPDATE, DELETE on the tables (no
+    sequence grants, no CREATE) is enough to record, re-record and triage."""
+    assert main(["fleet", "import", str(FLEET), "--db", pg_url]) == 0
+    database = pg_url.split("/")[3].split("?")[0]
+    role = f"sensor_{database}"
+    pg_cluster.admin(f'CREATE ROLE "{role}" LOGIN', f'GRANT CONNECT ON DATABASE "{database}" TO "{role}"')
+    pg_cluster.admin(f'GRANT USAGE ON SCHEMA public TO "{role}"',
+                     'REVOKE CREATE ON SCHEMA public FROM PUBLIC',
+                     f'GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO "{role}"',
+                     database=database)
+    try:
+        sensor = pg_cluster.url(database, user=role)
+        for state in ("quarantined", "under-analysis"):
+            assert main(["fleet", "set-state", "STS-07", state, "--reason", "t", "--db", sensor]) == 0
+        for _ in range(2):  # the second recording replaces the first (a DELETE and UPDATEs)
+            assert main(["analyze", str(BYPASS), "--crane", "STS-07", "--profile", str(PROFILE), "--db", sensor,
+                         "--format", "jsonl"]) == 0
+        capsys.readouterr()
+        with open_store(sensor) as store:
+            (run,) = store.runs("STS-07")
+            assert run.recordings == 2
+            fid = store.findings("STS-07")[0].id
+        assert main(["triage", fid, "--state", "false-positive", "--reason", "lab key", "--by", "ana",
+                     "--db", sensor]) == 0
+        # but it cannot create tables: a migration needs the owner
+        with open_store(sensor) as store, pytest.raises(EnvironmentProblem, match="may not do that"), \
+                store._write() as db:
+            db.execute("CREATE TABLE incidents (x TEXT)")
+    finally:
+        pg_cluster.admin(f'DROP OWNED BY "{role}"', database=database)
+        pg_cluster.admin(f'DROP ROLE "{role}"')
