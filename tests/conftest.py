@@ -44,14 +44,15 @@ def as_root() -> None:
 @pytest.fixture(scope="session")
 def pg_cluster() -> Iterator[Cluster]:
     """A PostgreSQL cluster of this test session (see ``pg_helpers``); skips, saying why, only
-    when the server binaries or psycopg are absent (scripts/install-deps.sh installs both)."""
+    when the server binaries are absent (scripts/install-deps.sh installs them; psycopg comes
+    with the test extra, so its absence fails)."""
     bindir = postgres_bin()
     if bindir is None:
         pytest.skip("PostgreSQL server binaries (initdb, pg_ctl) not installed: apt-get install postgresql")
     try:
         import psycopg  # noqa: F401
     except ImportError:
-        pytest.skip("psycopg 3 not installed: pip install -e '.[postgres]'")
+        pytest.fail("psycopg 3 not installed: run scripts/install-deps.sh (pip install -e '.[test]')")
     cluster = start_cluster(bindir)
     try:
         yield cluster

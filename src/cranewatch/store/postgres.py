@@ -68,9 +68,11 @@ class PgConnection:
 
     @property
     def in_transaction(self) -> bool:
+        """In a transaction that can be rolled back (not on a connection the server dropped)."""
         import psycopg
 
-        return bool(self._conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE)
+        status = psycopg.pq.TransactionStatus
+        return bool(self._conn.info.transaction_status in (status.INTRANS, status.INERROR))
 
     def close(self) -> None:
         self._conn.close()
