@@ -305,7 +305,7 @@ def test_the_server_stopped_mid_run_fails_the_write_cleanly_and_a_rerun_complete
         run = store.begin_run("STS-07", "analyze")
         pg_cluster.pg_ctl("stop")
         try:
-            with pytest.raises(EnvironmentProblem, match="shut down|cannot reach"):
+            with pytest.raises(EnvironmentProblem, match=r"shut down|cannot reach"):
                 store.finish_run(run, [make_finding(n) for n in range(20)])
         finally:
             pg_cluster.pg_ctl("start")
