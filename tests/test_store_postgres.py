@@ -316,3 +316,29 @@ def test_the_server_stopped_mid_run_fails_the_write_cleanly_and_a_rerun_complete
         assert (left.id, left.status) == (run, "running") and again.count_findings() == 0
         rerun = again.record_run("STS-07", "analyze", [], [make_finding(n) for n in range(20)])
         assert again.count_findings() == 20 and [r.id for r in again.latest_complete_runs("STS-07")] == [rerun]
+
+
+def test_the_dashboard_reads_the_central_store(pg_url: str) -> None:
+    """Regression: the dashboard made a Path of --db, so a URL became postgresql:/... ."""
+    import http.client
+
+    from cranewatch.fleet import import_fleet
+    from cranewatch.web.app import serve_in_background
+
+    with open_store(pg_url) as store:
+        import_fleet(store, FLEET, by="ana")
+        store.record_run("STS-07", "analyze", [], [], who="ana")
+    server, _ = serve_in_background(pg_url)
+    try:
+        pages = {}
+        for path in ("/", "/crane/STS-07"):
+            conn = http.client.HTTPConnection(str(server.server_address[0]), int(server.server_address[1]), timeout=10)
+            conn.request("GET", path)
+            response = conn.getresponse()
+            pages[path] = (response.status, response.read().decode())
+            conn.close()
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert pages["/"][0] == 200 and "STS-07" in pages["/"][1] and "STS-08" in pages["/"][1]
+    assert pages["/crane/STS-07"][0] == 200 and "delivered" in pages["/crane/STS-07"][1]
