@@ -1,4 +1,7 @@
-"""The SQLite store: opens and migrates the database and owns every SQL statement.
+"""The store: its API over an SQLite file, and every SQL statement (which PostgreSQL takes too).
+
+``Store`` is the API; ``Store(url)`` of a ``postgresql://`` URL is a ``postgres.PostgresStore``,
+which changes only how it connects, locks, reads the catalogue and names its errors.
 
 One writer: every write is one ``BEGIN IMMEDIATE`` transaction, so a writer waits for another
 writer (busy timeout) instead of failing, and readers never see half a write (WAL mode lets
