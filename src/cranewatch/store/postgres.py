@@ -59,7 +59,7 @@ class PgConnection:
             return self._conn.execute(sql)
         return self._conn.execute(pyformat(sql), parameters)
 
-    def executemany(self, sql: str, parameters: Iterable[Sequence[Any]], /) -> Any:
+    def executemany(self, sql: str, parameters: Iterable[Sequence[Any] | Mapping[str, Any]], /) -> Any:
         rows = list(parameters)
         cursor = self._conn.cursor()
         if rows:

@@ -528,8 +528,7 @@ class Store:
             if inputs is not None or options is not None:
                 run = self._restate_run(db, run, inputs, options)
             kept = self._replaced_run(db, run, now)
-            for f in items:
-                db.execute(_UPSERT_FINDING, _finding_row(crane, f))
+            db.executemany(_UPSERT_FINDING, [_finding_row(crane, f) for f in items])
             db.executemany(
                 "INSERT INTO run_findings(run_id, crane, finding_id, count) VALUES (?, ?, ?, ?)"
                 " ON CONFLICT(run_id, finding_id) DO UPDATE SET crane=excluded.crane, count=excluded.count",
