@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -342,3 +343,20 @@ def test_the_dashboard_reads_the_central_store(pg_url: str) -> None:
         server.server_close()
     assert pages["/"][0] == 200 and "STS-07" in pages["/"][1] and "STS-08" in pages["/"][1]
     assert pages["/crane/STS-07"][0] == 200 and "delivered" in pages["/crane/STS-07"][1]
+
+
+def test_the_store_writes_only_sql_both_backends_take() -> None:
+    """A guard for new store code: SQLite-only statements would break the central store (they
+    have portable forms: ON CONFLICT ... DO UPDATE / DO NOTHING, RETURNING id)."""
+    store_dir = REPO / "src" / "cranewatch" / "store"
+    sqlite_only = re.compile(r"INSERT OR (?:REPLACE|IGNORE)|\.lastrowid|\bREPLACE INTO\b|sqlite_master|PRAGMA ",
+                             re.I)
+    allowed = {"sqlite_master", "PRAGMA "}  # in the SQLite connection code only (see below)
+    problems = []
+    for path in sorted(store_dir.glob("*.py")):
+        for number, line in enumerate(path.read_text().splitlines(), 1):
+            for match in sqlite_only.finditer(line):
+                in_sqlite_plumbing = path.name == "sqlite.py" and match.group(0) in allowed
+                if not in_sqlite_plumbing:
+                    problems.append(f"{path.name}:{number}: {match.group(0)}")
+    assert problems == []
