@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import re
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -33,8 +34,10 @@ ALLOWED = {
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> Store:
-    return open_store(tmp_path / "cw.db")
+def store(store_at: str) -> Iterator[Store]:
+    """An empty store (closed afterwards): an SQLite file, then a PostgreSQL database."""
+    with open_store(store_at) as s:
+        yield s
 
 
 def crane_in(store: Store, state: str, *, cleared_by_gate: bool = True) -> str:
@@ -169,8 +172,8 @@ def test_a_broken_fleet_file_reports_every_problem_with_its_line(tmp_path: Path)
     assert f"{bad}:11: component PLC: kind 'toaster'" in text
 
 
-def test_cli_fleet_commands(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    db = str(tmp_path / "cw.db")
+def test_cli_fleet_commands(store_at: str, capsys: pytest.CaptureFixture[str]) -> None:
+    db = store_at
     assert main(["fleet", "import", str(FLEET_EXAMPLE), "--db", db]) == 0
     assert main(["fleet", "add", "STS-09", "--db", db, "--maker", "Harbour Heavy", "--zone", "10.20.9.0/24",
                  "--component", "name=PLC,kind=plc,ip=10.20.9.10,mac=02-00-5E-10-09-0A"]) == 0
@@ -202,8 +205,8 @@ def test_every_command_of_the_fleet_story_has_an_example(command: list[str],
     assert "Example:\n  cranewatch " + command[0] in help_text
 
 
-def test_list_and_show_mention_the_latest_gate_decision(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    db = str(tmp_path / "cw.db")
+def test_list_and_show_mention_the_latest_gate_decision(store_at: str, capsys: pytest.CaptureFixture[str]) -> None:
+    db = store_at
     with open_store(db) as store:
         import_fleet(store, FLEET_EXAMPLE)
         store.record_gate("STS-07", "needs-review", [{"kind": "missing-evidence", "text": "x"}], {}, who="gate")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -31,13 +32,14 @@ def finding(rule: str, category: str, severity: Severity, title: str, key: str =
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> Store:
-    s = open_store(tmp_path / "cw.db")
+def store(store_at: str) -> Iterator[Store]:
+    s = open_store(store_at)
     s.add_crane(Crane("STS-07", profile_path=str(PROFILE), zone="10.20.7.0/24",
                       components=(Component("CMS", "cms", ip="10.20.7.30"), Component("OCR", "ocr", ip="10.20.7.20"),
                                   Component("PLC", "plc", ip="10.20.7.10")),
                       state="under-analysis"), who="setup", why="test")
-    return s
+    yield s
+    s.close()
 
 
 # the quarantine traffic saw the three registered parts (and nothing else of the crane zone)
@@ -151,7 +153,7 @@ def test_policy_from_toml_changes_what_blocks(store: Store, tmp_path: Path) -> N
         load_gate_policy(policy_file)
 
 
-def test_real_image_scans_through_the_gate(tmp_path: Path) -> None:
+def test_real_image_scans_through_the_gate(tmp_path: Path, store_at: str) -> None:
     """The forensic scanner's own findings on planted artefacts reach the gate and reject."""
     cms = tmp_path / "cms-root"
     (cms / "etc/NetworkManager/system-connections").mkdir(parents=True)
@@ -161,7 +163,7 @@ def test_real_image_scans_through_the_gate(tmp_path: Path) -> None:
     ocr = tmp_path / "ocr-root"
     (ocr / "etc").mkdir(parents=True)
     (ocr / "etc/hostname").write_text("ocr\n")
-    with open_store(tmp_path / "cw.db") as store:
+    with open_store(store_at) as store:
         import_fleet(store, REPO / "profiles" / "fleet-example.toml")
         for state in ("quarantined", "under-analysis"):
             transition(store, "STS-07", state, reason="test")
@@ -180,9 +182,9 @@ def test_real_image_scans_through_the_gate(tmp_path: Path) -> None:
         assert crane is not None and crane.state == "rejected"
 
 
-def test_cli_gate(store: Store, capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_gate(store: Store, store_at: str, capsys: pytest.CaptureFixture[str]) -> None:
     full_evidence(store, finding("r", "remote-access-tool", Severity.CRITICAL, "TeamViewer-like agent"))
-    db = str(store.path)
+    db = store_at
     assert main(["gate", "STS-07", "--db", db, "--exit-code"]) == 1
     out = capsys.readouterr().out
     assert out.startswith("STS-07: REJECTED\n  blocking findings:\n    - critical remote-access-tool: TeamViewer-like agent")
@@ -276,10 +278,10 @@ def test_profile_review_flags_parts_the_profile_does_not_know(store: Store, tmp_
         "registered part of STS-07"]
 
 
-def test_cli_gate_records_images_and_captures_first(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_gate_records_images_and_captures_first(tmp_path: Path, store_at: str, capsys: pytest.CaptureFixture[str]) -> None:
     if not LAB_SSH.is_file():
         pytest.skip("lab capture remote-ssh not built in this checkout")
-    db = str(tmp_path / "cw.db")
+    db = store_at
     cms = tmp_path / "cms"
     (cms / "etc").mkdir(parents=True)
     (cms / "etc/hostname").write_text("cms\n")

@@ -35,14 +35,15 @@ def _finding_ids(out: str) -> list[str]:
 
 
 @pytest.fixture()
-def db(tmp_path: Path) -> Path:
-    path = tmp_path / "cw.db"
+def db(store_at: str) -> str:
+    """A store with STS-07 registered: an SQLite file, then a PostgreSQL database."""
+    path = store_at
     with open_store(path) as store:
         import_fleet(store, DATA / "fleet" / "sts-07.toml")
     return path
 
 
-def _analyze(db: Path, capsys: pytest.CaptureFixture[str], *captures: Path) -> tuple[int, list[str], str]:
+def _analyze(db: str, capsys: pytest.CaptureFixture[str], *captures: Path) -> tuple[int, list[str], str]:
     code = main(["analyze", *map(str, captures), "--profile", str(PROFILE), "--baseline", str(NORMAL),
                  "--format", "jsonl", "--db", str(db), "--crane", "STS-07"])
     out, err = capsys.readouterr()
@@ -50,7 +51,7 @@ def _analyze(db: Path, capsys: pytest.CaptureFixture[str], *captures: Path) -> t
 
 
 def test_analyze_records_inputs_and_findings_and_a_rerun_duplicates_nothing(
-        db: Path, capsys: pytest.CaptureFixture[str]) -> None:
+        db: str, capsys: pytest.CaptureFixture[str]) -> None:
     code, printed, err = _analyze(db, capsys, FALSE_LOAD, REMOTE_SSH)
     assert code == 0 and printed
     assert "recorded as run" in err
@@ -80,7 +81,7 @@ def test_analyze_records_inputs_and_findings_and_a_rerun_duplicates_nothing(
 
 
 def test_scan_image_records_the_scan_with_its_component_and_sbom(
-        db: Path, capsys: pytest.CaptureFixture[str]) -> None:
+        db: str, capsys: pytest.CaptureFixture[str]) -> None:
     args = ["scan-image", str(CMS_IMAGE), "--format", "jsonl", "--db", str(db), "--crane", "STS-07",
             "--component", "CMS"]
     main(args)
@@ -104,7 +105,7 @@ def test_scan_image_records_the_scan_with_its_component_and_sbom(
         assert len(everything) == len(set(everything)) == len(set(printed))
 
 
-def test_the_gate_decides_on_what_the_commands_recorded(db: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_the_gate_decides_on_what_the_commands_recorded(db: str, capsys: pytest.CaptureFixture[str]) -> None:
     main(["scan-image", str(CMS_IMAGE), "--format", "jsonl", "--db", str(db), "--crane", "STS-07",
           "--component", "CMS"])
     _analyze(db, capsys, FALSE_LOAD)
@@ -143,7 +144,7 @@ def test_a_missing_database_is_not_created(tmp_path: Path, capsys: pytest.Captur
 
 
 def test_unregistered_crane_or_part_is_refused_before_the_work(
-        db: Path, capsys: pytest.CaptureFixture[str]) -> None:
+        db: str, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["analyze", str(FALSE_LOAD), "--db", str(db), "--crane", "STS-99"]) == 2
     assert "not registered" in capsys.readouterr().err
     assert main(["scan-image", str(CMS_IMAGE), "--db", str(db), "--crane", "STS-07",
@@ -156,7 +157,7 @@ def test_unregistered_crane_or_part_is_refused_before_the_work(
         assert store.runs("STS-07") == [] and store.runs("STS-99") == []
 
 
-def test_crane_defaults_to_the_profiles_crane_id(db: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_crane_defaults_to_the_profiles_crane_id(db: str, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["analyze", str(FALSE_LOAD), "--profile", str(PROFILE), "--db", str(db)]) == 0
     capsys.readouterr()
     with open_store(db) as store:
@@ -164,7 +165,7 @@ def test_crane_defaults_to_the_profiles_crane_id(db: Path, capsys: pytest.Captur
 
 
 def test_a_capture_cut_short_is_recorded_with_a_note_and_exit_3(
-        db: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+        db: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     cut = tmp_path / "cut.pcap"
     cut.write_bytes(FALSE_LOAD.read_bytes()[:-37])  # the last record loses its end
     assert main(["analyze", str(cut), "--profile", str(PROFILE), "--db", str(db), "--crane", "STS-07"]) == 3

@@ -69,6 +69,11 @@ def story(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A store with STS-07 quarantined, scanned, analysed and gated (rejected)."""
     tmp = tmp_path_factory.mktemp("report")
     db = tmp / "cw.db"
+    write_story(db, tmp)
+    return db
+
+
+def write_story(db: str | Path, tmp: Path) -> None:
     with open_store(db) as store:
         import_fleet(store, REPO / "profiles" / "fleet-example.toml", by="ana")
         store.record_ruleset("STS-07", "quarantine",
@@ -80,7 +85,21 @@ def story(tmp_path_factory: pytest.TempPathFactory) -> Path:
         capture.write_bytes(b"\xd4\xc3\xb2\xa1" + bytes(20))
         store.record_run("STS-07", "analyze", [capture], [SSH_FINDING])
         decide(store, "STS-07", who="ana")
-    return db
+
+
+def test_the_report_says_the_same_on_either_backend(story: Path, store_at: str, tmp_path: Path) -> None:
+    """The story written to PostgreSQL reports what it reports from the SQLite file: the same
+    records but for times, the store's own sequence numbers and the digest over them."""
+    write_story(store_at, tmp_path)
+
+    def content(db: str | Path) -> list[str]:
+        with open_store(db) as store:
+            records = report_records(build_report(store, "STS-07"))
+        volatile = re.compile(r'"(?:[a-z_]*(?:at|time|seen|started|finished|generated|digest|path)|until)": '
+                              r'("[^"]*"|[0-9.]+|null)')
+        return [volatile.sub("", json.dumps(r, sort_keys=True)) for r in records if r["type"] != "signature"]
+
+    assert content(store_at) == content(story)
 
 
 def test_report_holds_facts_decision_findings_sbom_ruleset_inputs_and_signatures(story: Path) -> None:

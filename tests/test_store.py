@@ -19,6 +19,7 @@ from cranewatch.errors import StateError
 from cranewatch.model import Evidence, Finding, Severity, finding_id
 from cranewatch.store import Component, Crane, open_store
 from cranewatch.store import sqlite as store_sqlite
+from cranewatch.store.dialect import is_postgres_url
 from cranewatch.store.schema import MIGRATIONS, Migration
 from cranewatch.store.sqlite import Store
 
@@ -42,25 +43,42 @@ def make_finding(n: int, *, crane: str = "STS-07", first: float = 1000.0, count:
     )
 
 
-def tables(db: Path) -> set[str]:
+def tables(db: str | Path) -> set[str]:
+    """The tables of a store, read past cranewatch (sqlite3, or psycopg for a URL)."""
+    if is_postgres_url(db):
+        import psycopg
+
+        with psycopg.connect(str(db)) as conn:
+            return {r[0] for r in conn.execute(
+                "SELECT table_name FROM information_schema.tables WHERE table_schema = current_schema()")}
     with sqlite3.connect(db) as conn:
         return {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
 
 
-def test_migrations_from_empty_are_recorded_in_order(tmp_path: Path) -> None:
-    db = tmp_path / "cw.db"
+def integrity_error(db: str) -> type[Exception]:
+    """What the backend raises when the schema itself refuses a row."""
+    if is_postgres_url(db):
+        import psycopg
+
+        return psycopg.IntegrityError
+    return sqlite3.IntegrityError
+
+
+def test_migrations_from_empty_are_recorded_in_order(store_at: str) -> None:
+    db = store_at
     with open_store(db) as store:
         assert store.applied_migrations() == [m.name for m in MIGRATIONS]
         assert store.migrate() == []  # idempotent
     assert {"cranes", "crane_components", "crane_history", "runs", "run_inputs", "findings",
             "run_findings", "run_artifacts", "gate_decisions", "rulesets", "schema_migrations"} <= tables(db)
-    with sqlite3.connect(db) as conn:
-        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    if not is_postgres_url(db):
+        with sqlite3.connect(db) as conn:
+            assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
 
 
 @pytest.mark.parametrize("earlier", range(len(MIGRATIONS)))
-def test_migrations_from_each_earlier_schema_keep_data(tmp_path: Path, earlier: int) -> None:
-    db = tmp_path / "cw.db"
+def test_migrations_from_each_earlier_schema_keep_data(store_at: str, earlier: int) -> None:
+    db = store_at
     old = Store(db, migrate=False)
     old.migrate(upto=earlier)
     assert old.applied_migrations() == [m.name for m in MIGRATIONS[:earlier]]
@@ -92,23 +110,29 @@ def test_migrations_from_each_earlier_schema_keep_data(tmp_path: Path, earlier: 
         assert stored is not None and stored.purpose == "quarantine"
 
 
-def test_a_failing_migration_leaves_nothing_behind(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_failing_migration_leaves_nothing_behind(store_at: str, monkeypatch: pytest.MonkeyPatch) -> None:
     broken = (*MIGRATIONS, Migration("9999_broken", ("CREATE TABLE half_done (x INTEGER)", "THIS IS NOT SQL")))
     monkeypatch.setattr(store_sqlite, "MIGRATIONS", broken)
-    with pytest.raises(sqlite3.OperationalError):
-        Store(tmp_path / "cw.db")
-    assert "half_done" not in tables(tmp_path / "cw.db")
+    if is_postgres_url(store_at):
+        import psycopg
+
+        refused: type[Exception] = psycopg.errors.SyntaxError
+    else:
+        refused = sqlite3.OperationalError
+    with pytest.raises(refused):
+        Store(store_at)
+    assert "half_done" not in tables(store_at)
     monkeypatch.undo()
-    with open_store(tmp_path / "cw.db") as store:
+    with open_store(store_at) as store:
         assert store.applied_migrations() == [m.name for m in MIGRATIONS]
 
 
-def test_same_input_recorded_twice_replaces_its_run_with_the_same_ids(tmp_path: Path) -> None:
+def test_same_input_recorded_twice_replaces_its_run_with_the_same_ids(tmp_path: Path, store_at: str) -> None:
     capture = tmp_path / "quarantine.pcap"
     capture.write_bytes(b"not really a capture, but hashed all the same")
     copy = tmp_path / "elsewhere.pcap"
     copy.write_bytes(capture.read_bytes())
-    with open_store(tmp_path / "cw.db") as store:
+    with open_store(store_at) as store:
         first = store.record_run("STS-07", "analyze", [capture], [make_finding(1, first=1000.0, count=5),
                                                                   make_finding(2)], who="ana")
         # the same bytes under another name, same options: the same run, recorded a second time
@@ -137,10 +161,10 @@ def test_same_input_recorded_twice_replaces_its_run_with_the_same_ids(tmp_path: 
         assert len({first, third, fourth, fifth, sixth}) == 5
 
 
-def test_a_superseded_run_is_not_replaced_and_stays(tmp_path: Path) -> None:
+def test_a_superseded_run_is_not_replaced_and_stays(tmp_path: Path, store_at: str) -> None:
     capture = tmp_path / "q.pcap"
     capture.write_bytes(b"bytes")
-    with open_store(tmp_path / "cw.db") as store:
+    with open_store(store_at) as store:
         first = store.record_run("STS-07", "analyze", [capture], [make_finding(1)])
         store.supersede_run(first, who="ana", why="wrong mirror port")
         with pytest.raises(StateError, match="already superseded by ana"):
@@ -157,9 +181,9 @@ def test_a_superseded_run_is_not_replaced_and_stays(tmp_path: Path) -> None:
             ("supersede", f"run {first}", "ana", "wrong mirror port")]
 
 
-def test_a_clean_rescan_does_not_drop_an_earlier_finding(tmp_path: Path) -> None:
+def test_a_clean_rescan_does_not_drop_an_earlier_finding(store_at: str) -> None:
     """Regression: current findings were those of the latest run, so a clean rescan hid them."""
-    with open_store(tmp_path / "cw.db") as store:
+    with open_store(store_at) as store:
         store.record_run("STS-07", "scan-image", [], [make_finding(1)], component="CMS")
         store.record_run("STS-07", "scan-image", [], [make_finding(2)], component="OCR")
         store.record_run("STS-07", "scan-image", [], [], component="CMS")  # CMS re-scanned, clean
@@ -169,13 +193,13 @@ def test_a_clean_rescan_does_not_drop_an_earlier_finding(tmp_path: Path) -> None
         assert store.count_findings("STS-07") == 2  # history is kept
 
 
-def test_dispositions_are_recorded_with_an_audit_event_each(tmp_path: Path) -> None:
-    with open_store(tmp_path / "cw.db") as store:
+def test_dispositions_are_recorded_with_an_audit_event_each(store_at: str) -> None:
+    with open_store(store_at) as store:
         run = store.record_run("STS-07", "analyze", [], [make_finding(1)])
         fid = make_finding(1).id
         with pytest.raises(StateError, match="no stored finding"):
             store.record_disposition("STS-07", "cw-nope", "acknowledged", who="ana", why="x")
-        with pytest.raises(sqlite3.IntegrityError):  # the schema itself refuses an acceptance without expiry
+        with pytest.raises(integrity_error(store_at)):  # the schema itself refuses an acceptance without expiry
             store.record_disposition("STS-07", fid, "accepted-risk", who="ana", why="x")
         store.record_disposition("STS-07", fid, "acknowledged", who="ana", why="looking", at=10.0)
         store.record_disposition("STS-07", fid, "accepted-risk", who="fso", why="ticket 1", until=100.0, at=20.0)
@@ -190,8 +214,8 @@ def test_dispositions_are_recorded_with_an_audit_event_each(tmp_path: Path) -> N
         assert accepted.effective(99.9) == "accepted-risk" and accepted.effective(100.0) == "open"
 
 
-def test_finishing_a_run_twice_is_refused(tmp_path: Path) -> None:
-    with open_store(tmp_path / "cw.db") as store:
+def test_finishing_a_run_twice_is_refused(store_at: str) -> None:
+    with open_store(store_at) as store:
         run = store.begin_run("STS-07", "analyze")
         store.finish_run(run, [])
         with pytest.raises(StateError):
@@ -215,8 +239,8 @@ WRITER = textwrap.dedent(
 )
 
 
-def test_concurrent_readers_never_see_half_a_run(tmp_path: Path) -> None:
-    db = tmp_path / "cw.db"
+def test_concurrent_readers_never_see_half_a_run(store_at: str) -> None:
+    db = store_at
     open_store(db).close()
     runs, per_run = 40, 25
     writer = subprocess.Popen(
@@ -267,7 +291,7 @@ KILLED_RUN = textwrap.dedent(
 )
 
 
-def run_until_killed(db: Path, capture: Path, *, count: int, pause: float, kill_at: str, kill_after: float) -> str:
+def run_until_killed(db: str, capture: Path, *, count: int, pause: float, kill_at: str, kill_after: float) -> str:
     child = subprocess.Popen(
         [sys.executable, "-c", KILLED_RUN.format(tests=str(Path(__file__).parent), db=str(db),
                                                  capture=str(capture), count=count, pause=pause)],
@@ -283,8 +307,8 @@ def run_until_killed(db: Path, capture: Path, *, count: int, pause: float, kill_
     return out
 
 
-def test_a_run_killed_mid_analysis_leaves_no_findings_and_a_rerun_completes(tmp_path: Path) -> None:
-    db, capture = tmp_path / "cw.db", tmp_path / "q.pcap"
+def test_a_run_killed_mid_analysis_leaves_no_findings_and_a_rerun_completes(tmp_path: Path, store_at: str) -> None:
+    db, capture = store_at, tmp_path / "q.pcap"
     capture.write_bytes(b"\xd4\xc3\xb2\xa1" + bytes(100))
     open_store(db).close()
     run_until_killed(db, capture, count=50, pause=30, kill_at="analysing", kill_after=0.2)
@@ -298,8 +322,8 @@ def test_a_run_killed_mid_analysis_leaves_no_findings_and_a_rerun_completes(tmp_
         assert [r.id for r in store.latest_complete_runs("STS-07")] == [rerun]
 
 
-def test_a_run_killed_while_writing_its_findings_leaves_all_or_nothing(tmp_path: Path) -> None:
-    db, capture = tmp_path / "cw.db", tmp_path / "q.pcap"
+def test_a_run_killed_while_writing_its_findings_leaves_all_or_nothing(tmp_path: Path, store_at: str) -> None:
+    db, capture = store_at, tmp_path / "q.pcap"
     capture.write_bytes(b"capture")
     open_store(db).close()
     count = 40000  # the write transaction takes ~0.6 s on a 2-core box: the kill lands inside it
@@ -315,8 +339,8 @@ def test_a_run_killed_while_writing_its_findings_leaves_all_or_nothing(tmp_path:
         assert [r.id for r in store.latest_complete_runs("STS-07")] == [rerun]
 
 
-def test_history_and_components_round_trip(tmp_path: Path) -> None:
-    with open_store(tmp_path / "cw.db") as store:
+def test_history_and_components_round_trip(store_at: str) -> None:
+    with open_store(store_at) as store:
         crane = Crane("STS-07", maker="Harbour Heavy", model="STS-65", commissioned="2026-11-20",
                       control_vendor="CraneSoft", zone="10.20.7.0/24",
                       components=(Component("PLC", "plc", "02:00:00:07:00:10", "10.20.7.10", "4.2.1"),))
@@ -395,9 +419,9 @@ def test_a_foreign_or_garbage_file_is_refused_and_left_alone(tmp_path: Path) -> 
         open_store(garbage)
 
 
-def test_two_writers_take_turns_instead_of_failing(tmp_path: Path) -> None:
+def test_two_writers_take_turns_instead_of_failing(store_at: str) -> None:
     """BEGIN IMMEDIATE + busy timeout: a second writer waits for the first, nothing is lost."""
-    db = tmp_path / "cw.db"
+    db = store_at
     open_store(db).close()
     writers = [
         subprocess.Popen(

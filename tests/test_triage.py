@@ -32,24 +32,34 @@ LABELS = json.loads((LAB / "safety-bypass" / "labels.json").read_text())
 # -- the story of the issue, through the command line ------------------------------------------
 
 
-@pytest.fixture
-def db(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Path:
-    path = tmp_path / "cw.db"
-    assert main(["fleet", "import", str(FLEET), "--db", str(path), "--by", "officer-ana"]) == 0
+def registered(path: str, capsys: pytest.CaptureFixture[str]) -> str:
+    assert main(["fleet", "import", str(FLEET), "--db", path, "--by", "officer-ana"]) == 0
     for state in ("quarantined", "under-analysis"):
-        assert main(["fleet", "set-state", "STS-07", state, "--reason", "test", "--db", str(path)]) == 0
+        assert main(["fleet", "set-state", "STS-07", state, "--reason", "test", "--db", path]) == 0
     capsys.readouterr()
     return path
 
 
-def record(db: Path, capture: Path, capsys: pytest.CaptureFixture[str]) -> int:
+@pytest.fixture
+def db(store_at: str, capsys: pytest.CaptureFixture[str]) -> str:
+    """A store with the example fleet, STS-07 under analysis: an SQLite file, then PostgreSQL."""
+    return registered(store_at, capsys)
+
+
+@pytest.fixture
+def sqlite_db(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> str:
+    """The same as a file (for the tests of a file's read-only mount and full disk)."""
+    return registered(str(tmp_path / "cw.db"), capsys)
+
+
+def record(db: str, capture: Path, capsys: pytest.CaptureFixture[str]) -> int:
     assert main(["analyze", str(capture), "--db", str(db), "--crane", "STS-07", "--profile", str(PROFILE),
                  "--format", "jsonl"]) == 0
     err = capsys.readouterr().err
     return int(err.split("recorded as run ")[1].split()[0])
 
 
-def gate_json(db: Path, capsys: pytest.CaptureFixture[str]) -> dict[str, object]:
+def gate_json(db: str, capsys: pytest.CaptureFixture[str]) -> dict[str, object]:
     assert main(["gate", "STS-07", "--db", str(db), "--no-move", "--format", "json"]) == 0
     doc: dict[str, object] = json.loads(capsys.readouterr().out)
     return doc
@@ -60,7 +70,7 @@ def blocking(doc: dict[str, object]) -> list[dict[str, str]]:
 
 
 def test_a_bad_capture_then_a_clean_one_still_rejects_with_the_earlier_findings(
-        db: Path, capsys: pytest.CaptureFixture[str]) -> None:
+        db: str, capsys: pytest.CaptureFixture[str]) -> None:
     """Regression: the gate read only the latest traffic run, so normal-2 after safety-bypass
     turned REJECTED into NEEDS-REVIEW."""
     bad = record(db, BYPASS, capsys)
@@ -81,7 +91,7 @@ def test_a_bad_capture_then_a_clean_one_still_rejects_with_the_earlier_findings(
 
 
 def test_each_blocking_finding_disposed_by_an_officer_moves_it_and_the_audit_shows_every_step(
-        db: Path, capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+        db: str, capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     bad = record(db, BYPASS, capsys)
     clean = record(db, NORMAL_2, capsys)
     ids = {r["text"]: r["finding"] for r in blocking(gate_json(db, capsys))}
@@ -130,7 +140,7 @@ def test_each_blocking_finding_disposed_by_an_officer_moves_it_and_the_audit_sho
 
 
 def test_a_superseded_run_stays_visible_in_the_report_and_its_findings_stay(
-        db: Path, capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+        db: str, capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     bad = record(db, BYPASS, capsys)
     assert main(["supersede", str(bad), "--reason", "captured on the wrong mirror port", "--by", "ana",
                  "--db", str(db)]) == 0
@@ -155,7 +165,7 @@ def test_a_superseded_run_stays_visible_in_the_report_and_its_findings_stay(
     assert main(["supersede", str(bad), "--reason", "again", "--db", str(db)]) == 2
 
 
-def test_the_same_capture_recorded_again_replaces_its_run(db: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_the_same_capture_recorded_again_replaces_its_run(db: str, capsys: pytest.CaptureFixture[str]) -> None:
     first = record(db, BYPASS, capsys)
     again = record(db, BYPASS, capsys)
     assert again == first
@@ -167,7 +177,7 @@ def test_the_same_capture_recorded_again_replaces_its_run(db: Path, capsys: pyte
         assert [e.action for e in store.audit_events("STS-07")] == ["re-record"]
 
 
-def test_triage_refusals_exit_2_and_record_nothing(db: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_triage_refusals_exit_2_and_record_nothing(db: str, capsys: pytest.CaptureFixture[str]) -> None:
     bad = record(db, BYPASS, capsys)
     with open_store(db) as store:
         fid = store.findings("STS-07")[0].id
@@ -209,8 +219,8 @@ PLC_SEEN = Coverage(("network", "process"), (ObservedHost("02:c7:07:00:00:0a", (
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> Iterator[Store]:
-    with open_store(tmp_path / "cw.db") as s:
+def store(store_at: str) -> Iterator[Store]:
+    with open_store(store_at) as s:
         s.add_crane(Crane("STS-07", zone="10.20.7.0/24", components=(
             Component("PLC", "plc", ip="10.20.7.10"), Component("CMS", "cms", ip="10.20.7.30"))),
             who="t", why="t")
@@ -372,10 +382,10 @@ def tmpfs(tmp_path: Path) -> Iterator[Path]:
         subprocess.run(["umount", "-l", str(mnt)], check=False)
 
 
-def test_a_read_only_store_exits_4_naming_the_cause(db: Path, tmpfs: Path,
+def test_a_read_only_store_exits_4_naming_the_cause(sqlite_db: str, tmpfs: Path,
                                                    capsys: pytest.CaptureFixture[str]) -> None:
     store = tmpfs / "cw.db"
-    shutil.copy(db, store)
+    shutil.copy(sqlite_db, store)
     subprocess.run(["mount", "-o", "remount,ro", str(tmpfs)], check=True)
     writers = [
         ["gate", "STS-07"],
@@ -392,9 +402,9 @@ def test_a_read_only_store_exits_4_naming_the_cause(db: Path, tmpfs: Path,
 
 
 def test_a_full_disk_exits_4_naming_the_cause_and_the_store_stays_intact(
-        db: Path, tmpfs: Path, capsys: pytest.CaptureFixture[str]) -> None:
+        sqlite_db: str, tmpfs: Path, capsys: pytest.CaptureFixture[str]) -> None:
     store = tmpfs / "cw.db"
-    shutil.copy(db, store)
+    shutil.copy(sqlite_db, store)
     filler = tmpfs / "filler"
     with filler.open("wb", buffering=0) as out:
         try:

@@ -130,7 +130,7 @@ def run(args: argparse.Namespace) -> int:
             from cranewatch.gate import record_traffic_analysis
 
             run_id = record_traffic_analysis(store, crane, result)
-            print(f"cranewatch: recorded as run {run_id} of {crane} in {args.db}", file=sys.stderr)
+            print(f"cranewatch: recorded as run {run_id} of {crane} in {store.where}", file=sys.stderr)
     finally:
         if store is not None:
             store.close()

@@ -109,7 +109,7 @@ def run(args: argparse.Namespace) -> int:
         _write_report(args, result, min_severity)
         if store is not None and crane is not None:
             run_id = record_image_scan(store, crane, result, component=args.component)
-            print(f"cranewatch: recorded as run {run_id} of {crane} in {args.db}", file=sys.stderr)
+            print(f"cranewatch: recorded as run {run_id} of {crane} in {store.where}", file=sys.stderr)
     finally:
         if store is not None:
             store.close()

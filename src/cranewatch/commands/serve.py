@@ -7,7 +7,7 @@ import errno
 from typing import Any
 
 from cranewatch.errors import EnvironmentProblem
-from cranewatch.store import default_db_path
+from cranewatch.store import default_store
 from cranewatch.store.options import add_db_option
 from cranewatch.web.app import make_server
 
@@ -41,7 +41,7 @@ def register(subparsers: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     from cranewatch.store import open_store
 
-    db = args.db or default_db_path()
+    db = args.db or default_store()
     open_store(db, readonly=True).close()  # never creates a store; an older one is migrated first
     try:
         server = make_server(db, args.host, args.port, allow_hosts=args.allow_host)

@@ -1,4 +1,5 @@
-"""SQLite store: schema, named migrations, the single writer. Only this package writes SQL."""
+"""The store (SQLite file, or PostgreSQL as the central store): schema, named migrations, the
+single writer. Only this package writes SQL."""
 
 from cranewatch.store.records import (
     COUNTING_STATES,
@@ -15,7 +16,14 @@ from cranewatch.store.records import (
     RunInput,
     StoredRuleset,
 )
-from cranewatch.store.sqlite import MissingStore, Store, default_db_path, hash_input, open_store
+from cranewatch.store.sqlite import (
+    MissingStore,
+    Store,
+    default_db_path,
+    default_store,
+    hash_input,
+    open_store,
+)
 
 __all__ = [
     "COUNTING_STATES",
@@ -34,6 +42,7 @@ __all__ = [
     "Store",
     "StoredRuleset",
     "default_db_path",
+    "default_store",
     "hash_input",
     "open_store",
 ]

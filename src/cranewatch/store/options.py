@@ -10,8 +10,9 @@ from cranewatch.store.sqlite import Store, default_db_path, open_store
 def add_db_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--db",
-        metavar="FILE",
-        help=f"the cranewatch database (default: $CRANEWATCH_HOME/cranewatch.db or {default_db_path()})",
+        metavar="FILE|URL",
+        help="the cranewatch store: an SQLite file, or postgresql://USER@HOST/DB for the central "
+        f"store (default: $CRANEWATCH_DB, else $CRANEWATCH_HOME/cranewatch.db or {default_db_path()})",
     )
 
 

@@ -3,6 +3,10 @@
 A migration is never edited once released: a schema change is a new migration appended to
 ``MIGRATIONS``. ``schema_migrations`` records which ran and when, so an old database is
 brought up to date by running only the ones it lacks.
+
+The same list serves SQLite and PostgreSQL: statements are written in SQLite's DDL and
+``cranewatch.store.dialect.statements_for`` gives PostgreSQL its form (a migration whose SQL
+cannot be translated word for word states its PostgreSQL statements in ``postgres``).
 """
 
 from __future__ import annotations
@@ -16,6 +20,15 @@ class Migration:
 
     name: str
     statements: tuple[str, ...]
+    postgres: tuple[str, ...] | None = None  # only when the SQLite DDL does not translate
+
+
+# the table that records the others; made before the first migration runs
+SCHEMA_MIGRATIONS_TABLE = Migration(
+    "schema_migrations",
+    ("CREATE TABLE IF NOT EXISTS schema_migrations ("
+     "seq INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE, applied_at REAL NOT NULL)",),
+)
 
 
 MIGRATIONS: tuple[Migration, ...] = (

@@ -1,4 +1,7 @@
-"""The SQLite store: opens and migrates the database and owns every SQL statement.
+"""The store: its API over an SQLite file, and every SQL statement (which PostgreSQL takes too).
+
+``Store`` is the API; ``Store(url)`` of a ``postgresql://`` URL is a ``postgres.PostgresStore``,
+which changes only how it connects, locks, reads the catalogue and names its errors.
 
 One writer: every write is one ``BEGIN IMMEDIATE`` transaction, so a writer waits for another
 writer (busy timeout) instead of failing, and readers never see half a write (WAL mode lets
@@ -8,6 +11,7 @@ the run complete, so a run killed mid-analysis leaves a ``running`` row and no f
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -29,6 +33,7 @@ from cranewatch.errors import (
 )
 from cranewatch.incidents import Incident
 from cranewatch.model import Finding, iso_time
+from cranewatch.store.dialect import Connection, Row, is_postgres_url, redact_url, statements_for
 from cranewatch.store.records import (
     COUNTING_STATES,
     FINDING_STATES,
@@ -43,7 +48,7 @@ from cranewatch.store.records import (
     RunInput,
     StoredRuleset,
 )
-from cranewatch.store.schema import MIGRATIONS
+from cranewatch.store.schema import MIGRATIONS, SCHEMA_MIGRATIONS_TABLE
 
 RUN_KINDS = ("analyze", "scan-image", "gate")
 BUSY_TIMEOUT_S = 30.0
@@ -54,6 +59,13 @@ def default_db_path() -> Path:
     home = os.environ.get("CRANEWATCH_HOME")
     base = Path(home) if home else Path.cwd() / ".cranewatch"
     return base / "cranewatch.db"
+
+
+def default_store() -> str | Path:
+    """The store when ``--db`` is not given: ``$CRANEWATCH_DB`` (a file or a ``postgresql://``
+    URL), else ``default_db_path()``."""
+    named = os.environ.get("CRANEWATCH_DB")
+    return named if named else default_db_path()
 
 
 def file_sha256(path: Path) -> str:
@@ -83,11 +95,13 @@ def hash_input(path: str | Path) -> RunInput:
 class MissingStore(UsageError):
     """The named store does not exist (and this command does not create one)."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: str | Path) -> None:
+        where = redact_url(str(path)) if is_postgres_url(path) else str(path)
         super().__init__(
             "no such database: no cranewatch store here (register a crane first with "
-            f"`cranewatch fleet add NAME --db {path}`, or point --db or $CRANEWATCH_HOME at the store)",
-            Location(file=str(path)),
+            f"`cranewatch fleet add NAME --db {where}`, or point --db, $CRANEWATCH_DB or "
+            "$CRANEWATCH_HOME at the store)",
+            Location(file=where),
         )
 
 
@@ -162,9 +176,21 @@ class Store:
     ``create=False`` refuses a path where no database exists yet instead of creating one.
     """
 
+    dialect = "sqlite"
+    _db: Connection
+
+    def __new__(cls, path: str | Path, **_options: Any) -> Store:
+        # a ``postgresql://`` URL names the central store: the same API over PostgreSQL
+        if cls is Store and is_postgres_url(path):
+            from cranewatch.store.postgres import PostgresStore
+
+            return super().__new__(PostgresStore)
+        return super().__new__(cls)
+
     def __init__(self, path: str | Path, *, migrate: bool = True, readonly: bool = False,
                  create: bool = True) -> None:
         self.path = Path(path)
+        self.where = str(self.path)  # how errors and messages name the store
         self.readonly = readonly
         if (readonly or not create) and not self.path.is_file():
             raise MissingStore(self.path)
@@ -177,22 +203,22 @@ class Store:
 
     def _open(self, migrate: bool) -> None:
         readonly = self.readonly
-        with _translated(self.path):
+        with self._translated():
             if readonly:
                 if migrate:
                     self._upgrade_before_reading()
                 # a reader (the dashboard, report, fleet show) can never write, whatever the code asks
-                self._db = self._connect_readonly()
+                self._db = db = self._connect_readonly()
             else:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
                 # isolation_level=None: we issue BEGIN/COMMIT ourselves, one transaction per write
-                self._db = sqlite3.connect(str(self.path), timeout=BUSY_TIMEOUT_S, isolation_level=None)
+                self._db = db = sqlite3.connect(str(self.path), timeout=BUSY_TIMEOUT_S, isolation_level=None)
                 self._refuse_foreign()  # before WAL mode, which would already change the file
-                self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA foreign_keys=ON")
+                db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA foreign_keys=ON")
             if not readonly:
-                self._db.execute("PRAGMA synchronous=NORMAL")
-            self._db.row_factory = sqlite3.Row
+                db.execute("PRAGMA synchronous=NORMAL")
+            db.row_factory = sqlite3.Row
             if migrate and not readonly:
                 self.migrate()
 
@@ -218,13 +244,24 @@ class Store:
         if not tables:
             raise InputError("not a cranewatch database: it is empty (no cranewatch schema to read)",
                              Location(file=str(self.path)))
+        self._upgrade_for_reader(done)
+
+    def _upgrade_for_reader(self, done: Sequence[str]) -> None:
         if done and set(done) >= {m.name for m in MIGRATIONS}:
             return
         try:
-            Store(self.path, create=False).close()
+            Store(self._target(), create=False).close()
         except EnvironmentProblem as exc:
             raise EnvironmentProblem(f"the store was written by an older cranewatch and needs its schema "
                                      f"upgraded, which it cannot be: {exc.message}", exc.location) from None
+
+    def _target(self) -> str | Path:
+        """What to open this store again with (a path, or the URL with its password)."""
+        return self.path
+
+    def _translated(self) -> contextlib.AbstractContextManager[None]:
+        """Database and OS failures as located cranewatch errors (exit 3 or 4), bugs aside."""
+        return _translated(self.path)
 
     # -- plumbing -----------------------------------------------------------------------------
 
@@ -238,10 +275,11 @@ class Store:
         self.close()
 
     @contextmanager
-    def _write(self) -> Iterator[sqlite3.Connection]:
-        """One write transaction; BEGIN IMMEDIATE takes the write lock up front (one writer)."""
-        with _translated(self.path):
-            self._db.execute("BEGIN IMMEDIATE")
+    def _write(self) -> Iterator[Connection]:
+        """One write transaction that holds the one writer's lock from its start (SQLite's
+        BEGIN IMMEDIATE; PostgreSQL's transaction advisory lock)."""
+        with self._translated():
+            self._begin_write()
             try:
                 yield self._db
                 self._db.execute("COMMIT")
@@ -250,23 +288,28 @@ class Store:
                     self._db.execute("ROLLBACK")
                 raise
 
+    def _begin_write(self) -> None:
+        self._db.execute("BEGIN IMMEDIATE")
+
     @contextmanager
-    def _read(self) -> Iterator[sqlite3.Connection]:
+    def _read(self) -> Iterator[Connection]:
         """A consistent snapshot for several SELECTs."""
-        with _translated(self.path):
-            self._db.execute("BEGIN")
+        with self._translated():
+            self._db.execute(self._begin_read_sql)
             try:
                 yield self._db
             finally:
                 self._db.execute("COMMIT")
 
+    _begin_read_sql = "BEGIN"
+
     def applied_migrations(self) -> list[str]:
-        with _translated(self.path):
+        with self._translated():
             return _applied(self._db)
 
     def migrate(self, upto: int | None = None) -> list[str]:
         """Apply the missing migrations (the first ``upto`` only, if given); return their names."""
-        with _translated(self.path):
+        with self._translated():
             return self._migrate(upto)
 
     def _refuse_foreign(self) -> None:
@@ -274,15 +317,19 @@ class Store:
         foreign = _user_tables(self._db) - {"schema_migrations"}
         if foreign and not _applied(self._db):
             raise InputError(f"not a cranewatch database: it holds the tables {sorted(foreign)[:5]} "
-                             "but no cranewatch schema", Location(file=str(self.path)))
+                             "but no cranewatch schema", Location(file=self.where))
 
     def _migrate(self, upto: int | None) -> list[str]:
-        self._db.execute(
-            "CREATE TABLE IF NOT EXISTS schema_migrations ("
-            "seq INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE, applied_at REAL NOT NULL)"
-        )
         wanted = MIGRATIONS if upto is None else MIGRATIONS[:upto]
         known = {m.name for m in MIGRATIONS}
+        done = set(self.applied_migrations())
+        if done - known:
+            raise UsageError(f"database was written by a newer cranewatch (migrations {sorted(done - known)})",
+                             Location(file=self.where))
+        if all(m.name in done for m in wanted):
+            return []  # nothing to write: a role that may only read opens an up-to-date store too
+        with self._write() as db:
+            db.execute(statements_for(SCHEMA_MIGRATIONS_TABLE, self.dialect)[0])
         applied_now: list[str] = []
         for seq, migration in enumerate(wanted, start=1):
             with self._write() as db:
@@ -292,11 +339,11 @@ class Store:
                 if unknown:
                     raise UsageError(
                         f"database was written by a newer cranewatch (migrations {sorted(unknown)})",
-                        Location(file=str(self.path)),
+                        Location(file=self.where),
                     )
                 if migration.name in done:
                     continue
-                for statement in migration.statements:
+                for statement in statements_for(migration, self.dialect):
                     db.execute(statement)
                 db.execute(
                     "INSERT INTO schema_migrations(seq, name, applied_at) VALUES (?, ?, ?)",
@@ -347,7 +394,7 @@ class Store:
         return stored
 
     @staticmethod
-    def _write_components(db: sqlite3.Connection, crane: str, parts: Sequence[Component]) -> None:
+    def _write_components(db: Connection, crane: str, parts: Sequence[Component]) -> None:
         db.executemany(
             "INSERT INTO crane_components(crane, name, kind, mac, ip, firmware) VALUES (?, ?, ?, ?, ?, ?)",
             [(crane, c.name, c.kind, c.mac, c.ip, c.firmware) for c in parts],
@@ -367,7 +414,7 @@ class Store:
         with self._read() as db:
             rows = db.execute("SELECT * FROM cranes ORDER BY name").fetchall()
             parts = db.execute("SELECT * FROM crane_components ORDER BY crane, name").fetchall()
-        by_crane: dict[str, list[sqlite3.Row]] = {}
+        by_crane: dict[str, list[Row]] = {}
         for part in parts:
             by_crane.setdefault(part["crane"], []).append(part)
         return [_crane_from_row(r, by_crane.get(r["name"], [])) for r in rows]
@@ -430,13 +477,13 @@ class Store:
         with self._write() as db:
             cur = db.execute(
                 "INSERT INTO runs(crane, kind, component, tool_version, started_at, status, fingerprint,"
-                " options, recorded_by) VALUES (?, ?, ?, ?, ?, 'running', ?, ?, ?)",
+                " options, recorded_by) VALUES (?, ?, ?, ?, ?, 'running', ?, ?, ?) RETURNING id",
                 (crane, kind, component, tool_version, time.time(), fingerprint,
                  json.dumps(opts, sort_keys=True), who),
             )
-            run_id = int(cur.lastrowid or 0)
+            run_id = int(cur.fetchone()[0])
             db.executemany(
-                "INSERT OR REPLACE INTO run_inputs(run_id, path, sha256, size) VALUES (?, ?, ?, ?)",
+                _PUT_INPUT,
                 [(run_id, i.path, i.sha256, i.size) for i in hashed],
             )
         return run_id
@@ -485,20 +532,22 @@ class Store:
             if inputs is not None or options is not None:
                 run = self._restate_run(db, run, inputs, options)
             kept = self._replaced_run(db, run, now)
-            for f in items:
-                db.execute(_UPSERT_FINDING, _finding_row(crane, f))
+            db.executemany(_UPSERT_FINDING, [_finding_row(crane, f) for f in items])
             db.executemany(
-                "INSERT OR REPLACE INTO run_findings(run_id, crane, finding_id, count) VALUES (?, ?, ?, ?)",
+                "INSERT INTO run_findings(run_id, crane, finding_id, count) VALUES (?, ?, ?, ?)"
+                " ON CONFLICT(run_id, finding_id) DO UPDATE SET crane=excluded.crane, count=excluded.count",
                 [(kept, crane, f.id, f.count) for f in items],
             )
             db.executemany(_UPSERT_INCIDENT, [_incident_row(crane, n) for n in grouped])
             db.executemany(
-                "INSERT OR REPLACE INTO run_incidents(run_id, crane, incident_id) VALUES (?, ?, ?)",
+                "INSERT INTO run_incidents(run_id, crane, incident_id) VALUES (?, ?, ?)"
+                " ON CONFLICT(run_id, incident_id) DO UPDATE SET crane=excluded.crane",
                 [(kept, crane, n.id) for n in grouped],
             )
             if arts:
                 db.executemany(
-                    "INSERT OR REPLACE INTO run_artifacts(run_id, name, content) VALUES (?, ?, ?)",
+                    "INSERT INTO run_artifacts(run_id, name, content) VALUES (?, ?, ?)"
+                    " ON CONFLICT(run_id, name) DO UPDATE SET content=excluded.content",
                     [(kept, k, v) for k, v in sorted(arts.items())],
                 )
             db.execute("UPDATE runs SET status='complete', finished_at=?, note=? WHERE id=?", (now, note, kept))
@@ -506,11 +555,11 @@ class Store:
         return kept
 
     @staticmethod
-    def _restate_run(db: sqlite3.Connection, run: sqlite3.Row, inputs: Sequence[RunInput] | None,
-                     options: dict[str, Any] | None) -> sqlite3.Row:
+    def _restate_run(db: Connection, run: Row, inputs: Sequence[RunInput] | None,
+                     options: dict[str, Any] | None) -> Row:
         if inputs is not None:
             db.execute("DELETE FROM run_inputs WHERE run_id=?", (run["id"],))
-            db.executemany("INSERT OR REPLACE INTO run_inputs(run_id, path, sha256, size) VALUES (?, ?, ?, ?)",
+            db.executemany(_PUT_INPUT,
                            [(run["id"], i.path, i.sha256, i.size) for i in inputs])
         opts = json.loads(run["options"]) if options is None else dict(options)
         stated = [RunInput(r["path"], r["sha256"], r["size"])
@@ -518,11 +567,11 @@ class Store:
         fingerprint = run_fingerprint(run["kind"], run["component"], stated, opts) if run["kind"] != "gate" else None
         db.execute("UPDATE runs SET options=?, fingerprint=? WHERE id=?",
                    (json.dumps(opts, sort_keys=True), fingerprint, run["id"]))
-        row: sqlite3.Row = db.execute("SELECT * FROM runs WHERE id=?", (run["id"],)).fetchone()
+        row: Row = db.execute("SELECT * FROM runs WHERE id=?", (run["id"],)).fetchone()
         return row
 
     @staticmethod
-    def _replaced_run(db: sqlite3.Connection, run: sqlite3.Row, now: float) -> int:
+    def _replaced_run(db: Connection, run: Row, now: float) -> int:
         """The id the finishing ``run`` is kept under: an earlier complete run with its fingerprint
         (emptied, to be filled with this recording), else its own."""
         if run["fingerprint"] is None:
@@ -551,7 +600,7 @@ class Store:
         return int(old["id"])
 
     @staticmethod
-    def _reopen_seen_again(db: sqlite3.Connection, crane: str, run_id: int, ids: Sequence[str],
+    def _reopen_seen_again(db: Connection, crane: str, run_id: int, ids: Sequence[str],
                            now: float) -> None:
         remediated = {r["finding_id"]: r["evidence_run"] for r in db.execute(
             "SELECT d.finding_id, d.evidence_run FROM finding_dispositions d WHERE d.crane=? AND d.state='remediated'"
@@ -872,13 +921,16 @@ VALUES (:crane, :id, :rule, :category, :severity, :title, :first_seen, :last_see
 ON CONFLICT(crane, id) DO UPDATE SET
     rule=excluded.rule, category=excluded.category, severity=excluded.severity,
     title=excluded.title,
-    first_seen=min(coalesce(findings.first_seen, excluded.first_seen),
-                   coalesce(excluded.first_seen, findings.first_seen)),
-    last_seen=max(coalesce(findings.last_seen, excluded.last_seen),
-                  coalesce(excluded.last_seen, findings.last_seen)),
+    first_seen=CASE WHEN excluded.first_seen < findings.first_seen THEN excluded.first_seen
+                    ELSE coalesce(findings.first_seen, excluded.first_seen) END,
+    last_seen=CASE WHEN excluded.last_seen > findings.last_seen THEN excluded.last_seen
+                   ELSE coalesce(findings.last_seen, excluded.last_seen) END,
     count=excluded.count, src=excluded.src, dst=excluded.dst, technique=excluded.technique,
     evidence=excluded.evidence, remedy=excluded.remedy
 """
+
+_PUT_INPUT = ("INSERT INTO run_inputs(run_id, path, sha256, size) VALUES (?, ?, ?, ?)"
+              " ON CONFLICT(run_id, path) DO UPDATE SET sha256=excluded.sha256, size=excluded.size")
 
 
 def run_fingerprint(kind: str, component: str | None, inputs: Sequence[RunInput],
@@ -893,7 +945,7 @@ def run_fingerprint(kind: str, component: str | None, inputs: Sequence[RunInput]
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def _audit(db: sqlite3.Connection, crane: str, at: float, who: str, action: str, subject: str, why: str,
+def _audit(db: Connection, crane: str, at: float, who: str, action: str, subject: str, why: str,
            detail: dict[str, Any]) -> None:
     db.execute(
         "INSERT INTO audit_events(crane, at, who, action, subject, why, detail) VALUES (?, ?, ?, ?, ?, ?, ?)",
@@ -901,37 +953,38 @@ def _audit(db: sqlite3.Connection, crane: str, at: float, who: str, action: str,
     )
 
 
-def _dispose(db: sqlite3.Connection, crane: str, finding: str, state: str, at: float, who: str, why: str,
+def _dispose(db: Connection, crane: str, finding: str, state: str, at: float, who: str, why: str,
              until: float | None, evidence_run: int | None, *, action: str) -> int:
     """Insert a disposition and its audit event (one call, so neither exists without the other)."""
     cur = db.execute(
         "INSERT INTO finding_dispositions(crane, finding_id, state, at, who, why, until, evidence_run)"
-        " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?) RETURNING seq",
         (crane, finding, state, at, who, why, until, evidence_run),
     )
+    seq = int(cur.fetchone()[0])
     detail: dict[str, Any] = {"state": state}
     if until is not None:
         detail["until"] = iso_time(until)
     if evidence_run is not None:
         detail["evidence_run"] = evidence_run
     _audit(db, crane, at, who, action, finding, why, detail)
-    return int(cur.lastrowid or 0)
+    return seq
 
 
-def _latest_disposition_row(db: sqlite3.Connection, crane: str, finding: str) -> sqlite3.Row | None:
-    row: sqlite3.Row | None = db.execute(
+def _latest_disposition_row(db: Connection, crane: str, finding: str) -> Row | None:
+    row: Row | None = db.execute(
         "SELECT * FROM finding_dispositions WHERE crane=? AND finding_id=? ORDER BY seq DESC LIMIT 1",
         (crane, finding),
     ).fetchone()
     return row
 
 
-def _disposition_from_row(r: sqlite3.Row) -> Disposition:
+def _disposition_from_row(r: Row) -> Disposition:
     return Disposition(r["crane"], r["finding_id"], r["state"], r["at"], r["who"], r["why"], r["until"],
                        r["evidence_run"], r["seq"])
 
 
-def _run_from_row(r: sqlite3.Row, inputs: Sequence[RunInput]) -> Run:
+def _run_from_row(r: Row, inputs: Sequence[RunInput]) -> Run:
     return Run(r["id"], r["crane"], r["kind"], r["component"], r["tool_version"], r["started_at"],
                r["finished_at"], r["status"], r["note"], tuple(inputs), json.loads(r["options"]),
                r["fingerprint"], r["recorded_by"], r["recordings"], r["superseded_at"], r["superseded_by"],
@@ -958,7 +1011,7 @@ def _finding_row(crane: str, f: Finding) -> dict[str, Any]:
     }
 
 
-def _finding_from_row(row: sqlite3.Row) -> Finding:
+def _finding_from_row(row: Row) -> Finding:
     return Finding.from_json(
         {
             "id": row["id"],
@@ -979,7 +1032,7 @@ def _finding_from_row(row: sqlite3.Row) -> Finding:
     )
 
 
-def _crane_from_row(row: sqlite3.Row, parts: Iterable[sqlite3.Row]) -> Crane:
+def _crane_from_row(row: Row, parts: Iterable[Row]) -> Crane:
     return Crane(
         name=row["name"],
         maker=row["maker"],
@@ -996,7 +1049,7 @@ def _crane_from_row(row: sqlite3.Row, parts: Iterable[sqlite3.Row]) -> Crane:
     )
 
 
-def _applied(db: sqlite3.Connection) -> list[str]:
+def _applied(db: Connection) -> list[str]:
     exists = db.execute(
         "SELECT 1 FROM sqlite_master WHERE type='table' AND name='schema_migrations'"
     ).fetchone()
@@ -1005,7 +1058,7 @@ def _applied(db: sqlite3.Connection) -> list[str]:
     return [r[0] for r in db.execute("SELECT name FROM schema_migrations ORDER BY seq")]
 
 
-def _user_tables(db: sqlite3.Connection) -> set[str]:
+def _user_tables(db: Connection) -> set[str]:
     return {r[0] for r in db.execute(
         "SELECT name FROM sqlite_master WHERE type='table' AND name NOT LIKE 'sqlite_%'")}
 
@@ -1013,7 +1066,9 @@ def _user_tables(db: sqlite3.Connection) -> set[str]:
 def open_store(path: str | Path | None = None, *, readonly: bool = False, create: bool = True) -> Store:
     """Open (creating and migrating as needed) the store at ``path`` or the default location.
 
-    ``readonly`` opens an existing database for reading only (SQLite ``mode=ro``); it and
-    ``create=False`` raise ``MissingStore`` where no database exists, creating nothing.
+    ``path`` is an SQLite file or a ``postgresql://user@host/db`` URL (the central store);
+    ``None`` is ``$CRANEWATCH_DB``, else the default file. ``readonly`` opens an existing
+    store for reading only (SQLite ``mode=ro``, a PostgreSQL read-only session); it and
+    ``create=False`` raise ``MissingStore`` where no store exists, creating nothing.
     """
-    return Store(default_db_path() if path is None else path, readonly=readonly, create=create)
+    return Store(default_store() if path is None else path, readonly=readonly, create=create)

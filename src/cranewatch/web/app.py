@@ -74,7 +74,7 @@ class Dashboard:
     """Routes a path to a page; pure apart from reading the store (testable without a socket)."""
 
     def __init__(self, db: str | Path) -> None:
-        self.db = Path(db)
+        self.db = db  # a file, or a postgresql:// URL (which Path would mangle: "//" becomes "/")
         self.env = _environment()
 
     def page(self, path: str) -> Page:
