@@ -352,3 +352,23 @@ def test_one_late_timestamp_does_not_stretch_the_signal_grid(tmp_path: Path) -> 
     started = time.monotonic()
     run_all(capture)
     assert time.monotonic() - started < 5
+
+
+def _publish(topic: bytes, payload: bytes = b"x", qos_bits: int = 0) -> bytes:
+    body = len(topic).to_bytes(2, "big") + topic + payload
+    return bytes([0x30 | qos_bits, len(body)]) + body
+
+
+def test_a_bad_pdu_in_a_reassembled_buffer_is_consumed_not_given_again() -> None:
+    """A packet that breaks its decoder after the buffer held a partial one: the packets
+    before it are not decoded twice and the flow is not stuck on the broken one (before,
+    every later segment re-decoded the same bytes and raised again)."""
+    from cranewatch.protocols.mqtt import MqttDecoder
+
+    decoder = MqttDecoder(FlowContext("10.20.7.20", 40000, "10.20.0.50", 1883, "tcp", "t.pcap"))
+    first, bad, after = _publish(b"crane/a"), _publish(b"crane/b", qos_bits=0b110), _publish(b"crane/c")
+    assert decoder.feed(True, first[:4], 1.0, 1) == []
+    with pytest.raises(DecodeError, match="QoS 3"):
+        decoder.feed(True, first[4:] + bad + after, 2.0, 2)
+    later = decoder.feed(True, _publish(b"crane/d"), 3.0, 3)
+    assert [e.topic for e in later] == ["crane/c", "crane/d"]  # type: ignore[attr-defined]
