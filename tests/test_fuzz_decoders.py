@@ -372,3 +372,19 @@ def test_a_bad_pdu_in_a_reassembled_buffer_is_consumed_not_given_again() -> None
         decoder.feed(True, first[4:] + bad + after, 2.0, 2)
     later = decoder.feed(True, _publish(b"crane/d"), 3.0, 3)
     assert [e.topic for e in later] == ["crane/c", "crane/d"]  # type: ignore[attr-defined]
+
+
+def test_a_master_sending_malformed_requests_is_a_recon_finding(tmp_path: Path) -> None:
+    conversation = Conversation("10.20.7.30", "10.20.7.10")
+    frames = conversation.handshake()
+    bad = [mbap(1, 1, b"\x03\x00\x00"), read_request(2, 3, 100, 0), mbap(3, 1, b"\x10\x00\x01\x00\x02\x09")]
+    for adu in bad:  # frames 4, 6, 8, each answered with exception 3 (illegal data value)
+        frames.append(conversation.send(True, adu))
+        frames.append(conversation.send(False, mbap(int.from_bytes(adu[:2], "big"), 1, b"\x83\x03")))
+    capture = write(tmp_path / "fuzzing.pcap", pcap_bytes(frames))
+    result = run_all(capture)
+    (finding,) = [f for f in result.findings if "malformed Modbus request" in f.title]
+    assert finding.severity.name == "MEDIUM" and finding.count == 3
+    assert (finding.src, finding.dst) == ("10.20.7.30", "10.20.7.10:502")
+    assert finding.evidence[0].frames == (4, 6, 8)
+    assert len([w for w in result.warnings if w.kind == "decode"]) == 3
