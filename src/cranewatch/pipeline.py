@@ -6,7 +6,10 @@ per batch, keeps the flow table, gives application payloads to the registered de
 into register series and hands everything to sinks (detectors): ``on_event`` for each
 decoded event, ``on_series`` for each register series, ``on_flow_end`` for each finished
 flow, and ``finish()`` for their findings. Problems in the input (a truncated capture, a
-malformed PDU) become warnings that name the file and frame; the analysis goes on.
+malformed PDU) become warnings that name the file and frame; the analysis goes on. A decoder
+that fails with a bug on one flow, or a sink that fails on one event, series or flow, is an
+"internal" warning for that unit (see ``protocols.base`` for the decoders' contract); the
+run and the other sinks go on.
 
 Modbus polling, the bulk of crane traffic, takes a vectorised fast path
 (``protocols.modbus.fast_reads``); everything else goes through TCP reassembly and the
