@@ -388,3 +388,18 @@ def test_a_master_sending_malformed_requests_is_a_recon_finding(tmp_path: Path) 
     assert (finding.src, finding.dst) == ("10.20.7.30", "10.20.7.10:502")
     assert finding.evidence[0].frames == (4, 6, 8)
     assert len([w for w in result.warnings if w.kind == "decode"]) == 3
+
+
+@pytest.mark.parametrize("fast_path", [True, False])
+def test_an_answer_from_another_unit_is_not_the_answer(tmp_path: Path, fast_path: bool) -> None:
+    """Found by comparing both decode paths on fuzzed conversations: the fast path paired an
+    answer from unit 255 with a request to unit 1 (one series), the slow path did not (a
+    second series, of unit 255, without requests). Neither pairs it now, as tshark's unit
+    column would make an analyst expect."""
+    capture = polls(tmp_path / "polls.pcap", read_request(2, 3, 100, 1), read_response(2, 3, [42], unit=255))
+    recorder = Recorder()
+    analyze([capture], sinks=[recorder], fast_path=fast_path)
+    (series,) = recorder.series
+    assert (series.unit_id, series.frame.tolist(), series.requests, series.unanswered) == (1, [5, 9], 3, 1)
+    (answer,) = [e for e in recorder.events if getattr(e, "unit_id", None) == 255]
+    assert (answer.frame, answer.request_frame, answer.values) == (7, None, (42,))

@@ -568,8 +568,9 @@ class ModbusDecoder:
             self.pending[transaction_id] = _Pending(frame, ts, unit_id, fields)
             return request_event(ctx, transaction_id, unit_id, fields, ts, frame), problem
         request = self.pending.get(transaction_id)
-        if request is not None and request.fields.function != pdu[0] & 0x7F:
-            request = None  # a different question was asked with this id: not its answer
+        if request is not None and (request.fields.function != pdu[0] & 0x7F
+                                    or request.unit_id != unit_id):
+            request = None  # a different question (or unit) was asked with this id: not its answer
         if request is not None:
             del self.pending[transaction_id]
         try:
@@ -1104,10 +1105,11 @@ def fast_reads(data: FastInput, book: ModbusBook, contexts: list[FlowContext],
     c_fc = np.array([c[2].fields.function for c in carried], dtype=np.uint32)
     c_qty = np.array([c[2].fields.quantity or 0 for c in carried], dtype=np.uint32)
     c_read = np.array([_fast_pending(c[2].fields) for c in carried], dtype=bool)
+    c_unit = np.array([c[2].unit_id for c in carried], dtype=np.uint32)
     for _ in range(_PAIRING_ROUNDS):
         rows = np.flatnonzero(position < cut[data.flow])
-        pairing = _pair(nflows, c_flow, c_tid, c_fc, c_qty, c_read, rows, data.flow, tid, req,
-                        fc, qty, byte_count)
+        pairing = _pair(nflows, c_flow, c_tid, c_fc, c_qty, c_read, c_unit, rows, data.flow, tid,
+                        req, fc, qty, byte_count, unit)
         f_s, broken = pairing[0], pairing[5]
         if not broken.any():
             break
@@ -1214,10 +1216,13 @@ def _fast_pending(fields: RequestFields) -> bool:
 
 
 def _pair(nflows: int, c_flow: np.ndarray, c_tid: np.ndarray, c_fc: np.ndarray,
-          c_qty: np.ndarray, c_read: np.ndarray, rows: np.ndarray, flow: np.ndarray,
+          c_qty: np.ndarray, c_read: np.ndarray, c_unit: np.ndarray, rows: np.ndarray, flow: np.ndarray,
           tid: np.ndarray, req: np.ndarray, fc: np.ndarray, qty: np.ndarray,
-          byte_count: np.ndarray) -> tuple[np.ndarray, ...]:
+          byte_count: np.ndarray, unit: np.ndarray) -> tuple[np.ndarray, ...]:
     """Pair responses with requests by (flow, transaction id), carried requests first.
+
+    An answer pairs when it follows its request with the same function and unit id (as the
+    slow path's ``ModbusDecoder`` pairs them).
 
     Returns, in pairing order: flow, transaction id, is-request, the order itself, whether
     each row is a well-answered response, whether it is a response that cannot be paired
@@ -1225,10 +1230,11 @@ def _pair(nflows: int, c_flow: np.ndarray, c_tid: np.ndarray, c_fc: np.ndarray,
     into ``rows``; negative for carried requests).
     """
     m = len(c_flow)
-    all_flow, all_tid, all_req, all_fc, all_qty, all_bc = (
+    all_flow, all_tid, all_req, all_fc, all_qty, all_bc, all_unit = (
         np.concatenate([carried, column[rows]]) if m else column[rows]
         for carried, column in ((c_flow, flow), (c_tid, tid), (np.ones(m, dtype=bool), req),
-                                (c_fc, fc), (c_qty, qty), (np.zeros(m, np.uint32), byte_count)))
+                                (c_fc, fc), (c_qty, qty), (np.zeros(m, np.uint32), byte_count),
+                                (c_unit, unit)))
     all_read = np.concatenate([c_read, np.ones(len(rows), dtype=bool)])
     # By flow, then transaction id, then arrival: two stable radix sorts, least significant first.
     by_tid = _stable_order(all_tid, 1 << 16)
@@ -1240,8 +1246,9 @@ def _pair(nflows: int, c_flow: np.ndarray, c_tid: np.ndarray, c_fc: np.ndarray,
     same_prev[1:] = (f_s[1:] == f_s[:-1]) & (t_s[1:] == t_s[:-1])
     fc_p, qty_p = _previous(fc_s), _previous(qty_s)
     wanted = np.where(fc_p <= 2, (qty_p + 7) // 8, 2 * qty_p)
+    unit_s = all_unit[pair_order]
     answered = (~r_s & same_prev & _previous(r_s) & _previous(read_s) & (fc_p == fc_s)
-                & ((bc_s == wanted) | (fc_s > 4)))
+                & (_previous(unit_s) == unit_s) & ((bc_s == wanted) | (fc_s > 4)))
     broken = ~r_s & ~answered
     return f_s, t_s, r_s, pair_order, answered, broken, pair_order - m
 
