@@ -7,7 +7,8 @@ files and pcapng files of hostile conversations), ``gzip`` (gzip'ed mutated capt
 mutated bytes of gzip'ed captures), and one per decoder family of ``tests/fuzz_payloads.py``
 (structure-aware hostile conversations, a third of them mutated again as files).
 
-Each case runs in a worker process under a 20 s alarm and an address-space limit, and ends
+Each case runs in a worker process under a 20 s alarm and an address-space limit (its peak
+RSS measured alone: VmHWM reset before each case), and ends
 as one outcome: ``ok``; ``warned`` (located warnings only, the expected end of bad input);
 ``internal:<class>`` (a decoder, detector or check failed on one unit, recorded, the run went
 on: a bug about input); ``escaped:<class>`` (an exception left the analysis: what the CLI
@@ -59,8 +60,28 @@ PAYLOAD_FAMILIES = [f.name for f in fp.FAMILIES]
 FAMILIES = ["pcap", "pcapng", "gzip", *PAYLOAD_FAMILIES]
 
 
-class Hang(Exception):
-    pass
+class Hang(BaseException):
+    """The case's alarm: a BaseException, so the pipeline's isolation of failing sinks and
+    decoders (which catches Exception) cannot swallow it."""
+
+
+def _reset_peak() -> None:
+    """Start a new peak-RSS measurement (Linux: writing 5 to clear_refs resets VmHWM)."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        pass
+
+
+def _peak_mb() -> float:
+    """The peak RSS since ``_reset_peak`` (VmHWM), else the process's lifetime peak."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def _alarm(signum: int, frame: Any) -> None:
@@ -113,6 +134,7 @@ def run_case(job: tuple[str, int]) -> dict[str, Any]:
     suffix, data = case_bytes(family, number)
     path = _STATE["tmp"] / f"{os.getpid()}{suffix}"
     path.write_bytes(data)
+    _reset_peak()
     started = time.monotonic()
     outcome, detail = "ok", ""
     signal.alarm(TIMEOUT)
@@ -138,7 +160,7 @@ def run_case(job: tuple[str, int]) -> dict[str, Any]:
         signal.alarm(0)
     seconds = time.monotonic() - started
     return {"family": family, "case": number, "outcome": outcome, "detail": detail,
-            "seconds": seconds, "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+            "seconds": seconds, "rss_mb": _peak_mb(),
             "bytes": len(data)}
 
 
