@@ -71,6 +71,45 @@ def _modbus(rng: random.Random) -> list[Message]:
     return out
 
 
+def _modbus_polling(rng: random.Random) -> list[Message]:
+    """Long plain polling (the fast path's food) with a few corrupted exchanges among it:
+    lying byte counts, another unit, a reused or unknown transaction id, a lost or doubled
+    answer, a read of quantity 0, an exception."""
+    out: list[Message] = []
+    reads = [(rng.choice((1, 2, 3, 4)), rng.randrange(200), rng.choice((1, 2, 10, 16))) for _ in range(3)]
+    for tid in range(rng.randrange(10, 60)):
+        fc, address, quantity = rng.choice(reads)
+        unit = 1
+        request = bytes([fc]) + struct.pack(">HH", address, quantity)
+        size = (quantity + 7) // 8 if fc <= 2 else 2 * quantity
+        answer = bytes([fc, size]) + rng.randbytes(size)
+        answer_tid, answer_unit = tid, unit
+        if rng.random() < 0.15:
+            damage = rng.randrange(8)
+            if damage == 0:
+                answer = bytes([fc, size + 1]) + answer[2:]
+            elif damage == 1:
+                answer_unit = 255
+            elif damage == 2:
+                answer_tid = tid + rng.choice((1, -1, 1000))
+            elif damage == 3:
+                answer = b""  # lost
+            elif damage == 4:
+                out.append((True, mbap(tid, unit, request)))  # asked twice
+            elif damage == 5:
+                request = bytes([fc]) + struct.pack(">HH", address, 0)
+            elif damage == 6:
+                answer = bytes([fc | 0x80, rng.choice((1, 2, 3, 4))])
+            else:
+                answer = answer[:-1]
+        out.append((True, mbap(tid, unit, request)))
+        if answer:
+            out.append((False, mbap(answer_tid & 0xFFFF, answer_unit, answer)))
+            if rng.random() < 0.03:
+                out.append((False, mbap(answer_tid & 0xFFFF, answer_unit, answer)))  # doubled
+    return out
+
+
 def _s7comm(rng: random.Random) -> list[Message]:
     out: list[Message] = []
     for _ in range(rng.randrange(1, 4)):
@@ -244,6 +283,7 @@ class Family:
 
 FAMILIES: tuple[Family, ...] = (
     Family("modbus", "tcp", 502, _modbus),
+    Family("modbus-polling", "tcp", 502, _modbus_polling),
     Family("s7comm", "tcp", 102, _s7comm),
     Family("enip", "tcp", 44818, _enip),
     Family("enip-udp", "udp", 44818, _enip),

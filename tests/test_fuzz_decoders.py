@@ -418,14 +418,16 @@ class Everything(Recorder):
                             series.exceptions, series.unanswered))
 
 
-def test_fast_and_slow_paths_agree_on_fuzzed_modbus(tmp_path: Path) -> None:
+@pytest.mark.parametrize("family", ["modbus", "modbus-polling"])
+def test_fast_and_slow_paths_agree_on_fuzzed_modbus(tmp_path: Path, family: str) -> None:
     for i in range(120):
         rng = random.Random(f"paths-{i}")
-        fam = FAMILY["modbus"]
+        fam = FAMILY[family]
         capture = write(tmp_path / "paths.pcap", pcap_bytes(frames_of(fam, fam.messages(rng), rng)))
+        batch = rng.choice((5, 16, 64, 65536))  # small batches carry requests from batch to batch
         fast, slow = Everything(), Everything()
-        fast_result = analyze([capture], sinks=[fast], fast_path=True)
-        slow_result = analyze([capture], sinks=[slow], fast_path=False)
+        fast_result = analyze([capture], sinks=[fast], fast_path=True, batch_packets=batch)
+        slow_result = analyze([capture], sinks=[slow], fast_path=False, batch_packets=batch)
         assert fast.series == slow.series, i
         assert fast.events == slow.events, i
         assert [str(w) for w in fast_result.warnings] == [str(w) for w in slow_result.warnings], i
