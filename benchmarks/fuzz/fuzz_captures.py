@@ -73,6 +73,27 @@ def _reset_peak() -> None:
         pass
 
 
+def _resident_mb() -> float:
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0
+
+
+def _give_back() -> None:
+    """Return freed heap to the system after a big case (glibc keeps it otherwise, and the
+    next cases would seem to use it)."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
 def _peak_mb() -> float:
     """The peak RSS since ``_reset_peak`` (VmHWM), else the process's lifetime peak."""
     try:
@@ -134,6 +155,9 @@ def run_case(job: tuple[str, int]) -> dict[str, Any]:
     suffix, data = case_bytes(family, number)
     path = _STATE["tmp"] / f"{os.getpid()}{suffix}"
     path.write_bytes(data)
+    if _resident_mb() > 150:
+        _give_back()
+    before = _resident_mb()
     _reset_peak()
     started = time.monotonic()
     outcome, detail = "ok", ""
@@ -160,7 +184,7 @@ def run_case(job: tuple[str, int]) -> dict[str, Any]:
         signal.alarm(0)
     seconds = time.monotonic() - started
     return {"family": family, "case": number, "outcome": outcome, "detail": detail,
-            "seconds": seconds, "rss_mb": _peak_mb(),
+            "seconds": seconds, "rss_mb": _peak_mb(), "rss_before_mb": before,
             "bytes": len(data)}
 
 
@@ -175,19 +199,21 @@ def summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:
     by_family: dict[str, dict[str, Any]] = {}
     for row in rows:
         fam = by_family.setdefault(row["family"], {"cases": 0, "outcomes": collections.Counter(),
-                                                   "max_s": 0.0, "total_s": 0.0, "rss_mb": 0.0})
+                                                   "max_s": 0.0, "total_s": 0.0, "rss_mb": 0.0,
+                                                   "over_300": 0})
         fam["cases"] += 1
         fam["outcomes"][row["outcome"]] += 1
         fam["max_s"] = max(fam["max_s"], row["seconds"])
         fam["total_s"] += row["seconds"]
         fam["rss_mb"] = max(fam["rss_mb"], row["rss_mb"])
+        fam["over_300"] += row["rss_mb"] > 300
     return by_family
 
 
 def markdown(by_family: dict[str, Any], rows: list[dict[str, Any]], wall: float, command: str) -> str:
     lines = ["| family | cases | ok | warned | internal (recorded, run went on) | escaped (exit 70/3) "
-             "| hangs > 20 s | slowest s | mean ms | peak RSS MB |",
-             "|---|---:|---:|---:|---|---|---:|---:|---:|---:|"]
+             "| hangs > 20 s | slowest s | mean ms | peak RSS MB | cases > 300 MB |",
+             "|---|---:|---:|---:|---|---|---:|---:|---:|---:|---:|"]
     total = collections.Counter()
     for name in FAMILIES:
         fam = by_family.get(name)
@@ -198,7 +224,7 @@ def markdown(by_family: dict[str, Any], rows: list[dict[str, Any]], wall: float,
         escaped = ", ".join(f"{k.split(':', 1)[1]} {v}" for k, v in sorted(out.items()) if k.startswith("escaped:")) or "0"
         lines.append(f"| {name} | {fam['cases']:,} | {out['ok']:,} | {out['warned']:,} | {internal} | {escaped} "
                      f"| {out['hang']} | {fam['max_s']:.2f} | {1000 * fam['total_s'] / fam['cases']:.1f} "
-                     f"| {fam['rss_mb']:.0f} |")
+                     f"| {fam['rss_mb']:.0f} | {fam['over_300']} |")
         total.update(out)
         total["cases"] += fam["cases"]
     bad = [r for r in rows if r["outcome"] not in ("ok", "warned")]
