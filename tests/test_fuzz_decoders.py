@@ -431,3 +431,26 @@ def test_fast_and_slow_paths_agree_on_fuzzed_modbus(tmp_path: Path, family: str)
         assert fast.series == slow.series, i
         assert fast.events == slow.events, i
         assert [str(w) for w in fast_result.warnings] == [str(w) for w in slow_result.warnings], i
+
+
+@pytest.mark.parametrize("head", [
+    b"POST /upload HTTP/1.1\r\nHost: tos\r\nContent-Length: 9999999999\xb9\r\n\r\n",  # superscript 1
+    b"HTTP/1.1 2\xb2\xb3 OK\r\nContent-Length: 3\r\n\r\nabc",  # superscript 2 and 3 as status
+])
+def test_unicode_digits_in_http_are_not_numbers(tmp_path: Path, head: bytes) -> None:
+    """Found by the long run (pcapng #4764): latin-1 header text passed ``str.isdigit`` with
+    "¹", then ``int`` raised ValueError inside the decoder (an internal failure, exit 70 before
+    issue 19). Now it is a located decode warning."""
+    fam = FAMILY["http"]
+    capture = write(tmp_path / "http.pcap", pcap_bytes(frames_of(fam, [(b"HTTP" not in head[:4], head)],
+                                                               random.Random(1))))
+    result = run_all(capture)
+    assert [(w.kind, w.frame) for w in result.warnings] == [("decode", 4)]
+    assert "is not a number" in result.warnings[0].message or "status line" in result.warnings[0].message
+
+
+def test_s7_block_names_want_ascii_digits() -> None:
+    from cranewatch.protocols.s7comm import parse_block_name
+
+    assert parse_block_name("_0800001P") == "OB1"
+    assert parse_block_name("_08\u00b90001P") is None

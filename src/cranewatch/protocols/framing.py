@@ -140,6 +140,12 @@ def decode_error(message: str, ctx: FlowContext | None, frame: int) -> DecodeErr
     return DecodeError(message, Location(file=(ctx.source or None) if ctx else None, frame=frame))
 
 
+def ascii_digits(text: str) -> bool:
+    """Whether ``text`` is a non-empty run of 0-9 (``str.isdigit`` also accepts "¹²³" and
+    other Unicode digits that ``int`` refuses: latin-1 headers carry them)."""
+    return text.isascii() and text.isdigit()
+
+
 def shannon_entropy(text: str) -> float:
     """Bits per character of ``text`` (0.0 for empty text); DNS tunnels score high."""
     if not text:
