@@ -281,6 +281,11 @@ def _deliver(flow: _Flow, from_client: bool, payload: bytes, ts: float, frame: i
         events.extend(flow.decoder.feed(from_client, payload, ts, frame))
     except DecodeError as exc:
         errors.append((frame, str(exc)))
+    problems = getattr(flow.decoder, "problems", None)  # reported beside the events
+    if problems:
+        errors.extend((p.location.frame if p.location and p.location.frame else frame, str(p))
+                      for p in problems)
+        problems.clear()
 
 
 AGGREGATOR = "\x1e"

@@ -157,14 +157,15 @@ def test_pdu_split_across_feeds_is_reported_in_the_completing_frame() -> None:
     assert (event.frame, event.values) == (3, (10, 258))
 
 
-def test_malformed_pdu_raises_once_and_keeps_the_events_around_it() -> None:
+def test_malformed_pdu_is_a_problem_beside_the_events_around_it() -> None:
     decoder = ModbusDecoder(CTX)
     good1 = adu(1, 1, hexb("03 0000 0002"))
     bad = adu(2, 1, hexb("03 0000"))  # read without quantity
     good2 = adu(3, 1, hexb("06 0001 0003"))
-    with pytest.raises(DecodeError, match="FC 3 request"):
-        decoder.feed(True, good1 + bad + good2, 1.0, 7)
-    events = decoder.feed(True, b"", 1.0, 7)
+    events = decoder.feed(True, good1 + bad + good2, 1.0, 7)
+    (problem,) = decoder.problems
+    assert "FC 3 request" in problem.message and problem.location.frame == 7
+    assert problem.location.file == CTX.source
     assert [e.transaction_id for e in events] == [1, 2, 3]
     malformed = events[1]
     assert isinstance(malformed, ModbusRequest)
@@ -174,10 +175,12 @@ def test_malformed_pdu_raises_once_and_keeps_the_events_around_it() -> None:
 
 def test_garbage_framing_warns_once_then_resynchronises_on_next_feed() -> None:
     decoder = ModbusDecoder(CTX)
-    with pytest.raises(DecodeError, match="not a Modbus/TCP header"):
-        decoder.feed(True, b"GET / HTTP/1.1\r\n\r\n", 1.0, 1)
-    assert decoder.feed(True, b"", 1.0, 1) == []
-    assert decoder.feed(True, b"more garbage that is long", 1.1, 2) == []  # no second warning
+    assert decoder.feed(True, b"GET / HTTP/1.1\r\n\r\n", 1.0, 1) == []
+    (problem,) = decoder.problems
+    assert "not a Modbus/TCP header" in problem.message
+    decoder.problems.clear()
+    assert decoder.feed(True, b"more garbage that is long", 1.1, 2) == []
+    assert decoder.problems == []  # no second warning
     (event,) = decoder.feed(True, adu(1, 1, hexb("03 0000 0001")), 1.2, 3)
     assert event.frame == 3
 
@@ -201,9 +204,8 @@ def test_reused_transaction_id_leaves_first_request_unanswered() -> None:
 
 def test_malformed_exception_response_keeps_its_code() -> None:
     decoder = ModbusDecoder(CTX)
-    with pytest.raises(DecodeError, match="exception response"):
-        decoder.feed(False, adu(1, 10, hexb("81 06 00")), 1.0, 91)
-    (event,) = decoder.feed(False, b"", 1.0, 91)
+    (event,) = decoder.feed(False, adu(1, 10, hexb("81 06 00")), 1.0, 91)
+    assert "exception response" in decoder.problems[0].message
     assert (event.function, event.exception_code, event.unit_id) == (1, 6, 10)
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from cranewatch.errors import DecodeError
+from cranewatch.errors import DecodeError, Location
 from cranewatch.flows import IPPROTO_TCP, Flow
 from cranewatch.pipeline import Analysis
 from cranewatch.protocols.base import Event
@@ -44,24 +44,40 @@ def _emitted(analysis: Analysis) -> list[Event]:
     return events
 
 
-def test_after_a_refused_pdu_the_decoder_is_asked_for_what_followed() -> None:
+def test_a_refused_pdu_is_one_warning_and_its_bytes_are_never_fed_again() -> None:
     analysis = Analysis()
     events = _emitted(analysis)
     decoder = _Refusing(errors=2)
-    analysis._feed(_flow(decoder), True, b"\x00" * 8, 1.5, 7, "t.pcap")
-    assert decoder.calls == [b"\x00" * 8, b"", b""]  # the bytes once, then only what it kept
+    flow = _flow(decoder)
+    analysis._feed(flow, True, b"\x00" * 8, 1.5, 7, "t.pcap")
+    analysis._feed(flow, True, b"\x01" * 8, 1.6, 8, "t.pcap")
+    analysis._feed(flow, True, b"\x02" * 8, 1.7, 9, "t.pcap")
+    assert decoder.calls == [b"\x00" * 8, b"\x01" * 8, b"\x02" * 8]  # no b"" re-feeds
     assert [(w.message, w.frame, w.kind) for w in analysis.warnings] == [
-        ("ssh: broken PDU, 1 more", 7, "decode"), ("ssh: broken PDU, 0 more", 7, "decode")]
-    assert [e.frame for e in events] == [7]
+        ("ssh: broken PDU, 1 more", 7, "decode"), ("ssh: broken PDU, 0 more", 8, "decode")]
+    assert [e.frame for e in events] == [9]
 
 
-def test_a_decoder_that_keeps_refusing_is_given_up_after_64_tries() -> None:
+class _Reporting(_Refusing):
+    """Reports a problem beside its event instead of raising (the Modbus decoder's way)."""
+
+    def __init__(self) -> None:
+        super().__init__(errors=0)
+        self.problems: list[DecodeError] = []
+
+    def feed(self, from_client: bool, data: bytes, ts: float, frame: int) -> list[Event]:
+        self.problems.append(DecodeError("odd PDU", Location(frame=frame - 1)))
+        return super().feed(from_client, data, ts, frame)
+
+
+def test_problems_beside_events_become_warnings_at_their_frame() -> None:
     analysis = Analysis()
     events = _emitted(analysis)
-    decoder = _Refusing(errors=1000)
-    analysis._feed(_flow(decoder), True, b"\x00", 1.0, 3, "t.pcap")
-    assert len(decoder.calls) == 64 and len(analysis.warnings) == 64
-    assert events == []
+    decoder = _Reporting()
+    analysis._feed(_flow(decoder), True, b"\x00" * 8, 1.0, 3, "t.pcap")
+    assert [(w.message, w.file, w.frame, w.kind) for w in analysis.warnings] == [
+        ("ssh: odd PDU", "t.pcap", 2, "decode")]
+    assert [e.frame for e in events] == [3] and decoder.problems == []
 
 
 def test_ssh_banners_split_over_in_order_segments(tmp_path: Path) -> None:

@@ -175,6 +175,10 @@ KNOWN: dict[tuple[str, str], str] = {
     ("scripts.base.protocols.modbus.exception_handling", "modbus"):
         "crafted trace whose SYN comes from port 502: Zeek flips the connection so port 502 is "
         "the responder; cranewatch takes the SYN sender as client, swapping requests and replies",
+    ("scripts.base.protocols.modbus.modbus_and_non_modbus_on_port_502", "modbus"):
+        "a scanner's bytes on port 502 end in an MBAP-shaped ADU with function code 0 (frame "
+        "39): cranewatch reports it as a request (the pipeline always did; this walker lost it "
+        "while the decoder raised on the bytes before it); Zeek's analyzer had given up",
     ("scripts.base.protocols.ssh.http-port-22", "http"):
         "HTTP sent to port 22: the port chooses the SSH decoder, which skips the lines looking "
         "for a banner; Zeek's dynamic protocol detection finds HTTP",

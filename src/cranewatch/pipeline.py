@@ -6,7 +6,10 @@ per batch, keeps the flow table, gives application payloads to the registered de
 into register series and hands everything to sinks (detectors): ``on_event`` for each
 decoded event, ``on_series`` for each register series, ``on_flow_end`` for each finished
 flow, and ``finish()`` for their findings. Problems in the input (a truncated capture, a
-malformed PDU) become warnings that name the file and frame; the analysis goes on.
+malformed PDU) become warnings that name the file and frame; the analysis goes on. A decoder
+that fails with a bug on one flow, or a sink that fails on one event, series or flow, is an
+"internal" warning for that unit (see ``protocols.base`` for the decoders' contract); the
+run and the other sinks go on.
 
 Modbus polling, the bulk of crane traffic, takes a vectorised fast path
 (``protocols.modbus.fast_reads``); everything else goes through TCP reassembly and the
@@ -108,6 +111,7 @@ class InputWarning:
     file: str | None = None
     frame: int | None = None
     # "capture" (the file itself) | "decode" (a PDU) | "limit" | "zeek" (what logs lack)
+    # | "internal" (a decoder, detector or check failed on this unit; the run went on)
     kind: str = "decode"
 
     def __str__(self) -> str:
@@ -423,10 +427,29 @@ def _arp_decoder() -> Callable[..., list[Any]] | None:
 
 
 ETHERTYPE_ARP = 0x0806
-DECODE_TRIES = 64  # feeds of one segment to a decoder that keeps raising before it is given up
 ARP_BODY = 28  # bytes of an Ethernet/IPv4 ARP body (what follows is Ethernet padding)
 AFTER_BATCH = 1 << 62  # order key of events that follow all of a batch's own
 _ROW = operator.itemgetter(0)  # the order key of a deferred (row, event)
+
+
+class GivenUp:
+    """Stands in for a decoder that failed on its flow: the flow is decoded no further."""
+
+    finished = True
+
+    def __init__(self, failed: Any) -> None:
+        self.failed = failed
+
+    def feed(self, from_client: bool, data: bytes, ts: float, frame: int) -> list[Event]:
+        return []
+
+    def gap(self, from_client: bool) -> None:
+        return None
+
+
+def _flow_text(flow: Flow) -> str:
+    return (f"{flow.transport} {ip_text(flow.client)}:{flow.client_port} -> "
+            f"{ip_text(flow.server)}:{flow.server_port}")
 
 
 class Analysis:
@@ -461,6 +484,7 @@ class Analysis:
         self._fragmented_flows: set[tuple[str, bytes, int, bytes, int]] = set()
         self._segmenter: SegmentPlanner | None = None
         self._several_captures = False
+        self._sink_failures: dict[tuple[str, str, str], int] = {}
 
     # ------------------------------------------------------------------ plumbing
 
@@ -475,7 +499,10 @@ class Analysis:
         if self.book.observe(event) and self.fold_reads:
             return
         for sink in self.sinks:
-            sink.on_event(event)
+            try:
+                sink.on_event(event)
+            except Exception as exc:  # one unit, not the run (see _sink_failed)
+                self._sink_failed(sink, "on_event", exc, event.source or None, event.frame)
 
     # ------------------------------------------------------------------ the loop
 
@@ -510,10 +537,18 @@ class Analysis:
         for sink in self.sinks:
             on_segments = getattr(sink, "on_segments", None)
             if on_segments is not None:
-                on_segments(segments)
+                try:
+                    on_segments(segments)
+                except Exception as exc:  # see _sink_failed
+                    self._sink_failed(sink, "on_segments", exc, None, None)
         findings: list[Finding] = []
         for sink in self.sinks:
-            findings.extend(sink.finish())
+            try:
+                findings.extend(sink.finish())
+            except Exception as exc:  # the other sinks' findings still count
+                self._sink_failed(sink, "finish", exc, None, None)
+            for problem in getattr(sink, "problems", ()):
+                self.warn(problem)
         return self.result(states, findings, profile, baseline, segments)
 
     def _read_zeek(self, state: _InputState) -> None:
@@ -904,7 +939,10 @@ class Analysis:
                 if self._payload_sinks and flow.payloads_shown < PAYLOADS_SHOWN:
                     flow.payloads_shown += 1
                     for sink in self._payload_sinks:
-                        sink.on_payload(flow, to_server, data, ts, frame)
+                        try:
+                            sink.on_payload(flow, to_server, data, ts, frame)
+                        except Exception as exc:  # see _sink_failed
+                            self._sink_failed(sink, "on_payload", exc, source, frame)
                 continue
             decoder = flow.decoder
             if getattr(decoder, "finished", False):
@@ -926,7 +964,7 @@ class Analysis:
                 if isinstance(piece, Chunk):
                     feed(flow, to_server, piece.data, piece.ts, piece.frame, source, row)
                 else:
-                    decoder.gap(to_server != flow.decoder_reversed)
+                    self._gap(flow, to_server != flow.decoder_reversed, frame)
 
     def _feed(self, flow: Flow, to_server: bool, data: bytes, ts: float, frame: int,
               source: str, row: int = -1) -> None:
@@ -934,8 +972,20 @@ class Analysis:
         from_client = to_server != flow.decoder_reversed
         try:
             events = decoder.feed(from_client, data, ts, frame)
-        except DecodeError as exc:
-            events = self._feed_after_error(flow, from_client, exc, ts, frame, source)
+        except DecodeError as exc:  # the rest of these bytes is lost; the decoder resyncs
+            self.warn(InputWarning(f"{flow.protocol}: {exc.message}", source, frame, "decode"))
+            events = []
+        except Exception as exc:  # a decoder bug must not end the run
+            self._give_up(flow, "decoder", exc, frame)
+            return
+        problems = getattr(decoder, "problems", None)
+        if problems:
+            for problem in problems:
+                where = problem.location
+                self.warn(InputWarning(f"{flow.protocol}: {problem.message}", source,
+                                       where.frame if where and where.frame is not None else frame,
+                                       "decode"))
+            problems.clear()
         if events:
             deferred = self._deferred
             if deferred is not None:
@@ -949,17 +999,34 @@ class Analysis:
                 self.book.unanswered(master, slave, pending)
             decoder.unanswered.clear()
 
-    def _feed_after_error(self, flow: Flow, from_client: bool, error: DecodeError, ts: float,
-                          frame: int, source: str) -> list[Event]:
-        """Warn about a PDU the decoder refused; ask it for what followed the broken one."""
-        for _ in range(DECODE_TRIES - 1):
-            self.warn(InputWarning(f"{flow.protocol}: {error.message}", source, frame, "decode"))
-            try:
-                return list(flow.decoder.feed(from_client, b"", ts, frame))
-            except DecodeError as exc:
-                error = exc
-        self.warn(InputWarning(f"{flow.protocol}: {error.message}", source, frame, "decode"))
-        return []
+    def _gap(self, flow: Flow, from_client: bool, frame: int | None) -> None:
+        try:
+            flow.decoder.gap(from_client)
+        except Exception as exc:  # as in _feed
+            self._give_up(flow, "decoder", exc, frame)
+
+    def _give_up(self, flow: Flow, what: str, error: Exception, frame: int | None) -> None:
+        """A decoder failed on this flow's bytes: say where, and decode nothing more of it."""
+        self.warn(InputWarning(
+            f"{flow.protocol} {what} failed on flow {_flow_text(flow)} "
+            f"({type(error).__name__}: {error}); the rest of this flow is not decoded",
+            flow.source, frame, "internal"))
+        self.events["decoder_failures"] = self.events.get("decoder_failures", 0) + 1
+        flow.decoder = GivenUp(flow.decoder)
+
+    def _sink_failed(self, sink: object, what: str, error: Exception, source: str | None,
+                     frame: int | None) -> None:
+        """A sink (detectors, process checks) failed on one unit: note it once per sink and
+        error class, count the rest; the run and the other sinks go on."""
+        key = (type(sink).__name__, what, type(error).__name__)
+        count = self._sink_failures.get(key, 0)
+        self._sink_failures[key] = count + 1
+        self.events["sink_failures"] = self.events.get("sink_failures", 0) + 1
+        if count == 0:
+            self.warn(InputWarning(
+                f"{type(sink).__name__}.{what} failed ({type(error).__name__}: {error}); "
+                "that unit was skipped (further failures of this kind are counted in events)",
+                source, frame, "internal"))
 
     # ------------------------------------------------------------------ endings
 
@@ -972,7 +1039,7 @@ class Analysis:
             if isinstance(piece, Chunk):
                 self._feed(flow, from_client, piece.data, piece.ts, piece.frame, flow.source)
             else:
-                flow.decoder.gap(from_client != flow.decoder_reversed)
+                self._gap(flow, from_client != flow.decoder_reversed, None)
 
     def _end_flow(self, flow: Flow) -> None:
         if flow.decoder is not None:
@@ -999,13 +1066,16 @@ class Analysis:
         # DNS lookups, and the detectors read the flow itself (``on_flow``).
         summary: FlowSummary | None = None
         for sink in self.sinks:
-            on_flow = getattr(sink, "on_flow", None)
-            if on_flow is not None:
-                on_flow(flow)
-                continue
-            if summary is None:
-                summary = flow.summary(ip_text, mac_text)
-            sink.on_flow_end(summary)
+            try:
+                on_flow = getattr(sink, "on_flow", None)
+                if on_flow is not None:
+                    on_flow(flow)
+                    continue
+                if summary is None:
+                    summary = flow.summary(ip_text, mac_text)
+                sink.on_flow_end(summary)
+            except Exception as exc:  # see _sink_failed
+                self._sink_failed(sink, "on_flow_end", exc, flow.source, None)
 
     def close_all(self) -> None:
         for flow in self.flows.drain():
@@ -1015,7 +1085,11 @@ class Analysis:
             if self._segmenter is not None:
                 self._segmenter.observe(series)
             for sink in self.sinks:
-                sink.on_series(series)
+                try:
+                    sink.on_series(series)
+                except Exception as exc:  # see _sink_failed
+                    self._sink_failed(sink, "on_series", exc, series.source or None,
+                                      int(series.frame[0]) if len(series.frame) else None)
 
     def result(self, states: list[_InputState], findings: list[Finding], profile: str | None,
                baseline: str | None, segments: tuple[Segment, ...] = ()) -> AnalysisResult:

@@ -65,6 +65,10 @@ class DetectionSink:
         self.handlers: dict[type, Callable[[Any], None]] = {}  # event class -> what to do with one
         self.first: dict[tuple[str, int, str, int], list[bytes]] = {}
         self.identified: set[tuple[str, int, str, int]] = set()
+        # A detector that fails on one fact: the fact is skipped for it, the run goes on; the
+        # pipeline reports these (``pipeline.InputWarning``, kind "internal") with the rest.
+        self._problems: list[Any] = []
+        self._failures: dict[tuple[str, str], int] = {}
 
     def route(self, fact_type: type) -> list[Observe]:
         """The ``observe`` of every detector judging facts of this type in this run."""
@@ -77,7 +81,27 @@ class DetectionSink:
     def feed(self, fact: Any) -> None:
         ctx = self.ctx
         for observe in self.route(type(fact)):
-            observe(fact, ctx)
+            try:
+                observe(fact, ctx)
+            except Exception as exc:  # one fact, not the run
+                self.failed(observe, fact, exc)
+
+    def failed(self, observe: Any, fact: Any, error: Exception) -> None:
+        """Note a detector's failure on one fact: once per detector and error class, with
+        the fact's file and frame; later ones are only counted."""
+        from cranewatch.pipeline import InputWarning
+
+        detector = getattr(getattr(observe, "__self__", None), "name", None) or repr(observe)
+        key = (str(detector), type(error).__name__)
+        count = self._failures.get(key, 0)
+        self._failures[key] = count + 1
+        if count:
+            return
+        frame = getattr(fact, "frame", None)
+        self._problems.append(InputWarning(
+            f"detector {detector} failed on a {type(fact).__name__} ({type(error).__name__}: "
+            f"{error}); it was skipped for that one", getattr(fact, "source", None) or None,
+            frame if isinstance(frame, int) else None, "internal"))
 
     def on_event(self, event: Any) -> None:
         # An event class has one kind (a class variable), so its handler is decided once.
@@ -92,7 +116,7 @@ class DetectionSink:
             return _ignore
         if adapter is adapt.AS_IS:
             route = self.route(event_type)
-            return functools.partial(_observe_all, route, self.ctx) if route else _ignore
+            return functools.partial(_observe_all, self, route, self.ctx) if route else _ignore
         if not any(self.route(t) for t in adapter.gives):
             return _ignore  # no detector of this run judges what the kind would give
         convert, routes, ctx = adapter.convert, self.routes, self.ctx
@@ -103,7 +127,10 @@ class DetectionSink:
                 if route is None:
                     route = self.route(type(fact))
                 for observe in route:
-                    observe(fact, ctx)
+                    try:
+                        observe(fact, ctx)
+                    except Exception as exc:  # one fact, not the run
+                        self.failed(observe, fact, exc)
 
         return handle
 
@@ -153,13 +180,29 @@ class DetectionSink:
     def finish(self) -> list[Finding]:
         findings: list[Finding] = []
         for detector in self.detectors:
-            findings.extend(detector.finish(self.ctx))
+            try:
+                findings.extend(detector.finish(self.ctx))
+            except Exception as exc:  # the other detectors' findings count
+                self.failed(detector.finish, None, exc)
         return aggregate(dedupe(findings), self.ctx)
 
+    @property
+    def problems(self) -> list[Any]:
+        """The first failure of each detector and error class, then how often each recurred."""
+        from cranewatch.pipeline import InputWarning
 
-def _observe_all(route: list[Observe], ctx: Context, fact: Any) -> None:
+        return self._problems + [
+            InputWarning(f"detector {name} failed {count} times with {error}", None, None,
+                         "internal")
+            for (name, error), count in sorted(self._failures.items()) if count > 1]
+
+
+def _observe_all(sink: DetectionSink, route: list[Observe], ctx: Context, fact: Any) -> None:
     for observe in route:
-        observe(fact, ctx)
+        try:
+            observe(fact, ctx)
+        except Exception as exc:  # one fact, not the run
+            sink.failed(observe, fact, exc)
 
 
 def judged_types(detector: Detector, ctx: Context) -> tuple[type, ...]:

@@ -30,6 +30,7 @@ PORT_SCAN_PORTS = 10  # distinct ports of one host: a port scan
 ADDRESS_SCAN_HOSTS = 8  # distinct hosts on one port: an address sweep
 PROBE_PACKETS = 3  # a probe flow: at most this many packets from the scanner
 EXCEPTIONS_FOR_PROBING = 5  # illegal function/address answers to one master
+MALFORMED_FOR_FUZZING = 3  # malformed requests from one master before it reads as fuzzing
 
 VERDICT = Verdict(
     rule="recon",
@@ -50,6 +51,7 @@ class Recon:
         self.unusual = Incidents()
         self.probes: dict[str, list[Conversation]] = defaultdict(list)
         self.exceptions = Incidents()
+        self.malformed = Incidents()
 
     @staticmethod
     def judges(ctx: Context) -> tuple[type, ...]:
@@ -61,6 +63,8 @@ class Recon:
 
     def observe(self, event: Any, ctx: Context) -> None:
         if isinstance(event, ModbusRequest):
+            if event.detail and ("malformed" in event.detail or "illegal_quantity" in event.detail):
+                self._malformed(event)
             if (event.function == ENCAPSULATED_INTERFACE and (event.sub_function in (None, 14))) or \
                     event.function == REPORT_SERVER_ID:
                 if ctx.baseline is not None and ctx.baseline.has_function(event.src, event.dst, event.function):
@@ -84,6 +88,12 @@ class Recon:
         elif isinstance(event, Conversation) and event.packets_to_server <= PROBE_PACKETS \
                 and event.bytes_to_server - 60 * event.packets_to_server < 64:
             self.probes[event.src].append(event)
+
+    def _malformed(self, event: ModbusRequest) -> None:
+        """A request no Modbus stack would send: a fuzzer, or a probe of the PLC's parser."""
+        problem = event.detail.get("malformed") or f"FC {event.function} quantity {event.quantity}"
+        self.malformed.add((event.src, event.dst), event, {
+            "functions": [event.function], "problems": [problem]}, excerpt=event.detail.get("data"))
 
     def _range(self, master: str, slave: str, function: int, address: int, quantity: int,
                occurrence: Any, ctx: Context, weight: int = 1) -> None:
@@ -133,6 +143,12 @@ class Recon:
                      f"{ctx.host_name(key[1])}: probing the process image")
             findings.append(make_finding(ctx, VERDICT, ("exceptions", *key), inc, title, key[0],
                                          endpoint(key[1], 502), Severity.MEDIUM))
+        for key, inc in self.malformed.items():
+            title = (f"{ctx.host_name(key[0])} sent {inc.count} malformed Modbus request(s) to "
+                     f"{ctx.host_name(key[1])}: fuzzing or probing the PLC's protocol stack")
+            severity = Severity.MEDIUM if inc.count >= MALFORMED_FOR_FUZZING else Severity.LOW
+            findings.append(make_finding(ctx, VERDICT, ("malformed", *key), inc, title, key[0],
+                                         endpoint(key[1], 502), severity))
         findings.extend(self._scans(ctx))
         return findings
 

@@ -45,6 +45,8 @@ def label(f: Finding) -> str:
         return "inbound from Internet hosts" if f.title.startswith("Inbound") else "outbound to Internet hosts"
     if "illegal function/address" in f.title:
         return "illegal function/address answers"
+    if "malformed Modbus request" in f.title:
+        return "malformed Modbus requests"
     return f.title.split(" by ")[0].split(" (")[0]
 
 

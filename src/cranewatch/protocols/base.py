@@ -3,9 +3,17 @@
 A decoder is a small class per protocol that the pipeline creates once per flow it claims
 (by port or by content, see ``DecoderSpec``) and feeds with the contiguous bytes of each
 direction as TCP reassembly releases them (or each UDP datagram). It returns typed events.
-Decoders are pure: bytes in, events out, no I/O. A decoder that meets bytes that break its
-protocol raises ``cranewatch.errors.DecodeError`` for that PDU; the pipeline records a warning
-with the file and frame and keeps going.
+Decoders are pure: bytes in, events out, no I/O.
+
+Bad input is reported, never fatal. A decoder that meets a PDU that breaks its protocol
+either appends a located ``cranewatch.errors.DecodeError`` to its ``problems`` list and goes
+on with the next PDU (``feed`` then returns the events around it: Zeek's "weird"; the Modbus
+decoder works so), or raises the DecodeError from ``feed`` once it has consumed that PDU
+(the events of that call are then lost; the bytes after the PDU stay buffered, see
+``framing.PduBuffer``). The pipeline turns each into a warning with the file and frame and
+never feeds the same bytes again. Any other exception is a bug met on this flow's bytes: the
+pipeline records an "internal" warning naming the flow and frame and decodes nothing more of
+that flow; the rest of the run goes on.
 
 Event names follow ``<proto>_<object>_<request|response>`` in their ``kind`` field.
 """

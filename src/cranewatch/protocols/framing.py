@@ -53,6 +53,9 @@ class PduBuffer:
 
         Raises DecodeError (after dropping the buffered bytes) when a header is invalid,
         except while resynchronising after a gap, when the bytes are dropped silently.
+        A PDU counts as consumed once yielded: when the caller stops early (its decoder
+        raised on that PDU, or it wanted only one), the bytes after it stay buffered for
+        the next call instead of being lost or given again.
         """
         if self._data:
             self._data += data
@@ -61,42 +64,51 @@ class PduBuffer:
             buf = data  # common case: one whole PDU per segment, no copy
         pos = 0
         end = len(buf)
-        while pos < end:
-            try:
-                size = length_of(buf, pos)
-            except DecodeError:
-                self._data.clear()
-                if self.resyncing:
-                    return
-                self.resyncing = True  # what follows a broken header is not a PDU start
-                raise
-            if size is None:
-                if end - pos > self.limit:
+        dropped = False
+        try:
+            while pos < end:
+                try:
+                    size = length_of(buf, pos)
+                except DecodeError:
+                    dropped = True
+                    self._data.clear()
+                    if self.resyncing:
+                        return
+                    self.resyncing = True  # what follows a broken header is not a PDU start
+                    raise
+                if size is None:
+                    if end - pos > self.limit:
+                        dropped = True
+                        self._data.clear()
+                        self.resyncing = True
+                        raise DecodeError(f"PDU header announces more than {self.limit} bytes",
+                                          Location(file=self.source or None, frame=frame))
+                    break
+                if size <= 0:
+                    dropped = True
                     self._data.clear()
                     self.resyncing = True
-                    raise DecodeError(f"PDU header announces more than {self.limit} bytes",
+                    raise DecodeError("PDU length of zero", Location(file=self.source or None, frame=frame))
+                if size > self.limit:
+                    dropped = True
+                    self._data.clear()
+                    if self.resyncing:
+                        return
+                    self.resyncing = True
+                    raise DecodeError(f"PDU of {size} bytes exceeds the {self.limit}-byte bound",
                                       Location(file=self.source or None, frame=frame))
-                break
-            if size <= 0:
-                self._data.clear()
-                self.resyncing = True
-                raise DecodeError("PDU length of zero", Location(file=self.source or None, frame=frame))
-            if size > self.limit:
-                self._data.clear()
-                if self.resyncing:
-                    return
-                self.resyncing = True
-                raise DecodeError(f"PDU of {size} bytes exceeds the {self.limit}-byte bound",
-                                  Location(file=self.source or None, frame=frame))
-            if end - pos < size:
-                break
-            self.resyncing = False
-            yield bytes(buf[pos:pos + size])
-            pos += size
-        if buf is self._data:
-            del self._data[:pos]
-        elif pos < end:
-            self._data = bytearray(buf[pos:])
+                if end - pos < size:
+                    break
+                self.resyncing = False
+                pdu = bytes(buf[pos:pos + size])
+                pos += size
+                yield pdu
+        finally:
+            if not dropped:
+                if buf is self._data:
+                    del self._data[:pos]
+                elif pos < end:
+                    self._data = bytearray(buf[pos:])
 
 
 class Endpoints(TypedDict):
@@ -126,6 +138,12 @@ def endpoints(ctx: FlowContext, from_client: bool) -> Endpoints:
 def decode_error(message: str, ctx: FlowContext | None, frame: int) -> DecodeError:
     """A DecodeError located at the capture file and frame of the PDU."""
     return DecodeError(message, Location(file=(ctx.source or None) if ctx else None, frame=frame))
+
+
+def ascii_digits(text: str) -> bool:
+    """Whether ``text`` is a non-empty run of 0-9 (``str.isdigit`` also accepts "¹²³" and
+    other Unicode digits that ``int`` refuses: latin-1 headers carry them)."""
+    return text.isascii() and text.isdigit()
 
 
 def shannon_entropy(text: str) -> float:

@@ -27,7 +27,7 @@ from cranewatch.protocols.base import (
     StreamDecoder,
     register,
 )
-from cranewatch.protocols.framing import decode_error, endpoints
+from cranewatch.protocols.framing import ascii_digits, decode_error, endpoints
 from cranewatch.protocols.tls import TlsDecoder
 
 BODY_LIMIT = 8192
@@ -221,7 +221,7 @@ class HttpDecoder:
         length: int | None = None
         if length_text is not None:
             digits = length_text.split(",")[0].strip()
-            if not digits.isdigit():
+            if not ascii_digits(digits):
                 raise decode_error(f"HTTP Content-Length {length_text[:40]!r} is not a number",
                                    self.ctx, frame)
             length = int(digits)
@@ -240,7 +240,7 @@ class HttpDecoder:
                           user_agent=_header(headers, "user-agent"))
             remaining = 0 if length is None and not chunked else length
         else:
-            if not start.startswith("HTTP/") or len(parts) < 2 or not parts[1][:3].isdigit():
+            if not start.startswith("HTTP/") or len(parts) < 2 or not ascii_digits(parts[1][:3]):
                 raise decode_error(f"not an HTTP status line: {start[:60]!r}", self.ctx, frame)
             status = int(parts[1][:3])
             method, uri, request_frame = self._pending.popleft() if self._pending else ("", "", None)
@@ -428,13 +428,13 @@ class RtspDecoder:
         start, headers = parse_head(head)
         parts = start.split(" ", 2)
         length_text = _header(headers, "content-length") or "0"
-        if not length_text.strip().isdigit():
+        if not ascii_digits(length_text.strip()):
             self.finished = True
             raise decode_error(f"RTSP Content-Length {length_text[:40]!r} is not a number",
                                self.ctx, frame)
         self._body_left[int(from_client)] = int(length_text.strip())
         cseq_text = (_header(headers, "cseq") or "").strip()
-        cseq = int(cseq_text) if cseq_text.isdigit() else None
+        cseq = int(cseq_text) if ascii_digits(cseq_text) else None
         fields: dict[str, Any] = {
             "cseq": cseq, "session": _header(headers, "session"),
             "transport": _header(headers, "transport"), "headers": tuple(headers),
@@ -447,7 +447,7 @@ class RtspDecoder:
                 self._requests[cseq] = (parts[0], parts[1], frame)
             return RtspRequest(method=parts[0], uri=parts[1], version=parts[2],
                                user_agent=_header(headers, "user-agent"), **fields)
-        if not start.startswith("RTSP/") or len(parts) < 2 or not parts[1][:3].isdigit():
+        if not start.startswith("RTSP/") or len(parts) < 2 or not ascii_digits(parts[1][:3]):
             self.finished = True
             raise decode_error(f"not an RTSP status line: {start[:60]!r}", self.ctx, frame)
         method, uri, request_frame = self._requests.pop(cseq, (None, None, None)) \

@@ -21,6 +21,7 @@ import numpy as np
 
 from cranewatch.errors import DecodeError
 from cranewatch.protocols.base import DecoderSpec, Event, FlowContext, register
+from cranewatch.protocols.framing import decode_error
 
 # Function codes by name (Modbus Application Protocol v1.1b3).
 READ_COILS = 1
@@ -476,9 +477,11 @@ def probe(client_first: bytes, server_first: bytes) -> bool:
 class ModbusDecoder:
     """Decodes one Modbus/TCP connection: MBAP framing per direction, pairing by transaction.
 
-    Bytes that do not fit in an ADU yet are kept until the next ``feed``. A malformed PDU is
-    consumed and raises ``DecodeError``; the events decoded before it in the same call are
-    returned by the next call (the pipeline calls ``feed(…, b"", …)`` after an error).
+    Bytes that do not fit in an ADU yet are kept until the next ``feed``. ``feed`` never
+    raises for what it is given: a malformed PDU still becomes an event (marked
+    ``detail["malformed"]``) and its ``DecodeError`` goes to ``problems`` (the pipeline turns
+    each into a warning naming the file and frame); bytes that are not an MBAP header are
+    skipped to the next plausible header, with one problem per run of skipped bytes.
     """
 
     # Unanswered requests kept per connection; a master that never gets answers must not
@@ -491,11 +494,11 @@ class ModbusDecoder:
         self._resync = {True: False, False: False}
         self.pending: dict[int, _Pending] = {}
         self.unanswered: list[_Pending] = []
-        self._ready: list[Event] = []
+        self.problems: list[DecodeError] = []
 
     def idle(self) -> bool:
         """Nothing held between PDUs: the fast path may take over this connection."""
-        return not (self._buffer[True] or self._buffer[False] or self._ready
+        return not (self._buffer[True] or self._buffer[False]
                     or self._resync[True] or self._resync[False] or self.unanswered)
 
     def gap(self, from_client: bool) -> None:
@@ -503,42 +506,36 @@ class ModbusDecoder:
         self._resync[from_client] = True
 
     def feed(self, from_client: bool, data: bytes, ts: float, frame: int) -> list[Event]:
-        events, self._ready = self._ready, []
+        events: list[Event] = []
         buffer = self._buffer[from_client] + data if self._buffer[from_client] else data
         at = 0
-        try:
-            while len(buffer) - at >= MBAP_LEN + 1:
-                resync = self._resync[from_client]
-                fits = _header_fits(buffer, at)
-                if resync or not fits:
-                    found = _resync_point(buffer, at)
-                    if found != at:
-                        skipped = (found if found is not None else len(buffer)) - at
-                        protocol_id, length = _u16(buffer, at + 2), _u16(buffer, at + 4)
-                        # Keep what may be the start of the next header.
-                        at = found if found is not None else max(at, len(buffer) - MBAP_LEN)
-                        if not resync:
-                            self._resync[from_client] = True
-                            raise DecodeError(
-                                f"not a Modbus/TCP header (protocol id {protocol_id}, length"
-                                f" {length}); {skipped} bytes skipped")
-                        if found is None:
-                            break
-                        continue
-                end = at + 6 + _u16(buffer, at + 4)
-                if end > len(buffer):
-                    break
-                self._resync[from_client] = False
-                adu = buffer[at:end]
-                at = end
-                event, problem = self._decode_adu(from_client, adu, ts, frame)
-                events.append(event)
-                if problem is not None:
-                    raise problem
-        except DecodeError:
-            self._buffer[from_client] = buffer[at:]
-            self._ready = events
-            raise
+        while len(buffer) - at >= MBAP_LEN + 1:
+            resync = self._resync[from_client]
+            if resync or not _header_fits(buffer, at):
+                found = _resync_point(buffer, at)
+                if found != at:
+                    skipped = (found if found is not None else len(buffer)) - at
+                    protocol_id, length = _u16(buffer, at + 2), _u16(buffer, at + 4)
+                    # Keep what may be the start of the next header.
+                    at = found if found is not None else max(at, len(buffer) - MBAP_LEN)
+                    if not resync:
+                        self._resync[from_client] = True
+                        self.problems.append(decode_error(
+                            f"not a Modbus/TCP header (protocol id {protocol_id}, length"
+                            f" {length}); {skipped} bytes skipped", self.context, frame))
+                    if found is None:
+                        break
+                    continue
+            end = at + 6 + _u16(buffer, at + 4)
+            if end > len(buffer):
+                break
+            self._resync[from_client] = False
+            adu = buffer[at:end]
+            at = end
+            event, problem = self._decode_adu(from_client, adu, ts, frame)
+            events.append(event)
+            if problem is not None:
+                self.problems.append(decode_error(problem.message, self.context, frame))
         self._buffer[from_client] = buffer[at:]
         if self._resync[from_client] and len(self._buffer[from_client]) > MAX_FRAMING_LENGTH + 6:
             self._buffer[from_client] = b""
@@ -559,6 +556,10 @@ class ModbusDecoder:
             except DecodeError as exc:
                 problem = exc
                 fields = RequestFields(pdu[0], detail={"malformed": exc.message, "data": pdu.hex()})
+            if fields.detail.get("illegal_quantity"):
+                limit = _MAX_READ_BITS if fields.function in (1, 2) else _MAX_READ_REGISTERS
+                problem = DecodeError(f"FC {fields.function} request: quantity {fields.quantity}"
+                                      f" outside 1..{limit}")
             if transaction_id in self.pending:
                 self.unanswered.append(self.pending.pop(transaction_id))
             if len(self.pending) >= self.MAX_PENDING:
@@ -567,8 +568,9 @@ class ModbusDecoder:
             self.pending[transaction_id] = _Pending(frame, ts, unit_id, fields)
             return request_event(ctx, transaction_id, unit_id, fields, ts, frame), problem
         request = self.pending.get(transaction_id)
-        if request is not None and request.fields.function != pdu[0] & 0x7F:
-            request = None  # a different question was asked with this id: not its answer
+        if request is not None and (request.fields.function != pdu[0] & 0x7F
+                                    or request.unit_id != unit_id):
+            request = None  # a different question (or unit) was asked with this id: not its answer
         if request is not None:
             del self.pending[transaction_id]
         try:
@@ -739,7 +741,7 @@ class ModbusBook:
             self.tally_request(event.src, event.dst, event.unit_id, event.function, event.address,
                                event.quantity, event.ts, event.ts)
             if event.function in READ_FUNCTIONS and event.address is not None \
-                    and not event.detail:
+                    and not event.detail and _plain_read(event.function, event.quantity):
                 self.read_requests(self.key_of(event), 1, event.source)
                 return True
             return False
@@ -747,13 +749,15 @@ class ModbusBook:
             if event.exception_code is not None:
                 self.tally_exception(event.dst, event.src)
             folded = event.function in READ_FUNCTIONS and event.request_frame is not None \
-                and event.address is not None
+                and event.address is not None and _plain_read(event.function, event.quantity)
             if not folded:
                 return False
             key = self.key_of(event)
             if event.exception_code is not None:
                 self.read_exception(key)
                 return False  # exceptions stay events too: detectors want each one
+            if event.detail or len(event.values) != event.quantity:
+                return False  # a malformed answer: an event (and a warning), not a row
             self.read_answer(key, event.ts, event.frame, event.values)
             return True
         return False
@@ -769,7 +773,8 @@ class ModbusBook:
 
     def unanswered(self, master: str, slave: str, pending: _Pending) -> None:
         asked = pending.fields
-        if asked.function in READ_FUNCTIONS and asked.address is not None and not asked.detail:
+        if asked.function in READ_FUNCTIONS and asked.address is not None and not asked.detail \
+                and _plain_read(asked.function, asked.quantity):
             self.read_unanswered((master, slave, pending.unit_id, asked.function, asked.address,
                                   asked.quantity or 0))
 
@@ -800,6 +805,13 @@ class ModbusBook:
                 values=all_values, requests=key_counts[0], exceptions=key_counts[1],
                 unanswered=key_counts[2], source=key_counts[3],
             )
+
+
+def _plain_read(function: int, quantity: int | None) -> bool:
+    """A read of a quantity the standard allows: only those become series (a read of 0
+    registers, or of more than a PDU can carry, stays an event with its warning)."""
+    limit = _MAX_READ_BITS if function in (1, 2) else _MAX_READ_REGISTERS
+    return quantity is not None and 1 <= quantity <= limit
 
 
 ROWS_PACKED = 4096  # answers kept as Python rows before they are packed into arrays
@@ -1093,10 +1105,11 @@ def fast_reads(data: FastInput, book: ModbusBook, contexts: list[FlowContext],
     c_fc = np.array([c[2].fields.function for c in carried], dtype=np.uint32)
     c_qty = np.array([c[2].fields.quantity or 0 for c in carried], dtype=np.uint32)
     c_read = np.array([_fast_pending(c[2].fields) for c in carried], dtype=bool)
+    c_unit = np.array([c[2].unit_id for c in carried], dtype=np.uint32)
     for _ in range(_PAIRING_ROUNDS):
         rows = np.flatnonzero(position < cut[data.flow])
-        pairing = _pair(nflows, c_flow, c_tid, c_fc, c_qty, c_read, rows, data.flow, tid, req,
-                        fc, qty, byte_count)
+        pairing = _pair(nflows, c_flow, c_tid, c_fc, c_qty, c_read, c_unit, rows, data.flow, tid,
+                        req, fc, qty, byte_count, unit)
         f_s, broken = pairing[0], pairing[5]
         if not broken.any():
             break
@@ -1203,10 +1216,13 @@ def _fast_pending(fields: RequestFields) -> bool:
 
 
 def _pair(nflows: int, c_flow: np.ndarray, c_tid: np.ndarray, c_fc: np.ndarray,
-          c_qty: np.ndarray, c_read: np.ndarray, rows: np.ndarray, flow: np.ndarray,
+          c_qty: np.ndarray, c_read: np.ndarray, c_unit: np.ndarray, rows: np.ndarray, flow: np.ndarray,
           tid: np.ndarray, req: np.ndarray, fc: np.ndarray, qty: np.ndarray,
-          byte_count: np.ndarray) -> tuple[np.ndarray, ...]:
+          byte_count: np.ndarray, unit: np.ndarray) -> tuple[np.ndarray, ...]:
     """Pair responses with requests by (flow, transaction id), carried requests first.
+
+    An answer pairs when it follows its request with the same function and unit id (as the
+    slow path's ``ModbusDecoder`` pairs them).
 
     Returns, in pairing order: flow, transaction id, is-request, the order itself, whether
     each row is a well-answered response, whether it is a response that cannot be paired
@@ -1214,10 +1230,11 @@ def _pair(nflows: int, c_flow: np.ndarray, c_tid: np.ndarray, c_fc: np.ndarray,
     into ``rows``; negative for carried requests).
     """
     m = len(c_flow)
-    all_flow, all_tid, all_req, all_fc, all_qty, all_bc = (
+    all_flow, all_tid, all_req, all_fc, all_qty, all_bc, all_unit = (
         np.concatenate([carried, column[rows]]) if m else column[rows]
         for carried, column in ((c_flow, flow), (c_tid, tid), (np.ones(m, dtype=bool), req),
-                                (c_fc, fc), (c_qty, qty), (np.zeros(m, np.uint32), byte_count)))
+                                (c_fc, fc), (c_qty, qty), (np.zeros(m, np.uint32), byte_count),
+                                (c_unit, unit)))
     all_read = np.concatenate([c_read, np.ones(len(rows), dtype=bool)])
     # By flow, then transaction id, then arrival: two stable radix sorts, least significant first.
     by_tid = _stable_order(all_tid, 1 << 16)
@@ -1229,8 +1246,9 @@ def _pair(nflows: int, c_flow: np.ndarray, c_tid: np.ndarray, c_fc: np.ndarray,
     same_prev[1:] = (f_s[1:] == f_s[:-1]) & (t_s[1:] == t_s[:-1])
     fc_p, qty_p = _previous(fc_s), _previous(qty_s)
     wanted = np.where(fc_p <= 2, (qty_p + 7) // 8, 2 * qty_p)
+    unit_s = all_unit[pair_order]
     answered = (~r_s & same_prev & _previous(r_s) & _previous(read_s) & (fc_p == fc_s)
-                & ((bc_s == wanted) | (fc_s > 4)))
+                & (_previous(unit_s) == unit_s) & ((bc_s == wanted) | (fc_s > 4)))
     broken = ~r_s & ~answered
     return f_s, t_s, r_s, pair_order, answered, broken, pair_order - m
 

@@ -19,7 +19,7 @@ from typing import Any, ClassVar
 from cranewatch.errors import DecodeError
 from cranewatch.protocols import identify
 from cranewatch.protocols.base import DecoderSpec, Event, FlowContext, register
-from cranewatch.protocols.framing import Endpoints, PduBuffer, decode_error, endpoints
+from cranewatch.protocols.framing import Endpoints, PduBuffer, ascii_digits, decode_error, endpoints
 
 ROSCTR_JOB = 1
 ROSCTR_ACK = 2
@@ -237,7 +237,7 @@ def parse_block_name(filename: str) -> str | None:
         return None
     kind = BLOCK_TYPES.get(filename[1:3].upper())
     number = filename[3:8]
-    if kind is None or not number.isdigit():
+    if kind is None or not ascii_digits(number):
         return None
     return f"{kind}{int(number)}"
 
