@@ -13,6 +13,7 @@ import pytest
 
 from cranewatch.lab.faults import Tamper
 from cranewatch.process.engine import learn_baseline, run_checks
+from cranewatch.process.signals import Signal
 from cranewatch.process.simulate import run_polls
 
 T0 = 1_700_000_000.0
@@ -59,3 +60,35 @@ def test_the_sink_keeps_only_the_series_of_its_own_plc() -> None:
     for slave, unit in (("10.20.7.10", 1), ("10.20.3.10", 1), ("10.20.7.10", 9)):
         sink.on_series(series(slave, unit))
     assert [(s.slave, s.unit_id) for s in sink.series] == [("10.20.7.10", 1)]
+
+
+def _signal(name: str, stamps: list[float]) -> Signal:
+    import numpy as np
+
+    from cranewatch.process.signals import RegisterSpec
+
+    n = len(stamps)
+    return Signal(RegisterSpec("IR", 0, name), np.array(stamps, dtype=np.float64), np.arange(n, dtype=np.float64),
+                  np.arange(1, n + 1, dtype=np.int64), np.zeros(n, dtype=np.int16), ("read by 10.0.0.2",))
+
+
+def test_a_hole_in_the_recording_cuts_the_checks_frames_and_a_restart_does_not() -> None:
+    from cranewatch.process.engine import RECORDING_HOLE_S, split_at_holes
+
+    # hand-made: polls every second from 0 to 9, a 120 s restart silence, polls at 130..139,
+    # then one sample 48 days later (a corrupt timestamp)
+    polls = [float(i) for i in range(10)] + [130.0 + i for i in range(10)]
+    late = [*polls, 4_194_000.0]
+    pieces = split_at_holes({"hoist_load": _signal("hoist_load", late), "wind": _signal("wind", polls)})
+    assert RECORDING_HOLE_S > 120
+    assert [sorted(p) for p in pieces] == [["hoist_load", "wind"], ["hoist_load"]]
+    assert list(pieces[0]["hoist_load"].ts) == polls  # the restart stays inside: the checks see it
+    assert list(pieces[1]["hoist_load"].ts) == [4_194_000.0]
+
+
+def test_the_grid_never_outgrows_its_limit() -> None:
+    from cranewatch.process.signals import MAX_GRID_POINTS, build_frame
+
+    frame = build_frame({"a": _signal("a", [0.0, 0.1, 0.2, 0.3, 1e9])})
+    assert len(frame.t) <= MAX_GRID_POINTS
+    assert frame.t[0] == 0.0 and abs(frame.t[-1] - 1e9) < 1.0

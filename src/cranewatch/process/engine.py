@@ -83,7 +83,7 @@ def split_signals(signals: Mapping[str, Signal], segments: Sequence[Segment]
     """Each segment's samples of every signal (segments without samples left out); one part
     with every sample when there are no segments or one."""
     if len(segments) <= 1:
-        return [(segments[0] if segments else None, dict(signals))]
+        return [(segments[0] if segments else None, piece) for piece in split_at_holes(dict(signals))]
     parts: list[tuple[Segment | None, dict[str, Signal]]] = []
     # A segment holds the samples from its start to the next one's (the first from the
     # beginning): samples of no capture (Zeek logs read with them) are kept too.
@@ -93,8 +93,35 @@ def split_signals(signals: Mapping[str, Signal], segments: Sequence[Segment]
         own = {name: part for name, signal in signals.items()
                if (part := signal.between(start, end)) is not None}
         if own:
-            parts.append((segment, own))
+            parts.extend((segment, piece) for piece in split_at_holes(own))
     return parts
+
+
+# A silence of every signal longer than this is a hole in the recording, not a stretch of the
+# process: a PLC restart or a link flap lasts seconds to a few minutes, and the process checks
+# still see those. One corrupt or hostile timestamp weeks away would otherwise stretch the
+# checks' grid over the whole gap (a poll 48 days late: 21 M grid rows, minutes and GBs).
+RECORDING_HOLE_S = 300.0
+
+
+def split_at_holes(signals: dict[str, Signal]) -> list[dict[str, Signal]]:
+    """``signals`` cut where no signal has a sample for longer than ``RECORDING_HOLE_S``; each
+    piece is checked on its own grid, like a segment."""
+    stamps = [s.ts for s in signals.values() if len(s.ts)]
+    if not stamps:
+        return [signals] if signals else []
+    times = np.unique(np.concatenate(stamps))
+    holes = np.flatnonzero(np.diff(times) > RECORDING_HOLE_S)
+    if not len(holes):
+        return [signals]
+    starts = [float(times[0]), *(float(times[i + 1]) for i in holes)]
+    ends = [*(float(times[i]) for i in holes), float(times[-1])]
+    pieces = []
+    for start, end in zip(starts, ends, strict=True):
+        own = {name: part for name, signal in signals.items() if (part := signal.between(start, end)) is not None}
+        if own:
+            pieces.append(own)
+    return pieces
 
 
 def learn_baseline(frame: SignalFrame, config: ProcessConfig | None = None, *,

@@ -466,6 +466,11 @@ class SignalFrame:
         )
 
 
+# The most grid rows one frame gets (a week polled every 120 ms): the grid's length comes from
+# the capture's time span, which a corrupt or hostile timestamp can stretch without limit.
+MAX_GRID_POINTS = 5_000_000
+
+
 def build_frame(signals: Mapping[str, Signal], dt: float | None = None) -> SignalFrame:
     """Align signals on one grid. ``dt`` defaults to the fastest signal's median poll period."""
     if not signals:
@@ -481,6 +486,10 @@ def build_frame(signals: Mapping[str, Signal], dt: float | None = None) -> Signa
         dt = float(np.clip(min(periods), 0.02, 10.0)) if periods else 1.0
     start = min(float(s.ts[0]) for s in signals.values())
     end = max(float(s.ts[-1]) for s in signals.values())
+    if (end - start) / dt >= MAX_GRID_POINTS:
+        # a frame over holes in the recording (tables and plots across everything; the checks
+        # get one frame per stretch, ``engine.split_at_holes``): coarser, never unbounded
+        dt = (end - start) / (MAX_GRID_POINTS - 1)
     t = start + dt * np.arange(int(np.floor((end - start) / dt)) + 1)
     columns: dict[str, np.ndarray] = {}
     age: dict[str, np.ndarray] = {}
