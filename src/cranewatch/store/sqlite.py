@@ -727,30 +727,14 @@ class Store:
     def findings(self, crane: str, run_ids: Sequence[int] | None = None) -> list[Finding]:
         """Stored findings of a crane (all, or those linked to the given runs), most severe first."""
         with self._read() as db:
-            if run_ids is None:
-                rows = db.execute("SELECT * FROM findings WHERE crane=?", (crane,)).fetchall()
-            else:
-                marks = ",".join("?" * len(run_ids)) or "NULL"
-                rows = db.execute(
-                    f"SELECT DISTINCT f.* FROM findings f JOIN run_findings l"
-                    f" ON l.crane=f.crane AND l.finding_id=f.id WHERE f.crane=? AND l.run_id IN ({marks})",
-                    (crane, *run_ids),
-                ).fetchall()
+            rows = _crane_rows(db, "findings", "*", "run_findings", "finding_id", crane, run_ids)
         found = [_finding_from_row(r) for r in rows]
         return sorted(found, key=lambda f: (-int(f.severity), f.category, f.id))
 
     def incidents(self, crane: str, run_ids: Sequence[int] | None = None) -> list[Incident]:
         """Stored incidents of a crane (all, or those the given runs made), most severe first."""
         with self._read() as db:
-            if run_ids is None:
-                rows = db.execute("SELECT record FROM incidents WHERE crane=?", (crane,)).fetchall()
-            else:
-                marks = ",".join("?" * len(run_ids)) or "NULL"
-                rows = db.execute(
-                    f"SELECT DISTINCT i.record FROM incidents i JOIN run_incidents l"
-                    f" ON l.crane=i.crane AND l.incident_id=i.id WHERE i.crane=? AND l.run_id IN ({marks})",
-                    (crane, *run_ids),
-                ).fetchall()
+            rows = _crane_rows(db, "incidents", "record", "run_incidents", "incident_id", crane, run_ids)
         found = [Incident.from_json(json.loads(r["record"])) for r in rows]
         return sorted(found, key=lambda n: (-int(n.severity), n.first_seen or 0.0, n.id))
 
@@ -905,6 +889,21 @@ ON CONFLICT(crane, id) DO UPDATE SET
     severity=excluded.severity, title=excluded.title, first_seen=excluded.first_seen,
     last_seen=excluded.last_seen, record=excluded.record
 """
+
+
+def _crane_rows(db: Connection, table: str, columns: str, links: str, link_id: str, crane: str,
+                run_ids: Sequence[int] | None) -> list[Any]:
+    """A crane's rows of ``table`` (findings, incidents): all, or those ``links`` ties to the
+    given runs. Table and column names are this module's constants, never input."""
+    if run_ids is None:
+        return list(db.execute(f"SELECT {columns} FROM {table} WHERE crane=?", (crane,)).fetchall())
+    marks = ",".join("?" * len(run_ids)) or "NULL"
+    picked = ", ".join(f"t.{c.strip()}" for c in columns.split(","))
+    return list(db.execute(
+        f"SELECT DISTINCT {picked} FROM {table} t JOIN {links} l"
+        f" ON l.crane=t.crane AND l.{link_id}=t.id WHERE t.crane=? AND l.run_id IN ({marks})",
+        (crane, *run_ids),
+    ).fetchall())
 
 
 def _incident_row(crane: str, n: Incident) -> dict[str, Any]:
