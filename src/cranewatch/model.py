@@ -30,6 +30,7 @@ NETWORK_CATEGORIES = (
     "recon",
     "rogue-master",
     "new-asset",
+    "lateral-movement",
 )
 FORENSIC_CATEGORIES = (
     "backdoor",

@@ -23,6 +23,7 @@ from cranewatch.detect.data_leak import DataLeak
 from cranewatch.detect.egress import Egress
 from cranewatch.detect.facts import Conversation, Payload, RemoteSession
 from cranewatch.detect.hidden_uplink import HiddenUplink
+from cranewatch.detect.lateral import LateralMovement
 from cranewatch.detect.new_asset import NewAsset
 from cranewatch.detect.plc_control import PlcControl
 from cranewatch.detect.recon import Recon
@@ -39,7 +40,8 @@ FIRST_BYTES = 256  # bytes of each side kept per unclaimed flow to recognise its
 def all_detectors() -> list[Detector]:
     """One instance of every detector, in report order."""
     return [HiddenUplink(), RemoteAccess(), DataLeak(), CommandAndControl(), SafetyOverride(),
-            PlcControl(), Recon(), RogueMaster(), NewAsset(), Egress()]
+            PlcControl(), Recon(), RogueMaster(), LateralMovement(), NewAsset(),
+            Egress()]
 
 
 Observe = Callable[[Any, Context], None]

@@ -1,0 +1,153 @@
+"""lateral-movement: new conversations between crane-LAN hosts, judged against a baseline
+learned from a capture (or a profile's allow list), on real pcap files.
+
+The crane: an HMI (10.20.7.30) polls two PLCs (10.20.7.10, 10.20.7.11) over Modbus/TCP.
+Expected values are computed from the frames written (wire bytes of each side, frame numbers,
+the timestamps ``write_pcap`` gives: start + index * step).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from pathlib import Path
+
+from cranewatch.baseline import Baseline, learn_baseline
+from cranewatch.detect.engine import build_sink
+from cranewatch.model import Finding, Severity
+from cranewatch.pipeline import analyze
+from cranewatch.profile import Allowance, CraneProfile, Host
+from modbus_capture import ACK, Conversation, read_request, read_response, udp_frame, write_pcap
+
+HMI, PLC1, PLC2, CMS = "10.20.7.30", "10.20.7.10", "10.20.7.11", "10.20.7.40"
+START, STEP = 1_700_000_000.0, 0.01
+MACS = {HMI: "02:00:00:00:00:30", PLC1: "02:00:00:00:00:10", PLC2: "02:00:00:00:00:11",
+        CMS: "02:00:00:00:00:40"}
+
+
+def tcp(client: str, server: str, port: int, client_port: int) -> Conversation:
+    return Conversation(client, server, client_port=client_port, server_port=port,
+                        client_mac=MACS[client], server_mac=MACS[server])
+
+
+def polling(rounds: int = 3) -> list[bytes]:
+    """The HMI reads holding registers of both PLCs (and the CMS polls the HMI's web page)."""
+    frames: list[bytes] = []
+    for n, plc in enumerate((PLC1, PLC2)):
+        c = tcp(HMI, plc, 502, 41000 + n)
+        frames += c.handshake()
+        for tid in range(rounds):
+            frames.append(c.send(True, read_request(tid, 3, 0, 4)))
+            frames.append(c.send(False, read_response(tid, 3, [1, 2, 3, 4])))
+        frames += c.close()
+    web = tcp(CMS, HMI, 80, 42000)
+    frames += web.handshake()
+    frames.append(web.send(True, b"GET / HTTP/1.1\r\nHost: hmi\r\n\r\n"))
+    frames.append(web.send(False, b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"))
+    frames += web.close()
+    return frames
+
+
+def baseline(tmp_path: Path) -> Baseline:
+    return learn_baseline([write_pcap(tmp_path / "normal.pcap", polling())])
+
+
+def analyse(path: Path, base: Baseline | None, profile: CraneProfile | None = None) -> list[Finding]:
+    sink = build_sink(profile, base)
+    return [f for f in analyze([path], sinks=[sink]).findings if f.category == "lateral-movement"]
+
+
+def push(client: str, server: str, port: int, size: int) -> tuple[list[bytes], int, int]:
+    """A raw TCP connection pushing ``size`` bytes in 1400-byte segments, each ACKed.
+
+    Returns the frames and the wire bytes each way (client's frames, server's frames)."""
+    c = tcp(client, server, port, 50123)
+    frames = c.handshake()
+    sides = [(True, frames[0]), (False, frames[1]), (True, frames[2])]
+    data = bytes(range(256)) * (size // 256 + 1)
+    for offset in range(0, size, 1400):
+        sides.append((True, c.send(True, data[offset:offset + 1400])))
+        sides.append((False, c.send(False, b"", ACK)))
+    closing = c.close()
+    sides += [(True, closing[0]), (False, closing[1]), (True, closing[2])]
+    up = sum(len(f) for from_client, f in sides if from_client)
+    down = sum(len(f) for from_client, f in sides if not from_client)
+    return [f for _, f in sides], up, down
+
+
+def test_a_plc_pushing_80_kB_to_another_plc_is_one_high_finding(tmp_path: Path) -> None:
+    base = baseline(tmp_path)
+    normal = polling()
+    attack, up, down = push(PLC1, PLC2, 40001, 80_000)
+    path = write_pcap(tmp_path / "attack.pcap", normal + attack, START, STEP)
+    (f,) = analyse(path, base)
+    assert f.severity == Severity.HIGH
+    assert (f.src, f.dst) == (PLC1, f"{PLC2}:40001")
+    assert f.title.startswith("Bulk transfer between crane hosts")
+    values = f.evidence[0].values
+    assert values["bytes_to_server"] == up and values["bytes_to_client"] == down
+    assert up > 80_000 > down
+    assert values["transfer"] == "bulk"
+    assert values["client_field_device"] and values["server_field_device"]
+    first_frame = len(normal) + 1  # the SYN
+    assert f.first_seen == START + len(normal) * STEP
+    assert abs(f.last_seen - (START + (len(normal) + len(attack) - 1) * STEP)) < 1e-6
+    assert f.evidence[0].frames[0] == first_frame
+    assert f.count == 1
+
+
+def test_a_small_new_conversation_is_medium(tmp_path: Path) -> None:
+    base = baseline(tmp_path)
+    c = tcp(CMS, PLC1, 502, 43000)  # the CMS never polled the PLC
+    frames = [*c.handshake(), c.send(True, read_request(1, 3, 0, 2)),
+              c.send(False, read_response(1, 3, [7, 8])), *c.close()]
+    path = write_pcap(tmp_path / "new.pcap", polling() + frames)
+    (f,) = analyse(path, base)
+    assert f.severity == Severity.MEDIUM
+    assert (f.src, f.dst) == (CMS, f"{PLC1}:502")
+    assert f.evidence[0].values["bytes_to_server"] < 1000
+
+
+def test_a_field_device_opening_a_small_connection_is_high(tmp_path: Path) -> None:
+    base = baseline(tmp_path)
+    c = tcp(PLC1, HMI, 80, 43001)  # the PLC has only ever answered
+    frames = [*c.handshake(), c.send(True, b"GET / HTTP/1.1\r\n\r\n"),
+              c.send(False, b"HTTP/1.1 200 OK\r\n\r\n"), *c.close()]
+    (f,) = analyse(write_pcap(tmp_path / "plc.pcap", polling() + frames), base)
+    assert f.severity == Severity.HIGH and f.title.startswith("Field device opens a connection")
+
+
+def test_pairs_in_the_baseline_are_quiet_even_with_more_data(tmp_path: Path) -> None:
+    base = baseline(tmp_path)
+    assert analyse(write_pcap(tmp_path / "again.pcap", polling(rounds=40)), base) == []
+
+
+def test_half_open_probes_and_one_way_udp_are_not_conversations(tmp_path: Path) -> None:
+    base = baseline(tmp_path)
+    c = tcp(HMI, PLC2, 22, 44000)
+    probe = [c.send(True, b"", 0x02), c.send(False, b"", 0x14)]  # SYN, RST|ACK
+    oneway = [udp_frame(PLC1, PLC2, 5000, 5001, b"x" * 100, MACS[PLC1], MACS[PLC2])] * 3
+    assert analyse(write_pcap(tmp_path / "probe.pcap", polling() + probe + oneway), base) == []
+
+
+def test_udp_both_ways_counts(tmp_path: Path) -> None:
+    base = baseline(tmp_path)
+    frames = [udp_frame(PLC1, PLC2, 40000, 5001, b"x" * 100, MACS[PLC1], MACS[PLC2]),
+              udp_frame(PLC2, PLC1, 5001, 40000, b"y" * 10, MACS[PLC2], MACS[PLC1])]
+    (f,) = analyse(write_pcap(tmp_path / "udp.pcap", polling() + frames), base)
+    assert f.severity == Severity.HIGH and f.dst == f"{PLC2}:5001"
+
+
+def test_without_a_baseline_the_profile_allow_list_judges(tmp_path: Path) -> None:
+    hosts = (Host("hmi", "hmi", HMI, MACS[HMI], "crane"), Host("plc1", "plc", PLC1, MACS[PLC1], "crane"),
+             Host("plc2", "plc", PLC2, MACS[PLC2], "crane"), Host("cms", "cms", CMS, MACS[CMS], "crane"))
+    allowed = (Allowance("hmi", "plc1", "modbus", 502), Allowance("hmi", "plc2", "modbus", 502),
+               Allowance("cms", "hmi", "any", 80))
+    zones = {"crane": (ipaddress.ip_network("10.20.7.0/24"),)}
+    profile = CraneProfile("T", zones=zones, hosts=hosts, allowed=allowed)
+    attack, _, _ = push(PLC1, PLC2, 40001, 80_000)
+    (f,) = analyse(write_pcap(tmp_path / "p.pcap", polling() + attack), None, profile)
+    assert f.severity == Severity.HIGH and (f.src, f.dst) == (PLC1, f"{PLC2}:40001")
+    assert analyse(write_pcap(tmp_path / "q.pcap", polling()), None, profile) == []
+    # a profile without allow entries says nothing about who may talk
+    bare = CraneProfile("T", zones=zones, hosts=hosts)
+    assert analyse(write_pcap(tmp_path / "r.pcap", polling() + attack), None, bare) == []
