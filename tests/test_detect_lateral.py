@@ -116,6 +116,15 @@ def test_a_field_device_opening_a_small_connection_is_high(tmp_path: Path) -> No
     assert f.severity == Severity.HIGH and f.title.startswith("Field device opens a connection")
 
 
+def test_a_small_smb_transfer_between_known_hosts_is_high_with_its_volume(tmp_path: Path) -> None:
+    base = baseline(tmp_path)
+    frames, up, down = push(HMI, CMS, 445, 3000)  # well under 64 kB, but a file service
+    (f,) = analyse(write_pcap(tmp_path / "smb.pcap", polling() + frames), base)
+    assert f.severity == Severity.HIGH and f.evidence[0].values["transfer"] == "smb"
+    assert (f.evidence[0].values["bytes_to_server"], f.evidence[0].values["bytes_to_client"]) == (up, down)
+    assert f"{up} bytes up" in f.title
+
+
 def test_pairs_in_the_baseline_are_quiet_even_with_more_data(tmp_path: Path) -> None:
     base = baseline(tmp_path)
     assert analyse(write_pcap(tmp_path / "again.pcap", polling(rounds=40)), base) == []

@@ -43,6 +43,7 @@ class LateralMovement:
     def __init__(self) -> None:
         self.incidents = Incidents()
         self._clients: frozenset[str] | None = None
+        self._servers: frozenset[str] | None = None
 
     def _judges(self, ctx: Context) -> bool:
         if ctx.baseline is not None:
@@ -58,12 +59,14 @@ class LateralMovement:
             return True
         return ctx.baseline is not None and ip in ctx.baseline.hosts
 
-    def _baseline_clients(self, ctx: Context) -> frozenset[str]:
-        if self._clients is None:
+    def _roles(self, ctx: Context) -> tuple[frozenset[str], frozenset[str]]:
+        """The baseline's clients (and masters) and its servers, found once."""
+        if self._clients is None or self._servers is None:
             b = ctx.baseline
             self._clients = (frozenset(c for c, _, _ in b.pairs) | frozenset(m for m, _ in b.masters)
                              if b is not None else frozenset())
-        return self._clients
+            self._servers = frozenset(s for s, _, _ in b.services) if b is not None else frozenset()
+        return self._clients, self._servers
 
     def is_field(self, ip: str, ctx: Context) -> bool:
         """A field device: a PLC/RTU by the profile, else a baseline host never seen as a client."""
@@ -71,9 +74,8 @@ class LateralMovement:
             host = ctx.profile.host_by_ip(ip)
             if host is not None and host.role in FIELD_ROLES:
                 return True
-        b = ctx.baseline
-        return b is not None and ip in b.hosts and ip not in self._baseline_clients(ctx) \
-            and any(s == ip for s, _, _ in b.services)
+        clients, servers = self._roles(ctx)
+        return ip in servers and ip not in clients
 
     def observe(self, fact: Any, ctx: Context) -> None:
         if not isinstance(fact, Conversation) or not self._judges(ctx):
