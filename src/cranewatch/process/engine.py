@@ -31,7 +31,7 @@ from cranewatch.process.checks import (
 )
 from cranewatch.process.envelope import ProcessBaseline, learn, merge
 from cranewatch.process.signals import (
-    STS07_REGISTER_MAP,
+    NO_REGISTER_MAP,
     RegisterMap,
     Signal,
     SignalFrame,
@@ -48,7 +48,7 @@ from cranewatch.segments import Segment
 class ProcessConfig:
     """What the profile tells the process checks about one crane."""
 
-    register_map: RegisterMap = STS07_REGISTER_MAP
+    register_map: RegisterMap = NO_REGISTER_MAP
     limits: CraneLimits = field(default_factory=CraneLimits)
     maintenance: tuple[tuple[float, float], ...] = ()
     crane: str | None = None
@@ -222,8 +222,14 @@ def read_process_baseline(path: str | Path) -> ProcessBaseline:
 
 
 def read_captures(captures: Sequence[str | Path], profile: object | None = None) -> ProcessSink:
-    """Run the capture pipeline over ``captures`` into a process sink (checks not yet run)."""
+    """Run the capture pipeline over ``captures`` into a process sink (checks not yet run).
+    ``profile``: a loaded profile or its path; without one no register is a crane signal."""
     from cranewatch.pipeline import analyze
+
+    if isinstance(profile, str | Path):
+        from cranewatch.profile import load_profile
+
+        profile = load_profile(profile)
 
     sink = ProcessSink(profile=profile)
     analyze(list(captures), sinks=[sink])
