@@ -3,6 +3,7 @@ the simulator and tests. Library code knows no crane: it takes a map from a prof
 
 from __future__ import annotations
 
+from cranewatch.process.checks import CraneLimits
 from cranewatch.process.signals import RegisterMap, RegisterSpec
 
 
@@ -42,3 +43,8 @@ STS07_REGISTER_MAP = RegisterMap(
     ),
     unit_id=1,
 )
+
+
+# STS-07's configured limits (its profile's ranges): rated load, trip limits, speed limits.
+STS07_LIMITS = CraneLimits(rated_load=65.0, overload_limit=71.5, wind_stop_limit=20.0,
+                           hoist_speed_limit=100.0, trolley_speed_limit=100.0)

@@ -349,18 +349,12 @@ def maintenance_intervals(profile: object, start: float, end: float,
 def config_from_profile(profile: object, start: float = 0.0, end: float = 0.0) -> ProcessConfig:
     """The process configuration a crane profile gives (register map, limits, maintenance
     windows between ``start`` and ``end``)."""
-    defaults = CraneLimits()
-
-    def pick(name: str, default: float) -> float:
-        value = _point_high(profile, name)
-        return default if value is None else value
-
-    limits = CraneLimits(
-        rated_load=pick("hoist_load", defaults.rated_load),
-        overload_limit=pick("overload_limit", defaults.overload_limit),
-        wind_stop_limit=pick("wind_stop_limit", defaults.wind_stop_limit),
-        hoist_speed_limit=pick("hoist_speed_limit", defaults.hoist_speed_limit),
-        trolley_speed_limit=pick("trolley_speed_limit", defaults.trolley_speed_limit),
+    limits = CraneLimits(  # the profile's only: a limit it does not give is not judged
+        rated_load=_point_high(profile, "hoist_load"),
+        overload_limit=_point_high(profile, "overload_limit"),
+        wind_stop_limit=_point_high(profile, "wind_stop_limit"),
+        hoist_speed_limit=_point_high(profile, "hoist_speed_limit"),
+        trolley_speed_limit=_point_high(profile, "trolley_speed_limit"),
     )
     return ProcessConfig(
         register_map=RegisterMap.from_profile(profile),

@@ -211,7 +211,7 @@ class Signal:
     values: np.ndarray  # float64 engineering values
     frames: np.ndarray  # int64 capture frame of each sample (0 when unknown)
     origin: np.ndarray  # int16 index into ``origins`` for each sample
-    origins: tuple[str, ...]  # "read by 10.20.7.30" / "written by 10.20.0.50"
+    origins: tuple[str, ...]  # "read by 192.0.2.30" / "written by 192.0.2.50"
     source: str = ""
     device: str = ""  # the PLC (or publisher) whose value this is, as first seen
 
