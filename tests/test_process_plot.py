@@ -5,7 +5,8 @@ from __future__ import annotations
 import xml.etree.ElementTree as ET
 
 from cranewatch.lab.faults import Tamper
-from cranewatch.process.engine import run_checks
+from cranewatch.lab.registers import STS07_LIMITS
+from cranewatch.process.engine import ProcessConfig, run_checks
 from cranewatch.process.simulate import simulate
 
 T0 = 1_700_000_000.0
@@ -14,7 +15,7 @@ SVG = "{http://www.w3.org/2000/svg}"
 
 def test_finding_svg_is_wellformed_and_static() -> None:
     frame = simulate(120, seed=11, start=T0, tamper=Tamper("false-load", T0 + 10, T0 + 40))
-    finding = next(f for f in run_checks(frame) if f.rule == "process-torque-load")
+    finding = next(f for f in run_checks(frame, ProcessConfig(limits=STS07_LIMITS)) if f.rule == "process-torque-load")
     svg = finding.evidence[0].values["svg"]
     root = ET.fromstring(svg)
     assert root.tag == f"{SVG}svg"

@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from cranewatch.lab.registers import STS07_REGISTER_MAP
 from cranewatch.process.signals import (
-    STS07_REGISTER_MAP,
     RegisterMap,
     build_frame,
     extract_signals,
@@ -31,7 +31,7 @@ def _series(master: str, ts: list[float], rows: list[list[int]], function: int =
 def test_input_registers_scale_and_sign() -> None:
     # hoist_load 0.1 t, hoist_height int16 cm (-150 cm = 0xFF6A), hoist_speed int16 cm/s.
     s = _series("10.20.7.30", [1.0, 1.2], [[5, 305, 0xFF6A, 0xFFCE], [6, 306, 0xFF60, 0x0032]])
-    signals = extract_signals([s])
+    signals = extract_signals([s], register_map=STS07_REGISTER_MAP)
     assert signals["heartbeat"].values.tolist() == [5.0, 6.0]
     assert signals["hoist_load"].values.tolist() == pytest.approx([30.5, 30.6])
     assert signals["hoist_height"].values.tolist() == pytest.approx([-1.50, -1.60])
@@ -42,7 +42,7 @@ def test_input_registers_scale_and_sign() -> None:
 def test_two_masters_reading_one_register_are_one_signal() -> None:
     cms = _series("10.20.7.30", [1.0, 1.2, 1.4], [[1], [3], [5]], function=2)
     ocr = _series("10.20.7.20", [1.1, 1.3], [[0], [1]], function=2)
-    signals = extract_signals([cms, ocr])
+    signals = extract_signals([cms, ocr], register_map=STS07_REGISTER_MAP)
     landed = signals["twistlocks_locked"]
     assert landed.ts.tolist() == [1.0, 1.1, 1.2, 1.3, 1.4]
     assert landed.values.tolist() == [1.0, 0.0, 1.0, 1.0, 1.0]
@@ -61,7 +61,7 @@ def test_writes_are_samples_of_setpoints_and_coils() -> None:
         ModbusRequest(ts=7.0, frame=15, src="10.20.0.50", dst="10.20.7.10", transaction_id=3,
                       unit_id=9, function=6, address=1, quantity=1, values=(999,)),
     ]
-    signals = extract_signals([], events)
+    signals = extract_signals([], events, STS07_REGISTER_MAP)
     assert signals["safety_bypass"].values.tolist() == [1.0]
     assert signals["safety_bypass"].origins == ("written by 10.20.0.50",)
     assert signals["overload_limit"].values.tolist() == pytest.approx([100.0])
@@ -70,7 +70,7 @@ def test_writes_are_samples_of_setpoints_and_coils() -> None:
 
 def test_frame_holds_the_last_sample_and_its_age() -> None:
     s = _series("10.20.7.30", [10.0, 10.1, 10.2, 10.5], [[1], [2], [3], [4]])
-    frame = build_frame(extract_signals([s]))
+    frame = build_frame(extract_signals([s], register_map=STS07_REGISTER_MAP))
     assert frame.dt == pytest.approx(0.1)
     assert frame.t.tolist() == pytest.approx([10.0, 10.1, 10.2, 10.3, 10.4, 10.5])
     assert frame["heartbeat"].tolist() == [1, 2, 3, 3, 3, 4]
@@ -104,7 +104,7 @@ def _two_masters(spoof_b: bool) -> dict:
         window = (polls.t[1::2] >= 1010.0) & (polls.t[1::2] < 1030.0)
         ocr_rows[window, 1] = 0  # the OCR's answers have hoist_load zeroed on the way
     ocr = _series("10.20.7.20", polls.t[1::2].tolist(), ocr_rows.tolist())
-    return extract_signals([cms, ocr])
+    return extract_signals([cms, ocr], register_map=STS07_REGISTER_MAP)
 
 
 def test_masters_reading_different_values() -> None:
@@ -161,7 +161,7 @@ def test_refused_write_is_no_sample() -> None:
         ModbusResponse(ts=5.01, frame=10, src="10.20.7.10", dst="10.20.7.66", transaction_id=7,
                        unit_id=1, function=5, exception_code=1),
     ]
-    assert "safety_bypass" not in extract_signals([], events)
+    assert "safety_bypass" not in extract_signals([], events, STS07_REGISTER_MAP)
 
 
 def test_mqtt_telemetry_where_mapped() -> None:

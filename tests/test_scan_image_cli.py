@@ -14,6 +14,7 @@ from cranewatch.forensics.demo_image import build_tree, bundled_demo_image
 from cranewatch.model import Finding
 
 OSV = Path(__file__).parent / "data" / "forensics" / "osv"
+STS07 = str(Path(__file__).parents[1] / "src/cranewatch/data/profiles/sts-07.toml")
 
 
 def test_help_has_an_example(capsys: pytest.CaptureFixture[str]) -> None:
@@ -43,9 +44,30 @@ def test_clean_tree_exits_0_even_with_fail_on(tmp_path: Path, capsys: pytest.Cap
     tree = tmp_path / "root"
     tree.mkdir()
     build_tree(tree)
-    assert main(["scan-image", str(tree), "--fail-on", "low"]) == 0
-    assert "(2 info)" in capsys.readouterr().out
-    assert main(["scan-image", str(tree), "--fail-on", "info"]) == 1
+    assert main(["scan-image", str(tree), "--zone", "10.20.7.0/24", "--profile", STS07, "--fail-on", "low"]) == 0
+    out = capsys.readouterr().out
+    assert "(2 info)" in out and "no crane zone given" not in out
+    assert main(["scan-image", str(tree), "--profile", STS07, "--fail-on", "info"]) == 1
+
+
+def test_without_a_profile_no_crane_is_assumed(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """No zone given: STS-07's LAN is not the crane's by default; private addresses are judged
+    generically (medium) and the warnings say no crane zone was given."""
+    tree = tmp_path / "root"
+    tree.mkdir()
+    build_tree(tree)
+    assert main(["scan-image", str(tree), "--fail-on", "medium"]) == 1
+    out = capsys.readouterr().out
+    assert "hard-coded private endpoint 10.20.7.10" in out
+    assert "warning: no crane zone given (no --profile, no --zone)" in out
+    # --zone alone names the crane LAN: its PLC is no longer a finding above info
+    assert main(["scan-image", str(tree), "--zone", "10.20.7.0/24", "--fail-on", "medium"]) == 1
+    out = capsys.readouterr().out
+    assert "private endpoint 10.20.7.10" not in out and "no crane zone given" not in out
+
+
+def test_zone_that_is_no_cidr_is_a_usage_error(tmp_path: Path) -> None:
+    assert main(["scan-image", str(tmp_path), "--zone", "crane-lan"]) == 2
 
 
 def test_html_report_escapes_image_content(tmp_path: Path) -> None:

@@ -313,8 +313,9 @@ def test_pcapng_interface_names_tell_sessions_apart(tmp_path: Path) -> None:
 
 
 def test_every_sample_falls_in_a_segment() -> None:
+    from cranewatch.lab.registers import STS07_REGISTER_MAP
     from cranewatch.process.engine import split_signals
-    from cranewatch.process.signals import STS07_REGISTER_MAP, Signal
+    from cranewatch.process.signals import Signal
 
     segments = plan_segments([span("a", 10.0, 20.0, silence=0.1), span("b", 30.0, 40.0, silence=0.1)])
     assert len(segments) == 2

@@ -91,7 +91,7 @@ def test_build_sinks_takes_paths_or_loaded_objects() -> None:
     process = by_path[1]
     assert isinstance(process, ProcessSink) and process.baseline is not None
 
-    learned = learn_from_captures([NORMAL])
+    learned = learn_from_captures([NORMAL], str(PROFILE))
     loaded = build_sinks(load_profile(PROFILE), load_baseline(NORMAL), "STS-07", process_baseline=learned)
     assert isinstance(loaded[1], ProcessSink) and loaded[1].baseline is learned
     # a loaded communications baseline holds no signal envelopes: the process checks go without

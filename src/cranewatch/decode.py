@@ -104,7 +104,7 @@ class DecodedBatch:
 
 
 def ip_text(addr: bytes) -> str:
-    """16-byte address -> '10.20.7.10' for IPv4-mapped addresses, else IPv6 text."""
+    """16-byte address -> '192.0.2.10' for IPv4-mapped addresses, else IPv6 text."""
     raw = bytes(addr)
     if raw[:12] == b"\x00" * 10 + b"\xff\xff":
         return ".".join(str(b) for b in raw[12:])

@@ -674,7 +674,7 @@ def _build(data: dict[str, Any], p: _Collector, source: str) -> CraneProfile:
                 p.add(f"zones.{name}: {net!r} is not a CIDR network", "zones", None, name)
         zones[name] = tuple(parsed)
     if not zones.get("crane"):
-        p.add("zones: the crane LAN ('crane = [\"10.20.7.0/24\"]') is required", "zones")
+        p.add("zones: the crane LAN ('crane = [\"192.168.7.0/24\"]') is required", "zones")
 
     hosts: list[Host] = []
     seen_names: set[str] = set()

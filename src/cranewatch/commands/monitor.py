@@ -131,7 +131,7 @@ def process_checks(args: argparse.Namespace) -> list[RollingProcessChecks]:
     """The process checks over a rolling stretch of values.
 
     Only with a profile: its register map says what the values mean. Without one the checks
-    would read any Modbus device's registers as STS-07's (as ``cranewatch.sinks`` does too).
+    would have no register map (no crane is built in; ``cranewatch.sinks`` skips them too).
     """
     if args.profile is None:
         return []

@@ -54,6 +54,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument("--package-cache", metavar="DIR", help="where --fetch-packages keeps .deb files (default: ~/.cache/cranewatch/debs)")
     parser.add_argument("--show-suppressed", action="store_true", help="with --reference, keep findings the reference has too")
     parser.add_argument("--profile", metavar="TOML", help="crane profile: its zones and allowed outside endpoints classify addresses")
+    parser.add_argument("--zone", action="append", default=[], metavar="CIDR",
+                        help="the crane LAN (repeatable), beside or instead of the profile's; without "
+                        "--profile or --zone private ranges are judged generically and the warnings say so")
     parser.add_argument("--allow", action="append", default=[], metavar="CIDR|HOST", help="an endpoint that is expected (repeatable)")
     parser.add_argument("--rules", metavar="DIR", help="directory of extra YARA rules (*.yar)")
     parser.add_argument("--vulndb", metavar="PATH", help="OSV JSON file/directory or Debian security tracker JSON (offline)")
@@ -82,7 +85,7 @@ def _severity(text: str | None, option: str) -> Severity | None:
 def run(args: argparse.Namespace) -> int:
     fail_on = _severity(args.fail_on, "--fail-on")
     min_severity = _severity(args.min_severity, "--min-severity") or Severity.INFO
-    policy, profile_crane = endpoint_policy(profile=args.profile, allow=args.allow)
+    policy, profile_crane = endpoint_policy(profile=args.profile, allow=args.allow, zone=args.zone)
     if args.component and not args.db:
         raise UsageError("--component needs --db (it names the part the recorded scan is of)")
     from cranewatch.gate import open_recording_store, record_image_scan, recording_crane

@@ -34,12 +34,12 @@ def register(subparsers: Any) -> None:
         "The same register read by several masters is one signal; the origin column says who "
         "read or wrote each sample.\n\n"
         "Example:\n  cranewatch signals normal.pcap --profile sts-07.toml --out signals.csv\n"
-        "  cranewatch signals normal.pcap --wide --out signals.parquet",
+        "  cranewatch signals normal.pcap --profile sts-07.toml --wide --out signals.parquet",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("captures", nargs="+", metavar="CAPTURE", help="pcap/pcapng captures")
     parser.add_argument("--profile", metavar="P",
-                        help="crane profile (TOML) with the register map (default: STS-07)")
+                        help="crane profile (TOML) with the register map (required: no crane is built in)")
     parser.add_argument("--out", required=True, metavar="FILE",
                         help="output file: .csv, or .parquet (needs pip install 'cranewatch[parquet]'); "
                         "- for CSV on standard output")
@@ -126,11 +126,13 @@ def run(args: argparse.Namespace) -> int:
     from cranewatch.process.engine import read_captures
 
     check_inputs(args.captures)
-    profile = None
-    if args.profile:
-        from cranewatch.profile import load_profile
+    if not args.profile:
+        # No crane is built in: without a register map no register is a crane signal.
+        raise UsageError("signals needs --profile P: the crane profile whose register map names "
+                         "the signals (e.g. --profile profiles/sts-07.toml)")
+    from cranewatch.profile import load_profile
 
-        profile = load_profile(args.profile)
+    profile = load_profile(args.profile)
     sink = read_captures(args.captures, profile)
     signals = sink.signals()
     path = out_file(args.out)

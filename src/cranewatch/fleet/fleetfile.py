@@ -69,7 +69,7 @@ def check_zone(zone: str | None, where: Location) -> str | None:
     try:
         return str(ipaddress.ip_network(zone, strict=False))
     except ValueError:
-        raise InputError(f"zone {zone!r} is not a CIDR like 10.20.7.0/24", where) from None
+        raise InputError(f"zone {zone!r} is not a CIDR like 192.168.7.0/24", where) from None
 
 
 def check_date(text: Any, where: Location) -> str | None:

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
-from cranewatch.errors import InputError, Location
+from cranewatch.errors import InputError, Location, UsageError
 from cranewatch.forensics.checks import yara_rules
 from cranewatch.forensics.checks.base import EndpointPolicy
 from cranewatch.forensics.checks.endpoints import claimed_summary
@@ -38,11 +38,18 @@ from cranewatch.forensics.scanner import (
 from cranewatch.forensics.vulndb import VulnDb, load_vulndb, match
 from cranewatch.model import Finding
 
+NO_ZONE_WARNING = (
+    "no crane zone given (no --profile, no --zone): endpoints were judged generically, "
+    "private ranges (RFC 1918, RFC 6598, fc00::/7) as internal; none was checked against the crane's LAN"
+)
+
 
 def endpoint_policy(
-    *, profile: str | os.PathLike[str] | None = None, allow: Iterable[str] = ()
+    *, profile: str | os.PathLike[str] | None = None, allow: Iterable[str] = (), zone: Iterable[str] = ()
 ) -> tuple[EndpointPolicy, str | None]:
-    """The endpoint classification from a crane profile and ``--allow`` entries, plus the crane id."""
+    """The endpoint classification from a crane profile, ``--zone`` CIDRs (the crane LAN) and
+    ``--allow`` entries, plus the crane id. Without a profile or zone no address is the crane's
+    LAN (no crane is built in); ``scan_image`` then says so in its warnings."""
     crane_nets: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = []
     terminal_nets: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = []
     allowed_nets: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = []
@@ -57,6 +64,11 @@ def endpoint_policy(
         terminal_nets.extend(loaded.zones.get("terminal", ()))
         for endpoint in loaded.outside_endpoints:
             allowed_nets.append(endpoint.network)
+    for cidr in zone:
+        try:
+            crane_nets.append(ipaddress.ip_network(cidr.strip(), strict=False))
+        except ValueError:
+            raise UsageError(f"--zone {cidr!r} is not a CIDR like 192.168.1.0/24") from None
     for item in allow:
         item = item.strip()
         if not item:
@@ -65,11 +77,10 @@ def endpoint_policy(
             allowed_nets.append(ipaddress.ip_network(item, strict=False))
         except ValueError:
             allowed_hosts.add(item.lower().rstrip("."))
-    defaults = EndpointPolicy()
     return (
         EndpointPolicy(
-            crane_nets=tuple(crane_nets) or defaults.crane_nets,
-            terminal_nets=tuple(terminal_nets) or defaults.terminal_nets,
+            crane_nets=tuple(crane_nets),
+            terminal_nets=tuple(terminal_nets),
             allowed_nets=tuple(allowed_nets),
             allowed_hosts=frozenset(allowed_hosts),
         ),
@@ -237,10 +248,11 @@ def scan_image(
                 findings = [f for f in findings if f.id not in known]
     finally:
         yara_rules.install(None)
+    notes = [] if (policy and policy.crane_nets) else [NO_ZONE_WARNING]
     return ScanResult(
         inputs=(scanned.info,) if diff is None else (scanned.info, diff.reference),
         crane=crane, inventory=scanned.inventory, findings=dedupe(findings), suppressed=dedupe(suppressed),
-        diff=diff, warnings=(*problems, *scanned.warnings), problems=tuple(problems), rules=ruleset.sources,
+        diff=diff, warnings=(*problems, *scanned.warnings, *notes), problems=tuple(problems), rules=ruleset.sources,
         vulndb=vulns.sources if vulns else (), started=started, seconds=time.perf_counter() - clock,
     )
 

@@ -31,7 +31,7 @@ from cranewatch.process.checks import (
 )
 from cranewatch.process.envelope import ProcessBaseline, learn, merge
 from cranewatch.process.signals import (
-    STS07_REGISTER_MAP,
+    NO_REGISTER_MAP,
     RegisterMap,
     Signal,
     SignalFrame,
@@ -48,7 +48,7 @@ from cranewatch.segments import Segment
 class ProcessConfig:
     """What the profile tells the process checks about one crane."""
 
-    register_map: RegisterMap = STS07_REGISTER_MAP
+    register_map: RegisterMap = NO_REGISTER_MAP
     limits: CraneLimits = field(default_factory=CraneLimits)
     maintenance: tuple[tuple[float, float], ...] = ()
     crane: str | None = None
@@ -222,8 +222,14 @@ def read_process_baseline(path: str | Path) -> ProcessBaseline:
 
 
 def read_captures(captures: Sequence[str | Path], profile: object | None = None) -> ProcessSink:
-    """Run the capture pipeline over ``captures`` into a process sink (checks not yet run)."""
+    """Run the capture pipeline over ``captures`` into a process sink (checks not yet run).
+    ``profile``: a loaded profile or its path; without one no register is a crane signal."""
     from cranewatch.pipeline import analyze
+
+    if isinstance(profile, str | Path):
+        from cranewatch.profile import load_profile
+
+        profile = load_profile(profile)
 
     sink = ProcessSink(profile=profile)
     analyze(list(captures), sinks=[sink])
@@ -343,18 +349,12 @@ def maintenance_intervals(profile: object, start: float, end: float,
 def config_from_profile(profile: object, start: float = 0.0, end: float = 0.0) -> ProcessConfig:
     """The process configuration a crane profile gives (register map, limits, maintenance
     windows between ``start`` and ``end``)."""
-    defaults = CraneLimits()
-
-    def pick(name: str, default: float) -> float:
-        value = _point_high(profile, name)
-        return default if value is None else value
-
-    limits = CraneLimits(
-        rated_load=pick("hoist_load", defaults.rated_load),
-        overload_limit=pick("overload_limit", defaults.overload_limit),
-        wind_stop_limit=pick("wind_stop_limit", defaults.wind_stop_limit),
-        hoist_speed_limit=pick("hoist_speed_limit", defaults.hoist_speed_limit),
-        trolley_speed_limit=pick("trolley_speed_limit", defaults.trolley_speed_limit),
+    limits = CraneLimits(  # the profile's only: a limit it does not give is not judged
+        rated_load=_point_high(profile, "hoist_load"),
+        overload_limit=_point_high(profile, "overload_limit"),
+        wind_stop_limit=_point_high(profile, "wind_stop_limit"),
+        hoist_speed_limit=_point_high(profile, "hoist_speed_limit"),
+        trolley_speed_limit=_point_high(profile, "trolley_speed_limit"),
     )
     return ProcessConfig(
         register_map=RegisterMap.from_profile(profile),

@@ -8,7 +8,8 @@ on). ``SignalFrame`` puts every signal on one regular time grid (sample-and-hold
 can work on aligned NumPy columns.
 
 The register map is the profile's (``cranewatch.profile``); ``RegisterMap.from_profile``
-adapts it, and ``STS07_REGISTER_MAP`` is the reference crane's table of crane-reference.md.
+adapts it; without a profile no register is a crane signal (the reference crane's table,
+``STS07_REGISTER_MAP`` of crane-reference.md, is the lab's: ``cranewatch.lab.registers``).
 Telemetry published over MQTT (JSON payloads) becomes signals too where the map names a topic
 and a field (``TelemetryPoint``).
 """
@@ -136,7 +137,7 @@ class RegisterMap:
         if rows is None:
             rows = getattr(profile, "register_map", None)
         if rows is None:
-            return STS07_REGISTER_MAP
+            return NO_REGISTER_MAP
         if isinstance(rows, RegisterMap):
             return rows
         if hasattr(rows, "registers"):
@@ -195,42 +196,10 @@ def in_si_units(spec: RegisterSpec) -> RegisterSpec:
         None if spec.normal_max is None else spec.normal_max * factor, spec.safety)
 
 
-def _ir(address: int, name: str, type_: str, scale: float, unit: str, low: float, high: float,
-        safety: bool = False) -> RegisterSpec:
-    return RegisterSpec("IR", address, name, type_, scale, unit, low, high, safety)
-
-
-# The reference crane STS-07 (crane-reference.md), in engineering units.
-STS07_REGISTER_MAP = RegisterMap(
-    (
-        _ir(0, "heartbeat", "uint16", 1.0, "count", 0, 65535),
-        _ir(1, "hoist_load", "uint16", 0.1, "t", 0, 65.0, safety=True),
-        _ir(2, "hoist_height", "int16", 0.01, "m", -20.0, 45.0),
-        _ir(3, "hoist_speed", "int16", 0.01, "m/s", -3.0, 3.0),
-        _ir(4, "hoist_torque", "int16", 0.1, "%", -150.0, 150.0),
-        _ir(5, "trolley_position", "uint16", 0.01, "m", 0, 90.0),
-        _ir(6, "trolley_speed", "int16", 0.01, "m/s", -4.0, 4.0),
-        _ir(7, "gantry_position", "uint16", 0.1, "m", 0, 1200.0),
-        _ir(8, "gantry_speed", "int16", 0.01, "m/s", -0.75, 0.75),
-        _ir(9, "wind_speed_1", "uint16", 0.1, "m/s", 0, 40.0, safety=True),
-        _ir(10, "wind_speed_2", "uint16", 0.1, "m/s", 0, 40.0, safety=True),
-        _ir(11, "sway_angle", "int16", 0.01, "deg", -3.0, 3.0),
-        RegisterSpec("DI", 0, "twistlocks_locked", "bit", safety=True),
-        RegisterSpec("DI", 1, "spreader_landed", "bit", safety=True),
-        RegisterSpec("DI", 2, "overload_trip", "bit", safety=True),
-        RegisterSpec("DI", 3, "wind_stop", "bit", safety=True),
-        RegisterSpec("DI", 4, "storm_pins_engaged", "bit", safety=True),
-        RegisterSpec("DI", 5, "estop_active", "bit", safety=True),
-        RegisterSpec("DI", 6, "anti_collision_stop", "bit", safety=True),
-        RegisterSpec("HR", 0, "overload_limit", "uint16", 0.1, "t", 0, 71.5, safety=True),
-        RegisterSpec("HR", 1, "wind_stop_limit", "uint16", 0.1, "m/s", 0, 20.0, safety=True),
-        RegisterSpec("HR", 2, "hoist_speed_limit", "uint16", 1.0, "%", 0, 100.0, safety=True),
-        RegisterSpec("HR", 3, "trolley_speed_limit", "uint16", 1.0, "%", 0, 100.0, safety=True),
-        RegisterSpec("CO", 0, "safety_bypass", "bit", safety=True),
-        RegisterSpec("CO", 1, "fault_reset", "bit"),
-    ),
-    unit_id=1,
-)
+# No crane is built in: a map comes from a profile (``RegisterMap.from_profile``); without one
+# no register is a crane signal. The reference crane's table lives with the lab
+# (``cranewatch.lab.registers``).
+NO_REGISTER_MAP = RegisterMap(())
 
 
 @dataclass(frozen=True, slots=True)
@@ -242,7 +211,7 @@ class Signal:
     values: np.ndarray  # float64 engineering values
     frames: np.ndarray  # int64 capture frame of each sample (0 when unknown)
     origin: np.ndarray  # int16 index into ``origins`` for each sample
-    origins: tuple[str, ...]  # "read by 10.20.7.30" / "written by 10.20.0.50"
+    origins: tuple[str, ...]  # "read by 192.0.2.30" / "written by 192.0.2.50"
     source: str = ""
     device: str = ""  # the PLC (or publisher) whose value this is, as first seen
 
@@ -286,7 +255,7 @@ class _Parts:
 def extract_signals(
     series: Iterable[RegisterSeries],
     events: Iterable[object] = (),
-    register_map: RegisterMap = STS07_REGISTER_MAP,
+    register_map: RegisterMap = NO_REGISTER_MAP,
 ) -> dict[str, Signal]:
     """Samples per signal from folded read series and write events (requests and echoes).
 
@@ -450,7 +419,7 @@ class SignalFrame:
 
     @classmethod
     def from_columns(cls, t: np.ndarray, columns: Mapping[str, np.ndarray],
-                     register_map: RegisterMap = STS07_REGISTER_MAP, source: str = "") -> SignalFrame:
+                     register_map: RegisterMap = NO_REGISTER_MAP, source: str = "") -> SignalFrame:
         """A frame from already aligned columns (synthetic data, other plants, tests)."""
         t = np.asarray(t, dtype=np.float64)
         dt = float(np.median(np.diff(t))) if len(t) > 1 else 1.0

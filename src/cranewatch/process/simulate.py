@@ -23,7 +23,8 @@ import numpy as np
 
 from cranewatch.lab.faults import Tamper
 from cranewatch.lab.physics import DT, Crane, Panel, ProcessImage, Setpoints
-from cranewatch.process.signals import STS07_REGISTER_MAP, RegisterMap, SignalFrame
+from cranewatch.lab.registers import STS07_REGISTER_MAP
+from cranewatch.process.signals import RegisterMap, SignalFrame
 
 ImageHook = Callable[[float, ProcessImage], ProcessImage]
 SETPOINT_NAMES = ("overload_limit", "wind_stop_limit", "hoist_speed_limit", "trolley_speed_limit")

@@ -151,10 +151,14 @@ def active_lines(lines: Iterable[str], comment: str = "#") -> Iterator[tuple[int
 
 @dataclass(frozen=True)
 class EndpointPolicy:
-    """How addresses are classified: the crane's LAN, the terminal, and what is allowed."""
+    """How addresses are classified: the crane's LAN, the terminal, and what is allowed.
 
-    crane_nets: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = (ipaddress.ip_network("10.20.7.0/24"),)
-    terminal_nets: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = (ipaddress.ip_network("10.20.0.0/24"),)
+    No crane is built in: without zones (from a profile or ``--zone``) every private address
+    is judged as ``private`` (RFC 1918, RFC 6598, fc00::/7), none as the crane's own LAN.
+    """
+
+    crane_nets: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
+    terminal_nets: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
     allowed_nets: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
     allowed_hosts: frozenset[str] = frozenset()
 

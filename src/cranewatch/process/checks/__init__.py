@@ -34,13 +34,22 @@ SAFETY_OVERRIDE_TECHNIQUES = ("T0836", "T0880")
 @dataclass(frozen=True, slots=True)
 class CraneLimits:
     """The configured safety limits (the profile's, never the values read off the wire: an
-    attacker who raises a limit on the PLC must not move the yardstick with it)."""
+    attacker who raises a limit on the PLC must not move the yardstick with it).
 
-    rated_load: float = 65.0  # t
-    overload_limit: float = 71.5  # t
-    wind_stop_limit: float = 20.0  # m/s
-    hoist_speed_limit: float = 100.0  # %
-    trolley_speed_limit: float = 100.0  # %
+    No crane is built in: a limit the profile does not give is None, and the checks that need
+    it are skipped (``missing`` names them)."""
+
+    rated_load: float | None = None  # t
+    overload_limit: float | None = None  # t
+    wind_stop_limit: float | None = None  # m/s
+    hoist_speed_limit: float | None = None  # %
+    trolley_speed_limit: float | None = None  # %
+
+    def missing(self) -> tuple[str, ...]:
+        """The limits not configured (their checks are not run)."""
+        return tuple(name for name in ("rated_load", "overload_limit", "wind_stop_limit",
+                                       "hoist_speed_limit", "trolley_speed_limit")
+                     if getattr(self, name) is None)
 
 
 @dataclass(frozen=True, slots=True)

@@ -34,6 +34,8 @@ def check_overload_without_trip(ctx: CheckContext) -> list[Incident]:
     if not frame.has("hoist_load", "overload_trip"):
         return []
     limit = ctx.limits.overload_limit
+    if limit is None:  # not configured: no crane's limit stands in
+        return []
     load = frame.filled("hoist_load")
     bad = (load > limit) & ~frame.bit("overload_trip") & _operating(ctx)
     out = []
@@ -60,6 +62,8 @@ def check_wind_without_stop(ctx: CheckContext) -> list[Incident]:
     if not names or "wind_stop" not in frame:
         return []
     limit = ctx.limits.wind_stop_limit
+    if limit is None:  # not configured: no crane's limit stands in
+        return []
     wind = np.max(np.vstack([frame.filled(n) for n in names]), axis=0)
     bad = (wind > limit) & ~frame.bit("wind_stop") & _operating(ctx)
     out = []
@@ -102,12 +106,14 @@ def check_bypass(ctx: CheckContext) -> list[Incident]:
 
 
 def configured_limits(ctx: CheckContext) -> dict[str, float]:
-    return {
+    """The limits the profile configured (one it does not give is not judged)."""
+    limits = {
         "overload_limit": ctx.limits.overload_limit,
         "wind_stop_limit": ctx.limits.wind_stop_limit,
         "hoist_speed_limit": ctx.limits.hoist_speed_limit,
         "trolley_speed_limit": ctx.limits.trolley_speed_limit,
     }
+    return {name: value for name, value in limits.items() if value is not None}
 
 
 TRIP_LIMITS = ("overload_limit", "wind_stop_limit")
@@ -115,7 +121,7 @@ TRIP_LIMITS = ("overload_limit", "wind_stop_limit")
 
 def check_limits_lowered(ctx: CheckContext) -> list[Incident]:
     limits = configured_limits(ctx)
-    return _limits_moved(ctx, {name: limits[name] for name in TRIP_LIMITS}, raised=False)
+    return _limits_moved(ctx, {name: limits[name] for name in TRIP_LIMITS if name in limits}, raised=False)
 
 
 def check_limits_raised(ctx: CheckContext) -> list[Incident]:

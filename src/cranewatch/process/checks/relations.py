@@ -107,6 +107,8 @@ def check_torque_vs_load(ctx: CheckContext) -> list[Incident]:
     if fit is not None:
         slope, offset, scale = fit
         tolerance = max(8.0, 4.0 * scale)
+    elif ctx.limits.rated_load is None:  # neither a learned fit nor a rated load: not judged
+        return []
     else:
         slope, offset = 100.0 / ctx.limits.rated_load, 0.0
         tolerance = 8.0  # % of rated torque: about 5 t on the reference crane
@@ -215,10 +217,10 @@ def check_trip_causes(ctx: CheckContext) -> list[Incident]:
     out: list[Incident] = []
     lookback = ctx.seconds(3.0)
     causes: list[tuple[str, tuple[str, ...], np.ndarray, float, str]] = []
-    if frame.has("overload_trip", "hoist_load"):
+    if frame.has("overload_trip", "hoist_load") and ctx.limits.overload_limit is not None:
         causes.append(("overload_trip", ("hoist_load",), _filled(ctx, "hoist_load"),
                        ctx.limits.overload_limit, "t"))
-    if frame.has("wind_stop", "wind_speed_1"):
+    if frame.has("wind_stop", "wind_speed_1") and ctx.limits.wind_stop_limit is not None:
         names = tuple(n for n in ("wind_speed_1", "wind_speed_2") if n in frame)
         wind = np.max(np.vstack([_filled(ctx, n) for n in names]), axis=0)
         causes.append(("wind_stop", names, wind, ctx.limits.wind_stop_limit, "m/s"))
