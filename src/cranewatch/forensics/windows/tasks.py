@@ -17,7 +17,7 @@ from cranewatch.forensics.windows.commands import (
     place_of,
     program_of,
 )
-from cranewatch.forensics.windows.safe_xml import UnsafeXml, local, parse_xml
+from cranewatch.forensics.windows.safe_xml import local
 from cranewatch.forensics.windows.tree import WindowsTree
 from cranewatch.model import Finding, Severity
 
@@ -31,13 +31,8 @@ def check(win: WindowsTree) -> Iterator[Finding]:
     if folder is None:
         return
     for path in win.files_under(folder):
-        data = win.read_bytes(path, limit=1 << 20)
-        if data is None:
-            continue
-        try:
-            root = parse_xml(data)
-        except UnsafeXml as exc:
-            win.problem(path, f"scheduled task not read: {exc}")
+        root = win.read_xml(path, "scheduled task")
+        if root is None:
             continue
         for element in root.iter():
             if local(element.tag) != "Exec":

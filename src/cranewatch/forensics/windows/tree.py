@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from xml.etree import ElementTree
 
 from construct.core import ConstructError
 from regipy.exceptions import RegipyException
@@ -26,6 +27,7 @@ from regipy.structs import REGF_HEADER_SIZE
 
 from cranewatch.forensics.checks.base import ScanContext, excerpt
 from cranewatch.forensics.image import Image
+from cranewatch.forensics.windows.safe_xml import UnsafeXml, parse_xml
 from cranewatch.model import Finding, Severity
 
 
@@ -138,6 +140,18 @@ class WindowsTree:
             return None
         with self.image.open(path) as fh:
             return fh.read(limit)
+
+    def read_xml(self, path: str, what: str, limit: int = 1 << 20) -> ElementTree.Element | None:
+        """The root element of the XML file at ``path`` (at most ``limit`` bytes), or None; a
+        DTD or a document that does not parse is noted as a problem naming ``what`` it is."""
+        data = self.read_bytes(path, limit=limit)
+        if data is None:
+            return None
+        try:
+            return parse_xml(data)
+        except UnsafeXml as exc:
+            self.problem(path, f"{what} not read: {exc}")
+            return None
 
     # -- hives ---------------------------------------------------------------------------
 

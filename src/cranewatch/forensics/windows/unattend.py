@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 
-from cranewatch.forensics.windows.safe_xml import UnsafeXml, local, parse_xml
+from cranewatch.forensics.windows.safe_xml import local
 from cranewatch.forensics.windows.tree import WindowsTree
 from cranewatch.model import Finding, Severity
 
@@ -36,13 +36,8 @@ def check(win: WindowsTree) -> Iterator[Finding]:
 
 
 def _answer_file(win: WindowsTree, path: str) -> Iterator[Finding]:
-    data = win.read_bytes(path, limit=4 << 20)
-    if data is None:
-        return
-    try:
-        root = parse_xml(data)
-    except UnsafeXml as exc:
-        win.problem(path, f"answer file not read: {exc}")
+    root = win.read_xml(path, "answer file", limit=4 << 20)
+    if root is None:
         return
     parents = {child: parent for parent in root.iter() for child in parent}
     for element in root.iter():

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from cranewatch.forensics.windows.safe_xml import UnsafeXml, parse_xml, texts
+from cranewatch.forensics.windows.safe_xml import texts
 from cranewatch.forensics.windows.tree import WindowsTree
 from cranewatch.model import Finding, Severity
 
@@ -21,13 +21,8 @@ def check(win: WindowsTree) -> Iterator[Finding]:
     if folder is None:
         return
     for path in win.files_under(folder):
-        data = win.read_bytes(path, limit=1 << 20)
-        if data is None or not path.lower().endswith(".xml"):
-            continue
-        try:
-            root = parse_xml(data)
-        except UnsafeXml as exc:
-            win.problem(path, f"mobile-broadband profile not read: {exc}")
+        root = win.read_xml(path, "mobile-broadband profile") if path.lower().endswith(".xml") else None
+        if root is None:
             continue
         apn = next(iter(texts(root, "AccessString")), "")
         name = next(iter(texts(root, "Name")), "")
