@@ -98,12 +98,7 @@ class PostgresStore(Store):
         self.where = redact_url(self.url)
         self.readonly = readonly
         self._create = create
-        try:
-            self._open(migrate)
-        except BaseException:
-            if getattr(self, "_db", None) is not None:
-                self._db.close()
-            raise
+        self._open_or_close(migrate)
 
     def _target(self) -> str | Path:
         return self.url

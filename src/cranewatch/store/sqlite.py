@@ -194,6 +194,10 @@ class Store:
         self.readonly = readonly
         if (readonly or not create) and not self.path.is_file():
             raise MissingStore(self.path)
+        self._open_or_close(migrate)
+
+    def _open_or_close(self, migrate: bool) -> None:
+        """Open (and migrate); a store that fails half-way closes what it opened."""
         try:
             self._open(migrate)
         except BaseException:
