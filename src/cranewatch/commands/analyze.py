@@ -20,6 +20,7 @@ from cranewatch.commands import (
     write_out,
 )
 from cranewatch.errors import ExitCode, UsageError
+from cranewatch.forward import Forwarder, add_forward_options, forwarder_from_args
 from cranewatch.pipeline import AnalysisResult, Sink, analyze
 from cranewatch.progress import ProgressBar, wants_progress
 from cranewatch.report.terminal import printable
@@ -71,6 +72,7 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--db", metavar="FILE",
                         help="record the run (inputs with sha256, findings) in this cranewatch "
                         "database for --crane; without --db nothing is written")
+    add_forward_options(parser)
     parser.add_argument("--progress", action="store_true",
                         help="draw the progress bar even when stderr is not a terminal")
     parser.set_defaults(func=run)
@@ -111,6 +113,8 @@ def run(args: argparse.Namespace) -> int:
         if value is not None and not Path(value).exists():
             raise UsageError(f"--{option} {value}: no such file")
     check_inputs(args.captures, "capture or Zeek log")  # before any output
+    forwarder = forwarder_from_args(args.forward, args.forward_format, args.forward_ca,
+                                    args.forward_state)
     store = None
     if args.db:  # the store and the fleet take ~40 ms to import: only when recording
         from cranewatch.gate import open_recording_store
@@ -131,6 +135,8 @@ def run(args: argparse.Namespace) -> int:
 
             run_id = record_traffic_analysis(store, crane, result)
             print(f"cranewatch: recorded as run {run_id} of {crane} in {store.where}", file=sys.stderr)
+        if forwarder is not None:
+            _forward(forwarder, result)
     finally:
         if store is not None:
             store.close()
@@ -142,6 +148,16 @@ def run(args: argparse.Namespace) -> int:
     if fail_on_met(result.findings, args.fail_on):
         return int(ExitCode.FINDINGS)
     return int(ExitCode.OK)
+
+
+def _forward(forwarder: Forwarder, result: AnalysisResult) -> None:
+    with forwarder:
+        report = forwarder.send(result.findings, result.incidents)
+    note = report.describe(forwarder.destination.url, forwarder.queue_path)
+    print(f"cranewatch: forwarded {report.sent} message(s) to {forwarder.destination.url}"
+          f" ({report.unchanged} unchanged since the last send)", file=sys.stderr)
+    if note:
+        print(f"cranewatch: warning: {printable(note)}", file=sys.stderr)
 
 
 def _analyze(args: argparse.Namespace, crane: str | None) -> AnalysisResult:

@@ -22,6 +22,7 @@ from typing import Any, TextIO
 from cranewatch.commands import STDOUT, fail_on_met, severity_option
 from cranewatch.commands.analyze import detector_sinks
 from cranewatch.errors import ExitCode, UsageError
+from cranewatch.forward import ForwardOutput, add_forward_options, forwarder_from_args
 from cranewatch.model import iso_time
 from cranewatch.monitor import (
     FindingOutput,
@@ -92,6 +93,7 @@ def register(subparsers: Any) -> None:
                         help="seconds of register values the process checks look at (default 120)")
     parser.add_argument("--process-every", type=_positive_float, default=30.0, metavar="S",
                         help="seconds of capture between two runs of the process checks (default 30)")
+    add_forward_options(parser)
     parser.add_argument("--fail-on", metavar="SEVERITY", type=severity_option,
                         help="exit 1 when a finding of this severity or higher was reported")
     parser.set_defaults(func=run)
@@ -158,6 +160,10 @@ def _outputs(args: argparse.Namespace, source: str, stop: threading.Event) -> li
         from cranewatch.store import open_store
 
         outputs.append(StoreOutput(open_store(args.db), crane, f"monitor:{source}"))
+    forwarder = forwarder_from_args(args.forward, args.forward_format, args.forward_ca,
+                                    args.forward_state)
+    if forwarder is not None:
+        outputs.append(ForwardOutput(forwarder))
     if not args.quiet:
         # last: what is shown is already on disk
         outputs.append(TextOutput(sys.stderr if to_stdout else sys.stdout, stop))
