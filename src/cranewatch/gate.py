@@ -38,6 +38,7 @@ from cranewatch.store import (
     Store,
     hash_input,
 )
+from cranewatch.store.spool import SpooledRun
 
 DECISIONS = ("cleared", "rejected", "needs-review")
 EVIDENCE_KINDS = ("image-scan", "quarantine-capture", "profile")
@@ -581,14 +582,23 @@ def record_traffic_analysis(store: Store, crane: str, result: Any, *, who: str |
     with its sha256. A capture not read whole is said in the run's note. The same captures
     judged by the same files again replace this run (``Store.finish_run``).
     """
+    run = traffic_run(crane, result, who=who)
+    if run_id is None:
+        run_id = store.begin_run(crane, "analyze", run.inputs, who=run.who)
+    return store.finish_run(run_id, run.findings, artifacts=run.artifacts, note=run.note,
+                            coverage=run.coverage, inputs=run.inputs, incidents=run.incidents)
+
+
+def traffic_run(crane: str, result: Any, *, who: str | None = None) -> SpooledRun:
+    """What ``record_traffic_analysis`` records, as one value (kept in the spool when the
+    central store is away)."""
     captures = [RunInput(i.path, i.sha256, _size(i.path)) for i in result.inputs]
     judged_by = [hash_input(p) for p in (result.profile, result.baseline) if p and Path(p).is_file()]
-    if run_id is None:
-        run_id = store.begin_run(crane, "analyze", [*captures, *judged_by], who=who or current_user())
     note = None if result.complete else "an input was truncated or corrupt; findings cover what was read"
-    return store.finish_run(run_id, result.findings, artifacts={"analysis": json.dumps(_analysis_summary(result))},
-                            note=note, coverage=traffic_coverage(result, process=result.profile is not None),
-                            inputs=[*captures, *judged_by], incidents=result.incidents)
+    return SpooledRun(crane, "analyze", [*captures, *judged_by], list(result.findings),
+                      artifacts={"analysis": json.dumps(_analysis_summary(result))},
+                      coverage=traffic_coverage(result, process=result.profile is not None),
+                      who=who or current_user(), note=note, incidents=list(result.incidents))
 
 
 def open_recording_store(db: str | Path) -> Store:

@@ -19,7 +19,7 @@ from cranewatch.commands import (
     severity_option,
     write_out,
 )
-from cranewatch.errors import ExitCode, UsageError
+from cranewatch.errors import ExitCode, StoreUnreachable, UsageError
 from cranewatch.forward import Forwarder, add_forward_options, forwarder_from_args
 from cranewatch.pipeline import AnalysisResult, Sink, analyze
 from cranewatch.progress import ProgressBar, wants_progress
@@ -116,25 +116,32 @@ def run(args: argparse.Namespace) -> int:
     forwarder = forwarder_from_args(args.forward, args.forward_format, args.forward_ca,
                                     args.forward_state)
     store = None
+    spool = None  # the central store is away: the run goes to the local spool
     if args.db:  # the store and the fleet take ~40 ms to import: only when recording
         from cranewatch.gate import open_recording_store
 
-        store = open_recording_store(args.db)
+        try:
+            store = open_recording_store(args.db)
+        except StoreUnreachable as exc:
+            from cranewatch.store.spool import Spool
+
+            spool = Spool(str(args.db))
+            print(f"cranewatch: warning: {printable(str(exc))}; the run will be kept in the local "
+                  "spool", file=sys.stderr)
     try:
         if store is not None:
             from cranewatch.gate import recording_crane
 
             crane = recording_crane(store, args.crane, profile=args.profile)
+        elif spool is not None:
+            crane = _crane_named(args)
         else:
             crane = args.crane
         result = _analyze(args, crane)
         report = render(result, args.format)
         write_out(report, args.out)
-        if store is not None and crane is not None:
-            from cranewatch.gate import record_traffic_analysis
-
-            run_id = record_traffic_analysis(store, crane, result)
-            print(f"cranewatch: recorded as run {run_id} of {crane} in {store.where}", file=sys.stderr)
+        if (store is not None or spool is not None) and crane is not None:
+            _record(store, spool, str(args.db), crane, result)
         if forwarder is not None:
             _forward(forwarder, result)
     finally:
@@ -148,6 +155,40 @@ def run(args: argparse.Namespace) -> int:
     if fail_on_met(result.findings, args.fail_on):
         return int(ExitCode.FINDINGS)
     return int(ExitCode.OK)
+
+
+def _crane_named(args: argparse.Namespace) -> str:
+    """The crane a spooled run is for, from ``--crane`` or the profile (its registration is
+    checked when the run is recorded)."""
+    if args.crane:
+        return str(args.crane)
+    if args.profile:
+        from cranewatch.profile import load_profile
+
+        crane = load_profile(args.profile).crane_id
+        if crane:
+            return str(crane)
+    raise UsageError("--db needs --crane ID (the registered crane to record the result for)")
+
+
+def _record(store: Any, spool: Any, url: str, crane: str, result: AnalysisResult) -> None:
+    from cranewatch.gate import traffic_run
+    from cranewatch.store.spool import Spool
+
+    run = traffic_run(crane, result)
+    if store is not None:
+        try:
+            run_id = run.record(store)
+        except StoreUnreachable as exc:
+            spool = Spool(url)
+            print(f"cranewatch: warning: {printable(str(exc))}", file=sys.stderr)
+        else:
+            print(f"cranewatch: recorded as run {run_id} of {crane} in {store.where}",
+                  file=sys.stderr)
+            return
+    path = spool.put(run)
+    print(f"cranewatch: warning: the run is kept in {path}; it is recorded when the store can "
+          "be reached (by any later command against it)", file=sys.stderr)
 
 
 def _forward(forwarder: Forwarder, result: AnalysisResult) -> None:

@@ -34,7 +34,7 @@ from cranewatch.monitor import (
     StoreOutput,
     TextOutput,
 )
-from cranewatch.report.terminal import printable_lines
+from cranewatch.report.terminal import printable, printable_lines
 from cranewatch.sources.live import CaptureTool, LiveCapture, RingWriter
 
 
@@ -157,9 +157,18 @@ def _outputs(args: argparse.Namespace, source: str, stop: threading.Event) -> li
         crane = _crane_of(args)
         if not crane:
             raise UsageError("--db needs the crane: give --crane or a --profile that names it")
+        from cranewatch.errors import StoreUnreachable
         from cranewatch.store import open_store
+        from cranewatch.store.dialect import is_postgres_url
 
-        outputs.append(StoreOutput(open_store(args.db), crane, f"monitor:{source}"))
+        central = str(args.db) if is_postgres_url(args.db) else None
+        try:
+            store = open_store(args.db)
+        except StoreUnreachable as exc:  # a sensor starts anyway: its checkpoints are spooled
+            print(f"cranewatch: warning: {printable(str(exc))}; checkpoints will be spooled",
+                  file=sys.stderr)
+            store = None
+        outputs.append(StoreOutput(store, crane, f"monitor:{source}", url=central))
     forwarder = forwarder_from_args(args.forward, args.forward_format, args.forward_ca,
                                     args.forward_state)
     if forwarder is not None:

@@ -16,6 +16,7 @@ import hashlib
 import json
 import os
 import sqlite3
+import sys
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -939,9 +940,11 @@ _PUT_INPUT = ("INSERT INTO run_inputs(run_id, path, sha256, size) VALUES (?, ?, 
 def run_fingerprint(kind: str, component: str | None, inputs: Sequence[RunInput],
                     options: dict[str, Any]) -> str | None:
     """sha256 over what makes a run's result: kind, component, the inputs' digests (not their
-    paths: a copy is the same input) and the options. None for a run with no inputs (a live
-    monitoring checkpoint): there is nothing to recognise it by."""
-    if not inputs:
+    paths: a copy is the same input) and the options. None for a run with no inputs and no
+    ``checkpoint`` option: there is nothing to recognise it by. A live monitoring checkpoint
+    names itself (``{"checkpoint": "SESSION:N"}``), so recording it again (a replayed spool)
+    replaces it instead of adding a run."""
+    if not inputs and not options.get("checkpoint"):
         return None
     text = json.dumps([kind, (component or "").lower(), sorted(i.sha256 for i in inputs), options],
                       sort_keys=True, separators=(",", ":"))
@@ -1074,4 +1077,14 @@ def open_store(path: str | Path | None = None, *, readonly: bool = False, create
     store for reading only (SQLite ``mode=ro``, a PostgreSQL read-only session); it and
     ``create=False`` raise ``MissingStore`` where no store exists, creating nothing.
     """
-    return Store(default_store() if path is None else path, readonly=readonly, create=create)
+    target = default_store() if path is None else path
+    if is_postgres_url(target):
+        # runs spooled while this central store was away are recorded at the next contact
+        from cranewatch.store.spool import replay_pending
+
+        replay_pending(str(target), say=_say)
+    return Store(target, readonly=readonly, create=create)
+
+
+def _say(text: str) -> None:
+    print(f"cranewatch: {text}", file=sys.stderr)
