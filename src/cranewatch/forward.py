@@ -50,6 +50,7 @@ from cranewatch import __version__
 from cranewatch.errors import UsageError
 from cranewatch.incidents import Incident
 from cranewatch.model import Finding, Severity, iso_time
+from cranewatch.store.spool import default_state_dir
 
 FORMATS = ("ecs", "cef")
 FACILITY = 20  # local4
@@ -90,13 +91,6 @@ class Destination:
         if not parts.hostname or port is None:
             raise UsageError(f"--forward {url}: give the collector's host and port")
         return cls(f"{scheme}://{parts.hostname}:{port}", parts.hostname, port, tls)
-
-
-def default_state_dir() -> Path:
-    given = os.environ.get("CRANEWATCH_STATE")
-    if given:
-        return Path(given)
-    return Path.home() / ".local" / "state" / "cranewatch"
 
 
 # ------------------------------------------------------------------------------ formatting
