@@ -27,6 +27,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "baseline",
     "signals",
     "profile",
+    "rules",
     "scan_image",
     "fleet",
     "quarantine",
