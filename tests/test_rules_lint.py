@@ -87,3 +87,49 @@ def test_a_detector_meets_a_broken_rule_file_as_a_located_error(tmp_path: Path,
         assert "dns_tunnel/min_queries" in raised.value.message
     finally:
         rules.rule_data.cache_clear()
+
+
+BROKEN = [
+    ("c2", C2_OK.replace("min_connections: 4", "min_connections: true")),
+    ("c2", C2_OK.replace("max_jitter_ratio: 0.35", "max_jitter_ratio: 0")),
+    ("c2", C2_OK + "extra: 1\n"),
+    ("c2", C2_OK.replace("  long_label: 40\n", "")),
+    ("locodes", "context_keys: [pol, pol]\nports: [CNSHA, usnyc]\n"),
+    ("locodes", "context_keys: []\nports: [CNSHA]\n"),
+    ("plc_control", "operations:\n  Bad_Name:\n    title: ''\n    severity: severe\n    technique: [T1234x]\n"
+                    "    remedy: r\n    examples: [{protocol: modbus, function: [1]}]\n"),
+    ("plc_control", "operations: {}\n"),
+    ("remote_access", "protocols:\n  vnc:\n    examples: [{client: '0g'}]\n"),
+    ("remote_access", "protocols:\n  vnc:\n    server: []\n    examples: []\n"),
+]
+
+
+@pytest.mark.parametrize(("kind", "text"), BROKEN)
+def test_the_built_in_checker_agrees_with_jsonschema(kind: str, text: str, tmp_path: Path) -> None:
+    """The rule schemas are checked without the jsonschema package at run time (its import
+    costs seconds); here the two must find problems at the same places."""
+    import json
+
+    import jsonschema
+    import yaml
+
+    schema = json.loads((rules.SCHEMA_DIR / f"{kind}.schema.json").read_text())
+    data = yaml.safe_load(text)
+    theirs = sorted("/".join(map(str, e.absolute_path))
+                    for e in jsonschema.Draft202012Validator(schema).iter_errors(data))
+    ours = sorted("/".join(map(str, at)) for at, _ in rules.schema_errors(data, schema))
+    assert theirs, "each broken case must break the schema"
+    assert ours == theirs
+
+
+def test_the_shipped_files_pass_jsonschema_too() -> None:
+    import json
+
+    import jsonschema
+    import yaml
+
+    for name in rules.rule_names():
+        schema = json.loads((rules.SCHEMA_DIR / f"{name}.schema.json").read_text())
+        jsonschema.Draft202012Validator.check_schema(schema)
+        data = yaml.safe_load((rules.RULES_DIR / f"{name}.yaml").read_text())
+        assert list(jsonschema.Draft202012Validator(schema).iter_errors(data)) == []

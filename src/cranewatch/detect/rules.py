@@ -12,6 +12,7 @@ never a detector silently working from half its rules.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
 from functools import cache
 from pathlib import Path
@@ -74,15 +75,89 @@ def check_rule_file(path: Path, kind: str | None = None) -> tuple[Any, list[Cran
     if schema is None:
         return data, [ProfileError(f"no schema for rule data {kind!r} (known: "
                                    f"{', '.join(rule_names())})", Location(file=where))]
-    import jsonschema
-
-    validator = jsonschema.Draft202012Validator(schema)
     problems: list[CranewatchError] = []
-    for error in sorted(validator.iter_errors(data), key=lambda e: list(map(str, e.absolute_path))):
-        path_text = "/".join(str(p) for p in error.absolute_path) or "(top)"
-        problems.append(ProfileError(f"{path_text}: {error.message}",
-                                     Location(file=where, line=_line_of(node, list(error.absolute_path)))))
+    for at, message in sorted(schema_errors(data, schema), key=lambda e: [str(p) for p in e[0]]):
+        path_text = "/".join(str(p) for p in at) or "(top)"
+        problems.append(ProfileError(f"{path_text}: {message}",
+                                     Location(file=where, line=_line_of(node, at))))
     return data, problems
+
+
+# The JSON Schema keywords the rule schemas use (draft 2020-12 meaning). Checked here rather
+# than through the jsonschema package, whose import costs seconds on every run; the test-suite
+# holds the two to the same verdicts on the shipped files and on broken ones.
+KEYWORDS = frozenset({"$schema", "title", "$defs", "$ref", "type", "enum", "pattern", "minimum",
+                      "maximum", "exclusiveMinimum", "minLength", "required", "properties",
+                      "additionalProperties", "propertyNames", "minProperties", "items",
+                      "minItems", "uniqueItems", "anyOf"})
+_TYPES: dict[str, tuple[type, ...]] = {
+    "object": (dict,), "array": (list,), "string": (str,), "boolean": (bool,),
+    "integer": (int,), "number": (int, float), "null": (type(None),)}
+
+
+def schema_errors(value: Any, schema: dict[str, Any], root: dict[str, Any] | None = None,
+                  at: tuple[Any, ...] = ()) -> Iterator[tuple[list[Any], str]]:
+    """Every (path, message) where ``value`` breaks ``schema`` (the keywords of ``KEYWORDS``)."""
+    root = schema if root is None else root
+    unknown = set(schema) - KEYWORDS
+    if unknown:
+        raise ValueError(f"rule schema uses unsupported keywords {sorted(unknown)}")
+    if "$ref" in schema:
+        target: Any = root
+        for part in schema["$ref"].removeprefix("#/").split("/"):
+            target = target[part]
+        yield from schema_errors(value, target, root, at)
+    if "type" in schema:
+        kinds = schema["type"] if isinstance(schema["type"], list) else [schema["type"]]
+        if not any(isinstance(value, _TYPES[k]) and not (k in ("integer", "number") and isinstance(value, bool))
+                   for k in kinds):
+            yield list(at), f"{value!r} is not of type {', '.join(repr(k) for k in kinds)}"
+            return
+    if "enum" in schema and value not in schema["enum"]:
+        yield list(at), f"{value!r} is not one of {schema['enum']!r}"
+    if isinstance(value, str):
+        if "pattern" in schema and not re.search(schema["pattern"], value):
+            yield list(at), f"{value!r} does not match {schema['pattern']!r}"
+        if len(value) < schema.get("minLength", 0):
+            yield list(at), f"{value!r} is too short"
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        if "minimum" in schema and value < schema["minimum"]:
+            yield list(at), f"{value!r} is less than the minimum of {schema['minimum']!r}"
+        if "maximum" in schema and value > schema["maximum"]:
+            yield list(at), f"{value!r} is greater than the maximum of {schema['maximum']!r}"
+        if "exclusiveMinimum" in schema and value <= schema["exclusiveMinimum"]:
+            yield list(at), (f"{value!r} is less than or equal to the minimum of "
+                             f"{schema['exclusiveMinimum']!r}")
+    if isinstance(value, dict):
+        for name in schema.get("required", ()):
+            if name not in value:
+                yield list(at), f"{name!r} is a required property"
+        if len(value) < schema.get("minProperties", 0):
+            yield list(at), f"{value!r} does not have enough properties"
+        properties = schema.get("properties", {})
+        extra = schema.get("additionalProperties", True)
+        for key, item in value.items():
+            if "propertyNames" in schema:
+                for _, message in schema_errors(key, schema["propertyNames"], root, at):
+                    yield list(at), f"property name {message}"
+            if key in properties:
+                yield from schema_errors(item, properties[key], root, (*at, key))
+            elif extra is False:
+                yield list(at), f"Additional properties are not allowed ({key!r} was unexpected)"
+            elif isinstance(extra, dict):
+                yield from schema_errors(item, extra, root, (*at, key))
+    if isinstance(value, list):
+        if len(value) < schema.get("minItems", 0):
+            yield list(at), f"{value!r} should be non-empty" if schema["minItems"] == 1 else \
+                f"{value!r} is too short"
+        if schema.get("uniqueItems") and len({repr(v) for v in value}) < len(value):
+            yield list(at), f"{value!r} has non-unique elements"
+        if "items" in schema:
+            for index, item in enumerate(value):
+                yield from schema_errors(item, schema["items"], root, (*at, index))
+    if "anyOf" in schema and not any(
+            not list(schema_errors(value, option, root, at)) for option in schema["anyOf"]):
+        yield list(at), f"{value!r} is not valid under any of the given schemas"
 
 
 @cache
