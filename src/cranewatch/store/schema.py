@@ -231,6 +231,10 @@ MIGRATIONS: tuple[Migration, ...] = (
             "ALTER TABLE findings ADD COLUMN state TEXT NOT NULL DEFAULT 'open'",
             "ALTER TABLE findings ADD COLUMN state_until REAL",
             "ALTER TABLE findings ADD COLUMN source TEXT NOT NULL DEFAULT 'traffic'",
+            # what the console's text search reads: title, rule, category, id, src, dst in lower case
+            "ALTER TABLE findings ADD COLUMN search TEXT NOT NULL DEFAULT ''",
+            "UPDATE findings SET search=lower(title || '\n' || rule || '\n' || category || '\n' || id || '\n'"
+            " || coalesce(src, '') || '\n' || coalesce(dst, ''))",
             """UPDATE findings SET
                 state=coalesce((SELECT d.state FROM finding_dispositions d WHERE d.crane=findings.crane
                                 AND d.finding_id=findings.id ORDER BY d.seq DESC LIMIT 1), 'open'),
@@ -243,10 +247,10 @@ MIGRATIONS: tuple[Migration, ...] = (
                              AND l.finding_id=findings.id AND r.component LIKE 'monitor:%') THEN 'monitor'
                 WHEN rule LIKE 'process-%' THEN 'process'
                 ELSE 'traffic' END""",
-            "CREATE INDEX findings_crane_last_seen ON findings(crane, last_seen)",
-            "CREATE INDEX findings_crane_severity ON findings(crane, severity)",
-            "CREATE INDEX findings_crane_state ON findings(crane, state)",
-            "CREATE INDEX findings_crane_rule ON findings(crane, rule)",
+            # covering what the console filters and sorts by: a page and its total are read from
+            # the index, never from the rows with their evidence (text and host search scan rows)
+            "CREATE INDEX findings_console ON findings(crane, last_seen, id, severity, category, state,"
+            " state_until, source, rule)",
             """CREATE TABLE run_hosts (
                 run_id INTEGER NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
                 crane TEXT NOT NULL,

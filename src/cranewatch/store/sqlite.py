@@ -920,9 +920,9 @@ def _incident_row(crane: str, n: Incident) -> dict[str, Any]:
 
 _UPSERT_FINDING = """
 INSERT INTO findings(crane, id, rule, category, severity, title, first_seen, last_seen, count,
-                     src, dst, technique, evidence, remedy, source)
+                     src, dst, technique, evidence, remedy, source, search)
 VALUES (:crane, :id, :rule, :category, :severity, :title, :first_seen, :last_seen, :count,
-        :src, :dst, :technique, :evidence, :remedy, :source)
+        :src, :dst, :technique, :evidence, :remedy, :source, :search)
 ON CONFLICT(crane, id) DO UPDATE SET
     rule=excluded.rule, category=excluded.category, severity=excluded.severity,
     title=excluded.title,
@@ -931,7 +931,7 @@ ON CONFLICT(crane, id) DO UPDATE SET
     last_seen=CASE WHEN excluded.last_seen > findings.last_seen THEN excluded.last_seen
                    ELSE coalesce(findings.last_seen, excluded.last_seen) END,
     count=excluded.count, src=excluded.src, dst=excluded.dst, technique=excluded.technique,
-    evidence=excluded.evidence, remedy=excluded.remedy, source=excluded.source
+    evidence=excluded.evidence, remedy=excluded.remedy, source=excluded.source, search=excluded.search
 """
 
 _PUT_INPUT = ("INSERT INTO run_inputs(run_id, path, sha256, size, location) VALUES (?, ?, ?, ?, ?)"
@@ -1035,6 +1035,7 @@ def _finding_row(crane: str, f: Finding, source: str) -> dict[str, Any]:
         "evidence": json.dumps(obj["evidence"], sort_keys=True),
         "remedy": f.remedy,
         "source": source if source != "traffic" or not f.rule.startswith("process-") else "process",
+        "search": "\n".join((f.title, f.rule, f.category, f.id, f.src or "", f.dst or "")).lower(),
     }
 
 
