@@ -26,15 +26,25 @@ API::
         "source", "until")
 
     Store.finding_row(crane, finding_id, now=None) -> FindingRow | None
+
+    Store.record_traffic_summary(run_id, hosts, conversations) -> None
+        what a traffic run saw: its hosts (``pipeline.HostSummary``: mac, ips, first/last
+        seen, packets, bytes) and its conversations (``conversations.Conversation``); a run
+        recorded again has them replaced
+    Store.observed_hosts(crane) -> list[HostSighting]
+    Store.observed_conversations(crane, run_ids=None) -> list[ConversationSighting]
+        per run, of the crane's complete runs that are not superseded, oldest run first
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from cranewatch.conversations import Conversation
 from cranewatch.errors import UsageError
 from cranewatch.model import Finding, Severity, iso_time
 from cranewatch.store.records import FINDING_STATES
@@ -124,7 +134,7 @@ def _like(text: str) -> str:
     return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
-def _any_of(column: str, name: str, values: tuple[str, ...], params: dict[str, Any]) -> str:
+def _any_of(column: str, name: str, values: tuple[Any, ...], params: dict[str, Any]) -> str:
     marks = []
     for i, value in enumerate(values):
         params[f"{name}{i}"] = value
@@ -156,6 +166,27 @@ def findings_where(q: FindingQuery, now: float) -> tuple[str, dict[str, Any]]:
         params["text"] = "%" + _like(" ".join(q.text.split()).lower()) + "%"
         clauses.append("search LIKE :text ESCAPE '\\'")
     return (" WHERE " + " AND ".join(clauses)) if clauses else "", params
+
+
+@dataclass(frozen=True, slots=True)
+class HostSighting:
+    """One (MAC, IP) a run saw sending: when, how much."""
+
+    run_id: int
+    mac: str | None
+    ip: str | None
+    first_seen: float | None
+    last_seen: float | None
+    packets: int
+    bytes: int
+
+
+@dataclass(frozen=True, slots=True)
+class ConversationSighting:
+    """One conversation a run saw (``conversations.Conversation`` with its run)."""
+
+    run_id: int
+    conversation: Conversation
 
 
 @dataclass(frozen=True, slots=True)
@@ -234,6 +265,54 @@ class ConsoleQueries:
             row = db.execute(f"SELECT {_COLUMNS}, {_EFFECTIVE_STATE} AS effective FROM findings"
                              " WHERE crane=:crane AND id=:id", {"crane": crane, "id": finding_id, "now": at}).fetchone()
         return None if row is None else _finding_row(row)
+
+
+    def record_traffic_summary(self, run_id: int, hosts: Sequence[Any], conversations: Sequence[Conversation]) -> None:
+        """Keep the hosts and conversations a traffic run saw (replacing any it had)."""
+        with self._write() as db:
+            run = db.execute("SELECT crane FROM runs WHERE id=:id", {"id": run_id}).fetchone()
+            if run is None:
+                raise UsageError(f"no run {run_id}")
+            crane = run["crane"]
+            db.execute("DELETE FROM run_hosts WHERE run_id=:id", {"id": run_id})
+            db.execute("DELETE FROM run_conversations WHERE run_id=:id", {"id": run_id})
+            db.executemany(
+                "INSERT INTO run_hosts(run_id, crane, mac, ip, first_seen, last_seen, packets, bytes)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                [(run_id, crane, h.mac.lower() if h.mac else None, ip, h.first_seen, h.last_seen, h.packets, h.bytes)
+                 for h in hosts for ip in (h.ips or (None,))],
+            )
+            db.executemany(
+                "INSERT INTO run_conversations(run_id, crane, client, server, transport, server_port, protocol,"
+                " flows, packets, bytes, first_seen, last_seen) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [(run_id, crane, c.client, c.server, c.transport, c.server_port, c.protocol, c.flows, c.packets,
+                  c.bytes, c.first_seen, c.last_seen) for c in conversations],
+            )
+
+    def observed_hosts(self, crane: str) -> list[HostSighting]:
+        """The hosts the crane's complete, not superseded runs saw, oldest run first."""
+        with self._read() as db:
+            rows = db.execute(
+                "SELECT h.* FROM run_hosts h JOIN runs r ON r.id=h.run_id WHERE h.crane=:crane"
+                " AND r.status='complete' AND r.superseded_at IS NULL ORDER BY h.run_id, h.mac, h.ip",
+                {"crane": crane}).fetchall()
+        return [HostSighting(int(r["run_id"]), r["mac"], r["ip"], r["first_seen"], r["last_seen"], int(r["packets"]),
+                             int(r["bytes"])) for r in rows]
+
+    def observed_conversations(self, crane: str, run_ids: Sequence[int] | None = None) -> list[ConversationSighting]:
+        """The conversations of the crane's complete, not superseded runs (or of the given runs)."""
+        params: dict[str, Any] = {"crane": crane}
+        only = ""
+        if run_ids is not None:
+            only = " AND " + _any_of("c.run_id", "run", tuple(run_ids), params) if run_ids else " AND 1=0"
+        with self._read() as db:
+            rows = db.execute(
+                "SELECT c.* FROM run_conversations c JOIN runs r ON r.id=c.run_id WHERE c.crane=:crane"
+                " AND r.status='complete' AND r.superseded_at IS NULL" + only +
+                " ORDER BY c.run_id, c.client, c.server, c.transport, c.server_port", params).fetchall()
+        return [ConversationSighting(int(r["run_id"]), Conversation(
+            r["client"], r["server"], r["transport"], int(r["server_port"]), r["protocol"], int(r["flows"]),
+            int(r["packets"]), int(r["bytes"]), r["first_seen"], r["last_seen"])) for r in rows]
 
 
 def _finding_row(row: Row) -> FindingRow:
