@@ -31,6 +31,11 @@ API::
         what a traffic run saw: its hosts (``pipeline.HostSummary``: mac, ips, first/last
         seen, packets, bytes) and its conversations (``conversations.Conversation``); a run
         recorded again has them replaced
+    Store.record_heartbeat(beat: heartbeat.Heartbeat) -> Heartbeat   (the latest per crane
+        and sensor is kept, its beats counted)
+    Store.heartbeats(crane=None) -> list[Heartbeat]   (by crane, sensor)
+    Store.count_recent_findings(crane, since, source=None) -> int   (last_seen >= since)
+
     Store.observed_hosts(crane) -> list[HostSighting]
     Store.observed_conversations(crane, run_ids=None) -> list[ConversationSighting]
         per run, of the crane's complete runs that are not superseded, oldest run first
@@ -41,11 +46,12 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from contextlib import AbstractContextManager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from cranewatch.conversations import Conversation
 from cranewatch.errors import UsageError
+from cranewatch.heartbeat import Heartbeat
 from cranewatch.model import Finding, Severity, iso_time
 from cranewatch.store.records import FINDING_STATES
 
@@ -313,6 +319,41 @@ class ConsoleQueries:
         return [ConversationSighting(int(r["run_id"]), Conversation(
             r["client"], r["server"], r["transport"], int(r["server_port"]), r["protocol"], int(r["flows"]),
             int(r["packets"]), int(r["bytes"]), r["first_seen"], r["last_seen"])) for r in rows]
+
+
+    def record_heartbeat(self, beat: Heartbeat) -> Heartbeat:
+        """Keep a sensor's latest heartbeat (one row per crane and sensor, its beats counted)."""
+        with self._write() as db:
+            row = db.execute(
+                "INSERT INTO monitor_heartbeats(crane, sensor, at, started_at, last_packet, packets, findings_24h,"
+                " every, stopped, beats) VALUES (:crane, :sensor, :at, :started_at, :last_packet, :packets,"
+                " :findings_24h, :every, :stopped, 1)"
+                " ON CONFLICT(crane, sensor) DO UPDATE SET at=excluded.at, started_at=excluded.started_at,"
+                " last_packet=excluded.last_packet, packets=excluded.packets, findings_24h=excluded.findings_24h,"
+                " every=excluded.every, stopped=excluded.stopped, beats=monitor_heartbeats.beats+1"
+                " RETURNING beats",
+                {"crane": beat.crane, "sensor": beat.sensor, "at": beat.at, "started_at": beat.started_at,
+                 "last_packet": beat.last_packet, "packets": beat.packets, "findings_24h": beat.findings_24h,
+                 "every": beat.every, "stopped": int(beat.stopped)}).fetchone()
+        return replace(beat, beats=int(row[0]))
+
+    def heartbeats(self, crane: str | None = None) -> list[Heartbeat]:
+        """The latest heartbeat of every sensor (of one crane), by crane and sensor."""
+        where, params = (" WHERE crane=:crane", {"crane": crane}) if crane is not None else ("", {})
+        with self._read() as db:
+            rows = db.execute(f"SELECT * FROM monitor_heartbeats{where} ORDER BY crane, sensor", params).fetchall()
+        return [Heartbeat(r["crane"], r["sensor"], r["at"], r["started_at"], r["last_packet"], int(r["packets"]),
+                          int(r["findings_24h"]), r["every"], bool(r["stopped"]), int(r["beats"])) for r in rows]
+
+    def count_recent_findings(self, crane: str, since: float, source: str | None = None) -> int:
+        """How many of the crane's stored findings were last seen at or after ``since`` (of one source)."""
+        params: dict[str, Any] = {"crane": crane, "since": since}
+        extra = ""
+        if source is not None:
+            extra, params["source"] = " AND source=:source", source
+        with self._read() as db:
+            return int(db.execute(f"SELECT count(*) FROM findings WHERE crane=:crane AND last_seen >= :since{extra}",
+                                  params).fetchone()[0])
 
 
 def _finding_row(row: Row) -> FindingRow:
