@@ -36,6 +36,13 @@ API::
     Store.heartbeats(crane=None) -> list[Heartbeat]   (by crane, sensor)
     Store.count_recent_findings(crane, since, source=None) -> int   (last_seen >= since)
 
+    Store.timeline(crane, *, since=None, until=None) -> list[TimelineEntry]
+        the crane's life cycle in one query, in time order: life-cycle transitions, analysis
+        runs (start, end, status, inputs' count), dispositions (reopenings by cranewatch too),
+        gate decisions, supersedes and re-recordings, generated rulesets
+        TimelineEntry(at, kind, who, why, subject, detail)   .text, .to_json()
+        kind: transition | run | disposition | gate | supersede | re-record | ruleset
+
     Store.observed_hosts(crane) -> list[HostSighting]
     Store.observed_conversations(crane, run_ids=None) -> list[ConversationSighting]
         per run, of the crane's complete runs that are not superseded, oldest run first
@@ -43,6 +50,7 @@ API::
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Sequence
 from contextlib import AbstractContextManager
@@ -172,6 +180,98 @@ def findings_where(q: FindingQuery, now: float) -> tuple[str, dict[str, Any]]:
         params["text"] = "%" + _like(" ".join(q.text.split()).lower()) + "%"
         clauses.append("search LIKE :text ESCAPE '\\'")
     return (" WHERE " + " AND ".join(clauses)) if clauses else "", params
+
+
+TIMELINE_KINDS = ("transition", "run", "disposition", "gate", "supersede", "re-record", "ruleset")
+
+
+@dataclass(frozen=True, slots=True)
+class TimelineEntry:
+    """One step of a crane's life cycle: when, what kind, who, why, about what, and the rest."""
+
+    at: float
+    kind: str  # one of TIMELINE_KINDS
+    who: str
+    why: str
+    subject: str  # the crane, "run N", a finding id, a ruleset's purpose
+    detail: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def text(self) -> str:
+        """One line saying what happened."""
+        d = self.detail
+        if self.kind == "transition":
+            return f"{d.get('from') or 'registered'} → {d.get('to')}"
+        if self.kind == "run":
+            what = d.get("run_kind", "run") + (f" of {d['component']}" if d.get("component") else "")
+            return f"{self.subject}: {what}, {d.get('status')}"
+        if self.kind == "disposition":
+            return f"{self.subject} → {d.get('state')}"
+        if self.kind == "gate":
+            return f"gate decision: {d.get('decision')}"
+        if self.kind == "ruleset":
+            return f"{self.subject} ruleset generated (sha256 {str(d.get('sha256'))[:12]})"
+        return f"{self.kind} {self.subject}"
+
+    def to_json(self) -> dict[str, Any]:
+        return {"at": iso_time(self.at), "kind": self.kind, "who": self.who, "why": self.why,
+                "subject": self.subject, "text": self.text, "detail": self.detail}
+
+
+# one statement over every table that records a step; each branch gives the same columns:
+# at, kind, seq, who, why, subject, a (text), b (text), n (number), m (number)
+_TIMELINE = """
+SELECT at, 'transition' AS kind, seq, who, why, crane AS subject, from_state AS a, to_state AS b,
+       CAST(NULL AS DOUBLE PRECISION) AS n, CAST(NULL AS DOUBLE PRECISION) AS m
+  FROM crane_history WHERE crane=:crane
+UNION ALL
+SELECT r.started_at, 'run', r.id, coalesce(r.recorded_by, ''), coalesce(r.note, ''), 'run ' || CAST(r.id AS TEXT),
+       r.kind || '|' || r.status, r.component, r.finished_at,
+       CAST((SELECT count(*) FROM run_inputs i WHERE i.run_id=r.id) AS DOUBLE PRECISION)
+  FROM runs r WHERE r.crane=:crane AND r.kind != 'gate'
+UNION ALL
+SELECT at, 'disposition', seq, who, why, finding_id, state, CAST(NULL AS TEXT), until,
+       CAST(evidence_run AS DOUBLE PRECISION)
+  FROM finding_dispositions WHERE crane=:crane
+UNION ALL
+SELECT at, 'gate', seq, who, reasons, coalesce('run ' || CAST(run_id AS TEXT), ''), decision, CAST(NULL AS TEXT),
+       CAST(NULL AS DOUBLE PRECISION), CAST(NULL AS DOUBLE PRECISION)
+  FROM gate_decisions WHERE crane=:crane
+UNION ALL
+SELECT at, action, seq, who, why, subject, detail, CAST(NULL AS TEXT), CAST(NULL AS DOUBLE PRECISION),
+       CAST(NULL AS DOUBLE PRECISION)
+  FROM audit_events WHERE crane=:crane AND action IN ('supersede', 're-record')
+UNION ALL
+SELECT at, 'ruleset', seq, who, '', purpose, sha256, CAST(NULL AS TEXT), CAST(NULL AS DOUBLE PRECISION),
+       CAST(NULL AS DOUBLE PRECISION)
+  FROM rulesets WHERE crane=:crane
+"""
+_KIND_ORDER = "CASE kind WHEN 'transition' THEN 0 WHEN 'run' THEN 1 WHEN 're-record' THEN 2 WHEN 'supersede' THEN 3" \
+              " WHEN 'disposition' THEN 4 WHEN 'ruleset' THEN 5 ELSE 6 END"
+
+
+def _timeline_entry(r: Row) -> TimelineEntry:
+    kind = r["kind"]
+    detail: dict[str, Any]
+    why = r["why"]
+    if kind == "transition":
+        detail = {"from": r["a"], "to": r["b"]}
+    elif kind == "run":
+        run_kind, _, status = str(r["a"]).partition("|")
+        detail = {"run": int(r["seq"]), "run_kind": run_kind, "status": status, "component": r["b"],
+                  "finished": iso_time(r["n"]), "inputs": int(r["m"] or 0)}
+    elif kind == "disposition":
+        detail = {"state": r["a"], "until": iso_time(r["n"]),
+                  "evidence_run": None if r["m"] is None else int(r["m"])}
+    elif kind == "gate":
+        reasons = json.loads(why)
+        detail = {"decision": r["a"], "reasons": len(reasons)}
+        why = "; ".join(str(x.get("text", x.get("kind", ""))) for x in reasons[:3])
+    elif kind == "ruleset":
+        detail = {"sha256": r["a"]}
+    else:
+        detail = json.loads(r["a"]) if r["a"] else {}
+    return TimelineEntry(float(r["at"]), kind, r["who"], why, r["subject"], detail)
 
 
 @dataclass(frozen=True, slots=True)
@@ -354,6 +454,23 @@ class ConsoleQueries:
         with self._read() as db:
             return int(db.execute(f"SELECT count(*) FROM findings WHERE crane=:crane AND last_seen >= :since{extra}",
                                   params).fetchone()[0])
+
+
+    def timeline(self, crane: str, *, since: float | None = None, until: float | None = None) -> list[TimelineEntry]:
+        """Every step of the crane's life cycle in time order (one query; see TimelineEntry)."""
+        params: dict[str, Any] = {"crane": crane}
+        bounds = []
+        if since is not None:
+            bounds.append("at >= :since")
+            params["since"] = since
+        if until is not None:
+            bounds.append("at <= :until")
+            params["until"] = until
+        where = (" WHERE " + " AND ".join(bounds)) if bounds else ""
+        with self._read() as db:
+            rows = db.execute(f"SELECT * FROM ({_TIMELINE}) steps{where} ORDER BY at, {_KIND_ORDER}, seq",
+                              params).fetchall()
+        return [_timeline_entry(r) for r in rows]
 
 
 def _finding_row(row: Row) -> FindingRow:
