@@ -14,7 +14,7 @@ from cranewatch.cli import main
 from cranewatch.conversations import Conversation, ConversationBook
 from cranewatch.inventory import MANUF, asset_inventory, guess_role, vendor_of
 from cranewatch.pipeline import HostSummary
-from cranewatch.store import Component, Crane, open_store
+from cranewatch.store import Component, Coverage, Crane, ObservedHost, open_store
 
 REPO = Path(__file__).resolve().parents[1]
 SSH = REPO / "src" / "cranewatch" / "data" / "lab" / "remote-ssh" / "crane-lan.pcap"
@@ -136,3 +136,17 @@ def test_the_book_folds_flows_into_conversations_and_is_bounded() -> None:
     assert book.conversations() == [Conversation("a", "10.0.0.1", "tcp", 80, "tcp", 2, 5, 300, 1.0, 6.0),
                                     Conversation("b", "10.0.0.1", "tcp", 80, "tcp", 1, 1, 60, 2.0, 3.0)]
     assert book.dropped_flows == 1 and book.conversations()[0].service == "tcp/80"
+
+
+def test_a_run_recorded_before_runs_kept_hosts_counts_by_its_coverage(store_at: str) -> None:
+    with open_store(store_at) as store:
+        store.add_crane(Crane("STS-10", zone="10.40.0.0/24", components=(Component("PLC", "plc", ip="10.40.0.10"),)),
+                        who="t", why="t")
+        old = store.record_run("STS-10", "analyze", [], [], coverage=Coverage(("network",), (
+            ObservedHost("02:00:00:00:00:10", ("10.40.0.10",)), ObservedHost("02:00:00:00:00:fe", ("8.8.8.8",)))))
+        inventory = asset_inventory(store, "STS-10")
+    rows = {a.key: a for a in inventory.assets}
+    assert set(rows) == {"02:00:00:00:00:10", "02:00:00:00:00:fe"}
+    plc = rows["02:00:00:00:00:10"]
+    assert (plc.name, plc.status, plc.runs, plc.first_seen, plc.packets) == ("PLC", "registered", (old,), None, 0)
+    assert (rows["02:00:00:00:00:fe"].remote_ips, rows["02:00:00:00:00:fe"].role) == (("8.8.8.8",), "router")

@@ -12,6 +12,9 @@ that carries terminal-zone addresses, when its MAC is not registered. Profile ho
 the crane zone (the terminal's services) are not the crane's parts and are not listed; they show
 as the ``remote_ips`` of the MAC that carries them.
 
+A traffic run recorded before runs kept their hosts (store migration 0008) still counts: the
+MACs and addresses its coverage names, without times or counts.
+
 Each row has a ``status``: ``registered`` (seen and registered), ``registered-unseen`` (in the
 fleet or profile, never seen in a run) or ``seen-unregistered`` (on the wire, in neither).
 Vendors come from the IEEE OUI table Wireshark installs (``/usr/share/wireshark/manuf``), when
@@ -39,6 +42,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from cranewatch.model import iso_time
+from cranewatch.store.console import HostSighting
 
 if TYPE_CHECKING:
     from cranewatch.profile import CraneProfile
@@ -233,7 +237,7 @@ def asset_inventory(store: Store, crane: str, *, profile: CraneProfile | None = 
             registered.append(_Registered("gateway", "gateway", gw.mac.lower() if gw.mac else None, gw.ip, True))
 
     seen: dict[str, dict[str, Any]] = {}
-    for s in store.observed_hosts(crane):
+    for s in _sightings(store, crane):
         entry = seen.setdefault(s.mac or s.ip or "?", {"mac": s.mac, "ips": set(), "remote": set(), "first": None, "last": None,
                                       "runs": {}})
         if s.ip is not None:
@@ -295,6 +299,21 @@ def asset_inventory(store: Store, crane: str, *, profile: CraneProfile | None = 
     order = {s: i for i, s in enumerate(("seen-unregistered", "registered-unseen", "registered"))}
     assets.sort(key=lambda a: (order[a.status], _ip_order(a.ips[0]) if a.ips else (9, 0), a.key))
     return Inventory(crane, tuple(zone_texts), tuple(assets))
+
+
+def _sightings(store: Store, crane: str) -> list[HostSighting]:
+    """The hosts the runs kept, and for a traffic run recorded before runs kept them (store
+    migration 0008) the MACs and addresses its coverage names, without times or counts."""
+    kept = store.observed_hosts(crane)
+    with_hosts = {s.run_id for s in kept}
+    older: list[HostSighting] = []
+    for run in store.runs(crane, "analyze"):
+        if run.id in with_hosts or run.status != "complete" or run.superseded:
+            continue
+        coverage = store.run_coverage(run.id)
+        for h in coverage.hosts if coverage is not None else ():
+            older.extend(HostSighting(run.id, h.mac, ip, None, None, 0, 0) for ip in (h.ips or (None,)))
+    return [*kept, *older]
 
 
 def _ip_order(ip: str) -> tuple[int, int]:
