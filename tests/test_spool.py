@@ -152,6 +152,12 @@ def test_postgresql_away_in_the_middle_nothing_lost_nothing_doubled(own_cluster:
         "SELECT finding_id FROM run_findings WHERE run_id = (SELECT max(id) FROM runs)",
         database=db)}
     assert want and want == stored
+    # the hosts and conversations the analysis saw came through the spool too (the inventory's)
+    hosts = own_cluster.admin("SELECT count(*) FROM run_hosts WHERE run_id = (SELECT max(id) FROM runs)",
+                              database=db)[0][0]
+    convs = own_cluster.admin("SELECT count(*) FROM run_conversations WHERE run_id = "
+                              "(SELECT max(id) FROM runs)", database=db)[0][0]
+    assert hosts > 0 and convs > 0
 
     # the same spooled run once more (a crash before its file went): nothing doubles
     spooled[0].parent.mkdir(parents=True, exist_ok=True)

@@ -37,6 +37,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "runs",
     "supersede",
     "report",
+    "evidence",
     "monitor",
     "serve",
     "lab",

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,7 @@ from cranewatch.commands import (
     severity_option,
     write_out,
 )
+from cranewatch.conversations import ConversationBook
 from cranewatch.errors import ExitCode, StoreUnreachable, UsageError
 from cranewatch.forward import Forwarder, add_forward_options, forwarder_from_args
 from cranewatch.pipeline import AnalysisResult, Sink, analyze
@@ -137,11 +139,14 @@ def run(args: argparse.Namespace) -> int:
             crane = _crane_named(args)
         else:
             crane = args.crane
-        result = _analyze(args, crane)
+        # a recorded run keeps who talked to whom (the console's inventory and map)
+        book = ConversationBook() if store is not None or spool is not None else None
+        result = _analyze(args, crane, [book] if book is not None else [])
         report = render(result, args.format)
         write_out(report, args.out)
         if (store is not None or spool is not None) and crane is not None:
-            _record(store, spool, str(args.db), crane, result)
+            _record(store, spool, str(args.db), crane, result,
+                     book.conversations() if book is not None else [])
         if forwarder is not None:
             _forward(forwarder, result)
     finally:
@@ -171,11 +176,12 @@ def _crane_named(args: argparse.Namespace) -> str:
     raise UsageError("--db needs --crane ID (the registered crane to record the result for)")
 
 
-def _record(store: Any, spool: Any, url: str, crane: str, result: AnalysisResult) -> None:
+def _record(store: Any, spool: Any, url: str, crane: str, result: AnalysisResult,
+            conversations: Sequence[Any]) -> None:
     from cranewatch.gate import traffic_run
     from cranewatch.store.spool import Spool
 
-    run = traffic_run(crane, result)
+    run = traffic_run(crane, result, conversations=conversations)
     if store is not None:
         try:
             run_id = run.record(store)
@@ -201,8 +207,8 @@ def _forward(forwarder: Forwarder, result: AnalysisResult) -> None:
         print(f"cranewatch: warning: {printable(note)}", file=sys.stderr)
 
 
-def _analyze(args: argparse.Namespace, crane: str | None) -> AnalysisResult:
-    sinks = analysis_sinks(args.profile, args.baseline, crane)
+def _analyze(args: argparse.Namespace, crane: str | None, extra: list[Sink]) -> AnalysisResult:
+    sinks = [*analysis_sinks(args.profile, args.baseline, crane), *extra]
     bar = ProgressBar(sys.stderr) if wants_progress(sys.stderr, args.progress) else None
     try:
         return analyze(args.captures, progress=bar, sinks=sinks, profile=args.profile,

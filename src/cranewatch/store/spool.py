@@ -70,13 +70,30 @@ class SpooledRun:
     note: str | None = None
     incidents: list[Incident] = field(default_factory=list)
     tool_version: str = __version__
+    # a traffic run's hosts (mac, ips, first_seen, last_seen, packets, bytes) and conversations
+    # (``conversations.Conversation`` fields), for the inventory and the communication map
+    hosts: list[dict[str, Any]] = field(default_factory=list)
+    conversations: list[dict[str, Any]] = field(default_factory=list)
 
     def record(self, store: Store) -> int:
-        return store.record_run(self.crane, self.kind, self.inputs, self.findings,
-                                component=self.component, artifacts=self.artifacts,
-                                tool_version=self.tool_version, options=self.options,
-                                coverage=self.coverage, who=self.who, note=self.note,
-                                incidents=self.incidents)
+        run_id = store.record_run(self.crane, self.kind, self.inputs, self.findings,
+                                  component=self.component, artifacts=self.artifacts,
+                                  tool_version=self.tool_version, options=self.options,
+                                  coverage=self.coverage, who=self.who, note=self.note,
+                                  incidents=self.incidents)
+        self.record_summary(store, run_id)
+        return run_id
+
+    def record_summary(self, store: Store, run_id: int) -> None:
+        """The hosts and conversations of a traffic run (none: nothing written)."""
+        if not (self.hosts or self.conversations):
+            return
+        from cranewatch.conversations import Conversation
+
+        store.record_traffic_summary(
+            run_id, [_HostRow(h["mac"], tuple(h["ips"]), h["first_seen"], h["last_seen"],
+                              int(h["packets"]), int(h["bytes"])) for h in self.hosts],
+            [Conversation(**c) for c in self.conversations])
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -87,6 +104,7 @@ class SpooledRun:
             "artifacts": self.artifacts, "options": self.options,
             "coverage": self.coverage.to_json() if self.coverage is not None else None,
             "who": self.who, "note": self.note, "tool_version": self.tool_version,
+            "hosts": self.hosts, "conversations": self.conversations,
         }
 
     @classmethod
@@ -101,7 +119,20 @@ class SpooledRun:
             coverage=Coverage.from_json(coverage) if coverage is not None else None,
             who=obj.get("who"), note=obj.get("note"),
             tool_version=obj.get("tool_version") or __version__,
+            hosts=list(obj.get("hosts") or []), conversations=list(obj.get("conversations") or []),
         )
+
+
+@dataclass(frozen=True, slots=True)
+class _HostRow:
+    """A spooled host as ``Store.record_traffic_summary`` reads one."""
+
+    mac: str | None
+    ips: tuple[str, ...]
+    first_seen: float | None
+    last_seen: float | None
+    packets: int
+    bytes: int
 
 
 @dataclass
