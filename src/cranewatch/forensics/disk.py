@@ -420,10 +420,12 @@ class Volume:
     is_root: bool = False
     names: frozenset[str] = frozenset()  # how fstab may name it (``fstab_names``)
     mount_point: str = ""  # where the root's fstab mounts it ("" for a root or an unmounted volume)
+    name: str = ""  # a carved piece's label (``@512``) in place of the partition's number
+    note: str = ""  # where a carved piece came from, said in each finding's evidence
 
     @property
     def label(self) -> str:
-        return self.partition.label
+        return self.name or self.partition.label
 
 
 @dataclass
@@ -913,6 +915,7 @@ def label_finding(finding: Finding, disk: DiskImage, volume: Volume, *, keep_id:
             continue
         holder = disk.volume_of(volume, e.path)
         where = {"partition": holder.label, "partition_offset": holder.partition.offset, "filesystem": holder.content}
-        evidence.append(replace(e, path=labelled_path(holder, e.path), values={**e.values, **where}))
+        note = f"{e.note}; {holder.note}" if e.note and holder.note else e.note or holder.note or None
+        evidence.append(replace(e, path=labelled_path(holder, e.path), values={**e.values, **where}, note=note))
     new_id = finding.id if keep_id else finding_id(finding.rule, finding.crane, volume.label, finding.id)
     return replace(finding, id=new_id, evidence=tuple(evidence))
