@@ -34,6 +34,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Protocol
 
+import numpy as np
 import zstandard
 
 from cranewatch.errors import EnvironmentProblem, ImageError, Location
@@ -48,6 +49,7 @@ _TRIAL_IN = 1 << 16
 _TRIAL_OUT = 1 << 16
 _MIN_STREAM_OUT = 4096  # a stream that neither ends nor yields this much is not taken for one
 _BLOCK = 1 << 20
+_SCAN_CHUNK = 16 << 20  # bytes of the blob looked at in one NumPy step
 
 UNKNOWN_FORMAT = (
     "unknown image format (expected a directory, tar[.gz|.xz|.bz2|.zst], zip, cpio (newc/odc), "
@@ -388,22 +390,52 @@ class Signature:
     kind: str
 
 
-def signatures(data: _Bytes) -> tuple[list[Signature], list[str]]:
+def _magics(data: _Bytes) -> tuple[list[tuple[int, str]], bool]:
+    """(offset, kind) of every magic of ``_STRUCTURES`` and ``_HEADERS`` in ``data``, and
+    whether there were more than ``_MAX_CANDIDATES``.
+
+    One pass over the blob in NumPy (a table of the magics' first two bytes; ~175 MB/s on one
+    core), not one ``find`` per magic (17 passes, ~35 MB/s).
+    """
+    by_pair: dict[int, list[tuple[bytes, str]]] = {}
+    for magic, kind in (*_STRUCTURES, *_HEADERS):
+        by_pair.setdefault(magic[0] | magic[1] << 8, []).append((magic, kind))
+    first = np.zeros(256, dtype=bool)
+    pairs = np.zeros(1 << 16, dtype=bool)
+    for pair in by_pair:
+        first[pair & 0xFF] = True
+        pairs[pair] = True
+    found: list[tuple[int, str]] = []
+    view = np.frombuffer(data, dtype=np.uint8)  # type: ignore[call-overload]
+    try:
+        for start in range(0, max(len(view) - 1, 0), _SCAN_CHUNK):
+            chunk = view[start : start + _SCAN_CHUNK + 1]
+            at = np.flatnonzero(first.take(chunk[:-1]))
+            pair = chunk[at].astype(np.uint16) | (chunk[at + 1].astype(np.uint16) << 8)
+            for pos, key in zip((at[pairs.take(pair)] + start).tolist(), pair[pairs.take(pair)].tolist(), strict=True):
+                for magic, kind in by_pair[key]:
+                    if data[pos : pos + len(magic)] == magic:
+                        found.append((pos, kind))
+            del chunk, at, pair
+            if len(found) > _MAX_CANDIDATES:
+                return found[:_MAX_CANDIDATES], True
+    finally:
+        del view  # the mmap cannot close while NumPy holds its buffer
+    return found, False
+
+
+def signatures(data: _Bytes, scanned: tuple[list[tuple[int, str]], bool] | None = None) -> tuple[list[Signature], list[str]]:
     """Every magic of ``_STRUCTURES`` in ``data``, ordered by where its structure would start
-    (at most ``_MAX_CANDIDATES``; the problem said when there were more)."""
-    found: list[Signature] = []
-    for magic, kind in _STRUCTURES:
-        pos = data.find(magic)
-        while pos >= 0 and len(found) <= _MAX_CANDIDATES:
-            start = pos - _START_BEFORE_MAGIC.get(kind, 0)
-            if start >= 0:
-                found.append(Signature(start, pos, kind))
-            pos = data.find(magic, pos + 1)
+    (at most ``_MAX_CANDIDATES``; the problem said when there were more). ``scanned`` is
+    ``_magics(data)`` when it was taken already."""
+    magics, more = scanned or _magics(data)
+    structures = {kind for _, kind in _STRUCTURES}
+    found = [Signature(pos - _START_BEFORE_MAGIC.get(kind, 0), pos, kind) for pos, kind in magics
+             if kind in structures and pos >= _START_BEFORE_MAGIC.get(kind, 0)]
     problems = []
-    if len(found) > _MAX_CANDIDATES:
-        problems.append(f"more than {_MAX_CANDIDATES} signatures in the blob: those after the first {_MAX_CANDIDATES} "
-                        "found were not looked at")
-        found = found[:_MAX_CANDIDATES]
+    if more:
+        problems.append(f"more than {_MAX_CANDIDATES} signatures in the blob: those after offset {magics[-1][0]} were "
+                        "not looked at")
     return sorted(found, key=lambda s: (s.start, s.kind)), problems
 
 
@@ -444,24 +476,20 @@ def survey(data: _Bytes, limits: Limits) -> list[Candidate]:
     return [c for c in found if c is not None]
 
 
-def headers(data: _Bytes) -> list[Header]:
+def headers(data: _Bytes, magics: list[tuple[int, str]] | None = None) -> list[Header]:
     """The container headers of ``data`` (uImage, FIT/device tree, Android boot), described."""
-    return sorted((h for magic, kind in _HEADERS for h in _headers(data, magic, kind)), key=lambda h: h.offset)
+    kinds = {kind for _, kind in _HEADERS}
+    out: list[Header] = []
+    for pos, kind in _magics(data)[0] if magics is None else magics:
+        if kind in kinds and len(out) < _MAX_PIECES:
+            text = _describe_header(data, pos, kind)
+            if text:
+                out.append(Header(pos, text))
+    return out
 
 
 _UIMAGE_COMPRESSION = {0: "none", 1: "gzip", 2: "bzip2", 3: "lzma", 4: "lzo", 5: "lz4", 6: "zstd"}
 _UIMAGE_TYPE = {2: "kernel", 3: "ramdisk", 4: "multi-file", 5: "firmware", 6: "script", 7: "filesystem", 8: "flat device tree"}
-
-
-def _headers(data: _Bytes, magic: bytes, kind: str) -> list[Header]:
-    out: list[Header] = []
-    pos = data.find(magic)
-    while pos >= 0 and len(out) < _MAX_PIECES:
-        text = _describe_header(data, pos, kind)
-        if text:
-            out.append(Header(pos, text))
-        pos = data.find(magic, pos + 1)
-    return out
 
 
 def _describe_header(data: _Bytes, at: int, kind: str) -> str | None:
@@ -545,9 +573,10 @@ def _carve_blob(blob: Path, chain: tuple[tuple[int, str], ...], run: _Carving, n
         if os.fstat(fh.fileno()).st_size == 0:
             return
         with mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as data:
-            found, problems = signatures(data)
+            scanned = _magics(data)
+            found, problems = signatures(data, scanned)
             run.problems.extend(f"{name}: {p}" for p in problems)
-            for header in headers(data):
+            for header in headers(data, scanned[0]):
                 run.warnings.append(f"{name}: {_where((*chain, (header.offset, 'header')))}: {header.text}")
             checker = _Checker(run.limits)
             claimed_to = 0
