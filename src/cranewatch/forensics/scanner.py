@@ -121,7 +121,9 @@ def _scan_file(state: _PassState, entry: Entry) -> FileOutcome:
     compared = path in ctx.genuine or path in ctx.md5 or path in ctx.conffiles
     md5 = hashlib.md5(usedforsecurity=False) if (template or compared) else None
     sha = hashlib.sha256() if state.want_digest else None
-    hashers = [h for h in (md5, sha) if h is not None]
+    claim = ctx.digests.get(path)  # rpm's or apk's checksum of the file, ``algorithm:hex``
+    claimed = hashlib.new(claim.partition(":")[0]) if claim else None
+    hashers = [h for h in (md5, sha, claimed) if h is not None]
     # An empty file has nothing to read (unpacked archives do not even write one).
     fd = os.open(state.root / path, os.O_RDONLY | os.O_NOFOLLOW | getattr(os, "O_NOCTTY", 0)) if entry.size else None
     with os.fdopen(fd, "rb") if fd is not None else io.BytesIO(b"") as fh:
@@ -147,12 +149,13 @@ def _scan_file(state: _PassState, entry: Entry) -> FileOutcome:
     data = b"".join(chunks)
     digest_md5 = md5.hexdigest() if md5 is not None else None
     recorded = ctx.md5.get(path) or ctx.conffiles.get(path)
-    pristine = owner is not None and (recorded is None or recorded == digest_md5)
+    digest = f"{claimed.name}:{claimed.hexdigest()}" if claimed is not None else None
+    pristine = owner is not None and (recorded is None or recorded == digest_md5) and digest == claim
     genuine = digest_md5 is not None and (
         digest_md5 in ctx.genuine.get(path, ()) if owner is not None else digest_md5 in ctx.genuine_md5
     )
     expected = ctx.genuine_claimed.get(path) if owner is not None and not genuine else None
-    view = FileView(entry, kind, data, complete, owner, pristine, digest_md5, genuine, expected)
+    view = FileView(entry, kind, data, complete, owner, pristine, digest_md5, genuine, expected, digest)
     findings: list[Finding] = []
     # An empty file says something only by its name (a modem tool, a remote-access program) or
     # by differing from its genuine package; a hundred thousand of them must stay cheap.
@@ -227,21 +230,24 @@ def make_context(
     """The checks' context; with ``index``, what the genuine packages ship at each image path."""
     genuine: dict[str, set[str]] = {}
     claimed: dict[str, str] = {}
+    claimed_digests: dict[str, str] = {}
     if index is not None:
         for package in db.packages:
-            if package.manager != "dpkg":
-                continue
             for candidate in index.packages.get(package.name, ()):
+                if candidate.manager != package.manager:
+                    continue  # an rpm and a deb of the same name are not the same package
                 exact = candidate.version == package.version
                 for name, checksum in candidate.files.items():
                     path = image.canonical(name)
                     genuine.setdefault(path, set()).add(checksum)
                     if exact:
                         claimed[path] = checksum
+                        if name in candidate.digests:
+                            claimed_digests[path] = candidate.digests[name]
     return ScanContext(
         crane, image.entries, db.owner, db.md5, db.conffiles, policy,
         {path: frozenset(sums) for path, sums in genuine.items()}, claimed,
-        index.md5s() if index is not None else frozenset(),
+        index.md5s() if index is not None else frozenset(), db.digests, frozenset(db.config), claimed_digests,
     )
 
 
