@@ -242,3 +242,41 @@ def test_ipk_trojan_differs_and_rewritten_conffile_checksum_is_a_finding(tmp_pat
     rewritten = [f for f in result.findings if f.rule == "integrity.package-records-rewritten"]
     assert [(f.evidence[0].path, f.evidence[0].values["files"]) for f in rewritten] == [
         ("usr/lib/opkg/status", ["etc/cranetool.conf"])]
+
+
+# --- a known-good image as the verification source (--reference) ------------------------------------------
+
+
+def _crane_pc(root: Path, tool: bytes, conf: bytes) -> Path:
+    for d in ("usr/bin", "etc/init.d", "opt/vendor"):
+        (root / d).mkdir(parents=True)
+    (root / "usr/bin/cranetool").write_bytes(tool)
+    (root / "usr/bin/cranetool").chmod(0o755)
+    (root / "etc/cranetool.conf").write_bytes(conf)
+    (root / "opt/vendor/readme.txt").write_bytes(b"spreader controller, build 41\n")
+    return root
+
+
+def test_reference_image_verifies_identical_files_and_reports_changed_ones_with_both_hashes(tmp_path: Path) -> None:
+    golden = _crane_pc(tmp_path / "golden", TOOL, CONF)
+    image = _crane_pc(tmp_path / "image", TROJAN, CONF + b"debug=1\n")
+    result = scan_image(image, reference=golden, workers=1)
+    assert result.inventory.trust == {"reference": 1, "unowned": 2}  # readme.txt identical; tool and conf changed
+    changed = {f.evidence[0].path: f for f in result.findings if f.rule == "integrity.differs-from-reference"}
+    assert sorted(changed) == ["etc/cranetool.conf", "usr/bin/cranetool"]
+    tool = changed["usr/bin/cranetool"]
+    assert tool.severity.name == "HIGH"
+    assert tool.evidence[0].values["sha256"] == hashlib.sha256(TROJAN).hexdigest()
+    assert tool.evidence[0].values["reference_sha256"] == hashlib.sha256(TOOL).hexdigest()
+    assert changed["etc/cranetool.conf"].severity.name == "MEDIUM"
+    assert any("1 file(s) not verified by a genuine package are identical to it" in w for w in result.warnings)
+    # the trojan's own content findings stay: they are new, the golden image has none
+    assert any(f.rule != "integrity.differs-from-reference" and f.severity.name == "CRITICAL"
+               for f in result.findings if f.evidence[0].path == "usr/bin/cranetool")
+
+
+def test_same_image_as_reference_is_all_verified_and_quiet(tmp_path: Path) -> None:
+    golden = _crane_pc(tmp_path / "golden", TOOL, CONF)
+    result = scan_image(golden, reference=golden, workers=1)
+    assert result.inventory.trust == {"reference": 3}
+    assert not [f for f in result.findings if f.rule == "integrity.differs-from-reference"]

@@ -69,7 +69,9 @@ class FileOutcome:
     findings: tuple[Finding, ...]
     sha256: str | None
     problem: str | None = None  # why the file could not be read (then it was not scanned)
-    trust: str = "unowned"  # genuine | differs | unverified (package-owned) | unowned
+    # genuine | differs (from the genuine package) | reference (identical to the known-good
+    # image's file, not verified by a package) | unverified (package-owned) | unowned
+    trust: str = "unowned"
 
 
 @dataclass(frozen=True)
@@ -155,7 +157,9 @@ def _scan_file(state: _PassState, entry: Entry) -> FileOutcome:
         digest_md5 in ctx.genuine.get(path, ()) if owner is not None else digest_md5 in ctx.genuine_md5
     )
     expected = ctx.genuine_claimed.get(path) if owner is not None and not genuine else None
-    view = FileView(entry, kind, data, complete, owner, pristine, digest_md5, genuine, expected, digest)
+    sha256 = sha.hexdigest() if sha is not None else None
+    golden = ctx.reference.get(path)
+    view = FileView(entry, kind, data, complete, owner, pristine, digest_md5, genuine, expected, digest, sha256, golden)
     findings: list[Finding] = []
     # An empty file says something only by its name (a modem tool, a remote-access program) or
     # by differing from its genuine package; a hundred thousand of them must stay cheap.
@@ -166,8 +170,9 @@ def _scan_file(state: _PassState, entry: Entry) -> FileOutcome:
         # Exactly what the distribution shipped: the finding is that the package is installed
         # at all (a review item), not evidence of tampering, so it never ranks above medium.
         findings = [replace(f, severity=min(f.severity, Severity.MEDIUM)) for f in findings]
-    trust = "genuine" if genuine else "differs" if expected is not None else "unowned" if owner is None else "unverified"
-    return FileOutcome(path, kind, tuple(findings), sha.hexdigest() if sha is not None else None, trust=trust)
+    trust = ("genuine" if genuine else "differs" if expected is not None else
+             "reference" if golden is not None and golden == sha256 else "unowned" if owner is None else "unverified")
+    return FileOutcome(path, kind, tuple(findings), sha256, trust=trust)
 
 
 def _scan_or_note(state: _PassState, entry: Entry) -> FileOutcome:
@@ -225,9 +230,11 @@ def file_pass(image: Image, ctx: ScanContext, *, workers: int, want_digest: bool
 
 
 def make_context(
-    image: Image, db: PackageDb, crane: str | None, policy: EndpointPolicy, index: GenuineIndex | None = None
+    image: Image, db: PackageDb, crane: str | None, policy: EndpointPolicy, index: GenuineIndex | None = None,
+    reference: dict[str, str] | None = None,
 ) -> ScanContext:
-    """The checks' context; with ``index``, what the genuine packages ship at each image path."""
+    """The checks' context; with ``index``, what the genuine packages ship at each image path;
+    with ``reference``, the sha256 of each file of the known-good image."""
     genuine: dict[str, set[str]] = {}
     claimed: dict[str, str] = {}
     claimed_digests: dict[str, str] = {}
@@ -248,6 +255,7 @@ def make_context(
         crane, image.entries, db.owner, db.md5, db.conffiles, policy,
         {path: frozenset(sums) for path, sums in genuine.items()}, claimed,
         index.md5s() if index is not None else frozenset(), db.digests, frozenset(db.config), claimed_digests,
+        reference or {},
     )
 
 

@@ -71,6 +71,8 @@ class FileView:
     distribution: bool = False
     genuine_md5: str | None = None  # the genuine package's content here, when this file differs from it
     digest: str | None = None  # ``algorithm:hex`` of the content, when rpm or apk claims one for it
+    sha256: str | None = None  # of the whole content, when a reference image is compared
+    reference_sha256: str | None = None  # the reference image's file at this path, when it has one
 
     @property
     def path(self) -> str:
@@ -183,6 +185,7 @@ class ScanContext:
     digests: dict[str, str] = field(default_factory=dict)
     config: frozenset[str] = frozenset()
     genuine_digests: dict[str, str] = field(default_factory=dict)
+    reference: dict[str, str] = field(default_factory=dict)  # path -> sha256 in the known-good image (--reference)
 
     @cached_property
     def enabled_units(self) -> frozenset[str]:

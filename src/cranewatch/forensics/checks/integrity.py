@@ -91,10 +91,30 @@ def _config_changed(view: FileView, ctx: ScanContext) -> Finding:
     )
 
 
+def _differs_from_reference(view: FileView, ctx: ScanContext) -> Iterator[Finding]:
+    """The known-good image of the same computer holds other content at this path."""
+    runs = view.kind == "elf" or view.is_script or bool(view.entry.mode & 0o111) or bool(_CRITICAL_KIND.search(view.path))
+    if view.distribution:
+        severity, what = Severity.LOW, "file differs from the reference image (it is the distribution's genuine file)"
+    elif runs:
+        severity, what = Severity.HIGH, "program, library or start-up file differs from the reference image"
+    else:
+        severity, what = Severity.MEDIUM, "file differs from the reference image"
+    yield ctx.finding(
+        rule="integrity.differs-from-reference", category="backdoor", severity=severity, title=what, path=view.path,
+        technique=() if view.distribution else ("T0839",),
+        values={"sha256": view.sha256, "reference_sha256": view.reference_sha256, "package": view.owner},
+        remedy="Ask the vendor for the change (release note, package, reason) and compare the two files; an "
+        "unexplained change to a commissioned computer is a trojan until proven otherwise.",
+    )
+
+
 def check_file(view: FileView, ctx: ScanContext) -> Iterator[Finding]:
     path = view.path
     if view.genuine_md5 is not None and view.md5 is not None:
         yield from _differs_from_genuine(view, ctx)
+    if view.reference_sha256 is not None and view.sha256 is not None and view.reference_sha256 != view.sha256:
+        yield from _differs_from_reference(view, ctx)
     if view.kind == "elf" and view.complete and not view.distribution:
         yield from _appended_to_program(view, ctx)
     if view.owner is None:
