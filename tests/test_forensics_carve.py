@@ -20,6 +20,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from cranewatch.cli import main
 from cranewatch.errors import ImageError
@@ -262,3 +264,42 @@ def test_odc_cpio_is_read_as_an_image(tmp_path: Path) -> None:
         assert image.entries[IMPLANT].mode == 0o755
         with image.open(IMPLANT) as fh:
             assert fh.read().decode() == SHELL
+
+
+@settings(max_examples=60, deadline=None, derandomize=True)
+@given(st.lists(st.tuples(st.integers(0, 6000), st.integers(0, 255)), min_size=1, max_size=30))
+def test_signature_checks_never_raise_on_mutated_structures(flips: list[tuple[int, int]]) -> None:
+    blob = bytearray(_STRUCTURED)
+    for at, value in flips:
+        blob[at % len(blob)] = value
+    for candidate in survey(bytes(blob), Limits(max_files=2000)):
+        assert candidate.offset >= 0 and candidate.offset + candidate.size <= len(blob)
+
+
+def _structured() -> bytes:
+    """A cpio (newc and odc), a tar and a gzip stream back to back, made in Python."""
+    import io
+    import tarfile
+
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w", format=tarfile.GNU_FORMAT) as tar:
+        info = tarfile.TarInfo("etc/init.d/S99update")
+        info.size = len(SHELL)
+        tar.addfile(info, io.BytesIO(SHELL.encode()))
+    name = b"etc/x\x00"
+    newc = (b"070701" + b"".join(b"%08x" % v for v in (1, 0o100644, 0, 0, 1, 0, 5, 0, 0, 0, 0, len(name), 0))
+            + name + b"\x00" * (-(110 + len(name)) % 4) + b"hello" + b"\x00" * 3)
+    trailer = b"TRAILER!!!\x00"
+    newc += (b"070701" + b"".join(b"%08x" % v for v in (0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, len(trailer), 0))
+             + trailer + b"\x00" * (-(110 + len(trailer)) % 4))
+    odc = b"070707" + b"000000" * 7 + b"%011o" % 0 + b"%06o" % len(trailer) + b"%011o" % 0 + trailer
+    return b"\x11" * 64 + newc + odc + raw.getvalue() + gzip.compress(b"x" * 5000) + b"\x22" * 64
+
+
+_STRUCTURED = _structured()
+
+
+def test_the_fuzzed_sample_is_found_whole_before_mutation() -> None:
+    found = [(c.kind, c.offset) for c in survey(_STRUCTURED, Limits())]
+    tar_at = 64 + 248 + 87
+    assert found == [("cpio", 64), ("cpio", 188), ("cpio", 312), ("tar", tar_at), ("gzip", tar_at + 10240)]

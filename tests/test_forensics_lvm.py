@@ -16,6 +16,8 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from cranewatch.errors import ImageError
 from cranewatch.forensics import open_image, scan_image
@@ -186,3 +188,35 @@ def test_unsupported_segments_are_skipped_with_the_reason(tmp_path: Path) -> Non
     assert notes == ["logical volume cranevg/root: a raid1 segment (1 stripes): only linear volumes are read: skipped"]
     with pytest.raises(LvmError, match="no LVM2 label"):
         read_pv(lambda o, n: bytes(n), 0)
+
+
+@settings(max_examples=300, deadline=None, derandomize=True)
+@given(st.text(alphabet='ab=[]{},"#\n 0123-\\', max_size=300))
+def test_metadata_parser_fails_only_with_lvm_errors(text: str) -> None:
+    try:
+        parse_metadata(text)
+    except LvmError:
+        pass
+
+
+def test_deeply_nested_metadata_is_refused_not_a_recursion_error() -> None:
+    with pytest.raises(LvmError, match="nested too deep"):
+        parse_metadata("a = " + "[" * 5000)
+    with pytest.raises(LvmError, match="nested too deep"):
+        parse_metadata("a {" * 5000)
+
+
+@settings(max_examples=150, deadline=None, derandomize=True)
+@given(st.lists(st.tuples(st.integers(0, 8191), st.integers(0, 255)), max_size=40))
+def test_mutated_physical_volume_reads_or_fails_with_lvm_error(flips: list[tuple[int, int]]) -> None:
+    pv = bytearray(_PV_SAMPLE)
+    for at, value in flips:
+        pv[at] = value
+    try:
+        found = read_pv(lambda o, n: bytes(pv[o : o + n]), 0)
+    except LvmError:
+        return
+    logical_volumes([found])
+
+
+_PV_SAMPLE = _pv(4, {"root": [(0, 2, 0)], "data": [(0, 2, 2)]}, {})[: 2 * MIB]

@@ -160,9 +160,8 @@ def _cpio(data: _Bytes, at: int, limits: Limits) -> Candidate | None:
             header = data[pos : pos + 76]
             if len(header) < 76 or header[:6] != b"070707":
                 break
-            try:
-                namesize, filesize = int(header[59:65], 8), int(header[65:76], 8)
-            except ValueError:
+            namesize, filesize = _number(header[59:65], 8), _number(header[65:76], 8)
+            if namesize is None or filesize is None:
                 break
             name_at, data_at = pos + 76, pos + 76 + namesize
             next_at = data_at + filesize
@@ -170,11 +169,9 @@ def _cpio(data: _Bytes, at: int, limits: Limits) -> Candidate | None:
             header = data[pos : pos + 110]
             if len(header) < 110 or header[:6] not in (b"070701", b"070702"):
                 break
-            try:
-                fields = [int(header[6 + 8 * i : 14 + 8 * i], 16) for i in range(13)]
-            except ValueError:
+            namesize, filesize = _number(header[94:102], 16), _number(header[54:62], 16)
+            if namesize is None or filesize is None or any(_number(header[6 + 8 * i : 14 + 8 * i], 16) is None for i in range(13)):
                 break
-            namesize, filesize = fields[11], fields[6]
             name_at = pos + 110
             data_at = name_at + namesize + (-(110 + namesize)) % 4
             next_at = data_at + filesize + (-filesize) % 4
@@ -194,23 +191,28 @@ def _cpio(data: _Bytes, at: int, limits: Limits) -> Candidate | None:
     return Candidate(at, pos - at, "cpio", f"cpio ({kind}), {members} members, no trailer (truncated)")
 
 
+_DIGITS = {8: frozenset(b"01234567"), 16: frozenset(b"0123456789abcdefABCDEF")}
+
+
+def _number(field: bytes, base: int) -> int | None:
+    """A fixed-width cpio field: digits of ``base`` only (``int`` would take signs, spaces, 0x)."""
+    if not field or not set(field) <= _DIGITS[base]:
+        return None
+    return int(field, base)
+
+
 def _tar_header_ok(block: bytes) -> bool:
     if len(block) < 512:
         return False
-    try:
-        stored = int(block[148:156].split(b"\x00", 1)[0].strip() or b"-1", 8)
-    except ValueError:
-        return False
-    return stored == sum(block[:148]) + 8 * 32 + sum(block[156:512])
+    stored = _number(block[148:156].split(b"\x00", 1)[0].strip(), 8)
+    return stored is not None and stored == sum(block[:148]) + 8 * 32 + sum(block[156:512])
 
 
 def _tar_size(field: bytes) -> int | None:
     if field[:1] == b"\x80":  # GNU base-256
         return int.from_bytes(field[1:], "big")
-    try:
-        return int(field.split(b"\x00", 1)[0].strip() or b"0", 8)
-    except ValueError:
-        return None
+    digits = field.split(b"\x00", 1)[0].strip()
+    return _number(digits, 8) if digits else 0
 
 
 def _tar(data: _Bytes, at: int, limits: Limits) -> Candidate | None:

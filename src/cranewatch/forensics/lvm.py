@@ -57,15 +57,17 @@ def parse_metadata(text: str) -> dict[str, Value]:
     tokens = [t for t in _TOKEN.findall(text) if t.strip() and not t.startswith("#")]
     position = 0
 
-    def value() -> Value:
+    def value(depth: int = 0) -> Value:
         nonlocal position
         token = tokens[position]
         position += 1
         if token == "[":
+            if depth > 16:
+                raise LvmError("metadata lists nested too deep")
             items: list[Value] = []
             while tokens[position] != "]":
                 if tokens[position] != ",":
-                    items.append(value())
+                    items.append(value(depth + 1))
                 else:
                     position += 1
             position += 1
