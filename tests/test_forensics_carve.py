@@ -303,3 +303,16 @@ def test_the_fuzzed_sample_is_found_whole_before_mutation() -> None:
     found = [(c.kind, c.offset) for c in survey(_STRUCTURED, Limits())]
     tar_at = 64 + 248 + 87
     assert found == [("cpio", 64), ("cpio", 188), ("cpio", 312), ("tar", tar_at), ("gzip", tar_at + 10240)]
+
+
+def test_cpio_fields_with_signs_or_0x_are_damage_not_numbers(tmp_path: Path) -> None:
+    """``int(b"-0000001", 16)`` is -1 and ``int(b"0x000005", 16)`` is 5: such a header is damage."""
+    good = _cpio(_tree(tmp_path / "tree"), tmp_path / "c.cpio").read_bytes()
+    first_end = good.index(b"070701", 6)  # the second member's header
+    for bad_size in (b"-0000001", b"0x000005", b"  000005"):
+        broken = bytearray(good)
+        broken[first_end + 54 : first_end + 62] = bad_size
+        path = tmp_path / "bad.cpio"
+        path.write_bytes(bytes(broken))
+        with open_image(path) as image:
+            assert any("bad cpio header field" in p for p in image.problems), image.problems

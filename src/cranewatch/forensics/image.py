@@ -874,13 +874,20 @@ def _cpio_header(stream: BinaryIO) -> tuple[int, int, int, int, int, int, int]:
     if magic == b"070707":
         header = _read_exact(stream, 70)
         def octal(at: int, width: int) -> int:
-            return int(header[at - 6 : at - 6 + width], 8)
+            return _cpio_number(header[at - 6 : at - 6 + width], "01234567", 8)
         return octal(18, 6), octal(24, 6), octal(30, 6), octal(65, 11), octal(59, 6), 76, 1
     if magic not in (b"070701", b"070702"):
         raise ValueError("bad cpio header magic (newc, crc and odc cpio are read)")
     header = _read_exact(stream, 104)
-    fields = [int(header[8 * i : 8 + 8 * i], 16) for i in range(13)]
+    fields = [_cpio_number(header[8 * i : 8 + 8 * i], "0123456789abcdefABCDEF", 16) for i in range(13)]
     return fields[1], fields[2], fields[3], fields[6], fields[11], 110, 4
+
+
+def _cpio_number(field: bytes, digits: str, base: int) -> int:
+    """A fixed-width header field of digits only (``int`` would take a sign, spaces or 0x)."""
+    if not field or field.strip(digits.encode()):
+        raise ValueError(f"bad cpio header field {field!r}")
+    return int(field, base)
 
 
 def _unpack_cpio(source: Path, compression: str | None, out: _Unpacker) -> None:
