@@ -316,3 +316,9 @@ def test_cpio_fields_with_signs_or_0x_are_damage_not_numbers(tmp_path: Path) -> 
         path.write_bytes(bytes(broken))
         with open_image(path) as image:
             assert any("bad cpio header field" in p for p in image.problems), image.problems
+
+
+def test_blob_over_the_size_limit_is_not_searched(tmp_path: Path) -> None:
+    blob = _wrap(_squashfs(_tree(tmp_path / "tree"), tmp_path / "sq").read_bytes(), tmp_path / "big.bin")
+    with pytest.raises(ImageError, match="larger than the size limit"):
+        open_image(blob, Limits(max_total_bytes=1000))

@@ -747,6 +747,11 @@ def open_firmware(source: Path, limits: Limits) -> DiskImage:
 
     ``ImageError`` (the unknown-format message) when no piece is found.
     """
+    size = source.stat().st_size
+    if size > limits.max_total_bytes:
+        raise ImageError(f"{UNKNOWN_FORMAT}; at {size} bytes it is larger than the size limit, so it was not searched "
+                         "for embedded filesystems (raise it with --max-bytes if it is a firmware blob)",
+                         Location(file=str(source)))
     tmp = tempfile.TemporaryDirectory(prefix="cranewatch-carve-")
     run = _Carving(Path(tmp.name), limits, [], [], [])
     try:
