@@ -322,3 +322,23 @@ def test_blob_over_the_size_limit_is_not_searched(tmp_path: Path) -> None:
     blob = _wrap(_squashfs(_tree(tmp_path / "tree"), tmp_path / "sq").read_bytes(), tmp_path / "big.bin")
     with pytest.raises(ImageError, match="larger than the size limit"):
         open_image(blob, Limits(max_total_bytes=1000))
+
+
+def test_update_package_inside_an_image_is_carved_and_named_by_its_path(tmp_path: Path) -> None:
+    blob = _wrap(_squashfs(_tree(tmp_path / "pkg"), tmp_path / "sq").read_bytes(), tmp_path / "blob").read_bytes()
+    root = tmp_path / "root"
+    for d in ("etc", "usr/bin", "opt/vendor", "var/lib/dpkg/info", "usr/lib/firmware"):
+        (root / d).mkdir(parents=True)
+    (root / "opt/vendor/plc-update.bin").write_bytes(blob)
+    (root / "usr/lib/firmware/owned.bin").write_bytes(blob)  # a package's own file: not searched
+    (root / "var/lib/dpkg/status").write_text("Package: fw\nStatus: install ok installed\nVersion: 1\n\n")
+    (root / "var/lib/dpkg/info/fw.list").write_text("/usr/lib/firmware/owned.bin\n")
+    result = scan_image(root, workers=1)
+    inside = [f for f in result.findings if (f.evidence[0].path or "").startswith(("opt/vendor/plc-update.bin@",
+                                                                                  "usr/lib/firmware/owned.bin@"))]
+    assert inside and {f.evidence[0].path for f in inside} == {f"opt/vendor/plc-update.bin@512:/{IMPLANT}"}
+    assert inside[0].evidence[0].note == "carved from opt/vendor/plc-update.bin at offset 512 (squashfs)"
+    assert any(w.startswith("firmware blob opt/vendor/plc-update.bin: carved 1 piece(s)")
+               for w in result.warnings)
+    top = [f for f in result.findings if f.evidence[0].path == f"opt/vendor/plc-update.bin@512:/{IMPLANT}"]
+    assert len({f.id for f in top}) == len(top)

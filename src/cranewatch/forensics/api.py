@@ -6,11 +6,12 @@ import ipaddress
 import os
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
 
 from cranewatch.errors import InputError, Location, UsageError
+from cranewatch.forensics.carve import nested_blobs
 from cranewatch.forensics.checks import yara_rules
 from cranewatch.forensics.checks.base import EndpointPolicy
 from cranewatch.forensics.checks.endpoints import claimed_summary
@@ -36,7 +37,7 @@ from cranewatch.forensics.scanner import (
     make_context,
 )
 from cranewatch.forensics.vulndb import VulnDb, load_vulndb, match
-from cranewatch.model import Finding
+from cranewatch.model import Finding, finding_id
 
 NO_ZONE_WARNING = (
     "no crane zone given (no --profile, no --zone): endpoints were judged generically, "
@@ -167,11 +168,12 @@ def _scan_whole(
             primary = next(i for i, v in enumerate(image.volumes) if v.is_root)
             return _merge_volumes(image, info, [
                 _scan_opened(v.image, info, crane=crane, policy=policy, workers=workers, want_digest=want_digest,
-                             vulns=vulns, genuine=genuine, reference=_volume_reference(reference, v, i == primary))
+                             vulns=vulns, genuine=genuine, reference=_volume_reference(reference, v, i == primary),
+                             blob_limits=None if image.format == "firmware" else limits or Limits())
                 for i, v in enumerate(image.volumes)
             ])
         return _scan_opened(image, info, crane=crane, policy=policy, workers=workers, want_digest=want_digest,
-                            vulns=vulns, genuine=genuine, reference=reference)
+                            vulns=vulns, genuine=genuine, reference=reference, blob_limits=limits or Limits())
 
 
 def _volume_reference(reference: dict[str, str] | None, volume: Volume, primary: bool) -> dict[str, str] | None:
@@ -205,7 +207,10 @@ def _merge_volumes(disk: DiskImage, info: InputInfo, scans: list[_Scanned]) -> _
 def _scan_opened(
     image: Image, info: InputInfo, *, crane: str | None, policy: EndpointPolicy, workers: int,
     want_digest: bool, vulns: VulnDb | None, genuine: GenuineSource, reference: dict[str, str] | None = None,
+    blob_limits: Limits | None = None,
 ) -> _Scanned:
+    """Scan one opened tree; with ``blob_limits``, the vendor update packages in it are carved
+    and scanned too (``carve.nested_blobs``: one level, never inside a carved piece)."""
     db = read_packages(image)
     index, notes = genuine.index(db)
     ctx = make_context(image, db, crane, policy, index, reference)
@@ -216,12 +221,33 @@ def _scan_opened(
     note = _trust_note(passed.trust, index)
     if reference is not None:
         notes.append(_reference_note(passed.trust, passed.findings))
+    problems = [*image.problems, *passed.problems]
+    if blob_limits is not None:
+        blobs, blob_problems = nested_blobs(image, db.owner, blob_limits)
+        problems.extend(blob_problems)
+        for blob_path, blob in blobs:
+            with blob:
+                notes.extend(w if w.startswith(("firmware blob ", blob_path)) else f"{blob_path}{w}" for w in blob.warnings)
+                problems.extend(f"{blob_path}: {p}" for p in blob.problems)
+                for volume in blob.volumes:
+                    inner = _scan_opened(volume.image, info, crane=crane, policy=policy, workers=workers,
+                                         want_digest=False, vulns=None, genuine=GenuineSource())
+                    findings.extend(_inside_blob(f, blob_path, blob, volume) for f in inner.findings)
+                    notes.extend(f"{blob_path}{volume.label}: {w}" for w in inner.warnings if w != NO_ZONE_WARNING)
+                    problems.extend(f"{blob_path}{volume.label}: {p}" for p in inner.problems)
     return _Scanned(
         info, findings,
         inventory(image, db, passed.kinds, passed.trust, index.sources if index is not None else ()),
-        passed.digests, image.entries,
-        [*image.warnings, *notes, *([note] if note else [])], [*image.problems, *passed.problems],
+        passed.digests, image.entries, [*image.warnings, *notes, *([note] if note else [])], problems,
     )
+
+
+def _inside_blob(finding: Finding, blob_path: str, blob: DiskImage, volume: Volume) -> Finding:
+    """A finding in a piece carved from an update package of the image: its paths start with
+    the package's (``opt/vendor/update.bin@512:/etc/init.d/S99x``), its id includes it."""
+    labelled = label_finding(finding, blob, volume, keep_id=False)
+    evidence = tuple(replace(e, path=f"{blob_path}{e.path}") if e.path is not None else e for e in labelled.evidence)
+    return replace(labelled, id=finding_id(finding.rule, finding.crane, blob_path, labelled.id), evidence=evidence)
 
 
 def scan_image(

@@ -26,6 +26,7 @@ import bz2
 import lzma
 import mmap
 import os
+import re
 import struct
 import tempfile
 import zlib
@@ -742,11 +743,13 @@ def _inflate(data: mmap.mmap, candidate: Candidate, dest: Path, limits: Limits, 
 # --- the blob as an image ---------------------------------------------------------------------------------
 
 
-def open_firmware(source: Path, limits: Limits) -> DiskImage:
+def open_firmware(source: Path, limits: Limits, name: str | None = None) -> DiskImage:
     """Open a firmware blob or update package: every carved piece is a volume of the result.
 
-    ``ImageError`` (the unknown-format message) when no piece is found.
+    ``name`` is how findings name the blob (its file name by default). ``ImageError`` (the
+    unknown-format message) when no piece is found.
     """
+    name = name or source.name
     size = source.stat().st_size
     if size > limits.max_total_bytes:
         raise ImageError(f"{UNKNOWN_FORMAT}; at {size} bytes it is larger than the size limit, so it was not searched "
@@ -755,7 +758,7 @@ def open_firmware(source: Path, limits: Limits) -> DiskImage:
     tmp = tempfile.TemporaryDirectory(prefix="cranewatch-carve-")
     run = _Carving(Path(tmp.name), limits, [], [], [])
     try:
-        _carve_blob(source, (), run, source.name)
+        _carve_blob(source, (), run, name)
     except BaseException:
         for piece in run.pieces:
             piece.image.close()
@@ -771,14 +774,53 @@ def open_firmware(source: Path, limits: Limits) -> DiskImage:
     for number, piece in enumerate(run.pieces, 1):
         offset = piece.chain[0][0]
         partition = Partition(number, offset, piece.size, "carve", "/".join(k for _, k in piece.chain))
-        note = f"carved from {source.name} {_where(piece.chain)}"
+        note = f"carved from {name} {_where(piece.chain)}"
         volumes.append(Volume(partition, piece.chain[-1][1], piece.image, name=piece.label, note=note))
     roots = [v for v in volumes if _is_root(v.image)] or [max(volumes, key=lambda v: len(v.image.entries))]
     roots[0].is_root = True
     summary = ", ".join(f"{v.label} {v.partition.type} ({v.partition.size} bytes)" for v in volumes)
-    warnings = [f"firmware blob {source.name}: carved {len(volumes)} piece(s) by signature: {summary}", *run.warnings]
+    warnings = [f"firmware blob {name}: carved {len(volumes)} piece(s) by signature: {summary}", *run.warnings]
     return DiskImage(source, "firmware", roots[0].image.root, roots[0].image.entries, warnings, tmp,
                      problems=run.problems, container="firmware", volumes=volumes)
 
 
-__all__ = ["UNKNOWN_FORMAT", "Candidate", "Header", "headers", "open_firmware", "signatures", "survey"]
+# --- update packages inside an image ----------------------------------------------------------------------
+
+# Names vendors give update packages and firmware images. Only files no package owns are
+# searched (a distribution's own firmware, /usr/lib/firmware, is the package's business).
+_BLOB_NAME = re.compile(r"\.(bin|img|fw|upd|update|swu|rom|itb|ub|trx|chk|pkg|squashfs|sqfs|sqsh|cpio|ext[234]|uimage)$",
+                        re.IGNORECASE)
+_BLOB_MIN = 4096
+MAX_NESTED_BLOBS = 32  # update packages searched in one image
+
+
+def nested_blobs(image: Image, owner: dict[str, str], limits: Limits) -> tuple[list[tuple[str, DiskImage]], list[str]]:
+    """The vendor update packages of ``image`` that hold filesystems or archives, opened.
+
+    A candidate is a regular file no package owns, named like an update package or firmware
+    image, at least 4 KiB; carved pieces are not searched again for blobs (one level). The
+    caller closes each returned image. Returns (image path, opened blob) and the problems.
+    """
+    found: list[tuple[str, DiskImage]] = []
+    problems: list[str] = []
+    candidates = sorted(e.path for e in image.files()
+                        if e.path not in owner and e.size >= _BLOB_MIN and _BLOB_NAME.search(e.path))
+    for path in candidates:
+        if len(found) >= MAX_NESTED_BLOBS:
+            problems.append(f"more than {MAX_NESTED_BLOBS} update packages or firmware images in the image: "
+                            f"{len(candidates) - MAX_NESTED_BLOBS} not searched for embedded filesystems")
+            break
+        try:
+            blob = open_firmware(image.disk_path(path), limits, name=path)
+        except ImageError as exc:
+            if "no embedded filesystem or archive was found" not in exc.message:
+                problems.append(f"{path}: {exc.message}")
+            continue
+        except OSError as exc:
+            problems.append(f"{path}: cannot be searched for embedded filesystems ({exc.strerror})")
+            continue
+        found.append((path, blob))
+    return found, problems
+
+
+__all__ = ["UNKNOWN_FORMAT", "Candidate", "Header", "headers", "nested_blobs", "open_firmware", "signatures", "survey"]
