@@ -342,3 +342,11 @@ def test_update_package_inside_an_image_is_carved_and_named_by_its_path(tmp_path
                for w in result.warnings)
     top = [f for f in result.findings if f.evidence[0].path == f"opt/vendor/plc-update.bin@512:/{IMPLANT}"]
     assert len({f.id for f in top}) == len(top)
+
+
+def test_html_report_says_where_a_finding_was_carved(tmp_path: Path) -> None:
+    blob = _wrap(_squashfs(_tree(tmp_path / "tree"), tmp_path / "sq").read_bytes(), tmp_path / "update.bin")
+    out = tmp_path / "report.html"
+    assert main(["scan-image", str(blob), "--format", "html", "--out", str(out)]) == 0
+    html = out.read_text()
+    assert f"@512:/{IMPLANT}" in html and "carved from update.bin at offset 512 (squashfs)" in html
