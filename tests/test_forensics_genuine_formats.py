@@ -280,3 +280,65 @@ def test_same_image_as_reference_is_all_verified_and_quiet(tmp_path: Path) -> No
     result = scan_image(golden, reference=golden, workers=1)
     assert result.inventory.trust == {"reference": 3}
     assert not [f for f in result.findings if f.rule == "integrity.differs-from-reference"]
+
+
+# --- rpm's Berkeley DB database (RHEL/CentOS 7 and 8) ------------------------------------------------------
+
+
+def _bdb_from_sqlite(root: Path, page_size: int, copies: int = 1) -> Path:
+    """The image's sqlite rpmdb rewritten as a Berkeley DB hash ``Packages`` by db_load (the
+    header blobs keyed by their instance number, as rpm's BDB backend keeps them)."""
+    load = shutil.which("db5.3_load") or shutil.which("db_load")
+    if load is None:
+        pytest.skip("db_load is not installed (Debian package db5.3-util)")
+    rpmdb = root / "var/lib/rpm"
+    conn = sqlite3.connect(rpmdb / "rpmdb.sqlite")
+    try:
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        rows = conn.execute("SELECT hnum, blob FROM Packages").fetchall()
+    finally:
+        conn.close()
+    lines = ["VERSION=3", "format=bytevalue", "type=hash", f"db_pagesize={page_size}", "HEADER=END"]
+    for copy in range(copies):
+        for number, blob in rows:
+            lines += [" " + (number + 1000 * copy).to_bytes(4, "little").hex(), " " + bytes(blob).hex()]
+    lines.append("DATA=END")
+    for item in rpmdb.iterdir():
+        item.unlink()
+    dump = root.parent / "dump.txt"
+    dump.write_text("\n".join(lines) + "\n")
+    subprocess.run([load, "-f", str(dump), str(rpmdb / "Packages")], check=True)
+    return rpmdb / "Packages"
+
+
+def _dumped_values(packages: Path) -> list[bytes]:
+    """The data items as Berkeley DB's own db_dump prints them (hex, keys and data alternating)."""
+    dump = shutil.which("db5.3_dump") or shutil.which("db_dump")
+    assert dump is not None
+    text = subprocess.run([dump, str(packages)], capture_output=True, text=True, check=True).stdout
+    body = text.split("HEADER=END\n", 1)[1].split("DATA=END", 1)[0].split()
+    return [bytes.fromhex(item) for item in body[1::2]]
+
+
+@pytest.mark.parametrize("page_size", [4096, 512])  # 512: the 2 KB header spans overflow pages
+def test_rpm_berkeley_db_is_read_like_db_dump_reads_it(tmp_path: Path, page_size: int) -> None:
+    from cranewatch.forensics.packages import bdb_hash_values
+
+    root = _rpm_root(_rpmbuild(tmp_path), tmp_path / "root")
+    packages = _bdb_from_sqlite(root, page_size, copies=5)
+    assert sorted(bdb_hash_values(packages.read_bytes())) == sorted(_dumped_values(packages))
+    with open_image(root) as image:
+        db = read_packages(image)
+    assert {(p.name, p.version, p.path) for p in db.packages} == {("cranetool", "1.2-3", "var/lib/rpm/Packages")}
+    assert db.digests["usr/bin/cranetool"] == "sha256:" + hashlib.sha256(TOOL).hexdigest()
+
+
+def test_rpm_berkeley_db_trojan_with_rewritten_digest_does_not_pass(tmp_path: Path) -> None:
+    rpm = _rpmbuild(tmp_path)
+    genuine = tmp_path / "pool"
+    genuine.mkdir()
+    shutil.copy(rpm, genuine)
+    root = _rpm_root(rpm, tmp_path / "root")
+    _rewrite_rpm_digest(root, "usr/bin/cranetool", TROJAN)
+    _bdb_from_sqlite(root, 4096)
+    _check_trojan_caught(root, genuine, "var/lib/rpm/Packages")

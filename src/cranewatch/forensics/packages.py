@@ -247,11 +247,34 @@ def rpm_files(tags: dict[int, str | list[str] | list[int]]) -> list[tuple[str, s
     return out
 
 
+_RPM_DATABASES = ("var/lib/rpm/rpmdb.sqlite", "usr/lib/sysimage/rpm/rpmdb.sqlite",  # rpm >= 4.16
+                  "var/lib/rpm/Packages", "usr/lib/sysimage/rpm/Packages")  # Berkeley DB (RHEL/CentOS 7 and 8)
+_MAX_RPMDB = 1 << 30
+
+
 def _rpm(image: Image, db: PackageDb) -> list[Package]:
-    path = image.resolve("var/lib/rpm/rpmdb.sqlite") or image.resolve("usr/lib/sysimage/rpm/rpmdb.sqlite")
-    if path is None or image.entries[path].type != "file":
+    path = next((p for p in map(image.resolve, _RPM_DATABASES) if p is not None and image.entries[p].type == "file"), None)
+    if path is None:
         return []
     found = []
+    for blob in _rpm_sqlite_headers(image, path) if path.endswith(".sqlite") else _rpm_bdb_headers(image, path):
+        tags = rpm_header(blob)
+        name = rpm_text(tags, RPM_NAME)
+        if not name:
+            continue
+        found.append(Package("rpm", name, rpm_version(tags), rpm_text(tags, RPM_SOURCERPM) or None,
+                             rpm_text(tags, RPM_ARCH) or None, path))
+        for file_path, digest, is_config in rpm_files(tags):
+            canonical = image.canonical(file_path)
+            db.owner.setdefault(canonical, name)
+            if digest:
+                db.digests[canonical] = digest
+            if is_config:
+                db.config.add(canonical)
+    return found
+
+
+def _rpm_sqlite_headers(image: Image, path: str) -> list[bytes]:
     # sqlite writes beside a database it opens (journal, WAL recovery): work on a private copy
     # of the database and its write-ahead log, never on the image.
     with tempfile.TemporaryDirectory(prefix="cranewatch-rpmdb-") as tmp:
@@ -264,25 +287,77 @@ def _rpm(image: Image, db: PackageDb) -> list[Package]:
         try:
             conn = sqlite3.connect(copy)
             try:
-                for (blob,) in conn.execute("SELECT blob FROM Packages"):
-                    tags = rpm_header(bytes(blob))
-                    name = rpm_text(tags, RPM_NAME)
-                    if not name:
-                        continue
-                    found.append(Package("rpm", name, rpm_version(tags), rpm_text(tags, RPM_SOURCERPM) or None,
-                                         rpm_text(tags, RPM_ARCH) or None, path))
-                    for file_path, digest, is_config in rpm_files(tags):
-                        canonical = image.canonical(file_path)
-                        db.owner.setdefault(canonical, name)
-                        if digest:
-                            db.digests[canonical] = digest
-                        if is_config:
-                            db.config.add(canonical)
+                return [bytes(blob) for (blob,) in conn.execute("SELECT blob FROM Packages")]
             finally:
                 conn.close()
         except sqlite3.Error:
             return []
-    return found
+
+
+# Berkeley DB hash database, read-only, as rpm's own bdb_ro backend reads it: the meta page's
+# magic and page size, then every hash page's key/data items; a data item too big for its page
+# is a chain of overflow pages.
+_BDB_HASH_MAGIC = 0x061561
+_P_HASH_UNSORTED, _P_HASH, _P_OVERFLOW = 2, 13, 7
+_H_KEYDATA, _H_OFFPAGE = 1, 3
+
+
+def _rpm_bdb_headers(image: Image, path: str) -> list[bytes]:
+    if image.entries[path].size > _MAX_RPMDB:
+        return []
+    with image.open(path) as fh:
+        data = fh.read(_MAX_RPMDB)
+    return bdb_hash_values(data)
+
+
+def bdb_hash_values(data: bytes) -> list[bytes]:
+    """The data items of a Berkeley DB hash database (``[]`` if it is not one)."""
+    if len(data) < 512:
+        return []
+    for order in ("<", ">"):
+        if struct.unpack_from(order + "I", data, 12)[0] == _BDB_HASH_MAGIC:
+            break
+    else:
+        return []
+    page_size = struct.unpack_from(order + "I", data, 20)[0]
+    if page_size < 512 or page_size > 65536 or page_size & (page_size - 1):
+        return []
+    pages = len(data) // page_size
+    values: list[bytes] = []
+    for number in range(1, pages):
+        page = data[number * page_size : (number + 1) * page_size]
+        if page[25] not in (_P_HASH, _P_HASH_UNSORTED):
+            continue
+        entries = struct.unpack_from(order + "H", page, 20)[0]
+        offsets = [struct.unpack_from(order + "H", page, 26 + 2 * i)[0] for i in range(min(entries, (page_size - 26) // 2))]
+        for i in range(1, len(offsets), 2):  # items alternate key, data
+            start, end = offsets[i], offsets[i - 1] if i else page_size
+            if not 26 <= start < end <= page_size:
+                continue
+            kind = page[start]
+            if kind == _H_KEYDATA:
+                values.append(page[start + 1 : end])
+            elif kind == _H_OFFPAGE and end - start >= 12:
+                first, total = struct.unpack_from(order + "II", page, start + 4)
+                values.append(_bdb_overflow(data, page_size, pages, first, total, order))
+    return [v for v in values if v]
+
+
+def _bdb_overflow(data: bytes, page_size: int, pages: int, first: int, total: int, order: str) -> bytes:
+    chunks: list[bytes] = []
+    got, number, seen = 0, first, set()
+    while 0 < number < pages and number not in seen and got < total:
+        seen.add(number)
+        page = data[number * page_size : (number + 1) * page_size]
+        if page[25] != _P_OVERFLOW:
+            return b""
+        length = struct.unpack_from(order + "H", page, 22)[0]
+        chunk = page[26 : 26 + min(length, page_size - 26)]
+        chunks.append(chunk)
+        got += len(chunk)
+        number = struct.unpack_from(order + "I", page, 16)[0]
+    blob = b"".join(chunks)
+    return blob if len(blob) == total else b""
 
 
 _DIST_INFO = re.compile(r"(^|/)[^/]+\.(dist-info/METADATA|egg-info/PKG-INFO|egg-info)$")

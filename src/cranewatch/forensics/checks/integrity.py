@@ -133,7 +133,8 @@ def check_file(view: FileView, ctx: ScanContext) -> Iterator[Finding]:
 
 
 _STATUS = ("var/lib/dpkg/status", "usr/lib/opkg/status", "var/lib/opkg/status")
-_DATABASES = ("lib/apk/db/installed", "var/lib/rpm/rpmdb.sqlite", "usr/lib/sysimage/rpm/rpmdb.sqlite")
+_DATABASES = ("lib/apk/db/installed", "var/lib/rpm/rpmdb.sqlite", "usr/lib/sysimage/rpm/rpmdb.sqlite",
+              "var/lib/rpm/Packages", "usr/lib/sysimage/rpm/Packages")
 
 
 def _rewritten_records(image: Image, ctx: ScanContext) -> Iterator[Finding]:
