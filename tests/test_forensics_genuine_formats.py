@@ -17,11 +17,14 @@ import hashlib
 import io
 import shutil
 import sqlite3
+import struct
 import subprocess
 import tarfile
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from cranewatch.forensics import GenuineSource, ScanResult, scan_image
 from cranewatch.forensics.genuine import read_package
@@ -342,3 +345,18 @@ def test_rpm_berkeley_db_trojan_with_rewritten_digest_does_not_pass(tmp_path: Pa
     _rewrite_rpm_digest(root, "usr/bin/cranetool", TROJAN)
     _bdb_from_sqlite(root, 4096)
     _check_trojan_caught(root, genuine, "var/lib/rpm/Packages")
+
+
+@settings(max_examples=200, deadline=None, derandomize=True)
+@given(st.binary(min_size=0, max_size=3000), st.sampled_from([512, 1024]))
+def test_hostile_rpm_databases_and_headers_never_raise(noise: bytes, page_size: int) -> None:
+    from cranewatch.forensics.packages import bdb_hash_values, rpm_files, rpm_header
+
+    meta = bytearray(page_size)
+    struct.pack_into("<II", meta, 12, 0x061561, 9)
+    struct.pack_into("<I", meta, 20, page_size)
+    body = bytearray((noise * (3 * page_size // max(len(noise), 1) + 1))[: 3 * page_size].ljust(3 * page_size, b"\x00"))
+    body[25], body[page_size + 25], body[2 * page_size + 25] = 13, 2, 7  # hash, unsorted hash, overflow pages
+    for value in bdb_hash_values(bytes(meta) + bytes(body)):
+        rpm_files(rpm_header(value))
+    rpm_files(rpm_header(noise))
