@@ -350,3 +350,14 @@ def test_html_report_says_where_a_finding_was_carved(tmp_path: Path) -> None:
     assert main(["scan-image", str(blob), "--format", "html", "--out", str(out)]) == 0
     html = out.read_text()
     assert f"@512:/{IMPLANT}" in html and "carved from update.bin at offset 512 (squashfs)" in html
+
+
+def test_update_blob_compared_with_the_previous_release_despite_a_longer_header(tmp_path: Path) -> None:
+    clean = tmp_path / "clean"
+    _tree(clean, implant="#!/bin/sh\nexec /usr/bin/hello\n")
+    old = _wrap(_squashfs(clean, tmp_path / "v1.sq").read_bytes(), tmp_path / "v1.bin", header=512)
+    new = _wrap(_squashfs(_tree(tmp_path / "tree"), tmp_path / "v2.sq").read_bytes(), tmp_path / "v2.bin", header=1024)
+    result = scan_image(new, reference=old, workers=1)
+    changed = [f for f in result.findings if f.rule == "integrity.differs-from-reference"]
+    assert [f.evidence[0].path for f in changed] == [f"@1024:/{IMPLANT}"]
+    assert result.inventory.trust.get("reference") == 2  # etc/hostname and usr/bin/hello are the same
