@@ -47,7 +47,7 @@ import zstandard
 from cranewatch.errors import EnvironmentProblem, ImageError, Location
 
 EntryType = Literal["file", "dir", "symlink"]
-ImageFormat = Literal["dir", "tar", "zip", "cpio", "squashfs", "ext", "disk"]
+ImageFormat = Literal["dir", "tar", "zip", "cpio", "squashfs", "ext", "ntfs", "disk"]
 
 _COPY_BLOCK = 1 << 20
 _RAW_RATIO = 4.0  # content bytes per byte of an uncompressed filesystem image
@@ -562,6 +562,8 @@ def detect_format(path: Path) -> tuple[ImageFormat, str | None]:
         return "ext", None
     if head.startswith((b"PK\x03\x04", b"PK\x05\x06")):
         return "zip", None
+    if head[3:11] == b"NTFS    " and head[510:512] == b"\x55\xaa":
+        return "ntfs", None
     compression = _compression(head)
     if compression is not None:
         try:
@@ -579,7 +581,7 @@ def detect_format(path: Path) -> tuple[ImageFormat, str | None]:
         return "disk", compression
     raise ImageError(
         "unknown image format (expected a directory, tar[.gz|.xz|.bz2|.zst], zip, cpio (newc), "
-        "squashfs, an ext2/3/4 partition image or a whole disk: raw MBR/GPT, qcow2, VMDK, VHD, VHDX, E01)",
+        "squashfs, an ext2/3/4 or NTFS partition image or a whole disk: raw MBR/GPT, qcow2, VMDK, VHD, VHDX, E01)",
         where,
     )
 
@@ -613,6 +615,11 @@ def open_image(path: str | os.PathLike[str], limits: Limits | None = None) -> Im
             return _rooted(_open_squashfs(source, unpacker))
         elif fmt == "ext":
             return _rooted(_open_ext(source, unpacker, limits))
+        elif fmt == "ntfs":
+            from cranewatch.forensics.ntfs import open_ntfs
+
+            unpacker.tmp.cleanup()
+            return _rooted(open_ntfs(source, limits))
     except BaseException:
         unpacker.tmp.cleanup()
         raise
