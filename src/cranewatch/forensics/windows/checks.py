@@ -15,6 +15,7 @@ from cranewatch.forensics.windows import (
     active_setup,
     amcache,
     autologon,
+    eventlogs,
     firewall,
     hosts,
     ifeo,
@@ -63,6 +64,7 @@ WINDOWS_CHECKS: tuple[tuple[str, WindowsCheck], ...] = (
     (wwan.NAME, wwan.check),
     (vpn.NAME, vpn.check),
     (proxy.NAME, proxy.check),
+    (eventlogs.NAME, eventlogs.check),
 )
 
 
