@@ -6,7 +6,7 @@ import ipaddress
 import os
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
 
@@ -36,6 +36,7 @@ from cranewatch.forensics.scanner import (
     make_context,
 )
 from cranewatch.forensics.vulndb import VulnDb, load_vulndb, match
+from cranewatch.forensics.windows import is_windows, windows_programs
 from cranewatch.model import Finding
 
 NO_ZONE_WARNING = (
@@ -188,6 +189,8 @@ def _scan_opened(
     want_digest: bool, vulns: VulnDb | None, genuine: GenuineSource,
 ) -> _Scanned:
     db = read_packages(image)
+    if is_windows(image):  # the Uninstall keys' programs join the inventory and the SBOM
+        db = replace(db, packages=(*db.packages, *windows_programs(image)))
     index, notes = genuine.index(db)
     ctx = make_context(image, db, crane, policy, index)
     passed = file_pass(image, ctx, workers=workers, want_digest=want_digest)

@@ -15,6 +15,7 @@ from cranewatch.forensics.windows import (
     active_setup,
     amcache,
     autologon,
+    com_hijack,
     eventlogs,
     firewall,
     hosts,
@@ -65,6 +66,7 @@ WINDOWS_CHECKS: tuple[tuple[str, WindowsCheck], ...] = (
     (vpn.NAME, vpn.check),
     (proxy.NAME, proxy.check),
     (eventlogs.NAME, eventlogs.check),
+    (com_hijack.NAME, com_hijack.check),
 )
 
 
