@@ -12,6 +12,7 @@ import os
 import shutil
 import struct
 import subprocess
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -20,7 +21,10 @@ from cranewatch.cli import main
 from cranewatch.forensics.api import ScanResult, scan_image
 from cranewatch.forensics.image import Limits, open_image
 from cranewatch.forensics.ntfs import reparse_target
+from cranewatch.model import Severity
+from evtx_writer import event, write_evtx
 from test_forensics_windows import IMPLANTS, STS07, _matching, implant_tree
+from windows_helpers import REG_SZ, build_pe, set_values
 
 MIB = 1 << 20
 ESP = "C12A7328-F81F-11D2-BA4B-00A0C93EC93B"
@@ -77,9 +81,29 @@ def _signature(result: ScanResult) -> list[tuple[str, str, str, str]]:
     return sorted((f.id, f.rule, f.severity.name, f.title) for f in result.findings)
 
 
+# Implants of the kinds read since the collection tests: a real unsigned program started by a
+# service, event logs, a COM hijack in the user's UsrClass.dat.
+NEW_IMPLANTS = ("windows.program-signature", "windows.event-service-installed", "windows.event-rdp-logon",
+                "windows.com-hijack")
+
+
 @pytest.fixture(scope="module")
 def tree(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return implant_tree(shared_data, tmp_path_factory.mktemp("win10") / "C")
+    root = implant_tree(shared_data, tmp_path_factory.mktemp("win10") / "C")
+    build_pe(root / "ProgramData/CraneSync/cranesync.exe", "crane sync")  # a real, unsigned program
+    when = datetime(2024, 5, 14, 8, 30, tzinfo=UTC)
+    write_evtx(root / "Windows/System32/winevt/Logs/System.evtx", [
+        (event("Service Control Manager", 7045, "System", when, 1, {"ServiceName": "PSEXESVC",
+                                                                    "ImagePath": "%SystemRoot%\\PSEXESVC.exe"}), when)])
+    write_evtx(root / "Windows/System32/winevt/Logs/Security.evtx", [
+        (event("Microsoft-Windows-Security-Auditing", 4624, "Security", when, 1,
+               {"TargetUserName": "vendor", "LogonType": "10", "IpAddress": "203.0.113.80"}), when)])
+    thumbs = "{AB8902B4-09CA-4BB6-B78D-A8F59079A8D5}"
+    set_values(root / "Windows/System32/config/SOFTWARE", [
+        (f"Classes\\CLSID\\{thumbs}\\InprocServer32", "", REG_SZ, "%SystemRoot%\\system32\\thumbcache.dll")])
+    set_values(root / "Users/cms/AppData/Local/Microsoft/Windows/UsrClass.dat", [
+        (f"CLSID\\{thumbs}\\InprocServer32", "", REG_SZ, "C:\\Users\\cms\\AppData\\Roaming\\thumbs.dll")])
+    return root
 
 
 @pytest.fixture(scope="module")
@@ -109,6 +133,8 @@ def test_a_bare_ntfs_volume_gives_the_directory_findings(volume: Path, tree_resu
     assert _signature(result) == _signature(tree_result)
     for rule, word, lowest in IMPLANTS:
         assert max(f.severity for f in _matching(result.findings, rule, word)) >= lowest, (rule, word)
+    for rule in NEW_IMPLANTS:
+        assert [f for f in result.findings if f.rule == rule and f.severity >= Severity.HIGH], rule
     assert result.problems == ()
 
 
