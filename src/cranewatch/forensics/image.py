@@ -649,6 +649,8 @@ def find_root(entries: dict[str, Entry]) -> str:
     ``"rootfs"`` for an archive made with ``tar czf x.tgz rootfs/``."""
     if _looks_like_root(entries, ""):
         return ""  # a root already (a chroot inside it is part of it)
+    if any(path.lower() == "windows/system32/config" for path in entries):
+        return ""  # a Windows system drive: Git for Windows or Cygwin inside it carry etc/ and usr/ too
     best = ("", 0, 0)
     for path, entry in entries.items():
         if entry.type != "dir" or not path.endswith("/etc"):
