@@ -139,3 +139,27 @@ def test_a_signed_vendor_service_is_no_alarm(shared_data: Path, tmp_path: Path, 
     result = scan_image(tree, workers=1, policy=STS07)
     assert [(f.rule, f.title) for f in result.findings if f.severity >= Severity.HIGH] == []
     assert result.warnings == ()
+
+
+def test_microsofts_name_on_an_unverified_chain_is_medium(tmp_path: Path) -> None:
+    """A certificate issued to "Microsoft Corporation" by a CA no one trusts: not proof of a forgery
+    (an expired certificate without a timestamp looks the same offline), not proof of Microsoft."""
+    from cranewatch.forensics.windows.authenticode import PeInfo
+    from cranewatch.forensics.windows.programs import _judge, _Started
+
+    info = inspect(sign_pe(build_pe(tmp_path / "a.exe", "x"), tmp_path / "s.exe",
+                           make_test_ca(tmp_path / "ca", signer="Microsoft Corporation")).read_bytes())
+    assert (info.status, info.signer) == ("untrusted", "Microsoft Corporation")
+
+    class _Ctx:
+        def finding(self, **kw: object) -> dict[str, object]:
+            return kw
+
+    class _Win:
+        ctx = _Ctx()
+
+    item = _Started("Windows/System32/x.exe", "c:\\windows\\system32\\x.exe", ["service X"], ["x.exe"], True)
+    judged = _judge(_Win(), item, info)  # type: ignore[arg-type]
+    assert judged is not None and judged["severity"] == Severity.MEDIUM  # type: ignore[index]
+    other = PeInfo("untrusted", "Crane Vendor GmbH", "Crane Test Root CA")
+    assert _judge(_Win(), item, other)["severity"] == Severity.HIGH  # type: ignore[arg-type,index]

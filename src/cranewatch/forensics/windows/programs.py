@@ -132,6 +132,10 @@ def _judge(win: WindowsTree, item: _Started, info: PeInfo) -> Finding | None:
         severity, why = Severity.MEDIUM, "is not a valid PE program (a script or payload named as a program, or damaged)"
     elif info.status == "broken":
         severity, why, category = Severity.CRITICAL, info.describe(), "backdoor"
+    elif info.status == "untrusted" and info.signer.lower().startswith("microsoft"):
+        # Microsoft's name on a chain that did not verify: an expired certificate without a
+        # timestamp, a root missing from signify's store, or a forged certificate.
+        severity, why = Severity.MEDIUM, f"is {info.describe()} (check the chain on Windows: signtool verify /pa /v)"
     elif claims_microsoft and not info.microsoft() and (info.signed or place != "system"):
         severity, category = Severity.HIGH, "backdoor"
         why = f"claims to be Microsoft's ({info.original_name or name}) but is {info.describe()}"
