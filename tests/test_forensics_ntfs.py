@@ -238,3 +238,33 @@ def test_reparse_buffers_are_decoded_by_hand() -> None:
     assert reparse_target(junction) == ("junction", "C:\\ProgramData")
     assert reparse_target(b"\x17\x00\x00\x80" + b"\0" * 12)[0] == "WOF (compressed) file"
     assert reparse_target(b"\x01") == ("reparse point", "")
+
+
+def test_a_name_holding_path_separators_is_refused(tmp_path: Path) -> None:
+    """NTFS stores names as UTF-16 and libtsk hands them over as they are: a hostile volume's
+    '../../.txt' (written here into the MFT record and the directory index) never leaves the root."""
+    root = tmp_path / "t"
+    (root / "Users").mkdir(parents=True)
+    (root / "Users/aaaaaa.txt").write_text("payload\n")
+    (root / "Users/fine.txt").write_text("ok\n")
+    volume = ntfs_volume(root, tmp_path / "v.ntfs")
+    data = volume.read_bytes()
+    old, new = "aaaaaa.txt".encode("utf-16-le"), "../../.txt".encode("utf-16-le")
+    assert data.count(old) == 2  # the $FILE_NAME attribute and the $I30 index entry
+    volume.write_bytes(data.replace(old, new))
+    with open_image(volume) as image:
+        assert sorted(image.entries) == ["Users", "Users/fine.txt"]
+        assert image.problems == [
+            "refused 1 member(s) whose names leave the image root (path traversal), not scanned: 'Users/../../.txt'"]
+        assert not (tmp_path / ".txt").exists() and not (image.root.parent / ".txt").exists()
+
+
+def test_the_file_count_limit_stops_the_ntfs_walk(tmp_path: Path) -> None:
+    root = tmp_path / "t"
+    (root / "d").mkdir(parents=True)
+    for i in range(20):
+        (root / f"d/f{i:02d}.txt").write_text(f"{i}\n")
+    volume = ntfs_volume(root, tmp_path / "v.ntfs")
+    with open_image(volume, Limits(max_files=8)) as image:
+        assert len(image.entries) == 8
+        assert any(p.startswith("stopped reading the image at member 9") and "file-count limit" in p for p in image.problems)
