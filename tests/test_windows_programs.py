@@ -163,3 +163,41 @@ def test_microsofts_name_on_an_unverified_chain_is_medium(tmp_path: Path) -> Non
     assert judged is not None and judged["severity"] == Severity.MEDIUM  # type: ignore[index]
     other = PeInfo("untrusted", "Crane Vendor GmbH", "Crane Test Root CA")
     assert _judge(_Win(), item, other)["severity"] == Severity.HIGH  # type: ignore[arg-type,index]
+
+
+def test_a_hostile_program_is_a_located_problem_and_the_others_are_judged(
+        shared_data: Path, tmp_path: Path, programs: dict[str, Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    import cranewatch.forensics.windows.programs as module
+
+    tree = _tree(shared_data, tmp_path / "C", programs, implants=True)
+    real = module.inspect
+
+    def fragile(data: bytes):  # type: ignore[no-untyped-def]
+        if data == programs["broken"].read_bytes():
+            raise ValueError("a parser met bytes it did not expect")
+        return real(data)
+
+    monkeypatch.setattr(module, "inspect", fragile)
+    result = scan_image(tree, workers=1, policy=STS07)
+    assert not _of(result.findings, "update.exe")
+    assert _of(result.findings, "cranesync.exe") and _of(result.findings, "health.exe")
+    assert any("Users/cms/AppData/Roaming/Vendor/update.exe: program not read as a PE" in w for w in result.warnings)
+
+
+def test_damaged_signed_programs_never_break_the_reader(programs: dict[str, Path]) -> None:
+    """Bounded fuzzing (fixed seed, 150 cases): bytes flipped and files cut in a signed program
+    give a status (mostly "broken"), never an exception."""
+    import random
+
+    base = programs["signed"].read_bytes()
+    rng = random.Random(16)
+    seen = set()
+    for _ in range(150):
+        data = bytearray(base)
+        for _ in range(rng.randint(1, 20)):
+            data[rng.randrange(len(data))] = rng.randrange(256)
+        if rng.random() < 0.3:
+            data = data[: rng.randrange(len(data))]
+        seen.add(inspect(bytes(data)).status)
+    assert seen <= {"broken", "not-pe", "unsigned", "untrusted"}
+    assert "broken" in seen

@@ -20,6 +20,7 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import io
+import struct
 import sys
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -95,7 +96,7 @@ def inspect(data: bytes) -> PeInfo:
 
     try:
         pe = pefile.PE(data=data, fast_load=True)
-    except pefile.PEFormatError:
+    except (pefile.PEFormatError, ValueError, struct.error):
         return PeInfo("not-pe")
     try:
         security = pe.OPTIONAL_HEADER.DATA_DIRECTORY[pefile.DIRECTORY_ENTRY["IMAGE_DIRECTORY_ENTRY_SECURITY"]]
@@ -113,7 +114,12 @@ def inspect(data: bytes) -> PeInfo:
     base = {"company": version.get("CompanyName", ""), "original_name": version.get("OriginalFilename", ""), "kind": kind}
     if not has_table:  # no certificate table: nothing embedded (a catalog may still vouch for it)
         return PeInfo("unsigned", **base)
-    return _signature(data, base)
+    try:
+        return _signature(data, base)
+    except (ValueError, UnicodeError, TypeError, KeyError, IndexError, AttributeError, OverflowError) as exc:
+        # asn1crypto parses lazily: a damaged certificate or attribute raises when it is read
+        text = " ".join(str(exc).split())[:160]
+        return PeInfo("broken", detail=f"the signature does not parse: {type(exc).__name__}: {text}", **base)
 
 
 def _version_strings(pe: Any) -> dict[str, str]:

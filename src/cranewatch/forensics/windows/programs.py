@@ -115,7 +115,11 @@ def check(win: WindowsTree) -> Iterator[Finding]:
         data = win.read_bytes(item.image_path, limit=MAX_PE_BYTES)
         if data is None:
             continue
-        info = inspect(data)
+        try:
+            info = inspect(data)
+        except Exception as exc:  # pefile/signify/asn1crypto on hostile bytes: one program, not the check
+            win.problem(item.image_path, f"program not read as a PE with its signature ({type(exc).__name__}: {exc})")
+            continue
         finding = _judge(win, item, info)
         if finding is not None:
             yield finding
