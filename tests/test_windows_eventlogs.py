@@ -140,3 +140,33 @@ def test_a_damaged_event_log_is_a_located_problem(collection: Path, tmp_path: Pa
     # The other logs and the undamaged chunks are still read.
     assert _rule(result.findings, "windows.event-powershell")
     assert _rule(result.findings, "windows.event-rdp-logon")
+
+
+def test_damaged_event_logs_never_break_the_check(tmp_path: Path) -> None:
+    """Bounded fuzzing (fixed seed, 60 cases): bytes flipped and logs cut give findings or located
+    problems, never an exception."""
+    import random
+
+    from cranewatch.forensics.checks.base import ScanContext
+    from cranewatch.forensics.image import open_image
+    from cranewatch.forensics.windows import eventlogs
+    from cranewatch.forensics.windows.tree import WindowsTree
+
+    base = write_evtx(tmp_path / "base.evtx", [_service(i, f"Svc{i}", "C:\\ProgramData\\x.exe") for i in range(1, 200)]).read_bytes()
+    root = tmp_path / "C"
+    (root / "Windows/System32/config").mkdir(parents=True)
+    log = root / LOGS / "System.evtx"
+    log.parent.mkdir(parents=True)
+    rng = random.Random(16)
+    for _ in range(60):
+        data = bytearray(base)
+        for _ in range(rng.randint(1, 40)):
+            data[rng.randrange(len(data))] = rng.randrange(256)
+        if rng.random() < 0.3:
+            data = data[: rng.randrange(len(data))]
+        log.write_bytes(bytes(data))
+        with open_image(root) as image:
+            win = WindowsTree(image, ScanContext(crane=None, entries=image.entries, owner={}, md5={}, conffiles={}))
+            findings = list(eventlogs.check(win))
+            assert all(f.rule == "windows.event-service-installed" for f in findings)
+            assert all(f"{LOGS}/System.evtx" in p for p in win.problems)
