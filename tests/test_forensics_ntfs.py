@@ -9,6 +9,7 @@ scan must give the directory scan's findings, with the same ids.
 from __future__ import annotations
 
 import os
+import random
 import shutil
 import struct
 import subprocess
@@ -268,3 +269,35 @@ def test_the_file_count_limit_stops_the_ntfs_walk(tmp_path: Path) -> None:
     with open_image(volume, Limits(max_files=8)) as image:
         assert len(image.entries) == 8
         assert any(p.startswith("stopped reading the image at member 9") and "file-count limit" in p for p in image.problems)
+
+
+def test_damaged_mft_records_give_an_image_or_a_located_error(tmp_path: Path) -> None:
+    """Bounded fuzzing (fixed seed, 12 cases) of the MFT of a real volume: each damaged volume is
+    read (what libtsk can) or refused with an ImageError naming it; never an exception, never a
+    file outside the private directory."""
+    from cranewatch.errors import ImageError
+
+    root = tmp_path / "t"
+    (root / "Users/a/b").mkdir(parents=True)
+    for i in range(30):
+        (root / f"Users/a/b/f{i}.txt").write_text("x" * (i * 300))
+    base = ntfs_volume(root, tmp_path / "v.ntfs", 16).read_bytes()
+    mft = base.index(b"FILE0")
+    rng = random.Random(5)
+    damaged = tmp_path / "m.ntfs"
+    outcomes = set()
+    for _ in range(12):
+        data = bytearray(base)
+        for _ in range(rng.randint(1, 60)):
+            data[mft + rng.randrange(120 * 1024)] = rng.randrange(256)
+        damaged.write_bytes(bytes(data))
+        try:
+            with open_image(damaged) as image:
+                assert all(".." not in p.split("/") for p in image.entries)
+                assert not any(p.is_symlink() for p in image.root.rglob("*"))
+                outcomes.add("read")
+        except ImageError as exc:
+            assert exc.location is not None and exc.location.file == str(damaged)
+            outcomes.add("refused")
+    assert "read" in outcomes
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.ntfs", "t", "v.ntfs"]
