@@ -139,7 +139,7 @@ def test_a_bare_ntfs_volume_gives_the_directory_findings(volume: Path, tree_resu
     assert result.problems == ()
 
 
-@pytest.mark.parametrize("fmt", ["vhdx", "raw", "qcow2"])
+@pytest.mark.parametrize("fmt", ["vhdx", "raw", "qcow2", "vmdk", "vpc"])
 def test_a_windows_disk_gives_the_directory_findings(tmp_path: Path, windows_disk: Path, tree_result: ScanResult,
                                                      fmt: str) -> None:
     disk = windows_disk
