@@ -225,9 +225,8 @@ def test_the_command_says_when_a_capture_is_not_one(tmp_path: Path) -> None:
 # -- the lab: a draft from normal judges the attack captures ----------------------------------
 
 # Without a profile that names safety points, a write cannot be called a safety override: the
-# draft names none, so the labelled safety override is found as the write it is (plc-control)
-# by a new master (rogue-master).
-SAME_CAUSE = {"safety-override": {"safety-override", "plc-control", "rogue-master"}}
+# draft names none, so the labelled safety override is found as the write it is (plc-control).
+SAME_CAUSE = {"safety-override": {"plc-control"}}
 NETWORK_CATEGORIES = {"hidden-uplink", "remote-access", "data-leak", "c2", "egress", "safety-override",
                       "plc-control", "recon", "rogue-master", "new-asset", "lateral-movement"}
 
