@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,7 @@ from cranewatch.errors import ExitCode, UsageError
 from cranewatch.pipeline import AnalysisResult, Sink, analyze
 from cranewatch.progress import ProgressBar, wants_progress
 from cranewatch.report.terminal import printable
+from cranewatch.skipped import SkippedCheck, skipped_checks
 
 FORMATS = ("text", "jsonl", "html")
 
@@ -39,10 +41,13 @@ def register(subparsers: Any) -> None:
         "findings of the detectors (judged against --profile and/or --baseline when given) and, "
         "with --profile (its register map), of the process checks on the crane's signals. "
         "Related findings of one cause are grouped into incidents, which lead every output. "
-        "--format jsonl writes one JSON object per line, each with a type: input, host, "
+        "--format jsonl writes one JSON object per line, each with a type: input, skipped, host, "
         "flow-summary, modbus-master, modbus-slave, segment, warning and incident records in the "
         "same stream as the finding records (docs/jsonl.md; a JSON Schema per type in "
         "cranewatch/data/schemas). "
+        "What the run could not check for lack of a profile, register map, limit or baseline "
+        "(no crane is built in) is said first: 'Not checked' in the text, skipped records in "
+        "the JSON lines. "
         "--format html writes one self-contained page with a plot per process finding; "
         "--db records the run for a registered crane.\n\n"
         "Exit 2 also when --db is not a database or the crane is not registered there; exit 3 "
@@ -91,7 +96,8 @@ def analysis_sinks(profile: str | None, baseline: str | None, crane: str | None)
     return build_sinks(profile, baseline, crane, detectors=detector_sinks)
 
 
-def render(result: AnalysisResult, fmt: str) -> str:
+def render(result: AnalysisResult, fmt: str, skipped: Sequence[SkippedCheck] = ()) -> str:
+    """The report; ``skipped`` (what the run could not check) leads the text and JSON lines."""
     if fmt == "html":
         from cranewatch.report import analysis_html
 
@@ -99,10 +105,10 @@ def render(result: AnalysisResult, fmt: str) -> str:
     if fmt == "jsonl":
         from cranewatch.report import jsonl
 
-        return jsonl.render(result)
+        return jsonl.render(result, skipped)
     from cranewatch.report import text
 
-    return text.render(result)
+    return text.render(result, skipped)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -123,8 +129,8 @@ def run(args: argparse.Namespace) -> int:
             crane = recording_crane(store, args.crane, profile=args.profile)
         else:
             crane = args.crane
-        result = _analyze(args, crane)
-        report = render(result, args.format)
+        result, skipped = _analyze(args, crane)
+        report = render(result, args.format, skipped)
         write_out(report, args.out)
         if store is not None and crane is not None:
             from cranewatch.gate import record_traffic_analysis
@@ -144,12 +150,13 @@ def run(args: argparse.Namespace) -> int:
     return int(ExitCode.OK)
 
 
-def _analyze(args: argparse.Namespace, crane: str | None) -> AnalysisResult:
+def _analyze(args: argparse.Namespace, crane: str | None) -> tuple[AnalysisResult, tuple[SkippedCheck, ...]]:
     sinks = analysis_sinks(args.profile, args.baseline, crane)
     bar = ProgressBar(sys.stderr) if wants_progress(sys.stderr, args.progress) else None
     try:
-        return analyze(args.captures, progress=bar, sinks=sinks, profile=args.profile,
-                       baseline=args.baseline)
+        result = analyze(args.captures, progress=bar, sinks=sinks, profile=args.profile,
+                         baseline=args.baseline)
+        return result, skipped_checks(sinks)
     finally:
         if bar is not None:
             bar.close()

@@ -34,6 +34,7 @@ from cranewatch.monitor import (
     TextOutput,
 )
 from cranewatch.report.terminal import printable_lines
+from cranewatch.skipped import skipped_checks
 from cranewatch.sources.live import CaptureTool, LiveCapture, RingWriter
 
 
@@ -48,7 +49,9 @@ def register(subparsers: Any) -> None:
         "the last line of an id is its latest state); --db checkpoints the session's findings "
         "into the store. --ring keeps the raw packets in rolling pcap files, and the findings' "
         "evidence names those files and their frame numbers. SIGINT/SIGTERM stop cleanly: "
-        "last packets analysed, final reports, a summary on stderr.\n\n"
+        "last packets analysed, final reports, a summary on stderr. What the session cannot "
+        "check (no profile, register map, limit or baseline: no crane is built in) is said on "
+        "stderr when it starts.\n\n"
         "Stopped cleanly it exits 0; it exits 3 when there is no such interface or "
         "namespace (or it vanished), a filter tcpdump rejects, an invalid profile/baseline; "
         "and 4 when tcpdump is missing, capturing is not allowed, or the interface is down.\n\n"
@@ -201,7 +204,11 @@ def run(args: argparse.Namespace) -> int:
                        packets=args.packets, bpf=(args.filter,) if args.filter else (),
                        buffer_kib=args.buffer * 1024 if args.buffer else None)
     crane = args.crane
-    sinks = [*detector_sinks(args.profile, args.baseline, crane), *process_checks(args)]
+    detectors = detector_sinks(args.profile, args.baseline, crane)
+    rolling = process_checks(args)
+    sinks = [*detectors, *rolling]
+    # What this session cannot check, said once on stderr (the --out file holds findings only)
+    not_checked = skipped_checks([*detectors, *(r.make_checks() for r in rolling)])
     ring = None
     if args.ring:
         prefix = f"{tool.netns + '-' if tool.netns else ''}{tool.interface}"
@@ -216,6 +223,9 @@ def run(args: argparse.Namespace) -> int:
         print(f"cranewatch: monitoring {tool.source_name} (capture pid "
               f"{capture.process.pid if capture.process else '?'}); Ctrl-C to stop",
               file=sys.stderr, flush=True)
+        if not_checked:
+            print(printable_lines(f"cranewatch: not checked: {check}" for check in not_checked),
+                  file=sys.stderr, end="", flush=True)
         batches: Iterator[Any] = capture.batches()
         summary = monitor.run(batches, stop, capture.stop)
         failure = capture.failure()
