@@ -304,3 +304,36 @@ def test_the_draft_of_the_lab_passes_profile_check(tmp_path: Path) -> None:
     out = tmp_path / "sts-07.draft.toml"
     out.write_text(render_draft(draft_profile([LAB / "normal" / "crane-lan.pcap"], crane_id="STS-07")))
     assert load_profile(out).crane_id == "STS-07"
+
+
+def test_portless_conversations_are_no_service(tmp_path: Path) -> None:
+    # Found drafting every public capture: an ICMP exchange between two local hosts is a
+    # conversation on "port 0", which no [[allow]] can hold (`profile check` refused the draft).
+    import ipaddress
+
+    from cranewatch.baseline import Baseline
+    from cranewatch.draft import Draft, ProfileDrafter
+    from cranewatch.oui import OuiTable
+
+    baseline = Baseline(hosts={"10.0.0.1": frozenset({"02:00:00:00:00:01"}),
+                               "10.0.0.2": frozenset({"02:00:00:00:00:02"})},
+                        crane_networks=(ipaddress.ip_network("10.0.0.0/24"),),
+                        pairs=frozenset({("10.0.0.1", "10.0.0.2", 0), ("10.0.0.1", "10.0.0.2", 502)}),
+                        services=frozenset({("10.0.0.2", "icmp", 0), ("10.0.0.2", "tcp", 502)}),
+                        protocols=frozenset({("10.0.0.2", 502, "modbus")}))
+    draft = Draft(baseline, ProfileDrafter(), (), (), OuiTable("none", False), "X")
+    profile = parse_profile(render_draft(draft), "draft.toml")
+    assert [(a.client, a.server, a.protocol, a.port) for a in profile.allowed] == [("hmi", "plc", "modbus", 502)]
+
+
+@pytest.mark.slow
+def test_every_public_ics_capture_drafts_a_profile_that_passes_check(shared_data: Path) -> None:
+    from cranewatch.detect.survey import manifest_captures
+
+    checked = 0
+    for path, name, _packets in manifest_captures(shared_data / "pcaps" / "MANIFEST.tsv"):
+        text = render_draft(draft_profile([path], crane_id="X"))
+        assert text == render_draft(draft_profile([path], crane_id="X")), name  # stable
+        parse_profile(text, name)  # raises with every problem located
+        checked += 1
+    assert checked >= 80

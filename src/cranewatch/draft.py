@@ -228,6 +228,8 @@ def _services(b: Baseline, drafter: ProfileDrafter) -> list[tuple[str, str, int,
     for client, server, port in b.pairs:
         if not (_local(client) and _local(server)) or client == server:
             continue
+        if not 0 < port < 65536:  # ICMP and other portless protocols: no service to allow
+            continue
         protocol = _protocol(b, server, port)
         if (server, port) in answered or protocol or (client, server) in b.masters:
             out.append((client, server, port, protocol or "any"))
