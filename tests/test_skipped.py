@@ -120,3 +120,12 @@ def test_monitor_judges_its_rolling_process_checks_like_analyze() -> None:
         rolling = process_checks(args)
         found = skipped_checks([*detector_sinks(profile, None, None), *(r.make_checks() for r in rolling)])
         assert ("process" in {s.checks for s in found}) is process_named
+
+
+def test_the_html_page_says_it_too(tmp_path: Path) -> None:
+    out = tmp_path / "a.html"
+    assert main(["analyze", str(CAPTURE), "--format", "html", "--out", str(out)]) == 0
+    page = out.read_text()
+    assert '<h3 id="not-checked">Not checked (8)</h3>' in page
+    assert "<li><b>process</b>: no register map (no --profile)" in page
+    assert "<li><b>c2</b> (partly): TLS hellos only with a baseline" in page

@@ -97,11 +97,11 @@ def analysis_sinks(profile: str | None, baseline: str | None, crane: str | None)
 
 
 def render(result: AnalysisResult, fmt: str, skipped: Sequence[SkippedCheck] = ()) -> str:
-    """The report; ``skipped`` (what the run could not check) leads the text and JSON lines."""
+    """The report; ``skipped`` (what the run could not check) is said in every format."""
     if fmt == "html":
         from cranewatch.report import analysis_html
 
-        return analysis_html.render(result)
+        return analysis_html.render(result, skipped)
     if fmt == "jsonl":
         from cranewatch.report import jsonl
 
