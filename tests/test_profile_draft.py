@@ -337,3 +337,25 @@ def test_every_public_ics_capture_drafts_a_profile_that_passes_check(shared_data
         parse_profile(text, name)  # raises with every problem located
         checked += 1
     assert checked >= 80
+
+
+def test_draft_then_analyze_through_the_commands(tmp_path: Path) -> None:
+    """The issue's story on the command line: draft from lab/normal, then analyze an attack."""
+    if not (LAB / "remote-ssh" / "crane-lan.pcap").exists():
+        pytest.skip("lab data not bundled in this checkout")
+    exe = [sys.executable, "-m", "cranewatch"]
+    draft = tmp_path / "sts-07.draft.toml"
+    made = subprocess.run([*exe, "profile", "draft", str(LAB / "normal" / "crane-lan.pcap"), "--crane", "STS-07",
+                           "--out", str(draft)], capture_output=True, text=True)
+    assert made.returncode == 0, made.stderr
+    done = subprocess.run([*exe, "analyze", str(LAB / "remote-ssh" / "crane-lan.pcap"), "--profile", str(draft),
+                           "--format", "jsonl"], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    records = [json.loads(line) for line in done.stdout.splitlines()]
+    found = {(r["category"], r["src"], r["dst"]) for r in records if r["type"] == "finding"}
+    assert ("hidden-uplink", "10.20.7.199", "203.0.113.10") in found
+    assert ("remote-access", "203.0.113.10", "10.20.7.30:22") in found
+    # the draft names no limits: the run says which process checks that leaves out
+    (limits,) = [r for r in records if r["type"] == "skipped" and r["checks"] == "process-limits"]
+    assert limits["missing"] == ["rated_load", "overload_limit", "wind_stop_limit", "hoist_speed_limit",
+                                 "trolley_speed_limit"]
