@@ -359,3 +359,21 @@ def test_draft_then_analyze_through_the_commands(tmp_path: Path) -> None:
     (limits,) = [r for r in records if r["type"] == "skipped" and r["checks"] == "process-limits"]
     assert limits["missing"] == ["rated_load", "overload_limit", "wind_stop_limit", "hoist_speed_limit",
                                  "trolley_speed_limit"]
+
+
+def test_a_lan_numbered_from_a_public_range(shared_data: Path) -> None:
+    # Found drafting the public captures: ModbusTCP.pcap's plant uses 141.81.0.0/24, and the
+    # draft listed no host at all (only private addresses counted as local) while it listed
+    # 617 register candidates. Hosts seen with a MAC of their own are on the LAN, whatever
+    # their range. Expected by tshark: one master, 141.81.0.10, polling 13 servers
+    # (tshark -Y 'tcp.dstport==502 && mbtcp' -T fields -e ip.src -e ip.dst | sort -u).
+    capture = shared_data / "pcaps" / "ICS-Security-Tools" / "pcaps" / "ModbusTCP" / "ModbusTCP.pcap"
+    profile = parse_profile(render_draft(draft_profile([capture], crane_id="X")), "draft.toml")
+    assert [str(n) for n in profile.zones["crane"]] == ["141.81.0.0/24"]
+    servers = {"141.81.0.24", "141.81.0.26", "141.81.0.44", "141.81.0.46", "141.81.0.64", "141.81.0.66",
+               "141.81.0.84", "141.81.0.86", "141.81.0.104", "141.81.0.143", "141.81.0.144",
+               "141.81.0.163", "141.81.0.164"}
+    assert {h.ip for h in profile.hosts if h.role == "plc"} == servers
+    assert [(h.ip, h.role) for h in profile.hosts if h.role != "plc"] == [("141.81.0.10", "ews")]  # it writes coils
+    assert {(a.client, profile.host_by_name(a.server).ip) for a in profile.allowed  # type: ignore[union-attr]
+            if a.protocol == "modbus"} == {("ews", ip) for ip in servers}

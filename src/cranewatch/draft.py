@@ -31,6 +31,7 @@ import numpy as np
 from cranewatch.baseline import Baseline, BaselineLearner
 from cranewatch.detect.base import is_global, is_unicast
 from cranewatch.detect.facts import Conversation
+from cranewatch.detect.recon import KNOWN_FUNCTIONS
 from cranewatch.oui import OuiTable, load_oui
 from cranewatch.protocols.modbus import (
     TABLE_OF_FUNCTION,
@@ -199,8 +200,24 @@ def _ip_key(ip: str) -> tuple[int, int]:
     return (addr.version, int(addr))
 
 
-def _local(ip: str) -> bool:
-    return is_unicast(ip) and not is_global(ip)
+def _on_lan(b: Baseline) -> frozenset[str]:
+    """Addresses seen with a MAC of their own: on the captured LAN, whatever their range (some
+    plants number their LAN from public ranges)."""
+    return frozenset(ip for ip, macs in b.hosts.items() if macs and is_unicast(ip))
+
+
+def _local(ip: str, lan: frozenset[str] = frozenset()) -> bool:
+    """On the LAN, or a private unicast address (behind the gateway: the terminal)."""
+    return ip in lan or (is_unicast(ip) and not is_global(ip))
+
+
+def crane_networks(b: Baseline) -> list[str]:
+    """The /24s of the LAN's hosts: the baseline's (private ones) and those of public
+    addresses seen with a MAC of their own."""
+    nets = {str(n) for n in b.crane_networks}
+    nets |= {str(ipaddress.ip_network(f"{ip}/24", strict=False)) for ip in _on_lan(b)
+             if ipaddress.ip_address(ip).version == 4 and not ip.endswith(".255")}
+    return sorted(nets, key=lambda n: _ip_key(n.split("/")[0]))
 
 
 @dataclass(frozen=True, slots=True)
@@ -224,9 +241,10 @@ def _services(b: Baseline, drafter: ProfileDrafter) -> list[tuple[str, str, int,
     A service counts when it answered (TCP handshake, UDP both ways), when the decoders named
     it, or when one-way UDP went to a well-known port (syslog)."""
     answered = {(s, p) for s, _, p in b.services}
+    lan = _on_lan(b)
     out = []
     for client, server, port in b.pairs:
-        if not (_local(client) and _local(server)) or client == server:
+        if not (_local(client, lan) and _local(server, lan)) or client == server:
             continue
         if not 0 < port < 65536:  # ICMP and other portless protocols: no service to allow
             continue
@@ -234,7 +252,8 @@ def _services(b: Baseline, drafter: ProfileDrafter) -> list[tuple[str, str, int,
         if (server, port) in answered or protocol or (client, server) in b.masters:
             out.append((client, server, port, protocol or "any"))
     for master, slave in b.masters:  # Modbus folded into series has no flow of its own only if cut short
-        if not any(c == master and s == slave for c, s, _, _ in out) and _local(master) and _local(slave):
+        if not any(c == master and s == slave for c, s, _, _ in out) and _local(master, lan) \
+                and _local(slave, lan):
             out.append((master, slave, 502, "modbus"))
     return sorted(set(out), key=lambda s: (_ip_key(s[0]), _ip_key(s[1]), s[2]))
 
@@ -242,7 +261,8 @@ def _services(b: Baseline, drafter: ProfileDrafter) -> list[tuple[str, str, int,
 def guess_roles(draft: Draft) -> list[HostGuess]:
     """Every local host with its guessed role and the reason, sorted by address."""
     b, drafter = draft.baseline, draft.drafter
-    crane = b.crane_networks
+    crane = [ipaddress.ip_network(n) for n in crane_networks(b)]
+    lan = _on_lan(b)
     services = _services(b, drafter)
 
     def zone(ip: str) -> str:
@@ -250,7 +270,7 @@ def guess_roles(draft: Draft) -> list[HostGuess]:
         return "crane" if any(addr in n for n in crane) else "terminal"
 
     gateway_ips = {ip for ip, macs in b.hosts.items() if macs & b.gateways}
-    ips = {ip for ip in b.hosts if _local(ip)} | {ip for c, s, _, _ in services for ip in (c, s)}
+    ips = {ip for ip in b.hosts if _local(ip, lan)} | {ip for c, s, _, _ in services for ip in (c, s)}
     ics_servers = {s: p for c, s, port, p in services if p in ICS_PROTOCOLS} | \
         {s: "modbus" for _, s in b.masters}
     ics_clients = {c: p for c, s, port, p in services if p in ICS_PROTOCOLS} | \
@@ -352,10 +372,10 @@ def render_draft(draft: Draft) -> str:
         "",
         "[zones]",
     ]
-    crane_nets = [str(n) for n in b.crane_networks]
+    crane_nets = crane_networks(b)
     terminal = _networks([h.ip for h in hosts if h.zone == "terminal"])
     if crane_nets:
-        lines.append(f"crane = {_list(crane_nets)}  # GUESS: the /24s of hosts seen with their own MAC")
+        lines.append(f"crane = {_list(crane_nets)}  # GUESS: the /24s of hosts seen with a MAC of their own")
     else:
         lines.append('crane = ["192.0.2.0/24"]  # GUESS: no local host was seen with its own MAC; set the crane LAN')
     if terminal:
@@ -399,7 +419,13 @@ def render_draft(draft: Draft) -> str:
                   f"protocol = {_s(proto)}" + ("" if proto == protocol else f"  # {protocol}"),
                   f"port = {port}"]
         if proto == "modbus":
-            functions = sorted({f for m, s, f in b.functions if m == client and s == server})
+            sent = {f for m, s, f in b.functions if m == client and s == server}
+            functions = sorted(sent & KNOWN_FUNCTIONS)
+            undefined = sorted(sent - KNOWN_FUNCTIONS)
+            if undefined:
+                shown = ", ".join(map(str, undefined[:12])) + (" ..." if len(undefined) > 12 else "")
+                lines.append(f"# also sent {len(undefined)} undefined function code(s) ({shown}): not "
+                             "allowed (a fuzzer? see the recon findings)")
             reads = [(TABLE_OF_FUNCTION.get(f, "HR"), a, q) for m, s, f, a, q in b.reads
                      if m == client and s == server]
             writes = [(t, a, n) for m, s, t, a, n in b.writes if m == client and s == server]
@@ -412,7 +438,8 @@ def render_draft(draft: Draft) -> str:
             if writes:
                 lines.append("write = true  # GUESS: it wrote during the capture; give it a [[maintenance]] window")
         lines.append("")
-    outside = sorted({(c, s, p) for c, s, p in b.pairs if is_global(c) or is_global(s)},
+    lan = _on_lan(b)
+    outside = sorted({(c, s, p) for c, s, p in b.pairs if not (_local(c, lan) and _local(s, lan))},
                      key=lambda x: (_ip_key(x[0]), _ip_key(x[1]), x[2]))
     if outside:
         lines.append("# --- seen to or from outside addresses: NOT allowed; add [[outside]] only after review")
