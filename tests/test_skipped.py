@@ -129,3 +129,24 @@ def test_the_html_page_says_it_too(tmp_path: Path) -> None:
     assert '<h3 id="not-checked">Not checked (8)</h3>' in page
     assert "<li><b>process</b>: no register map (no --profile)" in page
     assert "<li><b>c2</b> (partly): TLS hellos only with a baseline" in page
+
+
+def test_monitor_says_it_on_stderr_and_first_in_its_json_lines(tmp_path: Path,
+                                                               capsys: pytest.CaptureFixture[str]) -> None:
+    from cranewatch.commands.analyze import detector_sinks
+    from cranewatch.commands.monitor import announce_not_checked
+    from cranewatch.model import Finding, Severity
+    from cranewatch.monitor import JsonLinesOutput
+
+    out = JsonLinesOutput(tmp_path / "f.jsonl")
+    not_checked = skipped_checks(detector_sinks(None, None, None))
+    announce_not_checked(not_checked, [out])
+    out.emit(Finding(id="cw-0123456789abcdef0123", rule="r", category="recon", severity=Severity.LOW,
+                     title="t", first_seen=1.0, last_seen=2.0), True)
+    out.close()
+    err = capsys.readouterr().err.splitlines()
+    assert err[0].startswith("cranewatch: not checked: process: no register map")
+    assert len(err) == len(not_checked) == 8
+    records = [json.loads(line) for line in (tmp_path / "f.jsonl").read_text().splitlines()]
+    assert [r["type"] for r in records] == ["skipped"] * 8 + ["finding"]
+    assert records[0] == not_checked[0].to_json()

@@ -13,7 +13,7 @@ import os
 import signal
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import replace
 from pathlib import Path
 from types import FrameType
@@ -34,7 +34,7 @@ from cranewatch.monitor import (
     TextOutput,
 )
 from cranewatch.report.terminal import printable_lines
-from cranewatch.skipped import skipped_checks
+from cranewatch.skipped import SkippedCheck, skipped_checks
 from cranewatch.sources.live import CaptureTool, LiveCapture, RingWriter
 
 
@@ -51,7 +51,7 @@ def register(subparsers: Any) -> None:
         "evidence names those files and their frame numbers. SIGINT/SIGTERM stop cleanly: "
         "last packets analysed, final reports, a summary on stderr. What the session cannot "
         "check (no profile, register map, limit or baseline: no crane is built in) is said on "
-        "stderr when it starts.\n\n"
+        "stderr when it starts, and as skipped records at the start of --out.\n\n"
         "Stopped cleanly it exits 0; it exits 3 when there is no such interface or "
         "namespace (or it vanished), a filter tcpdump rejects, an invalid profile/baseline; "
         "and 4 when tcpdump is missing, capturing is not allowed, or the interface is down.\n\n"
@@ -223,9 +223,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"cranewatch: monitoring {tool.source_name} (capture pid "
               f"{capture.process.pid if capture.process else '?'}); Ctrl-C to stop",
               file=sys.stderr, flush=True)
-        if not_checked:
-            print(printable_lines(f"cranewatch: not checked: {check}" for check in not_checked),
-                  file=sys.stderr, end="", flush=True)
+        announce_not_checked(not_checked, outputs)
         batches: Iterator[Any] = capture.batches()
         summary = monitor.run(batches, stop, capture.stop)
         failure = capture.failure()
@@ -235,6 +233,18 @@ def run(args: argparse.Namespace) -> int:
     if fail_on_met(summary.findings, args.fail_on):
         return int(ExitCode.FINDINGS)
     return int(ExitCode.OK)
+
+
+def announce_not_checked(not_checked: Sequence[SkippedCheck], outputs: Sequence[FindingOutput]) -> None:
+    """What the session cannot check: a line each on stderr, and ``skipped`` records at the
+    start of the JSON lines (``--out``)."""
+    if not not_checked:
+        return
+    print(printable_lines(f"cranewatch: not checked: {check}" for check in not_checked),
+          file=sys.stderr, end="", flush=True)
+    for output in outputs:
+        if isinstance(output, JsonLinesOutput):
+            output.note([check.to_json() for check in not_checked])
 
 
 def _print_summary(summary: MonitorSummary, counts: dict[str, int]) -> None:
