@@ -13,10 +13,12 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, ClassVar
 
+from cranewatch.detect.facts import DnsQuery, as_text, where
 from cranewatch.errors import DecodeError
 from cranewatch.protocols import identify
-from cranewatch.protocols.base import DecoderSpec, Event, FlowContext, register
+from cranewatch.protocols.base import DecoderSpec, Event, FlowContext
 from cranewatch.protocols.framing import PduBuffer, decode_error, endpoints, shannon_entropy
+from cranewatch.protocols.registry import IGNORED, Adapter, ProtocolSpec, register_protocol
 
 TYPE_NAMES: dict[int, str] = {
     1: "A", 2: "NS", 5: "CNAME", 6: "SOA", 12: "PTR", 13: "HINFO", 15: "MX", 16: "TXT",
@@ -266,8 +268,28 @@ def _event_fields(msg: bytes) -> tuple[bool, dict[str, Any]]:
     return True, fields
 
 
-SPEC_UDP = register(DecoderSpec(name="dns", transport="udp", ports=frozenset({53, 5353, 5355}),
-                                factory=DnsDecoder, probe=identify.is_dns_udp, priority=60,
-                                aliases=("mdns", "llmnr")))
-SPEC_TCP = register(DecoderSpec(name="dns", transport="tcp", ports=frozenset({53}),
-                                factory=DnsDecoder, probe=identify.is_dns_tcp, priority=80))
+SPEC_UDP = DecoderSpec(name="dns", transport="udp", ports=frozenset({53, 5353, 5355}),
+                       factory=DnsDecoder, probe=identify.is_dns_udp, priority=60,
+                       aliases=("mdns", "llmnr"))
+SPEC_TCP = DecoderSpec(name="dns", transport="tcp", ports=frozenset({53}),
+                       factory=DnsDecoder, probe=identify.is_dns_tcp, priority=80)
+
+# Query types in the detectors' names (the rest by number).
+FACT_TYPES = {1: "A", 2: "NS", 5: "CNAME", 12: "PTR", 15: "MX", 16: "TXT", 28: "AAAA", 33: "SRV",
+              65: "HTTPS", 255: "ANY"}
+
+
+def queries(event: DnsQueryRequest) -> list[DnsQuery]:
+    """One fact per question of a query."""
+    qtype: Any = event.qtype
+    name = FACT_TYPES.get(qtype, str(qtype)) if isinstance(qtype, int) else (as_text(qtype) or "A")
+    names = event.qnames if isinstance(event.qnames, tuple | list) and event.qnames else (
+        (event.qname,) if event.qname else ())
+    here = where(event)
+    return [DnsQuery(**here, name=as_text(n), qtype=name) for n in names]
+
+
+PROTOCOL = register_protocol(ProtocolSpec(
+    name="dns", module=__name__, decoders=(SPEC_UDP, SPEC_TCP), policy={"dns": ("tcp", "udp")},
+    adapters={DnsQueryRequest: Adapter(queries, (DnsQuery,)), DnsQueryResponse: IGNORED},
+))

@@ -16,10 +16,12 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import ClassVar
 
+from cranewatch.detect.facts import PlcCommand, as_text, where
 from cranewatch.errors import DecodeError
 from cranewatch.protocols import identify
-from cranewatch.protocols.base import DecoderSpec, Event, FlowContext, register
+from cranewatch.protocols.base import DecoderSpec, Event, FlowContext
 from cranewatch.protocols.framing import Endpoints, PduBuffer, decode_error, endpoints
+from cranewatch.protocols.registry import IGNORED, Adapter, ProtocolSpec, register_protocol
 
 COMMAND_NAMES: dict[int, str] = {
     0x0001: "list_targets", 0x0004: "list_services", 0x0063: "list_identity",
@@ -453,10 +455,34 @@ class EnipIoDecoder:
                               **endpoints(self.ctx, from_client))]
 
 
-SPEC_TCP = register(DecoderSpec(name="enip", transport="tcp", ports=frozenset({44818}),
-                                factory=EnipDecoder, probe=identify.is_enip, priority=40,
-                                aliases=("cip", "ethernet-ip")))
-SPEC_UDP = register(DecoderSpec(name="enip", transport="udp", ports=frozenset({44818}),
-                                factory=EnipDecoder, probe=identify.is_enip, priority=40))
-SPEC_IO = register(DecoderSpec(name="enip_io", transport="udp", ports=frozenset({2222}),
-                               factory=EnipIoDecoder, probe=None, priority=90))
+SPEC_TCP = DecoderSpec(name="enip", transport="tcp", ports=frozenset({44818}),
+                       factory=EnipDecoder, probe=identify.is_enip, priority=40,
+                       aliases=("cip", "ethernet-ip"))
+SPEC_UDP = DecoderSpec(name="enip", transport="udp", ports=frozenset({44818}),
+                       factory=EnipDecoder, probe=identify.is_enip, priority=40)
+SPEC_IO = DecoderSpec(name="enip_io", transport="udp", ports=frozenset({2222}),
+                      factory=EnipIoDecoder, probe=None, priority=90)
+
+# CIP request operations (``operation_of``) in plc-control's names.
+PLC_OPERATIONS = {"stop": "cip-stop", "reset": "cip-reset", "run": "cip-start",
+                  "program_download_initiate": "program-transfer", "program_download": "program-transfer",
+                  "program_write_partial": "program-transfer", "program_clear": "program-transfer",
+                  "program_upload_initiate": "program-upload", "program_upload": "program-upload"}
+
+
+def plc_command(event: CipRequest) -> list[PlcCommand]:
+    """A CIP request that stops, starts, resets or reprograms a controller."""
+    operation = PLC_OPERATIONS.get(event.operation)
+    if not operation:
+        return []
+    return [PlcCommand(**where(event), protocol="enip", operation=operation,
+                       target=as_text(event.tag or ""),
+                       values={"service": event.service, "classes": list(event.classes)})]
+
+
+PROTOCOL = register_protocol(ProtocolSpec(
+    name="enip", module=__name__, decoders=(SPEC_TCP, SPEC_UDP, SPEC_IO), policy={"enip": ("tcp",)},
+    adapters={CipRequest: Adapter(plc_command, (PlcCommand,)), CipResponse: IGNORED,
+              EnipCommandRequest: IGNORED, EnipCommandResponse: IGNORED,
+              EnipIdentityResponse: IGNORED, EnipIoRequest: IGNORED},
+))

@@ -18,6 +18,8 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+from cranewatch.detect.facts import HttpRequest as HttpFact
+from cranewatch.detect.facts import Payload, as_bytes, as_text, where
 from cranewatch.protocols import identify
 from cranewatch.protocols.base import (
     REGISTRY,
@@ -25,9 +27,9 @@ from cranewatch.protocols.base import (
     Event,
     FlowContext,
     StreamDecoder,
-    register,
 )
 from cranewatch.protocols.framing import ascii_digits, decode_error, endpoints
+from cranewatch.protocols.registry import IGNORED, Adapter, ProtocolSpec, register_protocol
 from cranewatch.protocols.tls import TlsDecoder
 
 BODY_LIMIT = 8192
@@ -457,8 +459,29 @@ class RtspDecoder:
                             request_frame=request_frame, method=method, uri=uri, **fields)
 
 
-SPEC_RTSP = register(DecoderSpec(name="rtsp", transport="tcp", ports=frozenset({554, 8554}),
-                                 factory=RtspDecoder, probe=identify.is_rtsp, priority=14))
-SPEC = register(DecoderSpec(name="http", transport="tcp",
-                            ports=frozenset({80, 8080, 8000, 8008, 8081, 8888, 3128}),
-                            factory=HttpDecoder, probe=identify.is_http, priority=15))
+SPEC_RTSP = DecoderSpec(name="rtsp", transport="tcp", ports=frozenset({554, 8554}),
+                        factory=RtspDecoder, probe=identify.is_rtsp, priority=14)
+SPEC = DecoderSpec(name="http", transport="tcp",
+                   ports=frozenset({80, 8080, 8000, 8008, 8081, 8888, 3128}),
+                   factory=HttpDecoder, probe=identify.is_http, priority=15)
+
+
+def request_fact(event: HttpRequest) -> list[HttpFact]:
+    return [HttpFact(**where(event), method=as_text(event.method), host=event.host,
+                     uri=as_text(event.uri), body=as_bytes(event.body), user_agent=event.user_agent)]
+
+
+def response_payload(event: HttpResponse) -> list[Payload]:
+    """A response's body: data from the server (src) to the client (dst)."""
+    body = as_bytes(event.body)
+    if not body:
+        return []
+    return [Payload(**where(event), from_client=True, data=body, transport="http")]
+
+
+PROTOCOL = register_protocol(ProtocolSpec(
+    name="http", module=__name__, decoders=(SPEC_RTSP, SPEC), policy={"http": ("tcp",), "rtsp": ("tcp",)},
+    adapters={HttpRequest: Adapter(request_fact, (HttpFact,)),
+              HttpResponse: Adapter(response_payload, (Payload,)),
+              RtspRequest: IGNORED, RtspResponse: IGNORED},
+))

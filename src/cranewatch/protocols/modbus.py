@@ -15,13 +15,23 @@ import struct
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from itertools import pairwise
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
 from cranewatch.errors import DecodeError
-from cranewatch.protocols.base import DecoderSpec, Event, FlowContext, register
+from cranewatch.protocols.base import DecoderSpec, Event, FlowContext
 from cranewatch.protocols.framing import decode_error
+from cranewatch.protocols.registry import (
+    AS_IS,
+    BatchView,
+    ProtocolRun,
+    ProtocolSpec,
+    register_protocol,
+)
+
+if TYPE_CHECKING:
+    from cranewatch.flows import Flow
 
 # Function codes by name (Modbus Application Protocol v1.1b3).
 READ_COILS = 1
@@ -617,10 +627,8 @@ def response_event(ctx: FlowContext, transaction_id: int, unit_id: int, answer: 
     )
 
 
-SPEC = register(
-    DecoderSpec(name="modbus", transport="tcp", ports=frozenset({502}), factory=ModbusDecoder,
-                probe=probe, priority=10, aliases=("mbtcp",))
-)
+SPEC = DecoderSpec(name="modbus", transport="tcp", ports=frozenset({502}), factory=ModbusDecoder,
+                   probe=probe, priority=10, aliases=("mbtcp",))
 
 
 # --------------------------------------------------------------------------------------------
@@ -1368,3 +1376,141 @@ def _fold_answers(book: ModbusBook, data: FastInput, rows: np.ndarray, group: np
         for start, end in pairwise(bounds):
             book.read_answers(key_of[int(groups[start])], ts[start:end], frames[start:end],
                               values[start:end])
+
+
+# --------------------------------------------------------------------------------------------
+# The protocol's declaration: per-run state (series, tallies, the vectorised path) and registry
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ModbusPeer:
+    """A Modbus master (client) or slave (server) and what it asked or was asked."""
+
+    role: str  # "master" | "slave"
+    address: str
+    peers: tuple[str, ...]
+    units: tuple[int, ...]
+    functions: tuple[tuple[int, int], ...]  # (function code, requests)
+    # (table, address, quantity, "read" | "write", requests); FC 23 counts its write range
+    ranges: tuple[tuple[str, int, int, str, int], ...]
+    exceptions: int
+    first_seen: float
+    last_seen: float
+
+
+def _peers(role: str, tallies: dict[str, PeerTally]) -> tuple[ModbusPeer, ...]:
+    return tuple(
+        ModbusPeer(role=role, address=t.address, peers=tuple(sorted(t.peers)),
+                   units=tuple(sorted(t.units)), functions=tuple(sorted(t.functions.items())),
+                   ranges=tuple(sorted((*key, c) for key, c in t.ranges.items())),
+                   exceptions=t.exceptions, first_seen=t.first_seen, last_seen=t.last_seen)
+        for t in sorted(tallies.values(), key=lambda t: t.address)
+    )
+
+
+class ModbusRun(ProtocolRun):
+    """One analysis' Modbus state: the book (series and tallies) fed by both decode paths.
+
+    Plain reads fold into register series (``observe``); the vectorised path (``batch``)
+    takes the packets of connections whose decoder holds nothing between PDUs, and leaves
+    the rest (and every row from a flow's first irregular one on) to the decoders.
+    """
+
+    folds = (ModbusRequest, ModbusResponse)
+    batch_path = True
+
+    def __init__(self) -> None:
+        self.book = ModbusBook()
+
+    def observe(self, event: Any) -> bool:
+        return self.book.observe(event)
+
+    def fed(self, decoder: Any) -> None:
+        if isinstance(decoder, ModbusDecoder) and decoder.unanswered:
+            master, slave = decoder.context.client, decoder.context.server
+            for pending in decoder.unanswered:
+                self.book.unanswered(master, slave, pending)
+            decoder.unanswered.clear()
+
+    def flow_ended(self, flow: Flow) -> None:
+        decoder = flow.decoder
+        if isinstance(decoder, ModbusDecoder):
+            master, slave = decoder.context.client, decoder.context.server
+            for pending in decoder.pending.values():
+                self.book.unanswered(master, slave, pending)
+            decoder.pending = {}
+
+    def take_series(self) -> Iterator[RegisterSeries]:
+        return self.book.take_series()
+
+    def summary(self) -> dict[str, Any]:
+        return {"modbus_masters": _peers("master", self.book.masters),
+                "modbus_slaves": _peers("slave", self.book.slaves)}
+
+    def batch(self, view: BatchView, emit: Callable[[int, Any], None],
+              count: Callable[[str, int], None]) -> np.ndarray:
+        """Run the vectorised read path; return the rows left for the decoders."""
+        batch, decoded, flows, index, from_client, rows = (
+            view.batch, view.decoded, view.flows, view.index, view.from_client, view.rows)
+        is_modbus = np.fromiter(
+            (isinstance(f.decoder, ModbusDecoder) and f.proto == 6
+             and not f.decoder_reversed
+             and f.to_server.stream is not None and f.to_client.stream is not None
+             and not f.to_server.stream.held and not f.to_client.stream.held
+             and f.decoder.idle() for f in flows), dtype=bool, count=len(flows))
+        candidate = rows[is_modbus[index[rows]]]
+        if len(candidate) == 0:
+            return rows
+        # Handshake segments were taken care of ahead of the batch paths (the pipeline's).
+        candidate = candidate[decoded.payload_len[candidate] > 0]
+        if len(candidate) == 0:
+            return rows
+        # The fast path numbers its flows 0.. in batch order (a table, not a sort: linear).
+        in_fast = np.zeros(len(flows), dtype=bool)
+        in_fast[index[candidate]] = True
+        flow_ids = np.flatnonzero(in_fast)
+        if len(flow_ids) >= 1 << 16:
+            return rows
+        local_of = np.zeros(len(flows), dtype=np.int64)
+        local_of[flow_ids] = np.arange(len(flow_ids))
+        local = local_of[index[candidate]]
+        fast_flows = [flows[int(f)] for f in flow_ids]
+        data = FastInput(
+            buf=np.frombuffer(batch.buf, dtype=np.uint8), flow=local,
+            from_client=from_client[candidate], seq=decoded.tcp_seq[candidate],
+            offset=decoded.payload_off[candidate], length=decoded.payload_len[candidate],
+            ts=batch.ts[candidate], frame=batch.frame[candidate],
+            next_seq=[(f.to_server.stream.next_seq if f.to_server.stream else None,
+                       f.to_client.stream.next_seq if f.to_client.stream else None)
+                      for f in fast_flows],
+            pending=[f.decoder.pending for f in fast_flows],
+        )
+        contexts = [f.decoder.context for f in fast_flows]
+        peers = [(c.client, c.server) for c in contexts]
+        result = fast_reads(data, self.book, contexts, batch.source)
+        if not result.handled.any():
+            return rows
+        if result.events:
+            event_rows = candidate[[i for i, _ in result.events]].tolist()
+            for row, (_, event) in zip(event_rows, result.events, strict=True):
+                emit(row, event)
+        for k in np.flatnonzero(result.touched).tolist():
+            flow = fast_flows[k]
+            to_server, to_client = result.next_seq.get(k, data.next_seq[k])
+            assert flow.to_server.stream is not None and flow.to_client.stream is not None
+            flow.to_server.stream.next_seq = to_server
+            flow.to_client.stream.next_seq = to_client
+            flow.decoder.pending = result.pending.get(k, {})
+            for pending in result.superseded.get(k, ()):
+                self.book.unanswered(peers[k][0], peers[k][1], pending)
+        done = np.zeros(len(batch), dtype=bool)
+        done[candidate[result.handled]] = True
+        count("modbus_fast_pdus", int(np.count_nonzero(result.handled)))
+        return rows[~done[rows]]
+
+
+PROTOCOL = register_protocol(ProtocolSpec(
+    name="modbus", module=__name__, decoders=(SPEC,), run=ModbusRun,
+    adapters={ModbusRequest: AS_IS, ModbusResponse: AS_IS},
+))

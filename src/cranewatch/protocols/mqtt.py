@@ -11,10 +11,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
+from cranewatch.detect.facts import MqttPublish, as_bytes, as_text, where
 from cranewatch.errors import DecodeError
 from cranewatch.protocols import identify
-from cranewatch.protocols.base import DecoderSpec, Event, FlowContext, register
+from cranewatch.protocols.base import DecoderSpec, Event, FlowContext
 from cranewatch.protocols.framing import PduBuffer, decode_error, endpoints
+from cranewatch.protocols.registry import IGNORED, Adapter, ProtocolSpec, register_protocol
 
 CONNECT, CONNACK, PUBLISH, PUBACK = 1, 2, 3, 4
 SUBSCRIBE, SUBACK, UNSUBSCRIBE = 8, 9, 10
@@ -254,5 +256,17 @@ class MqttDecoder:
                                   from_client=from_client, **where)
 
 
-SPEC = register(DecoderSpec(name="mqtt", transport="tcp", ports=frozenset({1883}),
-                            factory=MqttDecoder, probe=identify.is_mqtt, priority=25))
+SPEC = DecoderSpec(name="mqtt", transport="tcp", ports=frozenset({1883}),
+                   factory=MqttDecoder, probe=identify.is_mqtt, priority=25)
+
+
+def publish(event: MqttPublishRequest) -> list[MqttPublish]:
+    return [MqttPublish(**where(event), topic=as_text(event.topic), payload=as_bytes(event.payload))]
+
+
+PROTOCOL = register_protocol(ProtocolSpec(
+    name="mqtt", module=__name__, decoders=(SPEC,),
+    adapters={MqttPublishRequest: Adapter(publish, (MqttPublish,)), MqttConnectRequest: IGNORED,
+              MqttConnectResponse: IGNORED, MqttSubscribeRequest: IGNORED,
+              MqttControlRequest: IGNORED},
+))

@@ -13,8 +13,9 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import ClassVar
 
-from cranewatch.protocols.base import DecoderSpec, Event, FlowContext, register
+from cranewatch.protocols.base import DecoderSpec, Event, FlowContext
 from cranewatch.protocols.framing import decode_error, endpoints
+from cranewatch.protocols.registry import IGNORED, ProtocolSpec, register_protocol
 
 NTP_EPOCH_OFFSET = 2208988800  # seconds from 1900-01-01 to 1970-01-01
 MODES = {0: "reserved", 1: "symmetric-active", 2: "symmetric-passive", 3: "client", 4: "server",
@@ -83,5 +84,10 @@ class NtpDecoder:
                     transmit_time=transmit, **where)]
 
 
-SPEC = register(DecoderSpec(name="ntp", transport="udp", ports=frozenset({123}),
-                            factory=NtpDecoder, probe=None, priority=60))
+SPEC = DecoderSpec(name="ntp", transport="udp", ports=frozenset({123}),
+                   factory=NtpDecoder, probe=None, priority=60)
+
+PROTOCOL = register_protocol(ProtocolSpec(
+    name="ntp", module=__name__, decoders=(SPEC,),
+    adapters={NtpTimeRequest: IGNORED, NtpTimeResponse: IGNORED},
+))

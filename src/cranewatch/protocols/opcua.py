@@ -14,10 +14,12 @@ import struct
 from dataclasses import dataclass
 from typing import ClassVar
 
+from cranewatch.detect.facts import PlcCommand, as_text, where
 from cranewatch.errors import DecodeError
 from cranewatch.protocols import identify
-from cranewatch.protocols.base import DecoderSpec, Event, FlowContext, register
+from cranewatch.protocols.base import DecoderSpec, Event, FlowContext
 from cranewatch.protocols.framing import Endpoints, PduBuffer, decode_error, endpoints
+from cranewatch.protocols.registry import IGNORED, Adapter, ProtocolSpec, register_protocol
 
 POLICY_NONE = "http://opcfoundation.org/UA/SecurityPolicy#None"
 SECURITY_MODES: dict[int, str] = {1: "None", 2: "Sign", 3: "SignAndEncrypt"}
@@ -431,6 +433,27 @@ class OpcuaDecoder:
                                     **where)
 
 
-SPEC = register(DecoderSpec(name="opcua", transport="tcp", ports=frozenset({4840, 4843}),
-                            factory=OpcuaDecoder, probe=identify.is_opcua, priority=30,
-                            aliases=("opc-ua",)))
+SPEC = DecoderSpec(name="opcua", transport="tcp", ports=frozenset({4840, 4843}),
+                   factory=OpcuaDecoder, probe=identify.is_opcua, priority=30,
+                   aliases=("opc-ua",))
+
+# Service request encoding ids that change or command the server, in plc-control's names.
+PLC_SERVICES = {673: "opcua-write", 712: "opcua-call"}
+
+
+def plc_command(event: OpcuaServiceRequest) -> list[PlcCommand]:
+    service = event.service_id
+    if not isinstance(service, int) or service not in PLC_SERVICES:
+        return []
+    # ``target`` is the node ids' tuple as text (what the detectors and findings have shown).
+    return [PlcCommand(**where(event), protocol="opcua", operation=PLC_SERVICES[service],
+                       target=as_text(event.node_ids or ""), values={"service": service})]
+
+
+PROTOCOL = register_protocol(ProtocolSpec(
+    name="opcua", module=__name__, decoders=(SPEC,),
+    adapters={OpcuaServiceRequest: Adapter(plc_command, (PlcCommand,)),
+              OpcuaServiceResponse: IGNORED, OpcuaHelloRequest: IGNORED,
+              OpcuaHelloResponse: IGNORED, OpcuaChannelRequest: IGNORED,
+              OpcuaChannelResponse: IGNORED},
+))

@@ -16,10 +16,12 @@ import struct
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
+from cranewatch.detect.facts import PlcCommand, as_text, where
 from cranewatch.errors import DecodeError
 from cranewatch.protocols import identify
-from cranewatch.protocols.base import DecoderSpec, Event, FlowContext, register
+from cranewatch.protocols.base import DecoderSpec, Event, FlowContext
 from cranewatch.protocols.framing import Endpoints, PduBuffer, ascii_digits, decode_error, endpoints
+from cranewatch.protocols.registry import IGNORED, Adapter, ProtocolSpec, register_protocol
 
 ROSCTR_JOB = 1
 ROSCTR_ACK = 2
@@ -495,6 +497,35 @@ def _read_return_codes(data: bytes, count: int) -> list[int]:
     return codes
 
 
-SPEC = register(DecoderSpec(name="s7comm", transport="tcp", ports=frozenset({102}),
-                            factory=S7Decoder, probe=identify.is_s7comm, priority=20,
-                            aliases=("s7commplus", "cotp", "tpkt")))
+SPEC = DecoderSpec(name="s7comm", transport="tcp", ports=frozenset({102}),
+                   factory=S7Decoder, probe=identify.is_s7comm, priority=20,
+                   aliases=("s7commplus", "cotp", "tpkt"))
+
+# Job functions (s7comm.param.func) and PI services, in plc-control's operation names. Only
+# the engineering station's opening jobs count: during a download the PLC itself sends the
+# download-block jobs (0x1B/0x1C) back to the station, and one upload is 0x1D then many 0x1E.
+PLC_FUNCTIONS = {0x29: "cpu-stop", 0x1A: "program-download", 0x1D: "program-upload"}
+PLC_PI_SERVICES = {"P_PROGRAM": "cpu-start", "_DELE": "block-delete", "_INSE": "block-activate",
+                   "_MODU": "copy-ram-to-rom", "_GARB": "memory-compress"}
+
+
+def plc_command(event: S7JobRequest) -> list[PlcCommand]:
+    """A job that stops, starts or reprograms the CPU, or changes its blocks."""
+    function = event.function
+    operation = PLC_FUNCTIONS.get(function) if function is not None else None
+    if function == 0x28:
+        service = (event.pi_service or "").upper()
+        operation = PLC_PI_SERVICES.get(service, "cpu-start" if service else None)
+    if not operation:
+        return []
+    return [PlcCommand(**where(event), protocol="s7comm", operation=operation,
+                       target=as_text(event.block or event.filename),
+                       values={"function": function, "pi_service": event.pi_service or ""})]
+
+
+PROTOCOL = register_protocol(ProtocolSpec(
+    name="s7comm", module=__name__, decoders=(SPEC,),
+    adapters={S7JobRequest: Adapter(plc_command, (PlcCommand,)), S7JobResponse: IGNORED,
+              S7ConnectRequest: IGNORED, S7UserDataRequest: IGNORED,
+              S7UserDataResponse: IGNORED, S7PlusRequest: IGNORED},
+))

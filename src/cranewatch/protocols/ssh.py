@@ -14,10 +14,12 @@ import struct
 from dataclasses import dataclass
 from typing import ClassVar
 
+from cranewatch.detect.facts import RemoteSession, as_text, client_where
 from cranewatch.errors import DecodeError
 from cranewatch.protocols import identify
-from cranewatch.protocols.base import DecoderSpec, Event, FlowContext, register
+from cranewatch.protocols.base import DecoderSpec, Event, FlowContext
 from cranewatch.protocols.framing import PduBuffer, decode_error, endpoints, printable
+from cranewatch.protocols.registry import Adapter, ProtocolSpec, register_protocol
 
 MSG_KEXINIT = 20
 BANNER_LIMIT = 255  # RFC 4253 4.2: at most 255 characters including CR LF
@@ -179,5 +181,20 @@ class SshDecoder:
         return events
 
 
-SPEC = register(DecoderSpec(name="ssh", transport="tcp", ports=frozenset({22, 2222}),
-                            factory=SshDecoder, probe=identify.is_ssh, priority=5))
+SPEC = DecoderSpec(name="ssh", transport="tcp", ports=frozenset({22, 2222}),
+                   factory=SshDecoder, probe=identify.is_ssh, priority=5)
+
+
+def session(event: SshBannerRequest | SshKexinitRequest) -> list[RemoteSession]:
+    """An SSH session, from its client's side; a banner says which software speaks."""
+    detail = event.banner if isinstance(event, SshBannerRequest) else ""
+    return [RemoteSession(**client_where(event), protocol="ssh", detail=as_text(detail)[:120])]
+
+
+_SESSION = Adapter(session, (RemoteSession,))
+
+PROTOCOL = register_protocol(ProtocolSpec(
+    name="ssh", module=__name__, decoders=(SPEC,),
+    adapters={SshBannerRequest: _SESSION, SshBannerResponse: _SESSION,
+              SshKexinitRequest: _SESSION, SshKexinitResponse: _SESSION},
+))

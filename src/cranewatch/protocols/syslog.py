@@ -10,10 +10,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
+from cranewatch.detect.facts import Payload, where
 from cranewatch.errors import DecodeError
 from cranewatch.protocols import identify
-from cranewatch.protocols.base import DecoderSpec, Event, FlowContext, register
+from cranewatch.protocols.base import DecoderSpec, Event, FlowContext
 from cranewatch.protocols.framing import decode_error, endpoints
+from cranewatch.protocols.registry import Adapter, ProtocolSpec, register_protocol
 
 MESSAGE_LIMIT = 2048
 SEVERITIES = ("emergency", "alert", "critical", "error", "warning", "notice", "info", "debug")
@@ -138,7 +140,19 @@ class SyslogDecoder:
                                     **endpoints(self.ctx, True))
 
 
-SPEC_UDP = register(DecoderSpec(name="syslog", transport="udp", ports=frozenset({514}),
-                                factory=SyslogDecoder, probe=identify.is_syslog, priority=85))
-SPEC_TCP = register(DecoderSpec(name="syslog", transport="tcp", ports=frozenset({514, 601}),
-                                factory=SyslogDecoder, probe=identify.is_syslog, priority=85))
+SPEC_UDP = DecoderSpec(name="syslog", transport="udp", ports=frozenset({514}),
+                       factory=SyslogDecoder, probe=identify.is_syslog, priority=85)
+SPEC_TCP = DecoderSpec(name="syslog", transport="tcp", ports=frozenset({514, 601}),
+                       factory=SyslogDecoder, probe=identify.is_syslog, priority=85)
+
+
+def payload(event: SyslogMessageRequest) -> list[Payload]:
+    """Log lines leave the crane too: what they say is checked like any clear payload."""
+    text = f"{event.host} {event.app}: {event.message}"
+    return [Payload(**where(event), from_client=True, data=text.encode(), transport="syslog")]
+
+
+PROTOCOL = register_protocol(ProtocolSpec(
+    name="syslog", module=__name__, decoders=(SPEC_UDP, SPEC_TCP), policy={"syslog": ("udp",)},
+    adapters={SyslogMessageRequest: Adapter(payload, (Payload,))},
+))

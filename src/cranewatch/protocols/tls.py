@@ -18,10 +18,12 @@ import struct
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
+from cranewatch.detect.facts import TlsHello, where
 from cranewatch.errors import DecodeError
 from cranewatch.protocols import identify
-from cranewatch.protocols.base import DecoderSpec, Event, FlowContext, register
+from cranewatch.protocols.base import DecoderSpec, Event, FlowContext
 from cranewatch.protocols.framing import PduBuffer, decode_error, endpoints
+from cranewatch.protocols.registry import IGNORED, Adapter, ProtocolSpec, register_protocol
 
 HANDSHAKE, CHANGE_CIPHER_SPEC, ALERT, APPLICATION_DATA = 22, 20, 21, 23
 CLIENT_HELLO, SERVER_HELLO, CERTIFICATE = 1, 2, 11
@@ -407,7 +409,19 @@ class TlsDecoder:
         return None
 
 
-SPEC = register(DecoderSpec(name="tls", transport="tcp",
-                            ports=frozenset({443, 8443, 8883, 4843, 993, 995, 465, 636, 5671}),
-                            factory=TlsDecoder, probe=identify.is_tls, priority=10,
-                            aliases=("ssl", "https")))
+SPEC = DecoderSpec(name="tls", transport="tcp",
+                   ports=frozenset({443, 8443, 8883, 4843, 993, 995, 465, 636, 5671}),
+                   factory=TlsDecoder, probe=identify.is_tls, priority=10,
+                   aliases=("ssl", "https"))
+
+
+def hello(event: TlsClientHelloRequest) -> list[TlsHello]:
+    return [TlsHello(**where(event), sni=event.sni, ja3=event.ja3_md5 or event.ja3 or None,
+                     ja4=event.ja4 or None)]
+
+
+PROTOCOL = register_protocol(ProtocolSpec(
+    name="tls", module=__name__, decoders=(SPEC,), policy={"https": ("tcp",), "tls": ("tcp",)},
+    adapters={TlsClientHelloRequest: Adapter(hello, (TlsHello,)),
+              TlsServerHelloResponse: IGNORED, TlsCertificateResponse: IGNORED},
+))

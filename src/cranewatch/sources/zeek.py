@@ -30,6 +30,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, ClassVar
 
+from cranewatch.detect.adapt import ZEEK_CONVERSATION
 from cranewatch.errors import InputError, Location
 from cranewatch.protocols.base import Event
 from cranewatch.protocols.dns import DnsAnswer, DnsQueryRequest, DnsQueryResponse, measure_name
@@ -43,6 +44,7 @@ from cranewatch.protocols.enip import (
 from cranewatch.protocols.http import HttpRequest, HttpResponse
 from cranewatch.protocols.modbus import ModbusRequest, ModbusResponse
 from cranewatch.protocols.mqtt import MqttConnectRequest, MqttPublishRequest, MqttSubscribeRequest
+from cranewatch.protocols.registry import ProtocolSpec, register_protocol
 from cranewatch.protocols.s7comm import (
     S7JobRequest,
     S7JobResponse,
@@ -882,3 +884,9 @@ def _mappers() -> dict[str, Any]:
             "modbus_detailed": _modbus_detailed, "s7comm": _s7comm, "enip": _enip, "cip": _cip,
             "mqtt_connect": _mqtt_connect, "mqtt_publish": _mqtt_publish,
             "mqtt_subscribe": _mqtt_subscribe}
+
+
+# conn.log's records are this reader's own events: their adapter is declared here, as a
+# protocol module declares its events' (one with no flow decoder and no profile name).
+CONN = register_protocol(ProtocolSpec(name="zeek-conn", module=__name__, policy={},
+                                      adapters={ConnEvent: ZEEK_CONVERSATION}))
