@@ -67,10 +67,10 @@ DCP_FRAME_IDS = frozenset({FRAME_DCP_HELLO, FRAME_DCP_GET_SET, FRAME_DCP_IDENTIF
                            FRAME_DCP_IDENTIFY_RESPONSE})
 
 # DCP service ids and types.
-DCP_GET = 1
-DCP_SET = 2
-DCP_IDENTIFY = 3
-DCP_HELLO = 4
+DCP_GET = 3  # ServiceIDs 0-2 are reserved
+DCP_SET = 4
+DCP_IDENTIFY = 5
+DCP_HELLO = 6
 DCP_SERVICE_NAMES = {DCP_GET: "get", DCP_SET: "set", DCP_IDENTIFY: "identify", DCP_HELLO: "hello"}
 DCP_REQUEST = 0
 DCP_RESPONSE_SUCCESS = 1
@@ -102,6 +102,7 @@ SUB_CONTROL_RESPONSE = 4
 SUB_CONTROL_FACTORY_RESET = 5
 SUB_CONTROL_RESET_TO_FACTORY = 6
 
+# Start and Stop bracket a Set transaction (tshark: "Start-Trans", "End-Trans").
 CONTROL_NAMES = {SUB_CONTROL_START: "start", SUB_CONTROL_STOP: "stop",
                  SUB_CONTROL_SIGNAL: "signal", SUB_CONTROL_FACTORY_RESET: "factory-reset",
                  SUB_CONTROL_RESET_TO_FACTORY: "reset-to-factory"}
@@ -380,8 +381,10 @@ def _ip(raw: bytes) -> str:
 
 
 def _text(raw: bytes) -> str:
-    """DCP strings are octet strings (visible ASCII); anything else stays readable, escaped."""
-    return raw.decode("ascii", "backslashreplace")
+    """DCP strings are visible ASCII; a device may pad with NULs, which end the string (as
+    devices and tshark read it); other bytes stay readable, escaped."""
+    end = raw.find(0)
+    return (raw if end < 0 else raw[:end]).decode("ascii", "backslashreplace")
 
 
 @dataclass(slots=True)
@@ -796,6 +799,7 @@ RPC_FAULT = 3
 RPC_PACKET_TYPES = {0: "request", 1: "ping", 2: "response", 3: "fault", 4: "working",
                     5: "nocall", 6: "reject", 7: "ack", 8: "cl-cancel", 9: "fack",
                     10: "cancel-ack"}
+INDEX_WRITE_MULTIPLE = 0xE040
 PNIO_OPERATIONS = {0: "connect", 1: "release", 2: "read", 3: "write", 4: "control",
                    5: "read-implicit"}
 PNIO_INTERFACES = {
@@ -848,9 +852,12 @@ class PnioCmMessage(Event):
     ``operation``: "connect", "release", "read", "write", "control", "read-implicit" (from
     the opnum of the PNIO interfaces; "opnum-N" for others). ``interface``: "device",
     "controller", "supervisor", "parameter-server", "epm" or the interface UUID.
-    Blocks are read from the first fragment only. From the blocks: ``ar_uuid``,
-    ``station_name`` (CMInitiatorStationName of an ARBlockReq), ``index``/``slot``/``subslot``
-    of a read/write header, ``control_command`` of an IODControl block.
+    Blocks are read from unfragmented calls only (DCE/RPC fragments are not reassembled:
+    a fragmented call has its header fields and no blocks). From the top-level blocks: ``ar_uuid``,
+    ``station_name`` (CMInitiatorStationName of an ARBlockReq: the controller; of an
+    ARServerBlock in a connect response: the device), ``index``/``slot``/``subslot``
+    of a read/write header, ``control_command`` of an IODControl block; ``records``: the
+    (slot, subslot, index) of each write inside a multiple write (index 0xE040).
     """
 
     kind: ClassVar[str] = "profinet_cm"
@@ -870,6 +877,7 @@ class PnioCmMessage(Event):
     slot: int | None = None
     subslot: int | None = None
     control_command: int | None = None
+    records: tuple[tuple[int, int, int], ...] = ()
 
     @property
     def block_types(self) -> tuple[int, ...]:
@@ -911,16 +919,18 @@ def decode_pnio_cm(data: bytes, *, src: str, dst: str, sport: int, dport: int, t
     if len(body) < body_len:
         where.problem(f"DCE/RPC fragment length {body_len} but {len(body)} bytes follow", 74)
     fields = _PnioFields()
-    if iface != "epm" and fragment == 0 and ptype in (RPC_REQUEST, RPC_RESPONSE):
+    fragmented = bool(flags1 & 0x04)  # blocks of a fragmented call are not reassembled (yet)
+    if iface != "epm" and not fragmented and ptype in (RPC_REQUEST, RPC_RESPONSE):
         _pnio_body(body, ptype == RPC_RESPONSE, order, where, fields)
     cls = PnioCmResponse if ptype in (RPC_RESPONSE, RPC_FAULT) else PnioCmRequest
     event = cls(ts=ts, frame=frame, src=src, dst=dst, sport=sport, dport=dport, source=source,
                 packet_type=ptype, opnum=opnum, operation=operation, interface=iface,
                 activity=str(activity), sequence=sequence, fragment=fragment,
-                last_fragment=not flags1 & 0x04 or bool(flags1 & 0x02),
+                last_fragment=not fragmented or bool(flags1 & 0x02),
                 pnio_status=fields.pnio_status, blocks=tuple(fields.blocks),
                 ar_uuid=fields.ar_uuid, station_name=fields.station_name, index=fields.index,
-                slot=fields.slot, subslot=fields.subslot, control_command=fields.control_command)
+                slot=fields.slot, subslot=fields.subslot, control_command=fields.control_command,
+                records=tuple(fields.records))
     return [event], problems
 
 
@@ -934,6 +944,7 @@ class _PnioFields:
     slot: int | None = None
     subslot: int | None = None
     control_command: int | None = None
+    records: list[tuple[int, int, int]] = field(default_factory=list)
 
 
 def _pnio_body(body: bytes, response: bool, order: str, where: _Where,
@@ -963,22 +974,56 @@ def _pnio_body(body: bytes, response: bool, order: str, where: _Where,
             break
         _pnio_block_fields(kind, content, fields)
         pos += 4 + length
+        if kind in (0x0008, 0x8009) and len(content) >= 34:  # record data follows the header
+            record = int.from_bytes(content[30:34], "big")
+            if kind == 0x0008 and fields.index == INDEX_WRITE_MULTIPLE:
+                _write_multiple(body, pos, min(pos + record, end), fields, where)
+            pos += record
 
 
 def _pnio_block_fields(kind: int, content: bytes, fields: _PnioFields) -> None:
     if kind in (0x0101, 0x8101) and len(content) >= 18:  # ARType(2) ARUUID(16)
         fields.ar_uuid = str(uuid.UUID(bytes=content[2:18]))
-        if kind == 0x0101 and len(content) >= 54:
-            name_len = content[52] << 8 | content[53]
-            fields.station_name = _text(content[54:54 + name_len])
-    elif kind in (0x0008, 0x0009, 0x8008, 0x8009) and len(content) >= 32:
+        # SessionKey(2) CMInitiatorMacAdd(6) CMInitiatorObjectUUID(16) ARProperties(4)
+        # ActivityTimeoutFactor(2) UDPRTPort(2) StationNameLength(2) CMInitiatorStationName
+        if kind == 0x0101 and len(content) >= 52:
+            name_len = content[50] << 8 | content[51]
+            fields.station_name = _text(content[52:52 + name_len])
+    elif kind == 0x8106 and len(content) >= 2:  # ARServerBlock: the responder's station name
+        name_len = content[0] << 8 | content[1]
+        fields.station_name = _text(content[2:2 + name_len])
+    elif kind in (0x0008, 0x0009, 0x8008, 0x8009) and len(content) >= 30:
         # SeqNumber(2) ARUUID(16) API(4) Slot(2) Subslot(2) Padding(2) Index(2)
-        fields.ar_uuid = str(uuid.UUID(bytes=content[2:18]))
-        fields.slot, fields.subslot, _pad, fields.index = struct.unpack_from(">HHHH", content, 22)
+        # RecordDataLength(4); the first header is the call's (a multiple write's inner
+        # headers go to ``records``)
+        slot, subslot, _pad, index = struct.unpack_from(">HHHH", content, 22)
+        if fields.index is None:
+            fields.ar_uuid = str(uuid.UUID(bytes=content[2:18]))
+            fields.slot, fields.subslot, fields.index = slot, subslot, index
+        else:
+            fields.records.append((slot, subslot, index))
     elif 0x0110 <= kind & 0x7FFF <= 0x0118 and len(content) >= 26:
         # Reserved(2) ARUUID(16) SessionKey(2) Reserved(2) ControlCommand(2)
         fields.ar_uuid = str(uuid.UUID(bytes=content[2:18]))
         fields.control_command = content[22] << 8 | content[23]
+
+
+def _write_multiple(body: bytes, pos: int, end: int, fields: _PnioFields, where: _Where) -> None:
+    """The IODWriteReqHeaders inside a multiple write (index 0xE040), each followed by its
+    record data padded to a multiple of 4 bytes."""
+    start = pos
+    while pos + 40 <= end:
+        kind, length = struct.unpack_from(">HH", body, pos)
+        if kind != 0x0008 or length < 36:
+            where.problem(f"multiple write holds block 0x{kind:04x} of length {length} where an "
+                          "IODWriteReqHeader belongs", RPC_HEADER + pos)
+            return
+        fields.blocks.append(PnioBlock(kind, length, (body[pos + 4], body[pos + 5]),
+                                       RPC_HEADER + pos))
+        content = body[pos + 6:pos + 4 + length]
+        _pnio_block_fields(kind, content, fields)
+        pos += 4 + length + int.from_bytes(content[30:34], "big")
+        pos += -(pos - start) % 4
 
 
 class PnioCmDecoder:
