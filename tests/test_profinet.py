@@ -527,3 +527,41 @@ def test_pnio_cm_connect_carries_the_controller_name(shared_data: Path) -> None:
 def test_rt_other_frame_for_fragments() -> None:
     event = _one(bytes.fromhex("ff83") + bytes(58))
     assert isinstance(event, RtOtherFrame) and event.rt_class == "fragment"
+
+
+def test_cyclic_state_is_bounded_by_max_streams() -> None:
+    decoder = ProfinetDecoder(max_streams=2)
+    for frame, frame_id in enumerate((0xC000, 0xC001, 0xC002, 0xC002, 0xC000), start=1):
+        payload = frame_id.to_bytes(2, "big") + bytes(40) + frame.to_bytes(2, "big") + b"\x35\x00"
+        decoder.feed(payload, DRIVE, EWS, float(frame), frame)
+    assert sorted(k[2] for k in decoder.streams) == [0xC000, 0xC001]
+    assert decoder.dropped_cyclic == 2
+    assert [s.frames for s in decoder.cyclic_summaries()] == [2, 1]
+
+
+def test_inventory_takes_what_devices_say_not_what_a_set_asked() -> None:
+    events = _decode_all([(IDENTIFY_RESPONSE, DRIVE, EWS), (SET_NAME, ROGUE, DRIVE)])
+    (device,) = device_inventory(events)
+    assert (device.mac, device.station_name, device.ip, device.roles, device.frames) == (
+        DRIVE, "drive-01a", "10.20.7.9", ("io-device",), (1,))
+
+
+PNIO_HEADER = bytes.fromhex(
+    "04" "00" "20" "00" "100000" "00"  # version 4, request, idempotent, little-endian drep
+    + "00" * 16  # object UUID
+    + "0100a0de976cd111827100a02442df7d"  # PNIO device interface, little-endian fields
+    + "11" * 16  # activity
+    + "00000000" "01000000" "00000000" "0000" "ffff" "ffff"
+)
+
+
+@settings(max_examples=300, deadline=timedelta(milliseconds=500),
+          suppress_health_check=[HealthCheck.too_slow])
+@given(st.binary(max_size=200), st.integers(0, 400))
+def test_pnio_cm_garbage_never_raises(body: bytes, length: int) -> None:
+    datagram = PNIO_HEADER + length.to_bytes(2, "little") + bytes(4) + body
+    events, problems = decode_pnio_cm(datagram, src="10.0.0.1", dst="10.0.0.2", sport=1,
+                                      dport=34964, ts=0.0, frame=5)
+    (event,) = events
+    assert (event.interface, event.operation) == ("device", "connect")  # type: ignore[attr-defined]
+    assert all(0 <= p.offset <= len(datagram) and p.frame == 5 for p in problems)
