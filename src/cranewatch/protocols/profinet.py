@@ -67,10 +67,10 @@ DCP_FRAME_IDS = frozenset({FRAME_DCP_HELLO, FRAME_DCP_GET_SET, FRAME_DCP_IDENTIF
                            FRAME_DCP_IDENTIFY_RESPONSE})
 
 # DCP service ids and types.
-DCP_GET = 1
-DCP_SET = 2
-DCP_IDENTIFY = 3
-DCP_HELLO = 4
+DCP_GET = 3  # ServiceIDs 0-2 are reserved
+DCP_SET = 4
+DCP_IDENTIFY = 5
+DCP_HELLO = 6
 DCP_SERVICE_NAMES = {DCP_GET: "get", DCP_SET: "set", DCP_IDENTIFY: "identify", DCP_HELLO: "hello"}
 DCP_REQUEST = 0
 DCP_RESPONSE_SUCCESS = 1
@@ -102,6 +102,7 @@ SUB_CONTROL_RESPONSE = 4
 SUB_CONTROL_FACTORY_RESET = 5
 SUB_CONTROL_RESET_TO_FACTORY = 6
 
+# Start and Stop bracket a Set transaction (tshark: "Start-Trans", "End-Trans").
 CONTROL_NAMES = {SUB_CONTROL_START: "start", SUB_CONTROL_STOP: "stop",
                  SUB_CONTROL_SIGNAL: "signal", SUB_CONTROL_FACTORY_RESET: "factory-reset",
                  SUB_CONTROL_RESET_TO_FACTORY: "reset-to-factory"}
@@ -147,7 +148,7 @@ class DecodeProblem:
 
 def rt_class(frame_id: int, *, udp: bool = False) -> str:
     """The traffic class of a frame id: RT_CLASS_1/2/3/UDP, alarm, dcp, ptcp, fragment, reserved."""
-    if 0x0100 <= frame_id <= 0x7FFF:
+    if 0x0100 <= frame_id <= 0x7FFF:  # IEC 61158-6-10 v2.2 (later versions: 0x0100-0x0FFF)
         return "RT_CLASS_3"
     if 0x8000 <= frame_id <= 0xBFFF:
         return "RT_CLASS_2"
@@ -380,8 +381,10 @@ def _ip(raw: bytes) -> str:
 
 
 def _text(raw: bytes) -> str:
-    """DCP strings are octet strings (visible ASCII); anything else stays readable, escaped."""
-    return raw.decode("ascii", "backslashreplace")
+    """DCP strings are visible ASCII; a device may pad with NULs, which end the string (as
+    devices and tshark read it); other bytes stay readable, escaped."""
+    end = raw.find(0)
+    return (raw if end < 0 else raw[:end]).decode("ascii", "backslashreplace")
 
 
 @dataclass(slots=True)
@@ -429,13 +432,19 @@ def _cyclic(data: bytes, frame_id: int, udp: bool, where: _Where) -> RtCyclicFra
     if len(data) < 6:
         where.problem(f"cyclic frame of {len(data)} bytes, 6 needed for FrameID and APDU status", 2)
         return None
-    end = len(data)
+    counter, status, transfer = apdu_status(data)
     return RtCyclicFrame(ts=where.ts, frame=where.frame, src=where.src, dst=where.dst,
                          source=where.source, frame_id=frame_id,
-                         rt_class=rt_class(frame_id, udp=udp),
-                         cycle_counter=data[end - 4] << 8 | data[end - 3],
-                         data_status=data[end - 2], transfer_status=data[end - 1],
-                         data_length=end - 6)
+                         rt_class=rt_class(frame_id, udp=udp), cycle_counter=counter,
+                         data_status=status, transfer_status=transfer,
+                         data_length=len(data) - 6)
+
+
+def apdu_status(data: bytes) -> tuple[int, int, int]:
+    """CycleCounter, DataStatus, TransferStatus: the last 4 bytes of a cyclic frame (after the
+    C_SDU and its padding; ``data`` must hold at least 6 bytes)."""
+    end = len(data)
+    return data[end - 4] << 8 | data[end - 3], data[end - 2], data[end - 1]
 
 
 def _alarm(data: bytes, frame_id: int, where: _Where) -> AlarmFrame | None:
@@ -696,15 +705,16 @@ class CyclicStream:
     problem_frames: int = 0
     gap_frames: list[int] = field(default_factory=list)
 
-    def add(self, event: RtCyclicFrame) -> None:
+    def add(self, counter: int, status: int, transfer: int, ts: float, frame: int) -> None:
+        """One frame's APDU status."""
         if self.frames:
-            self._step((event.cycle_counter - self.last_counter) & 0xFFFF, event.frame)
-            if event.data_status != self.data_status:
+            self._step((counter - self.last_counter) & 0xFFFF, frame)
+            if status != self.data_status:
                 self.status_changes += 1
         self.frames += 1
-        self.last_ts, self.last_frame = event.ts, event.frame
-        self.last_counter, self.data_status = event.cycle_counter, event.data_status
-        if event.transfer_status or event.data_status & 0x34 != 0x34:
+        self.last_ts, self.last_frame = ts, frame
+        self.last_counter, self.data_status = counter, status
+        if transfer or status & 0x34 != 0x34:
             self.problem_frames += 1  # not (valid, run, station ok) or "ignore this frame"
 
     def _step(self, step: int, frame: int) -> None:
@@ -744,28 +754,30 @@ class ProfinetDecoder:
 
     def feed(self, payload: bytes, src: str, dst: str, ts: float, frame: int,
              udp: bool = False) -> list[Event]:
+        # Cyclic frames are nearly all of PROFINET (one per device and direction every few
+        # ms): fold their status straight into the stream, no event object per frame.
+        if len(payload) >= 6:
+            frame_id = payload[0] << 8 | payload[1]
+            if 0x0100 <= frame_id <= 0xFBFF:
+                self._fold(payload, src, dst, frame_id, ts, frame, udp)
+                return []
         events, problems = decode_frame(payload, src=src, dst=dst, ts=ts, frame=frame,
                                         source=self.source, udp=udp)
         self.problems.extend(problems)
-        out: list[Event] = []
-        for event in events:
-            if isinstance(event, RtCyclicFrame):
-                self._fold(event)
-            else:
-                out.append(event)
-        return out
+        return events
 
-    def _fold(self, event: RtCyclicFrame) -> None:
-        key = (event.src, event.dst, event.frame_id)
+    def _fold(self, payload: bytes, src: str, dst: str, frame_id: int, ts: float, frame: int,
+              udp: bool) -> None:
+        counter, data_status, transfer = apdu_status(payload)
+        key = (src, dst, frame_id)
         stream = self.streams.get(key)
         if stream is None:
             if len(self.streams) >= self.max_streams:
                 self.dropped_cyclic += 1
                 return
             stream = self.streams[key] = CyclicStream(
-                event.src, event.dst, event.frame_id, event.rt_class, event.source, event.ts,
-                event.frame, event.cycle_counter)
-        stream.add(event)
+                src, dst, frame_id, rt_class(frame_id, udp=udp), self.source, ts, frame, counter)
+        stream.add(counter, data_status, transfer, ts, frame)
 
     def cyclic_summaries(self) -> list[RtCyclicSummary]:
         return [stream.summary() for stream in self.streams.values()]
@@ -796,6 +808,7 @@ RPC_FAULT = 3
 RPC_PACKET_TYPES = {0: "request", 1: "ping", 2: "response", 3: "fault", 4: "working",
                     5: "nocall", 6: "reject", 7: "ack", 8: "cl-cancel", 9: "fack",
                     10: "cancel-ack"}
+INDEX_WRITE_MULTIPLE = 0xE040
 PNIO_OPERATIONS = {0: "connect", 1: "release", 2: "read", 3: "write", 4: "control",
                    5: "read-implicit"}
 PNIO_INTERFACES = {
@@ -848,9 +861,12 @@ class PnioCmMessage(Event):
     ``operation``: "connect", "release", "read", "write", "control", "read-implicit" (from
     the opnum of the PNIO interfaces; "opnum-N" for others). ``interface``: "device",
     "controller", "supervisor", "parameter-server", "epm" or the interface UUID.
-    Blocks are read from the first fragment only. From the blocks: ``ar_uuid``,
-    ``station_name`` (CMInitiatorStationName of an ARBlockReq), ``index``/``slot``/``subslot``
-    of a read/write header, ``control_command`` of an IODControl block.
+    Blocks are read from unfragmented calls only (DCE/RPC fragments are not reassembled:
+    a fragmented call has its header fields and no blocks). From the top-level blocks: ``ar_uuid``,
+    ``station_name`` (CMInitiatorStationName of an ARBlockReq: the controller; of an
+    ARServerBlock in a connect response: the device), ``index``/``slot``/``subslot``
+    of a read/write header, ``control_command`` of an IODControl block; ``records``: the
+    (slot, subslot, index) of each write inside a multiple write (index 0xE040).
     """
 
     kind: ClassVar[str] = "profinet_cm"
@@ -870,6 +886,7 @@ class PnioCmMessage(Event):
     slot: int | None = None
     subslot: int | None = None
     control_command: int | None = None
+    records: tuple[tuple[int, int, int], ...] = ()
 
     @property
     def block_types(self) -> tuple[int, ...]:
@@ -911,16 +928,18 @@ def decode_pnio_cm(data: bytes, *, src: str, dst: str, sport: int, dport: int, t
     if len(body) < body_len:
         where.problem(f"DCE/RPC fragment length {body_len} but {len(body)} bytes follow", 74)
     fields = _PnioFields()
-    if iface != "epm" and fragment == 0 and ptype in (RPC_REQUEST, RPC_RESPONSE):
+    fragmented = bool(flags1 & 0x04)  # blocks of a fragmented call are not reassembled (yet)
+    if iface != "epm" and not fragmented and ptype in (RPC_REQUEST, RPC_RESPONSE):
         _pnio_body(body, ptype == RPC_RESPONSE, order, where, fields)
     cls = PnioCmResponse if ptype in (RPC_RESPONSE, RPC_FAULT) else PnioCmRequest
     event = cls(ts=ts, frame=frame, src=src, dst=dst, sport=sport, dport=dport, source=source,
                 packet_type=ptype, opnum=opnum, operation=operation, interface=iface,
                 activity=str(activity), sequence=sequence, fragment=fragment,
-                last_fragment=not flags1 & 0x04 or bool(flags1 & 0x02),
+                last_fragment=not fragmented or bool(flags1 & 0x02),
                 pnio_status=fields.pnio_status, blocks=tuple(fields.blocks),
                 ar_uuid=fields.ar_uuid, station_name=fields.station_name, index=fields.index,
-                slot=fields.slot, subslot=fields.subslot, control_command=fields.control_command)
+                slot=fields.slot, subslot=fields.subslot, control_command=fields.control_command,
+                records=tuple(fields.records))
     return [event], problems
 
 
@@ -934,6 +953,7 @@ class _PnioFields:
     slot: int | None = None
     subslot: int | None = None
     control_command: int | None = None
+    records: list[tuple[int, int, int]] = field(default_factory=list)
 
 
 def _pnio_body(body: bytes, response: bool, order: str, where: _Where,
@@ -963,22 +983,56 @@ def _pnio_body(body: bytes, response: bool, order: str, where: _Where,
             break
         _pnio_block_fields(kind, content, fields)
         pos += 4 + length
+        if kind in (0x0008, 0x8009) and len(content) >= 34:  # record data follows the header
+            record = int.from_bytes(content[30:34], "big")
+            if kind == 0x0008 and fields.index == INDEX_WRITE_MULTIPLE:
+                _write_multiple(body, pos, min(pos + record, end), fields, where)
+            pos += record
 
 
 def _pnio_block_fields(kind: int, content: bytes, fields: _PnioFields) -> None:
     if kind in (0x0101, 0x8101) and len(content) >= 18:  # ARType(2) ARUUID(16)
         fields.ar_uuid = str(uuid.UUID(bytes=content[2:18]))
-        if kind == 0x0101 and len(content) >= 54:
-            name_len = content[52] << 8 | content[53]
-            fields.station_name = _text(content[54:54 + name_len])
-    elif kind in (0x0008, 0x0009, 0x8008, 0x8009) and len(content) >= 32:
+        # SessionKey(2) CMInitiatorMacAdd(6) CMInitiatorObjectUUID(16) ARProperties(4)
+        # ActivityTimeoutFactor(2) UDPRTPort(2) StationNameLength(2) CMInitiatorStationName
+        if kind == 0x0101 and len(content) >= 52:
+            name_len = content[50] << 8 | content[51]
+            fields.station_name = _text(content[52:52 + name_len])
+    elif kind == 0x8106 and len(content) >= 2:  # ARServerBlock: the responder's station name
+        name_len = content[0] << 8 | content[1]
+        fields.station_name = _text(content[2:2 + name_len])
+    elif kind in (0x0008, 0x0009, 0x8008, 0x8009) and len(content) >= 30:
         # SeqNumber(2) ARUUID(16) API(4) Slot(2) Subslot(2) Padding(2) Index(2)
-        fields.ar_uuid = str(uuid.UUID(bytes=content[2:18]))
-        fields.slot, fields.subslot, _pad, fields.index = struct.unpack_from(">HHHH", content, 22)
+        # RecordDataLength(4); the first header is the call's (a multiple write's inner
+        # headers go to ``records``)
+        slot, subslot, _pad, index = struct.unpack_from(">HHHH", content, 22)
+        if fields.index is None:
+            fields.ar_uuid = str(uuid.UUID(bytes=content[2:18]))
+            fields.slot, fields.subslot, fields.index = slot, subslot, index
+        else:
+            fields.records.append((slot, subslot, index))
     elif 0x0110 <= kind & 0x7FFF <= 0x0118 and len(content) >= 26:
         # Reserved(2) ARUUID(16) SessionKey(2) Reserved(2) ControlCommand(2)
         fields.ar_uuid = str(uuid.UUID(bytes=content[2:18]))
         fields.control_command = content[22] << 8 | content[23]
+
+
+def _write_multiple(body: bytes, pos: int, end: int, fields: _PnioFields, where: _Where) -> None:
+    """The IODWriteReqHeaders inside a multiple write (index 0xE040), each followed by its
+    record data padded to a multiple of 4 bytes."""
+    start = pos
+    while pos + 40 <= end:
+        kind, length = struct.unpack_from(">HH", body, pos)
+        if kind != 0x0008 or length < 36:
+            where.problem(f"multiple write holds block 0x{kind:04x} of length {length} where an "
+                          "IODWriteReqHeader belongs", RPC_HEADER + pos)
+            return
+        fields.blocks.append(PnioBlock(kind, length, (body[pos + 4], body[pos + 5]),
+                                       RPC_HEADER + pos))
+        content = body[pos + 6:pos + 4 + length]
+        _pnio_block_fields(kind, content, fields)
+        pos += 4 + length + int.from_bytes(content[30:34], "big")
+        pos += -(pos - start) % 4
 
 
 class PnioCmDecoder:
@@ -1072,7 +1126,7 @@ def detect_dcp_changes(events: Iterable[Event], engineering_stations: Collection
     for event in ordered:
         if isinstance(event, DcpResponse):
             _learn(state, event)
-            key = pending.get((event.src, event.dst, event.xid))
+            key = pending.get((event.src.lower(), event.dst.lower(), event.xid))
             if key is not None and event.service_id == DCP_SET:
                 _record_result(changes[key], event)
             continue
@@ -1089,7 +1143,7 @@ def detect_dcp_changes(events: Iterable[Event], engineering_stations: Collection
         key = (setter, event.dst.lower(), operation)
         change = changes.setdefault(key, _Change())
         _record_request(change, event, state.get(event.dst.lower()))
-        pending[(event.dst, event.src, event.xid)] = key
+        pending[(event.dst.lower(), setter, event.xid)] = key
     return [_finding(key, change, crane, ips, state) for key, change in changes.items()]
 
 
@@ -1200,48 +1254,78 @@ class ProfinetDevice:
     frames: tuple[int, ...] = ()
 
 
+@dataclass(slots=True)
+class _DeviceRecord:
+    """A ``ProfinetDevice`` being gathered."""
+
+    identity: dict[str, str | int | None] = field(default_factory=dict)
+    roles: tuple[str, ...] = ()
+    rt_frame_ids: set[int] = field(default_factory=set)
+    cycle_time: float | None = None
+    rt_frames: int = 0
+    first_seen: float | None = None
+    last_seen: float | None = None
+    frames: list[int] = field(default_factory=list)
+
+    def seen(self, ts: float, frame: int | None = None) -> None:
+        self.first_seen = ts if self.first_seen is None else min(self.first_seen, ts)
+        self.last_seen = ts if self.last_seen is None else max(self.last_seen, ts)
+        if frame is not None and len(self.frames) < 16:
+            self.frames.append(frame)
+
+
+_IDENTITY = ("station_name", "ip", "netmask", "gateway", "vendor_id", "device_id",
+             "device_vendor")
+
+
 def device_inventory(events: Iterable[Event],
                      summaries: Iterable[RtCyclicSummary] = ()) -> list[ProfinetDevice]:
-    """One record per device MAC that answered DCP or sent cyclic data, ordered by MAC."""
-    found: dict[str, dict[str, object]] = {}
+    """One record per device MAC that answered DCP or sent cyclic data, ordered by MAC.
+
+    Identity comes from what a device says about itself (its DCP responses and Hello), the
+    latest value winning; a Set request's values are what someone asked, not what the device
+    took, and are left out.
+    """
+    found: dict[str, _DeviceRecord] = {}
     for event in events:
-        if isinstance(event, DcpResponse | DcpRequest) and (
-                isinstance(event, DcpResponse) or event.service_id == DCP_HELLO):
-            entry = found.setdefault(event.src.lower(), {"frames": []})
-            for name in ("station_name", "ip", "netmask", "gateway", "vendor_id", "device_id",
-                         "device_vendor"):
-                value = getattr(event, name)
-                if value is not None:
-                    entry[name] = value
-            if event.device_role is not None:
-                entry["roles"] = role_names(event.device_role)
-            _seen(entry, event.ts, event.frame)
+        if not isinstance(event, DcpResponse) and not (
+                isinstance(event, DcpRequest) and event.service_id == DCP_HELLO):
+            continue
+        record = found.setdefault(event.src.lower(), _DeviceRecord())
+        for name in _IDENTITY:
+            value = getattr(event, name)
+            if value is not None:
+                record.identity[name] = value
+        if event.device_role is not None:
+            record.roles = role_names(event.device_role)
+        record.seen(event.ts, event.frame)
     for summary in summaries:
-        entry = found.setdefault(summary.src.lower(), {"frames": []})
-        ids = entry.setdefault("rt_frame_ids", set())
-        assert isinstance(ids, set)
-        ids.add(summary.frame_id)
-        entry["rt_frames"] = int(str(entry.get("rt_frames", 0))) + summary.frames
+        record = found.setdefault(summary.src.lower(), _DeviceRecord())
+        record.rt_frame_ids.add(summary.frame_id)
+        record.rt_frames += summary.frames
         cycle = summary.cycle_time
-        current = entry.get("cycle_time")
-        if cycle is not None and (not isinstance(current, float) or cycle < current):
-            entry["cycle_time"] = cycle
-        _seen(entry, summary.ts, None)
-        _seen(entry, summary.last_ts, None)
-    devices = []
-    for mac, entry in sorted(found.items()):
-        frames = entry.pop("frames")
-        ids = entry.pop("rt_frame_ids", set())
-        assert isinstance(frames, list) and isinstance(ids, set)
-        devices.append(ProfinetDevice(mac=mac, frames=tuple(frames), rt_frame_ids=tuple(sorted(ids)),
-                                      **entry))  # type: ignore[arg-type]
-    return devices
+        if cycle is not None and (record.cycle_time is None or cycle < record.cycle_time):
+            record.cycle_time = cycle
+        record.seen(summary.ts)
+        record.seen(summary.last_ts)
+    return [_device(mac, record) for mac, record in sorted(found.items())]
 
 
-def _seen(entry: dict[str, object], ts: float, frame: int | None) -> None:
-    first, last = entry.get("first_seen"), entry.get("last_seen")
-    entry["first_seen"] = ts if not isinstance(first, float) else min(first, ts)
-    entry["last_seen"] = ts if not isinstance(last, float) else max(last, ts)
-    frames = entry["frames"]
-    if frame is not None and isinstance(frames, list) and len(frames) < 16:
-        frames.append(frame)
+def _device(mac: str, record: _DeviceRecord) -> ProfinetDevice:
+    identity = record.identity
+
+    def text(name: str) -> str | None:
+        value = identity.get(name)
+        return value if isinstance(value, str) else None
+
+    def number(name: str) -> int | None:
+        value = identity.get(name)
+        return value if isinstance(value, int) else None
+
+    return ProfinetDevice(
+        mac=mac, station_name=text("station_name"), ip=text("ip"), netmask=text("netmask"),
+        gateway=text("gateway"), vendor_id=number("vendor_id"), device_id=number("device_id"),
+        device_vendor=text("device_vendor"), roles=record.roles,
+        rt_frame_ids=tuple(sorted(record.rt_frame_ids)), cycle_time=record.cycle_time,
+        rt_frames=record.rt_frames, first_seen=record.first_seen, last_seen=record.last_seen,
+        frames=tuple(record.frames))
