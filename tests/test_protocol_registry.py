@@ -171,3 +171,42 @@ def test_every_registered_event_kind_has_a_declared_adapter() -> None:
         events = {v for v in vars(module).values()
                   if isinstance(v, type) and issubclass(v, Event) and v.__module__ == spec.module}
         assert events <= set(spec.adapters), spec.name
+
+
+# ------------------------------------------------------------------------------ PROFINET
+
+CHANGE_IP = "pcaps/ICS-Security-Tools/pcaps/profinet/PROFINET-RT-DCP/ChangeIPUsingDCP.pcap"
+
+
+def test_profinet_is_registered_by_its_module_with_its_ethertype_and_pnio_cm_port() -> None:
+    spec = registry.load_all()["profinet"]
+    assert [link.ethertype for link in spec.links] == [0x8892]
+    assert [(d.transport, sorted(d.ports)) for d in spec.decoders] == [("udp", [34964])]
+    assert 0x8892 in registry.links() and 0x0806 in registry.links()
+
+
+def test_a_dcp_set_ip_from_a_host_that_is_no_engineering_station_is_plc_control(
+        shared_data: Path, tmp_path: Path) -> None:
+    """ChangeIPUsingDCP.pcap, read with tshark: frames 1-2 a DCP Identify (ServiceID 5) of
+    X208-BORD (08:00:06:93:cf:32) at 192.168.0.6; frame 3 a Set (ServiceID 4) of its IP suite
+    to 192.168.0.10/24 gw 192.168.0.1 from 00:0c:29:ba:09:ea, frame 4 the device's answer."""
+    from cranewatch.commands.analyze import detector_sinks
+    from cranewatch.profile import load_profile
+
+    capture = shared_data / CHANGE_IP
+    result = Analysis(detector_sinks(None, None, None)).run([capture])
+    dcp = [f for f in result.findings if f.rule == "profinet-dcp-set"]
+    assert [(f.category, f.severity.name, f.src, f.dst, f.evidence[0].frames) for f in dcp] == [
+        ("plc-control", "HIGH", "00:0c:29:ba:09:ea", "192.168.0.6", (3, 4))]
+    assert dcp[0].evidence[0].values["new_ip"] == "192.168.0.10/255.255.255.0 gw 192.168.0.1"
+    assert result.events["profinet_dcp_request"] == 2 and result.events["profinet_dcp_response"] == 2
+
+    # The same Set from the profile's engineering station is no finding.
+    profile_text = (Path(__file__).resolve().parent.parent / "src/cranewatch/data/profiles/sts-07.toml").read_text()
+    ews = 'role = "ews"\nip = "10.20.0.50"\n'
+    assert ews in profile_text
+    profile_path = tmp_path / "ews.toml"
+    profile_path.write_text(profile_text.replace(ews, ews + 'mac = "00:0c:29:ba:09:ea"\n'))
+    profile = load_profile(profile_path)
+    result = Analysis(detector_sinks(profile, None, None)).run([capture])
+    assert not [f for f in result.findings if f.rule.startswith("profinet-dcp")]

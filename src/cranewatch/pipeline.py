@@ -64,7 +64,7 @@ from cranewatch.incidents import group_incidents
 from cranewatch.model import Finding
 from cranewatch.protocols import registry
 from cranewatch.protocols.base import REGISTRY, DecoderSpec, Event, FlowContext
-from cranewatch.protocols.registry import BatchView, LinkSpec, ProtocolRun
+from cranewatch.protocols.registry import BatchView, LinkFrames, LinkSpec, ProtocolRun
 from cranewatch.result import (
     AnalysisResult,
     HostSummary,
@@ -377,6 +377,8 @@ class Analysis:
         self._links: dict[int, LinkSpec] = registry.links()
         self._link_names = {link.ethertype: spec.name for spec in registry.PROTOCOLS.values()
                             for link in spec.links}
+        self._link_runs = {link.ethertype: run for run in self.runs
+                           for link in registry.PROTOCOLS[run.protocol].links}
         self.warnings: list[InputWarning] = []
         self.suppressed = 0
         self.hosts: dict[int | bytes, _Host] = {}
@@ -744,13 +746,17 @@ class Analysis:
             buf = batch.buf
             bodies = [buf[start:end] for start, end in zip(starts.tolist(), ends.tolist(), strict=True)]
             frames = batch.frame[rows].tolist()
-            events = link.decode(bodies, batch.ts[rows].tolist(), frames, batch.source)
-            for row, frame, event in zip(rows.tolist(), frames, events, strict=True):
+            given = LinkFrames(bodies, [mac_text(m) for m in decoded.eth_src[rows].tolist()],
+                               [mac_text(m) for m in decoded.eth_dst[rows].tolist()],
+                               batch.ts[rows].tolist(), frames, batch.source)
+            row_of = rows.tolist()
+            name = self._link_names.get(ethertype, "")
+            for at, event in link.decode(given, self._link_runs.get(ethertype)):
                 if isinstance(event, DecodeError):
-                    self.warn(InputWarning(f"{self._link_names.get(ethertype, '')}: {event.message}",
-                                           batch.source, frame, "decode"))
+                    where = event.location.frame if event.location and event.location.frame else frames[at]
+                    self.warn(InputWarning(f"{name}: {event.message}", batch.source, where, "decode"))
                 else:
-                    self._deferred.append((row, event))
+                    self._deferred.append((row_of[at], event))
 
     def _prepare_new_flows(self, batch: PacketBatch, decoded: DecodedBatch, flows: list[Flow],
                            index: np.ndarray, from_client: np.ndarray, rows: np.ndarray) -> None:
@@ -852,6 +858,8 @@ class Analysis:
         problems = getattr(decoder, "problems", None)
         if problems:
             for problem in problems:
+                if not isinstance(problem, DecodeError):  # a protocol's own record of it
+                    problem = problem.as_error()
                 where = problem.location
                 self.warn(InputWarning(f"{flow.protocol}: {problem.message}", source,
                                        where.frame if where and where.frame is not None else frame,

@@ -16,7 +16,14 @@ from typing import ClassVar
 from cranewatch.detect.facts import Binding, where
 from cranewatch.errors import DecodeError, Location
 from cranewatch.protocols.base import Event
-from cranewatch.protocols.registry import Adapter, LinkSpec, ProtocolSpec, register_protocol
+from cranewatch.protocols.registry import (
+    Adapter,
+    LinkFrames,
+    LinkSpec,
+    ProtocolRun,
+    ProtocolSpec,
+    register_protocol,
+)
 
 OP_REQUEST = 1
 OP_REPLY = 2
@@ -108,12 +115,17 @@ def binding(event: ArpEvent) -> list[Binding]:
     return [Binding(**where(event), ip=ip, mac=mac)]
 
 
+def decode_link(frames: LinkFrames, run: ProtocolRun | None) -> list[tuple[int, ArpEvent | DecodeError]]:
+    """The registry's link-layer form of ``decode_arp_frames``: one answer per frame."""
+    return list(enumerate(decode_arp_frames(frames.bodies, frames.ts, frames.frames, frames.source)))
+
+
 ETHERTYPE_ARP = 0x0806
 ARP_BODY = 28  # bytes of an Ethernet/IPv4 ARP body (what follows is Ethernet padding)
 _BINDING = Adapter(binding, (Binding,))
 
 PROTOCOL = register_protocol(ProtocolSpec(
     name="arp", module=__name__, policy={},
-    links=(LinkSpec(ETHERTYPE_ARP, decode_arp_frames, max_body=ARP_BODY),),
+    links=(LinkSpec(ETHERTYPE_ARP, decode_link, max_body=ARP_BODY),),
     adapters={ArpEvent: _BINDING, ArpResponse: _BINDING},
 ))

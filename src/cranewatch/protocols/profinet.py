@@ -51,6 +51,15 @@ from typing import ClassVar
 from cranewatch.errors import DecodeError, Location
 from cranewatch.model import Evidence, Finding, Severity, finding_id
 from cranewatch.protocols.base import DecoderSpec, Event, FlowContext
+from cranewatch.protocols.registry import (
+    AS_IS,
+    IGNORED,
+    LinkFrames,
+    LinkSpec,
+    ProtocolRun,
+    ProtocolSpec,
+    register_protocol,
+)
 
 ETHERTYPE_PROFINET = 0x8892
 PNIO_CM_PORT = 34964  # 0x8894: PNIO context manager (DCE/RPC over UDP)
@@ -1329,3 +1338,75 @@ def _device(mac: str, record: _DeviceRecord) -> ProfinetDevice:
         rt_frame_ids=tuple(sorted(record.rt_frame_ids)), cycle_time=record.cycle_time,
         rt_frames=record.rt_frames, first_seen=record.first_seen, last_seen=record.last_seen,
         frames=tuple(record.frames))
+
+
+# --------------------------------------------------------------------------- declaration
+# What the registry needs (``protocols.registry``): the ethertype's decoder with one decoder
+# per capture kept for the run (the cyclic streams fold there), PNIO-CM's flow decoder, the
+# adapters of the events, and the detector of DCP changes.
+
+
+class ProfinetRun(ProtocolRun):
+    """One analysis' PROFINET state: a ``ProfinetDecoder`` per capture (its cyclic streams)."""
+
+    def __init__(self) -> None:
+        self.decoders: dict[str, ProfinetDecoder] = {}
+
+
+def decode_link(frames: LinkFrames, run: ProtocolRun | None) -> list[tuple[int, Event | DecodeError]]:
+    """A batch's 0x8892 frames: acyclic events and located problems, by position in the batch."""
+    state = run if isinstance(run, ProfinetRun) else ProfinetRun()
+    decoder = state.decoders.get(frames.source)
+    if decoder is None:
+        decoder = state.decoders[frames.source] = ProfinetDecoder(frames.source)
+    out: list[tuple[int, Event | DecodeError]] = []
+    for at, (body, src, dst, stamp, frame) in enumerate(zip(
+            frames.bodies, frames.src, frames.dst, frames.ts, frames.frames, strict=True)):
+        out.extend((at, event) for event in decoder.feed(bytes(body), src, dst, stamp, frame))
+        if decoder.problems:
+            out.extend((at, DecodeError(f"{p.what} (payload byte {p.offset})",
+                                        Location(file=p.source or None, frame=p.frame)))
+                       for p in decoder.problems)
+            decoder.problems.clear()  # handed on: the decoder keeps none for the run
+    return out
+
+
+class DcpChanges:
+    """plc-control: DCP Set of a device's name or IP parameters, or a factory reset, from a
+    host that is not an engineering station (the profile's hosts of role ``ews``, by MAC or
+    IP; without a profile none is known, so every such change is reported).
+
+    Keeps the DCP messages ``detect_dcp_changes`` reads (Set requests, and what devices say
+    about themselves, for the old values), at most ``MAX_KEPT``.
+    """
+
+    name: ClassVar[str] = "plc-control-dcp"
+    accepts: ClassVar[tuple[type, ...]] = (DcpRequest, DcpResponse)
+    MAX_KEPT = 100_000
+
+    def __init__(self) -> None:
+        self.kept: list[DcpMessage] = []
+
+    def observe(self, fact: object, ctx: object) -> None:
+        if isinstance(fact, DcpMessage) and len(self.kept) < self.MAX_KEPT and (
+                fact.service_id in (DCP_SET, DCP_HELLO) or isinstance(fact, DcpResponse)):
+            self.kept.append(fact)
+
+    def finish(self, ctx: object) -> list[Finding]:
+        profile = getattr(ctx, "profile", None)
+        stations = [a for h in getattr(profile, "hosts", ()) if h.role == "ews"
+                    for a in (h.ip, h.mac) if a]
+        bindings: Mapping[str, Iterable[str]] = getattr(ctx, "bindings", {}) or {}
+        addresses = {mac: ip for ip, macs in bindings.items() for mac in macs}
+        return detect_dcp_changes(self.kept, stations, crane=getattr(ctx, "crane", None),
+                                  addresses=addresses)
+
+
+PROTOCOL = register_protocol(ProtocolSpec(
+    name="profinet", module=__name__, decoders=(PNIO_CM_SPEC,), policy={}, run=ProfinetRun,
+    links=(LinkSpec(ETHERTYPE_PROFINET, decode_link),), detectors=(DcpChanges,),
+    adapters={DcpRequest: AS_IS, DcpResponse: AS_IS, DcpMessage: IGNORED,
+              RtCyclicFrame: IGNORED, RtCyclicSummary: IGNORED, AlarmFrame: IGNORED,
+              PtcpFrame: IGNORED, RtOtherFrame: IGNORED, PnioCmMessage: IGNORED,
+              PnioCmRequest: IGNORED, PnioCmResponse: IGNORED},
+))

@@ -25,7 +25,6 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from cranewatch.errors import DecodeError
 from cranewatch.protocols.base import REGISTRY, DecoderSpec, Event
 
 if TYPE_CHECKING:
@@ -64,8 +63,22 @@ def _nothing(event: Any) -> Sequence[Any]:
 AS_IS = Adapter(_as_is, ())  # detectors read these events as they are (Modbus requests)
 IGNORED = Adapter(_nothing, ())  # no detector reads these (answers, connection set-up)
 
-# (bodies, timestamps, frames, capture) -> one event, or the located DecodeError, per body
-LinkDecode = Callable[[list[bytes], list[float], list[int], str], list[Any]]
+@dataclass(frozen=True, slots=True)
+class LinkFrames:
+    """A batch's frames of one ethertype: each one's body (what follows the ethertype and any
+    VLAN tags), Ethernet source and destination (text), time and frame number."""
+
+    bodies: list[bytes]
+    src: list[str]
+    dst: list[str]
+    ts: list[float]
+    frames: list[int]
+    source: str
+
+
+# (frames, the protocol's run state or None) -> (position in frames, event or located
+# DecodeError), in frame order; a body may give several events or none.
+LinkDecode = Callable[[LinkFrames, "ProtocolRun | None"], list[tuple[int, Any]]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,6 +121,7 @@ class ProtocolRun:
 
     folds: tuple[type, ...] = ()
     batch_path = False  # True when ``batch`` does anything
+    protocol = ""  # the name of the protocol it belongs to (set by ``runs``)
 
     def observe(self, event: Any) -> bool:
         return False
@@ -140,7 +154,9 @@ class ProtocolSpec:
 
     ``policy``: the names a profile may allow this protocol by, each with the transports an
     allow rule opens; ``None`` derives them from the decoders (the protocol's name, the
-    transports of its decoders). ``zeek``: Zeek log name -> mapper.
+    transports of its decoders). ``zeek``: Zeek log name -> mapper. ``detectors``: factories
+    of detectors (``detect.base.Detector``) that judge this protocol's own facts, run with
+    every other detector.
     """
 
     name: str
@@ -151,6 +167,7 @@ class ProtocolSpec:
     policy: Mapping[str, tuple[str, ...]] | None = None
     zeek: Mapping[str, ZeekMapper] = field(default_factory=dict)
     run: Callable[[], ProtocolRun] | None = None
+    detectors: tuple[Callable[[], Any], ...] = ()
 
     def policy_names(self) -> dict[str, tuple[str, ...]]:
         if self.policy is not None:
@@ -224,7 +241,7 @@ def unregister_protocol(name: str) -> None:
 # protocol: its module, and its name here.
 PROTOCOL_MODULES = (
     "modbus", "s7comm", "enip", "opcua", "mqtt", "dns", "tls", "http", "ssh", "remote",
-    "dhcp", "arp", "ntp", "syslog",
+    "dhcp", "arp", "ntp", "syslog", "profinet",
 )
 
 
@@ -269,12 +286,19 @@ def zeek_mappers() -> dict[str, ZeekMapper]:
     return {log: mapper for s in PROTOCOLS.values() for log, mapper in s.zeek.items()}
 
 
+def detectors() -> list[Any]:
+    """A fresh instance of every detector the protocols declare."""
+    load_all()
+    return [factory() for s in PROTOCOLS.values() for factory in s.detectors]
+
+
 def runs() -> list[ProtocolRun]:
     """A fresh per-run state of every protocol that declares one."""
     load_all()
-    return [s.run() for s in PROTOCOLS.values() if s.run is not None]
-
-
-def link_errors(events: Iterable[Any]) -> Iterable[DecodeError]:
-    """The located problems among a link decoder's answers."""
-    return (e for e in events if isinstance(e, DecodeError))
+    out = []
+    for spec in PROTOCOLS.values():
+        if spec.run is not None:
+            run = spec.run()
+            run.protocol = spec.name
+            out.append(run)
+    return out
