@@ -13,7 +13,7 @@ from typing import ClassVar
 
 from cranewatch.detect.facts import Binding, DhcpMessage, Fact, as_text, where
 from cranewatch.protocols.arp import format_mac
-from cranewatch.protocols.base import DecoderSpec, Event, FlowContext
+from cranewatch.protocols.base import DecoderSpec, Event, FlowContext, ReportsProblems
 from cranewatch.protocols.framing import decode_error, endpoints
 from cranewatch.protocols.registry import Adapter, ProtocolSpec, register_protocol
 
@@ -61,7 +61,7 @@ class DhcpMessageResponse(DhcpMessageRequest):
     kind: ClassVar[str] = "dhcp_message_response"
 
 
-class DhcpDecoder:
+class DhcpDecoder(ReportsProblems):
     """Decodes DHCP datagrams (one exchange per client port pair)."""
 
     def __init__(self, ctx: FlowContext) -> None:
@@ -70,7 +70,8 @@ class DhcpDecoder:
     def gap(self, from_client: bool) -> None:
         return None
 
-    def feed(self, from_client: bool, data: bytes, ts: float, frame: int) -> list[Event]:
+    def _feed(self, from_client: bool, data: bytes, ts: float, frame: int,
+              events: list[Event]) -> list[Event] | None:
         if len(data) < 240 or data[236:240] != MAGIC:
             raise decode_error("not a DHCP message (short or without the magic cookie)", self.ctx, frame)
         op, htype, hlen = data[0], data[1], data[2]

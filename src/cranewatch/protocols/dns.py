@@ -16,7 +16,7 @@ from typing import Any, ClassVar
 from cranewatch.detect.facts import DnsQuery, as_text, where
 from cranewatch.errors import DecodeError
 from cranewatch.protocols import identify
-from cranewatch.protocols.base import DecoderSpec, Event, FlowContext
+from cranewatch.protocols.base import DecoderSpec, Event, FlowContext, ReportsProblems
 from cranewatch.protocols.framing import PduBuffer, decode_error, endpoints, shannon_entropy
 from cranewatch.protocols.registry import IGNORED, Adapter, ProtocolSpec, register_protocol
 
@@ -203,7 +203,7 @@ def dns_tcp_length(buf: bytes | bytearray, pos: int) -> int | None:
     return 2 + (buf[pos] << 8 | buf[pos + 1])
 
 
-class DnsDecoder:
+class DnsDecoder(ReportsProblems):
     """Decodes DNS messages of one UDP exchange or TCP connection."""
 
     def __init__(self, ctx: FlowContext) -> None:
@@ -219,11 +219,17 @@ class DnsDecoder:
         if self._buffers is not None:
             self._buffers[from_client].gap()
 
-    def feed(self, from_client: bool, data: bytes, ts: float, frame: int) -> list[Event]:
+    def _feed(self, from_client: bool, data: bytes, ts: float, frame: int,
+              events: list[Event]) -> list[Event] | None:
         if self._buffers is None:
-            return [self._message(from_client, data, ts, frame)]
-        return [self._message(from_client, pdu[2:], ts, frame)
-                for pdu in self._buffers[from_client].pdus(data, dns_tcp_length, frame)]
+            events.append(self._message(from_client, data, ts, frame))
+            return events
+        for pdu in self._buffers[from_client].pdus(data, dns_tcp_length, frame):
+            try:  # a broken message costs itself, not the ones after it in the stream
+                events.append(self._message(from_client, pdu[2:], ts, frame))
+            except DecodeError as exc:
+                self.report(exc)
+        return events
 
     def _message(self, from_client: bool, msg: bytes, ts: float, frame: int) -> Event:
         if len(msg) < 12:

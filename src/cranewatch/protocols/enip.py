@@ -19,7 +19,7 @@ from typing import ClassVar
 from cranewatch.detect.facts import PlcCommand, as_text, where
 from cranewatch.errors import DecodeError
 from cranewatch.protocols import identify
-from cranewatch.protocols.base import DecoderSpec, Event, FlowContext
+from cranewatch.protocols.base import DecoderSpec, Event, FlowContext, ReportsProblems
 from cranewatch.protocols.framing import Endpoints, PduBuffer, decode_error, endpoints
 from cranewatch.protocols.registry import IGNORED, Adapter, ProtocolSpec, register_protocol
 
@@ -224,7 +224,7 @@ def operation_of(service: int, classes: tuple[int, ...]) -> str:
     return SERVICE_NAMES.get(service, f"service_0x{service:02x}")
 
 
-class EnipDecoder:
+class EnipDecoder(ReportsProblems):
     """Decodes one EtherNet/IP session (TCP) or explicit datagrams (UDP 44818)."""
 
     def __init__(self, ctx: FlowContext) -> None:
@@ -243,12 +243,15 @@ class EnipDecoder:
     def gap(self, from_client: bool) -> None:
         self._buffers[from_client].gap()
 
-    def feed(self, from_client: bool, data: bytes, ts: float, frame: int) -> list[Event]:
-        events: list[Event] = []
+    def _feed(self, from_client: bool, data: bytes, ts: float, frame: int,
+              events: list[Event]) -> list[Event] | None:
         if self.ctx.transport == "udp":
             self._buffers[from_client].clear()  # a datagram never continues another
         for pdu in self._buffers[from_client].pdus(data, enip_length, frame):
-            self._encapsulation(from_client, pdu, ts, frame, events)
+            try:  # a broken encapsulation costs itself, not the ones after it
+                self._encapsulation(from_client, pdu, ts, frame, events)
+            except DecodeError as exc:
+                self.report(exc)
         return events
 
     def _encapsulation(self, from_client: bool, pdu: bytes, ts: float, frame: int,
@@ -424,7 +427,7 @@ def parse_identity(item: bytes, ts: float, frame: int, where: Endpoints) -> Enip
                                 **where)
 
 
-class EnipIoDecoder:
+class EnipIoDecoder(ReportsProblems):
     """Class-1 implicit I/O over UDP 2222: sequenced address item + connected data item."""
 
     def __init__(self, ctx: FlowContext) -> None:
@@ -433,7 +436,8 @@ class EnipIoDecoder:
     def gap(self, from_client: bool) -> None:
         return None
 
-    def feed(self, from_client: bool, data: bytes, ts: float, frame: int) -> list[Event]:
+    def _feed(self, from_client: bool, data: bytes, ts: float, frame: int,
+              events: list[Event]) -> list[Event] | None:
         if len(data) < 2:
             raise decode_error("CIP I/O packet cut short", self.ctx, frame)
         count = data[0] | data[1] << 8

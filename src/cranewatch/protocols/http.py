@@ -26,6 +26,7 @@ from cranewatch.protocols.base import (
     DecoderSpec,
     Event,
     FlowContext,
+    ReportsProblems,
     StreamDecoder,
 )
 from cranewatch.protocols.framing import ascii_digits, decode_error, endpoints
@@ -125,7 +126,7 @@ def _header(headers: list[tuple[str, str]], name: str) -> str | None:
     return None
 
 
-class HttpDecoder:
+class HttpDecoder(ReportsProblems):
     """Decodes one HTTP/1.x connection; pairs responses with requests in order (pipelining)."""
 
     def __init__(self, ctx: FlowContext) -> None:
@@ -143,15 +144,21 @@ class HttpDecoder:
         side.message = None
         side.lost = True
 
-    def feed(self, from_client: bool, data: bytes, ts: float, frame: int) -> list[Event]:
+    def _feed(self, from_client: bool, data: bytes, ts: float, frame: int,
+              events: list[Event]) -> list[Event] | None:
         if self._upgraded:
             # after CONNECT or 101 Switching Protocols the bytes are not HTTP; a CONNECT tunnel
             # usually carries TLS, whose handshake says where the tunnel really goes
             if self._tunnel is None and self._connect:
                 self._tunnel = self._tunnel_decoder(from_client, data)
-            return self._tunnel.feed(from_client, data, ts, frame) if self._tunnel else []
+            if self._tunnel is None:
+                return events
+            tunnelled = self._tunnel.feed(from_client, data, ts, frame)
+            for problem in getattr(self._tunnel, "problems", None) or ():
+                self.report(problem)  # the tunnel's problems are this flow's
+            getattr(self._tunnel, "problems", []).clear()
+            return tunnelled
         side = self._dirs[from_client]
-        events: list[Event] = []
         side.buffer += data
         while side.buffer and not self._upgraded:
             if side.message is None:
@@ -382,7 +389,7 @@ class RtspResponse(Event):
     uri: str | None = None
 
 
-class RtspDecoder:
+class RtspDecoder(ReportsProblems):
     """Decodes the control messages of one RTSP connection; stops at interleaved media."""
 
     def __init__(self, ctx: FlowContext) -> None:
@@ -397,13 +404,13 @@ class RtspDecoder:
         # at the start of the connection
         self.finished = True
 
-    def feed(self, from_client: bool, data: bytes, ts: float, frame: int) -> list[Event]:
+    def _feed(self, from_client: bool, data: bytes, ts: float, frame: int,
+              events: list[Event]) -> list[Event] | None:
         if self.finished:
             return []
         side = int(from_client)
         buffer = self._buffers[side]
         buffer += data
-        events: list[Event] = []
         while buffer:
             if self._body_left[side]:
                 take = min(self._body_left[side], len(buffer))

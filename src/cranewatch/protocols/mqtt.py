@@ -14,7 +14,7 @@ from typing import ClassVar
 from cranewatch.detect.facts import MqttPublish, as_bytes, as_text, where
 from cranewatch.errors import DecodeError
 from cranewatch.protocols import identify
-from cranewatch.protocols.base import DecoderSpec, Event, FlowContext
+from cranewatch.protocols.base import DecoderSpec, Event, FlowContext, ReportsProblems
 from cranewatch.protocols.framing import PduBuffer, decode_error, endpoints
 from cranewatch.protocols.registry import IGNORED, Adapter, ProtocolSpec, register_protocol
 
@@ -162,7 +162,7 @@ class _Reader:
         self.pos += size
 
 
-class MqttDecoder:
+class MqttDecoder(ReportsProblems):
     """Decodes one MQTT connection; the protocol level of CONNECT decides MQTT 5 parsing."""
 
     def __init__(self, ctx: FlowContext) -> None:
@@ -175,13 +175,13 @@ class MqttDecoder:
     def gap(self, from_client: bool) -> None:
         self._buffers[from_client].gap()
 
-    def feed(self, from_client: bool, data: bytes, ts: float, frame: int) -> list[Event]:
-        events: list[Event] = []
+    def _feed(self, from_client: bool, data: bytes, ts: float, frame: int,
+              events: list[Event]) -> list[Event] | None:
         for packet in self._buffers[from_client].pdus(data, mqtt_length, frame):
             try:
                 events.append(self._packet(from_client, packet, ts, frame))
-            except DecodeError as exc:
-                raise decode_error(f"MQTT: {exc.message}", self.ctx, frame) from None
+            except DecodeError as exc:  # that packet is lost, not the ones after it
+                self.report(decode_error(f"MQTT: {exc.message}", self.ctx, frame))
         return events
 
     def _packet(self, from_client: bool, packet: bytes, ts: float, frame: int) -> Event:

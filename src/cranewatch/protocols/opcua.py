@@ -17,7 +17,7 @@ from typing import ClassVar
 from cranewatch.detect.facts import PlcCommand, as_text, where
 from cranewatch.errors import DecodeError
 from cranewatch.protocols import identify
-from cranewatch.protocols.base import DecoderSpec, Event, FlowContext
+from cranewatch.protocols.base import DecoderSpec, Event, FlowContext, ReportsProblems
 from cranewatch.protocols.framing import Endpoints, PduBuffer, decode_error, endpoints
 from cranewatch.protocols.registry import IGNORED, Adapter, ProtocolSpec, register_protocol
 
@@ -287,7 +287,7 @@ def _security_mode_of_open(body: bytes, pos: int) -> tuple[int | None, str | Non
     return request_type, SECURITY_MODES.get(mode, str(mode))
 
 
-class OpcuaDecoder:
+class OpcuaDecoder(ReportsProblems):
     """Decodes one OPC UA binary TCP connection."""
 
     def __init__(self, ctx: FlowContext) -> None:
@@ -300,10 +300,14 @@ class OpcuaDecoder:
     def gap(self, from_client: bool) -> None:
         self._buffers[from_client].gap()
 
-    def feed(self, from_client: bool, data: bytes, ts: float, frame: int) -> list[Event]:
-        events: list[Event] = []
+    def _feed(self, from_client: bool, data: bytes, ts: float, frame: int,
+              events: list[Event]) -> list[Event] | None:
         for message in self._buffers[from_client].pdus(data, opcua_length, frame):
-            event = self._message(from_client, message, ts, frame)
+            try:  # a broken message costs itself, not the ones after it
+                event = self._message(from_client, message, ts, frame)
+            except DecodeError as exc:
+                self.report(exc)
+                continue
             if event is not None:
                 events.append(event)
         return events

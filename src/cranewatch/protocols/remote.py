@@ -15,8 +15,9 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from cranewatch.detect.facts import RemoteSession, as_text, client_where
+from cranewatch.errors import DecodeError
 from cranewatch.protocols import identify
-from cranewatch.protocols.base import DecoderSpec, Event, FlowContext
+from cranewatch.protocols.base import DecoderSpec, Event, FlowContext, ReportsProblems
 from cranewatch.protocols.framing import decode_error, endpoints, printable
 from cranewatch.protocols.registry import Adapter, ProtocolSpec, register_protocol
 from cranewatch.protocols.tls import TlsCertificateResponse, TlsDecoder
@@ -59,7 +60,7 @@ class RemoteSessionResponse(RemoteSessionRequest):
     from_client: bool = False
 
 
-class _OnceDecoder:
+class _OnceDecoder(ReportsProblems):
     """Base: collects the first bytes of each side and reports them once."""
 
     protocol = ""
@@ -73,7 +74,8 @@ class _OnceDecoder:
     def gap(self, from_client: bool) -> None:
         self._reported[int(from_client)] = True
 
-    def feed(self, from_client: bool, data: bytes, ts: float, frame: int) -> list[Event]:
+    def _feed(self, from_client: bool, data: bytes, ts: float, frame: int,
+              events: list[Event]) -> list[Event] | None:
         side = int(from_client)
         if self._reported[side]:
             return []
@@ -232,6 +234,11 @@ class AnydeskDecoder:
         self.ctx = ctx
         self._tls = TlsDecoder(ctx)
         self._reported = False
+
+    @property
+    def problems(self) -> list[DecodeError]:
+        """The TLS decoder's: what it met is what this flow met."""
+        return self._tls.__dict__.setdefault("problems", [])
 
     def gap(self, from_client: bool) -> None:
         self._tls.gap(from_client)

@@ -19,7 +19,7 @@ from typing import Any, ClassVar
 from cranewatch.detect.facts import PlcCommand, as_text, where
 from cranewatch.errors import DecodeError
 from cranewatch.protocols import identify
-from cranewatch.protocols.base import DecoderSpec, Event, FlowContext
+from cranewatch.protocols.base import DecoderSpec, Event, FlowContext, ReportsProblems
 from cranewatch.protocols.framing import Endpoints, PduBuffer, ascii_digits, decode_error, endpoints
 from cranewatch.protocols.registry import IGNORED, Adapter, ProtocolSpec, register_protocol
 
@@ -269,7 +269,7 @@ def parse_pi_service(param: bytes) -> tuple[str | None, tuple[str, ...]]:
     return name, tuple(arguments)
 
 
-class S7Decoder:
+class S7Decoder(ReportsProblems):
     """Decodes one ISO-on-TCP flow carrying S7comm or S7comm-plus."""
 
     def __init__(self, ctx: FlowContext) -> None:
@@ -284,10 +284,14 @@ class S7Decoder:
         self._buffers[from_client].gap()
         self._segments[from_client].clear()
 
-    def feed(self, from_client: bool, data: bytes, ts: float, frame: int) -> list[Event]:
-        events: list[Event] = []
+    def _feed(self, from_client: bool, data: bytes, ts: float, frame: int,
+              events: list[Event]) -> list[Event] | None:
         for packet in self._buffers[from_client].pdus(data, tpkt_length, frame):
-            event = self._cotp(from_client, packet, ts, frame)
+            try:  # a broken packet costs itself, not the ones after it
+                event = self._cotp(from_client, packet, ts, frame)
+            except DecodeError as exc:
+                self.report(exc)
+                continue
             if event is not None:
                 events.append(event)
         return events

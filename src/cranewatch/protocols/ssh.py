@@ -17,7 +17,7 @@ from typing import ClassVar
 from cranewatch.detect.facts import RemoteSession, as_text, client_where
 from cranewatch.errors import DecodeError
 from cranewatch.protocols import identify
-from cranewatch.protocols.base import DecoderSpec, Event, FlowContext
+from cranewatch.protocols.base import DecoderSpec, Event, FlowContext, ReportsProblems
 from cranewatch.protocols.framing import PduBuffer, decode_error, endpoints, printable
 from cranewatch.protocols.registry import Adapter, ProtocolSpec, register_protocol
 
@@ -98,7 +98,7 @@ def parse_kexinit(payload: bytes, from_client: bool) -> dict[str, object]:
             "ciphers": enc, "macs": mac, "compression": comp}
 
 
-class SshDecoder:
+class SshDecoder(ReportsProblems):
     """Decodes banners and KEXINITs of one SSH connection, then stops."""
 
     def __init__(self, ctx: FlowContext) -> None:
@@ -120,11 +120,11 @@ class SshDecoder:
             self._done[side] = True  # a hole in the binary packet stream: nothing left to learn
         self._lines[side].clear()
 
-    def feed(self, from_client: bool, data: bytes, ts: float, frame: int) -> list[Event]:
+    def _feed(self, from_client: bool, data: bytes, ts: float, frame: int,
+              events: list[Event]) -> list[Event] | None:
         side = int(from_client)
         if self._done[side]:
             return []
-        events: list[Event] = []
         where = endpoints(self.ctx, from_client)
         if not self._banner_seen[side]:
             pending = self._lines[side]

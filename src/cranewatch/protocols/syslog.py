@@ -13,7 +13,7 @@ from typing import ClassVar
 from cranewatch.detect.facts import Payload, where
 from cranewatch.errors import DecodeError
 from cranewatch.protocols import identify
-from cranewatch.protocols.base import DecoderSpec, Event, FlowContext
+from cranewatch.protocols.base import DecoderSpec, Event, FlowContext, ReportsProblems
 from cranewatch.protocols.framing import decode_error, endpoints
 from cranewatch.protocols.registry import Adapter, ProtocolSpec, register_protocol
 
@@ -86,7 +86,7 @@ def _nil(value: str) -> str:
     return "" if value == "-" else value
 
 
-class SyslogDecoder:
+class SyslogDecoder(ReportsProblems):
     """UDP: one message per datagram. TCP: octet-counted (``LEN <PRI>...``) or newline-ended."""
 
     def __init__(self, ctx: FlowContext) -> None:
@@ -97,13 +97,13 @@ class SyslogDecoder:
         if from_client:
             self._buffer.clear()
 
-    def feed(self, from_client: bool, data: bytes, ts: float, frame: int) -> list[Event]:
+    def _feed(self, from_client: bool, data: bytes, ts: float, frame: int,
+              events: list[Event]) -> list[Event] | None:
         if not from_client:
             return []  # collectors do not answer
         if self.ctx.transport == "udp":
             return [self._event(data, ts, frame)]
         self._buffer += data
-        events: list[Event] = []
         while self._buffer:
             if self._buffer[:1].isdigit():
                 space = self._buffer.find(b" ", 0, 10)

@@ -21,7 +21,7 @@ from typing import Any, ClassVar
 from cranewatch.detect.facts import TlsHello, where
 from cranewatch.errors import DecodeError
 from cranewatch.protocols import identify
-from cranewatch.protocols.base import DecoderSpec, Event, FlowContext
+from cranewatch.protocols.base import DecoderSpec, Event, FlowContext, ReportsProblems
 from cranewatch.protocols.framing import PduBuffer, decode_error, endpoints
 from cranewatch.protocols.registry import IGNORED, Adapter, ProtocolSpec, register_protocol
 
@@ -324,7 +324,7 @@ def parse_certificate(der: bytes) -> dict[str, Any]:
             "not_after": der[na_start:na_end].decode("ascii", "replace")}
 
 
-class TlsDecoder:
+class TlsDecoder(ReportsProblems):
     """Decodes the handshake of one TLS connection, then ignores the encrypted rest."""
 
     def __init__(self, ctx: FlowContext) -> None:
@@ -344,11 +344,11 @@ class TlsDecoder:
         self._records[from_client].gap()
         self._handshake[from_client].clear()
 
-    def feed(self, from_client: bool, data: bytes, ts: float, frame: int) -> list[Event]:
+    def _feed(self, from_client: bool, data: bytes, ts: float, frame: int,
+              events: list[Event]) -> list[Event] | None:
         side = int(from_client)
         if self._encrypted[side]:
             return []
-        events: list[Event] = []
         for record in self._records[from_client].pdus(data, tls_record_length, frame):
             content = record[0]
             if content & 0x80:
@@ -373,9 +373,10 @@ class TlsDecoder:
                 del pending[:4 + size]
                 try:
                     event = self._message(from_client, message, ts, frame)
-                except DecodeError as exc:
+                except DecodeError as exc:  # that message is lost; the records after it are read
                     pending.clear()
-                    raise decode_error(f"TLS: {exc.message}", self.ctx, frame) from None
+                    self.report(decode_error(f"TLS: {exc.message}", self.ctx, frame))
+                    continue
                 if event is not None:
                     events.append(event)
         return events
