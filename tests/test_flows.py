@@ -111,7 +111,7 @@ def test_stream_buffer_is_bounded_and_a_lost_hole_becomes_a_gap() -> None:
     s.syn(99)
     assert s.segment(110, b"x" * 6, 1, 1.0) == []
     out = s.segment(116, b"y" * 6, 2, 2.0)  # 12 bytes held > 10: give up on bytes 100..109
-    assert out == [Gap(1, 1.0), Chunk(b"x" * 6, 1, 1.0), Chunk(b"y" * 6, 2, 2.0)]
+    assert out == [Gap(1, 1.0, overflow=True), Chunk(b"x" * 6, 1, 1.0), Chunk(b"y" * 6, 2, 2.0)]
     assert s.held_bytes == 0
 
 

@@ -91,10 +91,15 @@ def group_keys(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 @dataclass(frozen=True, slots=True)
 class Gap:
-    """Bytes of one direction were lost (not captured, or a hole that never filled)."""
+    """Bytes of one direction were lost (not captured, or a hole that never filled).
+
+    ``overflow``: the hole was given up because more than the stream's ``max_buffer`` bytes
+    waited behind it (the bound on per-flow reassembly memory), not because the flow ended.
+    """
 
     frame: int
     ts: float
+    overflow: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,7 +163,7 @@ class Stream:
         if ahead > 0:
             self._hold(seq, data, frame, ts)
             if self.held_bytes > self.max_buffer:
-                self._skip_hole(out)
+                self._skip_hole(out, overflow=True)
             return out
         self._deliver(seq, data, frame, ts, out)
         self._drain(out, frame, ts)
@@ -208,12 +213,12 @@ class Stream:
                 else:
                     self._deliver(s, held.data, frame, ts, out)
 
-    def _skip_hole(self, out: list[Chunk | Gap]) -> None:
+    def _skip_hole(self, out: list[Chunk | Gap], overflow: bool = False) -> None:
         assert self.next_seq is not None
         base = self.next_seq
         first = min(self.held, key=lambda s: (s - base) & 0xFFFFFFFF)
         held = self.held[first]
-        out.append(Gap(held.frame, held.ts))
+        out.append(Gap(held.frame, held.ts, overflow))
         self.next_seq = first
         self._drain(out)
 

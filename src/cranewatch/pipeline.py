@@ -316,6 +316,11 @@ class _ProtocolTally:
 
 
 MAX_IPS_PER_HOST = 64
+# Bounded summaries: a day of a terminal's SPAN port (or a scan of every port) must not grow
+# the result without end. Beyond these, what is not kept is counted in ``events`` and a
+# "limit" warning says so once.
+MAX_HOSTS = 65_536
+MAX_PROTOCOL_NAMES = 4_096  # "tcp/PORT" names of unclaimed flows beyond this go to "tcp/other"
 _HOST_DTYPE = np.dtype([("mac", "<u8"), ("ip", "V16")])
 
 
@@ -590,6 +595,12 @@ class Analysis:
             if total <= MAX_HELD_BYTES // 2:
                 break
 
+    def _limit(self, what: str, message: str, source: str | None) -> None:
+        """A bound was reached: say so once per run (it is reached again and again)."""
+        if what not in self._limits_hit:
+            self._limits_hit.add(what)
+            self.warn(InputWarning(message, source, None, "limit"))
+
     def _count_hosts(self, batch: PacketBatch, decoded: DecodedBatch) -> None:
         pairs = np.empty(len(batch), dtype=_HOST_DTYPE)
         pairs["mac"] = decoded.eth_src
@@ -616,6 +627,13 @@ class Analysis:
                 continue  # no MAC, no IP: nothing to name the sender by
             host = self.hosts.get(key)
             if host is None:
+                if len(self.hosts) >= MAX_HOSTS:
+                    self._limit("hosts", f"more than {MAX_HOSTS:,} hosts: the packets of later "
+                                "ones are counted in events (hosts_untracked_packets), not listed",
+                                batch.source)
+                    self.events["hosts_untracked_packets"] = (
+                        self.events.get("hosts_untracked_packets", 0) + packets)
+                    continue
                 host = self.hosts[key] = _Host(mac, ip if not mac else None, t0, t1)
             host.first = min(host.first, t0)
             host.last = max(host.last, t1)
@@ -841,6 +859,8 @@ class Analysis:
                 if isinstance(piece, Chunk):
                     feed(flow, to_server, piece.data, piece.ts, piece.frame, source, row)
                 else:
+                    if piece.overflow:
+                        self._overflow(flow, stream, source, frame)
                     self._gap(flow, to_server != flow.decoder_reversed, frame)
 
     def _feed(self, flow: Flow, to_server: bool, data: bytes, ts: float, frame: int,
@@ -874,6 +894,17 @@ class Analysis:
                     self.emit(event)
         for run in self._fed_runs:
             run.fed(decoder)
+
+    def _overflow(self, flow: Flow, stream: Stream, source: str, frame: int) -> None:
+        """A flow's reassembly buffer reached its bound: the hole was given up (counted; the
+        first time in a run, a warning names the flow and frame)."""
+        self.events["reassembly_overflows"] = self.events.get("reassembly_overflows", 0) + 1
+        if "reassembly" not in self._limits_hit:
+            self._limits_hit.add("reassembly")
+            self.warn(InputWarning(
+                f"{flow.protocol}: more than {stream.max_buffer:,} bytes waited behind a hole in "
+                f"{_flow_text(flow)}: the hole was given up (later ones are counted in events, "
+                "reassembly_overflows)", source, frame, "limit"))
 
     def _gap(self, flow: Flow, from_client: bool, frame: int | None) -> None:
         try:
@@ -927,6 +958,12 @@ class Analysis:
         transport = flow.transport
         name = flow.protocol or (f"{transport}/{flow.server_port}" if flow.server_port else transport)
         tally = self.protocol_tally.get(name)
+        if tally is None and len(self.protocol_tally) >= MAX_PROTOCOL_NAMES and not flow.protocol:
+            self._limit("protocols", f"more than {MAX_PROTOCOL_NAMES:,} protocols and ports: "
+                        f"flows of further unclaimed ports are summed as {transport}/other",
+                        flow.source)
+            name = f"{transport}/other"
+            tally = self.protocol_tally.get(name)
         if tally is None:
             tally = self.protocol_tally[name] = _ProtocolTally()
         tally.flows += 1

@@ -636,6 +636,10 @@ SPEC = DecoderSpec(name="modbus", transport="tcp", ports=frozenset({502}), facto
 # --------------------------------------------------------------------------------------------
 
 SeriesKey = tuple[str, str, int, int, int, int]  # master, slave, unit, function, address, quantity
+# Bounds of the master/slave tallies (the result's summaries): a scan of every address from
+# every host must not grow them without end. Beyond them requests are still counted by function.
+MAX_PEERS = 65_536  # masters (and slaves) tallied, and peers listed per master or slave
+MAX_RANGES = 4_096  # distinct (table, address, quantity, access) ranges per master or slave
 
 
 @dataclass(slots=True)
@@ -698,14 +702,19 @@ class ModbusBook:
         for book, me, peer in ((self.masters, master, slave), (self.slaves, slave, master)):
             tally = book.get(me)
             if tally is None:
+                if len(book) >= MAX_PEERS:
+                    continue
                 tally = book[me] = PeerTally(me)
-            tally.peers.add(peer)
+            if len(tally.peers) < MAX_PEERS:
+                tally.peers.add(peer)
             tally.units.add(unit)
             tally.functions[function] = tally.functions.get(function, 0) + count
             if address is not None and function in TABLE_OF_FUNCTION:
                 access = "read" if function in READ_FUNCTIONS or function == 24 else "write"
                 rng = (TABLE_OF_FUNCTION[function], address, quantity or 1, access)
-                tally.ranges[rng] = tally.ranges.get(rng, 0) + count
+                known = tally.ranges.get(rng)
+                if known is not None or len(tally.ranges) < MAX_RANGES:
+                    tally.ranges[rng] = (known or 0) + count
             tally.first_seen = min(tally.first_seen, first)
             tally.last_seen = max(tally.last_seen, last)
 
