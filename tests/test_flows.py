@@ -366,3 +366,21 @@ def test_group_rows_matches_np_unique(rows: int, monkeypatch: pytest.MonkeyPatch
     first, last, inverse = flows_module.group_rows(keys)
     assert np.array_equal(want_first, first) and np.array_equal(want_inverse, inverse)
     assert np.array_equal(want_last, last)
+
+
+def test_many_segments_behind_one_hole_are_delivered_in_one_pass() -> None:
+    """40 000 segments wait behind a lost one; the retransmission delivers them all, in order
+    (before, each delivered segment rescanned every held one: ~8e8 steps, minutes; now a sort)."""
+    import time
+
+    s = Stream(max_buffer=1 << 30)
+    s.syn(0)
+    for i in range(1, 40_001):
+        assert s.segment(1 + 10 * i, bytes([i % 251]) * 10, i + 1, float(i)) == []
+    started = time.process_time()
+    out = s.segment(1, b"h" * 10, 50_000, 9.0)
+    assert time.process_time() - started < 5.0
+    assert len(out) == 40_001 and all(isinstance(c, Chunk) and c.frame == 50_000 for c in out)
+    assert b"".join(c.data for c in out if isinstance(c, Chunk)) == b"h" * 10 + b"".join(
+        bytes([i % 251]) * 10 for i in range(1, 40_001))
+    assert s.held_bytes == 0 and s.next_seq == 1 + 10 * 40_001

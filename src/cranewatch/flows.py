@@ -197,21 +197,29 @@ class Stream:
 
     def _drain(self, out: list[Chunk | Gap], frame: int | None = None, ts: float = 0.0) -> None:
         """Deliver held segments that became contiguous; with ``frame``, as of that frame
-        (the segment that filled the hole completes them), else as of their own."""
-        while self.held:
-            base = self.next_seq
-            assert base is not None
-            ready = [s for s in self.held if ((s - base + 0x80000000) & 0xFFFFFFFF) - 0x80000000 <= 0]
-            if not ready:
-                return
-            # Earliest start first: it delivers the most; later ones are then trimmed.
-            for s in sorted(ready, key=lambda s: (base - s) & 0xFFFFFFFF, reverse=True):
-                held = self.held.pop(s)
-                self.held_bytes -= len(held.data)
-                if frame is None:
-                    self._deliver(s, held.data, held.frame, held.ts, out)
-                else:
-                    self._deliver(s, held.data, frame, ts, out)
+        (the segment that filled the hole completes them), else as of their own.
+
+        One pass over the held segments sorted by where they start (earliest first: it
+        delivers the most; later ones are then trimmed), stopping at the first that starts
+        beyond what is delivered: linear after the sort, whatever number of segments waits
+        (a rescan per delivered segment made a long connection behind one lost segment
+        quadratic).
+        """
+        if not self.held:
+            return
+        base = self.next_seq
+        assert base is not None
+        for s in sorted(self.held, key=lambda s: ((s - base + 0x80000000) & 0xFFFFFFFF) - 0x80000000):
+            now = self.next_seq
+            assert now is not None
+            if ((s - now + 0x80000000) & 0xFFFFFFFF) - 0x80000000 > 0:
+                return  # a hole before this one: it and the later ones wait
+            held = self.held.pop(s)
+            self.held_bytes -= len(held.data)
+            if frame is None:
+                self._deliver(s, held.data, held.frame, held.ts, out)
+            else:
+                self._deliver(s, held.data, frame, ts, out)
 
     def _skip_hole(self, out: list[Chunk | Gap], overflow: bool = False) -> None:
         assert self.next_seq is not None
