@@ -68,3 +68,26 @@ def test_a_full_reassembly_buffer_gives_up_its_hole_with_a_located_warning(
     assert warning.frame == 13 and "more than 100 bytes waited behind a hole" in warning.message
     assert result.events["reassembly_overflows"] == 1
     assert result.events["modbus_request"] == 11  # the rest is decoded once the hole is given up
+
+
+def test_slow_path_answers_of_many_series_are_packed_by_a_global_budget(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A thousand series each below ROWS_PACKED kept every answer as a Python row (0.5-5 KB)
+    until the end; a budget over all of them packs them, and the series come out the same."""
+
+    def fill(book: modbus.ModbusBook) -> None:
+        for i in range(30):
+            for unit in (1, 2, 3):
+                key = ("10.0.0.1", "10.0.0.2", unit, 3, 100, 2)
+                book.read_answer(key, 1000.0 + i, 10 * i + unit, (i, unit * 1000 + i))
+
+    whole = modbus.ModbusBook()
+    fill(whole)
+    assert sum(len(p.row_ts) for p in whole.series.values()) == 90  # nothing packed
+    monkeypatch.setattr(modbus, "ROW_BUDGET", 10)
+    budgeted = modbus.ModbusBook()
+    fill(budgeted)
+    assert sum(len(p.row_ts) for p in budgeted.series.values()) < 10  # packed as it went
+    for a, b in zip(whole.take_series(), budgeted.take_series(), strict=True):
+        assert (a.unit_id, a.ts.tolist(), a.frame.tolist(), a.values.tolist()) == (
+            b.unit_id, b.ts.tolist(), b.frame.tolist(), b.values.tolist())

@@ -689,6 +689,7 @@ class ModbusBook:
         self.series: dict[SeriesKey, _SeriesParts] = {}
         self.masters: dict[str, PeerTally] = {}
         self.slaves: dict[str, PeerTally] = {}
+        self.rows = 0  # answers kept as Python rows over every series (see ROW_BUDGET)
 
     def _parts(self, key: SeriesKey, source: str) -> _SeriesParts:
         parts = self.series.get(key)
@@ -737,10 +738,25 @@ class ModbusBook:
         parts.row_ts.append(ts)
         parts.row_frame.append(frame)
         parts.row_values.append(values)
+        self.rows += 1
         if len(parts.row_ts) >= ROWS_PACKED:
+            self.rows -= len(parts.row_ts)
             _pack_rows(parts, key[5])
             if parts.loose >= SEAL_ROWS:
                 _seal(parts)
+        elif self.rows >= ROW_BUDGET:
+            self.pack_rows()
+
+    def pack_rows(self) -> None:
+        """Pack the Python rows of every series (the slow path's answers): with a thousand
+        series each below ``ROWS_PACKED``, rows of ~0.5-5 KB each would otherwise pile up
+        to gigabytes before any series packs its own."""
+        for key, parts in self.series.items():
+            if parts.row_ts:
+                _pack_rows(parts, key[5])
+                if parts.loose >= SEAL_ROWS:
+                    _seal(parts)
+        self.rows = 0
 
     def read_answers(self, key: SeriesKey, ts: np.ndarray, frame: np.ndarray,
                      values: np.ndarray) -> None:
@@ -800,6 +816,7 @@ class ModbusBook:
 
         Each series' pieces are let go as it is built, so memory does not double at the end.
         """
+        self.rows = 0  # every series is taken, rows and all
         for key in sorted(self.series):
             parts = self.series.pop(key)
             master, slave, unit, function, address, quantity = key
@@ -832,6 +849,7 @@ def _plain_read(function: int, quantity: int | None) -> bool:
 
 
 ROWS_PACKED = 4096  # answers kept as Python rows before they are packed into arrays
+ROW_BUDGET = 32_768  # Python rows over all series together before all of them are packed
 
 
 def _pack_rows(parts: _SeriesParts, quantity: int) -> None:
