@@ -1065,6 +1065,10 @@ def fast_reads(data: FastInput, book: ModbusBook, contexts: list[FlowContext],
     For each flow the rows before its first row that does not qualify are decoded here: reads
     fold into series at once, writes become the same events the slow path makes (built by the
     same functions). ``contexts[flow]`` is each flow's decoder context.
+
+    The framing is defined once, by ``ModbusDecoder``; what this path accepts is a subset of
+    it (one whole ADU per segment, the sizes each function implies), checked against the
+    decoder ADU by ADU (tests/test_modbus_fast.py) and capture by capture (tests/test_pipeline.py).
     """
     nflows = len(data.next_seq)
     n = len(data.flow)
