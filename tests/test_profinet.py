@@ -35,6 +35,7 @@ from cranewatch.protocols.profinet import (
     RtCyclicFrame,
     RtOtherFrame,
     decode_frame,
+    decode_frames,
     decode_pnio_cm,
     detect_dcp_changes,
     device_inventory,
@@ -565,3 +566,15 @@ def test_pnio_cm_garbage_never_raises(body: bytes, length: int) -> None:
     (event,) = events
     assert (event.interface, event.operation) == ("device", "connect")  # type: ignore[attr-defined]
     assert all(0 <= p.offset <= len(datagram) and p.frame == 5 for p in problems)
+
+
+def test_decode_frames_keeps_one_result_per_body_in_order() -> None:
+    cyclic = bytes.fromhex("c000") + bytes(40) + bytes.fromhex("0020" "35" "00")
+    decoder = ProfinetDecoder("batch.pcap")
+    results = decode_frames([SET_IP, cyclic, b"\xfe", IDENTIFY_RESPONSE], [ROGUE, DRIVE, ROGUE, DRIVE],
+                            [DRIVE, EWS, DRIVE, EWS], [1.0, 2.0, 3.0, 4.0], [11, 12, 13, 14],
+                            decoder=decoder)
+    assert [type(event).__name__ for event, _ in results] == [
+        "DcpRequest", "NoneType", "NoneType", "DcpResponse"]
+    assert [[p.frame for p in problems] for _, problems in results] == [[], [], [13], []]
+    assert [s.frames for s in decoder.cyclic_summaries()] == [1]

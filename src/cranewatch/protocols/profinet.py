@@ -23,8 +23,10 @@ API (what the pipeline and the detectors use):
   per sender, receiver and frame id: frames, cycle counter, data/transfer status, gaps);
   ``problems`` collects every ``DecodeProblem``; ``cyclic_summaries()`` gives one frozen
   ``RtCyclicSummary`` event per stream. Memory is bounded by the number of streams.
-- ``decode_frames(bodies, src_macs, dst_macs, ts, frames, source)``: a batch through one
-  decoder (same shape as ``arp.decode_arp_frames``).
+- ``decode_frames(bodies, src_macs, dst_macs, ts, frames, source, decoder)``: a batch
+  through one decoder; one ``(event or None, problems)`` per body, in order (like
+  ``arp.decode_arp_frames``, plus the MACs: DCP addresses devices by MAC, so a link-layer
+  dispatch must hand over ``eth_src``/``eth_dst``).
 - ``PnioCmDecoder(ctx)``: a ``base.StreamDecoder`` for UDP 34964 (DCE/RPC connectionless
   carrying PNIO connect/release/read/write/control); its events are ``PnioCmRequest`` and
   ``PnioCmResponse``, its problems in ``problems``. ``PNIO_CM_SPEC`` is its ``DecoderSpec``
@@ -783,20 +785,25 @@ class ProfinetDecoder:
         return [stream.summary() for stream in self.streams.values()]
 
 
+FrameResult = tuple[Event | None, tuple[DecodeProblem, ...]]
+
+
 def decode_frames(bodies: list[bytes], src_macs: list[str], dst_macs: list[str],
                   ts: list[float], frames: list[int], source: str = "",
-                  decoder: ProfinetDecoder | None = None) -> tuple[list[Event], list[DecodeProblem]]:
+                  decoder: ProfinetDecoder | None = None) -> list[FrameResult]:
     """A batch of PROFINET payloads through one decoder (a new one unless given).
 
-    Returns the acyclic events and this batch's problems; cyclic frames are in
-    ``decoder.streams``.
+    One result per body, in order: its event (None for a cyclic frame, folded into
+    ``decoder.streams``, or a frame too broken to give one) and its problems, so a caller
+    can place each event at its packet's row and warn with the frame.
     """
     decoder = decoder or ProfinetDecoder(source)
-    before = len(decoder.problems)
-    events: list[Event] = []
+    out: list[FrameResult] = []
     for body, src, dst, stamp, frame in zip(bodies, src_macs, dst_macs, ts, frames, strict=True):
-        events.extend(decoder.feed(body, src, dst, stamp, frame))
-    return events, decoder.problems[before:]
+        before = len(decoder.problems)
+        events = decoder.feed(body, src, dst, stamp, frame)
+        out.append((events[0] if events else None, tuple(decoder.problems[before:])))
+    return out
 
 
 # --------------------------------------------------------------------------- PNIO-CM (DCE/RPC)
