@@ -27,10 +27,13 @@ API (what the pipeline and the detectors use):
   through one decoder; one ``(event or None, problems)`` per body, in order (like
   ``arp.decode_arp_frames``, plus the MACs: DCP addresses devices by MAC, so a link-layer
   dispatch must hand over ``eth_src``/``eth_dst``).
-- ``PnioCmDecoder(ctx)``: a ``base.StreamDecoder`` for UDP 34964 (DCE/RPC connectionless
-  carrying PNIO connect/release/read/write/control); its events are ``PnioCmRequest`` and
-  ``PnioCmResponse``, its problems in ``problems``. ``PNIO_CM_SPEC`` is its ``DecoderSpec``
-  (not registered here: the registry does that with one line).
+- ``decode_pnio_cm(data, *, src, dst, sport, dport, ts, frame, source="")`` and
+  ``PnioCmDecoder(ctx)``, a ``base.StreamDecoder`` for PNIO-CM flows (connectionless DCE/RPC
+  carrying PNIO connect/release/read/write/control; UDP 34964 to the device, but answers and
+  the device's own calls use ephemeral ports, so ``PNIO_CM_SPEC``'s probe recognises the PNIO
+  interface UUID on any port). Events ``PnioCmRequest``/``PnioCmResponse``: RPC operation,
+  interface, PNIO block types, AR UUID, station name, record index, control command; problems
+  in ``problems``. ``PNIO_CM_SPEC`` is not registered here: the registry does that.
 - ``detect_dcp_changes(events, engineering_stations, *, crane=None, addresses=None)``: pure;
   DCP Set of the IP parameters or NameOfStation, FactoryReset or ResetToFactory from a MAC
   (or its IP, via ``addresses`` MAC→IP) outside ``engineering_stations`` → ``plc-control``
@@ -38,8 +41,12 @@ API (what the pipeline and the detectors use):
 - ``device_inventory(events, summaries=()) -> list[ProfinetDevice]``: per device MAC: station
   name, IP/mask/gateway, vendor/device id, vendor text, role, RT frame ids and cycle time.
 
-Zeek: no Zeek/ICSNPP PROFINET logs exist in the shared data (ICSNPP's profinet_io_cm.log has
-no DCP or RT records), so there is no Zeek mapping yet.
+Zeek: no Zeek/ICSNPP PROFINET logs exist in the shared data, so there is no Zeek mapping yet.
+(ICSNPP's profinet_io_cm.log carries only the DCE/RPC header of PNIO-CM, no DCP or RT.)
+
+Frame-id classes follow IEC 61158-6-10 v2.2 (0x0100-0x7FFF RT_CLASS_3, 0x8000-0xBFFF
+RT_CLASS_2, 0xC000-0xFBFF RT_CLASS_1, or RT_CLASS_UDP when carried over UDP); later versions
+reserve 0x1000-0x7FFF and reuse 0x8000-0xBFFF for RT_CLASS_1, which changes only the label.
 """
 
 from __future__ import annotations
