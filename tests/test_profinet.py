@@ -444,7 +444,7 @@ def test_rogue_set_name_is_plc_control_with_old_and_new_values() -> None:
         "plc-control", "profinet-dcp-set", Severity.HIGH)
     assert (finding.src, finding.dst, finding.count) == (ROGUE, "10.20.7.9", 1)
     (evidence,) = finding.evidence
-    assert evidence.frames == (2, 3)
+    assert (evidence.source, evidence.frames) == ("hand.pcap", (2, 3))
     assert evidence.values["old_station_name"] == "drive-01a"
     assert evidence.values["new_station_name"] == "hoist-drive-1"
     assert evidence.values["device_answer"] == "set not possible (in operation)"
@@ -454,6 +454,8 @@ def test_rogue_set_name_is_plc_control_with_old_and_new_values() -> None:
 def test_rogue_factory_reset_is_critical() -> None:
     events = _decode_all([(FACTORY_RESET, ROGUE, DRIVE)])
     (finding,) = detect_dcp_changes(events, {EWS})
+    assert finding.title == f"PROFINET DCP reset to factory settings of {DRIVE} from {ROGUE}"
+    assert (finding.src, finding.dst) == (ROGUE, DRIVE)  # no IP known for either
     assert (finding.rule, finding.severity) == ("profinet-dcp-reset", Severity.CRITICAL)
     assert finding.evidence[0].values["reset"] == "communication parameters"
     assert "T0816" in finding.technique

@@ -63,8 +63,10 @@ from typing import ClassVar
 
 import numpy as np
 
+from cranewatch.decode import mac_text
 from cranewatch.errors import DecodeError, Location
 from cranewatch.model import Evidence, Finding, Severity, finding_id
+from cranewatch.protocols.arp import format_mac
 from cranewatch.protocols.base import DecoderSpec, Event, FlowContext
 
 ETHERTYPE_PROFINET = 0x8892
@@ -124,8 +126,9 @@ CONTROL_NAMES = {SUB_CONTROL_START: "start", SUB_CONTROL_STOP: "stop",
 # ResetToFactory BlockQualifier bits 1-15 (bit 0 reserved): what the device resets.
 RESET_MODES = {1: "application data", 2: "communication parameters", 3: "engineering parameters",
                4: "all stored data", 8: "device", 9: "reset and restore data"}
-DCP_BLOCK_ERRORS = {0: "ok", 1: "option not supported", 2: "suboption not supported or no dataset",
-                    3: "suboption not set", 4: "resource error", 5: "set not possible (local reasons)",
+DCP_BLOCK_ERRORS = {0: "ok", 1: "option not supported",
+                    2: "suboption not supported or no dataset", 3: "suboption not set",
+                    4: "resource error", 5: "set not possible (local reasons)",
                     6: "set not possible (in operation)"}
 DEVICE_ROLES = ((0x01, "io-device"), (0x02, "io-controller"), (0x04, "io-multidevice"),
                 (0x08, "io-supervisor"))
@@ -388,10 +391,6 @@ Decoded = tuple[list[Event], list[DecodeProblem]]
 # --------------------------------------------------------------------------- layer 2
 
 
-def mac_text(raw: bytes) -> str:
-    return ":".join(f"{b:02x}" for b in raw)
-
-
 def _ip(raw: bytes) -> str:
     return ".".join(str(b) for b in raw)
 
@@ -521,9 +520,9 @@ def _ptcp(data: bytes, frame_id: int, where: _Where) -> PtcpFrame | None:
         if kind == PTCP_TLV_END:
             break
         if kind == PTCP_TLV_DELAY_PARAMETER and length >= 6:
-            port_mac = mac_text(value[:6])
+            port_mac = format_mac(value[:6])
         elif kind == PTCP_TLV_SUBDOMAIN and length >= 22:
-            master_mac = mac_text(value[:6])
+            master_mac = format_mac(value[:6])
             subdomain = str(uuid.UUID(bytes=value[6:22]))
         pos += 2 + length
     return PtcpFrame(ts=where.ts, frame=where.frame, src=where.src, dst=where.dst,
@@ -860,8 +859,9 @@ class ProfinetDecoder:
             head = int(group[0])
             stream = self._by_number.get((src, dst, frame_id))
             if stream is None:
-                stream = self._stream(_mac_of(src), _mac_of(dst), frame_id, float(ts[rows[head]]),
-                                      int(frames[rows[head]]), int(counters[head]), False)
+                stream = self._stream(mac_text(src), mac_text(dst), frame_id,
+                                      float(ts[rows[head]]), int(frames[rows[head]]),
+                                      int(counters[head]), False)
                 if stream is None:
                     self.dropped_cyclic += len(group)
                     continue
@@ -883,10 +883,6 @@ class ProfinetDecoder:
 
     def cyclic_summaries(self) -> list[RtCyclicSummary]:
         return [stream.summary() for stream in self.streams.values()]
-
-
-def _mac_of(number: int) -> str:
-    return mac_text(int(number).to_bytes(8, "big")[2:])
 
 
 FrameResult = tuple[Event | None, tuple[DecodeProblem, ...]]
@@ -1183,8 +1179,10 @@ PNIO_CM_SPEC = DecoderSpec(name="pnio-cm", transport="udp", ports=frozenset({PNI
 
 # --------------------------------------------------------------------------- detection
 
-TECHNIQUES_SET: tuple[str, ...] = ("T0855", "T0836")  # unauthorized command message, modify parameter
-TECHNIQUES_RESET: tuple[str, ...] = ("T0855", "T0816", "T0809")  # + device restart, data destruction
+# ATT&CK for ICS: unauthorized command message, modify parameter; a reset also restarts the
+# device and destroys its configuration.
+TECHNIQUES_SET: tuple[str, ...] = ("T0855", "T0836")
+TECHNIQUES_RESET: tuple[str, ...] = ("T0855", "T0816", "T0809")
 
 
 @dataclass(slots=True)
@@ -1205,6 +1203,7 @@ class _Change:
     times: list[float] = field(default_factory=list)
     values: dict[str, object] = field(default_factory=dict)
     count: int = 0
+    source: str = ""
 
 
 def _operation(event: DcpRequest) -> str | None:
@@ -1268,6 +1267,7 @@ def _learn(state: dict[str, _DeviceState], event: DcpMessage) -> None:
 
 def _record_request(change: _Change, event: DcpRequest, known: _DeviceState | None) -> None:
     change.count += 1
+    change.source = change.source or event.source
     if len(change.frames) < 64:
         change.frames.append(event.frame)
         change.times.append(event.ts)
@@ -1306,7 +1306,7 @@ def _finding(key: tuple[str, str, str], change: _Change, crane: str | None,
     values["setter_mac"] = setter
     if setter in ips:
         values["setter_ip"] = ips[setter]
-    station = values.get("station_name") or values.get("new_station_name")
+    station = values.get("station_name")  # its name before the change, where known
     target = f"{station} ({device})" if station else device
     if operation == "reset":
         severity, techniques = Severity.CRITICAL, TECHNIQUES_RESET
@@ -1326,7 +1326,8 @@ def _finding(key: tuple[str, str, str], change: _Change, crane: str | None,
     first = min(change.times) if change.times else None
     last = max(change.times) if change.times else None
     rule = f"profinet-dcp-{operation}"
-    evidence = Evidence(frames=tuple(change.frames), times=tuple(change.times),
+    evidence = Evidence(source=change.source or None, frames=tuple(change.frames),
+                        times=tuple(change.times),
                         values={k: v for k, v in values.items() if v is not None},
                         note=f"{change.count} DCP Set request(s)")
     return Finding(id=finding_id(rule, crane, setter, device, operation), rule=rule,
