@@ -640,3 +640,17 @@ def test_batch_fold_equals_per_frame_fold(steps: list[tuple[int, int, int, int, 
             np.array([f / 1000 for _, _, f in chunk]), np.array([f for _, _, f in chunk]))
         assert taken.all()
     assert sorted(batched.cyclic_summaries(), key=str) == sorted(per_frame.cyclic_summaries(), key=str)
+
+
+def test_findings_follow_the_finding_schema() -> None:
+    import jsonschema
+
+    from cranewatch.report.jsonl import schemas
+
+    schema = schemas()["finding"]
+    events = _decode_all([(IDENTIFY_RESPONSE, DRIVE, EWS), (SET_IP, ROGUE, DRIVE),
+                          (FACTORY_RESET, ROGUE, DRIVE)])
+    findings = detect_dcp_changes(events, {EWS}, crane="STS-07")
+    assert sorted(f.rule for f in findings) == ["profinet-dcp-reset", "profinet-dcp-set"]
+    for finding in findings:
+        jsonschema.validate(finding.to_json(), schema)
