@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from cranewatch.errors import DecodeError
 from cranewatch.protocols.base import Event, FlowContext, StreamDecoder
 
 CLIENT, SERVER = "10.7.0.10", "10.7.0.20"
@@ -21,3 +22,13 @@ def feed_all(decoder: StreamDecoder, *pdus: tuple[bool, bytes]) -> list[Event]:
 
 def h(text: str) -> bytes:
     return bytes.fromhex(text.replace(" ", ""))
+
+
+def problems_of(decoder: StreamDecoder, from_client: bool, data: bytes, ts: float = 1.0,
+                frame: int = 1) -> list[DecodeError]:
+    """Feed one piece of bytes; the problems the decoder reported for it (a decoder never
+    raises on bad input: ``protocols.base``)."""
+    problems = getattr(decoder, "problems", None) or []
+    before = len(problems)
+    decoder.feed(from_client, data, ts, frame)
+    return list((getattr(decoder, "problems", None) or [])[before:])

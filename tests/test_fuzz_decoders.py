@@ -359,16 +359,20 @@ def _publish(topic: bytes, payload: bytes = b"x", qos_bits: int = 0) -> bytes:
 def test_a_bad_pdu_in_a_reassembled_buffer_is_consumed_not_given_again() -> None:
     """A packet that breaks its decoder after the buffer held a partial one: the packets
     before it are not decoded twice and the flow is not stuck on the broken one (before,
-    every later segment re-decoded the same bytes and raised again)."""
+    every later segment re-decoded the same bytes and raised again). The decoder reports the
+    broken packet and returns the packets around it from the same call (before the decoders
+    returned problems, the call raised: crane/a was lost and crane/c came a segment late)."""
     from cranewatch.protocols.mqtt import MqttDecoder
 
     decoder = MqttDecoder(FlowContext("10.20.7.20", 40000, "10.20.0.50", 1883, "tcp", "t.pcap"))
     first, bad, after = _publish(b"crane/a"), _publish(b"crane/b", qos_bits=0b110), _publish(b"crane/c")
     assert decoder.feed(True, first[:4], 1.0, 1) == []
-    with pytest.raises(DecodeError, match="QoS 3"):
-        decoder.feed(True, first[4:] + bad + after, 2.0, 2)
+    around = decoder.feed(True, first[4:] + bad + after, 2.0, 2)
+    assert [e.topic for e in around] == ["crane/a", "crane/c"]  # type: ignore[attr-defined]
+    assert [(p.message, p.location.frame if p.location else None) for p in decoder.problems] == [
+        ("MQTT: PUBLISH with QoS 3", 2)]
     later = decoder.feed(True, _publish(b"crane/d"), 3.0, 3)
-    assert [e.topic for e in later] == ["crane/c", "crane/d"]  # type: ignore[attr-defined]
+    assert [e.topic for e in later] == ["crane/d"]  # type: ignore[attr-defined]
 
 
 def test_a_master_sending_malformed_requests_is_a_recon_finding(tmp_path: Path) -> None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 
-from cranewatch.errors import DecodeError
 from cranewatch.protocols.enip import (
     CipRequest,
     CipResponse,
@@ -16,7 +15,7 @@ from cranewatch.protocols.enip import (
     EnipIoRequest,
     parse_epath,
 )
-from proto_helpers import context, feed_all, h
+from proto_helpers import context, feed_all, h, problems_of
 
 # cip_stop_plc.pcap frame 1: Send Unit Data, CIP Stop (0x07) to class 0x8E instance 1.
 CIP_STOP = h("70001c0001002a00000000000000000000000000000000000000000001000200a1000400224095ffb1"
@@ -89,10 +88,8 @@ def test_io_packet_on_udp_2222() -> None:
 def test_truncated_cip_is_a_decode_error(cut: int) -> None:
     broken = bytearray(CIP_STOP[:cut])
     broken[2:4] = (cut - 24).to_bytes(2, "little")
-    with pytest.raises(DecodeError):
-        EnipDecoder(context(44818)).feed(True, bytes(broken), 1.0, 1)
+    assert problems_of(EnipDecoder(context(44818)), True, bytes(broken), 1.0, 1)
 
 
 def test_unknown_encapsulation_command_is_a_decode_error() -> None:
-    with pytest.raises(DecodeError):
-        EnipDecoder(context(44818)).feed(True, h("9999") + bytes(22), 1.0, 1)
+    assert problems_of(EnipDecoder(context(44818)), True, h("9999") + bytes(22), 1.0, 1)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 
-from cranewatch.errors import DecodeError
 from cranewatch.protocols.opcua import (
     OpcuaChannelRequest,
     OpcuaChannelResponse,
@@ -14,7 +13,7 @@ from cranewatch.protocols.opcua import (
     OpcuaServiceRequest,
     OpcuaServiceResponse,
 )
-from proto_helpers import context, feed_all, h
+from proto_helpers import context, feed_all, h, problems_of
 
 HEL = h("48454c463800000000000000ffff0000ffff00000000000000000000180000006f70632e7463703a2f2f6c6f"
         "63616c686f73743a34383430")
@@ -82,8 +81,7 @@ def test_encrypted_channel_hides_services() -> None:
 def test_truncated_messages_are_decode_errors(cut: int) -> None:
     broken = bytearray(OPN[:cut])
     broken[4:8] = cut.to_bytes(4, "little")
-    with pytest.raises(DecodeError):
-        OpcuaDecoder(context(4840)).feed(True, bytes(broken), 1.0, 1)
+    assert problems_of(OpcuaDecoder(context(4840)), True, bytes(broken), 1.0, 1)
 
 
 # open62541_read_service_test_data.pcap frame 25: ReadRequest of ns=1;s=Boolean.Variable

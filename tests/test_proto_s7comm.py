@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 
-from cranewatch.errors import DecodeError
 from cranewatch.protocols.s7comm import (
     S7Decoder,
     S7JobRequest,
@@ -14,7 +13,7 @@ from cranewatch.protocols.s7comm import (
     S7UserDataResponse,
     parse_block_name,
 )
-from proto_helpers import context, feed_all, h
+from proto_helpers import context, feed_all, h, problems_of
 
 # snap7_s300_everything.pcapng frames 1-4: setup communication and an SZL 0x0011 read.
 SETUP_JOB = h("0300001902f08032010000000000080000f0000001000101e0")
@@ -108,14 +107,12 @@ def test_s7comm_plus_is_recognised_not_decoded() -> None:
 def test_truncated_s7_header_is_a_decode_error(cut: int) -> None:
     broken = bytearray(READ_VAR)
     broken[3] = cut + 7  # the TPKT says the packet ends early: S7 part cut short
-    with pytest.raises(DecodeError):
-        S7Decoder(context(102)).feed(True, bytes(broken[:cut + 7]), 1.0, 1)
+    assert problems_of(S7Decoder(context(102)), True, bytes(broken[:cut + 7]), 1.0, 1)
 
 
 def test_bytes_that_are_not_tpkt_raise_and_then_resynchronise() -> None:
     decoder = S7Decoder(context(102))
-    with pytest.raises(DecodeError):
-        decoder.feed(True, b"GET / HTTP/1.1\r\n\r\n", 1.0, 1)
+    assert problems_of(decoder, True, b"GET / HTTP/1.1\r\n\r\n", 1.0, 1)
     decoder.gap(True)
     assert len(decoder.feed(True, PLC_STOP, 2.0, 2)) == 1
 

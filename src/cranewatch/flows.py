@@ -91,10 +91,15 @@ def group_keys(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 @dataclass(frozen=True, slots=True)
 class Gap:
-    """Bytes of one direction were lost (not captured, or a hole that never filled)."""
+    """Bytes of one direction were lost (not captured, or a hole that never filled).
+
+    ``overflow``: the hole was given up because more than the stream's ``max_buffer`` bytes
+    waited behind it (the bound on per-flow reassembly memory), not because the flow ended.
+    """
 
     frame: int
     ts: float
+    overflow: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,21 +118,31 @@ class _Held:
     ts: float
 
 
+# A hole older than this (capture time) is given up: TCP retransmits a lost segment within a
+# few retransmission timeouts (RFC 6298: 1 s initial, doubling), so a hole still open after
+# them was lost by the capture (a SPAN drop), not by the network.
+HOLE_SECONDS = 3.0
+
+
 class Stream:
     """Reassembles one direction of a TCP connection.
 
     ``segment`` returns what became contiguous: ``Chunk`` objects, with a ``Gap`` in front
-    whenever bytes before them were lost. At most ``max_buffer`` bytes wait out of order;
-    beyond that the hole is declared lost.
+    whenever bytes before them were lost. At most ``max_buffer`` bytes wait out of order, and
+    for at most ``max_hole_age`` seconds of capture time; beyond either the hole is declared
+    lost.
     """
 
-    __slots__ = ("held", "held_bytes", "max_buffer", "next_seq", "synced")
+    __slots__ = ("held", "held_bytes", "hole_since", "max_buffer", "max_hole_age", "next_seq",
+                 "synced")
 
-    def __init__(self, max_buffer: int = 256 * 1024) -> None:
+    def __init__(self, max_buffer: int = 256 * 1024, max_hole_age: float = HOLE_SECONDS) -> None:
         self.next_seq: int | None = None
         self.held: dict[int, _Held] = {}
         self.held_bytes = 0
         self.max_buffer = max_buffer
+        self.max_hole_age = max_hole_age
+        self.hole_since = 0.0  # capture time the oldest segment waiting behind a hole came
         self.synced = False  # whether next_seq came from a SYN (no gap at the start)
 
     def syn(self, seq: int) -> None:
@@ -156,8 +171,14 @@ class Stream:
             self.next_seq = seq
         ahead = ((seq - self.next_seq + 0x80000000) & 0xFFFFFFFF) - 0x80000000
         if ahead > 0:
+            if not self.held:
+                self.hole_since = ts
             self._hold(seq, data, frame, ts)
             if self.held_bytes > self.max_buffer:
+                self._skip_hole(out, overflow=True)
+            elif ts - self.hole_since > self.max_hole_age:
+                # Segments behind a hole this old: the capture lost it (a retransmission
+                # comes within a few RTOs); waiting longer only delays and holds memory.
                 self._skip_hole(out)
             return out
         self._deliver(seq, data, frame, ts, out)
@@ -192,28 +213,41 @@ class Stream:
 
     def _drain(self, out: list[Chunk | Gap], frame: int | None = None, ts: float = 0.0) -> None:
         """Deliver held segments that became contiguous; with ``frame``, as of that frame
-        (the segment that filled the hole completes them), else as of their own."""
-        while self.held:
-            base = self.next_seq
-            assert base is not None
-            ready = [s for s in self.held if ((s - base + 0x80000000) & 0xFFFFFFFF) - 0x80000000 <= 0]
-            if not ready:
-                return
-            # Earliest start first: it delivers the most; later ones are then trimmed.
-            for s in sorted(ready, key=lambda s: (base - s) & 0xFFFFFFFF, reverse=True):
-                held = self.held.pop(s)
-                self.held_bytes -= len(held.data)
-                if frame is None:
-                    self._deliver(s, held.data, held.frame, held.ts, out)
-                else:
-                    self._deliver(s, held.data, frame, ts, out)
+        (the segment that filled the hole completes them), else as of their own.
 
-    def _skip_hole(self, out: list[Chunk | Gap]) -> None:
+        One pass over the held segments sorted by where they start (earliest first: it
+        delivers the most; later ones are then trimmed), stopping at the first that starts
+        beyond what is delivered: linear after the sort, whatever number of segments waits
+        (a rescan per delivered segment made a long connection behind one lost segment
+        quadratic).
+        """
+        if not self.held:
+            return
+        base = self.next_seq
+        assert base is not None
+        last = ts
+        for s in sorted(self.held, key=lambda s: ((s - base + 0x80000000) & 0xFFFFFFFF) - 0x80000000):
+            now = self.next_seq
+            assert now is not None
+            if ((s - now + 0x80000000) & 0xFFFFFFFF) - 0x80000000 > 0:
+                # A hole before this one: it and the later ones wait, timed from now on
+                # (from the last segment delivered when no packet filled the hole).
+                self.hole_since = ts if frame is not None else last
+                return
+            held = self.held.pop(s)
+            self.held_bytes -= len(held.data)
+            last = held.ts
+            if frame is None:
+                self._deliver(s, held.data, held.frame, held.ts, out)
+            else:
+                self._deliver(s, held.data, frame, ts, out)
+
+    def _skip_hole(self, out: list[Chunk | Gap], overflow: bool = False) -> None:
         assert self.next_seq is not None
         base = self.next_seq
         first = min(self.held, key=lambda s: (s - base) & 0xFFFFFFFF)
         held = self.held[first]
-        out.append(Gap(held.frame, held.ts))
+        out.append(Gap(held.frame, held.ts, overflow))
         self.next_seq = first
         self._drain(out)
 

@@ -504,7 +504,7 @@ class Monitor:
 
     def hand_series(self) -> None:
         """Give the sinks the register values gathered since the last time."""
-        for series in self.analysis.book.take_series():
+        for series in self.analysis.take_series():
             self.analysis.series_count += 1
             for sink in self.sinks:
                 sink.on_series(series)

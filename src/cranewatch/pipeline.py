@@ -2,8 +2,9 @@
 
 ``analyze`` reads one or several captures as one stream in timestamp order, decodes L2–L4
 per batch, keeps the flow table, gives application payloads to the registered decoders
-(``protocols.base.REGISTRY``, chosen per flow by port and content probe), folds Modbus reads
-into register series and hands everything to sinks (detectors): ``on_event`` for each
+(``protocols.registry``: chosen per flow by port and content probe) and link-layer frames to
+the protocols registered for their ethertype, lets each protocol's per-run state fold what it
+keeps whole (register series) and hands everything to sinks (detectors): ``on_event`` for each
 decoded event, ``on_series`` for each register series, ``on_flow_end`` for each finished
 flow, and ``finish()`` for their findings. Problems in the input (a truncated capture, a
 malformed PDU) become warnings that name the file and frame; the analysis goes on. A decoder
@@ -11,15 +12,25 @@ that fails with a bug on one flow, or a sink that fails on one event, series or 
 "internal" warning for that unit (see ``protocols.base`` for the decoders' contract); the
 run and the other sinks go on.
 
-Modbus polling, the bulk of crane traffic, takes a vectorised fast path
-(``protocols.modbus.fast_reads``); everything else goes through TCP reassembly and the
-Python decoders. ``fast_path=False`` sends everything the slow way (the tests compare both).
+This module names no protocol: a protocol module declares its decoders, ethertypes, batch
+fast path (``registry.ProtocolRun.batch``: polling, the bulk of crane traffic, is decoded a
+batch at a time) and result summaries, and the pipeline dispatches to them. What no batch path
+takes goes through TCP reassembly and the per-flow decoders. ``fast_path=False`` sends
+everything the per-flow way (the tests compare both).
 
 Beyond ``protocols.base.StreamDecoder``: a decoder that has learnt all it can from a flow
-(e.g. after a TLS handshake) may set ``finished = True`` and gets no more of its bytes. ARP
-frames go to ``protocols.arp.decode_arp_frames`` (a batch's at once); UDP datagrams
+(e.g. after an encrypted session's handshake) may set ``finished = True`` and gets no more of its bytes.
+Link-layer frames go to their protocol's decoder a batch's at once; UDP datagrams
 reassembled from IPv4 fragments go to their flow's decoder. Events are given to sinks in
 capture order within each batch.
+
+State is bounded whatever the capture: flows end when idle, closed (FIN/RST) or beyond the flow
+table's cap (``flows.FlowTable``); a TCP hole is given up after a few seconds of capture time or
+when its stream holds its byte bound (``flows.Stream``), out-of-order bytes of all streams
+together are capped (``MAX_HELD_BYTES``); the host table, the per-protocol tallies and the
+protocols' own summaries stop at their bounds (``MAX_HOSTS``, ``MAX_PROTOCOL_NAMES``) with a
+"limit" warning and counts in ``events``. What a protocol folds for ``on_series`` is kept until
+it is handed out (``take_series``: at the end, or by ``monitor`` as it goes).
 
 Several captures are cut into segments where they do not join (``segments``): after the
 read, the file boundaries are judged by the files' headers and silences and by the register
@@ -29,12 +40,9 @@ series as they are handed out; sinks with ``on_segments`` then learn the segment
 
 from __future__ import annotations
 
-import contextlib
 import functools
-import gc
 import hashlib
 import operator
-import threading
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,11 +50,10 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from cranewatch import protocols
 from cranewatch.decode import DecodedBatch, Defragmenter, ReassembledDatagram, decode_batch
 from cranewatch.decode import ip_text as _ip_text
 from cranewatch.decode import mac_text as _mac_text
-from cranewatch.errors import CaptureError, DecodeError, Location
+from cranewatch.errors import CaptureError, DecodeError
 from cranewatch.flows import (
     IPPROTO_TCP,
     IPPROTO_UDP,
@@ -58,11 +65,18 @@ from cranewatch.flows import (
     Stream,
     group_rows,
 )
-from cranewatch.incidents import Incident, group_incidents
-from cranewatch.model import Finding, Severity
-from cranewatch.protocols import modbus
+from cranewatch.incidents import group_incidents
+from cranewatch.model import Finding
+from cranewatch.protocols import registry
 from cranewatch.protocols.base import REGISTRY, DecoderSpec, Event, FlowContext
-from cranewatch.protocols.modbus import FastInput, ModbusBook, ModbusDecoder, RegisterSeries
+from cranewatch.protocols.registry import BatchView, LinkFrames, LinkSpec, ProtocolRun
+from cranewatch.result import (
+    AnalysisResult,
+    HostSummary,
+    InputSummary,
+    InputWarning,
+    ProtocolSummary,
+)
 from cranewatch.segments import FileSpan, Segment, SegmentPlanner
 from cranewatch.sources.pcap import PacketBatch, open_capture
 
@@ -79,7 +93,7 @@ BATCH_PACKETS = 65536
 MAX_PROBES = 4
 MIN_PROBE_BYTES = 8
 # Payload packets per unclaimed flow shown to sinks with ``on_payload`` (enough to recognise
-# a remote-access protocol or a clear-text leak by its first bytes, bounded in cost).
+# a protocol or a clear-text leak by its first bytes, bounded in cost).
 PAYLOADS_SHOWN = 8
 
 
@@ -96,112 +110,11 @@ class Sink(Protocol):
 
     def on_event(self, event: Event) -> None: ...
 
-    def on_series(self, series: RegisterSeries) -> None: ...
+    def on_series(self, series: Any) -> None: ...
 
     def on_flow_end(self, flow: FlowSummary) -> None: ...
 
     def finish(self) -> list[Finding]: ...
-
-
-@dataclass(frozen=True, slots=True)
-class InputWarning:
-    """A problem in the input that did not stop the analysis."""
-
-    message: str
-    file: str | None = None
-    frame: int | None = None
-    # "capture" (the file itself) | "decode" (a PDU) | "limit" | "zeek" (what logs lack)
-    # | "internal" (a decoder, detector or check failed on this unit; the run went on)
-    kind: str = "decode"
-
-    def __str__(self) -> str:
-        return f"{Location(file=self.file, frame=self.frame)}: {self.message}"
-
-    def to_json(self) -> dict[str, Any]:
-        return {"type": "warning", "kind": self.kind, "file": self.file, "frame": self.frame,
-                "message": self.message}
-
-
-@dataclass(frozen=True, slots=True)
-class InputSummary:
-    path: str
-    sha256: str
-    packets: int
-    first_seen: float | None
-    last_seen: float | None
-    format: str  # "pcap" | "pcapng" | "zeek"
-    complete: bool  # False when the capture was truncated, corrupt or unreadable
-    warnings: tuple[str, ...] = ()
-    events: int = 0  # for Zeek logs: the events they gave (they have no packets)
-
-
-@dataclass(frozen=True, slots=True)
-class HostSummary:
-    """A sender seen on the wire: by MAC, or by IP address where the link has no MAC."""
-
-    mac: str | None
-    ips: tuple[str, ...]
-    first_seen: float
-    last_seen: float
-    packets: int
-    bytes: int
-
-
-@dataclass(frozen=True, slots=True)
-class ProtocolSummary:
-    """Flows of one application protocol (or ``tcp/PORT`` / ``udp/PORT`` when unknown)."""
-
-    protocol: str
-    flows: int
-    packets: int
-    bytes: int
-    clients: int
-    servers: int
-
-
-@dataclass(frozen=True, slots=True)
-class ModbusPeer:
-    """A Modbus master (client) or slave (server) and what it asked or was asked."""
-
-    role: str  # "master" | "slave"
-    address: str
-    peers: tuple[str, ...]
-    units: tuple[int, ...]
-    functions: tuple[tuple[int, int], ...]  # (function code, requests)
-    # (table, address, quantity, "read" | "write", requests); FC 23 counts its write range
-    ranges: tuple[tuple[str, int, int, str, int], ...]
-    exceptions: int
-    first_seen: float
-    last_seen: float
-
-
-@dataclass(frozen=True, slots=True)
-class AnalysisResult:
-    """The one document every renderer reads."""
-
-    inputs: tuple[InputSummary, ...]
-    hosts: tuple[HostSummary, ...]
-    protocols: tuple[ProtocolSummary, ...]
-    modbus_masters: tuple[ModbusPeer, ...]
-    modbus_slaves: tuple[ModbusPeer, ...]
-    findings: tuple[Finding, ...]
-    warnings: tuple[InputWarning, ...]
-    warnings_suppressed: int
-    packets: int
-    flows: int
-    series: int
-    events: dict[str, int] = field(default_factory=dict)
-    profile: str | None = None
-    baseline: str | None = None
-    segments: tuple[Segment, ...] = ()  # the captures' continuous recordings (``segments``)
-    incidents: tuple[Incident, ...] = ()  # the findings of one cause together (``incidents``)
-
-    @property
-    def complete(self) -> bool:
-        return all(i.complete for i in self.inputs)
-
-    def max_severity(self) -> Severity | None:
-        return max((f.severity for f in self.findings), default=None)
 
 
 ProgressCallback = Callable[[int, int], None]  # (bytes done, bytes total)
@@ -237,42 +150,6 @@ def _hash_into(state: _InputState, path: str) -> None:
                 state.sha.update(block)
     except OSError:
         pass
-
-
-# A young collection once 200 k more objects were made than freed: a 1 M-packet run needs
-# none, and garbage caught in reference cycles (rare) waits at most that long (~20 MB).
-GC_YOUNG_THRESHOLD = 200_000
-_gc_lock = threading.Lock()
-_gc_runs: list[tuple[int, ...]] = []  # the settings before the first of the runs under way
-
-
-@contextlib.contextmanager
-def _fewer_collections() -> Iterator[None]:
-    """Run the cyclic garbage collector less often while analysing.
-
-    A run makes millions of short-lived objects (events, chunks) and few reference cycles;
-    at the default threshold (a young collection every 700 new objects) the collector took
-    ~9 % of an analysis, walking the same live flows and detector state again and again.
-    Objects that exist before the run (modules, decoders) are set aside from collection
-    (``gc.freeze``). The previous settings come back when the last of the runs under way
-    (the web server may run several in threads) ends.
-    """
-    with _gc_lock:
-        if not _gc_runs:
-            old = gc.get_threshold()
-            gc.freeze()
-            gc.set_threshold(max(old[0], GC_YOUNG_THRESHOLD), *old[1:])
-            _gc_runs.append(old)
-        else:
-            _gc_runs.append(_gc_runs[0])
-    try:
-        yield
-    finally:
-        with _gc_lock:
-            settings = _gc_runs.pop()
-            if not _gc_runs:
-                gc.set_threshold(*settings)
-                gc.unfreeze()
 
 
 def _is_zeek(path: str) -> bool:
@@ -408,26 +285,25 @@ class _ProtocolTally:
 
 
 MAX_IPS_PER_HOST = 64
+# Bounded summaries: a day of a terminal's SPAN port (or a scan of every port) must not grow
+# the result without end. Beyond these, what is not kept is counted in ``events`` and a
+# "limit" warning says so once.
+MAX_HOSTS = 65_536
+MAX_PROTOCOL_NAMES = 4_096  # "tcp/PORT" names of unclaimed flows beyond this go to "tcp/other"
 _HOST_DTYPE = np.dtype([("mac", "<u8"), ("ip", "V16")])
 
 
 def load_decoders() -> list[DecoderSpec]:
-    """Import every protocol module (each registers its decoder) and return the registry."""
-    protocols.load_all()
+    """Import every protocol module (each registers itself) and return the flow decoders."""
+    registry.load_all()
     return sorted(REGISTRY, key=lambda s: s.priority)
 
 
-def _arp_decoder() -> Callable[..., list[Any]] | None:
-    """ARP has no flow: frames with its ethertype go to ``protocols.arp.decode_arp_frames``."""
-    try:
-        from cranewatch.protocols.arp import decode_arp_frames
-    except ModuleNotFoundError:
-        return None
-    return decode_arp_frames
+def _overrides(run: ProtocolRun, hook: str) -> bool:
+    """Whether a protocol's per-run state does something in this hook (not the base's no-op)."""
+    return getattr(type(run), hook) is not getattr(ProtocolRun, hook)
 
 
-ETHERTYPE_ARP = 0x0806
-ARP_BODY = 28  # bytes of an Ethernet/IPv4 ARP body (what follows is Ethernet padding)
 AFTER_BATCH = 1 << 62  # order key of events that follow all of a batch's own
 _ROW = operator.itemgetter(0)  # the order key of a deferred (row, event)
 
@@ -462,11 +338,21 @@ class Analysis:
         self.fast_path = fast_path and fold_reads
         self.fold_reads = fold_reads
         self.decoders = list(decoders) if decoders is not None else load_decoders()
-        # Each new flow (every DNS lookup is one) looks through its transport's decoders.
+        # Each new flow (every name lookup is one) looks through its transport's decoders.
         self._candidates = {t: [s for s in self.decoders if s.transport == t]
                             for t in ("tcp", "udp")}
         self.flows = flow_table or FlowTable()
-        self.book = ModbusBook()
+        # Each protocol's state for this run, and who is asked what (decided once).
+        self.runs = registry.runs()
+        self._folds: dict[type, ProtocolRun] = {t: r for r in self.runs for t in r.folds}
+        self._batch_runs = [r for r in self.runs if r.batch_path]
+        self._fed_runs = [r for r in self.runs if _overrides(r, "fed")]
+        self._ended_runs = [r for r in self.runs if _overrides(r, "flow_ended")]
+        self._links: dict[int, LinkSpec] = registry.links()
+        self._link_names = {link.ethertype: spec.name for spec in registry.PROTOCOLS.values()
+                            for link in spec.links}
+        self._link_runs = {link.ethertype: run for run in self.runs
+                           for link in registry.PROTOCOLS[run.protocol].links}
         self.warnings: list[InputWarning] = []
         self.suppressed = 0
         self.hosts: dict[int | bytes, _Host] = {}
@@ -479,7 +365,6 @@ class Analysis:
         self._payload_sinks = [s for s in self.sinks if hasattr(s, "on_payload")]
         self._limits_hit: set[str] = set()
         self._deferred: list[tuple[int, Event]] | None = None
-        self._arp = _arp_decoder()
         self.defragmenter = Defragmenter()
         self._fragmented_flows: set[tuple[str, bytes, int, bytes, int]] = set()
         self._segmenter: SegmentPlanner | None = None
@@ -496,7 +381,8 @@ class Analysis:
 
     def emit(self, event: Event) -> None:
         self.events[event.kind] = self.events.get(event.kind, 0) + 1
-        if self.book.observe(event) and self.fold_reads:
+        run = self._folds.get(type(event))
+        if run is not None and run.observe(event) and self.fold_reads:
             return
         for sink in self.sinks:
             try:
@@ -509,8 +395,7 @@ class Analysis:
     def run(self, paths: Sequence[str | Path], progress: ProgressCallback | None = None,
             batch_packets: int = BATCH_PACKETS, profile: str | None = None,
             baseline: str | None = None) -> AnalysisResult:
-        with _fewer_collections():
-            return self._run(paths, progress, batch_packets, profile, baseline)
+        return self._run(paths, progress, batch_packets, profile, baseline)
 
     def _run(self, paths: Sequence[str | Path], progress: ProgressCallback | None,
              batch_packets: int, profile: str | None, baseline: str | None) -> AnalysisResult:
@@ -611,7 +496,7 @@ class Analysis:
             if flows.flows:
                 self._decode_payloads(batch, decoded, flows.flows, flows.index,
                                       flows.from_client)
-            self._decode_arp(batch, decoded)
+            self._decode_links(batch, decoded)
             if decoded.fragment.any():
                 for datagram in self.defragmenter.feed(decoded):
                     if datagram.ip_proto == IPPROTO_TCP:
@@ -678,6 +563,12 @@ class Analysis:
             if total <= MAX_HELD_BYTES // 2:
                 break
 
+    def _limit(self, what: str, message: str, source: str | None) -> None:
+        """A bound was reached: say so once per run (it is reached again and again)."""
+        if what not in self._limits_hit:
+            self._limits_hit.add(what)
+            self.warn(InputWarning(message, source, None, "limit"))
+
     def _count_hosts(self, batch: PacketBatch, decoded: DecodedBatch) -> None:
         pairs = np.empty(len(batch), dtype=_HOST_DTYPE)
         pairs["mac"] = decoded.eth_src
@@ -704,6 +595,13 @@ class Analysis:
                 continue  # no MAC, no IP: nothing to name the sender by
             host = self.hosts.get(key)
             if host is None:
+                if len(self.hosts) >= MAX_HOSTS:
+                    self._limit("hosts", f"more than {MAX_HOSTS:,} hosts: the packets of later "
+                                "ones are counted in events (hosts_untracked_packets), not listed",
+                                batch.source)
+                    self.events["hosts_untracked_packets"] = (
+                        self.events.get("hosts_untracked_packets", 0) + packets)
+                    continue
                 host = self.hosts[key] = _Host(mac, ip if not mac else None, t0, t1)
             host.first = min(host.first, t0)
             host.last = max(host.last, t1)
@@ -775,10 +673,23 @@ class Analysis:
         rows = np.flatnonzero(interesting)
         if len(rows) == 0:
             return
-        if self.fast_path:
+        if self.fast_path and self._batch_runs:
             self._prepare_new_flows(batch, decoded, flows, index, from_client, rows)
-            rows = self._fast_modbus(batch, decoded, flows, index, from_client, rows)
+            view = BatchView(batch, decoded, flows, index, from_client, rows)
+            for run in self._batch_runs:
+                view.rows = run.batch(view, self._defer, self._count)
+                if len(view.rows) == 0:
+                    break
+            rows = view.rows
         self._slow(batch, decoded, flows, index, from_client, rows)
+
+    def _defer(self, row: int, event: Event) -> None:
+        """An event of this batch, given out in capture order with the rest (``process``)."""
+        assert self._deferred is not None
+        self._deferred.append((row, event))
+
+    def _count(self, name: str, count: int) -> None:
+        self.events[name] = self.events.get(name, 0) + count
 
     def _reassembled(self, datagram: ReassembledDatagram) -> None:
         """A UDP datagram put back together from IPv4 fragments goes to its flow's decoder.
@@ -804,29 +715,41 @@ class Analysis:
             self._feed(flow, to_server, payload, datagram.ts, datagram.frame, datagram.source,
                        AFTER_BATCH)
 
-    def _decode_arp(self, batch: PacketBatch, decoded: DecodedBatch) -> None:
-        rows = np.flatnonzero((decoded.ethertype == ETHERTYPE_ARP) & (decoded.l3_off >= 0))
-        if len(rows) == 0 or self._arp is None:
+    def _decode_links(self, batch: PacketBatch, decoded: DecodedBatch) -> None:
+        """Frames of a registered ethertype go to their protocol, a batch's at once."""
+        if not self._links:
             return
-        assert self._deferred is not None
-        starts = decoded.l3_off[rows]
-        ends = np.minimum(batch.offset[rows] + batch.caplen[rows], starts + ARP_BODY)
-        buf = batch.buf
-        bodies = [buf[start:end] for start, end in zip(starts.tolist(), ends.tolist(), strict=True)]
-        frames = batch.frame[rows].tolist()
-        events = self._arp(bodies, batch.ts[rows].tolist(), frames, batch.source)
-        for row, frame, event in zip(rows.tolist(), frames, events, strict=True):
-            if isinstance(event, DecodeError):
-                self.warn(InputWarning(f"arp: {event.message}", batch.source, frame, "decode"))
-            else:
-                self._deferred.append((row, event))
+        has_l3 = decoded.l3_off >= 0
+        for ethertype, link in self._links.items():
+            rows = np.flatnonzero((decoded.ethertype == ethertype) & has_l3)
+            if len(rows) == 0:
+                continue
+            assert self._deferred is not None
+            starts = decoded.l3_off[rows]
+            ends = batch.offset[rows] + batch.caplen[rows]
+            if link.max_body is not None:
+                ends = np.minimum(ends, starts + link.max_body)
+            buf = batch.buf
+            bodies = [buf[start:end] for start, end in zip(starts.tolist(), ends.tolist(), strict=True)]
+            frames = batch.frame[rows].tolist()
+            given = LinkFrames(bodies, [mac_text(m) for m in decoded.eth_src[rows].tolist()],
+                               [mac_text(m) for m in decoded.eth_dst[rows].tolist()],
+                               batch.ts[rows].tolist(), frames, batch.source)
+            row_of = rows.tolist()
+            name = self._link_names.get(ethertype, "")
+            for at, event in link.decode(given, self._link_runs.get(ethertype)):
+                if isinstance(event, DecodeError):
+                    where = event.location.frame if event.location and event.location.frame else frames[at]
+                    self.warn(InputWarning(f"{name}: {event.message}", batch.source, where, "decode"))
+                else:
+                    self._deferred.append((row_of[at], event))
 
     def _prepare_new_flows(self, batch: PacketBatch, decoded: DecodedBatch, flows: list[Flow],
                            index: np.ndarray, from_client: np.ndarray, rows: np.ndarray) -> None:
         """Handshakes and decoder choice of flows new in this batch, ahead of the fast path.
 
         Connections come and go all the time on a crane LAN; a flow opened in this batch can
-        then take the fast path for the rest of the batch instead of the slow one.
+        then take a protocol's batch path for the rest of the batch instead of the per-flow one.
         """
         new = np.fromiter((f.protocol is None and f.proto == IPPROTO_TCP for f in flows),
                           dtype=bool, count=len(flows))
@@ -852,66 +775,6 @@ class Analysis:
                 for side in (flow.to_server, flow.to_client):
                     if side.stream is None:
                         side.stream = Stream()
-
-    def _fast_modbus(self, batch: PacketBatch, decoded: DecodedBatch, flows: list[Flow],
-                     index: np.ndarray, from_client: np.ndarray, rows: np.ndarray) -> np.ndarray:
-        """Run the vectorised Modbus read path; return the rows left for the slow path."""
-        is_modbus = np.fromiter(
-            (isinstance(f.decoder, ModbusDecoder) and f.proto == IPPROTO_TCP
-             and not f.decoder_reversed
-             and f.to_server.stream is not None and f.to_client.stream is not None
-             and not f.to_server.stream.held and not f.to_client.stream.held
-             and f.decoder.idle() for f in flows), dtype=bool, count=len(flows))
-        candidate = rows[is_modbus[index[rows]]]
-        if len(candidate) == 0:
-            return rows
-        # Handshake segments were taken care of by _prepare_new_flows.
-        candidate = candidate[decoded.payload_len[candidate] > 0]
-        if len(candidate) == 0:
-            return rows
-        # The fast path numbers its flows 0.. in batch order (a table, not a sort: linear).
-        in_fast = np.zeros(len(flows), dtype=bool)
-        in_fast[index[candidate]] = True
-        flow_ids = np.flatnonzero(in_fast)
-        if len(flow_ids) >= 1 << 16:
-            return rows
-        local_of = np.zeros(len(flows), dtype=np.int64)
-        local_of[flow_ids] = np.arange(len(flow_ids))
-        local = local_of[index[candidate]]
-        fast_flows = [flows[int(f)] for f in flow_ids]
-        data = FastInput(
-            buf=np.frombuffer(batch.buf, dtype=np.uint8), flow=local,
-            from_client=from_client[candidate], seq=decoded.tcp_seq[candidate],
-            offset=decoded.payload_off[candidate], length=decoded.payload_len[candidate],
-            ts=batch.ts[candidate], frame=batch.frame[candidate],
-            next_seq=[(f.to_server.stream.next_seq if f.to_server.stream else None,
-                       f.to_client.stream.next_seq if f.to_client.stream else None)
-                      for f in fast_flows],
-            pending=[f.decoder.pending for f in fast_flows],
-        )
-        contexts = [f.decoder.context for f in fast_flows]
-        peers = [(c.client, c.server) for c in contexts]
-        result = modbus.fast_reads(data, self.book, contexts, batch.source)
-        if not result.handled.any():
-            return rows
-        assert self._deferred is not None
-        if result.events:
-            event_rows = candidate[[i for i, _ in result.events]].tolist()
-            self._deferred.extend(zip(event_rows, (e for _, e in result.events), strict=True))
-        for k in np.flatnonzero(result.touched).tolist():
-            flow = fast_flows[k]
-            to_server, to_client = result.next_seq.get(k, data.next_seq[k])
-            assert flow.to_server.stream is not None and flow.to_client.stream is not None
-            flow.to_server.stream.next_seq = to_server
-            flow.to_client.stream.next_seq = to_client
-            flow.decoder.pending = result.pending.get(k, {})
-            for pending in result.superseded.get(k, ()):
-                self.book.unanswered(peers[k][0], peers[k][1], pending)
-        done = np.zeros(len(batch), dtype=bool)
-        done[candidate[result.handled]] = True
-        count = int(np.count_nonzero(result.handled))
-        self.events["modbus_fast_pdus"] = self.events.get("modbus_fast_pdus", 0) + count
-        return rows[~done[rows]]
 
     def _slow(self, batch: PacketBatch, decoded: DecodedBatch, flows: list[Flow],
               index: np.ndarray, from_client: np.ndarray, rows: np.ndarray) -> None:
@@ -964,6 +827,8 @@ class Analysis:
                 if isinstance(piece, Chunk):
                     feed(flow, to_server, piece.data, piece.ts, piece.frame, source, row)
                 else:
+                    if piece.overflow:
+                        self._overflow(flow, stream, source, frame)
                     self._gap(flow, to_server != flow.decoder_reversed, frame)
 
     def _feed(self, flow: Flow, to_server: bool, data: bytes, ts: float, frame: int,
@@ -981,6 +846,8 @@ class Analysis:
         problems = getattr(decoder, "problems", None)
         if problems:
             for problem in problems:
+                if not isinstance(problem, DecodeError):  # a protocol's own record of it
+                    problem = problem.as_error()
                 where = problem.location
                 self.warn(InputWarning(f"{flow.protocol}: {problem.message}", source,
                                        where.frame if where and where.frame is not None else frame,
@@ -993,11 +860,19 @@ class Analysis:
             else:
                 for event in events:
                     self.emit(event)
-        if isinstance(decoder, ModbusDecoder) and decoder.unanswered:
-            master, slave = decoder.context.client, decoder.context.server
-            for pending in decoder.unanswered:
-                self.book.unanswered(master, slave, pending)
-            decoder.unanswered.clear()
+        for run in self._fed_runs:
+            run.fed(decoder)
+
+    def _overflow(self, flow: Flow, stream: Stream, source: str, frame: int) -> None:
+        """A flow's reassembly buffer reached its bound: the hole was given up (counted; the
+        first time in a run, a warning names the flow and frame)."""
+        self.events["reassembly_overflows"] = self.events.get("reassembly_overflows", 0) + 1
+        if "reassembly" not in self._limits_hit:
+            self._limits_hit.add("reassembly")
+            self.warn(InputWarning(
+                f"{flow.protocol}: more than {stream.max_buffer:,} bytes waited behind a hole in "
+                f"{_flow_text(flow)}: the hole was given up (later ones are counted in events, "
+                "reassembly_overflows)", source, frame, "limit"))
 
     def _gap(self, flow: Flow, from_client: bool, frame: int | None) -> None:
         try:
@@ -1045,15 +920,18 @@ class Analysis:
         if flow.decoder is not None:
             self._flush_stream(flow, True)
             self._flush_stream(flow, False)
-            if isinstance(flow.decoder, ModbusDecoder):
-                master, slave = flow.decoder.context.client, flow.decoder.context.server
-                for pending in flow.decoder.pending.values():
-                    self.book.unanswered(master, slave, pending)
-                flow.decoder.pending = {}
+            for run in self._ended_runs:
+                run.flow_ended(flow)
         self.flow_count += 1
         transport = flow.transport
         name = flow.protocol or (f"{transport}/{flow.server_port}" if flow.server_port else transport)
         tally = self.protocol_tally.get(name)
+        if tally is None and len(self.protocol_tally) >= MAX_PROTOCOL_NAMES and not flow.protocol:
+            self._limit("protocols", f"more than {MAX_PROTOCOL_NAMES:,} protocols and ports: "
+                        f"flows of further unclaimed ports are summed as {transport}/other",
+                        flow.source)
+            name = f"{transport}/other"
+            tally = self.protocol_tally.get(name)
         if tally is None:
             tally = self.protocol_tally[name] = _ProtocolTally()
         tally.flows += 1
@@ -1063,7 +941,7 @@ class Analysis:
             tally.clients.add(flow.client)
             tally.servers.add(flow.server)
         # The summary is made only for sinks that want one: most finished flows are single
-        # DNS lookups, and the detectors read the flow itself (``on_flow``).
+        # name lookups, and the detectors read the flow itself (``on_flow``).
         summary: FlowSummary | None = None
         for sink in self.sinks:
             try:
@@ -1080,7 +958,7 @@ class Analysis:
     def close_all(self) -> None:
         for flow in self.flows.drain():
             self._end_flow(flow)
-        for series in self.book.take_series():
+        for series in self.take_series():
             self.series_count += 1
             if self._segmenter is not None:
                 self._segmenter.observe(series)
@@ -1090,6 +968,11 @@ class Analysis:
                 except Exception as exc:  # see _sink_failed
                     self._sink_failed(sink, "on_series", exc, series.source or None,
                                       int(series.frame[0]) if len(series.frame) else None)
+
+    def take_series(self) -> Iterator[Any]:
+        """What the protocols gathered for ``Sink.on_series`` since the last time (empties it)."""
+        for run in self.runs:
+            yield from run.take_series()
 
     def result(self, states: list[_InputState], findings: list[Finding], profile: str | None,
                baseline: str | None, segments: tuple[Segment, ...] = ()) -> AnalysisResult:
@@ -1111,10 +994,11 @@ class Analysis:
              for name, t in self.protocol_tally.items()),
             key=lambda p: (-p.packets, p.protocol),
         ))
+        summary: dict[str, Any] = {}
+        for run in self.runs:
+            summary.update(run.summary())
         return AnalysisResult(
-            inputs=inputs, hosts=hosts, protocols=summaries,
-            modbus_masters=_peers("master", self.book.masters),
-            modbus_slaves=_peers("slave", self.book.slaves),
+            inputs=inputs, hosts=hosts, protocols=summaries, **summary,
             findings=tuple(sorted(findings, key=lambda f: (-f.severity, f.first_seen or 0, f.id))),
             incidents=group_incidents(findings),
             warnings=tuple(self.warnings), warnings_suppressed=self.suppressed,
@@ -1140,16 +1024,6 @@ def _events_name_their_capture(flows: list[Flow], source: str) -> None:
                     context.transport, source))
 
 
-def _peers(role: str, tallies: dict[str, modbus.PeerTally]) -> tuple[ModbusPeer, ...]:
-    return tuple(
-        ModbusPeer(role=role, address=t.address, peers=tuple(sorted(t.peers)),
-                   units=tuple(sorted(t.units)), functions=tuple(sorted(t.functions.items())),
-                   ranges=tuple(sorted((*key, c) for key, c in t.ranges.items())),
-                   exceptions=t.exceptions, first_seen=t.first_seen, last_seen=t.last_seen)
-        for t in sorted(tallies.values(), key=lambda t: t.address)
-    )
-
-
 def _size(path: str | Path) -> int:
     try:
         return Path(path).stat().st_size
@@ -1163,3 +1037,13 @@ def analyze(paths: Sequence[str | Path], *, progress: ProgressCallback | None = 
     """Analyse captures (read as one, in timestamp order) and return the result document."""
     return Analysis(sinks, fast_path=fast_path).run(
         paths, progress=progress, batch_packets=batch_packets, profile=profile, baseline=baseline)
+
+
+def __getattr__(name: str) -> Any:
+    """Names the result document's module holds, for code that still imports them from here."""
+    import cranewatch.result
+
+    try:
+        return getattr(cranewatch.result, name)
+    except AttributeError:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}") from None

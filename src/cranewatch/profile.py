@@ -40,6 +40,7 @@ from cranewatch.configschema import (
     toml_error_location,
 )
 from cranewatch.errors import CranewatchError, InputError, Location, ProfileError
+from cranewatch.protocols.registry import profile_protocols
 
 IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -47,10 +48,8 @@ ZONES = ("crane", "terminal", "outside")
 TABLES = ("CO", "DI", "HR", "IR")
 REGISTER_TYPES = ("uint16", "int16", "bit")
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
-PROTOCOLS = (
-    "modbus", "s7comm", "enip", "opcua", "mqtt", "http", "https", "tls", "dns", "ntp",
-    "syslog", "rtsp", "ssh", "rdp", "vnc", "telnet", "dhcp", "any",
-)
+# The protocol names allow rules may use: each protocol module declares its own (the registry).
+PROTOCOLS = profile_protocols()
 # Function codes that change a Modbus slave's state (mirrors protocols.modbus.WRITE_FUNCTIONS).
 MODBUS_WRITE_FUNCTIONS = frozenset({5, 6, 15, 16, 21, 22, 23})
 MAC_RE = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")

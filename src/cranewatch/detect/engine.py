@@ -32,6 +32,7 @@ from cranewatch.detect.rogue_master import RogueMaster
 from cranewatch.detect.safety_override import SafetyOverride
 from cranewatch.flows import Flow
 from cranewatch.model import Finding
+from cranewatch.protocols import registry
 from cranewatch.protocols.modbus import RegisterSeries
 
 FIRST_BYTES = 256  # bytes of each side kept per unclaimed flow to recognise its protocol
@@ -41,7 +42,7 @@ def all_detectors() -> list[Detector]:
     """One instance of every detector, in report order."""
     return [HiddenUplink(), RemoteAccess(), DataLeak(), CommandAndControl(), SafetyOverride(),
             PlcControl(), Recon(), RogueMaster(), LateralMovement(), NewAsset(),
-            Egress()]
+            Egress(), *registry.detectors()]  # and those the protocol modules declare
 
 
 Observe = Callable[[Any, Context], None]

@@ -136,3 +136,48 @@ class Payload(Fact):
     from_client: bool
     data: bytes
     transport: str = "tcp"
+
+
+# ---------------------------------------------------------------- for the protocols' adapters
+
+WHERE_FIELDS = ("ts", "frame", "src", "dst", "sport", "dport", "source")  # Fact's own, in order
+
+
+def where(event: Any) -> dict[str, Any]:
+    """The fields every fact copies from the event it comes from (``Fact``'s own), as the
+    keyword arguments of a fact (``PlcCommand(**where(event), ...)``)."""
+    return {"ts": float(event.ts), "frame": int(event.frame), "src": str(event.src),
+            "dst": str(event.dst), "sport": int(getattr(event, "sport", 0) or 0),
+            "dport": int(getattr(event, "dport", 0) or 0),
+            "source": str(getattr(event, "source", ""))}
+
+
+def as_text(value: Any) -> str:
+    """An event field as text (bytes decoded as UTF-8 with replacement, None as "")."""
+    if type(value) is str:  # the usual case, first
+        return value
+    if value is None:
+        return ""
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    return str(value)
+
+
+def as_bytes(value: Any) -> bytes:
+    """An event field as bytes (text encoded as UTF-8, None as b"")."""
+    if type(value) is bytes:  # the usual case, first
+        return value
+    if value is None:
+        return b""
+    if isinstance(value, bytes | bytearray | memoryview):
+        return bytes(value)
+    return str(value).encode()
+
+
+def client_where(event: Any) -> dict[str, Any]:
+    """``where(event)`` from the client's side: decoders report both directions of a session,
+    a session fact's ``src`` is its client."""
+    here = where(event)
+    if getattr(event, "from_client", True) is False or str(getattr(event, "kind", "")).endswith("_response"):
+        here.update(src=here["dst"], dst=here["src"], sport=here["dport"], dport=here["sport"])
+    return here

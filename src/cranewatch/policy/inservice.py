@@ -30,14 +30,11 @@ from cranewatch.policy.nft import (
 )
 from cranewatch.policy.quarantine import sets_by_family, zone_drops, zone_sets
 from cranewatch.profile import CraneProfile
+from cranewatch.protocols.registry import policy_transports
 
-# The transport(s) each profile protocol rides on; None: any transport.
-TRANSPORTS: dict[str, tuple[str, ...] | None] = {
-    "modbus": ("tcp",), "s7comm": ("tcp",), "enip": ("tcp",), "opcua": ("tcp",), "mqtt": ("tcp",),
-    "http": ("tcp",), "https": ("tcp",), "tls": ("tcp",), "rtsp": ("tcp",), "ssh": ("tcp",),
-    "rdp": ("tcp",), "vnc": ("tcp",), "telnet": ("tcp",), "dns": ("tcp", "udp"), "ntp": ("udp",),
-    "syslog": ("udp",), "dhcp": ("udp",), "any": None,
-}
+# Protocol name -> transports its allow rules open (None: every one), as each protocol
+# module declares them (the registry).
+TRANSPORTS: dict[str, tuple[str, ...] | None] = policy_transports()
 
 IpNet = ipaddress.IPv4Network | ipaddress.IPv6Network
 

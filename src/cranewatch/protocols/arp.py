@@ -1,7 +1,8 @@
 """ARP (ethertype 0x0806): who has which IP address, which MAC answers; learns hosts and gateways.
 
-ARP is not TCP or UDP, so there is no DecoderSpec: the pipeline calls ``decode_arp_frames``
-with the payload of the frames whose ethertype is 0x0806 (all of a batch's at once).
+ARP is not TCP or UDP, so there is no DecoderSpec: the module registers a link-layer protocol
+(``registry.LinkSpec``) and the pipeline calls ``decode_arp_frames`` with the payload of the
+frames whose ethertype is 0x0806 (all of a batch's at once).
 A reply or a gratuitous announcement binds an IP to a MAC; two MACs claiming one IP (the
 gateway, typically) is how spoofing shows.
 """
@@ -12,8 +13,17 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import ClassVar
 
+from cranewatch.detect.facts import Binding, where
 from cranewatch.errors import DecodeError, Location
 from cranewatch.protocols.base import Event
+from cranewatch.protocols.registry import (
+    Adapter,
+    LinkFrames,
+    LinkSpec,
+    ProtocolRun,
+    ProtocolSpec,
+    register_protocol,
+)
 
 OP_REQUEST = 1
 OP_REPLY = 2
@@ -95,3 +105,27 @@ def _arp_fields(body: bytes) -> _ArpFields | str:
     cls = ArpResponse if operation == OP_REPLY else ArpEvent
     return (cls, operation, format_mac(body[8:14]), ".".join(str(b) for b in body[14:18]),
             format_mac(body[18:24]), ".".join(str(b) for b in body[24:28]))
+
+
+def binding(event: ArpEvent) -> list[Binding]:
+    """The IP-to-MAC binding an ARP body states (none for probes and empty addresses)."""
+    mac, ip = event.sender_mac, event.sender_ip
+    if not mac or not ip or ip == "0.0.0.0" or mac == "00:00:00:00:00:00":
+        return []
+    return [Binding(**where(event), ip=ip, mac=mac)]
+
+
+def decode_link(frames: LinkFrames, run: ProtocolRun | None) -> list[tuple[int, ArpEvent | DecodeError]]:
+    """The registry's link-layer form of ``decode_arp_frames``: one answer per frame."""
+    return list(enumerate(decode_arp_frames(frames.bodies, frames.ts, frames.frames, frames.source)))
+
+
+ETHERTYPE_ARP = 0x0806
+ARP_BODY = 28  # bytes of an Ethernet/IPv4 ARP body (what follows is Ethernet padding)
+_BINDING = Adapter(binding, (Binding,))
+
+PROTOCOL = register_protocol(ProtocolSpec(
+    name="arp", module=__name__, policy={},
+    links=(LinkSpec(ETHERTYPE_ARP, decode_link, max_body=ARP_BODY),),
+    adapters={ArpEvent: _BINDING, ArpResponse: _BINDING},
+))

@@ -5,15 +5,15 @@ A decoder is a small class per protocol that the pipeline creates once per flow 
 direction as TCP reassembly releases them (or each UDP datagram). It returns typed events.
 Decoders are pure: bytes in, events out, no I/O.
 
-Bad input is reported, never fatal. A decoder that meets a PDU that breaks its protocol
-either appends a located ``cranewatch.errors.DecodeError`` to its ``problems`` list and goes
-on with the next PDU (``feed`` then returns the events around it: Zeek's "weird"; the Modbus
-decoder works so), or raises the DecodeError from ``feed`` once it has consumed that PDU
-(the events of that call are then lost; the bytes after the PDU stay buffered, see
-``framing.PduBuffer``). The pipeline turns each into a warning with the file and frame and
-never feeds the same bytes again. Any other exception is a bug met on this flow's bytes: the
-pipeline records an "internal" warning naming the flow and frame and decodes nothing more of
-that flow; the rest of the run goes on.
+Bad input is reported, never fatal, and never raised: ``feed`` returns the events it could
+decode and puts a located ``cranewatch.errors.DecodeError`` per broken PDU in the decoder's
+``problems`` list (Zeek's "weird": what, where, which frame), then goes on with the next PDU
+(``framing.PduBuffer`` resynchronises on the next plausible header). ``ReportsProblems`` gives
+a decoder that shape: it writes ``_feed``, which appends to the event list it is handed and
+may raise a DecodeError that ends the call; the events before it are kept. The pipeline turns
+each problem into a warning with the file and frame and never feeds the same bytes again. Any
+other exception is a bug met on this flow's bytes: the pipeline records an "internal" warning
+naming the flow and frame and decodes nothing more of that flow; the rest of the run goes on.
 
 Event names follow ``<proto>_<object>_<request|response>`` in their ``kind`` field.
 """
@@ -24,6 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import ClassVar, Protocol
 
+from cranewatch.errors import DecodeError
 from cranewatch.model import FastFrozen, fast_frozen_init
 
 
@@ -74,6 +75,45 @@ class StreamDecoder(Protocol):
     def feed(self, from_client: bool, data: bytes, ts: float, frame: int) -> list[Event]: ...
 
     def gap(self, from_client: bool) -> None: ...
+
+
+class ReportsProblems:
+    """The ``feed`` of a decoder that reports bad input in ``problems`` instead of raising.
+
+    The decoder writes ``_feed(from_client, data, ts, frame, events)``: it appends events to
+    ``events`` (or returns another list of them) and may raise a DecodeError, which ends the
+    call: the error goes to ``problems``, the events appended before it are returned.
+    """
+
+    problems: list[DecodeError]
+
+    def feed(self, from_client: bool, data: bytes, ts: float, frame: int) -> list[Event]:
+        events: list[Event] = []
+        try:
+            given = self._feed(from_client, data, ts, frame, events)
+        except DecodeError as exc:
+            self.report(exc)
+            return events
+        if given is not None and given is not events:
+            events.extend(given)
+        return events
+
+    def _feed(self, from_client: bool, data: bytes, ts: float, frame: int,
+              events: list[Event]) -> list[Event] | None:
+        raise NotImplementedError
+
+    def report(self, problem: DecodeError) -> None:
+        """Note a problem met in this flow's bytes (the pipeline warns with its location).
+
+        A problem is a record, never raised again: its traceback is dropped, since its frames
+        (up to the pipeline's, which hold the whole batch) would outlive the call in a
+        reference cycle with the frame that reads the problem.
+        """
+        problem.__traceback__ = None
+        problems = self.__dict__.get("problems")
+        if problems is None:
+            problems = self.problems = []
+        problems.append(problem)
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,9 +11,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
+from cranewatch.detect.facts import Binding, DhcpMessage, Fact, as_text, where
 from cranewatch.protocols.arp import format_mac
-from cranewatch.protocols.base import DecoderSpec, Event, FlowContext, register
+from cranewatch.protocols.base import DecoderSpec, Event, FlowContext, ReportsProblems
 from cranewatch.protocols.framing import decode_error, endpoints
+from cranewatch.protocols.registry import Adapter, ProtocolSpec, register_protocol
 
 MAGIC = b"\x63\x82\x53\x63"
 MESSAGE_TYPES = {1: "discover", 2: "offer", 3: "request", 4: "decline", 5: "ack", 6: "nak",
@@ -59,7 +61,7 @@ class DhcpMessageResponse(DhcpMessageRequest):
     kind: ClassVar[str] = "dhcp_message_response"
 
 
-class DhcpDecoder:
+class DhcpDecoder(ReportsProblems):
     """Decodes DHCP datagrams (one exchange per client port pair)."""
 
     def __init__(self, ctx: FlowContext) -> None:
@@ -68,7 +70,8 @@ class DhcpDecoder:
     def gap(self, from_client: bool) -> None:
         return None
 
-    def feed(self, from_client: bool, data: bytes, ts: float, frame: int) -> list[Event]:
+    def _feed(self, from_client: bool, data: bytes, ts: float, frame: int,
+              events: list[Event]) -> list[Event] | None:
         if len(data) < 240 or data[236:240] != MAGIC:
             raise decode_error("not a DHCP message (short or without the magic cookie)", self.ctx, frame)
         op, htype, hlen = data[0], data[1], data[2]
@@ -108,5 +111,36 @@ class DhcpDecoder:
                     parameter_requests=tuple(options.get(55, b"")), **where)]
 
 
-SPEC = register(DecoderSpec(name="dhcp", transport="udp", ports=frozenset({67, 68}),
-                            factory=DhcpDecoder, probe=None, priority=60, aliases=("bootp",)))
+SPEC = DecoderSpec(name="dhcp", transport="udp", ports=frozenset({67, 68}),
+                  factory=DhcpDecoder, probe=None, priority=60, aliases=("bootp",))
+
+_MESSAGE_NAMES = {"1": "discover", "2": "offer", "3": "request", "5": "ack", "6": "nak", "8": "inform"}
+
+
+def facts(event: DhcpMessageRequest) -> list[Fact]:
+    """The message itself; an ack also binds the leased IP to the client's MAC."""
+    message = as_text(event.message_type).lower()
+    message = _MESSAGE_NAMES.get(message, message)
+    facts: list[Fact] = [DhcpMessage(
+        **where(event), message_type=message, client_mac=event.client_mac,
+        server_ip=event.server_id or (event.src if message in ("offer", "ack") else None),
+        server_mac=None, router=tuple(_as_list(event.router or ())),
+        dns=tuple(_as_list(event.dns_servers or ())))]
+    client_mac, your_ip = event.client_mac, event.your_ip
+    if message == "ack" and client_mac and your_ip and your_ip != "0.0.0.0":
+        facts.append(Binding(**where(event), ip=str(your_ip), mac=str(client_mac)))
+    return facts
+
+
+def _as_list(value: str | tuple[str, ...]) -> list[str]:
+    if isinstance(value, str):
+        return [value]
+    return [str(v) for v in value]
+
+
+_FACTS = Adapter(facts, (DhcpMessage, Binding))
+
+PROTOCOL = register_protocol(ProtocolSpec(
+    name="dhcp", module=__name__, decoders=(SPEC,),
+    adapters={DhcpMessageRequest: _FACTS, DhcpMessageResponse: _FACTS},
+))

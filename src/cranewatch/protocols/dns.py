@@ -13,10 +13,13 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, ClassVar
 
+from cranewatch.detect.facts import DnsQuery, as_text, where
 from cranewatch.errors import DecodeError
 from cranewatch.protocols import identify
-from cranewatch.protocols.base import DecoderSpec, Event, FlowContext, register
+from cranewatch.protocols.base import DecoderSpec, Event, FlowContext, ReportsProblems
 from cranewatch.protocols.framing import PduBuffer, decode_error, endpoints, shannon_entropy
+from cranewatch.protocols.registry import IGNORED, Adapter, ProtocolSpec, register_protocol
+from cranewatch.sources import zeek_fields as zeek
 
 TYPE_NAMES: dict[int, str] = {
     1: "A", 2: "NS", 5: "CNAME", 6: "SOA", 12: "PTR", 13: "HINFO", 15: "MX", 16: "TXT",
@@ -201,7 +204,7 @@ def dns_tcp_length(buf: bytes | bytearray, pos: int) -> int | None:
     return 2 + (buf[pos] << 8 | buf[pos + 1])
 
 
-class DnsDecoder:
+class DnsDecoder(ReportsProblems):
     """Decodes DNS messages of one UDP exchange or TCP connection."""
 
     def __init__(self, ctx: FlowContext) -> None:
@@ -217,11 +220,17 @@ class DnsDecoder:
         if self._buffers is not None:
             self._buffers[from_client].gap()
 
-    def feed(self, from_client: bool, data: bytes, ts: float, frame: int) -> list[Event]:
+    def _feed(self, from_client: bool, data: bytes, ts: float, frame: int,
+              events: list[Event]) -> list[Event] | None:
         if self._buffers is None:
-            return [self._message(from_client, data, ts, frame)]
-        return [self._message(from_client, pdu[2:], ts, frame)
-                for pdu in self._buffers[from_client].pdus(data, dns_tcp_length, frame)]
+            events.append(self._message(from_client, data, ts, frame))
+            return events
+        for pdu in self._buffers[from_client].pdus(data, dns_tcp_length, frame):
+            try:  # a broken message costs itself, not the ones after it in the stream
+                events.append(self._message(from_client, pdu[2:], ts, frame))
+            except DecodeError as exc:
+                self.report(exc)
+        return events
 
     def _message(self, from_client: bool, msg: bytes, ts: float, frame: int) -> Event:
         if len(msg) < 12:
@@ -266,8 +275,61 @@ def _event_fields(msg: bytes) -> tuple[bool, dict[str, Any]]:
     return True, fields
 
 
-SPEC_UDP = register(DecoderSpec(name="dns", transport="udp", ports=frozenset({53, 5353, 5355}),
-                                factory=DnsDecoder, probe=identify.is_dns_udp, priority=60,
-                                aliases=("mdns", "llmnr")))
-SPEC_TCP = register(DecoderSpec(name="dns", transport="tcp", ports=frozenset({53}),
-                                factory=DnsDecoder, probe=identify.is_dns_tcp, priority=80))
+SPEC_UDP = DecoderSpec(name="dns", transport="udp", ports=frozenset({53, 5353, 5355}),
+                       factory=DnsDecoder, probe=identify.is_dns_udp, priority=60,
+                       aliases=("mdns", "llmnr"))
+SPEC_TCP = DecoderSpec(name="dns", transport="tcp", ports=frozenset({53}),
+                       factory=DnsDecoder, probe=identify.is_dns_tcp, priority=80)
+
+# Query types in the detectors' names (the rest by number).
+FACT_TYPES = {1: "A", 2: "NS", 5: "CNAME", 12: "PTR", 15: "MX", 16: "TXT", 28: "AAAA", 33: "SRV",
+              65: "HTTPS", 255: "ANY"}
+
+
+def queries(event: DnsQueryRequest) -> list[DnsQuery]:
+    """One fact per question of a query."""
+    qtype: Any = event.qtype
+    name = FACT_TYPES.get(qtype, str(qtype)) if isinstance(qtype, int) else (as_text(qtype) or "A")
+    names = event.qnames if isinstance(event.qnames, tuple | list) and event.qnames else (
+        (event.qname,) if event.qname else ())
+    here = where(event)
+    return [DnsQuery(**here, name=as_text(n), qtype=name) for n in names]
+
+
+# --- Zeek logs (``sources.zeek``): the records of this protocol's logs as its events
+
+ZEEK_QTYPES = {"A": 1, "NS": 2, "CNAME": 5, "SOA": 6, "PTR": 12, "MX": 15, "TXT": 16, "AAAA": 28,
+               "SRV": 33, "NAPTR": 35, "OPT": 41, "DS": 43, "RRSIG": 46, "NSEC": 47, "DNSKEY": 48,
+               "SVCB": 64, "HTTPS": 65, "ANY": 255, "AXFR": 252, "IXFR": 251, "CAA": 257}
+
+
+def zeek_dns(record: zeek.ZeekRecord, result: zeek.ZeekResult) -> list[Event]:
+    name = zeek.text(record.get("query"))
+    qtype = zeek.integer(record.get("qtype")) or ZEEK_QTYPES.get(str(record.get("qtype_name", "")), 0)
+    longest, entropy = measure_name(name)
+    common: dict[str, Any] = {
+        "transaction_id": zeek.integer(record.get("trans_id")) or 0, "opcode": zeek.integer(record.get("opcode")) or 0,
+        "qname": name, "qtype": qtype, "qclass": zeek.integer(record.get("qclass")) or 1,
+        "qnames": (name,) if name else (), "qtypes": (qtype,) if name else (),
+        "longest_label": longest, "entropy": entropy,
+        "transport": str(record.get("proto", "udp"))}
+    events: list[Event] = [DnsQueryRequest(**common, **zeek.ends(record))]
+    if record.get("rcode") is not None or record.get("answers"):
+        answers = tuple(record.get("answers", ()) or ())
+        ttls = tuple(record.get("TTLs", ()) or ())
+        records = tuple(DnsAnswer(name, 0, int(ttls[i]) if i < len(ttls) and ttls[i] is not None else 0,
+                                  str(answer)) for i, answer in enumerate(answers))
+        result.note("dns.log: answer record types are not logged; answers carry type 0")
+        events.append(DnsQueryResponse(rcode=zeek.integer(record.get("rcode")) or 0,
+                                       authoritative=bool(record.get("AA", False)),
+                                       truncated=bool(record.get("TC", False)), answers=records,
+                                       request_frame=record.line, **common,
+                                       **zeek.ends(record, from_orig=False)))
+    return events
+
+
+PROTOCOL = register_protocol(ProtocolSpec(
+    name="dns", module=__name__, decoders=(SPEC_UDP, SPEC_TCP), policy={"dns": ("tcp", "udp")},
+    adapters={DnsQueryRequest: Adapter(queries, (DnsQuery,)), DnsQueryResponse: IGNORED},
+    zeek={"dns": zeek_dns},
+))

@@ -16,10 +16,13 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import ClassVar
 
+from cranewatch.detect.facts import PlcCommand, as_text, where
 from cranewatch.errors import DecodeError
 from cranewatch.protocols import identify
-from cranewatch.protocols.base import DecoderSpec, Event, FlowContext, register
+from cranewatch.protocols.base import DecoderSpec, Event, FlowContext, ReportsProblems
 from cranewatch.protocols.framing import Endpoints, PduBuffer, decode_error, endpoints
+from cranewatch.protocols.registry import IGNORED, Adapter, ProtocolSpec, register_protocol
+from cranewatch.sources import zeek_fields as zeek
 
 COMMAND_NAMES: dict[int, str] = {
     0x0001: "list_targets", 0x0004: "list_services", 0x0063: "list_identity",
@@ -222,7 +225,7 @@ def operation_of(service: int, classes: tuple[int, ...]) -> str:
     return SERVICE_NAMES.get(service, f"service_0x{service:02x}")
 
 
-class EnipDecoder:
+class EnipDecoder(ReportsProblems):
     """Decodes one EtherNet/IP session (TCP) or explicit datagrams (UDP 44818)."""
 
     def __init__(self, ctx: FlowContext) -> None:
@@ -241,12 +244,15 @@ class EnipDecoder:
     def gap(self, from_client: bool) -> None:
         self._buffers[from_client].gap()
 
-    def feed(self, from_client: bool, data: bytes, ts: float, frame: int) -> list[Event]:
-        events: list[Event] = []
+    def _feed(self, from_client: bool, data: bytes, ts: float, frame: int,
+              events: list[Event]) -> list[Event] | None:
         if self.ctx.transport == "udp":
             self._buffers[from_client].clear()  # a datagram never continues another
         for pdu in self._buffers[from_client].pdus(data, enip_length, frame):
-            self._encapsulation(from_client, pdu, ts, frame, events)
+            try:  # a broken encapsulation costs itself, not the ones after it
+                self._encapsulation(from_client, pdu, ts, frame, events)
+            except DecodeError as exc:
+                self.report(exc)
         return events
 
     def _encapsulation(self, from_client: bool, pdu: bytes, ts: float, frame: int,
@@ -422,7 +428,7 @@ def parse_identity(item: bytes, ts: float, frame: int, where: Endpoints) -> Enip
                                 **where)
 
 
-class EnipIoDecoder:
+class EnipIoDecoder(ReportsProblems):
     """Class-1 implicit I/O over UDP 2222: sequenced address item + connected data item."""
 
     def __init__(self, ctx: FlowContext) -> None:
@@ -431,7 +437,8 @@ class EnipIoDecoder:
     def gap(self, from_client: bool) -> None:
         return None
 
-    def feed(self, from_client: bool, data: bytes, ts: float, frame: int) -> list[Event]:
+    def _feed(self, from_client: bool, data: bytes, ts: float, frame: int,
+              events: list[Event]) -> list[Event] | None:
         if len(data) < 2:
             raise decode_error("CIP I/O packet cut short", self.ctx, frame)
         count = data[0] | data[1] << 8
@@ -453,10 +460,59 @@ class EnipIoDecoder:
                               **endpoints(self.ctx, from_client))]
 
 
-SPEC_TCP = register(DecoderSpec(name="enip", transport="tcp", ports=frozenset({44818}),
-                                factory=EnipDecoder, probe=identify.is_enip, priority=40,
-                                aliases=("cip", "ethernet-ip")))
-SPEC_UDP = register(DecoderSpec(name="enip", transport="udp", ports=frozenset({44818}),
-                                factory=EnipDecoder, probe=identify.is_enip, priority=40))
-SPEC_IO = register(DecoderSpec(name="enip_io", transport="udp", ports=frozenset({2222}),
-                               factory=EnipIoDecoder, probe=None, priority=90))
+SPEC_TCP = DecoderSpec(name="enip", transport="tcp", ports=frozenset({44818}),
+                       factory=EnipDecoder, probe=identify.is_enip, priority=40,
+                       aliases=("cip", "ethernet-ip"))
+SPEC_UDP = DecoderSpec(name="enip", transport="udp", ports=frozenset({44818}),
+                       factory=EnipDecoder, probe=identify.is_enip, priority=40)
+SPEC_IO = DecoderSpec(name="enip_io", transport="udp", ports=frozenset({2222}),
+                      factory=EnipIoDecoder, probe=None, priority=90)
+
+# CIP request operations (``operation_of``) in plc-control's names.
+PLC_OPERATIONS = {"stop": "cip-stop", "reset": "cip-reset", "run": "cip-start",
+                  "program_download_initiate": "program-transfer", "program_download": "program-transfer",
+                  "program_write_partial": "program-transfer", "program_clear": "program-transfer",
+                  "program_upload_initiate": "program-upload", "program_upload": "program-upload"}
+
+
+def plc_command(event: CipRequest) -> list[PlcCommand]:
+    """A CIP request that stops, starts, resets or reprograms a controller."""
+    operation = PLC_OPERATIONS.get(event.operation)
+    if not operation:
+        return []
+    return [PlcCommand(**where(event), protocol="enip", operation=operation,
+                       target=as_text(event.tag or ""),
+                       values={"service": event.service, "classes": list(event.classes)})]
+
+
+# --- Zeek logs (``sources.zeek``): the records of this protocol's logs as its events
+
+def zeek_enip(record: zeek.ZeekRecord, result: zeek.ZeekResult) -> list[Event]:
+    command = zeek.integer(record.get("enip_command_code", record.get("command"))) or 0
+    cls = EnipCommandRequest if zeek.is_orig(record) else EnipCommandResponse
+    return [cls(command=command, session=zeek.integer(record.get("session_handle")) or 0,
+                status=zeek.integer(record.get("enip_status")) or 0,
+                length=zeek.integer(record.get("length", record.get("enip_length"))) or 0,
+                **zeek.ends(record, zeek.is_orig(record)))]
+
+
+def zeek_cip(record: zeek.ZeekRecord, result: zeek.ZeekResult) -> list[Event]:
+    service = zeek.integer(record.get("cip_service_code")) or 0
+    orig = zeek.is_orig(record)
+    classes = tuple(c for c in (zeek.integer(record.get("class_id")),) if c is not None)
+    if service & 0x80 or not orig:
+        return [CipResponse(service=service & 0x7F, general_status=zeek.integer(record.get("cip_status_code")) or 0,
+                            classes=classes, **zeek.ends(record, orig))]
+    instances = tuple(i for i in (zeek.integer(record.get("instance_id")),) if i is not None)
+    attributes = tuple(a for a in (zeek.integer(record.get("attribute_id")),) if a is not None)
+    return [CipRequest(service=service, classes=classes, instances=instances, attributes=attributes,
+                       operation=operation_of(service, classes), **zeek.ends(record))]
+
+
+PROTOCOL = register_protocol(ProtocolSpec(
+    name="enip", module=__name__, decoders=(SPEC_TCP, SPEC_UDP, SPEC_IO), policy={"enip": ("tcp",)},
+    adapters={CipRequest: Adapter(plc_command, (PlcCommand,)), CipResponse: IGNORED,
+              EnipCommandRequest: IGNORED, EnipCommandResponse: IGNORED,
+              EnipIdentityResponse: IGNORED, EnipIoRequest: IGNORED},
+    zeek={"enip": zeek_enip, "cip": zeek_cip},
+))

@@ -18,17 +18,21 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+from cranewatch.detect.facts import HttpRequest as HttpFact
+from cranewatch.detect.facts import Payload, as_bytes, as_text, where
 from cranewatch.protocols import identify
 from cranewatch.protocols.base import (
     REGISTRY,
     DecoderSpec,
     Event,
     FlowContext,
+    ReportsProblems,
     StreamDecoder,
-    register,
 )
 from cranewatch.protocols.framing import ascii_digits, decode_error, endpoints
+from cranewatch.protocols.registry import IGNORED, Adapter, ProtocolSpec, register_protocol
 from cranewatch.protocols.tls import TlsDecoder
+from cranewatch.sources import zeek_fields as zeek
 
 BODY_LIMIT = 8192
 TUNNEL_PROBES = 4  # payloads of a CONNECT tunnel looked at to tell what it carries besides TLS
@@ -123,7 +127,7 @@ def _header(headers: list[tuple[str, str]], name: str) -> str | None:
     return None
 
 
-class HttpDecoder:
+class HttpDecoder(ReportsProblems):
     """Decodes one HTTP/1.x connection; pairs responses with requests in order (pipelining)."""
 
     def __init__(self, ctx: FlowContext) -> None:
@@ -141,15 +145,21 @@ class HttpDecoder:
         side.message = None
         side.lost = True
 
-    def feed(self, from_client: bool, data: bytes, ts: float, frame: int) -> list[Event]:
+    def _feed(self, from_client: bool, data: bytes, ts: float, frame: int,
+              events: list[Event]) -> list[Event] | None:
         if self._upgraded:
             # after CONNECT or 101 Switching Protocols the bytes are not HTTP; a CONNECT tunnel
             # usually carries TLS, whose handshake says where the tunnel really goes
             if self._tunnel is None and self._connect:
                 self._tunnel = self._tunnel_decoder(from_client, data)
-            return self._tunnel.feed(from_client, data, ts, frame) if self._tunnel else []
+            if self._tunnel is None:
+                return events
+            tunnelled = self._tunnel.feed(from_client, data, ts, frame)
+            for problem in getattr(self._tunnel, "problems", None) or ():
+                self.report(problem)  # the tunnel's problems are this flow's
+            getattr(self._tunnel, "problems", []).clear()
+            return tunnelled
         side = self._dirs[from_client]
-        events: list[Event] = []
         side.buffer += data
         while side.buffer and not self._upgraded:
             if side.message is None:
@@ -380,7 +390,7 @@ class RtspResponse(Event):
     uri: str | None = None
 
 
-class RtspDecoder:
+class RtspDecoder(ReportsProblems):
     """Decodes the control messages of one RTSP connection; stops at interleaved media."""
 
     def __init__(self, ctx: FlowContext) -> None:
@@ -395,13 +405,13 @@ class RtspDecoder:
         # at the start of the connection
         self.finished = True
 
-    def feed(self, from_client: bool, data: bytes, ts: float, frame: int) -> list[Event]:
+    def _feed(self, from_client: bool, data: bytes, ts: float, frame: int,
+              events: list[Event]) -> list[Event] | None:
         if self.finished:
             return []
         side = int(from_client)
         buffer = self._buffers[side]
         buffer += data
-        events: list[Event] = []
         while buffer:
             if self._body_left[side]:
                 take = min(self._body_left[side], len(buffer))
@@ -457,8 +467,54 @@ class RtspDecoder:
                             request_frame=request_frame, method=method, uri=uri, **fields)
 
 
-SPEC_RTSP = register(DecoderSpec(name="rtsp", transport="tcp", ports=frozenset({554, 8554}),
-                                 factory=RtspDecoder, probe=identify.is_rtsp, priority=14))
-SPEC = register(DecoderSpec(name="http", transport="tcp",
-                            ports=frozenset({80, 8080, 8000, 8008, 8081, 8888, 3128}),
-                            factory=HttpDecoder, probe=identify.is_http, priority=15))
+SPEC_RTSP = DecoderSpec(name="rtsp", transport="tcp", ports=frozenset({554, 8554}),
+                        factory=RtspDecoder, probe=identify.is_rtsp, priority=14)
+SPEC = DecoderSpec(name="http", transport="tcp",
+                   ports=frozenset({80, 8080, 8000, 8008, 8081, 8888, 3128}),
+                   factory=HttpDecoder, probe=identify.is_http, priority=15)
+
+
+def request_fact(event: HttpRequest) -> list[HttpFact]:
+    return [HttpFact(**where(event), method=as_text(event.method), host=event.host,
+                     uri=as_text(event.uri), body=as_bytes(event.body), user_agent=event.user_agent)]
+
+
+def response_payload(event: HttpResponse) -> list[Payload]:
+    """A response's body: data from the server (src) to the client (dst)."""
+    body = as_bytes(event.body)
+    if not body:
+        return []
+    return [Payload(**where(event), from_client=True, data=body, transport="http")]
+
+
+# --- Zeek logs (``sources.zeek``): the records of this protocol's logs as its events
+
+def zeek_http(record: zeek.ZeekRecord, result: zeek.ZeekResult) -> list[Event]:
+    result.note("http.log: bodies are not logged (only their lengths); content checks on "
+                "HTTP bodies cannot run")
+    version = record.get("version")
+    version_text = f"HTTP/{version}" if version else ""
+    events: list[Event] = []
+    if record.get("method") is not None:
+        events.append(HttpRequest(method=zeek.text(record.get("method")), uri=zeek.text(record.get("uri")),
+                                  version=version_text, host=zeek.opt_text(record.get("host")),
+                                  user_agent=zeek.opt_text(record.get("user_agent")),
+                                  body_size=zeek.integer(record.get("request_body_len")) or 0,
+                                  **zeek.ends(record)))
+    status = zeek.integer(record.get("status_code"))
+    if status is not None:
+        events.append(HttpResponse(status=status, reason=str(record.get("status_msg", "") or ""),
+                                   version=version_text,
+                                   body_size=zeek.integer(record.get("response_body_len")) or 0,
+                                   method=zeek.opt_text(record.get("method")), uri=zeek.opt_text(record.get("uri")),
+                                   request_frame=record.line, **zeek.ends(record, from_orig=False)))
+    return events
+
+
+PROTOCOL = register_protocol(ProtocolSpec(
+    name="http", module=__name__, decoders=(SPEC_RTSP, SPEC), policy={"http": ("tcp",), "rtsp": ("tcp",)},
+    adapters={HttpRequest: Adapter(request_fact, (HttpFact,)),
+              HttpResponse: Adapter(response_payload, (Payload,)),
+              RtspRequest: IGNORED, RtspResponse: IGNORED},
+    zeek={"http": zeek_http},
+))

@@ -15,13 +15,24 @@ import struct
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from itertools import pairwise
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
 from cranewatch.errors import DecodeError
-from cranewatch.protocols.base import DecoderSpec, Event, FlowContext, register
+from cranewatch.protocols.base import DecoderSpec, Event, FlowContext
 from cranewatch.protocols.framing import decode_error
+from cranewatch.protocols.registry import (
+    AS_IS,
+    BatchView,
+    ProtocolRun,
+    ProtocolSpec,
+    register_protocol,
+)
+from cranewatch.sources import zeek_fields as zeek
+
+if TYPE_CHECKING:
+    from cranewatch.flows import Flow
 
 # Function codes by name (Modbus Application Protocol v1.1b3).
 READ_COILS = 1
@@ -617,10 +628,8 @@ def response_event(ctx: FlowContext, transaction_id: int, unit_id: int, answer: 
     )
 
 
-SPEC = register(
-    DecoderSpec(name="modbus", transport="tcp", ports=frozenset({502}), factory=ModbusDecoder,
-                probe=probe, priority=10, aliases=("mbtcp",))
-)
+SPEC = DecoderSpec(name="modbus", transport="tcp", ports=frozenset({502}), factory=ModbusDecoder,
+                   probe=probe, priority=10, aliases=("mbtcp",))
 
 
 # --------------------------------------------------------------------------------------------
@@ -628,6 +637,10 @@ SPEC = register(
 # --------------------------------------------------------------------------------------------
 
 SeriesKey = tuple[str, str, int, int, int, int]  # master, slave, unit, function, address, quantity
+# Bounds of the master/slave tallies (the result's summaries): a scan of every address from
+# every host must not grow them without end. Beyond them requests are still counted by function.
+MAX_PEERS = 65_536  # masters (and slaves) tallied, and peers listed per master or slave
+MAX_RANGES = 4_096  # distinct (table, address, quantity, access) ranges per master or slave
 
 
 @dataclass(slots=True)
@@ -677,6 +690,7 @@ class ModbusBook:
         self.series: dict[SeriesKey, _SeriesParts] = {}
         self.masters: dict[str, PeerTally] = {}
         self.slaves: dict[str, PeerTally] = {}
+        self.rows = 0  # answers kept as Python rows over every series (see ROW_BUDGET)
 
     def _parts(self, key: SeriesKey, source: str) -> _SeriesParts:
         parts = self.series.get(key)
@@ -690,14 +704,19 @@ class ModbusBook:
         for book, me, peer in ((self.masters, master, slave), (self.slaves, slave, master)):
             tally = book.get(me)
             if tally is None:
+                if len(book) >= MAX_PEERS:
+                    continue
                 tally = book[me] = PeerTally(me)
-            tally.peers.add(peer)
+            if len(tally.peers) < MAX_PEERS:
+                tally.peers.add(peer)
             tally.units.add(unit)
             tally.functions[function] = tally.functions.get(function, 0) + count
             if address is not None and function in TABLE_OF_FUNCTION:
                 access = "read" if function in READ_FUNCTIONS or function == 24 else "write"
                 rng = (TABLE_OF_FUNCTION[function], address, quantity or 1, access)
-                tally.ranges[rng] = tally.ranges.get(rng, 0) + count
+                known = tally.ranges.get(rng)
+                if known is not None or len(tally.ranges) < MAX_RANGES:
+                    tally.ranges[rng] = (known or 0) + count
             tally.first_seen = min(tally.first_seen, first)
             tally.last_seen = max(tally.last_seen, last)
 
@@ -720,10 +739,25 @@ class ModbusBook:
         parts.row_ts.append(ts)
         parts.row_frame.append(frame)
         parts.row_values.append(values)
+        self.rows += 1
         if len(parts.row_ts) >= ROWS_PACKED:
+            self.rows -= len(parts.row_ts)
             _pack_rows(parts, key[5])
             if parts.loose >= SEAL_ROWS:
                 _seal(parts)
+        elif self.rows >= ROW_BUDGET:
+            self.pack_rows()
+
+    def pack_rows(self) -> None:
+        """Pack the Python rows of every series (the slow path's answers): with a thousand
+        series each below ``ROWS_PACKED``, rows of ~0.5-5 KB each would otherwise pile up
+        to gigabytes before any series packs its own."""
+        for key, parts in self.series.items():
+            if parts.row_ts:
+                _pack_rows(parts, key[5])
+                if parts.loose >= SEAL_ROWS:
+                    _seal(parts)
+        self.rows = 0
 
     def read_answers(self, key: SeriesKey, ts: np.ndarray, frame: np.ndarray,
                      values: np.ndarray) -> None:
@@ -783,6 +817,7 @@ class ModbusBook:
 
         Each series' pieces are let go as it is built, so memory does not double at the end.
         """
+        self.rows = 0  # every series is taken, rows and all
         for key in sorted(self.series):
             parts = self.series.pop(key)
             master, slave, unit, function, address, quantity = key
@@ -815,6 +850,7 @@ def _plain_read(function: int, quantity: int | None) -> bool:
 
 
 ROWS_PACKED = 4096  # answers kept as Python rows before they are packed into arrays
+ROW_BUDGET = 32_768  # Python rows over all series together before all of them are packed
 
 
 def _pack_rows(parts: _SeriesParts, quantity: int) -> None:
@@ -1029,6 +1065,10 @@ def fast_reads(data: FastInput, book: ModbusBook, contexts: list[FlowContext],
     For each flow the rows before its first row that does not qualify are decoded here: reads
     fold into series at once, writes become the same events the slow path makes (built by the
     same functions). ``contexts[flow]`` is each flow's decoder context.
+
+    The framing is defined once, by ``ModbusDecoder``; what this path accepts is a subset of
+    it (one whole ADU per segment, the sizes each function implies), checked against the
+    decoder ADU by ADU (tests/test_modbus_fast.py) and capture by capture (tests/test_pipeline.py).
     """
     nflows = len(data.next_seq)
     n = len(data.flow)
@@ -1368,3 +1408,217 @@ def _fold_answers(book: ModbusBook, data: FastInput, rows: np.ndarray, group: np
         for start, end in pairwise(bounds):
             book.read_answers(key_of[int(groups[start])], ts[start:end], frames[start:end],
                               values[start:end])
+
+
+# --------------------------------------------------------------------------------------------
+# The protocol's declaration: per-run state (series, tallies, the vectorised path) and registry
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ModbusPeer:
+    """A Modbus master (client) or slave (server) and what it asked or was asked."""
+
+    role: str  # "master" | "slave"
+    address: str
+    peers: tuple[str, ...]
+    units: tuple[int, ...]
+    functions: tuple[tuple[int, int], ...]  # (function code, requests)
+    # (table, address, quantity, "read" | "write", requests); FC 23 counts its write range
+    ranges: tuple[tuple[str, int, int, str, int], ...]
+    exceptions: int
+    first_seen: float
+    last_seen: float
+
+
+def _peers(role: str, tallies: dict[str, PeerTally]) -> tuple[ModbusPeer, ...]:
+    return tuple(
+        ModbusPeer(role=role, address=t.address, peers=tuple(sorted(t.peers)),
+                   units=tuple(sorted(t.units)), functions=tuple(sorted(t.functions.items())),
+                   ranges=tuple(sorted((*key, c) for key, c in t.ranges.items())),
+                   exceptions=t.exceptions, first_seen=t.first_seen, last_seen=t.last_seen)
+        for t in sorted(tallies.values(), key=lambda t: t.address)
+    )
+
+
+class ModbusRun(ProtocolRun):
+    """One analysis' Modbus state: the book (series and tallies) fed by both decode paths.
+
+    Plain reads fold into register series (``observe``); the vectorised path (``batch``)
+    takes the packets of connections whose decoder holds nothing between PDUs, and leaves
+    the rest (and every row from a flow's first irregular one on) to the decoders.
+    """
+
+    folds = (ModbusRequest, ModbusResponse)
+    batch_path = True
+
+    def __init__(self) -> None:
+        self.book = ModbusBook()
+
+    def observe(self, event: Any) -> bool:
+        return self.book.observe(event)
+
+    def fed(self, decoder: Any) -> None:
+        if isinstance(decoder, ModbusDecoder) and decoder.unanswered:
+            master, slave = decoder.context.client, decoder.context.server
+            for pending in decoder.unanswered:
+                self.book.unanswered(master, slave, pending)
+            decoder.unanswered.clear()
+
+    def flow_ended(self, flow: Flow) -> None:
+        decoder = flow.decoder
+        if isinstance(decoder, ModbusDecoder):
+            master, slave = decoder.context.client, decoder.context.server
+            for pending in decoder.pending.values():
+                self.book.unanswered(master, slave, pending)
+            decoder.pending = {}
+
+    def take_series(self) -> Iterator[RegisterSeries]:
+        return self.book.take_series()
+
+    def summary(self) -> dict[str, Any]:
+        return {"modbus_masters": _peers("master", self.book.masters),
+                "modbus_slaves": _peers("slave", self.book.slaves)}
+
+    def batch(self, view: BatchView, emit: Callable[[int, Any], None],
+              count: Callable[[str, int], None]) -> np.ndarray:
+        """Run the vectorised read path; return the rows left for the decoders."""
+        batch, decoded, flows, index, from_client, rows = (
+            view.batch, view.decoded, view.flows, view.index, view.from_client, view.rows)
+        is_modbus = np.fromiter(
+            (isinstance(f.decoder, ModbusDecoder) and f.proto == 6
+             and not f.decoder_reversed
+             and f.to_server.stream is not None and f.to_client.stream is not None
+             and not f.to_server.stream.held and not f.to_client.stream.held
+             and f.decoder.idle() for f in flows), dtype=bool, count=len(flows))
+        candidate = rows[is_modbus[index[rows]]]
+        if len(candidate) == 0:
+            return rows
+        # Handshake segments were taken care of ahead of the batch paths (the pipeline's).
+        candidate = candidate[decoded.payload_len[candidate] > 0]
+        if len(candidate) == 0:
+            return rows
+        # The fast path numbers its flows 0.. in batch order (a table, not a sort: linear).
+        in_fast = np.zeros(len(flows), dtype=bool)
+        in_fast[index[candidate]] = True
+        flow_ids = np.flatnonzero(in_fast)
+        if len(flow_ids) >= 1 << 16:
+            return rows
+        local_of = np.zeros(len(flows), dtype=np.int64)
+        local_of[flow_ids] = np.arange(len(flow_ids))
+        local = local_of[index[candidate]]
+        fast_flows = [flows[int(f)] for f in flow_ids]
+        data = FastInput(
+            buf=np.frombuffer(batch.buf, dtype=np.uint8), flow=local,
+            from_client=from_client[candidate], seq=decoded.tcp_seq[candidate],
+            offset=decoded.payload_off[candidate], length=decoded.payload_len[candidate],
+            ts=batch.ts[candidate], frame=batch.frame[candidate],
+            next_seq=[(f.to_server.stream.next_seq if f.to_server.stream else None,
+                       f.to_client.stream.next_seq if f.to_client.stream else None)
+                      for f in fast_flows],
+            pending=[f.decoder.pending for f in fast_flows],
+        )
+        contexts = [f.decoder.context for f in fast_flows]
+        peers = [(c.client, c.server) for c in contexts]
+        result = fast_reads(data, self.book, contexts, batch.source)
+        if not result.handled.any():
+            return rows
+        if result.events:
+            event_rows = candidate[[i for i, _ in result.events]].tolist()
+            for row, (_, event) in zip(event_rows, result.events, strict=True):
+                emit(row, event)
+        for k in np.flatnonzero(result.touched).tolist():
+            flow = fast_flows[k]
+            to_server, to_client = result.next_seq.get(k, data.next_seq[k])
+            assert flow.to_server.stream is not None and flow.to_client.stream is not None
+            flow.to_server.stream.next_seq = to_server
+            flow.to_client.stream.next_seq = to_client
+            flow.decoder.pending = result.pending.get(k, {})
+            for pending in result.superseded.get(k, ()):
+                self.book.unanswered(peers[k][0], peers[k][1], pending)
+        done = np.zeros(len(batch), dtype=bool)
+        done[candidate[result.handled]] = True
+        count("modbus_fast_pdus", int(np.count_nonzero(result.handled)))
+        return rows[~done[rows]]
+
+
+# --- Zeek logs (``sources.zeek``): the records of this protocol's logs as its events
+
+ZEEK_FUNCTIONS = {
+    "READ_COILS": 1, "READ_DISCRETE_INPUTS": 2, "READ_HOLDING_REGISTERS": 3,
+    "READ_INPUT_REGISTERS": 4, "WRITE_SINGLE_COIL": 5, "WRITE_SINGLE_REGISTER": 6,
+    "READ_EXCEPTION_STATUS": 7, "DIAGNOSTICS": 8, "GET_COMM_EVENT_COUNTER": 11,
+    "GET_COMM_EVENT_LOG": 12, "WRITE_MULTIPLE_COILS": 15, "WRITE_MULTIPLE_REGISTERS": 16,
+    "REPORT_SLAVE_ID": 17, "READ_FILE_RECORD": 20, "WRITE_FILE_RECORD": 21,
+    "MASK_WRITE_REGISTER": 22, "READ_WRITE_MULTIPLE_REGISTERS": 23, "READ_FIFO_QUEUE": 24,
+    "ENCAP_INTERFACE_TRANSPORT": 43,
+}
+
+
+def _zeek_modbus_function(value: Any) -> int:
+    code = zeek.integer(value)
+    if code is not None:
+        return code
+    text = str(value or "").upper()
+    if text.startswith("UNKNOWN-"):
+        return zeek.integer(text.split("-", 1)[1]) or 0
+    return ZEEK_FUNCTIONS.get(text.removesuffix("_EXCEPTION"), 0)
+
+
+def zeek_modbus(record: zeek.ZeekRecord, result: zeek.ZeekResult) -> list[Event]:
+    result.note("modbus.log: register addresses and values are not logged; only function "
+                "codes and exceptions (ICSNPP modbus_detailed.log carries them)")
+    function = _zeek_modbus_function(record.get("func")) & 0x7F  # exception replies set bit 7
+    common: dict[str, Any] = {"transaction_id": zeek.integer(record.get("tid")) or 0,
+                              "unit_id": zeek.integer(record.get("unit")) or 0,
+                              "function": function}
+    pdu_type = str(record.get("pdu_type", "") or "")
+    if pdu_type == "REQ":
+        return [ModbusRequest(**common, **zeek.ends(record))]
+    exception = record.get("exception")
+    return [ModbusResponse(**common, exception_code=_zeek_exception_code(exception),
+                           **zeek.ends(record, from_orig=False))]
+
+
+ZEEK_EXCEPTIONS = {"ILLEGAL_FUNCTION": 1, "ILLEGAL_DATA_ADDRESS": 2, "ILLEGAL_DATA_VALUE": 3,
+                   "SLAVE_DEVICE_FAILURE": 4, "ACKNOWLEDGE": 5, "SLAVE_DEVICE_BUSY": 6,
+                   "MEMORY_PARITY_ERROR": 8, "GATEWAY_PATH_UNAVAILABLE": 10,
+                   "GATEWAY_TARGET_DEVICE_FAILED_TO_RESPOND": 11}
+
+
+def _zeek_exception_code(value: Any) -> int | None:
+    if value in (None, "", "-"):
+        return None
+    return zeek.integer(value) or ZEEK_EXCEPTIONS.get(str(value).upper(), 0)
+
+
+def _zeek_values(value: Any) -> tuple[int, ...]:
+    if value in (None, ""):
+        return ()
+    items = value if isinstance(value, tuple) else str(value).split(",")
+    out: list[int] = []
+    for item in items:
+        number = zeek.integer(item)
+        if number is not None:
+            out.append(number)
+    return tuple(out)
+
+
+def zeek_modbus_detailed(record: zeek.ZeekRecord, result: zeek.ZeekResult) -> list[Event]:
+    function = _zeek_modbus_function(record.get("func"))
+    common: dict[str, Any] = {"transaction_id": zeek.integer(record.get("tid")) or 0,
+                              "unit_id": zeek.integer(record.get("unit_id", record.get("unit"))) or 0,
+                              "function": function, "address": zeek.integer(record.get("address")),
+                              "quantity": zeek.integer(record.get("quantity")),
+                              "values": _zeek_values(record.get("values"))}
+    if zeek.is_orig(record) and str(record.get("request_response", "REQUEST")).upper().startswith("REQ"):
+        return [ModbusRequest(**common, **zeek.ends(record))]
+    return [ModbusResponse(**common, exception_code=_zeek_exception_code(record.get("exception_code")),
+                           **zeek.ends(record, from_orig=False))]
+
+
+PROTOCOL = register_protocol(ProtocolSpec(
+    name="modbus", module=__name__, decoders=(SPEC,), run=ModbusRun,
+    adapters={ModbusRequest: AS_IS, ModbusResponse: AS_IS},
+    zeek={"modbus": zeek_modbus, "modbus_detailed": zeek_modbus_detailed},
+))

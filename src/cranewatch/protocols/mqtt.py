@@ -11,10 +11,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
+from cranewatch.detect.facts import MqttPublish, as_bytes, as_text, where
 from cranewatch.errors import DecodeError
 from cranewatch.protocols import identify
-from cranewatch.protocols.base import DecoderSpec, Event, FlowContext, register
+from cranewatch.protocols.base import DecoderSpec, Event, FlowContext, ReportsProblems
 from cranewatch.protocols.framing import PduBuffer, decode_error, endpoints
+from cranewatch.protocols.registry import IGNORED, Adapter, ProtocolSpec, register_protocol
+from cranewatch.sources import zeek_fields as zeek
 
 CONNECT, CONNACK, PUBLISH, PUBACK = 1, 2, 3, 4
 SUBSCRIBE, SUBACK, UNSUBSCRIBE = 8, 9, 10
@@ -160,7 +163,7 @@ class _Reader:
         self.pos += size
 
 
-class MqttDecoder:
+class MqttDecoder(ReportsProblems):
     """Decodes one MQTT connection; the protocol level of CONNECT decides MQTT 5 parsing."""
 
     def __init__(self, ctx: FlowContext) -> None:
@@ -173,13 +176,13 @@ class MqttDecoder:
     def gap(self, from_client: bool) -> None:
         self._buffers[from_client].gap()
 
-    def feed(self, from_client: bool, data: bytes, ts: float, frame: int) -> list[Event]:
-        events: list[Event] = []
+    def _feed(self, from_client: bool, data: bytes, ts: float, frame: int,
+              events: list[Event]) -> list[Event] | None:
         for packet in self._buffers[from_client].pdus(data, mqtt_length, frame):
             try:
                 events.append(self._packet(from_client, packet, ts, frame))
-            except DecodeError as exc:
-                raise decode_error(f"MQTT: {exc.message}", self.ctx, frame) from None
+            except DecodeError as exc:  # that packet is lost, not the ones after it
+                self.report(decode_error(f"MQTT: {exc.message}", self.ctx, frame))
         return events
 
     def _packet(self, from_client: bool, packet: bytes, ts: float, frame: int) -> Event:
@@ -254,5 +257,53 @@ class MqttDecoder:
                                   from_client=from_client, **where)
 
 
-SPEC = register(DecoderSpec(name="mqtt", transport="tcp", ports=frozenset({1883}),
-                            factory=MqttDecoder, probe=identify.is_mqtt, priority=25))
+SPEC = DecoderSpec(name="mqtt", transport="tcp", ports=frozenset({1883}),
+                   factory=MqttDecoder, probe=identify.is_mqtt, priority=25)
+
+
+def publish(event: MqttPublishRequest) -> list[MqttPublish]:
+    return [MqttPublish(**where(event), topic=as_text(event.topic), payload=as_bytes(event.payload))]
+
+
+# --- Zeek logs (``sources.zeek``): the records of this protocol's logs as its events
+
+def zeek_mqtt_connect(record: zeek.ZeekRecord, result: zeek.ZeekResult) -> list[Event]:
+    version = str(record.get("proto_version", ""))
+    level = {"3.1": 3, "3.1.1": 4, "5.0": 5}.get(version, 0)
+    result.note("mqtt_connect.log: whether a user name or password was sent is not logged")
+    return [MqttConnectRequest(client_id=str(record.get("client_id", "") or ""),
+                               protocol_name=str(record.get("proto_name", "") or ""),
+                               protocol_level=level, will_topic=zeek.opt_text(record.get("will_topic")),
+                               **zeek.ends(record))]
+
+
+def zeek_mqtt_publish(record: zeek.ZeekRecord, result: zeek.ZeekResult) -> list[Event]:
+    qos_text = str(record.get("qos", ""))
+    qos = {"at most once": 0, "at least once": 1, "exactly once": 2}.get(qos_text, zeek.integer(qos_text) or 0)
+    payload = str(record.get("payload", "") or "").encode("utf-8", "replace")
+    size = zeek.integer(record.get("payload_len")) or len(payload)
+    if size > len(payload):
+        result.note("mqtt_publish.log: payloads are cut to Zeek's payload size limit")
+    from_client = bool(record.get("from_client", True))
+    return [MqttPublishRequest(topic=str(record.get("topic", "") or ""), qos=qos,
+                               retain=bool(record.get("retain", False)), payload=payload,
+                               payload_size=size, from_client=from_client,
+                               **zeek.ends(record, from_client))]
+
+
+def zeek_mqtt_subscribe(record: zeek.ZeekRecord, result: zeek.ZeekResult) -> list[Event]:
+    topics = record.get("topics", ()) or ()
+    topics = topics if isinstance(topics, tuple) else (str(topics),)
+    qos = tuple(zeek.integer(q) or 0 for q in (record.get("qos_levels", ()) or ()))
+    return [MqttSubscribeRequest(packet_id=0, topics=tuple(str(t) for t in topics), qos=qos,
+                                 unsubscribe="UNSUBSCRIBE" in str(record.get("action", "")),
+                                 **zeek.ends(record))]
+
+
+PROTOCOL = register_protocol(ProtocolSpec(
+    name="mqtt", module=__name__, decoders=(SPEC,),
+    adapters={MqttPublishRequest: Adapter(publish, (MqttPublish,)), MqttConnectRequest: IGNORED,
+              MqttConnectResponse: IGNORED, MqttSubscribeRequest: IGNORED,
+              MqttControlRequest: IGNORED},
+    zeek={"mqtt_connect": zeek_mqtt_connect, "mqtt_publish": zeek_mqtt_publish, "mqtt_subscribe": zeek_mqtt_subscribe},
+))

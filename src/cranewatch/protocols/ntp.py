@@ -13,8 +13,9 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import ClassVar
 
-from cranewatch.protocols.base import DecoderSpec, Event, FlowContext, register
+from cranewatch.protocols.base import DecoderSpec, Event, FlowContext, ReportsProblems
 from cranewatch.protocols.framing import decode_error, endpoints
+from cranewatch.protocols.registry import IGNORED, ProtocolSpec, register_protocol
 
 NTP_EPOCH_OFFSET = 2208988800  # seconds from 1900-01-01 to 1970-01-01
 MODES = {0: "reserved", 1: "symmetric-active", 2: "symmetric-passive", 3: "client", 4: "server",
@@ -58,7 +59,7 @@ def reference_id(stratum: int, raw: bytes) -> str:
 _STRATUM_POLL_TRANSMIT = struct.Struct(">xBb37xII")  # bytes 1, 2 and 40-47 of the header
 
 
-class NtpDecoder:
+class NtpDecoder(ReportsProblems):
     def __init__(self, ctx: FlowContext) -> None:
         self.ctx = ctx
         self._where = (endpoints(ctx, False), endpoints(ctx, True))
@@ -66,7 +67,8 @@ class NtpDecoder:
     def gap(self, from_client: bool) -> None:
         return None
 
-    def feed(self, from_client: bool, data: bytes, ts: float, frame: int) -> list[Event]:
+    def _feed(self, from_client: bool, data: bytes, ts: float, frame: int,
+              events: list[Event]) -> list[Event] | None:
         if not data:
             raise decode_error("empty NTP datagram", self.ctx, frame)
         leap, version, mode = data[0] >> 6, (data[0] >> 3) & 7, data[0] & 7
@@ -83,5 +85,10 @@ class NtpDecoder:
                     transmit_time=transmit, **where)]
 
 
-SPEC = register(DecoderSpec(name="ntp", transport="udp", ports=frozenset({123}),
-                            factory=NtpDecoder, probe=None, priority=60))
+SPEC = DecoderSpec(name="ntp", transport="udp", ports=frozenset({123}),
+                   factory=NtpDecoder, probe=None, priority=60)
+
+PROTOCOL = register_protocol(ProtocolSpec(
+    name="ntp", module=__name__, decoders=(SPEC,),
+    adapters={NtpTimeRequest: IGNORED, NtpTimeResponse: IGNORED},
+))

@@ -14,10 +14,12 @@ import struct
 from dataclasses import dataclass
 from typing import ClassVar
 
+from cranewatch.detect.facts import PlcCommand, as_text, where
 from cranewatch.errors import DecodeError
 from cranewatch.protocols import identify
-from cranewatch.protocols.base import DecoderSpec, Event, FlowContext, register
+from cranewatch.protocols.base import DecoderSpec, Event, FlowContext, ReportsProblems
 from cranewatch.protocols.framing import Endpoints, PduBuffer, decode_error, endpoints
+from cranewatch.protocols.registry import IGNORED, Adapter, ProtocolSpec, register_protocol
 
 POLICY_NONE = "http://opcfoundation.org/UA/SecurityPolicy#None"
 SECURITY_MODES: dict[int, str] = {1: "None", 2: "Sign", 3: "SignAndEncrypt"}
@@ -285,7 +287,7 @@ def _security_mode_of_open(body: bytes, pos: int) -> tuple[int | None, str | Non
     return request_type, SECURITY_MODES.get(mode, str(mode))
 
 
-class OpcuaDecoder:
+class OpcuaDecoder(ReportsProblems):
     """Decodes one OPC UA binary TCP connection."""
 
     def __init__(self, ctx: FlowContext) -> None:
@@ -298,10 +300,14 @@ class OpcuaDecoder:
     def gap(self, from_client: bool) -> None:
         self._buffers[from_client].gap()
 
-    def feed(self, from_client: bool, data: bytes, ts: float, frame: int) -> list[Event]:
-        events: list[Event] = []
+    def _feed(self, from_client: bool, data: bytes, ts: float, frame: int,
+              events: list[Event]) -> list[Event] | None:
         for message in self._buffers[from_client].pdus(data, opcua_length, frame):
-            event = self._message(from_client, message, ts, frame)
+            try:  # a broken message costs itself, not the ones after it
+                event = self._message(from_client, message, ts, frame)
+            except DecodeError as exc:
+                self.report(exc)
+                continue
             if event is not None:
                 events.append(event)
         return events
@@ -431,6 +437,27 @@ class OpcuaDecoder:
                                     **where)
 
 
-SPEC = register(DecoderSpec(name="opcua", transport="tcp", ports=frozenset({4840, 4843}),
-                            factory=OpcuaDecoder, probe=identify.is_opcua, priority=30,
-                            aliases=("opc-ua",)))
+SPEC = DecoderSpec(name="opcua", transport="tcp", ports=frozenset({4840, 4843}),
+                   factory=OpcuaDecoder, probe=identify.is_opcua, priority=30,
+                   aliases=("opc-ua",))
+
+# Service request encoding ids that change or command the server, in plc-control's names.
+PLC_SERVICES = {673: "opcua-write", 712: "opcua-call"}
+
+
+def plc_command(event: OpcuaServiceRequest) -> list[PlcCommand]:
+    service = event.service_id
+    if not isinstance(service, int) or service not in PLC_SERVICES:
+        return []
+    # ``target`` is the node ids' tuple as text (what the detectors and findings have shown).
+    return [PlcCommand(**where(event), protocol="opcua", operation=PLC_SERVICES[service],
+                       target=as_text(event.node_ids or ""), values={"service": service})]
+
+
+PROTOCOL = register_protocol(ProtocolSpec(
+    name="opcua", module=__name__, decoders=(SPEC,),
+    adapters={OpcuaServiceRequest: Adapter(plc_command, (PlcCommand,)),
+              OpcuaServiceResponse: IGNORED, OpcuaHelloRequest: IGNORED,
+              OpcuaHelloResponse: IGNORED, OpcuaChannelRequest: IGNORED,
+              OpcuaChannelResponse: IGNORED},
+))

@@ -14,9 +14,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
+from cranewatch.detect.facts import RemoteSession, as_text, client_where
+from cranewatch.errors import DecodeError
 from cranewatch.protocols import identify
-from cranewatch.protocols.base import DecoderSpec, Event, FlowContext, register
+from cranewatch.protocols.base import DecoderSpec, Event, FlowContext, ReportsProblems
 from cranewatch.protocols.framing import decode_error, endpoints, printable
+from cranewatch.protocols.registry import Adapter, ProtocolSpec, register_protocol
 from cranewatch.protocols.tls import TlsCertificateResponse, TlsDecoder
 
 RDP_PROTOCOLS = {0: "rdp", 1: "tls", 2: "credssp", 4: "rdstls", 8: "credssp-early-auth",
@@ -57,7 +60,7 @@ class RemoteSessionResponse(RemoteSessionRequest):
     from_client: bool = False
 
 
-class _OnceDecoder:
+class _OnceDecoder(ReportsProblems):
     """Base: collects the first bytes of each side and reports them once."""
 
     protocol = ""
@@ -71,7 +74,8 @@ class _OnceDecoder:
     def gap(self, from_client: bool) -> None:
         self._reported[int(from_client)] = True
 
-    def feed(self, from_client: bool, data: bytes, ts: float, frame: int) -> list[Event]:
+    def _feed(self, from_client: bool, data: bytes, ts: float, frame: int,
+              events: list[Event]) -> list[Event] | None:
         side = int(from_client)
         if self._reported[side]:
             return []
@@ -231,6 +235,11 @@ class AnydeskDecoder:
         self._tls = TlsDecoder(ctx)
         self._reported = False
 
+    @property
+    def problems(self) -> list[DecodeError]:
+        """The TLS decoder's: what it met is what this flow met."""
+        return self._tls.__dict__.setdefault("problems", [])
+
     def gap(self, from_client: bool) -> None:
         self._tls.gap(from_client)
 
@@ -246,16 +255,38 @@ class AnydeskDecoder:
         return events
 
 
-SPEC_RDP = register(DecoderSpec(name="rdp", transport="tcp", ports=frozenset({3389}),
-                                factory=RdpDecoder, probe=identify.is_rdp, priority=21))
-SPEC_VNC = register(DecoderSpec(name="vnc", transport="tcp",
-                                ports=frozenset({5900, 5901, 5902, 5800}),
-                                factory=VncDecoder, probe=identify.is_vnc, priority=22,
-                                aliases=("rfb",)))
-SPEC_TELNET = register(DecoderSpec(name="telnet", transport="tcp", ports=frozenset({23}),
-                                   factory=TelnetDecoder, probe=identify.is_telnet, priority=70))
-SPEC_TEAMVIEWER = register(DecoderSpec(name="teamviewer", transport="tcp",
-                                       ports=frozenset({5938}), factory=TeamViewerDecoder,
-                                       probe=identify.is_teamviewer, priority=75))
-SPEC_ANYDESK = register(DecoderSpec(name="anydesk", transport="tcp", ports=frozenset({7070, 6568}),
-                                    factory=AnydeskDecoder, probe=None, priority=95))
+SPEC_RDP = DecoderSpec(name="rdp", transport="tcp", ports=frozenset({3389}),
+                       factory=RdpDecoder, probe=identify.is_rdp, priority=21)
+SPEC_VNC = DecoderSpec(name="vnc", transport="tcp", ports=frozenset({5900, 5901, 5902, 5800}),
+                       factory=VncDecoder, probe=identify.is_vnc, priority=22, aliases=("rfb",))
+SPEC_TELNET = DecoderSpec(name="telnet", transport="tcp", ports=frozenset({23}),
+                          factory=TelnetDecoder, probe=identify.is_telnet, priority=70)
+SPEC_TEAMVIEWER = DecoderSpec(name="teamviewer", transport="tcp", ports=frozenset({5938}),
+                              factory=TeamViewerDecoder, probe=identify.is_teamviewer, priority=75)
+SPEC_ANYDESK = DecoderSpec(name="anydesk", transport="tcp", ports=frozenset({7070, 6568}),
+                           factory=AnydeskDecoder, probe=None, priority=95)
+
+# The decoders' protocol names in the detectors' (RFB is VNC).
+SESSION_NAMES = {"ssh": "ssh", "rdp": "rdp", "vnc": "vnc", "rfb": "vnc", "telnet": "telnet",
+                 "teamviewer": "teamviewer", "anydesk": "anydesk"}
+
+
+def session(event: RemoteSessionRequest) -> list[RemoteSession]:
+    """A remote-access session, from its client's side."""
+    name = SESSION_NAMES.get(as_text(event.protocol).lower())
+    if name is None:
+        return []
+    # The decoder's own summary (e.g. "RFB 003.008 security none (reverse VNC)") says more
+    # than the bare version number.
+    detail = event.detail or event.version or ""
+    return [RemoteSession(**client_where(event), protocol=name, detail=as_text(detail)[:120])]
+
+
+_SESSION = Adapter(session, (RemoteSession,))
+
+PROTOCOL = register_protocol(ProtocolSpec(
+    name="remote-access", module=__name__,
+    decoders=(SPEC_RDP, SPEC_VNC, SPEC_TELNET, SPEC_TEAMVIEWER, SPEC_ANYDESK),
+    policy={"rdp": ("tcp",), "vnc": ("tcp",), "telnet": ("tcp",)},
+    adapters={RemoteSessionRequest: _SESSION, RemoteSessionResponse: _SESSION},
+))

@@ -16,10 +16,13 @@ import struct
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
+from cranewatch.detect.facts import PlcCommand, as_text, where
 from cranewatch.errors import DecodeError
 from cranewatch.protocols import identify
-from cranewatch.protocols.base import DecoderSpec, Event, FlowContext, register
+from cranewatch.protocols.base import DecoderSpec, Event, FlowContext, ReportsProblems
 from cranewatch.protocols.framing import Endpoints, PduBuffer, ascii_digits, decode_error, endpoints
+from cranewatch.protocols.registry import IGNORED, Adapter, ProtocolSpec, register_protocol
+from cranewatch.sources import zeek_fields as zeek
 
 ROSCTR_JOB = 1
 ROSCTR_ACK = 2
@@ -267,7 +270,7 @@ def parse_pi_service(param: bytes) -> tuple[str | None, tuple[str, ...]]:
     return name, tuple(arguments)
 
 
-class S7Decoder:
+class S7Decoder(ReportsProblems):
     """Decodes one ISO-on-TCP flow carrying S7comm or S7comm-plus."""
 
     def __init__(self, ctx: FlowContext) -> None:
@@ -282,10 +285,14 @@ class S7Decoder:
         self._buffers[from_client].gap()
         self._segments[from_client].clear()
 
-    def feed(self, from_client: bool, data: bytes, ts: float, frame: int) -> list[Event]:
-        events: list[Event] = []
+    def _feed(self, from_client: bool, data: bytes, ts: float, frame: int,
+              events: list[Event]) -> list[Event] | None:
         for packet in self._buffers[from_client].pdus(data, tpkt_length, frame):
-            event = self._cotp(from_client, packet, ts, frame)
+            try:  # a broken packet costs itself, not the ones after it
+                event = self._cotp(from_client, packet, ts, frame)
+            except DecodeError as exc:
+                self.report(exc)
+                continue
             if event is not None:
                 events.append(event)
         return events
@@ -495,6 +502,60 @@ def _read_return_codes(data: bytes, count: int) -> list[int]:
     return codes
 
 
-SPEC = register(DecoderSpec(name="s7comm", transport="tcp", ports=frozenset({102}),
-                            factory=S7Decoder, probe=identify.is_s7comm, priority=20,
-                            aliases=("s7commplus", "cotp", "tpkt")))
+SPEC = DecoderSpec(name="s7comm", transport="tcp", ports=frozenset({102}),
+                   factory=S7Decoder, probe=identify.is_s7comm, priority=20,
+                   aliases=("s7commplus", "cotp", "tpkt"))
+
+# Job functions (s7comm.param.func) and PI services, in plc-control's operation names. Only
+# the engineering station's opening jobs count: during a download the PLC itself sends the
+# download-block jobs (0x1B/0x1C) back to the station, and one upload is 0x1D then many 0x1E.
+PLC_FUNCTIONS = {0x29: "cpu-stop", 0x1A: "program-download", 0x1D: "program-upload"}
+PLC_PI_SERVICES = {"P_PROGRAM": "cpu-start", "_DELE": "block-delete", "_INSE": "block-activate",
+                   "_MODU": "copy-ram-to-rom", "_GARB": "memory-compress"}
+
+
+def plc_command(event: S7JobRequest) -> list[PlcCommand]:
+    """A job that stops, starts or reprograms the CPU, or changes its blocks."""
+    function = event.function
+    operation = PLC_FUNCTIONS.get(function) if function is not None else None
+    if function == 0x28:
+        service = (event.pi_service or "").upper()
+        operation = PLC_PI_SERVICES.get(service, "cpu-start" if service else None)
+    if not operation:
+        return []
+    return [PlcCommand(**where(event), protocol="s7comm", operation=operation,
+                       target=as_text(event.block or event.filename),
+                       values={"function": function, "pi_service": event.pi_service or ""})]
+
+
+# --- Zeek logs (``sources.zeek``): the records of this protocol's logs as its events
+
+def zeek_s7comm(record: zeek.ZeekRecord, result: zeek.ZeekResult) -> list[Event]:
+    result.note("s7comm.log: item addresses, block names and SZL ids are not in the base ICSNPP "
+                "s7comm log")
+    rosctr = zeek.integer(record.get("rosctr_code", record.get("rosctr"))) or 0
+    function = zeek.integer(record.get("function_code"))
+    pdu_ref = zeek.integer(record.get("pdu_reference")) or 0
+    orig = zeek.is_orig(record)
+    if rosctr == 1 and function is not None:
+        return [S7JobRequest(pdu_ref=pdu_ref, function=function, **zeek.ends(record, orig))]
+    if rosctr in (2, 3):
+        return [S7JobResponse(pdu_ref=pdu_ref, function=function, rosctr=rosctr,
+                              error_class=zeek.integer(record.get("error_class")) or 0,
+                              error_code=zeek.integer(record.get("error_code")) or 0, **zeek.ends(record, orig))]
+    if rosctr == 7:
+        group = zeek.integer(record.get("function_code")) or 0
+        sub = zeek.integer(record.get("subfunction_code")) or 0
+        cls = S7UserDataRequest if orig else S7UserDataResponse
+        return [cls(pdu_ref=pdu_ref, group=group, subfunction=sub, method_type=4 if orig else 8,
+                    **zeek.ends(record, orig))]
+    return []
+
+
+PROTOCOL = register_protocol(ProtocolSpec(
+    name="s7comm", module=__name__, decoders=(SPEC,),
+    adapters={S7JobRequest: Adapter(plc_command, (PlcCommand,)), S7JobResponse: IGNORED,
+              S7ConnectRequest: IGNORED, S7UserDataRequest: IGNORED,
+              S7UserDataResponse: IGNORED, S7PlusRequest: IGNORED},
+    zeek={"s7comm": zeek_s7comm},
+))

@@ -14,10 +14,13 @@ import struct
 from dataclasses import dataclass
 from typing import ClassVar
 
+from cranewatch.detect.facts import RemoteSession, as_text, client_where
 from cranewatch.errors import DecodeError
 from cranewatch.protocols import identify
-from cranewatch.protocols.base import DecoderSpec, Event, FlowContext, register
+from cranewatch.protocols.base import DecoderSpec, Event, FlowContext, ReportsProblems
 from cranewatch.protocols.framing import PduBuffer, decode_error, endpoints, printable
+from cranewatch.protocols.registry import Adapter, ProtocolSpec, register_protocol
+from cranewatch.sources import zeek_fields as zeek
 
 MSG_KEXINIT = 20
 BANNER_LIMIT = 255  # RFC 4253 4.2: at most 255 characters including CR LF
@@ -96,7 +99,7 @@ def parse_kexinit(payload: bytes, from_client: bool) -> dict[str, object]:
             "ciphers": enc, "macs": mac, "compression": comp}
 
 
-class SshDecoder:
+class SshDecoder(ReportsProblems):
     """Decodes banners and KEXINITs of one SSH connection, then stops."""
 
     def __init__(self, ctx: FlowContext) -> None:
@@ -118,11 +121,11 @@ class SshDecoder:
             self._done[side] = True  # a hole in the binary packet stream: nothing left to learn
         self._lines[side].clear()
 
-    def feed(self, from_client: bool, data: bytes, ts: float, frame: int) -> list[Event]:
+    def _feed(self, from_client: bool, data: bytes, ts: float, frame: int,
+              events: list[Event]) -> list[Event] | None:
         side = int(from_client)
         if self._done[side]:
             return []
-        events: list[Event] = []
         where = endpoints(self.ctx, from_client)
         if not self._banner_seen[side]:
             pending = self._lines[side]
@@ -179,5 +182,45 @@ class SshDecoder:
         return events
 
 
-SPEC = register(DecoderSpec(name="ssh", transport="tcp", ports=frozenset({22, 2222}),
-                            factory=SshDecoder, probe=identify.is_ssh, priority=5))
+SPEC = DecoderSpec(name="ssh", transport="tcp", ports=frozenset({22, 2222}),
+                   factory=SshDecoder, probe=identify.is_ssh, priority=5)
+
+
+def session(event: SshBannerRequest | SshKexinitRequest) -> list[RemoteSession]:
+    """An SSH session, from its client's side; a banner says which software speaks."""
+    detail = event.banner if isinstance(event, SshBannerRequest) else ""
+    return [RemoteSession(**client_where(event), protocol="ssh", detail=as_text(detail)[:120])]
+
+
+_SESSION = Adapter(session, (RemoteSession,))
+
+# --- Zeek logs (``sources.zeek``): the records of this protocol's logs as its events
+
+def zeek_ssh(record: zeek.ZeekRecord, result: zeek.ZeekResult) -> list[Event]:
+    events: list[Event] = []
+    for banner_field, cls, orig in (("client", SshBannerRequest, True), ("server", SshBannerResponse, False)):
+        banner = record.get(banner_field)
+        if banner:
+            parts = str(banner).split("-", 2)
+            events.append(cls(banner=str(banner), proto_version=parts[1] if len(parts) > 1 else "",
+                              software=parts[2].split(" ", 1)[0] if len(parts) > 2 else "",
+                              from_client=orig, **zeek.ends(record, from_orig=orig)))
+    if record.get("hassh"):
+        events.append(SshKexinitRequest(hassh=str(record.get("hassh")),
+                                        hassh_string=str(record.get("hasshAlgorithms", "") or ""),
+                                        **zeek.ends(record)))
+    if record.get("hasshServer"):
+        events.append(SshKexinitResponse(hassh=str(record.get("hasshServer")),
+                                         hassh_string=str(record.get("hasshServerAlgorithms", "") or ""),
+                                         **zeek.ends(record, from_orig=False)))
+    if not record.get("hassh"):
+        result.note("ssh.log: HASSH is only logged with the hassh Zeek package")
+    return events
+
+
+PROTOCOL = register_protocol(ProtocolSpec(
+    name="ssh", module=__name__, decoders=(SPEC,),
+    adapters={SshBannerRequest: _SESSION, SshBannerResponse: _SESSION,
+              SshKexinitRequest: _SESSION, SshKexinitResponse: _SESSION},
+    zeek={"ssh": zeek_ssh},
+))

@@ -10,10 +10,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
+from cranewatch.detect.facts import Payload, where
 from cranewatch.errors import DecodeError
 from cranewatch.protocols import identify
-from cranewatch.protocols.base import DecoderSpec, Event, FlowContext, register
+from cranewatch.protocols.base import DecoderSpec, Event, FlowContext, ReportsProblems
 from cranewatch.protocols.framing import decode_error, endpoints
+from cranewatch.protocols.registry import Adapter, ProtocolSpec, register_protocol
 
 MESSAGE_LIMIT = 2048
 SEVERITIES = ("emergency", "alert", "critical", "error", "warning", "notice", "info", "debug")
@@ -84,7 +86,7 @@ def _nil(value: str) -> str:
     return "" if value == "-" else value
 
 
-class SyslogDecoder:
+class SyslogDecoder(ReportsProblems):
     """UDP: one message per datagram. TCP: octet-counted (``LEN <PRI>...``) or newline-ended."""
 
     def __init__(self, ctx: FlowContext) -> None:
@@ -95,13 +97,13 @@ class SyslogDecoder:
         if from_client:
             self._buffer.clear()
 
-    def feed(self, from_client: bool, data: bytes, ts: float, frame: int) -> list[Event]:
+    def _feed(self, from_client: bool, data: bytes, ts: float, frame: int,
+              events: list[Event]) -> list[Event] | None:
         if not from_client:
             return []  # collectors do not answer
         if self.ctx.transport == "udp":
             return [self._event(data, ts, frame)]
         self._buffer += data
-        events: list[Event] = []
         while self._buffer:
             if self._buffer[:1].isdigit():
                 space = self._buffer.find(b" ", 0, 10)
@@ -138,7 +140,19 @@ class SyslogDecoder:
                                     **endpoints(self.ctx, True))
 
 
-SPEC_UDP = register(DecoderSpec(name="syslog", transport="udp", ports=frozenset({514}),
-                                factory=SyslogDecoder, probe=identify.is_syslog, priority=85))
-SPEC_TCP = register(DecoderSpec(name="syslog", transport="tcp", ports=frozenset({514, 601}),
-                                factory=SyslogDecoder, probe=identify.is_syslog, priority=85))
+SPEC_UDP = DecoderSpec(name="syslog", transport="udp", ports=frozenset({514}),
+                       factory=SyslogDecoder, probe=identify.is_syslog, priority=85)
+SPEC_TCP = DecoderSpec(name="syslog", transport="tcp", ports=frozenset({514, 601}),
+                       factory=SyslogDecoder, probe=identify.is_syslog, priority=85)
+
+
+def payload(event: SyslogMessageRequest) -> list[Payload]:
+    """Log lines leave the crane too: what they say is checked like any clear payload."""
+    text = f"{event.host} {event.app}: {event.message}"
+    return [Payload(**where(event), from_client=True, data=text.encode(), transport="syslog")]
+
+
+PROTOCOL = register_protocol(ProtocolSpec(
+    name="syslog", module=__name__, decoders=(SPEC_UDP, SPEC_TCP), policy={"syslog": ("udp",)},
+    adapters={SyslogMessageRequest: Adapter(payload, (Payload,))},
+))

@@ -18,10 +18,13 @@ import struct
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
+from cranewatch.detect.facts import TlsHello, where
 from cranewatch.errors import DecodeError
 from cranewatch.protocols import identify
-from cranewatch.protocols.base import DecoderSpec, Event, FlowContext, register
+from cranewatch.protocols.base import DecoderSpec, Event, FlowContext, ReportsProblems
 from cranewatch.protocols.framing import PduBuffer, decode_error, endpoints
+from cranewatch.protocols.registry import IGNORED, Adapter, ProtocolSpec, register_protocol
+from cranewatch.sources import zeek_fields as zeek
 
 HANDSHAKE, CHANGE_CIPHER_SPEC, ALERT, APPLICATION_DATA = 22, 20, 21, 23
 CLIENT_HELLO, SERVER_HELLO, CERTIFICATE = 1, 2, 11
@@ -322,7 +325,7 @@ def parse_certificate(der: bytes) -> dict[str, Any]:
             "not_after": der[na_start:na_end].decode("ascii", "replace")}
 
 
-class TlsDecoder:
+class TlsDecoder(ReportsProblems):
     """Decodes the handshake of one TLS connection, then ignores the encrypted rest."""
 
     def __init__(self, ctx: FlowContext) -> None:
@@ -342,11 +345,11 @@ class TlsDecoder:
         self._records[from_client].gap()
         self._handshake[from_client].clear()
 
-    def feed(self, from_client: bool, data: bytes, ts: float, frame: int) -> list[Event]:
+    def _feed(self, from_client: bool, data: bytes, ts: float, frame: int,
+              events: list[Event]) -> list[Event] | None:
         side = int(from_client)
         if self._encrypted[side]:
             return []
-        events: list[Event] = []
         for record in self._records[from_client].pdus(data, tls_record_length, frame):
             content = record[0]
             if content & 0x80:
@@ -371,9 +374,10 @@ class TlsDecoder:
                 del pending[:4 + size]
                 try:
                     event = self._message(from_client, message, ts, frame)
-                except DecodeError as exc:
+                except DecodeError as exc:  # that message is lost; the records after it are read
                     pending.clear()
-                    raise decode_error(f"TLS: {exc.message}", self.ctx, frame) from None
+                    self.report(decode_error(f"TLS: {exc.message}", self.ctx, frame))
+                    continue
                 if event is not None:
                     events.append(event)
         return events
@@ -407,7 +411,46 @@ class TlsDecoder:
         return None
 
 
-SPEC = register(DecoderSpec(name="tls", transport="tcp",
-                            ports=frozenset({443, 8443, 8883, 4843, 993, 995, 465, 636, 5671}),
-                            factory=TlsDecoder, probe=identify.is_tls, priority=10,
-                            aliases=("ssl", "https")))
+SPEC = DecoderSpec(name="tls", transport="tcp",
+                   ports=frozenset({443, 8443, 8883, 4843, 993, 995, 465, 636, 5671}),
+                   factory=TlsDecoder, probe=identify.is_tls, priority=10,
+                   aliases=("ssl", "https"))
+
+
+def hello(event: TlsClientHelloRequest) -> list[TlsHello]:
+    return [TlsHello(**where(event), sni=event.sni, ja3=event.ja3_md5 or event.ja3 or None,
+                     ja4=event.ja4 or None)]
+
+
+# --- Zeek logs (``sources.zeek``): the records of this protocol's logs as its events
+
+ZEEK_TLS_VERSIONS = {"SSLv2": 0x0200, "SSLv3": 0x0300, "TLSv10": 0x0301, "TLSv11": 0x0302,
+                     "TLSv12": 0x0303, "TLSv13": 0x0304, "DTLSv10": 0xFEFF, "DTLSv12": 0xFEFD}
+
+
+def zeek_ssl(record: zeek.ZeekRecord, result: zeek.ZeekResult) -> list[Event]:
+    version = ZEEK_TLS_VERSIONS.get(str(record.get("version", "")), 0)
+    events: list[Event] = []
+    ja3 = record.get("ja3")
+    result.note("ssl.log: cipher suites and extension lists are not logged; JA3/JA4 only "
+                "where a Zeek package adds them")
+    events.append(TlsClientHelloRequest(version=version, sni=zeek.opt_text(record.get("server_name")),
+                                        alpn=tuple((record.get("next_protocol", "") and
+                                                   [zeek.text(record.get("next_protocol"))]) or ()),
+                                        ja3_md5=str(ja3 or ""), ja4=str(record.get("ja4", "") or ""),
+                                        **zeek.ends(record)))
+    if record.get("cipher") is not None or record.get("version") is not None:
+        events.append(TlsServerHelloResponse(version=version, cipher=0,
+                                             selected_version=version if version == 0x0304 else None,
+                                             alpn=zeek.opt_text(record.get("next_protocol")),
+                                             ja3s_md5=str(record.get("ja3s", "") or ""),
+                                             **zeek.ends(record, from_orig=False)))
+    return events
+
+
+PROTOCOL = register_protocol(ProtocolSpec(
+    name="tls", module=__name__, decoders=(SPEC,), policy={"https": ("tcp",), "tls": ("tcp",)},
+    adapters={TlsClientHelloRequest: Adapter(hello, (TlsHello,)),
+              TlsServerHelloResponse: IGNORED, TlsCertificateResponse: IGNORED},
+    zeek={"ssl": zeek_ssl},
+))

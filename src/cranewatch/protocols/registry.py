@@ -1,0 +1,304 @@
+"""The protocol registry: a protocol module declares itself here once, and everything else
+that must know protocols reads its declaration.
+
+A protocol module ends with one ``register_protocol(ProtocolSpec(...))``: its name, its flow
+decoders (``base.DecoderSpec``: ports, transport, content probe), the ethertypes it decodes
+without a flow (``LinkSpec``, e.g. ARP), the adapter of every event class it defines (how the
+events become the detectors' facts, ``detect.facts``), the names and transports a profile's
+allow rules may give it, its Zeek log mapping, and optionally a per-run state (``ProtocolRun``)
+with a batch fast path, an event fold, register series and result summaries. From these the
+registry derives the pipeline's dispatch, ``profile.PROTOCOLS``, the in-service policy's
+transports (``policy.inservice.TRANSPORTS``), the Zeek reader's tables and the content
+probes ``identify`` runs.
+
+An event class defined in a protocol module without an adapter is an error at registration
+(``RegistrationError``), not events silently dropped: an adapter is ``AS_IS`` (detectors read
+the event itself), ``IGNORED`` (no detector reads it: say so) or an ``Adapter`` with a
+converter and the fact types it gives.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from cranewatch.protocols.base import REGISTRY, DecoderSpec, Event
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from cranewatch.decode import DecodedBatch
+    from cranewatch.flows import Flow
+    from cranewatch.sources.pcap import PacketBatch
+
+
+class RegistrationError(Exception):
+    """A protocol declaration that cannot work (an event class without an adapter, a name or
+    an ethertype registered twice): raised when the module is imported, never at run time."""
+
+
+Convert = Callable[[Any], Sequence[Any]]
+
+
+@dataclass(frozen=True, slots=True)
+class Adapter:
+    """How the events of one class become facts: ``convert`` gives facts of the ``gives``
+    types (a run whose detectors judge none of them skips the class unread)."""
+
+    convert: Convert
+    gives: tuple[type, ...]
+
+
+def _as_is(event: Any) -> Sequence[Any]:
+    return (event,)
+
+
+def _nothing(event: Any) -> Sequence[Any]:
+    return ()
+
+
+AS_IS = Adapter(_as_is, ())  # detectors read these events as they are (Modbus requests)
+IGNORED = Adapter(_nothing, ())  # no detector reads these (answers, connection set-up)
+
+@dataclass(frozen=True, slots=True)
+class LinkFrames:
+    """A batch's frames of one ethertype: each one's body (what follows the ethertype and any
+    VLAN tags), Ethernet source and destination (text), time and frame number."""
+
+    bodies: list[bytes]
+    src: list[str]
+    dst: list[str]
+    ts: list[float]
+    frames: list[int]
+    source: str
+
+
+# (frames, the protocol's run state or None) -> (position in frames, event or located
+# DecodeError), in frame order; a body may give several events or none.
+LinkDecode = Callable[[LinkFrames, "ProtocolRun | None"], list[tuple[int, Any]]]
+
+
+@dataclass(frozen=True, slots=True)
+class LinkSpec:
+    """A protocol straight on Ethernet (no IP, no flow): the frames of its ethertype go to
+    ``decode`` a batch's at once. ``max_body``: bytes of the L3 body it reads (Ethernet
+    padding beyond them is not given)."""
+
+    ethertype: int
+    decode: LinkDecode
+    max_body: int | None = None
+
+
+@dataclass(slots=True)
+class BatchView:
+    """What a batch fast path sees of one batch: the packets, their L2-L4 decode, the flows
+    of the batch (``flows[index[row]]``, ``index`` -1 for packets of no flow) and each
+    packet's direction; ``rows`` are the payload rows not yet taken."""
+
+    batch: PacketBatch
+    decoded: DecodedBatch
+    flows: list[Flow]
+    index: np.ndarray
+    from_client: np.ndarray
+    rows: np.ndarray
+
+
+class ProtocolRun:
+    """One run's state of a protocol, beyond its per-flow decoders (all hooks optional).
+
+    ``folds``: event classes ``observe`` sees before the sinks; ``observe`` returns True
+    when it folded the event into its own state (then the sinks do not get it, unless the
+    pipeline runs with ``fold_reads=False``). ``batch`` takes what it can of a batch's
+    payload rows (a vectorised path) and returns the rows left for the per-packet path; the
+    events it makes go to ``emit(row, event)``, counters to ``count(name, n)``. ``fed`` is told
+    after each call of one of its decoders, ``flow_ended`` when one of its flows ends.
+    ``take_series`` hands out what it gathered for ``Sink.on_series``; ``summary`` gives the
+    result document's fields this protocol fills.
+    """
+
+    folds: tuple[type, ...] = ()
+    batch_path = False  # True when ``batch`` does anything
+    protocol = ""  # the name of the protocol it belongs to (set by ``runs``)
+
+    def observe(self, event: Any) -> bool:
+        return False
+
+    def batch(self, view: BatchView, emit: Callable[[int, Any], None],
+              count: Callable[[str, int], None]) -> np.ndarray:
+        return view.rows
+
+    def fed(self, decoder: Any) -> None:
+        return None
+
+    def flow_ended(self, flow: Flow) -> None:
+        return None
+
+    def take_series(self) -> Iterable[Any]:
+        return ()
+
+    def summary(self) -> dict[str, Any]:
+        return {}
+
+
+# A Zeek log record -> events (``sources.zeek``: record and result are its ZeekRecord and
+# ZeekResult; typed loosely here so the registry does not import the reader).
+ZeekMapper = Callable[[Any, Any], list[Event]]
+
+
+@dataclass(frozen=True, slots=True)
+class ProtocolSpec:
+    """One protocol, declared once by its module (see the module docstring).
+
+    ``policy``: the names a profile may allow this protocol by, each with the transports an
+    allow rule opens; ``None`` derives them from the decoders (the protocol's name, the
+    transports of its decoders). ``zeek``: Zeek log name -> mapper. ``detectors``: factories
+    of detectors (``detect.base.Detector``) that judge this protocol's own facts, run with
+    every other detector.
+    """
+
+    name: str
+    module: str
+    decoders: tuple[DecoderSpec, ...] = ()
+    links: tuple[LinkSpec, ...] = ()
+    adapters: Mapping[type, Adapter] = field(default_factory=dict)
+    policy: Mapping[str, tuple[str, ...]] | None = None
+    zeek: Mapping[str, ZeekMapper] = field(default_factory=dict)
+    run: Callable[[], ProtocolRun] | None = None
+    detectors: tuple[Callable[[], Any], ...] = ()
+
+    def policy_names(self) -> dict[str, tuple[str, ...]]:
+        if self.policy is not None:
+            return dict(self.policy)
+        transports = tuple(dict.fromkeys(d.transport for d in self.decoders))
+        return {self.name: transports} if transports else {}
+
+
+PROTOCOLS: dict[str, ProtocolSpec] = {}
+_ADAPTERS: dict[str, Adapter] = {}  # event kind -> adapter
+_LINKS: dict[int, LinkSpec] = {}
+
+
+def register_protocol(spec: ProtocolSpec) -> ProtocolSpec:
+    """Add a protocol (its module calls this once, at import)."""
+    if spec.name in PROTOCOLS:
+        if PROTOCOLS[spec.name].module == spec.module:
+            return PROTOCOLS[spec.name]  # the module imported again (a reload)
+        raise RegistrationError(f"protocol {spec.name!r} registered by {PROTOCOLS[spec.name].module} "
+                                f"and again by {spec.module}")
+    module = sys.modules.get(spec.module)
+    defined = [v for v in vars(module).values() if isinstance(v, type) and issubclass(v, Event)
+               and v is not Event and v.__module__ == spec.module] if module is not None else []
+    missing = [c.__name__ for c in defined if c not in spec.adapters]
+    if missing:
+        raise RegistrationError(
+            f"{spec.module}: event class(es) {', '.join(sorted(missing))} have no adapter in the "
+            "protocol's declaration (give an Adapter, AS_IS, or IGNORED when no detector reads them)")
+    for event_type, adapter in spec.adapters.items():
+        kind = getattr(event_type, "kind", None)
+        if not isinstance(kind, str) or not isinstance(adapter, Adapter):
+            raise RegistrationError(f"{spec.module}: {event_type!r} is not an event class with a "
+                                    "kind, or its adapter is not an Adapter")
+        known = _ADAPTERS.get(kind)
+        if known is not None and known is not adapter:
+            raise RegistrationError(f"{spec.module}: event kind {kind!r} has two adapters")
+    for link in spec.links:
+        if link.ethertype in _LINKS:
+            raise RegistrationError(f"{spec.module}: ethertype 0x{link.ethertype:04x} registered twice")
+    for name in spec.policy_names():
+        for other in PROTOCOLS.values():
+            if name in other.policy_names():
+                raise RegistrationError(f"{spec.module}: profile name {name!r} already given by "
+                                        f"{other.module}")
+    PROTOCOLS[spec.name] = spec
+    for event_type, adapter in spec.adapters.items():
+        _ADAPTERS[event_type.kind] = adapter  # type: ignore[attr-defined]
+    for link in spec.links:
+        _LINKS[link.ethertype] = link
+    REGISTRY.extend(spec.decoders)
+    return spec
+
+
+def unregister_protocol(name: str) -> None:
+    """Take a protocol out again (tests that register a toy protocol clean up with this)."""
+    spec = PROTOCOLS.pop(name, None)
+    if spec is None:
+        return
+    for event_type in spec.adapters:
+        _ADAPTERS.pop(event_type.kind, None)  # type: ignore[attr-defined]
+    for link in spec.links:
+        _LINKS.pop(link.ethertype, None)
+    for decoder in spec.decoders:
+        if decoder in REGISTRY:
+            REGISTRY.remove(decoder)
+
+
+# ------------------------------------------------------------------------------ what derives
+
+# The protocol modules, in import order (dispatch order is the probes' priorities). Adding a
+# protocol: its module, and its name here.
+PROTOCOL_MODULES = (
+    "modbus", "s7comm", "enip", "opcua", "mqtt", "dns", "tls", "http", "ssh", "remote",
+    "dhcp", "arp", "ntp", "syslog", "profinet",
+)
+
+
+def load_all() -> dict[str, ProtocolSpec]:
+    """Import every protocol module (each registers itself; idempotent); the registry."""
+    for name in PROTOCOL_MODULES:
+        importlib.import_module(f"cranewatch.protocols.{name}")
+    return PROTOCOLS
+
+
+def adapter_for(kind: str) -> Adapter | None:
+    """The adapter of an event kind; None when no detector reads it (declared ``IGNORED``, or
+    an event of no registered protocol)."""
+    adapter = _ADAPTERS.get(kind)
+    return None if adapter is None or adapter is IGNORED else adapter
+
+
+def links() -> dict[int, LinkSpec]:
+    """Ethertype -> link-layer protocol, for the pipeline's L2 dispatch."""
+    load_all()
+    return dict(_LINKS)
+
+
+def profile_protocols() -> tuple[str, ...]:
+    """Every protocol name a profile's allow rules may use (``profile.PROTOCOLS``), "any" last."""
+    load_all()
+    return (*(n for s in PROTOCOLS.values() for n in s.policy_names()), "any")
+
+
+def policy_transports() -> dict[str, tuple[str, ...] | None]:
+    """Profile protocol name -> transports its allow rules open ("any": every transport)."""
+    load_all()
+    out: dict[str, tuple[str, ...] | None] = {
+        n: t for s in PROTOCOLS.values() for n, t in s.policy_names().items()}
+    out["any"] = None
+    return out
+
+
+def zeek_mappers() -> dict[str, ZeekMapper]:
+    """Zeek log name -> mapper, over every protocol (``sources.zeek``)."""
+    load_all()
+    return {log: mapper for s in PROTOCOLS.values() for log, mapper in s.zeek.items()}
+
+
+def detectors() -> list[Any]:
+    """A fresh instance of every detector the protocols declare."""
+    load_all()
+    return [factory() for s in PROTOCOLS.values() for factory in s.detectors]
+
+
+def runs() -> list[ProtocolRun]:
+    """A fresh per-run state of every protocol that declares one."""
+    load_all()
+    out = []
+    for spec in PROTOCOLS.values():
+        if spec.run is not None:
+            run = spec.run()
+            run.protocol = spec.name
+            out.append(run)
+    return out
