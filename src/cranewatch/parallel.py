@@ -224,7 +224,7 @@ class ReadAhead:
             if kind == "warn":
                 self.warn(value)
             elif kind == "batch":
-                conn.send((index, 1))  # taken: the reader may read one more of this file
+                self._credit(conn, index)
                 yield value
             elif kind == "error":
                 raise value
@@ -235,6 +235,14 @@ class ReadAhead:
                 state.headers = value.headers
                 state.sha = _Digest(value.sha256)
                 return
+
+    @staticmethod
+    def _credit(conn: Connection, index: int) -> None:
+        """A batch was taken: the reader may read one more of this file."""
+        try:
+            conn.send((index, 1))
+        except OSError:  # the reader has read all its files and ended (or died: ``_next`` says)
+            pass
 
     def _next(self, index: int) -> tuple[str, Any]:
         """The next message for file ``index``; its reader's messages for other files wait."""
