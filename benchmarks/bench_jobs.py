@@ -5,9 +5,11 @@ It writes 20 crane-zone captures (``gen_crane_capture.py``, one crane each, seed
 same hour: they interleave in the timestamp merge; ``--gzip`` compresses them as a sensor's
 rotation does) or takes ``--captures``, then runs ``cranewatch analyze --format jsonl`` over all
 of them ``--repeat`` times with each ``--jobs`` value, alternating the order per repetition so
-that the machine's other load falls on both alike. Each run is measured by a fresh wrapper
-process: wall time, CPU (user + system of the command and its worker processes) and the peak
-RSS of the largest of its processes. It checks that every document is byte for byte the first
+that the machine's other load falls on both alike. Each run is a fresh process measuring itself: wall
+time (interpreter start-up excluded, imports included), CPU of the main process and of all
+processes (its workers too), and the peak RSS of the largest of them. On a machine others
+load, the wall time varies with them; the main process's CPU does not, and it is what
+``--jobs 2`` shortens: on two free cores the run takes about that long. It checks that every document is byte for byte the first
 one, and prints the median, minimum and maximum of each.
 
 It also measures, in one process, what the workers take off the main process: reading,
@@ -37,14 +39,20 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 SRC = HERE.parent / "src"
 
+# The command runs inside this fresh process, so RUSAGE_SELF is the main process alone and
+# RUSAGE_CHILDREN its worker processes (joined before it returns). ru_maxrss: KiB on Linux.
 _MEASURE = """
-import json, resource, subprocess, sys, time
+import json, resource, sys, time
 start = time.perf_counter()
-done = subprocess.run(sys.argv[1:], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+from cranewatch.cli import main
+code = main(sys.argv[1:])
 wall = time.perf_counter() - start
-usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-print(json.dumps({"wall": wall, "cpu": usage.ru_utime + usage.ru_stime, "rss_kb": usage.ru_maxrss,
-                  "rc": done.returncode, "err": done.stderr.decode()[-400:]}))
+me = resource.getrusage(resource.RUSAGE_SELF)
+workers = resource.getrusage(resource.RUSAGE_CHILDREN)
+print(json.dumps({"wall": wall, "main_cpu": me.ru_utime + me.ru_stime,
+                  "worker_cpu": workers.ru_utime + workers.ru_stime,
+                  "cpu": me.ru_utime + me.ru_stime + workers.ru_utime + workers.ru_stime,
+                  "rss_kb": max(me.ru_maxrss, workers.ru_maxrss), "rc": code}), file=sys.stderr)
 """
 
 _READ_ONLY = """
@@ -81,14 +89,13 @@ def make_captures(workdir: Path, count: int, packets: int, compress: bool) -> li
 
 
 def run_once(captures: list[Path], jobs: int, out: Path) -> dict[str, float | int | str]:
-    command = [sys.executable, "-m", "cranewatch", "analyze", "--format", "jsonl", "--jobs",
-               str(jobs), "--out", str(out), *map(str, captures)]
-    env_command = ["env", f"PYTHONPATH={SRC}", *command]
-    done = subprocess.run([sys.executable, "-c", _MEASURE, *env_command], capture_output=True,
-                          text=True, check=True)
-    result: dict[str, float | int | str] = json.loads(done.stdout)
+    command = ["analyze", "--format", "jsonl", "--jobs", str(jobs), "--out", str(out),
+               *map(str, captures)]
+    done = subprocess.run(["env", f"PYTHONPATH={SRC}", sys.executable, "-c", _MEASURE, *command],
+                          capture_output=True, text=True, check=True)
+    result: dict[str, float | int | str] = json.loads(done.stderr.strip().splitlines()[-1])
     if result["rc"] not in (0, 1, 3):  # 1: findings, 3: a damaged input still reported
-        raise SystemExit(f"--jobs {jobs} failed (exit {result['rc']}): {result['err']}")
+        raise SystemExit(f"--jobs {jobs} failed (exit {result['rc']}): {done.stderr[-400:]}")
     return result
 
 
@@ -133,12 +140,14 @@ def main(argv: list[str] | None = None) -> int:
     packets, read_cpu = read_share(captures)
     print(f"{packets:,} packets; read + inflate + decode alone: {read_cpu:.2f} CPU s in one process")
     print(f"documents of every run byte-identical: {'yes' if same else 'NO'}")
-    print("jobs  wall s median (min-max)  CPU s median (min-max)  peak RSS MB (largest process)")
+    print("jobs  wall s median (min-max)   CPU s, all processes   CPU s, main process   "
+          "peak RSS MB (largest process)")
     for jobs, results in runs.items():
         walls = [float(r["wall"]) for r in results]
         cpus = [float(r["cpu"]) for r in results]
+        mains = [float(r["main_cpu"]) for r in results]
         rss = max(float(r["rss_kb"]) for r in results) / 1024
-        print(f"{jobs:4}  {spread(walls):>22}  {spread(cpus):>22}  {rss:8.0f}")
+        print(f"{jobs:4}  {spread(walls):>24}  {spread(cpus):>22}  {spread(mains):>22}  {rss:8.0f}")
     base = statistics.median(float(r["wall"]) for r in runs[args.jobs[0]])
     for jobs in args.jobs[1:]:
         median = statistics.median(float(r["wall"]) for r in runs[jobs])

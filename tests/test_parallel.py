@@ -149,8 +149,8 @@ def test_read_ahead_is_bounded_by_the_window(window: int = 2) -> None:
     waiting (without credits the reader would send all of it ahead)."""
     states = [pipeline._InputState(str(p), 0) for p in LAB_CAPTURES[:2]]
     seen = []
-    with parallel.ReadAhead(states, lambda w: None, 64, readers=1, window=window) as ahead:
-        first, second = ahead.streams()
+    with parallel.ReadAhead(LAB_CAPTURES[:2], 64, readers=1, window=window) as ahead:
+        first, second = ahead.streams(states, lambda w: None)
         next(first)  # as the merge starts: one batch of every file
         taken = 0
         for _batch in second:
@@ -162,8 +162,7 @@ def test_read_ahead_is_bounded_by_the_window(window: int = 2) -> None:
 
 
 def test_workers_read_before_they_are_asked() -> None:
-    states = [pipeline._InputState(str(LAB_CAPTURES[0]), 0)]
-    with parallel.ReadAhead(states, lambda w: None, 64, readers=1) as ahead:
+    with parallel.ReadAhead(LAB_CAPTURES[:1], 64, readers=1) as ahead:
         assert ahead._conns[0].poll(10)  # a batch waits before the main process asks for one
 
 

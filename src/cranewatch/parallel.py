@@ -165,20 +165,25 @@ class ReaderFailed(RuntimeError):
 
 
 class ReadAhead:
-    """Worker processes reading ``states``' files ahead; ``streams()`` gives each file's
-    batches as ``pipeline._file_batches`` would. Use as a context manager (ends the workers)."""
+    """Worker processes reading the captures among ``paths`` ahead (Zeek logs are left to the
+    main process). Start it (as a context manager, which also ends the workers) as early as
+    possible: the workers read while the main process loads its detectors. ``streams()``
+    then gives each capture's batches as ``pipeline._file_batches`` would."""
 
-    def __init__(self, states: Sequence[Any], warn: Callable[[InputWarning], None],
-                 batch_packets: int, readers: int, window: int = WINDOW) -> None:
-        self.states = list(states)
-        self.warn = warn
-        self.readers = max(1, min(readers, len(self.states)))
+    def __init__(self, paths: Sequence[str | os.PathLike[str]], batch_packets: int, readers: int,
+                 window: int = WINDOW) -> None:
+        from cranewatch.pipeline import _is_zeek
+
+        self.paths = [str(p) for p in paths if not _is_zeek(str(p))]
+        self.readers = max(1, min(readers, len(self.paths))) if self.paths else 0
         self.window = window
-        self._owner = [index % self.readers for index in range(len(self.states))]
-        self._waiting: list[deque[tuple[str, Any]]] = [deque() for _ in self.states]
+        self.batch_packets = batch_packets
+        self.states: list[Any] = []
+        self.warn: Callable[[InputWarning], None] = lambda warning: None
+        self._owner = [index % self.readers for index in range(len(self.paths))]
+        self._waiting: list[deque[tuple[str, Any]]] = [deque() for _ in self.paths]
         self._conns: list[Connection] = []
         self._processes: list[Any] = []
-        self._batch_packets = batch_packets
 
     def __enter__(self) -> ReadAhead:
         # fork: the worker starts with the modules loaded (no re-import per worker); the CLI
@@ -186,11 +191,11 @@ class ReadAhead:
         context = multiprocessing.get_context("fork")
         try:
             for reader in range(self.readers):
-                files = [(index, state.path) for index, state in enumerate(self.states)
+                files = [(index, path) for index, path in enumerate(self.paths)
                          if self._owner[index] == reader]
                 mine, theirs = context.Pipe(duplex=True)
                 process = context.Process(target=_serve, name=f"cranewatch-reader-{reader}",
-                                          args=(theirs, files, self._batch_packets, self.window),
+                                          args=(theirs, files, self.batch_packets, self.window),
                                           daemon=True)
                 process.start()
                 theirs.close()
@@ -213,7 +218,12 @@ class ReadAhead:
             process.join(timeout=5)
         self._conns, self._processes = [], []
 
-    def streams(self) -> list[Iterator[PacketBatch]]:
+    def streams(self, states: Sequence[Any], warn: Callable[[InputWarning], None]) -> list[Iterator[PacketBatch]]:
+        """The batches of each capture's ``pipeline._InputState`` (the captures of ``paths``,
+        in order); ``warn`` gets each file's warnings where its own reader would give them."""
+        if [state.path for state in states] != self.paths:
+            raise ValueError("ReadAhead.streams: not the captures the readers were started for")
+        self.states, self.warn = list(states), warn
         return [self._stream(index) for index in range(len(self.states))]
 
     def _stream(self, index: int) -> Iterator[PacketBatch]:
@@ -254,6 +264,6 @@ class ReadAhead:
             except (EOFError, OSError):
                 code = self._processes[reader].exitcode if self._processes else None
                 raise ReaderFailed(f"reader process {reader} ended (exit code {code}) before "
-                                   f"finishing {self.states[index].path}") from None
+                                   f"finishing {self.paths[index]}") from None
             self._waiting[other].append((kind, value))
         return waiting.popleft()

@@ -41,10 +41,12 @@ import threading
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
+if TYPE_CHECKING:
+    from cranewatch.parallel import ReadAhead
 from cranewatch.decode import DecodedBatch, Defragmenter, ReassembledDatagram, decode_batch
 from cranewatch.decode import ip_text as _ip_text
 from cranewatch.decode import mac_text as _mac_text
@@ -370,9 +372,10 @@ class Analysis:
     def __init__(self, sinks: Sequence[Sink] = (), *, fast_path: bool = True,
                  decoders: Sequence[DecoderSpec] | None = None,
                  flow_table: FlowTable | None = None, fold_reads: bool = True,
-                 jobs: int = 1) -> None:
+                 jobs: int = 1, read_ahead: ReadAhead | None = None) -> None:
         self.sinks = list(sinks)
         self.jobs = jobs  # > 1: captures are read and decoded ahead in jobs - 1 workers
+        self.read_ahead = read_ahead  # those workers, started by the caller (already reading)
         self.fast_path = fast_path and fold_reads
         self.fold_reads = fold_reads
         self.decoders = list(decoders) if decoders is not None else load_decoders()
@@ -447,11 +450,13 @@ class Analysis:
         total = sum(s.size for s in captures)
         done_bytes = 0
         with contextlib.ExitStack() as readers:
-            if self.jobs > 1 and captures:
+            ahead = self.read_ahead
+            if ahead is None and self.jobs > 1 and captures:
                 from cranewatch.parallel import ReadAhead
 
-                reads = readers.enter_context(
-                    ReadAhead(captures, self.warn, batch_packets, self.jobs - 1)).streams()
+                ahead = readers.enter_context(ReadAhead(paths, batch_packets, self.jobs - 1))
+            if ahead is not None:
+                reads = ahead.streams(captures, self.warn)
             else:
                 reads = [_file_batches(s, self.warn, batch_packets) for s in captures]
             streams = [self._counted(s, r) for s, r in zip(captures, reads, strict=True)]
@@ -1083,11 +1088,11 @@ def _size(path: str | Path) -> int:
 def analyze(paths: Sequence[str | Path], *, progress: ProgressCallback | None = None,
             sinks: Sequence[Sink] = (), profile: str | None = None, baseline: str | None = None,
             fast_path: bool = True, batch_packets: int = BATCH_PACKETS,
-            jobs: int = 1) -> AnalysisResult:
+            jobs: int = 1, read_ahead: ReadAhead | None = None) -> AnalysisResult:
     """Analyse captures (read as one, in timestamp order) and return the result document;
     ``jobs`` > 1 reads and decodes the captures ahead in ``jobs - 1`` worker processes
-    (``parallel``: the same document)."""
-    return Analysis(sinks, fast_path=fast_path, jobs=jobs).run(
+    (``parallel``: the same document), or in ``read_ahead``'s, started earlier for ``paths``."""
+    return Analysis(sinks, fast_path=fast_path, jobs=jobs, read_ahead=read_ahead).run(
         paths, progress=progress, batch_packets=batch_packets, profile=profile, baseline=baseline)
 
 

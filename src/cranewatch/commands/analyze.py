@@ -8,6 +8,7 @@ Exit codes: 0 analysis complete; 1 ``--fail-on`` met; 3 an input could not be re
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -235,11 +236,19 @@ def _forward(forwarder: Forwarder, result: AnalysisResult) -> None:
 
 
 def _analyze(args: argparse.Namespace, crane: str | None, extra: list[Sink]) -> AnalysisResult:
-    sinks = [*analysis_sinks(args.profile, args.baseline, crane), *extra]
-    bar = ProgressBar(sys.stderr) if wants_progress(sys.stderr, args.progress) else None
-    try:
-        return analyze(args.captures, progress=bar, sinks=sinks, profile=args.profile,
-                       baseline=args.baseline, jobs=_usable_jobs(getattr(args, "jobs", 1)))
-    finally:
-        if bar is not None:
-            bar.close()
+    jobs = _usable_jobs(getattr(args, "jobs", 1))
+    with contextlib.ExitStack() as stack:
+        ahead = None
+        if jobs > 1:  # the readers start first: they read while the detectors load
+            from cranewatch.parallel import ReadAhead
+            from cranewatch.pipeline import BATCH_PACKETS
+
+            ahead = stack.enter_context(ReadAhead(args.captures, BATCH_PACKETS, jobs - 1))
+        sinks = [*analysis_sinks(args.profile, args.baseline, crane), *extra]
+        bar = ProgressBar(sys.stderr) if wants_progress(sys.stderr, args.progress) else None
+        try:
+            return analyze(args.captures, progress=bar, sinks=sinks, profile=args.profile,
+                           baseline=args.baseline, jobs=jobs, read_ahead=ahead)
+        finally:
+            if bar is not None:
+                bar.close()
