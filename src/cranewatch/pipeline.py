@@ -32,6 +32,7 @@ series as they are handed out; sinks with ``on_segments`` then learn the segment
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import operator
