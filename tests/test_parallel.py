@@ -233,3 +233,29 @@ def _processes_naming(path: Path) -> list[int]:
             except OSError:
                 continue
     return found
+
+
+@pytest.mark.slow
+def test_every_shared_capture_in_one_run_same_bytes(capsys: pytest.CaptureFixture[str],
+                                                    shared_data: Path) -> None:
+    """All ~640 public captures at once (pcap, pcapng, many link types, some cut short or
+    damaged): the same document, warnings, stderr and exit code with two jobs."""
+    captures = sorted(str(p) for p in (shared_data / "pcaps").rglob("*")
+                      if p.is_file() and p.name.endswith((".pcap", ".pcapng", ".cap", ".pcap.gz")))
+    assert len(captures) > 500
+    serial = run_cli(capsys, ["--jobs", "1", *captures])
+    parallel_run = run_cli(capsys, ["--jobs", "2", *captures])
+    assert serial[0] == 3  # some are cut short: reported, exit 3
+    assert serial[1].count('"type":"warning"') > 100
+    assert parallel_run == serial
+
+
+def test_zeek_logs_stay_in_the_main_process(capsys: pytest.CaptureFixture[str],
+                                            shared_data: Path) -> None:
+    logs = sorted((shared_data / "zeek-logs").rglob("conn*.log"))[:1]
+    if not logs:
+        pytest.skip("no Zeek conn log in the shared data")
+    args = [str(logs[0]), str(LAB_CAPTURES[0])]
+    assert run_cli(capsys, ["--jobs", "2", *args]) == run_cli(capsys, ["--jobs", "1", *args])
+    with parallel.ReadAhead(args, 64, readers=1) as ahead:
+        assert ahead.paths == [str(LAB_CAPTURES[0])]
