@@ -23,7 +23,8 @@ Example:
   cranewatch scan-image cms-pc.tar.gz --distro-packages /var/cache/apt/archives   # or --fetch-packages
 
 Inputs: a directory tree, tar (.gz/.xz/.bz2/.zst), zip, cpio (newc/odc), squashfs or a raw
-ext2/3/4 partition image (read with debugfs, never mounted), or a whole disk: raw MBR/GPT
+ext2/3/4 partition image (read with debugfs, never mounted), an NTFS volume (libtsk, never
+mounted; a copy of C:\\ as a folder or zip is read as a Windows collection too), or a whole disk: raw MBR/GPT
 (also .gz/.xz/.zst), qcow2, VMDK, VHD, VHDX (qemu-img) or E01 (ewfexport); each partition is
 read by its content and named in the findings (p2:/etc/rc.local). Any other file is taken for
 a firmware blob or vendor update package: the filesystems and archives inside are carved by

@@ -37,6 +37,7 @@ from cranewatch.forensics.scanner import (
     make_context,
 )
 from cranewatch.forensics.vulndb import VulnDb, load_vulndb, match
+from cranewatch.forensics.windows import is_windows, windows_programs
 from cranewatch.model import Finding, finding_id
 
 NO_ZONE_WARNING = (
@@ -212,6 +213,8 @@ def _scan_opened(
     """Scan one opened tree; with ``blob_limits``, the vendor update packages in it are carved
     and scanned too (``carve.nested_blobs``: one level, never inside a carved piece)."""
     db = read_packages(image)
+    if is_windows(image):  # the Uninstall keys' programs join the inventory and the SBOM
+        db = replace(db, packages=(*db.packages, *windows_programs(image)))
     index, notes = genuine.index(db)
     ctx = make_context(image, db, crane, policy, index, reference)
     passed = file_pass(image, ctx, workers=workers, want_digest=want_digest)

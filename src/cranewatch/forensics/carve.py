@@ -54,7 +54,7 @@ _SCAN_CHUNK = 16 << 20  # bytes of the blob looked at in one NumPy step
 
 UNKNOWN_FORMAT = (
     "unknown image format (expected a directory, tar[.gz|.xz|.bz2|.zst], zip, cpio (newc/odc), "
-    "squashfs, an ext2/3/4 partition image, a whole disk: raw MBR/GPT, qcow2, VMDK, VHD, VHDX, E01, "
+    "squashfs, an ext2/3/4 or NTFS partition image, a whole disk: raw MBR/GPT, qcow2, VMDK, VHD, VHDX, E01, "
     "or a firmware blob holding one of these)"
 )
 

@@ -10,10 +10,11 @@ can still be read is read.
 
 Each partition is then judged by its bytes (magic numbers), not its type GUID: ext2/3/4 is
 read in place by ``debugfs`` at the partition's offset, squashfs by ``unsquashfs`` and a FAT/EFI
-system partition by mtools (``mcopy``) from a sparse copy in the private directory, and swap,
-LVM, LUKS, NTFS, other filesystems and unknown content are reported and skipped. Every readable partition is a *volume*, scanned like
+system partition by mtools (``mcopy``) from a sparse copy in the private directory, NTFS in
+place by libtsk (``forensics.ntfs``, in a child process), and swap, LVM, LUKS, other
+filesystems and unknown content are reported and skipped. Every readable partition is a *volume*, scanned like
 a directory image; findings name the volume (``p2:/etc/rc.local``). The volume holding
-``etc/`` and ``usr/`` is the root, the one ``DiskImage`` presents as its own entries.
+``etc/`` and ``usr/`` (or ``Windows/System32/config``) is the root, the one ``DiskImage`` presents as its own entries.
 """
 
 from __future__ import annotations
@@ -395,7 +396,6 @@ _DEVICE_NUMBER = re.compile(r"^/dev/(?:[shv]d[a-z]|xvd[a-z]|nvme\d+n\d+p|mmcblk\
 
 _SKIPPED = {
     "swap": "swap space (not a filesystem): skipped",
-    "ntfs": "NTFS: not read yet (Windows disks are a later issue): skipped",
     "exfat": "exFAT: not read yet: skipped",
     "luks": "LUKS-encrypted: cannot be read without the key: skipped",
     "lvm": "LVM physical volume whose logical volumes cannot be read: skipped",
@@ -618,6 +618,10 @@ def _move_into(root: Image, part: Image, target: str) -> str | None:
 
 
 def _is_root(image: Image) -> bool:
+    from cranewatch.forensics.windows import is_windows
+
+    if is_windows(image):
+        return True
     kinds = {p: image.entries[p].type for p in ("etc", "usr") if p in image.entries}
     return kinds.get("etc") == "dir" and kinds.get("usr") in ("dir", "symlink")
 
@@ -625,6 +629,10 @@ def _is_root(image: Image) -> bool:
 def _open_partition(raw: Path, part: Partition, content: str, scratch: Path, limits: Limits) -> Image:
     if content == "ext" and "?" not in str(raw):
         return _open_ext_in_place(raw, part, limits)
+    if content == "ntfs":
+        from cranewatch.forensics.ntfs import open_ntfs
+
+        return open_ntfs(raw, limits, part.offset, part.size)  # read in place, no copy
     copy = scratch / f"{part.label}.img"
     extents = _data_extents(raw, part.offset, part.size)
     data = sum(length for _, length in extents)

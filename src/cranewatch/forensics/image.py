@@ -47,7 +47,7 @@ import zstandard
 from cranewatch.errors import EnvironmentProblem, ImageError, Location
 
 EntryType = Literal["file", "dir", "symlink"]
-ImageFormat = Literal["dir", "tar", "zip", "cpio", "squashfs", "ext", "disk", "firmware"]
+ImageFormat = Literal["dir", "tar", "zip", "cpio", "squashfs", "ext", "ntfs", "disk", "firmware"]
 
 _COPY_BLOCK = 1 << 20
 _RAW_RATIO = 4.0  # content bytes per byte of an uncompressed filesystem image
@@ -562,6 +562,8 @@ def detect_format(path: Path) -> tuple[ImageFormat, str | None]:
         return "ext", None
     if head.startswith((b"PK\x03\x04", b"PK\x05\x06")):
         return "zip", None
+    if head[3:11] == b"NTFS    " and head[510:512] == b"\x55\xaa":
+        return "ntfs", None
     compression = _compression(head)
     if compression is not None:
         try:
@@ -615,6 +617,11 @@ def open_image(path: str | os.PathLike[str], limits: Limits | None = None) -> Im
             return _rooted(_open_squashfs(source, unpacker))
         elif fmt == "ext":
             return _rooted(_open_ext(source, unpacker, limits))
+        elif fmt == "ntfs":
+            from cranewatch.forensics.ntfs import open_ntfs
+
+            unpacker.tmp.cleanup()
+            return _rooted(open_ntfs(source, limits))
     except BaseException:
         unpacker.tmp.cleanup()
         raise
@@ -644,6 +651,8 @@ def find_root(entries: dict[str, Entry]) -> str:
     ``"rootfs"`` for an archive made with ``tar czf x.tgz rootfs/``."""
     if _looks_like_root(entries, ""):
         return ""  # a root already (a chroot inside it is part of it)
+    if any(path.lower() == "windows/system32/config" for path in entries):
+        return ""  # a Windows system drive: Git for Windows or Cygwin inside it carry etc/ and usr/ too
     best = ("", 0, 0)
     for path, entry in entries.items():
         if entry.type != "dir" or not path.endswith("/etc"):
