@@ -259,3 +259,18 @@ def test_zeek_logs_stay_in_the_main_process(capsys: pytest.CaptureFixture[str],
     assert run_cli(capsys, ["--jobs", "2", *args]) == run_cli(capsys, ["--jobs", "1", *args])
     with parallel.ReadAhead(args, 64, readers=1) as ahead:
         assert ahead.paths == [str(LAB_CAPTURES[0])]
+
+
+def test_a_reader_killed_mid_run_is_an_environment_error() -> None:
+    """The kernel may kill a worker (memory): the run stops with exit 4 and says so, rather
+    than waiting for ever or passing it off as a bug."""
+    states = [pipeline._InputState(str(LAB_CAPTURES[0]), 0)]
+    with parallel.ReadAhead(LAB_CAPTURES[:1], 64, readers=1) as ahead:
+        (stream,) = ahead.streams(states, lambda w: None)
+        next(stream)
+        ahead._processes[0].kill()
+        ahead._processes[0].join()
+        with pytest.raises(parallel.ReaderFailed, match=r"reader process 0 ended .* --jobs 1") as failed:
+            for _batch in stream:
+                pass
+    assert failed.value.exit_code == 4

@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 
 from cranewatch.decode import DecodedBatch, decode_batch
+from cranewatch.errors import EnvironmentProblem
 from cranewatch.result import InputWarning
 from cranewatch.sources.pcap import PacketBatch
 
@@ -160,8 +161,9 @@ def _send_error(conn: Connection, index: int, exc: Exception) -> None:
 
 # ---------------------------------------------------------------------------- main side
 
-class ReaderFailed(RuntimeError):
-    """A reader process ended without finishing its files (killed, out of memory)."""
+class ReaderFailed(EnvironmentProblem):
+    """A reader process ended without finishing its files (killed, e.g. by the kernel when
+    memory ran out): the machine's doing, not the input's (exit 4; ``--jobs 1`` does without)."""
 
 
 class ReadAhead:
@@ -264,6 +266,6 @@ class ReadAhead:
             except (EOFError, OSError):
                 code = self._processes[reader].exitcode if self._processes else None
                 raise ReaderFailed(f"reader process {reader} ended (exit code {code}) before "
-                                   f"finishing {self.paths[index]}") from None
+                                   f"finishing {self.paths[index]}; try --jobs 1") from None
             self._waiting[other].append((kind, value))
         return waiting.popleft()
