@@ -22,6 +22,8 @@ from typing import Any, TextIO
 from cranewatch.commands import STDOUT, fail_on_met, severity_option
 from cranewatch.commands.analyze import detector_sinks
 from cranewatch.errors import ExitCode, UsageError
+from cranewatch.forward import ForwardOutput, add_forward_options, forwarder_from_args
+from cranewatch.heartbeat import HeartbeatWriter
 from cranewatch.model import iso_time
 from cranewatch.monitor import (
     FindingOutput,
@@ -33,7 +35,7 @@ from cranewatch.monitor import (
     StoreOutput,
     TextOutput,
 )
-from cranewatch.report.terminal import printable_lines
+from cranewatch.report.terminal import printable, printable_lines
 from cranewatch.sources.live import CaptureTool, LiveCapture, RingWriter
 
 
@@ -76,6 +78,10 @@ def register(subparsers: Any) -> None:
                         "finding lines then go to stderr)")
     parser.add_argument("--db", metavar="FILE",
                         help="checkpoint findings into this cranewatch database")
+    parser.add_argument("--heartbeat", type=_positive_float, default=60.0, metavar="S",
+                        help="with --db: seconds between two heartbeats in the store (sensor, last packet "
+                        "time, packets, findings of the last 24 h; default 60); the console's in-service "
+                        "health reads them")
     parser.add_argument("--quiet", action="store_true", help="no finding lines on stdout")
     parser.add_argument("--ring", metavar="DIR", help="keep the raw packets in rolling pcap files here")
     parser.add_argument("--ring-size", type=_positive_float, default=100.0, metavar="MB",
@@ -92,6 +98,7 @@ def register(subparsers: Any) -> None:
                         help="seconds of register values the process checks look at (default 120)")
     parser.add_argument("--process-every", type=_positive_float, default=30.0, metavar="S",
                         help="seconds of capture between two runs of the process checks (default 30)")
+    add_forward_options(parser)
     parser.add_argument("--fail-on", metavar="SEVERITY", type=severity_option,
                         help="exit 1 when a finding of this severity or higher was reported")
     parser.set_defaults(func=run)
@@ -155,13 +162,46 @@ def _outputs(args: argparse.Namespace, source: str, stop: threading.Event) -> li
         crane = _crane_of(args)
         if not crane:
             raise UsageError("--db needs the crane: give --crane or a --profile that names it")
+        from cranewatch.errors import StoreUnreachable
         from cranewatch.store import open_store
+        from cranewatch.store.dialect import is_postgres_url
 
-        outputs.append(StoreOutput(open_store(args.db), crane, f"monitor:{source}"))
+        central = str(args.db) if is_postgres_url(args.db) else None
+        try:
+            store = open_store(args.db)
+        except StoreUnreachable as exc:  # a sensor starts anyway: its checkpoints are spooled
+            print(f"cranewatch: warning: {printable(str(exc))}; checkpoints will be spooled",
+                  file=sys.stderr)
+            store = None
+        outputs.append(StoreOutput(store, crane, f"monitor:{source}", url=central))
+    forwarder = forwarder_from_args(args.forward, args.forward_format, args.forward_ca,
+                                    args.forward_state)
+    if forwarder is not None:
+        outputs.append(ForwardOutput(forwarder))
     if not args.quiet:
         # last: what is shown is already on disk
         outputs.append(TextOutput(sys.stderr if to_stdout else sys.stdout, stop))
     return outputs
+
+
+def _heartbeat(args: argparse.Namespace, source: str) -> HeartbeatWriter | None:
+    """With --db, the session's heartbeat (``cranewatch.heartbeat``) every --heartbeat seconds."""
+    if not args.db:
+        return None
+    from cranewatch.store import open_store
+
+    crane = _crane_of(args)
+    if not crane:
+        raise UsageError("--db needs the crane: give --crane or a --profile that names it")
+    from cranewatch.errors import StoreUnreachable
+    from cranewatch.store.dialect import is_postgres_url
+
+    url = str(args.db) if is_postgres_url(args.db) else None
+    try:
+        store = open_store(args.db)
+    except StoreUnreachable:  # the checkpoints say so; heartbeats resume when it is back
+        store = None
+    return HeartbeatWriter(store, crane, f"monitor:{source}", every=args.heartbeat, url=url)
 
 
 def _stdout_copy() -> TextIO:
@@ -211,7 +251,8 @@ def run(args: argparse.Namespace) -> int:
     outputs = _outputs(args, tool.source_name, stopper.event)
     settings = MonitorSettings(window=args.window, update_every=args.update_every,
                                seconds=args.seconds)
-    monitor = Monitor(sinks, outputs, settings, ring=ring)
+    heartbeat = _heartbeat(args, tool.source_name)
+    monitor = Monitor(sinks, outputs, settings, ring=ring, heartbeat=heartbeat)
     with stopper as stop, LiveCapture(tool) as capture:
         print(f"cranewatch: monitoring {tool.source_name} (capture pid "
               f"{capture.process.pid if capture.process else '?'}); Ctrl-C to stop",
@@ -220,6 +261,11 @@ def run(args: argparse.Namespace) -> int:
         summary = monitor.run(batches, stop, capture.stop)
         failure = capture.failure()
     _print_summary(summary, capture.statistics())
+    if heartbeat is not None:
+        heartbeat.close()
+        if heartbeat.failures:
+            print(f"cranewatch: warning: {heartbeat.failures} heartbeat(s) could not be written: "
+                  f"{heartbeat.last_error}", file=sys.stderr)
     if failure is not None:
         raise failure
     if fail_on_met(summary.findings, args.fail_on):
