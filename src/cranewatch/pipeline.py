@@ -492,17 +492,16 @@ class Analysis:
             self.warn(InputWarning(exc.message, where, None, "capture"))
         for state, tally in zip(states, stream.inputs, strict=True):
             state.events, state.first, state.last = tally.events, tally.first, tally.last
-            for log in tally.logs:  # what was read, hashed as one input
+            for log in tally.found.logs:  # what was read, hashed as one input
                 _hash_into(state, log)
-        for note in stream.result.notes:
-            self.warn(InputWarning(note, states[0].path, None, "zeek"))
-        for problem in stream.result.problems:  # lines skipped: what was read is analysed, the input is not whole
-            file = problem.location.file if problem.location and problem.location.file else states[0].path
-            state = next((s for s in states if file.startswith(s.path)), states[0])
-            state.complete = False
-            state.problems.append(problem.message)
-            line = f"line {problem.location.line}: " if problem.location and problem.location.line else ""
-            self.warn(InputWarning(line + problem.message, file, None, "capture"))
+            for note in tally.found.notes:
+                self.warn(InputWarning(note, state.path, None, "zeek"))
+            for problem in tally.found.problems:  # lines skipped: what was read is analysed, the input is not whole
+                state.complete = False
+                state.problems.append(problem.message)
+                line = f"line {problem.location.line}: " if problem.location and problem.location.line else ""
+                file = problem.location.file if problem.location and problem.location.file else state.path
+                self.warn(InputWarning(line + problem.message, file, None, "capture"))
 
     def _counted(self, state: _InputState, batches: Iterator[PacketBatch]) -> Iterator[PacketBatch]:
         for batch in batches:

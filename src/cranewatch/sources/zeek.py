@@ -627,13 +627,15 @@ def _in_time_order(files: list[LogFile]) -> list[LogFile]:
 
 @dataclass(slots=True)
 class InputTally:
-    """What one given input (a tree of logs or a file) gave: its logs, events, first/last time."""
+    """What one given input (a sensor's tree of logs, or a file) gave: its logs, notes and
+    problems (``found``), events, first/last time, and records that came later than the window."""
 
     path: str
-    logs: list[str] = field(default_factory=list)
+    found: ZeekResult = field(default_factory=ZeekResult)
     events: int = 0
     first: float | None = None
     last: float | None = None
+    late: int = 0
 
 
 @dataclass(slots=True)
@@ -654,8 +656,9 @@ class ZeekStream:
     order; the streams of every input are merged by time, then pass a reorder window (see
     ``REORDER_SECONDS``); ``batches()`` hands on lists of at most ``EVENT_BATCH`` events.
     Memory holds one open file per stream and input, the window and the recent certificates,
-    whatever the length of the logs. After ``batches()``: ``result`` (notes, logs, skipped,
-    problems), ``inputs`` (per given input), ``duplicates``, ``late``.
+    whatever the length of the logs. After ``batches()``: ``inputs`` (per given input: its
+    notes, logs, skipped files and problems), ``duplicates``, ``late``; ``result()`` all
+    inputs' in one ``ZeekResult``.
     """
 
     def __init__(self, paths: Iterable[Path], *, window_seconds: float = REORDER_SECONDS,
@@ -664,7 +667,6 @@ class ZeekStream:
         self.window_seconds = window_seconds
         self.window_records = window_records
         self.batch = batch
-        self.result = ZeekResult()
         self.inputs = [InputTally(str(p)) for p in self.paths]
         self.duplicates: list[DuplicateLog] = []
         self.late = 0  # records older than the last one handed on: handed on out of order
@@ -678,30 +680,43 @@ class ZeekStream:
         for root, path in enumerate(self.paths):
             for log in log_files([path]):
                 found.append(LogFile(log, root, log.name.split(".")[0], rotation_start(log)))
-        return unique_logs(found, self.duplicates, self.result.problems)
+        return unique_logs(found, self.duplicates, self.inputs[0].found.problems)
+
+    def result(self) -> ZeekResult:
+        """Every input's logs, notes and problems in one (events: none; see ``batches``)."""
+        merged = ZeekResult()
+        for tally in self.inputs:
+            merged.logs += tally.found.logs
+            merged.skipped += tally.found.skipped
+            merged.problems += tally.found.problems
+            for note in tally.found.notes:
+                merged.note(note)
+        return merged
 
     def batches(self) -> Iterator[list[Event]]:
         files = self.files()
         for duplicate in self.duplicates:
             how = f"same content (sha256 {duplicate.sha256[:16]}...)" if duplicate.sha256 else "the same file"
-            self.result.note(f"{duplicate.path}: {how} as {duplicate.same_as}; read once")
+            root = next((i for i, p in enumerate(self.paths) if duplicate.path.startswith(str(p))), 0)
+            self.inputs[root].found.note(f"{duplicate.path}: {how} as {duplicate.same_as}; read once")
         chains: dict[tuple[int, str], list[LogFile]] = {}
         for log in files:
             chains.setdefault((log.root, log.stream), []).append(log)
         merged = heapq.merge(*(self._records(_in_time_order(chain)) for chain in chains.values()),
                              key=lambda item: item.ts)
         yield from self._reordered(merged)
-        if self.late:
-            worst = ", ".join(f"{file} line {line} ({late:.0f} s)" for late, file, line in self.latest_late)
-            limit = (f"{self.window_seconds:g} s" + (f" / {self.window_records} records"
-                                                     if self.window_records is not None else ""))
-            self.result.note(f"{self.late} records came later than the reorder window ({limit}) and "
-                             f"were analysed out of time order; the latest: {worst}")
+        limit = (f"{self.window_seconds:g} s" + (f" / {self.window_records} records"
+                                                 if self.window_records is not None else ""))
+        for tally in self.inputs:
+            if tally.late:
+                worst = ", ".join(f"{file} line {line} ({late:.0f} s)" for late, file, line in self.latest_late)
+                tally.found.note(f"{tally.late} records came later than the reorder window ({limit}) and "
+                                 f"were analysed out of time order; the latest of all inputs: {worst}")
 
     def _records(self, chain: list[LogFile]) -> Iterator[_Item]:
         """One stream's records, file after file, mapped to events as they are read."""
-        result = self.result
         for log in chain:
+            result = self.inputs[log.root].found
             path = log.path
             try:
                 name, records = read_log(path, result.problems)
@@ -715,7 +730,6 @@ class ZeekStream:
                 result.skipped.append(str(path))
                 continue
             result.logs.append(str(path))
-            self.inputs[log.root].logs.append(str(path))
             line_problems = _Problems(path, result.problems)
             for record in records:
                 try:
@@ -758,6 +772,7 @@ class ZeekStream:
 
     def _late(self, item: _Item, handed: float) -> None:
         self.late += 1
+        self.inputs[item.root].late += 1
         first = item.events[0] if item.events else None
         where = (first.source, first.frame) if first is not None else (
             (item.ssl.file, item.ssl.line) if item.ssl is not None else ("?", 0))
@@ -779,9 +794,9 @@ class ZeekStream:
         events = item.events
         if item.ssl is not None:
             try:
-                events = events + _ssl_certificate(item.ssl, self._x509, self.result)
+                events = events + _ssl_certificate(item.ssl, self._x509, self.inputs[item.root].found)
             except _BAD_VALUE as exc:
-                self.result.problems.append(InputError(
+                self.inputs[item.root].found.problems.append(InputError(
                     f"ssl record with a certificate value of the wrong type ({type(exc).__name__}: "
                     f"{_short(exc)})", Location(file=item.ssl.file, line=item.ssl.line)))
         if not events:
@@ -801,9 +816,10 @@ def read_zeek(paths: Iterable[Path]) -> ZeekResult:
     An analysis streams them (``ZeekStream``).
     """
     stream = ZeekStream(paths, window_seconds=math.inf, window_records=None)
-    for batch in stream.batches():
-        stream.result.events.extend(batch)
-    return stream.result
+    events = [event for batch in stream.batches() for event in batch]
+    result = stream.result()
+    result.events = events
+    return result
 
 
 def _map_record(name: str, record: ZeekRecord, result: ZeekResult, mappers: dict[str, Any],
