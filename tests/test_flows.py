@@ -373,7 +373,7 @@ def test_many_segments_behind_one_hole_are_delivered_in_one_pass() -> None:
     (before, each delivered segment rescanned every held one: ~8e8 steps, minutes; now a sort)."""
     import time
 
-    s = Stream(max_buffer=1 << 30)
+    s = Stream(max_buffer=1 << 30, max_hole_age=float("inf"))
     s.syn(0)
     for i in range(1, 40_001):
         assert s.segment(1 + 10 * i, bytes([i % 251]) * 10, i + 1, float(i)) == []
@@ -384,3 +384,20 @@ def test_many_segments_behind_one_hole_are_delivered_in_one_pass() -> None:
     assert b"".join(c.data for c in out if isinstance(c, Chunk)) == b"h" * 10 + b"".join(
         bytes([i % 251]) * 10 for i in range(1, 40_001))
     assert s.held_bytes == 0 and s.next_seq == 1 + 10 * 40_001
+
+
+def test_a_hole_still_open_after_a_few_retransmission_timeouts_is_given_up() -> None:
+    """The capture lost a segment (a SPAN drop): no retransmission will fill the hole, so the
+    segments behind it are given out once the hole is older than HOLE_SECONDS of capture
+    time, not held (and their events delayed) until the buffer or the flow ends."""
+    s = Stream(max_hole_age=3.0)
+    s.syn(99)
+    assert s.segment(110, b"a" * 5, 1, 10.0) == []  # bytes 100..109 lost
+    assert s.segment(115, b"b" * 5, 2, 12.5) == []  # 2.5 s: a retransmission may still come
+    out = s.segment(120, b"c" * 5, 3, 13.5)  # 3.5 s: given up
+    assert out == [Gap(1, 10.0), Chunk(b"a" * 5, 1, 10.0), Chunk(b"b" * 5, 2, 12.5),
+                   Chunk(b"c" * 5, 3, 13.5)]
+    assert s.held_bytes == 0 and s.next_seq == 125
+    # a new hole is timed from its own first held segment
+    assert s.segment(130, b"d" * 5, 4, 20.0) == []
+    assert s.segment(135, b"e" * 5, 5, 22.0) == []

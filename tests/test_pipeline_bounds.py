@@ -54,7 +54,7 @@ def test_modbus_tallies_keep_at_most_their_bound_of_ranges(
 
 def test_a_full_reassembly_buffer_gives_up_its_hole_with_a_located_warning(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(Stream.__init__, "__defaults__", (100,))  # 100 bytes per direction
+    monkeypatch.setattr(Stream.__init__, "__defaults__", (100, 3.0))  # 100 bytes per direction
     c = Conversation("10.20.7.30", "10.20.7.10")
     frames = c.handshake()
     frames.append(c.send(True, read_request(1, 3, 0, 1)))

@@ -210,3 +210,29 @@ def test_a_dcp_set_ip_from_a_host_that_is_no_engineering_station_is_plc_control(
     profile = load_profile(profile_path)
     result = Analysis(detector_sinks(profile, None, None)).run([capture])
     assert not [f for f in result.findings if f.rule.startswith("profinet-dcp")]
+
+
+def test_zeek_logs_are_read_by_the_protocol_that_declares_them(tmp_path: Path) -> None:
+    from cranewatch.sources.zeek import read_zeek
+
+    toy = _toy_module()
+
+    def zeek_toy(record: Any, result: Any) -> list[Event]:
+        return [toy.ToyStopRequest(ts=1.5, frame=record.line, src=str(record.get("id.orig_h")),
+                                   dst=str(record.get("id.resp_h")), source=record.file,
+                                   target=str(record.get("target")))]
+
+    register_protocol(ProtocolSpec(
+        name="toy", module=toy.__name__, zeek={"toy_stop": zeek_toy},
+        adapters={toy.ToyStopRequest: Adapter(toy.stop_command, (PlcCommand,))}))
+    try:
+        log = tmp_path / "toy_stop.log"
+        log.write_text("#separator \\x09\n#path\ttoy_stop\n#fields\tts\tid.orig_h\tid.resp_h\ttarget\n"
+                       "#types\ttime\taddr\taddr\tstring\n1.5\t10.9.0.5\t10.9.0.10\thoist-drive\n")
+        result = read_zeek([tmp_path])
+    finally:
+        unregister_protocol("toy")
+        del sys.modules[toy.__name__]
+    assert [(e.kind, e.src, e.dst, e.target, e.frame) for e in result.events] == [  # type: ignore[attr-defined]
+        ("toy_stop_request", "10.9.0.5", "10.9.0.10", "hoist-drive", 5)]
+    assert result.logs == [str(log)]

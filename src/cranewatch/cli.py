@@ -19,6 +19,7 @@ from typing import Any
 from cranewatch import __version__
 from cranewatch.errors import CranewatchError, ExitCode, exit_codes_help
 from cranewatch.report.terminal import printable
+from cranewatch.runtime import fewer_collections
 
 # One line per command module; the order is the order in --help.
 COMMAND_MODULES: tuple[str, ...] = (
@@ -156,7 +157,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     stdout = sys.stdout
     sys.stdout = guard = _ClosedPipeGuard(stdout)
     try:
-        return _run(args)
+        with fewer_collections():  # process-wide: the command line's choice, not the library's
+            return _run(args)
     finally:
         guard.flush()
         sys.stdout = stdout

@@ -118,21 +118,31 @@ class _Held:
     ts: float
 
 
+# A hole older than this (capture time) is given up: TCP retransmits a lost segment within a
+# few retransmission timeouts (RFC 6298: 1 s initial, doubling), so a hole still open after
+# them was lost by the capture (a SPAN drop), not by the network.
+HOLE_SECONDS = 3.0
+
+
 class Stream:
     """Reassembles one direction of a TCP connection.
 
     ``segment`` returns what became contiguous: ``Chunk`` objects, with a ``Gap`` in front
-    whenever bytes before them were lost. At most ``max_buffer`` bytes wait out of order;
-    beyond that the hole is declared lost.
+    whenever bytes before them were lost. At most ``max_buffer`` bytes wait out of order, and
+    for at most ``max_hole_age`` seconds of capture time; beyond either the hole is declared
+    lost.
     """
 
-    __slots__ = ("held", "held_bytes", "max_buffer", "next_seq", "synced")
+    __slots__ = ("held", "held_bytes", "hole_since", "max_buffer", "max_hole_age", "next_seq",
+                 "synced")
 
-    def __init__(self, max_buffer: int = 256 * 1024) -> None:
+    def __init__(self, max_buffer: int = 256 * 1024, max_hole_age: float = HOLE_SECONDS) -> None:
         self.next_seq: int | None = None
         self.held: dict[int, _Held] = {}
         self.held_bytes = 0
         self.max_buffer = max_buffer
+        self.max_hole_age = max_hole_age
+        self.hole_since = 0.0  # capture time the oldest segment waiting behind a hole came
         self.synced = False  # whether next_seq came from a SYN (no gap at the start)
 
     def syn(self, seq: int) -> None:
@@ -161,9 +171,15 @@ class Stream:
             self.next_seq = seq
         ahead = ((seq - self.next_seq + 0x80000000) & 0xFFFFFFFF) - 0x80000000
         if ahead > 0:
+            if not self.held:
+                self.hole_since = ts
             self._hold(seq, data, frame, ts)
             if self.held_bytes > self.max_buffer:
                 self._skip_hole(out, overflow=True)
+            elif ts - self.hole_since > self.max_hole_age:
+                # Segments behind a hole this old: the capture lost it (a retransmission
+                # comes within a few RTOs); waiting longer only delays and holds memory.
+                self._skip_hole(out)
             return out
         self._deliver(seq, data, frame, ts, out)
         self._drain(out, frame, ts)
@@ -209,13 +225,18 @@ class Stream:
             return
         base = self.next_seq
         assert base is not None
+        last = ts
         for s in sorted(self.held, key=lambda s: ((s - base + 0x80000000) & 0xFFFFFFFF) - 0x80000000):
             now = self.next_seq
             assert now is not None
             if ((s - now + 0x80000000) & 0xFFFFFFFF) - 0x80000000 > 0:
-                return  # a hole before this one: it and the later ones wait
+                # A hole before this one: it and the later ones wait, timed from now on
+                # (from the last segment delivered when no packet filled the hole).
+                self.hole_since = ts if frame is not None else last
+                return
             held = self.held.pop(s)
             self.held_bytes -= len(held.data)
+            last = held.ts
             if frame is None:
                 self._deliver(s, held.data, held.frame, held.ts, out)
             else:

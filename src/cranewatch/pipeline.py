@@ -32,12 +32,9 @@ series as they are handed out; sinks with ``on_segments`` then learn the segment
 
 from __future__ import annotations
 
-import contextlib
 import functools
-import gc
 import hashlib
 import operator
-import threading
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -145,42 +142,6 @@ def _hash_into(state: _InputState, path: str) -> None:
                 state.sha.update(block)
     except OSError:
         pass
-
-
-# A young collection once 200 k more objects were made than freed: a 1 M-packet run needs
-# none, and garbage caught in reference cycles (rare) waits at most that long (~20 MB).
-GC_YOUNG_THRESHOLD = 200_000
-_gc_lock = threading.Lock()
-_gc_runs: list[tuple[int, ...]] = []  # the settings before the first of the runs under way
-
-
-@contextlib.contextmanager
-def _fewer_collections() -> Iterator[None]:
-    """Run the cyclic garbage collector less often while analysing.
-
-    A run makes millions of short-lived objects (events, chunks) and few reference cycles;
-    at the default threshold (a young collection every 700 new objects) the collector took
-    ~9 % of an analysis, walking the same live flows and detector state again and again.
-    Objects that exist before the run (modules, decoders) are set aside from collection
-    (``gc.freeze``). The previous settings come back when the last of the runs under way
-    (the web server may run several in threads) ends.
-    """
-    with _gc_lock:
-        if not _gc_runs:
-            old = gc.get_threshold()
-            gc.freeze()
-            gc.set_threshold(max(old[0], GC_YOUNG_THRESHOLD), *old[1:])
-            _gc_runs.append(old)
-        else:
-            _gc_runs.append(_gc_runs[0])
-    try:
-        yield
-    finally:
-        with _gc_lock:
-            settings = _gc_runs.pop()
-            if not _gc_runs:
-                gc.set_threshold(*settings)
-                gc.unfreeze()
 
 
 def _is_zeek(path: str) -> bool:
@@ -426,8 +387,7 @@ class Analysis:
     def run(self, paths: Sequence[str | Path], progress: ProgressCallback | None = None,
             batch_packets: int = BATCH_PACKETS, profile: str | None = None,
             baseline: str | None = None) -> AnalysisResult:
-        with _fewer_collections():
-            return self._run(paths, progress, batch_packets, profile, baseline)
+        return self._run(paths, progress, batch_packets, profile, baseline)
 
     def _run(self, paths: Sequence[str | Path], progress: ProgressCallback | None,
              batch_packets: int, profile: str | None, baseline: str | None) -> AnalysisResult:

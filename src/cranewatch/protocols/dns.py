@@ -19,6 +19,7 @@ from cranewatch.protocols import identify
 from cranewatch.protocols.base import DecoderSpec, Event, FlowContext, ReportsProblems
 from cranewatch.protocols.framing import PduBuffer, decode_error, endpoints, shannon_entropy
 from cranewatch.protocols.registry import IGNORED, Adapter, ProtocolSpec, register_protocol
+from cranewatch.sources import zeek_fields as zeek
 
 TYPE_NAMES: dict[int, str] = {
     1: "A", 2: "NS", 5: "CNAME", 6: "SOA", 12: "PTR", 13: "HINFO", 15: "MX", 16: "TXT",
@@ -295,7 +296,40 @@ def queries(event: DnsQueryRequest) -> list[DnsQuery]:
     return [DnsQuery(**here, name=as_text(n), qtype=name) for n in names]
 
 
+# --- Zeek logs (``sources.zeek``): the records of this protocol's logs as its events
+
+ZEEK_QTYPES = {"A": 1, "NS": 2, "CNAME": 5, "SOA": 6, "PTR": 12, "MX": 15, "TXT": 16, "AAAA": 28,
+               "SRV": 33, "NAPTR": 35, "OPT": 41, "DS": 43, "RRSIG": 46, "NSEC": 47, "DNSKEY": 48,
+               "SVCB": 64, "HTTPS": 65, "ANY": 255, "AXFR": 252, "IXFR": 251, "CAA": 257}
+
+
+def zeek_dns(record: zeek.ZeekRecord, result: zeek.ZeekResult) -> list[Event]:
+    name = zeek.text(record.get("query"))
+    qtype = zeek.integer(record.get("qtype")) or ZEEK_QTYPES.get(str(record.get("qtype_name", "")), 0)
+    longest, entropy = measure_name(name)
+    common: dict[str, Any] = {
+        "transaction_id": zeek.integer(record.get("trans_id")) or 0, "opcode": zeek.integer(record.get("opcode")) or 0,
+        "qname": name, "qtype": qtype, "qclass": zeek.integer(record.get("qclass")) or 1,
+        "qnames": (name,) if name else (), "qtypes": (qtype,) if name else (),
+        "longest_label": longest, "entropy": entropy,
+        "transport": str(record.get("proto", "udp"))}
+    events: list[Event] = [DnsQueryRequest(**common, **zeek.ends(record))]
+    if record.get("rcode") is not None or record.get("answers"):
+        answers = tuple(record.get("answers", ()) or ())
+        ttls = tuple(record.get("TTLs", ()) or ())
+        records = tuple(DnsAnswer(name, 0, int(ttls[i]) if i < len(ttls) and ttls[i] is not None else 0,
+                                  str(answer)) for i, answer in enumerate(answers))
+        result.note("dns.log: answer record types are not logged; answers carry type 0")
+        events.append(DnsQueryResponse(rcode=zeek.integer(record.get("rcode")) or 0,
+                                       authoritative=bool(record.get("AA", False)),
+                                       truncated=bool(record.get("TC", False)), answers=records,
+                                       request_frame=record.line, **common,
+                                       **zeek.ends(record, from_orig=False)))
+    return events
+
+
 PROTOCOL = register_protocol(ProtocolSpec(
     name="dns", module=__name__, decoders=(SPEC_UDP, SPEC_TCP), policy={"dns": ("tcp", "udp")},
     adapters={DnsQueryRequest: Adapter(queries, (DnsQuery,)), DnsQueryResponse: IGNORED},
+    zeek={"dns": zeek_dns},
 ))

@@ -22,6 +22,7 @@ from cranewatch.protocols import identify
 from cranewatch.protocols.base import DecoderSpec, Event, FlowContext, ReportsProblems
 from cranewatch.protocols.framing import Endpoints, PduBuffer, decode_error, endpoints
 from cranewatch.protocols.registry import IGNORED, Adapter, ProtocolSpec, register_protocol
+from cranewatch.sources import zeek_fields as zeek
 
 COMMAND_NAMES: dict[int, str] = {
     0x0001: "list_targets", 0x0004: "list_services", 0x0063: "list_identity",
@@ -484,9 +485,34 @@ def plc_command(event: CipRequest) -> list[PlcCommand]:
                        values={"service": event.service, "classes": list(event.classes)})]
 
 
+# --- Zeek logs (``sources.zeek``): the records of this protocol's logs as its events
+
+def zeek_enip(record: zeek.ZeekRecord, result: zeek.ZeekResult) -> list[Event]:
+    command = zeek.integer(record.get("enip_command_code", record.get("command"))) or 0
+    cls = EnipCommandRequest if zeek.is_orig(record) else EnipCommandResponse
+    return [cls(command=command, session=zeek.integer(record.get("session_handle")) or 0,
+                status=zeek.integer(record.get("enip_status")) or 0,
+                length=zeek.integer(record.get("length", record.get("enip_length"))) or 0,
+                **zeek.ends(record, zeek.is_orig(record)))]
+
+
+def zeek_cip(record: zeek.ZeekRecord, result: zeek.ZeekResult) -> list[Event]:
+    service = zeek.integer(record.get("cip_service_code")) or 0
+    orig = zeek.is_orig(record)
+    classes = tuple(c for c in (zeek.integer(record.get("class_id")),) if c is not None)
+    if service & 0x80 or not orig:
+        return [CipResponse(service=service & 0x7F, general_status=zeek.integer(record.get("cip_status_code")) or 0,
+                            classes=classes, **zeek.ends(record, orig))]
+    instances = tuple(i for i in (zeek.integer(record.get("instance_id")),) if i is not None)
+    attributes = tuple(a for a in (zeek.integer(record.get("attribute_id")),) if a is not None)
+    return [CipRequest(service=service, classes=classes, instances=instances, attributes=attributes,
+                       operation=operation_of(service, classes), **zeek.ends(record))]
+
+
 PROTOCOL = register_protocol(ProtocolSpec(
     name="enip", module=__name__, decoders=(SPEC_TCP, SPEC_UDP, SPEC_IO), policy={"enip": ("tcp",)},
     adapters={CipRequest: Adapter(plc_command, (PlcCommand,)), CipResponse: IGNORED,
               EnipCommandRequest: IGNORED, EnipCommandResponse: IGNORED,
               EnipIdentityResponse: IGNORED, EnipIoRequest: IGNORED},
+    zeek={"enip": zeek_enip, "cip": zeek_cip},
 ))

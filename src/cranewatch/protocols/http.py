@@ -32,6 +32,7 @@ from cranewatch.protocols.base import (
 from cranewatch.protocols.framing import ascii_digits, decode_error, endpoints
 from cranewatch.protocols.registry import IGNORED, Adapter, ProtocolSpec, register_protocol
 from cranewatch.protocols.tls import TlsDecoder
+from cranewatch.sources import zeek_fields as zeek
 
 BODY_LIMIT = 8192
 TUNNEL_PROBES = 4  # payloads of a CONNECT tunnel looked at to tell what it carries besides TLS
@@ -486,9 +487,34 @@ def response_payload(event: HttpResponse) -> list[Payload]:
     return [Payload(**where(event), from_client=True, data=body, transport="http")]
 
 
+# --- Zeek logs (``sources.zeek``): the records of this protocol's logs as its events
+
+def zeek_http(record: zeek.ZeekRecord, result: zeek.ZeekResult) -> list[Event]:
+    result.note("http.log: bodies are not logged (only their lengths); content checks on "
+                "HTTP bodies cannot run")
+    version = record.get("version")
+    version_text = f"HTTP/{version}" if version else ""
+    events: list[Event] = []
+    if record.get("method") is not None:
+        events.append(HttpRequest(method=zeek.text(record.get("method")), uri=zeek.text(record.get("uri")),
+                                  version=version_text, host=zeek.opt_text(record.get("host")),
+                                  user_agent=zeek.opt_text(record.get("user_agent")),
+                                  body_size=zeek.integer(record.get("request_body_len")) or 0,
+                                  **zeek.ends(record)))
+    status = zeek.integer(record.get("status_code"))
+    if status is not None:
+        events.append(HttpResponse(status=status, reason=str(record.get("status_msg", "") or ""),
+                                   version=version_text,
+                                   body_size=zeek.integer(record.get("response_body_len")) or 0,
+                                   method=zeek.opt_text(record.get("method")), uri=zeek.opt_text(record.get("uri")),
+                                   request_frame=record.line, **zeek.ends(record, from_orig=False)))
+    return events
+
+
 PROTOCOL = register_protocol(ProtocolSpec(
     name="http", module=__name__, decoders=(SPEC_RTSP, SPEC), policy={"http": ("tcp",), "rtsp": ("tcp",)},
     adapters={HttpRequest: Adapter(request_fact, (HttpFact,)),
               HttpResponse: Adapter(response_payload, (Payload,)),
               RtspRequest: IGNORED, RtspResponse: IGNORED},
+    zeek={"http": zeek_http},
 ))

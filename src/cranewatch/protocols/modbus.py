@@ -29,6 +29,7 @@ from cranewatch.protocols.registry import (
     ProtocolSpec,
     register_protocol,
 )
+from cranewatch.sources import zeek_fields as zeek
 
 if TYPE_CHECKING:
     from cranewatch.flows import Flow
@@ -1064,6 +1065,10 @@ def fast_reads(data: FastInput, book: ModbusBook, contexts: list[FlowContext],
     For each flow the rows before its first row that does not qualify are decoded here: reads
     fold into series at once, writes become the same events the slow path makes (built by the
     same functions). ``contexts[flow]`` is each flow's decoder context.
+
+    The framing is defined once, by ``ModbusDecoder``; what this path accepts is a subset of
+    it (one whole ADU per segment, the sizes each function implies), checked against the
+    decoder ADU by ADU (tests/test_modbus_fast.py) and capture by capture (tests/test_pipeline.py).
     """
     nflows = len(data.next_seq)
     n = len(data.flow)
@@ -1537,7 +1542,83 @@ class ModbusRun(ProtocolRun):
         return rows[~done[rows]]
 
 
+# --- Zeek logs (``sources.zeek``): the records of this protocol's logs as its events
+
+ZEEK_FUNCTIONS = {
+    "READ_COILS": 1, "READ_DISCRETE_INPUTS": 2, "READ_HOLDING_REGISTERS": 3,
+    "READ_INPUT_REGISTERS": 4, "WRITE_SINGLE_COIL": 5, "WRITE_SINGLE_REGISTER": 6,
+    "READ_EXCEPTION_STATUS": 7, "DIAGNOSTICS": 8, "GET_COMM_EVENT_COUNTER": 11,
+    "GET_COMM_EVENT_LOG": 12, "WRITE_MULTIPLE_COILS": 15, "WRITE_MULTIPLE_REGISTERS": 16,
+    "REPORT_SLAVE_ID": 17, "READ_FILE_RECORD": 20, "WRITE_FILE_RECORD": 21,
+    "MASK_WRITE_REGISTER": 22, "READ_WRITE_MULTIPLE_REGISTERS": 23, "READ_FIFO_QUEUE": 24,
+    "ENCAP_INTERFACE_TRANSPORT": 43,
+}
+
+
+def _zeek_modbus_function(value: Any) -> int:
+    code = zeek.integer(value)
+    if code is not None:
+        return code
+    text = str(value or "").upper()
+    if text.startswith("UNKNOWN-"):
+        return zeek.integer(text.split("-", 1)[1]) or 0
+    return ZEEK_FUNCTIONS.get(text.removesuffix("_EXCEPTION"), 0)
+
+
+def zeek_modbus(record: zeek.ZeekRecord, result: zeek.ZeekResult) -> list[Event]:
+    result.note("modbus.log: register addresses and values are not logged; only function "
+                "codes and exceptions (ICSNPP modbus_detailed.log carries them)")
+    function = _zeek_modbus_function(record.get("func")) & 0x7F  # exception replies set bit 7
+    common: dict[str, Any] = {"transaction_id": zeek.integer(record.get("tid")) or 0,
+                              "unit_id": zeek.integer(record.get("unit")) or 0,
+                              "function": function}
+    pdu_type = str(record.get("pdu_type", "") or "")
+    if pdu_type == "REQ":
+        return [ModbusRequest(**common, **zeek.ends(record))]
+    exception = record.get("exception")
+    return [ModbusResponse(**common, exception_code=_zeek_exception_code(exception),
+                           **zeek.ends(record, from_orig=False))]
+
+
+ZEEK_EXCEPTIONS = {"ILLEGAL_FUNCTION": 1, "ILLEGAL_DATA_ADDRESS": 2, "ILLEGAL_DATA_VALUE": 3,
+                   "SLAVE_DEVICE_FAILURE": 4, "ACKNOWLEDGE": 5, "SLAVE_DEVICE_BUSY": 6,
+                   "MEMORY_PARITY_ERROR": 8, "GATEWAY_PATH_UNAVAILABLE": 10,
+                   "GATEWAY_TARGET_DEVICE_FAILED_TO_RESPOND": 11}
+
+
+def _zeek_exception_code(value: Any) -> int | None:
+    if value in (None, "", "-"):
+        return None
+    return zeek.integer(value) or ZEEK_EXCEPTIONS.get(str(value).upper(), 0)
+
+
+def _zeek_values(value: Any) -> tuple[int, ...]:
+    if value in (None, ""):
+        return ()
+    items = value if isinstance(value, tuple) else str(value).split(",")
+    out: list[int] = []
+    for item in items:
+        number = zeek.integer(item)
+        if number is not None:
+            out.append(number)
+    return tuple(out)
+
+
+def zeek_modbus_detailed(record: zeek.ZeekRecord, result: zeek.ZeekResult) -> list[Event]:
+    function = _zeek_modbus_function(record.get("func"))
+    common: dict[str, Any] = {"transaction_id": zeek.integer(record.get("tid")) or 0,
+                              "unit_id": zeek.integer(record.get("unit_id", record.get("unit"))) or 0,
+                              "function": function, "address": zeek.integer(record.get("address")),
+                              "quantity": zeek.integer(record.get("quantity")),
+                              "values": _zeek_values(record.get("values"))}
+    if zeek.is_orig(record) and str(record.get("request_response", "REQUEST")).upper().startswith("REQ"):
+        return [ModbusRequest(**common, **zeek.ends(record))]
+    return [ModbusResponse(**common, exception_code=_zeek_exception_code(record.get("exception_code")),
+                           **zeek.ends(record, from_orig=False))]
+
+
 PROTOCOL = register_protocol(ProtocolSpec(
     name="modbus", module=__name__, decoders=(SPEC,), run=ModbusRun,
     adapters={ModbusRequest: AS_IS, ModbusResponse: AS_IS},
+    zeek={"modbus": zeek_modbus, "modbus_detailed": zeek_modbus_detailed},
 ))

@@ -17,6 +17,7 @@ from cranewatch.protocols import identify
 from cranewatch.protocols.base import DecoderSpec, Event, FlowContext, ReportsProblems
 from cranewatch.protocols.framing import PduBuffer, decode_error, endpoints
 from cranewatch.protocols.registry import IGNORED, Adapter, ProtocolSpec, register_protocol
+from cranewatch.sources import zeek_fields as zeek
 
 CONNECT, CONNACK, PUBLISH, PUBACK = 1, 2, 3, 4
 SUBSCRIBE, SUBACK, UNSUBSCRIBE = 8, 9, 10
@@ -264,9 +265,45 @@ def publish(event: MqttPublishRequest) -> list[MqttPublish]:
     return [MqttPublish(**where(event), topic=as_text(event.topic), payload=as_bytes(event.payload))]
 
 
+# --- Zeek logs (``sources.zeek``): the records of this protocol's logs as its events
+
+def zeek_mqtt_connect(record: zeek.ZeekRecord, result: zeek.ZeekResult) -> list[Event]:
+    version = str(record.get("proto_version", ""))
+    level = {"3.1": 3, "3.1.1": 4, "5.0": 5}.get(version, 0)
+    result.note("mqtt_connect.log: whether a user name or password was sent is not logged")
+    return [MqttConnectRequest(client_id=str(record.get("client_id", "") or ""),
+                               protocol_name=str(record.get("proto_name", "") or ""),
+                               protocol_level=level, will_topic=zeek.opt_text(record.get("will_topic")),
+                               **zeek.ends(record))]
+
+
+def zeek_mqtt_publish(record: zeek.ZeekRecord, result: zeek.ZeekResult) -> list[Event]:
+    qos_text = str(record.get("qos", ""))
+    qos = {"at most once": 0, "at least once": 1, "exactly once": 2}.get(qos_text, zeek.integer(qos_text) or 0)
+    payload = str(record.get("payload", "") or "").encode("utf-8", "replace")
+    size = zeek.integer(record.get("payload_len")) or len(payload)
+    if size > len(payload):
+        result.note("mqtt_publish.log: payloads are cut to Zeek's payload size limit")
+    from_client = bool(record.get("from_client", True))
+    return [MqttPublishRequest(topic=str(record.get("topic", "") or ""), qos=qos,
+                               retain=bool(record.get("retain", False)), payload=payload,
+                               payload_size=size, from_client=from_client,
+                               **zeek.ends(record, from_client))]
+
+
+def zeek_mqtt_subscribe(record: zeek.ZeekRecord, result: zeek.ZeekResult) -> list[Event]:
+    topics = record.get("topics", ()) or ()
+    topics = topics if isinstance(topics, tuple) else (str(topics),)
+    qos = tuple(zeek.integer(q) or 0 for q in (record.get("qos_levels", ()) or ()))
+    return [MqttSubscribeRequest(packet_id=0, topics=tuple(str(t) for t in topics), qos=qos,
+                                 unsubscribe="UNSUBSCRIBE" in str(record.get("action", "")),
+                                 **zeek.ends(record))]
+
+
 PROTOCOL = register_protocol(ProtocolSpec(
     name="mqtt", module=__name__, decoders=(SPEC,),
     adapters={MqttPublishRequest: Adapter(publish, (MqttPublish,)), MqttConnectRequest: IGNORED,
               MqttConnectResponse: IGNORED, MqttSubscribeRequest: IGNORED,
               MqttControlRequest: IGNORED},
+    zeek={"mqtt_connect": zeek_mqtt_connect, "mqtt_publish": zeek_mqtt_publish, "mqtt_subscribe": zeek_mqtt_subscribe},
 ))

@@ -22,6 +22,7 @@ from cranewatch.protocols import identify
 from cranewatch.protocols.base import DecoderSpec, Event, FlowContext, ReportsProblems
 from cranewatch.protocols.framing import Endpoints, PduBuffer, ascii_digits, decode_error, endpoints
 from cranewatch.protocols.registry import IGNORED, Adapter, ProtocolSpec, register_protocol
+from cranewatch.sources import zeek_fields as zeek
 
 ROSCTR_JOB = 1
 ROSCTR_ACK = 2
@@ -527,9 +528,34 @@ def plc_command(event: S7JobRequest) -> list[PlcCommand]:
                        values={"function": function, "pi_service": event.pi_service or ""})]
 
 
+# --- Zeek logs (``sources.zeek``): the records of this protocol's logs as its events
+
+def zeek_s7comm(record: zeek.ZeekRecord, result: zeek.ZeekResult) -> list[Event]:
+    result.note("s7comm.log: item addresses, block names and SZL ids are not in the base ICSNPP "
+                "s7comm log")
+    rosctr = zeek.integer(record.get("rosctr_code", record.get("rosctr"))) or 0
+    function = zeek.integer(record.get("function_code"))
+    pdu_ref = zeek.integer(record.get("pdu_reference")) or 0
+    orig = zeek.is_orig(record)
+    if rosctr == 1 and function is not None:
+        return [S7JobRequest(pdu_ref=pdu_ref, function=function, **zeek.ends(record, orig))]
+    if rosctr in (2, 3):
+        return [S7JobResponse(pdu_ref=pdu_ref, function=function, rosctr=rosctr,
+                              error_class=zeek.integer(record.get("error_class")) or 0,
+                              error_code=zeek.integer(record.get("error_code")) or 0, **zeek.ends(record, orig))]
+    if rosctr == 7:
+        group = zeek.integer(record.get("function_code")) or 0
+        sub = zeek.integer(record.get("subfunction_code")) or 0
+        cls = S7UserDataRequest if orig else S7UserDataResponse
+        return [cls(pdu_ref=pdu_ref, group=group, subfunction=sub, method_type=4 if orig else 8,
+                    **zeek.ends(record, orig))]
+    return []
+
+
 PROTOCOL = register_protocol(ProtocolSpec(
     name="s7comm", module=__name__, decoders=(SPEC,),
     adapters={S7JobRequest: Adapter(plc_command, (PlcCommand,)), S7JobResponse: IGNORED,
               S7ConnectRequest: IGNORED, S7UserDataRequest: IGNORED,
               S7UserDataResponse: IGNORED, S7PlusRequest: IGNORED},
+    zeek={"s7comm": zeek_s7comm},
 ))

@@ -20,6 +20,7 @@ from cranewatch.protocols import identify
 from cranewatch.protocols.base import DecoderSpec, Event, FlowContext, ReportsProblems
 from cranewatch.protocols.framing import PduBuffer, decode_error, endpoints, printable
 from cranewatch.protocols.registry import Adapter, ProtocolSpec, register_protocol
+from cranewatch.sources import zeek_fields as zeek
 
 MSG_KEXINIT = 20
 BANNER_LIMIT = 255  # RFC 4253 4.2: at most 255 characters including CR LF
@@ -193,8 +194,33 @@ def session(event: SshBannerRequest | SshKexinitRequest) -> list[RemoteSession]:
 
 _SESSION = Adapter(session, (RemoteSession,))
 
+# --- Zeek logs (``sources.zeek``): the records of this protocol's logs as its events
+
+def zeek_ssh(record: zeek.ZeekRecord, result: zeek.ZeekResult) -> list[Event]:
+    events: list[Event] = []
+    for banner_field, cls, orig in (("client", SshBannerRequest, True), ("server", SshBannerResponse, False)):
+        banner = record.get(banner_field)
+        if banner:
+            parts = str(banner).split("-", 2)
+            events.append(cls(banner=str(banner), proto_version=parts[1] if len(parts) > 1 else "",
+                              software=parts[2].split(" ", 1)[0] if len(parts) > 2 else "",
+                              from_client=orig, **zeek.ends(record, from_orig=orig)))
+    if record.get("hassh"):
+        events.append(SshKexinitRequest(hassh=str(record.get("hassh")),
+                                        hassh_string=str(record.get("hasshAlgorithms", "") or ""),
+                                        **zeek.ends(record)))
+    if record.get("hasshServer"):
+        events.append(SshKexinitResponse(hassh=str(record.get("hasshServer")),
+                                         hassh_string=str(record.get("hasshServerAlgorithms", "") or ""),
+                                         **zeek.ends(record, from_orig=False)))
+    if not record.get("hassh"):
+        result.note("ssh.log: HASSH is only logged with the hassh Zeek package")
+    return events
+
+
 PROTOCOL = register_protocol(ProtocolSpec(
     name="ssh", module=__name__, decoders=(SPEC,),
     adapters={SshBannerRequest: _SESSION, SshBannerResponse: _SESSION,
               SshKexinitRequest: _SESSION, SshKexinitResponse: _SESSION},
+    zeek={"ssh": zeek_ssh},
 ))

@@ -24,6 +24,7 @@ from cranewatch.protocols import identify
 from cranewatch.protocols.base import DecoderSpec, Event, FlowContext, ReportsProblems
 from cranewatch.protocols.framing import PduBuffer, decode_error, endpoints
 from cranewatch.protocols.registry import IGNORED, Adapter, ProtocolSpec, register_protocol
+from cranewatch.sources import zeek_fields as zeek
 
 HANDSHAKE, CHANGE_CIPHER_SPEC, ALERT, APPLICATION_DATA = 22, 20, 21, 23
 CLIENT_HELLO, SERVER_HELLO, CERTIFICATE = 1, 2, 11
@@ -421,8 +422,35 @@ def hello(event: TlsClientHelloRequest) -> list[TlsHello]:
                      ja4=event.ja4 or None)]
 
 
+# --- Zeek logs (``sources.zeek``): the records of this protocol's logs as its events
+
+ZEEK_TLS_VERSIONS = {"SSLv2": 0x0200, "SSLv3": 0x0300, "TLSv10": 0x0301, "TLSv11": 0x0302,
+                     "TLSv12": 0x0303, "TLSv13": 0x0304, "DTLSv10": 0xFEFF, "DTLSv12": 0xFEFD}
+
+
+def zeek_ssl(record: zeek.ZeekRecord, result: zeek.ZeekResult) -> list[Event]:
+    version = ZEEK_TLS_VERSIONS.get(str(record.get("version", "")), 0)
+    events: list[Event] = []
+    ja3 = record.get("ja3")
+    result.note("ssl.log: cipher suites and extension lists are not logged; JA3/JA4 only "
+                "where a Zeek package adds them")
+    events.append(TlsClientHelloRequest(version=version, sni=zeek.opt_text(record.get("server_name")),
+                                        alpn=tuple((record.get("next_protocol", "") and
+                                                   [zeek.text(record.get("next_protocol"))]) or ()),
+                                        ja3_md5=str(ja3 or ""), ja4=str(record.get("ja4", "") or ""),
+                                        **zeek.ends(record)))
+    if record.get("cipher") is not None or record.get("version") is not None:
+        events.append(TlsServerHelloResponse(version=version, cipher=0,
+                                             selected_version=version if version == 0x0304 else None,
+                                             alpn=zeek.opt_text(record.get("next_protocol")),
+                                             ja3s_md5=str(record.get("ja3s", "") or ""),
+                                             **zeek.ends(record, from_orig=False)))
+    return events
+
+
 PROTOCOL = register_protocol(ProtocolSpec(
     name="tls", module=__name__, decoders=(SPEC,), policy={"https": ("tcp",), "tls": ("tcp",)},
     adapters={TlsClientHelloRequest: Adapter(hello, (TlsHello,)),
               TlsServerHelloResponse: IGNORED, TlsCertificateResponse: IGNORED},
+    zeek={"ssl": zeek_ssl},
 ))

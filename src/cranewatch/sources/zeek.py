@@ -5,6 +5,8 @@ captures. ``read_zeek`` takes files or directories, reads every log it recognise
 ``#path`` header or file name (conn, dns, ssl + x509, http, ssh, modbus, the ICSNPP
 modbus_detailed, s7comm, enip and cip logs, mqtt_connect/publish/subscribe) and maps each
 record to the same event classes the protocol decoders produce, so the same detectors run.
+conn.log (and x509.log, joined to ssl.log) are mapped here; every other log by the protocol
+module that declares it (``registry.ProtocolSpec.zeek``, with ``zeek_fields``' readers).
 
 Events from logs carry the log file in ``source`` and the line number in ``frame`` (the
 evidence a finding can point to). A log carries less than a capture: ``ZeekResult.notes`` says what could not be known (for
@@ -34,36 +36,10 @@ from typing import Any, ClassVar
 
 from cranewatch.detect.adapt import ZEEK_CONVERSATION
 from cranewatch.errors import InputError, Location
+from cranewatch.protocols import registry
 from cranewatch.protocols.base import Event
-from cranewatch.protocols.dns import DnsAnswer, DnsQueryRequest, DnsQueryResponse, measure_name
-from cranewatch.protocols.enip import (
-    CipRequest,
-    CipResponse,
-    EnipCommandRequest,
-    EnipCommandResponse,
-    operation_of,
-)
-from cranewatch.protocols.http import HttpRequest, HttpResponse
-from cranewatch.protocols.modbus import ModbusRequest, ModbusResponse
-from cranewatch.protocols.mqtt import MqttConnectRequest, MqttPublishRequest, MqttSubscribeRequest
 from cranewatch.protocols.registry import ProtocolSpec, register_protocol
-from cranewatch.protocols.s7comm import (
-    S7JobRequest,
-    S7JobResponse,
-    S7UserDataRequest,
-    S7UserDataResponse,
-)
-from cranewatch.protocols.ssh import (
-    SshBannerRequest,
-    SshBannerResponse,
-    SshKexinitRequest,
-    SshKexinitResponse,
-)
-from cranewatch.protocols.tls import (
-    TlsCertificateResponse,
-    TlsClientHelloRequest,
-    TlsServerHelloResponse,
-)
+from cranewatch.protocols.tls import TlsCertificateResponse
 from cranewatch.sources.input_files import (
     GZIP_MAGIC,
     DamagedCompression,
@@ -71,33 +47,28 @@ from cranewatch.sources.input_files import (
     open_regular_file,
     refuse_unless_regular,
 )
+from cranewatch.sources.zeek_fields import (
+    ZeekRecord,
+    ZeekResult,
+    ends,
+    finite,
+    integer,
+    record_ts,
+    short,
+    text,
+)
 
-SUPPORTED = ("conn", "dns", "ssl", "x509", "http", "ssh", "modbus", "modbus_detailed", "s7comm",
-             "enip", "cip", "mqtt_connect", "mqtt_publish", "mqtt_subscribe")
-TLS_VERSIONS = {"SSLv2": 0x0200, "SSLv3": 0x0300, "TLSv10": 0x0301, "TLSv11": 0x0302,
-                "TLSv12": 0x0303, "TLSv13": 0x0304, "DTLSv10": 0xFEFF, "DTLSv12": 0xFEFD}
-MODBUS_FUNCTIONS = {
-    "READ_COILS": 1, "READ_DISCRETE_INPUTS": 2, "READ_HOLDING_REGISTERS": 3,
-    "READ_INPUT_REGISTERS": 4, "WRITE_SINGLE_COIL": 5, "WRITE_SINGLE_REGISTER": 6,
-    "READ_EXCEPTION_STATUS": 7, "DIAGNOSTICS": 8, "GET_COMM_EVENT_COUNTER": 11,
-    "GET_COMM_EVENT_LOG": 12, "WRITE_MULTIPLE_COILS": 15, "WRITE_MULTIPLE_REGISTERS": 16,
-    "REPORT_SLAVE_ID": 17, "READ_FILE_RECORD": 20, "WRITE_FILE_RECORD": 21,
-    "MASK_WRITE_REGISTER": 22, "READ_WRITE_MULTIPLE_REGISTERS": 23, "READ_FIFO_QUEUE": 24,
-    "ENCAP_INTERFACE_TRANSPORT": 43,
-}
+# The logs read: conn.log and x509.log (joined to ssl.log) here, the rest as the protocol
+# modules map them (``registry.ProtocolSpec.zeek``).
+SUPPORTED = ("conn", "x509", *registry.zeek_mappers())
 # A Zeek log line longer than this is skipped (and reported) without being held in memory;
 # real lines stay far below (an http.log line with an 8 KB URI, an x509 line of a long SAN list).
 MAX_LINE_BYTES = 1024 * 1024
 MAX_PROBLEMS_PER_LOG = 50  # listed per log file; the rest are counted
-# Zeek timestamps are epoch seconds; past 2262 they no longer fit the nanoseconds of captures
-MAX_TS = 9_223_372_036.0
 _READ_BLOCK = 1024 * 1024
 # What a value of the wrong type raises while a record is mapped to events: a problem of that
 # line, never the end of the reading. (RecursionError: JSON nested thousands deep.)
 _BAD_VALUE = (ValueError, TypeError, OverflowError, AttributeError, KeyError, IndexError, RecursionError)
-DNS_QTYPES = {"A": 1, "NS": 2, "CNAME": 5, "SOA": 6, "PTR": 12, "MX": 15, "TXT": 16, "AAAA": 28,
-              "SRV": 33, "NAPTR": 35, "OPT": 41, "DS": 43, "RRSIG": 46, "NSEC": 47, "DNSKEY": 48,
-              "SVCB": 64, "HTTPS": 65, "ANY": 255, "AXFR": 252, "IXFR": 251, "CAA": 257}
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -120,36 +91,6 @@ class ConnEvent(Event):
     history: str = ""
     orig_pkts: int | None = None
     resp_pkts: int | None = None
-
-
-@dataclass
-class ZeekResult:
-    """Events read from Zeek logs, what the logs could not tell, and which logs were read."""
-
-    events: list[Event] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)
-    logs: list[str] = field(default_factory=list)
-    skipped: list[str] = field(default_factory=list)
-    # lines (or whole logs) that could not be read, each at file:line; reading went on
-    problems: list[InputError] = field(default_factory=list)
-
-    def note(self, text: str) -> None:
-        if text not in self.notes:
-            self.notes.append(text)
-
-
-@dataclass(frozen=True, slots=True)
-class ZeekRecord:
-    """One log line as a mapping of field name to parsed value, with where it came from."""
-
-    path: str
-    values: dict[str, Any]
-    file: str
-    line: int
-
-    def get(self, name: str, default: Any = None) -> Any:
-        value = self.values.get(name, default)
-        return default if value is None else value
 
 
 # --- reading --------------------------------------------------------------------------------
@@ -351,7 +292,7 @@ def read_log(path: Path, problems: list[InputError] | None = None) -> tuple[str,
             try:
                 values = {f: _convert(v, t, meta) for f, v, t in zip(fields, parts, types, strict=True)}
             except _BAD_VALUE as exc:
-                log_problems.add(f"unreadable value ({type(exc).__name__}: {_short(exc)}): line skipped",
+                log_problems.add(f"unreadable value ({type(exc).__name__}: {short(exc)}): line skipped",
                                  number)
                 continue
             yield ZeekRecord(name, values, _source(path, values), number)
@@ -369,12 +310,6 @@ def _source(path: Path, values: dict[str, Any]) -> str:
             node = "".join(c if c.isprintable() and c != "@" else "?" for c in node[:MAX_NODE_NAME])
             return f"{node}@{path}"
     return str(path)
-
-
-def _short(exc: BaseException) -> str:
-    """An exception's text cut to 120 characters (it may quote a megabyte of attacker data)."""
-    text = str(exc)
-    return text if len(text) <= 120 else text[:117] + "..."
 
 
 # Types of common fields, for logs whose #types header was cut away (zeek-cut output).
@@ -423,7 +358,7 @@ def _json_records(name: str, path: Path, first: list[tuple[int, str]],
             problems.add(f"not a JSON log line ({exc.msg}): line skipped", number)
             continue
         except _BAD_VALUE as exc:  # numbers of 5,000 digits, nesting thousands deep
-            problems.add(f"unreadable JSON ({type(exc).__name__}: {_short(exc)}): line skipped", number)
+            problems.add(f"unreadable JSON ({type(exc).__name__}: {short(exc)}): line skipped", number)
             continue
         if "_path" in values:
             name = str(values["_path"])
@@ -474,7 +409,8 @@ def is_zeek_input(path: Path) -> bool:
     Zeek logs with ``#separator``/``#fields`` headers, a zeek-cut header line, or a JSON object.
     """
     if path.is_dir():
-        return any(p.name.split(".")[0] in SUPPORTED for p in _logs_under(path))
+        supported = _supported()
+        return any(p.name.split(".")[0] in supported for p in _logs_under(path))
     if not path.is_file():
         return False  # devices and FIFOs are never opened here
     try:
@@ -608,7 +544,7 @@ def _first_ts(path: Path) -> float | None:
     try:
         _, records = read_log(path, [])
         for record in records:
-            ts = _ts(record)
+            ts = record_ts(record)
             return ts if ts else None
     except (InputError, OSError, *_BAD_VALUE):
         return None
@@ -673,6 +609,7 @@ class ZeekStream:
         self.latest_late: list[tuple[float, str, int]] = []  # (seconds late, file, line), worst first
         self._x509: dict[str, ZeekRecord] = {}
         self._mappers = _mappers()
+        self._supported = ("x509", *self._mappers)  # as registered now (a protocol may have been added)
 
     # the walk
     def files(self) -> list[LogFile]:
@@ -721,12 +658,12 @@ class ZeekStream:
             try:
                 name, records = read_log(path, result.problems)
             except InputError as exc:
-                if log.stream in SUPPORTED:
+                if log.stream in self._supported:
                     result.problems.append(exc)  # a log we use, unreadable: the others are still read
                 else:
                     result.skipped.append(str(path))  # a log we do not use, in a form we cannot read
                 continue
-            if name not in SUPPORTED:
+            if name not in self._supported:
                 result.skipped.append(str(path))
                 continue
             result.logs.append(str(path))
@@ -736,7 +673,7 @@ class ZeekStream:
                     item = _map_record(name, record, result, self._mappers, log.root)
                 except _BAD_VALUE as exc:
                     line_problems.add(f"{name} record with a value of the wrong type or range "
-                                      f"({type(exc).__name__}: {_short(exc)}): line skipped", record.line)
+                                      f"({type(exc).__name__}: {short(exc)}): line skipped", record.line)
                     continue
                 if item is not None:
                     yield item
@@ -784,7 +721,7 @@ class ZeekStream:
         fingerprint = record.get("fingerprint") or record.get("id")
         if not fingerprint:
             return
-        key = _text(fingerprint)
+        key = text(fingerprint)
         self._x509.pop(key, None)
         self._x509[key] = record
         if len(self._x509) > X509_KEPT:
@@ -798,7 +735,7 @@ class ZeekStream:
             except _BAD_VALUE as exc:
                 self.inputs[item.root].found.problems.append(InputError(
                     f"ssl record with a certificate value of the wrong type ({type(exc).__name__}: "
-                    f"{_short(exc)})", Location(file=item.ssl.file, line=item.ssl.line)))
+                    f"{short(exc)})", Location(file=item.ssl.file, line=item.ssl.line)))
         if not events:
             return
         tally = self.inputs[item.root]
@@ -828,157 +765,26 @@ def _map_record(name: str, record: ZeekRecord, result: ZeekResult, mappers: dict
     if record.values.get("ts") is None and "ts" in record.values:
         result.note(f"{Path(record.file).name}: timestamps are masked or absent; events carry ts 0")
     if name == "x509":
-        return _Item(_ts(record), root, [], x509=record)
+        return _Item(record_ts(record), root, [], x509=record)
     events = mappers[name](record, result)  # all of the line's events, or none of them
     if name == "ssl":
-        return _Item(_ts(record), root, events, ssl=record)
+        return _Item(record_ts(record), root, events, ssl=record)
     return _Item(events[0].ts, root, events) if events else None
 
 
 # --- mapping --------------------------------------------------------------------------------
-
-def _ts(record: ZeekRecord) -> float:
-    """Epoch seconds: a number, or ISO 8601 text (``JSON::TS_ISO8601``); 0 when masked.
-
-    Raises ``ValueError``/``TypeError`` for a time outside 1970-2262 or of another type.
-    """
-    value = record.get("ts")
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return 0.0  # test baselines mask their times
-    if isinstance(value, str):
-        value = datetime.fromisoformat(value.strip()).timestamp()
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"ts is {type(value).__name__}, not a time")
-    if not 0 <= value <= MAX_TS:  # also inf; 1e300 would overflow every date conversion
-        raise ValueError(f"ts {value:.6g} is outside 1970-2262")
-    return float(value)
-
-
-def _port(value: Any) -> int:
-    """A port number 0-65535 (``TypeError``/``ValueError`` for anything else)."""
-    if value is None:
-        return 0
-    if (isinstance(value, str) and value.strip().isdigit()) or (isinstance(value, float) and value.is_integer()):
-        value = int(value)
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"port {_short(ValueError(repr(value)))} is not a number")
-    if not 0 <= value <= 0xFFFF:
-        raise ValueError(f"port {value} is not 0-65535")
-    return value
-
-
-def _text(value: Any) -> str:
-    """A text field: text or a number as text, "" when unset; a list or object is a ``TypeError``."""
-    if value is None:
-        return ""
-    if isinstance(value, str):
-        return value
-    if isinstance(value, (int, float)):
-        return str(value)
-    raise TypeError(f"{type(value).__name__} where text belongs")
-
-
-def _opt_text(value: Any) -> str | None:
-    return None if value is None else _text(value)
-
-
-def _ends(record: ZeekRecord, from_orig: bool = True) -> dict[str, Any]:
-    orig = (_text(record.get("id.orig_h")), _port(record.get("id.orig_p")))
-    resp = (_text(record.get("id.resp_h")), _port(record.get("id.resp_p")))
-    src, dst = (orig, resp) if from_orig else (resp, orig)
-    return {"ts": _ts(record), "frame": record.line, "src": src[0], "sport": src[1],
-            "dst": dst[0], "dport": dst[1], "source": record.file}
-
-
-def _int(value: Any) -> int | None:
-    """A number from a count, ``0x4c`` text or decimal text; None if none fits int64."""
-    if value is None or value == "":
-        return None
-    if isinstance(value, float):
-        number = int(value) if math.isfinite(value) else None
-    elif isinstance(value, int):
-        number = value
-    else:
-        text = str(value).strip()
-        try:
-            number = int(text, 16) if text.lower().startswith("0x") else int(text)
-        except ValueError:
-            return None
-    return number if number is not None and -(2**63) <= number < 2**63 else None
-
-
-def _float(value: Any) -> float | None:
-    """A finite number, or None."""
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        number = float(value)
-        return number if math.isfinite(number) else None
-    return None
-
-
-def _is_orig(record: ZeekRecord) -> bool:
-    value = record.get("is_orig")
-    if value is None:
-        direction = str(record.get("direction", record.get("request_response", ""))).lower()
-        return not direction.startswith(("resp", "t->o", "target"))
-    return bool(value)
-
 
 def _conn(record: ZeekRecord, result: ZeekResult) -> list[Event]:
     if record.get("id.orig_h") is None:
         result.note(f"{Path(record.file).name}: connection endpoints absent (trimmed log); "
                     "connections not reported")
         return []
-    return [ConnEvent(uid=_text(record.get("uid")), transport=_text(record.get("proto")),
-                      service=_text(record.get("service")), duration=_float(record.get("duration")),
-                      orig_bytes=_int(record.get("orig_bytes")), resp_bytes=_int(record.get("resp_bytes")),
-                      state=_text(record.get("conn_state")), history=_text(record.get("history")),
-                      orig_pkts=_int(record.get("orig_pkts")), resp_pkts=_int(record.get("resp_pkts")),
-                      **_ends(record))]
-
-
-def _dns(record: ZeekRecord, result: ZeekResult) -> list[Event]:
-    name = _text(record.get("query"))
-    qtype = _int(record.get("qtype")) or DNS_QTYPES.get(str(record.get("qtype_name", "")), 0)
-    longest, entropy = measure_name(name)
-    common: dict[str, Any] = {
-        "transaction_id": _int(record.get("trans_id")) or 0, "opcode": _int(record.get("opcode")) or 0,
-        "qname": name, "qtype": qtype, "qclass": _int(record.get("qclass")) or 1,
-        "qnames": (name,) if name else (), "qtypes": (qtype,) if name else (),
-        "longest_label": longest, "entropy": entropy,
-        "transport": str(record.get("proto", "udp"))}
-    events: list[Event] = [DnsQueryRequest(**common, **_ends(record))]
-    if record.get("rcode") is not None or record.get("answers"):
-        answers = tuple(record.get("answers", ()) or ())
-        ttls = tuple(record.get("TTLs", ()) or ())
-        records = tuple(DnsAnswer(name, 0, int(ttls[i]) if i < len(ttls) and ttls[i] is not None else 0,
-                                  str(answer)) for i, answer in enumerate(answers))
-        result.note("dns.log: answer record types are not logged; answers carry type 0")
-        events.append(DnsQueryResponse(rcode=_int(record.get("rcode")) or 0,
-                                       authoritative=bool(record.get("AA", False)),
-                                       truncated=bool(record.get("TC", False)), answers=records,
-                                       request_frame=record.line, **common,
-                                       **_ends(record, from_orig=False)))
-    return events
-
-
-def _ssl(record: ZeekRecord, result: ZeekResult) -> list[Event]:
-    version = TLS_VERSIONS.get(str(record.get("version", "")), 0)
-    events: list[Event] = []
-    ja3 = record.get("ja3")
-    result.note("ssl.log: cipher suites and extension lists are not logged; JA3/JA4 only "
-                "where a Zeek package adds them")
-    events.append(TlsClientHelloRequest(version=version, sni=_opt_text(record.get("server_name")),
-                                        alpn=tuple((record.get("next_protocol", "") and
-                                                   [_text(record.get("next_protocol"))]) or ()),
-                                        ja3_md5=str(ja3 or ""), ja4=str(record.get("ja4", "") or ""),
-                                        **_ends(record)))
-    if record.get("cipher") is not None or record.get("version") is not None:
-        events.append(TlsServerHelloResponse(version=version, cipher=0,
-                                             selected_version=version if version == 0x0304 else None,
-                                             alpn=_opt_text(record.get("next_protocol")),
-                                             ja3s_md5=str(record.get("ja3s", "") or ""),
-                                             **_ends(record, from_orig=False)))
-    return events
+    return [ConnEvent(uid=text(record.get("uid")), transport=text(record.get("proto")),
+                      service=text(record.get("service")), duration=finite(record.get("duration")),
+                      orig_bytes=integer(record.get("orig_bytes")), resp_bytes=integer(record.get("resp_bytes")),
+                      state=text(record.get("conn_state")), history=text(record.get("history")),
+                      orig_pkts=integer(record.get("orig_pkts")), resp_pkts=integer(record.get("resp_pkts")),
+                      **ends(record))]
 
 
 def _ssl_certificate(record: ZeekRecord, x509: dict[str, ZeekRecord], result: ZeekResult) -> list[Event]:
@@ -994,197 +800,15 @@ def _ssl_certificate(record: ZeekRecord, x509: dict[str, ZeekRecord], result: Ze
         return []
     return [TlsCertificateResponse(subject=str(subject), issuer=str(issuer or ""),
                                    chain_length=max(len(chain), 1),
-                                   self_signed=subject == issuer, **_ends(record, from_orig=False))]
+                                   self_signed=subject == issuer, **ends(record, from_orig=False))]
 
 
-def _http(record: ZeekRecord, result: ZeekResult) -> list[Event]:
-    result.note("http.log: bodies are not logged (only their lengths); content checks on "
-                "HTTP bodies cannot run")
-    version = record.get("version")
-    version_text = f"HTTP/{version}" if version else ""
-    events: list[Event] = []
-    if record.get("method") is not None:
-        events.append(HttpRequest(method=_text(record.get("method")), uri=_text(record.get("uri")),
-                                  version=version_text, host=_opt_text(record.get("host")),
-                                  user_agent=_opt_text(record.get("user_agent")),
-                                  body_size=_int(record.get("request_body_len")) or 0,
-                                  **_ends(record)))
-    status = _int(record.get("status_code"))
-    if status is not None:
-        events.append(HttpResponse(status=status, reason=str(record.get("status_msg", "") or ""),
-                                   version=version_text,
-                                   body_size=_int(record.get("response_body_len")) or 0,
-                                   method=_opt_text(record.get("method")), uri=_opt_text(record.get("uri")),
-                                   request_frame=record.line, **_ends(record, from_orig=False)))
-    return events
-
-
-def _ssh(record: ZeekRecord, result: ZeekResult) -> list[Event]:
-    events: list[Event] = []
-    for banner_field, cls, orig in (("client", SshBannerRequest, True), ("server", SshBannerResponse, False)):
-        banner = record.get(banner_field)
-        if banner:
-            parts = str(banner).split("-", 2)
-            events.append(cls(banner=str(banner), proto_version=parts[1] if len(parts) > 1 else "",
-                              software=parts[2].split(" ", 1)[0] if len(parts) > 2 else "",
-                              from_client=orig, **_ends(record, from_orig=orig)))
-    if record.get("hassh"):
-        events.append(SshKexinitRequest(hassh=str(record.get("hassh")),
-                                        hassh_string=str(record.get("hasshAlgorithms", "") or ""),
-                                        **_ends(record)))
-    if record.get("hasshServer"):
-        events.append(SshKexinitResponse(hassh=str(record.get("hasshServer")),
-                                         hassh_string=str(record.get("hasshServerAlgorithms", "") or ""),
-                                         **_ends(record, from_orig=False)))
-    if not record.get("hassh"):
-        result.note("ssh.log: HASSH is only logged with the hassh Zeek package")
-    return events
-
-
-def _modbus_function(value: Any) -> int:
-    code = _int(value)
-    if code is not None:
-        return code
-    text = str(value or "").upper()
-    if text.startswith("UNKNOWN-"):
-        return _int(text.split("-", 1)[1]) or 0
-    return MODBUS_FUNCTIONS.get(text.removesuffix("_EXCEPTION"), 0)
-
-
-def _modbus(record: ZeekRecord, result: ZeekResult) -> list[Event]:
-    result.note("modbus.log: register addresses and values are not logged; only function "
-                "codes and exceptions (ICSNPP modbus_detailed.log carries them)")
-    function = _modbus_function(record.get("func")) & 0x7F  # exception replies set bit 7
-    common: dict[str, Any] = {"transaction_id": _int(record.get("tid")) or 0,
-                              "unit_id": _int(record.get("unit")) or 0,
-                              "function": function}
-    pdu_type = str(record.get("pdu_type", "") or "")
-    if pdu_type == "REQ":
-        return [ModbusRequest(**common, **_ends(record))]
-    exception = record.get("exception")
-    return [ModbusResponse(**common, exception_code=_exception_code(exception),
-                           **_ends(record, from_orig=False))]
-
-
-MODBUS_EXCEPTIONS = {"ILLEGAL_FUNCTION": 1, "ILLEGAL_DATA_ADDRESS": 2, "ILLEGAL_DATA_VALUE": 3,
-                     "SLAVE_DEVICE_FAILURE": 4, "ACKNOWLEDGE": 5, "SLAVE_DEVICE_BUSY": 6,
-                     "MEMORY_PARITY_ERROR": 8, "GATEWAY_PATH_UNAVAILABLE": 10,
-                     "GATEWAY_TARGET_DEVICE_FAILED_TO_RESPOND": 11}
-
-
-def _exception_code(value: Any) -> int | None:
-    if value in (None, "", "-"):
-        return None
-    return _int(value) or MODBUS_EXCEPTIONS.get(str(value).upper(), 0)
-
-
-def _values(value: Any) -> tuple[int, ...]:
-    if value in (None, ""):
-        return ()
-    items = value if isinstance(value, tuple) else str(value).split(",")
-    out: list[int] = []
-    for item in items:
-        number = _int(item)
-        if number is not None:
-            out.append(number)
-    return tuple(out)
-
-
-def _modbus_detailed(record: ZeekRecord, result: ZeekResult) -> list[Event]:
-    function = _modbus_function(record.get("func"))
-    common: dict[str, Any] = {"transaction_id": _int(record.get("tid")) or 0,
-                              "unit_id": _int(record.get("unit_id", record.get("unit"))) or 0,
-                              "function": function, "address": _int(record.get("address")),
-                              "quantity": _int(record.get("quantity")),
-                              "values": _values(record.get("values"))}
-    if _is_orig(record) and str(record.get("request_response", "REQUEST")).upper().startswith("REQ"):
-        return [ModbusRequest(**common, **_ends(record))]
-    return [ModbusResponse(**common, exception_code=_exception_code(record.get("exception_code")),
-                           **_ends(record, from_orig=False))]
-
-
-def _s7comm(record: ZeekRecord, result: ZeekResult) -> list[Event]:
-    result.note("s7comm.log: item addresses, block names and SZL ids are not in the base ICSNPP "
-                "s7comm log")
-    rosctr = _int(record.get("rosctr_code", record.get("rosctr"))) or 0
-    function = _int(record.get("function_code"))
-    pdu_ref = _int(record.get("pdu_reference")) or 0
-    orig = _is_orig(record)
-    if rosctr == 1 and function is not None:
-        return [S7JobRequest(pdu_ref=pdu_ref, function=function, **_ends(record, orig))]
-    if rosctr in (2, 3):
-        return [S7JobResponse(pdu_ref=pdu_ref, function=function, rosctr=rosctr,
-                              error_class=_int(record.get("error_class")) or 0,
-                              error_code=_int(record.get("error_code")) or 0, **_ends(record, orig))]
-    if rosctr == 7:
-        group = _int(record.get("function_code")) or 0
-        sub = _int(record.get("subfunction_code")) or 0
-        cls = S7UserDataRequest if orig else S7UserDataResponse
-        return [cls(pdu_ref=pdu_ref, group=group, subfunction=sub, method_type=4 if orig else 8,
-                    **_ends(record, orig))]
-    return []
-
-
-def _enip(record: ZeekRecord, result: ZeekResult) -> list[Event]:
-    command = _int(record.get("enip_command_code", record.get("command"))) or 0
-    cls = EnipCommandRequest if _is_orig(record) else EnipCommandResponse
-    return [cls(command=command, session=_int(record.get("session_handle")) or 0,
-                status=_int(record.get("enip_status")) or 0,
-                length=_int(record.get("length", record.get("enip_length"))) or 0,
-                **_ends(record, _is_orig(record)))]
-
-
-def _cip(record: ZeekRecord, result: ZeekResult) -> list[Event]:
-    service = _int(record.get("cip_service_code")) or 0
-    orig = _is_orig(record)
-    classes = tuple(c for c in (_int(record.get("class_id")),) if c is not None)
-    if service & 0x80 or not orig:
-        return [CipResponse(service=service & 0x7F, general_status=_int(record.get("cip_status_code")) or 0,
-                            classes=classes, **_ends(record, orig))]
-    instances = tuple(i for i in (_int(record.get("instance_id")),) if i is not None)
-    attributes = tuple(a for a in (_int(record.get("attribute_id")),) if a is not None)
-    return [CipRequest(service=service, classes=classes, instances=instances, attributes=attributes,
-                       operation=operation_of(service, classes), **_ends(record))]
-
-
-def _mqtt_connect(record: ZeekRecord, result: ZeekResult) -> list[Event]:
-    version = str(record.get("proto_version", ""))
-    level = {"3.1": 3, "3.1.1": 4, "5.0": 5}.get(version, 0)
-    result.note("mqtt_connect.log: whether a user name or password was sent is not logged")
-    return [MqttConnectRequest(client_id=str(record.get("client_id", "") or ""),
-                               protocol_name=str(record.get("proto_name", "") or ""),
-                               protocol_level=level, will_topic=_opt_text(record.get("will_topic")),
-                               **_ends(record))]
-
-
-def _mqtt_publish(record: ZeekRecord, result: ZeekResult) -> list[Event]:
-    qos_text = str(record.get("qos", ""))
-    qos = {"at most once": 0, "at least once": 1, "exactly once": 2}.get(qos_text, _int(qos_text) or 0)
-    payload = str(record.get("payload", "") or "").encode("utf-8", "replace")
-    size = _int(record.get("payload_len")) or len(payload)
-    if size > len(payload):
-        result.note("mqtt_publish.log: payloads are cut to Zeek's payload size limit")
-    from_client = bool(record.get("from_client", True))
-    return [MqttPublishRequest(topic=str(record.get("topic", "") or ""), qos=qos,
-                               retain=bool(record.get("retain", False)), payload=payload,
-                               payload_size=size, from_client=from_client,
-                               **_ends(record, from_client))]
-
-
-def _mqtt_subscribe(record: ZeekRecord, result: ZeekResult) -> list[Event]:
-    topics = record.get("topics", ()) or ()
-    topics = topics if isinstance(topics, tuple) else (str(topics),)
-    qos = tuple(_int(q) or 0 for q in (record.get("qos_levels", ()) or ()))
-    return [MqttSubscribeRequest(packet_id=0, topics=tuple(str(t) for t in topics), qos=qos,
-                                 unsubscribe="UNSUBSCRIBE" in str(record.get("action", "")),
-                                 **_ends(record))]
+def _supported() -> tuple[str, ...]:
+    return ("conn", "x509", *registry.zeek_mappers())
 
 
 def _mappers() -> dict[str, Any]:
-    return {"conn": _conn, "dns": _dns, "ssl": _ssl, "http": _http, "ssh": _ssh, "modbus": _modbus,
-            "modbus_detailed": _modbus_detailed, "s7comm": _s7comm, "enip": _enip, "cip": _cip,
-            "mqtt_connect": _mqtt_connect, "mqtt_publish": _mqtt_publish,
-            "mqtt_subscribe": _mqtt_subscribe}
+    return {"conn": _conn, **registry.zeek_mappers()}
 
 
 # conn.log's records are this reader's own events: their adapter is declared here, as a
