@@ -8,7 +8,11 @@ record to the same event classes the protocol decoders produce, so the same dete
 conn.log (and x509.log, joined to ssl.log) are mapped here; every other log by the protocol
 module that declares it (``registry.ProtocolSpec.zeek``, with ``zeek_fields``' readers).
 
-Events from logs carry the log file in ``source`` and the line number in ``frame`` (the
+Several sensors' rotated trees (``logs/YYYY-MM-DD/conn.HH:MM:SS-HH:MM:SS.log.gz``) are read
+as one stream (``ZeekStream``): files in time order, duplicates read once, every log stream of
+every input merged by time through a bounded reorder window, events handed on in batches
+(docs/zeek.md). Events from logs carry the log file in ``source`` (after ``node@`` when the
+log names the node that wrote it) and the line number in ``frame`` (the
 evidence a finding can point to). A log carries less than a capture: ``ZeekResult.notes`` says what could not be known (for
 example Modbus register values when only ``modbus.log`` is present, masked timestamps of
 test baselines, fields a trimmed log left out).
