@@ -7,6 +7,7 @@ scale given; then measures, each in its own process (peak RSS from ``wait4``), i
 
 - ``gzip -dc | grep -vc '^#'``: inflating and counting the record lines, the floor;
 - a plain Python reader: ``gzip.open``, every line split at tabs (TSV) or ``json.loads`` (JSON);
+- ``ZeekStream`` alone: cranewatch's reader (walk, merge, reorder window, map to events);
 - ``cranewatch analyze A/logs B/logs --format jsonl`` (read, merge, map, detect, report).
 
     python benchmarks/bench_zeek_tree.py --hours 168 --scales 1 10
@@ -47,6 +48,16 @@ for root in sys.argv[1:]:
 print(records)
 """
 
+# cranewatch's reader alone: walk, merge, reorder window, map to events (no detectors)
+STREAM_ONLY = r"""
+import sys
+from pathlib import Path
+from cranewatch.sources.zeek import ZeekStream
+stream = ZeekStream([Path(p) for p in sys.argv[1:]])
+events = sum(len(batch) for batch in stream.batches())
+print(events, stream.late)
+"""
+
 
 def measure(argv: list[str], env: dict[str, str] | None = None, shell: bool = False) -> tuple[float, float, str]:
     """Wall seconds, peak RSS (MB) and stdout of one command in its own process."""
@@ -77,6 +88,9 @@ def run_scale(workdir: Path, hours: int, repeat: int) -> list[tuple[str, int, fl
     assert int(out.strip()) == records, (out, records)
     rows.append(("plain Python reader", records, seconds, rss))
     env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
+    seconds, rss, out = measure([sys.executable, "-c", STREAM_ONLY, str(a), str(b)], env=env)
+    events, late = (int(x) for x in out.split())
+    rows.append((f"cranewatch ZeekStream alone ({late} late)", records, seconds, rss))
     seconds, rss, out = measure([sys.executable, "-m", "cranewatch", "analyze", str(a), str(b),
                                  "--format", "jsonl"], env=env)
     findings = sum(1 for line in out.splitlines() if line.startswith('{"type":"finding"'))
