@@ -167,16 +167,22 @@ class JsonLinesOutput:
     """Appends each report as one ``Finding.to_json()`` line, flushed at once.
 
     A finding reported again (it grew) gets another line with the same id; the last line of
-    an id is its latest state.
+    an id is its latest state. A session starts with ``skipped`` records (``note``): what it
+    cannot check. Readers keep ``type == "finding"``.
     """
 
     path: Path
     _handle: TextIO | None = None
 
     def emit(self, finding: Finding, new: bool) -> None:
+        self.note([finding.to_json()])
+
+    def note(self, records: Sequence[dict[str, Any]]) -> None:
+        """Append other records (the ``skipped`` ones a session starts with), one a line."""
         if self._handle is None:
             self._handle = self.path.open("a", encoding="utf-8")
-        self._handle.write(json_line(finding.to_json()))
+        for record in records:
+            self._handle.write(json_line(record))
         self._handle.flush()
 
     def checkpoint(self, findings: Sequence[Finding], now: float, final: bool) -> None:

@@ -26,6 +26,7 @@ from cranewatch.forward import Forwarder, add_forward_options, forwarder_from_ar
 from cranewatch.pipeline import AnalysisResult, Sink, analyze
 from cranewatch.progress import ProgressBar, wants_progress
 from cranewatch.report.terminal import printable
+from cranewatch.skipped import SkippedCheck, skipped_checks
 
 FORMATS = ("text", "jsonl", "html")
 
@@ -42,10 +43,13 @@ def register(subparsers: Any) -> None:
         "findings of the detectors (judged against --profile and/or --baseline when given) and, "
         "with --profile (its register map), of the process checks on the crane's signals. "
         "Related findings of one cause are grouped into incidents, which lead every output. "
-        "--format jsonl writes one JSON object per line, each with a type: input, host, "
+        "--format jsonl writes one JSON object per line, each with a type: input, skipped, host, "
         "flow-summary, modbus-master, modbus-slave, segment, warning and incident records in the "
         "same stream as the finding records (docs/jsonl.md; a JSON Schema per type in "
         "cranewatch/data/schemas). "
+        "What the run could not check for lack of a profile, register map, limit or baseline "
+        "(no crane is built in) is said first: 'Not checked' in the text, skipped records in "
+        "the JSON lines. "
         "--format html writes one self-contained page with a plot per process finding; "
         "--db records the run for a registered crane.\n\n"
         "Exit 2 also when --db is not a database or the crane is not registered there; exit 3 "
@@ -95,18 +99,19 @@ def analysis_sinks(profile: str | None, baseline: str | None, crane: str | None)
     return build_sinks(profile, baseline, crane, detectors=detector_sinks)
 
 
-def render(result: AnalysisResult, fmt: str) -> str:
+def render(result: AnalysisResult, fmt: str, skipped: Sequence[SkippedCheck] = ()) -> str:
+    """The report; ``skipped`` (what the run could not check) is said in every format."""
     if fmt == "html":
         from cranewatch.report import analysis_html
 
-        return analysis_html.render(result)
+        return analysis_html.render(result, skipped)
     if fmt == "jsonl":
         from cranewatch.report import jsonl
 
-        return jsonl.render(result)
+        return jsonl.render(result, skipped)
     from cranewatch.report import text
 
-    return text.render(result)
+    return text.render(result, skipped)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -141,8 +146,8 @@ def run(args: argparse.Namespace) -> int:
             crane = args.crane
         # a recorded run keeps who talked to whom (the console's inventory and map)
         book = ConversationBook() if store is not None or spool is not None else None
-        result = _analyze(args, crane, [book] if book is not None else [])
-        report = render(result, args.format)
+        result, skipped = _analyze(args, crane, [book] if book is not None else [])
+        report = render(result, args.format, skipped)
         write_out(report, args.out)
         if (store is not None or spool is not None) and crane is not None:
             _record(store, spool, str(args.db), crane, result,
@@ -207,12 +212,14 @@ def _forward(forwarder: Forwarder, result: AnalysisResult) -> None:
         print(f"cranewatch: warning: {printable(note)}", file=sys.stderr)
 
 
-def _analyze(args: argparse.Namespace, crane: str | None, extra: list[Sink]) -> AnalysisResult:
-    sinks = [*analysis_sinks(args.profile, args.baseline, crane), *extra]
+def _analyze(args: argparse.Namespace, crane: str | None,
+             extra: list[Sink]) -> tuple[AnalysisResult, tuple[SkippedCheck, ...]]:
+    sinks = analysis_sinks(args.profile, args.baseline, crane)
     bar = ProgressBar(sys.stderr) if wants_progress(sys.stderr, args.progress) else None
     try:
-        return analyze(args.captures, progress=bar, sinks=sinks, profile=args.profile,
-                       baseline=args.baseline)
+        result = analyze(args.captures, progress=bar, sinks=[*sinks, *extra], profile=args.profile,
+                         baseline=args.baseline)
+        return result, skipped_checks(sinks)
     finally:
         if bar is not None:
             bar.close()

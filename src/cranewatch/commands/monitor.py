@@ -13,7 +13,7 @@ import os
 import signal
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import replace
 from pathlib import Path
 from types import FrameType
@@ -36,6 +36,7 @@ from cranewatch.monitor import (
     TextOutput,
 )
 from cranewatch.report.terminal import printable, printable_lines
+from cranewatch.skipped import SkippedCheck, skipped_checks
 from cranewatch.sources.live import CaptureTool, LiveCapture, RingWriter
 
 
@@ -50,7 +51,9 @@ def register(subparsers: Any) -> None:
         "the last line of an id is its latest state); --db checkpoints the session's findings "
         "into the store. --ring keeps the raw packets in rolling pcap files, and the findings' "
         "evidence names those files and their frame numbers. SIGINT/SIGTERM stop cleanly: "
-        "last packets analysed, final reports, a summary on stderr.\n\n"
+        "last packets analysed, final reports, a summary on stderr. What the session cannot "
+        "check (no profile, register map, limit or baseline: no crane is built in) is said on "
+        "stderr when it starts, and as skipped records at the start of --out.\n\n"
         "Stopped cleanly it exits 0; it exits 3 when there is no such interface or "
         "namespace (or it vanished), a filter tcpdump rejects, an invalid profile/baseline; "
         "and 4 when tcpdump is missing, capturing is not allowed, or the interface is down.\n\n"
@@ -241,7 +244,11 @@ def run(args: argparse.Namespace) -> int:
                        packets=args.packets, bpf=(args.filter,) if args.filter else (),
                        buffer_kib=args.buffer * 1024 if args.buffer else None)
     crane = args.crane
-    sinks = [*detector_sinks(args.profile, args.baseline, crane), *process_checks(args)]
+    detectors = detector_sinks(args.profile, args.baseline, crane)
+    rolling = process_checks(args)
+    sinks = [*detectors, *rolling]
+    # What this session cannot check, said once on stderr (the --out file holds findings only)
+    not_checked = skipped_checks([*detectors, *(r.make_checks() for r in rolling)])
     ring = None
     if args.ring:
         prefix = f"{tool.netns + '-' if tool.netns else ''}{tool.interface}"
@@ -257,6 +264,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"cranewatch: monitoring {tool.source_name} (capture pid "
               f"{capture.process.pid if capture.process else '?'}); Ctrl-C to stop",
               file=sys.stderr, flush=True)
+        announce_not_checked(not_checked, outputs)
         batches: Iterator[Any] = capture.batches()
         summary = monitor.run(batches, stop, capture.stop)
         failure = capture.failure()
@@ -271,6 +279,18 @@ def run(args: argparse.Namespace) -> int:
     if fail_on_met(summary.findings, args.fail_on):
         return int(ExitCode.FINDINGS)
     return int(ExitCode.OK)
+
+
+def announce_not_checked(not_checked: Sequence[SkippedCheck], outputs: Sequence[FindingOutput]) -> None:
+    """What the session cannot check: a line each on stderr, and ``skipped`` records at the
+    start of the JSON lines (``--out``)."""
+    if not not_checked:
+        return
+    print(printable_lines(f"cranewatch: not checked: {check}" for check in not_checked),
+          file=sys.stderr, end="", flush=True)
+    for output in outputs:
+        if isinstance(output, JsonLinesOutput):
+            output.note([check.to_json() for check in not_checked])
 
 
 def _print_summary(summary: MonitorSummary, counts: dict[str, int]) -> None:
