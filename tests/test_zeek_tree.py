@@ -23,6 +23,7 @@ from typing import Any
 import pytest
 
 from cranewatch.cli import main
+from cranewatch.sources import zeek
 from cranewatch.sources.zeek import ConnEvent, ZeekStream, read_zeek, rotation_start
 
 BUILDER = Path(__file__).resolve().parents[1] / "benchmarks" / "zeek_tree.py"
@@ -229,3 +230,34 @@ def _partial_line_read(inflated: bytes, problems: list[Any]) -> int:
     tail = inflated.rsplit(b"\n", 1)[-1]
     skipped = any("values for" in p.message for p in problems)
     return 0 if not tail or skipped else -1
+
+
+def _conn_log(path: Path, count: int) -> Path:
+    """A conn.log of ``count`` records a second apart, every tenth written 200 s late."""
+    with gzip.open(path, "wt") as out:
+        for i in range(count):
+            ts = 1_795_996_800.0 + i - (200.0 if i % 10 == 9 else 0.0)
+            out.write(_conn_json(ts, f"C{i}") + "\n")
+    return path
+
+
+def test_memory_is_flat_in_the_logs_length(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # read_zeek (and the reader before the stream) holds every event: 8x the records, ~8x the
+    # memory. The stream holds its window, a batch and a read block (here 64 KiB, so that both
+    # logs are longer than one): the peak stays where it was.
+    import tracemalloc
+
+    monkeypatch.setattr(zeek, "_READ_BLOCK", 64 * 1024)
+
+    def peak(count: int) -> int:
+        log = _conn_log(tmp_path / f"conn.{count}.log.gz", count)
+        tracemalloc.start()
+        stream = ZeekStream([log], window_seconds=300.0, window_records=1000, batch=256)
+        events = sum(len(batch) for batch in stream.batches())
+        _, top = tracemalloc.get_traced_memory()
+        tracemalloc.stop()
+        assert events == count and stream.late == 0  # 200 s late is within the window
+        return top
+
+    small, large = peak(2_000), peak(16_000)
+    assert large < small * 1.5, (small, large)
