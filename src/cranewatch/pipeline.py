@@ -40,16 +40,19 @@ series as they are handed out; sinks with ``on_segments`` then learn the segment
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import operator
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
+if TYPE_CHECKING:
+    from cranewatch.parallel import ReadAhead
 from cranewatch.decode import DecodedBatch, Defragmenter, ReassembledDatagram, decode_batch
 from cranewatch.decode import ip_text as _ip_text
 from cranewatch.decode import mac_text as _mac_text
@@ -193,10 +196,15 @@ def _file_batches(state: _InputState, warn: Callable[[InputWarning], None],
 
 
 def _slice(batch: PacketBatch, rows: np.ndarray) -> PacketBatch:
-    return PacketBatch(source=batch.source, buf=batch.buf, frame=batch.frame[rows],
-                       ts=batch.ts[rows], ts_ns=batch.ts_ns[rows], linktype=batch.linktype[rows],
-                       interface=batch.interface[rows], offset=batch.offset[rows],
-                       caplen=batch.caplen[rows], origlen=batch.origlen[rows])
+    piece = PacketBatch(source=batch.source, buf=batch.buf, frame=batch.frame[rows],
+                        ts=batch.ts[rows], ts_ns=batch.ts_ns[rows], linktype=batch.linktype[rows],
+                        interface=batch.interface[rows], offset=batch.offset[rows],
+                        caplen=batch.caplen[rows], origlen=batch.origlen[rows])
+    if getattr(batch, "decoded", None) is not None:  # read ahead and decoded (``parallel``)
+        from cranewatch.parallel import slice_decoded
+
+        return slice_decoded(batch, piece, rows)  # type: ignore[arg-type]
+    return piece
 
 
 def merged_batches(streams: list[Iterator[PacketBatch]]) -> Iterator[PacketBatch]:
@@ -333,8 +341,11 @@ class Analysis:
 
     def __init__(self, sinks: Sequence[Sink] = (), *, fast_path: bool = True,
                  decoders: Sequence[DecoderSpec] | None = None,
-                 flow_table: FlowTable | None = None, fold_reads: bool = True) -> None:
+                 flow_table: FlowTable | None = None, fold_reads: bool = True,
+                 jobs: int = 1, read_ahead: ReadAhead | None = None) -> None:
         self.sinks = list(sinks)
+        self.jobs = jobs  # > 1: captures are read and decoded ahead in jobs - 1 workers
+        self.read_ahead = read_ahead  # those workers, started by the caller (already reading)
         self.fast_path = fast_path and fold_reads
         self.fold_reads = fold_reads
         self.decoders = list(decoders) if decoders is not None else load_decoders()
@@ -405,14 +416,24 @@ class Analysis:
             self._read_zeek(zeek)
         captures = [s for s in states if s not in zeek]
         self._several_captures = len(captures) > 1
-        streams = [self._counted(s, _file_batches(s, self.warn, batch_packets)) for s in captures]
         total = sum(s.size for s in captures)
         done_bytes = 0
-        for batch in merged_batches(streams):
-            self.process(batch)
-            if progress is not None:
-                done_bytes += int(batch.caplen.sum()) + 16 * len(batch)
-                progress(min(done_bytes, total), total)
+        with contextlib.ExitStack() as readers:
+            ahead = self.read_ahead
+            if ahead is None and self.jobs > 1 and captures:
+                from cranewatch.parallel import ReadAhead
+
+                ahead = readers.enter_context(ReadAhead(paths, batch_packets, self.jobs - 1))
+            if ahead is not None:
+                reads = ahead.streams(captures, self.warn)
+            else:
+                reads = [_file_batches(s, self.warn, batch_packets) for s in captures]
+            streams = [self._counted(s, r) for s, r in zip(captures, reads, strict=True)]
+            for batch in merged_batches(streams):
+                self.process(batch)
+                if progress is not None:
+                    done_bytes += int(batch.caplen.sum()) + 16 * len(batch)
+                    progress(min(done_bytes, total), total)
         spans = [FileSpan(s.path, s.first, s.last, s.packets, s.headers, s.silence)
                  for s in captures if s.packets and s.first is not None and s.last is not None]
         self._segmenter = SegmentPlanner(spans)
@@ -486,7 +507,9 @@ class Analysis:
 
     def process(self, batch: PacketBatch) -> None:
         """Account, flow and decode one batch."""
-        decoded = decode_batch(batch)
+        decoded = getattr(batch, "decoded", None)  # ``parallel`` reads ahead and decodes
+        if decoded is None:
+            decoded = decode_batch(batch)
         self.packets += len(batch)
         self._count_hosts(batch, decoded)
         flows = self.flows.update(decoded, batch, batch.source)
@@ -1036,9 +1059,12 @@ def _size(path: str | Path) -> int:
 
 def analyze(paths: Sequence[str | Path], *, progress: ProgressCallback | None = None,
             sinks: Sequence[Sink] = (), profile: str | None = None, baseline: str | None = None,
-            fast_path: bool = True, batch_packets: int = BATCH_PACKETS) -> AnalysisResult:
-    """Analyse captures (read as one, in timestamp order) and return the result document."""
-    return Analysis(sinks, fast_path=fast_path).run(
+            fast_path: bool = True, batch_packets: int = BATCH_PACKETS,
+            jobs: int = 1, read_ahead: ReadAhead | None = None) -> AnalysisResult:
+    """Analyse captures (read as one, in timestamp order) and return the result document;
+    ``jobs`` > 1 reads and decodes the captures ahead in ``jobs - 1`` worker processes
+    (``parallel``: the same document), or in ``read_ahead``'s, started earlier for ``paths``."""
+    return Analysis(sinks, fast_path=fast_path, jobs=jobs, read_ahead=read_ahead).run(
         paths, progress=progress, batch_packets=batch_packets, profile=profile, baseline=baseline)
 
 
