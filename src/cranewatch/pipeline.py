@@ -412,8 +412,8 @@ class Analysis:
              batch_packets: int, profile: str | None, baseline: str | None) -> AnalysisResult:
         states = [_InputState(str(p), _size(p)) for p in paths]
         zeek = [s for s in states if _is_zeek(s.path)]
-        for state in zeek:
-            self._read_zeek(state)
+        if zeek:
+            self._read_zeek(zeek)
         captures = [s for s in states if s not in zeek]
         self._several_captures = len(captures) > 1
         total = sum(s.size for s in captures)
@@ -457,37 +457,40 @@ class Analysis:
                 self.warn(problem)
         return self.result(states, findings, profile, baseline, segments)
 
-    def _read_zeek(self, state: _InputState) -> None:
-        """Zeek logs instead of a capture: their events go to the sinks as decoded ones do."""
-        from cranewatch.errors import InputError
-        from cranewatch.sources.zeek import read_zeek
+    def _read_zeek(self, states: list[_InputState]) -> None:
+        """Zeek logs instead of captures: their events go to the sinks as decoded ones do.
 
-        state.format = "zeek"
+        Every Zeek input (each sensor's tree) is read as one stream merged by time, handed on
+        in batches (``sources.zeek.ZeekStream``): memory stays flat in the logs' length.
+        """
+        from cranewatch.errors import InputError
+        from cranewatch.sources.zeek import ZeekStream
+
+        stream = ZeekStream([Path(s.path) for s in states])
+        for state in states:
+            state.format = "zeek"
         try:
-            logs = read_zeek([Path(state.path)])
-        except InputError as exc:
+            for batch in stream.batches():
+                for event in batch:
+                    self.emit(event)
+        except InputError as exc:  # an input that is no log at all: nothing of it was read
+            where = exc.location.file if exc.location and exc.location.file else states[0].path
+            state = next((s for s in states if where.startswith(s.path)), states[0])
             state.complete = False
             state.problems.append(exc.message)
-            where = exc.location
-            self.warn(InputWarning(exc.message, where.file if where and where.file else state.path,
-                                   None, "capture"))
-            return
-        state.events = len(logs.events)
-        for event in logs.events:
-            if event.ts:
-                state.first = event.ts if state.first is None else min(state.first, event.ts)
-                state.last = event.ts if state.last is None else max(state.last, event.ts)
-            self.emit(event)
-        for note in logs.notes:
-            self.warn(InputWarning(note, state.path, None, "zeek"))
-        for problem in logs.problems:  # lines skipped: what was read is analysed, the input is not whole
-            state.complete = False
-            state.problems.append(problem.message)
-            line = f"line {problem.location.line}: " if problem.location and problem.location.line else ""
-            file = problem.location.file if problem.location and problem.location.file else state.path
-            self.warn(InputWarning(line + problem.message, file, None, "capture"))
-        for log in logs.logs:  # what was read, hashed as one input
-            _hash_into(state, log)
+            self.warn(InputWarning(exc.message, where, None, "capture"))
+        for state, tally in zip(states, stream.inputs, strict=True):
+            state.events, state.first, state.last = tally.events, tally.first, tally.last
+            for log in tally.found.logs:  # what was read, hashed as one input
+                _hash_into(state, log)
+            for note in tally.found.notes:
+                self.warn(InputWarning(note, state.path, None, "zeek"))
+            for problem in tally.found.problems:  # lines skipped: what was read is analysed, the input is not whole
+                state.complete = False
+                state.problems.append(problem.message)
+                line = f"line {problem.location.line}: " if problem.location and problem.location.line else ""
+                file = problem.location.file if problem.location and problem.location.file else state.path
+                self.warn(InputWarning(line + problem.message, file, None, "capture"))
 
     def _counted(self, state: _InputState, batches: Iterator[PacketBatch]) -> Iterator[PacketBatch]:
         for batch in batches:
