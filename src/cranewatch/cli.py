@@ -38,6 +38,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "report",
     "monitor",
     "serve",
+    "users",
     "lab",
 )
 

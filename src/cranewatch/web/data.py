@@ -1,0 +1,345 @@
+"""What the console's pages show, read from the store: plain data in, plain data out.
+
+Every function takes an open ``Store`` and returns JSON-ready dicts (the JSON API returns them
+as they are; the templates render the same dicts), so a page and its API cannot disagree.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import time
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from cranewatch.fleet import require_crane
+from cranewatch.gate import disposition_text, run_label
+from cranewatch.model import Finding, Severity, iso_time
+from cranewatch.store import FINDING_STATES, Run, Store
+from cranewatch.triage import TriagedFinding, triaged
+
+MONITOR_PREFIX = "monitor:"
+SEVERITIES = tuple(str(s) for s in Severity)  # info .. critical
+SORTS = ("severity", "-severity", "last_seen", "-last_seen", "first_seen", "-first_seen", "category", "state",
+         "count", "-count", "title")
+CSV_COLUMNS = ("id", "crane", "state", "severity", "category", "rule", "title", "first_seen", "last_seen",
+               "count", "src", "dst", "technique", "source", "remedy")
+
+
+@dataclass(frozen=True, slots=True)
+class FindingFilter:
+    """A filtered, sorted, searched page of a crane's findings (``limit`` None: all)."""
+
+    severity: tuple[str, ...] = ()
+    category: tuple[str, ...] = ()
+    state: tuple[str, ...] = ()
+    source: tuple[str, ...] = ()
+    host: str = ""
+    q: str = ""
+    sort: str = "-severity"
+    offset: int = 0
+    limit: int | None = None
+
+    @classmethod
+    def from_query(cls, query: Any, *, default_limit: int | None = None) -> FindingFilter:
+        def many(key: str) -> tuple[str, ...]:
+            return tuple(v for v in (query.getlist(key) if hasattr(query, "getlist") else [query.get(key)])
+                         if v)
+
+        def number(key: str, default: int | None, top: int) -> int | None:
+            text = query.get(key)
+            if not text:
+                return default
+            try:
+                return max(0, min(int(text), top))
+            except ValueError:
+                return default
+
+        sort = query.get("sort") or "-severity"
+        return cls(many("severity"), many("category"), many("state"), many("source"),
+                   (query.get("host") or "").strip()[:200], (query.get("q") or "").strip()[:200],
+                   sort if sort in SORTS else "-severity", number("offset", 0, 10**9) or 0,
+                   number("limit", default_limit, 10_000))
+
+    def query_string(self, **change: Any) -> str:
+        from urllib.parse import urlencode
+
+        pairs: list[tuple[str, Any]] = []
+        for key in ("severity", "category", "state", "source"):
+            pairs.extend((key, v) for v in change.get(key, getattr(self, key)))
+        for key in ("host", "q", "sort", "offset", "limit"):
+            value = change.get(key, getattr(self, key))
+            if value not in ("", None):
+                pairs.append((key, value))
+        return urlencode(pairs)
+
+
+def source_of(runs: Sequence[Run]) -> str:
+    """Where a finding came from, by the runs that saw it: monitor, capture or image:COMPONENT."""
+    kinds = []
+    for r in runs:
+        if r.kind == "scan-image":
+            kinds.append(f"image:{r.component or '-'}")
+        elif (r.component or "").startswith(MONITOR_PREFIX):
+            kinds.append("monitor")
+        else:
+            kinds.append("capture")
+    return ",".join(sorted(set(kinds))) or "-"
+
+
+def finding_record(t: TriagedFinding, runs: dict[int, Run]) -> dict[str, Any]:
+    """The Finding contract plus ``state``, ``source``, ``runs`` and the latest disposition."""
+    seen = [runs[i] for i in t.runs if i in runs]
+    return {**t.finding.to_json(), "state": t.state, "counts": t.counts, "source": source_of(seen),
+            "runs": list(t.runs),
+            "disposition": None if t.disposition is None else t.disposition.to_json()}
+
+
+def _matches(rec: dict[str, Any], f: FindingFilter) -> bool:
+    if f.severity and rec["severity"] not in f.severity:
+        return False
+    if f.category and rec["category"] not in f.category:
+        return False
+    if f.state and rec["state"] not in f.state:
+        return False
+    if f.source and not any(s in rec["source"].split(",") or rec["source"].startswith(s) for s in f.source):
+        return False
+    if f.host and not any(f.host in (rec.get(k) or "") for k in ("src", "dst")):
+        return False
+    if f.q:
+        needle = f.q.lower()
+        text = " ".join(str(rec.get(k) or "") for k in ("id", "title", "rule", "category", "src", "dst"))
+        if needle not in text.lower() and needle not in json.dumps(rec.get("evidence", "")).lower():
+            return False
+    return True
+
+
+_RANK = {name: i for i, name in enumerate(SEVERITIES)}
+
+
+def _sort_key(sort: str) -> Any:
+    field = sort.lstrip("-")
+    if field == "severity":
+        return lambda r: (_RANK.get(r["severity"], 0), r["id"])
+    if field in ("last_seen", "first_seen"):
+        return lambda r: (r[field] or "", r["id"])
+    if field == "count":
+        return lambda r: (r["count"], r["id"])
+    return lambda r: (str(r.get(field) or ""), r["id"])
+
+
+def findings(store: Store, crane: str, flt: FindingFilter | None = None) -> tuple[list[dict[str, Any]], int]:
+    """(the page of the crane's findings the filter asks for, how many match in all)."""
+    flt = flt or FindingFilter()
+    record = require_crane(store, crane)
+    runs = {r.id: r for r in store.runs(record.name)}
+    rows = [finding_record(t, runs) for t in triaged(store, record.name)]
+    picked = [r for r in rows if _matches(r, flt)]
+    picked.sort(key=_sort_key(flt.sort), reverse=flt.sort.startswith("-"))
+    end = None if flt.limit is None else flt.offset + flt.limit
+    return picked[flt.offset:end], len(picked)
+
+
+def finding_facets(store: Store, crane: str) -> dict[str, list[str]]:
+    """The values the filter offers: categories and sources present, every severity and state."""
+    rows, _ = findings(store, crane)
+    return {"severity": list(reversed(SEVERITIES)), "state": list(FINDING_STATES),
+            "category": sorted({r["category"] for r in rows}),
+            "source": sorted({s for r in rows for s in r["source"].split(",")})}
+
+
+def finding_detail(store: Store, crane: str, finding: str) -> dict[str, Any] | None:
+    """One finding with its state, runs, dispositions and notes (None: no such finding)."""
+    record = require_crane(store, crane)
+    runs = {r.id: r for r in store.runs(record.name)}
+    now = time.time()
+    for t in triaged(store, record.name, now=now):
+        if t.finding.id != finding:
+            continue
+        rec = finding_record(t, runs)
+        history = [{**d.to_json(), "text": disposition_text(d, now)}
+                   for d in store.dispositions(record.name, finding)]
+        events = [e.to_json() for e in store.audit_events(record.name)
+                  if e.subject == finding and e.action in ("note", "assign")]
+        assigned = next((e["detail"].get("assignee") for e in reversed(events) if e["action"] == "assign"), None)
+        seen = [{"run": runs[i].id, "label": run_label(runs[i]), "kind": runs[i].kind,
+                 "inputs": [{"path": x.path, "sha256": x.sha256} for x in runs[i].inputs]}
+                for i in t.runs if i in runs]
+        return {**rec, "history": history, "notes": events, "assignee": assigned, "seen_in": seen,
+                "attack": [{"id": tid, "url": attack_url(tid)} for tid in t.finding.technique]}
+    return None
+
+
+def attack_url(technique: str) -> str:
+    """MITRE ATT&CK's page of a technique id (T0836, T1021.004); a link, nothing is fetched."""
+    base, _, sub = technique.partition(".")
+    return f"https://attack.mitre.org/techniques/{base}/" + (f"{sub}/" if sub else "")
+
+
+def open_incidents(store: Store, crane: str, states: dict[str, str] | None = None) -> list[dict[str, Any]]:
+    """The crane's incidents, each with its member findings' states (open: any member counts)."""
+    if states is None:
+        states = {t.finding.id: t.state for t in triaged(store, crane)}
+    out = []
+    for n in store.incidents(crane):
+        member_states = Counter(states.get(f, "open") for f in n.findings)
+        is_open = any(s in ("open", "acknowledged") for s in member_states.elements())
+        out.append({**n.to_json(), "open": is_open, "states": dict(member_states)})
+    return out
+
+
+def grouped_incidents(rows: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Findings grouped by rule and asset, for a crane whose runs stored no incidents."""
+    groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for r in rows:
+        groups.setdefault((r["rule"], r.get("src") or r.get("dst") or "-"), []).append(r)
+    out = []
+    for (rule, asset), members in groups.items():
+        worst = max(members, key=lambda r: _RANK.get(r["severity"], 0))
+        out.append({"id": f"{rule}@{asset}", "title": f"{rule} on {asset}", "severity": worst["severity"],
+                    "findings": [m["id"] for m in members], "assets": [asset],
+                    "open": any(m["state"] in ("open", "acknowledged") for m in members),
+                    "first_seen": min((m["first_seen"] or "" for m in members), default=""),
+                    "last_seen": max((m["last_seen"] or "" for m in members), default=""), "timeline": []})
+    return sorted(out, key=lambda n: (-_RANK.get(n["severity"], 0), n["id"]))
+
+
+def monitor_runs(store: Store, crane: str) -> list[Run]:
+    return [r for r in store.runs(crane, "analyze") if (r.component or "").startswith(MONITOR_PREFIX)]
+
+
+def crane_tile(store: Store, crane: str, now: float | None = None) -> dict[str, Any]:
+    """A crane as the quay shows it: life cycle, gate, open incidents by severity, evidence, monitor."""
+    at = time.time() if now is None else now
+    record = require_crane(store, crane)
+    gate = store.latest_gate(record.name)
+    items = triaged(store, record.name, now=at)
+    states = {t.finding.id: t.state for t in items}
+    incidents = open_incidents(store, record.name, states)
+    by_severity = Counter(n["severity"] for n in incidents if n["open"])
+    runs = [r for r in store.runs(record.name) if r.kind != "gate" and r.status == "complete"]
+    evidence = [r for r in runs if not (r.component or "").startswith(MONITOR_PREFIX)]
+    watch = [r for r in runs if (r.component or "").startswith(MONITOR_PREFIX)]
+    last_watch = max((r.finished_at or 0 for r in watch), default=None)
+    recent = {f for r in watch if (r.finished_at or 0) >= at - 86400
+              for f in (x.id for x in store.findings(record.name, [r.id]))}
+    return {
+        "crane": record.name, "maker": record.maker, "model": record.model, "state": record.state,
+        "decision": gate.decision if gate else None, "decided_by": gate.who if gate else None,
+        "decided_at": iso_time(gate.at) if gate else None,
+        "open_findings": sum(t.counts for t in items), "findings": len(items),
+        "open_incidents": {s: by_severity.get(s, 0) for s in reversed(SEVERITIES) if by_severity.get(s)},
+        "last_evidence": iso_time(max((r.finished_at or 0 for r in evidence), default=None) or None),
+        "last_evidence_run": run_label(evidence[-1]) if evidence else None,
+        "monitor": {"last_heartbeat": iso_time(last_watch) if last_watch else None,
+                    "findings_24h": len(recent),
+                    "healthy": last_watch is not None and at - last_watch < 600},
+    }
+
+
+def quay(store: Store) -> list[dict[str, Any]]:
+    return [crane_tile(store, c.name) for c in store.cranes()]
+
+
+def timeline(store: Store, crane: str) -> list[dict[str, Any]]:
+    """The crane's life cycle: every transition, disposition, note, supersede and gate decision, in time order."""
+    out: list[dict[str, Any]] = []
+    for h in store.history(crane):
+        out.append({"at": h.at, "who": h.who, "kind": "life-cycle",
+                    "text": f"{h.from_state + ' → ' if h.from_state else ''}{h.to_state}", "why": h.why})
+    for e in store.audit_events(crane):
+        detail = ", ".join(f"{k}={v}" for k, v in sorted(e.detail.items()))
+        out.append({"at": e.at, "who": e.who, "kind": e.action, "text": f"{e.subject}{' (' + detail + ')' if detail else ''}",
+                    "why": e.why, "subject": e.subject})
+    for g in store.gate_decisions(crane):
+        out.append({"at": g.at, "who": g.who, "kind": "gate", "text": f"gate decision: {g.decision}",
+                    "why": f"{len(g.reasons)} reason(s)"})
+    out.sort(key=lambda e: e["at"])
+    return [{**e, "at": iso_time(e["at"])} for e in out]
+
+
+def images(store: Store, crane: str) -> list[dict[str, Any]]:
+    """Every image scan of the crane, newest first, with its findings by severity and its SBOM summary."""
+    record = require_crane(store, crane)
+    out = []
+    for r in reversed(store.runs(record.name, "scan-image")):
+        found = store.findings(record.name, [r.id])
+        sbom = _sbom(store.run_artifact(r.id, "sbom"))
+        out.append({"run": r.id, "component": r.component, "status": r.status, "label": run_label(r),
+                    "finished": iso_time(r.finished_at), "superseded": r.superseded,
+                    "inputs": [{"path": i.path, "sha256": i.sha256, "size": i.size} for i in r.inputs],
+                    "by_severity": dict(Counter(str(f.severity) for f in found)), "findings": len(found),
+                    "top": [f.to_json() for f in found[:10]], "sbom": sbom})
+    return out
+
+
+def _sbom(text: str | None) -> dict[str, Any] | None:
+    if not text:
+        return None
+    try:
+        doc = json.loads(text)
+    except ValueError:
+        return None
+    components = doc.get("components", []) if isinstance(doc, dict) else []
+    packages = [{"name": c.get("name"), "version": c.get("version"), "purl": c.get("purl")}
+                for c in components if isinstance(c, dict)]
+    return {"packages": len(packages), "list": packages[:500],
+            "vulnerabilities": len(doc.get("vulnerabilities", []) if isinstance(doc, dict) else [])}
+
+
+def monitor_findings(store: Store, *, after_run: int = 0, crane: str | None = None,
+                     limit: int = 200) -> tuple[list[dict[str, Any]], int]:
+    """In-service findings of monitor checkpoints later than run ``after_run`` (newest first),
+    and the newest such run id (the stream's cursor)."""
+    out: list[dict[str, Any]] = []
+    cursor = after_run
+    for c in store.cranes():
+        if crane and c.name != crane:
+            continue
+        for r in monitor_runs(store, c.name):
+            cursor = max(cursor, r.id)
+            if r.id <= after_run or r.status != "complete":
+                continue
+            for f in store.findings(c.name, [r.id]):
+                out.append({**f.to_json(), "crane": c.name, "run": r.id, "sensor": (r.component or "")[len(MONITOR_PREFIX):],
+                            "recorded": iso_time(r.finished_at)})
+    seen: dict[tuple[str, str], dict[str, Any]] = {}
+    for rec in sorted(out, key=lambda x: x["run"]):
+        seen[(rec["crane"], rec["id"])] = rec  # one row per finding: its latest checkpoint
+    latest = sorted(seen.values(), key=lambda x: (x["run"], x["last_seen"] or ""), reverse=True)
+    return latest[:limit], cursor
+
+
+def findings_csv(rows: Iterable[dict[str, Any]]) -> str:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(CSV_COLUMNS)
+    for r in rows:
+        writer.writerow([_csv_cell(";".join(r[c]) if isinstance(r.get(c), list) else r.get(c))
+                         for c in CSV_COLUMNS])
+    return buffer.getvalue()
+
+
+def _csv_cell(value: Any) -> str:
+    """A cell a spreadsheet will not run: text starting with = + - @ (or a tab/CR) gets a quote."""
+    text = "" if value is None else str(value)
+    return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
+
+
+def jsonl(rows: Iterable[dict[str, Any]]) -> str:
+    from cranewatch.report.jsonl import json_line
+
+    return "".join(json_line(r) for r in rows)
+
+
+def finding_sort_options() -> Sequence[str]:
+    return SORTS
+
+
+def finding_from_record(rec: dict[str, Any]) -> Finding:
+    keys = ("id", "rule", "category", "severity", "crane", "title", "first_seen", "last_seen", "count", "src",
+            "dst", "technique", "evidence", "remedy")
+    return Finding.from_json({k: rec[k] for k in keys})
