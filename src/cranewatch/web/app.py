@@ -252,6 +252,7 @@ class Console:
         self.settings = settings
         self.stores = Stores(settings.db)
         self.env = _environment()
+        self.closing = threading.Event()  # set when the server stops: live streams end
 
     # -- helpers --------------------------------------------------------------------------------
 
@@ -525,8 +526,9 @@ class Console:
                 self.stores.drop()
                 return [], after
 
-        if start < 0:
+        if start < 0:  # no cursor: from now on
             _, start = await anyio.to_thread.run_sync(look, 1 << 62)
+        closing = self.closing
 
         async def stream() -> Any:
             cursor = start
@@ -543,9 +545,10 @@ class Console:
                 if idle >= 15:
                     yield ": keep-alive\n\n"
                     idle = 0.0
-                if await request.is_disconnected():
-                    return
-                await asyncio.sleep(self.settings.poll_seconds)
+                for _ in range(max(1, int(self.settings.poll_seconds / 0.1))):
+                    if closing.is_set() or await request.is_disconnected():
+                        return  # the server stops, or the browser left
+                    await asyncio.sleep(0.1)
 
         return StreamingResponse(stream(), media_type="text/event-stream",
                                  headers={"X-Accel-Buffering": "no"})

@@ -293,9 +293,9 @@ def _sbom(text: str | None) -> dict[str, Any] | None:
 def monitor_findings(store: Store, *, after_run: int = 0, crane: str | None = None,
                      limit: int = 200) -> tuple[list[dict[str, Any]], int]:
     """In-service findings of monitor checkpoints later than run ``after_run`` (newest first),
-    and the newest such run id (the stream's cursor)."""
+    and the newest monitor run id of all (the stream's cursor; 0 when there is none)."""
     out: list[dict[str, Any]] = []
-    cursor = after_run
+    cursor = 0
     for c in store.cranes():
         if crane and c.name != crane:
             continue

@@ -32,9 +32,10 @@ import ipaddress
 import socket
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 import h11
@@ -197,12 +198,25 @@ def listening_socket(host: str, port: int) -> socket.socket:
     return sock
 
 
+class _Uvicorn(uvicorn.Server):
+    """uvicorn's server that tells the application first when a signal stops it."""
+
+    def __init__(self, config: uvicorn.Config, on_exit: Callable[[], None]) -> None:
+        super().__init__(config)
+        self._on_exit = on_exit
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        self._on_exit()
+        super().handle_exit(sig, frame)
+
+
 class ConsoleServer:
     """The console on a listening socket: ``run()`` serves until stopped; ``start()`` on a
     thread (tests, benchmarks) and ``stop()``."""
 
     def __init__(self, app: Any, sock: socket.socket, *, tls_cert: str | Path | None = None,
                  tls_key: str | Path | None = None) -> None:
+        self.app = app
         self.sock = sock
         self.host, self.port = str(sock.getsockname()[0]), int(sock.getsockname()[1])
         self.tls = tls_cert is not None
@@ -213,7 +227,7 @@ class ConsoleServer:
             timeout_graceful_shutdown=2,
             ssl_certfile=str(tls_cert) if tls_cert else None, ssl_keyfile=str(tls_key) if tls_key else None,
         )
-        self.server = uvicorn.Server(config)
+        self.server = _Uvicorn(config, self.closing)
         self._thread: threading.Thread | None = None
 
     @property
@@ -225,8 +239,17 @@ class ConsoleServer:
     def connections(self) -> set[Any]:
         return self.server.server_state.connections
 
+    def closing(self) -> None:
+        """Tell the application the server stops (its live streams end rather than be cancelled)."""
+        console = getattr(getattr(self.app, "state", None), "console", None)
+        if console is not None:
+            console.closing.set()
+
     def run(self) -> None:
-        self.server.run(sockets=[self.sock])
+        try:
+            self.server.run(sockets=[self.sock])
+        finally:
+            self.closing()
 
     def start(self) -> ConsoleServer:
         self._thread = threading.Thread(target=self.run, name="cranewatch-console", daemon=True)
@@ -239,6 +262,7 @@ class ConsoleServer:
         return self
 
     def stop(self) -> None:
+        self.closing()
         self.server.should_exit = True
         if self._thread is not None:
             self._thread.join(timeout=10)
