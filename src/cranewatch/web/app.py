@@ -23,10 +23,11 @@ has no second way to write the store. Templates are Jinja2 with autoescaping; th
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import threading
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -70,7 +71,7 @@ SECURITY_HEADERS = {
     "Cross-Origin-Opener-Policy": "same-origin",
     "Cross-Origin-Resource-Policy": "same-origin",
 }
-PUBLIC = {("GET", "/login"), ("POST", "/login")}
+PUBLIC = {("GET", "/login"), ("HEAD", "/login"), ("POST", "/login")}
 PUBLIC_PREFIXES = ("/static/",)
 SAFE_METHODS = ("GET", "HEAD")
 
@@ -92,27 +93,28 @@ class Settings:
 
 
 class Stores:
-    """One open store per worker thread (SQLite connections are not shared across threads)."""
+    """The store of the request a worker thread serves: opened for it and closed after it
+    (~1 ms on SQLite), so no connection outlives a request or crosses threads."""
 
     def __init__(self, db: str | Path) -> None:
         self.db = db
         self._local = threading.local()
 
+    @contextlib.contextmanager
+    def opened(self) -> Iterator[Store]:
+        store = open_store(self.db, create=False)
+        self._local.store = store
+        try:
+            yield store
+        finally:
+            self._local.store = None
+            store.close()
+
     def get(self) -> Store:
         store = getattr(self._local, "store", None)
         if store is None:
-            store = open_store(self.db, create=False)
-            self._local.store = store
+            raise RuntimeError("no store is open on this thread (run the work inside Stores.opened)")
         return store
-
-    def drop(self) -> None:
-        store = getattr(self._local, "store", None)
-        self._local.store = None
-        if store is not None:
-            try:
-                store.close()
-            except Exception:
-                pass
 
 
 def _environment() -> Environment:
@@ -216,8 +218,7 @@ class Guard:
     def _session(self, token: str) -> Session | None:
         digest = auth.token_digest(token)
         now = time.time()
-        store = self.stores.get()
-        try:
+        with self.stores.opened() as store:
             session = store.session(digest)
             if session is None:
                 return None
@@ -226,9 +227,6 @@ class Guard:
                 return None
             if now - session.last_seen >= 60:  # idle time to the minute: not a write per request
                 store.touch_session(digest, now)
-        except EnvironmentProblem:
-            self.stores.drop()
-            raise
         return session
 
 
@@ -276,7 +274,8 @@ class Console:
         async def endpoint(request: Request) -> Response:
             def work() -> Response:
                 try:
-                    return handler(request)
+                    with self.stores.opened():
+                        return handler(request)
                 except StateError as exc:
                     status = 404 if "not registered" in exc.message or "no stored finding" in exc.message else 409
                     return self.error_page(request, status, exc.message)
@@ -284,7 +283,6 @@ class Console:
                     status = 404 if exc.message.startswith("no stored finding") else 400
                     return self.error_page(request, status, exc.message)
                 except EnvironmentProblem as exc:
-                    self.stores.drop()
                     return self.error_page(request, 503, exc.message)
                 except CranewatchError as exc:
                     return self.error_page(request, 400, exc.message)
@@ -359,7 +357,10 @@ class Console:
         return redirect
 
     def _login(self, name: str, password: str, client: str) -> str | None:
-        store = self.store()
+        with self.stores.opened() as store:
+            return self._login_with(store, name, password, client)
+
+    def _login_with(self, store: Store, name: str, password: str, client: str) -> str | None:
         user = store.user(name) if name else None
         if not auth.verify_password(password, user.password if user else None) or user is None:
             return None
@@ -521,9 +522,9 @@ class Console:
 
         def look(after: int) -> tuple[list[dict[str, Any]], int]:
             try:
-                return data.monitor_findings(self.store(), after_run=after, crane=crane)
-            except EnvironmentProblem:
-                self.stores.drop()
+                with self.stores.opened() as store:
+                    return data.monitor_findings(store, after_run=after, crane=crane)
+            except EnvironmentProblem:  # the store is away for a moment: look again later
                 return [], after
 
         if start < 0:  # no cursor: from now on
