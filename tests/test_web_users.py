@@ -13,7 +13,6 @@ import pytest
 
 from cranewatch.model import Severity
 from cranewatch.store import open_store
-from cranewatch.store.schema import MIGRATIONS
 from cranewatch.web import auth
 from web_helpers import FLEET, client, console, finding
 
@@ -98,28 +97,26 @@ def test_verify_refuses_malformed_and_absurd_hashes() -> None:
 
 
 def test_migration_0007_keeps_the_audit_trail_and_adds_note_and_assign(tmp_path: Path) -> None:
+    from cranewatch.store import Store
+
     path = tmp_path / "old.db"
-    with _old_store(path) as store:
+    old = Store(path, migrate=False)
+    old.migrate(upto=6)  # the schema before the console
+    with old._write() as conn:
+        conn.execute("INSERT INTO audit_events(crane, at, who, action, subject, why, detail)"
+                     " VALUES ('STS-07', 1.0, 'ana', 'disposition', 'cw-old', 'seen', '{\"state\": \"acknowledged\"}')")
+    old.close()
+    with open_store(path) as store:
+        assert store.applied_migrations()[6] == "0007_console"
+        (event,) = store.audit_events("STS-07")
+        assert (event.action, event.who, event.subject, event.detail) == (
+            "disposition", "ana", "cw-old", {"state": "acknowledged"})
         store.record_run("STS-07", "analyze", [], [finding(1, severity=Severity.HIGH)])
         fid = store.findings("STS-07")[0].id
-        store.record_disposition("STS-07", fid, "acknowledged", who="ana", why="seen")
-        assert store.applied_migrations()[-1] == MIGRATIONS[5].name
-    with open_store(path) as store:
-        assert store.applied_migrations()[-1] == "0007_console"
-        (event,) = store.audit_events("STS-07")
-        assert (event.action, event.who, event.subject) == ("disposition", "ana", fid)
         store.record_finding_note("STS-07", fid, who="ana", why="asked", assignee="meyer")
         store.record_finding_note("STS-07", fid, who="ana", why="more")
         assert [e.action for e in store.audit_events("STS-07")] == ["disposition", "assign", "note"]
         assert [e.seq for e in store.audit_events("STS-07")] == [1, 2, 3]  # numbering goes on
-
-
-def _old_store(path: Path):  # type: ignore[no-untyped-def]
-    from cranewatch.store import Store
-
-    store = Store(path, migrate=False)
-    store.migrate(upto=6)
-    from cranewatch.fleet import import_fleet
-
-    import_fleet(store, FLEET, by="ana")
-    return store
+        with pytest.raises(Exception, match="CHECK"), store._write() as conn:  # still a closed list
+            conn.execute("INSERT INTO audit_events(crane, at, who, action, subject, why) VALUES"
+                         " ('STS-07', 1.0, 'x', 'delete-everything', 's', 'w')")

@@ -36,6 +36,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "runs",
     "supersede",
     "report",
+    "evidence",
     "monitor",
     "serve",
     "users",
