@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import shutil
 import ssl
 import subprocess
 import sys
@@ -22,6 +23,9 @@ from cranewatch.model import Severity
 from cranewatch.store import open_store
 from web_helpers import PASSWORD, build_store, client, console, csrf, finding
 
+REPO = Path(__file__).resolve().parents[1]
+SSH = REPO / "src" / "cranewatch" / "data" / "lab" / "remote-ssh" / "crane-lan.pcap"
+PROFILE = REPO / "profiles" / "sts-07.toml"
 CONTRACT = {"id", "rule", "category", "severity", "crane", "title", "first_seen", "last_seen", "count", "src",
             "dst", "technique", "evidence", "remedy"}
 
@@ -148,7 +152,7 @@ def test_filter_by_severity_and_source_matches_a_hand_count(world: Any, officer:
     high = {f.id for f in every if f.severity == Severity.HIGH}
     rows = officer.get("/api/findings", params={"crane": "STS-07", "severity": "high"}).json()
     assert {r["id"] for r in rows} == high and len(high) == 13 + 2 + 1
-    images = officer.get("/api/findings", params={"crane": "STS-07", "source": "image:CMS"}).json()
+    images = officer.get("/api/findings", params={"crane": "STS-07", "source": "image"}).json()
     assert {r["id"] for r in images} == {f.id for f in facts["hostile"][3:]}
     monitor = officer.get("/api/findings", params={"crane": "STS-07", "source": "monitor"}).json()
     assert [r["id"] for r in monitor] == [facts["monitor_finding"].id]
@@ -161,15 +165,18 @@ def test_search_host_sort_and_pages(world: Any, officer: httpx.Client) -> None:
     assert {r["title"] for r in hits} == {"finding number 3", *(f"finding number {n}" for n in range(30, 40))}
     host = officer.get("/api/findings", params={**base, "host": "198.51.100.7"}).json()
     assert [r["id"] for r in host] == [facts["monitor_finding"].id]
-    ordered = officer.get("/api/findings", params={**base, "sort": "first_seen"}).json()
-    times = [r["first_seen"] for r in ordered]
-    assert times == sorted(times)
-    first = officer.get("/api/findings", params={**base, "sort": "first_seen", "limit": 10, "offset": 0})
-    second = officer.get("/api/findings", params={**base, "sort": "first_seen", "limit": 10, "offset": 10})
+    ordered = officer.get("/api/findings", params={**base, "sort": "time"}).json()
+    times = [r["last_seen"] for r in ordered]
+    assert times == sorted(times, reverse=True)  # newest first
+    worst = officer.get("/api/findings", params={**base, "sort": "severity"}).json()
+    assert worst[0]["severity"] == "critical" and worst[-1]["severity"] == "low"
+    first = officer.get("/api/findings", params={**base, "sort": "time", "limit": 10, "offset": 0})
+    second = officer.get("/api/findings", params={**base, "sort": "time", "limit": 10, "offset": 10})
     assert first.headers["X-Total-Count"] == str(len(ordered))
     assert [r["id"] for r in first.json() + second.json()] == [r["id"] for r in ordered[:20]]
-    page = officer.get("/crane/STS-07", params={"limit": 10, "sort": "first_seen"}).text
+    page = officer.get("/crane/STS-07", params={"limit": 10, "sort": "time"}).text
     assert 'id="next"' in page and "1–10 shown" in page
+    assert page.count('<tr data-id="') == 10
 
 
 def test_csv_and_jsonl_exports_of_a_filtered_list(world: Any, officer: httpx.Client) -> None:
@@ -229,6 +236,44 @@ def test_an_officer_signs_the_gate_and_the_report_names_them(world: Any) -> None
         assert gate is not None and gate.who == "officer"
         assert store.crane("STS-07").state == "rejected"  # type: ignore[union-attr]
     assert 'signed by <span id="decided-by">officer</span>' in report and 'id="signed-by">officer<' in crane
+
+
+def test_the_evidence_frames_download_as_a_pcap_tshark_reads(tmp_path: Path) -> None:
+    """A finding of a real analysis: its frames cut from the recorded capture (tshark reads
+    exactly those frames, byte for byte); refused once the capture changed."""
+    db = tmp_path / "cw.db"
+    capture = tmp_path / "ssh.pcap"
+    shutil.copy(SSH, capture)
+    build_store(db, findings=2)
+    env = {"PYTHONPATH": str(REPO / "src"), "PATH": "/usr/bin:/bin"}
+    subprocess.run([sys.executable, "-m", "cranewatch", "analyze", str(capture), "--profile", str(PROFILE),
+                    "--db", str(db), "--crane", "STS-07", "--format", "jsonl", "--out", str(tmp_path / "r.jsonl")],
+                   check=True, capture_output=True, env=env)
+    with open_store(db, readonly=True) as store:
+        ssh = next(f for f in store.findings("STS-07") if f.rule == "remote-access")
+    frames = [n for e in ssh.evidence for n in e.frames]
+    with console(db) as server, client(server, "viewer") as viewer:
+        page = viewer.get(f"/crane/STS-07/finding/{ssh.id}").text
+        assert 'id="download-frames"' in page
+        r = viewer.get(f"/crane/STS-07/finding/{ssh.id}/frames.pcap")
+        assert r.status_code == 200 and r.headers["content-type"] == "application/vnd.tcpdump.pcap"
+        cut = tmp_path / "cut.pcap"
+        cut.write_bytes(r.content)
+        capture.write_bytes(SSH.read_bytes()[:-10])  # the capture changes after the analysis
+        refused = viewer.get(f"/crane/STS-07/finding/{ssh.id}/frames.pcap")
+    assert refused.status_code == 409 and "sha256" in refused.text
+    got = tshark_fields(cut)
+    want = tshark_fields(SSH, frames)
+    assert len(got) == len(sorted(set(frames))) >= 2 and got == want
+
+
+def tshark_fields(path: Path, frames: list[int] | None = None) -> list[str]:
+    """Each frame's time, lengths and bytes as tshark reads them (of the given frame numbers)."""
+    args = ["tshark", "-r", str(path), "-T", "fields", "-e", "frame.time_epoch", "-e", "frame.len", "-e", "frame.cap_len", "-e", "tcp.len",
+            "-e", "eth.src", "-e", "ip.src", "-e", "tcp.seq_raw"]
+    if frames is not None:
+        args += ["-Y", "frame.number in {" + ",".join(str(n) for n in sorted(set(frames))) + "}"]
+    return subprocess.run(args, capture_output=True, text=True, check=True).stdout.splitlines()
 
 
 # -- live monitor ---------------------------------------------------------------------------------

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import io
 import json
 import threading
 import time
@@ -50,7 +51,13 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from cranewatch import __version__
-from cranewatch.errors import CranewatchError, EnvironmentProblem, StateError, UsageError
+from cranewatch.errors import (
+    CranewatchError,
+    EnvironmentProblem,
+    InputError,
+    StateError,
+    UsageError,
+)
 from cranewatch.model import iso_time
 from cranewatch.store import FINDING_STATES, Session, Store, open_store
 from cranewatch.web import auth, data
@@ -391,7 +398,7 @@ class Console:
         rows, total = data.findings(store, crane, flt)
         overview = self._crane_overview(store, crane)
         return self.render(request, "crane.html.j2", **overview, rows=rows, total=total, flt=flt,
-                           facets=data.finding_facets(store, crane), sorts=data.SORTS)
+                           facets=data.finding_facets(), sorts=data.SORTS)
 
     def _crane_overview(self, store: Store, crane: str) -> dict[str, Any]:
         tile = data.crane_tile(store, crane)
@@ -420,7 +427,20 @@ class Console:
                            triage_states=sorted(auth.TRIAGE_STATES), evidence_runs=[(r.id, data.run_label(r)) for r in runs])
 
     def frames(self, request: Request) -> Response:
-        return self.error_page(request, 501, "evidence frames are not available yet")
+        """The finding's evidence frames as a small capture, cut from the recorded capture after
+        its sha256 is checked (a changed or missing capture: 409 saying so)."""
+        from cranewatch.evidence_pcap import evidence_pcap
+
+        crane, finding = request.path_params["crane"], request.path_params["finding"]
+        out = io.BytesIO()
+        try:
+            cut = evidence_pcap(self.store(), finding, out, crane=crane)
+        except InputError as exc:
+            return self.error_page(request, 409, exc.message)
+        name = "".join(c if c.isalnum() or c in "-_" else "_" for c in f"{crane}-{cut.finding}")
+        return Response(out.getvalue(), media_type="application/vnd.tcpdump.pcap",
+                        headers={"Content-Disposition": f'attachment; filename="{name}.{cut.format}"',
+                                 "X-Frames": str(cut.packets)})
 
     def incidents_page(self, request: Request) -> Response:
         crane = request.query_params.get("crane") or ""

@@ -15,23 +15,32 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from cranewatch.evidence_pcap import finding_frames
 from cranewatch.fleet import require_crane
 from cranewatch.gate import disposition_text, run_label
-from cranewatch.model import Finding, Severity, iso_time
-from cranewatch.store import FINDING_STATES, Run, Store
-from cranewatch.triage import TriagedFinding, triaged
+from cranewatch.model import CATEGORIES, Finding, Severity, iso_time
+from cranewatch.store import COUNTING_STATES, FINDING_STATES, Run, Store
+from cranewatch.store.console import (
+    FINDING_SORTS,
+    FINDING_SOURCES,
+    MAX_PAGE,
+    FindingQuery,
+    FindingRow,
+)
 
 MONITOR_PREFIX = "monitor:"
 SEVERITIES = tuple(str(s) for s in Severity)  # info .. critical
-SORTS = ("severity", "-severity", "last_seen", "-last_seen", "first_seen", "-first_seen", "category", "state",
-         "count", "-count", "title")
+SORTS = FINDING_SORTS  # time (newest first), severity (worst first), rule
+_RANK = {name: i for i, name in enumerate(SEVERITIES)}
+CLOSED_STATES = tuple(s for s in FINDING_STATES if s not in COUNTING_STATES)
 CSV_COLUMNS = ("id", "crane", "state", "severity", "category", "rule", "title", "first_seen", "last_seen",
-               "count", "src", "dst", "technique", "source", "remedy")
+               "count", "src", "dst", "technique", "source", "until", "remedy")
 
 
 @dataclass(frozen=True, slots=True)
 class FindingFilter:
-    """A filtered, sorted, searched page of a crane's findings (``limit`` None: all)."""
+    """A filtered, sorted, searched page of a crane's findings (``limit`` None: all), as the
+    console's pages and API take it from a query string; ``Store.query_findings`` does the work."""
 
     severity: tuple[str, ...] = ()
     category: tuple[str, ...] = ()
@@ -39,15 +48,15 @@ class FindingFilter:
     source: tuple[str, ...] = ()
     host: str = ""
     q: str = ""
-    sort: str = "-severity"
+    sort: str = "severity"
     offset: int = 0
     limit: int | None = None
 
     @classmethod
     def from_query(cls, query: Any, *, default_limit: int | None = None) -> FindingFilter:
-        def many(key: str) -> tuple[str, ...]:
-            return tuple(v for v in (query.getlist(key) if hasattr(query, "getlist") else [query.get(key)])
-                         if v)
+        def many(key: str, allowed: Sequence[str]) -> tuple[str, ...]:
+            values = query.getlist(key) if hasattr(query, "getlist") else [query.get(key)]
+            return tuple(v for v in values if v in allowed)  # an unknown value selects nothing else
 
         def number(key: str, default: int | None, top: int) -> int | None:
             text = query.get(key)
@@ -58,11 +67,12 @@ class FindingFilter:
             except ValueError:
                 return default
 
-        sort = query.get("sort") or "-severity"
-        return cls(many("severity"), many("category"), many("state"), many("source"),
-                   (query.get("host") or "").strip()[:200], (query.get("q") or "").strip()[:200],
-                   sort if sort in SORTS else "-severity", number("offset", 0, 10**9) or 0,
-                   number("limit", default_limit, 10_000))
+        sort = query.get("sort") or "severity"
+        limit = number("limit", default_limit, MAX_PAGE)
+        return cls(many("severity", SEVERITIES), many("category", CATEGORIES), many("state", FINDING_STATES),
+                   many("source", FINDING_SOURCES), (query.get("host") or "").strip()[:200],
+                   (query.get("q") or "").strip()[:200], sort if sort in SORTS else "severity",
+                   number("offset", 0, 10**9) or 0, limit or None)
 
     def query_string(self, **change: Any) -> str:
         from urllib.parse import urlencode
@@ -76,101 +86,66 @@ class FindingFilter:
                 pairs.append((key, value))
         return urlencode(pairs)
 
-
-def source_of(runs: Sequence[Run]) -> str:
-    """Where a finding came from, by the runs that saw it: monitor, capture or image:COMPONENT."""
-    kinds = []
-    for r in runs:
-        if r.kind == "scan-image":
-            kinds.append(f"image:{r.component or '-'}")
-        elif (r.component or "").startswith(MONITOR_PREFIX):
-            kinds.append("monitor")
-        else:
-            kinds.append("capture")
-    return ",".join(sorted(set(kinds))) or "-"
+    def query(self, crane: str, *, limit: int, offset: int) -> FindingQuery:
+        return FindingQuery(crane=crane, severity=self.severity, category=self.category, state=self.state,
+                            source=self.source, host=self.host or None, text=self.q or None, sort=self.sort,
+                            limit=limit, offset=offset)
 
 
-def finding_record(t: TriagedFinding, runs: dict[int, Run]) -> dict[str, Any]:
-    """The Finding contract plus ``state``, ``source``, ``runs`` and the latest disposition."""
-    seen = [runs[i] for i in t.runs if i in runs]
-    return {**t.finding.to_json(), "state": t.state, "counts": t.counts, "source": source_of(seen),
-            "runs": list(t.runs),
-            "disposition": None if t.disposition is None else t.disposition.to_json()}
-
-
-def _matches(rec: dict[str, Any], f: FindingFilter) -> bool:
-    if f.severity and rec["severity"] not in f.severity:
-        return False
-    if f.category and rec["category"] not in f.category:
-        return False
-    if f.state and rec["state"] not in f.state:
-        return False
-    if f.source and not any(s in rec["source"].split(",") or rec["source"].startswith(s) for s in f.source):
-        return False
-    if f.host and not any(f.host in (rec.get(k) or "") for k in ("src", "dst")):
-        return False
-    if f.q:
-        needle = f.q.lower()
-        text = " ".join(str(rec.get(k) or "") for k in ("id", "title", "rule", "category", "src", "dst"))
-        if needle not in text.lower() and needle not in json.dumps(rec.get("evidence", "")).lower():
-            return False
-    return True
-
-
-_RANK = {name: i for i, name in enumerate(SEVERITIES)}
-
-
-def _sort_key(sort: str) -> Any:
-    field = sort.lstrip("-")
-    if field == "severity":
-        return lambda r: (_RANK.get(r["severity"], 0), r["id"])
-    if field in ("last_seen", "first_seen"):
-        return lambda r: (r[field] or "", r["id"])
-    if field == "count":
-        return lambda r: (r["count"], r["id"])
-    return lambda r: (str(r.get(field) or ""), r["id"])
+def finding_record(row: FindingRow) -> dict[str, Any]:
+    """The Finding contract plus ``state``, ``source``, ``until`` and whether it counts in the gate."""
+    return {**row.to_json(), "counts": row.state in COUNTING_STATES}
 
 
 def findings(store: Store, crane: str, flt: FindingFilter | None = None) -> tuple[list[dict[str, Any]], int]:
-    """(the page of the crane's findings the filter asks for, how many match in all)."""
+    """(the page of the crane's findings the filter asks for — all when its limit is None —,
+    how many match in all)."""
     flt = flt or FindingFilter()
     record = require_crane(store, crane)
-    runs = {r.id: r for r in store.runs(record.name)}
-    rows = [finding_record(t, runs) for t in triaged(store, record.name)]
-    picked = [r for r in rows if _matches(r, flt)]
-    picked.sort(key=_sort_key(flt.sort), reverse=flt.sort.startswith("-"))
-    end = None if flt.limit is None else flt.offset + flt.limit
-    return picked[flt.offset:end], len(picked)
+    if flt.limit is not None:
+        page = store.query_findings(flt.query(record.name, limit=flt.limit, offset=flt.offset))
+        return [finding_record(r) for r in page.rows], page.total
+    rows: list[dict[str, Any]] = []
+    offset = flt.offset
+    while True:
+        page = store.query_findings(flt.query(record.name, limit=MAX_PAGE, offset=offset))
+        rows.extend(finding_record(r) for r in page.rows)
+        offset += MAX_PAGE
+        if offset >= page.total or not page.rows:
+            return rows, page.total
 
 
-def finding_facets(store: Store, crane: str) -> dict[str, list[str]]:
-    """The values the filter offers: categories and sources present, every severity and state."""
-    rows, _ = findings(store, crane)
-    return {"severity": list(reversed(SEVERITIES)), "state": list(FINDING_STATES),
-            "category": sorted({r["category"] for r in rows}),
-            "source": sorted({s for r in rows for s in r["source"].split(",")})}
+def closed_findings(store: Store, crane: str) -> set[str]:
+    """Ids of the crane's findings a disposition took out of the gate (usually few)."""
+    rows, _ = findings(store, crane, FindingFilter(state=CLOSED_STATES))
+    return {r["id"] for r in rows}
+
+
+def finding_facets() -> dict[str, list[str]]:
+    """The values the filter offers."""
+    return {"severity": list(reversed(SEVERITIES)), "state": list(FINDING_STATES), "category": list(CATEGORIES),
+            "source": list(FINDING_SOURCES)}
 
 
 def finding_detail(store: Store, crane: str, finding: str) -> dict[str, Any] | None:
     """One finding with its state, runs, dispositions and notes (None: no such finding)."""
     record = require_crane(store, crane)
-    runs = {r.id: r for r in store.runs(record.name)}
     now = time.time()
-    for t in triaged(store, record.name, now=now):
-        if t.finding.id != finding:
-            continue
-        rec = finding_record(t, runs)
-        history = [{**d.to_json(), "text": disposition_text(d, now)}
-                   for d in store.dispositions(record.name, finding)]
-        events = [e.to_json() for e in store.audit_events(record.name)
-                  if e.subject == finding and e.action in ("note", "assign")]
-        assigned = next((e["detail"].get("assignee") for e in reversed(events) if e["action"] == "assign"), None)
-        seen = [{"run": runs[i].id, "label": run_label(runs[i]), "kind": runs[i].kind,
-                 "inputs": [{"path": x.path, "sha256": x.sha256} for x in runs[i].inputs]}
-                for i in t.runs if i in runs]
-        return {**rec, "history": history, "notes": events, "assignee": assigned, "seen_in": seen,
-                "attack": [{"id": tid, "url": attack_url(tid)} for tid in t.finding.technique]}
-    return None
+    row = store.finding_row(record.name, finding, now=now)
+    if row is None:
+        return None
+    runs = {r.id: r for r in store.runs(record.name)}
+    seen_ids = store.finding_runs(record.name).get(finding, ())
+    history = [{**d.to_json(), "text": disposition_text(d, now)} for d in store.dispositions(record.name, finding)]
+    events = [e.to_json() for e in store.audit_events(record.name)
+              if e.subject == finding and e.action in ("note", "assign")]
+    assigned = next((e["detail"].get("assignee") for e in reversed(events) if e["action"] == "assign"), None)
+    seen = [{"run": runs[i].id, "label": run_label(runs[i]), "kind": runs[i].kind,
+             "inputs": [{"path": x.path, "sha256": x.sha256} for x in runs[i].inputs]}
+            for i in seen_ids if i in runs]
+    return {**finding_record(row), "runs": list(seen_ids), "history": history, "notes": events,
+            "assignee": assigned, "seen_in": seen, "frames": {k: list(v) for k, v in finding_frames(row.finding).items()},
+            "attack": [{"id": tid, "url": attack_url(tid)} for tid in row.finding.technique]}
 
 
 def attack_url(technique: str) -> str:
@@ -179,15 +154,14 @@ def attack_url(technique: str) -> str:
     return f"https://attack.mitre.org/techniques/{base}/" + (f"{sub}/" if sub else "")
 
 
-def open_incidents(store: Store, crane: str, states: dict[str, str] | None = None) -> list[dict[str, Any]]:
-    """The crane's incidents, each with its member findings' states (open: any member counts)."""
-    if states is None:
-        states = {t.finding.id: t.state for t in triaged(store, crane)}
+def open_incidents(store: Store, crane: str, closed: set[str] | None = None) -> list[dict[str, Any]]:
+    """The crane's incidents; open when any member finding still counts in the gate."""
+    if closed is None:
+        closed = closed_findings(store, crane)
     out = []
     for n in store.incidents(crane):
-        member_states = Counter(states.get(f, "open") for f in n.findings)
-        is_open = any(s in ("open", "acknowledged") for s in member_states.elements())
-        out.append({**n.to_json(), "open": is_open, "states": dict(member_states)})
+        shut = sum(f in closed for f in n.findings)
+        out.append({**n.to_json(), "open": shut < len(n.findings), "closed_findings": shut})
     return out
 
 
@@ -216,26 +190,26 @@ def crane_tile(store: Store, crane: str, now: float | None = None) -> dict[str, 
     at = time.time() if now is None else now
     record = require_crane(store, crane)
     gate = store.latest_gate(record.name)
-    items = triaged(store, record.name, now=at)
-    states = {t.finding.id: t.state for t in items}
-    incidents = open_incidents(store, record.name, states)
+    total = store.query_findings(FindingQuery(crane=record.name, limit=1)).total
+    counting = store.query_findings(FindingQuery(crane=record.name, state=tuple(COUNTING_STATES), limit=1)).total
+    incidents = open_incidents(store, record.name)
     by_severity = Counter(n["severity"] for n in incidents if n["open"])
     runs = [r for r in store.runs(record.name) if r.kind != "gate" and r.status == "complete"]
     evidence = [r for r in runs if not (r.component or "").startswith(MONITOR_PREFIX)]
     watch = [r for r in runs if (r.component or "").startswith(MONITOR_PREFIX)]
     last_watch = max((r.finished_at or 0 for r in watch), default=None)
-    recent = {f for r in watch if (r.finished_at or 0) >= at - 86400
-              for f in (x.id for x in store.findings(record.name, [r.id]))}
+    lately = [r.id for r in watch if (r.finished_at or 0) >= at - 86400]
+    day = len({f.id for f in store.findings(record.name, lately)}) if lately else 0
     return {
         "crane": record.name, "maker": record.maker, "model": record.model, "state": record.state,
         "decision": gate.decision if gate else None, "decided_by": gate.who if gate else None,
         "decided_at": iso_time(gate.at) if gate else None,
-        "open_findings": sum(t.counts for t in items), "findings": len(items),
+        "open_findings": counting, "findings": total,
         "open_incidents": {s: by_severity.get(s, 0) for s in reversed(SEVERITIES) if by_severity.get(s)},
         "last_evidence": iso_time(max((r.finished_at or 0 for r in evidence), default=None) or None),
         "last_evidence_run": run_label(evidence[-1]) if evidence else None,
         "monitor": {"last_heartbeat": iso_time(last_watch) if last_watch else None,
-                    "findings_24h": len(recent),
+                    "findings_24h": day,
                     "healthy": last_watch is not None and at - last_watch < 600},
     }
 
@@ -333,10 +307,6 @@ def jsonl(rows: Iterable[dict[str, Any]]) -> str:
     from cranewatch.report.jsonl import json_line
 
     return "".join(json_line(r) for r in rows)
-
-
-def finding_sort_options() -> Sequence[str]:
-    return SORTS
 
 
 def finding_from_record(rec: dict[str, Any]) -> Finding:
