@@ -981,6 +981,41 @@ class Store(ConsoleQueries):
         with self._write() as db:
             db.execute("DELETE FROM sessions WHERE token_sha256=?", (token_sha256,))
 
+    # -- incidents for the console (tens of thousands: counted and paged in SQL) ---------------
+
+    def incident_counts(self, crane: str, closed: Iterable[str] = ()) -> dict[str, int]:
+        """severity → how many of the crane's incidents are open: those with a member finding
+        not in ``closed`` (the findings a disposition took out; few, so only the incidents
+        naming one of them are read whole)."""
+        shut = sorted(set(closed))
+        with self._read() as db:
+            counts = {r["severity"]: int(r["n"]) for r in db.execute(
+                "SELECT severity, count(*) AS n FROM incidents WHERE crane=? GROUP BY severity", (crane,))}
+            if not shut:
+                return counts
+            candidates: dict[str, Row] = {}
+            for i in range(0, len(shut), 50):
+                part = shut[i:i + 50]
+                likes = " OR ".join("record LIKE ? ESCAPE '\\'" for _ in part)
+                for r in db.execute(f"SELECT id, severity, record FROM incidents WHERE crane=? AND ({likes})",
+                                    (crane, *(f'%"{_escape_like(f)}"%' for f in part))):
+                    candidates[r["id"]] = r
+        closed_set = set(shut)
+        for r in candidates.values():
+            if set(json.loads(r["record"]).get("findings", ())) <= closed_set:
+                counts[r["severity"]] -= 1
+        return {k: v for k, v in counts.items() if v > 0}
+
+    def incidents_page(self, crane: str, *, limit: int, offset: int = 0) -> tuple[list[Incident], int]:
+        """One page of the crane's incidents, most severe first then newest, and how many there are."""
+        rank = ("CASE severity WHEN 'critical' THEN 4 WHEN 'high' THEN 3 WHEN 'medium' THEN 2"
+                " WHEN 'low' THEN 1 ELSE 0 END")
+        with self._read() as db:
+            total = int(db.execute("SELECT count(*) FROM incidents WHERE crane=?", (crane,)).fetchone()[0])
+            rows = db.execute(f"SELECT record FROM incidents WHERE crane=? ORDER BY {rank} DESC,"
+                              " last_seen DESC, id LIMIT ? OFFSET ?", (crane, limit, offset)).fetchall()
+        return [Incident.from_json(json.loads(r["record"])) for r in rows], total
+
 
 _UPSERT_INCIDENT = """
 INSERT INTO incidents(crane, id, severity, title, first_seen, last_seen, record)
@@ -1102,6 +1137,10 @@ def _latest_disposition_row(db: Connection, crane: str, finding: str) -> Row | N
 def _disposition_from_row(r: Row) -> Disposition:
     return Disposition(r["crane"], r["finding_id"], r["state"], r["at"], r["who"], r["why"], r["until"],
                        r["evidence_run"], r["seq"])
+
+
+def _escape_like(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
 def _user_from_row(r: Row) -> User:

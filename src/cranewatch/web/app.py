@@ -66,6 +66,7 @@ from cranewatch.web.server import HostCheck
 STATIC = Path(__file__).parent / "static"
 MAX_BODY = 64 * 1024
 PAGE_SIZE = 50
+CRANE_INCIDENTS = 20  # the crane page shows the worst; the incidents page has them all, by pages
 CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
        "form-action 'self'; frame-ancestors 'none'; base-uri 'none'")
 REPORT_CSP = CSP.replace("style-src 'self'", "style-src 'unsafe-inline'")
@@ -404,10 +405,10 @@ class Console:
         tile = data.crane_tile(store, crane)
         record = store.crane(tile["crane"])
         assert record is not None
-        incidents = data.open_incidents(store, record.name)
+        incidents, incident_total = data.open_incidents(store, record.name, limit=CRANE_INCIDENTS)
         rulesets = [store.latest_ruleset(record.name, p) for p in ("quarantine", "in-service")]
         return {"tile": tile, "crane": record.to_json(), "timeline": data.timeline(store, record.name),
-                "incidents": incidents,
+                "incidents": incidents, "incident_total": incident_total,
                 "rulesets": [{"purpose": r.purpose, "at": iso_time(r.at), "who": r.who, "sha256": r.sha256,
                               "text": r.text} for r in rulesets if r is not None]}
 
@@ -444,8 +445,10 @@ class Console:
 
     def incidents_page(self, request: Request) -> Response:
         crane = request.query_params.get("crane") or ""
-        return self.render(request, "incidents.html.j2", crane=crane, cranes=self._crane_names(),
-                           incidents=self._incidents(crane) if crane else [])
+        offset = max(0, _int(request.query_params.get("offset"), 0))
+        rows, total = self._incidents(crane, limit=PAGE_SIZE, offset=offset) if crane else ([], 0)
+        return self.render(request, "incidents.html.j2", crane=crane, cranes=self._crane_names(), incidents=rows,
+                           total=total, offset=offset, limit=PAGE_SIZE)
 
     def images_page(self, request: Request) -> Response:
         crane = request.query_params.get("crane") or ""
@@ -464,13 +467,16 @@ class Console:
     def _crane_names(self) -> list[str]:
         return [c.name for c in self.store().cranes()]
 
-    def _incidents(self, crane: str) -> list[dict[str, Any]]:
+    def _incidents(self, crane: str, *, limit: int | None = None, offset: int = 0) -> tuple[list[dict[str, Any]], int]:
+        """The crane's stored incidents; for a crane whose runs stored none, its findings grouped by rule and asset."""
         store = self.store()
-        stored = data.open_incidents(store, crane)
-        if stored:
-            return stored
+        stored, total = data.open_incidents(store, crane, limit=limit, offset=offset)
+        if total:
+            return stored, total
         rows, _ = data.findings(store, crane)
-        return data.grouped_incidents(rows)
+        grouped = data.grouped_incidents(rows)
+        end = None if limit is None else offset + limit
+        return grouped[offset:end], len(grouped)
 
     # -- JSON API -------------------------------------------------------------------------------
 
@@ -511,8 +517,8 @@ class Console:
         crane = request.query_params.get("crane")
         if not crane:
             return self.error_page(request, 400, "name the crane: /api/incidents?crane=ID")
-        rows = self._incidents(crane)
-        return _listing(rows, request.query_params.get("format"), len(rows), f"{crane}-incidents",
+        rows, total = self._incidents(crane)
+        return _listing(rows, request.query_params.get("format"), total, f"{crane}-incidents",
                         csv_rows=_incidents_csv)
 
     def api_images(self, request: Request) -> Response:

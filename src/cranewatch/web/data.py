@@ -154,15 +154,21 @@ def attack_url(technique: str) -> str:
     return f"https://attack.mitre.org/techniques/{base}/" + (f"{sub}/" if sub else "")
 
 
-def open_incidents(store: Store, crane: str, closed: set[str] | None = None) -> list[dict[str, Any]]:
-    """The crane's incidents; open when any member finding still counts in the gate."""
+def open_incidents(store: Store, crane: str, closed: set[str] | None = None, *, limit: int | None = None,
+                   offset: int = 0) -> tuple[list[dict[str, Any]], int]:
+    """A page of the crane's incidents (all when ``limit`` is None), most severe first, each
+    open when a member finding still counts in the gate; and how many there are."""
     if closed is None:
         closed = closed_findings(store, crane)
+    if limit is None:
+        found, total = store.incidents(crane), -1
+    else:
+        found, total = store.incidents_page(crane, limit=limit, offset=offset)
     out = []
-    for n in store.incidents(crane):
+    for n in found:
         shut = sum(f in closed for f in n.findings)
         out.append({**n.to_json(), "open": shut < len(n.findings), "closed_findings": shut})
-    return out
+    return out, len(out) if total < 0 else total
 
 
 def grouped_incidents(rows: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -192,8 +198,7 @@ def crane_tile(store: Store, crane: str, now: float | None = None) -> dict[str, 
     gate = store.latest_gate(record.name)
     total = store.query_findings(FindingQuery(crane=record.name, limit=1)).total
     counting = store.query_findings(FindingQuery(crane=record.name, state=tuple(COUNTING_STATES), limit=1)).total
-    incidents = open_incidents(store, record.name)
-    by_severity = Counter(n["severity"] for n in incidents if n["open"])
+    by_severity = store.incident_counts(record.name, closed_findings(store, record.name))
     runs = [r for r in store.runs(record.name) if r.kind != "gate" and r.status == "complete"]
     evidence = [r for r in runs if not (r.component or "").startswith(MONITOR_PREFIX)]
     watch = [r for r in runs if (r.component or "").startswith(MONITOR_PREFIX)]
