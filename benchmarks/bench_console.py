@@ -9,7 +9,9 @@ few; 50 console users (40 viewers or analysts, 10 officers, each with the real s
 connection) logs in once (timed apart: scrypt costs 0.3 s by design) and then sends its share of
 the requests, a mix of what a day at the console looks like: the quay, crane pages with filters,
 searches and deep pages, finding pages, the findings API (a 50-row page), incidents, images,
-the monitor page, and triage (acknowledge/note) by the analysts and officers.
+the monitor page, and triage (acknowledge/note) by the analysts and officers. Between two
+requests a user reads the page for ``--think`` seconds on average (uniform 0..2x; 0 sends back
+to back, which measures the server saturated: one Python process, one core for pages).
 
 The target: every page under 300 ms at the 99th percentile, no errors.
 
@@ -120,7 +122,7 @@ def requests_for(role: str, ids: list[str], rng: random.Random, n: int) -> list[
 
 def percentile(values: list[float], p: float) -> float:
     ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(p / 100 * (len(ordered) - 1))))]
+    return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
 
 
 def main() -> int:
@@ -129,6 +131,9 @@ def main() -> int:
     parser.add_argument("--requests", type=int, default=5000)
     parser.add_argument("--findings", type=int, default=10_000)
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--think", type=float, default=1.0,
+                        help="mean seconds a user reads a page before the next request (uniform 0..2x; "
+                        "0: every user sends back to back, the server saturated)")
     parser.add_argument("--json", metavar="FILE", help="also write the numbers as JSON")
     args = parser.parse_args()
 
@@ -154,14 +159,19 @@ def main() -> int:
     def user(name: str, role: str, seed: int) -> None:
         rng = random.Random(seed)
         plan = requests_for(role, facts["ids"], rng, per_user)
-        with httpx.Client(base_url=url, timeout=30) as c:
-            t0 = time.perf_counter()
-            r = c.post("/login", data={"username": name, "password": PASSWORD})
-            with lock:
-                logins.append(time.perf_counter() - t0)
-            token = c.get("/api/session").json()["csrf"] if r.status_code == 303 else ""
-            start_gate.wait()
+        with httpx.Client(base_url=url, timeout=60) as c:
+            token = ""
+            try:
+                t0 = time.perf_counter()
+                r = c.post("/login", data={"username": name, "password": PASSWORD}, timeout=600)
+                with lock:
+                    logins.append(time.perf_counter() - t0)
+                token = c.get("/api/session").json()["csrf"] if r.status_code == 303 else ""
+            finally:
+                start_gate.wait()
             for kind, method, path, body in plan:
+                if args.think > 0:
+                    time.sleep(rng.uniform(0, 2 * args.think))
                 t0 = time.perf_counter()
                 try:
                     r = c.request(method, path, json=body, headers={"X-CSRF-Token": token} if body else None)
@@ -189,7 +199,8 @@ def main() -> int:
     pages = [x for k, v in latencies.items() if k not in ("triage", "api-session") for x in v]
     print(f"logins: {len(logins)}, p50 {statistics.median(logins) * 1000:.0f} ms, "
           f"max {max(logins) * 1000:.0f} ms (scrypt N=2^17, at most {auth.HASHES_AT_ONCE} at once)")
-    print(f"{len(every)} requests by {args.users} users in {wall:.1f} s ({len(every) / wall:.0f}/s), "
+    print(f"{len(every)} requests by {args.users} users (think {args.think} s) in {wall:.1f} s "
+          f"({len(every) / wall:.0f}/s), "
           f"errors {sum(errors.values())}")
     print(f"{'kind':<16} {'n':>5} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} {'max ms':>8} errors")
     rows = {}
@@ -201,6 +212,7 @@ def main() -> int:
         print(f"{kind:<16} {r['n']:>5} {r['p50']:>8.0f} {r['p95']:>8.0f} {r['p99']:>8.0f} {r['max']:>8.0f} "
               f"{r['errors']}")
     summary = {"requests": len(every), "users": args.users, "findings": args.findings, "wall_s": wall,
+               "think_s": args.think,
                "errors": sum(errors.values()), "pages_p99_ms": percentile(pages, 99) * 1000,
                "all_p99_ms": percentile(every, 99) * 1000, "kinds": rows,
                "login_p50_ms": statistics.median(logins) * 1000, "cpus": os.cpu_count(),

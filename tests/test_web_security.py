@@ -161,7 +161,7 @@ def test_security_headers_on_every_answer(world: Any) -> None:
         assert "script-src 'self'" in csp and "'unsafe-inline'" not in csp.split("style-src")[0], r.url
         assert "frame-ancestors 'none'" in csp
         assert r.headers["x-frame-options"] == "DENY" and r.headers["x-content-type-options"] == "nosniff"
-        assert r.headers["cache-control"] == "no-store" and r.headers["referrer-policy"] == "no-referrer"
+        assert r.headers["cache-control"] == "no-store" and r.headers["referrer-policy"] == "same-origin"
     assert answers[-1].status_code == 421  # DNS rebinding
 
 

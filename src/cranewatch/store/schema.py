@@ -55,6 +55,8 @@ _CONSOLE_TABLES = (
         client TEXT
     )""",
     "CREATE INDEX sessions_user ON sessions(user_name)",
+    # the console counts a crane's incidents by severity and pages them worst first, newest first
+    "CREATE INDEX incidents_console ON incidents(crane, severity, last_seen, id)",
 )
 
 _AUDIT_EVENTS = f"""CREATE TABLE audit_events (

@@ -74,7 +74,9 @@ SECURITY_HEADERS = {
     "Content-Security-Policy": CSP,
     "X-Content-Type-Options": "nosniff",
     "X-Frame-Options": "DENY",
-    "Referrer-Policy": "no-referrer",
+    # same-origin, not no-referrer: with no-referrer a browser sends "Origin: null" on a form post,
+    # which the origin check (rightly) refuses; other sites (ATT&CK links) still get no referrer
+    "Referrer-Policy": "same-origin",
     "Cache-Control": "no-store",
     "Cross-Origin-Opener-Policy": "same-origin",
     "Cross-Origin-Resource-Policy": "same-origin",
@@ -93,11 +95,42 @@ class Settings:
     idle_seconds: float = 30 * 60  # a session unused this long ends
     limiter: auth.LoginLimiter = field(default_factory=auth.LoginLimiter)
     poll_seconds: float = 1.0  # how often the live stream looks for new monitor checkpoints
+    cache_seconds: float = 2.0  # the quay and a crane's overview may be this old (0: never cached)
 
     @property
     def cookie(self) -> str:
         # __Host-: the browser keeps it only if Secure, Path=/ and no Domain (no subdomain can set it)
         return "__Host-cw_session" if self.tls else "cw_session"
+
+
+class Cache:
+    """Results that cost a page tens of milliseconds (a crane's tile, timeline and worst
+    incidents) kept for ``seconds``: what other programs write shows within that time, and
+    every state change made through the console clears it at once."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self._kept: dict[Any, tuple[float, Any]] = {}
+        self._lock = threading.Lock()
+
+    def get(self, key: Any, make: Callable[[], Any]) -> Any:
+        if self.seconds <= 0:
+            return make()
+        now = time.monotonic()
+        with self._lock:
+            kept = self._kept.get(key)
+        if kept is not None and kept[0] > now:
+            return kept[1]
+        value = make()
+        with self._lock:
+            self._kept[key] = (now + self.seconds, value)
+            if len(self._kept) > 1000:
+                self._kept = {k: v for k, v in self._kept.items() if v[0] > now}
+        return value
+
+    def clear(self) -> None:
+        with self._lock:
+            self._kept.clear()
 
 
 class Stores:
@@ -259,6 +292,8 @@ class Console:
         self.stores = Stores(settings.db)
         self.env = _environment()
         self.closing = threading.Event()  # set when the server stops: live streams end
+        self.cache = Cache(settings.cache_seconds)
+        self._hashing: anyio.CapacityLimiter | None = None
 
     # -- helpers --------------------------------------------------------------------------------
 
@@ -332,6 +367,7 @@ class Console:
             Route("/api/monitor", g(self.api_monitor), methods=["GET"]),
             Route("/api/monitor/events", self.monitor_events, methods=["GET"]),
             Route("/api/users", g(self.api_users), methods=["GET"]),
+            Route("/favicon.ico", g(self.no_icon), methods=["GET"]),  # the stored report names none
             Mount("/static", StaticFiles(directory=STATIC), name="static"),
         ]
 
@@ -354,7 +390,9 @@ class Console:
                                    error=f"too many failed logins: try again in {int(wait) + 1} s")
             response.headers["Retry-After"] = str(int(wait) + 1)
             return response
-        result = await anyio.to_thread.run_sync(self._login, name, password, client)
+        if self._hashing is None:  # made on the event loop; waiting logins hold no worker thread
+            self._hashing = anyio.CapacityLimiter(auth.HASHES_AT_ONCE)
+        result = await anyio.to_thread.run_sync(self._login, name, password, client, limiter=self._hashing)
         if result is None:
             self.settings.limiter.failed(client, name)
             return self.render(request, "login.html.j2", status=401, next=target, error="wrong name or password")
@@ -390,14 +428,17 @@ class Console:
     # -- pages ----------------------------------------------------------------------------------
 
     def quay_page(self, request: Request) -> Response:
-        return self.render(request, "quay.html.j2", tiles=data.quay(self.store()))
+        return self.render(request, "quay.html.j2", tiles=self._quay())
+
+    def _quay(self) -> list[dict[str, Any]]:
+        return list(self.cache.get("quay", lambda: data.quay(self.store())))
 
     def crane_page(self, request: Request) -> Response:
         crane = request.path_params["crane"]
         store = self.store()
         flt = data.FindingFilter.from_query(request.query_params, default_limit=PAGE_SIZE)
         rows, total = data.findings(store, crane, flt)
-        overview = self._crane_overview(store, crane)
+        overview = self.cache.get(("crane", crane), lambda: self._crane_overview(store, crane))
         return self.render(request, "crane.html.j2", **overview, rows=rows, total=total, flt=flt,
                            facets=data.finding_facets(), sorts=data.SORTS)
 
@@ -460,6 +501,9 @@ class Console:
         return self.render(request, "monitor.html.j2", rows=rows, cursor=cursor,
                            crane=request.query_params.get("crane") or "")
 
+    def no_icon(self, request: Request) -> Response:
+        return Response(status_code=204)
+
     def users_page(self, request: Request) -> Response:
         self.require(request, "users")
         return self.render(request, "users.html.j2", users=[u.to_json() for u in self.store().users()])
@@ -486,10 +530,11 @@ class Console:
                              "expires": iso_time(s.expires_at)})
 
     def api_cranes(self, request: Request) -> Response:
-        return JSONResponse(data.quay(self.store()))
+        return JSONResponse(self._quay())
 
     def api_crane(self, request: Request) -> Response:
-        return JSONResponse(self._crane_overview(self.store(), request.path_params["crane"]))
+        crane = request.path_params["crane"]
+        return JSONResponse(self.cache.get(("crane", crane), lambda: self._crane_overview(self.store(), crane)))
 
     def api_findings(self, request: Request) -> Response:
         crane = request.query_params.get("crane")
@@ -588,6 +633,7 @@ class Console:
         from cranewatch.triage import dispose, resolve_finding
 
         session = self.require(request, "triage")
+        self.cache.clear()
         body = _json_body(request)
         store = self.store()
         crane_hint = body.get("crane") or request.query_params.get("crane")
@@ -617,6 +663,7 @@ class Console:
         from cranewatch.gate import GatePolicy, decide, policy_from_json
 
         session = self.require(request, "sign")
+        self.cache.clear()
         crane = request.path_params["crane"]
         store = self.store()
         previous = store.latest_gate(crane)
