@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from cranewatch.conversations import Conversation, ConversationBook
 from cranewatch.errors import CranewatchError, InputError, Location, UsageError
 from cranewatch.fleet import current_user, require_crane, transition
 from cranewatch.model import CATEGORIES, Finding, Severity, iso_time
@@ -575,21 +576,25 @@ def scan_and_record(store: Store, crane: str, image: str | Path, *, component: s
 
 
 def record_traffic_analysis(store: Store, crane: str, result: Any, *, who: str | None = None,
-                            run_id: int | None = None) -> int:
+                            run_id: int | None = None, conversations: Sequence[Conversation] = ()) -> int:
     """Store a finished ``pipeline.AnalysisResult`` (quarantine traffic) as a complete analyze run.
 
     Its inputs are the captures and the profile and baseline files it was judged against, each
     with its sha256. A capture not read whole is said in the run's note. The same captures
-    judged by the same files again replace this run (``Store.finish_run``).
+    judged by the same files again replace this run (``Store.finish_run``). The hosts it saw
+    and ``conversations`` (a ``ConversationBook``'s, when the analysis had one) are kept for
+    the asset inventory and the communication map.
     """
     captures = [RunInput(i.path, i.sha256, _size(i.path)) for i in result.inputs]
     judged_by = [hash_input(p) for p in (result.profile, result.baseline) if p and Path(p).is_file()]
     if run_id is None:
         run_id = store.begin_run(crane, "analyze", [*captures, *judged_by], who=who or current_user())
     note = None if result.complete else "an input was truncated or corrupt; findings cover what was read"
-    return store.finish_run(run_id, result.findings, artifacts={"analysis": json.dumps(_analysis_summary(result))},
+    kept = store.finish_run(run_id, result.findings, artifacts={"analysis": json.dumps(_analysis_summary(result))},
                             note=note, coverage=traffic_coverage(result, process=result.profile is not None),
                             inputs=[*captures, *judged_by], incidents=result.incidents)
+    store.record_traffic_summary(kept, result.hosts, conversations)
+    return kept
 
 
 def open_recording_store(db: str | Path) -> Store:
@@ -634,13 +639,14 @@ def analyze_and_record(
 
     judged_by = [p for p in (profile, baseline) if p and Path(p).is_file()]
     run_id = store.begin_run(crane, "analyze", [*captures, *judged_by], who=who or current_user())
+    book = ConversationBook()
     try:
-        sinks = build_sinks(profile, baseline, crane)
+        sinks = [*build_sinks(profile, baseline, crane), book]
         result = analyze([str(c) for c in captures], sinks=sinks, profile=profile, baseline=baseline)
     except BaseException as exc:
         store.fail_run(run_id, f"{type(exc).__name__}: {exc}")
         raise
-    return record_traffic_analysis(store, crane, result, run_id=run_id)
+    return record_traffic_analysis(store, crane, result, run_id=run_id, conversations=book.conversations())
 
 
 def _size(path: str) -> int:

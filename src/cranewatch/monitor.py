@@ -33,6 +33,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol, TextIO
 
+from cranewatch.heartbeat import HeartbeatWriter
 from cranewatch.incidents import group_incidents
 from cranewatch.model import Finding, Severity, iso_time
 from cranewatch.pipeline import Analysis, Sink
@@ -339,7 +340,8 @@ class Monitor:
 
     def __init__(self, sinks: Sequence[Sink], outputs: Sequence[FindingOutput],
                  settings: MonitorSettings = MonitorSettings(), *, ring: RingWriter | None = None,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic, heartbeat: HeartbeatWriter | None = None) -> None:
+        self.heartbeat = heartbeat  # told packets, last packet time and findings at every look
         self.sinks = list(sinks)
         self.outputs = list(outputs)
         self.settings = settings
@@ -461,3 +463,5 @@ class Monitor:
             output.checkpoint(findings, now, final)
         if self.ring is not None:
             self.ring.pin([e.source for f in findings for e in f.evidence if e.source])
+        if self.heartbeat is not None:
+            self.heartbeat.beat(self.analysis.packets, self.capture_time, findings, final)

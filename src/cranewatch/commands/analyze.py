@@ -19,6 +19,7 @@ from cranewatch.commands import (
     severity_option,
     write_out,
 )
+from cranewatch.conversations import ConversationBook
 from cranewatch.errors import ExitCode, UsageError
 from cranewatch.pipeline import AnalysisResult, Sink, analyze
 from cranewatch.progress import ProgressBar, wants_progress
@@ -123,13 +124,16 @@ def run(args: argparse.Namespace) -> int:
             crane = recording_crane(store, args.crane, profile=args.profile)
         else:
             crane = args.crane
-        result = _analyze(args, crane)
+        # a recorded run keeps who talked to whom (the console's inventory and map)
+        book = ConversationBook() if store is not None else None
+        result = _analyze(args, crane, [book] if book is not None else [])
         report = render(result, args.format)
         write_out(report, args.out)
         if store is not None and crane is not None:
             from cranewatch.gate import record_traffic_analysis
 
-            run_id = record_traffic_analysis(store, crane, result)
+            run_id = record_traffic_analysis(store, crane, result,
+                                             conversations=book.conversations() if book is not None else ())
             print(f"cranewatch: recorded as run {run_id} of {crane} in {store.where}", file=sys.stderr)
     finally:
         if store is not None:
@@ -144,8 +148,8 @@ def run(args: argparse.Namespace) -> int:
     return int(ExitCode.OK)
 
 
-def _analyze(args: argparse.Namespace, crane: str | None) -> AnalysisResult:
-    sinks = analysis_sinks(args.profile, args.baseline, crane)
+def _analyze(args: argparse.Namespace, crane: str | None, extra: list[Sink]) -> AnalysisResult:
+    sinks = [*analysis_sinks(args.profile, args.baseline, crane), *extra]
     bar = ProgressBar(sys.stderr) if wants_progress(sys.stderr, args.progress) else None
     try:
         return analyze(args.captures, progress=bar, sinks=sinks, profile=args.profile,

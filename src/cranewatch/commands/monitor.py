@@ -22,6 +22,7 @@ from typing import Any, TextIO
 from cranewatch.commands import STDOUT, fail_on_met, severity_option
 from cranewatch.commands.analyze import detector_sinks
 from cranewatch.errors import ExitCode, UsageError
+from cranewatch.heartbeat import HeartbeatWriter
 from cranewatch.model import iso_time
 from cranewatch.monitor import (
     FindingOutput,
@@ -76,6 +77,10 @@ def register(subparsers: Any) -> None:
                         "finding lines then go to stderr)")
     parser.add_argument("--db", metavar="FILE",
                         help="checkpoint findings into this cranewatch database")
+    parser.add_argument("--heartbeat", type=_positive_float, default=60.0, metavar="S",
+                        help="with --db: seconds between two heartbeats in the store (sensor, last packet "
+                        "time, packets, findings of the last 24 h; default 60); the console's in-service "
+                        "health reads them")
     parser.add_argument("--quiet", action="store_true", help="no finding lines on stdout")
     parser.add_argument("--ring", metavar="DIR", help="keep the raw packets in rolling pcap files here")
     parser.add_argument("--ring-size", type=_positive_float, default=100.0, metavar="MB",
@@ -164,6 +169,18 @@ def _outputs(args: argparse.Namespace, source: str, stop: threading.Event) -> li
     return outputs
 
 
+def _heartbeat(args: argparse.Namespace, source: str) -> HeartbeatWriter | None:
+    """With --db, the session's heartbeat (``cranewatch.heartbeat``) every --heartbeat seconds."""
+    if not args.db:
+        return None
+    from cranewatch.store import open_store
+
+    crane = _crane_of(args)
+    if not crane:
+        raise UsageError("--db needs the crane: give --crane or a --profile that names it")
+    return HeartbeatWriter(open_store(args.db), crane, f"monitor:{source}", every=args.heartbeat)
+
+
 def _stdout_copy() -> TextIO:
     """Standard output as a file of its own (closing it leaves ``sys.stdout`` open)."""
     sys.stdout.flush()
@@ -211,7 +228,8 @@ def run(args: argparse.Namespace) -> int:
     outputs = _outputs(args, tool.source_name, stopper.event)
     settings = MonitorSettings(window=args.window, update_every=args.update_every,
                                seconds=args.seconds)
-    monitor = Monitor(sinks, outputs, settings, ring=ring)
+    heartbeat = _heartbeat(args, tool.source_name)
+    monitor = Monitor(sinks, outputs, settings, ring=ring, heartbeat=heartbeat)
     with stopper as stop, LiveCapture(tool) as capture:
         print(f"cranewatch: monitoring {tool.source_name} (capture pid "
               f"{capture.process.pid if capture.process else '?'}); Ctrl-C to stop",
@@ -220,6 +238,11 @@ def run(args: argparse.Namespace) -> int:
         summary = monitor.run(batches, stop, capture.stop)
         failure = capture.failure()
     _print_summary(summary, capture.statistics())
+    if heartbeat is not None:
+        heartbeat.close()
+        if heartbeat.failures:
+            print(f"cranewatch: warning: {heartbeat.failures} heartbeat(s) could not be written: "
+                  f"{heartbeat.last_error}", file=sys.stderr)
     if failure is not None:
         raise failure
     if fail_on_met(summary.findings, args.fail_on):

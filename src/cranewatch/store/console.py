@@ -26,16 +26,40 @@ API::
         "source", "until")
 
     Store.finding_row(crane, finding_id, now=None) -> FindingRow | None
+
+    Store.record_traffic_summary(run_id, hosts, conversations) -> None
+        what a traffic run saw: its hosts (``pipeline.HostSummary``: mac, ips, first/last
+        seen, packets, bytes) and its conversations (``conversations.Conversation``); a run
+        recorded again has them replaced
+    Store.record_heartbeat(beat: heartbeat.Heartbeat) -> Heartbeat   (the latest per crane
+        and sensor is kept, its beats counted)
+    Store.heartbeats(crane=None) -> list[Heartbeat]   (by crane, sensor)
+    Store.count_recent_findings(crane, since, source=None) -> int   (last_seen >= since)
+
+    Store.timeline(crane, *, since=None, until=None) -> list[TimelineEntry]
+        the crane's life cycle in one query, in time order: life-cycle transitions, analysis
+        runs (start, end, status, inputs' count), dispositions (reopenings by cranewatch too),
+        gate decisions, supersedes and re-recordings, generated rulesets
+        TimelineEntry(at, kind, who, why, subject, detail)   .text, .to_json()
+        kind: transition | run | disposition | gate | supersede | re-record | ruleset
+
+    Store.observed_hosts(crane) -> list[HostSighting]
+    Store.observed_conversations(crane, run_ids=None) -> list[ConversationSighting]
+        per run, of the crane's complete runs that are not superseded, oldest run first
 """
 
 from __future__ import annotations
 
+import json
 import time
+from collections.abc import Sequence
 from contextlib import AbstractContextManager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
+from cranewatch.conversations import Conversation
 from cranewatch.errors import UsageError
+from cranewatch.heartbeat import Heartbeat
 from cranewatch.model import Finding, Severity, iso_time
 from cranewatch.store.records import FINDING_STATES
 
@@ -124,7 +148,7 @@ def _like(text: str) -> str:
     return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
-def _any_of(column: str, name: str, values: tuple[str, ...], params: dict[str, Any]) -> str:
+def _any_of(column: str, name: str, values: tuple[Any, ...], params: dict[str, Any]) -> str:
     marks = []
     for i, value in enumerate(values):
         params[f"{name}{i}"] = value
@@ -156,6 +180,119 @@ def findings_where(q: FindingQuery, now: float) -> tuple[str, dict[str, Any]]:
         params["text"] = "%" + _like(" ".join(q.text.split()).lower()) + "%"
         clauses.append("search LIKE :text ESCAPE '\\'")
     return (" WHERE " + " AND ".join(clauses)) if clauses else "", params
+
+
+TIMELINE_KINDS = ("transition", "run", "disposition", "gate", "supersede", "re-record", "ruleset")
+
+
+@dataclass(frozen=True, slots=True)
+class TimelineEntry:
+    """One step of a crane's life cycle: when, what kind, who, why, about what, and the rest."""
+
+    at: float
+    kind: str  # one of TIMELINE_KINDS
+    who: str
+    why: str
+    subject: str  # the crane, "run N", a finding id, a ruleset's purpose
+    detail: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def text(self) -> str:
+        """One line saying what happened."""
+        d = self.detail
+        if self.kind == "transition":
+            return f"{d.get('from') or 'registered'} → {d.get('to')}"
+        if self.kind == "run":
+            what = d.get("run_kind", "run") + (f" of {d['component']}" if d.get("component") else "")
+            return f"{self.subject}: {what}, {d.get('status')}"
+        if self.kind == "disposition":
+            return f"{self.subject} → {d.get('state')}"
+        if self.kind == "gate":
+            return f"gate decision: {d.get('decision')}"
+        if self.kind == "ruleset":
+            return f"{self.subject} ruleset generated (sha256 {str(d.get('sha256'))[:12]})"
+        return f"{self.kind} {self.subject}"
+
+    def to_json(self) -> dict[str, Any]:
+        return {"at": iso_time(self.at), "kind": self.kind, "who": self.who, "why": self.why,
+                "subject": self.subject, "text": self.text, "detail": self.detail}
+
+
+# one statement over every table that records a step; each branch gives the same columns:
+# at, kind, seq, who, why, subject, a (text), b (text), n (number), m (number)
+_TIMELINE = """
+SELECT at, 'transition' AS kind, seq, who, why, crane AS subject, from_state AS a, to_state AS b,
+       CAST(NULL AS DOUBLE PRECISION) AS n, CAST(NULL AS DOUBLE PRECISION) AS m
+  FROM crane_history WHERE crane=:crane
+UNION ALL
+SELECT r.started_at, 'run', r.id, coalesce(r.recorded_by, ''), coalesce(r.note, ''), 'run ' || CAST(r.id AS TEXT),
+       r.kind || '|' || r.status, r.component, r.finished_at,
+       CAST((SELECT count(*) FROM run_inputs i WHERE i.run_id=r.id) AS DOUBLE PRECISION)
+  FROM runs r WHERE r.crane=:crane AND r.kind != 'gate'
+UNION ALL
+SELECT at, 'disposition', seq, who, why, finding_id, state, CAST(NULL AS TEXT), until,
+       CAST(evidence_run AS DOUBLE PRECISION)
+  FROM finding_dispositions WHERE crane=:crane
+UNION ALL
+SELECT at, 'gate', seq, who, reasons, coalesce('run ' || CAST(run_id AS TEXT), ''), decision, CAST(NULL AS TEXT),
+       CAST(NULL AS DOUBLE PRECISION), CAST(NULL AS DOUBLE PRECISION)
+  FROM gate_decisions WHERE crane=:crane
+UNION ALL
+SELECT at, action, seq, who, why, subject, detail, CAST(NULL AS TEXT), CAST(NULL AS DOUBLE PRECISION),
+       CAST(NULL AS DOUBLE PRECISION)
+  FROM audit_events WHERE crane=:crane AND action IN ('supersede', 're-record')
+UNION ALL
+SELECT at, 'ruleset', seq, who, '', purpose, sha256, CAST(NULL AS TEXT), CAST(NULL AS DOUBLE PRECISION),
+       CAST(NULL AS DOUBLE PRECISION)
+  FROM rulesets WHERE crane=:crane
+"""
+_KIND_ORDER = "CASE kind WHEN 'transition' THEN 0 WHEN 'run' THEN 1 WHEN 're-record' THEN 2 WHEN 'supersede' THEN 3" \
+              " WHEN 'disposition' THEN 4 WHEN 'ruleset' THEN 5 ELSE 6 END"
+
+
+def _timeline_entry(r: Row) -> TimelineEntry:
+    kind = r["kind"]
+    detail: dict[str, Any]
+    why = r["why"]
+    if kind == "transition":
+        detail = {"from": r["a"], "to": r["b"]}
+    elif kind == "run":
+        run_kind, _, status = str(r["a"]).partition("|")
+        detail = {"run": int(r["seq"]), "run_kind": run_kind, "status": status, "component": r["b"],
+                  "finished": iso_time(r["n"]), "inputs": int(r["m"] or 0)}
+    elif kind == "disposition":
+        detail = {"state": r["a"], "until": iso_time(r["n"]),
+                  "evidence_run": None if r["m"] is None else int(r["m"])}
+    elif kind == "gate":
+        reasons = json.loads(why)
+        detail = {"decision": r["a"], "reasons": len(reasons)}
+        why = "; ".join(str(x.get("text", x.get("kind", ""))) for x in reasons[:3])
+    elif kind == "ruleset":
+        detail = {"sha256": r["a"]}
+    else:
+        detail = json.loads(r["a"]) if r["a"] else {}
+    return TimelineEntry(float(r["at"]), kind, r["who"], why, r["subject"], detail)
+
+
+@dataclass(frozen=True, slots=True)
+class HostSighting:
+    """One (MAC, IP) a run saw sending: when, how much."""
+
+    run_id: int
+    mac: str | None
+    ip: str | None
+    first_seen: float | None
+    last_seen: float | None
+    packets: int
+    bytes: int
+
+
+@dataclass(frozen=True, slots=True)
+class ConversationSighting:
+    """One conversation a run saw (``conversations.Conversation`` with its run)."""
+
+    run_id: int
+    conversation: Conversation
 
 
 @dataclass(frozen=True, slots=True)
@@ -234,6 +371,106 @@ class ConsoleQueries:
             row = db.execute(f"SELECT {_COLUMNS}, {_EFFECTIVE_STATE} AS effective FROM findings"
                              " WHERE crane=:crane AND id=:id", {"crane": crane, "id": finding_id, "now": at}).fetchone()
         return None if row is None else _finding_row(row)
+
+
+    def record_traffic_summary(self, run_id: int, hosts: Sequence[Any], conversations: Sequence[Conversation]) -> None:
+        """Keep the hosts and conversations a traffic run saw (replacing any it had)."""
+        with self._write() as db:
+            run = db.execute("SELECT crane FROM runs WHERE id=:id", {"id": run_id}).fetchone()
+            if run is None:
+                raise UsageError(f"no run {run_id}")
+            crane = run["crane"]
+            db.execute("DELETE FROM run_hosts WHERE run_id=:id", {"id": run_id})
+            db.execute("DELETE FROM run_conversations WHERE run_id=:id", {"id": run_id})
+            db.executemany(
+                "INSERT INTO run_hosts(run_id, crane, mac, ip, first_seen, last_seen, packets, bytes)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                [(run_id, crane, h.mac.lower() if h.mac else None, ip, h.first_seen, h.last_seen, h.packets, h.bytes)
+                 for h in hosts for ip in (h.ips or (None,))],
+            )
+            db.executemany(
+                "INSERT INTO run_conversations(run_id, crane, client, server, transport, server_port, protocol,"
+                " flows, packets, bytes, first_seen, last_seen) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [(run_id, crane, c.client, c.server, c.transport, c.server_port, c.protocol, c.flows, c.packets,
+                  c.bytes, c.first_seen, c.last_seen) for c in conversations],
+            )
+
+    def observed_hosts(self, crane: str) -> list[HostSighting]:
+        """The hosts the crane's complete, not superseded runs saw, oldest run first."""
+        with self._read() as db:
+            rows = db.execute(
+                "SELECT h.* FROM run_hosts h JOIN runs r ON r.id=h.run_id WHERE h.crane=:crane"
+                " AND r.status='complete' AND r.superseded_at IS NULL ORDER BY h.run_id, h.mac, h.ip",
+                {"crane": crane}).fetchall()
+        return [HostSighting(int(r["run_id"]), r["mac"], r["ip"], r["first_seen"], r["last_seen"], int(r["packets"]),
+                             int(r["bytes"])) for r in rows]
+
+    def observed_conversations(self, crane: str, run_ids: Sequence[int] | None = None) -> list[ConversationSighting]:
+        """The conversations of the crane's complete, not superseded runs (or of the given runs)."""
+        params: dict[str, Any] = {"crane": crane}
+        only = ""
+        if run_ids is not None:
+            only = " AND " + _any_of("c.run_id", "run", tuple(run_ids), params) if run_ids else " AND 1=0"
+        with self._read() as db:
+            rows = db.execute(
+                "SELECT c.* FROM run_conversations c JOIN runs r ON r.id=c.run_id WHERE c.crane=:crane"
+                " AND r.status='complete' AND r.superseded_at IS NULL" + only +
+                " ORDER BY c.run_id, c.client, c.server, c.transport, c.server_port", params).fetchall()
+        return [ConversationSighting(int(r["run_id"]), Conversation(
+            r["client"], r["server"], r["transport"], int(r["server_port"]), r["protocol"], int(r["flows"]),
+            int(r["packets"]), int(r["bytes"]), r["first_seen"], r["last_seen"])) for r in rows]
+
+
+    def record_heartbeat(self, beat: Heartbeat) -> Heartbeat:
+        """Keep a sensor's latest heartbeat (one row per crane and sensor, its beats counted)."""
+        with self._write() as db:
+            row = db.execute(
+                "INSERT INTO monitor_heartbeats(crane, sensor, at, started_at, last_packet, packets, findings_24h,"
+                " every, stopped, beats) VALUES (:crane, :sensor, :at, :started_at, :last_packet, :packets,"
+                " :findings_24h, :every, :stopped, 1)"
+                " ON CONFLICT(crane, sensor) DO UPDATE SET at=excluded.at, started_at=excluded.started_at,"
+                " last_packet=excluded.last_packet, packets=excluded.packets, findings_24h=excluded.findings_24h,"
+                " every=excluded.every, stopped=excluded.stopped, beats=monitor_heartbeats.beats+1"
+                " RETURNING beats",
+                {"crane": beat.crane, "sensor": beat.sensor, "at": beat.at, "started_at": beat.started_at,
+                 "last_packet": beat.last_packet, "packets": beat.packets, "findings_24h": beat.findings_24h,
+                 "every": beat.every, "stopped": int(beat.stopped)}).fetchone()
+        return replace(beat, beats=int(row[0]))
+
+    def heartbeats(self, crane: str | None = None) -> list[Heartbeat]:
+        """The latest heartbeat of every sensor (of one crane), by crane and sensor."""
+        where, params = (" WHERE crane=:crane", {"crane": crane}) if crane is not None else ("", {})
+        with self._read() as db:
+            rows = db.execute(f"SELECT * FROM monitor_heartbeats{where} ORDER BY crane, sensor", params).fetchall()
+        return [Heartbeat(r["crane"], r["sensor"], r["at"], r["started_at"], r["last_packet"], int(r["packets"]),
+                          int(r["findings_24h"]), r["every"], bool(r["stopped"]), int(r["beats"])) for r in rows]
+
+    def count_recent_findings(self, crane: str, since: float, source: str | None = None) -> int:
+        """How many of the crane's stored findings were last seen at or after ``since`` (of one source)."""
+        params: dict[str, Any] = {"crane": crane, "since": since}
+        extra = ""
+        if source is not None:
+            extra, params["source"] = " AND source=:source", source
+        with self._read() as db:
+            return int(db.execute(f"SELECT count(*) FROM findings WHERE crane=:crane AND last_seen >= :since{extra}",
+                                  params).fetchone()[0])
+
+
+    def timeline(self, crane: str, *, since: float | None = None, until: float | None = None) -> list[TimelineEntry]:
+        """Every step of the crane's life cycle in time order (one query; see TimelineEntry)."""
+        params: dict[str, Any] = {"crane": crane}
+        bounds = []
+        if since is not None:
+            bounds.append("at >= :since")
+            params["since"] = since
+        if until is not None:
+            bounds.append("at <= :until")
+            params["until"] = until
+        where = (" WHERE " + " AND ".join(bounds)) if bounds else ""
+        with self._read() as db:
+            rows = db.execute(f"SELECT * FROM ({_TIMELINE}) steps{where} ORDER BY at, {_KIND_ORDER}, seq",
+                              params).fetchall()
+        return [_timeline_entry(r) for r in rows]
 
 
 def _finding_row(row: Row) -> FindingRow:

@@ -347,6 +347,8 @@ MIGRATIONS: tuple[Migration, ...] = (
                 last_packet REAL,
                 packets INTEGER NOT NULL,
                 findings_24h INTEGER NOT NULL,
+                every REAL NOT NULL,
+                stopped INTEGER NOT NULL DEFAULT 0,
                 beats INTEGER NOT NULL DEFAULT 1,
                 PRIMARY KEY (crane, sensor)
             )""",
