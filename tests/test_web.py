@@ -216,10 +216,11 @@ def test_quay_shows_life_cycle_gate_incidents_and_monitor(world: Any, officer: h
     tiles = {t["crane"]: t for t in officer.get("/api/cranes").json()}
     sts07 = tiles["STS-07"]
     assert sts07["state"] == "under-analysis" and tiles["STS-08"]["state"] == "delivered"
-    assert sts07["monitor"]["last_heartbeat"] is not None and sts07["monitor"]["findings_24h"] == 1
+    assert sts07["monitor"]["status"] == "ok" and sts07["monitor"]["stored_findings_24h"] == 1
+    assert tiles["STS-08"]["monitor"]["status"] == "never"
     assert sts07["open_incidents"] and set(sts07["open_incidents"]) <= {"critical", "high", "medium", "low", "info"}
     page = officer.get("/").text
-    assert 'class="lc lc-under-analysis"' in page and "monitor up" in page
+    assert 'class="lc lc-under-analysis"' in page and "monitor ok" in page and "monitor never" in page
 
 
 def test_an_officer_signs_the_gate_and_the_report_names_them(world: Any) -> None:
@@ -262,6 +263,20 @@ def test_the_evidence_frames_download_as_a_pcap_tshark_reads(tmp_path: Path) -> 
         capture.write_bytes(SSH.read_bytes()[:-10])  # the capture changes after the analysis
         refused = viewer.get(f"/crane/STS-07/finding/{ssh.id}/frames.pcap")
     assert refused.status_code == 409 and "sha256" in refused.text
+    # the same store's assets and communication map, as the data layer gives them
+    from cranewatch.commap import communication_map, render_svg
+    from cranewatch.inventory import asset_inventory
+
+    with open_store(db, readonly=True) as store:
+        inventory = asset_inventory(store, "STS-07").to_json()
+        svg = render_svg(communication_map(store, "STS-07"))
+    with console(db) as server, client(server, "viewer") as viewer:
+        assets = viewer.get("/api/cranes/STS-07/assets").json()
+        picture = viewer.get("/crane/STS-07/map.svg")
+        crane = viewer.get("/crane/STS-07").text
+    assert assets == inventory["assets"] and {a["status"] for a in assets} >= {"registered", "registered-unseen"}
+    assert picture.headers["content-type"] == "image/svg+xml" and picture.text == svg and "<script" not in svg
+    assert '<img id="comm-map" src="/crane/STS-07/map.svg"' in crane and 'class="asset-registered-unseen"' in crane
     got = tshark_fields(cut)
     want = tshark_fields(SSH, frames)
     assert len(got) == len(sorted(set(frames))) >= 2 and got == want

@@ -6,6 +6,7 @@ check behaviour, not the KDF's price, which tests/test_web_users.py checks)."""
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -14,6 +15,7 @@ from typing import Any
 import httpx
 
 from cranewatch.fleet import import_fleet, transition
+from cranewatch.heartbeat import Heartbeat
 from cranewatch.incidents import group_incidents
 from cranewatch.model import Evidence, Finding, Severity, finding_id
 from cranewatch.store import open_store
@@ -72,7 +74,8 @@ def build_store(path: Path, *, findings: int = 40) -> dict[str, Any]:
     plain = [finding(n, severity=(Severity.LOW, Severity.MEDIUM, Severity.HIGH)[n % 3]) for n in range(findings)]
     hostile = hostile_findings()
     monitor = finding(2001, severity=Severity.HIGH, category="remote-access", rule="remote-access.ssh",
-                      src="10.20.7.10", dst="198.51.100.7:22", title="SSH from the PLC in service")
+                      src="10.20.7.10", dst="198.51.100.7:22", title="SSH from the PLC in service",
+                      first=time.time() - 3600)
     sbom = {"bomFormat": "CycloneDX", "components": [{"name": "busybox", "version": "1.36.1",
                                                       "purl": "pkg:deb/debian/busybox@1.36.1"},
                                                      {"name": XSS["file_name"], "version": "1"}]}
@@ -85,6 +88,8 @@ def build_store(path: Path, *, findings: int = 40) -> dict[str, Any]:
         scan = store.record_run("STS-07", "scan-image", [], hostile[3:], component="CMS", who="ana",
                                 artifacts={"sbom": json.dumps(sbom)})
         watch = store.record_run("STS-07", "analyze", [], [monitor], component="monitor:eth1")
+        now = time.time()
+        store.record_heartbeat(Heartbeat("STS-07", "eth1", now, now - 7200, now - 5, 123_456, 1, 60.0))
         for role in ROLES:
             store.add_user(role, role, auth.hash_password(PASSWORD, n=2**10), by="test")
     return {"capture": capture, "scan": scan, "monitor": watch, "plain": plain, "hostile": hostile,

@@ -349,6 +349,9 @@ class Console:
             Route("/", g(self.quay_page), methods=["GET"]),
             Route("/crane/{crane}", g(self.crane_page), methods=["GET"]),
             Route("/crane/{crane}/report", g(self.report_page), methods=["GET"]),
+            Route("/crane/{crane}/map.svg", g(self.map_svg), methods=["GET"]),
+            Route("/api/cranes/{crane}/map", g(self.api_map), methods=["GET"]),
+            Route("/api/cranes/{crane}/assets", g(self.api_assets), methods=["GET"]),
             Route("/crane/{crane}/finding/{finding}", g(self.finding_page), methods=["GET"]),
             Route("/crane/{crane}/finding/{finding}/frames.pcap", g(self.frames), methods=["GET"]),
             Route("/incidents", g(self.incidents_page), methods=["GET"]),
@@ -448,7 +451,14 @@ class Console:
         assert record is not None
         incidents, incident_total = data.open_incidents(store, record.name, limit=CRANE_INCIDENTS)
         rulesets = [store.latest_ruleset(record.name, p) for p in ("quarantine", "in-service")]
+        from cranewatch.commap import communication_map
+        from cranewatch.inventory import asset_inventory
+
+        comm = communication_map(store, record.name)
         return {"tile": tile, "crane": record.to_json(), "timeline": data.timeline(store, record.name),
+                "inventory": asset_inventory(store, record.name).to_json(),
+                "map": {"nodes": len(comm.nodes), "edges": len(comm.edges), "unexpected": len(comm.unexpected()),
+                        "judged_by": list(comm.judged_by)},
                 "incidents": incidents, "incident_total": incident_total,
                 "rulesets": [{"purpose": r.purpose, "at": iso_time(r.at), "who": r.who, "sha256": r.sha256,
                               "text": r.text} for r in rulesets if r is not None]}
@@ -458,6 +468,31 @@ class Console:
         from cranewatch.report.html import render_html
 
         return HTMLResponse(render_html(build_report(self.store(), request.path_params["crane"])))
+
+    def map_svg(self, request: Request) -> Response:
+        """The communication map (``commap.render_svg``: no script, no links; shown through <img>,
+        where a browser runs nothing of an SVG either)."""
+        from cranewatch.commap import communication_map, render_svg
+        from cranewatch.fleet import require_crane
+
+        crane = require_crane(self.store(), request.path_params["crane"]).name
+        svg = render_svg(communication_map(self.store(), crane))
+        return Response(svg, media_type="image/svg+xml")
+
+    def api_map(self, request: Request) -> Response:
+        from cranewatch.commap import communication_map
+        from cranewatch.fleet import require_crane
+
+        crane = require_crane(self.store(), request.path_params["crane"]).name
+        return JSONResponse(communication_map(self.store(), crane).to_json())
+
+    def api_assets(self, request: Request) -> Response:
+        from cranewatch.fleet import require_crane
+        from cranewatch.inventory import asset_inventory
+
+        crane = require_crane(self.store(), request.path_params["crane"]).name
+        rows = asset_inventory(self.store(), crane).to_json()["assets"]
+        return _listing(rows, request.query_params.get("format"), len(rows), f"{crane}-assets")
 
     def finding_page(self, request: Request) -> Response:
         crane, finding = request.path_params["crane"], request.path_params["finding"]

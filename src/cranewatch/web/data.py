@@ -18,6 +18,7 @@ from typing import Any
 from cranewatch.evidence_pcap import finding_frames
 from cranewatch.fleet import require_crane
 from cranewatch.gate import disposition_text, run_label
+from cranewatch.heartbeat import in_service_health
 from cranewatch.model import CATEGORIES, Finding, Severity, iso_time
 from cranewatch.store import COUNTING_STATES, FINDING_STATES, Run, Store
 from cranewatch.store.console import (
@@ -201,10 +202,7 @@ def crane_tile(store: Store, crane: str, now: float | None = None) -> dict[str, 
     by_severity = store.incident_counts(record.name, closed_findings(store, record.name))
     runs = [r for r in store.runs(record.name) if r.kind != "gate" and r.status == "complete"]
     evidence = [r for r in runs if not (r.component or "").startswith(MONITOR_PREFIX)]
-    watch = [r for r in runs if (r.component or "").startswith(MONITOR_PREFIX)]
-    last_watch = max((r.finished_at or 0 for r in watch), default=None)
-    lately = [r.id for r in watch if (r.finished_at or 0) >= at - 86400]
-    day = len({f.id for f in store.findings(record.name, lately)}) if lately else 0
+    health = next(iter(in_service_health(store, record.name, now=at)), None)
     return {
         "crane": record.name, "maker": record.maker, "model": record.model, "state": record.state,
         "decision": gate.decision if gate else None, "decided_by": gate.who if gate else None,
@@ -213,9 +211,7 @@ def crane_tile(store: Store, crane: str, now: float | None = None) -> dict[str, 
         "open_incidents": {s: by_severity.get(s, 0) for s in reversed(SEVERITIES) if by_severity.get(s)},
         "last_evidence": iso_time(max((r.finished_at or 0 for r in evidence), default=None) or None),
         "last_evidence_run": run_label(evidence[-1]) if evidence else None,
-        "monitor": {"last_heartbeat": iso_time(last_watch) if last_watch else None,
-                    "findings_24h": day,
-                    "healthy": last_watch is not None and at - last_watch < 600},
+        "monitor": health.to_json() if health is not None else {"status": "never"},
     }
 
 
@@ -224,20 +220,24 @@ def quay(store: Store) -> list[dict[str, Any]]:
 
 
 def timeline(store: Store, crane: str) -> list[dict[str, Any]]:
-    """The crane's life cycle: every transition, disposition, note, supersede and gate decision, in time order."""
-    out: list[dict[str, Any]] = []
-    for h in store.history(crane):
-        out.append({"at": h.at, "who": h.who, "kind": "life-cycle",
-                    "text": f"{h.from_state + ' → ' if h.from_state else ''}{h.to_state}", "why": h.why})
+    """The crane's life cycle (``Store.timeline``: transitions, runs, dispositions, gate decisions,
+    supersedes, re-recordings, rulesets) with the console's notes and assignments, in time order."""
+    out = []
+    for entry in store.timeline(crane):
+        record = entry.to_json()
+        if entry.kind == "gate":  # its "why" is the reasons' JSON: say how many
+            try:
+                record["why"] = f"{len(json.loads(entry.why))} reason(s)"
+            except ValueError:
+                pass
+        out.append((entry.at, record))
     for e in store.audit_events(crane):
-        detail = ", ".join(f"{k}={v}" for k, v in sorted(e.detail.items()))
-        out.append({"at": e.at, "who": e.who, "kind": e.action, "text": f"{e.subject}{' (' + detail + ')' if detail else ''}",
-                    "why": e.why, "subject": e.subject})
-    for g in store.gate_decisions(crane):
-        out.append({"at": g.at, "who": g.who, "kind": "gate", "text": f"gate decision: {g.decision}",
-                    "why": f"{len(g.reasons)} reason(s)"})
-    out.sort(key=lambda e: e["at"])
-    return [{**e, "at": iso_time(e["at"])} for e in out]
+        if e.action in ("note", "assign"):
+            text = f"{e.subject}" + (f" → {e.detail.get('assignee')}" if e.action == "assign" else "")
+            out.append((e.at, {"at": iso_time(e.at), "kind": e.action, "who": e.who, "why": e.why,
+                               "subject": e.subject, "text": text, "detail": e.detail}))
+    out.sort(key=lambda pair: pair[0])
+    return [record for _, record in out]
 
 
 def images(store: Store, crane: str) -> list[dict[str, Any]]:
