@@ -13,6 +13,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -318,6 +319,28 @@ def test_a_monitor_finding_arrives_over_server_sent_events(world: Any) -> None:
         store.record_run("STS-07", "analyze", [], [new], component="monitor:eth1")
     listener.join(timeout=15)
     assert [(g["id"], g["sensor"], g["severity"]) for g in got] == [(new.id, "eth1", "critical")]
+
+
+def test_a_checkpoint_sends_only_what_it_added_or_changed(tmp_path: Path) -> None:
+    """A monitor checkpoint holds its whole session: the stream must not send the old findings
+    again with every checkpoint, only new ones and those whose count or time changed."""
+    db = tmp_path / "cw.db"
+    facts = build_store(db, findings=2)
+    old = facts["monitor_finding"]
+    grown = replace(old, count=old.count + 5, last_seen=time.time() + 5)  # seen again
+    steady = finding(3002, severity=Severity.LOW, title="steady")
+    with open_store(db) as store:
+        first = store.record_run("STS-07", "analyze", [], [old, steady], component="monitor:eth1")
+        store.record_run("STS-07", "analyze", [], [old, steady, finding(3003, title="new one")],
+                         component="monitor:eth1")
+        store.record_run("STS-07", "analyze", [], [grown, steady, finding(3003, title="new one")],
+                         component="monitor:eth1")
+    with console(db) as server, client(server, "viewer") as viewer:
+        picture = viewer.get("/api/monitor").json()
+        since = viewer.get("/api/monitor", params={"after": first})
+    assert {r["title"] for r in picture} == {old.title, "steady", "new one"}  # the latest checkpoint
+    assert [(r["title"], r["count"]) for r in since.json()] == [(old.title, grown.count), ("new one", 1 + 3003 % 7)]
+    assert int(since.headers["x-cursor"]) == first + 2
 
 
 # -- the command ----------------------------------------------------------------------------------

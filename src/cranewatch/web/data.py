@@ -271,24 +271,44 @@ def _sbom(text: str | None) -> dict[str, Any] | None:
 
 def monitor_findings(store: Store, *, after_run: int = 0, crane: str | None = None,
                      limit: int = 200) -> tuple[list[dict[str, Any]], int]:
-    """In-service findings of monitor checkpoints later than run ``after_run`` (newest first),
-    and the newest monitor run id of all (the stream's cursor; 0 when there is none)."""
-    out: list[dict[str, Any]] = []
+    """In-service findings, newest first, and the newest monitor run id of all (the live
+    stream's cursor; 0 when there is none).
+
+    A monitor checkpoint is a run holding every finding of its session so far, so each sensor's
+    latest checkpoint is its current picture: with ``after_run`` 0, the findings of those; after
+    a cursor, only what the checkpoints since then added (not in the sensor's checkpoint before)
+    or saw again (last seen after that checkpoint was recorded)."""
+    out: dict[tuple[str, str], dict[str, Any]] = {}
     cursor = 0
     for c in store.cranes():
         if crane and c.name != crane:
             continue
+        by_sensor: dict[str, list[Run]] = {}
         for r in monitor_runs(store, c.name):
             cursor = max(cursor, r.id)
-            if r.id <= after_run or r.status != "complete":
+            if r.status == "complete":
+                by_sensor.setdefault(r.component or "", []).append(r)
+        for component, runs in by_sensor.items():
+            fresh = [r for r in runs if r.id > after_run]
+            if not fresh:
                 continue
-            for f in store.findings(c.name, [r.id]):
-                out.append({**f.to_json(), "crane": c.name, "run": r.id, "sensor": (r.component or "")[len(MONITOR_PREFIX):],
-                            "recorded": iso_time(r.finished_at)})
-    seen: dict[tuple[str, str], dict[str, Any]] = {}
-    for rec in sorted(out, key=lambda x: x["run"]):
-        seen[(rec["crane"], rec["id"])] = rec  # one row per finding: its latest checkpoint
-    latest = sorted(seen.values(), key=lambda x: (x["run"], x["last_seen"] or ""), reverse=True)
+            if after_run <= 0:
+                fresh = fresh[-1:]  # the current picture
+            earlier = [r for r in runs if r.id < fresh[0].id]
+            previous = earlier[-1] if earlier and after_run > 0 else None
+            before = {f.id for f in store.findings(c.name, [previous.id])} if previous else set()
+            since = (previous.finished_at or 0.0) if previous else 0.0
+            for r in fresh:
+                now = store.findings(c.name, [r.id])
+                for f in now:
+                    # the store keeps a finding once (latest count, last sighting): new to the
+                    # sensor's picture, or seen again since its checkpoint before
+                    if f.id not in before or (f.last_seen or 0.0) > since:
+                        out[(c.name, f.id)] = {**f.to_json(), "crane": c.name, "run": r.id,
+                                               "sensor": component[len(MONITOR_PREFIX):],
+                                               "recorded": iso_time(r.finished_at)}
+                before, since = {f.id for f in now}, r.finished_at or since
+    latest = sorted(out.values(), key=lambda x: (x["run"], x["last_seen"] or ""), reverse=True)
     return latest[:limit], cursor
 
 
