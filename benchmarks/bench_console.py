@@ -144,8 +144,9 @@ def main() -> int:
     print(f"store: {args.findings} findings, {args.users} users, built in {time.perf_counter() - t:.1f} s", flush=True)
 
     env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
+    log = (work / "serve.log").open("w")  # a pipe nobody reads would stop the server once full
     server = subprocess.Popen([sys.executable, "-m", "cranewatch", "serve", "--port", "0", "--db", str(db)],
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+                              stdout=subprocess.PIPE, stderr=log, text=True, env=env)
     assert server.stdout is not None
     url = server.stdout.readline().split()[3].rstrip("/")
     latencies: dict[str, list[float]] = defaultdict(list)
@@ -194,6 +195,10 @@ def main() -> int:
     wall = time.perf_counter() - t
     server.terminate()
     server.wait(timeout=20)
+    log.close()
+    said = (work / "serve.log").read_text().splitlines()
+    if said:
+        print(f"the server said ({len(said)} lines), the last:", *said[-5:], sep="\n  ")
 
     every = [x for v in latencies.values() for x in v]
     pages = [x for k, v in latencies.items() if k not in ("triage", "api-session") for x in v]

@@ -29,10 +29,10 @@ def register(subparsers: Any) -> None:
         "host name, or a name given with --allow-host (for a reverse proxy). A request head must "
         "arrive whole within 10 s; at most 256 connections are kept.\n\n"
         "Example:\n"
-        "  cranewatch users add ana --role analyst\n"
         "  cranewatch serve --port 8077   # then open http://127.0.0.1:8077/\n"
         "  cranewatch serve --host 0.0.0.0 --tls-cert console.crt --tls-key console.key "
-        "--allow-host cranewatch.port.example",
+        "--allow-host cranewatch.port.example\n"
+        "  cranewatch users add ana --role analyst   # a user first",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--host", default="127.0.0.1",

@@ -134,21 +134,36 @@ class Cache:
 
 
 class Stores:
-    """The store of the request a worker thread serves: opened for it and closed after it
-    (~1 ms on SQLite), so no connection outlives a request or crosses threads."""
+    """One store per worker thread, opened at its first request and kept (a connection per
+    request cost a third of a small page: the open, the schema check and the WAL checkpoint at
+    close); dropped after a store error, all closed when the server stops (``close_all``)."""
 
     def __init__(self, db: str | Path) -> None:
         self.db = db
         self._local = threading.local()
+        self._all: list[Store] = []
+        self._lock = threading.Lock()
 
     @contextlib.contextmanager
     def opened(self) -> Iterator[Store]:
-        store = open_store(self.db, create=False)
-        self._local.store = store
+        store = getattr(self._local, "store", None)
+        if store is None:
+            store = open_store(self.db, create=False)
+            self._local.store = store
+            with self._lock:
+                self._all.append(store)
         try:
             yield store
-        finally:
-            self._local.store = None
+        except BaseException:
+            self._drop(store)  # a failed request may leave a broken connection: the next opens anew
+            raise
+
+    def _drop(self, store: Store) -> None:
+        self._local.store = None
+        with self._lock:
+            if store in self._all:
+                self._all.remove(store)
+        with contextlib.suppress(Exception):
             store.close()
 
     def get(self) -> Store:
@@ -156,6 +171,14 @@ class Stores:
         if store is None:
             raise RuntimeError("no store is open on this thread (run the work inside Stores.opened)")
         return store
+
+    def close_all(self) -> None:
+        with self._lock:
+            stores, self._all = self._all, []
+        for store in stores:
+            # an SQLite connection may be closed only by its thread: the others end with the process
+            with contextlib.suppress(Exception):
+                store.close()
 
 
 def _environment() -> Environment:

@@ -267,3 +267,6 @@ class ConsoleServer:
         if self._thread is not None:
             self._thread.join(timeout=10)
         self.sock.close()
+        console = getattr(getattr(self.app, "state", None), "console", None)
+        if console is not None:
+            console.stores.close_all()
