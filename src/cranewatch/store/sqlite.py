@@ -981,6 +981,13 @@ class Store(ConsoleQueries):
         with self._write() as db:
             db.execute("DELETE FROM sessions WHERE token_sha256=?", (token_sha256,))
 
+    def finding_run_ids(self, crane: str, finding: str) -> tuple[int, ...]:
+        """The runs that saw one finding, oldest first (``finding_runs`` reads every finding's)."""
+        with self._read() as db:
+            rows = db.execute("SELECT run_id FROM run_findings WHERE crane=? AND finding_id=? ORDER BY run_id",
+                              (crane, finding)).fetchall()
+        return tuple(int(r["run_id"]) for r in rows)
+
     # -- incidents for the console (tens of thousands: counted and paged in SQL) ---------------
 
     def incident_counts(self, crane: str, closed: Iterable[str] = ()) -> dict[str, int]:

@@ -128,9 +128,10 @@ class Cache:
                 self._kept = {k: v for k, v in self._kept.items() if v[0] > now}
         return value
 
-    def clear(self) -> None:
+    def forget(self, *keys: Any) -> None:
         with self._lock:
-            self._kept.clear()
+            for key in keys:
+                self._kept.pop(key, None)
 
 
 class Stores:
@@ -688,14 +689,21 @@ class Console:
     def api_triage(self, request: Request) -> Response:
         """``{"state", "note"}`` (+ ``until``, ``evidence``, ``crane``; or ``{"assign": NAME, "note"}``,
         or a note alone): acknowledge/reopen (analyst), dispositions (officer), notes (analyst)."""
-        from cranewatch.triage import dispose, resolve_finding
+        from cranewatch.triage import resolve_finding
 
         session = self.require(request, "triage")
-        self.cache.clear()
         body = _json_body(request)
         store = self.store()
         crane_hint = body.get("crane") or request.query_params.get("crane")
         crane, finding = resolve_finding(store, request.path_params["finding"], crane_hint)
+        try:
+            return self._triage(store, session, crane, finding, body)
+        finally:  # after the write: a page made meanwhile from the old state is not kept
+            self.cache.forget("quay", ("crane", crane))
+
+    def _triage(self, store: Store, session: Session, crane: str, finding: str, body: dict[str, Any]) -> Response:
+        from cranewatch.triage import dispose
+
         state, note, assignee = body.get("state"), str(body.get("note") or "").strip(), body.get("assign")
         if state is None:
             if not note and not assignee:
@@ -721,12 +729,14 @@ class Console:
         from cranewatch.gate import GatePolicy, decide, policy_from_json
 
         session = self.require(request, "sign")
-        self.cache.clear()
         crane = request.path_params["crane"]
         store = self.store()
         previous = store.latest_gate(crane)
         policy = policy_from_json(previous.policy) if previous else GatePolicy()
-        decision = decide(store, crane, policy, who=session.user)
+        try:
+            decision = decide(store, crane, policy, who=session.user)
+        finally:
+            self.cache.forget("quay", ("crane", crane))
         return JSONResponse({**decision.to_json(), "signed_by": session.user})
 
 

@@ -136,7 +136,7 @@ def finding_detail(store: Store, crane: str, finding: str) -> dict[str, Any] | N
     if row is None:
         return None
     runs = {r.id: r for r in store.runs(record.name)}
-    seen_ids = store.finding_runs(record.name).get(finding, ())
+    seen_ids = store.finding_run_ids(record.name, finding)
     history = [{**d.to_json(), "text": disposition_text(d, now)} for d in store.dispositions(record.name, finding)]
     events = [e.to_json() for e in store.audit_events(record.name)
               if e.subject == finding and e.action in ("note", "assign")]
