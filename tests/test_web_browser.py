@@ -134,6 +134,10 @@ def test_open_a_finding_and_download_its_frames(world: Any, browser: Any) -> Non
                                "-Y", "frame.number in {" + ",".join(map(str, frames)) + "}"],
                               capture_output=True, text=True, check=True).stdout.splitlines()
     assert listed == original and len(listed) == len(frames) >= 2
+    page.goto(server.url + "/crane/STS-07")
+    page.locator("#assets").screenshot(path=str(shots / "console-assets.png"))
+    page.locator("#map").screenshot(path=str(shots / "console-map.png"))
+    assert page.locator("#comm-map").evaluate("img => img.naturalWidth") > 0  # the SVG loaded as an image
 
 
 def test_triage_and_dispose(world: Any, browser: Any) -> None:
