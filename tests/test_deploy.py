@@ -9,6 +9,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -63,3 +64,65 @@ def test_systemd_loads_the_unit(unit: Path, tmp_path: Path) -> None:
     done = subprocess.run([analyze, "verify", "--man=no", str(tmp_path / name)],
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 0 and done.stderr.strip() == "", done.stderr
+
+
+# -- deploy/postgres/roles.sql on a real PostgreSQL ---------------------------------------------
+
+ROLES = REPO / "deploy" / "postgres" / "roles.sql"
+LAB = REPO / "src" / "cranewatch" / "data"
+FLEET = LAB / "fleet" / "fleet-example.toml"
+PROFILE = LAB / "profiles" / "sts-07.toml"
+BYPASS = LAB / "lab" / "safety-bypass" / "crane-lan.pcap"
+
+
+def test_the_roles_each_part_logs_in_through_allow_what_it_needs_and_no_more(
+        pg_cluster: Any, pg_url: str, capsys: pytest.CaptureFixture[str]) -> None:
+    from cranewatch.cli import main
+    from cranewatch.store import open_store
+
+    assert main(["fleet", "import", str(FLEET), "--db", pg_url]) == 0  # the owner makes the tables
+    for state in ("quarantined", "under-analysis"):
+        assert main(["fleet", "set-state", "STS-07", state, "--reason", "t", "--db", pg_url]) == 0
+    database = pg_url.split("/")[3].split("?")[0]
+    pg_cluster.admin(ROLES.read_text(), database=database)
+    pg_cluster.admin(ROLES.read_text(), database=database)  # it can be run again
+    logins = {part: f"{part}_{database}" for part in ("sensor", "console", "viewer")}
+    for part, login in logins.items():
+        pg_cluster.admin(f'CREATE ROLE "{login}" LOGIN IN ROLE cranewatch_{part}',
+                         f'GRANT CONNECT ON DATABASE "{database}" TO "{login}"')
+    url = {part: pg_cluster.url(database, user=login) for part, login in logins.items()}
+    try:
+        capsys.readouterr()
+        # the sensor records an analysis
+        assert main(["analyze", str(BYPASS), "--crane", "STS-07", "--profile", str(PROFILE),
+                     "--db", url["sensor"], "--format", "jsonl"]) == 0
+        with open_store(pg_url) as store:
+            fid = store.findings("STS-07")[0].id
+        capsys.readouterr()
+        # ... but may not dispose of a finding (row-level security), nor move the crane
+        for argv in (["triage", fid, "--state", "false-positive", "--reason", "x", "--by", "s"],
+                     ["fleet", "set-state", "STS-07", "rejected", "--reason", "x"]):
+            assert main([*argv, "--db", url["sensor"]]) == 4, argv
+            assert "may not do that" in capsys.readouterr().err
+        # the viewer reads and writes nothing
+        assert main(["triage", "--list", "STS-07", "--db", url["viewer"]]) == 0
+        capsys.readouterr()
+        assert main(["analyze", str(BYPASS), "--crane", "STS-07", "--profile", str(PROFILE),
+                     "--db", url["viewer"], "--format", "jsonl"]) == 4
+        capsys.readouterr()
+        # the console triages
+        assert main(["triage", fid, "--state", "false-positive", "--reason", "lab key", "--by", "ana",
+                     "--db", url["console"]]) == 0
+        with open_store(pg_url) as store:
+            assert [d.state for d in store.dispositions("STS-07")] == ["false-positive"]
+            assert len(store.runs("STS-07")) == 1
+        # password hashes are the console's alone
+        denied = pg_cluster.admin("SELECT has_table_privilege('cranewatch_sensor', 'users', 'SELECT'),"
+                                  " has_table_privilege('cranewatch_viewer', 'sessions', 'SELECT'),"
+                                  " has_table_privilege('cranewatch_console', 'users', 'SELECT')",
+                                  database=database)[0]
+        assert tuple(denied) == (False, False, True)
+    finally:
+        for login in logins.values():
+            pg_cluster.admin(f'DROP OWNED BY "{login}"', database=database)
+            pg_cluster.admin(f'DROP ROLE "{login}"')
