@@ -70,8 +70,8 @@ def test_systemd_loads_the_unit(unit: Path, tmp_path: Path) -> None:
 
 ROLES = REPO / "deploy" / "postgres" / "roles.sql"
 LAB = REPO / "src" / "cranewatch" / "data"
-FLEET = LAB / "fleet" / "fleet-example.toml"
-PROFILE = LAB / "profiles" / "sts-07.toml"
+FLEET = REPO / "profiles" / "fleet-example.toml"
+PROFILE = REPO / "profiles" / "sts-07.toml"
 BYPASS = LAB / "lab" / "safety-bypass" / "crane-lan.pcap"
 
 
