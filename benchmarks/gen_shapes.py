@@ -800,8 +800,18 @@ def write_real(path: Path, packets: int) -> int:
     with tempfile.TemporaryDirectory(prefix="shape-g-") as tmp:
         work = Path(tmp)
         once = work / "once.pcapng"
+        # Each capture to pcapng first: editcap keeps the packets before a cut-short end (a
+        # few shared captures are truncated, and mergecap stops at the first such file).
+        readable: list[str] = []
+        for n, source in enumerate(sources):
+            copy = work / f"src{n}.pcapng"
+            subprocess.run(["editcap", "-F", "pcapng", str(source), str(copy)], capture_output=True, check=False)
+            if copy.exists() and copy.stat().st_size > 64:
+                readable.append(str(copy))
         # pcapng: the captures differ in link type; mergecap -a keeps each one's interface
-        subprocess.run(["mergecap", "-a", "-F", "pcapng", "-w", str(once), *map(str, sources)], check=True)
+        subprocess.run(["mergecap", "-a", "-F", "pcapng", "-w", str(once), *readable], check=True)
+        for copy_path in readable:
+            Path(copy_path).unlink()
         per_copy = count_packets(once)
         copies = max(1, -(-packets // max(per_copy, 1)))
         parts = [once]
