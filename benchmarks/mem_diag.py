@@ -17,8 +17,11 @@ Example:
 from __future__ import annotations
 
 import argparse
+import ctypes
 import gc
+import os
 import sys
+import tempfile
 import time
 import tracemalloc
 from collections import Counter
@@ -77,6 +80,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--top", type=int, default=15)
     parser.add_argument("--frames", type=int, default=1, help="traceback depth grouped by (1: file:line)")
     parser.add_argument("--no-tracemalloc", action="store_true")
+    parser.add_argument("--trim", action="store_true",
+                        help="also call glibc malloc_trim(0) at each mark and report the RSS after it "
+                             "(what is free in the heap but not given back to the system)")
     args = parser.parse_args(argv)
 
     from cranewatch.pipeline import Analysis
@@ -90,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.no_tracemalloc:
         tracemalloc.start(args.frames)
     marks = sorted(args.at)
-    snaps: list[tuple[int, float, int, Counter[str], dict[str, int], Any]] = []
+    snaps: list[tuple[int, float, int, Counter[str], dict[str, int], str]] = []
     original = analysis.process
 
     def process(batch: Any) -> None:
@@ -98,21 +104,36 @@ def main(argv: list[str] | None = None) -> int:
         while marks and analysis.packets >= marks[0]:
             marks.pop(0)
             gc.collect()
+            # counted before this mark's snapshot exists; earlier snapshots live on disk only
             types = Counter(type(o).__name__ for o in gc.get_objects())
-            snap = tracemalloc.take_snapshot() if tracemalloc.is_tracing() else None
-            traced = tracemalloc.get_traced_memory()[0] if snap is not None else 0
-            snaps.append((analysis.packets, rss_mb(), traced, types, tables(analysis), snap))
-            print(f"at {analysis.packets:>9,} packets: RSS {rss_mb():7.1f} MB, traced {traced / 1e6:7.1f} MB, "
+            rss = rss_mb()
+            trimmed = ""
+            if args.trim:
+                ctypes.CDLL("libc.so.6").malloc_trim(0)
+                trimmed = f" ({rss_mb():.1f} MB after malloc_trim)"
+            snap_file = ""
+            traced = 0
+            if tracemalloc.is_tracing():
+                traced = tracemalloc.get_traced_memory()[0]
+                snap_file = str(Path(tempfile.gettempdir()) / f"mem_diag-{os.getpid()}-{len(snaps)}.snap")
+                tracemalloc.take_snapshot().dump(snap_file)
+            snaps.append((analysis.packets, rss, traced, types, tables(analysis), snap_file))
+            print(f"at {analysis.packets:>9,} packets: RSS {rss:7.1f} MB{trimmed}, traced {traced / 1e6:7.1f} MB, "
                   f"{tables(analysis)}", flush=True)
 
-    analysis.process = process  # type: ignore[method-assign]
+    analysis.process = process
     started = time.process_time()
     result = analysis.run([str(args.capture)])
     print(f"end: {result.packets:,} packets, RSS {rss_mb():.1f} MB, {time.process_time() - started:.1f} CPU s, "
           f"series {result.series}, flows {result.flows}")
     if len(snaps) < 2:
         return 0
-    (p0, r0, t0, c0, _tab0, s0), (p1, r1, t1, c1, _tab1, s1) = snaps[-2], snaps[-1]
+    (p0, r0, t0, c0, _tab0, f0), (p1, r1, t1, c1, _tab1, f1) = snaps[-2], snaps[-1]
+    s0 = tracemalloc.Snapshot.load(f0) if f0 else None
+    s1 = tracemalloc.Snapshot.load(f1) if f1 else None
+    for _packets, _rss, _traced, _types, _tables, name in snaps:
+        if name:
+            Path(name).unlink()
     span = p1 - p0
     print(f"\nbetween {p0:,} and {p1:,} packets: RSS {r1 - r0:+.1f} MB ({(r1 - r0) * 1e6 / span:+.0f} B/packet), "
           f"traced {(t1 - t0) / 1e6:+.1f} MB ({(t1 - t0) / span:+.0f} B/packet)")
