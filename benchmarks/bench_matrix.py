@@ -65,18 +65,27 @@ class Run:
         return self.packets / self.cpu if self.cpu > 0 else 0.0
 
 
+# Runs one command and reports its CPU time and peak RSS. A fresh, small wrapper process: on
+# Linux a child's ru_maxrss starts from its parent's resident size at fork time, so a parent
+# that grew (generated a capture, profiled a run) would inflate small children's peaks.
+_MEASURE = """
+import json, os, subprocess, sys, time
+start = time.perf_counter()
+child = subprocess.Popen(sys.argv[1:], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+err = child.stderr.read()
+_pid, status, usage = os.wait4(child.pid, 0)
+print(json.dumps({"cpu": usage.ru_utime + usage.ru_stime, "wall": time.perf_counter() - start,
+                  "rss_kb": usage.ru_maxrss, "rc": os.waitstatus_to_exitcode(status),
+                  "err": err.decode(errors="replace").strip()[-300:]}))
+"""
+
+
 def measure(command: list[str], env: dict[str, str] | None = None) -> tuple[float, float, float, int, str]:
-    """(CPU s, wall s, peak RSS MB, exit code, stderr tail) of one child."""
-    started = time.perf_counter()
-    with open(os.devnull, "wb") as devnull:
-        child = subprocess.Popen(command, stdout=devnull, stderr=subprocess.PIPE, env=env)
-        assert child.stderr is not None
-        err = child.stderr.read()
-        _pid, status, usage = os.wait4(child.pid, 0)
-        child.returncode = os.waitstatus_to_exitcode(status)
-    wall = time.perf_counter() - started
-    return (usage.ru_utime + usage.ru_stime, wall, usage.ru_maxrss / 1024, child.returncode,
-            err.decode(errors="replace").strip()[-300:])
+    """(CPU s, wall s, peak RSS MB, exit code, stderr tail) of one child (``os.wait4``)."""
+    done = subprocess.run([sys.executable, "-c", _MEASURE, *command], capture_output=True, text=True,
+                          env=env, check=True)
+    result = json.loads(done.stdout)
+    return result["cpu"], result["wall"], result["rss_kb"] / 1024, result["rc"], result["err"]
 
 
 # --------------------------------------------------------------------------- the dpkt child
@@ -167,7 +176,14 @@ def bench(shape: str, packets: int, path: Path, skip: set[str], nice: int) -> li
 
 
 def where_time_goes(path: Path, top: int = 8) -> list[tuple[str, float]]:
-    """Functions with the most own time in one in-process ``analyze`` under cProfile."""
+    """Functions with the most own time in ``analyze`` under cProfile (in a child process)."""
+    env = dict(os.environ, PYTHONPATH=str(ROOT / "src"))
+    done = subprocess.run([sys.executable, __file__, "--where-child", str(path), "--top", str(top)],
+                          capture_output=True, text=True, env=env, check=True)
+    return [(name, share) for name, share in json.loads(done.stdout)]
+
+
+def where_child(path: str, top: int) -> int:
     import cProfile
     import pstats
 
@@ -176,16 +192,18 @@ def where_time_goes(path: Path, top: int = 8) -> list[tuple[str, float]]:
 
     profiler = cProfile.Profile()
     profiler.enable()
-    analyze([str(path)])
+    analyze([path])
     profiler.disable()
     stats = pstats.Stats(profiler)
-    total = sum(v[2] for v in stats.stats.values())  # type: ignore[attr-defined]
-    rows = sorted(stats.stats.items(), key=lambda kv: kv[1][2], reverse=True)[:top]  # type: ignore[attr-defined]
+    table = stats.stats  # type: ignore[attr-defined]
+    total = sum(v[2] for v in table.values())
+    rows = sorted(table.items(), key=lambda kv: kv[1][2], reverse=True)[:top]
     out = []
     for (filename, line, name), value in rows:
         short = filename.split("/src/")[-1] if "/src/" in filename else Path(filename).name
         out.append((f"{short}:{line} {name}" if line else name, value[2] / total if total else 0.0))
-    return out
+    print(json.dumps(out))
+    return 0
 
 
 def table(runs: list[Run]) -> str:
@@ -218,9 +236,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--where", default="", metavar="SHAPES",
                         help="shape letters whose smallest capture is also run under cProfile (top functions)")
     parser.add_argument("--dpkt-child", metavar="FILE", help=argparse.SUPPRESS)
+    parser.add_argument("--where-child", metavar="FILE", help=argparse.SUPPRESS)
+    parser.add_argument("--top", type=int, default=8, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.dpkt_child:
         return dpkt_child(args.dpkt_child)
+    if args.where_child:
+        return where_child(args.where_child, args.top)
 
     args.workdir.mkdir(parents=True, exist_ok=True)
     runs: list[Run] = []
