@@ -75,8 +75,10 @@ def child(args: argparse.Namespace) -> int:
                             continue
                         if first is None:
                             first = float(batch.ts[0])
-                        # every pass starts where the last one ended (plus a poll's pause)
-                        delta = shift - first + 0.1 if shift else 0.0
+                        # every pass starts --pause seconds after the last one ended: the flows
+                        # of the last pass have expired by then (a replayed connection that
+                        # came back at once would jump back in sequence numbers)
+                        delta = shift - first + args.pause if shift else 0.0
                         moved = replace(batch, ts=batch.ts + delta,
                                         ts_ns=batch.ts_ns + int(delta * 1e9)) if delta else batch
                         pass_end = max(pass_end, float(moved.ts[-1]))
@@ -156,6 +158,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--profile", type=Path, help="crane profile: the rolling process checks run too")
     parser.add_argument("--csv", type=Path, default=Path("soak.csv"))
     parser.add_argument("--svg", type=Path)
+    parser.add_argument("--pause", type=float, default=600.0,
+                        help="capture seconds between two passes (default 600: flows expire)")
     parser.add_argument("--nice", type=int, default=5)
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -163,6 +167,7 @@ def main(argv: list[str] | None = None) -> int:
         return child(args)
     args.csv.parent.mkdir(parents=True, exist_ok=True)
     command = [sys.executable, __file__, "--child", "--cpu", str(args.cpu), "--every", str(args.every),
+               "--pause", str(args.pause),
                "--csv", str(args.csv), "--captures", *map(str, args.captures)]
     if args.profile:
         command += ["--profile", str(args.profile)]
