@@ -86,8 +86,9 @@ def child(args: argparse.Namespace) -> int:
                         cpu = time.process_time()
                         if cpu >= next_row:
                             next_row = cpu + args.every
-                            out.writerow([f"{cpu:.2f}", f"{time.monotonic() - started_wall:.2f}", packets,
-                                          f"{rss_mb():.1f}", len(monitor.findings)])
+                            # analysed, not read: the monitor queues up to 64 batches read ahead
+                            out.writerow([f"{cpu:.2f}", f"{time.monotonic() - started_wall:.2f}",
+                                          monitor.analysis.packets, f"{rss_mb():.1f}", len(monitor.findings)])
                             rows.flush()
                         if cpu >= args.cpu:
                             return
@@ -97,7 +98,7 @@ def child(args: argparse.Namespace) -> int:
 
     stop = threading.Event()
     summary = monitor.run(batches(), stop, stop.set)
-    out.writerow([f"{time.process_time():.2f}", f"{time.monotonic() - started_wall:.2f}", packets,
+    out.writerow([f"{time.process_time():.2f}", f"{time.monotonic() - started_wall:.2f}", monitor.analysis.packets,
                   f"{rss_mb():.1f}", len(summary.findings)])
     rows.close()
     print(f"{summary.packets} packets, {len(summary.findings)} findings, "
