@@ -70,7 +70,7 @@ def child(args: argparse.Namespace) -> int:
             for path in args.captures:
                 first = None
                 with open_capture(str(path)) as reader:
-                    for batch in reader.batches():
+                    for batch in reader.batches(args.batch):
                         if not len(batch):
                             continue
                         if first is None:
@@ -161,6 +161,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--svg", type=Path)
     parser.add_argument("--pause", type=float, default=600.0,
                         help="capture seconds between two passes (default 600: flows expire)")
+    parser.add_argument("--batch", type=int, default=8192,
+                        help="packets per batch (default 8192: tcpdump hands the monitor what has "
+                             "arrived, and the monitor queues up to 64 batches read ahead)")
     parser.add_argument("--nice", type=int, default=5)
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -168,7 +171,7 @@ def main(argv: list[str] | None = None) -> int:
         return child(args)
     args.csv.parent.mkdir(parents=True, exist_ok=True)
     command = [sys.executable, __file__, "--child", "--cpu", str(args.cpu), "--every", str(args.every),
-               "--pause", str(args.pause),
+               "--pause", str(args.pause), "--batch", str(args.batch),
                "--csv", str(args.csv), "--captures", *map(str, args.captures)]
     if args.profile:
         command += ["--profile", str(args.profile)]
