@@ -99,9 +99,10 @@ def child(args: argparse.Namespace) -> int:
                         yield moved
                 shift = pass_end
             shift = pass_end
-            # One ARP frame in the pause: the flow table sweeps on a batch, so the last pass's
-            # flows end before the next pass's first packets could continue them.
-            yield tick(shift + args.pause / 2)
+            # One ARP frame late in the pause: the flow table sweeps on a batch, so the last
+            # pass's flows (idle by then for longer than the 300 s idle timeout) end before the
+            # next pass's first packets could continue them.
+            yield tick(shift + args.pause * 0.9)
 
     stop = threading.Event()
     summary = monitor.run(batches(), stop, stop.set)
