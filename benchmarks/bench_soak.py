@@ -162,7 +162,7 @@ def svg(rows: list[dict[str, float]], slope_line: tuple[float, float, float], ti
         y = y_max * k / 5
         parts.append(f'<text x="{left - 6}" y="{py(y) + 4:.1f}" text-anchor="end">{y:.0f}</text>')
         x = x_max * k / 5
-        parts.append(f'<text x="{px(x):.1f}" y="{height - bottom + 16}" text-anchor="middle">{x:.0f}</text>')
+        parts.append(f'<text x="{px(x):.1f}" y="{height - bottom + 16}" text-anchor="middle">{x:.1f}</text>')
     parts.append(f'<text x="{(left + width) / 2}" y="{height - 12}" text-anchor="middle">'
                  'packets replayed (millions)</text>')
     parts.append(f'<text x="16" y="{(top + height - bottom) / 2}" transform="rotate(-90 16 '
@@ -189,6 +189,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="packets per batch (default 8192: tcpdump hands the monitor what has "
                              "arrived, and the monitor queues up to 64 batches read ahead)")
     parser.add_argument("--nice", type=int, default=5)
+    parser.add_argument("--replot", action="store_true", help="only fit and draw an existing --csv")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
@@ -202,11 +203,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.nice:
         command = ["nice", "-n", str(args.nice), *command]
     env = dict(os.environ, PYTHONPATH=str(ROOT / "src"))
-    child_process = subprocess.Popen(command, env=env)
-    _pid, status, usage = os.wait4(child_process.pid, 0)
-    if os.waitstatus_to_exitcode(status) != 0:
-        print(f"soak child failed: exit {os.waitstatus_to_exitcode(status)}", file=sys.stderr)
-        return 1
+    cpu, peak = 0.0, 0.0
+    if not args.replot:
+        child_process = subprocess.Popen(command, env=env)
+        _pid, status, usage = os.wait4(child_process.pid, 0)
+        if os.waitstatus_to_exitcode(status) != 0:
+            print(f"soak child failed: exit {os.waitstatus_to_exitcode(status)}", file=sys.stderr)
+            return 1
+        cpu, peak = usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024
     with open(args.csv, encoding="utf-8") as handle:
         rows = [{k: float(v) for k, v in row.items()} for row in csv.DictReader(handle)]
     during = rows[:-1] if len(rows) > 3 else rows  # the last row is taken after the session ended
@@ -214,13 +218,14 @@ def main(argv: list[str] | None = None) -> int:
     slope, intercept = fit([r["packets"] / 1e6 for r in half], [r["rss_mb"] for r in half])
     cpu_slope, _ = fit([r["cpu_s"] for r in half], [r["rss_mb"] for r in half])
     packets = rows[-1]["packets"]
-    print(f"{packets / 1e6:.1f} M packets in {usage.ru_utime + usage.ru_stime:.0f} CPU s, peak RSS "
-          f"{usage.ru_maxrss / 1024:.0f} MB; RSS {rows[0]['rss_mb']:.0f} MB at the first row, "
+    cpu = cpu or rows[-1]["cpu_s"]
+    print(f"{packets / 1e6:.1f} M packets in {cpu:.0f} CPU s, peak RSS "
+          f"{peak or max(r['rss_mb'] for r in rows):.0f} MB; RSS {rows[0]['rss_mb']:.0f} MB at the first row, "
           f"{rows[-1]['rss_mb']:.0f} MB at the last; second-half slope {slope:+.2f} MiB per million packets "
           f"(~{slope * 1.048576:+.2f} B/packet), {cpu_slope * 3600:+.0f} MiB per CPU hour")
     if args.svg:
-        title = (f"cranewatch monitor soak: {packets / 1e6:.0f} M packets, "
-                 f"{usage.ru_utime + usage.ru_stime:.0f} CPU s, slope {slope:+.2f} MB/M packets")
+        title = (f"cranewatch monitor soak: {packets / 1e6:.1f} M packets, "
+                 f"{cpu:.0f} CPU s, slope {slope:+.2f} MiB per M packets")
         args.svg.write_text(svg(rows, (half[0]["packets"] / 1e6, slope, intercept), title), encoding="utf-8")
     return 0
 
