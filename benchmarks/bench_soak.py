@@ -5,8 +5,9 @@
 is ``monitor.Monitor.run`` over an iterator of ``PacketBatch``. This script builds the same
 ``Monitor`` the command builds (``commands.monitor``: the detector sinks and the rolling
 process checks of ``--profile``, the same settings) and gives it, instead of tcpdump's
-batches, the batches of the captures read from disk in a loop, each pass moved on in time by
-the capture's span (so capture time keeps going forward, as on a live wire), until the child
+batches, the batches of the captures read from disk in a loop, each capture moved on in time to
+start ``--pause`` seconds after the last one ended (capture time keeps going forward, as on a
+live wire), until the child
 has spent ``--cpu`` CPU seconds. The child writes one CSV row per ``--every`` CPU seconds
 (CPU s, wall s, packets, RSS MB, findings); the parent draws RSS over packets as SVG and fits
 the slope over the second half of the run (after start-up and the first windows).
@@ -68,24 +69,25 @@ def child(args: argparse.Namespace) -> int:
 
     def batches() -> Iterator[PacketBatch]:
         nonlocal packets, next_row
-        shift = 0.0
+        shift = 0.0  # where the next capture starts (capture time); 0: as it is
         while True:
-            pass_end = shift
             for path in args.captures:
+                # Every capture starts --pause seconds after the last one ended, as if the
+                # wire had been quiet: captures made by one generator share hosts, ports and
+                # start times, and one that came back at once would continue the last one's
+                # connections with sequence numbers far behind.
                 first = None
+                last = shift
                 with open_capture(str(path)) as reader:
                     for batch in reader.batches(args.batch):
                         if not len(batch):
                             continue
                         if first is None:
                             first = float(batch.ts[0])
-                        # every pass starts --pause seconds after the last one ended: the flows
-                        # of the last pass have expired by then (a replayed connection that
-                        # came back at once would jump back in sequence numbers)
-                        delta = shift - first + args.pause if shift else 0.0
+                        delta = shift + args.pause - first if shift else 0.0
                         moved = replace(batch, ts=batch.ts + delta,
                                         ts_ns=batch.ts_ns + int(delta * 1e9)) if delta else batch
-                        pass_end = max(pass_end, float(moved.ts[-1]))
+                        last = max(last, float(moved.ts[-1]))
                         packets += len(batch)
                         cpu = time.process_time()
                         if cpu >= next_row:
@@ -97,12 +99,11 @@ def child(args: argparse.Namespace) -> int:
                         if cpu >= args.cpu:
                             return
                         yield moved
-                shift = pass_end
-            shift = pass_end
-            # One ARP frame late in the pause: the flow table sweeps on a batch, so the last
-            # pass's flows (idle by then for longer than the 300 s idle timeout) end before the
-            # next pass's first packets could continue them.
-            yield tick(shift + args.pause * 0.9)
+                shift = last
+                # One ARP frame late in the pause: the flow table sweeps on a batch, so the
+                # last capture's flows (idle by then for longer than the 300 s idle timeout)
+                # end before the next capture's first packets could continue them.
+                yield tick(shift + args.pause * 0.9)
 
     stop = threading.Event()
     summary = monitor.run(batches(), stop, stop.set)
