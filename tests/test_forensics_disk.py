@@ -679,3 +679,47 @@ def test_partitions_mounted_by_fstab_are_scanned_where_the_system_sees_them(tmp_
                                    "byte 36700160, p3 ext (mounted at /home) at byte 61865984, p4 ext (mounted at /var) at "
                                    "byte 87031808")
     assert {f.id for f in on_disk.findings} == {f.id for f in on_dir.findings}  # the same system, the same ids
+
+
+# --- btrfs (btrfs restore), LUKS and BitLocker ------------------------------------------------------
+
+
+def _btrfs(tree: Path, out: Path, size_mib: int) -> Path:
+    subprocess.run(["truncate", "-s", f"{size_mib}M", str(out)], check=True)
+    subprocess.run([_which("mkfs.btrfs"), "-q", "--rootdir", str(tree), str(out)], check=True,
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return out
+
+
+def test_btrfs_root_partition_in_a_gpt_disk(tmp_path: Path, planted_tree: Path, dir_result: ScanResult) -> None:
+    tree = tmp_path / "tree"
+    shutil.copytree(planted_tree, tree, symlinks=True)
+    os.symlink("/etc/shadow", tree / "etc/outside")  # a link out of the image: never followed nor restored
+    fs = _btrfs(tree, tmp_path / "root.btrfs", 120)
+    disk = _disk(tmp_path / "bt.raw", "gpt", [(fs, 120, LINUX)])
+    result = scan_image(disk, workers=1)
+    assert _keys(result, strip="p1:/") == _keys(dir_result)
+    assert any("p1 btrfs (root)" in w for w in result.warnings)
+    assert any("symbolic link(s) of the btrfs filesystem not restored" in w for w in result.warnings)
+
+
+def test_btrfs_beyond_the_file_count_limit_is_refused_before_restoring(tmp_path: Path, planted_tree: Path,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    fs = _btrfs(planted_tree, tmp_path / "root.btrfs", 120)
+    root = _ext4(planted_tree, tmp_path / "root.img", 24)
+    disk = _disk(tmp_path / "bt.raw", "gpt", [(fs, 120, LINUX), (root, 24, LINUX)])
+    ran: list[str] = []
+    real = subprocess.run
+
+    def spy(argv, *args, **kwargs):  # type: ignore[no-untyped-def]
+        ran.append(" ".join(map(str, argv[:2])))
+        return real(argv, *args, **kwargs)
+
+    monkeypatch.setattr(subprocess, "run", spy)
+    count = sum(1 for _ in planted_tree.rglob("*")) + 1  # every inode with the root directory
+    result = scan_image(disk, workers=1, limits=Limits(max_files=count - 1))
+    assert not any(cmd.endswith("btrfs restore") for cmd in ran)
+    refused = [w for w in result.warnings if w.startswith("p1 (GPT Linux filesystem")]
+    # dump-tree's count holds the tree's own directory inodes too: at least the tree's members
+    assert len(refused) == 1 and "inodes in the btrfs filesystem: beyond the file-count limit" in refused[0], refused
+    assert int(refused[0].split(": ")[-2].split()[0]) >= count

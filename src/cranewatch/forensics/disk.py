@@ -10,8 +10,9 @@ can still be read is read.
 
 Each partition is then judged by its bytes (magic numbers), not its type GUID: ext2/3/4 is
 read in place by ``debugfs`` at the partition's offset, squashfs by ``unsquashfs`` and a FAT/EFI
-system partition by mtools (``mcopy``) from a sparse copy in the private directory, NTFS in
-place by libtsk (``forensics.ntfs``, in a child process), and swap, LVM, LUKS, other
+system partition by mtools (``mcopy``) and btrfs by ``btrfs restore`` (btrfs-progs, a separate
+GPL program) from a sparse copy in the private directory, NTFS in
+place by libtsk (``forensics.ntfs``, in a child process), and swap, LUKS, other
 filesystems and unknown content are reported and skipped. Every readable partition is a *volume*, scanned like
 a directory image; findings name the volume (``p2:/etc/rc.local``). The volume holding
 ``etc/`` and ``usr/`` (or ``Windows/System32/config``) is the root, the one ``DiskImage`` presents as its own entries.
@@ -400,7 +401,6 @@ _SKIPPED = {
     "luks": "LUKS-encrypted: cannot be read without the key: skipped",
     "lvm": "LVM physical volume whose logical volumes cannot be read: skipped",
     "xfs": "XFS: not read yet: skipped",
-    "btrfs": "btrfs: not read yet: skipped",
     "f2fs": "F2FS: not read yet: skipped",
     "empty": "empty (zeros at its start): skipped",
     "unknown": "unknown content (no filesystem magic found): skipped",
@@ -645,6 +645,8 @@ def _open_partition(raw: Path, part: Partition, content: str, scratch: Path, lim
     try:
         if content == "fat":
             return _open_fat(copy, scratch / f"{part.label}-fat", limits)
+        if content == "btrfs":
+            return _open_btrfs(copy, scratch / f"{part.label}-btrfs", limits)
         return open_image(copy, limits)  # ext and squashfs: detected again by their magic
     finally:
         copy.unlink(missing_ok=True)  # the extracted files are what the scan reads
@@ -755,6 +757,62 @@ def _open_fat(part: Path, dest: Path, limits: Limits) -> Image:
     return open_image(dest, limits)
 
 
+def _open_btrfs(part: Path, dest: Path, limits: Limits) -> Image:
+    """A btrfs partition extracted by btrfs-progs' ``btrfs restore`` (reads an unmounted image
+    file, unprivileged, no kernel driver). Every inode is listed first from ``btrfs inspect-internal
+    dump-tree`` so the count and size limits apply before anything is written. Symbolic links are
+    not restored (no ``-S``): a crafted tree naming a link and a directory alike could make later
+    files follow the link out of the private directory; their number is said in a warning."""
+    btrfs = _tool("btrfs", "btrfs-progs")
+    where = Location(file=str(part))
+    listing = dest.parent / f"{dest.name}.tree"
+    with open(listing, "w+b") as out:
+        dump = subprocess.run([btrfs, "inspect-internal", "dump-tree", str(part)], stdout=out,
+                              stderr=subprocess.PIPE, preexec_fn=_header_limits, check=False)
+        if dump.returncode != 0:
+            raise ImageError(f"btrfs cannot read the tree of the filesystem: "
+                             f"{dump.stderr.decode('utf-8', 'replace').strip()[-300:] or f'exit {dump.returncode}'}", where)
+        out.seek(0)
+        inodes = links = size = 0
+        declared = 0  # the size line of an INODE_ITEM comes just before its mode line
+        for line in out:
+            sized = _BTRFS_SIZE.match(line)
+            if sized is not None:
+                declared = int(sized.group(1))
+                continue
+            moded = _BTRFS_MODE.match(line)
+            if moded is None:
+                continue
+            inodes += 1
+            kind = int(moded.group(1), 8) & 0o170000
+            if kind == 0o100000:
+                size += declared
+            elif kind == 0o120000:
+                links += 1
+    listing.unlink()
+    if inodes > limits.max_files:
+        raise ImageError(f"{inodes} inodes in the btrfs filesystem: beyond the file-count limit", where)
+    if size > limits.max_total_bytes:
+        raise ImageError(f"the btrfs inodes declare {size} bytes of files: beyond the size limit, refused", where)
+    _empty_dir(dest)
+
+    def restore_limits() -> None:
+        _convert_limits()
+        cap = limits.max_member_bytes + 1
+        resource.setrlimit(resource.RLIMIT_FSIZE, (cap, cap))
+
+    run = subprocess.run([btrfs, "restore", "-m", "-x", str(part), str(dest)], capture_output=True, text=True,
+                         errors="replace", preexec_fn=restore_limits, check=False)
+    if run.returncode != 0:
+        raise ImageError(f"btrfs restore cannot extract the filesystem: {(run.stderr or run.stdout).strip()[-300:]}", where)
+    image = open_image(dest, limits)
+    if links:
+        image.warnings.append(f"{links} symbolic link(s) of the btrfs filesystem not restored (btrfs restore without -S)")
+    return image
+
+
+_BTRFS_SIZE = re.compile(rb"^\s+generation \d+ transid \d+ size (\d+) nbytes \d+")
+_BTRFS_MODE = re.compile(rb"^\s+block group \d+ mode ([0-7]+) ")
 _FAT_TOTAL = re.compile(r"^\s*(\d[\d ]*?) files?\s+(\d[\d ]*?) bytes\s*$", re.MULTILINE)
 
 
