@@ -723,3 +723,68 @@ def test_btrfs_beyond_the_file_count_limit_is_refused_before_restoring(tmp_path:
     # dump-tree's count holds the tree's own directory inodes too: at least the tree's members
     assert len(refused) == 1 and "inodes in the btrfs filesystem: beyond the file-count limit" in refused[0], refused
     assert int(refused[0].split(": ")[-2].split()[0]) >= count
+
+
+def _luks(out: Path, version: int) -> Path:
+    subprocess.run(["truncate", "-s", "20M", str(out)], check=True)
+    key = out.with_suffix(".key")
+    key.write_bytes(b"not-the-port's")
+    subprocess.run([_which("cryptsetup"), "luksFormat", "-q", f"--type=luks{version}", "--pbkdf=pbkdf2",
+                    "--pbkdf-force-iterations=1000", "--key-file", str(key), str(out)], check=True,
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return out
+
+
+def _luks_dump(path: Path) -> tuple[str, str]:
+    """(UUID, cipher) as cryptsetup itself reads them."""
+    dump = subprocess.run([_which("cryptsetup"), "luksDump", str(path)], capture_output=True, text=True, check=True).stdout
+    uuid_ = next(line.split()[-1] for line in dump.splitlines() if line.startswith("UUID:"))
+    if "Cipher name:" in dump:  # LUKS1
+        name = next(line.split()[-1] for line in dump.splitlines() if line.startswith("Cipher name:"))
+        mode = next(line.split()[-1] for line in dump.splitlines() if line.startswith("Cipher mode:"))
+        return uuid_, f"{name}-{mode}"
+    return uuid_, next(line.split()[-1] for line in dump.splitlines() if line.strip().startswith("cipher:"))
+
+
+def test_luks_and_bitlocker_volumes_are_findings_and_coverage_gaps(tmp_path: Path, planted_tree: Path,
+                                                                   dir_result: ScanResult) -> None:
+    luks1, luks2 = _luks(tmp_path / "l1.img", 1), _luks(tmp_path / "l2.img", 2)
+    # No Linux tool writes BitLocker: its boot sector by hand, the -FVE-FS- OEM id and the
+    # three FVE metadata offsets (bytes 176, 184, 192) as Windows 7 and later write them.
+    bitlocker = bytearray(MIB)
+    bitlocker[0:11] = b"\xebX\x90-FVE-FS-"
+    struct.pack_into("<3Q", bitlocker, 176, 0x21000, 0x41000, 0x61000)
+    bitlocker[510:512] = b"\x55\xaa"
+    (tmp_path / "bl.img").write_bytes(bytes(bitlocker))
+    root = _ext4(planted_tree, tmp_path / "root.img", 24)
+    disk = _disk(tmp_path / "enc.raw", "gpt", [(root, 24, LINUX), (luks1, 20, LINUX), (luks2, 20, LINUX),
+                                                (tmp_path / "bl.img", 1, "EBD0A0A2-B9E5-4433-87C0-68B6B72699C7")])
+    result = scan_image(disk, workers=1)
+    enc = sorted((f for f in result.findings if f.rule == "integrity.encrypted-volume"), key=lambda f: f.evidence[0].offset or 0)
+    assert [(f.category, f.severity.name, f.evidence[0].values["partition"], f.evidence[0].offset) for f in enc] == [
+        ("backdoor", "MEDIUM", "p2", 25 * MIB), ("backdoor", "MEDIUM", "p3", 45 * MIB), ("backdoor", "MEDIUM", "p4", 65 * MIB)]
+    for f, image in zip(enc[:2], (luks1, luks2), strict=True):
+        uuid_, cipher = _luks_dump(image)
+        assert (f.evidence[0].values["uuid"], f.evidence[0].values["cipher"]) == (uuid_, cipher)
+    assert enc[0].evidence[0].values["filesystem"] == "LUKS1" and enc[1].evidence[0].values["filesystem"] == "LUKS2"
+    assert enc[1].evidence[0].values["keyslots"] == 1
+    assert enc[2].evidence[0].values["metadata_offsets"] == [0x21000, 0x41000, 0x61000]
+    gaps = [w for w in result.warnings if "not examined: encrypted" in w]
+    assert len(gaps) == 3 and gaps[2].startswith("p4 (GPT Microsoft basic data, 1048576 bytes at byte 68157440): "
+                                                 "not examined: encrypted (BitLocker, FVE metadata at bytes 135168")
+    # the readable partition is scanned as before
+    assert _keys(result, strip="p1:/") - {("integrity.encrypted-volume", "MEDIUM", "")} == _keys(dir_result)
+
+
+def test_damaged_luks2_header_is_still_reported_with_what_it_says(tmp_path: Path, planted_tree: Path) -> None:
+    luks2 = _luks(tmp_path / "l2.img", 2)
+    uuid_ = _luks_dump(luks2)[0]  # read by cryptsetup before the damage
+    with open(luks2, "r+b") as fh:  # the header size field (bytes 8-16) beyond the partition
+        fh.seek(8)
+        fh.write(struct.pack(">Q", 1 << 40))
+    root = _ext4(planted_tree, tmp_path / "root.img", 24)
+    disk = _disk(tmp_path / "enc.raw", "gpt", [(root, 24, LINUX), (luks2, 20, LINUX)])
+    result = scan_image(disk, workers=1)
+    [enc] = [f for f in result.findings if f.rule == "integrity.encrypted-volume"]
+    assert enc.evidence[0].values["damaged"] == f"header size {1 << 40} out of range"
+    assert enc.evidence[0].values["uuid"] == uuid_ and "cipher" not in enc.evidence[0].values

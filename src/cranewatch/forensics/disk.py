@@ -356,6 +356,8 @@ def probe_content(read_at: ReadAt, part: Partition) -> str:
         return "swap"
     if head[:6] == b"LUKS\xba\xbe":
         return "luks"
+    if head[3:11] == b"-FVE-FS-":
+        return "bitlocker"
     if head[512:520] == b"LABELONE" and head[536:544] == b"LVM2 001":
         return "lvm"
     if head[:4] == b"XFSB":
@@ -398,13 +400,90 @@ _DEVICE_NUMBER = re.compile(r"^/dev/(?:[shv]d[a-z]|xvd[a-z]|nvme\d+n\d+p|mmcblk\
 _SKIPPED = {
     "swap": "swap space (not a filesystem): skipped",
     "exfat": "exFAT: not read yet: skipped",
-    "luks": "LUKS-encrypted: cannot be read without the key: skipped",
     "lvm": "LVM physical volume whose logical volumes cannot be read: skipped",
     "xfs": "XFS: not read yet: skipped",
     "f2fs": "F2FS: not read yet: skipped",
     "empty": "empty (zeros at its start): skipped",
     "unknown": "unknown content (no filesystem magic found): skipped",
 }
+
+
+# --- encrypted volumes: recognised by their header, reported, never opened ---------------------------
+
+_ENCRYPTED = ("luks", "bitlocker")
+_LUKS2_JSON_MAX = 4 << 20  # the JSON area is 12 KiB by default; cryptsetup allows up to 4 MiB
+
+
+def _cstr(raw: bytes) -> str:
+    return raw.split(b"\x00", 1)[0].decode("ascii", "replace").strip()
+
+
+def encrypted_header(read_at: ReadAt, part: Partition, content: str) -> dict[str, object]:
+    """What the header of a LUKS (1 or 2) or BitLocker volume says, without any key: format,
+    version, cipher, UUID. A damaged header gives what could be read and ``damaged``."""
+    head = read_at(part.offset, 4096).ljust(4096, b"\x00")
+    if content == "bitlocker":
+        # BitLocker's boot sector: the -FVE-FS- OEM id, then (Windows 7 and later) the byte
+        # offsets of the three copies of the FVE metadata block at 176, 184 and 192.
+        meta = [o for o in struct.unpack_from("<3Q", head, 176) if 0 < o < part.size]
+        return {"format": "BitLocker", "signature": "-FVE-FS-", "metadata_offsets": meta}
+    version = struct.unpack_from(">H", head, 6)[0]
+    out: dict[str, object] = {"format": f"LUKS{version}" if version in (1, 2) else "LUKS", "version": version,
+                              "uuid": _cstr(head[168:208])}
+    if version == 1:
+        out["cipher"] = f"{_cstr(head[8:40])}-{_cstr(head[40:72])}"
+        out["hash"] = _cstr(head[72:104])
+        out["key_bytes"] = struct.unpack_from(">I", head, 108)[0]
+    elif version == 2:
+        out["label"] = _cstr(head[24:72])
+        size = struct.unpack_from(">Q", head, 8)[0]
+        if not 4096 < size <= 4096 + _LUKS2_JSON_MAX or size > part.size:
+            out["damaged"] = f"header size {size} out of range"
+            return out
+        try:
+            meta = json.loads(read_at(part.offset + 4096, size - 4096).split(b"\x00", 1)[0])
+            segment = meta["segments"]["0"]
+            out["cipher"] = str(segment["encryption"])
+            out["keyslots"] = len(meta.get("keyslots", {}))
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            out["damaged"] = f"JSON metadata unreadable ({type(exc).__name__})"
+    else:
+        out["damaged"] = f"unknown LUKS version {version}"
+    return out
+
+
+def _header_text(header: dict[str, object]) -> str:
+    parts = [str(header["format"])]
+    parts.extend(f"{k} {header[k]}" for k in ("cipher", "uuid") if header.get(k))
+    if header.get("metadata_offsets"):
+        parts.append(f"FVE metadata at bytes {', '.join(map(str, header['metadata_offsets']))}")  # type: ignore[call-overload]
+    if header.get("damaged"):
+        parts.append(f"damaged header: {header['damaged']}")
+    return ", ".join(parts)
+
+
+def encrypted_findings(disk: DiskImage, crane: str | None) -> list[Finding]:
+    """A medium finding per encrypted volume: content the maker ships that the port cannot read
+    is itself evidence the gate must weigh (what it holds, nobody here can say)."""
+    from cranewatch.model import Evidence, Severity
+
+    findings = []
+    for part, header in disk.encrypted:
+        what = _header_text(header)
+        findings.append(Finding(
+            id=finding_id("integrity.encrypted-volume", crane, part.label, header.get("uuid") or part.offset),
+            rule="integrity.encrypted-volume", category="backdoor", severity=Severity.MEDIUM,
+            title=f"encrypted volume the port cannot examine: {part.label} ({what})",
+            first_seen=None, last_seen=None, crane=crane,
+            evidence=(Evidence(source=str(disk.source), offset=part.offset,
+                               values={"partition": part.label, "partition_offset": part.offset,
+                                       "partition_size": part.size, "filesystem": header["format"],
+                                       **{k: v for k, v in header.items() if k != "format"}},
+                               note="not examined: encrypted; nothing inside it was checked"),),
+            remedy="Ask the maker for the key (or a decrypted image) and scan the volume's content, or have the "
+                   "maker remove it; until then treat it as unknown code on the crane.",
+        ))
+    return findings
 
 
 # --- opening a disk -------------------------------------------------------------------------------
@@ -436,6 +515,7 @@ class DiskImage(Image):
     layout: DiskLayout | None = None
     volumes: list[Volume] = field(default_factory=list)  # each scanned on its own
     mounted: list[Volume] = field(default_factory=list)  # moved into the root tree at their mount point
+    encrypted: list[tuple[Partition, dict[str, object]]] = field(default_factory=list)  # LUKS/BitLocker headers
 
     def close(self) -> None:
         for volume in [*self.volumes, *self.mounted]:
@@ -484,13 +564,19 @@ def _open_raw(source: Path, container: str, raw: Path, tmp: tempfile.TemporaryDi
         layout = read_layout(read_at, disk_size)
         contents = [(part, probe_content(read_at, part)) for part in layout.partitions]
         names = {part.index: fstab_names(read_at, part, content) for part, content in contents}
+        encrypted = [(part, encrypted_header(read_at, part, content)) for part, content in contents
+                     if content in _ENCRYPTED]
     where = f"{source}" + (f" (converted from {container})" if container != "raw" else "")
     warnings = [f"disk {where}: {p}" for p in layout.problems]
     volumes: list[Volume] = []
-    skipped: list[str] = []  # why each partition that is not a volume was left out
+    # why each partition that is not a volume was left out; an encrypted one is a coverage gap
+    skipped: list[str] = [f"{part.describe()}: not examined: encrypted ({_header_text(header)})"
+                          for part, header in encrypted]
     left = limits  # one budget for the whole disk, not one per partition
     try:
         for raw_of, part, content, name, fstab in _units(raw, contents, names, Path(tmp.name), skipped):
+            if content in _ENCRYPTED:
+                continue  # said above, and a finding (``encrypted_findings``)
             if content in _SKIPPED:
                 skipped.append(f"{part.describe()}: {_SKIPPED[content]}")
                 continue
@@ -536,7 +622,7 @@ def _open_raw(source: Path, container: str, raw: Path, tmp: tempfile.TemporaryDi
     warnings.insert(0, f"disk ({layout.scheme.upper()}, {container}): scanned {summary}")
     return DiskImage(
         source, "disk", primary.image.root, primary.image.entries, warnings, tmp,
-        container=container, layout=layout, volumes=volumes, mounted=mounted,
+        container=container, layout=layout, volumes=volumes, mounted=mounted, encrypted=encrypted,
     )
 
 
