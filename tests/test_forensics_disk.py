@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import os
 import shutil
+import stat
 import struct
 import subprocess
 import zlib
@@ -788,3 +789,126 @@ def test_damaged_luks2_header_is_still_reported_with_what_it_says(tmp_path: Path
     [enc] = [f for f in result.findings if f.rule == "integrity.encrypted-volume"]
     assert enc.evidence[0].values["damaged"] == f"header size {1 << 40} out of range"
     assert enc.evidence[0].values["uuid"] == uuid_ and "cipher" not in enc.evidence[0].values
+
+
+# --- XFS (forensics/xfs.py) ---------------------------------------------------------------------
+
+
+def _xfs_proto(tree: Path) -> str:
+    """A mkfs.xfs protofile that copies ``tree`` (names without blanks), links kept as links."""
+    lines = ["/dummy", "0 0", "d--755 0 0"]
+
+    def walk(d: Path, depth: int) -> None:
+        for item in sorted(d.iterdir()):
+            mode = item.lstat().st_mode
+            pad = " " * depth
+            if item.is_symlink():
+                lines.append(f"{pad}{item.name} l--777 0 0 {os.readlink(item)}")
+            elif item.is_dir():
+                lines.append(f"{pad}{item.name} d--{stat.S_IMODE(mode) & 0o777:o} 0 0")
+                walk(item, depth + 1)
+                lines.append(f"{pad}$")
+            else:
+                suid = "u" if mode & stat.S_ISUID else "-"
+                lines.append(f"{pad}{item.name} -{suid}-{stat.S_IMODE(mode) & 0o777:o} 0 0 {item}")
+
+    walk(tree, 1)
+    lines.append("$")
+    return "\n".join(lines) + "\n"
+
+
+def _xfs(tree: Path, out: Path, size_mib: int) -> Path:
+    proto = out.with_suffix(".proto")
+    proto.write_text(_xfs_proto(tree))
+    subprocess.run(["truncate", "-s", f"{size_mib}M", str(out)], check=True)
+    subprocess.run([_which("mkfs.xfs"), "-q", "-p", str(proto), str(out)], check=True, stdout=subprocess.DEVNULL)
+    return out
+
+
+def test_xfs_root_partition_in_a_gpt_disk(tmp_path: Path, planted_tree: Path, dir_result: ScanResult) -> None:
+    fs = _xfs(planted_tree, tmp_path / "root.xfs", 300)
+    disk = _disk(tmp_path / "xfs.raw", "gpt", [(fs, 300, LINUX)])
+    result = scan_image(disk, workers=1)
+    assert _keys(result, strip="p1:/") == _keys(dir_result)
+    assert any("p1 xfs (root)" in w for w in result.warnings)
+
+
+def test_xfs_files_links_and_large_directories_match_the_tree(tmp_path: Path) -> None:
+    """Every directory form (short, block, leaf, node), extent lists and a file of many extents:
+    each file's bytes, mode and each link's target equal the tree mkfs.xfs was given. (xfs_db
+    reads small/ as local, block/ as 1 extent, leaf/ as 6 extents, node/ in B+tree form, 92 extents.)"""
+    from cranewatch.forensics.xfs import open_xfs
+
+    tree = tmp_path / "tree"
+    (tree / "small").mkdir(parents=True)
+    (tree / "small/a").write_text("a\n")
+    for name, n in (("block", 40), ("leaf", 400), ("node", 6000)):
+        (tree / name).mkdir()
+        for i in range(n):
+            (tree / name / f"entry-with-a-longish-name-{i:05d}").write_bytes(f"{name}{i}".encode() * (i % 7))
+    (tree / "big.bin").write_bytes(bytes(range(256)) * 40000)  # 10 MB
+    (tree / "suid").write_text("#!/bin/sh\n")
+    os.chmod(tree / "suid", 0o4755)
+    os.symlink("/etc/shadow", tree / "small/out")
+    os.symlink("../node/entry-with-a-longish-name-00001", tree / "small/in")
+    fs = _xfs(tree, tmp_path / "t.xfs", 300)
+    image = open_xfs(fs, 0, fs.stat().st_size, tmp_path / "out", Limits())
+    with image:
+        got = tmp_path / "out"
+        want = sorted(str(p.relative_to(tree)) for p in tree.rglob("*"))
+        assert sorted(image.entries) == want
+        for rel in want:
+            a, b = tree / rel, got / rel
+            if a.is_symlink():
+                assert os.readlink(b) == os.readlink(a)
+            elif a.is_file():
+                assert b.read_bytes() == a.read_bytes(), rel
+                assert stat.S_IMODE(b.stat().st_mode) == stat.S_IMODE(a.stat().st_mode), rel
+        assert image.entries["suid"].mode & stat.S_ISUID
+
+
+def test_xfs_beyond_the_file_count_limit_is_refused_before_writing(tmp_path: Path, planted_tree: Path) -> None:
+    from cranewatch.forensics.xfs import open_xfs
+
+    fs = _xfs(planted_tree, tmp_path / "root.xfs", 300)
+    with pytest.raises(ImageError, match="beyond the file-count limit") as exc:
+        open_xfs(fs, 0, fs.stat().st_size, tmp_path / "out", Limits(max_files=5))
+    assert exc.value.location.offset == 0
+    assert not (tmp_path / "out").exists()
+
+
+def test_xfs_fuzzed_metadata_is_read_or_refused_with_a_location(tmp_path: Path, planted_tree: Path) -> None:
+    """Bounded fuzzing (fixed seed, 30 volumes): bytes of the superblock, inode chunks and
+    directory blocks changed at random; each volume is read or refused with a located
+    ImageError, never another exception, and nothing is written outside its directory."""
+    import random
+
+    from cranewatch.forensics.xfs import open_xfs
+
+    fs = _xfs(planted_tree, tmp_path / "root.xfs", 300)
+    clean = fs.read_bytes()
+    used = [i for i in range(0, len(clean), 4096) if clean[i : i + 4096].strip(b"\x00")][:64]  # metadata and files
+    rng = random.Random(14)
+    outcomes = {"read": 0, "refused": 0}
+    for case in range(30):
+        changes = [(block + rng.randrange(4096), rng.randrange(256)) for block in
+                   (rng.choice(used) for _ in range(rng.randint(1, 40)))]
+        with open(fs, "r+b") as fh:  # changed in place and restored: the 300 MB volume is not copied
+            for at, value in changes:
+                fh.seek(at)
+                fh.write(bytes([value]))
+        out = tmp_path / f"out{case}"
+        try:
+            with open_xfs(fs, 0, len(clean), out, Limits(max_total_bytes=64 << 20, max_files=5000)):
+                outcomes["read"] += 1
+        except ImageError as exc:
+            assert exc.location is not None and exc.location.offset is not None
+            outcomes["refused"] += 1
+        with open(fs, "r+b") as fh:
+            for at, _value in changes:
+                fh.seek(at)
+                fh.write(clean[at : at + 1])
+        shutil.rmtree(out, ignore_errors=True)
+    print(outcomes)
+    assert sum(outcomes.values()) == 30
+    assert sorted(p.name for p in tmp_path.iterdir() if not p.name.startswith("out")) == ["root.proto", "root.xfs"]

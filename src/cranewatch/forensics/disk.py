@@ -10,7 +10,7 @@ can still be read is read.
 
 Each partition is then judged by its bytes (magic numbers), not its type GUID: ext2/3/4 is
 read in place by ``debugfs`` at the partition's offset, squashfs by ``unsquashfs`` and a FAT/EFI
-system partition by mtools (``mcopy``) and btrfs by ``btrfs restore`` (btrfs-progs, a separate
+system partition by mtools (``mcopy``), XFS in place by ``forensics.xfs`` (Python) and btrfs by ``btrfs restore`` (btrfs-progs, a separate
 GPL program) from a sparse copy in the private directory, NTFS in
 place by libtsk (``forensics.ntfs``, in a child process), and swap, LUKS, other
 filesystems and unknown content are reported and skipped. Every readable partition is a *volume*, scanned like
@@ -401,7 +401,6 @@ _SKIPPED = {
     "swap": "swap space (not a filesystem): skipped",
     "exfat": "exFAT: not read yet: skipped",
     "lvm": "LVM physical volume whose logical volumes cannot be read: skipped",
-    "xfs": "XFS: not read yet: skipped",
     "f2fs": "F2FS: not read yet: skipped",
     "empty": "empty (zeros at its start): skipped",
     "unknown": "unknown content (no filesystem magic found): skipped",
@@ -719,6 +718,10 @@ def _open_partition(raw: Path, part: Partition, content: str, scratch: Path, lim
         from cranewatch.forensics.ntfs import open_ntfs
 
         return open_ntfs(raw, limits, part.offset, part.size)  # read in place, no copy
+    if content == "xfs":
+        from cranewatch.forensics.xfs import open_xfs
+
+        return open_xfs(raw, part.offset, part.size, scratch / f"{part.label}-xfs", limits)  # read in place
     copy = scratch / f"{part.label}.img"
     extents = _data_extents(raw, part.offset, part.size)
     data = sum(length for _, length in extents)
