@@ -399,9 +399,9 @@ _DEVICE_NUMBER = re.compile(r"^/dev/(?:[shv]d[a-z]|xvd[a-z]|nvme\d+n\d+p|mmcblk\
 
 _SKIPPED = {
     "swap": "swap space (not a filesystem): skipped",
-    "exfat": "exFAT: not read yet: skipped",
+    "exfat": "exFAT: not examined (no extractor for an unmounted exFAT volume): skipped",
     "lvm": "LVM physical volume whose logical volumes cannot be read: skipped",
-    "f2fs": "F2FS: not read yet: skipped",
+    "f2fs": "F2FS: not examined (no extractor for an unmounted F2FS volume): skipped",
     "empty": "empty (zeros at its start): skipped",
     "unknown": "unknown content (no filesystem magic found): skipped",
 }
