@@ -817,11 +817,12 @@ def _xfs_proto(tree: Path) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _xfs(tree: Path, out: Path, size_mib: int) -> Path:
+def _xfs(tree: Path, out: Path, size_mib: int, options: tuple[str, ...] = ()) -> Path:
     proto = out.with_suffix(".proto")
     proto.write_text(_xfs_proto(tree))
     subprocess.run(["truncate", "-s", f"{size_mib}M", str(out)], check=True)
-    subprocess.run([_which("mkfs.xfs"), "-q", "-p", str(proto), str(out)], check=True, stdout=subprocess.DEVNULL)
+    subprocess.run([_which("mkfs.xfs"), "-q", *options, "-p", str(proto), str(out)], check=True, stdout=subprocess.DEVNULL,
+                   stderr=subprocess.DEVNULL)
     return out
 
 
@@ -833,7 +834,10 @@ def test_xfs_root_partition_in_a_gpt_disk(tmp_path: Path, planted_tree: Path, di
     assert any("p1 xfs (root)" in w for w in result.warnings)
 
 
-def test_xfs_files_links_and_large_directories_match_the_tree(tmp_path: Path) -> None:
+# the default (v5, CRCs), large extent counts (inodes with flags2 NREXT64) and the older v4
+# format (no CRCs: XD2B/XD2D directory blocks, BMAP B+tree blocks, v2 inodes)
+@pytest.mark.parametrize("options", [(), ("-i", "nrext64=1"), ("-m", "crc=0")], ids=["v5", "nrext64", "v4"])
+def test_xfs_files_links_and_large_directories_match_the_tree(tmp_path: Path, options: tuple[str, ...]) -> None:
     """Every directory form (short, block, leaf, node), extent lists and a file of many extents:
     each file's bytes, mode and each link's target equal the tree mkfs.xfs was given. (xfs_db
     reads small/ as local, block/ as 1 extent, leaf/ as 6 extents, node/ in B+tree form, 92 extents.)"""
@@ -851,7 +855,7 @@ def test_xfs_files_links_and_large_directories_match_the_tree(tmp_path: Path) ->
     os.chmod(tree / "suid", 0o4755)
     os.symlink("/etc/shadow", tree / "small/out")
     os.symlink("../node/entry-with-a-longish-name-00001", tree / "small/in")
-    fs = _xfs(tree, tmp_path / "t.xfs", 300)
+    fs = _xfs(tree, tmp_path / "t.xfs", 300, options)
     image = open_xfs(fs, 0, fs.stat().st_size, tmp_path / "out", Limits())
     with image:
         got = tmp_path / "out"

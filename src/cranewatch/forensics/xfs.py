@@ -17,6 +17,7 @@ a crafted image) is read once.
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
 import struct
@@ -24,10 +25,11 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from cranewatch.errors import ImageError, Location
+from cranewatch.errors import EnvironmentProblem, ImageError, Location
 from cranewatch.forensics.image import Image, Limits, open_image
 
 _MAX_EXTENTS = 1 << 20  # extents of one fork
+_DIFLAG2_NREXT64 = 1 << 4
 _MAX_BTREE_LEVELS = 8  # a 64-bit file system needs fewer
 _LEAF_OFFSET = 32 << 30  # directory data blocks lie below this byte offset of the directory
 _MAX_DIRECTORY_BYTES = 256 << 20  # ~4 million entries of short names
@@ -111,6 +113,8 @@ class _Reader:
         uid, gid = struct.unpack_from(">II", raw, 8)
         size, _nblocks, _extsize, nextents = struct.unpack_from(">QQII", raw, 56)
         forkoff = raw[82]
+        if version == 3 and struct.unpack_from(">Q", raw, 120)[0] & _DIFLAG2_NREXT64:
+            nextents = struct.unpack_from(">Q", raw, 24)[0]  # large extent counts (xfsprogs 6.x nrext64)
         start = 176 if version == 3 else 100
         end = start + forkoff * 8 if forkoff else sb.inodesize
         if end > sb.inodesize or end < start:
@@ -325,6 +329,11 @@ def _extract(reader: _Reader, dest: Path, limits: Limits) -> Image:
             os.symlink(os.fsdecode(target), path, dir_fd=root_fd)
     except FileExistsError as exc:
         raise reader.error(f"two entries named {exc.filename!r}", 0) from None
+    except OSError as exc:  # no room, or a name the host cannot store
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise EnvironmentProblem(f"extracting the XFS filesystem into {dest.parent}: {exc.strerror} (set TMPDIR to "
+                                     "a disk with room)", Location(file=str(reader.raw), offset=reader.offset)) from None
+        raise reader.error(f"cannot write {exc.filename!r}: {exc.strerror}", 0) from None
     finally:
         os.close(root_fd)
     for d in dirs:
