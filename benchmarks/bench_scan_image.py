@@ -7,14 +7,19 @@ built once under ``.cache/bench`` (``--build``; root and the Debian mirror neede
 the same run, on the same tree:
 
 - ``cranewatch scan-image TREE`` with all checks and the shipped YARA rules (2 workers) and
-  once with one worker;
+  once with one worker: nothing is spared a check on the image's word;
+- with ``--distro-packages DIR`` (the tree's genuine .debs, e.g. debootstrap's cache), the same
+  scan verified against them, twice: the first run hashes the packages into the index cache
+  (``$CRANEWATCH_CACHE``, a private one per run of this script), the second reads the cache;
+  the files found genuine, differing and unverified are recorded;
 - ``yara -N -r -p 2`` with the same rule files (``-N``: no symlink following; without it
   ``yara -r`` walks ``dev/fd`` into the host's /proc);
 - ``lynis audit system --rootdir TREE --quick`` (which, for most tests, reads the host).
 
 Example:
     sudo .venv/bin/python benchmarks/bench_scan_image.py --build
-    .venv/bin/python benchmarks/bench_scan_image.py --tree .cache/bench/rootfs-big --json benchmarks/out/scan.json
+    .venv/bin/python benchmarks/bench_scan_image.py --tree .cache/bench/rootfs-big --json benchmarks/out/scan.json \
+        --distro-packages .cache/rootfs/debs
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -69,14 +75,40 @@ def tree_stats(tree: Path) -> dict[str, int]:
     return {"files": files, "elf": elf, "bytes": size}
 
 
-def timed(argv: list[str], timeout: float) -> dict[str, object]:
+def timed(argv: list[str], timeout: float, env: dict[str, str] | None = None) -> dict[str, object]:
     start = time.perf_counter()
     try:
-        run = subprocess.run(argv, capture_output=True, text=True, errors="replace", timeout=timeout, check=False)
+        run = subprocess.run(argv, capture_output=True, text=True, errors="replace", timeout=timeout, check=False,
+                             env=env)
     except subprocess.TimeoutExpired:
         return {"argv": argv, "seconds": None, "timeout": timeout}
     return {"argv": argv, "seconds": round(time.perf_counter() - start, 2), "returncode": run.returncode,
             "stdout_lines": run.stdout.count("\n"), "stderr_tail": run.stderr[-300:]}
+
+
+def scan_header(path: Path) -> dict[str, object]:
+    """The trust counts and finding counts of a ``--format jsonl`` report's header."""
+    try:
+        with open(path) as fh:
+            header = json.loads(fh.readline())
+    except (OSError, ValueError):
+        return {}
+    return {"trust": header.get("inventory", {}).get("trust"), "counts": header.get("counts")}
+
+
+def verified_runs(tree: Path, debs: list[str], timeout: float) -> dict[str, object]:
+    """The scan with --distro-packages: a cold run (packages hashed) and a warm one (cache read)."""
+    out: dict[str, object] = {}
+    with tempfile.TemporaryDirectory(prefix="bench-genuine-") as tmp:
+        env = {**os.environ, "CRANEWATCH_CACHE": tmp}
+        report = Path(tmp) / "report.jsonl"
+        argv = [sys.executable, "-m", "cranewatch", "scan-image", str(tree), "--format", "jsonl", "--out", str(report)]
+        for deb in debs:
+            argv += ["--distro-packages", deb]
+        out["cranewatch_distro_cold"] = timed(argv, timeout, env)
+        out["cranewatch_distro_warm"] = timed(argv, timeout, env)
+        out["cranewatch_distro_result"] = scan_header(report)
+    return out
 
 
 def main() -> int:
@@ -85,6 +117,8 @@ def main() -> int:
     parser.add_argument("--build", action="store_true", help="debootstrap the tree if it is missing (root)")
     parser.add_argument("--json", type=Path, help="write the measurements here")
     parser.add_argument("--timeout", type=float, default=900)
+    parser.add_argument("--distro-packages", action="append", default=[], metavar="DIR",
+                        help="also scan verified against these genuine packages (repeatable)")
     args = parser.parse_args()
     if args.build:
         build(args.tree)
@@ -100,6 +134,11 @@ def main() -> int:
     results["warmup"] = timed(cranewatch, args.timeout)
     results["cranewatch"] = timed(cranewatch, args.timeout)
     results["cranewatch_1_worker"] = timed([*cranewatch, "--workers", "1"], args.timeout)
+    with tempfile.NamedTemporaryFile(suffix=".jsonl") as report:
+        timed([*cranewatch[:-1], report.name], args.timeout)
+        results["cranewatch_result"] = scan_header(Path(report.name))
+    if args.distro_packages:
+        results.update(verified_runs(args.tree, args.distro_packages, args.timeout))
     if shutil.which("yara"):
         results["yara"] = timed(["yara", "-N", "-r", "-p", "2", *rules, str(args.tree)], args.timeout)
     if shutil.which("lynis") or Path("/usr/sbin/lynis").exists():

@@ -17,8 +17,8 @@ from cranewatch.model import Evidence, Finding, Severity, finding_id
 from cranewatch.progress import ProgressBar
 from modbus_capture import Conversation, mbap, read_request, read_response, udp_frame, write_pcap
 
-JSONL_TYPES = {"input", "segment", "host", "flow-summary", "modbus-master", "modbus-slave", "warning",
-               "incident", "finding"}
+JSONL_TYPES = {"input", "skipped", "segment", "host", "flow-summary", "modbus-master", "modbus-slave",
+               "warning", "incident", "finding"}
 
 
 def crane_capture(path: Path) -> Path:

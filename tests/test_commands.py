@@ -138,7 +138,8 @@ def test_monitor_out_dash_writes_json_lines_to_stdout_and_finding_lines_to_stder
     from cranewatch.model import Finding, Severity
 
     monkeypatch.chdir(tmp_path)
-    args = argparse.Namespace(out="-", db=None, quiet=False)
+    args = argparse.Namespace(out="-", db=None, quiet=False, forward=None, forward_format="ecs",
+                              forward_ca=None, forward_state=None)
     outputs = monitor._outputs(args, "lo", threading.Event())
     finding = Finding(id="cw-1", rule="r", category="recon", severity=Severity.HIGH, title="scan",
                       first_seen=1.0, last_seen=2.0)

@@ -37,9 +37,15 @@ def host_of(endpoint: str | None) -> str:
     return endpoint.rsplit(":", 1)[0] if endpoint.count(":") == 1 else endpoint
 
 
-def matches(label: Label, f: Finding) -> bool:
+# Without a profile nothing is a safety point (issue #15): the labelled safety override is the
+# write it is, a plc-control finding of the same writer and PLC.
+WITHOUT_PROFILE = {"safety-override": "plc-control"}
+
+
+def matches(label: Label, f: Finding, profile: bool = True) -> bool:
     """Right category, source and destination (a network label matches any host in it)."""
-    if f.category != label.category:
+    category = label.category if profile else WITHOUT_PROFILE.get(label.category, label.category)
+    if f.category != category:
         return False
     src_ok = host_of(f.src) == host_of(label.src)
     if "/" in label.dst:
@@ -61,11 +67,11 @@ def has_remote_access_decoding() -> bool:
         spec.name == "ssh" for spec in pipeline.load_decoders())
 
 
-def check(labels: list[Label], findings: list[Finding]) -> None:
+def check(labels: list[Label], findings: list[Finding], profile: bool = True) -> None:
     for label in labels:
         if label.category == "remote-access" and not has_remote_access_decoding():
             continue  # needs the ssh decoder (protocols helper) or the pipeline's on_payload hook
-        found = [f for f in findings if matches(label, f)]
+        found = [f for f in findings if matches(label, f, profile)]
         assert found, (label, [(f.category, f.src, f.dst, f.title) for f in findings])
         first = min(f.first_seen or 0 for f in found)
         assert label.start - 0.001 <= first <= label.end + 0.001, (label, first)
@@ -101,7 +107,8 @@ def test_every_attack_found_with_baseline_only(sts07_captures: dict) -> None:
     result = analyze([sts07_captures["attack"]], sinks=[sink])
     labels = [lab for lab in sts07_captures["labels"]
               if lab.category != "hidden-uplink"]  # needs the gateway: checked below
-    check(labels, list(result.findings))
+    check(labels, list(result.findings), profile=False)
+    assert not [f for f in result.findings if f.category == "safety-override"]
 
 
 def test_second_normal_day_is_quiet(sts07_captures: dict) -> None:
@@ -128,7 +135,7 @@ def test_another_crane_layout_judged_by_its_baseline(tmp_path: Path) -> None:
     labels = attacks(attack, crane, T0 + 7200, ews, outside)
     baseline = learn_baseline([normal.write(tmp_path / "normal.pcap")])
     result = analyze([attack.write(tmp_path / "attack.pcap")], sinks=[build_sink(None, baseline, "RTG-9")])
-    check(labels, list(result.findings))
+    check(labels, list(result.findings), profile=False)
 
 
 def test_profile_window_makes_the_ews_write_planned(sts07_captures: dict) -> None:
@@ -140,8 +147,13 @@ until = {time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime(T0 + 86400 + 600))}
 """
     profile = parse_profile(text)
     result = analyze([sts07_captures["attack"]], sinks=[build_sink(profile, None)])
-    writes = [f for f in result.findings if f.category == "safety-override" and f.src == EWS.ip]
-    assert writes == []
+    writes = [f for f in result.findings if f.category in ("safety-override", "plc-control") and f.src == EWS.ip]
+    # Inside its window the EWS may set the bypass coil; but it also wrote overload_limit = 900
+    # (90 t), beyond the 71.5 t the profile gives: that is still reported (the profile's limit
+    # is the yardstick, whoever writes), and nothing else is.
+    assert [(f.category, f.title) for f in writes] == [
+        ("safety-override", "ews wrote overload_limit=900 (90.0 t) on PLC plc "
+                            "(value beyond the profile's limit, 1 write(s))")]
     assert replace(profile, maintenance=()).maintenance == ()
 
 

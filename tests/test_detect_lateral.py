@@ -160,3 +160,49 @@ def test_without_a_baseline_the_profile_allow_list_judges(tmp_path: Path) -> Non
     # a profile without allow entries says nothing about who may talk
     bare = CraneProfile("T", zones=zones, hosts=hosts)
     assert analyse(write_pcap(tmp_path / "r.pcap", polling() + attack), None, bare) == []
+
+
+def _ftp_session(client: str, server: str, *, size: int,
+                 data_port: int) -> tuple[list[bytes], int, int]:
+    """An FTP upload in passive mode: control on 21 (client's commands, server's replies), then
+    the file on a data connection from the client to the port the server chose. Returns the
+    frames and the wire bytes from the FTP client to the server and back."""
+    ctl = tcp(client, server, 21, 51000)
+    frames = ctl.handshake()
+    up = len(frames[0]) + len(frames[2])
+    down = len(frames[1])
+    for from_client, text in ((False, b"220 ready\r\n"), (True, b"USER anonymous\r\n"),
+                              (False, b"230 ok\r\n"), (True, b"STOR dump.bin\r\n")):
+        frame = ctl.send(from_client, text)
+        frames.append(frame)
+        if from_client:
+            up += len(frame)
+        else:
+            down += len(frame)
+    data, d_up, d_down = push(client, server, data_port, size)
+    frames += data
+    up += d_up
+    down += d_down
+    closing = ctl.close()
+    frames += closing
+    up += len(closing[0]) + len(closing[2])
+    down += len(closing[1])
+    return frames, up, down
+
+
+def test_an_ftp_upload_in_passive_mode_is_one_finding_with_its_data_volume(tmp_path: Path) -> None:
+    base = baseline(tmp_path)
+    frames, up, down = _ftp_session(PLC2, CMS, size=30_000, data_port=40134)
+    found = analyse(write_pcap(tmp_path / "a.pcap", polling() + frames), base)
+    assert [(f.src, f.dst) for f in found] == [(PLC2, f"{CMS}:21")]
+    values = found[0].evidence[0].values
+    assert (values["bytes_to_server"], values["bytes_to_client"]) == (up, down)  # by hand above
+    assert values["data_connections"] == 1 and values["transfer"] == "ftp"
+
+
+def test_a_data_connection_of_a_known_ftp_session_is_not_a_new_conversation(tmp_path: Path) -> None:
+    known, _, _ = _ftp_session(PLC2, CMS, size=2_000, data_port=40100)
+    base = learn_baseline([write_pcap(tmp_path / "normal.pcap", polling() + known)])
+    # the same FTP use later: the server picks another passive port, as servers do
+    again, _, _ = _ftp_session(PLC2, CMS, size=90_000, data_port=40177)
+    assert analyse(write_pcap(tmp_path / "b.pcap", polling() + again), base) == []

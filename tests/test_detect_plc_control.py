@@ -106,3 +106,35 @@ def test_modbus_diagnostics_counts_match_tshark(shared_data: Path, tshark: str) 
               and f.evidence[0].values["sub_function"] in (1, 4)}
     assert counts == {1: out.count("1"), 4: out.count("4")}
     assert counts[1] > 0 and counts[4] > 0
+
+
+def _opcua_write(src: str = "192.0.2.50", dst: str = "192.0.2.10") -> Any:
+    from cranewatch.detect.facts import PlcCommand
+
+    return PlcCommand(ts=T0, frame=9, src=src, dst=dst, sport=1100, dport=4840, source="t.pcap",
+                      protocol="opcua", operation="opcua-write", target="ns=1;s=setpoint")
+
+
+def test_opcua_write_without_profile_or_baseline_is_noted_low() -> None:
+    # A miss of the public-data evaluation (docs/evaluation.md): open62541's ordinary
+    # client-server session wrote and called methods and gave two high findings.
+    (f,) = run([_opcua_write()], crane=None)
+    assert f.severity == Severity.LOW and f.title.endswith("(no profile or baseline to judge it)")
+
+
+def test_opcua_write_by_a_client_the_baseline_never_saw_stays_high() -> None:
+    from detect_helpers import conv, learn
+
+    baseline = learn([conv("192.0.2.60", "192.0.2.10", 4840)])
+    (f,) = run([_opcua_write()], baseline=baseline, crane=None)
+    assert f.severity == Severity.HIGH
+
+
+def test_open62541_client_server_session_is_not_an_alarm(shared_data: Path) -> None:
+    from cranewatch.detect.engine import build_sink
+    from cranewatch.pipeline import analyze
+
+    capture = shared_data / "pcaps" / "icsnpp-opcua-binary" / "pcaps" / "open62541_client-server_mainloop.pcap"
+    findings = analyze([capture], sinks=[build_sink()]).findings
+    assert sorted((f.title.split(" by ")[0], str(f.severity)) for f in findings) == [
+        ("OPC UA method call on the controller", "low"), ("OPC UA write to the controller's nodes", "low")]

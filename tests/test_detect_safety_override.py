@@ -1,4 +1,5 @@
-"""safety-override: writes to safety points, by non-writers, outside maintenance windows."""
+"""Modbus writes: safety-override where the profile names a safety point or a limit the value
+crosses; every other unsanctioned write a plc-control ``plc-write`` (issue #15)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from zoneinfo import ZoneInfo
 
 from cranewatch.model import Severity
 from cranewatch.profile import parse_profile
-from detect_helpers import CMS, EWS, OCR, PLC, learn, run, sts07, write
+from detect_helpers import CMS, EWS, OCR, PLC, T0, learn, run, series, sts07, write
 
 NY = ZoneInfo("America/New_York")
 IN_WINDOW = datetime(2026, 11, 24, 7, 30, tzinfo=NY).timestamp()  # a Tuesday, 07:30 local
@@ -81,16 +82,87 @@ name = "brake_release"
     assert "brake_release" in f.title and f.severity == Severity.CRITICAL and f.crane == "RTG-3"
 
 
-def test_without_profile_a_write_the_baseline_never_saw_is_high() -> None:
-    baseline = learn([write(CMS, PLC, 5, 1, (1,))])
+RTG3 = """
+[crane]
+id = "RTG-3"
+[zones]
+crane = ["172.31.4.0/24"]
+[[hosts]]
+name = "plc"
+role = "plc"
+ip = "172.31.4.2"
+[[hosts]]
+name = "hmi"
+ip = "172.31.4.3"
+[[allow]]
+client = "hmi"
+server = "plc"
+protocol = "modbus"
+registers = ["HR:100-110"]
+write = true
+[[registers]]
+table = "HR"
+address = 105
+name = "gantry_speed_setpoint"
+scale = 0.1
+unit = "m/s"
+max = 5.0
+"""
+
+
+def test_without_profile_a_write_the_baseline_never_saw_is_a_medium_plc_write() -> None:
+    # The regression of issue #15: the CMS is the PLC's master (it polls it in the baseline),
+    # the short baseline saw it pulse coil 1 only; its write of coils 0-2 is new, but without a
+    # profile nothing says those are safety points: plc-control at medium, with the points.
+    baseline = learn([series(CMS, PLC, 1, 0, 8), write(CMS, PLC, 5, 1, (1,))])
     known = run([write(CMS, PLC, 5, 1, (1,))], baseline=baseline)
-    assert [f for f in known if f.category == "safety-override"] == []
-    new = run([write(OCR, PLC, 6, 0, (900,))], baseline=baseline)
-    assert [f.severity for f in new if f.category == "safety-override"] == [Severity.HIGH]
+    assert known == []
+    new = run([write(CMS, PLC, 15, 0, (1, 0, 1)), write(CMS, PLC, 15, 0, (0, 0, 0), ts=T0 + 1, frame=9)],
+              baseline=baseline)
+    assert [f.category for f in new] == ["plc-control"]
+    (f,) = new
+    assert f.rule == "plc-write" and f.severity == Severity.MEDIUM and f.count == 2
+    assert f.src == CMS and f.dst == f"{PLC}:502"
+    assert f.title == f"{CMS} wrote CO:0, CO:1, CO:2 on PLC {PLC} (write never seen in the baseline, 2 write(s))"
+    assert f.evidence[0].values["written"] == [{"CO:0": 1, "CO:1": 0, "CO:2": 1},
+                                               {"CO:0": 0, "CO:1": 0, "CO:2": 0}]
+
+
+def test_without_profile_an_unknown_writer_is_a_rogue_master_and_a_plc_write_never_a_safety_override() -> None:
+    baseline = learn([series(CMS, PLC, 4, 0, 12)])
+    findings = run([write(OCR, PLC, 6, 0, (900,))], baseline=baseline)
+    assert sorted((f.category, f.severity) for f in findings) == [
+        ("plc-control", Severity.MEDIUM), ("rogue-master", Severity.CRITICAL)]
+
+
+def test_with_neither_profile_nor_baseline_a_write_is_noted_low() -> None:
+    (f,) = run([write(CMS, PLC, 6, 3, (7,))])
+    assert (f.category, f.rule, f.severity) == ("plc-control", "plc-write", Severity.LOW)
+    assert "no profile or baseline" in f.title
+
+
+def test_a_value_beyond_the_profiles_limit_is_a_safety_override_even_from_an_allowed_writer() -> None:
+    profile = parse_profile(RTG3)
+    hmi, plc = "172.31.4.3", "172.31.4.2"
+    within = run([write(hmi, plc, 6, 105, (40,))], profile=profile, crane="RTG-3")  # 4.0 m/s
+    assert within == []
+    (f,) = run([write(hmi, plc, 16, 104, (1, 70))], profile=profile, crane="RTG-3")  # 7.0 m/s
+    assert (f.category, f.rule, f.severity) == ("safety-override", "safety-override", Severity.HIGH)
+    assert "gantry_speed_setpoint=7 (max 5)" in f.title and "value beyond the profile's limit" in f.title
+    assert f.evidence[0].values["beyond_limits"] == ["gantry_speed_setpoint=7 (max 5)"]
+
+
+def test_a_profile_forbidden_write_of_no_safety_point_is_a_high_plc_write() -> None:
+    profile = parse_profile(RTG3)
+    (f,) = [f for f in run([write("172.31.4.3", "172.31.4.2", 6, 200, (1,))], profile=profile, crane="RTG-3")
+            if f.rule == "plc-write"]
+    assert (f.category, f.severity) == ("plc-control", Severity.HIGH)
+    assert "HR:200" in f.title and "host not allowed to write" in f.title
 
 
 def test_the_register_map_belongs_to_the_profiles_plc() -> None:
     other_plc = "10.20.7.11"  # a second controller the STS-07 register map does not describe
     findings = run([write("10.20.7.99", other_plc, 5, 0, (1,))], profile=sts07())
-    (f,) = [f for f in findings if f.category == "safety-override"]
-    assert f.severity == Severity.HIGH and "safety_bypass" not in f.title and "CO:0-0" in f.title
+    assert [f for f in findings if f.category == "safety-override"] == []
+    (f,) = [f for f in findings if f.rule == "plc-write"]
+    assert f.severity == Severity.HIGH and "safety_bypass" not in f.title and "CO:0" in f.title

@@ -386,3 +386,17 @@ def test_a_hive_larger_than_the_cap_is_not_read(implanted: Path, monkeypatch: py
     rules = {f.rule for f in result.findings}
     assert "windows.portproxy" not in rules  # in SYSTEM
     assert "windows.ifeo-debugger" in rules  # in SOFTWARE, still read
+
+
+def test_git_for_windows_inside_a_windows_tree_does_not_become_its_root(shared_data: Path, tmp_path: Path) -> None:
+    """Git for Windows (and Cygwin) lay out etc/ and usr/ under Program Files: still the Windows drive."""
+    root = tmp_path / "C"
+    unpack_hive(shared_data, "SYSTEM_WIN_10_1709", root / "Windows/System32/config/SYSTEM")
+    set_values(root / "Windows/System32/config/SYSTEM", [
+        ("ControlSet001\\Services\\PortProxy\\v4tov4\\tcp", "0.0.0.0/102", REG_SZ, "10.20.7.11/102"),
+    ])
+    write(root, "Program Files/Git/etc/bash.bashrc", "# git bash\n")
+    write(root, "Program Files/Git/usr/bin/ssh.exe", b"MZ")
+    result = scan_image(root, workers=1, policy=STS07)
+    assert [f.rule for f in result.findings if f.rule == "windows.portproxy"] == ["windows.portproxy"]
+    assert not [w for w in result.warnings if "root filesystem is the folder" in w]

@@ -54,7 +54,7 @@ def test_one_valid_schema_file_per_type() -> None:
     files = sorted(SCHEMA_DIR.glob("*.schema.json"))
     assert {f.name.removesuffix(".schema.json") for f in files} == set(SCHEMAS)
     assert {"input", "host", "flow-summary", "modbus-master", "modbus-slave", "warning", "finding",
-            "incident", "scan", "segment"} | OPEN_TYPES == set(SCHEMAS)
+            "incident", "scan", "segment", "skipped"} | OPEN_TYPES == set(SCHEMAS)
     for schema in SCHEMAS.values():
         jsonschema.Draft202012Validator.check_schema(schema)
     finding = SCHEMAS["finding"]["properties"]
@@ -106,6 +106,10 @@ def test_warnings_of_a_cut_and_of_a_foreign_input_match_the_schema(tmp_path: Pat
     records = [json.loads(line) for line in lines]
     assert {r["kind"] for r in records if r["type"] == "warning"} == {"capture"}
     assert {r["format"] for r in records if r["type"] == "input"} == {"pcap", "?"}
+    # no profile, no baseline: the run says what it could not check, in records of their own
+    skipped = {r["checks"]: r for r in records if r["type"] == "skipped"}
+    assert {"process", "crane-zone", "hidden-uplink", "rogue-master", "new-asset"} <= set(skipped)
+    assert skipped["c2"]["partly"] and skipped["c2"]["needs"] == "a --baseline"
     assert problems(lines) == []
 
 

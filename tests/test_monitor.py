@@ -431,6 +431,9 @@ def test_monitor_reports_live_attacks_once_with_the_right_hosts(as_root: None, t
         # JSON lines: the attacks happened once each, so one line each; findings that grew
         # (the new host, the new master) have later lines, the last of which the store holds
         records = [json.loads(line) for line in out.read_text().splitlines()]
+        # what the session could not check comes first (no baseline: c2's new TLS names)
+        assert [r["checks"] for r in records if r["type"] == "skipped"] == ["c2"]
+        records = [r for r in records if r["type"] == "finding"]
         wanted = {"safety-override": 502, "plc-control": 502, "remote-access": 22}
         for rule, port in wanted.items():
             mine = [r for r in records if r["rule"] == rule]
@@ -529,6 +532,8 @@ def test_a_killed_monitor_loses_no_finding_already_reported(as_root: None, tmp_p
         if tcpdump_pid and Path(f"/proc/{tcpdump_pid}").exists():
             os.kill(tcpdump_pid, signal.SIGTERM)  # a guard that outlived the monitor: a bug
     records = [json.loads(line) for line in out.read_text().splitlines()]
+    assert records[0]["type"] == "skipped"  # no profile, no baseline: said first
+    records = [r for r in records if r["type"] == "finding"]
     assert [(r["rule"], r["src"], r["dst"]) for r in records] == [
         ("remote-access", "127.0.0.1", "127.0.0.1:5996")]
     from cranewatch.store import open_store

@@ -136,3 +136,82 @@ def stock_tree(shared: Path, root: Path) -> Path:
     write(root, "Windows/System32/drivers/etc/hosts", STOCK_HOSTS)
     write(root, "Windows/System32/notepad.exe", b"MZ\x90\x00" + b"\x00" * 60 + b"This program cannot be run in DOS mode.")
     return root
+
+
+# --- PE programs: built by mingw-w64, signed by osslsigncode with a test CA made by openssl ----------
+
+_PROGRAM_C = '#include <windows.h>\nint main(void) { MessageBoxA(0, "%s", "cms", 0); return 0; }\n'
+_VERSION_RC = """1 VERSIONINFO
+FILEVERSION 1,0,0,0
+BEGIN
+  BLOCK "StringFileInfo"
+  BEGIN
+    BLOCK "040904b0"
+    BEGIN
+      VALUE "CompanyName", "%s"
+      VALUE "OriginalFilename", "%s"
+    END
+  END
+  BLOCK "VarFileInfo"
+  BEGIN
+    VALUE "Translation", 0x409, 1200
+  END
+END
+"""
+
+
+def _tool(name: str) -> str:
+    found = shutil.which(name)
+    if found is None:
+        pytest.fail(f"{name} is not installed: run scripts/install-deps.sh")
+    return found
+
+
+def build_pe(out: Path, text: str, company: str = "", original: str = "") -> Path:
+    """A real Windows x86-64 program (mingw-w64), with a version resource when ``company`` is given."""
+    work = out.parent / f".{out.name}.build"
+    work.mkdir(parents=True, exist_ok=True)
+    (work / "main.c").write_text(_PROGRAM_C % text)
+    objects = [str(work / "main.c")]
+    if company:
+        (work / "version.rc").write_text(_VERSION_RC % (company, original or out.name))
+        subprocess.run([_tool("x86_64-w64-mingw32-windres"), str(work / "version.rc"), "-O", "coff", "-o",
+                        str(work / "version.o")], check=True, capture_output=True)
+        objects.append(str(work / "version.o"))
+    subprocess.run([_tool("x86_64-w64-mingw32-gcc"), "-O1", "-s", *objects, "-o", str(out)], check=True, capture_output=True)
+    shutil.rmtree(work)
+    return out
+
+
+def make_test_ca(work: Path, signer: str = "Crane Vendor GmbH") -> tuple[Path, Path, Path]:
+    """(CA certificate, code-signing certificate, its key): a root and a leaf made by openssl."""
+    openssl = _tool("openssl")
+    work.mkdir(parents=True, exist_ok=True)
+    ca_key, ca, key, csr, leaf, ext = (work / n for n in ("ca.key", "ca.pem", "leaf.key", "leaf.csr", "leaf.pem", "leaf.ext"))
+    subprocess.run([openssl, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(ca_key), "-out", str(ca),
+                    "-days", "30", "-subj", "/CN=Crane Test Root CA/O=cranewatch tests",
+                    "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign,cRLSign"],
+                   check=True, capture_output=True)
+    subprocess.run([openssl, "req", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(csr),
+                    "-subj", f"/CN={signer}/O={signer}"], check=True, capture_output=True)
+    ext.write_text("basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature\nextendedKeyUsage=codeSigning\n")
+    subprocess.run([openssl, "x509", "-req", "-in", str(csr), "-CA", str(ca), "-CAkey", str(ca_key), "-CAcreateserial",
+                    "-out", str(leaf), "-days", "30", "-extfile", str(ext)], check=True, capture_output=True)
+    return ca, leaf, key
+
+
+def sign_pe(program: Path, out: Path, ca: tuple[Path, Path, Path]) -> Path:
+    """``program`` signed (Authenticode, SHA-256) with the test CA's code-signing certificate."""
+    root, leaf, key = ca
+    subprocess.run([_tool("osslsigncode"), "sign", "-certs", str(leaf), "-key", str(key), "-ac", str(root),
+                    "-h", "sha256", "-n", out.stem, "-in", str(program), "-out", str(out)], check=True, capture_output=True)
+    return out
+
+
+def tamper(program: Path, text: str) -> Path:
+    """Change one byte of ``text`` in ``program`` (after signing: the digest no longer matches)."""
+    data = bytearray(program.read_bytes())
+    at = data.index(text.encode())
+    data[at] ^= 0x20
+    program.write_bytes(bytes(data))
+    return program

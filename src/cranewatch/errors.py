@@ -146,6 +146,11 @@ class EnvironmentProblem(CranewatchError):
     exit_code = ExitCode.ENVIRONMENT
 
 
+class StoreUnreachable(EnvironmentProblem):
+    """The central store cannot be reached now (network, server down): a run is spooled
+    locally and recorded at the next contact (``store.spool``)."""
+
+
 class StateError(CranewatchError):
     """A refused action: e.g. a life-cycle transition that the rules do not allow."""
 

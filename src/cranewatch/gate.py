@@ -15,6 +15,7 @@ and analysis results into the store as runs the gate can read, with what each ex
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import json
 import time
@@ -24,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from cranewatch.conversations import Conversation, ConversationBook
 from cranewatch.errors import CranewatchError, InputError, Location, UsageError
 from cranewatch.fleet import current_user, require_crane, transition
 from cranewatch.model import CATEGORIES, Finding, Severity, iso_time
@@ -38,6 +40,7 @@ from cranewatch.store import (
     Store,
     hash_input,
 )
+from cranewatch.store.spool import SpooledRun
 
 DECISIONS = ("cleared", "rejected", "needs-review")
 EVIDENCE_KINDS = ("image-scan", "quarantine-capture", "profile")
@@ -574,21 +577,38 @@ def scan_and_record(store: Store, crane: str, image: str | Path, *, component: s
 
 
 def record_traffic_analysis(store: Store, crane: str, result: Any, *, who: str | None = None,
-                            run_id: int | None = None) -> int:
+                            run_id: int | None = None, conversations: Sequence[Conversation] = ()) -> int:
     """Store a finished ``pipeline.AnalysisResult`` (quarantine traffic) as a complete analyze run.
 
     Its inputs are the captures and the profile and baseline files it was judged against, each
     with its sha256. A capture not read whole is said in the run's note. The same captures
-    judged by the same files again replace this run (``Store.finish_run``).
+    judged by the same files again replace this run (``Store.finish_run``). The hosts it saw
+    and ``conversations`` (a ``ConversationBook``'s, when the analysis had one) are kept for
+    the asset inventory and the communication map.
     """
+    run = traffic_run(crane, result, who=who, conversations=conversations)
+    if run_id is None:
+        run_id = store.begin_run(crane, "analyze", run.inputs, who=run.who)
+    kept = store.finish_run(run_id, run.findings, artifacts=run.artifacts, note=run.note,
+                            coverage=run.coverage, inputs=run.inputs, incidents=run.incidents)
+    run.record_summary(store, kept)
+    return kept
+
+
+def traffic_run(crane: str, result: Any, *, who: str | None = None,
+                conversations: Sequence[Conversation] = ()) -> SpooledRun:
+    """What ``record_traffic_analysis`` records, as one value (kept in the spool when the
+    central store is away)."""
     captures = [RunInput(i.path, i.sha256, _size(i.path)) for i in result.inputs]
     judged_by = [hash_input(p) for p in (result.profile, result.baseline) if p and Path(p).is_file()]
-    if run_id is None:
-        run_id = store.begin_run(crane, "analyze", [*captures, *judged_by], who=who or current_user())
     note = None if result.complete else "an input was truncated or corrupt; findings cover what was read"
-    return store.finish_run(run_id, result.findings, artifacts={"analysis": json.dumps(_analysis_summary(result))},
-                            note=note, coverage=traffic_coverage(result, process=result.profile is not None),
-                            inputs=[*captures, *judged_by], incidents=result.incidents)
+    hosts = [{"mac": h.mac, "ips": list(h.ips), "first_seen": h.first_seen, "last_seen": h.last_seen,
+              "packets": h.packets, "bytes": h.bytes} for h in result.hosts]
+    return SpooledRun(crane, "analyze", [*captures, *judged_by], list(result.findings),
+                      artifacts={"analysis": json.dumps(_analysis_summary(result))},
+                      coverage=traffic_coverage(result, process=result.profile is not None),
+                      who=who or current_user(), note=note, incidents=list(result.incidents),
+                      hosts=hosts, conversations=[dataclasses.asdict(c) for c in conversations])
 
 
 def open_recording_store(db: str | Path) -> Store:
@@ -633,13 +653,14 @@ def analyze_and_record(
 
     judged_by = [p for p in (profile, baseline) if p and Path(p).is_file()]
     run_id = store.begin_run(crane, "analyze", [*captures, *judged_by], who=who or current_user())
+    book = ConversationBook()
     try:
-        sinks = build_sinks(profile, baseline, crane)
+        sinks = [*build_sinks(profile, baseline, crane), book]
         result = analyze([str(c) for c in captures], sinks=sinks, profile=profile, baseline=baseline)
     except BaseException as exc:
         store.fail_run(run_id, f"{type(exc).__name__}: {exc}")
         raise
-    return record_traffic_analysis(store, crane, result, run_id=run_id)
+    return record_traffic_analysis(store, crane, result, run_id=run_id, conversations=book.conversations())
 
 
 def _size(path: str) -> int:

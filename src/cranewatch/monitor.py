@@ -23,16 +23,20 @@ Outputs get the findings the ledger lets through (``emit``) and, at each window,
 
 from __future__ import annotations
 
+import contextlib
 import queue
 import sys
 import threading
 import time
+import uuid
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol, TextIO
 
+from cranewatch.errors import StoreUnreachable
+from cranewatch.heartbeat import HeartbeatWriter
 from cranewatch.incidents import group_incidents
 from cranewatch.model import Finding, Severity, iso_time
 from cranewatch.pipeline import Analysis, Sink
@@ -41,6 +45,8 @@ from cranewatch.report.jsonl import json_line
 from cranewatch.report.terminal import printable
 from cranewatch.sources.live import RingWriter
 from cranewatch.sources.pcap import PacketBatch
+
+MAX_STORE_RETRY = 300.0  # seconds between tries of a central store that is away
 
 __all__ = [
     "FindingOutput",
@@ -161,16 +167,22 @@ class JsonLinesOutput:
     """Appends each report as one ``Finding.to_json()`` line, flushed at once.
 
     A finding reported again (it grew) gets another line with the same id; the last line of
-    an id is its latest state.
+    an id is its latest state. A session starts with ``skipped`` records (``note``): what it
+    cannot check. Readers keep ``type == "finding"``.
     """
 
     path: Path
     _handle: TextIO | None = None
 
     def emit(self, finding: Finding, new: bool) -> None:
+        self.note([finding.to_json()])
+
+    def note(self, records: Sequence[dict[str, Any]]) -> None:
+        """Append other records (the ``skipped`` ones a session starts with), one a line."""
         if self._handle is None:
             self._handle = self.path.open("a", encoding="utf-8")
-        self._handle.write(json_line(finding.to_json()))
+        for record in records:
+            self._handle.write(json_line(record))
         self._handle.flush()
 
     def checkpoint(self, findings: Sequence[Finding], now: float, final: bool) -> None:
@@ -192,33 +204,91 @@ class StoreOutput:
     monitoring evidence and a crash loses nothing already checkpointed. A checkpoint is
     written when a new finding appeared, else at most every ``every`` seconds while
     findings change, and at the end.
+
+    With ``url`` (a central PostgreSQL store), a checkpoint the store cannot take — it was away
+    at the start (``store`` None) or went away — is kept in the local spool (``store.spool``;
+    only the latest of this sensor, which holds all of the earlier ones) and the store is tried
+    again with back-off (``retry`` seconds, doubling to ``MAX_STORE_RETRY``); at the first
+    contact the spool is recorded, then the checkpoint.
     """
 
-    store: Any  # cranewatch.store.Store
+    store: Any  # cranewatch.store.Store, or None while a central store is away
     crane: str
     component: str
     every: float = 30.0
+    url: str | None = None
+    retry: float = 5.0
     runs: list[int] = field(default_factory=list)
     _written: dict[str, tuple[int, float | None, Severity]] = field(default_factory=dict)
     _at: float | None = None
+    _retry_at: float = 0.0
+    _spooled: bool = False
+    _session: str = field(default_factory=lambda: uuid.uuid4().hex[:16])
+    _checkpoints: int = 0
 
     def emit(self, finding: Finding, new: bool) -> None:
         return None
 
     def checkpoint(self, findings: Sequence[Finding], now: float, final: bool) -> None:
         state = {f.id: (f.count, f.last_seen, f.severity) for f in findings}
-        if state == self._written and not (final and not self.runs):
+        if state == self._written and not (final and not self.runs) and not self._spooled:
             return
         appeared = bool(set(state) - set(self._written))
-        if not (final or appeared or self._at is None or now - self._at >= self.every):
+        if not (final or appeared or self._spooled or self._at is None
+                or now - self._at >= self.every):
             return
-        self.runs.append(self.store.record_run(self.crane, "analyze", [], list(findings),
-                                               component=self.component,
-                                               incidents=group_incidents(findings)))
+        from cranewatch.store.spool import Spool, SpooledRun
+
+        self._checkpoints += 1
+        run = SpooledRun(self.crane, "analyze", [], list(findings), component=self.component,
+                         incidents=list(group_incidents(findings)),
+                         options={"checkpoint": f"{self._session}:{self._checkpoints}"})
+        try:
+            store = self._reach(final)
+            if store is None:
+                raise StoreUnreachable("the central store is still away")
+            self.runs.append(run.record(store))
+            self._spooled = False
+        except StoreUnreachable as exc:
+            if self.url is None:
+                raise
+            self._away(exc)
+            path = Spool(self.url).put(run, key=self.component)
+            if not self._spooled:
+                print(f"cranewatch: warning: {exc.message}; checkpoints are kept in {path.parent} "
+                      "and recorded when the store is back", file=sys.stderr, flush=True)
+            self._spooled = True
         self._written, self._at = state, now
 
+    def _reach(self, final: bool) -> Any:
+        if self.store is not None or self.url is None:
+            return self.store
+        if time.monotonic() < self._retry_at and not final:
+            return None
+        from cranewatch.store.spool import Spool
+        from cranewatch.store.sqlite import Store
+
+        store = Store(self.url, create=False)
+        self.store = store
+        done = Spool(self.url).replay(store, lambda text: print(f"cranewatch: {text}",
+                                                                 file=sys.stderr, flush=True))
+        if done:
+            print(f"cranewatch: the store is back: recorded {done} spooled checkpoint(s)",
+                  file=sys.stderr, flush=True)
+        self.retry = 5.0
+        return store
+
+    def _away(self, exc: StoreUnreachable) -> None:
+        if self.store is not None:
+            with contextlib.suppress(Exception):
+                self.store.close()
+        self.store = None
+        self._retry_at = time.monotonic() + self.retry
+        self.retry = min(self.retry * 2, MAX_STORE_RETRY)
+
     def close(self) -> None:
-        self.store.close()
+        if self.store is not None:
+            self.store.close()
 
 
 # ------------------------------------------------------------------------- process checks
@@ -339,7 +409,8 @@ class Monitor:
 
     def __init__(self, sinks: Sequence[Sink], outputs: Sequence[FindingOutput],
                  settings: MonitorSettings = MonitorSettings(), *, ring: RingWriter | None = None,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic, heartbeat: HeartbeatWriter | None = None) -> None:
+        self.heartbeat = heartbeat  # told packets, last packet time and findings at every look
         self.sinks = list(sinks)
         self.outputs = list(outputs)
         self.settings = settings
@@ -461,3 +532,5 @@ class Monitor:
             output.checkpoint(findings, now, final)
         if self.ring is not None:
             self.ring.pin([e.source for f in findings for e in f.evidence if e.source])
+        if self.heartbeat is not None:
+            self.heartbeat.beat(self.analysis.packets, self.capture_time, findings, final)

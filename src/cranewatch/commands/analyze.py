@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -19,10 +20,13 @@ from cranewatch.commands import (
     severity_option,
     write_out,
 )
-from cranewatch.errors import ExitCode, UsageError
+from cranewatch.conversations import ConversationBook
+from cranewatch.errors import ExitCode, StoreUnreachable, UsageError
+from cranewatch.forward import Forwarder, add_forward_options, forwarder_from_args
 from cranewatch.pipeline import AnalysisResult, Sink, analyze
 from cranewatch.progress import ProgressBar, wants_progress
 from cranewatch.report.terminal import printable
+from cranewatch.skipped import SkippedCheck, skipped_checks
 
 FORMATS = ("text", "jsonl", "html")
 
@@ -39,10 +43,13 @@ def register(subparsers: Any) -> None:
         "findings of the detectors (judged against --profile and/or --baseline when given) and, "
         "with --profile (its register map), of the process checks on the crane's signals. "
         "Related findings of one cause are grouped into incidents, which lead every output. "
-        "--format jsonl writes one JSON object per line, each with a type: input, host, "
+        "--format jsonl writes one JSON object per line, each with a type: input, skipped, host, "
         "flow-summary, modbus-master, modbus-slave, segment, warning and incident records in the "
         "same stream as the finding records (docs/jsonl.md; a JSON Schema per type in "
         "cranewatch/data/schemas). "
+        "What the run could not check for lack of a profile, register map, limit or baseline "
+        "(no crane is built in) is said first: 'Not checked' in the text, skipped records in "
+        "the JSON lines. "
         "--format html writes one self-contained page with a plot per process finding; "
         "--db records the run for a registered crane.\n\n"
         "Exit 2 also when --db is not a database or the crane is not registered there; exit 3 "
@@ -71,6 +78,7 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--db", metavar="FILE",
                         help="record the run (inputs with sha256, findings) in this cranewatch "
                         "database for --crane; without --db nothing is written")
+    add_forward_options(parser)
     parser.add_argument("--progress", action="store_true",
                         help="draw the progress bar even when stderr is not a terminal")
     parser.set_defaults(func=run)
@@ -91,18 +99,19 @@ def analysis_sinks(profile: str | None, baseline: str | None, crane: str | None)
     return build_sinks(profile, baseline, crane, detectors=detector_sinks)
 
 
-def render(result: AnalysisResult, fmt: str) -> str:
+def render(result: AnalysisResult, fmt: str, skipped: Sequence[SkippedCheck] = ()) -> str:
+    """The report; ``skipped`` (what the run could not check) is said in every format."""
     if fmt == "html":
         from cranewatch.report import analysis_html
 
-        return analysis_html.render(result)
+        return analysis_html.render(result, skipped)
     if fmt == "jsonl":
         from cranewatch.report import jsonl
 
-        return jsonl.render(result)
+        return jsonl.render(result, skipped)
     from cranewatch.report import text
 
-    return text.render(result)
+    return text.render(result, skipped)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -111,26 +120,40 @@ def run(args: argparse.Namespace) -> int:
         if value is not None and not Path(value).exists():
             raise UsageError(f"--{option} {value}: no such file")
     check_inputs(args.captures, "capture or Zeek log")  # before any output
+    forwarder = forwarder_from_args(args.forward, args.forward_format, args.forward_ca,
+                                    args.forward_state)
     store = None
+    spool = None  # the central store is away: the run goes to the local spool
     if args.db:  # the store and the fleet take ~40 ms to import: only when recording
         from cranewatch.gate import open_recording_store
 
-        store = open_recording_store(args.db)
+        try:
+            store = open_recording_store(args.db)
+        except StoreUnreachable as exc:
+            from cranewatch.store.spool import Spool
+
+            spool = Spool(str(args.db))
+            print(f"cranewatch: warning: {printable(str(exc))}; the run will be kept in the local "
+                  "spool", file=sys.stderr)
     try:
         if store is not None:
             from cranewatch.gate import recording_crane
 
             crane = recording_crane(store, args.crane, profile=args.profile)
+        elif spool is not None:
+            crane = _crane_named(args)
         else:
             crane = args.crane
-        result = _analyze(args, crane)
-        report = render(result, args.format)
+        # a recorded run keeps who talked to whom (the console's inventory and map)
+        book = ConversationBook() if store is not None or spool is not None else None
+        result, skipped = _analyze(args, crane, [book] if book is not None else [])
+        report = render(result, args.format, skipped)
         write_out(report, args.out)
-        if store is not None and crane is not None:
-            from cranewatch.gate import record_traffic_analysis
-
-            run_id = record_traffic_analysis(store, crane, result)
-            print(f"cranewatch: recorded as run {run_id} of {crane} in {store.where}", file=sys.stderr)
+        if (store is not None or spool is not None) and crane is not None:
+            _record(store, spool, str(args.db), crane, result,
+                     book.conversations() if book is not None else [])
+        if forwarder is not None:
+            _forward(forwarder, result)
     finally:
         if store is not None:
             store.close()
@@ -144,12 +167,59 @@ def run(args: argparse.Namespace) -> int:
     return int(ExitCode.OK)
 
 
-def _analyze(args: argparse.Namespace, crane: str | None) -> AnalysisResult:
+def _crane_named(args: argparse.Namespace) -> str:
+    """The crane a spooled run is for, from ``--crane`` or the profile (its registration is
+    checked when the run is recorded)."""
+    if args.crane:
+        return str(args.crane)
+    if args.profile:
+        from cranewatch.profile import load_profile
+
+        crane = load_profile(args.profile).crane_id
+        if crane:
+            return str(crane)
+    raise UsageError("--db needs --crane ID (the registered crane to record the result for)")
+
+
+def _record(store: Any, spool: Any, url: str, crane: str, result: AnalysisResult,
+            conversations: Sequence[Any]) -> None:
+    from cranewatch.gate import traffic_run
+    from cranewatch.store.spool import Spool
+
+    run = traffic_run(crane, result, conversations=conversations)
+    if store is not None:
+        try:
+            run_id = run.record(store)
+        except StoreUnreachable as exc:
+            spool = Spool(url)
+            print(f"cranewatch: warning: {printable(str(exc))}", file=sys.stderr)
+        else:
+            print(f"cranewatch: recorded as run {run_id} of {crane} in {store.where}",
+                  file=sys.stderr)
+            return
+    path = spool.put(run)
+    print(f"cranewatch: warning: the run is kept in {path}; it is recorded when the store can "
+          "be reached (by any later command against it)", file=sys.stderr)
+
+
+def _forward(forwarder: Forwarder, result: AnalysisResult) -> None:
+    with forwarder:
+        report = forwarder.send(result.findings, result.incidents)
+    note = report.describe(forwarder.destination.url, forwarder.queue_path)
+    print(f"cranewatch: forwarded {report.sent} message(s) to {forwarder.destination.url}"
+          f" ({report.unchanged} unchanged since the last send)", file=sys.stderr)
+    if note:
+        print(f"cranewatch: warning: {printable(note)}", file=sys.stderr)
+
+
+def _analyze(args: argparse.Namespace, crane: str | None,
+             extra: list[Sink]) -> tuple[AnalysisResult, tuple[SkippedCheck, ...]]:
     sinks = analysis_sinks(args.profile, args.baseline, crane)
     bar = ProgressBar(sys.stderr) if wants_progress(sys.stderr, args.progress) else None
     try:
-        return analyze(args.captures, progress=bar, sinks=sinks, profile=args.profile,
-                       baseline=args.baseline)
+        result = analyze(args.captures, progress=bar, sinks=[*sinks, *extra], profile=args.profile,
+                         baseline=args.baseline)
+        return result, skipped_checks(sinks)
     finally:
         if bar is not None:
             bar.close()

@@ -13,7 +13,7 @@ import os
 import signal
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import replace
 from pathlib import Path
 from types import FrameType
@@ -22,6 +22,8 @@ from typing import Any, TextIO
 from cranewatch.commands import STDOUT, fail_on_met, severity_option
 from cranewatch.commands.analyze import detector_sinks
 from cranewatch.errors import ExitCode, UsageError
+from cranewatch.forward import ForwardOutput, add_forward_options, forwarder_from_args
+from cranewatch.heartbeat import HeartbeatWriter
 from cranewatch.model import iso_time
 from cranewatch.monitor import (
     FindingOutput,
@@ -33,7 +35,8 @@ from cranewatch.monitor import (
     StoreOutput,
     TextOutput,
 )
-from cranewatch.report.terminal import printable_lines
+from cranewatch.report.terminal import printable, printable_lines
+from cranewatch.skipped import SkippedCheck, skipped_checks
 from cranewatch.sources.live import CaptureTool, LiveCapture, RingWriter
 
 
@@ -48,7 +51,9 @@ def register(subparsers: Any) -> None:
         "the last line of an id is its latest state); --db checkpoints the session's findings "
         "into the store. --ring keeps the raw packets in rolling pcap files, and the findings' "
         "evidence names those files and their frame numbers. SIGINT/SIGTERM stop cleanly: "
-        "last packets analysed, final reports, a summary on stderr.\n\n"
+        "last packets analysed, final reports, a summary on stderr. What the session cannot "
+        "check (no profile, register map, limit or baseline: no crane is built in) is said on "
+        "stderr when it starts, and as skipped records at the start of --out.\n\n"
         "Stopped cleanly it exits 0; it exits 3 when there is no such interface or "
         "namespace (or it vanished), a filter tcpdump rejects, an invalid profile/baseline; "
         "and 4 when tcpdump is missing, capturing is not allowed, or the interface is down.\n\n"
@@ -76,6 +81,10 @@ def register(subparsers: Any) -> None:
                         "finding lines then go to stderr)")
     parser.add_argument("--db", metavar="FILE",
                         help="checkpoint findings into this cranewatch database")
+    parser.add_argument("--heartbeat", type=_positive_float, default=60.0, metavar="S",
+                        help="with --db: seconds between two heartbeats in the store (sensor, last packet "
+                        "time, packets, findings of the last 24 h; default 60); the console's in-service "
+                        "health reads them")
     parser.add_argument("--quiet", action="store_true", help="no finding lines on stdout")
     parser.add_argument("--ring", metavar="DIR", help="keep the raw packets in rolling pcap files here")
     parser.add_argument("--ring-size", type=_positive_float, default=100.0, metavar="MB",
@@ -92,6 +101,7 @@ def register(subparsers: Any) -> None:
                         help="seconds of register values the process checks look at (default 120)")
     parser.add_argument("--process-every", type=_positive_float, default=30.0, metavar="S",
                         help="seconds of capture between two runs of the process checks (default 30)")
+    add_forward_options(parser)
     parser.add_argument("--fail-on", metavar="SEVERITY", type=severity_option,
                         help="exit 1 when a finding of this severity or higher was reported")
     parser.set_defaults(func=run)
@@ -155,13 +165,46 @@ def _outputs(args: argparse.Namespace, source: str, stop: threading.Event) -> li
         crane = _crane_of(args)
         if not crane:
             raise UsageError("--db needs the crane: give --crane or a --profile that names it")
+        from cranewatch.errors import StoreUnreachable
         from cranewatch.store import open_store
+        from cranewatch.store.dialect import is_postgres_url
 
-        outputs.append(StoreOutput(open_store(args.db), crane, f"monitor:{source}"))
+        central = str(args.db) if is_postgres_url(args.db) else None
+        try:
+            store = open_store(args.db)
+        except StoreUnreachable as exc:  # a sensor starts anyway: its checkpoints are spooled
+            print(f"cranewatch: warning: {printable(str(exc))}; checkpoints will be spooled",
+                  file=sys.stderr)
+            store = None
+        outputs.append(StoreOutput(store, crane, f"monitor:{source}", url=central))
+    forwarder = forwarder_from_args(args.forward, args.forward_format, args.forward_ca,
+                                    args.forward_state)
+    if forwarder is not None:
+        outputs.append(ForwardOutput(forwarder))
     if not args.quiet:
         # last: what is shown is already on disk
         outputs.append(TextOutput(sys.stderr if to_stdout else sys.stdout, stop))
     return outputs
+
+
+def _heartbeat(args: argparse.Namespace, source: str) -> HeartbeatWriter | None:
+    """With --db, the session's heartbeat (``cranewatch.heartbeat``) every --heartbeat seconds."""
+    if not args.db:
+        return None
+    from cranewatch.store import open_store
+
+    crane = _crane_of(args)
+    if not crane:
+        raise UsageError("--db needs the crane: give --crane or a --profile that names it")
+    from cranewatch.errors import StoreUnreachable
+    from cranewatch.store.dialect import is_postgres_url
+
+    url = str(args.db) if is_postgres_url(args.db) else None
+    try:
+        store = open_store(args.db)
+    except StoreUnreachable:  # the checkpoints say so; heartbeats resume when it is back
+        store = None
+    return HeartbeatWriter(store, crane, f"monitor:{source}", every=args.heartbeat, url=url)
 
 
 def _stdout_copy() -> TextIO:
@@ -201,7 +244,11 @@ def run(args: argparse.Namespace) -> int:
                        packets=args.packets, bpf=(args.filter,) if args.filter else (),
                        buffer_kib=args.buffer * 1024 if args.buffer else None)
     crane = args.crane
-    sinks = [*detector_sinks(args.profile, args.baseline, crane), *process_checks(args)]
+    detectors = detector_sinks(args.profile, args.baseline, crane)
+    rolling = process_checks(args)
+    sinks = [*detectors, *rolling]
+    # What this session cannot check, said once on stderr (the --out file holds findings only)
+    not_checked = skipped_checks([*detectors, *(r.make_checks() for r in rolling)])
     ring = None
     if args.ring:
         prefix = f"{tool.netns + '-' if tool.netns else ''}{tool.interface}"
@@ -211,20 +258,39 @@ def run(args: argparse.Namespace) -> int:
     outputs = _outputs(args, tool.source_name, stopper.event)
     settings = MonitorSettings(window=args.window, update_every=args.update_every,
                                seconds=args.seconds)
-    monitor = Monitor(sinks, outputs, settings, ring=ring)
+    heartbeat = _heartbeat(args, tool.source_name)
+    monitor = Monitor(sinks, outputs, settings, ring=ring, heartbeat=heartbeat)
     with stopper as stop, LiveCapture(tool) as capture:
         print(f"cranewatch: monitoring {tool.source_name} (capture pid "
               f"{capture.process.pid if capture.process else '?'}); Ctrl-C to stop",
               file=sys.stderr, flush=True)
+        announce_not_checked(not_checked, outputs)
         batches: Iterator[Any] = capture.batches()
         summary = monitor.run(batches, stop, capture.stop)
         failure = capture.failure()
     _print_summary(summary, capture.statistics())
+    if heartbeat is not None:
+        heartbeat.close()
+        if heartbeat.failures:
+            print(f"cranewatch: warning: {heartbeat.failures} heartbeat(s) could not be written: "
+                  f"{heartbeat.last_error}", file=sys.stderr)
     if failure is not None:
         raise failure
     if fail_on_met(summary.findings, args.fail_on):
         return int(ExitCode.FINDINGS)
     return int(ExitCode.OK)
+
+
+def announce_not_checked(not_checked: Sequence[SkippedCheck], outputs: Sequence[FindingOutput]) -> None:
+    """What the session cannot check: a line each on stderr, and ``skipped`` records at the
+    start of the JSON lines (``--out``)."""
+    if not not_checked:
+        return
+    print(printable_lines(f"cranewatch: not checked: {check}" for check in not_checked),
+          file=sys.stderr, end="", flush=True)
+    for output in outputs:
+        if isinstance(output, JsonLinesOutput):
+            output.note([check.to_json() for check in not_checked])
 
 
 def _print_summary(summary: MonitorSummary, counts: dict[str, int]) -> None:

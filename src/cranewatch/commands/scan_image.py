@@ -22,11 +22,14 @@ Example:
   cranewatch scan-image cms-pc.tar.gz --db cranewatch.db --crane STS-07 --component CMS
   cranewatch scan-image cms-pc.tar.gz --distro-packages /var/cache/apt/archives   # or --fetch-packages
 
-Inputs: a directory tree, tar (.gz/.xz/.bz2/.zst), zip, cpio (newc), squashfs or a raw
-ext2/3/4 partition image (read with debugfs, never mounted), or a whole disk: raw MBR/GPT
+Inputs: a directory tree, tar (.gz/.xz/.bz2/.zst), zip, cpio (newc/odc), squashfs or a raw
+ext2/3/4 partition image (read with debugfs, never mounted), an NTFS volume (libtsk, never
+mounted; a copy of C:\\ as a folder or zip is read as a Windows collection too), or a whole disk: raw MBR/GPT
 (also .gz/.xz/.zst), qcow2, VMDK, VHD, VHDX (qemu-img) or E01 (ewfexport); each partition is
-read by its content and named in the findings (p2:/etc/rc.local). Nothing from the image is
-run, and symlinks resolve inside the image, never on the analysis station.
+read by its content and named in the findings (p2:/etc/rc.local). Any other file is taken for
+a firmware blob or vendor update package: the filesystems and archives inside are carved by
+signature and structure and named by their offset (@512:/etc/init.d/S99x). Nothing from the
+image is run, and symlinks resolve inside the image, never on the analysis station.
 
 Trust: the image's package database is the maker's claim. Package files are spared nothing
 unless they match the distribution's genuine packages (--distro-packages, --fetch-packages);
@@ -42,11 +45,11 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         epilog=EXAMPLE,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("image", help="directory, tar/zip/cpio archive, squashfs or ext2/3/4 image, or a whole disk")
+    parser.add_argument("image", help="directory, tar/zip/cpio archive, squashfs or ext2/3/4 image, a whole disk, or a firmware blob")
     parser.add_argument("--crane", help="crane id for the findings (default: the profile's crane id)")
     parser.add_argument("--reference", metavar="PATH", help="golden or previous image: report what was added or changed and suppress findings it has too")
     parser.add_argument("--distro-packages", action="append", default=[], metavar="DIR",
-                        help="the distribution's genuine packages (.deb files: an apt cache, a mirror's pool; repeatable): "
+                        help="the distribution's genuine packages (.deb, .rpm, .apk, .ipk files: an apt cache, a mirror's pool; repeatable): "
                         "package files are verified against them, not against the image's own checksums")
     parser.add_argument("--fetch-packages", action="store_true",
                         help="download the installed package versions with this machine's apt (apt-get download) into "

@@ -8,7 +8,7 @@ judges: a conversation between crane-zone hosts no entry covers. Hosts new to th
 new-asset's business (and rogue-master's when they poll a PLC), not reported here again.
 
 Ranked: a bulk transfer (≥ 64 kB one way, or a file-transfer service: SMB, FTP, TFTP) high
-with its volume; a field device (profile role PLC/RTU, or a host the baseline only ever saw
+with its volume (an FTP session's data connections folded into it: one copy, one finding); a field device (profile role PLC/RTU, or a host the baseline only ever saw
 as a server) initiating: high; otherwise medium. One finding per (client, server, service)
 with its first/last time, bytes each way and frames.
 """
@@ -33,6 +33,7 @@ VERDICT = Verdict(
 BULK_BYTES = 64 * 1024  # one way, in one (client, server, service)
 FILE_TRANSFER = {("tcp", 445): "smb", ("tcp", 139): "smb", ("tcp", 21): "ftp",
                  ("tcp", 20): "ftp-data", ("udp", 69): "tftp"}
+FTP_CONTROL, FTP_ACTIVE_DATA = 21, 20
 FIELD_ROLES = frozenset({"plc", "rtu", "drive", "io", "safety-plc"})
 
 
@@ -44,6 +45,9 @@ class LateralMovement:
         self.incidents = Incidents()
         self._clients: frozenset[str] | None = None
         self._servers: frozenset[str] | None = None
+        # FTP control sessions (client, server) -> their (start, end) times, new or not: a data
+        # connection belongs to the session it ran in, not to a conversation of its own
+        self._ftp: dict[tuple[str, str], list[tuple[float, float]]] = {}
 
     def _judges(self, ctx: Context) -> bool:
         if ctx.baseline is not None:
@@ -95,6 +99,8 @@ class LateralMovement:
                 return
         else:
             return
+        if conv.transport == "tcp" and conv.dport == FTP_CONTROL:
+            self._ftp.setdefault((client, server), []).append((conv.ts, conv.last_ts))
         if not (self._known_host(client, ctx) and self._known_host(server, ctx)):
             return  # a host new to the LAN: new-asset reports it
         if ctx.known_pair(client, server, conv.dport):
@@ -102,7 +108,10 @@ class LateralMovement:
         if ctx.baseline is not None and ctx.baseline.has_pair(server, client, conv.sport):
             return  # the reverse direction of a known conversation (a reply seen as a flow)
         key = (client, server, conv.transport, conv.dport)
-        incident = self.incidents.add(key, conv, {"protocol": conv.protocol or conv.transport})
+        seen: dict[str, Any] = {"protocol": conv.protocol or conv.transport}
+        if conv.transport == "tcp" and conv.sport == FTP_ACTIVE_DATA:
+            seen["from_port"] = FTP_ACTIVE_DATA
+        incident = self.incidents.add(key, conv, seen)
         values = incident.values
         values["bytes_to_server"] = values.get("bytes_to_server", 0) + conv.bytes_to_server
         values["bytes_to_client"] = values.get("bytes_to_client", 0) + conv.bytes_to_client
@@ -110,7 +119,39 @@ class LateralMovement:
         if conv.last_ts > incident.last_seen:
             incident.last_seen = conv.last_ts
 
+    def _fold_ftp_data(self) -> None:
+        """FTP moves files on data connections of their own: passive mode from the client to a
+        port the server chose, active mode from the server's port 20 back to the client. Each is
+        folded into the control session it ran in (its bytes and count added), so one copy is
+        one finding; one that ran in a control session the baseline or profile knows goes."""
+        for key, inc in list(self.incidents.items()):
+            client, server, transport, port = key
+            if transport != "tcp" or port == FTP_CONTROL:
+                continue
+            if inc.values.get("from_port") == FTP_ACTIVE_DATA:
+                pair, towards_client = (server, client), True  # the server connected back
+            elif port >= 1024:
+                pair, towards_client = (client, server), False
+            else:
+                continue
+            sessions = self._ftp.get(pair, ())
+            if not any(start - 1.0 <= inc.first_seen <= end + 1.0 for start, end in sessions):
+                continue
+            del self.incidents.by_key[key]
+            control = self.incidents.by_key.get((*pair, "tcp", FTP_CONTROL))
+            if control is None:
+                continue  # a data connection of a known FTP session
+            up, down = inc.values["bytes_to_server"], inc.values["bytes_to_client"]
+            if towards_client:
+                up, down = down, up
+            control.values["bytes_to_server"] += up
+            control.values["bytes_to_client"] += down
+            control.values["packets"] += inc.values["packets"]
+            control.values["data_connections"] = control.values.get("data_connections", 0) + inc.count
+            control.last_seen = max(control.last_seen, inc.last_seen)
+
     def finish(self, ctx: Context) -> list[Finding]:
+        self._fold_ftp_data()
         findings = []
         for key, inc in self.incidents.items():
             client, server, transport, port = key

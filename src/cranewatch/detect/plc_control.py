@@ -4,6 +4,9 @@ Modbus diagnostics restart / force-listen-only (FC 8), S7 CPU stop/start, block 
 upload and delete, CIP stop/reset/program transfer, OPC UA writes and calls. What each
 operation means, its severity and technique are data (``rules/plc_control.yaml``). The EWS
 doing it inside a maintenance window is reported at low severity: planned, but on record.
+OPC UA writes and calls are what a SCADA client does all day: with neither profile nor
+baseline to say the client is not one of the server's, they are noted at low severity (as
+Modbus writes are), not raised.
 """
 
 from __future__ import annotations
@@ -21,6 +24,9 @@ from cranewatch.protocols.modbus import DIAGNOSTICS, ModbusRequest
 MODBUS_DIAGNOSTIC_OPERATIONS = {1: "modbus-restart-communications", 4: "modbus-force-listen-only",
                                 10: "modbus-clear-counters", 20: "modbus-clear-counters"}
 PROTOCOL_PORTS = {"modbus": 502, "s7comm": 102, "enip": 44818, "opcua": 4840}
+# What a SCADA client does every day to the server it supervises: like a Modbus write, with
+# neither profile nor baseline to say this client is not one of them it is only noted (low).
+ROUTINE_OPERATIONS = frozenset({"opcua-write", "opcua-call"})
 
 
 @cache
@@ -62,7 +68,9 @@ class PlcControl:
             port = event.dport or PROTOCOL_PORTS.get(protocol, 0)
         else:
             return
-        planned = self._planned(event, ctx, protocol, port)
+        planned: bool | None = self._planned(event, ctx, protocol, port)
+        if not planned and operation in ROUTINE_OPERATIONS and ctx.profile is None and ctx.baseline is None:
+            planned = None  # unjudged: no inventory says whether this client is a normal one
         values["port"] = port
         values["protocol"] = protocol
         self.incidents.add((event.src, event.dst, operation, planned), event, values)
@@ -85,6 +93,9 @@ class PlcControl:
             if planned:
                 severity = Severity.LOW
                 title += " (allowed client, inside a maintenance window)"
+            elif planned is None:
+                severity = Severity.LOW
+                title += " (no profile or baseline to judge it)"
             findings.append(make_finding(ctx, verdict, (src, dst, operation), incident, title, src,
                                          endpoint(dst, incident.values.get("port")), severity))
         return findings

@@ -31,6 +31,11 @@ ADDRESS_SCAN_HOSTS = 8  # distinct hosts on one port: an address sweep
 PROBE_PACKETS = 3  # a probe flow: at most this many packets from the scanner
 EXCEPTIONS_FOR_PROBING = 5  # illegal function/address answers to one master
 MALFORMED_FOR_FUZZING = 3  # malformed requests from one master before it reads as fuzzing
+# Function codes a Modbus stack may send: the public ones (Modbus Application Protocol v1.1b3,
+# 6.1), the user-defined ranges 65-72 and 100-110, and vendors' long-standing ones (Modicon
+# programming 9, 10, 13, 14, 40, 42; reserved 18, 19; Schneider UMAS 90; 125, 126 firmware
+# and programming on some Modicons). Anything else is undefined.
+KNOWN_FUNCTIONS = frozenset({*range(1, 25), 40, 42, 43, *range(65, 73), 90, *range(100, 111), 125, 126})
 
 VERDICT = Verdict(
     rule="recon",
@@ -65,6 +70,10 @@ class Recon:
         if isinstance(event, ModbusRequest):
             if event.detail and ("malformed" in event.detail or "illegal_quantity" in event.detail):
                 self._malformed(event)
+            elif event.function not in KNOWN_FUNCTIONS:
+                # No stack sends a code the standard leaves undefined: a fuzzer does. Zeek's
+                # modbus.log shows only the code ("unknown-29"), so this is what it can tell.
+                self._malformed(event, f"undefined function code {event.function}")
             if (event.function == ENCAPSULATED_INTERFACE and (event.sub_function in (None, 14))) or \
                     event.function == REPORT_SERVER_ID:
                 if ctx.baseline is not None and ctx.baseline.has_function(event.src, event.dst, event.function):
@@ -89,9 +98,9 @@ class Recon:
                 and event.bytes_to_server - 60 * event.packets_to_server < 64:
             self.probes[event.src].append(event)
 
-    def _malformed(self, event: ModbusRequest) -> None:
+    def _malformed(self, event: ModbusRequest, problem: str | None = None) -> None:
         """A request no Modbus stack would send: a fuzzer, or a probe of the PLC's parser."""
-        problem = event.detail.get("malformed") or f"FC {event.function} quantity {event.quantity}"
+        problem = problem or event.detail.get("malformed") or f"FC {event.function} quantity {event.quantity}"
         self.malformed.add((event.src, event.dst), event, {
             "functions": [event.function], "problems": [problem]}, excerpt=event.detail.get("data"))
 

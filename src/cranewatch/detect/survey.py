@@ -39,7 +39,7 @@ def manifest_captures(manifest: Path) -> Iterator[tuple[Path, str, int]]:
 
 def label(f: Finding) -> str:
     """A finding's kind without the hosts, so one row groups like findings."""
-    if f.category == "safety-override" and "no profile or baseline" in f.title:
+    if f.rule == "plc-write" and "no profile or baseline" in f.title:
         return "Modbus writes (no profile/baseline)"
     if f.category == "egress":
         return "inbound from Internet hosts" if f.title.startswith("Inbound") else "outbound to Internet hosts"

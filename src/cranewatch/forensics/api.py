@@ -6,15 +6,16 @@ import ipaddress
 import os
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
 
 from cranewatch.errors import InputError, Location, UsageError
+from cranewatch.forensics.carve import nested_blobs
 from cranewatch.forensics.checks import yara_rules
 from cranewatch.forensics.checks.base import EndpointPolicy
 from cranewatch.forensics.checks.endpoints import claimed_summary
-from cranewatch.forensics.disk import DiskImage, label_finding, labelled_path
+from cranewatch.forensics.disk import DiskImage, Volume, label_finding, labelled_path
 from cranewatch.forensics.genuine import (
     GenuineIndex,
     default_package_cache,
@@ -36,7 +37,8 @@ from cranewatch.forensics.scanner import (
     make_context,
 )
 from cranewatch.forensics.vulndb import VulnDb, load_vulndb, match
-from cranewatch.model import Finding
+from cranewatch.forensics.windows import is_windows, windows_programs
+from cranewatch.model import Finding, finding_id
 
 NO_ZONE_WARNING = (
     "no crane zone given (no --profile, no --zone): endpoints were judged generically, "
@@ -145,23 +147,43 @@ def _trust_note(trust: dict[str, int], index: GenuineIndex | None) -> str | None
     )
 
 
+def _reference_note(trust: dict[str, int], findings: Iterable[Finding]) -> str:
+    differ = sum(1 for f in findings if f.rule == "integrity.differs-from-reference")
+    return (f"compared with the reference image: {trust.get('reference', 0)} file(s) not verified by a genuine package "
+            f"are identical to it (genuine by reference), {differ} differ from it (integrity.differs-from-reference)")
+
+
 def _scan_whole(
     path: str | os.PathLike[str], *, crane: str | None, policy: EndpointPolicy, workers: int,
     want_digest: bool, limits: Limits | None, vulns: VulnDb | None, genuine: GenuineSource,
+    reference: dict[str, str] | None = None,
 ) -> _Scanned:
+    """Scan one image; ``reference`` is the known-good image's sha256 per path (as its
+    ``_Scanned.digests`` name them)."""
     with open_image(path, limits) as image:
         if not image.entries:
             why = f": {image.problems[0]}" if image.problems else ""
             raise InputError(f"the image holds no files{why}", Location(file=str(path)))
         info = input_info(Path(path), image)
         if isinstance(image, DiskImage):
+            primary = next(i for i, v in enumerate(image.volumes) if v.is_root)
             return _merge_volumes(image, info, [
                 _scan_opened(v.image, info, crane=crane, policy=policy, workers=workers, want_digest=want_digest,
-                             vulns=vulns, genuine=genuine)
-                for v in image.volumes
+                             vulns=vulns, genuine=genuine, reference=_volume_reference(reference, v, i == primary),
+                             blob_limits=None if image.format == "firmware" else limits or Limits())
+                for i, v in enumerate(image.volumes)
             ])
         return _scan_opened(image, info, crane=crane, policy=policy, workers=workers, want_digest=want_digest,
-                            vulns=vulns, genuine=genuine)
+                            vulns=vulns, genuine=genuine, reference=reference, blob_limits=limits or Limits())
+
+
+def _volume_reference(reference: dict[str, str] | None, volume: Volume, primary: bool) -> dict[str, str] | None:
+    """The reference digests of one volume: the root's paths as they are, the others' below
+    their label (``p3:/…``), as ``_merge_volumes`` names them."""
+    if reference is None or primary:
+        return reference
+    prefix = labelled_path(volume, "")
+    return {p[len(prefix) :]: d for p, d in reference.items() if p.startswith(prefix)}
 
 
 def _merge_volumes(disk: DiskImage, info: InputInfo, scans: list[_Scanned]) -> _Scanned:
@@ -185,22 +207,50 @@ def _merge_volumes(disk: DiskImage, info: InputInfo, scans: list[_Scanned]) -> _
 
 def _scan_opened(
     image: Image, info: InputInfo, *, crane: str | None, policy: EndpointPolicy, workers: int,
-    want_digest: bool, vulns: VulnDb | None, genuine: GenuineSource,
+    want_digest: bool, vulns: VulnDb | None, genuine: GenuineSource, reference: dict[str, str] | None = None,
+    blob_limits: Limits | None = None,
 ) -> _Scanned:
+    """Scan one opened tree; with ``blob_limits``, the vendor update packages in it are carved
+    and scanned too (``carve.nested_blobs``: one level, never inside a carved piece)."""
     db = read_packages(image)
+    if is_windows(image):  # the Uninstall keys' programs join the inventory and the SBOM
+        db = replace(db, packages=(*db.packages, *windows_programs(image)))
     index, notes = genuine.index(db)
-    ctx = make_context(image, db, crane, policy, index)
+    ctx = make_context(image, db, crane, policy, index, reference)
     passed = file_pass(image, ctx, workers=workers, want_digest=want_digest)
     findings = claimed_summary([*passed.findings, *image_checks(image, ctx)], crane)
     if vulns is not None:
         findings.extend(match(vulns, db.packages, db.os_release, ctx))
     note = _trust_note(passed.trust, index)
+    if reference is not None:
+        notes.append(_reference_note(passed.trust, passed.findings))
+    problems = [*image.problems, *passed.problems]
+    if blob_limits is not None:
+        blobs, blob_problems = nested_blobs(image, db.owner, blob_limits)
+        problems.extend(blob_problems)
+        for blob_path, blob in blobs:
+            with blob:
+                notes.extend(w if w.startswith(("firmware blob ", blob_path)) else f"{blob_path}{w}" for w in blob.warnings)
+                problems.extend(f"{blob_path}: {p}" for p in blob.problems)
+                for volume in blob.volumes:
+                    inner = _scan_opened(volume.image, info, crane=crane, policy=policy, workers=workers,
+                                         want_digest=False, vulns=None, genuine=GenuineSource())
+                    findings.extend(_inside_blob(f, blob_path, blob, volume) for f in inner.findings)
+                    notes.extend(f"{blob_path}{volume.label}: {w}" for w in inner.warnings if w != NO_ZONE_WARNING)
+                    problems.extend(f"{blob_path}{volume.label}: {p}" for p in inner.problems)
     return _Scanned(
         info, findings,
         inventory(image, db, passed.kinds, passed.trust, index.sources if index is not None else ()),
-        passed.digests, image.entries,
-        [*image.warnings, *notes, *([note] if note else [])], [*image.problems, *passed.problems],
+        passed.digests, image.entries, [*image.warnings, *notes, *([note] if note else [])], problems,
     )
+
+
+def _inside_blob(finding: Finding, blob_path: str, blob: DiskImage, volume: Volume) -> Finding:
+    """A finding in a piece carved from an update package of the image: its paths start with
+    the package's (``opt/vendor/update.bin@512:/etc/init.d/S99x``), its id includes it."""
+    labelled = label_finding(finding, blob, volume, keep_id=False)
+    evidence = tuple(replace(e, path=f"{blob_path}{e.path}") if e.path is not None else e for e in labelled.evidence)
+    return replace(labelled, id=finding_id(finding.rule, finding.crane, blob_path, labelled.id), evidence=evidence)
 
 
 def scan_image(
@@ -233,13 +283,14 @@ def scan_image(
     )
     yara_rules.install(ruleset)
     try:
-        scanned = scan(path)
+        # The known-good image first: each file of the image is then compared with it as it is read.
+        golden = scan(reference) if reference is not None else None
+        scanned = scan(path, reference=golden.digests if golden is not None else None)
         findings = scanned.findings
         diff = None
         suppressed: list[Finding] = []
         problems = scanned.problems
-        if reference is not None:
-            golden = scan(reference)
+        if golden is not None:
             problems = [*problems, *(f"reference {golden.info.path}: {p}" for p in golden.problems)]
             diff = _diff(golden.info, scanned.entries, scanned.digests, golden.entries, golden.digests)
             known = {f.id for f in golden.findings}

@@ -10,10 +10,11 @@ can still be read is read.
 
 Each partition is then judged by its bytes (magic numbers), not its type GUID: ext2/3/4 is
 read in place by ``debugfs`` at the partition's offset, squashfs by ``unsquashfs`` and a FAT/EFI
-system partition by mtools (``mcopy``) from a sparse copy in the private directory, and swap,
-LVM, LUKS, NTFS, other filesystems and unknown content are reported and skipped. Every readable partition is a *volume*, scanned like
+system partition by mtools (``mcopy``) from a sparse copy in the private directory, NTFS in
+place by libtsk (``forensics.ntfs``, in a child process), and swap, LVM, LUKS, other
+filesystems and unknown content are reported and skipped. Every readable partition is a *volume*, scanned like
 a directory image; findings name the volume (``p2:/etc/rc.local``). The volume holding
-``etc/`` and ``usr/`` is the root, the one ``DiskImage`` presents as its own entries.
+``etc/`` and ``usr/`` (or ``Windows/System32/config``) is the root, the one ``DiskImage`` presents as its own entries.
 """
 
 from __future__ import annotations
@@ -395,10 +396,9 @@ _DEVICE_NUMBER = re.compile(r"^/dev/(?:[shv]d[a-z]|xvd[a-z]|nvme\d+n\d+p|mmcblk\
 
 _SKIPPED = {
     "swap": "swap space (not a filesystem): skipped",
-    "ntfs": "NTFS: not read yet (Windows disks are a later issue): skipped",
     "exfat": "exFAT: not read yet: skipped",
     "luks": "LUKS-encrypted: cannot be read without the key: skipped",
-    "lvm": "LVM physical volume: logical volumes are not read yet: skipped",
+    "lvm": "LVM physical volume whose logical volumes cannot be read: skipped",
     "xfs": "XFS: not read yet: skipped",
     "btrfs": "btrfs: not read yet: skipped",
     "f2fs": "F2FS: not read yet: skipped",
@@ -420,10 +420,12 @@ class Volume:
     is_root: bool = False
     names: frozenset[str] = frozenset()  # how fstab may name it (``fstab_names``)
     mount_point: str = ""  # where the root's fstab mounts it ("" for a root or an unmounted volume)
+    name: str = ""  # a carved piece's label (``@512``) in place of the partition's number
+    note: str = ""  # where a carved piece came from, said in each finding's evidence
 
     @property
     def label(self) -> str:
-        return self.partition.label
+        return self.name or self.partition.label
 
 
 @dataclass
@@ -488,7 +490,7 @@ def _open_raw(source: Path, container: str, raw: Path, tmp: tempfile.TemporaryDi
     skipped: list[str] = []  # why each partition that is not a volume was left out
     left = limits  # one budget for the whole disk, not one per partition
     try:
-        for part, content in contents:
+        for raw_of, part, content, name, fstab in _units(raw, contents, names, Path(tmp.name), skipped):
             if content in _SKIPPED:
                 skipped.append(f"{part.describe()}: {_SKIPPED[content]}")
                 continue
@@ -497,13 +499,13 @@ def _open_raw(source: Path, container: str, raw: Path, tmp: tempfile.TemporaryDi
                                "limit (--max-bytes, --max-files)")
                 continue
             try:
-                image = _open_partition(raw, part, content, Path(tmp.name), left)
+                image = _open_partition(raw_of, part, content, Path(tmp.name), left)
             except ImageError as exc:
                 shared = " (the limits are one budget for all partitions of the disk)" if left != limits else ""
                 skipped.append(f"{part.describe()}: {content} filesystem not readable: {exc.message}{shared}")
                 continue
-            volumes.append(Volume(part, content, image, names=names[part.index]))
-            warnings.extend(f"{part.label}: {w}" for w in image.warnings)
+            volumes.append(Volume(part, content, image, names=fstab, name=name))
+            warnings.extend(f"{name or part.label}: {w}" for w in image.warnings)
             left = replace(left, max_total_bytes=left.max_total_bytes - sum(e.size for e in image.files()),
                            max_files=left.max_files - len(image.entries))
     except BaseException:
@@ -538,6 +540,21 @@ def _open_raw(source: Path, container: str, raw: Path, tmp: tempfile.TemporaryDi
     )
 
 
+def _units(raw: Path, contents: list[tuple[Partition, str]], names: dict[int, frozenset[str]], scratch: Path,
+           skipped: list[str]) -> list[tuple[Path, Partition, str, str, frozenset[str]]]:
+    """What to open: (disk or assembled file, partition, content, volume name, fstab names);
+    an LVM physical volume becomes its logical volumes (``forensics/lvm.py``)."""
+    units = [(raw, part, content, "", names[part.index]) for part, content in contents if content != "lvm"]
+    physical = [part for part, content in contents if content == "lvm"]
+    if physical:
+        from cranewatch.forensics.lvm import logical_volumes_of
+
+        found, notes = logical_volumes_of(raw, physical, scratch)
+        units.extend(found)
+        skipped.extend(notes)
+    return units
+
+
 def _mount_by_fstab(root: Volume, others: list[Volume], warnings: list[str]) -> list[Volume]:
     """Place the partitions the root's ``etc/fstab`` mounts (``/home``, ``/var``, ``/boot/efi``)
     into the root tree, so that path-aware checks (``var/spool/cron``, ``home/*/.bashrc``) see
@@ -570,7 +587,7 @@ def _named(spec: str, volumes: list[Volume]) -> Volume | None:
     wanted = f"{key.lower()}={value.strip(chr(34)).lower()}" if sep else ""
     device = _DEVICE_NUMBER.match(spec)
     for volume in volumes:
-        if wanted in volume.names or (device and int(device[1]) == volume.partition.index):
+        if wanted in volume.names or spec.lower() in volume.names or (device and int(device[1]) == volume.partition.index):
             return volume
     return None
 
@@ -601,6 +618,10 @@ def _move_into(root: Image, part: Image, target: str) -> str | None:
 
 
 def _is_root(image: Image) -> bool:
+    from cranewatch.forensics.windows import is_windows
+
+    if is_windows(image):
+        return True
     kinds = {p: image.entries[p].type for p in ("etc", "usr") if p in image.entries}
     return kinds.get("etc") == "dir" and kinds.get("usr") in ("dir", "symlink")
 
@@ -608,6 +629,10 @@ def _is_root(image: Image) -> bool:
 def _open_partition(raw: Path, part: Partition, content: str, scratch: Path, limits: Limits) -> Image:
     if content == "ext" and "?" not in str(raw):
         return _open_ext_in_place(raw, part, limits)
+    if content == "ntfs":
+        from cranewatch.forensics.ntfs import open_ntfs
+
+        return open_ntfs(raw, limits, part.offset, part.size)  # read in place, no copy
     copy = scratch / f"{part.label}.img"
     extents = _data_extents(raw, part.offset, part.size)
     data = sum(length for _, length in extents)
@@ -913,6 +938,7 @@ def label_finding(finding: Finding, disk: DiskImage, volume: Volume, *, keep_id:
             continue
         holder = disk.volume_of(volume, e.path)
         where = {"partition": holder.label, "partition_offset": holder.partition.offset, "filesystem": holder.content}
-        evidence.append(replace(e, path=labelled_path(holder, e.path), values={**e.values, **where}))
+        note = f"{e.note}; {holder.note}" if e.note and holder.note else e.note or holder.note or None
+        evidence.append(replace(e, path=labelled_path(holder, e.path), values={**e.values, **where}, note=note))
     new_id = finding.id if keep_id else finding_id(finding.rule, finding.crane, volume.label, finding.id)
     return replace(finding, id=new_id, evidence=tuple(evidence))

@@ -47,7 +47,7 @@ import zstandard
 from cranewatch.errors import EnvironmentProblem, ImageError, Location
 
 EntryType = Literal["file", "dir", "symlink"]
-ImageFormat = Literal["dir", "tar", "zip", "cpio", "squashfs", "ext", "disk"]
+ImageFormat = Literal["dir", "tar", "zip", "cpio", "squashfs", "ext", "ntfs", "disk", "firmware"]
 
 _COPY_BLOCK = 1 << 20
 _RAW_RATIO = 4.0  # content bytes per byte of an uncompressed filesystem image
@@ -562,6 +562,8 @@ def detect_format(path: Path) -> tuple[ImageFormat, str | None]:
         return "ext", None
     if head.startswith((b"PK\x03\x04", b"PK\x05\x06")):
         return "zip", None
+    if head[3:11] == b"NTFS    " and head[510:512] == b"\x55\xaa":
+        return "ntfs", None
     compression = _compression(head)
     if compression is not None:
         try:
@@ -569,7 +571,7 @@ def detect_format(path: Path) -> tuple[ImageFormat, str | None]:
                 head = inner.read(512)
         except (OSError, EOFError, lzma.LZMAError, zstandard.ZstdError) as exc:
             raise ImageError(f"corrupt {compression} stream: {exc}", where) from None
-    if head.startswith((b"070701", b"070702")):
+    if head.startswith((b"070701", b"070702", b"070707")):
         return "cpio", compression
     if len(head) >= 262 and head[257:262] == b"ustar":
         return "tar", compression
@@ -577,11 +579,9 @@ def detect_format(path: Path) -> tuple[ImageFormat, str | None]:
 
     if (disk.looks_like_partition_table(head) if compression else disk.sniff_container(path) is not None):
         return "disk", compression
-    raise ImageError(
-        "unknown image format (expected a directory, tar[.gz|.xz|.bz2|.zst], zip, cpio (newc), "
-        "squashfs, an ext2/3/4 partition image or a whole disk: raw MBR/GPT, qcow2, VMDK, VHD, VHDX, E01)",
-        where,
-    )
+    # Anything else may be a vendor's update package or firmware: searched for embedded
+    # filesystems and archives (forensics/carve.py), the unknown format when none is found.
+    return "firmware", None
 
 
 def open_image(path: str | os.PathLike[str], limits: Limits | None = None) -> Image:
@@ -600,6 +600,10 @@ def open_image(path: str | os.PathLike[str], limits: Limits | None = None) -> Im
         from cranewatch.forensics.disk import open_disk
 
         return open_disk(source, limits, compression)
+    if fmt == "firmware":
+        from cranewatch.forensics.carve import open_firmware
+
+        return open_firmware(source, limits)
     packed = source.stat().st_size
     unpacker = _Unpacker(source, limits, packed)
     try:
@@ -613,6 +617,11 @@ def open_image(path: str | os.PathLike[str], limits: Limits | None = None) -> Im
             return _rooted(_open_squashfs(source, unpacker))
         elif fmt == "ext":
             return _rooted(_open_ext(source, unpacker, limits))
+        elif fmt == "ntfs":
+            from cranewatch.forensics.ntfs import open_ntfs
+
+            unpacker.tmp.cleanup()
+            return _rooted(open_ntfs(source, limits))
     except BaseException:
         unpacker.tmp.cleanup()
         raise
@@ -642,6 +651,8 @@ def find_root(entries: dict[str, Entry]) -> str:
     ``"rootfs"`` for an archive made with ``tar czf x.tgz rootfs/``."""
     if _looks_like_root(entries, ""):
         return ""  # a root already (a chroot inside it is part of it)
+    if any(path.lower() == "windows/system32/config" for path in entries):
+        return ""  # a Windows system drive: Git for Windows or Cygwin inside it carry etc/ and usr/ too
     best = ("", 0, 0)
     for path, entry in entries.items():
         if entry.type != "dir" or not path.endswith("/etc"):
@@ -865,18 +876,37 @@ def _skip_bytes(stream: BinaryIO, n: int) -> None:
         n -= len(block)
 
 
+def _cpio_header(stream: BinaryIO) -> tuple[int, int, int, int, int, int, int]:
+    """(mode, uid, gid, file size, name size, header size, alignment) of the next member:
+    newc/crc (hex fields, names and data aligned to 4 bytes) or odc (octal, unaligned)."""
+    magic = _read_exact(stream, 6)
+    if magic == b"070707":
+        header = _read_exact(stream, 70)
+        def octal(at: int, width: int) -> int:
+            return _cpio_number(header[at - 6 : at - 6 + width], "01234567", 8)
+        return octal(18, 6), octal(24, 6), octal(30, 6), octal(65, 11), octal(59, 6), 76, 1
+    if magic not in (b"070701", b"070702"):
+        raise ValueError("bad cpio header magic (newc, crc and odc cpio are read)")
+    header = _read_exact(stream, 104)
+    fields = [_cpio_number(header[8 * i : 8 + 8 * i], "0123456789abcdefABCDEF", 16) for i in range(13)]
+    return fields[1], fields[2], fields[3], fields[6], fields[11], 110, 4
+
+
+def _cpio_number(field: bytes, digits: str, base: int) -> int:
+    """A fixed-width header field of digits only (``int`` would take a sign, spaces or 0x)."""
+    if not field or field.strip(digits.encode()):
+        raise ValueError(f"bad cpio header field {field!r}")
+    return int(field, base)
+
+
 def _unpack_cpio(source: Path, compression: str | None, out: _Unpacker) -> None:
     offset = 0  # in the decompressed stream, for the error message
     name = ""
     try:
         with _open_decompressed(source, compression) as stream:
             while True:
-                header = _read_exact(stream, 110)
-                if header[:6] not in (b"070701", b"070702"):
-                    raise ValueError("bad cpio header magic (only newc/crc cpio is read)")
-                fields = [int(header[6 + 8 * i : 14 + 8 * i], 16) for i in range(13)]
-                mode, uid, gid, filesize, namesize = fields[1], fields[2], fields[3], fields[6], fields[11]
-                name_padding = (-(110 + namesize)) % 4
+                mode, uid, gid, filesize, namesize, size, align = _cpio_header(stream)
+                name_padding = (-(size + namesize)) % align
                 if namesize > out.limits.max_path_bytes + 1:
                     _skip_bytes(stream, namesize + name_padding)  # never held in memory
                     raw_name = ""
@@ -885,7 +915,7 @@ def _unpack_cpio(source: Path, compression: str | None, out: _Unpacker) -> None:
                 else:
                     raw_name = _read_exact(stream, namesize)[:-1].decode("utf-8", "surrogateescape")
                     _read_exact(stream, name_padding)
-                offset += 110 + namesize + name_padding
+                offset += size + namesize + name_padding
                 if raw_name == "TRAILER!!!":
                     break
                 name = raw_name
@@ -906,8 +936,8 @@ def _unpack_cpio(source: Path, compression: str | None, out: _Unpacker) -> None:
                 except _SkipMember as skip:
                     out.skip(clean or raw_name, str(skip))
                 _skip_bytes(stream, body.left)
-                _read_exact(stream, (-filesize) % 4)
-                offset += filesize + (-filesize) % 4
+                _read_exact(stream, (-filesize) % align)
+                offset += filesize + (-filesize) % align
     except _LimitReached as limit:
         out.stop(name, str(limit))
     except (EOFError, OSError, ValueError, lzma.LZMAError, zstandard.ZstdError) as exc:

@@ -8,6 +8,8 @@ Pure functions of an opened ``Image``: nothing here executes the image's package
 
 from __future__ import annotations
 
+import base64
+import contextlib
 import json
 import re
 import shutil
@@ -67,6 +69,9 @@ class PackageDb:
     md5: dict[str, str] = field(default_factory=dict)
     conffiles: dict[str, str] = field(default_factory=dict)
     os_release: dict[str, str] = field(default_factory=dict)
+    # rpm's and apk's claimed content checksums, ``algorithm:hex`` (``sha256:…``, ``sha1:…``)
+    digests: dict[str, str] = field(default_factory=dict)
+    config: set[str] = field(default_factory=set)  # rpm %config files: admins change them (their digests are in ``digests``)
 
 
 def parse_stanzas(text: str) -> Iterator[dict[str, str]]:
@@ -135,41 +140,141 @@ def _dpkg_like(image: Image, manager: str, status_path: str, db: PackageDb, info
     return found
 
 
-def _apk(image: Image) -> list[Package]:
+def _apk(image: Image, db: PackageDb) -> list[Package]:
+    """Alpine's ``lib/apk/db/installed``: a block per package, ``F:`` a directory, ``R:`` a file
+    in it and ``Z:`` that file's checksum (``Q1`` + base64 of its SHA-1)."""
     text = image.read_text("lib/apk/db/installed", limit=64 << 20)
     if text is None:
         return []
     found = []
     for block in text.split("\n\n"):
-        fields = dict(line.split(":", 1) for line in block.splitlines() if len(line) > 2 and line[1] == ":")
+        fields: dict[str, str] = {}
+        directory = path = ""
+        for line in block.splitlines():
+            if len(line) < 2 or line[1] != ":":
+                continue
+            key, value = line[0], line[2:]
+            fields.setdefault(key, value)
+            if key == "F":
+                directory = value.strip("/")
+            elif key == "R" and "P" in fields:
+                path = image.canonical(f"{directory}/{value}" if directory else value)
+                db.owner.setdefault(path, fields["P"])
+            elif key == "Z" and path and value.startswith("Q1"):
+                with contextlib.suppress(ValueError):
+                    db.digests[path] = "sha1:" + base64.b64decode(value[2:], validate=True).hex()
         if "P" in fields:
             found.append(Package("apk", fields["P"], fields.get("V", ""), fields.get("o"), fields.get("A"), "lib/apk/db/installed"))
     return found
 
 
-def _rpm_header_tags(blob: bytes) -> dict[int, str]:
-    """Name (1000), version (1001), release (1002), epoch (1003), arch (1022) of an rpm header."""
+# rpm header tags read here, and the type of each entry (rpm's rpmTagType).
+RPM_NAME, RPM_VERSION, RPM_RELEASE, RPM_EPOCH, RPM_ARCH, RPM_SOURCERPM = 1000, 1001, 1002, 1003, 1022, 1044
+RPM_FILEDIGESTS, RPM_FILEFLAGS, RPM_DIRINDEXES, RPM_BASENAMES, RPM_DIRNAMES = 1035, 1037, 1116, 1117, 1118
+RPM_PAYLOADCOMPRESSOR, RPM_FILEDIGESTALGO = 1125, 5011
+RPM_DIGEST_ALGORITHMS = {1: "md5", 2: "sha1", 8: "sha256", 9: "sha384", 10: "sha512"}
+_RPM_INT = {2: (">b", 1), 3: (">h", 2), 4: (">i", 4), 5: (">q", 8)}
+
+
+def rpm_header(blob: bytes) -> dict[int, str | list[str] | list[int]]:
+    """The entries of an rpm header (from its entry count on: the database's blob, or a
+    package's header after its 8-byte magic): strings, string arrays and integer arrays."""
     if len(blob) < 8:
         return {}
-    count, store_size = struct.unpack(">II", blob[:8])
+    count, store_size = struct.unpack_from(">II", blob, 0)
     index_end = 8 + 16 * count
+    if count > 100_000 or index_end + store_size > len(blob):
+        return {}
     store = blob[index_end : index_end + store_size]
-    tags: dict[int, str] = {}
+    tags: dict[int, str | list[str] | list[int]] = {}
     for i in range(count):
-        tag, kind, offset, _n = struct.unpack(">IIiI", blob[8 + 16 * i : 24 + 16 * i])
-        if tag in (1000, 1001, 1002, 1022, 1044) and kind == 6:
-            end = store.find(b"\x00", offset)
-            tags[tag] = store[offset:end].decode("utf-8", "replace")
-        elif tag == 1003 and kind == 4:
-            tags[tag] = str(struct.unpack(">I", store[offset : offset + 4])[0])
+        tag, kind, offset, n = struct.unpack_from(">IIiI", blob, 8 + 16 * i)
+        if not 0 <= offset < len(store):
+            continue
+        if kind in (6, 9):
+            tags[tag] = store[offset : store.find(b"\x00", offset)].decode("utf-8", "replace")
+        elif kind == 8:
+            items, at = [], offset
+            for _ in range(min(n, len(store))):
+                end = store.find(b"\x00", at)
+                if end < 0:
+                    break
+                items.append(store[at:end].decode("utf-8", "surrogateescape"))
+                at = end + 1
+            tags[tag] = items
+        elif kind in _RPM_INT:
+            fmt, width = _RPM_INT[kind]
+            if offset + n * width <= len(store):
+                tags[tag] = [struct.unpack_from(fmt, store, offset + width * j)[0] for j in range(n)]
     return tags
 
 
-def _rpm(image: Image) -> list[Package]:
-    path = image.resolve("var/lib/rpm/rpmdb.sqlite") or image.resolve("usr/lib/sysimage/rpm/rpmdb.sqlite")
-    if path is None or image.entries[path].type != "file":
+def rpm_text(tags: dict[int, str | list[str] | list[int]], tag: int) -> str:
+    value = tags.get(tag)
+    return value if isinstance(value, str) else ""
+
+
+def rpm_version(tags: dict[int, str | list[str] | list[int]]) -> str:
+    """``[epoch:]version-release`` as rpm prints it."""
+    epoch = tags.get(RPM_EPOCH)
+    version = f"{rpm_text(tags, RPM_VERSION)}-{rpm_text(tags, RPM_RELEASE)}"
+    return f"{epoch[0]}:{version}" if isinstance(epoch, list) and epoch else version
+
+
+def rpm_digest_algorithm(tags: dict[int, str | list[str] | list[int]]) -> str:
+    """The file digests' algorithm (md5 when the header does not say, as rpm assumes)."""
+    value = tags.get(RPM_FILEDIGESTALGO)
+    number = value[0] if isinstance(value, list) and value and isinstance(value[0], int) else 1
+    return RPM_DIGEST_ALGORITHMS.get(number, "")
+
+
+def rpm_files(tags: dict[int, str | list[str] | list[int]]) -> list[tuple[str, str, bool]]:
+    """(path without the leading slash, ``algorithm:hex`` or ``""``, %config?) of each file."""
+    names, dirs, index = tags.get(RPM_BASENAMES), tags.get(RPM_DIRNAMES), tags.get(RPM_DIRINDEXES)
+    digests, flags = tags.get(RPM_FILEDIGESTS) or [], tags.get(RPM_FILEFLAGS) or []
+    algorithm = rpm_digest_algorithm(tags)
+    if not isinstance(names, list) or not isinstance(dirs, list) or not isinstance(index, list):
+        return []
+    out = []
+    for i, name in enumerate(names):
+        j = index[i] if i < len(index) else -1
+        if not isinstance(j, int) or not 0 <= j < len(dirs):
+            continue
+        digest = digests[i] if i < len(digests) and isinstance(digests[i], str) else ""
+        flag = flags[i] if i < len(flags) else 0
+        config = isinstance(flag, int) and bool(flag & 1)
+        out.append((f"{dirs[j]}{name}".strip("/"), f"{algorithm}:{digest}" if digest and algorithm else "", config))
+    return out
+
+
+_RPM_DATABASES = ("var/lib/rpm/rpmdb.sqlite", "usr/lib/sysimage/rpm/rpmdb.sqlite",  # rpm >= 4.16
+                  "var/lib/rpm/Packages", "usr/lib/sysimage/rpm/Packages")  # Berkeley DB (RHEL/CentOS 7 and 8)
+_MAX_RPMDB = 1 << 30
+
+
+def _rpm(image: Image, db: PackageDb) -> list[Package]:
+    path = next((p for p in map(image.resolve, _RPM_DATABASES) if p is not None and image.entries[p].type == "file"), None)
+    if path is None:
         return []
     found = []
+    for blob in _rpm_sqlite_headers(image, path) if path.endswith(".sqlite") else _rpm_bdb_headers(image, path):
+        tags = rpm_header(blob)
+        name = rpm_text(tags, RPM_NAME)
+        if not name:
+            continue
+        found.append(Package("rpm", name, rpm_version(tags), rpm_text(tags, RPM_SOURCERPM) or None,
+                             rpm_text(tags, RPM_ARCH) or None, path))
+        for file_path, digest, is_config in rpm_files(tags):
+            canonical = image.canonical(file_path)
+            db.owner.setdefault(canonical, name)
+            if digest:
+                db.digests[canonical] = digest
+            if is_config:
+                db.config.add(canonical)
+    return found
+
+
+def _rpm_sqlite_headers(image: Image, path: str) -> list[bytes]:
     # sqlite writes beside a database it opens (journal, WAL recovery): work on a private copy
     # of the database and its write-ahead log, never on the image.
     with tempfile.TemporaryDirectory(prefix="cranewatch-rpmdb-") as tmp:
@@ -182,18 +287,77 @@ def _rpm(image: Image) -> list[Package]:
         try:
             conn = sqlite3.connect(copy)
             try:
-                for (blob,) in conn.execute("SELECT blob FROM Packages"):
-                    tags = _rpm_header_tags(bytes(blob))
-                    if 1000 in tags:
-                        version = f"{tags.get(1001, '')}-{tags.get(1002, '')}"
-                        if tags.get(1003):
-                            version = f"{tags[1003]}:{version}"
-                        found.append(Package("rpm", tags[1000], version, tags.get(1044), tags.get(1022), path))
+                return [bytes(blob) for (blob,) in conn.execute("SELECT blob FROM Packages")]
             finally:
                 conn.close()
         except sqlite3.Error:
             return []
-    return found
+
+
+# Berkeley DB hash database, read-only, as rpm's own bdb_ro backend reads it: the meta page's
+# magic and page size, then every hash page's key/data items; a data item too big for its page
+# is a chain of overflow pages.
+_BDB_HASH_MAGIC = 0x061561
+_P_HASH_UNSORTED, _P_HASH, _P_OVERFLOW = 2, 13, 7
+_H_KEYDATA, _H_OFFPAGE = 1, 3
+
+
+def _rpm_bdb_headers(image: Image, path: str) -> list[bytes]:
+    if image.entries[path].size > _MAX_RPMDB:
+        return []
+    with image.open(path) as fh:
+        data = fh.read(_MAX_RPMDB)
+    return bdb_hash_values(data)
+
+
+def bdb_hash_values(data: bytes) -> list[bytes]:
+    """The data items of a Berkeley DB hash database (``[]`` if it is not one)."""
+    if len(data) < 512:
+        return []
+    for order in ("<", ">"):
+        if struct.unpack_from(order + "I", data, 12)[0] == _BDB_HASH_MAGIC:
+            break
+    else:
+        return []
+    page_size = struct.unpack_from(order + "I", data, 20)[0]
+    if page_size < 512 or page_size > 65536 or page_size & (page_size - 1):
+        return []
+    pages = len(data) // page_size
+    values: list[bytes] = []
+    for number in range(1, pages):
+        page = data[number * page_size : (number + 1) * page_size]
+        if page[25] not in (_P_HASH, _P_HASH_UNSORTED):
+            continue
+        entries = struct.unpack_from(order + "H", page, 20)[0]
+        offsets = [struct.unpack_from(order + "H", page, 26 + 2 * i)[0] for i in range(min(entries, (page_size - 26) // 2))]
+        for i in range(1, len(offsets), 2):  # items alternate key, data
+            start, end = offsets[i], offsets[i - 1] if i else page_size
+            if not 26 <= start < end <= page_size:
+                continue
+            kind = page[start]
+            if kind == _H_KEYDATA:
+                values.append(page[start + 1 : end])
+            elif kind == _H_OFFPAGE and end - start >= 12:
+                first, total = struct.unpack_from(order + "II", page, start + 4)
+                values.append(_bdb_overflow(data, page_size, pages, first, total, order))
+    return [v for v in values if v]
+
+
+def _bdb_overflow(data: bytes, page_size: int, pages: int, first: int, total: int, order: str) -> bytes:
+    chunks: list[bytes] = []
+    got, number, seen = 0, first, set()
+    while 0 < number < pages and number not in seen and got < total:
+        seen.add(number)
+        page = data[number * page_size : (number + 1) * page_size]
+        if page[25] != _P_OVERFLOW:
+            return b""
+        length = struct.unpack_from(order + "H", page, 22)[0]
+        chunk = page[26 : 26 + min(length, page_size - 26)]
+        chunks.append(chunk)
+        got += len(chunk)
+        number = struct.unpack_from(order + "I", page, 16)[0]
+    blob = b"".join(chunks)
+    return blob if len(blob) == total else b""
 
 
 _DIST_INFO = re.compile(r"(^|/)[^/]+\.(dist-info/METADATA|egg-info/PKG-INFO|egg-info)$")
@@ -238,8 +402,8 @@ def read_packages(image: Image) -> PackageDb:
     packages += _dpkg_like(image, "dpkg", _STATUS_FILES["dpkg"], db, "var/lib/dpkg/info")
     opkg_status = _STATUS_FILES["opkg"] if image.resolve(_STATUS_FILES["opkg"]) else _OPKG_ALT[0]
     packages += _dpkg_like(image, "opkg", opkg_status, db, opkg_status.rpartition("/")[0] + "/info")
-    packages += _apk(image)
-    packages += _rpm(image)
+    packages += _apk(image, db)
+    packages += _rpm(image, db)
     packages += _language_packages(image)
     packages.sort(key=lambda p: (p.manager, p.name, p.version, p.path))
-    return PackageDb(tuple(packages), db.owner, db.md5, db.conffiles, db.os_release)
+    return PackageDb(tuple(packages), db.owner, db.md5, db.conffiles, db.os_release, db.digests, db.config)

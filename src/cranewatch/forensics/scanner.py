@@ -69,7 +69,9 @@ class FileOutcome:
     findings: tuple[Finding, ...]
     sha256: str | None
     problem: str | None = None  # why the file could not be read (then it was not scanned)
-    trust: str = "unowned"  # genuine | differs | unverified (package-owned) | unowned
+    # genuine | differs (from the genuine package) | reference (identical to the known-good
+    # image's file, not verified by a package) | unverified (package-owned) | unowned
+    trust: str = "unowned"
 
 
 @dataclass(frozen=True)
@@ -121,7 +123,9 @@ def _scan_file(state: _PassState, entry: Entry) -> FileOutcome:
     compared = path in ctx.genuine or path in ctx.md5 or path in ctx.conffiles
     md5 = hashlib.md5(usedforsecurity=False) if (template or compared) else None
     sha = hashlib.sha256() if state.want_digest else None
-    hashers = [h for h in (md5, sha) if h is not None]
+    claim = ctx.digests.get(path)  # rpm's or apk's checksum of the file, ``algorithm:hex``
+    claimed = hashlib.new(claim.partition(":")[0]) if claim else None
+    hashers = [h for h in (md5, sha, claimed) if h is not None]
     # An empty file has nothing to read (unpacked archives do not even write one).
     fd = os.open(state.root / path, os.O_RDONLY | os.O_NOFOLLOW | getattr(os, "O_NOCTTY", 0)) if entry.size else None
     with os.fdopen(fd, "rb") if fd is not None else io.BytesIO(b"") as fh:
@@ -147,12 +151,15 @@ def _scan_file(state: _PassState, entry: Entry) -> FileOutcome:
     data = b"".join(chunks)
     digest_md5 = md5.hexdigest() if md5 is not None else None
     recorded = ctx.md5.get(path) or ctx.conffiles.get(path)
-    pristine = owner is not None and (recorded is None or recorded == digest_md5)
+    digest = f"{claimed.name}:{claimed.hexdigest()}" if claimed is not None else None
+    pristine = owner is not None and (recorded is None or recorded == digest_md5) and digest == claim
     genuine = digest_md5 is not None and (
         digest_md5 in ctx.genuine.get(path, ()) if owner is not None else digest_md5 in ctx.genuine_md5
     )
     expected = ctx.genuine_claimed.get(path) if owner is not None and not genuine else None
-    view = FileView(entry, kind, data, complete, owner, pristine, digest_md5, genuine, expected)
+    sha256 = sha.hexdigest() if sha is not None else None
+    golden = ctx.reference.get(path)
+    view = FileView(entry, kind, data, complete, owner, pristine, digest_md5, genuine, expected, digest, sha256, golden)
     findings: list[Finding] = []
     # An empty file says something only by its name (a modem tool, a remote-access program) or
     # by differing from its genuine package; a hundred thousand of them must stay cheap.
@@ -163,8 +170,9 @@ def _scan_file(state: _PassState, entry: Entry) -> FileOutcome:
         # Exactly what the distribution shipped: the finding is that the package is installed
         # at all (a review item), not evidence of tampering, so it never ranks above medium.
         findings = [replace(f, severity=min(f.severity, Severity.MEDIUM)) for f in findings]
-    trust = "genuine" if genuine else "differs" if expected is not None else "unowned" if owner is None else "unverified"
-    return FileOutcome(path, kind, tuple(findings), sha.hexdigest() if sha is not None else None, trust=trust)
+    trust = ("genuine" if genuine else "differs" if expected is not None else
+             "reference" if golden is not None and golden == sha256 else "unowned" if owner is None else "unverified")
+    return FileOutcome(path, kind, tuple(findings), sha256, trust=trust)
 
 
 def _scan_or_note(state: _PassState, entry: Entry) -> FileOutcome:
@@ -222,26 +230,32 @@ def file_pass(image: Image, ctx: ScanContext, *, workers: int, want_digest: bool
 
 
 def make_context(
-    image: Image, db: PackageDb, crane: str | None, policy: EndpointPolicy, index: GenuineIndex | None = None
+    image: Image, db: PackageDb, crane: str | None, policy: EndpointPolicy, index: GenuineIndex | None = None,
+    reference: dict[str, str] | None = None,
 ) -> ScanContext:
-    """The checks' context; with ``index``, what the genuine packages ship at each image path."""
+    """The checks' context; with ``index``, what the genuine packages ship at each image path;
+    with ``reference``, the sha256 of each file of the known-good image."""
     genuine: dict[str, set[str]] = {}
     claimed: dict[str, str] = {}
+    claimed_digests: dict[str, str] = {}
     if index is not None:
         for package in db.packages:
-            if package.manager != "dpkg":
-                continue
             for candidate in index.packages.get(package.name, ()):
+                if candidate.manager != package.manager:
+                    continue  # an rpm and a deb of the same name are not the same package
                 exact = candidate.version == package.version
                 for name, checksum in candidate.files.items():
                     path = image.canonical(name)
                     genuine.setdefault(path, set()).add(checksum)
                     if exact:
                         claimed[path] = checksum
+                        if name in candidate.digests:
+                            claimed_digests[path] = candidate.digests[name]
     return ScanContext(
         crane, image.entries, db.owner, db.md5, db.conffiles, policy,
         {path: frozenset(sums) for path, sums in genuine.items()}, claimed,
-        index.md5s() if index is not None else frozenset(),
+        index.md5s() if index is not None else frozenset(), db.digests, frozenset(db.config), claimed_digests,
+        reference or {},
     )
 
 

@@ -7,6 +7,7 @@ evidence, technique and remedy; a process finding shows the plot its check drew.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from cranewatch import __version__
@@ -14,6 +15,7 @@ from cranewatch.model import Finding, Severity
 from cranewatch.pipeline import AnalysisResult, ModbusPeer
 from cranewatch.report.html import environment
 from cranewatch.report.text import FUNCTION_NAMES
+from cranewatch.skipped import SkippedCheck
 
 MAX_HOSTS = 500
 MAX_RANGES = 40
@@ -48,10 +50,11 @@ def by_severity(findings: tuple[Finding, ...]) -> list[tuple[Severity, list[Find
     return groups
 
 
-def render(result: AnalysisResult) -> str:
-    """The page for one analysis result."""
+def render(result: AnalysisResult, skipped: Sequence[SkippedCheck] = ()) -> str:
+    """The page for one analysis result; ``skipped``: what the run could not check."""
     return environment().get_template("analysis.html.j2").render(
         r=result,
+        skipped=skipped,
         tool_version=__version__,
         hosts=result.hosts[:MAX_HOSTS],
         more_hosts=max(0, len(result.hosts) - MAX_HOSTS),

@@ -3,7 +3,8 @@
 ``build_report`` gathers a crane's facts, its life-cycle history and audit trail (dispositions,
 supersedes, re-recordings), the latest gate decision and the evidence it rests on (every run,
 superseded ones marked, with hashed inputs; the incidents the traffic findings make; every
-finding with its state; SBOM summaries) and the firewall rulesets. ``report_records`` is its JSON-lines form; ``report_digest`` a sha256 over
+finding with its state; SBOM summaries), the communication map of its traffic runs and the
+firewall rulesets. ``report_records`` is its JSON-lines form; ``report_digest`` a sha256 over
 those records that the signature block quotes, so a signed paper copy can be matched to data.
 """
 
@@ -17,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from cranewatch import __version__
+from cranewatch.commap import CommMap, communication_map
 from cranewatch.fleet import require_crane
 from cranewatch.gate import (
     GateDecision,
@@ -61,6 +63,7 @@ class CommissioningReport:
     audit: tuple[AuditEvent, ...] = ()
     dispositions: dict[str, Disposition] = field(default_factory=dict)  # finding id → latest
     incidents: tuple[Incident, ...] = ()  # the traffic findings of one cause together
+    comm_map: CommMap | None = None  # who talked to whom in the recorded traffic runs
 
     def state(self, finding: str) -> str:
         """The finding's state when the report was made (open unless a disposition says otherwise)."""
@@ -122,6 +125,7 @@ def build_report(store: Store, crane: str, *, decision: GateDecision | None = No
         audit=tuple(store.audit_events(record.name)),
         dispositions=evidence.dispositions,
         incidents=group_incidents(ordered),
+        comm_map=communication_map(store, record.name),
     )
 
 

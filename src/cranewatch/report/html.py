@@ -10,6 +10,7 @@ from typing import Any
 from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
 from markupsafe import Markup
 
+from cranewatch.commap import render_svg
 from cranewatch.gate import GateDecision
 from cranewatch.model import evidence_value, iso_time
 from cranewatch.report.commissioning import (
@@ -104,6 +105,7 @@ def render_html(report: CommissioningReport) -> str:
             for kind, heading in REASON_HEADINGS
         ] if report.decision else [],
         "digest": records[-1]["digest"],
+        "comm_svg": render_svg(report.comm_map) if report.comm_map is not None else "",
         "roles": SIGNATURE_ROLES,
     }
     return environment().get_template("commissioning.html.j2").render(**context)

@@ -1,6 +1,7 @@
 """The analysis result as JSON lines: one object per line, each with a ``type``.
 
-Types, in this order: ``input``, ``host``, ``flow-summary`` (one per protocol),
+Types, in this order: ``input``, ``skipped`` (checks the run could not do, and why:
+``skipped.SkippedCheck``), ``host``, ``flow-summary`` (one per protocol),
 ``modbus-master``, ``modbus-slave``, ``warning``, ``incident`` (``Incident.to_json()``) and
 ``finding`` (exactly ``Finding.to_json()``; both contracts in DESIGN.md). Times are ISO 8601 UTC. Each type has a JSON Schema in
 ``cranewatch/data/schemas/TYPE.schema.json`` (``schemas()``; docs/jsonl.md describes them).
@@ -9,12 +10,13 @@ Types, in this order: ``input``, ``host``, ``flow-summary`` (one per protocol),
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from importlib import resources
 from typing import Any
 
 from cranewatch.model import iso_time
 from cranewatch.pipeline import AnalysisResult, ModbusPeer
+from cranewatch.skipped import SkippedCheck
 
 
 def schemas() -> dict[str, dict[str, Any]]:
@@ -43,12 +45,14 @@ def _peer(peer: ModbusPeer) -> dict[str, Any]:
     }
 
 
-def records(result: AnalysisResult) -> Iterator[dict[str, Any]]:
+def records(result: AnalysisResult, skipped: Sequence[SkippedCheck] = ()) -> Iterator[dict[str, Any]]:
     for i in result.inputs:
         yield {"type": "input", "path": i.path, "sha256": i.sha256, "format": i.format,
                "packets": i.packets, "first_seen": iso_time(i.first_seen),
                "last_seen": iso_time(i.last_seen), "complete": i.complete,
                "events": i.events, "warnings": list(i.warnings)}
+    for check in skipped:
+        yield check.to_json()
     for segment in result.segments:
         yield segment.to_json()
     for h in result.hosts:
@@ -84,5 +88,5 @@ def json_line(record: Any) -> str:
     return json.dumps(record, separators=(",", ":"), ensure_ascii=False).translate(_LINE_BREAKS) + "\n"
 
 
-def render(result: AnalysisResult) -> str:
-    return "".join(json_line(r) for r in records(result))
+def render(result: AnalysisResult, skipped: Sequence[SkippedCheck] = ()) -> str:
+    return "".join(json_line(r) for r in records(result, skipped))

@@ -4,11 +4,13 @@ in any field escaped: ``report.terminal``)."""
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Sequence
 
 from cranewatch.incidents import Incident
 from cranewatch.model import Severity, iso_time
 from cranewatch.pipeline import AnalysisResult, ModbusPeer
 from cranewatch.report.terminal import printable_lines
+from cranewatch.skipped import SkippedCheck
 
 MAX_HOSTS = 50
 MAX_RANGES = 12
@@ -67,7 +69,8 @@ def incident_lines(incidents: tuple[Incident, ...]) -> list[str]:
     return lines
 
 
-def render(result: AnalysisResult) -> str:
+def render(result: AnalysisResult, skipped: Sequence[SkippedCheck] = ()) -> str:
+    """The text report; ``skipped``: what the run could not check (``skipped.skipped_checks``)."""
     out: list[str] = []
     add = out.append
     add("cranewatch analysis")
@@ -83,6 +86,11 @@ def render(result: AnalysisResult) -> str:
     if result.profile or result.baseline:
         add(f"  profile {result.profile or '-'}  baseline {result.baseline or '-'}")
     add("")
+    if skipped:
+        add(f"Not checked ({len(skipped)})")
+        for check in skipped:
+            add(f"  {check}")
+        add("")
     if len(result.segments) > 1 or any(len(s.files) > 1 for s in result.segments):
         add(f"Segments ({len(result.segments)}: compared within, never across)")
         for segment in result.segments:

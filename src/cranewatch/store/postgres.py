@@ -18,7 +18,14 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from cranewatch.errors import CranewatchError, EnvironmentProblem, InputError, Location, UsageError
+from cranewatch.errors import (
+    CranewatchError,
+    EnvironmentProblem,
+    InputError,
+    Location,
+    StoreUnreachable,
+    UsageError,
+)
 from cranewatch.store.dialect import Connection, pyformat, redact_url, url_password
 from cranewatch.store.sqlite import MissingStore, Store
 
@@ -172,7 +179,7 @@ def store_error(exc: Exception, url: str) -> CranewatchError | None:
     if state in _ENVIRONMENT_STATES:
         return EnvironmentProblem(f"{_ENVIRONMENT_STATES[state]} ({text})", where)
     if state.startswith("08") or isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError):
-        return EnvironmentProblem(f"cannot reach the PostgreSQL store: {text}", where)
+        return StoreUnreachable(f"cannot reach the PostgreSQL store: {text}", where)
     if (isinstance(exc, psycopg.ProgrammingError) and "invalid connection option" in text) or \
             "invalid dsn" in text.lower() or "missing \"=\"" in text:
         return UsageError(f"not a usable PostgreSQL URL: {text}", where)

@@ -220,6 +220,78 @@ MIGRATIONS: tuple[Migration, ...] = (
             "CREATE INDEX run_incidents_incident ON run_incidents(crane, incident_id)",
         ),
     ),
+    # The console's data (cranewatch.store.console): where each input was on disk when recorded
+    # (an evidence pcap is cut from it), a finding's state and source kept on its row (set with
+    # every disposition, so tens of thousands filter and sort by index), the hosts and
+    # conversations each traffic run saw, and the latest heartbeat of each monitoring sensor.
+    Migration(
+        "0008_console_data",
+        (
+            "ALTER TABLE run_inputs ADD COLUMN location TEXT",
+            "ALTER TABLE findings ADD COLUMN state TEXT NOT NULL DEFAULT 'open'",
+            "ALTER TABLE findings ADD COLUMN state_until REAL",
+            "ALTER TABLE findings ADD COLUMN source TEXT NOT NULL DEFAULT 'traffic'",
+            # what the console's text search reads: title, rule, category, id, src, dst in lower case
+            "ALTER TABLE findings ADD COLUMN search TEXT NOT NULL DEFAULT ''",
+            "UPDATE findings SET search=lower(title || '\n' || rule || '\n' || category || '\n' || id || '\n'"
+            " || coalesce(src, '') || '\n' || coalesce(dst, ''))",
+            """UPDATE findings SET
+                state=coalesce((SELECT d.state FROM finding_dispositions d WHERE d.crane=findings.crane
+                                AND d.finding_id=findings.id ORDER BY d.seq DESC LIMIT 1), 'open'),
+                state_until=(SELECT d.until FROM finding_dispositions d WHERE d.crane=findings.crane
+                             AND d.finding_id=findings.id ORDER BY d.seq DESC LIMIT 1)""",
+            """UPDATE findings SET source=CASE
+                WHEN EXISTS (SELECT 1 FROM run_findings l JOIN runs r ON r.id=l.run_id WHERE l.crane=findings.crane
+                             AND l.finding_id=findings.id AND r.kind='scan-image') THEN 'image'
+                WHEN EXISTS (SELECT 1 FROM run_findings l JOIN runs r ON r.id=l.run_id WHERE l.crane=findings.crane
+                             AND l.finding_id=findings.id AND r.component LIKE 'monitor:%') THEN 'monitor'
+                WHEN rule LIKE 'process-%' THEN 'process'
+                ELSE 'traffic' END""",
+            # covering what the console filters and sorts by: a page and its total are read from
+            # the index, never from the rows with their evidence (text and host search scan rows)
+            "CREATE INDEX findings_console ON findings(crane, last_seen, id, severity, category, state,"
+            " state_until, source, rule)",
+            """CREATE TABLE run_hosts (
+                run_id INTEGER NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
+                crane TEXT NOT NULL,
+                mac TEXT,
+                ip TEXT,
+                first_seen REAL,
+                last_seen REAL,
+                packets INTEGER NOT NULL,
+                bytes INTEGER NOT NULL
+            )""",
+            "CREATE INDEX run_hosts_crane ON run_hosts(crane, run_id)",
+            """CREATE TABLE run_conversations (
+                run_id INTEGER NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
+                crane TEXT NOT NULL,
+                client TEXT NOT NULL,
+                server TEXT NOT NULL,
+                transport TEXT NOT NULL,
+                server_port INTEGER NOT NULL,
+                protocol TEXT NOT NULL,
+                flows INTEGER NOT NULL,
+                packets INTEGER NOT NULL,
+                bytes INTEGER NOT NULL,
+                first_seen REAL,
+                last_seen REAL
+            )""",
+            "CREATE INDEX run_conversations_crane ON run_conversations(crane, run_id)",
+            """CREATE TABLE monitor_heartbeats (
+                crane TEXT NOT NULL,
+                sensor TEXT NOT NULL,
+                at REAL NOT NULL,
+                started_at REAL NOT NULL,
+                last_packet REAL,
+                packets INTEGER NOT NULL,
+                findings_24h INTEGER NOT NULL,
+                every REAL NOT NULL,
+                stopped INTEGER NOT NULL DEFAULT 0,
+                beats INTEGER NOT NULL DEFAULT 1,
+                PRIMARY KEY (crane, sensor)
+            )""",
+        ),
+    ),
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -16,6 +16,7 @@ import hashlib
 import json
 import os
 import sqlite3
+import sys
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -33,6 +34,7 @@ from cranewatch.errors import (
 )
 from cranewatch.incidents import Incident
 from cranewatch.model import Finding, iso_time
+from cranewatch.store.console import ConsoleQueries
 from cranewatch.store.dialect import Connection, Row, is_postgres_url, redact_url, statements_for
 from cranewatch.store.records import (
     COUNTING_STATES,
@@ -169,7 +171,7 @@ def _translated(path: Path) -> Iterator[None]:
         raise EnvironmentProblem(f"cannot use the store: {exc.strerror or exc}", Location(file=str(path))) from exc
 
 
-class Store:
+class Store(ConsoleQueries):
     """A cranewatch database. Use ``open_store(path)``; close with ``close()`` or ``with``.
 
     ``readonly`` opens an existing database with SQLite ``mode=ro`` (it can never write);
@@ -488,7 +490,7 @@ class Store:
             run_id = int(cur.fetchone()[0])
             db.executemany(
                 _PUT_INPUT,
-                [(run_id, i.path, i.sha256, i.size) for i in hashed],
+                [(run_id, i.path, i.sha256, i.size, input_location(i.path)) for i in hashed],
             )
         return run_id
 
@@ -536,7 +538,8 @@ class Store:
             if inputs is not None or options is not None:
                 run = self._restate_run(db, run, inputs, options)
             kept = self._replaced_run(db, run, now)
-            db.executemany(_UPSERT_FINDING, [_finding_row(crane, f) for f in items])
+            source = finding_source(run["kind"], run["component"])
+            db.executemany(_UPSERT_FINDING, [_finding_row(crane, f, source) for f in items])
             db.executemany(
                 "INSERT INTO run_findings(run_id, crane, finding_id, count) VALUES (?, ?, ?, ?)"
                 " ON CONFLICT(run_id, finding_id) DO UPDATE SET crane=excluded.crane, count=excluded.count",
@@ -564,7 +567,7 @@ class Store:
         if inputs is not None:
             db.execute("DELETE FROM run_inputs WHERE run_id=?", (run["id"],))
             db.executemany(_PUT_INPUT,
-                           [(run["id"], i.path, i.sha256, i.size) for i in inputs])
+                           [(run["id"], i.path, i.sha256, i.size, input_location(i.path)) for i in inputs])
         opts = json.loads(run["options"]) if options is None else dict(options)
         stated = [RunInput(r["path"], r["sha256"], r["size"])
                   for r in db.execute("SELECT * FROM run_inputs WHERE run_id=?", (run["id"],))]
@@ -918,9 +921,9 @@ def _incident_row(crane: str, n: Incident) -> dict[str, Any]:
 
 _UPSERT_FINDING = """
 INSERT INTO findings(crane, id, rule, category, severity, title, first_seen, last_seen, count,
-                     src, dst, technique, evidence, remedy)
+                     src, dst, technique, evidence, remedy, source, search)
 VALUES (:crane, :id, :rule, :category, :severity, :title, :first_seen, :last_seen, :count,
-        :src, :dst, :technique, :evidence, :remedy)
+        :src, :dst, :technique, :evidence, :remedy, :source, :search)
 ON CONFLICT(crane, id) DO UPDATE SET
     rule=excluded.rule, category=excluded.category, severity=excluded.severity,
     title=excluded.title,
@@ -929,23 +932,44 @@ ON CONFLICT(crane, id) DO UPDATE SET
     last_seen=CASE WHEN excluded.last_seen > findings.last_seen THEN excluded.last_seen
                    ELSE coalesce(findings.last_seen, excluded.last_seen) END,
     count=excluded.count, src=excluded.src, dst=excluded.dst, technique=excluded.technique,
-    evidence=excluded.evidence, remedy=excluded.remedy
+    evidence=excluded.evidence, remedy=excluded.remedy, source=excluded.source, search=excluded.search
 """
 
-_PUT_INPUT = ("INSERT INTO run_inputs(run_id, path, sha256, size) VALUES (?, ?, ?, ?)"
-              " ON CONFLICT(run_id, path) DO UPDATE SET sha256=excluded.sha256, size=excluded.size")
+_PUT_INPUT = ("INSERT INTO run_inputs(run_id, path, sha256, size, location) VALUES (?, ?, ?, ?, ?)"
+              " ON CONFLICT(run_id, path) DO UPDATE SET sha256=excluded.sha256, size=excluded.size,"
+              " location=excluded.location")
 
 
 def run_fingerprint(kind: str, component: str | None, inputs: Sequence[RunInput],
                     options: dict[str, Any]) -> str | None:
     """sha256 over what makes a run's result: kind, component, the inputs' digests (not their
-    paths: a copy is the same input) and the options. None for a run with no inputs (a live
-    monitoring checkpoint): there is nothing to recognise it by."""
-    if not inputs:
+    paths: a copy is the same input) and the options. None for a run with no inputs and no
+    ``checkpoint`` option: there is nothing to recognise it by. A live monitoring checkpoint
+    names itself (``{"checkpoint": "SESSION:N"}``), so recording it again (a replayed spool)
+    replaces it instead of adding a run."""
+    if not inputs and not options.get("checkpoint"):
         return None
     text = json.dumps([kind, (component or "").lower(), sorted(i.sha256 for i in inputs), options],
                       sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()
+
+
+def input_location(path: str) -> str | None:
+    """Where an input file is, absolute, as it is recorded (an evidence pcap is cut from it
+    later, from whatever directory); None when it is not a file here (e.g. a live interface)."""
+    p = Path(path)
+    return str(p.resolve()) if p.is_file() else None
+
+
+def finding_source(kind: str, component: str | None) -> str:
+    """Where a run's findings come from, as the console filters them: ``image`` (scan-image),
+    ``monitor`` (a monitoring checkpoint), else ``traffic`` (``_finding_row`` makes a process
+    check's ``process``)."""
+    if kind == "scan-image":
+        return "image"
+    if component is not None and component.startswith("monitor:"):
+        return "monitor"
+    return "traffic"
 
 
 def _audit(db: Connection, crane: str, at: float, who: str, action: str, subject: str, why: str,
@@ -965,6 +989,8 @@ def _dispose(db: Connection, crane: str, finding: str, state: str, at: float, wh
         (crane, finding, state, at, who, why, until, evidence_run),
     )
     seq = int(cur.fetchone()[0])
+    # the state kept on the finding's row, so the console filters tens of thousands by index
+    db.execute("UPDATE findings SET state=?, state_until=? WHERE crane=? AND id=?", (state, until, crane, finding))
     detail: dict[str, Any] = {"state": state}
     if until is not None:
         detail["until"] = iso_time(until)
@@ -994,7 +1020,7 @@ def _run_from_row(r: Row, inputs: Sequence[RunInput]) -> Run:
                r["superseded_reason"])
 
 
-def _finding_row(crane: str, f: Finding) -> dict[str, Any]:
+def _finding_row(crane: str, f: Finding, source: str) -> dict[str, Any]:
     obj = f.to_json()
     return {
         "crane": crane,  # the run says whose finding it is (a detector may leave crane unset)
@@ -1011,6 +1037,8 @@ def _finding_row(crane: str, f: Finding) -> dict[str, Any]:
         "technique": json.dumps(obj["technique"]),
         "evidence": json.dumps(obj["evidence"], sort_keys=True),
         "remedy": f.remedy,
+        "source": source if source != "traffic" or not f.rule.startswith("process-") else "process",
+        "search": "\n".join((f.title, f.rule, f.category, f.id, f.src or "", f.dst or "")).lower(),
     }
 
 
@@ -1074,4 +1102,14 @@ def open_store(path: str | Path | None = None, *, readonly: bool = False, create
     store for reading only (SQLite ``mode=ro``, a PostgreSQL read-only session); it and
     ``create=False`` raise ``MissingStore`` where no store exists, creating nothing.
     """
-    return Store(default_store() if path is None else path, readonly=readonly, create=create)
+    target = default_store() if path is None else path
+    if is_postgres_url(target):
+        # runs spooled while this central store was away are recorded at the next contact
+        from cranewatch.store.spool import replay_pending
+
+        replay_pending(str(target), say=_say)
+    return Store(target, readonly=readonly, create=create)
+
+
+def _say(text: str) -> None:
+    print(f"cranewatch: {text}", file=sys.stderr)

@@ -70,6 +70,9 @@ class FileView:
     # ships at this path (``genuine``). The image's word alone never sets it.
     distribution: bool = False
     genuine_md5: str | None = None  # the genuine package's content here, when this file differs from it
+    digest: str | None = None  # ``algorithm:hex`` of the content, when rpm or apk claims one for it
+    sha256: str | None = None  # of the whole content, when a reference image is compared
+    reference_sha256: str | None = None  # the reference image's file at this path, when it has one
 
     @property
     def path(self) -> str:
@@ -177,6 +180,12 @@ class ScanContext:
     genuine: dict[str, frozenset[str]] = field(default_factory=dict)  # path -> contents its owner's genuine packages ship
     genuine_claimed: dict[str, str] = field(default_factory=dict)  # path -> content of the genuine package at the claimed version
     genuine_md5: frozenset[str] = frozenset()  # every genuine content (unowned copies of templates)
+    # rpm's and apk's claims (``algorithm:hex``), rpm's %config files, and the genuine package's
+    # content at the claimed version in the same form
+    digests: dict[str, str] = field(default_factory=dict)
+    config: frozenset[str] = frozenset()
+    genuine_digests: dict[str, str] = field(default_factory=dict)
+    reference: dict[str, str] = field(default_factory=dict)  # path -> sha256 in the known-good image (--reference)
 
     @cached_property
     def enabled_units(self) -> frozenset[str]:

@@ -12,9 +12,10 @@ from collections.abc import Iterator
 
 from cranewatch.forensics.checks.base import ScanContext
 from cranewatch.forensics.image import Image
+from cranewatch.forensics.packages import Package
 from cranewatch.model import Finding
 
-__all__ = ["check_windows", "is_windows"]
+__all__ = ["check_windows", "is_windows", "windows_programs"]
 
 CONFIG_DIR = "windows/system32/config"
 
@@ -37,3 +38,12 @@ def check_windows(image: Image, ctx: ScanContext) -> Iterator[Finding]:
         )
         return
     yield from run(image, ctx)
+
+
+def windows_programs(image: Image) -> tuple[Package, ...]:
+    """The installed programs of a Windows tree's Uninstall keys (none without the registry reader)."""
+    try:
+        from cranewatch.forensics.windows.installed import installed_programs
+    except ImportError:
+        return ()  # check_windows says why the registry is not read
+    return installed_programs(image)

@@ -26,7 +26,8 @@ _TECH = ("T0889", "T1053.005")
 _SCRIPT_HOSTS = ("powershell.exe", "pwsh.exe", "cmd.exe", "wscript.exe", "cscript.exe", "mshta.exe", "rundll32.exe", "regsvr32.exe")
 
 
-def check(win: WindowsTree) -> Iterator[Finding]:
+def exec_actions(win: WindowsTree) -> Iterator[tuple[str, str, str, str]]:
+    """(task file, task name, command, arguments) of every Exec action of every task."""
     folder = win.find("Windows/System32/Tasks")
     if folder is None:
         return
@@ -38,21 +39,23 @@ def check(win: WindowsTree) -> Iterator[Finding]:
             if local(element.tag) != "Exec":
                 continue
             fields = {local(child.tag): (child.text or "").strip() for child in element}
-            command = fields.get("Command", "")
-            arguments = fields.get("Arguments", "")
-            if command:
-                finding = _judge(win, path, folder, command, arguments)
-                if finding is not None:
-                    yield finding
+            if fields.get("Command"):
+                yield path, path[len(folder) + 1:], fields["Command"], fields.get("Arguments", "")
 
 
-def _judge(win: WindowsTree, path: str, folder: str, command: str, arguments: str) -> Finding | None:
+def check(win: WindowsTree) -> Iterator[Finding]:
+    for path, name, command, arguments in exec_actions(win):
+        finding = _judge(win, path, name, command, arguments)
+        if finding is not None:
+            yield finding
+
+
+def _judge(win: WindowsTree, path: str, name: str, command: str, arguments: str) -> Finding | None:
     line = f"{command} {arguments}".strip()
     program = program_of(command)
     place = place_of(program)
     argument_place = "user-writable" if any(place_of(p) == "user-writable" for p in paths_in(arguments)) else "system"
     cradle = cradle_in(line)
-    name = path[len(folder) + 1:]
     if cradle is not None:
         severity, why = Severity.CRITICAL, cradle
     elif place == "user-writable":
