@@ -32,6 +32,10 @@ def example_event(example: dict[str, Any]) -> Any:
         classes = (example["class"],) if "class" in example else (0x8E,)
         return CipRequest(**BASE, dport=44818, service=example["service"], classes=classes,
                           operation=operation_of(example["service"], classes))
+    if example["protocol"] == "dnp3":
+        from cranewatch.protocols.dnp3 import Dnp3Request
+        return Dnp3Request(**BASE, dport=20000, link_src=1, link_dst=10, app_control=0xC0,
+                           function=example["function"])
     return None
 
 
