@@ -24,6 +24,14 @@ Link-layer frames go to their protocol's decoder a batch's at once; UDP datagram
 reassembled from IPv4 fragments go to their flow's decoder. Events are given to sinks in
 capture order within each batch.
 
+State is bounded whatever the capture: flows end when idle, closed (FIN/RST) or beyond the flow
+table's cap (``flows.FlowTable``); a TCP hole is given up after a few seconds of capture time or
+when its stream holds its byte bound (``flows.Stream``), out-of-order bytes of all streams
+together are capped (``MAX_HELD_BYTES``); the host table, the per-protocol tallies and the
+protocols' own summaries stop at their bounds (``MAX_HOSTS``, ``MAX_PROTOCOL_NAMES``) with a
+"limit" warning and counts in ``events``. What a protocol folds for ``on_series`` is kept until
+it is handed out (``take_series``: at the end, or by ``monitor`` as it goes).
+
 Several captures are cut into segments where they do not join (``segments``): after the
 read, the file boundaries are judged by the files' headers and silences and by the register
 series as they are handed out; sinks with ``on_segments`` then learn the segments before

@@ -103,7 +103,13 @@ class ReportsProblems:
         raise NotImplementedError
 
     def report(self, problem: DecodeError) -> None:
-        """Note a problem met in this flow's bytes (the pipeline warns with its location)."""
+        """Note a problem met in this flow's bytes (the pipeline warns with its location).
+
+        A problem is a record, never raised again: its traceback is dropped, since its frames
+        (up to the pipeline's, which hold the whole batch) would outlive the call in a
+        reference cycle with the frame that reads the problem.
+        """
+        problem.__traceback__ = None
         problems = self.__dict__.get("problems")
         if problems is None:
             problems = self.problems = []
