@@ -247,3 +247,30 @@ def test_zeek_dnp3_log_record() -> None:
     assert isinstance(response, Dnp3Response) and response.iin == 0x8000 and response.src == "192.0.2.10"
     (fact,) = adapt.facts_from_event(request)
     assert isinstance(fact, PlcCommand) and fact.operation == "dnp3-cold-restart"
+
+
+def test_fuzzed_frames_give_events_or_problems_never_an_exception() -> None:
+    """Bounded fuzzing (Hypothesis, fixed examples): damaged copies of real frames and random
+    bytes, over TCP (split anywhere) and UDP; every problem carries the frame."""
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    seeds = [DIRECT_OPERATE, RESPONSE, link_frame(0xC4, 10, 1, b"\xc0\xc0\x0d"),
+             link_frame(0xC4, 10, 1, bytes([0xC0, 0xC0, 2, 80, 1, 0, 7, 7, 0]))]
+
+    @settings(max_examples=300, deadline=None, derandomize=True)
+    @given(st.sampled_from(seeds), st.lists(st.tuples(st.integers(0, 200), st.integers(0, 255)),
+                                            max_size=4),
+           st.binary(max_size=40), st.integers(1, 60), st.sampled_from(["tcp", "udp"]))
+    def check(seed: bytes, flips: list[tuple[int, int]], noise: bytes, cut: int, transport: str) -> None:
+        data = bytearray(seed + noise + seed)
+        for pos, value in flips:
+            data[pos % len(data)] = value
+        d = Dnp3Decoder(FlowContext("192.0.2.1", 40000, "192.0.2.10", 20000, transport, "f.pcap"))
+        for i, start in enumerate(range(0, len(data), cut)):
+            for event in d.feed(True, bytes(data[start:start + cut]), 1.0, i + 1):
+                assert isinstance(event, Event)
+        for problem in getattr(d, "problems", []):
+            assert problem.location is not None and problem.location.frame is not None
+
+    check()
