@@ -14,7 +14,8 @@ from pathlib import Path
 import numpy as np
 
 from cranewatch.decode import decode_batch, ip_text, mac_text
-from cranewatch.protocols.profinet import ETHERTYPE_PROFINET, _probe_pnio_cm
+from cranewatch.protocols.base import Event
+from cranewatch.protocols.profinet import ETHERTYPE_PROFINET, ProfinetDecoder, _probe_pnio_cm
 from cranewatch.sources.pcap import open_capture
 
 
@@ -92,3 +93,23 @@ def write_pcap(path: Path, frames: list[bytes], start: float = 1_700_000_000.0) 
         out.append(frame)
     path.write_bytes(b"".join(out))
     return path
+
+
+def fold_capture_by_batches(path: Path, decoder: ProfinetDecoder, max_packets: int = 65536) -> list[Event]:
+    """The batch path as a pipeline would drive it: per batch, ``fold_cyclic`` over the
+    0x8892 rows, then ``feed`` for the rows it did not take. Returns the acyclic events."""
+    events: list[Event] = []
+    with open_capture(path) as reader:
+        for batch in reader.batches(max_packets=max_packets):
+            decoded = decode_batch(batch)
+            rows = np.flatnonzero((decoded.ethertype == ETHERTYPE_PROFINET) & (decoded.l3_off >= 0))
+            starts = decoded.l3_off[rows]
+            ends = batch.offset[rows] + batch.caplen[rows]
+            taken = decoder.fold_cyclic(batch.buf, starts, ends, decoded.eth_src[rows],
+                                        decoded.eth_dst[rows], batch.ts[rows], batch.frame[rows])
+            for row, start, end in zip(rows[~taken].tolist(), starts[~taken].tolist(),
+                                       ends[~taken].tolist(), strict=True):
+                events += decoder.feed(batch.buf[start:end], mac_text(decoded.eth_src[row]),
+                                       mac_text(decoded.eth_dst[row]), float(batch.ts[row]),
+                                       int(batch.frame[row]))
+    return events

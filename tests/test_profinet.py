@@ -17,6 +17,7 @@ from datetime import timedelta
 from itertools import pairwise
 from pathlib import Path
 
+import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -35,13 +36,20 @@ from cranewatch.protocols.profinet import (
     RtCyclicFrame,
     RtOtherFrame,
     decode_frame,
+    decode_frames,
     decode_pnio_cm,
     detect_dcp_changes,
     device_inventory,
     reset_mode,
     rt_class,
 )
-from profinet_capture import pnio_cm_datagrams, profinet_frames, tshark_fields, write_pcap
+from profinet_capture import (
+    fold_capture_by_batches,
+    pnio_cm_datagrams,
+    profinet_frames,
+    tshark_fields,
+    write_pcap,
+)
 
 PN_PROTOCOLS = {"pn_rt", "pn_dcp", "pn_ptcp", "pn_io", "pn_io_device", "pn_io_controller"}
 L2_FILTER = "eth.type == 0x8892 || vlan.etype == 0x8892"
@@ -436,7 +444,7 @@ def test_rogue_set_name_is_plc_control_with_old_and_new_values() -> None:
         "plc-control", "profinet-dcp-set", Severity.HIGH)
     assert (finding.src, finding.dst, finding.count) == (ROGUE, "10.20.7.9", 1)
     (evidence,) = finding.evidence
-    assert evidence.frames == (2, 3)
+    assert (evidence.source, evidence.frames) == ("hand.pcap", (2, 3))
     assert evidence.values["old_station_name"] == "drive-01a"
     assert evidence.values["new_station_name"] == "hoist-drive-1"
     assert evidence.values["device_answer"] == "set not possible (in operation)"
@@ -446,6 +454,8 @@ def test_rogue_set_name_is_plc_control_with_old_and_new_values() -> None:
 def test_rogue_factory_reset_is_critical() -> None:
     events = _decode_all([(FACTORY_RESET, ROGUE, DRIVE)])
     (finding,) = detect_dcp_changes(events, {EWS})
+    assert finding.title == f"PROFINET DCP reset to factory settings of {DRIVE} from {ROGUE}"
+    assert (finding.src, finding.dst) == (ROGUE, DRIVE)  # no IP known for either
     assert (finding.rule, finding.severity) == ("profinet-dcp-reset", Severity.CRITICAL)
     assert finding.evidence[0].values["reset"] == "communication parameters"
     assert "T0816" in finding.technique
@@ -565,3 +575,82 @@ def test_pnio_cm_garbage_never_raises(body: bytes, length: int) -> None:
     (event,) = events
     assert (event.interface, event.operation) == ("device", "connect")  # type: ignore[attr-defined]
     assert all(0 <= p.offset <= len(datagram) and p.frame == 5 for p in problems)
+
+
+def test_decode_frames_keeps_one_result_per_body_in_order() -> None:
+    cyclic = bytes.fromhex("c000") + bytes(40) + bytes.fromhex("0020" "35" "00")
+    decoder = ProfinetDecoder("batch.pcap")
+    results = decode_frames([SET_IP, cyclic, b"\xfe", IDENTIFY_RESPONSE], [ROGUE, DRIVE, ROGUE, DRIVE],
+                            [DRIVE, EWS, DRIVE, EWS], [1.0, 2.0, 3.0, 4.0], [11, 12, 13, 14],
+                            decoder=decoder)
+    assert [type(event).__name__ for event, _ in results] == [
+        "DcpRequest", "NoneType", "NoneType", "DcpResponse"]
+    assert [[p.frame for p in problems] for _, problems in results] == [[], [], [13], []]
+    assert [s.frames for s in decoder.cyclic_summaries()] == [1]
+
+
+@pytest.mark.parametrize("max_packets", [7, 65536])
+def test_batch_path_gives_the_per_frame_result(shared_data: Path, max_packets: int) -> None:
+    """The vectorised fold (small batches: streams continue across batch boundaries) and the
+    per-frame path give the same streams and the same acyclic events."""
+    path = shared_data / "pcaps/icsnpp-profinet-io-cm/testing/traces/profinet_io_cm_mixed_1.pcap"
+    per_frame = ProfinetDecoder(str(path))
+    events = [e for item in profinet_frames(path)
+              for e in per_frame.feed(item.payload, item.src, item.dst, item.ts, item.frame)]
+    batched = ProfinetDecoder(str(path))
+    assert fold_capture_by_batches(path, batched, max_packets) == events
+    assert batched.cyclic_summaries() == per_frame.cyclic_summaries()
+    assert sum(s.frames for s in batched.cyclic_summaries()) == 102  # tshark -Y pn_rt.cycle_counter
+
+
+def _cyclic_frame(frame_id: int, counter: int, status: int, transfer: int) -> bytes:
+    return frame_id.to_bytes(2, "big") + bytes(40) + counter.to_bytes(2, "big") + bytes([status, transfer])
+
+
+@settings(max_examples=60, deadline=timedelta(seconds=2))
+@given(st.lists(st.tuples(st.sampled_from([0xC000, 0xC001, 0x8001]), st.sampled_from([0, 1]),
+                          st.sampled_from([0, 32, 32, 32, 64, 96, 65504]),
+                          st.sampled_from([0x35, 0x35, 0x25, 0x15]), st.sampled_from([0, 0, 1])),
+                min_size=1, max_size=120),
+       st.lists(st.integers(1, 40), min_size=1, max_size=10))
+def test_batch_fold_equals_per_frame_fold(steps: list[tuple[int, int, int, int, int]],
+                                          cuts: list[int]) -> None:
+    macs = [(0x020000000001, "02:00:00:00:00:01"), (0x0200000000D1, "02:00:00:00:00:d1")]
+    counters: dict[tuple[int, int], int] = {}
+    rows = []
+    for frame, (frame_id, sender, step, status, transfer) in enumerate(steps, start=1):
+        counter = counters[(frame_id, sender)] = (counters.get((frame_id, sender), 0) + step) & 0xFFFF
+        rows.append((_cyclic_frame(frame_id, counter, status, transfer), sender, frame))
+    per_frame = ProfinetDecoder()
+    for payload, sender, frame in rows:
+        assert per_frame.feed(payload, macs[sender][1], macs[1 - sender][1], frame / 1000, frame) == []
+    batched = ProfinetDecoder()
+    position = 0
+    for cut in [*cuts, len(rows)]:
+        chunk = rows[position:position + cut]
+        position += len(chunk)
+        if not chunk:
+            continue
+        buf = b"".join(payload for payload, _, _ in chunk)
+        lengths = np.array([len(payload) for payload, _, _ in chunk])
+        ends = np.cumsum(lengths)
+        taken = batched.fold_cyclic(
+            buf, ends - lengths, ends, np.array([macs[s][0] for _, s, _ in chunk], dtype=np.uint64),
+            np.array([macs[1 - s][0] for _, s, _ in chunk], dtype=np.uint64),
+            np.array([f / 1000 for _, _, f in chunk]), np.array([f for _, _, f in chunk]))
+        assert taken.all()
+    assert sorted(batched.cyclic_summaries(), key=str) == sorted(per_frame.cyclic_summaries(), key=str)
+
+
+def test_findings_follow_the_finding_schema() -> None:
+    import jsonschema
+
+    from cranewatch.report.jsonl import schemas
+
+    schema = schemas()["finding"]
+    events = _decode_all([(IDENTIFY_RESPONSE, DRIVE, EWS), (SET_IP, ROGUE, DRIVE),
+                          (FACTORY_RESET, ROGUE, DRIVE)])
+    findings = detect_dcp_changes(events, {EWS}, crane="STS-07")
+    assert sorted(f.rule for f in findings) == ["profinet-dcp-reset", "profinet-dcp-set"]
+    for finding in findings:
+        jsonschema.validate(finding.to_json(), schema)
