@@ -8,11 +8,28 @@ import os
 import shutil
 import signal
 import subprocess
+import textwrap
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+# A pymodbus TCP server on port 502 of the address given (argv[1]): 16 coils, inputs and registers
+MODBUS_SERVER = textwrap.dedent("""
+    import asyncio, logging, sys
+    from pymodbus.server import ModbusTcpServer
+    from pymodbus.simulator import DataType, SimData, SimDevice
+    logging.getLogger("pymodbus").setLevel(logging.CRITICAL)
+    def bits(n): return [SimData(0, values=[False] * n, datatype=DataType.BITS)]
+    def regs(n): return [SimData(0, count=n, values=0, datatype=DataType.REGISTERS)]
+    device = SimDevice(id=1, simdata=(bits(16), bits(16), regs(16), regs(16)),
+                       use_bit_addressing=True)
+    async def serve():
+        server = ModbusTcpServer(device, address=(sys.argv[1], 502))
+        await server.serve_forever()
+    asyncio.run(serve())
+""")
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import os
 import shutil
+import stat
 import struct
 import subprocess
 import zlib
@@ -679,3 +680,239 @@ def test_partitions_mounted_by_fstab_are_scanned_where_the_system_sees_them(tmp_
                                    "byte 36700160, p3 ext (mounted at /home) at byte 61865984, p4 ext (mounted at /var) at "
                                    "byte 87031808")
     assert {f.id for f in on_disk.findings} == {f.id for f in on_dir.findings}  # the same system, the same ids
+
+
+# --- btrfs (btrfs restore), LUKS and BitLocker ------------------------------------------------------
+
+
+def _btrfs(tree: Path, out: Path, size_mib: int) -> Path:
+    subprocess.run(["truncate", "-s", f"{size_mib}M", str(out)], check=True)
+    subprocess.run([_which("mkfs.btrfs"), "-q", "--rootdir", str(tree), str(out)], check=True,
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return out
+
+
+def test_btrfs_root_partition_in_a_gpt_disk(tmp_path: Path, planted_tree: Path, dir_result: ScanResult) -> None:
+    tree = tmp_path / "tree"
+    shutil.copytree(planted_tree, tree, symlinks=True)
+    os.symlink("/etc/shadow", tree / "etc/outside")  # a link out of the image: never followed nor restored
+    fs = _btrfs(tree, tmp_path / "root.btrfs", 120)
+    disk = _disk(tmp_path / "bt.raw", "gpt", [(fs, 120, LINUX)])
+    result = scan_image(disk, workers=1)
+    assert _keys(result, strip="p1:/") == _keys(dir_result)
+    assert any("p1 btrfs (root)" in w for w in result.warnings)
+    assert any("symbolic link(s) of the btrfs filesystem not restored" in w for w in result.warnings)
+
+
+def test_btrfs_beyond_the_file_count_limit_is_refused_before_restoring(tmp_path: Path, planted_tree: Path,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    fs = _btrfs(planted_tree, tmp_path / "root.btrfs", 120)
+    root = _ext4(planted_tree, tmp_path / "root.img", 24)
+    disk = _disk(tmp_path / "bt.raw", "gpt", [(fs, 120, LINUX), (root, 24, LINUX)])
+    ran: list[str] = []
+    real = subprocess.run
+
+    def spy(argv, *args, **kwargs):  # type: ignore[no-untyped-def]
+        ran.append(" ".join(map(str, argv[:2])))
+        return real(argv, *args, **kwargs)
+
+    monkeypatch.setattr(subprocess, "run", spy)
+    count = sum(1 for _ in planted_tree.rglob("*")) + 1  # every inode with the root directory
+    result = scan_image(disk, workers=1, limits=Limits(max_files=count - 1))
+    assert not any(cmd.endswith("btrfs restore") for cmd in ran)
+    refused = [w for w in result.warnings if w.startswith("p1 (GPT Linux filesystem")]
+    # dump-tree's count holds the tree's own directory inodes too: at least the tree's members
+    assert len(refused) == 1 and "inodes in the btrfs filesystem: beyond the file-count limit" in refused[0], refused
+    assert int(refused[0].split(": ")[-2].split()[0]) >= count
+
+
+def _luks(out: Path, version: int) -> Path:
+    subprocess.run(["truncate", "-s", "20M", str(out)], check=True)
+    key = out.with_suffix(".key")
+    key.write_bytes(b"not-the-port's")
+    subprocess.run([_which("cryptsetup"), "luksFormat", "-q", f"--type=luks{version}", "--pbkdf=pbkdf2",
+                    "--pbkdf-force-iterations=1000", "--key-file", str(key), str(out)], check=True,
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return out
+
+
+def _luks_dump(path: Path) -> tuple[str, str]:
+    """(UUID, cipher) as cryptsetup itself reads them."""
+    dump = subprocess.run([_which("cryptsetup"), "luksDump", str(path)], capture_output=True, text=True, check=True).stdout
+    uuid_ = next(line.split()[-1] for line in dump.splitlines() if line.startswith("UUID:"))
+    if "Cipher name:" in dump:  # LUKS1
+        name = next(line.split()[-1] for line in dump.splitlines() if line.startswith("Cipher name:"))
+        mode = next(line.split()[-1] for line in dump.splitlines() if line.startswith("Cipher mode:"))
+        return uuid_, f"{name}-{mode}"
+    return uuid_, next(line.split()[-1] for line in dump.splitlines() if line.strip().startswith("cipher:"))
+
+
+def test_luks_and_bitlocker_volumes_are_findings_and_coverage_gaps(tmp_path: Path, planted_tree: Path,
+                                                                   dir_result: ScanResult) -> None:
+    luks1, luks2 = _luks(tmp_path / "l1.img", 1), _luks(tmp_path / "l2.img", 2)
+    # No Linux tool writes BitLocker: its boot sector by hand, the -FVE-FS- OEM id and the
+    # three FVE metadata offsets (bytes 176, 184, 192) as Windows 7 and later write them.
+    bitlocker = bytearray(MIB)
+    bitlocker[0:11] = b"\xebX\x90-FVE-FS-"
+    struct.pack_into("<3Q", bitlocker, 176, 0x21000, 0x41000, 0x61000)
+    bitlocker[510:512] = b"\x55\xaa"
+    (tmp_path / "bl.img").write_bytes(bytes(bitlocker))
+    root = _ext4(planted_tree, tmp_path / "root.img", 24)
+    disk = _disk(tmp_path / "enc.raw", "gpt", [(root, 24, LINUX), (luks1, 20, LINUX), (luks2, 20, LINUX),
+                                                (tmp_path / "bl.img", 1, "EBD0A0A2-B9E5-4433-87C0-68B6B72699C7")])
+    result = scan_image(disk, workers=1)
+    enc = sorted((f for f in result.findings if f.rule == "integrity.encrypted-volume"), key=lambda f: f.evidence[0].offset or 0)
+    assert [(f.category, f.severity.name, f.evidence[0].values["partition"], f.evidence[0].offset) for f in enc] == [
+        ("backdoor", "MEDIUM", "p2", 25 * MIB), ("backdoor", "MEDIUM", "p3", 45 * MIB), ("backdoor", "MEDIUM", "p4", 65 * MIB)]
+    for f, image in zip(enc[:2], (luks1, luks2), strict=True):
+        uuid_, cipher = _luks_dump(image)
+        assert (f.evidence[0].values["uuid"], f.evidence[0].values["cipher"]) == (uuid_, cipher)
+    assert enc[0].evidence[0].values["filesystem"] == "LUKS1" and enc[1].evidence[0].values["filesystem"] == "LUKS2"
+    assert enc[1].evidence[0].values["keyslots"] == 1
+    assert enc[2].evidence[0].values["metadata_offsets"] == [0x21000, 0x41000, 0x61000]
+    gaps = [w for w in result.warnings if "not examined: encrypted" in w]
+    assert len(gaps) == 3 and gaps[2].startswith("p4 (GPT Microsoft basic data, 1048576 bytes at byte 68157440): "
+                                                 "not examined: encrypted (BitLocker, FVE metadata at bytes 135168")
+    # the readable partition is scanned as before
+    assert _keys(result, strip="p1:/") - {("integrity.encrypted-volume", "MEDIUM", "")} == _keys(dir_result)
+
+
+def test_damaged_luks2_header_is_still_reported_with_what_it_says(tmp_path: Path, planted_tree: Path) -> None:
+    luks2 = _luks(tmp_path / "l2.img", 2)
+    uuid_ = _luks_dump(luks2)[0]  # read by cryptsetup before the damage
+    with open(luks2, "r+b") as fh:  # the header size field (bytes 8-16) beyond the partition
+        fh.seek(8)
+        fh.write(struct.pack(">Q", 1 << 40))
+    root = _ext4(planted_tree, tmp_path / "root.img", 24)
+    disk = _disk(tmp_path / "enc.raw", "gpt", [(root, 24, LINUX), (luks2, 20, LINUX)])
+    result = scan_image(disk, workers=1)
+    [enc] = [f for f in result.findings if f.rule == "integrity.encrypted-volume"]
+    assert enc.evidence[0].values["damaged"] == f"header size {1 << 40} out of range"
+    assert enc.evidence[0].values["uuid"] == uuid_ and "cipher" not in enc.evidence[0].values
+
+
+# --- XFS (forensics/xfs.py) ---------------------------------------------------------------------
+
+
+def _xfs_proto(tree: Path) -> str:
+    """A mkfs.xfs protofile that copies ``tree`` (names without blanks), links kept as links."""
+    lines = ["/dummy", "0 0", "d--755 0 0"]
+
+    def walk(d: Path, depth: int) -> None:
+        for item in sorted(d.iterdir()):
+            mode = item.lstat().st_mode
+            pad = " " * depth
+            if item.is_symlink():
+                lines.append(f"{pad}{item.name} l--777 0 0 {os.readlink(item)}")
+            elif item.is_dir():
+                lines.append(f"{pad}{item.name} d--{stat.S_IMODE(mode) & 0o777:o} 0 0")
+                walk(item, depth + 1)
+                lines.append(f"{pad}$")
+            else:
+                suid = "u" if mode & stat.S_ISUID else "-"
+                lines.append(f"{pad}{item.name} -{suid}-{stat.S_IMODE(mode) & 0o777:o} 0 0 {item}")
+
+    walk(tree, 1)
+    lines.append("$")
+    return "\n".join(lines) + "\n"
+
+
+def _xfs(tree: Path, out: Path, size_mib: int, options: tuple[str, ...] = ()) -> Path:
+    proto = out.with_suffix(".proto")
+    proto.write_text(_xfs_proto(tree))
+    subprocess.run(["truncate", "-s", f"{size_mib}M", str(out)], check=True)
+    subprocess.run([_which("mkfs.xfs"), "-q", *options, "-p", str(proto), str(out)], check=True, stdout=subprocess.DEVNULL,
+                   stderr=subprocess.DEVNULL)
+    return out
+
+
+def test_xfs_root_partition_in_a_gpt_disk(tmp_path: Path, planted_tree: Path, dir_result: ScanResult) -> None:
+    fs = _xfs(planted_tree, tmp_path / "root.xfs", 300)
+    disk = _disk(tmp_path / "xfs.raw", "gpt", [(fs, 300, LINUX)])
+    result = scan_image(disk, workers=1)
+    assert _keys(result, strip="p1:/") == _keys(dir_result)
+    assert any("p1 xfs (root)" in w for w in result.warnings)
+
+
+# the default (v5, CRCs), large extent counts (inodes with flags2 NREXT64) and the older v4
+# format (no CRCs: XD2B/XD2D directory blocks, BMAP B+tree blocks, v2 inodes)
+@pytest.mark.parametrize("options", [(), ("-i", "nrext64=1"), ("-m", "crc=0")], ids=["v5", "nrext64", "v4"])
+def test_xfs_files_links_and_large_directories_match_the_tree(tmp_path: Path, options: tuple[str, ...]) -> None:
+    """Every directory form (short, block, leaf, node), extent lists and a file of many extents:
+    each file's bytes, mode and each link's target equal the tree mkfs.xfs was given. (xfs_db
+    reads small/ as local, block/ as 1 extent, leaf/ as 6 extents, node/ in B+tree form, 92 extents.)"""
+    from cranewatch.forensics.xfs import open_xfs
+
+    tree = tmp_path / "tree"
+    (tree / "small").mkdir(parents=True)
+    (tree / "small/a").write_text("a\n")
+    for name, n in (("block", 40), ("leaf", 400), ("node", 6000)):
+        (tree / name).mkdir()
+        for i in range(n):
+            (tree / name / f"entry-with-a-longish-name-{i:05d}").write_bytes(f"{name}{i}".encode() * (i % 7))
+    (tree / "big.bin").write_bytes(bytes(range(256)) * 40000)  # 10 MB
+    (tree / "suid").write_text("#!/bin/sh\n")
+    os.chmod(tree / "suid", 0o4755)
+    os.symlink("/etc/shadow", tree / "small/out")
+    os.symlink("../node/entry-with-a-longish-name-00001", tree / "small/in")
+    fs = _xfs(tree, tmp_path / "t.xfs", 300, options)
+    image = open_xfs(fs, 0, fs.stat().st_size, tmp_path / "out", Limits())
+    with image:
+        got = tmp_path / "out"
+        want = sorted(str(p.relative_to(tree)) for p in tree.rglob("*"))
+        assert sorted(image.entries) == want
+        for rel in want:
+            a, b = tree / rel, got / rel
+            if a.is_symlink():
+                assert os.readlink(b) == os.readlink(a)
+            elif a.is_file():
+                assert b.read_bytes() == a.read_bytes(), rel
+                assert stat.S_IMODE(b.stat().st_mode) == stat.S_IMODE(a.stat().st_mode), rel
+        assert image.entries["suid"].mode & stat.S_ISUID
+
+
+def test_xfs_beyond_the_file_count_limit_is_refused_before_writing(tmp_path: Path, planted_tree: Path) -> None:
+    from cranewatch.forensics.xfs import open_xfs
+
+    fs = _xfs(planted_tree, tmp_path / "root.xfs", 300)
+    with pytest.raises(ImageError, match="beyond the file-count limit") as exc:
+        open_xfs(fs, 0, fs.stat().st_size, tmp_path / "out", Limits(max_files=5))
+    assert exc.value.location.offset == 0
+    assert not (tmp_path / "out").exists()
+
+
+def test_xfs_fuzzed_metadata_is_read_or_refused_with_a_location(tmp_path: Path, planted_tree: Path) -> None:
+    """Bounded fuzzing (fixed seed, 30 volumes): bytes of the superblock, inode chunks and
+    directory blocks changed at random; each volume is read or refused with a located
+    ImageError, never another exception, and nothing is written outside its directory."""
+    import random
+
+    from cranewatch.forensics.xfs import open_xfs
+
+    fs = _xfs(planted_tree, tmp_path / "root.xfs", 300)
+    clean = fs.read_bytes()
+    used = [i for i in range(0, len(clean), 4096) if clean[i : i + 4096].strip(b"\x00")][:64]  # metadata and files
+    rng = random.Random(14)
+    outcomes = {"read": 0, "refused": 0}
+    for case in range(30):
+        changes = [(block + rng.randrange(4096), rng.randrange(256)) for block in
+                   (rng.choice(used) for _ in range(rng.randint(1, 40)))]
+        with open(fs, "r+b") as fh:  # changed in place and restored: the 300 MB volume is not copied
+            for at, value in changes:
+                fh.seek(at)
+                fh.write(bytes([value]))
+        out = tmp_path / f"out{case}"
+        try:
+            with open_xfs(fs, 0, len(clean), out, Limits(max_total_bytes=64 << 20, max_files=5000)):
+                outcomes["read"] += 1
+        except ImageError as exc:
+            assert exc.location is not None and exc.location.offset is not None
+            outcomes["refused"] += 1
+        with open(fs, "r+b") as fh:
+            for at, _value in changes:
+                fh.seek(at)
+                fh.write(clean[at : at + 1])
+        shutil.rmtree(out, ignore_errors=True)
+    print(outcomes)
+    assert sum(outcomes.values()) == 30
+    assert sorted(p.name for p in tmp_path.iterdir() if not p.name.startswith("out")) == ["root.proto", "root.xfs"]

@@ -33,7 +33,7 @@ from typing import Any
 
 import pytest
 
-from netns_helpers import ip, remove_namespaces, stop, wait_listening
+from netns_helpers import MODBUS_SERVER, ip, remove_namespaces, stop, wait_listening
 
 pytestmark = [pytest.mark.root, pytest.mark.slow]
 
@@ -43,19 +43,6 @@ SW = "cwlat-sw"
 HOSTS = {"hmi": "172.22.40.30", "plc1": "172.22.40.11", "plc2": "172.22.40.12", "cms": "172.22.40.50"}
 TOOLS = ("tcpdump", "tshark", "socat", "curl", "smbd", "smbclient", "vsftpd")
 
-MODBUS_SERVER = textwrap.dedent("""
-    import asyncio, logging, sys
-    from pymodbus.server import ModbusTcpServer
-    from pymodbus.simulator import DataType, SimData, SimDevice
-    logging.getLogger("pymodbus").setLevel(logging.CRITICAL)
-    def bits(n): return [SimData(0, values=[False] * n, datatype=DataType.BITS)]
-    def regs(n): return [SimData(0, count=n, values=0, datatype=DataType.REGISTERS)]
-    device = SimDevice(id=1, simdata=(bits(16), bits(16), regs(16), regs(16)),
-                       use_bit_addressing=True)
-    async def serve():
-        await ModbusTcpServer(device, address=(sys.argv[1], 502)).serve_forever()
-    asyncio.run(serve())
-""")
 
 POLLER = textwrap.dedent("""
     import sys, time

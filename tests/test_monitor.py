@@ -37,6 +37,7 @@ from cranewatch.pipeline import analyze
 from cranewatch.sources import live
 from cranewatch.sources.live import CaptureTool, PromptPipe, RingWriter, capture_argv
 from cranewatch.sources.pcap import PacketBatch, open_capture
+from netns_helpers import MODBUS_SERVER
 
 REPO = Path(__file__).resolve().parents[1]
 PROFILE = REPO / "profiles" / "sts-07.toml"
@@ -284,20 +285,6 @@ def test_no_capture_privilege_exits_4(as_root: None, tmp_path: Path) -> None:
 
 PLC_IP, INTRUDER_IP = "10.20.7.10", "10.20.7.66"
 
-MODBUS_SERVER = textwrap.dedent("""
-    import asyncio, logging, sys
-    from pymodbus.server import ModbusTcpServer
-    from pymodbus.simulator import DataType, SimData, SimDevice
-    logging.getLogger("pymodbus").setLevel(logging.CRITICAL)
-    def bits(n): return [SimData(0, values=[False] * n, datatype=DataType.BITS)]
-    def regs(n): return [SimData(0, count=n, values=0, datatype=DataType.REGISTERS)]
-    device = SimDevice(id=1, simdata=(bits(16), bits(16), regs(16), regs(16)),
-                       use_bit_addressing=True)
-    async def serve():
-        server = ModbusTcpServer(device, address=(sys.argv[1], 502))
-        await server.serve_forever()
-    asyncio.run(serve())
-""")
 
 MODBUS_CLIENT = textwrap.dedent("""
     import sys

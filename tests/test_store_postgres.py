@@ -320,29 +320,40 @@ def test_the_server_stopped_mid_run_fails_the_write_cleanly_and_a_rerun_complete
 
 
 def test_the_dashboard_reads_the_central_store(pg_url: str) -> None:
-    """Regression: the dashboard made a Path of --db, so a URL became postgresql:/... ."""
-    import http.client
+    """Regression: the dashboard made a Path of --db, so a URL became postgresql:/... . The
+    console keeps its users and sessions there too (migration 0007 on PostgreSQL) and triages
+    through the same store API."""
+    import httpx
 
     from cranewatch.fleet import import_fleet
+    from cranewatch.model import Evidence, Finding, Severity, finding_id
+    from cranewatch.web import auth
     from cranewatch.web.app import serve_in_background
 
+    found = Finding(id=finding_id("recon.scan", "STS-07", 1), rule="recon.scan", category="recon",
+                    severity=Severity.MEDIUM, title="a scan", first_seen=1.0, last_seen=2.0, crane="STS-07",
+                    evidence=(Evidence(source="q.pcap", frames=(1,)),), remedy="look")
     with open_store(pg_url) as store:
         import_fleet(store, FLEET, by="ana")
-        store.record_run("STS-07", "analyze", [], [], who="ana")
-    server, _ = serve_in_background(pg_url)
+        store.record_run("STS-07", "analyze", [], [found], who="ana")
+        store.add_user("ana", "analyst", auth.hash_password("a long password", n=2**10), by="test")
+    server = serve_in_background(pg_url)
     try:
-        pages = {}
-        for path in ("/", "/crane/STS-07"):
-            conn = http.client.HTTPConnection(str(server.server_address[0]), int(server.server_address[1]), timeout=10)
-            conn.request("GET", path)
-            response = conn.getresponse()
-            pages[path] = (response.status, response.read().decode())
-            conn.close()
+        with httpx.Client(base_url=server.url, timeout=20) as c:
+            assert c.post("/login", data={"username": "ana", "password": "a long password"}).status_code == 303
+            pages = {path: c.get(path) for path in ("/", "/crane/STS-07")}
+            token = c.get("/api/session").json()["csrf"]
+            triage = c.post(f"/api/findings/{found.id}/triage", json={"state": "acknowledged", "note": "seen"},
+                            headers={"X-CSRF-Token": token})
+            note = c.post(f"/api/findings/{found.id}/triage", json={"note": "asked", "assign": "ana"},
+                          headers={"X-CSRF-Token": token})
     finally:
-        server.shutdown()
-        server.server_close()
-    assert pages["/"][0] == 200 and "STS-07" in pages["/"][1] and "STS-08" in pages["/"][1]
-    assert pages["/crane/STS-07"][0] == 200 and "delivered" in pages["/crane/STS-07"][1]
+        server.stop()
+    assert pages["/"].status_code == 200 and "STS-07" in pages["/"].text and "STS-08" in pages["/"].text
+    assert pages["/crane/STS-07"].status_code == 200 and "under-analysis" not in pages["/crane/STS-07"].text
+    assert triage.status_code == 200 and note.status_code == 200
+    with open_store(pg_url, readonly=True) as store:
+        assert [e.action for e in store.audit_events("STS-07")] == ["disposition", "assign"]
 
 
 def test_the_store_writes_only_sql_both_backends_take() -> None:

@@ -1,9 +1,10 @@
-"""The dashboard's server holds out (issue 19 case 12, issue 12's newcomer list).
+"""The console's server holds out (issue 19 case 12, issue 12's newcomer list), now on uvicorn.
 
 Before: ``--host 0.0.0.0`` answered 421 to every normal Host header; 300 half-sent requests
 held 301 threads; the listen backlog was 5; a busy port exited 70 "internal error"; ``--port``
-showed no default. Every test here listens on 127.0.0.1 only; the wildcard bind is checked
-through ``HostCheck``, the pure rule the server applies.
+showed no default. uvicorn has no deadline for a request head (only for an idle keep-alive):
+``GuardedH11Protocol`` adds it and the cap on kept connections. Every test here listens on
+127.0.0.1 only; the wildcard bind is checked through ``HostCheck``, the pure rule the server applies.
 """
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ import shutil
 import socket
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,7 +21,8 @@ import pytest
 
 from cranewatch.cli import main
 from cranewatch.store import open_store
-from cranewatch.web.app import DashboardServer, HostCheck, serve_in_background
+from cranewatch.web.app import serve_in_background
+from cranewatch.web.server import BACKLOG, ConsoleServer, GuardedH11Protocol, HostCheck
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -34,11 +35,10 @@ def db(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture
-def served(db: Path) -> Iterator[DashboardServer]:
-    server, _ = serve_in_background(db)
+def served(db: Path) -> Iterator[ConsoleServer]:
+    server = serve_in_background(db)
     yield server
-    server.shutdown()
-    server.server_close()
+    server.stop()
 
 
 WILDCARD = HostCheck("0.0.0.0", 8077, frozenset({"localhost", "cranepc", "cranepc.port.example"}),
@@ -81,15 +81,16 @@ def test_host_check_on_a_specific_address() -> None:
 
 def get(port: int, host_header: str) -> bytes:
     with socket.create_connection(("127.0.0.1", port), timeout=10) as conn:
-        conn.sendall(f"GET / HTTP/1.1\r\nHost: {host_header}\r\nConnection: close\r\n\r\n".encode())
+        conn.sendall(f"GET /login HTTP/1.1\r\nHost: {host_header}\r\nConnection: close\r\n\r\n".encode())
         return conn.recv(64)
 
 
-def test_normal_host_headers_are_answered(served: DashboardServer) -> None:
-    port = int(served.server_address[1])
-    assert get(port, f"127.0.0.1:{port}").startswith(b"HTTP/1.0 200")
-    assert get(port, "localhost").startswith(b"HTTP/1.0 200")
-    assert get(port, f"{socket.gethostname()}:{port}").startswith(b"HTTP/1.0 421")  # loopback bind: no
+def test_normal_host_headers_are_answered(served: ConsoleServer) -> None:
+    port = served.port
+    assert get(port, f"127.0.0.1:{port}").startswith(b"HTTP/1.1 200")
+    assert get(port, "localhost").startswith(b"HTTP/1.1 200")
+    assert get(port, f"{socket.gethostname()}:{port}").startswith(b"HTTP/1.1 421")  # loopback bind: no
+    assert get(port, f"attacker.example:{port}").startswith(b"HTTP/1.1 421")
 
 
 def recv_all(conn: socket.socket) -> bytes:
@@ -102,44 +103,43 @@ def recv_all(conn: socket.socket) -> bytes:
     return data
 
 
-def test_half_sent_requests_are_bounded_and_cut_off(served: DashboardServer, monkeypatch: pytest.MonkeyPatch,
+def test_half_sent_requests_are_bounded_and_cut_off(served: ConsoleServer, monkeypatch: pytest.MonkeyPatch,
                                                     capsys: pytest.CaptureFixture[str]) -> None:
-    monkeypatch.setattr(served, "header_timeout", 1.0)
-    port = int(served.server_address[1])
-    threads_before = threading.active_count()
+    monkeypatch.setattr(GuardedH11Protocol, "header_timeout", 1.0)
+    monkeypatch.setattr(GuardedH11Protocol, "max_connections", 32)
     clients = []
     try:
-        for _ in range(150):  # far more than max_connections (64)
-            conn = socket.create_connection(("127.0.0.1", port), timeout=10)
-            conn.sendall(b"GET / HTTP/1.1\r\nHost: local")  # and never the end of the head
+        for _ in range(150):  # far more than max_connections
+            conn = socket.create_connection(("127.0.0.1", served.port), timeout=10)
+            conn.sendall(b"GET /login HTTP/1.1\r\nHost: local")  # and never the end of the head
             clients.append(conn)
         time.sleep(0.3)
-        assert threading.active_count() - threads_before <= DashboardServer.max_connections
+        assert len(served.connections) <= 32 + 1
         # a client that sends its request at once is answered in the middle of the flood
-        assert get(port, "localhost").startswith(b"HTTP/1.0 200")
+        assert get(served.port, "localhost").startswith(b"HTTP/1.1 200")
+        start = time.monotonic()
         for conn in clients:  # every one ends within the deadline: made room for others, or cut off
             assert recv_all(conn) in (b"", b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 1\r\n"
                                            b"Content-Length: 0\r\nConnection: close\r\n\r\n")
+        assert time.monotonic() - start < 3
     finally:
         for conn in clients:
             conn.close()
     deadline = time.monotonic() + 5
-    while threading.active_count() > threads_before and time.monotonic() < deadline:
+    while served.connections and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert threading.active_count() <= threads_before  # every connection thread ended
-    assert served.waiting_heads == 0
-    assert get(port, "localhost").startswith(b"HTTP/1.0 200")  # and the dashboard still answers
-    assert "Traceback" not in capsys.readouterr().err  # a cut-off head is not taken for a request
+    assert not served.connections  # every connection ended
+    assert get(served.port, "localhost").startswith(b"HTTP/1.1 200")  # and the console still answers
+    assert "Traceback" not in capsys.readouterr().err
 
 
-def test_a_slow_client_trickling_bytes_is_cut_off(served: DashboardServer, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(served, "header_timeout", 1.0)
-    port = int(served.server_address[1])
+def test_a_slow_client_trickling_bytes_is_cut_off(served: ConsoleServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(GuardedH11Protocol, "header_timeout", 1.0)
     start = time.monotonic()
-    with socket.create_connection(("127.0.0.1", port), timeout=10) as conn:
-        conn.sendall(b"GET / HTTP/1.1\r\n")
+    with socket.create_connection(("127.0.0.1", served.port), timeout=10) as conn:
+        conn.sendall(b"GET /login HTTP/1.1\r\n")
         closed = False
-        for _ in range(40):  # a header line every 0.1 s: the per-read timeout never trips
+        for _ in range(40):  # a header line every 0.1 s: a per-read timeout would never trip
             try:
                 conn.sendall(b"X-Slow: 1\r\n")
             except OSError:
@@ -150,12 +150,25 @@ def test_a_slow_client_trickling_bytes_is_cut_off(served: DashboardServer, monke
     assert closed and time.monotonic() - start < 3.5
 
 
-def test_listen_backlog(served: DashboardServer) -> None:
-    assert DashboardServer.request_queue_size >= 128
+def test_a_kept_alive_connection_gets_a_new_deadline_for_its_next_head(served: ConsoleServer,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(GuardedH11Protocol, "header_timeout", 1.0)
+    with socket.create_connection(("127.0.0.1", served.port), timeout=10) as conn:
+        conn.sendall(b"GET /login HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        assert conn.recv(12) == b"HTTP/1.1 200"
+        time.sleep(0.2)
+        conn.sendall(b"GET /login HTTP/1.1\r\nHo")  # the next head starts and stalls
+        start = time.monotonic()
+        recv_all(conn)
+    assert time.monotonic() - start < 2.5
+
+
+def test_listen_backlog(served: ConsoleServer) -> None:
+    assert BACKLOG >= 128
     if shutil.which("ss") is None:
         pytest.skip("ss (iproute2) not installed: cannot read the backlog from the kernel")
-    port = int(served.server_address[1])
-    out = subprocess.run(["ss", "-ltnH", f"sport = :{port}"], capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(["ss", "-ltnH", f"sport = :{served.port}"], capture_output=True, text=True,
+                         check=True).stdout
     backlog = int(out.split()[2])  # Send-Q of a listening socket: its backlog
     assert backlog >= 128
 
@@ -176,4 +189,4 @@ def test_port_help_shows_the_default(capsys: pytest.CaptureFixture[str]) -> None
     with pytest.raises(SystemExit):
         main(["serve", "--help"])
     out = capsys.readouterr().out
-    assert "default 8077" in out and "--allow-host" in out
+    assert "default 8077" in out and "--allow-host" in out and "--tls-cert" in out and "--insecure-bind" in out

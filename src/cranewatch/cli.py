@@ -41,6 +41,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "evidence",
     "monitor",
     "serve",
+    "users",
     "lab",
 )
 

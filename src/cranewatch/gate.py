@@ -203,6 +203,7 @@ class GateDecision:
     policy: GatePolicy
     state_change: str | None = None  # "under-analysis → rejected", or why the state did not move
     at: float | None = None
+    who: str | None = None  # who decided (signs it: the report names them)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -492,7 +493,7 @@ def decide(
             change = (f"life cycle unchanged: {record.name} is {record.state} "
                       "(the gate moves only a crane under analysis)")
     return GateDecision(record.name, decision, reasons, unique_findings(evidence), evidence.runs, policy, change,
-                        stored.at)
+                        stored.at, actor)
 
 
 def latest_decision(store: Store, crane: str) -> GateDecision | None:
@@ -504,7 +505,7 @@ def latest_decision(store: Store, crane: str) -> GateDecision | None:
     evidence = gather_evidence(store, record)
     reasons = tuple(Reason(**r) for r in gate.reasons)
     return GateDecision(crane, gate.decision, reasons, unique_findings(evidence), evidence.runs,
-                        policy_from_json(gate.policy), None, gate.at)
+                        policy_from_json(gate.policy), None, gate.at, gate.who)
 
 
 # -- evidence intake --------------------------------------------------------------------------

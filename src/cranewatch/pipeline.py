@@ -40,16 +40,19 @@ series as they are handed out; sinks with ``on_segments`` then learn the segment
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import operator
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
+if TYPE_CHECKING:
+    from cranewatch.parallel import ReadAhead
 from cranewatch.decode import DecodedBatch, Defragmenter, ReassembledDatagram, decode_batch
 from cranewatch.decode import ip_text as _ip_text
 from cranewatch.decode import mac_text as _mac_text
@@ -193,10 +196,15 @@ def _file_batches(state: _InputState, warn: Callable[[InputWarning], None],
 
 
 def _slice(batch: PacketBatch, rows: np.ndarray) -> PacketBatch:
-    return PacketBatch(source=batch.source, buf=batch.buf, frame=batch.frame[rows],
-                       ts=batch.ts[rows], ts_ns=batch.ts_ns[rows], linktype=batch.linktype[rows],
-                       interface=batch.interface[rows], offset=batch.offset[rows],
-                       caplen=batch.caplen[rows], origlen=batch.origlen[rows])
+    piece = PacketBatch(source=batch.source, buf=batch.buf, frame=batch.frame[rows],
+                        ts=batch.ts[rows], ts_ns=batch.ts_ns[rows], linktype=batch.linktype[rows],
+                        interface=batch.interface[rows], offset=batch.offset[rows],
+                        caplen=batch.caplen[rows], origlen=batch.origlen[rows])
+    if getattr(batch, "decoded", None) is not None:  # read ahead and decoded (``parallel``)
+        from cranewatch.parallel import slice_decoded
+
+        return slice_decoded(batch, piece, rows)  # type: ignore[arg-type]
+    return piece
 
 
 def merged_batches(streams: list[Iterator[PacketBatch]]) -> Iterator[PacketBatch]:
@@ -333,8 +341,11 @@ class Analysis:
 
     def __init__(self, sinks: Sequence[Sink] = (), *, fast_path: bool = True,
                  decoders: Sequence[DecoderSpec] | None = None,
-                 flow_table: FlowTable | None = None, fold_reads: bool = True) -> None:
+                 flow_table: FlowTable | None = None, fold_reads: bool = True,
+                 jobs: int = 1, read_ahead: ReadAhead | None = None) -> None:
         self.sinks = list(sinks)
+        self.jobs = jobs  # > 1: captures are read and decoded ahead in jobs - 1 workers
+        self.read_ahead = read_ahead  # those workers, started by the caller (already reading)
         self.fast_path = fast_path and fold_reads
         self.fold_reads = fold_reads
         self.decoders = list(decoders) if decoders is not None else load_decoders()
@@ -401,18 +412,28 @@ class Analysis:
              batch_packets: int, profile: str | None, baseline: str | None) -> AnalysisResult:
         states = [_InputState(str(p), _size(p)) for p in paths]
         zeek = [s for s in states if _is_zeek(s.path)]
-        for state in zeek:
-            self._read_zeek(state)
+        if zeek:
+            self._read_zeek(zeek)
         captures = [s for s in states if s not in zeek]
         self._several_captures = len(captures) > 1
-        streams = [self._counted(s, _file_batches(s, self.warn, batch_packets)) for s in captures]
         total = sum(s.size for s in captures)
         done_bytes = 0
-        for batch in merged_batches(streams):
-            self.process(batch)
-            if progress is not None:
-                done_bytes += int(batch.caplen.sum()) + 16 * len(batch)
-                progress(min(done_bytes, total), total)
+        with contextlib.ExitStack() as readers:
+            ahead = self.read_ahead
+            if ahead is None and self.jobs > 1 and captures:
+                from cranewatch.parallel import ReadAhead
+
+                ahead = readers.enter_context(ReadAhead(paths, batch_packets, self.jobs - 1))
+            if ahead is not None:
+                reads = ahead.streams(captures, self.warn)
+            else:
+                reads = [_file_batches(s, self.warn, batch_packets) for s in captures]
+            streams = [self._counted(s, r) for s, r in zip(captures, reads, strict=True)]
+            for batch in merged_batches(streams):
+                self.process(batch)
+                if progress is not None:
+                    done_bytes += int(batch.caplen.sum()) + 16 * len(batch)
+                    progress(min(done_bytes, total), total)
         spans = [FileSpan(s.path, s.first, s.last, s.packets, s.headers, s.silence)
                  for s in captures if s.packets and s.first is not None and s.last is not None]
         self._segmenter = SegmentPlanner(spans)
@@ -436,37 +457,40 @@ class Analysis:
                 self.warn(problem)
         return self.result(states, findings, profile, baseline, segments)
 
-    def _read_zeek(self, state: _InputState) -> None:
-        """Zeek logs instead of a capture: their events go to the sinks as decoded ones do."""
-        from cranewatch.errors import InputError
-        from cranewatch.sources.zeek import read_zeek
+    def _read_zeek(self, states: list[_InputState]) -> None:
+        """Zeek logs instead of captures: their events go to the sinks as decoded ones do.
 
-        state.format = "zeek"
+        Every Zeek input (each sensor's tree) is read as one stream merged by time, handed on
+        in batches (``sources.zeek.ZeekStream``): memory stays flat in the logs' length.
+        """
+        from cranewatch.errors import InputError
+        from cranewatch.sources.zeek import ZeekStream
+
+        stream = ZeekStream([Path(s.path) for s in states])
+        for state in states:
+            state.format = "zeek"
         try:
-            logs = read_zeek([Path(state.path)])
-        except InputError as exc:
+            for batch in stream.batches():
+                for event in batch:
+                    self.emit(event)
+        except InputError as exc:  # an input that is no log at all: nothing of it was read
+            where = exc.location.file if exc.location and exc.location.file else states[0].path
+            state = next((s for s in states if where.startswith(s.path)), states[0])
             state.complete = False
             state.problems.append(exc.message)
-            where = exc.location
-            self.warn(InputWarning(exc.message, where.file if where and where.file else state.path,
-                                   None, "capture"))
-            return
-        state.events = len(logs.events)
-        for event in logs.events:
-            if event.ts:
-                state.first = event.ts if state.first is None else min(state.first, event.ts)
-                state.last = event.ts if state.last is None else max(state.last, event.ts)
-            self.emit(event)
-        for note in logs.notes:
-            self.warn(InputWarning(note, state.path, None, "zeek"))
-        for problem in logs.problems:  # lines skipped: what was read is analysed, the input is not whole
-            state.complete = False
-            state.problems.append(problem.message)
-            line = f"line {problem.location.line}: " if problem.location and problem.location.line else ""
-            file = problem.location.file if problem.location and problem.location.file else state.path
-            self.warn(InputWarning(line + problem.message, file, None, "capture"))
-        for log in logs.logs:  # what was read, hashed as one input
-            _hash_into(state, log)
+            self.warn(InputWarning(exc.message, where, None, "capture"))
+        for state, tally in zip(states, stream.inputs, strict=True):
+            state.events, state.first, state.last = tally.events, tally.first, tally.last
+            for log in tally.found.logs:  # what was read, hashed as one input
+                _hash_into(state, log)
+            for note in tally.found.notes:
+                self.warn(InputWarning(note, state.path, None, "zeek"))
+            for problem in tally.found.problems:  # lines skipped: what was read is analysed, the input is not whole
+                state.complete = False
+                state.problems.append(problem.message)
+                line = f"line {problem.location.line}: " if problem.location and problem.location.line else ""
+                file = problem.location.file if problem.location and problem.location.file else state.path
+                self.warn(InputWarning(line + problem.message, file, None, "capture"))
 
     def _counted(self, state: _InputState, batches: Iterator[PacketBatch]) -> Iterator[PacketBatch]:
         for batch in batches:
@@ -483,7 +507,9 @@ class Analysis:
 
     def process(self, batch: PacketBatch) -> None:
         """Account, flow and decode one batch."""
-        decoded = decode_batch(batch)
+        decoded = getattr(batch, "decoded", None)  # ``parallel`` reads ahead and decodes
+        if decoded is None:
+            decoded = decode_batch(batch)
         self.packets += len(batch)
         self._count_hosts(batch, decoded)
         flows = self.flows.update(decoded, batch, batch.source)
@@ -1033,9 +1059,12 @@ def _size(path: str | Path) -> int:
 
 def analyze(paths: Sequence[str | Path], *, progress: ProgressCallback | None = None,
             sinks: Sequence[Sink] = (), profile: str | None = None, baseline: str | None = None,
-            fast_path: bool = True, batch_packets: int = BATCH_PACKETS) -> AnalysisResult:
-    """Analyse captures (read as one, in timestamp order) and return the result document."""
-    return Analysis(sinks, fast_path=fast_path).run(
+            fast_path: bool = True, batch_packets: int = BATCH_PACKETS,
+            jobs: int = 1, read_ahead: ReadAhead | None = None) -> AnalysisResult:
+    """Analyse captures (read as one, in timestamp order) and return the result document;
+    ``jobs`` > 1 reads and decodes the captures ahead in ``jobs - 1`` worker processes
+    (``parallel``: the same document), or in ``read_ahead``'s, started earlier for ``paths``."""
+    return Analysis(sinks, fast_path=fast_path, jobs=jobs, read_ahead=read_ahead).run(
         paths, progress=progress, batch_packets=batch_packets, profile=profile, baseline=baseline)
 
 

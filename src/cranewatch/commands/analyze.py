@@ -8,6 +8,7 @@ Exit codes: 0 analysis complete; 1 ``--fail-on`` met; 3 an input could not be re
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -79,9 +80,36 @@ def register(subparsers: Any) -> None:
                         help="record the run (inputs with sha256, findings) in this cranewatch "
                         "database for --crane; without --db nothing is written")
     add_forward_options(parser)
+    parser.add_argument("--jobs", metavar="N", type=jobs_option, default=1,
+                        help="processes to use (default 1): with N > 1, N - 1 worker processes "
+                        "read, inflate and decode the captures ahead while the main process does "
+                        "flows, protocols and detectors; the document is the one of --jobs 1. "
+                        "An N above the CPUs this machine lets cranewatch use is lowered to them "
+                        "(with a warning)")
     parser.add_argument("--progress", action="store_true",
                         help="draw the progress bar even when stderr is not a terminal")
     parser.set_defaults(func=run)
+
+
+def jobs_option(text: str) -> int:
+    try:
+        jobs = int(text)
+    except ValueError:
+        jobs = 0
+    if jobs < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of processes (1 or more)")
+    return jobs
+
+
+def _usable_jobs(jobs: int) -> int:
+    if jobs == 1:
+        return 1
+    from cranewatch.parallel import clamp_jobs
+
+    usable, note = clamp_jobs(jobs)
+    if note is not None:
+        print(f"cranewatch: warning: {note}", file=sys.stderr)
+    return usable
 
 
 def detector_sinks(profile: Any, baseline: Any, crane: str | None) -> list[Sink]:
@@ -214,12 +242,21 @@ def _forward(forwarder: Forwarder, result: AnalysisResult) -> None:
 
 def _analyze(args: argparse.Namespace, crane: str | None,
              extra: list[Sink]) -> tuple[AnalysisResult, tuple[SkippedCheck, ...]]:
-    sinks = analysis_sinks(args.profile, args.baseline, crane)
-    bar = ProgressBar(sys.stderr) if wants_progress(sys.stderr, args.progress) else None
-    try:
-        result = analyze(args.captures, progress=bar, sinks=[*sinks, *extra], profile=args.profile,
-                         baseline=args.baseline)
-        return result, skipped_checks(sinks)
-    finally:
-        if bar is not None:
-            bar.close()
+    jobs = _usable_jobs(getattr(args, "jobs", 1))
+    with contextlib.ExitStack() as stack:
+        ahead = None
+        if jobs > 1:  # the readers start first: they read while the detectors load
+            from cranewatch.parallel import ReadAhead
+            from cranewatch.pipeline import BATCH_PACKETS
+
+            ahead = stack.enter_context(ReadAhead(args.captures, BATCH_PACKETS, jobs - 1))
+        sinks = analysis_sinks(args.profile, args.baseline, crane)
+        bar = ProgressBar(sys.stderr) if wants_progress(sys.stderr, args.progress) else None
+        try:
+            result = analyze(args.captures, progress=bar, sinks=[*sinks, *extra],
+                             profile=args.profile, baseline=args.baseline, jobs=jobs,
+                             read_ahead=ahead)
+            return result, skipped_checks(sinks)
+        finally:
+            if bar is not None:
+                bar.close()

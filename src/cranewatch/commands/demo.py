@@ -323,7 +323,7 @@ def next_commands(result: DemoResult, command: str = "cranewatch") -> list[str]:
     crane = result.crane
     profile = shlex.quote(str(result.facts["profile"]))
     report = shlex.quote(str(result.report_html))
-    pairs: list[tuple[str, str | None]] = [
+    pairs: list[tuple[str | None, str | None]] = [
         ("the commissioning report", f"xdg-open {report}") if shutil.which("xdg-open")
         else (f"the commissioning report, to open in a browser: {result.report_html.as_uri()}", None),
         ("the crane, its parts and its history", f"{command} fleet show {crane} --db {db}"),
@@ -333,9 +333,11 @@ def next_commands(result: DemoResult, command: str = "cranewatch") -> list[str]:
          f"--baseline {shlex.quote(str(capture_path(BASELINE_SCENARIO)))}"),
         ("the CMS image on its own",
          f"{command} scan-image {shlex.quote(str(data_path('images', 'sts07-cms.tar.gz')))}"),
-        ("the dashboard on http://127.0.0.1:8077/", f"{command} serve --db {db}"),
+        ("a console user for yourself (it asks for a password), then the console on http://127.0.0.1:8077/",
+         f"{command} users add \"$USER\" --role officer --db {db}"),
+        (None, f"{command} serve --db {db}"),
     ]
-    return [line for comment, text in pairs for line in (f"# {comment}", text) if line is not None]
+    return [line for comment, text in pairs for line in (comment and f"# {comment}", text) if line is not None]
 
 
 # -- JSON lines -------------------------------------------------------------------------------

@@ -162,20 +162,7 @@ def _outputs(args: argparse.Namespace, source: str, stop: threading.Event) -> li
     elif args.out:
         outputs.append(JsonLinesOutput(Path(args.out)))
     if args.db:
-        crane = _crane_of(args)
-        if not crane:
-            raise UsageError("--db needs the crane: give --crane or a --profile that names it")
-        from cranewatch.errors import StoreUnreachable
-        from cranewatch.store import open_store
-        from cranewatch.store.dialect import is_postgres_url
-
-        central = str(args.db) if is_postgres_url(args.db) else None
-        try:
-            store = open_store(args.db)
-        except StoreUnreachable as exc:  # a sensor starts anyway: its checkpoints are spooled
-            print(f"cranewatch: warning: {printable(str(exc))}; checkpoints will be spooled",
-                  file=sys.stderr)
-            store = None
+        crane, store, central = _recording_store(args, "checkpoints will be spooled")
         outputs.append(StoreOutput(store, crane, f"monitor:{source}", url=central))
     forwarder = forwarder_from_args(args.forward, args.forward_format, args.forward_ca,
                                     args.forward_state)
@@ -191,20 +178,27 @@ def _heartbeat(args: argparse.Namespace, source: str) -> HeartbeatWriter | None:
     """With --db, the session's heartbeat (``cranewatch.heartbeat``) every --heartbeat seconds."""
     if not args.db:
         return None
-    from cranewatch.store import open_store
+    crane, store, url = _recording_store(args, None)  # resumes when a central store is back
+    return HeartbeatWriter(store, crane, f"monitor:{source}", every=args.heartbeat, url=url)
 
+
+def _recording_store(args: argparse.Namespace, away: str | None) -> tuple[str, Any, str | None]:
+    """The crane, the store of --db (None while a central store cannot be reached: a sensor
+    starts anyway, saying ``away`` when given) and its URL when it is a central store."""
     crane = _crane_of(args)
     if not crane:
         raise UsageError("--db needs the crane: give --crane or a --profile that names it")
     from cranewatch.errors import StoreUnreachable
+    from cranewatch.store import open_store
     from cranewatch.store.dialect import is_postgres_url
 
-    url = str(args.db) if is_postgres_url(args.db) else None
+    central = str(args.db) if is_postgres_url(args.db) else None
     try:
-        store = open_store(args.db)
-    except StoreUnreachable:  # the checkpoints say so; heartbeats resume when it is back
-        store = None
-    return HeartbeatWriter(store, crane, f"monitor:{source}", every=args.heartbeat, url=url)
+        return crane, open_store(args.db), central
+    except StoreUnreachable as exc:
+        if away:
+            print(f"cranewatch: warning: {printable(str(exc))}; {away}", file=sys.stderr)
+        return crane, None, central
 
 
 def _stdout_copy() -> TextIO:

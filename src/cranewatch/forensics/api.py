@@ -15,7 +15,13 @@ from cranewatch.forensics.carve import nested_blobs
 from cranewatch.forensics.checks import yara_rules
 from cranewatch.forensics.checks.base import EndpointPolicy
 from cranewatch.forensics.checks.endpoints import claimed_summary
-from cranewatch.forensics.disk import DiskImage, Volume, label_finding, labelled_path
+from cranewatch.forensics.disk import (
+    DiskImage,
+    Volume,
+    encrypted_findings,
+    label_finding,
+    labelled_path,
+)
 from cranewatch.forensics.genuine import (
     GenuineIndex,
     default_package_cache,
@@ -167,7 +173,7 @@ def _scan_whole(
         info = input_info(Path(path), image)
         if isinstance(image, DiskImage):
             primary = next(i for i, v in enumerate(image.volumes) if v.is_root)
-            return _merge_volumes(image, info, [
+            return _merge_volumes(image, info, crane, [
                 _scan_opened(v.image, info, crane=crane, policy=policy, workers=workers, want_digest=want_digest,
                              vulns=vulns, genuine=genuine, reference=_volume_reference(reference, v, i == primary),
                              blob_limits=None if image.format == "firmware" else limits or Limits())
@@ -186,10 +192,11 @@ def _volume_reference(reference: dict[str, str] | None, volume: Volume, primary:
     return {p[len(prefix) :]: d for p, d in reference.items() if p.startswith(prefix)}
 
 
-def _merge_volumes(disk: DiskImage, info: InputInfo, scans: list[_Scanned]) -> _Scanned:
-    """One result for the disk: each finding names its partition; the first root's inventory."""
+def _merge_volumes(disk: DiskImage, info: InputInfo, crane: str | None, scans: list[_Scanned]) -> _Scanned:
+    """One result for the disk: each finding names its partition; the first root's inventory;
+    each encrypted volume a finding of its own."""
     primary = next(i for i, v in enumerate(disk.volumes) if v.is_root)
-    findings: list[Finding] = []
+    findings: list[Finding] = encrypted_findings(disk, crane)
     digests: dict[str, str] = {}
     entries: dict[str, Entry] = {}
     for i, (volume, scanned) in enumerate(zip(disk.volumes, scans, strict=True)):

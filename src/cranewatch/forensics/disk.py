@@ -10,8 +10,9 @@ can still be read is read.
 
 Each partition is then judged by its bytes (magic numbers), not its type GUID: ext2/3/4 is
 read in place by ``debugfs`` at the partition's offset, squashfs by ``unsquashfs`` and a FAT/EFI
-system partition by mtools (``mcopy``) from a sparse copy in the private directory, NTFS in
-place by libtsk (``forensics.ntfs``, in a child process), and swap, LVM, LUKS, other
+system partition by mtools (``mcopy``), XFS in place by ``forensics.xfs`` (Python) and btrfs by ``btrfs restore`` (btrfs-progs, a separate
+GPL program) from a sparse copy in the private directory, NTFS in
+place by libtsk (``forensics.ntfs``, in a child process), and swap, LUKS, other
 filesystems and unknown content are reported and skipped. Every readable partition is a *volume*, scanned like
 a directory image; findings name the volume (``p2:/etc/rc.local``). The volume holding
 ``etc/`` and ``usr/`` (or ``Windows/System32/config``) is the root, the one ``DiskImage`` presents as its own entries.
@@ -355,6 +356,8 @@ def probe_content(read_at: ReadAt, part: Partition) -> str:
         return "swap"
     if head[:6] == b"LUKS\xba\xbe":
         return "luks"
+    if head[3:11] == b"-FVE-FS-":
+        return "bitlocker"
     if head[512:520] == b"LABELONE" and head[536:544] == b"LVM2 001":
         return "lvm"
     if head[:4] == b"XFSB":
@@ -396,15 +399,90 @@ _DEVICE_NUMBER = re.compile(r"^/dev/(?:[shv]d[a-z]|xvd[a-z]|nvme\d+n\d+p|mmcblk\
 
 _SKIPPED = {
     "swap": "swap space (not a filesystem): skipped",
-    "exfat": "exFAT: not read yet: skipped",
-    "luks": "LUKS-encrypted: cannot be read without the key: skipped",
+    "exfat": "exFAT: not examined (no extractor for an unmounted exFAT volume): skipped",
     "lvm": "LVM physical volume whose logical volumes cannot be read: skipped",
-    "xfs": "XFS: not read yet: skipped",
-    "btrfs": "btrfs: not read yet: skipped",
-    "f2fs": "F2FS: not read yet: skipped",
+    "f2fs": "F2FS: not examined (no extractor for an unmounted F2FS volume): skipped",
     "empty": "empty (zeros at its start): skipped",
     "unknown": "unknown content (no filesystem magic found): skipped",
 }
+
+
+# --- encrypted volumes: recognised by their header, reported, never opened ---------------------------
+
+_ENCRYPTED = ("luks", "bitlocker")
+_LUKS2_JSON_MAX = 4 << 20  # the JSON area is 12 KiB by default; cryptsetup allows up to 4 MiB
+
+
+def _cstr(raw: bytes) -> str:
+    return raw.split(b"\x00", 1)[0].decode("ascii", "replace").strip()
+
+
+def encrypted_header(read_at: ReadAt, part: Partition, content: str) -> dict[str, object]:
+    """What the header of a LUKS (1 or 2) or BitLocker volume says, without any key: format,
+    version, cipher, UUID. A damaged header gives what could be read and ``damaged``."""
+    head = read_at(part.offset, 4096).ljust(4096, b"\x00")
+    if content == "bitlocker":
+        # BitLocker's boot sector: the -FVE-FS- OEM id, then (Windows 7 and later) the byte
+        # offsets of the three copies of the FVE metadata block at 176, 184 and 192.
+        meta = [o for o in struct.unpack_from("<3Q", head, 176) if 0 < o < part.size]
+        return {"format": "BitLocker", "signature": "-FVE-FS-", "metadata_offsets": meta}
+    version = struct.unpack_from(">H", head, 6)[0]
+    out: dict[str, object] = {"format": f"LUKS{version}" if version in (1, 2) else "LUKS", "version": version,
+                              "uuid": _cstr(head[168:208])}
+    if version == 1:
+        out["cipher"] = f"{_cstr(head[8:40])}-{_cstr(head[40:72])}"
+        out["hash"] = _cstr(head[72:104])
+        out["key_bytes"] = struct.unpack_from(">I", head, 108)[0]
+    elif version == 2:
+        out["label"] = _cstr(head[24:72])
+        size = struct.unpack_from(">Q", head, 8)[0]
+        if not 4096 < size <= 4096 + _LUKS2_JSON_MAX or size > part.size:
+            out["damaged"] = f"header size {size} out of range"
+            return out
+        try:
+            meta = json.loads(read_at(part.offset + 4096, size - 4096).split(b"\x00", 1)[0])
+            segment = meta["segments"]["0"]
+            out["cipher"] = str(segment["encryption"])
+            out["keyslots"] = len(meta.get("keyslots", {}))
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            out["damaged"] = f"JSON metadata unreadable ({type(exc).__name__})"
+    else:
+        out["damaged"] = f"unknown LUKS version {version}"
+    return out
+
+
+def _header_text(header: dict[str, object]) -> str:
+    parts = [str(header["format"])]
+    parts.extend(f"{k} {header[k]}" for k in ("cipher", "uuid") if header.get(k))
+    if header.get("metadata_offsets"):
+        parts.append(f"FVE metadata at bytes {', '.join(map(str, header['metadata_offsets']))}")  # type: ignore[call-overload]
+    if header.get("damaged"):
+        parts.append(f"damaged header: {header['damaged']}")
+    return ", ".join(parts)
+
+
+def encrypted_findings(disk: DiskImage, crane: str | None) -> list[Finding]:
+    """A medium finding per encrypted volume: content the maker ships that the port cannot read
+    is itself evidence the gate must weigh (what it holds, nobody here can say)."""
+    from cranewatch.model import Evidence, Severity
+
+    findings = []
+    for part, header in disk.encrypted:
+        what = _header_text(header)
+        findings.append(Finding(
+            id=finding_id("integrity.encrypted-volume", crane, part.label, header.get("uuid") or part.offset),
+            rule="integrity.encrypted-volume", category="backdoor", severity=Severity.MEDIUM,
+            title=f"encrypted volume the port cannot examine: {part.label} ({what})",
+            first_seen=None, last_seen=None, crane=crane,
+            evidence=(Evidence(source=str(disk.source), offset=part.offset,
+                               values={"partition": part.label, "partition_offset": part.offset,
+                                       "partition_size": part.size, "filesystem": header["format"],
+                                       **{k: v for k, v in header.items() if k != "format"}},
+                               note="not examined: encrypted; nothing inside it was checked"),),
+            remedy="Ask the maker for the key (or a decrypted image) and scan the volume's content, or have the "
+                   "maker remove it; until then treat it as unknown code on the crane.",
+        ))
+    return findings
 
 
 # --- opening a disk -------------------------------------------------------------------------------
@@ -436,6 +514,7 @@ class DiskImage(Image):
     layout: DiskLayout | None = None
     volumes: list[Volume] = field(default_factory=list)  # each scanned on its own
     mounted: list[Volume] = field(default_factory=list)  # moved into the root tree at their mount point
+    encrypted: list[tuple[Partition, dict[str, object]]] = field(default_factory=list)  # LUKS/BitLocker headers
 
     def close(self) -> None:
         for volume in [*self.volumes, *self.mounted]:
@@ -484,13 +563,19 @@ def _open_raw(source: Path, container: str, raw: Path, tmp: tempfile.TemporaryDi
         layout = read_layout(read_at, disk_size)
         contents = [(part, probe_content(read_at, part)) for part in layout.partitions]
         names = {part.index: fstab_names(read_at, part, content) for part, content in contents}
+        encrypted = [(part, encrypted_header(read_at, part, content)) for part, content in contents
+                     if content in _ENCRYPTED]
     where = f"{source}" + (f" (converted from {container})" if container != "raw" else "")
     warnings = [f"disk {where}: {p}" for p in layout.problems]
     volumes: list[Volume] = []
-    skipped: list[str] = []  # why each partition that is not a volume was left out
+    # why each partition that is not a volume was left out; an encrypted one is a coverage gap
+    skipped: list[str] = [f"{part.describe()}: not examined: encrypted ({_header_text(header)})"
+                          for part, header in encrypted]
     left = limits  # one budget for the whole disk, not one per partition
     try:
         for raw_of, part, content, name, fstab in _units(raw, contents, names, Path(tmp.name), skipped):
+            if content in _ENCRYPTED:
+                continue  # said above, and a finding (``encrypted_findings``)
             if content in _SKIPPED:
                 skipped.append(f"{part.describe()}: {_SKIPPED[content]}")
                 continue
@@ -536,7 +621,7 @@ def _open_raw(source: Path, container: str, raw: Path, tmp: tempfile.TemporaryDi
     warnings.insert(0, f"disk ({layout.scheme.upper()}, {container}): scanned {summary}")
     return DiskImage(
         source, "disk", primary.image.root, primary.image.entries, warnings, tmp,
-        container=container, layout=layout, volumes=volumes, mounted=mounted,
+        container=container, layout=layout, volumes=volumes, mounted=mounted, encrypted=encrypted,
     )
 
 
@@ -633,6 +718,10 @@ def _open_partition(raw: Path, part: Partition, content: str, scratch: Path, lim
         from cranewatch.forensics.ntfs import open_ntfs
 
         return open_ntfs(raw, limits, part.offset, part.size)  # read in place, no copy
+    if content == "xfs":
+        from cranewatch.forensics.xfs import open_xfs
+
+        return open_xfs(raw, part.offset, part.size, scratch / f"{part.label}-xfs", limits)  # read in place
     copy = scratch / f"{part.label}.img"
     extents = _data_extents(raw, part.offset, part.size)
     data = sum(length for _, length in extents)
@@ -645,6 +734,8 @@ def _open_partition(raw: Path, part: Partition, content: str, scratch: Path, lim
     try:
         if content == "fat":
             return _open_fat(copy, scratch / f"{part.label}-fat", limits)
+        if content == "btrfs":
+            return _open_btrfs(copy, scratch / f"{part.label}-btrfs", limits)
         return open_image(copy, limits)  # ext and squashfs: detected again by their magic
     finally:
         copy.unlink(missing_ok=True)  # the extracted files are what the scan reads
@@ -755,6 +846,62 @@ def _open_fat(part: Path, dest: Path, limits: Limits) -> Image:
     return open_image(dest, limits)
 
 
+def _open_btrfs(part: Path, dest: Path, limits: Limits) -> Image:
+    """A btrfs partition extracted by btrfs-progs' ``btrfs restore`` (reads an unmounted image
+    file, unprivileged, no kernel driver). Every inode is listed first from ``btrfs inspect-internal
+    dump-tree`` so the count and size limits apply before anything is written. Symbolic links are
+    not restored (no ``-S``): a crafted tree naming a link and a directory alike could make later
+    files follow the link out of the private directory; their number is said in a warning."""
+    btrfs = _tool("btrfs", "btrfs-progs")
+    where = Location(file=str(part))
+    listing = dest.parent / f"{dest.name}.tree"
+    with open(listing, "w+b") as out:
+        dump = subprocess.run([btrfs, "inspect-internal", "dump-tree", str(part)], stdout=out,
+                              stderr=subprocess.PIPE, preexec_fn=_header_limits, check=False)
+        if dump.returncode != 0:
+            raise ImageError(f"btrfs cannot read the tree of the filesystem: "
+                             f"{dump.stderr.decode('utf-8', 'replace').strip()[-300:] or f'exit {dump.returncode}'}", where)
+        out.seek(0)
+        inodes = links = size = 0
+        declared = 0  # the size line of an INODE_ITEM comes just before its mode line
+        for line in out:
+            sized = _BTRFS_SIZE.match(line)
+            if sized is not None:
+                declared = int(sized.group(1))
+                continue
+            moded = _BTRFS_MODE.match(line)
+            if moded is None:
+                continue
+            inodes += 1
+            kind = int(moded.group(1), 8) & 0o170000
+            if kind == 0o100000:
+                size += declared
+            elif kind == 0o120000:
+                links += 1
+    listing.unlink()
+    if inodes > limits.max_files:
+        raise ImageError(f"{inodes} inodes in the btrfs filesystem: beyond the file-count limit", where)
+    if size > limits.max_total_bytes:
+        raise ImageError(f"the btrfs inodes declare {size} bytes of files: beyond the size limit, refused", where)
+    _empty_dir(dest)
+
+    def restore_limits() -> None:
+        _convert_limits()
+        cap = limits.max_member_bytes + 1
+        resource.setrlimit(resource.RLIMIT_FSIZE, (cap, cap))
+
+    run = subprocess.run([btrfs, "restore", "-m", "-x", str(part), str(dest)], capture_output=True, text=True,
+                         errors="replace", preexec_fn=restore_limits, check=False)
+    if run.returncode != 0:
+        raise ImageError(f"btrfs restore cannot extract the filesystem: {(run.stderr or run.stdout).strip()[-300:]}", where)
+    image = open_image(dest, limits)
+    if links:
+        image.warnings.append(f"{links} symbolic link(s) of the btrfs filesystem not restored (btrfs restore without -S)")
+    return image
+
+
+_BTRFS_SIZE = re.compile(rb"^\s+generation \d+ transid \d+ size (\d+) nbytes \d+")
+_BTRFS_MODE = re.compile(rb"^\s+block group \d+ mode ([0-7]+) ")
 _FAT_TOTAL = re.compile(r"^\s*(\d[\d ]*?) files?\s+(\d[\d ]*?) bytes\s*$", re.MULTILINE)
 
 

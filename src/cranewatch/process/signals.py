@@ -445,21 +445,31 @@ def build_frame(signals: Mapping[str, Signal], dt: float | None = None) -> Signa
     if not signals:
         return SignalFrame(np.zeros(0), 1.0, {}, {}, {})
     if dt is None:
-        # Each master's own poll period (two masters interleaved would halve it).
-        periods = []
-        for s in signals.values():
-            for i in range(len(s.origins)):
-                ts = np.unique(s.ts[s.origin == i])
-                if len(ts) >= 3:
-                    periods.append(float(np.median(np.diff(ts))))
-        dt = float(np.clip(min(periods), 0.02, 10.0)) if periods else 1.0
+        dt = grid_step(signals)
     start = min(float(s.ts[0]) for s in signals.values())
     end = max(float(s.ts[-1]) for s in signals.values())
     if (end - start) / dt >= MAX_GRID_POINTS:
         # a frame over holes in the recording (tables and plots across everything; the checks
         # get one frame per stretch, ``engine.split_at_holes``): coarser, never unbounded
         dt = (end - start) / (MAX_GRID_POINTS - 1)
-    t = start + dt * np.arange(int(np.floor((end - start) / dt)) + 1)
+    return frame_on_grid(signals, start + dt * np.arange(int(np.floor((end - start) / dt)) + 1), dt)
+
+
+def grid_step(signals: Mapping[str, Signal]) -> float:
+    """The grid step ``build_frame`` uses: the fastest master's median poll period."""
+    # Each master's own poll period (two masters interleaved would halve it).
+    periods = []
+    for s in signals.values():
+        for i in range(len(s.origins)):
+            ts = np.unique(s.ts[s.origin == i])
+            if len(ts) >= 3:
+                periods.append(float(np.median(np.diff(ts))))
+    return float(np.clip(min(periods), 0.02, 10.0)) if periods else 1.0
+
+
+def frame_on_grid(signals: Mapping[str, Signal], t: np.ndarray, dt: float) -> SignalFrame:
+    """``signals`` sampled and held on the grid ``t`` (step ``dt``): part of a longer grid
+    gives the same rows the whole grid has there (``process.slices``)."""
     columns: dict[str, np.ndarray] = {}
     age: dict[str, np.ndarray] = {}
     frames: dict[str, np.ndarray] = {}

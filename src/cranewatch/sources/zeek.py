@@ -8,7 +8,11 @@ record to the same event classes the protocol decoders produce, so the same dete
 conn.log (and x509.log, joined to ssl.log) are mapped here; every other log by the protocol
 module that declares it (``registry.ProtocolSpec.zeek``, with ``zeek_fields``' readers).
 
-Events from logs carry the log file in ``source`` and the line number in ``frame`` (the
+Several sensors' rotated trees (``logs/YYYY-MM-DD/conn.HH:MM:SS-HH:MM:SS.log.gz``) are read
+as one stream (``ZeekStream``): files in time order, duplicates read once, every log stream of
+every input merged by time through a bounded reorder window, events handed on in batches
+(docs/zeek.md). Events from logs carry the log file in ``source`` (after ``node@`` when the
+log names the node that wrote it) and the line number in ``frame`` (the
 evidence a finding can point to). A log carries less than a capture: ``ZeekResult.notes`` says what could not be known (for
 example Modbus register values when only ``modbus.log`` is present, masked timestamps of
 test baselines, fields a trimmed log left out).
@@ -22,11 +26,15 @@ or a line over ``MAX_LINE_BYTES`` (skipped without being held in memory) is a pr
 
 from __future__ import annotations
 
+import hashlib
+import heapq
 import itertools
 import json
+import math
 import re
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -49,6 +57,7 @@ from cranewatch.sources.zeek_fields import (
     ends,
     finite,
     integer,
+    record_ts,
     short,
     text,
 )
@@ -290,10 +299,21 @@ def read_log(path: Path, problems: list[InputError] | None = None) -> tuple[str,
                 log_problems.add(f"unreadable value ({type(exc).__name__}: {short(exc)}): line skipped",
                                  number)
                 continue
-            yield ZeekRecord(name, values, str(path), number)
+            yield ZeekRecord(name, values, _source(path, values), number)
         log_problems.close()
 
     return name, records()
+
+
+def _source(path: Path, values: dict[str, Any]) -> str:
+    """Where a record came from: its file, after the node that wrote it when the log names one
+    (``worker-1@logs/2024-05-01/conn.13:00:00-14:00:00.log.gz``; see ``NODE_FIELDS``)."""
+    for name in NODE_FIELDS:
+        node = values.get(name)
+        if isinstance(node, str) and node:
+            node = "".join(c if c.isprintable() and c != "@" else "?" for c in node[:MAX_NODE_NAME])
+            return f"{node}@{path}"
+    return str(path)
 
 
 # Types of common fields, for logs whose #types header was cut away (zeek-cut output).
@@ -346,7 +366,7 @@ def _json_records(name: str, path: Path, first: list[tuple[int, str]],
             continue
         if "_path" in values:
             name = str(values["_path"])
-        yield ZeekRecord(name, flat, str(path), number)
+        yield ZeekRecord(name, flat, _source(path, flat), number)
     problems.close()
 
 
@@ -413,59 +433,347 @@ def is_zeek_input(path: Path) -> bool:
             or _looks_like_field_names(text.split("\n", 1)[0]))
 
 
-def read_zeek(paths: Iterable[Path]) -> ZeekResult:
-    """Read Zeek logs (files or directories) into events, in time order where times exist."""
-    result = ZeekResult()
-    x509: dict[str, ZeekRecord] = {}
-    ssl_records: list[ZeekRecord] = []
-    mappers = _mappers()
-    supported = ("x509", *mappers)  # as registered now (a protocol may have been added)
-    for path in log_files(paths):
+# --- a tree of logs: walking, duplicates, time order -------------------------------------------
+
+# Rotated logs as zeekctl's archiver and a cluster's logger name them:
+# logs/2024-05-01/conn.13:00:00-14:00:00.log.gz (the day a directory, the hours in the name).
+_ROTATED = re.compile(r"^[^.]+\.(\d\d):(\d\d):(\d\d)-\d\d:\d\d:\d\d\.")
+_DAY = re.compile(r"^(\d{4})-(\d\d)-(\d\d)$")
+# Extension fields naming the node that wrote a record: ``_node_name`` (the add-node-names
+# package, Security Onion), ``_system_name`` (the logging framework's extension example,
+# Corelight). The first present names the record's sensor.
+NODE_FIELDS = ("_node_name", "_system_name")
+MAX_NODE_NAME = 64  # a hostile log's node name is cut, not carried whole into every finding
+# The reorder window: Zeek writes a conn record when its connection ends, with the time it
+# began, and other logs at a reply or a timeout, so times within a log go back and forth.
+# Records are held until the newest time read is REORDER_SECONDS past theirs, and never more
+# than REORDER_RECORDS of them; a record older than the last one handed on is handed on at once
+# and counted as late (ZeekStream.late): a connection that lasted longer than the window.
+REORDER_SECONDS = 300.0  # Zeek's tcp_inactivity_timeout: most connections end within it
+REORDER_RECORDS = 50_000
+EVENT_BATCH = 4096
+X509_KEPT = 20_000  # certificates remembered for the ssl join (the most recent)
+_LATE_LISTED = 5
+
+
+@dataclass(frozen=True, slots=True)
+class LogFile:
+    """One log file of the input: the input (tree or file) it was found under, its stream
+    name from the file name (``conn``, ``dns``...), and its rotation start (epoch seconds,
+    the day directory and the name read as UTC) when the name carries one."""
+
+    path: Path
+    root: int
+    stream: str
+    rotated: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class DuplicateLog:
+    """A log file not read because another one has the same content."""
+
+    path: str
+    same_as: str
+    sha256: str
+
+
+def rotation_start(path: Path) -> float | None:
+    """The rotation start of ``logs/YYYY-MM-DD/name.HH:MM:SS-HH:MM:SS.log[.gz]``, or None."""
+    hours = _ROTATED.match(path.name)
+    day = _DAY.match(path.parent.name)
+    if hours is None:
+        return None
+    h, m, s = (int(g) for g in hours.groups())
+    if day is None or h > 23 or m > 59 or s > 60:
+        return float(h * 3600 + m * 60 + s) if h <= 23 else None
+    try:
+        year, month, mday = (int(g) for g in day.groups())
+        midnight = datetime(year, month, mday, tzinfo=UTC).timestamp()
+    except ValueError:  # 2024-13-45
+        return None
+    return midnight + h * 3600 + m * 60 + s
+
+
+def _digest(path: Path) -> str:
+    sha = hashlib.sha256()
+    with open_regular_file(str(path), "Zeek log") as handle:
+        while block := handle.read(_READ_BLOCK):
+            sha.update(block)
+    return sha.hexdigest()
+
+
+def unique_logs(files: list[LogFile], duplicates: list[DuplicateLog],
+                problems: list[InputError]) -> list[LogFile]:
+    """The files without repeats: the same file under two names (a link) or a copy of it.
+
+    Only files of one size are hashed (a copy has its original's size); the first in the
+    walk's order is kept, each other one listed in ``duplicates``.
+    """
+    by_size: dict[int, list[LogFile]] = {}
+    seen_real: dict[Path, LogFile] = {}
+    kept: list[LogFile] = []
+    for log in files:
         try:
-            name, records = read_log(path, result.problems)
-        except InputError as exc:
-            if path.name.split(".")[0] in supported:
-                result.problems.append(exc)  # a log we use, unreadable: the others are still read
-            else:
-                result.skipped.append(str(path))  # a log we do not use, in a form we cannot read
+            real = log.path.resolve()
+            size = real.stat().st_size
+        except OSError as exc:
+            problems.append(InputError(f"cannot read Zeek log: {exc.strerror or exc}", Location(file=str(log.path))))
             continue
-        if name not in supported:
-            result.skipped.append(str(path))
+        if real in seen_real:
+            duplicates.append(DuplicateLog(str(log.path), str(seen_real[real].path), ""))
             continue
-        result.logs.append(str(path))
-        line_problems = _Problems(path, result.problems)
-        for record in records:
+        seen_real[real] = log
+        by_size.setdefault(size, []).append(log)
+        kept.append(log)
+    dropped: set[Path] = set()
+    for same_size in by_size.values():
+        if len(same_size) < 2:
+            continue
+        first_by_digest: dict[str, LogFile] = {}
+        for log in same_size:
             try:
-                _map_record(name, record, result, mappers, x509, ssl_records)
+                digest = _digest(log.path)
+            except (OSError, InputError):
+                continue  # read (and reported) as a log later
+            if digest in first_by_digest:
+                duplicates.append(DuplicateLog(str(log.path), str(first_by_digest[digest].path), digest))
+                dropped.add(log.path)
+            else:
+                first_by_digest[digest] = log
+    return [log for log in kept if log.path not in dropped]
+
+
+def _first_ts(path: Path) -> float | None:
+    """The first record's time of a log without a rotation name (None: none readable)."""
+    try:
+        _, records = read_log(path, [])
+        for record in records:
+            ts = record_ts(record)
+            return ts if ts else None
+    except (InputError, OSError, *_BAD_VALUE):
+        return None
+    return None
+
+
+def _in_time_order(files: list[LogFile]) -> list[LogFile]:
+    """Rotated files by their rotation start, the others by their first time, current last."""
+    def key(log: LogFile) -> tuple[float, str]:
+        start = log.rotated if log.rotated is not None else _first_ts(log.path)
+        return (math.inf if start is None else start, str(log.path))
+    return sorted(files, key=key)
+
+
+# --- streaming: a k-way merge of every log, a bounded reorder window, batches of events ---------
+
+@dataclass(slots=True)
+class InputTally:
+    """What one given input (a sensor's tree of logs, or a file) gave: its logs, notes and
+    problems (``found``), events, first/last time, and records that came later than the window."""
+
+    path: str
+    found: ZeekResult = field(default_factory=ZeekResult)
+    events: int = 0
+    first: float | None = None
+    last: float | None = None
+    late: int = 0
+
+
+@dataclass(slots=True)
+class _Item:
+    """One record's events on their way through the merge and the reorder window."""
+
+    ts: float
+    root: int
+    events: list[Event]
+    ssl: ZeekRecord | None = None  # joined to x509 when it leaves the window
+    x509: ZeekRecord | None = None  # remembered when it leaves the merge
+
+
+class ZeekStream:
+    """Zeek logs of one or more inputs (sensors' trees, files), read as one stream of events.
+
+    Files of one stream (``conn``, ``dns``...) of one input are read one after another in time
+    order; the streams of every input are merged by time, then pass a reorder window (see
+    ``REORDER_SECONDS``); ``batches()`` hands on lists of at most ``EVENT_BATCH`` events.
+    Memory holds one open file per stream and input, the window and the recent certificates,
+    whatever the length of the logs. After ``batches()``: ``inputs`` (per given input: its
+    notes, logs, skipped files and problems), ``duplicates``, ``late``; ``result()`` all
+    inputs' in one ``ZeekResult``.
+    """
+
+    def __init__(self, paths: Iterable[Path], *, window_seconds: float = REORDER_SECONDS,
+                 window_records: int | None = REORDER_RECORDS, batch: int = EVENT_BATCH) -> None:
+        self.paths = [Path(p) for p in paths]
+        self.window_seconds = window_seconds
+        self.window_records = window_records
+        self.batch = batch
+        self.inputs = [InputTally(str(p)) for p in self.paths]
+        self.duplicates: list[DuplicateLog] = []
+        self.late = 0  # records older than the last one handed on: handed on out of order
+        self.latest_late: list[tuple[float, str, int]] = []  # (seconds late, file, line), worst first
+        self._x509: dict[str, ZeekRecord] = {}
+        self._mappers = _mappers()
+        self._supported = ("x509", *self._mappers)  # as registered now (a protocol may have been added)
+
+    # the walk
+    def files(self) -> list[LogFile]:
+        found: list[LogFile] = []
+        for root, path in enumerate(self.paths):
+            for log in log_files([path]):
+                found.append(LogFile(log, root, log.name.split(".")[0], rotation_start(log)))
+        return unique_logs(found, self.duplicates, self.inputs[0].found.problems)
+
+    def result(self) -> ZeekResult:
+        """Every input's logs, notes and problems in one (events: none; see ``batches``)."""
+        merged = ZeekResult()
+        for tally in self.inputs:
+            merged.logs += tally.found.logs
+            merged.skipped += tally.found.skipped
+            merged.problems += tally.found.problems
+            for note in tally.found.notes:
+                merged.note(note)
+        return merged
+
+    def batches(self) -> Iterator[list[Event]]:
+        files = self.files()
+        for duplicate in self.duplicates:
+            how = f"same content (sha256 {duplicate.sha256[:16]}...)" if duplicate.sha256 else "the same file"
+            root = next((i for i, p in enumerate(self.paths) if duplicate.path.startswith(str(p))), 0)
+            self.inputs[root].found.note(f"{duplicate.path}: {how} as {duplicate.same_as}; read once")
+        chains: dict[tuple[int, str], list[LogFile]] = {}
+        for log in files:
+            chains.setdefault((log.root, log.stream), []).append(log)
+        merged = heapq.merge(*(self._records(_in_time_order(chain)) for chain in chains.values()),
+                             key=lambda item: item.ts)
+        yield from self._reordered(merged)
+        limit = (f"{self.window_seconds:g} s" + (f" / {self.window_records} records"
+                                                 if self.window_records is not None else ""))
+        for tally in self.inputs:
+            if tally.late:
+                worst = ", ".join(f"{file} line {line} ({late:.0f} s)" for late, file, line in self.latest_late)
+                tally.found.note(f"{tally.late} records came later than the reorder window ({limit}) and "
+                                 f"were analysed out of time order; the latest of all inputs: {worst}")
+
+    def _records(self, chain: list[LogFile]) -> Iterator[_Item]:
+        """One stream's records, file after file, mapped to events as they are read."""
+        for log in chain:
+            result = self.inputs[log.root].found
+            path = log.path
+            try:
+                name, records = read_log(path, result.problems)
+            except InputError as exc:
+                if log.stream in self._supported:
+                    result.problems.append(exc)  # a log we use, unreadable: the others are still read
+                else:
+                    result.skipped.append(str(path))  # a log we do not use, in a form we cannot read
+                continue
+            if name not in self._supported:
+                result.skipped.append(str(path))
+                continue
+            result.logs.append(str(path))
+            line_problems = _Problems(path, result.problems)
+            for record in records:
+                try:
+                    item = _map_record(name, record, result, self._mappers, log.root)
+                except _BAD_VALUE as exc:
+                    line_problems.add(f"{name} record with a value of the wrong type or range "
+                                      f"({type(exc).__name__}: {short(exc)}): line skipped", record.line)
+                    continue
+                if item is not None:
+                    yield item
+            line_problems.close()
+
+    def _reordered(self, merged: Iterator[_Item]) -> Iterator[list[Event]]:
+        window: list[tuple[float, int, _Item]] = []
+        out: list[Event] = []
+        newest = -math.inf
+        handed = -math.inf  # the time of the last record handed on
+        for seq, item in enumerate(merged):
+            if item.x509 is not None:
+                self._remember(item.x509)
+                continue
+            if item.ts < handed:
+                self._late(item, handed)
+                self._hand_on(item, out)
+            else:
+                heapq.heappush(window, (item.ts, seq, item))
+                newest = max(newest, item.ts)
+            horizon = newest - self.window_seconds
+            while window and (window[0][0] <= horizon or (self.window_records is not None
+                                                          and len(window) > self.window_records)):
+                handed = window[0][0]
+                self._hand_on(heapq.heappop(window)[2], out)
+            if len(out) >= self.batch:
+                yield out
+                out = []
+        while window:
+            self._hand_on(heapq.heappop(window)[2], out)
+        if out:
+            yield out
+
+    def _late(self, item: _Item, handed: float) -> None:
+        self.late += 1
+        self.inputs[item.root].late += 1
+        first = item.events[0] if item.events else None
+        where = (first.source, first.frame) if first is not None else (
+            (item.ssl.file, item.ssl.line) if item.ssl is not None else ("?", 0))
+        self.latest_late.append((handed - item.ts, where[0], where[1]))
+        self.latest_late.sort(reverse=True)
+        del self.latest_late[_LATE_LISTED:]
+
+    def _remember(self, record: ZeekRecord) -> None:
+        fingerprint = record.get("fingerprint") or record.get("id")
+        if not fingerprint:
+            return
+        key = text(fingerprint)
+        self._x509.pop(key, None)
+        self._x509[key] = record
+        if len(self._x509) > X509_KEPT:
+            del self._x509[next(iter(self._x509))]
+
+    def _hand_on(self, item: _Item, out: list[Event]) -> None:
+        events = item.events
+        if item.ssl is not None:
+            try:
+                events = events + _ssl_certificate(item.ssl, self._x509, self.inputs[item.root].found)
             except _BAD_VALUE as exc:
-                line_problems.add(f"{name} record with a value of the wrong type or range "
-                                  f"({type(exc).__name__}: {short(exc)}): line skipped", record.line)
-        line_problems.close()
-    for record in ssl_records:
-        try:
-            result.events.extend(_ssl_certificate(record, x509, result))
-        except _BAD_VALUE as exc:
-            result.problems.append(InputError(
-                f"ssl record with a certificate value of the wrong type ({type(exc).__name__}: "
-                f"{short(exc)})", Location(file=record.file, line=record.line)))
-    result.events.sort(key=lambda e: e.ts)
+                self.inputs[item.root].found.problems.append(InputError(
+                    f"ssl record with a certificate value of the wrong type ({type(exc).__name__}: "
+                    f"{short(exc)})", Location(file=item.ssl.file, line=item.ssl.line)))
+        if not events:
+            return
+        tally = self.inputs[item.root]
+        tally.events += len(events)
+        if item.ts:
+            tally.first = item.ts if tally.first is None else min(tally.first, item.ts)
+            tally.last = item.ts if tally.last is None else max(tally.last, item.ts)
+        out.extend(events)
+
+
+def read_zeek(paths: Iterable[Path]) -> ZeekResult:
+    """Read Zeek logs (files or directories) into a list of events in time order.
+
+    Everything in memory, the order exact (an unbounded window): for small inputs and tests.
+    An analysis streams them (``ZeekStream``).
+    """
+    stream = ZeekStream(paths, window_seconds=math.inf, window_records=None)
+    events = [event for batch in stream.batches() for event in batch]
+    result = stream.result()
+    result.events = events
     return result
 
 
 def _map_record(name: str, record: ZeekRecord, result: ZeekResult, mappers: dict[str, Any],
-                x509: dict[str, ZeekRecord], ssl_records: list[ZeekRecord]) -> None:
-    """One record's events into ``result`` (x509 and ssl records are also kept for the join)."""
+                root: int) -> _Item | None:
+    """One record's events (x509 and ssl records are also kept for the join); None: none."""
     if record.values.get("ts") is None and "ts" in record.values:
         result.note(f"{Path(record.file).name}: timestamps are masked or absent; events carry ts 0")
     if name == "x509":
-        fingerprint = record.get("fingerprint") or record.get("id")
-        if fingerprint:
-            x509[text(fingerprint)] = record
-        return
+        return _Item(record_ts(record), root, [], x509=record)
     events = mappers[name](record, result)  # all of the line's events, or none of them
     if name == "ssl":
-        ssl_records.append(record)
-    result.events.extend(events)
+        return _Item(record_ts(record), root, events, ssl=record)
+    return _Item(events[0].ts, root, events) if events else None
 
 
 # --- mapping --------------------------------------------------------------------------------

@@ -14,7 +14,9 @@ from cranewatch.store.records import (
     ObservedHost,
     Run,
     RunInput,
+    Session,
     StoredRuleset,
+    User,
 )
 from cranewatch.store.sqlite import (
     MissingStore,
@@ -39,8 +41,10 @@ __all__ = [
     "ObservedHost",
     "Run",
     "RunInput",
+    "Session",
     "Store",
     "StoredRuleset",
+    "User",
     "default_db_path",
     "default_store",
     "hash_input",

@@ -217,3 +217,35 @@ class Coverage:
         return cls(tuple(data.get("checks", ())),
                    tuple(ObservedHost(h.get("mac"), tuple(h.get("ips", ()))) for h in data.get("hosts", ())),
                    tuple(data.get("suppressed", ())))
+
+
+@dataclass(frozen=True, slots=True)
+class User:
+    """A person who may use the operations console, with a role; ``password`` is the KDF's
+    encoded hash (``cranewatch.web.auth``), never the password."""
+
+    name: str
+    role: str  # viewer | analyst | officer | admin
+    password: str
+    created_at: float
+    created_by: str
+    changed_at: float | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        from cranewatch.model import iso_time
+
+        return {"user": self.name, "role": self.role, "created": iso_time(self.created_at),
+                "created_by": self.created_by, "changed": iso_time(self.changed_at)}
+
+
+@dataclass(frozen=True, slots=True)
+class Session:
+    """A console login: kept by the sha256 of the cookie's token, with its CSRF token and times."""
+
+    token_sha256: str
+    user: str
+    role: str
+    csrf: str
+    created_at: float
+    expires_at: float
+    last_seen: float

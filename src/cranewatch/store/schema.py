@@ -31,6 +31,46 @@ SCHEMA_MIGRATIONS_TABLE = Migration(
 )
 
 
+USER_ROLES = ("viewer", "analyst", "officer", "admin")
+AUDIT_ACTIONS = ("disposition", "reopen", "supersede", "re-record", "note", "assign")
+_AUDIT_ACTIONS = ", ".join(f"'{a}'" for a in AUDIT_ACTIONS)
+_ROLES = ", ".join(f"'{r}'" for r in USER_ROLES)
+
+_CONSOLE_TABLES = (
+    f"""CREATE TABLE users (
+        name TEXT PRIMARY KEY,
+        role TEXT NOT NULL CHECK (role IN ({_ROLES})),
+        password TEXT NOT NULL,
+        created_at REAL NOT NULL,
+        created_by TEXT NOT NULL,
+        changed_at REAL
+    )""",
+    """CREATE TABLE sessions (
+        token_sha256 TEXT PRIMARY KEY,
+        user_name TEXT NOT NULL REFERENCES users(name) ON DELETE CASCADE,
+        csrf TEXT NOT NULL,
+        created_at REAL NOT NULL,
+        expires_at REAL NOT NULL,
+        last_seen REAL NOT NULL,
+        client TEXT
+    )""",
+    "CREATE INDEX sessions_user ON sessions(user_name)",
+    # the console counts a crane's incidents by severity and pages them worst first, newest first
+    "CREATE INDEX incidents_console ON incidents(crane, severity, last_seen, id)",
+)
+
+_AUDIT_EVENTS = f"""CREATE TABLE audit_events (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    crane TEXT NOT NULL,
+    at REAL NOT NULL,
+    who TEXT NOT NULL,
+    action TEXT NOT NULL CHECK (action IN ({_AUDIT_ACTIONS})),
+    subject TEXT NOT NULL,
+    why TEXT NOT NULL,
+    detail TEXT NOT NULL DEFAULT '{{}}'
+)"""
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(
         "0001_fleet",
@@ -218,6 +258,28 @@ MIGRATIONS: tuple[Migration, ...] = (
                 PRIMARY KEY (run_id, incident_id)
             )""",
             "CREATE INDEX run_incidents_incident ON run_incidents(crane, incident_id)",
+        ),
+    ),
+    # The operations console (``cranewatch serve``): its users (a role each; the password only as
+    # a scrypt hash, see cranewatch.web.auth) and their server-side sessions (the cookie's token
+    # only as its sha256, so a copy of the store cannot be used to take over a session); and
+    # two more audit actions, a note on a finding and its assignment to a person.
+    Migration(
+        "0007_console",
+        (
+            *_CONSOLE_TABLES,
+            # SQLite cannot change a CHECK in place: the audit table is copied into a new one
+            _AUDIT_EVENTS.replace("CREATE TABLE audit_events", "CREATE TABLE audit_events_0007"),
+            "INSERT INTO audit_events_0007(seq, crane, at, who, action, subject, why, detail)"
+            " SELECT seq, crane, at, who, action, subject, why, detail FROM audit_events",
+            "DROP TABLE audit_events",
+            "ALTER TABLE audit_events_0007 RENAME TO audit_events",
+            "CREATE INDEX audit_events_crane ON audit_events(crane, seq)",
+        ),
+        postgres=(
+            *(s.replace("REAL", "DOUBLE PRECISION") for s in _CONSOLE_TABLES),
+            "ALTER TABLE audit_events DROP CONSTRAINT audit_events_action_check",
+            f"ALTER TABLE audit_events ADD CONSTRAINT audit_events_action_check CHECK (action IN ({_AUDIT_ACTIONS}))",
         ),
     ),
     # The console's data (cranewatch.store.console): where each input was on disk when recorded

@@ -48,9 +48,11 @@ from cranewatch.store.records import (
     HistoryEntry,
     Run,
     RunInput,
+    Session,
     StoredRuleset,
+    User,
 )
-from cranewatch.store.schema import MIGRATIONS, SCHEMA_MIGRATIONS_TABLE
+from cranewatch.store.schema import AUDIT_ACTIONS, MIGRATIONS, SCHEMA_MIGRATIONS_TABLE, USER_ROLES
 
 RUN_KINDS = ("analyze", "scan-image", "gate")
 BUSY_TIMEOUT_S = 30.0
@@ -888,6 +890,152 @@ class Store(ConsoleQueries):
             return None
         return StoredRuleset(row["crane"], row["purpose"], row["at"], row["who"], row["sha256"], row["text"])
 
+    # -- notes and assignments ----------------------------------------------------------------
+
+    def record_finding_note(self, crane: str, finding: str, *, who: str, why: str,
+                            assignee: str | None = None, at: float | None = None) -> AuditEvent:
+        """A note on a stored finding, or (``assignee`` given) its assignment to a person: an
+        audit event of the crane; the finding's state does not change."""
+        if not why.strip() or not who.strip():
+            raise UsageError("a note needs who and what")
+        action = "note" if assignee is None else "assign"
+        assert action in AUDIT_ACTIONS
+        detail: dict[str, Any] = {} if assignee is None else {"assignee": assignee}
+        now = time.time() if at is None else at
+        with self._write() as db:
+            if db.execute("SELECT 1 FROM findings WHERE crane=? AND id=?", (crane, finding)).fetchone() is None:
+                raise StateError(f"{crane} has no stored finding {finding}")
+            _audit(db, crane, now, who, action, finding, why, detail)
+        return AuditEvent(crane, now, who, action, finding, why, detail)
+
+    # -- console users and sessions -----------------------------------------------------------
+
+    def add_user(self, name: str, role: str, password: str, *, by: str, at: float | None = None) -> User:
+        """A new console user; ``password`` is the KDF's encoded hash."""
+        if role not in USER_ROLES:
+            raise UsageError(f"unknown role {role!r} (one of: {', '.join(USER_ROLES)})")
+        now = time.time() if at is None else at
+        with self._write() as db:
+            if db.execute("SELECT 1 FROM users WHERE name=?", (name,)).fetchone() is not None:
+                raise StateError(f"user {name} exists (change it with `cranewatch users passwd` or `role`)")
+            db.execute("INSERT INTO users(name, role, password, created_at, created_by) VALUES (?, ?, ?, ?, ?)",
+                       (name, role, password, now, by))
+        return User(name, role, password, now, by)
+
+    def change_user(self, name: str, *, role: str | None = None, password: str | None = None,
+                    at: float | None = None) -> User:
+        """Change a user's role or password hash; the user's sessions end (log in again)."""
+        if role is not None and role not in USER_ROLES:
+            raise UsageError(f"unknown role {role!r} (one of: {', '.join(USER_ROLES)})")
+        now = time.time() if at is None else at
+        with self._write() as db:
+            row = db.execute("SELECT * FROM users WHERE name=?", (name,)).fetchone()
+            if row is None:
+                raise StateError(f"no user {name}")
+            db.execute("UPDATE users SET role=?, password=?, changed_at=? WHERE name=?",
+                       (role or row["role"], password or row["password"], now, name))
+            db.execute("DELETE FROM sessions WHERE user_name=?", (name,))
+        user = self.user(name)
+        assert user is not None
+        return user
+
+    def remove_user(self, name: str) -> None:
+        with self._write() as db:
+            db.execute("DELETE FROM sessions WHERE user_name=?", (name,))
+            if db.execute("DELETE FROM users WHERE name=?", (name,)).rowcount == 0:
+                raise StateError(f"no user {name}")
+
+    def user(self, name: str) -> User | None:
+        with self._read() as db:
+            row = db.execute("SELECT * FROM users WHERE name=?", (name,)).fetchone()
+        return None if row is None else _user_from_row(row)
+
+    def users(self) -> list[User]:
+        with self._read() as db:
+            rows = db.execute("SELECT * FROM users ORDER BY name").fetchall()
+        return [_user_from_row(r) for r in rows]
+
+    def create_session(self, token_sha256: str, user: str, csrf: str, *, expires_at: float,
+                       client: str | None = None, at: float | None = None) -> None:
+        now = time.time() if at is None else at
+        with self._write() as db:
+            db.execute("DELETE FROM sessions WHERE expires_at <= ?", (now,))  # expired ones go as new ones come
+            db.execute("INSERT INTO sessions(token_sha256, user_name, csrf, created_at, expires_at, last_seen, client)"
+                       " VALUES (?, ?, ?, ?, ?, ?, ?)", (token_sha256, user, csrf, now, expires_at, now, client))
+
+    def session(self, token_sha256: str) -> Session | None:
+        """The session kept under this token digest, with its user's current role (None: unknown)."""
+        with self._read() as db:
+            row = db.execute(
+                "SELECT s.*, u.role FROM sessions s JOIN users u ON u.name=s.user_name WHERE s.token_sha256=?",
+                (token_sha256,)).fetchone()
+        if row is None:
+            return None
+        return Session(row["token_sha256"], row["user_name"], row["role"], row["csrf"], row["created_at"],
+                       row["expires_at"], row["last_seen"])
+
+    def touch_session(self, token_sha256: str, at: float) -> None:
+        with self._write() as db:
+            db.execute("UPDATE sessions SET last_seen=? WHERE token_sha256=?", (at, token_sha256))
+
+    def end_session(self, token_sha256: str) -> None:
+        with self._write() as db:
+            db.execute("DELETE FROM sessions WHERE token_sha256=?", (token_sha256,))
+
+    def finding_run_ids(self, crane: str, finding: str) -> tuple[int, ...]:
+        """The runs that saw one finding, oldest first (``finding_runs`` reads every finding's)."""
+        with self._read() as db:
+            rows = db.execute("SELECT run_id FROM run_findings WHERE crane=? AND finding_id=? ORDER BY run_id",
+                              (crane, finding)).fetchall()
+        return tuple(int(r["run_id"]) for r in rows)
+
+    # -- incidents for the console (tens of thousands: counted and paged in SQL) ---------------
+
+    def incident_counts(self, crane: str, closed: Iterable[str] = ()) -> dict[str, int]:
+        """severity → how many of the crane's incidents are open: those with a member finding
+        not in ``closed`` (the findings a disposition took out; few, so only the incidents
+        naming one of them are read whole)."""
+        shut = sorted(set(closed))
+        with self._read() as db:
+            counts = {r["severity"]: int(r["n"]) for r in db.execute(
+                "SELECT severity, count(*) AS n FROM incidents WHERE crane=? GROUP BY severity", (crane,))}
+            if not shut:
+                return counts
+            candidates: dict[str, Row] = {}
+            for i in range(0, len(shut), 50):
+                part = shut[i:i + 50]
+                likes = " OR ".join("record LIKE ? ESCAPE '\\'" for _ in part)
+                for r in db.execute(f"SELECT id, severity, record FROM incidents WHERE crane=? AND ({likes})",
+                                    (crane, *(f'%"{_escape_like(f)}"%' for f in part))):
+                    candidates[r["id"]] = r
+        closed_set = set(shut)
+        for r in candidates.values():
+            if set(json.loads(r["record"]).get("findings", ())) <= closed_set:
+                counts[r["severity"]] -= 1
+        return {k: v for k, v in counts.items() if v > 0}
+
+    def incidents_page(self, crane: str, *, limit: int, offset: int = 0) -> tuple[list[Incident], int]:
+        """One page of the crane's incidents, most severe first then newest, and how many there
+        are (each severity read through the console index, so a deep page costs no sort)."""
+        records: list[str] = []
+        with self._read() as db:
+            counts = {r["severity"]: int(r["n"]) for r in db.execute(
+                "SELECT severity, count(*) AS n FROM incidents WHERE crane=? GROUP BY severity", (crane,))}
+            skip, want = offset, limit
+            for severity in ("critical", "high", "medium", "low", "info"):
+                n = counts.get(severity, 0)
+                if want <= 0:
+                    break
+                if skip >= n:
+                    skip -= n
+                    continue
+                rows = db.execute("SELECT record FROM incidents WHERE crane=? AND severity=?"
+                                  " ORDER BY last_seen DESC, id DESC LIMIT ? OFFSET ?",
+                                  (crane, severity, want, skip)).fetchall()
+                records.extend(r["record"] for r in rows)
+                want -= len(rows)
+                skip = 0
+        return [Incident.from_json(json.loads(r)) for r in records], sum(counts.values())
 
 _UPSERT_INCIDENT = """
 INSERT INTO incidents(crane, id, severity, title, first_seen, last_seen, record)
@@ -1011,6 +1159,14 @@ def _latest_disposition_row(db: Connection, crane: str, finding: str) -> Row | N
 def _disposition_from_row(r: Row) -> Disposition:
     return Disposition(r["crane"], r["finding_id"], r["state"], r["at"], r["who"], r["why"], r["until"],
                        r["evidence_run"], r["seq"])
+
+
+def _escape_like(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+def _user_from_row(r: Row) -> User:
+    return User(r["name"], r["role"], r["password"], r["created_at"], r["created_by"], r["changed_at"])
 
 
 def _run_from_row(r: Row, inputs: Sequence[RunInput]) -> Run:

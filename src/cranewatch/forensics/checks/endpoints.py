@@ -4,7 +4,8 @@ Each endpoint is classified as crane-LAN, terminal, private, local or public (``
 and checked against the profile's allowed endpoints. Files verified against the genuine
 distribution package are skipped (the image's own checksums verify nothing); binaries are read
 as strings when no package owns them, and a package's unverified program only past its ELF end
-(appended data). Distribution mirrors are ignored by name.
+(appended data). Distribution mirrors are ignored by name; a dotted word is a public host name
+only under a real public suffix (``forensics.psl``, the Public Suffix List).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import re
 from collections.abc import Iterator
 from dataclasses import replace
 
+from cranewatch.forensics import psl
 from cranewatch.forensics.checks.base import EndpointPolicy, FileView, ScanContext
 from cranewatch.forensics.elf import elf_end
 from cranewatch.model import Finding, Severity, finding_id
@@ -46,12 +48,18 @@ _IGNORED_DOMAINS = re.compile(
 _LOCAL_SUFFIX = re.compile(r"\.(local|lan|internal|home\.arpa|localdomain|intranet)$", re.I)
 _VERSIONISH = re.compile(r"\b(version|ver|v|release|firmware|fw|build)[\s=:\"'_\-]*$", re.I)
 _CGNAT = ipaddress.ip_network("100.64.0.0/10")
+# RFC 2606/6761 names stand for Internet names in examples and tests, as documentation ranges
+# stand for public addresses
+_DOCUMENTATION_TLDS = frozenset({"example", "invalid", "test"})
 
 
 def classify_host(host: str, policy: EndpointPolicy) -> str:
     """``allowed``, ``crane-lan``, ``terminal``, ``private``, ``local``, ``ignored`` or ``public``.
 
-    Documentation ranges (192.0.2.0/24 …) count as public: they stand for public addresses.
+    Documentation ranges (192.0.2.0/24 …) count as public: they stand for public addresses,
+    as names under ``.example``, ``.invalid`` and ``.test`` stand for Internet names. Any other
+    dotted name is public only under a real public suffix (``forensics.psl``): ``config.value``
+    or ``plc.crane`` name no host on the Internet.
     """
     host = host.strip().strip("[]").rstrip(".").lower()
     if host in policy.allowed_hosts:
@@ -63,6 +71,8 @@ def classify_host(host: str, policy: EndpointPolicy) -> str:
             return "ignored"
         if _LOCAL_SUFFIX.search(host) or "." not in host:
             return "local"
+        if host.rsplit(".", 1)[-1] not in _DOCUMENTATION_TLDS and not psl.is_internet_name(host):
+            return "local"  # no real public suffix: an identifier or an internal name
         return "public"
     if any(address in net for net in policy.allowed_nets):
         return "allowed"

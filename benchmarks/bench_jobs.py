@@ -1,0 +1,160 @@
+#!/usr/bin/env python3
+"""``analyze --jobs 1`` against ``--jobs 2`` on the same captures, in the same run.
+
+It writes 20 crane-zone captures (``gen_crane_capture.py``, one crane each, seeds 1-20, the
+same hour: they interleave in the timestamp merge; ``--gzip`` compresses them as a sensor's
+rotation does) or takes ``--captures``, then runs ``cranewatch analyze --format jsonl`` over all
+of them ``--repeat`` times with each ``--jobs`` value, alternating the order per repetition so
+that the machine's other load falls on both alike. Each run is a fresh process measuring itself: wall
+time (interpreter start-up excluded, imports included), CPU of the main process and of all
+processes (its workers too), and the peak RSS of the largest of them. On a machine others
+load, the wall time varies with them; the main process's CPU does not, and it is what
+``--jobs 2`` shortens: on two free cores the run takes about that long. It checks that every document is byte for byte the first
+one, and prints the median, minimum and maximum of each.
+
+It also measures, in one process, what the workers take off the main process: reading,
+inflating and decoding every batch of the same captures (``--jobs 2`` can at best save that
+much of the main process's time; the rest is the flows, protocols and detectors, which stay
+serial).
+
+Example:
+  .venv/bin/python benchmarks/bench_jobs.py --workdir /tmp/bench-jobs --repeat 5
+  .venv/bin/python benchmarks/bench_jobs.py --gzip --packets 50000
+  .venv/bin/python benchmarks/bench_jobs.py --captures src/cranewatch/data/lab/*/crane-lan.pcap
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import hashlib
+import json
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+SRC = HERE.parent / "src"
+
+# The command runs inside this fresh process, so RUSAGE_SELF is the main process alone and
+# RUSAGE_CHILDREN its worker processes (joined before it returns). ru_maxrss: KiB on Linux.
+_MEASURE = """
+import json, resource, sys, time
+start = time.perf_counter()
+from cranewatch.cli import main
+code = main(sys.argv[1:])
+wall = time.perf_counter() - start
+me = resource.getrusage(resource.RUSAGE_SELF)
+workers = resource.getrusage(resource.RUSAGE_CHILDREN)
+print(json.dumps({"wall": wall, "main_cpu": me.ru_utime + me.ru_stime,
+                  "worker_cpu": workers.ru_utime + workers.ru_stime,
+                  "cpu": me.ru_utime + me.ru_stime + workers.ru_utime + workers.ru_stime,
+                  "rss_kb": max(me.ru_maxrss, workers.ru_maxrss), "rc": code}), file=sys.stderr)
+"""
+
+_READ_ONLY = """
+import sys, time
+from cranewatch.decode import decode_batch
+from cranewatch.pipeline import BATCH_PACKETS, _file_batches, _InputState
+start = time.process_time()
+packets = 0
+for path in sys.argv[1:]:
+    for batch in _file_batches(_InputState(path, 0), lambda warning: None, BATCH_PACKETS):
+        decode_batch(batch)
+        packets += len(batch)
+print(packets, time.process_time() - start)
+"""
+
+
+def make_captures(workdir: Path, count: int, packets: int, compress: bool) -> list[Path]:
+    paths = []
+    for seed in range(1, count + 1):
+        plain = workdir / f"crane-{seed}.pcap"
+        if not plain.exists():
+            subprocess.run([sys.executable, str(HERE / "gen_crane_capture.py"), "--packets",
+                            str(packets), "--seed", str(seed), "--cranes", "1", "--out", str(plain)],
+                           check=True, stdout=subprocess.DEVNULL)
+        if compress:
+            packed = plain.with_suffix(".pcap.gz")
+            if not packed.exists():
+                with plain.open("rb") as source, gzip.open(packed, "wb", compresslevel=6) as target:
+                    shutil.copyfileobj(source, target)
+            paths.append(packed)
+        else:
+            paths.append(plain)
+    return paths
+
+
+def run_once(captures: list[Path], jobs: int, out: Path) -> dict[str, float | int | str]:
+    command = ["analyze", "--format", "jsonl", "--jobs", str(jobs), "--out", str(out),
+               *map(str, captures)]
+    done = subprocess.run(["env", f"PYTHONPATH={SRC}", sys.executable, "-c", _MEASURE, *command],
+                          capture_output=True, text=True, check=True)
+    result: dict[str, float | int | str] = json.loads(done.stderr.strip().splitlines()[-1])
+    if result["rc"] not in (0, 1, 3):  # 1: findings, 3: a damaged input still reported
+        raise SystemExit(f"--jobs {jobs} failed (exit {result['rc']}): {done.stderr[-400:]}")
+    return result
+
+
+def read_share(captures: list[Path]) -> tuple[int, float]:
+    done = subprocess.run(["env", f"PYTHONPATH={SRC}", sys.executable, "-c", _READ_ONLY,
+                           *map(str, captures)], capture_output=True, text=True, check=True)
+    packets, seconds = done.stdout.split()
+    return int(packets), float(seconds)
+
+
+def spread(values: list[float]) -> str:
+    return f"{statistics.median(values):6.2f} ({min(values):.2f}-{max(values):.2f})"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--captures", nargs="+", type=Path, help="captures to analyse (default: generate)")
+    parser.add_argument("--count", type=int, default=20, help="captures to generate (default 20)")
+    parser.add_argument("--packets", type=int, default=50_000, help="packets per generated capture")
+    parser.add_argument("--gzip", action="store_true", help="gzip the generated captures")
+    parser.add_argument("--jobs", type=int, nargs="+", default=[1, 2], help="--jobs values (default 1 2)")
+    parser.add_argument("--repeat", type=int, default=5, help="runs of each --jobs value (default 5)")
+    parser.add_argument("--workdir", type=Path, default=Path("/tmp/bench-jobs"))
+    args = parser.parse_args(argv)
+
+    args.workdir.mkdir(parents=True, exist_ok=True)
+    captures = args.captures or make_captures(args.workdir, args.count, args.packets, args.gzip)
+    size = sum(p.stat().st_size for p in captures)
+    print(f"{len(captures)} captures, {size / 1e6:.1f} MB on disk")
+
+    runs: dict[int, list[dict[str, float | int | str]]] = {jobs: [] for jobs in args.jobs}
+    digests: set[str] = set()
+    for repetition in range(args.repeat):
+        order = args.jobs if repetition % 2 == 0 else list(reversed(args.jobs))
+        for jobs in order:
+            out = args.workdir / f"doc-jobs{jobs}.jsonl"
+            runs[jobs].append(run_once(captures, jobs, out))
+            digests.add(hashlib.sha256(out.read_bytes()).hexdigest())
+        print(f"  repetition {repetition + 1}/{args.repeat} done", file=sys.stderr)
+    same = len(digests) == 1
+
+    packets, read_cpu = read_share(captures)
+    print(f"{packets:,} packets; read + inflate + decode alone: {read_cpu:.2f} CPU s in one process")
+    print(f"documents of every run byte-identical: {'yes' if same else 'NO'}")
+    print("jobs  wall s median (min-max)   CPU s, all processes   CPU s, main process   "
+          "peak RSS MB (largest process)")
+    for jobs, results in runs.items():
+        walls = [float(r["wall"]) for r in results]
+        cpus = [float(r["cpu"]) for r in results]
+        mains = [float(r["main_cpu"]) for r in results]
+        rss = max(float(r["rss_kb"]) for r in results) / 1024
+        print(f"{jobs:4}  {spread(walls):>24}  {spread(cpus):>22}  {spread(mains):>22}  {rss:8.0f}")
+    base = statistics.median(float(r["wall"]) for r in runs[args.jobs[0]])
+    for jobs in args.jobs[1:]:
+        median = statistics.median(float(r["wall"]) for r in runs[jobs])
+        print(f"wall-time speed-up of --jobs {jobs} over --jobs {args.jobs[0]} (medians): {base / median:.2f}x")
+    print(time.strftime("measured %Y-%m-%d %H:%M UTC", time.gmtime()))
+    return 0 if same else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,335 @@
+"""Process checks over time slices of the register values, never the whole series (issue 13).
+
+``ProcessSink`` keeps every register series until the end of the run and checks them whole:
+memory grows with the capture. ``SlicedChecks`` takes the values as the pipeline hands them
+out during the run (``add``: pieces of register series and write events, in time order;
+``advance``: everything up to this capture time has been handed out), and checks one slice
+of ``slice_s`` seconds at a time on a frame that reaches ``lookback_s`` before the slice (the
+checks' look-back: replay searches ``NEAR_SEARCH_S`` = 600 s back) and everything handed out
+after it (at least ``lookahead_s``: persistence, merge gaps, evidence windows). What it keeps:
+the values from the slice's look-back on, and the few incidents that will be evidence.
+
+The result equals ``ProcessSink.finish`` over the whole series (``tests/test_process_slices``
+proves it on the lab captures with the lab profile):
+
+- every slice uses the whole run's grid: the same origin (the piece's first sample) and step
+  (``signals.grid_step`` of the first slice's values: the same when polling is regular), the
+  rows of the slice computed as the whole grid computes them (``signals.frame_on_grid``);
+- an incident belongs to the slice whose core holds its start (overlapping slices find it
+  twice, it counts once), and is taken only when it and its evidence window end well before
+  the frame does (``GUARD_S``); one that does not is found again by the next slice, which starts
+  no later than its start (``watermark``);
+- one finding per (rule, signal) as ``checks.segment_findings`` makes it: the evidence of the
+  first ``MAX_EVIDENCE`` incidents (in its order) keeps a frame cut to their window, the others
+  only count (count, first/last seen, severity);
+- holes longer than ``engine.RECORDING_HOLE_S`` and new segments start a new piece (own grid),
+  as ``engine.split_signals`` cuts the whole run.
+
+Where the result can differ from the whole run (documented limits of bounded memory): a replay
+whose source lies more than ``lookback_s`` back; an incident whose evidence window reaches
+further back than ``lookback_s``; an incident still open after ``max_span_s`` of frame (taken
+as it stands); a grid step that the first slice measures differently from the whole run
+(irregular polling).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+
+from cranewatch.model import Finding, Severity
+from cranewatch.process import plot
+from cranewatch.process.checks import CheckContext, Incident, segment_findings
+from cranewatch.process.engine import RECORDING_HOLE_S, ProcessSink, check_frame
+from cranewatch.process.signals import (
+    Signal,
+    SignalFrame,
+    extract_signals,
+    frame_on_grid,
+    grid_step,
+)
+from cranewatch.protocols.modbus import RegisterSeries
+from cranewatch.segments import Segment
+
+MAX_EVIDENCE = 3  # as checks.segment_findings
+# Rows an incident (with its evidence window) must end before the frame's last row to be
+# final: merge gaps (<= 2 s), persistence (<= 5 s), gradients at the frame's edge.
+GUARD_S = 10.0
+# A value held on the grid comes from a sample up to this long before the frame's first row.
+HOLD_S = 60.0
+
+
+@dataclass
+class _Group:
+    """One (rule, signal): the first incidents with their cut-down context, and the rest counted."""
+
+    kept: list[tuple[tuple[float, float], CheckContext, Incident]] = field(default_factory=list)
+    count: int = 0
+    first_seen: float = math.inf
+    last_seen: float = -math.inf
+    severity: Severity | None = None
+
+
+@dataclass
+class SlicedChecks:
+    """Process checks slice by slice (see the module). ``sink`` gives the configuration (profile,
+    config, baseline, crane) as for a whole run; its ``series``/``writes`` are not used."""
+
+    sink: ProcessSink
+    slice_s: float = 300.0
+    lookback_s: float = 660.0
+    lookahead_s: float = 30.0
+    max_span_s: float = 4 * 3600.0
+    with_plots: bool = True
+    dt: float | None = None  # the grid step; None: measured on the first slice
+    segment: Segment | None = None
+    runs: int = 0  # slices checked
+    _series: list[RegisterSeries] = field(default_factory=list)
+    _writes: list[object] = field(default_factory=list)
+    _origin: float | None = None  # the piece's first sample: the grid's origin
+    _dt: float | None = None
+    _latest: float = -math.inf  # the latest sample handed out
+    _until: float = -math.inf  # everything up to here has been handed out
+    _watermark: float = -math.inf  # incidents starting before this are settled
+    _groups: dict[tuple[str, str], _Group] = field(default_factory=dict)
+
+    # ------------------------------------------------------------------ input
+
+    def add(self, series: Iterable[RegisterSeries] = (), writes: Iterable[object] = ()) -> None:
+        """Values of the next stretch of time (each piece later than what ``advance`` closed)."""
+        register_map = self.sink.register_map()
+        for piece in series:
+            if not len(piece.ts) or not register_map.serves(piece.slave, piece.unit_id):
+                continue
+            self._take(float(piece.ts[0]), float(piece.ts[-1]))
+            self._series.append(piece)
+        for event in writes:
+            if type(event).__name__ == "MqttPublishRequest" and not register_map.telemetry:
+                continue
+            ts = float(getattr(event, "ts", 0.0))
+            self._take(ts, ts)
+            self._writes.append(event)
+
+    def _take(self, first: float, last: float) -> None:
+        if self._origin is not None and first - self._latest > RECORDING_HOLE_S:
+            # a hole in the recording: what came before is a piece of its own
+            self._flush()
+        if self._origin is None:
+            self._origin = first
+            self._watermark = first
+        self._latest = max(self._latest, last)
+
+    def advance(self, until: float) -> None:
+        """Every value up to ``until`` (capture time) has been handed out: check what is ready."""
+        self._until = max(self._until, until)
+        while self._origin is not None and self._step(final=False):
+            pass
+
+    def start_segment(self, segment: Segment | None) -> None:
+        """A new recording: check what is left of the last one on its own first."""
+        self._flush()
+        self.segment = segment
+
+    def finish(self) -> list[Finding]:
+        """Check the rest; one finding per (rule, signal), as a whole run gives them."""
+        self._flush()
+        findings: list[Finding] = []
+        for group in self._groups.values():
+            made = segment_findings([(ctx, inc) for _, ctx, inc in group.kept],
+                                    plot.render if self.with_plots else None, MAX_EVIDENCE)
+            for finding in made:
+                findings.append(replace(finding, count=group.count, first_seen=group.first_seen,
+                                        last_seen=group.last_seen,
+                                        severity=group.severity or finding.severity))
+        findings.sort(key=lambda f: (f.first_seen or 0.0, f.rule))
+        return findings
+
+    # ------------------------------------------------------------------ slices
+
+    def _flush(self) -> None:
+        while self._origin is not None and self._step(final=True):
+            pass
+        self._series, self._writes = [], []
+        self._origin, self._dt = None, None
+        self._latest = self._until = self._watermark = -math.inf
+
+    def _signals(self, start: float, end: float) -> dict[str, Signal]:
+        own = [cut for piece in self._series if (cut := _cut(piece, start, end)) is not None]
+        writes = [w for w in self._writes if start <= float(getattr(w, "ts", 0.0)) <= end]
+        return extract_signals(own, writes, self.sink.register_map())
+
+    def _step(self, final: bool) -> bool:
+        """Check the next slice if its data is all there (or ``final``); True when it moved on."""
+        assert self._origin is not None
+        c0 = self._watermark
+        c1 = c0 + self.slice_s
+        ready = min(self._until, self._latest)
+        if not final and ready < c1 + self.lookahead_s:
+            return False
+        ext1 = self._latest if final else ready
+        if self._dt is None:
+            # The grid as the whole run makes it: from the first sample of a signal (values of
+            # unmapped registers and writes to other PLCs are none), at the polls' step.
+            first = self._signals(-math.inf, ext1)
+            if not first:
+                if final:
+                    self._drop_before(math.inf)
+                    self._origin = None
+                return False
+            self._origin = self._watermark = c0 = min(float(s.ts[0]) for s in first.values())
+            c1 = c0 + self.slice_s
+            self._dt = self.dt if self.dt is not None else grid_step(first)
+        origin = self._origin
+        dt = self._dt
+        ext0 = max(origin, c0 - self.lookback_s)
+        signals = self._signals(ext0 - HOLD_S, ext1)
+        k0 = max(0, math.ceil((ext0 - origin) / dt - 1e-9))
+        k1 = math.floor((ext1 - origin) / dt)
+        if not signals or k1 - k0 < 1:
+            if final:
+                self._drop_before(math.inf)
+                self._origin = None
+            return False
+        t = origin + dt * np.arange(k0, k1 + 1)
+        frame = frame_on_grid(signals, t, dt)
+        config = self.sink.resolved(_span(frame, origin, final))
+        self.runs += 1
+        incidents = check_frame(frame, config, self.sink.baseline, signals, self.segment)
+        last_row = float(frame.t[-1])
+        forced = not final and ext1 - ext0 > self.max_span_s
+        settled_before = math.inf if (final or forced) else c1
+        owned: list[tuple[CheckContext, Incident]] = []
+        for ctx, inc in incidents:
+            start_t = float(frame.t[inc.start])
+            if start_t < c0 and c0 > origin:
+                continue  # an earlier slice's
+            if not (final or forced) and start_t >= c1:
+                continue  # the next slice's
+            pad = _pad_rows(ctx, inc)
+            end_t = float(frame.t[min(len(frame.t) - 1, inc.end + pad)])
+            if not (final or forced) and (end_t + GUARD_S > last_row or inc.end + pad >= len(frame.t) - 1):
+                settled_before = min(settled_before, start_t)  # open: the next slice finds it again
+                continue
+            owned.append((ctx, inc))
+        if settled_before <= c0 and not (final or forced):
+            return False  # an incident open at the slice's start: wait for more values
+        for ctx, inc in owned:
+            if float(frame.t[inc.start]) < settled_before:
+                self._keep(ctx, inc)
+        if final or forced:
+            self._watermark = last_row + dt
+            if final:
+                return False
+        else:
+            self._watermark = settled_before
+        self._drop_before(self._watermark - self.lookback_s - HOLD_S)
+        return True
+
+    def _keep(self, ctx: CheckContext, inc: Incident) -> None:
+        frame = ctx.frame
+        group = self._groups.setdefault((inc.rule, inc.signal), _Group())
+        group.count += 1
+        group.first_seen = min(group.first_seen, float(frame.t[inc.start]))
+        group.last_seen = max(group.last_seen, float(frame.t[inc.end]))
+        group.severity = inc.severity if group.severity is None else max(group.severity, inc.severity)
+        order = (float(frame.t[inc.detect]), float(frame.t[inc.start]))
+        if len(group.kept) >= MAX_EVIDENCE and order >= group.kept[-1][0]:
+            return
+        group.kept.append((order, *_cut_context(ctx, inc)))
+        # stable: an incident equal in order to a kept one comes after it, as in a whole run
+        group.kept.sort(key=lambda item: item[0])
+        del group.kept[MAX_EVIDENCE:]
+
+    def _drop_before(self, when: float) -> None:
+        """Let go of values no later slice can need."""
+        kept: list[RegisterSeries] = []
+        for piece in self._series:
+            if float(piece.ts[-1]) < when:
+                continue
+            cut = piece if float(piece.ts[0]) >= when else _cut(piece, when, math.inf)
+            if cut is not None:
+                kept.append(cut)
+        self._series = kept
+        self._writes = [w for w in self._writes if float(getattr(w, "ts", 0.0)) >= when]
+
+
+def _cut(piece: RegisterSeries, start: float, end: float) -> RegisterSeries | None:
+    lo = int(np.searchsorted(piece.ts, start, side="left"))
+    hi = int(np.searchsorted(piece.ts, end, side="right"))
+    if hi <= lo:
+        return None
+    if lo == 0 and hi == len(piece.ts):
+        return piece
+    return replace(piece, ts=piece.ts[lo:hi], frame=piece.frame[lo:hi], values=piece.values[lo:hi])
+
+
+def _span(frame: SignalFrame, origin: float, final: bool) -> SignalFrame:
+    """A frame whose first and last rows are what the configuration's maintenance windows are
+    sampled over (``engine.maintenance_intervals``, every ``MAINTENANCE_STEP_S`` from the
+    piece's start): from the piece's start, as the whole run samples them, to a sample point
+    of that run after this frame's end (its own end for the last slice), so each window edge
+    is refined between the same two samples and comes out the same."""
+    last = float(frame.t[-1])
+    if not final:
+        last = origin + MAINTENANCE_STEP_S * math.ceil((last - origin) / MAINTENANCE_STEP_S)
+    return replace(frame, t=np.array([origin, last]))
+
+
+MAINTENANCE_STEP_S = 60.0  # engine.maintenance_intervals' step
+
+
+def _pad_rows(ctx: CheckContext, inc: Incident) -> int:
+    """The rows of evidence around an incident (``checks.evidence_window``, ``plot.render``)."""
+    return max(ctx.seconds(5.0), (inc.end - inc.start + 1) // 2) + 1
+
+
+def _cut_context(ctx: CheckContext, inc: Incident) -> tuple[CheckContext, Incident]:
+    """The context cut to the incident's evidence window (rows re-numbered), so a kept incident
+    does not keep its slice's whole frame."""
+    frame = ctx.frame
+    pad = _pad_rows(ctx, inc)
+    lo = max(0, inc.start - pad)
+    hi = min(len(frame.t), inc.end + pad + 1)
+    rows = slice(lo, hi)
+    small = SignalFrame(frame.t[rows], frame.dt, {k: v[rows] for k, v in frame.columns.items()},
+                        {k: v[rows] for k, v in frame.age.items()}, frame.specs, frame.source,
+                        {k: v[rows] for k, v in frame.frames.items()})
+    since = float(frame.t[lo]) - HOLD_S
+    until = float(frame.t[hi - 1])
+    signals = {name: part for name, signal in ctx.signals.items()
+               if (part := signal.between(since, until)) is not None}
+    cut = replace(ctx, frame=small, states=ctx.states[rows], signals=signals)
+    return cut, replace(inc, start=inc.start - lo, end=inc.end - lo, detect=inc.detect - lo)
+
+
+def sliced_findings(sink: ProcessSink, series: Sequence[RegisterSeries], writes: Sequence[object] = (),
+                    step_s: float = 60.0, **options: float) -> list[Finding]:
+    """The findings of ``SlicedChecks`` fed the way the pipeline would: every ``step_s``
+    seconds of capture time the pieces of ``series`` and the writes of that stretch
+    (for tests and benchmarks that hold whole series already)."""
+    checks = SlicedChecks(sink, **options)  # type: ignore[arg-type]
+    stamps = [float(s.ts[0]) for s in series if len(s.ts)] + [float(getattr(w, "ts", 0.0)) for w in writes]
+    if not stamps:
+        return checks.finish()
+    start = min(stamps)
+    end = max([float(s.ts[-1]) for s in series if len(s.ts)] + stamps)
+    edge = start
+    while edge <= end:
+        stop = edge + step_s
+        checks.add([cut for s in series if (cut := _cut_open(s, edge, stop)) is not None],
+                   [w for w in writes if edge <= float(getattr(w, "ts", 0.0)) < stop])
+        checks.advance(stop)
+        edge = stop
+    return checks.finish()
+
+
+def _cut_open(piece: RegisterSeries, start: float, stop: float) -> RegisterSeries | None:
+    """The samples in [start, stop)."""
+    lo = int(np.searchsorted(piece.ts, start, side="left"))
+    hi = int(np.searchsorted(piece.ts, stop, side="left"))
+    if hi <= lo:
+        return None
+    return replace(piece, ts=piece.ts[lo:hi], frame=piece.frame[lo:hi], values=piece.values[lo:hi])
