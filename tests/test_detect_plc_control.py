@@ -25,6 +25,9 @@ def example_event(example: dict[str, Any]) -> Any:
     """The decoder event an example of the rule data describes."""
     if example["protocol"] == "modbus":
         return request(BASE["src"], BASE["dst"], example["function"], sub_function=example["sub_function"])
+    if example["protocol"] == "s7comm" and "group" in example:
+        return s7comm.S7UserDataRequest(**BASE, dport=102, pdu_ref=1, group=example["group"],
+                                        subfunction=example["subfunction"], method_type=4, sequence=0)
     if example["protocol"] == "s7comm":
         return S7JobRequest(**BASE, dport=102, pdu_ref=1, function=example["function"],
                             pi_service=example.get("pi_service"))
@@ -32,6 +35,10 @@ def example_event(example: dict[str, Any]) -> Any:
         classes = (example["class"],) if "class" in example else (0x8E,)
         return CipRequest(**BASE, dport=44818, service=example["service"], classes=classes,
                           operation=operation_of(example["service"], classes))
+    if example["protocol"] == "dnp3":
+        from cranewatch.protocols.dnp3 import Dnp3Request
+        return Dnp3Request(**BASE, dport=20000, link_src=1, link_dst=10, app_control=0xC0,
+                           function=example["function"])
     return None
 
 
@@ -75,6 +82,21 @@ PUBLIC = [
     ("EthernetIP/cip_start_plc.pcap", {"CIP start"}),
     ("quickdraw/CL5000EIP-Software Download.pcap", {"CIP stop", "CIP reset", "CIP start"}),
     ("s7/step7_s300_copyRamToRom.pcapng", {"S7 copy RAM to ROM"}),
+    # tshark: frame 43 "Function group: Time functions (7), Subfunction: Set clock (2)", Request
+    ("s7/s7comm_reading_setting_plc_time.pcap", {"S7 set PLC clock"}),
+    # tshark: frame 386 "Set Attribute List (0x04)", path Class 0x8B instance 1
+    ("openics/EIP-ChangeTimeAttempt.pcap", {"CIP set of the controller's clock"}),
+    ("openics/EIP-ChangeDateAttempt.pcap", {"CIP set of the controller's clock"}),
+    # tshark: frame 2398 "Set Attribute Single (0x10)", "Ethernet Link, Instance 1, Attribute 6"
+    ("openics/EIP-ChangePortConfigurationAttempt.pcap", {"CIP change of the device's network port"}),
+    # tshark: frames 1062/1232 "Unknown Service (0x4c)/(0x4b)", path Class 0x8E, Class 0x74
+    ("openics/EIP-LockPLCAttempt.pcap", {"Rockwell controller lock/unlock"}),
+    ("EthernetIP/cip_unlock_cpu.pcap", {"Rockwell controller lock/unlock"}),
+    # DNP3 (tshark dnp3.al.func 13, 14, 27, 5)
+    ("dnp3/cold_restart_and_response.pcap", {"DNP3 cold restart"}),
+    ("dnp3/warm_restart_and_response.pcap", {"DNP3 warm restart"}),
+    ("dnp3/file_delete.pcap", {"DNP3 file deleted"}),
+    ("dnp3/directoperate_and_response.pcap", {"DNP3 control operation"}),
 ]
 
 

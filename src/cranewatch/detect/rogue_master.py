@@ -2,8 +2,9 @@
 
 The masters of each PLC come from the baseline and from the profile's allowed Modbus
 clients; without either there is no "never did" to judge against and the rule is silent.
-Modbus is judged request by request; S7comm, EtherNet/IP and OPC UA sessions by their flows
-(a new engineering client of the PLC).
+Modbus is judged request by request; S7comm, EtherNet/IP, OPC UA and every protocol that
+declares itself a master protocol (``ProtocolSpec.masters``) by their flows (a new
+client of the PLC or outstation).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from cranewatch.detect.facts import Conversation
 from cranewatch.detect.recon import _SeriesPoint
 from cranewatch.model import Finding, Severity
 from cranewatch.protocols.modbus import WRITE_FUNCTIONS, ModbusRequest, RegisterSeries
+from cranewatch.protocols.registry import master_protocols
 
 OTHER_ICS_PROTOCOLS = frozenset({"s7comm", "enip", "opcua"})
 
@@ -34,6 +36,7 @@ class RogueMaster:
 
     def __init__(self) -> None:
         self.incidents = Incidents()
+        self.protocols = OTHER_ICS_PROTOCOLS | master_protocols()
 
     @staticmethod
     def judges(ctx: Context) -> tuple[type, ...]:
@@ -63,7 +66,9 @@ class RogueMaster:
             self.incidents.by_key[(master, slave)].values["writes"] = True
 
     def _session(self, conv: Conversation, ctx: Context) -> None:
-        if conv.protocol not in OTHER_ICS_PROTOCOLS or (ctx.profile is None and ctx.baseline is None):
+        if ctx.profile is None and ctx.baseline is None:
+            return
+        if conv.protocol not in self.protocols:
             return
         if ctx.profile is not None and ctx.profile.allows(conv.src, conv.dst, conv.protocol, conv.dport):
             return

@@ -475,9 +475,30 @@ PLC_OPERATIONS = {"stop": "cip-stop", "reset": "cip-reset", "run": "cip-start",
                   "program_upload_initiate": "program-upload", "program_upload": "program-upload"}
 
 
+# Set_Attribute_List (0x04) / Set_Attribute_Single (0x10) on an object that sets the clock or
+# the network port: (class -> operation). 0x8B: Rockwell's wall clock time object; 0x43: CIP
+# Time Sync; 0xF5: TCP/IP interface (address, gateway); 0xF6: Ethernet link (speed, duplex).
+SET_SERVICES = frozenset({0x04, 0x10})
+SET_OPERATIONS = {0x8B: "cip-set-clock", 0x43: "cip-set-clock", 0xF5: "cip-set-network",
+                  0xF6: "cip-set-network"}
+# Rockwell's controller object (0x8E): services 0x4B/0x4C take and release the controller's
+# lock (RSLogix before a download or a mode change). tshark names neither ("Unknown service");
+# of the 34 public CIP captures only the lock/unlock, download, reboot and mode-change
+# attempts carry them.
+ROCKWELL_CONTROLLER_CLASS = 0x8E
+ROCKWELL_LOCK_SERVICES = frozenset({0x4B, 0x4C})
+
+
 def plc_command(event: CipRequest) -> list[PlcCommand]:
-    """A CIP request that stops, starts, resets or reprograms a controller."""
+    """A CIP request that stops, starts, resets or reprograms a controller, sets its clock or
+    its network port, or takes its lock."""
     operation = PLC_OPERATIONS.get(event.operation)
+    first = event.classes[0] if event.classes else None
+    if operation is None and event.service in SET_SERVICES and first in SET_OPERATIONS:
+        operation = SET_OPERATIONS[first]
+    elif operation is None and first == ROCKWELL_CONTROLLER_CLASS and \
+            event.service in ROCKWELL_LOCK_SERVICES:
+        operation = "cip-controller-lock"
     if not operation:
         return []
     return [PlcCommand(**where(event), protocol="enip", operation=operation,

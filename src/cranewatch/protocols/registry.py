@@ -156,7 +156,8 @@ class ProtocolSpec:
     allow rule opens; ``None`` derives them from the decoders (the protocol's name, the
     transports of its decoders). ``zeek``: Zeek log name -> mapper. ``detectors``: factories
     of detectors (``detect.base.Detector``) that judge this protocol's own facts, run with
-    every other detector.
+    every other detector. ``masters``: a master/server control protocol (a client the
+    baseline never saw is rogue-master's, ``master_protocols``).
     """
 
     name: str
@@ -168,6 +169,7 @@ class ProtocolSpec:
     zeek: Mapping[str, ZeekMapper] = field(default_factory=dict)
     run: Callable[[], ProtocolRun] | None = None
     detectors: tuple[Callable[[], Any], ...] = ()
+    masters: bool = False
 
     def policy_names(self) -> dict[str, tuple[str, ...]]:
         if self.policy is not None:
@@ -242,6 +244,7 @@ def unregister_protocol(name: str) -> None:
 PROTOCOL_MODULES = (
     "modbus", "s7comm", "enip", "opcua", "mqtt", "dns", "tls", "http", "ssh", "remote",
     "dhcp", "arp", "ntp", "syslog", "profinet",
+    "dnp3",
 )
 
 
@@ -284,6 +287,12 @@ def zeek_mappers() -> dict[str, ZeekMapper]:
     """Zeek log name -> mapper, over every protocol (``sources.zeek``)."""
     load_all()
     return {log: mapper for s in PROTOCOLS.values() for log, mapper in s.zeek.items()}
+
+
+def master_protocols() -> frozenset[str]:
+    """The protocols whose clients are masters of their servers (``ProtocolSpec.masters``)."""
+    load_all()
+    return frozenset(s.name for s in PROTOCOLS.values() if s.masters)
 
 
 def detectors() -> list[Any]:

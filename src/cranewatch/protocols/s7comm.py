@@ -528,6 +528,20 @@ def plc_command(event: S7JobRequest) -> list[PlcCommand]:
                        values={"function": function, "pi_service": event.pi_service or ""})]
 
 
+TIME_FUNCTIONS = 7  # user-data function group: clock
+# its subfunctions that set the clock (tshark's s7comm.param.userdata.subfunc: 1 read clock,
+# 2 set clock, 3 read clock (following), 4 set clock)
+SET_CLOCK = frozenset({2, 4})
+
+
+def set_clock(event: S7UserDataRequest) -> list[PlcCommand]:
+    """A user-data request that sets the CPU's clock (group 7, subfunction 2 or 4, a request)."""
+    if event.group != TIME_FUNCTIONS or event.subfunction not in SET_CLOCK or event.method_type != 4:
+        return []
+    return [PlcCommand(**where(event), protocol="s7comm", operation="set-clock",
+                       values={"group": event.group, "subfunction": event.subfunction})]
+
+
 # --- Zeek logs (``sources.zeek``): the records of this protocol's logs as its events
 
 def zeek_s7comm(record: zeek.ZeekRecord, result: zeek.ZeekResult) -> list[Event]:
@@ -555,7 +569,7 @@ def zeek_s7comm(record: zeek.ZeekRecord, result: zeek.ZeekResult) -> list[Event]
 PROTOCOL = register_protocol(ProtocolSpec(
     name="s7comm", module=__name__, decoders=(SPEC,),
     adapters={S7JobRequest: Adapter(plc_command, (PlcCommand,)), S7JobResponse: IGNORED,
-              S7ConnectRequest: IGNORED, S7UserDataRequest: IGNORED,
+              S7ConnectRequest: IGNORED, S7UserDataRequest: Adapter(set_clock, (PlcCommand,)),
               S7UserDataResponse: IGNORED, S7PlusRequest: IGNORED},
     zeek={"s7comm": zeek_s7comm},
 ))
