@@ -230,3 +230,50 @@ def test_fetch_packages_downloads_the_installed_version_with_apt(tmp_path: Path)
     assert present == [f"debianutils_{version.replace(':', '%3a')}_{arch}.deb"]
     index = load_index([tmp_path], cache=False)
     assert index.packages["debianutils"][0].version == version
+
+
+@pytest.mark.slow
+def test_archive_serves_the_genuine_packages_in_debian_pool_layout(tmp_path: Path) -> None:
+    """``--archive URL``: the installed versions fetched from a Debian-layout archive (served
+    here on loopback from the .debs debootstrap fetched, laid out by their own control fields
+    read with dpkg-deb) verify the tree exactly as the same .debs given as a folder."""
+    import functools
+    import http.server
+    import threading
+
+    clean = rootfs()
+    debs = _debs(clean)
+    root = tmp_path / "mirror"
+    for deb in sorted(debs.glob("*.deb")):
+        fields = subprocess.run(["dpkg-deb", "-f", str(deb), "Package", "Version", "Architecture", "Source"],
+                                capture_output=True, text=True, check=True).stdout
+        info = dict(line.split(": ", 1) for line in fields.splitlines() if ": " in line)
+        source = info.get("Source", info["Package"]).split(" ")[0]
+        prefix = source[:4] if source.startswith("lib") else source[0]
+        version = info["Version"].split(":", 1)[-1]
+        target = root / "debian/pool/main" / prefix / source / f"{info['Package']}_{version}_{info['Architecture']}.deb"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(deb, target)
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, format: str, *args: object) -> None:
+            return None
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0),
+                                             functools.partial(Quiet, directory=str(root)))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/debian"
+        fetched = scan_image(clean, genuine=GenuineSource(fetch=True, cache=tmp_path / "cache", archive=url))
+        given = scan_image(clean, genuine=GenuineSource((str(debs),)))
+        assert fetched.inventory.trust == given.inventory.trust
+        assert fetched.inventory.trust["genuine"] > 4000
+        assert not [w for w in fetched.warnings if "could not provide" in w]
+        # a package the archive lacks stays unverified, and says so
+        gone = next((root / "debian/pool/main/d/debianutils").glob("*.deb"))
+        gone.unlink()
+        again = scan_image(clean, genuine=GenuineSource(fetch=True, cache=tmp_path / "cache2", archive=url))
+        assert any(w.startswith(f"{url} could not provide 1 ") and "debianutils=" in w for w in again.warnings)
+        assert again.inventory.trust["unverified"] > 0
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -54,6 +54,10 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument("--fetch-packages", action="store_true",
                         help="download the installed package versions with this machine's apt (apt-get download) into "
                         "--package-cache and verify against them")
+    parser.add_argument("--archive", metavar="URL",
+                        help="with or without --fetch-packages: fetch the installed versions from this Debian-layout "
+                        "archive (a mirror, or a snapshot: https://snapshot.debian.org/archive/debian/YYYYMMDDTHHMMSSZ) "
+                        "instead of this machine's apt")
     parser.add_argument("--package-cache", metavar="DIR", help="where --fetch-packages keeps .deb files (default: ~/.cache/cranewatch/debs)")
     parser.add_argument("--show-suppressed", action="store_true", help="with --reference, keep findings the reference has too")
     parser.add_argument("--profile", metavar="TOML", help="crane profile: its zones and allowed outside endpoints classify addresses")
@@ -109,7 +113,8 @@ def run(args: argparse.Namespace) -> int:
             workers=args.workers or None,
             show_suppressed=args.show_suppressed,
             genuine=GenuineSource(
-                tuple(args.distro_packages), args.fetch_packages, Path(args.package_cache) if args.package_cache else None
+                tuple(args.distro_packages), args.fetch_packages or bool(args.archive),
+                Path(args.package_cache) if args.package_cache else None, args.archive,
             ),
         )
         _write_report(args, result, min_severity)

@@ -25,6 +25,7 @@ from cranewatch.forensics.disk import (
 from cranewatch.forensics.genuine import (
     GenuineIndex,
     default_package_cache,
+    fetch_from_archive,
     fetch_packages,
     load_index,
 )
@@ -117,6 +118,7 @@ class GenuineSource:
     paths: tuple[str, ...] = ()
     fetch: bool = False
     cache: Path | None = None
+    archive: str | None = None  # fetch from this Debian-layout archive instead of apt
 
     def index(self, db: PackageDb) -> tuple[GenuineIndex | None, list[str]]:
         """The genuine packages for the image of ``db``, and warnings about what was missing."""
@@ -126,10 +128,14 @@ class GenuineSource:
         paths = list(self.paths)
         if self.fetch:
             cache = self.cache or default_package_cache()
-            _present, failed = fetch_packages(db.packages, cache)
+            if self.archive:
+                _present, failed = fetch_from_archive(db.packages, cache, self.archive)
+            else:
+                _present, failed = fetch_packages(db.packages, cache)
             if failed:
+                where = self.archive or "apt"
                 notes.append(
-                    f"apt could not provide {len(failed)} installed package version(s); their files stay "
+                    f"{where} could not provide {len(failed)} installed package version(s); their files stay "
                     f"unverified: {', '.join(failed[:5])}"
                 )
             paths.append(str(cache))

@@ -434,6 +434,68 @@ def _deb_name(package: Package) -> str:
     return f"{package.name}_{package.version.replace(':', '%3a')}_{package.arch or 'all'}.deb"
 
 
+ARCHIVE_COMPONENTS = ("main", "contrib", "non-free", "non-free-firmware")
+MAX_ARCHIVE_DEB = 1 << 30  # a .deb larger than 1 GiB from an archive is refused
+
+
+def pool_paths(package: Package) -> list[str]:
+    """Where a Debian archive keeps a package's .deb (``pool/COMPONENT/PREFIX/SOURCE/FILE``),
+    one path per component: PREFIX is the source's first letter, or ``libX`` for ``lib*``; the
+    file name drops the version's epoch."""
+    source = (package.source or package.name).split(" ")[0]
+    prefix = source[:4] if source.startswith("lib") and len(source) > 3 else source[:1]
+    version = package.version.split(":", 1)[-1]
+    name = f"{package.name}_{version}_{package.arch or 'all'}.deb"
+    return [f"pool/{component}/{prefix}/{source}/{name}" for component in ARCHIVE_COMPONENTS]
+
+
+def _download(url: str, dest: Path, timeout: float = 60.0) -> bool:
+    """Fetch ``url`` into ``dest`` whole or not at all (a 404 is False; a bad body is too)."""
+    import urllib.error
+    import urllib.request
+
+    tmp = dest.with_name(dest.name + ".part")
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response, tmp.open("wb") as out:
+            got = 0
+            while chunk := response.read(1 << 20):
+                got += len(chunk)
+                if got > MAX_ARCHIVE_DEB:
+                    raise OSError(f"larger than {MAX_ARCHIVE_DEB} bytes")
+                out.write(chunk)
+    except (urllib.error.URLError, OSError, ValueError):
+        tmp.unlink(missing_ok=True)
+        return False
+    with tmp.open("rb") as fh:
+        if fh.read(8) != b"!<arch>\n":  # not a .deb (an HTML error page with status 200)
+            tmp.unlink(missing_ok=True)
+            return False
+    tmp.replace(dest)
+    return True
+
+
+def fetch_from_archive(packages: Iterable[Package], into: Path, archive: str) -> tuple[list[str], list[str]]:
+    """Download the exact installed versions of ``packages`` from a Debian-layout archive —
+    a mirror, or a snapshot such as ``https://snapshot.debian.org/archive/debian/20240101T000000Z``
+    for versions a mirror no longer carries — into ``into``; those already there are kept.
+    The .deb files are then read like any genuine package (what they hold is the archive's
+    word, as apt's would be: give an archive you trust, over HTTPS).
+
+    Returns (fetched or present file names, packages the archive did not have).
+    """
+    into.mkdir(parents=True, exist_ok=True)
+    base = archive.rstrip("/")
+    failed: list[str] = []
+    present: list[str] = []
+    for package in (p for p in packages if p.manager == "dpkg" and p.version):
+        dest = into / _deb_name(package)
+        if dest.is_file() or any(_download(f"{base}/{path}", dest) for path in pool_paths(package)):
+            present.append(dest.name)
+        else:
+            failed.append(f"{package.name}={package.version}")
+    return present, failed
+
+
 def fetch_packages(packages: Iterable[Package], into: Path) -> tuple[list[str], list[str]]:
     """Download the exact installed versions of ``packages`` with the machine's apt
     (``apt-get download NAME:ARCH=VERSION``) into ``into``; those already there are kept.
