@@ -44,13 +44,19 @@ def inline_svg(svg: object) -> Markup:
     """A process plot as markup to embed, when it is plain drawing: SVG elements only, no
     scripts, event handlers, links, entities or styles. Anything else is shown as text."""
     text = str(svg)
+    if plain_svg(text):
+        return Markup(text)
+    return Markup("<pre>") + text + Markup("</pre>")
+
+
+def plain_svg(text: str) -> bool:
+    """Whether ``text`` is plain drawing (the process plots): SVG elements only, no scripts,
+    event handlers, links, entities or styles."""
     try:
         root = ET.fromstring(text) if "<!" not in text else None
     except ET.ParseError:
-        root = None
-    if root is not None and all(_plain_element(el) for el in root.iter()):
-        return Markup(text)
-    return Markup("<pre>") + text + Markup("</pre>")
+        return False
+    return root is not None and all(_plain_element(el) for el in root.iter())
 
 
 def _plain_element(element: ET.Element) -> bool:

@@ -378,6 +378,7 @@ class Console:
             Route("/api/cranes/{crane}/assets", g(self.api_assets), methods=["GET"]),
             Route("/crane/{crane}/finding/{finding}", g(self.finding_page), methods=["GET"]),
             Route("/crane/{crane}/finding/{finding}/frames.pcap", g(self.frames), methods=["GET"]),
+            Route("/crane/{crane}/finding/{finding}/plot/{n:int}.svg", g(self.plot_svg), methods=["GET"]),
             Route("/incidents", g(self.incidents_page), methods=["GET"]),
             Route("/images", g(self.images_page), methods=["GET"]),
             Route("/monitor", g(self.monitor_page), methods=["GET"]),
@@ -479,11 +480,12 @@ class Console:
         from cranewatch.inventory import asset_inventory
 
         comm = communication_map(store, record.name)
+        plots = data.process_plots(store, record.name, limit=CRANE_INCIDENTS)
         return {"tile": tile, "crane": record.to_json(), "timeline": data.timeline(store, record.name),
                 "inventory": asset_inventory(store, record.name).to_json(),
                 "map": {"nodes": len(comm.nodes), "edges": len(comm.edges), "unexpected": len(comm.unexpected()),
                         "judged_by": list(comm.judged_by)},
-                "incidents": incidents, "incident_total": incident_total,
+                "incidents": incidents, "incident_total": incident_total, "plots": plots,
                 "rulesets": [{"purpose": r.purpose, "at": iso_time(r.at), "who": r.who, "sha256": r.sha256,
                               "text": r.text} for r in rulesets if r is not None]}
 
@@ -526,6 +528,23 @@ class Console:
         runs = [r for r in self.store().runs(crane) if r.kind != "gate" and r.status == "complete"]
         return self.render(request, "finding.html.j2", f=detail, crane=crane, states=FINDING_STATES,
                            triage_states=sorted(auth.TRIAGE_STATES), evidence_runs=[(r.id, data.run_label(r)) for r in runs])
+
+    def plot_svg(self, request: Request) -> Response:
+        """The signals around a process finding with its incident shaded (``process/plot.py``,
+        kept in the finding's evidence), served only when it is plain drawing and shown through
+        <img>, where a browser runs nothing of an SVG either."""
+        from cranewatch.fleet import require_crane
+        from cranewatch.report.html import plain_svg
+
+        crane, finding = request.path_params["crane"], request.path_params["finding"]
+        record = require_crane(self.store(), crane)
+        row = self.store().finding_row(record.name, finding)
+        n = int(request.path_params["n"])
+        evidence = row.finding.evidence if row is not None else ()
+        svg = evidence[n].values.get("svg") if 0 <= n < len(evidence) else None
+        if not isinstance(svg, str) or not plain_svg(svg):
+            return self.error_page(request, 404, f"{crane} has no plot {n} for finding {finding}")
+        return Response(svg, media_type="image/svg+xml")
 
     def frames(self, request: Request) -> Response:
         """The finding's evidence frames as a small capture, cut from the recorded capture after

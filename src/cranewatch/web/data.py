@@ -338,3 +338,17 @@ def finding_from_record(rec: dict[str, Any]) -> Finding:
     keys = ("id", "rule", "category", "severity", "crane", "title", "first_seen", "last_seen", "count", "src",
             "dst", "technique", "evidence", "remedy")
     return Finding.from_json({k: rec[k] for k in keys})
+
+
+def process_plots(store: Store, crane: str, *, limit: int = 20) -> list[dict[str, Any]]:
+    """The crane's process findings, worst first, each with the indexes of its evidence that
+    carry a plot of the signals around the incident (``process/plot.py``, shaded)."""
+    page = store.query_findings(FindingQuery(crane=require_crane(store, crane).name, source=("process",),
+                                             sort="severity", limit=limit))
+    out = []
+    for row in page.rows:
+        plots = [i for i, e in enumerate(row.finding.evidence) if isinstance(e.values.get("svg"), str)]
+        if plots:
+            out.append({"id": row.finding.id, "title": row.finding.title, "severity": str(row.finding.severity),
+                        "state": row.state, "plots": plots})
+    return out
