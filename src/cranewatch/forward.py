@@ -109,23 +109,28 @@ def _finding_state(finding: Finding, states: dict[str, str]) -> str:
     return states.get(finding.id, "open")
 
 
-def ecs_finding(finding: Finding, action: str, state: str) -> dict[str, Any]:
-    doc: dict[str, Any] = {
-        "@timestamp": iso_time(finding.last_seen) or iso_time(time.time()),
-        "message": finding.title,
+def _ecs_alert(record: Finding | Incident, dataset: str, action: str) -> dict[str, Any]:
+    """The ECS fields a finding and an incident share: time, message, event, observer, labels."""
+    return {
+        "@timestamp": iso_time(record.last_seen) or iso_time(time.time()),
+        "message": record.title,
         "ecs": {"version": ECS_VERSION},
         "event": {
             "kind": "alert", "category": ["intrusion_detection"], "type": ["indicator"],
-            "action": action, "id": finding.id, "dataset": "cranewatch.finding",
-            "module": "cranewatch", "severity": ECS_SEVERITY[finding.severity],
-            "start": iso_time(finding.first_seen), "end": iso_time(finding.last_seen),
+            "action": action, "id": record.id, "dataset": dataset,
+            "module": "cranewatch", "severity": ECS_SEVERITY[record.severity],
+            "start": iso_time(record.first_seen), "end": iso_time(record.last_seen),
         },
-        "rule": {"id": finding.rule, "name": finding.title, "category": finding.category},
         "observer": _observer(),
-        "labels": {"crane": finding.crane} if finding.crane else {},
-        "cranewatch": {"count": finding.count, "state": state, "remedy": finding.remedy,
-                       "severity": str(finding.severity), "evidence_count": len(finding.evidence)},
+        "labels": {"crane": record.crane} if record.crane else {},
     }
+
+
+def ecs_finding(finding: Finding, action: str, state: str) -> dict[str, Any]:
+    doc = _ecs_alert(finding, "cranewatch.finding", action)
+    doc["rule"] = {"id": finding.rule, "name": finding.title, "category": finding.category}
+    doc["cranewatch"] = {"count": finding.count, "state": state, "remedy": finding.remedy,
+                         "severity": str(finding.severity), "evidence_count": len(finding.evidence)}
     if finding.src:
         doc["source"] = _address(finding.src)
     if finding.dst:
@@ -137,22 +142,10 @@ def ecs_finding(finding: Finding, action: str, state: str) -> dict[str, Any]:
 
 
 def ecs_incident(incident: Incident, action: str) -> dict[str, Any]:
+    doc = _ecs_alert(incident, "cranewatch.incident", action)
+    doc["cranewatch"] = {"findings": list(incident.findings), "assets": list(incident.assets),
+                         "severity": str(incident.severity)}
     ips = [a for a in incident.assets if _address(a).get("ip")]
-    doc: dict[str, Any] = {
-        "@timestamp": iso_time(incident.last_seen) or iso_time(time.time()),
-        "message": incident.title,
-        "ecs": {"version": ECS_VERSION},
-        "event": {
-            "kind": "alert", "category": ["intrusion_detection"], "type": ["indicator"],
-            "action": action, "id": incident.id, "dataset": "cranewatch.incident",
-            "module": "cranewatch", "severity": ECS_SEVERITY[incident.severity],
-            "start": iso_time(incident.first_seen), "end": iso_time(incident.last_seen),
-        },
-        "observer": _observer(),
-        "labels": {"crane": incident.crane} if incident.crane else {},
-        "cranewatch": {"findings": list(incident.findings), "assets": list(incident.assets),
-                       "severity": str(incident.severity)},
-    }
     if ips:
         doc["related"] = {"ip": ips}
     return doc
