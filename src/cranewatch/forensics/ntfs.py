@@ -13,6 +13,7 @@ files (``$MFT``, ``$LogFile`` …) are left out. A reparse point (junction, symb
 point) becomes a symlink entry whose target is the Windows path it names: never followed, never
 written to disk. Alternate data streams are extracted beside their file as ``name:stream`` so
 every content check reads them; ``Zone.Identifier`` (the mark of the web) is counted, not kept.
+A WOF-compressed file (``compact /exe``, CompactOS) is written decompressed (``forensics/wof.py``).
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from pathlib import Path
 from typing import Any, BinaryIO, cast
 
 from cranewatch.errors import EnvironmentProblem, ImageError, Location
+from cranewatch.forensics import wof
 from cranewatch.forensics.image import (
     _RAW_RATIO,
     Entry,
@@ -252,11 +254,17 @@ def _member(out: _Unpacker, member: Any, path: str, depth: int, stack: list[tupl
     meta = member.info.meta
     attrs = list(member)
     reparse = next((a for a in attrs if int(a.info.type) == _ATTR_REPARSE), None)
+    wof_algo = None
     if reparse is not None:
         size = min(int(reparse.info.size), _MAX_REPARSE)
         data = member.read_random(0, size, _ATTR_REPARSE, reparse.info.id) if size else b""
         kind, target = reparse_target(data)
-        if kind != "WOF (compressed) file":  # WOF files are ordinary files that Windows decompresses itself
+        if kind == "WOF (compressed) file":  # an ordinary file that Windows decompresses itself: so do we
+            try:
+                wof_algo = wof.algorithm(data)
+            except wof.WofError as exc:
+                out.problems.append(f"{shown(path)}: {exc}: its content is not read")
+        else:
             out.add_symlink(path, target, 0o777, 0, 0)
             _emit({"e": [path, "symlink", len(target), target]})
             if meta.type == pytsk3.TSK_FS_META_TYPE_DIR:
@@ -291,11 +299,47 @@ def _member(out: _Unpacker, member: Any, path: str, depth: int, stack: list[tupl
         else:
             streams.append((stream, attr))
     size = int(default.info.size) if default is not None else 0
+    packed = next((a for name, a in streams if name == wof.STREAM), None)
+    if wof_algo is not None and packed is not None and size:
+        try:
+            content = wof.WofStream(_reader(member, int(packed.info.id)), int(packed.info.size), size, wof_algo)
+            out.add_file(path, cast(BinaryIO, content), 0o644, 0, 0, size)
+        except wof.WofError as exc:
+            out.problems.append(f"{shown(path)}: WOF-compressed ({wof.ALGORITHMS[wof_algo][0]}) but {exc}; its "
+                                f"compressed stream is scanned as {shown(path)}:{wof.STREAM} instead")
+        else:
+            _emit({"e": [path, "file", out.entries[path].size, None]})
+            return zone + _streams(out, member, path, [(n, a) for n, a in streams if a is not packed])
+    elif wof_algo is not None:
+        out.problems.append(f"{shown(path)}: a WOF reparse point without its {wof.STREAM} stream: its content "
+                            "is not read")
     if default is None or size == 0:
         out.add_file(path, io.BytesIO(b""), 0o644, 0, 0, 0)
     else:
         out.add_file(path, cast(BinaryIO, _Stream(member, _ATTR_DATA, int(default.info.id), size)), 0o644, 0, 0, size)
     _emit({"e": [path, "file", out.entries[path].size, None]})
+    return zone + _streams(out, member, path, streams)
+
+
+def _reader(member: Any, attr_id: int) -> Any:  # pragma: no cover - runs in the child
+    """``read_at(offset, n)`` over one data attribute of a TSK file."""
+
+    def read_at(offset: int, n: int) -> bytes:
+        parts = []
+        while n > 0:
+            block: bytes = member.read_random(offset, n, _ATTR_DATA, attr_id)
+            if not block:
+                break
+            parts.append(block)
+            offset += len(block)
+            n -= len(block)
+        return b"".join(parts)
+
+    return read_at
+
+
+def _streams(out: _Unpacker, member: Any, path: str, streams: list[tuple[str, Any]]) -> int:  # pragma: no cover
+    """Extract a file's named streams beside it as ``name:stream``."""
     for stream, attr in streams:
         ads = out.name(f"{path}:{stream}") if "/" not in stream else None
         if ads is None:
@@ -310,7 +354,7 @@ def _member(out: _Unpacker, member: Any, path: str, depth: int, stack: list[tupl
         out.warnings.append(f"{shown(path)}: alternate data stream {shown(stream)!r} ({ads_size} bytes) scanned as "
                             f"{shown(ads)}")
         _emit({"e": [ads, "file", out.entries[ads].size, None]})
-    return zone
+    return 0
 
 
 def main() -> None:  # pragma: no cover - the child's entry point

@@ -1,0 +1,372 @@
+"""Windows Overlay Filter (WOF) compressed files: ``compact /exe``, CompactOS, Windows Update.
+
+Such a file's unnamed data stream is sparse (it reads as zeros); the content is in the alternate
+data stream ``WofCompressedData`` and a reparse point (tag ``IO_REPARSE_TAG_WOF``) names the
+algorithm. The stream is a chunk table (one offset per chunk after the first, 4 bytes each, or 8
+when the file is 4 GiB or more, counted from the end of the table) followed by the chunks; each
+chunk holds ``chunk_size`` bytes of the file (the last one fewer) compressed on its own, or stored
+as is when compressing did not make it smaller.
+
+The decompressors are written from the formats' documentation: XPRESS Huffman from [MS-XCA]
+section 2.2 and LZX as Windows uses it for WIM and WOF (32 KiB window, no header, x86 call
+translation always on with a file size of 12,000,000, recent offsets reset per chunk). No
+licence-compatible maintained Python implementation was found (dissect.* is AGPL).
+Every read is bounded: a corrupt stream raises ``WofError`` naming the chunk and its offset.
+"""
+
+from __future__ import annotations
+
+import io
+import struct
+from collections.abc import Callable
+
+TAG_WOF = 0x80000017
+_PROVIDER_FILE = 2
+ALGORITHMS = {0: ("XPRESS4K", 4096), 1: ("LZX", 32768), 2: ("XPRESS8K", 8192), 3: ("XPRESS16K", 16384)}
+STREAM = "WofCompressedData"
+
+
+class WofError(ValueError):
+    """The reparse data or the compressed stream cannot be decoded (the message says where)."""
+
+
+def algorithm(reparse: bytes) -> int:
+    """The algorithm number of a WOF reparse buffer (tag, length, reserved, WOF_EXTERNAL_INFO,
+    FILE_PROVIDER_EXTERNAL_INFO_V1)."""
+    if len(reparse) < 24:
+        raise WofError(f"WOF reparse data is {len(reparse)} bytes, not 24")
+    tag, _length, _reserved, _version, provider, _file_version, algo = struct.unpack_from("<IHHIIII", reparse)
+    if tag != TAG_WOF:
+        raise WofError(f"reparse tag 0x{tag:08x} is not WOF")
+    if provider != _PROVIDER_FILE:
+        raise WofError(f"WOF provider {provider} is not the file provider (2): the data is in a WIM, not this volume")
+    if algo not in ALGORITHMS:
+        raise WofError(f"unknown WOF compression algorithm {algo}")
+    return int(algo)
+
+
+# --- canonical Huffman ---------------------------------------------------------------------------
+
+
+def _table(lengths: list[int], bits: int, what: str) -> list[int]:
+    """A ``2**bits`` lookup table of (symbol << 5 | length) for MSB-first canonical codes; -1
+    where no code lands (an incomplete code); ``WofError`` for an over-subscribed one."""
+    size = 1 << bits
+    table = [-1] * size
+    code = 0
+    pos = 0
+    for length in range(1, bits + 1):
+        for symbol, n in enumerate(lengths):
+            if n != length:
+                continue
+            span = 1 << (bits - length)
+            if pos + span > size:
+                raise WofError(f"{what}: over-subscribed Huffman code")
+            table[pos : pos + span] = [symbol << 5 | length] * span
+            pos += span
+            code += 1
+    return table
+
+
+# --- XPRESS Huffman ([MS-XCA] 2.2.4) --------------------------------------------------------------
+
+
+def xpress_huffman(data: bytes, size: int) -> bytes:
+    """``size`` bytes decompressed from one XPRESS Huffman stream."""
+    out = bytearray()
+    pos = 0
+    while len(out) < size:
+        if pos + 256 > len(data):
+            raise WofError(f"XPRESS: Huffman table truncated at byte {pos}")
+        lengths: list[int] = []
+        for b in data[pos : pos + 256]:
+            lengths += (b & 15, b >> 4)
+        table = _table(lengths, 15, "XPRESS")
+        pos += 256
+        if pos + 4 > len(data):
+            raise WofError(f"XPRESS: bitstream truncated at byte {pos}")
+        bits = struct.unpack_from("<H", data, pos)[0] << 16 | struct.unpack_from("<H", data, pos + 2)[0]
+        pos += 4
+        extra = 16
+        end = min(size, len(out) + 65536)
+
+        def refill() -> None:
+            nonlocal bits, extra, pos
+            if extra < 0:
+                word = struct.unpack_from("<H", data, pos)[0] if pos + 2 <= len(data) else 0
+                if pos + 2 > len(data) + 4:
+                    raise WofError("XPRESS: read beyond the end of the stream")
+                bits |= word << -extra
+                extra += 16
+                pos += 2
+
+        while len(out) < end:
+            entry = table[(bits >> 17) & 0x7FFF]
+            if entry < 0:
+                raise WofError(f"XPRESS: invalid Huffman code at byte {pos}")
+            symbol, length = entry >> 5, entry & 31
+            bits = (bits << length) & 0xFFFFFFFF
+            extra -= length
+            refill()
+            if symbol < 256:
+                out.append(symbol)
+                continue
+            symbol -= 256
+            match, offset_bits = symbol & 15, symbol >> 4
+            if match == 15:
+                if pos >= len(data):
+                    raise WofError(f"XPRESS: match length truncated at byte {pos}")
+                match = data[pos]
+                pos += 1
+                if match == 255:
+                    if pos + 2 > len(data):
+                        raise WofError(f"XPRESS: match length truncated at byte {pos}")
+                    match = struct.unpack_from("<H", data, pos)[0]
+                    pos += 2
+                    if match == 0:
+                        if pos + 4 > len(data):
+                            raise WofError(f"XPRESS: match length truncated at byte {pos}")
+                        match = struct.unpack_from("<I", data, pos)[0]
+                        pos += 4
+                    if match < 15:
+                        raise WofError(f"XPRESS: bad match length at byte {pos}")
+                    match -= 15
+                match += 15
+            match += 3
+            offset = (1 << offset_bits) + ((bits >> (32 - offset_bits)) if offset_bits else 0)
+            bits = (bits << offset_bits) & 0xFFFFFFFF
+            extra -= offset_bits
+            refill()
+            _copy_match(out, offset, match, end, "XPRESS", pos)
+    return bytes(out[:size])
+
+
+def _copy_match(out: bytearray, offset: int, length: int, end: int, what: str, where: int) -> None:
+    if offset > len(out) or offset <= 0:
+        raise WofError(f"{what}: match offset {offset} before the start of the data (near byte {where})")
+    length = min(length, end - len(out))
+    start = len(out) - offset
+    if offset >= length:
+        out += out[start : start + length]
+    else:  # an overlapping copy repeats the last ``offset`` bytes
+        pattern = out[start:]
+        out += (pattern * (length // offset + 1))[:length]
+
+
+# --- LZX (the WIM/WOF variant) -------------------------------------------------------------------
+
+_LZX_SLOTS = 30  # 32 KiB window
+_LZX_MAIN = 256 + 8 * _LZX_SLOTS
+_LZX_LENGTHS = 249
+_LZX_EXTRA = [0, 0, 0, 0] + [n for n in range(1, 17) for _ in (0, 1)]
+_LZX_BASE = [0]
+for _n in _LZX_EXTRA[:-1]:
+    _LZX_BASE.append(_LZX_BASE[-1] + (1 << _n))
+
+
+class _Bits:
+    """LZX's bitstream: 16-bit little-endian words, each read from its top bit."""
+
+    def __init__(self, data: bytes) -> None:
+        self.data, self.pos, self.buf, self.left = data, 0, 0, 0
+
+    def ensure(self, n: int) -> None:
+        while self.left < n:
+            if self.pos + 2 <= len(self.data):
+                word = self.data[self.pos] | self.data[self.pos + 1] << 8
+            elif self.pos < len(self.data) + 8:
+                word = 0  # a little run-out past the end, as the encoder may leave its last bits unflushed
+            else:
+                raise WofError("LZX: read beyond the end of the chunk")
+            self.pos += 2
+            self.buf = self.buf << 16 | word
+            self.left += 16
+
+    def read(self, n: int) -> int:
+        if n == 0:
+            return 0
+        self.ensure(n)
+        self.left -= n
+        value = self.buf >> self.left
+        self.buf &= (1 << self.left) - 1
+        return value
+
+    def symbol(self, table: list[int], bits: int) -> int:
+        self.ensure(bits)
+        entry = table[self.buf >> (self.left - bits) & ((1 << bits) - 1)]
+        if entry < 0:
+            raise WofError(f"LZX: invalid Huffman code near byte {self.pos}")
+        self.left -= entry & 31
+        self.buf &= (1 << self.left) - 1
+        return entry >> 5
+
+    def raw(self, n: int) -> bytes:
+        if self.pos + n > len(self.data):
+            raise WofError(f"LZX: uncompressed block runs past the end of the chunk (byte {self.pos})")
+        block = self.data[self.pos : self.pos + n]
+        self.pos += n
+        return block
+
+
+def _lzx_lengths(bits: _Bits, lengths: list[int], start: int, stop: int) -> None:
+    pre = _table([bits.read(4) for _ in range(20)], 15, "LZX pretree")
+    i = start
+    while i < stop:
+        sym = bits.symbol(pre, 15)
+        if sym < 17:
+            lengths[i] = (lengths[i] - sym) % 17
+            i += 1
+            continue
+        if sym == 17:
+            run, value = 4 + bits.read(4), 0
+        elif sym == 18:
+            run, value = 20 + bits.read(5), 0
+        else:
+            run = 4 + bits.read(1)
+            sym2 = bits.symbol(pre, 15)
+            if sym2 > 16:
+                raise WofError("LZX: bad pretree symbol in a run")
+            value = (lengths[i] - sym2) % 17
+        if i + run > stop:
+            raise WofError("LZX: code length run past the end of the code")
+        lengths[i : i + run] = [value] * run
+        i += run
+
+
+def lzx(data: bytes, size: int) -> bytes:
+    """``size`` bytes decompressed from one LZX chunk (at most 32 KiB)."""
+    bits = _Bits(data)
+    out = bytearray()
+    main = [0] * _LZX_MAIN
+    lens = [0] * _LZX_LENGTHS
+    r0 = r1 = r2 = 1
+    while len(out) < size:
+        kind = bits.read(3)
+        block = 32768 if bits.read(1) else bits.read(16)
+        if kind not in (1, 2, 3) or block == 0:
+            raise WofError(f"LZX: bad block header (type {kind}, size {block}) at output byte {len(out)}")
+        end = min(size, len(out) + block)
+        if kind == 3:
+            bits.ensure(1)  # then pad to the next 16-bit word: 1 to 16 bits
+            while bits.left > 16:  # a whole word read ahead is not padding: give it back
+                bits.pos -= 2
+                bits.left -= 16
+            bits.buf, bits.left = 0, 0
+            r0, r1, r2 = struct.unpack("<III", bits.raw(12))
+            out += bits.raw(end - len(out))
+            if block & 1:
+                bits.pos += 1
+            continue
+        aligned = _table([bits.read(3) for _ in range(8)], 7, "LZX aligned") if kind == 2 else None
+        _lzx_lengths(bits, main, 0, 256)
+        _lzx_lengths(bits, main, 256, _LZX_MAIN)
+        _lzx_lengths(bits, lens, 0, _LZX_LENGTHS)
+        main_table = _table(main, 16, "LZX main")
+        length_table = _table(lens, 16, "LZX length") if any(lens) else None
+        while len(out) < end:
+            sym = bits.symbol(main_table, 16)
+            if sym < 256:
+                out.append(sym)
+                continue
+            sym -= 256
+            length, slot = sym & 7, sym >> 3
+            if length == 7:
+                if length_table is None:
+                    raise WofError("LZX: a long match with an empty length code")
+                length += bits.symbol(length_table, 16)
+            length += 2
+            if slot == 0:
+                offset = r0
+            elif slot == 1:
+                offset, r1 = r1, r0
+                r0 = offset
+            elif slot == 2:
+                offset, r2 = r2, r0
+                r0 = offset
+            else:
+                extra = _LZX_EXTRA[slot]
+                if aligned is not None and extra >= 3:
+                    value = bits.read(extra - 3) << 3
+                    value += bits.symbol(aligned, 7)
+                else:
+                    value = bits.read(extra)
+                offset = _LZX_BASE[slot] + value - 2
+                r2, r1, r0 = r1, r0, offset
+            _copy_match(out, offset, length, end, "LZX", bits.pos)
+    _undo_e8(out)
+    return bytes(out[:size])
+
+
+def _undo_e8(out: bytearray) -> None:
+    """Undo the x86 CALL translation: absolute targets back to relative ones."""
+    if len(out) <= 10:
+        return
+    i = out.find(0xE8, 0, len(out) - 10)
+    while i >= 0:
+        absolute = struct.unpack_from("<i", out, i + 1)[0]
+        if -i <= absolute < 12_000_000:
+            relative = absolute - i if absolute >= 0 else absolute + 12_000_000
+            struct.pack_into("<i", out, i + 1, relative)
+        i = out.find(0xE8, i + 5, len(out) - 10)
+
+
+_DECODERS: dict[int, Callable[[bytes, int], bytes]] = {0: xpress_huffman, 1: lzx, 2: xpress_huffman, 3: xpress_huffman}
+
+
+class WofStream(io.RawIOBase):
+    """The file's content, decompressed chunk by chunk from its ``WofCompressedData`` stream
+    (``read_at(offset, n)`` reads that stream of ``packed`` bytes)."""
+
+    def __init__(self, read_at: Callable[[int, int], bytes], packed: int, size: int, algo: int) -> None:
+        self.read_at, self.packed, self.size, self.algo = read_at, packed, size, algo
+        self.chunk = ALGORITHMS[algo][1]
+        self.count = -(-size // self.chunk)
+        width = 8 if size > 0xFFFFFFFF else 4
+        table_size = (self.count - 1) * width if self.count else 0
+        if table_size > packed:
+            raise WofError(f"{STREAM}: chunk table of {self.count} chunks ({table_size} bytes) is longer than "
+                           f"the {packed}-byte stream")
+        raw = read_at(0, table_size) if table_size else b""
+        offsets = [0, *struct.unpack(f"<{self.count - 1}{'Q' if width == 8 else 'I'}", raw)] if self.count else []
+        self.starts = [table_size + o for o in offsets] + [packed]
+        for k in range(self.count):
+            if not self.starts[k] <= self.starts[k + 1] or self.starts[k + 1] > packed:
+                raise WofError(f"{STREAM}: chunk table entry {k} points outside the stream "
+                               f"(offset {self.starts[k]} .. {self.starts[k + 1]} of {packed} bytes)")
+        self.next, self.pending = 0, b""
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, n: int = -1) -> bytes:
+        while not self.pending and self.next < self.count:
+            self.pending = self._chunk(self.next)
+            self.next += 1
+        if n < 0:
+            n = len(self.pending)
+        block, self.pending = self.pending[:n], self.pending[n:]
+        return block
+
+    def _chunk(self, k: int) -> bytes:
+        want = min(self.chunk, self.size - k * self.chunk)
+        start, stop = self.starts[k], self.starts[k + 1]
+        data = self.read_at(start, stop - start)
+        if len(data) != stop - start:
+            raise WofError(f"{STREAM}: chunk {k} at byte {start} cannot be read whole")
+        if len(data) == want:
+            return data  # stored: compressing did not make it smaller
+        if len(data) > want:
+            raise WofError(f"{STREAM}: chunk {k} at byte {start} is {len(data)} bytes, more than its {want}")
+        try:
+            return _DECODERS[self.algo](data, want)
+        except (WofError, IndexError, struct.error) as exc:
+            raise WofError(f"{STREAM}: chunk {k} at byte {start} ({ALGORITHMS[self.algo][0]}): {exc}") from None
+
+
+def decompress(stream: bytes, size: int, algo: int) -> bytes:
+    """A whole file from its ``WofCompressedData`` bytes (for tests and small files)."""
+    reader = WofStream(lambda off, n: stream[off : off + n], len(stream), size, algo)
+    out = bytearray()
+    while block := reader.read():
+        out += block
+    return bytes(out)

@@ -1,0 +1,222 @@
+"""WOF-compressed files (``compact /exe``, CompactOS): read from an NTFS volume, not seen as zeros.
+
+The independent writer is wimlib: a WIM resource compressed with XPRESS at 4, 8 or 16 KiB chunks,
+or with LZX at 32 KiB chunks, has the layout of a ``WofCompressedData`` stream (a chunk table of
+offsets counted from its end, then the chunks, each stored as is when it did not shrink) and the
+same compressed formats (wimlib's own system-compression reader for NTFS-3G relies on this). The
+expected content is always the original bytes given to ``wimlib-imagex capture``.
+
+wimlib writes WOF files only on Windows (``wimapply --compact`` says so in its manual), so the
+volume is built by hand: wimlib applies a file symbolic link (an NTFS reparse point), ``ntfscp``
+writes the sparse-size unnamed stream and the ``WofCompressedData`` stream, and the reparse
+attribute's value is rewritten to the 24-byte WOF buffer of the documentation (tag 0x80000017,
+WOF_EXTERNAL_INFO {1, provider 2}, FILE_PROVIDER_EXTERNAL_INFO_V1 {1, algorithm}). No root needed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+import re
+import struct
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from cranewatch.forensics.api import scan_image
+from cranewatch.forensics.image import open_image
+from cranewatch.forensics.wof import TAG_WOF, WofError, algorithm, decompress, lzx
+from test_forensics_ntfs import REVERSE_SHELL, _which, ntfs_volume
+from windows_helpers import build_pe
+
+WIM_COMPRESSION = {0: ("xpress", 4096), 1: ("lzx", 32768), 2: ("xpress", 8192), 3: ("xpress", 16384)}
+
+
+def wim_blobs(wim: Path) -> dict[bytes, tuple[bytes, int, int]]:
+    """SHA-1 -> (stored bytes, size, flags) of each blob of a (non-solid) WIM, read from its blob table."""
+    data = wim.read_bytes()
+    assert data[:8] == b"MSWIM\0\0\0"
+
+    def reshdr(buf: bytes, at: int) -> tuple[int, int, int, int]:
+        return int.from_bytes(buf[at : at + 7], "little"), buf[at + 7], *struct.unpack_from("<QQ", buf, at + 8)
+
+    size, _flags, offset, _ = reshdr(data, 0x30)
+    table = data[offset : offset + size]
+    blobs = {}
+    for at in range(0, len(table), 50):
+        stored, flags, where, original = reshdr(table, at)
+        blobs[table[at + 30 : at + 50]] = (data[where : where + stored], original, flags)
+    return blobs
+
+
+def wof_streams(work: Path, files: dict[str, bytes], algo: int) -> dict[str, bytes]:
+    """Each file's ``WofCompressedData`` content, as wimlib compresses it for ``algo``."""
+    src = work / f"src{algo}"
+    src.mkdir(parents=True)
+    for name, content in files.items():
+        (src / name).write_bytes(content)
+    wim = work / f"c{algo}.wim"
+    method, chunk = WIM_COMPRESSION[algo]
+    subprocess.run([_which("wimlib-imagex"), "capture", str(src), str(wim), f"--compress={method}",
+                    f"--chunk-size={chunk}", "--no-acls"], check=True, capture_output=True)
+    blobs = wim_blobs(wim)
+    out = {}
+    for name, content in files.items():
+        stored, original, flags = blobs[hashlib.sha1(content).digest()]
+        assert original == len(content) and flags & 0x04, "wimlib stored it compressed"
+        out[name] = stored
+    return out
+
+
+def _files(tmp_path: Path) -> dict[str, bytes]:
+    rng = random.Random(7)
+    program = build_pe(tmp_path / "svc.exe", "http://198.51.100.23:8080/beacon", company="Crane Vendor GmbH")
+    return {
+        "svc.exe": program.read_bytes() * 3,  # x86 code: the LZX call translation is exercised
+        "update.sh": REVERSE_SHELL.encode() + b"".join(b"# filler %d\n" % rng.randrange(50) for _ in range(9000)),
+        "mixed.bin": bytes(rng.randrange(256) for _ in range(20000)) + b"crane " * 9000,  # stored and packed chunks
+    }
+
+
+@pytest.mark.parametrize("algo", [0, 1, 2, 3], ids=["XPRESS4K", "LZX", "XPRESS8K", "XPRESS16K"])
+def test_each_algorithm_gives_back_the_original_bytes(tmp_path: Path, algo: int) -> None:
+    files = _files(tmp_path)
+    for name, stream in wof_streams(tmp_path, files, algo).items():
+        assert len(stream) < len(files[name])
+        assert decompress(stream, len(files[name]), algo) == files[name], name
+
+
+def wof_reparse(algo: int) -> bytes:
+    return struct.pack("<IHHIIII", TAG_WOF, 16, 0, 1, 2, 1, algo)
+
+
+def make_wof_file(volume: Path, work: Path, path: str, content: bytes, stream: bytes, algo: int) -> None:
+    """Turn ``path`` (a file symbolic link wimlib applied, target ``/wof-<name>``) into a WOF file."""
+    zeros, packed = work / "zeros", work / "packed"
+    zeros.write_bytes(bytes(len(content)))
+    packed.write_bytes(stream)
+    ntfscp = _which("ntfscp")
+    subprocess.run([ntfscp, "-f", str(volume), str(zeros), "/" + path], check=True, capture_output=True)
+    subprocess.run([ntfscp, "-f", "-N", "WofCompressedData", str(volume), str(packed), "/" + path], check=True,
+                   capture_output=True)
+    target = ("wof-" + path.rsplit("/", 1)[-1]).encode("utf-16-le")
+    image = bytearray(volume.read_bytes())
+    hits = [m.start() for m in re.finditer(re.escape(b"\x0c\x00\x00\xa0"), image)
+            if target in image[m.start() : m.start() + 200]]
+    assert len(hits) == 1, "the symbolic link's reparse attribute is found once"
+    value = hits[0]
+    header = value - 0x18
+    assert struct.unpack_from("<I", image, header)[0] == 0xC0 and struct.unpack_from("<H", image, header + 0x14)[0] == 0x18
+    assert value % 512 + 24 <= 510, "the new value does not cross a sector's update-sequence bytes"
+    struct.pack_into("<I", image, header + 0x10, 24)
+    image[value : value + 24] = wof_reparse(algo)
+    volume.write_bytes(image)
+
+
+@pytest.fixture(scope="module")
+def wof_volume(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, bytes]]:
+    work = tmp_path_factory.mktemp("wof")
+    files = _files(work)
+    tree = work / "tree"
+    (tree / "ProgramData/Vendor").mkdir(parents=True)
+    (tree / "Users/cms").mkdir(parents=True)
+    (tree / "Users/cms/notes.txt").write_text("shift handover\n")
+    layout = {0: "ProgramData/Vendor/svc.exe", 1: "Users/cms/update.sh", 2: "ProgramData/Vendor/mixed.bin",
+              3: "ProgramData/Vendor/svc16.exe"}
+    for path in layout.values():
+        (tree / path).symlink_to("/wof-" + path.rsplit("/", 1)[-1])
+    volume = ntfs_volume(tree, work / "v.ntfs")
+    expected = {}
+    for algo, path in layout.items():
+        name = {3: "svc.exe"}.get(algo, path.rsplit("/", 1)[-1])
+        stream = wof_streams(work / f"w{algo}", {name: files[name]}, algo)[name]
+        make_wof_file(volume, work, path, files[name], stream, algo)
+        expected[path] = files[name]
+    return volume, expected
+
+
+def test_wof_files_on_an_ntfs_volume_are_read_decompressed(wof_volume: tuple[Path, dict[str, bytes]]) -> None:
+    volume, expected = wof_volume
+    with open_image(volume) as image:
+        for path, content in expected.items():
+            assert image.entries[path].type == "file"
+            assert image.disk_path(path).read_bytes() == content, path
+            assert f"{path}:WofCompressedData" not in image.entries  # the packed stream is not scanned twice
+        assert image.read_text("Users/cms/notes.txt") == "shift handover\n"
+        assert not image.problems
+
+
+def test_a_wof_compressed_backdoor_is_found(wof_volume: tuple[Path, dict[str, bytes]]) -> None:
+    volume, _ = wof_volume
+    found = scan_image(volume, workers=1)
+    paths = {e.path for f in found.findings for e in f.evidence}
+    assert "Users/cms/update.sh" in paths  # the reverse shell, LZX-compressed
+
+
+def test_a_corrupt_chunk_table_is_a_located_problem(tmp_path: Path, wof_volume: tuple[Path, dict[str, bytes]]) -> None:
+    volume, expected = wof_volume
+    broken = tmp_path / "broken.ntfs"
+    image = bytearray(volume.read_bytes())
+    content = expected["Users/cms/update.sh"]
+    stream = wof_streams(tmp_path, {"update.sh": content}, 1)["update.sh"]
+    at = image.find(stream[:64])
+    assert at > 0 and image.find(stream[:64], at + 1) < 0
+    struct.pack_into("<I", image, at + 4, 0x7FFFFFF0)  # the second chunk's end far beyond the stream
+    broken.write_bytes(image)
+    with open_image(broken) as result:
+        problems = [p for p in result.problems if p.startswith("Users/cms/update.sh")]
+        assert len(problems) == 1, result.problems
+        assert "WOF-compressed (LZX)" in problems[0] and "chunk table entry" in problems[0]
+        assert "Users/cms/update.sh:WofCompressedData" in result.entries  # scanned as is instead
+        assert result.disk_path("ProgramData/Vendor/svc.exe").read_bytes() == expected["ProgramData/Vendor/svc.exe"]
+
+
+def test_corrupt_chunks_and_reparse_data_raise_located_errors(tmp_path: Path) -> None:
+    content = _files(tmp_path)["update.sh"]
+    stream = bytearray(wof_streams(tmp_path, {"update.sh": content}, 0)["update.sh"])
+    chunks = -(-len(content) // 4096)
+    table = 4 * (chunks - 1)
+    second = table + struct.unpack_from("<I", stream, 0)[0]
+    stream[second : second + 256] = b"\xff" * 256  # chunk 1's Huffman table: every length 15, over-subscribed
+    with pytest.raises(WofError) as caught:
+        decompress(bytes(stream), len(content), 0)
+    assert f"chunk 1 at byte {second} (XPRESS4K)" in str(caught.value)
+    with pytest.raises(WofError, match="provider 1 is not the file provider"):
+        algorithm(struct.pack("<IHHIIII", TAG_WOF, 16, 0, 1, 1, 1, 0))
+    with pytest.raises(WofError, match="unknown WOF compression algorithm 9"):
+        algorithm(wof_reparse(9))
+    assert algorithm(wof_reparse(1)) == 1
+
+
+def test_an_lzx_uncompressed_block_built_by_hand() -> None:
+    """wimlib never writes LZX's uncompressed block; built from the format: block type 3, a 16-bit
+    size, padding to a 16-bit word, the three recent offsets, the bytes; then the x86 call
+    translation is undone (an absolute target 100 at position 3 is the relative 97)."""
+    body = b"abc\xe8" + struct.pack("<i", 100) + b"0123456789" * 3
+    header = "011" + "0" + format(len(body), "016b")  # 20 bits, padded to 32
+    header += "0" * (32 - len(header))
+    words = [int(header[i : i + 16], 2) for i in (0, 16)]
+    chunk = struct.pack("<HH", *words) + struct.pack("<III", 1, 1, 1) + body + b"\0" * (len(body) & 1)
+    expected = b"abc\xe8" + struct.pack("<i", 97) + b"0123456789" * 3
+    assert lzx(chunk, len(body)) == expected  # one chunk (as a stream it would be stored: it did not shrink)
+
+
+@pytest.mark.parametrize("algo", [0, 1])
+def test_damaged_streams_raise_wof_errors_only(tmp_path: Path, algo: int) -> None:
+    """Bounded fuzz (fixed seed): a damaged stream decodes to something or raises ``WofError``."""
+    content = _files(tmp_path)["update.sh"][:40000]
+    stream = wof_streams(tmp_path, {"update.sh": content}, algo)["update.sh"]
+    rng = random.Random(algo)
+    errors = 0
+    for _ in range(150):
+        damaged = bytearray(stream)
+        for _ in range(rng.randrange(1, 6)):
+            damaged[rng.randrange(len(damaged))] = rng.randrange(256)
+        try:
+            out = decompress(bytes(damaged), len(content), algo)
+        except WofError:
+            errors += 1
+        else:
+            assert len(out) == len(content)
+    assert errors  # some damage is noticed
