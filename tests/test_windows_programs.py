@@ -172,10 +172,10 @@ def test_a_hostile_program_is_a_located_problem_and_the_others_are_judged(
     tree = _tree(shared_data, tmp_path / "C", programs, implants=True)
     real = module.inspect
 
-    def fragile(data: bytes):  # type: ignore[no-untyped-def]
+    def fragile(data: bytes, *catalogs):  # type: ignore[no-untyped-def]
         if data == programs["broken"].read_bytes():
             raise ValueError("a parser met bytes it did not expect")
-        return real(data)
+        return real(data, *catalogs)
 
     monkeypatch.setattr(module, "inspect", fragile)
     result = scan_image(tree, workers=1, policy=STS07)

@@ -6,8 +6,8 @@ signature (signify): absent, *valid* (the file's digest matches and the chain re
 of Microsoft's trusted program), *untrusted* (the digest matches but the chain ends at a root
 no one trusts: a vendor's or an attacker's own CA), or *broken* (the digest does not match the
 file: changed after signing, or a signature that does not parse). Windows' own files are
-mostly catalog-signed (no embedded signature), so "unsigned" in the Windows folder is no alarm
-by itself; a Windows-folder program signed by someone other than Microsoft is.
+mostly catalog-signed (no embedded signature): a program without one is looked up in the
+image's catalogs (``catalogs``) and takes the verdict of the catalog that lists it.
 
 oscrypto 1.3.0, which signify uses for RSA, cannot read OpenSSL version strings with a
 two-digit part (3.0.10 and later) and refuses to load (its issue #78, fixed upstream but not
@@ -22,8 +22,11 @@ import importlib.util
 import io
 import struct
 import sys
-from dataclasses import dataclass
-from typing import Any, Literal
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any, Literal
+
+if TYPE_CHECKING:
+    from cranewatch.forensics.windows.catalogs import Catalogs
 
 Status = Literal["not-pe", "unsigned", "valid", "untrusted", "broken"]
 MAX_PE_BYTES = 256 << 20  # programs larger than this are not read for their signature
@@ -43,6 +46,7 @@ class PeInfo:
     original_name: str = ""  # OriginalFilename of the version resource
     detail: str = ""  # why broken or untrusted, in signify's words
     kind: str = ""  # "program", "DLL" or "driver"
+    catalog: str = ""  # the image path of the catalog that vouches for it (no embedded signature)
 
     @property
     def signed(self) -> bool:
@@ -56,10 +60,11 @@ class PeInfo:
             return "not a valid PE program"
         if self.status == "unsigned":
             return "unsigned"
+        through = f" through the catalog {self.catalog.rsplit('/', 1)[-1]}" if self.catalog else ""
         if self.status == "valid":
-            return f"signed by {self.signer} (valid)"
+            return f"signed by {self.signer}{through} (valid)"
         if self.status == "untrusted":
-            return f"signed by {self.signer}, a certificate from {self.issuer or 'an unknown issuer'} that no trusted root vouches for"
+            return f"signed by {self.signer}{through}, a certificate from {self.issuer or 'an unknown issuer'} that no trusted root vouches for"
         return f"carries a broken signature{' of ' + self.signer if self.signer else ''} ({self.detail})"
 
 
@@ -90,8 +95,20 @@ def _load_signify() -> Any:
     return importlib.import_module("signify.authenticode")
 
 
-def inspect(data: bytes) -> PeInfo:
-    """The PE facts and signature status of a program's bytes."""
+def inspect(data: bytes, catalogs: Catalogs | None = None) -> PeInfo:
+    """The PE facts and signature status of a program's bytes; without an embedded signature,
+    the verdict of a catalog of ``catalogs`` that lists it."""
+    info = _inspect(data)
+    if info.status != "unsigned" or catalogs is None:
+        return info
+    verdict = catalogs.lookup(data)
+    if verdict is None:
+        return info
+    return replace(info, status=verdict.status, signer=verdict.signer, issuer=verdict.issuer, detail=verdict.detail,
+                   catalog=verdict.path)
+
+
+def _inspect(data: bytes) -> PeInfo:
     import pefile
 
     try:

@@ -13,8 +13,10 @@ everything that starts it:
   low (small vendors sign with their own CA, or not at all);
 - a file named as a program that is not a PE is medium (a script or payload in disguise).
 
-Windows' own programs are catalog-signed, so an unsigned file in the Windows folder is not
-reported by itself.
+Windows' own programs are catalog-signed: a program without an embedded signature takes the
+verdict of the image's catalog that lists its Authenticode digest (``catalogs``). An unsigned
+program in the Windows folder that no catalog lists is high when the image holds catalogs (a
+trojaned system binary), and not reported when it holds none (a collection without CatRoot).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from dataclasses import dataclass, field
 
 from cranewatch.forensics.windows import run_keys, tasks
 from cranewatch.forensics.windows.authenticode import MAX_PE_BYTES, PeInfo, inspect
+from cranewatch.forensics.windows.catalogs import Catalogs
 from cranewatch.forensics.windows.commands import place_of, program_of
 from cranewatch.forensics.windows.startup import _folders
 from cranewatch.forensics.windows.tree import Hive, WindowsTree, int_of, text_of
@@ -107,6 +110,7 @@ def _started(win: WindowsTree) -> dict[str, _Started]:
 
 
 def check(win: WindowsTree) -> Iterator[Finding]:
+    catalogs = Catalogs(win)
     for item in _started(win).values():
         size = win.image.entries[item.image_path].size
         if size > MAX_PE_BYTES:
@@ -116,16 +120,16 @@ def check(win: WindowsTree) -> Iterator[Finding]:
         if data is None:
             continue
         try:
-            info = inspect(data)
+            info = inspect(data, catalogs)
         except Exception as exc:  # pefile/signify/asn1crypto on hostile bytes: one program, not the check
             win.problem(item.image_path, f"program not read as a PE with its signature ({type(exc).__name__}: {exc})")
             continue
-        finding = _judge(win, item, info)
+        finding = _judge(win, item, info, catalogs)
         if finding is not None:
             yield finding
 
 
-def _judge(win: WindowsTree, item: _Started, info: PeInfo) -> Finding | None:
+def _judge(win: WindowsTree, item: _Started, info: PeInfo, catalogs: Catalogs | None = None) -> Finding | None:
     place = place_of(item.program)
     name = item.image_path.rsplit("/", 1)[-1]
     claims_microsoft = info.company.lower().startswith("microsoft")
@@ -148,7 +152,12 @@ def _judge(win: WindowsTree, item: _Started, info: PeInfo) -> Finding | None:
     elif info.status == "valid":
         return None
     elif info.status == "unsigned" and place == "system":
-        return None  # Windows' own files are catalog-signed
+        count = catalogs.count if catalogs is not None else 0
+        if not count:
+            return None  # Windows' own files are catalog-signed, and the image holds no catalogs to look in
+        severity, category = Severity.HIGH, "backdoor"
+        why = (f"lies in the Windows folder but carries no signature and is listed in none of the image's {count} "
+               "catalogs (CatRoot): not a file Windows installed, or one changed since")
     elif place == "user-writable":
         severity, why = Severity.HIGH, f"is {info.describe()} and lies in a folder any user can write"
     elif place == "other":
@@ -162,7 +171,8 @@ def _judge(win: WindowsTree, item: _Started, info: PeInfo) -> Finding | None:
         technique=_TECH, key=(item.image_path.lower(),),
         values={"status": info.status, "signer": info.signer, "issuer": info.issuer, "company": info.company,
                 "original_name": info.original_name, "kind": info.kind, "started_by": list(item.by),
-                "place": place, **({"detail": info.detail} if info.detail else {})},
+                "place": place, **({"detail": info.detail} if info.detail else {}),
+                **({"catalog": info.catalog} if info.catalog else {})},
         remedy=(f"Compare {name} with the vendor's released, signed build (hash and signer); replace or remove it and "
                 "whatever starts it if it is not, and ask the vendor to sign what it installs on the crane."),
     )
