@@ -53,18 +53,18 @@ def _table(lengths: list[int], bits: int, what: str) -> list[int]:
     where no code lands (an incomplete code); ``WofError`` for an over-subscribed one."""
     size = 1 << bits
     table = [-1] * size
-    code = 0
+    by_length: list[list[int]] = [[] for _ in range(bits + 1)]
+    for symbol, n in enumerate(lengths):
+        if n:
+            by_length[n].append(symbol)
     pos = 0
     for length in range(1, bits + 1):
-        for symbol, n in enumerate(lengths):
-            if n != length:
-                continue
-            span = 1 << (bits - length)
-            if pos + span > size:
-                raise WofError(f"{what}: over-subscribed Huffman code")
+        span = 1 << (bits - length)
+        if pos + span * len(by_length[length]) > size:
+            raise WofError(f"{what}: over-subscribed Huffman code")
+        for symbol in by_length[length]:
             table[pos : pos + span] = [symbol << 5 | length] * span
             pos += span
-            code += 1
     return table
 
 
@@ -85,31 +85,31 @@ def xpress_huffman(data: bytes, size: int) -> bytes:
         pos += 256
         if pos + 4 > len(data):
             raise WofError(f"XPRESS: bitstream truncated at byte {pos}")
-        bits = struct.unpack_from("<H", data, pos)[0] << 16 | struct.unpack_from("<H", data, pos + 2)[0]
+        padded = data + bytes(8)  # a little run-out past the end, as an encoder may leave its last bits unflushed
+        bits = (padded[pos] | padded[pos + 1] << 8) << 16 | padded[pos + 2] | padded[pos + 3] << 8
         pos += 4
         extra = 16
-        end = min(size, len(out) + 65536)
-
-        def refill() -> None:
-            nonlocal bits, extra, pos
-            if extra < 0:
-                word = struct.unpack_from("<H", data, pos)[0] if pos + 2 <= len(data) else 0
-                if pos + 2 > len(data) + 4:
-                    raise WofError("XPRESS: read beyond the end of the stream")
-                bits |= word << -extra
-                extra += 16
-                pos += 2
-
-        while len(out) < end:
-            entry = table[(bits >> 17) & 0x7FFF]
+        have = len(out)
+        end = min(size, have + 65536)
+        limit = len(padded)
+        append = out.append
+        while have < end:
+            entry = table[bits >> 17]
             if entry < 0:
                 raise WofError(f"XPRESS: invalid Huffman code at byte {pos}")
-            symbol, length = entry >> 5, entry & 31
+            length = entry & 31
             bits = (bits << length) & 0xFFFFFFFF
             extra -= length
-            refill()
+            if extra < 0:
+                if pos + 2 > limit:
+                    raise WofError("XPRESS: read beyond the end of the stream")
+                bits |= (padded[pos] | padded[pos + 1] << 8) << -extra
+                extra += 16
+                pos += 2
+            symbol = entry >> 5
             if symbol < 256:
-                out.append(symbol)
+                append(symbol)
+                have += 1
                 continue
             symbol -= 256
             match, offset_bits = symbol & 15, symbol >> 4
@@ -133,11 +133,24 @@ def xpress_huffman(data: bytes, size: int) -> bytes:
                     match -= 15
                 match += 15
             match += 3
-            offset = (1 << offset_bits) + ((bits >> (32 - offset_bits)) if offset_bits else 0)
+            offset = (1 << offset_bits) + (bits >> (32 - offset_bits) if offset_bits else 0)
             bits = (bits << offset_bits) & 0xFFFFFFFF
             extra -= offset_bits
-            refill()
-            _copy_match(out, offset, match, end, "XPRESS", pos)
+            if extra < 0:
+                if pos + 2 > limit:
+                    raise WofError("XPRESS: read beyond the end of the stream")
+                bits |= (padded[pos] | padded[pos + 1] << 8) << -extra
+                extra += 16
+                pos += 2
+            if offset > have:
+                raise WofError(f"XPRESS: match offset {offset} before the start of the data (near byte {pos})")
+            if match > end - have:
+                match = end - have
+            if offset >= match:
+                out += out[have - offset : have - offset + match]
+            else:
+                _copy_match(out, offset, match, end, "XPRESS", pos)
+            have += match
     return bytes(out[:size])
 
 
@@ -350,13 +363,13 @@ class WofStream(io.RawIOBase):
     def _chunk(self, k: int) -> bytes:
         want = min(self.chunk, self.size - k * self.chunk)
         start, stop = self.starts[k], self.starts[k + 1]
+        if stop - start > want:  # checked before reading: a damaged table must not make us read gigabytes
+            raise WofError(f"{STREAM}: chunk {k} at byte {start} is {stop - start} bytes, more than its {want}")
         data = self.read_at(start, stop - start)
         if len(data) != stop - start:
             raise WofError(f"{STREAM}: chunk {k} at byte {start} cannot be read whole")
         if len(data) == want:
             return data  # stored: compressing did not make it smaller
-        if len(data) > want:
-            raise WofError(f"{STREAM}: chunk {k} at byte {start} is {len(data)} bytes, more than its {want}")
         try:
             return _DECODERS[self.algo](data, want)
         except (WofError, IndexError, struct.error) as exc:

@@ -8,10 +8,12 @@ member of a catalog is signed by that catalog's signer, with the catalog's own v
 chain checked by signify as for an embedded signature: valid, untrusted, or broken when the
 catalog's content no longer matches its signature — a broken catalog vouches for nothing).
 
-Speed: a Windows 10 CatRoot holds thousands of catalogs, some with 100,000 members. Each
-catalog's signed content (never its unsigned attributes, which anyone could append to) is
-scanned once for the DER of its member digests; only a catalog holding a program's digest is
-parsed member by member (signify) to confirm it and has its signature verified.
+Speed: a Windows 10 CatRoot holds thousands of catalogs, some with tens of thousands of
+members, and parsing members one by one costs about 70 µs each (3.5 s for a 50,000-member
+catalog, measured). So each catalog's signed content — the CTL the signature covers, never its
+unsigned attributes, which anyone could append to — is scanned once for the DER of its member
+digests (a DigestInfo: 0.07 s for the same catalog); only a catalog holding a started program's
+digest has its signature verified (signify, cached per catalog).
 """
 
 from __future__ import annotations
@@ -53,14 +55,13 @@ class Catalogs:
         self.win = win
         self._members: dict[bytes, list[str]] | None = None
         self._verdicts: dict[str, CatalogVerdict | None] = {}
-        self._confirmed: dict[str, set[bytes]] = {}
-        self._empty: list[str] = []
+        self._count = 0
 
     @property
     def count(self) -> int:
         """How many catalogs the image holds (readable ones)."""
         self._index()
-        return len({path for paths in (self._members or {}).values() for path in paths} | set(self._empty))
+        return self._count
 
     def _index(self) -> dict[bytes, list[str]]:
         if self._members is not None:
@@ -81,15 +82,11 @@ class Catalogs:
             except ValueError as exc:
                 self.win.problem(path, f"catalog not read: {exc}")
                 continue
-            found = False
+            self._count += 1
             for match in _DIGESTS.finditer(content):
-                digest = match.group(1) or match.group(2)
-                where = self._members.setdefault(digest, [])
-                if path not in where:
+                where = self._members.setdefault(match.group(1) or match.group(2), [])
+                if not where or where[-1] != path:
                     where.append(path)
-                found = True
-            if not found:
-                self._empty.append(path)
         return self._members
 
     def lookup(self, data: bytes) -> CatalogVerdict | None:
@@ -103,7 +100,7 @@ class Catalogs:
         for digest in fingerprints:
             for path in members.get(digest, ()):
                 verdict = self._verdict(path)
-                if verdict is None or verdict.status == "broken" or digest not in self._confirmed.get(path, set()):
+                if verdict is None or verdict.status == "broken":
                     continue
                 if best is None or (verdict.status == "valid" and best.status != "valid"):
                     best = verdict
@@ -131,7 +128,6 @@ class Catalogs:
         if not ctl.is_catalog:
             self.win.problem(path, "a certificate trust list that is not a catalog (subject usage) ignored")
             return None
-        self._confirmed[path] = {s.indirect_data.digest for s in ctl.subjects if s.indirect_data is not None}
         signer, issuer = _names(ctl)
         result, error = ctl.explain_verify()
         ok = authenticode.AuthenticodeVerificationResult
