@@ -276,10 +276,29 @@ def lzx(data: bytes, size: int) -> bytes:
         _lzx_lengths(bits, lens, 0, _LZX_LENGTHS)
         main_table = _table(main, 16, "LZX main")
         length_table = _table(lens, 16, "LZX length") if any(lens) else None
-        while len(out) < end:
-            sym = bits.symbol(main_table, 16)
+        source, available, append = bits.data, len(bits.data), out.append
+        have = len(out)
+        while have < end:
+            buf, left = bits.buf, bits.left  # bits.symbol(main_table, 16), inlined: the hot path
+            if left < 16:
+                pos = bits.pos
+                if pos + 2 <= available:
+                    buf = buf << 16 | source[pos] | source[pos + 1] << 8
+                elif pos < available + 8:
+                    buf <<= 16
+                else:
+                    raise WofError("LZX: read beyond the end of the chunk")
+                bits.pos = pos + 2
+                left += 16
+            entry = main_table[buf >> (left - 16) & 0xFFFF]
+            if entry < 0:
+                raise WofError(f"LZX: invalid Huffman code near byte {bits.pos}")
+            left -= entry & 31
+            bits.buf, bits.left = buf & ((1 << left) - 1), left
+            sym = entry >> 5
             if sym < 256:
-                out.append(sym)
+                append(sym)
+                have += 1
                 continue
             sym -= 256
             length, slot = sym & 7, sym >> 3
@@ -305,7 +324,13 @@ def lzx(data: bytes, size: int) -> bytes:
                     value = bits.read(extra)
                 offset = _LZX_BASE[slot] + value - 2
                 r2, r1, r0 = r1, r0, offset
-            _copy_match(out, offset, length, end, "LZX", bits.pos)
+            if length > end - have:
+                length = end - have
+            if 0 < offset <= have and offset >= length:
+                out += out[have - offset : have - offset + length]
+            else:
+                _copy_match(out, offset, length, end, "LZX", bits.pos)  # overlapping, or an error to report
+            have += length
     _undo_e8(out)
     return bytes(out[:size])
 
