@@ -16,26 +16,13 @@ A connection another session announced (an FTP data channel: ``facts.ExpectedCon
 is that session's, never a conversation of its own: its bytes and count are folded into the
 announcing session's finding (one copy, one finding), or dropped with it when that session is
 not new. The files a session moved (``facts.FileTransfer``) are listed in its evidence.
-
-ftp-bounce: a data channel naming a third host (neither end of its FTP session: a PORT/EPRT
-that sends the server elsewhere, a PASV reply that sends the client elsewhere) is reported at
-medium whatever the baseline says, except where it is plain NAT (one of the two addresses
-global, the other not).
 """
 
 from __future__ import annotations
 
 from typing import Any, ClassVar
 
-from cranewatch.detect.base import (
-    Context,
-    Incidents,
-    Verdict,
-    endpoint,
-    is_global,
-    is_unicast,
-    make_finding,
-)
+from cranewatch.detect.base import Context, Incidents, Verdict, endpoint, is_unicast, make_finding
 from cranewatch.detect.expected import ExpectedConnections, Session, session_of
 from cranewatch.detect.facts import Conversation, ExpectedConnection, FileTransfer
 from cranewatch.model import Finding, Severity
@@ -47,16 +34,6 @@ VERDICT = Verdict(
     technique=("T0886", "T0867"),
     remedy="Find out why these crane hosts talked for the first time; if it is not a sanctioned "
     "change, isolate the client and check both hosts for tools and files brought in.",
-)
-
-BOUNCE = Verdict(
-    rule="ftp-bounce",
-    category="lateral-movement",
-    severity=Severity.MEDIUM,
-    technique=("T0886", "T0846"),
-    remedy="An FTP data channel was pointed at a host outside its session: find out who sent "
-    "the PORT/EPRT or PASV naming it; refuse foreign data-channel addresses on the FTP server "
-    "(vsftpd: port_promiscuous=NO, pasv_promiscuous=NO).",
 )
 
 BULK_BYTES = 64 * 1024  # one way, in one (client, server, service)
@@ -75,7 +52,6 @@ class LateralMovement:
         self.incidents = Incidents()
         self._clients: frozenset[str] | None = None
         self._servers: frozenset[str] | None = None
-        self.bounces = Incidents()
         self.expected = ExpectedConnections()
         # what announced connections and file commands add to their session's finding
         self._data: dict[Session, dict[str, Any]] = {}
@@ -87,9 +63,8 @@ class LateralMovement:
         return ctx.profile is not None and bool(ctx.profile.allowed)
 
     def judges(self, ctx: Context) -> tuple[type, ...]:
-        """Nothing is new without a baseline, or a profile saying who may talk (an FTP bounce
-        needs neither)."""
-        return self.accepts if self._judges(ctx) else (ExpectedConnection,)
+        """Nothing is new without a baseline, or a profile saying who may talk."""
+        return self.accepts if self._judges(ctx) else ()
 
     def _known_host(self, ip: str, ctx: Context) -> bool:
         if ctx.profile is not None and ctx.profile.host_by_ip(ip) is not None:
@@ -115,10 +90,10 @@ class LateralMovement:
         return ip in servers and ip not in clients
 
     def observe(self, fact: Any, ctx: Context) -> None:
-        if isinstance(fact, ExpectedConnection):
-            self._expected(fact)
-            return
         if not self._judges(ctx):
+            return
+        if isinstance(fact, ExpectedConnection):
+            self.expected.add(fact)
             return
         if isinstance(fact, FileTransfer):
             self._file(fact)
@@ -159,20 +134,6 @@ class LateralMovement:
         values["packets"] = values.get("packets", 0) + conv.packets_to_server + conv.packets_to_client
         if conv.last_ts > incident.last_seen:
             incident.last_seen = conv.last_ts
-
-    def _expected(self, fact: ExpectedConnection) -> None:
-        self.expected.add(fact)
-        third = fact.third_party
-        if third is None or not is_unicast(third):
-            return
-        # who named the third host: the server in a PASV reply, the client in a PORT command
-        # (each then stands for itself: the third host replaces it as the data channel's end)
-        namer = fact.dst if fact.mode == "passive" else fact.src
-        if is_global(third) != is_global(namer):
-            return  # NAT: a private address behind a public one (or the other way round)
-        self.bounces.add((fact.src, fact.dst, third, fact.resp_port), fact,
-                         {"namer": namer, "mode": fact.mode, "command": fact.command,
-                          "protocol": fact.protocol})
 
     def _data_connection(self, session: Session, conv: Conversation, towards_client: bool) -> None:
         """An announced connection's volume, added to its session's (oriented as the session:
@@ -217,7 +178,7 @@ class LateralMovement:
 
     def finish(self, ctx: Context) -> list[Finding]:
         self._fold_sessions()
-        findings = self._bounces(ctx)
+        findings = []
         for key, inc in self.incidents.items():
             client, server, transport, port = key
             values = inc.values
@@ -250,17 +211,3 @@ class LateralMovement:
                                          severity))
         return findings
 
-    def _bounces(self, ctx: Context) -> list[Finding]:
-        findings = []
-        for key, inc in self.bounces.items():
-            client, server, third, port = key
-            values = inc.values
-            namer = values["namer"]
-            if values["mode"] == "passive":
-                how = f"{ctx.host_name(namer)} told its client {ctx.host_name(client)} to connect to"
-            else:
-                how = f"{ctx.host_name(namer)} asked the server {ctx.host_name(server)} to connect to"
-            title = (f"FTP bounce: {how} third host {ctx.host_name(third)} port {port} "
-                     f"({values.get('command')})")
-            findings.append(make_finding(ctx, BOUNCE, key, inc, title, namer, endpoint(third, port)))
-        return findings

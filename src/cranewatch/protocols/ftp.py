@@ -9,9 +9,13 @@ its own, to an address and port one side names in the control channel: ``PASV`` 
 server then connects back). Each is an ``FtpDataChannel`` event: the expected data connection
 (who connects, to which host and port, from which control session, until when), which the
 detectors consult (``detect.expected``) to attribute a data connection to its control
-session instead of taking it for a conversation of its own. A data channel that names a third
-host (neither end of the control session) is FTP bounce: the server is asked to connect, or
-the client told to connect, elsewhere.
+session instead of taking it for a conversation of its own.
+
+``FtpBounce``, the detector this module declares: a data channel naming a third host (neither
+end of its control session: a PORT/EPRT that sends the server elsewhere, a PASV reply that
+sends the client elsewhere) is rule ``ftp-bounce``, category lateral-movement, medium, with
+or without a baseline, except where it is plain NAT (the named address global and the one it
+stands in for not, or the other way round).
 
 Passwords are never kept: a ``PASS`` command's argument is dropped at once, and the event says
 only that a password was sent in clear (before any ``AUTH TLS``). After ``AUTH TLS``/``SSL``
@@ -27,10 +31,20 @@ from __future__ import annotations
 import ipaddress
 import re
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar
 
+from cranewatch.detect.base import (
+    Context,
+    Incidents,
+    Verdict,
+    endpoint,
+    is_global,
+    is_unicast,
+    make_finding,
+)
 from cranewatch.detect.facts import ExpectedConnection, FileTransfer, client_where, where
 from cranewatch.errors import DecodeError
+from cranewatch.model import Finding, Severity
 from cranewatch.protocols.base import DecoderSpec, Event, FlowContext, ReportsProblems
 from cranewatch.protocols.framing import decode_error, endpoints
 from cranewatch.protocols.registry import IGNORED, Adapter, ProtocolSpec, register_protocol
@@ -363,8 +377,59 @@ def zeek_ftp(record: zeek.ZeekRecord, result: zeek.ZeekResult) -> list[Event]:
     return events
 
 
+# ------------------------------------------------------------------------------ ftp-bounce
+
+BOUNCE = Verdict(
+    rule="ftp-bounce",
+    category="lateral-movement",
+    severity=Severity.MEDIUM,
+    technique=("T0886", "T0846"),
+    remedy="An FTP data channel was pointed at a host outside its session: find out who sent "
+    "the PORT/EPRT or PASV naming it; refuse foreign data-channel addresses on the FTP server "
+    "(vsftpd: port_promiscuous=NO, pasv_promiscuous=NO).",
+)
+
+
+class FtpBounce:
+    """ftp-bounce: a data channel naming a third host (see the module docstring)."""
+
+    name: ClassVar[str] = "ftp-bounce"
+    accepts: ClassVar[tuple[type, ...]] = (ExpectedConnection,)
+
+    def __init__(self) -> None:
+        self.incidents = Incidents()
+
+    def observe(self, fact: Any, ctx: Context) -> None:
+        if not isinstance(fact, ExpectedConnection) or fact.protocol != "ftp-data":
+            return
+        third = fact.third_party
+        if third is None or not is_unicast(third):
+            return
+        # who named the third host: the server in a PASV reply, the client in a PORT command;
+        # the third host stands in for the namer as the data channel's end
+        namer = fact.dst if fact.mode == "passive" else fact.src
+        if is_global(third) != is_global(namer):
+            return  # NAT: a private address behind a public one (or the other way round)
+        self.incidents.add((fact.src, fact.dst, third, fact.resp_port), fact,
+                           {"namer": namer, "mode": fact.mode, "command": fact.command})
+
+    def finish(self, ctx: Context) -> list[Finding]:
+        findings = []
+        for key, inc in self.incidents.items():
+            client, server, third, port = key
+            namer = inc.values["namer"]
+            if inc.values["mode"] == "passive":
+                how = f"{ctx.host_name(namer)} told its client {ctx.host_name(client)} to connect to"
+            else:
+                how = f"{ctx.host_name(namer)} asked the server {ctx.host_name(server)} to connect to"
+            title = (f"FTP bounce: {how} third host {ctx.host_name(third)} port {port} "
+                     f"({inc.values.get('command')})")
+            findings.append(make_finding(ctx, BOUNCE, key, inc, title, namer, endpoint(third, port)))
+        return findings
+
+
 PROTOCOL = register_protocol(ProtocolSpec(
-    name="ftp", module=__name__, decoders=(SPEC,),
+    name="ftp", module=__name__, decoders=(SPEC,), detectors=(FtpBounce,),
     adapters={FtpCommand: IGNORED, FtpReply: Adapter(file_transfer, (FileTransfer,)),
               FtpDataChannel: Adapter(expected_connection, (ExpectedConnection,))},
     zeek={"ftp": zeek_ftp},
