@@ -361,3 +361,37 @@ def test_a_pasv_naming_a_third_host_is_marked(text: bytes) -> None:
     assert isinstance(channel, FtpDataChannel)
     (fact,) = ftp.expected_connection(channel)
     assert fact.third_party == "10.7.0.99" and fact.resp == "10.7.0.99"
+
+
+def test_zeek_logs_of_an_ftp_copy_give_one_lateral_finding_with_its_data(tmp_path: Path) -> None:
+    """conn.log (the control and the data connection, Zeek's services ftp and ftp-data) and
+    ftp.log (EPSV with its data_channel, STOR): the data connection folds into the session as
+    it does from a capture, and its port is no new service."""
+    from test_detect_lateral import CMS, PLC2, baseline
+
+    logs = tmp_path / "zeek"
+    logs.mkdir()
+    control = {"id.orig_h": PLC2, "id.orig_p": 51000, "id.resp_h": CMS, "id.resp_p": 21}
+    (logs / "conn.log").write_text("\n".join(json.dumps(r) for r in (
+        {"ts": 1700000000.5, "uid": "C1", **control, "proto": "tcp", "service": "ftp",
+         "duration": 3.0, "orig_bytes": 120, "resp_bytes": 400, "conn_state": "SF",
+         "history": "ShAdDaFf", "orig_pkts": 12, "resp_pkts": 10},
+        {"ts": 1700000001.2, "uid": "C2", "id.orig_h": PLC2, "id.orig_p": 51001, "id.resp_h": CMS,
+         "id.resp_p": 40134, "proto": "tcp", "service": "ftp-data", "duration": 1.0,
+         "orig_bytes": 90000, "resp_bytes": 0, "conn_state": "SF", "history": "ShADadFf",
+         "orig_pkts": 70, "resp_pkts": 35})) + "\n")
+    common = {"uid": "C1", **control, "user": "anonymous", "password": "<hidden>"}
+    (logs / "ftp.log").write_text("\n".join(json.dumps(r) for r in (
+        {"ts": 1700000001.0, **common, "command": "EPSV", "reply_code": 229,
+         "reply_msg": "Entering Extended Passive Mode (|||40134|)", "data_channel.passive": True,
+         "data_channel.orig_h": PLC2, "data_channel.resp_h": CMS, "data_channel.resp_p": 40134},
+        {"ts": 1700000001.1, **common, "command": "STOR", "arg": "ftp://10.20.7.40/dump.bin",
+         "reply_code": 226, "reply_msg": "Transfer complete."})) + "\n")
+    result = analyze([logs], sinks=[build_sink(None, baseline(tmp_path))])
+    (finding,) = [f for f in result.findings if f.category == "lateral-movement"]
+    assert (finding.src, finding.dst) == (PLC2, f"{CMS}:21")
+    values = finding.evidence[0].values
+    assert (values["bytes_to_server"], values["bytes_to_client"]) == (90_120, 400)
+    assert values["data_connections"] == 1 and values["transfer"] == "ftp"
+    assert values["files"] == [{"operation": "upload", "name": "ftp://10.20.7.40/dump.bin", "reply": 226}]
+    assert [f.dst for f in result.findings if f.rule == "new-asset"] == [f"{CMS}:21"]
