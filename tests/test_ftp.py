@@ -120,7 +120,7 @@ def test_a_session_gives_commands_replies_and_its_data_channel() -> None:
 def test_multi_line_replies_and_pipelined_commands_pair_up() -> None:
     decoder = FtpDecoder(context(21))
     events = feed_all(decoder, (True, b"FEAT\r\nSTOR a.bin\r\n"),
-                      (False, b"211-Features:\r\n EPSV\r\n PASV\r\n211 End\r\n150 Ok\r\n"),
+                      (False, b"211-Features:\r\n EPSV\r\n2021 is no reply\r\n211 End\r\n150 Ok\r\n"),
                       (False, b"226 Tr"), (False, b"ansfer complete.\r\n"))
     replies = [(e.code, e.command) for e in events if isinstance(e, FtpReply)]
     assert replies == [(211, "FEAT"), (150, "STOR"), (226, "STOR")]
@@ -158,7 +158,7 @@ def test_hostile_lines_are_problems_and_decoding_goes_on() -> None:
     assert problems_of(FtpDecoder(context(21)), True, b"\x00\x01\x02 binary\r\n")
 
 
-def test_auth_tls_ends_decoding_and_no_password_counts_as_clear_after_it() -> None:
+def test_auth_tls_ends_decoding_and_a_refused_one_leaves_the_password_in_clear() -> None:
     decoder = FtpDecoder(context(21))
     events = feed_all(decoder, (True, b"AUTH TLS\r\n"), (False, b"234 Proceed with negotiation.\r\n"))
     assert decoder.finished and [e.code for e in events if isinstance(e, FtpReply)] == [234]
@@ -166,7 +166,7 @@ def test_auth_tls_ends_decoding_and_no_password_counts_as_clear_after_it() -> No
     events = feed_all(refused, (True, b"AUTH TLS\r\n"), (False, b"530 Please login with USER and PASS.\r\n"),
                       (True, b"PASS x\r\n"))
     assert not refused.finished
-    assert not [e for e in events if isinstance(e, FtpCommand) and e.password_in_clear]
+    assert [e.command for e in events if isinstance(e, FtpCommand) and e.password_in_clear] == ["PASS"]
 
 
 @settings(max_examples=200, deadline=None, derandomize=True)
@@ -186,6 +186,9 @@ def test_probe_names_ftp_on_any_port_but_not_smtp_or_pop3() -> None:
     assert not is_ftp(b"", b"220 mail.example ESMTP Postfix\r\n")
     assert not is_ftp(b"USER bob\r\n", b"")  # POP3 and IRC say USER too
     assert not is_ftp(b"", b"+OK POP3 ready\r\n")
+    assert not is_ftp(b"", b"250-mail.example Hello\r\n")  # SMTP's EHLO answer
+    assert not is_ftp(b"", b"200 news.example NNTP ready\r\n")
+    assert is_ftp(b"", b"331 Please specify the password.\r\n")  # a capture begun mid-session
     assert identify(b"", b"220 ProFTPD Server ready.\r\n") == "ftp"
     assert "ftp" in profile_protocols()
 

@@ -66,6 +66,9 @@ FTP_ONLY = frozenset({"AUTH", "FEAT", "SYST", "PWD", "XPWD", "CWD", "CDUP", "TYP
                       "MLSD", "MLST", "SIZE", "MDTM", "DELE", "RMD", "MKD", "XMKD", "RNFR",
                       "RNTO", "SITE", "OPTS", "REST", "ABOR", "ACCT", "MODE", "STRU", "ALLO",
                       "PBSZ", "PROT", "CCC"})
+# Reply codes only FTP sends (SMTP, NNTP and LMTP share 2xx/3xx/5xx codes such as 220, 230,
+# 250, 354): a server line starting with one is FTP on any port, as is a non-SMTP greeting.
+FTP_REPLIES = (b"125", b"150", b"226", b"227", b"229", b"257", b"331", b"332")
 _COMMAND = re.compile(rb"([A-Za-z]{3,4})(?: |\r?\n|$)")
 _PASV = re.compile(r"(\d{1,3}),(\d{1,3}),(\d{1,3}),(\d{1,3}),(\d{1,3}),(\d{1,3})")
 _EPSV = re.compile(r"\((.)\1\1(\d{1,5})\1\)")
@@ -186,6 +189,7 @@ class FtpDecoder(ReportsProblems):
         self._user = ""
         self._password_in_clear = False
         self._tls_asked = False
+        self._multiline: bytes | None = None  # the code of a multi-line reply under way
         self._ends = (endpoints(ctx, False), endpoints(ctx, True))
 
     def gap(self, from_client: bool) -> None:
@@ -258,10 +262,15 @@ class FtpDecoder(ReportsProblems):
 
     def _reply(self, line: bytes, ts: float, frame: int, events: list[Event]) -> None:
         head = line[:4]
-        if len(head) < 3 or not head[:3].isdigit():
-            return  # a line inside a multi-line reply
-        if len(head) == 4 and head[3:4] == b"-":
-            return  # the first line of a multi-line reply: its last line ends it
+        if self._multiline is not None:
+            if head[:3] != self._multiline or head[3:4] not in (b" ", b""):
+                return  # a line inside a multi-line reply: only "<its code> " ends it
+            self._multiline = None
+        elif len(head) < 3 or not head[:3].isdigit():
+            raise decode_error(f"not an FTP reply: {line[:40]!r}", self.ctx, frame)
+        elif head[3:4] == b"-":
+            self._multiline = head[:3]  # the first line of a multi-line reply
+            return
         code = int(head[:3])
         text = _text(line[4:])
         command, arg = self._pending.pop(0) if self._pending and code >= 200 else ("", "")
@@ -285,8 +294,10 @@ class FtpDecoder(ReportsProblems):
                 raise decode_error(f"229 reply without a valid port: {text[:60]!r}", self.ctx, frame)
             events.append(self._channel(True, self.ctx.client, self.ctx.server, extended, "EPSV",
                                         ts, frame))
-        elif code == 234 and self._tls_asked:
-            self.finished = True  # TLS from here on
+        if command == "AUTH":
+            self._tls_asked = False
+            if code == 234:
+                self.finished = True  # TLS from here on
 
     def _channel(self, passive: bool, orig: str, resp: str, port: int, command: str, ts: float,
                  frame: int) -> FtpDataChannel:
@@ -304,7 +315,11 @@ def is_ftp(client: bytes, server: bytes) -> bool:
     """A server greeting ``220`` that is not SMTP's, or a client command only FTP uses."""
     if server:
         line = server[:200].split(b"\n", 1)[0].upper()
-        return line[:4] in (b"220 ", b"220-") and b"SMTP" not in line and b"LMTP" not in line
+        if line[3:4] not in (b" ", b"-"):
+            return False
+        if line[:3] == b"220":
+            return not any(word in line for word in (b"SMTP", b"LMTP", b"NNTP"))
+        return line[:3] in FTP_REPLIES
     match = _COMMAND.match(client[:8])
     return match is not None and match.group(1).decode("latin-1") in FTP_ONLY
 
