@@ -210,4 +210,3 @@ class LateralMovement:
             findings.append(make_finding(ctx, VERDICT, key, inc, title, client, endpoint(server, port),
                                          severity))
         return findings
-
