@@ -56,17 +56,19 @@ def analyse(path: Path, base: Baseline | None, profile: CraneProfile | None = No
     return [f for f in analyze([path], sinks=[sink]).findings if f.category == "lateral-movement"]
 
 
-def push(client: str, server: str, port: int, size: int) -> tuple[list[bytes], int, int]:
-    """A raw TCP connection pushing ``size`` bytes in 1400-byte segments, each ACKed.
+def push(client: str, server: str, port: int, size: int, client_port: int = 50123,
+         to_server: bool = True) -> tuple[list[bytes], int, int]:
+    """A raw TCP connection moving ``size`` bytes in 1400-byte segments (from the client, or
+    from the server when not ``to_server``), each ACKed.
 
     Returns the frames and the wire bytes each way (client's frames, server's frames)."""
-    c = tcp(client, server, port, 50123)
+    c = tcp(client, server, port, client_port)
     frames = c.handshake()
     sides = [(True, frames[0]), (False, frames[1]), (True, frames[2])]
     data = bytes(range(256)) * (size // 256 + 1)
     for offset in range(0, size, 1400):
-        sides.append((True, c.send(True, data[offset:offset + 1400])))
-        sides.append((False, c.send(False, b"", ACK)))
+        sides.append((to_server, c.send(to_server, data[offset:offset + 1400])))
+        sides.append((not to_server, c.send(not to_server, b"", ACK)))
     closing = c.close()
     sides += [(True, closing[0]), (False, closing[1]), (True, closing[2])]
     up = sum(len(f) for from_client, f in sides if from_client)
@@ -162,27 +164,50 @@ def test_without_a_baseline_the_profile_allow_list_judges(tmp_path: Path) -> Non
     assert analyse(write_pcap(tmp_path / "r.pcap", polling() + attack), None, bare) == []
 
 
-def _ftp_session(client: str, server: str, *, size: int,
-                 data_port: int) -> tuple[list[bytes], int, int]:
-    """An FTP upload in passive mode: control on 21 (client's commands, server's replies), then
-    the file on a data connection from the client to the port the server chose. Returns the
+def _ftp_session(client: str, server: str, *, size: int, data_port: int, mode: str = "PASV",
+                 named: str | None = None) -> tuple[list[bytes], int, int]:
+    """An FTP upload as a client and vsftpd exchange it: greeting, login, the data channel
+    negotiated (``PASV``: a 227 naming ``named`` or the server and ``data_port``; ``EPSV``: a
+    229; ``PORT``: active mode, the client names its own ``data_port`` and the server connects
+    back from port 20), ``STOR dump.bin``, the file on the data connection, 226. Returns the
     frames and the wire bytes from the FTP client to the server and back."""
     ctl = tcp(client, server, 21, 51000)
     frames = ctl.handshake()
     up = len(frames[0]) + len(frames[2])
     down = len(frames[1])
-    for from_client, text in ((False, b"220 ready\r\n"), (True, b"USER anonymous\r\n"),
-                              (False, b"230 ok\r\n"), (True, b"STOR dump.bin\r\n")):
+    p1, p2 = divmod(data_port, 256)
+    if mode == "PASV":
+        host = (named or server).replace(".", ",")
+        channel = [(True, b"PASV\r\n"),
+                   (False, f"227 Entering Passive Mode ({host},{p1},{p2}).\r\n".encode())]
+    elif mode == "EPSV":
+        channel = [(True, b"EPSV\r\n"),
+                   (False, f"229 Entering Extended Passive Mode (|||{data_port}|)\r\n".encode())]
+    else:
+        host = (named or client).replace(".", ",")
+        channel = [(True, f"PORT {host},{p1},{p2}\r\n".encode()),
+                   (False, b"200 PORT command successful. Consider using PASV.\r\n")]
+    for from_client, text in [(False, b"220 (vsFTPd 3.0.3)\r\n"), (True, b"USER anonymous\r\n"),
+                              (False, b"331 Please specify the password.\r\n"),
+                              (True, b"PASS guest@\r\n"), (False, b"230 Login successful.\r\n"),
+                              *channel, (True, b"STOR dump.bin\r\n"),
+                              (False, b"150 Ok to send data.\r\n")]:
         frame = ctl.send(from_client, text)
         frames.append(frame)
         if from_client:
             up += len(frame)
         else:
             down += len(frame)
-    data, d_up, d_down = push(client, server, data_port, size)
+    if mode == "PORT":  # the server connects back from port 20; the file goes to it
+        data, d_down, d_up = push(server, client, data_port, size, client_port=20, to_server=False)
+    else:
+        data, d_up, d_down = push(client, server, data_port, size)
     frames += data
     up += d_up
     down += d_down
+    done = ctl.send(False, b"226 Transfer complete.\r\n")
+    frames.append(done)
+    down += len(done)
     closing = ctl.close()
     frames += closing
     up += len(closing[0]) + len(closing[2])
@@ -206,3 +231,59 @@ def test_a_data_connection_of_a_known_ftp_session_is_not_a_new_conversation(tmp_
     # the same FTP use later: the server picks another passive port, as servers do
     again, _, _ = _ftp_session(PLC2, CMS, size=90_000, data_port=40177)
     assert analyse(write_pcap(tmp_path / "b.pcap", polling() + again), base) == []
+
+
+def test_the_files_and_login_of_an_ftp_session_are_in_its_evidence_without_the_password(
+        tmp_path: Path) -> None:
+    base = baseline(tmp_path)
+    frames, _, _ = _ftp_session(PLC2, CMS, size=3_000, data_port=40134)
+    (f,) = analyse(write_pcap(tmp_path / "a.pcap", polling() + frames), base)
+    values = f.evidence[0].values
+    assert values["files"] == [{"operation": "upload", "name": "dump.bin", "reply": 226}]
+    assert values["user"] == "anonymous" and values["password_in_clear"] is True
+    assert "guest@" not in repr(f.to_json())  # the password itself is never kept
+
+
+def test_epsv_and_active_mode_data_connections_fold_into_their_session(tmp_path: Path) -> None:
+    base = baseline(tmp_path)
+    for mode in ("EPSV", "PORT"):
+        frames, up, down = _ftp_session(PLC2, CMS, size=70_000, data_port=40150, mode=mode)
+        found = analyse(write_pcap(tmp_path / f"{mode}.pcap", polling() + frames), base)
+        assert [(f.src, f.dst) for f in found] == [(PLC2, f"{CMS}:21")], mode
+        values = found[0].evidence[0].values
+        # active mode: the data connection runs from the server (port 20) to the client, and
+        # its bytes are still counted as the session's client's upload
+        assert (values["bytes_to_server"], values["bytes_to_client"]) == (up, down), mode
+        assert up > 70_000 > down and values["data_connections"] == 1, mode
+
+
+def test_a_connection_the_ftp_session_did_not_announce_is_a_conversation_of_its_own(
+        tmp_path: Path) -> None:
+    """No guessing: only the port the 227 named is the session's; another high port opened
+    during the session (the old time-window fold took it) is a new conversation."""
+    base = baseline(tmp_path)
+    frames, _, _ = _ftp_session(PLC2, CMS, size=3_000, data_port=40134)
+    other, _, _ = push(PLC2, CMS, 40135, 5_000, client_port=50200)
+    cut = len(frames) - 4  # before the 226 and the control connection's close
+    found = analyse(write_pcap(tmp_path / "a.pcap", polling() + frames[:cut] + other + frames[cut:]),
+                    base)
+    assert sorted(f.dst for f in found) == [f"{CMS}:21", f"{CMS}:40135"]
+
+
+def test_a_port_command_naming_a_third_host_is_an_ftp_bounce_without_any_baseline(
+        tmp_path: Path) -> None:
+    frames, _, _ = _ftp_session(HMI, CMS, size=1_000, data_port=502, mode="PORT", named=PLC1)
+    path = write_pcap(tmp_path / "bounce.pcap", frames)
+    (f,) = analyse(path, None)
+    assert f.rule == "ftp-bounce" and f.severity == Severity.MEDIUM
+    assert (f.src, f.dst) == (HMI, f"{PLC1}:502")
+    assert "asked the server" in f.title and "(PORT)" in f.title
+
+
+def test_a_pasv_reply_naming_a_third_host_is_a_bounce_but_nat_is_not(tmp_path: Path) -> None:
+    frames, _, _ = _ftp_session(HMI, CMS, size=1_000, data_port=40100, named=PLC1)
+    (f,) = analyse(write_pcap(tmp_path / "pasv.pcap", frames), None)
+    assert f.rule == "ftp-bounce" and (f.src, f.dst) == (CMS, f"{PLC1}:40100")
+    # a server behind NAT names its public address: not a bounce
+    nat, _, _ = _ftp_session(HMI, CMS, size=1_000, data_port=40100, named="203.0.113.7")
+    assert analyse(write_pcap(tmp_path / "nat.pcap", nat), None) == []

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from cranewatch.detect.facts import Binding
 from cranewatch.model import Severity
 from detect_helpers import CMS, OCR, PLC, T0, conv, learn, normal_crane, run, sts07
@@ -40,3 +42,17 @@ def test_a_known_ip_answering_from_a_new_mac() -> None:
     spoof = Binding(ts=T0, frame=2, src=PLC, dst=CMS, source="t.pcap", ip=PLC, mac="02:66:66:66:66:66")
     (f,) = [f for f in run([spoof], baseline=baseline) if f.category == "new-asset"]
     assert "02:66:66:66:66:66" in f.title
+
+
+def test_a_negotiated_ftp_data_port_is_no_new_service(tmp_path: Path) -> None:
+    """The FTP server is a new service (TCP/21); the passive port its 227 named is not."""
+    from test_detect_lateral import CMS as SERVER
+    from test_detect_lateral import PLC2 as CLIENT
+    from test_detect_lateral import _ftp_session, analyze, baseline, build_sink, polling, write_pcap
+
+    base = baseline(tmp_path)
+    frames, _, _ = _ftp_session(CLIENT, SERVER, size=3_000, data_port=40134)
+    result = analyze([write_pcap(tmp_path / "a.pcap", polling() + frames)],
+                     sinks=[build_sink(None, base)])
+    services = sorted(f.dst for f in result.findings if f.rule == "new-asset")
+    assert services == [f"{SERVER}:21"]

@@ -56,7 +56,7 @@ def test_profile_and_policy_read_the_protocols_declarations() -> None:
     # derived from the modules: enip and syslog allow rules open what their docs say only.
     assert set(PROTOCOLS) == {"modbus", "s7comm", "enip", "opcua", "mqtt", "http", "https", "tls",
                               "dns", "ntp", "syslog", "rtsp", "ssh", "rdp", "vnc", "telnet",
-                              "dhcp", "dnp3", "any"}
+                              "dhcp", "dnp3", "ftp", "smb", "any"}
     assert TRANSPORTS["enip"] == ("tcp",) and TRANSPORTS["syslog"] == ("udp",)
     assert TRANSPORTS["dns"] == ("tcp", "udp") and TRANSPORTS["any"] is None
 

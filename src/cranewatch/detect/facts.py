@@ -138,6 +138,39 @@ class Payload(Fact):
     transport: str = "tcp"
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ExpectedConnection(Fact):
+    """A connection one session announced (FTP's data channels): ``orig`` will connect to
+    ``resp``:``resp_port`` over ``transport`` until ``until``. ``src``/``dst`` (and ports) are
+    the announcing session's client and server, so a connection that matches (``detect.expected``)
+    is that session's, not a conversation of its own. ``third_party``: the host named when it is
+    neither end of the session (FTP bounce)."""
+
+    protocol: str
+    transport: str
+    orig: str
+    resp: str
+    resp_port: int
+    until: float
+    mode: str = ""  # passive | active
+    command: str = ""
+    third_party: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class FileTransfer(Fact):
+    """A file a session moved, removed or renamed (``src`` the session's client): its name as
+    the client gave it, the server's reply code, the session's user, and whether a password
+    was sent in clear in that session (the password itself is never kept)."""
+
+    protocol: str
+    operation: str  # download | upload | delete | rename-from | rename-to
+    name: str
+    reply: int = 0
+    user: str = ""
+    password_in_clear: bool = False
+
+
 # ---------------------------------------------------------------- for the protocols' adapters
 
 WHERE_FIELDS = ("ts", "frame", "src", "dst", "sport", "dport", "source")  # Fact's own, in order

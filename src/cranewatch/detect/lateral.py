@@ -8,9 +8,14 @@ judges: a conversation between crane-zone hosts no entry covers. Hosts new to th
 new-asset's business (and rogue-master's when they poll a PLC), not reported here again.
 
 Ranked: a bulk transfer (≥ 64 kB one way, or a file-transfer service: SMB, FTP, TFTP) high
-with its volume (an FTP session's data connections folded into it: one copy, one finding); a field device (profile role PLC/RTU, or a host the baseline only ever saw
+with its volume; a field device (profile role PLC/RTU, or a host the baseline only ever saw
 as a server) initiating: high; otherwise medium. One finding per (client, server, service)
 with its first/last time, bytes each way and frames.
+
+A connection another session announced (an FTP data channel: ``facts.ExpectedConnection``)
+is that session's, never a conversation of its own: its bytes and count are folded into the
+announcing session's finding (one copy, one finding), or dropped with it when that session is
+not new. The files a session moved (``facts.FileTransfer``) are listed in its evidence.
 """
 
 from __future__ import annotations
@@ -18,7 +23,8 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 from cranewatch.detect.base import Context, Incidents, Verdict, endpoint, is_unicast, make_finding
-from cranewatch.detect.facts import Conversation
+from cranewatch.detect.expected import ExpectedConnections, Session, session_of
+from cranewatch.detect.facts import Conversation, ExpectedConnection, FileTransfer
 from cranewatch.model import Finding, Severity
 
 VERDICT = Verdict(
@@ -32,22 +38,24 @@ VERDICT = Verdict(
 
 BULK_BYTES = 64 * 1024  # one way, in one (client, server, service)
 FILE_TRANSFER = {("tcp", 445): "smb", ("tcp", 139): "smb", ("tcp", 21): "ftp",
-                 ("tcp", 20): "ftp-data", ("udp", 69): "tftp"}
-FTP_CONTROL, FTP_ACTIVE_DATA = 21, 20
+                 ("udp", 69): "tftp"}
+TRANSFER_PROTOCOLS = frozenset({"smb", "ftp", "tftp"})  # named by their decoders on any port
+MAX_FILES = 20  # files listed per session
 FIELD_ROLES = frozenset({"plc", "rtu", "drive", "io", "safety-plc"})
 
 
 class LateralMovement:
     name: ClassVar[str] = "lateral-movement"
-    accepts: ClassVar[tuple[type, ...]] = (Conversation,)
+    accepts: ClassVar[tuple[type, ...]] = (Conversation, ExpectedConnection, FileTransfer)
 
     def __init__(self) -> None:
         self.incidents = Incidents()
         self._clients: frozenset[str] | None = None
         self._servers: frozenset[str] | None = None
-        # FTP control sessions (client, server) -> their (start, end) times, new or not: a data
-        # connection belongs to the session it ran in, not to a conversation of its own
-        self._ftp: dict[tuple[str, str], list[tuple[float, float]]] = {}
+        self.expected = ExpectedConnections()
+        # what announced connections and file commands add to their session's finding
+        self._data: dict[Session, dict[str, Any]] = {}
+        self._files: dict[Session, dict[str, Any]] = {}
 
     def _judges(self, ctx: Context) -> bool:
         if ctx.baseline is not None:
@@ -82,11 +90,23 @@ class LateralMovement:
         return ip in servers and ip not in clients
 
     def observe(self, fact: Any, ctx: Context) -> None:
-        if not isinstance(fact, Conversation) or not self._judges(ctx):
+        if not self._judges(ctx):
+            return
+        if isinstance(fact, ExpectedConnection):
+            self.expected.add(fact)
+            return
+        if isinstance(fact, FileTransfer):
+            self._file(fact)
+            return
+        if not isinstance(fact, Conversation):
             return
         conv = fact
         client, server = conv.src, conv.dst
         if client == server or not (is_unicast(client) and is_unicast(server)):
+            return
+        announced = self.expected.announced(conv)
+        if announced is not None:
+            self._data_connection(session_of(announced), conv, towards_client=client == announced.dst)
             return
         if not (ctx.is_crane(client) and ctx.is_crane(server)):
             return
@@ -99,8 +119,6 @@ class LateralMovement:
                 return
         else:
             return
-        if conv.transport == "tcp" and conv.dport == FTP_CONTROL:
-            self._ftp.setdefault((client, server), []).append((conv.ts, conv.last_ts))
         if not (self._known_host(client, ctx) and self._known_host(server, ctx)):
             return  # a host new to the LAN: new-asset reports it
         if ctx.known_pair(client, server, conv.dport):
@@ -109,8 +127,6 @@ class LateralMovement:
             return  # the reverse direction of a known conversation (a reply seen as a flow)
         key = (client, server, conv.transport, conv.dport)
         seen: dict[str, Any] = {"protocol": conv.protocol or conv.transport}
-        if conv.transport == "tcp" and conv.sport == FTP_ACTIVE_DATA:
-            seen["from_port"] = FTP_ACTIVE_DATA
         incident = self.incidents.add(key, conv, seen)
         values = incident.values
         values["bytes_to_server"] = values.get("bytes_to_server", 0) + conv.bytes_to_server
@@ -119,39 +135,49 @@ class LateralMovement:
         if conv.last_ts > incident.last_seen:
             incident.last_seen = conv.last_ts
 
-    def _fold_ftp_data(self) -> None:
-        """FTP moves files on data connections of their own: passive mode from the client to a
-        port the server chose, active mode from the server's port 20 back to the client. Each is
-        folded into the control session it ran in (its bytes and count added), so one copy is
-        one finding; one that ran in a control session the baseline or profile knows goes."""
-        for key, inc in list(self.incidents.items()):
+    def _data_connection(self, session: Session, conv: Conversation, towards_client: bool) -> None:
+        """An announced connection's volume, added to its session's (oriented as the session:
+        an active FTP data connection runs from the server to the client)."""
+        up, down = conv.bytes_to_server, conv.bytes_to_client
+        if towards_client:
+            up, down = down, up
+        data = self._data.setdefault(session, {"bytes_to_server": 0, "bytes_to_client": 0,
+                                               "packets": 0, "data_connections": 0,
+                                               "last_seen": conv.last_ts})
+        data["bytes_to_server"] += up
+        data["bytes_to_client"] += down
+        data["packets"] += conv.packets_to_server + conv.packets_to_client
+        data["data_connections"] += 1
+        data["last_seen"] = max(data["last_seen"], conv.last_ts)
+
+    def _file(self, fact: FileTransfer) -> None:
+        files = self._files.setdefault((fact.src, fact.dst, fact.dport), {"files": []})
+        if len(files["files"]) < MAX_FILES:
+            files["files"].append({"operation": fact.operation, "name": fact.name,
+                                   "reply": fact.reply})
+        if fact.user:
+            files["user"] = fact.user
+        if fact.password_in_clear:
+            files["password_in_clear"] = True
+
+    def _fold_sessions(self) -> None:
+        """Each new session's announced connections and files, into its finding."""
+        for key, inc in self.incidents.items():
             client, server, transport, port = key
-            if transport != "tcp" or port == FTP_CONTROL:
+            if transport != "tcp":
                 continue
-            if inc.values.get("from_port") == FTP_ACTIVE_DATA:
-                pair, towards_client = (server, client), True  # the server connected back
-            elif port >= 1024:
-                pair, towards_client = (client, server), False
-            else:
-                continue
-            sessions = self._ftp.get(pair, ())
-            if not any(start - 1.0 <= inc.first_seen <= end + 1.0 for start, end in sessions):
-                continue
-            del self.incidents.by_key[key]
-            control = self.incidents.by_key.get((*pair, "tcp", FTP_CONTROL))
-            if control is None:
-                continue  # a data connection of a known FTP session
-            up, down = inc.values["bytes_to_server"], inc.values["bytes_to_client"]
-            if towards_client:
-                up, down = down, up
-            control.values["bytes_to_server"] += up
-            control.values["bytes_to_client"] += down
-            control.values["packets"] += inc.values["packets"]
-            control.values["data_connections"] = control.values.get("data_connections", 0) + inc.count
-            control.last_seen = max(control.last_seen, inc.last_seen)
+            data = self._data.get((client, server, port))
+            if data is not None:
+                for name in ("bytes_to_server", "bytes_to_client", "packets"):
+                    inc.values[name] += data[name]
+                inc.values["data_connections"] = data["data_connections"]
+                inc.last_seen = max(inc.last_seen, data["last_seen"])
+            files = self._files.get((client, server, port))
+            if files is not None:
+                inc.values.update(files)
 
     def finish(self, ctx: Context) -> list[Finding]:
-        self._fold_ftp_data()
+        self._fold_sessions()
         findings = []
         for key, inc in self.incidents.items():
             client, server, transport, port = key
@@ -159,6 +185,8 @@ class LateralMovement:
             up, down = values["bytes_to_server"], values["bytes_to_client"]
             service = f"{transport.upper()}/{port}"
             transfer = FILE_TRANSFER.get((transport, port))
+            if transfer is None and values.get("protocol") in TRANSFER_PROTOCOLS:
+                transfer = values["protocol"]
             client_field = self.is_field(client, ctx)
             server_field = self.is_field(server, ctx)
             values["client_field_device"] = client_field

@@ -3,7 +3,8 @@
 
 Judged against the baseline's inventory, and against the profile's host list when there is
 no baseline. Only hosts in the crane zone count; a service counts once a session really ran
-(handshake and data both ways), so a scan's half-open probes do not make services.
+(handshake and data both ways), so a scan's half-open probes do not make services. A port
+another session announced (an FTP data channel, ``facts.ExpectedConnection``) is no service.
 """
 
 from __future__ import annotations
@@ -11,7 +12,8 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 from cranewatch.detect.base import Context, Incidents, Verdict, endpoint, is_unicast, make_finding
-from cranewatch.detect.facts import Binding, Conversation
+from cranewatch.detect.expected import ExpectedConnections
+from cranewatch.detect.facts import Binding, Conversation, ExpectedConnection
 from cranewatch.model import Finding, Severity
 
 VERDICT = Verdict(
@@ -26,10 +28,11 @@ VERDICT = Verdict(
 
 class NewAsset:
     name: ClassVar[str] = "new-asset"
-    accepts: ClassVar[tuple[type, ...]] = (Conversation, Binding)
+    accepts: ClassVar[tuple[type, ...]] = (Conversation, Binding, ExpectedConnection)
 
     def __init__(self) -> None:
         self.incidents = Incidents()
+        self.expected = ExpectedConnections()
 
     def _known_ip(self, ip: str, ctx: Context) -> bool:
         if ctx.profile is not None and ctx.profile.host_by_ip(ip) is not None:
@@ -46,7 +49,9 @@ class NewAsset:
     def observe(self, fact: Any, ctx: Context) -> None:
         if not self._judges(ctx):
             return
-        if isinstance(fact, Binding):
+        if isinstance(fact, ExpectedConnection):
+            self.expected.add(fact)
+        elif isinstance(fact, Binding):
             self._host(fact.ip, fact.mac, fact, ctx)
         elif isinstance(fact, Conversation):
             for ip, macs in ((fact.src, fact.client_macs), (fact.dst, fact.server_macs)):
@@ -73,6 +78,8 @@ class NewAsset:
             return
         if ctx.profile is not None and ctx.profile.allows(conv.src, conv.dst, conv.protocol or None, conv.dport):
             return
+        if self.expected.announced(conv) is not None:
+            return  # a data connection its session negotiated: no service of its own
         if not ctx.baseline.has_service(conv.dst, conv.transport, conv.dport):
             self.incidents.add(("service", conv.dst, conv.transport, conv.dport), conv,
                                {"protocol": conv.protocol or conv.transport, "clients": [conv.src]})

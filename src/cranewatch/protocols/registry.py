@@ -245,6 +245,7 @@ PROTOCOL_MODULES = (
     "modbus", "s7comm", "enip", "opcua", "mqtt", "dns", "tls", "http", "ssh", "remote",
     "dhcp", "arp", "ntp", "syslog", "profinet",
     "dnp3",
+    "ftp", "smb",
 )
 
 

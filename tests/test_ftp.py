@@ -1,0 +1,400 @@
+"""FTP: the control channel decoder, its data channels, the Zeek ftp.log mapping, and what the
+detectors make of a real vsftpd capture.
+
+``data/proto/vsftpd-loopback.pcap`` (see data/proto/README.md): curl as client 127.0.0.66,
+vsftpd 3.0.3 as server 127.0.0.77 on port 21 and on port 2121; an EPSV upload of program.bin
+(20,000 bytes), a PASV download of it, a PORT upload of params.txt, an EPRT listing, an EPSV
+listing on port 2121 (found by content, not port), and a login as ``plc2`` the anonymous-only
+server refuses (530). Checked against tshark: commands, arguments and reply codes frame by
+frame, and which control frame set up each data connection (``ftp-data.setup-frame``).
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import subprocess
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from cranewatch.baseline import learn_baseline
+from cranewatch.cli import main as cli_main
+from cranewatch.detect.engine import build_sink
+from cranewatch.detect.facts import ExpectedConnection, FileTransfer
+from cranewatch.pipeline import Analysis, analyze
+from cranewatch.protocols import ftp
+from cranewatch.protocols.ftp import (
+    MAX_LINE,
+    FtpCommand,
+    FtpDataChannel,
+    FtpDecoder,
+    FtpReply,
+    is_ftp,
+    parse_eprt,
+    parse_epsv,
+    parse_pasv,
+    parse_port,
+)
+from cranewatch.protocols.identify import identify
+from cranewatch.protocols.registry import load_all, profile_protocols
+from modbus_capture import Conversation, read_request, read_response, write_pcap
+from proto_helpers import CLIENT, SERVER, context, feed_all, problems_of
+
+CAPTURE = Path(__file__).parent / "data" / "proto" / "vsftpd-loopback.pcap"
+FTP_CLIENT, FTP_SERVER = "127.0.0.66", "127.0.0.77"
+
+
+# ------------------------------------------------------------------------------ parsers
+
+
+def test_pasv_reply_address_and_port() -> None:
+    assert parse_pasv("Entering Passive Mode (127,0,0,77,156,208).") == ("127.0.0.77", 40144)
+    assert parse_pasv("=10,20,7,40,156,208") == ("10.20.7.40", 40144)  # no brackets (RFC 1123)
+    assert parse_pasv("Entering Passive Mode (300,0,0,1,1,1)") is None  # an octet above 255
+    assert parse_pasv("Entering Passive Mode (1,2,3,4,256,1)") is None
+    assert parse_pasv("Entering Passive Mode (1,2,3,4,5)") is None
+    assert parse_pasv("Entering Passive Mode (a,b,c,d,e,f)") is None
+    assert parse_pasv("") is None
+
+
+def test_port_argument() -> None:
+    assert parse_port("127,0,0,66,231,219") == ("127.0.0.66", 59355)
+    assert parse_port(" 10,20,7,30,0,21 ") == ("10.20.7.30", 21)
+    for bad in ("1,2,3,4,5,6,7", "1,2,3,4,5", "1,2,3,4,256,0", "1,2,3,4,-1,0", "1,2,3,4,0x1,0",
+                "1,2,3,4,١,0", "0001,2,3,4,5,6", "", "1,,3,4,5,6"):
+        assert parse_port(bad) is None, bad
+
+
+def test_epsv_reply_port() -> None:
+    assert parse_epsv("Entering Extended Passive Mode (|||40132|)") == 40132
+    assert parse_epsv("Entering Extended Passive Mode (!!!1234!)") == 1234  # any delimiter
+    for bad in ("(|||70000|)", "(|||0|)", "(||1234|)", "(|||1234!)", "(|||123456|)", "no port"):
+        assert parse_epsv(bad) is None, bad
+
+
+def test_eprt_argument() -> None:
+    assert parse_eprt("|1|127.0.0.66|46747|") == ("127.0.0.66", 46747)
+    assert parse_eprt("|2|::1|2121|") == ("::1", 2121)
+    for bad in ("|1|::1|21|", "|2|1.2.3.4|21|", "|3|1.2.3.4|21|", "|1|1.2.3.4|99999|",
+                "|1|1.2.3.4|21", "|1|host.example|21|", "|1|1.2.3.4|0|", "||||", ""):
+        assert parse_eprt(bad) is None, bad
+
+
+# ------------------------------------------------------------------------------ decoder
+
+
+def test_a_session_gives_commands_replies_and_its_data_channel() -> None:
+    decoder = FtpDecoder(context(21))
+    events = feed_all(decoder, (False, b"220 (vsFTPd 3.0.3)\r\n"), (True, b"USER anonymous\r\n"),
+                      (False, b"331 Please specify the password.\r\n"), (True, b"PASS s3cret\r\n"),
+                      (False, b"230 Login successful.\r\n"), (True, b"PASV\r\n"),
+                      (False, b"227 Entering Passive Mode (10,7,0,20,156,208).\r\n"),
+                      (True, b"RETR plc.bin\r\n"), (False, b"150 Opening BINARY mode.\r\n"),
+                      (False, b"226 Transfer complete.\r\n"))
+    assert [type(e).__name__ for e in events] == [
+        "FtpReply", "FtpCommand", "FtpReply", "FtpCommand", "FtpReply", "FtpCommand", "FtpReply",
+        "FtpDataChannel", "FtpCommand", "FtpReply", "FtpReply"]
+    password = events[3]
+    assert isinstance(password, FtpCommand) and password.command == "PASS"
+    assert password.arg == "" and password.password_in_clear
+    assert "s3cret" not in repr(events)
+    channel = events[7]
+    assert isinstance(channel, FtpDataChannel)
+    assert (channel.orig_h, channel.resp_h, channel.resp_p, channel.passive) == (CLIENT, SERVER, 40144, True)
+    assert (channel.client, channel.server, channel.server_port) == (CLIENT, SERVER, 21)
+    assert channel.frame == 7 and channel.expires == 7.0 + ftp.DATA_CHANNEL_SECONDS
+    done = events[-1]
+    assert isinstance(done, FtpReply) and (done.code, done.command, done.arg) == (226, "RETR", "plc.bin")
+    assert done.user == "anonymous" and done.password_in_clear
+    facts = ftp.file_transfer(done)
+    assert [(f.operation, f.name, f.reply, f.src, f.dst) for f in facts] == [
+        ("download", "plc.bin", 226, CLIENT, SERVER)]
+    assert ftp.file_transfer(events[-2]) == []  # 150: not the outcome yet
+
+
+def test_multi_line_replies_and_pipelined_commands_pair_up() -> None:
+    decoder = FtpDecoder(context(21))
+    events = feed_all(decoder, (True, b"FEAT\r\nSTOR a.bin\r\n"),
+                      (False, b"211-Features:\r\n EPSV\r\n2021 is no reply\r\n211 End\r\n150 Ok\r\n"),
+                      (False, b"226 Tr"), (False, b"ansfer complete.\r\n"))
+    replies = [(e.code, e.command) for e in events if isinstance(e, FtpReply)]
+    assert replies == [(211, "FEAT"), (150, "STOR"), (226, "STOR")]
+
+
+def test_port_and_eprt_expect_the_server_to_connect_back() -> None:
+    decoder = FtpDecoder(context(21))
+    events = feed_all(decoder, (True, b"PORT 10,7,0,10,4,1\r\n"), (True, b"EPRT |2|fe80::1|2000|\r\n"))
+    channels = [e for e in events if isinstance(e, FtpDataChannel)]
+    assert [(c.orig_h, c.resp_h, c.resp_p, c.passive) for c in channels] == [
+        (SERVER, CLIENT, 1025, False), (SERVER, "fe80::1", 2000, False)]
+    (third,) = [f for c in channels for f in ftp.expected_connection(c) if f.third_party]
+    assert third.third_party == "fe80::1" and third.mode == "active"
+
+
+def test_hostile_lines_are_problems_and_decoding_goes_on() -> None:
+    decoder = FtpDecoder(context(21))
+    long_line = b"STOR " + b"A" * (MAX_LINE + 10) + b"\r\n"
+    assert "exceeds" in problems_of(decoder, True, long_line)[0].message
+    # a line that never ends: one problem, memory bounded, the next line after its end decodes
+    assert "without an end" in problems_of(decoder, True, b"X" * (MAX_LINE + 1))[0].message
+    assert problems_of(decoder, True, b"Y" * 50_000) == []
+    assert len(decoder._buffers[True]) <= MAX_LINE
+    events = feed_all(decoder, (True, b"tail\r\nRETR ok.bin\r\n"))
+    assert [(e.command, e.arg) for e in events if isinstance(e, FtpCommand)] == [("RETR", "ok.bin")]
+    # bad numbers: a problem, no data channel
+    for reply in (b"227 Entering Passive Mode (999,0,0,1,1,1)\r\n", b"229 (|||99999|)\r\n",
+                  b"227 Entering Passive Mode (10,7,0,20,0,0)\r\n"):
+        decoder = FtpDecoder(context(21))
+        problems = problems_of(decoder, False, reply, frame=9)
+        assert len(problems) == 1 and problems[0].location.frame == 9, reply
+    decoder = FtpDecoder(context(21))
+    events = decoder.feed(True, b"PORT 1,2,3\r\n", 1.0, 3)
+    assert [type(e).__name__ for e in events] == ["FtpCommand"] and decoder.problems
+    assert problems_of(FtpDecoder(context(21)), True, b"\x00\x01\x02 binary\r\n")
+
+
+def test_auth_tls_ends_decoding_and_a_refused_one_leaves_the_password_in_clear() -> None:
+    decoder = FtpDecoder(context(21))
+    events = feed_all(decoder, (True, b"AUTH TLS\r\n"), (False, b"234 Proceed with negotiation.\r\n"))
+    assert decoder.finished and [e.code for e in events if isinstance(e, FtpReply)] == [234]
+    refused = FtpDecoder(context(21))
+    events = feed_all(refused, (True, b"AUTH TLS\r\n"), (False, b"530 Please login with USER and PASS.\r\n"),
+                      (True, b"PASS x\r\n"))
+    assert not refused.finished
+    assert [e.command for e in events if isinstance(e, FtpCommand) and e.password_in_clear] == ["PASS"]
+
+
+@settings(max_examples=200, deadline=None, derandomize=True)
+@given(st.lists(st.tuples(st.booleans(), st.binary(max_size=300)), max_size=30))
+def test_any_bytes_never_raise_and_stay_bounded(pieces: list[tuple[bool, bytes]]) -> None:
+    decoder = FtpDecoder(context(21))
+    for frame, (from_client, data) in enumerate(pieces, start=1):
+        decoder.feed(from_client, data, float(frame), frame)
+        assert all(len(b) <= MAX_LINE for b in decoder._buffers)
+        assert len(decoder._pending) <= ftp.MAX_PENDING
+
+
+def test_probe_names_ftp_on_any_port_but_not_smtp_or_pop3() -> None:
+    load_all()
+    assert is_ftp(b"", b"220 (vsFTPd 3.0.3)\r\n")
+    assert is_ftp(b"EPSV\r\n", b"") and is_ftp(b"AUTH TLS\r\n", b"")
+    assert not is_ftp(b"", b"220 mail.example ESMTP Postfix\r\n")
+    assert not is_ftp(b"USER bob\r\n", b"")  # POP3 and IRC say USER too
+    assert not is_ftp(b"", b"+OK POP3 ready\r\n")
+    assert not is_ftp(b"", b"250-mail.example Hello\r\n")  # SMTP's EHLO answer
+    assert not is_ftp(b"", b"200 news.example NNTP ready\r\n")
+    assert is_ftp(b"", b"331 Please specify the password.\r\n")  # a capture begun mid-session
+    assert identify(b"", b"220 ProFTPD Server ready.\r\n") == "ftp"
+    assert "ftp" in profile_protocols()
+
+
+# --------------------------------------------------------------- the real capture
+
+
+class _Collect:
+    def __init__(self) -> None:
+        self.events: list[Any] = []
+
+    def on_event(self, event: Any) -> None:
+        if event.kind.startswith("ftp_"):
+            self.events.append(event)
+
+    def on_series(self, series: Any) -> None:
+        pass
+
+    def on_flow_end(self, flow: Any) -> None:
+        pass
+
+    def finish(self) -> list[Any]:
+        return []
+
+
+def _ours() -> list[Any]:
+    collect = _Collect()
+    Analysis([collect], fast_path=False).run([CAPTURE])
+    return collect.events
+
+
+def test_commands_and_replies_match_tshark_frame_by_frame(tshark: str) -> None:
+    """tshark decodes port 2121 only when told (-d); we find it by its greeting. The one
+    difference: PASS arguments, which we never keep."""
+    out = subprocess.run([tshark, "-r", str(CAPTURE), "-d", "tcp.port==2121,ftp", "-Y", "ftp",
+                          "-T", "fields", "-E", "separator=/t", "-e", "frame.number",
+                          "-e", "ftp.request.command", "-e", "ftp.request.arg",
+                          "-e", "ftp.response.code"], capture_output=True, text=True, check=True).stdout
+    theirs = []
+    for line in out.splitlines():
+        frame, command, arg, code = line.split("\t")
+        theirs.append((int(frame), command, "" if command == "PASS" else arg, code))
+    mine = [(e.frame, e.command, e.arg, "") if isinstance(e, FtpCommand) else (e.frame, "", "", str(e.code))
+            for e in _ours() if isinstance(e, FtpCommand | FtpReply)]
+    assert len(theirs) == 95
+    assert mine == theirs
+
+
+def test_each_data_connection_is_linked_to_the_frame_that_announced_it(tshark: str) -> None:
+    """tshark's ``ftp-data.setup-frame`` names the control frame that set a data connection up;
+    for the EPRT one it names the connection's own SYN (it found it by the server's port 20,
+    not by the EPRT command: frame 122), so that one is written down here."""
+    out = subprocess.run([tshark, "-r", str(CAPTURE), "-d", "tcp.port==2121,ftp", "-Y", "ftp-data",
+                          "-T", "fields", "-E", "separator=/t", "-e", "tcp.srcport", "-e", "tcp.dstport",
+                          "-e", "ftp-data.setup-frame"], capture_output=True, text=True, check=True).stdout
+    theirs = {}
+    for line in out.splitlines():
+        sport, dport, setup = line.split("\t")
+        theirs[frozenset((int(sport), int(dport)))] = int(setup)
+    channels = [e for e in _ours() if isinstance(e, FtpDataChannel)]
+    assert [(c.command, c.resp_p) for c in channels] == [
+        ("EPSV", 40132), ("PASV", 40144), ("PORT", 59355), ("EPRT", 46747), ("EPSV", 40141)]
+    for channel in channels:
+        linked = next(s for ports, s in theirs.items() if channel.resp_p in ports)
+        expected = 127 if channel.command == "EPRT" else linked
+        assert linked == expected and channel.frame == (122 if channel.command == "EPRT" else linked)
+
+
+def _known_hosts(tmp_path: Path) -> Path:
+    """A baseline capture where the two hosts only ever spoke Modbus (loopback frames carry no
+    MAC, so these are made up: the baseline knows a host by its MAC)."""
+    c = Conversation(FTP_CLIENT, FTP_SERVER, client_port=41000, server_port=502,
+                     client_mac="02:00:00:00:00:66", server_mac="02:00:00:00:00:77")
+    frames = [*c.handshake(), c.send(True, read_request(1, 3, 0, 2)),
+              c.send(False, read_response(1, 3, [1, 2])), *c.close()]
+    return write_pcap(tmp_path / "normal.pcap", frames)
+
+
+def _wire_bytes(tshark: str, display_filter: str) -> int:
+    out = subprocess.run([tshark, "-r", str(CAPTURE), "-Y", display_filter, "-T", "fields",
+                          "-e", "frame.len"], capture_output=True, text=True, check=True).stdout
+    return sum(int(x) for x in out.split())
+
+
+def test_real_ftp_sessions_are_one_lateral_finding_per_server_with_every_data_byte(
+        tmp_path: Path, tshark: str) -> None:
+    """The shape of tests/test_lateral_real.py's FTP transfer, without root: data connections
+    fold into their session's finding by what the control channel announced (EPSV, PASV, PORT,
+    EPRT), the bytes equal tshark's frame lengths from client to server, and no data port is a
+    new service."""
+    base = learn_baseline([_known_hosts(tmp_path)])
+    result = analyze([CAPTURE], sinks=[build_sink(None, base)])
+    lateral = {f.dst: f for f in result.findings if f.category == "lateral-movement"}
+    assert set(lateral) == {f"{FTP_SERVER}:21", f"{FTP_SERVER}:2121"}
+    main, other = lateral[f"{FTP_SERVER}:21"], lateral[f"{FTP_SERVER}:2121"]
+    values = main.evidence[0].values
+    assert main.severity.name == "HIGH" and values["transfer"] == "ftp" and values["protocol"] == "ftp"
+    assert values["data_connections"] == 4
+    on_2121 = "tcp.port==2121 || tcp.port==40141"
+    assert values["bytes_to_server"] == _wire_bytes(tshark, f"ip.src=={FTP_CLIENT} && !({on_2121})")
+    assert values["bytes_to_client"] == _wire_bytes(tshark, f"ip.src=={FTP_SERVER} && !({on_2121})")
+    assert values["files"] == [{"operation": "upload", "name": "program.bin", "reply": 226},
+                               {"operation": "download", "name": "program.bin", "reply": 226},
+                               {"operation": "upload", "name": "params.txt", "reply": 226}]
+    assert values["password_in_clear"] is True and values["user"] == "anonymous"
+    first_syn = subprocess.run([tshark, "-r", str(CAPTURE), "-Y", "tcp.flags.syn==1 && tcp.flags.ack==0 "
+                                "&& tcp.dstport==21", "-T", "fields", "-e", "frame.time_epoch"],
+                               capture_output=True, text=True, check=True).stdout.split()[0]
+    assert abs(main.first_seen - float(first_syn)) < 1e-6
+    assert other.evidence[0].values["protocol"] == "ftp"  # found by content on 2121
+    assert other.evidence[0].values["data_connections"] == 1
+    services = [f.dst for f in result.findings if f.rule == "new-asset"]
+    assert sorted(services) == [f"{FTP_SERVER}:21", f"{FTP_SERVER}:2121"]
+    text = json.dumps([f.to_json() for f in result.findings])
+    assert "ftp@example.com" not in text  # curl's anonymous password, sent in clear
+
+
+def test_the_protocol_is_named_ftp_in_the_document(tmp_path: Path) -> None:
+    out = tmp_path / "doc.jsonl"
+    assert cli_main(["analyze", str(CAPTURE), "--format", "jsonl", "--out", str(out)]) == 0
+    records = [json.loads(line) for line in out.read_text().splitlines()]
+    protocols = {r["protocol"]: r for r in records if r.get("type") == "flow-summary"}
+    assert protocols["ftp"]["flows"] == 6  # five sessions on 21 and one on 2121
+    assert "ftp@example.com" not in out.read_text()
+
+
+# --------------------------------------------------------------- Zeek's ftp.log
+
+
+def test_zeek_ftp_log_maps_to_the_same_facts(tmp_path: Path) -> None:
+    """An ftp.log written by the field list of Zeek's FTP::Info (docs.zeek.org): the PASV
+    record's data_channel.* is the expected connection, the STOR record a file transfer, and
+    a conn.log record of the data connection folds into the session."""
+    logs = tmp_path / "zeek"
+    logs.mkdir()
+    common = {"uid": "C1", "id.orig_h": "10.20.7.11", "id.orig_p": 51000, "id.resp_h": "10.20.7.40",
+              "id.resp_p": 21, "user": "anonymous", "password": "<hidden>"}
+    (logs / "ftp.log").write_text("\n".join(json.dumps(r) for r in (
+        {"ts": 1700000001.0, **common, "command": "EPSV", "reply_code": 229,
+         "reply_msg": "Entering Extended Passive Mode (|||40134|)", "data_channel.passive": True,
+         "data_channel.orig_h": "10.20.7.11", "data_channel.resp_h": "10.20.7.40",
+         "data_channel.resp_p": 40134},
+        {"ts": 1700000001.5, **common, "command": "STOR", "arg": "ftp://10.20.7.40/dump.bin",
+         "reply_code": 226, "reply_msg": "Transfer complete."})) + "\n")
+    from cranewatch.sources.zeek import read_zeek
+
+    result = read_zeek([logs])
+    facts = [f for e in result.events for f in (ftp.expected_connection(e) if isinstance(e, FtpDataChannel)
+                                                  else ftp.file_transfer(e) if isinstance(e, FtpReply) else [])]
+    (expected,) = [f for f in facts if isinstance(f, ExpectedConnection)]
+    assert (expected.orig, expected.resp, expected.resp_port, expected.mode) == (
+        "10.20.7.11", "10.20.7.40", 40134, "passive")
+    assert (expected.src, expected.dst, expected.dport) == ("10.20.7.11", "10.20.7.40", 21)
+    (stored,) = [f for f in facts if isinstance(f, FileTransfer)]
+    assert (stored.operation, stored.name, stored.user, stored.password_in_clear) == (
+        "upload", "ftp://10.20.7.40/dump.bin", "anonymous", False)
+    assert Counter(type(e).__name__ for e in result.events) == {"FtpCommand": 2, "FtpReply": 2,
+                                                                "FtpDataChannel": 1}
+
+
+def test_random_commands_stream_keeps_pairing_bounded() -> None:
+    rng = random.Random(7)
+    decoder = FtpDecoder(context(21))
+    for frame in range(1, 200):
+        decoder.feed(True, rng.choice([b"NOOP\r\n", b"LIST\r\n", b"STOR x\r\n"]), float(frame), frame)
+    assert len(decoder._pending) == ftp.MAX_PENDING
+
+
+@pytest.mark.parametrize("text", [b"227 Entering Passive Mode (10,7,0,99,156,208)\r\n"])
+def test_a_pasv_naming_a_third_host_is_marked(text: bytes) -> None:
+    decoder = FtpDecoder(context(21))
+    (_, channel) = decoder.feed(False, text, 1.0, 1)
+    assert isinstance(channel, FtpDataChannel)
+    (fact,) = ftp.expected_connection(channel)
+    assert fact.third_party == "10.7.0.99" and fact.resp == "10.7.0.99"
+
+
+def test_zeek_logs_of_an_ftp_copy_give_one_lateral_finding_with_its_data(tmp_path: Path) -> None:
+    """conn.log (the control and the data connection, Zeek's services ftp and ftp-data) and
+    ftp.log (EPSV with its data_channel, STOR): the data connection folds into the session as
+    it does from a capture, and its port is no new service."""
+    from test_detect_lateral import CMS, PLC2, baseline
+
+    logs = tmp_path / "zeek"
+    logs.mkdir()
+    control = {"id.orig_h": PLC2, "id.orig_p": 51000, "id.resp_h": CMS, "id.resp_p": 21}
+    (logs / "conn.log").write_text("\n".join(json.dumps(r) for r in (
+        {"ts": 1700000000.5, "uid": "C1", **control, "proto": "tcp", "service": "ftp",
+         "duration": 3.0, "orig_bytes": 120, "resp_bytes": 400, "conn_state": "SF",
+         "history": "ShAdDaFf", "orig_pkts": 12, "resp_pkts": 10},
+        {"ts": 1700000001.2, "uid": "C2", "id.orig_h": PLC2, "id.orig_p": 51001, "id.resp_h": CMS,
+         "id.resp_p": 40134, "proto": "tcp", "service": "ftp-data", "duration": 1.0,
+         "orig_bytes": 90000, "resp_bytes": 0, "conn_state": "SF", "history": "ShADadFf",
+         "orig_pkts": 70, "resp_pkts": 35})) + "\n")
+    common = {"uid": "C1", **control, "user": "anonymous", "password": "<hidden>"}
+    (logs / "ftp.log").write_text("\n".join(json.dumps(r) for r in (
+        {"ts": 1700000001.0, **common, "command": "EPSV", "reply_code": 229,
+         "reply_msg": "Entering Extended Passive Mode (|||40134|)", "data_channel.passive": True,
+         "data_channel.orig_h": PLC2, "data_channel.resp_h": CMS, "data_channel.resp_p": 40134},
+        {"ts": 1700000001.1, **common, "command": "STOR", "arg": "ftp://10.20.7.40/dump.bin",
+         "reply_code": 226, "reply_msg": "Transfer complete."})) + "\n")
+    result = analyze([logs], sinks=[build_sink(None, baseline(tmp_path))])
+    (finding,) = [f for f in result.findings if f.category == "lateral-movement"]
+    assert (finding.src, finding.dst) == (PLC2, f"{CMS}:21")
+    values = finding.evidence[0].values
+    assert (values["bytes_to_server"], values["bytes_to_client"]) == (90_120, 400)
+    assert values["data_connections"] == 1 and values["transfer"] == "ftp"
+    assert values["files"] == [{"operation": "upload", "name": "ftp://10.20.7.40/dump.bin", "reply": 226}]
+    assert [f.dst for f in result.findings if f.rule == "new-asset"] == [f"{CMS}:21"]
