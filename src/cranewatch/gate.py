@@ -443,7 +443,7 @@ def gather_evidence(store: Store, crane: Crane, baseline: Baseline | None = None
                     coverage, time.time() if now is None else now)
 
 
-def read_profile(crane: Crane) -> tuple[str | None, Any]:
+def read_profile(crane: Crane) -> tuple[str | None, CraneProfile | None]:
     """(what is wrong with the crane's profile or None, the loaded ``CraneProfile`` or None)."""
     if not crane.profile_path:
         return f"no profile registered for {crane.name} (cranewatch fleet add --profile, or in the fleet file)", None
