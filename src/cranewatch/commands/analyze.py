@@ -24,7 +24,6 @@ from cranewatch.commands import (
 from cranewatch.conversations import ConversationBook
 from cranewatch.errors import ExitCode, StoreUnreachable, UsageError
 from cranewatch.forward import Forwarder, add_forward_options, forwarder_from_args
-from cranewatch.judging import Judging, load_judging
 from cranewatch.pipeline import AnalysisResult, Sink, analyze
 from cranewatch.progress import ProgressBar, wants_progress
 from cranewatch.report.terminal import printable
@@ -32,6 +31,7 @@ from cranewatch.skipped import SkippedCheck, skipped_checks
 
 if TYPE_CHECKING:
     from cranewatch.baseline import Baseline
+    from cranewatch.judging import Judging
     from cranewatch.profile import CraneProfile
 
 FORMATS = ("text", "jsonl", "html")
@@ -154,6 +154,8 @@ def run(args: argparse.Namespace) -> int:
         if value is not None and not Path(value).exists():
             raise UsageError(f"--{option} {value}: no such file")
     check_inputs(args.captures, "capture or Zeek log")  # before any output
+    from cranewatch.judging import load_judging
+
     # --profile and --baseline loaded once, before a capture is analysed: a bad one is one
     # located error (a baseline given as a clean capture is learned here)
     judging = load_judging(args.profile, args.baseline)
