@@ -48,7 +48,7 @@ def rss_mb() -> float:
 def child(args: argparse.Namespace) -> int:
     sys.path.insert(0, str(ROOT / "src"))
     from cranewatch.cli import build_parser
-    from cranewatch.commands.monitor import process_checks
+    from cranewatch.commands.monitor import judging_of, process_checks
     from cranewatch.monitor import JsonLinesOutput, Monitor, MonitorSettings
     from cranewatch.sinks import detector_sinks
     from cranewatch.sources.pcap import open_capture
@@ -57,7 +57,8 @@ def child(args: argparse.Namespace) -> int:
     if args.profile:
         argv += ["--profile", str(args.profile)]
     options = build_parser().parse_args(argv)
-    sinks = [*detector_sinks(options.profile, options.baseline, options.crane), *process_checks(options)]
+    judging = judging_of(options)
+    sinks = [*detector_sinks(judging.profile, judging.baseline, options.crane), *process_checks(options)]
     settings = MonitorSettings(window=options.window, update_every=options.update_every, seconds=None)
     monitor = Monitor(sinks, [JsonLinesOutput(Path(os.devnull))], settings)
     started_wall = time.monotonic()

@@ -154,12 +154,14 @@ FIELDS: dict[str, Callable[[Path, int], Path]] = {
 
 def time_analysis(path: Path, repeat: int) -> float:
     from cranewatch.commands.analyze import analysis_sinks
+    from cranewatch.judging import load_judging
     from cranewatch.pipeline import analyze
 
+    judging = load_judging(PROFILE)
     best = float("inf")
     for _ in range(repeat):  # CPU time, the best of several: the machine is shared
         start = time.process_time()
-        analyze([path], sinks=analysis_sinks(str(PROFILE), None, None), profile=str(PROFILE))
+        analyze([path], sinks=analysis_sinks(judging, None), profile=str(PROFILE))
         best = min(best, time.process_time() - start)
     return best
 

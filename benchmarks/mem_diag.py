@@ -90,8 +90,9 @@ def main(argv: list[str] | None = None) -> int:
     sinks: list[Any] = []
     if args.profile:
         from cranewatch.process.engine import build_sink
+        from cranewatch.profile import load_profile
 
-        sinks.append(build_sink(args.profile))
+        sinks.append(build_sink(load_profile(args.profile)))
     analysis = Analysis(sinks)
     if not args.no_tracemalloc:
         tracemalloc.start(args.frames)

@@ -15,13 +15,13 @@ from cranewatch.baseline import (
     SCHEMA_VERSION,
     from_json,
     learn_baseline,
-    load_baseline,
     read_baseline,
     save_baseline,
     summary_text,
     to_json,
 )
 from cranewatch.errors import ProfileError
+from cranewatch.judging import load_judging
 from detect_helpers import CMS, GW_MAC, OCR, PLC, learn, normal_crane
 
 MODBUS_TEST = "pcaps/ICS-Security-Tools/pcaps/ModbusTCP/Modbus/modbus_test.pcap"
@@ -46,7 +46,7 @@ def test_save_and_load_round_trip(tmp_path: Path) -> None:
     data = json.loads(path.read_text())
     assert data["schema"] == SCHEMA_VERSION and data["tool_version"]
     assert read_baseline(path) == b
-    assert load_baseline(path) == b
+    assert load_judging(baseline=path).baseline == b  # `analyze --baseline FILE`
     assert from_json(to_json(b)) == b
     assert "Modbus masters:" in summary_text(b)
 
@@ -83,7 +83,7 @@ def test_learned_masters_and_function_codes_match_tshark(shared_data: Path, tsha
     for (master, slave), codes in expected.items():
         assert {f for m, s, f in b.functions if (m, s) == (master, slave)} == codes
     assert b.inputs[0]["sha256"] and b.inputs[0]["packets"] == 2257
-    assert load_baseline([capture]).masters == b.masters  # captures are learned on the fly
+    assert load_judging(baseline=[capture]).baseline.masters == b.masters  # captures: learned at the edge
 
 
 def test_baseline_command(shared_data: Path, tmp_path: Path) -> None:

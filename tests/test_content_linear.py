@@ -22,6 +22,7 @@ from cranewatch.detect.content import (
     find_container_data,
     find_container_data_deep,
 )
+from cranewatch.judging import load_judging
 from cranewatch.pipeline import analyze
 from detect_capture import Crane, Host, mqtt_connect, mqtt_publish, new_capture, ocr_event
 
@@ -69,7 +70,7 @@ def test_length_budgets() -> None:
 
 
 def leak_findings(path: Path) -> list[str]:
-    result = analyze([path], sinks=analysis_sinks(PROFILE, None, None), profile=PROFILE)
+    result = analyze([path], sinks=analysis_sinks(load_judging(PROFILE), None), profile=PROFILE)
     return [f.title for f in result.findings if f.rule == "data-leak"]
 
 

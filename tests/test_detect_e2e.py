@@ -18,9 +18,10 @@ import pytest
 
 from cranewatch.baseline import learn_baseline
 from cranewatch.detect.engine import build_sink
+from cranewatch.judging import load_judging
 from cranewatch.model import Finding, Severity
 from cranewatch.pipeline import analyze
-from cranewatch.profile import parse_profile
+from cranewatch.profile import load_profile, parse_profile
 from detect_capture import Crane, Host, Label, attacks, new_capture, normal_day
 
 T0 = 1_795_000_000.0  # a Wednesday, 11:06 UTC: outside STS-07's Tuesday EWS window
@@ -94,7 +95,7 @@ def sts07_captures(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object
 
 def test_every_attack_found_with_profile_and_baseline(sts07_captures: dict) -> None:
     baseline = learn_baseline([sts07_captures["normal"]])
-    sink = build_sink(REPO / "profiles" / "sts-07.toml", baseline)
+    sink = build_sink(load_profile(REPO / "profiles" / "sts-07.toml"), baseline)
     started = time.perf_counter()
     result = analyze([sts07_captures["attack"]], sinks=[sink])
     assert time.perf_counter() - started < 20
@@ -103,7 +104,7 @@ def test_every_attack_found_with_profile_and_baseline(sts07_captures: dict) -> N
 
 
 def test_every_attack_found_with_baseline_only(sts07_captures: dict) -> None:
-    sink = build_sink(None, sts07_captures["normal"])  # captures: learned on the fly
+    sink = build_sink(None, load_judging(None, sts07_captures["normal"]).baseline)  # learned at the edge
     result = analyze([sts07_captures["attack"]], sinks=[sink])
     labels = [lab for lab in sts07_captures["labels"]
               if lab.category != "hidden-uplink"]  # needs the gateway: checked below
@@ -113,7 +114,7 @@ def test_every_attack_found_with_baseline_only(sts07_captures: dict) -> None:
 
 def test_second_normal_day_is_quiet(sts07_captures: dict) -> None:
     baseline = learn_baseline([sts07_captures["normal"]])
-    for profile in (REPO / "profiles" / "sts-07.toml", None):
+    for profile in (load_profile(REPO / "profiles" / "sts-07.toml"), None):
         result = analyze([sts07_captures["normal-2"]], sinks=[build_sink(profile, baseline)])
         loud = [(f.category, f.title) for f in result.findings if f.severity >= Severity.MEDIUM]
         assert loud == [], (profile, loud)
@@ -169,7 +170,7 @@ def test_rogue_dhcp_server_offering_itself_as_gateway(sts07_captures: dict, tmp_
             dhcp_offer(0x1234, "02:00:0a:14:07:1e", "10.20.7.31", rogue.ip, rogue.ip))
     baseline = learn_baseline([sts07_captures["normal"]])
     result = analyze([cap.write(tmp_path / "dhcp.pcap")],
-                     sinks=[build_sink(REPO / "profiles" / "sts-07.toml", baseline)])
+                     sinks=[build_sink(load_profile(REPO / "profiles" / "sts-07.toml"), baseline)])
     titles = sorted(f.title for f in result.findings if f.category == "hidden-uplink")
     assert titles == ["DHCP server 10.20.7.200 hands out default gateway 10.20.7.200, not the crane gateway",
                       "New DHCP server 10.20.7.200 on the crane LAN"]
@@ -179,7 +180,7 @@ def test_findings_are_json_and_their_ids_stable(sts07_captures: dict) -> None:
     import json
 
     baseline = learn_baseline([sts07_captures["normal"]])
-    runs = [analyze([sts07_captures["attack"]], sinks=[build_sink(REPO / "profiles" / "sts-07.toml", baseline)])
+    runs = [analyze([sts07_captures["attack"]], sinks=[build_sink(load_profile(REPO / "profiles" / "sts-07.toml"), baseline)])
             for _ in range(2)]
     first, second = ([f.to_json() for f in r.findings] for r in runs)
     assert [f["id"] for f in first] == [f["id"] for f in second]

@@ -16,6 +16,7 @@ from cranewatch.commands.analyze import detector_sinks
 from cranewatch.heartbeat import DAY, Heartbeat, HeartbeatWriter, in_service_health
 from cranewatch.model import Evidence, Finding, Severity, finding_id
 from cranewatch.monitor import Monitor, MonitorSettings
+from cranewatch.profile import load_profile
 from cranewatch.sources.pcap import PacketBatch, open_capture
 from cranewatch.store import Crane, open_store
 
@@ -48,7 +49,7 @@ def test_a_monitoring_session_leaves_a_heartbeat_with_tsharks_counts(store_at: s
     with open_store(store_at) as setup:
         setup.add_crane(Crane("STS-07"), who="t", why="t")
     writer = HeartbeatWriter(open_store(store_at), "STS-07", "monitor:eth1", every=1e9, clock=Clock(end + 3600))
-    monitor = Monitor(detector_sinks(str(PROFILE), None, "STS-07"), [],
+    monitor = Monitor(detector_sinks(load_profile(PROFILE), None, "STS-07"), [],
                       MonitorSettings(window=1e-9, update_every=0.0, series_every=1e-9), heartbeat=writer)
     summary = monitor.run(lab_batches(5000), threading.Event(), lambda: None)
     writer.close()

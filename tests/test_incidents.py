@@ -20,6 +20,7 @@ from cranewatch.fleet import import_fleet
 from cranewatch.incidents import TIME_SLACK, group_incidents, incident_id, related
 from cranewatch.model import Finding, Severity, finding_id
 from cranewatch.pipeline import AnalysisResult, analyze
+from cranewatch.profile import load_profile
 from cranewatch.report.commissioning import build_report, report_records
 from cranewatch.report.html import render_html
 from cranewatch.sinks import build_sinks
@@ -34,7 +35,7 @@ PLC, CMS, EWS = "10.20.7.10", "10.20.7.30", "10.20.0.50"
 
 
 def lab_result(scenario: str) -> AnalysisResult:
-    return analyze([LAB / scenario / "crane-lan.pcap"], sinks=build_sinks(PROFILE, None, None))
+    return analyze([LAB / scenario / "crane-lan.pcap"], sinks=build_sinks(load_profile(PROFILE), None, None))
 
 
 @pytest.fixture(scope="module")
@@ -167,8 +168,8 @@ def test_ids_hold_whatever_the_order_of_the_findings(lab: dict) -> None:
 def test_ids_hold_whatever_the_order_of_the_captures() -> None:
     # The network detectors only: two scenarios' sensor values glued together jump at the seam.
     captures = [LAB / "remote-ssh" / "crane-lan.pcap", LAB / "vendor-vnc" / "crane-lan.pcap"]
-    one = analyze(captures, sinks=[build_sink(str(PROFILE), None, None)])
-    two = analyze(list(reversed(captures)), sinks=[build_sink(str(PROFILE), None, None)])
+    one = analyze(captures, sinks=[build_sink(load_profile(PROFILE), None, None)])
+    two = analyze(list(reversed(captures)), sinks=[build_sink(load_profile(PROFILE), None, None)])
     assert [n.id for n in one.incidents] == [n.id for n in two.incidents]
     assert [n.findings for n in one.incidents] == [n.findings for n in two.incidents]
     # The same outside host 203.0.113.10 opened the SSH session (02:00:15.6) and, 58.4 s later,

@@ -34,6 +34,7 @@ from cranewatch.monitor import (
     RollingProcessChecks,
 )
 from cranewatch.pipeline import analyze
+from cranewatch.profile import load_profile
 from cranewatch.sources import live
 from cranewatch.sources.live import CaptureTool, PromptPipe, RingWriter, capture_argv
 from cranewatch.sources.pcap import PacketBatch, open_capture
@@ -151,9 +152,9 @@ def test_ring_files_hold_the_packets_and_the_frames_the_batches_name(tmp_path: P
 
 def test_windowed_monitoring_ends_with_the_findings_of_a_file_analysis(tmp_path: Path) -> None:
     """The same packets, given in small batches with a look after each, give analyze's findings."""
-    expected = analyze([LAB_CAPTURE], sinks=detector_sinks(str(PROFILE), None, None)).findings
+    expected = analyze([LAB_CAPTURE], sinks=detector_sinks(load_profile(PROFILE), None, None)).findings
     out = tmp_path / "findings.jsonl"
-    monitor = Monitor(detector_sinks(str(PROFILE), None, None), [JsonLinesOutput(out)],
+    monitor = Monitor(detector_sinks(load_profile(PROFILE), None, None), [JsonLinesOutput(out)],
                       MonitorSettings(window=1e-9, update_every=0.0, series_every=1e-9))
     summary = monitor.run(_lab_batches(2000), threading.Event(), lambda: None)
     assert summary.packets == sum(len(b) for b in _lab_batches(65536))
@@ -197,9 +198,9 @@ def test_process_checks_over_a_rolling_stretch_find_what_the_whole_file_shows(sc
     from cranewatch.process.signals import is_write_event
 
     capture = LAB_CAPTURE.parent.parent / scenario / "crane-lan.pcap"
-    whole = analyze([capture], sinks=[build_sink(str(PROFILE))]).findings
+    whole = analyze([capture], sinks=[build_sink(load_profile(PROFILE))]).findings
     assert whole  # the lab's labels: each of these scenarios falsifies readings
-    template = build_sink(str(PROFILE))
+    template = build_sink(load_profile(PROFILE))
     rolling = RollingProcessChecks(lambda: build_sink(template.profile), is_write_event,
                                    span=120.0, every=10.0)
     recorder = _Recorder()

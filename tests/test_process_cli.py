@@ -12,10 +12,12 @@ from pathlib import Path
 import pytest
 
 from cranewatch.cli import main
+from cranewatch.judging import load_judging
 from cranewatch.lab.faults import Tamper
 from cranewatch.pipeline import analyze
 from cranewatch.process.engine import build_sink, learn_from_captures
 from cranewatch.process.simulate import run_polls, write_capture
+from cranewatch.profile import load_profile
 
 T0 = 1_700_000_000.0
 PROFILE = "src/cranewatch/data/profiles/sts-07.toml"
@@ -75,8 +77,8 @@ def test_parquet_without_pyarrow_is_an_environment_problem(false_load_capture: P
 def test_sink_in_the_pipeline_finds_the_false_load(false_load_capture: Path, tmp_path: Path) -> None:
     clean = tmp_path / "clean.pcap"
     write_capture(run_polls(300, seed=7, start=T0 - 5000), clean)
-    baseline = learn_from_captures([clean], PROFILE)
-    sink = build_sink(profile=PROFILE, baseline=baseline)
+    baseline = learn_from_captures([clean], load_profile(PROFILE))
+    sink = build_sink(profile=load_profile(PROFILE), baseline=baseline)
     result = analyze([false_load_capture], sinks=[sink])
     process = [f for f in result.findings if f.rule.startswith("process-")]
     assert [f.rule for f in process] == ["process-torque-load"]
@@ -91,7 +93,8 @@ def test_honest_capture_against_a_clean_baseline(tmp_path: Path) -> None:
     clean, other = tmp_path / "normal.pcap", tmp_path / "normal-2.pcap"
     write_capture(run_polls(300, seed=7, start=T0 - 5000), clean)
     write_capture(run_polls(120, seed=8, start=T0), other)
-    sink = build_sink(profile=PROFILE, baseline=[clean])
+    judging = load_judging(PROFILE, clean)  # the clean capture learned at the edge
+    sink = build_sink(profile=judging.profile, baseline=judging.process_baseline)
     assert sink.finish() == []
     result = analyze([other], sinks=[sink])
     assert [f for f in result.findings if f.rule.startswith("process-")] == []
@@ -121,7 +124,7 @@ def test_missing_capture(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> 
 
 
 def test_evidence_names_the_capture_frames(false_load_capture: Path, tshark: str) -> None:
-    sink = build_sink(profile=PROFILE)
+    sink = build_sink(profile=load_profile(PROFILE))
     result = analyze([false_load_capture], sinks=[sink])
     finding = next(f for f in result.findings if f.rule == "process-torque-load")
     frames = finding.evidence[0].frames
@@ -140,13 +143,26 @@ def test_evidence_names_the_capture_frames(false_load_capture: Path, tshark: str
 
 
 def test_baseline_files_of_every_kind(false_load_capture: Path, tmp_path: Path) -> None:
+    from cranewatch.baseline import learn_baseline, save_baseline
+    from cranewatch.errors import ProfileError
+
     clean = tmp_path / "clean.pcap"
     write_capture(run_polls(120, seed=7, start=T0 - 5000), clean)
-    learned = learn_from_captures([clean], PROFILE)
-    saved = tmp_path / "sts-07.process"  # no .json suffix: recognised by its content
-    saved.write_text(json.dumps({"network": {}, "process": learned.to_json()}))
-    assert build_sink(baseline=saved).baseline == learned
+    profile = load_profile(PROFILE)
+    learned = learn_from_captures([clean], profile)
+    saved = tmp_path / "sts-07.baseline"  # no .json suffix: recognised by its content
+    save_baseline(learn_baseline([clean], profile), saved)  # `cranewatch baseline --profile`
+    assert load_judging(PROFILE, saved).process_baseline == learned
     network_only = tmp_path / "network.json"
-    network_only.write_text(json.dumps({"version": 1, "hosts": []}))
-    assert build_sink(baseline=network_only).baseline is None  # physics and profile alone
-    assert build_sink(baseline=[clean]).baseline is not None
+    save_baseline(learn_baseline([clean]), network_only)
+    assert load_judging(PROFILE, network_only).process_baseline is None  # physics and profile alone
+    assert load_judging(PROFILE, clean).process_baseline == learned  # a capture: learned
+    foreign = tmp_path / "foreign.json"
+    foreign.write_text(json.dumps({"version": 1, "hosts": []}))
+    with pytest.raises(ProfileError, match="not a cranewatch baseline"):
+        load_judging(PROFILE, foreign)
+    # the sink itself takes only what was loaded: never a path to read or a capture to learn
+    with pytest.raises(TypeError, match="ProcessBaseline"):
+        build_sink(baseline=saved)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="CraneProfile"):
+        build_sink(profile=PROFILE)  # type: ignore[arg-type]

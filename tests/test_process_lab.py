@@ -16,6 +16,7 @@ from cranewatch.model import Finding
 from cranewatch.pipeline import analyze
 from cranewatch.process.engine import build_sink, learn_from_captures
 from cranewatch.process.envelope import ProcessBaseline
+from cranewatch.profile import load_profile
 
 LAB = Path(__file__).resolve().parents[1] / "src" / "cranewatch" / "data" / "lab"
 PROFILE = Path(__file__).resolve().parents[1] / "src" / "cranewatch" / "data" / "profiles" / "sts-07.toml"
@@ -36,11 +37,11 @@ def _capture(scenario: str) -> tuple[Path, dict]:
 @pytest.fixture(scope="module")
 def normal_baseline() -> ProcessBaseline:
     capture, _ = _capture("normal")
-    return learn_from_captures([capture], PROFILE)
+    return learn_from_captures([capture], load_profile(PROFILE))
 
 
 def _process_findings(capture: Path, baseline: ProcessBaseline) -> list[Finding]:
-    sink = build_sink(profile=PROFILE, baseline=baseline)
+    sink = build_sink(profile=load_profile(PROFILE), baseline=baseline)
     result = analyze([capture], sinks=[sink])
     return [f for f in result.findings if f.rule.startswith("process-")]
 
@@ -63,7 +64,7 @@ def first_half_minute(tmp_path_factory: pytest.TempPathFactory) -> ProcessBaseli
     short = tmp_path_factory.mktemp("short") / "normal-30s.pcap"
     subprocess.run([editcap, "-B", f"{labels['start'] + 30.0:.3f}", str(capture), str(short)],
                    check=True, capture_output=True)
-    baseline = learn_from_captures([short], PROFILE)
+    baseline = learn_from_captures([short], load_profile(PROFILE))
     assert 25.0 <= baseline.duration_s <= 31.0
     return baseline
 

@@ -139,12 +139,13 @@ def test_public_modbus_captures_run_clean(shared_data: Path) -> None:
     warning; with the STS-07 profile none of them is this crane's PLC, so nothing is found."""
     from cranewatch.pipeline import analyze
     from cranewatch.process.engine import build_sink
+    from cranewatch.profile import load_profile
 
     captures = sorted(p for p in (shared_data / "pcaps").rglob("*")
                       if p.suffix in (".pcap", ".pcapng") and "modbus" in str(p).lower())
     assert len(captures) >= 10
     for capture in captures:
-        for profile in (None, PROFILE):
+        for profile in (None, load_profile(PROFILE)):
             sink = build_sink(profile=profile)
             result = analyze([capture], sinks=[sink])
             process = [f for f in result.findings if f.rule.startswith("process-")]

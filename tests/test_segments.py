@@ -19,11 +19,12 @@ import pytest
 
 from cranewatch.cli import main
 from cranewatch.detect.c2 import periodicity
+from cranewatch.judging import learn_judging
 from cranewatch.pipeline import analyze
 from cranewatch.process.engine import ProcessSink
 from cranewatch.profile import load_profile
 from cranewatch.segments import FileSpan, plan_segments
-from cranewatch.sinks import build_sinks
+from cranewatch.sinks import build_sinks, judged_sinks
 from cranewatch.sources.pcap import CaptureHeader
 
 REPO = Path(__file__).resolve().parents[1]
@@ -205,14 +206,13 @@ def test_rotated_pcap_and_pcapng_files_alike_are_one_segment(editcap: str, tmp_p
 def test_demo_quarantine_captures_together_raise_what_each_raises_alone() -> None:
     from cranewatch.demo import BASELINE_SCENARIO, QUARANTINE_SCENARIOS
 
-    profile = load_profile(PROFILE)
-    baseline = str(capture(BASELINE_SCENARIO))
+    judging = learn_judging([capture(BASELINE_SCENARIO)], load_profile(PROFILE))
     alone: set[str] = set()
     for scenario in QUARANTINE_SCENARIOS:
-        result = analyze([capture(scenario)], sinks=build_sinks(profile, baseline, "STS-07"))
+        result = analyze([capture(scenario)], sinks=judged_sinks(judging, "STS-07"))
         alone |= {f.id for f in result.findings}
     together = analyze([capture(s) for s in QUARANTINE_SCENARIOS],
-                       sinks=build_sinks(profile, baseline, "STS-07"))
+                       sinks=judged_sinks(judging, "STS-07"))
     # before segments: 20 findings together (replays "120.8 s earlier", frozen signals over
     # the minutes between captures, a heartbeat "jumping back") where 11 came alone
     assert {f.id for f in together.findings} == alone

@@ -18,7 +18,9 @@ from cranewatch.cli import main
 from cranewatch.detect.engine import DetectionSink
 from cranewatch.fleet import import_fleet
 from cranewatch.gate import analyze_and_record
+from cranewatch.judging import load_judging
 from cranewatch.process.engine import ProcessSink, learn_from_captures
+from cranewatch.profile import load_profile
 from cranewatch.sinks import build_sinks, process_sinks
 from cranewatch.store import open_store
 
@@ -82,20 +84,21 @@ def test_second_normal_day_against_the_first_raises_nothing_medium_or_above(
     assert code == 0
 
 
-def test_build_sinks_takes_paths_or_loaded_objects() -> None:
-    from cranewatch.baseline import load_baseline
-    from cranewatch.profile import load_profile
+def test_build_sinks_takes_what_the_edge_loaded() -> None:
+    # a clean capture as the baseline: learned at the edge, both parts in one pass
+    judging = load_judging(PROFILE, NORMAL)
+    by_judging = build_sinks(judging.profile, judging.baseline, "STS-07",
+                             process_baseline=judging.process_baseline)
+    assert [type(s) for s in by_judging] == [DetectionSink, ProcessSink]
+    process = by_judging[1]
+    assert isinstance(process, ProcessSink) and process.baseline is judging.process_baseline
+    assert judging.process_baseline == learn_from_captures([NORMAL], load_profile(PROFILE))
 
-    by_path = build_sinks(PROFILE, NORMAL, "STS-07")
-    assert [type(s) for s in by_path] == [DetectionSink, ProcessSink]
-    process = by_path[1]
-    assert isinstance(process, ProcessSink) and process.baseline is not None
-
-    learned = learn_from_captures([NORMAL], str(PROFILE))
-    loaded = build_sinks(load_profile(PROFILE), load_baseline(NORMAL), "STS-07", process_baseline=learned)
+    learned = learn_from_captures([NORMAL], load_profile(PROFILE))
+    loaded = build_sinks(load_profile(PROFILE), judging.baseline, "STS-07", process_baseline=learned)
     assert isinstance(loaded[1], ProcessSink) and loaded[1].baseline is learned
-    # a loaded communications baseline holds no signal envelopes: the process checks go without
-    without = build_sinks(load_profile(PROFILE), load_baseline(NORMAL), "STS-07")
+    # a communications baseline without a process part: the process checks go without
+    without = build_sinks(load_profile(PROFILE), judging.baseline, "STS-07")
     assert isinstance(without[1], ProcessSink) and without[1].baseline is None
 
 
@@ -115,10 +118,11 @@ def test_saved_baseline_with_a_process_part_gives_the_envelopes(
     assert main(["baseline", str(NORMAL), "--out", str(saved), "--quiet"]) == 0
     capsys.readouterr()
     document = json.loads(saved.read_text())
-    document["process"] = learn_from_captures([NORMAL], str(PROFILE)).to_json()
+    document["process"] = learn_from_captures([NORMAL], load_profile(PROFILE)).to_json()
     saved.write_text(json.dumps(document))
 
-    process = build_sinks(PROFILE, saved, "STS-07")[1]
+    judging = load_judging(PROFILE, saved)
+    process = build_sinks(judging.profile, judging.baseline, "STS-07")[1]
     assert isinstance(process, ProcessSink) and process.baseline is not None
     assert process.baseline.to_json() == document["process"]
 
@@ -130,16 +134,17 @@ def test_saved_baseline_with_a_process_part_gives_the_envelopes(
 
 
 def test_a_loaded_baseline_carrying_process_json_gives_the_envelopes() -> None:
-    from dataclasses import dataclass
+    from dataclasses import replace
 
-    @dataclass(frozen=True)
-    class WithProcess:  # what baseline.Baseline will look like once it keeps the "process" part
-        process: dict[str, object]
-
-    learned = learn_from_captures([NORMAL], str(PROFILE))
-    (process,) = process_sinks(PROFILE, WithProcess(learned.to_json()), "STS-07")
+    profile = load_profile(PROFILE)
+    judging = load_judging(None, NORMAL)
+    learned = learn_from_captures([NORMAL], profile)
+    with_process = replace(judging.baseline, process=learned.to_json())
+    process = build_sinks(profile, with_process, "STS-07")[1]
     assert isinstance(process, ProcessSink) and process.baseline is not None
     assert process.baseline.to_json() == learned.to_json()
+    (alone,) = process_sinks(profile, learned, "STS-07")
+    assert isinstance(alone, ProcessSink) and alone.baseline is learned
 
 
 def test_without_a_profile_no_process_checks_guess_at_another_plants_registers(

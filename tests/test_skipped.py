@@ -11,9 +11,10 @@ from pathlib import Path
 import pytest
 
 from cranewatch.cli import main
+from cranewatch.judging import Judging, learn_judging
 from cranewatch.process.engine import config_from_profile
-from cranewatch.profile import parse_profile
-from cranewatch.sinks import build_sinks
+from cranewatch.profile import CraneProfile, load_profile, parse_profile
+from cranewatch.sinks import judged_sinks
 from cranewatch.skipped import SkippedCheck, skipped_checks
 
 REPO = Path(__file__).resolve().parents[1]
@@ -41,8 +42,14 @@ max = 40.0
 """
 
 
-def checks(profile: object = None, baseline: object = None) -> dict[str, SkippedCheck]:
-    return {s.checks: s for s in skipped_checks(build_sinks(profile, baseline, None))}
+def checks(profile: CraneProfile | Path | None = None,
+           baseline: list[Path] | None = None) -> dict[str, SkippedCheck]:
+    """What a run judged by ``profile`` (a file is loaded) and ``baseline`` (clean captures,
+    learned as the command line learns them) says it could not check."""
+    if isinstance(profile, Path):
+        profile = load_profile(profile)
+    judging = learn_judging(baseline, profile) if baseline is not None else Judging(profile)
+    return {s.checks: s for s in skipped_checks(judged_sinks(judging, None))}
 
 
 def test_without_profile_or_baseline_every_family_is_named() -> None:
@@ -112,13 +119,14 @@ def test_everything_given_the_text_has_no_such_section(capsys: pytest.CaptureFix
 
 def test_monitor_judges_its_rolling_process_checks_like_analyze() -> None:
     from cranewatch.commands.analyze import detector_sinks
-    from cranewatch.commands.monitor import process_checks
+    from cranewatch.commands.monitor import judging_of, process_checks
 
     for profile, process_named in ((str(STS07), False), (None, True)):
         args = argparse.Namespace(profile=profile, baseline=None, crane=None, process_span=120.0,
                                   process_every=30.0)
         rolling = process_checks(args)
-        found = skipped_checks([*detector_sinks(profile, None, None), *(r.make_checks() for r in rolling)])
+        loaded = judging_of(args).profile
+        found = skipped_checks([*detector_sinks(loaded, None, None), *(r.make_checks() for r in rolling)])
         assert ("process" in {s.checks for s in found}) is process_named
 
 

@@ -7,7 +7,8 @@ Modbus function codes and register ranges per master, writes, polling periods, D
 server names and JA3/JA4 fingerprints, remote sessions and who receives container data.
 ``Baseline`` is the frozen result; ``save_baseline`` writes it as JSON with a schema version,
 the tool version and the inputs' sha256, and ``summary_text`` gives a readable account.
-``load_baseline`` accepts a saved baseline or captures (learned on the fly).
+``read_baseline`` reads a saved one; ``learn_baseline`` learns one from captures (a command
+calls either at its edge: ``judging``).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -55,13 +56,17 @@ from cranewatch.detect.facts import (
 )
 from cranewatch.errors import CaptureError, CranewatchError, Location, ProfileError
 from cranewatch.model import Finding
-from cranewatch.process.envelope import process_problems
+from cranewatch.process.envelope import ProcessBaseline, process_problems
 from cranewatch.protocols.modbus import (
     TABLE_OF_FUNCTION,
     WRITE_FUNCTIONS,
     ModbusRequest,
     RegisterSeries,
 )
+
+if TYPE_CHECKING:
+    from cranewatch.process.engine import ProcessSink
+    from cranewatch.profile import CraneProfile
 
 SCHEMA_VERSION = 1
 # A MAC that sends for this many IPv4 addresses is a router. (Not "any public address": some
@@ -401,7 +406,7 @@ def _sha256(path: str | Path) -> str:
     return digest.hexdigest()
 
 
-def learn_baseline(captures: Sequence[str | Path], profile: object | None = None) -> Baseline:
+def learn_baseline(captures: Sequence[str | Path], profile: CraneProfile | None = None) -> Baseline:
     """Run the pipeline over clean captures with a learner and return what it learned.
 
     With a ``profile`` (a loaded ``CraneProfile``) the same pass also learns the process
@@ -409,8 +414,34 @@ def learn_baseline(captures: Sequence[str | Path], profile: object | None = None
     """
     from dataclasses import replace
 
+    from cranewatch.process.engine import learn_from_sink
+
+    learned, process_sink = _learn(captures, profile)
+    if process_sink is not None:
+        envelopes = learn_from_sink(process_sink)  # per segment: never across two recordings
+        if envelopes is not None:
+            learned = replace(learned, process=envelopes.to_json())
+    return learned
+
+
+def learn_baselines(captures: Sequence[str | Path],
+                    profile: CraneProfile | None = None) -> tuple[Baseline, ProcessBaseline | None]:
+    """The communications baseline and, with a ``profile``, the process envelopes of clean
+    captures, both from one pass of the pipeline (``analyze --baseline CAPTURE``). The
+    envelopes are those of ``process.engine.learn_from_captures``; the communications keep no
+    process part."""
+    from cranewatch.process.engine import envelopes_of
+
+    learned, process_sink = _learn(captures, profile)
+    return learned, envelopes_of(process_sink) if process_sink is not None else None
+
+
+def _learn(captures: Sequence[str | Path],
+           profile: CraneProfile | None) -> tuple[Baseline, ProcessSink | None]:
+    """One pass over ``captures``: what the learner learned, and the process sink that read the
+    register values beside it (with a profile)."""
     from cranewatch.pipeline import analyze
-    from cranewatch.process.engine import ProcessSink, learn_from_sink
+    from cranewatch.process.engine import ProcessSink
 
     learner = BaselineLearner()
     process_sink = ProcessSink(profile=profile) if profile is not None else None
@@ -422,12 +453,7 @@ def learn_baseline(captures: Sequence[str | Path], profile: object | None = None
             raise CaptureError(f"cannot learn a baseline from it: {problem}", Location(file=str(item.path)))
     inputs = [{"path": str(i.path), "sha256": i.sha256, "packets": i.packets, "complete": i.complete,
                **({"warnings": list(i.warnings)} if i.warnings else {})} for i in result.inputs]
-    learned = learner.baseline(inputs)
-    if process_sink is not None:
-        envelopes = learn_from_sink(process_sink)  # per segment: never across two recordings
-        if envelopes is not None:
-            learned = replace(learned, process=envelopes.to_json())
-    return learned
+    return learner.baseline(inputs), process_sink
 
 
 def is_saved_baseline(path: str | Path) -> bool:
@@ -439,17 +465,6 @@ def is_saved_baseline(path: str | Path) -> bool:
             return handle.read(1).strip() == b"{"
     except OSError:
         return False
-
-
-def load_baseline(path_or_captures: str | Path | Sequence[str | Path]) -> Baseline:
-    """A saved baseline (JSON) or captures to learn one from (``analyze --baseline``)."""
-    if isinstance(path_or_captures, str | Path):
-        items: list[str | Path] = [path_or_captures]
-    else:
-        items = list(path_or_captures)
-    if len(items) == 1 and is_saved_baseline(items[0]):
-        return read_baseline(items[0])
-    return learn_baseline(items)
 
 
 def summary_text(b: Baseline) -> str:
@@ -498,5 +513,5 @@ def _ip_key(ip: str) -> tuple[int, int]:
     return (addr.version, int(addr))
 
 
-__all__ = ["Baseline", "BaselineLearner", "load_baseline", "read_baseline", "save_baseline",
-           "summary_text"]
+__all__ = ["Baseline", "BaselineLearner", "learn_baseline", "learn_baselines", "read_baseline",
+           "save_baseline", "summary_text"]

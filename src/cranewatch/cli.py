@@ -14,6 +14,7 @@ import importlib
 import os
 import sys
 from collections.abc import Sequence
+from contextlib import nullcontext
 from typing import Any
 
 from cranewatch import __version__
@@ -157,8 +158,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(ExitCode.USAGE)
     stdout = sys.stdout
     sys.stdout = guard = _ClosedPipeGuard(stdout)
+    # process-wide: the command line's choice, not the library's (a server makes it per run)
+    collections = nullcontext() if getattr(args, "own_collections", False) else fewer_collections()
     try:
-        with fewer_collections():  # process-wide: the command line's choice, not the library's
+        with collections:
             return _run(args)
     finally:
         guard.flush()

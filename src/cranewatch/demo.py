@@ -22,7 +22,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cranewatch.errors import EnvironmentProblem, InputError, Location, UsageError
 from cranewatch.fleet import (
@@ -38,6 +38,11 @@ from cranewatch.gate import GateDecision, decide
 from cranewatch.incidents import group_incidents
 from cranewatch.model import Finding
 from cranewatch.store import HistoryEntry, Store, open_store
+
+if TYPE_CHECKING:
+    from cranewatch.baseline import Baseline
+    from cranewatch.process.envelope import ProcessBaseline
+    from cranewatch.profile import CraneProfile
 
 CRANE = "STS-07"
 # The quarantine captures that show the four headline findings, read one after another (each is
@@ -195,19 +200,18 @@ class Judges:
     """What captures are judged against: the profile, and the baselines learned from a clean capture."""
 
     profile_path: Path
-    profile: Any  # CraneProfile
-    baseline: Any  # Baseline (communications)
-    process_baseline: Any  # ProcessBaseline (signal envelopes)
+    profile: CraneProfile
+    baseline: Baseline | None  # communications
+    process_baseline: ProcessBaseline | None  # signal envelopes
 
 
 def learn_judges(profile_path: str) -> Judges:
-    from cranewatch.baseline import load_baseline
-    from cranewatch.process.engine import learn_from_captures
+    from cranewatch.judging import learn_judging
     from cranewatch.profile import load_profile
 
     profile = load_profile(profile_path)
-    clean = capture_path(BASELINE_SCENARIO)
-    return Judges(Path(profile_path), profile, load_baseline(clean), learn_from_captures([clean], profile))
+    learned = learn_judging([capture_path(BASELINE_SCENARIO)], profile)  # one pass: both baselines
+    return Judges(Path(profile_path), profile, learned.baseline, learned.process_baseline)
 
 
 def analyse(captures: Sequence[Path], judges: Judges) -> tuple[int, tuple[Finding, ...], Any, Any]:

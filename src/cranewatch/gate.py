@@ -23,7 +23,7 @@ import tomllib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cranewatch.conversations import Conversation, ConversationBook
 from cranewatch.errors import CranewatchError, InputError, Location, UsageError
@@ -41,6 +41,10 @@ from cranewatch.store import (
     hash_input,
 )
 from cranewatch.store.spool import SpooledRun
+
+if TYPE_CHECKING:
+    from cranewatch.baseline import Baseline
+    from cranewatch.profile import CraneProfile
 
 DECISIONS = ("cleared", "rejected", "needs-review")
 EVIDENCE_KINDS = ("image-scan", "quarantine-capture", "profile")
@@ -402,7 +406,7 @@ def profile_review(crane: Crane, hosts: dict[str, tuple[str, str | None]] | None
     return reasons
 
 
-def baseline_beyond_profile(profile: Any, baseline: Any) -> tuple[str, ...]:
+def baseline_beyond_profile(profile: CraneProfile, baseline: Baseline) -> tuple[str, ...]:
     """Communications a learned baseline saw that the profile does not allow (``client → server:port``).
 
     Before a crane enters service its baseline becomes the allow-list; anything it adds to the
@@ -417,7 +421,8 @@ def baseline_beyond_profile(profile: Any, baseline: Any) -> tuple[str, ...]:
     return tuple(out)
 
 
-def gather_evidence(store: Store, crane: Crane, baseline: Any = None, *, now: float | None = None) -> Evidence:
+def gather_evidence(store: Store, crane: Crane, baseline: Baseline | None = None, *,
+                    now: float | None = None) -> Evidence:
     runs = store.runs(crane.name)
     complete = tuple(r for r in runs if r.kind != "gate" and r.status == "complete")
     standing = [r for r in complete if not r.superseded]
@@ -433,16 +438,12 @@ def gather_evidence(store: Store, crane: Crane, baseline: Any = None, *, now: fl
     hosts = None if profile is None else {h.ip: (h.name, h.mac) for h in profile.hosts}
     beyond: tuple[str, ...] = ()
     if baseline is not None and profile is not None:
-        from cranewatch.baseline import Baseline, load_baseline
-
-        if not isinstance(baseline, Baseline):
-            baseline = load_baseline(baseline)
         beyond = baseline_beyond_profile(profile, baseline)
     return Evidence(complete, findings, stale, problem, hosts, beyond, store.latest_dispositions(crane.name),
                     coverage, time.time() if now is None else now)
 
 
-def read_profile(crane: Crane) -> tuple[str | None, Any]:
+def read_profile(crane: Crane) -> tuple[str | None, CraneProfile | None]:
     """(what is wrong with the crane's profile or None, the loaded ``CraneProfile`` or None)."""
     if not crane.profile_path:
         return f"no profile registered for {crane.name} (cranewatch fleet add --profile, or in the fleet file)", None
@@ -461,11 +462,11 @@ def decide(
     *,
     who: str | None = None,
     move: bool = True,
-    baseline: Any = None,
+    baseline: Baseline | None = None,
 ) -> GateDecision:
     """Decide on ``crane`` from its recorded evidence, record the decision, move the life cycle.
 
-    ``baseline`` (a ``Baseline``, a saved baseline or clean captures) is reviewed against the
+    ``baseline`` (a loaded ``Baseline``: ``judging``) is reviewed against the
     profile: what it saw beyond the profile needs a person's review.
     """
     policy = policy or GatePolicy()
@@ -620,17 +621,11 @@ def open_recording_store(db: str | Path) -> Store:
     return open_store(db, create=False)
 
 
-def recording_crane(store: Store, crane: str | None, *, component: str | None = None,
-                    profile: str | None = None) -> str:
-    """The registered crane a command's result will be recorded for, checked before the work.
-
-    ``crane`` defaults to the profile's crane id. A ``component`` must be one of the crane's
-    registered parts when it has any (the gate matches image scans to parts by name).
+def recording_crane(store: Store, crane: str | None, *, component: str | None = None) -> str:
+    """The registered crane a command's result will be recorded for, checked before the work
+    (``crane``: as given, or the loaded profile's crane id). A ``component`` must be one of the
+    crane's registered parts when it has any (the gate matches image scans to parts by name).
     """
-    if crane is None and profile is not None:
-        from cranewatch.profile import load_profile
-
-        crane = load_profile(profile).crane_id
     if not crane:
         raise UsageError("--db needs --crane ID (the registered crane to record the result for)")
     record = require_crane(store, crane)
@@ -648,15 +643,18 @@ def analyze_and_record(
     baseline: str | None = None, who: str | None = None,
 ) -> int:
     """Analyse captures recorded in quarantine into the store: the run is recorded first (an
-    analysis killed midway stays as an incomplete run), its findings only when it completes."""
+    analysis killed midway stays as an incomplete run), its findings only when it completes.
+    ``profile`` and ``baseline`` (files, recorded as the run's inputs too) are loaded once here
+    (``judging``: a baseline given as a clean capture is learned from it)."""
+    from cranewatch.judging import load_judging
     from cranewatch.pipeline import analyze
-    from cranewatch.sinks import build_sinks
+    from cranewatch.sinks import judged_sinks
 
     judged_by = [p for p in (profile, baseline) if p and Path(p).is_file()]
     run_id = store.begin_run(crane, "analyze", [*captures, *judged_by], who=who or current_user())
     book = ConversationBook()
     try:
-        sinks = [*build_sinks(profile, baseline, crane), book]
+        sinks = [*judged_sinks(load_judging(profile, baseline), crane), book]
         result = analyze([str(c) for c in captures], sinks=sinks, profile=profile, baseline=baseline)
     except BaseException as exc:
         store.fail_run(run_id, f"{type(exc).__name__}: {exc}")

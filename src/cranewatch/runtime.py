@@ -1,5 +1,7 @@
-"""Process-wide runtime settings the command line makes around a command (never the library:
-a program that embeds cranewatch keeps its own garbage-collector settings)."""
+"""Process-wide runtime settings the edges make around a run, never the library (a program
+that embeds cranewatch keeps its own garbage-collector settings): the command line around a
+command (``cli.main``; ``monitor`` is one long run), the console around each run it starts
+(``web.app``: a server's lifetime is not one run)."""
 
 from __future__ import annotations
 

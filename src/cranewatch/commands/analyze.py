@@ -12,7 +12,7 @@ import contextlib
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cranewatch.commands import (
     OUT_HELP,
@@ -28,6 +28,11 @@ from cranewatch.pipeline import AnalysisResult, Sink, analyze
 from cranewatch.progress import ProgressBar, wants_progress
 from cranewatch.report.terminal import printable
 from cranewatch.skipped import SkippedCheck, skipped_checks
+
+if TYPE_CHECKING:
+    from cranewatch.baseline import Baseline
+    from cranewatch.judging import Judging
+    from cranewatch.profile import CraneProfile
 
 FORMATS = ("text", "jsonl", "html")
 
@@ -112,19 +117,20 @@ def _usable_jobs(jobs: int) -> int:
     return usable
 
 
-def detector_sinks(profile: Any, baseline: Any, crane: str | None) -> list[Sink]:
+def detector_sinks(profile: CraneProfile | None, baseline: Baseline | None,
+                   crane: str | None) -> list[Sink]:
     """The network detectors alone (``cranewatch monitor`` asks them window after window)."""
     from cranewatch import sinks
 
     return sinks.detector_sinks(profile, baseline, crane)
 
 
-def analysis_sinks(profile: str | None, baseline: str | None, crane: str | None) -> list[Sink]:
+def analysis_sinks(judging: Judging, crane: str | None) -> list[Sink]:
     """What ``analyze`` runs: the network detectors and the process checks (``sinks.build_sinks``)."""
-    from cranewatch.sinks import build_sinks
+    from cranewatch.sinks import judged_sinks
 
     # the detectors through this module's hook, which monitor shares and tests swap
-    return build_sinks(profile, baseline, crane, detectors=detector_sinks)
+    return judged_sinks(judging, crane, detectors=detector_sinks)
 
 
 def render(result: AnalysisResult, fmt: str, skipped: Sequence[SkippedCheck] = ()) -> str:
@@ -148,6 +154,11 @@ def run(args: argparse.Namespace) -> int:
         if value is not None and not Path(value).exists():
             raise UsageError(f"--{option} {value}: no such file")
     check_inputs(args.captures, "capture or Zeek log")  # before any output
+    from cranewatch.judging import load_judging
+
+    # --profile and --baseline loaded once, before a capture is analysed: a bad one is one
+    # located error (a baseline given as a clean capture is learned here)
+    judging = load_judging(args.profile, args.baseline)
     forwarder = forwarder_from_args(args.forward, args.forward_format, args.forward_ca,
                                     args.forward_state)
     store = None
@@ -167,14 +178,15 @@ def run(args: argparse.Namespace) -> int:
         if store is not None:
             from cranewatch.gate import recording_crane
 
-            crane = recording_crane(store, args.crane, profile=args.profile)
+            crane = recording_crane(
+                store, args.crane if args.crane is not None else judging.crane_id)
         elif spool is not None:
-            crane = _crane_named(args)
+            crane = _crane_named(args, judging)
         else:
             crane = args.crane
         # a recorded run keeps who talked to whom (the console's inventory and map)
         book = ConversationBook() if store is not None or spool is not None else None
-        result, skipped = _analyze(args, crane, [book] if book is not None else [])
+        result, skipped = _analyze(args, judging, crane, [book] if book is not None else [])
         report = render(result, args.format, skipped)
         write_out(report, args.out)
         if (store is not None or spool is not None) and crane is not None:
@@ -195,17 +207,13 @@ def run(args: argparse.Namespace) -> int:
     return int(ExitCode.OK)
 
 
-def _crane_named(args: argparse.Namespace) -> str:
+def _crane_named(args: argparse.Namespace, judging: Judging) -> str:
     """The crane a spooled run is for, from ``--crane`` or the profile (its registration is
     checked when the run is recorded)."""
     if args.crane:
         return str(args.crane)
-    if args.profile:
-        from cranewatch.profile import load_profile
-
-        crane = load_profile(args.profile).crane_id
-        if crane:
-            return str(crane)
+    if judging.crane_id:
+        return str(judging.crane_id)
     raise UsageError("--db needs --crane ID (the registered crane to record the result for)")
 
 
@@ -240,7 +248,7 @@ def _forward(forwarder: Forwarder, result: AnalysisResult) -> None:
         print(f"cranewatch: warning: {printable(note)}", file=sys.stderr)
 
 
-def _analyze(args: argparse.Namespace, crane: str | None,
+def _analyze(args: argparse.Namespace, judging: Judging, crane: str | None,
              extra: list[Sink]) -> tuple[AnalysisResult, tuple[SkippedCheck, ...]]:
     jobs = _usable_jobs(getattr(args, "jobs", 1))
     with contextlib.ExitStack() as stack:
@@ -250,7 +258,7 @@ def _analyze(args: argparse.Namespace, crane: str | None,
             from cranewatch.pipeline import BATCH_PACKETS
 
             ahead = stack.enter_context(ReadAhead(args.captures, BATCH_PACKETS, jobs - 1))
-        sinks = analysis_sinks(args.profile, args.baseline, crane)
+        sinks = analysis_sinks(judging, crane)
         bar = ProgressBar(sys.stderr) if wants_progress(sys.stderr, args.progress) else None
         try:
             result = analyze(args.captures, progress=bar, sinks=[*sinks, *extra],

@@ -83,9 +83,13 @@ def run(args: argparse.Namespace) -> int:
     if not args.crane:
         raise UsageError("name the crane to decide on, e.g. cranewatch gate STS-07")
     images = [parse_image_option(text) for text in args.image]
+    from cranewatch.judging import load_judging
+
+    # the baseline to review, loaded once before any evidence is recorded (captures: learned)
+    baseline = load_judging(baseline=args.baseline).baseline if args.baseline else None
     with store_from_args(args) as store:
         record_evidence(store, args.crane, images, args.capture, who=args.by)
-        decision = decide(store, args.crane, policy, who=args.by, move=not args.no_move, baseline=args.baseline)
+        decision = decide(store, args.crane, policy, who=args.by, move=not args.no_move, baseline=baseline)
     if args.format == "json":
         print(json.dumps(decision.to_json(), indent=2))
     else:

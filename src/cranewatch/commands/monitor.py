@@ -24,6 +24,7 @@ from cranewatch.commands.analyze import detector_sinks
 from cranewatch.errors import ExitCode, UsageError
 from cranewatch.forward import ForwardOutput, add_forward_options, forwarder_from_args
 from cranewatch.heartbeat import HeartbeatWriter
+from cranewatch.judging import Judging, load_judging
 from cranewatch.model import iso_time
 from cranewatch.monitor import (
     FindingOutput,
@@ -127,14 +128,19 @@ def _positive_float(text: str) -> float:
     return value
 
 
+def judging_of(args: argparse.Namespace) -> Judging:
+    """``--profile`` and ``--baseline``, loaded once for the session (``judging``: a baseline
+    given as a capture is learned here, not at every run of the checks)."""
+    judging = getattr(args, "judging", None)
+    if judging is None:
+        judging = args.judging = load_judging(args.profile, args.baseline)
+    return judging
+
+
 def _crane_of(args: argparse.Namespace) -> str | None:
     if args.crane:
         return str(args.crane)
-    if args.profile:
-        from cranewatch.profile import load_profile
-
-        return load_profile(args.profile).crane_id
-    return None
+    return judging_of(args).crane_id
 
 
 def process_checks(args: argparse.Namespace) -> list[RollingProcessChecks]:
@@ -143,13 +149,14 @@ def process_checks(args: argparse.Namespace) -> list[RollingProcessChecks]:
     Only with a profile: its register map says what the values mean. Without one the checks
     would have no register map (no crane is built in; ``cranewatch.sinks`` skips them too).
     """
-    if args.profile is None:
+    judging = judging_of(args)
+    if judging.profile is None:
         return []
     from cranewatch.process.engine import build_sink
     from cranewatch.process.signals import is_write_event
 
-    # Built once: a baseline given as captures is learned here, not at every run of the checks.
-    template = build_sink(profile=args.profile, baseline=args.baseline, crane=args.crane)
+    template = build_sink(profile=judging.profile, baseline=judging.process_baseline,
+                          crane=args.crane)
     return [RollingProcessChecks(lambda: replace(template, series=[], writes=[]), is_write_event,
                                  span=args.process_span, every=args.process_every)]
 
@@ -238,7 +245,8 @@ def run(args: argparse.Namespace) -> int:
                        packets=args.packets, bpf=(args.filter,) if args.filter else (),
                        buffer_kib=args.buffer * 1024 if args.buffer else None)
     crane = args.crane
-    detectors = detector_sinks(args.profile, args.baseline, crane)
+    judging = judging_of(args)  # a bad profile or baseline stops here, before any capture
+    detectors = detector_sinks(judging.profile, judging.baseline, crane)
     rolling = process_checks(args)
     sinks = [*detectors, *rolling]
     # What this session cannot check, said once on stderr (the --out file holds findings only)

@@ -37,8 +37,12 @@ def register(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from cranewatch.judging import load_judging
+
+    # loaded once, before the store is touched (a clean capture as --baseline: learned here)
+    judging = load_judging(args.profile, args.baseline)
     with store_from_args(args) as store:
-        stored = inservice_policy(store, args.crane, profile=args.profile, baseline=args.baseline,
+        stored = inservice_policy(store, args.crane, profile=judging.profile, baseline=judging.baseline,
                                   interface=args.interface, out=out_file(args.out), check=args.check, by=args.by)
     report_written(stored.text, out_file(args.out), checked=args.check)
     return 0

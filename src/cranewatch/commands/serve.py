@@ -49,7 +49,8 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--idle-minutes", type=float, default=30.0,
                         help="a session unused this long ends (default %(default)s)")
     add_db_option(parser)
-    parser.set_defaults(func=run)
+    # a server's lifetime is not one run: it tunes the collector around the runs it starts
+    parser.set_defaults(func=run, own_collections=True)
 
 
 def check_bind(host: str, tls: bool, insecure: bool) -> None:

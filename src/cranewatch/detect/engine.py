@@ -12,8 +12,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Sequence
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cranewatch.detect import adapt
 from cranewatch.detect.aggregate import aggregate
@@ -34,6 +33,10 @@ from cranewatch.flows import Flow
 from cranewatch.model import Finding
 from cranewatch.protocols import registry
 from cranewatch.protocols.modbus import RegisterSeries
+
+if TYPE_CHECKING:
+    from cranewatch.baseline import Baseline
+    from cranewatch.profile import CraneProfile
 
 FIRST_BYTES = 256  # bytes of each side kept per unclaimed flow to recognise its protocol
 
@@ -236,19 +239,19 @@ def _host(endpoint: str) -> str:
     return endpoint.rsplit(":", 1)[0] if endpoint.count(":") == 1 else endpoint
 
 
-def build_sink(profile: Any = None, baseline: Any = None, crane: str | None = None) -> DetectionSink:
-    """The detector sink for a run. ``profile``/``baseline`` may be objects, paths or None.
-
-    A baseline given as captures is learned first (``baseline.load_baseline``). The crane id
-    comes from ``crane``, else from the profile.
+def build_sink(profile: CraneProfile | None = None, baseline: Baseline | None = None,
+               crane: str | None = None) -> DetectionSink:
+    """The detector sink for a run, judged against a loaded profile and baseline (each may be
+    None). Both come loaded from the edge (``judging``: a saved baseline read, or one learned
+    from clean captures there); building the sink reads no file and runs no pipeline. The
+    crane id comes from ``crane``, else from the profile.
     """
-    from cranewatch.baseline import Baseline, load_baseline
-    from cranewatch.profile import CraneProfile, load_profile
+    from cranewatch.baseline import Baseline
+    from cranewatch.profile import CraneProfile
 
-    if isinstance(profile, str | Path):
-        profile = load_profile(profile)
+    if profile is not None and not isinstance(profile, CraneProfile):
+        raise TypeError(f"profile: a loaded CraneProfile (cranewatch.judging), not {type(profile).__name__}")
     if baseline is not None and not isinstance(baseline, Baseline):
-        baseline = load_baseline(baseline)
-    assert profile is None or isinstance(profile, CraneProfile)
+        raise TypeError(f"baseline: a loaded Baseline (cranewatch.judging), not {type(baseline).__name__}")
     crane_id = crane or (profile.crane_id if profile is not None else None)
     return DetectionSink(Context(profile=profile, baseline=baseline, crane=crane_id))

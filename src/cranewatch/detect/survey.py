@@ -18,8 +18,12 @@ import sys
 from collections import defaultdict
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from cranewatch.model import Finding, Severity
+
+if TYPE_CHECKING:
+    from cranewatch.profile import CraneProfile
 
 ICS_PROTOCOLS = frozenset({"s7comm", "enip", "cip", "mbtcp", "opcua"})
 MAX_PACKETS = 200_000
@@ -62,7 +66,7 @@ def row(findings: Sequence[Finding]) -> str:
         for (c, s, text), fs in sorted(groups.items()))
 
 
-def lab_table(lab: Path, profile: str | None) -> None:
+def lab_table(lab: Path, profile: CraneProfile | None) -> None:
     import json
 
     from cranewatch.baseline import learn_baseline
@@ -91,7 +95,9 @@ def main(argv: Sequence[str]) -> int:
     from cranewatch.pipeline import analyze
 
     if argv and argv[0] == "--lab":
-        profile = argv[argv.index("--profile") + 1] if "--profile" in argv else None
+        from cranewatch.profile import load_profile
+
+        profile = load_profile(argv[argv.index("--profile") + 1]) if "--profile" in argv else None
         lab_table(Path(argv[1]), profile)
         return 0
     items: list[tuple[Path, str, int]] = []

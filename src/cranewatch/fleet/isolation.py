@@ -10,13 +10,17 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cranewatch.errors import UsageError
 from cranewatch.fleet.lifecycle import check_transition
 from cranewatch.fleet.registry import current_user, require_crane, transition
 from cranewatch.policy import inservice_ruleset, quarantine_ruleset, verify_ruleset
 from cranewatch.store import Store, StoredRuleset
+
+if TYPE_CHECKING:
+    from cranewatch.baseline import Baseline
+    from cranewatch.profile import CraneProfile
 
 
 def quarantine_crane(
@@ -56,8 +60,8 @@ def inservice_policy(
     store: Store,
     crane: str,
     *,
-    profile: Any = None,
-    baseline: Any = None,
+    profile: CraneProfile | None = None,
+    baseline: Baseline | dict[str, Any] | None = None,
     interface: str | None = None,
     out: str | Path | None = None,
     check: bool = False,
@@ -65,21 +69,17 @@ def inservice_policy(
 ) -> StoredRuleset:
     """Generate (and check, write, record) the in-service allow-list from profile and baseline.
 
-    ``profile``: a ``CraneProfile``, a path, or None for the crane's registered profile;
-    ``baseline``: a ``Baseline``, a saved baseline path, captures to learn from, or None.
+    ``profile``: a loaded ``CraneProfile``, or None for the crane's registered profile (read
+    here); ``baseline``: a loaded ``Baseline`` (``judging``: saved or learned at the edge), a
+    ``{"communications": [...]}`` table, or None.
     """
-    from cranewatch.baseline import Baseline, load_baseline
-    from cranewatch.profile import CraneProfile, load_profile
+    from cranewatch.profile import load_profile
 
     record = require_crane(store, crane)
     if profile is None:
-        profile = record.profile_path
-    if profile is None:
-        raise UsageError(f"{record.name} has no registered profile: give --profile FILE")
-    if not isinstance(profile, CraneProfile):
-        profile = load_profile(profile)
-    if baseline is not None and not isinstance(baseline, Baseline | dict):
-        baseline = load_baseline(baseline)
+        if record.profile_path is None:
+            raise UsageError(f"{record.name} has no registered profile: give --profile FILE")
+        profile = load_profile(record.profile_path)
     text = inservice_ruleset(profile, baseline, crane=record.name, interface=interface)
     verify_ruleset(text, required=check)
     if out is not None:

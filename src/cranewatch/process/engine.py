@@ -12,14 +12,13 @@ run of the checks, so no check compares values across two recordings.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from cranewatch.errors import InputError, Location
 from cranewatch.model import Finding
 from cranewatch.process import plot
 from cranewatch.process.checks import (
@@ -42,6 +41,9 @@ from cranewatch.process.signals import (
 from cranewatch.process.state import crane_states
 from cranewatch.protocols.modbus import RegisterSeries
 from cranewatch.segments import Segment
+
+if TYPE_CHECKING:
+    from cranewatch.profile import CraneProfile
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,7 +143,7 @@ class ProcessSink:
     windows once the capture's time span is known; ``config`` overrides it.
     """
 
-    profile: object | None = None
+    profile: CraneProfile | None = None
     config: ProcessConfig | None = None
     baseline: ProcessBaseline | None = None
     crane: str | None = None  # overrides the profile's crane id
@@ -205,41 +207,25 @@ class ProcessSink:
         return segment_findings(incidents, plot.render)
 
 
-def read_process_baseline(path: str | Path) -> ProcessBaseline:
-    """A saved process baseline: its own JSON, or the ``"process"`` part of a crane baseline."""
-    try:
-        obj = json.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise InputError(f"cannot read the process baseline: {exc}", Location(file=str(path))) from exc
-    if isinstance(obj, dict) and isinstance(obj.get("process"), dict):
-        obj = obj["process"]
-    if not isinstance(obj, dict) or "value_range" not in obj:
-        raise InputError("no process baseline in this file", Location(file=str(path)))
-    try:
-        return ProcessBaseline.from_json(obj)
-    except (KeyError, TypeError, ValueError) as exc:
-        raise InputError(f"bad process baseline: {exc}", Location(file=str(path))) from exc
-
-
-def read_captures(captures: Sequence[str | Path], profile: object | None = None) -> ProcessSink:
+def read_captures(captures: Sequence[str | Path], profile: CraneProfile | None = None) -> ProcessSink:
     """Run the capture pipeline over ``captures`` into a process sink (checks not yet run).
-    ``profile``: a loaded profile or its path; without one no register is a crane signal."""
+    ``profile``: the loaded profile; without one no register is a crane signal."""
     from cranewatch.pipeline import analyze
 
-    if isinstance(profile, str | Path):
-        from cranewatch.profile import load_profile
-
-        profile = load_profile(profile)
-
-    sink = ProcessSink(profile=profile)
+    sink = ProcessSink(profile=_loaded(profile))
     analyze(list(captures), sinks=[sink])
     return sink
 
 
-def learn_from_captures(captures: Sequence[str | Path], profile: object | None = None,
+def learn_from_captures(captures: Sequence[str | Path], profile: CraneProfile | None = None,
                         *, learned_mode: bool = False) -> ProcessBaseline:
     """The process baseline of clean captures."""
-    sink = read_captures(captures, profile)
+    return envelopes_of(read_captures(captures, profile), learned_mode=learned_mode)
+
+
+def envelopes_of(sink: ProcessSink, *, learned_mode: bool = False) -> ProcessBaseline:
+    """The process baseline of what a sink collected from clean captures (``learn_from_sink``;
+    with no samples at all, that of the empty frame)."""
     learned = learn_from_sink(sink, learned_mode=learned_mode)
     if learned is None:
         frame = sink.frame()
@@ -255,42 +241,24 @@ def learn_from_sink(sink: ProcessSink, *, learned_mode: bool = False) -> Process
     return merge(parts) if parts else None
 
 
-def _is_json(path: str | Path) -> bool:
-    """A saved baseline (JSON) rather than a capture, whatever its name."""
-    try:
-        with open(path, "rb") as handle:
-            return handle.read(64).lstrip()[:1] == b"{"
-    except OSError:
-        return Path(path).suffix == ".json"
-
-
-def build_sink(profile: object | str | Path | None = None,
-               baseline: ProcessBaseline | str | Path | Sequence[str | Path] | None = None,
+def build_sink(profile: CraneProfile | None = None, baseline: ProcessBaseline | None = None,
                crane: str | None = None) -> ProcessSink:
-    """The process sink for a run; ``profile`` and ``baseline`` may be objects or paths.
+    """The process sink for a run, judged against a loaded profile and process baseline.
 
-    A baseline given as captures is learned from them first; a JSON file is read as a process
-    baseline (its own, or the ``"process"`` part of a crane baseline file). A crane baseline
-    without a process part gives no process baseline: the checks then use physics and the
-    register map alone.
+    Both come loaded from the edge (``judging``: a saved baseline's process part, or the
+    envelopes learned from clean captures there); building the sink reads no file and runs no
+    pipeline. Without a baseline the checks use physics and the register map alone.
     """
-    if isinstance(profile, str | Path):
-        from cranewatch.profile import load_profile
+    if baseline is not None and not isinstance(baseline, ProcessBaseline):
+        raise TypeError(f"baseline: a loaded ProcessBaseline (cranewatch.judging), not {type(baseline).__name__}")
+    return ProcessSink(profile=_loaded(profile), baseline=baseline, crane=crane)
 
-        profile = load_profile(profile)
-    learned: ProcessBaseline | None = None
-    if isinstance(baseline, ProcessBaseline):
-        learned = baseline
-    elif baseline is not None:
-        paths = [baseline] if isinstance(baseline, str | Path) else list(baseline)
-        if len(paths) == 1 and _is_json(paths[0]):
-            try:
-                learned = read_process_baseline(paths[0])
-            except InputError:
-                learned = None
-        else:
-            learned = learn_from_captures(paths, profile)
-    return ProcessSink(profile=profile, baseline=learned, crane=crane)
+
+def _loaded(profile: CraneProfile | None) -> CraneProfile | None:
+    """``profile`` as given, refused when it is a path: a profile is loaded once, at the edge."""
+    if isinstance(profile, str | Path):
+        raise TypeError(f"profile: a loaded CraneProfile (cranewatch.profile.load_profile), not the path {profile}")
+    return profile
 
 
 def collect(series: Sequence[RegisterSeries], events: Sequence[object] = (),

@@ -59,6 +59,7 @@ from cranewatch.errors import (
     UsageError,
 )
 from cranewatch.model import iso_time
+from cranewatch.runtime import fewer_collections
 from cranewatch.store import FINDING_STATES, Session, Store, open_store
 from cranewatch.web import auth, data
 from cranewatch.web.server import HostCheck
@@ -335,13 +336,19 @@ class Console:
             return JSONResponse({"error": message, "status": status}, status_code=status)
         return self.render(request, "error.html.j2", status=status, status_code=status, message=message)
 
-    def guarded(self, handler: Callable[[Request], Response]) -> Callable[[Request], Awaitable[Response]]:
-        """Run a synchronous page on a worker thread; cranewatch errors become 404/409/400 pages."""
+    def guarded(self, handler: Callable[[Request], Response], *,
+                run: bool = False) -> Callable[[Request], Awaitable[Response]]:
+        """Run a synchronous page on a worker thread; cranewatch errors become 404/409/400 pages.
+
+        A ``run`` (the gate's decision over every recorded run, the commissioning report, frames
+        cut from a capture) makes many short-lived objects: the collector runs less often
+        meanwhile (``runtime.fewer_collections``, the server's choice as the command line's is
+        for a command; the settings come back when the last run under way ends)."""
 
         async def endpoint(request: Request) -> Response:
             def work() -> Response:
                 try:
-                    with self.stores.opened():
+                    with self.stores.opened(), fewer_collections() if run else contextlib.nullcontext():
                         return handler(request)
                 except StateError as exc:
                     status = 404 if "not registered" in exc.message or "no stored finding" in exc.message else 409
@@ -372,12 +379,12 @@ class Console:
             Route("/logout", g(self.logout), methods=["POST"]),
             Route("/", g(self.quay_page), methods=["GET"]),
             Route("/crane/{crane}", g(self.crane_page), methods=["GET"]),
-            Route("/crane/{crane}/report", g(self.report_page), methods=["GET"]),
+            Route("/crane/{crane}/report", g(self.report_page, run=True), methods=["GET"]),
             Route("/crane/{crane}/map.svg", g(self.map_svg), methods=["GET"]),
             Route("/api/cranes/{crane}/map", g(self.api_map), methods=["GET"]),
             Route("/api/cranes/{crane}/assets", g(self.api_assets), methods=["GET"]),
             Route("/crane/{crane}/finding/{finding}", g(self.finding_page), methods=["GET"]),
-            Route("/crane/{crane}/finding/{finding}/frames.pcap", g(self.frames), methods=["GET"]),
+            Route("/crane/{crane}/finding/{finding}/frames.pcap", g(self.frames, run=True), methods=["GET"]),
             Route("/crane/{crane}/finding/{finding}/plot/{n:int}.svg", g(self.plot_svg), methods=["GET"]),
             Route("/incidents", g(self.incidents_page), methods=["GET"]),
             Route("/images", g(self.images_page), methods=["GET"]),
@@ -386,7 +393,7 @@ class Console:
             Route("/api/session", g(self.api_session), methods=["GET"]),
             Route("/api/cranes", g(self.api_cranes), methods=["GET"]),
             Route("/api/cranes/{crane}", g(self.api_crane), methods=["GET"]),
-            Route("/api/cranes/{crane}/gate", g(self.api_sign_gate), methods=["POST"]),
+            Route("/api/cranes/{crane}/gate", g(self.api_sign_gate, run=True), methods=["POST"]),
             Route("/api/findings", g(self.api_findings), methods=["GET"]),
             Route("/api/findings/{finding}", g(self.api_finding), methods=["GET"]),
             Route("/api/findings/{finding}/triage", g(self.api_triage), methods=["POST"]),
