@@ -513,6 +513,8 @@ class Analysis:
         self.packets += len(batch)
         self._count_hosts(batch, decoded)
         flows = self.flows.update(decoded, batch, batch.source)
+        for flow in flows.ended:  # over before this batch touched them (``FlowTable``)
+            self._end_flow(flow)
         if self._several_captures:
             _events_name_their_capture(flows.flows, batch.source)
         # Events of this batch are gathered and given out in capture order: the fast path,
@@ -534,6 +536,8 @@ class Analysis:
         deferred.sort(key=_ROW)
         for _, event in deferred:
             self.emit(event)
+        for flow in flows.superseded:  # a later packet of the batch began a new flow on its key
+            self._end_flow(flow)
         now = float(batch.ts[-1])
         if self._next_sweep is None:
             self._next_sweep = now + SWEEP_SECONDS
