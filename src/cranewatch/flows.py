@@ -543,7 +543,6 @@ class FlowTable:
         key_list: list[bytes] = uniq.tolist()  # 'V40' records come out as bytes
         found: list[Flow | None] = [table.get(k) for k in key_list]
         ended: list[Flow] = []
-        superseded: list[Flow] = []
         owner: list[int] = []
         restarts = self._restarts(found, inverse, src_is_a, tcp, flags, ts, seq, proto)
         if restarts is not None:
@@ -789,7 +788,7 @@ class FlowTable:
             self.evicted += len(quiet)
             gone = np.concatenate([gone, quiet])
         by_slot = self._by_slot
-        done: list[Flow] = [by_slot[s] for s in gone.tolist()]  # type: ignore[misc]
+        done = [flow for flow in (by_slot[s] for s in gone.tolist()) if flow is not None]
         table = self.flows
         for flow in done:
             del table[flow.key]

@@ -353,6 +353,10 @@ class Analysis:
         # Each new flow (every name lookup is one) looks through its transport's decoders.
         self._candidates = {t: [s for s in self.decoders if s.transport == t]
                             for t in ("tcp", "udp")}
+        self._by_port: dict[str, dict[int, list[DecoderSpec]]] = {
+            t: {port: [s for s in specs if port in s.ports]
+                for port in sorted({p for s in specs for p in s.ports})}
+            for t, specs in self._candidates.items()}
         self.flows = flow_table or FlowTable()
         # Each protocol's state for this run, and who is asked what (decided once).
         self.runs = registry.runs()
@@ -651,7 +655,13 @@ class Analysis:
         candidates = self._candidates[transport]
         chosen: DecoderSpec | None = None
         reversed_roles = False
-        for spec in candidates:
+        # Only the decoders of either port can be chosen by port (in priority order).
+        by_port = self._by_port[transport]
+        on_ports = by_port.get(flow.server_port, ())
+        if flow.client_port in by_port:
+            on_ports = [spec for spec in candidates
+                        if spec in on_ports or spec in by_port[flow.client_port]]
+        for spec in on_ports:
             # On its own port a protocol is trusted unless the probe, given enough bytes to
             # judge (a first segment can be a few bytes of a split PDU), says otherwise.
             if flow.server_port in spec.ports and (
@@ -786,19 +796,27 @@ class Analysis:
         mine = rows[new[index[rows]]]
         flags = decoded.tcp_flags[mine]
         syn_rows = mine[(flags & TCP_SYN) != 0]
-        for r in syn_rows.tolist():
-            side = flows[int(index[r])].side(bool(from_client[r]))
-            if side.stream is None:
-                side.stream = Stream()
-            side.stream.syn(int(decoded.tcp_seq[r]))
+        # numpy scalars are slow: each column read once, as Python numbers
+        for f, to_server, seq in zip(index[syn_rows].tolist(), from_client[syn_rows].tolist(),
+                                     decoded.tcp_seq[syn_rows].tolist(), strict=True):
+            flow = flows[f]
+            side = flow.to_server if to_server else flow.to_client
+            stream = side.stream
+            if stream is None:
+                stream = side.stream = Stream()
+            stream.syn(seq)
         with_data = mine[decoded.payload_len[mine] > 0]
         # The first payload of each flow, flows in index order (a table, not a sort: linear).
         first = np.full(len(flows), len(with_data), dtype=np.int64)
         np.minimum.at(first, index[with_data], np.arange(len(with_data)))
-        for r in with_data[first[first < len(with_data)]].tolist():
-            flow = flows[int(index[r])]
-            off, size = int(decoded.payload_off[r]), int(decoded.payload_len[r])
-            self._choose(flow, batch.buf[off : off + size], bool(from_client[r]), int(batch.frame[r]))
+        picked = with_data[first[first < len(with_data)]]
+        buf = batch.buf
+        for f, off, size, to_server, frame in zip(
+                index[picked].tolist(), decoded.payload_off[picked].tolist(),
+                decoded.payload_len[picked].tolist(), from_client[picked].tolist(),
+                batch.frame[picked].tolist(), strict=True):
+            flow = flows[f]
+            self._choose(flow, buf[off : off + size], to_server, frame)
             if flow.protocol:
                 for side in (flow.to_server, flow.to_client):
                     if side.stream is None:
