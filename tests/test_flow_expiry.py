@@ -233,3 +233,32 @@ def test_shared_capture_flows_do_not_depend_on_batches(shared_data: Path) -> Non
         pytest.skip(f"{path} is not in the shared data")
     counts = {batch: len(flows_of(path, batch)) for batch in (64, 1000, 65536)}
     assert counts == {64: 117, 1000: 117, 65536: 117}
+
+
+def test_the_conversation_book_folds_flow_runs_as_it_folds_summaries() -> None:
+    """``ConversationBook.on_flows`` (the flow table's flows in runs) gives what
+    ``on_flow_end`` gives from each flow's summary, on a lab capture with many flows."""
+    from cranewatch.conversations import ConversationBook
+
+    capture = Path(__file__).resolve().parent.parent / "src" / "cranewatch" / "data" / "lab" / "normal" / "crane-lan.pcap"
+
+    class SummariesOnly:  # the book as a sink that only has on_flow_end
+        def __init__(self) -> None:
+            self.book = ConversationBook()
+
+        def on_event(self, event: Any) -> None:
+            return None
+
+        def on_series(self, series: Any) -> None:
+            return None
+
+        def on_flow_end(self, flow: FlowSummary) -> None:
+            self.book.on_flow_end(flow)
+
+        def finish(self) -> list[Any]:
+            return []
+
+    bulk, single = ConversationBook(), SummariesOnly()
+    result = Analysis([bulk, single]).run([capture])
+    assert bulk.conversations() == single.book.conversations()
+    assert sum(c.flows for c in bulk.conversations()) == result.flows > 10
