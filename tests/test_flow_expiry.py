@@ -262,3 +262,27 @@ def test_the_conversation_book_folds_flow_runs_as_it_folds_summaries() -> None:
     result = Analysis([bulk, single]).run([capture])
     assert bulk.conversations() == single.book.conversations()
     assert sum(c.flows for c in bulk.conversations()) == result.flows > 10
+
+
+def test_grouping_gives_the_rows_in_group_order() -> None:
+    """The row order the flow table reads restarts in: ``argsort(group, stable)``, also when
+    the hash grouping falls back to the exact sort (keys made to collide on purpose)."""
+    import numpy as np
+
+    from cranewatch import flows
+
+    rng = np.random.default_rng(7)
+    for count in (1, 2, 9, 5000):
+        keys = np.zeros(count, dtype=flows._KEY_DTYPE)
+        keys["pa"] = rng.integers(0, 30, count)
+        keys["proto"] = 6
+        _, _, inverse, order = flows._group_rows(keys)
+        assert (order == np.argsort(inverse, kind="stable")).all()
+    original = flows._HASH_MULTIPLIERS.copy()
+    try:
+        flows._HASH_MULTIPLIERS[:] = 0  # every key hashes alike: the exact path
+        _, _, inverse, order = flows._group_rows(keys)
+        assert len(set(inverse.tolist())) == len(set(keys["pa"].tolist()))
+        assert (order == np.argsort(inverse, kind="stable")).all()
+    finally:
+        flows._HASH_MULTIPLIERS[:] = original

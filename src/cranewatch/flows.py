@@ -40,10 +40,16 @@ def group_values(values: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray
     callers check the grouping (as ``group_rows`` does); for hashes this is what a hash
     collision would do anyway.
     """
+    first, last, inverse, _ = _group_values(values)
+    return first, last, inverse
+
+
+def _group_values(values: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """``group_values``, and the rows in group order (within a group, in row order)."""
     count = len(values)
     if count == 0:
         empty = np.zeros(0, dtype=np.intp)
-        return empty, empty, empty
+        return empty, empty, empty, empty
     bits = np.uint64(max(1, (count - 1).bit_length()))
     packed = ((values.astype(np.uint64) >> bits) << bits) | np.arange(count, dtype=np.uint64)
     packed.sort()
@@ -58,7 +64,7 @@ def group_values(values: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray
     ends = np.empty_like(runs)
     ends[:-1] = runs[1:]
     ends[-1] = count
-    return order[runs], order[ends - 1], inverse
+    return order[runs], order[ends - 1], inverse, order
 
 
 def group_rows(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -67,12 +73,18 @@ def group_rows(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     Sorting 40-byte records is slow, so rows are grouped by a 64-bit hash and the grouping is
     then verified byte for byte; on a collision (never seen in practice) the exact sort is used.
     """
+    first, last, inverse, _ = _group_rows(keys)
+    return first, last, inverse
+
+
+def _group_rows(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """``group_rows``, and the rows in group order (within a group, in row order)."""
     words = keys.view(np.uint64).reshape(len(keys), -1)
     digest = np.zeros(len(keys), dtype=np.uint64)
     for column, multiplier in zip(words.T, _HASH_MULTIPLIERS, strict=False):
         mixed = column * multiplier
         digest ^= mixed ^ (mixed >> np.uint64(29))
-    first, last, inverse = group_values(digest)
+    first, last, inverse, order = _group_values(digest)
     packed = keys.view(f"V{keys.dtype.itemsize}").reshape(len(keys))
     # gather whole records (one fixed-size copy each), then compare them as words
     if not (packed[first][inverse].view(np.uint64).reshape(words.shape) == words).all():
@@ -80,7 +92,8 @@ def group_rows(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         inverse = inverse.reshape(-1)
         last = np.zeros(len(first), dtype=np.intp)
         np.maximum.at(last, inverse, np.arange(len(keys)))
-    return first, last, inverse
+        order = np.argsort(inverse, kind="stable")
+    return first, last, inverse, order
 
 
 def group_keys(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -532,7 +545,7 @@ class FlowTable:
         keys["pb"] = np.where(src_is_a, dport, sport)
         keys["proto"] = proto
         keys["pad"] = b"\x00\x00\x00"
-        first, last, inverse = group_rows(keys)
+        first, last, inverse, order = _group_rows(keys)
         uniq = keys.view("V40")[first]
         flags = decoded.tcp_flags[ip_rows]
         ts = batch.ts[ip_rows]
@@ -544,7 +557,7 @@ class FlowTable:
         found: list[Flow | None] = [table.get(k) for k in key_list]
         ended: list[Flow] = []
         owner: list[int] = []
-        restarts = self._restarts(found, inverse, src_is_a, tcp, flags, ts, seq, proto)
+        restarts = self._restarts(found, inverse, order, src_is_a, tcp, flags, ts, seq, proto)
         if restarts is not None:
             epoch, over = restarts
             for g in over:  # the table's flow was over before this batch touched it
@@ -620,9 +633,9 @@ class FlowTable:
         self._seq0[sides] = -1
         return new
 
-    def _restarts(self, found: list[Flow | None], inverse: np.ndarray, src_is_a: np.ndarray,
-                  tcp: np.ndarray, flags: np.ndarray, ts: np.ndarray, seq: np.ndarray,
-                  proto: np.ndarray) -> tuple[np.ndarray | None, list[int]] | None:
+    def _restarts(self, found: list[Flow | None], inverse: np.ndarray, order: np.ndarray,
+                  src_is_a: np.ndarray, tcp: np.ndarray, flags: np.ndarray, ts: np.ndarray,
+                  seq: np.ndarray, proto: np.ndarray) -> tuple[np.ndarray | None, list[int]] | None:
         """Where a packet of the batch begins a new flow on a key (see the class).
 
         Returns None when none does (nearly always), else the epoch of each row (0 for the
@@ -635,8 +648,7 @@ class FlowTable:
         groups = len(found)
         old_slot = np.fromiter((-1 if f is None else f.slot for f in found), dtype=np.int64,
                                count=groups)
-        order = np.argsort(inverse, kind="stable")
-        s_group = inverse[order]
+        s_group = inverse[order]  # ``order``: the rows by group, in row order within one
         count = len(order)
         starts = np.ones(count, dtype=bool)
         np.not_equal(s_group[1:], s_group[:-1], out=starts[1:])
