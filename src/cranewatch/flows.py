@@ -80,10 +80,16 @@ def group_rows(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 def _group_rows(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """``group_rows``, and the rows in group order (within a group, in row order)."""
     words = keys.view(np.uint64).reshape(len(keys), -1)
+    # Chained: each word is mixed into what the words before it gave (multiply, then fold the
+    # high half down). Mixing each word alone and XOR-ing the results collided on the flow keys
+    # of many hosts and ports (the IPv4 address sits in the top half of its word, which a
+    # product only carries upwards), and every such batch took the exact sort.
     digest = np.zeros(len(keys), dtype=np.uint64)
+    half = np.uint64(32)
     for column, multiplier in zip(words.T, _HASH_MULTIPLIERS, strict=False):
-        mixed = column * multiplier
-        digest ^= mixed ^ (mixed >> np.uint64(29))
+        digest ^= column
+        digest *= multiplier
+        digest ^= digest >> half
     first, last, inverse, order = _group_values(digest)
     packed = keys.view(f"V{keys.dtype.itemsize}").reshape(len(keys))
     # gather whole records (one fixed-size copy each), then compare them as words
