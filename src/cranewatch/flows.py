@@ -77,20 +77,27 @@ def group_rows(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return first, last, inverse
 
 
-def _group_rows(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """``group_rows``, and the rows in group order (within a group, in row order)."""
-    words = keys.view(np.uint64).reshape(len(keys), -1)
-    # Chained: each word is mixed into what the words before it gave (multiply, then fold the
-    # high half down). Mixing each word alone and XOR-ing the results collided on the flow keys
-    # of many hosts and ports (the IPv4 address sits in the top half of its word, which a
-    # product only carries upwards), and every such batch took the exact sort.
-    digest = np.zeros(len(keys), dtype=np.uint64)
+def _digest(words: np.ndarray) -> np.ndarray:
+    """A 64-bit hash of each row of uint64 words.
+
+    Chained: each word is mixed into what the words before it gave (multiply, then fold the
+    high half down). Mixing each word alone and XOR-ing the results collided on the flow keys
+    of many hosts and ports (the IPv4 address sits in the top half of its word, which a
+    product only carries upwards), and every such batch took the exact sort.
+    """
+    digest = np.zeros(len(words), dtype=np.uint64)
     half = np.uint64(32)
     for column, multiplier in zip(words.T, _HASH_MULTIPLIERS, strict=False):
         digest ^= column
         digest *= multiplier
         digest ^= digest >> half
-    first, last, inverse, order = _group_values(digest)
+    return digest
+
+
+def _group_rows(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """``group_rows``, and the rows in group order (within a group, in row order)."""
+    words = keys.view(np.uint64).reshape(len(keys), -1)
+    first, last, inverse, order = _group_values(_digest(words))
     packed = keys.view(f"V{keys.dtype.itemsize}").reshape(len(keys))
     # gather whole records (one fixed-size copy each), then compare them as words
     if not (packed[first][inverse].view(np.uint64).reshape(words.shape) == words).all():
