@@ -318,3 +318,17 @@ def test_flow_keys_of_many_hosts_and_ports_do_not_collide() -> None:
     first, _, inverse, _ = flows._group_rows(keys)
     assert len(first) == distinct
     assert (keys.view("V40")[first][inverse] == keys.view("V40")).all()
+
+
+@pytest.mark.parametrize("batch", [3, 65536])
+def test_flows_ending_together_reach_the_sinks_in_capture_order(tmp_path: Path, batch: int) -> None:
+    """Flows that end at the same moment (here: the end of the capture) are given to sinks in
+    the order their first packets came, not in the order of a hash of their addresses."""
+    frames = []
+    for n in range(40):
+        c = Conversation(f"10.20.{n % 5}.{100 - n}", "10.20.7.10", client_port=40000 + 7 * n)
+        frames.append(c.send(True, read_request(1, 3, 0, 1)))
+    flows = Recorder()
+    Analysis([flows]).run([write(tmp_path / "order.pcap", [(0.01 * i, f) for i, f in enumerate(frames)])],
+                          batch_packets=batch)
+    assert [f.first_frame for f in flows.flows] == list(range(1, 41))

@@ -585,6 +585,8 @@ class FlowTable:
                 key_list.extend(key_list[g] for g in owner)
                 found.extend([None] * len(owner))
         missing = [i for i, f in enumerate(found) if f is None]
+        if len(missing) > 1:  # created (and so ended, at a sweep or the end) in capture order
+            missing = [missing[k] for k in np.argsort(first[missing], kind="stable").tolist()]
         new: list[Flow] = []
         if missing:
             new = self._add(missing, key_list, found, first, keys, src_is_a, flags, ts, frames,
