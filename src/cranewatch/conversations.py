@@ -11,7 +11,8 @@ API::
 
     Conversation(client, server, transport, server_port, protocol, flows, packets, bytes,
                  first_seen, last_seen)                  .to_json()
-    ConversationBook()          a Sink: on_flow_end(FlowSummary) folds; .conversations() -> list
+    ConversationBook()          a Sink: on_flow_end(FlowSummary) or on_flows([Flow]) folds;
+                                .conversations() -> list
 """
 
 from __future__ import annotations
@@ -86,6 +87,32 @@ class ConversationBook:
         entry[2] += flow.bytes
         entry[3] = min(entry[3], flow.first_seen)
         entry[4] = max(entry[4], flow.last_seen)
+
+    def on_flows(self, flows: list[Any]) -> None:
+        """Finished flows of the flow table (``flows.Flow``) in a run, folded as
+        ``on_flow_end`` folds their summaries, without making the summaries."""
+        from cranewatch.pipeline import ip_text
+
+        book = self._book
+        for flow in flows:
+            transport = flow.transport
+            key = (ip_text(flow.client), ip_text(flow.server), transport, flow.server_port,
+                   flow.protocol or transport)
+            to_server, to_client = flow.to_server, flow.to_client
+            packets = to_server.packets + to_client.packets
+            size = to_server.bytes + to_client.bytes
+            entry = book.get(key)
+            if entry is None:
+                if len(book) >= self.limit:
+                    self.dropped_flows += 1
+                    continue
+                book[key] = [1, packets, size, flow.first_seen, flow.last_seen]
+                continue
+            entry[0] += 1
+            entry[1] += packets
+            entry[2] += size
+            entry[3] = min(entry[3], flow.first_seen)
+            entry[4] = max(entry[4], flow.last_seen)
 
     def finish(self) -> list[Finding]:
         return []

@@ -40,10 +40,16 @@ def group_values(values: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray
     callers check the grouping (as ``group_rows`` does); for hashes this is what a hash
     collision would do anyway.
     """
+    first, last, inverse, _ = _group_values(values)
+    return first, last, inverse
+
+
+def _group_values(values: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """``group_values``, and the rows in group order (within a group, in row order)."""
     count = len(values)
     if count == 0:
         empty = np.zeros(0, dtype=np.intp)
-        return empty, empty, empty
+        return empty, empty, empty, empty
     bits = np.uint64(max(1, (count - 1).bit_length()))
     packed = ((values.astype(np.uint64) >> bits) << bits) | np.arange(count, dtype=np.uint64)
     packed.sort()
@@ -58,7 +64,7 @@ def group_values(values: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray
     ends = np.empty_like(runs)
     ends[:-1] = runs[1:]
     ends[-1] = count
-    return order[runs], order[ends - 1], inverse
+    return order[runs], order[ends - 1], inverse, order
 
 
 def group_rows(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -67,12 +73,31 @@ def group_rows(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     Sorting 40-byte records is slow, so rows are grouped by a 64-bit hash and the grouping is
     then verified byte for byte; on a collision (never seen in practice) the exact sort is used.
     """
-    words = keys.view(np.uint64).reshape(len(keys), -1)
-    digest = np.zeros(len(keys), dtype=np.uint64)
+    first, last, inverse, _ = _group_rows(keys)
+    return first, last, inverse
+
+
+def _digest(words: np.ndarray) -> np.ndarray:
+    """A 64-bit hash of each row of uint64 words.
+
+    Chained: each word is mixed into what the words before it gave (multiply, then fold the
+    high half down). Mixing each word alone and XOR-ing the results collided on the flow keys
+    of many hosts and ports (the IPv4 address sits in the top half of its word, which a
+    product only carries upwards), and every such batch took the exact sort.
+    """
+    digest = np.zeros(len(words), dtype=np.uint64)
+    half = np.uint64(32)
     for column, multiplier in zip(words.T, _HASH_MULTIPLIERS, strict=False):
-        mixed = column * multiplier
-        digest ^= mixed ^ (mixed >> np.uint64(29))
-    first, last, inverse = group_values(digest)
+        digest ^= column
+        digest *= multiplier
+        digest ^= digest >> half
+    return digest
+
+
+def _group_rows(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """``group_rows``, and the rows in group order (within a group, in row order)."""
+    words = keys.view(np.uint64).reshape(len(keys), -1)
+    first, last, inverse, order = _group_values(_digest(words))
     packed = keys.view(f"V{keys.dtype.itemsize}").reshape(len(keys))
     # gather whole records (one fixed-size copy each), then compare them as words
     if not (packed[first][inverse].view(np.uint64).reshape(words.shape) == words).all():
@@ -80,7 +105,8 @@ def group_rows(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         inverse = inverse.reshape(-1)
         last = np.zeros(len(first), dtype=np.intp)
         np.maximum.at(last, inverse, np.arange(len(keys)))
-    return first, last, inverse
+        order = np.argsort(inverse, kind="stable")
+    return first, last, inverse, order
 
 
 def group_keys(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -293,6 +319,9 @@ class Flow:
     payloads_shown: int = 0  # payloads of an unclaimed flow given to sinks' on_payload
     client_first: bytes = b""
     server_first: bytes = b""
+    # Where the flow table keeps this flow's counters while it is live (``FlowTable``); its
+    # ``Side`` counters, ``first_seen`` and ``last_seen`` are written when it ends (then -1).
+    slot: int = -1
 
     def side(self, from_client: bool) -> Side:
         return self.to_server if from_client else self.to_client
@@ -372,12 +401,21 @@ class FlowSummary:
 
 @dataclass(frozen=True, slots=True)
 class BatchFlows:
-    """Where each packet of a batch belongs: ``index`` into ``flows`` (-1: no flow)."""
+    """Where each packet of a batch belongs: ``index`` into ``flows`` (-1: no flow).
+
+    ``ended``: flows a packet of this batch found over (idle past their timeout, closed and
+    quiet past the linger, or a new connection on their addresses and ports): they got none
+    of this batch's packets. ``superseded``: flows that got some of this batch's packets
+    before a later one of the same batch began a new flow on their addresses and ports; they
+    end once the batch is decoded. Both are no longer in the table, their counters settled.
+    """
 
     flows: list[Flow]
     index: np.ndarray  # int64 per packet
     from_client: np.ndarray  # bool per packet
     new: list[Flow]
+    ended: list[Flow] = field(default_factory=list)
+    superseded: list[Flow] = field(default_factory=list)
 
 
 def _endpoints_less(ip_a: np.ndarray, port_a: np.ndarray, ip_b: np.ndarray, port_b: np.ndarray) -> np.ndarray:
@@ -391,8 +429,28 @@ def _endpoints_less(ip_a: np.ndarray, port_a: np.ndarray, ip_b: np.ndarray, port
     return hi_lt | (hi_eq & (lo_lt | (lo_eq & (port_a < port_b))))
 
 
+# What a side of a live flow has sent, as bits of the table's ``_flags`` column.
+_SAW_SYN, _SAW_FIN, _SAW_RST = 1, 2, 4
+_TCP_CONTROL = TCP_SYN | TCP_ACK | TCP_FIN | TCP_RST
+
+
 class FlowTable:
-    """Live flows by canonical key, with expiry of idle and closed flows."""
+    """Live flows by canonical key, with expiry of idle and closed flows.
+
+    A flow ends when it has been idle longer than its timeout, when it was closed (a RST,
+    or a FIN from each side) and stayed quiet for ``closed_linger`` seconds, or when a new
+    connection takes its addresses and ports: a SYN (without ACK) whose sequence number is
+    not the first one that direction of the flow sent (a retransmitted SYN repeats it), as
+    tshark starts a new ``tcp.stream``. These rules are applied to every packet as it comes
+    (a flow over by them is ended when a packet touches it, and that packet begins a new
+    flow), and by ``expire`` to the flows no packet touches; so where flows begin and end
+    does not depend on how the capture is cut into batches nor on when the table is swept.
+
+    The counters of live flows are columns (NumPy arrays, one row per slot, two per slot for
+    the sides: ``2 * slot`` to the client, ``2 * slot + 1`` to the server), added to a
+    batch at a time; ``Flow`` objects get them (``Side`` counters, ``first_seen``,
+    ``last_seen``) when they end.
+    """
 
     def __init__(self, idle_timeout: float = 300.0, closed_linger: float = 5.0,
                  udp_idle_timeout: float = 60.0,
@@ -406,6 +464,77 @@ class FlowTable:
         self.max_flows = max_flows
         self.created = 0
         self.evicted = 0  # flows ended early because the table was full
+        self._by_slot: list[Flow | None] = []
+        self._free: list[int] = []
+        # per slot
+        self._t0 = np.zeros(0, dtype=np.float64)
+        self._t1 = np.zeros(0, dtype=np.float64)
+        self._birth = np.zeros(0, dtype=np.int64)
+        self._proto = np.zeros(0, dtype=np.uint8)
+        self._live = np.zeros(0, dtype=bool)
+        # per side
+        self._packets = np.zeros(0, dtype=np.int64)
+        self._wire = np.zeros(0, dtype=np.int64)
+        self._payload = np.zeros(0, dtype=np.int64)
+        self._flags = np.zeros(0, dtype=np.uint8)
+        self._seq0 = np.zeros(0, dtype=np.int64)  # first TCP sequence number sent, -1 none yet
+        self._mac = np.zeros(0, dtype=np.uint64)  # one sender MAC (others: ``Side.macs``)
+
+    # ------------------------------------------------------------------ slots
+
+    def _take_slots(self, count: int) -> list[int]:
+        free = self._free
+        if len(free) < count:
+            top = len(self._by_slot)
+            size = max(top + count - len(free), 2 * top, 1024)
+            for name in ("_t0", "_t1", "_birth", "_proto", "_live"):
+                column = getattr(self, name)
+                grown = np.zeros(size, dtype=column.dtype)
+                grown[:top] = column
+                setattr(self, name, grown)
+            for name in ("_packets", "_wire", "_payload", "_flags", "_seq0", "_mac"):
+                column = getattr(self, name)
+                grown = np.zeros(2 * size, dtype=column.dtype)
+                grown[: 2 * top] = column
+                setattr(self, name, grown)
+            self._by_slot.extend([None] * (size - top))
+            free.extend(range(size - 1, top - 1, -1))
+        taken = free[len(free) - count:]
+        del free[len(free) - count:]
+        return taken
+
+    def _settle(self, flows: list[Flow]) -> None:
+        """Write the counters of flows leaving the table into them, and free their slots."""
+        if not flows:
+            return
+        slots = np.fromiter((f.slot for f in flows), dtype=np.int64, count=len(flows))
+        sides = (slots[:, None] * 2 + np.arange(2)).reshape(-1)
+        flags = self._flags[sides]
+        columns = zip(self._t0[slots].tolist(), self._t1[slots].tolist(),
+                      self._packets[sides].reshape(-1, 2).tolist(),
+                      self._wire[sides].reshape(-1, 2).tolist(),
+                      self._payload[sides].reshape(-1, 2).tolist(),
+                      flags.reshape(-1, 2).tolist(), self._mac[sides].reshape(-1, 2).tolist(),
+                      strict=True)
+        for flow, t0, t1, packets, wire, payload, bits, macs in zip(flows, *zip(*columns, strict=True),
+                                                                     strict=True):
+            flow.first_seen, flow.last_seen = t0, t1
+            for side, count, size, carried, saw, mac in zip(
+                    (flow.to_client, flow.to_server), packets, wire, payload, bits, macs,
+                    strict=True):
+                side.packets, side.bytes, side.payload_bytes = count, size, carried
+                side.syn, side.fin, side.rst = (bool(saw & _SAW_SYN), bool(saw & _SAW_FIN),
+                                                bool(saw & _SAW_RST))
+                if mac:
+                    side.macs.add(mac)
+            flow.slot = -1
+        self._live[slots] = False
+        by_slot = self._by_slot
+        for slot in slots.tolist():
+            by_slot[slot] = None
+        self._free.extend(slots.tolist())
+
+    # ------------------------------------------------------------------ batches
 
     def update(self, decoded: Any, batch: Any, source: str) -> BatchFlows:
         """Account every IP packet of a batch to its flow (creating flows as they appear)."""
@@ -429,37 +558,179 @@ class FlowTable:
         keys["pb"] = np.where(src_is_a, dport, sport)
         keys["proto"] = proto
         keys["pad"] = b"\x00\x00\x00"
-        first, last, inverse = group_rows(keys)
+        first, last, inverse, order = _group_rows(keys)
         uniq = keys.view("V40")[first]
         flags = decoded.tcp_flags[ip_rows]
         ts = batch.ts[ip_rows]
         frames = batch.frame[ip_rows]
+        tcp = proto == IPPROTO_TCP
+        seq = np.where(tcp, decoded.tcp_seq[ip_rows], 0).astype(np.int64)
         table = self.flows
         key_list: list[bytes] = uniq.tolist()  # 'V40' records come out as bytes
-        found = [table.get(k) for k in key_list]
+        found: list[Flow | None] = [table.get(k) for k in key_list]
+        ended: list[Flow] = []
+        owner: list[int] = []
+        restarts = self._restarts(found, inverse, order, src_is_a, tcp, flags, ts, seq, proto)
+        if restarts is not None:
+            epoch, over = restarts
+            for g in over:  # the table's flow was over before this batch touched it
+                flow = found[g]
+                assert flow is not None
+                del table[key_list[g]]
+                ended.append(flow)
+                found[g] = None
+            self._settle(ended)
+            if epoch is not None:
+                inverse, first, last, owner = _split(inverse, epoch, len(found))
+                key_list.extend(key_list[g] for g in owner)
+                found.extend([None] * len(owner))
         missing = [i for i, f in enumerate(found) if f is None]
+        if len(missing) > 1:  # created (and so ended, at a sweep or the end) in capture order
+            missing = [missing[k] for k in np.argsort(first[missing], kind="stable").tolist()]
         new: list[Flow] = []
         if missing:
-            # New flows: read what they need for all of them at once (numpy scalars are slow).
-            rows = first[missing]
-            fresh = zip(missing, keys["a"][rows].tolist(), keys["b"][rows].tolist(),
-                        keys["pa"][rows].tolist(), keys["pb"][rows].tolist(),
-                        keys["proto"][rows].tolist(), src_is_a[rows].tolist(),
-                        flags[rows].tolist(), ts[rows].tolist(), frames[rows].tolist(),
-                        strict=True)
-            for i, a, b, pa, pb, proto_, a_sends, flag, t, frame in fresh:
-                flow = self._create(key_list[i], a, b, pa, pb, proto_, a_sends, flag, t, frame,
-                                    source)
-                table[key_list[i]] = flow
-                found[i] = flow
-                new.append(flow)
+            new = self._add(missing, key_list, found, first, keys, src_is_a, flags, ts, frames,
+                            source)
         flows: list[Flow] = found  # type: ignore[assignment]  # every slot is filled now
+        superseded: list[Flow] = []
+        if owner:
+            # A key restarted inside the batch: the table keeps its last flow; the earlier
+            # ones get their packets of this batch, then end.
+            groups = len(flows) - len(owner)
+            top = {g: groups + j for j, g in enumerate(owner)}
+            for g, i in top.items():
+                table.pop(key_list[g], None)
+                table[key_list[g]] = flows[i]
+            kept = set(top.values())
+            superseded = [flows[g] for g in top]
+            superseded += [flows[i] for i in range(groups, len(flows)) if i not in kept]
         client_is_a = np.fromiter((f.client_is_a for f in flows), dtype=bool, count=len(flows))
+        slot_of = np.fromiter((f.slot for f in flows), dtype=np.int64, count=len(flows))
         dir_client = src_is_a == client_is_a[inverse]
         index[ip_rows] = inverse
         from_client[ip_rows] = dir_client
-        self._count(flows, inverse, dir_client, batch, decoded, ip_rows, flags, ts[first], ts[last])
-        return BatchFlows(flows, index, from_client, new)
+        self._count(slot_of, inverse, dir_client, batch, decoded, ip_rows, flags, ts, seq, tcp,
+                    first, last)
+        self._settle(superseded)
+        return BatchFlows(flows, index, from_client, new, ended, superseded)
+
+    def _add(self, missing: list[int], key_list: list[bytes], found: list[Flow | None],
+             first: np.ndarray, keys: np.ndarray, src_is_a: np.ndarray, flags: np.ndarray,
+             ts: np.ndarray, frames: np.ndarray, source: str) -> list[Flow]:
+        """Create the flows of groups ``missing`` (from their first rows) in free slots."""
+        # Read what they need for all of them at once (numpy scalars are slow).
+        rows = first[missing]
+        slots = self._take_slots(len(missing))
+        fresh = zip(missing, keys["a"][rows].tolist(), keys["b"][rows].tolist(),
+                    keys["pa"][rows].tolist(), keys["pb"][rows].tolist(),
+                    keys["proto"][rows].tolist(), src_is_a[rows].tolist(),
+                    flags[rows].tolist(), ts[rows].tolist(), frames[rows].tolist(), slots,
+                    strict=True)
+        table = self.flows
+        by_slot = self._by_slot
+        new: list[Flow] = []
+        for i, a, b, pa, pb, proto, a_sends, flag, t, frame, slot in fresh:
+            flow = self._create(key_list[i], a, b, pa, pb, proto, a_sends, flag, t, frame, source)
+            flow.slot = slot
+            by_slot[slot] = flow
+            table[key_list[i]] = flow
+            found[i] = flow
+            new.append(flow)
+        at = np.array(slots, dtype=np.int64)
+        self._t0[at] = np.inf
+        self._t1[at] = -np.inf
+        self._birth[at] = np.arange(self.created - len(missing), self.created)
+        self._proto[at] = keys["proto"][rows]
+        self._live[at] = True
+        sides = (at[:, None] * 2 + np.arange(2)).reshape(-1)
+        for column in (self._packets, self._wire, self._payload, self._flags, self._mac):
+            column[sides] = 0
+        self._seq0[sides] = -1
+        return new
+
+    def _restarts(self, found: list[Flow | None], inverse: np.ndarray, order: np.ndarray,
+                  src_is_a: np.ndarray, tcp: np.ndarray, flags: np.ndarray, ts: np.ndarray,
+                  seq: np.ndarray, proto: np.ndarray) -> tuple[np.ndarray | None, list[int]] | None:
+        """Where a packet of the batch begins a new flow on a key (see the class).
+
+        Returns None when none does (nearly always), else the epoch of each row (0 for the
+        key's first flow in this batch, 1 for the next ...; None when all are 0) and the
+        groups whose table flow was over before the batch's first packet of them.
+
+        Candidates are found vectorised (a SYN that may reuse a key, or a silence longer
+        than the shortest timeout); only their keys' packets are then followed one by one.
+        """
+        groups = len(found)
+        old_slot = np.fromiter((-1 if f is None else f.slot for f in found), dtype=np.int64,
+                               count=groups)
+        s_group = inverse[order]  # ``order``: the rows by group, in row order within one
+        count = len(order)
+        starts = np.ones(count, dtype=bool)
+        np.not_equal(s_group[1:], s_group[:-1], out=starts[1:])
+        s_ts = ts[order]
+        gap = np.zeros(count, dtype=np.float64)
+        gap[1:] = s_ts[1:] - s_ts[:-1]
+        heads = np.flatnonzero(starts)  # heads[g]: where group g's rows begin in ``order``
+        gap[heads] = 0.0
+        known = np.flatnonzero(old_slot >= 0)
+        gap[heads[known]] = s_ts[heads[known]] - self._t1[old_slot[known]]
+        pure_syn = tcp & ((flags & _TCP_CONTROL) == TCP_SYN)
+        shortest = min(self.closed_linger, self.idle_timeout, self.udp_idle_timeout)
+        candidate = (gap > shortest) | (pure_syn[order] & (~starts | (old_slot[s_group] >= 0)))
+        if not candidate.any():
+            return None
+        ends = np.empty_like(heads)
+        ends[:-1] = heads[1:]
+        ends[-1] = count
+        epoch = np.zeros(count, dtype=np.int64)
+        over: list[int] = []
+        for g in np.unique(s_group[candidate]).tolist():
+            rows = order[heads[g]:ends[g]]
+            flow = found[g]
+            if flow is None:
+                state = None
+                limit_proto = int(proto[rows[0]])
+            else:
+                s = flow.slot
+                a_side, b_side = (2 * s + 1, 2 * s) if flow.client_is_a else (2 * s, 2 * s + 1)
+                a_bits, b_bits = int(self._flags[a_side]), int(self._flags[b_side])
+                state = [float(self._t1[s]), bool(a_bits & _SAW_FIN), bool(b_bits & _SAW_FIN),
+                         bool((a_bits | b_bits) & _SAW_RST), int(self._seq0[a_side]),
+                         int(self._seq0[b_side])]
+                limit_proto = flow.proto
+            limit = self.udp_idle_timeout if limit_proto == IPPROTO_UDP else self.idle_timeout
+            e = 0
+            head = True
+            for r, t, flag, sq, a, is_tcp in zip(rows.tolist(), ts[rows].tolist(),
+                                                  flags[rows].tolist(), seq[rows].tolist(),
+                                                  src_is_a[rows].tolist(), tcp[rows].tolist(),
+                                                  strict=True):
+                if state is not None:
+                    idle = t - state[0]
+                    closed = state[3] or (state[1] and state[2])
+                    sent = state[4] if a else state[5]
+                    if (idle > limit or (idle > self.closed_linger and closed)
+                            or (is_tcp and flag & _TCP_CONTROL == TCP_SYN and sent >= 0
+                                and sent != sq)):
+                        if head and flow is not None:
+                            over.append(g)
+                        else:
+                            e += 1
+                        state = None
+                if state is None:
+                    state = [t, False, False, False, -1, -1]
+                elif t > state[0]:
+                    state[0] = t
+                if is_tcp:
+                    if flag & TCP_FIN:
+                        state[1 if a else 2] = True
+                    if flag & TCP_RST:
+                        state[3] = True
+                    if state[4 if a else 5] < 0:
+                        state[4 if a else 5] = sq
+                epoch[r] = e
+                head = False
+        return (epoch if epoch.any() else None), over
 
     def _create(self, key: bytes, a: bytes, b: bytes, port_a: int, port_b: int, proto: int,
                 src_is_a: bool, flags: int, ts: float, frame: int, source: str) -> Flow:
@@ -479,73 +750,101 @@ class FlowTable:
             first_seen=ts, last_seen=ts, first_frame=frame, source=source,
         )
 
-    @staticmethod
-    def _count(flows: list[Flow], inverse: np.ndarray, dir_client: np.ndarray, batch: Any,
-               decoded: Any, ip_rows: np.ndarray, flags: np.ndarray, first_ts: np.ndarray,
-               last_ts: np.ndarray) -> None:
-        nflows = len(flows)
-        slot = inverse * 2 + dir_client  # slot 2k: to client, 2k+1: to server
-        size = 2 * nflows
-        packets = np.bincount(slot, minlength=size)
-        wire = np.bincount(slot, weights=batch.origlen[ip_rows], minlength=size)
-        payload = np.bincount(slot, weights=decoded.payload_len[ip_rows], minlength=size)
-        # whether a side saw the flag at all: mark the slots of the (few) rows carrying it
-        syn = np.zeros(size, dtype=bool)
-        fin = np.zeros(size, dtype=bool)
-        rst = np.zeros(size, dtype=bool)
-        syn[slot[(flags & TCP_SYN) != 0]] = True
-        fin[slot[(flags & TCP_FIN) != 0]] = True
-        rst[slot[(flags & TCP_RST) != 0]] = True
-        # Python lists: reading numpy scalars one by one costs more than converting once.
-        # Per side, in slot order (to client, then to server, per flow): packets, bytes,
-        # payload bytes, SYN seen, FIN seen, RST seen.
-        sides = zip(packets.tolist(), wire.astype(np.int64).tolist(),
-                    payload.astype(np.int64).tolist(), syn.tolist(), fin.tolist(), rst.tolist(),
-                    strict=True)
-        for flow, to_client, to_server, t0, t1 in zip(flows, sides, sides, first_ts.tolist(),
-                                                      last_ts.tolist(), strict=True):
-            for side, (count, wire_bytes, payload_bytes, syn_seen, fin_seen, rst_seen) in (
-                    (flow.to_server, to_server), (flow.to_client, to_client)):
-                if count:
-                    side.packets += count
-                    side.bytes += wire_bytes
-                    side.payload_bytes += payload_bytes
-                    side.syn = side.syn or syn_seen
-                    side.fin = side.fin or fin_seen
-                    side.rst = side.rst or rst_seen
-            if t0 < flow.first_seen:
-                flow.first_seen = t0
-            if t1 > flow.last_seen:
-                flow.last_seen = t1
-        # MACs per side: a side nearly always has one sender MAC, so take one row's MAC per
-        # slot and look only at the rows that differ from it (none, usually), not sort them all.
+    def _count(self, slot_of: np.ndarray, inverse: np.ndarray, dir_client: np.ndarray,
+               batch: Any, decoded: Any, ip_rows: np.ndarray, flags: np.ndarray, ts: np.ndarray,
+               seq: np.ndarray, tcp: np.ndarray, first: np.ndarray, last: np.ndarray) -> None:
+        """Add a batch to the columns of its flows: sums per side with ``bincount``, flags and
+        first sequence numbers marked, no Python per flow."""
+        size = 2 * len(slot_of)
+        slot = inverse * 2 + dir_client  # the batch's slots: 2k to client, 2k+1 to server
+        sides = (slot_of[:, None] * 2 + np.arange(2)).reshape(-1)  # the table's, by batch slot
+        self._packets[sides] += np.bincount(slot, minlength=size)
+        self._wire[sides] += np.bincount(slot, weights=batch.origlen[ip_rows],
+                                         minlength=size).astype(np.int64)
+        self._payload[sides] += np.bincount(slot, weights=decoded.payload_len[ip_rows],
+                                            minlength=size).astype(np.int64)
+        row_side = sides[slot]
+        column = self._flags
+        for flag, bit in ((TCP_SYN, _SAW_SYN), (TCP_FIN, _SAW_FIN), (TCP_RST, _SAW_RST)):
+            marked = row_side[(flags & flag) != 0]
+            if len(marked):
+                column[marked] |= bit  # the same value for a repeated side: no loss
+        self._t0[slot_of] = np.minimum(self._t0[slot_of], ts[first])
+        self._t1[slot_of] = np.maximum(self._t1[slot_of], ts[last])
+        # The first sequence number of each TCP side (what a new SYN is compared with):
+        # assigned in reverse so that, of a side's rows, the first one's is written last.
+        tcp_rows = np.flatnonzero(tcp)
+        unset = tcp_rows[self._seq0[row_side[tcp_rows]] < 0][::-1]
+        if len(unset):
+            self._seq0[row_side[unset]] = seq[unset]
+        # MACs per side: a side nearly always has one sender MAC, kept in a column; the rows
+        # that differ from it (none, usually) add theirs to the side's set.
         macs = decoded.eth_src[ip_rows]
-        seen = np.zeros(size, dtype=np.uint64)
-        seen[slot] = macs
-        other = np.flatnonzero(macs != seen[slot])
-        pairs = set(zip(np.flatnonzero(packets).tolist(), seen[packets > 0].tolist(), strict=True))
+        sent = macs != 0
+        held = self._mac[row_side]
+        unset_mac = sent & (held == 0)
+        if unset_mac.any():
+            self._mac[row_side[unset_mac]] = macs[unset_mac]
+            held = self._mac[row_side]
+        other = np.flatnonzero(sent & (macs != held))
         if len(other):
-            pairs.update(zip(slot[other].tolist(), macs[other].tolist(), strict=True))
-        for s, mac in pairs:
-            if mac:
-                flows[s >> 1].side(bool(s & 1)).macs.add(mac)
+            by_slot = self._by_slot
+            for s, mac in set(zip(row_side[other].tolist(), macs[other].tolist(), strict=True)):
+                flow = by_slot[s >> 1]
+                assert flow is not None
+                flow.side(bool(s & 1)).macs.add(mac)
+
+    # ------------------------------------------------------------------ endings
 
     def expire(self, now: float) -> list[Flow]:
-        """Remove and return flows idle too long, or closed and quiet for a moment."""
-        done: list[Flow] = []
-        for key, flow in list(self.flows.items()):
-            idle = now - flow.last_seen
-            limit = self.udp_idle_timeout if flow.proto == IPPROTO_UDP else self.idle_timeout
-            if idle > limit or (idle > self.closed_linger and flow.closed):
-                done.append(self.flows.pop(key))
-        if len(self.flows) > self.max_flows:
-            by_age = sorted(self.flows.values(), key=lambda f: f.last_seen)
-            for flow in by_age[: len(self.flows) - self.max_flows]:
-                done.append(self.flows.pop(flow.key))
-                self.evicted += 1
+        """Remove and return flows idle too long, or closed and quiet for a moment (oldest
+        first), and the quietest beyond ``max_flows``."""
+        live = np.flatnonzero(self._live)
+        idle = now - self._t1[live]
+        limit = np.where(self._proto[live] == IPPROTO_UDP, self.udp_idle_timeout,
+                         self.idle_timeout)
+        to_client, to_server = self._flags[2 * live], self._flags[2 * live + 1]
+        closed = (((to_client | to_server) & _SAW_RST) != 0) | ((to_client & to_server & _SAW_FIN) != 0)
+        over = (idle > limit) | ((idle > self.closed_linger) & closed)
+        gone = live[over]
+        gone = gone[np.argsort(self._birth[gone], kind="stable")]
+        excess = len(self.flows) - len(gone) - self.max_flows
+        if excess > 0:
+            rest = live[~over]
+            quiet = rest[np.lexsort((self._birth[rest], self._t1[rest]))[:excess]]
+            self.evicted += len(quiet)
+            gone = np.concatenate([gone, quiet])
+        by_slot = self._by_slot
+        done = [flow for flow in (by_slot[s] for s in gone.tolist()) if flow is not None]
+        table = self.flows
+        for flow in done:
+            del table[flow.key]
+        self._settle(done)
         return done
 
     def drain(self) -> list[Flow]:
-        done = list(self.flows.values())
+        """Every live flow, oldest first (the table is emptied)."""
+        done = sorted(self.flows.values(), key=lambda f: int(self._birth[f.slot]))
         self.flows.clear()
+        self._settle(done)
         return done
+
+
+def _split(inverse: np.ndarray, epoch: np.ndarray,
+           groups: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[int]]:
+    """Groups cut where a key begins a new flow: (group of each row, first row and last row
+    of each group, and the key group each new group belongs to, in order of key and epoch).
+    Groups ``0 .. groups - 1`` keep their rows of epoch 0; the others follow."""
+    later = np.flatnonzero(epoch > 0)
+    width = int(epoch.max()) + 1
+    pairs, local = np.unique(inverse[later] * width + epoch[later], return_inverse=True)
+    owner = (pairs // width).tolist()
+    inverse = inverse.copy()
+    inverse[later] = groups + local.reshape(-1)
+    total = groups + len(pairs)
+    positions = np.arange(len(inverse))
+    first = np.full(total, len(inverse), dtype=np.int64)
+    np.minimum.at(first, inverse, positions)
+    last = np.full(total, -1, dtype=np.int64)
+    np.maximum.at(last, inverse, positions)
+    return inverse, first, last, owner

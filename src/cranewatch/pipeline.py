@@ -106,7 +106,8 @@ class Sink(Protocol):
     A sink may also have ``on_payload(flow, from_client, data, ts, frame)``: it then gets the
     first ``PAYLOADS_SHOWN`` payload packets (in capture order) of every flow no
     decoder claimed. A sink with ``on_flow(flow)`` gets each finished ``flows.Flow`` itself
-    instead of ``on_flow_end`` with its summary (to read at once: the flow is not kept).
+    instead of ``on_flow_end`` with its summary (to read at once: the flow is not kept), and
+    one with ``on_flows(flows)`` a list of them at once (in the order they ended).
     A sink with ``on_segments(segments)`` is told, before ``finish``, the ``segments.Segment``s
     the captures were cut into, and compares nothing across them.
     """
@@ -352,6 +353,10 @@ class Analysis:
         # Each new flow (every name lookup is one) looks through its transport's decoders.
         self._candidates = {t: [s for s in self.decoders if s.transport == t]
                             for t in ("tcp", "udp")}
+        self._by_port: dict[str, dict[int, list[DecoderSpec]]] = {
+            t: {port: [s for s in specs if port in s.ports]
+                for port in sorted({p for s in specs for p in s.ports})}
+            for t, specs in self._candidates.items()}
         self.flows = flow_table or FlowTable()
         # Each protocol's state for this run, and who is asked what (decided once).
         self.runs = registry.runs()
@@ -513,6 +518,7 @@ class Analysis:
         self.packets += len(batch)
         self._count_hosts(batch, decoded)
         flows = self.flows.update(decoded, batch, batch.source)
+        self._end_flows(flows.ended)  # over before this batch touched them (``FlowTable``)
         if self._several_captures:
             _events_name_their_capture(flows.flows, batch.source)
         # Events of this batch are gathered and given out in capture order: the fast path,
@@ -534,6 +540,7 @@ class Analysis:
         deferred.sort(key=_ROW)
         for _, event in deferred:
             self.emit(event)
+        self._end_flows(flows.superseded)  # a later packet of the batch began a new flow on its key
         now = float(batch.ts[-1])
         if self._next_sweep is None:
             self._next_sweep = now + SWEEP_SECONDS
@@ -563,8 +570,7 @@ class Analysis:
     def _sweep(self, now: float, source: str) -> None:
         """End idle flows; keep the flow table and the reassembly buffers within their caps."""
         evicted = self.flows.evicted
-        for flow in self.flows.expire(now):
-            self._end_flow(flow)
+        self._end_flows(self.flows.expire(now))
         if self.flows.evicted > evicted and "flows" not in self._limits_hit:
             self._limits_hit.add("flows")  # once per run: the cap is hit again and again
             self.warn(InputWarning(
@@ -649,7 +655,13 @@ class Analysis:
         candidates = self._candidates[transport]
         chosen: DecoderSpec | None = None
         reversed_roles = False
-        for spec in candidates:
+        # Only the decoders of either port can be chosen by port (in priority order).
+        by_port = self._by_port[transport]
+        on_ports = by_port.get(flow.server_port, ())
+        if flow.client_port in by_port:
+            on_ports = [spec for spec in candidates
+                        if spec in on_ports or spec in by_port[flow.client_port]]
+        for spec in on_ports:
             # On its own port a protocol is trusted unless the probe, given enough bytes to
             # judge (a first segment can be a few bytes of a split PDU), says otherwise.
             if flow.server_port in spec.ports and (
@@ -784,19 +796,27 @@ class Analysis:
         mine = rows[new[index[rows]]]
         flags = decoded.tcp_flags[mine]
         syn_rows = mine[(flags & TCP_SYN) != 0]
-        for r in syn_rows.tolist():
-            side = flows[int(index[r])].side(bool(from_client[r]))
-            if side.stream is None:
-                side.stream = Stream()
-            side.stream.syn(int(decoded.tcp_seq[r]))
+        # numpy scalars are slow: each column read once, as Python numbers
+        for f, to_server, seq in zip(index[syn_rows].tolist(), from_client[syn_rows].tolist(),
+                                     decoded.tcp_seq[syn_rows].tolist(), strict=True):
+            flow = flows[f]
+            side = flow.to_server if to_server else flow.to_client
+            stream = side.stream
+            if stream is None:
+                stream = side.stream = Stream()
+            stream.syn(seq)
         with_data = mine[decoded.payload_len[mine] > 0]
         # The first payload of each flow, flows in index order (a table, not a sort: linear).
         first = np.full(len(flows), len(with_data), dtype=np.int64)
         np.minimum.at(first, index[with_data], np.arange(len(with_data)))
-        for r in with_data[first[first < len(with_data)]].tolist():
-            flow = flows[int(index[r])]
-            off, size = int(decoded.payload_off[r]), int(decoded.payload_len[r])
-            self._choose(flow, batch.buf[off : off + size], bool(from_client[r]), int(batch.frame[r]))
+        picked = with_data[first[first < len(with_data)]]
+        buf = batch.buf
+        for f, off, size, to_server, frame in zip(
+                index[picked].tolist(), decoded.payload_off[picked].tolist(),
+                decoded.payload_len[picked].tolist(), from_client[picked].tolist(),
+                batch.frame[picked].tolist(), strict=True):
+            flow = flows[f]
+            self._choose(flow, buf[off : off + size], to_server, frame)
             if flow.protocol:
                 for side in (flow.to_server, flow.to_client):
                     if side.stream is None:
@@ -981,9 +1001,84 @@ class Analysis:
             except Exception as exc:  # see _sink_failed
                 self._sink_failed(sink, "on_flow_end", exc, flow.source, None)
 
+    def _end_flows(self, flows: list[Flow]) -> None:
+        """End flows as ``_end_flow`` does, in order, with the per-flow work done in bulk: the
+        tallies, and sinks with ``on_flows(flows)`` get runs of flows at once (a run is cut
+        where a flow's held bytes go to its decoder, whose events come before that flow)."""
+        ended = self._ended_runs
+        run: list[Flow] = []
+        for flow in flows:
+            if flow.decoder is not None:
+                held = (flow.to_server.stream is not None and flow.to_server.stream.held) or (
+                    flow.to_client.stream is not None and flow.to_client.stream.held)
+                if held:
+                    self._flows_to_sinks(run)
+                    run = []
+                    self._flush_stream(flow, True)
+                    self._flush_stream(flow, False)
+                for protocol in ended:
+                    protocol.flow_ended(flow)
+            run.append(flow)
+        self._flows_to_sinks(run)
+
+    def _flows_to_sinks(self, flows: list[Flow]) -> None:
+        if not flows:
+            return
+        self.flow_count += len(flows)
+        tallies = self.protocol_tally
+        for flow in flows:
+            to_server, to_client = flow.to_server, flow.to_client
+            name = flow.protocol
+            if not name:
+                transport = flow.transport
+                name = f"{transport}/{flow.server_port}" if flow.server_port else transport
+            tally = tallies.get(name)
+            if tally is None:
+                tally = self._new_tally(name, flow)
+            tally.flows += 1
+            tally.packets += to_server.packets + to_client.packets
+            tally.wire += to_server.bytes + to_client.bytes
+            if len(tally.clients) < 100_000:
+                tally.clients.add(flow.client)
+                tally.servers.add(flow.server)
+        for sink in self.sinks:
+            on_flows = getattr(sink, "on_flows", None)
+            if on_flows is not None:
+                try:
+                    on_flows(flows)
+                except Exception as exc:  # see _sink_failed
+                    self._sink_failed(sink, "on_flow_end", exc, flows[0].source, None)
+                continue
+            for flow in flows:
+                self._flow_to_sink(sink, flow)
+
+    def _new_tally(self, name: str, flow: Flow) -> _ProtocolTally:
+        """The tally of a protocol name seen first (beyond ``MAX_PROTOCOL_NAMES``, unclaimed
+        ports are summed per transport)."""
+        if len(self.protocol_tally) >= MAX_PROTOCOL_NAMES and not flow.protocol:
+            transport = flow.transport
+            self._limit("protocols", f"more than {MAX_PROTOCOL_NAMES:,} protocols and ports: "
+                        f"flows of further unclaimed ports are summed as {transport}/other",
+                        flow.source)
+            name = f"{transport}/other"
+            tally = self.protocol_tally.get(name)
+            if tally is not None:
+                return tally
+        tally = self.protocol_tally[name] = _ProtocolTally()
+        return tally
+
+    def _flow_to_sink(self, sink: Sink, flow: Flow) -> None:
+        try:
+            on_flow = getattr(sink, "on_flow", None)
+            if on_flow is not None:
+                on_flow(flow)
+            else:
+                sink.on_flow_end(flow.summary(ip_text, mac_text))
+        except Exception as exc:  # see _sink_failed
+            self._sink_failed(sink, "on_flow_end", exc, flow.source, None)
+
     def close_all(self) -> None:
-        for flow in self.flows.drain():
-            self._end_flow(flow)
+        self._end_flows(self.flows.drain())
         for series in self.take_series():
             self.series_count += 1
             if self._segmenter is not None:

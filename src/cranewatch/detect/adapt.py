@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from cranewatch.flows import Flow
 
 __all__ = ["AS_IS", "Adapter", "adapter_for", "conversation", "facts_from_event",
-           "flow_conversation", "payload", "zeek_conversation"]
+           "flow_conversation", "flow_conversations", "payload", "zeek_conversation"]
 
 # Zeek's services that are remote-access protocols, in the detectors' names.
 REMOTE_SERVICES = {"ssh": "ssh", "rdp": "rdp", "vnc": "vnc", "rfb": "vnc", "telnet": "telnet",
@@ -75,6 +75,41 @@ def flow_conversation(flow: Flow) -> Conversation:
         bytes_to_client=int(to_client.bytes), client_macs=flow.macs(True, _mac_name),
         server_macs=flow.macs(False, _mac_name), handshake=bool(to_server.syn),
     )
+
+
+_TRANSPORTS = {6: "tcp", 17: "udp"}
+
+
+@functools.lru_cache(maxsize=65536)
+def _one_mac(mac: int) -> tuple[str, ...]:
+    return (_mac_name(mac),)
+
+
+def _macs(macs: set[int]) -> tuple[str, ...]:
+    if len(macs) == 1:  # nearly always: the host itself, or the router for far hosts
+        for mac in macs:
+            return _one_mac(mac)
+    return tuple(sorted(map(_mac_name, macs)))
+
+
+def flow_conversations(flows: Sequence[Flow]) -> list[Conversation]:
+    """``flow_conversation`` of each flow ended by the flow table (whose counters are plain
+    Python numbers), with the per-flow lookups and conversions it needs no more."""
+    out: list[Conversation] = []
+    append = out.append
+    for flow in flows:
+        to_server, to_client = flow.to_server, flow.to_client
+        append(Conversation(
+            ts=flow.first_seen, frame=flow.first_frame, src=_ip_name(flow.client),
+            dst=_ip_name(flow.server), sport=flow.client_port, dport=flow.server_port,
+            source=flow.source, transport=_TRANSPORTS.get(flow.proto) or flow.transport,
+            protocol=flow.protocol or "", last_ts=flow.last_seen,
+            packets_to_server=to_server.packets, packets_to_client=to_client.packets,
+            bytes_to_server=to_server.bytes, bytes_to_client=to_client.bytes,
+            client_macs=_macs(to_server.macs), server_macs=_macs(to_client.macs),
+            handshake=to_server.syn,
+        ))
+    return out
 
 
 def conversation(flow: Any) -> Conversation:

@@ -147,6 +147,19 @@ class DetectionSink:
         """A finished flow straight from the pipeline (no ``FlowSummary`` made for it)."""
         self._conversation(adapt.flow_conversation(flow))
 
+    def on_flows(self, flows: list[Flow]) -> None:
+        """Finished flows in a run (``on_flow`` of each, with the routing looked up once)."""
+        ports, ctx = self.ctx.ports, self.ctx
+        route = self.route(Conversation)
+        for conversation in adapt.flow_conversations(flows):
+            if conversation.protocol:
+                ports[(conversation.src, conversation.dst, conversation.protocol)] = conversation.dport
+            for observe in route:
+                try:
+                    observe(conversation, ctx)
+                except Exception as exc:  # one fact, not the run
+                    self.failed(observe, conversation, exc)
+
     def on_flow_end(self, flow: Any) -> None:
         self._conversation(adapt.conversation(flow))
 
