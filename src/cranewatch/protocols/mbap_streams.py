@@ -64,10 +64,12 @@ class Adus:
     buf: np.ndarray
     offset: np.ndarray
     length: np.ndarray
+    seq: np.ndarray  # where each ADU starts in its stream: sequence number, or coordinate
     segment: np.ndarray
     slot: np.ndarray
     end: np.ndarray  # per ADU: coordinate where it ends
     cut: np.ndarray  # per slot
+    first_seq: np.ndarray  # per slot: ``seq`` of its first ADU
     stream_start: np.ndarray  # per slot: coordinate of the first held or new byte
     segment_end: np.ndarray  # per segment: coordinate where it ends (-1 for those not walked)
     walked: np.ndarray  # bool per slot: its bytes were gathered (else ADUs point at segments)
@@ -120,8 +122,9 @@ def frame_streams(seg: Segments, max_length: int) -> Adus:
     if not walk_slot[s_slot[taken]].any():
         cut = _per_flow(cut)
         keep = np.sort(direct[direct < cut[seg.slot[direct]]])
-        return Adus(buf, off[keep], size[keep], keep, seg.slot[keep], off[keep] + size[keep],
-                    cut, stream_start, segment_end, walk_slot)
+        return Adus(buf, off[keep], size[keep], seg.seq[keep].astype(np.int64), keep,
+                    seg.slot[keep], off[keep] + size[keep], cut, seg.next_seq, stream_start,
+                    segment_end, walk_slot)
 
     # Gather each walked stream's bytes (held bytes first) behind the batch's.
     w = order[taken & walk_slot[s_slot]]  # by slot, capture order within
@@ -164,6 +167,9 @@ def frame_streams(seg: Segments, max_length: int) -> Adus:
     a_slot = w_slot[completes]
 
     offset = np.concatenate([d_off, a_start])
+    # Walked streams are numbered by coordinate (contiguous), the others by sequence number.
+    adu_seq = np.concatenate([seg.seq[direct].astype(np.int64), a_start])
+    first_seq = np.where(walk_slot, stream_start, seg.next_seq)
     adu_len = np.concatenate([size[direct], a_len])
     adu_seg = np.concatenate([direct, a_seg])
     adu_slot = np.concatenate([seg.slot[direct], a_slot])
@@ -171,8 +177,9 @@ def frame_streams(seg: Segments, max_length: int) -> Adus:
     keep = adu_seg < cut[adu_slot]
     rows = np.flatnonzero(keep)
     rows = rows[np.lexsort((offset[rows], adu_seg[rows]))]
-    return Adus(whole, offset[rows], adu_len[rows], adu_seg[rows], adu_slot[rows],
-                offset[rows] + adu_len[rows], cut, stream_start, segment_end, walk_slot)
+    return Adus(whole, offset[rows], adu_len[rows], adu_seq[rows], adu_seg[rows],
+                adu_slot[rows], offset[rows] + adu_len[rows], cut, first_seq, stream_start,
+                segment_end, walk_slot)
 
 
 def _per_flow(cut: np.ndarray) -> np.ndarray:

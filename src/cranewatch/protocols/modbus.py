@@ -1555,14 +1555,12 @@ class ModbusRun(ProtocolRun):
             starts = np.ones(len(seg_of), dtype=bool)
             starts[1:] = seg_of[1:] != seg_of[:-1]
             group = np.maximum.accumulate(np.where(starts, np.arange(len(seg_of)), 0))
-        slot_first = np.full(len(next_seq), np.iinfo(np.int64).max, dtype=np.int64)
-        np.minimum.at(slot_first, adus.slot, adus.offset)  # where each slot's first ADU starts
+        slot_first = adus.first_seq.tolist()
         data = FastInput(
             buf=adus.buf, flow=adus.slot >> 1, from_client=(adus.slot & 1).astype(bool),
-            seq=adus.offset, offset=adus.offset, length=adus.length,
+            seq=adus.seq, offset=adus.offset, length=adus.length,
             ts=batch.ts[candidate][seg_of], frame=batch.frame[candidate][seg_of],
-            next_seq=[(int(slot_first[2 * k + 1]), int(slot_first[2 * k]))
-                      for k in range(len(fast_flows))],
+            next_seq=[(slot_first[2 * k + 1], slot_first[2 * k]) for k in range(len(fast_flows))],
             pending=[d.pending for d in decoders], group=group,
         )
         contexts = [d.context for d in decoders]
