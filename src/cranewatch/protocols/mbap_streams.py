@@ -88,7 +88,8 @@ def frame_streams(seg: Segments, max_length: int) -> Adus:
     nslots = len(seg.next_seq)
     buf = seg.buf
     # In order: each segment starts where the previous one of its stream ended.
-    order = np.argsort(seg.slot, kind="stable")
+    # Stable by slot; 16-bit keys are radix-sorted (linear).
+    order = np.argsort(seg.slot.astype(np.uint16) if nslots <= 1 << 16 else seg.slot, kind="stable")
     s_slot = seg.slot[order]
     s_seq = seg.seq[order].astype(np.int64)
     s_len = seg.length[order].astype(np.int64)
@@ -109,8 +110,8 @@ def frame_streams(seg: Segments, max_length: int) -> Adus:
     head_at = np.where(readable, off, 0)
     fits, length = header_fits(buf, head_at, max_length)
     exact = readable & fits & (size == 6 + length)
-    walk_slot = np.zeros(nslots, dtype=bool)
-    np.logical_or.at(walk_slot, s_slot[taken], ~exact[order[taken]])
+    walk_slot = np.bincount(s_slot[taken], weights=~exact[order[taken]],
+                            minlength=nslots).astype(bool)
     for slot, kept in seg.carry.items():
         if kept:
             walk_slot[slot] = True
@@ -121,7 +122,7 @@ def frame_streams(seg: Segments, max_length: int) -> Adus:
     d_off = off[direct]
     if not walk_slot[s_slot[taken]].any():
         cut = _per_flow(cut)
-        keep = np.sort(direct[direct < cut[seg.slot[direct]]])
+        keep = np.flatnonzero(np.arange(n) < cut[seg.slot])  # every segment of the flows is taken
         return Adus(buf, off[keep], size[keep], seg.seq[keep].astype(np.int64), keep,
                     seg.slot[keep], off[keep] + size[keep], cut, seg.next_seq, stream_start,
                     segment_end, walk_slot)
