@@ -1550,8 +1550,8 @@ class ModbusRun(ProtocolRun):
             next_seq=next_seq, carry=carry), MAX_FRAMING_LENGTH)
         nseg = len(candidate)
         seg_of = adus.segment
-        group = np.zeros(len(seg_of), dtype=np.int64)
-        if len(seg_of):
+        group = None  # one ADU per segment
+        if adus.walked.any() and len(seg_of):
             starts = np.ones(len(seg_of), dtype=bool)
             starts[1:] = seg_of[1:] != seg_of[:-1]
             group = np.maximum.accumulate(np.where(starts, np.arange(len(seg_of)), 0))
@@ -1559,7 +1559,7 @@ class ModbusRun(ProtocolRun):
         data = FastInput(
             buf=adus.buf, flow=adus.slot >> 1, from_client=(adus.slot & 1).astype(bool),
             seq=adus.seq, offset=adus.offset, length=adus.length,
-            ts=batch.ts[candidate][seg_of], frame=batch.frame[candidate][seg_of],
+            ts=batch.ts[candidate[seg_of]], frame=batch.frame[candidate[seg_of]],
             next_seq=[(slot_first[2 * k + 1], slot_first[2 * k]) for k in range(len(fast_flows))],
             pending=[d.pending for d in decoders], group=group,
         )
