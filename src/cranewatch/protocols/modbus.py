@@ -1217,6 +1217,8 @@ def fast_reads(data: FastInput, book: ModbusBook, contexts: list[FlowContext],
     # Reads: requests tallied and counted, answers appended to their series.
     new_req = rows[req[rows] & is_read[rows]]
     resp_j = np.flatnonzero(answered & np.concatenate([no_carried, is_read[rows]])[pair_order])
+    if data.group is not None:  # a segment may complete several answers of one series: in order
+        resp_j = resp_j[np.argsort(src_row[resp_j], kind="stable")]
     if len(new_req) or len(resp_j):
         _fold_reads(book, contexts, source, data, new_req, resp_j, rows, src_row, pair_order,
                     carried, unit, fc, address, qty)
