@@ -55,10 +55,9 @@ class Adus:
     position in ``Segments``), then by stream position; and how far each stream can be trusted.
 
     ``offset`` points into ``buf`` (the batch's bytes, followed by the gathered bytes of the
-    streams that needed walking). ``start``/``end``: each ADU's place in its stream's own
-    coordinates (``stream_start`` per slot: where the decoder's held bytes begin). ``cut``: per
-    slot, the position of the first segment of its flow the decoder must take (len(segments)
-    when none).
+    streams that needed walking; ``stream_start`` per slot: where the decoder's held bytes
+    begin there). ``cut``: per slot, the position of the first segment of its flow the decoder
+    must take (len(segments) when none).
     """
 
     buf: np.ndarray
@@ -67,7 +66,6 @@ class Adus:
     seq: np.ndarray  # where each ADU starts in its stream: sequence number, or coordinate
     segment: np.ndarray
     slot: np.ndarray
-    end: np.ndarray  # per ADU: coordinate where it ends
     cut: np.ndarray  # per slot
     first_seq: np.ndarray  # per slot: ``seq`` of its first ADU
     stream_start: np.ndarray  # per slot: coordinate of the first held or new byte
@@ -124,8 +122,7 @@ def frame_streams(seg: Segments, max_length: int) -> Adus:
         cut = _per_flow(cut)
         keep = np.flatnonzero(np.arange(n) < cut[seg.slot])  # every segment of the flows is taken
         return Adus(buf, off[keep], size[keep], seg.seq[keep].astype(np.int64), keep,
-                    seg.slot[keep], off[keep] + size[keep], cut, seg.next_seq, stream_start,
-                    segment_end, walk_slot)
+                    seg.slot[keep], cut, seg.next_seq, stream_start, segment_end, walk_slot)
 
     # Gather each walked stream's bytes (held bytes first) behind the batch's.
     w = order[taken & walk_slot[s_slot]]  # by slot, capture order within
@@ -179,8 +176,7 @@ def frame_streams(seg: Segments, max_length: int) -> Adus:
     rows = np.flatnonzero(keep)
     rows = rows[np.lexsort((offset[rows], adu_seg[rows]))]
     return Adus(whole, offset[rows], adu_len[rows], adu_seq[rows], adu_seg[rows],
-                adu_slot[rows], offset[rows] + adu_len[rows], cut, first_seq, stream_start,
-                segment_end, walk_slot)
+                adu_slot[rows], cut, first_seq, stream_start, segment_end, walk_slot)
 
 
 def _per_flow(cut: np.ndarray) -> np.ndarray:
