@@ -1462,6 +1462,52 @@ def _peers(role: str, tallies: dict[str, PeerTally]) -> tuple[ModbusPeer, ...]:
     )
 
 
+def _stalled(view: BatchView, rows: np.ndarray) -> np.ndarray:
+    """Rows the per-packet path takes before the vectorised path can have their flows back: of
+    each Modbus connection waiting behind a TCP hole, its segments up to the one that fills the
+    hole or comes after the hole is given up (``Stream.max_hole_age``); of one whose decoder
+    is out of step with the framing, its next segment."""
+    rows = rows[view.decoded.payload_len[rows] > 0]
+    flow_of = view.index[rows]
+    present = np.unique(flow_of)
+    stalled = np.zeros(len(view.flows), dtype=bool)
+    next_seq = np.zeros((len(view.flows), 2), dtype=np.int64)
+    held = np.zeros((len(view.flows), 2), dtype=bool)
+    deadline = np.full((len(view.flows), 2), np.inf)
+    for k in present.tolist():
+        f = view.flows[k]
+        if not (isinstance(f.decoder, ModbusDecoder) and f.proto == 6 and not f.decoder_reversed
+                and f.to_server.stream is not None and f.to_client.stream is not None):
+            continue
+        for side, stream in ((0, f.to_client.stream), (1, f.to_server.stream)):
+            if stream.held and stream.next_seq is not None:
+                held[k, side] = True
+                next_seq[k, side] = stream.next_seq
+                deadline[k, side] = stream.hole_since + stream.max_hole_age
+        stalled[k] = held[k].any() or not f.decoder.framed()
+    mine = stalled[flow_of]
+    rows, flow_of = rows[mine], flow_of[mine]
+    if len(rows) == 0:
+        return rows
+    side = view.from_client[rows].astype(np.int64)
+    seq = view.decoded.tcp_seq[rows].astype(np.int64)
+    size = view.decoded.payload_len[rows].astype(np.int64)
+    waits = held[flow_of, side]
+    fills = waits & (((next_seq[flow_of, side] - seq) & 0xFFFFFFFF) < size)
+    late = waits & (view.batch.ts[rows] >= deadline[flow_of, side])
+    release = fills | late | ~held[flow_of].any(axis=1)  # an out-of-step decoder: the next one
+    position = np.arange(len(rows))
+    first = np.full(len(view.flows), len(rows), dtype=np.int64)
+    np.minimum.at(first, flow_of[release], position[release])
+    return rows[position <= first[flow_of]]
+
+
+# Passes of the vectorised path over one batch, each after the per-packet path took the
+# segment that stopped a flow; they go on while each takes at least RESUME_ROWS segments.
+RESUMES = 16
+RESUME_ROWS = 64
+
+
 class ModbusRun(ProtocolRun):
     """One analysis' Modbus state: the book (series and tallies) fed by both decode paths.
 
@@ -1505,14 +1551,41 @@ class ModbusRun(ProtocolRun):
               count: Callable[[str, int], None]) -> np.ndarray:
         """Run the vectorised path; return the rows left for the decoders.
 
+        Each pass (``_take``) leaves a flow to its decoder from its first segment it could not
+        take (an exception answer, a retransmission, a function it does not fold). That one
+        segment then goes the per-packet way (``view.per_packet``), and the next pass takes
+        the flow back after it, for up to ``RESUMES`` passes while they pay.
+        """
+        rows = view.rows
+        for resume in range(RESUMES + 1):
+            taken, left = self._take(view, rows, emit, count)
+            if len(taken):
+                rows = rows[~np.isin(rows, taken, assume_unique=True)]
+            if view.per_packet is None or resume == RESUMES or \
+                    (resume and len(taken) < RESUME_ROWS):
+                break
+            _, first = np.unique(view.index[left], return_index=True)
+            irregular = np.union1d(left[first], _stalled(view, rows))  # sorted: capture order
+            if len(irregular) == 0 or len(left) + len(irregular) < RESUME_ROWS:
+                break
+            view.per_packet(irregular)
+            rows = rows[~np.isin(rows, irregular, assume_unique=True)]
+        return rows
+
+    def _take(self, view: BatchView, rows: np.ndarray, emit: Callable[[int, Any], None],
+              count: Callable[[str, int], None]) -> tuple[np.ndarray, np.ndarray]:
+        """One pass of the vectorised path over ``rows``: (rows taken, payload rows of the
+        flows it looked at that it left, in capture order).
+
         The in-order bytes of each connection's streams are cut into ADUs
         (``mbap_streams.frame_streams``: several ADUs in a segment, ADUs split over segments),
         those go through ``fast_reads``, and each flow is left to its decoder from its first
         segment either could not take, with the held bytes, pending requests and sequence
         numbers the decoder would have reached by then.
         """
-        batch, decoded, flows, index, from_client, rows = (
-            view.batch, view.decoded, view.flows, view.index, view.from_client, view.rows)
+        batch, decoded, flows, index, from_client = (
+            view.batch, view.decoded, view.flows, view.index, view.from_client)
+        nothing = np.zeros(0, dtype=np.int64)
         is_modbus = np.fromiter(
             (isinstance(f.decoder, ModbusDecoder) and f.proto == 6
              and not f.decoder_reversed
@@ -1520,18 +1593,16 @@ class ModbusRun(ProtocolRun):
              and not f.to_server.stream.held and not f.to_client.stream.held
              and f.decoder.framed() for f in flows), dtype=bool, count=len(flows))
         candidate = rows[is_modbus[index[rows]]]
-        if len(candidate) == 0:
-            return rows
         # Handshake segments were taken care of ahead of the batch paths (the pipeline's).
         candidate = candidate[decoded.payload_len[candidate] > 0]
         if len(candidate) == 0:
-            return rows
+            return nothing, nothing
         # The fast path numbers its flows 0.. in batch order (a table, not a sort: linear).
         in_fast = np.zeros(len(flows), dtype=bool)
         in_fast[index[candidate]] = True
         flow_ids = np.flatnonzero(in_fast)
         if len(flow_ids) >= 1 << 16:
-            return rows
+            return nothing, candidate
         local_of = np.zeros(len(flows), dtype=np.int64)
         local_of[flow_ids] = np.arange(len(flow_ids))
         local = local_of[index[candidate]]
@@ -1572,16 +1643,14 @@ class ModbusRun(ProtocolRun):
         np.minimum.at(cut, data.flow[~result.handled], seg_of[~result.handled])
         consumed = np.arange(nseg) < cut[local]
         if not consumed.any():
-            return rows
+            return nothing, candidate
         event_rows = candidate[seg_of[[i for i, _ in result.events]]].tolist()
         for row, (_, event) in zip(event_rows, result.events, strict=True):
             emit(row, event)
         self._hand_over(adus, result, fast_flows, consumed, local * 2 + seg_from_client,
                         (seg_seq + seg_len) & 0xFFFFFFFF)
-        done = np.zeros(len(batch), dtype=bool)
-        done[candidate[consumed]] = True
         count("modbus_fast_pdus", int(np.count_nonzero(result.handled)))
-        return rows[~done[rows]]
+        return candidate[consumed], candidate[~consumed]
 
     def _hand_over(self, adus: Adus, result: FastResult, fast_flows: list[Flow],
                    consumed: np.ndarray, seg_slot: np.ndarray, seg_end_seq: np.ndarray) -> None:
