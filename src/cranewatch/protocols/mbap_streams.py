@@ -57,7 +57,8 @@ class Adus:
     ``offset`` points into ``buf`` (the batch's bytes, followed by the gathered bytes of the
     streams that needed walking; ``stream_start`` per slot: where the decoder's held bytes
     begin there). ``cut``: per slot, the position of the first segment of its flow the decoder
-    must take (len(segments) when none).
+    must take (len(segments) when none). When every segment is one whole ADU and nothing is
+    held, the streams' order is not checked here (``fast_reads`` checks it, ADU by ADU).
     """
 
     buf: np.ndarray
@@ -85,6 +86,19 @@ def frame_streams(seg: Segments, max_length: int) -> Adus:
     n = len(seg.slot)
     nslots = len(seg.next_seq)
     buf = seg.buf
+    off = seg.offset.astype(np.int64)
+    size = seg.length.astype(np.int64)
+    readable = size >= 6
+    fits, length = header_fits(buf, np.where(readable, off, 0), max_length)
+    exact = readable & fits & (size == 6 + length)
+    if not seg.carry and exact.all():
+        # Every segment one whole ADU (pipelined polling, the common case): nothing to walk,
+        # and the order of each stream is left to ``fast_reads`` to check.
+        everything = np.arange(n)
+        return Adus(buf, off, size, seg.seq.astype(np.int64), everything, seg.slot,
+                    np.full(nslots, n, dtype=np.int64), seg.next_seq,
+                    np.zeros(nslots, dtype=np.int64), np.full(n, -1, dtype=np.int64),
+                    np.zeros(nslots, dtype=bool))
     # In order: each segment starts where the previous one of its stream ended.
     # Stable by slot; 16-bit keys are radix-sorted (linear).
     order = np.argsort(seg.slot.astype(np.uint16) if nslots <= 1 << 16 else seg.slot, kind="stable")
@@ -102,12 +116,6 @@ def frame_streams(seg: Segments, max_length: int) -> Adus:
     taken = order < cut[s_slot]  # in sorted order: the in-order prefix of each stream
 
     # A stream whose segments are each exactly one ADU (and that holds nothing) needs no walk.
-    off = seg.offset.astype(np.int64)
-    size = seg.length.astype(np.int64)
-    readable = size >= 6
-    head_at = np.where(readable, off, 0)
-    fits, length = header_fits(buf, head_at, max_length)
-    exact = readable & fits & (size == 6 + length)
     walk_slot = np.bincount(s_slot[taken], weights=~exact[order[taken]],
                             minlength=nslots).astype(bool)
     for slot, kept in seg.carry.items():
