@@ -140,18 +140,23 @@ def frame_streams(seg: Segments, max_length: int) -> Adus:
     held = np.array([len(seg.carry.get(s, b"")) if f else 0
                      for s, f in zip(w_slot.tolist(), w_first.tolist(), strict=True)],
                     dtype=np.int64)
+    # The walked bytes go after the batch's, unless no ADU points into the batch's own.
+    base = len(buf) if len(direct) else 0
     piece_len = held + size[w]
-    piece_end = len(buf) + np.cumsum(piece_len)
-    data_start = piece_end - size[w]  # where the segment's own bytes go
+    piece_end = base + np.cumsum(piece_len)
     piece_start = piece_end - piece_len
-    extra = np.empty(int(piece_len.sum()), dtype=np.uint8)
-    total = int(size[w].sum())
-    within = np.arange(total) - np.repeat(np.cumsum(size[w]) - size[w], size[w])
-    extra[np.repeat(data_start - len(buf), size[w]) + within] = buf[np.repeat(off[w], size[w]) + within]
-    for at, slot in zip(piece_start[held > 0].tolist(), w_slot[held > 0].tolist(), strict=True):
-        carry = seg.carry[slot]
-        extra[at - len(buf) : at - len(buf) + len(carry)] = np.frombuffer(carry, dtype=np.uint8)
-    whole = np.concatenate([buf, extra])
+    sizes = size[w]
+    index_type = np.int32 if len(buf) < 1 << 31 else np.int64
+    gather = np.repeat((off[w] - (np.cumsum(sizes) - sizes)).astype(index_type), sizes)
+    gather += np.arange(len(gather), dtype=index_type)
+    extra = buf[gather]  # the segments' bytes end to end, then the held bytes put in front
+    if held.any():
+        carried = np.flatnonzero(held)
+        at = np.repeat(piece_start[carried] - base - (np.cumsum(held)[carried] - held[carried]),
+                       held[carried])
+        extra = np.insert(extra, at, np.frombuffer(
+            b"".join(seg.carry[slot] for slot in w_slot[carried].tolist()), dtype=np.uint8))
+    whole = np.concatenate([buf, extra]) if base else extra
     starts_of_slot = piece_start[w_first]
     stream_start[w_slot[w_first]] = starts_of_slot
     # Per piece, where its stream's bytes end.
