@@ -22,6 +22,7 @@ import numpy as np
 from cranewatch.errors import DecodeError
 from cranewatch.protocols.base import DecoderSpec, Event, FlowContext
 from cranewatch.protocols.framing import decode_error
+from cranewatch.protocols.mbap_streams import Adus, Segments, frame_streams
 from cranewatch.protocols.registry import (
     AS_IS,
     BatchView,
@@ -511,6 +512,19 @@ class ModbusDecoder:
         """Nothing held between PDUs: the fast path may take over this connection."""
         return not (self._buffer[True] or self._buffer[False]
                     or self._resync[True] or self._resync[False] or self.unanswered)
+
+    def framed(self) -> bool:
+        """In step with the MBAP framing of both directions (any held bytes start an ADU) and
+        nothing to report: the batch path may take the streams on from here."""
+        return not (self._resync[True] or self._resync[False] or self.unanswered)
+
+    def held(self, from_client: bool) -> bytes:
+        """The bytes of a partial ADU kept from one direction."""
+        return self._buffer[from_client]
+
+    def hold(self, from_client: bool, data: bytes) -> None:
+        """Keep ``data`` (the start of an ADU, framed by the batch path) for the next ``feed``."""
+        self._buffer[from_client] = data
 
     def gap(self, from_client: bool) -> None:
         self._buffer[from_client] = b""
@@ -1003,6 +1017,10 @@ class FastInput:
     frame: np.ndarray
     next_seq: list[tuple[int | None, int | None]]  # (to server, to client)
     pending: list[dict[int, _Pending]]
+    # Rows cut from whole streams (``mbap_streams``): per row, the first row completed by the
+    # same segment. A flow is then left to the decoder from a whole segment on, never from an
+    # ADU in the middle of one. None: one row per segment.
+    group: np.ndarray | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -1134,9 +1152,10 @@ def fast_reads(data: FastInput, book: ModbusBook, contexts: list[FlowContext],
 
     # Each flow is decoded here up to its first irregular row (position in capture order).
     position = np.arange(n)
+    cut_at = position if data.group is None else data.group
     cut = np.full(nflows, n, dtype=np.int64)
     irregular = ~(ok & in_order)
-    np.minimum.at(cut, data.flow[irregular], position[irregular])
+    np.minimum.at(cut, data.flow[irregular], cut_at[irregular])
 
     carried = [(f, t, p) for f in range(nflows) for t, p in data.pending[f].items()]
     m = len(carried)
@@ -1156,7 +1175,7 @@ def fast_reads(data: FastInput, book: ModbusBook, contexts: list[FlowContext],
         # A response that pairs with nothing here: the slow path takes it and what follows.
         src = pairing[6]
         bad_rows = rows[src[broken]]
-        np.minimum.at(cut, data.flow[bad_rows], bad_rows)
+        np.minimum.at(cut, data.flow[bad_rows], cut_at[bad_rows])
     else:
         return result  # irregular everywhere: all of it to the slow path
     f_s, t_s, r_s, pair_order, answered, _, src_row = pairing
@@ -1198,6 +1217,8 @@ def fast_reads(data: FastInput, book: ModbusBook, contexts: list[FlowContext],
     # Reads: requests tallied and counted, answers appended to their series.
     new_req = rows[req[rows] & is_read[rows]]
     resp_j = np.flatnonzero(answered & np.concatenate([no_carried, is_read[rows]])[pair_order])
+    if data.group is not None:  # a segment may complete several answers of one series: in order
+        resp_j = resp_j[np.argsort(src_row[resp_j], kind="stable")]
     if len(new_req) or len(resp_j):
         _fold_reads(book, contexts, source, data, new_req, resp_j, rows, src_row, pair_order,
                     carried, unit, fc, address, qty)
@@ -1441,6 +1462,52 @@ def _peers(role: str, tallies: dict[str, PeerTally]) -> tuple[ModbusPeer, ...]:
     )
 
 
+def _stalled(view: BatchView, rows: np.ndarray) -> np.ndarray:
+    """Rows the per-packet path takes before the vectorised path can have their flows back: of
+    each Modbus connection waiting behind a TCP hole, its segments up to the one that fills the
+    hole or comes after the hole is given up (``Stream.max_hole_age``); of one whose decoder
+    is out of step with the framing, its next segment."""
+    rows = rows[view.decoded.payload_len[rows] > 0]
+    flow_of = view.index[rows]
+    present = np.unique(flow_of)
+    stalled = np.zeros(len(view.flows), dtype=bool)
+    next_seq = np.zeros((len(view.flows), 2), dtype=np.int64)
+    held = np.zeros((len(view.flows), 2), dtype=bool)
+    deadline = np.full((len(view.flows), 2), np.inf)
+    for k in present.tolist():
+        f = view.flows[k]
+        if not (isinstance(f.decoder, ModbusDecoder) and f.proto == 6 and not f.decoder_reversed
+                and f.to_server.stream is not None and f.to_client.stream is not None):
+            continue
+        for side, stream in ((0, f.to_client.stream), (1, f.to_server.stream)):
+            if stream.held and stream.next_seq is not None:
+                held[k, side] = True
+                next_seq[k, side] = stream.next_seq
+                deadline[k, side] = stream.hole_since + stream.max_hole_age
+        stalled[k] = held[k].any() or not f.decoder.framed()
+    mine = stalled[flow_of]
+    rows, flow_of = rows[mine], flow_of[mine]
+    if len(rows) == 0:
+        return rows
+    side = view.from_client[rows].astype(np.int64)
+    seq = view.decoded.tcp_seq[rows].astype(np.int64)
+    size = view.decoded.payload_len[rows].astype(np.int64)
+    waits = held[flow_of, side]
+    fills = waits & (((next_seq[flow_of, side] - seq) & 0xFFFFFFFF) < size)
+    late = waits & (view.batch.ts[rows] >= deadline[flow_of, side])
+    release = fills | late | ~held[flow_of].any(axis=1)  # an out-of-step decoder: the next one
+    position = np.arange(len(rows))
+    first = np.full(len(view.flows), len(rows), dtype=np.int64)
+    np.minimum.at(first, flow_of[release], position[release])
+    return rows[position <= first[flow_of]]
+
+
+# Passes of the vectorised path over one batch, each after the per-packet path took the
+# segment that stopped a flow; they go on while each takes at least RESUME_ROWS segments.
+RESUMES = 16
+RESUME_ROWS = 64
+
+
 class ModbusRun(ProtocolRun):
     """One analysis' Modbus state: the book (series and tallies) fed by both decode paths.
 
@@ -1482,64 +1549,134 @@ class ModbusRun(ProtocolRun):
 
     def batch(self, view: BatchView, emit: Callable[[int, Any], None],
               count: Callable[[str, int], None]) -> np.ndarray:
-        """Run the vectorised read path; return the rows left for the decoders."""
-        batch, decoded, flows, index, from_client, rows = (
-            view.batch, view.decoded, view.flows, view.index, view.from_client, view.rows)
+        """Run the vectorised path; return the rows left for the decoders.
+
+        Each pass (``_take``) leaves a flow to its decoder from its first segment it could not
+        take (an exception answer, a retransmission, a function it does not fold). That one
+        segment then goes the per-packet way (``view.per_packet``), and the next pass takes
+        the flow back after it, for up to ``RESUMES`` passes while they pay.
+        """
+        rows = view.rows
+        for resume in range(RESUMES + 1):
+            taken, left = self._take(view, rows, emit, count)
+            if len(taken):
+                rows = rows[~np.isin(rows, taken, assume_unique=True)]
+            if view.per_packet is None or resume == RESUMES or \
+                    (resume and len(taken) < RESUME_ROWS):
+                break
+            _, first = np.unique(view.index[left], return_index=True)
+            irregular = np.union1d(left[first], _stalled(view, rows))  # sorted: capture order
+            if len(irregular) == 0 or len(left) + len(irregular) < RESUME_ROWS:
+                break
+            view.per_packet(irregular)
+            rows = rows[~np.isin(rows, irregular, assume_unique=True)]
+        return rows
+
+    def _take(self, view: BatchView, rows: np.ndarray, emit: Callable[[int, Any], None],
+              count: Callable[[str, int], None]) -> tuple[np.ndarray, np.ndarray]:
+        """One pass of the vectorised path over ``rows``: (rows taken, payload rows of the
+        flows it looked at that it left, in capture order).
+
+        The in-order bytes of each connection's streams are cut into ADUs
+        (``mbap_streams.frame_streams``: several ADUs in a segment, ADUs split over segments),
+        those go through ``fast_reads``, and each flow is left to its decoder from its first
+        segment either could not take, with the held bytes, pending requests and sequence
+        numbers the decoder would have reached by then.
+        """
+        batch, decoded, flows, index, from_client = (
+            view.batch, view.decoded, view.flows, view.index, view.from_client)
+        nothing = np.zeros(0, dtype=np.int64)
         is_modbus = np.fromiter(
             (isinstance(f.decoder, ModbusDecoder) and f.proto == 6
              and not f.decoder_reversed
              and f.to_server.stream is not None and f.to_client.stream is not None
              and not f.to_server.stream.held and not f.to_client.stream.held
-             and f.decoder.idle() for f in flows), dtype=bool, count=len(flows))
+             and f.decoder.framed() for f in flows), dtype=bool, count=len(flows))
         candidate = rows[is_modbus[index[rows]]]
-        if len(candidate) == 0:
-            return rows
         # Handshake segments were taken care of ahead of the batch paths (the pipeline's).
         candidate = candidate[decoded.payload_len[candidate] > 0]
         if len(candidate) == 0:
-            return rows
+            return nothing, nothing
         # The fast path numbers its flows 0.. in batch order (a table, not a sort: linear).
         in_fast = np.zeros(len(flows), dtype=bool)
         in_fast[index[candidate]] = True
         flow_ids = np.flatnonzero(in_fast)
         if len(flow_ids) >= 1 << 16:
-            return rows
+            return nothing, candidate
         local_of = np.zeros(len(flows), dtype=np.int64)
         local_of[flow_ids] = np.arange(len(flow_ids))
         local = local_of[index[candidate]]
         fast_flows = [flows[int(f)] for f in flow_ids]
+        decoders: list[ModbusDecoder] = [f.decoder for f in fast_flows]
+        seg_from_client = from_client[candidate]
+        seg_seq = decoded.tcp_seq[candidate].astype(np.int64)
+        seg_len = decoded.payload_len[candidate].astype(np.int64)
+        next_seq = np.array([-1 if nxt is None else nxt for f in fast_flows
+                             for nxt in (f.to_client.stream.next_seq,  # type: ignore[union-attr]
+                                         f.to_server.stream.next_seq)],  # type: ignore[union-attr]
+                            dtype=np.int64)
+        carry = {2 * k + side: held for k, d in enumerate(decoders) for side in (0, 1)
+                 if (held := d.held(bool(side)))}
+        adus = frame_streams(Segments(
+            buf=np.frombuffer(batch.buf, dtype=np.uint8), slot=local * 2 + seg_from_client,
+            seq=seg_seq, offset=decoded.payload_off[candidate], length=seg_len,
+            next_seq=next_seq, carry=carry), MAX_FRAMING_LENGTH)
+        nseg = len(candidate)
+        seg_of = adus.segment
+        group = None  # one ADU per segment
+        if adus.walked.any() and len(seg_of):
+            starts = np.ones(len(seg_of), dtype=bool)
+            starts[1:] = seg_of[1:] != seg_of[:-1]
+            group = np.maximum.accumulate(np.where(starts, np.arange(len(seg_of)), 0))
+        slot_first = adus.first_seq.tolist()
         data = FastInput(
-            buf=np.frombuffer(batch.buf, dtype=np.uint8), flow=local,
-            from_client=from_client[candidate], seq=decoded.tcp_seq[candidate],
-            offset=decoded.payload_off[candidate], length=decoded.payload_len[candidate],
-            ts=batch.ts[candidate], frame=batch.frame[candidate],
-            next_seq=[(f.to_server.stream.next_seq if f.to_server.stream else None,
-                       f.to_client.stream.next_seq if f.to_client.stream else None)
-                      for f in fast_flows],
-            pending=[f.decoder.pending for f in fast_flows],
+            buf=adus.buf, flow=adus.slot >> 1, from_client=(adus.slot & 1).astype(bool),
+            seq=adus.seq, offset=adus.offset, length=adus.length,
+            ts=batch.ts[candidate[seg_of]], frame=batch.frame[candidate[seg_of]],
+            next_seq=[(slot_first[2 * k + 1], slot_first[2 * k]) for k in range(len(fast_flows))],
+            pending=[d.pending for d in decoders], group=group,
         )
-        contexts = [f.decoder.context for f in fast_flows]
-        peers = [(c.client, c.server) for c in contexts]
+        contexts = [d.context for d in decoders]
         result = fast_reads(data, self.book, contexts, batch.source)
-        if not result.handled.any():
-            return rows
-        if result.events:
-            event_rows = candidate[[i for i, _ in result.events]].tolist()
-            for row, (_, event) in zip(event_rows, result.events, strict=True):
-                emit(row, event)
-        for k in np.flatnonzero(result.touched).tolist():
-            flow = fast_flows[k]
-            to_server, to_client = result.next_seq.get(k, data.next_seq[k])
-            assert flow.to_server.stream is not None and flow.to_client.stream is not None
-            flow.to_server.stream.next_seq = to_server
-            flow.to_client.stream.next_seq = to_client
-            flow.decoder.pending = result.pending.get(k, {})
-            for pending in result.superseded.get(k, ()):
-                self.book.unanswered(peers[k][0], peers[k][1], pending)
-        done = np.zeros(len(batch), dtype=bool)
-        done[candidate[result.handled]] = True
+        # Each flow is the decoder's from the first segment that was not taken here.
+        cut = np.minimum(adus.cut[0::2], adus.cut[1::2])
+        np.minimum.at(cut, data.flow[~result.handled], seg_of[~result.handled])
+        consumed = np.arange(nseg) < cut[local]
+        if not consumed.any():
+            return nothing, candidate
+        event_rows = candidate[seg_of[[i for i, _ in result.events]]].tolist()
+        for row, (_, event) in zip(event_rows, result.events, strict=True):
+            emit(row, event)
+        self._hand_over(adus, result, fast_flows, consumed, local * 2 + seg_from_client,
+                        (seg_seq + seg_len) & 0xFFFFFFFF)
         count("modbus_fast_pdus", int(np.count_nonzero(result.handled)))
-        return rows[~done[rows]]
+        return candidate[consumed], candidate[~consumed]
+
+    def _hand_over(self, adus: Adus, result: FastResult, fast_flows: list[Flow],
+                   consumed: np.ndarray, seg_slot: np.ndarray, seg_end_seq: np.ndarray) -> None:
+        """Leave each flow's decoder and streams as the per-segment path would have left them
+        after the consumed segments: sequence numbers, held bytes, pending requests."""
+        taken = np.flatnonzero(consumed)
+        last_seg = np.full(2 * len(fast_flows), -1, dtype=np.int64)
+        np.maximum.at(last_seg, seg_slot[taken], taken)
+        last_end = adus.stream_start.copy()
+        handled = np.flatnonzero(result.handled)
+        np.maximum.at(last_end, adus.slot[handled], adus.offset[handled] + adus.length[handled])
+        for slot in np.flatnonzero(last_seg >= 0).tolist():
+            k, from_client = slot >> 1, bool(slot & 1)
+            flow, seg = fast_flows[k], int(last_seg[slot])
+            stream = flow.to_server.stream if from_client else flow.to_client.stream
+            assert stream is not None
+            stream.next_seq = int(seg_end_seq[seg])
+            if adus.walked[slot]:
+                kept = adus.buf[int(last_end[slot]) : int(adus.segment_end[seg])].tobytes()
+                flow.decoder.hold(from_client, kept)
+        for k in np.flatnonzero(result.touched).tolist():
+            decoder = fast_flows[k].decoder
+            decoder.pending = result.pending.get(k, {})
+            master, slave = decoder.context.client, decoder.context.server
+            for pending in result.superseded.get(k, ()):
+                self.book.unanswered(master, slave, pending)
 
 
 # --- Zeek logs (``sources.zeek``): the records of this protocol's logs as its events

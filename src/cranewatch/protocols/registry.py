@@ -96,7 +96,9 @@ class LinkSpec:
 class BatchView:
     """What a batch fast path sees of one batch: the packets, their L2-L4 decode, the flows
     of the batch (``flows[index[row]]``, ``index`` -1 for packets of no flow) and each
-    packet's direction; ``rows`` are the payload rows not yet taken."""
+    packet's direction; ``rows`` are the payload rows not yet taken. ``per_packet`` (when
+    given) runs the per-packet path on some rows at once: a fast path may hand it a flow's
+    irregular packet and take the flow back after it."""
 
     batch: PacketBatch
     decoded: DecodedBatch
@@ -104,6 +106,7 @@ class BatchView:
     index: np.ndarray
     from_client: np.ndarray
     rows: np.ndarray
+    per_packet: Callable[[np.ndarray], None] | None = None
 
 
 class ProtocolRun:
