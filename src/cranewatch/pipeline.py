@@ -701,7 +701,7 @@ class Analysis:
             return
         if self.fast_path and self._batch_runs:
             self._prepare_new_flows(batch, decoded, flows, index, from_client, rows)
-            view = BatchView(batch, decoded, flows, index, from_client, rows)
+            view = BatchView(batch, decoded, flows, index, from_client, rows, self._feed)
             for run in self._batch_runs:
                 view.rows = run.batch(view, self._defer, self._count)
                 if len(view.rows) == 0:

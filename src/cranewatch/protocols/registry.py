@@ -104,6 +104,9 @@ class BatchView:
     index: np.ndarray
     from_client: np.ndarray
     rows: np.ndarray
+    # The decoders' way for one in-order segment of this batch, for a batch path that meets
+    # what it does not take (``FoldRun``): (flow, to_server, data, ts, frame, source, row).
+    feed: Callable[[Flow, bool, bytes, float, int, str, int], None] | None = None
 
 
 class ProtocolRun:
@@ -141,6 +144,105 @@ class ProtocolRun:
 
     def summary(self) -> dict[str, Any]:
         return {}
+
+
+class FoldRun(ProtocolRun):
+    """A batch path that folds the PDUs no consumer reads (Zeek's way: decode what a detector
+    needs and count the rest).
+
+    A protocol's polling (S7 read var, OPC UA reads and publishes) gives events whose adapter
+    gives no fact (``IGNORED``, or a converter that returns nothing for them), so no
+    detector, baseline or process check ever reads them. ``fold`` takes one whole PDU of a
+    flow's in-order segment when it is such a PDU: it updates the decoder's state the way its
+    ``feed`` would (request/answer matching), and returns the kind of the event ``feed``
+    would have given (counted in the run's events, not built), or None to leave the segment
+    to the decoder. ``fold`` must change nothing when it returns None, and must take only
+    PDUs on which ``feed`` would report no problem.
+
+    Taken: segments of TCP flows whose decoder is a ``decoder_type``, roles not reversed,
+    that continue their direction's stream exactly (nothing held behind a hole). The first
+    segment of a flow ``fold`` declines ends that flow's batch path for the batch: its later
+    segments go the decoder's way, in order.
+    """
+
+    batch_path = True
+    decoder_type: type = object
+
+    def fold(self, decoder: Any, from_client: bool, buf: bytes, off: int, size: int,
+             frame: int) -> str | None:
+        return None
+
+    def batch(self, view: BatchView, emit: Callable[[int, Any], None],
+              count: Callable[[str, int], None]) -> np.ndarray:
+        import numpy as np
+
+        from cranewatch.flows import IPPROTO_TCP, TCP_SYN
+
+        flows, index, rows, decoded = view.flows, view.index, view.rows, view.decoded
+        dtype = self.decoder_type
+        mine = np.fromiter((type(f.decoder) is dtype and f.proto == IPPROTO_TCP
+                            and not f.decoder_reversed for f in flows), dtype=bool, count=len(flows))
+        if not mine.any():
+            return rows
+        candidate = rows[mine[index[rows]]]
+        if len(candidate) == 0:
+            return rows
+        fold = self.fold
+        buf = view.batch.buf
+        feed, source = view.feed, view.batch.source
+        stopped: set[int] = set()
+        taken: list[int] = []
+        folded = 0
+        kinds: dict[str, int] = {}
+        columns = zip(candidate.tolist(), index[candidate].tolist(),
+                      view.from_client[candidate].tolist(), decoded.payload_off[candidate].tolist(),
+                      decoded.payload_len[candidate].tolist(), decoded.tcp_seq[candidate].tolist(),
+                      decoded.tcp_flags[candidate].tolist(), view.batch.frame[candidate].tolist(),
+                      view.batch.ts[candidate].tolist(), strict=True)
+        for row, flow_index, to_server, off, size, seq, flags, frame, ts in columns:
+            if flow_index in stopped:
+                continue
+            flow = flows[flow_index]
+            side = flow.to_server if to_server else flow.to_client
+            stream = side.stream
+            if stream is None:
+                stopped.add(flow_index)
+                continue
+            if flags & TCP_SYN and not size:  # what the decoders' way does with a handshake
+                stream.syn(seq)
+                taken.append(row)
+                continue
+            if flags & TCP_SYN or not size or stream.held or seq != stream.next_seq:
+                stopped.add(flow_index)
+                continue
+            decoder = flow.decoder
+            if type(decoder) is not dtype:  # given up on in this batch
+                stopped.add(flow_index)
+                continue
+            if getattr(decoder, "finished", False):  # it wants no more bytes
+                taken.append(row)
+                continue
+            kind = fold(decoder, to_server, buf, off, size, frame)
+            if kind is None and feed is None:
+                stopped.add(flow_index)
+                continue
+            stream.next_seq = (seq + size) & 0xFFFFFFFF
+            taken.append(row)
+            if kind is None:  # not one to fold: the decoder gets it, in its turn
+                assert feed is not None
+                feed(flow, to_server, buf[off:off + size], ts, frame, source, row)
+            else:
+                kinds[kind] = kinds.get(kind, 0) + 1
+                folded += 1
+        if not taken:
+            return rows
+        for kind, n in kinds.items():
+            count(kind, n)
+        if folded:
+            count(f"{self.protocol}_folded_pdus", folded)
+        done = np.zeros(len(view.batch), dtype=bool)
+        done[taken] = True
+        return rows[~done[rows]]
 
 
 # A Zeek log record -> events (``sources.zeek``: record and result are its ZeekRecord and
