@@ -455,6 +455,7 @@ def plc_command(event: OpcuaServiceRequest) -> list[PlcCommand]:
 
 
 _MSG_HEADER = struct.Struct("<III")  # message size, secure channel id, token id (then sequence, request id)
+_REQUEST, _RESPONSE = (OpcuaServiceRequest.kind,), (OpcuaServiceResponse.kind,)
 
 
 class OpcuaRun(FoldRun):
@@ -465,7 +466,7 @@ class OpcuaRun(FoldRun):
     decoder_type = OpcuaDecoder
 
     def fold(self, decoder: Any, from_client: bool, buf: bytes, off: int, size: int,
-             frame: int) -> str | None:
+             frame: int) -> tuple[str, ...] | None:
         # "MSGF" of exactly this segment, a 4-byte numeric type id (namespace 0) first in the body
         if (size < 28 or buf[off:off + 4] != b"MSGF" or buf[off + 24] != 1 or buf[off + 25]
                 or _MSG_HEADER.unpack_from(buf, off + 4)[0] != size):
@@ -482,10 +483,10 @@ class OpcuaRun(FoldRun):
             if len(requests) > 1024:
                 requests.pop(next(iter(requests)))
             buffer.resyncing = False
-            return OpcuaServiceRequest.kind
+            return _REQUEST
         decoder._requests.pop(request_id, None)
         buffer.resyncing = False
-        return OpcuaServiceResponse.kind
+        return _RESPONSE
 
 
 PROTOCOL = register_protocol(ProtocolSpec(

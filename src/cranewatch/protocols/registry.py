@@ -154,7 +154,7 @@ class FoldRun(ProtocolRun):
     gives no fact (``IGNORED``, or a converter that returns nothing for them), so no
     detector, baseline or process check ever reads them. ``fold`` takes one whole PDU of a
     flow's in-order segment when it is such a PDU: it updates the decoder's state the way its
-    ``feed`` would (request/answer matching), and returns the kind of the event ``feed``
+    ``feed`` would (request/answer matching), and returns the kinds of the events ``feed``
     would have given (counted in the run's events, not built), or None to leave the segment
     to the decoder. ``fold`` must change nothing when it returns None, and must take only
     PDUs on which ``feed`` would report no problem.
@@ -169,7 +169,7 @@ class FoldRun(ProtocolRun):
     decoder_type: type = object
 
     def fold(self, decoder: Any, from_client: bool, buf: bytes, off: int, size: int,
-             frame: int) -> str | None:
+             frame: int) -> tuple[str, ...] | None:
         return None
 
     def batch(self, view: BatchView, emit: Callable[[int, Any], None],
@@ -222,17 +222,18 @@ class FoldRun(ProtocolRun):
             if getattr(decoder, "finished", False):  # it wants no more bytes
                 taken.append(row)
                 continue
-            kind = fold(decoder, to_server, buf, off, size, frame)
-            if kind is None and feed is None:
+            given = fold(decoder, to_server, buf, off, size, frame)
+            if given is None and feed is None:
                 stopped.add(flow_index)
                 continue
             stream.next_seq = (seq + size) & 0xFFFFFFFF
             taken.append(row)
-            if kind is None:  # not one to fold: the decoder gets it, in its turn
+            if given is None:  # not one to fold: the decoder gets it, in its turn
                 assert feed is not None
                 feed(flow, to_server, buf[off:off + size], ts, frame, source, row)
             else:
-                kinds[kind] = kinds.get(kind, 0) + 1
+                for kind in given:
+                    kinds[kind] = kinds.get(kind, 0) + 1
                 folded += 1
         if not taken:
             return rows

@@ -546,6 +546,7 @@ def set_clock(event: S7UserDataRequest) -> list[PlcCommand]:
 # and their answers are IGNORED, so a batch folds them (``registry.FoldRun``).
 POLLED_FUNCTIONS = frozenset({0x04, 0x05})
 _S7_HEADER = struct.Struct(">HHH")  # pdu_ref, parameter length, data length
+_JOB, _ACK = (S7JobRequest.kind,), (S7JobResponse.kind,)
 
 
 class S7Run(FoldRun):
@@ -555,7 +556,7 @@ class S7Run(FoldRun):
     decoder_type = S7Decoder
 
     def fold(self, decoder: Any, from_client: bool, buf: bytes, off: int, size: int,
-             frame: int) -> str | None:
+             frame: int) -> tuple[str, ...] | None:
         # TPKT v3 of exactly this segment, COTP DT (length indicator 2) last unit, S7 0x32.
         if (size < 21 or buf[off] != 3 or buf[off + 1] or (buf[off + 2] << 8 | buf[off + 3]) != size
                 or buf[off + 4] != 2 or buf[off + 5] != 0xF0 or not buf[off + 6] & 0x80
@@ -580,13 +581,13 @@ class S7Run(FoldRun):
             if len(jobs) > 4096:
                 jobs.pop(next(iter(jobs)))
             buffer.resyncing = False
-            return S7JobRequest.kind
+            return _JOB
         if rosctr == ROSCTR_ACK_DATA:
             if param_len < 2 or 19 + param_len + data_len != size or buf[off + 19] not in POLLED_FUNCTIONS:
                 return None
             decoder._jobs.pop(pdu_ref, None)
             buffer.resyncing = False
-            return S7JobResponse.kind
+            return _ACK
         return None
 
 
