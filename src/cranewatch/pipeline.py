@@ -713,7 +713,8 @@ class Analysis:
         held = self._held
         try:
             self._prepare_new_flows(batch, decoded, flows, index, from_client, rows)
-            view = BatchView(batch, decoded, flows, index, from_client, rows, self._feed_row)
+            view = BatchView(batch, decoded, flows, index, from_client, rows, self._feed_row,
+                             self._gap_row)
             for run in self._batch_runs:
                 view.rows = run.batch(view, self._defer, self._count)
                 if len(view.rows) == 0:
@@ -729,6 +730,10 @@ class Analysis:
                   source: str, row: int) -> None:
         self._row = row
         self._feed(flow, to_server, data, ts, frame, source, row)
+
+    def _gap_row(self, flow: Flow, from_client: bool, frame: int, row: int) -> None:
+        self._row = row
+        self._gap(flow, from_client, frame)
 
     def _defer(self, row: int, event: Event) -> None:
         """An event of this batch, given out in capture order with the rest (``process``)."""

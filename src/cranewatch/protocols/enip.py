@@ -536,21 +536,42 @@ def zeek_cip(record: zeek.ZeekRecord, result: zeek.ZeekResult) -> list[Event]:
                        operation=operation_of(service, classes), **zeek.ends(record))]
 
 
-# Services a fold leaves to the decoder: a multiple-service packet and an unconnected send
-# (requests inside), forward open/close (they name the connection's object), and their replies.
-_NOT_FOLDED = frozenset({0x0A, 0x52, 0x54, 0x5B, 0x4E})
+# Services a fold leaves to the decoder: an unconnected send (a request inside) and forward
+# open/close (they name the connection's object), and their replies; a multiple-service
+# packet is folded when each message in it would be.
+_NOT_FOLDED = frozenset({0x52, 0x54, 0x5B, 0x4E})
+_MULTIPLE = 0x0A
 _ITEM = struct.Struct("<HH")  # CPF item type and length
-_FOLDED = {(True, False): (EnipCommandRequest.kind, CipRequest.kind),
-           (True, True): (EnipCommandRequest.kind, CipResponse.kind),
-           (False, False): (EnipCommandResponse.kind, CipRequest.kind),
-           (False, True): (EnipCommandResponse.kind, CipResponse.kind)}
+
+
+def _embedded(payload: bytes) -> list[bytes] | None:
+    """The messages of a multiple-service packet, None where ``EnipDecoder._multiple`` would
+    report a problem or meet a message it treats beyond one CipRequest/CipResponse each."""
+    if len(payload) < 2:
+        return []
+    count = payload[0] | payload[1] << 8
+    if 2 + 2 * count > len(payload):
+        return None
+    bounds = [int.from_bytes(payload[2 + 2 * i:4 + 2 * i], "little") for i in range(count)]
+    bounds.append(len(payload))
+    out = []
+    for index in range(count):
+        start, end = bounds[index], bounds[index + 1]
+        if not 0 < start < end <= len(payload):
+            return None
+        msg = payload[start:end]
+        if len(msg) < 4 or (msg[0] & 0x7F) in _NOT_FOLDED or (msg[0] & 0x7F) == _MULTIPLE:
+            return None
+        out.append(msg)
+    return out
 
 
 class EnipRun(FoldRun):
     """EtherNet/IP's batch path: SendRRData/SendUnitData with one CIP message (explicit
-    polling: get attribute, read/write tag ...) that is none of plc-control's, and its reply,
-    one encapsulation per segment, folded (the request's paths remembered for its reply, as
-    ``EnipDecoder`` does; the connection's object prefixed as there)."""
+    polling: get attribute, read/write tag, multiple-service packets of them ...) none of
+    plc-control's, and its reply, one encapsulation per segment, folded (the request's paths
+    remembered for its reply, as ``EnipDecoder`` does; the connection's object prefixed as
+    there)."""
 
     decoder_type = EnipDecoder
 
@@ -583,39 +604,61 @@ class EnipRun(FoldRun):
             msg = buf[at + 4:off + size]
         else:
             return None
-        if len(msg) < 4 or (msg[0] & 0x7F) in _NOT_FOLDED:
+        service = msg[0] & 0x7F if msg else 0
+        if len(msg) < 4 or service in _NOT_FOLDED:
             return None
-        reply = bool(msg[0] & 0x80)
-        if reply:
+        command = EnipCommandRequest.kind if from_client else EnipCommandResponse.kind
+        if msg[0] & 0x80:
+            messages = 1
+            if service == _MULTIPLE and msg[2] in (0, 0x1E):
+                embedded = _embedded(msg[4 + 2 * msg[3]:])
+                if embedded is None:
+                    return None
+                messages += len(embedded)
             if sequence is not None:
                 found = decoder._connected.pop(sequence, None)
             else:
                 found = decoder._unconnected.popleft() if decoder._unconnected else None
-            decoder._reply_index = 1 if found is not None else 0
-        else:
-            service = msg[0]
-            path_end = 2 + 2 * msg[1]
-            if path_end > len(msg):
+            decoder._reply_index = messages if found is not None else 0
+            buffer.resyncing = False
+            return (command,) + (CipResponse.kind,) * messages
+        request = []
+        for depth, part in enumerate(self._requests(msg)):
+            if part is None:
+                return None
+            path_end = 2 + 2 * part[1]
+            if path_end > len(part):
                 return None
             try:
-                classes, instances, _, _ = parse_epath(msg[2:path_end])
+                classes, instances, _, _ = parse_epath(part[2:path_end])
             except Exception:  # the decoder's own way meets it (and says so)
                 return None
-            if connection_id is not None:
+            if depth == 0 and connection_id is not None:
                 connection_classes, connection_instances = decoder._connections.get(connection_id, ((), ()))
                 classes, instances = connection_classes + classes, connection_instances + instances
-            if command_operation(service, classes, operation_of(service, classes)):
+            if command_operation(part[0], classes, operation_of(part[0], classes)):
                 return None
-            decoder._request = request = [(classes, instances)]
-            if sequence is not None:
-                connected = decoder._connected
-                connected[sequence] = (request, frame)
-                if len(connected) > 256:
-                    connected.pop(next(iter(connected)))
-            else:
-                decoder._unconnected.append((request, frame))
+            request.append((classes, instances))
+        decoder._request = request
+        if sequence is not None:
+            connected = decoder._connected
+            connected[sequence] = (request, frame)
+            if len(connected) > 256:
+                connected.pop(next(iter(connected)))
+        else:
+            decoder._unconnected.append((request, frame))
         buffer.resyncing = False
-        return _FOLDED[(from_client, reply)]
+        return (command,) + (CipRequest.kind,) * len(request)
+
+    @staticmethod
+    def _requests(msg: bytes) -> list[bytes | None]:
+        """A request and, for a multiple-service packet, the requests in it (pre-order);
+        None for one the fold leaves to the decoder."""
+        if msg[0] != _MULTIPLE:
+            return [msg]
+        path_end = 2 + 2 * msg[1]
+        embedded = _embedded(msg[path_end:]) if path_end <= len(msg) else None
+        return [msg, *embedded] if embedded is not None else [None]
 
 
 PROTOCOL = register_protocol(ProtocolSpec(

@@ -107,6 +107,8 @@ class BatchView:
     # The decoders' way for one in-order segment of this batch, for a batch path that meets
     # what it does not take (``FoldRun``): (flow, to_server, data, ts, frame, source, row).
     feed: Callable[[Flow, bool, bytes, float, int, str, int], None] | None = None
+    # ... and for bytes lost before a segment: (flow, from_client, frame, row)
+    gap: Callable[[Flow, bool, int, int], None] | None = None
 
 
 class ProtocolRun:
@@ -159,8 +161,7 @@ class FoldRun(ProtocolRun):
     to the decoder. ``fold`` must change nothing when it returns None, and must take only
     PDUs on which ``feed`` would report no problem.
 
-    Taken: segments of TCP flows whose decoder is a ``decoder_type``, roles not reversed,
-    that continue their direction's stream exactly (nothing held behind a hole). The first
+    Taken: segments of TCP flows whose decoder is a ``decoder_type`` that continue their direction's stream exactly (nothing held behind a hole). The first
     segment of a flow ``fold`` declines ends that flow's batch path for the batch: its later
     segments go the decoder's way, in order.
     """
@@ -180,8 +181,8 @@ class FoldRun(ProtocolRun):
 
         flows, index, rows, decoded = view.flows, view.index, view.rows, view.decoded
         dtype = self.decoder_type
-        mine = np.fromiter((type(f.decoder) is dtype and f.proto == IPPROTO_TCP
-                            and not f.decoder_reversed for f in flows), dtype=bool, count=len(flows))
+        mine = np.fromiter((type(f.decoder) is dtype and f.proto == IPPROTO_TCP for f in flows),
+                           dtype=bool, count=len(flows))
         if not mine.any():
             return rows
         candidate = rows[mine[index[rows]]]
@@ -189,7 +190,7 @@ class FoldRun(ProtocolRun):
             return rows
         fold = self.fold
         buf = view.batch.buf
-        feed, source = view.feed, view.batch.source
+        feed, gap, source = view.feed, view.gap, view.batch.source
         stopped: set[int] = set()
         taken: list[int] = []
         folded = 0
@@ -212,17 +213,36 @@ class FoldRun(ProtocolRun):
                 stream.syn(seq)
                 taken.append(row)
                 continue
-            if flags & TCP_SYN or not size or stream.held or seq != stream.next_seq:
-                stopped.add(flow_index)
-                continue
             decoder = flow.decoder
-            if type(decoder) is not dtype:  # given up on in this batch
-                stopped.add(flow_index)
+            if flags & TCP_SYN or not size or type(decoder) is not dtype:
+                stopped.add(flow_index)  # (not its decoder any more: given up on)
                 continue
             if getattr(decoder, "finished", False):  # it wants no more bytes
                 taken.append(row)
                 continue
-            given = fold(decoder, to_server, buf, off, size, frame)
+            if stream.held:
+                stopped.add(flow_index)
+                continue
+            if seq != stream.next_seq:
+                if stream.next_seq is not None:
+                    behind = (stream.next_seq - seq) & 0xFFFFFFFF
+                    if size <= behind < 0x80000000:  # a retransmission of bytes delivered
+                        taken.append(row)
+                        continue
+                if stream.next_seq is not None or gap is None:
+                    stopped.add(flow_index)
+                    continue
+                # the capture started in the middle of this stream (``Stream.segment``)
+                gap(flow, to_server != flow.decoder_reversed, frame, row)
+                stream.next_seq = seq
+                if type(flow.decoder) is not dtype:  # the gap failed it: the bytes go as they would
+                    stream.next_seq = (seq + size) & 0xFFFFFFFF
+                    taken.append(row)
+                    stopped.add(flow_index)
+                    if feed is not None:
+                        feed(flow, to_server, buf[off:off + size], ts, frame, source, row)
+                    continue
+            given = fold(decoder, to_server != flow.decoder_reversed, buf, off, size, frame)
             if given is None and feed is None:
                 stopped.add(flow_index)
                 continue
