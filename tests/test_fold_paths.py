@@ -34,7 +34,6 @@ from cranewatch.protocols.registry import (
     register_protocol,
     unregister_protocol,
 )
-
 from modbus_capture import ACK, PSH, Conversation, write_pcap
 
 TSHARK = shutil.which("tshark")
