@@ -623,22 +623,24 @@ class EnipRun(FoldRun):
             buffer.resyncing = False
             return (command,) + (CipResponse.kind,) * messages
         request = []
+        paths = self._paths
         for depth, part in enumerate(self._requests(msg)):
             if part is None:
                 return None
             path_end = 2 + 2 * part[1]
             if path_end > len(part):
                 return None
-            try:
-                classes, instances, _, _ = parse_epath(part[2:path_end])
-            except Exception:  # the decoder's own way meets it (and says so)
+            prefix = decoder._connections.get(connection_id, ((), ())) if depth == 0 and \
+                connection_id is not None else ((), ())
+            key = (part[0], part[2:path_end], prefix)
+            path = paths.get(key)
+            if path is None:
+                path = paths[key] = self._path(*key)
+                if len(paths) > 4096:  # a few paths, polled again and again
+                    paths.pop(next(iter(paths)))
+            if not path:
                 return None
-            if depth == 0 and connection_id is not None:
-                connection_classes, connection_instances = decoder._connections.get(connection_id, ((), ()))
-                classes, instances = connection_classes + classes, connection_instances + instances
-            if command_operation(part[0], classes, operation_of(part[0], classes)):
-                return None
-            request.append((classes, instances))
+            request.append(path)
         decoder._request = request
         if sequence is not None:
             connected = decoder._connected
@@ -649,6 +651,22 @@ class EnipRun(FoldRun):
             decoder._unconnected.append((request, frame))
         buffer.resyncing = False
         return (command,) + (CipRequest.kind,) * len(request)
+
+    def __init__(self) -> None:
+        # (service, path, connection's classes and instances) -> the request's classes and
+        # instances as the decoder records them; () for a request plc-control judges
+        self._paths: dict[tuple[int, bytes, CipPath], CipPath | tuple[()]] = {}
+
+    @staticmethod
+    def _path(service: int, path: bytes, prefix: CipPath) -> CipPath | tuple[()]:
+        try:
+            classes, instances, _, _ = parse_epath(path)
+        except Exception:  # the decoder's own way meets it (and says so)
+            return ()
+        classes, instances = prefix[0] + classes, prefix[1] + instances
+        if command_operation(service, classes, operation_of(service, classes)):
+            return ()
+        return classes, instances
 
     @staticmethod
     def _requests(msg: bytes) -> list[bytes | None]:

@@ -200,12 +200,30 @@ class FoldRun(ProtocolRun):
                       decoded.payload_len[candidate].tolist(), decoded.tcp_seq[candidate].tolist(),
                       decoded.tcp_flags[candidate].tolist(), view.batch.frame[candidate].tolist(),
                       view.batch.ts[candidate].tolist(), strict=True)
+        unfinished: set[int] = set()  # flows whose decoder was seen to want bytes
         for row, flow_index, to_server, off, size, seq, flags, frame, ts in columns:
             if flow_index in stopped:
                 continue
             flow = flows[flow_index]
-            side = flow.to_server if to_server else flow.to_client
-            stream = side.stream
+            stream = (flow.to_server if to_server else flow.to_client).stream
+            if (flow_index in unfinished and stream is not None and seq == stream.next_seq
+                    and size and not flags & TCP_SYN and not stream.held):
+                # the common case: the next segment of a stream, decoder unchanged
+                given = fold(flow.decoder, to_server != flow.decoder_reversed, buf, off, size, frame)
+                if given is not None:
+                    stream.next_seq = (seq + size) & 0xFFFFFFFF
+                    taken.append(row)
+                    for kind in given:
+                        kinds[kind] = kinds.get(kind, 0) + 1
+                    folded += 1
+                elif feed is None:
+                    stopped.add(flow_index)
+                else:  # not one to fold: the decoder gets it, in its turn
+                    stream.next_seq = (seq + size) & 0xFFFFFFFF
+                    taken.append(row)
+                    feed(flow, to_server, buf[off:off + size], ts, frame, source, row)
+                    unfinished.discard(flow_index)  # it may have finished, or been given up on
+                continue
             if stream is None:
                 stopped.add(flow_index)
                 continue
@@ -220,6 +238,7 @@ class FoldRun(ProtocolRun):
             if getattr(decoder, "finished", False):  # it wants no more bytes
                 taken.append(row)
                 continue
+            unfinished.add(flow_index)
             if stream.held:
                 stopped.add(flow_index)
                 continue
@@ -251,6 +270,7 @@ class FoldRun(ProtocolRun):
             if given is None:  # not one to fold: the decoder gets it, in its turn
                 assert feed is not None
                 feed(flow, to_server, buf[off:off + size], ts, frame, source, row)
+                unfinished.discard(flow_index)  # it may have finished, or been given up on
             else:
                 for kind in given:
                     kinds[kind] = kinds.get(kind, 0) + 1
