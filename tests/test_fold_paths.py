@@ -264,3 +264,22 @@ def test_a_protocol_declares_a_fold_through_the_registry(tmp_path: Path) -> None
     assert fed == [b"STOP hoist\n", b"noise\n", b"STOP trolley\n", b"STOP spreader\n"]
     assert runs[False][2].count(b"POLL\n") == 5
     assert "toyfold" not in registry.PROTOCOLS
+
+
+def test_warnings_come_in_capture_order_when_the_batch_path_feeds_decoders(tmp_path: Path) -> None:
+    """S7 flow a has a hole (its rows go the decoders' way, after the batch path), flow b's
+    broken segment is fed by the batch path: a's problem (frame 8) is still told first."""
+    COTP_CONNECT = bytes.fromhex("0300001611e00000000100c1020100c2020102c0010a")
+    a = Conversation("10.9.0.5", "10.9.0.20", 40010, 102)
+    b = Conversation("10.9.0.6", "10.9.0.20", 40011, 102)
+    frames = [*a.handshake(), *b.handshake()]
+    start = a.seq[True]
+    frames.append(a.frame(True, PSH | ACK, b"\x05" * 6, seq=start + 6))  # 7: after a hole
+    frames.append(a.frame(True, PSH | ACK, b"\x01" * 6, seq=start))  # 8: the hole's bytes
+    frames.append(b.send(True, COTP_CONNECT))  # 9: b's first bytes, S7 by its probe
+    frames.append(b.send(True, b"\x02" * 8))  # 10: in order, no TPKT either
+    capture = write_pcap(tmp_path / "s7.pcap", frames)
+    told = {fast: [(w.message, w.frame) for w in Analysis([], fast_path=fast).run([capture]).warnings]
+            for fast in (True, False)}
+    assert told[True] == told[False] == [("s7comm: not a TPKT header", 8),
+                                         ("s7comm: not a TPKT header", 10)]
