@@ -11,6 +11,11 @@ registry derives the pipeline's dispatch, ``profile.PROTOCOLS``, the in-service 
 transports (``policy.inservice.TRANSPORTS``), the Zeek reader's tables and the content
 probes ``identify`` runs.
 
+A protocol whose polling gives events no consumer reads (their adapter gives no fact) may
+fold them in its batch path (``FoldRun``: S7 read/write var, OPC UA services, CIP explicit
+messages): the decoder's state is kept and the events are counted, never built; what a
+detector reads comes out as through the decoder.
+
 An event class defined in a protocol module without an adapter is an error at registration
 (``RegistrationError``), not events silently dropped: an adapter is ``AS_IS`` (detectors read
 the event itself), ``IGNORED`` (no detector reads it: say so) or an ``Adapter`` with a
