@@ -300,6 +300,27 @@ def test_pcapng_two_interfaces_link_types_and_resolutions(tmp_path: Path) -> Non
     ]
 
 
+def test_pcapng_of_many_interfaces_times_each_packet_by_its_own(tmp_path: Path) -> None:
+    """A merged capture (mergecap -a of hundreds of files) has an interface per file: each
+    packet is timed by its interface's resolution and offset, whatever their order."""
+    out = io.BytesIO()
+    writer = PcapngWriter(out)
+    numbers = [writer.interface(LINKTYPE_ETHERNET, tsresol=9 if i % 2 else 6, tsoffset=i)
+               for i in range(40)]
+    order = [39, 0, 7, 7, 12, 39, 1, 30, 0, 22]
+    for k, i in enumerate(order):
+        writer.write(numbers[i], T0 + k * 1_000_000, b"p%d" % k)
+    path = tmp_path / "merged.pcapng"
+    path.write_bytes(out.getvalue())
+    batches, warnings = read_all(path)
+    assert warnings == []
+    assert column(batches, "interface") == order
+    # each back through its own offset (the writer took it off) and resolution (µs or ns)
+    assert column(batches, "ts_ns") == [
+        (T0 + k * 1_000_000) // (1 if i % 2 else 1000) * (1 if i % 2 else 1000)
+        for k, i in enumerate(order)]
+
+
 def test_pcapng_sections_with_both_byte_orders(tmp_path: Path) -> None:
     out = io.BytesIO()
     writer = PcapngWriter(out, big_endian=False)

@@ -381,6 +381,8 @@ class Analysis:
         self._payload_sinks = [s for s in self.sinks if hasattr(s, "on_payload")]
         self._limits_hit: set[str] = set()
         self._deferred: list[tuple[int, Event]] | None = None
+        self._held: list[tuple[int, InputWarning]] | None = None  # warnings of a batch's rows
+        self._row = -1  # the row being decoded (the order key of its warnings)
         self.defragmenter = Defragmenter()
         self._fragmented_flows: set[tuple[str, bytes, int, bytes, int]] = set()
         self._segmenter: SegmentPlanner | None = None
@@ -390,6 +392,9 @@ class Analysis:
     # ------------------------------------------------------------------ plumbing
 
     def warn(self, warning: InputWarning) -> None:
+        if self._held is not None:  # given out in capture order (``_decode_payloads``)
+            self._held.append((self._row, warning))
+            return
         if len(self.warnings) < MAX_WARNINGS:
             self.warnings.append(warning)
         else:
@@ -711,16 +716,38 @@ class Analysis:
         rows = np.flatnonzero(interesting)
         if len(rows) == 0:
             return
-        if self.fast_path and self._batch_runs:
+        if not (self.fast_path and self._batch_runs):
+            self._slow(batch, decoded, flows, index, from_client, rows)
+            return
+        # A batch path may hand segments to their decoders ahead of the rows left for the
+        # slow path: the warnings of both are given out in capture order, as without it.
+        self._held, self._row = [], -1
+        held = self._held
+        try:
             self._prepare_new_flows(batch, decoded, flows, index, from_client, rows)
             view = BatchView(batch, decoded, flows, index, from_client, rows,
-                             lambda some: self._slow(batch, decoded, flows, index, from_client, some))
+                             per_packet=lambda some: self._slow(batch, decoded, flows, index,
+                                                                from_client, some),
+                             feed=self._feed_row, gap=self._gap_row)
             for run in self._batch_runs:
                 view.rows = run.batch(view, self._defer, self._count)
                 if len(view.rows) == 0:
                     break
-            rows = view.rows
-        self._slow(batch, decoded, flows, index, from_client, rows)
+            self._slow(batch, decoded, flows, index, from_client, view.rows)
+        finally:
+            self._held = None
+        held.sort(key=_ROW)
+        for _, warning in held:
+            self.warn(warning)
+
+    def _feed_row(self, flow: Flow, to_server: bool, data: bytes, ts: float, frame: int,
+                  source: str, row: int) -> None:
+        self._row = row
+        self._feed(flow, to_server, data, ts, frame, source, row)
+
+    def _gap_row(self, flow: Flow, from_client: bool, frame: int, row: int) -> None:
+        self._row = row
+        self._gap(flow, from_client, frame)
 
     def _defer(self, row: int, event: Event) -> None:
         """An event of this batch, given out in capture order with the rest (``process``)."""
@@ -833,6 +860,7 @@ class Analysis:
                       decoded.tcp_seq[rows].tolist(), decoded.tcp_flags[rows].tolist(),
                       batch.ts[rows].tolist(), batch.frame[rows].tolist(), strict=True)
         for row, flow_index, to_server, off, size, seq, flags, ts, frame in columns:
+            self._row = row
             flow = flows[flow_index]
             tcp = flow.proto == IPPROTO_TCP
             if tcp and flags & TCP_SYN:

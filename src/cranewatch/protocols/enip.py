@@ -14,14 +14,14 @@ import struct
 from collections import deque
 from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from cranewatch.detect.facts import PlcCommand, as_text, where
 from cranewatch.errors import DecodeError
 from cranewatch.protocols import identify
 from cranewatch.protocols.base import DecoderSpec, Event, FlowContext, ReportsProblems
 from cranewatch.protocols.framing import Endpoints, PduBuffer, decode_error, endpoints
-from cranewatch.protocols.registry import IGNORED, Adapter, ProtocolSpec, register_protocol
+from cranewatch.protocols.registry import IGNORED, Adapter, FoldRun, ProtocolSpec, register_protocol
 from cranewatch.sources import zeek_fields as zeek
 
 COMMAND_NAMES: dict[int, str] = {
@@ -489,16 +489,22 @@ ROCKWELL_CONTROLLER_CLASS = 0x8E
 ROCKWELL_LOCK_SERVICES = frozenset({0x4B, 0x4C})
 
 
+def command_operation(service: int, classes: tuple[int, ...], operation: str) -> str | None:
+    """plc-control's name of what a CIP request does to a controller, None for none of its
+    concern (``operation``: ``operation_of(service, classes)``)."""
+    command = PLC_OPERATIONS.get(operation)
+    first = classes[0] if classes else None
+    if command is None and service in SET_SERVICES and first in SET_OPERATIONS:
+        command = SET_OPERATIONS[first]
+    elif command is None and first == ROCKWELL_CONTROLLER_CLASS and service in ROCKWELL_LOCK_SERVICES:
+        command = "cip-controller-lock"
+    return command
+
+
 def plc_command(event: CipRequest) -> list[PlcCommand]:
     """A CIP request that stops, starts, resets or reprograms a controller, sets its clock or
     its network port, or takes its lock."""
-    operation = PLC_OPERATIONS.get(event.operation)
-    first = event.classes[0] if event.classes else None
-    if operation is None and event.service in SET_SERVICES and first in SET_OPERATIONS:
-        operation = SET_OPERATIONS[first]
-    elif operation is None and first == ROCKWELL_CONTROLLER_CLASS and \
-            event.service in ROCKWELL_LOCK_SERVICES:
-        operation = "cip-controller-lock"
+    operation = command_operation(event.service, event.classes, event.operation)
     if not operation:
         return []
     return [PlcCommand(**where(event), protocol="enip", operation=operation,
@@ -530,8 +536,151 @@ def zeek_cip(record: zeek.ZeekRecord, result: zeek.ZeekResult) -> list[Event]:
                        operation=operation_of(service, classes), **zeek.ends(record))]
 
 
+# Services a fold leaves to the decoder: an unconnected send (a request inside) and forward
+# open/close (they name the connection's object), and their replies; a multiple-service
+# packet is folded when each message in it would be.
+_NOT_FOLDED = frozenset({0x52, 0x54, 0x5B, 0x4E})
+_MULTIPLE = 0x0A
+_ITEM = struct.Struct("<HH")  # CPF item type and length
+
+
+def _embedded(payload: bytes) -> list[bytes] | None:
+    """The messages of a multiple-service packet, None where ``EnipDecoder._multiple`` would
+    report a problem or meet a message it treats beyond one CipRequest/CipResponse each."""
+    if len(payload) < 2:
+        return []
+    count = payload[0] | payload[1] << 8
+    if 2 + 2 * count > len(payload):
+        return None
+    bounds = [int.from_bytes(payload[2 + 2 * i:4 + 2 * i], "little") for i in range(count)]
+    bounds.append(len(payload))
+    out = []
+    for index in range(count):
+        start, end = bounds[index], bounds[index + 1]
+        if not 0 < start < end <= len(payload):
+            return None
+        msg = payload[start:end]
+        if len(msg) < 4 or (msg[0] & 0x7F) in _NOT_FOLDED or (msg[0] & 0x7F) == _MULTIPLE:
+            return None
+        out.append(msg)
+    return out
+
+
+class EnipRun(FoldRun):
+    """EtherNet/IP's batch path: SendRRData/SendUnitData with one CIP message (explicit
+    polling: get attribute, read/write tag, multiple-service packets of them ...) none of
+    plc-control's, and its reply, one encapsulation per segment, folded (the request's paths
+    remembered for its reply, as ``EnipDecoder`` does; the connection's object prefixed as
+    there)."""
+
+    decoder_type = EnipDecoder
+
+    def fold(self, decoder: Any, from_client: bool, buf: bytes, off: int, size: int,
+             frame: int) -> tuple[str, ...] | None:
+        # SendRRData (0x6F) or SendUnitData (0x70) of exactly this segment, two CPF items:
+        # a null or connected address, then unconnected or connected data
+        if (size < 44 or buf[off + 1] or buf[off] not in (0x6F, 0x70)
+                or 24 + (buf[off + 2] | buf[off + 3] << 8) != size or buf[off + 30] != 2 or buf[off + 31]):
+            return None
+        buffer = decoder._buffers[from_client]
+        if buffer._data or size > buffer.limit or decoder.ctx.transport != "tcp":
+            return None
+        address, address_size = _ITEM.unpack_from(buf, off + 32)
+        if address == 0 and address_size == 0:
+            connection_id = None
+        elif address == 0xA1 and address_size == 4:
+            connection_id = int.from_bytes(buf[off + 36:off + 40], "little")
+        else:
+            return None
+        at = off + 36 + address_size
+        kind, item_size = _ITEM.unpack_from(buf, at)
+        if at + 4 + item_size != off + size:
+            return None
+        sequence = None
+        if kind == 0xB1 and item_size >= 2:
+            sequence = buf[at + 4] | buf[at + 5] << 8
+            msg = buf[at + 6:off + size]
+        elif kind == 0xB2:
+            msg = buf[at + 4:off + size]
+        else:
+            return None
+        service = msg[0] & 0x7F if msg else 0
+        if len(msg) < 4 or service in _NOT_FOLDED:
+            return None
+        command = EnipCommandRequest.kind if from_client else EnipCommandResponse.kind
+        if msg[0] & 0x80:
+            messages = 1
+            if service == _MULTIPLE and msg[2] in (0, 0x1E):
+                embedded = _embedded(msg[4 + 2 * msg[3]:])
+                if embedded is None:
+                    return None
+                messages += len(embedded)
+            if sequence is not None:
+                found = decoder._connected.pop(sequence, None)
+            else:
+                found = decoder._unconnected.popleft() if decoder._unconnected else None
+            decoder._reply_index = messages if found is not None else 0
+            buffer.resyncing = False
+            return (command,) + (CipResponse.kind,) * messages
+        request = []
+        paths = self._paths
+        for depth, part in enumerate(self._requests(msg)):
+            if part is None:
+                return None
+            path_end = 2 + 2 * part[1]
+            if path_end > len(part):
+                return None
+            prefix = decoder._connections.get(connection_id, ((), ())) if depth == 0 and \
+                connection_id is not None else ((), ())
+            key = (part[0], part[2:path_end], prefix)
+            path = paths.get(key)
+            if path is None:
+                path = paths[key] = self._path(*key)
+                if len(paths) > 4096:  # a few paths, polled again and again
+                    paths.pop(next(iter(paths)))
+            if not path:
+                return None
+            request.append(path)
+        decoder._request = request
+        if sequence is not None:
+            connected = decoder._connected
+            connected[sequence] = (request, frame)
+            if len(connected) > 256:
+                connected.pop(next(iter(connected)))
+        else:
+            decoder._unconnected.append((request, frame))
+        buffer.resyncing = False
+        return (command,) + (CipRequest.kind,) * len(request)
+
+    def __init__(self) -> None:
+        # (service, path, connection's classes and instances) -> the request's classes and
+        # instances as the decoder records them; () for a request plc-control judges
+        self._paths: dict[tuple[int, bytes, CipPath], CipPath | tuple[()]] = {}
+
+    @staticmethod
+    def _path(service: int, path: bytes, prefix: CipPath) -> CipPath | tuple[()]:
+        try:
+            classes, instances, _, _ = parse_epath(path)
+        except Exception:  # the decoder's own way meets it (and says so)
+            return ()
+        classes, instances = prefix[0] + classes, prefix[1] + instances
+        if command_operation(service, classes, operation_of(service, classes)):
+            return ()
+        return classes, instances
+
+    @staticmethod
+    def _requests(msg: bytes) -> list[bytes | None]:
+        """A request and, for a multiple-service packet, the requests in it (pre-order);
+        None for one the fold leaves to the decoder."""
+        if msg[0] != _MULTIPLE:
+            return [msg]
+        path_end = 2 + 2 * msg[1]
+        embedded = _embedded(msg[path_end:]) if path_end <= len(msg) else None
+        return [msg, *embedded] if embedded is not None else [None]
+
+
 PROTOCOL = register_protocol(ProtocolSpec(
-    name="enip", module=__name__, decoders=(SPEC_TCP, SPEC_UDP, SPEC_IO), policy={"enip": ("tcp",)},
+    name="enip", module=__name__, decoders=(SPEC_TCP, SPEC_UDP, SPEC_IO), run=EnipRun, policy={"enip": ("tcp",)},
     adapters={CipRequest: Adapter(plc_command, (PlcCommand,)), CipResponse: IGNORED,
               EnipCommandRequest: IGNORED, EnipCommandResponse: IGNORED,
               EnipIdentityResponse: IGNORED, EnipIoRequest: IGNORED},

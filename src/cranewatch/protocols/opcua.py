@@ -12,14 +12,14 @@ from __future__ import annotations
 
 import struct
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from cranewatch.detect.facts import PlcCommand, as_text, where
 from cranewatch.errors import DecodeError
 from cranewatch.protocols import identify
 from cranewatch.protocols.base import DecoderSpec, Event, FlowContext, ReportsProblems
 from cranewatch.protocols.framing import Endpoints, PduBuffer, decode_error, endpoints
-from cranewatch.protocols.registry import IGNORED, Adapter, ProtocolSpec, register_protocol
+from cranewatch.protocols.registry import IGNORED, Adapter, FoldRun, ProtocolSpec, register_protocol
 
 POLICY_NONE = "http://opcfoundation.org/UA/SecurityPolicy#None"
 SECURITY_MODES: dict[int, str] = {1: "None", 2: "Sign", 3: "SignAndEncrypt"}
@@ -454,8 +454,43 @@ def plc_command(event: OpcuaServiceRequest) -> list[PlcCommand]:
                        target=as_text(event.node_ids or ""), values={"service": service})]
 
 
+_MSG_HEADER = struct.Struct("<III")  # message size, secure channel id, token id (then sequence, request id)
+_REQUEST, _RESPONSE = (OpcuaServiceRequest.kind,), (OpcuaServiceResponse.kind,)
+
+
+class OpcuaRun(FoldRun):
+    """OPC UA's batch path: final MSG chunks of an unsecured channel whose service is none of
+    plc-control's (reads, publishes, browses ... and every answer), one per segment, folded
+    (the request's frame remembered for its answer, as ``OpcuaDecoder`` does)."""
+
+    decoder_type = OpcuaDecoder
+
+    def fold(self, decoder: Any, from_client: bool, buf: bytes, off: int, size: int,
+             frame: int) -> tuple[str, ...] | None:
+        # "MSGF" of exactly this segment, a 4-byte numeric type id (namespace 0) first in the body
+        if (size < 28 or buf[off:off + 4] != b"MSGF" or buf[off + 24] != 1 or buf[off + 25]
+                or _MSG_HEADER.unpack_from(buf, off + 4)[0] != size):
+            return None
+        buffer = decoder._buffers[from_client]
+        if buffer._data or decoder._chunks or decoder._policy != POLICY_NONE or size > buffer.limit:
+            return None
+        request_id = buf[off + 20] | buf[off + 21] << 8 | buf[off + 22] << 16 | buf[off + 23] << 24
+        if from_client:
+            if buf[off + 26] | buf[off + 27] << 8 in PLC_SERVICES:
+                return None
+            requests = decoder._requests
+            requests[request_id] = frame
+            if len(requests) > 1024:
+                requests.pop(next(iter(requests)))
+            buffer.resyncing = False
+            return _REQUEST
+        decoder._requests.pop(request_id, None)
+        buffer.resyncing = False
+        return _RESPONSE
+
+
 PROTOCOL = register_protocol(ProtocolSpec(
-    name="opcua", module=__name__, decoders=(SPEC,),
+    name="opcua", module=__name__, decoders=(SPEC,), run=OpcuaRun,
     adapters={OpcuaServiceRequest: Adapter(plc_command, (PlcCommand,)),
               OpcuaServiceResponse: IGNORED, OpcuaHelloRequest: IGNORED,
               OpcuaHelloResponse: IGNORED, OpcuaChannelRequest: IGNORED,

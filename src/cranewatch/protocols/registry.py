@@ -11,6 +11,11 @@ registry derives the pipeline's dispatch, ``profile.PROTOCOLS``, the in-service 
 transports (``policy.inservice.TRANSPORTS``), the Zeek reader's tables and the content
 probes ``identify`` runs.
 
+A protocol whose polling gives events no consumer reads (their adapter gives no fact) may
+fold them in its batch path (``FoldRun``: S7 read/write var, OPC UA services, CIP explicit
+messages): the decoder's state is kept and the events are counted, never built; what a
+detector reads comes out as through the decoder.
+
 An event class defined in a protocol module without an adapter is an error at registration
 (``RegistrationError``), not events silently dropped: an adapter is ``AS_IS`` (detectors read
 the event itself), ``IGNORED`` (no detector reads it: say so) or an ``Adapter`` with a
@@ -107,6 +112,11 @@ class BatchView:
     from_client: np.ndarray
     rows: np.ndarray
     per_packet: Callable[[np.ndarray], None] | None = None
+    # The decoders' way for one in-order segment of this batch, for a batch path that meets
+    # what it does not take (``FoldRun``): (flow, to_server, data, ts, frame, source, row).
+    feed: Callable[[Flow, bool, bytes, float, int, str, int], None] | None = None
+    # ... and for bytes lost before a segment: (flow, from_client, frame, row)
+    gap: Callable[[Flow, bool, int, int], None] | None = None
 
 
 class ProtocolRun:
@@ -144,6 +154,144 @@ class ProtocolRun:
 
     def summary(self) -> dict[str, Any]:
         return {}
+
+
+class FoldRun(ProtocolRun):
+    """A batch path that folds the PDUs no consumer reads (Zeek's way: decode what a detector
+    needs and count the rest).
+
+    A protocol's polling (S7 read var, OPC UA reads and publishes) gives events whose adapter
+    gives no fact (``IGNORED``, or a converter that returns nothing for them), so no
+    detector, baseline or process check ever reads them. ``fold`` takes one whole PDU of a
+    flow's in-order segment when it is such a PDU: it updates the decoder's state the way its
+    ``feed`` would (request/answer matching), and returns the kinds of the events ``feed``
+    would have given (counted in the run's events, not built), or None to leave the segment
+    to the decoder. ``fold`` must change nothing when it returns None, and must take only
+    PDUs on which ``feed`` would report no problem.
+
+    Taken: segments of TCP flows whose decoder is a ``decoder_type`` that continue their direction's stream exactly (nothing held behind a hole). The first
+    segment of a flow ``fold`` declines ends that flow's batch path for the batch: its later
+    segments go the decoder's way, in order.
+    """
+
+    batch_path = True
+    decoder_type: type = object
+
+    def fold(self, decoder: Any, from_client: bool, buf: bytes, off: int, size: int,
+             frame: int) -> tuple[str, ...] | None:
+        return None
+
+    def batch(self, view: BatchView, emit: Callable[[int, Any], None],
+              count: Callable[[str, int], None]) -> np.ndarray:
+        import numpy as np
+
+        from cranewatch.flows import IPPROTO_TCP, TCP_SYN
+
+        flows, index, rows, decoded = view.flows, view.index, view.rows, view.decoded
+        dtype = self.decoder_type
+        mine = np.fromiter((type(f.decoder) is dtype and f.proto == IPPROTO_TCP for f in flows),
+                           dtype=bool, count=len(flows))
+        if not mine.any():
+            return rows
+        candidate = rows[mine[index[rows]]]
+        if len(candidate) == 0:
+            return rows
+        fold = self.fold
+        buf = view.batch.buf
+        feed, gap, source = view.feed, view.gap, view.batch.source
+        stopped: set[int] = set()
+        taken: list[int] = []
+        folded = 0
+        kinds: dict[str, int] = {}
+        columns = zip(candidate.tolist(), index[candidate].tolist(),
+                      view.from_client[candidate].tolist(), decoded.payload_off[candidate].tolist(),
+                      decoded.payload_len[candidate].tolist(), decoded.tcp_seq[candidate].tolist(),
+                      decoded.tcp_flags[candidate].tolist(), view.batch.frame[candidate].tolist(),
+                      view.batch.ts[candidate].tolist(), strict=True)
+        unfinished: set[int] = set()  # flows whose decoder was seen to want bytes
+        for row, flow_index, to_server, off, size, seq, flags, frame, ts in columns:
+            if flow_index in stopped:
+                continue
+            flow = flows[flow_index]
+            stream = (flow.to_server if to_server else flow.to_client).stream
+            if (flow_index in unfinished and stream is not None and seq == stream.next_seq
+                    and size and not flags & TCP_SYN and not stream.held):
+                # the common case: the next segment of a stream, decoder unchanged
+                given = fold(flow.decoder, to_server != flow.decoder_reversed, buf, off, size, frame)
+                if given is not None:
+                    stream.next_seq = (seq + size) & 0xFFFFFFFF
+                    taken.append(row)
+                    for kind in given:
+                        kinds[kind] = kinds.get(kind, 0) + 1
+                    folded += 1
+                elif feed is None:
+                    stopped.add(flow_index)
+                else:  # not one to fold: the decoder gets it, in its turn
+                    stream.next_seq = (seq + size) & 0xFFFFFFFF
+                    taken.append(row)
+                    feed(flow, to_server, buf[off:off + size], ts, frame, source, row)
+                    unfinished.discard(flow_index)  # it may have finished, or been given up on
+                continue
+            if stream is None:
+                stopped.add(flow_index)
+                continue
+            if flags & TCP_SYN and not size:  # what the decoders' way does with a handshake
+                stream.syn(seq)
+                taken.append(row)
+                continue
+            decoder = flow.decoder
+            if flags & TCP_SYN or not size or type(decoder) is not dtype:
+                stopped.add(flow_index)  # (not its decoder any more: given up on)
+                continue
+            if getattr(decoder, "finished", False):  # it wants no more bytes
+                taken.append(row)
+                continue
+            unfinished.add(flow_index)
+            if stream.held:
+                stopped.add(flow_index)
+                continue
+            if seq != stream.next_seq:
+                if stream.next_seq is not None:
+                    behind = (stream.next_seq - seq) & 0xFFFFFFFF
+                    if size <= behind < 0x80000000:  # a retransmission of bytes delivered
+                        taken.append(row)
+                        continue
+                if stream.next_seq is not None or gap is None:
+                    stopped.add(flow_index)
+                    continue
+                # the capture started in the middle of this stream (``Stream.segment``)
+                gap(flow, to_server != flow.decoder_reversed, frame, row)
+                stream.next_seq = seq
+                if type(flow.decoder) is not dtype:  # the gap failed it: the bytes go as they would
+                    stream.next_seq = (seq + size) & 0xFFFFFFFF
+                    taken.append(row)
+                    stopped.add(flow_index)
+                    if feed is not None:
+                        feed(flow, to_server, buf[off:off + size], ts, frame, source, row)
+                    continue
+            given = fold(decoder, to_server != flow.decoder_reversed, buf, off, size, frame)
+            if given is None and feed is None:
+                stopped.add(flow_index)
+                continue
+            stream.next_seq = (seq + size) & 0xFFFFFFFF
+            taken.append(row)
+            if given is None:  # not one to fold: the decoder gets it, in its turn
+                assert feed is not None
+                feed(flow, to_server, buf[off:off + size], ts, frame, source, row)
+                unfinished.discard(flow_index)  # it may have finished, or been given up on
+            else:
+                for kind in given:
+                    kinds[kind] = kinds.get(kind, 0) + 1
+                folded += 1
+        if not taken:
+            return rows
+        for kind, n in kinds.items():
+            count(kind, n)
+        if folded:
+            count(f"{self.protocol}_folded_pdus", folded)
+        done = np.zeros(len(view.batch), dtype=bool)
+        done[taken] = True
+        return rows[~done[rows]]
 
 
 # A Zeek log record -> events (``sources.zeek``: record and result are its ZeekRecord and

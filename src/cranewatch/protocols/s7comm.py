@@ -21,7 +21,7 @@ from cranewatch.errors import DecodeError
 from cranewatch.protocols import identify
 from cranewatch.protocols.base import DecoderSpec, Event, FlowContext, ReportsProblems
 from cranewatch.protocols.framing import Endpoints, PduBuffer, ascii_digits, decode_error, endpoints
-from cranewatch.protocols.registry import IGNORED, Adapter, ProtocolSpec, register_protocol
+from cranewatch.protocols.registry import IGNORED, Adapter, FoldRun, ProtocolSpec, register_protocol
 from cranewatch.sources import zeek_fields as zeek
 
 ROSCTR_JOB = 1
@@ -542,6 +542,55 @@ def set_clock(event: S7UserDataRequest) -> list[PlcCommand]:
                        values={"group": event.group, "subfunction": event.subfunction})]
 
 
+# Read/write var: the polling of an HMI or SCADA server. ``plc_command`` gives nothing for them
+# and their answers are IGNORED, so a batch folds them (``registry.FoldRun``).
+POLLED_FUNCTIONS = frozenset({0x04, 0x05})
+_S7_HEADER = struct.Struct(">HHH")  # pdu_ref, parameter length, data length
+_JOB, _ACK = (S7JobRequest.kind,), (S7JobResponse.kind,)
+
+
+class S7Run(FoldRun):
+    """S7comm's batch path: read/write var jobs and their Ack_Data, one whole TPKT per
+    segment, folded (the job's frame remembered for its answer, as ``S7Decoder`` does)."""
+
+    decoder_type = S7Decoder
+
+    def fold(self, decoder: Any, from_client: bool, buf: bytes, off: int, size: int,
+             frame: int) -> tuple[str, ...] | None:
+        # TPKT v3 of exactly this segment, COTP DT (length indicator 2) last unit, S7 0x32.
+        if (size < 21 or buf[off] != 3 or buf[off + 1] or (buf[off + 2] << 8 | buf[off + 3]) != size
+                or buf[off + 4] != 2 or buf[off + 5] != 0xF0 or not buf[off + 6] & 0x80
+                or buf[off + 7] != 0x32):
+            return None
+        buffer = decoder._buffers[from_client]
+        if buffer._data or decoder._segments[from_client] or size > buffer.limit:
+            return None
+        rosctr = buf[off + 8]
+        pdu_ref, param_len, data_len = _S7_HEADER.unpack_from(buf, off + 11)
+        if rosctr == ROSCTR_JOB:
+            param = off + 17
+            if param_len < 2 or 17 + param_len + data_len != size:
+                return None
+            function, items = buf[param], buf[param + 1]
+            # every item an S7ANY address of 10 bytes: none that parse_item would refuse
+            if (function not in POLLED_FUNCTIONS or param_len != 2 + 12 * items
+                    or buf[param + 3:param + param_len:12] != b"\x0a" * items):
+                return None
+            jobs = decoder._jobs
+            jobs[pdu_ref] = (frame, function)
+            if len(jobs) > 4096:
+                jobs.pop(next(iter(jobs)))
+            buffer.resyncing = False
+            return _JOB
+        if rosctr == ROSCTR_ACK_DATA:
+            if param_len < 2 or 19 + param_len + data_len != size or buf[off + 19] not in POLLED_FUNCTIONS:
+                return None
+            decoder._jobs.pop(pdu_ref, None)
+            buffer.resyncing = False
+            return _ACK
+        return None
+
+
 # --- Zeek logs (``sources.zeek``): the records of this protocol's logs as its events
 
 def zeek_s7comm(record: zeek.ZeekRecord, result: zeek.ZeekResult) -> list[Event]:
@@ -567,7 +616,7 @@ def zeek_s7comm(record: zeek.ZeekRecord, result: zeek.ZeekResult) -> list[Event]
 
 
 PROTOCOL = register_protocol(ProtocolSpec(
-    name="s7comm", module=__name__, decoders=(SPEC,),
+    name="s7comm", module=__name__, decoders=(SPEC,), run=S7Run,
     adapters={S7JobRequest: Adapter(plc_command, (PlcCommand,)), S7JobResponse: IGNORED,
               S7ConnectRequest: IGNORED, S7UserDataRequest: Adapter(set_clock, (PlcCommand,)),
               S7UserDataResponse: IGNORED, S7PlusRequest: IGNORED},
