@@ -534,6 +534,10 @@ class Analysis:
         deferred.sort(key=_ROW)
         for _, event in deferred:
             self.emit(event)
+        self._sweep_due(batch)
+
+    def _sweep_due(self, batch: PacketBatch) -> None:
+        """Sweep the flow table when the capture clock says so (after each batch)."""
         now = float(batch.ts[-1])
         if self._next_sweep is None:
             self._next_sweep = now + SWEEP_SECONDS
