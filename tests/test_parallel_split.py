@@ -323,3 +323,25 @@ def test_packed_events_and_flows_come_back_equal() -> None:
     assert back.decoder is None and back.to_server.stream is None
     assert (back.key, back.to_server.packets, back.to_server.macs, back.protocol) == (
         flow.key, 3, {5}, "modbus")
+
+
+def test_recorded_conversations_are_the_serial_ones(monkeypatch: pytest.MonkeyPatch,
+                                                    zones: list[Path]) -> None:
+    """With --db the run keeps who talked to whom (a sink in the main process): the same
+    conversations from the split run."""
+    import argparse
+
+    from cranewatch.commands import analyze as command
+
+    spy = Spy(monkeypatch)
+    args = argparse.Namespace(captures=[str(p) for p in zones], profile=None, baseline=None,
+                              progress=False, jobs=1)
+    serial, _, serial_book = command._analyze(args, None, True)
+    args.jobs = 2
+    split, _, split_book = command._analyze(args, None, True)
+    assert spy.plans
+    assert serial_book is not None and split_book is not None
+    conversations = serial_book.conversations()
+    assert len(conversations) > 10
+    assert split_book.conversations() == conversations
+    assert split == serial

@@ -1,10 +1,51 @@
-"""Read captures ahead in worker processes (``analyze --jobs N``), the document unchanged.
+"""``analyze --jobs N``: captures analysed in worker processes, the document unchanged.
 
-The serial run reads all captures as one stream in timestamp order (``pipeline.merged_batches``);
-flows span files and the protocols' and detectors' state spans the whole run, so the work after
-the read cannot be split by file without changing what it finds. What each file needs alone is
-its read: pcap/pcapng parsing, gzip inflation, the sha256 of its bytes and the L2-L4 decode into
-the batch's columns (``decode.decode_batch``, row by row, so a piece of a decoded batch is the
+Why this design (measured on 20 crane-zone captures, 1 M packets, 2.4 CPU s serial): reading,
+inflating and decoding is ~0.3 s of it, the sinks (detectors, process checks) ~0.4-0.5 s, the
+flows, reassembly and protocol decoders the rest (~1.5 s). Reading ahead alone (``ReadAhead``,
+below) made ``--jobs 2`` 0.78x: the main process kept ~85 % of the work and waited for batches
+pickled through a pipe. Moving only the detectors out would leave ~75 % in one process (at best
+~1.3x before the hand-over). So the work that dominates, flows and protocols, is split:
+
+**Split by groups of captures** (``split_plan``, ``SplitRun``: what the CLI does). A port's
+analysis station gets one SPAN capture per crane zone, hourly rotated; zones share servers (the
+SCADA server polls every zone's PLC) but not conversations. ``plan_groups`` reads the first
+``PROBE_PACKETS`` of each capture and puts captures with a host pair in common (rotated files of
+one zone, two taps on one link) into one group; groups go to ``N`` workers by bytes. One group:
+no split (said on stderr), the run is serial.
+
+Each worker follows the serial run exactly where it matters: it reads *every* capture and runs
+the same timestamp merge (``pipeline.merged_batches``), so it sees the same pieces in the same
+order and sweeps its flow table at the same capture times; it decodes and analyses only the
+pieces of its own captures (hosts, flows, reassembly, decoders, protocol state) and ships, to
+the main process, what the serial run would have given the sinks: events (only the classes a
+sink of the run does something with: ``event_filter``), finished flows, unclaimed payloads,
+register series, warnings. Every item carries its place in the serial run's order: the piece
+(or read) it came from, and within a sweep or the final drain the order the one flow table
+would have ended the flows in (their creation). The main process merges the workers' streams by
+that place and runs the real sinks as the serial run would, then sums the workers' tables into
+the document: hosts, protocol tallies, event counters, Modbus masters and slaves (a SCADA
+server seen by several groups), register series (in their book's key order). The document is
+the serial one because every sink call, and every table, is.
+
+What would make groups meet is checked when they are done (``_merge``), and then the run is done
+again in one process and stderr says why: a flow (or register series) in two groups, IP
+fragments in several, a bound of the flow, host or protocol tables reached (their sum over the
+groups), warnings beyond their bound where once-per-run warnings were dropped. Zeek logs, a
+capture given twice, or one capture: no split.
+
+Costs: each worker reads every capture (for the merge's timing), and events, flows and series
+are pickled once and unpickled once (``_Packer``: slots dataclasses by their fields). On 2 cores
+``--jobs 2`` runs two workers and the main process; see benchmarks/README.md for the numbers.
+
+Errors: an exception in a worker is raised in the main process where the serial run would have
+met it (same message, exit code); a worker that dies (killed for memory) is ``ReaderFailed``
+(exit 4); workers ignore SIGINT, and Ctrl-C in the main process ends them.
+
+**Read-ahead** (``ReadAhead``; ``pipeline.analyze(jobs=N)``). The serial run reads all captures
+as one stream in timestamp order (``pipeline.merged_batches``); what each file needs alone is its
+read: pcap/pcapng parsing, gzip inflation, the sha256 of its bytes and the L2-L4 decode into the
+batch's columns (``decode.decode_batch``, row by row, so a piece of a decoded batch is the
 decode of that piece). ``ReadAhead`` runs that in ``readers`` worker processes, each owning some
 of the files (file *i* goes to reader *i* mod ``readers``), and hands each file's batches,
 warnings and summary to the main process in the order the file's own reader would give them;

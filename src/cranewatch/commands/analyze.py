@@ -80,11 +80,13 @@ def register(subparsers: Any) -> None:
                         "database for --crane; without --db nothing is written")
     add_forward_options(parser)
     parser.add_argument("--jobs", metavar="N", type=jobs_option, default=1,
-                        help="processes to use (default 1): with N > 1, N - 1 worker processes "
-                        "read, inflate and decode the captures ahead while the main process does "
-                        "flows, protocols and detectors; the document is the one of --jobs 1. "
-                        "An N above the CPUs this machine lets cranewatch use is lowered to them "
-                        "(with a warning)")
+                        help="worker processes (default 1): with N > 1 the captures are put "
+                        "into groups that share no conversation (e.g. one per crane zone, its "
+                        "rotated files together), N workers analyse the groups and this process "
+                        "runs the detectors and process checks; the document is the one of "
+                        "--jobs 1. Captures that all share conversations, or groups found to "
+                        "meet, are analysed in one process (said on stderr). An N above the CPUs "
+                        "this machine lets cranewatch use is lowered to them (with a warning)")
     parser.add_argument("--progress", action="store_true",
                         help="draw the progress bar even when stderr is not a terminal")
     parser.set_defaults(func=run)
