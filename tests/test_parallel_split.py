@@ -345,3 +345,27 @@ def test_recorded_conversations_are_the_serial_ones(monkeypatch: pytest.MonkeyPa
     assert len(conversations) > 10
     assert split_book.conversations() == conversations
     assert split == serial
+
+
+def test_what_does_not_pickle_is_analysed_serially(capsys: pytest.CaptureFixture[str],
+                                                   monkeypatch: pytest.MonkeyPatch,
+                                                   zones: list[Path]) -> None:
+    """A sink's input a worker cannot pickle (a protocol's event holding a handle, say): the
+    run is done again in one process, said on stderr, not an internal error."""
+    import pickle
+
+    real = parallel._Packer.dumps
+
+    def failing(self: parallel._Packer, message: Any) -> bytes:
+        if message[0] == "items":
+            raise pickle.PicklingError("cannot pickle '_io.BufferedReader' object")
+        return real(self, message)
+
+    monkeypatch.setattr(parallel._Packer, "dumps", failing)  # the fork carries it
+    args = [str(p) for p in zones[:4]]
+    serial = run_cli(capsys, ["--jobs", "1", *args])
+    split = run_cli(capsys, ["--jobs", "2", *args])
+    note, _, rest = split[2].partition("\n")
+    assert note.startswith(f"{NOTE} 2: what a worker hands over could not be pickled")
+    assert "PicklingError" in note and note.endswith("analysed again in one process")
+    assert (split[0], split[1], rest) == serial

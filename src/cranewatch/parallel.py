@@ -649,7 +649,7 @@ def _group_analysis(outbox: _Outbox, worker: int, paths: list[str], owned: set[i
             super().__init__([ship], flow_table=KeyedTable())
 
         def put(self, kind: str, value: Any) -> None:
-            self.items.append(((*self.place, self.seq, worker), kind, value))
+            self.items.append(((self.place, self.seq, worker), kind, value))
             self.seq += 1
 
         def warn(self, warning: InputWarning) -> None:
@@ -698,8 +698,11 @@ def _group_analysis(outbox: _Outbox, worker: int, paths: list[str], owned: set[i
 
         def flush(self) -> None:
             if self.items:
-                outbox.put(("items", self.items))
-                self.items = []
+                items, self.items = self.items, []
+                try:
+                    outbox.put(("items", items))
+                except Exception as exc:  # something a sink would get does not pickle
+                    raise _CannotShip(f"{type(exc).__name__}: {exc}") from None
 
     analysis = GroupAnalysis()
     analysis._several_captures = several
@@ -726,6 +729,9 @@ def _group_analysis(outbox: _Outbox, worker: int, paths: list[str], owned: set[i
         analysis.place = (analysis.tick, 1, (worker,))
         analysis.put("states", {index: _FileState.of(states[index]) for index in owned})
         analysis.close_all()
+    except _CannotShip as exc:
+        outbox.put(("fallback", f"what a worker hands over could not be pickled ({exc})"))
+        return
     except Exception as exc:  # raised in the main process where the serial run meets it
         analysis.put("error", _picklable(exc))
         analysis.flush()
@@ -745,6 +751,10 @@ def _group_analysis(outbox: _Outbox, worker: int, paths: list[str], owned: set[i
 
 def _ignore(warning: InputWarning) -> None:
     return None
+
+
+class _CannotShip(Exception):
+    """A worker could not pickle what it hands over: the run is done serially instead."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -802,7 +812,7 @@ def _split_worker(conn: Connection, worker: int, paths: list[str], owned: list[i
         _group_analysis(outbox, worker, paths, set(owned), several, batch_packets, payloads,
                         wanted)
     except BaseException as exc:  # pragma: no cover - _group_analysis ships its errors
-        outbox.put(("items", [((-1, 0, (), 0, worker), "error", _picklable(exc))]))
+        outbox.put(("items", [(((-1, 0, ()), 0, worker), "error", _picklable(exc))]))
     finally:
         outbox.close()
 
@@ -882,6 +892,8 @@ class SplitRun:
             if kind == "end":
                 reports[worker] = value
                 return
+            if kind == "fallback":
+                raise NotIndependent(value)
             yield from value
             if value and value[-1][1] == "error":
                 return
@@ -929,9 +941,9 @@ class SplitRun:
                     told.add(limit)
                 main.warn(warning)
             elif kind == "series":
-                if place[:3] in series_seen:
+                if place[0] in series_seen:
                     raise NotIndependent("two groups gave the same register series")
-                series_seen.add(place[:3])
+                series_seen.add(place[0])
                 if planner is None:
                     planner = SegmentPlanner(_spans(states))
                 main.series_count += 1
@@ -1062,7 +1074,8 @@ def _merge_summaries(index: int, run: Any, reports: list[_Report]) -> dict[str, 
     fresh = type(run)().summary()
     merged: dict[str, Any] = {}
     for name, empty in fresh.items():
-        values = [r.summaries[index][name] for r in reports if r.summaries[index][name] != empty]
+        values = [r.summaries[index][name] for r in reports
+                  if _differs(r.summaries[index][name], empty)]
         if len(values) <= 1:
             merged[name] = values[0] if values else empty
         elif all(r.tallies[index] is not None for r in reports):
@@ -1071,6 +1084,13 @@ def _merge_summaries(index: int, run: Any, reports: list[_Report]) -> dict[str, 
         else:
             raise NotIndependent(f"{name} in several groups")
     return merged
+
+
+def _differs(value: Any, empty: Any) -> bool:
+    try:
+        return bool(value != empty)
+    except Exception:  # e.g. arrays inside: not the empty value
+        return True
 
 
 def _merge_modbus(run: Any, tallies: list[Any]) -> dict[str, Any]:
