@@ -6,9 +6,8 @@ crane zone, hourly rotated (``gen_crane_capture.py --cranes 1 --zone K --hour H`
 zones x ``--hours`` files, 10 x 2 = 20 by default). The zones share the terminal's SCADA server
 (which polls every zone's PLC) and servers, not a conversation, so ``--jobs 2`` splits them into
 two groups of whole zones. ``--set shapes`` writes captures of the shape matrix
-(``gen_shapes.py``, shapes a-g, several seeds): terminal-wide captures that all share
-conversations, which ``--jobs 2`` does not split (the cost of finding that out is what it
-shows). ``--set cranes`` is the old set (``--cranes 1``, seeds 1-20: one crane, 20 times).
+(``gen_shapes.py``, shapes a-g, several seeds): terminal-wide captures of other traffic
+shapes, grouped as their addresses say (shapes a-d and f share the crane LAN, e and g do not). ``--set cranes`` is the old set (``--cranes 1``, seeds 1-20: one crane, 20 times).
 ``--gzip`` compresses the captures as a sensor's rotation does; ``--captures`` takes others.
 
 It then runs ``cranewatch analyze --format jsonl`` over all of them ``--repeat`` times with each
