@@ -564,6 +564,28 @@ def _process_wants(cls: type) -> bool:
     return issubclass(cls, ModbusRequest | ModbusResponse) or cls.__name__ == "MqttPublishRequest"
 
 
+def _event_classes() -> set[type]:
+    """Every event class the loaded protocols define (those their modules name now: a module
+    imported again leaves its old classes behind as subclasses too)."""
+    import sys
+
+    from cranewatch.protocols.base import Event
+
+    found: set[type] = set()
+    todo: list[type] = [Event]
+    while todo:
+        for sub in todo.pop().__subclasses__():
+            if sub not in found:
+                found.add(sub)
+                todo.append(sub)
+    return {cls for cls in found
+            if getattr(sys.modules.get(cls.__module__), cls.__qualname__, None) is cls}
+
+
+def _name(cls: type) -> tuple[str, str]:
+    return cls.__module__, cls.__qualname__
+
+
 class _NoDigest:
     """A capture a worker reads only for the merge's timing: its sha256 is its owner's."""
 
@@ -613,8 +635,7 @@ class _ShipPayloads(_Ship):
 
 
 def _group_analysis(outbox: _Outbox, worker: int, paths: list[str], owned: set[int],
-                    several: bool, batch_packets: int, payloads: bool,
-                    wanted: Callable[[type], bool]) -> None:
+                    several: bool, batch_packets: int, configure: Callable[[], Any]) -> None:
     """A worker: follow the serial run's merge of every capture (the same pieces, the same
     sweeps), decode and analyse the pieces of its own captures, ship the sinks' input."""
     from cranewatch.flows import FlowTable
@@ -645,8 +666,18 @@ def _group_analysis(outbox: _Outbox, worker: int, paths: list[str], owned: set[i
             self.peak_flows = self.peak_held = self.warned = self.dropped = 0
             self.fragments = False
             self.told: set[str] = set()
-            ship = (_ShipPayloads if payloads else _Ship)(self, outbox.packer, wanted)
-            super().__init__([ship], flow_table=KeyedTable())
+            self.ship = _ShipPayloads(self, outbox.packer, lambda cls: True)
+            super().__init__([self.ship], flow_table=KeyedTable())
+            self.configured = False
+
+        def configure(self) -> None:
+            """What the main process's sinks take (they are loaded while this worker reads
+            its first batches): payloads or not, and which event classes."""
+            payloads, wanted, known = configure()
+            self._payload_sinks = [self.ship] if payloads else []
+            # a class the main process did not know of goes to it (its sinks will judge)
+            self.ship.wanted = lambda cls: _name(cls) in wanted or _name(cls) not in known
+            self.configured = True
 
         def put(self, kind: str, value: Any) -> None:
             self.items.append(((self.place, self.seq, worker), kind, value))
@@ -716,6 +747,8 @@ def _group_analysis(outbox: _Outbox, worker: int, paths: list[str], owned: set[i
     mine = {paths[index] for index in owned}
     try:
         for piece in merged_batches(streams):
+            if not analysis.configured:
+                analysis.configure()
             if piece.source in mine:
                 analysis.place = (analysis.tick, 1, ())
                 decoded = decode_batch(piece)
@@ -804,13 +837,11 @@ class _Report:
 
 
 def _split_worker(conn: Connection, worker: int, paths: list[str], owned: list[int],
-                  several: bool, batch_packets: int, payloads: bool,
-                  wanted: Callable[[type], bool]) -> None:
+                  several: bool, batch_packets: int) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the main process's to handle
     outbox = _Outbox(conn)
     try:
-        _group_analysis(outbox, worker, paths, set(owned), several, batch_packets, payloads,
-                        wanted)
+        _group_analysis(outbox, worker, paths, set(owned), several, batch_packets, conn.recv)
     except BaseException as exc:  # pragma: no cover - _group_analysis ships its errors
         outbox.put(("items", [(((-1, 0, ()), 0, worker), "error", _picklable(exc))]))
     finally:
@@ -836,13 +867,11 @@ class SplitRun:
     process and gives the document (or raises ``NotIndependent``)."""
 
     def __init__(self, paths: Sequence[str | os.PathLike[str]], plan: list[list[int]],
-                 batch_packets: int, sinks: Sequence[Any]) -> None:
+                 batch_packets: int) -> None:
         self.paths = [str(p) for p in paths]
         self.plan = plan
         self.batch_packets = batch_packets
-        self.sinks = list(sinks)  # the workers (forked) judge what these want of their copies
-        self.payloads = any(hasattr(sink, "on_payload") for sink in sinks)
-        self.wanted = event_filter(sinks)
+        self.sinks: list[Any] = []
         self._conns: list[Connection] = []
         self._processes: list[Any] = []
 
@@ -850,11 +879,11 @@ class SplitRun:
         context = multiprocessing.get_context("fork")
         try:
             for worker, owned in enumerate(self.plan):
-                mine, theirs = context.Pipe(duplex=False)
+                mine, theirs = context.Pipe(duplex=True)
                 process = context.Process(
                     target=_split_worker, name=f"cranewatch-group-{worker}", daemon=True,
                     args=(theirs, worker, self.paths, owned, len(self.paths) > 1,
-                          self.batch_packets, self.payloads, self.wanted))
+                          self.batch_packets))
                 process.start()
                 theirs.close()
                 self._conns.append(mine)
@@ -897,6 +926,21 @@ class SplitRun:
             yield from value
             if value and value[-1][1] == "error":
                 return
+
+    def configure(self, sinks: Sequence[Any]) -> None:
+        """The sinks the run feeds (loaded after the workers started): the workers learn
+        whether any takes payloads and which event classes any does something with."""
+        self.sinks = list(sinks)
+        payloads = any(hasattr(sink, "on_payload") for sink in sinks)
+        wanted = event_filter(sinks)
+        known = _event_classes()
+        message = (payloads, frozenset(_name(cls) for cls in known if wanted(cls)),
+                   frozenset(_name(cls) for cls in known))
+        for conn in self._conns:
+            try:
+                conn.send(message)
+            except OSError:  # that worker is gone: replay says so
+                pass
 
     def replay(self, progress: Callable[[int, int], None] | None, profile: str | None,
                baseline: str | None) -> Any:

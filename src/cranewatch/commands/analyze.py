@@ -274,11 +274,13 @@ def _analyze_split(args: argparse.Namespace, crane: str | None, keep_conversatio
     from cranewatch.parallel import NotIndependent, SplitRun
     from cranewatch.pipeline import BATCH_PACKETS
 
-    book = ConversationBook() if keep_conversations else None
-    sinks = analysis_sinks(args.profile, args.baseline, crane)
-    bar = ProgressBar(sys.stderr) if wants_progress(sys.stderr, args.progress) else None
+    bar = None
     try:
-        with SplitRun(args.captures, plan, BATCH_PACKETS, [*sinks, *([book] if book else [])]) as split:
+        with SplitRun(args.captures, plan, BATCH_PACKETS) as split:  # the workers start reading
+            book = ConversationBook() if keep_conversations else None
+            sinks = analysis_sinks(args.profile, args.baseline, crane)
+            split.configure([*sinks, *([book] if book else [])])
+            bar = ProgressBar(sys.stderr) if wants_progress(sys.stderr, args.progress) else None
             result = split.replay(bar, args.profile, args.baseline)
     except NotIndependent as exc:
         print(f"cranewatch: note: --jobs {args.jobs}: {exc}; analysed again in one process",
