@@ -194,7 +194,8 @@ def main(argv: list[str] | None = None) -> int:
             mains = statistics.median(float(r["main_cpu"]) for r in results)
             cpus = statistics.median(float(r["cpu"]) for r in results)
             serial = statistics.median(float(r["cpu"]) for r in runs[args.jobs[0]])
-            print(f"--jobs {jobs} on {jobs} idle cores: at least max(main CPU, all CPU / {jobs}) = "
+            print(f"--jobs {jobs} on {jobs} idle cores, workers of equal load: at least "
+                  f"max(main CPU, all CPU / {jobs}) = "
                   f"{max(mains, cpus / jobs):.2f} s against {serial:.2f} s serial CPU: "
                   f"{serial / max(mains, cpus / jobs):.2f}x at best")
     print("load average after: {:.2f} {:.2f} {:.2f}".format(*os.getloadavg()))
