@@ -107,17 +107,20 @@ def test_zones_split_same_bytes_as_serial(capsys: pytest.CaptureFixture[str],
     assert split == serial
 
 
+@pytest.mark.parametrize("jobs", ["2", "3"])
 def test_lab_shared_and_zones_together_same_bytes(capsys: pytest.CaptureFixture[str],
                                                   monkeypatch: pytest.MonkeyPatch,
-                                                  zones: list[Path], shared_data: Path) -> None:
+                                                  zones: list[Path], shared_data: Path,
+                                                  jobs: str) -> None:
     """Lab scenarios (findings, process checks), real captures of other protocols and link
     types, and the zones: several groups, each a different shape."""
     spy = Spy(monkeypatch)
+    monkeypatch.setattr(parallel, "usable_cpus", lambda: 4)
     captures = [*LAB_CAPTURES[:6], *(shared_data / "pcaps" / name for name in SHARED), *zones]
     args = ["--profile", str(PROFILE), *map(str, captures)]
     serial = run_cli(capsys, ["--jobs", "1", *args])
-    split = run_cli(capsys, ["--jobs", "2", *args])
-    assert spy.plans and len(spy.plans[0]) == 2
+    split = run_cli(capsys, ["--jobs", jobs, *args])
+    assert spy.plans and len(spy.plans[0]) == int(jobs)
     assert '"type":"finding"' in serial[1] or '"type": "finding"' in serial[1]
     assert split == serial
 

@@ -34,9 +34,12 @@ fragments in several, a bound of the flow, host or protocol tables reached (thei
 groups), warnings beyond their bound where once-per-run warnings were dropped. Zeek logs, a
 capture given twice, or one capture: no split.
 
-Costs: each worker reads every capture (for the merge's timing), and events, flows and series
-are pickled once and unpickled once (``_Packer``: slots dataclasses by their fields). On 2 cores
-``--jobs 2`` runs two workers and the main process; see benchmarks/README.md for the numbers.
+The workers are started before the main process loads the detectors (they read meanwhile);
+``SplitRun.configure`` then tells them whether a sink takes payloads and which event classes a
+sink does something with. Costs: each worker reads every capture (for the merge's timing), and
+events, flows and series are pickled once and unpickled once (``_Packer``: slots dataclasses by
+their fields); a group is never cut, so one group holding most of the bytes bounds the gain. On
+2 cores ``--jobs 2`` runs two workers and the main process; see benchmarks/README.md.
 
 Errors: an exception in a worker is raised in the main process where the serial run would have
 met it (same message, exit code); a worker that dies (killed for memory) is ``ReaderFailed``
