@@ -1,25 +1,31 @@
 #!/usr/bin/env python3
 """``analyze --jobs 1`` against ``--jobs 2`` on the same captures, in the same run.
 
-It writes 20 crane-zone captures (``gen_crane_capture.py``, one crane each, seeds 1-20, the
-same hour: they interleave in the timestamp merge; ``--gzip`` compresses them as a sensor's
-rotation does) or takes ``--captures``, then runs ``cranewatch analyze --format jsonl`` over all
-of them ``--repeat`` times with each ``--jobs`` value, alternating the order per repetition so
-that the machine's other load falls on both alike. Each run is a fresh process measuring itself: wall
-time (interpreter start-up excluded, imports included), CPU of the main process and of all
-processes (its workers too), and the peak RSS of the largest of them. On a machine others
-load, the wall time varies with them; the main process's CPU does not, and it is what
-``--jobs 2`` shortens: on two free cores the run takes about that long. It checks that every document is byte for byte the first
-one, and prints the median, minimum and maximum of each.
+``--set zones`` (the default) writes what a port's analysis station gets: one SPAN capture per
+crane zone, hourly rotated (``gen_crane_capture.py --cranes 1 --zone K --hour H``: ``--zones``
+zones x ``--hours`` files, 10 x 2 = 20 by default). The zones share the terminal's SCADA server
+(which polls every zone's PLC) and servers, not a conversation, so ``--jobs 2`` splits them into
+two groups of whole zones. ``--set shapes`` writes captures of the shape matrix
+(``gen_shapes.py``, shapes a-g, several seeds): terminal-wide captures of other traffic
+shapes, grouped as their addresses say (shapes a-d and f share the crane LAN, e and g do not). ``--set cranes`` is the old set (``--cranes 1``, seeds 1-20: one crane, 20 times).
+``--gzip`` compresses the captures as a sensor's rotation does; ``--captures`` takes others.
 
-It also measures, in one process, what the workers take off the main process: reading,
-inflating and decoding every batch of the same captures (``--jobs 2`` can at best save that
-much of the main process's time; the rest is the flows, protocols and detectors, which stay
-serial).
+It then runs ``cranewatch analyze --format jsonl`` over all of them ``--repeat`` times with each
+``--jobs`` value, alternating the order per repetition so that the machine's other load falls on
+both alike; ``--taskset 0,1`` pins every run to those CPUs. Each run is a fresh process
+measuring itself: wall time (interpreter start-up excluded, imports included), CPU of the main
+process and of all processes (its workers too), and the peak RSS of the largest of them. It
+checks that every document is byte for byte the first one, prints the median, minimum and
+maximum of each, and the load average before and after.
+
+On a machine others load, the wall time varies with them; CPU times do not. ``--jobs 2`` runs
+two workers and the main process (the sinks): on two otherwise idle cores its wall time is
+about the larger of the main process's CPU and half of all processes' CPU.
 
 Example:
   .venv/bin/python benchmarks/bench_jobs.py --workdir /tmp/bench-jobs --repeat 5
-  .venv/bin/python benchmarks/bench_jobs.py --gzip --packets 50000
+  .venv/bin/python benchmarks/bench_jobs.py --gzip --packets 50000 --taskset 0,1
+  .venv/bin/python benchmarks/bench_jobs.py --set shapes --repeat 3
   .venv/bin/python benchmarks/bench_jobs.py --captures src/cranewatch/data/lab/*/crane-lan.pcap
 """
 
@@ -29,6 +35,7 @@ import argparse
 import gzip
 import hashlib
 import json
+import os
 import shutil
 import statistics
 import subprocess
@@ -69,14 +76,32 @@ print(packets, time.process_time() - start)
 """
 
 
-def make_captures(workdir: Path, count: int, packets: int, compress: bool) -> list[Path]:
+def make_captures(workdir: Path, which: str, count: int, packets: int, compress: bool,
+                  zones: int, hours: int) -> list[Path]:
+    jobs: list[tuple[Path, list[str]]] = []
+    if which == "zones":
+        for zone in range(1, zones + 1):
+            for hour in range(hours):
+                jobs.append((workdir / f"zone{zone}-h{hour}.pcap",
+                             [str(HERE / "gen_crane_capture.py"), "--packets", str(packets),
+                              "--seed", str(100 * zone + hour), "--cranes", "1", "--zone",
+                              str(zone), "--hour", str(hour)]))
+    elif which == "shapes":
+        for index in range(count):
+            shape, seed = "abcdefg"[index % 7], 1 + index // 7
+            jobs.append((workdir / f"shape-{shape}-{seed}.pcap",
+                         [str(HERE / "gen_shapes.py"), "--shape", shape, "--packets",
+                          str(packets), "--seed", str(seed)]))
+    else:
+        for seed in range(1, count + 1):
+            jobs.append((workdir / f"crane-{seed}.pcap",
+                         [str(HERE / "gen_crane_capture.py"), "--packets", str(packets),
+                          "--seed", str(seed), "--cranes", "1"]))
     paths = []
-    for seed in range(1, count + 1):
-        plain = workdir / f"crane-{seed}.pcap"
+    for plain, command in jobs:
         if not plain.exists():
-            subprocess.run([sys.executable, str(HERE / "gen_crane_capture.py"), "--packets",
-                            str(packets), "--seed", str(seed), "--cranes", "1", "--out", str(plain)],
-                           check=True, stdout=subprocess.DEVNULL)
+            subprocess.run(["env", f"PYTHONPATH={SRC}", sys.executable, *command, "--out",
+                            str(plain)], check=True, stdout=subprocess.DEVNULL)
         if compress:
             packed = plain.with_suffix(".pcap.gz")
             if not packed.exists():
@@ -88,11 +113,15 @@ def make_captures(workdir: Path, count: int, packets: int, compress: bool) -> li
     return paths
 
 
-def run_once(captures: list[Path], jobs: int, out: Path) -> dict[str, float | int | str]:
+def run_once(captures: list[Path], jobs: int, out: Path, cpus: str | None) -> dict[str, float | int | str]:
     command = ["analyze", "--format", "jsonl", "--jobs", str(jobs), "--out", str(out),
                *map(str, captures)]
-    done = subprocess.run(["env", f"PYTHONPATH={SRC}", sys.executable, "-c", _MEASURE, *command],
-                          capture_output=True, text=True, check=True)
+    pin = ["taskset", "-c", cpus] if cpus else []
+    done = subprocess.run([*pin, "env", f"PYTHONPATH={SRC}", sys.executable, "-c", _MEASURE,
+                           *command], capture_output=True, text=True, check=True)
+    for line in done.stderr.splitlines():
+        if line.startswith("cranewatch: note:"):
+            print(f"  --jobs {jobs}: {line}", file=sys.stderr)
     result: dict[str, float | int | str] = json.loads(done.stderr.strip().splitlines()[-1])
     if result["rc"] not in (0, 1, 3):  # 1: findings, 3: a damaged input still reported
         raise SystemExit(f"--jobs {jobs} failed (exit {result['rc']}): {done.stderr[-400:]}")
@@ -113,7 +142,12 @@ def spread(values: list[float]) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--captures", nargs="+", type=Path, help="captures to analyse (default: generate)")
-    parser.add_argument("--count", type=int, default=20, help="captures to generate (default 20)")
+    parser.add_argument("--set", choices=("zones", "shapes", "cranes"), default="zones",
+                        help="captures to generate (default zones)")
+    parser.add_argument("--zones", type=int, default=10, help="crane zones (--set zones; default 10)")
+    parser.add_argument("--hours", type=int, default=2, help="hourly files per zone (default 2)")
+    parser.add_argument("--count", type=int, default=20, help="captures to generate (shapes, cranes; default 20)")
+    parser.add_argument("--taskset", metavar="CPUS", help="pin every run to these CPUs (taskset -c)")
     parser.add_argument("--packets", type=int, default=50_000, help="packets per generated capture")
     parser.add_argument("--gzip", action="store_true", help="gzip the generated captures")
     parser.add_argument("--jobs", type=int, nargs="+", default=[1, 2], help="--jobs values (default 1 2)")
@@ -122,9 +156,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     args.workdir.mkdir(parents=True, exist_ok=True)
-    captures = args.captures or make_captures(args.workdir, args.count, args.packets, args.gzip)
+    captures = args.captures or make_captures(args.workdir, args.set, args.count, args.packets,
+                                              args.gzip, args.zones, args.hours)
     size = sum(p.stat().st_size for p in captures)
-    print(f"{len(captures)} captures, {size / 1e6:.1f} MB on disk")
+    print(f"{len(captures)} captures, {size / 1e6:.1f} MB on disk"
+          + (f", pinned to CPUs {args.taskset}" if args.taskset else ""))
+    print("load average before: {:.2f} {:.2f} {:.2f}".format(*os.getloadavg()))
 
     runs: dict[int, list[dict[str, float | int | str]]] = {jobs: [] for jobs in args.jobs}
     digests: set[str] = set()
@@ -132,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
         order = args.jobs if repetition % 2 == 0 else list(reversed(args.jobs))
         for jobs in order:
             out = args.workdir / f"doc-jobs{jobs}.jsonl"
-            runs[jobs].append(run_once(captures, jobs, out))
+            runs[jobs].append(run_once(captures, jobs, out, args.taskset))
             digests.add(hashlib.sha256(out.read_bytes()).hexdigest())
         print(f"  repetition {repetition + 1}/{args.repeat} done", file=sys.stderr)
     same = len(digests) == 1
@@ -152,6 +189,16 @@ def main(argv: list[str] | None = None) -> int:
     for jobs in args.jobs[1:]:
         median = statistics.median(float(r["wall"]) for r in runs[jobs])
         print(f"wall-time speed-up of --jobs {jobs} over --jobs {args.jobs[0]} (medians): {base / median:.2f}x")
+    for jobs, results in runs.items():
+        if jobs > 1:
+            mains = statistics.median(float(r["main_cpu"]) for r in results)
+            cpus = statistics.median(float(r["cpu"]) for r in results)
+            serial = statistics.median(float(r["cpu"]) for r in runs[args.jobs[0]])
+            print(f"--jobs {jobs} on {jobs} idle cores, workers of equal load: at least "
+                  f"max(main CPU, all CPU / {jobs}) = "
+                  f"{max(mains, cpus / jobs):.2f} s against {serial:.2f} s serial CPU: "
+                  f"{serial / max(mains, cpus / jobs):.2f}x at best")
+    print("load average after: {:.2f} {:.2f} {:.2f}".format(*os.getloadavg()))
     print(time.strftime("measured %Y-%m-%d %H:%M UTC", time.gmtime()))
     return 0 if same else 1
 

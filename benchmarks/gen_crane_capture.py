@@ -208,9 +208,10 @@ class ModbusPoller:
 class Background:
     """The rest of a terminal's chatter: ARP, DNS, NTP, MQTT, TLS and SSH."""
 
-    def __init__(self, rng: random.Random, cranes: int) -> None:
+    def __init__(self, rng: random.Random, cranes: int, first: int = 1) -> None:
         self.rng = rng
-        self.crane_hosts = [host(f"10.20.{c}.{last}") for c in range(1, cranes + 1) for last in (10, 20, 30)]
+        self.crane_hosts = [host(f"10.20.{c}.{last}") for c in range(first, first + cranes)
+                            for last in (10, 20, 30)]
         self.mqtt: dict[str, TcpConnection] = {}
         self.tls: TcpConnection | None = None
         self.ssh: TcpConnection | None = None
@@ -313,15 +314,15 @@ class Background:
         return out
 
 
-def crane_terminal(seed: int, cranes: int) -> Iterator[bytes]:
-    """Endless frames of a terminal with ``cranes`` cranes, in capture order."""
+def crane_terminal(seed: int, cranes: int, first: int = 1) -> Iterator[bytes]:
+    """Endless frames of a terminal with ``cranes`` cranes (numbered from ``first``), in capture order."""
     rng = random.Random(seed)
     pollers: list[ModbusPoller] = []
-    for crane in range(1, cranes + 1):
+    for crane in range(first, first + cranes):
         plc = host(f"10.20.{crane}.10")
         for master in (f"10.20.{crane}.20", f"10.20.{crane}.30", SCADA):
             pollers.append(ModbusPoller(random.Random(rng.random()), host(master), plc))
-    background = Background(random.Random(rng.random()), cranes)
+    background = Background(random.Random(rng.random()), cranes, first)
     while True:
         if rng.random() < 0.85:
             yield from rng.choice(pollers).frames()
@@ -329,15 +330,16 @@ def crane_terminal(seed: int, cranes: int) -> Iterator[bytes]:
             yield from background.frames()
 
 
-def write_capture(path: Path, packets: int, seed: int, cranes: int) -> int:
+def write_capture(path: Path, packets: int, seed: int, cranes: int, first: int = 1,
+                  hour: int = 0) -> int:
     """Stream ``packets`` frames to ``path``; returns the number written."""
     rng = random.Random(seed ^ 0x5EED)
     written = 0
-    ts = START_NS
+    ts = START_NS + hour * 3600 * 10**9
     with open(path, "wb") as out:
         writer = PcapWriter(out, snaplen=65535)
         pending: list[bytes] = []
-        for frame in crane_terminal(seed, cranes):
+        for frame in crane_terminal(seed, cranes, first):
             ts += int(rng.expovariate(1 / MEAN_GAP_NS)) + 1
             pending.append(writer.record(ts, frame))
             written += 1
@@ -355,9 +357,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--packets", type=int, default=1_000_000, help="packets to write (default 1 M)")
     parser.add_argument("--seed", type=int, default=1, help="random seed (same seed, same file)")
     parser.add_argument("--cranes", type=int, default=8, help="cranes in the terminal (default 8)")
+    parser.add_argument("--zone", type=int, default=1, metavar="K",
+                        help="number of the first crane (default 1): --cranes 1 --zone K is crane "
+                        "K's zone alone, as its SPAN port sees it (the SCADA server and the "
+                        "terminal's servers are in every zone's capture)")
+    parser.add_argument("--hour", type=int, default=0,
+                        help="start this many hours later (hourly rotated captures of one zone)")
     parser.add_argument("--out", type=Path, default=Path("crane-terminal.pcap"), help="output pcap")
     args = parser.parse_args(argv)
-    count = write_capture(args.out, args.packets, args.seed, args.cranes)
+    count = write_capture(args.out, args.packets, args.seed, args.cranes, args.zone, args.hour)
     print(f"wrote {count} packets to {args.out} ({args.out.stat().st_size / 1e6:.1f} MB)")
     return 0
 

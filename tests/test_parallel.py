@@ -40,6 +40,17 @@ def run_cli(capsys: pytest.CaptureFixture[str], args: list[str]) -> tuple[int, s
     return code, out.out, out.err
 
 
+def without_note(run: tuple[int, str, str]) -> tuple[int, str, str]:
+    """A run's outcome without the note that ``--jobs`` did not split (or split in vain):
+    captures that share conversations are analysed in one process (test_parallel_split)."""
+    code, out, err = run
+    lines = err.splitlines(keepends=True)
+    if lines and lines[0].startswith("cranewatch: note: --jobs"):
+        assert "in one process" in lines[0]
+        lines = lines[1:]
+    return code, out, "".join(lines)
+
+
 def test_lab_captures_cover_every_set() -> None:
     assert len(LAB_CAPTURES) >= 14  # the bundled lab scenarios, one capture each
 
@@ -140,7 +151,7 @@ def test_exception_in_a_worker_ends_the_run_as_in_serial(capsys: pytest.CaptureF
     parallel_run = run_cli(capsys, ["--jobs", "2", *args])
     assert serial[0] == 70 or serial[0] != 0
     assert "ValueError: reader bug in" in serial[2]
-    assert parallel_run == serial
+    assert without_note(parallel_run) == serial
 
 
 def test_read_ahead_is_bounded_by_the_window(window: int = 2) -> None:
@@ -212,7 +223,10 @@ def test_ctrl_c_exits_130_and_leaves_no_worker(tmp_path: Path) -> None:
              str(LAB_CAPTURES[1])], stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True,
             env=env, start_new_session=True) as child:
         assert child.stderr is not None
-        assert child.stderr.readline().strip() == "processing"  # the workers are running by now
+        first = child.stderr.readline()
+        if first.startswith("cranewatch: note: --jobs"):  # one lab network: not split
+            first = child.stderr.readline()
+        assert first.strip() == "processing"  # the workers are running by now
         os.killpg(child.pid, signal.SIGINT)  # as a terminal's Ctrl-C: the whole process group
         err = child.stderr.read()
         assert child.wait(timeout=30) == 130
@@ -247,7 +261,7 @@ def test_every_shared_capture_in_one_run_same_bytes(capsys: pytest.CaptureFixtur
     parallel_run = run_cli(capsys, ["--jobs", "2", *captures])
     assert serial[0] == 3  # some are cut short: reported, exit 3
     assert serial[1].count('"type":"warning"') > 100
-    assert parallel_run == serial
+    assert without_note(parallel_run) == serial
 
 
 def test_zeek_logs_stay_in_the_main_process(capsys: pytest.CaptureFixture[str],

@@ -1,10 +1,54 @@
-"""Read captures ahead in worker processes (``analyze --jobs N``), the document unchanged.
+"""``analyze --jobs N``: captures analysed in worker processes, the document unchanged.
 
-The serial run reads all captures as one stream in timestamp order (``pipeline.merged_batches``);
-flows span files and the protocols' and detectors' state spans the whole run, so the work after
-the read cannot be split by file without changing what it finds. What each file needs alone is
-its read: pcap/pcapng parsing, gzip inflation, the sha256 of its bytes and the L2-L4 decode into
-the batch's columns (``decode.decode_batch``, row by row, so a piece of a decoded batch is the
+Why this design (measured on 20 crane-zone captures, 1 M packets, 2.4 CPU s serial): reading,
+inflating and decoding is ~0.3 s of it, the sinks (detectors, process checks) ~0.4-0.5 s, the
+flows, reassembly and protocol decoders the rest (~1.5 s). Reading ahead alone (``ReadAhead``,
+below) made ``--jobs 2`` 0.78x: the main process kept ~85 % of the work and waited for batches
+pickled through a pipe. Moving only the detectors out would leave ~75 % in one process (at best
+~1.3x before the hand-over). So the work that dominates, flows and protocols, is split:
+
+**Split by groups of captures** (``split_plan``, ``SplitRun``: what the CLI does). A port's
+analysis station gets one SPAN capture per crane zone, hourly rotated; zones share servers (the
+SCADA server polls every zone's PLC) but not conversations. ``plan_groups`` reads the first
+``PROBE_PACKETS`` of each capture and puts captures with a host pair in common (rotated files of
+one zone, two taps on one link) into one group; groups go to ``N`` workers by bytes. One group:
+no split (said on stderr), the run is serial.
+
+Each worker follows the serial run exactly where it matters: it reads *every* capture and runs
+the same timestamp merge (``pipeline.merged_batches``), so it sees the same pieces in the same
+order and sweeps its flow table at the same capture times; it decodes and analyses only the
+pieces of its own captures (hosts, flows, reassembly, decoders, protocol state) and ships, to
+the main process, what the serial run would have given the sinks: events (only the classes a
+sink of the run does something with: ``event_filter``), finished flows, unclaimed payloads,
+register series, warnings. Every item carries its place in the serial run's order: the piece
+(or read) it came from, and within a sweep or the final drain the order the one flow table
+would have ended the flows in (their creation). The main process merges the workers' streams by
+that place and runs the real sinks as the serial run would, then sums the workers' tables into
+the document: hosts, protocol tallies, event counters, Modbus masters and slaves (a SCADA
+server seen by several groups), register series (in their book's key order). The document is
+the serial one because every sink call, and every table, is.
+
+What would make groups meet is checked when they are done (``_merge``), and then the run is done
+again in one process and stderr says why: a flow (or register series) in two groups, IP
+fragments in several, a bound of the flow, host or protocol tables reached (their sum over the
+groups), warnings beyond their bound where once-per-run warnings were dropped. Zeek logs, a
+capture given twice, or one capture: no split.
+
+The workers are started before the main process loads the detectors (they read meanwhile);
+``SplitRun.configure`` then tells them whether a sink takes payloads and which event classes a
+sink does something with. Costs: each worker reads every capture (for the merge's timing), and
+events, flows and series are pickled once and unpickled once (``_Packer``: slots dataclasses by
+their fields); a group is never cut, so one group holding most of the bytes bounds the gain. On
+2 cores ``--jobs 2`` runs two workers and the main process; see benchmarks/README.md.
+
+Errors: an exception in a worker is raised in the main process where the serial run would have
+met it (same message, exit code); a worker that dies (killed for memory) is ``ReaderFailed``
+(exit 4); workers ignore SIGINT, and Ctrl-C in the main process ends them.
+
+**Read-ahead** (``ReadAhead``; ``pipeline.analyze(jobs=N)``). The serial run reads all captures
+as one stream in timestamp order (``pipeline.merged_batches``); what each file needs alone is its
+read: pcap/pcapng parsing, gzip inflation, the sha256 of its bytes and the L2-L4 decode into the
+batch's columns (``decode.decode_batch``, row by row, so a piece of a decoded batch is the
 decode of that piece). ``ReadAhead`` runs that in ``readers`` worker processes, each owning some
 of the files (file *i* goes to reader *i* mod ``readers``), and hands each file's batches,
 warnings and summary to the main process in the order the file's own reader would give them;
@@ -20,8 +64,10 @@ process at the point the serial run would have met it.
 
 from __future__ import annotations
 
+import functools
 import multiprocessing
 import os
+import pickle
 import signal
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
@@ -269,3 +315,869 @@ class ReadAhead:
                                    f"finishing {self.paths[index]}; try --jobs 1") from None
             self._waiting[other].append((kind, value))
         return waiting.popleft()
+
+
+# ============================================================ split by groups of captures
+#
+# ``analyze --jobs N`` over several captures: the captures are put into groups that share no
+# conversation (``plan_groups``), each group is analysed by one worker process, and the main
+# process runs the sinks (detectors, process checks) on what the workers hand it, in the
+# order the serial run would have given it, then writes the document (see the module
+# docstring for why and for what makes the merge exact).
+
+PROBE_PACKETS = 4096  # packets of each capture looked at to group the captures
+PROBE_BYTES = 256 * 1024  # at most this much of each capture is read for it
+
+
+def _probe_pairs(path: str) -> set[bytes]:
+    """The host pairs (IP, or MAC for frames without IP) among a capture's first packets.
+
+    The reader reads a block of ``pcap.CHUNK_BYTES`` and finds every record in it: for these
+    few packets the block is made small, so a probe costs ~1 ms, not a scan of 8 MB."""
+    from cranewatch.sources import pcap
+
+    pairs: set[bytes] = set()
+    chunk = pcap.CHUNK_BYTES
+    pcap.CHUNK_BYTES = PROBE_BYTES
+    try:
+        with pcap.open_capture(path) as reader:
+            batch = next(iter(reader.batches(PROBE_PACKETS)), None)
+    except Exception:  # the worker reads it again and reports what is wrong with it
+        return pairs
+    finally:
+        pcap.CHUNK_BYTES = chunk
+    if batch is None or not len(batch):
+        return pairs
+    decoded = decode_batch(batch)
+    has_ip = decoded.ip_version != 0
+    ips = set(zip(decoded.src_ip[has_ip].tolist(), decoded.dst_ip[has_ip].tolist(), strict=True))
+    pairs.update(bytes(min(a, b)) + bytes(max(a, b)) for a, b in ips)
+    macs = set(zip(decoded.eth_src[~has_ip].tolist(), decoded.eth_dst[~has_ip].tolist(), strict=True))
+    pairs.update(b"mac" + min(a, b).to_bytes(8, "big") + max(a, b).to_bytes(8, "big")
+                 for a, b in macs)
+    return pairs
+
+
+def plan_groups(paths: Sequence[str], workers: int) -> list[list[int]]:
+    """The captures (indices into ``paths``) each worker analyses.
+
+    Captures whose first packets show a host pair in common (the same conversation: rotated
+    files of one crane zone, two taps on one link) are in one group; groups go to the worker
+    with the fewest bytes so far, largest first. A plan of one group means: do not split.
+    """
+    parent = list(range(len(paths)))
+
+    def root(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    seen: dict[bytes, int] = {}
+    for index, path in enumerate(paths):
+        for pair in _probe_pairs(path):
+            other = seen.setdefault(pair, index)
+            parent[root(other)] = root(index)
+    groups: dict[int, list[int]] = {}
+    for index in range(len(paths)):
+        groups.setdefault(root(index), []).append(index)
+    sizes = [_file_size(p) for p in paths]
+    loads = [0] * max(1, min(workers, len(groups)))
+    plan: list[list[int]] = [[] for _ in loads]
+    for group in sorted(groups.values(), key=lambda g: (-sum(sizes[i] for i in g), g[0])):
+        lightest = min(range(len(loads)), key=lambda w: (loads[w], w))
+        plan[lightest].extend(group)
+        loads[lightest] += sum(sizes[i] for i in group)
+    return [sorted(files) for files in plan if files]
+
+
+def _file_size(path: str) -> int:
+    try:
+        return os.stat(path).st_size
+    except OSError:
+        return 0
+
+
+def _slot_fields(cls: type) -> list[str] | None:
+    """The fields of a dataclass whose whole state is its slots (else None)."""
+    import dataclasses
+    import types
+
+    if not dataclasses.is_dataclass(cls):
+        return None
+    names = [f.name for f in dataclasses.fields(cls)]
+    if not all(isinstance(getattr(cls, name, None), types.MemberDescriptorType) for name in names):
+        return None
+    return names
+
+
+_MAKERS: dict[type, Callable[[tuple[Any, ...]], Any]] = {}
+
+
+def _rebuild(cls: type, values: tuple[Any, ...]) -> Any:
+    """An object of a slots dataclass from its fields' values (``_Packer``'s other half)."""
+    make = _MAKERS.get(cls)
+    if make is None:
+        names = _slot_fields(cls) or []
+        # one function per class, the slots set one after another: dataclasses' own
+        # ``__setstate__`` looks the fields up again for every object (5x slower)
+        code = ["def make(v):", "    o = new(cls)"]
+        code += [f"    s{i}(o, v[{i}])" for i in range(len(names))]
+        code += ["    return o"]
+        space: dict[str, Any] = {"new": object.__new__, "cls": cls}
+        space.update({f"s{i}": getattr(cls, name).__set__ for i, name in enumerate(names)})
+        exec("\n".join(code), space)  # code made here from field counts only
+        make = _MAKERS[cls] = space["make"]
+    return make(values)
+
+
+class _Packer:
+    """Pickles what a worker ships: slots dataclasses (events, flows) as their fields' values,
+    finished flows without their decoder and reassembly buffers (the sinks read neither)."""
+
+    def __init__(self) -> None:
+        import copyreg
+
+        from cranewatch.flows import Flow, Side
+
+        self.table: dict[type, Any] = dict(copyreg.dispatch_table)
+        self.plain: set[type] = set()  # pickled as pickle does it
+        self.learn(Flow, strip="decoder")
+        self.learn(Side, strip="stream")
+
+    def learn(self, cls: type, strip: str | None = None) -> None:
+        import operator
+
+        if cls in self.table or cls in self.plain:
+            return
+        names = _slot_fields(cls)
+        if names is None:
+            self.plain.add(cls)
+            return
+        get = operator.attrgetter(*names)
+        if len(names) == 1:
+            self.table[cls] = lambda obj: (_rebuild, (cls, (get(obj),)))
+        elif strip is None:
+            self.table[cls] = lambda obj: (_rebuild, (cls, get(obj)))
+        else:
+            at = names.index(strip)
+            self.table[cls] = lambda obj: (_rebuild, (cls, (*get(obj)[:at], None, *get(obj)[at + 1:])))
+
+    def dumps(self, message: Any) -> bytes:
+        import io
+
+        out = io.BytesIO()
+        pickler = pickle.Pickler(out, protocol=pickle.HIGHEST_PROTOCOL)
+        pickler.dispatch_table = self.table
+        pickler.dump(message)
+        return out.getvalue()
+
+
+class _Outbox:
+    """A worker's messages, sent by a thread so the worker never waits on the main process."""
+
+    def __init__(self, conn: Connection) -> None:
+        import queue
+        import threading
+
+        self.packer = _Packer()
+        self.conn = conn
+        self.queue: queue.SimpleQueue[bytes | None] = queue.SimpleQueue()
+        self.thread = threading.Thread(target=self._send, daemon=True)
+        self.thread.start()
+
+    def _send(self) -> None:
+        while (message := self.queue.get()) is not None:
+            try:
+                self.conn.send_bytes(message)
+            except OSError:  # the main process is gone
+                return
+
+    def put(self, message: Any) -> None:
+        self.queue.put(self.packer.dumps(message))
+
+    def close(self) -> None:
+        self.queue.put(None)
+        self.thread.join()
+
+
+def _picklable(exc: BaseException) -> BaseException:
+    try:
+        pickle.dumps(exc)
+    except Exception:
+        return RuntimeError(f"{type(exc).__name__}: {exc}")
+    return exc
+
+
+def _series_key(series: Any) -> tuple[Any, ...]:
+    """The order ``ModbusBook.take_series`` gives series in (its key); () for other series."""
+    try:
+        return (series.master, series.slave, series.unit_id, series.function, series.address,
+                series.quantity)
+    except AttributeError:
+        return ()
+
+
+def event_filter(sinks: Sequence[Any]) -> Callable[[type], bool]:
+    """Whether any of ``sinks`` does something with events of a class: a worker ships the
+    others' events not at all (counted, folded, but no sink would have looked at them).
+
+    Known sinks say it by their own routing (the detection sink's handler for an event class
+    is fixed at its first event: ``detect.engine._ignore`` when no detector of the run
+    judges it); a sink not known here gets every event."""
+    import sys
+
+    from cranewatch.conversations import ConversationBook
+
+    detection = sys.modules.get("cranewatch.detect.engine")
+    process = sys.modules.get("cranewatch.process.engine")
+    tests: list[Callable[[type], bool]] = []
+    for sink in sinks:
+        if isinstance(sink, ConversationBook):
+            continue
+        if detection is not None and isinstance(sink, detection.DetectionSink):
+            tests.append(functools.partial(_detection_wants, sink, detection._ignore))
+        elif process is not None and isinstance(sink, process.ProcessSink):
+            tests.append(_process_wants)
+        else:
+            return lambda cls: True
+    answers: dict[type, bool] = {}
+
+    def wanted(cls: type) -> bool:
+        answer = answers.get(cls)
+        if answer is None:
+            answer = answers[cls] = any(test(cls) for test in tests)
+        return answer
+
+    return wanted
+
+
+def _detection_wants(sink: Any, ignore: Any, cls: type) -> bool:
+    handler = sink.handlers.get(cls)
+    if handler is None:
+        handler = sink.handlers[cls] = sink._handler(cls, getattr(cls, "kind", ""))
+    return handler is not ignore
+
+
+def _process_wants(cls: type) -> bool:
+    # ``process.signals.is_write_event``: Modbus requests and responses (it keeps the writes
+    # among them), MQTT publishes
+    from cranewatch.protocols.modbus import ModbusRequest, ModbusResponse
+
+    return issubclass(cls, ModbusRequest | ModbusResponse) or cls.__name__ == "MqttPublishRequest"
+
+
+def _event_classes() -> set[type]:
+    """Every event class the loaded protocols define (those their modules name now: a module
+    imported again leaves its old classes behind as subclasses too)."""
+    import sys
+
+    from cranewatch.protocols.base import Event
+
+    found: set[type] = set()
+    todo: list[type] = [Event]
+    while todo:
+        for sub in todo.pop().__subclasses__():
+            if sub not in found:
+                found.add(sub)
+                todo.append(sub)
+    return {cls for cls in found
+            if getattr(sys.modules.get(cls.__module__), cls.__qualname__, None) is cls}
+
+
+def _name(cls: type) -> tuple[str, str]:
+    return cls.__module__, cls.__qualname__
+
+
+class _NoDigest:
+    """A capture a worker reads only for the merge's timing: its sha256 is its owner's."""
+
+    def update(self, data: Any) -> None:
+        return None
+
+    def hexdigest(self) -> str:
+        return ""
+
+
+class _Ship:
+    """The worker's one sink: what the real sinks would get, tagged with its place in the
+    serial run's order, for the main process."""
+
+    def __init__(self, owner: Any, packer: _Packer, wanted: Callable[[type], bool]) -> None:
+        self.owner = owner
+        self.packer = packer
+        self.wanted = wanted
+        self.known: dict[type, bool] = {}  # event class -> shipped (wanted by a sink)
+
+    def on_event(self, event: Any) -> None:
+        kind = type(event)
+        ship = self.known.get(kind)
+        if ship is None:
+            ship = self.known[kind] = self.wanted(kind)
+            self.packer.learn(kind)
+        if ship:
+            self.owner.put("event", event)
+
+    def on_series(self, series: Any) -> None:
+        self.owner.put("series", series)
+
+    def on_flow(self, flow: Any) -> None:
+        self.owner.put("flow", flow)  # ended: it changes no more (pickled without its decoder)
+
+    def on_flow_end(self, flow: Any) -> None:  # pragma: no cover - on_flow is used
+        raise AssertionError("on_flow is given")
+
+    def finish(self) -> list[Any]:
+        return []
+
+
+class _ShipPayloads(_Ship):
+    def on_payload(self, flow: Any, from_client: bool, data: bytes, ts: float, frame: int) -> None:
+        # the flow as it is now (later packets change it): pickled at once
+        self.owner.put("payload", self.packer.dumps((flow, from_client, bytes(data), ts, frame)))
+
+
+def _group_analysis(outbox: _Outbox, worker: int, paths: list[str], owned: set[int],
+                    several: bool, batch_packets: int, configure: Callable[[], Any]) -> None:
+    """A worker: follow the serial run's merge of every capture (the same pieces, the same
+    sweeps), decode and analyse the pieces of its own captures, ship the sinks' input."""
+    from cranewatch.flows import FlowTable
+    from cranewatch.pipeline import (
+        MAX_WARNINGS,
+        Analysis,
+        _file_batches,
+        _InputState,
+        merged_batches,
+    )
+
+    class KeyedTable(FlowTable):
+        def update(self, decoded: Any, batch: Any, source: str) -> Any:
+            found = super().update(decoded, batch, source)
+            for rank, flow in enumerate(found.new):
+                analysis.created[flow.key] = (analysis.tick, rank)
+                analysis.flow_hashes.add(hash(flow.key))
+            return found
+
+    class GroupAnalysis(Analysis):
+        def __init__(self) -> None:
+            self.tick = self.reads = 0
+            self.place: tuple[int, int, tuple[Any, ...]] = (0, 1, ())
+            self.seq = 0
+            self.items: list[Any] = []
+            self.created: dict[bytes, tuple[int, int]] = {}
+            self.flow_hashes: set[int] = set()
+            self.peak_flows = self.peak_held = self.warned = self.dropped = 0
+            self.fragments = False
+            self.told: set[str] = set()
+            self.ship = _ShipPayloads(self, outbox.packer, lambda cls: True)
+            super().__init__([self.ship], flow_table=KeyedTable())
+            self.configured = False
+
+        def configure(self) -> None:
+            """What the main process's sinks take (they are loaded while this worker reads
+            its first batches): payloads or not, and which event classes."""
+            payloads, wanted, known = configure()
+            self._payload_sinks = [self.ship] if payloads else []
+            # a class the main process did not know of goes to it (its sinks will judge)
+            self.ship.wanted = lambda cls: _name(cls) in wanted or _name(cls) not in known
+            self.configured = True
+
+        def put(self, kind: str, value: Any) -> None:
+            self.items.append(((self.place, self.seq, worker), kind, value))
+            self.seq += 1
+
+        def warn(self, warning: InputWarning) -> None:
+            new = self._limits_hit - self.told
+            self.told |= new
+            if self.warned >= MAX_WARNINGS:
+                self.dropped += 1
+                return
+            self.warned += 1
+            self.put("warn", (warning, min(new) if new else None))
+
+        def clocked(self, stream: Iterator[PacketBatch]) -> Iterator[PacketBatch]:
+            """A capture's batches; what its read says is placed by the merge's reads so
+            far (every worker makes the same reads in the same order: a common clock)."""
+            while True:
+                self.reads += 1
+                self.place = (self.tick, 0, (self.reads,))
+                batch = next(stream, None)
+                if batch is None:
+                    return
+                yield batch
+
+        def _end_flow(self, flow: Any) -> None:
+            place = self.place
+            self.place = (self.tick, 2, self.created.pop(flow.key, (-1, -1)))
+            try:
+                super()._end_flow(flow)
+            finally:
+                self.place = place
+
+        def _sweep_due(self, batch: PacketBatch) -> None:
+            self.peak_flows = max(self.peak_flows, len(self.flows.flows))
+            super()._sweep_due(batch)
+
+        def _sweep(self, now: float, source: str) -> None:
+            held = sum(side.stream.held_bytes for flow in self.flows.flows.values()
+                       for side in (flow.to_server, flow.to_client) if side.stream is not None)
+            self.peak_held = max(self.peak_held, held)
+            super()._sweep(now, source)
+
+        def take_series(self) -> Iterator[Any]:
+            for index, run in enumerate(self.runs):
+                for series in run.take_series():
+                    self.place = (self.tick, 3, (index, _series_key(series)))
+                    yield series
+
+        def flush(self) -> None:
+            if self.items:
+                items, self.items = self.items, []
+                try:
+                    outbox.put(("items", items))
+                except Exception as exc:  # something a sink would get does not pickle
+                    raise _CannotShip(f"{type(exc).__name__}: {exc}") from None
+
+    analysis = GroupAnalysis()
+    analysis._several_captures = several
+    states = [_InputState(path, 0) if index in owned else _InputState(path, 0, _NoDigest())
+              for index, path in enumerate(paths)]
+    streams = []
+    for index, state in enumerate(states):
+        warn = analysis.warn if index in owned else _ignore
+        streams.append(analysis.clocked(analysis._counted(state, _file_batches(state, warn,
+                                                                               batch_packets))))
+    mine = {paths[index] for index in owned}
+    try:
+        for piece in merged_batches(streams):
+            if not analysis.configured:
+                analysis.configure()
+            if piece.source in mine:
+                analysis.place = (analysis.tick, 1, ())
+                decoded = decode_batch(piece)
+                analysis.fragments = analysis.fragments or bool(decoded.fragment.any())
+                analysis.process(_with_decode(piece, decoded))
+                analysis.put("progress", int(piece.caplen.sum()) + 16 * len(piece))
+            else:
+                analysis._sweep_due(piece)
+            analysis.tick += 1
+            analysis.flush()
+        analysis.place = (analysis.tick, 1, (worker,))
+        analysis.put("states", {index: _FileState.of(states[index]) for index in owned})
+        analysis.close_all()
+    except _CannotShip as exc:
+        outbox.put(("fallback", f"what a worker hands over could not be pickled ({exc})"))
+        return
+    except Exception as exc:  # raised in the main process where the serial run meets it
+        analysis.put("error", _picklable(exc))
+        analysis.flush()
+        return
+    analysis.flush()
+    runs = analysis.runs
+    outbox.put(("end", _Report(
+        hosts=analysis.hosts, tally=analysis.protocol_tally, events=analysis.events,
+        packets=analysis.packets, flows=analysis.flow_count, dropped=analysis.dropped,
+        flow_hashes=analysis.flow_hashes, peak_flows=analysis.peak_flows,
+        peak_held=analysis.peak_held, fragments=analysis.fragments,
+        limits=set(analysis._limits_hit), evicted=analysis.flows.evicted,
+        summaries=[run.summary() for run in runs],
+        tallies=[(run.book.masters, run.book.slaves) if hasattr(run, "book") else None
+                 for run in runs])))
+
+
+def _ignore(warning: InputWarning) -> None:
+    return None
+
+
+class _CannotShip(Exception):
+    """A worker could not pickle what it hands over: the run is done serially instead."""
+
+
+@dataclass(frozen=True, slots=True)
+class _FileState:
+    """What the read of one capture found (``pipeline._InputState``'s fields)."""
+
+    packets: int
+    first: float | None
+    last: float | None
+    format: str
+    complete: bool
+    problems: list[str]
+    headers: tuple[Any, ...]
+    silence: float
+    sha256: str
+
+    @classmethod
+    def of(cls, state: Any) -> _FileState:
+        return cls(state.packets, state.first, state.last, state.format, state.complete,
+                   state.problems, state.headers, state.silence, state.sha.hexdigest())
+
+    def into(self, state: Any) -> None:
+        state.packets, state.first, state.last = self.packets, self.first, self.last
+        state.format, state.complete, state.problems = self.format, self.complete, self.problems
+        state.headers, state.silence, state.sha = self.headers, self.silence, _Digest(self.sha256)
+
+
+@dataclass(slots=True)
+class _Report:
+    """A worker's state at the end: what the document sums over the groups, and what tells
+    whether the groups really were independent."""
+
+    hosts: dict[Any, Any]
+    tally: dict[str, Any]
+    events: dict[str, int]
+    packets: int
+    flows: int
+    dropped: int
+    flow_hashes: set[int]
+    peak_flows: int
+    peak_held: int
+    fragments: bool
+    limits: set[str]
+    evicted: int
+    summaries: list[dict[str, Any]]
+    tallies: list[Any]
+
+
+def _split_worker(conn: Connection, worker: int, paths: list[str], owned: list[int],
+                  several: bool, batch_packets: int) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the main process's to handle
+    outbox = _Outbox(conn)
+    try:
+        _group_analysis(outbox, worker, paths, set(owned), several, batch_packets, conn.recv)
+    except BaseException as exc:  # pragma: no cover - _group_analysis ships its errors
+        outbox.put(("items", [(((-1, 0, ()), 0, worker), "error", _picklable(exc))]))
+    finally:
+        outbox.close()
+
+
+class NotIndependent(Exception):
+    """The groups met after all (the reason): the run is done again serially."""
+
+
+class _Summaries:
+    """Stands in for the protocols' runs when the document is made: their merged summaries."""
+
+    def __init__(self, summary: dict[str, Any]) -> None:
+        self._summary = summary
+
+    def summary(self) -> dict[str, Any]:
+        return self._summary
+
+
+class SplitRun:
+    """Worker processes analysing groups of captures; ``replay`` feeds the sinks in the main
+    process and gives the document (or raises ``NotIndependent``)."""
+
+    def __init__(self, paths: Sequence[str | os.PathLike[str]], plan: list[list[int]],
+                 batch_packets: int) -> None:
+        self.paths = [str(p) for p in paths]
+        self.plan = plan
+        self.batch_packets = batch_packets
+        self.sinks: list[Any] = []
+        self._conns: list[Connection] = []
+        self._processes: list[Any] = []
+
+    def __enter__(self) -> SplitRun:
+        context = multiprocessing.get_context("fork")
+        try:
+            for worker, owned in enumerate(self.plan):
+                mine, theirs = context.Pipe(duplex=True)
+                process = context.Process(
+                    target=_split_worker, name=f"cranewatch-group-{worker}", daemon=True,
+                    args=(theirs, worker, self.paths, owned, len(self.paths) > 1,
+                          self.batch_packets))
+                process.start()
+                theirs.close()
+                self._conns.append(mine)
+                self._processes.append(process)
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        for conn in self._conns:
+            conn.close()
+        for process in self._processes:
+            if process.is_alive():
+                process.terminate()
+            process.join(timeout=5)
+        self._conns, self._processes = [], []
+
+    def _items(self, worker: int, reports: dict[int, _Report]) -> Iterator[Any]:
+        conn = self._conns[worker]
+        while True:
+            try:
+                kind, value = pickle.loads(conn.recv_bytes())
+            except (EOFError, OSError):
+                code = None
+                if self._processes:
+                    self._processes[worker].join(timeout=2)  # ended: its exit code is there
+                    code = self._processes[worker].exitcode
+                files = ", ".join(self.paths[i] for i in self.plan[worker])
+                raise ReaderFailed(f"worker process {worker} ended (exit code {code}) before "
+                                   f"finishing {files}; try --jobs 1") from None
+            if kind == "end":
+                reports[worker] = value
+                return
+            if kind == "fallback":
+                raise NotIndependent(value)
+            yield from value
+            if value and value[-1][1] == "error":
+                return
+
+    def configure(self, sinks: Sequence[Any]) -> None:
+        """The sinks the run feeds (loaded after the workers started): the workers learn
+        whether any takes payloads and which event classes any does something with."""
+        self.sinks = list(sinks)
+        payloads = any(hasattr(sink, "on_payload") for sink in sinks)
+        wanted = event_filter(sinks)
+        known = _event_classes()
+        message = (payloads, frozenset(_name(cls) for cls in known if wanted(cls)),
+                   frozenset(_name(cls) for cls in known))
+        for conn in self._conns:
+            try:
+                conn.send(message)
+            except OSError:  # that worker is gone: replay says so
+                pass
+
+    def replay(self, progress: Callable[[int, int], None] | None, profile: str | None,
+               baseline: str | None) -> Any:
+        import heapq
+
+        from cranewatch.pipeline import Analysis, _InputState, _size
+        from cranewatch.segments import SegmentPlanner
+
+        main = Analysis(self.sinks)
+        states = [_InputState(path, _size(path)) for path in self.paths]
+        total = sum(state.size for state in states)
+        done = 0
+        reports: dict[int, _Report] = {}
+        payload_sinks = [sink for sink in main.sinks if hasattr(sink, "on_payload")]
+        told: set[str] = set()
+        limits_dropped = False
+        series_seen: set[Any] = set()
+        planner: SegmentPlanner | None = None
+        streams = [self._items(worker, reports) for worker in range(len(self.plan))]
+        for place, kind, value in heapq.merge(*streams):  # keys differ: tuples compare by them
+            if kind == "event":
+                for sink in main.sinks:
+                    try:
+                        sink.on_event(value)
+                    except Exception as exc:  # as in Analysis.emit
+                        main._sink_failed(sink, "on_event", exc, value.source or None, value.frame)
+            elif kind == "flow":
+                _flow_to_sinks(main, value)
+            elif kind == "payload":
+                flow, from_client, data, ts, frame = pickle.loads(value)
+                for sink in payload_sinks:
+                    try:
+                        sink.on_payload(flow, from_client, data, ts, frame)
+                    except Exception as exc:  # as in Analysis._slow
+                        main._sink_failed(sink, "on_payload", exc, flow.source, frame)
+            elif kind == "warn":
+                warning, limit = value
+                if limit is not None:
+                    if limit in told:
+                        limits_dropped = True
+                        continue
+                    told.add(limit)
+                main.warn(warning)
+            elif kind == "series":
+                if place[0] in series_seen:
+                    raise NotIndependent("two groups gave the same register series")
+                series_seen.add(place[0])
+                if planner is None:
+                    planner = SegmentPlanner(_spans(states))
+                main.series_count += 1
+                planner.observe(value)
+                for sink in main.sinks:
+                    try:
+                        sink.on_series(value)
+                    except Exception as exc:  # as in Analysis.close_all
+                        main._sink_failed(sink, "on_series", exc, value.source or None,
+                                          int(value.frame[0]) if len(value.frame) else None)
+            elif kind == "progress":
+                done += value
+                if progress is not None:
+                    progress(min(done, total), total)
+            elif kind == "states":
+                for index, found in value.items():
+                    found.into(states[index])
+            elif kind == "error":
+                raise value
+        _merge(main, [reports[worker] for worker in range(len(self.plan))], limits_dropped)
+        if planner is None:
+            planner = SegmentPlanner(_spans(states))
+        segments = planner.segments()
+        for sink in main.sinks:
+            on_segments = getattr(sink, "on_segments", None)
+            if on_segments is not None:
+                try:
+                    on_segments(segments)
+                except Exception as exc:  # see Analysis._sink_failed
+                    main._sink_failed(sink, "on_segments", exc, None, None)
+        findings: list[Any] = []
+        for sink in main.sinks:
+            try:
+                findings.extend(sink.finish())
+            except Exception as exc:  # the other sinks' findings still count
+                main._sink_failed(sink, "finish", exc, None, None)
+            for problem in getattr(sink, "problems", ()):
+                main.warn(problem)
+        return main.result(states, findings, profile, baseline, segments)
+
+
+def _spans(states: Sequence[Any]) -> list[Any]:
+    from cranewatch.segments import FileSpan
+
+    return [FileSpan(s.path, s.first, s.last, s.packets, s.headers, s.silence)
+            for s in states if s.packets and s.first is not None and s.last is not None]
+
+
+def _flow_to_sinks(main: Any, flow: Any) -> None:
+    """``Analysis._end_flow``'s part for the sinks."""
+    from cranewatch.pipeline import ip_text, mac_text
+
+    summary = None
+    for sink in main.sinks:
+        try:
+            on_flow = getattr(sink, "on_flow", None)
+            if on_flow is not None:
+                on_flow(flow)
+                continue
+            if summary is None:
+                summary = flow.summary(ip_text, mac_text)
+            sink.on_flow_end(summary)
+        except Exception as exc:  # see Analysis._sink_failed
+            main._sink_failed(sink, "on_flow_end", exc, flow.source, None)
+
+
+# Limits whose effect is more than a warning: a group that reached one was not independent.
+_STATEFUL_LIMITS = frozenset({"flows", "held", "hosts", "protocols"})
+
+
+def _merge(main: Any, reports: list[_Report], limits_dropped: bool) -> None:
+    """The groups' tables summed into ``main``, exactly as one run would have kept them, or
+    ``NotIndependent`` when they met (shared flows, bounds reached together)."""
+    from cranewatch.pipeline import MAX_HELD_BYTES, MAX_HOSTS, MAX_IPS_PER_HOST, MAX_PROTOCOL_NAMES
+
+    seen: set[int] = set()
+    for report in reports:
+        if seen & report.flow_hashes:
+            raise NotIndependent("a flow is in captures of two groups")
+        seen |= report.flow_hashes
+        if report.limits & _STATEFUL_LIMITS or report.evicted:
+            raise NotIndependent("a group reached a bound of the flow, host or protocol tables")
+    if sum(r.peak_flows for r in reports) > main.flows.max_flows:
+        raise NotIndependent("the groups' flows together exceed the flow table")
+    if sum(r.peak_held for r in reports) > MAX_HELD_BYTES:
+        raise NotIndependent("the groups' held TCP bytes together exceed their bound")
+    if sum(r.fragments for r in reports) > 1:
+        raise NotIndependent("IP fragments in several groups")
+    if limits_dropped and any(r.dropped for r in reports):
+        raise NotIndependent("warnings beyond the bound in a group")
+    for report in reports:
+        main.packets += report.packets
+        main.flow_count += report.flows
+        main.suppressed += report.dropped
+        for name, count in report.events.items():
+            main.events[name] = main.events.get(name, 0) + count
+        for key, host in report.hosts.items():
+            known = main.hosts.get(key)
+            if known is None:
+                main.hosts[key] = host
+                continue
+            known.first, known.last = min(known.first, host.first), max(known.last, host.last)
+            known.packets += host.packets
+            known.wire += host.wire
+            known.ips |= host.ips
+            if len(known.ips) > MAX_IPS_PER_HOST:
+                raise NotIndependent("a host's addresses in several groups exceed their bound")
+        for name, tally in report.tally.items():
+            known = main.protocol_tally.get(name)
+            if known is None:
+                main.protocol_tally[name] = tally
+                continue
+            known.flows += tally.flows
+            known.packets += tally.packets
+            known.wire += tally.wire
+            known.clients |= tally.clients
+            known.servers |= tally.servers
+            if len(known.clients) >= 100_000:
+                raise NotIndependent("a protocol's clients in several groups exceed their bound")
+    if len(main.hosts) > MAX_HOSTS or len(main.protocol_tally) >= MAX_PROTOCOL_NAMES:
+        raise NotIndependent("the groups' hosts or protocols together exceed their bound")
+    main.events = dict(main.events)
+    main.runs = [_Summaries(_merge_summaries(index, run, reports))
+                 for index, run in enumerate(main.runs)]
+
+
+def _merge_summaries(index: int, run: Any, reports: list[_Report]) -> dict[str, Any]:
+    fresh = type(run)().summary()
+    merged: dict[str, Any] = {}
+    for name, empty in fresh.items():
+        values = [r.summaries[index][name] for r in reports
+                  if _differs(r.summaries[index][name], empty)]
+        if len(values) <= 1:
+            merged[name] = values[0] if values else empty
+        elif all(r.tallies[index] is not None for r in reports):
+            merged = _merge_modbus(run, [r.tallies[index] for r in reports])
+            break
+        else:
+            raise NotIndependent(f"{name} in several groups")
+    return merged
+
+
+def _differs(value: Any, empty: Any) -> bool:
+    try:
+        return bool(value != empty)
+    except Exception:  # e.g. arrays inside: not the empty value
+        return True
+
+
+def _merge_modbus(run: Any, tallies: list[Any]) -> dict[str, Any]:
+    """Modbus masters and slaves seen in several groups (a SCADA server polling every
+    crane's PLC): their tallies summed, as one book would have kept them."""
+    from cranewatch.protocols.modbus import MAX_PEERS, MAX_RANGES, PeerTally
+
+    book = type(run)().book
+    for masters, slaves in tallies:
+        for mine, theirs in ((book.masters, masters), (book.slaves, slaves)):
+            for address, tally in theirs.items():
+                known = mine.setdefault(address, PeerTally(address))
+                known.peers |= tally.peers
+                known.units |= tally.units
+                for function, count in tally.functions.items():
+                    known.functions[function] = known.functions.get(function, 0) + count
+                for key, count in tally.ranges.items():
+                    known.ranges[key] = known.ranges.get(key, 0) + count
+                known.exceptions += tally.exceptions
+                known.first_seen = min(known.first_seen, tally.first_seen)
+                known.last_seen = max(known.last_seen, tally.last_seen)
+                if len(known.peers) >= MAX_PEERS or len(known.ranges) >= MAX_RANGES:
+                    raise NotIndependent("a Modbus peer's tally in several groups reached its bound")
+            if len(mine) >= MAX_PEERS:
+                raise NotIndependent("the Modbus peers of several groups reached their bound")
+    fresh = type(run)()
+    fresh.book = book
+    return fresh.summary()
+
+
+def split_plan(paths: Sequence[str | os.PathLike[str]], jobs: int) -> tuple[list[list[int]] | None, str | None]:
+    """The groups to analyse apart, or None and why not (then the run is serial)."""
+    from cranewatch.pipeline import _is_zeek
+
+    names = [str(p) for p in paths]
+    if len(names) < 2 or any(_is_zeek(name) for name in names):
+        return None, None
+    if len(set(names)) < len(names):
+        return None, "a capture is given twice"
+    plan = plan_groups(names, jobs)
+    if len(plan) < 2:
+        return None, "the captures all share conversations"
+    return plan, None

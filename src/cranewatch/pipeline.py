@@ -546,6 +546,10 @@ class Analysis:
         for _, event in deferred:
             self.emit(event)
         self._end_flows(flows.superseded)  # a later packet of the batch began a new flow on its key
+        self._sweep_due(batch)
+
+    def _sweep_due(self, batch: PacketBatch) -> None:
+        """Sweep the flow table when the capture clock says so (after each batch)."""
         now = float(batch.ts[-1])
         if self._next_sweep is None:
             self._next_sweep = now + SWEEP_SECONDS

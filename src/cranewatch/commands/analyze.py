@@ -8,7 +8,6 @@ Exit codes: 0 analysis complete; 1 ``--fail-on`` met; 3 an input could not be re
 from __future__ import annotations
 
 import argparse
-import contextlib
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -86,11 +85,13 @@ def register(subparsers: Any) -> None:
                         "database for --crane; without --db nothing is written")
     add_forward_options(parser)
     parser.add_argument("--jobs", metavar="N", type=jobs_option, default=1,
-                        help="processes to use (default 1): with N > 1, N - 1 worker processes "
-                        "read, inflate and decode the captures ahead while the main process does "
-                        "flows, protocols and detectors; the document is the one of --jobs 1. "
-                        "An N above the CPUs this machine lets cranewatch use is lowered to them "
-                        "(with a warning)")
+                        help="worker processes (default 1): with N > 1 the captures are put "
+                        "into groups that share no conversation (e.g. one per crane zone, its "
+                        "rotated files together), N workers analyse the groups and this process "
+                        "runs the detectors and process checks; the document is the one of "
+                        "--jobs 1. Captures that all share conversations, or groups found to "
+                        "meet, are analysed in one process (said on stderr). An N above the CPUs "
+                        "this machine lets cranewatch use is lowered to them (with a warning)")
     parser.add_argument("--progress", action="store_true",
                         help="draw the progress bar even when stderr is not a terminal")
     parser.set_defaults(func=run)
@@ -185,8 +186,8 @@ def run(args: argparse.Namespace) -> int:
         else:
             crane = args.crane
         # a recorded run keeps who talked to whom (the console's inventory and map)
-        book = ConversationBook() if store is not None or spool is not None else None
-        result, skipped = _analyze(args, judging, crane, [book] if book is not None else [])
+        result, skipped, book = _analyze(args, judging, crane,
+                                         store is not None or spool is not None)
         report = render(result, args.format, skipped)
         write_out(report, args.out)
         if (store is not None or spool is not None) and crane is not None:
@@ -249,22 +250,53 @@ def _forward(forwarder: Forwarder, result: AnalysisResult) -> None:
 
 
 def _analyze(args: argparse.Namespace, judging: Judging, crane: str | None,
-             extra: list[Sink]) -> tuple[AnalysisResult, tuple[SkippedCheck, ...]]:
+             keep_conversations: bool
+             ) -> tuple[AnalysisResult, tuple[SkippedCheck, ...], ConversationBook | None]:
     jobs = _usable_jobs(getattr(args, "jobs", 1))
-    with contextlib.ExitStack() as stack:
-        ahead = None
-        if jobs > 1:  # the readers start first: they read while the detectors load
-            from cranewatch.parallel import ReadAhead
-            from cranewatch.pipeline import BATCH_PACKETS
+    if jobs > 1:
+        from cranewatch.parallel import split_plan
 
-            ahead = stack.enter_context(ReadAhead(args.captures, BATCH_PACKETS, jobs - 1))
-        sinks = analysis_sinks(judging, crane)
-        bar = ProgressBar(sys.stderr) if wants_progress(sys.stderr, args.progress) else None
-        try:
-            result = analyze(args.captures, progress=bar, sinks=[*sinks, *extra],
-                             profile=args.profile, baseline=args.baseline, jobs=jobs,
-                             read_ahead=ahead)
-            return result, skipped_checks(sinks)
-        finally:
-            if bar is not None:
-                bar.close()
+        plan, why = split_plan(args.captures, jobs)
+        if plan is not None:
+            done = _analyze_split(args, judging, crane, keep_conversations, plan)
+            if done is not None:
+                return done
+        elif why is not None:
+            print(f"cranewatch: note: --jobs {args.jobs}: {why}; analysed in one process",
+                  file=sys.stderr)
+    book = ConversationBook() if keep_conversations else None
+    sinks = analysis_sinks(judging, crane)
+    bar = ProgressBar(sys.stderr) if wants_progress(sys.stderr, args.progress) else None
+    try:
+        result = analyze(args.captures, progress=bar, sinks=[*sinks, *([book] if book else [])],
+                         profile=args.profile, baseline=args.baseline)
+        return result, skipped_checks(sinks), book
+    finally:
+        if bar is not None:
+            bar.close()
+
+
+def _analyze_split(args: argparse.Namespace, judging: Judging, crane: str | None,
+                   keep_conversations: bool, plan: list[list[int]],
+                   ) -> tuple[AnalysisResult, tuple[SkippedCheck, ...], ConversationBook | None] | None:
+    """The captures' groups analysed by worker processes, the sinks run here (``parallel``);
+    None when the groups turned out to meet (said on stderr: the caller runs serially)."""
+    from cranewatch.parallel import NotIndependent, SplitRun
+    from cranewatch.pipeline import BATCH_PACKETS
+
+    bar = None
+    try:
+        with SplitRun(args.captures, plan, BATCH_PACKETS) as split:  # the workers start reading
+            book = ConversationBook() if keep_conversations else None
+            sinks = analysis_sinks(judging, crane)
+            split.configure([*sinks, *([book] if book else [])])
+            bar = ProgressBar(sys.stderr) if wants_progress(sys.stderr, args.progress) else None
+            result = split.replay(bar, args.profile, args.baseline)
+    except NotIndependent as exc:
+        print(f"cranewatch: note: --jobs {args.jobs}: {exc}; analysed again in one process",
+              file=sys.stderr)
+        return None
+    finally:
+        if bar is not None:
+            bar.close()
+    return result, skipped_checks(sinks), book
