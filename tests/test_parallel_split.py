@@ -336,13 +336,14 @@ def test_recorded_conversations_are_the_serial_ones(monkeypatch: pytest.MonkeyPa
     import argparse
 
     from cranewatch.commands import analyze as command
+    from cranewatch.judging import Judging
 
     spy = Spy(monkeypatch)
     args = argparse.Namespace(captures=[str(p) for p in zones], profile=None, baseline=None,
                               progress=False, jobs=1)
-    serial, _, serial_book = command._analyze(args, None, True)
+    serial, _, serial_book = command._analyze(args, Judging(), None, True)
     args.jobs = 2
-    split, _, split_book = command._analyze(args, None, True)
+    split, _, split_book = command._analyze(args, Judging(), None, True)
     assert spy.plans
     assert serial_book is not None and split_book is not None
     conversations = serial_book.conversations()
