@@ -293,3 +293,14 @@ def test_split_and_coalesced_adus_decode_as_tshark_decodes_them(tmp_path: Path) 
                 folded.setdefault(frame, []).extend(row)
     assert folded and {f: sorted(v) for f, v in folded.items()} == {
         f: sorted(v) for f, v in values.items() if f in folded}
+
+
+def test_a_batch_of_one_byte_is_held_not_refused() -> None:
+    """Fewer bytes than an MBAP header in the whole batch (fuzzing found it): nothing framed,
+    the byte waits for the next segment."""
+    adus = frame_streams(Segments(
+        buf=np.frombuffer(b"\x00", dtype=np.uint8), slot=np.ones(1, dtype=np.int64),
+        seq=np.array([1000]), offset=np.zeros(1, dtype=np.int64), length=np.ones(1, dtype=np.int64),
+        next_seq=np.array([-1, 1000]), carry={}), MAX_FRAMING_LENGTH)
+    assert len(adus.offset) == 0 and adus.cut.tolist() == [1, 1]
+    assert adus.buf[adus.stream_start[1] : adus.segment_end[0]].tobytes() == b"\x00"
