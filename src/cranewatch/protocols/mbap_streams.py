@@ -75,7 +75,10 @@ class Adus:
 
 
 def header_fits(buf: np.ndarray, at: np.ndarray, max_length: int) -> tuple[np.ndarray, np.ndarray]:
-    """(fits, length) of the MBAP headers at ``at`` (6 bytes each must be in ``buf``)."""
+    """(fits, length) of the MBAP headers at ``at`` (6 bytes each must be in ``buf``; callers
+    ask at 0 for what they will not use, so a buffer of fewer bytes is padded)."""
+    if len(buf) < 6:
+        buf = np.concatenate([buf, np.zeros(6, dtype=np.uint8)])
     length = (buf[at + 4].astype(np.int64) << 8) | buf[at + 5]
     fits = (buf[at + 2] == 0) & (buf[at + 3] == 0) & (length >= 2) & (length <= max_length)
     return fits, length
