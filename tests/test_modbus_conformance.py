@@ -73,6 +73,13 @@ TSHARK_DIFFERS: dict[str, dict[int, str]] = {
         7: _TRAILING_BYTES,
     },
     "ICS-Security-Tools/pcaps/ModbusTCP/modbus_test_data_part1.pcap": {113: _TRAILING_BYTES},
+    "ICS-Security-Tools/pcaps/bro/modbus/fuzz-1011.pcap": {
+        4: "434 s after the connection's last packet, past the 300 s TCP idle timeout (Zeek's "
+           "tcp_inactivity_timeout is 5 min too): cranewatch ends the flow and takes this server "
+           "segment as the start of a new one (capture begun mid-stream) and decodes its ADU; "
+           "tshark keeps one stream, in which the segment's sequence number lies behind the last "
+           "one, and does not dissect it",
+    },
 }
 for _copy in ("openics/MODBUS-TestDataPart1.pcap", "quickdraw/modbus_test_data_part1.pcap"):
     TSHARK_DIFFERS[f"ICS-Security-Tools/pcaps/{_copy}"] = TSHARK_DIFFERS[
@@ -81,6 +88,8 @@ TSHARK_DIFFERS["zeek/testing/btest/Traces/modbus/modbusBig.pcap"] = TSHARK_DIFFE
     "ICS-Security-Tools/pcaps/bro/modbus/modbusBig.pcap"]
 TSHARK_DIFFERS["zeek/testing/btest/Traces/modbus/fuzz-72.pcap"] = TSHARK_DIFFERS[
     "ICS-Security-Tools/pcaps/bro/modbus/fuzz-72.pcap"]
+TSHARK_DIFFERS["zeek/testing/btest/Traces/modbus/fuzz-1011.pcap"] = TSHARK_DIFFERS[
+    "ICS-Security-Tools/pcaps/bro/modbus/fuzz-1011.pcap"]
 
 
 def modbus_captures() -> list[str]:

@@ -429,6 +429,7 @@ def _endpoints_less(ip_a: np.ndarray, port_a: np.ndarray, ip_b: np.ndarray, port
     return hi_lt | (hi_eq & (lo_lt | (lo_eq & (port_a < port_b))))
 
 
+SETTLE_ROWS = 4096  # flows whose counters are read out of the columns at once
 # What a side of a live flow has sent, as bits of the table's ``_flags`` column.
 _SAW_SYN, _SAW_FIN, _SAW_RST = 1, 2, 4
 _TCP_CONTROL = TCP_SYN | TCP_ACK | TCP_FIN | TCP_RST
@@ -505,8 +506,10 @@ class FlowTable:
 
     def _settle(self, flows: list[Flow]) -> None:
         """Write the counters of flows leaving the table into them, and free their slots."""
-        if not flows:
-            return
+        for start in range(0, len(flows), SETTLE_ROWS):  # bounded temporaries
+            self._settle_some(flows[start : start + SETTLE_ROWS])
+
+    def _settle_some(self, flows: list[Flow]) -> None:
         slots = np.fromiter((f.slot for f in flows), dtype=np.int64, count=len(flows))
         sides = (slots[:, None] * 2 + np.arange(2)).reshape(-1)
         flags = self._flags[sides]

@@ -11,7 +11,7 @@ finished flows (``flow_conversation``, ``conversation``), Zeek's conn.log record
 from __future__ import annotations
 
 import functools
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 from cranewatch.decode import ip_text, mac_text
@@ -92,14 +92,13 @@ def _macs(macs: set[int]) -> tuple[str, ...]:
     return tuple(sorted(map(_mac_name, macs)))
 
 
-def flow_conversations(flows: Sequence[Flow]) -> list[Conversation]:
+def flow_conversations(flows: Sequence[Flow]) -> Iterator[Conversation]:
     """``flow_conversation`` of each flow ended by the flow table (whose counters are plain
-    Python numbers), with the per-flow lookups and conversions it needs no more."""
-    out: list[Conversation] = []
-    append = out.append
+    Python numbers), with the per-flow lookups and conversions it needs no more; one at a
+    time (a run can be every flow of a capture)."""
     for flow in flows:
         to_server, to_client = flow.to_server, flow.to_client
-        append(Conversation(
+        yield Conversation(
             ts=flow.first_seen, frame=flow.first_frame, src=_ip_name(flow.client),
             dst=_ip_name(flow.server), sport=flow.client_port, dport=flow.server_port,
             source=flow.source, transport=_TRANSPORTS.get(flow.proto) or flow.transport,
@@ -108,8 +107,7 @@ def flow_conversations(flows: Sequence[Flow]) -> list[Conversation]:
             bytes_to_server=to_server.bytes, bytes_to_client=to_client.bytes,
             client_macs=_macs(to_server.macs), server_macs=_macs(to_client.macs),
             handshake=to_server.syn,
-        ))
-    return out
+        )
 
 
 def conversation(flow: Any) -> Conversation:
