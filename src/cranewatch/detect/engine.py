@@ -52,6 +52,10 @@ def _ignore(event: Any) -> None:
     return None
 
 
+# Detectors that read of a register series only its keys, its first answer and its count.
+SERIES_SUMMARY_READERS = frozenset({"recon", "rogue-master"})
+
+
 class DetectionSink:
     """Feeds facts to the detectors; ``finish`` returns their findings.
 
@@ -72,6 +76,13 @@ class DetectionSink:
         # pipeline reports these (``pipeline.InputWarning``, kind "internal") with the rest.
         self._problems: list[Any] = []
         self._failures: dict[tuple[str, str], int] = {}
+
+    @property
+    def series_use(self) -> str:
+        """A summary of each register series is enough (``pipeline``) when only detectors that
+        read its keys, first answer and answer count judge series in this run."""
+        readers = {d.name for d, judged in self.judged if RegisterSeries in judged}
+        return "summary" if readers <= SERIES_SUMMARY_READERS else "whole"
 
     def route(self, fact_type: type) -> list[Observe]:
         """The ``observe`` of every detector judging facts of this type in this run."""
