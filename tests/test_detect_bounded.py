@@ -102,3 +102,19 @@ def test_recon_holds_targets_not_probes() -> None:
     assert "10 host(s), 5 port(s), 50 probes" in scan.title and scan.count == 1000
     assert scan.first_seen == T0 + 100 + 22 / 1000
     assert scan.evidence[0].frames[:5] == (1022, 1022, 1022, 1022, 1022)
+
+
+def test_identification_state_goes_with_its_flow() -> None:
+    """The first bytes of unclaimed flows, kept to identify remote-access protocols, are let
+    go when the flow ends: before, every flow's entry stayed for the run."""
+    from types import SimpleNamespace
+
+    from cranewatch.detect.engine import DetectionSink
+
+    sink = DetectionSink(Context(profile=sts07(), crane="STS-07"))
+    for i in range(500):
+        flow = SimpleNamespace(client=OCR, server="10.20.0.9", client_port=40000 + i, server_port=7000,
+                               source="t.pcap", transport="tcp")
+        sink.on_payload(flow, True, b"hello", T0 + i, i + 1)
+        sink._conversation(conv(OCR, "10.20.0.9", 7000, T0 + i, sport=40000 + i, frame=i + 1))
+    assert sink.first == {} and sink.identified == set()

@@ -159,6 +159,11 @@ class DetectionSink:
         self._conversation(adapt.conversation(flow))
 
     def _conversation(self, conversation: Conversation) -> None:
+        # The flow is over: what identification kept of it goes (one entry per flow otherwise
+        # stays for the run: millions on a day of short connections)
+        key = (conversation.src, conversation.sport, conversation.dst, conversation.dport)
+        if self.first.pop(key, None) is None:
+            self.identified.discard(key)
         if conversation.protocol:
             self.ctx.ports[(conversation.src, conversation.dst, conversation.protocol)] = conversation.dport
         self.feed(conversation)
