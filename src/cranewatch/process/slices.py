@@ -36,6 +36,7 @@ the frame it was taken in, not of its whole length); a grid step that the first 
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
@@ -108,9 +109,14 @@ class SlicedChecks:
     def add(self, series: Iterable[RegisterSeries] = (), writes: Iterable[object] = ()) -> None:
         """Values of the next stretch of time (each piece later than what ``advance`` closed)."""
         register_map = self.sink.register_map()
-        for piece in series:
-            if not len(piece.ts) or not register_map.serves(piece.slave, piece.unit_id):
-                continue
+        served = [piece for piece in series
+                  if len(piece.ts) and register_map.serves(piece.slave, piece.unit_id)]
+        pieces = [cut for piece in served for cut in _at_holes(piece)]
+        if len(pieces) > len(served):
+            # a hole inside a piece (one corrupt timestamp weeks away): its parts in time order,
+            # so the hole starts a new piece of the recording as ``engine.split_at_holes`` does
+            pieces.sort(key=lambda cut: float(cut.ts[0]))
+        for piece in pieces:
             self._take(float(piece.ts[0]), float(piece.ts[-1]))
             self._series.append(piece)
         for event in writes:
@@ -279,6 +285,16 @@ class SlicedChecks:
                 kept.append(cut)
         self._series = kept
         self._writes = [w for w in self._writes if float(getattr(w, "ts", 0.0)) >= when]
+
+
+def _at_holes(piece: RegisterSeries) -> list[RegisterSeries]:
+    """``piece`` cut where its answers are more than ``RECORDING_HOLE_S`` apart."""
+    holes = np.flatnonzero(np.diff(piece.ts) > RECORDING_HOLE_S)
+    if not len(holes):
+        return [piece]
+    edges = [0, *(int(i) + 1 for i in holes), len(piece.ts)]
+    return [replace(piece, ts=piece.ts[a:b], frame=piece.frame[a:b], values=piece.values[a:b])
+            for a, b in itertools.pairwise(edges)]
 
 
 def _carries_value(event: object, register_map: RegisterMap) -> bool:
