@@ -56,8 +56,9 @@ def tables(analysis: Any) -> dict[str, int]:
     out["held TCP segments"] = held
     out["held TCP bytes"] = held_bytes
     out["pending Modbus requests"] = pending
-    book = analysis.book
+    book = next((run.book for run in analysis.runs if hasattr(run, "book")), None)
     series = getattr(book, "series", {})
+    out["Modbus series summaries"] = len(getattr(book, "heads", {}))
     out["Modbus series keys"] = len(series)
     python_rows = loose = packed = 0
     for parts in series.values():
@@ -77,6 +78,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("capture", type=Path)
     parser.add_argument("--at", type=int, nargs="+", default=[500_000, 1_000_000])
     parser.add_argument("--profile", type=Path, help="a crane profile: the process sink collects too")
+    parser.add_argument("--detectors", action="store_true",
+                        help="the network detectors too (and the process checks with --profile), as analyze runs them")
     parser.add_argument("--top", type=int, default=15)
     parser.add_argument("--frames", type=int, default=1, help="traceback depth grouped by (1: file:line)")
     parser.add_argument("--no-tracemalloc", action="store_true")
@@ -88,7 +91,11 @@ def main(argv: list[str] | None = None) -> int:
     from cranewatch.pipeline import Analysis
 
     sinks: list[Any] = []
-    if args.profile:
+    if args.detectors:
+        from cranewatch.sinks import build_sinks
+
+        sinks = build_sinks(args.profile)  # what ``analyze`` runs
+    elif args.profile:
         from cranewatch.process.engine import build_sink
         from cranewatch.profile import load_profile
 

@@ -528,3 +528,35 @@ def test_a_killed_monitor_loses_no_finding_already_reported(as_root: None, tmp_p
 
     with open_store(db) as store:
         assert [f.id for f in store.current_findings("T-1")] == [records[0]["id"]]
+
+
+def test_the_read_ahead_is_bounded_in_bytes_not_batches() -> None:
+    """The reader thread runs at most ``read_ahead`` bytes (plus the batch that passes it)
+    ahead of the analysis, whatever the batches' size: 64 batches of 65,536 packets were
+    ~500 MB (the soak benchmark's first runs)."""
+    sizes = [len(b.buf) + 44 * len(b) for b in _lab_batches(40)]
+    ahead: list[int] = []
+    read = 0
+    monitor = Monitor([], [], MonitorSettings(window=3600.0))
+    monitor.read_ahead = 3 * max(sizes)
+    fed = monitor.feed
+
+    def slow_feed(batch: PacketBatch) -> None:
+        time.sleep(0.01)  # the reader fills the queue while the analysis works
+        ahead.append(read)
+        fed(batch)
+
+    def counted() -> Iterator[PacketBatch]:
+        nonlocal read
+        for batch in _lab_batches(40):
+            read += len(batch.buf) + 44 * len(batch)
+            yield batch
+
+    monitor.feed = slow_feed  # type: ignore[method-assign]
+    summary = monitor.run(counted(), threading.Event(), lambda: None)
+    assert summary.batches == len(sizes) > 20
+    analysed = [sum(sizes[:i]) for i in range(len(sizes))]
+    # read, minus analysed before this batch: at most the bound, one batch past it, the
+    # batch being fed and the one the reader holds while it waits
+    lead = max(r - a for r, a in zip(ahead, analysed, strict=True))
+    assert 3 * max(sizes) <= lead <= 6 * max(sizes)

@@ -83,3 +83,23 @@ def test_a_hole_in_the_recording_starts_a_new_piece(sinks: dict[str, ProcessSink
     whole = both.finish()
     assert whole and math.isclose(whole[0].last_seen - whole[0].first_seen, 7200.0, abs_tol=200.0)
     assert sliced_findings(both, both.series, step_s=5.0, slice_s=10.0) == whole
+
+
+@pytest.mark.parametrize("scenario", ["safety-bypass", "wind-freeze", "replay"])
+def test_incidents_open_when_the_frame_is_cut_count_once_and_keep_their_end(
+        sinks: dict[str, ProcessSink], scenario: str) -> None:
+    """Every frame longer than ``max_span_s`` (a bypass left set all day): incidents still open
+    are taken as they stand, and the later slices only move their last_seen on. The findings
+    are the whole run's in id, count, first and last seen and severity (the evidence is of the
+    frame the incident was taken in). Before, a cut incident ended where its frame did
+    (safety-bypass: last seen 0.4 s early)."""
+    sink = sinks[scenario]
+    whole = sink.finish()
+    sliced = sliced_findings(sink, sink.series, sink.writes, step_s=3.0, slice_s=5.0,
+                             lookback_s=20.0, lookahead_s=15.0, max_span_s=30.0,
+                             dt=grid_step(sink.signals()))
+
+    def facts(findings: list) -> list:
+        return [(f.id, f.count, f.first_seen, f.last_seen, f.severity) for f in findings]
+
+    assert whole and facts(sliced) == facts(whole)

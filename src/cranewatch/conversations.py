@@ -61,6 +61,8 @@ Key = tuple[str, str, str, int, str]
 class ConversationBook:
     """A pipeline sink folding finished flows into conversations (it reports no findings)."""
 
+    series_use = "none"  # register series are not its business (``pipeline``)
+
     def __init__(self, limit: int = MAX_CONVERSATIONS) -> None:
         self.limit = limit
         self.dropped_flows = 0

@@ -392,6 +392,36 @@ class RollingProcessChecks:
 # ---------------------------------------------------------------------------------- the loop
 
 _END = object()
+# Batches read ahead of the analysis, in bytes (packet data and the per-packet arrays): a
+# count of batches would hold ~500 MB of 65,536-packet batches while the analysis lags.
+READ_AHEAD_BYTES = 32 << 20
+
+
+def _batch_bytes(item: Any) -> int:
+    if isinstance(item, PacketBatch):
+        return max(1, len(item.buf) + 44 * len(item))  # 44: the arrays' bytes per packet
+    return 1  # the end mark, an error
+
+
+class _ReadAhead(queue.Queue[Any]):
+    """The reader thread's queue bounded in bytes: ``put`` waits while ``maxsize`` bytes are
+    held (the batch that passes the bound is the last one in)."""
+
+    def _init(self, maxsize: int) -> None:
+        super()._init(maxsize)
+        self.held = 0
+
+    def _qsize(self) -> int:
+        return self.held
+
+    def _put(self, item: Any) -> None:
+        super()._put(item)
+        self.held += _batch_bytes(item)
+
+    def _get(self) -> Any:
+        item = super()._get()
+        self.held -= _batch_bytes(item)
+        return item
 
 
 def _pump(batches: Iterator[PacketBatch], out: queue.Queue[Any]) -> None:
@@ -423,6 +453,7 @@ class Monitor:
         self.findings: list[Finding] = []
         self.capture_time: float | None = None  # timestamp of the last packet analysed
         self._next_series: float | None = None
+        self.read_ahead = READ_AHEAD_BYTES
 
     def run(self, batches: Iterator[PacketBatch], stop: threading.Event,
             end_capture: Callable[[], None]) -> MonitorSummary:
@@ -433,7 +464,7 @@ class Monitor:
         """
         started = self.clock()
         deadline = started + self.settings.seconds if self.settings.seconds is not None else None
-        arrivals: queue.Queue[Any] = queue.Queue(maxsize=64)
+        arrivals: queue.Queue[Any] = _ReadAhead(maxsize=self.read_ahead)
         reader = threading.Thread(target=_pump, args=(batches, arrivals), daemon=True,
                                   name="cranewatch-capture")
         reader.start()

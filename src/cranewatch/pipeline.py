@@ -30,7 +30,12 @@ when its stream holds its byte bound (``flows.Stream``), out-of-order bytes of a
 together are capped (``MAX_HELD_BYTES``); the host table, the per-protocol tallies and the
 protocols' own summaries stop at their bounds (``MAX_HOSTS``, ``MAX_PROTOCOL_NAMES``) with a
 "limit" warning and counts in ``events``. What a protocol folds for ``on_series`` is kept until
-it is handed out (``take_series``: at the end, or by ``monitor`` as it goes).
+it is handed out (``take_series``: at the end, or by ``monitor`` as it goes). When one capture
+is read and every sink says how it takes series (``series_use``: ``"slices"``, ``"summary"``
+or ``"none"``; the default ``"whole"`` keeps today's hand-out at the end), the values go out
+every ``SERIES_EVERY`` seconds of capture time to ``on_series_slices(pieces, until)`` and only
+a summary of each series is kept for ``on_series`` at the end (``RegisterSeries.summary``):
+memory stays flat in the capture's length.
 
 Several captures are cut into segments where they do not join (``segments``): after the
 read, the file boundaries are judged by the files' headers and silences and by the register
@@ -90,6 +95,7 @@ mac_text = functools.lru_cache(maxsize=65536)(_mac_text)
 MAX_WARNINGS = 1000  # kept in the result; the rest are counted
 MAX_HELD_BYTES = 64 * 1024 * 1024  # out-of-order bytes held by all TCP streams together
 SWEEP_SECONDS = 10.0  # capture time between flow-table sweeps
+SERIES_EVERY = 60.0  # capture time between hand-outs of register values in slices
 BATCH_PACKETS = 65536
 # Payloads a flow may show before it is declared not for any decoder: a first segment can be
 # too short or odd (fuzzers, keep-alives) for a probe.
@@ -387,6 +393,8 @@ class Analysis:
         self._fragmented_flows: set[tuple[str, bytes, int, bytes, int]] = set()
         self._segmenter: SegmentPlanner | None = None
         self._several_captures = False
+        self._slicing = False  # register values go out in slices (see the module)
+        self._next_slices: float | None = None
         self._sink_failures: dict[tuple[str, str, str], int] = {}
 
     # ------------------------------------------------------------------ plumbing
@@ -426,6 +434,8 @@ class Analysis:
             self._read_zeek(zeek)
         captures = [s for s in states if s not in zeek]
         self._several_captures = len(captures) > 1
+        self._slicing = not zeek and len(captures) == 1 and all(
+            getattr(sink, "series_use", "whole") != "whole" for sink in self.sinks)
         total = sum(s.size for s in captures)
         done_bytes = 0
         with contextlib.ExitStack() as readers:
@@ -556,6 +566,12 @@ class Analysis:
         elif now >= self._next_sweep or len(self.flows.flows) > self.flows.max_flows:
             self._next_sweep = now + SWEEP_SECONDS
             self._sweep(now, batch.source)
+        if self._slicing:
+            if self._next_slices is None:
+                self._next_slices = now + SERIES_EVERY
+            elif now >= self._next_slices:
+                self._next_slices = now + SERIES_EVERY
+                self.hand_slices(now)
 
     def _fragmented_tcp(self, datagram: ReassembledDatagram) -> None:
         """TCP in IP fragments is rare in honest traffic and a known way to slip past a
@@ -1112,6 +1128,8 @@ class Analysis:
 
     def close_all(self) -> None:
         self._end_flows(self.flows.drain())
+        if self._slicing:
+            self.hand_slices(None)
         for series in self.take_series():
             self.series_count += 1
             if self._segmenter is not None:
@@ -1122,6 +1140,18 @@ class Analysis:
                 except Exception as exc:  # see _sink_failed
                     self._sink_failed(sink, "on_series", exc, series.source or None,
                                       int(series.frame[0]) if len(series.frame) else None)
+
+    def hand_slices(self, until: float | None) -> None:
+        """The register values gathered since the last time to the sinks that take slices;
+        everything up to capture time ``until`` has been handed out (None: the last slice)."""
+        pieces = [piece for run in self.runs for piece in run.take_slices()]
+        for sink in self.sinks:
+            on_slices = getattr(sink, "on_series_slices", None)
+            if on_slices is not None:
+                try:
+                    on_slices(pieces, until)
+                except Exception as exc:  # see _sink_failed
+                    self._sink_failed(sink, "on_series_slices", exc, None, None)
 
     def take_series(self) -> Iterator[Any]:
         """What the protocols gathered for ``Sink.on_series`` since the last time (empties it)."""

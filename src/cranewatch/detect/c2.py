@@ -6,19 +6,27 @@ A beacon is a client opening connections to the same server and port again and a
 steady interval: the median interval and the median absolute deviation around it say how
 steady. Pairs the profile allows or the baseline knows (NTP to the terminal's time server,
 syslog) are not callbacks; thresholds live in ``rules/c2.yaml``.
+
+What is kept per pair and per domain is bounded (``detect.bounded``): counts, first and last
+time, the first callbacks or queries as evidence, the callbacks' start times (the first
+``CALLBACK_TIMES`` of a pair: a pair calling back for days is judged on those), and each
+domain's distinct names (up to ``DOMAIN_NAMES``) with their label statistics.
 """
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
-from collections import Counter, defaultdict
+from collections import Counter
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from functools import cache, lru_cache
 from statistics import median
 from typing import Any, ClassVar
 
 from cranewatch.detect.base import Context, Incidents, Verdict, endpoint, make_finding
+from cranewatch.detect.bounded import Earliest, EarliestTimes, FirstValues
 from cranewatch.detect.facts import Conversation, DnsQuery, TlsHello
 from cranewatch.detect.rules import rule_data
 from cranewatch.model import Finding, Severity
@@ -32,6 +40,58 @@ VERDICT = Verdict(
     "the host (it may be an implant or unsanctioned vendor software), block the destination at "
     "the crane gateway and keep the capture as evidence.",
 )
+
+
+CALLBACK_TIMES = 1 << 16  # start times kept per pair for the interval statistics
+DOMAIN_NAMES = 1 << 16  # distinct names kept per domain (more are counted, not judged)
+
+
+@dataclass(slots=True)
+class _Callbacks:
+    """One (client, server, port, transport): its callbacks summarised."""
+
+    facts: Earliest = field(default_factory=Earliest)
+    times: EarliestTimes = field(default_factory=lambda: EarliestTimes(CALLBACK_TIMES))
+    protocols: FirstValues = field(default_factory=lambda: FirstValues(64))
+
+
+@dataclass(slots=True)
+class _Domain:
+    """One registered domain: its queries summarised and its distinct names' label statistics."""
+
+    facts: Earliest = field(default_factory=Earliest)
+    first: tuple[float, int, DnsQuery] | None = None  # the earliest query (min by ts, then arrival)
+    names: set[str] = field(default_factory=set)  # distinct, lower-case
+    more_names: int = 0  # distinct names beyond DOMAIN_NAMES (not told apart: counted each time)
+    longest: int = 0
+    long_labels: int = 0
+    entropy_sum: float = 0.0
+    shown: FirstValues = field(default_factory=lambda: FirstValues(DOMAIN_NAMES))  # names as asked
+    clients: FirstValues = field(default_factory=lambda: FirstValues(4096))
+    resolvers: FirstValues = field(default_factory=lambda: FirstValues(4096))
+
+    def add(self, query: DnsQuery, entropy_min_label: int) -> None:
+        arrival = self.facts.add(query)
+        if self.first is None or query.ts < self.first[0]:
+            self.first = (query.ts, arrival, query)
+        name = query.name.lower()
+        if name not in self.names:
+            if len(self.names) >= DOMAIN_NAMES:
+                self.more_names += 1
+            else:
+                self.names.add(name)
+                for label in subdomain_labels(name):
+                    self.longest = max(self.longest, len(label))
+                    if len(label) >= entropy_min_label:
+                        self.long_labels += 1
+                        self.entropy_sum += entropy(label)
+        self.shown.add(query.name, query.ts, arrival)
+        self.clients.add(query.src, query.ts, arrival)
+        self.resolvers.add(query.dst, query.ts, arrival)
+
+    @property
+    def distinct(self) -> int:
+        return len(self.names) + self.more_names
 
 
 @cache
@@ -63,6 +123,10 @@ def periodicity(times: list[float], cuts: Sequence[float] = ()) -> tuple[float, 
     return period, mad / period
 
 
+def _same(values: dict[str, Any], _fact: Any) -> dict[str, Any]:
+    return values
+
+
 def entropy(text: str) -> float:
     """Shannon entropy in bits per character."""
     if not text:
@@ -92,8 +156,8 @@ class CommandAndControl:
     accepts: ClassVar[tuple[type, ...]] = (Conversation, DnsQuery, TlsHello)
 
     def __init__(self) -> None:
-        self.callbacks: dict[tuple[str, str, int, str], list[Conversation]] = defaultdict(list)
-        self.domains: dict[str, list[DnsQuery]] = defaultdict(list)
+        self.callbacks: dict[tuple[str, str, int, str], _Callbacks] = {}
+        self.domains: dict[str, _Domain] = {}
         self.tls = Incidents()
 
     @staticmethod
@@ -109,12 +173,22 @@ class CommandAndControl:
                 return
             if ctx.profile is None and ctx.baseline is None and not ctx.is_outside(fact.dst):
                 return  # without context, periodic internal traffic is polling, not a callback
-            self.callbacks[(fact.src, fact.dst, fact.dport, fact.transport)].append(fact)
+            key = (fact.src, fact.dst, fact.dport, fact.transport)
+            pair = self.callbacks.get(key)
+            if pair is None:
+                pair = self.callbacks[key] = _Callbacks()
+            arrival = pair.facts.add(fact)
+            pair.times.add(fact.ts)
+            pair.protocols.add(fact.protocol or fact.transport, fact.ts, arrival)
         elif isinstance(fact, DnsQuery):
             if fact.name.endswith((".arpa", ".local")) or (
                     ctx.baseline is not None and fact.name.lower().rstrip(".") in ctx.baseline.dns_names):
                 return
-            self.domains[registered_domain(fact.name)].append(fact)
+            domain = registered_domain(fact.name)
+            summary = self.domains.get(domain)
+            if summary is None:
+                summary = self.domains[domain] = _Domain()
+            summary.add(fact, thresholds()["dns_tunnel"]["entropy_min_label"])
         elif isinstance(fact, TlsHello):
             self._tls(fact, ctx)
 
@@ -139,25 +213,23 @@ class CommandAndControl:
     def _beacons(self, ctx: Context) -> list[Finding]:
         rules = thresholds()["beacon"]
         findings = []
-        for key, convs in self.callbacks.items():
-            if len(convs) < rules["min_connections"]:
+        for key, pair in self.callbacks.items():
+            if pair.facts.count < rules["min_connections"]:
                 continue
-            convs.sort(key=lambda c: c.ts)
-            shape = periodicity([c.ts for c in convs], ctx.segment_starts)
+            shape = periodicity(pair.times.values(), ctx.segment_starts)
             if shape is None:
                 continue
             period, jitter = shape
             if period < rules["min_interval_s"] or jitter > rules["max_jitter_ratio"]:
                 continue
-            src, dst, port, transport = key
-            inc = Incidents()
-            for c in convs:
-                inc.add(key, c, {"interval_s": round(period, 3), "jitter": round(jitter, 3),
-                                 "protocols": [c.protocol or transport]})
-            incident = inc.by_key[key]
+            src, dst, port, _transport = key
+            values: dict[str, Any] = {"interval_s": round(period, 3), "jitter": round(jitter, 3),
+                                      "protocols": []}
+            incident = pair.facts.incident(key, functools.partial(_same, values))
+            incident.values["protocols"] = pair.protocols.ordered()
             outside = ctx.is_outside(dst)
             title = (f"{ctx.host_name(src)} calls {ctx.host_name(dst)}:{port} every {period:.1f} s "
-                     f"(jitter {jitter:.0%}, {len(convs)} callbacks)")
+                     f"(jitter {jitter:.0%}, {pair.facts.count} callbacks)")
             findings.append(make_finding(ctx, VERDICT, ("beacon", *key), incident, title, src,
                                          endpoint(dst, port),
                                          Severity.HIGH if outside else Severity.MEDIUM))
@@ -166,26 +238,22 @@ class CommandAndControl:
     def _tunnels(self, ctx: Context) -> list[Finding]:
         rules = thresholds()["dns_tunnel"]
         findings = []
-        for domain, queries in self.domains.items():
-            names = {q.name.lower() for q in queries}
-            labels = [lab for n in names for lab in subdomain_labels(n)]
-            longest = max((len(x) for x in labels), default=0)
-            long_labels = [x for x in labels if len(x) >= rules["entropy_min_label"]]
-            mean_entropy = sum(map(entropy, long_labels)) / len(long_labels) if long_labels else 0.0
-            tunnel = len(names) >= rules["min_queries"] and (
+        for domain, summary in self.domains.items():
+            distinct, longest = summary.distinct, summary.longest
+            mean_entropy = summary.entropy_sum / summary.long_labels if summary.long_labels else 0.0
+            tunnel = distinct >= rules["min_queries"] and (
                 longest >= rules["long_label"] or mean_entropy >= rules["entropy_bits"])
             if not tunnel and not (ctx.baseline is not None and ctx.baseline.dns_names):
                 continue
-            inc = Incidents()
-            for q in sorted(queries, key=lambda q: q.ts):
-                inc.add((domain,), q, {"names": [q.name], "clients": [q.src], "resolvers": [q.dst]})
-            incident = inc.by_key[(domain,)]
-            incident.values["names"] = incident.values["names"][:10]
-            incident.values.update({"distinct_names": len(names), "longest_label": longest,
+            incident = summary.facts.incident((domain,), lambda _: {"names": [], "clients": [], "resolvers": []})
+            incident.values.update({"names": summary.shown.ordered(10), "clients": summary.clients.ordered(),
+                                    "resolvers": summary.resolvers.ordered()})
+            incident.values.update({"distinct_names": distinct, "longest_label": longest,
                                     "mean_entropy": round(mean_entropy, 2)})
-            first = min(queries, key=lambda q: q.ts)
+            assert summary.first is not None
+            first = summary.first[2]
             if tunnel:
-                title = (f"DNS tunnelling suspected under {domain}: {len(names)} names, labels up to "
+                title = (f"DNS tunnelling suspected under {domain}: {distinct} names, labels up to "
                          f"{longest} chars, entropy {mean_entropy:.1f} bits/char")
                 severity = Severity.HIGH
             else:

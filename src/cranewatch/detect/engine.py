@@ -55,6 +55,10 @@ def _ignore(event: Any) -> None:
     return None
 
 
+# Detectors that read of a register series only its keys, its first answer and its count.
+SERIES_SUMMARY_READERS = frozenset({"recon", "rogue-master"})
+
+
 class DetectionSink:
     """Feeds facts to the detectors; ``finish`` returns their findings.
 
@@ -75,6 +79,13 @@ class DetectionSink:
         # pipeline reports these (``pipeline.InputWarning``, kind "internal") with the rest.
         self._problems: list[Any] = []
         self._failures: dict[tuple[str, str], int] = {}
+
+    @property
+    def series_use(self) -> str:
+        """A summary of each register series is enough (``pipeline``) when only detectors that
+        read its keys, first answer and answer count judge series in this run."""
+        readers = {d.name for d, judged in self.judged if RegisterSeries in judged}
+        return "summary" if readers <= SERIES_SUMMARY_READERS else "whole"
 
     def route(self, fact_type: type) -> list[Observe]:
         """The ``observe`` of every detector judging facts of this type in this run."""
@@ -151,7 +162,12 @@ class DetectionSink:
         """Finished flows in a run (``on_flow`` of each, with the routing looked up once)."""
         ports, ctx = self.ctx.ports, self.ctx
         route = self.route(Conversation)
+        first, identified = self.first, self.identified
         for conversation in adapt.flow_conversations(flows):
+            # as ``_conversation``: what identification kept of the flow goes with it
+            key = (conversation.src, conversation.sport, conversation.dst, conversation.dport)
+            if first.pop(key, None) is None:
+                identified.discard(key)
             if conversation.protocol:
                 ports[(conversation.src, conversation.dst, conversation.protocol)] = conversation.dport
             for observe in route:
@@ -164,6 +180,11 @@ class DetectionSink:
         self._conversation(adapt.conversation(flow))
 
     def _conversation(self, conversation: Conversation) -> None:
+        # The flow is over: what identification kept of it goes (one entry per flow otherwise
+        # stays for the run: millions on a day of short connections)
+        key = (conversation.src, conversation.sport, conversation.dst, conversation.dport)
+        if self.first.pop(key, None) is None:
+            self.identified.discard(key)
         if conversation.protocol:
             self.ctx.ports[(conversation.src, conversation.dst, conversation.protocol)] = conversation.dport
         self.feed(conversation)

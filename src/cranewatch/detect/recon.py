@@ -3,16 +3,20 @@
 
 Scans are judged on finished flows: a client that touched many ports of one host, or one
 port of many hosts, with flows that carried (almost) nothing, is scanning. Thresholds are
-counts of distinct targets, not the lab's timings.
+counts of distinct targets, not the lab's timings. What is kept per scanner is bounded
+(``detect.bounded``): its probe count, first and last time, its first probes as evidence and
+its distinct (host, port) targets up to ``MAX_TARGETS`` (more are counted, not told apart).
 """
 
 from __future__ import annotations
 
 import ipaddress
 from collections import defaultdict
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from cranewatch.detect.base import Context, Incidents, Verdict, endpoint, make_finding
+from cranewatch.detect.bounded import Earliest
 from cranewatch.detect.facts import Conversation
 from cranewatch.model import Finding, Severity
 from cranewatch.protocols.modbus import (
@@ -35,6 +39,7 @@ MALFORMED_FOR_FUZZING = 3  # malformed requests from one master before it reads 
 # 6.1), the user-defined ranges 65-72 and 100-110, and vendors' long-standing ones (Modicon
 # programming 9, 10, 13, 14, 40, 42; reserved 18, 19; Schneider UMAS 90; 125, 126 firmware
 # and programming on some Modicons). Anything else is undefined.
+MAX_TARGETS = 1 << 16  # distinct (host, port) targets kept per scanner
 KNOWN_FUNCTIONS = frozenset({*range(1, 25), 40, 42, 43, *range(65, 73), 90, *range(100, 111), 125, 126})
 
 VERDICT = Verdict(
@@ -47,6 +52,24 @@ VERDICT = Verdict(
 )
 
 
+@dataclass(slots=True)
+class _Probes:
+    """One scanner's probe flows summarised: count, times, first ones, distinct targets."""
+
+    facts: Earliest = field(default_factory=Earliest)
+    targets: set[tuple[str, int]] = field(default_factory=set)
+    more_targets: int = 0  # distinct targets beyond MAX_TARGETS (each probe of them counted)
+
+    def add(self, conv: Conversation) -> None:
+        self.facts.add(conv)
+        target = (conv.dst, conv.dport)
+        if target not in self.targets:
+            if len(self.targets) < MAX_TARGETS:
+                self.targets.add(target)
+            else:
+                self.more_targets += 1
+
+
 class Recon:
     name: ClassVar[str] = "recon"
     accepts: ClassVar[tuple[type, ...]] = (ModbusRequest, ModbusResponse, RegisterSeries, Conversation)
@@ -54,7 +77,7 @@ class Recon:
     def __init__(self) -> None:
         self.identify = Incidents()
         self.unusual = Incidents()
-        self.probes: dict[str, list[Conversation]] = defaultdict(list)
+        self.probes: dict[str, _Probes] = defaultdict(_Probes)
         self.exceptions = Incidents()
         self.malformed = Incidents()
 
@@ -96,7 +119,7 @@ class Recon:
                             weight=len(event.ts))
         elif isinstance(event, Conversation) and event.packets_to_server <= PROBE_PACKETS \
                 and event.bytes_to_server - 60 * event.packets_to_server < 64:
-            self.probes[event.src].append(event)
+            self.probes[event.src].add(event)
 
     def _malformed(self, event: ModbusRequest, problem: str | None = None) -> None:
         """A request no Modbus stack would send: a fuzzer, or a probe of the PLC's parser."""
@@ -163,9 +186,10 @@ class Recon:
 
     def _scans(self, ctx: Context) -> list[Finding]:
         findings: list[Finding] = []
-        for scanner, flows in self.probes.items():
-            targets = {(f.dst, f.dport) for f in flows}
-            if len(targets) < SCAN_TARGETS:
+        for scanner, probes in self.probes.items():
+            targets = probes.targets
+            distinct = len(targets) + probes.more_targets
+            if distinct < SCAN_TARGETS:
                 continue
             by_host: dict[str, set[int]] = defaultdict(set)
             by_port: dict[int, set[str]] = defaultdict(set)
@@ -178,14 +202,11 @@ class Recon:
                 kind = "address sweep"
             else:
                 kind = "scan"
-            incidents = Incidents()
-            for f in sorted(flows, key=lambda c: c.ts):
-                incidents.add((scanner,), f, {"targets": [f.dst], "ports": [f.dport]})
-            inc = incidents.by_key[(scanner,)]
+            inc = probes.facts.incident((scanner,), lambda f: {"targets": [f.dst], "ports": [f.dport]})
             inc.values["ports"] = sorted(by_port)[:50]
             inc.values["targets"] = sorted(by_host, key=_ip_sort)[:50]
             title = (f"{kind} by {ctx.host_name(scanner)}: {len(by_host)} host(s), "
-                     f"{len(by_port)} port(s), {len(targets)} probes")
+                     f"{len(by_port)} port(s), {distinct} probes")
             findings.append(make_finding(ctx, VERDICT, ("scan", scanner), inc, title, scanner,
                                          covering(list(by_host)), Severity.HIGH))
         return findings

@@ -43,6 +43,7 @@ from cranewatch.protocols.modbus import RegisterSeries
 from cranewatch.segments import Segment
 
 if TYPE_CHECKING:
+    from cranewatch.process.slices import SlicedChecks
     from cranewatch.profile import CraneProfile
 
 
@@ -141,6 +142,11 @@ class ProcessSink:
 
     ``profile`` (a ``CraneProfile``) gives the register map, the limits and the maintenance
     windows once the capture's time span is known; ``config`` overrides it.
+
+    ``slices``: the sink takes the values in time slices when the pipeline hands them out so
+    (``on_series_slices``) and checks them slice by slice (``slices.SlicedChecks``), holding
+    only a bounded stretch of values; ``series``/``writes`` then stay empty. Without it (or
+    when the pipeline keeps series whole) it keeps everything and checks it at the end.
     """
 
     profile: CraneProfile | None = None
@@ -150,7 +156,26 @@ class ProcessSink:
     series: list[RegisterSeries] = field(default_factory=list)
     writes: list[object] = field(default_factory=list)
     segments: tuple[Segment, ...] = ()
+    slices: bool = False
     _register_map: RegisterMap | None = field(default=None, repr=False)
+    _sliced: SlicedChecks | None = field(default=None, repr=False)
+
+    @property
+    def series_use(self) -> str:
+        """How the pipeline may hand this sink register series (``pipeline``)."""
+        return "slices" if self.slices else "whole"
+
+    def on_series_slices(self, pieces: Sequence[RegisterSeries], until: float | None) -> None:
+        """Values of the next stretch of capture time, with the writes since the last stretch;
+        everything up to ``until`` has been handed out (None: the run's last stretch)."""
+        if self._sliced is None:
+            from cranewatch.process.slices import SlicedChecks
+
+            self._sliced = SlicedChecks(self)
+        writes, self.writes = self.writes, []
+        self._sliced.add(pieces, writes)
+        if until is not None:
+            self._sliced.advance(until)
 
     def on_segments(self, segments: Sequence[Segment]) -> None:
         self.segments = tuple(segments)
@@ -168,6 +193,8 @@ class ProcessSink:
         return self._register_map
 
     def on_series(self, series: RegisterSeries) -> None:
+        if series.summary:  # its values went to ``on_series_slices``
+            return
         # Only the crane's own PLC becomes signals: a terminal capture carries every crane's
         # polling, and holding the others' series until the end would cost memory for nothing.
         if self.register_map().serves(series.slave, series.unit_id):
@@ -201,6 +228,9 @@ class ProcessSink:
                 for segment, own in split_signals(self.signals(), self.segments)]
 
     def finish(self) -> list[Finding]:
+        if self._sliced is not None:
+            self.on_series_slices((), None)  # the writes of the last stretch
+            return self._sliced.finish()
         incidents: list[tuple[CheckContext, Incident]] = []
         for segment, frame, own in self.frames():
             incidents.extend(check_frame(frame, self.resolved(frame), self.baseline, own, segment))
@@ -251,7 +281,7 @@ def build_sink(profile: CraneProfile | None = None, baseline: ProcessBaseline | 
     """
     if baseline is not None and not isinstance(baseline, ProcessBaseline):
         raise TypeError(f"baseline: a loaded ProcessBaseline (cranewatch.judging), not {type(baseline).__name__}")
-    return ProcessSink(profile=_loaded(profile), baseline=baseline, crane=crane)
+    return ProcessSink(profile=_loaded(profile), baseline=baseline, crane=crane, slices=True)
 
 
 def _loaded(profile: CraneProfile | None) -> CraneProfile | None:

@@ -27,13 +27,16 @@ proves it on the lab captures with the lab profile):
 
 Where the result can differ from the whole run (documented limits of bounded memory): a replay
 whose source lies more than ``lookback_s`` back; an incident whose evidence window reaches
-further back than ``lookback_s``; an incident still open after ``max_span_s`` of frame (taken
-as it stands); a grid step that the first slice measures differently from the whole run
+further back than ``lookback_s``; an incident still open when the frame reaches ``max_span_s``
+(a limit held wrong all day, a bypass left set): it is taken as it stands, counted once, and
+the later slices only move its last_seen on as it goes on (its evidence and plot are those of
+the frame it was taken in, not of its whole length); a grid step that the first slice measures differently from the whole run
 (irregular polling).
 """
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
@@ -45,13 +48,14 @@ from cranewatch.process import plot
 from cranewatch.process.checks import CheckContext, Incident, segment_findings
 from cranewatch.process.engine import RECORDING_HOLE_S, ProcessSink, check_frame
 from cranewatch.process.signals import (
+    RegisterMap,
     Signal,
     SignalFrame,
     extract_signals,
     frame_on_grid,
     grid_step,
 )
-from cranewatch.protocols.modbus import RegisterSeries
+from cranewatch.protocols.modbus import ModbusRequest, ModbusResponse, RegisterSeries
 from cranewatch.segments import Segment
 
 MAX_EVIDENCE = 3  # as checks.segment_findings
@@ -82,7 +86,7 @@ class SlicedChecks:
     slice_s: float = 300.0
     lookback_s: float = 660.0
     lookahead_s: float = 30.0
-    max_span_s: float = 4 * 3600.0
+    max_span_s: float = 1200.0
     with_plots: bool = True
     dt: float | None = None  # the grid step; None: measured on the first slice
     segment: Segment | None = None
@@ -95,19 +99,31 @@ class SlicedChecks:
     _until: float = -math.inf  # everything up to here has been handed out
     _watermark: float = -math.inf  # incidents starting before this are settled
     _groups: dict[tuple[str, str], _Group] = field(default_factory=dict)
+    # (rule, signal) of incidents taken while still open (a frame grew beyond ``max_span_s``):
+    # the next slices find them again from their frame's start and only move their end on
+    _open: set[tuple[str, str]] = field(default_factory=set)
+    _wait_until: float = -math.inf  # an incident open at the slice's start: values to wait for
 
     # ------------------------------------------------------------------ input
 
     def add(self, series: Iterable[RegisterSeries] = (), writes: Iterable[object] = ()) -> None:
         """Values of the next stretch of time (each piece later than what ``advance`` closed)."""
         register_map = self.sink.register_map()
-        for piece in series:
-            if not len(piece.ts) or not register_map.serves(piece.slave, piece.unit_id):
-                continue
+        served = [piece for piece in series
+                  if len(piece.ts) and register_map.serves(piece.slave, piece.unit_id)]
+        pieces = [cut for piece in served for cut in _at_holes(piece)]
+        if len(pieces) > len(served):
+            # a hole inside a piece (one corrupt timestamp weeks away): its parts in time order,
+            # so the hole starts a new piece of the recording as ``engine.split_at_holes`` does
+            pieces.sort(key=lambda cut: float(cut.ts[0]))
+        for piece in pieces:
             self._take(float(piece.ts[0]), float(piece.ts[-1]))
             self._series.append(piece)
         for event in writes:
-            if type(event).__name__ == "MqttPublishRequest" and not register_map.telemetry:
+            if type(event).__name__ == "MqttPublishRequest":
+                if not register_map.telemetry:
+                    continue
+            elif not _carries_value(event, register_map):
                 continue
             ts = float(getattr(event, "ts", 0.0))
             self._take(ts, ts)
@@ -167,7 +183,7 @@ class SlicedChecks:
         c0 = self._watermark
         c1 = c0 + self.slice_s
         ready = min(self._until, self._latest)
-        if not final and ready < c1 + self.lookahead_s:
+        if not final and (ready < c1 + self.lookahead_s or ready < self._wait_until):
             return False
         ext1 = self._latest if final else ready
         if self._dt is None:
@@ -202,20 +218,35 @@ class SlicedChecks:
         forced = not final and ext1 - ext0 > self.max_span_s
         settled_before = math.inf if (final or forced) else c1
         owned: list[tuple[CheckContext, Incident]] = []
+        going_on: list[tuple[str, str, float, bool]] = []  # open ones taken before, as they go on
         for ctx, inc in incidents:
             start_t = float(frame.t[inc.start])
+            pad = _pad_rows(ctx, inc)
+            end_t = float(frame.t[min(len(frame.t) - 1, inc.end + pad)])
+            still_open = end_t + GUARD_S > last_row or inc.end + pad >= len(frame.t) - 1
             if start_t < c0 and c0 > origin:
+                if (inc.rule, inc.signal) in self._open and float(frame.t[inc.end]) >= c0 - dt:
+                    going_on.append((inc.rule, inc.signal, float(frame.t[inc.end]), still_open))
                 continue  # an earlier slice's
             if not (final or forced) and start_t >= c1:
                 continue  # the next slice's
-            pad = _pad_rows(ctx, inc)
-            end_t = float(frame.t[min(len(frame.t) - 1, inc.end + pad)])
-            if not (final or forced) and (end_t + GUARD_S > last_row or inc.end + pad >= len(frame.t) - 1):
+            if not (final or forced) and still_open:
                 settled_before = min(settled_before, start_t)  # open: the next slice finds it again
                 continue
             owned.append((ctx, inc))
+            if forced and still_open:
+                self._open.add((inc.rule, inc.signal))
+        for rule, signal, end, still_open in going_on:
+            group = self._groups.get((rule, signal))
+            if group is not None:
+                group.last_seen = max(group.last_seen, end)
+            if not still_open or final:
+                self._open.discard((rule, signal))
         if settled_before <= c0 and not (final or forced):
-            return False  # an incident open at the slice's start: wait for more values
+            # an incident open at the slice's start: wait for more values (a slice's worth:
+            # checking the growing frame at every hand-out would cost it again each time)
+            self._wait_until = ext1 + self.slice_s
+            return False
         for ctx, inc in owned:
             if float(frame.t[inc.start]) < settled_before:
                 self._keep(ctx, inc)
@@ -254,6 +285,27 @@ class SlicedChecks:
                 kept.append(cut)
         self._series = kept
         self._writes = [w for w in self._writes if float(getattr(w, "ts", 0.0)) >= when]
+
+
+def _at_holes(piece: RegisterSeries) -> list[RegisterSeries]:
+    """``piece`` cut where its answers are more than ``RECORDING_HOLE_S`` apart."""
+    holes = np.flatnonzero(np.diff(piece.ts) > RECORDING_HOLE_S)
+    if not len(holes):
+        return [piece]
+    edges = [0, *(int(i) + 1 for i in holes), len(piece.ts)]
+    return [replace(piece, ts=piece.ts[a:b], frame=piece.frame[a:b], values=piece.values[a:b])
+            for a, b in itertools.pairwise(edges)]
+
+
+def _carries_value(event: object, register_map: RegisterMap) -> bool:
+    """A write event ``signals.extract_signals`` can take a sample from: a write request to
+    the crane's PLC, or an exception answer that says a write was refused (echoes repeat
+    their request; writes to other PLCs are no signal)."""
+    if isinstance(event, ModbusRequest):
+        return register_map.serves(event.dst, event.unit_id)
+    if isinstance(event, ModbusResponse):
+        return event.exception_code is not None
+    return True
 
 
 def _cut(piece: RegisterSeries, start: float, end: float) -> RegisterSeries | None:

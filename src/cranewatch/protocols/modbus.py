@@ -133,6 +133,11 @@ class RegisterSeries:
     exceptions: int = 0
     unanswered: int = 0
     source: str = ""
+    # True: the values went out in time slices during the run (``ModbusBook.take_slices``) and
+    # this is what is left of the series: its answer count, and ts/frame/values that repeat
+    # its first answer that many times (read-only views costing nothing). ``len(ts)``,
+    # ``ts[0]``, ``frame[0]`` and the counts are the whole series'; the values are not.
+    summary: bool = False
 
     @property
     def table(self) -> str:
@@ -702,6 +707,7 @@ class ModbusBook:
 
     def __init__(self) -> None:
         self.series: dict[SeriesKey, _SeriesParts] = {}
+        self.heads: dict[SeriesKey, _SeriesHead] = {}  # what went out in slices, per series
         self.masters: dict[str, PeerTally] = {}
         self.slaves: dict[str, PeerTally] = {}
         self.rows = 0  # answers kept as Python rows over every series (see ROW_BUDGET)
@@ -830,7 +836,33 @@ class ModbusBook:
         """Every series, rows in time order (ties by frame), one at a time; empties the book.
 
         Each series' pieces are let go as it is built, so memory does not double at the end.
+        Once values went out in slices (``take_slices``), each series is its summary instead
+        (``RegisterSeries.summary``), counting what every slice carried.
         """
+        if not self.heads:
+            yield from self._take()
+            return
+        for piece in self._take():
+            self._note(piece)
+        heads, self.heads = self.heads, {}
+        for key in sorted(heads):
+            yield heads.pop(key).series(key)
+
+    def take_slices(self) -> Iterator[RegisterSeries]:
+        """The values gathered since the last call, a piece per series (rows in time order),
+        for sinks that take them slice by slice; of each only a summary stays (``take_series``)."""
+        for piece in self._take():
+            self._note(piece)
+            yield piece
+
+    def _note(self, piece: RegisterSeries) -> None:
+        key = (piece.master, piece.slave, piece.unit_id, piece.function, piece.address, piece.quantity)
+        head = self.heads.get(key)
+        if head is None:
+            head = self.heads[key] = _SeriesHead(source=piece.source)
+        head.add(piece)
+
+    def _take(self) -> Iterator[RegisterSeries]:
         self.rows = 0  # every series is taken, rows and all
         for key in sorted(self.series):
             parts = self.series.pop(key)
@@ -854,6 +886,37 @@ class ModbusBook:
                 values=all_values, requests=key_counts[0], exceptions=key_counts[1],
                 unanswered=key_counts[2], source=key_counts[3],
             )
+
+
+@dataclass(slots=True)
+class _SeriesHead:
+    """What stays of a series whose values went out in slices: its first answer and counts."""
+
+    source: str
+    ts: float = math.inf
+    frame: int = 0
+    rows: int = 0
+    requests: int = 0
+    exceptions: int = 0
+    unanswered: int = 0
+
+    def add(self, piece: RegisterSeries) -> None:
+        if len(piece.ts) and (float(piece.ts[0]), int(piece.frame[0])) < (self.ts, self.frame):
+            self.ts, self.frame = float(piece.ts[0]), int(piece.frame[0])
+        self.rows += len(piece.ts)
+        self.requests += piece.requests
+        self.exceptions += piece.exceptions
+        self.unanswered += piece.unanswered
+
+    def series(self, key: SeriesKey) -> RegisterSeries:
+        master, slave, unit, function, address, quantity = key
+        ts = np.broadcast_to(np.float64(self.ts if self.rows else 0.0), (self.rows,))
+        frame = np.broadcast_to(np.int64(self.frame), (self.rows,))
+        values = np.broadcast_to(np.zeros(quantity, dtype=np.uint16), (self.rows, quantity))
+        return RegisterSeries(master=master, slave=slave, unit_id=unit, function=function,
+                              address=address, quantity=quantity, ts=ts, frame=frame, values=values,
+                              requests=self.requests, exceptions=self.exceptions,
+                              unanswered=self.unanswered, source=self.source, summary=True)
 
 
 def _plain_read(function: int, quantity: int | None) -> bool:
@@ -1542,6 +1605,9 @@ class ModbusRun(ProtocolRun):
 
     def take_series(self) -> Iterator[RegisterSeries]:
         return self.book.take_series()
+
+    def take_slices(self) -> Iterator[RegisterSeries]:
+        return self.book.take_slices()
 
     def summary(self) -> dict[str, Any]:
         return {"modbus_masters": _peers("master", self.book.masters),

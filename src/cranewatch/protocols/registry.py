@@ -128,7 +128,8 @@ class ProtocolRun:
     payload rows (a vectorised path) and returns the rows left for the per-packet path; the
     events it makes go to ``emit(row, event)``, counters to ``count(name, n)``. ``fed`` is told
     after each call of one of its decoders, ``flow_ended`` when one of its flows ends.
-    ``take_series`` hands out what it gathered for ``Sink.on_series``; ``summary`` gives the
+    ``take_series`` hands out what it gathered for ``Sink.on_series`` (``take_slices``: in
+    time slices during the run); ``summary`` gives the
     result document's fields this protocol fills.
     """
 
@@ -150,6 +151,11 @@ class ProtocolRun:
         return None
 
     def take_series(self) -> Iterable[Any]:
+        return ()
+
+    def take_slices(self) -> Iterable[Any]:
+        """The values gathered since the last call, for ``Sink.on_series_slices``; once asked,
+        ``take_series`` gives what stays of each series (a summary)."""
         return ()
 
     def summary(self) -> dict[str, Any]:
