@@ -487,6 +487,7 @@ class FtpBounce:
 
 PROTOCOL = register_protocol(ProtocolSpec(
     name="ftp", module=__name__, decoders=(SPEC,), detectors=(FtpBounce,), run=FtpRun,
+    helper="ftp", helped="ftp-data",
     adapters={FtpCommand: IGNORED, FtpReply: Adapter(file_transfer, (FileTransfer,)),
               FtpDataChannel: Adapter(expected_connection, (ExpectedConnection,))},
     zeek={"ftp": zeek_ftp},

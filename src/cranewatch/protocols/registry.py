@@ -340,7 +340,11 @@ class ProtocolSpec:
     transports of its decoders). ``zeek``: Zeek log name -> mapper. ``detectors``: factories
     of detectors (``detect.base.Detector``) that judge this protocol's own facts, run with
     every other detector. ``masters``: a master/server control protocol (a client the
-    baseline never saw is rogue-master's, ``master_protocols``).
+    baseline never saw is rogue-master's, ``master_protocols``). ``helper``: the kernel's
+    conntrack helper (``nf_conntrack_<helper>``) the in-service policy assigns to the
+    connections an allow rule of this protocol lets through, so the connections they negotiate
+    pass as related; ``helped``: the name those connections get (``ProtocolRun.expected``),
+    which need no allow rule of their own.
     """
 
     name: str
@@ -353,6 +357,8 @@ class ProtocolSpec:
     run: Callable[[], ProtocolRun] | None = None
     detectors: tuple[Callable[[], Any], ...] = ()
     masters: bool = False
+    helper: str = ""
+    helped: str = ""
 
     def policy_names(self) -> dict[str, tuple[str, ...]]:
         if self.policy is not None:
@@ -471,6 +477,14 @@ def zeek_mappers() -> dict[str, ZeekMapper]:
     """Zeek log name -> mapper, over every protocol (``sources.zeek``)."""
     load_all()
     return {log: mapper for s in PROTOCOLS.values() for log, mapper in s.zeek.items()}
+
+
+def policy_helpers() -> dict[str, tuple[str, str]]:
+    """Profile protocol name -> (kernel conntrack helper, name of the connections it lets in),
+    for the protocols that declare one (``ProtocolSpec.helper``)."""
+    load_all()
+    return {n: (s.helper, s.helped) for s in PROTOCOLS.values() if s.helper
+            for n in s.policy_names()}
 
 
 def master_protocols() -> frozenset[str]:
