@@ -398,3 +398,86 @@ def test_zeek_logs_of_an_ftp_copy_give_one_lateral_finding_with_its_data(tmp_pat
     assert values["data_connections"] == 1 and values["transfer"] == "ftp"
     assert values["files"] == [{"operation": "upload", "name": "ftp://10.20.7.40/dump.bin", "reply": 226}]
     assert [f.dst for f in result.findings if f.rule == "new-asset"] == [f"{CMS}:21"]
+
+
+# --------------------------------------------------------- data connections named ftp-data
+
+
+class _DataFlows:
+    """Each finished flow named ftp-data, with the control session its stand-in names."""
+
+    def __init__(self) -> None:
+        self.sessions: list[tuple[str, int, str, int]] = []
+
+    def on_event(self, event: Any) -> None:
+        pass
+
+    def on_series(self, series: Any) -> None:
+        pass
+
+    def on_flow(self, flow: Any) -> None:
+        if flow.protocol == "ftp-data":
+            self.sessions.append(flow.decoder.session)
+
+    def finish(self) -> list[Any]:
+        return []
+
+
+def test_data_connections_are_named_ftp_data_as_tshark_names_them(tmp_path: Path, tshark: str) -> None:
+    """tshark (told that 2121 is FTP) names five streams ftp-data; so does the document, in
+    either path and however the capture is cut into batches, each with its control session."""
+    out = subprocess.run([tshark, "-r", str(CAPTURE), "-d", "tcp.port==2121,ftp", "-Y", "ftp-data",
+                          "-T", "fields", "-e", "tcp.stream"], capture_output=True, text=True,
+                         check=True).stdout
+    assert len(set(out.split())) == 5
+    doc = tmp_path / "doc.jsonl"
+    assert cli_main(["analyze", str(CAPTURE), "--format", "jsonl", "--out", str(doc)]) == 0
+    records = [json.loads(line) for line in doc.read_text().splitlines()]
+    tallies = {r["protocol"]: r["flows"] for r in records if r.get("type") == "flow-summary"}
+    assert tallies == {"ftp": 6, "ftp-data": 5}
+    for fast in (True, False):
+        for batch in (1, 7, 65536):
+            flows = _DataFlows()
+            result = Analysis([flows], fast_path=fast).run([CAPTURE], batch_packets=batch)
+            assert {(p.protocol, p.flows) for p in result.protocols} == {("ftp", 6), ("ftp-data", 5)}
+            sessions = sorted(flows.sessions, key=lambda s: s[3])
+            # four transfers on the session(s) to 21 (one each), one on the session to 2121
+            assert [s[3] for s in sessions] == [21, 21, 21, 21, 2121]
+            assert all(s[0] == FTP_CLIENT and s[2] == FTP_SERVER for s in sessions)
+            assert len({s[1] for s in sessions}) == 5  # curl opens a control session per transfer
+
+
+def _timed_pcap(path: Path, frames: list[tuple[float, bytes]]) -> Path:
+    from cranewatch.sources.pcapwrite import PcapWriter
+    with path.open("wb") as out:
+        writer = PcapWriter(out, nanosecond=True)
+        for ts, data in frames:
+            writer.write(round(ts * 1e9), data)
+    return path
+
+
+def test_only_the_announced_client_within_its_time_makes_ftp_data(tmp_path: Path) -> None:
+    """A PASV reply names 127.0.0.77:40000 for 127.0.0.66: its connection a second later is
+    ftp-data (its bytes, which look like an HTTP request, are not decoded); another host's
+    connection to that port, and the client's own after the announcement expired, are not."""
+    control = Conversation(FTP_CLIENT, FTP_SERVER, client_port=41000, server_port=21)
+    t0 = 1_700_000_000.0
+    frames = [(t0, f) for f in control.handshake()]
+    frames += [(t0 + 0.1, control.send(False, b"220 crane FTP\r\n")),
+               (t0 + 0.2, control.send(True, b"PASV\r\n")),
+               (t0 + 0.3, control.send(False, b"227 Entering Passive Mode (127,0,0,77,156,64).\r\n"))]
+    port = 156 * 256 + 64
+    data_file = b"GET /plc HTTP/1.1\r\nHost: a\r\n\r\n"  # a file's bytes, no request
+    for client, start, sport in ((FTP_CLIENT, t0 + 1, 42000), ("127.0.0.99", t0 + 2, 42001),
+                                 (FTP_CLIENT, t0 + 0.3 + ftp.DATA_CHANNEL_SECONDS + 1, 42002)):
+        data = Conversation(client, FTP_SERVER, client_port=sport, server_port=port)
+        frames += [(start, f) for f in data.handshake()]
+        frames += [(start + 0.01, data.send(True, data_file)), *((start + 0.02, f) for f in data.close())]
+    capture = _timed_pcap(tmp_path / "pasv.pcap", frames)
+    for fast in (True, False):
+        flows = _DataFlows()
+        result = Analysis([flows], fast_path=fast).run([capture])
+        tallies = {p.protocol: p.flows for p in result.protocols}
+        assert tallies == {"ftp": 1, "ftp-data": 1, "http": 2}, tallies
+        assert flows.sessions == [(FTP_CLIENT, 41000, FTP_SERVER, 21)]
+        assert result.events["http_exchange_request"] == 2  # the two flows not named ftp-data

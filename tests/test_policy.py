@@ -492,3 +492,83 @@ def test_learned_communications_other_than_tcp_or_udp_get_no_rule() -> None:
     text = inservice_ruleset(load_profile(STS07), learned)
     assert "learned_10_20_7_30_203_0_113_9" not in text and "ééé" not in text and "ip47" not in text
     assert 'ip saddr 10.20.7.30 ip daddr 10.20.0.9 udp dport 514 counter name "learned_10_20_7_30_10_20_0_9_udp_514" accept' in text
+
+
+# -- FTP through the conntrack helper -----------------------------------------------------------
+
+FTP_ALLOWANCES = VENDOR_PROFILE.replace("[[outside]]", '''[[allow]]
+client = "historian"
+server = "cms"
+protocol = "ftp"
+port = 21
+[[allow]]
+client = "cms"
+server = "10.30.11.254"
+protocol = "ftp"
+port = 2121
+[[outside]]''')
+
+
+def _chain(text: str, name: str) -> list[str]:
+    body = text.split(f"chain {name} {{")[1].split("\n\t}")[0]
+    return [line for line in structure_lines(body) if not line.startswith("type filter")]
+
+
+def test_an_ftp_allowance_assigns_the_conntrack_helper_and_opens_no_port_range() -> None:
+    """An ftp allow rule lets its control connection through with the kernel's ftp helper
+    assigned (nftables wiki, Conntrack helpers); the data connection the helper expects passes
+    as related to it, counted on its own, ahead of the general established/related rule; no
+    rule opens a data port."""
+    text = inservice_ruleset(parse_profile(FTP_ALLOWANCES, "sts-11.toml"))
+    assert '\tct helper helper_ftp {\n\t\ttype "ftp" protocol tcp\n\t}' in text
+    forward = _chain(text, "forward")
+    assert forward[:2] == ['ct state related ct helper "ftp" counter name "ftp_data" accept',
+                           'ct state established,related counter name "return_traffic" accept']
+    assert ('ip saddr 10.30.0.40 ip daddr 10.30.11.30 tcp dport 21 ct helper set "helper_ftp" '
+            'counter name "allow_historian_cms_ftp_21" accept') in forward
+    # FTP to the firewall itself: the input chain assigns the helper and takes its related
+    to_firewall = _chain(text, "input")
+    assert to_firewall[0] == 'ct state related ct helper "ftp" counter name "ftp_data" accept'
+    assert ('ip saddr 10.30.11.30 ip daddr 10.30.11.254 tcp dport 2121 ct helper set "helper_ftp" '
+            'counter name "allow_cms_10_30_11_254_ftp_2121" accept') in to_firewall
+    assert text.count("ct helper set") == 2  # only the ftp allowances, no other rule
+    assert not re.search(r"dport \d+-\d+", text)  # no port range
+    # a profile without FTP gets neither object nor related rule (its ruleset is as before)
+    plain = inservice_ruleset(parse_profile(VENDOR_PROFILE, "sts-11.toml"))
+    assert "ct helper" not in plain
+
+
+def test_learned_ftp_gets_the_helper_and_its_data_connections_no_rule() -> None:
+    from cranewatch.baseline import Baseline
+
+    learned = Baseline(
+        pairs=frozenset({("10.20.0.50", "10.20.7.30", 21), ("10.20.0.50", "10.20.7.30", 40132),
+                         ("10.20.7.30", "10.20.0.50", 59355)}),
+        services=frozenset({("10.20.7.30", "tcp", 21), ("10.20.7.30", "tcp", 40132),
+                            ("10.20.0.50", "tcp", 59355)}),
+        protocols=frozenset({("10.20.7.30", 21, "ftp"), ("10.20.7.30", 40132, "ftp-data"),
+                             ("10.20.0.50", 59355, "ftp-data")}),
+    )
+    text = inservice_ruleset(load_profile(STS07), learned)
+    assert ('ip saddr 10.20.0.50 ip daddr 10.20.7.30 tcp dport 21 ct helper set "helper_ftp" '
+            'counter name "learned_10_20_0_50_10_20_7_30_ftp_21" accept') in rule_lines(text)
+    assert "40132" not in text and "59355" not in text
+
+
+def test_the_generated_ftp_ruleset_passes_nft_check(nft: None) -> None:
+    check_ruleset(inservice_ruleset(parse_profile(FTP_ALLOWANCES, "sts-11.toml")))
+
+
+def test_render_refuses_a_helper_it_does_not_declare_or_cannot_name() -> None:
+    from cranewatch.policy.nft import Chain, CtHelper, Rule, Ruleset, render
+
+    rule = Rule(("tcp dport 21",), "accept", "x", helper="helper_ftp")
+    with pytest.raises(ValueError, match="unsafe"):
+        render(Ruleset("cranewatch_x", (), (), (Chain("forward", "forward", (rule,)),)))
+    for bad in (CtHelper("helper_ftp", 'ftp" protocol tcp; }', "tcp"), CtHelper("helper_ftp", "ftp", "sctp"),
+                CtHelper("helper ftp", "ftp", "tcp")):
+        with pytest.raises(ValueError, match="unsafe"):
+            render(Ruleset("cranewatch_x", (), (), (Chain("forward", "forward", (rule,)),), (bad,)))
+    good = render(Ruleset("cranewatch_x", (), (), (Chain("forward", "forward", (rule,)),),
+                          (CtHelper("helper_ftp", "ftp", "tcp"),)))
+    assert 'tcp dport 21 ct helper set "helper_ftp" counter name "x" accept' in good

@@ -27,7 +27,7 @@ from typing import Any
 import pytest
 
 from cranewatch.policy import inservice_ruleset, quarantine_ruleset
-from cranewatch.profile import load_profile
+from cranewatch.profile import load_profile, parse_profile
 from netns_helpers import Link, ip, remove_namespaces, route_through, stop, wait_listening
 
 pytestmark = pytest.mark.root
@@ -269,3 +269,104 @@ def test_naming_the_crane_interface_also_stops_spoofed_sources(lab: Lab) -> None
     finally:
         ip("-n", NS["rt"], "route", "del", f"{spoofed}/32", "dev", "cwpol-rc")
         ip("-n", NS["crane"], "addr", "del", f"{spoofed}/32", "dev", "cwpol-c")
+
+
+FTP_SERVER = """
+import socket, sys, threading
+HOST = sys.argv[1]
+PROGRAM = b"PLC program v7\\n" * 1000  # 15,000 bytes: several segments
+def session(conn):
+    lines = conn.makefile("rb")
+    def send(text):
+        conn.sendall(text.encode() + b"\\r\\n")
+    send("220 plc FTP")
+    listener, target = None, None
+    for raw in lines:
+        command, _, arg = raw.decode().strip().partition(" ")
+        command = command.upper()
+        if command in ("USER", "PASS", "TYPE"):
+            send({"USER": "331 password please", "PASS": "230 logged in", "TYPE": "200 binary"}[command])
+        elif command == "PASV":
+            listener = socket.create_server((HOST, 0))
+            port = listener.getsockname()[1]
+            send(f"227 Entering Passive Mode ({HOST.replace('.', ',')},{port >> 8},{port & 255})")
+        elif command == "PORT":
+            numbers = arg.split(",")
+            target = (".".join(numbers[:4]), int(numbers[4]) << 8 | int(numbers[5]))
+            send("200 PORT ok")
+        elif command == "RETR":
+            send("150 opening data connection")
+            try:
+                if listener is not None:
+                    listener.settimeout(4)
+                    data = listener.accept()[0]
+                else:
+                    data = socket.create_connection(target, timeout=4)
+            except OSError:
+                send("425 no data connection")
+                continue
+            finally:
+                if listener is not None:
+                    listener.close()
+                listener = None
+            data.sendall(PROGRAM)
+            data.close()
+            send("226 transfer complete")
+        elif command == "QUIT":
+            send("221 bye")
+            break
+        else:
+            send("502 not implemented")
+    conn.close()
+server = socket.create_server((HOST, 21))
+while True:
+    threading.Thread(target=session, args=(server.accept()[0],), daemon=True).start()
+"""
+
+
+def ftp_fetch(src: str, passive: bool) -> str:
+    """RETR a file from the PLC's FTP server (ftplib: PASV, or PORT when not passive)."""
+    return py_in("term", f"""
+        import ftplib
+        ftp = ftplib.FTP(timeout=3, source_address=("{src}", 0))
+        ftp.connect("{PLC}", 21)
+        ftp.login("ews", "not-a-secret")
+        ftp.set_pasv({passive})
+        got = []
+        try:
+            ftp.retrbinary("RETR program.bin", got.append)
+            print("received", sum(map(len, got)))
+        except (OSError, ftplib.Error) as exc:
+            print("blocked", type(exc).__name__)
+        ftp.close()
+    """, timeout=30)
+
+
+def test_ftp_passes_through_the_conntrack_helper_without_a_port_range(lab: Lab) -> None:
+    """An ftp allowance (EWS → PLC, port 21) and nothing else for FTP: a passive and an
+    active transfer pass, their data connections counted as related by the kernel's ftp
+    helper; the same ruleset without the helper assignment lets the control connection in
+    but drops both data connections (what an allow of port 21 alone did)."""
+    text = (REPO / "profiles" / "sts-07.toml").read_text() + (
+        '\n[[allow]]\nclient = "ews"\nserver = "plc"\nprotocol = "ftp"\nport = 21\n')
+    ruleset = inservice_ruleset(parse_profile(text, "sts-07.toml"))
+    assert 'ct helper set "helper_ftp"' in ruleset
+    server = subprocess.Popen(ns_cmd("crane", sys.executable, "-c", FTP_SERVER, PLC),
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_listening(NS["crane"], PLC, 21)
+        load(lab, ruleset)
+        assert ftp_fetch(EWS, passive=True) == "received 15000"
+        assert ftp_fetch(EWS, passive=False) == "received 15000"
+        helped = counters()
+        assert helped["ftp_data"] >= 2  # the first packet of each data connection
+        assert helped["allow_ews_plc_ftp_21"] >= 2  # the two control connections' SYNs
+        assert helped["drop_to_crane"] == helped["drop_from_crane"] == 0
+        # the control rule without its helper: the data connections are not expected, dropped
+        load(lab, ruleset.replace('ct helper set "helper_ftp" ', ""))
+        assert ftp_fetch(EWS, passive=True) == "blocked TimeoutError"
+        assert counters()["drop_to_crane"] >= 1  # the EWS's SYN to the PASV port
+        assert ftp_fetch(EWS, passive=False).startswith("blocked")
+        assert counters()["drop_from_crane"] >= 1  # the PLC's SYN back to the PORT address
+    finally:
+        stop([server])

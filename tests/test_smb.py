@@ -9,6 +9,7 @@ it back, a put into a missing folder (refused), mkdir cfg, put cfg/params.txt (2
 
 from __future__ import annotations
 
+import struct
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -147,3 +148,49 @@ def test_any_bytes_never_raise(pieces: list[tuple[bool, bytes]]) -> None:
         decoder.feed(from_client, b"\x00\x00\x01\x00\xfeSMB" + data if frame == 1 else data,
                      float(frame), frame)
         assert len(decoder._pending) <= smb.MAX_PENDING and len(decoder._files) <= smb.MAX_OPEN
+
+
+def _netbios(name: str, suffix: int = 0x20) -> bytes:
+    """RFC 1002 first-level encoding of a 15-character name and its suffix byte."""
+    raw = name.upper().ljust(15).encode() + bytes([suffix])
+    return b"\x20" + bytes(c for b in raw for c in (0x41 + (b >> 4), 0x41 + (b & 0xF))) + b"\x00"
+
+
+SESSION_REQUEST = b"\x81\x00\x00\x44" + _netbios("CRANE-HMI") + _netbios("ENGINEERING", 0x00)
+
+
+def test_a_netbios_session_request_is_smb_evidence() -> None:
+    load_all()
+    assert len(SESSION_REQUEST) == 72 and SESSION_REQUEST[5:7] == b"ED"  # 'C' = 0x43 -> E, D
+    assert is_smb(SESSION_REQUEST, b"") and is_smb(b"", b"\x82\x00\x00\x00")
+    assert identify(SESSION_REQUEST, b"") == "smb"
+    assert not is_smb(SESSION_REQUEST[:40], b"")  # cut short
+    assert not is_smb(SESSION_REQUEST[:5] + b"a" + SESSION_REQUEST[6:], b"")  # 'a' is no half-byte
+    assert not is_smb(b"\x81\x00\x00\x45" + SESSION_REQUEST[4:] + b"\x00", b"")  # length not 68
+    assert not is_smb(b"", b"\x82\x00\x00\x00GET / HTTP/1.1")
+
+
+def _nbss_flow(tmp_path: Path, *payloads: tuple[bool, bytes]) -> tuple[Any, list[Any]]:
+    c = Conversation(CLIENT, SERVER, client_port=41000, server_port=139)
+    frames = [*c.handshake(), *(c.send(side, data) for side, data in payloads), *c.close()]
+    collect = _Collect()
+    result = Analysis([collect], fast_path=False).run([write_pcap(tmp_path / "nbss.pcap", frames)])
+    return result, collect.events
+
+
+def test_smb_on_139_is_named_from_its_session_request(tmp_path: Path) -> None:
+    # an unanswered session request (the server refused by closing): named smb, not tcp/139
+    refused, _ = _nbss_flow(tmp_path, (True, SESSION_REQUEST))
+    assert [(p.protocol, p.flows) for p in refused.protocols] == [("smb", 1)]
+    # request, positive response, then SMB2 NEGOTIATE: the decoder reads the negotiate
+    response = bytearray(b"\xfeSMB" + bytes(60) + bytes(65))
+    struct.pack_into("<HHI", response, 4, 64, 0, 0)
+    struct.pack_into("<HH", response, 12, smb.NEGOTIATE, 1)
+    struct.pack_into("<I", response, 16, 1)  # server to client
+    struct.pack_into("<HHH", response, 64, 65, 1, 0x0311)
+    message = b"\x00" + len(response).to_bytes(3, "big") + bytes(response)
+    session, events = _nbss_flow(tmp_path, (True, SESSION_REQUEST), (False, b"\x82\x00\x00\x00"),
+                                 (False, message))
+    assert [(p.protocol, p.flows) for p in session.protocols] == [("smb", 1)]
+    assert not session.warnings
+    assert [e.dialect for e in events] == ["3.1.1"]

@@ -370,6 +370,8 @@ class Analysis:
         self._batch_runs = [r for r in self.runs if r.batch_path]
         self._fed_runs = [r for r in self.runs if _overrides(r, "fed")]
         self._ended_runs = [r for r in self.runs if _overrides(r, "flow_ended")]
+        self._expecting = [r for r in self.runs if _overrides(r, "expected")]
+        self._announcing = frozenset(r.protocol for r in self._expecting)
         self._links: dict[int, LinkSpec] = registry.links()
         self._link_names = {link.ethertype: spec.name for spec in registry.PROTOCOLS.values()
                             for link in spec.links}
@@ -674,6 +676,8 @@ class Analysis:
         if flow.probed_frame == frame:
             return  # this payload was looked at already (ahead of the fast path)
         flow.probed_frame = frame
+        if self._expecting and self._announced(flow):
+            return
         transport = "tcp" if flow.proto == IPPROTO_TCP else "udp"
         client_first = payload if from_client else b""
         server_first = b"" if from_client else payload
@@ -717,6 +721,15 @@ class Analysis:
         context = FlowContext(client=client, client_port=client_port, server=server,
                               server_port=server_port, transport=transport, source=flow.source)
         flow.decoder = chosen.factory(context)
+
+    def _announced(self, flow: Flow) -> bool:
+        """A flow another flow announced (a negotiated data connection): named so, not decoded."""
+        for run in self._expecting:
+            stand_in = run.expected(flow)
+            if stand_in is not None:
+                flow.protocol, flow.decoder = stand_in.protocol, stand_in
+                return True
+        return False
 
     def _decode_payloads(self, batch: PacketBatch, decoded: DecodedBatch, flows: list[Flow],
                          index: np.ndarray, from_client: np.ndarray) -> None:
@@ -858,6 +871,13 @@ class Analysis:
         first = np.full(len(flows), len(with_data), dtype=np.int64)
         np.minimum.at(first, index[with_data], np.arange(len(with_data)))
         picked = with_data[first[first < len(with_data)]]
+        if self._announcing:
+            # A flow may be announced by a reply of this batch not yet decoded (a data
+            # connection): new flows are chosen here in capture order, up to the first flow
+            # that may announce; later ones (or all, if one was open) in order, by ``_slow``.
+            if any(f.protocol in self._announcing for f in flows):
+                return
+            picked = np.sort(picked)
         buf = batch.buf
         for f, off, size, to_server, frame in zip(
                 index[picked].tolist(), decoded.payload_off[picked].tolist(),
@@ -869,6 +889,8 @@ class Analysis:
                 for side in (flow.to_server, flow.to_client):
                     if side.stream is None:
                         side.stream = Stream()
+                if flow.protocol in self._announcing:
+                    break
 
     def _slow(self, batch: PacketBatch, decoded: DecodedBatch, flows: list[Flow],
               index: np.ndarray, from_client: np.ndarray, rows: np.ndarray) -> None:

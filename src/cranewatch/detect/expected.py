@@ -41,13 +41,22 @@ class ExpectedConnections:
             _, dropped = self._by_target.popitem(last=False)
             self._count -= len(dropped)
 
+    def __len__(self) -> int:
+        return self._count
+
     def announced(self, conv: Conversation) -> ExpectedConnection | None:
         """The announcement ``conv`` answers (the latest that covers its start), or None."""
-        candidates = self._by_target.get((conv.transport, conv.src, conv.dst, conv.dport))
+        return self.announced_at(conv.transport, conv.src, conv.dst, conv.dport, conv.ts)
+
+    def announced_at(self, transport: str, src: str, dst: str, dport: int,
+                     ts: float) -> ExpectedConnection | None:
+        """The announcement a connection from ``src`` to ``dst``:``dport`` begun at ``ts``
+        answers, or None."""
+        candidates = self._by_target.get((transport, src, dst, dport))
         if not candidates:
             return None
         for expected in reversed(candidates):
-            if expected.ts - EARLY <= conv.ts <= expected.until:
+            if expected.ts - EARLY <= ts <= expected.until:
                 return expected
         return None
 

@@ -4,6 +4,14 @@ Each allowed communication that crosses the crane zone's border becomes one acce
 client, server, protocol and port with its own counter; return traffic of allowed connections
 passes by conntrack (established/related); everything else touching the crane zone is dropped,
 logged with the crane's prefix (``cw STS-07 in-service drop: ``) and counted.
+
+A protocol that negotiates further connections (FTP's data connections, on ports the control
+channel names) declares the kernel's conntrack helper for it (``ProtocolSpec.helper``): its
+allow rules assign a ``ct helper`` object to the connections they let through, the helper reads
+their PASV/PORT and expects the data connection, which passes as related (counted on its own,
+``ct state related ct helper "ftp"``). Only the allowed control connections get the helper
+(not every connection to port 21), and no port range is opened; connections a baseline learned
+under the helped name (``ftp-data``) need no rule of their own and get none.
 """
 
 from __future__ import annotations
@@ -17,6 +25,7 @@ from cranewatch import __version__
 from cranewatch.errors import Location, ProfileError
 from cranewatch.policy.nft import (
     Chain,
+    CtHelper,
     Rule,
     Ruleset,
     address_match,
@@ -30,11 +39,14 @@ from cranewatch.policy.nft import (
 )
 from cranewatch.policy.quarantine import sets_by_family, zone_drops, zone_sets
 from cranewatch.profile import CraneProfile
-from cranewatch.protocols.registry import policy_transports
+from cranewatch.protocols.registry import policy_helpers, policy_transports
 
 # Protocol name -> transports its allow rules open (None: every one), as each protocol
 # module declares them (the registry).
 TRANSPORTS: dict[str, tuple[str, ...] | None] = policy_transports()
+# Protocol name -> (kernel conntrack helper, name of the connections it lets in as related).
+HELPERS: dict[str, tuple[str, str]] = policy_helpers()
+HELPED = frozenset(helped for _, helped in HELPERS.values())
 
 IpNet = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -50,6 +62,7 @@ class Communication:
     label: str  # e.g. "ocr → broker mqtt/1883"
     counter: str
     source: str  # where it comes from: profile file:line, baseline
+    helper: str = ""  # the kernel conntrack helper its connections get (ftp), or none
 
 
 def communications_from_baseline(baseline: Any) -> list[Communication]:
@@ -77,8 +90,8 @@ def communications_from_baseline(baseline: Any) -> list[Communication]:
         transport = item.get("transport")
         protocol = str(item.get("protocol") or "any").lower()
         transports = (str(transport).lower(),) if transport else TRANSPORTS.get(protocol)
-        if not client or not server:
-            continue
+        if not client or not server or protocol in HELPED:
+            continue  # a data connection passes as related to its allowed control connection
         if transports is not None and not set(transports) <= {"tcp", "udp"}:
             # learned ICMP, GRE ("ip47") or a damaged name: no accept rule (fail closed)
             continue
@@ -87,7 +100,7 @@ def communications_from_baseline(baseline: Any) -> list[Communication]:
                 (str(client),), (str(server),), transports, None if port is None else int(port),
                 f"{client} → {server} {protocol}/{port if port is not None else 'any'}",
                 identifier("learned", str(client), str(server), protocol, str(port or "any")),
-                "baseline",
+                "baseline", HELPERS.get(protocol, ("", ""))[0],
             )
         )
     return out
@@ -150,6 +163,7 @@ def communications_from_profile(profile: CraneProfile) -> list[Communication]:
                            *([] if allowance.protocol == allowance.server else [allowance.protocol]),
                            str(port or "any")),
                 f"profile {where}" if allowance.line else "profile",
+                HELPERS.get(allowance.protocol, ("", ""))[0],
             )
         )
     for end in profile.outside_endpoints:
@@ -162,6 +176,7 @@ def communications_from_profile(profile: CraneProfile) -> list[Communication]:
                 f"{end.protocol}/{end.port if end.port is not None else 'any'}",
                 identifier("outside", end.name, str(end.port or "any")),
                 "profile [[outside]]",
+                HELPERS.get(end.protocol.lower(), ("", ""))[0],
             )
         )
     return comms
@@ -185,8 +200,23 @@ def _by_family(addresses: tuple[str, ...] | None) -> dict[str, tuple[str, ...]] 
     return {fam: sorted_addresses(found[fam]) for fam in ("ip", "ip6") if fam in found}
 
 
+def helper_object(comm: Communication) -> CtHelper | None:
+    """The conntrack helper object an allow rule of ``comm`` assigns (one transport only)."""
+    if not comm.helper or comm.transports is None or len(comm.transports) != 1:
+        return None
+    return CtHelper(identifier("helper", comm.helper), comm.helper, comm.transports[0])
+
+
+def _related_rule(helper: CtHelper) -> Rule:
+    helped = next((h for t, h in HELPERS.values() if t == helper.type), helper.type)
+    return Rule(("ct state related", f'ct helper "{helper.type}"'), "accept", identifier(helped),
+                comments=(f"{helped}: connections the {helper.type} helper saw negotiated on a "
+                          "connection an accept rule below allowed",))
+
+
 def _accept_rules(comm: Communication, counter: str) -> list[Rule]:
     """One rule per IP family both ends have (an nft match holds one family), one counter."""
+    helper = helper_object(comm)
     clients, servers = _by_family(comm.client), _by_family(comm.server)
     families = [fam for fam in ("ip", "ip6")
                 if (clients is None or fam in clients) and (servers is None or fam in servers)]
@@ -200,7 +230,8 @@ def _accept_rules(comm: Communication, counter: str) -> list[Rule]:
         if servers is not None:
             match.append(address_match("daddr", servers[fam]))
         match.extend(_l4_match(comm.transports, comm.port))
-        rules.append(Rule(tuple(match), "accept", counter, comments=(f"{comm.label}  ({comm.source})",)))
+        rules.append(Rule(tuple(match), "accept", counter, comments=(f"{comm.label}  ({comm.source})",),
+                          helper=helper.name if helper else None))
     return rules
 
 
@@ -226,6 +257,9 @@ def inservice_plan(
     to_firewall: dict[tuple[str, ...], Rule] = {}
     skipped: list[str] = []
     used_counters: set[str] = set()
+    helpers: dict[str, CtHelper] = {}
+    forward_helped: dict[str, CtHelper] = {}
+    to_firewall_helped: dict[str, CtHelper] = {}
     for comm in [*communications_from_profile(profile), *communications_from_baseline(baseline)]:
         client_side = _inside(_networks(comm.client), zone)
         server_side = _inside(_networks(comm.server), zone)
@@ -247,6 +281,10 @@ def inservice_plan(
             continue
         used_counters.add(counter)
         target.update((r.match, r) for r in rules)
+        helper = helper_object(comm)
+        if helper is not None:
+            helpers.setdefault(helper.name, helper)
+            (to_firewall_helped if to_gateway else forward_helped).setdefault(helper.name, helper)
 
     drops = zone_drops(name, "in-service", sets, interface)
     def established(counter: str) -> Rule:
@@ -276,6 +314,9 @@ def inservice_plan(
         f"read:   nft list counters table inet {table_name(name)}",
     )
 
+    def related(helped: dict[str, CtHelper]) -> tuple[Rule, ...]:
+        return tuple(_related_rule(helped[n]) for n in sorted(helped))
+
     def ordered(rules: dict[tuple[str, ...], Rule]) -> tuple[Rule, ...]:
         return tuple(sorted(rules.values(), key=lambda r: (r.counter or "", r.match)))
 
@@ -283,11 +324,14 @@ def inservice_plan(
         table=table_name(name),
         header=header,
         sets=sets,
+        helpers=tuple(helpers[n] for n in sorted(helpers)),
         chains=(
             Chain("forward", "forward",
-                  (established("return_traffic"), *invalid, *ordered(forward), *drops["forward"])),
+                  (*related(forward_helped), established("return_traffic"), *invalid,
+                   *ordered(forward), *drops["forward"])),
             Chain("input", "input",
-                  (established("return_to_firewall"), *ordered(to_firewall), *drops["input"])),
+                  (*related(to_firewall_helped), established("return_to_firewall"),
+                   *ordered(to_firewall), *drops["input"])),
             Chain("output", "output", (established("return_from_firewall"), *drops["output"])),
         ),
     )

@@ -34,9 +34,13 @@ TEMPLATES: dict[str, str] = {
     "chain_open": "\tchain {name} {{\n\t\ttype filter hook {hook} priority filter; policy accept;",
     "chain_close": "\t}}",
     "rule_comment": "\t\t# {text}",
-    "rule": "\t\t{match}{log}counter name \"{counter}\" {verdict}",
+    "rule": "\t\t{match}{helper}{log}counter name \"{counter}\" {verdict}",
     "bare_rule": "\t\t{match}{verdict}",
     "log": "log prefix \"{prefix}\" ",
+    # a conntrack helper object (the kernel's nf_conntrack_<type>; in an inet table for both
+    # families) and the statement that assigns it to a connection's first packet
+    "helper": "\tct helper {name} {{\n\t\ttype \"{type}\" protocol {protocol}\n\t}}",
+    "helper_set": "ct helper set \"{name}\" ",
 }
 
 
@@ -49,6 +53,16 @@ class Rule:
     counter: str | None = None
     log_prefix: str | None = None
     comments: tuple[str, ...] = ()
+    helper: str | None = None  # the name of a ``CtHelper`` of the ruleset, assigned to the connection
+
+
+@dataclass(frozen=True, slots=True)
+class CtHelper:
+    """A conntrack helper object: ``type`` is the kernel helper's name (``ftp``)."""
+
+    name: str
+    type: str
+    protocol: str  # tcp | udp
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +87,7 @@ class Ruleset:
     header: tuple[str, ...]
     sets: tuple[AddressSet, ...]
     chains: tuple[Chain, ...]
+    helpers: tuple[CtHelper, ...] = ()
 
     def counters(self) -> list[str]:
         names = {r.counter for c in self.chains for r in c.rules if r.counter}
@@ -86,6 +101,7 @@ IDENTIFIER_RE = re.compile(r"^[a-z][a-z0-9_]*$")
 MAX_IDENTIFIER = 63  # far below nft's 255; long names are cut and told apart by a hash
 HOOKS = frozenset({"forward", "input", "output"})
 VERDICTS = frozenset({"accept", "drop"})
+HELPER_TYPE_RE = re.compile(r"^[a-z0-9-]{1,15}$")  # the kernel's helper names (ftp, tftp, sip ...)
 # What a match expression may hold: words, addresses, set references, braces and commas, and
 # quoted interface names (checked on their own).
 MATCH_RE = re.compile(r'^[A-Za-z0-9_@.:/{}, *-]*(?:"[A-Za-z0-9_.-]{1,15}"[A-Za-z0-9_@.:/{}, *-]*)*$')
@@ -181,6 +197,11 @@ def _checked(ruleset: Ruleset) -> None:
     bad += [c.hook for c in ruleset.chains if c.hook not in HOOKS]
     bad += [r.verdict for c in ruleset.chains for r in c.rules if r.verdict not in VERDICTS]
     bad += [m for c in ruleset.chains for r in c.rules for m in r.match if not MATCH_RE.fullmatch(m)]
+    helpers = {h.name for h in ruleset.helpers}
+    bad += [h.name for h in ruleset.helpers if not IDENTIFIER_RE.fullmatch(h.name) or len(h.name) > 15
+            or not HELPER_TYPE_RE.fullmatch(h.type) or h.protocol not in ("tcp", "udp")]
+    bad += [r.helper for c in ruleset.chains for r in c.rules
+            if r.helper is not None and (r.helper not in helpers or r.counter is None)]
     for s in ruleset.sets:
         if s.family not in ("ip", "ip6") or any(family_of(e) != s.family for e in s.elements):
             bad.append(f"set {s.name}: {', '.join(s.elements)}")
@@ -204,6 +225,8 @@ def render(ruleset: Ruleset) -> str:
         out.append("")
     for name in ruleset.counters():
         out.append(t["counter"].format(name=name))
+    for helper in ruleset.helpers:
+        out.append(t["helper"].format(name=helper.name, type=helper.type, protocol=helper.protocol))
     for chain in ruleset.chains:
         out.append("")
         out.append(t["chain_open"].format(name=chain.name, hook=chain.hook))
@@ -215,7 +238,9 @@ def render(ruleset: Ruleset) -> str:
                 out.append(t["bare_rule"].format(match=match, verdict=rule.verdict))
                 continue
             log = t["log"].format(prefix=nft_string(rule.log_prefix, 127)) if rule.log_prefix else ""
-            out.append(t["rule"].format(match=match, log=log, counter=rule.counter, verdict=rule.verdict))
+            assign = t["helper_set"].format(name=rule.helper) if rule.helper else ""
+            out.append(t["rule"].format(match=match, helper=assign, log=log, counter=rule.counter,
+                                        verdict=rule.verdict))
         out.append(t["chain_close"].format())
     out.append(t["table_close"].format())
     return "\n".join(out) + "\n"

@@ -31,8 +31,9 @@ from __future__ import annotations
 import ipaddress
 import re
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
+from cranewatch.decode import ip_text
 from cranewatch.detect.base import (
     Context,
     Incidents,
@@ -42,13 +43,24 @@ from cranewatch.detect.base import (
     is_unicast,
     make_finding,
 )
+from cranewatch.detect.expected import ExpectedConnections
 from cranewatch.detect.facts import ExpectedConnection, FileTransfer, client_where, where
 from cranewatch.errors import DecodeError
 from cranewatch.model import Finding, Severity
 from cranewatch.protocols.base import DecoderSpec, Event, FlowContext, ReportsProblems
 from cranewatch.protocols.framing import decode_error, endpoints
-from cranewatch.protocols.registry import IGNORED, Adapter, ProtocolSpec, register_protocol
+from cranewatch.protocols.registry import (
+    IGNORED,
+    Adapter,
+    Announced,
+    ProtocolRun,
+    ProtocolSpec,
+    register_protocol,
+)
 from cranewatch.sources import zeek_fields as zeek
+
+if TYPE_CHECKING:
+    from cranewatch.flows import Flow
 
 PORT = 21
 MAX_LINE = 2048  # RFC 959 sets no bound; real commands and replies are far below this
@@ -191,6 +203,7 @@ class FtpDecoder(ReportsProblems):
         self._tls_asked = False
         self._multiline: bytes | None = None  # the code of a multi-line reply under way
         self._ends = (endpoints(ctx, False), endpoints(ctx, True))
+        self.announced: list[FtpDataChannel] = []  # for the run (``FtpRun.fed``), bounded
 
     def gap(self, from_client: bool) -> None:
         self._buffers[from_client].clear()
@@ -304,11 +317,15 @@ class FtpDecoder(ReportsProblems):
         if port == 0:
             raise decode_error(f"{command} names port 0", self.ctx, frame)
         ctx = self.ctx
-        return FtpDataChannel(ts=ts, frame=frame, passive=passive, orig_h=orig, resp_h=resp,
-                              resp_p=port, expires=ts + DATA_CHANNEL_SECONDS, client=ctx.client,
-                              server=ctx.server, client_port=ctx.client_port,
-                              server_port=ctx.server_port, command=command,
-                              **self._ends[not passive])
+        channel = FtpDataChannel(ts=ts, frame=frame, passive=passive, orig_h=orig, resp_h=resp,
+                                 resp_p=port, expires=ts + DATA_CHANNEL_SECONDS, client=ctx.client,
+                                 server=ctx.server, client_port=ctx.client_port,
+                                 server_port=ctx.server_port, command=command,
+                                 **self._ends[not passive])
+        if len(self.announced) >= MAX_PENDING:
+            del self.announced[0]
+        self.announced.append(channel)
+        return channel
 
 
 def is_ftp(client: bytes, server: bytes) -> bool:
@@ -326,6 +343,31 @@ def is_ftp(client: bytes, server: bytes) -> bool:
 
 SPEC = DecoderSpec(name="ftp", transport="tcp", ports=frozenset({PORT}), factory=FtpDecoder,
                    probe=is_ftp, priority=60)
+
+
+class FtpRun(ProtocolRun):
+    """The data connections a run's control sessions announced: the pipeline names a flow
+    that answers one (same client, server and port, begun within its time) ``ftp-data``, with
+    its control session, and decodes none of its bytes (a file's bytes are no protocol)."""
+
+    def __init__(self) -> None:
+        self.channels = ExpectedConnections()
+
+    def fed(self, decoder: Any) -> None:
+        if isinstance(decoder, FtpDecoder) and decoder.announced:
+            for channel in decoder.announced:
+                for fact in expected_connection(channel):
+                    self.channels.add(fact)
+            decoder.announced.clear()
+
+    def expected(self, flow: Flow) -> Announced | None:
+        if not self.channels:
+            return None
+        found = self.channels.announced_at(flow.transport, ip_text(flow.client),
+                                           ip_text(flow.server), flow.server_port, flow.first_seen)
+        if found is None:
+            return None
+        return Announced("ftp-data", (found.src, found.sport, found.dst, found.dport))
 
 
 # ------------------------------------------------------------------------------ adapters
@@ -444,7 +486,8 @@ class FtpBounce:
 
 
 PROTOCOL = register_protocol(ProtocolSpec(
-    name="ftp", module=__name__, decoders=(SPEC,), detectors=(FtpBounce,),
+    name="ftp", module=__name__, decoders=(SPEC,), detectors=(FtpBounce,), run=FtpRun,
+    helper="ftp", helped="ftp-data",
     adapters={FtpCommand: IGNORED, FtpReply: Adapter(file_transfer, (FileTransfer,)),
               FtpDataChannel: Adapter(expected_connection, (ExpectedConnection,))},
     zeek={"ftp": zeek_ftp},

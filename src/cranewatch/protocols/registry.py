@@ -119,6 +119,25 @@ class BatchView:
     gap: Callable[[Flow, bool, int, int], None] | None = None
 
 
+class Announced:
+    """Stands in for the decoder of a flow another flow announced (FTP's data connection, which
+    its control session negotiated): the flow is named ``protocol`` and none of its bytes are
+    decoded (``finished``). ``session``: the announcing flow's (client, client port, server,
+    server port)."""
+
+    __slots__ = ("protocol", "session")
+    finished = True
+
+    def __init__(self, protocol: str, session: tuple[str, int, str, int]) -> None:
+        self.protocol, self.session = protocol, session
+
+    def feed(self, from_client: bool, data: bytes, ts: float, frame: int) -> list[Event]:
+        return []
+
+    def gap(self, from_client: bool) -> None:
+        return None
+
+
 class ProtocolRun:
     """One run's state of a protocol, beyond its per-flow decoders (all hooks optional).
 
@@ -128,6 +147,10 @@ class ProtocolRun:
     payload rows (a vectorised path) and returns the rows left for the per-packet path; the
     events it makes go to ``emit(row, event)``, counters to ``count(name, n)``. ``fed`` is told
     after each call of one of its decoders, ``flow_ended`` when one of its flows ends.
+    ``expected`` is asked about a flow before a decoder is chosen for it (at its first
+    payload, in capture order after what its decoders were fed): an ``Announced`` when one of
+    this protocol's flows announced it (a flow of the protocol then ends the batch's early
+    choice of new flows, see ``pipeline``).
     ``take_series`` hands out what it gathered for ``Sink.on_series`` (``take_slices``: in
     time slices during the run); ``summary`` gives the
     result document's fields this protocol fills.
@@ -148,6 +171,9 @@ class ProtocolRun:
         return None
 
     def flow_ended(self, flow: Flow) -> None:
+        return None
+
+    def expected(self, flow: Flow) -> Announced | None:
         return None
 
     def take_series(self) -> Iterable[Any]:
@@ -314,7 +340,11 @@ class ProtocolSpec:
     transports of its decoders). ``zeek``: Zeek log name -> mapper. ``detectors``: factories
     of detectors (``detect.base.Detector``) that judge this protocol's own facts, run with
     every other detector. ``masters``: a master/server control protocol (a client the
-    baseline never saw is rogue-master's, ``master_protocols``).
+    baseline never saw is rogue-master's, ``master_protocols``). ``helper``: the kernel's
+    conntrack helper (``nf_conntrack_<helper>``) the in-service policy assigns to the
+    connections an allow rule of this protocol lets through, so the connections they negotiate
+    pass as related; ``helped``: the name those connections get (``ProtocolRun.expected``),
+    which need no allow rule of their own.
     """
 
     name: str
@@ -327,6 +357,8 @@ class ProtocolSpec:
     run: Callable[[], ProtocolRun] | None = None
     detectors: tuple[Callable[[], Any], ...] = ()
     masters: bool = False
+    helper: str = ""
+    helped: str = ""
 
     def policy_names(self) -> dict[str, tuple[str, ...]]:
         if self.policy is not None:
@@ -445,6 +477,14 @@ def zeek_mappers() -> dict[str, ZeekMapper]:
     """Zeek log name -> mapper, over every protocol (``sources.zeek``)."""
     load_all()
     return {log: mapper for s in PROTOCOLS.values() for log, mapper in s.zeek.items()}
+
+
+def policy_helpers() -> dict[str, tuple[str, str]]:
+    """Profile protocol name -> (kernel conntrack helper, name of the connections it lets in),
+    for the protocols that declare one (``ProtocolSpec.helper``)."""
+    load_all()
+    return {n: (s.helper, s.helped) for s in PROTOCOLS.values() if s.helper
+            for n in s.policy_names()}
 
 
 def master_protocols() -> frozenset[str]:

@@ -78,12 +78,32 @@ def nbss_length(head: bytes | bytearray) -> int:
     return (head[1] << 16) | (head[2] << 8) | head[3]  # SMB2 uses all 24 bits (large MTU)
 
 
+def _netbios_name(data: bytes, pos: int) -> bool:
+    """An encoded NetBIOS name at ``pos`` (RFC 1002 4.1: length 32, half-bytes as 'A'..'P',
+    no scope): 34 bytes."""
+    name = data[pos + 1:pos + 33]
+    return (data[pos:pos + 1] == b"\x20" and len(name) == 32 and data[pos + 33:pos + 34] == b"\x00"
+            and all(0x41 <= c <= 0x50 for c in name))
+
+
+def is_session_request(data: bytes) -> bool:
+    """A NetBIOS session request (RFC 1002 4.3.2: type 0x81, the called and calling names),
+    which SMB over port 139 sends before any SMB message."""
+    return (len(data) >= 72 and data[0] == 0x81 and data[1] & 0xFE == 0
+            and (data[1] & 1) << 16 | data[2] << 8 | data[3] == 68
+            and _netbios_name(data, 4) and _netbios_name(data, 38))
+
+
 def is_smb(client: bytes, server: bytes) -> bool:
-    """A NetBIOS session message carrying an SMB1/2/3 header (or SMB3's transform header)."""
+    """A NetBIOS session message carrying an SMB1/2/3 header (or SMB3's transform header), or
+    SMB over NetBIOS setting up its session: the client's session request, the server's
+    positive response (``82 00 00 00``, alone or followed by an SMB message)."""
     for data in (client, server):
         if len(data) >= 8 and data[0] == 0 and data[4:8] in (SMB2, SMB1, TRANSFORM):
             return True
-    return False
+    if client:
+        return is_session_request(client)
+    return server[:4] == b"\x82\x00\x00\x00" and (len(server) == 4 or is_smb(b"", server[4:]))
 
 
 class _Open:
