@@ -470,3 +470,55 @@ def test_peers_pass_every_batch_in_order_through_full_pipes() -> None:
             assert [b.source for b in batches] == [f"capture-{other}"] * steps
             assert [float(b.ts[0]) for b in batches] == [1000.0 * other + s for s in range(steps)]
             assert all(len(b) == size and len(b.frame) == size for b in batches)
+
+
+def test_own_capture_read_one_ahead_warnings_and_errors_where_the_read_is() -> None:
+    """``_telling`` tells the peers a batch's timestamps (and the end) one read early, but
+    what a read says, a warning or an exception, comes when its batch is taken."""
+    import numpy as np
+
+    from cranewatch.result import InputWarning
+    from cranewatch.sources.pcap import PacketBatch
+
+    log: list[Any] = []
+
+    class Told:
+        def tell(self, index: int, ts: Any) -> None:
+            log.append(("told", index, None if ts is None else float(ts[0])))
+
+    def batch(at: float) -> PacketBatch:
+        ts = np.array([at, at + 0.5])
+        zeros = np.zeros(2, dtype=np.int64)
+        return PacketBatch("c.pcap", b"", zeros, ts, zeros, zeros, zeros, zeros, zeros, zeros)
+
+    def read(warn: Any, fail: bool) -> Any:
+        yield batch(1.0)
+        warn(InputWarning("second read", "c.pcap", 3, "capture"))
+        yield batch(2.0)
+        warn(InputWarning("end of file", "c.pcap", None, "capture"))
+        if fail:
+            raise ValueError("reader bug")
+
+    def warn(warning: InputWarning) -> None:
+        log.append(("warn", warning.message))
+
+    stream = parallel._telling(Told(), 7, warn, lambda said: read(said, False))  # type: ignore[arg-type]
+    assert log == []  # nothing read before the merge asks
+    first = next(stream)
+    assert float(first.ts[0]) == 1.0
+    assert log == [("told", 7, 1.0), ("told", 7, 2.0)]  # the second batch told ahead...
+    second = next(stream)
+    assert float(second.ts[0]) == 2.0
+    # ...its read's warning given when it is taken; the end told ahead, its warning held
+    assert log[2:] == [("warn", "second read"), ("told", 7, None)]
+    assert next(stream, None) is None
+    assert log[4:] == [("warn", "end of file")]
+
+    log.clear()
+    failing = parallel._telling(Told(), 7, warn, lambda said: read(said, True))  # type: ignore[arg-type]
+    next(failing)
+    next(failing)  # the read after it failed: not yet said, nor told
+    assert log == [("told", 7, 1.0), ("told", 7, 2.0), ("warn", "second read")]
+    with pytest.raises(ValueError, match="reader bug"):
+        next(failing)
+    assert log[3:] == [("warn", "end of file")]

@@ -837,11 +837,15 @@ def _group_analysis(outbox: _Outbox, worker: int, paths: list[str], owned: set[i
         if peers is not None and index not in owned:
             streams.append(analysis.clocked(peers.told(owners[index], index, state.path)))
             continue
-        warn = analysis.warn if index in owned else _ignore
-        batches = analysis._counted(state, _file_batches(state, warn, batch_packets))
         if peers is not None:
-            batches = _telling(peers, index, batches)
-        streams.append(analysis.clocked(batches))
+            streams.append(analysis.clocked(_telling(
+                peers, index, analysis.warn,
+                lambda said, state=state: analysis._counted(  # type: ignore[misc]
+                    state, _file_batches(state, said, batch_packets)))))
+            continue
+        warn = analysis.warn if index in owned else _ignore
+        streams.append(analysis.clocked(analysis._counted(state, _file_batches(state, warn,
+                                                                               batch_packets))))
     mine = {paths[index] for index in owned}
     try:
         for piece in merged_batches(streams):
@@ -888,13 +892,38 @@ def _ignore(warning: InputWarning) -> None:
     return None
 
 
-def _telling(peers: _Peers, index: int, batches: Iterator[PacketBatch]) -> Iterator[PacketBatch]:
-    """A worker's own capture: each batch's timestamps go to the other workers as it is read
-    (before it is analysed), and its end."""
-    for batch in batches:
-        peers.tell(index, batch.ts)
+def _telling(peers: _Peers, index: int, warn: Callable[[InputWarning], None],
+             read: Callable[[Callable[[InputWarning], None]], Iterator[PacketBatch]],
+             ) -> Iterator[PacketBatch]:
+    """A worker's own capture, read one batch ahead: when a batch is taken, the next one is
+    read and its timestamps (or the capture's end) told to the other workers, so they wait
+    for this worker's reading, not for its analysis. What a read says (warnings, or an
+    exception) is given when its batch is taken, where the serial run's read says it."""
+    said: list[InputWarning] = []
+    stream = read(lambda warning: said.append(warning))
+
+    def fetch() -> tuple[PacketBatch | None, Exception | None, list[InputWarning]]:
+        nonlocal said
+        mine: list[InputWarning] = []
+        said = mine
+        try:
+            batch = next(stream, None)
+        except Exception as exc:  # raised when the batch it stands for is taken
+            return None, exc, mine
+        peers.tell(index, None if batch is None else batch.ts)
+        return batch, None, mine
+
+    pending = fetch()
+    while True:
+        batch, error, told = pending
+        for warning in told:
+            warn(warning)
+        if error is not None:
+            raise error
+        if batch is None:
+            return
+        pending = fetch()
         yield batch
-    peers.tell(index, None)
 
 
 class _CannotShip(Exception):
