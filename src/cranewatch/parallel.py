@@ -14,10 +14,13 @@ SCADA server polls every zone's PLC) but not conversations. ``plan_groups`` read
 one zone, two taps on one link) into one group; groups go to ``N`` workers by bytes. One group:
 no split (said on stderr), the run is serial.
 
-Each worker follows the serial run exactly where it matters: it reads *every* capture and runs
-the same timestamp merge (``pipeline.merged_batches``), so it sees the same pieces in the same
-order and sweeps its flow table at the same capture times; it decodes and analyses only the
-pieces of its own captures (hosts, flows, reassembly, decoders, protocol state) and ships, to
+Each worker follows the serial run exactly where it matters: it runs the same timestamp merge
+of *every* capture (``pipeline.merged_batches``), so it sees the same pieces in the same order
+and sweeps its flow table at the same capture times. It reads only its own captures, one batch
+ahead (``_telling``), and tells each batch's timestamps (and each capture's end) to the other
+workers through pipes between them (``_Peers``); the other workers' captures come to its merge
+as those timestamps (``_times_only``: the merge and the sweeps look at nothing else), with the
+batch boundaries their reader made. It decodes and analyses only the pieces of its own captures (hosts, flows, reassembly, decoders, protocol state) and ships, to
 the main process, what the serial run would have given the sinks: events (only the classes a
 sink of the run does something with: ``event_filter``), finished flows, unclaimed payloads,
 register series, warnings. Every item carries its place in the serial run's order: the piece
@@ -36,14 +39,17 @@ capture given twice, or one capture: no split.
 
 The workers are started before the main process loads the detectors (they read meanwhile);
 ``SplitRun.configure`` then tells them whether a sink takes payloads and which event classes a
-sink does something with. Costs: each worker reads every capture (for the merge's timing), and
-events, flows and series are pickled once and unpickled once (``_Packer``: slots dataclasses by
+sink does something with. Costs: each capture's timestamps are pickled to every other worker
+(8 bytes a packet), and events, flows and series are pickled once and unpickled once (``_Packer``: slots dataclasses by
 their fields); a group is never cut, so one group holding most of the bytes bounds the gain. On
 2 cores ``--jobs 2`` runs two workers and the main process; see benchmarks/README.md.
 
 Errors: an exception in a worker is raised in the main process where the serial run would have
 met it (same message, exit code); a worker that dies (killed for memory) is ``ReaderFailed``
-(exit 4); workers ignore SIGINT, and Ctrl-C in the main process ends them.
+(exit 4); a worker left waiting for the timestamps of a worker that ended so stops and says
+"gone" (the other's error or death is what the main process reports); workers ignore SIGINT,
+and Ctrl-C in the main process ends them. ``TELL_TIMES = False`` makes each worker read every
+capture itself instead (the earlier way; for comparison).
 
 **Read-ahead** (``ReadAhead``; ``pipeline.analyze(jobs=N)``). The serial run reads all captures
 as one stream in timestamp order (``pipeline.merged_batches``); what each file needs alone is its
