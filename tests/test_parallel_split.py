@@ -374,3 +374,151 @@ def test_what_does_not_pickle_is_analysed_serially(capsys: pytest.CaptureFixture
     assert note.startswith(f"{NOTE} 2: what a worker hands over could not be pickled")
     assert "PicklingError" in note and note.endswith("analysed again in one process")
     assert (split[0], split[1], rest) == serial
+
+
+def test_each_capture_is_read_by_its_own_worker_only(capsys: pytest.CaptureFixture[str],
+                                                     monkeypatch: pytest.MonkeyPatch,
+                                                     zones: list[Path], tmp_path: Path) -> None:
+    """The workers tell each other their captures' batch timestamps: a capture is opened by
+    the worker of its group, once, not by every worker (nor by the main process), and the
+    document is still the serial one."""
+    log = tmp_path / "opens.log"
+    real = pipeline.open_capture
+
+    def logged(path: Any, digest: Any = None) -> Any:
+        with open(log, "a", encoding="utf-8") as out:
+            out.write(f"{os.getpid()} {path}\n")
+        return real(path, digest=digest)
+
+    monkeypatch.setattr(pipeline, "open_capture", logged)  # the fork carries it to the workers
+    spy = Spy(monkeypatch)
+    args = [str(p) for p in zones]
+    serial = run_cli(capsys, ["--jobs", "1", *args])
+    log.unlink()
+    split = run_cli(capsys, ["--jobs", "2", *args])
+    assert spy.plans and len(spy.plans[0]) == 2
+    opens = [line.split(" ", 1) for line in log.read_text(encoding="utf-8").splitlines()]
+    assert sorted(path for _, path in opens) == sorted(args)  # each capture once
+    readers = {pid for pid, _ in opens}
+    assert len(readers) == 2 and str(os.getpid()) not in readers
+    for group in spy.plans[0]:  # one reader per group, its own captures
+        assert len({pid for pid, path in opens if path in {args[i] for i in group}}) == 1
+    assert split == serial
+
+
+def test_three_workers_many_small_batches_pcapng_and_gzip_same_bytes(
+        capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, zones: list[Path],
+        shared_data: Path) -> None:
+    """Batches of 64 packets: each capture's timestamps go to the two other workers in ~50
+    messages, batch by batch (a pcapng with two interfaces, gzip captures among them); every
+    worker's merge is the serial one, so the document is too."""
+    monkeypatch.setattr(pipeline, "BATCH_PACKETS", 64)  # what the split run reads
+    monkeypatch.setitem(pipeline.analyze.__kwdefaults__, "batch_packets", 64)  # the serial run
+    monkeypatch.setattr(parallel, "usable_cpus", lambda: 4)
+    spy = Spy(monkeypatch)
+    traces = shared_data / "pcaps"
+    captures = [*zones,
+                traces / "icsnpp-profinet-io-cm/testing/traces/profinet_io_cm_control.pcapng",
+                traces / "zeek/testing/btest/Traces/tls/tls-fragmented-handshake.pcap.gz",
+                traces / "zeek/testing/btest/Traces/http/1000-requests-one-dropped-response.pcap.gz"]
+    args = [str(p) for p in captures]
+    serial = run_cli(capsys, ["--jobs", "1", *args])
+    split = run_cli(capsys, ["--jobs", "3", *args])
+    assert spy.plans and len(spy.plans[0]) == 3
+    assert NOTE not in split[2]
+    assert split == serial
+
+
+def test_peers_pass_every_batch_in_order_through_full_pipes() -> None:
+    """Three workers' ``_Peers`` (threads here), each telling its capture's batches of 20,000
+    timestamps (160 kB, more than a pipe holds) while reading the others' in the merge's
+    order: each gets every batch, in order, then the end; nobody waits forever."""
+    import multiprocessing
+    import threading
+
+    import numpy as np
+
+    workers, steps, size = 3, 6, 20_000
+    pipes = {(a, b): multiprocessing.Pipe(duplex=False)
+             for a in range(workers) for b in range(workers) if a != b}
+    got: dict[int, dict[int, list[Any]]] = {}
+
+    def work(me: int) -> None:
+        peers = parallel._Peers({other: (pipes[other, me][0], pipes[me, other][1])
+                                 for other in range(workers) if other != me})
+        streams = {other: peers.told(other, other, f"capture-{other}")
+                   for other in range(workers) if other != me}
+        mine: dict[int, list[Any]] = {other: [] for other in streams}
+        for step in range(steps):
+            peers.tell(me, np.arange(size, dtype=np.float64) + 1000 * me + step)
+            for other, stream in streams.items():
+                mine[other].append(next(stream))
+        peers.tell(me, None)
+        for stream in streams.values():
+            assert next(stream, None) is None
+        peers.close()
+        got[me] = mine
+
+    threads = [threading.Thread(target=work, args=(me,), daemon=True) for me in range(workers)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    assert not any(thread.is_alive() for thread in threads)
+    for me in range(workers):
+        for other, batches in got[me].items():
+            assert [b.source for b in batches] == [f"capture-{other}"] * steps
+            assert [float(b.ts[0]) for b in batches] == [1000.0 * other + s for s in range(steps)]
+            assert all(len(b) == size and len(b.frame) == size for b in batches)
+
+
+def test_own_capture_read_one_ahead_warnings_and_errors_where_the_read_is() -> None:
+    """``_telling`` tells the peers a batch's timestamps (and the end) one read early, but
+    what a read says, a warning or an exception, comes when its batch is taken."""
+    import numpy as np
+
+    from cranewatch.result import InputWarning
+    from cranewatch.sources.pcap import PacketBatch
+
+    log: list[Any] = []
+
+    class Told:
+        def tell(self, index: int, ts: Any) -> None:
+            log.append(("told", index, None if ts is None else float(ts[0])))
+
+    def batch(at: float) -> PacketBatch:
+        ts = np.array([at, at + 0.5])
+        zeros = np.zeros(2, dtype=np.int64)
+        return PacketBatch("c.pcap", b"", zeros, ts, zeros, zeros, zeros, zeros, zeros, zeros)
+
+    def read(warn: Any, fail: bool) -> Any:
+        yield batch(1.0)
+        warn(InputWarning("second read", "c.pcap", 3, "capture"))
+        yield batch(2.0)
+        warn(InputWarning("end of file", "c.pcap", None, "capture"))
+        if fail:
+            raise ValueError("reader bug")
+
+    def warn(warning: InputWarning) -> None:
+        log.append(("warn", warning.message))
+
+    stream = parallel._telling(Told(), 7, warn, lambda said: read(said, False))  # type: ignore[arg-type]
+    assert log == []  # nothing read before the merge asks
+    first = next(stream)
+    assert float(first.ts[0]) == 1.0
+    assert log == [("told", 7, 1.0), ("told", 7, 2.0)]  # the second batch told ahead...
+    second = next(stream)
+    assert float(second.ts[0]) == 2.0
+    # ...its read's warning given when it is taken; the end told ahead, its warning held
+    assert log[2:] == [("warn", "second read"), ("told", 7, None)]
+    assert next(stream, None) is None
+    assert log[4:] == [("warn", "end of file")]
+
+    log.clear()
+    failing = parallel._telling(Told(), 7, warn, lambda said: read(said, True))  # type: ignore[arg-type]
+    next(failing)
+    next(failing)  # the read after it failed: not yet said, nor told
+    assert log == [("told", 7, 1.0), ("told", 7, 2.0), ("warn", "second read")]
+    with pytest.raises(ValueError, match="reader bug"):
+        next(failing)
+    assert log[3:] == [("warn", "end of file")]

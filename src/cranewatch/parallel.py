@@ -14,10 +14,13 @@ SCADA server polls every zone's PLC) but not conversations. ``plan_groups`` read
 one zone, two taps on one link) into one group; groups go to ``N`` workers by bytes. One group:
 no split (said on stderr), the run is serial.
 
-Each worker follows the serial run exactly where it matters: it reads *every* capture and runs
-the same timestamp merge (``pipeline.merged_batches``), so it sees the same pieces in the same
-order and sweeps its flow table at the same capture times; it decodes and analyses only the
-pieces of its own captures (hosts, flows, reassembly, decoders, protocol state) and ships, to
+Each worker follows the serial run exactly where it matters: it runs the same timestamp merge
+of *every* capture (``pipeline.merged_batches``), so it sees the same pieces in the same order
+and sweeps its flow table at the same capture times. It reads only its own captures, one batch
+ahead (``_telling``), and tells each batch's timestamps (and each capture's end) to the other
+workers through pipes between them (``_Peers``); the other workers' captures come to its merge
+as those timestamps (``_times_only``: the merge and the sweeps look at nothing else), with the
+batch boundaries their reader made. It decodes and analyses only the pieces of its own captures (hosts, flows, reassembly, decoders, protocol state) and ships, to
 the main process, what the serial run would have given the sinks: events (only the classes a
 sink of the run does something with: ``event_filter``), finished flows, unclaimed payloads,
 register series, warnings. Every item carries its place in the serial run's order: the piece
@@ -36,14 +39,17 @@ capture given twice, or one capture: no split.
 
 The workers are started before the main process loads the detectors (they read meanwhile);
 ``SplitRun.configure`` then tells them whether a sink takes payloads and which event classes a
-sink does something with. Costs: each worker reads every capture (for the merge's timing), and
-events, flows and series are pickled once and unpickled once (``_Packer``: slots dataclasses by
+sink does something with. Costs: each capture's timestamps are pickled to every other worker
+(8 bytes a packet), and events, flows and series are pickled once and unpickled once (``_Packer``: slots dataclasses by
 their fields); a group is never cut, so one group holding most of the bytes bounds the gain. On
 2 cores ``--jobs 2`` runs two workers and the main process; see benchmarks/README.md.
 
 Errors: an exception in a worker is raised in the main process where the serial run would have
 met it (same message, exit code); a worker that dies (killed for memory) is ``ReaderFailed``
-(exit 4); workers ignore SIGINT, and Ctrl-C in the main process ends them.
+(exit 4); a worker left waiting for the timestamps of a worker that ended so stops and says
+"gone" (the other's error or death is what the main process reports); workers ignore SIGINT,
+and Ctrl-C in the main process ends them. ``TELL_TIMES = False`` makes each worker read every
+capture itself instead (the earlier way; for comparison).
 
 **Read-ahead** (``ReadAhead``; ``pipeline.analyze(jobs=N)``). The serial run reads all captures
 as one stream in timestamp order (``pipeline.merged_batches``); what each file needs alone is its
@@ -325,6 +331,7 @@ class ReadAhead:
 # order the serial run would have given it, then writes the document (see the module
 # docstring for why and for what makes the merge exact).
 
+TELL_TIMES = True  # False: each worker reads every capture itself (as before; for comparison)
 PROBE_PACKETS = 4096  # packets of each capture looked at to group the captures
 PROBE_BYTES = 256 * 1024  # at most this much of each capture is read for it
 
@@ -637,10 +644,99 @@ class _ShipPayloads(_Ship):
         self.owner.put("payload", self.packer.dumps((flow, from_client, bytes(data), ts, frame)))
 
 
+class _PeerGone(Exception):
+    """A worker whose captures' timestamps this worker waits for ended first (its error, or
+    its death, is what the main process reports)."""
+
+
+def _times_only(source: str, ts: np.ndarray) -> PacketBatch:
+    """A batch of a capture another worker analyses: its timestamps, which are all the merge
+    and the sweeps look at (the other columns are zeros, the bytes empty)."""
+    zeros = np.zeros(len(ts), dtype=np.int64)
+    return PacketBatch(source=source, buf=b"", frame=zeros, ts=ts, ts_ns=zeros, linktype=zeros,
+                       interface=zeros, offset=zeros, caplen=zeros, origlen=zeros)
+
+
+class _Peers:
+    """The timestamps of each capture's batches, told by the worker that reads the capture to
+    every other worker: a worker reads only its own captures and follows the serial run's
+    merge of all of them (every batch boundary and timestamp as the capture's reader gives
+    them). One sending thread per peer, so the analysis never waits on a peer's pipe; a
+    worker that waits for a timestamp drains every peer's pipe meanwhile (no cycle of full
+    pipes between three workers)."""
+
+    def __init__(self, links: dict[int, tuple[Connection, Connection]]) -> None:
+        import queue
+        import threading
+
+        self.receive = {peer: inbox for peer, (inbox, _) in links.items()}
+        self.queues: dict[int, queue.SimpleQueue[bytes | None]] = {}
+        self.threads = []
+        for peer, (_, outbox) in links.items():
+            self.queues[peer] = queue.SimpleQueue()
+            thread = threading.Thread(target=self._send, args=(outbox, self.queues[peer]),
+                                      daemon=True)
+            thread.start()
+            self.threads.append(thread)
+        self.waiting: dict[int, deque[np.ndarray | None]] = {}
+        self.open = set(self.receive)
+
+    @staticmethod
+    def _send(conn: Connection, todo: Any) -> None:
+        try:
+            while (message := todo.get()) is not None:
+                conn.send_bytes(message)
+        except OSError:  # that peer is gone (it ended, or failed: the main process says)
+            pass
+        finally:
+            conn.close()
+
+    def tell(self, index: int, ts: np.ndarray | None) -> None:
+        message = pickle.dumps((index, ts), protocol=pickle.HIGHEST_PROTOCOL)
+        for todo in self.queues.values():
+            todo.put(message)
+
+    def told(self, owner: int, index: int, source: str) -> Iterator[PacketBatch]:
+        """Capture ``index``'s batches (timestamps only), as ``owner`` reads them."""
+        waiting = self.waiting.setdefault(index, deque())
+        while True:
+            while not waiting:
+                self._take(owner)
+            ts = waiting.popleft()
+            if ts is None:
+                return
+            yield _times_only(source, ts)
+
+    def _take(self, owner: int) -> None:
+        from multiprocessing.connection import wait
+
+        if owner not in self.open:
+            raise _PeerGone(owner)
+        for conn in wait([self.receive[peer] for peer in self.open]):
+            peer = next(p for p in self.open if self.receive[p] is conn)
+            try:
+                index, ts = pickle.loads(conn.recv_bytes())  # type: ignore[union-attr]
+            except (EOFError, OSError):
+                self.open.discard(peer)
+                continue
+            self.waiting.setdefault(index, deque()).append(ts)
+
+    def close(self) -> None:
+        for todo in self.queues.values():
+            todo.put(None)
+        for thread in self.threads:
+            thread.join()
+
+
 def _group_analysis(outbox: _Outbox, worker: int, paths: list[str], owned: set[int],
-                    several: bool, batch_packets: int, configure: Callable[[], Any]) -> None:
+                    several: bool, batch_packets: int, configure: Callable[[], Any],
+                    peers: _Peers | None = None, owners: Sequence[int] = ()) -> None:
     """A worker: follow the serial run's merge of every capture (the same pieces, the same
-    sweeps), decode and analyse the pieces of its own captures, ship the sinks' input."""
+    sweeps), decode and analyse the pieces of its own captures, ship the sinks' input.
+
+    With ``peers`` it reads only its own captures and tells their batches' timestamps to the
+    other workers, and takes theirs (capture ``i`` is read by worker ``owners[i]``); without,
+    it reads every capture itself."""
     from cranewatch.flows import FlowTable
     from cranewatch.pipeline import (
         MAX_WARNINGS,
@@ -744,6 +840,15 @@ def _group_analysis(outbox: _Outbox, worker: int, paths: list[str], owned: set[i
               for index, path in enumerate(paths)]
     streams = []
     for index, state in enumerate(states):
+        if peers is not None and index not in owned:
+            streams.append(analysis.clocked(peers.told(owners[index], index, state.path)))
+            continue
+        if peers is not None:
+            streams.append(analysis.clocked(_telling(
+                peers, index, analysis.warn,
+                lambda said, state=state: analysis._counted(  # type: ignore[misc]
+                    state, _file_batches(state, said, batch_packets)))))
+            continue
         warn = analysis.warn if index in owned else _ignore
         streams.append(analysis.clocked(analysis._counted(state, _file_batches(state, warn,
                                                                                batch_packets))))
@@ -768,6 +873,10 @@ def _group_analysis(outbox: _Outbox, worker: int, paths: list[str], owned: set[i
     except _CannotShip as exc:
         outbox.put(("fallback", f"what a worker hands over could not be pickled ({exc})"))
         return
+    except _PeerGone:  # that worker's error (or death) is what the main process reports
+        analysis.flush()
+        outbox.put(("gone", None))
+        return
     except Exception as exc:  # raised in the main process where the serial run meets it
         analysis.put("error", _picklable(exc))
         analysis.flush()
@@ -787,6 +896,40 @@ def _group_analysis(outbox: _Outbox, worker: int, paths: list[str], owned: set[i
 
 def _ignore(warning: InputWarning) -> None:
     return None
+
+
+def _telling(peers: _Peers, index: int, warn: Callable[[InputWarning], None],
+             read: Callable[[Callable[[InputWarning], None]], Iterator[PacketBatch]],
+             ) -> Iterator[PacketBatch]:
+    """A worker's own capture, read one batch ahead: when a batch is taken, the next one is
+    read and its timestamps (or the capture's end) told to the other workers, so they wait
+    for this worker's reading, not for its analysis. What a read says (warnings, or an
+    exception) is given when its batch is taken, where the serial run's read says it."""
+    said: list[InputWarning] = []
+    stream = read(lambda warning: said.append(warning))
+
+    def fetch() -> tuple[PacketBatch | None, Exception | None, list[InputWarning]]:
+        nonlocal said
+        mine: list[InputWarning] = []
+        said = mine
+        try:
+            batch = next(stream, None)
+        except Exception as exc:  # raised when the batch it stands for is taken
+            return None, exc, mine
+        peers.tell(index, None if batch is None else batch.ts)
+        return batch, None, mine
+
+    pending = fetch()
+    while True:
+        batch, error, told = pending
+        for warning in told:
+            warn(warning)
+        if error is not None:
+            raise error
+        if batch is None:
+            return
+        pending = fetch()
+        yield batch
 
 
 class _CannotShip(Exception):
@@ -840,14 +983,42 @@ class _Report:
 
 
 def _split_worker(conn: Connection, worker: int, paths: list[str], owned: list[int],
-                  several: bool, batch_packets: int) -> None:
+                  several: bool, batch_packets: int, plan: list[list[int]] | None = None,
+                  links: dict[tuple[int, int], tuple[Connection, Connection]] | None = None,
+                  ) -> None:
+    """One group's worker; ``links[(a, b)]`` is the pipe (receiving end, sending end) by which
+    worker ``a`` tells worker ``b`` its captures' timestamps (every worker's ends: this one
+    closes the others', so a peer's end is seen when it ends)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the main process's to handle
+    peers = None
+    owners: list[int] = []
+    if links:
+        inboxes: dict[int, Connection] = {}
+        sends: dict[int, Connection] = {}
+        for (sender, receiver), (inbox, send) in links.items():
+            if receiver == worker:
+                inboxes[sender] = inbox
+            else:
+                inbox.close()
+            if sender == worker:
+                sends[receiver] = send
+            else:
+                send.close()
+        mine = {peer: (inboxes[peer], sends[peer]) for peer in inboxes}
+        peers = _Peers(mine)
+        owners = [0] * len(paths)
+        for index, files in enumerate(plan or []):
+            for file in files:
+                owners[file] = index
     outbox = _Outbox(conn)
     try:
-        _group_analysis(outbox, worker, paths, set(owned), several, batch_packets, conn.recv)
+        _group_analysis(outbox, worker, paths, set(owned), several, batch_packets, conn.recv,
+                        peers, owners)
     except BaseException as exc:  # pragma: no cover - _group_analysis ships its errors
         outbox.put(("items", [(((-1, 0, ()), 0, worker), "error", _picklable(exc))]))
     finally:
+        if peers is not None:
+            peers.close()
         outbox.close()
 
 
@@ -877,16 +1048,23 @@ class SplitRun:
         self.sinks: list[Any] = []
         self._conns: list[Connection] = []
         self._processes: list[Any] = []
+        self.tell_times = TELL_TIMES  # workers tell each other their captures' timestamps
 
     def __enter__(self) -> SplitRun:
         context = multiprocessing.get_context("fork")
+        links: dict[tuple[int, int], tuple[Connection, Connection]] = {}
         try:
+            if self.tell_times:
+                for sender in range(len(self.plan)):
+                    for receiver in range(len(self.plan)):
+                        if sender != receiver:
+                            links[sender, receiver] = context.Pipe(duplex=False)
             for worker, owned in enumerate(self.plan):
                 mine, theirs = context.Pipe(duplex=True)
                 process = context.Process(
                     target=_split_worker, name=f"cranewatch-group-{worker}", daemon=True,
                     args=(theirs, worker, self.paths, owned, len(self.paths) > 1,
-                          self.batch_packets))
+                          self.batch_packets, self.plan, links))
                 process.start()
                 theirs.close()
                 self._conns.append(mine)
@@ -894,6 +1072,10 @@ class SplitRun:
         except BaseException:
             self.close()
             raise
+        finally:
+            for inbox, send in links.values():  # the workers' own: a worker's end is seen
+                inbox.close()
+                send.close()
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -926,6 +1108,8 @@ class SplitRun:
                 return
             if kind == "fallback":
                 raise NotIndependent(value)
+            if kind == "gone":  # another worker failed first: its stream says how
+                return
             yield from value
             if value and value[-1][1] == "error":
                 return
@@ -1010,6 +1194,9 @@ class SplitRun:
                     found.into(states[index])
             elif kind == "error":
                 raise value
+        missing = [worker for worker in range(len(self.plan)) if worker not in reports]
+        if missing:  # pragma: no cover - the worker that failed first raised above
+            raise ReaderFailed(f"worker process {missing[0]} stopped early; try --jobs 1")
         _merge(main, [reports[worker] for worker in range(len(self.plan))], limits_dropped)
         if planner is None:
             planner = SegmentPlanner(_spans(states))
