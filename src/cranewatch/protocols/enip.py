@@ -546,8 +546,30 @@ _OPENED = frozenset({0x54, 0x5B})
 _UNCONNECTED_SEND = 0x52
 _MULTIPLE = 0x0A
 _ITEM = struct.Struct("<HH")  # CPF item type and length
+_NO_PATH: CipPath = ((), ())
 # a reply plan (sequence or None, messages) or a request plan (sequence or None, paths)
 _Plan = tuple[bool, int | None, Any]
+
+
+def _replies(payload: bytes) -> int | None:
+    """How many replies a multiple-service reply carries (``_embedded(payload, True)``'s
+    count, without cutting them out)."""
+    size = len(payload)
+    if size < 2:
+        return 0
+    count = payload[0] | payload[1] << 8
+    if 2 + 2 * count > size:
+        return None
+    start = payload[2] | payload[3] << 8 if count else 0
+    for index in range(count):
+        end = payload[4 + 2 * index] | payload[5 + 2 * index] << 8 if index + 1 < count else size
+        if not 0 < start < end <= size or end - start < 4:
+            return None
+        service = payload[start]
+        if not service & 0x80 or (service & 0x7F) in _OPENED or (service & 0x7F) == _MULTIPLE:
+            return None
+        start = end
+    return count
 
 
 def _embedded(payload: bytes, reply: bool) -> list[bytes] | None:
@@ -651,11 +673,29 @@ class EnipRun(FoldRun):
                 return None
             messages = 1
             if service == _MULTIPLE and msg[2] in (0, 0x1E):
-                embedded = _embedded(msg[4 + 2 * msg[3]:], True)
-                if embedded is None:
+                inside = _replies(msg[4 + 2 * msg[3]:])
+                if inside is None:
                     return None
-                messages += len(embedded)
+                messages += inside
             return True, sequence, messages
+        prefix = decoder._connections.get(connection_id, _NO_PATH) if connection_id is not None \
+            else _NO_PATH
+        seen = self._seen
+        key = (msg, prefix)
+        if key in seen:
+            request = seen[key]
+        else:  # a request not seen before (polling repeats a few)
+            request = seen[key] = self._request(msg, prefix)
+            if len(seen) > 4096:
+                seen.pop(next(iter(seen)))
+        if request is None:
+            return None
+        return False, sequence, list(request)  # the decoder may append to its own
+
+    def _request(self, msg: bytes, prefix: CipPath) -> list[CipPath] | None:
+        """The paths of a request message and the ones inside it, in the decoder's order; None
+        to leave it to the decoder."""
+        service = msg[0]
         request = []
         paths = self._paths
         parts: list[bytes] = [msg]
@@ -671,9 +711,7 @@ class EnipRun(FoldRun):
             path_end = 2 + 2 * part[1]
             if path_end > len(part):
                 return None
-            prefix = decoder._connections.get(connection_id, ((), ())) if depth == 0 and \
-                connection_id is not None else ((), ())
-            key = (part[0], part[2:path_end], prefix)
+            key = (part[0], part[2:path_end], prefix if depth == 0 else _NO_PATH)
             path = paths.get(key)
             if path is None:
                 path = paths[key] = self._path(*key)
@@ -694,7 +732,7 @@ class EnipRun(FoldRun):
                             return None
                         parts.append(inner)
             depth += 1
-        return False, sequence, request
+        return request
 
     @staticmethod
     def _apply(decoder: Any, from_client: bool, plan: _Plan, frame: int) -> tuple[str, ...]:
@@ -723,6 +761,8 @@ class EnipRun(FoldRun):
         # instances as the decoder records them; () for a request plc-control judges or one
         # that opens or closes a connection
         self._paths: dict[tuple[int, bytes, CipPath], CipPath | tuple[()]] = {}
+        # (request message, connection's classes and instances) -> ``_request``
+        self._seen: dict[tuple[bytes, CipPath], list[CipPath] | None] = {}
 
     @staticmethod
     def _path(service: int, path: bytes, prefix: CipPath) -> CipPath | tuple[()]:
