@@ -680,6 +680,12 @@ class EnipRun(FoldRun):
             return True, sequence, messages
         prefix = decoder._connections.get(connection_id, _NO_PATH) if connection_id is not None \
             else _NO_PATH
+        if service != _MULTIPLE and service != _UNCONNECTED_SEND:  # one request: its path
+            path_end = 2 + 2 * msg[1]
+            if path_end > len(msg):
+                return None
+            path = self._lookup(service, msg[2:path_end], prefix)
+            return (False, sequence, [path]) if path else None
         seen = self._seen
         key = (msg, prefix)
         if key in seen:
@@ -697,7 +703,6 @@ class EnipRun(FoldRun):
         to leave it to the decoder."""
         service = msg[0]
         request = []
-        paths = self._paths
         parts: list[bytes] = [msg]
         if service == _MULTIPLE:
             path_end = 2 + 2 * msg[1]
@@ -711,12 +716,7 @@ class EnipRun(FoldRun):
             path_end = 2 + 2 * part[1]
             if path_end > len(part):
                 return None
-            key = (part[0], part[2:path_end], prefix if depth == 0 else _NO_PATH)
-            path = paths.get(key)
-            if path is None:
-                path = paths[key] = self._path(*key)
-                if len(paths) > 4096:  # a few paths, polled again and again
-                    paths.pop(next(iter(paths)))
+            path = self._lookup(part[0], part[2:path_end], prefix if depth == 0 else _NO_PATH)
             if not path:
                 return None
             request.append(path)
@@ -761,8 +761,20 @@ class EnipRun(FoldRun):
         # instances as the decoder records them; () for a request plc-control judges or one
         # that opens or closes a connection
         self._paths: dict[tuple[int, bytes, CipPath], CipPath | tuple[()]] = {}
-        # (request message, connection's classes and instances) -> ``_request``
+        # (multiple-service packet or unconnected send, connection's classes and
+        # instances) -> ``_request``
         self._seen: dict[tuple[bytes, CipPath], list[CipPath] | None] = {}
+
+    def _lookup(self, service: int, path: bytes, prefix: CipPath) -> CipPath | tuple[()]:
+        """``_path``, remembered."""
+        paths = self._paths
+        key = (service, path, prefix)
+        found = paths.get(key)
+        if found is None:
+            found = paths[key] = self._path(service, path, prefix)
+            if len(paths) > 4096:  # a few paths, polled again and again
+                paths.pop(next(iter(paths)))
+        return found
 
     @staticmethod
     def _path(service: int, path: bytes, prefix: CipPath) -> CipPath | tuple[()]:
