@@ -103,6 +103,22 @@ def test_s7_read_and_write_var_are_folded_and_counted_as_tshark_sees_them(shared
 
 
 @pytest.mark.skipif(TSHARK is None, reason="tshark is not installed")
+def test_s7comm_plus_and_empty_data_units_are_folded_and_counted_as_tshark_sees_them(
+        shared_data: Path) -> None:
+    """TIA Portal uploading OB1 from an S7-1200: S7comm-plus PDUs (protocol id 0x72; tshark
+    4.0 has no dissector for them, so counted by the byte after the COTP header) and COTP
+    data units without data (7-byte TPKTs) are all folded (before: none)."""
+    path = shared_data / "pcaps/ICS-Security-Tools/pcaps/s7/S7-1200-Uploading-OB1-TIAV12.pcap"
+    result = _same_as_the_decoders_way(path, ("s7comm",), "s7comm_folded_pdus")
+    plus = [line for line in _tshark(path, "-Y", "tpkt && cotp.type == 0x0f && tcp.payload[7:1] == 72")
+            if line]
+    empty = [line for line in _tshark(path, "-Y", "tpkt && cotp.type == 0x0f && tcp.len == 7")
+             if line]
+    assert result.events["s7commplus_pdu_request"] == len(plus) == 88
+    assert result.events["s7comm_folded_pdus"] == len(plus) + len(empty) == 131
+
+
+@pytest.mark.skipif(TSHARK is None, reason="tshark is not installed")
 @pytest.mark.parametrize("name", ["CIP/cip_only.pcap", "EthernetIP/EthernetIP-CIP.pcap"])
 def test_cip_explicit_messages_are_folded_and_counted_as_tshark_sees_them(
         shared_data: Path, name: str) -> None:
