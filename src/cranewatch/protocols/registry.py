@@ -26,8 +26,10 @@ from __future__ import annotations
 
 import importlib
 import sys
+from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from itertools import chain
 from typing import TYPE_CHECKING, Any
 
 from cranewatch.protocols.base import REGISTRY, DecoderSpec, Event
@@ -207,8 +209,7 @@ class FoldRun(ProtocolRun):
         feed, gap, source = view.feed, view.gap, view.batch.source
         stopped: set[int] = set()
         taken: list[int] = []
-        folded = 0
-        kinds: dict[str, int] = {}
+        given_all: list[tuple[str, ...]] = []  # what each folded PDU stands for
         columns = zip(candidate.tolist(), index[candidate].tolist(),
                       view.from_client[candidate].tolist(), decoded.payload_off[candidate].tolist(),
                       decoded.payload_len[candidate].tolist(), decoded.tcp_seq[candidate].tolist(),
@@ -227,9 +228,7 @@ class FoldRun(ProtocolRun):
                 if given is not None:
                     stream.next_seq = (seq + size) & 0xFFFFFFFF
                     taken.append(row)
-                    for kind in given:
-                        kinds[kind] = kinds.get(kind, 0) + 1
-                    folded += 1
+                    given_all.append(given)
                 elif feed is None:
                     stopped.add(flow_index)
                 else:  # not one to fold: the decoder gets it, in its turn
@@ -286,15 +285,13 @@ class FoldRun(ProtocolRun):
                 feed(flow, to_server, buf[off:off + size], ts, frame, source, row)
                 unfinished.discard(flow_index)  # it may have finished, or been given up on
             else:
-                for kind in given:
-                    kinds[kind] = kinds.get(kind, 0) + 1
-                folded += 1
+                given_all.append(given)
         if not taken:
             return rows
-        for kind, n in kinds.items():
+        for kind, n in Counter(chain.from_iterable(given_all)).items():
             count(kind, n)
-        if folded:
-            count(f"{self.protocol}_folded_pdus", folded)
+        if given_all:
+            count(f"{self.protocol}_folded_pdus", len(given_all))
         done = np.zeros(len(view.batch), dtype=bool)
         done[taken] = True
         return rows[~done[rows]]
