@@ -170,8 +170,9 @@ class FoldRun(ProtocolRun):
 
     A protocol's polling (S7 read var, OPC UA reads and publishes) gives events whose adapter
     gives no fact (``IGNORED``, or a converter that returns nothing for them), so no
-    detector, baseline or process check ever reads them. ``fold`` takes one whole PDU of a
-    flow's in-order segment when it is such a PDU: it updates the decoder's state the way its
+    detector, baseline or process check ever reads them. ``fold`` takes a flow's in-order
+    segment when it holds whole PDUs, each such a PDU (one, or several back to back: ENIP):
+    it updates the decoder's state the way its
     ``feed`` would (request/answer matching), and returns the kinds of the events ``feed``
     would have given (counted in the run's events, not built), or None to leave the segment
     to the decoder. ``fold`` must change nothing when it returns None, and must take only
