@@ -26,10 +26,8 @@ from __future__ import annotations
 
 import importlib
 import sys
-from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from itertools import chain
 from typing import TYPE_CHECKING, Any
 
 from cranewatch.protocols.base import REGISTRY, DecoderSpec, Event
@@ -210,7 +208,8 @@ class FoldRun(ProtocolRun):
         feed, gap, source = view.feed, view.gap, view.batch.source
         stopped: set[int] = set()
         taken: list[int] = []
-        given_all: list[tuple[str, ...]] = []  # what each folded PDU stands for
+        folded = 0
+        given_counts: dict[tuple[str, ...], int] = {}  # what folded segments stood for, how often
         columns = zip(candidate.tolist(), index[candidate].tolist(),
                       view.from_client[candidate].tolist(), decoded.payload_off[candidate].tolist(),
                       decoded.payload_len[candidate].tolist(), decoded.tcp_seq[candidate].tolist(),
@@ -229,7 +228,8 @@ class FoldRun(ProtocolRun):
                 if given is not None:
                     stream.next_seq = (seq + size) & 0xFFFFFFFF
                     taken.append(row)
-                    given_all.append(given)
+                    given_counts[given] = given_counts.get(given, 0) + 1
+                    folded += 1
                 elif feed is None:
                     stopped.add(flow_index)
                 else:  # not one to fold: the decoder gets it, in its turn
@@ -286,13 +286,18 @@ class FoldRun(ProtocolRun):
                 feed(flow, to_server, buf[off:off + size], ts, frame, source, row)
                 unfinished.discard(flow_index)  # it may have finished, or been given up on
             else:
-                given_all.append(given)
+                given_counts[given] = given_counts.get(given, 0) + 1
+                folded += 1
         if not taken:
             return rows
-        for kind, n in Counter(chain.from_iterable(given_all)).items():
+        kinds: dict[str, int] = {}  # in the order the kinds first came, as PDU by PDU
+        for given, n in given_counts.items():
+            for kind in given:
+                kinds[kind] = kinds.get(kind, 0) + n
+        for kind, n in kinds.items():
             count(kind, n)
-        if given_all:
-            count(f"{self.protocol}_folded_pdus", len(given_all))
+        if folded:
+            count(f"{self.protocol}_folded_pdus", folded)
         done = np.zeros(len(view.batch), dtype=bool)
         done[taken] = True
         return rows[~done[rows]]
