@@ -897,6 +897,7 @@ class Analysis:
         buf = batch.buf
         source = batch.source
         feed = self._feed
+        payload_sinks = self._payload_sinks
         columns = zip(rows.tolist(), index[rows].tolist(), from_client[rows].tolist(),
                       decoded.payload_off[rows].tolist(), decoded.payload_len[rows].tolist(),
                       decoded.tcp_seq[rows].tolist(), decoded.tcp_flags[rows].tolist(),
@@ -912,6 +913,8 @@ class Analysis:
                 side.stream.syn(seq)
                 if not size:
                     continue
+            if flow.protocol == "" and (flow.payloads_shown >= PAYLOADS_SHOWN or not payload_sinks):
+                continue  # undecided after its probes, and shown (a flow of no decoder's)
             data = buf[off : off + size]
             if flow.protocol is None:
                 self._choose(flow, data, to_server, frame)

@@ -536,17 +536,47 @@ def zeek_cip(record: zeek.ZeekRecord, result: zeek.ZeekResult) -> list[Event]:
                        operation=operation_of(service, classes), **zeek.ends(record))]
 
 
-# Services a fold leaves to the decoder: an unconnected send (a request inside) and forward
-# open/close (they name the connection's object), and their replies; a multiple-service
-# packet is folded when each message in it would be.
-_NOT_FOLDED = frozenset({0x52, 0x54, 0x5B, 0x4E})
+# What a fold leaves to the decoder: a request that opens or closes a connection (forward
+# open/close on the connection manager name the connection's object), a forward open's reply
+# (it records the connection), an unconnected send inside another message, and nested
+# multiple-service packets; a multiple-service packet is folded when each message in it
+# would be, an unconnected send with the request inside it.
+_CONNECTING = frozenset({0x54, 0x5B, 0x4E})
+_OPENED = frozenset({0x54, 0x5B})
+_UNCONNECTED_SEND = 0x52
 _MULTIPLE = 0x0A
 _ITEM = struct.Struct("<HH")  # CPF item type and length
+_NO_PATH: CipPath = ((), ())
+# a reply plan (sequence or None, messages) or a request plan (sequence or None, paths)
+_Plan = tuple[bool, int | None, Any]
 
 
-def _embedded(payload: bytes) -> list[bytes] | None:
+def _replies(payload: bytes) -> int | None:
+    """How many replies a multiple-service reply carries (``_embedded(payload, True)``'s
+    count, without cutting them out)."""
+    size = len(payload)
+    if size < 2:
+        return 0
+    count = payload[0] | payload[1] << 8
+    if 2 + 2 * count > size:
+        return None
+    start = payload[2] | payload[3] << 8 if count else 0
+    for index in range(count):
+        end = payload[4 + 2 * index] | payload[5 + 2 * index] << 8 if index + 1 < count else size
+        if not 0 < start < end <= size or end - start < 4:
+            return None
+        service = payload[start]
+        if not service & 0x80 or (service & 0x7F) in _OPENED or (service & 0x7F) == _MULTIPLE:
+            return None
+        start = end
+    return count
+
+
+def _embedded(payload: bytes, reply: bool) -> list[bytes] | None:
     """The messages of a multiple-service packet, None where ``EnipDecoder._multiple`` would
-    report a problem or meet a message it treats beyond one CipRequest/CipResponse each."""
+    report a problem or meet a message it treats beyond one CipRequest/CipResponse each (a
+    nested multiple-service packet, a reply inside a request or the other way round, a
+    forward open's reply)."""
     if len(payload) < 2:
         return []
     count = payload[0] | payload[1] << 8
@@ -560,7 +590,8 @@ def _embedded(payload: bytes) -> list[bytes] | None:
         if not 0 < start < end <= len(payload):
             return None
         msg = payload[start:end]
-        if len(msg) < 4 or (msg[0] & 0x7F) in _NOT_FOLDED or (msg[0] & 0x7F) == _MULTIPLE:
+        if len(msg) < 4 or bool(msg[0] & 0x80) != reply or (msg[0] & 0x7F) == _MULTIPLE or (
+                reply and (msg[0] & 0x7F) in _OPENED):
             return None
         out.append(msg)
     return out
@@ -568,22 +599,52 @@ def _embedded(payload: bytes) -> list[bytes] | None:
 
 class EnipRun(FoldRun):
     """EtherNet/IP's batch path: SendRRData/SendUnitData with one CIP message (explicit
-    polling: get attribute, read/write tag, multiple-service packets of them ...) none of
-    plc-control's, and its reply, one encapsulation per segment, folded (the request's paths
+    polling: get attribute, read/write tag, multiple-service packets of them, unconnected
+    sends of one ...) none of plc-control's, and its reply, folded (the request's paths
     remembered for its reply, as ``EnipDecoder`` does; the connection's object prefixed as
-    there)."""
+    there). A segment of several encapsulations is folded when each of them would be."""
 
     decoder_type = EnipDecoder
 
     def fold(self, decoder: Any, from_client: bool, buf: bytes, off: int, size: int,
              frame: int) -> tuple[str, ...] | None:
-        # SendRRData (0x6F) or SendUnitData (0x70) of exactly this segment, two CPF items:
-        # a null or connected address, then unconnected or connected data
-        if (size < 44 or buf[off + 1] or buf[off] not in (0x6F, 0x70)
-                or 24 + (buf[off + 2] | buf[off + 3] << 8) != size or buf[off + 30] != 2 or buf[off + 31]):
-            return None
         buffer = decoder._buffers[from_client]
-        if buffer._data or size > buffer.limit or decoder.ctx.transport != "tcp":
+        if buffer._data or decoder.ctx.transport != "tcp":
+            return None
+        end = off + size
+        length = 24 + (buf[off + 2] | buf[off + 3] << 8) if size >= 24 else 0
+        if length == size:  # the common case: one encapsulation in the segment
+            plan = self._plan(decoder, buf, off, size)
+            if plan is None:
+                return None
+            plans = [plan]
+        else:
+            plans = []
+            at = off
+            while at < end:
+                length = 24 + (buf[at + 2] | buf[at + 3] << 8) if end - at >= 24 else 0
+                if not length or at + length > end:  # a PDU cut by the segment: the decoder's
+                    return None
+                plan = self._plan(decoder, buf, at, length)
+                if plan is None:
+                    return None
+                plans.append(plan)
+                at += length
+        buffer.resyncing = False
+        if len(plans) == 1:
+            return self._apply(decoder, from_client, plans[0], frame)
+        given: tuple[str, ...] = ()
+        for plan in plans:
+            given += self._apply(decoder, from_client, plan, frame)
+        return given
+
+    def _plan(self, decoder: Any, buf: bytes, off: int, size: int) -> _Plan | None:
+        """What one encapsulation of ``size`` bytes at ``off`` does, without doing it; None
+        to leave it to the decoder."""
+        # SendRRData (0x6F) or SendUnitData (0x70), two CPF items: a null or connected
+        # address, then unconnected or connected data
+        if (size < 44 or buf[off + 1] or buf[off] not in (0x6F, 0x70)
+                or buf[off + 30] != 2 or buf[off + 31] or size > decoder._buffers[0].limit):
             return None
         address, address_size = _ITEM.unpack_from(buf, off + 32)
         if address == 0 and address_size == 0:
@@ -604,58 +665,116 @@ class EnipRun(FoldRun):
             msg = buf[at + 4:off + size]
         else:
             return None
-        service = msg[0] & 0x7F if msg else 0
-        if len(msg) < 4 or service in _NOT_FOLDED:
+        if len(msg) < 4:
             return None
-        command = EnipCommandRequest.kind if from_client else EnipCommandResponse.kind
+        service = msg[0] & 0x7F
         if msg[0] & 0x80:
+            if service in _OPENED:
+                return None
             messages = 1
             if service == _MULTIPLE and msg[2] in (0, 0x1E):
-                embedded = _embedded(msg[4 + 2 * msg[3]:])
-                if embedded is None:
+                inside = _replies(msg[4 + 2 * msg[3]:])
+                if inside is None:
                     return None
-                messages += len(embedded)
+                messages += inside
+            return True, sequence, messages
+        prefix = decoder._connections.get(connection_id, _NO_PATH) if connection_id is not None \
+            else _NO_PATH
+        if service != _MULTIPLE and service != _UNCONNECTED_SEND:  # one request: its path
+            path_end = 2 + 2 * msg[1]
+            if path_end > len(msg):
+                return None
+            path = self._lookup(service, msg[2:path_end], prefix)
+            return (False, sequence, [path]) if path else None
+        seen = self._seen
+        key = (msg, prefix)
+        if key in seen:
+            request = seen[key]
+        else:  # a request not seen before (polling repeats a few)
+            request = seen[key] = self._request(msg, prefix)
+            if len(seen) > 4096:
+                seen.pop(next(iter(seen)))
+        if request is None:
+            return None
+        return False, sequence, list(request)  # the decoder may append to its own
+
+    def _request(self, msg: bytes, prefix: CipPath) -> list[CipPath] | None:
+        """The paths of a request message and the ones inside it, in the decoder's order; None
+        to leave it to the decoder."""
+        service = msg[0]
+        request = []
+        parts: list[bytes] = [msg]
+        if service == _MULTIPLE:
+            path_end = 2 + 2 * msg[1]
+            embedded = _embedded(msg[path_end:], False) if path_end <= len(msg) else None
+            if embedded is None:
+                return None
+            parts += embedded
+        depth = 0
+        while depth < len(parts):
+            part = parts[depth]
+            path_end = 2 + 2 * part[1]
+            if path_end > len(part):
+                return None
+            path = self._lookup(part[0], part[2:path_end], prefix if depth == 0 else _NO_PATH)
+            if not path:
+                return None
+            request.append(path)
+            if part[0] == _UNCONNECTED_SEND and path[0][:1] == (CONNECTION_MANAGER_CLASS,):
+                if depth or service != _UNCONNECTED_SEND:  # one inside another: the decoder's
+                    return None
+                payload = part[path_end:]  # the decoder unwraps the request inside
+                if len(payload) >= 4:
+                    inner_size = payload[2] | payload[3] << 8
+                    inner = payload[4:4 + inner_size]
+                    if len(inner) == inner_size and inner_size:
+                        if len(inner) < 2 or inner[0] & 0x80 or inner[0] == _MULTIPLE:
+                            return None
+                        parts.append(inner)
+            depth += 1
+        return request
+
+    @staticmethod
+    def _apply(decoder: Any, from_client: bool, plan: _Plan, frame: int) -> tuple[str, ...]:
+        """Do what ``_plan`` found, as the decoder would; the kinds of the events it gives."""
+        reply, sequence, what = plan
+        command = EnipCommandRequest.kind if from_client else EnipCommandResponse.kind
+        if reply:
             if sequence is not None:
                 found = decoder._connected.pop(sequence, None)
             else:
                 found = decoder._unconnected.popleft() if decoder._unconnected else None
-            decoder._reply_index = messages if found is not None else 0
-            buffer.resyncing = False
-            return (command,) + (CipResponse.kind,) * messages
-        request = []
-        paths = self._paths
-        for depth, part in enumerate(self._requests(msg)):
-            if part is None:
-                return None
-            path_end = 2 + 2 * part[1]
-            if path_end > len(part):
-                return None
-            prefix = decoder._connections.get(connection_id, ((), ())) if depth == 0 and \
-                connection_id is not None else ((), ())
-            key = (part[0], part[2:path_end], prefix)
-            path = paths.get(key)
-            if path is None:
-                path = paths[key] = self._path(*key)
-                if len(paths) > 4096:  # a few paths, polled again and again
-                    paths.pop(next(iter(paths)))
-            if not path:
-                return None
-            request.append(path)
-        decoder._request = request
+            decoder._reply_index = what if found is not None else 0
+            return (command,) + (CipResponse.kind,) * what
+        decoder._request = what
         if sequence is not None:
             connected = decoder._connected
-            connected[sequence] = (request, frame)
+            connected[sequence] = (what, frame)
             if len(connected) > 256:
                 connected.pop(next(iter(connected)))
         else:
-            decoder._unconnected.append((request, frame))
-        buffer.resyncing = False
-        return (command,) + (CipRequest.kind,) * len(request)
+            decoder._unconnected.append((what, frame))
+        return (command,) + (CipRequest.kind,) * len(what)
 
     def __init__(self) -> None:
         # (service, path, connection's classes and instances) -> the request's classes and
-        # instances as the decoder records them; () for a request plc-control judges
+        # instances as the decoder records them; () for a request plc-control judges or one
+        # that opens or closes a connection
         self._paths: dict[tuple[int, bytes, CipPath], CipPath | tuple[()]] = {}
+        # (multiple-service packet or unconnected send, connection's classes and
+        # instances) -> ``_request``
+        self._seen: dict[tuple[bytes, CipPath], list[CipPath] | None] = {}
+
+    def _lookup(self, service: int, path: bytes, prefix: CipPath) -> CipPath | tuple[()]:
+        """``_path``, remembered."""
+        paths = self._paths
+        key = (service, path, prefix)
+        found = paths.get(key)
+        if found is None:
+            found = paths[key] = self._path(service, path, prefix)
+            if len(paths) > 4096:  # a few paths, polled again and again
+                paths.pop(next(iter(paths)))
+        return found
 
     @staticmethod
     def _path(service: int, path: bytes, prefix: CipPath) -> CipPath | tuple[()]:
@@ -663,20 +782,12 @@ class EnipRun(FoldRun):
             classes, instances, _, _ = parse_epath(path)
         except Exception:  # the decoder's own way meets it (and says so)
             return ()
+        if service in _CONNECTING and classes[:1] == (CONNECTION_MANAGER_CLASS,):
+            return ()
         classes, instances = prefix[0] + classes, prefix[1] + instances
         if command_operation(service, classes, operation_of(service, classes)):
             return ()
         return classes, instances
-
-    @staticmethod
-    def _requests(msg: bytes) -> list[bytes | None]:
-        """A request and, for a multiple-service packet, the requests in it (pre-order);
-        None for one the fold leaves to the decoder."""
-        if msg[0] != _MULTIPLE:
-            return [msg]
-        path_end = 2 + 2 * msg[1]
-        embedded = _embedded(msg[path_end:]) if path_end <= len(msg) else None
-        return [msg, *embedded] if embedded is not None else [None]
 
 
 PROTOCOL = register_protocol(ProtocolSpec(

@@ -194,8 +194,9 @@ class FoldRun(ProtocolRun):
 
     A protocol's polling (S7 read var, OPC UA reads and publishes) gives events whose adapter
     gives no fact (``IGNORED``, or a converter that returns nothing for them), so no
-    detector, baseline or process check ever reads them. ``fold`` takes one whole PDU of a
-    flow's in-order segment when it is such a PDU: it updates the decoder's state the way its
+    detector, baseline or process check ever reads them. ``fold`` takes a flow's in-order
+    segment when it holds whole PDUs, each such a PDU (one, or several back to back: ENIP):
+    it updates the decoder's state the way its
     ``feed`` would (request/answer matching), and returns the kinds of the events ``feed``
     would have given (counted in the run's events, not built), or None to leave the segment
     to the decoder. ``fold`` must change nothing when it returns None, and must take only
@@ -234,7 +235,7 @@ class FoldRun(ProtocolRun):
         stopped: set[int] = set()
         taken: list[int] = []
         folded = 0
-        kinds: dict[str, int] = {}
+        given_counts: dict[tuple[str, ...], int] = {}  # what folded segments stood for, how often
         columns = zip(candidate.tolist(), index[candidate].tolist(),
                       view.from_client[candidate].tolist(), decoded.payload_off[candidate].tolist(),
                       decoded.payload_len[candidate].tolist(), decoded.tcp_seq[candidate].tolist(),
@@ -253,8 +254,7 @@ class FoldRun(ProtocolRun):
                 if given is not None:
                     stream.next_seq = (seq + size) & 0xFFFFFFFF
                     taken.append(row)
-                    for kind in given:
-                        kinds[kind] = kinds.get(kind, 0) + 1
+                    given_counts[given] = given_counts.get(given, 0) + 1
                     folded += 1
                 elif feed is None:
                     stopped.add(flow_index)
@@ -312,11 +312,14 @@ class FoldRun(ProtocolRun):
                 feed(flow, to_server, buf[off:off + size], ts, frame, source, row)
                 unfinished.discard(flow_index)  # it may have finished, or been given up on
             else:
-                for kind in given:
-                    kinds[kind] = kinds.get(kind, 0) + 1
+                given_counts[given] = given_counts.get(given, 0) + 1
                 folded += 1
         if not taken:
             return rows
+        kinds: dict[str, int] = {}  # in the order the kinds first came, as PDU by PDU
+        for given, n in given_counts.items():
+            for kind in given:
+                kinds[kind] = kinds.get(kind, 0) + n
         for kind, n in kinds.items():
             count(kind, n)
         if folded:

@@ -546,24 +546,34 @@ def set_clock(event: S7UserDataRequest) -> list[PlcCommand]:
 # and their answers are IGNORED, so a batch folds them (``registry.FoldRun``).
 POLLED_FUNCTIONS = frozenset({0x04, 0x05})
 _S7_HEADER = struct.Struct(">HHH")  # pdu_ref, parameter length, data length
-_JOB, _ACK = (S7JobRequest.kind,), (S7JobResponse.kind,)
+_JOB, _ACK, _PLUS = (S7JobRequest.kind,), (S7JobResponse.kind,), (S7PlusRequest.kind,)
 
 
 class S7Run(FoldRun):
-    """S7comm's batch path: read/write var jobs and their Ack_Data, one whole TPKT per
-    segment, folded (the job's frame remembered for its answer, as ``S7Decoder`` does)."""
+    """S7comm's batch path: read/write var jobs and their Ack_Data, S7comm-plus PDUs and
+    empty data units, one whole TPKT per segment, folded (the job's frame remembered for its
+    answer, as ``S7Decoder`` does)."""
 
     decoder_type = S7Decoder
 
     def fold(self, decoder: Any, from_client: bool, buf: bytes, off: int, size: int,
              frame: int) -> tuple[str, ...] | None:
         # TPKT v3 of exactly this segment, COTP DT (length indicator 2) last unit, S7 0x32.
-        if (size < 21 or buf[off] != 3 or buf[off + 1] or (buf[off + 2] << 8 | buf[off + 3]) != size
-                or buf[off + 4] != 2 or buf[off + 5] != 0xF0 or not buf[off + 6] & 0x80
-                or buf[off + 7] != 0x32):
+        if (size < 7 or buf[off] != 3 or buf[off + 1] or (buf[off + 2] << 8 | buf[off + 3]) != size
+                or buf[off + 4] != 2 or buf[off + 5] != 0xF0):
             return None
         buffer = decoder._buffers[from_client]
         if buffer._data or decoder._segments[from_client] or size > buffer.limit:
+            return None
+        if size == 7:  # a data unit without data (S7comm-plus keep-alives): no event
+            buffer.resyncing = False
+            return ()
+        if not buf[off + 6] & 0x80:
+            return None
+        if buf[off + 7] == 0x72:  # S7comm-plus: one event, no state (no detector reads it)
+            buffer.resyncing = False
+            return _PLUS
+        if size < 21 or buf[off + 7] != 0x32:
             return None
         rosctr = buf[off + 8]
         pdu_ref, param_len, data_len = _S7_HEADER.unpack_from(buf, off + 11)
