@@ -7,12 +7,14 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from cranewatch.process.engine import ProcessSink, read_captures
 from cranewatch.process.signals import grid_step
 from cranewatch.process.slices import HOLD_S, SlicedChecks, _cut_open, sliced_findings
 from cranewatch.profile import load_profile
+from cranewatch.protocols.modbus import RegisterSeries
 
 DATA = Path(__file__).resolve().parents[1] / "src" / "cranewatch" / "data"
 PROFILE = DATA / "profiles" / "sts-07.toml"
@@ -103,3 +105,71 @@ def test_incidents_open_when_the_frame_is_cut_count_once_and_keep_their_end(
         return [(f.id, f.count, f.first_seen, f.last_seen, f.severity) for f in findings]
 
     assert whole and facts(sliced) == facts(whole)
+
+
+def _hoist_load(master: str, ts: np.ndarray, raw: np.ndarray) -> RegisterSeries:
+    """Answers of one master to reads of IR 1 (hoist_load, 0.1 t a step) from the crane PLC."""
+    return RegisterSeries(master=master, slave="10.20.7.10", unit_id=1, function=4, address=1,
+                          quantity=1, ts=ts, frame=np.arange(1, len(ts) + 1),
+                          values=raw.astype(np.int64).reshape(-1, 1), source="t.pcap")
+
+
+def test_masters_disagree_across_slice_boundaries_counts_as_the_whole_run() -> None:
+    """Two masters poll hoist_load at 5 Hz, 0.1 s apart. The PLC's value is flat (10.0 t) for
+    60 s, then swings by 2.0 t every 0.8 s for 60 s (a typical poll-to-poll change of 2.0 t
+    there). One master's answers are raised by 1.0 t in the flat minute at 20.0-30.8 s (55
+    answers: one incident across the 5 s slices' boundaries at 25 and 30 s), 45.0-45.4 s (3
+    answers: the shortest incident) and 50.0-50.2 s (2: too short). In the flat minute the
+    tolerance is 2 register steps (0.2 t) + 3 x 0 t, so by hand: 2 incidents, first seen at
+    20.1 s, last seen at 45.5 s (the grid's rows are at the second master's reads, x.1 s, x.3 s
+    ...: a raised answer is on the grid from the next row on). Before, the typical change was the median over the whole
+    series handed to the check (2.0 t: tolerance 6.2 t, nothing found in a whole run) or over
+    each slice's frame (0 t in the flat minute: both incidents), so sliced and whole differed."""
+    t0 = 1_000_000.0  # on the epoch's 5 s blocks
+    k = np.arange(600)
+    ts_b = t0 + 0.2 * k + 0.1
+    raw_b = np.where(0.2 * k + 0.1 < 60.0, 100, 100 + 20 * ((k // 4) % 2))
+    ts_a = t0 + 0.2 * k[1:]
+    raw_a = raw_b[:-1].copy()  # what the PLC held when the first master read it, 0.1 s before
+    offset = 0.2 * k[1:]
+    raw_a[(offset >= 19.99) & (offset < 30.9)] += 10
+    raw_a[(offset >= 44.99) & (offset < 45.5)] += 10
+    raw_a[(offset >= 49.99) & (offset < 50.3)] += 10
+    series = [_hoist_load("10.20.7.30", ts_a, raw_a), _hoist_load("10.20.7.20", ts_b, raw_b)]
+    sink = ProcessSink(profile=load_profile(PROFILE), series=series)
+    whole = sink.finish()
+    sliced = sliced_findings(sink, series, step_s=3.0, slice_s=5.0, lookback_s=20.0,
+                             lookahead_s=15.0, dt=grid_step(sink.signals()))
+    assert sliced == whole
+    disagree = [f for f in whole if f.rule == "process-masters-disagree"]
+    # the first master's raised answers against the second's; the second's honest answers,
+    # bracketed by the first's raised and honest ones, never have two that agree around them
+    assert [(f.count, f.evidence[0].values["master"]) for f in disagree] == [(2, "10.20.7.30")]
+    assert disagree[0].first_seen == pytest.approx(t0 + 20.1, abs=0.01)
+    assert disagree[0].last_seen == pytest.approx(t0 + 45.5, abs=0.01)
+
+
+def test_a_frame_too_long_leaves_what_it_judged_at_its_edge_to_the_next_slice() -> None:
+    """Frames longer than ``max_span_s`` (here every frame after the first few): an incident
+    that starts in the frame's last ``lookahead_s`` is judged without what follows it. The PLC's
+    value is flat for 55 s, then swings by 2.0 t every 0.8 s; one master's answers are 1.0 t
+    higher at 50.0-53.8 s. Their tolerance comes from the 5 s blocks around them, 45-60 s, where
+    the swings from 55 s on make the typical change 2.0 t (6.2 t): no incident in a whole run.
+    Before, a frame ending at 53.9 s (values handed out every 3 s) saw no change there
+    (tolerance 0.2 t), took the stretch as an incident, and the sliced run found one the whole
+    run does not."""
+    t0 = 1_000_000.0
+    k = np.arange(600)
+    ts_b = t0 + 0.2 * k + 0.1
+    raw_b = np.where(0.2 * k + 0.1 < 55.0, 100, 100 + 20 * ((k // 4) % 2))
+    ts_a = t0 + 0.2 * k[1:]
+    raw_a = raw_b[:-1].copy()
+    offset = 0.2 * k[1:]
+    raw_a[(offset >= 49.99) & (offset < 53.9)] += 10
+    series = [_hoist_load("10.20.7.30", ts_a, raw_a), _hoist_load("10.20.7.20", ts_b, raw_b)]
+    sink = ProcessSink(profile=load_profile(PROFILE), series=series)
+    assert sink.finish() == []
+    for step_s in (1.0, 2.0, 3.0):
+        sliced = sliced_findings(sink, series, step_s=step_s, slice_s=5.0, lookback_s=20.0,
+                                 lookahead_s=15.0, max_span_s=30.0, dt=grid_step(sink.signals()))
+        assert sliced == [], f"values handed out every {step_s} s"

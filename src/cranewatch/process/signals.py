@@ -479,7 +479,9 @@ def frame_on_grid(signals: Mapping[str, Signal], t: np.ndarray, dt: float) -> Si
         safe = np.where(known, idx, 0)
         columns[name] = np.where(known, signal.values[safe], np.nan)
         age[name] = np.where(known, t - signal.ts[safe], np.inf)
-        frames[name] = np.where(known, signal.frames[safe], 0)
+        held = np.where(known, signal.frames[safe], 0)
+        # capture frame numbers, read only for evidence: 4 bytes a row where they fit
+        frames[name] = held.astype(np.int32) if len(held) and held.max() < 2**31 else held
     source = next((s.source for s in signals.values() if s.source), "")
     return SignalFrame(t, dt, columns, age, {n: s.spec for n, s in signals.items()}, source,
                        frames)

@@ -216,9 +216,13 @@ class SlicedChecks:
         incidents = check_frame(frame, config, self.sink.baseline, signals, self.segment)
         last_row = float(frame.t[-1])
         forced = not final and ext1 - ext0 > self.max_span_s
-        settled_before = math.inf if (final or forced) else c1
+        # A frame grown beyond ``max_span_s`` (an incident open all along): what starts before
+        # its last ``lookahead_s`` is taken, open or not (an open one as it stands); the rest,
+        # judged at the frame's edge, is the next slice's
+        settled_before = math.inf if final else (last_row - self.lookahead_s if forced else c1)
         owned: list[tuple[CheckContext, Incident]] = []
         going_on: list[tuple[str, str, float, bool]] = []  # open ones taken before, as they go on
+        opened: set[tuple[str, str]] = set()
         for ctx, inc in incidents:
             start_t = float(frame.t[inc.start])
             pad = _pad_rows(ctx, inc)
@@ -228,21 +232,26 @@ class SlicedChecks:
                 if (inc.rule, inc.signal) in self._open and float(frame.t[inc.end]) >= c0 - dt:
                     going_on.append((inc.rule, inc.signal, float(frame.t[inc.end]), still_open))
                 continue  # an earlier slice's
-            if not (final or forced) and start_t >= c1:
+            if start_t >= settled_before:
                 continue  # the next slice's
-            if not (final or forced) and still_open:
-                settled_before = min(settled_before, start_t)  # open: the next slice finds it again
-                continue
+            if not final and still_open:
+                if forced:
+                    opened.add((inc.rule, inc.signal))  # taken as it stands; the next slices move its end on
+                else:
+                    settled_before = min(settled_before, start_t)  # the next slice finds it again
+                    continue
             owned.append((ctx, inc))
-            if forced and still_open:
-                self._open.add((inc.rule, inc.signal))
+        going: set[tuple[str, str]] = set()
         for rule, signal, end, still_open in going_on:
             group = self._groups.get((rule, signal))
             if group is not None:
                 group.last_seen = max(group.last_seen, end)
-            if not still_open or final:
-                self._open.discard((rule, signal))
-        if settled_before <= c0 and not (final or forced):
+            if still_open and not final:
+                going.add((rule, signal))
+        # one (rule, signal) may have other incidents here (taken whole before): it is let go
+        # of only when none of them is still open
+        self._open = (self._open - ({(rule, signal) for rule, signal, _, _ in going_on} - going)) | opened
+        if settled_before <= c0 and not final:
             # an incident open at the slice's start: wait for more values (a slice's worth:
             # checking the growing frame at every hand-out would cost it again each time)
             self._wait_until = ext1 + self.slice_s
@@ -250,12 +259,10 @@ class SlicedChecks:
         for ctx, inc in owned:
             if float(frame.t[inc.start]) < settled_before:
                 self._keep(ctx, inc)
-        if final or forced:
+        if final:
             self._watermark = last_row + dt
-            if final:
-                return False
-        else:
-            self._watermark = settled_before
+            return False
+        self._watermark = settled_before
         self._drop_before(self._watermark - self.lookback_s - HOLD_S)
         return True
 

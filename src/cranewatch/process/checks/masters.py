@@ -20,6 +20,11 @@ from cranewatch.process.signals import Signal
 
 MAX_GAP_S = 0.6  # the other master's bracketing samples must be this close
 MIN_DISAGREEING = 3  # consecutive samples
+# The signal's typical poll-to-poll change is measured around each sample: over the blocks of
+# this many seconds (on the epoch, not on the capture's start) holding it and its two
+# neighbours. Local, so a check of any stretch holding those blocks (a slice of the run with
+# its look-back, ``process.slices``) judges each sample exactly as the whole run does.
+NOISE_BLOCK_S = 5.0
 
 
 def _disagreements(signal: Signal, one: int, other: int) -> tuple[np.ndarray, np.ndarray]:
@@ -36,18 +41,43 @@ def _disagreements(signal: Signal, one: int, other: int) -> tuple[np.ndarray, np
     before = after - 1
     close = ok & (ts_a - ts_b[before] <= MAX_GAP_S) & (ts_b[after] - ts_a <= MAX_GAP_S)
     stable = vb[before] == vb[after]
-    if signal.spec.type == "bit":
-        tolerance = 0.0
-    else:
+    tolerance: float | np.ndarray = 0.0  # bits: exactly
+    if signal.spec.type != "bit":
         # Sensor noise: two reads of different PLC cycles differ by about what one master's
-        # consecutive reads differ by.
-        steps = np.abs(np.diff(vb))
-        steps = steps[steps > 0]
-        noise = float(np.median(steps)) if len(steps) else 0.0
+        # consecutive reads differ by (there and then).
+        noise = local_noise(ts_b, vb, ts_a)
         tolerance = 2.0 * signal.spec.scale + 3.0 * noise
     residual = va - vb[before]
     bad = close & stable & (np.abs(residual) > tolerance)
     return bad, residual
+
+
+def local_noise(ts: np.ndarray, values: np.ndarray, at: np.ndarray) -> np.ndarray:
+    """For each instant of ``at``: the median of the non-zero changes between consecutive
+    ``values`` (each dated by its later sample) in the ``NOISE_BLOCK_S`` block of the epoch
+    holding the instant and the blocks either side; 0 where there is none."""
+    steps = np.abs(np.diff(values))
+    keep = steps > 0
+    out = np.zeros(len(at))
+    if not keep.any() or not len(at):
+        return out
+    steps = steps[keep]
+    blocks = np.floor(ts[1:][keep] / NOISE_BLOCK_S).astype(np.int64)
+    # every change counts for its own block and both neighbours (the centres it is near)
+    centre = np.concatenate((blocks - 1, blocks, blocks + 1))
+    pooled = np.concatenate((steps, steps, steps))
+    order = np.lexsort((pooled, centre))
+    centre, pooled = centre[order], pooled[order]
+    wanted = np.floor(at / NOISE_BLOCK_S).astype(np.int64)
+    lo = np.searchsorted(centre, wanted, side="left")
+    hi = np.searchsorted(centre, wanted, side="right")
+    n = hi - lo
+    has = n > 0
+    # np.median: the middle value, or the mean of the two middle values of an even count
+    left = lo[has] + (n[has] - 1) // 2
+    right = lo[has] + n[has] // 2
+    out[has] = (pooled[left] + pooled[right]) / 2.0
+    return out
 
 
 def check_masters_disagree(ctx: CheckContext) -> list[Incident]:
