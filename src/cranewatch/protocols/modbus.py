@@ -1449,14 +1449,22 @@ def _fold_reads(book: ModbusBook, contexts: list[FlowContext], source: str, data
         order, bounds = _group_bounds(req_group, ngroups)
         ts = data.ts[new_req][order]
         starts = np.array(bounds[:-1])
-        lo = np.minimum.reduceat(ts, starts).tolist()
-        hi = np.maximum.reduceat(ts, starts).tolist()
-        for g, start, end, first_ts, last_ts in zip(req_group[order[starts]].tolist(), bounds,
-                                                    bounds[1:], lo, hi, strict=False):
+        present = req_group[order[starts]]
+        counts = np.diff(np.array(bounds))
+        lo = np.minimum.reduceat(ts, starts)
+        hi = np.maximum.reduceat(ts, starts)
+        if not _tally_groups(book, pairs, keys[present], lo, hi, counts):
+            for g, first_ts, last_ts, n in zip(present.tolist(), lo.tolist(), hi.tolist(),
+                                               counts.tolist(), strict=True):
+                master, slave, u, f, a, q = key_of[g]
+                book.tally_request(master, slave, u, f, a, q, first_ts, last_ts, n)
+        series = book.series
+        for g, n in zip(present.tolist(), counts.tolist(), strict=True):
             key = key_of[g]
-            master, slave, u, f, a, q = key
-            book.tally_request(master, slave, u, f, a, q, first_ts, last_ts, end - start)
-            book.read_requests(key, end - start, source)
+            parts = series.get(key)
+            if parts is None:
+                parts = series[key] = _SeriesParts(source=source)
+            parts.requests += n
 
     if len(resp_j) == 0:
         return
@@ -1467,6 +1475,86 @@ def _fold_reads(book: ModbusBook, contexts: list[FlowContext], source: str, data
     resp_group[from_batch] = group_of_row[rows[req_src[from_batch]]]
     resp_group[~from_batch] = inverse[len(new_req):]
     _fold_answers(book, data, resp_rows, resp_group, key_of)
+
+
+def _tally_groups(book: ModbusBook, pairs: list[tuple[str, str]], keys: np.ndarray,
+                  first: np.ndarray, last: np.ndarray, counts: np.ndarray) -> bool:
+    """``ModbusBook.tally_request`` for many series keys of read requests at once (``keys``
+    as ``_series_keys`` packs them, with the first and last request time and the number of
+    requests of each): summed per master and per slave with NumPy, then one dict update per
+    (host, function), (host, range), (host, peer) and (host, unit) instead of one call per key.
+
+    Returns False, changing nothing, when a bound (``MAX_PEERS``, ``MAX_RANGES``) could be
+    reached in this batch: which peers and ranges a full tally keeps depends on the order
+    they come in, and the caller then tallies key by key as before.
+    """
+    if len(keys) == 0:
+        return True
+    hosts: dict[str, int] = {}
+    pair_host = np.array([[hosts.setdefault(name, len(hosts)) for name in pair] for pair in pairs],
+                         dtype=np.int64).reshape(-1, 2)
+    names = list(hosts)
+    nhosts = np.int64(len(names))
+    pair = (keys >> np.uint64(48)).astype(np.int64)
+    unit = ((keys >> np.uint64(40)) & np.uint64(0xFF)).astype(np.int64)
+    function = ((keys >> np.uint64(32)) & np.uint64(0xFF)).astype(np.int64)
+    # function, address and quantity, as _series_keys packed them
+    span = (keys & np.uint64(0xFF_FFFF_FFFF)).astype(np.int64)
+    counts = counts.astype(np.int64)
+    plans = []
+    for side, tallies in ((0, book.masters), (1, book.slaves)):
+        me = pair_host[pair, side]
+        other = pair_host[pair, 1 - side]
+        mine = np.unique(me).tolist()
+        fresh = sum(1 for h in mine if names[h] not in tallies)
+        if len(tallies) + fresh > MAX_PEERS:
+            return False
+        peer_pairs = np.unique(me * nhosts + other)
+        range_keys, range_of = np.unique(me << np.int64(40) | span, return_inverse=True)
+        range_counts = np.bincount(range_of.reshape(-1), weights=counts).astype(np.int64)
+        peers_of = np.bincount(peer_pairs // nhosts, minlength=len(names))
+        ranges_of = np.bincount(range_keys >> np.int64(40), minlength=len(names))
+        for h in mine:
+            tally = tallies.get(names[h])
+            if tally is not None and (len(tally.peers) + peers_of[h] > MAX_PEERS
+                                      or len(tally.ranges) + ranges_of[h] > MAX_RANGES):
+                return False
+        plans.append((tallies, me, mine, peer_pairs, range_keys, range_counts))
+    for tallies, me, mine, peer_pairs, range_keys, range_counts in plans:
+        of_host: dict[int, PeerTally] = {}
+        for h in mine:
+            tally = tallies.get(names[h])
+            if tally is None:
+                tally = tallies[names[h]] = PeerTally(names[h])
+            of_host[h] = tally
+        for h, peer in zip((peer_pairs // nhosts).tolist(), (peer_pairs % nhosts).tolist(),
+                           strict=True):
+            of_host[h].peers.add(names[peer])
+        for code in np.unique(me << np.int64(8) | unit).tolist():
+            of_host[code >> 8].units.add(code & 0xFF)
+        by_function, function_of = np.unique(me << np.int64(8) | function, return_inverse=True)
+        function_counts = np.bincount(function_of.reshape(-1), weights=counts).astype(np.int64)
+        for code, n in zip(by_function.tolist(), function_counts.tolist(), strict=True):
+            functions = of_host[code >> 8].functions
+            functions[code & 0xFF] = functions.get(code & 0xFF, 0) + n
+        for code, n in zip(range_keys.tolist(), range_counts.tolist(), strict=True):
+            fc, address, quantity = (code >> 32) & 0xFF, (code >> 16) & 0xFFFF, code & 0xFFFF
+            table = TABLE_OF_FUNCTION.get(fc)
+            if table is None:
+                continue
+            access = "read" if fc in READ_FUNCTIONS or fc == 24 else "write"
+            rng = (table, address, quantity or 1, access)
+            ranges = of_host[code >> 40].ranges
+            ranges[rng] = ranges.get(rng, 0) + n
+        low = np.full(len(names), np.inf)
+        high = np.full(len(names), -np.inf)
+        np.minimum.at(low, me, first)
+        np.maximum.at(high, me, last)
+        for h in mine:
+            tally = of_host[h]
+            tally.first_seen = min(tally.first_seen, float(low[h]))
+            tally.last_seen = max(tally.last_seen, float(high[h]))
+    return True
 
 
 def _fold_answers(book: ModbusBook, data: FastInput, rows: np.ndarray, group: np.ndarray,
