@@ -1597,8 +1597,9 @@ def _tally_groups(book: ModbusBook, pairs: list[tuple[str, str]], keys: np.ndarr
         ranges_of = np.bincount(range_keys >> np.int64(40), minlength=len(names))
         for h in mine:
             tally = tallies.get(names[h])
-            if tally is not None and (len(tally.peers) + peers_of[h] > MAX_PEERS
-                                      or len(tally.ranges) + ranges_of[h] > MAX_RANGES):
+            known_peers, known_ranges = (0, 0) if tally is None else (len(tally.peers),
+                                                                      len(tally.ranges))
+            if known_peers + peers_of[h] > MAX_PEERS or known_ranges + ranges_of[h] > MAX_RANGES:
                 return False
         plans.append((tallies, me, mine, peer_pairs, range_keys, range_counts))
     for tallies, me, mine, peer_pairs, range_keys, range_counts in plans:
