@@ -153,6 +153,44 @@ def test_many_small_series_come_out_as_the_sorting_reference_gives_them() -> Non
     assert three.frame.tolist() == [10, 11]
 
 
+def _summaries(book: ModbusBook) -> list[tuple[object, ...]]:
+    return [(s.master, s.slave, s.address, s.summary, len(s.ts),
+             float(s.ts[0]) if len(s.ts) else None, int(s.frame[0]) if len(s.frame) else None,
+             s.requests, s.exceptions, s.unanswered, s.source) for s in book.take_series()]
+
+
+def test_slices_nobody_takes_leave_the_summaries_taken_slices_leave() -> None:
+    folded, taken = ModbusBook(), ModbusBook()
+    for book in (folded, taken):
+        for round_ in range(3):  # three slices, then the end
+            for i in range(600):
+                key = (f"10.2.{i % 30}.1", f"10.3.{i // 30}.2", 1, 4, i % 5, 2)
+                book.read_requests(key, 1 + round_, "e.pcap" if i % 2 else "")
+                if i % 4 == 0:
+                    book.read_unanswered(key)
+                base = 100.0 * round_ + i
+                kind = i % 5
+                if kind == 1:
+                    _answers(book, key, [base, base + 1], [2 * i, 2 * i + 1])
+                elif kind == 2:  # out of order: built and sorted
+                    _answers(book, key, [base + 1, base], [2 * i + 1, 2 * i])
+                elif kind == 3:  # packed: built
+                    n = modbus.SEAL_ROWS
+                    _answers(book, key, list(base + np.arange(n) / n), list(range(n)))
+                elif kind == 4:  # the earliest answer comes in a later slice
+                    _answers(book, key, [1000.0 - 100.0 * round_ + i], [i])
+            if book is folded:
+                book.fold_slices()
+            else:
+                assert len(list(book.take_slices())) == 600
+    want = _summaries(taken)
+    assert _summaries(folded) == want
+    assert all(s[3] for s in want) and len(want) == 600
+    # Hand-checked: kind 4 (address 4) keeps the earliest answer, that of the last slice.
+    four = next(s for s in want if s[2] == 4 and s[0] == "10.2.4.1" and s[1] == "10.3.0.2")
+    assert four[4:7] == (3, 804.0, 4) and four[7:10] == (6, 0, 3)
+
+
 def test_a_taken_series_owns_its_arrays() -> None:
     book = ModbusBook()
     key = ("10.0.0.1", "10.0.0.2", 1, 3, 0, 2)

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from cranewatch import pipeline
+from cranewatch.judging import load_judging
 from cranewatch.pipeline import analyze
 from cranewatch.process import slices
 from cranewatch.process.engine import ProcessSink, read_captures
@@ -43,7 +44,7 @@ class _WholeSeries:
 
 def _document(capture: Path, whole: bool) -> str:
     """The JSON-lines document, read 64 packets a batch (values go out between batches)."""
-    sinks = [*build_sinks(PROFILE), *([_WholeSeries()] if whole else [])]
+    sinks = [*build_sinks(load_judging(PROFILE).profile), *([_WholeSeries()] if whole else [])]
     return to_jsonl(analyze([capture], sinks=sinks, batch_packets=64))
 
 
@@ -99,7 +100,7 @@ def test_the_book_holds_only_what_came_since_the_last_slice(monkeypatch: pytest.
 
     capture = DATA / "lab" / "normal-2" / "crane-lan.pcap"
     made = _short_slices(monkeypatch, capture, lookback_s=10.0, lookahead_s=5.0)
-    result = analyze([capture], sinks=build_sinks(PROFILE), batch_packets=64)
+    result = analyze([capture], sinks=build_sinks(load_judging(PROFILE).profile), batch_packets=64)
     assert len(held) > 30 and made[0].runs > 10  # 180 s of capture in 3 s hand-outs
     assert all(answers == 0 for answers, _ in held)
     # look-back + the hold sample + a slice + look-ahead + one hand-out

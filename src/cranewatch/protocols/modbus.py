@@ -855,6 +855,28 @@ class ModbusBook:
             self._note(piece)
             yield piece
 
+    def fold_slices(self) -> None:
+        """``take_slices`` with nobody to take the pieces: each series only adds to its
+        summary. A series of a few loose answers in time order (``_in_order``) adds its first
+        answer and counts without being built; the others are built and noted as there."""
+        self.rows = 0
+        keys = sorted(self.series)
+        heads = self.heads
+        for start in range(0, len(keys), TAKE_CHUNK):
+            chunk = keys[start : start + TAKE_CHUNK]
+            ready = _in_order(chunk, self.series)
+            for key in chunk:
+                if key not in ready:
+                    self._note(self._take_one(key))
+                    continue
+                parts = self.series.pop(key)
+                head = heads.get(key)
+                if head is None:
+                    head = heads[key] = _SeriesHead(source=parts.source)
+                first = (float(parts.ts[0][0]), int(parts.frame[0][0])) if parts.ts else None
+                head.count(first, parts.loose, parts.requests, parts.exceptions,
+                           parts.unanswered)
+
     def _note(self, piece: RegisterSeries) -> None:
         key = (piece.master, piece.slave, piece.unit_id, piece.function, piece.address, piece.quantity)
         head = self.heads.get(key)
@@ -973,12 +995,18 @@ class _SeriesHead:
     unanswered: int = 0
 
     def add(self, piece: RegisterSeries) -> None:
-        if len(piece.ts) and (float(piece.ts[0]), int(piece.frame[0])) < (self.ts, self.frame):
-            self.ts, self.frame = float(piece.ts[0]), int(piece.frame[0])
-        self.rows += len(piece.ts)
-        self.requests += piece.requests
-        self.exceptions += piece.exceptions
-        self.unanswered += piece.unanswered
+        first = (float(piece.ts[0]), int(piece.frame[0])) if len(piece.ts) else None
+        self.count(first, len(piece.ts), piece.requests, piece.exceptions, piece.unanswered)
+
+    def count(self, first: tuple[float, int] | None, rows: int, requests: int, exceptions: int,
+              unanswered: int) -> None:
+        """Add a piece: its first answer's (ts, frame) (None without answers) and counts."""
+        if first is not None and first < (self.ts, self.frame):
+            self.ts, self.frame = first
+        self.rows += rows
+        self.requests += requests
+        self.exceptions += exceptions
+        self.unanswered += unanswered
 
     def series(self, key: SeriesKey) -> RegisterSeries:
         master, slave, unit, function, address, quantity = key
@@ -1778,6 +1806,9 @@ class ModbusRun(ProtocolRun):
 
     def take_slices(self) -> Iterator[RegisterSeries]:
         return self.book.take_slices()
+
+    def fold_slices(self) -> None:
+        self.book.fold_slices()
 
     def summary(self) -> dict[str, Any]:
         return {"modbus_masters": _peers("master", self.book.masters),
