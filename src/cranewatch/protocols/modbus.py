@@ -855,6 +855,28 @@ class ModbusBook:
             self._note(piece)
             yield piece
 
+    def fold_slices(self) -> None:
+        """``take_slices`` with nobody to take the pieces: each series only adds to its
+        summary. A series of a few loose answers in time order (``_in_order``) adds its first
+        answer and counts without being built; the others are built and noted as there."""
+        self.rows = 0
+        keys = list(self.series)  # any order: take_series sorts the summaries
+        heads = self.heads
+        for start in range(0, len(keys), TAKE_CHUNK):
+            chunk = keys[start : start + TAKE_CHUNK]
+            ready = _in_order(chunk, self.series)
+            for key in chunk:
+                if key not in ready:
+                    self._note(self._take_one(key))
+                    continue
+                parts = self.series.pop(key)
+                head = heads.get(key)
+                if head is None:
+                    head = heads[key] = _SeriesHead(source=parts.source)
+                first = (float(parts.ts[0][0]), int(parts.frame[0][0])) if parts.ts else None
+                head.count(first, parts.loose, parts.requests, parts.exceptions,
+                           parts.unanswered)
+
     def _note(self, piece: RegisterSeries) -> None:
         key = (piece.master, piece.slave, piece.unit_id, piece.function, piece.address, piece.quantity)
         head = self.heads.get(key)
@@ -864,28 +886,100 @@ class ModbusBook:
 
     def _take(self) -> Iterator[RegisterSeries]:
         self.rows = 0  # every series is taken, rows and all
-        for key in sorted(self.series):
-            parts = self.series.pop(key)
-            master, slave, unit, function, address, quantity = key
-            _pack_rows(parts, quantity)
-            unpacked = [block.unpack() for block in parts.packed]
-            ts = [u[0] for u in unpacked] + parts.ts
-            frames = [u[1] for u in unpacked] + parts.frame
-            values = [u[2] for u in unpacked] + parts.values
-            all_ts = np.concatenate(ts) if ts else np.zeros(0, dtype=np.float64)
-            all_frames = np.concatenate(frames) if frames else np.zeros(0, dtype=np.int64)
-            all_values = np.concatenate(values) if values else np.zeros((0, quantity), np.uint16)
-            key_counts = (parts.requests, parts.exceptions, parts.unanswered, parts.source)
-            del parts, unpacked, ts, frames, values
-            order = np.lexsort((all_frames, all_ts))
-            if not np.array_equal(order, np.arange(len(order))):  # mostly in order already
-                all_ts, all_frames, all_values = all_ts[order], all_frames[order], all_values[order]
-            yield RegisterSeries(
-                master=master, slave=slave, unit_id=unit, function=function, address=address,
-                quantity=quantity, ts=all_ts, frame=all_frames,
-                values=all_values, requests=key_counts[0], exceptions=key_counts[1],
-                unanswered=key_counts[2], source=key_counts[3],
-            )
+        keys = sorted(self.series)
+        for start in range(0, len(keys), TAKE_CHUNK):
+            chunk = keys[start : start + TAKE_CHUNK]
+            ready = _in_order(chunk, self.series)
+            for key in chunk:
+                yield self._take_ready(key) if key in ready else self._take_one(key)
+
+    def _take_ready(self, key: SeriesKey) -> RegisterSeries:
+        """A series of a few loose rows in time order, or of no answer (``_in_order``): as
+        ``_take_one`` builds it (fresh arrays, not views of a batch's), without its sort."""
+        parts = self.series.pop(key)
+        master, slave, unit, function, address, quantity = key
+        if len(parts.ts) == 1:
+            ts, frame, values = parts.ts[0].copy(), parts.frame[0].copy(), parts.values[0].copy()
+        elif parts.ts:
+            ts, frame = np.concatenate(parts.ts), np.concatenate(parts.frame)
+            values = np.concatenate(parts.values)
+        else:
+            ts, frame = np.zeros(0, dtype=np.float64), np.zeros(0, dtype=np.int64)
+            values = np.zeros((0, quantity), np.uint16)
+        return RegisterSeries(
+            master=master, slave=slave, unit_id=unit, function=function, address=address,
+            quantity=quantity, ts=ts, frame=frame, values=values, requests=parts.requests,
+            exceptions=parts.exceptions, unanswered=parts.unanswered, source=parts.source)
+
+    def _take_one(self, key: SeriesKey) -> RegisterSeries:
+        """One series, its pieces concatenated and put in time order (ties by frame)."""
+        parts = self.series.pop(key)
+        master, slave, unit, function, address, quantity = key
+        _pack_rows(parts, quantity)
+        unpacked = [block.unpack() for block in parts.packed]
+        ts = [u[0] for u in unpacked] + parts.ts
+        frames = [u[1] for u in unpacked] + parts.frame
+        values = [u[2] for u in unpacked] + parts.values
+        all_ts = np.concatenate(ts) if ts else np.zeros(0, dtype=np.float64)
+        all_frames = np.concatenate(frames) if frames else np.zeros(0, dtype=np.int64)
+        all_values = np.concatenate(values) if values else np.zeros((0, quantity), np.uint16)
+        key_counts = (parts.requests, parts.exceptions, parts.unanswered, parts.source)
+        del parts, unpacked, ts, frames, values
+        order = np.lexsort((all_frames, all_ts))
+        if not np.array_equal(order, np.arange(len(order))):  # mostly in order already
+            all_ts, all_frames, all_values = all_ts[order], all_frames[order], all_values[order]
+        return RegisterSeries(
+            master=master, slave=slave, unit_id=unit, function=function, address=address,
+            quantity=quantity, ts=all_ts, frame=all_frames,
+            values=all_values, requests=key_counts[0], exceptions=key_counts[1],
+            unanswered=key_counts[2], source=key_counts[3],
+        )
+
+
+# Series taken together (``ModbusBook._take``): those of at most SMALL_SERIES answers in one
+# piece are checked for time order with one comparison over the chunk, not one sort each.
+TAKE_CHUNK = 4096
+SMALL_SERIES = 64
+
+
+def _in_order(keys: list[SeriesKey], series: dict[SeriesKey, _SeriesParts]) -> set[SeriesKey]:
+    """Those of ``keys`` whose answers are at most ``SMALL_SERIES`` loose rows (no packed
+    block) already in time order (ties by frame), or none at all: ``ModbusBook._take_ready`` takes them without a
+    sort. With tens of thousands of series of a few answers each (many short connections),
+    this costs a few array operations per chunk instead of a sort per series."""
+    ready: set[SeriesKey] = set()
+    picked: list[SeriesKey] = []
+    pieces_ts: list[np.ndarray] = []
+    pieces_frame: list[np.ndarray] = []
+    ends: list[int] = []
+    end = 0
+    for key in keys:
+        parts = series[key]
+        if parts.packed:
+            continue
+        if parts.row_ts:
+            _pack_rows(parts, key[5])
+        if not parts.ts:  # requests only (their answers, if any, come with a later slice)
+            ready.add(key)
+        elif parts.loose <= SMALL_SERIES:
+            picked.append(key)
+            pieces_ts += parts.ts
+            pieces_frame += parts.frame
+            end += parts.loose
+            ends.append(end)
+    if not picked:
+        return ready
+    ts = np.concatenate(pieces_ts)
+    frame = np.concatenate(pieces_frame)
+    # A row out of order: earlier time than the row before it, or same time and lower frame.
+    # NaN times compare false, so a series holding one is left to the sort as well.
+    in_order = np.ones(len(ts), dtype=bool)
+    in_order[1:] = (ts[1:] > ts[:-1]) | ((ts[1:] == ts[:-1]) & (frame[1:] >= frame[:-1]))
+    in_order[np.asarray(ends[:-1], dtype=np.int64)] = True  # a series' first row follows another series
+    unordered = np.zeros(len(picked), dtype=bool)
+    unordered[np.searchsorted(ends, np.flatnonzero(~in_order), side="right")] = True
+    ready.update(key for key, bad in zip(picked, unordered.tolist(), strict=True) if not bad)
+    return ready
 
 
 @dataclass(slots=True)
@@ -901,22 +995,37 @@ class _SeriesHead:
     unanswered: int = 0
 
     def add(self, piece: RegisterSeries) -> None:
-        if len(piece.ts) and (float(piece.ts[0]), int(piece.frame[0])) < (self.ts, self.frame):
-            self.ts, self.frame = float(piece.ts[0]), int(piece.frame[0])
-        self.rows += len(piece.ts)
-        self.requests += piece.requests
-        self.exceptions += piece.exceptions
-        self.unanswered += piece.unanswered
+        first = (float(piece.ts[0]), int(piece.frame[0])) if len(piece.ts) else None
+        self.count(first, len(piece.ts), piece.requests, piece.exceptions, piece.unanswered)
+
+    def count(self, first: tuple[float, int] | None, rows: int, requests: int, exceptions: int,
+              unanswered: int) -> None:
+        """Add a piece: its first answer's (ts, frame) (None without answers) and counts."""
+        if first is not None and first < (self.ts, self.frame):
+            self.ts, self.frame = first
+        self.rows += rows
+        self.requests += requests
+        self.exceptions += exceptions
+        self.unanswered += unanswered
 
     def series(self, key: SeriesKey) -> RegisterSeries:
         master, slave, unit, function, address, quantity = key
-        ts = np.broadcast_to(np.float64(self.ts if self.rows else 0.0), (self.rows,))
-        frame = np.broadcast_to(np.int64(self.frame), (self.rows,))
-        values = np.broadcast_to(np.zeros(quantity, dtype=np.uint16), (self.rows, quantity))
+        ts = _repeated(np.array(self.ts if self.rows else 0.0, dtype=np.float64), self.rows)
+        frame = _repeated(np.array(self.frame, dtype=np.int64), self.rows)
+        values = _repeated(np.zeros(quantity, dtype=np.uint16), self.rows)
         return RegisterSeries(master=master, slave=slave, unit_id=unit, function=function,
                               address=address, quantity=quantity, ts=ts, frame=frame, values=values,
                               requests=self.requests, exceptions=self.exceptions,
                               unanswered=self.unanswered, source=self.source, summary=True)
+
+
+def _repeated(item: np.ndarray, count: int) -> np.ndarray:
+    """``item`` repeated ``count`` times along a new first axis, as a read-only view (what
+    ``np.broadcast_to`` gives, at a tenth of its cost: summaries come by tens of thousands)."""
+    view = np.ndarray((count, *item.shape), dtype=item.dtype, buffer=item,
+                      strides=(0, *item.strides))
+    view.flags.writeable = False
+    return view
 
 
 def _plain_read(function: int, quantity: int | None) -> bool:
@@ -1449,14 +1558,22 @@ def _fold_reads(book: ModbusBook, contexts: list[FlowContext], source: str, data
         order, bounds = _group_bounds(req_group, ngroups)
         ts = data.ts[new_req][order]
         starts = np.array(bounds[:-1])
-        lo = np.minimum.reduceat(ts, starts).tolist()
-        hi = np.maximum.reduceat(ts, starts).tolist()
-        for g, start, end, first_ts, last_ts in zip(req_group[order[starts]].tolist(), bounds,
-                                                    bounds[1:], lo, hi, strict=False):
+        present = req_group[order[starts]]
+        counts = np.diff(np.array(bounds))
+        lo = np.minimum.reduceat(ts, starts)
+        hi = np.maximum.reduceat(ts, starts)
+        if not _tally_groups(book, pairs, keys[present], lo, hi, counts):
+            for g, first_ts, last_ts, n in zip(present.tolist(), lo.tolist(), hi.tolist(),
+                                               counts.tolist(), strict=True):
+                master, slave, u, f, a, q = key_of[g]
+                book.tally_request(master, slave, u, f, a, q, first_ts, last_ts, n)
+        series = book.series
+        for g, n in zip(present.tolist(), counts.tolist(), strict=True):
             key = key_of[g]
-            master, slave, u, f, a, q = key
-            book.tally_request(master, slave, u, f, a, q, first_ts, last_ts, end - start)
-            book.read_requests(key, end - start, source)
+            parts = series.get(key)
+            if parts is None:
+                parts = series[key] = _SeriesParts(source=source)
+            parts.requests += n
 
     if len(resp_j) == 0:
         return
@@ -1467,6 +1584,87 @@ def _fold_reads(book: ModbusBook, contexts: list[FlowContext], source: str, data
     resp_group[from_batch] = group_of_row[rows[req_src[from_batch]]]
     resp_group[~from_batch] = inverse[len(new_req):]
     _fold_answers(book, data, resp_rows, resp_group, key_of)
+
+
+def _tally_groups(book: ModbusBook, pairs: list[tuple[str, str]], keys: np.ndarray,
+                  first: np.ndarray, last: np.ndarray, counts: np.ndarray) -> bool:
+    """``ModbusBook.tally_request`` for many series keys of read requests at once (``keys``
+    as ``_series_keys`` packs them, with the first and last request time and the number of
+    requests of each): summed per master and per slave with NumPy, then one dict update per
+    (host, function), (host, range), (host, peer) and (host, unit) instead of one call per key.
+
+    Returns False, changing nothing, when a bound (``MAX_PEERS``, ``MAX_RANGES``) could be
+    reached in this batch: which peers and ranges a full tally keeps depends on the order
+    they come in, and the caller then tallies key by key as before.
+    """
+    if len(keys) == 0:
+        return True
+    hosts: dict[str, int] = {}
+    pair_host = np.array([[hosts.setdefault(name, len(hosts)) for name in pair] for pair in pairs],
+                         dtype=np.int64).reshape(-1, 2)
+    names = list(hosts)
+    nhosts = np.int64(len(names))
+    pair = (keys >> np.uint64(48)).astype(np.int64)
+    unit = ((keys >> np.uint64(40)) & np.uint64(0xFF)).astype(np.int64)
+    function = ((keys >> np.uint64(32)) & np.uint64(0xFF)).astype(np.int64)
+    # function, address and quantity, as _series_keys packed them
+    span = (keys & np.uint64(0xFF_FFFF_FFFF)).astype(np.int64)
+    counts = counts.astype(np.int64)
+    plans = []
+    for side, tallies in ((0, book.masters), (1, book.slaves)):
+        me = pair_host[pair, side]
+        other = pair_host[pair, 1 - side]
+        mine = np.unique(me).tolist()
+        fresh = sum(1 for h in mine if names[h] not in tallies)
+        if len(tallies) + fresh > MAX_PEERS:
+            return False
+        peer_pairs = np.unique(me * nhosts + other)
+        range_keys, range_of = np.unique(me << np.int64(40) | span, return_inverse=True)
+        range_counts = np.bincount(range_of.reshape(-1), weights=counts).astype(np.int64)
+        peers_of = np.bincount(peer_pairs // nhosts, minlength=len(names))
+        ranges_of = np.bincount(range_keys >> np.int64(40), minlength=len(names))
+        for h in mine:
+            tally = tallies.get(names[h])
+            known_peers, known_ranges = (0, 0) if tally is None else (len(tally.peers),
+                                                                      len(tally.ranges))
+            if known_peers + peers_of[h] > MAX_PEERS or known_ranges + ranges_of[h] > MAX_RANGES:
+                return False
+        plans.append((tallies, me, mine, peer_pairs, range_keys, range_counts))
+    for tallies, me, mine, peer_pairs, range_keys, range_counts in plans:
+        of_host: dict[int, PeerTally] = {}
+        for h in mine:
+            tally = tallies.get(names[h])
+            if tally is None:
+                tally = tallies[names[h]] = PeerTally(names[h])
+            of_host[h] = tally
+        for h, peer in zip((peer_pairs // nhosts).tolist(), (peer_pairs % nhosts).tolist(),
+                           strict=True):
+            of_host[h].peers.add(names[peer])
+        for code in np.unique(me << np.int64(8) | unit).tolist():
+            of_host[code >> 8].units.add(code & 0xFF)
+        by_function, function_of = np.unique(me << np.int64(8) | function, return_inverse=True)
+        function_counts = np.bincount(function_of.reshape(-1), weights=counts).astype(np.int64)
+        for code, n in zip(by_function.tolist(), function_counts.tolist(), strict=True):
+            functions = of_host[code >> 8].functions
+            functions[code & 0xFF] = functions.get(code & 0xFF, 0) + n
+        for code, n in zip(range_keys.tolist(), range_counts.tolist(), strict=True):
+            fc, address, quantity = (code >> 32) & 0xFF, (code >> 16) & 0xFFFF, code & 0xFFFF
+            table = TABLE_OF_FUNCTION.get(fc)
+            if table is None:
+                continue
+            access = "read" if fc in READ_FUNCTIONS or fc == 24 else "write"
+            rng = (table, address, quantity or 1, access)
+            ranges = of_host[code >> 40].ranges
+            ranges[rng] = ranges.get(rng, 0) + n
+        low = np.full(len(names), np.inf)
+        high = np.full(len(names), -np.inf)
+        np.minimum.at(low, me, first)
+        np.maximum.at(high, me, last)
+        for h in mine:
+            tally = of_host[h]
+            tally.first_seen = min(tally.first_seen, float(low[h]))
+            tally.last_seen = max(tally.last_seen, float(high[h]))
+    return True
 
 
 def _fold_answers(book: ModbusBook, data: FastInput, rows: np.ndarray, group: np.ndarray,
@@ -1608,6 +1806,9 @@ class ModbusRun(ProtocolRun):
 
     def take_slices(self) -> Iterator[RegisterSeries]:
         return self.book.take_slices()
+
+    def fold_slices(self) -> None:
+        self.book.fold_slices()
 
     def summary(self) -> dict[str, Any]:
         return {"modbus_masters": _peers("master", self.book.masters),

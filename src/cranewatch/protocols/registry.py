@@ -184,6 +184,12 @@ class ProtocolRun:
         ``take_series`` gives what stays of each series (a summary)."""
         return ()
 
+    def fold_slices(self) -> None:
+        """``take_slices`` when no sink takes the values: only what ``take_series`` gives of
+        them afterwards stays (a run may do it without building the pieces)."""
+        for _ in self.take_slices():
+            pass
+
     def summary(self) -> dict[str, Any]:
         return {}
 
