@@ -211,6 +211,25 @@ class Stream:
         self._drain(out, frame, ts)
         return out
 
+    def acked(self, ack: int) -> list[Chunk | Gap]:
+        """The peer acknowledged the bytes before ``ack``: what waits behind a hole it passes
+        is given up at once (as ``segment`` does after ``max_hole_age``), with a ``Gap`` at the
+        first held segment, and what became contiguous after it.
+
+        The receiver had the bytes of the hole, so the capture lost them (a SPAN drop) and no
+        retransmission will bring them: waiting only delays the bytes behind. A segment of the
+        hole that the capture shows later all the same (reordered on the SPAN path) is then
+        behind ``next_seq`` and dropped as a retransmission of bytes given up.
+        """
+        out: list[Chunk | Gap] = []
+        while self.held:
+            now = self.next_seq
+            assert now is not None
+            if ((ack - now + 0x80000000) & 0xFFFFFFFF) - 0x80000000 <= 0:
+                break
+            self._skip_hole(out)
+        return out
+
     def flush(self) -> list[Chunk | Gap]:
         """At the end of the flow: give what still waits behind holes, with gaps."""
         out: list[Chunk | Gap] = []

@@ -65,6 +65,7 @@ from cranewatch.errors import CaptureError, DecodeError
 from cranewatch.flows import (
     IPPROTO_TCP,
     IPPROTO_UDP,
+    TCP_ACK,
     TCP_SYN,
     Chunk,
     Flow,
@@ -733,6 +734,7 @@ class Analysis:
         interesting[in_flow] = wants[index[in_flow]]
         interesting &= (decoded.payload_len > 0) | ((decoded.tcp_flags & TCP_SYN) != 0)
         interesting &= decoded.fragment == 0
+        self._ack_rows(decoded, flows, index, from_client, interesting)
         rows = np.flatnonzero(interesting)
         if len(rows) == 0:
             return
@@ -759,6 +761,48 @@ class Analysis:
         held.sort(key=_ROW)
         for _, warning in held:
             self.warn(warning)
+
+    @staticmethod
+    def _ack_rows(decoded: DecodedBatch, flows: list[Flow], index: np.ndarray,
+                  from_client: np.ndarray, interesting: np.ndarray) -> None:
+        """Add to ``interesting`` the pure ACKs of the TCP flows that may wait behind a hole in
+        this batch: a direction holding bytes already, or a segment that does not continue its
+        direction's stream. An ACK past such a hole ends the wait (``Stream.acked``); the ACKs
+        of healthy flows stay out of the per-packet path."""
+        payload = np.flatnonzero(interesting & (decoded.payload_len > 0) & (decoded.ip_proto == IPPROTO_TCP))
+        suspect = np.zeros(len(flows), dtype=bool)
+        known = np.full((len(flows), 2), -1, dtype=np.int64)  # (to client, to server) next_seq
+        for k, flow in enumerate(flows):
+            if flow.decoder is None:
+                continue
+            for side, half in ((0, flow.to_client), (1, flow.to_server)):
+                stream = half.stream
+                if stream is not None:
+                    if stream.held:
+                        suspect[k] = True
+                    if stream.next_seq is not None:
+                        known[k, side] = stream.next_seq
+        if len(payload):
+            slot = index[payload].astype(np.int64) * 2 + from_client[payload]
+            order = np.argsort(slot, kind="stable")
+            s_slot, s_row = slot[order], payload[order]
+            seq = decoded.tcp_seq[s_row].astype(np.int64)
+            end = (seq + decoded.payload_len[s_row]) & 0xFFFFFFFF
+            expected = np.empty(len(s_row), dtype=np.int64)
+            expected[1:] = end[:-1]
+            first = np.ones(len(s_row), dtype=bool)
+            first[1:] = s_slot[1:] != s_slot[:-1]
+            expected[first] = known.reshape(-1)[s_slot[first]]
+            odd = (seq != expected) & (expected >= 0)
+            suspect[s_slot[odd] >> 1] = True
+        if not suspect.any():
+            return
+        in_flow = index >= 0
+        acks = np.zeros(len(index), dtype=bool)
+        acks[in_flow] = suspect[index[in_flow]]
+        acks &= ((decoded.tcp_flags & TCP_ACK) != 0) & (decoded.payload_len == 0)
+        acks &= (decoded.fragment == 0) & (decoded.ip_proto == IPPROTO_TCP)
+        interesting |= acks
 
     def _feed_row(self, flow: Flow, to_server: bool, data: bytes, ts: float, frame: int,
                   source: str, row: int) -> None:
@@ -878,11 +922,18 @@ class Analysis:
         columns = zip(rows.tolist(), index[rows].tolist(), from_client[rows].tolist(),
                       decoded.payload_off[rows].tolist(), decoded.payload_len[rows].tolist(),
                       decoded.tcp_seq[rows].tolist(), decoded.tcp_flags[rows].tolist(),
-                      batch.ts[rows].tolist(), batch.frame[rows].tolist(), strict=True)
-        for row, flow_index, to_server, off, size, seq, flags, ts, frame in columns:
+                      batch.ts[rows].tolist(), batch.frame[rows].tolist(),
+                      decoded.tcp_ack[rows].tolist(), strict=True)
+        for row, flow_index, to_server, off, size, seq, flags, ts, frame, ack in columns:
             self._row = row
             flow = flows[flow_index]
             tcp = flow.proto == IPPROTO_TCP
+            if tcp and flags & TCP_ACK:
+                back_stream = (flow.to_client if to_server else flow.to_server).stream
+                if back_stream is not None and back_stream.held:
+                    self._acked(flow, not to_server, back_stream, ack, frame, source, row)
+                if not size and not flags & TCP_SYN:
+                    continue  # a pure ACK (``_ack_rows``): nothing more in it
             if tcp and flags & TCP_SYN:
                 side = flow.to_server if to_server else flow.to_client
                 if side.stream is None:
@@ -925,6 +976,20 @@ class Analysis:
                     if piece.overflow:
                         self._overflow(flow, stream, source, frame)
                     self._gap(flow, to_server != flow.decoder_reversed, frame)
+
+    def _acked(self, flow: Flow, to_server: bool, stream: Stream, ack: int, frame: int,
+               source: str, row: int) -> None:
+        """The peer acknowledged bytes of a direction that waits behind a hole: the capture
+        lost them; the hole becomes a gap now and what waited goes to the decoder
+        (``Stream.acked``)."""
+        decoder = flow.decoder
+        if decoder is None or getattr(decoder, "finished", False):
+            return
+        for piece in stream.acked(ack):
+            if isinstance(piece, Chunk):
+                self._feed(flow, to_server, piece.data, piece.ts, piece.frame, source, row)
+            else:
+                self._gap(flow, to_server != flow.decoder_reversed, frame)
 
     def _feed(self, flow: Flow, to_server: bool, data: bytes, ts: float, frame: int,
               source: str, row: int = -1) -> None:
