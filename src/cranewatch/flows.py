@@ -297,6 +297,66 @@ class Stream:
         self._drain(out)
 
 
+def screen_segments(slot: np.ndarray, seq: np.ndarray, size: np.ndarray, known: np.ndarray,
+                    held: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Sort a batch's TCP payload segments out ahead of reassembly, all streams at once.
+
+    ``slot`` numbers each segment's stream (capture order within a stream); ``known`` per slot
+    the sequence number its ``Stream`` expects (-1: none yet), ``held`` whether bytes already
+    wait behind a hole there. Returns per segment:
+
+    - ``ahead``: it starts beyond every byte its stream saw before it, so a hole opens in
+      front of it (lost, or reordered): the stream may wait from there on;
+    - ``behind``: every byte of it was delivered already and no hole came before it in the
+      stream, or it repeats an earlier segment of its stream exactly (a SPAN duplicate, a
+      retransmission after an RTO): ``Stream.segment`` would drop it, so a caller can leave
+      its bytes out of the decoders' paths.
+    """
+    n = len(slot)
+    ahead = np.zeros(n, dtype=bool)
+    behind = np.zeros(n, dtype=bool)
+    if n == 0:
+        return ahead, behind
+    order = np.argsort(slot, kind="stable")
+    s_slot = slot[order]
+    s_seq = seq[order].astype(np.int64)
+    s_size = size[order].astype(np.int64)
+    first = np.ones(n, dtype=bool)
+    first[1:] = s_slot[1:] != s_slot[:-1]
+    rank = np.cumsum(first) - 1
+    start_at = np.flatnonzero(first)
+    s_known = known[s_slot].astype(np.int64)
+    unknown = s_known < 0
+    # Positions relative to where the stream stood (or its first segment here): signed 32-bit.
+    base = np.where(unknown, s_seq[start_at][rank], s_known)
+    rel = ((s_seq - base + 0x80000000) & 0xFFFFFFFF) - 0x80000000
+    end = rel + s_size
+    never = -(1 << 40)
+    start = np.where(unknown, never, 0)  # delivered up to here before the batch
+    big = 1 << 34  # more than the span of ``end`` within a stream
+    running = np.maximum.accumulate(end + rank * big) - rank * big
+    prev = np.empty(n, dtype=np.int64)
+    prev[0] = never
+    prev[1:] = running[:-1]
+    prev[first] = never
+    prev = np.maximum(prev, start)
+    s_ahead = (rel > prev) & (prev > never)
+    count = np.cumsum(s_ahead)
+    before = count - s_ahead - (count[start_at] - s_ahead[start_at])[rank]  # earlier, same stream
+    s_behind = (end <= prev) & (prev > never) & (before == 0) & ~held[s_slot] & (s_size > 0)
+    # A copy of an earlier segment of its stream (same start and length: a SPAN duplicate, a
+    # retransmission after an RTO) adds nothing whatever holes came before: the stream
+    # delivered the first copy, holds it, or dropped it as behind.
+    again = np.lexsort((np.arange(n), s_size, rel, s_slot))
+    same = np.zeros(n, dtype=bool)
+    same[1:] = ((s_slot[again][1:] == s_slot[again][:-1]) & (rel[again][1:] == rel[again][:-1])
+                & (s_size[again][1:] == s_size[again][:-1]))
+    s_behind[again[same]] |= s_size[again[same]] > 0
+    ahead[order] = s_ahead
+    behind[order] = s_behind
+    return ahead, behind
+
+
 @dataclass(slots=True)
 class Side:
     """One direction of a flow: counters and the MAC addresses that sent it."""

@@ -46,6 +46,7 @@ series as they are handed out; sinks with ``on_segments`` then learn the segment
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import hashlib
 import operator
@@ -73,6 +74,7 @@ from cranewatch.flows import (
     FlowTable,
     Stream,
     group_rows,
+    screen_segments,
 )
 from cranewatch.incidents import group_incidents
 from cranewatch.model import Finding
@@ -734,12 +736,14 @@ class Analysis:
         interesting[in_flow] = wants[index[in_flow]]
         interesting &= (decoded.payload_len > 0) | ((decoded.tcp_flags & TCP_SYN) != 0)
         interesting &= decoded.fragment == 0
-        self._ack_rows(decoded, flows, index, from_client, interesting)
+        if not (self.fast_path and self._batch_runs):
+            self._screen(decoded, flows, index, from_client, interesting)
+            rows = np.flatnonzero(interesting)
+            if len(rows):
+                self._slow(batch, decoded, flows, index, from_client, rows)
+            return
         rows = np.flatnonzero(interesting)
         if len(rows) == 0:
-            return
-        if not (self.fast_path and self._batch_runs):
-            self._slow(batch, decoded, flows, index, from_client, rows)
             return
         # A batch path may hand segments to their decoders ahead of the rows left for the
         # slow path: the warnings of both are given out in capture order, as without it.
@@ -747,6 +751,19 @@ class Analysis:
         held = self._held
         try:
             self._prepare_new_flows(batch, decoded, flows, index, from_client, rows)
+            # Duplicates and retransmissions of delivered bytes would stop the batch paths
+            # for nothing (``Stream.segment`` drops them): they are left out here, or, in a
+            # flow behind a hole (where an ACK can end the wait), kept as pure ACKs.
+            dropped, suspect = self._screen(decoded, flows, index, from_client, interesting)
+            if len(dropped):
+                acks = dropped[suspect[index[dropped]]]
+                interesting[dropped] = False
+                interesting[acks] = True
+                if len(acks):
+                    sizes = decoded.payload_len.copy()
+                    sizes[acks] = 0
+                    decoded = dataclasses.replace(decoded, payload_len=sizes)
+            rows = np.flatnonzero(interesting)
             view = BatchView(batch, decoded, flows, index, from_client, rows,
                              per_packet=lambda some: self._slow(batch, decoded, flows, index,
                                                                 from_client, some),
@@ -763,46 +780,54 @@ class Analysis:
             self.warn(warning)
 
     @staticmethod
-    def _ack_rows(decoded: DecodedBatch, flows: list[Flow], index: np.ndarray,
-                  from_client: np.ndarray, interesting: np.ndarray) -> None:
-        """Add to ``interesting`` the pure ACKs of the TCP flows that may wait behind a hole in
-        this batch: a direction holding bytes already, or a segment that does not continue its
-        direction's stream. An ACK past such a hole ends the wait (``Stream.acked``); the ACKs
-        of healthy flows stay out of the per-packet path."""
-        payload = np.flatnonzero(interesting & (decoded.payload_len > 0) & (decoded.ip_proto == IPPROTO_TCP))
-        suspect = np.zeros(len(flows), dtype=bool)
-        known = np.full((len(flows), 2), -1, dtype=np.int64)  # (to client, to server) next_seq
+    def _screen(decoded: DecodedBatch, flows: list[Flow], index: np.ndarray,
+                from_client: np.ndarray, interesting: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Ahead of reassembly (``flows.screen_segments``): add to ``interesting`` the pure ACKs
+        of the TCP flows that may wait behind a hole in this batch (bytes held already, or a
+        segment that opens a hole): an ACK past such a hole ends the wait (``Stream.acked``);
+        the ACKs of healthy flows stay out of the per-packet path. Returns the payload rows
+        whose bytes the stream would drop (duplicates, retransmissions of delivered bytes,
+        ``flows.screen_segments``) and which flows may wait behind a hole (per flow)."""
+        payload = np.flatnonzero(interesting & (decoded.payload_len > 0)
+                                 & (decoded.ip_proto == IPPROTO_TCP))
+        known = np.full(2 * len(flows), -1, dtype=np.int64)  # per slot: next_seq
+        held = np.zeros(2 * len(flows), dtype=bool)
+        decoding = np.zeros(len(flows), dtype=bool)
         for k, flow in enumerate(flows):
-            if flow.decoder is None:
+            if flow.proto != IPPROTO_TCP:
                 continue
-            for side, half in ((0, flow.to_client), (1, flow.to_server)):
+            decoding[k] = flow.decoder is not None
+            for slot, half in ((2 * k, flow.to_client), (2 * k + 1, flow.to_server)):
                 stream = half.stream
                 if stream is not None:
                     if stream.held:
-                        suspect[k] = True
+                        held[slot] = True
                     if stream.next_seq is not None:
-                        known[k, side] = stream.next_seq
-        if len(payload):
-            slot = index[payload].astype(np.int64) * 2 + from_client[payload]
-            order = np.argsort(slot, kind="stable")
-            s_slot, s_row = slot[order], payload[order]
-            seq = decoded.tcp_seq[s_row].astype(np.int64)
-            end = (seq + decoded.payload_len[s_row]) & 0xFFFFFFFF
-            expected = np.empty(len(s_row), dtype=np.int64)
-            expected[1:] = end[:-1]
-            first = np.ones(len(s_row), dtype=bool)
-            first[1:] = s_slot[1:] != s_slot[:-1]
-            expected[first] = known.reshape(-1)[s_slot[first]]
-            odd = (seq != expected) & (expected >= 0)
-            suspect[s_slot[odd] >> 1] = True
-        if not suspect.any():
-            return
-        in_flow = index >= 0
-        acks = np.zeros(len(index), dtype=bool)
-        acks[in_flow] = suspect[index[in_flow]]
-        acks &= ((decoded.tcp_flags & TCP_ACK) != 0) & (decoded.payload_len == 0)
-        acks &= (decoded.fragment == 0) & (decoded.ip_proto == IPPROTO_TCP)
-        interesting |= acks
+                        known[slot] = stream.next_seq
+        # A stream opened in this batch starts after its SYN (whether or not ``Stream.syn``
+        # took it yet: the same on either path).
+        syn = np.flatnonzero(interesting & ((decoded.tcp_flags & TCP_SYN) != 0)
+                             & (decoded.ip_proto == IPPROTO_TCP))
+        if len(syn):
+            syn_slot = index[syn].astype(np.int64) * 2 + from_client[syn]
+            fresh = known[syn_slot] < 0
+            known[syn_slot[fresh][::-1]] = (decoded.tcp_seq[syn[fresh][::-1]].astype(np.int64)
+                                            + 1) & 0xFFFFFFFF  # the first SYN of each
+        slot = index[payload].astype(np.int64) * 2 + from_client[payload]
+        ahead, behind = screen_segments(slot, decoded.tcp_seq[payload],
+                                        decoded.payload_len[payload], known, held)
+        suspect = held[0::2] | held[1::2]
+        suspect[slot[ahead] >> 1] = True
+        if suspect.any():
+            in_flow = index >= 0
+            acks = np.zeros(len(index), dtype=bool)
+            acks[in_flow] = suspect[index[in_flow]]
+            acks &= ((decoded.tcp_flags & TCP_ACK) != 0) & (decoded.payload_len == 0)
+            acks &= (decoded.fragment == 0) & (decoded.ip_proto == IPPROTO_TCP)
+            interesting |= acks
+        dropped = payload[behind]
+        dropped = dropped[decoding[index[dropped]] & ((decoded.tcp_flags[dropped] & TCP_SYN) == 0)]
+        return dropped, suspect
 
     def _feed_row(self, flow: Flow, to_server: bool, data: bytes, ts: float, frame: int,
                   source: str, row: int) -> None:
@@ -932,8 +957,8 @@ class Analysis:
                 back_stream = (flow.to_client if to_server else flow.to_server).stream
                 if back_stream is not None and back_stream.held:
                     self._acked(flow, not to_server, back_stream, ack, frame, source, row)
-                if not size and not flags & TCP_SYN:
-                    continue  # a pure ACK (``_ack_rows``): nothing more in it
+            if tcp and not size and not flags & TCP_SYN:
+                continue  # a pure ACK, or a duplicate kept for its ACK (``_screen``)
             if tcp and flags & TCP_SYN:
                 side = flow.to_server if to_server else flow.to_client
                 if side.stream is None:

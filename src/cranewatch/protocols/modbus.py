@@ -1643,6 +1643,12 @@ class ModbusRun(ProtocolRun):
                 break
             view.per_packet(irregular)
             rows = rows[~np.isin(rows, irregular, assume_unique=True)]
+            # A flow the per-packet path just left behind a hole: its segments up to the one
+            # that ends the wait (``_stalled``), so that the next pass can take it back.
+            stalled = _stalled(view, rows)
+            if len(stalled):
+                view.per_packet(stalled)
+                rows = rows[~np.isin(rows, stalled, assume_unique=True)]
         return rows
 
     def _take(self, view: BatchView, rows: np.ndarray, emit: Callable[[int, Any], None],
