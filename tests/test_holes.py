@@ -192,3 +192,58 @@ def test_after_the_hole_the_events_are_tsharks(tmp_path: Path, tshark: str) -> N
             and e.frame >= seen]
     assert theirs[:3] == [(seen, 62, 3, True), (seen + 1, 61, 4, False), (seen + 2, 62, 3, False)]
     assert ours == theirs
+
+
+# ----------------------------------------------------------- screen_segments against Stream
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_screened_segments_are_those_the_stream_drops(seed: int) -> None:
+    """Random segments of one stream (in order, duplicates, retransmissions, holes, overlaps;
+    across the sequence wrap): a segment ``behind`` changes nothing when fed to ``Stream``
+    (dropping it is safe), one ``ahead`` is held behind a hole."""
+    import random
+
+    import numpy as np
+
+    from cranewatch.flows import screen_segments
+
+    rng = random.Random(seed)
+    isn = rng.choice([1000, 0xFFFFFF00])
+    sent: list[tuple[int, bytes]] = []
+    at = 0
+    for _ in range(60):
+        roll = rng.random()
+        if roll < 0.2 and sent:
+            sent.append(rng.choice(sent))  # a copy of an earlier segment
+        elif roll < 0.3 and sent:
+            start, data = rng.choice(sent)  # overlapping: part old, maybe part new
+            cut = rng.randrange(len(data))
+            sent.append((start + cut, bytes(rng.randrange(256) for _ in range(rng.randrange(1, 9)))))
+        elif roll < 0.4:
+            at += rng.randrange(1, 20)  # a hole
+        else:
+            size = rng.randrange(1, 12)
+            sent.append((at, bytes(rng.randrange(256) for _ in range(size))))
+            at += size
+    seq = np.array([(isn + 1 + s) & 0xFFFFFFFF for s, _ in sent], dtype=np.int64)
+    size = np.array([len(d) for _, d in sent], dtype=np.int64)
+    ahead, behind = screen_segments(np.zeros(len(sent), dtype=np.int64), seq, size,
+                                    np.array([(isn + 1) & 0xFFFFFFFF]), np.zeros(1, dtype=bool))
+    full, screened = Stream(max_hole_age=1e9), Stream(max_hole_age=1e9)
+    full.syn(isn)
+    screened.syn(isn)
+    out_full: list[Chunk | Gap] = []
+    out_screened: list[Chunk | Gap] = []
+    for i, (s, (_, data)) in enumerate(zip(seq.tolist(), sent, strict=True)):
+        before = (full.next_seq, dict(full.held))
+        got = full.segment(s, data, i, float(i))
+        out_full += got
+        if behind[i]:
+            assert got == [] and (full.next_seq, dict(full.held)) == before
+        else:
+            out_screened += screened.segment(s, data, i, float(i))
+        if ahead[i]:
+            assert got == [] and s in full.held
+    assert out_screened == out_full
+    assert behind.any()  # the copies were found
