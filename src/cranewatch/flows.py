@@ -317,7 +317,8 @@ def screen_segments(slot: np.ndarray, seq: np.ndarray, size: np.ndarray, known: 
     behind = np.zeros(n, dtype=bool)
     if n == 0:
         return ahead, behind
-    order = np.argsort(slot, kind="stable")
+    # Stable by slot; 16-bit keys are radix-sorted (linear).
+    order = np.argsort(slot.astype(np.uint16) if len(known) <= 1 << 16 else slot, kind="stable")
     s_slot = slot[order]
     s_seq = seq[order].astype(np.int64)
     s_size = size[order].astype(np.int64)
@@ -347,11 +348,18 @@ def screen_segments(slot: np.ndarray, seq: np.ndarray, size: np.ndarray, known: 
     # A copy of an earlier segment of its stream (same start and length: a SPAN duplicate, a
     # retransmission after an RTO) adds nothing whatever holes came before: the stream
     # delivered the first copy, holds it, or dropped it as behind.
-    again = np.lexsort((np.arange(n), s_size, rel, s_slot))
-    same = np.zeros(n, dtype=bool)
-    same[1:] = ((s_slot[again][1:] == s_slot[again][:-1]) & (rel[again][1:] == rel[again][:-1])
-                & (s_size[again][1:] == s_size[again][:-1]))
-    s_behind[again[same]] |= s_size[again[same]] > 0
+    # Such a copy starts before the end of what came before it: only streams holding one
+    # are looked at (none, in a healthy capture).
+    maybe = (rel < prev) & (prev > never) & ~s_behind
+    if maybe.any():
+        streams = np.zeros(len(known), dtype=bool)
+        streams[s_slot[maybe]] = True
+        some = np.flatnonzero(streams[s_slot])  # sorted by slot, capture order within
+        again = some[np.lexsort((s_size[some], rel[some], s_slot[some]))]  # stable: order kept
+        same = np.zeros(len(again), dtype=bool)
+        same[1:] = ((s_slot[again][1:] == s_slot[again][:-1]) & (rel[again][1:] == rel[again][:-1])
+                    & (s_size[again][1:] == s_size[again][:-1]))
+        s_behind[again[same]] |= s_size[again[same]] > 0
     ahead[order] = s_ahead
     behind[order] = s_behind
     return ahead, behind
