@@ -772,7 +772,8 @@ class Analysis:
                 view.rows = run.batch(view, self._defer, self._count)
                 if len(view.rows) == 0:
                     break
-            self._slow(batch, decoded, flows, index, from_client, view.rows)
+            self._slow(batch, decoded, flows, index, from_client,
+                       self._live_acks(decoded, flows, index, view.rows))
         finally:
             self._held = None
         held.sort(key=_ROW)
@@ -828,6 +829,23 @@ class Analysis:
         dropped = payload[behind]
         dropped = dropped[decoding[index[dropped]] & ((decoded.tcp_flags[dropped] & TCP_SYN) == 0)]
         return dropped, suspect
+
+    @staticmethod
+    def _live_acks(decoded: DecodedBatch, flows: list[Flow], index: np.ndarray,
+                   rows: np.ndarray) -> np.ndarray:
+        """``rows`` without the pure ACKs (``_screen``) that can no longer end a wait: those of
+        flows that hold nothing behind a hole now and have no segment left to open one."""
+        bare = (decoded.payload_len[rows] == 0) & ((decoded.tcp_flags[rows] & TCP_SYN) == 0)
+        if not bare.any():
+            return rows
+        live = np.zeros(len(flows), dtype=bool)
+        live[index[rows[~bare]]] = True
+        for k in np.unique(index[rows[bare]]).tolist():
+            if not live[k]:
+                flow = flows[k]
+                live[k] = any(half.stream is not None and bool(half.stream.held)
+                              for half in (flow.to_server, flow.to_client))
+        return rows[~bare | live[index[rows]]]
 
     def _feed_row(self, flow: Flow, to_server: bool, data: bytes, ts: float, frame: int,
                   source: str, row: int) -> None:
