@@ -211,6 +211,25 @@ class Stream:
         self._drain(out, frame, ts)
         return out
 
+    def acked(self, ack: int) -> list[Chunk | Gap]:
+        """The peer acknowledged the bytes before ``ack``: what waits behind a hole it passes
+        is given up at once (as ``segment`` does after ``max_hole_age``), with a ``Gap`` at the
+        first held segment, and what became contiguous after it.
+
+        The receiver had the bytes of the hole, so the capture lost them (a SPAN drop) and no
+        retransmission will bring them: waiting only delays the bytes behind. A segment of the
+        hole that the capture shows later all the same (reordered on the SPAN path) is then
+        behind ``next_seq`` and dropped as a retransmission of bytes given up.
+        """
+        out: list[Chunk | Gap] = []
+        while self.held:
+            now = self.next_seq
+            assert now is not None
+            if ((ack - now + 0x80000000) & 0xFFFFFFFF) - 0x80000000 <= 0:
+                break
+            self._skip_hole(out)
+        return out
+
     def flush(self) -> list[Chunk | Gap]:
         """At the end of the flow: give what still waits behind holes, with gaps."""
         out: list[Chunk | Gap] = []
@@ -276,6 +295,74 @@ class Stream:
         out.append(Gap(held.frame, held.ts, overflow))
         self.next_seq = first
         self._drain(out)
+
+
+def screen_segments(slot: np.ndarray, seq: np.ndarray, size: np.ndarray, known: np.ndarray,
+                    held: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Sort a batch's TCP payload segments out ahead of reassembly, all streams at once.
+
+    ``slot`` numbers each segment's stream (capture order within a stream); ``known`` per slot
+    the sequence number its ``Stream`` expects (-1: none yet), ``held`` whether bytes already
+    wait behind a hole there. Returns per segment:
+
+    - ``ahead``: it starts beyond every byte its stream saw before it, so a hole opens in
+      front of it (lost, or reordered): the stream may wait from there on;
+    - ``behind``: every byte of it was delivered already and no hole came before it in the
+      stream, or it repeats an earlier segment of its stream exactly (a SPAN duplicate, a
+      retransmission after an RTO): ``Stream.segment`` would drop it, so a caller can leave
+      its bytes out of the decoders' paths.
+    """
+    n = len(slot)
+    ahead = np.zeros(n, dtype=bool)
+    behind = np.zeros(n, dtype=bool)
+    if n == 0:
+        return ahead, behind
+    # Stable by slot; 16-bit keys are radix-sorted (linear).
+    order = np.argsort(slot.astype(np.uint16) if len(known) <= 1 << 16 else slot, kind="stable")
+    s_slot = slot[order]
+    s_seq = seq[order].astype(np.int64)
+    s_size = size[order].astype(np.int64)
+    first = np.ones(n, dtype=bool)
+    first[1:] = s_slot[1:] != s_slot[:-1]
+    rank = np.cumsum(first) - 1
+    start_at = np.flatnonzero(first)
+    s_known = known[s_slot].astype(np.int64)
+    unknown = s_known < 0
+    # Positions relative to where the stream stood (or its first segment here): signed 32-bit.
+    base = np.where(unknown, s_seq[start_at][rank], s_known)
+    rel = ((s_seq - base + 0x80000000) & 0xFFFFFFFF) - 0x80000000
+    end = rel + s_size
+    never = -(1 << 40)
+    start = np.where(unknown, never, 0)  # delivered up to here before the batch
+    big = 1 << 34  # more than the span of ``end`` within a stream
+    running = np.maximum.accumulate(end + rank * big) - rank * big
+    prev = np.empty(n, dtype=np.int64)
+    prev[0] = never
+    prev[1:] = running[:-1]
+    prev[first] = never
+    prev = np.maximum(prev, start)
+    s_ahead = (rel > prev) & (prev > never)
+    count = np.cumsum(s_ahead)
+    before = count - s_ahead - (count[start_at] - s_ahead[start_at])[rank]  # earlier, same stream
+    s_behind = (end <= prev) & (prev > never) & (before == 0) & ~held[s_slot] & (s_size > 0)
+    # A copy of an earlier segment of its stream (same start and length: a SPAN duplicate, a
+    # retransmission after an RTO) adds nothing whatever holes came before: the stream
+    # delivered the first copy, holds it, or dropped it as behind.
+    # Such a copy starts before the end of what came before it: only streams holding one
+    # are looked at (none, in a healthy capture).
+    maybe = (rel < prev) & (prev > never) & ~s_behind
+    if maybe.any():
+        streams = np.zeros(len(known), dtype=bool)
+        streams[s_slot[maybe]] = True
+        some = np.flatnonzero(streams[s_slot])  # sorted by slot, capture order within
+        again = some[np.lexsort((s_size[some], rel[some], s_slot[some]))]  # stable: order kept
+        same = np.zeros(len(again), dtype=bool)
+        same[1:] = ((s_slot[again][1:] == s_slot[again][:-1]) & (rel[again][1:] == rel[again][:-1])
+                    & (s_size[again][1:] == s_size[again][:-1]))
+        s_behind[again[same]] |= s_size[again[same]] > 0
+    ahead[order] = s_ahead
+    behind[order] = s_behind
+    return ahead, behind
 
 
 @dataclass(slots=True)

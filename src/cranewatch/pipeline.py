@@ -46,6 +46,7 @@ series as they are handed out; sinks with ``on_segments`` then learn the segment
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import hashlib
 import operator
@@ -65,6 +66,7 @@ from cranewatch.errors import CaptureError, DecodeError
 from cranewatch.flows import (
     IPPROTO_TCP,
     IPPROTO_UDP,
+    TCP_ACK,
     TCP_SYN,
     Chunk,
     Flow,
@@ -72,6 +74,7 @@ from cranewatch.flows import (
     FlowTable,
     Stream,
     group_rows,
+    screen_segments,
 )
 from cranewatch.incidents import group_incidents
 from cranewatch.model import Finding
@@ -746,11 +749,14 @@ class Analysis:
         interesting[in_flow] = wants[index[in_flow]]
         interesting &= (decoded.payload_len > 0) | ((decoded.tcp_flags & TCP_SYN) != 0)
         interesting &= decoded.fragment == 0
+        if not (self.fast_path and self._batch_runs):
+            self._screen(decoded, flows, index, from_client, interesting)
+            rows = np.flatnonzero(interesting)
+            if len(rows):
+                self._slow(batch, decoded, flows, index, from_client, rows)
+            return
         rows = np.flatnonzero(interesting)
         if len(rows) == 0:
-            return
-        if not (self.fast_path and self._batch_runs):
-            self._slow(batch, decoded, flows, index, from_client, rows)
             return
         # A batch path may hand segments to their decoders ahead of the rows left for the
         # slow path: the warnings of both are given out in capture order, as without it.
@@ -758,6 +764,19 @@ class Analysis:
         held = self._held
         try:
             self._prepare_new_flows(batch, decoded, flows, index, from_client, rows)
+            # Duplicates and retransmissions of delivered bytes would stop the batch paths
+            # for nothing (``Stream.segment`` drops them): they are left out here, or, in a
+            # flow behind a hole (where an ACK can end the wait), kept as pure ACKs.
+            dropped, suspect = self._screen(decoded, flows, index, from_client, interesting)
+            if len(dropped):
+                acks = dropped[suspect[index[dropped]]]
+                interesting[dropped] = False
+                interesting[acks] = True
+                if len(acks):
+                    sizes = decoded.payload_len.copy()
+                    sizes[acks] = 0
+                    decoded = dataclasses.replace(decoded, payload_len=sizes)
+            rows = np.flatnonzero(interesting)
             view = BatchView(batch, decoded, flows, index, from_client, rows,
                              per_packet=lambda some: self._slow(batch, decoded, flows, index,
                                                                 from_client, some),
@@ -766,12 +785,80 @@ class Analysis:
                 view.rows = run.batch(view, self._defer, self._count)
                 if len(view.rows) == 0:
                     break
-            self._slow(batch, decoded, flows, index, from_client, view.rows)
+            self._slow(batch, decoded, flows, index, from_client,
+                       self._live_acks(decoded, flows, index, view.rows))
         finally:
             self._held = None
         held.sort(key=_ROW)
         for _, warning in held:
             self.warn(warning)
+
+    @staticmethod
+    def _screen(decoded: DecodedBatch, flows: list[Flow], index: np.ndarray,
+                from_client: np.ndarray, interesting: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Ahead of reassembly (``flows.screen_segments``): add to ``interesting`` the pure ACKs
+        of the TCP flows that may wait behind a hole in this batch (bytes held already, or a
+        segment that opens a hole): an ACK past such a hole ends the wait (``Stream.acked``);
+        the ACKs of healthy flows stay out of the per-packet path. Returns the payload rows
+        whose bytes the stream would drop (duplicates, retransmissions of delivered bytes,
+        ``flows.screen_segments``) and which flows may wait behind a hole (per flow)."""
+        payload = np.flatnonzero(interesting & (decoded.payload_len > 0)
+                                 & (decoded.ip_proto == IPPROTO_TCP))
+        known = np.full(2 * len(flows), -1, dtype=np.int64)  # per slot: next_seq
+        held = np.zeros(2 * len(flows), dtype=bool)
+        decoding = np.zeros(len(flows), dtype=bool)
+        for k, flow in enumerate(flows):
+            if flow.proto != IPPROTO_TCP:
+                continue
+            decoding[k] = flow.decoder is not None
+            for slot, half in ((2 * k, flow.to_client), (2 * k + 1, flow.to_server)):
+                stream = half.stream
+                if stream is not None:
+                    if stream.held:
+                        held[slot] = True
+                    if stream.next_seq is not None:
+                        known[slot] = stream.next_seq
+        # A stream opened in this batch starts after its SYN (whether or not ``Stream.syn``
+        # took it yet: the same on either path).
+        syn = np.flatnonzero(interesting & ((decoded.tcp_flags & TCP_SYN) != 0)
+                             & (decoded.ip_proto == IPPROTO_TCP))
+        if len(syn):
+            syn_slot = index[syn].astype(np.int64) * 2 + from_client[syn]
+            fresh = known[syn_slot] < 0
+            known[syn_slot[fresh][::-1]] = (decoded.tcp_seq[syn[fresh][::-1]].astype(np.int64)
+                                            + 1) & 0xFFFFFFFF  # the first SYN of each
+        slot = index[payload].astype(np.int64) * 2 + from_client[payload]
+        ahead, behind = screen_segments(slot, decoded.tcp_seq[payload],
+                                        decoded.payload_len[payload], known, held)
+        suspect = held[0::2] | held[1::2]
+        suspect[slot[ahead] >> 1] = True
+        if suspect.any():
+            in_flow = index >= 0
+            acks = np.zeros(len(index), dtype=bool)
+            acks[in_flow] = suspect[index[in_flow]]
+            acks &= ((decoded.tcp_flags & TCP_ACK) != 0) & (decoded.payload_len == 0)
+            acks &= (decoded.fragment == 0) & (decoded.ip_proto == IPPROTO_TCP)
+            interesting |= acks
+        dropped = payload[behind]
+        dropped = dropped[decoding[index[dropped]] & ((decoded.tcp_flags[dropped] & TCP_SYN) == 0)]
+        return dropped, suspect
+
+    @staticmethod
+    def _live_acks(decoded: DecodedBatch, flows: list[Flow], index: np.ndarray,
+                   rows: np.ndarray) -> np.ndarray:
+        """``rows`` without the pure ACKs (``_screen``) that can no longer end a wait: those of
+        flows that hold nothing behind a hole now and have no segment left to open one."""
+        bare = (decoded.payload_len[rows] == 0) & ((decoded.tcp_flags[rows] & TCP_SYN) == 0)
+        if not bare.any():
+            return rows
+        live = np.zeros(len(flows), dtype=bool)
+        live[index[rows[~bare]]] = True
+        for k in np.unique(index[rows[bare]]).tolist():
+            if not live[k]:
+                flow = flows[k]
+                live[k] = any(half.stream is not None and bool(half.stream.held)
+                              for half in (flow.to_server, flow.to_client))
+        return rows[~bare | live[index[rows]]]
 
     def _feed_row(self, flow: Flow, to_server: bool, data: bytes, ts: float, frame: int,
                   source: str, row: int) -> None:
@@ -901,11 +988,18 @@ class Analysis:
         columns = zip(rows.tolist(), index[rows].tolist(), from_client[rows].tolist(),
                       decoded.payload_off[rows].tolist(), decoded.payload_len[rows].tolist(),
                       decoded.tcp_seq[rows].tolist(), decoded.tcp_flags[rows].tolist(),
-                      batch.ts[rows].tolist(), batch.frame[rows].tolist(), strict=True)
-        for row, flow_index, to_server, off, size, seq, flags, ts, frame in columns:
+                      batch.ts[rows].tolist(), batch.frame[rows].tolist(),
+                      decoded.tcp_ack[rows].tolist(), strict=True)
+        for row, flow_index, to_server, off, size, seq, flags, ts, frame, ack in columns:
             self._row = row
             flow = flows[flow_index]
             tcp = flow.proto == IPPROTO_TCP
+            if tcp and flags & TCP_ACK:
+                back_stream = (flow.to_client if to_server else flow.to_server).stream
+                if back_stream is not None and back_stream.held:
+                    self._acked(flow, not to_server, back_stream, ack, frame, source, row)
+            if tcp and not size and not flags & TCP_SYN:
+                continue  # a pure ACK, or a duplicate kept for its ACK (``_screen``)
             if tcp and flags & TCP_SYN:
                 side = flow.to_server if to_server else flow.to_client
                 if side.stream is None:
@@ -950,6 +1044,20 @@ class Analysis:
                     if piece.overflow:
                         self._overflow(flow, stream, source, frame)
                     self._gap(flow, to_server != flow.decoder_reversed, frame)
+
+    def _acked(self, flow: Flow, to_server: bool, stream: Stream, ack: int, frame: int,
+               source: str, row: int) -> None:
+        """The peer acknowledged bytes of a direction that waits behind a hole: the capture
+        lost them; the hole becomes a gap now and what waited goes to the decoder
+        (``Stream.acked``)."""
+        decoder = flow.decoder
+        if decoder is None or getattr(decoder, "finished", False):
+            return
+        for piece in stream.acked(ack):
+            if isinstance(piece, Chunk):
+                self._feed(flow, to_server, piece.data, piece.ts, piece.frame, source, row)
+            else:
+                self._gap(flow, to_server != flow.decoder_reversed, frame)
 
     def _feed(self, flow: Flow, to_server: bool, data: bytes, ts: float, frame: int,
               source: str, row: int = -1) -> None:

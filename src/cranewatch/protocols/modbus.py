@@ -1727,8 +1727,10 @@ def _stalled(view: BatchView, rows: np.ndarray) -> np.ndarray:
     """Rows the per-packet path takes before the vectorised path can have their flows back: of
     each Modbus connection waiting behind a TCP hole, its segments up to the one that fills the
     hole or comes after the hole is given up (``Stream.max_hole_age``); of one whose decoder
-    is out of step with the framing, its next segment."""
-    rows = rows[view.decoded.payload_len[rows] > 0]
+    is out of step with the framing, its next segment. An ACK of the other direction past the
+    hole (the pipeline's ``_ack_rows`` put it among the rows) ends the wait as well: the
+    receiver had the bytes, the capture lost them (``Stream.acked``)."""
+    rows = rows[(view.decoded.payload_len[rows] > 0) | ((view.decoded.tcp_flags[rows] & 0x10) != 0)]
     flow_of = view.index[rows]
     present = np.unique(flow_of)
     stalled = np.zeros(len(view.flows), dtype=bool)
@@ -1755,8 +1757,13 @@ def _stalled(view: BatchView, rows: np.ndarray) -> np.ndarray:
     size = view.decoded.payload_len[rows].astype(np.int64)
     waits = held[flow_of, side]
     fills = waits & (((next_seq[flow_of, side] - seq) & 0xFFFFFFFF) < size)
-    late = waits & (view.batch.ts[rows] >= deadline[flow_of, side])
-    release = fills | late | ~held[flow_of].any(axis=1)  # an out-of-step decoder: the next one
+    late = waits & (view.batch.ts[rows] >= deadline[flow_of, side]) & (size > 0)
+    other = 1 - side
+    ack = view.decoded.tcp_ack[rows].astype(np.int64)
+    acked = held[flow_of, other] & ((view.decoded.tcp_flags[rows] & 0x10) != 0) & (
+        ((ack - next_seq[flow_of, other] - 1) & 0xFFFFFFFF) < 0x7FFFFFFF)
+    # an out-of-step decoder: its next segment
+    release = fills | late | acked | (~held[flow_of].any(axis=1) & (size > 0))
     position = np.arange(len(rows))
     first = np.full(len(view.flows), len(rows), dtype=np.int64)
     np.minimum.at(first, flow_of[release], position[release])
@@ -1837,6 +1844,12 @@ class ModbusRun(ProtocolRun):
                 break
             view.per_packet(irregular)
             rows = rows[~np.isin(rows, irregular, assume_unique=True)]
+            # A flow the per-packet path just left behind a hole: its segments up to the one
+            # that ends the wait (``_stalled``), so that the next pass can take it back.
+            stalled = _stalled(view, rows)
+            if len(stalled):
+                view.per_packet(stalled)
+                rows = rows[~np.isin(rows, stalled, assume_unique=True)]
         return rows
 
     def _take(self, view: BatchView, rows: np.ndarray, emit: Callable[[int, Any], None],
