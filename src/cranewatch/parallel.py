@@ -1200,23 +1200,7 @@ class SplitRun:
         _merge(main, [reports[worker] for worker in range(len(self.plan))], limits_dropped)
         if planner is None:
             planner = SegmentPlanner(_spans(states))
-        segments = planner.segments()
-        for sink in main.sinks:
-            on_segments = getattr(sink, "on_segments", None)
-            if on_segments is not None:
-                try:
-                    on_segments(segments)
-                except Exception as exc:  # see Analysis._sink_failed
-                    main._sink_failed(sink, "on_segments", exc, None, None)
-        findings: list[Any] = []
-        for sink in main.sinks:
-            try:
-                findings.extend(sink.finish())
-            except Exception as exc:  # the other sinks' findings still count
-                main._sink_failed(sink, "finish", exc, None, None)
-            for problem in getattr(sink, "problems", ()):
-                main.warn(problem)
-        return main.result(states, findings, profile, baseline, segments)
+        return main.finish(states, planner.segments(), profile, baseline)
 
 
 def _spans(states: Sequence[Any]) -> list[Any]:

@@ -465,6 +465,13 @@ class Analysis:
         self.close_all()  # the register series go by the segmenter too
         segments = self._segmenter.segments()
         self._segmenter = None
+        return self.finish(states, segments, profile, baseline)
+
+    def finish(self, states: list[_InputState], segments: tuple[Segment, ...], profile: str | None,
+               baseline: str | None) -> AnalysisResult:
+        """The end of a run once every packet is in: the sinks learn the capture's segments,
+        give their findings (a sink that fails costs its own findings, not the run's) and
+        their problems, and the result is made (the serial run and ``parallel.SplitRun``)."""
         for sink in self.sinks:
             on_segments = getattr(sink, "on_segments", None)
             if on_segments is not None:
