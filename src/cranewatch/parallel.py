@@ -1155,7 +1155,7 @@ class SplitRun:
                     except Exception as exc:  # as in Analysis.emit
                         main._sink_failed(sink, "on_event", exc, value.source or None, value.frame)
             elif kind == "flow":
-                _flow_to_sinks(main, value)
+                main._hand_flows([value])
             elif kind == "payload":
                 flow, from_client, data, ts, frame = pickle.loads(value)
                 for sink in payload_sinks:
@@ -1208,24 +1208,6 @@ def _spans(states: Sequence[Any]) -> list[Any]:
 
     return [FileSpan(s.path, s.first, s.last, s.packets, s.headers, s.silence)
             for s in states if s.packets and s.first is not None and s.last is not None]
-
-
-def _flow_to_sinks(main: Any, flow: Any) -> None:
-    """``Analysis._end_flow``'s part for the sinks."""
-    from cranewatch.pipeline import ip_text, mac_text
-
-    summary = None
-    for sink in main.sinks:
-        try:
-            on_flow = getattr(sink, "on_flow", None)
-            if on_flow is not None:
-                on_flow(flow)
-                continue
-            if summary is None:
-                summary = flow.summary(ip_text, mac_text)
-            sink.on_flow_end(summary)
-        except Exception as exc:  # see Analysis._sink_failed
-            main._sink_failed(sink, "on_flow_end", exc, flow.source, None)
 
 
 # Limits whose effect is more than a warning: a group that reached one was not independent.

@@ -1152,43 +1152,8 @@ class Analysis:
                 self._gap(flow, from_client != flow.decoder_reversed, None)
 
     def _end_flow(self, flow: Flow) -> None:
-        if flow.decoder is not None:
-            self._flush_stream(flow, True)
-            self._flush_stream(flow, False)
-            for run in self._ended_runs:
-                run.flow_ended(flow)
-        self.flow_count += 1
-        transport = flow.transport
-        name = flow.protocol or (f"{transport}/{flow.server_port}" if flow.server_port else transport)
-        tally = self.protocol_tally.get(name)
-        if tally is None and len(self.protocol_tally) >= MAX_PROTOCOL_NAMES and not flow.protocol:
-            self._limit("protocols", f"more than {MAX_PROTOCOL_NAMES:,} protocols and ports: "
-                        f"flows of further unclaimed ports are summed as {transport}/other",
-                        flow.source)
-            name = f"{transport}/other"
-            tally = self.protocol_tally.get(name)
-        if tally is None:
-            tally = self.protocol_tally[name] = _ProtocolTally()
-        tally.flows += 1
-        tally.packets += flow.to_server.packets + flow.to_client.packets
-        tally.wire += flow.to_server.bytes + flow.to_client.bytes
-        if len(tally.clients) < 100_000:
-            tally.clients.add(flow.client)
-            tally.servers.add(flow.server)
-        # The summary is made only for sinks that want one: most finished flows are single
-        # name lookups, and the detectors read the flow itself (``on_flow``).
-        summary: FlowSummary | None = None
-        for sink in self.sinks:
-            try:
-                on_flow = getattr(sink, "on_flow", None)
-                if on_flow is not None:
-                    on_flow(flow)
-                    continue
-                if summary is None:
-                    summary = flow.summary(ip_text, mac_text)
-                sink.on_flow_end(summary)
-            except Exception as exc:  # see _sink_failed
-                self._sink_failed(sink, "on_flow_end", exc, flow.source, None)
+        """End one flow (``_end_flows`` of a run of one)."""
+        self._end_flows([flow])
 
     def _end_flows(self, flows: list[Flow]) -> None:
         """End flows as ``_end_flow`` does, in order, with the per-flow work done in bulk: the
@@ -1230,6 +1195,11 @@ class Analysis:
             if len(tally.clients) < 100_000:
                 tally.clients.add(flow.client)
                 tally.servers.add(flow.server)
+        self._hand_flows(flows)
+
+    def _hand_flows(self, flows: list[Flow]) -> None:
+        """Finished flows to the sinks: a run at once to those with ``on_flows``, one by one
+        to the others (also ``parallel.SplitRun``'s way, whose workers keep the tallies)."""
         for sink in self.sinks:
             on_flows = getattr(sink, "on_flows", None)
             if on_flows is not None:
