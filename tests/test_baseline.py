@@ -239,7 +239,7 @@ def test_every_problem_of_a_baseline_is_reported_at_once(saved: Path) -> None:
         "top level: unknown key 'pasirs' (did you mean 'pairs'? expected one of schema, tool_version, "
         "created, inputs, hosts, crane_networks, gateways, dhcp_servers, default_routers, dns_servers, "
         "pairs, services, protocols, masters, functions, reads, writes, dns_names, tls_names, ja3, ja4, "
-        "remote, container_receivers, periods, process)",
+        "remote, container_receivers, periods, process, named)",
         "process.rate.hoist_load: key 'hoisting' is not a crane state number",
 ("process.torque_fit: expected a list of 3 values (each a number between -1e9 and 1e9), "
          "got a list [1.0, 2.0]"),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from cranewatch.baseline import Baseline
 from cranewatch.detect.facts import Binding
 from cranewatch.model import Severity
 from detect_helpers import CMS, OCR, PLC, T0, conv, learn, normal_crane, run, sts07
@@ -56,3 +57,40 @@ def test_a_negotiated_ftp_data_port_is_no_new_service(tmp_path: Path) -> None:
                      sinks=[build_sink(None, base)])
     services = sorted(f.dst for f in result.findings if f.rule == "new-asset")
     assert services == [f"{SERVER}:21"]
+
+
+def _saved(baseline: Baseline, *, drop_named: bool) -> Baseline:
+    """``baseline`` saved and loaded again; without "named" it is the form saved before the
+    baseline listed the protocol names its tool could give."""
+    from cranewatch.baseline import from_json, to_json
+
+    data = to_json(baseline)
+    if drop_named:
+        del data["named"]
+    return from_json(data)
+
+
+def test_a_name_the_learning_tool_could_not_give_is_no_new_protocol() -> None:
+    """A baseline saved before SMB was named saw TCP/445 answered but unnamed; today's run names
+    that service "smb": the service is known and the name is no change of protocol."""
+    old = _saved(learn([*normal_crane(), conv(OCR, CMS, 445, T0)]), drop_named=True)
+    assert "smb" not in old.named and "telnet" in old.named
+    findings = run([conv(OCR, CMS, 445, T0 + 60, protocol="smb")], baseline=old)
+    assert [f for f in findings if f.category == "new-asset"] == []
+
+
+def test_a_name_the_old_tool_could_give_is_still_a_new_protocol() -> None:
+    """The exception is only for names added later: telnet on a port the old baseline saw
+    unnamed is a protocol that tool would have named, so it is new."""
+    old = _saved(learn([*normal_crane(), conv(OCR, CMS, 4000, T0)]), drop_named=True)
+    findings = run([conv(OCR, CMS, 4000, T0 + 60, protocol="telnet")], baseline=old)
+    (f,) = [f for f in findings if f.category == "new-asset"]
+    assert f.title == f"New protocol telnet on {CMS}:4000"
+
+
+def test_a_baseline_that_could_name_smb_flags_smb_on_a_port_it_saw_as_http() -> None:
+    now = _saved(learn([*normal_crane(), conv(OCR, CMS, 445, T0, protocol="http")]), drop_named=False)
+    assert "smb" in now.named
+    findings = run([conv(OCR, CMS, 445, T0 + 60, protocol="smb")], baseline=now)
+    (f,) = [f for f in findings if f.category == "new-asset"]
+    assert f.title.startswith("New protocol smb on ")

@@ -106,6 +106,10 @@ class Baseline:
     # The process checks' envelopes (``process.envelope.ProcessBaseline`` as JSON), learned
     # when a profile gave the register map; None otherwise.
     process: dict[str, Any] | None = None
+    # The protocol names the learning tool could give a conversation. A name outside them is
+    # one the tool learned to give later (a new protocol module): the baseline saw that service
+    # but could not name it, so the name alone is no change of protocol.
+    named: frozenset[str] = field(default_factory=lambda: namable_protocols())
 
     # -- questions detectors ask -----------------------------------------------------------
     def macs_of(self, ip: str) -> frozenset[str]:
@@ -123,7 +127,7 @@ class Baseline:
         return (server, transport, port) in self.services
 
     def has_protocol(self, server: str, port: int, protocol: str) -> bool:
-        return (server, port, protocol) in self.protocols
+        return (server, port, protocol) in self.protocols or protocol not in self.named
 
     def is_master(self, master: str, slave: str) -> bool:
         return (master, slave) in self.masters
@@ -278,6 +282,20 @@ class BaselineLearner:
         )
 
 
+def namable_protocols() -> frozenset[str]:
+    """Every name a conversation's protocol can have with the protocol modules registered now."""
+    from cranewatch.protocols.registry import load_all
+
+    return frozenset(n for spec in load_all().values()
+                     for n in (spec.name, *(d.name for d in spec.decoders), *spec.policy_names(),
+                               spec.helped) if n)
+
+
+# Names given by protocol modules added after baselines began to be saved, before the saved
+# form listed its names: a baseline without "named" could give none of these.
+_NAMED_LATER = frozenset({"ftp", "ftp-data", "smb"})
+
+
 # -- saving and loading ----------------------------------------------------------------------
 
 _SET_FIELDS = ("gateways", "dhcp_servers", "default_routers", "dns_servers", "pairs", "services",
@@ -293,6 +311,7 @@ def to_json(b: Baseline) -> dict[str, Any]:
     for name in _SET_FIELDS:
         out[name] = sorted([list(x) if isinstance(x, tuple) else x for x in getattr(b, name)])
     out["periods"] = dict(sorted(b.periods.items()))
+    out["named"] = sorted(b.named)
     if b.process is not None:
         out["process"] = b.process
     return out
@@ -330,6 +349,7 @@ BASELINE_SHAPE: Shape = Table({
     "container_receivers": _ADDRESSES,
     "periods": MapOf(FINITE),
     "process": Nullable(Scalar((dict,), "a table")),  # checked by process.envelope
+    "named": ListOf(STR),
 })
 
 
@@ -367,6 +387,8 @@ def from_json(data: dict[str, Any], source: str = "<baseline>", text: str | None
         inputs=tuple(cleaned.get("inputs", [])), created=str(cleaned.get("created", "")),
         tool_version=str(cleaned.get("tool_version", "")),
         process=process,
+        named=(frozenset(cleaned["named"]) if "named" in cleaned
+               else namable_protocols() - _NAMED_LATER),
         **sets,  # type: ignore[arg-type]
     )
 
