@@ -14,7 +14,6 @@ an independent reading. Expected times are worked out by hand from the FILETIMEs
 from __future__ import annotations
 
 import struct
-import subprocess
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -28,7 +27,9 @@ from test_forensics_windows import STS07
 from windows_helpers import (
     REG_BINARY,
     REG_DWORD,
-    SYSTEM_PYTHON,
+    bam_value,
+    entry_10ts,
+    hivex_value,
     set_values,
     stock_tree,
     unpack_hive,
@@ -41,15 +42,6 @@ BAM = f"ControlSet001\\Services\\bam\\State\\UserSettings\\{SID}"
 # 2026-11-03 02:14:07 UTC as a FILETIME: (1793672047 s since 1970 + 11644473600 s) * 10^7
 WHEN = (1_793_672_047 + 11_644_473_600) * 10_000_000
 WHEN_ISO = "2026-11-03T02:14:07Z"
-
-
-def hivex_value(hive: Path, key: str, value: str) -> bytes:
-    """A value's raw data read by hivex (not regipy)."""
-    script = ("import hivex, sys\nh = hivex.Hivex(sys.argv[1])\nn = h.root()\n"
-              "for p in sys.argv[2].split('\\\\'): n = h.node_get_child(n, p)\n"
-              "sys.stdout.buffer.write(h.value_value(h.node_get_value(n, sys.argv[3]))[1])\n")
-    return subprocess.run([SYSTEM_PYTHON, "-c", script, str(hive), key, value], capture_output=True,
-                          check=True).stdout
 
 
 def parse_10ts(blob: bytes, ends: list[int] | None = None) -> list[tuple[str, int]]:
@@ -67,16 +59,6 @@ def parse_10ts(blob: bytes, ends: list[int] | None = None) -> list[tuple[str, in
         if ends is not None:
             ends.append(at)
     return out
-
-
-def entry_10ts(path: str, stamp: int) -> bytes:
-    name = path.encode("utf-16-le")
-    body = struct.pack("<H", len(name)) + name + struct.pack("<QI", stamp, 0)
-    return b"10ts" + struct.pack("<II", 0, len(body)) + body
-
-
-def bam_value(stamp: int) -> str:
-    return (struct.pack("<Q", stamp) + bytes(16)).hex()  # FILETIME, then 16 bytes Windows leaves zero
 
 
 SHIM_IMPLANTS = [

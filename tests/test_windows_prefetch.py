@@ -23,7 +23,7 @@ from cranewatch.forensics.windows.prefetch import PrefetchError, parse
 from cranewatch.model import Finding, Severity
 from prefetch_build import PfSpec, build, mam
 from test_forensics_windows import STS07
-from windows_helpers import stock_tree, write
+from windows_helpers import PF_C, STOCK_PREFETCH, stock_tree, write
 
 C = "\\VOLUME{01d8a1b2c3d4e5f6-5a6b7c8d}"
 USB = "\\VOLUME{01da0b1c2d3e4f50-1234abcd}"
@@ -155,8 +155,8 @@ def test_prefetch_findings(scanned: tuple[tuple[Finding, ...], tuple[str, ...]])
     (user,) = [f for f in findings if f.rule == "windows.prefetch-user-folder"]
     assert user.severity == Severity.LOW
     assert sorted(e.values["program"] for e in user.evidence) == [
-        "C:\\PROGRAMDATA\\ANYDESK.EXE", "C:\\TEMP\\NC.EXE", "C:\\USERS\\CMS\\DOWNLOADS\\PSEXEC.EXE",
-        "C:\\USERS\\PUBLIC\\CHISEL.EXE"]
+        "C:\\PROGRAMDATA\\ANYDESK.EXE", "C:\\TEMP\\NC.EXE", "C:\\USERS\\CMS\\APPDATA\\LOCAL\\MICROSOFT\\ONEDRIVE\\ONEDRIVE.EXE",
+        "C:\\USERS\\CMS\\DOWNLOADS\\PSEXEC.EXE", "C:\\USERS\\PUBLIC\\CHISEL.EXE"]  # OneDrive: the stock tree's
 
 
 def test_a_damaged_prefetch_file_is_a_located_problem(scanned: tuple[tuple[Finding, ...], tuple[str, ...]]) -> None:
@@ -166,20 +166,14 @@ def test_a_damaged_prefetch_file_is_a_located_problem(scanned: tuple[tuple[Findi
 
 
 def test_stock_programs_give_nothing_high(shared_data: Path, tmp_path: Path) -> None:
-    """svchost, explorer, Defender's engine and the user's OneDrive, as Windows 10 prefetches them."""
+    """svchost, explorer, Defender's engine and the user's OneDrive, as Windows 10 prefetches them
+    (``windows_helpers.STOCK_PREFETCH``, in every stock tree)."""
     root = stock_tree(shared_data, tmp_path / "C")
-    stock = {
-        "SVCHOST.EXE": f"{C}\\WINDOWS\\SYSTEM32\\SVCHOST.EXE", "EXPLORER.EXE": f"{C}\\WINDOWS\\EXPLORER.EXE",
-        "MSMPENG.EXE": f"{C}\\PROGRAMDATA\\MICROSOFT\\WINDOWS DEFENDER\\PLATFORM\\4.18.2104.14-0\\MSMPENG.EXE",
-        "ONEDRIVE.EXE": f"{C}\\USERS\\CMS\\APPDATA\\LOCAL\\MICROSOFT\\ONEDRIVE\\ONEDRIVE.EXE",
-    }
-    for exe, path in stock.items():
-        spec = PfSpec(30, exe, 120, [RUN1, RUN2], [*SYSTEM_FILES, path])
-        write(root, f"Windows/Prefetch/{exe}-0BADF00D.pf", pf_bytes(tmp_path, spec, True))
+    assert len(list((root / "Windows/Prefetch").glob("*.pf"))) == len(STOCK_PREFETCH) == 4
     result = scan_image(root, workers=1, policy=STS07)
     assert [(f.rule, f.title) for f in result.findings if f.severity >= Severity.HIGH] == []
     prefetch = [f for f in result.findings if f.rule.startswith("windows.prefetch")]
     # only OneDrive, from the user's AppData: a low note, not an alarm
     assert [(f.rule, f.severity, [e.values["program"] for e in f.evidence]) for f in prefetch] == [
-        ("windows.prefetch-user-folder", Severity.LOW, [stock["ONEDRIVE.EXE"].replace(C, "C:")])]
+        ("windows.prefetch-user-folder", Severity.LOW, [STOCK_PREFETCH["ONEDRIVE.EXE"].replace(PF_C, "C:")])]
     assert result.warnings == ()
