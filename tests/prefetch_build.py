@@ -125,7 +125,9 @@ def _wim_chunks(work: Path, content: bytes) -> list[bytes]:
 
 
 def mam(work: Path, raw: bytes) -> bytes:
-    """``raw`` as Windows 10 stores a Prefetch file: ``MAM\\x04``, the size, XPRESS Huffman blocks."""
+    """``raw`` (at most one 64 KiB block: see the module's docstring) as Windows 10 stores a
+    Prefetch file: ``MAM\\x04``, the size, the XPRESS Huffman stream."""
+    assert len(raw) <= 65536, "wimlib's chunks are independent streams: one block only"
     chunks = _wim_chunks(work, raw)
     assert all(len(c) < 65536 for c in chunks), "a chunk was stored, not compressed"
     return b"MAM\x04" + struct.pack("<I", len(raw)) + b"".join(chunks)

@@ -236,3 +236,14 @@ def test_device_paths_become_drive_paths() -> None:
     assert drive_path(paths[0], device) == "C:\\Windows\\System32\\cmd.exe"
     assert drive_path(paths[2], device) == paths[2]
     assert drive_path("Microsoft.WindowsStore_8wekyb3d8bbwe", device) == "Microsoft.WindowsStore_8wekyb3d8bbwe"
+
+
+@pytest.mark.parametrize(("blob", "why"), [
+    (b"\x34\x00\x00\x00" + bytes(0x30) + b"XXXX" + bytes(40), "unrecognized magic"),
+    (b"\x34\x00\x00\x00" + bytes(0x30) + b"10ts\x00\x00\x00\x00\xff\xff\x00\x00\x08\x00", "unpack requires"),
+    (b"short", None),
+])
+def test_shimcache_parse_never_raises(blob: bytes, why: str | None) -> None:
+    found, stopped = shimcache.entries(blob)
+    assert found == []
+    assert (stopped is None) if why is None else (why in str(stopped))

@@ -17,6 +17,8 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from cranewatch.forensics.api import scan_image
 from cranewatch.forensics.windows.prefetch import PrefetchError, parse
@@ -177,3 +179,41 @@ def test_stock_programs_give_nothing_high(shared_data: Path, tmp_path: Path) -> 
     assert [(f.rule, f.severity, [e.values["program"] for e in f.evidence]) for f in prefetch] == [
         ("windows.prefetch-user-folder", Severity.LOW, [STOCK_PREFETCH["ONEDRIVE.EXE"].replace(PF_C, "C:")])]
     assert result.warnings == ()
+
+
+_SEED_RAW = build(CASES["v30"][0])
+_SEED_17 = build(CASES["v17"][0])
+
+
+@settings(max_examples=300, deadline=None, derandomize=True)
+@given(st.sampled_from([_SEED_RAW, _SEED_17]),
+       st.lists(st.tuples(st.integers(0, 2000), st.integers(0, 255)), min_size=1, max_size=12),
+       st.integers(0, 2200))
+def test_mangled_prefetch_files_raise_prefetch_errors_only(seed: bytes, flips: list[tuple[int, int]], cut: int) -> None:
+    data = bytearray(seed[:cut] if cut < len(seed) else seed)
+    for at, value in flips:
+        if at < len(data):
+            data[at] = value
+    try:
+        pf = parse(bytes(data))
+    except PrefetchError:
+        return
+    assert pf.version in (17, 23, 26, 30) and len(pf.volumes) <= 64
+
+
+@pytest.fixture(scope="module")
+def compressed_seed(tmp_path_factory: pytest.TempPathFactory) -> bytes:
+    return pf_bytes(tmp_path_factory.mktemp("seed"), *CASES["v30-1903-mam"])
+
+
+@settings(max_examples=150, deadline=None, derandomize=True)
+@given(flips=st.lists(st.tuples(st.integers(0, 4000), st.integers(0, 255)), min_size=1, max_size=8))
+def test_mangled_compressed_files_raise_prefetch_errors_only(compressed_seed: bytes,
+                                                             flips: list[tuple[int, int]]) -> None:
+    data = bytearray(compressed_seed)
+    for at, value in flips:
+        data[at % len(data)] = value
+    try:
+        parse(bytes(data))
+    except PrefetchError:
+        pass
