@@ -9,6 +9,7 @@ wimlib (an independent compressor) writes it for a WIM resource with 64 KiB chun
 every built file by libscca's ``sccainfo`` (Debian's libscca-utils, a separate reader of both the
 layout and the compression). What is not: the layout is written from the same documentation the
 reader follows, so a misreading of it shared by both would go unseen, were it not for sccainfo.
+Files longer than one 64 KiB block: see ``mam``.
 """
 
 from __future__ import annotations
@@ -125,9 +126,13 @@ def _wim_chunks(work: Path, content: bytes) -> list[bytes]:
 
 
 def mam(work: Path, raw: bytes) -> bytes:
-    """``raw`` (at most one 64 KiB block: see the module's docstring) as Windows 10 stores a
-    Prefetch file: ``MAM\\x04``, the size, the XPRESS Huffman stream."""
-    assert len(raw) <= 65536, "wimlib's chunks are independent streams: one block only"
+    """``raw`` as Windows 10 stores a Prefetch file: ``MAM\\x04``, the size, the XPRESS Huffman stream.
+
+    Longer than 64 KiB, the stream is wimlib's independent chunks laid end to end: one valid
+    stream only when each chunk's bits end on the word where the next block's table starts (no
+    padding word after them), which holds for some files and not others; sccainfo says which,
+    and a test using such a file fails when it does not hold. The chunks never refer back into
+    the previous block, which Windows' own stream may do."""
     chunks = _wim_chunks(work, raw)
     assert all(len(c) < 65536 for c in chunks), "a chunk was stored, not compressed"
     return b"MAM\x04" + struct.pack("<I", len(raw)) + b"".join(chunks)
