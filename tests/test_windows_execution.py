@@ -247,3 +247,25 @@ def test_shimcache_parse_never_raises(blob: bytes, why: str | None) -> None:
     found, stopped = shimcache.entries(blob)
     assert found == []
     assert (stopped is None) if why is None else (why in str(stopped))
+
+
+def test_windows_7_shimcache_and_its_psexec_service(shared_data: Path, tmp_path: Path) -> None:
+    """regipy's ``SYSTEM`` hive is 32-bit Windows 7 (magic 0xBADC0FEE: a 0x80-byte header, the entry
+    count at 4, then 0x20-byte entries whose path is a UNICODE_STRING: length, maximum length,
+    offset into the blob); read here by hand from hivex's copy of the value."""
+    root = tmp_path / "C"
+    system = unpack_hive(shared_data, "SYSTEM", root / "Windows/System32/config/SYSTEM")
+    blob = hivex_value(system, CACHE, "AppCompatCache")
+    assert struct.unpack_from("<I", blob)[0] == 0xBADC0FEE
+    (count,) = struct.unpack_from("<I", blob, 4)
+    paths = []
+    for index in range(count):
+        length, _maximum, offset = struct.unpack_from("<HHI", blob, 0x80 + 0x20 * index)
+        paths.append(blob[offset: offset + length].decode("utf-16-le"))
+    found, stopped = shimcache.entries(blob)
+    assert stopped is None and [p for p, _ in found] == paths and len(paths) == 330
+    result = scan_image(root, workers=1, policy=STS07)
+    assert result.warnings == ()
+    (psexec,) = [f for f in result.findings if f.rule == "windows.shimcache-attack-tool"]
+    assert psexec.title.startswith("PsExec ran") and psexec.severity == Severity.MEDIUM
+    assert psexec.count == sum(1 for p in paths if p.lower().endswith(("\\psexesvc.exe", "\\psexec.exe")))
