@@ -22,12 +22,16 @@ from cranewatch.forensics.windows.commands import (
 )
 from cranewatch.forensics.windows.safe_xml import UnsafeXml, parse_xml
 from cranewatch.model import Finding, Severity
+from prefetch_build import PfSpec, build, mam
 from windows_helpers import (
+    PF_C,
     REG_BINARY,
     REG_DWORD,
     REG_EXPAND_SZ,
     REG_SZ,
+    bam_value,
     set_values,
+    shimcache_with,
     stock_tree,
     task_xml,
     unpack_hive,
@@ -90,6 +94,9 @@ IMPLANTS = (
     ("windows.powershell-profile", "profile.ps1", Severity.CRITICAL),
     ("windows.vpn-outside", "vpn.cranevendor-service.com", Severity.HIGH),
     ("windows.local-account", "Administrator (RID 500) is the built-in Administrator", Severity.MEDIUM),
+    ("windows.shimcache-attack-tool", "Mimikatz", Severity.HIGH),
+    ("windows.bam-attack-tool", "chisel", Severity.HIGH),
+    ("windows.prefetch-tool", "PuTTY plink", Severity.HIGH),
 )
 
 
@@ -105,7 +112,7 @@ FIREWALL = "ControlSet001\\Services\\SharedAccess\\Parameters\\FirewallPolicy"
 
 
 def implant_tree(shared: Path, root: Path) -> Path:
-    """The stock tree plus twenty-eight implants of a CMS PC a vendor set up for remote service."""
+    """The stock tree plus thirty-one implants of a CMS PC a vendor set up for remote service."""
     stock_tree(shared, root)
     config = root / "Windows/System32/config"
     cs = "ControlSet001"  # Select\Current of this hive is 1
@@ -160,6 +167,14 @@ def implant_tree(shared: Path, root: Path) -> Path:
         (f"{users}\\000001F5", "F", REG_BINARY, _with_flags(config / "SAM", f"{users}\\000001F5", 0x0214)),
         (f"{users}\\000001F4", "F", REG_BINARY, _with_flags(config / "SAM", f"{users}\\000001F4", 0x0210)),
     ])
+    # what ran: a credential thief from a USB stick (ShimCache), a tunnel (BAM), the start-up plink (Prefetch)
+    ran = (1_793_672_047 + 11_644_473_600) * 10_000_000  # 2026-11-03 02:14:07 UTC as a FILETIME
+    shimcache_with(config / "SYSTEM", cs, [("E:\\service\\mimikatz.exe", ran)])
+    set_values(config / "SYSTEM", [(f"{cs}\\Services\\bam\\State\\UserSettings\\S-1-5-21-1-2-3-1001",
+                                    "\\Device\\HarddiskVolume2\\Users\\cms\\AppData\\Local\\Temp\\chisel.exe",
+                                    REG_BINARY, bam_value(ran))])
+    write(root, "Windows/Prefetch/PLINK.EXE-5C1E2A3B.pf", mam(root.parent, build(PfSpec(
+        30, "PLINK.EXE", 14, [ran], [f"{PF_C}\\WINDOWS\\SYSTEM32\\NTDLL.DLL", f"{PF_C}\\PROGRAMDATA\\CRANESYNC\\PLINK.EXE"]))))
     mz = b"MZ\x90\x00" + b"\x00" * 60 + b"This program cannot be run in DOS mode."
     write(root, "ProgramData/CraneSync/cranesync.exe", mz)
     write(root, "Program Files (x86)/TeamViewer/TeamViewer.exe", mz)

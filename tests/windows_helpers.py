@@ -10,11 +10,14 @@ from __future__ import annotations
 import json
 import lzma
 import shutil
+import struct
 import subprocess
 from pathlib import Path
 from typing import Any
 
 import pytest
+
+from prefetch_build import PfSpec, build, mam
 
 SYSTEM_PYTHON = "/usr/bin/python3"
 REG_SZ, REG_EXPAND_SZ, REG_BINARY, REG_DWORD, REG_MULTI_SZ = 1, 2, 3, 4, 7
@@ -67,6 +70,39 @@ def set_values(hive: Path, values: list[tuple[str, str, int, Any]]) -> None:
     """Write (key path, value name, type, data) into ``hive`` with hivex, creating keys."""
     job = json.dumps({"hive": str(hive), "set": values})
     subprocess.run([SYSTEM_PYTHON, "-c", _HIVEX_SCRIPT], input=job, text=True, check=True, capture_output=True)
+
+
+def hivex_value(hive: Path, key: str, value: str) -> bytes:
+    """A value's raw data read by hivex (not regipy)."""
+    script = ("import hivex, sys\nh = hivex.Hivex(sys.argv[1])\nn = h.root()\n"
+              "for p in sys.argv[2].split('\\\\'): n = h.node_get_child(n, p)\n"
+              "sys.stdout.buffer.write(h.value_value(h.node_get_value(n, sys.argv[3]))[1])\n")
+    return subprocess.run([SYSTEM_PYTHON, "-c", script, str(hive), key, value], capture_output=True,
+                          check=True).stdout
+
+
+def entry_10ts(path: str, stamp: int) -> bytes:
+    """One Windows 10 ShimCache entry as documented: "10ts", CRC32 (not checked by Windows' readers,
+    left 0), entry length, path length, UTF-16 path, FILETIME, data length, data (none)."""
+    name = path.encode("utf-16-le")
+    body = struct.pack("<H", len(name)) + name + struct.pack("<QI", stamp, 0)
+    return b"10ts" + struct.pack("<II", 0, len(body)) + body
+
+
+def shimcache_with(hive: Path, control_set: str, entries: list[tuple[str, int]]) -> bytes:
+    """The hive's real AppCompatCache (read by hivex) with ``entries`` (path, FILETIME) put in front
+    (the newest place), written back; returns the real blob."""
+    key = f"{control_set}\\Control\\Session Manager\\AppCompatCache"
+    blob = hivex_value(hive, key, "AppCompatCache")
+    header = struct.unpack_from("<I", blob)[0]
+    new = blob[:header] + b"".join(entry_10ts(p, t) for p, t in entries) + blob[header:]
+    set_values(hive, [(key, "AppCompatCache", REG_BINARY, new.hex())])
+    return blob
+
+
+def bam_value(stamp: int) -> str:
+    """A BAM value's data as hex: the FILETIME of the last run, then 16 bytes Windows leaves zero."""
+    return (struct.pack("<Q", stamp) + bytes(16)).hex()
 
 
 def write(root: Path, path: str, data: str | bytes) -> Path:
@@ -135,7 +171,20 @@ def stock_tree(shared: Path, root: Path) -> Path:
           "\r\n[.ShellClassInfo]\r\nLocalizedResourceName=@%SystemRoot%\\system32\\shell32.dll,-21787\r\n")
     write(root, "Windows/System32/drivers/etc/hosts", STOCK_HOSTS)
     write(root, "Windows/System32/notepad.exe", b"MZ\x90\x00" + b"\x00" * 60 + b"This program cannot be run in DOS mode.")
+    for exe, path in STOCK_PREFETCH.items():  # as Windows 10 writes them: compressed (MAM)
+        spec = PfSpec(30, exe, 120, [STOCK_RUN], [*(f"{PF_C}\\WINDOWS\\SYSTEM32\\{d}" for d in ("NTDLL.DLL", "KERNEL32.DLL")), path])
+        write(root, f"Windows/Prefetch/{exe}-0BADF00D.pf", mam(root.parent, build(spec)))
     return root
+
+
+PF_C = "\\VOLUME{01d8a1b2c3d4e5f6-5a6b7c8d}"  # the system volume as Prefetch names it
+STOCK_RUN = (1_793_653_200 + 11_644_473_600) * 10_000_000  # 2026-11-02 21:00:00 UTC as a FILETIME
+# Programs every Windows 10 runs (the traps): Defender's engine lives under ProgramData, OneDrive in AppData.
+STOCK_PREFETCH = {
+    "SVCHOST.EXE": f"{PF_C}\\WINDOWS\\SYSTEM32\\SVCHOST.EXE", "EXPLORER.EXE": f"{PF_C}\\WINDOWS\\EXPLORER.EXE",
+    "MSMPENG.EXE": f"{PF_C}\\PROGRAMDATA\\MICROSOFT\\WINDOWS DEFENDER\\PLATFORM\\4.18.2104.14-0\\MSMPENG.EXE",
+    "ONEDRIVE.EXE": f"{PF_C}\\USERS\\CMS\\APPDATA\\LOCAL\\MICROSOFT\\ONEDRIVE\\ONEDRIVE.EXE",
+}
 
 
 # --- PE programs: built by mingw-w64, signed by osslsigncode with a test CA made by openssl ----------
