@@ -1,0 +1,422 @@
+"""WMI event subscriptions: a filter (a WQL event query) bound to a consumer that runs a command or a script.
+
+Windows keeps them in its CIM repository (``Windows/System32/wbem/Repository``); an attacker's
+subscription runs its command as SYSTEM each time the event happens (at boot, every minute …)
+and appears in no Run key, service or task. Three sources are read:
+
+- the repository (``wmi_repository``): ``OBJECTS.DATA`` through the current ``MAPPING*.MAP``,
+  instances of ``__EventFilter``, ``__FilterToConsumerBinding``, ``CommandLineEventConsumer``
+  and ``ActiveScriptEventConsumer``, located by file offset; remains on pages the mapping no
+  longer uses are deleted subscriptions;
+- MOF files declaring such instances (``mof``): ``wbem/AutoRecover`` (recompiled whenever the
+  repository is rebuilt) and any other ``.mof``;
+- event 5861 of ``Microsoft-Windows-WMI-Activity/Operational`` (a binding was registered), read
+  with the Rust ``evtx`` parser the event-log check uses; its text is MOF.
+
+A command-line or script consumer bound to a filter is **high** (persistence), **critical** with
+a download cradle, encoded PowerShell or tunnel in it, **medium** when only the remains of a
+deleted one are left or the consumer is bound to nothing. Other consumer kinds (log file, event
+log, e-mail) bound to a filter are low. Windows' own subscriptions (``SCM Event Log Consumer``
+with ``SCM Event Log Filter``; ``BVTConsumer`` running ``cscript KernCap.vbs`` with
+``BVTFilter``) give nothing. One subscription is one finding, with a piece of evidence from
+each source that shows it.
+"""
+
+from __future__ import annotations
+
+import re
+import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
+from typing import Any
+
+from cranewatch.forensics.windows.commands import cradle_in, decoded_powershell
+from cranewatch.forensics.windows.eventlogs import MAX_LOG_BYTES
+from cranewatch.forensics.windows.mof import MofInstance, MofValue, parse_mof
+from cranewatch.forensics.windows.safe_xml import UnsafeXml, local, parse_xml
+from cranewatch.forensics.windows.tree import WindowsTree
+from cranewatch.forensics.windows.wmi_repository import Instance, current_mapping, read_instances
+from cranewatch.model import Evidence, Finding, Severity
+
+NAME = "windows_wmi_subscriptions"
+REPOSITORY = "Windows/System32/wbem/Repository"
+AUTORECOVER = "windows/system32/wbem/autorecover/"
+MAX_OBJECTS_BYTES = 4 << 30  # real repositories are tens to hundreds of MB; beyond this is reported
+MAX_MOF_BYTES = 8 << 20
+_TECH = ("T1546.003",)
+_RUNS = ("commandlineeventconsumer", "activescripteventconsumer")
+_STOCK = {
+    ("nteventlogeventconsumer", "scm event log consumer", "scm event log filter"),
+    ("commandlineeventconsumer", "bvtconsumer", "bvtfilter"),
+}
+_STOCK_BVT_COMMAND = "cscript kerncap.vbs"
+_REFERENCE = re.compile(r"""(?:^|[:\\/])(?P<cls>\w+)\.Name\s*=\s*(?P<q>["'])(?P<name>(?:(?!(?P=q))[^\\]|\\.)*)(?P=q)""", re.I)
+_QUERY = re.compile(r"^\s*select\s", re.I)
+_ENGINES = ("vbscript", "jscript", "javascript")
+_SCRIPT_FILE = re.compile(r"\.(vbs|vbe|js|jse|wsf|wsh)$", re.I)
+
+
+@dataclass(frozen=True)
+class Where:
+    """Where one source shows an object: file, and line (MOF) or offset (repository) or record (log)."""
+
+    path: str
+    source: str  # "repository", "mof", "event 5861"
+    line: int | None = None
+    offset: int | None = None
+    detail: str = ""
+    deleted: bool = False
+    time: str | None = None
+
+
+@dataclass(frozen=True)
+class Filter:
+    name: str
+    query: str
+    namespace: str
+    where: Where
+
+
+@dataclass(frozen=True)
+class Consumer:
+    kind: str  # the class, e.g. CommandLineEventConsumer
+    name: str
+    action: str  # the command line, or the script text (or its file)
+    engine: str
+    where: Where
+
+
+@dataclass(frozen=True)
+class Binding:
+    consumer_kind: str
+    consumer_name: str
+    filter_name: str
+    where: Where
+
+
+@dataclass
+class _Found:
+    """What one source (a file) declares."""
+
+    filters: list[Filter]
+    consumers: list[Consumer]
+    bindings: list[Binding]
+
+
+def check(win: WindowsTree) -> Iterator[Finding]:
+    found: list[_Found] = []
+    repository = _repository(win)
+    if repository is not None:
+        found.append(repository)
+    found.extend(_mof_files(win))
+    found.extend(_activity_logs(win))
+    merged: dict[tuple[str, ...], Finding] = {}
+    for source in found:
+        for key, finding in _judge(win, source):
+            earlier = merged.get(key)
+            merged[key] = finding if earlier is None else _merge(earlier, finding)
+    yield from merged.values()
+
+
+# -- the repository ------------------------------------------------------------------------------
+
+def _repository(win: WindowsTree) -> _Found | None:
+    objects = win.find(f"{REPOSITORY}/OBJECTS.DATA")
+    if objects is None:
+        return None
+    size = win.image.entries[objects].size
+    if size > MAX_OBJECTS_BYTES:
+        win.problem(objects, f"WMI repository of {size} bytes is larger than {MAX_OBJECTS_BYTES} and was not read")
+        return None
+    maps: list[tuple[str, bytes]] = []
+    for n in (1, 2, 3):
+        path = win.find(f"{REPOSITORY}/MAPPING{n}.MAP")
+        data = win.read_bytes(path, limit=64 << 20) if path is not None else None
+        if path is not None and data is not None:
+            maps.append((path, data))
+    mapping, problems = current_mapping(maps)
+    for problem in problems:
+        path, _, text = problem.partition(": ")
+        win.problem(path, text)
+    if mapping is None:
+        win.problem(objects, "no usable MAPPING*.MAP beside it: pages read in file order, deleted objects not told apart")
+    with win.image.open(objects) as stream:
+        instances, problems = read_instances(stream, size, mapping)
+    for problem in problems:
+        win.problem(objects, f"WMI repository: {problem}")
+    return _from_instances(objects, instances)
+
+
+def _from_instances(path: str, instances: list[Instance]) -> _Found:
+    out = _Found([], [], [])
+    where = {id(i): Where(path, "repository", offset=i.offset, detail=f"page {i.page}, record {i.record_id}",
+                          deleted=not i.allocated, time=i.written) for i in instances}
+    for instance in instances:
+        if instance.class_name == "__FilterToConsumerBinding":
+            refs = [m for s in instance.strings if (m := _REFERENCE.search(s))]
+            consumer = next((m for m in refs if m.group("cls").lower().endswith("eventconsumer")), None)
+            filter_ = next((m for m in refs if m.group("cls").lower() == "__eventfilter"), None)
+            if consumer is not None and filter_ is not None:
+                out.bindings.append(Binding(consumer.group("cls"), _unquote(consumer.group("name")),
+                                            _unquote(filter_.group("name")), where[id(instance)]))
+    bound = {b.consumer_name.lower() for b in out.bindings} | {b.filter_name.lower() for b in out.bindings}
+    for instance in instances:
+        strings = list(instance.strings)
+        if instance.class_name == "__EventFilter":
+            query = next((s for s in strings if _QUERY.match(s)), "")
+            rest = [s for s in strings if s != query and s.upper() != "WQL"]
+            namespace = next((s for s in rest if re.match(r"^(root\b|\\\\|//)", s, re.I)), "")
+            name = next((s for s in rest if s.lower() in bound), None) or next((s for s in rest if s != namespace), "")
+            out.filters.append(Filter(name, query, namespace, where[id(instance)]))
+        elif instance.class_name in ("CommandLineEventConsumer", "ActiveScriptEventConsumer"):
+            out.consumers.append(_consumer_from_strings(instance.class_name, strings, bound, where[id(instance)]))
+    return out
+
+
+def _consumer_from_strings(kind: str, strings: list[str], bound: set[str], where: Where) -> Consumer:
+    """A consumer from its string values alone: the name is the one a binding names (else the first
+    string that is neither the command nor a path), the action the longest of the others."""
+    name = next((s for s in strings if s.lower() in bound), None)
+    if kind == "ActiveScriptEventConsumer":
+        engine = next((s for s in strings if s.lower() in _ENGINES), "")
+        others = [s for s in strings if s not in (name, engine)]
+        if name is None:
+            name = next((s for s in others if "\n" not in s and not _SCRIPT_FILE.search(s)), "")
+            others = [s for s in others if s != name]
+        action = max(others, key=len, default="")
+        return Consumer(kind, name, action, engine, where)
+    if name is None:
+        command = max(strings, key=len, default="")
+        name = next((s for s in strings if s != command and "\\" not in s and " " not in s.strip()), "")
+    others = [s for s in strings if s != name]
+    return Consumer(kind, name, max(others, key=len, default=""), "", where)
+
+
+def _unquote(text: str) -> str:
+    return re.sub(r"\\(.)", r"\1", text)
+
+
+# -- MOF files -----------------------------------------------------------------------------------
+
+def _mof_files(win: WindowsTree) -> Iterator[_Found]:
+    for path, entry in sorted(win.image.entries.items()):
+        if entry.type != "file" or not path.lower().endswith(".mof"):
+            continue
+        if entry.size > MAX_MOF_BYTES:
+            win.problem(path, f"MOF file of {entry.size} bytes is larger than {MAX_MOF_BYTES} and was not read")
+            continue
+        text = _decode(win.read_bytes(path, limit=MAX_MOF_BYTES) or b"")
+        low = text.lower()
+        if "instance" not in low or not any(w in low for w in ("eventconsumer", "__eventfilter", "filtertoconsumerbinding")):
+            continue  # the hundreds of class-only MOF files of a stock Windows
+        instances, aliases, error = parse_mof(text)
+        if error is not None:
+            win.problem(path, f"MOF {error}; the declarations before it are read")
+        yield _from_mof(instances, aliases, lambda line, p=path: Where(p, "mof", line=line))
+
+
+def _decode(data: bytes) -> str:
+    if data.startswith((b"\xff\xfe", b"\xfe\xff")):
+        return data.decode("utf-16", "replace")
+    if data.startswith(b"\xef\xbb\xbf"):
+        return data[3:].decode("utf-8", "replace")
+    if len(data) > 1 and data[1:2] == b"\x00":
+        return data.decode("utf-16-le", "replace")  # UTF-16 without a BOM, as some tools write it
+    return data.decode("utf-8", "replace")
+
+
+def _from_mof(instances: list[MofInstance], aliases: dict[str, MofInstance], where: Any) -> _Found:
+    out = _Found([], [], [])
+    for instance in instances:
+        cls = instance.class_name.lower()
+        if cls == "__eventfilter":
+            out.filters.append(Filter(instance.text("Name"), instance.text("Query"), instance.text("EventNamespace"),
+                                      where(instance.line)))
+        elif cls == "commandlineeventconsumer":
+            action = instance.text("CommandLineTemplate") or instance.text("ExecutablePath")
+            out.consumers.append(Consumer(instance.class_name, instance.text("Name"), action, "", where(instance.line)))
+        elif cls == "activescripteventconsumer":
+            action = instance.text("ScriptText") or instance.text("ScriptFileName")
+            out.consumers.append(Consumer(instance.class_name, instance.text("Name"), action,
+                                          instance.text("ScriptingEngine"), where(instance.line)))
+        elif cls.endswith("eventconsumer"):
+            out.consumers.append(Consumer(instance.class_name, instance.text("Name"), "", "", where(instance.line)))
+        elif cls == "__filtertoconsumerbinding":
+            consumer = _target(instance.get("Consumer"), aliases)
+            filter_ = _target(instance.get("Filter"), aliases)
+            if consumer is not None and filter_ is not None:
+                out.bindings.append(Binding(consumer[0], consumer[1], filter_[1], where(instance.line)))
+    return out
+
+
+def _target(value: MofValue, aliases: dict[str, MofInstance]) -> tuple[str, str] | None:
+    """(class, name) a binding's Filter or Consumer names: a ``$alias`` or an object path."""
+    if not isinstance(value, str):
+        return None
+    if value.startswith("$"):
+        instance = aliases.get(value.lower())
+        return (instance.class_name, instance.text("Name")) if instance is not None else None
+    match = _REFERENCE.search(value)
+    return (match.group("cls"), _unquote(match.group("name"))) if match else None
+
+
+# -- WMI-Activity event 5861 ---------------------------------------------------------------------
+
+def _activity_logs(win: WindowsTree) -> Iterator[_Found]:
+    paths = [p for p, e in sorted(win.image.entries.items())
+             if e.type == "file" and p.lower().endswith(".evtx") and "wmi-activity" in p.lower()]
+    if not paths:
+        return
+    try:
+        import evtx
+    except ImportError:
+        return  # the event-log check says why logs are not read
+    for path in paths:
+        size = win.image.entries[path].size
+        if size == 0 or size > MAX_LOG_BYTES:
+            continue  # the event-log check reports a log too large to read
+        out = _Found([], [], [])
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # damaged records: reported by the event-log check
+            try:
+                parser = evtx.PyEvtxParser(str(win.image.disk_path(path)), number_of_threads=1, skip_errors=True)
+                for record in parser.records():
+                    _binding_event(win, path, record, out)
+            except (RuntimeError, OSError, ValueError) as exc:
+                win.problem(path, f"WMI activity log unreadable from here on ({' '.join(str(exc).split())[:200]})")
+        yield out
+
+
+def _binding_event(win: WindowsTree, path: str, record: Any, out: _Found) -> None:
+    xml = record.get("data") or ""
+    if not re.search(r"<EventID[^>]*>5861<", xml):
+        return
+    record_id = int(record.get("event_record_id") or 0)
+    try:
+        root = parse_xml(xml.encode("utf-8"))
+    except UnsafeXml as exc:
+        win.problem(path, f"record {record_id} not read ({exc})")
+        return
+    fields = {local(e.tag): (e.text or "").strip() for e in root.iter() if len(e) == 0}
+    when = str(record.get("timestamp") or "").removesuffix(" UTC")
+    where = Where(path, "event 5861", detail=f"record {record_id}", time=when)
+    consumer_ref = re.match(r'\s*(\w+)\s*=\s*"(.*)"\s*$', fields.get("CONSUMER", ""))
+    instances, aliases, _error = parse_mof(fields.get("PossibleCause", ""))
+    described = _from_mof(instances, aliases, lambda _line: where)
+    out.filters.extend(described.filters)
+    out.consumers.extend(described.consumers)
+    if consumer_ref is not None and fields.get("ESS"):
+        out.bindings.append(Binding(consumer_ref.group(1), _unquote(consumer_ref.group(2)), fields["ESS"], where))
+
+
+# -- findings ------------------------------------------------------------------------------------
+
+def _judge(win: WindowsTree, found: _Found) -> Iterator[tuple[tuple[str, ...], Finding]]:
+    filters = {f.name.lower(): f for f in found.filters}
+    consumers: dict[tuple[str, str], Consumer] = {}
+    for each in sorted(found.consumers, key=lambda c: not c.where.deleted):  # a live copy wins over remains
+        consumers[(each.kind.lower(), each.name.lower())] = each
+    bound: set[tuple[str, str]] = set()
+    for binding in found.bindings:
+        ident = (binding.consumer_kind.lower(), binding.consumer_name.lower())
+        bound.add(ident)
+        consumer = consumers.get(ident)
+        filter_ = filters.get(binding.filter_name.lower())
+        key = (*ident, binding.filter_name.lower())
+        if _stock(key, consumer):
+            continue
+        yield ("binding", *key), _binding_finding(win, binding, consumer, filter_)
+    for ident, consumer in consumers.items():
+        if ident not in bound and ident[0] in _RUNS and not consumer.where.deleted:
+            yield ("unbound", *ident), _unbound_finding(win, consumer)
+
+
+def _stock(key: tuple[str, str, str], consumer: Consumer | None) -> bool:
+    if key not in _STOCK:
+        return False
+    if key[0] == "commandlineeventconsumer" and consumer is not None and consumer.action:
+        return " ".join(consumer.action.lower().split()) == _STOCK_BVT_COMMAND
+    return True
+
+
+def _action_text(consumer: Consumer | None) -> str:
+    if consumer is None or not consumer.action:
+        return ""
+    return consumer.action
+
+
+def _danger(action: str) -> str | None:
+    cradle = cradle_in(action)
+    if cradle is None:
+        decoded = decoded_powershell(action)
+        if decoded and cradle_in(decoded):
+            cradle = f"encoded {cradle_in(decoded)}"
+    return cradle
+
+
+def _binding_finding(win: WindowsTree, binding: Binding, consumer: Consumer | None, filter_: Filter | None) -> Finding:
+    kind = binding.consumer_kind
+    action = _action_text(consumer)
+    runs = kind.lower() in _RUNS
+    deleted = binding.where.deleted
+    danger = _danger(action) if runs else None
+    if not runs:
+        severity, what = Severity.LOW, f"a {kind}"
+    elif deleted:
+        severity, what = Severity.MEDIUM, "the remains of a deleted subscription"
+    elif danger:
+        severity, what = Severity.CRITICAL, f"a {danger}"
+    else:
+        severity, what = Severity.HIGH, "persistence"
+    verb = "runs" if kind.lower() == "commandlineeventconsumer" else "runs the script" if runs else "feeds"
+    shown = " ".join(action.split())[:120] if action else "(its command was not recovered)"
+    query = filter_.query if filter_ is not None else ""
+    title = (f"WMI event subscription {binding.consumer_name!r} {verb} {shown if runs else kind} "
+             f"when filter {binding.filter_name!r} fires: {what}")
+    values: dict[str, object] = {"consumer_class": kind, "consumer": binding.consumer_name, "filter": binding.filter_name,
+                                 "query": query, "namespace": filter_.namespace if filter_ is not None else ""}
+    if consumer is not None:
+        values["engine" if consumer.engine else "action"] = consumer.engine or action
+        if consumer.engine:
+            values["script"] = action
+    remedy = (f"Remove the subscription (as administrator: Get-WmiObject -Namespace root\\subscription "
+              f"-Class __FilterToConsumerBinding | Where-Object {{$_.Consumer -like '*{binding.consumer_name}*'}} "
+              "| Remove-WmiObject, then its consumer and filter) unless the vendor documents it; find who created it "
+              "and treat the PC as compromised if it runs a command.")
+    return _finding(win, binding.where, "windows.wmi-subscription", severity, title, remedy, values,
+                    (binding.consumer_kind.lower(), binding.consumer_name.lower(), binding.filter_name.lower()), action or query)
+
+
+def _unbound_finding(win: WindowsTree, consumer: Consumer) -> Finding:
+    shown = " ".join(consumer.action.split())[:120] or "(its command was not recovered)"
+    title = f"WMI {consumer.kind} {consumer.name!r} bound to no filter: {shown}"
+    values: dict[str, object] = {"consumer_class": consumer.kind, "consumer": consumer.name, "action": consumer.action}
+    remedy = "Remove the consumer unless the vendor documents it; a binding to any event filter would make it run."
+    return _finding(win, consumer.where, "windows.wmi-consumer", Severity.MEDIUM, title, remedy, values,
+                    (consumer.kind.lower(), consumer.name.lower()), consumer.action)
+
+
+def _finding(win: WindowsTree, where: Where, rule: str, severity: Severity, title: str, remedy: str,
+             values: dict[str, object], key: tuple[str, ...], excerpt: str) -> Finding:
+    values = {**values, "source": where.source}
+    if where.detail:
+        values["where"] = where.detail
+    if where.time:
+        values["time"] = where.time
+    if where.deleted:
+        values["deleted"] = True
+    return win.ctx.finding(rule=rule, category="persistence", severity=severity, title=title, path=where.path,
+                           line=where.line, offset=where.offset, excerpt_text=excerpt or None, technique=_TECH,
+                           key=key, values=values, remedy=remedy)
+
+
+def _merge(earlier: Finding, later: Finding) -> Finding:
+    """One subscription seen by several sources: the worse verdict, every source's evidence."""
+    main, other = (earlier, later) if _rank(earlier) >= _rank(later) else (later, earlier)
+    evidence: tuple[Evidence, ...] = main.evidence + tuple(e for e in other.evidence if e not in main.evidence)
+    return replace(main, evidence=evidence)
+
+
+def _rank(finding: Finding) -> int:
+    order = (Severity.INFO, Severity.LOW, Severity.MEDIUM, Severity.HIGH, Severity.CRITICAL)
+    return order.index(finding.severity)

@@ -1,0 +1,280 @@
+"""The WMI (CIM) repository: instances of the event-subscription classes read from ``OBJECTS.DATA``.
+
+The format is the one Mandiant's FLARE team published (Ballenthin, Graeber, Teodorescu, *WMI
+offense, defense and forensics*, and python-cim in ``fireeye/flare-wmi``, Apache-2.0), for the
+repository of Windows Vista and later (``Windows/System32/wbem/Repository``):
+
+- ``MAPPING1.MAP`` … ``MAPPING3.MAP``: the one with the highest version is current. It holds
+  the mapping of ``OBJECTS.DATA`` first: a header of six uint32 (signature ``0xABCD``, version,
+  two ids, physical page count, entry count), one 24-byte entry per logical page whose first
+  uint32 is the physical page (low 30 bits; ``0x3FFFFFFF`` unmapped), a free-page list
+  (uint32 count, then that many uint32) and the end signature ``0xDCBA``.
+- ``OBJECTS.DATA``: pages of ``0x2000`` bytes. A page begins with its table of contents, entries
+  of four uint32 (record id, offset in the page, size, CRC) ended by an all-zero entry. An object
+  longer than the rest of its page continues on the next *logical* pages.
+- An instance begins with the hash of its class's name (SHA-256 of the upper-case name in
+  UTF-16LE, 64 upper-case hex digits, written in UTF-16LE), two FILETIMEs, a uint32 length, a
+  uint32 offset of the class name, one byte, then the property states, the property values (a
+  string is a uint32 offset into the data region), qualifiers, and last the data region: a
+  uint32 size with its top bit set, then the bytes. The region begins with the class name;
+  every string in it is a flag byte (0: one byte a character, 1: UTF-16LE) and NUL-terminated
+  text.
+
+Without the class definitions (which would need the index B-tree and each class's ancestry)
+the reader does not know which property a value belongs to. It reads what the record itself
+proves: the class (by its hash, confirmed by the class name at the start of the data region),
+and the strings the property values point at, in property order. ``wmi`` gives them meaning
+from their content (a WQL query, a reference path, a command). Objects on pages the mapping
+does not use are read too, marked ``allocated=False``: the remains of deleted subscriptions.
+
+Every problem (a missing or damaged mapping, a table of contents that runs off its page, an
+object that ends outside the file) is returned located (file, page, offset); nothing raises.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import struct
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import BinaryIO
+
+PAGE = 0x2000
+MAPPING_START, MAPPING_END = 0xABCD, 0xDCBA
+UNMAPPED = 0x3FFFFFFF
+MAX_OBJECT = 1 << 20  # subscriptions are a few KiB; a bigger object of their class is reported, not read
+_HEADER = 128 + 8 + 8 + 4 + 4 + 1  # hash, two FILETIMEs, length, class-name offset, one byte
+
+SUBSCRIPTION_CLASSES = ("__EventFilter", "__FilterToConsumerBinding", "CommandLineEventConsumer",
+                        "ActiveScriptEventConsumer")
+
+
+def class_hash(name: str) -> str:
+    """The repository's hash of a class name: SHA-256 of the upper-case name in UTF-16LE, hex upper."""
+    return hashlib.sha256(name.upper().encode("utf-16-le")).hexdigest().upper()
+
+
+_BY_HASH = {class_hash(name).encode("utf-16-le"): name for name in SUBSCRIPTION_CLASSES}
+
+
+@dataclass(frozen=True)
+class Instance:
+    """One instance of a subscription class as stored: where, its class, its string values."""
+
+    class_name: str
+    strings: tuple[str, ...]  # the string property values, in property order
+    offset: int  # file offset of the record in OBJECTS.DATA
+    page: int  # logical page (physical page when no mapping could be read)
+    record_id: int
+    allocated: bool  # False: on a page the current mapping does not use (deleted)
+    written: str | None  # the instance's first FILETIME (ISO 8601 UTC), when plausible
+
+
+@dataclass(frozen=True)
+class Mapping:
+    """The current mapping of OBJECTS.DATA: physical page of each logical page (None: unmapped)."""
+
+    name: str
+    version: int
+    pages: tuple[int | None, ...]
+
+
+def read_mapping(name: str, data: bytes) -> Mapping:
+    """The objects mapping at the start of a ``MAPPING*.MAP`` file; ``ValueError`` says what is wrong, where."""
+    if len(data) < 24:
+        raise ValueError(f"{len(data)} bytes, shorter than a mapping header")
+    start, version, _first, _second, _physical, count = struct.unpack_from("<6I", data, 0)
+    if start != MAPPING_START:
+        raise ValueError(f"no mapping signature at offset 0 (0x{start:08X})")
+    end = 24 + 24 * count
+    if end + 4 > len(data):
+        raise ValueError(f"{count} page entries run past the end of the file ({len(data)} bytes)")
+    pages = tuple(_physical_page(data, 24 + 24 * i) for i in range(count))
+    (free,) = struct.unpack_from("<I", data, end)
+    tail = end + 4 + 4 * free
+    if tail + 4 > len(data):
+        raise ValueError(f"free-page list of {free} entries at offset {end} runs past the end of the file")
+    (signature,) = struct.unpack_from("<I", data, tail)
+    if signature != MAPPING_END:
+        raise ValueError(f"no end signature at offset {tail} (0x{signature:08X})")
+    return Mapping(name, version, pages)
+
+
+def _physical_page(data: bytes, at: int) -> int | None:
+    (value,) = struct.unpack_from("<I", data, at)
+    page = value & UNMAPPED
+    return None if page == UNMAPPED else page
+
+
+def current_mapping(files: list[tuple[str, bytes]]) -> tuple[Mapping | None, list[str]]:
+    """The readable mapping with the highest version among ``(name, bytes)``, and the problems of the others."""
+    problems: list[str] = []
+    best: Mapping | None = None
+    for name, data in files:
+        try:
+            mapping = read_mapping(name, data)
+        except (ValueError, struct.error) as exc:
+            problems.append(f"{name}: not a usable mapping ({exc})")
+            continue
+        if best is None or mapping.version > best.version:
+            best = mapping
+    return best, problems
+
+
+def read_instances(objects: BinaryIO, size: int, mapping: Mapping | None) -> tuple[list[Instance], list[str]]:
+    """Every instance of the subscription classes in ``OBJECTS.DATA`` (``size`` bytes), and the problems.
+
+    With a mapping, the mapped pages are read in logical order (objects continue on the next
+    logical page), then the pages it does not use. Without one, every page in file order.
+    """
+    reader = _Pages(objects, size)
+    found: list[Instance] = []
+    problems: list[str] = []
+    if mapping is not None:
+        order = [(logical, physical) for logical, physical in enumerate(mapping.pages) if physical is not None]
+        used = {physical for _, physical in order}
+        for logical, physical in order:
+            if physical >= reader.count:
+                problems.append(f"logical page {logical} maps to physical page {physical}, past the end of the file "
+                                f"({reader.count} pages)")
+                continue
+            found.extend(_page_objects(reader, physical, logical, True, mapping, problems))
+        for physical in range(reader.count):
+            if physical not in used:
+                found.extend(_page_objects(reader, physical, physical, False, None, problems))
+    else:
+        for physical in range(reader.count):
+            found.extend(_page_objects(reader, physical, physical, True, None, problems))
+    if size % PAGE:
+        problems.append(f"{size % PAGE} bytes after the last whole page ({size} bytes is not a multiple of 0x2000)")
+    return found, problems
+
+
+class _Pages:
+    def __init__(self, stream: BinaryIO, size: int) -> None:
+        self.stream = stream
+        self.count = size // PAGE
+
+    def read(self, physical: int) -> bytes:
+        self.stream.seek(physical * PAGE)
+        return self.stream.read(PAGE)
+
+
+def _toc(page: bytes) -> Iterator[tuple[int, int, int]]:
+    """(record id, offset, size) of the page's table of contents, up to its all-zero end."""
+    for at in range(0, PAGE - 15, 16):
+        record_id, offset, size, crc = struct.unpack_from("<4I", page, at)
+        if record_id == offset == size == crc == 0:
+            return
+        if record_id == 0 or size == 0 or not at + 16 <= offset < PAGE:
+            return  # not a table entry: a page without a table of contents, or its end
+        yield record_id, offset, size
+
+
+def _page_objects(reader: _Pages, physical: int, logical: int, allocated: bool, mapping: Mapping | None,
+                  problems: list[str]) -> Iterator[Instance]:
+    page = reader.read(physical)
+    if len(page) < PAGE:
+        return
+    for record_id, offset, size in _toc(page):
+        name = _BY_HASH.get(page[offset:offset + 128])
+        if name is None:
+            continue
+        where = f"page {logical} (file offset 0x{physical * PAGE + offset:X}), record {record_id}"
+        if size > MAX_OBJECT:
+            problems.append(f"{name} at {where}: {size} bytes, larger than {MAX_OBJECT}; not read")
+            continue
+        record: bytes | None = page[offset:offset + size]
+        if record is not None and len(record) < size:
+            record = _continued(reader, record, size, logical, mapping, where, problems)
+        if record is None:
+            continue
+        try:
+            yield _instance(name, record, physical * PAGE + offset, logical, record_id, allocated)
+        except ValueError as exc:
+            problems.append(f"{name} at {where}: not decoded ({exc})")
+
+
+def _continued(reader: _Pages, first: bytes, size: int, logical: int, mapping: Mapping | None, where: str,
+               problems: list[str]) -> bytes | None:
+    """An object's bytes continued on the next logical pages (next physical ones without a mapping)."""
+    parts = [first]
+    have = len(first)
+    following = logical
+    while have < size:
+        following += 1
+        if mapping is not None:
+            physical = mapping.pages[following] if following < len(mapping.pages) else None
+        else:
+            physical = following
+        if physical is None or physical >= reader.count:
+            problems.append(f"object at {where}: {size} bytes, but it continues on page {following}, which is "
+                            "not in the file or not mapped")
+            return None
+        chunk = reader.read(physical)[:size - have]
+        parts.append(chunk)
+        have += len(chunk)
+    return b"".join(parts)
+
+
+def _instance(name: str, record: bytes, offset: int, page: int, record_id: int, allocated: bool) -> Instance:
+    heap_at = _data_region(name, record)
+    heap = record[heap_at:]
+    strings = _referenced_strings(record[_HEADER:heap_at - 4], heap)
+    (filetime,) = struct.unpack_from("<Q", record, 128)
+    return Instance(name, strings, offset, page, record_id, allocated, _filetime(filetime))
+
+
+def _data_region(name: str, record: bytes) -> int:
+    """Where the data region's bytes begin: at the class name, after a size with its top bit set that fits."""
+    needle = b"\x00" + name.encode("ascii") + b"\x00"
+    at = record.find(needle, _HEADER + 4)
+    while at != -1:
+        (raw,) = struct.unpack_from("<I", record, at - 4)
+        if raw & 0x80000000 and len(needle) <= (raw & 0x7FFFFFFF) <= len(record) - at:
+            return at
+        at = record.find(needle, at + 1)
+    raise ValueError("no data region that begins with the class name")
+
+
+def _referenced_strings(values: bytes, heap: bytes) -> tuple[str, ...]:
+    """Strings of ``heap`` whose offset a property value (any uint32 of ``values``) points at, in that order."""
+    seen: dict[int, str] = {}
+    for at in range(len(values) - 3):
+        (ref,) = struct.unpack_from("<I", values, at)
+        if ref == 0 or ref >= len(heap) or ref in seen:
+            continue  # 0 is the class name
+        text = heap_string(heap, ref)
+        if text:
+            seen[ref] = text
+    return tuple(seen.values())
+
+
+def heap_string(heap: bytes, at: int) -> str | None:
+    """The string at ``at`` of a data region (flag byte, then NUL-terminated text), or None if there is none."""
+    flag = heap[at]
+    if flag == 0:
+        end = heap.find(b"\x00", at + 1)
+        if end <= at + 1:
+            return None
+        text = heap[at + 1:end].decode("latin-1")
+    elif flag == 1:
+        end = at + 1
+        while end + 1 < len(heap) and heap[end:end + 2] != b"\x00\x00":
+            end += 2
+        if end + 1 >= len(heap) or end == at + 1:
+            return None
+        text = heap[at + 1:end].decode("utf-16-le", "replace")
+    else:
+        return None
+    if "\ufffd" in text or not all(ch.isprintable() or ch in "\t\r\n" for ch in text):
+        return None
+    return text
+
+
+def _filetime(value: int) -> str | None:
+    if not 116444736000000000 <= value < 4102444800 * 10_000_000 + 116444736000000000:  # 1970 .. 2100
+        return None
+    when = datetime(1601, 1, 1, tzinfo=UTC) + timedelta(microseconds=value // 10)
+    return when.strftime("%Y-%m-%dT%H:%M:%SZ")
