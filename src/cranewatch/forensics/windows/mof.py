@@ -247,5 +247,5 @@ def parse_mof(text: str) -> tuple[list[MofInstance], dict[str, MofInstance], Mof
     try:
         parser.instances()
     except MofError as exc:
-        error = exc  # the instances declared before it are kept
+        error = error or exc  # a string cut by the tokenizer is the cause; the instances before it are kept
     return parser.found, parser.aliases, error

@@ -379,6 +379,8 @@ def _binding_finding(win: WindowsTree, binding: Binding, consumer: Consumer | No
         values["engine" if consumer.engine else "action"] = consumer.engine or action
         if consumer.engine:
             values["script"] = action
+        if consumer.where.offset is not None:
+            values["consumer_offset"] = consumer.where.offset
     remedy = (f"Remove the subscription (as administrator: Get-WmiObject -Namespace root\\subscription "
               f"-Class __FilterToConsumerBinding | Where-Object {{$_.Consumer -like '*{binding.consumer_name}*'}} "
               "| Remove-WmiObject, then its consumer and filter) unless the vendor documents it; find who created it "

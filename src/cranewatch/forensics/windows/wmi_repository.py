@@ -135,17 +135,21 @@ def read_instances(objects: BinaryIO, size: int, mapping: Mapping | None) -> tup
         order = [(logical, physical) for logical, physical in enumerate(mapping.pages) if physical is not None]
         used = {physical for _, physical in order}
         for logical, physical in order:
+            if logical in reader.continuations:
+                continue  # the rest of an object begun on an earlier page: no table of contents
             if physical >= reader.count:
                 problems.append(f"logical page {logical} maps to physical page {physical}, past the end of the file "
                                 f"({reader.count} pages)")
                 continue
             found.extend(_page_objects(reader, physical, logical, True, mapping, problems))
+        reader.continuations.clear()
         for physical in range(reader.count):
             if physical not in used:
                 found.extend(_page_objects(reader, physical, physical, False, None, problems))
     else:
         for physical in range(reader.count):
-            found.extend(_page_objects(reader, physical, physical, True, None, problems))
+            if physical not in reader.continuations:
+                found.extend(_page_objects(reader, physical, physical, True, None, problems))
     if size % PAGE:
         problems.append(f"{size % PAGE} bytes after the last whole page ({size} bytes is not a multiple of 0x2000)")
     return found, problems
@@ -155,6 +159,7 @@ class _Pages:
     def __init__(self, stream: BinaryIO, size: int) -> None:
         self.stream = stream
         self.count = size // PAGE
+        self.continuations: set[int] = set()  # pages (logical, or physical without a mapping) an object continues on
 
     def read(self, physical: int) -> bytes:
         self.stream.seek(physical * PAGE)
@@ -213,6 +218,7 @@ def _continued(reader: _Pages, first: bytes, size: int, logical: int, mapping: M
                             "not in the file or not mapped")
             return None
         chunk = reader.read(physical)[:size - have]
+        reader.continuations.add(following)
         parts.append(chunk)
         have += len(chunk)
     return b"".join(parts)
