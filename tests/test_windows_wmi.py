@@ -197,7 +197,7 @@ def test_an_object_whose_data_region_is_damaged_is_named_with_its_place() -> Non
     pages = list(repo.pages)
     broken = bytearray(pages[0])
     at = 0x70 + bytes(broken[0x70:]).find(b"\x00CommandLineEventConsumer\x00")
-    broken[at - 1] &= 0x7F  # clear the top bit of the data region's size
+    broken[at - 4:at] = b"\xf0\xff\x00\x00"  # a data region of 65,520 bytes in a record of a few hundred
     pages[0] = bytes(broken)
     data = b"".join(pages)
     found, problems = read_instances(io.BytesIO(data), len(data), read_mapping("M", repo.mapping_file()))
@@ -457,3 +457,26 @@ def test_the_same_tree_as_a_zip_and_as_a_vhdx_disk(wmi_tree: Path, wmi_result: S
     disk = scan_image(vhdx, workers=1, policy=STS07)
     assert sorted((f.rule, f.severity.name, f.title) for f in disk.findings if f.rule.startswith("windows.wmi")) == [
         e for e in expected if e[0].startswith("windows.wmi")]
+
+
+def test_a_windows_xp_repository_is_read(tmp_path: Path) -> None:
+    """XP: ``Repository/FS``, MD5 class hashes (64 bytes), a four-field mapping header and 4-byte entries."""
+    first, _ = page([(1, instance(CL, ["C:\\WINDOWS\\system32\\svchosts.exe", None, None, None, "HmiHelper", None, None],
+                                  xp=True)),
+                     (2, instance("__FilterToConsumerBinding", ['CommandLineEventConsumer.Name="HmiHelper"',
+                                                                '__EventFilter.Name="EveryMinute"'], xp=True))])
+    repo = Repository([bytes(PAGE), first], [1], xp=True)
+    assert repo.mapping_file()[:16] == bytes.fromhex("cdab0000 07000000 02000000 01000000")  # signature, version, 2 pages, 1 entry
+    mapping = read_mapping("MAPPING1.MAP", repo.mapping_file())
+    assert mapping.pages == (1,)
+    root = minimal_windows(tmp_path / "C")
+    folder = root / REPO / "FS"
+    folder.mkdir(parents=True)
+    (folder / "OBJECTS.DATA").write_bytes(repo.objects_data())
+    (folder / "MAPPING1.MAP").write_bytes(repo.mapping_file())
+    (finding,) = _wmi(scan_image(root, workers=1, policy=STS07)).values()
+    assert finding.severity == Severity.HIGH and finding.evidence[0].path == f"{REPO}/FS/OBJECTS.DATA"
+    # By hand: the consumer at 0x30 is 89 (header) + 3 (states of 10 properties) + 38 (values) + 4 + 1 + 4
+    # + 103 (data region: 26 class name, 32 CreatorSID, 34 command, 11 name) = 242 bytes; the binding follows.
+    assert finding.evidence[0].values["consumer_offset"] == 0x2030
+    assert finding.evidence[0].offset == 0x2030 + 242

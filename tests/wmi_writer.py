@@ -8,10 +8,12 @@ without Windows. So this lays out, from Mandiant FLARE's description of the form
 - ``MAPPING1.MAP``: header {0xABCD, version, first id, second id, physical page count, entry
   count}; 24-byte entries {physical page (0x3FFFFFFF unmapped), CRC, free, used, first id,
   second id}; a free-page list {count, pages}; 0xDCBA. The objects mapping, then the index one.
+  Windows XP: header {0xABCD, version, physical page count, entry count}, 4-byte entries.
 - ``OBJECTS.DATA``: 0x2000-byte pages; a table of contents of {record id, offset, size, CRC}
   entries ended by an all-zero entry; objects after it; an object longer than its page goes on
   on the next logical page (a page without a table of contents).
-- An instance: class-name hash (SHA-256 of the upper-case name in UTF-16LE, hex, in UTF-16LE),
+- An instance: class-name hash (SHA-256 of the upper-case name in UTF-16LE, hex, in UTF-16LE;
+  MD5 on XP),
   two FILETIMEs, uint32 length, uint32 class-name offset, a byte, property states (2 bits each),
   property values (strings as uint32 offsets into the data region, an array as one, a uint32, a
   boolean as uint16 0xFFFF), qualifiers {uint32 size=4}, a dynprops byte (1), and the data
@@ -36,11 +38,12 @@ SID = bytes([1, 5, 0, 0, 0, 0, 0, 5, 21, 0, 0, 0, 0x8E, 0x1F, 0x2D, 0x3A, 0x11, 
              0x88, 0xF4, 0x01, 0x00, 0x00])  # S-1-5-21-…-500
 
 
-def class_hash(name: str) -> bytes:
-    return hashlib.sha256(name.upper().encode("utf-16-le")).hexdigest().upper().encode("utf-16-le")
+def class_hash(name: str, xp: bool = False) -> bytes:
+    digest = hashlib.md5 if xp else hashlib.sha256
+    return digest(name.upper().encode("utf-16-le")).hexdigest().upper().encode("utf-16-le")
 
 
-def instance(class_name: str, strings: list[str | None], written: int = FILETIME_2024_05_14) -> bytes:
+def instance(class_name: str, strings: list[str | None], written: int = FILETIME_2024_05_14, xp: bool = False) -> bytes:
     """An instance record of ``class_name`` whose string properties are ``strings`` (None: null)."""
     heap = bytearray(b"\x00" + class_name.encode("ascii") + b"\x00")
     sid_at = len(heap)
@@ -60,7 +63,7 @@ def instance(class_name: str, strings: list[str | None], written: int = FILETIME
     values = struct.pack("<I", sid_at) + b"".join(struct.pack("<I", r) for r in refs)
     values += struct.pack("<I", 0) + struct.pack("<H", 0xFFFF)  # e.g. KillTimeout = 0, CreateNewConsole = True
     body = states + values + struct.pack("<I", 4) + b"\x01" + struct.pack("<I", len(heap) | 0x80000000) + bytes(heap)
-    head = class_hash(class_name) + struct.pack("<QQ", written, written)
+    head = class_hash(class_name, xp) + struct.pack("<QQ", written, written)
     length = len(head) + 4 + 4 + 1 + len(body)
     return head + struct.pack("<II", length, 0) + b"\x00" + body
 
@@ -91,18 +94,23 @@ class Repository:
     pages: list[bytes]
     mapping: list[int | None]
     version: int = 7
+    xp: bool = False
 
     def objects_data(self) -> bytes:
         return b"".join(self.pages)
 
     def mapping_file(self) -> bytes:
-        return _mapping(self.mapping, len(self.pages), self.version) + _mapping([], 0, self.version)
+        return _mapping(self.mapping, len(self.pages), self.version, self.xp) + _mapping([], 0, self.version, self.xp)
 
 
-def _mapping(pages: list[int | None], physical_count: int, version: int) -> bytes:
-    out = struct.pack("<6I", 0xABCD, version, 1, 2, physical_count, len(pages))
+def _mapping(pages: list[int | None], physical_count: int, version: int, xp: bool) -> bytes:
+    if xp:
+        out = struct.pack("<4I", 0xABCD, version, physical_count, len(pages))
+    else:
+        out = struct.pack("<6I", 0xABCD, version, 1, 2, physical_count, len(pages))
     for physical in pages:
-        out += struct.pack("<6I", UNMAPPED if physical is None else physical, 0, 0, 0, 0, 0)
+        value = UNMAPPED if physical is None else physical
+        out += struct.pack("<I", value) if xp else struct.pack("<6I", value, 0, 0, 0, 0, 0)
     free = [p for p in range(physical_count) if p not in pages]
     out += struct.pack("<I", len(free)) + b"".join(struct.pack("<I", p) for p in free)
     return out + struct.pack("<I", 0xDCBA)

@@ -4,7 +4,8 @@ Windows keeps them in its CIM repository (``Windows/System32/wbem/Repository``);
 subscription runs its command as SYSTEM each time the event happens (at boot, every minute …)
 and appears in no Run key, service or task. Three sources are read:
 
-- the repository (``wmi_repository``): ``OBJECTS.DATA`` through the current ``MAPPING*.MAP``,
+- the repository (``wmi_repository``): ``OBJECTS.DATA`` through the current ``MAPPING*.MAP``
+  (in ``Repository``, or ``Repository/FS`` on Windows XP),
   instances of ``__EventFilter``, ``__FilterToConsumerBinding``, ``CommandLineEventConsumer``
   and ``ActiveScriptEventConsumer``, located by file offset; remains on pages the mapping no
   longer uses are deleted subscriptions;
@@ -104,10 +105,7 @@ class _Found:
 
 
 def check(win: WindowsTree) -> Iterator[Finding]:
-    found: list[_Found] = []
-    repository = _repository(win)
-    if repository is not None:
-        found.append(repository)
+    found = list(_repositories(win))
     found.extend(_mof_files(win))
     found.extend(_activity_logs(win))
     merged: dict[tuple[str, ...], Finding] = {}
@@ -120,8 +118,15 @@ def check(win: WindowsTree) -> Iterator[Finding]:
 
 # -- the repository ------------------------------------------------------------------------------
 
-def _repository(win: WindowsTree) -> _Found | None:
-    objects = win.find(f"{REPOSITORY}/OBJECTS.DATA")
+def _repositories(win: WindowsTree) -> Iterator[_Found]:
+    for folder in (REPOSITORY, f"{REPOSITORY}/FS"):  # Vista and later; XP
+        found = _repository(win, folder)
+        if found is not None:
+            yield found
+
+
+def _repository(win: WindowsTree, folder: str) -> _Found | None:
+    objects = win.find(f"{folder}/OBJECTS.DATA")
     if objects is None:
         return None
     size = win.image.entries[objects].size
@@ -130,7 +135,7 @@ def _repository(win: WindowsTree) -> _Found | None:
         return None
     maps: list[tuple[str, bytes]] = []
     for n in (1, 2, 3):
-        path = win.find(f"{REPOSITORY}/MAPPING{n}.MAP")
+        path = win.find(f"{folder}/MAPPING{n}.MAP")
         data = win.read_bytes(path, limit=64 << 20) if path is not None else None
         if path is not None and data is not None:
             maps.append((path, data))

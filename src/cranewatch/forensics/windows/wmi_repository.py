@@ -2,21 +2,23 @@
 
 The format is the one Mandiant's FLARE team published (Ballenthin, Graeber, Teodorescu, *WMI
 offense, defense and forensics*, and python-cim in ``fireeye/flare-wmi``, Apache-2.0), for the
-repository of Windows Vista and later (``Windows/System32/wbem/Repository``):
+repository of Windows Vista and later (``Windows/System32/wbem/Repository``) and of Windows XP
+(``Repository/FS``; the differences are given in brackets):
 
 - ``MAPPING1.MAP`` … ``MAPPING3.MAP``: the one with the highest version is current. It holds
   the mapping of ``OBJECTS.DATA`` first: a header of six uint32 (signature ``0xABCD``, version,
-  two ids, physical page count, entry count), one 24-byte entry per logical page whose first
-  uint32 is the physical page (low 30 bits; ``0x3FFFFFFF`` unmapped), a free-page list
-  (uint32 count, then that many uint32) and the end signature ``0xDCBA``.
+  two ids, physical page count, entry count) [XP: four, without the ids], one 24-byte entry per
+  logical page [XP: 4 bytes] whose first uint32 is the physical page (low 30 bits;
+  ``0x3FFFFFFF`` unmapped), a free-page list (uint32 count, then that many uint32) and the end
+  signature ``0xDCBA``. The layout is the one whose end signature falls in place.
 - ``OBJECTS.DATA``: pages of ``0x2000`` bytes. A page begins with its table of contents, entries
   of four uint32 (record id, offset in the page, size, CRC) ended by an all-zero entry. An object
   longer than the rest of its page continues on the next *logical* pages.
 - An instance begins with the hash of its class's name (SHA-256 of the upper-case name in
-  UTF-16LE, 64 upper-case hex digits, written in UTF-16LE), two FILETIMEs, a uint32 length, a
+  UTF-16LE, 64 upper-case hex digits, written in UTF-16LE) [XP: MD5, 32 digits], two FILETIMEs, a uint32 length, a
   uint32 offset of the class name, one byte, then the property states, the property values (a
   string is a uint32 offset into the data region), qualifiers, and last the data region: a
-  uint32 size with its top bit set, then the bytes. The region begins with the class name;
+  uint32 size (python-cim masks its top bit), then the bytes. The region begins with the class name;
   every string in it is a flag byte (0: one byte a character, 1: UTF-16LE) and NUL-terminated
   text.
 
@@ -44,18 +46,20 @@ PAGE = 0x2000
 MAPPING_START, MAPPING_END = 0xABCD, 0xDCBA
 UNMAPPED = 0x3FFFFFFF
 MAX_OBJECT = 1 << 20  # subscriptions are a few KiB; a bigger object of their class is reported, not read
-_HEADER = 128 + 8 + 8 + 4 + 4 + 1  # hash, two FILETIMEs, length, class-name offset, one byte
+_AFTER_HASH = 8 + 8 + 4 + 4 + 1  # two FILETIMEs, length, class-name offset, one byte
 
 SUBSCRIPTION_CLASSES = ("__EventFilter", "__FilterToConsumerBinding", "CommandLineEventConsumer",
                         "ActiveScriptEventConsumer")
 
 
-def class_hash(name: str) -> str:
-    """The repository's hash of a class name: SHA-256 of the upper-case name in UTF-16LE, hex upper."""
-    return hashlib.sha256(name.upper().encode("utf-16-le")).hexdigest().upper()
+def class_hash(name: str, xp: bool = False) -> str:
+    """The repository's hash of a class name: SHA-256 (XP: MD5) of the upper-case name in UTF-16LE, hex upper."""
+    digest = hashlib.md5 if xp else hashlib.sha256
+    return digest(name.upper().encode("utf-16-le")).hexdigest().upper()
 
 
-_BY_HASH = {class_hash(name).encode("utf-16-le"): name for name in SUBSCRIPTION_CLASSES}
+# The hash as it is written at the start of an instance (UTF-16LE): 128 bytes, or 64 on XP.
+_BY_HASH = {class_hash(name, xp).encode("utf-16-le"): name for name in SUBSCRIPTION_CLASSES for xp in (False, True)}
 
 
 @dataclass(frozen=True)
@@ -82,15 +86,40 @@ class Mapping:
 
 def read_mapping(name: str, data: bytes) -> Mapping:
     """The objects mapping at the start of a ``MAPPING*.MAP`` file; ``ValueError`` says what is wrong, where."""
-    if len(data) < 24:
+    if len(data) < 16:
         raise ValueError(f"{len(data)} bytes, shorter than a mapping header")
-    start, version, _first, _second, _physical, count = struct.unpack_from("<6I", data, 0)
+    start, version = struct.unpack_from("<2I", data, 0)
     if start != MAPPING_START:
         raise ValueError(f"no mapping signature at offset 0 (0x{start:08X})")
-    end = 24 + 24 * count
+    errors: list[str] = []
+    readings: list[tuple[int, tuple[int | None, ...]]] = []
+    for header, entry in ((24, 24), (16, 4)):  # Vista and later, then XP
+        try:
+            pages, tail = _mapping_pages(data, header, entry)
+        except ValueError as exc:
+            errors.append(str(exc))
+            continue
+        (physical_count,) = struct.unpack_from("<I", data, header - 8)
+        # A small mapping can read both ways: the right one is followed by the index mapping's
+        # header and names no page past the physical page count.
+        after = data[tail + 4:tail + 8]
+        followed = 2 if after == struct.pack("<I", MAPPING_START) else 1 if after == b"" else 0
+        within = all(p is None or p < physical_count for p in pages)
+        readings.append((followed + int(within), pages))
+    if not readings:
+        raise ValueError(errors[0])
+    best = max(score for score, _ in readings)
+    return Mapping(name, version, next(pages for score, pages in readings if score == best))
+
+
+def _mapping_pages(data: bytes, header: int, entry: int) -> tuple[tuple[int | None, ...], int]:
+    """The physical pages of a mapping laid out with ``header`` and ``entry`` sizes, and where its end signature is."""
+    if len(data) < header + 4:
+        raise ValueError(f"{len(data)} bytes, shorter than a mapping header")
+    (count,) = struct.unpack_from("<I", data, header - 4)
+    end = header + entry * count
     if end + 4 > len(data):
         raise ValueError(f"{count} page entries run past the end of the file ({len(data)} bytes)")
-    pages = tuple(_physical_page(data, 24 + 24 * i) for i in range(count))
     (free,) = struct.unpack_from("<I", data, end)
     tail = end + 4 + 4 * free
     if tail + 4 > len(data):
@@ -98,7 +127,7 @@ def read_mapping(name: str, data: bytes) -> Mapping:
     (signature,) = struct.unpack_from("<I", data, tail)
     if signature != MAPPING_END:
         raise ValueError(f"no end signature at offset {tail} (0x{signature:08X})")
-    return Mapping(name, version, pages)
+    return tuple(_physical_page(data, header + entry * i) for i in range(count)), tail
 
 
 def _physical_page(data: bytes, at: int) -> int | None:
@@ -183,7 +212,11 @@ def _page_objects(reader: _Pages, physical: int, logical: int, allocated: bool, 
     if len(page) < PAGE:
         return
     for record_id, offset, size in _toc(page):
+        hash_size = 128
         name = _BY_HASH.get(page[offset:offset + 128])
+        if name is None:
+            hash_size = 64
+            name = _BY_HASH.get(page[offset:offset + 64])
         if name is None:
             continue
         where = f"page {logical} (file offset 0x{physical * PAGE + offset:X}), record {record_id}"
@@ -196,7 +229,7 @@ def _page_objects(reader: _Pages, physical: int, logical: int, allocated: bool, 
         if record is None:
             continue
         try:
-            yield _instance(name, record, physical * PAGE + offset, logical, record_id, allocated)
+            yield _instance(name, record, hash_size, physical * PAGE + offset, logical, record_id, allocated)
         except ValueError as exc:
             problems.append(f"{name} at {where}: not decoded ({exc})")
 
@@ -224,21 +257,23 @@ def _continued(reader: _Pages, first: bytes, size: int, logical: int, mapping: M
     return b"".join(parts)
 
 
-def _instance(name: str, record: bytes, offset: int, page: int, record_id: int, allocated: bool) -> Instance:
-    heap_at = _data_region(name, record)
+def _instance(name: str, record: bytes, hash_size: int, offset: int, page: int, record_id: int,
+              allocated: bool) -> Instance:
+    header = hash_size + _AFTER_HASH
+    heap_at = _data_region(name, record, header)
     heap = record[heap_at:]
-    strings = _referenced_strings(record[_HEADER:heap_at - 4], heap)
-    (filetime,) = struct.unpack_from("<Q", record, 128)
+    strings = _referenced_strings(record[header:heap_at - 4], heap)
+    (filetime,) = struct.unpack_from("<Q", record, hash_size)
     return Instance(name, strings, offset, page, record_id, allocated, _filetime(filetime))
 
 
-def _data_region(name: str, record: bytes) -> int:
-    """Where the data region's bytes begin: at the class name, after a size with its top bit set that fits."""
+def _data_region(name: str, record: bytes, header: int) -> int:
+    """Where the data region's bytes begin: at the class name, after a size that fits in the record."""
     needle = b"\x00" + name.encode("ascii") + b"\x00"
-    at = record.find(needle, _HEADER + 4)
+    at = record.find(needle, header + 4)
     while at != -1:
         (raw,) = struct.unpack_from("<I", record, at - 4)
-        if raw & 0x80000000 and len(needle) <= (raw & 0x7FFFFFFF) <= len(record) - at:
+        if len(needle) <= (raw & 0x7FFFFFFF) <= len(record) - at:
             return at
         at = record.find(needle, at + 1)
     raise ValueError("no data region that begins with the class name")
