@@ -480,3 +480,62 @@ def test_a_windows_xp_repository_is_read(tmp_path: Path) -> None:
     # + 103 (data region: 26 class name, 32 CreatorSID, 34 command, 11 name) = 242 bytes; the binding follows.
     assert finding.evidence[0].values["consumer_offset"] == 0x2030
     assert finding.evidence[0].offset == 0x2030 + 242
+
+
+SCM_MOF = r'''#pragma namespace("\\\\.\\root\\subscription")
+instance of __EventFilter as $SCMFilter
+{
+    Name = "SCM Event Log Filter";
+    Query = "select * from MSFT_SCMEventLogEvent";
+    QueryLanguage = "WQL";
+};
+instance of NTEventLogEventConsumer as $SCMConsumer
+{
+    Name = "SCM Event Log Consumer";
+    Category = 0;
+    EventType = 1;
+    SourceName = "Service Control Manager";
+};
+instance of __FilterToConsumerBinding
+{
+    Consumer = $SCMConsumer;
+    Filter = $SCMFilter;
+};
+'''
+
+
+def test_stock_windows_with_its_own_subscriptions_gives_nothing(shared_data: Path, tmp_path: Path) -> None:
+    """The traps: a real-hive Windows 10 tree with Windows' own SCM Event Log and BVT subscriptions."""
+    from windows_helpers import stock_tree
+
+    root = stock_tree(shared_data, tmp_path / "C")
+    stock, _ = page([(4, _binding(NT, "SCM Event Log Consumer", "SCM Event Log Filter")),
+                     (5, _binding(CL, "BVTConsumer", "BVTFilter")),
+                     (6, _command_consumer("BVTConsumer", "cscript KernCap.vbs", "C:\\tools\\kernrate")),
+                     (11, _filter("SCM Event Log Filter", "select * from MSFT_SCMEventLogEvent"))])
+    _write_repository(root, Repository([stock], [0]))
+    (root / AUTORECOVER).mkdir(parents=True)
+    (root / AUTORECOVER / "scm.mof").write_text(SCM_MOF)
+    (root / "Windows/System32/wbem/crane.mof").write_text(CLASS_ONLY_MOF)
+    result = scan_image(root, workers=1, policy=STS07)
+    assert not [f for f in result.findings if f.rule.startswith("windows.wmi")]
+    assert not [f for f in result.findings if f.severity >= Severity.HIGH]
+    assert not [w for w in result.warnings if "wbem" in w]
+
+
+def test_mof_text_of_any_shape_never_raises() -> None:
+    """Bounded (Hypothesis, 150 examples): any text gives instances and at most a located error."""
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    pieces = st.sampled_from(['instance', 'of', '__EventFilter', 'as', '$a', '{', '}', ';', '=', '"x', '"y"', '[', ']',
+                              '/*', '*/', '//', '\n', 'Name', '{1,2}', '#pragma namespace("\\\\.")', 'class', ':', ','])
+
+    @settings(max_examples=150, deadline=None, derandomize=True)
+    @given(st.lists(pieces, max_size=40).map(" ".join))
+    def run(text: str) -> None:
+        instances, _aliases, error = parse_mof(text)
+        assert all(i.line >= 1 for i in instances)
+        assert error is None or str(error).startswith(f"line {error.line}: ")
+
+    run()
