@@ -473,7 +473,8 @@ def test_a_windows_xp_repository_is_read(tmp_path: Path) -> None:
     folder = root / REPO / "FS"
     folder.mkdir(parents=True)
     (folder / "OBJECTS.DATA").write_bytes(repo.objects_data())
-    (folder / "MAPPING1.MAP").write_bytes(repo.mapping_file())
+    (folder / "OBJECTS.MAP").write_bytes(repo.mapping_file())  # XP's current objects mapping
+    (folder / "MAPPING1.MAP").write_bytes(Repository(repo.pages, [0], version=9, xp=True).mapping_file())  # a backup
     (finding,) = _wmi(scan_image(root, workers=1, policy=STS07)).values()
     assert finding.severity == Severity.HIGH and finding.evidence[0].path == f"{REPO}/FS/OBJECTS.DATA"
     # By hand: the consumer at 0x30 is 89 (header) + 3 (states of 10 properties) + 38 (values) + 4 + 1 + 4

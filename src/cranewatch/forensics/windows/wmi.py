@@ -5,7 +5,7 @@ subscription runs its command as SYSTEM each time the event happens (at boot, ev
 and appears in no Run key, service or task. Three sources are read:
 
 - the repository (``wmi_repository``): ``OBJECTS.DATA`` through the current ``MAPPING*.MAP``
-  (in ``Repository``, or ``Repository/FS`` on Windows XP),
+  (in ``Repository``; or ``Repository/FS`` on Windows XP, with ``OBJECTS.MAP``),
   instances of ``__EventFilter``, ``__FilterToConsumerBinding``, ``CommandLineEventConsumer``
   and ``ActiveScriptEventConsumer``, located by file offset; remains on pages the mapping no
   longer uses are deleted subscriptions;
@@ -134,12 +134,18 @@ def _repository(win: WindowsTree, folder: str) -> _Found | None:
         win.problem(objects, f"WMI repository of {size} bytes is larger than {MAX_OBJECTS_BYTES} and was not read")
         return None
     maps: list[tuple[str, bytes]] = []
-    for n in (1, 2, 3):
-        path = win.find(f"{folder}/MAPPING{n}.MAP")
+    for name in ("OBJECTS.MAP", "MAPPING1.MAP", "MAPPING2.MAP", "MAPPING3.MAP"):
+        path = win.find(f"{folder}/{name}")
         data = win.read_bytes(path, limit=64 << 20) if path is not None else None
         if path is not None and data is not None:
             maps.append((path, data))
-    mapping, problems = current_mapping(maps)
+    # XP keeps the current objects mapping in OBJECTS.MAP (MAPPING1/2.MAP are its backups, libyal's
+    # "WMI repository file format"); later Windows in the MAPPINGn.MAP of the highest version.
+    is_objects_map = [path.upper().endswith("OBJECTS.MAP") for path, _ in maps]
+    objects_map, problems = current_mapping([m for m, yes in zip(maps, is_objects_map, strict=True) if yes])
+    numbered, more = current_mapping([m for m, yes in zip(maps, is_objects_map, strict=True) if not yes])
+    mapping = objects_map or numbered
+    problems += more
     for problem in problems:
         path, _, text = problem.partition(": ")
         win.problem(path, text)
