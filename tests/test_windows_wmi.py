@@ -380,7 +380,9 @@ def test_a_repository_finding_names_consumer_command_filter_and_offsets(wmi_resu
     assert evidence.path == f"{REPO}/OBJECTS.DATA" and evidence.offset == 2 * 0x2000 + 0x30
     values = evidence.values
     assert values["consumer_class"] == AS and values["filter"] == "CraneTimer" and values["query"] == TIMER_QUERY
-    assert values["engine"] == "VBScript" and str(values["script"]).endswith(SCRIPT_END)
+    # The 11,000-character script continued on another page: its start and its length are kept.
+    assert values["engine"] == "VBScript" and str(values["script"]).startswith(SCRIPT_HEAD)
+    assert str(values["script"]).endswith(f"… ({len(LONG_SCRIPT)} characters)") and len(LONG_SCRIPT) > 4000
     assert values["consumer_offset"] == 5 * 0x2000 + 0x20 and values["where"] == "page 4, record 9"
     assert values["time"] == "2024-05-14T08:30:00Z"
     old = _wmi(wmi_result)["OldUpdater"].evidence[0]

@@ -44,6 +44,7 @@ REPOSITORY = "Windows/System32/wbem/Repository"
 AUTORECOVER = "windows/system32/wbem/autorecover/"
 MAX_OBJECTS_BYTES = 4 << 30  # real repositories are tens to hundreds of MB; beyond this is reported
 MAX_MOF_BYTES = 8 << 20
+MAX_SHOWN = 4000  # characters of a command or script kept in the evidence
 _TECH = ("T1546.003",)
 _RUNS = ("commandlineeventconsumer", "activescripteventconsumer")
 _STOCK = {
@@ -387,9 +388,9 @@ def _binding_finding(win: WindowsTree, binding: Binding, consumer: Consumer | No
     values: dict[str, object] = {"consumer_class": kind, "consumer": binding.consumer_name, "filter": binding.filter_name,
                                  "query": query, "namespace": filter_.namespace if filter_ is not None else ""}
     if consumer is not None:
-        values["engine" if consumer.engine else "action"] = consumer.engine or action
+        values["engine" if consumer.engine else "action"] = consumer.engine or _capped(action)
         if consumer.engine:
-            values["script"] = action
+            values["script"] = _capped(action)
         if consumer.where.offset is not None:
             values["consumer_offset"] = consumer.where.offset
     remedy = (f"Remove the subscription (as administrator: Get-WmiObject -Namespace root\\subscription "
@@ -403,7 +404,8 @@ def _binding_finding(win: WindowsTree, binding: Binding, consumer: Consumer | No
 def _unbound_finding(win: WindowsTree, consumer: Consumer) -> Finding:
     shown = " ".join(consumer.action.split())[:120] or "(its command was not recovered)"
     title = f"WMI {consumer.kind} {consumer.name!r} bound to no filter: {shown}"
-    values: dict[str, object] = {"consumer_class": consumer.kind, "consumer": consumer.name, "action": consumer.action}
+    values: dict[str, object] = {"consumer_class": consumer.kind, "consumer": consumer.name,
+                                 "action": _capped(consumer.action)}
     remedy = "Remove the consumer unless the vendor documents it; a binding to any event filter would make it run."
     return _finding(win, consumer.where, "windows.wmi-consumer", Severity.MEDIUM, title, remedy, values,
                     (consumer.kind.lower(), consumer.name.lower()), consumer.action)
@@ -421,6 +423,11 @@ def _finding(win: WindowsTree, where: Where, rule: str, severity: Severity, titl
     return win.ctx.finding(rule=rule, category="persistence", severity=severity, title=title, path=where.path,
                            line=where.line, offset=where.offset, excerpt_text=excerpt or None, technique=_TECH,
                            key=key, values=values, remedy=remedy)
+
+
+def _capped(text: str) -> str:
+    """A command or script as evidence: whole up to 4,000 characters, else its start and its length."""
+    return text if len(text) <= MAX_SHOWN else f"{text[:MAX_SHOWN]}… ({len(text)} characters)"
 
 
 def _merge(earlier: Finding, later: Finding) -> Finding:
