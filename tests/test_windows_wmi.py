@@ -637,3 +637,24 @@ def test_the_common_mof_droppers_are_found(tmp_path: Path) -> None:
     assert found["ASEC"].severity == Severity.HIGH and asec.line == 37 and asec.values["filter"] == "instfilt"
     assert 's.Run("cranehelper.exe")' in str(asec.values["script"]) and "winmgmts:root\\\\cimv2" in str(asec.values["script"])
     assert result.warnings == ()
+
+
+def test_remains_in_a_pages_slack_are_a_deleted_subscription(tmp_path: Path) -> None:
+    """An old binding and consumer at 0x1000 and 0x1400 of a page whose table of contents lists only a filter."""
+    live, _ = page([(1, _filter("Live", TIMER_QUERY))])
+    slack = bytearray(live)
+    old_binding = _binding(CL, "Wiped", "WipedFilter")
+    old_consumer = _command_consumer("Wiped", "C:\\Users\\Public\\w.exe")
+    slack[0x1000:0x1000 + len(old_binding)] = old_binding
+    slack[0x1400:0x1400 + len(old_consumer)] = old_consumer
+    repo = Repository([bytes(PAGE), bytes(slack)], [1])
+    found, problems = read_instances(io.BytesIO(repo.objects_data()), 2 * PAGE, read_mapping("M", repo.mapping_file()))
+    assert problems == []
+    assert sorted((i.offset, i.record_id, i.allocated) for i in found) == [
+        (0x2020, 1, True), (0x3000, 0, False), (0x3400, 0, False)]
+    root = minimal_windows(tmp_path / "C")
+    _write_repository(root, repo)
+    (finding,) = _wmi(scan_image(root, workers=1, policy=STS07)).values()
+    assert finding.severity == Severity.MEDIUM and finding.evidence[0].offset == 0x3000
+    assert finding.evidence[0].values["where"] == "page 0, slack" and finding.evidence[0].values["deleted"] is True
+    assert finding.evidence[0].values["action"] == "C:\\Users\\Public\\w.exe"

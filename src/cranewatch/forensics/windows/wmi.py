@@ -161,8 +161,9 @@ def _repository(win: WindowsTree, folder: str) -> _Found | None:
 
 def _from_instances(path: str, instances: list[Instance]) -> _Found:
     out = _Found([], [], [])
-    where = {id(i): Where(path, "repository", offset=i.offset, detail=f"page {i.page}, record {i.record_id}",
-                          deleted=not i.allocated, time=i.written) for i in instances}
+    where = {id(i): Where(path, "repository", offset=i.offset, deleted=not i.allocated, time=i.written,
+                          detail=f"page {i.page}, " + (f"record {i.record_id}" if i.record_id else "slack"))
+             for i in instances}
     for instance in instances:
         if instance.class_name == "__FilterToConsumerBinding":
             refs = [m for s in instance.strings if (m := _REFERENCE.search(s))]

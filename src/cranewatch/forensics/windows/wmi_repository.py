@@ -27,7 +27,8 @@ the reader does not know which property a value belongs to. It reads what the re
 proves: the class (by its hash, confirmed by the class name at the start of the data region),
 and the strings the property values point at, in property order. ``wmi`` gives them meaning
 from their content (a WQL query, a reference path, a command). Objects on pages the mapping
-does not use are read too, marked ``allocated=False``: the remains of deleted subscriptions.
+does not use, and instances in a page's slack (outside every object its table of contents
+lists), are read too, marked ``allocated=False``: the remains of deleted subscriptions.
 
 Every problem (a missing or damaged mapping, a table of contents that runs off its page, an
 object that ends outside the file) is returned located (file, page, offset); nothing raises.
@@ -70,7 +71,7 @@ class Instance:
     strings: tuple[str, ...]  # the string property values, in property order
     offset: int  # file offset of the record in OBJECTS.DATA
     page: int  # logical page (physical page when no mapping could be read)
-    record_id: int
+    record_id: int  # 0: found in a page's slack, outside its table of contents
     allocated: bool  # False: on a page the current mapping does not use (deleted)
     written: str | None  # the instance's first FILETIME (ISO 8601 UTC), when plausible
 
@@ -211,7 +212,9 @@ def _page_objects(reader: _Pages, physical: int, logical: int, allocated: bool, 
     page = reader.read(physical)
     if len(page) < PAGE:
         return
+    listed: list[tuple[int, int]] = []
     for record_id, offset, size in _toc(page):
+        listed.append((offset, offset + size))
         hash_size = 128
         name = _BY_HASH.get(page[offset:offset + 128])
         if name is None:
@@ -232,6 +235,21 @@ def _page_objects(reader: _Pages, physical: int, logical: int, allocated: bool, 
             yield _instance(name, record, hash_size, physical * PAGE + offset, logical, record_id, allocated)
         except ValueError as exc:
             problems.append(f"{name} at {where}: not decoded ({exc})")
+    yield from _carved(page, physical, logical, listed)
+
+
+def _carved(page: bytes, physical: int, logical: int, listed: list[tuple[int, int]]) -> Iterator[Instance]:
+    """Instances in the page's slack: outside every object its table of contents lists (what a
+    deleted or moved object left behind). What no longer decodes is noise, not a problem."""
+    for needle, name in _BY_HASH.items():
+        at = page.find(needle)
+        while at != -1:
+            if not any(start <= at < end for start, end in listed):
+                try:
+                    yield _instance(name, page[at:], len(needle), physical * PAGE + at, logical, 0, False)
+                except (ValueError, struct.error):
+                    pass
+            at = page.find(needle, at + 1)
 
 
 def _continued(reader: _Pages, first: bytes, size: int, logical: int, mapping: Mapping | None, where: str,
@@ -260,21 +278,21 @@ def _continued(reader: _Pages, first: bytes, size: int, logical: int, mapping: M
 def _instance(name: str, record: bytes, hash_size: int, offset: int, page: int, record_id: int,
               allocated: bool) -> Instance:
     header = hash_size + _AFTER_HASH
-    heap_at = _data_region(name, record, header)
-    heap = record[heap_at:]
+    heap_at, heap_size = _data_region(name, record, header)
+    heap = record[heap_at:heap_at + heap_size]
     strings = _referenced_strings(record[header:heap_at - 4], heap)
     (filetime,) = struct.unpack_from("<Q", record, hash_size)
     return Instance(name, strings, offset, page, record_id, allocated, _filetime(filetime))
 
 
-def _data_region(name: str, record: bytes, header: int) -> int:
-    """Where the data region's bytes begin: at the class name, after a size that fits in the record."""
+def _data_region(name: str, record: bytes, header: int) -> tuple[int, int]:
+    """Where the data region's bytes begin (at the class name, after a size that fits in the record), and its size."""
     needle = b"\x00" + name.encode("ascii") + b"\x00"
     at = record.find(needle, header + 4)
     while at != -1:
         (raw,) = struct.unpack_from("<I", record, at - 4)
         if len(needle) <= (raw & 0x7FFFFFFF) <= len(record) - at:
-            return at
+            return at, raw & 0x7FFFFFFF
         at = record.find(needle, at + 1)
     raise ValueError("no data region that begins with the class name")
 
