@@ -658,3 +658,20 @@ def test_remains_in_a_pages_slack_are_a_deleted_subscription(tmp_path: Path) -> 
     assert finding.severity == Severity.MEDIUM and finding.evidence[0].offset == 0x3000
     assert finding.evidence[0].values["where"] == "page 0, slack" and finding.evidence[0].values["deleted"] is True
     assert finding.evidence[0].values["action"] == "C:\\Users\\Public\\w.exe"
+
+
+def test_cli_scan_image_reports_the_subscriptions_as_json_lines(wmi_tree: Path,
+                                                                capsys: pytest.CaptureFixture[str]) -> None:
+    import json
+
+    from cranewatch.cli import main
+
+    code = main(["scan-image", str(wmi_tree), "--format", "jsonl", "--fail-on", "critical"])
+    records = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.strip()]
+    wmi = [r for r in records if str(r.get("rule", "")).startswith("windows.wmi")]
+    assert code == 1  # ExitCode.FINDINGS: the critical subscription meets --fail-on
+    assert {r["evidence"][0]["values"]["consumer"] for r in wmi} == {"CraneUpdater", "ScriptKit", "Dormant",
+                                                                     "OldUpdater", "HmiScript"}
+    crane = next(r for r in wmi if r["evidence"][0]["values"]["consumer"] == "CraneUpdater")
+    assert crane["severity"] == "critical" and crane["evidence"][0]["offset"] == 0x6030
+    assert crane["evidence"][0]["path"] == f"{REPO}/OBJECTS.DATA"
