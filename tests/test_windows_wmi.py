@@ -403,6 +403,15 @@ def test_one_subscription_seen_by_three_sources_is_one_finding(wmi_result: ScanR
     assert activity.values["where"] == "record 1" and activity.values["action"] == CRADLE
 
 
+def test_a_subscriptions_id_does_not_depend_on_the_source_that_shows_it(wmi_result: ScanResult, tmp_path: Path) -> None:
+    root = minimal_windows(tmp_path / "C")
+    (root / AUTORECOVER).mkdir(parents=True)
+    (root / AUTORECOVER / "6E1B4C5A2A1E8F77D9C0.mof").write_text(ATTACKER_MOF)  # only the MOF, no repository
+    (alone,) = _wmi(scan_image(root, workers=1, policy=STS07)).values()
+    assert alone.evidence[0].values["source"] == "mof"
+    assert alone.id == _wmi(wmi_result)["CraneUpdater"].id
+
+
 def test_a_mof_binding_by_object_paths_in_utf16_is_read(wmi_result: ScanResult) -> None:
     hmi = _wmi(wmi_result)["HmiScript"]
     assert hmi.evidence[0].path == "ProgramData/HMI/hmi-events.mof" and hmi.evidence[0].line == 15

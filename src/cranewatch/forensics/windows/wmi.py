@@ -37,7 +37,7 @@ from cranewatch.forensics.windows.mof import MofInstance, MofValue, parse_mof
 from cranewatch.forensics.windows.safe_xml import UnsafeXml, local, parse_xml
 from cranewatch.forensics.windows.tree import WindowsTree
 from cranewatch.forensics.windows.wmi_repository import Instance, current_mapping, read_instances
-from cranewatch.model import Evidence, Finding, Severity
+from cranewatch.model import Evidence, Finding, Severity, finding_id
 
 NAME = "windows_wmi_subscriptions"
 REPOSITORY = "Windows/System32/wbem/Repository"
@@ -421,9 +421,12 @@ def _finding(win: WindowsTree, where: Where, rule: str, severity: Severity, titl
         values["time"] = where.time
     if where.deleted:
         values["deleted"] = True
-    return win.ctx.finding(rule=rule, category="persistence", severity=severity, title=title, path=where.path,
-                           line=where.line, offset=where.offset, excerpt_text=excerpt or None, technique=_TECH,
-                           key=key, values=values, remedy=remedy)
+    finding = win.ctx.finding(rule=rule, category="persistence", severity=severity, title=title, path=where.path,
+                              line=where.line, offset=where.offset, excerpt_text=excerpt or None, technique=_TECH,
+                              key=key, values=values, remedy=remedy)
+    # The id names the subscription, not the file that shows it: the same one found tomorrow in
+    # another source (the repository rebuilt from its AutoRecover MOF) keeps its id and disposition.
+    return replace(finding, id=finding_id(rule, win.ctx.crane, "wmi", *key))
 
 
 def _capped(text: str) -> str:
