@@ -684,3 +684,43 @@ def test_cli_scan_image_reports_the_subscriptions_as_json_lines(wmi_tree: Path,
     crane = next(r for r in wmi if r["evidence"][0]["values"]["consumer"] == "CraneUpdater")
     assert crane["severity"] == "critical" and crane["evidence"][0]["offset"] == 0x6030
     assert crane["evidence"][0]["path"] == f"{REPO}/OBJECTS.DATA"
+
+
+SYSMON = "Microsoft-Windows-Sysmon"
+SYSMON_LOG = "Windows/System32/winevt/Logs/Microsoft-Windows-Sysmon%4Operational.evtx"
+
+
+def _sysmon(record_id: int, event_id: int, data: dict[str, str]) -> tuple[Element, datetime]:
+    when = datetime(2024, 5, 14, 10, record_id, tzinfo=UTC)
+    fields = {"RuleName": "-", "UtcTime": when.strftime("%Y-%m-%d %H:%M:%S.000"), "User": "CMS-PC\\cmsadmin", **data}
+    return event(SYSMON, event_id, f"{SYSMON}/Operational", when, record_id, fields), when
+
+
+def test_sysmon_wmi_events_give_the_subscription_and_a_deleted_one(tmp_path: Path) -> None:
+    """Sysmon 19/20/21 as its published example renders them: MOF strings in quotes after a space,
+    paths with doubled backslashes, quotes escaped (``Name=\\"x\\"``)."""
+    root = minimal_windows(tmp_path / "C")
+    ref = ' "\\\\\\\\.\\\\ROOT\\\\subscription:{cls}.Name=\\"{name}\\""'
+    events = [
+        _sysmon(1, 19, {"EventType": "WmiFilterEvent", "Operation": "Created", "EventNamespace": ' "root\\\\cimv2"',
+                        "Name": ' "HoistWatch"', "Query": f' "{TIMER_QUERY}"'}),
+        _sysmon(2, 20, {"EventType": "WmiConsumerEvent", "Operation": "Created", "Name": ' "HoistHelper"',
+                        "Type": "Command Line", "Destination": ' "C:\\\\ProgramData\\\\hoist\\\\helper.exe -q"'}),
+        _sysmon(3, 21, {"EventType": "WmiBindingEvent", "Operation": "Created",
+                        "Consumer": ref.format(cls=CL, name="HoistHelper"),
+                        "Filter": ref.format(cls="__EventFilter", name="HoistWatch")}),
+        _sysmon(4, 21, {"EventType": "WmiBindingEvent", "Operation": "Created",
+                        "Consumer": ref.format(cls=AS, name="Gone"), "Filter": ref.format(cls="__EventFilter", name="GoneF")}),
+        _sysmon(5, 21, {"EventType": "WmiBindingEvent", "Operation": "Deleted",
+                        "Consumer": ref.format(cls=AS, name="Gone"), "Filter": ref.format(cls="__EventFilter", name="GoneF")}),
+        _sysmon(6, 1, {"Image": "C:\\Windows\\System32\\cmd.exe", "CommandLine": "cmd /c echo 19"}),  # not WMI
+    ]
+    log = write_evtx(root / SYSMON_LOG, events)
+    assert "HoistHelper" in _python_evtx_text(log)  # the writer, checked independently
+    found = _wmi(scan_image(root, workers=1, policy=STS07))
+    assert set(found) == {"HoistHelper", "Gone"}
+    hoist = found["HoistHelper"].evidence[0]
+    assert found["HoistHelper"].severity == Severity.HIGH and hoist.values["source"] == "Sysmon event 21"
+    assert hoist.values["action"] == "C:\\ProgramData\\hoist\\helper.exe -q" and hoist.values["query"] == TIMER_QUERY
+    assert hoist.values["namespace"] == "root\\cimv2" and hoist.values["where"] == "record 3"
+    assert found["Gone"].severity == Severity.MEDIUM and found["Gone"].evidence[0].values["deleted"] is True

@@ -75,7 +75,8 @@ class MofError(ValueError):
         self.line = line
 
 
-def _unescape(body: str) -> str:
+def unescape(body: str) -> str:
+    """A MOF string's body with its C escapes (``\\\\``, ``\\"``, ``\\n``, ``\\x41`` …) resolved."""
     out: list[str] = []
     i = 0
     while i < len(body):
@@ -174,7 +175,7 @@ class _Parser:
     def _pragma(self, tok: Token) -> None:
         match = re.match(r"#\s*pragma\s+namespace\s*\(\s*(\"(?:[^\"\\]|\\.)*\")\s*\)", tok.text, re.I)
         if match:
-            self.namespace = _unescape(match.group(1)[1:-1])
+            self.namespace = unescape(match.group(1)[1:-1])
 
     def _instance(self) -> MofInstance:
         start = self.take()  # instance
@@ -208,12 +209,12 @@ class _Parser:
     def _value(self) -> MofValue:
         tok = self.take()
         if tok.kind == "string":
-            parts = [_unescape(tok.text[1:-1])]
+            parts = [unescape(tok.text[1:-1])]
             while (nxt := self.peek()) is not None and nxt.kind == "string":
-                parts.append(_unescape(self.take().text[1:-1]))
+                parts.append(unescape(self.take().text[1:-1]))
             return "".join(parts)
         if tok.kind == "char":
-            return _unescape(tok.text[1:-1])
+            return unescape(tok.text[1:-1])
         if tok.kind == "number":
             text = tok.text.lower()
             if text.lstrip("+-").startswith("0x"):

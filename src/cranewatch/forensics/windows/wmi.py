@@ -11,8 +11,9 @@ and appears in no Run key, service or task. Three sources are read:
   longer uses are deleted subscriptions;
 - MOF files declaring such instances (``mof``): ``wbem/AutoRecover`` (recompiled whenever the
   repository is rebuilt) and any other ``.mof``;
-- event 5861 of ``Microsoft-Windows-WMI-Activity/Operational`` (a binding was registered), read
-  with the Rust ``evtx`` parser the event-log check uses; its text is MOF.
+- event 5861 of ``Microsoft-Windows-WMI-Activity/Operational`` (a binding was registered; its
+  text is MOF) and Sysmon's 19/20/21 (filter, consumer, binding created or deleted), read with
+  the Rust ``evtx`` parser the event-log check uses.
 
 A command-line or script consumer bound to a filter is **high** (persistence), **critical** with
 a download cradle, encoded PowerShell or tunnel in it, **medium** when only the remains of a
@@ -33,7 +34,7 @@ from typing import Any
 
 from cranewatch.forensics.windows.commands import cradle_in, decoded_powershell
 from cranewatch.forensics.windows.eventlogs import MAX_LOG_BYTES
-from cranewatch.forensics.windows.mof import MofInstance, MofValue, parse_mof
+from cranewatch.forensics.windows.mof import MofInstance, MofValue, parse_mof, unescape
 from cranewatch.forensics.windows.safe_xml import UnsafeXml, local, parse_xml
 from cranewatch.forensics.windows.tree import WindowsTree
 from cranewatch.forensics.windows.wmi_repository import Instance, current_mapping, read_instances
@@ -273,11 +274,11 @@ def _target(value: MofValue, aliases: dict[str, MofInstance]) -> tuple[str, str]
     return (match.group("cls"), _unquote(match.group("name"))) if match else None
 
 
-# -- WMI-Activity event 5861 ---------------------------------------------------------------------
+# -- event logs: WMI-Activity 5861, Sysmon 19/20/21 ------------------------------------------------
 
 def _activity_logs(win: WindowsTree) -> Iterator[_Found]:
     paths = [p for p, e in sorted(win.image.entries.items())
-             if e.type == "file" and p.lower().endswith(".evtx") and "wmi-activity" in p.lower()]
+             if e.type == "file" and p.lower().endswith(".evtx") and ("wmi-activity" in p.lower() or "sysmon" in p.lower())]
     if not paths:
         return
     try:
@@ -289,37 +290,70 @@ def _activity_logs(win: WindowsTree) -> Iterator[_Found]:
         if size == 0 or size > MAX_LOG_BYTES:
             continue  # the event-log check reports a log too large to read
         out = _Found([], [], [])
+        latest: dict[tuple[str, ...], Binding] = {}  # Sysmon: a binding created, then deleted, is deleted
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # damaged records: reported by the event-log check
             try:
                 parser = evtx.PyEvtxParser(str(win.image.disk_path(path)), number_of_threads=1, skip_errors=True)
                 for record in parser.records():
-                    _binding_event(win, path, record, out)
+                    _subscription_event(win, path, record, out, latest)
             except (RuntimeError, OSError, ValueError) as exc:
-                win.problem(path, f"WMI activity log unreadable from here on ({' '.join(str(exc).split())[:200]})")
+                win.problem(path, f"event log unreadable from here on ({' '.join(str(exc).split())[:200]})")
+        out.bindings.extend(latest.values())
         yield out
 
 
-def _binding_event(win: WindowsTree, path: str, record: Any, out: _Found) -> None:
+def _subscription_event(win: WindowsTree, path: str, record: Any, out: _Found,
+                        latest: dict[tuple[str, ...], Binding]) -> None:
     xml = record.get("data") or ""
-    if not re.search(r"<EventID[^>]*>5861<", xml):
-        return
+    match = re.search(r"<EventID[^>]*>(5861|19|20|21)<", xml)
+    sysmon = "microsoft-windows-sysmon" in xml[:800].lower()  # the provider, in the System header
+    if match is None or (match.group(1) == "5861") == sysmon:
+        return  # 19-21 count only from Sysmon, 5861 only from WMI-Activity
     record_id = int(record.get("event_record_id") or 0)
     try:
         root = parse_xml(xml.encode("utf-8"))
     except UnsafeXml as exc:
         win.problem(path, f"record {record_id} not read ({exc})")
         return
-    fields = {local(e.tag): (e.text or "").strip() for e in root.iter() if len(e) == 0}
+    fields = {e.get("Name") or local(e.tag): (e.text or "").strip() for e in root.iter() if len(e) == 0}
     when = str(record.get("timestamp") or "").removesuffix(" UTC")
-    where = Where(path, "event 5861", detail=f"record {record_id}", time=when)
-    consumer_ref = re.match(r'\s*(\w+)\s*=\s*"(.*)"\s*$', fields.get("CONSUMER", ""))
-    instances, aliases, _error = parse_mof(fields.get("PossibleCause", ""))
-    described = _from_mof(instances, aliases, lambda _line: where)
-    out.filters.extend(described.filters)
-    out.consumers.extend(described.consumers)
-    if consumer_ref is not None and fields.get("ESS"):
-        out.bindings.append(Binding(consumer_ref.group(1), _unquote(consumer_ref.group(2)), fields["ESS"], where))
+    event_id = match.group(1)
+    if event_id == "5861":
+        where = Where(path, "event 5861", detail=f"record {record_id}", time=when)
+        consumer_ref = re.match(r'\s*(\w+)\s*=\s*"(.*)"\s*$', fields.get("CONSUMER", ""))
+        instances, aliases, _error = parse_mof(fields.get("PossibleCause", ""))
+        described = _from_mof(instances, aliases, lambda _line: where)
+        out.filters.extend(described.filters)
+        out.consumers.extend(described.consumers)
+        if consumer_ref is not None and fields.get("ESS"):
+            out.bindings.append(Binding(consumer_ref.group(1), _unquote(consumer_ref.group(2)), fields["ESS"], where))
+        return
+    deleted = fields.get("Operation", "").lower().startswith("delete")
+    where = Where(path, f"Sysmon event {event_id}", detail=f"record {record_id}", time=when, deleted=deleted)
+    if event_id == "19":
+        out.filters.append(Filter(_sysmon_text(fields.get("Name", "")), _sysmon_text(fields.get("Query", "")),
+                                  _sysmon_text(fields.get("EventNamespace", "")), where))
+    elif event_id == "20":
+        kind = {"command line": "CommandLineEventConsumer", "script": "ActiveScriptEventConsumer"}.get(
+            fields.get("Type", "").strip().lower(), f"{fields.get('Type', '').replace(' ', '')}EventConsumer")
+        out.consumers.append(Consumer(kind, _sysmon_text(fields.get("Name", "")),
+                                      _sysmon_text(fields.get("Destination", "")), "", where))
+    else:
+        consumer = _REFERENCE.search(_sysmon_text(fields.get("Consumer", "")))
+        filter_ = _REFERENCE.search(_sysmon_text(fields.get("Filter", "")))
+        if consumer is not None and filter_ is not None:
+            binding = Binding(consumer.group("cls"), _unquote(consumer.group("name")), _unquote(filter_.group("name")), where)
+            latest[(binding.consumer_kind.lower(), binding.consumer_name.lower(), binding.filter_name.lower())] = binding
+
+
+def _sysmon_text(value: str) -> str:
+    """A Sysmon WMI field as it writes it: a MOF string, ``"value"`` in quotes (after a space), with
+    its escapes (``\\\\`` for a backslash, ``\\"`` for a quote); plain text is taken as it is."""
+    text = value.strip()
+    if len(text) >= 2 and text[0] == text[-1] == '"':
+        return unescape(text[1:-1])
+    return text
 
 
 # -- findings ------------------------------------------------------------------------------------
