@@ -724,3 +724,25 @@ def test_sysmon_wmi_events_give_the_subscription_and_a_deleted_one(tmp_path: Pat
     assert hoist.values["action"] == "C:\\ProgramData\\hoist\\helper.exe -q" and hoist.values["query"] == TIMER_QUERY
     assert hoist.values["namespace"] == "root\\cimv2" and hoist.values["where"] == "record 3"
     assert found["Gone"].severity == Severity.MEDIUM and found["Gone"].evidence[0].values["deleted"] is True
+
+
+def test_sources_complete_each_other(tmp_path: Path) -> None:
+    """The repository keeps a binding whose consumer record is lost and a consumer bound to nothing;
+    a MOF file declares the lost consumer's command and binds the idle one."""
+    first, _ = page([(1, _binding(CL, "Lost", "LostFilter")),
+                     (2, _command_consumer("Idle", "C:\\ProgramData\\idle\\i.exe"))])
+    root = minimal_windows(tmp_path / "C")
+    _write_repository(root, Repository([first], [0]))
+    (root / AUTORECOVER).mkdir(parents=True)
+    (root / AUTORECOVER / "pair.mof").write_text(
+        '#pragma namespace("\\\\\\\\.\\\\root\\\\subscription")\n'
+        'instance of CommandLineEventConsumer as $Lost { Name = "Lost"; CommandLineTemplate = "C:\\\\ProgramData\\\\lost\\\\l.exe"; };\n'
+        'instance of __EventFilter as $F { Name = "IdleFilter"; Query = "SELECT * FROM __TimerEvent"; };\n'
+        'instance of __FilterToConsumerBinding { Consumer = "CommandLineEventConsumer.Name=\\"Idle\\""; Filter = $F; };\n')
+    findings = [f for f in scan_image(root, workers=1, policy=STS07).findings if f.rule.startswith("windows.wmi")]
+    assert sorted((f.rule, f.evidence[0].values["consumer"]) for f in findings) == [
+        ("windows.wmi-subscription", "Idle"), ("windows.wmi-subscription", "Lost")]  # no "bound to nothing" for Idle
+    lost = next(f for f in findings if f.evidence[0].values["consumer"] == "Lost")
+    assert "C:\\ProgramData\\lost\\l.exe" in lost.title and lost.severity == Severity.HIGH
+    assert [e.values["source"] for e in lost.evidence] == ["repository"]
+    assert lost.evidence[0].values["consumer_where"] == f"{AUTORECOVER}/pair.mof:2"

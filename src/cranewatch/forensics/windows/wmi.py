@@ -111,11 +111,15 @@ def check(win: WindowsTree) -> Iterator[Finding]:
     found.extend(_mof_files(win))
     found.extend(_activity_logs(win))
     merged: dict[tuple[str, ...], Finding] = {}
+    elsewhere = _known(found)
     for source in found:
-        for key, finding in _judge(win, source):
+        for key, finding in _judge(win, source, elsewhere):
             earlier = merged.get(key)
             merged[key] = finding if earlier is None else _merge(earlier, finding)
-    yield from merged.values()
+    bound = {key[1:3] for key in merged if key[0] == "binding"}
+    for key, finding in merged.items():
+        if key[0] != "unbound" or key[1:3] not in bound:  # a consumer another source shows bound is not idle
+            yield finding
 
 
 # -- the repository ------------------------------------------------------------------------------
@@ -358,17 +362,29 @@ def _sysmon_text(value: str) -> str:
 
 # -- findings ------------------------------------------------------------------------------------
 
-def _judge(win: WindowsTree, found: _Found) -> Iterator[tuple[tuple[str, ...], Finding]]:
-    filters = {f.name.lower(): f for f in found.filters}
+def _known(found: list[_Found]) -> tuple[dict[str, Filter], dict[tuple[str, str], Consumer]]:
+    """Filters by name and consumers by (class, name) of ``found``; a live copy wins over remains,
+    and one that recovered its query or command over one that did not."""
+    filters: dict[str, Filter] = {}
+    for f in sorted((f for each in found for f in each.filters), key=lambda f: (not f.where.deleted, bool(f.query))):
+        filters[f.name.lower()] = f
     consumers: dict[tuple[str, str], Consumer] = {}
-    for each in sorted(found.consumers, key=lambda c: not c.where.deleted):  # a live copy wins over remains
-        consumers[(each.kind.lower(), each.name.lower())] = each
+    for c in sorted((c for each in found for c in each.consumers), key=lambda c: (not c.where.deleted, bool(c.action))):
+        consumers[(c.kind.lower(), c.name.lower())] = c
+    return filters, consumers
+
+
+def _judge(win: WindowsTree, found: _Found, elsewhere: tuple[dict[str, Filter], dict[tuple[str, str], Consumer]]
+           ) -> Iterator[tuple[tuple[str, ...], Finding]]:
+    """The findings of one source; a binding's filter or consumer this source lacks is taken from
+    ``elsewhere`` (every source), so the repository's binding gets the command its AutoRecover MOF keeps."""
+    filters, consumers = _known([found])
     bound: set[tuple[str, str]] = set()
     for binding in found.bindings:
         ident = (binding.consumer_kind.lower(), binding.consumer_name.lower())
         bound.add(ident)
-        consumer = consumers.get(ident)
-        filter_ = filters.get(binding.filter_name.lower())
+        consumer = consumers.get(ident) or elsewhere[1].get(ident)
+        filter_ = filters.get(binding.filter_name.lower()) or elsewhere[0].get(binding.filter_name.lower())
         key = (*ident, binding.filter_name.lower())
         if _stock(key, consumer):
             continue
@@ -428,6 +444,8 @@ def _binding_finding(win: WindowsTree, binding: Binding, consumer: Consumer | No
             values["script"] = _capped(action)
         if consumer.where.offset is not None:
             values["consumer_offset"] = consumer.where.offset
+        if consumer.where.path != binding.where.path:  # the command comes from another source
+            values["consumer_where"] = _shown_where(consumer.where)
     remedy = (f"Remove the subscription (as administrator: Get-WmiObject -Namespace root\\subscription "
               f"-Class __FilterToConsumerBinding | Where-Object {{$_.Consumer -like '*{binding.consumer_name}*'}} "
               "| Remove-WmiObject, then its consumer and filter) unless the vendor documents it; find who created it "
@@ -463,6 +481,14 @@ def _finding(win: WindowsTree, where: Where, rule: str, severity: Severity, titl
     return replace(finding, id=finding_id(rule, win.ctx.crane, "wmi", *key))
 
 
+def _shown_where(where: Where) -> str:
+    if where.line is not None:
+        return f"{where.path}:{where.line}"
+    if where.offset is not None:
+        return f"{where.path} at offset 0x{where.offset:X}"
+    return f"{where.path} {where.detail}".strip()
+
+
 def _capped(text: str) -> str:
     """A command or script as evidence: whole up to 4,000 characters, else its start and its length."""
     return text if len(text) <= MAX_SHOWN else f"{text[:MAX_SHOWN]}… ({len(text)} characters)"
@@ -475,6 +501,8 @@ def _merge(earlier: Finding, later: Finding) -> Finding:
     return replace(main, evidence=evidence)
 
 
-def _rank(finding: Finding) -> int:
+def _rank(finding: Finding) -> tuple[int, bool]:
+    """The worse verdict first; between equals, the one that recovered the command or script."""
     order = (Severity.INFO, Severity.LOW, Severity.MEDIUM, Severity.HIGH, Severity.CRITICAL)
-    return order.index(finding.severity)
+    values = finding.evidence[0].values
+    return order.index(finding.severity), bool(values.get("action") or values.get("script"))
