@@ -28,8 +28,9 @@ from __future__ import annotations
 
 import re
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
+from functools import partial
 from typing import Any
 
 from cranewatch.forensics.windows.commands import cradle_in, decoded_powershell
@@ -230,7 +231,11 @@ def _mof_files(win: WindowsTree) -> Iterator[_Found]:
         instances, aliases, error = parse_mof(text)
         if error is not None:
             win.problem(path, f"MOF {error}; the declarations before it are read")
-        yield _from_mof(instances, aliases, lambda line, p=path: Where(p, "mof", line=line))
+        yield _from_mof(instances, aliases, partial(_mof_where, path))
+
+
+def _mof_where(path: str, line: int) -> Where:
+    return Where(path, "mof", line=line)
 
 
 def _decode(data: bytes) -> str:
@@ -243,7 +248,7 @@ def _decode(data: bytes) -> str:
     return data.decode("utf-8", "replace")
 
 
-def _from_mof(instances: list[MofInstance], aliases: dict[str, MofInstance], where: Any) -> _Found:
+def _from_mof(instances: list[MofInstance], aliases: dict[str, MofInstance], where: Callable[[int], Where]) -> _Found:
     out = _Found([], [], [])
     for instance in instances:
         cls = instance.class_name.lower()

@@ -72,7 +72,7 @@ class Instance:
     offset: int  # file offset of the record in OBJECTS.DATA
     page: int  # logical page (physical page when no mapping could be read)
     record_id: int  # 0: found in a page's slack, outside its table of contents
-    allocated: bool  # False: on a page the current mapping does not use (deleted)
+    allocated: bool  # False: on a page the current mapping does not use, or in a page's slack (deleted)
     written: str | None  # the instance's first FILETIME (ISO 8601 UTC), when plausible
 
 
@@ -233,7 +233,7 @@ def _page_objects(reader: _Pages, physical: int, logical: int, allocated: bool, 
             continue
         try:
             yield _instance(name, record, hash_size, physical * PAGE + offset, logical, record_id, allocated)
-        except ValueError as exc:
+        except (ValueError, struct.error) as exc:
             problems.append(f"{name} at {where}: not decoded ({exc})")
     yield from _carved(page, physical, logical, listed)
 
