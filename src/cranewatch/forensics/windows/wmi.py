@@ -8,7 +8,7 @@ and appears in no Run key, service or task. Three sources are read:
   (in ``Repository``; or ``Repository/FS`` on Windows XP, with ``OBJECTS.MAP``),
   instances of ``__EventFilter``, ``__FilterToConsumerBinding``, ``CommandLineEventConsumer``
   and ``ActiveScriptEventConsumer``, located by file offset; remains on pages the mapping no
-  longer uses are deleted subscriptions;
+  longer uses, and in a page's slack, are deleted subscriptions;
 - MOF files declaring such instances (``mof``): ``wbem/AutoRecover`` (recompiled whenever the
   repository is rebuilt) and any other ``.mof``;
 - event 5861 of ``Microsoft-Windows-WMI-Activity/Operational`` (a binding was registered; its
@@ -21,7 +21,8 @@ deleted one are left or the consumer is bound to nothing. Other consumer kinds (
 log, e-mail) bound to a filter are low. Windows' own subscriptions (``SCM Event Log Consumer``
 with ``SCM Event Log Filter``; ``BVTConsumer`` running ``cscript KernCap.vbs`` with
 ``BVTFilter``) give nothing. One subscription is one finding, with a piece of evidence from
-each source that shows it.
+each source that shows it; a binding whose consumer or filter its own source lacks takes it
+from another source (the repository's binding, the command its AutoRecover MOF keeps).
 """
 
 from __future__ import annotations
