@@ -97,6 +97,7 @@ IMPLANTS = (
     ("windows.shimcache-attack-tool", "Mimikatz", Severity.HIGH),
     ("windows.bam-attack-tool", "chisel", Severity.HIGH),
     ("windows.prefetch-tool", "PuTTY plink", Severity.HIGH),
+    ("windows.wmi-subscription", "CraneWatchdog", Severity.HIGH),
 )
 
 
@@ -112,7 +113,7 @@ FIREWALL = "ControlSet001\\Services\\SharedAccess\\Parameters\\FirewallPolicy"
 
 
 def implant_tree(shared: Path, root: Path) -> Path:
-    """The stock tree plus thirty-one implants of a CMS PC a vendor set up for remote service."""
+    """The stock tree plus thirty-two implants of a CMS PC a vendor set up for remote service."""
     stock_tree(shared, root)
     config = root / "Windows/System32/config"
     cs = "ControlSet001"  # Select\Current of this hive is 1
@@ -191,7 +192,19 @@ def implant_tree(shared: Path, root: Path) -> Path:
           "[Vendor Service VPN]\r\nEncoding=1\r\nType=2\r\nPhoneNumber=vpn.cranevendor-service.com\r\n"
           "VpnStrategy=7\r\n")
     write(root, "ProgramData/Microsoft/WwanSvc/Profiles/{6C1E2A1B-0F3D-4C55-9E21-3B5A7D0C9F10}.xml", WWAN_PROFILE)
+    write(root, "Windows/System32/wbem/AutoRecover/9C2D41A7B0E35F18.mof", WMI_MOF)
     return root
+
+
+# A WMI event subscription as mofcomp -autorecover leaves it: recompiled whenever the repository is rebuilt.
+WMI_MOF = (
+    '#pragma namespace("\\\\\\\\.\\\\root\\\\subscription")\n'
+    'instance of __EventFilter as $F { Name = "CraneBoot"; QueryLanguage = "WQL";\n'
+    '  Query = "SELECT * FROM __InstanceModificationEvent WITHIN 60 WHERE TargetInstance ISA \'Win32_LocalTime\'"; };\n'
+    'instance of CommandLineEventConsumer as $C { Name = "CraneWatchdog";\n'
+    '  CommandLineTemplate = "C:\\\\ProgramData\\\\CraneSync\\\\cranesync.exe --watch"; };\n'
+    "instance of __FilterToConsumerBinding { Filter = $F; Consumer = $C; };\n"
+)
 
 
 STOCK_HOSTS_PLUS = "127.0.0.1 wdcp.microsoft.com wdcpalt.microsoft.com\r\n"

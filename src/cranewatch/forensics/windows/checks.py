@@ -38,6 +38,7 @@ from cranewatch.forensics.windows import (
     unattend,
     vpn,
     winlogon,
+    wmi,
     wwan,
 )
 from cranewatch.forensics.windows.tree import HIVE_ERRORS, WindowsTree
@@ -73,6 +74,7 @@ WINDOWS_CHECKS: tuple[tuple[str, WindowsCheck], ...] = (
     (proxy.NAME, proxy.check),
     (eventlogs.NAME, eventlogs.check),
     (com_hijack.NAME, com_hijack.check),
+    (wmi.NAME, wmi.check),
 )
 
 
