@@ -428,3 +428,37 @@ def test_git_for_windows_inside_a_windows_tree_does_not_become_its_root(shared_d
     result = scan_image(root, workers=1, policy=STS07)
     assert [f.rule for f in result.findings if f.rule == "windows.portproxy"] == ["windows.portproxy"]
     assert not [w for w in result.warnings if "root filesystem is the folder" in w]
+
+
+@pytest.mark.parametrize("top", ["C", "uploads/auto/C%3A"])
+def test_a_collection_with_the_drive_in_a_folder_is_the_windows_tree(implanted: Path, tmp_path: Path, top: str) -> None:
+    """Collection tools put the drive in a folder of its own (KAPE: ``C/``; Velociraptor:
+    ``uploads/auto/C%3A/``) beside their own logs: the drive is the root, its findings are the
+    unwrapped tree's, and what lies beside it is named, not scanned."""
+    archive = tmp_path / "kape.zip"
+    with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED) as zf:
+        for path in sorted(implanted.rglob("*")):
+            if path.is_file():
+                zf.write(path, f"{top}/{path.relative_to(implanted).as_posix()}")
+        zf.writestr("2026-12-07T101500_ConsoleLog.txt", "KAPE version 1.3.0.2\n")
+    as_dir = scan_image(implanted, workers=1, policy=STS07)
+    wrapped = scan_image(archive, workers=1, policy=STS07)
+    assert [(f.id, f.rule, f.severity, f.title) for f in wrapped.findings] == \
+        [(f.id, f.rule, f.severity, f.title) for f in as_dir.findings]
+    (note,) = [w for w in wrapped.warnings if "root filesystem is the folder" in w]
+    assert f"folder {top}/" in note and "ConsoleLog.txt" in note
+
+
+def test_a_windows_backup_inside_a_wrapped_linux_root_leaves_the_linux_root(shared_data: Path, tmp_path: Path) -> None:
+    """A Linux root filesystem in a folder that keeps a copy of a Windows drive under /srv: the
+    root is the Linux one."""
+    from cranewatch.forensics.image import open_image
+
+    tree = tmp_path / "tree"
+    unpack_hive(shared_data, "SYSTEM_WIN_10_1709", tree / "rootfs/srv/pc-backup/C/Windows/System32/config/SYSTEM")
+    for name, text in (("rootfs/etc/os-release", 'ID=debian\nVERSION_ID="12"\n'), ("rootfs/etc/passwd", "root:x:0:0::/root:/bin/sh\n"),
+                       ("rootfs/usr/bin/env", "#!\n"), ("rootfs/bin/sh", "#!\n"), ("rootfs/var/lib/dpkg/status", "")):
+        write(tree, name, text)
+    with open_image(tree) as image:
+        assert "etc/os-release" in image.entries
+        assert "srv/pc-backup/C/Windows/System32/config/SYSTEM" in image.entries

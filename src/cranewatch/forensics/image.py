@@ -646,13 +646,21 @@ def _looks_like_root(entries: dict[str, Entry], prefix: str) -> int:
     return int(etc is not None and etc.type == "dir" and (has("usr") or has("bin")))
 
 
+_WINDOWS_CONFIG = "windows/system32/config"
+
+
 def find_root(entries: dict[str, Entry]) -> str:
     """The directory holding the operating system (``""`` when it is the image's top), e.g.
     ``"rootfs"`` for an archive made with ``tar czf x.tgz rootfs/``."""
     if _looks_like_root(entries, ""):
         return ""  # a root already (a chroot inside it is part of it)
-    if any(path.lower() == "windows/system32/config" for path in entries):
+    if any(path.lower() == _WINDOWS_CONFIG for path in entries):
         return ""  # a Windows system drive: Git for Windows or Cygwin inside it carry etc/ and usr/ too
+    # A collection tool's layout: the drive in a folder of its own (KAPE's "C/", Velociraptor's
+    # "uploads/auto/C%3A/"); the shallowest such drive.
+    drives = sorted((path[: -len(_WINDOWS_CONFIG) - 1], path.count("/")) for path, entry in entries.items()
+                    if entry.type == "dir" and path.lower().endswith("/" + _WINDOWS_CONFIG))
+    drive = min(drives, key=lambda d: (d[1], d[0]))[0] if drives else None
     best = ("", 0, 0)
     for path, entry in entries.items():
         if entry.type != "dir" or not path.endswith("/etc"):
@@ -662,6 +670,8 @@ def find_root(entries: dict[str, Entry]) -> str:
         depth = parent.count("/")
         if score > best[1] or (score == best[1] and score and depth < best[2]):
             best = (parent, score, depth)
+    if drive is not None and not (best[1] and (drive.startswith(best[0] + "/") or best[2] < drive.count("/"))):
+        return drive  # a Windows drive, not one inside (or beside and below) a Linux root
     return best[0]
 
 
