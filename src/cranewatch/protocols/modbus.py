@@ -1850,6 +1850,8 @@ class ModbusRun(ProtocolRun):
             if len(stalled):
                 view.per_packet(stalled)
                 rows = rows[~np.isin(rows, stalled, assume_unique=True)]
+            if view.screen is not None:
+                rows = view.screen(rows)
         return rows
 
     def _take(self, view: BatchView, rows: np.ndarray, emit: Callable[[int, Any], None],

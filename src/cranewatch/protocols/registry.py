@@ -117,6 +117,9 @@ class BatchView:
     feed: Callable[[Flow, bool, bytes, float, int, str, int], None] | None = None
     # ... and for bytes lost before a segment: (flow, from_client, frame, row)
     gap: Callable[[Flow, bool, int, int], None] | None = None
+    # After ``per_packet`` moved some streams on: ``rows`` without the segments those streams
+    # would now drop (bytes all delivered already, ``flows.screen_segments``).
+    screen: Callable[[np.ndarray], np.ndarray] | None = None
 
 
 class Announced:
