@@ -774,7 +774,9 @@ class Analysis:
             # Duplicates and retransmissions of delivered bytes would stop the batch paths
             # for nothing (``Stream.segment`` drops them): they are left out here, or, in a
             # flow behind a hole (where an ACK can end the wait), kept as pure ACKs.
-            dropped, suspect = self._screen(decoded, flows, index, from_client, interesting)
+            stops = np.zeros(len(batch), dtype=bool)
+            dropped, suspect = self._screen(decoded, flows, index, from_client, interesting,
+                                            stops)
             # The batch paths' own sizes: a dropped segment kept for its ACK has none.
             decoded = dataclasses.replace(decoded, payload_len=decoded.payload_len.copy())
             if len(dropped):
@@ -787,8 +789,9 @@ class Analysis:
                              per_packet=lambda some: self._slow(batch, decoded, flows, index,
                                                                 from_client, some),
                              feed=self._feed_row, gap=self._gap_row,
-                             screen=lambda some: self._rescreen(decoded, flows, index,
-                                                                from_client, some))
+                             screen=lambda some, moved: self._rescreen(
+                                 decoded, flows, index, from_client, some, moved, stops),
+                             stops=stops)
             for run in self._batch_runs:
                 view.rows = run.batch(view, self._defer, self._count)
                 if len(view.rows) == 0:
@@ -803,13 +806,15 @@ class Analysis:
 
     @staticmethod
     def _screen(decoded: DecodedBatch, flows: list[Flow], index: np.ndarray,
-                from_client: np.ndarray, interesting: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+                from_client: np.ndarray, interesting: np.ndarray,
+                stops: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Ahead of reassembly (``flows.screen_segments``): add to ``interesting`` the pure ACKs
         of the TCP flows that may wait behind a hole in this batch (bytes held already, or a
         segment that opens a hole): an ACK past such a hole ends the wait (``Stream.acked``);
         the ACKs of healthy flows stay out of the per-packet path. Returns the payload rows
         whose bytes the stream would drop (duplicates, retransmissions of delivered bytes,
-        ``flows.screen_segments``) and which flows may wait behind a hole (per flow)."""
+        ``flows.screen_segments``) and which flows may wait behind a hole (per flow); marks
+        in ``stops`` the segments that open a hole."""
         payload = np.flatnonzero(interesting & (decoded.payload_len > 0)
                                  & (decoded.ip_proto == IPPROTO_TCP))
         known, held, decoding = _stream_states(flows, range(len(flows)))
@@ -827,6 +832,8 @@ class Analysis:
                                         decoded.payload_len[payload], known, held)
         suspect = held[0::2] | held[1::2]
         suspect[slot[ahead] >> 1] = True
+        if stops is not None:
+            stops[payload[ahead]] = True
         if suspect.any():
             in_flow = index >= 0
             acks = np.zeros(len(index), dtype=bool)
@@ -840,21 +847,31 @@ class Analysis:
 
     @staticmethod
     def _rescreen(decoded: DecodedBatch, flows: list[Flow], index: np.ndarray,
-                  from_client: np.ndarray, rows: np.ndarray) -> np.ndarray:
-        """``rows`` (left by a batch path after the per-packet path moved some streams on)
-        without the segments their streams would now drop: every byte delivered already, no
-        hole before them (``flows.screen_segments`` against each stream as it stands). A
+                  from_client: np.ndarray, rows: np.ndarray, moved: np.ndarray,
+                  stops: np.ndarray) -> np.ndarray:
+        """``rows`` (left by a batch path after the per-packet path took the rows ``moved``)
+        without the segments of the flows it moved on that their streams would now drop: every
+        byte delivered already, no hole before them (``flows.screen_segments`` against each
+        stream as it stands; the batch path only takes segments in order, which leaves what
+        was screened of the other flows as it was). A
         dropped segment of a flow that may wait behind a hole stays as a pure ACK (its size
-        0 in the batch paths' ``decoded``), as in ``_screen``."""
-        payload = rows[(decoded.payload_len[rows] > 0) & (decoded.ip_proto[rows] == IPPROTO_TCP)
+        0 in the batch paths' ``decoded``), as in ``_screen``; ``stops`` marks anew the
+        segments that open a hole."""
+        if len(moved) == 0:
+            return rows
+        touched = np.zeros(len(flows), dtype=bool)
+        touched[index[moved]] = True
+        payload = rows[touched[index[rows]] & (decoded.payload_len[rows] > 0)
+                       & (decoded.ip_proto[rows] == IPPROTO_TCP)
                        & ((decoded.tcp_flags[rows] & TCP_SYN) == 0)]
         if len(payload) == 0:
             return rows
-        present = np.unique(index[payload])
+        present = np.flatnonzero(touched)
         known, held, decoding = _stream_states(flows, present.tolist())
         slot = index[payload].astype(np.int64) * 2 + from_client[payload]
         ahead, behind = screen_segments(slot, decoded.tcp_seq[payload],
                                         decoded.payload_len[payload], known, held)
+        stops[payload] = ahead
         dropped = payload[behind]
         dropped = dropped[decoding[index[dropped]]]
         if len(dropped) == 0:

@@ -14,7 +14,7 @@ import math
 import struct
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from itertools import pairwise
+from itertools import chain, pairwise
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
@@ -1723,6 +1723,43 @@ def _peers(role: str, tallies: dict[str, PeerTally]) -> tuple[ModbusPeer, ...]:
     )
 
 
+def _pending_in_play(pending: list[dict[int, _Pending]], adus: Adus) -> list[dict[int, _Pending]]:
+    """Of each flow's pending requests, those an ADU of this pass may answer or supersede
+    (one with the same transaction id): the fast path lists its pending requests in Python,
+    and a connection that lost answers keeps up to ``MAX_PENDING`` of them, pass after pass.
+    A flow's own dict when all of them are in play."""
+    sizes = np.fromiter((len(p) for p in pending), dtype=np.int64, count=len(pending))
+    total = int(sizes.sum())
+    if total == 0:
+        return pending
+    owner = np.repeat(np.arange(len(pending), dtype=np.int64), sizes)
+    tids = np.fromiter(chain.from_iterable(pending), dtype=np.int64, count=total)
+    buf = adus.buf
+    adu_tid = (buf[adus.offset].astype(np.int64) << 8) | buf[adus.offset + 1]
+    in_play = np.isin((owner << 16) | tids, ((adus.slot >> 1).astype(np.int64) << 16) | adu_tid)
+    partial = np.flatnonzero(np.bincount(owner[in_play], minlength=len(pending)) < sizes)
+    if len(partial) == 0:
+        return pending
+    out = list(pending)
+    starts = np.concatenate(([0], np.cumsum(sizes)))
+    for k in partial.tolist():
+        mine = pending[k]
+        lo, hi = int(starts[k]), int(starts[k + 1])
+        out[k] = {t: mine[t] for t in tids[lo:hi][in_play[lo:hi]].tolist()}
+    return out
+
+
+def _sorted_union(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Two sorted arrays of distinct rows as one sorted array."""
+    if len(b) == 0:
+        return a
+    if len(a) == 0:
+        return b
+    out = np.concatenate((a, b))
+    out.sort(kind="stable")
+    return out
+
+
 def _stalled(view: BatchView, rows: np.ndarray) -> np.ndarray:
     """Rows the per-packet path takes before the vectorised path can have their flows back: of
     each Modbus connection waiting behind a TCP hole, its segments up to the one that fills the
@@ -1732,7 +1769,7 @@ def _stalled(view: BatchView, rows: np.ndarray) -> np.ndarray:
     receiver had the bytes, the capture lost them (``Stream.acked``)."""
     rows = rows[(view.decoded.payload_len[rows] > 0) | ((view.decoded.tcp_flags[rows] & 0x10) != 0)]
     flow_of = view.index[rows]
-    present = np.unique(flow_of)
+    present = np.flatnonzero(np.bincount(flow_of, minlength=len(view.flows)))
     stalled = np.zeros(len(view.flows), dtype=bool)
     next_seq = np.zeros((len(view.flows), 2), dtype=np.int64)
     held = np.zeros((len(view.flows), 2), dtype=bool)
@@ -1772,8 +1809,9 @@ def _stalled(view: BatchView, rows: np.ndarray) -> np.ndarray:
 
 # Passes of the vectorised path over one batch, each after the per-packet path took the
 # segment that stopped a flow; they go on while each takes at least RESUME_ROWS segments.
-RESUMES = 16
+RESUMES = 64
 RESUME_ROWS = 64
+RESUME_TAKEN = 0
 
 
 class ModbusRun(ProtocolRun):
@@ -1836,7 +1874,7 @@ class ModbusRun(ProtocolRun):
             if len(taken):
                 rows = rows[~np.isin(rows, taken, assume_unique=True)]
             if view.per_packet is None or resume == RESUMES or \
-                    (resume and len(taken) < RESUME_ROWS):
+                    (resume and len(taken) < RESUME_TAKEN):
                 break
             _, first = np.unique(view.index[left], return_index=True)
             irregular = np.union1d(left[first], _stalled(view, rows))  # sorted: capture order
@@ -1851,7 +1889,7 @@ class ModbusRun(ProtocolRun):
                 view.per_packet(stalled)
                 rows = rows[~np.isin(rows, stalled, assume_unique=True)]
             if view.screen is not None:
-                rows = view.screen(rows)
+                rows = view.screen(rows, np.concatenate((irregular, stalled)))
         return rows
 
     def _take(self, view: BatchView, rows: np.ndarray, emit: Callable[[int, Any], None],
@@ -1868,6 +1906,7 @@ class ModbusRun(ProtocolRun):
         batch, decoded, flows, index, from_client = (
             view.batch, view.decoded, view.flows, view.index, view.from_client)
         nothing = np.zeros(0, dtype=np.int64)
+        beyond = nothing  # rows of the flows past the segment each stops at (see below)
         is_modbus = np.fromiter(
             (isinstance(f.decoder, ModbusDecoder) and f.proto == 6
              and not f.decoder_reversed
@@ -1879,12 +1918,22 @@ class ModbusRun(ProtocolRun):
         candidate = candidate[decoded.payload_len[candidate] > 0]
         if len(candidate) == 0:
             return nothing, nothing
+        if view.stops is not None:
+            # Each flow up to the segment that opens a hole (the first it cannot take): the
+            # pass costs the rows it may take, not every row left.
+            at = np.flatnonzero(view.stops[candidate])
+            if len(at):
+                stop = np.full(len(flows), len(candidate), dtype=np.int64)
+                np.minimum.at(stop, index[candidate[at]], at)
+                window = np.arange(len(candidate)) <= stop[index[candidate]]
+                beyond = candidate[~window]
+                candidate = candidate[window]
         # The fast path numbers its flows 0.. in batch order (a table, not a sort: linear).
         in_fast = np.zeros(len(flows), dtype=bool)
         in_fast[index[candidate]] = True
         flow_ids = np.flatnonzero(in_fast)
         if len(flow_ids) >= 1 << 16:
-            return nothing, candidate
+            return nothing, _sorted_union(candidate, beyond)
         local_of = np.zeros(len(flows), dtype=np.int64)
         local_of[flow_ids] = np.arange(len(flow_ids))
         local = local_of[index[candidate]]
@@ -1916,7 +1965,7 @@ class ModbusRun(ProtocolRun):
             seq=adus.seq, offset=adus.offset, length=adus.length,
             ts=batch.ts[candidate[seg_of]], frame=batch.frame[candidate[seg_of]],
             next_seq=[(slot_first[2 * k + 1], slot_first[2 * k]) for k in range(len(fast_flows))],
-            pending=[d.pending for d in decoders], group=group,
+            pending=_pending_in_play([d.pending for d in decoders], adus), group=group,
         )
         contexts = [d.context for d in decoders]
         result = fast_reads(data, self.book, contexts, batch.source)
@@ -1925,19 +1974,21 @@ class ModbusRun(ProtocolRun):
         np.minimum.at(cut, data.flow[~result.handled], seg_of[~result.handled])
         consumed = np.arange(nseg) < cut[local]
         if not consumed.any():
-            return nothing, candidate
+            return nothing, _sorted_union(candidate, beyond)
         event_rows = candidate[seg_of[[i for i, _ in result.events]]].tolist()
         for row, (_, event) in zip(event_rows, result.events, strict=True):
             emit(row, event)
         self._hand_over(adus, result, fast_flows, consumed, local * 2 + seg_from_client,
-                        (seg_seq + seg_len) & 0xFFFFFFFF)
+                        (seg_seq + seg_len) & 0xFFFFFFFF, data.pending)
         count("modbus_fast_pdus", int(np.count_nonzero(result.handled)))
-        return candidate[consumed], candidate[~consumed]
+        return candidate[consumed], _sorted_union(candidate[~consumed], beyond)
 
     def _hand_over(self, adus: Adus, result: FastResult, fast_flows: list[Flow],
-                   consumed: np.ndarray, seg_slot: np.ndarray, seg_end_seq: np.ndarray) -> None:
+                   consumed: np.ndarray, seg_slot: np.ndarray, seg_end_seq: np.ndarray,
+                   given: list[dict[int, _Pending]]) -> None:
         """Leave each flow's decoder and streams as the per-segment path would have left them
-        after the consumed segments: sequence numbers, held bytes, pending requests."""
+        after the consumed segments: sequence numbers, held bytes, pending requests (those
+        ``given`` to the fast path replaced by what it left of them, in transaction order)."""
         taken = np.flatnonzero(consumed)
         last_seg = np.full(2 * len(fast_flows), -1, dtype=np.int64)
         np.maximum.at(last_seg, seg_slot[taken], taken)
@@ -1955,7 +2006,14 @@ class ModbusRun(ProtocolRun):
                 flow.decoder.hold(from_client, kept)
         for k in np.flatnonzero(result.touched).tolist():
             decoder = fast_flows[k].decoder
-            decoder.pending = result.pending.get(k, {})
+            left = result.pending.get(k, {})
+            if given[k] is not decoder.pending:  # only some were in play: the rest stay
+                kept = decoder.pending
+                for tid in given[k]:
+                    del kept[tid]
+                kept.update(left)
+                left = dict(sorted(kept.items()))
+            decoder.pending = left
             master, slave = decoder.context.client, decoder.context.server
             for pending in result.superseded.get(k, ()):
                 self.book.unanswered(master, slave, pending)
