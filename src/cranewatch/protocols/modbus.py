@@ -1749,6 +1749,14 @@ def _pending_in_play(pending: list[dict[int, _Pending]], adus: Adus) -> list[dic
     return out
 
 
+def _without(rows: np.ndarray, some: np.ndarray, size: int) -> np.ndarray:
+    """``rows`` without ``some`` (rows of a batch of ``size`` packets): a mark per packet,
+    linear, where ``np.isin`` sorts."""
+    gone = np.zeros(size, dtype=bool)
+    gone[some] = True
+    return rows[~gone[rows]]
+
+
 def _sorted_union(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Two sorted arrays of distinct rows as one sorted array."""
     if len(b) == 0:
@@ -1767,15 +1775,12 @@ def _stalled(view: BatchView, rows: np.ndarray) -> np.ndarray:
     is out of step with the framing, its next segment. An ACK of the other direction past the
     hole (the pipeline's ``_ack_rows`` put it among the rows) ends the wait as well: the
     receiver had the bytes, the capture lost them (``Stream.acked``)."""
-    rows = rows[(view.decoded.payload_len[rows] > 0) | ((view.decoded.tcp_flags[rows] & 0x10) != 0)]
-    flow_of = view.index[rows]
-    present = np.flatnonzero(np.bincount(flow_of, minlength=len(view.flows)))
     stalled = np.zeros(len(view.flows), dtype=bool)
     next_seq = np.zeros((len(view.flows), 2), dtype=np.int64)
     held = np.zeros((len(view.flows), 2), dtype=bool)
     deadline = np.full((len(view.flows), 2), np.inf)
-    for k in present.tolist():
-        f = view.flows[k]
+    # The flows first (few), then only their rows: the rows left are many, pass after pass.
+    for k, f in enumerate(view.flows):
         if not (isinstance(f.decoder, ModbusDecoder) and f.proto == 6 and not f.decoder_reversed
                 and f.to_server.stream is not None and f.to_client.stream is not None):
             continue
@@ -1785,10 +1790,13 @@ def _stalled(view: BatchView, rows: np.ndarray) -> np.ndarray:
                 next_seq[k, side] = stream.next_seq
                 deadline[k, side] = stream.hole_since + stream.max_hole_age
         stalled[k] = held[k].any() or not f.decoder.framed()
-    mine = stalled[flow_of]
-    rows, flow_of = rows[mine], flow_of[mine]
+    if not stalled.any():
+        return rows[:0]
+    rows = rows[stalled[view.index[rows]]]
+    rows = rows[(view.decoded.payload_len[rows] > 0) | ((view.decoded.tcp_flags[rows] & 0x10) != 0)]
     if len(rows) == 0:
         return rows
+    flow_of = view.index[rows]
     side = view.from_client[rows].astype(np.int64)
     seq = view.decoded.tcp_seq[rows].astype(np.int64)
     size = view.decoded.payload_len[rows].astype(np.int64)
@@ -1872,7 +1880,7 @@ class ModbusRun(ProtocolRun):
         for resume in range(RESUMES + 1):
             taken, left = self._take(view, rows, emit, count)
             if len(taken):
-                rows = rows[~np.isin(rows, taken, assume_unique=True)]
+                rows = _without(rows, taken, len(view.index))
             if view.per_packet is None or resume == RESUMES or \
                     (resume and len(taken) < RESUME_TAKEN):
                 break
@@ -1881,13 +1889,13 @@ class ModbusRun(ProtocolRun):
             if len(irregular) == 0 or len(left) + len(irregular) < RESUME_ROWS:
                 break
             view.per_packet(irregular)
-            rows = rows[~np.isin(rows, irregular, assume_unique=True)]
+            rows = _without(rows, irregular, len(view.index))
             # A flow the per-packet path just left behind a hole: its segments up to the one
             # that ends the wait (``_stalled``), so that the next pass can take it back.
             stalled = _stalled(view, rows)
             if len(stalled):
                 view.per_packet(stalled)
-                rows = rows[~np.isin(rows, stalled, assume_unique=True)]
+                rows = _without(rows, stalled, len(view.index))
             if view.screen is not None:
                 rows = view.screen(rows, np.concatenate((irregular, stalled)))
         return rows
