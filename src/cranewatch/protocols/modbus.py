@@ -1768,13 +1768,18 @@ def _sorted_union(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return out
 
 
-def _stalled(view: BatchView, rows: np.ndarray) -> np.ndarray:
+def _stalled(view: BatchView, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Rows the per-packet path takes before the vectorised path can have their flows back: of
     each Modbus connection waiting behind a TCP hole, its segments up to the one that fills the
     hole or comes after the hole is given up (``Stream.max_hole_age``); of one whose decoder
     is out of step with the framing, its next segment. An ACK of the other direction past the
     hole (the pipeline's ``_ack_rows`` put it among the rows) ends the wait as well: the
-    receiver had the bytes, the capture lost them (``Stream.acked``)."""
+    receiver had the bytes, the capture lost them (``Stream.acked``).
+
+    Returns (those rows, and the rows among them that would change nothing there: the pure
+    ACKs before the release that do not pass the hole, while no segment of the waiting
+    direction came before them that could give the hole up; the caller drops them)."""
+    none = rows[:0]
     stalled = np.zeros(len(view.flows), dtype=bool)
     next_seq = np.zeros((len(view.flows), 2), dtype=np.int64)
     held = np.zeros((len(view.flows), 2), dtype=bool)
@@ -1791,11 +1796,11 @@ def _stalled(view: BatchView, rows: np.ndarray) -> np.ndarray:
                 deadline[k, side] = stream.hole_since + stream.max_hole_age
         stalled[k] = held[k].any() or not f.decoder.framed()
     if not stalled.any():
-        return rows[:0]
+        return none, none
     rows = rows[stalled[view.index[rows]]]
     rows = rows[(view.decoded.payload_len[rows] > 0) | ((view.decoded.tcp_flags[rows] & 0x10) != 0)]
     if len(rows) == 0:
-        return rows
+        return none, none
     flow_of = view.index[rows]
     side = view.from_client[rows].astype(np.int64)
     seq = view.decoded.tcp_seq[rows].astype(np.int64)
@@ -1812,7 +1817,14 @@ def _stalled(view: BatchView, rows: np.ndarray) -> np.ndarray:
     position = np.arange(len(rows))
     first = np.full(len(view.flows), len(rows), dtype=np.int64)
     np.minimum.at(first, flow_of[release], position[release])
-    return rows[position <= first[flow_of]]
+    prefix = position <= first[flow_of]
+    # A segment held behind the hole may overflow the buffer and give the hole up; from the
+    # first one on, every ACK goes the per-packet way.
+    risky = np.full(len(view.flows), len(rows), dtype=np.int64)
+    np.minimum.at(risky, flow_of[waits & (size > 0)], position[waits & (size > 0)])
+    noop = (prefix & (size == 0) & ~acked & ((view.decoded.tcp_flags[rows] & 0x02) == 0)
+            & (position < risky[flow_of]))
+    return rows[prefix & ~noop], rows[noop]
 
 
 # Passes of the vectorised path over one batch, each after the per-packet path took the
@@ -1885,17 +1897,19 @@ class ModbusRun(ProtocolRun):
                     (resume and len(taken) < RESUME_TAKEN):
                 break
             _, first = np.unique(view.index[left], return_index=True)
-            irregular = np.union1d(left[first], _stalled(view, rows))  # sorted: capture order
+            stalled, noop = _stalled(view, rows)
+            irregular = np.union1d(left[first], stalled)  # sorted: capture order
             if len(irregular) == 0 or len(left) + len(irregular) < RESUME_ROWS:
                 break
             view.per_packet(irregular)
-            rows = _without(rows, irregular, len(view.index))
+            rows = _without(rows, np.concatenate((irregular, noop)), len(view.index))
             # A flow the per-packet path just left behind a hole: its segments up to the one
             # that ends the wait (``_stalled``), so that the next pass can take it back.
-            stalled = _stalled(view, rows)
+            stalled, noop = _stalled(view, rows)
             if len(stalled):
                 view.per_packet(stalled)
-                rows = _without(rows, stalled, len(view.index))
+            if len(stalled) or len(noop):
+                rows = _without(rows, np.concatenate((stalled, noop)), len(view.index))
             if view.screen is not None:
                 rows = view.screen(rows, np.concatenate((irregular, stalled)))
         return rows
