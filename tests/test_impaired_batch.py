@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from cranewatch.pipeline import Analysis
+from cranewatch.protocols import modbus
 from cranewatch.protocols.modbus import ModbusRequest, ModbusResponse
 from modbus_capture import ACK, Conversation, read_request, read_response, write_pcap
 from proto_walk import tshark_fields
@@ -89,9 +90,14 @@ def impaired_capture(path: Path, plain: tuple[int, ...] = ()) -> tuple[Path, dic
     return write_pcap(path, frames), counts
 
 
+@pytest.mark.parametrize("listed", [None, 0])
 @pytest.mark.parametrize("batch", [64, 200, 1000, 65536])
 def test_the_batch_path_equals_the_per_packet_path_on_an_impaired_connection(
-        tmp_path: Path, batch: int) -> None:
+        tmp_path: Path, batch: int, listed: int | None, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``listed=0``: the pending requests of the lost answers are sorted out for each pass
+    (``modbus._pending_in_play``, which a connection with many pending requests takes)."""
+    if listed is not None:
+        monkeypatch.setattr(modbus, "PENDING_LISTED", listed)
     path, counts = impaired_capture(tmp_path / "impaired.pcap")
     fast, slow = Recorder(), Recorder()
     fast_result = Analysis([fast]).run([path], batch_packets=batch)

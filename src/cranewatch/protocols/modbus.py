@@ -1723,6 +1723,9 @@ def _peers(role: str, tallies: dict[str, PeerTally]) -> tuple[ModbusPeer, ...]:
     )
 
 
+PENDING_LISTED = 1024  # pending requests (of a pass's flows) listed whole for the fast path
+
+
 def _pending_in_play(pending: list[dict[int, _Pending]], adus: Adus) -> list[dict[int, _Pending]]:
     """Of each flow's pending requests, those an ADU of this pass may answer or supersede
     (one with the same transaction id): the fast path lists its pending requests in Python,
@@ -1730,8 +1733,8 @@ def _pending_in_play(pending: list[dict[int, _Pending]], adus: Adus) -> list[dic
     A flow's own dict when all of them are in play."""
     sizes = np.fromiter((len(p) for p in pending), dtype=np.int64, count=len(pending))
     total = int(sizes.sum())
-    if total == 0:
-        return pending
+    if total <= PENDING_LISTED:
+        return pending  # listing them costs less than sorting them out
     owner = np.repeat(np.arange(len(pending), dtype=np.int64), sizes)
     tids = np.fromiter(chain.from_iterable(pending), dtype=np.int64, count=total)
     buf = adus.buf
