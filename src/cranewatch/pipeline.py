@@ -853,10 +853,9 @@ class Analysis:
         without the segments of the flows it moved on that their streams would now drop: every
         byte delivered already, no hole before them (``flows.screen_segments`` against each
         stream as it stands; the batch path only takes segments in order, which leaves what
-        was screened of the other flows as it was). A
-        dropped segment of a flow that may wait behind a hole stays as a pure ACK (its size
-        0 in the batch paths' ``decoded``), as in ``_screen``; ``stops`` marks anew the
-        segments that open a hole."""
+        was screened of the other flows as it was). A dropped segment of a flow that may wait
+        behind a hole stays as a pure ACK (its size 0 in the batch paths' ``decoded``), as in
+        ``_screen``; ``stops`` marks anew the segments that open a hole."""
         if len(moved) == 0:
             return rows
         touched = np.zeros(len(flows), dtype=bool)
