@@ -50,7 +50,7 @@ import dataclasses
 import functools
 import hashlib
 import operator
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -774,20 +774,24 @@ class Analysis:
             # Duplicates and retransmissions of delivered bytes would stop the batch paths
             # for nothing (``Stream.segment`` drops them): they are left out here, or, in a
             # flow behind a hole (where an ACK can end the wait), kept as pure ACKs.
-            dropped, suspect = self._screen(decoded, flows, index, from_client, interesting)
+            stops = np.zeros(len(batch), dtype=bool)
+            dropped, suspect = self._screen(decoded, flows, index, from_client, interesting,
+                                            stops)
+            # The batch paths' own sizes: a dropped segment kept for its ACK has none.
+            decoded = dataclasses.replace(decoded, payload_len=decoded.payload_len.copy())
             if len(dropped):
                 acks = dropped[suspect[index[dropped]]]
                 interesting[dropped] = False
                 interesting[acks] = True
-                if len(acks):
-                    sizes = decoded.payload_len.copy()
-                    sizes[acks] = 0
-                    decoded = dataclasses.replace(decoded, payload_len=sizes)
+                decoded.payload_len[acks] = 0
             rows = np.flatnonzero(interesting)
             view = BatchView(batch, decoded, flows, index, from_client, rows,
                              per_packet=lambda some: self._slow(batch, decoded, flows, index,
                                                                 from_client, some),
-                             feed=self._feed_row, gap=self._gap_row)
+                             feed=self._feed_row, gap=self._gap_row,
+                             screen=lambda some, moved: self._rescreen(
+                                 decoded, flows, index, from_client, some, moved, stops),
+                             stops=stops)
             for run in self._batch_runs:
                 view.rows = run.batch(view, self._defer, self._count)
                 if len(view.rows) == 0:
@@ -802,29 +806,18 @@ class Analysis:
 
     @staticmethod
     def _screen(decoded: DecodedBatch, flows: list[Flow], index: np.ndarray,
-                from_client: np.ndarray, interesting: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+                from_client: np.ndarray, interesting: np.ndarray,
+                stops: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Ahead of reassembly (``flows.screen_segments``): add to ``interesting`` the pure ACKs
         of the TCP flows that may wait behind a hole in this batch (bytes held already, or a
         segment that opens a hole): an ACK past such a hole ends the wait (``Stream.acked``);
         the ACKs of healthy flows stay out of the per-packet path. Returns the payload rows
         whose bytes the stream would drop (duplicates, retransmissions of delivered bytes,
-        ``flows.screen_segments``) and which flows may wait behind a hole (per flow)."""
+        ``flows.screen_segments``) and which flows may wait behind a hole (per flow); marks
+        in ``stops`` the segments that open a hole."""
         payload = np.flatnonzero(interesting & (decoded.payload_len > 0)
                                  & (decoded.ip_proto == IPPROTO_TCP))
-        known = np.full(2 * len(flows), -1, dtype=np.int64)  # per slot: next_seq
-        held = np.zeros(2 * len(flows), dtype=bool)
-        decoding = np.zeros(len(flows), dtype=bool)
-        for k, flow in enumerate(flows):
-            if flow.proto != IPPROTO_TCP:
-                continue
-            decoding[k] = flow.decoder is not None
-            for slot, half in ((2 * k, flow.to_client), (2 * k + 1, flow.to_server)):
-                stream = half.stream
-                if stream is not None:
-                    if stream.held:
-                        held[slot] = True
-                    if stream.next_seq is not None:
-                        known[slot] = stream.next_seq
+        known, held, decoding = _stream_states(flows, range(len(flows)))
         # A stream opened in this batch starts after its SYN (whether or not ``Stream.syn``
         # took it yet: the same on either path).
         syn = np.flatnonzero(interesting & ((decoded.tcp_flags & TCP_SYN) != 0)
@@ -839,6 +832,8 @@ class Analysis:
                                         decoded.payload_len[payload], known, held)
         suspect = held[0::2] | held[1::2]
         suspect[slot[ahead] >> 1] = True
+        if stops is not None:
+            stops[payload[ahead]] = True
         if suspect.any():
             in_flow = index >= 0
             acks = np.zeros(len(index), dtype=bool)
@@ -849,6 +844,43 @@ class Analysis:
         dropped = payload[behind]
         dropped = dropped[decoding[index[dropped]] & ((decoded.tcp_flags[dropped] & TCP_SYN) == 0)]
         return dropped, suspect
+
+    @staticmethod
+    def _rescreen(decoded: DecodedBatch, flows: list[Flow], index: np.ndarray,
+                  from_client: np.ndarray, rows: np.ndarray, moved: np.ndarray,
+                  stops: np.ndarray) -> np.ndarray:
+        """``rows`` (left by a batch path after the per-packet path took the rows ``moved``)
+        without the segments of the flows it moved on that their streams would now drop: every
+        byte delivered already, no hole before them (``flows.screen_segments`` against each
+        stream as it stands; the batch path only takes segments in order, which leaves what
+        was screened of the other flows as it was). A dropped segment of a flow that may wait
+        behind a hole stays as a pure ACK (its size 0 in the batch paths' ``decoded``), as in
+        ``_screen``; ``stops`` marks anew the segments that open a hole."""
+        if len(moved) == 0:
+            return rows
+        touched = np.zeros(len(flows), dtype=bool)
+        touched[index[moved]] = True
+        payload = rows[touched[index[rows]] & (decoded.payload_len[rows] > 0)
+                       & (decoded.ip_proto[rows] == IPPROTO_TCP)
+                       & ((decoded.tcp_flags[rows] & TCP_SYN) == 0)]
+        if len(payload) == 0:
+            return rows
+        present = np.flatnonzero(touched)
+        known, held, decoding = _stream_states(flows, present.tolist())
+        slot = index[payload].astype(np.int64) * 2 + from_client[payload]
+        ahead, behind = screen_segments(slot, decoded.tcp_seq[payload],
+                                        decoded.payload_len[payload], known, held)
+        stops[payload] = ahead
+        dropped = payload[behind]
+        dropped = dropped[decoding[index[dropped]]]
+        if len(dropped) == 0:
+            return rows
+        suspect = held[0::2] | held[1::2]
+        suspect[slot[ahead] >> 1] = True
+        acks = dropped[suspect[index[dropped]]]
+        decoded.payload_len[acks] = 0
+        gone = dropped[~suspect[index[dropped]]]
+        return rows[~np.isin(rows, gone, assume_unique=True)] if len(gone) else rows
 
     @staticmethod
     def _live_acks(decoded: DecodedBatch, flows: list[Flow], index: np.ndarray,
@@ -1304,6 +1336,29 @@ class Analysis:
             events=dict(sorted(self.events.items())), profile=profile, baseline=baseline,
             segments=segments,
         )
+
+
+def _stream_states(flows: list[Flow], which: Iterable[int]) -> tuple[np.ndarray, np.ndarray,
+                                                                     np.ndarray]:
+    """Per stream slot (flow * 2 + to server) of the TCP flows ``which``: the sequence number
+    its ``Stream`` expects (-1: none yet) and whether bytes wait behind a hole; per flow,
+    whether a decoder takes its bytes."""
+    known = np.full(2 * len(flows), -1, dtype=np.int64)
+    held = np.zeros(2 * len(flows), dtype=bool)
+    decoding = np.zeros(len(flows), dtype=bool)
+    for k in which:
+        flow = flows[k]
+        if flow.proto != IPPROTO_TCP:
+            continue
+        decoding[k] = flow.decoder is not None
+        for slot, half in ((2 * k, flow.to_client), (2 * k + 1, flow.to_server)):
+            stream = half.stream
+            if stream is not None:
+                if stream.held:
+                    held[slot] = True
+                if stream.next_seq is not None:
+                    known[slot] = stream.next_seq
+    return known, held, decoding
 
 
 def _events_name_their_capture(flows: list[Flow], source: str) -> None:

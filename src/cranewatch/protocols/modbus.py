@@ -14,7 +14,7 @@ import math
 import struct
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from itertools import pairwise
+from itertools import chain, pairwise
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
@@ -1723,22 +1723,72 @@ def _peers(role: str, tallies: dict[str, PeerTally]) -> tuple[ModbusPeer, ...]:
     )
 
 
-def _stalled(view: BatchView, rows: np.ndarray) -> np.ndarray:
+PENDING_LISTED = 1024  # pending requests (of a pass's flows) listed whole for the fast path
+
+
+def _pending_in_play(pending: list[dict[int, _Pending]], adus: Adus) -> list[dict[int, _Pending]]:
+    """Of each flow's pending requests, those an ADU of this pass may answer or supersede
+    (one with the same transaction id): the fast path lists its pending requests in Python,
+    and a connection that lost answers keeps up to ``MAX_PENDING`` of them, pass after pass.
+    A flow's own dict when all of them are in play."""
+    sizes = np.fromiter((len(p) for p in pending), dtype=np.int64, count=len(pending))
+    total = int(sizes.sum())
+    if total <= PENDING_LISTED:
+        return pending  # listing them costs less than sorting them out
+    owner = np.repeat(np.arange(len(pending), dtype=np.int64), sizes)
+    tids = np.fromiter(chain.from_iterable(pending), dtype=np.int64, count=total)
+    buf = adus.buf
+    adu_tid = (buf[adus.offset].astype(np.int64) << 8) | buf[adus.offset + 1]
+    in_play = np.isin((owner << 16) | tids, ((adus.slot >> 1).astype(np.int64) << 16) | adu_tid)
+    partial = np.flatnonzero(np.bincount(owner[in_play], minlength=len(pending)) < sizes)
+    if len(partial) == 0:
+        return pending
+    out = list(pending)
+    starts = np.concatenate(([0], np.cumsum(sizes)))
+    for k in partial.tolist():
+        mine = pending[k]
+        lo, hi = int(starts[k]), int(starts[k + 1])
+        out[k] = {t: mine[t] for t in tids[lo:hi][in_play[lo:hi]].tolist()}
+    return out
+
+
+def _without(rows: np.ndarray, some: np.ndarray, size: int) -> np.ndarray:
+    """``rows`` without ``some`` (rows of a batch of ``size`` packets): a mark per packet,
+    linear, where ``np.isin`` sorts."""
+    gone = np.zeros(size, dtype=bool)
+    gone[some] = True
+    return rows[~gone[rows]]
+
+
+def _sorted_union(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Two sorted arrays of distinct rows as one sorted array."""
+    if len(b) == 0:
+        return a
+    if len(a) == 0:
+        return b
+    out = np.concatenate((a, b))
+    out.sort(kind="stable")
+    return out
+
+
+def _stalled(view: BatchView, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Rows the per-packet path takes before the vectorised path can have their flows back: of
     each Modbus connection waiting behind a TCP hole, its segments up to the one that fills the
     hole or comes after the hole is given up (``Stream.max_hole_age``); of one whose decoder
     is out of step with the framing, its next segment. An ACK of the other direction past the
     hole (the pipeline's ``_ack_rows`` put it among the rows) ends the wait as well: the
-    receiver had the bytes, the capture lost them (``Stream.acked``)."""
-    rows = rows[(view.decoded.payload_len[rows] > 0) | ((view.decoded.tcp_flags[rows] & 0x10) != 0)]
-    flow_of = view.index[rows]
-    present = np.unique(flow_of)
+    receiver had the bytes, the capture lost them (``Stream.acked``).
+
+    Returns (those rows, and the rows among them that would change nothing there: the pure
+    ACKs before the release that do not pass the hole, while no segment of the waiting
+    direction came before them that could give the hole up; the caller drops them)."""
+    none = rows[:0]
     stalled = np.zeros(len(view.flows), dtype=bool)
     next_seq = np.zeros((len(view.flows), 2), dtype=np.int64)
     held = np.zeros((len(view.flows), 2), dtype=bool)
     deadline = np.full((len(view.flows), 2), np.inf)
-    for k in present.tolist():
-        f = view.flows[k]
+    # The flows first (few), then only their rows: the rows left are many, pass after pass.
+    for k, f in enumerate(view.flows):
         if not (isinstance(f.decoder, ModbusDecoder) and f.proto == 6 and not f.decoder_reversed
                 and f.to_server.stream is not None and f.to_client.stream is not None):
             continue
@@ -1748,10 +1798,13 @@ def _stalled(view: BatchView, rows: np.ndarray) -> np.ndarray:
                 next_seq[k, side] = stream.next_seq
                 deadline[k, side] = stream.hole_since + stream.max_hole_age
         stalled[k] = held[k].any() or not f.decoder.framed()
-    mine = stalled[flow_of]
-    rows, flow_of = rows[mine], flow_of[mine]
+    if not stalled.any():
+        return none, none
+    rows = rows[stalled[view.index[rows]]]
+    rows = rows[(view.decoded.payload_len[rows] > 0) | ((view.decoded.tcp_flags[rows] & 0x10) != 0)]
     if len(rows) == 0:
-        return rows
+        return none, none
+    flow_of = view.index[rows]
     side = view.from_client[rows].astype(np.int64)
     seq = view.decoded.tcp_seq[rows].astype(np.int64)
     size = view.decoded.payload_len[rows].astype(np.int64)
@@ -1767,13 +1820,21 @@ def _stalled(view: BatchView, rows: np.ndarray) -> np.ndarray:
     position = np.arange(len(rows))
     first = np.full(len(view.flows), len(rows), dtype=np.int64)
     np.minimum.at(first, flow_of[release], position[release])
-    return rows[position <= first[flow_of]]
+    prefix = position <= first[flow_of]
+    # A segment held behind the hole may overflow the buffer and give the hole up; from the
+    # first one on, every ACK goes the per-packet way.
+    risky = np.full(len(view.flows), len(rows), dtype=np.int64)
+    np.minimum.at(risky, flow_of[waits & (size > 0)], position[waits & (size > 0)])
+    noop = (prefix & (size == 0) & ~acked & ((view.decoded.tcp_flags[rows] & 0x02) == 0)
+            & (position < risky[flow_of]))
+    return rows[prefix & ~noop], rows[noop]
 
 
 # Passes of the vectorised path over one batch, each after the per-packet path took the
 # segment that stopped a flow; they go on while each takes at least RESUME_ROWS segments.
-RESUMES = 16
+RESUMES = 64
 RESUME_ROWS = 64
+RESUME_TAKEN = 0
 
 
 class ModbusRun(ProtocolRun):
@@ -1834,22 +1895,26 @@ class ModbusRun(ProtocolRun):
         for resume in range(RESUMES + 1):
             taken, left = self._take(view, rows, emit, count)
             if len(taken):
-                rows = rows[~np.isin(rows, taken, assume_unique=True)]
+                rows = _without(rows, taken, len(view.index))
             if view.per_packet is None or resume == RESUMES or \
-                    (resume and len(taken) < RESUME_ROWS):
+                    (resume and len(taken) < RESUME_TAKEN):
                 break
             _, first = np.unique(view.index[left], return_index=True)
-            irregular = np.union1d(left[first], _stalled(view, rows))  # sorted: capture order
+            stalled, noop = _stalled(view, rows)
+            irregular = np.union1d(left[first], stalled)  # sorted: capture order
             if len(irregular) == 0 or len(left) + len(irregular) < RESUME_ROWS:
                 break
             view.per_packet(irregular)
-            rows = rows[~np.isin(rows, irregular, assume_unique=True)]
+            rows = _without(rows, np.concatenate((irregular, noop)), len(view.index))
             # A flow the per-packet path just left behind a hole: its segments up to the one
             # that ends the wait (``_stalled``), so that the next pass can take it back.
-            stalled = _stalled(view, rows)
+            stalled, noop = _stalled(view, rows)
             if len(stalled):
                 view.per_packet(stalled)
-                rows = rows[~np.isin(rows, stalled, assume_unique=True)]
+            if len(stalled) or len(noop):
+                rows = _without(rows, np.concatenate((stalled, noop)), len(view.index))
+            if view.screen is not None:
+                rows = view.screen(rows, np.concatenate((irregular, stalled)))
         return rows
 
     def _take(self, view: BatchView, rows: np.ndarray, emit: Callable[[int, Any], None],
@@ -1866,6 +1931,7 @@ class ModbusRun(ProtocolRun):
         batch, decoded, flows, index, from_client = (
             view.batch, view.decoded, view.flows, view.index, view.from_client)
         nothing = np.zeros(0, dtype=np.int64)
+        beyond = nothing  # rows of the flows past the segment each stops at (see below)
         is_modbus = np.fromiter(
             (isinstance(f.decoder, ModbusDecoder) and f.proto == 6
              and not f.decoder_reversed
@@ -1877,12 +1943,22 @@ class ModbusRun(ProtocolRun):
         candidate = candidate[decoded.payload_len[candidate] > 0]
         if len(candidate) == 0:
             return nothing, nothing
+        if view.stops is not None:
+            # Each flow up to the segment that opens a hole (the first it cannot take): the
+            # pass costs the rows it may take, not every row left.
+            at = np.flatnonzero(view.stops[candidate])
+            if len(at):
+                stop = np.full(len(flows), len(candidate), dtype=np.int64)
+                np.minimum.at(stop, index[candidate[at]], at)
+                window = np.arange(len(candidate)) <= stop[index[candidate]]
+                beyond = candidate[~window]
+                candidate = candidate[window]
         # The fast path numbers its flows 0.. in batch order (a table, not a sort: linear).
         in_fast = np.zeros(len(flows), dtype=bool)
         in_fast[index[candidate]] = True
         flow_ids = np.flatnonzero(in_fast)
         if len(flow_ids) >= 1 << 16:
-            return nothing, candidate
+            return nothing, _sorted_union(candidate, beyond)
         local_of = np.zeros(len(flows), dtype=np.int64)
         local_of[flow_ids] = np.arange(len(flow_ids))
         local = local_of[index[candidate]]
@@ -1914,7 +1990,7 @@ class ModbusRun(ProtocolRun):
             seq=adus.seq, offset=adus.offset, length=adus.length,
             ts=batch.ts[candidate[seg_of]], frame=batch.frame[candidate[seg_of]],
             next_seq=[(slot_first[2 * k + 1], slot_first[2 * k]) for k in range(len(fast_flows))],
-            pending=[d.pending for d in decoders], group=group,
+            pending=_pending_in_play([d.pending for d in decoders], adus), group=group,
         )
         contexts = [d.context for d in decoders]
         result = fast_reads(data, self.book, contexts, batch.source)
@@ -1923,19 +1999,21 @@ class ModbusRun(ProtocolRun):
         np.minimum.at(cut, data.flow[~result.handled], seg_of[~result.handled])
         consumed = np.arange(nseg) < cut[local]
         if not consumed.any():
-            return nothing, candidate
+            return nothing, _sorted_union(candidate, beyond)
         event_rows = candidate[seg_of[[i for i, _ in result.events]]].tolist()
         for row, (_, event) in zip(event_rows, result.events, strict=True):
             emit(row, event)
         self._hand_over(adus, result, fast_flows, consumed, local * 2 + seg_from_client,
-                        (seg_seq + seg_len) & 0xFFFFFFFF)
+                        (seg_seq + seg_len) & 0xFFFFFFFF, data.pending)
         count("modbus_fast_pdus", int(np.count_nonzero(result.handled)))
-        return candidate[consumed], candidate[~consumed]
+        return candidate[consumed], _sorted_union(candidate[~consumed], beyond)
 
     def _hand_over(self, adus: Adus, result: FastResult, fast_flows: list[Flow],
-                   consumed: np.ndarray, seg_slot: np.ndarray, seg_end_seq: np.ndarray) -> None:
+                   consumed: np.ndarray, seg_slot: np.ndarray, seg_end_seq: np.ndarray,
+                   given: list[dict[int, _Pending]]) -> None:
         """Leave each flow's decoder and streams as the per-segment path would have left them
-        after the consumed segments: sequence numbers, held bytes, pending requests."""
+        after the consumed segments: sequence numbers, held bytes, pending requests (those
+        ``given`` to the fast path replaced by what it left of them, in transaction order)."""
         taken = np.flatnonzero(consumed)
         last_seg = np.full(2 * len(fast_flows), -1, dtype=np.int64)
         np.maximum.at(last_seg, seg_slot[taken], taken)
@@ -1953,7 +2031,14 @@ class ModbusRun(ProtocolRun):
                 flow.decoder.hold(from_client, kept)
         for k in np.flatnonzero(result.touched).tolist():
             decoder = fast_flows[k].decoder
-            decoder.pending = result.pending.get(k, {})
+            left = result.pending.get(k, {})
+            if given[k] is not decoder.pending:  # only some were in play: the rest stay
+                kept = decoder.pending
+                for tid in given[k]:
+                    del kept[tid]
+                kept.update(left)
+                left = dict(sorted(kept.items()))
+            decoder.pending = left
             master, slave = decoder.context.client, decoder.context.server
             for pending in result.superseded.get(k, ()):
                 self.book.unanswered(master, slave, pending)

@@ -117,6 +117,13 @@ class BatchView:
     feed: Callable[[Flow, bool, bytes, float, int, str, int], None] | None = None
     # ... and for bytes lost before a segment: (flow, from_client, frame, row)
     gap: Callable[[Flow, bool, int, int], None] | None = None
+    # After ``per_packet`` took some rows (the second argument) and so moved their flows'
+    # streams on: ``rows`` without the segments of those flows the streams would now drop
+    # (bytes all delivered already, ``flows.screen_segments``).
+    screen: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None
+    # Per row, as of the last screen: the segment opens a hole in its stream (it starts beyond
+    # every byte the stream saw before it), so its flow stops there (None: not screened).
+    stops: np.ndarray | None = None
 
 
 class Announced:
