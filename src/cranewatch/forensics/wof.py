@@ -7,17 +7,29 @@ when the file is 4 GiB or more, counted from the end of the table) followed by t
 chunk holds ``chunk_size`` bytes of the file (the last one fewer) compressed on its own, or stored
 as is when compressing did not make it smaller.
 
-The decompressors are written from the formats' documentation: XPRESS Huffman from [MS-XCA]
-section 2.2 and LZX as Windows uses it for WIM and WOF (32 KiB window, no header, x86 call
-translation always on with a file size of 12,000,000, recent offsets reset per chunk). No
-licence-compatible maintained Python implementation was found (dissect.* is AGPL).
-Every read is bounded: a corrupt stream raises ``WofError`` naming the chunk and its offset.
+Two decoders give the same bytes. The built-in one is written from the formats' documentation:
+XPRESS Huffman from [MS-XCA] section 2.2 and LZX as Windows uses it for WIM and WOF (32 KiB
+window, no header, x86 call translation always on with a file size of 12,000,000, recent offsets
+reset per chunk); no licence-compatible maintained Python implementation was found (dissect.* is
+AGPL). It runs at 7-9 MB per CPU second, too slow for a fully compressed system (CompactOS
+compresses several GB). So when the system's wimlib is there (Debian ``libwim15``: the library
+is LGPL-3.0-or-later, loaded at run time through ctypes, neither shipped nor changed by us), its
+public compression API (``wimlib_decompress``: the same formats, made for WIM resources, whose
+chunk layout WOF reuses) decodes each chunk at some 100-300 MB/s. ``CRANEWATCH_LIBWIM`` names
+another library file, or is empty to use the built-in decoder only. A chunk wimlib refuses is
+given to the built-in decoder, which either reads it or says where it is damaged, so the errors
+are the same located ones on both paths. Every read is bounded: a corrupt stream raises
+``WofError`` naming the chunk and its offset.
 """
 
 from __future__ import annotations
 
+import ctypes
+import functools
 import io
+import os
 import struct
+import threading
 from collections.abc import Callable
 
 TAG_WOF = 0x80000017
@@ -351,12 +363,75 @@ def _undo_e8(out: bytearray) -> None:
 _DECODERS: dict[int, Callable[[bytes, int], bytes]] = {0: xpress_huffman, 1: lzx, 2: xpress_huffman, 3: xpress_huffman}
 
 
+# --- wimlib's decompressors (optional) -----------------------------------------------------------
+
+LIBWIM_ENV = "CRANEWATCH_LIBWIM"
+_LIBWIM_DEFAULT = "libwim.so.15"
+_WIMLIB_TYPES = {0: 1, 1: 2, 2: 1, 3: 1}  # WIMLIB_COMPRESSION_TYPE_XPRESS = 1, _LZX = 2
+
+
+class Wimlib:
+    """wimlib's compression API: one decompressor per algorithm and thread (they keep tables)."""
+
+    def __init__(self, lib: ctypes.CDLL) -> None:
+        lib.wimlib_create_decompressor.argtypes = [ctypes.c_int, ctypes.c_size_t, ctypes.POINTER(ctypes.c_void_p)]
+        lib.wimlib_create_decompressor.restype = ctypes.c_int
+        lib.wimlib_decompress.argtypes = [ctypes.c_char_p, ctypes.c_size_t, ctypes.c_void_p, ctypes.c_size_t,
+                                          ctypes.c_void_p]
+        lib.wimlib_decompress.restype = ctypes.c_int
+        self.lib, self.local = lib, threading.local()
+
+    def _decompressor(self, algo: int) -> ctypes.c_void_p:
+        made: dict[int, ctypes.c_void_p] = self.local.__dict__.setdefault("made", {})
+        if algo not in made:
+            handle = ctypes.c_void_p()
+            # the chunk size is the largest block: for LZX it sets the 32 KiB window (30 offset slots)
+            code = self.lib.wimlib_create_decompressor(_WIMLIB_TYPES[algo], ALGORITHMS[algo][1], ctypes.byref(handle))
+            if code or not handle:
+                raise WofError(f"wimlib cannot make a {ALGORITHMS[algo][0]} decompressor (error {code})")
+            made[algo] = handle
+        return made[algo]
+
+    def decode(self, data: bytes, size: int, algo: int) -> bytes | None:
+        """``size`` bytes from one chunk, or None when wimlib says the chunk is damaged."""
+        out = ctypes.create_string_buffer(size)
+        if self.lib.wimlib_decompress(data, len(data), out, size, self._decompressor(algo)):
+            return None
+        return out.raw
+
+
+@functools.cache
+def wimlib() -> tuple[Wimlib | None, str]:
+    """wimlib's decoder when the library loads, else None and why."""
+    name = os.environ.get(LIBWIM_ENV, _LIBWIM_DEFAULT)
+    if not name:
+        return None, f"{LIBWIM_ENV} is empty"
+    try:
+        return Wimlib(ctypes.CDLL(name)), name
+    except (OSError, AttributeError) as exc:
+        return None, f"{name} cannot be loaded ({exc})"
+
+
+def slow_note() -> str | None:
+    """A line for the user when WOF files are decoded by the slow built-in decoder by default."""
+    fast, why = wimlib()
+    if fast is not None or not os.environ.get(LIBWIM_ENV, _LIBWIM_DEFAULT):
+        return None
+    return (f"WOF-compressed files are decoded by the built-in decoder (7-9 MB/s): {why}; install Debian's "
+            "libwim15 (or set CRANEWATCH_LIBWIM to wimlib's library) for some 100-300 MB/s")
+
+
 class WofStream(io.RawIOBase):
     """The file's content, decompressed chunk by chunk from its ``WofCompressedData`` stream
-    (``read_at(offset, n)`` reads that stream of ``packed`` bytes)."""
+    (``read_at(offset, n)`` reads that stream of ``packed`` bytes). ``decoder`` is "wimlib",
+    "python" or None (wimlib when it loads)."""
 
-    def __init__(self, read_at: Callable[[int, int], bytes], packed: int, size: int, algo: int) -> None:
+    def __init__(self, read_at: Callable[[int, int], bytes], packed: int, size: int, algo: int,
+                 decoder: str | None = None) -> None:
         self.read_at, self.packed, self.size, self.algo = read_at, packed, size, algo
+        self.fast = wimlib()[0] if decoder != "python" else None
+        if decoder == "wimlib" and self.fast is None:
+            raise WofError(f"wimlib is not available: {wimlib()[1]}")
         self.chunk = ALGORITHMS[algo][1]
         self.count = -(-size // self.chunk)
         width = 8 if size > 0xFFFFFFFF else 4
@@ -365,6 +440,8 @@ class WofStream(io.RawIOBase):
             raise WofError(f"{STREAM}: chunk table of {self.count} chunks ({table_size} bytes) is longer than "
                            f"the {packed}-byte stream")
         raw = read_at(0, table_size) if table_size else b""
+        if len(raw) != table_size:
+            raise WofError(f"{STREAM}: chunk table of {table_size} bytes cannot be read whole")
         offsets = [0, *struct.unpack(f"<{self.count - 1}{'Q' if width == 8 else 'I'}", raw)] if self.count else []
         self.starts = [table_size + o for o in offsets] + [packed]
         for k in range(self.count):
@@ -395,15 +472,17 @@ class WofStream(io.RawIOBase):
             raise WofError(f"{STREAM}: chunk {k} at byte {start} cannot be read whole")
         if len(data) == want:
             return data  # stored: compressing did not make it smaller
-        try:
+        if self.fast is not None and (out := self.fast.decode(data, want, self.algo)) is not None:
+            return out
+        try:  # the reference, also for what wimlib refused: it reads the chunk or says where it is damaged
             return _DECODERS[self.algo](data, want)
         except (WofError, IndexError, struct.error) as exc:
             raise WofError(f"{STREAM}: chunk {k} at byte {start} ({ALGORITHMS[self.algo][0]}): {exc}") from None
 
 
-def decompress(stream: bytes, size: int, algo: int) -> bytes:
+def decompress(stream: bytes, size: int, algo: int, decoder: str | None = None) -> bytes:
     """A whole file from its ``WofCompressedData`` bytes (for tests and small files)."""
-    reader = WofStream(lambda off, n: stream[off : off + n], len(stream), size, algo)
+    reader = WofStream(lambda off, n: stream[off : off + n], len(stream), size, algo, decoder)
     out = bytearray()
     while block := reader.read():
         out += block
