@@ -77,8 +77,11 @@ def build_corpus(corpus: Path, size_mb: int) -> None:
 
 
 def wim_blobs(wim: Path) -> dict[bytes, tuple[bytes, int, int]]:
-    """SHA-1 -> (stored bytes, size, flags) of each blob of a non-solid WIM (its blob table)."""
+    """SHA-1 -> (stored bytes, size, flags) of each blob of a non-solid WIM, read from its blob table
+    (also the tests' reader: tests/test_windows_wof.py)."""
     data = wim.read_bytes()
+    if data[:8] != b"MSWIM\0\0\0":
+        raise ValueError(f"{wim}: not a WIM")
 
     def reshdr(buf: bytes, at: int) -> tuple[int, int, int, int]:
         return int.from_bytes(buf[at : at + 7], "little"), buf[at + 7], *struct.unpack_from("<QQ", buf, at + 8)

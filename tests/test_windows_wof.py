@@ -16,6 +16,7 @@ WOF_EXTERNAL_INFO {1, provider 2}, FILE_PROVIDER_EXTERNAL_INFO_V1 {1, algorithm}
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import random
 import re
 import struct
@@ -33,6 +34,11 @@ from test_forensics_ntfs import REVERSE_SHELL, _which, ntfs_volume
 from windows_helpers import build_pe
 
 WIM_COMPRESSION = {0: ("xpress", 4096), 1: ("lzx", 32768), 2: ("xpress", 8192), 3: ("xpress", 16384)}
+_BENCH = importlib.util.spec_from_file_location("bench_wof", Path(__file__).parents[1] / "benchmarks/bench_wof.py")
+assert _BENCH is not None and _BENCH.loader is not None
+bench_wof = importlib.util.module_from_spec(_BENCH)
+_BENCH.loader.exec_module(bench_wof)
+wim_blobs = bench_wof.wim_blobs  # SHA-1 -> (stored bytes, size, flags) from a WIM's blob table, read independently
 ALGOS = pytest.mark.parametrize("algo", [0, 1, 2, 3], ids=["XPRESS4K", "LZX", "XPRESS8K", "XPRESS16K"])
 
 
@@ -42,23 +48,6 @@ def decoder(request: pytest.FixtureRequest) -> str:
     if request.param == "wimlib" and wof.wimlib()[0] is None:
         pytest.skip(f"wimlib's library is not loadable: {wof.wimlib()[1]}")
     return str(request.param)
-
-
-def wim_blobs(wim: Path) -> dict[bytes, tuple[bytes, int, int]]:
-    """SHA-1 -> (stored bytes, size, flags) of each blob of a (non-solid) WIM, read from its blob table."""
-    data = wim.read_bytes()
-    assert data[:8] == b"MSWIM\0\0\0"
-
-    def reshdr(buf: bytes, at: int) -> tuple[int, int, int, int]:
-        return int.from_bytes(buf[at : at + 7], "little"), buf[at + 7], *struct.unpack_from("<QQ", buf, at + 8)
-
-    size, _flags, offset, _ = reshdr(data, 0x30)
-    table = data[offset : offset + size]
-    blobs = {}
-    for at in range(0, len(table), 50):
-        stored, flags, where, original = reshdr(table, at)
-        blobs[table[at + 30 : at + 50]] = (data[where : where + stored], original, flags)
-    return blobs
 
 
 def wof_streams(work: Path, files: dict[str, bytes], algo: int) -> dict[str, bytes]:
