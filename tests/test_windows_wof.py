@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import mmap
 import random
 import re
 import struct
@@ -91,26 +92,45 @@ def wof_reparse(algo: int) -> bytes:
     return struct.pack("<IHHIIII", TAG_WOF, 16, 0, 1, 2, 1, algo)
 
 
-def make_wof_file(volume: Path, work: Path, path: str, content: bytes, stream: bytes, algo: int) -> None:
-    """Turn ``path`` (a file symbolic link wimlib applied, target ``/wof-<name>``) into a WOF file."""
+def put_wof_streams(volume: Path, work: Path, path: str, size: int, stream: bytes) -> None:
+    """Give ``path`` (a file symbolic link wimlib applied) a ``size``-byte unnamed stream of zeros
+    and ``stream`` as its ``WofCompressedData`` stream, with ntfscp."""
     zeros, packed = work / "zeros", work / "packed"
-    zeros.write_bytes(bytes(len(content)))
+    with open(zeros, "wb") as out:
+        out.truncate(size)
     packed.write_bytes(stream)
     ntfscp = _which("ntfscp")
     subprocess.run([ntfscp, "-f", str(volume), str(zeros), "/" + path], check=True, capture_output=True)
     subprocess.run([ntfscp, "-f", "-N", "WofCompressedData", str(volume), str(packed), "/" + path], check=True,
                    capture_output=True)
-    target = ("wof-" + path.rsplit("/", 1)[-1]).encode("utf-16-le")
+
+
+def mark_wof(image: bytearray | mmap.mmap, targets: dict[str, int]) -> None:
+    """Rewrite the reparse value of each symbolic link whose target is ``/<name>`` of ``targets``
+    into the 24-byte WOF buffer of its algorithm, in one pass over the volume's bytes."""
+    found = dict.fromkeys(targets, 0)
+    for m in re.finditer(re.escape(b"\x0c\x00\x00\xa0"), image):
+        window = bytes(image[m.start() : m.start() + 200])
+        names = [name for name in targets if ("/" + name).encode("utf-16-le") in window
+                 or ("\\" + name).encode("utf-16-le") in window]
+        if not names:
+            continue
+        assert len(names) == 1, names
+        found[names[0]] += 1
+        value = m.start()
+        header = value - 0x18
+        assert struct.unpack_from("<I", image, header)[0] == 0xC0 and struct.unpack_from("<H", image, header + 0x14)[0] == 0x18
+        assert value % 512 + 24 <= 510, "the new value does not cross a sector's update-sequence bytes"
+        struct.pack_into("<I", image, header + 0x10, 24)
+        image[value : value + 24] = wof_reparse(targets[names[0]])
+    assert set(found.values()) == {1}, "each symbolic link's reparse attribute is found once"
+
+
+def make_wof_file(volume: Path, work: Path, path: str, content: bytes, stream: bytes, algo: int) -> None:
+    """Turn ``path`` (a file symbolic link wimlib applied, target ``/wof-<name>``) into a WOF file."""
+    put_wof_streams(volume, work, path, len(content), stream)
     image = bytearray(volume.read_bytes())
-    hits = [m.start() for m in re.finditer(re.escape(b"\x0c\x00\x00\xa0"), image)
-            if target in image[m.start() : m.start() + 200]]
-    assert len(hits) == 1, "the symbolic link's reparse attribute is found once"
-    value = hits[0]
-    header = value - 0x18
-    assert struct.unpack_from("<I", image, header)[0] == 0xC0 and struct.unpack_from("<H", image, header + 0x14)[0] == 0x18
-    assert value % 512 + 24 <= 510, "the new value does not cross a sector's update-sequence bytes"
-    struct.pack_into("<I", image, header + 0x10, 24)
-    image[value : value + 24] = wof_reparse(algo)
+    mark_wof(image, {"wof-" + path.rsplit("/", 1)[-1]: algo})
     volume.write_bytes(image)
 
 
