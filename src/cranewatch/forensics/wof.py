@@ -11,14 +11,16 @@ Two decoders give the same bytes. The built-in one is written from the formats' 
 XPRESS Huffman from [MS-XCA] section 2.2 and LZX as Windows uses it for WIM and WOF (32 KiB
 window, no header, x86 call translation always on with a file size of 12,000,000, recent offsets
 reset per chunk); no licence-compatible maintained Python implementation was found (dissect.* is
-AGPL). It runs at 7-9 MB per CPU second, too slow for a fully compressed system (CompactOS
+AGPL). It runs at 6-9 MB per CPU second, too slow for a fully compressed system (CompactOS
 compresses several GB). So when the system's wimlib is there (Debian ``libwim15``: the library
 is LGPL-3.0-or-later, loaded at run time through ctypes, neither shipped nor changed by us), its
 public compression API (``wimlib_decompress``: the same formats, made for WIM resources, whose
-chunk layout WOF reuses) decodes each chunk at some 100-300 MB/s. ``CRANEWATCH_LIBWIM`` names
+chunk layout WOF reuses) decodes the same chunks at 220-300 MB/s (``benchmarks/bench_wof.py``). ``CRANEWATCH_LIBWIM`` names
 another library file, or is empty to use the built-in decoder only. A chunk wimlib refuses is
 given to the built-in decoder, which either reads it or says where it is damaged, so the errors
-are the same located ones on both paths. Every read is bounded: a corrupt stream raises
+are the same located ones on both paths. (Where they differ: wimlib reads a damaged chunk's bits
+past its end as zeros, and so gives bytes where the built-in decoder, after 8 bytes of such
+run-out, reports the chunk.) Every read is bounded: a corrupt stream raises
 ``WofError`` naming the chunk and its offset.
 """
 
@@ -462,8 +464,8 @@ def slow_note() -> str | None:
     fast, why = wimlib()
     if fast is not None or not os.environ.get(LIBWIM_ENV, _LIBWIM_DEFAULT):
         return None
-    return (f"WOF-compressed files are decoded by the built-in decoder (7-9 MB/s): {why}; install Debian's "
-            "libwim15 (or set CRANEWATCH_LIBWIM to wimlib's library) for some 100-300 MB/s")
+    return (f"WOF-compressed files are decoded by the built-in decoder (6-9 MB/s): {why}; install Debian's "
+            "libwim15 (or set CRANEWATCH_LIBWIM to wimlib's library) for 220-300 MB/s")
 
 
 class WofStream(io.RawIOBase):
