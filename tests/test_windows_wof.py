@@ -362,3 +362,16 @@ def test_without_wimlib_the_built_in_decoder_reads_and_says_so(monkeypatch: pyte
                 assert not image.problems
         finally:
             wof.wimlib.cache_clear()
+
+
+def test_xpress_long_match_lengths_from_their_bytes() -> None:
+    """[MS-XCA] 2.2.4: a 4-bit match length of 15 continues in a byte (added to 15), a byte of 255
+    in a 16-bit length, and a 16-bit 0 in a 32-bit length (both whole, at least 15)."""
+    long_match = wof._xpress_long_match
+    assert long_match(b"\x07", 0) == (22, 1)
+    assert long_match(b"\xff" + struct.pack("<H", 300), 0) == (300, 3)
+    assert long_match(b"\xff\x00\x00" + struct.pack("<I", 70000), 0) == (70000, 7)
+    for damaged, message in ((b"", "truncated at byte 0"), (b"\xff\x01", "truncated at byte 1"),
+                             (b"\xff\x00\x00\x01", "truncated at byte 3"), (b"\xff\x03\x00", "bad match length at byte 0")):
+        with pytest.raises(WofError, match=message):
+            long_match(damaged, 0)
