@@ -11,6 +11,12 @@ seconds (user + system of the child) are printed, and the Windows checks alone, 
 With ``--input ntfs`` the tree is first put into a real NTFS volume (mkntfs, then
 ``wimlib-imagex apply`` to the unmounted volume) and the volume is scanned; with ``--input vhdx``
 that volume sits in a GPT disk (EFI system partition, MSR, NTFS) converted by ``qemu-img``.
+With ``--wof ALGORITHM`` (and ``--input ntfs``) the programs are x86 code (slices of this
+machine's ``/usr/lib/x86_64-linux-gnu`` libraries after the MZ header, so that they compress
+as DLLs do) and every one is WOF-compressed on the volume, as ``compact /exe`` or CompactOS
+leave a system: wimlib compresses them, ``ntfscp`` writes each ``WofCompressedData`` stream and
+the reparse points are rewritten (``tests/test_windows_wof.py`` builds its volumes the same way).
+``CRANEWATCH_LIBWIM=`` (empty) in the environment measures the built-in decoder instead of wimlib.
 
 Example:
     .venv/bin/python benchmarks/bench_scan_windows.py --size-mb 1024 --workdir /tmp/bench-win
@@ -19,6 +25,7 @@ Example:
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import lzma
 import os
@@ -42,10 +49,20 @@ PLACES = {
 }
 
 
-def build(tree: Path, size_mb: int, hives: Path) -> None:
+def _code_pool() -> bytes:
+    """64 MiB of x86-64 machine code and data: this machine's shared libraries in name order."""
+    pool = bytearray()
+    for lib in sorted(Path("/usr/lib/x86_64-linux-gnu").glob("*.so*")):
+        if lib.is_file() and not lib.is_symlink() and len(pool) < 64 << 20:
+            pool += lib.read_bytes()[: 4 << 20]
+    return bytes(pool)
+
+
+def build(tree: Path, size_mb: int, hives: Path, code: bool = False) -> None:
     marker = tree / ".built"
-    if marker.exists() and marker.read_text() == str(size_mb):
+    if marker.exists() and marker.read_text() == f"{size_mb}{' code' if code else ''}":
         return
+    pool = _code_pool() if code else b""
     shutil.rmtree(tree, ignore_errors=True)
     for name, place in PLACES.items():
         dest = tree / place
@@ -65,11 +82,69 @@ def build(tree: Path, size_mb: int, hives: Path) -> None:
         else:
             size = rng.choice((64 << 10, 256 << 10, 1 << 20, 8 << 20))
             path = tree / folders[index % len(folders)] / f"prog{index}.exe"
-            data = b"MZ\x90\x00" + b"\x00" * 60 + rng.randbytes(size - 64)
+            if code:
+                at = rng.randrange(len(pool) - size)
+                data = b"MZ\x90\x00" + b"\x00" * 60 + pool[at : at + size - 64]
+            else:
+                data = b"MZ\x90\x00" + b"\x00" * 60 + rng.randbytes(size - 64)
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(data)
         written += len(data)
-    marker.write_text(str(size_mb))
+    marker.write_text(f"{size_mb}{' code' if code else ''}")
+
+
+def as_wof_volume(tree: Path, algorithm: str) -> Path:
+    """``tree`` as an NTFS volume whose programs are all WOF-compressed with ``algorithm``, built once."""
+    sys.path.insert(0, str(REPO / "tests"))
+    import mmap
+
+    from test_windows_wof import WIM_COMPRESSION, mark_wof, put_wof_streams, wim_blobs
+
+    algo = {"xpress4k": 0, "lzx": 1, "xpress8k": 2, "xpress16k": 3}[algorithm]
+    volume = tree.with_name(f"{tree.name}-wof-{algorithm}.ntfs")
+    if volume.exists():
+        return volume
+    work = tree.with_name(f"{tree.name}-wof-work")
+    shutil.rmtree(work, ignore_errors=True)
+    shadow = work / "tree"
+    programs = {}
+    for path in sorted(tree.rglob("*")):
+        rel = path.relative_to(tree)
+        if path.is_dir() or path.name == ".built":
+            continue
+        (shadow / rel).parent.mkdir(parents=True, exist_ok=True)
+        if path.suffix == ".exe":
+            target = f"wof-{len(programs):06d}"
+            (shadow / rel).symlink_to("/" + target)
+            programs[rel.as_posix()] = (path, target)
+        else:
+            os.link(path, shadow / rel)
+    size = sum(f.stat().st_size for f in tree.rglob("*") if f.is_file()) // (1 << 20) * 5 // 2 + 64
+    partial = volume.with_suffix(".partial")
+    subprocess.run(["truncate", "-s", f"{size}M", str(partial)], check=True)
+    subprocess.run(["mkntfs", "-F", "-Q", "-q", str(partial)], check=True, capture_output=True)
+    wim = work / "tree.wim"
+    subprocess.run(["wimlib-imagex", "capture", str(shadow), str(wim), "--no-acls", "--compress=none"], check=True,
+                   capture_output=True)
+    subprocess.run(["wimlib-imagex", "apply", str(wim), "1", str(partial)], check=True, capture_output=True)
+    method, chunk = WIM_COMPRESSION[algo]
+    packed = work / "packed.wim"
+    sources = work / "programs"
+    sources.mkdir()
+    for path, target in programs.values():
+        os.link(path, sources / target)
+    subprocess.run(["wimlib-imagex", "capture", str(sources), str(packed), f"--compress={method}",
+                    f"--chunk-size={chunk}", "--no-acls"], check=True, capture_output=True)
+    blobs = wim_blobs(packed)
+    for rel, (path, _target) in programs.items():
+        content = path.read_bytes()
+        stored, original, _flags = blobs[hashlib.sha1(content).digest()]
+        put_wof_streams(partial, work, rel, original, stored)
+    with open(partial, "r+b") as handle, mmap.mmap(handle.fileno(), 0) as image:
+        mark_wof(image, {target: algo for _, target in programs.values()})
+    partial.rename(volume)
+    shutil.rmtree(work)
+    return volume
 
 
 def as_disk(tree: Path, kind: str) -> Path:
@@ -109,11 +184,15 @@ def main() -> int:
     parser.add_argument("--hives", type=Path, default=HIVES)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--input", choices=("dir", "ntfs", "vhdx"), default="dir")
+    parser.add_argument("--wof", choices=("xpress4k", "lzx", "xpress8k", "xpress16k"),
+                        help="every program WOF-compressed on the NTFS volume (with --input ntfs)")
     args = parser.parse_args()
-    tree = args.workdir / f"C-{args.size_mb}mb"
+    if args.wof and args.input != "ntfs":
+        parser.error("--wof needs --input ntfs")
+    tree = args.workdir / f"C-{args.size_mb}mb{'-code' if args.wof else ''}"
     started = time.perf_counter()
-    build(tree, args.size_mb, args.hives)
-    scanned = tree if args.input == "dir" else as_disk(tree, args.input)
+    build(tree, args.size_mb, args.hives, code=bool(args.wof))
+    scanned = tree if args.input == "dir" else as_wof_volume(tree, args.wof) if args.wof else as_disk(tree, args.input)
     built = time.perf_counter() - started
     env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -138,6 +217,7 @@ def main() -> int:
         windows_seconds = time.perf_counter() - started
     print(json.dumps({
         "tree": str(tree), "input": str(scanned), "size_mb": args.size_mb, "build_seconds": round(built, 1),
+        "wof": args.wof, "libwim": os.environ.get("CRANEWATCH_LIBWIM", "libwim.so.15"),
         "scan_wall_seconds": round(wall, 2),
         "scan_cpu_seconds": round((after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime), 2),
         "returncode": run.returncode, "windows_checks_seconds": round(windows_seconds, 2),

@@ -301,6 +301,8 @@ def _member(out: _Unpacker, member: Any, path: str, depth: int, stack: list[tupl
     size = int(default.info.size) if default is not None else 0
     packed = next((a for name, a in streams if name == wof.STREAM), None)
     if wof_algo is not None and packed is not None and size:
+        if (note := wof.slow_note()) and note not in out.warnings:
+            out.warnings.append(note)
         try:
             content = wof.WofStream(_reader(member, int(packed.info.id)), int(packed.info.size), size, wof_algo)
             out.add_file(path, cast(BinaryIO, content), 0o644, 0, 0, size)
