@@ -584,7 +584,7 @@ class ModbusDecoder:
             try:
                 fields = parse_request(pdu)
             except DecodeError as exc:
-                problem = exc
+                problem = exc.with_traceback(None)  # a record: see ReportsProblems.report
                 fields = RequestFields(pdu[0], detail={"malformed": exc.message, "data": pdu.hex()})
             if fields.detail.get("illegal_quantity"):
                 limit = _MAX_READ_BITS if fields.function in (1, 2) else _MAX_READ_REGISTERS
@@ -606,7 +606,7 @@ class ModbusDecoder:
         try:
             answer = parse_response(pdu, request.fields if request is not None else None)
         except DecodeError as exc:
-            problem = exc
+            problem = exc.with_traceback(None)
             code = pdu[0]
             answer = ResponseFields(
                 code & 0x7F, exception_code=pdu[1] if code & 0x80 and len(pdu) > 1 else None,
