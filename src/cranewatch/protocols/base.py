@@ -107,9 +107,14 @@ class ReportsProblems:
 
         A problem is a record, never raised again: its traceback is dropped, since its frames
         (up to the pipeline's, which hold the whole batch) would outlive the call in a
-        reference cycle with the frame that reads the problem.
+        reference cycle with the frame that reads the problem. So are those of the errors it
+        was raised while handling (``raise ... from None`` keeps them as its context).
         """
         problem.__traceback__ = None
+        context = problem.__context__
+        while context is not None:
+            context.__traceback__ = None
+            context = context.__context__
         problems = self.__dict__.get("problems")
         if problems is None:
             problems = self.problems = []

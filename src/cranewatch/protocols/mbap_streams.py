@@ -54,9 +54,9 @@ class Adus:
     """The whole ADUs of the batch's streams, ordered by the segment that completes each (its
     position in ``Segments``), then by stream position; and how far each stream can be trusted.
 
-    ``offset`` points into ``buf`` (the batch's bytes, followed by the gathered bytes of the
-    streams that needed walking; ``stream_start`` per slot: where the decoder's held bytes
-    begin there). ``cut``: per slot, the position of the first segment of its flow the decoder
+    ``offset`` points into ``buf``: the batch's bytes when no stream needed walking, else the
+    gathered bytes of the streams that did not, followed by those of the streams that did
+    (``stream_start`` per slot: where the decoder's held bytes begin there). ``cut``: per slot, the position of the first segment of its flow the decoder
     must take (len(segments) when none). When every segment is one whole ADU and nothing is
     held, the streams' order is not checked here (``fast_reads`` checks it, ADU by ADU).
     """
@@ -143,23 +143,23 @@ def frame_streams(seg: Segments, max_length: int) -> Adus:
     held = np.array([len(seg.carry.get(s, b"")) if f else 0
                      for s, f in zip(w_slot.tolist(), w_first.tolist(), strict=True)],
                     dtype=np.int64)
-    # The walked bytes go after the batch's, unless no ADU points into the batch's own.
-    base = len(buf) if len(direct) else 0
+    # The walked bytes go after those of the streams not walked (gathered too: a copy of the
+    # whole batch's bytes would cost its size, tens of MB, for a few segments).
+    index_type = np.int32 if len(buf) < 1 << 31 else np.int64
+    front = _gathered(buf, d_off, size[direct], index_type)
+    d_off = np.cumsum(size[direct]) - size[direct]
+    base = len(front)
     piece_len = held + size[w]
     piece_end = base + np.cumsum(piece_len)
     piece_start = piece_end - piece_len
-    sizes = size[w]
-    index_type = np.int32 if len(buf) < 1 << 31 else np.int64
-    gather = np.repeat((off[w] - (np.cumsum(sizes) - sizes)).astype(index_type), sizes)
-    gather += np.arange(len(gather), dtype=index_type)
-    extra = buf[gather]  # the segments' bytes end to end, then the held bytes put in front
+    extra = _gathered(buf, off[w], size[w], index_type)  # then the held bytes put in front
     if held.any():
         carried = np.flatnonzero(held)
         at = np.repeat(piece_start[carried] - base - (np.cumsum(held)[carried] - held[carried]),
                        held[carried])
         extra = np.insert(extra, at, np.frombuffer(
             b"".join(seg.carry[slot] for slot in w_slot[carried].tolist()), dtype=np.uint8))
-    whole = np.concatenate([buf, extra]) if base else extra
+    whole = np.concatenate([front, extra]) if base else extra
     starts_of_slot = piece_start[w_first]
     stream_start[w_slot[w_first]] = starts_of_slot
     # Per piece, where its stream's bytes end.
@@ -193,6 +193,14 @@ def frame_streams(seg: Segments, max_length: int) -> Adus:
     rows = rows[np.lexsort((offset[rows], adu_seg[rows]))]
     return Adus(whole, offset[rows], adu_len[rows], adu_seq[rows], adu_seg[rows],
                 adu_slot[rows], cut, first_seq, stream_start, segment_end, walk_slot)
+
+
+def _gathered(buf: np.ndarray, offset: np.ndarray, size: np.ndarray,
+              index_type: type) -> np.ndarray:
+    """The bytes of the pieces (offset, size) of ``buf``, end to end."""
+    gather = np.repeat((offset - (np.cumsum(size) - size)).astype(index_type), size)
+    gather += np.arange(len(gather), dtype=index_type)
+    return buf[gather]
 
 
 def _per_flow(cut: np.ndarray) -> np.ndarray:

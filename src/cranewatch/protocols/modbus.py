@@ -584,7 +584,7 @@ class ModbusDecoder:
             try:
                 fields = parse_request(pdu)
             except DecodeError as exc:
-                problem = exc
+                problem = exc.with_traceback(None)  # a record: see ReportsProblems.report
                 fields = RequestFields(pdu[0], detail={"malformed": exc.message, "data": pdu.hex()})
             if fields.detail.get("illegal_quantity"):
                 limit = _MAX_READ_BITS if fields.function in (1, 2) else _MAX_READ_REGISTERS
@@ -606,7 +606,7 @@ class ModbusDecoder:
         try:
             answer = parse_response(pdu, request.fields if request is not None else None)
         except DecodeError as exc:
-            problem = exc
+            problem = exc.with_traceback(None)
             code = pdu[0]
             answer = ResponseFields(
                 code & 0x7F, exception_code=pdu[1] if code & 0x80 and len(pdu) > 1 else None,
@@ -1830,6 +1830,34 @@ def _stalled(view: BatchView, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]
     return rows[prefix & ~noop], rows[noop]
 
 
+def _joined(view: BatchView, rows: np.ndarray) -> np.ndarray:
+    """Rows the per-packet path takes ahead of the vectorised path: of each Modbus connection
+    the capture joined mid-way (a direction whose stream has no sequence number yet), its
+    segments up to the first one of each such direction. The decoders' way starts such a
+    direction there, after a gap (``Stream.segment``); the vectorised path, which only takes a
+    stream from where it is known to stand, takes the connection on from there."""
+    payload = rows[view.decoded.payload_len[rows] > 0]
+    flow_of = view.index[payload]
+    nflows = len(view.flows)
+    unknown = np.zeros(2 * nflows, dtype=bool)  # per slot (flow * 2 + from client)
+    for k in np.unique(flow_of).tolist():
+        f = view.flows[k]
+        if (isinstance(f.decoder, ModbusDecoder) and f.proto == 6 and not f.decoder_reversed
+                and f.to_server.stream is not None and f.to_client.stream is not None):
+            unknown[2 * k] = f.to_client.stream.next_seq is None
+            unknown[2 * k + 1] = f.to_server.stream.next_seq is None
+    slot = flow_of.astype(np.int64) * 2 + view.from_client[payload]
+    opens = unknown[slot]
+    if not opens.any():
+        return payload[:0]
+    first = np.full(2 * nflows, len(view.batch), dtype=np.int64)
+    np.minimum.at(first, slot[opens], payload[opens])
+    upto = np.full(nflows, -1, dtype=np.int64)  # per flow: the last row the decoders take
+    np.maximum.at(upto, slot[opens] >> 1, first[slot[opens]])
+    flow_of_rows = view.index[rows]
+    return rows[(flow_of_rows >= 0) & (rows <= upto[flow_of_rows])]
+
+
 # Passes of the vectorised path over one batch, each after the per-packet path took the
 # segment that stopped a flow; they go on while each takes at least RESUME_ROWS segments.
 RESUMES = 64
@@ -1892,6 +1920,11 @@ class ModbusRun(ProtocolRun):
         the flow back after it, for up to ``RESUMES`` passes while they pay.
         """
         rows = view.rows
+        if view.per_packet is not None:
+            joined = _joined(view, rows)
+            if len(joined):
+                view.per_packet(joined)
+                rows = rows[~np.isin(rows, joined, assume_unique=True)]
         for resume in range(RESUMES + 1):
             taken, left = self._take(view, rows, emit, count)
             if len(taken):
