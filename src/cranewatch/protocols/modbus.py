@@ -711,6 +711,10 @@ class ModbusBook:
         self.masters: dict[str, PeerTally] = {}
         self.slaves: dict[str, PeerTally] = {}
         self.rows = 0  # answers kept as Python rows over every series (see ROW_BUDGET)
+        # False once the run said that the values go out in slices nobody takes (only
+        # ``fold_slices``): each series is then only counted, in ``counted`` (see ``_Counted``)
+        self.values_wanted = True
+        self.counted = _Counted()
 
     def _parts(self, key: SeriesKey, source: str) -> _SeriesParts:
         parts = self.series.get(key)
@@ -746,15 +750,30 @@ class ModbusBook:
                 book[me].exceptions += 1
 
     def read_requests(self, key: SeriesKey, count: int, source: str) -> None:
+        if not self.values_wanted:
+            i = self.counted.id_of(key, source)  # first: it may grow the columns
+            self.counted.counts[1, i] += count
+            return
         self._parts(key, source).requests += count
 
     def read_unanswered(self, key: SeriesKey, count: int = 1) -> None:
+        if not self.values_wanted:
+            i = self.counted.id_of(key, "")
+            self.counted.counts[3, i] += count
+            return
         self._parts(key, "").unanswered += count
 
     def read_exception(self, key: SeriesKey) -> None:
+        if not self.values_wanted:
+            i = self.counted.id_of(key, "")
+            self.counted.counts[2, i] += 1
+            return
         self._parts(key, "").exceptions += 1
 
     def read_answer(self, key: SeriesKey, ts: float, frame: int, values: tuple[int, ...]) -> None:
+        if not self.values_wanted:
+            self.counted.answer(key, ts, frame)
+            return
         parts = self._parts(key, "")
         parts.row_ts.append(ts)
         parts.row_frame.append(frame)
@@ -839,6 +858,9 @@ class ModbusBook:
         Once values went out in slices (``take_slices``), each series is its summary instead
         (``RegisterSeries.summary``), counting what every slice carried.
         """
+        if self.counted:
+            yield from self.counted.series()
+            return
         if not self.heads:
             yield from self._take()
             return
@@ -1017,6 +1039,98 @@ class _SeriesHead:
                               address=address, quantity=quantity, ts=ts, frame=frame, values=values,
                               requests=self.requests, exceptions=self.exceptions,
                               unanswered=self.unanswered, source=self.source, summary=True)
+
+
+class _Counted:
+    """Series whose values nobody reads (``ModbusBook.values_wanted`` False), as columns: per
+    series its answer count, the first answer (time, then frame), its requests, exceptions and
+    unanswered requests, and the source of the first thing seen of it. What ``_SeriesHead``
+    keeps of a series after its slices, kept from the start, so that many short connections (tens
+    of thousands of keys) cost an array row each and a batch's reads add with a few array
+    operations (``_fold_reads``) instead of Python per series per batch.
+
+    A series has an id; it is found by its key (``ids``) or by its packed code (``codes``:
+    ``_series_keys``' bit fields with a run-wide master/slave pair id in the top bits).
+    """
+
+    def __init__(self) -> None:
+        self.ids: dict[SeriesKey, int] = {}
+        self.codes: dict[int, int] = {}
+        self.pairs: dict[tuple[str, str], int] = {}
+        self.keys: list[SeriesKey] = []
+        self.sources: list[str] = []
+        self.ts = np.full(0, np.inf)
+        self.frame = np.zeros(0, dtype=np.int64)
+        self.counts = np.zeros((4, 0), dtype=np.int64)  # rows, requests, exceptions, unanswered
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    def _code(self, key: SeriesKey) -> int:
+        master, slave, unit, function, address, quantity = key
+        pair = self.pairs.setdefault((master, slave), len(self.pairs))
+        return pair << 48 | unit << 40 | function << 32 | address << 16 | quantity
+
+    def _add(self, key: SeriesKey, code: int, source: str) -> int:
+        new = len(self.keys)
+        self.ids[key] = self.codes[code] = new
+        self.keys.append(key)
+        self.sources.append(source)
+        if new == len(self.ts):
+            grow = max(1024, new)
+            self.ts = np.concatenate([self.ts, np.full(grow, np.inf)])
+            self.frame = np.concatenate([self.frame, np.zeros(grow, dtype=np.int64)])
+            self.counts = np.concatenate([self.counts, np.zeros((4, grow), dtype=np.int64)], axis=1)
+        return new
+
+    def id_of(self, key: SeriesKey, source: str) -> int:
+        found = self.ids.get(key)
+        return found if found is not None else self._add(key, self._code(key), source)
+
+    def ids_of(self, batch_keys: list[int], pairs: list[tuple[str, str]],
+               sources: list[str]) -> np.ndarray:
+        """Ids of a batch's series keys (packed by ``_series_keys`` with the batch's pair ids
+        ``pairs``); a key not seen before gets its id and ``sources[i]``."""
+        run_pair = [self.pairs.setdefault(pair, len(self.pairs)) for pair in pairs]
+        codes, low = self.codes, (1 << 48) - 1
+        out = []
+        for i, key in enumerate(batch_keys):
+            code = run_pair[key >> 48] << 48 | (key & low)
+            found = codes.get(code)
+            if found is None:
+                master, slave = pairs[key >> 48]
+                found = self._add((master, slave, (key >> 40) & 0xFF, (key >> 32) & 0xFF,
+                                   (key >> 16) & 0xFFFF, key & 0xFFFF), code, sources[i])
+            out.append(found)
+        return np.array(out, dtype=np.int64)
+
+    def answers(self, ids: np.ndarray, counts: np.ndarray, ts: np.ndarray,
+                frame: np.ndarray) -> None:
+        """Add ``counts`` answers to the series ``ids`` (distinct), the first of each at
+        (``ts``, ``frame``)."""
+        self.counts[0, ids] += counts
+        known_ts, known_frame = self.ts[ids], self.frame[ids]
+        earlier = (ts < known_ts) | ((ts == known_ts) & (frame < known_frame))
+        self.ts[ids[earlier]] = ts[earlier]
+        self.frame[ids[earlier]] = frame[earlier]
+
+    def answer(self, key: SeriesKey, ts: float, frame: int) -> None:
+        i = self.id_of(key, "")
+        self.counts[0, i] += 1
+        if (ts, frame) < (float(self.ts[i]), int(self.frame[i])):
+            self.ts[i], self.frame[i] = ts, frame
+
+    def series(self) -> Iterator[RegisterSeries]:
+        """Every series as ``_SeriesHead.series`` gives it, in key order; empties the table."""
+        keys, sources = self.keys, self.sources
+        ts, frame = self.ts.tolist(), self.frame.tolist()
+        rows, requests, exceptions, unanswered = self.counts.tolist()
+        self.__init__()  # type: ignore[misc]  # start over (the lists above stay ours)
+        for i in sorted(range(len(keys)), key=keys.__getitem__):
+            head = _SeriesHead(source=sources[i], ts=ts[i], frame=frame[i], rows=rows[i],
+                               requests=requests[i], exceptions=exceptions[i],
+                               unanswered=unanswered[i])
+            yield head.series(keys[i])
 
 
 def _repeated(item: np.ndarray, count: int) -> np.ndarray:
@@ -1521,6 +1635,16 @@ def _group_bounds(group: np.ndarray, ngroups: int) -> tuple[np.ndarray, list[int
     return order, [0, *cuts.tolist(), len(order)]
 
 
+def _key_tuples(keys: np.ndarray, pairs: list[tuple[str, str]]) -> list[SeriesKey]:
+    """Keys packed by ``_series_keys`` (``pairs``: the batch's pair ids) back to tuples."""
+    key_of: list[SeriesKey] = []
+    for key in keys.tolist():
+        master, slave = pairs[key >> 48]
+        key_of.append((master, slave, (key >> 40) & 0xFF, (key >> 32) & 0xFF,
+                       (key >> 16) & 0xFFFF, key & 0xFFFF))
+    return key_of
+
+
 def _fold_reads(book: ModbusBook, contexts: list[FlowContext], source: str, data: FastInput,
                 new_req: np.ndarray, resp_j: np.ndarray, rows: np.ndarray, src_row: np.ndarray,
                 pair_order: np.ndarray, carried: list[tuple[int, int, _Pending]],
@@ -1547,11 +1671,7 @@ def _fold_reads(book: ModbusBook, contexts: list[FlowContext], source: str, data
     keys, inverse = np.unique(np.concatenate([req_key, late_key]), return_inverse=True)
     inverse = inverse.reshape(-1)
     ngroups = len(keys)
-    key_of: list[SeriesKey] = []
-    for key in keys.tolist():  # back to tuples, bit fields as _series_keys packed them
-        master, slave = pairs[key >> 48]
-        key_of.append((master, slave, (key >> 40) & 0xFF, (key >> 32) & 0xFF,
-                       (key >> 16) & 0xFFFF, key & 0xFFFF))
+    key_of = _key_tuples(keys, pairs) if book.values_wanted else []
 
     if len(new_req):
         req_group = inverse[: len(new_req)]
@@ -1563,10 +1683,27 @@ def _fold_reads(book: ModbusBook, contexts: list[FlowContext], source: str, data
         lo = np.minimum.reduceat(ts, starts)
         hi = np.maximum.reduceat(ts, starts)
         if not _tally_groups(book, pairs, keys[present], lo, hi, counts):
+            key_of = key_of or _key_tuples(keys, pairs)
             for g, first_ts, last_ts, n in zip(present.tolist(), lo.tolist(), hi.tolist(),
                                                counts.tolist(), strict=True):
                 master, slave, u, f, a, q = key_of[g]
                 book.tally_request(master, slave, u, f, a, q, first_ts, last_ts, n)
+    if not book.values_wanted:  # counted only (``_Counted``): ids for the batch's keys
+        sources = [""] * ngroups
+        for g in present.tolist() if len(new_req) else ():
+            sources[g] = source  # a key the batch asks for is first seen with its request
+        ids = book.counted.ids_of(keys.tolist(), pairs, sources)
+        if len(new_req):
+            book.counted.counts[1, ids[present]] += counts
+        if len(resp_j):
+            group_of_row = np.full(len(data.flow), -1, dtype=np.int64)
+            group_of_row[new_req] = inverse[: len(new_req)]
+            resp_group = np.empty(len(resp_j), dtype=np.int64)
+            resp_group[from_batch] = group_of_row[rows[req_src[from_batch]]]
+            resp_group[~from_batch] = inverse[len(new_req):]
+            _count_answers(book.counted, data, resp_rows, ids[resp_group])
+        return
+    if len(new_req):
         series = book.series
         for g, n in zip(present.tolist(), counts.tolist(), strict=True):
             key = key_of[g]
@@ -1665,6 +1802,18 @@ def _tally_groups(book: ModbusBook, pairs: list[tuple[str, str]], keys: np.ndarr
             tally.first_seen = min(tally.first_seen, float(low[h]))
             tally.last_seen = max(tally.last_seen, float(high[h]))
     return True
+
+
+def _count_answers(counted: _Counted, data: FastInput, rows: np.ndarray, ids: np.ndarray) -> None:
+    """Answered reads of series nobody reads the values of: per series, how many and the
+    first (time, then frame)."""
+    ts, frames = data.ts[rows], data.frame[rows].astype(np.int64)
+    order = np.lexsort((frames, ts, ids))
+    sorted_ids = ids[order]
+    starts = np.flatnonzero(np.r_[True, sorted_ids[1:] != sorted_ids[:-1]])
+    firsts = order[starts]
+    counted.answers(sorted_ids[starts], np.diff(np.r_[starts, len(order)]), ts[firsts],
+                    frames[firsts])
 
 
 def _fold_answers(book: ModbusBook, data: FastInput, rows: np.ndarray, group: np.ndarray,
@@ -1813,6 +1962,12 @@ class ModbusRun(ProtocolRun):
 
     def take_slices(self) -> Iterator[RegisterSeries]:
         return self.book.take_slices()
+
+    def keep_values(self, keep: bool) -> None:
+        if self.book.values_wanted != keep and (self.book.series or self.book.heads
+                                                or self.book.counted):
+            return  # told too late: keeps gathering as it began
+        self.book.values_wanted = keep
 
     def fold_slices(self) -> None:
         self.book.fold_slices()
