@@ -1122,15 +1122,35 @@ class _Counted:
 
     def series(self) -> Iterator[RegisterSeries]:
         """Every series as ``_SeriesHead.series`` gives it, in key order; empties the table."""
-        keys, sources = self.keys, self.sources
-        ts, frame = self.ts.tolist(), self.frame.tolist()
-        rows, requests, exceptions, unanswered = self.counts.tolist()
+        keys, sources, n = self.keys, self.sources, len(self.keys)
+        rows_column = self.counts[0, :n]
+        # read-only columns the series' ts and frame are views of (a series without answers
+        # repeats 0.0, as ``_SeriesHead.series``)
+        ts = np.where(rows_column > 0, self.ts[:n], 0.0)
+        frame = self.frame[:n].copy()
+        ts.flags.writeable = frame.flags.writeable = False
+        rows, requests, exceptions, unanswered = self.counts[:, :n].tolist()
         self.__init__()  # type: ignore[misc]  # start over (the lists above stay ours)
-        for i in sorted(range(len(keys)), key=keys.__getitem__):
-            head = _SeriesHead(source=sources[i], ts=ts[i], frame=frame[i], rows=rows[i],
-                               requests=requests[i], exceptions=exceptions[i],
-                               unanswered=unanswered[i])
-            yield head.series(keys[i])
+        zeros: dict[tuple[int, int], np.ndarray] = {}  # values: shared, read-only, all zero
+        for i in sorted(range(n), key=keys.__getitem__):
+            master, slave, unit, function, address, quantity = keys[i]
+            count = rows[i]
+            values = zeros.get((quantity, count))
+            if values is None:
+                values = zeros[quantity, count] = _repeated(np.zeros(quantity, np.uint16), count)
+            yield RegisterSeries(
+                master=master, slave=slave, unit_id=unit, function=function, address=address,
+                quantity=quantity, ts=_repeated_at(ts, i, count),
+                frame=_repeated_at(frame, i, count), values=values, requests=requests[i],
+                exceptions=exceptions[i], unanswered=unanswered[i], source=sources[i],
+                summary=True)
+
+
+def _repeated_at(column: np.ndarray, i: int, count: int) -> np.ndarray:
+    """``column[i]`` repeated ``count`` times, as a view of the read-only 1-D ``column``
+    (``_repeated`` of it, without making the item first)."""
+    return np.ndarray((count,), dtype=column.dtype, buffer=column,
+                      offset=i * column.itemsize, strides=(0,))
 
 
 def _repeated(item: np.ndarray, count: int) -> np.ndarray:
