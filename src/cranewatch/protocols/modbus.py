@@ -1087,21 +1087,28 @@ class _Counted:
         found = self.ids.get(key)
         return found if found is not None else self._add(key, self._code(key), source)
 
-    def ids_of(self, batch_keys: list[int], pairs: list[tuple[str, str]],
+    def ids_of(self, keys: np.ndarray, pairs: list[tuple[str, str]],
                sources: list[str]) -> np.ndarray:
         """Ids of a batch's series keys (packed by ``_series_keys`` with the batch's pair ids
         ``pairs``); a key not seen before gets its id and ``sources[i]``."""
         run_pair = [self.pairs.setdefault(pair, len(self.pairs)) for pair in pairs]
         codes, low = self.codes, (1 << 48) - 1
-        out = []
-        for i, key in enumerate(batch_keys):
-            code = run_pair[key >> 48] << 48 | (key & low)
-            found = codes.get(code)
+        batch_keys: list[int] = keys.tolist()
+        if len(self.pairs) <= 1 << 16:  # the run's codes fit 64 bits: made with NumPy
+            packed = keys.astype(np.uint64)
+            run_codes = (np.array(run_pair, dtype=np.uint64)[(packed >> np.uint64(48)).astype(np.int64)]
+                         << np.uint64(48)) | (packed & np.uint64(low))
+            run_code_list = run_codes.tolist()
+        else:
+            run_code_list = [run_pair[key >> 48] << 48 | (key & low) for key in batch_keys]
+        out = [codes.get(code) for code in run_code_list]
+        for i, found in enumerate(out):
             if found is None:
+                key = batch_keys[i]
                 master, slave = pairs[key >> 48]
-                found = self._add((master, slave, (key >> 40) & 0xFF, (key >> 32) & 0xFF,
-                                   (key >> 16) & 0xFFFF, key & 0xFFFF), code, sources[i])
-            out.append(found)
+                out[i] = self._add((master, slave, (key >> 40) & 0xFF, (key >> 32) & 0xFF,
+                                    (key >> 16) & 0xFFFF, key & 0xFFFF), run_code_list[i],
+                                   sources[i])
         return np.array(out, dtype=np.int64)
 
     def answers(self, ids: np.ndarray, counts: np.ndarray, ts: np.ndarray,
@@ -1712,7 +1719,7 @@ def _fold_reads(book: ModbusBook, contexts: list[FlowContext], source: str, data
         sources = [""] * ngroups
         for g in present.tolist() if len(new_req) else ():
             sources[g] = source  # a key the batch asks for is first seen with its request
-        ids = book.counted.ids_of(keys.tolist(), pairs, sources)
+        ids = book.counted.ids_of(keys, pairs, sources)
         if len(new_req):
             book.counted.counts[1, ids[present]] += counts
         if len(resp_j):
