@@ -1136,6 +1136,12 @@ class _Counted:
         ts = np.where(rows_column > 0, self.ts[:n], 0.0)
         frame = self.frame[:n].copy()
         ts.flags.writeable = frame.flags.writeable = False
+        # row i repeats item i along a stride-0 axis: a series is ``ts_rows[i, :count]``
+        most = int(rows_column.max()) if n else 0
+        ts_rows = np.lib.stride_tricks.as_strided(ts, (n, most), (ts.itemsize, 0),
+                                                  writeable=False)
+        frame_rows = np.lib.stride_tricks.as_strided(frame, (n, most), (frame.itemsize, 0),
+                                                     writeable=False)
         rows, requests, exceptions, unanswered = self.counts[:, :n].tolist()
         self.__init__()  # type: ignore[misc]  # start over (the lists above stay ours)
         zeros: dict[tuple[int, int], np.ndarray] = {}  # values: shared, read-only, all zero
@@ -1147,17 +1153,10 @@ class _Counted:
                 values = zeros[quantity, count] = _repeated(np.zeros(quantity, np.uint16), count)
             yield RegisterSeries(
                 master=master, slave=slave, unit_id=unit, function=function, address=address,
-                quantity=quantity, ts=_repeated_at(ts, i, count),
-                frame=_repeated_at(frame, i, count), values=values, requests=requests[i],
+                quantity=quantity, ts=ts_rows[i, :count], frame=frame_rows[i, :count],
+                values=values, requests=requests[i],
                 exceptions=exceptions[i], unanswered=unanswered[i], source=sources[i],
                 summary=True)
-
-
-def _repeated_at(column: np.ndarray, i: int, count: int) -> np.ndarray:
-    """``column[i]`` repeated ``count`` times, as a view of the read-only 1-D ``column``
-    (``_repeated`` of it, without making the item first)."""
-    return np.ndarray((count,), dtype=column.dtype, buffer=column,
-                      offset=i * column.itemsize, strides=(0,))
 
 
 def _repeated(item: np.ndarray, count: int) -> np.ndarray:
