@@ -1912,17 +1912,22 @@ def _stalled(view: BatchView, rows: np.ndarray) -> np.ndarray:
     next_seq = np.zeros((len(view.flows), 2), dtype=np.int64)
     held = np.zeros((len(view.flows), 2), dtype=bool)
     deadline = np.full((len(view.flows), 2), np.inf)
+    flows, stalled_flows = view.flows, []
     for k in present.tolist():
-        f = view.flows[k]
+        f = flows[k]
         if not (isinstance(f.decoder, ModbusDecoder) and f.proto == 6 and not f.decoder_reversed
                 and f.to_server.stream is not None and f.to_client.stream is not None):
             continue
+        waiting = False
         for side, stream in ((0, f.to_client.stream), (1, f.to_server.stream)):
             if stream.held and stream.next_seq is not None:
+                waiting = True
                 held[k, side] = True
                 next_seq[k, side] = stream.next_seq
                 deadline[k, side] = stream.hole_since + stream.max_hole_age
-        stalled[k] = held[k].any() or not f.decoder.framed()
+        if waiting or not f.decoder.framed():
+            stalled_flows.append(k)
+    stalled[stalled_flows] = True
     mine = stalled[flow_of]
     rows, flow_of = rows[mine], flow_of[mine]
     if len(rows) == 0:
@@ -2123,13 +2128,17 @@ class ModbusRun(ProtocolRun):
         last_end = adus.stream_start.copy()
         handled = np.flatnonzero(result.handled)
         np.maximum.at(last_end, adus.slot[handled], adus.offset[handled] + adus.length[handled])
-        for slot in np.flatnonzero(last_seg >= 0).tolist():
+        slots = np.flatnonzero(last_seg >= 0)
+        segs = last_seg[slots]
+        for slot, seg, end_seq, walked in zip(slots.tolist(), segs.tolist(),
+                                              seg_end_seq[segs].tolist(),
+                                              adus.walked[slots].tolist(), strict=True):
             k, from_client = slot >> 1, bool(slot & 1)
-            flow, seg = fast_flows[k], int(last_seg[slot])
+            flow = fast_flows[k]
             stream = flow.to_server.stream if from_client else flow.to_client.stream
             assert stream is not None
-            stream.next_seq = int(seg_end_seq[seg])
-            if adus.walked[slot]:
+            stream.next_seq = end_seq
+            if walked:
                 kept = adus.buf[int(last_end[slot]) : int(adus.segment_end[seg])].tobytes()
                 flow.decoder.hold(from_client, kept)
         for k in np.flatnonzero(result.touched).tolist():
