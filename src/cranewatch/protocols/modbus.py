@@ -1749,6 +1749,20 @@ def _fold_reads(book: ModbusBook, contexts: list[FlowContext], source: str, data
     _fold_answers(book, data, resp_rows, resp_group, key_of)
 
 
+_NO_RANGE = ("", 0, 0, "")  # not looked up yet (``_tally_groups``)
+
+
+def _range_of(code: int) -> tuple[str, int, int, str] | None:
+    """A tally's range of a packed function, address and quantity (``_series_keys``' low 40
+    bits), as ``ModbusBook.tally_request`` makes it; None for a function of no table."""
+    fc, address, quantity = (code >> 32) & 0xFF, (code >> 16) & 0xFFFF, code & 0xFFFF
+    table = TABLE_OF_FUNCTION.get(fc)
+    if table is None:
+        return None
+    access = "read" if fc in READ_FUNCTIONS or fc == 24 else "write"
+    return (table, address, quantity or 1, access)
+
+
 def _tally_groups(book: ModbusBook, pairs: list[tuple[str, str]], keys: np.ndarray,
                   first: np.ndarray, last: np.ndarray, counts: np.ndarray) -> bool:
     """``ModbusBook.tally_request`` for many series keys of read requests at once (``keys``
@@ -1793,6 +1807,8 @@ def _tally_groups(book: ModbusBook, pairs: list[tuple[str, str]], keys: np.ndarr
             if known_peers + peers_of[h] > MAX_PEERS or known_ranges + ranges_of[h] > MAX_RANGES:
                 return False
         plans.append((tallies, me, mine, peer_pairs, range_keys, range_counts))
+    name_of = np.array(names, dtype=object)
+    range_of_span: dict[int, tuple[str, int, int, str] | None] = {}
     for tallies, me, mine, peer_pairs, range_keys, range_counts in plans:
         of_host: dict[int, PeerTally] = {}
         for h in mine:
@@ -1800,9 +1816,12 @@ def _tally_groups(book: ModbusBook, pairs: list[tuple[str, str]], keys: np.ndarr
             if tally is None:
                 tally = tallies[names[h]] = PeerTally(names[h])
             of_host[h] = tally
-        for h, peer in zip((peer_pairs // nhosts).tolist(), (peer_pairs % nhosts).tolist(),
-                           strict=True):
-            of_host[h].peers.add(names[peer])
+        # peer_pairs is sorted: one run of peers per host, added with one set update each
+        peer_host, peer_of = peer_pairs // nhosts, peer_pairs % nhosts
+        cuts = np.flatnonzero(peer_host[1:] != peer_host[:-1]) + 1
+        run_starts = np.r_[0, cuts].astype(np.int64)
+        for h, run in zip(peer_host[run_starts].tolist(), np.split(peer_of, cuts), strict=True):
+            of_host[h].peers.update(name_of[run].tolist())
         for code in np.unique(me << np.int64(8) | unit).tolist():
             of_host[code >> 8].units.add(code & 0xFF)
         by_function, function_of = np.unique(me << np.int64(8) | function, return_inverse=True)
@@ -1811,12 +1830,11 @@ def _tally_groups(book: ModbusBook, pairs: list[tuple[str, str]], keys: np.ndarr
             functions = of_host[code >> 8].functions
             functions[code & 0xFF] = functions.get(code & 0xFF, 0) + n
         for code, n in zip(range_keys.tolist(), range_counts.tolist(), strict=True):
-            fc, address, quantity = (code >> 32) & 0xFF, (code >> 16) & 0xFFFF, code & 0xFFFF
-            table = TABLE_OF_FUNCTION.get(fc)
-            if table is None:
+            rng = range_of_span.get(code & 0xFF_FFFF_FFFF, _NO_RANGE)
+            if rng is _NO_RANGE:
+                rng = range_of_span[code & 0xFF_FFFF_FFFF] = _range_of(code)
+            if rng is None:
                 continue
-            access = "read" if fc in READ_FUNCTIONS or fc == 24 else "write"
-            rng = (table, address, quantity or 1, access)
             ranges = of_host[code >> 40].ranges
             ranges[rng] = ranges.get(rng, 0) + n
         low = np.full(len(names), np.inf)
