@@ -600,23 +600,27 @@ class FlowTable:
         slots = np.fromiter((f.slot for f in flows), dtype=np.int64, count=len(flows))
         sides = (slots[:, None] * 2 + np.arange(2)).reshape(-1)
         flags = self._flags[sides]
-        columns = zip(self._t0[slots].tolist(), self._t1[slots].tolist(),
-                      self._packets[sides].reshape(-1, 2).tolist(),
-                      self._wire[sides].reshape(-1, 2).tolist(),
-                      self._payload[sides].reshape(-1, 2).tolist(),
-                      flags.reshape(-1, 2).tolist(), self._mac[sides].reshape(-1, 2).tolist(),
-                      strict=True)
-        for flow, t0, t1, packets, wire, payload, bits, macs in zip(flows, *zip(*columns, strict=True),
-                                                                     strict=True):
-            flow.first_seen, flow.last_seen = t0, t1
-            for side, count, size, carried, saw, mac in zip(
-                    (flow.to_client, flow.to_server), packets, wire, payload, bits, macs,
-                    strict=True):
-                side.packets, side.bytes, side.payload_bytes = count, size, carried
-                side.syn, side.fin, side.rst = (bool(saw & _SAW_SYN), bool(saw & _SAW_FIN),
-                                                bool(saw & _SAW_RST))
-                if mac:
-                    side.macs.add(mac)
+        # each column read once, as Python values: item 2 i is flow i's side to the client,
+        # 2 i + 1 its side to the server
+        t0, t1 = self._t0[slots].tolist(), self._t1[slots].tolist()
+        packets, wire = self._packets[sides].tolist(), self._wire[sides].tolist()
+        payload, macs = self._payload[sides].tolist(), self._mac[sides].tolist()
+        syn = ((flags & _SAW_SYN) != 0).tolist()
+        fin = ((flags & _SAW_FIN) != 0).tolist()
+        rst = ((flags & _SAW_RST) != 0).tolist()
+        for i, flow in enumerate(flows):
+            flow.first_seen, flow.last_seen = t0[i], t1[i]
+            c, s = 2 * i, 2 * i + 1
+            side = flow.to_client
+            side.packets, side.bytes, side.payload_bytes = packets[c], wire[c], payload[c]
+            side.syn, side.fin, side.rst = syn[c], fin[c], rst[c]
+            if macs[c]:
+                side.macs.add(macs[c])
+            side = flow.to_server
+            side.packets, side.bytes, side.payload_bytes = packets[s], wire[s], payload[s]
+            side.syn, side.fin, side.rst = syn[s], fin[s], rst[s]
+            if macs[s]:
+                side.macs.add(macs[s])
             flow.slot = -1
         self._live[slots] = False
         by_slot = self._by_slot

@@ -441,6 +441,10 @@ class Analysis:
         self._several_captures = len(captures) > 1
         self._slicing = not zeek and len(captures) == 1 and all(
             getattr(sink, "series_use", "whole") != "whole" for sink in self.sinks)
+        unread = self._slicing and not any(
+            getattr(sink, "on_series_slices", None) is not None for sink in self.sinks)
+        for run in self.runs:  # values nobody will read need not be kept (``hand_slices``)
+            run.keep_values(not unread)
         total = sum(s.size for s in captures)
         done_bytes = 0
         with contextlib.ExitStack() as readers:

@@ -98,6 +98,19 @@ def flow_conversations(flows: Sequence[Flow]) -> Iterator[Conversation]:
     time (a run can be every flow of a capture)."""
     for flow in flows:
         to_server, to_client = flow.to_server, flow.to_client
+        # ``_macs`` inlined: nearly always one MAC a side
+        macs = to_server.macs
+        if len(macs) == 1:
+            for mac in macs:
+                client_macs = _one_mac(mac)
+        else:
+            client_macs = tuple(sorted(map(_mac_name, macs)))
+        macs = to_client.macs
+        if len(macs) == 1:
+            for mac in macs:
+                server_macs = _one_mac(mac)
+        else:
+            server_macs = tuple(sorted(map(_mac_name, macs)))
         yield Conversation(
             ts=flow.first_seen, frame=flow.first_frame, src=_ip_name(flow.client),
             dst=_ip_name(flow.server), sport=flow.client_port, dport=flow.server_port,
@@ -105,8 +118,7 @@ def flow_conversations(flows: Sequence[Flow]) -> Iterator[Conversation]:
             protocol=flow.protocol or "", last_ts=flow.last_seen,
             packets_to_server=to_server.packets, packets_to_client=to_client.packets,
             bytes_to_server=to_server.bytes, bytes_to_client=to_client.bytes,
-            client_macs=_macs(to_server.macs), server_macs=_macs(to_client.macs),
-            handshake=to_server.syn,
+            client_macs=client_macs, server_macs=server_macs, handshake=to_server.syn,
         )
 
 

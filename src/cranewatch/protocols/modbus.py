@@ -711,6 +711,10 @@ class ModbusBook:
         self.masters: dict[str, PeerTally] = {}
         self.slaves: dict[str, PeerTally] = {}
         self.rows = 0  # answers kept as Python rows over every series (see ROW_BUDGET)
+        # False once the run said that the values go out in slices nobody takes (only
+        # ``fold_slices``): each series is then only counted, in ``counted`` (see ``_Counted``)
+        self.values_wanted = True
+        self.counted = _Counted()
 
     def _parts(self, key: SeriesKey, source: str) -> _SeriesParts:
         parts = self.series.get(key)
@@ -746,15 +750,30 @@ class ModbusBook:
                 book[me].exceptions += 1
 
     def read_requests(self, key: SeriesKey, count: int, source: str) -> None:
+        if not self.values_wanted:
+            i = self.counted.id_of(key, source)  # first: it may grow the columns
+            self.counted.counts[1, i] += count
+            return
         self._parts(key, source).requests += count
 
     def read_unanswered(self, key: SeriesKey, count: int = 1) -> None:
+        if not self.values_wanted:
+            i = self.counted.id_of(key, "")
+            self.counted.counts[3, i] += count
+            return
         self._parts(key, "").unanswered += count
 
     def read_exception(self, key: SeriesKey) -> None:
+        if not self.values_wanted:
+            i = self.counted.id_of(key, "")
+            self.counted.counts[2, i] += 1
+            return
         self._parts(key, "").exceptions += 1
 
     def read_answer(self, key: SeriesKey, ts: float, frame: int, values: tuple[int, ...]) -> None:
+        if not self.values_wanted:
+            self.counted.answer(key, ts, frame)
+            return
         parts = self._parts(key, "")
         parts.row_ts.append(ts)
         parts.row_frame.append(frame)
@@ -839,6 +858,9 @@ class ModbusBook:
         Once values went out in slices (``take_slices``), each series is its summary instead
         (``RegisterSeries.summary``), counting what every slice carried.
         """
+        if self.counted:
+            yield from self.counted.series()
+            return
         if not self.heads:
             yield from self._take()
             return
@@ -1017,6 +1039,124 @@ class _SeriesHead:
                               address=address, quantity=quantity, ts=ts, frame=frame, values=values,
                               requests=self.requests, exceptions=self.exceptions,
                               unanswered=self.unanswered, source=self.source, summary=True)
+
+
+class _Counted:
+    """Series whose values nobody reads (``ModbusBook.values_wanted`` False), as columns: per
+    series its answer count, the first answer (time, then frame), its requests, exceptions and
+    unanswered requests, and the source of the first thing seen of it. What ``_SeriesHead``
+    keeps of a series after its slices, kept from the start, so that many short connections (tens
+    of thousands of keys) cost an array row each and a batch's reads add with a few array
+    operations (``_fold_reads``) instead of Python per series per batch.
+
+    A series has an id; it is found by its key (``ids``) or by its packed code (``codes``:
+    ``_series_keys``' bit fields with a run-wide master/slave pair id in the top bits).
+    """
+
+    def __init__(self) -> None:
+        self.ids: dict[SeriesKey, int] = {}
+        self.codes: dict[int, int] = {}
+        self.pairs: dict[tuple[str, str], int] = {}
+        self.keys: list[SeriesKey] = []
+        self.sources: list[str] = []
+        self.ts = np.full(0, np.inf)
+        self.frame = np.zeros(0, dtype=np.int64)
+        self.counts = np.zeros((4, 0), dtype=np.int64)  # rows, requests, exceptions, unanswered
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    def _code(self, key: SeriesKey) -> int:
+        master, slave, unit, function, address, quantity = key
+        pair = self.pairs.setdefault((master, slave), len(self.pairs))
+        return pair << 48 | unit << 40 | function << 32 | address << 16 | quantity
+
+    def _add(self, key: SeriesKey, code: int, source: str) -> int:
+        new = len(self.keys)
+        self.ids[key] = self.codes[code] = new
+        self.keys.append(key)
+        self.sources.append(source)
+        if new == len(self.ts):
+            grow = max(1024, new)
+            self.ts = np.concatenate([self.ts, np.full(grow, np.inf)])
+            self.frame = np.concatenate([self.frame, np.zeros(grow, dtype=np.int64)])
+            self.counts = np.concatenate([self.counts, np.zeros((4, grow), dtype=np.int64)], axis=1)
+        return new
+
+    def id_of(self, key: SeriesKey, source: str) -> int:
+        found = self.ids.get(key)
+        return found if found is not None else self._add(key, self._code(key), source)
+
+    def ids_of(self, keys: np.ndarray, pairs: list[tuple[str, str]],
+               sources: list[str]) -> np.ndarray:
+        """Ids of a batch's series keys (packed by ``_series_keys`` with the batch's pair ids
+        ``pairs``); a key not seen before gets its id and ``sources[i]``."""
+        run_pair = [self.pairs.setdefault(pair, len(self.pairs)) for pair in pairs]
+        codes, low = self.codes, (1 << 48) - 1
+        batch_keys: list[int] = keys.tolist()
+        if len(self.pairs) <= 1 << 16:  # the run's codes fit 64 bits: made with NumPy
+            packed = keys.astype(np.uint64)
+            run_codes = (np.array(run_pair, dtype=np.uint64)[(packed >> np.uint64(48)).astype(np.int64)]
+                         << np.uint64(48)) | (packed & np.uint64(low))
+            run_code_list = run_codes.tolist()
+        else:
+            run_code_list = [run_pair[key >> 48] << 48 | (key & low) for key in batch_keys]
+        out = [codes.get(code) for code in run_code_list]
+        for i, found in enumerate(out):
+            if found is None:
+                key = batch_keys[i]
+                master, slave = pairs[key >> 48]
+                out[i] = self._add((master, slave, (key >> 40) & 0xFF, (key >> 32) & 0xFF,
+                                    (key >> 16) & 0xFFFF, key & 0xFFFF), run_code_list[i],
+                                   sources[i])
+        return np.array(out, dtype=np.int64)
+
+    def answers(self, ids: np.ndarray, counts: np.ndarray, ts: np.ndarray,
+                frame: np.ndarray) -> None:
+        """Add ``counts`` answers to the series ``ids`` (distinct), the first of each at
+        (``ts``, ``frame``)."""
+        self.counts[0, ids] += counts
+        known_ts, known_frame = self.ts[ids], self.frame[ids]
+        earlier = (ts < known_ts) | ((ts == known_ts) & (frame < known_frame))
+        self.ts[ids[earlier]] = ts[earlier]
+        self.frame[ids[earlier]] = frame[earlier]
+
+    def answer(self, key: SeriesKey, ts: float, frame: int) -> None:
+        i = self.id_of(key, "")
+        self.counts[0, i] += 1
+        if (ts, frame) < (float(self.ts[i]), int(self.frame[i])):
+            self.ts[i], self.frame[i] = ts, frame
+
+    def series(self) -> Iterator[RegisterSeries]:
+        """Every series as ``_SeriesHead.series`` gives it, in key order; empties the table."""
+        keys, sources, n = self.keys, self.sources, len(self.keys)
+        rows_column = self.counts[0, :n]
+        # read-only columns the series' ts and frame are views of (a series without answers
+        # repeats 0.0, as ``_SeriesHead.series``)
+        ts = np.where(rows_column > 0, self.ts[:n], 0.0)
+        frame = self.frame[:n].copy()
+        ts.flags.writeable = frame.flags.writeable = False
+        # row i repeats item i along a stride-0 axis: a series is ``ts_rows[i, :count]``
+        most = int(rows_column.max()) if n else 0
+        ts_rows = np.lib.stride_tricks.as_strided(ts, (n, most), (ts.itemsize, 0),
+                                                  writeable=False)
+        frame_rows = np.lib.stride_tricks.as_strided(frame, (n, most), (frame.itemsize, 0),
+                                                     writeable=False)
+        rows, requests, exceptions, unanswered = self.counts[:, :n].tolist()
+        self.__init__()  # type: ignore[misc]  # start over (the lists above stay ours)
+        zeros: dict[tuple[int, int], np.ndarray] = {}  # values: shared, read-only, all zero
+        for i in sorted(range(n), key=keys.__getitem__):
+            master, slave, unit, function, address, quantity = keys[i]
+            count = rows[i]
+            values = zeros.get((quantity, count))
+            if values is None:
+                values = zeros[quantity, count] = _repeated(np.zeros(quantity, np.uint16), count)
+            yield RegisterSeries(
+                master=master, slave=slave, unit_id=unit, function=function, address=address,
+                quantity=quantity, ts=ts_rows[i, :count], frame=frame_rows[i, :count],
+                values=values, requests=requests[i],
+                exceptions=exceptions[i], unanswered=unanswered[i], source=sources[i],
+                summary=True)
 
 
 def _repeated(item: np.ndarray, count: int) -> np.ndarray:
@@ -1521,6 +1661,16 @@ def _group_bounds(group: np.ndarray, ngroups: int) -> tuple[np.ndarray, list[int
     return order, [0, *cuts.tolist(), len(order)]
 
 
+def _key_tuples(keys: np.ndarray, pairs: list[tuple[str, str]]) -> list[SeriesKey]:
+    """Keys packed by ``_series_keys`` (``pairs``: the batch's pair ids) back to tuples."""
+    key_of: list[SeriesKey] = []
+    for key in keys.tolist():
+        master, slave = pairs[key >> 48]
+        key_of.append((master, slave, (key >> 40) & 0xFF, (key >> 32) & 0xFF,
+                       (key >> 16) & 0xFFFF, key & 0xFFFF))
+    return key_of
+
+
 def _fold_reads(book: ModbusBook, contexts: list[FlowContext], source: str, data: FastInput,
                 new_req: np.ndarray, resp_j: np.ndarray, rows: np.ndarray, src_row: np.ndarray,
                 pair_order: np.ndarray, carried: list[tuple[int, int, _Pending]],
@@ -1547,11 +1697,7 @@ def _fold_reads(book: ModbusBook, contexts: list[FlowContext], source: str, data
     keys, inverse = np.unique(np.concatenate([req_key, late_key]), return_inverse=True)
     inverse = inverse.reshape(-1)
     ngroups = len(keys)
-    key_of: list[SeriesKey] = []
-    for key in keys.tolist():  # back to tuples, bit fields as _series_keys packed them
-        master, slave = pairs[key >> 48]
-        key_of.append((master, slave, (key >> 40) & 0xFF, (key >> 32) & 0xFF,
-                       (key >> 16) & 0xFFFF, key & 0xFFFF))
+    key_of = _key_tuples(keys, pairs) if book.values_wanted else []
 
     if len(new_req):
         req_group = inverse[: len(new_req)]
@@ -1563,10 +1709,27 @@ def _fold_reads(book: ModbusBook, contexts: list[FlowContext], source: str, data
         lo = np.minimum.reduceat(ts, starts)
         hi = np.maximum.reduceat(ts, starts)
         if not _tally_groups(book, pairs, keys[present], lo, hi, counts):
+            key_of = key_of or _key_tuples(keys, pairs)
             for g, first_ts, last_ts, n in zip(present.tolist(), lo.tolist(), hi.tolist(),
                                                counts.tolist(), strict=True):
                 master, slave, u, f, a, q = key_of[g]
                 book.tally_request(master, slave, u, f, a, q, first_ts, last_ts, n)
+    if not book.values_wanted:  # counted only (``_Counted``): ids for the batch's keys
+        sources = [""] * ngroups
+        for g in present.tolist() if len(new_req) else ():
+            sources[g] = source  # a key the batch asks for is first seen with its request
+        ids = book.counted.ids_of(keys, pairs, sources)
+        if len(new_req):
+            book.counted.counts[1, ids[present]] += counts
+        if len(resp_j):
+            group_of_row = np.full(len(data.flow), -1, dtype=np.int64)
+            group_of_row[new_req] = inverse[: len(new_req)]
+            resp_group = np.empty(len(resp_j), dtype=np.int64)
+            resp_group[from_batch] = group_of_row[rows[req_src[from_batch]]]
+            resp_group[~from_batch] = inverse[len(new_req):]
+            _count_answers(book.counted, data, resp_rows, ids[resp_group])
+        return
+    if len(new_req):
         series = book.series
         for g, n in zip(present.tolist(), counts.tolist(), strict=True):
             key = key_of[g]
@@ -1584,6 +1747,20 @@ def _fold_reads(book: ModbusBook, contexts: list[FlowContext], source: str, data
     resp_group[from_batch] = group_of_row[rows[req_src[from_batch]]]
     resp_group[~from_batch] = inverse[len(new_req):]
     _fold_answers(book, data, resp_rows, resp_group, key_of)
+
+
+_NO_RANGE = ("", 0, 0, "")  # not looked up yet (``_tally_groups``)
+
+
+def _range_of(code: int) -> tuple[str, int, int, str] | None:
+    """A tally's range of a packed function, address and quantity (``_series_keys``' low 40
+    bits), as ``ModbusBook.tally_request`` makes it; None for a function of no table."""
+    fc, address, quantity = (code >> 32) & 0xFF, (code >> 16) & 0xFFFF, code & 0xFFFF
+    table = TABLE_OF_FUNCTION.get(fc)
+    if table is None:
+        return None
+    access = "read" if fc in READ_FUNCTIONS or fc == 24 else "write"
+    return (table, address, quantity or 1, access)
 
 
 def _tally_groups(book: ModbusBook, pairs: list[tuple[str, str]], keys: np.ndarray,
@@ -1630,6 +1807,8 @@ def _tally_groups(book: ModbusBook, pairs: list[tuple[str, str]], keys: np.ndarr
             if known_peers + peers_of[h] > MAX_PEERS or known_ranges + ranges_of[h] > MAX_RANGES:
                 return False
         plans.append((tallies, me, mine, peer_pairs, range_keys, range_counts))
+    name_of = np.array(names, dtype=object)
+    range_of_span: dict[int, tuple[str, int, int, str] | None] = {}
     for tallies, me, mine, peer_pairs, range_keys, range_counts in plans:
         of_host: dict[int, PeerTally] = {}
         for h in mine:
@@ -1637,9 +1816,12 @@ def _tally_groups(book: ModbusBook, pairs: list[tuple[str, str]], keys: np.ndarr
             if tally is None:
                 tally = tallies[names[h]] = PeerTally(names[h])
             of_host[h] = tally
-        for h, peer in zip((peer_pairs // nhosts).tolist(), (peer_pairs % nhosts).tolist(),
-                           strict=True):
-            of_host[h].peers.add(names[peer])
+        # peer_pairs is sorted: one run of peers per host, added with one set update each
+        peer_host, peer_of = peer_pairs // nhosts, peer_pairs % nhosts
+        cuts = np.flatnonzero(peer_host[1:] != peer_host[:-1]) + 1
+        run_starts = np.r_[0, cuts].astype(np.int64)
+        for h, run in zip(peer_host[run_starts].tolist(), np.split(peer_of, cuts), strict=True):
+            of_host[h].peers.update(name_of[run].tolist())
         for code in np.unique(me << np.int64(8) | unit).tolist():
             of_host[code >> 8].units.add(code & 0xFF)
         by_function, function_of = np.unique(me << np.int64(8) | function, return_inverse=True)
@@ -1648,12 +1830,11 @@ def _tally_groups(book: ModbusBook, pairs: list[tuple[str, str]], keys: np.ndarr
             functions = of_host[code >> 8].functions
             functions[code & 0xFF] = functions.get(code & 0xFF, 0) + n
         for code, n in zip(range_keys.tolist(), range_counts.tolist(), strict=True):
-            fc, address, quantity = (code >> 32) & 0xFF, (code >> 16) & 0xFFFF, code & 0xFFFF
-            table = TABLE_OF_FUNCTION.get(fc)
-            if table is None:
+            rng = range_of_span.get(code & 0xFF_FFFF_FFFF, _NO_RANGE)
+            if rng is _NO_RANGE:
+                rng = range_of_span[code & 0xFF_FFFF_FFFF] = _range_of(code)
+            if rng is None:
                 continue
-            access = "read" if fc in READ_FUNCTIONS or fc == 24 else "write"
-            rng = (table, address, quantity or 1, access)
             ranges = of_host[code >> 40].ranges
             ranges[rng] = ranges.get(rng, 0) + n
         low = np.full(len(names), np.inf)
@@ -1665,6 +1846,18 @@ def _tally_groups(book: ModbusBook, pairs: list[tuple[str, str]], keys: np.ndarr
             tally.first_seen = min(tally.first_seen, float(low[h]))
             tally.last_seen = max(tally.last_seen, float(high[h]))
     return True
+
+
+def _count_answers(counted: _Counted, data: FastInput, rows: np.ndarray, ids: np.ndarray) -> None:
+    """Answered reads of series nobody reads the values of: per series, how many and the
+    first (time, then frame)."""
+    ts, frames = data.ts[rows], data.frame[rows].astype(np.int64)
+    order = np.lexsort((frames, ts, ids))
+    sorted_ids = ids[order]
+    starts = np.flatnonzero(np.r_[True, sorted_ids[1:] != sorted_ids[:-1]])
+    firsts = order[starts]
+    counted.answers(sorted_ids[starts], np.diff(np.r_[starts, len(order)]), ts[firsts],
+                    frames[firsts])
 
 
 def _fold_answers(book: ModbusBook, data: FastInput, rows: np.ndarray, group: np.ndarray,
@@ -1788,18 +1981,23 @@ def _stalled(view: BatchView, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]
     held = np.zeros((len(view.flows), 2), dtype=bool)
     deadline = np.full((len(view.flows), 2), np.inf)
     # The flows first (few), then only their rows: the rows left are many, pass after pass.
+    stalled_flows: list[int] = []
     for k, f in enumerate(view.flows):
         if not (isinstance(f.decoder, ModbusDecoder) and f.proto == 6 and not f.decoder_reversed
                 and f.to_server.stream is not None and f.to_client.stream is not None):
             continue
+        waiting = False
         for side, stream in ((0, f.to_client.stream), (1, f.to_server.stream)):
             if stream.held and stream.next_seq is not None:
+                waiting = True
                 held[k, side] = True
                 next_seq[k, side] = stream.next_seq
                 deadline[k, side] = stream.hole_since + stream.max_hole_age
-        stalled[k] = held[k].any() or not f.decoder.framed()
-    if not stalled.any():
+        if waiting or not f.decoder.framed():
+            stalled_flows.append(k)
+    if not stalled_flows:
         return none, none
+    stalled[stalled_flows] = True
     rows = rows[stalled[view.index[rows]]]
     rows = rows[(view.decoded.payload_len[rows] > 0) | ((view.decoded.tcp_flags[rows] & 0x10) != 0)]
     if len(rows) == 0:
@@ -1902,6 +2100,12 @@ class ModbusRun(ProtocolRun):
 
     def take_slices(self) -> Iterator[RegisterSeries]:
         return self.book.take_slices()
+
+    def keep_values(self, keep: bool) -> None:
+        if self.book.values_wanted != keep and (self.book.series or self.book.heads
+                                                or self.book.counted):
+            return  # told too late: keeps gathering as it began
+        self.book.values_wanted = keep
 
     def fold_slices(self) -> None:
         self.book.fold_slices()
@@ -2053,13 +2257,17 @@ class ModbusRun(ProtocolRun):
         last_end = adus.stream_start.copy()
         handled = np.flatnonzero(result.handled)
         np.maximum.at(last_end, adus.slot[handled], adus.offset[handled] + adus.length[handled])
-        for slot in np.flatnonzero(last_seg >= 0).tolist():
+        slots = np.flatnonzero(last_seg >= 0)
+        segs = last_seg[slots]
+        for slot, seg, end_seq, walked in zip(slots.tolist(), segs.tolist(),
+                                              seg_end_seq[segs].tolist(),
+                                              adus.walked[slots].tolist(), strict=True):
             k, from_client = slot >> 1, bool(slot & 1)
-            flow, seg = fast_flows[k], int(last_seg[slot])
+            flow = fast_flows[k]
             stream = flow.to_server.stream if from_client else flow.to_client.stream
             assert stream is not None
-            stream.next_seq = int(seg_end_seq[seg])
-            if adus.walked[slot]:
+            stream.next_seq = end_seq
+            if walked:
                 kept = adus.buf[int(last_end[slot]) : int(adus.segment_end[seg])].tobytes()
                 flow.decoder.hold(from_client, kept)
         for k in np.flatnonzero(result.touched).tolist():

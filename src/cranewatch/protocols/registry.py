@@ -191,6 +191,12 @@ class ProtocolRun:
         ``take_series`` gives what stays of each series (a summary)."""
         return ()
 
+    def keep_values(self, keep: bool) -> None:
+        """Told at the start of a run: False when the values will go out in slices that no
+        sink takes (only ``fold_slices``, then the summaries of ``take_series``), so the run
+        need not keep them at all."""
+        return None
+
     def fold_slices(self) -> None:
         """``take_slices`` when no sink takes the values: only what ``take_series`` gives of
         them afterwards stays (a run may do it without building the pieces)."""
