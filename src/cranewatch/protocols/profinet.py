@@ -59,7 +59,7 @@ import struct
 import uuid
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -1463,6 +1463,14 @@ class ProfinetRun(ProtocolRun):
 
     def __init__(self) -> None:
         self.decoders: dict[str, ProfinetDecoder] = {}
+
+    def summary(self) -> dict[str, Any]:
+        """The result document's ``profinet_streams``: every capture's cyclic streams, in the
+        order of their first frame (a stream of rotated files is one per file: frame numbers
+        and cycle-counter gaps are each file's)."""
+        streams = [s for decoder in self.decoders.values() for s in decoder.cyclic_summaries()]
+        return {"profinet_streams": tuple(sorted(
+            streams, key=lambda s: (s.ts, s.source, s.frame, s.src, s.dst, s.frame_id)))}
 
 
 def decode_link(frames: LinkFrames, run: ProtocolRun | None) -> list[tuple[int, Event | DecodeError]]:
