@@ -54,7 +54,7 @@ def test_one_valid_schema_file_per_type() -> None:
     files = sorted(SCHEMA_DIR.glob("*.schema.json"))
     assert {f.name.removesuffix(".schema.json") for f in files} == set(SCHEMAS)
     assert {"input", "host", "flow-summary", "modbus-master", "modbus-slave", "profinet-stream",
-            "warning", "finding", "incident", "scan", "segment", "skipped"} | OPEN_TYPES == set(SCHEMAS)
+            "ftp-data", "warning", "finding", "incident", "scan", "segment", "skipped"} | OPEN_TYPES == set(SCHEMAS)
     for schema in SCHEMAS.values():
         jsonschema.Draft202012Validator.check_schema(schema)
     finding = SCHEMAS["finding"]["properties"]

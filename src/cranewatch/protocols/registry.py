@@ -512,7 +512,7 @@ def runs() -> list[ProtocolRun]:
     """A fresh per-run state of every protocol that declares one."""
     load_all()
     out = []
-    for spec in PROTOCOLS.values():
+    for spec in tuple(PROTOCOLS.values()):  # a run may import a module that registers one
         if spec.run is not None:
             run = spec.run()
             run.protocol = spec.name
