@@ -90,6 +90,7 @@ from cranewatch.result import (
 )
 from cranewatch.segments import FileSpan, Segment, SegmentPlanner
 from cranewatch.sources.pcap import PacketBatch, open_capture
+from cranewatch.weirds import content_gap
 
 # The same few hundred addresses come back in every flow: format each once.
 ip_text = functools.lru_cache(maxsize=65536)(_ip_text)
@@ -1064,6 +1065,7 @@ class Analysis:
             if isinstance(piece, Chunk):
                 self._feed(flow, to_server, piece.data, piece.ts, piece.frame, source, row)
             else:
+                self.warn(content_gap(flow, to_server, piece, source, frame))
                 self._gap(flow, to_server != flow.decoder_reversed, frame)
 
     def _feed(self, flow: Flow, to_server: bool, data: bytes, ts: float, frame: int,
