@@ -287,3 +287,18 @@ def test_screened_segments_are_those_the_stream_drops(seed: int) -> None:
             assert got == [] and s in full.held
     assert out_screened == out_full
     assert behind.any()  # the copies were found
+
+
+@pytest.mark.parametrize("name", ["S7-1511_db3_var1_HMI.pcap", "S7-1511_db6w0_HMI.pcap",
+                                  "S7-1511-opc-request-all-types.pcap"])
+def test_bytes_before_the_decoder_was_chosen_are_no_content_gap(shared_data: Path, tshark: str,
+                                                                name: str) -> None:
+    """S7 connections captured from their SYN: the COTP connect request and confirm (50 bytes
+    each way) are no S7 yet, so the decoder is chosen at the first data TPDU. Those bytes were
+    in the capture (tshark flags no lost segment): the decoder begins mid-stream there, and no
+    hole waits for them (it used to, until the peer's ACK gave them up as if lost)."""
+    path = shared_data / "pcaps" / "ICS-Security-Tools" / "pcaps" / "s7" / name
+    assert tshark_fields(tshark, path, "tcp.analysis.lost_segment", []) == []
+    for fast_path in (False, True):
+        result = Analysis([Recorder()], fast_path=fast_path).run([path])
+        assert [w.message for w in result.warnings if "content_gap" in w.message] == []

@@ -732,6 +732,8 @@ class Analysis:
         context = FlowContext(client=client, client_port=client_port, server=server,
                               server_port=server_port, transport=transport, source=flow.source)
         flow.decoder = chosen.factory(context)
+        if flow.probes:  # payloads before this one went to no decoder: it begins mid-stream, here
+            flow.to_server.stream = flow.to_client.stream = None
 
     def _announced(self, flow: Flow) -> bool:
         """A flow another flow announced (a negotiated data connection): named so, not decoded."""
