@@ -644,3 +644,21 @@ def test_zeek_tsv_logs_name_active_and_passive_data_connections(tmp_path: Path) 
         # ``frame``: the conn.log line (7 header lines, then the control connection's record)
         (9, "10.20.7.11", 37604, "10.20.7.40", 56666, 22, 0, 20000, "2023-11-14T22:13:21.750000Z", control),
         (10, "10.20.7.40", 20, "10.20.7.11", 33582, 8, 342, 0, "2023-11-14T22:13:30.325000Z", control)]
+
+
+def test_data_connections_of_several_groups_merge_in_time_order_up_to_the_listed_bound() -> None:
+    """``parallel``'s groups each list their own data connections: together in time order;
+    once as many as are listed, which ones the serial run lists depends on the order flows
+    ended in, so the run is done again in one process (None)."""
+    run = ftp.FtpRun()
+
+    def data(ts: float, source: str) -> ftp.FtpData:
+        return ftp.FtpData(source, 1, "10.0.0.1", 40000, "10.0.0.2", 50000, ts, ts + 1, 4, 0, 10,
+                           ("10.0.0.1", 39999, "10.0.0.2", 21))
+
+    merged = run.merge_summaries([{"ftp_data": (data(5.0, "a"), data(9.0, "a"))},
+                                  {"ftp_data": (data(7.0, "b"),)}])
+    assert merged is not None and [(d.first_seen, d.source) for d in merged["ftp_data"]] == [
+        (5.0, "a"), (7.0, "b"), (9.0, "a")]
+    many = tuple(data(float(n), "a") for n in range(ftp.MAX_DATA_LISTED))
+    assert run.merge_summaries([{"ftp_data": many}, {"ftp_data": (data(0.5, "b"),)}]) is None

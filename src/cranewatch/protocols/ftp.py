@@ -410,7 +410,17 @@ class FtpRun(ProtocolRun):
             int(to_server.bytes), int(to_client.bytes), stand_in.session))
 
     def summary(self) -> dict[str, Any]:
-        return {"ftp_data": tuple(sorted(self.data, key=lambda d: (d.first_seen, d.source, d.frame)))}
+        return _in_order(self.data)
+
+    def merge_summaries(self, summaries: list[dict[str, Any]]) -> dict[str, Any] | None:
+        data = [d for summary in summaries for d in summary["ftp_data"]]
+        if len(data) >= MAX_DATA_LISTED:
+            return None  # which were listed depends on the order the flows ended in
+        return _in_order(data)
+
+
+def _in_order(data: list[FtpData]) -> dict[str, Any]:
+    return {"ftp_data": tuple(sorted(data, key=lambda d: (d.first_seen, d.source, d.frame)))}
 
     def fed(self, decoder: Any) -> None:
         if isinstance(decoder, FtpDecoder) and decoder.announced:

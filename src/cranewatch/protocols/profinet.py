@@ -1469,8 +1469,16 @@ class ProfinetRun(ProtocolRun):
         order of their first frame (a stream of rotated files is one per file: frame numbers
         and cycle-counter gaps are each file's)."""
         streams = [s for decoder in self.decoders.values() for s in decoder.cyclic_summaries()]
-        return {"profinet_streams": tuple(sorted(
-            streams, key=lambda s: (s.ts, s.source, s.frame, s.src, s.dst, s.frame_id)))}
+        return _in_order(streams)
+
+    def merge_summaries(self, summaries: list[dict[str, Any]]) -> dict[str, Any] | None:
+        # the streams are each capture's own: the groups' together are the whole run's
+        return _in_order([s for summary in summaries for s in summary["profinet_streams"]])
+
+
+def _in_order(streams: list[RtCyclicSummary]) -> dict[str, Any]:
+    return {"profinet_streams": tuple(sorted(
+        streams, key=lambda s: (s.ts, s.source, s.frame, s.src, s.dst, s.frame_id)))}
 
 
 def decode_link(frames: LinkFrames, run: ProtocolRun | None) -> list[tuple[int, Event | DecodeError]]:

@@ -193,6 +193,12 @@ class ProtocolRun:
     def summary(self) -> dict[str, Any]:
         return {}
 
+    def merge_summaries(self, summaries: list[dict[str, Any]]) -> dict[str, Any] | None:
+        """The ``summary`` of several runs over captures apart from each other (``parallel``'s
+        groups) as one run over them all would give it; None: it cannot be known from them
+        (the run is then done again in one process)."""
+        return None
+
 
 class FoldRun(ProtocolRun):
     """A batch path that folds the PDUs no consumer reads (Zeek's way: decode what a detector
