@@ -418,10 +418,6 @@ class FtpRun(ProtocolRun):
             return None  # which were listed depends on the order the flows ended in
         return _in_order(data)
 
-
-def _in_order(data: list[FtpData]) -> dict[str, Any]:
-    return {"ftp_data": tuple(sorted(data, key=lambda d: (d.first_seen, d.source, d.frame)))}
-
     def fed(self, decoder: Any) -> None:
         if isinstance(decoder, FtpDecoder) and decoder.announced:
             for channel in decoder.announced:
@@ -437,6 +433,10 @@ def _in_order(data: list[FtpData]) -> dict[str, Any]:
         if found is None:
             return None
         return Announced("ftp-data", (found.src, found.sport, found.dst, found.dport))
+
+
+def _in_order(data: list[FtpData]) -> dict[str, Any]:
+    return {"ftp_data": tuple(sorted(data, key=lambda d: (d.first_seen, d.source, d.frame)))}
 
 
 # ------------------------------------------------------------------------------ adapters
