@@ -160,3 +160,54 @@ def test_open62541_client_server_session_is_not_an_alarm(shared_data: Path) -> N
     findings = analyze([capture], sinks=[build_sink()]).findings
     assert sorted((f.title.split(" by ")[0], str(f.severity)) for f in findings) == [
         ("OPC UA method call on the controller", "low"), ("OPC UA write to the controller's nodes", "low")]
+
+
+def _tshark_node_ids(tshark: str, capture: Path, service: int) -> dict[int, list[str]]:
+    """The node ids of each request of ``service`` as tshark dissects them, in OPC UA's text
+    notation, after the request header's two (authentication token, additional header type)."""
+    import subprocess
+
+    rows = subprocess.run([tshark, "-r", str(capture), "-Y", f"opcua.servicenodeid.numeric == {service}",
+                           "-T", "fields", "-E", "occurrence=a", "-E", "aggregator=|",
+                           "-e", "frame.number", "-e", "opcua.nodeid.encodingmask", "-e", "opcua.nodeid.nsindex",
+                           "-e", "opcua.nodeid.numeric", "-e", "opcua.nodeid.string"],
+                          capture_output=True, text=True, check=True).stdout.splitlines()
+    nodes: dict[int, list[str]] = {}
+    for row in rows:
+        frame, masks, *columns = row.split("\t")
+        namespaces, numerics, strings = (iter(c.split("|") if c else []) for c in columns)
+        texts = []
+        for mask in masks.split("|"):
+            encoding = int(mask, 16) & 0x0F
+            namespace = int(next(namespaces)) if encoding else 0  # the two-byte form has none
+            prefix = f"ns={namespace};" if namespace else ""
+            if encoding in (0, 1, 2):
+                texts.append(f"{prefix}i={next(numerics)}")
+            elif encoding == 3:
+                texts.append(f"{prefix}s={next(strings)}")
+            else:
+                texts.append(f"{prefix}?")  # the token (GUID or opaque): not compared
+        nodes[int(frame)] = texts[2:]
+    return nodes
+
+
+def test_opcua_targets_are_node_ids_as_tshark_shows_them(shared_data: Path, tshark: str) -> None:
+    # The target of an OPC UA write or call was the Python text of a tuple of node ids
+    # ("('i=85', 'ns=1;i=62541')"): it is now one node id like an S7 block or a CIP tag, the node
+    # written or the method called, with the called method's object under ``object``.
+    from cranewatch.detect.engine import build_sink
+    from cranewatch.pipeline import analyze
+
+    capture = shared_data / "pcaps" / "icsnpp-opcua-binary" / "pcaps" / "open62541_client-server_mainloop.pcap"
+    writes, calls = _tshark_node_ids(tshark, capture, 673), _tshark_node_ids(tshark, capture, 712)
+    assert writes == {88: ["ns=1;s=the.answer"], 92: ["ns=1;s=the.answer"]}  # read by hand in -V too
+    assert calls == {120: ["i=85", "ns=1;i=62541"]}
+    findings = {f.evidence[0].values["service"]: f for f in analyze([capture], sinks=[build_sink()]).findings
+                if f.evidence[0].values.get("protocol") == "opcua"}
+    write, call = findings[673], findings[712]
+    assert list(write.evidence[0].frames) == sorted(writes)
+    assert write.evidence[0].values["target"] == sorted({nodes[0] for nodes in writes.values()})
+    assert "object" not in write.evidence[0].values
+    assert list(call.evidence[0].frames) == sorted(calls)
+    assert call.evidence[0].values["object"] == [calls[120][0]]
+    assert call.evidence[0].values["target"] == [calls[120][1]]

@@ -481,3 +481,184 @@ def test_only_the_announced_client_within_its_time_makes_ftp_data(tmp_path: Path
         assert tallies == {"ftp": 1, "ftp-data": 1, "http": 2}, tallies
         assert flows.sessions == [(FTP_CLIENT, 41000, FTP_SERVER, 21)]
         assert result.events["http_exchange_request"] == 2  # the two flows not named ftp-data
+
+
+def _document(argv: list[str], doc: Path) -> list[dict[str, Any]]:
+    """``analyze ... --format jsonl``'s records; the ``ftp-data`` ones checked against their schema."""
+    import jsonschema
+
+    from cranewatch.report.jsonl import schemas
+
+    assert cli_main(["analyze", *argv, "--format", "jsonl", "--out", str(doc)]) == 0
+    records = [json.loads(line) for line in doc.read_text().splitlines()]
+    for record in records:
+        if record["type"] == "ftp-data":
+            jsonschema.validate(record, schemas()["ftp-data"])
+    return records
+
+
+def _tshark_rows(tshark: str, display_filter: str, *fields: str) -> list[list[str]]:
+    out = subprocess.run([tshark, "-r", str(CAPTURE), "-d", "tcp.port==2121,ftp", "-Y", display_filter,
+                          "-T", "fields", "-E", "separator=/t", *(a for f in fields for a in ("-e", f))],
+                         capture_output=True, text=True, check=True).stdout
+    return [line.split("\t") for line in out.splitlines()]
+
+
+def test_each_data_connection_and_its_control_session_are_in_the_document(tmp_path: Path, tshark: str) -> None:
+    """One ``ftp-data`` record per data connection tshark names, with that connection's first
+    frame, ends (the SYN's sender is the client), packets and wire bytes each way, and the
+    control session: the TCP ends of tshark's ``ftp-data.setup-frame``, except for the EPRT one,
+    where tshark names the data connection's own SYN (127); its EPRT command is frame 122
+    (``test_each_data_connection_is_linked_to_the_frame_that_announced_it``)."""
+    ends = ("tcp.stream", "ip.src", "tcp.srcport", "ip.dst", "tcp.dstport")
+    setups = {int(stream): int(setup) for stream, setup in
+              _tshark_rows(tshark, "ftp-data", "tcp.stream", "ftp-data.setup-frame")}
+    assert setups == {1: 16, 3: 51, 5: 87, 7: 127, 9: 158}
+    setups[7] = 122
+    expected = []
+    for stream, setup in sorted(setups.items()):
+        rows = _tshark_rows(tshark, f"tcp.stream == {stream}", "frame.number", *ends[1:], "frame.len")
+        client = (rows[0][1], int(rows[0][2]))
+        to_server = sum(int(r[5]) for r in rows if (r[1], int(r[2])) == client)
+        (control,) = _tshark_rows(tshark, f"frame.number == {setup}", *ends)
+        server_first = int(control[2]) in (21, 2121)  # the command or reply's direction
+        session = (control[3], int(control[4]), control[1], int(control[2])) if server_first else (
+            control[1], int(control[2]), control[3], int(control[4]))
+        expected.append({"frame": int(rows[0][0]), "client": client[0], "client_port": client[1],
+                         "server": rows[0][3], "server_port": int(rows[0][4]), "packets": len(rows),
+                         "bytes_to_server": to_server,
+                         "bytes_to_client": sum(int(r[5]) for r in rows) - to_server,
+                         "control": dict(zip(("client", "client_port", "server", "server_port"),
+                                             session, strict=True))})
+    records = _document([str(CAPTURE)], tmp_path / "doc.jsonl")
+    listed = [{k: r[k] for k in expected[0]} for r in records if r["type"] == "ftp-data"]
+    assert listed == expected
+    assert [e["control"]["server_port"] for e in expected] == [21, 21, 21, 21, 2121]
+
+
+ZEEK_DOC_CONN = (  # conn.log and ftp.log records of docs.zeek.org's ftp.log chapter (Zeek's JSON)
+    {"_path": "conn", "ts": "2020-08-16T06:26:01.485394Z", "uid": "CLkXf2CMo11hD8FQ5",
+     "id.orig_h": "192.168.4.76", "id.orig_p": 53380, "id.resp_h": "196.216.2.24", "id.resp_p": 21,
+     "proto": "tcp", "service": "ftp", "duration": 3.780829906463623, "orig_bytes": 184,
+     "resp_bytes": 451, "conn_state": "SF", "local_orig": True, "local_resp": False,
+     "missed_bytes": 0, "history": "ShAdDafF", "orig_pkts": 20, "orig_ip_bytes": 1232,
+     "resp_pkts": 17, "resp_ip_bytes": 1343},
+    {"_path": "conn", "ts": "2020-08-16T06:26:03.774520Z", "uid": "CzLMFA3Eh8KBlY4kS7",
+     "id.orig_h": "192.168.4.76", "id.orig_p": 60474, "id.resp_h": "196.216.2.24",
+     "id.resp_p": 31746, "proto": "tcp", "service": "ftp-data", "duration": 0.9965000152587891,
+     "orig_bytes": 0, "resp_bytes": 74, "conn_state": "SF", "local_orig": True,
+     "local_resp": False, "missed_bytes": 0, "history": "ShAdfFa", "orig_pkts": 4,
+     "orig_ip_bytes": 216, "resp_pkts": 4, "resp_ip_bytes": 290},
+)
+ZEEK_DOC_FTP = (
+    {"_path": "ftp", "ts": "2020-08-16T06:26:03.553287Z", "uid": "CLkXf2CMo11hD8FQ5",
+     "id.orig_h": "192.168.4.76", "id.orig_p": 53380, "id.resp_h": "196.216.2.24", "id.resp_p": 21,
+     "user": "anonymous", "password": "ftp@example.com", "command": "EPSV", "reply_code": 229,
+     "reply_msg": "Entering Extended Passive Mode (|||31746|).", "data_channel.passive": True,
+     "data_channel.orig_h": "192.168.4.76", "data_channel.resp_h": "196.216.2.24",
+     "data_channel.resp_p": 31746},
+    {"_path": "ftp", "ts": "2020-08-16T06:26:04.597290Z", "uid": "CLkXf2CMo11hD8FQ5",
+     "id.orig_h": "192.168.4.76", "id.orig_p": 53380, "id.resp_h": "196.216.2.24", "id.resp_p": 21,
+     "user": "anonymous", "password": "ftp@example.com", "command": "RETR",
+     "arg": "ftp://196.216.2.24/pub/stats/afrinic/delegated-afrinic-extended-latest.md5",
+     "file_size": 74, "reply_code": 226, "reply_msg": "Transfer complete.", "fuid": "FueF95uKPrUuDnMc4"},
+)
+
+
+@pytest.mark.parametrize("service", ["ftp-data", None])
+def test_zeek_data_connection_is_named_and_has_its_control_session(tmp_path: Path, service: str | None) -> None:
+    """The records of Zeek's own ftp.log chapter (docs.zeek.org, logs/ftp): the EPSV record's
+    data_channel.* (192.168.4.76 will connect to 196.216.2.24:31746, passive) announces the
+    conn.log connection CzLMFA3Eh8KBlY4kS7. It is listed with the control session
+    192.168.4.76:53380 → 196.216.2.24:21, Zeek's counts (4 + 4 packets, 0 and 74 payload
+    bytes, 0.9965 s), and named ftp-data whether Zeek's ``service`` says so or is absent
+    (a log whose service column was left out: the announcement names it)."""
+    logs = tmp_path / "zeek"
+    logs.mkdir()
+    conn = [dict(r) for r in ZEEK_DOC_CONN]
+    if service is None:
+        del conn[1]["service"]
+    (logs / "conn.log").write_text("".join(json.dumps(r) + "\n" for r in conn))
+    (logs / "ftp.log").write_text("".join(json.dumps(r) + "\n" for r in ZEEK_DOC_FTP))
+    records = _document([str(logs)], tmp_path / "doc.jsonl")
+    (data,) = [r for r in records if r["type"] == "ftp-data"]
+    assert data == {
+        "type": "ftp-data", "file": str(logs / "conn.log"), "frame": 2,
+        "client": "192.168.4.76", "client_port": 60474, "server": "196.216.2.24",
+        "server_port": 31746, "first_seen": "2020-08-16T06:26:03.774520Z",
+        "last_seen": "2020-08-16T06:26:04.771020Z", "packets": 8, "bytes_to_server": 0,
+        "bytes_to_client": 74, "control": {"client": "192.168.4.76", "client_port": 53380,
+                                           "server": "196.216.2.24", "server_port": 21}}
+    egress = {f["dst"]: f for f in records if f["type"] == "finding" and f["rule"] == "egress"}
+    assert egress["196.216.2.24:31746"]["evidence"][0]["values"]["protocols"] == ["ftp-data"]
+
+
+# Zeek's TSV layout of conn.log and ftp.log (the #fields/#types lines of Zeek's own btest
+# baselines scripts.base.protocols.ftp.ftp-ipv4, conn.log and ftp.log); the records are ours.
+ZEEK_TSV_HEAD = "#separator \\x09\n#set_separator\t,\n#empty_field\t(empty)\n#unset_field\t-\n#path\t{path}\n"
+ZEEK_CONN_FIELDS = (
+    "#fields\tts\tuid\tid.orig_h\tid.orig_p\tid.resp_h\tid.resp_p\tproto\tservice\tduration\t"
+    "orig_bytes\tresp_bytes\tconn_state\tlocal_orig\tlocal_resp\tmissed_bytes\thistory\torig_pkts\t"
+    "orig_ip_bytes\tresp_pkts\tresp_ip_bytes\ttunnel_parents\n"
+    "#types\ttime\tstring\taddr\tport\taddr\tport\tenum\tstring\tinterval\tcount\tcount\tstring\t"
+    "bool\tbool\tcount\tstring\tcount\tcount\tcount\tcount\tset[string]\n")
+ZEEK_FTP_FIELDS = (
+    "#fields\tts\tuid\tid.orig_h\tid.orig_p\tid.resp_h\tid.resp_p\tuser\tpassword\tcommand\targ\t"
+    "mime_type\tfile_size\treply_code\treply_msg\tdata_channel.passive\tdata_channel.orig_h\t"
+    "data_channel.resp_h\tdata_channel.resp_p\tfuid\n"
+    "#types\ttime\tstring\taddr\tport\taddr\tport\tstring\tstring\tstring\tstring\tstring\tcount\t"
+    "count\tstring\tbool\taddr\taddr\tport\tstring\n")
+
+
+def test_zeek_tsv_logs_name_active_and_passive_data_connections(tmp_path: Path) -> None:
+    """A CMS (10.20.7.11) fetching a PLC program from an FTP server (10.20.7.40): a PASV data
+    connection Zeek named ftp-data, and a PORT one (the server connects back to the CMS) whose
+    service column is unset ("-"): named by ftp.log's data_channel. Both listed with the
+    control session 10.20.7.11:50003 → 10.20.7.40:21; values written here by hand."""
+    logs = tmp_path / "zeek"
+    logs.mkdir()
+    (logs / "conn.log").write_text(ZEEK_TSV_HEAD.format(path="conn") + ZEEK_CONN_FIELDS + "".join(
+        "\t".join(row) + "\n" for row in (
+            ("1700000000.100000", "C1", "10.20.7.11", "50003", "10.20.7.40", "21", "tcp", "ftp",
+             "30.000000", "180", "3146", "SF", "-", "-", "0", "ShAdDfFa", "38", "2164", "25", "4458", "(empty)"),
+            ("1700000001.500000", "C2", "10.20.7.11", "37604", "10.20.7.40", "56666", "tcp",
+             "ftp-data", "0.250000", "0", "20000", "SF", "-", "-", "0", "ShAdfFa", "6", "320", "16",
+             "20900", "(empty)"),
+            ("1700000010.200000", "C3", "10.20.7.40", "20", "10.20.7.11", "33582", "tcp", "-",
+             "0.125000", "342", "0", "SF", "-", "-", "0", "ShADaFf", "5", "614", "3", "164", "(empty)"),
+        )) + "#close\t2023-11-14-22-13-50\n")
+    (logs / "ftp.log").write_text(ZEEK_TSV_HEAD.format(path="ftp") + ZEEK_FTP_FIELDS + "".join(
+        "\t".join(row) + "\n" for row in (
+            ("1700000001.400000", "C1", "10.20.7.11", "50003", "10.20.7.40", "21", "anonymous", "-",
+             "PASV", "-", "-", "-", "227", "Entering Passive Mode (10,20,7,40,221,90)", "T",
+             "10.20.7.11", "10.20.7.40", "56666", "-"),
+            ("1700000010.100000", "C1", "10.20.7.11", "50003", "10.20.7.40", "21", "anonymous", "-",
+             "PORT", "10,20,7,11,131,46", "-", "-", "200", "PORT command successful.", "F",
+             "10.20.7.40", "10.20.7.11", "33582", "-"),
+        )) + "#close\t2023-11-14-22-13-50\n")
+    records = _document([str(logs)], tmp_path / "doc.jsonl")
+    control = {"client": "10.20.7.11", "client_port": 50003, "server": "10.20.7.40", "server_port": 21}
+    assert [(r["frame"], r["client"], r["client_port"], r["server"], r["server_port"], r["packets"],
+             r["bytes_to_server"], r["bytes_to_client"], r["last_seen"], r["control"])
+            for r in records if r["type"] == "ftp-data"] == [
+        # ``frame``: the conn.log line (7 header lines, then the control connection's record)
+        (9, "10.20.7.11", 37604, "10.20.7.40", 56666, 22, 0, 20000, "2023-11-14T22:13:21.750000Z", control),
+        (10, "10.20.7.40", 20, "10.20.7.11", 33582, 8, 342, 0, "2023-11-14T22:13:30.325000Z", control)]
+
+
+def test_data_connections_of_several_groups_merge_in_time_order_up_to_the_listed_bound() -> None:
+    """``parallel``'s groups each list their own data connections: together in time order;
+    once as many as are listed, which ones the serial run lists depends on the order flows
+    ended in, so the run is done again in one process (None)."""
+    run = ftp.FtpRun()
+
+    def data(ts: float, source: str) -> ftp.FtpData:
+        return ftp.FtpData(source, 1, "10.0.0.1", 40000, "10.0.0.2", 50000, ts, ts + 1, 4, 0, 10,
+                           ("10.0.0.1", 39999, "10.0.0.2", 21))
+
+    merged = run.merge_summaries([{"ftp_data": (data(5.0, "a"), data(9.0, "a"))},
+                                  {"ftp_data": (data(7.0, "b"),)}])
+    assert merged is not None and [(d.first_seen, d.source) for d in merged["ftp_data"]] == [
+        (5.0, "a"), (7.0, "b"), (9.0, "a")]
+    many = tuple(data(float(n), "a") for n in range(ftp.MAX_DATA_LISTED))
+    assert run.merge_summaries([{"ftp_data": many}, {"ftp_data": (data(0.5, "b"),)}]) is None

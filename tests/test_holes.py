@@ -129,7 +129,7 @@ def test_a_hole_acknowledged_by_the_peer_is_decoded_past_at_once(tmp_path: Path)
     # every transaction but the lost request is seen once
     requests = [e.transaction_id for e in rec.events if isinstance(e, ModbusRequest)]
     assert requests == [t for t in range(1, 152) if t != 61]
-    assert not result.warnings
+    assert [(w.kind, w.frame) for w in result.warnings] == [("capture", seen)]  # the content gap
 
 
 @pytest.mark.parametrize("batch", [64, 200, 65536])
@@ -142,7 +142,8 @@ def test_the_batch_path_takes_the_flow_back_right_after_the_acknowledged_hole(
     assert fast.events == slow.events
     assert series_rows(fast) == series_rows(slow)
     assert fast_result.warnings == slow_result.warnings
-    assert not fast_result.warnings
+    (gap,) = fast_result.warnings  # given up at the ACK once, whichever path met it
+    assert gap.frame == where["seen_request"] and "content_gap: 12 bytes" in gap.message
     # the answer to the request behind the hole was paired: its row is in the series, at
     # the answer's frame (it was unpaired while the request waited behind the hole)
     (behind,) = [s for s in fast.series if s.address == 200]
@@ -192,6 +193,45 @@ def test_after_the_hole_the_events_are_tsharks(tmp_path: Path, tshark: str) -> N
             and e.frame >= seen]
     assert theirs[:3] == [(seen, 62, 3, True), (seen + 1, 61, 4, False), (seen + 2, 62, 3, False)]
     assert ours == theirs
+
+
+def test_a_hole_given_up_at_the_ack_is_a_content_gap_warning_as_tshark_sees_it(
+        tmp_path: Path, tshark: str) -> None:
+    """The lost request is 12 bytes (MBAP 7 + function, address, quantity 5: counted by hand).
+    tshark flags the segment after it ``tcp.analysis.lost_segment`` (its sequence number is
+    the hole's size past the client's previous segment) and the PLC's answer that
+    acknowledges past it ``tcp.analysis.ack_lost_segment``: the warning is at the first, names
+    the second, the flow and the 12 bytes, in either path (the hole used to be given up
+    without a word)."""
+    path, where = lost_request_capture(tmp_path / "lost.pcap")
+    flagged = tshark_fields(tshark, path, "tcp.analysis.lost_segment", [])
+    acked = tshark_fields(tshark, path, "tcp.analysis.ack_lost_segment", [])
+    assert [int(r[0]) for r in flagged] == [where["seen_request"]]
+    assert [int(r[0]) for r in acked] == [where["lost_response"]]
+    client = tshark_fields(tshark, path, f"tcp.srcport == 40000 && tcp.len > 0 && frame.number <= {where['seen_request']}",
+                           ["tcp.seq", "tcp.nxtseq"])
+    lost = int(client[-1][1]) - max(int(r[2]) for r in client[:-1])
+    assert lost == 12
+    for fast_path in (False, True):
+        result = Analysis([Recorder()], fast_path=fast_path).run([path], batch_packets=64)
+        (gap,) = result.warnings
+        assert (gap.kind, gap.file, gap.frame) == ("capture", str(path), where["seen_request"])
+        assert gap.message == (
+            f"modbus: content_gap: {lost} bytes of tcp 10.20.7.30:40000 -> 10.20.7.10:502 were not "
+            f"in the capture before this frame; the peer acknowledged them in frame "
+            f"{where['lost_response']}, so they were given up (lost by the capture, not the network)")
+
+
+def test_the_lost_byte_count_of_each_hole_an_ack_gives_up() -> None:
+    s = Stream()
+    s.syn(99)  # next 100
+    s.segment(110, b"B" * 5, frame=7, ts=1.0)  # 100-109: 10 bytes lost
+    s.segment(120, b"D" * 5, frame=8, ts=1.1)  # 115-119: 5 more
+    assert [p.lost for p in s.acked(125) if isinstance(p, Gap)] == [10, 5]
+    w = Stream()
+    w.syn(0xFFFFFFF0)  # next 0xFFFFFFF1: 0xFFFFFFF1 ... 0x00000004 lost, 20 bytes across the wrap
+    w.segment(0x00000005, b"B" * 3, frame=4, ts=0.5)
+    assert [p.lost for p in w.acked(0x00000008) if isinstance(p, Gap)] == [20]
 
 
 # ----------------------------------------------------------- screen_segments against Stream
@@ -247,3 +287,18 @@ def test_screened_segments_are_those_the_stream_drops(seed: int) -> None:
             assert got == [] and s in full.held
     assert out_screened == out_full
     assert behind.any()  # the copies were found
+
+
+@pytest.mark.parametrize("name", ["S7-1511_db3_var1_HMI.pcap", "S7-1511_db6w0_HMI.pcap",
+                                  "S7-1511-opc-request-all-types.pcap"])
+def test_bytes_before_the_decoder_was_chosen_are_no_content_gap(shared_data: Path, tshark: str,
+                                                                name: str) -> None:
+    """S7 connections captured from their SYN: the COTP connect request and confirm (50 bytes
+    each way) are no S7 yet, so the decoder is chosen at the first data TPDU. Those bytes were
+    in the capture (tshark flags no lost segment): the decoder begins mid-stream there, and no
+    hole waits for them (it used to, until the peer's ACK gave them up as if lost)."""
+    path = shared_data / "pcaps" / "ICS-Security-Tools" / "pcaps" / "s7" / name
+    assert tshark_fields(tshark, path, "tcp.analysis.lost_segment", []) == []
+    for fast_path in (False, True):
+        result = Analysis([Recorder()], fast_path=fast_path).run([path])
+        assert [w.message for w in result.warnings if "content_gap" in w.message] == []

@@ -53,8 +53,8 @@ def jsonl_of(argv: list[str], tmp_path: Path, code: int = 0) -> list[str]:
 def test_one_valid_schema_file_per_type() -> None:
     files = sorted(SCHEMA_DIR.glob("*.schema.json"))
     assert {f.name.removesuffix(".schema.json") for f in files} == set(SCHEMAS)
-    assert {"input", "host", "flow-summary", "modbus-master", "modbus-slave", "warning", "finding",
-            "incident", "scan", "segment", "skipped"} | OPEN_TYPES == set(SCHEMAS)
+    assert {"input", "host", "flow-summary", "modbus-master", "modbus-slave", "profinet-stream",
+            "ftp-data", "warning", "finding", "incident", "scan", "segment", "skipped"} | OPEN_TYPES == set(SCHEMAS)
     for schema in SCHEMAS.values():
         jsonschema.Draft202012Validator.check_schema(schema)
     finding = SCHEMAS["finding"]["properties"]

@@ -5,6 +5,7 @@ turn out to meet are analysed again serially (said on stderr)."""
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import shutil
 import signal
@@ -522,3 +523,35 @@ def test_own_capture_read_one_ahead_warnings_and_errors_where_the_read_is() -> N
     with pytest.raises(ValueError, match="reader bug"):
         next(failing)
     assert log[3:] == [("warn", "end of file")]
+
+
+def _cyclic_capture(path: Path, sender: str, receiver: str, frames: int) -> Path:
+    """A PROFINET IO device's cyclic frames (RT_CLASS_1, frame id 0xC000, 1 ms cycle: counter
+    step 32) to its controller, and nothing else: a capture of its own hosts."""
+    from profinet_capture import write_pcap
+
+    head = bytes.fromhex(receiver.replace(":", "") + sender.replace(":", "") + "8892")
+    return write_pcap(path, [head + bytes.fromhex("c000") + bytes(40) + (32 * n & 0xFFFF).to_bytes(2, "big")
+                             + b"\x35\x00" for n in range(frames)])
+
+
+def test_profinet_streams_of_several_groups_are_merged_not_analysed_again(
+        capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, zones: list[Path],
+        tmp_path: Path) -> None:
+    """Two cranes' drive networks captured apart, each in a group of its own with its zone:
+    both groups have PROFINET cyclic streams, whose records are each capture's own, so the
+    split run merges them (it used to give up and analyse everything again in one process)."""
+    spy = Spy(monkeypatch)
+    monkeypatch.setattr(parallel, "usable_cpus", lambda: 4)
+    drives = [_cyclic_capture(tmp_path / "drive-a.pcap", "02:00:00:00:0a:01", "02:00:00:00:0a:02", 50),
+              _cyclic_capture(tmp_path / "drive-b.pcap", "02:00:00:00:0b:01", "02:00:00:00:0b:02", 70)]
+    captures = [str(p) for p in (zones[0], drives[0], zones[2], drives[1])]
+    serial = run_cli(capsys, ["--jobs", "1", *captures])
+    split = run_cli(capsys, ["--jobs", "2", *captures])
+    assert len(spy.plans) == 1 and len(spy.plans[0]) == 2
+    assert not any(set(g) in ({1, 3}, {0, 2}) for g in spy.plans[0])  # the two drives apart
+    assert NOTE not in split[2]
+    streams = [json.loads(line) for line in serial[1].splitlines() if '"profinet-stream"' in line]
+    assert [(s["src"], s["frames"], s["cycle_time"]) for s in streams] == [
+        ("02:00:00:00:0a:01", 50, 0.001), ("02:00:00:00:0b:01", 70, 0.001)]
+    assert split == serial

@@ -22,7 +22,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from cranewatch.model import Severity
+from cranewatch.model import Severity, iso_time
 from cranewatch.protocols.base import Event, FlowContext
 from cranewatch.protocols.profinet import (
     AlarmFrame,
@@ -258,6 +258,48 @@ def test_cyclic_streams_match_tshark_cycle_counters(shared_data: Path, tshark: s
         assert summary.increment == usual
         assert summary.gaps == sum(1 for s in steps if s not in (0, usual))
     assert decoder.problems == []
+
+
+def test_result_document_has_the_cyclic_streams_tshark_counts(shared_data: Path, tshark: str,
+                                                               tmp_path: Path) -> None:
+    """Through ``analyze --format jsonl``: one ``profinet-stream`` record per sender, receiver
+    and frame id of every PROFINET capture, with tshark's frame count, first and last frame and
+    time, and the cycle time of its usual cycle-counter step (31.25 µs units)."""
+    import json
+
+    import jsonschema
+
+    from cranewatch.cli import main
+    from cranewatch.report.jsonl import schemas
+
+    compared = 0
+    for path in profinet_captures(shared_data):
+        rows = tshark_fields(path, "pn_rt.cycle_counter", (
+            "eth.src", "eth.dst", "pn_rt.frame_id", "pn_rt.cycle_counter", "frame.time_epoch"))
+        expected: dict[tuple[str, str, int], list[tuple[int, int, float]]] = {}
+        for frame, row in sorted(rows.items()):
+            key = (row["eth.src"], row["eth.dst"], int(row["pn_rt.frame_id"]))
+            expected.setdefault(key, []).append(
+                (frame, int(row["pn_rt.cycle_counter"]), float(row["frame.time_epoch"])))
+        out = tmp_path / f"{path.name}.jsonl"
+        assert main(["analyze", str(path), "--format", "jsonl", "--out", str(out)]) == 0
+        records = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
+        streams = {(r["src"], r["dst"], r["frame_id"]): r for r in records if r["type"] == "profinet-stream"}
+        for record in streams.values():
+            jsonschema.validate(record, schemas()["profinet-stream"])
+        assert set(streams) == set(expected), path.name
+        for key, frames in expected.items():
+            stream = streams[key]
+            usual = Counter((b[1] - a[1]) & 0xFFFF for a, b in pairwise(frames)).most_common(1)[0][0]
+            assert (stream["file"], stream["frames"], stream["first_frame"], stream["last_frame"]) == (
+                str(path), len(frames), frames[0][0], frames[-1][0])
+            assert [stream["first_seen"], stream["last_seen"]] == [
+                iso_time(frames[0][2]), iso_time(frames[-1][2])]
+            assert stream["cycle_time"] == pytest.approx(usual * 31.25e-6)
+            compared += stream["frames"]
+    # profinet_io_cm_mixed_1 and _2: 56 frames 0xC000 from 00:a0:45:6d:d3:43 and 46 frames
+    # 0xC002 from 00:09:91:43:e0:67 each, 8 ms cycle (counter step 256); the others none
+    assert compared == 2 * (56 + 46)
 
 
 # --------------------------------------------------------------------------- hand-built frames

@@ -126,6 +126,7 @@ class Gap:
     frame: int
     ts: float
     overflow: bool = False
+    lost: int = field(default=0, compare=False)  # bytes of the hole given up (0: not known)
 
 
 @dataclass(frozen=True, slots=True)
@@ -292,7 +293,7 @@ class Stream:
         base = self.next_seq
         first = min(self.held, key=lambda s: (s - base) & 0xFFFFFFFF)
         held = self.held[first]
-        out.append(Gap(held.frame, held.ts, overflow))
+        out.append(Gap(held.frame, held.ts, overflow, (first - base) & 0xFFFFFFFF))
         self.next_seq = first
         self._drain(out)
 

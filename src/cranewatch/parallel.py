@@ -1282,7 +1282,11 @@ def _merge_summaries(index: int, run: Any, reports: list[_Report]) -> dict[str, 
             merged = _merge_modbus(run, [r.tallies[index] for r in reports])
             break
         else:
-            raise NotIndependent(f"{name} in several groups")
+            joined = run.merge_summaries([r.summaries[index] for r in reports])
+            if joined is None:
+                raise NotIndependent(f"{name} in several groups")
+            merged = joined
+            break
     return merged
 
 

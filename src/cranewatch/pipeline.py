@@ -90,6 +90,7 @@ from cranewatch.result import (
 )
 from cranewatch.segments import FileSpan, Segment, SegmentPlanner
 from cranewatch.sources.pcap import PacketBatch, open_capture
+from cranewatch.weirds import content_gap
 
 # The same few hundred addresses come back in every flow: format each once.
 ip_text = functools.lru_cache(maxsize=65536)(_ip_text)
@@ -735,6 +736,8 @@ class Analysis:
         context = FlowContext(client=client, client_port=client_port, server=server,
                               server_port=server_port, transport=transport, source=flow.source)
         flow.decoder = chosen.factory(context)
+        if flow.probes:  # payloads before this one went to no decoder: it begins mid-stream, here
+            flow.to_server.stream = flow.to_client.stream = None
 
     def _announced(self, flow: Flow) -> bool:
         """A flow another flow announced (a negotiated data connection): named so, not decoded."""
@@ -1100,6 +1103,7 @@ class Analysis:
             if isinstance(piece, Chunk):
                 self._feed(flow, to_server, piece.data, piece.ts, piece.frame, source, row)
             else:
+                self.warn(content_gap(flow, to_server, piece, source, frame))
                 self._gap(flow, to_server != flow.decoder_reversed, frame)
 
     def _feed(self, flow: Flow, to_server: bool, data: bytes, ts: float, frame: int,

@@ -8,7 +8,9 @@ from typing import Any
 from cranewatch.errors import Location
 from cranewatch.incidents import Incident
 from cranewatch.model import Finding, Severity
+from cranewatch.protocols.ftp import FtpData
 from cranewatch.protocols.modbus import ModbusPeer
+from cranewatch.protocols.profinet import RtCyclicSummary
 from cranewatch.segments import Segment
 
 
@@ -88,6 +90,10 @@ class AnalysisResult:
     baseline: str | None = None
     segments: tuple[Segment, ...] = ()  # the captures' continuous recordings (``segments``)
     incidents: tuple[Incident, ...] = ()  # the findings of one cause together (``incidents``)
+    # PROFINET cyclic I/O: one summary per sender, receiver and frame id (``ProfinetRun.summary``)
+    profinet_streams: tuple[RtCyclicSummary, ...] = ()
+    # FTP data connections, each with the control session that announced it (``FtpRun.summary``)
+    ftp_data: tuple[FtpData, ...] = ()
 
     @property
     def complete(self) -> bool:

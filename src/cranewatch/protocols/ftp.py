@@ -345,13 +345,78 @@ SPEC = DecoderSpec(name="ftp", transport="tcp", ports=frozenset({PORT}), factory
                    probe=is_ftp, priority=60)
 
 
+@dataclass(frozen=True, slots=True)
+class FtpData:
+    """One data connection (``ftp-data``) and the control session that announced it, for the
+    result document: ``client`` connected to ``server`` (in active mode the FTP server is the
+    data connection's client). ``control``: the session's (client, client port, server, server
+    port), or None where Zeek's conn.log named the connection but no ftp.log announced it.
+    ``frame``: its first frame, or its conn.log line. Bytes: on the wire from a capture,
+    payload (Zeek's ``orig_bytes``/``resp_bytes``) from Zeek."""
+
+    source: str
+    frame: int
+    client: str
+    client_port: int
+    server: str
+    server_port: int
+    first_seen: float
+    last_seen: float
+    packets: int
+    bytes_to_server: int
+    bytes_to_client: int
+    control: tuple[str, int, str, int] | None
+
+
+MAX_DATA_LISTED = 1000  # data connections the document lists (flow-summary counts them all)
+
+
 class FtpRun(ProtocolRun):
     """The data connections a run's control sessions announced: the pipeline names a flow
     that answers one (same client, server and port, begun within its time) ``ftp-data``, with
-    its control session, and decodes none of its bytes (a file's bytes are no protocol)."""
+    its control session, and decodes none of its bytes (a file's bytes are no protocol).
+    Each one ended (or each conn.log record of one, from Zeek) is listed in the result
+    document with its control session (``summary``: ``ftp_data``)."""
 
     def __init__(self) -> None:
+        from cranewatch.sources.zeek import ConnEvent  # (the Zeek reader imports every protocol)
+
         self.channels = ExpectedConnections()
+        self.data: list[FtpData] = []
+        self.folds = (ConnEvent,)  # seen, not folded: ``observe`` answers False
+
+    def observe(self, event: Any) -> bool:
+        """A Zeek conn.log record of a data connection (``sources.zeek`` names it and its
+        announcing session from ftp.log): listed as a flow of a capture is."""
+        service = getattr(event, "service", "")
+        if service.split(",")[0] == "ftp-data" and len(self.data) < MAX_DATA_LISTED:
+            self.data.append(FtpData(
+                event.source, event.frame, event.src, event.sport, event.dst, event.dport,
+                event.ts, event.ts + (event.duration or 0.0),
+                (event.orig_pkts or 0) + (event.resp_pkts or 0), event.orig_bytes or 0,
+                event.resp_bytes or 0, event.announced_by))
+        return False
+
+    def flow_ended(self, flow: Flow) -> None:
+        stand_in = flow.decoder
+        if type(stand_in) is not Announced or stand_in.protocol != "ftp-data" or \
+                len(self.data) >= MAX_DATA_LISTED:
+            return
+        to_server, to_client = flow.to_server, flow.to_client
+        self.data.append(FtpData(
+            flow.source, int(flow.first_frame), ip_text(flow.client), int(flow.client_port),
+            ip_text(flow.server), int(flow.server_port), float(flow.first_seen),
+            float(flow.last_seen), int(to_server.packets + to_client.packets),
+            int(to_server.bytes), int(to_client.bytes), stand_in.session))
+
+    def summary(self) -> dict[str, Any]:
+        return _in_order(self.data)
+
+    def merge_summaries(self, summaries: list[dict[str, Any]]) -> dict[str, Any] | None:
+        data = [d for summary in summaries for d in summary["ftp_data"]]
+        if len(data) >= MAX_DATA_LISTED:
+            return None  # which were listed depends on the order the flows ended in
+        return _in_order(data)
 
     def fed(self, decoder: Any) -> None:
         if isinstance(decoder, FtpDecoder) and decoder.announced:
@@ -368,6 +433,10 @@ class FtpRun(ProtocolRun):
         if found is None:
             return None
         return Announced("ftp-data", (found.src, found.sport, found.dst, found.dport))
+
+
+def _in_order(data: list[FtpData]) -> dict[str, Any]:
+    return {"ftp_data": tuple(sorted(data, key=lambda d: (d.first_seen, d.source, d.frame)))}
 
 
 # ------------------------------------------------------------------------------ adapters

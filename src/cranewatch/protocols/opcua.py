@@ -14,7 +14,7 @@ import struct
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from cranewatch.detect.facts import PlcCommand, as_text, where
+from cranewatch.detect.facts import PlcCommand, where
 from cranewatch.errors import DecodeError
 from cranewatch.protocols import identify
 from cranewatch.protocols.base import DecoderSpec, Event, FlowContext, ReportsProblems
@@ -449,9 +449,15 @@ def plc_command(event: OpcuaServiceRequest) -> list[PlcCommand]:
     service = event.service_id
     if not isinstance(service, int) or service not in PLC_SERVICES:
         return []
-    # ``target`` is the node ids' tuple as text (what the detectors and findings have shown).
+    # ``target`` is one node id, as the other protocols name one block or tag: the node written,
+    # or the method called (its object goes beside it, under ``object``).
+    nodes = event.node_ids
+    values: dict[str, object] = {"service": service}
+    if service == 712 and len(nodes) >= 2:
+        values["object"] = [nodes[0]]
+        nodes = nodes[1:]
     return [PlcCommand(**where(event), protocol="opcua", operation=PLC_SERVICES[service],
-                       target=as_text(event.node_ids or ""), values={"service": service})]
+                       target=nodes[0] if nodes else "", values=values)]
 
 
 _MSG_HEADER = struct.Struct("<III")  # message size, secure channel id, token id (then sequence, request id)

@@ -59,7 +59,7 @@ import struct
 import uuid
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -1463,6 +1463,22 @@ class ProfinetRun(ProtocolRun):
 
     def __init__(self) -> None:
         self.decoders: dict[str, ProfinetDecoder] = {}
+
+    def summary(self) -> dict[str, Any]:
+        """The result document's ``profinet_streams``: every capture's cyclic streams, in the
+        order of their first frame (a stream of rotated files is one per file: frame numbers
+        and cycle-counter gaps are each file's)."""
+        streams = [s for decoder in self.decoders.values() for s in decoder.cyclic_summaries()]
+        return _in_order(streams)
+
+    def merge_summaries(self, summaries: list[dict[str, Any]]) -> dict[str, Any] | None:
+        # the streams are each capture's own: the groups' together are the whole run's
+        return _in_order([s for summary in summaries for s in summary["profinet_streams"]])
+
+
+def _in_order(streams: list[RtCyclicSummary]) -> dict[str, Any]:
+    return {"profinet_streams": tuple(sorted(
+        streams, key=lambda s: (s.ts, s.source, s.frame, s.src, s.dst, s.frame_id)))}
 
 
 def decode_link(frames: LinkFrames, run: ProtocolRun | None) -> list[tuple[int, Event | DecodeError]]:

@@ -206,6 +206,12 @@ class ProtocolRun:
     def summary(self) -> dict[str, Any]:
         return {}
 
+    def merge_summaries(self, summaries: list[dict[str, Any]]) -> dict[str, Any] | None:
+        """The ``summary`` of several runs over captures apart from each other (``parallel``'s
+        groups) as one run over them all would give it; None: it cannot be known from them
+        (the run is then done again in one process)."""
+        return None
+
 
 class FoldRun(ProtocolRun):
     """A batch path that folds the PDUs no consumer reads (Zeek's way: decode what a detector
@@ -525,7 +531,7 @@ def runs() -> list[ProtocolRun]:
     """A fresh per-run state of every protocol that declares one."""
     load_all()
     out = []
-    for spec in PROTOCOLS.values():
+    for spec in tuple(PROTOCOLS.values()):  # a run may import a module that registers one
         if spec.run is not None:
             run = spec.run()
             run.protocol = spec.name

@@ -2,7 +2,8 @@
 
 Types, in this order: ``input``, ``skipped`` (checks the run could not do, and why:
 ``skipped.SkippedCheck``), ``host``, ``flow-summary`` (one per protocol),
-``modbus-master``, ``modbus-slave``, ``warning``, ``incident`` (``Incident.to_json()``) and
+``modbus-master``, ``modbus-slave``, ``profinet-stream`` (cyclic I/O per sender, receiver and
+frame id), ``ftp-data`` (a data connection and its control session), ``warning``, ``incident`` (``Incident.to_json()``) and
 ``finding`` (exactly ``Finding.to_json()``; both contracts in DESIGN.md). Times are ISO 8601 UTC. Each type has a JSON Schema in
 ``cranewatch/data/schemas/TYPE.schema.json`` (``schemas()``; docs/jsonl.md describes them).
 """
@@ -16,6 +17,8 @@ from typing import Any
 
 from cranewatch.model import iso_time
 from cranewatch.pipeline import AnalysisResult, ModbusPeer
+from cranewatch.protocols.ftp import FtpData
+from cranewatch.protocols.profinet import RtCyclicSummary
 from cranewatch.skipped import SkippedCheck
 
 
@@ -45,6 +48,51 @@ def _peer(peer: ModbusPeer) -> dict[str, Any]:
     }
 
 
+def _profinet_stream(stream: RtCyclicSummary) -> dict[str, Any]:
+    return {
+        "type": "profinet-stream",
+        "file": stream.source or None,
+        "src": stream.src,
+        "dst": stream.dst,
+        "frame_id": stream.frame_id,
+        "rt_class": stream.rt_class,
+        "frames": stream.frames,
+        "first_frame": stream.frame,
+        "last_frame": stream.last_frame,
+        "first_seen": iso_time(stream.ts),
+        "last_seen": iso_time(stream.last_ts),
+        "cycle_time": stream.cycle_time,
+        "gaps": stream.gaps,
+        "missing": stream.missing,
+        "repeats": stream.repeats,
+        "gap_frames": list(stream.gap_frames),
+        "data_status": stream.data_status,
+        "status_changes": stream.status_changes,
+        "problem_frames": stream.problem_frames,
+    }
+
+
+def _ftp_data(data: FtpData) -> dict[str, Any]:
+    control = data.control
+    return {
+        "type": "ftp-data",
+        "file": data.source or None,
+        "frame": data.frame or None,
+        "client": data.client,
+        "client_port": data.client_port,
+        "server": data.server,
+        "server_port": data.server_port,
+        "first_seen": iso_time(data.first_seen),
+        "last_seen": iso_time(data.last_seen),
+        "packets": data.packets,
+        "bytes_to_server": data.bytes_to_server,
+        "bytes_to_client": data.bytes_to_client,
+        "control": None if control is None else {
+            "client": control[0], "client_port": control[1], "server": control[2],
+            "server_port": control[3]},
+    }
+
+
 def records(result: AnalysisResult, skipped: Sequence[SkippedCheck] = ()) -> Iterator[dict[str, Any]]:
     for i in result.inputs:
         yield {"type": "input", "path": i.path, "sha256": i.sha256, "format": i.format,
@@ -65,6 +113,10 @@ def records(result: AnalysisResult, skipped: Sequence[SkippedCheck] = ()) -> Ite
                "servers": p.servers}
     for peer in (*result.modbus_masters, *result.modbus_slaves):
         yield _peer(peer)
+    for stream in result.profinet_streams:
+        yield _profinet_stream(stream)
+    for data in result.ftp_data:
+        yield _ftp_data(data)
     for w in result.warnings:
         yield w.to_json()
     if result.warnings_suppressed:

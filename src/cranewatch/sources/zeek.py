@@ -6,7 +6,10 @@ captures. ``read_zeek`` takes files or directories, reads every log it recognise
 modbus_detailed, s7comm, enip and cip logs, mqtt_connect/publish/subscribe) and maps each
 record to the same event classes the protocol decoders produce, so the same detectors run.
 conn.log (and x509.log, joined to ssl.log) are mapped here; every other log by the protocol
-module that declares it (``registry.ProtocolSpec.zeek``, with ``zeek_fields``' readers).
+module that declares it (``registry.ProtocolSpec.zeek``, with ``zeek_fields``' readers). A
+conn.log connection another log announced (ftp.log's ``data_channel``: an event whose adapter
+gives ``ExpectedConnection``) carries its announcing session, and the announced protocol's name
+(``ftp-data``) when Zeek's ``service`` names none, as a capture's flow would (``_Announcements``).
 
 Several sensors' rotated trees (``logs/YYYY-MM-DD/conn.HH:MM:SS-HH:MM:SS.log.gz``) are read
 as one stream (``ZeekStream``): files in time order, duplicates read once, every log stream of
@@ -26,6 +29,7 @@ or a line over ``MAX_LINE_BYTES`` (skipped without being held in memory) is a pr
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import heapq
 import itertools
@@ -39,6 +43,8 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from cranewatch.detect.adapt import ZEEK_CONVERSATION
+from cranewatch.detect.expected import ExpectedConnections
+from cranewatch.detect.facts import ExpectedConnection
 from cranewatch.errors import InputError, Location
 from cranewatch.protocols import registry
 from cranewatch.protocols.base import Event
@@ -95,6 +101,42 @@ class ConnEvent(Event):
     history: str = ""
     orig_pkts: int | None = None
     resp_pkts: int | None = None
+    # the session that announced this connection (client, client port, server, server port),
+    # from another log (ftp.log's data_channel): ``_Announcements``
+    announced_by: tuple[str, int, str, int] | None = None
+
+
+class _Announcements:
+    """Connections another log announced (ftp.log's ``data_channel``: any event whose adapter
+    gives ``ExpectedConnection`` facts), matched to conn.log records as the stream hands them
+    on in time order: a match gets its announcing session and, when Zeek named no service,
+    the announced protocol's name (as a capture's flow is named, ``ProtocolRun.expected``)."""
+
+    def __init__(self) -> None:
+        self.expected = ExpectedConnections()
+        self._announces: dict[str, Any] = {}  # event kind -> its adapter's converter, or None
+
+    def see(self, event: Event) -> Event:
+        if type(event) is ConnEvent:
+            return self._match(event) if self.expected else event
+        kind = event.kind
+        convert = self._announces.get(kind, False)
+        if convert is False:
+            adapter = registry.adapter_for(kind)
+            convert = self._announces[kind] = (
+                adapter.convert if adapter is not None and ExpectedConnection in adapter.gives else None)
+        if convert is not None:
+            for fact in convert(event):
+                if isinstance(fact, ExpectedConnection):
+                    self.expected.add(fact)
+        return event
+
+    def _match(self, conn: ConnEvent) -> ConnEvent:
+        found = self.expected.announced_at(conn.transport or "tcp", conn.src, conn.dst, conn.dport, conn.ts)
+        if found is None:
+            return conn
+        return dataclasses.replace(conn, service=conn.service or found.protocol,
+                                   announced_by=(found.src, found.sport, found.dst, found.dport))
 
 
 # --- reading --------------------------------------------------------------------------------
@@ -612,6 +654,7 @@ class ZeekStream:
         self.late = 0  # records older than the last one handed on: handed on out of order
         self.latest_late: list[tuple[float, str, int]] = []  # (seconds late, file, line), worst first
         self._x509: dict[str, ZeekRecord] = {}
+        self._announcements = _Announcements()
         self._mappers = _mappers()
         self._supported = ("x509", *self._mappers)  # as registered now (a protocol may have been added)
 
@@ -747,7 +790,8 @@ class ZeekStream:
         if item.ts:
             tally.first = item.ts if tally.first is None else min(tally.first, item.ts)
             tally.last = item.ts if tally.last is None else max(tally.last, item.ts)
-        out.extend(events)
+        see = self._announcements.see
+        out.extend(see(event) for event in events)
 
 
 def read_zeek(paths: Iterable[Path]) -> ZeekResult:
