@@ -72,7 +72,9 @@ HOLD_S = 60.0
 class _Group:
     """One (rule, signal): the first incidents with their cut-down context, and the rest counted."""
 
-    kept: list[tuple[tuple[float, float], CheckContext, Incident]] = field(default_factory=list)
+    # the first incidents, each as the finding it alone would make (its evidence and plot made
+    # when it is kept, so no frame is held until the end)
+    kept: list[tuple[tuple[float, float], Finding]] = field(default_factory=list)
     count: int = 0
     first_seen: float = math.inf
     last_seen: float = -math.inf
@@ -89,7 +91,7 @@ class SlicedChecks:
     lookback_s: float = 660.0  # what replay searches and evidence windows reach back
     frame_lookback_s: float = 60.0  # what the checked frame reaches back (at most lookback_s)
     lookahead_s: float = 30.0
-    max_span_s: float = 300.0
+    max_span_s: float = 180.0
     with_plots: bool = True
     dt: float | None = None  # the grid step; None: measured on the first slice
     segment: Segment | None = None
@@ -162,12 +164,17 @@ class SlicedChecks:
         self._flush()
         findings: list[Finding] = []
         for group in self._groups.values():
-            made = segment_findings([(ctx, inc) for _, ctx, inc in group.kept],
-                                    plot.render if self.with_plots else None, MAX_EVIDENCE)
-            for finding in made:
-                findings.append(replace(finding, count=group.count, first_seen=group.first_seen,
-                                        last_seen=group.last_seen,
-                                        severity=group.severity or finding.severity))
+            if not group.kept:
+                continue
+            # as ``segment_findings`` makes it: the first incident's finding, the evidence of
+            # each kept one in order, the plot only on the first
+            finding = group.kept[0][1]
+            evidence = (*finding.evidence[:1],
+                        *(replace(e, values={k: v for k, v in e.values.items() if k != "svg"})
+                          for _, made in group.kept[1:] for e in made.evidence[:1]))
+            findings.append(replace(finding, evidence=evidence, count=group.count,
+                                    first_seen=group.first_seen, last_seen=group.last_seen,
+                                    severity=group.severity or finding.severity))
         findings.sort(key=lambda f: (f.first_seen or 0.0, f.rule))
         return findings
 
@@ -195,11 +202,13 @@ class SlicedChecks:
         ready = min(self._until, self._latest)
         if not final and (ready < c1 + self.lookahead_s or ready < self._wait_until):
             return False
-        ext1 = self._latest if final else ready
+        # the frame ends a look-ahead after the slice (or where an incident open at its start
+        # waits for values to): not at the last value handed out, so frames stay short
+        ext1 = self._latest if final else min(ready, max(c1 + self.lookahead_s, self._wait_until))
         if self._dt is None:
             # The grid as the whole run makes it: from the first sample of a signal (values of
             # unmapped registers and writes to other PLCs are none), at the polls' step.
-            first = self._signals(-math.inf, ext1)
+            first = self._signals(-math.inf, self._latest if final else ready)
             if not first:
                 if final:
                     self._drop_before(math.inf)
@@ -208,6 +217,8 @@ class SlicedChecks:
             self._origin = self._watermark = c0 = min(float(s.ts[0]) for s in first.values())
             c1 = c0 + self.slice_s
             self._dt = self.dt if self.dt is not None else grid_step(first)
+            if not final:
+                ext1 = min(ready, max(c1 + self.lookahead_s, self._wait_until))
         origin = self._origin
         dt = self._dt
         ext0 = max(origin, c0 - self.lookback_s)  # what replay and evidence windows reach
@@ -291,7 +302,9 @@ class SlicedChecks:
         order = (float(frame.t[inc.detect]), float(frame.t[inc.start]))
         if len(group.kept) >= MAX_EVIDENCE and order >= group.kept[-1][0]:
             return
-        group.kept.append((order, *_cut_context(ctx, inc, self._before(ctx, inc, reach))))
+        cut_ctx, cut_inc = _cut_context(ctx, inc, self._before(ctx, inc, reach))
+        made = segment_findings([(cut_ctx, cut_inc)], plot.render if self.with_plots else None, 1)
+        group.kept.append((order, made[0]))
         # stable: an incident equal in order to a kept one comes after it, as in a whole run
         group.kept.sort(key=lambda item: item[0])
         del group.kept[MAX_EVIDENCE:]
