@@ -4,10 +4,17 @@
 memory grows with the capture. ``SlicedChecks`` takes the values as the pipeline hands them
 out during the run (``add``: pieces of register series and write events, in time order;
 ``advance``: everything up to this capture time has been handed out), and checks one slice
-of ``slice_s`` seconds at a time on a frame that reaches ``lookback_s`` before the slice (the
-checks' look-back: replay searches ``NEAR_SEARCH_S`` = 600 s back) and everything handed out
-after it (at least ``lookahead_s``: persistence, merge gaps, evidence windows). What it keeps:
-the values from the slice's look-back on, and the few incidents that will be evidence.
+of ``slice_s`` seconds at a time on a frame that reaches ``frame_lookback_s`` (60 s: the
+checks' rolling windows, merge gaps and noise blocks) before the slice and ``lookahead_s``
+after it (persistence, merge gaps, evidence windows), longer only while an incident open at
+the slice's start waits for its end (up to ``max_span_s``). What reaches further back,
+``lookback_s`` (660 s), is kept compact: the replay check (its source up to
+``NEAR_SEARCH_S`` = 600 s back) searches the sensor columns of the rows before the frame,
+8 bytes a row and sensor (``replay.check_replay_after``), and an evidence window reaching
+before the frame is rebuilt, for the incident's signals only, from the register values held
+for ``lookback_s``. What it keeps, whatever the capture's length: those values (a few MB at
+50 Hz polling), the sensor columns, and each (rule, signal)'s first incidents as the
+findings they make alone (evidence and plot made when kept).
 
 The result equals ``ProcessSink.finish`` over the whole series (``tests/test_process_slices``
 proves it on the lab captures with the lab profile):
