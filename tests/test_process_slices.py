@@ -173,3 +173,94 @@ def test_a_frame_too_long_leaves_what_it_judged_at_its_edge_to_the_next_slice() 
         sliced = sliced_findings(sink, series, step_s=step_s, slice_s=5.0, lookback_s=20.0,
                                  lookahead_s=15.0, max_span_s=30.0, dt=grid_step(sink.signals()))
         assert sliced == [], f"values handed out every {step_s} s"
+
+
+@pytest.mark.parametrize("scenario", SCENARIOS)
+def test_short_frames_with_a_compact_past_find_what_the_whole_run_finds(
+        sinks: dict[str, ProcessSink], scenario: str) -> None:
+    """Frames that reach only 12 s back (less than the bypass's evidence window before its
+    onset, 11 s, plus a 5 s slice): replay searches the sensor columns the
+    slices keep, evidence windows are rebuilt from the values held for ``lookback_s``."""
+    sink = sinks[scenario]
+    sliced = sliced_findings(sink, sink.series, sink.writes, step_s=3.0, slice_s=5.0,
+                             lookback_s=40.0, frame_lookback_s=12.0, lookahead_s=15.0,
+                             dt=grid_step(sink.signals()))
+    assert sliced == sink.finish()
+
+
+def test_the_replay_check_over_a_compact_past_is_the_check_over_the_longer_frame(
+        sinks: dict[str, ProcessSink]) -> None:
+    from dataclasses import replace
+
+    from cranewatch.process.checks import CheckContext
+    from cranewatch.process.checks.replay import check_replay, check_replay_after, replay_columns
+    from cranewatch.process.engine import check_frame
+    from cranewatch.process.signals import SignalFrame
+
+    sink = sinks["replay"]
+    frame = sink.frame()
+    whole = [inc for ctx, inc in check_frame(frame, sink.resolved(frame), None, sink.signals())
+             if inc.rule == "process-replay"]
+    assert whole
+    lag = whole[0].extra["replay_lag_s"]
+    assert isinstance(lag, float) and lag > 5.0
+    # the frame starts a few seconds before the replay, after the rows it replays
+    split = whole[0].start - round(3.0 / frame.dt)
+    rows = slice(split, None)
+    later = SignalFrame(frame.t[rows], frame.dt, {k: v[rows] for k, v in frame.columns.items()},
+                        {k: v[rows] for k, v in frame.age.items()}, frame.specs, frame.source)
+    ctx = CheckContext(frame=later, states=np.zeros(len(later.t), dtype=np.int8))
+    past = {k: v[:split] for k, v in replay_columns(frame).items()}
+    found = check_replay_after(ctx, frame.t[:split], past, frame.specs)
+    expected = [replace(inc, start=max(0, inc.start - split), end=inc.end - split,
+                        detect=max(0, inc.detect - split), residual=None)
+                for inc in whole if inc.end >= split]
+    assert [replace(inc, residual=None) for inc in found] == expected
+    assert all(np.array_equal(a.residual, b.residual[max(0, split - b.start):])
+               for a, b in zip(found, [inc for inc in whole if inc.end >= split], strict=True))
+    # without the past, the replayed rows are not there to be found
+    alone = check_replay(ctx)
+    assert [(i.start, i.extra.get("replay_lag_s")) for i in alone] != [(i.start, i.extra.get("replay_lag_s")) for i in found]
+
+
+@pytest.mark.parametrize("scenario", ["replay", "wind-freeze"])
+def test_a_replay_further_back_than_the_frame_is_found_in_the_kept_past(
+        sinks: dict[str, ProcessSink], scenario: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The capture played three times back to back (replays 14 s and 44 s back, more than
+    the 12 s the frames reach back): the sliced run finds them through the sensor columns it
+    keeps (``lookback_s`` 120 s) and rebuilds evidence windows reaching before the frame from
+    the values it holds: the whole run's findings, byte for byte."""
+    from dataclasses import replace
+
+    from cranewatch.process import slices
+
+    sink = sinks[scenario]
+    start = min(float(s.ts[0]) for s in sink.series if len(s.ts))
+    shift = max(float(s.ts[-1]) for s in sink.series if len(s.ts)) - start + 1.0
+    series = [replace(s, ts=s.ts + i * shift) for i in range(3) for s in sink.series]
+    writes = [replace(w, ts=w.ts + i * shift) for i in range(3) for w in sink.writes]  # type: ignore[type-var]
+    three = ProcessSink(profile=sink.profile, series=series, writes=writes)
+    whole = three.finish()
+    assert any(e.values["replay_lag_s"] > 12.0 for f in whole if f.rule == "process-replay"
+               for e in f.evidence)
+    used: list[str] = []
+    before, past_rows = slices.SlicedChecks._before, slices.SlicedChecks._past_rows
+
+    def counted_before(self: SlicedChecks, *args: object) -> object:
+        made = before(self, *args)  # type: ignore[arg-type]
+        if made is not None:
+            used.append("evidence")
+        return made
+
+    def counted_past(self: SlicedChecks, first: int, stop: int) -> object:
+        made = past_rows(self, first, stop)
+        if made is not None:
+            used.append("past")
+        return made
+
+    monkeypatch.setattr(slices.SlicedChecks, "_before", counted_before)
+    monkeypatch.setattr(slices.SlicedChecks, "_past_rows", counted_past)
+    sliced = sliced_findings(three, series, writes, step_s=3.0, slice_s=5.0, lookback_s=120.0,
+                             frame_lookback_s=12.0, lookahead_s=15.0, dt=grid_step(three.signals()))
+    assert sliced == whole
+    assert "past" in used and "evidence" in used

@@ -32,6 +32,7 @@ from cranewatch.process.envelope import ProcessBaseline, learn, merge
 from cranewatch.process.signals import (
     NO_REGISTER_MAP,
     RegisterMap,
+    RegisterSpec,
     Signal,
     SignalFrame,
     build_frame,
@@ -69,8 +70,11 @@ def run_checks(frame: SignalFrame, config: ProcessConfig | None = None,
 def check_frame(frame: SignalFrame, config: ProcessConfig | None = None,
                 baseline: ProcessBaseline | None = None,
                 signals: Mapping[str, Signal] | None = None,
-                segment: Segment | None = None) -> list[tuple[CheckContext, Incident]]:
-    """The incidents of every process check over one frame (one segment), with their context."""
+                segment: Segment | None = None,
+                past: ReplayPast | None = None) -> list[tuple[CheckContext, Incident]]:
+    """The incidents of every process check over one frame (one segment), with their context.
+    ``past``: the sensor columns of the grid rows just before the frame, which the replay
+    check searches as if the frame began there (``process.slices``)."""
     config = config or ProcessConfig()
     if len(frame.t) < 2:
         return []
@@ -78,7 +82,25 @@ def check_frame(frame: SignalFrame, config: ProcessConfig | None = None,
                        limits=config.limits, baseline=baseline,
                        maintenance=config.maintenance, crane=config.crane,
                        signals=signals or {}, segment=segment)
-    return [(ctx, incident) for check in all_checks() for incident in check(ctx)]
+    if past is None or not len(past.t):
+        return [(ctx, incident) for check in all_checks() for incident in check(ctx)]
+    from cranewatch.process.checks.replay import check_replay, check_replay_after
+
+    out: list[tuple[CheckContext, Incident]] = []
+    for check in all_checks():
+        found = (check_replay_after(ctx, past.t, past.columns, past.specs) if check is check_replay
+                 else check(ctx))
+        out.extend((ctx, incident) for incident in found)
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class ReplayPast:
+    """Grid rows before a frame with the sensor columns the replay check reads."""
+
+    t: np.ndarray
+    columns: Mapping[str, np.ndarray]
+    specs: Mapping[str, RegisterSpec]
 
 
 def split_signals(signals: Mapping[str, Signal], segments: Sequence[Segment]

@@ -4,10 +4,17 @@
 memory grows with the capture. ``SlicedChecks`` takes the values as the pipeline hands them
 out during the run (``add``: pieces of register series and write events, in time order;
 ``advance``: everything up to this capture time has been handed out), and checks one slice
-of ``slice_s`` seconds at a time on a frame that reaches ``lookback_s`` before the slice (the
-checks' look-back: replay searches ``NEAR_SEARCH_S`` = 600 s back) and everything handed out
-after it (at least ``lookahead_s``: persistence, merge gaps, evidence windows). What it keeps:
-the values from the slice's look-back on, and the few incidents that will be evidence.
+of ``slice_s`` seconds at a time on a frame that reaches ``frame_lookback_s`` (60 s: the
+checks' rolling windows, merge gaps and noise blocks) before the slice and ``lookahead_s``
+after it (persistence, merge gaps, evidence windows), longer only while an incident open at
+the slice's start waits for its end (up to ``max_span_s``). What reaches further back,
+``lookback_s`` (660 s), is kept compact: the replay check (its source up to
+``NEAR_SEARCH_S`` = 600 s back) searches the sensor columns of the rows before the frame,
+8 bytes a row and sensor (``replay.check_replay_after``), and an evidence window reaching
+before the frame is rebuilt, for the incident's signals only, from the register values held
+for ``lookback_s``. What it keeps, whatever the capture's length: those values (a few MB at
+50 Hz polling), the sensor columns, and each (rule, signal)'s first incidents as the
+findings they make alone (evidence and plot made when kept).
 
 The result equals ``ProcessSink.finish`` over the whole series (``tests/test_process_slices``
 proves it on the lab captures with the lab profile):
@@ -46,9 +53,11 @@ import numpy as np
 from cranewatch.model import Finding, Severity
 from cranewatch.process import plot
 from cranewatch.process.checks import CheckContext, Incident, segment_findings
-from cranewatch.process.engine import RECORDING_HOLE_S, ProcessSink, check_frame
+from cranewatch.process.checks.replay import replay_columns
+from cranewatch.process.engine import RECORDING_HOLE_S, ProcessSink, ReplayPast, check_frame
 from cranewatch.process.signals import (
     RegisterMap,
+    RegisterSpec,
     Signal,
     SignalFrame,
     extract_signals,
@@ -70,7 +79,9 @@ HOLD_S = 60.0
 class _Group:
     """One (rule, signal): the first incidents with their cut-down context, and the rest counted."""
 
-    kept: list[tuple[tuple[float, float], CheckContext, Incident]] = field(default_factory=list)
+    # the first incidents, each as the finding it alone would make (its evidence and plot made
+    # when it is kept, so no frame is held until the end)
+    kept: list[tuple[tuple[float, float], Finding]] = field(default_factory=list)
     count: int = 0
     first_seen: float = math.inf
     last_seen: float = -math.inf
@@ -83,10 +94,11 @@ class SlicedChecks:
     config, baseline, crane) as for a whole run; its ``series``/``writes`` are not used."""
 
     sink: ProcessSink
-    slice_s: float = 300.0
-    lookback_s: float = 660.0
+    slice_s: float = 60.0
+    lookback_s: float = 660.0  # what replay searches and evidence windows reach back
+    frame_lookback_s: float = 60.0  # what the checked frame reaches back (at most lookback_s)
     lookahead_s: float = 30.0
-    max_span_s: float = 1200.0
+    max_span_s: float = 180.0
     with_plots: bool = True
     dt: float | None = None  # the grid step; None: measured on the first slice
     segment: Segment | None = None
@@ -103,6 +115,11 @@ class SlicedChecks:
     # the next slices find them again from their frame's start and only move their end on
     _open: set[tuple[str, str]] = field(default_factory=set)
     _wait_until: float = -math.inf  # an incident open at the slice's start: values to wait for
+    # the replay check's past: grid rows (from ``_past_k`` on) with the sensor columns only
+    _past_k: int = 0
+    _past_t: np.ndarray = field(default_factory=lambda: np.empty(0))
+    _past: dict[str, np.ndarray] = field(default_factory=dict)
+    _past_specs: dict[str, RegisterSpec] = field(default_factory=dict)
 
     # ------------------------------------------------------------------ input
 
@@ -154,12 +171,17 @@ class SlicedChecks:
         self._flush()
         findings: list[Finding] = []
         for group in self._groups.values():
-            made = segment_findings([(ctx, inc) for _, ctx, inc in group.kept],
-                                    plot.render if self.with_plots else None, MAX_EVIDENCE)
-            for finding in made:
-                findings.append(replace(finding, count=group.count, first_seen=group.first_seen,
-                                        last_seen=group.last_seen,
-                                        severity=group.severity or finding.severity))
+            if not group.kept:
+                continue
+            # as ``segment_findings`` makes it: the first incident's finding, the evidence of
+            # each kept one in order, the plot only on the first
+            finding = group.kept[0][1]
+            evidence = (*finding.evidence[:1],
+                        *(replace(e, values={k: v for k, v in e.values.items() if k != "svg"})
+                          for _, made in group.kept[1:] for e in made.evidence[:1]))
+            findings.append(replace(finding, evidence=evidence, count=group.count,
+                                    first_seen=group.first_seen, last_seen=group.last_seen,
+                                    severity=group.severity or finding.severity))
         findings.sort(key=lambda f: (f.first_seen or 0.0, f.rule))
         return findings
 
@@ -170,12 +192,14 @@ class SlicedChecks:
             pass
         self._series, self._writes = [], []
         self._origin, self._dt = None, None
+        self._past_k, self._past_t, self._past, self._past_specs = 0, np.empty(0), {}, {}
         self._latest = self._until = self._watermark = -math.inf
 
-    def _signals(self, start: float, end: float) -> dict[str, Signal]:
+    def _signals(self, start: float, end: float, register_map: RegisterMap | None = None
+                 ) -> dict[str, Signal]:
         own = [cut for piece in self._series if (cut := _cut(piece, start, end)) is not None]
         writes = [w for w in self._writes if start <= float(getattr(w, "ts", 0.0)) <= end]
-        return extract_signals(own, writes, self.sink.register_map())
+        return extract_signals(own, writes, register_map or self.sink.register_map())
 
     def _step(self, final: bool) -> bool:
         """Check the next slice if its data is all there (or ``final``); True when it moved on."""
@@ -185,11 +209,13 @@ class SlicedChecks:
         ready = min(self._until, self._latest)
         if not final and (ready < c1 + self.lookahead_s or ready < self._wait_until):
             return False
-        ext1 = self._latest if final else ready
+        # the frame ends a look-ahead after the slice (or where an incident open at its start
+        # waits for values to): not at the last value handed out, so frames stay short
+        ext1 = self._latest if final else min(ready, max(c1 + self.lookahead_s, self._wait_until))
         if self._dt is None:
             # The grid as the whole run makes it: from the first sample of a signal (values of
             # unmapped registers and writes to other PLCs are none), at the polls' step.
-            first = self._signals(-math.inf, ext1)
+            first = self._signals(-math.inf, self._latest if final else ready)
             if not first:
                 if final:
                     self._drop_before(math.inf)
@@ -198,11 +224,15 @@ class SlicedChecks:
             self._origin = self._watermark = c0 = min(float(s.ts[0]) for s in first.values())
             c1 = c0 + self.slice_s
             self._dt = self.dt if self.dt is not None else grid_step(first)
+            if not final:
+                ext1 = min(ready, max(c1 + self.lookahead_s, self._wait_until))
         origin = self._origin
         dt = self._dt
-        ext0 = max(origin, c0 - self.lookback_s)
-        signals = self._signals(ext0 - HOLD_S, ext1)
-        k0 = max(0, math.ceil((ext0 - origin) / dt - 1e-9))
+        ext0 = max(origin, c0 - self.lookback_s)  # what replay and evidence windows reach
+        fx0 = max(origin, c0 - min(self.frame_lookback_s, self.lookback_s))  # the frame's start
+        signals = self._signals(fx0 - HOLD_S, ext1)
+        k0 = max(0, math.ceil((fx0 - origin) / dt - 1e-9))
+        kr = max(0, math.ceil((ext0 - origin) / dt - 1e-9))
         k1 = math.floor((ext1 - origin) / dt)
         if not signals or k1 - k0 < 1:
             if final:
@@ -213,9 +243,12 @@ class SlicedChecks:
         frame = frame_on_grid(signals, t, dt)
         config = self.sink.resolved(_span(frame, origin, final))
         self.runs += 1
-        incidents = check_frame(frame, config, self.sink.baseline, signals, self.segment)
+        incidents = check_frame(frame, config, self.sink.baseline, signals, self.segment,
+                                self._past_rows(kr, k0))
+        self._remember(frame, k0)
+        reach = (k0, kr, ext0)
         last_row = float(frame.t[-1])
-        forced = not final and ext1 - ext0 > self.max_span_s
+        forced = not final and ext1 - fx0 > self.max_span_s
         # A frame grown beyond ``max_span_s`` (an incident open all along): what starts before
         # its last ``lookahead_s`` is taken, open or not (an open one as it stands); the rest,
         # judged at the frame's edge, is the next slice's
@@ -258,7 +291,7 @@ class SlicedChecks:
             return False
         for ctx, inc in owned:
             if float(frame.t[inc.start]) < settled_before:
-                self._keep(ctx, inc)
+                self._keep(ctx, inc, reach)
         if final:
             self._watermark = last_row + dt
             return False
@@ -266,7 +299,7 @@ class SlicedChecks:
         self._drop_before(self._watermark - self.lookback_s - HOLD_S)
         return True
 
-    def _keep(self, ctx: CheckContext, inc: Incident) -> None:
+    def _keep(self, ctx: CheckContext, inc: Incident, reach: tuple[int, int, float]) -> None:
         frame = ctx.frame
         group = self._groups.setdefault((inc.rule, inc.signal), _Group())
         group.count += 1
@@ -276,10 +309,65 @@ class SlicedChecks:
         order = (float(frame.t[inc.detect]), float(frame.t[inc.start]))
         if len(group.kept) >= MAX_EVIDENCE and order >= group.kept[-1][0]:
             return
-        group.kept.append((order, *_cut_context(ctx, inc)))
+        cut_ctx, cut_inc = _cut_context(ctx, inc, self._before(ctx, inc, reach))
+        made = segment_findings([(cut_ctx, cut_inc)], plot.render if self.with_plots else None, 1)
+        group.kept.append((order, made[0]))
         # stable: an incident equal in order to a kept one comes after it, as in a whole run
         group.kept.sort(key=lambda item: item[0])
         del group.kept[MAX_EVIDENCE:]
+
+    def _before(self, ctx: CheckContext, inc: Incident, reach: tuple[int, int, float]
+                ) -> SignalFrame | None:
+        """The grid rows before the frame that the incident's evidence window reaches (as far
+        as ``lookback_s``), with the columns of its signals: built from the values held for
+        the look-back, so a long incident's window is the one a longer frame would give."""
+        k0, kr, ext0 = reach
+        rows = min(_pad_rows(ctx, inc) - inc.start, k0 - kr)
+        if rows <= 0 or self._origin is None or self._dt is None:
+            return None
+        names = {n for n in (inc.signal, *inc.related) if n in ctx.frame.columns}
+        full = self.sink.register_map()
+        only = replace(full, registers=tuple(r for r in full.registers if r.name in names),
+                       telemetry=tuple(p for p in full.telemetry if p.name in names))
+        t = self._origin + self._dt * np.arange(k0 - rows, k0)
+        return frame_on_grid(self._signals(ext0 - HOLD_S, float(t[-1]), only), t, self._dt)
+
+    def _past_rows(self, first: int, stop: int) -> ReplayPast | None:
+        """The replay check's rows [first, stop) (grid indices) as far as they are kept; the
+        rows before ``first`` are let go of (no later slice reaches them)."""
+        if first > self._past_k and len(self._past_t):
+            cut = min(first - self._past_k, len(self._past_t))
+            self._past_t = self._past_t[cut:].copy()
+            self._past = {name: column[cut:].copy() for name, column in self._past.items()}
+            self._past_k += cut
+        lo = max(first, self._past_k) - self._past_k
+        hi = stop - self._past_k
+        if hi > len(self._past_t) or hi <= lo:
+            return None  # not kept up to the frame (the piece's first slice)
+        return ReplayPast(self._past_t[lo:hi], {n: c[lo:hi] for n, c in self._past.items()},
+                          dict(self._past_specs))
+
+    def _remember(self, frame: SignalFrame, k0: int) -> None:
+        """Keep the frame's sensor columns for the replay checks of the next slices."""
+        end = self._past_k + len(self._past_t)
+        if not len(self._past_t) or k0 > end:
+            self._past_k, self._past_t, self._past = k0, np.empty(0), {}
+            end = k0
+        new = frame.t[end - k0:]
+        if not len(new):
+            return
+        columns = replay_columns(frame)
+        held = len(self._past_t)
+        for name in [*columns, *(n for n in self._past if n not in columns)]:
+            before = self._past.get(name)
+            if before is None:
+                before = np.full(held, np.nan)
+            after = columns.get(name)
+            after = after[end - k0:] if after is not None else np.full(len(new), before[-1] if held else np.nan)
+            self._past[name] = np.concatenate((before, after))
+            if name in frame.specs:
+                self._past_specs[name] = frame.specs[name]
+        self._past_t = np.concatenate((self._past_t, new))
 
     def _drop_before(self, when: float) -> None:
         """Let go of values no later slice can need."""
@@ -345,23 +433,48 @@ def _pad_rows(ctx: CheckContext, inc: Incident) -> int:
     return max(ctx.seconds(5.0), (inc.end - inc.start + 1) // 2) + 1
 
 
-def _cut_context(ctx: CheckContext, inc: Incident) -> tuple[CheckContext, Incident]:
-    """The context cut to the incident's evidence window (rows re-numbered), so a kept incident
-    does not keep its slice's whole frame."""
+def _cut_context(ctx: CheckContext, inc: Incident, before: SignalFrame | None = None
+                 ) -> tuple[CheckContext, Incident]:
+    """The context cut to the incident's evidence window (rows re-numbered) and to what its
+    evidence reads (the columns of its signal and related ones, the samples of its signal),
+    copied: a kept incident holds no view of its slice's frame or samples. ``before``: the
+    rows before the frame the window reaches, with the incident's signals
+    (``SlicedChecks._before``)."""
     frame = ctx.frame
     pad = _pad_rows(ctx, inc)
-    lo = max(0, inc.start - pad)
     hi = min(len(frame.t), inc.end + pad + 1)
-    rows = slice(lo, hi)
-    small = SignalFrame(frame.t[rows], frame.dt, {k: v[rows] for k, v in frame.columns.items()},
-                        {k: v[rows] for k, v in frame.age.items()}, frame.specs, frame.source,
-                        {k: v[rows] for k, v in frame.frames.items()})
-    since = float(frame.t[lo]) - HOLD_S
-    until = float(frame.t[hi - 1])
-    signals = {name: part for name, signal in ctx.signals.items()
-               if (part := signal.between(since, until)) is not None}
-    cut = replace(ctx, frame=small, states=ctx.states[rows], signals=signals)
-    return cut, replace(inc, start=inc.start - lo, end=inc.end - lo, detect=inc.detect - lo)
+    if before is None or not len(before.t):
+        before = SignalFrame(np.empty(0), frame.dt, {}, {}, {})
+        lo = max(0, inc.start - pad)
+    else:
+        lo = 0
+    m = len(before.t)
+    names = [n for n in dict.fromkeys((inc.signal, *inc.related)) if n in frame.columns]
+
+    def joined(earlier: dict[str, np.ndarray], now: dict[str, np.ndarray], name: str,
+               fill: float) -> np.ndarray:
+        first = earlier.get(name)
+        return np.concatenate((np.full(m, fill) if first is None else first, now[name][lo:hi]))
+
+    small = SignalFrame(np.concatenate((before.t, frame.t[lo:hi])), frame.dt,
+                        {n: joined(before.columns, frame.columns, n, np.nan) for n in names},
+                        {n: joined(before.age, frame.age, n, np.inf) for n in names if n in frame.age},
+                        frame.specs, frame.source,
+                        {n: joined(before.frames, frame.frames, n, 0) for n in names if n in frame.frames})
+    since = float(small.t[0]) - HOLD_S
+    until = float(small.t[-1])
+    signals = {}
+    signal = ctx.signals.get(inc.signal)
+    part = signal.between(since, until) if signal is not None else None
+    if part is not None:
+        signals[inc.signal] = replace(part, ts=part.ts.copy(), values=part.values.copy(),
+                                      frames=part.frames.copy(), origin=part.origin.copy())
+    states = np.concatenate((np.zeros(m, dtype=ctx.states.dtype), ctx.states[lo:hi]))
+    cut = replace(ctx, frame=small, states=states, signals=signals)
+    shift = m - lo
+    residual = None if inc.residual is None else np.array(inc.residual)
+    return cut, replace(inc, start=inc.start + shift, end=inc.end + shift,
+                        detect=inc.detect + shift, residual=residual)
 
 
 def sliced_findings(sink: ProcessSink, series: Sequence[RegisterSeries], writes: Sequence[object] = (),

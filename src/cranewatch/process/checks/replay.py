@@ -14,6 +14,7 @@ never judged: they repeat honestly, and the frozen checks cover them.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -21,6 +22,7 @@ import numpy as np
 from cranewatch.model import Severity
 from cranewatch.process.checks import CheckContext, Incident, persistent, rolling_sum
 from cranewatch.process.checks.range_rate import analog_signals
+from cranewatch.process.signals import RegisterSpec, SignalFrame
 
 REPLAY_WINDOW_S = 3.0
 # Share of rows in the window that repeat an earlier row exactly at a steady lag. Polls and PLC
@@ -320,4 +322,54 @@ def near_replays(ctx: CheckContext) -> list[Incident]:
                    "PLC and its masters, or the PLC is tampered with. Trace the path (ARP, "
                    "switch ports) and check the PLC program.",
         ))
+    return out
+
+
+# --- a frame with a compact past ----------------------------------------------------------------
+# Checked in time slices (``process.slices``), a frame reaches a minute before its slice; a
+# replay's source lies up to ``NEAR_SEARCH_S`` back. What replay needs of those rows is only
+# the sensor columns (``analog_signals``): the slices keep them (8 bytes a row and sensor) and
+# the replay check runs over them and the frame together, as over one longer frame.
+
+
+def replay_columns(frame: SignalFrame) -> dict[str, np.ndarray]:
+    """The columns of ``frame`` the replay check reads (sensors; see ``analog_signals``)."""
+    return {name: frame.columns[name] for name, spec in frame.specs.items()
+            if name in frame.columns and spec.table == "IR" and spec.type != "bit"
+            and name != "heartbeat"}
+
+
+def check_replay_after(ctx: CheckContext, past_t: np.ndarray, past: Mapping[str, np.ndarray],
+                       specs: Mapping[str, RegisterSpec]) -> list[Incident]:
+    """``check_replay`` over the rows ``past_t`` (the grid rows just before the frame, with the
+    sensor columns ``past``) and the frame, as over one frame; incidents in the frame's rows
+    (one that began in the past starts at the frame's first row, its residual cut to match)."""
+    n_past = len(past_t)
+    if n_past == 0:
+        return check_replay(ctx)
+    frame = ctx.frame
+    now = replay_columns(frame)
+    names = [*now, *(name for name in past if name not in now)]
+    columns: dict[str, np.ndarray] = {}
+    for name in names:
+        before = past.get(name)
+        if before is None:
+            before = np.full(n_past, np.nan)
+        after = now.get(name)
+        if after is None:  # no sample since: its last value is held on
+            after = np.full(len(frame.t), before[-1])
+        columns[name] = np.concatenate((before, after))
+    longer = SignalFrame(np.concatenate((past_t, frame.t)), frame.dt, columns, {},
+                         {name: frame.specs.get(name) or specs[name] for name in names},
+                         frame.source)
+    out: list[Incident] = []
+    for inc in check_replay(replace(ctx, frame=longer, states=np.zeros(len(longer.t), dtype=np.int8))):
+        if inc.end < n_past:
+            continue
+        start = max(0, inc.start - n_past)
+        residual = inc.residual
+        if residual is not None and inc.start < n_past:
+            residual = residual[n_past - inc.start:]
+        out.append(replace(inc, start=start, end=inc.end - n_past,
+                           detect=max(start, inc.detect - n_past), residual=residual))
     return out
