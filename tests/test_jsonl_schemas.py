@@ -153,3 +153,22 @@ def test_docs_describe_every_record_type_and_point_at_its_schema() -> None:
         if kind not in OPEN_TYPES:
             for field in schema["properties"]:
                 assert f"`{field}`" in docs, f"docs/jsonl.md: {kind}.{field} not described"
+
+
+def test_a_decoder_bug_warning_matches_the_schema(tmp_path: Path) -> None:
+    """A decoder that fails with a bug is an "internal" warning (the run goes on): its line in the
+    document is valid against the warning schema."""
+    from cranewatch.pipeline import Analysis
+    from cranewatch.protocols.base import REGISTRY, DecoderSpec
+    from cranewatch.report.jsonl import render
+    from modbus_capture import read_request, read_response
+    from test_fuzz_decoders import Exploding, polls
+
+    spec = DecoderSpec(name="exploding", transport="tcp", ports=frozenset({502}), factory=Exploding,
+                       priority=0)
+    capture = polls(tmp_path / "polls.pcap", read_request(2, 3, 100, 1), read_response(2, 3, [5]))
+    result = Analysis([], decoders=[spec, *sorted(REGISTRY, key=lambda s: s.priority)]).run([capture])
+    lines = render(result).splitlines()
+    warnings = [json.loads(line) for line in lines if '"type":"warning"' in line]
+    assert [w["kind"] for w in warnings] == ["internal"]
+    assert problems(lines) == []
