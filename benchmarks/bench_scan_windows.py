@@ -38,6 +38,11 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+# This checkout's code for everything imported in process (the Windows checks counted below and
+# the WOF volume builder of tests/, which imports cranewatch too), as for the child scan: a
+# ``cranewatch`` found first elsewhere (an editable install of another checkout) would count
+# another version's findings (3 instead of 6 on the same tree, before ShimCache and BAM).
+sys.path.insert(0, str(REPO / "src"))
 HIVES = REPO.parent / "shared/data/windows/hives"
 PLACES = {
     "SYSTEM_WIN_10_1709": "Windows/System32/config/SYSTEM",
@@ -203,7 +208,7 @@ def main() -> int:
     )
     wall = time.perf_counter() - started
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    sys.path.insert(0, str(REPO / "src"))
+    import cranewatch
     from cranewatch.forensics.checks.base import EndpointPolicy
     from cranewatch.forensics.image import open_image
     from cranewatch.forensics.packages import read_packages
@@ -221,7 +226,8 @@ def main() -> int:
         "scan_wall_seconds": round(wall, 2),
         "scan_cpu_seconds": round((after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime), 2),
         "returncode": run.returncode, "windows_checks_seconds": round(windows_seconds, 2),
-        "windows_findings": len(findings), "stderr_tail": run.stderr[-300:],
+        "windows_findings": len(findings), "code": str(Path(cranewatch.__file__).parents[1]),
+        "stderr_tail": run.stderr[-300:],
     }, indent=2))
     return 0 if run.returncode in (0, 1) else 1
 

@@ -199,6 +199,40 @@ def test_user_rules_directory(tree: Path, tmp_path: Path) -> None:
         scan_image(tree, workers=1, rules=rules, policy=STS07)
 
 
+def test_yara_time_limit_on_a_file_is_a_warning_and_the_files_other_findings_stand(
+    tree: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # YARA's limit is wall-clock time: on a loaded machine a file can hit it one run and not the
+    # next. It used to be swallowed (no finding, no word of it); the scan must say so instead.
+    import yara
+
+    from cranewatch.forensics.checks import yara_rules
+
+    class SlowOnMarker:
+        def __init__(self, real: yara.Rules) -> None:
+            self.real = real
+
+        def match(self, data: bytes, timeout: int) -> list[yara.Match]:
+            if b"SLOW-FOR-YARA" in data:
+                raise yara.TimeoutError("internal error: 2")
+            return self.real.match(data=data, timeout=timeout)
+
+    real_compile = yara_rules.compile_rules
+
+    def compile_slow(path: Path | None) -> yara_rules.RuleSet:
+        rules = real_compile(path)
+        return yara_rules.RuleSet(SlowOnMarker(rules.text), SlowOnMarker(rules.binary), rules.sources)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(yara_rules, "compile_rules", compile_slow)
+    with open(tree / "etc/cms/hmi.conf", "a") as fh:
+        fh.write("upstream = 203.0.113.200\n# SLOW-FOR-YARA\n")
+    result = scan_image(tree, workers=1, policy=STS07)
+    assert [w for w in result.warnings if "YARA" in w] == [
+        "etc/cms/hmi.conf: YARA rules stopped after 30 s on this file: not every rule was matched"
+    ]
+    assert any(f.rule == "endpoint.public" and f.evidence[0].path == "etc/cms/hmi.conf" for f in result.findings)
+
+
 def test_language_packages_are_inventoried(tree: Path) -> None:
     _write(tree, "opt/cms/lib/python3/site-packages/requests-2.31.0.dist-info/METADATA", "Metadata-Version: 2.1\nName: requests\nVersion: 2.31.0\n")
     _write(tree, "opt/cms/web/node_modules/express/package.json", '{"name": "express", "version": "4.18.2"}')

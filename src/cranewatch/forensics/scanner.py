@@ -20,6 +20,7 @@ from pathlib import Path
 
 from cranewatch.forensics.checks import FILE_CHECKS, IMAGE_CHECKS
 from cranewatch.forensics.checks.base import EndpointPolicy, FileKind, FileView, ScanContext
+from cranewatch.forensics.checks.yara_rules import Incomplete
 from cranewatch.forensics.genuine import GenuineIndex
 from cranewatch.forensics.image import Entry, Image, shown, summarise
 from cranewatch.forensics.packages import Package, PackageDb
@@ -72,6 +73,7 @@ class FileOutcome:
     # genuine | differs (from the genuine package) | reference (identical to the known-good
     # image's file, not verified by a package) | unverified (package-owned) | unowned
     trust: str = "unowned"
+    notes: tuple[str, ...] = ()  # checks that stopped short on the file (the others' findings stand)
 
 
 @dataclass(frozen=True)
@@ -161,18 +163,22 @@ def _scan_file(state: _PassState, entry: Entry) -> FileOutcome:
     golden = ctx.reference.get(path)
     view = FileView(entry, kind, data, complete, owner, pristine, digest_md5, genuine, expected, digest, sha256, golden)
     findings: list[Finding] = []
+    notes: list[str] = []
     # An empty file says something only by its name (a modem tool, a remote-access program) or
     # by differing from its genuine package; a hundred thousand of them must stay cheap.
     checks = FILE_CHECKS if entry.size or expected is not None or _NAMED.search(path) else ()
     for _name, check in checks:
-        findings.extend(check(view, ctx))
+        try:
+            findings.extend(check(view, ctx))
+        except Incomplete as exc:
+            notes.append(f"{shown(path)}: {exc}")
     if genuine:
         # Exactly what the distribution shipped: the finding is that the package is installed
         # at all (a review item), not evidence of tampering, so it never ranks above medium.
         findings = [replace(f, severity=min(f.severity, Severity.MEDIUM)) for f in findings]
     trust = ("genuine" if genuine else "differs" if expected is not None else
              "reference" if golden is not None and golden == sha256 else "unowned" if owner is None else "unverified")
-    return FileOutcome(path, kind, tuple(findings), sha256, trust=trust)
+    return FileOutcome(path, kind, tuple(findings), sha256, trust=trust, notes=tuple(notes))
 
 
 def _scan_or_note(state: _PassState, entry: Entry) -> FileOutcome:
@@ -220,6 +226,7 @@ def file_pass(image: Image, ctx: ScanContext, *, workers: int, want_digest: bool
     for outcome in sorted(outcomes, key=lambda o: o.path):
         if outcome.problem is not None:
             problems.append(outcome.problem)
+        problems.extend(outcome.notes)
         if outcome.kind is not None:
             kinds[outcome.kind] = kinds.get(outcome.kind, 0) + 1
             trust[outcome.trust] = trust.get(outcome.trust, 0) + 1

@@ -71,6 +71,12 @@ def compile_rules(extra: Path | None = None) -> RuleSet:
 
 
 _RULES: RuleSet | None = None
+_TIMEOUT = 30  # seconds (wall clock) of YARA per file
+
+
+class Incomplete(Exception):
+    """A file check stopped short (YARA's time limit hit, a YARA error): said in the scan's
+    warnings, never dropped in silence, so that a result that depends on the machine's load shows."""
 # gzip, xz, bzip2, zstd, PNG, JPEG, GIF, WOFF/OpenType fonts: nothing readable inside.
 _PACKED = (b"\x1f\x8b", b"\xfd7zXZ", b"BZh", b"\x28\xb5\x2f\xfd", b"\x89PNG", b"\xff\xd8\xff", b"GIF8", b"wOF", b"OTTO")
 
@@ -94,9 +100,11 @@ def check_file(view: FileView, ctx: ScanContext) -> Iterator[Finding]:
     if compiled is None:
         return
     try:
-        matches = compiled.match(data=view.data, timeout=30)
-    except yara.Error:
-        return
+        matches = compiled.match(data=view.data, timeout=_TIMEOUT)
+    except yara.TimeoutError:
+        raise Incomplete(f"YARA rules stopped after {_TIMEOUT} s on this file: not every rule was matched") from None
+    except yara.Error as exc:
+        raise Incomplete(f"YARA rules not matched ({' '.join(str(exc).split())[:160]})") from None
     for match in matches:
         if _scope_of_match(match) in (wanted, "any"):
             yield _finding(match, view, ctx)
