@@ -6,7 +6,9 @@ before 1809; ``dam`` likewise): the value's name is the program's device path
 (``\\Device\\HarddiskVolume2\\Windows\\System32\\cmd.exe``) or a packaged app's name, its data
 begins with the FILETIME the program last ran. ``SequenceNumber`` and ``Version`` are not
 programs. The device that holds the ``\\Windows\\`` paths is taken as C:; a program on another
-device ran from a USB stick or another disk. Findings: ``execution.judge``.
+device ran from a USB stick or another disk. Each record names its user as ``ACCOUNT (SID)``
+(``accounts``: SAM, well-known SIDs, ProfileList) and says when that is the built-in
+Administrator or a local account created on the computer. Findings: ``execution.judge``.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import struct
 from collections.abc import Iterator
 
 from cranewatch.forensics.checks.base import excerpt
+from cranewatch.forensics.windows.accounts import read_accounts
 from cranewatch.forensics.windows.execution import (
     Artefact,
     Ran,
@@ -54,10 +57,15 @@ def check(win: WindowsTree) -> Iterator[Finding]:
         return
     listed = records(win, system)
     device = system_volume(name for _key, name, _sid, _when in listed)
-    runs = [
-        Ran(drive_path(name, device), when, Evidence(
+    accounts = read_accounts(win) if listed else None
+    runs = []
+    for where, name, sid, when in listed:
+        if "\\" not in name or accounts is None:
+            continue  # packaged apps are named, not pathed
+        values = {"key": f"{system.label}\\{where}", "value": name, "sid": sid, "account": accounts.label(sid)}
+        if (note := accounts.note(sid)) is not None:
+            values["account_note"] = note
+        runs.append(Ran(drive_path(name, device), when, Evidence(
             path=system.path, excerpt=excerpt(f"{system.label}\\{where}{'' if name.startswith(chr(92)) else chr(92)}{name} = {when or '?'}", 240),
-            values={"key": f"{system.label}\\{where}", "value": name, "sid": sid}))
-        for where, name, sid, when in listed if "\\" in name  # packaged apps are named, not pathed
-    ]
+            values=values)))
     yield from judge(win, Artefact("bam", "BAM", system.path, "last_run", ran_at=True), runs)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import struct
 from collections.abc import Iterator
 
-from cranewatch.forensics.windows.tree import WindowsTree, registry_finding
+from cranewatch.forensics.windows.tree import Hive, WindowsTree, registry_finding
 from cranewatch.model import Finding, Severity
 
 NAME = "windows_sam"
@@ -31,12 +31,10 @@ def _account(f: bytes, v: bytes) -> tuple[int, str, bool]:
     return flags, name, nt_length not in _EMPTY_HASH_LENGTHS
 
 
-def check(win: WindowsTree) -> Iterator[Finding]:
-    sam = win.machine_hive("SAM")
-    users = win.key(sam, _USERS) if sam is not None else None
-    if sam is None or users is None:
-        return
-    for user in win.subkeys(sam, users, _USERS):
+def local_accounts(win: WindowsTree, sam: Hive) -> Iterator[tuple[str, int, int, str, bool]]:
+    """(key path, RID, flags, user name, has an NT hash) of each account SAM lists."""
+    users = win.key(sam, _USERS)
+    for user in win.subkeys(sam, users, _USERS) if users is not None else ():
         try:
             rid = int(user.name, 16)
         except ValueError:
@@ -51,6 +49,14 @@ def check(win: WindowsTree) -> Iterator[Finding]:
         except (struct.error, IndexError) as exc:
             win.problem(sam.path, f"account {where} unreadable ({exc})")
             continue
+        yield where, rid, flags, name, has_hash
+
+
+def check(win: WindowsTree) -> Iterator[Finding]:
+    sam = win.machine_hive("SAM")
+    if sam is None:
+        return
+    for where, rid, flags, name, has_hash in local_accounts(win, sam):
         if flags & _DISABLED:
             continue
         if flags & _NO_PASSWORD_NEEDED or not has_hash:
