@@ -264,3 +264,49 @@ def test_a_replay_further_back_than_the_frame_is_found_in_the_kept_past(
                              frame_lookback_s=12.0, lookahead_s=15.0, dt=grid_step(three.signals()))
     assert sliced == whole
     assert "past" in used and "evidence" in used
+
+
+def test_a_frame_holds_each_pieces_last_sample_before_it_not_the_minute_before() -> None:
+    """The frame's first rows hold the last sample before it: ``_signals(..., hold=HOLD_S)``
+    gives each piece's last row before the frame (per master and register range) instead of
+    the 60 s of samples before it (a shape whose masters poll 8 times as often held ~30 % more
+    raw samples per frame for that). The grid's rows, ages and capture frames are those of the
+    whole minute; the samples from the frame's start on are the same; who read a held value is
+    the same; and the sliced run (5 s slices, 20 s look-back: every frame has a minute of
+    samples before it) finds what the whole run finds. Before, ``_signals`` took no ``hold``."""
+    from cranewatch.process.signals import frame_on_grid
+
+    t0 = 1_000_000.0
+    k = np.arange(600)
+    ts_b = t0 + 0.2 * k + 0.1
+    # the PLC's value steps at 50 and 70 s (the held values before each frame differ)
+    raw_b = 100 + 5 * (0.2 * k + 0.1 >= 50.0) + 3 * (0.2 * k + 0.1 >= 70.0)
+    ts_a = t0 + 0.2 * k[1:]
+    raw_a = raw_b[:-1].copy()
+    raw_a[(0.2 * k[1:] >= 80.0) & (0.2 * k[1:] < 89.0)] += 10  # a master lied 9 s, a minute in
+    series = [_hoist_load("10.20.7.30", ts_a, raw_a), _hoist_load("10.20.7.20", ts_b, raw_b)]
+    sink = ProcessSink(profile=load_profile(PROFILE), series=series)
+    checks = SlicedChecks(sink)
+    for edge in np.arange(t0, t0 + 120.0, 3.0):  # handed out in 3 s pieces
+        checks._series.extend(cut for s in series if (cut := _cut_open(s, edge, edge + 3.0)) is not None)
+    dt = grid_step(sink.signals())
+    for fx0 in (t0 + 61.05, t0 + 75.0, t0 + 90.3):
+        end = fx0 + 20.0
+        held = checks._signals(fx0, end, hold=HOLD_S)["hoist_load"]
+        minute = checks._signals(fx0 - HOLD_S, end)["hoist_load"]
+        # one row of each 3 s piece of the minute before, not the minute's 600 samples
+        assert int((held.ts < fx0).sum()) <= 2 * 21 < int((minute.ts < fx0).sum()) == 600
+        assert held.ts[held.ts >= fx0].tolist() == minute.ts[minute.ts >= fx0].tolist()
+        assert held.values[held.ts >= fx0].tolist() == minute.values[minute.ts >= fx0].tolist()
+        t = fx0 + dt * np.arange(int(20.0 / dt))
+        a = frame_on_grid({"hoist_load": held}, t, dt)
+        b = frame_on_grid({"hoist_load": minute}, t, dt)
+        for got, want in ((a.columns, b.columns), (a.age, b.age), (a.frames, b.frames)):
+            assert got["hoist_load"].tolist() == want["hoist_load"].tolist()
+        start = float(held.ts[held.ts < fx0][-1])  # the value held at the frame's start
+        assert held.masters(start, end) == minute.masters(start, end)
+    whole = sink.finish()
+    assert [f.rule for f in whole] == ["process-masters-disagree"]
+    sliced = sliced_findings(sink, series, step_s=3.0, slice_s=5.0, lookback_s=20.0,
+                             lookahead_s=15.0, dt=dt)
+    assert sliced == whole

@@ -195,10 +195,13 @@ class SlicedChecks:
         self._past_k, self._past_t, self._past, self._past_specs = 0, np.empty(0), {}, {}
         self._latest = self._until = self._watermark = -math.inf
 
-    def _signals(self, start: float, end: float, register_map: RegisterMap | None = None
-                 ) -> dict[str, Signal]:
-        own = [cut for piece in self._series if (cut := _cut(piece, start, end)) is not None]
-        writes = [w for w in self._writes if start <= float(getattr(w, "ts", 0.0)) <= end]
+    def _signals(self, start: float, end: float, register_map: RegisterMap | None = None,
+                 hold: float = 0.0) -> dict[str, Signal]:
+        """The samples from ``start`` to ``end``; with ``hold``, also each piece's last row
+        before ``start`` (up to ``hold`` earlier) and the writes of that stretch: the value
+        each master's signals hold at ``start``, without the whole stretch's samples."""
+        own = [cut for piece in self._series if (cut := _cut(piece, start, end, hold)) is not None]
+        writes = [w for w in self._writes if start - hold <= float(getattr(w, "ts", 0.0)) <= end]
         return extract_signals(own, writes, register_map or self.sink.register_map())
 
     def _step(self, final: bool) -> bool:
@@ -230,7 +233,9 @@ class SlicedChecks:
         dt = self._dt
         ext0 = max(origin, c0 - self.lookback_s)  # what replay and evidence windows reach
         fx0 = max(origin, c0 - min(self.frame_lookback_s, self.lookback_s))  # the frame's start
-        signals = self._signals(fx0 - HOLD_S, ext1)
+        # the frame's first rows hold the last sample before it: one row per piece (per master
+        # and register range; a shape whose masters poll 8 times as often had 60 s of them here)
+        signals = self._signals(fx0, ext1, hold=HOLD_S)
         k0 = max(0, math.ceil((fx0 - origin) / dt - 1e-9))
         kr = max(0, math.ceil((ext0 - origin) / dt - 1e-9))
         k1 = math.floor((ext1 - origin) / dt)
@@ -403,8 +408,12 @@ def _carries_value(event: object, register_map: RegisterMap) -> bool:
     return True
 
 
-def _cut(piece: RegisterSeries, start: float, end: float) -> RegisterSeries | None:
+def _cut(piece: RegisterSeries, start: float, end: float, hold: float = 0.0) -> RegisterSeries | None:
+    """The rows from ``start`` to ``end``; with ``hold``, and the last row before ``start``
+    when it is no more than ``hold`` earlier."""
     lo = int(np.searchsorted(piece.ts, start, side="left"))
+    if hold and lo and float(piece.ts[lo - 1]) >= start - hold:
+        lo -= 1
     hi = int(np.searchsorted(piece.ts, end, side="right"))
     if hi <= lo:
         return None
