@@ -92,9 +92,11 @@ def main(argv: list[str] | None = None) -> int:
 
     sinks: list[Any] = []
     if args.detectors:
+        from cranewatch.profile import load_profile
         from cranewatch.sinks import build_sinks
 
-        sinks = build_sinks(args.profile)  # what ``analyze`` runs
+        # what ``analyze`` runs; the profile loaded at the edge, as the CLI loads it
+        sinks = build_sinks(load_profile(args.profile) if args.profile else None)
     elif args.profile:
         from cranewatch.process.engine import build_sink
         from cranewatch.profile import load_profile
