@@ -118,3 +118,33 @@ def test_split_run_gives_the_serial_warnings(capsys: pytest.CaptureFixture[str],
     assert len(spy.plans) == 1 and NOTE not in split[2]
     assert serial[1].count("more holes of tcp") == 2
     assert split == serial
+
+
+def test_the_tally_counts_every_hole_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """By hand: flow a has 5 holes (3 said, 2 summed), b 1 (said), c 2 beyond the run's 4
+    single holes (summed); with room for 1 flow summary and 2 flows tallied, flow d's hole is
+    in the last line without a flow of its own."""
+    monkeypatch.setattr(weirds, "MAX_SINGLE", 4)
+    monkeypatch.setattr(weirds, "MAX_FLOW_SUMS", 1)
+    monkeypatch.setattr(weirds, "MAX_FLOWS", 3)
+
+    def hole(flow: str, frame: int, lost: int) -> weirds.GapWarning:
+        return weirds.GapWarning(f"content_gap: {lost} bytes of {flow}", "x.pcap", frame,
+                                 "capture", (flow,), "s7comm", f"tcp {flow}", lost)
+
+    tally = weirds.GapTally()
+    holes = [hole("a", 1, 10), hole("b", 2, 20), hole("a", 3, 30), hole("a", 4, 40),
+             hole("a", 5, 50), hole("c", 6, 60), hole("a", 7, 70), hole("c", 8, 80),
+             hole("d", 9, 90)]
+    assert [tally.keep(w) for w in holes] == [True, True, True, True, False, False, False,
+                                              False, False]
+    first, last = tally.summaries()
+    assert (first.frame, first.file) == (5, "x.pcap")
+    assert first.message.startswith("s7comm: content_gap: 2 more holes of tcp a were not in the "
+                                    "capture, 120 bytes in all, the first before frame 5, the "
+                                    "last before frame 7;")
+    assert (last.frame, last.file) == (None, None)
+    assert last.message == ("content_gap: 3 more holes in 1 more flows (1 of them in flows past "
+                            "the first 3 with holes, not told apart) were not in the capture, "
+                            "230 bytes in all (given up at the peers' acknowledgements)")
+    assert tally.summaries() == []
