@@ -87,6 +87,7 @@ from cranewatch.decode import DecodedBatch, decode_batch
 from cranewatch.errors import EnvironmentProblem
 from cranewatch.result import InputWarning
 from cranewatch.sources.pcap import PacketBatch
+from cranewatch.weirds import GapWarning
 
 WINDOW = 2  # batches a file may have read ahead of the main process (~6 MB each at 64 k packets)
 
@@ -785,10 +786,11 @@ def _group_analysis(outbox: _Outbox, worker: int, paths: list[str], owned: set[i
         def warn(self, warning: InputWarning) -> None:
             new = self._limits_hit - self.told
             self.told |= new
-            if self.warned >= MAX_WARNINGS:
-                self.dropped += 1
-                return
-            self.warned += 1
+            if not isinstance(warning, GapWarning):  # the main process tallies gaps (weirds)
+                if self.warned >= MAX_WARNINGS:
+                    self.dropped += 1
+                    return
+                self.warned += 1
             self.put("warn", (warning, min(new) if new else None))
 
         def clocked(self, stream: Iterator[PacketBatch]) -> Iterator[PacketBatch]:

@@ -90,7 +90,7 @@ from cranewatch.result import (
 )
 from cranewatch.segments import FileSpan, Segment, SegmentPlanner
 from cranewatch.sources.pcap import PacketBatch, open_capture
-from cranewatch.weirds import content_gap
+from cranewatch.weirds import GapTally, GapWarning, content_gap
 
 # The same few hundred addresses come back in every flow: format each once.
 ip_text = functools.lru_cache(maxsize=65536)(_ip_text)
@@ -402,12 +402,15 @@ class Analysis:
         self._slicing = False  # register values go out in slices (see the module)
         self._next_slices: float | None = None
         self._sink_failures: dict[tuple[str, str, str], int] = {}
+        self._gaps = GapTally()  # content_gap warnings: the first said, the rest summed (weirds)
 
     # ------------------------------------------------------------------ plumbing
 
     def warn(self, warning: InputWarning) -> None:
         if self._held is not None:  # given out in capture order (``_decode_payloads``)
             self._held.append((self._row, warning))
+            return
+        if isinstance(warning, GapWarning) and not self._gaps.keep(warning):
             return
         if len(self.warnings) < MAX_WARNINGS:
             self.warnings.append(warning)
@@ -477,6 +480,8 @@ class Analysis:
         """The end of a run once every packet is in: the sinks learn the capture's segments,
         give their findings (a sink that fails costs its own findings, not the run's) and
         their problems, and the result is made (the serial run and ``parallel.SplitRun``)."""
+        for warning in self._gaps.summaries():
+            self.warn(warning)
         for sink in self.sinks:
             on_segments = getattr(sink, "on_segments", None)
             if on_segments is not None:
